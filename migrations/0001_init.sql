@@ -1,0 +1,92 @@
+-- passback schema, SQLite. Secrets are stored only as hashes or as ciphertext.
+
+CREATE TABLE agents (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_hash   BLOB NOT NULL,            -- SHA-256 of the 256-bit relay secret
+    created_at    INTEGER NOT NULL,
+    revoked_at    INTEGER
+);
+
+CREATE TABLE agent_keys (
+    agent_id         TEXT NOT NULL REFERENCES agents(id),
+    version          INTEGER NOT NULL,
+    public_key_pem   TEXT NOT NULL,
+    package_key_enc  BLOB NOT NULL,          -- AES-256-GCM under the configured data key
+    created_at       INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, version)
+);
+
+CREATE TABLE enrollment_tokens (
+    token_hash  BLOB PRIMARY KEY,            -- SHA-256 of the token
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER
+);
+
+CREATE TABLE directory_users (
+    directory     TEXT NOT NULL,
+    anchor        TEXT NOT NULL,
+    dn            TEXT NOT NULL,
+    username      TEXT NOT NULL,             -- lower-cased
+    email         TEXT,                      -- as synced
+    email_lc      TEXT,                      -- lower-cased, for lookups
+    display_name  TEXT NOT NULL,
+    enabled       INTEGER NOT NULL,
+    locked        INTEGER NOT NULL,
+    synced_at     INTEGER NOT NULL,
+    PRIMARY KEY (directory, anchor)
+);
+CREATE INDEX directory_users_username ON directory_users(username);
+CREATE INDEX directory_users_email ON directory_users(email_lc);
+
+CREATE TABLE directory_policies (
+    directory   TEXT PRIMARY KEY,
+    policy_json TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+CREATE TABLE verification_codes (
+    id          TEXT PRIMARY KEY,
+    directory   TEXT NOT NULL,
+    anchor      TEXT NOT NULL,
+    code_hash   TEXT NOT NULL,               -- argon2id PHC string
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    used_at     INTEGER
+);
+CREATE INDEX verification_codes_target ON verification_codes(directory, anchor, created_at);
+
+-- One row per writeback the portal sent; msg_id is the one-use key of the form that caused it,
+-- so a second submit of the same form cannot write twice.
+CREATE TABLE writebacks (
+    msg_id        TEXT PRIMARY KEY,
+    directory     TEXT NOT NULL,
+    anchor        TEXT NOT NULL,
+    op            TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    outcome_code  TEXT,
+    outcome_json  TEXT,
+    finished_at   INTEGER
+);
+
+-- Append-only from the application's point of view: it never updates or deletes rows.
+CREATE TABLE audit (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            INTEGER NOT NULL,
+    actor         TEXT NOT NULL,
+    operation     TEXT NOT NULL,
+    directory     TEXT,
+    anchor        TEXT,
+    target        TEXT,
+    outcome_code  TEXT NOT NULL,
+    raw           TEXT NOT NULL DEFAULT '',
+    support_code  TEXT NOT NULL,
+    client        TEXT
+);
+CREATE INDEX audit_at ON audit(at);
+CREATE INDEX audit_support_code ON audit(support_code);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests and the integration tests, which start their own OpenLDAP
+# (slapd with ppolicy), SMTP sink, portal over TLS and agent processes on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PATH="$PATH:/usr/sbin"
+# Each integration test starts a directory, a portal and an agent: two at a time suits 2 cores.
+exec cargo test --locked -- --test-threads "${PASSBACK_TEST_THREADS:-4}"

@@ -1,0 +1,146 @@
+//! Serving one sealed request: authenticate (AES-GCM) → replay check → decrypt (RSA) → directory
+//! → sealed result. A repeated message id is answered from the stored result, never written twice.
+
+use super::Agent;
+use crate::directory::Answer;
+use crate::domain::{MsgId, Outcome};
+use crate::envelope::{self, Direction, EnvelopeError, FrameKind, Op, RequestPackage, ResultPackage, SealedFrame};
+use secrecy::SecretString;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// The sealed answer to one message, filled once.
+type Answered = Arc<OnceCell<String>>;
+
+/// Answers already given (or being given), kept until their request would have expired anyway.
+#[derive(Default)]
+pub struct ReplayCache {
+    entries: std::sync::Mutex<std::collections::HashMap<MsgId, (i64, Answered)>>,
+}
+
+impl ReplayCache {
+    /// The cell for `msg_id`, and whether it existed before.
+    fn cell(&self, msg_id: &MsgId, expires_at: i64, now: i64) -> (Answered, bool) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (exp, _)| *exp > now);
+        if let Some((_, cell)) = map.get(msg_id) {
+            return (cell.clone(), true);
+        }
+        let cell = Arc::new(OnceCell::new());
+        map.insert(msg_id.clone(), (expires_at, cell.clone()));
+        (cell, false)
+    }
+}
+
+impl Agent {
+    /// Returns the sealed result to send back, or `None` for a frame that must be refused.
+    pub async fn handle_request(&self, frame: SealedFrame) -> Option<String> {
+        let now = self.clock.now();
+        let mut opened = self.open(&frame, now);
+        if let Err(EnvelopeError::UnknownKey(_)) = opened {
+            // The keys may have been rotated by `passback agent rotate-keys` meanwhile.
+            self.reload_keys();
+            opened = self.open(&frame, now);
+        }
+        let pkg = match opened {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(msg_id = %frame.msg_id, error = %e, "refused a request frame");
+                return None;
+            }
+        };
+        let (cell, seen) = self.replay.cell(&pkg.msg_id, pkg.expires_at, now);
+        if seen {
+            tracing::warn!(msg_id = %pkg.msg_id, "repeated message id: answering with the stored result");
+        }
+        let key_version = frame.key_version;
+        let sealed = cell.get_or_init(|| self.perform_and_seal(pkg, key_version)).await;
+        (!sealed.is_empty()).then(|| sealed.clone())
+    }
+
+    fn open(&self, frame: &SealedFrame, now: i64) -> Result<RequestPackage, EnvelopeError> {
+        let keys = self.keys();
+        envelope::open_request(&self.agent_id, frame, now, |v| {
+            keys.iter().find(|k| k.version == v).map(|k| k.package.clone())
+        })
+    }
+
+    async fn perform_and_seal(&self, pkg: RequestPackage, key_version: u32) -> String {
+        let answer = self.perform(&pkg, key_version).await;
+        tracing::info!(
+            msg_id = %pkg.msg_id,
+            op = ?pkg.op,
+            directory = %pkg.directory,
+            anchor = %pkg.anchor,
+            actor = %pkg.actor,
+            outcome = %answer.outcome.code(),
+            raw = %answer.raw,
+            "request served"
+        );
+        let result = ResultPackage {
+            msg_id: pkg.msg_id.clone(),
+            outcome: answer.outcome,
+            raw: answer.raw,
+            policy: answer.policy,
+        };
+        let keys = self.keys();
+        let Some(key) = keys.iter().find(|k| k.version == key_version) else { return String::new() };
+        match envelope::seal(
+            &self.agent_id,
+            key_version,
+            &key.package,
+            Direction::ToPortal,
+            FrameKind::Result,
+            &pkg.msg_id,
+            &result,
+            &mut rand::rngs::OsRng,
+        ) {
+            Ok(f) => crate::relay::protocol::Frame::Result(f).to_json(),
+            Err(e) => {
+                tracing::error!(msg_id = %pkg.msg_id, error = %e, "sealing a result failed");
+                String::new()
+            }
+        }
+    }
+
+    async fn decrypt(&self, ct: Option<&str>, key_version: u32) -> Result<SecretString, Answer> {
+        let fail = |raw: &str| Answer { outcome: Outcome::Internal, raw: raw.into(), policy: None };
+        let ct = ct.ok_or_else(|| fail("password missing from the package"))?.to_string();
+        let key = self
+            .keys()
+            .iter()
+            .find(|k| k.version == key_version)
+            .map(|k| k.rsa.clone())
+            .ok_or_else(|| fail("key version gone"))?;
+        // RSA decryption is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || envelope::decrypt_secret(&key, &ct))
+            .await
+            .map_err(|_| fail("decryption task failed"))?
+            .map_err(|_| fail("password decryption failed"))
+    }
+
+    async fn perform(&self, pkg: &RequestPackage, key_version: u32) -> Answer {
+        if pkg.op == Op::Noop {
+            return Answer { outcome: Outcome::Success, raw: "noop".into(), policy: None };
+        }
+        let Some(dir) = self.directories.get(&pkg.directory).cloned() else {
+            return Answer {
+                outcome: Outcome::Internal,
+                raw: format!("directory {} is not served by this agent", pkg.directory),
+                policy: None,
+            };
+        };
+        let new = match self.decrypt(pkg.pw_ct.as_deref(), key_version).await {
+            Ok(p) => p,
+            Err(a) => return a,
+        };
+        match pkg.op {
+            Op::Reset => dir.reset(&pkg.anchor, &new).await,
+            Op::Change => match self.decrypt(pkg.old_pw_ct.as_deref(), key_version).await {
+                Ok(old) => dir.change(&pkg.anchor, &old, &new).await,
+                Err(a) => a,
+            },
+            Op::Noop => Answer { outcome: Outcome::Success, raw: "noop".into(), policy: None },
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The agent's identity and keys on disk: one JSON file, mode 0600, written atomically.
+//! The agent refuses to start when the file can be read by anyone but its owner.
+
+use crate::envelope::{PackageKey, RSA_BITS};
+use anyhow::{bail, Context};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::RsaPrivateKey;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+#[derive(Deserialize)]
+pub struct StoredKey {
+    pub version: u32,
+    pub created_at: i64,
+    /// PKCS#8 PEM of the RSA private key.
+    pub rsa_private_pem: SecretString,
+    /// Base64 of the AES-256 package key.
+    pub package_key: SecretString,
+}
+
+#[derive(Deserialize)]
+pub struct AgentState {
+    pub portal_url: String,
+    pub agent_id: String,
+    pub relay_secret: SecretString,
+    /// Newest first.
+    pub keys: Vec<StoredKey>,
+}
+
+/// A key version ready for use: parsed once when the state is loaded.
+#[derive(Clone)]
+pub struct LoadedKey {
+    pub version: u32,
+    pub created_at: i64,
+    pub rsa: RsaPrivateKey,
+    pub package: PackageKey,
+}
+
+impl AgentState {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let meta = std::fs::metadata(path).with_context(|| {
+            format!("agent state {} not found: enroll first with `passback agent enroll`", path.display())
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "agent state {} is readable by others (mode {mode:o}); it holds private keys. \
+                 Run `chmod 600 {}` and start again",
+                path.display(),
+                path.display()
+            );
+        }
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+        let state: AgentState = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if state.keys.is_empty() {
+            bail!("agent state {} holds no keys", path.display());
+        }
+        Ok(state)
+    }
+
+    /// Writes to a temporary file created with mode 0600, then renames it over the old one.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&Exposed(self))?);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    }
+
+    pub fn bearer(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("Bearer {}.{}", self.agent_id, self.relay_secret.expose_secret()))
+    }
+
+    /// The keys still accepted: the newest, and older ones younger than the grace period
+    /// counted from the moment the next version replaced them.
+    pub fn usable_keys(&self, now: i64, grace_secs: i64) -> anyhow::Result<Vec<LoadedKey>> {
+        let mut out = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if i > 0 {
+                let replaced_at = self.keys[i - 1].created_at;
+                if now - replaced_at > grace_secs {
+                    continue;
+                }
+            }
+            let rsa = RsaPrivateKey::from_pkcs8_pem(k.rsa_private_pem.expose_secret())
+                .with_context(|| format!("key version {}", k.version))?;
+            let package = PackageKey::from_base64(k.package_key.expose_secret())
+                .ok_or_else(|| anyhow::anyhow!("key version {}: bad package key", k.version))?;
+            out.push(LoadedKey { version: k.version, created_at: k.created_at, rsa, package });
+        }
+        Ok(out)
+    }
+
+    /// Adds a new newest key and drops versions beyond the previous one.
+    pub fn push_key(&mut self, key: StoredKey) {
+        self.keys.insert(0, key);
+        self.keys.truncate(2);
+    }
+}
+
+/// Serializes secrets in clear — only for writing the 0600 state file.
+struct Exposed<'a>(&'a AgentState);
+
+impl Serialize for Exposed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct K<'a> {
+            version: u32,
+            created_at: i64,
+            rsa_private_pem: &'a str,
+            package_key: &'a str,
+        }
+        #[derive(Serialize)]
+        struct St<'a> {
+            portal_url: &'a str,
+            agent_id: &'a str,
+            relay_secret: &'a str,
+            keys: Vec<K<'a>>,
+        }
+        St {
+            portal_url: &self.0.portal_url,
+            agent_id: &self.0.agent_id,
+            relay_secret: self.0.relay_secret.expose_secret(),
+            keys: self
+                .0
+                .keys
+                .iter()
+                .map(|k| K {
+                    version: k.version,
+                    created_at: k.created_at,
+                    rsa_private_pem: k.rsa_private_pem.expose_secret(),
+                    package_key: k.package_key.expose_secret(),
+                })
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+/// A fresh RSA-2048 key pair: (private PKCS#8 PEM, public SPKI PEM). Slow: run it off the runtime.
+pub fn new_key_pair() -> anyhow::Result<(SecretString, String)> {
+    let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS)?;
+    let private = key.to_pkcs8_pem(LineEnding::LF)?;
+    let public = key.to_public_key().to_public_key_pem(LineEnding::LF)?;
+    Ok((SecretString::from(private.to_string()), public))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AgentState {
+        let key = |v: u32, at: i64| StoredKey {
+            version: v,
+            created_at: at,
+            rsa_private_pem: SecretString::from(String::new()),
+            package_key: SecretString::from(String::new()),
+        };
+        AgentState {
+            portal_url: "https://p".into(),
+            agent_id: "a".into(),
+            relay_secret: SecretString::from("s".to_string()),
+            keys: vec![key(2, 100), key(1, 0)],
+        }
+    }
+
+    #[test]
+    fn the_state_file_is_owner_only_and_a_wider_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pb-state-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.json");
+        state().save(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(AgentState::load(&path).is_ok());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(AgentState::load(&path).err().expect("refused").to_string().contains("readable by others"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_two_key_versions_are_kept() {
+        let mut s = state();
+        s.push_key(StoredKey {
+            version: 3,
+            created_at: 200,
+            rsa_private_pem: SecretString::from(String::new()),
+            package_key: SecretString::from(String::new()),
+        });
+        assert_eq!(s.keys.iter().map(|k| k.version).collect::<Vec<_>>(), vec![3, 2]);
+    }
+}

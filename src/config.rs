@@ -1,0 +1,461 @@
+//! Layered configuration: defaults, then a TOML file, then environment variables
+//! (`PASSBACK__SECTION__KEY` for the portal, `PASSBACK_AGENT__…` for the agent).
+//! Unknown keys are an error; secrets may be given as `*_file` paths; unsafe choices are refused
+//! outside development mode, loudly. Validated once, here.
+
+use anyhow::{bail, Context};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const PORTAL_ENV_PREFIX: &str = "PASSBACK__";
+pub const AGENT_ENV_PREFIX: &str = "PASSBACK_AGENT__";
+
+/// Loads `T` from its defaults, an optional TOML file and the environment.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> anyhow::Result<T> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    load_from(file, env_prefix, &vars)
+}
+
+pub fn load_from<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    vars: &[(String, String)],
+) -> anyhow::Result<T> {
+    let mut root = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            text.parse::<toml::Table>().with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(env_prefix) else { continue };
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            bail!("environment variable {name}: empty key segment");
+        }
+        insert(&mut root, &path, env_value(raw));
+    }
+    toml::Value::Table(root).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))
+}
+
+/// An environment value is read as a TOML value when it is one (numbers, booleans, arrays),
+/// otherwise as a string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                insert(t, rest, value);
+            }
+        }
+    }
+}
+
+/// A secret given inline or, better, as a file (whose trailing newline is ignored).
+pub fn read_secret(
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<SecretString>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("{what}: give either the value or the file, not both"),
+        (Some(s), None) => Ok(Some(s.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{what}: reading {}", path.display()))?;
+            Ok(Some(SecretString::from(text.trim_end_matches(['\n', '\r']).to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Production,
+    Development,
+}
+
+// ---------------------------------------------------------------- portal
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    pub mode: Mode,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub secrets: SecretsConfig,
+    pub relay: RelayConfig,
+    pub reset: ResetConfig,
+    pub mail: MailConfig,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Production,
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            secrets: SecretsConfig::default(),
+            relay: RelayConfig::default(),
+            reset: ResetConfig::default(),
+            mail: MailConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The address people and agents use, e.g. `https://passback.example.org`.
+    pub public_url: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve plain HTTP because a TLS-terminating proxy sits in front. Cookies stay `Secure`.
+    pub behind_tls_proxy: bool,
+    /// Helpdesk contact shown on error pages.
+    pub helpdesk_contact: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: "https://localhost:8443".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            behind_tls_proxy: false,
+            helpdesk_contact: "your helpdesk".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://passback.db?mode=rwc".into(), max_connections: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// 32 random bytes, base64: encrypts package keys at rest in the database.
+    pub data_key: Option<SecretString>,
+    pub data_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    pub ping_interval_secs: u64,
+    /// How long a sealed request stays valid for the agent.
+    pub request_ttl_secs: u64,
+    /// How long a person waits for the directory's answer before PB-1002.
+    pub result_deadline_secs: u64,
+    pub enrollment_token_ttl_mins: u64,
+    /// How long the agent keeps accepting the previous key after a rollover.
+    pub key_grace_hours: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_secs: 15,
+            request_ttl_secs: 120,
+            result_deadline_secs: 30,
+            enrollment_token_ttl_mins: 60,
+            key_grace_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResetConfig {
+    pub code_ttl_secs: u64,
+    pub code_attempts: u32,
+    /// Codes sent to one account per hour before the flow refuses to send more.
+    pub codes_per_hour: u32,
+}
+
+impl Default for ResetConfig {
+    fn default() -> Self {
+        Self { code_ttl_secs: 600, code_attempts: 5, codes_per_hour: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Implicit TLS (port 465).
+    Tls,
+    /// STARTTLS, required (port 587).
+    #[default]
+    Starttls,
+    /// No encryption: only to a relay on this host, or in development mode.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub from: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for the SMTP server.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            from: "passback <no-reply@localhost>".into(),
+            smtp_host: "localhost".into(),
+            smtp_port: 587,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+impl PortalConfig {
+    /// Refuses combinations that would be unsafe in production.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let dev = self.mode == Mode::Development;
+        let tls = self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some();
+        if tls && (self.server.tls_cert_file.is_none() || self.server.tls_key_file.is_none()) {
+            bail!("server: tls_cert_file and tls_key_file go together");
+        }
+        if !tls && !dev && !self.server.behind_tls_proxy {
+            bail!(
+                "server: no TLS certificate configured. Set server.tls_cert_file and server.tls_key_file, \
+                 or server.behind_tls_proxy = true when a TLS-terminating proxy is in front, \
+                 or mode = \"development\" on a test machine"
+            );
+        }
+        let url = url::Url::parse(&self.server.public_url).context("server.public_url")?;
+        if url.scheme() != "https" && !dev {
+            bail!("server.public_url must be https:// outside development mode");
+        }
+        if self.mail.security == SmtpSecurity::None && !dev && !is_loopback_host(&self.mail.smtp_host) {
+            bail!("mail.security = \"none\" sends codes in clear: only allowed to a relay on this host or in development mode");
+        }
+        if self.reset.code_attempts == 0 || self.relay.result_deadline_secs == 0 || self.relay.ping_interval_secs == 0 {
+            bail!("reset.code_attempts, relay.result_deadline_secs and relay.ping_interval_secs must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn serves_tls(&self) -> bool {
+        self.server.tls_cert_file.is_some()
+    }
+}
+
+// ---------------------------------------------------------------- agent
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Where the agent keeps its identity and keys (mode 0600).
+    pub state_file: PathBuf,
+    /// Extra CA certificate (PEM) to trust for the portal, besides the system's web roots.
+    pub portal_ca_file: Option<PathBuf>,
+    pub heartbeat_secs: u64,
+    pub sync_interval_mins: u64,
+    pub key_rotation_days: u64,
+    pub key_grace_hours: u64,
+    pub max_concurrent: usize,
+    pub directories: Vec<DirectoryConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            state_file: PathBuf::from("passback-agent.json"),
+            portal_ca_file: None,
+            heartbeat_secs: 15,
+            sync_interval_mins: 15,
+            key_rotation_days: 180,
+            key_grace_hours: 24,
+            max_concurrent: 32,
+            directories: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryKind {
+    Openldap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub id: String,
+    pub kind: DirectoryKind,
+    /// `ldaps://host:636` or `ldap://host:389` with `starttls = true`.
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub bind_dn: String,
+    pub bind_password: Option<SecretString>,
+    pub bind_password_file: Option<PathBuf>,
+    pub base_dns: Vec<String>,
+    /// Extra LDAP filter ANDed with the person filter, e.g. `(memberOf=cn=staff,ou=groups,dc=…)`.
+    pub user_filter: Option<String>,
+    /// The default password policy entry (OpenLDAP ppolicy), to state real numbers to people.
+    pub policy_dn: Option<String>,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+fn default_ldap_timeout() -> u64 {
+    10
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.directories.is_empty() {
+            bail!("agent: configure at least one [[directories]] entry");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.directories {
+            crate::domain::DirectoryId::parse(&d.id).map_err(|e| anyhow::anyhow!("directory id {:?}: {e}", d.id))?;
+            if !seen.insert(&d.id) {
+                bail!("directory {:?} is configured twice", d.id);
+            }
+            let url = url::Url::parse(&d.url).with_context(|| format!("directory {}: url", d.id))?;
+            match (url.scheme(), d.starttls) {
+                ("ldaps", false) | ("ldap", true) => {}
+                ("ldaps", true) => bail!("directory {}: ldaps:// is already encrypted; remove starttls", d.id),
+                _ => bail!(
+                    "directory {}: passwords are never sent over an unencrypted connection; \
+                     use ldaps://, or ldap:// with starttls = true",
+                    d.id
+                ),
+            }
+            if d.base_dns.is_empty() {
+                bail!("directory {}: base_dns is empty", d.id);
+            }
+            if d.bind_password.is_none() && d.bind_password_file.is_none() {
+                bail!("directory {}: bind_password_file is missing", d.id);
+            }
+            if d.pool_size == 0 {
+                bail!("directory {}: pool_size must be at least 1", d.id);
+            }
+        }
+        if self.heartbeat_secs == 0 || self.max_concurrent == 0 {
+            bail!("agent: heartbeat_secs and max_concurrent must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("pb-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(&file, "mode = \"development\"\n[relay]\nping_interval_secs = 5\nresult_deadline_secs = 9\n")
+            .unwrap();
+        let cfg: PortalConfig = load_from(
+            Some(&file),
+            PORTAL_ENV_PREFIX,
+            &vars(&[("PASSBACK__RELAY__PING_INTERVAL_SECS", "2"), ("PASSBACK__MAIL__SMTP_HOST", "mail.test")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.relay.ping_interval_secs, 2);
+        assert_eq!(cfg.relay.result_deadline_secs, 9);
+        assert_eq!(cfg.mail.smtp_host, "mail.test");
+        assert_eq!(cfg.reset.code_attempts, 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let r: anyhow::Result<PortalConfig> =
+            load_from(None, PORTAL_ENV_PREFIX, &vars(&[("PASSBACK__RELAY__PING_INTERVAL", "2")]));
+        assert!(r.unwrap_err().to_string().contains("ping_interval"));
+    }
+
+    #[test]
+    fn production_refuses_plain_http_and_clear_text_mail() {
+        let mut cfg = PortalConfig::default();
+        assert!(cfg.validate().is_err());
+        cfg.server.behind_tls_proxy = true;
+        assert!(cfg.validate().is_ok());
+        cfg.mail.security = SmtpSecurity::None;
+        cfg.mail.smtp_host = "mail.example.org".into();
+        assert!(cfg.validate().is_err());
+        cfg.mail.smtp_host = "127.0.0.1".into();
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn an_agent_refuses_a_directory_without_encryption() {
+        let text = r#"
+            [[directories]]
+            id = "corp"
+            kind = "openldap"
+            url = "ldap://127.0.0.1:389"
+            bind_dn = "cn=passback"
+            bind_password_file = "/dev/null"
+            base_dns = ["ou=people,dc=example,dc=org"]
+        "#;
+        let cfg: AgentConfig = toml::from_str(text).unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("unencrypted"));
+    }
+}

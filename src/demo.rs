@@ -1,0 +1,118 @@
+//! `passback demo`: a throwaway OpenLDAP with ppolicy and seeded people, the portal over HTTPS
+//! (its own throwaway CA), a built-in SMTP sink shown at `/demo/mail`, and an enrolled agent —
+//! all on 127.0.0.1, all in one process, gone when it stops.
+
+use crate::agent::Agent;
+use crate::config::{AgentConfig, Mode, PortalConfig, SmtpSecurity};
+use crate::domain::DirectoryId;
+use crate::sandbox::{Slapd, TestCa};
+use crate::server::{Application, Extras};
+use anyhow::Context;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DIRECTORY_ID: &str = "example";
+
+/// Writes a file that only its owner may read.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents)?;
+    Ok(())
+}
+
+/// The portal configuration the demo (and the tests) use: TLS with the throwaway CA, SQLite in
+/// `dir`, mail to the local sink.
+pub fn portal_config(dir: &Path, ca: &TestCa, port: u16, smtp_port: u16) -> anyhow::Result<PortalConfig> {
+    let key_file = dir.join("data.key");
+    write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;
+    let mut cfg = PortalConfig { mode: Mode::Production, ..Default::default() };
+    cfg.server.listen = ([127, 0, 0, 1], port).into();
+    cfg.server.public_url = format!("https://localhost:{port}");
+    cfg.server.tls_cert_file = Some(ca.cert_file.clone());
+    cfg.server.tls_key_file = Some(ca.key_file.clone());
+    cfg.server.helpdesk_contact = "the demo helpdesk (helpdesk@example.org)".into();
+    cfg.database.url = format!("sqlite://{}?mode=rwc", dir.join("passback.db").display());
+    cfg.secrets.data_key_file = Some(key_file);
+    cfg.mail.smtp_host = "127.0.0.1".into();
+    cfg.mail.smtp_port = smtp_port;
+    cfg.mail.security = SmtpSecurity::None;
+    cfg.mail.from = "passback demo <no-reply@example.org>".into();
+    Ok(cfg)
+}
+
+pub fn agent_config(dir: &Path, ca: &TestCa, slapd: &Slapd) -> AgentConfig {
+    AgentConfig {
+        state_file: dir.join("agent.json"),
+        portal_ca_file: Some(ca.ca_file.clone()),
+        heartbeat_secs: 5,
+        sync_interval_mins: 1,
+        directories: vec![slapd.directory_config(DIRECTORY_ID)],
+        ..Default::default()
+    }
+}
+
+pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir: PathBuf = dir.canonicalize()?;
+    let ca = TestCa::create(&dir.join("tls"))?;
+    let slapd = Slapd::start(&dir.join("ldap"), &ca)?;
+    let (smtp, mailbox) = crate::mail::sink::start(0).await?;
+
+    let cfg = portal_config(&dir, &ca, port, smtp.port())?;
+    let url = cfg.server.public_url.clone();
+    let app = Application::build(cfg, Extras { demo_mailbox: Some(mailbox) }).await?;
+    let (db, hub) = (app.db.clone(), app.hub.clone());
+    tokio::spawn(app.run_until_stopped());
+
+    let token = crate::server::create_enrollment_token(&db, "demo-agent", 10, crate::Clock.now()).await?;
+    let agent_cfg = agent_config(&dir, &ca, &slapd);
+    crate::agent::enroll::enroll(
+        &url,
+        &token.as_str().to_string().into(),
+        Some(&ca.ca_file),
+        &agent_cfg.state_file,
+        crate::Clock.now(),
+    )
+    .await?;
+    let agent = Agent::new(agent_cfg)?;
+    tokio::spawn(agent.run());
+
+    let dir_id = DirectoryId::parse(DIRECTORY_ID)?;
+    for _ in 0..100 {
+        let synced = crate::store::users::find_by_login(&db, "alice").await.map(|u| !u.is_empty()).unwrap_or(false);
+        if hub.is_alive(&dir_id) && synced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    println!(
+        "\npassback demo is running.\n\n  Portal:       {url}/reset\n  Demo mailbox: {url}/demo/mail   (verification codes arrive here)\n  \
+         TLS CA:       {ca}   (the browser will warn: accept the certificate, or import this CA)\n\n  \
+         Directory:    OpenLDAP {ldap}, base {base}\n  \
+         People:       alice, bob, carol (e-mail <name>@example.org), dave (no e-mail)\n  \
+         Password:     {pw} (for everyone at start)\n  \
+         Policy:       at least 8 characters, not one of the last 3; carol may change only once an hour\n\n  \
+         Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n\n\
+         Stop with Ctrl-C.\n",
+        ca = ca.ca_file.display(),
+        ldap = slapd.url,
+        base = slapd.base_dn,
+        people = slapd.people_dn,
+        pw = crate::sandbox::INITIAL_USER_PASSWORD,
+    );
+    tokio::signal::ctrl_c().await?;
+    drop(slapd);
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The one place where a directory's raw answer becomes an [`Outcome`] (DESIGN.md §5), plus the
+//! compact, password-free text of that answer that is kept for the administrator.
+
+use super::pool::Failure;
+use super::Answer;
+use crate::domain::{Outcome, PolicyFacts};
+
+/// OID of the password policy request and response controls (draft-behera-ldap-password-policy).
+pub const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+
+/// The `error` values of the ppolicy response control.
+pub mod ppolicy {
+    pub const PASSWORD_EXPIRED: u8 = 0;
+    pub const ACCOUNT_LOCKED: u8 = 1;
+    pub const CHANGE_AFTER_RESET: u8 = 2;
+    pub const PASSWORD_MOD_NOT_ALLOWED: u8 = 3;
+    pub const MUST_SUPPLY_OLD_PASSWORD: u8 = 4;
+    pub const INSUFFICIENT_PASSWORD_QUALITY: u8 = 5;
+    pub const PASSWORD_TOO_SHORT: u8 = 6;
+    pub const PASSWORD_TOO_YOUNG: u8 = 7;
+    pub const PASSWORD_IN_HISTORY: u8 = 8;
+}
+
+/// Maps an OpenLDAP answer to a Password Modify (RFC 3062) to an outcome.
+///
+/// `ppolicy_error` is the `error` of the ppolicy response control, when there was one. It is
+/// more precise than the result code, so it wins. The exop answers 49 and "unwilling to verify
+/// old password" only when an old password was given, i.e. on a change.
+pub fn openldap(rc: u32, text: &str, ppolicy_error: Option<u8>) -> Outcome {
+    if rc == 0 {
+        return Outcome::Success;
+    }
+    match ppolicy_error {
+        Some(ppolicy::ACCOUNT_LOCKED) => return Outcome::AccountLocked,
+        Some(ppolicy::INSUFFICIENT_PASSWORD_QUALITY) => return Outcome::NotComplex,
+        Some(ppolicy::PASSWORD_TOO_SHORT) => return Outcome::TooShort { min_length: None },
+        Some(ppolicy::PASSWORD_TOO_YOUNG) => return Outcome::TooYoung { min_age_secs: None },
+        Some(ppolicy::PASSWORD_IN_HISTORY) => return Outcome::InHistory { history: None },
+        // The service account may not set passwords the way it tries to: a set-up problem.
+        Some(ppolicy::PASSWORD_MOD_NOT_ALLOWED | ppolicy::MUST_SUPPLY_OLD_PASSWORD) => {
+            return Outcome::InsufficientRights
+        }
+        // The bound identity's own password state (expired, must change): also not the person's
+        // doing, but not a rights problem either; the raw answer tells the administrator.
+        Some(ppolicy::PASSWORD_EXPIRED | ppolicy::CHANGE_AFTER_RESET) => return Outcome::Refused,
+        _ => {}
+    }
+    let lower = text.to_ascii_lowercase();
+    match rc {
+        // constraintViolation without the control (overlay not answering it): use the text,
+        // which OpenLDAP words the same in every version we know.
+        19 if lower.contains("in history") || lower.contains("not being changed from existing value") => {
+            Outcome::InHistory { history: None }
+        }
+        19 if lower.contains("too young") => Outcome::TooYoung { min_age_secs: None },
+        19 if lower.contains("too short") => Outcome::TooShort { min_length: None },
+        32 => Outcome::NotFound,
+        49 => Outcome::OldPasswordWrong,
+        50 => Outcome::InsufficientRights,
+        53 if lower.contains("old password") => Outcome::OldPasswordWrong,
+        3 | 51 | 52 | 81 | 85 => Outcome::DirectoryUnreachable,
+        _ => Outcome::Refused,
+    }
+}
+
+/// Maps the refusal of the service account's own bind: always a set-up problem or an outage,
+/// never something the person did.
+pub fn service_bind(rc: u32) -> Outcome {
+    match rc {
+        3 | 51 | 52 | 81 | 85 => Outcome::DirectoryUnreachable,
+        _ => Outcome::InsufficientRights,
+    }
+}
+
+/// Reads the `error` out of a ppolicy response control value:
+///
+/// ```text
+/// PasswordPolicyResponseValue ::= SEQUENCE {
+///     warning [0] CHOICE { timeBeforeExpiration [0] INTEGER, graceAuthNsRemaining [1] INTEGER } OPTIONAL,
+///     error   [1] ENUMERATED { passwordExpired (0), ... passwordInHistory (8) } OPTIONAL }
+/// ```
+///
+/// `30 03 81 01 06` gives `Some(6)`, `30 00` gives `None`. Malformed input gives `None`, never a
+/// panic: the value comes from the network.
+pub fn ppolicy_error(value: &[u8]) -> Option<u8> {
+    let (tag, content, _) = read_tlv(value)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let mut rest = content;
+    while !rest.is_empty() {
+        let (tag, content, after) = read_tlv(rest)?;
+        // [1] primitive, context-specific: the error.
+        if tag == 0x81 {
+            return enumerated(content);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// One BER tag-length-value with a single-byte tag: (tag, content, what follows).
+fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, input) = input.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None; // multi-byte tags do not occur in this control
+    }
+    let (&first, mut input) = input.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || input.len() < count {
+            return None; // indefinite or absurd lengths
+        }
+        let (bytes, after) = input.split_at(count);
+        input = after;
+        bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
+    };
+    if input.len() < len {
+        return None;
+    }
+    let (content, after) = input.split_at(len);
+    Some((tag, content, after))
+}
+
+fn enumerated(content: &[u8]) -> Option<u8> {
+    match content {
+        [v] if *v < 0x80 => Some(*v),
+        // A redundant leading zero is tolerated; negative or large values are not ppolicy errors.
+        [0, v] if *v >= 0x80 => Some(*v),
+        _ => None,
+    }
+}
+
+/// The directory's answer as a short line for the audit: `rc=19 text="..." ppolicy=6`.
+/// Only the result code, the server's diagnostic text and the ppolicy code go in; never a value
+/// that was sent.
+pub fn raw(rc: u32, text: &str, ppolicy_error: Option<u8>) -> String {
+    let mut out = format!("rc={rc}");
+    if !text.is_empty() {
+        out.push_str(&format!(" text=\"{}\"", clean(text)));
+    }
+    if let Some(code) = ppolicy_error {
+        out.push_str(&format!(" ppolicy={code}"));
+    }
+    out
+}
+
+/// Fills the directory's real numbers into a policy outcome, so the person reads
+/// "at least 8 characters" rather than "longer".
+pub fn with_policy(outcome: Outcome, facts: Option<&PolicyFacts>) -> Outcome {
+    let Some(f) = facts else { return outcome };
+    match outcome {
+        Outcome::TooShort { min_length: None } => Outcome::TooShort { min_length: f.min_length },
+        Outcome::InHistory { history: None } => Outcome::InHistory { history: f.history },
+        Outcome::TooYoung { min_age_secs: None } => Outcome::TooYoung { min_age_secs: f.min_age_secs },
+        other => other,
+    }
+}
+
+/// The answer when the operation never got a directory result (connection, TLS, bind…).
+pub(crate) fn failure(f: &Failure) -> Answer {
+    let (outcome, raw) = match f {
+        Failure::Unreachable(detail) => (Outcome::DirectoryUnreachable, format!("error=\"{}\"", clean(detail))),
+        Failure::BindRefused { rc, text } => (service_bind(*rc), format!("bind {}", raw(*rc, text, None))),
+        Failure::Result { rc, text } => (openldap(*rc, text, None), raw(*rc, text, None)),
+        Failure::Internal(detail) => (Outcome::Internal, format!("error=\"{}\"", clean(detail))),
+    };
+    Answer { outcome, raw, policy: None }
+}
+
+/// One line, no quotes to confuse a reader, bounded length.
+fn clean(text: &str) -> String {
+    const MAX: usize = 300;
+    let mut out: String = text
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                ' '
+            } else if c == '"' {
+                '\''
+            } else {
+                c
+            }
+        })
+        .take(MAX)
+        .collect();
+    if text.trim().chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppolicy_errors_become_the_matching_rule() {
+        let fails = "Password fails quality checking policy";
+        assert_eq!(openldap(19, fails, Some(6)), Outcome::TooShort { min_length: None });
+        assert_eq!(openldap(19, fails, Some(5)), Outcome::NotComplex);
+        assert_eq!(openldap(19, "Password is too young to change", Some(7)), Outcome::TooYoung { min_age_secs: None });
+        assert_eq!(
+            openldap(19, "Password is in history of old passwords", Some(8)),
+            Outcome::InHistory { history: None }
+        );
+        assert_eq!(openldap(49, "", Some(1)), Outcome::AccountLocked);
+    }
+
+    #[test]
+    fn a_service_account_without_the_right_to_set_passwords_is_a_rights_problem() {
+        let text = "Must supply old password to be changed as well as new one";
+        assert_eq!(openldap(50, text, Some(4)), Outcome::InsufficientRights);
+        assert_eq!(openldap(50, "no write access to parent", None), Outcome::InsufficientRights);
+        assert_eq!(openldap(19, "", Some(3)), Outcome::InsufficientRights);
+    }
+
+    #[test]
+    fn a_wrong_old_password_is_recognised_on_a_change() {
+        assert_eq!(openldap(53, "unwilling to verify old password", None), Outcome::OldPasswordWrong);
+        assert_eq!(openldap(49, "", None), Outcome::OldPasswordWrong);
+        assert_eq!(openldap(53, "operation not supported", None), Outcome::Refused);
+    }
+
+    #[test]
+    fn outages_and_unknown_answers_are_told_apart() {
+        assert_eq!(openldap(0, "", None), Outcome::Success);
+        assert_eq!(openldap(0, "", Some(2)), Outcome::Success);
+        assert_eq!(openldap(32, "", None), Outcome::NotFound);
+        for rc in [51, 52, 81, 85] {
+            assert_eq!(openldap(rc, "", None), Outcome::DirectoryUnreachable, "rc {rc}");
+        }
+        assert_eq!(openldap(80, "internal error", None), Outcome::Refused);
+        assert_eq!(openldap(8, "only authenticated users may change passwords", None), Outcome::Refused);
+        assert_eq!(openldap(19, "Password fails quality checking policy", None), Outcome::Refused);
+    }
+
+    #[test]
+    fn without_the_control_the_words_of_the_answer_still_name_the_rule() {
+        assert_eq!(
+            openldap(19, "Password is not being changed from existing value", None),
+            Outcome::InHistory { history: None }
+        );
+        assert_eq!(openldap(19, "Password is too young to change", None), Outcome::TooYoung { min_age_secs: None });
+    }
+
+    #[test]
+    fn a_refused_service_bind_is_a_set_up_problem_not_a_wrong_password() {
+        assert_eq!(service_bind(49), Outcome::InsufficientRights);
+        assert_eq!(service_bind(52), Outcome::DirectoryUnreachable);
+        let a = failure(&Failure::BindRefused { rc: 49, text: String::new() });
+        assert_eq!(a.outcome, Outcome::InsufficientRights);
+        assert_eq!(a.raw, "bind rc=49");
+    }
+
+    #[test]
+    fn the_control_value_yields_its_error_code() {
+        assert_eq!(ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x06]), Some(6));
+        assert_eq!(ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x08]), Some(8));
+        assert_eq!(ppolicy_error(&[0x30, 0x00]), None);
+    }
+
+    #[test]
+    fn a_warning_before_the_error_is_skipped() {
+        // warning: graceAuthNsRemaining 2, then error 2 (changeAfterReset)
+        let value = [0x30, 0x08, 0xa0, 0x03, 0x81, 0x01, 0x02, 0x81, 0x01, 0x02];
+        assert_eq!(ppolicy_error(&value), Some(2));
+        // a warning alone is no error
+        assert_eq!(ppolicy_error(&[0x30, 0x05, 0xa0, 0x03, 0x80, 0x01, 0x3c]), None);
+    }
+
+    #[test]
+    fn a_long_form_length_is_understood() {
+        assert_eq!(ppolicy_error(&[0x30, 0x81, 0x03, 0x81, 0x01, 0x07]), Some(7));
+    }
+
+    #[test]
+    fn malformed_control_values_give_no_code_and_no_panic() {
+        let bad: [&[u8]; 10] = [
+            &[],
+            &[0x30],
+            &[0x30, 0x05, 0x81, 0x01, 0x06],
+            &[0x31, 0x03, 0x81, 0x01, 0x06],
+            &[0x30, 0x03, 0x81, 0x00, 0x06],
+            &[0x30, 0x02, 0x81, 0x01],
+            &[0x30, 0x80, 0x81, 0x01, 0x06, 0x00, 0x00],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x30, 0x03, 0x81, 0x01, 0xff],
+            &[0x30, 0x04, 0x9f, 0x01, 0x01, 0x06],
+        ];
+        for value in bad {
+            assert_eq!(ppolicy_error(value), None, "{value:02x?}");
+        }
+    }
+
+    #[test]
+    fn the_raw_answer_is_one_compact_line() {
+        assert_eq!(
+            raw(19, "Password fails quality checking policy", Some(6)),
+            "rc=19 text=\"Password fails quality checking policy\" ppolicy=6"
+        );
+        assert_eq!(raw(0, "", None), "rc=0");
+        assert_eq!(raw(53, "a \"quoted\"\nline", None), "rc=53 text=\"a 'quoted' line\"");
+        assert!(raw(80, &"x".repeat(1000), None).len() < 330);
+    }
+
+    #[test]
+    fn the_directorys_numbers_are_filled_into_the_rule() {
+        let facts = PolicyFacts { min_length: Some(8), history: Some(3), min_age_secs: Some(3600), complexity: None };
+        assert_eq!(
+            with_policy(Outcome::TooShort { min_length: None }, Some(&facts)),
+            Outcome::TooShort { min_length: Some(8) }
+        );
+        assert_eq!(
+            with_policy(Outcome::InHistory { history: None }, Some(&facts)),
+            Outcome::InHistory { history: Some(3) }
+        );
+        assert_eq!(
+            with_policy(Outcome::TooYoung { min_age_secs: None }, Some(&facts)),
+            Outcome::TooYoung { min_age_secs: Some(3600) }
+        );
+        assert_eq!(with_policy(Outcome::NotComplex, Some(&facts)), Outcome::NotComplex);
+        assert_eq!(with_policy(Outcome::TooShort { min_length: None }, None), Outcome::TooShort { min_length: None });
+    }
+}

@@ -1,0 +1,105 @@
+//! The agent's side of a directory: set and change passwords through the directory's own
+//! password API (so its policy decides), read that policy, and list the people in scope.
+//!
+//! Only the agent uses this module; nothing here knows about the portal or its database.
+//! Raw answers become [`Outcome`]s in exactly one place, [`answer`].
+
+pub mod answer;
+mod openldap;
+mod pool;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::{DirectoryConfig, DirectoryKind};
+use crate::domain::{Anchor, DirectoryId, Outcome, PolicyFacts};
+use crate::relay::protocol::SyncedUser;
+use anyhow::Context;
+use secrecy::SecretString;
+
+/// What the directory said about one password operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: Outcome,
+    /// The directory's own answer, compact and untouched in substance, for the audit record
+    /// (e.g. `rc=19 text="Password fails quality checking policy" ppolicy=6`). Never holds a
+    /// password.
+    pub raw: String,
+    /// The policy that refused the password, when it was one and could be read.
+    pub policy: Option<PolicyFacts>,
+}
+
+/// One configured directory, with its own pool of service-account connections.
+pub struct Directory {
+    id: DirectoryId,
+    backend: Backend,
+}
+
+enum Backend {
+    OpenLdap(openldap::OpenLdap),
+}
+
+impl Directory {
+    /// Reads the bind password and prepares TLS; connects only when first used.
+    pub fn new(cfg: &DirectoryConfig) -> anyhow::Result<Directory> {
+        let id = DirectoryId::parse(&cfg.id).map_err(|e| anyhow::anyhow!("directory id {:?}: {e}", cfg.id))?;
+        let what = format!("directory {id}: bind password");
+        let bind_password = crate::config::read_secret(&cfg.bind_password, &cfg.bind_password_file, &what)?
+            .with_context(|| format!("{what} is missing (set bind_password_file)"))?;
+        let tls = crate::tls::client_config(cfg.ca_file.as_deref()).with_context(|| format!("directory {id}: TLS"))?;
+        let backend = match cfg.kind {
+            DirectoryKind::Openldap => Backend::OpenLdap(
+                openldap::OpenLdap::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?,
+            ),
+        };
+        Ok(Directory { id, backend })
+    }
+
+    pub fn id(&self) -> &DirectoryId {
+        &self.id
+    }
+
+    /// Can the service account bind? For the heartbeat's "reachable". The error is a short
+    /// description for the administrator.
+    pub async fn check(&self) -> Result<(), String> {
+        match &self.backend {
+            Backend::OpenLdap(d) => d.check().await.map_err(|f| f.to_string()),
+        }
+    }
+
+    /// Sets a forgotten password (no old password), subject to the directory's policy.
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
+    pub async fn reset(&self, anchor: &Anchor, new: &SecretString) -> Answer {
+        let answer = match &self.backend {
+            Backend::OpenLdap(d) => d.set_password(anchor, None, new).await,
+        };
+        tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");
+        answer
+    }
+
+    /// Changes a password the person knows; the directory checks the old one.
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
+    pub async fn change(&self, anchor: &Anchor, old: &SecretString, new: &SecretString) -> Answer {
+        let answer = match &self.backend {
+            Backend::OpenLdap(d) => d.set_password(anchor, Some(old), new).await,
+        };
+        tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password change answered");
+        answer
+    }
+
+    /// The configured default policy (`policy_dn`), if it can be read.
+    pub async fn policy(&self) -> Option<PolicyFacts> {
+        match &self.backend {
+            Backend::OpenLdap(d) => d.default_policy().await,
+        }
+    }
+
+    /// Everyone in scope (base DNs and user filter), each once.
+    pub async fn sync_users(&self) -> anyhow::Result<Vec<SyncedUser>> {
+        match &self.backend {
+            Backend::OpenLdap(d) => {
+                d.sync_users().await.map_err(|f| anyhow::anyhow!("directory {}: sync: {f}", self.id))
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! OpenLDAP with the ppolicy overlay: find a person by `entryUUID`, set passwords with the
+//! Password Modify extended operation (RFC 3062) so that the directory's own policy decides,
+//! read `pwdPolicy` entries, and list the people in scope for the portal.
+
+use super::answer::{self, PPOLICY_OID};
+use super::pool::{Conn, Failure, Pool, Retry};
+use super::Answer;
+use crate::config::DirectoryConfig;
+use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts};
+use crate::relay::protocol::SyncedUser;
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
+use ldap3::exop::PasswordModify;
+use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
+const PERMANENT_LOCK: &str = "000001010000Z";
+const SYNC_PAGE_SIZE: i32 = 500;
+const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
+const SYNC_ATTRS: [&str; 6] = ["entryUUID", "uid", "mail", "displayName", "cn", "pwdAccountLockedTime"];
+
+pub(crate) struct OpenLdap {
+    pool: Pool,
+    base_dns: Vec<String>,
+    /// `(objectClass=inetOrgPerson)` ANDed with the configured filter.
+    person_filter: String,
+    policy_dn: Option<String>,
+}
+
+/// The entry a password operation applies to.
+struct Person {
+    dn: String,
+    policy_subentry: Option<String>,
+}
+
+impl OpenLdap {
+    pub(crate) fn new(
+        cfg: &DirectoryConfig,
+        tls: Arc<rustls::ClientConfig>,
+        bind_password: SecretString,
+    ) -> anyhow::Result<OpenLdap> {
+        let pool = Pool::new(
+            &cfg.url,
+            cfg.starttls,
+            tls,
+            &cfg.bind_dn,
+            bind_password,
+            cfg.pool_size,
+            Duration::from_secs(cfg.timeout_secs),
+        )?;
+        let extra = match cfg.user_filter.as_deref().map(str::trim) {
+            None | Some("") => String::new(),
+            Some(f) if f.starts_with('(') => f.to_string(),
+            Some(f) => format!("({f})"),
+        };
+        if !extra.is_empty() {
+            ldap3::parse_filter(&extra)
+                .map_err(|_| anyhow::anyhow!("directory {}: user_filter {extra:?} is not an LDAP filter", cfg.id))?;
+        }
+        Ok(OpenLdap {
+            pool,
+            base_dns: cfg.base_dns.clone(),
+            person_filter: format!("(&(objectClass=inetOrgPerson){extra})"),
+            policy_dn: cfg.policy_dn.clone(),
+        })
+    }
+
+    /// Binds (or reuses a bound connection) and asks who we are: proves the directory answers.
+    pub(crate) async fn check(&self) -> Result<(), Failure> {
+        self.pool
+            .run(Retry::Safe, |mut c: Conn| async move { c.op().extended(ldap3::exop::WhoAmI).await?.success() })
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
+        let person = match self.find(anchor).await {
+            Ok(Some(person)) => person,
+            Ok(None) => {
+                return Answer {
+                    outcome: Outcome::NotFound,
+                    raw: format!("no person with entryUUID={} in scope", anchor.as_str()),
+                    policy: None,
+                }
+            }
+            Err(f) => return answer::failure(&f),
+        };
+
+        let dn = person.dn.as_str();
+        let old_pass = old.map(|s| s.expose_secret());
+        let new_pass = new.expose_secret();
+        let result = self
+            .pool
+            .run(Retry::UnlessSent, |mut c: Conn| async move {
+                let request = PasswordModify { user_id: Some(dn), old_pass, new_pass: Some(new_pass) };
+                c.op().with_controls(ppolicy_request()).extended(request).await
+            })
+            .await;
+        let ldap3::result::ExopResult(_, res) = match result {
+            Ok(r) => r,
+            Err(f) => return answer::failure(&f),
+        };
+
+        let ppolicy = res
+            .ctrls
+            .iter()
+            .find(|c| c.1.ctype == PPOLICY_OID)
+            .and_then(|c| c.1.val.as_deref())
+            .and_then(answer::ppolicy_error);
+        let outcome = answer::openldap(res.rc, &res.text, ppolicy);
+        let raw = answer::raw(res.rc, &res.text, ppolicy);
+        if !outcome.is_policy_rule() {
+            return Answer { outcome, raw, policy: None };
+        }
+        let policy_dn = person.policy_subentry.as_deref().or(self.policy_dn.as_deref());
+        let policy = match policy_dn {
+            Some(dn) => self.read_policy(dn).await,
+            None => None,
+        };
+        Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
+    }
+
+    /// The configured default policy.
+    pub(crate) async fn default_policy(&self) -> Option<PolicyFacts> {
+        let dn = self.policy_dn.as_deref()?;
+        self.read_policy(dn).await
+    }
+
+    /// Everyone in scope, each once, from every base DN.
+    pub(crate) async fn sync_users(&self) -> Result<Vec<SyncedUser>, Failure> {
+        let mut seen = HashSet::new();
+        let mut users = Vec::new();
+        for base in &self.base_dns {
+            let filter = self.person_filter.as_str();
+            let entries = self
+                .pool
+                .run(Retry::Safe, |mut c: Conn| async move {
+                    let adapters: Vec<Box<dyn Adapter<_, _>>> =
+                        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(SYNC_PAGE_SIZE))];
+                    let mut stream = c
+                        .op()
+                        .streaming_search_with(adapters, base, Scope::Subtree, filter, SYNC_ATTRS.to_vec())
+                        .await?;
+                    let mut entries = Vec::new();
+                    while let Some(entry) = stream.next().await? {
+                        entries.push(SearchEntry::construct(entry));
+                    }
+                    stream.finish().await.success()?;
+                    Ok(entries)
+                })
+                .await
+                .map_err(|f| match f {
+                    Failure::Result { rc: 4, text } => Failure::Result {
+                        rc: 4,
+                        text: format!("{text} (raise the size limit for the service account, e.g. olcLimits)"),
+                    },
+                    other => other,
+                })?;
+            for entry in entries {
+                match synced_user(&entry) {
+                    Some(user) => {
+                        if seen.insert(user.anchor.clone()) {
+                            users.push(user);
+                        }
+                    }
+                    None => tracing::debug!(dn = %entry.dn, "skipping an entry without a usable entryUUID or uid"),
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Looks the anchor up under every base DN, within the same scope as the sync.
+    async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
+        let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
+        let mut found: Vec<Person> = Vec::new();
+        for base in &self.base_dns {
+            let filter = filter.as_str();
+            let result = self
+                .pool
+                .run(Retry::Safe, |mut c: Conn| async move {
+                    let (entries, _) =
+                        c.op().search(base, Scope::Subtree, filter, vec!["pwdPolicySubentry"]).await?.success()?;
+                    Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
+                })
+                .await;
+            let entries = match result {
+                Ok(entries) => entries,
+                // A base DN that does not exist (any more) holds nobody.
+                Err(Failure::Result { rc: 32, .. }) => {
+                    tracing::warn!(%base, "configured base DN does not exist");
+                    continue;
+                }
+                Err(f) => return Err(f),
+            };
+            for entry in entries {
+                if found.iter().any(|p| p.dn.eq_ignore_ascii_case(&entry.dn)) {
+                    continue;
+                }
+                found.push(Person {
+                    policy_subentry: first(&entry, "pwdPolicySubentry").map(str::to_string),
+                    dn: entry.dn,
+                });
+            }
+        }
+        if found.len() > 1 {
+            // entryUUID is unique in one directory; two answers mean two naming contexts were
+            // configured that the server fills from different places. Refuse rather than guess.
+            return Err(Failure::Result { rc: 80, text: format!("entryUUID matches {} entries", found.len()) });
+        }
+        Ok(found.pop())
+    }
+
+    async fn read_policy(&self, dn: &str) -> Option<PolicyFacts> {
+        let result = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| async move {
+                let (entries, _) = c
+                    .op()
+                    .search(dn, Scope::Base, "(objectClass=pwdPolicy)", POLICY_ATTRS.to_vec())
+                    .await?
+                    .success()?;
+                Ok::<_, LdapError>(entries.into_iter().next().map(SearchEntry::construct))
+            })
+            .await;
+        match result {
+            Ok(Some(entry)) => Some(policy_facts(&entry)),
+            Ok(None) => {
+                tracing::warn!(%dn, "password policy entry not found");
+                None
+            }
+            Err(f) => {
+                tracing::warn!(%dn, error = %f, "could not read the password policy");
+                None
+            }
+        }
+    }
+}
+
+/// Asks ppolicy to say which rule refused a password. Not critical: a directory without the
+/// overlay still answers, just less precisely.
+fn ppolicy_request() -> RawControl {
+    RawControl { ctype: PPOLICY_OID.to_string(), crit: false, val: None }
+}
+
+/// The first value of an attribute, whatever the case the server spells its name in.
+fn first<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e str> {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, values)| values.first())
+        .map(String::as_str)
+}
+
+fn number<T: std::str::FromStr>(entry: &SearchEntry, name: &str) -> Option<T> {
+    first(entry, name).and_then(|v| v.trim().parse().ok())
+}
+
+fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
+    let quality: Option<u32> = number(entry, "pwdCheckQuality");
+    // Without a checker module, ppolicy's "quality" only refuses pre-hashed values: no
+    // complexity rule a person would have to follow.
+    let checker = first(entry, "pwdCheckModule").is_some();
+    PolicyFacts {
+        min_length: number(entry, "pwdMinLength"),
+        history: number(entry, "pwdInHistory"),
+        min_age_secs: number(entry, "pwdMinAge"),
+        complexity: quality.map(|q| q > 0 && checker),
+    }
+}
+
+fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
+    let anchor = Anchor::parse(first(entry, "entryUUID")?).ok()?;
+    let username = first(entry, "uid")?.to_string();
+    let locked_time = first(entry, "pwdAccountLockedTime");
+    let display_name = first(entry, "displayName").or_else(|| first(entry, "cn")).unwrap_or(&username).to_string();
+    Some(SyncedUser {
+        anchor,
+        dn: entry.dn.clone(),
+        email: first(entry, "mail").and_then(|m| EmailAddress::parse(m).ok()),
+        display_name,
+        enabled: locked_time != Some(PERMANENT_LOCK),
+        locked: locked_time.is_some(),
+        username,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn entry(attrs: &[(&str, &str)]) -> SearchEntry {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in attrs {
+            map.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        SearchEntry { dn: "uid=x,ou=people,dc=example,dc=org".into(), attrs: map, bin_attrs: HashMap::new() }
+    }
+
+    #[test]
+    fn a_person_without_mail_or_display_name_is_still_synced() {
+        let e = entry(&[("entryUUID", "0a1b2c3d-0000-1000-8000-00aa00bb00cc"), ("uid", "dave"), ("cn", "Dave Null")]);
+        let u = synced_user(&e).unwrap();
+        assert_eq!(u.username, "dave");
+        assert_eq!(u.display_name, "Dave Null");
+        assert_eq!(u.email, None);
+        assert!(u.enabled && !u.locked);
+    }
+
+    #[test]
+    fn an_invalid_mail_becomes_none_and_entries_without_anchor_or_uid_are_skipped() {
+        let e = entry(&[("entryUUID", "u-1"), ("uid", "eve"), ("mail", "not an address")]);
+        assert_eq!(synced_user(&e).unwrap().email, None);
+        assert!(synced_user(&entry(&[("uid", "eve")])).is_none());
+        assert!(synced_user(&entry(&[("entryUUID", "u-1")])).is_none());
+        assert!(synced_user(&entry(&[("entryUUID", "not/a/uuid"), ("uid", "eve")])).is_none());
+    }
+
+    #[test]
+    fn a_lockout_is_locked_and_a_permanent_lock_is_also_disabled() {
+        let locked = entry(&[("entryUUID", "u-1"), ("uid", "eve"), ("pwdAccountLockedTime", "20260101120000Z")]);
+        let u = synced_user(&locked).unwrap();
+        assert!(u.locked && u.enabled);
+        let forever = entry(&[("entryUUID", "u-1"), ("uid", "eve"), ("pwdAccountLockedTime", PERMANENT_LOCK)]);
+        let u = synced_user(&forever).unwrap();
+        assert!(u.locked && !u.enabled);
+    }
+
+    #[test]
+    fn policy_numbers_are_read_and_quality_without_a_checker_is_no_complexity_rule() {
+        let e = entry(&[("pwdMinLength", "8"), ("pwdInHistory", "3"), ("pwdMinAge", "3600"), ("pwdCheckQuality", "2")]);
+        assert_eq!(
+            policy_facts(&e),
+            PolicyFacts { min_length: Some(8), history: Some(3), min_age_secs: Some(3600), complexity: Some(false) }
+        );
+        let with_checker = entry(&[("pwdCheckQuality", "2"), ("pwdCheckModule", "check_password.so")]);
+        assert_eq!(policy_facts(&with_checker).complexity, Some(true));
+        assert_eq!(policy_facts(&entry(&[])), PolicyFacts::default());
+    }
+}

@@ -1,0 +1,260 @@
+//! A small pool of encrypted LDAP connections to one directory, each bound as the service
+//! account, made when first needed. Every operation runs under the configured timeout; a
+//! pooled connection that turns out to be dead is dropped and the operation tried once more on a
+//! new one, unless the operation is a write that may already have reached the directory.
+//!
+//! There is no way to get a plain connection out of this module: only `ldaps://` or `ldap://` with
+//! StartTLS are accepted, always with a verifying TLS configuration.
+
+use anyhow::bail;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use secrecy::{ExposeSecret, SecretString};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Why an operation produced no directory answer of its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Could not connect, TLS failed, the connection broke, or the directory did not answer in time.
+    #[error("directory unreachable: {0}")]
+    Unreachable(String),
+    /// The service account's own bind was refused.
+    #[error("service account bind refused: rc={rc} text={text:?}")]
+    BindRefused { rc: u32, text: String },
+    /// An operation (a search) answered with an error result.
+    #[error("directory answered rc={rc} text={text:?}")]
+    Result { rc: u32, text: String },
+    /// passback could not even form the request (for example an invalid configured filter).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Whether an operation may be sent a second time after its connection broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads: safe to repeat.
+    Safe,
+    /// Password writes: repeat only if the request cannot have left this process, because a
+    /// second, identical write would fail on history and tell the person something false.
+    UnlessSent,
+}
+
+/// One bound connection lent to an operation, with the timeout to use.
+pub(crate) struct Conn {
+    ldap: Ldap,
+    timeout: Duration,
+}
+
+impl Conn {
+    /// The handle, armed with the operation timeout for the next request.
+    pub(crate) fn op(&mut self) -> &mut Ldap {
+        self.ldap.with_timeout(self.timeout)
+    }
+}
+
+pub(crate) struct Pool {
+    url: String,
+    starttls: bool,
+    tls: Arc<rustls::ClientConfig>,
+    bind_dn: String,
+    bind_password: SecretString,
+    timeout: Duration,
+    idle: Mutex<Vec<Ldap>>,
+    permits: Semaphore,
+    size: usize,
+}
+
+impl Pool {
+    /// Checks the URL and remembers everything needed to connect later; no network yet.
+    pub(crate) fn new(
+        url: &str,
+        starttls: bool,
+        tls: Arc<rustls::ClientConfig>,
+        bind_dn: &str,
+        bind_password: SecretString,
+        size: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Pool> {
+        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("directory url {url:?}: {e}"))?;
+        match (parsed.scheme(), starttls) {
+            ("ldaps", false) | ("ldap", true) => {}
+            ("ldaps", true) => bail!("directory url {url}: ldaps:// is already encrypted; remove starttls"),
+            _ => bail!(
+                "directory url {url}: passwords are never sent over an unencrypted connection; \
+                 use ldaps://, or ldap:// with starttls"
+            ),
+        }
+        if size == 0 {
+            bail!("directory pool size must be at least 1");
+        }
+        if timeout.is_zero() {
+            bail!("directory timeout must be positive");
+        }
+        Ok(Pool {
+            url: url.to_string(),
+            starttls,
+            tls,
+            bind_dn: bind_dn.to_string(),
+            bind_password,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size),
+            size,
+        })
+    }
+
+    /// Runs `op` on a bound connection of the pool. `op` gets its own handle and must map an
+    /// error result to `Err` itself (e.g. with `.success()`) only when it wants a [`Failure`].
+    pub(crate) async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, Failure>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, LdapError>>,
+    {
+        let _permit = match tokio::time::timeout(self.timeout, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Failure::Internal("directory pool closed".into())),
+            Err(_) => {
+                return Err(Failure::Unreachable(format!(
+                    "all {} directory connections stayed busy for {} s",
+                    self.size,
+                    self.timeout.as_secs()
+                )))
+            }
+        };
+        let mut retried = false;
+        loop {
+            let (ldap, reused) = match self.take_idle() {
+                Some(ldap) => (ldap, true),
+                None => (self.connect().await?, false),
+            };
+            let result = op(Conn { ldap: ldap.clone(), timeout: self.timeout }).await;
+            match result {
+                Ok(value) => {
+                    self.give_back(ldap);
+                    return Ok(value);
+                }
+                Err(e) if is_transport(&e) => {
+                    // The connection is not trusted again, whatever happened to it.
+                    drop(ldap);
+                    let never_sent = matches!(e, LdapError::OpSend { .. });
+                    // A fresh connection that fails at once means the directory is down:
+                    // trying again would only double the person's wait.
+                    if reused && !retried && (retry == Retry::Safe || never_sent) {
+                        tracing::debug!(error = %e, "pooled directory connection was dead; trying a new one");
+                        retried = true;
+                        continue;
+                    }
+                    return Err(Failure::Unreachable(e.to_string()));
+                }
+                Err(LdapError::LdapResult { result }) => {
+                    self.give_back(ldap);
+                    return Err(Failure::Result { rc: result.rc, text: result.text });
+                }
+                Err(e) => {
+                    self.give_back(ldap);
+                    return Err(Failure::Internal(e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<Ldap> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(mut ldap) = idle.pop() {
+            if !ldap.is_closed() {
+                return Some(ldap);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, mut ldap: Ldap) {
+        if ldap.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < self.size {
+            idle.push(ldap);
+        }
+    }
+
+    /// Opens an encrypted connection and binds it as the service account.
+    async fn connect(&self) -> Result<Ldap, Failure> {
+        let settings = LdapConnSettings::new()
+            .set_config(self.tls.clone())
+            .set_starttls(self.starttls)
+            .set_conn_timeout(self.timeout);
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
+            .await
+            .map_err(|e| Failure::Unreachable(format!("connecting to {}: {e}", self.url)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "directory connection ended");
+            }
+        });
+        let bound = ldap
+            .with_timeout(self.timeout)
+            .simple_bind(&self.bind_dn, self.bind_password.expose_secret())
+            .await
+            .map_err(|e| Failure::Unreachable(format!("binding to {}: {e}", self.url)))?;
+        if bound.rc != 0 {
+            return Err(Failure::BindRefused { rc: bound.rc, text: bound.text });
+        }
+        Ok(ldap)
+    }
+}
+
+/// Errors after which the connection cannot be trusted: it broke, or an answer never came.
+fn is_transport(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::Io { .. }
+            | LdapError::OpSend { .. }
+            | LdapError::ResultRecv { .. }
+            | LdapError::IdScrubSend { .. }
+            | LdapError::MiscSend { .. }
+            | LdapError::Timeout { .. }
+            | LdapError::EndOfStream
+            | LdapError::Rustls { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(url: &str, starttls: bool) -> anyhow::Result<Pool> {
+        crate::tls::install_crypto_provider();
+        let tls = crate::tls::client_config(None)?;
+        Pool::new(url, starttls, tls, "cn=svc", SecretString::from("pw".to_string()), 2, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_plain_ldap_url_is_refused_before_any_connection() {
+        let err = pool("ldap://127.0.0.1:389", false).err().unwrap();
+        assert!(err.to_string().contains("unencrypted"), "{err}");
+        assert!(pool("ldapi:///run/slapd.sock", false).is_err());
+        assert!(pool("ldaps://127.0.0.1:636", true).is_err());
+    }
+
+    #[test]
+    fn ldaps_and_starttls_are_accepted() {
+        assert!(pool("ldaps://127.0.0.1:636", false).is_ok());
+        assert!(pool("ldap://127.0.0.1:389", true).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_is_not_there_is_unreachable_not_an_error_of_ours() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pool = pool(&format!("ldaps://127.0.0.1:{port}"), false).unwrap();
+
+        let result = pool.run(Retry::Safe, |mut c| async move { c.op().extended(ldap3::exop::WhoAmI).await }).await;
+
+        assert!(matches!(result, Err(Failure::Unreachable(_))), "{result:?}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The directory operations against a real slapd with the ppolicy overlay (see `crate::sandbox`).
+
+use super::*;
+use crate::sandbox::{bind_works, Slapd, TestCa};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+
+/// A seeded slapd in its own folder and a `Directory` that uses it as the service account.
+struct Fixture {
+    slapd: Slapd,
+    directory: Directory,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        crate::tls::install_crypto_provider();
+        let dir = std::env::temp_dir().join(format!("pb-directory-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = TestCa::create(&dir).unwrap();
+        let slapd = Slapd::start(&dir.join("slapd"), &ca).unwrap();
+        let directory = Directory::new(&slapd.directory_config("corp")).unwrap();
+        Fixture { slapd, directory, dir }
+    }
+
+    async fn anchor(&self, uid: &str) -> Anchor {
+        let users = self.directory.sync_users().await.unwrap();
+        users.into_iter().find(|u| u.username == uid).unwrap().anchor
+    }
+
+    async fn bind_works(&self, uid: &str, password: &SecretString) -> bool {
+        bind_works(&self.slapd.url, &self.slapd.ca_file, &self.slapd.user_dn(uid), password).await
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.slapd.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pw(s: &str) -> SecretString {
+    SecretString::from(s.to_string())
+}
+
+#[tokio::test]
+async fn a_reset_sets_a_password_that_then_works_for_binding() {
+    let fx = Fixture::start();
+    let alice = fx.anchor("alice").await;
+    let new = pw("Brand-New-Pw-2026");
+
+    let answer = fx.directory.reset(&alice, &new).await;
+
+    assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
+    assert_eq!(answer.raw, "rc=0");
+    assert!(fx.bind_works("alice", &new).await);
+    assert!(!fx.bind_works("alice", &fx.slapd.user_password).await);
+}
+
+#[tokio::test]
+async fn a_too_short_password_is_refused_with_the_real_minimum_length() {
+    let fx = Fixture::start();
+    let bob = fx.anchor("bob").await;
+
+    let answer = fx.directory.reset(&bob, &pw("Ab1!")).await;
+
+    assert_eq!(answer.outcome, Outcome::TooShort { min_length: Some(8) }, "{}", answer.raw);
+    assert_eq!(answer.raw, "rc=19 text=\"Password fails quality checking policy\" ppolicy=6");
+    assert_eq!(answer.policy.and_then(|p| p.min_length), Some(8));
+    assert!(fx.bind_works("bob", &fx.slapd.user_password).await);
+}
+
+#[tokio::test]
+async fn a_recently_used_password_is_refused_with_the_real_history_length() {
+    let fx = Fixture::start();
+    let alice = fx.anchor("alice").await;
+    assert_eq!(fx.directory.reset(&alice, &pw("Second-Pw-4711")).await.outcome, Outcome::Success);
+
+    let answer = fx.directory.reset(&alice, &fx.slapd.user_password).await;
+
+    assert_eq!(answer.outcome, Outcome::InHistory { history: Some(3) }, "{}", answer.raw);
+    assert!(answer.raw.contains("ppolicy=8"), "{}", answer.raw);
+    assert!(!answer.raw.contains(fx.slapd.user_password.expose_secret()));
+}
+
+#[tokio::test]
+async fn a_second_reset_within_the_minimum_age_is_refused_as_too_young() {
+    let fx = Fixture::start();
+    let carol = fx.anchor("carol").await;
+    assert_eq!(fx.directory.reset(&carol, &pw("Carol-First-1")).await.outcome, Outcome::Success);
+
+    let answer = fx.directory.reset(&carol, &pw("Carol-Second-2")).await;
+
+    // carol's own policy (cn=slow), not the default one, gives the number.
+    assert_eq!(answer.outcome, Outcome::TooYoung { min_age_secs: Some(3600) }, "{}", answer.raw);
+    assert!(answer.raw.contains("ppolicy=7"), "{}", answer.raw);
+    assert!(fx.bind_works("carol", &pw("Carol-First-1")).await);
+}
+
+#[tokio::test]
+async fn an_unknown_anchor_is_not_found() {
+    let fx = Fixture::start();
+    let nobody = Anchor::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+
+    let answer = fx.directory.reset(&nobody, &pw("Whatever-Pw-1")).await;
+
+    assert_eq!(answer.outcome, Outcome::NotFound, "{}", answer.raw);
+}
+
+#[tokio::test]
+async fn a_change_with_a_wrong_old_password_is_refused_and_the_password_stays() {
+    let fx = Fixture::start();
+    let bob = fx.anchor("bob").await;
+
+    let answer = fx.directory.change(&bob, &pw("Not-The-Old-Pw"), &pw("Bobs-New-Pw-1")).await;
+
+    assert_eq!(answer.outcome, Outcome::OldPasswordWrong, "{}", answer.raw);
+    assert!(!answer.raw.contains("Not-The-Old-Pw") && !answer.raw.contains("Bobs-New-Pw-1"));
+    assert!(fx.bind_works("bob", &fx.slapd.user_password).await);
+}
+
+#[tokio::test]
+async fn a_change_with_the_right_old_password_succeeds() {
+    let fx = Fixture::start();
+    let bob = fx.anchor("bob").await;
+    let new = pw("Bobs-New-Pw-1");
+
+    let answer = fx.directory.change(&bob, &fx.slapd.user_password, &new).await;
+
+    assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
+    assert!(fx.bind_works("bob", &new).await);
+}
+
+#[tokio::test]
+async fn sync_lists_everyone_in_scope_with_their_anchor_and_mail() {
+    let fx = Fixture::start();
+
+    let mut users = fx.directory.sync_users().await.unwrap();
+
+    users.sort_by(|a, b| a.username.cmp(&b.username));
+    let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol", "dave"]);
+    for u in &users {
+        assert!(uuid::Uuid::parse_str(u.anchor.as_str()).is_ok(), "{}", u.anchor);
+        assert!(u.enabled && !u.locked);
+    }
+    assert_eq!(users[0].email.as_ref().map(|e| e.as_str()), Some("alice@example.org"));
+    assert_eq!(users[0].display_name, "Alice Liddell");
+    assert_eq!(users[0].dn, fx.slapd.user_dn("alice"));
+    assert_eq!(users[3].email, None);
+}
+
+#[tokio::test]
+async fn the_default_policy_is_read_with_its_real_numbers() {
+    let fx = Fixture::start();
+
+    assert_eq!(fx.directory.check().await, Ok(()));
+    let policy = fx.directory.policy().await.unwrap();
+
+    assert_eq!(
+        policy,
+        PolicyFacts { min_length: Some(8), history: Some(3), min_age_secs: Some(0), complexity: Some(false) }
+    );
+}
+
+#[tokio::test]
+async fn a_refused_service_account_is_a_rights_problem_and_not_reachable() {
+    let fx = Fixture::start();
+    let alice = fx.anchor("alice").await;
+    let mut cfg = fx.slapd.directory_config("corp");
+    cfg.bind_password = Some(pw("wrong-service-password"));
+    let directory = Directory::new(&cfg).unwrap();
+
+    let answer = directory.reset(&alice, &pw("Brand-New-Pw-2026")).await;
+
+    assert_eq!(answer.outcome, Outcome::InsufficientRights, "{}", answer.raw);
+    assert!(answer.raw.starts_with("bind rc=49"), "{}", answer.raw);
+    assert!(directory.check().await.is_err());
+}
+
+#[tokio::test]
+async fn a_directory_that_stopped_is_unreachable() {
+    let mut fx = Fixture::start();
+    let alice = fx.anchor("alice").await;
+    fx.slapd.stop();
+
+    let answer = fx.directory.reset(&alice, &pw("Brand-New-Pw-2026")).await;
+
+    assert_eq!(answer.outcome, Outcome::DirectoryUnreachable, "{}", answer.raw);
+    assert!(fx.directory.check().await.is_err());
+}
+
+#[test]
+fn directory_operations_can_run_on_any_runtime_thread() {
+    fn send<T: Send>(_: &T) {}
+    fn sync<T: Send + Sync>() {}
+    sync::<Directory>();
+    let d: Option<&Directory> = None;
+    if let Some(d) = d {
+        let a = Anchor::parse("x").unwrap();
+        let p = pw("x");
+        send(&d.reset(&a, &p));
+        send(&d.change(&a, &p, &p));
+        send(&d.sync_users());
+        send(&d.check());
+        send(&d.policy());
+    }
+}

@@ -1,0 +1,170 @@
+//! Identifiers and names, each checked once when it enters the program.
+
+use super::ParseError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a person types to say who they are: a user name or an e-mail address.
+/// Kept lower-cased so that lookups are case-insensitive, as directories are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginName(String);
+
+impl LoginName {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(ParseError("Enter your user name or e-mail address."));
+        }
+        if s.chars().count() > 256 {
+            return Err(ParseError("That is too long to be a user name or e-mail address."));
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return Err(ParseError("That is not a user name or e-mail address."));
+        }
+        Ok(Self(s.to_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An e-mail address, with a deliberately loose check: one `@`, something on both sides,
+/// no spaces or control characters. The SMTP server has the last word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        let bad = ParseError("That is not an e-mail address.");
+        let (local, domain) = s.split_once('@').ok_or(bad.clone())?;
+        if local.is_empty()
+            || domain.is_empty()
+            || domain.contains('@')
+            || s.len() > 254
+            || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err(bad);
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `a•••@example.org`: enough for a person to recognise the address, not enough to learn it.
+    pub fn masked(&self) -> String {
+        let (local, domain) = self.0.split_once('@').unwrap_or((&self.0, ""));
+        let first: String = local.chars().take(1).collect();
+        format!("{first}•••@{domain}")
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(e: EmailAddress) -> String {
+        e.0
+    }
+}
+
+macro_rules! token_id {
+    ($(#[$doc:meta])* $name:ident, $max:expr, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(raw: &str) -> Result<Self, ParseError> {
+                let ok = !raw.is_empty()
+                    && raw.len() <= $max
+                    && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+                if ok {
+                    Ok(Self(raw.to_string()))
+                } else {
+                    Err(ParseError(concat!("not a valid ", $what)))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(s: String) -> Result<Self, ParseError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+token_id!(
+    /// The name an administrator gives a directory in the agent's configuration (`corp`, `eu-forest`).
+    DirectoryId, 64, "directory id"
+);
+token_id!(
+    /// The directory's own immutable id of a person (`entryUUID`, `objectGUID`), as text.
+    Anchor, 64, "anchor"
+);
+token_id!(
+    /// The id of one relay message; also the one-use key of the form that caused it.
+    MsgId, 64, "message id"
+);
+
+impl MsgId {
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_are_trimmed_and_lower_cased() {
+        assert_eq!(LoginName::parse("  Alice ").unwrap().as_str(), "alice");
+        assert!(LoginName::parse("   ").is_err());
+        assert!(LoginName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn an_address_is_masked_to_its_first_letter_and_domain() {
+        let e = EmailAddress::parse("alice@example.org").unwrap();
+        assert_eq!(e.masked(), "a•••@example.org");
+        assert!(EmailAddress::parse("no-at-sign").is_err());
+        assert!(EmailAddress::parse("a@b@c").is_err());
+        assert!(EmailAddress::parse("a <b>@c").is_err());
+    }
+
+    #[test]
+    fn ids_refuse_anything_but_a_safe_alphabet() {
+        assert!(DirectoryId::parse("corp-1").is_ok());
+        assert!(DirectoryId::parse("corp/1").is_err());
+        assert!(Anchor::parse("").is_err());
+        assert!(Anchor::parse(&"a".repeat(65)).is_err());
+    }
+}

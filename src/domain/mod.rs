@@ -1,0 +1,15 @@
+//! The shared vocabulary: values parsed once at the edge, and the closed set of outcomes.
+//! Nothing in here knows about HTTP, SQL, LDAP or the relay.
+
+mod ids;
+mod outcome;
+mod secret;
+
+pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId};
+pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
+pub use secret::{NewPassword, OneTimeCode, Secret};
+
+/// Why a value given by a person or a peer was refused at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub &'static str);

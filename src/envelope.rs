@@ -1,0 +1,397 @@
+//! The sealed envelope (DESIGN.md §3): passwords under RSA-2048-OAEP-SHA256 with the agent's public
+//! key, the whole package under AES-256-GCM with an AAD that binds agent, message, key version and
+//! direction. Pure: no I/O, the clock and the random source are parameters.
+//!
+//! Opening is split in two on purpose: [`open`] authenticates and decodes the AES-GCM layer, and only
+//! then may the caller run [`decrypt_secret`] (RSA). The `rsa` crate has an open timing advisory
+//! (RUSTSEC-2023-0071), so RSA decryption must only ever see authentic packages.
+
+use crate::domain::{Anchor, DirectoryId, MsgId, Outcome, PolicyFacts};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine;
+use rand::{CryptoRng, RngCore};
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Protocol version carried by every frame; anything else is refused.
+pub const VERSION: u8 = 1;
+pub const RSA_BITS: usize = 2048;
+
+/// Which way a sealed frame travels. Part of the AAD, so a frame cannot be reflected back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToAgent,
+    ToPortal,
+}
+
+impl Direction {
+    fn tag(self) -> &'static str {
+        match self {
+            Direction::ToAgent => "portal-to-agent",
+            Direction::ToPortal => "agent-to-portal",
+        }
+    }
+}
+
+/// A 256-bit AES-GCM package key, zeroized on drop.
+#[derive(Clone)]
+pub struct PackageKey(Zeroizing<[u8; 32]>);
+
+impl PackageKey {
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(k.as_mut());
+        Self(k)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; 32] = bytes.try_into().ok()?;
+        Some(Self(Zeroizing::new(arr)))
+    }
+
+    pub fn from_base64(s: &str) -> Option<Self> {
+        let bytes = Zeroizing::new(B64.decode(s.trim_end_matches('=')).ok()?);
+        Self::from_slice(&bytes)
+    }
+
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(B64.encode(self.0.as_ref()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PackageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackageKey([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    Request,
+    Result,
+}
+
+/// What travels on the wire. Nothing secret is outside `ciphertext`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedFrame {
+    pub v: u8,
+    #[serde(rename = "type")]
+    pub kind: FrameKind,
+    pub msg_id: MsgId,
+    pub key_version: u32,
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Set a new password without knowing the old one (forgotten password, helpdesk).
+    Reset,
+    /// Replace a known password; the directory checks the old one.
+    Change,
+    /// A round trip that touches no directory: measures the relay alone.
+    Noop,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    #[serde(default)]
+    pub must_change: bool,
+    #[serde(default)]
+    pub unlock: bool,
+}
+
+/// The plaintext of a request package. Passwords inside are still RSA ciphertexts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestPackage {
+    pub msg_id: MsgId,
+    pub op: Op,
+    pub directory: DirectoryId,
+    pub anchor: Anchor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pw_ct: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_pw_ct: Option<String>,
+    pub flags: Flags,
+    pub actor: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// The plaintext of a result package: the outcome, and the directory's raw answer for the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultPackage {
+    pub msg_id: MsgId,
+    pub outcome: Outcome,
+    pub raw: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    #[error("unexpected frame type")]
+    WrongKind,
+    #[error("no key with version {0}")]
+    UnknownKey(u32),
+    #[error("frame failed authentication")]
+    Tampered,
+    #[error("frame expired")]
+    Expired,
+    #[error("malformed package")]
+    Malformed,
+    #[error("password encryption failed")]
+    Rsa,
+}
+
+fn aad(agent_id: &str, msg_id: &MsgId, key_version: u32, direction: Direction) -> String {
+    format!("passback/v1|{agent_id}|{msg_id}|{key_version}|{}", direction.tag())
+}
+
+/// Encrypts a secret with the agent's public key (RSA-OAEP-SHA256), base64 without padding.
+pub fn encrypt_secret(
+    key: &RsaPublicKey,
+    secret: &str,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String, EnvelopeError> {
+    let ct = key.encrypt(rng, Oaep::new::<rsa::sha2::Sha256>(), secret.as_bytes()).map_err(|_| EnvelopeError::Rsa)?;
+    Ok(B64.encode(ct))
+}
+
+/// Decrypts what [`encrypt_secret`] made. Call only on a package that [`open`] authenticated.
+pub fn decrypt_secret(key: &RsaPrivateKey, ct_b64: &str) -> Result<SecretString, EnvelopeError> {
+    let ct = B64.decode(ct_b64).map_err(|_| EnvelopeError::Malformed)?;
+    let pt = Zeroizing::new(key.decrypt(Oaep::new::<rsa::sha2::Sha256>(), &ct).map_err(|_| EnvelopeError::Rsa)?);
+    let s = std::str::from_utf8(&pt).map_err(|_| EnvelopeError::Malformed)?;
+    Ok(SecretString::from(s.to_string()))
+}
+
+/// Seals a package for one agent, one message, one key version and one direction.
+#[allow(clippy::too_many_arguments)]
+pub fn seal<T: Serialize>(
+    agent_id: &str,
+    key_version: u32,
+    key: &PackageKey,
+    direction: Direction,
+    kind: FrameKind,
+    msg_id: &MsgId,
+    package: &T,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<SealedFrame, EnvelopeError> {
+    let plain = Zeroizing::new(serde_json::to_vec(package).map_err(|_| EnvelopeError::Malformed)?);
+    let mut nonce = [0u8; 12];
+    rng.fill_bytes(&mut nonce);
+    let cipher = Aes256Gcm::new(key.as_bytes().into());
+    let aad = aad(agent_id, msg_id, key_version, direction);
+    let ct = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: aad.as_bytes() })
+        .map_err(|_| EnvelopeError::Malformed)?;
+    Ok(SealedFrame {
+        v: VERSION,
+        kind,
+        msg_id: msg_id.clone(),
+        key_version,
+        nonce: B64.encode(nonce),
+        ciphertext: B64.encode(ct),
+    })
+}
+
+/// Authenticates and decodes a frame. `key_for` gives the package key of a version, if it is
+/// still accepted. Nothing in the frame is trusted before this returns `Ok`.
+pub fn open<T: DeserializeOwned>(
+    agent_id: &str,
+    frame: &SealedFrame,
+    expected: FrameKind,
+    direction: Direction,
+    key_for: impl FnOnce(u32) -> Option<PackageKey>,
+) -> Result<T, EnvelopeError> {
+    if frame.v != VERSION {
+        return Err(EnvelopeError::Version(frame.v));
+    }
+    if frame.kind != expected {
+        return Err(EnvelopeError::WrongKind);
+    }
+    let key = key_for(frame.key_version).ok_or(EnvelopeError::UnknownKey(frame.key_version))?;
+    let nonce: [u8; 12] =
+        B64.decode(&frame.nonce).ok().and_then(|n| n.try_into().ok()).ok_or(EnvelopeError::Tampered)?;
+    let ct = B64.decode(&frame.ciphertext).map_err(|_| EnvelopeError::Tampered)?;
+    let cipher = Aes256Gcm::new(key.as_bytes().into());
+    let aad = aad(agent_id, &frame.msg_id, frame.key_version, direction);
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: aad.as_bytes() })
+            .map_err(|_| EnvelopeError::Tampered)?,
+    );
+    serde_json::from_slice(&plain).map_err(|_| EnvelopeError::Malformed)
+}
+
+/// Opens a request for the agent: authentic, for this agent, unexpired, ids consistent.
+pub fn open_request(
+    agent_id: &str,
+    frame: &SealedFrame,
+    now: i64,
+    key_for: impl FnOnce(u32) -> Option<PackageKey>,
+) -> Result<RequestPackage, EnvelopeError> {
+    let pkg: RequestPackage = open(agent_id, frame, FrameKind::Request, Direction::ToAgent, key_for)?;
+    if pkg.msg_id != frame.msg_id {
+        return Err(EnvelopeError::Tampered);
+    }
+    if pkg.expires_at <= now {
+        return Err(EnvelopeError::Expired);
+    }
+    Ok(pkg)
+}
+
+/// Opens a result for the portal.
+pub fn open_result(
+    agent_id: &str,
+    frame: &SealedFrame,
+    key_for: impl FnOnce(u32) -> Option<PackageKey>,
+) -> Result<ResultPackage, EnvelopeError> {
+    let pkg: ResultPackage = open(agent_id, frame, FrameKind::Result, Direction::ToPortal, key_for)?;
+    if pkg.msg_id != frame.msg_id {
+        return Err(EnvelopeError::Tampered);
+    }
+    Ok(pkg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::OsRng;
+    use secrecy::ExposeSecret;
+    use std::sync::OnceLock;
+
+    fn rsa_key() -> &'static RsaPrivateKey {
+        static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+        KEY.get_or_init(|| RsaPrivateKey::new(&mut OsRng, RSA_BITS).unwrap())
+    }
+
+    fn request(msg: &MsgId, pw_ct: String, expires_at: i64) -> RequestPackage {
+        RequestPackage {
+            msg_id: msg.clone(),
+            op: Op::Reset,
+            directory: DirectoryId::parse("corp").unwrap(),
+            anchor: Anchor::parse("5d2b4a4e-8f0b-103f-9a55-7b4f0f3c2a11").unwrap(),
+            pw_ct: Some(pw_ct),
+            old_pw_ct: None,
+            flags: Flags::default(),
+            actor: "self".into(),
+            issued_at: 1_000,
+            expires_at,
+        }
+    }
+
+    fn sealed(agent: &str, key: &PackageKey, msg: &MsgId, expires_at: i64) -> SealedFrame {
+        let ct = encrypt_secret(&rsa_key().to_public_key(), "N3w-Passw0rd!", &mut OsRng).unwrap();
+        let pkg = request(msg, ct, expires_at);
+        seal(agent, 1, key, Direction::ToAgent, FrameKind::Request, msg, &pkg, &mut OsRng).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_request_opens_to_the_same_password() {
+        let key = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let frame = sealed("agent-1", &key, &msg, 2_000);
+        let pkg = open_request("agent-1", &frame, 1_500, |v| (v == 1).then(|| key.clone())).unwrap();
+        let pw = decrypt_secret(rsa_key(), pkg.pw_ct.as_deref().unwrap()).unwrap();
+        assert_eq!(pw.expose_secret(), "N3w-Passw0rd!");
+        let wire = serde_json::to_string(&frame).unwrap();
+        assert!(!wire.contains("N3w-Passw0rd!"));
+        assert!(wire.len() < 1024, "a reset frame is {} bytes", wire.len());
+    }
+
+    #[test]
+    fn a_tampered_frame_is_refused() {
+        let key = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let mut frame = sealed("agent-1", &key, &msg, 2_000);
+        let mut ct = B64.decode(&frame.ciphertext).unwrap();
+        ct[10] ^= 1;
+        frame.ciphertext = B64.encode(ct);
+        let r = open_request("agent-1", &frame, 1_500, |_| Some(key.clone()));
+        assert_eq!(r.unwrap_err(), EnvelopeError::Tampered);
+    }
+
+    #[test]
+    fn a_frame_for_another_agent_or_message_is_refused() {
+        let key = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let frame = sealed("agent-1", &key, &msg, 2_000);
+        let r = open_request("agent-2", &frame, 1_500, |_| Some(key.clone()));
+        assert_eq!(r.unwrap_err(), EnvelopeError::Tampered);
+        let mut moved = frame.clone();
+        moved.msg_id = MsgId::random();
+        let r = open_request("agent-1", &moved, 1_500, |_| Some(key.clone()));
+        assert_eq!(r.unwrap_err(), EnvelopeError::Tampered);
+    }
+
+    #[test]
+    fn an_expired_frame_is_refused() {
+        let key = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let frame = sealed("agent-1", &key, &msg, 2_000);
+        let r = open_request("agent-1", &frame, 2_000, |_| Some(key.clone()));
+        assert_eq!(r.unwrap_err(), EnvelopeError::Expired);
+    }
+
+    #[test]
+    fn a_frame_under_the_wrong_key_or_version_is_refused() {
+        let key = PackageKey::generate(&mut OsRng);
+        let other = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let frame = sealed("agent-1", &key, &msg, 2_000);
+        assert_eq!(
+            open_request("agent-1", &frame, 1_500, |_| Some(other.clone())).unwrap_err(),
+            EnvelopeError::Tampered
+        );
+        assert_eq!(open_request("agent-1", &frame, 1_500, |_| None).unwrap_err(), EnvelopeError::UnknownKey(1));
+        let mut relabelled = frame.clone();
+        relabelled.key_version = 2;
+        assert_eq!(
+            open_request("agent-1", &relabelled, 1_500, |_| Some(key.clone())).unwrap_err(),
+            EnvelopeError::Tampered
+        );
+    }
+
+    #[test]
+    fn a_frame_sent_back_the_other_way_is_refused() {
+        let key = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let result = ResultPackage { msg_id: msg.clone(), outcome: Outcome::Success, raw: "0".into(), policy: None };
+        let frame =
+            seal("agent-1", 1, &key, Direction::ToPortal, FrameKind::Result, &msg, &result, &mut OsRng).unwrap();
+        assert_eq!(open_result("agent-1", &frame, |_| Some(key.clone())).unwrap(), result);
+        let mut as_request = frame.clone();
+        as_request.kind = FrameKind::Request;
+        assert_eq!(
+            open_request("agent-1", &as_request, 0, |_| Some(key.clone())).unwrap_err(),
+            EnvelopeError::Tampered
+        );
+    }
+
+    #[test]
+    fn an_unknown_protocol_version_is_refused() {
+        let key = PackageKey::generate(&mut OsRng);
+        let msg = MsgId::random();
+        let mut frame = sealed("agent-1", &key, &msg, 2_000);
+        frame.v = 2;
+        assert_eq!(
+            open_request("agent-1", &frame, 1_500, |_| Some(key.clone())).unwrap_err(),
+            EnvelopeError::Version(2)
+        );
+    }
+}

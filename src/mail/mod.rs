@@ -1,0 +1,115 @@
+//! Outgoing mail: lettre over SMTP, one folder of templates per message (subject, text, HTML).
+//! In demo mode only, mail goes to a built-in SMTP sink whose messages `/demo/mail` shows.
+
+pub mod sink;
+
+use crate::config::{MailConfig, SmtpSecurity};
+use crate::domain::EmailAddress;
+use anyhow::Context;
+use askama::Template;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+/// One e-mail, rendered: what every message template produces.
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Template)]
+#[template(path = "mail/code.txt")]
+struct CodeText<'a> {
+    code: &'a str,
+    minutes: u64,
+}
+
+#[derive(Template)]
+#[template(path = "mail/code.html")]
+struct CodeHtml<'a> {
+    code: &'a str,
+    minutes: u64,
+}
+
+/// The message that carries a one-time code.
+pub fn code_message(code: &str, minutes: u64) -> anyhow::Result<Rendered> {
+    Ok(Rendered {
+        subject: "Your passback verification code".into(),
+        text: CodeText { code, minutes }.render()?,
+        html: CodeHtml { code, minutes }.render()?,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "mail/changed.txt")]
+struct ChangedText<'a> {
+    when: &'a str,
+    helpdesk: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/changed.html")]
+struct ChangedHtml<'a> {
+    when: &'a str,
+    helpdesk: &'a str,
+}
+
+/// The notice sent after a password was reset.
+pub fn changed_message(when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
+    Ok(Rendered {
+        subject: "Your password was reset".into(),
+        text: ChangedText { when, helpdesk }.render()?,
+        html: ChangedHtml { when, helpdesk }.render()?,
+    })
+}
+
+impl Mailer {
+    pub fn new(cfg: &MailConfig) -> anyhow::Result<Self> {
+        let from: Mailbox = cfg.from.parse().context("mail.from")?;
+        let tls_params = || -> anyhow::Result<TlsParameters> {
+            let mut b = TlsParameters::builder(cfg.smtp_host.clone());
+            if let Some(ca) = &cfg.ca_file {
+                let pem = std::fs::read(ca).with_context(|| format!("mail.ca_file {}", ca.display()))?;
+                b = b.add_root_certificate(Certificate::from_pem(&pem)?);
+            }
+            Ok(b.build_rustls()?)
+        };
+        let mut builder = match cfg.security {
+            SmtpSecurity::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.smtp_host).tls(Tls::Wrapper(tls_params()?))
+            }
+            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.smtp_host)
+                .tls(Tls::Required(tls_params()?)),
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.smtp_host),
+        }
+        .port(cfg.smtp_port)
+        .timeout(Some(Duration::from_secs(20)));
+        if let Some(user) = &cfg.username {
+            let pw = crate::config::read_secret(&cfg.password, &cfg.password_file, "mail.password")?
+                .ok_or_else(|| anyhow::anyhow!("mail.username is set: give mail.password_file too"))?;
+            builder = builder.credentials(Credentials::new(user.clone(), pw.expose_secret().to_string()));
+        }
+        Ok(Self { transport: builder.build(), from })
+    }
+
+    pub async fn send(&self, to: &EmailAddress, msg: Rendered) -> anyhow::Result<()> {
+        let to: Mailbox = to.as_str().parse().context("recipient address")?;
+        let email = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(msg.subject)
+            .multipart(MultiPart::alternative_plain_html(msg.text, msg.html))?;
+        self.transport.send(email).await.context("SMTP")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The `passback` command: parses arguments, loads configuration, and calls into the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use passback::config::{self, AgentConfig, PortalConfig};
+use secrecy::SecretString;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "passback", version, about = "Self-service password reset with synchronous writeback")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the portal and the relay hub.
+    Serve {
+        /// Portal configuration (TOML). PASSBACK__SECTION__KEY variables override it.
+        #[arg(long, env = "PASSBACK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the writeback agent (inside the company network), or manage its enrollment.
+    Agent {
+        /// Agent configuration (TOML). PASSBACK_AGENT__KEY variables override it.
+        #[arg(long, env = "PASSBACK_AGENT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<AgentCmd>,
+    },
+    /// Start a throwaway demo: OpenLDAP with ppolicy, the portal and an enrolled agent, on 127.0.0.1.
+    Demo {
+        /// Folder for the demo's files (wiped at start).
+        #[arg(long, default_value = "target/demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Enroll this host with a one-time token made on the portal (`passback agent token`).
+    Enroll {
+        /// The portal's address, https://…
+        #[arg(long)]
+        portal: String,
+        /// The one-time enrollment token.
+        #[arg(long, env = "PASSBACK_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Make a new key pair and package key now; the previous ones stay valid for the grace period.
+    RotateKeys,
+    /// On the portal host: make a one-time, short-lived enrollment token for a new agent.
+    Token {
+        /// Portal configuration (TOML), to reach its database.
+        #[arg(long = "portal-config", env = "PASSBACK_CONFIG")]
+        portal_config: Option<PathBuf>,
+        /// A name for the agent, shown to administrators.
+        #[arg(long, default_value = "agent")]
+        name: String,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    passback::tls::install_crypto_provider();
+    init_logging();
+    let cli = Cli::parse();
+    let now = passback::Clock.now();
+    match cli.cmd {
+        Cmd::Serve { config } => {
+            let cfg: PortalConfig = config::load(config.as_deref(), config::PORTAL_ENV_PREFIX)?;
+            let app = passback::server::Application::build(cfg, Default::default()).await?;
+            app.run_until_stopped().await?;
+        }
+        Cmd::Agent { config, cmd: None } => {
+            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            passback::agent::Agent::new(cfg)?.run().await?;
+        }
+        Cmd::Agent { config, cmd: Some(AgentCmd::Enroll { portal, token }) } => {
+            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            let token = SecretString::from(token);
+            let state =
+                passback::agent::enroll::enroll(&portal, &token, cfg.portal_ca_file.as_deref(), &cfg.state_file, now)
+                    .await?;
+            println!(
+                "Enrolled as agent {}. State written to {} (mode 0600).",
+                state.agent_id,
+                cfg.state_file.display()
+            );
+        }
+        Cmd::Agent { config, cmd: Some(AgentCmd::RotateKeys) } => {
+            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            let mut state = passback::agent::state::AgentState::load(&cfg.state_file)?;
+            let v = passback::agent::enroll::rotate(&mut state, &cfg.state_file, cfg.portal_ca_file.as_deref(), now)
+                .await?;
+            println!(
+                "Keys rotated: version {v} is now used; the previous version stays valid for {} hours.",
+                cfg.key_grace_hours
+            );
+        }
+        Cmd::Agent { cmd: Some(AgentCmd::Token { portal_config, name }), .. } => {
+            let cfg: PortalConfig = config::load(portal_config.as_deref(), config::PORTAL_ENV_PREFIX)?;
+            let db = passback::store::connect(&cfg.database.url, 1).await?;
+            let ttl = cfg.relay.enrollment_token_ttl_mins;
+            let token = passback::server::create_enrollment_token(&db, &name, ttl, now).await?;
+            println!("{}", token.as_str());
+            eprintln!("One-time enrollment token for {name:?}, valid for {ttl} minutes. Use it once with `passback agent enroll`.");
+        }
+        Cmd::Demo { dir, port } => {
+            passback::demo::run(&dir, port).await.context("demo")?;
+        }
+    }
+    Ok(())
+}

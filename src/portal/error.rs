@@ -1,0 +1,99 @@
+//! The portal's error type: internal detail goes to the log with a support code; the person sees
+//! the support code and a sentence they can act on, never internal error text.
+
+use super::pages::ErrorPage;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+
+/// A short code shown to the person, logged, and stored in the audit row, so an administrator can
+/// find what happened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SupportCode(pub String);
+
+impl SupportCode {
+    pub fn new() -> Self {
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        let mut rng = rand::rngs::OsRng;
+        let s: String = (0..10)
+            .map(|i| {
+                let c = ALPHABET[rng.gen_range(0..ALPHABET.len())] as char;
+                if i == 5 {
+                    format!("-{c}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        Self(s)
+    }
+}
+
+impl Default for SupportCode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for SupportCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("the form has expired")]
+    Csrf,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<tower_sessions::session::Error> for PortalError {
+    fn from(e: tower_sessions::session::Error) -> Self {
+        Self::Internal(anyhow::anyhow!("session: {e}"))
+    }
+}
+
+impl From<sqlx::Error> for PortalError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::anyhow!("database: {e}"))
+    }
+}
+
+impl IntoResponse for PortalError {
+    fn into_response(self) -> Response {
+        let support = SupportCode::new();
+        let (status, page) = match &self {
+            PortalError::Csrf => {
+                tracing::warn!(support_code = %support, "refused a form without a valid CSRF token");
+                (
+                    StatusCode::FORBIDDEN,
+                    ErrorPage {
+                        title: "This page has expired".into(),
+                        message: "For your security this form is no longer valid. Start again.".into(),
+                        support_code: support.0.clone(),
+                    },
+                )
+            }
+            PortalError::Internal(e) => {
+                tracing::error!(support_code = %support, error = %format!("{e:#}"), "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorPage {
+                        title: "Something went wrong".into(),
+                        message: "Something went wrong on our side. Try again, and if it happens again contact \
+                                  your helpdesk with the support code."
+                            .into(),
+                        support_code: support.0.clone(),
+                    },
+                )
+            }
+        };
+        let mut resp = (status, page).into_response();
+        if let Ok(v) = HeaderValue::from_str(&support.0) {
+            resp.headers_mut().insert("x-support-code", v);
+        }
+        resp
+    }
+}

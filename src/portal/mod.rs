@@ -1,0 +1,92 @@
+//! The portal: server-rendered pages that work without JavaScript. One module per flow.
+//! It never talks to a directory; writebacks go sealed through the relay hub.
+
+mod csrf;
+mod demo;
+mod error;
+mod pages;
+mod reset;
+
+pub use error::{PortalError, SupportCode};
+
+use crate::config::PortalConfig;
+use crate::mail::sink::Mailbox;
+use crate::mail::Mailer;
+use crate::relay::Hub;
+use crate::store::Db;
+use crate::Clock;
+use axum::http::{header, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// URL paths of the portal, in one place.
+pub mod paths {
+    pub const HOME: &str = "/";
+    pub const RESET: &str = "/reset";
+    pub const RESET_VERIFY: &str = "/reset/verify";
+    pub const RESET_PASSWORD: &str = "/reset/password";
+    pub const DEMO_MAIL: &str = "/demo/mail";
+    pub const STATIC: &str = "/static";
+    pub const HEALTH: &str = "/healthz";
+}
+
+/// The address of the client connection (the proxy's, behind a TLS-terminating proxy).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub cfg: Arc<PortalConfig>,
+    pub mailer: Mailer,
+    pub clock: Clock,
+    /// Present only in demo mode: the mail caught by the built-in SMTP sink.
+    pub demo_mailbox: Option<Mailbox>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;
+    let mut r = Router::new()
+        .route(paths::HOME, get(reset::home))
+        .route(paths::RESET, get(reset::identify_form).post(reset::identify))
+        .route(paths::RESET_VERIFY, get(reset::verify_form).post(reset::verify))
+        .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
+        .route(paths::HEALTH, get(|| async { "ok" }))
+        .route("/static/style.css", get(static_css));
+    if state.demo_mailbox.is_some() {
+        r = r.route(paths::DEMO_MAIL, get(demo::mail));
+    }
+    let r = r.with_state(state).layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
+    security_headers(r, tls)
+}
+
+async fn static_css() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../static/style.css"))
+}
+
+/// Headers every portal response carries: no inline script, no framing, no caching of pages
+/// that may hold personal data, no referrer leaks.
+fn security_headers(r: Router, tls: bool) -> Router {
+    let mut r = r
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    if tls {
+        r = r.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    r
+}

@@ -1,0 +1,75 @@
+//! One template struct per page. Askama escapes every value; nothing here is marked safe.
+
+use askama::Template;
+use askama_web::WebTemplate;
+
+/// An outcome as a page shows it: the code, the words, and the support code.
+#[derive(Debug, Clone)]
+pub struct OutcomeView {
+    pub code: String,
+    pub message: String,
+    pub support_code: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyView {
+    pub min_length: Option<u32>,
+    pub history: Option<u32>,
+    pub complexity: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "reset_identify.html")]
+pub struct IdentifyPage {
+    pub csrf: String,
+    pub login: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "reset_verify.html")]
+pub struct VerifyPage {
+    pub csrf: String,
+    pub minutes: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "reset_password.html")]
+pub struct PasswordPage {
+    pub csrf: String,
+    pub form_key: String,
+    pub error: Option<String>,
+    pub outcome: Option<OutcomeView>,
+    pub policy: Option<PolicyView>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "outcome.html")]
+pub struct OutcomePage {
+    pub title: String,
+    pub success: bool,
+    pub outcome: OutcomeView,
+    pub helpdesk: String,
+    pub start_again: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub title: String,
+    pub message: String,
+    pub support_code: String,
+}
+
+pub struct DemoMail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "demo_mail.html")]
+pub struct DemoMailPage {
+    pub mails: Vec<DemoMail>,
+}

@@ -1,0 +1,307 @@
+//! The hub: live agent connections, their keys, and requests waiting for a result.
+//! Its locks are plain mutexes held for a few map operations and never across an `.await`.
+
+use super::protocol::{AgentStatus, Frame};
+use crate::config::RelayConfig;
+use crate::domain::{Anchor, DirectoryId, MsgId, Outcome, PolicyFacts};
+use crate::envelope::{self, Direction, Flags, FrameKind, Op, PackageKey, RequestPackage, SealedFrame};
+use crate::store::{self, DataKey, Db};
+use rsa::pkcs8::DecodePublicKey;
+use rsa::RsaPublicKey;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// One version of an agent's keys, parsed once.
+pub struct KeyVersion {
+    pub version: u32,
+    pub public: RsaPublicKey,
+    pub package: PackageKey,
+    pub created_at: i64,
+}
+
+struct Conn {
+    agent_id: String,
+    tx: mpsc::Sender<String>,
+    status: Option<AgentStatus>,
+    last_seen: Instant,
+}
+
+struct Pending {
+    agent_id: String,
+    tx: oneshot::Sender<envelope::ResultPackage>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<u64, Conn>,
+    pending: HashMap<MsgId, Pending>,
+    keys: HashMap<String, Arc<Vec<KeyVersion>>>,
+    /// When the full sync in progress began, per (agent, directory).
+    syncs: HashMap<(String, String), i64>,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    next_conn: AtomicU64,
+    db: Db,
+    data_key: DataKey,
+    pub cfg: RelayConfig,
+}
+
+/// What the portal asks an agent to do. Passwords stay wrapped until RSA encryption.
+pub struct WritebackRequest<'a> {
+    pub msg_id: MsgId,
+    pub op: Op,
+    pub directory: DirectoryId,
+    pub anchor: Anchor,
+    pub password: Option<&'a SecretString>,
+    pub old_password: Option<&'a SecretString>,
+    pub flags: Flags,
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritebackResult {
+    pub outcome: Outcome,
+    /// The directory's raw answer, for the audit only.
+    pub raw: String,
+    pub policy: Option<PolicyFacts>,
+    /// Which agent served it, if any.
+    pub agent_id: Option<String>,
+}
+
+impl WritebackResult {
+    fn local(outcome: Outcome, raw: &str) -> Self {
+        Self { outcome, raw: raw.into(), policy: None, agent_id: None }
+    }
+}
+
+impl Hub {
+    pub fn new(db: Db, data_key: DataKey, cfg: RelayConfig) -> Self {
+        Self { inner: Mutex::default(), next_conn: AtomicU64::new(1), db, data_key, cfg }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves only maps behind; carry on with them.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn liveness_window(&self) -> Duration {
+        Duration::from_secs(self.cfg.ping_interval_secs * 2)
+    }
+
+    pub fn register(&self, agent_id: &str, tx: mpsc::Sender<String>) -> u64 {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn { agent_id: agent_id.to_string(), tx, status: None, last_seen: Instant::now() };
+        self.lock().conns.insert(id, conn);
+        id
+    }
+
+    pub fn unregister(&self, conn_id: u64) {
+        let mut inner = self.lock();
+        if let Some(conn) = inner.conns.remove(&conn_id) {
+            // Requests in flight on that agent can no longer be confirmed: their waiters get an
+            // immediate "not confirmed" rather than waiting for the deadline.
+            let still_connected = inner.conns.values().any(|c| c.agent_id == conn.agent_id);
+            if !still_connected {
+                inner.pending.retain(|_, p| p.agent_id != conn.agent_id);
+            }
+        }
+    }
+
+    pub fn touch(&self, conn_id: u64) {
+        if let Some(c) = self.lock().conns.get_mut(&conn_id) {
+            c.last_seen = Instant::now();
+        }
+    }
+
+    pub fn set_status(&self, conn_id: u64, status: AgentStatus) {
+        if let Some(c) = self.lock().conns.get_mut(&conn_id) {
+            c.status = Some(status);
+            c.last_seen = Instant::now();
+        }
+    }
+
+    /// A live connection of an agent that serves `directory` and reports it reachable.
+    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<String>)> {
+        let window = self.liveness_window();
+        let inner = self.lock();
+        inner
+            .conns
+            .values()
+            .filter(|c| c.last_seen.elapsed() < window)
+            .filter(|c| {
+                c.status.as_ref().is_some_and(|s| s.directories.iter().any(|d| &d.id == directory && d.reachable))
+            })
+            .min_by_key(|c| c.last_seen.elapsed())
+            .map(|c| (c.agent_id.clone(), c.tx.clone()))
+    }
+
+    pub fn is_alive(&self, directory: &DirectoryId) -> bool {
+        self.pick(directory).is_some()
+    }
+
+    /// Whether any agent serves any directory right now.
+    pub fn any_alive(&self) -> bool {
+        let window = self.liveness_window();
+        self.lock().conns.values().any(|c| {
+            c.last_seen.elapsed() < window
+                && c.status.as_ref().is_some_and(|s| s.directories.iter().any(|d| d.reachable))
+        })
+    }
+
+    pub fn live_agents(&self) -> usize {
+        let window = self.liveness_window();
+        let inner = self.lock();
+        let mut ids: Vec<&str> =
+            inner.conns.values().filter(|c| c.last_seen.elapsed() < window).map(|c| c.agent_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+
+    /// Notes the progress of a full sync; returns when the sync that this chunk belongs to began.
+    pub fn sync_progress(&self, agent_id: &str, directory: &str, seq: u32, now: i64) -> Option<i64> {
+        let key = (agent_id.to_string(), directory.to_string());
+        let mut inner = self.lock();
+        if seq == 0 {
+            inner.syncs.insert(key.clone(), now);
+        }
+        inner.syncs.get(&key).copied()
+    }
+
+    /// Forgets cached keys after a rollover, so the next request seals with the newest.
+    pub fn forget_keys(&self, agent_id: &str) {
+        self.lock().keys.remove(agent_id);
+    }
+
+    /// An agent's keys, newest first: from the cache, or read and parsed once from the database.
+    pub async fn keys(&self, agent_id: &str) -> anyhow::Result<Arc<Vec<KeyVersion>>> {
+        if let Some(k) = self.lock().keys.get(agent_id) {
+            return Ok(k.clone());
+        }
+        let rows = store::agents::keys(&self.db, agent_id).await?;
+        let mut parsed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let ctx = store::agents::key_context(&row.agent_id, row.version);
+            let raw = self.data_key.decrypt(&ctx, &row.package_key_enc)?;
+            let package =
+                PackageKey::from_slice(&raw).ok_or_else(|| anyhow::anyhow!("stored package key has the wrong size"))?;
+            let public = RsaPublicKey::from_public_key_pem(&row.public_key_pem)?;
+            parsed.push(KeyVersion {
+                version: u32::try_from(row.version)?,
+                public,
+                package,
+                created_at: row.created_at,
+            });
+        }
+        anyhow::ensure!(!parsed.is_empty(), "agent {agent_id} has no keys");
+        let parsed = Arc::new(parsed);
+        self.lock().keys.insert(agent_id.to_string(), parsed.clone());
+        Ok(parsed)
+    }
+
+    /// Seals a request for a live agent of the directory, sends it, and waits for the sealed
+    /// result up to the configured deadline. Always ends in a definite outcome.
+    pub async fn writeback(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
+        let Some((agent_id, tx)) = self.pick(&req.directory) else {
+            return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
+        };
+        let frame = match self.seal_request(&agent_id, &req, now).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(agent = %agent_id, error = %e, "cannot seal a request");
+                return WritebackResult::local(Outcome::Internal, "sealing failed");
+            }
+        };
+        let (result_tx, result_rx) = oneshot::channel();
+        self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), tx: result_tx });
+        if tx.send(Frame::Request(frame).to_json()).await.is_err() {
+            self.lock().pending.remove(&req.msg_id);
+            return WritebackResult::local(Outcome::NoAgent, "agent connection closed before sending");
+        }
+        let deadline = Duration::from_secs(self.cfg.result_deadline_secs);
+        let answer = tokio::time::timeout(deadline, result_rx).await;
+        self.lock().pending.remove(&req.msg_id);
+        match answer {
+            Ok(Ok(pkg)) => {
+                WritebackResult { outcome: pkg.outcome, raw: pkg.raw, policy: pkg.policy, agent_id: Some(agent_id) }
+            }
+            Ok(Err(_)) => WritebackResult {
+                agent_id: Some(agent_id),
+                ..WritebackResult::local(Outcome::AgentTimeout, "agent disconnected before answering")
+            },
+            Err(_) => WritebackResult {
+                agent_id: Some(agent_id),
+                ..WritebackResult::local(Outcome::AgentTimeout, "no answer before the deadline")
+            },
+        }
+    }
+
+    async fn seal_request(&self, agent_id: &str, req: &WritebackRequest<'_>, now: i64) -> anyhow::Result<SealedFrame> {
+        let keys = self.keys(agent_id).await?;
+        let newest = keys.first().ok_or_else(|| anyhow::anyhow!("no key"))?;
+        let mut rng = rand::rngs::OsRng;
+        let enc = |s: Option<&SecretString>| -> anyhow::Result<Option<String>> {
+            s.map(|s| envelope::encrypt_secret(&newest.public, s.expose_secret(), &mut rand::rngs::OsRng))
+                .transpose()
+                .map_err(Into::into)
+        };
+        let pkg = RequestPackage {
+            msg_id: req.msg_id.clone(),
+            op: req.op,
+            directory: req.directory.clone(),
+            anchor: req.anchor.clone(),
+            pw_ct: enc(req.password)?,
+            old_pw_ct: enc(req.old_password)?,
+            flags: req.flags,
+            actor: req.actor.clone(),
+            issued_at: now,
+            expires_at: now + i64::try_from(self.cfg.request_ttl_secs)?,
+        };
+        Ok(envelope::seal(
+            agent_id,
+            newest.version,
+            &newest.package,
+            Direction::ToAgent,
+            FrameKind::Request,
+            &req.msg_id,
+            &pkg,
+            &mut rng,
+        )?)
+    }
+
+    /// A sealed result from `agent_id`: authenticated with that agent's keys, then handed to the
+    /// request waiting for it. Results for unknown messages or from another agent are dropped.
+    pub async fn deliver_result(&self, agent_id: &str, frame: &SealedFrame) {
+        let keys = match self.keys(agent_id).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(agent = %agent_id, error = %e, "result from an agent without keys");
+                return;
+            }
+        };
+        let key_for = |v: u32| keys.iter().find(|k| k.version == v).map(|k| k.package.clone());
+        let pkg = match envelope::open_result(agent_id, frame, key_for) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(agent = %agent_id, msg_id = %frame.msg_id, error = %e, "refused a result frame");
+                return;
+            }
+        };
+        let mut inner = self.lock();
+        match inner.pending.get(&pkg.msg_id) {
+            Some(p) if p.agent_id == agent_id => {
+                if let Some(p) = inner.pending.remove(&pkg.msg_id) {
+                    let _ = p.tx.send(pkg);
+                }
+            }
+            Some(_) => tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result from the wrong agent"),
+            None => tracing::info!(agent = %agent_id, msg_id = %pkg.msg_id, "result after its deadline"),
+        }
+    }
+}

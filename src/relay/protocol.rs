@@ -1,0 +1,143 @@
+//! Frames on the relay WebSocket. All are JSON text messages with `v` and `type`.
+//! `request` and `result` are sealed ([`crate::envelope::SealedFrame`]); the others carry no secret.
+
+use crate::domain::{Anchor, DirectoryId, EmailAddress, PolicyFacts};
+use crate::envelope::SealedFrame;
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u8 = crate::envelope::VERSION;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryStatus {
+    pub id: DirectoryId,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Sent by the agent on connect (`hello`) and then every heartbeat interval (`heartbeat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub key_version: u32,
+    pub key_created_at: i64,
+    pub directories: Vec<DirectoryStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedUser {
+    pub anchor: Anchor,
+    pub dn: String,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailAddress>,
+    pub display_name: String,
+    pub enabled: bool,
+    pub locked: bool,
+}
+
+/// One chunk of a full sync. `seq` starts at 0; the chunk with `last` ends the sync, and people
+/// the portal has not heard of during it have left the scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncChunk {
+    pub directory: DirectoryId,
+    pub seq: u32,
+    pub last: bool,
+    pub users: Vec<SyncedUser>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyFacts>,
+}
+
+/// Everything that may travel on the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello(AgentStatus),
+    Heartbeat(AgentStatus),
+    Sync(SyncChunk),
+    Request(SealedFrame),
+    Result(SealedFrame),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u8,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("unsupported protocol version")]
+    Version,
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+impl Frame {
+    pub fn to_json(&self) -> String {
+        fn wrap<T: Serialize>(kind: &str, body: &T) -> String {
+            serde_json::to_string(&Envelope { v: VERSION, kind: kind.to_string(), body }).unwrap_or_default()
+        }
+        match self {
+            Frame::Hello(s) => wrap("hello", s),
+            Frame::Heartbeat(s) => wrap("heartbeat", s),
+            Frame::Sync(c) => wrap("sync", c),
+            Frame::Request(f) | Frame::Result(f) => serde_json::to_string(f).unwrap_or_default(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Frame, FrameError> {
+        #[derive(Deserialize)]
+        struct Head {
+            v: u8,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let head: Head = serde_json::from_str(text)?;
+        if head.v != VERSION {
+            return Err(FrameError::Version);
+        }
+        fn body<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FrameError> {
+            Ok(serde_json::from_str::<Envelope<T>>(text)?.body)
+        }
+        Ok(match head.kind.as_str() {
+            "hello" => Frame::Hello(body(text)?),
+            "heartbeat" => Frame::Heartbeat(body(text)?),
+            "sync" => Frame::Sync(body(text)?),
+            "request" => Frame::Request(serde_json::from_str(text)?),
+            "result" => Frame::Result(serde_json::from_str(text)?),
+            other => return Err(FrameError::UnknownType(other.chars().take(32).collect())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_unknown_versions_are_refused() {
+        let f = Frame::Heartbeat(AgentStatus {
+            version: "0.1.0".into(),
+            key_version: 1,
+            key_created_at: 5,
+            directories: vec![DirectoryStatus {
+                id: DirectoryId::parse("corp").unwrap(),
+                reachable: true,
+                last_sync: None,
+                error: None,
+            }],
+        });
+        let json = f.to_json();
+        assert_eq!(Frame::parse(&json).unwrap(), f);
+        let v2 = json.replace("\"v\":1", "\"v\":2");
+        assert!(matches!(Frame::parse(&v2), Err(FrameError::Version)));
+        assert!(matches!(Frame::parse(r#"{"v":1,"type":"shutdown"}"#), Err(FrameError::UnknownType(_))));
+    }
+}

@@ -1,0 +1,119 @@
+//! The portal's end of the relay: the WebSocket agents connect to, and their authentication.
+
+use super::hub::Hub;
+use super::protocol::Frame;
+use super::{enroll, AGENT_PATH, ENROLL_PATH, ROTATE_PATH};
+use crate::store::{self, DataKey, Db};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+pub struct RelayState {
+    pub hub: Arc<Hub>,
+    pub db: Db,
+    pub data_key: DataKey,
+    pub clock: crate::Clock,
+}
+
+/// Largest frame an agent may send (a sync chunk of a few hundred people).
+const MAX_FRAME: usize = 1 << 20;
+
+pub fn router(state: RelayState) -> Router {
+    Router::new()
+        .route(AGENT_PATH, get(agent_socket))
+        .route(ENROLL_PATH, post(enroll::enroll))
+        .route(ROTATE_PATH, post(enroll::rotate))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+/// Checks `Authorization: Bearer <agent-id>.<secret>` against the stored hash, in constant time.
+/// Returns the agent id.
+pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?;
+    let (agent_id, secret) = token.split_once('.')?;
+    if agent_id.len() > 64 || secret.len() > 128 {
+        return None;
+    }
+    let stored = store::agents::secret_hash(db, agent_id).await.ok().flatten();
+    let presented = store::token_hash(secret);
+    // Compare against a dummy when the agent is unknown, so both paths cost the same.
+    let expected = stored.clone().unwrap_or_else(|| vec![0u8; presented.len()]);
+    (store::hashes_equal(&expected, &presented) && stored.is_some()).then(|| agent_id.to_string())
+}
+
+async fn agent_socket(State(state): State<RelayState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let Some(agent_id) = authenticate(&state.db, &headers).await else {
+        tracing::warn!("relay: refused a connection with bad or missing credentials");
+        return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+    };
+    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| serve_agent(state, agent_id, socket))
+}
+
+async fn serve_agent(state: RelayState, agent_id: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<String>(256);
+    let hub = state.hub.clone();
+    let conn = hub.register(&agent_id, tx);
+    tracing::info!(agent = %agent_id, conn, "agent connected");
+    let ping_every = Duration::from_secs(hub.cfg.ping_interval_secs);
+
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(ping_every);
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
+                    None => break,
+                },
+                _ = ping.tick() => if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break },
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    while let Some(msg) = stream.next().await {
+        let Ok(msg) = msg else { break };
+        match msg {
+            Message::Text(text) => {
+                hub.touch(conn);
+                handle_frame(&state, &agent_id, conn, text.as_str()).await;
+            }
+            Message::Pong(_) | Message::Ping(_) => hub.touch(conn),
+            Message::Close(_) => break,
+            Message::Binary(_) => tracing::warn!(agent = %agent_id, "binary frame ignored"),
+        }
+    }
+    hub.unregister(conn);
+    writer.abort();
+    tracing::info!(agent = %agent_id, conn, "agent disconnected");
+}
+
+async fn handle_frame(state: &RelayState, agent_id: &str, conn: u64, text: &str) {
+    let frame = match Frame::parse(text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(agent = %agent_id, error = %e, "refused a frame");
+            return;
+        }
+    };
+    match frame {
+        Frame::Hello(status) | Frame::Heartbeat(status) => state.hub.set_status(conn, status),
+        Frame::Result(sealed) => state.hub.deliver_result(agent_id, &sealed).await,
+        Frame::Sync(chunk) => {
+            if let Err(e) = super::sync::store(state, agent_id, chunk).await {
+                tracing::error!(agent = %agent_id, error = %e, "storing a sync chunk failed");
+            }
+        }
+        Frame::Request(_) => tracing::warn!(agent = %agent_id, "an agent may not send requests"),
+    }
+}

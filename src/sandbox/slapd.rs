@@ -1,0 +1,436 @@
+//! A throwaway OpenLDAP `slapd` with the ppolicy overlay, listening on LDAPS on 127.0.0.1 only,
+//! seeded with a few people and a service account (see `slapd/config.ldif` and `slapd/data.ldif`).
+//!
+//! Start-up takes a fraction of a second, so every test (and `passback demo`) gets its own.
+
+use super::TestCa;
+use anyhow::{bail, Context};
+use rand::distributions::Alphanumeric;
+use rand::rngs::OsRng;
+use rand::{Rng, RngCore};
+use secrecy::{ExposeSecret, SecretString};
+use sha1::{Digest, Sha1};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONFIG_LDIF: &str = include_str!("slapd/config.ldif");
+const DATA_LDIF: &str = include_str!("slapd/data.ldif");
+
+const BASE_DN: &str = "dc=example,dc=org";
+const PEOPLE_DN: &str = "ou=people,dc=example,dc=org";
+const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
+const SERVICE_DN: &str = "cn=passback,ou=services,dc=example,dc=org";
+const POLICY_DN: &str = "cn=default,ou=policies,dc=example,dc=org";
+/// Every seeded person starts with this password, readable on purpose: the demo prints it.
+pub const INITIAL_USER_PASSWORD: &str = "Initial-Pw-789";
+
+const START_ATTEMPTS: u32 = 3;
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A running, seeded slapd. Dropping it stops the server; the caller owns (and removes) `dir`.
+#[derive(Debug)]
+pub struct Slapd {
+    /// `ldaps://127.0.0.1:PORT`
+    pub url: String,
+    /// `dc=example,dc=org`
+    pub base_dn: String,
+    /// `ou=people,dc=example,dc=org`: alice, bob, carol (all with mail) and dave (no mail).
+    pub people_dn: String,
+    /// The rootdn: bypasses every ACL and every password policy.
+    pub admin_dn: String,
+    pub admin_password: SecretString,
+    /// passback's service account: may write (not manage) `userPassword` under `people_dn`, so
+    /// the password policy applies to its resets.
+    pub service_dn: String,
+    pub service_password: SecretString,
+    /// The initial password of every seeded person ([`INITIAL_USER_PASSWORD`]).
+    pub user_password: SecretString,
+    /// The default password policy: minimum length 8, history 3, minimum age 0.
+    /// carol has her own (`cn=slow`): the same, with a minimum age of one hour.
+    pub policy_dn: String,
+    /// The CA that signed the server's certificate: what clients must trust.
+    pub ca_file: PathBuf,
+    /// Where the configuration, database and `slapd.log` live.
+    pub dir: PathBuf,
+    child: Child,
+    stopped: bool,
+}
+
+impl Slapd {
+    /// Creates `dir/slapd.d` and `dir/db`, loads configuration and data with `slapadd`, starts
+    /// slapd on a free port of 127.0.0.1 and returns once it accepts connections.
+    /// `dir` must not hold a slapd already.
+    pub fn start(dir: &Path, ca: &TestCa) -> anyhow::Result<Slapd> {
+        let slapd_bin = find_program("slapd")?;
+        let slapadd_bin = find_program("slapadd")?;
+
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+        let config_dir = dir.join("slapd.d");
+        let db_dir = dir.join("db");
+        if config_dir.exists() {
+            bail!("{} already exists: start the sandbox slapd in a fresh directory", config_dir.display());
+        }
+        std::fs::create_dir_all(&config_dir).with_context(|| format!("creating {}", config_dir.display()))?;
+        std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
+
+        let admin_password = random_password();
+        let service_password = random_password();
+        let user_password = SecretString::from(INITIAL_USER_PASSWORD.to_string());
+
+        let config = render(
+            CONFIG_LDIF,
+            &[
+                ("{{DIR}}", ldif_path(&dir)?),
+                ("{{CERT}}", ldif_path(&ca.cert_file)?),
+                ("{{KEY}}", ldif_path(&ca.key_file)?),
+                ("{{CA}}", ldif_path(&ca.ca_file)?),
+                ("{{ADMIN_PW_HASH}}", ssha(&admin_password, random_salt())),
+            ],
+        );
+        let data = render(
+            DATA_LDIF,
+            &[
+                ("{{SVC_PW_HASH}}", ssha(&service_password, random_salt())),
+                ("{{USER_PW_HASH}}", ssha(&user_password, random_salt())),
+            ],
+        );
+        let config_file = dir.join("config.ldif");
+        let data_file = dir.join("data.ldif");
+        std::fs::write(&config_file, config).with_context(|| format!("writing {}", config_file.display()))?;
+        std::fs::write(&data_file, data).with_context(|| format!("writing {}", data_file.display()))?;
+        slapadd(&slapadd_bin, "0", &config_dir, &config_file)?;
+        slapadd(&slapadd_bin, "1", &config_dir, &data_file)?;
+
+        let log_file = dir.join("slapd.log");
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            let mut child = spawn(&slapd_bin, &config_dir, &log_file, port)?;
+            match wait_until_listening(&mut child, port, &log_file) {
+                Ok(()) => {
+                    return Ok(Slapd {
+                        url: format!("ldaps://127.0.0.1:{port}"),
+                        base_dn: BASE_DN.into(),
+                        people_dn: PEOPLE_DN.into(),
+                        admin_dn: ADMIN_DN.into(),
+                        admin_password,
+                        service_dn: SERVICE_DN.into(),
+                        service_password,
+                        user_password,
+                        policy_dn: POLICY_DN.into(),
+                        ca_file: ca.ca_file.clone(),
+                        dir,
+                        child,
+                        stopped: false,
+                    });
+                }
+                Err(StartError::PortTaken(e)) => {
+                    // Someone took the port between our probe and slapd's bind: try another.
+                    let _ = child.wait();
+                    last_error = Some(e);
+                }
+                Err(StartError::Fatal(e)) => {
+                    stop_child(&mut child);
+                    return Err(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("slapd did not start")))
+            .context(format!("slapd could not bind a port in {START_ATTEMPTS} attempts"))
+    }
+
+    /// The DN of a seeded person, e.g. `user_dn("alice")`.
+    pub fn user_dn(&self, uid: &str) -> String {
+        format!("uid={},{}", ldap3::dn_escape(uid), self.people_dn)
+    }
+
+    /// A directory configuration for passback's agent that uses this slapd through the service
+    /// account, with the default policy and all of `ou=people` in scope.
+    pub fn directory_config(&self, id: &str) -> crate::config::DirectoryConfig {
+        crate::config::DirectoryConfig {
+            id: id.to_string(),
+            kind: crate::config::DirectoryKind::Openldap,
+            url: self.url.clone(),
+            starttls: false,
+            ca_file: Some(self.ca_file.clone()),
+            bind_dn: self.service_dn.clone(),
+            bind_password: Some(self.service_password.clone()),
+            bind_password_file: None,
+            base_dns: vec![self.people_dn.clone()],
+            user_filter: None,
+            policy_dn: Some(self.policy_dn.clone()),
+            pool_size: 2,
+            timeout_secs: 10,
+        }
+    }
+
+    /// The process id, e.g. to tell a person how to stop a demo by hand.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops slapd (SIGTERM, then SIGKILL if it lingers) and waits for it. Idempotent.
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            stop_child(&mut self.child);
+            self.stopped = true;
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// True when a simple bind as `dn` with `password` succeeds over LDAPS, trusting `ca_file`.
+/// Tests use it to prove that a new password really works. Never uses a plain connection.
+pub async fn bind_works(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> bool {
+    match try_bind(url, ca_file, dn, password).await {
+        Ok(rc) => rc == 0,
+        Err(e) => {
+            tracing::debug!(%url, %dn, error = %e, "sandbox bind failed");
+            false
+        }
+    }
+}
+
+async fn try_bind(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> anyhow::Result<u32> {
+    if !url.starts_with("ldaps://") {
+        bail!("only ldaps:// URLs are used here");
+    }
+    let timeout = Duration::from_secs(10);
+    let settings =
+        ldap3::LdapConnSettings::new().set_config(crate::tls::client_config(Some(ca_file))?).set_conn_timeout(timeout);
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, url).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(error = %e, "sandbox LDAP connection ended");
+        }
+    });
+    let result = ldap.with_timeout(timeout).simple_bind(dn, password.expose_secret()).await?;
+    let _ = ldap.unbind().await;
+    Ok(result.rc)
+}
+
+enum StartError {
+    PortTaken(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+fn find_program(name: &str) -> anyhow::Result<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fallback = ["/usr/sbin", "/usr/local/sbin", "/sbin"].iter().map(|d| Path::new(d).join(name));
+    from_path.into_iter().chain(fallback).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "`{name}` was not found on PATH nor in /usr/sbin. Install OpenLDAP's server, e.g. on Debian: \
+             echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections && \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y slapd"
+        )
+    })
+}
+
+fn random_password() -> SecretString {
+    let pw: String = OsRng.sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+    SecretString::from(pw)
+}
+
+fn random_salt() -> [u8; 8] {
+    let mut salt = [0u8; 8];
+    OsRng.fill_bytes(&mut salt);
+    salt
+}
+
+/// `{SSHA}` = base64(SHA-1(password ‖ salt) ‖ salt), the scheme slapd checks binds against.
+fn ssha(password: &SecretString, salt: [u8; 8]) -> String {
+    use base64::Engine;
+    let mut hasher = Sha1::new();
+    hasher.update(password.expose_secret().as_bytes());
+    hasher.update(salt);
+    let mut raw = hasher.finalize().to_vec();
+    raw.extend_from_slice(&salt);
+    format!("{{SSHA}}{}", base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+fn render(template: &str, values: &[(&str, String)]) -> String {
+    values.iter().fold(template.to_string(), |text, (placeholder, value)| text.replace(placeholder, value))
+}
+
+/// A path as an LDIF value: LDIF's plain values are printable ASCII on one line.
+fn ldif_path(path: &Path) -> anyhow::Result<String> {
+    let text = path.to_str().filter(|s| s.bytes().all(|b| (0x20..0x7f).contains(&b)));
+    text.map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{}: the sandbox needs a path of printable ASCII characters", path.display()))
+}
+
+fn slapadd(bin: &Path, database: &str, config_dir: &Path, ldif: &Path) -> anyhow::Result<()> {
+    let out = Command::new(bin)
+        .arg("-n")
+        .arg(database)
+        .arg("-F")
+        .arg(config_dir)
+        .arg("-l")
+        .arg(ldif)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "slapadd -n{database} -l {} failed ({}): {}{}",
+            ldif.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A port that was free a moment ago. slapd binds it itself; a lost race is retried.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
+    Ok(listener.local_addr().context("reading the probe port")?.port())
+}
+
+fn spawn(bin: &Path, config_dir: &Path, log_file: &Path, port: u16) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .with_context(|| format!("opening {}", log_file.display()))?;
+    let log_err = log.try_clone().context("duplicating the log handle")?;
+    // `-d 0`: stay in the foreground (so the child is slapd itself) and log errors to stderr.
+    Command::new(bin)
+        .arg("-F")
+        .arg(config_dir)
+        .arg("-h")
+        .arg(format!("ldaps://127.0.0.1:{port}/"))
+        .arg("-d")
+        .arg("0")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path) -> Result<(), StartError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let tail = log_tail(log_file);
+                let err = anyhow::anyhow!("slapd exited at start ({status}); end of its log:\n{tail}");
+                return Err(if tail.contains("Address already in use") || tail.contains("bind(") {
+                    StartError::PortTaken(err)
+                } else {
+                    StartError::Fatal(err)
+                });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(StartError::Fatal(anyhow::Error::new(e).context("watching slapd"))),
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StartError::Fatal(anyhow::anyhow!(
+                "slapd did not accept connections on {addr} within {} s; end of its log:\n{}",
+                READY_TIMEOUT.as_secs(),
+                log_tail(log_file)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_tail(log_file: &Path) -> String {
+    const TAIL: u64 = 4000;
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(log_file) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    if text.trim().is_empty() {
+        "(empty)".into()
+    } else {
+        text
+    }
+}
+
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SIGTERM lets slapd close its database cleanly; std only offers SIGKILL, hence `kill`.
+    let termed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if termed {
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_salted_sha1_hash_has_the_layout_slapd_expects() {
+        let hash = ssha(&SecretString::from("secret".to_string()), *b"12345678");
+        assert_eq!(hash, "{SSHA}tCNGqyJLk/uvKpCa4vga5GB2gWoxMjM0NTY3OA==");
+    }
+
+    #[test]
+    fn every_placeholder_of_the_templates_is_filled() {
+        let config = render(
+            CONFIG_LDIF,
+            &[
+                ("{{DIR}}", "/d".into()),
+                ("{{CERT}}", "/c".into()),
+                ("{{KEY}}", "/k".into()),
+                ("{{CA}}", "/a".into()),
+                ("{{ADMIN_PW_HASH}}", "{SSHA}x".into()),
+            ],
+        );
+        let data = render(DATA_LDIF, &[("{{SVC_PW_HASH}}", "{SSHA}y".into()), ("{{USER_PW_HASH}}", "{SSHA}z".into())]);
+        // The header comments name the placeholders; the entries must not.
+        let entries = |t: &str| t.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+        assert!(!entries(&config).contains("{{"));
+        assert!(!entries(&data).contains("{{"));
+    }
+
+    #[test]
+    fn random_passwords_differ_and_are_long() {
+        let a = random_password();
+        let b = random_password();
+        assert_eq!(a.expose_secret().len(), 24);
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+}

@@ -1,0 +1,239 @@
+//! `serve`: builds the application from configuration, binds its listener (port 0 works in
+//! tests), and runs the portal and the relay hub in one process, HTTPS built in.
+
+use crate::config::PortalConfig;
+use crate::mail::sink::Mailbox;
+use crate::mail::Mailer;
+use crate::portal::{self, AppState, ClientAddr};
+use crate::relay::server::RelayState;
+use crate::relay::Hub;
+use crate::store::{self, DataKey, Db};
+use crate::Clock;
+use anyhow::Context;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions_sqlx_store::SqliteStore;
+
+pub struct Application {
+    listener: PortalListener,
+    router: axum::Router,
+    pub addr: SocketAddr,
+    pub db: Db,
+    pub hub: Arc<Hub>,
+}
+
+/// Options that only code (the demo, tests) can set, never configuration.
+#[derive(Default, Clone)]
+pub struct Extras {
+    pub demo_mailbox: Option<Mailbox>,
+}
+
+impl Application {
+    pub async fn build(cfg: PortalConfig, extras: Extras) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let data_key =
+            crate::config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
+                .ok_or_else(|| anyhow::anyhow!("secrets.data_key_file is required (32 random bytes, base64)"))?;
+        let data_key = DataKey::from_base64(data_key.expose_secret())?;
+        let db = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
+        let hub = Arc::new(Hub::new(db.clone(), data_key.clone(), cfg.relay.clone()));
+        let mailer = Mailer::new(&cfg.mail)?;
+
+        let session_store = SqliteStore::new(db.clone());
+        session_store.migrate().await.context("session table")?;
+        tokio::spawn({
+            use tower_sessions::ExpiredDeletion;
+            session_store.clone().continuously_delete_expired(Duration::from_secs(300))
+        });
+        let secure = cfg.serves_tls() || cfg.server.behind_tls_proxy;
+        let sessions = SessionManagerLayer::new(session_store)
+            .with_name(if secure { "__Host-passback" } else { "passback" })
+            .with_secure(secure)
+            .with_http_only(true)
+            .with_same_site(SameSite::Lax)
+            .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
+
+        let clock = Clock;
+        let relay_state = RelayState { hub: hub.clone(), db: db.clone(), data_key, clock };
+        let app_state = AppState {
+            db: db.clone(),
+            hub: hub.clone(),
+            cfg: Arc::new(cfg.clone()),
+            mailer,
+            clock,
+            demo_mailbox: extras.demo_mailbox,
+        };
+        let router = portal::router(app_state)
+            .layer(sessions)
+            .merge(crate::relay::server::router(relay_state))
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+
+        let tcp =
+            TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
+        let addr = tcp.local_addr()?;
+        let listener = match (&cfg.server.tls_cert_file, &cfg.server.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let acceptor = TlsAcceptor::from(crate::tls::server_config(cert, key)?);
+                PortalListener::tls(tcp, acceptor)
+            }
+            _ => PortalListener::Plain(tcp),
+        };
+        tracing::info!(%addr, tls = cfg.serves_tls(), "passback portal listening");
+        Ok(Self { listener, router, addr, db, hub })
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let svc = self.router.into_make_service_with_connect_info::<ClientAddr>();
+        axum::serve(self.listener, svc).await
+    }
+}
+
+/// Plain TCP (development, or behind a TLS-terminating proxy) or TLS.
+pub enum PortalListener {
+    Plain(TcpListener),
+    Tls { addr: SocketAddr, rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> },
+}
+
+impl PortalListener {
+    /// Handshakes run in their own tasks, so a slow or silent client cannot hold up others.
+    fn tls(tcp: TcpListener, acceptor: TlsAcceptor) -> Self {
+        let addr = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        PortalListener::Tls { addr, rx }
+    }
+}
+
+pub enum PortalIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Listener for PortalListener {
+    type Io = PortalIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self {
+            PortalListener::Plain(l) => loop {
+                match TcpListener::accept(l).await {
+                    Ok((s, a)) => return (PortalIo::Plain(s), a),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            },
+            PortalListener::Tls { rx, .. } => match rx.recv().await {
+                Some((s, a)) => (PortalIo::Tls(Box::new(s)), a),
+                // The accept task never ends while the listener lives.
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match self {
+            PortalListener::Plain(l) => l.local_addr(),
+            PortalListener::Tls { addr, .. } => Ok(*addr),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, PortalListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, PortalListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+macro_rules! delegate_io {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            PortalIo::Plain($s) => {
+                let $s = std::pin::Pin::new($s);
+                $e
+            }
+            PortalIo::Tls($s) => {
+                let $s = std::pin::Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for PortalIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate_io!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for PortalIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate_io!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate_io!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate_io!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// Creates a one-time enrollment token (stored hashed) and returns it.
+pub async fn create_enrollment_token(
+    db: &Db,
+    name: &str,
+    ttl_mins: u64,
+    now: i64,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let token = crate::relay::enroll::random_token();
+    let expires = now + i64::try_from(ttl_mins * 60)?;
+    store::agents::create_enrollment_token(db, &store::token_hash(&token), name, now, expires).await?;
+    Ok(token)
+}

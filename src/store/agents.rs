@@ -1,0 +1,81 @@
+//! Agents, their keys, and one-time enrollment tokens.
+
+use super::Db;
+
+pub async fn create_enrollment_token(db: &Db, hash: &[u8], name: &str, now: i64, expires_at: i64) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO enrollment_tokens (token_hash, name, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(hash)
+        .bind(name)
+        .bind(now)
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks a token used and returns its name, in one statement so two racing uses cannot both win.
+pub async fn consume_enrollment_token(db: &Db, hash: &[u8], now: i64) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "UPDATE enrollment_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+         RETURNING name",
+    )
+    .bind(now)
+    .bind(hash)
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn insert_agent(db: &Db, id: &str, name: &str, secret_hash: &[u8], now: i64) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO agents (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
+        .bind(id)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn secret_hash(db: &Db, id: &str) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("SELECT secret_hash FROM agents WHERE id = ? AND revoked_at IS NULL")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    pub agent_id: String,
+    pub version: i64,
+    pub public_key_pem: String,
+    pub package_key_enc: Vec<u8>,
+    pub created_at: i64,
+}
+
+pub async fn insert_key(db: &Db, agent_id: &str, version: i64, pem: &str, enc: &[u8], now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT OR IGNORE INTO agent_keys (agent_id, version, public_key_pem, package_key_enc, created_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(agent_id)
+    .bind(version)
+    .bind(pem)
+    .bind(enc)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// All keys of an agent, newest first.
+pub async fn keys(db: &Db, agent_id: &str) -> sqlx::Result<Vec<KeyRow>> {
+    sqlx::query_as("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY version DESC")
+        .bind(agent_id)
+        .fetch_all(db)
+        .await
+}
+
+pub fn key_context(agent_id: &str, version: i64) -> String {
+    format!("agent_keys|{agent_id}|{version}")
+}

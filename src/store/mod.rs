@@ -1,0 +1,109 @@
+//! The portal's database: sqlx queries behind small repositories. SQLite by default.
+//! Only the portal uses this module; the agent never touches the database.
+
+pub mod agents;
+pub mod audit;
+pub mod codes;
+pub mod users;
+pub mod writebacks;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::Context;
+use rand::RngCore;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+pub type Db = SqlitePool;
+
+/// Opens (creating if needed) the database and applies `migrations/`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    let opts = SqliteConnectOptions::from_str(url)
+        .with_context(|| "database.url")?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let pool = SqlitePoolOptions::new()
+        // An in-memory SQLite database lives in one connection; more would each see their own.
+        .max_connections(if in_memory { 1 } else { max_connections.max(1) })
+        .connect_with(opts)
+        .await
+        .context("opening the database")?;
+    sqlx::migrate!("./migrations").run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+/// The key from configuration that encrypts secrets at rest (package keys).
+#[derive(Clone)]
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    pub fn from_base64(s: &str) -> anyhow::Result<Self> {
+        use base64::Engine;
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD.decode(s.trim()).context("secrets.data_key is not base64")?,
+        );
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("secrets.data_key must be 32 bytes (44 base64 characters)"))?;
+        Ok(Self(Zeroizing::new(arr)))
+    }
+
+    pub fn generate_base64() -> Zeroizing<String> {
+        use base64::Engine;
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(k.as_mut());
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(k.as_ref()))
+    }
+
+    /// Encrypts `plain`, bound to `context` (which row it belongs to): nonce ‖ ciphertext.
+    pub fn encrypt(&self, context: &str, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let cipher = Aes256Gcm::new(self.0.as_ref().into());
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: context.as_bytes() })
+            .unwrap_or_default();
+        [nonce.as_slice(), &ct].concat()
+    }
+
+    pub fn decrypt(&self, context: &str, sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        anyhow::ensure!(sealed.len() > 12, "stored secret is truncated");
+        let (nonce, ct) = sealed.split_at(12);
+        let cipher = Aes256Gcm::new(self.0.as_ref().into());
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: context.as_bytes() })
+            .map(Zeroizing::new)
+            .map_err(|_| anyhow::anyhow!("stored secret does not open with the configured data key"))
+    }
+}
+
+/// SHA-256, for high-entropy tokens that are stored only as hashes.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Constant-time comparison of two hashes.
+pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_key_round_trips_and_binds_its_context() {
+        let key = DataKey::from_base64(&DataKey::generate_base64()).unwrap();
+        let sealed = key.encrypt("agent_keys|a|1", b"secret");
+        assert_eq!(key.decrypt("agent_keys|a|1", &sealed).unwrap().as_slice(), b"secret");
+        assert!(key.decrypt("agent_keys|b|1", &sealed).is_err());
+    }
+}

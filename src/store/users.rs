@@ -1,0 +1,100 @@
+//! People synchronised from the directories, keyed by (directory, anchor).
+
+use super::Db;
+use crate::relay::protocol::SyncedUser;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub directory: String,
+    pub anchor: String,
+    pub dn: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub enabled: bool,
+    pub locked: bool,
+    pub synced_at: i64,
+}
+
+pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    for u in users {
+        sqlx::query(
+            "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, display_name, enabled, locked, synced_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (directory, anchor) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
+             email = excluded.email, email_lc = excluded.email_lc, display_name = excluded.display_name, \
+             enabled = excluded.enabled, locked = excluded.locked, synced_at = excluded.synced_at",
+        )
+        .bind(directory)
+        .bind(u.anchor.as_str())
+        .bind(&u.dn)
+        .bind(u.username.to_lowercase())
+        .bind(u.email.as_ref().map(|e| e.as_str()))
+        .bind(u.email.as_ref().map(|e| e.as_str().to_lowercase()))
+        .bind(&u.display_name)
+        .bind(u.enabled)
+        .bind(u.locked)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// After a complete full sync: people not seen since `sync_started` have left the scope.
+pub async fn remove_unseen(db: &Db, directory: &str, sync_started: i64) -> sqlx::Result<u64> {
+    let r = sqlx::query("DELETE FROM directory_users WHERE directory = ? AND synced_at < ?")
+        .bind(directory)
+        .bind(sync_started)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// Everyone whose user name or e-mail address is `login` (already lower-cased).
+pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
+    sqlx::query_as(
+        "SELECT directory, anchor, dn, username, email, display_name, enabled, locked, synced_at \
+         FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5",
+    )
+    .bind(login)
+    .bind(login)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn get(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(
+        "SELECT directory, anchor, dn, username, email, display_name, enabled, locked, synced_at \
+         FROM directory_users WHERE directory = ? AND anchor = ?",
+    )
+    .bind(directory)
+    .bind(anchor)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn directories(db: &Db) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT directory FROM directory_users").fetch_all(db).await
+}
+
+pub async fn save_policy(db: &Db, directory: &str, policy_json: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO directory_policies (directory, policy_json, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (directory) DO UPDATE SET policy_json = excluded.policy_json, updated_at = excluded.updated_at",
+    )
+    .bind(directory)
+    .bind(policy_json)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn policy(db: &Db, directory: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT policy_json FROM directory_policies WHERE directory = ?")
+        .bind(directory)
+        .fetch_optional(db)
+        .await
+}

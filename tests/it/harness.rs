@@ -1,0 +1,348 @@
+//! `spawn_app()`: each test gets its own slapd, SMTP sink, portal (in-process, HTTPS on a free
+//! port, SQLite in a temporary folder) and an enrolled agent process, and a cookie-keeping client.
+
+use passback::config::AgentConfig;
+use passback::mail::sink::Mailbox;
+use passback::relay::Hub;
+use passback::sandbox::{Slapd, TestCa};
+use passback::store::Db;
+use secrecy::SecretString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub const DIR_ID: &str = passback::demo::DIRECTORY_ID;
+
+/// Everything the portal logged during the tests of this binary, to look for leaked secrets.
+pub fn portal_log() -> String {
+    String::from_utf8_lossy(&LOG.get_or_init(Default::default).lock().unwrap()).to_string()
+}
+
+static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_once() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        passback::tls::install_crypto_provider();
+        let buf = LOG.get_or_init(Default::default).clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,sqlx=warn,hyper=info,h2=info,rustls=info,tungstenite=info,tokio_tungstenite=info")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(buf.clone()))
+            .try_init();
+    });
+}
+
+pub struct Options {
+    pub start_agent: bool,
+    pub ping_interval_secs: u64,
+    pub result_deadline_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { start_agent: true, ping_interval_secs: 1, result_deadline_secs: 5 }
+    }
+}
+
+pub struct TestApp {
+    pub dir: PathBuf,
+    pub ca: TestCa,
+    pub slapd: Slapd,
+    pub mailbox: Mailbox,
+    pub url: String,
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub agent_cfg: AgentConfig,
+    pub agent_config_file: PathBuf,
+    pub agent: Option<Child>,
+    pub client: reqwest::Client,
+}
+
+pub fn passback_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_passback")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    init_once();
+    let dir = std::env::temp_dir().join(format!("passback-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::create(&dir.join("tls")).unwrap();
+    let slapd = Slapd::start(&dir.join("ldap"), &ca).unwrap();
+    let (smtp, mailbox) = passback::mail::sink::start(0).await.unwrap();
+
+    let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
+    cfg.relay.ping_interval_secs = opts.ping_interval_secs;
+    cfg.relay.result_deadline_secs = opts.result_deadline_secs;
+    let app = passback::server::Application::build(cfg.clone(), Default::default()).await.unwrap();
+    let url = format!("https://localhost:{}", app.addr.port());
+    let (db, hub) = (app.db.clone(), app.hub.clone());
+    tokio::spawn(app.run_until_stopped());
+
+    let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd);
+    agent_cfg.heartbeat_secs = 1;
+    let pw_file = dir.join("ldap-bind.pw");
+    {
+        use secrecy::ExposeSecret;
+        passback::demo::write_private(&pw_file, slapd.service_password.expose_secret().as_bytes()).unwrap();
+    }
+    let agent_config_file = dir.join("agent.toml");
+    std::fs::write(&agent_config_file, agent_toml(&agent_cfg, &slapd, &pw_file)).unwrap();
+
+    let tls = (*passback::tls::client_config(Some(&ca.ca_file)).unwrap()).clone();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+
+    let mut app = TestApp {
+        dir,
+        ca,
+        slapd,
+        mailbox,
+        url,
+        db,
+        hub,
+        agent_cfg,
+        agent_config_file,
+        agent: None,
+        client,
+    };
+    app.enroll_agent().await;
+    if opts.start_agent {
+        app.start_agent().await;
+    }
+    app
+}
+
+fn agent_toml(cfg: &AgentConfig, slapd: &Slapd, pw_file: &Path) -> String {
+    let d = &cfg.directories[0];
+    format!(
+        r#"state_file = "{state}"
+portal_ca_file = "{ca}"
+heartbeat_secs = {hb}
+sync_interval_mins = 1
+
+[[directories]]
+id = "{id}"
+kind = "openldap"
+url = "{url}"
+ca_file = "{ca}"
+bind_dn = "{bind}"
+bind_password_file = "{pw}"
+base_dns = ["{base}"]
+policy_dn = "{policy}"
+pool_size = 2
+timeout_secs = 10
+"#,
+        state = cfg.state_file.display(),
+        ca = cfg.portal_ca_file.as_ref().unwrap().display(),
+        hb = cfg.heartbeat_secs,
+        id = d.id,
+        url = d.url,
+        bind = d.bind_dn,
+        pw = pw_file.display(),
+        base = slapd.people_dn,
+        policy = slapd.policy_dn,
+    )
+}
+
+impl TestApp {
+    pub fn agent_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(passback_bin());
+        c.arg("agent").arg("--config").arg(&self.agent_config_file).args(args);
+        c.env("RUST_LOG", "debug,rustls=info,tungstenite=info,tokio_tungstenite=info,hyper=info");
+        c
+    }
+
+    pub async fn new_token(&self) -> String {
+        passback::server::create_enrollment_token(&self.db, "test-agent", 5, passback::Clock.now())
+            .await
+            .unwrap()
+            .to_string()
+    }
+
+    async fn enroll_agent(&mut self) {
+        let token = self.new_token().await;
+        let out = self.agent_command(&["enroll", "--portal", &self.url, "--token", &token]).output().unwrap();
+        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn agent_log_file(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    /// Starts the agent process and waits until the portal sees it alive and has its people.
+    pub async fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.agent_log_file()).unwrap();
+        let child =
+            self.agent_command(&[]).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        self.agent = Some(child);
+        self.wait_until_alive(true).await;
+        for _ in 0..100 {
+            if !passback::store::users::find_by_login(&self.db, "alice").await.unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the agent did not sync within 10 s; log:\n{}", self.agent_log());
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.agent_log_file()).unwrap_or_default()
+    }
+
+    pub async fn wait_until_alive(&self, alive: bool) {
+        let id = passback::domain::DirectoryId::parse(DIR_ID).unwrap();
+        for _ in 0..150 {
+            if self.hub.is_alive(&id) == alive {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("agent alive never became {alive}; agent log:\n{}", self.agent_log());
+    }
+
+    /// Sends a signal to the agent process (`KILL`, `STOP`, `CONT`).
+    pub fn signal_agent(&self, sig: &str) {
+        let pid = self.agent.as_ref().expect("agent running").id();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    pub fn stop_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.url)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.url)).form(form).send().await.unwrap()
+    }
+
+    /// GETs a page and returns (html, csrf token).
+    pub async fn page(&self, path: &str) -> (String, String) {
+        let html = self.get(path).await.text().await.unwrap();
+        let csrf = hidden(&html, "csrf").unwrap_or_default();
+        (html, csrf)
+    }
+
+    /// Identify step: returns the page the person lands on.
+    pub async fn identify(&self, login: &str) -> String {
+        let (_, csrf) = self.page("/reset").await;
+        self.post("/reset", &[("csrf", &csrf), ("login", login)]).await.text().await.unwrap()
+    }
+
+    /// The code last mailed to `address`, waiting up to 5 s for it.
+    pub async fn code_for(&self, address: &str, previous: usize) -> String {
+        for _ in 0..100 {
+            let mails = self.code_mails(address);
+            if mails.len() > previous {
+                let m = mails.last().unwrap();
+                return m.code_after("verification code:", 8).expect("a code in the mail");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no code mailed to {address}");
+    }
+
+    fn code_mails(&self, address: &str) -> Vec<passback::mail::sink::CaughtMail> {
+        self.mailbox
+            .all()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t == address) && m.subject() == "Your passback verification code")
+            .collect()
+    }
+
+    /// How many codes were mailed to `address`.
+    pub fn mails_to(&self, address: &str) -> usize {
+        self.code_mails(address).len()
+    }
+
+    pub async fn verify(&self, code: &str) -> String {
+        let (_, csrf) = self.page("/reset/verify").await;
+        self.post("/reset/verify", &[("csrf", &csrf), ("code", code)]).await.text().await.unwrap()
+    }
+
+    /// Identify + code: leaves the client on the new-password form, whose HTML is returned.
+    pub async fn verified_as(&self, login: &str, address: &str) -> String {
+        let before = self.mails_to(address);
+        let page = self.identify(login).await;
+        assert!(page.contains("Check your e-mail"), "identify page: {page}");
+        let code = self.code_for(address, before).await;
+        let page = self.verify(&code).await;
+        assert!(page.contains("Choose a new password"), "verify page: {page}");
+        page
+    }
+
+    /// Submits the new-password form shown in `form_html`.
+    pub async fn submit_password(&self, form_html: &str, password: &str, confirm: &str) -> String {
+        let csrf = hidden(form_html, "csrf").unwrap();
+        let key = hidden(form_html, "form_key").unwrap();
+        self.post(
+            "/reset/password",
+            &[("csrf", &csrf), ("form_key", &key), ("password", password), ("confirm", confirm)],
+        )
+        .await
+        .text()
+        .await
+        .unwrap()
+    }
+
+    pub async fn bind_works(&self, uid: &str, password: &str) -> bool {
+        passback::sandbox::bind_works(
+            &self.slapd.url,
+            &self.ca.ca_file,
+            &self.slapd.user_dn(uid),
+            &SecretString::from(password.to_string()),
+        )
+        .await
+    }
+
+    pub async fn audit(&self) -> Vec<passback::store::audit::AuditRecord> {
+        passback::store::audit::recent(&self.db, 1000).await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop_agent();
+        self.slapd.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The value of the hidden input `name` in a page.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_string())
+}

@@ -1,0 +1,6 @@
+//! Integration tests: a real OpenLDAP (ppolicy), a real SMTP conversation, the portal over real
+//! TLS, and the real `passback agent` process connected to it. One test binary on purpose.
+
+mod harness;
+mod relay;
+mod reset;

@@ -1,0 +1,205 @@
+//! The relay and the agent under attack and under change: replays, tampering, expiry, stolen
+//! credentials, single-use enrollment, key rollover, and secrets kept out of every record.
+
+use crate::harness::spawn_app;
+use passback::agent::state::AgentState;
+use passback::agent::Agent;
+use passback::domain::{Anchor, DirectoryId, MsgId, Outcome};
+use passback::envelope::{self, Direction, Flags, FrameKind, Op, RequestPackage, SealedFrame};
+use passback::relay::protocol::Frame;
+use std::os::unix::fs::PermissionsExt;
+
+/// A request sealed exactly as the portal seals one, with the agent's current keys.
+fn sealed_reset(state: &AgentState, anchor: &Anchor, password: &str, expires_in: i64) -> SealedFrame {
+    let now = passback::Clock.now();
+    let key = &state.usable_keys(now, 3600).unwrap()[0];
+    let msg_id = MsgId::random();
+    let pw_ct = envelope::encrypt_secret(&key.rsa.to_public_key(), password, &mut rand::rngs::OsRng).unwrap();
+    let pkg = RequestPackage {
+        msg_id: msg_id.clone(),
+        op: Op::Reset,
+        directory: DirectoryId::parse(crate::harness::DIR_ID).unwrap(),
+        anchor: anchor.clone(),
+        pw_ct: Some(pw_ct),
+        old_pw_ct: None,
+        flags: Flags::default(),
+        actor: "test".into(),
+        issued_at: now,
+        expires_at: now + expires_in,
+    };
+    envelope::seal(
+        &state.agent_id,
+        key.version,
+        &key.package,
+        Direction::ToAgent,
+        FrameKind::Request,
+        &msg_id,
+        &pkg,
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap()
+}
+
+fn outcome_of(state: &AgentState, answer: &str) -> Outcome {
+    let Frame::Result(frame) = Frame::parse(answer).unwrap() else { panic!("not a result: {answer}") };
+    let keys = state.usable_keys(passback::Clock.now(), 3600).unwrap();
+    envelope::open_result(&state.agent_id, &frame, |v| keys.iter().find(|k| k.version == v).map(|k| k.package.clone()))
+        .unwrap()
+        .outcome
+}
+
+async fn alice_anchor(app: &crate::harness::TestApp) -> Anchor {
+    let rows = passback::store::users::find_by_login(&app.db, "alice").await.unwrap();
+    Anchor::parse(&rows[0].anchor).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_message_is_answered_from_the_stored_result_and_written_once() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let agent = Agent::new(app.agent_cfg.clone()).unwrap();
+    let frame = sealed_reset(&state, &alice_anchor(&app).await, "Replay-Safe-2024!", 60);
+
+    let first = agent.handle_request(frame.clone()).await.expect("an answer");
+    let second = agent.handle_request(frame).await.expect("an answer to the repeat");
+
+    assert_eq!(outcome_of(&state, &first), Outcome::Success);
+    // A second write of the same password would have been refused as "in history"; the repeat
+    // got the very same sealed answer instead.
+    assert_eq!(first, second);
+    assert!(app.bind_works("alice", "Replay-Safe-2024!").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_expired_and_misdirected_frames_are_refused_by_the_agent() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let agent = Agent::new(app.agent_cfg.clone()).unwrap();
+    let anchor = alice_anchor(&app).await;
+
+    let mut tampered = sealed_reset(&state, &anchor, "Tampered-Pass-1!", 60);
+    let mut bytes: Vec<char> = tampered.ciphertext.chars().collect();
+    bytes[20] = if bytes[20] == 'A' { 'B' } else { 'A' };
+    tampered.ciphertext = bytes.into_iter().collect();
+    assert!(agent.handle_request(tampered).await.is_none());
+
+    let expired = sealed_reset(&state, &anchor, "Expired-Pass-1!", -1);
+    assert!(agent.handle_request(expired).await.is_none());
+
+    let mut relabelled = sealed_reset(&state, &anchor, "Relabel-Pass-1!", 60);
+    relabelled.msg_id = MsgId::random();
+    assert!(agent.handle_request(relabelled).await.is_none());
+
+    let mut reflected = sealed_reset(&state, &anchor, "Reflect-Pass-1!", 60);
+    reflected.kind = FrameKind::Result;
+    assert!(agent.handle_request(reflected).await.is_none());
+
+    assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
+    let log = crate::harness::portal_log();
+    assert!(log.contains("refused a request frame"), "refusals are logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_refuses_an_agent_with_a_wrong_secret() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{}", app.url.replace("https://", "wss://"), passback::relay::AGENT_PATH);
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {}.{}", state.agent_id, "not-the-secret").parse().unwrap());
+    let tls = passback::tls::client_config(Some(&app.ca.ca_file)).unwrap();
+    let result = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await;
+    let err = result.expect_err("refused").to_string();
+    assert!(err.contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_token_works_only_once() {
+    let app = spawn_app().await;
+    let token = app.new_token().await;
+    let other_state = app.dir.join("second-agent.json");
+    let run = |state: &std::path::Path| {
+        app.agent_command(&["enroll", "--portal", &app.url, "--token", &token])
+            .env("PASSBACK_AGENT__STATE_FILE", state)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&other_state).status.success());
+    let third = app.dir.join("third-agent.json");
+    let again = run(&third);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("unknown, used or expired"));
+    assert!(!third.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_keys_are_used_at_once_without_restarting_the_agent() {
+    let app = spawn_app().await;
+    let out = app.agent_command(&["rotate-keys"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    assert_eq!(state.keys.iter().map(|k| k.version).collect::<Vec<_>>(), vec![2, 1]);
+    let mode = std::fs::metadata(&app.agent_cfg.state_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, "After-Rotation-9!", "After-Rotation-9!").await;
+
+    assert!(page.contains("Your password has been changed"), "{page}\n{}", app.agent_log());
+    assert!(app.bind_works("alice", "After-Rotation-9!").await);
+    assert_eq!(app.hub.keys(&state.agent_id).await.unwrap()[0].version, 2, "the portal seals with the newest");
+    // A frame sealed with the previous version is still accepted during the grace period.
+    let mut old_state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    old_state.keys.remove(0);
+    let agent = Agent::new(app.agent_cfg.clone()).unwrap();
+    let frame = sealed_reset(&old_state, &alice_anchor(&app).await, "Old-Key-Still-Ok7!", 60);
+    let answer = agent.handle_request(frame).await.expect("answered");
+    assert_eq!(outcome_of(&old_state, &answer), Outcome::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_to_start_when_its_state_file_is_readable_by_others() {
+    let mut app = spawn_app().await;
+    app.stop_agent();
+    std::fs::set_permissions(&app.agent_cfg.state_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = app.agent_command(&[]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("readable by others"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_appears_in_logs_database_or_audit() {
+    let app = spawn_app().await;
+    let secret = "Zebra-Quartz-9147!";
+    let short = "Qz9!kw";
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let page = app.submit_password(&form, short, short).await;
+    assert!(page.contains("PB-2001"));
+    let page = app.submit_password(&page, secret, secret).await;
+    assert!(page.contains("Your password has been changed"));
+    assert!(app.bind_works("bob", secret).await);
+
+    let mut haystacks = vec![("portal log", crate::harness::portal_log()), ("agent log", app.agent_log())];
+    for entry in std::fs::read_dir(&app.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("passback.db") {
+            haystacks.push(("database", String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string()));
+        }
+    }
+    let audit = format!("{:?}", app.audit().await);
+    haystacks.push(("audit", audit));
+    for (what, text) in &haystacks {
+        assert!(!text.is_empty() || *what == "agent log", "{what} was read");
+        for pw in [secret, short, passback::sandbox::INITIAL_USER_PASSWORD] {
+            assert!(!text.contains(pw), "{what} contains a password");
+        }
+    }
+    assert!(app.agent_log().contains("request served"), "the agent log was captured");
+}

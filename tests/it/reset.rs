@@ -1,0 +1,188 @@
+//! The forgotten-password flow through the pages, against the real directory.
+
+use crate::harness::{hidden, spawn_app, spawn_app_with, Options};
+use passback::sandbox::INITIAL_USER_PASSWORD;
+use std::time::Duration;
+
+const NEW_PASSWORD: &str = "Corr3ct-Horse-Battery!";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_resets_a_forgotten_password_and_can_then_sign_in_with_it() {
+    let app = spawn_app().await;
+    let form = app.verified_as("Alice", "alice@example.org").await;
+    assert!(form.contains("At least 8 characters"), "the form states the real policy: {form}");
+
+    let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await, "the new password binds");
+    assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await, "the old password no longer binds");
+    let audit = app.audit().await;
+    let row = audit.iter().find(|r| r.operation == "reset.writeback").expect("an audit row for the writeback");
+    assert_eq!(row.outcome_code, "PB-0000");
+    assert_eq!(row.target.as_deref(), Some("alice"));
+    // The person is told by e-mail that the password was reset.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.mailbox.all().iter().any(|m| m.subject() == "Your password was reset"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_short_password_is_refused_with_the_directorys_real_minimum_and_the_form_stays() {
+    let app = spawn_app().await;
+    let form = app.verified_as("bob@example.org", "bob@example.org").await;
+
+    let page = app.submit_password(&form, "Sh0rt!", "Sh0rt!").await;
+
+    assert!(page.contains("PB-2001"), "{page}");
+    assert!(page.contains("at least 8 characters"), "{page}");
+    assert!(page.contains("support code"), "{page}");
+    assert!(app.bind_works("bob", INITIAL_USER_PASSWORD).await, "nothing was written");
+    // The person is still on a form and can try again.
+    let page = app.submit_password(&page, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    let audit = app.audit().await;
+    let codes: Vec<_> =
+        audit.iter().filter(|r| r.operation == "reset.writeback").map(|r| r.outcome_code.as_str()).collect();
+    assert_eq!(codes, vec!["PB-0000", "PB-2001"]);
+    let refused = audit.iter().find(|r| r.outcome_code == "PB-2001").unwrap();
+    assert!(refused.raw.contains("ppolicy=6"), "the raw answer is kept for the administrator: {}", refused.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_history_is_refused_in_plain_words() {
+    let app = spawn_app().await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+
+    let page = app.submit_password(&form, INITIAL_USER_PASSWORD, INITIAL_USER_PASSWORD).await;
+
+    assert!(page.contains("PB-2003"), "{page}");
+    assert!(page.contains("You have used that password recently"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reset_within_the_minimum_age_is_refused_as_too_recent() {
+    let app = spawn_app().await;
+    let form = app.verified_as("carol", "carol@example.org").await;
+    let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+
+    let form = app.verified_as("carol", "carol@example.org").await;
+    let page = app.submit_password(&form, "An0ther-Fine-Pass", "An0ther-Fine-Pass").await;
+
+    assert!(page.contains("PB-2004"), "{page}");
+    assert!(page.contains("1 hour"), "the real minimum age is stated: {page}");
+    assert!(app.bind_works("carol", NEW_PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_agent_alive_reset_is_unavailable_before_any_code_is_sent() {
+    // People were synced before (the portal remembers them); then the agent goes away.
+    let mut app = spawn_app().await;
+    app.stop_agent();
+    app.wait_until_alive(false).await;
+
+    let page = app.identify("alice").await;
+
+    assert!(page.contains("PB-1001"), "{page}");
+    assert!(page.contains("unavailable right now"), "{page}");
+    assert_eq!(app.mails_to("alice@example.org"), 0, "no code was sent");
+    // An unknown name gets the very same answer.
+    let unknown = app.identify("nobody-here").await;
+    assert!(unknown.contains("PB-1001"), "{unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_stops_answering_after_the_code_gives_a_timeout_within_the_deadline() {
+    // A long ping interval keeps the frozen agent "alive" long enough for the request to be sent.
+    let app = spawn_app_with(Options { ping_interval_secs: 30, result_deadline_secs: 3, ..Default::default() }).await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+    app.signal_agent("STOP");
+
+    let started = std::time::Instant::now();
+    let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    let waited = started.elapsed();
+    app.signal_agent("CONT");
+
+    assert!(page.contains("PB-1002"), "{page}");
+    assert!(page.contains("could not confirm"), "{page}");
+    assert!(hidden(&page, "form_key").is_some(), "the person can try again from the form");
+    assert!(waited < Duration::from_secs(20), "the portal gave up at its deadline, not later ({waited:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_account_gets_the_same_answer_as_a_known_one_and_no_mail() {
+    let app = spawn_app().await;
+    let known = app.identify("alice").await;
+    let unknown = app.identify("mallory@example.org").await;
+    assert_eq!(known, unknown);
+    // …and no code for the unknown name can pass verification.
+    let page = app.verify("12345678").await;
+    assert!(page.contains("not right"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_code_stops_working_after_five_wrong_tries() {
+    let app = spawn_app().await;
+    let page = app.identify("bob").await;
+    assert!(page.contains("Check your e-mail"));
+    let code = app.code_for("bob@example.org", 0).await;
+    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let mut last = String::new();
+    for _ in 0..5 {
+        last = app.verify(wrong).await;
+    }
+    assert!(last.contains("PB-4001"), "{last}");
+    // Even the right code is now refused: the flow has to start again.
+    let page = app.verify(&code).await;
+    assert!(!page.contains("Choose a new password"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_password_page_cannot_be_reached_without_the_code() {
+    let app = spawn_app().await;
+    app.identify("alice").await;
+    let page = app.get("/reset/password").await.text().await.unwrap();
+    assert!(page.contains("Get back into your account"), "sent back to the start: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_without_its_csrf_token_is_refused() {
+    let app = spawn_app().await;
+    app.page("/reset").await;
+    let resp = app.post("/reset", &[("csrf", "forged"), ("login", "alice")]).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(resp.headers().get("x-support-code").is_some());
+    assert_eq!(app.mails_to("alice@example.org"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_the_same_form_twice_writes_once() {
+    let app = spawn_app().await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let first = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(first.contains("Your password has been changed"), "{first}");
+
+    let second = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+
+    assert!(!second.contains("PB-2003"), "no second write reached the directory: {second}");
+    let writes = app.audit().await.into_iter().filter(|r| r.operation == "reset.writeback").count();
+    assert_eq!(writes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_carry_the_security_headers() {
+    let app = spawn_app().await;
+    let resp = app.get("/reset").await;
+    let h = resp.headers();
+    let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+    assert_eq!(h.get("cache-control").unwrap(), "no-store");
+    assert!(h.get("strict-transport-security").is_some());
+    let cookie = h.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        app.get("/demo/mail").await.status() == reqwest::StatusCode::NOT_FOUND,
+        "no demo mailbox outside demo mode"
+    );
+}
