@@ -2,7 +2,6 @@
 //! (its own throwaway CA), a built-in SMTP sink shown at `/demo/mail`, and an enrolled agent —
 //! all on 127.0.0.1, all in one process, gone when it stops.
 
-use crate::agent::Agent;
 use crate::config::{AgentConfig, Mode, PortalConfig, SmtpSecurity};
 use crate::domain::DirectoryId;
 use crate::sandbox::{Slapd, TestCa};
@@ -59,6 +58,49 @@ pub fn agent_config(dir: &Path, ca: &TestCa, slapd: &Slapd) -> AgentConfig {
     }
 }
 
+/// Writes what an agent process needs to run against `slapd`: the service account's password
+/// (mode 0600) and a TOML configuration. Returns the configuration file.
+pub fn write_agent_files(dir: &Path, cfg: &AgentConfig, slapd: &Slapd) -> anyhow::Result<PathBuf> {
+    use secrecy::ExposeSecret;
+    let pw_file = dir.join("ldap-bind.pw");
+    write_private(&pw_file, slapd.service_password.expose_secret().as_bytes())?;
+    let d = cfg.directories.first().ok_or_else(|| anyhow::anyhow!("no directory configured"))?;
+    let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let ca = cfg.portal_ca_file.as_deref().map(quote).unwrap_or_else(|| "\"\"".into());
+    let text = format!(
+        "state_file = {state}\nportal_ca_file = {ca}\nheartbeat_secs = {hb}\nsync_interval_mins = {sync}\n\n\
+         [[directories]]\nid = {id}\nkind = \"openldap\"\nurl = {url}\nca_file = {ca}\nbind_dn = {bind}\n\
+         bind_password_file = {pw}\nbase_dns = [{base}]\npolicy_dn = {policy}\npool_size = {pool}\n",
+        state = quote(&cfg.state_file),
+        hb = cfg.heartbeat_secs,
+        sync = cfg.sync_interval_mins,
+        id = toml::Value::String(d.id.clone()),
+        url = toml::Value::String(d.url.clone()),
+        bind = toml::Value::String(d.bind_dn.clone()),
+        pw = quote(&pw_file),
+        base = toml::Value::String(slapd.people_dn.clone()),
+        policy = toml::Value::String(slapd.policy_dn.clone()),
+        pool = d.pool_size,
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Starts `passback agent --config <file>` as a child process, logging to `log`.
+pub fn spawn_agent(config_file: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let exe = std::env::current_exe()?;
+    Ok(std::process::Command::new(exe)
+        .arg("agent")
+        .arg("--config")
+        .arg(config_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
 pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -85,8 +127,8 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         crate::Clock.now(),
     )
     .await?;
-    let agent = Agent::new(agent_cfg)?;
-    tokio::spawn(agent.run());
+    let agent_toml = write_agent_files(&dir, &agent_cfg, &slapd)?;
+    let mut agent = spawn_agent(&agent_toml, &dir.join("agent.log"))?;
 
     let dir_id = DirectoryId::parse(DIRECTORY_ID)?;
     for _ in 0..100 {
@@ -105,14 +147,24 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
          Password:     {pw} (for everyone at start)\n  \
          Policy:       at least 8 characters, not one of the last 3; carol may change only once an hour\n\n  \
          Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n\n\
-         Stop with Ctrl-C.\n",
+         Agent:        process {agent_pid}, log {agent_log}\n                \
+         (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n\
+         Stop the demo with Ctrl-C.\n",
         ca = ca.ca_file.display(),
         ldap = slapd.url,
         base = slapd.base_dn,
         people = slapd.people_dn,
         pw = crate::sandbox::INITIAL_USER_PASSWORD,
+        agent_pid = agent.id(),
+        agent_log = dir.join("agent.log").display(),
     );
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
     drop(slapd);
     Ok(())
 }

@@ -9,8 +9,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use rand::RngCore;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
@@ -42,11 +40,12 @@ pub struct RotateResponse {
     pub package_key: String,
 }
 
-/// A random 256-bit token, URL-safe base64.
+/// A random 256-bit token as 64 hex digits: safe in URLs, headers and on a command line (a
+/// token starting with `-` would be taken for an option).
 pub fn random_token() -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-    Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()))
+    Zeroizing::new(hex::encode(bytes.as_ref()))
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response {

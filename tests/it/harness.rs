@@ -8,7 +8,7 @@ use passback::sandbox::{Slapd, TestCa};
 use passback::store::Db;
 use secrecy::SecretString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -100,13 +100,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 
     let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd);
     agent_cfg.heartbeat_secs = 1;
-    let pw_file = dir.join("ldap-bind.pw");
-    {
-        use secrecy::ExposeSecret;
-        passback::demo::write_private(&pw_file, slapd.service_password.expose_secret().as_bytes()).unwrap();
-    }
-    let agent_config_file = dir.join("agent.toml");
-    std::fs::write(&agent_config_file, agent_toml(&agent_cfg, &slapd, &pw_file)).unwrap();
+    let agent_config_file = passback::demo::write_agent_files(&dir, &agent_cfg, &slapd).unwrap();
 
     let tls = (*passback::tls::client_config(Some(&ca.ca_file)).unwrap()).clone();
     let client = reqwest::Client::builder()
@@ -117,56 +111,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .build()
         .unwrap();
 
-    let mut app = TestApp {
-        dir,
-        ca,
-        slapd,
-        mailbox,
-        url,
-        db,
-        hub,
-        agent_cfg,
-        agent_config_file,
-        agent: None,
-        client,
-    };
+    let mut app = TestApp { dir, ca, slapd, mailbox, url, db, hub, agent_cfg, agent_config_file, agent: None, client };
     app.enroll_agent().await;
     if opts.start_agent {
         app.start_agent().await;
     }
     app
-}
-
-fn agent_toml(cfg: &AgentConfig, slapd: &Slapd, pw_file: &Path) -> String {
-    let d = &cfg.directories[0];
-    format!(
-        r#"state_file = "{state}"
-portal_ca_file = "{ca}"
-heartbeat_secs = {hb}
-sync_interval_mins = 1
-
-[[directories]]
-id = "{id}"
-kind = "openldap"
-url = "{url}"
-ca_file = "{ca}"
-bind_dn = "{bind}"
-bind_password_file = "{pw}"
-base_dns = ["{base}"]
-policy_dn = "{policy}"
-pool_size = 2
-timeout_secs = 10
-"#,
-        state = cfg.state_file.display(),
-        ca = cfg.portal_ca_file.as_ref().unwrap().display(),
-        hb = cfg.heartbeat_secs,
-        id = d.id,
-        url = d.url,
-        bind = d.bind_dn,
-        pw = pw_file.display(),
-        base = slapd.people_dn,
-        policy = slapd.policy_dn,
-    )
 }
 
 impl TestApp {

@@ -1,6 +1,8 @@
 //! Integration tests: a real OpenLDAP (ppolicy), a real SMTP conversation, the portal over real
 //! TLS, and the real `passback agent` process connected to it. One test binary on purpose.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod harness;
 mod relay;
 mod reset;
