@@ -66,6 +66,7 @@ CREATE TABLE writebacks (
     directory     TEXT NOT NULL,
     anchor        TEXT NOT NULL,
     op            TEXT NOT NULL,
+    support_code  TEXT NOT NULL,
     created_at    INTEGER NOT NULL,
     outcome_code  TEXT,
     outcome_json  TEXT,

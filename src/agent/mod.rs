@@ -176,9 +176,19 @@ impl Agent {
         let (mut sink, mut stream) = socket.split();
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
 
+        // The agent pings too: the portal's pongs prove the connection is alive from this side.
+        let ping_every = Duration::from_secs(self.cfg.heartbeat_secs);
         let writer = tokio::spawn(async move {
-            while let Some(text) = out_rx.recv().await {
-                if sink.send(Message::Text(text.into())).await.is_err() {
+            let mut ping = tokio::time::interval(ping_every);
+            loop {
+                let msg = tokio::select! {
+                    out = out_rx.recv() => match out {
+                        Some(text) => Message::Text(text.into()),
+                        None => break,
+                    },
+                    _ = ping.tick() => Message::Ping(Vec::new().into()),
+                };
+                if sink.send(msg).await.is_err() {
                     break;
                 }
             }
@@ -208,7 +218,7 @@ impl Agent {
         };
 
         let limit = Arc::new(Semaphore::new(self.cfg.max_concurrent));
-        let silence = Duration::from_secs(self.cfg.heartbeat_secs * 4).max(Duration::from_secs(20));
+        let silence = Duration::from_secs(self.cfg.heartbeat_secs * 3).max(Duration::from_secs(5));
         let result = loop {
             let next = match tokio::time::timeout(silence, stream.next()).await {
                 Ok(n) => n,
@@ -231,7 +241,7 @@ impl Agent {
                     Err(e) => tracing::warn!(error = %e, "refused a frame from the portal"),
                 },
                 Some(Ok(Message::Close(_))) | None => break Ok(()),
-                Some(Ok(_)) => {} // pings are answered by the WebSocket layer
+                Some(Ok(_)) => {} // pongs, and pings (answered by the WebSocket layer)
                 Some(Err(e)) => break Err(anyhow::anyhow!("relay connection: {e}")),
             }
         };

@@ -36,6 +36,10 @@ impl NewPassword {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+
+    pub fn as_secret(&self) -> &SecretString {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for NewPassword {

@@ -447,26 +447,32 @@ pub async fn set_password(
     // The form key is spent here, before the write, in one statement.
     flow.form_key = None;
     session.insert(FLOW, &flow).await?;
-    if !store::writebacks::claim(&st.db, msg_id.as_str(), directory.as_str(), anchor.as_str(), "reset", now).await? {
+    let support = SupportCode::new();
+    let claim = store::writebacks::Claim {
+        msg_id: msg_id.as_str(),
+        directory: directory.as_str(),
+        anchor: anchor.as_str(),
+        op: "reset",
+        support_code: &support.0,
+        now,
+    };
+    if !store::writebacks::claim(&st.db, &claim).await? {
         let msg = "This form was already sent. If your password was not changed, try again below.";
         return password_page(&st, &session, &mut flow, &target, Some(msg.into()), None).await;
     }
 
-    let support = SupportCode::new();
-    let secret = SecretString::from(password.expose().to_string());
-    drop(password);
     let request = WritebackRequest {
         msg_id: msg_id.clone(),
         op: Op::Reset,
         directory,
         anchor,
-        password: Some(&secret),
+        password: Some(password.as_secret()),
         old_password: None,
         flags: Flags::default(),
         actor: "self-service".into(),
     };
     let result = st.hub.writeback(request, now).await;
-    drop(secret);
+    drop(password);
     store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let raw = match &result.agent_id {
         Some(a) => format!("agent={a} {}", result.raw),

@@ -293,15 +293,50 @@ impl Hub {
                 return;
             }
         };
-        let mut inner = self.lock();
-        match inner.pending.get(&pkg.msg_id) {
-            Some(p) if p.agent_id == agent_id => {
-                if let Some(p) = inner.pending.remove(&pkg.msg_id) {
-                    let _ = p.tx.send(pkg);
+        let late = {
+            let mut inner = self.lock();
+            match inner.pending.get(&pkg.msg_id) {
+                Some(p) if p.agent_id == agent_id => {
+                    if let Some(p) = inner.pending.remove(&pkg.msg_id) {
+                        let _ = p.tx.send(pkg);
+                    }
+                    return;
                 }
+                Some(_) => {
+                    tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result from the wrong agent");
+                    return;
+                }
+                None => pkg,
             }
-            Some(_) => tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result from the wrong agent"),
-            None => tracing::info!(agent = %agent_id, msg_id = %pkg.msg_id, "result after its deadline"),
+        };
+        if let Err(e) = self.record_late_result(agent_id, &late).await {
+            tracing::error!(agent = %agent_id, msg_id = %late.msg_id, error = %e, "storing a late result failed");
         }
+    }
+
+    /// A result that came after the person was told "not confirmed": the directory's real answer
+    /// is still recorded, against the support code the person was shown, so nothing is lost.
+    async fn record_late_result(&self, agent_id: &str, pkg: &envelope::ResultPackage) -> anyhow::Result<()> {
+        let Some(row) = store::writebacks::get(&self.db, pkg.msg_id.as_str()).await? else {
+            tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result for a message this portal never sent");
+            return Ok(());
+        };
+        let now = crate::Clock.now();
+        store::writebacks::finish(&self.db, &row.msg_id, &pkg.outcome, now).await?;
+        let rec = store::audit::AuditRecord {
+            at: now,
+            actor: format!("agent:{agent_id}"),
+            operation: format!("{}.late_result", row.op),
+            directory: Some(row.directory),
+            anchor: Some(row.anchor),
+            target: None,
+            outcome_code: pkg.outcome.code().0.into(),
+            raw: format!("after {} was shown: {}", row.outcome_code.unwrap_or_default(), pkg.raw),
+            support_code: row.support_code,
+            client: None,
+        };
+        tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, outcome = %rec.outcome_code, support_code = %rec.support_code, "result arrived after the deadline; recorded");
+        store::audit::record(&self.db, &rec).await?;
+        Ok(())
     }
 }

@@ -3,16 +3,29 @@
 use super::Db;
 use crate::domain::Outcome;
 
-/// Claims `msg_id`; false if it was claimed before (a double submit).
-pub async fn claim(db: &Db, msg_id: &str, directory: &str, anchor: &str, op: &str, now: i64) -> sqlx::Result<bool> {
+/// A writeback about to be sent.
+pub struct Claim<'a> {
+    pub msg_id: &'a str,
+    pub directory: &'a str,
+    pub anchor: &'a str,
+    pub op: &'a str,
+    /// The support code the person is shown for this attempt.
+    pub support_code: &'a str,
+    pub now: i64,
+}
+
+/// Claims the message id; false if it was claimed before (a double submit).
+pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     let r = sqlx::query(
-        "INSERT OR IGNORE INTO writebacks (msg_id, directory, anchor, op, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO writebacks (msg_id, directory, anchor, op, support_code, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
     )
-    .bind(msg_id)
-    .bind(directory)
-    .bind(anchor)
-    .bind(op)
-    .bind(now)
+    .bind(c.msg_id)
+    .bind(c.directory)
+    .bind(c.anchor)
+    .bind(c.op)
+    .bind(c.support_code)
+    .bind(c.now)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -36,4 +49,21 @@ pub async fn outcome(db: &Db, msg_id: &str) -> sqlx::Result<Option<Outcome>> {
         .fetch_optional(db)
         .await?;
     Ok(json.flatten().and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WritebackRow {
+    pub msg_id: String,
+    pub directory: String,
+    pub anchor: String,
+    pub op: String,
+    pub support_code: String,
+    pub outcome_code: Option<String>,
+}
+
+pub async fn get(db: &Db, msg_id: &str) -> sqlx::Result<Option<WritebackRow>> {
+    sqlx::query_as("SELECT msg_id, directory, anchor, op, support_code, outcome_code FROM writebacks WHERE msg_id = ?")
+        .bind(msg_id)
+        .fetch_optional(db)
+        .await
 }

@@ -203,3 +203,21 @@ async fn no_password_appears_in_logs_database_or_audit() {
     }
     assert!(app.agent_log().contains("request served"), "the agent log was captured");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_keys_are_too_old_rotates_them_by_itself() {
+    let mut app = spawn_app().await;
+    app.stop_agent();
+    let mut state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    state.keys[0].created_at -= 181 * 86_400;
+    state.save(&app.agent_cfg.state_file).unwrap();
+
+    app.start_agent().await;
+
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    assert_eq!(state.keys[0].version, 2, "rotated at start");
+    assert_eq!(app.hub.keys(&state.agent_id).await.unwrap()[0].version, 2);
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let page = app.submit_password(&form, "Rotated-By-Age-5!", "Rotated-By-Age-5!").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+}

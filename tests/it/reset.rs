@@ -107,6 +107,20 @@ async fn an_agent_that_stops_answering_after_the_code_gives_a_timeout_within_the
     assert!(page.contains("could not confirm"), "{page}");
     assert!(hidden(&page, "form_key").is_some(), "the person can try again from the form");
     assert!(waited < Duration::from_secs(20), "the portal gave up at its deadline, not later ({waited:?})");
+    // The agent wakes up and answers late: the real outcome is still recorded, not lost.
+    let mut late = None;
+    for _ in 0..100 {
+        late = app.audit().await.into_iter().find(|r| r.operation == "reset.late_result");
+        if late.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = late.expect("the late result is audited");
+    assert_eq!(late.outcome_code, "PB-0000");
+    let shown = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
+    assert_eq!(late.support_code, shown.support_code, "found by the support code the person was shown");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
