@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$PATH:/usr/sbin"
-# Each integration test starts a directory, a portal and an agent: two at a time suits 2 cores.
+# Each integration test starts a directory, a portal and an agent; they mostly wait on I/O,
+# so a few run at once even on 2 cores.
 exec cargo test --locked -- --test-threads "${PASSBACK_TEST_THREADS:-4}"
