@@ -3,6 +3,7 @@
 CREATE TABLE agents (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
+    directories   TEXT NOT NULL,            -- JSON array: the only directory ids it may serve
     secret_hash   BLOB NOT NULL,            -- SHA-256 of the 256-bit relay secret
     created_at    INTEGER NOT NULL,
     revoked_at    INTEGER
@@ -20,6 +21,7 @@ CREATE TABLE agent_keys (
 CREATE TABLE enrollment_tokens (
     token_hash  BLOB PRIMARY KEY,            -- SHA-256 of the token
     name        TEXT NOT NULL,
+    directories TEXT NOT NULL,               -- JSON array, handed on to the agent it enrolls
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
     used_at     INTEGER
@@ -67,6 +69,7 @@ CREATE TABLE writebacks (
     anchor        TEXT NOT NULL,
     op            TEXT NOT NULL,
     support_code  TEXT NOT NULL,
+    agent_id      TEXT,                      -- the agent the request was sent to
     created_at    INTEGER NOT NULL,
     outcome_code  TEXT,
     outcome_json  TEXT,

@@ -117,7 +117,9 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
     let (db, hub) = (app.db.clone(), app.hub.clone());
     tokio::spawn(app.run_until_stopped());
 
-    let token = crate::server::create_enrollment_token(&db, "demo-agent", 10, crate::Clock.now()).await?;
+    let token =
+        crate::server::create_enrollment_token(&db, "demo-agent", &[DIRECTORY_ID.into()], 10, crate::Clock.now())
+            .await?;
     let agent_cfg = agent_config(&dir, &ca, &slapd);
     crate::agent::enroll::enroll(
         &url,

@@ -79,6 +79,8 @@ impl std::fmt::Debug for PackageKey {
 pub enum FrameKind {
     Request,
     Result,
+    /// An agent's key rollover request: proves it holds the current package key.
+    Rotate,
 }
 
 /// What travels on the wire. Nothing secret is outside `ciphertext`.

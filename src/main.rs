@@ -60,6 +60,9 @@ enum AgentCmd {
         /// A name for the agent, shown to administrators.
         #[arg(long, default_value = "agent")]
         name: String,
+        /// A directory id the agent will serve (repeat for several). It may serve no other.
+        #[arg(long = "directory", required = true)]
+        directories: Vec<String>,
     },
 }
 
@@ -107,11 +110,11 @@ async fn main() -> anyhow::Result<()> {
                 cfg.key_grace_hours
             );
         }
-        Cmd::Agent { cmd: Some(AgentCmd::Token { portal_config, name }), .. } => {
+        Cmd::Agent { cmd: Some(AgentCmd::Token { portal_config, name, directories }), .. } => {
             let cfg: PortalConfig = config::load(portal_config.as_deref(), config::PORTAL_ENV_PREFIX)?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             let ttl = cfg.relay.enrollment_token_ttl_mins;
-            let token = passback::server::create_enrollment_token(&db, &name, ttl, now).await?;
+            let token = passback::server::create_enrollment_token(&db, &name, &directories, ttl, now).await?;
             println!("{}", token.as_str());
             eprintln!("One-time enrollment token for {name:?}, valid for {ttl} minutes. Use it once with `passback agent enroll`.");
         }

@@ -64,6 +64,7 @@ impl Application {
             .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
 
         let clock = Clock;
+        let code_key = data_key.derive("passback/one-time-codes/v1");
         let relay_state = RelayState { hub: hub.clone(), db: db.clone(), data_key, clock };
         let app_state = AppState {
             db: db.clone(),
@@ -71,6 +72,7 @@ impl Application {
             cfg: Arc::new(cfg.clone()),
             mailer,
             clock,
+            code_key,
             demo_mailbox: extras.demo_mailbox,
         };
         let router = portal::router(app_state)
@@ -225,15 +227,22 @@ impl tokio::io::AsyncWrite for PortalIo {
     }
 }
 
-/// Creates a one-time enrollment token (stored hashed) and returns it.
+/// Creates a one-time enrollment token (stored hashed) for an agent that will serve exactly
+/// `directories`, and returns it.
 pub async fn create_enrollment_token(
     db: &Db,
     name: &str,
+    directories: &[String],
     ttl_mins: u64,
     now: i64,
 ) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    anyhow::ensure!(!directories.is_empty(), "name at least one directory the agent will serve");
+    for d in directories {
+        crate::domain::DirectoryId::parse(d).map_err(|e| anyhow::anyhow!("directory {d:?}: {e}"))?;
+    }
     let token = crate::relay::enroll::random_token();
     let expires = now + i64::try_from(ttl_mins * 60)?;
-    store::agents::create_enrollment_token(db, &store::token_hash(&token), name, now, expires).await?;
+    let e = store::agents::Enrollment { name: name.into(), directories: sqlx::types::Json(directories.to_vec()) };
+    store::agents::create_enrollment_token(db, &store::token_hash(&token), &e, now, expires).await?;
     Ok(token)
 }

@@ -1,8 +1,10 @@
 //! Enrollment and key rollover from the agent's side: the RSA key pair is made here and the
 //! private key never leaves this host.
 
-use super::state::{new_key_pair, AgentState, StoredKey};
-use crate::relay::enroll::{EnrollResponse, RotateRequest, RotateResponse};
+use super::state::{new_key_pair, AgentState, NewKeyPair, StoredKey};
+use crate::domain::MsgId;
+use crate::envelope::{self, Direction, FrameKind};
+use crate::relay::enroll::{EnrollRequest, EnrollResponse, RotatePayload, RotateResponse};
 use crate::relay::{ENROLL_PATH, ROTATE_PATH};
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
@@ -35,8 +37,18 @@ async fn error_text(resp: reqwest::Response) -> String {
     format!("the portal answered {status}: {why}")
 }
 
-async fn key_pair() -> anyhow::Result<(SecretString, String)> {
+async fn key_pair() -> anyhow::Result<NewKeyPair> {
     tokio::task::spawn_blocking(new_key_pair).await.context("key generation task")?
+}
+
+/// The package key, which the portal sent encrypted to our new public key.
+fn unwrap_package_key(pair: &NewKeyPair, ct: &str) -> anyhow::Result<SecretString> {
+    let b64 = envelope::decrypt_secret(&pair.key, ct).context("the portal's package key does not open with our key")?;
+    anyhow::ensure!(
+        envelope::PackageKey::from_base64(b64.expose_secret()).is_some(),
+        "the portal sent a package key of the wrong size"
+    );
+    Ok(b64)
 }
 
 /// Enrolls this host as an agent with a one-time token and writes the state file (mode 0600).
@@ -51,11 +63,11 @@ pub async fn enroll(
         bail!("{} already exists: this host is enrolled. Remove it first to enroll again", state_path.display());
     }
     let base = portal_base(portal_url)?;
-    let (private_pem, public_pem) = key_pair().await?;
+    let pair = key_pair().await?;
     let client = http_client(ca)?;
     let resp = client
         .post(format!("{base}{ENROLL_PATH}"))
-        .json(&serde_json::json!({ "token": token.expose_secret(), "public_key_pem": public_pem }))
+        .json(&EnrollRequest { token: token.expose_secret().to_string(), public_key_pem: pair.public_pem.clone() })
         .send()
         .await
         .with_context(|| format!("connecting to {base}"))?;
@@ -63,6 +75,7 @@ pub async fn enroll(
         bail!("enrollment refused: {}", error_text(resp).await);
     }
     let r: EnrollResponse = resp.json().await.context("enrollment answer")?;
+    let package_key = unwrap_package_key(&pair, &r.package_key_ct)?;
     let state = AgentState {
         portal_url: base,
         agent_id: r.agent_id,
@@ -70,23 +83,37 @@ pub async fn enroll(
         keys: vec![StoredKey {
             version: r.key_version,
             created_at: now,
-            rsa_private_pem: private_pem,
-            package_key: SecretString::from(r.package_key),
+            rsa_private_pem: pair.private_pem,
+            package_key,
         }],
     };
     state.save(state_path)?;
+    tracing::info!(agent = %state.agent_id, directories = ?r.directories, "enrolled");
     Ok(state)
 }
 
 /// Makes a new RSA pair, has the portal issue a new package key for it, and saves both as the
-/// newest version; the previous version stays usable for the grace period.
+/// newest version; the previous version stays usable for the grace period. The request is sealed
+/// with the current package key, proving to the portal that it comes from this agent.
 pub async fn rotate(state: &mut AgentState, state_path: &Path, ca: Option<&Path>, now: i64) -> anyhow::Result<u32> {
-    let (private_pem, public_pem) = key_pair().await?;
+    let pair = key_pair().await?;
+    let current = state.usable_keys(now, 0)?.into_iter().next().context("no current key")?;
+    let payload = RotatePayload { public_key_pem: pair.public_pem.clone(), issued_at: now };
+    let frame = envelope::seal(
+        &state.agent_id,
+        current.version,
+        &current.package,
+        Direction::ToPortal,
+        FrameKind::Rotate,
+        &MsgId::random(),
+        &payload,
+        &mut rand::rngs::OsRng,
+    )?;
     let client = http_client(ca)?;
     let resp = client
         .post(format!("{}{ROTATE_PATH}", state.portal_url))
         .header(reqwest::header::AUTHORIZATION, state.bearer().as_str())
-        .json(&RotateRequest { public_key_pem: public_pem })
+        .json(&frame)
         .send()
         .await
         .with_context(|| format!("connecting to {}", state.portal_url))?;
@@ -94,11 +121,12 @@ pub async fn rotate(state: &mut AgentState, state_path: &Path, ca: Option<&Path>
         bail!("key rotation refused: {}", error_text(resp).await);
     }
     let r: RotateResponse = resp.json().await.context("rotation answer")?;
+    let package_key = unwrap_package_key(&pair, &r.package_key_ct)?;
     state.push_key(StoredKey {
         version: r.key_version,
         created_at: now,
-        rsa_private_pem: private_pem,
-        package_key: SecretString::from(r.package_key),
+        rsa_private_pem: pair.private_pem,
+        package_key,
     });
     state.save(state_path)?;
     Ok(r.key_version)

@@ -150,12 +150,21 @@ impl Serialize for Exposed<'_> {
     }
 }
 
-/// A fresh RSA-2048 key pair: (private PKCS#8 PEM, public SPKI PEM). Slow: run it off the runtime.
-pub fn new_key_pair() -> anyhow::Result<(SecretString, String)> {
+/// A fresh RSA-2048 key pair.
+pub struct NewKeyPair {
+    pub key: RsaPrivateKey,
+    /// PKCS#8 PEM of the private key, for the state file.
+    pub private_pem: SecretString,
+    /// SPKI PEM of the public key, for the portal.
+    pub public_pem: String,
+}
+
+/// Makes a fresh RSA-2048 key pair. Slow: run it off the async runtime.
+pub fn new_key_pair() -> anyhow::Result<NewKeyPair> {
     let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS)?;
     let private = key.to_pkcs8_pem(LineEnding::LF)?;
-    let public = key.to_public_key().to_public_key_pem(LineEnding::LF)?;
-    Ok((SecretString::from(private.to_string()), public))
+    let public_pem = key.to_public_key().to_public_key_pem(LineEnding::LF)?;
+    Ok(NewKeyPair { key, private_pem: SecretString::from(private.to_string()), public_pem })
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct AppState {
     pub cfg: Arc<PortalConfig>,
     pub mailer: Mailer,
     pub clock: Clock,
+    /// Keyed hashes of one-time codes (derived from the configured data key).
+    pub code_key: crate::store::MacKey,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
 }

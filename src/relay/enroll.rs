@@ -3,7 +3,7 @@
 //! package key, and keeps the secret only as a hash and the package key only encrypted.
 
 use super::server::{authenticate, RelayState};
-use crate::envelope::{PackageKey, RSA_BITS};
+use crate::envelope::{self, Direction, FrameKind, PackageKey, SealedFrame, RSA_BITS};
 use crate::store;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,33 +12,42 @@ use axum::Json;
 use rand::RngCore;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
+use rsa::RsaPublicKey;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct EnrollRequest {
     pub token: String,
     pub public_key_pem: String,
 }
 
+/// The package key travels RSA-encrypted to the agent's new public key, inside TLS: only the
+/// holder of the matching private key can use it, even if the answer were seen.
 #[derive(Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub agent_id: String,
     pub secret: String,
+    pub directories: Vec<String>,
     pub key_version: u32,
-    pub package_key: String,
+    pub package_key_ct: String,
 }
 
+/// Sealed with the agent's current package key (the proof that the caller holds it).
 #[derive(Serialize, Deserialize)]
-pub struct RotateRequest {
+pub struct RotatePayload {
     pub public_key_pem: String,
+    pub issued_at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
 pub struct RotateResponse {
     pub key_version: u32,
-    pub package_key: String,
+    pub package_key_ct: String,
 }
+
+/// How far a rotation request's clock may be from ours.
+const ROTATE_SKEW_SECS: i64 = 300;
 
 /// A random 256-bit token as 64 hex digits: safe in URLs, headers and on a command line (a
 /// token starting with `-` would be taken for an option).
@@ -56,36 +65,46 @@ fn no_store(body: impl Serialize) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
-/// `None` when the key is an RSA-2048 public key, else the refusal to send.
-fn bad_public_key(pem: &str) -> Option<Response> {
-    match rsa::RsaPublicKey::from_public_key_pem(pem) {
-        Ok(k) if k.n().bits() == RSA_BITS => None,
-        _ => Some(refuse(StatusCode::BAD_REQUEST, "public_key_pem must be an RSA-2048 public key (SPKI PEM)")),
+/// The key, if `pem` is an RSA-2048 public key.
+fn public_key(pem: &str) -> Result<RsaPublicKey, Box<Response>> {
+    match RsaPublicKey::from_public_key_pem(pem) {
+        Ok(k) if k.n().bits() == RSA_BITS => Ok(k),
+        _ => Err(Box::new(refuse(StatusCode::BAD_REQUEST, "public_key_pem must be an RSA-2048 public key (SPKI PEM)"))),
     }
 }
 
+fn wrap_package_key(key: &RsaPublicKey, package: &PackageKey) -> Result<String, Box<Response>> {
+    envelope::encrypt_secret(key, &package.to_base64(), &mut rand::rngs::OsRng)
+        .map_err(|_| Box::new(refuse(StatusCode::INTERNAL_SERVER_ERROR, "try again")))
+}
+
 pub async fn enroll(State(state): State<RelayState>, Json(req): Json<EnrollRequest>) -> Response {
-    if let Some(r) = bad_public_key(&req.public_key_pem) {
-        return r;
-    }
-    let now = state.clock.now();
-    let name = match store::agents::consume_enrollment_token(&state.db, &store::token_hash(req.token.trim()), now).await
-    {
-        Ok(Some(name)) => name,
-        Ok(None) => {
-            tracing::warn!("enrollment refused: unknown, used or expired token");
-            return refuse(StatusCode::UNAUTHORIZED, "the enrollment token is unknown, used or expired");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "enrollment: database");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
-        }
+    let key = match public_key(&req.public_key_pem) {
+        Ok(k) => k,
+        Err(r) => return *r,
     };
+    let now = state.clock.now();
+    let enrollment =
+        match store::agents::consume_enrollment_token(&state.db, &store::token_hash(req.token.trim()), now).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                tracing::warn!("enrollment refused: unknown, used or expired token");
+                return refuse(StatusCode::UNAUTHORIZED, "the enrollment token is unknown, used or expired");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "enrollment: database");
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
+            }
+        };
     let agent_id = uuid::Uuid::new_v4().simple().to_string();
     let secret = random_token();
     let package = PackageKey::generate(&mut rand::rngs::OsRng);
+    let package_key_ct = match wrap_package_key(&key, &package) {
+        Ok(ct) => ct,
+        Err(r) => return *r,
+    };
     let stored = async {
-        store::agents::insert_agent(&state.db, &agent_id, &name, &store::token_hash(&secret), now).await?;
+        store::agents::insert_agent(&state.db, &agent_id, &enrollment, &store::token_hash(&secret), now).await?;
         let enc = state.data_key.encrypt(&store::agents::key_context(&agent_id, 1), package.as_bytes());
         store::agents::insert_key(&state.db, &agent_id, 1, &req.public_key_pem, &enc, now).await
     }
@@ -94,43 +113,63 @@ pub async fn enroll(State(state): State<RelayState>, Json(req): Json<EnrollReque
         tracing::error!(error = %e, "enrollment: storing the agent");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
     }
-    tracing::info!(agent = %agent_id, name = %name, "agent enrolled");
+    tracing::info!(agent = %agent_id, name = %enrollment.name, directories = ?enrollment.directories.0, "agent enrolled");
     no_store(EnrollResponse {
         agent_id,
         secret: secret.to_string(),
+        directories: enrollment.directories.0,
         key_version: 1,
-        package_key: package.to_base64().to_string(),
+        package_key_ct,
     })
 }
 
-pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(req): Json<RotateRequest>) -> Response {
-    let Some(agent_id) = authenticate(&state.db, &headers).await else {
+/// Key rollover. The relay secret alone is not enough: the request must be sealed with the
+/// agent's newest package key, recently, so a stolen secret cannot swap in an attacker's key.
+pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(frame): Json<SealedFrame>) -> Response {
+    let Some(agent) = authenticate(&state.db, &headers).await else {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized");
     };
-    if let Some(r) = bad_public_key(&req.public_key_pem) {
-        return r;
-    }
+    let agent_id = agent.id;
+    let keys = match state.hub.keys(&agent_id).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(agent = %agent_id, error = %e, "rotation: reading keys");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
+        }
+    };
+    let Some(newest) = keys.first() else { return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again") };
     let now = state.clock.now();
-    let package = PackageKey::generate(&mut rand::rngs::OsRng);
-    // The newest version + 1; the primary key makes a racing second rotation fail, not overwrite.
-    let result = async {
-        let newest = store::agents::keys(&state.db, &agent_id).await?.first().map(|k| k.version).unwrap_or(0);
-        let version = newest + 1;
-        let enc = state.data_key.encrypt(&store::agents::key_context(&agent_id, version), package.as_bytes());
-        let inserted = store::agents::insert_key(&state.db, &agent_id, version, &req.public_key_pem, &enc, now).await?;
-        anyhow::Ok(inserted.then_some(version))
+    let key_for = |v: u32| (v == newest.version).then(|| newest.package.clone());
+    let payload: RotatePayload =
+        match envelope::open(&agent_id, &frame, FrameKind::Rotate, Direction::ToPortal, key_for) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(agent = %agent_id, error = %e, "rotation refused: not sealed with the newest key");
+                return refuse(StatusCode::FORBIDDEN, "the request is not sealed with the agent's newest key");
+            }
+        };
+    if (now - payload.issued_at).abs() > ROTATE_SKEW_SECS {
+        return refuse(StatusCode::FORBIDDEN, "the request is too old, or the clocks differ by more than 5 minutes");
     }
-    .await;
-    match result {
-        Ok(Some(version)) => {
+    let key = match public_key(&payload.public_key_pem) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let package = PackageKey::generate(&mut rand::rngs::OsRng);
+    let package_key_ct = match wrap_package_key(&key, &package) {
+        Ok(ct) => ct,
+        Err(r) => return *r,
+    };
+    // The newest version + 1; the primary key makes a racing second rotation fail, not overwrite.
+    let version = i64::from(newest.version) + 1;
+    let enc = state.data_key.encrypt(&store::agents::key_context(&agent_id, version), package.as_bytes());
+    match store::agents::insert_key(&state.db, &agent_id, version, &payload.public_key_pem, &enc, now).await {
+        Ok(true) => {
             state.hub.forget_keys(&agent_id);
             tracing::info!(agent = %agent_id, version, "agent keys rotated");
-            no_store(RotateResponse {
-                key_version: u32::try_from(version).unwrap_or(u32::MAX),
-                package_key: package.to_base64().to_string(),
-            })
+            no_store(RotateResponse { key_version: u32::try_from(version).unwrap_or(u32::MAX), package_key_ct })
         }
-        Ok(None) => refuse(StatusCode::CONFLICT, "another rotation happened at the same time; try again"),
+        Ok(false) => refuse(StatusCode::CONFLICT, "another rotation happened at the same time; try again"),
         Err(e) => {
             tracing::error!(agent = %agent_id, error = %e, "rotation failed");
             refuse(StatusCode::SERVICE_UNAVAILABLE, "try again")

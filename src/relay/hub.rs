@@ -25,6 +25,8 @@ pub struct KeyVersion {
 
 struct Conn {
     agent_id: String,
+    /// The directories this agent was enrolled for; it may serve no other.
+    allowed: Vec<DirectoryId>,
     tx: mpsc::Sender<String>,
     status: Option<AgentStatus>,
     last_seen: Instant,
@@ -94,9 +96,9 @@ impl Hub {
         Duration::from_secs(self.cfg.ping_interval_secs * 2)
     }
 
-    pub fn register(&self, agent_id: &str, tx: mpsc::Sender<String>) -> u64 {
+    pub fn register(&self, agent_id: &str, allowed: Vec<DirectoryId>, tx: mpsc::Sender<String>) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let conn = Conn { agent_id: agent_id.to_string(), tx, status: None, last_seen: Instant::now() };
+        let conn = Conn { agent_id: agent_id.to_string(), allowed, tx, status: None, last_seen: Instant::now() };
         self.lock().conns.insert(id, conn);
         id
     }
@@ -119,11 +121,23 @@ impl Hub {
         }
     }
 
-    pub fn set_status(&self, conn_id: u64, status: AgentStatus) {
+    /// Records an agent's status. Directories it was not enrolled for are dropped, so no agent
+    /// can draw another directory's requests to itself.
+    pub fn set_status(&self, conn_id: u64, mut status: AgentStatus) {
         if let Some(c) = self.lock().conns.get_mut(&conn_id) {
+            let before = status.directories.len();
+            status.directories.retain(|d| c.allowed.contains(&d.id));
+            if status.directories.len() != before {
+                tracing::warn!(agent = %c.agent_id, "agent reported directories it was not enrolled for; ignored");
+            }
             c.status = Some(status);
             c.last_seen = Instant::now();
         }
+    }
+
+    /// Whether the agent on this connection was enrolled for `directory`.
+    pub fn may_serve(&self, conn_id: u64, directory: &DirectoryId) -> bool {
+        self.lock().conns.get(&conn_id).is_some_and(|c| c.allowed.contains(directory))
     }
 
     /// A live connection of an agent that serves `directory` and reports it reachable.
@@ -212,7 +226,7 @@ impl Hub {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
         let frame = match self.seal_request(&agent_id, &req, now).await {
-            Ok(f) => f,
+            Ok(f) => Frame::Request(f).to_json(),
             Err(e) => {
                 tracing::error!(agent = %agent_id, error = %e, "cannot seal a request");
                 return WritebackResult::local(Outcome::Internal, "sealing failed");
@@ -220,21 +234,28 @@ impl Hub {
         };
         let (result_tx, result_rx) = oneshot::channel();
         self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), tx: result_tx });
-        if tx.send(Frame::Request(frame).to_json()).await.is_err() {
-            self.lock().pending.remove(&req.msg_id);
-            return WritebackResult::local(Outcome::NoAgent, "agent connection closed before sending");
+        if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
+            tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
         }
+        tracing::debug!(msg_id = %req.msg_id, agent = %agent_id, bytes = frame.len(), "request sent");
+        // Sending counts against the deadline too: a stalled agent connection cannot hold the
+        // person's page for longer than the deadline.
         let deadline = Duration::from_secs(self.cfg.result_deadline_secs);
-        let answer = tokio::time::timeout(deadline, result_rx).await;
+        let answer = tokio::time::timeout(deadline, async {
+            if tx.send(frame).await.is_err() {
+                return Err("agent connection closed before sending");
+            }
+            result_rx.await.map_err(|_| "agent disconnected before answering")
+        })
+        .await;
         self.lock().pending.remove(&req.msg_id);
         match answer {
             Ok(Ok(pkg)) => {
                 WritebackResult { outcome: pkg.outcome, raw: pkg.raw, policy: pkg.policy, agent_id: Some(agent_id) }
             }
-            Ok(Err(_)) => WritebackResult {
-                agent_id: Some(agent_id),
-                ..WritebackResult::local(Outcome::AgentTimeout, "agent disconnected before answering")
-            },
+            Ok(Err(why)) => {
+                WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
+            }
             Err(_) => WritebackResult {
                 agent_id: Some(agent_id),
                 ..WritebackResult::local(Outcome::AgentTimeout, "no answer before the deadline")
@@ -285,7 +306,8 @@ impl Hub {
                 return;
             }
         };
-        let key_for = |v: u32| keys.iter().find(|k| k.version == v).map(|k| k.package.clone());
+        let grace = i64::try_from(self.cfg.key_grace_hours * 3600).unwrap_or(i64::MAX);
+        let key_for = |v: u32| accepted_key(&keys, v, crate::Clock.now(), grace);
         let pkg = match envelope::open_result(agent_id, frame, key_for) {
             Ok(p) => p,
             Err(e) => {
@@ -321,6 +343,10 @@ impl Hub {
             tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result for a message this portal never sent");
             return Ok(());
         };
+        if row.agent_id.as_deref() != Some(agent_id) {
+            tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "late result from an agent the request was not sent to");
+            return Ok(());
+        }
         let now = crate::Clock.now();
         store::writebacks::finish(&self.db, &row.msg_id, &pkg.outcome, now).await?;
         let rec = store::audit::AuditRecord {
@@ -339,4 +365,12 @@ impl Hub {
         store::audit::record(&self.db, &rec).await?;
         Ok(())
     }
+}
+
+/// The package key of version `v`, if still accepted: the newest always, an older one only until
+/// `grace` seconds after the version that replaced it was made.
+fn accepted_key(keys: &[KeyVersion], v: u32, now: i64, grace: i64) -> Option<PackageKey> {
+    let i = keys.iter().position(|k| k.version == v)?;
+    let still_valid = i == 0 || keys.get(i - 1).is_some_and(|newer| now - newer.created_at <= grace);
+    still_valid.then(|| keys[i].package.clone())
 }

@@ -3,6 +3,7 @@
 use super::hub::Hub;
 use super::protocol::Frame;
 use super::{enroll, AGENT_PATH, ENROLL_PATH, ROTATE_PATH};
+use crate::domain::DirectoryId;
 use crate::store::{self, DataKey, Db};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -35,35 +36,46 @@ pub fn router(state: RelayState) -> Router {
         .with_state(state)
 }
 
+/// An agent that proved its relay secret, and the directories it was enrolled for.
+pub struct AuthenticatedAgent {
+    pub id: String,
+    pub directories: Vec<DirectoryId>,
+}
+
 /// Checks `Authorization: Bearer <agent-id>.<secret>` against the stored hash, in constant time.
-/// Returns the agent id.
-pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Option<String> {
+pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Option<AuthenticatedAgent> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?;
     let (agent_id, secret) = token.split_once('.')?;
     if agent_id.len() > 64 || secret.len() > 128 {
         return None;
     }
-    let stored = store::agents::secret_hash(db, agent_id).await.ok().flatten();
+    let stored = store::agents::get(db, agent_id).await.ok().flatten();
     let presented = store::token_hash(secret);
     // Compare against a dummy when the agent is unknown, so both paths cost the same.
-    let expected = stored.clone().unwrap_or_else(|| vec![0u8; presented.len()]);
-    (store::hashes_equal(&expected, &presented) && stored.is_some()).then(|| agent_id.to_string())
+    let expected = stored.as_ref().map(|a| a.secret_hash.clone()).unwrap_or_else(|| vec![0u8; presented.len()]);
+    if !store::hashes_equal(&expected, &presented) {
+        return None;
+    }
+    let agent = stored?;
+    let directories = agent.directories.0.iter().filter_map(|d| DirectoryId::parse(d).ok()).collect();
+    Some(AuthenticatedAgent { id: agent.id, directories })
 }
 
 async fn agent_socket(State(state): State<RelayState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let Some(agent_id) = authenticate(&state.db, &headers).await else {
+    let Some(agent) = authenticate(&state.db, &headers).await else {
         tracing::warn!("relay: refused a connection with bad or missing credentials");
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     };
-    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| serve_agent(state, agent_id, socket))
+    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| serve_agent(state, agent, socket))
 }
 
-async fn serve_agent(state: RelayState, agent_id: String, socket: WebSocket) {
+async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<String>(256);
     let hub = state.hub.clone();
-    let conn = hub.register(&agent_id, tx);
+    let agent_id = agent.id;
+    let conn = hub.register(&agent_id, agent.directories, tx);
     tracing::info!(agent = %agent_id, conn, "agent connected");
     let ping_every = Duration::from_secs(hub.cfg.ping_interval_secs);
 
@@ -109,6 +121,9 @@ async fn handle_frame(state: &RelayState, agent_id: &str, conn: u64, text: &str)
     match frame {
         Frame::Hello(status) | Frame::Heartbeat(status) => state.hub.set_status(conn, status),
         Frame::Result(sealed) => state.hub.deliver_result(agent_id, &sealed).await,
+        Frame::Sync(chunk) if !state.hub.may_serve(conn, &chunk.directory) => {
+            tracing::warn!(agent = %agent_id, directory = %chunk.directory, "sync for a directory this agent was not enrolled for; ignored");
+        }
         Frame::Sync(chunk) => {
             if let Err(e) = super::sync::store(state, agent_id, chunk).await {
                 tracing::error!(agent = %agent_id, error = %e, "storing a sync chunk failed");

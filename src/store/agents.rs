@@ -2,22 +2,39 @@
 
 use super::Db;
 
-pub async fn create_enrollment_token(db: &Db, hash: &[u8], name: &str, now: i64, expires_at: i64) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO enrollment_tokens (token_hash, name, created_at, expires_at) VALUES (?, ?, ?, ?)")
-        .bind(hash)
-        .bind(name)
-        .bind(now)
-        .bind(expires_at)
-        .execute(db)
-        .await?;
+/// Who an enrollment token is for: a name, and the directories the agent will be allowed to serve.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Enrollment {
+    pub name: String,
+    pub directories: sqlx::types::Json<Vec<String>>,
+}
+
+pub async fn create_enrollment_token(
+    db: &Db,
+    hash: &[u8],
+    e: &Enrollment,
+    now: i64,
+    expires_at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO enrollment_tokens (token_hash, name, directories, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(hash)
+    .bind(&e.name)
+    .bind(&e.directories)
+    .bind(now)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
-/// Marks a token used and returns its name, in one statement so two racing uses cannot both win.
-pub async fn consume_enrollment_token(db: &Db, hash: &[u8], now: i64) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+/// Marks a token used and returns what it was for, in one statement so two racing uses cannot
+/// both win.
+pub async fn consume_enrollment_token(db: &Db, hash: &[u8], now: i64) -> sqlx::Result<Option<Enrollment>> {
+    sqlx::query_as(
         "UPDATE enrollment_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
-         RETURNING name",
+         RETURNING name, directories",
     )
     .bind(now)
     .bind(hash)
@@ -26,10 +43,11 @@ pub async fn consume_enrollment_token(db: &Db, hash: &[u8], now: i64) -> sqlx::R
     .await
 }
 
-pub async fn insert_agent(db: &Db, id: &str, name: &str, secret_hash: &[u8], now: i64) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO agents (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
+pub async fn insert_agent(db: &Db, id: &str, e: &Enrollment, secret_hash: &[u8], now: i64) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO agents (id, name, directories, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(id)
-        .bind(name)
+        .bind(&e.name)
+        .bind(&e.directories)
         .bind(secret_hash)
         .bind(now)
         .execute(db)
@@ -37,8 +55,15 @@ pub async fn insert_agent(db: &Db, id: &str, name: &str, secret_hash: &[u8], now
     Ok(())
 }
 
-pub async fn secret_hash(db: &Db, id: &str) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar("SELECT secret_hash FROM agents WHERE id = ? AND revoked_at IS NULL")
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub secret_hash: Vec<u8>,
+    pub directories: sqlx::types::Json<Vec<String>>,
+}
+
+pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AgentRow>> {
+    sqlx::query_as("SELECT id, secret_hash, directories FROM agents WHERE id = ? AND revoked_at IS NULL")
         .bind(id)
         .fetch_optional(db)
         .await

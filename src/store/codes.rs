@@ -1,38 +1,38 @@
-//! E-mailed one-time codes: stored as argon2 hashes, single use, short-lived, attempt-limited.
+//! E-mailed one-time codes: stored as keyed hashes, single use, short-lived, attempt-limited.
 //! Every limit is enforced inside one SQL statement, so parallel guesses cannot overrun it.
 
 use super::Db;
 
-pub async fn insert(
-    db: &Db,
-    id: &str,
-    directory: &str,
-    anchor: &str,
-    code_hash: &str,
-    now: i64,
-    expires_at: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO verification_codes (id, directory, anchor, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(directory)
-    .bind(anchor)
-    .bind(code_hash)
-    .bind(now)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
+pub struct NewCode<'a> {
+    pub id: &'a str,
+    pub directory: &'a str,
+    pub anchor: &'a str,
+    pub code_hash: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
 }
 
-pub async fn sent_since(db: &Db, directory: &str, anchor: &str, since: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM verification_codes WHERE directory = ? AND anchor = ? AND created_at >= ?")
-        .bind(directory)
-        .bind(anchor)
-        .bind(since)
-        .fetch_one(db)
-        .await
+/// Stores a code unless `max_per_hour` codes were already made for this person in the last hour.
+/// One statement: parallel requests cannot get past the limit together.
+pub async fn insert_within_limit(db: &Db, c: &NewCode<'_>, max_per_hour: u32) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO verification_codes (id, directory, anchor, code_hash, created_at, expires_at) \
+         SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM verification_codes \
+         WHERE directory = ? AND anchor = ? AND created_at > ?) < ?",
+    )
+    .bind(c.id)
+    .bind(c.directory)
+    .bind(c.anchor)
+    .bind(c.code_hash)
+    .bind(c.now)
+    .bind(c.expires_at)
+    .bind(c.directory)
+    .bind(c.anchor)
+    .bind(c.now - 3600)
+    .bind(max_per_hour)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Spends one attempt and returns the hash to check against, or `None` when the code is used,

@@ -83,6 +83,44 @@ impl DataKey {
     }
 }
 
+impl DataKey {
+    /// A separate key for one purpose, derived from the data key (HMAC-SHA256 of the purpose).
+    pub fn derive(&self, purpose: &str) -> MacKey {
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(&hmac_sha256(self.0.as_ref(), &[purpose.as_bytes()]));
+        MacKey(k)
+    }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::Mac;
+    // HMAC accepts keys of any length; this cannot fail.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new(&Default::default()));
+    for p in parts {
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A keyed hash (HMAC-SHA256) for short secrets such as one-time codes: without the key, a copy
+/// of the database does not let anyone try all the codes. Cheap, so it cannot be used to exhaust
+/// the server, and compared in constant time.
+#[derive(Clone)]
+pub struct MacKey(Zeroizing<[u8; 32]>);
+
+impl MacKey {
+    /// The keyed hash of `parts` (each length-prefixed, so they cannot run into each other), hex.
+    pub fn hash(&self, parts: &[&[u8]]) -> String {
+        hex::encode(hmac_sha256(self.0.as_ref(), parts))
+    }
+
+    pub fn matches(&self, parts: &[&[u8]], stored_hex: &str) -> bool {
+        hashes_equal(self.hash(parts).as_bytes(), stored_hex.as_bytes())
+    }
+}
+
 /// SHA-256, for high-entropy tokens that are stored only as hashes.
 pub fn token_hash(token: &str) -> Vec<u8> {
     use sha2::Digest;
@@ -98,6 +136,16 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_hashes_depend_on_the_key_and_on_where_the_parts_split() {
+        let key = DataKey::from_base64(&DataKey::generate_base64()).unwrap();
+        let codes = key.derive("codes");
+        let h = codes.hash(&[b"id", b"12345678"]);
+        assert!(codes.matches(&[b"id", b"12345678"], &h));
+        assert!(!codes.matches(&[b"id1", b"2345678"], &h));
+        assert!(!key.derive("other").matches(&[b"id", b"12345678"], &h));
+    }
 
     #[test]
     fn data_key_round_trips_and_binds_its_context() {

@@ -51,6 +51,12 @@ pub async fn outcome(db: &Db, msg_id: &str) -> sqlx::Result<Option<Outcome>> {
     Ok(json.flatten().and_then(|j| serde_json::from_str(&j).ok()))
 }
 
+/// Notes which agent the request went to, so only that agent's answer is accepted later.
+pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WritebackRow {
     pub msg_id: String,
@@ -58,12 +64,15 @@ pub struct WritebackRow {
     pub anchor: String,
     pub op: String,
     pub support_code: String,
+    pub agent_id: Option<String>,
     pub outcome_code: Option<String>,
 }
 
 pub async fn get(db: &Db, msg_id: &str) -> sqlx::Result<Option<WritebackRow>> {
-    sqlx::query_as("SELECT msg_id, directory, anchor, op, support_code, outcome_code FROM writebacks WHERE msg_id = ?")
-        .bind(msg_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(
+        "SELECT msg_id, directory, anchor, op, support_code, agent_id, outcome_code FROM writebacks WHERE msg_id = ?",
+    )
+    .bind(msg_id)
+    .fetch_optional(db)
+    .await
 }

@@ -128,7 +128,11 @@ impl TestApp {
     }
 
     pub async fn new_token(&self) -> String {
-        passback::server::create_enrollment_token(&self.db, "test-agent", 5, passback::Clock.now())
+        self.token_for(DIR_ID).await
+    }
+
+    pub async fn token_for(&self, directory: &str) -> String {
+        passback::server::create_enrollment_token(&self.db, "test-agent", &[directory.into()], 5, passback::Clock.now())
             .await
             .unwrap()
             .to_string()

@@ -1,0 +1,148 @@
+//! Step 1: who are you? Checks that the person's directory can be written to right now, before
+//! anything is sent, then e-mails a code. The answer reads the same whether or not the name matched.
+
+use super::{outcome_page, Attempt, Flow, Target, FLOW};
+use crate::domain::{DirectoryId, EmailAddress, LoginName, MsgId, OneTimeCode, Outcome};
+use crate::portal::pages::IdentifyPage;
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+use tower_sessions::Session;
+
+pub async fn home() -> Redirect {
+    Redirect::to(paths::RESET)
+}
+
+#[derive(Deserialize)]
+pub struct HintQuery {
+    login_hint: Option<String>,
+}
+
+pub async fn identify_form(session: Session, Query(q): Query<HintQuery>) -> Result<Response, PortalError> {
+    let login = q.login_hint.filter(|h| LoginName::parse(h).is_ok()).map(|h| h.trim().to_string()).unwrap_or_default();
+    Ok(IdentifyPage { csrf: csrf::token(&session).await?, login, error: None }.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct IdentifyForm {
+    csrf: String,
+    login: String,
+}
+
+/// Whether the directory behind this name can be written to now. A name that matched nobody is
+/// answered for a directory chosen from the name itself, so a partial outage does not tell real
+/// names from made-up ones.
+async fn directory_alive(st: &AppState, target: Option<&Target>, login: &LoginName) -> Result<bool, PortalError> {
+    let directory = match target {
+        Some(t) => t.directory.clone(),
+        None => {
+            let mut known = store::users::directories(&st.db).await?;
+            known.sort();
+            if known.is_empty() {
+                return Ok(st.hub.any_alive());
+            }
+            let h = st.code_key.hash(&[b"directory-of", login.as_str().as_bytes()]);
+            let n = u64::from_str_radix(&h[..8], 16).unwrap_or(0) as usize;
+            known[n % known.len()].clone()
+        }
+    };
+    Ok(DirectoryId::parse(&directory).map(|d| st.hub.is_alive(&d)).unwrap_or(false))
+}
+
+pub async fn identify(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<IdentifyForm>,
+) -> Result<Response, PortalError> {
+    csrf::check(&session, &f.csrf).await?;
+    let login = match LoginName::parse(&f.login) {
+        Ok(l) => l,
+        Err(e) => {
+            let page =
+                IdentifyPage { csrf: csrf::token(&session).await?, login: String::new(), error: Some(e.0.into()) };
+            return Ok(page.into_response());
+        }
+    };
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    let matches = store::users::find_by_login(&st.db, login.as_str()).await?;
+    if matches.len() > 1 {
+        tracing::warn!(support_code = %support, count = matches.len(), "a name matches several people; not guessing");
+    }
+    let target = match matches.as_slice() {
+        [one] if one.enabled => Some(Target {
+            directory: one.directory.clone(),
+            anchor: one.anchor.clone(),
+            username: one.username.clone(),
+            email: one.email.clone(),
+        }),
+        _ => None,
+    };
+    let audit_name = match &target {
+        Some(t) => t.username.clone(),
+        None => format!("unmatched:{}", &st.code_key.hash(&[b"audit-name", login.as_str().as_bytes()])[..12]),
+    };
+    let attempt = Attempt { st: &st, client, audit_name: &audit_name, target: target.as_ref(), support: &support };
+
+    if !directory_alive(&st, target.as_ref(), &login).await? {
+        let o = Outcome::NoAgent;
+        attempt.audit("reset.identify", &o, "no live agent").await?;
+        return Ok(outcome_page(&st, "Password reset is unavailable", &o, &support, true).into_response());
+    }
+
+    // The same work whether or not the name matched: a code is made and hashed either way.
+    let code = OneTimeCode::generate(&mut rand::rngs::OsRng);
+    let code_id = MsgId::random().to_string();
+    let code_hash = st.code_key.hash(&[code_id.as_bytes(), code.expose().as_bytes()]);
+    let raw = match &target {
+        None if matches.is_empty() => "no such account",
+        None => "several or disabled accounts",
+        Some(t) => match t.email.as_deref().map(EmailAddress::parse) {
+            Some(Ok(to)) => {
+                let ttl = i64::try_from(st.cfg.reset.code_ttl_secs).unwrap_or(600);
+                let new = store::codes::NewCode {
+                    id: &code_id,
+                    directory: &t.directory,
+                    anchor: &t.anchor,
+                    code_hash: &code_hash,
+                    now,
+                    expires_at: now + ttl,
+                };
+                if store::codes::insert_within_limit(&st.db, &new, st.cfg.reset.codes_per_hour).await? {
+                    send_code(&st, to, code, &support);
+                    "code sent"
+                } else {
+                    "code limit per hour reached"
+                }
+            }
+            _ => "no e-mail address on record",
+        },
+    };
+    let outcome = if raw == "code sent" { Outcome::Success } else { Outcome::VerificationFailed };
+    attempt.audit("reset.send_code", &outcome, raw).await?;
+
+    session.cycle_id().await?;
+    let flow = Flow { target, audit_name, code_id, failed_attempts: 0, verified_at: None, form_key: None };
+    session.insert(FLOW, &flow).await?;
+    Ok(Redirect::to(paths::RESET_VERIFY).into_response())
+}
+
+/// Sends in the background, so the answer takes as long whether or not a message goes out.
+fn send_code(st: &AppState, to: EmailAddress, code: OneTimeCode, support: &SupportCode) {
+    let mailer = st.mailer.clone();
+    let support = support.clone();
+    let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
+    tokio::spawn(async move {
+        let sent = match crate::mail::code_message(code.expose(), minutes) {
+            Ok(msg) => mailer.send(&to, msg).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::error!(support_code = %support, error = %format!("{e:#}"), "sending the verification code failed");
+        }
+    });
+}

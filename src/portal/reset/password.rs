@@ -1,0 +1,189 @@
+//! Step 3: the new password. Sealed and sent to a live agent of the person's directory; the page
+//! waits for the directory's answer and shows it. The form's one-use key is the relay message id,
+//! so a second submit of the same form can never write twice.
+
+use super::{load_flow, outcome_page, Attempt, Flow, Target, FLOW};
+use crate::domain::{Anchor, DirectoryId, EmailAddress, MsgId, NewPassword, PolicyFacts};
+use crate::envelope::{Flags, Op};
+use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::relay::WritebackRequest;
+use crate::store;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tower_sessions::Session;
+
+/// How long a verified person has to choose a new password.
+const VERIFIED_FOR_SECS: i64 = 15 * 60;
+const ALREADY_SENT: &str = "This form was already sent. If your password was not changed, try again below.";
+
+type PageResult = Result<Response, PortalError>;
+
+/// The flow, if its person is verified and still within the time allowed; else the way back.
+async fn verified_flow(st: &AppState, session: &Session) -> Result<Result<(Flow, Target), Response>, PortalError> {
+    let back = Redirect::to(paths::RESET).into_response();
+    let Some(flow) = load_flow(session).await? else { return Ok(Err(back)) };
+    match (&flow.verified_at, &flow.target) {
+        (Some(at), Some(t)) if st.clock.now() - at < VERIFIED_FOR_SECS => {
+            let t = t.clone();
+            Ok(Ok((flow, t)))
+        }
+        _ => {
+            session.remove::<Flow>(FLOW).await?;
+            Ok(Err(back))
+        }
+    }
+}
+
+async fn policy_view(st: &AppState, directory: &str) -> Option<PolicyView> {
+    let json = store::users::policy(&st.db, directory).await.ok().flatten()?;
+    let p: PolicyFacts = serde_json::from_str(&json).ok()?;
+    Some(PolicyView { min_length: p.min_length, history: p.history, complexity: p.complexity.unwrap_or(false) })
+}
+
+async fn password_page(
+    st: &AppState,
+    session: &Session,
+    flow: &mut Flow,
+    target: &Target,
+    error: Option<String>,
+    outcome: Option<OutcomeView>,
+) -> PageResult {
+    let form_key = match &flow.form_key {
+        Some(k) => k.clone(),
+        None => {
+            let k = MsgId::random().to_string();
+            flow.form_key = Some(k.clone());
+            session.insert(FLOW, &*flow).await?;
+            k
+        }
+    };
+    let page = PasswordPage {
+        csrf: csrf::token(session).await?,
+        form_key,
+        error,
+        outcome,
+        policy: policy_view(st, &target.directory).await,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn password_form(State(st): State<AppState>, session: Session) -> PageResult {
+    let (mut flow, target) = match verified_flow(&st, &session).await? {
+        Ok(v) => v,
+        Err(r) => return Ok(r),
+    };
+    password_page(&st, &session, &mut flow, &target, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    csrf: String,
+    form_key: String,
+    password: SecretString,
+    confirm: SecretString,
+}
+
+pub async fn set_password(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<PasswordForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let (mut flow, target) = match verified_flow(&st, &session).await? {
+        Ok(v) => v,
+        Err(r) => return Ok(r),
+    };
+    // A form already submitted (double click, back button): never a second write.
+    if flow.form_key.as_deref() != Some(f.form_key.as_str()) {
+        return password_page(&st, &session, &mut flow, &target, Some(ALREADY_SENT.into()), None).await;
+    }
+    let password = match NewPassword::parse(f.password, &f.confirm) {
+        Ok(p) => p,
+        Err(e) => return password_page(&st, &session, &mut flow, &target, Some(e.0.into()), None).await,
+    };
+    let (Ok(msg_id), Ok(directory), Ok(anchor)) =
+        (MsgId::parse(&f.form_key), DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor))
+    else {
+        return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
+    };
+    let now = st.clock.now();
+    // The form key is spent here, before the write, in one statement.
+    flow.form_key = None;
+    session.insert(FLOW, &flow).await?;
+    let support = SupportCode::new();
+    let claim = store::writebacks::Claim {
+        msg_id: msg_id.as_str(),
+        directory: directory.as_str(),
+        anchor: anchor.as_str(),
+        op: "reset",
+        support_code: &support.0,
+        now,
+    };
+    if !store::writebacks::claim(&st.db, &claim).await? {
+        return password_page(&st, &session, &mut flow, &target, Some(ALREADY_SENT.into()), None).await;
+    }
+
+    let request = WritebackRequest {
+        msg_id: msg_id.clone(),
+        op: Op::Reset,
+        directory,
+        anchor,
+        password: Some(password.as_secret()),
+        old_password: None,
+        flags: Flags::default(),
+        actor: "self-service".into(),
+    };
+    let result = st.hub.writeback(request, now).await;
+    drop(password);
+    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+    let raw = match &result.agent_id {
+        Some(a) => format!("agent={a} {}", result.raw),
+        None => result.raw.clone(),
+    };
+    let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
+    attempt.audit("reset.writeback", &result.outcome, &raw).await?;
+    if let Some(p) = &result.policy {
+        if let Ok(json) = serde_json::to_string(p) {
+            let _ = store::users::save_policy(&st.db, &target.directory, &json, now).await;
+        }
+    }
+
+    if result.outcome.is_success() {
+        session.remove::<Flow>(FLOW).await?;
+        notify_changed(&st, &target, now);
+        return Ok(
+            outcome_page(&st, "Your password has been changed", &result.outcome, &support, false).into_response()
+        );
+    }
+    let view = OutcomeView {
+        code: result.outcome.code().0.into(),
+        message: result.outcome.message(),
+        support_code: support.0,
+    };
+    password_page(&st, &session, &mut flow, &target, None, Some(view)).await
+}
+
+fn notify_changed(st: &AppState, target: &Target, now: i64) {
+    let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
+    let when = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .unwrap_or_default();
+    let mailer = st.mailer.clone();
+    let helpdesk = st.cfg.server.helpdesk_contact.clone();
+    tokio::spawn(async move {
+        let sent = match crate::mail::changed_message(&when, &helpdesk) {
+            Ok(msg) => mailer.send(&to, msg).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // The password change stands; the administrator learns of the mail failure here.
+            tracing::error!(error = %format!("{e:#}"), "sending the password-changed notice failed");
+        }
+    });
+}

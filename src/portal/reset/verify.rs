@@ -1,0 +1,98 @@
+//! Step 2: the e-mailed code. Attempts are counted in the database, in the statement that reads
+//! the stored hash, so parallel guesses cannot exceed the limit; each check costs the same.
+
+use super::{load_flow, outcome_page, Attempt, FLOW};
+use crate::domain::{MsgId, OneTimeCode, Outcome};
+use crate::portal::pages::VerifyPage;
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+use tower_sessions::Session;
+
+pub async fn verify_form(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
+    let Some(flow) = load_flow(&session).await? else { return Ok(Redirect::to(paths::RESET).into_response()) };
+    if flow.verified_at.is_some() {
+        return Ok(Redirect::to(paths::RESET_PASSWORD).into_response());
+    }
+    let page = VerifyPage {
+        csrf: csrf::token(&session).await?,
+        minutes: st.cfg.reset.code_ttl_secs.div_ceil(60),
+        error: None,
+    };
+    Ok(page.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct VerifyForm {
+    csrf: String,
+    code: String,
+}
+
+pub async fn verify(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<VerifyForm>,
+) -> Result<Response, PortalError> {
+    csrf::check(&session, &f.csrf).await?;
+    let Some(mut flow) = load_flow(&session).await? else { return Ok(Redirect::to(paths::RESET).into_response()) };
+    if flow.verified_at.is_some() {
+        return Ok(Redirect::to(paths::RESET_PASSWORD).into_response());
+    }
+    let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
+    let code = match OneTimeCode::parse(&f.code) {
+        Ok(c) => c,
+        Err(e) => {
+            let page = VerifyPage { csrf: csrf::token(&session).await?, minutes, error: Some(e.0.into()) };
+            return Ok(page.into_response());
+        }
+    };
+    let now = st.clock.now();
+    let max = st.cfg.reset.code_attempts;
+    // Spends one attempt and reads the hash in one statement. Without a live code (unknown name,
+    // used, expired, no attempts left) a hash is still computed, so every answer costs the same.
+    let stored = match flow.target {
+        Some(_) => store::codes::take_attempt(&st.db, &flow.code_id, now, max).await?,
+        None => None,
+    };
+    let presented = [flow.code_id.as_bytes(), code.expose().as_bytes()];
+    let matched = match &stored {
+        Some(hash) => {
+            st.code_key.matches(&presented, hash) && store::codes::mark_used(&st.db, &flow.code_id, now).await?
+        }
+        None => {
+            let _ = st.code_key.matches(&presented, "");
+            false
+        }
+    };
+    let support = SupportCode::new();
+    let attempt =
+        Attempt { st: &st, client, audit_name: &flow.audit_name, target: flow.target.as_ref(), support: &support };
+    if !matched {
+        flow.failed_attempts += 1;
+        let o = Outcome::VerificationFailed;
+        attempt.audit("reset.verify", &o, "wrong, used or expired code").await?;
+        if flow.failed_attempts >= max {
+            session.remove::<super::Flow>(FLOW).await?;
+            return Ok(outcome_page(&st, "We could not verify you", &o, &support, true).into_response());
+        }
+        let left = max - flow.failed_attempts;
+        session.insert(FLOW, &flow).await?;
+        let error = format!(
+            "That code is not right, or it has expired. You can try {left} more time{}.",
+            if left == 1 { "" } else { "s" }
+        );
+        let page = VerifyPage { csrf: csrf::token(&session).await?, minutes, error: Some(error) };
+        return Ok(page.into_response());
+    }
+    attempt.audit("reset.verify", &Outcome::Success, "code accepted").await?;
+    // A gate has passed: a new session id, so an id learnt before cannot ride on it.
+    session.cycle_id().await?;
+    flow.verified_at = Some(now);
+    flow.form_key = Some(MsgId::random().to_string());
+    session.insert(FLOW, &flow).await?;
+    Ok(Redirect::to(paths::RESET_PASSWORD).into_response())
+}
