@@ -72,6 +72,7 @@ pub struct TestApp {
     pub agent_config_file: PathBuf,
     pub agent: Option<Child>,
     pub client: reqwest::Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
 }
 
 pub fn passback_bin() -> &'static str {
@@ -103,15 +104,17 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let agent_config_file = passback::demo::write_agent_files(&dir, &agent_cfg, &slapd).unwrap();
 
     let tls = (*passback::tls::client_config(Some(&ca.ca_file)).unwrap()).clone();
+    let jar = Arc::new(reqwest::cookie::Jar::default());
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::limited(5))
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
 
-    let mut app = TestApp { dir, ca, slapd, mailbox, url, db, hub, agent_cfg, agent_config_file, agent: None, client };
+    let mut app =
+        TestApp { dir, ca, slapd, mailbox, url, db, hub, agent_cfg, agent_config_file, agent: None, client, jar };
     app.enroll_agent().await;
     if opts.start_agent {
         app.start_agent().await;
@@ -191,6 +194,19 @@ impl TestApp {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Another browser: its own cookies, the same trust in the test CA.
+    pub fn new_client(&self) -> reqwest::Client {
+        let tls = (*passback::tls::client_config(Some(&self.ca.ca_file)).unwrap()).clone();
+        reqwest::Client::builder().use_preconfigured_tls(tls).cookie_store(true).build().unwrap()
+    }
+
+    /// The session cookie the client holds now.
+    pub fn session_cookie(&self) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let header = self.jar.cookies(&self.url.parse().unwrap())?;
+        header.to_str().unwrap().split("; ").find(|c| c.starts_with("__Host-passback=")).map(str::to_string)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -221,3 +221,69 @@ async fn an_agent_whose_keys_are_too_old_rotates_them_by_itself() {
     let page = app.submit_password(&form, "Rotated-By-Age-5!", "Rotated-By-Age-5!").await;
     assert!(page.contains("Your password has been changed"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_serve_a_directory_it_was_not_enrolled_for() {
+    let mut app = spawn_app().await;
+    app.stop_agent();
+    app.wait_until_alive(false).await;
+    // A second agent, enrolled for another directory, but configured (or compromised) to claim ours.
+    let token = app.token_for("elsewhere").await;
+    let rogue_state = app.dir.join("rogue.json");
+    let enrolled = app
+        .agent_command(&["enroll", "--portal", &app.url, "--token", &token])
+        .env("PASSBACK_AGENT__STATE_FILE", &rogue_state)
+        .output()
+        .unwrap();
+    assert!(enrolled.status.success());
+    let mut rogue = app
+        .agent_command(&[])
+        .env("PASSBACK_AGENT__STATE_FILE", &rogue_state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let alive = app.hub.is_alive(&DirectoryId::parse(crate::harness::DIR_ID).unwrap());
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+
+    assert!(!alive, "the portal does not route our directory's passwords to it");
+    let log = crate::harness::portal_log();
+    assert!(log.contains("not enrolled for"), "the attempt is logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_relay_secret_alone_cannot_rotate_the_keys() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    // The attacker has the bearer secret but not the package key: they seal with their own.
+    let their_key = passback::envelope::PackageKey::generate(&mut rand::rngs::OsRng);
+    let msg_id = MsgId::random();
+    let payload = passback::relay::enroll::RotatePayload {
+        public_key_pem: passback::agent::state::new_key_pair().unwrap().public_pem,
+        issued_at: passback::Clock.now(),
+    };
+    let frame = envelope::seal(
+        &state.agent_id,
+        1,
+        &their_key,
+        Direction::ToPortal,
+        FrameKind::Rotate,
+        &msg_id,
+        &payload,
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap();
+    let resp = app
+        .client
+        .post(format!("{}{}", app.url, passback::relay::ROTATE_PATH))
+        .header("authorization", state.bearer().as_str())
+        .json(&frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(app.hub.keys(&state.agent_id).await.unwrap().len(), 1, "no key was added");
+}

@@ -200,3 +200,61 @@ async fn pages_carry_the_security_headers() {
         "no demo mailbox outside demo mode"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_id_changes_at_each_gate() {
+    let app = spawn_app().await;
+    app.page("/reset").await;
+    let anonymous = app.session_cookie();
+
+    let page = app.identify("alice").await;
+    assert!(page.contains("Check your e-mail"));
+    let identified = app.session_cookie();
+    let code = app.code_for("alice@example.org", 0).await;
+    let page = app.verify(&code).await;
+    assert!(page.contains("Choose a new password"));
+    let verified = app.session_cookie();
+
+    assert!(anonymous.is_some() && identified.is_some() && verified.is_some());
+    assert_ne!(anonymous, identified, "renewed when the flow starts");
+    assert_ne!(identified, verified, "renewed when the code is accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_exceed_the_attempt_limit() {
+    let app = spawn_app().await;
+    app.identify("bob").await;
+    let code = app.code_for("bob@example.org", 0).await;
+    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let (_, csrf) = app.page("/reset/verify").await;
+
+    let form = [("csrf", csrf.as_str()), ("code", wrong)];
+    let guesses = (0..12).map(|_| app.post("/reset/verify", &form));
+    futures_util::future::join_all(guesses).await;
+
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT MAX(attempts) FROM verification_codes").fetch_one(&app.db).await.unwrap();
+    assert!(attempts <= 5, "{attempts} attempts were counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_requests_cannot_get_more_codes_than_the_hourly_limit() {
+    let app = spawn_app().await;
+    // Twelve people (or one attacker with twelve sessions) ask at the same moment.
+    let mut sessions = Vec::new();
+    for _ in 0..12 {
+        let client = app.new_client();
+        let html = client.get(format!("{}/reset", app.url)).send().await.unwrap().text().await.unwrap();
+        sessions.push((client, hidden(&html, "csrf").unwrap()));
+    }
+
+    let asks = sessions.iter().map(|(client, csrf)| {
+        client.post(format!("{}/reset", app.url)).form(&[("csrf", csrf.as_str()), ("login", "carol")]).send()
+    });
+    for r in futures_util::future::join_all(asks).await {
+        assert!(r.unwrap().status().is_success());
+    }
+
+    let codes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM verification_codes").fetch_one(&app.db).await.unwrap();
+    assert_eq!(codes, 5);
+}
