@@ -7,31 +7,16 @@ use crate::domain::DirectoryId;
 use crate::sandbox::{Slapd, TestCa};
 use crate::server::{Application, Extras};
 use anyhow::Context;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DIRECTORY_ID: &str = "example";
 
-/// Writes a file that only its owner may read.
-pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents)?;
-    Ok(())
-}
-
 /// The portal configuration the demo (and the tests) use: TLS with the throwaway CA, SQLite in
 /// `dir`, mail to the local sink.
 pub fn portal_config(dir: &Path, ca: &TestCa, port: u16, smtp_port: u16) -> anyhow::Result<PortalConfig> {
     let key_file = dir.join("data.key");
-    write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;
+    crate::files::write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;
     let mut cfg = PortalConfig { mode: Mode::Production, ..Default::default() };
     cfg.server.listen = ([127, 0, 0, 1], port).into();
     cfg.server.public_url = format!("https://localhost:{port}");
@@ -63,7 +48,7 @@ pub fn agent_config(dir: &Path, ca: &TestCa, slapd: &Slapd) -> AgentConfig {
 pub fn write_agent_files(dir: &Path, cfg: &AgentConfig, slapd: &Slapd) -> anyhow::Result<PathBuf> {
     use secrecy::ExposeSecret;
     let pw_file = dir.join("ldap-bind.pw");
-    write_private(&pw_file, slapd.service_password.expose_secret().as_bytes())?;
+    crate::files::write_private(&pw_file, slapd.service_password.expose_secret().as_bytes())?;
     let d = cfg.directories.first().ok_or_else(|| anyhow::anyhow!("no directory configured"))?;
     let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let ca = cfg.portal_ca_file.as_deref().map(quote).unwrap_or_else(|| "\"\"".into());

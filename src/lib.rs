@@ -11,6 +11,7 @@ pub mod demo;
 pub mod directory;
 pub mod domain;
 pub mod envelope;
+pub mod files;
 pub mod mail;
 pub mod portal;
 pub mod relay;

@@ -7,8 +7,7 @@ use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding
 use rsa::RsaPrivateKey;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -63,21 +62,10 @@ impl AgentState {
         Ok(state)
     }
 
-    /// Writes to a temporary file created with mode 0600, then renames it over the old one.
+    /// Writes the state to a new 0600 file beside the old one, then renames it over it.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
         let json = Zeroizing::new(serde_json::to_vec_pretty(&Exposed(self))?);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
+        crate::files::replace_private(path, &json)
     }
 
     pub fn bearer(&self) -> Zeroizing<String> {

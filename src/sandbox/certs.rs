@@ -6,9 +6,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -69,27 +67,9 @@ impl TestCa {
         std::fs::write(&ca.ca_file, ca_cert.pem()).with_context(|| format!("writing {}", ca.ca_file.display()))?;
         std::fs::write(&ca.cert_file, cert.pem()).with_context(|| format!("writing {}", ca.cert_file.display()))?;
         let key_pem = Zeroizing::new(key.serialize_pem());
-        write_private(&ca.key_file, key_pem.as_bytes())?;
+        crate::files::write_private(&ca.key_file, key_pem.as_bytes())?;
         Ok(ca)
     }
-}
-
-/// Writes a file that only its owner may read, without a moment where it is readable by others.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    // A file left by an earlier run may have looser permissions; start from nothing.
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -258,3 +258,11 @@ async fn parallel_requests_cannot_get_more_codes_than_the_hourly_limit() {
     let codes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM verification_codes").fetch_one(&app.db).await.unwrap();
     assert_eq!(codes, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_hint_is_shown_escaped_never_as_markup() {
+    let app = spawn_app().await;
+    let page = app.get("/reset?login_hint=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E").await.text().await.unwrap();
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    assert!(page.contains("&#34;&#62;&#60;script&#62;") || page.contains("&quot;&gt;&lt;script&gt;"), "{page}");
+}
