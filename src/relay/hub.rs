@@ -115,6 +115,13 @@ impl Hub {
         }
     }
 
+    /// Drops every agent connection (their writers then close the sockets); used at shutdown.
+    pub fn close_all(&self) {
+        let mut inner = self.lock();
+        inner.conns.clear();
+        inner.pending.clear();
+    }
+
     pub fn touch(&self, conn_id: u64) {
         if let Some(c) = self.lock().conns.get_mut(&conn_id) {
             c.last_seen = Instant::now();

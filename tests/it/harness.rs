@@ -49,14 +49,48 @@ fn init_once() {
 }
 
 pub struct Options {
-    pub start_agent: bool,
     pub ping_interval_secs: u64,
     pub result_deadline_secs: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { start_agent: true, ping_interval_secs: 1, result_deadline_secs: 5 }
+        Self { ping_interval_secs: 1, result_deadline_secs: 5 }
+    }
+}
+
+/// The portal running in this process, stoppable and restartable on the same port.
+pub struct Portal {
+    cfg: passback::config::PortalConfig,
+    pub port: u16,
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Portal {
+    async fn start(mut cfg: passback::config::PortalConfig) -> Portal {
+        let app = passback::server::Application::build(cfg.clone(), Default::default()).await.unwrap();
+        let port = app.addr.port();
+        cfg.server.listen = app.addr;
+        let (db, hub) = (app.db.clone(), app.hub.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Portal { cfg, port, db, hub, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Shuts down gracefully and starts again on the same port with the same database.
+    pub async fn restart(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task).await.expect("portal stopped").unwrap().unwrap();
+        }
+        *self = Portal::start(self.cfg.clone()).await;
     }
 }
 
@@ -68,6 +102,7 @@ pub struct TestApp {
     pub url: String,
     pub db: Db,
     pub hub: Arc<Hub>,
+    pub portal: Portal,
     pub agent_cfg: AgentConfig,
     pub agent_config_file: PathBuf,
     pub agent: Option<Child>,
@@ -94,10 +129,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
-    let app = passback::server::Application::build(cfg.clone(), Default::default()).await.unwrap();
-    let url = format!("https://localhost:{}", app.addr.port());
-    let (db, hub) = (app.db.clone(), app.hub.clone());
-    tokio::spawn(app.run_until_stopped());
+    let portal = Portal::start(cfg).await;
+    let url = format!("https://localhost:{}", portal.port);
 
     let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd);
     agent_cfg.heartbeat_secs = 1;
@@ -113,12 +146,24 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .build()
         .unwrap();
 
-    let mut app =
-        TestApp { dir, ca, slapd, mailbox, url, db, hub, agent_cfg, agent_config_file, agent: None, client, jar };
+    let (db, hub) = (portal.db.clone(), portal.hub.clone());
+    let mut app = TestApp {
+        dir,
+        ca,
+        slapd,
+        mailbox,
+        url,
+        db,
+        hub,
+        portal,
+        agent_cfg,
+        agent_config_file,
+        agent: None,
+        client,
+        jar,
+    };
     app.enroll_agent().await;
-    if opts.start_agent {
-        app.start_agent().await;
-    }
+    app.start_agent().await;
     app
 }
 
@@ -194,6 +239,13 @@ impl TestApp {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Restarts the portal (graceful shutdown, then the same port and database).
+    pub async fn restart_portal(&mut self) {
+        self.portal.restart().await;
+        self.db = self.portal.db.clone();
+        self.hub = self.portal.hub.clone();
     }
 
     /// Another browser: its own cookies, the same trust in the test CA.

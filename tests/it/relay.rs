@@ -287,3 +287,17 @@ async fn a_stolen_relay_secret_alone_cannot_rotate_the_keys() {
     assert_eq!(resp.status(), reqwest::StatusCode::FORBIDDEN);
     assert_eq!(app.hub.keys(&state.agent_id).await.unwrap().len(), 1, "no key was added");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reconnects_by_itself_when_the_portal_restarts() {
+    let mut app = spawn_app().await;
+
+    app.restart_portal().await;
+    app.wait_until_alive(true).await;
+
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, "After-Restart-42!", "After-Restart-42!").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    let log = app.agent_log();
+    assert!(log.matches("connected to the portal").count() >= 2, "{log}");
+}

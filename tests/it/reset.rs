@@ -94,7 +94,7 @@ async fn with_no_agent_alive_reset_is_unavailable_before_any_code_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_stops_answering_after_the_code_gives_a_timeout_within_the_deadline() {
     // A long ping interval keeps the frozen agent "alive" long enough for the request to be sent.
-    let app = spawn_app_with(Options { ping_interval_secs: 30, result_deadline_secs: 3, ..Default::default() }).await;
+    let app = spawn_app_with(Options { ping_interval_secs: 30, result_deadline_secs: 3 }).await;
     let form = app.verified_as("alice", "alice@example.org").await;
     app.signal_agent("STOP");
 
