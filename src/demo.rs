@@ -43,30 +43,43 @@ pub fn agent_config(dir: &Path, ca: &TestCa, slapd: &Slapd) -> AgentConfig {
     }
 }
 
-/// Writes what an agent process needs to run against `slapd`: the service account's password
-/// (mode 0600) and a TOML configuration. Returns the configuration file.
-pub fn write_agent_files(dir: &Path, cfg: &AgentConfig, slapd: &Slapd) -> anyhow::Result<PathBuf> {
+/// Writes what an agent process needs for `cfg`: each directory's bind password in its own file
+/// (mode 0600) and a TOML configuration that names those files. Returns the configuration file.
+pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBuf> {
     use secrecy::ExposeSecret;
-    let pw_file = dir.join("ldap-bind.pw");
-    crate::files::write_private(&pw_file, slapd.service_password.expose_secret().as_bytes())?;
-    let d = cfg.directories.first().ok_or_else(|| anyhow::anyhow!("no directory configured"))?;
-    let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
-    let ca = cfg.portal_ca_file.as_deref().map(quote).unwrap_or_else(|| "\"\"".into());
-    let text = format!(
-        "state_file = {state}\nportal_ca_file = {ca}\nheartbeat_secs = {hb}\nsync_interval_mins = {sync}\n\n\
-         [[directories]]\nid = {id}\nkind = \"openldap\"\nurl = {url}\nca_file = {ca}\nbind_dn = {bind}\n\
-         bind_password_file = {pw}\nbase_dns = [{base}]\npolicy_dn = {policy}\npool_size = {pool}\n",
-        state = quote(&cfg.state_file),
-        hb = cfg.heartbeat_secs,
-        sync = cfg.sync_interval_mins,
-        id = toml::Value::String(d.id.clone()),
-        url = toml::Value::String(d.url.clone()),
-        bind = toml::Value::String(d.bind_dn.clone()),
-        pw = quote(&pw_file),
-        base = toml::Value::String(slapd.people_dn.clone()),
-        policy = toml::Value::String(slapd.policy_dn.clone()),
-        pool = d.pool_size,
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let path_of = |p: &Path| quote(&p.display().to_string());
+    let mut text = format!(
+        "state_file = {}\nheartbeat_secs = {}\nsync_interval_mins = {}\n",
+        path_of(&cfg.state_file),
+        cfg.heartbeat_secs,
+        cfg.sync_interval_mins
     );
+    if let Some(ca) = &cfg.portal_ca_file {
+        text += &format!("portal_ca_file = {}\n", path_of(ca));
+    }
+    for d in &cfg.directories {
+        let pw_file = dir.join(format!("ldap-bind-{}.pw", d.id));
+        let pw = d.bind_password.as_ref().ok_or_else(|| anyhow::anyhow!("directory {}: no bind password", d.id))?;
+        crate::files::write_private(&pw_file, pw.expose_secret().as_bytes())?;
+        let base_dns: Vec<String> = d.base_dns.iter().map(|b| quote(b)).collect();
+        text += &format!(
+            "\n[[directories]]\nid = {}\nkind = \"openldap\"\nurl = {}\nbind_dn = {}\nbind_password_file = {}\n\
+             base_dns = [{}]\npool_size = {}\n",
+            quote(&d.id),
+            quote(&d.url),
+            quote(&d.bind_dn),
+            path_of(&pw_file),
+            base_dns.join(", "),
+            d.pool_size
+        );
+        if let Some(ca) = &d.ca_file {
+            text += &format!("ca_file = {}\n", path_of(ca));
+        }
+        if let Some(policy) = &d.policy_dn {
+            text += &format!("policy_dn = {}\n", quote(policy));
+        }
+    }
     let path = dir.join("agent.toml");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -114,7 +127,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         crate::Clock.now(),
     )
     .await?;
-    let agent_toml = write_agent_files(&dir, &agent_cfg, &slapd)?;
+    let agent_toml = write_agent_files(&dir, &agent_cfg)?;
     let mut agent = spawn_agent(&agent_toml, &dir.join("agent.log"))?;
 
     let dir_id = DirectoryId::parse(DIRECTORY_ID)?;

@@ -144,6 +144,27 @@ impl Slapd {
             .context(format!("slapd could not bind a port in {START_ATTEMPTS} attempts"))
     }
 
+    /// Adds a person under `ou=people` (as the directory's administrator), with the initial
+    /// password and, if given, an e-mail address.
+    pub async fn add_person(&self, uid: &str, mail: Option<&str>) -> anyhow::Result<()> {
+        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
+        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
+        let mut attrs = vec![
+            ("objectClass", ["inetOrgPerson"].into_iter().collect()),
+            ("uid", [uid].into_iter().collect()),
+            ("cn", [uid].into_iter().collect()),
+            ("sn", [uid].into_iter().collect()),
+            ("userPassword", [INITIAL_USER_PASSWORD].into_iter().collect()),
+        ];
+        if let Some(mail) = mail {
+            attrs.push(("mail", [mail].into_iter().collect()));
+        }
+        let added = ldap.add(&self.user_dn(uid), attrs).await?.success();
+        let _ = ldap.unbind().await;
+        added?;
+        Ok(())
+    }
+
     /// The DN of a seeded person, e.g. `user_dn("alice")`.
     pub fn user_dn(&self, uid: &str) -> String {
         format!("uid={},{}", ldap3::dn_escape(uid), self.people_dn)
@@ -201,7 +222,13 @@ pub async fn bind_works(url: &str, ca_file: &Path, dn: &str, password: &SecretSt
     }
 }
 
-async fn try_bind(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> anyhow::Result<u32> {
+/// A connection over LDAPS bound as `dn`, with the bind's result code.
+async fn connect_as(
+    url: &str,
+    ca_file: &Path,
+    dn: &str,
+    password: &SecretString,
+) -> anyhow::Result<(ldap3::Ldap, u32)> {
     if !url.starts_with("ldaps://") {
         bail!("only ldaps:// URLs are used here");
     }
@@ -215,8 +242,13 @@ async fn try_bind(url: &str, ca_file: &Path, dn: &str, password: &SecretString) 
         }
     });
     let result = ldap.with_timeout(timeout).simple_bind(dn, password.expose_secret()).await?;
+    Ok((ldap, result.rc))
+}
+
+async fn try_bind(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> anyhow::Result<u32> {
+    let (mut ldap, rc) = connect_as(url, ca_file, dn, password).await?;
     let _ = ldap.unbind().await;
-    Ok(result.rc)
+    Ok(rc)
 }
 
 enum StartError {

@@ -106,6 +106,8 @@ pub struct TestApp {
     pub agent_cfg: AgentConfig,
     pub agent_config_file: PathBuf,
     pub agent: Option<Child>,
+    /// More directories, when a test adds them.
+    pub more_directories: Vec<Slapd>,
     pub client: reqwest::Client,
     pub jar: Arc<reqwest::cookie::Jar>,
 }
@@ -134,7 +136,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 
     let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd);
     agent_cfg.heartbeat_secs = 1;
-    let agent_config_file = passback::demo::write_agent_files(&dir, &agent_cfg, &slapd).unwrap();
+    let agent_config_file = passback::demo::write_agent_files(&dir, &agent_cfg).unwrap();
 
     let tls = (*passback::tls::client_config(Some(&ca.ca_file)).unwrap()).clone();
     let jar = Arc::new(reqwest::cookie::Jar::default());
@@ -159,6 +161,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         agent_cfg,
         agent_config_file,
         agent: None,
+        more_directories: Vec::new(),
         client,
         jar,
     };
@@ -184,6 +187,25 @@ impl TestApp {
             .await
             .unwrap()
             .to_string()
+    }
+
+    /// Starts another slapd, seeded like the first, and has the agent serve it too as `id`
+    /// (re-enrolled for both directories). Returns the new directory's index in `more_directories`.
+    pub async fn add_directory(&mut self, id: &str) -> usize {
+        self.stop_agent();
+        let slapd = Slapd::start(&self.dir.join(format!("ldap-{id}")), &self.ca).unwrap();
+        self.agent_cfg.directories.push(slapd.directory_config(id));
+        self.more_directories.push(slapd);
+        self.agent_config_file = passback::demo::write_agent_files(&self.dir, &self.agent_cfg).unwrap();
+        std::fs::remove_file(&self.agent_cfg.state_file).unwrap();
+        let ids: Vec<String> = self.agent_cfg.directories.iter().map(|d| d.id.clone()).collect();
+        let token = passback::server::create_enrollment_token(&self.db, "test-agent", &ids, 5, passback::Clock.now())
+            .await
+            .unwrap()
+            .to_string();
+        let out = self.agent_command(&["enroll", "--portal", &self.url, "--token", &token]).output().unwrap();
+        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.more_directories.len() - 1
     }
 
     async fn enroll_agent(&mut self) {
@@ -357,6 +379,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop_agent();
         self.slapd.stop();
+        for s in &mut self.more_directories {
+            s.stop();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
