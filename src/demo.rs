@@ -146,7 +146,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
          People:       alice, bob, carol (e-mail <name>@example.org), dave (no e-mail)\n  \
          Password:     {pw} (for everyone at start)\n  \
          Policy:       at least 8 characters, not one of the last 3; carol may change only once an hour\n\n  \
-         Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n\n\
+         Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n\n  \
          Agent:        process {agent_pid}, log {agent_log}\n                \
          (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n\
          Stop the demo with Ctrl-C.\n",
