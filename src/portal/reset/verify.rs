@@ -54,10 +54,8 @@ pub async fn verify(
     let max = st.cfg.reset.code_attempts;
     // Spends one attempt and reads the hash in one statement. Without a live code (unknown name,
     // used, expired, no attempts left) a hash is still computed, so every answer costs the same.
-    let stored = match flow.target {
-        Some(_) => store::codes::take_attempt(&st.db, &flow.code_id, now, max).await?,
-        None => None,
-    };
+    // For a name that matched nobody the code id exists nowhere, and the same query finds nothing.
+    let stored = store::codes::take_attempt(&st.db, &flow.code_id, now, max).await?;
     let presented = [flow.code_id.as_bytes(), code.expose().as_bytes()];
     let matched = match &stored {
         Some(hash) => {
