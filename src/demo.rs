@@ -111,20 +111,25 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
 
     let cfg = portal_config(&dir, &ca, port, smtp.port())?;
     let url = cfg.server.public_url.clone();
-    let app = Application::build(cfg, Extras { demo_mailbox: Some(mailbox) }).await?;
+    let app = Application::build(cfg, Extras { demo_mailbox: Some(mailbox), ..Default::default() }).await?;
     let (db, hub) = (app.db.clone(), app.hub.clone());
     tokio::spawn(app.run_until_stopped());
 
-    let token =
-        crate::server::create_enrollment_token(&db, "demo-agent", &[DIRECTORY_ID.into()], 10, crate::Clock.now())
-            .await?;
+    let token = crate::server::create_enrollment_token(
+        &db,
+        "demo-agent",
+        &[DIRECTORY_ID.into()],
+        10,
+        crate::Clock::default().now(),
+    )
+    .await?;
     let agent_cfg = agent_config(&dir, &ca, &slapd);
     crate::agent::enroll::enroll(
         &url,
         &token.as_str().to_string().into(),
         Some(&ca.ca_file),
         &agent_cfg.state_file,
-        crate::Clock.now(),
+        crate::Clock::default().now(),
     )
     .await?;
     let agent_toml = write_agent_files(&dir, &agent_cfg)?;

@@ -20,12 +20,21 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-/// Wall-clock seconds since the Unix epoch, read at the outermost layer and passed down.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Clock;
+/// Wall-clock seconds since the Unix epoch, made at the outermost layer and passed down, so that
+/// expiry, lockout and rollover can be tested by moving the clock instead of sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    /// Seconds added to the system time; zero except where a test moved the clock.
+    offset: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
 
 impl Clock {
     pub fn now(&self) -> i64 {
-        time::OffsetDateTime::now_utc().unix_timestamp()
+        time::OffsetDateTime::now_utc().unix_timestamp() + self.offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Moves this clock (and every copy of it) forward: for tests and rehearsals.
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
     }
 }

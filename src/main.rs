@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     passback::tls::install_crypto_provider();
     init_logging();
     let cli = Cli::parse();
-    let now = passback::Clock.now();
+    let now = passback::Clock::default().now();
     match cli.cmd {
         Cmd::Serve { config } => {
             let cfg: PortalConfig = config::load(config.as_deref(), config::PORTAL_ENV_PREFIX)?;

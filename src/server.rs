@@ -36,6 +36,8 @@ pub struct Application {
 #[derive(Default, Clone)]
 pub struct Extras {
     pub demo_mailbox: Option<Mailbox>,
+    /// The clock the portal reads (tests move it to reach expiries).
+    pub clock: Clock,
 }
 
 impl Application {
@@ -46,7 +48,8 @@ impl Application {
                 .ok_or_else(|| anyhow::anyhow!("secrets.data_key_file is required (32 random bytes, base64)"))?;
         let data_key = DataKey::from_base64(data_key.expose_secret())?;
         let db = store::connect(&cfg.database.url, cfg.database.max_connections).await?;
-        let hub = Arc::new(Hub::new(db.clone(), data_key.clone(), cfg.relay.clone()));
+        let clock = extras.clock.clone();
+        let hub = Arc::new(Hub::new(db.clone(), data_key.clone(), cfg.relay.clone(), clock.clone()));
         let mailer = Mailer::new(&cfg.mail)?;
 
         let session_store = SqliteStore::new(db.clone());
@@ -63,9 +66,8 @@ impl Application {
             .with_same_site(SameSite::Lax)
             .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
 
-        let clock = Clock;
         let code_key = data_key.derive("passback/one-time-codes/v1");
-        let relay_state = RelayState { hub: hub.clone(), db: db.clone(), data_key, clock };
+        let relay_state = RelayState { hub: hub.clone(), db: db.clone(), data_key, clock: clock.clone() };
         let app_state = AppState {
             db: db.clone(),
             hub: hub.clone(),

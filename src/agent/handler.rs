@@ -61,7 +61,7 @@ impl Agent {
     fn open(&self, frame: &SealedFrame, now: i64) -> Result<RequestPackage, EnvelopeError> {
         let keys = self.keys();
         envelope::open_request(&self.agent_id, frame, now, |v| {
-            keys.iter().find(|k| k.version == v).map(|k| k.package.clone())
+            keys.iter().find(|k| k.version == v && k.usable_at(now)).map(|k| k.package.clone())
         })
     }
 

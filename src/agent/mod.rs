@@ -38,13 +38,15 @@ pub struct Agent {
     last_sync: std::sync::Mutex<HashMap<DirectoryId, i64>>,
     /// Serialises key rotations started by this process.
     rotating: Mutex<()>,
+    /// When the state file was last read, to notice `passback agent rotate-keys`.
+    state_mtime: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Agent {
     pub fn new(cfg: AgentConfig) -> anyhow::Result<Arc<Self>> {
         cfg.validate()?;
         let state = AgentState::load(&cfg.state_file)?;
-        let clock = Clock;
+        let clock = Clock::default();
         let keys = state.usable_keys(clock.now(), grace_secs(&cfg))?;
         let mut directories = HashMap::new();
         for d in &cfg.directories {
@@ -61,11 +63,24 @@ impl Agent {
             clock,
             last_sync: std::sync::Mutex::default(),
             rotating: Mutex::new(()),
+            state_mtime: std::sync::Mutex::new(None),
         }))
     }
 
     pub fn keys(&self) -> Arc<Vec<LoadedKey>> {
         self.keys.read().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    /// Reloads the keys if the state file changed since it was last read (another process, such
+    /// as `passback agent rotate-keys`, may have rotated them), and drops versions past their grace.
+    fn reload_keys_if_changed(&self) {
+        let mtime = std::fs::metadata(&self.cfg.state_file).and_then(|m| m.modified()).ok();
+        let changed =
+            self.state_mtime.lock().map(|mut seen| std::mem::replace(&mut *seen, mtime) != mtime).unwrap_or(true);
+        let now = self.clock.now();
+        if changed || self.keys().iter().any(|k| !k.usable_at(now)) {
+            self.reload_keys();
+        }
     }
 
     fn reload_keys(&self) {
@@ -209,6 +224,7 @@ impl Agent {
                         last_sync = Some(Instant::now());
                     }
                     tokio::time::sleep(heartbeat).await;
+                    me.reload_keys_if_changed();
                     me.rotate_if_due().await;
                     if out.send(Frame::Heartbeat(me.status().await).to_json()).await.is_err() {
                         break;

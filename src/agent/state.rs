@@ -35,8 +35,17 @@ pub struct AgentState {
 pub struct LoadedKey {
     pub version: u32,
     pub created_at: i64,
+    /// `None` for the newest version; for an older one, the end of its grace period.
+    pub valid_until: Option<i64>,
     pub rsa: RsaPrivateKey,
     pub package: PackageKey,
+}
+
+impl LoadedKey {
+    /// Whether frames sealed with this version are still accepted at `now`.
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.valid_until.is_none_or(|t| now <= t)
+    }
 }
 
 impl AgentState {
@@ -72,22 +81,21 @@ impl AgentState {
         Zeroizing::new(format!("Bearer {}.{}", self.agent_id, self.relay_secret.expose_secret()))
     }
 
-    /// The keys still accepted: the newest, and older ones younger than the grace period
-    /// counted from the moment the next version replaced them.
+    /// The keys still accepted at `now`, newest first: the newest, and older ones until
+    /// `grace_secs` after the version that replaced them was made.
     pub fn usable_keys(&self, now: i64, grace_secs: i64) -> anyhow::Result<Vec<LoadedKey>> {
         let mut out = Vec::new();
         for (i, k) in self.keys.iter().enumerate() {
-            if i > 0 {
-                let replaced_at = self.keys[i - 1].created_at;
-                if now - replaced_at > grace_secs {
-                    continue;
-                }
+            let replaced_by = i.checked_sub(1).and_then(|newer| self.keys.get(newer));
+            let valid_until = replaced_by.map(|newer| newer.created_at.saturating_add(grace_secs));
+            if valid_until.is_some_and(|t| now > t) {
+                continue;
             }
             let rsa = RsaPrivateKey::from_pkcs8_pem(k.rsa_private_pem.expose_secret())
                 .with_context(|| format!("key version {}", k.version))?;
             let package = PackageKey::from_base64(k.package_key.expose_secret())
                 .ok_or_else(|| anyhow::anyhow!("key version {}: bad package key", k.version))?;
-            out.push(LoadedKey { version: k.version, created_at: k.created_at, rsa, package });
+            out.push(LoadedKey { version: k.version, created_at: k.created_at, valid_until, rsa, package });
         }
         Ok(out)
     }
@@ -185,6 +193,25 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(AgentState::load(&path).err().expect("refused").to_string().contains("readable by others"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_key_is_accepted_only_during_its_grace_period() {
+        let pair = new_key_pair().unwrap();
+        let key = |v: u32, at: i64| StoredKey {
+            version: v,
+            created_at: at,
+            rsa_private_pem: pair.private_pem.clone(),
+            package_key: SecretString::from(PackageKey::generate(&mut rand::rngs::OsRng).to_base64().to_string()),
+        };
+        let mut s = state();
+        s.keys = vec![key(2, 1_000), key(1, 0)];
+        let keys = s.usable_keys(1_500, 3_600).unwrap();
+        assert_eq!(keys.iter().map(|k| k.version).collect::<Vec<_>>(), vec![2, 1]);
+        assert!(keys[1].usable_at(4_600) && !keys[1].usable_at(4_601), "version 1 ends an hour after version 2");
+        assert!(keys[0].usable_at(i64::MAX), "the newest never ends");
+        let later = s.usable_keys(5_000, 3_600).unwrap();
+        assert_eq!(later.iter().map(|k| k.version).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

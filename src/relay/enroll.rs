@@ -139,7 +139,10 @@ pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(fr
     };
     let Some(newest) = keys.first() else { return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again") };
     let now = state.clock.now();
-    let key_for = |v: u32| (v == newest.version).then(|| newest.package.clone());
+    // Any version the portal still accepts: an agent that missed the answer to its last rotation
+    // can still rotate with the key it has.
+    let grace = state.hub.grace_secs();
+    let key_for = |v: u32| super::hub::accepted_key(&keys, v, now, grace);
     let payload: RotatePayload =
         match envelope::open(&agent_id, &frame, FrameKind::Rotate, Direction::ToPortal, key_for) {
             Ok(p) => p,

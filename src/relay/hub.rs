@@ -51,6 +51,7 @@ pub struct Hub {
     next_conn: AtomicU64,
     db: Db,
     data_key: DataKey,
+    clock: crate::Clock,
     pub cfg: RelayConfig,
 }
 
@@ -83,13 +84,18 @@ impl WritebackResult {
 }
 
 impl Hub {
-    pub fn new(db: Db, data_key: DataKey, cfg: RelayConfig) -> Self {
-        Self { inner: Mutex::default(), next_conn: AtomicU64::new(1), db, data_key, cfg }
+    pub fn new(db: Db, data_key: DataKey, cfg: RelayConfig, clock: crate::Clock) -> Self {
+        Self { inner: Mutex::default(), next_conn: AtomicU64::new(1), db, data_key, clock, cfg }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves only maps behind; carry on with them.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long an older key version stays accepted after the next one was made.
+    pub fn grace_secs(&self) -> i64 {
+        i64::try_from(self.cfg.key_grace_hours * 3600).unwrap_or(i64::MAX)
     }
 
     fn liveness_window(&self) -> Duration {
@@ -147,8 +153,9 @@ impl Hub {
         self.lock().conns.get(&conn_id).is_some_and(|c| c.allowed.contains(directory))
     }
 
-    /// A live connection of an agent that serves `directory` and reports it reachable.
-    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<String>)> {
+    /// A live connection of an agent that serves `directory` and reports it reachable: its agent
+    /// id, its sender, and the key version the agent says it uses.
+    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<String>, u32)> {
         let window = self.liveness_window();
         let inner = self.lock();
         inner
@@ -159,7 +166,7 @@ impl Hub {
                 c.status.as_ref().is_some_and(|s| s.directories.iter().any(|d| &d.id == directory && d.reachable))
             })
             .min_by_key(|c| c.last_seen.elapsed())
-            .map(|c| (c.agent_id.clone(), c.tx.clone()))
+            .map(|c| (c.agent_id.clone(), c.tx.clone(), c.status.as_ref().map(|s| s.key_version).unwrap_or(0)))
     }
 
     pub fn is_alive(&self, directory: &DirectoryId) -> bool {
@@ -229,10 +236,10 @@ impl Hub {
     /// Seals a request for a live agent of the directory, sends it, and waits for the sealed
     /// result up to the configured deadline. Always ends in a definite outcome.
     pub async fn writeback(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
-        let Some((agent_id, tx)) = self.pick(&req.directory) else {
+        let Some((agent_id, tx, agent_key_version)) = self.pick(&req.directory) else {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
-        let frame = match self.seal_request(&agent_id, &req, now).await {
+        let frame = match self.seal_request(&agent_id, agent_key_version, &req, now).await {
             Ok(f) => Frame::Request(f).to_json(),
             Err(e) => {
                 tracing::error!(agent = %agent_id, error = %e, "cannot seal a request");
@@ -270,9 +277,22 @@ impl Hub {
         }
     }
 
-    async fn seal_request(&self, agent_id: &str, req: &WritebackRequest<'_>, now: i64) -> anyhow::Result<SealedFrame> {
+    /// Seals with the key version the agent reports using, while the portal still accepts it;
+    /// otherwise with the newest. An agent that missed a rollover answer keeps working.
+    async fn seal_request(
+        &self,
+        agent_id: &str,
+        agent_key_version: u32,
+        req: &WritebackRequest<'_>,
+        now: i64,
+    ) -> anyhow::Result<SealedFrame> {
         let keys = self.keys(agent_id).await?;
-        let newest = keys.first().ok_or_else(|| anyhow::anyhow!("no key"))?;
+        let grace = self.grace_secs();
+        let newest = keys
+            .iter()
+            .find(|k| k.version == agent_key_version && accepted_key(&keys, k.version, now, grace).is_some())
+            .or(keys.first())
+            .ok_or_else(|| anyhow::anyhow!("no key"))?;
         let mut rng = rand::rngs::OsRng;
         let enc = |s: Option<&SecretString>| -> anyhow::Result<Option<String>> {
             s.map(|s| envelope::encrypt_secret(&newest.public, s.expose_secret(), &mut rand::rngs::OsRng))
@@ -313,8 +333,8 @@ impl Hub {
                 return;
             }
         };
-        let grace = i64::try_from(self.cfg.key_grace_hours * 3600).unwrap_or(i64::MAX);
-        let key_for = |v: u32| accepted_key(&keys, v, crate::Clock.now(), grace);
+        let (now, grace) = (self.clock.now(), self.grace_secs());
+        let key_for = |v: u32| accepted_key(&keys, v, now, grace);
         let pkg = match envelope::open_result(agent_id, frame, key_for) {
             Ok(p) => p,
             Err(e) => {
@@ -354,7 +374,7 @@ impl Hub {
             tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "late result from an agent the request was not sent to");
             return Ok(());
         }
-        let now = crate::Clock.now();
+        let now = self.clock.now();
         store::writebacks::finish(&self.db, &row.msg_id, &pkg.outcome, now).await?;
         let rec = store::audit::AuditRecord {
             at: now,
@@ -376,8 +396,29 @@ impl Hub {
 
 /// The package key of version `v`, if still accepted: the newest always, an older one only until
 /// `grace` seconds after the version that replaced it was made.
-fn accepted_key(keys: &[KeyVersion], v: u32, now: i64, grace: i64) -> Option<PackageKey> {
+pub fn accepted_key(keys: &[KeyVersion], v: u32, now: i64, grace: i64) -> Option<PackageKey> {
     let i = keys.iter().position(|k| k.version == v)?;
     let still_valid = i == 0 || keys.get(i - 1).is_some_and(|newer| now - newer.created_at <= grace);
     still_valid.then(|| keys[i].package.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_key_is_accepted_until_the_grace_after_its_replacement() {
+        let public = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap().to_public_key();
+        let version = |v: u32, at: i64| KeyVersion {
+            version: v,
+            public: public.clone(),
+            package: PackageKey::generate(&mut rand::rngs::OsRng),
+            created_at: at,
+        };
+        let keys = vec![version(2, 1_000), version(1, 0)];
+        assert!(accepted_key(&keys, 2, i64::MAX, 10).is_some(), "the newest always");
+        assert!(accepted_key(&keys, 1, 1_010, 10).is_some());
+        assert!(accepted_key(&keys, 1, 1_011, 10).is_none());
+        assert!(accepted_key(&keys, 3, 0, 10).is_none(), "an unknown version never");
+    }
 }

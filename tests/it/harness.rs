@@ -62,6 +62,7 @@ impl Default for Options {
 /// The portal running in this process, stoppable and restartable on the same port.
 pub struct Portal {
     cfg: passback::config::PortalConfig,
+    clock: passback::Clock,
     pub port: u16,
     pub db: Db,
     pub hub: Arc<Hub>,
@@ -70,8 +71,9 @@ pub struct Portal {
 }
 
 impl Portal {
-    async fn start(mut cfg: passback::config::PortalConfig) -> Portal {
-        let app = passback::server::Application::build(cfg.clone(), Default::default()).await.unwrap();
+    async fn start(mut cfg: passback::config::PortalConfig, clock: passback::Clock) -> Portal {
+        let extras = passback::server::Extras { clock: clock.clone(), ..Default::default() };
+        let app = passback::server::Application::build(cfg.clone(), extras).await.unwrap();
         let port = app.addr.port();
         cfg.server.listen = app.addr;
         let (db, hub) = (app.db.clone(), app.hub.clone());
@@ -79,7 +81,7 @@ impl Portal {
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        Portal { cfg, port, db, hub, stop: Some(stop), task: Some(task) }
+        Portal { cfg, clock, port, db, hub, stop: Some(stop), task: Some(task) }
     }
 
     /// Shuts down gracefully and starts again on the same port with the same database.
@@ -90,7 +92,7 @@ impl Portal {
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task).await.expect("portal stopped").unwrap().unwrap();
         }
-        *self = Portal::start(self.cfg.clone()).await;
+        *self = Portal::start(self.cfg.clone(), self.clock.clone()).await;
     }
 }
 
@@ -103,6 +105,8 @@ pub struct TestApp {
     pub db: Db,
     pub hub: Arc<Hub>,
     pub portal: Portal,
+    /// The portal's clock: move it to reach expiries without waiting.
+    pub clock: passback::Clock,
     pub agent_cfg: AgentConfig,
     pub agent_config_file: PathBuf,
     pub agent: Option<Child>,
@@ -131,7 +135,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
-    let portal = Portal::start(cfg).await;
+    let clock = passback::Clock::default();
+    let portal = Portal::start(cfg, clock.clone()).await;
     let url = format!("https://localhost:{}", portal.port);
 
     let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd);
@@ -158,6 +163,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         db,
         hub,
         portal,
+        clock,
         agent_cfg,
         agent_config_file,
         agent: None,
@@ -183,7 +189,7 @@ impl TestApp {
     }
 
     pub async fn token_for(&self, directory: &str) -> String {
-        passback::server::create_enrollment_token(&self.db, "test-agent", &[directory.into()], 5, passback::Clock.now())
+        passback::server::create_enrollment_token(&self.db, "test-agent", &[directory.into()], 5, self.clock.now())
             .await
             .unwrap()
             .to_string()
@@ -199,7 +205,7 @@ impl TestApp {
         self.agent_config_file = passback::demo::write_agent_files(&self.dir, &self.agent_cfg).unwrap();
         std::fs::remove_file(&self.agent_cfg.state_file).unwrap();
         let ids: Vec<String> = self.agent_cfg.directories.iter().map(|d| d.id.clone()).collect();
-        let token = passback::server::create_enrollment_token(&self.db, "test-agent", &ids, 5, passback::Clock.now())
+        let token = passback::server::create_enrollment_token(&self.db, "test-agent", &ids, 5, self.clock.now())
             .await
             .unwrap()
             .to_string();

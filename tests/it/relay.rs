@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 
 /// A request sealed exactly as the portal seals one, with the agent's current keys.
 fn sealed_reset(state: &AgentState, anchor: &Anchor, password: &str, expires_in: i64) -> SealedFrame {
-    let now = passback::Clock.now();
+    let now = passback::Clock::default().now();
     let key = &state.usable_keys(now, 3600).unwrap()[0];
     let msg_id = MsgId::random();
     let pw_ct = envelope::encrypt_secret(&key.rsa.to_public_key(), password, &mut rand::rngs::OsRng).unwrap();
@@ -42,7 +42,7 @@ fn sealed_reset(state: &AgentState, anchor: &Anchor, password: &str, expires_in:
 
 fn outcome_of(state: &AgentState, answer: &str) -> Outcome {
     let Frame::Result(frame) = Frame::parse(answer).unwrap() else { panic!("not a result: {answer}") };
-    let keys = state.usable_keys(passback::Clock.now(), 3600).unwrap();
+    let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
     envelope::open_result(&state.agent_id, &frame, |v| keys.iter().find(|k| k.version == v).map(|k| k.package.clone()))
         .unwrap()
         .outcome
@@ -244,11 +244,19 @@ async fn an_agent_cannot_serve_a_directory_it_was_not_enrolled_for() {
         .spawn()
         .unwrap();
 
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for _ in 0..100 {
+        if app.hub.live_agents() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let connected = app.hub.live_agents();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let alive = app.hub.is_alive(&DirectoryId::parse(crate::harness::DIR_ID).unwrap());
     let _ = rogue.kill();
     let _ = rogue.wait();
 
+    assert_eq!(connected, 1, "the rogue agent did connect");
     assert!(!alive, "the portal does not route our directory's passwords to it");
     let log = crate::harness::portal_log();
     assert!(log.contains("not enrolled for"), "the attempt is logged");
@@ -263,7 +271,7 @@ async fn a_stolen_relay_secret_alone_cannot_rotate_the_keys() {
     let msg_id = MsgId::random();
     let payload = passback::relay::enroll::RotatePayload {
         public_key_pem: passback::agent::state::new_key_pair().unwrap().public_pem,
-        issued_at: passback::Clock.now(),
+        issued_at: passback::Clock::default().now(),
     };
     let frame = envelope::seal(
         &state.agent_id,
@@ -300,4 +308,18 @@ async fn the_agent_reconnects_by_itself_when_the_portal_restarts() {
     assert!(page.contains("Your password has been changed"), "{page}");
     let log = app.agent_log();
     assert!(log.matches("connected to the portal").count() >= 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_token_expires() {
+    let app = spawn_app().await;
+    let token = app.new_token().await;
+    app.clock.advance(6 * 60);
+    let out = app
+        .agent_command(&["enroll", "--portal", &app.url, "--token", &token])
+        .env("PASSBACK_AGENT__STATE_FILE", app.dir.join("late.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown, used or expired"));
 }

@@ -129,6 +129,8 @@ async fn an_unknown_account_gets_the_same_answer_as_a_known_one_and_no_mail() {
     let known = app.identify("alice").await;
     let unknown = app.identify("mallory@example.org").await;
     assert_eq!(known, unknown);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.mailbox.all().len(), 1, "only alice got a code");
     // …and no code for the unknown name can pass verification.
     let page = app.verify("12345678").await;
     assert!(page.contains("not right"), "{page}");
@@ -146,7 +148,12 @@ async fn the_code_stops_working_after_five_wrong_tries() {
         last = app.verify(wrong).await;
     }
     assert!(last.contains("PB-4001"), "{last}");
-    // Even the right code is now refused: the flow has to start again.
+    // The stored code itself is spent: no attempt is left on it, whatever the session says.
+    let (id, attempts): (String, i64) =
+        sqlx::query_as("SELECT id, attempts FROM verification_codes").fetch_one(&app.db).await.unwrap();
+    assert_eq!(attempts, 5);
+    let now = app.clock.now();
+    assert!(passback::store::codes::take_attempt(&app.db, &id, now, 5).await.unwrap().is_none());
     let page = app.verify(&code).await;
     assert!(!page.contains("Choose a new password"), "{page}");
 }
@@ -170,17 +177,37 @@ async fn a_form_without_its_csrf_token_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submitting_the_same_form_twice_writes_once() {
+async fn submitting_the_same_form_twice_at_once_writes_once() {
     let app = spawn_app().await;
     let form = app.verified_as("alice", "alice@example.org").await;
-    let first = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
-    assert!(first.contains("Your password has been changed"), "{first}");
 
-    let second = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    let (first, second) = tokio::join!(
+        app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD),
+        app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD)
+    );
 
-    assert!(!second.contains("PB-2003"), "no second write reached the directory: {second}");
+    let changed = [&first, &second].iter().filter(|p| p.contains("Your password has been changed")).count();
+    assert_eq!(changed, 1, "one submit wrote:\n{first}\n---\n{second}");
+    assert!(!first.contains("PB-2003") && !second.contains("PB-2003"), "no second write reached the directory");
     let writes = app.audit().await.into_iter().filter(|r| r.operation == "reset.writeback").count();
     assert_eq!(writes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_form_sent_again_after_a_refusal_is_not_written() {
+    let app = spawn_app().await;
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let refused = app.submit_password(&form, "Sh0rt!", "Sh0rt!").await;
+    assert!(refused.contains("PB-2001"));
+
+    // The back button: the first form, with its spent key, is sent again with a good password.
+    let again = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+
+    assert!(again.contains("already sent"), "{again}");
+    assert!(app.bind_works("bob", INITIAL_USER_PASSWORD).await, "nothing was written");
+    // The form shown now carries a fresh key that works.
+    let page = app.submit_password(&again, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(page.contains("Your password has been changed"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,4 +292,40 @@ async fn a_login_hint_is_shown_escaped_never_as_markup() {
     let page = app.get("/reset?login_hint=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E").await.text().await.unwrap();
     assert!(!page.contains("<script>alert(1)"), "{page}");
     assert!(page.contains("&#34;&#62;&#60;script&#62;") || page.contains("&quot;&gt;&lt;script&gt;"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_stops_working_after_ten_minutes() {
+    let app = spawn_app().await;
+    app.identify("alice").await;
+    let code = app.code_for("alice@example.org", 0).await;
+
+    app.clock.advance(601);
+    let page = app.verify(&code).await;
+
+    assert!(page.contains("not right, or it has expired"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_person_has_fifteen_minutes_to_choose_the_new_password() {
+    let app = spawn_app().await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+
+    app.clock.advance(15 * 60 + 1);
+    let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+
+    assert!(page.contains("Get back into your account"), "sent back to the start: {page}");
+    assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_without_an_email_address_gets_the_same_answer_and_no_code() {
+    let app = spawn_app().await;
+    let dave = app.identify("dave").await;
+    let nobody = app.identify("nobody").await;
+    assert_eq!(dave, nobody);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.mailbox.all().is_empty());
+    let row = app.audit().await.into_iter().find(|r| r.target.as_deref() == Some("dave")).unwrap();
+    assert_eq!(row.raw, "no e-mail address on record", "the administrator learns why");
 }
