@@ -53,7 +53,7 @@ CREATE TABLE verification_codes (
     id          TEXT PRIMARY KEY,
     directory   TEXT NOT NULL,
     anchor      TEXT NOT NULL,
-    code_hash   TEXT NOT NULL,               -- argon2id PHC string
+    code_hash   TEXT NOT NULL,               -- HMAC-SHA256 (key derived from the data key), hex
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,

@@ -24,22 +24,51 @@ pub fn load_from<T: DeserializeOwned>(
     env_prefix: &str,
     vars: &[(String, String)],
 ) -> anyhow::Result<T> {
-    let mut root = match file {
+    let base = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             text.parse::<toml::Table>().with_context(|| format!("parsing {}", path.display()))?
         }
         None => toml::Table::new(),
     };
+    let mut overrides = Vec::new();
     for (name, raw) in vars {
         let Some(rest) = name.strip_prefix(env_prefix) else { continue };
         let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
         if path.iter().any(String::is_empty) {
             bail!("environment variable {name}: empty key segment");
         }
-        insert(&mut root, &path, env_value(raw));
+        overrides.push((path, raw.as_str()));
     }
-    toml::Value::Table(root).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))
+    // A value that reads as a number or boolean is first taken as one; if the configuration then
+    // does not fit, such values are taken as text instead, one at a time (a password of digits).
+    let build = |as_text: &[bool]| {
+        let mut root = base.clone();
+        for ((path, raw), text) in overrides.iter().zip(as_text) {
+            let value = if *text { toml::Value::String(raw.to_string()) } else { env_value(raw) };
+            insert(&mut root, path, value);
+        }
+        toml::Value::Table(root).try_into::<T>()
+    };
+    let mut as_text = vec![false; overrides.len()];
+    loop {
+        let e = match build(&as_text) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        // "invalid type: integer `123456`, expected a string": take that value as text and retry.
+        let msg = e.message();
+        let culprit = overrides.iter().enumerate().position(|(i, (_, raw))| {
+            !as_text[i]
+                && msg.starts_with("invalid type")
+                && !matches!(env_value(raw), toml::Value::String(_))
+                && msg.contains(&format!("`{}`", raw.trim()))
+        });
+        match culprit {
+            Some(i) => as_text[i] = true,
+            None => bail!("configuration: {msg}"),
+        }
+    }
 }
 
 /// An environment value is read as a TOML value when it is one (numbers, booleans, arrays),
@@ -281,6 +310,9 @@ impl PortalConfig {
         if self.reset.code_attempts == 0 || self.relay.result_deadline_secs == 0 || self.relay.ping_interval_secs == 0 {
             bail!("reset.code_attempts, relay.result_deadline_secs and relay.ping_interval_secs must be positive");
         }
+        if self.relay.request_ttl_secs < self.relay.result_deadline_secs {
+            bail!("relay.request_ttl_secs must be at least relay.result_deadline_secs, or requests expire while people wait");
+        }
         Ok(())
     }
 
@@ -389,8 +421,8 @@ impl AgentConfig {
                 bail!("directory {}: pool_size must be at least 1", d.id);
             }
         }
-        if self.heartbeat_secs == 0 || self.max_concurrent == 0 {
-            bail!("agent: heartbeat_secs and max_concurrent must be positive");
+        if self.heartbeat_secs == 0 || self.max_concurrent == 0 || self.key_rotation_days == 0 {
+            bail!("agent: heartbeat_secs, max_concurrent and key_rotation_days must be positive");
         }
         Ok(())
     }
@@ -422,6 +454,24 @@ mod tests {
         assert_eq!(cfg.mail.smtp_host, "mail.test");
         assert_eq!(cfg.reset.code_attempts, 5);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_made_of_digits_is_read_as_text() {
+        let cfg: PortalConfig = load_from(
+            None,
+            PORTAL_ENV_PREFIX,
+            &vars(&[
+                ("PASSBACK__MAIL__PASSWORD", "123456"),
+                ("PASSBACK__MAIL__SMTP_PORT", "2525"),
+                ("PASSBACK__SERVER__HELPDESK_CONTACT", "5550100"),
+            ]),
+        )
+        .unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(cfg.mail.password.unwrap().expose_secret(), "123456");
+        assert_eq!(cfg.server.helpdesk_contact, "5550100");
+        assert_eq!(cfg.mail.smtp_port, 2525);
     }
 
     #[test]

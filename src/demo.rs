@@ -1,6 +1,7 @@
 //! `passback demo`: a throwaway OpenLDAP with ppolicy and seeded people, the portal over HTTPS
 //! (its own throwaway CA), a built-in SMTP sink shown at `/demo/mail`, and an enrolled agent —
-//! all on 127.0.0.1, all in one process, gone when it stops.
+//! all on 127.0.0.1; the portal in this process, the agent as its own process. All of it is gone
+//! when the demo stops.
 
 use crate::config::{AgentConfig, Mode, PortalConfig, SmtpSecurity};
 use crate::domain::DirectoryId;

@@ -102,8 +102,6 @@ pub enum Op {
     Reset,
     /// Replace a known password; the directory checks the old one.
     Change,
-    /// A round trip that touches no directory: measures the relay alone.
-    Noop,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,9 +54,9 @@ enum AgentCmd {
     RotateKeys,
     /// On the portal host: make a one-time, short-lived enrollment token for a new agent.
     Token {
-        /// Portal configuration (TOML), to reach its database.
+        /// The portal's configuration (TOML), to reach its database.
         #[arg(long = "portal-config", env = "PASSBACK_CONFIG")]
-        portal_config: Option<PathBuf>,
+        portal_config: PathBuf,
         /// A name for the agent, shown to administrators.
         #[arg(long, default_value = "agent")]
         name: String,
@@ -111,7 +111,8 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Agent { cmd: Some(AgentCmd::Token { portal_config, name, directories }), .. } => {
-            let cfg: PortalConfig = config::load(portal_config.as_deref(), config::PORTAL_ENV_PREFIX)?;
+            let cfg: PortalConfig = config::load(Some(&portal_config), config::PORTAL_ENV_PREFIX)?;
+            cfg.validate()?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             let ttl = cfg.relay.enrollment_token_ttl_mins;
             let token = passback::server::create_enrollment_token(&db, &name, &directories, ttl, now).await?;

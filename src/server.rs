@@ -278,7 +278,7 @@ pub async fn create_enrollment_token(
     for d in directories {
         crate::domain::DirectoryId::parse(d).map_err(|e| anyhow::anyhow!("directory {d:?}: {e}"))?;
     }
-    let token = crate::relay::enroll::random_token();
+    let token = store::random_token();
     let expires = now + i64::try_from(ttl_mins * 60)?;
     let e = store::agents::Enrollment { name: name.into(), directories: sqlx::types::Json(directories.to_vec()) };
     store::agents::create_enrollment_token(db, &store::token_hash(&token), &e, now, expires).await?;

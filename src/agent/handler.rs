@@ -120,9 +120,6 @@ impl Agent {
     }
 
     async fn perform(&self, pkg: &RequestPackage, key_version: u32) -> Answer {
-        if pkg.op == Op::Noop {
-            return Answer { outcome: Outcome::Success, raw: "noop".into(), policy: None };
-        }
         let Some(dir) = self.directories.get(&pkg.directory).cloned() else {
             return Answer {
                 outcome: Outcome::Internal,
@@ -140,7 +137,6 @@ impl Agent {
                 Ok(old) => dir.change(&pkg.anchor, &old, &new).await,
                 Err(a) => a,
             },
-            Op::Noop => Answer { outcome: Outcome::Success, raw: "noop".into(), policy: None },
         }
     }
 }

@@ -12,8 +12,8 @@ mod pool;
 mod tests;
 
 use crate::config::{DirectoryConfig, DirectoryKind};
+use crate::domain::SyncedUser;
 use crate::domain::{Anchor, DirectoryId, Outcome, PolicyFacts};
-use crate::relay::protocol::SyncedUser;
 use anyhow::Context;
 use secrecy::SecretString;
 

@@ -3,10 +3,12 @@
 
 mod ids;
 mod outcome;
+mod person;
 mod secret;
 
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId};
 pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
+pub use person::SyncedUser;
 pub use secret::{NewPassword, OneTimeCode, Secret};
 
 /// Why a value given by a person or a peer was refused at the edge.

@@ -1,4 +1,5 @@
-//! Outgoing mail: lettre over SMTP, one folder of templates per message (subject, text, HTML).
+//! Outgoing mail: lettre over SMTP. Each message is a text and an HTML template under
+//! `templates/mail/`, rendered together with its subject by one function here.
 //! In demo mode only, mail goes to a built-in SMTP sink whose messages `/demo/mail` shows.
 
 pub mod sink;

@@ -11,7 +11,7 @@ pub async fn token(session: &Session) -> Result<String, PortalError> {
     if let Some(t) = session.get::<String>(KEY).await? {
         return Ok(t);
     }
-    let t = crate::relay::enroll::random_token().to_string();
+    let t = crate::store::random_token().to_string();
     session.insert(KEY, &t).await?;
     Ok(t)
 }

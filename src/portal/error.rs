@@ -29,6 +29,17 @@ impl SupportCode {
     }
 }
 
+impl SupportCode {
+    /// The response, with this code in the `x-support-code` header (for logs and proxies).
+    pub fn tag(&self, page: impl IntoResponse) -> Response {
+        let mut resp = page.into_response();
+        if let Ok(v) = HeaderValue::from_str(&self.0) {
+            resp.headers_mut().insert("x-support-code", v);
+        }
+        resp
+    }
+}
+
 impl Default for SupportCode {
     fn default() -> Self {
         Self::new()
@@ -90,10 +101,6 @@ impl IntoResponse for PortalError {
                 )
             }
         };
-        let mut resp = (status, page).into_response();
-        if let Ok(v) = HeaderValue::from_str(&support.0) {
-            resp.headers_mut().insert("x-support-code", v);
-        }
-        resp
+        support.tag((status, page))
     }
 }

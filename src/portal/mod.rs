@@ -28,7 +28,7 @@ pub mod paths {
     pub const RESET_VERIFY: &str = "/reset/verify";
     pub const RESET_PASSWORD: &str = "/reset/password";
     pub const DEMO_MAIL: &str = "/demo/mail";
-    pub const STATIC: &str = "/static";
+    pub const STYLESHEET: &str = "/static/style.css";
     pub const HEALTH: &str = "/healthz";
 }
 
@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RESET_VERIFY, get(reset::verify_form).post(reset::verify))
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
         .route(paths::HEALTH, get(|| async { "ok" }))
-        .route("/static/style.css", get(static_css));
+        .route(paths::STYLESHEET, get(static_css));
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }

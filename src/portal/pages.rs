@@ -32,6 +32,8 @@ pub struct VerifyPage {
     pub csrf: String,
     pub minutes: u64,
     pub error: Option<String>,
+    /// Shown with an error that was audited, so the helpdesk can find it.
+    pub support_code: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]

@@ -2,60 +2,21 @@
 //! sends only the public key; the portal answers with the agent id, the relay secret and the
 //! package key, and keeps the secret only as a hash and the package key only encrypted.
 
+use super::protocol::{EnrollRequest, EnrollResponse, RotatePayload, RotateResponse};
 use super::server::{authenticate, RelayState};
 use crate::envelope::{self, Direction, FrameKind, PackageKey, SealedFrame, RSA_BITS};
-use crate::store;
+use crate::store::{self, random_token};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rand::RngCore;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPublicKey;
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
-
-#[derive(Serialize, Deserialize)]
-pub struct EnrollRequest {
-    pub token: String,
-    pub public_key_pem: String,
-}
-
-/// The package key travels RSA-encrypted to the agent's new public key, inside TLS: only the
-/// holder of the matching private key can use it, even if the answer were seen.
-#[derive(Serialize, Deserialize)]
-pub struct EnrollResponse {
-    pub agent_id: String,
-    pub secret: String,
-    pub directories: Vec<String>,
-    pub key_version: u32,
-    pub package_key_ct: String,
-}
-
-/// Sealed with the agent's current package key (the proof that the caller holds it).
-#[derive(Serialize, Deserialize)]
-pub struct RotatePayload {
-    pub public_key_pem: String,
-    pub issued_at: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct RotateResponse {
-    pub key_version: u32,
-    pub package_key_ct: String,
-}
+use serde::Serialize;
 
 /// How far a rotation request's clock may be from ours.
 const ROTATE_SKEW_SECS: i64 = 300;
-
-/// A random 256-bit token as 64 hex digits: safe in URLs, headers and on a command line (a
-/// token starting with `-` would be taken for an option).
-pub fn random_token() -> Zeroizing<String> {
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-    Zeroizing::new(hex::encode(bytes.as_ref()))
-}
 
 fn refuse(status: StatusCode, why: &'static str) -> Response {
     (status, Json(serde_json::json!({ "error": why }))).into_response()

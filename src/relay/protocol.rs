@@ -1,7 +1,7 @@
 //! Frames on the relay WebSocket. All are JSON text messages with `v` and `type`.
 //! `request` and `result` are sealed ([`crate::envelope::SealedFrame`]); the others carry no secret.
 
-use crate::domain::{Anchor, DirectoryId, EmailAddress, PolicyFacts};
+use crate::domain::{DirectoryId, PolicyFacts, SyncedUser};
 use crate::envelope::SealedFrame;
 use serde::{Deserialize, Serialize};
 
@@ -26,18 +26,6 @@ pub struct AgentStatus {
     pub directories: Vec<DirectoryStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncedUser {
-    pub anchor: Anchor,
-    pub dn: String,
-    pub username: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<EmailAddress>,
-    pub display_name: String,
-    pub enabled: bool,
-    pub locked: bool,
-}
-
 /// One chunk of a full sync. `seq` starts at 0; the chunk with `last` ends the sync, and people
 /// the portal has not heard of during it have left the scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +36,38 @@ pub struct SyncChunk {
     pub users: Vec<SyncedUser>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyFacts>,
+}
+
+// ---- enrollment and key rollover (HTTPS, not the WebSocket)
+
+#[derive(Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub public_key_pem: String,
+}
+
+/// The package key travels RSA-encrypted to the agent's new public key, inside TLS: only the
+/// holder of the matching private key can use it, even if the answer were seen.
+#[derive(Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    pub secret: String,
+    pub directories: Vec<String>,
+    pub key_version: u32,
+    pub package_key_ct: String,
+}
+
+/// Sealed with the agent's current package key (the proof that the caller holds it).
+#[derive(Serialize, Deserialize)]
+pub struct RotatePayload {
+    pub public_key_pem: String,
+    pub issued_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct RotateResponse {
+    pub key_version: u32,
+    pub package_key_ct: String,
 }
 
 /// Everything that may travel on the relay.

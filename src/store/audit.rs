@@ -45,13 +45,3 @@ pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
     .fetch_all(db)
     .await
 }
-
-pub async fn by_support_code(db: &Db, code: &str) -> sqlx::Result<Vec<AuditRecord>> {
-    sqlx::query_as(
-        "SELECT at, actor, operation, directory, anchor, target, outcome_code, raw, support_code, client \
-         FROM audit WHERE support_code = ? ORDER BY id",
-    )
-    .bind(code)
-    .fetch_all(db)
-    .await
-}

@@ -121,6 +121,14 @@ impl MacKey {
     }
 }
 
+/// A random 256-bit token as 64 hex digits: safe in URLs, headers and on a command line (a
+/// token starting with `-` would be taken for an option).
+pub fn random_token() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+    Zeroizing::new(hex::encode(bytes.as_ref()))
+}
+
 /// SHA-256, for high-entropy tokens that are stored only as hashes.
 pub fn token_hash(token: &str) -> Vec<u8> {
     use sha2::Digest;

@@ -1,7 +1,7 @@
 //! People synchronised from the directories, keyed by (directory, anchor).
 
 use super::Db;
-use crate::relay::protocol::SyncedUser;
+use crate::domain::SyncedUser;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -61,17 +61,6 @@ pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
     .bind(login)
     .bind(login)
     .fetch_all(db)
-    .await
-}
-
-pub async fn get(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(
-        "SELECT directory, anchor, dn, username, email, display_name, enabled, locked, synced_at \
-         FROM directory_users WHERE directory = ? AND anchor = ?",
-    )
-    .bind(directory)
-    .bind(anchor)
-    .fetch_optional(db)
     .await
 }
 

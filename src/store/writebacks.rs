@@ -42,15 +42,6 @@ pub async fn finish(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx:
     Ok(())
 }
 
-/// The stored outcome of an earlier writeback, if it has finished.
-pub async fn outcome(db: &Db, msg_id: &str) -> sqlx::Result<Option<Outcome>> {
-    let json: Option<Option<String>> = sqlx::query_scalar("SELECT outcome_json FROM writebacks WHERE msg_id = ?")
-        .bind(msg_id)
-        .fetch_optional(db)
-        .await?;
-    Ok(json.flatten().and_then(|j| serde_json::from_str(&j).ok()))
-}
-
 /// Notes which agent the request went to, so only that agent's answer is accepted later.
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;

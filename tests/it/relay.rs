@@ -269,7 +269,7 @@ async fn a_stolen_relay_secret_alone_cannot_rotate_the_keys() {
     // The attacker has the bearer secret but not the package key: they seal with their own.
     let their_key = passback::envelope::PackageKey::generate(&mut rand::rngs::OsRng);
     let msg_id = MsgId::random();
-    let payload = passback::relay::enroll::RotatePayload {
+    let payload = passback::relay::protocol::RotatePayload {
         public_key_pem: passback::agent::state::new_key_pair().unwrap().public_pem,
         issued_at: passback::Clock::default().now(),
     };

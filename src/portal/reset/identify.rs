@@ -91,38 +91,37 @@ pub async fn identify(
     if !directory_alive(&st, target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("reset.identify", &o, "no live agent").await?;
-        return Ok(outcome_page(&st, "Password reset is unavailable", &o, &support, true).into_response());
+        return Ok(support.tag(outcome_page(&st, "Password reset is unavailable", &o, &support, true)));
     }
 
-    // The same work whether or not the name matched: a code is made and hashed either way.
+    // The same work whether or not the name matched: a code is made, hashed, and offered to the
+    // same statement, which stores it only for a person with an address and under the hourly limit.
     let code = OneTimeCode::generate(&mut rand::rngs::OsRng);
     let code_id = MsgId::random().to_string();
     let code_hash = st.code_key.hash(&[code_id.as_bytes(), code.expose().as_bytes()]);
-    let raw = match &target {
-        None if matches.is_empty() => "no such account",
-        None => "several or disabled accounts",
-        Some(t) => match t.email.as_deref().map(EmailAddress::parse) {
-            Some(Ok(to)) => {
-                let ttl = i64::try_from(st.cfg.reset.code_ttl_secs).unwrap_or(600);
-                let new = store::codes::NewCode {
-                    id: &code_id,
-                    directory: &t.directory,
-                    anchor: &t.anchor,
-                    code_hash: &code_hash,
-                    now,
-                    expires_at: now + ttl,
-                };
-                if store::codes::insert_within_limit(&st.db, &new, st.cfg.reset.codes_per_hour).await? {
-                    send_code(&st, to, code, &support);
-                    "code sent"
-                } else {
-                    "code limit per hour reached"
-                }
-            }
-            _ => "no e-mail address on record",
-        },
+    let address = target.as_ref().and_then(|t| t.email.as_deref()).and_then(|e| EmailAddress::parse(e).ok());
+    let ttl = i64::try_from(st.cfg.reset.code_ttl_secs).unwrap_or(600);
+    let new = store::codes::NewCode {
+        id: &code_id,
+        directory: target.as_ref().map_or("", |t| t.directory.as_str()),
+        anchor: target.as_ref().map_or("", |t| t.anchor.as_str()),
+        code_hash: &code_hash,
+        now,
+        expires_at: now + ttl,
     };
-    let outcome = if raw == "code sent" { Outcome::Success } else { Outcome::VerificationFailed };
+    let limit = if address.is_some() { st.cfg.reset.codes_per_hour } else { 0 };
+    let stored = store::codes::insert_within_limit(&st.db, &new, limit).await?;
+    let raw = match (&target, address) {
+        (Some(_), Some(to)) if stored => {
+            send_code(&st, to, code, &support);
+            "code sent"
+        }
+        (Some(_), Some(_)) => "code limit per hour reached",
+        (Some(_), None) => "no e-mail address on record",
+        (None, _) if matches.is_empty() => "no such account",
+        (None, _) => "several or disabled accounts",
+    };
+    let outcome = if stored { Outcome::Success } else { Outcome::VerificationFailed };
     attempt.audit("reset.send_code", &outcome, raw).await?;
 
     session.cycle_id().await?;

@@ -112,7 +112,8 @@ pub async fn set_password(
         return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
     };
     let now = st.clock.now();
-    // The form key is spent here, before the write, in one statement.
+    // The form key leaves the session here; the database claim below is what makes it single-use,
+    // even for two submits racing each other.
     flow.form_key = None;
     session.insert(FLOW, &flow).await?;
     let support = SupportCode::new();
@@ -156,16 +157,14 @@ pub async fn set_password(
     if result.outcome.is_success() {
         session.remove::<Flow>(FLOW).await?;
         notify_changed(&st, &target, now);
-        return Ok(
-            outcome_page(&st, "Your password has been changed", &result.outcome, &support, false).into_response()
-        );
+        return Ok(support.tag(outcome_page(&st, "Your password has been changed", &result.outcome, &support, false)));
     }
     let view = OutcomeView {
         code: result.outcome.code().0.into(),
         message: result.outcome.message(),
-        support_code: support.0,
+        support_code: support.0.clone(),
     };
-    password_page(&st, &session, &mut flow, &target, None, Some(view)).await
+    Ok(support.tag(password_page(&st, &session, &mut flow, &target, None, Some(view)).await?))
 }
 
 fn notify_changed(st: &AppState, target: &Target, now: i64) {

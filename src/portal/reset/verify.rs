@@ -17,11 +17,8 @@ pub async fn verify_form(State(st): State<AppState>, session: Session) -> Result
     if flow.verified_at.is_some() {
         return Ok(Redirect::to(paths::RESET_PASSWORD).into_response());
     }
-    let page = VerifyPage {
-        csrf: csrf::token(&session).await?,
-        minutes: st.cfg.reset.code_ttl_secs.div_ceil(60),
-        error: None,
-    };
+    let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
+    let page = VerifyPage { csrf: csrf::token(&session).await?, minutes, error: None, support_code: None };
     Ok(page.into_response())
 }
 
@@ -46,7 +43,8 @@ pub async fn verify(
     let code = match OneTimeCode::parse(&f.code) {
         Ok(c) => c,
         Err(e) => {
-            let page = VerifyPage { csrf: csrf::token(&session).await?, minutes, error: Some(e.0.into()) };
+            let page =
+                VerifyPage { csrf: csrf::token(&session).await?, minutes, error: Some(e.0.into()), support_code: None };
             return Ok(page.into_response());
         }
     };
@@ -75,7 +73,7 @@ pub async fn verify(
         attempt.audit("reset.verify", &o, "wrong, used or expired code").await?;
         if flow.failed_attempts >= max {
             session.remove::<super::Flow>(FLOW).await?;
-            return Ok(outcome_page(&st, "We could not verify you", &o, &support, true).into_response());
+            return Ok(support.tag(outcome_page(&st, "We could not verify you", &o, &support, true)));
         }
         let left = max - flow.failed_attempts;
         session.insert(FLOW, &flow).await?;
@@ -83,8 +81,13 @@ pub async fn verify(
             "That code is not right, or it has expired. You can try {left} more time{}.",
             if left == 1 { "" } else { "s" }
         );
-        let page = VerifyPage { csrf: csrf::token(&session).await?, minutes, error: Some(error) };
-        return Ok(page.into_response());
+        let page = VerifyPage {
+            csrf: csrf::token(&session).await?,
+            minutes,
+            error: Some(error),
+            support_code: Some(support.0.clone()),
+        };
+        return Ok(support.tag(page));
     }
     attempt.audit("reset.verify", &Outcome::Success, "code accepted").await?;
     // A gate has passed: a new session id, so an id learnt before cannot ride on it.
