@@ -80,6 +80,9 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
         if let Some(policy) = &d.policy_dn {
             text += &format!("policy_dn = {}\n", quote(policy));
         }
+        if let Some(filter) = &d.user_filter {
+            text += &format!("user_filter = {}\n", quote(filter));
+        }
     }
     let path = dir.join("agent.toml");
     std::fs::write(&path, text)?;

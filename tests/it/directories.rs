@@ -48,3 +48,30 @@ async fn a_name_found_in_two_directories_is_not_guessed() {
     assert_eq!(app.mails_to("alice@example.org"), 0, "no code to either alice");
     assert!(crate::harness::portal_log().contains("matches several people"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_that_suddenly_lists_nobody_removes_nobody() {
+    let mut app = spawn_app().await;
+    app.stop_agent();
+    // A filter that matches nobody: what a mistyped base DN or filter looks like from the portal.
+    app.agent_cfg.directories[0].user_filter = Some("(uid=nobody-at-all)".into());
+    app.agent_config_file = passback::demo::write_agent_files(&app.dir, &app.agent_cfg).unwrap();
+    let log = app.agent_log_file();
+    let mut agent = app
+        .agent_command(&[])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if crate::harness::portal_log().contains("a full sync listed nobody") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    assert!(crate::harness::portal_log().contains("a full sync listed nobody"));
+    assert_eq!(passback::store::users::find_by_login(&app.db, "alice").await.unwrap().len(), 1);
+}
