@@ -357,6 +357,28 @@ impl Default for AgentConfig {
 #[serde(rename_all = "snake_case")]
 pub enum DirectoryKind {
     Openldap,
+    /// Active Directory (or a Samba AD DC).
+    Ad,
+}
+
+impl DirectoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectoryKind::Openldap => "openldap",
+            DirectoryKind::Ad => "ad",
+        }
+    }
+}
+
+/// What an AD agent does when the directory cannot enforce password history on a reset
+/// (no `LDAP_SERVER_POLICY_HINTS` control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryOnReset {
+    /// Refuse resets with a specific outcome for the administrator.
+    Required,
+    /// Reset anyway, and record that history was not enforced.
+    BestEffort,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +399,8 @@ pub struct DirectoryConfig {
     pub user_filter: Option<String>,
     /// The default password policy entry (OpenLDAP ppolicy), to state real numbers to people.
     pub policy_dn: Option<String>,
+    /// AD only: when unset, `required` if the server supports policy hints, else `best_effort`.
+    pub history_on_reset: Option<HistoryOnReset>,
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     #[serde(default = "default_ldap_timeout")]

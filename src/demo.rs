@@ -65,9 +65,10 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
         crate::files::write_private(&pw_file, pw.expose_secret().as_bytes())?;
         let base_dns: Vec<String> = d.base_dns.iter().map(|b| quote(b)).collect();
         text += &format!(
-            "\n[[directories]]\nid = {}\nkind = \"openldap\"\nurl = {}\nbind_dn = {}\nbind_password_file = {}\n\
+            "\n[[directories]]\nid = {}\nkind = {}\nurl = {}\nbind_dn = {}\nbind_password_file = {}\n\
              base_dns = [{}]\npool_size = {}\n",
             quote(&d.id),
+            quote(d.kind.as_str()),
             quote(&d.url),
             quote(&d.bind_dn),
             path_of(&pw_file),

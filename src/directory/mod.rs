@@ -51,6 +51,7 @@ impl Directory {
             DirectoryKind::Openldap => Backend::OpenLdap(
                 openldap::OpenLdap::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?,
             ),
+            DirectoryKind::Ad => anyhow::bail!("directory {id}: kind \"ad\" is not available in this version"),
         };
         Ok(Directory { id, backend })
     }

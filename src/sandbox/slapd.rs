@@ -185,6 +185,7 @@ impl Slapd {
             base_dns: vec![self.people_dn.clone()],
             user_filter: None,
             policy_dn: Some(self.policy_dn.clone()),
+            history_on_reset: None,
             pool_size: 2,
             timeout_secs: 10,
         }
