@@ -381,6 +381,15 @@ pub enum HistoryOnReset {
     BestEffort,
 }
 
+impl HistoryOnReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryOnReset::Required => "required",
+            HistoryOnReset::BestEffort => "best_effort",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {

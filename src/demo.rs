@@ -84,6 +84,10 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
         if let Some(filter) = &d.user_filter {
             text += &format!("user_filter = {}\n", quote(filter));
         }
+        if let Some(h) = d.history_on_reset {
+            text += &format!("history_on_reset = {}\n", quote(h.as_str()));
+        }
+        text += &format!("starttls = {}\ntimeout_secs = {}\n", d.starttls, d.timeout_secs);
     }
     let path = dir.join("agent.toml");
     std::fs::write(&path, text)?;

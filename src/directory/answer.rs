@@ -63,6 +63,66 @@ pub fn openldap(rc: u32, text: &str, ppolicy_error: Option<u8>) -> Outcome {
     }
 }
 
+/// Maps an Active Directory (or Samba AD) answer to a `unicodePwd` modify to an outcome.
+///
+/// Samba names the rule in its `0000052D` text; Windows often does not, and then this says
+/// [`Outcome::Refused`] and [`ad_unnamed_rule`] is true: the caller works out the rule from the
+/// policy (see [`ad_rule`]).
+pub fn ad(rc: u32, text: &str) -> Outcome {
+    if rc == 0 {
+        return Outcome::Success;
+    }
+    let lower = text.to_ascii_lowercase();
+    let code = text.get(..8).unwrap_or("").to_ascii_uppercase();
+    match (rc, code.as_str()) {
+        (19 | 53, "0000052D") if lower.contains("too short") => {
+            Outcome::TooShort { min_length: number_after(&lower, "longer than ") }
+        }
+        (19 | 53, "0000052D") if lower.contains("complexity") => Outcome::NotComplex,
+        (19 | 53, "0000052D") if lower.contains("history") || lower.contains("already used") => {
+            Outcome::InHistory { history: None }
+        }
+        (19 | 53, "0000052D") if lower.contains("too young") => Outcome::TooYoung { min_age_secs: None },
+        (19, "00000056") => Outcome::OldPasswordWrong,
+        (19, "00000775") => Outcome::AccountLocked,
+        // Refused for want of rights, of authentication, or of an encrypted connection: all
+        // set-up problems the administrator must fix.
+        (50, _) | (1, "00002020") | (8, _) => Outcome::InsufficientRights,
+        (32, _) => Outcome::NotFound,
+        (3 | 51 | 52 | 81 | 85, _) => Outcome::DirectoryUnreachable,
+        _ => Outcome::Refused,
+    }
+}
+
+/// True when AD refused a password for its policy without saying which rule.
+pub fn ad_unnamed_rule(rc: u32, text: &str) -> bool {
+    matches!(rc, 19 | 53)
+        && text.get(..8).is_some_and(|c| c.eq_ignore_ascii_case("0000052D"))
+        && ad(rc, text) == Outcome::Refused
+}
+
+/// Which rule a password breaks, worked out from the policy when the directory did not say:
+/// length and complexity can be checked here; what is left is history (or minimum age on a
+/// change, which the directory checks before history).
+pub fn ad_rule(password: &str, account_name: &str, policy: Option<&PolicyFacts>, change: bool) -> Outcome {
+    let Some(p) = policy else { return Outcome::Refused };
+    if p.min_length.is_some_and(|n| (password.chars().count() as u64) < u64::from(n)) {
+        return Outcome::TooShort { min_length: p.min_length };
+    }
+    if p.complexity == Some(true) && !crate::domain::meets_ad_complexity(password, account_name) {
+        return Outcome::NotComplex;
+    }
+    if change && p.min_age_secs.is_some_and(|a| a > 0) {
+        return Outcome::TooYoung { min_age_secs: p.min_age_secs };
+    }
+    Outcome::InHistory { history: p.history }
+}
+
+fn number_after(text: &str, marker: &str) -> Option<u32> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// Maps the refusal of the service account's own bind: always a set-up problem or an outage,
 /// never something the person did.
 pub fn service_bind(rc: u32) -> Outcome {
@@ -196,6 +256,53 @@ fn clean(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samba_names_the_rule_and_the_real_minimum() {
+        let short = "0000052D: Constraint violation - check_password_restrictions: the password is too short. \
+                     It should be equal or longer than 7 characters!";
+        assert_eq!(ad(19, short), Outcome::TooShort { min_length: Some(7) });
+        let complex = "0000052D: Constraint violation - check_password_restrictions: the password does not meet \
+                       the complexity criteria!";
+        assert_eq!(ad(19, complex), Outcome::NotComplex);
+        let history = "0000052D: Constraint violation - check_password_restrictions: the password was already used \
+                       (in history)!";
+        assert_eq!(ad(19, history), Outcome::InHistory { history: None });
+        let young = "0000052D: Constraint violation - check_password_restrictions: password is too young to change!";
+        assert_eq!(ad(19, young), Outcome::TooYoung { min_age_secs: None });
+        let wrong_old = "00000056: Constraint violation - check_password_restrictions: The old password specified \
+                         doesn't match!";
+        assert_eq!(ad(19, wrong_old), Outcome::OldPasswordWrong);
+        let locked = "00000775: Password change not permitted, account locked out! at ../../source4/dsdb/x.c";
+        assert_eq!(ad(19, locked), Outcome::AccountLocked);
+    }
+
+    #[test]
+    fn ad_set_up_problems_and_outages_are_told_apart() {
+        assert_eq!(
+            ad(50, "error in module acl: insufficient access rights during LDB_MODIFY (50)"),
+            Outcome::InsufficientRights
+        );
+        assert_eq!(ad(1, "00002020: Operation unavailable without authentication"), Outcome::InsufficientRights);
+        assert_eq!(ad(8, "BindSimple: Transport encryption required."), Outcome::InsufficientRights);
+        assert_eq!(ad(12, ""), Outcome::Refused);
+        assert_eq!(ad(52, ""), Outcome::DirectoryUnreachable);
+        assert_eq!(ad(0, "00000000: Success"), Outcome::Success);
+    }
+
+    #[test]
+    fn when_windows_does_not_name_the_rule_the_policy_does() {
+        let windows = "0000052D: SvcErr: DSID-031A124C, problem 5003 (WILL_NOT_PERFORM), data 0";
+        assert!(ad_unnamed_rule(53, windows));
+        assert!(!ad_unnamed_rule(19, "0000052D: ... the password is too short. It should be equal or longer than 7"));
+        let p =
+            PolicyFacts { min_length: Some(8), history: Some(24), min_age_secs: Some(86_400), complexity: Some(true) };
+        assert_eq!(ad_rule("Ab1!", "alice", Some(&p), false), Outcome::TooShort { min_length: Some(8) });
+        assert_eq!(ad_rule("alllowercase", "alice", Some(&p), false), Outcome::NotComplex);
+        assert_eq!(ad_rule("Good-Passw0rd", "alice", Some(&p), false), Outcome::InHistory { history: Some(24) });
+        assert_eq!(ad_rule("Good-Passw0rd", "alice", Some(&p), true), Outcome::TooYoung { min_age_secs: Some(86_400) });
+        assert_eq!(ad_rule("x", "alice", None, false), Outcome::Refused);
+    }
 
     #[test]
     fn ppolicy_errors_become_the_matching_rule() {

@@ -4,6 +4,7 @@
 //! Only the agent uses this module; nothing here knows about the portal or its database.
 //! Raw answers become [`Outcome`]s in exactly one place, [`answer`].
 
+mod ad;
 pub mod answer;
 mod openldap;
 mod pool;
@@ -37,6 +38,22 @@ pub struct Directory {
 
 enum Backend {
     OpenLdap(openldap::OpenLdap),
+    Ad(ad::Ad),
+}
+
+/// The configured `user_filter`, checked and in parentheses (empty when there is none), to be
+/// ANDed with the kind's own person filter.
+fn extra_filter(cfg: &DirectoryConfig) -> anyhow::Result<String> {
+    let extra = match cfg.user_filter.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(f) if f.starts_with('(') => f.to_string(),
+        Some(f) => format!("({f})"),
+    };
+    if !extra.is_empty() {
+        ldap3::parse_filter(&extra)
+            .map_err(|_| anyhow::anyhow!("directory {}: user_filter {extra:?} is not an LDAP filter", cfg.id))?;
+    }
+    Ok(extra)
 }
 
 impl Directory {
@@ -51,7 +68,9 @@ impl Directory {
             DirectoryKind::Openldap => Backend::OpenLdap(
                 openldap::OpenLdap::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?,
             ),
-            DirectoryKind::Ad => anyhow::bail!("directory {id}: kind \"ad\" is not available in this version"),
+            DirectoryKind::Ad => {
+                Backend::Ad(ad::Ad::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?)
+            }
         };
         Ok(Directory { id, backend })
     }
@@ -65,6 +84,7 @@ impl Directory {
     pub async fn check(&self) -> Result<(), String> {
         match &self.backend {
             Backend::OpenLdap(d) => d.check().await.map_err(|f| f.to_string()),
+            Backend::Ad(d) => d.check().await.map_err(|f| f.to_string()),
         }
     }
 
@@ -73,6 +93,7 @@ impl Directory {
     pub async fn reset(&self, anchor: &Anchor, new: &SecretString) -> Answer {
         let answer = match &self.backend {
             Backend::OpenLdap(d) => d.set_password(anchor, None, new).await,
+            Backend::Ad(d) => d.set_password(anchor, None, new).await,
         };
         tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");
         answer
@@ -83,24 +104,26 @@ impl Directory {
     pub async fn change(&self, anchor: &Anchor, old: &SecretString, new: &SecretString) -> Answer {
         let answer = match &self.backend {
             Backend::OpenLdap(d) => d.set_password(anchor, Some(old), new).await,
+            Backend::Ad(d) => d.set_password(anchor, Some(old), new).await,
         };
         tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password change answered");
         answer
     }
 
-    /// The configured default policy (`policy_dn`), if it can be read.
+    /// The directory's default policy (OpenLDAP: `policy_dn`; AD: the domain's), if readable.
     pub async fn policy(&self) -> Option<PolicyFacts> {
         match &self.backend {
             Backend::OpenLdap(d) => d.default_policy().await,
+            Backend::Ad(d) => d.default_policy().await,
         }
     }
 
     /// Everyone in scope (base DNs and user filter), each once.
     pub async fn sync_users(&self) -> anyhow::Result<Vec<SyncedUser>> {
-        match &self.backend {
-            Backend::OpenLdap(d) => {
-                d.sync_users().await.map_err(|f| anyhow::anyhow!("directory {}: sync: {f}", self.id))
-            }
-        }
+        let users = match &self.backend {
+            Backend::OpenLdap(d) => d.sync_users().await,
+            Backend::Ad(d) => d.sync_users().await,
+        };
+        users.map_err(|f| anyhow::anyhow!("directory {}: sync: {f}", self.id))
     }
 }

@@ -52,15 +52,7 @@ impl OpenLdap {
             cfg.pool_size,
             Duration::from_secs(cfg.timeout_secs),
         )?;
-        let extra = match cfg.user_filter.as_deref().map(str::trim) {
-            None | Some("") => String::new(),
-            Some(f) if f.starts_with('(') => f.to_string(),
-            Some(f) => format!("({f})"),
-        };
-        if !extra.is_empty() {
-            ldap3::parse_filter(&extra)
-                .map_err(|_| anyhow::anyhow!("directory {}: user_filter {extra:?} is not an LDAP filter", cfg.id))?;
-        }
+        let extra = super::extra_filter(cfg)?;
         Ok(OpenLdap {
             pool,
             base_dns: cfg.base_dns.clone(),

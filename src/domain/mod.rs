@@ -4,11 +4,13 @@
 mod ids;
 mod outcome;
 mod person;
+mod rules;
 mod secret;
 
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId};
 pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
 pub use person::SyncedUser;
+pub use rules::meets_ad_complexity;
 pub use secret::{NewPassword, OneTimeCode, Secret};
 
 /// Why a value given by a person or a peer was refused at the edge.

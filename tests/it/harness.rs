@@ -195,13 +195,20 @@ impl TestApp {
             .to_string()
     }
 
-    /// Starts another slapd, seeded like the first, and has the agent serve it too as `id`
-    /// (re-enrolled for both directories). Returns the new directory's index in `more_directories`.
+    /// Starts another slapd, seeded like the first, and has the agent serve it too as `id`.
+    /// Returns the new directory's index in `more_directories`.
     pub async fn add_directory(&mut self, id: &str) -> usize {
-        self.stop_agent();
         let slapd = Slapd::start(&self.dir.join(format!("ldap-{id}")), &self.ca).unwrap();
-        self.agent_cfg.directories.push(slapd.directory_config(id));
+        self.serve_also(slapd.directory_config(id)).await;
         self.more_directories.push(slapd);
+        self.more_directories.len() - 1
+    }
+
+    /// Has the agent serve one more directory: stops it, rewrites its configuration, and enrolls
+    /// it again for all its directories. Start it again with `start_agent`.
+    pub async fn serve_also(&mut self, directory: passback::config::DirectoryConfig) {
+        self.stop_agent();
+        self.agent_cfg.directories.push(directory);
         self.agent_config_file = passback::demo::write_agent_files(&self.dir, &self.agent_cfg).unwrap();
         std::fs::remove_file(&self.agent_cfg.state_file).unwrap();
         let ids: Vec<String> = self.agent_cfg.directories.iter().map(|d| d.id.clone()).collect();
@@ -211,7 +218,6 @@ impl TestApp {
             .to_string();
         let out = self.agent_command(&["enroll", "--portal", &self.url, "--token", &token]).output().unwrap();
         assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
-        self.more_directories.len() - 1
     }
 
     async fn enroll_agent(&mut self) {

@@ -1,0 +1,582 @@
+//! Active Directory (and Samba AD DC): find a person by `objectGUID`, set passwords through
+//! `unicodePwd` so the domain's own policy decides, refuse protected accounts, read the effective
+//! policy (domain or fine-grained PSO), and list the people in scope.
+//!
+//! Only encrypted connections are used (the pool refuses anything else), referrals are never
+//! chased, and passwords are sent as AD wants them: UTF-16LE, in double quotes.
+
+use super::answer;
+use super::pool::{Conn, Failure, Pool, Retry};
+use super::Answer;
+use crate::config::{DirectoryConfig, HistoryOnReset};
+use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts, SyncedUser};
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
+use ldap3::{LdapError, Mod, Scope, SearchEntry};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// `LDAP_SERVER_POLICY_HINTS_OID`: asks the DC to enforce history on a reset too.
+pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
+/// The deprecated form of the same control, understood by older DCs.
+pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
+const SYNC_PAGE_SIZE: i32 = 500;
+const USER_ATTRS: [&str; 9] = [
+    "objectGUID",
+    "sAMAccountName",
+    "userPrincipalName",
+    "mail",
+    "displayName",
+    "userAccountControl",
+    "msDS-User-Account-Control-Computed",
+    "adminCount",
+    "objectSid",
+];
+const DOMAIN_POLICY_ATTRS: [&str; 4] = ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge"];
+const PSO_ATTRS: [&str; 4] = [
+    "msDS-MinimumPasswordLength",
+    "msDS-PasswordComplexityEnabled",
+    "msDS-PasswordHistoryLength",
+    "msDS-MinimumPasswordAge",
+];
+const UF_ACCOUNTDISABLE: u32 = 0x2;
+const UF_LOCKOUT: u32 = 0x10;
+/// `DOMAIN_PASSWORD_COMPLEX` in `pwdProperties`.
+const DOMAIN_PASSWORD_COMPLEX: u32 = 0x1;
+
+/// Accounts and groups AD protects (AdminSDHolder): relative ids in the domain…
+const PROTECTED_DOMAIN_RIDS: [u32; 9] = [
+    500, // Administrator
+    502, // krbtgt
+    512, // Domain Admins
+    516, // Domain Controllers
+    518, // Schema Admins
+    519, // Enterprise Admins
+    521, // Read-only Domain Controllers
+    526, // Key Admins
+    527, // Enterprise Key Admins
+];
+/// …and the built-in groups (S-1-5-32-…).
+const PROTECTED_BUILTIN_RIDS: [u32; 6] = [
+    544, // Administrators
+    548, // Account Operators
+    549, // Server Operators
+    550, // Print Operators
+    551, // Backup Operators
+    552, // Replicator
+];
+
+pub(crate) struct Ad {
+    pool: Pool,
+    base_dns: Vec<String>,
+    person_filter: String,
+    history_on_reset: Option<HistoryOnReset>,
+    server: OnceCell<ServerFacts>,
+}
+
+/// What the rootDSE says, read once.
+#[derive(Debug, Clone)]
+struct ServerFacts {
+    domain_dn: String,
+    /// The policy-hints control this DC supports, if any.
+    hints_oid: Option<&'static str>,
+}
+
+/// The entry a password operation applies to, with what decides whether it is protected.
+struct Person {
+    dn: String,
+    sam: String,
+    protected: Option<String>,
+    pso: Option<String>,
+}
+
+impl Ad {
+    pub(crate) fn new(
+        cfg: &DirectoryConfig,
+        tls: Arc<rustls::ClientConfig>,
+        bind_password: SecretString,
+    ) -> anyhow::Result<Ad> {
+        let pool = Pool::new(
+            &cfg.url,
+            cfg.starttls,
+            tls,
+            &cfg.bind_dn,
+            bind_password,
+            cfg.pool_size,
+            Duration::from_secs(cfg.timeout_secs),
+        )?;
+        let extra = super::extra_filter(cfg)?;
+        Ok(Ad {
+            pool,
+            base_dns: cfg.base_dns.clone(),
+            person_filter: format!("(&(objectCategory=person)(objectClass=user){extra})"),
+            history_on_reset: cfg.history_on_reset,
+            server: OnceCell::new(),
+        })
+    }
+
+    pub(crate) async fn check(&self) -> Result<(), Failure> {
+        self.server().await.map(|_| ())
+    }
+
+    async fn server(&self) -> Result<&ServerFacts, Failure> {
+        self.server
+            .get_or_try_init(|| async {
+                let entry = self
+                    .pool
+                    .run(Retry::Safe, |mut c: Conn| async move {
+                        let (entries, _) = c
+                            .op()
+                            .search(
+                                "",
+                                Scope::Base,
+                                "(objectClass=*)",
+                                vec!["defaultNamingContext", "supportedControl"],
+                            )
+                            .await?
+                            .success()?;
+                        Ok::<_, LdapError>(entries.into_iter().next().map(SearchEntry::construct))
+                    })
+                    .await?
+                    .ok_or_else(|| Failure::Internal("the rootDSE is empty".into()))?;
+                let domain_dn = first(&entry, "defaultNamingContext")
+                    .ok_or_else(|| Failure::Internal("the rootDSE names no defaultNamingContext".into()))?
+                    .to_string();
+                let controls = all(&entry, "supportedControl");
+                let hints_oid = [POLICY_HINTS_OID, POLICY_HINTS_DEPRECATED_OID]
+                    .into_iter()
+                    .find(|oid| controls.iter().any(|c| c == oid));
+                if hints_oid.is_none() && self.history_on_reset.is_none() {
+                    tracing::warn!(
+                        "this domain controller cannot enforce password history on resets (no policy-hints \
+                         control); resets go ahead without it. Set history_on_reset = \"required\" to refuse them"
+                    );
+                }
+                Ok(ServerFacts { domain_dn, hints_oid })
+            })
+            .await
+    }
+
+    /// A reset (`old` is `None`) replaces `unicodePwd`; a change deletes the old value and adds
+    /// the new one in one modify, which AD allows anyone to do who knows the old password.
+    pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
+        let server = match self.server().await {
+            Ok(s) => s.clone(),
+            Err(f) => return answer::failure(&f),
+        };
+        let person = match self.find(anchor).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return Answer {
+                    outcome: Outcome::NotFound,
+                    raw: format!("no person with objectGUID={} in scope", anchor.as_str()),
+                    policy: None,
+                }
+            }
+            Err(f) => return answer::failure(&f),
+        };
+        let mut notes = Vec::new();
+        let mut controls = Vec::new();
+        if old.is_none() {
+            if let Some(why) = &person.protected {
+                return Answer {
+                    outcome: Outcome::Protected,
+                    raw: format!("{} is a protected account ({why}); resets are refused", person.dn),
+                    policy: None,
+                };
+            }
+            match (server.hints_oid, self.history_on_reset) {
+                (Some(oid), _) => controls.push(policy_hints(oid)),
+                (None, Some(HistoryOnReset::Required)) => {
+                    return Answer {
+                        outcome: Outcome::Refused,
+                        raw: "history_on_reset = \"required\" but this domain controller does not support the \
+                              policy-hints control: resets are refused"
+                            .into(),
+                        policy: None,
+                    }
+                }
+                (None, _) => notes.push("history not enforced on reset (no policy-hints control)"),
+            }
+        }
+
+        let dn = person.dn.as_str();
+        let new_value = quoted_utf16(new.expose_secret());
+        let old_value = old.map(|o| quoted_utf16(o.expose_secret()));
+        let result = self
+            .pool
+            .run(Retry::UnlessSent, |mut c: Conn| {
+                let mods = match &old_value {
+                    None => vec![Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([new_value.clone()]))],
+                    Some(old_value) => vec![
+                        Mod::Delete(b"unicodePwd".to_vec(), HashSet::from([old_value.clone()])),
+                        Mod::Add(b"unicodePwd".to_vec(), HashSet::from([new_value.clone()])),
+                    ],
+                };
+                let controls = controls.clone();
+                async move { c.op().with_controls(controls).modify(dn, mods).await }
+            })
+            .await;
+        let res = match result {
+            Ok(r) => r,
+            Err(f) => return answer::failure(&f),
+        };
+        let mut raw = answer::raw(res.rc, &res.text, None);
+        if res.rc == 50 {
+            let right = if old.is_some() { "Change Password" } else { "Reset Password" };
+            raw = format!("{raw} (the service account lacks the {right} right on {dn})");
+        }
+        for n in notes {
+            raw = format!("{raw}; {n}");
+        }
+        let outcome = answer::ad(res.rc, &res.text);
+        let unnamed = answer::ad_unnamed_rule(res.rc, &res.text);
+        if !outcome.is_policy_rule() && !unnamed {
+            return Answer { outcome, raw, policy: None };
+        }
+        let policy = self.policy_for(&server, person.pso.as_deref()).await;
+        let outcome = if unnamed {
+            answer::ad_rule(new.expose_secret(), &person.sam, policy.as_ref(), old.is_some())
+        } else {
+            outcome
+        };
+        Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
+    }
+
+    /// The domain's policy (not a PSO's: those are per person).
+    pub(crate) async fn default_policy(&self) -> Option<PolicyFacts> {
+        let server = self.server().await.ok()?.clone();
+        self.policy_for(&server, None).await
+    }
+
+    async fn policy_for(&self, server: &ServerFacts, pso: Option<&str>) -> Option<PolicyFacts> {
+        let (dn, attrs) = match pso {
+            Some(pso) => (pso, PSO_ATTRS.to_vec()),
+            None => (server.domain_dn.as_str(), DOMAIN_POLICY_ATTRS.to_vec()),
+        };
+        let entry = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| {
+                let attrs = attrs.clone();
+                async move {
+                    let (entries, _) = c.op().search(dn, Scope::Base, "(objectClass=*)", attrs).await?.success()?;
+                    Ok::<_, LdapError>(entries.into_iter().next().map(SearchEntry::construct))
+                }
+            })
+            .await;
+        match entry {
+            Ok(Some(e)) if pso.is_some() => Some(pso_policy(&e)),
+            Ok(Some(e)) => Some(domain_policy(&e)),
+            Ok(None) => None,
+            Err(f) => {
+                tracing::warn!(%dn, error = %f, "could not read the password policy");
+                None
+            }
+        }
+    }
+
+    /// Looks the anchor up under every base DN, within the sync scope.
+    async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
+        let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
+        let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
+        let mut found: Vec<SearchEntry> = Vec::new();
+        for base in &self.base_dns {
+            let filter = filter.as_str();
+            let result = self
+                .pool
+                .run(Retry::Safe, |mut c: Conn| async move {
+                    let attrs = vec!["sAMAccountName", "adminCount", "objectSid", "msDS-ResultantPSO"];
+                    let (entries, _) = c.op().search(base, Scope::Subtree, filter, attrs).await?.success()?;
+                    Ok(entries.into_iter().filter(|e| !e.is_ref()).map(SearchEntry::construct).collect::<Vec<_>>())
+                })
+                .await;
+            match result {
+                Ok(entries) => {
+                    for e in entries {
+                        if !found.iter().any(|f| f.dn.eq_ignore_ascii_case(&e.dn)) {
+                            found.push(e);
+                        }
+                    }
+                }
+                Err(Failure::Result { rc: 32, .. }) => tracing::warn!(%base, "configured base DN does not exist"),
+                Err(f) => return Err(f),
+            }
+        }
+        if found.len() > 1 {
+            return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
+        }
+        let Some(entry) = found.pop() else { return Ok(None) };
+        let protected = self.protection(&entry).await?;
+        Ok(Some(Person {
+            sam: first(&entry, "sAMAccountName").unwrap_or_default().to_string(),
+            pso: first(&entry, "msDS-ResultantPSO").map(str::to_string),
+            protected,
+            dn: entry.dn,
+        }))
+    }
+
+    /// Why the account is protected, if it is: `adminCount=1`, a protected well-known account,
+    /// or membership (nested too) of a protected group. Samba never sets `adminCount`, so the
+    /// membership is what counts; it comes from `tokenGroups`, which follows nesting.
+    async fn protection(&self, entry: &SearchEntry) -> Result<Option<String>, Failure> {
+        if first(entry, "adminCount") == Some("1") {
+            return Ok(Some("adminCount=1".into()));
+        }
+        let domain_sid = bytes(entry, "objectSid").and_then(|s| parse_sid(&s)).and_then(|s| {
+            let (domain, rid) = s.rsplit_once('-')?;
+            let rid: u32 = rid.parse().ok()?;
+            Some((domain.to_string(), rid))
+        });
+        let Some((domain_sid, own_rid)) = domain_sid else {
+            return Err(Failure::Internal(format!("{} has no readable objectSid", entry.dn)));
+        };
+        if PROTECTED_DOMAIN_RIDS.contains(&own_rid) {
+            return Ok(Some(format!("well-known account {domain_sid}-{own_rid}")));
+        }
+        let dn = entry.dn.as_str();
+        let groups = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| async move {
+                let (entries, _) =
+                    c.op().search(dn, Scope::Base, "(objectClass=*)", vec!["tokenGroups"]).await?.success()?;
+                Ok::<_, LdapError>(entries.into_iter().next().map(SearchEntry::construct))
+            })
+            .await?;
+        let sids: Vec<String> = groups
+            .map(|g| all_bytes(&g, "tokenGroups").iter().filter_map(|b| parse_sid(b)).collect())
+            .unwrap_or_default();
+        if sids.is_empty() {
+            // Every account has at least "Domain Users" in its token: an empty one means we may
+            // not read it, and then we cannot tell. Refuse rather than risk an admin reset.
+            return Ok(Some(format!(
+                "group membership unreadable for {dn} (the service account cannot read tokenGroups)"
+            )));
+        }
+        for sid in sids {
+            let protected = match sid.rsplit_once('-') {
+                Some((prefix, rid)) if prefix == domain_sid => {
+                    rid.parse().is_ok_and(|r: u32| PROTECTED_DOMAIN_RIDS.contains(&r))
+                }
+                Some(("S-1-5-32", rid)) => rid.parse().is_ok_and(|r: u32| PROTECTED_BUILTIN_RIDS.contains(&r)),
+                _ => false,
+            };
+            if protected {
+                return Ok(Some(format!("member of {sid}")));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) async fn sync_users(&self) -> Result<Vec<SyncedUser>, Failure> {
+        let mut seen = HashSet::new();
+        let mut users = Vec::new();
+        for base in &self.base_dns {
+            let filter = self.person_filter.as_str();
+            let entries = self
+                .pool
+                .run(Retry::Safe, |mut c: Conn| async move {
+                    let adapters: Vec<Box<dyn Adapter<_, _>>> =
+                        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(SYNC_PAGE_SIZE))];
+                    let mut stream = c
+                        .op()
+                        .streaming_search_with(adapters, base, Scope::Subtree, filter, USER_ATTRS.to_vec())
+                        .await?;
+                    let mut entries = Vec::new();
+                    while let Some(entry) = stream.next().await? {
+                        entries.push(SearchEntry::construct(entry));
+                    }
+                    stream.finish().await.success()?;
+                    Ok(entries)
+                })
+                .await?;
+            for entry in entries {
+                match synced_user(&entry) {
+                    Some(user) if seen.insert(user.anchor.clone()) => users.push(user),
+                    Some(_) => {}
+                    None => tracing::debug!(dn = %entry.dn, "skipping an entry without objectGUID or sAMAccountName"),
+                }
+            }
+        }
+        Ok(users)
+    }
+}
+
+/// Asks the DC to apply the whole policy, history included, to a reset. Critical: a DC that does
+/// not understand it must refuse rather than quietly skip history.
+fn policy_hints(oid: &str) -> RawControl {
+    // PolicyHintsRequestValue ::= SEQUENCE { Flags INTEGER } with Flags = 1.
+    RawControl { ctype: oid.to_string(), crit: true, val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]) }
+}
+
+/// The value AD wants in `unicodePwd`: the password in double quotes, UTF-16LE.
+fn quoted_utf16(password: &str) -> Vec<u8> {
+    format!("\"{password}\"").encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// A GUID as text (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`) from AD's 16 bytes, whose first three
+/// fields are little-endian.
+pub(crate) fn guid_text(b: &[u8]) -> Option<String> {
+    let b: [u8; 16] = b.try_into().ok()?;
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    ))
+}
+
+/// The inverse of [`guid_text`].
+pub(crate) fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || text.len() != 36 {
+        return None;
+    }
+    let mut plain = [0u8; 16];
+    for (i, byte) in plain.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15];
+    let mut out = [0u8; 16];
+    for (i, &from) in order.iter().enumerate() {
+        out[i] = plain[from];
+    }
+    Some(out)
+}
+
+/// Bytes as an LDAP filter value (`\xx` each), for binary attributes such as `objectGUID`.
+fn escape_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("\\{x:02x}")).collect()
+}
+
+/// A binary SID as `S-1-5-21-…`.
+pub(crate) fn parse_sid(b: &[u8]) -> Option<String> {
+    let revision = *b.first()?;
+    let count = usize::from(*b.get(1)?);
+    let authority = b.get(2..8)?.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
+    let mut s = format!("S-{revision}-{authority}");
+    for i in 0..count {
+        let sub = b.get(8 + 4 * i..12 + 4 * i)?;
+        s.push_str(&format!("-{}", u32::from_le_bytes(sub.try_into().ok()?)));
+    }
+    (b.len() == 8 + 4 * count).then_some(s)
+}
+
+fn first<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e str> {
+    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first()).map(String::as_str)
+}
+
+fn all(entry: &SearchEntry, name: &str) -> Vec<String> {
+    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+/// Every value of a binary attribute. ldap3 files a value under `attrs` when its bytes happen to
+/// be valid UTF-8, so both places are looked at.
+fn all_bytes(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = entry
+        .bin_attrs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.iter().cloned())
+        .collect();
+    out.extend(all(entry, name).into_iter().map(String::into_bytes));
+    out
+}
+
+fn bytes(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
+    all_bytes(entry, name).into_iter().next()
+}
+
+fn number<T: std::str::FromStr>(entry: &SearchEntry, name: &str) -> Option<T> {
+    first(entry, name).and_then(|v| v.trim().parse().ok())
+}
+
+/// AD intervals are negative counts of 100 ns.
+fn interval_secs(entry: &SearchEntry, name: &str) -> Option<u64> {
+    number::<i64>(entry, name).map(|v| v.unsigned_abs() / 10_000_000)
+}
+
+fn domain_policy(e: &SearchEntry) -> PolicyFacts {
+    PolicyFacts {
+        min_length: number(e, "minPwdLength"),
+        history: number(e, "pwdHistoryLength"),
+        min_age_secs: interval_secs(e, "minPwdAge"),
+        complexity: number::<u32>(e, "pwdProperties").map(|p| p & DOMAIN_PASSWORD_COMPLEX != 0),
+    }
+}
+
+fn pso_policy(e: &SearchEntry) -> PolicyFacts {
+    PolicyFacts {
+        min_length: number(e, "msDS-MinimumPasswordLength"),
+        history: number(e, "msDS-PasswordHistoryLength"),
+        min_age_secs: interval_secs(e, "msDS-MinimumPasswordAge"),
+        complexity: first(e, "msDS-PasswordComplexityEnabled").map(|v| v.eq_ignore_ascii_case("TRUE")),
+    }
+}
+
+fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
+    let anchor = Anchor::parse(&guid_text(&bytes(entry, "objectGUID")?)?).ok()?;
+    let username = first(entry, "sAMAccountName")?.to_string();
+    let uac: u32 = number(entry, "userAccountControl").unwrap_or(0);
+    let computed: u32 = number(entry, "msDS-User-Account-Control-Computed").unwrap_or(0);
+    Some(SyncedUser {
+        anchor,
+        dn: entry.dn.clone(),
+        email: first(entry, "mail").and_then(|m| EmailAddress::parse(m).ok()),
+        display_name: first(entry, "displayName").unwrap_or(&username).to_string(),
+        enabled: uac & UF_ACCOUNTDISABLE == 0,
+        locked: computed & UF_LOCKOUT != 0,
+        username,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guid_reads_in_ads_mixed_endian_order_and_back() {
+        let raw = [0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+        let text = guid_text(&raw).unwrap();
+        assert_eq!(text, "00112233-4455-6677-8899-aabbccddeeff");
+        assert_eq!(guid_bytes(&text).unwrap(), raw);
+        assert!(guid_bytes("not-a-guid").is_none());
+        assert_eq!(escape_bytes(&raw[..2]), "\\33\\22");
+    }
+
+    #[test]
+    fn a_password_is_quoted_and_utf16_little_endian() {
+        assert_eq!(quoted_utf16("a€"), vec![0x22, 0, 0x61, 0, 0xac, 0x20, 0x22, 0]);
+    }
+
+    #[test]
+    fn sids_read_as_text() {
+        // S-1-5-21-1-2-3-512
+        let mut b = vec![1u8, 5, 0, 0, 0, 0, 0, 5];
+        for sub in [21u32, 1, 2, 3, 512] {
+            b.extend_from_slice(&sub.to_le_bytes());
+        }
+        assert_eq!(parse_sid(&b).unwrap(), "S-1-5-21-1-2-3-512");
+        assert!(parse_sid(&b[..10]).is_none());
+        // S-1-5-32-544, Administrators
+        let mut builtin = vec![1u8, 2, 0, 0, 0, 0, 0, 5];
+        builtin.extend_from_slice(&32u32.to_le_bytes());
+        builtin.extend_from_slice(&544u32.to_le_bytes());
+        assert_eq!(parse_sid(&builtin).unwrap(), "S-1-5-32-544");
+    }
+
+    #[test]
+    fn the_domain_policy_numbers_are_read_in_seconds() {
+        let mut attrs = std::collections::HashMap::new();
+        for (k, v) in
+            [("minPwdLength", "7"), ("pwdProperties", "1"), ("pwdHistoryLength", "24"), ("minPwdAge", "-864000000000")]
+        {
+            attrs.insert(k.to_string(), vec![v.to_string()]);
+        }
+        let e = SearchEntry { dn: "DC=corp,DC=test".into(), attrs, bin_attrs: Default::default() };
+        assert_eq!(
+            domain_policy(&e),
+            PolicyFacts { min_length: Some(7), history: Some(24), min_age_secs: Some(86_400), complexity: Some(true) }
+        );
+    }
+}
