@@ -1,0 +1,786 @@
+//! A throwaway Samba 4.17 Active Directory domain controller (realm `CORP.TEST`), serving LDAPS on
+//! 127.0.0.1:636 with the [`TestCa`]'s certificate, seeded with a few people and a service account
+//! that is delegated password resets on `OU=Staff` only.
+//!
+//! Samba's LDAP ports are hard-coded (389 and 636), so only one DC can run on this machine at a
+//! time and tests share one per process. That is why it runs as `samba -i` with a piped stdin:
+//! Samba quits when its stdin reaches end of file, so the DC dies with the process that started it
+//! even if its handle (for example in a `static`) is never dropped.
+//!
+//! It runs with `-M single`: one process of about 50 MB (proportional set size), where the
+//! default `prefork` model needs 11 processes and about 65 MB for the same answers.
+
+use super::TestCa;
+use anyhow::{bail, Context};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use rand::distributions::Alphanumeric;
+use rand::rngs::OsRng;
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every seeded person (alice, bob, dadmin) starts with this password, readable on purpose: the
+/// demo prints it. It meets AD's complexity rules and the minimum length of 7.
+pub const INITIAL_AD_PASSWORD: &str = "Initial#Pw789";
+
+const REALM: &str = "CORP.TEST";
+const NETBIOS_DOMAIN: &str = "CORP";
+const UPN_SUFFIX: &str = "corp.test";
+const DOMAIN_DN: &str = "DC=corp,DC=test";
+const STAFF_DN: &str = "OU=Staff,DC=corp,DC=test";
+const USERS_DN: &str = "CN=Users,DC=corp,DC=test";
+const ADMIN_DN: &str = "CN=Administrator,CN=Users,DC=corp,DC=test";
+const DOMAIN_ADMINS_DN: &str = "CN=Domain Admins,CN=Users,DC=corp,DC=test";
+const SERVICE_SAM: &str = "svc-reset";
+const SEEDED_PEOPLE: [&str; 3] = ["alice", "bob", "dadmin"];
+/// The seeded member of Domain Admins, inside `OU=Staff` (so inside the delegation).
+const SEEDED_ADMIN: &str = "dadmin";
+
+/// `userAccountControl` of an enabled normal account.
+const NORMAL_ACCOUNT: &str = "512";
+/// The domain policy set at start (minimum age 0 so tests can change passwords back to back).
+const DOMAIN_POLICY: [(&str, &str); 5] = [
+    ("minPwdAge", "0"),
+    ("minPwdLength", "7"),
+    ("pwdHistoryLength", "24"),
+    ("pwdProperties", "1"),
+    ("lockoutThreshold", "5"),
+];
+
+/// schemaIDGUID of the `user` class: the delegation applies to user objects only.
+const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
+/// The "Reset Password" control access right.
+const RESET_PASSWORD_RIGHT: &str = "00299570-246d-11d0-a768-00aa006e0529";
+/// schemaIDGUID of `lockoutTime` (writing 0 unlocks).
+const LOCKOUT_TIME_ATTRIBUTE: &str = "28630ebf-41d5-11d1-a9c1-0000f80367c1";
+/// schemaIDGUID of `pwdLastSet` (writing 0 forces a change at next logon).
+const PWD_LAST_SET_ATTRIBUTE: &str = "bf967a0a-0de6-11d0-a285-00aa003049e2";
+
+/// Samba 4.17 has no `ldap port` parameter: these are fixed.
+const LDAP_PORTS: [u16; 2] = [389, 636];
+const LDAPS_PORT: u16 = 636;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const LDAP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running, seeded Samba AD DC. Dropping it stops the server; the caller owns (and removes)
+/// `dir`. If the handle is never dropped, the DC still stops when this process exits.
+#[derive(Debug)]
+pub struct SambaDc {
+    /// `ldaps://127.0.0.1:636`
+    pub url: String,
+    /// The CA that signed the server's certificate: what clients must trust.
+    pub ca_file: PathBuf,
+    /// `CORP.TEST`
+    pub realm: String,
+    /// `DC=corp,DC=test`
+    pub domain_dn: String,
+    /// `OU=Staff,DC=corp,DC=test`: alice, bob and dadmin (a Domain Admin), each with
+    /// `mail = <sam>@corp.test` and the password [`INITIAL_AD_PASSWORD`].
+    pub staff_dn: String,
+    /// The domain's Administrator. Its resets still meet length and complexity rules, but never
+    /// the password history (Samba 4.17 cannot enforce history on a reset).
+    pub admin_dn: String,
+    pub admin_password: SecretString,
+    /// passback's service account `svc-reset` in `CN=Users`, delegated on `OU=Staff` only: Reset
+    /// Password, write `lockoutTime` and write `pwdLastSet` on user objects.
+    pub service_dn: String,
+    pub service_password: SecretString,
+    /// The instance's folder: `etc/smb.conf`, the databases under `private/`, and the logs
+    /// `provision.log` and `samba.log`.
+    pub dir: PathBuf,
+    smb_conf: PathBuf,
+    samba_tool_bin: PathBuf,
+    child: Child,
+    /// Held open only: Samba (`-i`) quits when it is closed, i.e. when this process ends.
+    stdin: Option<ChildStdin>,
+    stopped: bool,
+}
+
+impl SambaDc {
+    /// Provisions a domain in `dir` (realm `CORP.TEST`, NetBIOS domain `CORP`, no DNS), restricts
+    /// it to LDAP on 127.0.0.1 with the CA's certificate, starts `samba`, sets the domain policy
+    /// (minimum age 0, history 24, minimum length 7, complexity on, lockout after 5 bad
+    /// passwords), seeds `OU=Staff` and the service account, and returns once all of that is done.
+    ///
+    /// Takes several seconds, most of it `samba-tool domain provision`. Fails at once if
+    /// something already listens on 127.0.0.1:389 or :636 (only one DC fits on a machine).
+    /// `dir` must not hold a provisioned domain already.
+    pub fn start(dir: &Path, ca: &TestCa) -> anyhow::Result<SambaDc> {
+        let samba_bin = find_program("samba")?;
+        let samba_tool_bin = find_program("samba-tool")?;
+        refuse_if_ports_taken()?;
+
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+        let smb_conf = dir.join("etc").join("smb.conf");
+        if smb_conf.exists() {
+            bail!("{} already exists: start the sandbox Samba DC in a fresh directory", smb_conf.display());
+        }
+        let admin_password = random_password();
+        let service_password = random_password();
+
+        let began = Instant::now();
+        provision(&samba_tool_bin, &dir, &admin_password)?;
+        let provisioned = began.elapsed();
+
+        let run_dir = dir.join("run");
+        let settings = instance_settings(&dir, ca)?;
+        let text = std::fs::read_to_string(&smb_conf).with_context(|| format!("reading {}", smb_conf.display()))?;
+        let patched = patch_smb_conf(&text, &settings).with_context(|| format!("patching {}", smb_conf.display()))?;
+        std::fs::write(&smb_conf, patched).with_context(|| format!("writing {}", smb_conf.display()))?;
+        for sub in [&run_dir, &dir.join("log")] {
+            std::fs::create_dir_all(sub).with_context(|| format!("creating {}", sub.display()))?;
+        }
+
+        let log_file = dir.join("samba.log");
+        let mut child = spawn(&samba_bin, &smb_conf, &log_file)?;
+        let stdin = child.stdin.take();
+        // From here on, dropping `dc` (on any error) stops Samba.
+        let mut dc = SambaDc {
+            url: format!("ldaps://127.0.0.1:{LDAPS_PORT}"),
+            ca_file: ca.ca_file.clone(),
+            realm: REALM.into(),
+            domain_dn: DOMAIN_DN.into(),
+            staff_dn: STAFF_DN.into(),
+            admin_dn: ADMIN_DN.into(),
+            admin_password,
+            service_dn: format!("CN={SERVICE_SAM},{USERS_DN}"),
+            service_password,
+            dir,
+            smb_conf,
+            samba_tool_bin,
+            child,
+            stdin,
+            stopped: false,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        dc.wait_until_listening(deadline)?;
+        let listening = began.elapsed();
+
+        let service_sid = dc.seed_over_ldap(deadline)?;
+        dc.samba_tool(&[
+            "dsacl",
+            "set",
+            &format!("--objectdn={STAFF_DN}"),
+            "--action=allow",
+            &delegation_sddl(&service_sid),
+        ])
+        .context("delegating password resets on OU=Staff to svc-reset")?;
+        tracing::info!(
+            provision_ms = provisioned.as_millis() as u64,
+            listening_ms = (listening - provisioned).as_millis() as u64,
+            seed_ms = (began.elapsed() - listening).as_millis() as u64,
+            total_ms = began.elapsed().as_millis() as u64,
+            "sandbox Samba DC ready"
+        );
+        Ok(dc)
+    }
+
+    /// The DN of a person in `OU=Staff`, e.g. `user_dn("alice")`.
+    pub fn user_dn(&self, sam: &str) -> String {
+        format!("CN={},{}", ldap3::dn_escape(sam), self.staff_dn)
+    }
+
+    /// Runs `samba-tool ARGS --configfile=<this instance's smb.conf>` and returns its standard
+    /// output, e.g. `["domain", "passwordsettings", "set", "--min-pwd-age=1"]`. Changes made while
+    /// Samba runs take effect at once. Each call costs about 0.3–0.5 s (Python start-up).
+    pub fn samba_tool(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.samba_tool_bin)
+            .args(args)
+            .arg(format!("--configfile={}", path_text(&self.smb_conf)?))
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", self.samba_tool_bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "samba-tool {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end(),
+                String::from_utf8_lossy(&out.stdout).trim_end()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates an enabled user `CN=<sam>` in `ou_dn` (default `OU=Staff`) over LDAPS as
+    /// Administrator, with the UPN `<sam>@corp.test`, `mail` if given, and `password` (which must
+    /// satisfy the domain policy). Returns its DN. The DC is shared by every test of a process,
+    /// so tests make their own users with names of their own.
+    pub async fn add_user(
+        &self,
+        sam: &str,
+        ou_dn: Option<&str>,
+        mail: Option<&str>,
+        password: &str,
+    ) -> anyhow::Result<String> {
+        let dn = format!("CN={},{}", ldap3::dn_escape(sam), ou_dn.unwrap_or(&self.staff_dn));
+        let mut ldap = self.admin_connection().await?;
+        let added = add_user_entry(&mut ldap, &dn, sam, mail, password).await;
+        let _ = ldap.unbind().await;
+        added?;
+        Ok(dn)
+    }
+
+    /// Adds `user_dn` to the group `group_dn` (as Administrator).
+    pub async fn add_to_group(&self, user_dn: &str, group_dn: &str) -> anyhow::Result<()> {
+        let mut ldap = self.admin_connection().await?;
+        let added = add_member(&mut ldap, user_dn, group_dn).await;
+        let _ = ldap.unbind().await;
+        added
+    }
+
+    /// A directory configuration for passback's agent that uses this DC through `svc-reset`,
+    /// with all of `OU=Staff` in scope.
+    pub fn directory_config(&self, id: &str) -> crate::config::DirectoryConfig {
+        crate::config::DirectoryConfig {
+            id: id.to_string(),
+            kind: crate::config::DirectoryKind::Ad,
+            url: self.url.clone(),
+            starttls: false,
+            ca_file: Some(self.ca_file.clone()),
+            bind_dn: self.service_dn.clone(),
+            bind_password: Some(self.service_password.clone()),
+            bind_password_file: None,
+            base_dns: vec![self.staff_dn.clone()],
+            user_filter: None,
+            policy_dn: None,
+            history_on_reset: None,
+            pool_size: 2,
+            timeout_secs: 10,
+        }
+    }
+
+    /// The process id of Samba's root process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops Samba (SIGTERM, then SIGKILL if it lingers) and waits for it; about 2 s.
+    /// Idempotent.
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            stop_child(&mut self.child);
+            self.stdin = None;
+            self.stopped = true;
+        }
+    }
+
+    fn wait_until_listening(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, LDAPS_PORT));
+        let log_file = self.dir.join("samba.log");
+        loop {
+            if let Some(status) = self.child.try_wait().context("watching samba")? {
+                self.stopped = true;
+                let tail = log_tail(&log_file);
+                if tail.contains("ADDRESS_ALREADY_ASSOCIATED") {
+                    bail!("another Samba DC is running: samba could not listen on 127.0.0.1:389/636; end of its log:\n{tail}");
+                }
+                bail!("samba exited at start ({status}); end of its log:\n{tail}");
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "samba did not accept connections on {addr} within {} s; end of its log:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    log_tail(&log_file)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sets the domain policy and adds `OU=Staff`, the people and the service account over LDAPS
+    /// (milliseconds, where each `samba-tool` call would cost about 0.4 s). Returns the service
+    /// account's SID, for the delegation. Runs on a thread of its own with its own runtime, so
+    /// that `start` works both inside and outside an async context.
+    fn seed_over_ldap(&self, deadline: Instant) -> anyhow::Result<String> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("building a runtime for seeding")?;
+                    runtime.block_on(self.seed(deadline))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the seeding thread panicked")))
+        })
+    }
+
+    async fn seed(&self, deadline: Instant) -> anyhow::Result<String> {
+        // The port answers a moment before TLS and the database are ready to serve binds.
+        let mut ldap = loop {
+            match self.admin_connection().await {
+                Ok(ldap) => break ldap,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context(format!(
+                        "samba did not answer an LDAPS bind within {} s; end of its log:\n{}",
+                        READY_TIMEOUT.as_secs(),
+                        log_tail(&self.dir.join("samba.log"))
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let seeded = seed_entries(&mut ldap, &self.service_dn, &self.service_password).await;
+        let _ = ldap.unbind().await;
+        seeded
+    }
+
+    async fn admin_connection(&self) -> anyhow::Result<Ldap> {
+        connect(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await
+    }
+}
+
+impl Drop for SambaDc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn seed_entries(ldap: &mut Ldap, service_dn: &str, service_password: &SecretString) -> anyhow::Result<String> {
+    let policy = DOMAIN_POLICY.iter().map(|(attr, value)| Mod::Replace(*attr, HashSet::from([*value]))).collect();
+    ldap.with_timeout(LDAP_TIMEOUT).modify(DOMAIN_DN, policy).await?.success().context("setting the domain policy")?;
+    ldap.with_timeout(LDAP_TIMEOUT)
+        .add(STAFF_DN, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+        .await?
+        .success()
+        .context("adding OU=Staff")?;
+    for sam in SEEDED_PEOPLE {
+        let dn = format!("CN={sam},{STAFF_DN}");
+        let mail = format!("{sam}@{UPN_SUFFIX}");
+        add_user_entry(ldap, &dn, sam, Some(&mail), INITIAL_AD_PASSWORD).await?;
+    }
+    add_member(ldap, &format!("CN={SEEDED_ADMIN},{STAFF_DN}"), DOMAIN_ADMINS_DN).await?;
+    add_user_entry(ldap, service_dn, SERVICE_SAM, None, service_password.expose_secret()).await?;
+
+    let (entries, _) = ldap
+        .with_timeout(LDAP_TIMEOUT)
+        .search(service_dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+        .await?
+        .success()
+        .context("reading the service account's SID")?;
+    let entry = entries.into_iter().next().map(SearchEntry::construct).context("the service account is missing")?;
+    // ldap3 files a value under `attrs` when it happens to be valid UTF-8, else under `bin_attrs`.
+    let sid = entry
+        .bin_attrs
+        .get("objectSid")
+        .and_then(|values| values.first().cloned())
+        .or_else(|| entry.attrs.get("objectSid").and_then(|values| values.first()).map(|v| v.clone().into_bytes()))
+        .context("the service account has no objectSid")?;
+    sid_to_string(&sid)
+}
+
+async fn add_user_entry(
+    ldap: &mut Ldap,
+    dn: &str,
+    sam: &str,
+    mail: Option<&str>,
+    password: &str,
+) -> anyhow::Result<()> {
+    let text = |s: &str| HashSet::from([s.as_bytes().to_vec()]);
+    let mut attrs = vec![
+        (b"objectClass".to_vec(), text("user")),
+        (b"sAMAccountName".to_vec(), text(sam)),
+        (b"userPrincipalName".to_vec(), text(&format!("{sam}@{UPN_SUFFIX}"))),
+        (b"unicodePwd".to_vec(), HashSet::from([unicode_pwd(password)])),
+        (b"userAccountControl".to_vec(), text(NORMAL_ACCOUNT)),
+    ];
+    if let Some(mail) = mail {
+        attrs.push((b"mail".to_vec(), text(mail)));
+    }
+    ldap.with_timeout(LDAP_TIMEOUT).add(dn, attrs).await?.success().with_context(|| format!("adding {dn}"))?;
+    Ok(())
+}
+
+async fn add_member(ldap: &mut Ldap, user_dn: &str, group_dn: &str) -> anyhow::Result<()> {
+    ldap.with_timeout(LDAP_TIMEOUT)
+        .modify(group_dn, vec![Mod::Add("member", HashSet::from([user_dn]))])
+        .await?
+        .success()
+        .with_context(|| format!("adding {user_dn} to {group_dn}"))?;
+    Ok(())
+}
+
+/// A connection over LDAPS bound as `dn`; a failed bind is an error.
+async fn connect(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> anyhow::Result<Ldap> {
+    crate::tls::install_crypto_provider();
+    let settings =
+        LdapConnSettings::new().set_config(crate::tls::client_config(Some(ca_file))?).set_conn_timeout(LDAP_TIMEOUT);
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(error = %e, "sandbox LDAP connection ended");
+        }
+    });
+    ldap.with_timeout(LDAP_TIMEOUT)
+        .simple_bind(dn, password.expose_secret())
+        .await?
+        .success()
+        .with_context(|| format!("binding as {dn}"))?;
+    Ok(ldap)
+}
+
+/// The value AD expects in `unicodePwd`: the password in double quotes, as UTF-16LE.
+fn unicode_pwd(password: &str) -> Vec<u8> {
+    format!("\"{password}\"").encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// A binary SID (revision, sub-authority count, 48-bit big-endian authority, little-endian
+/// 32-bit sub-authorities) in its `S-1-5-21-…` form.
+fn sid_to_string(sid: &[u8]) -> anyhow::Result<String> {
+    let (revision, count) = match sid {
+        [revision, count, ..] => (*revision, usize::from(*count)),
+        _ => bail!("a SID of {} bytes is too short", sid.len()),
+    };
+    anyhow::ensure!(sid.len() == 8 + 4 * count, "a SID with {count} sub-authorities cannot be {} bytes", sid.len());
+    let authority = sid[2..8].iter().fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+    let mut text = format!("S-{revision}-{authority}");
+    for chunk in sid[8..].chunks_exact(4) {
+        let sub = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        text.push_str(&format!("-{sub}"));
+    }
+    Ok(text)
+}
+
+/// `--sddl=` for `samba-tool dsacl set`: three inherit-only ACEs for user objects below the OU,
+/// the delegation an administrator would give a password-reset service.
+fn delegation_sddl(trustee_sid: &str) -> String {
+    let ace = |rights: &str, object: &str| format!("(OA;CIIO;{rights};{object};{USER_CLASS};{trustee_sid})");
+    format!(
+        "--sddl={}{}{}",
+        ace("CR", RESET_PASSWORD_RIGHT),
+        ace("WP", LOCKOUT_TIME_ATTRIBUTE),
+        ace("WP", PWD_LAST_SET_ATTRIBUTE)
+    )
+}
+
+/// What this instance changes in the provisioned smb.conf: LDAP only, on 127.0.0.1 only, every
+/// runtime file inside `dir`, the CA's certificate, and no grace period for old passwords
+/// (Samba's default keeps the previous password working for 60 minutes).
+fn instance_settings(dir: &Path, ca: &TestCa) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let run = dir.join("run");
+    Ok(vec![
+        ("interfaces", "127.0.0.1".into()),
+        ("bind interfaces only", "yes".into()),
+        ("server services", "ldap".into()),
+        ("pid directory", path_text(&run)?),
+        ("ncalrpc dir", path_text(&run.join("ncalrpc"))?),
+        ("winbindd socket directory", path_text(&run.join("winbindd"))?),
+        ("ntp signd socket directory", path_text(&run.join("ntp_signd"))?),
+        // Unused while Samba runs with `-i` (it logs to stdout, i.e. `samba.log`), but keeps
+        // any other start-up away from /var/log/samba.
+        ("log file", path_text(&dir.join("log").join("log.samba"))?),
+        ("old password allowed period", "0".into()),
+        ("tls keyfile", path_text(&ca.key_file)?),
+        ("tls certfile", path_text(&ca.cert_file)?),
+        ("tls cafile", path_text(&ca.ca_file)?),
+    ])
+}
+
+/// Sets `settings` in the `[global]` section of an smb.conf, replacing any line that sets the
+/// same parameter (Samba compares names without case and without spaces).
+fn patch_smb_conf(text: &str, settings: &[(&str, String)]) -> anyhow::Result<String> {
+    let key = |name: &str| name.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect::<String>();
+    let ours: HashSet<String> = settings.iter().map(|(name, _)| key(name)).collect();
+    let mut out = String::with_capacity(text.len() + 1024);
+    let mut in_global = false;
+    let mut found_global = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_global = trimmed.eq_ignore_ascii_case("[global]");
+            out.push_str(line);
+            out.push('\n');
+            if in_global && !found_global {
+                found_global = true;
+                for (name, value) in settings {
+                    out.push_str(&format!("\t{name} = {value}\n"));
+                }
+            }
+            continue;
+        }
+        let replaced = in_global && trimmed.split_once('=').is_some_and(|(name, _)| ours.contains(&key(name)));
+        if !replaced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    anyhow::ensure!(found_global, "no [global] section");
+    Ok(out)
+}
+
+fn provision(samba_tool: &Path, dir: &Path, admin_password: &SecretString) -> anyhow::Result<()> {
+    let log_file = dir.join("provision.log");
+    let log = std::fs::File::create(&log_file).with_context(|| format!("creating {}", log_file.display()))?;
+    let log_err = log.try_clone().context("duplicating the log handle")?;
+    // The password is on the command line for a moment: acceptable for a throwaway domain.
+    let status = Command::new(samba_tool)
+        .args(["domain", "provision", "--server-role=dc", "--dns-backend=NONE", "--host-name=dc1"])
+        .arg("--host-ip=127.0.0.1")
+        .arg(format!("--realm={REALM}"))
+        .arg(format!("--domain={NETBIOS_DOMAIN}"))
+        .arg(format!("--targetdir={}", path_text(dir)?))
+        .arg(format!("--adminpass={}", admin_password.expose_secret()))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .status()
+        .with_context(|| format!("running {}", samba_tool.display()))?;
+    if !status.success() {
+        bail!("samba-tool domain provision failed ({status}); end of {}:\n{}", log_file.display(), log_tail(&log_file));
+    }
+    Ok(())
+}
+
+fn spawn(samba: &Path, smb_conf: &Path, log_file: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log_file).with_context(|| format!("creating {}", log_file.display()))?;
+    let log_err = log.try_clone().context("duplicating the log handle")?;
+    // `-i`: foreground, log to stdout, and quit on end of file on stdin. std's pipes are
+    // close-on-exec, so no other child of ours inherits the write end and keeps Samba alive.
+    Command::new(samba)
+        .args(["-i", "-M", "single", "-s"])
+        .arg(smb_conf)
+        .stdin(Stdio::piped())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .with_context(|| format!("starting {}", samba.display()))
+}
+
+fn refuse_if_ports_taken() -> anyhow::Result<()> {
+    for port in LDAP_PORTS {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+            bail!(
+                "another Samba DC is running (something already listens on {addr}): Samba's LDAP ports are \
+                 fixed, so only one sandbox DC fits on this machine at a time"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_program(name: &str) -> anyhow::Result<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fallback =
+        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name));
+    from_path.into_iter().chain(fallback).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "`{name}` was not found on PATH nor in /usr/sbin or /usr/bin. Install Samba's AD DC, e.g. on Debian: \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y samba samba-ad-dc"
+        )
+    })
+}
+
+/// A random password that also meets AD's complexity rules (upper, lower and digit).
+fn random_password() -> SecretString {
+    loop {
+        let pw: String = OsRng.sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+        let classes = [char::is_ascii_uppercase, char::is_ascii_lowercase, char::is_ascii_digit];
+        if classes.iter().all(|class| pw.chars().any(|c| class(&c))) {
+            return SecretString::from(pw);
+        }
+    }
+}
+
+/// A path as an smb.conf value or command-line option: UTF-8 on one line.
+fn path_text(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .filter(|s| !s.chars().any(char::is_control))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{}: the sandbox needs a UTF-8 path without control characters", path.display()))
+}
+
+fn log_tail(log_file: &Path) -> String {
+    const TAIL: u64 = 4000;
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(log_file) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    if text.trim().is_empty() {
+        "(empty)".into()
+    } else {
+        text
+    }
+}
+
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SIGTERM lets Samba close its databases; std only offers SIGKILL, hence `kill`.
+    let termed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if termed {
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::bind_works;
+
+    fn pw(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    /// Resets `dn`'s password the way passback does (`replace unicodePwd`), bound as `as_dn`.
+    async fn reset(dc: &SambaDc, as_dn: &str, as_pw: &SecretString, dn: &str, new: &str) -> ldap3::LdapResult {
+        let mut ldap = connect(&dc.url, &dc.ca_file, as_dn, as_pw).await.unwrap();
+        let mods = vec![Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([unicode_pwd(new)]))];
+        let result = ldap.modify(dn, mods).await.unwrap();
+        let _ = ldap.unbind().await;
+        result
+    }
+
+    #[test]
+    fn unicode_pwd_is_the_quoted_password_in_utf16le() {
+        assert_eq!(unicode_pwd("aé"), vec![b'"', 0, b'a', 0, 0xe9, 0, b'"', 0]);
+    }
+
+    #[test]
+    fn a_binary_sid_reads_as_its_string_form() {
+        let sid = [
+            0x01, 0x05, 0, 0, 0, 0, 0, 0x05, 0x15, 0, 0, 0, 0xc5, 0xe8, 0x9b, 0x4b, 0x54, 0xf7, 0xaa, 0x2c, 0xe7, 0xa6,
+            0x96, 0xb6, 0x4f, 0x04, 0, 0,
+        ];
+        assert_eq!(sid_to_string(&sid).unwrap(), "S-1-5-21-1268508869-749401940-3063326439-1103");
+        assert!(sid_to_string(&sid[..27]).is_err());
+        assert!(sid_to_string(&[1]).is_err());
+    }
+
+    #[test]
+    fn the_delegation_grants_reset_and_two_attribute_writes_on_users_below_the_ou() {
+        let sddl = delegation_sddl("S-1-5-21-1-2-3-1103");
+        assert_eq!(sddl.matches("(OA;CIIO;").count(), 3);
+        assert_eq!(sddl.matches(";bf967aba-0de6-11d0-a285-00aa003049e2;S-1-5-21-1-2-3-1103)").count(), 3);
+        assert!(sddl.contains("CR;00299570-246d-11d0-a768-00aa006e0529;"));
+    }
+
+    #[test]
+    fn patching_smb_conf_replaces_global_settings_and_leaves_shares_alone() {
+        let conf =
+            "# Global parameters\n[global]\n\tlog file = /var/log/samba/log.%m\n\tServer  Services = s3fs, rpc\n\
+                    \trealm = CORP.TEST\n\n[sysvol]\n\tpath = /x\n\tlog file = share-level\n";
+        let settings = [("server services", "ldap".to_string()), ("log file", "/d/log".to_string())];
+
+        let patched = patch_smb_conf(conf, &settings).unwrap();
+
+        assert_eq!(
+            patched,
+            "# Global parameters\n[global]\n\tserver services = ldap\n\tlog file = /d/log\n\trealm = CORP.TEST\n\n\
+             [sysvol]\n\tpath = /x\n\tlog file = share-level\n"
+        );
+        assert!(patch_smb_conf("[homes]\n", &settings).is_err());
+    }
+
+    #[test]
+    fn random_passwords_meet_ad_complexity_and_differ() {
+        let a = random_password();
+        let b = random_password();
+        assert_eq!(a.expose_secret().len(), 24);
+        assert!(a.expose_secret().chars().any(|c| c.is_ascii_uppercase()));
+        assert!(a.expose_secret().chars().any(|c| c.is_ascii_lowercase()));
+        assert!(a.expose_secret().chars().any(|c| c.is_ascii_digit()));
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+
+    /// The one test that starts a DC: only one fits on a machine at a time.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_seeded_dc_lets_the_service_account_reset_staff_passwords_only() {
+        let _ = tracing_subscriber::fmt().with_env_filter("passback=info").with_test_writer().try_init();
+        let dir = std::env::temp_dir().join(format!("pb-samba-{}", uuid::Uuid::new_v4()));
+        let ca = TestCa::create(&dir.join("ca")).unwrap();
+        let began = Instant::now();
+        let mut dc = SambaDc::start(&dir.join("dc"), &ca).unwrap();
+        eprintln!("SambaDc::start took {} ms", began.elapsed().as_millis());
+        let svc_dn = dc.service_dn.clone();
+        let svc_pw = dc.service_password.clone();
+
+        let second = SambaDc::start(&dir.join("dc2"), &ca).unwrap_err();
+        assert!(second.to_string().contains("another Samba DC is running"), "{second:#}");
+        assert!(!dir.join("dc2").join("etc").exists());
+
+        let policy = dc.samba_tool(&["domain", "passwordsettings", "show"]).unwrap();
+        for line in ["Minimum password length: 7", "Minimum password age (days): 0", "Password history length: 24"] {
+            assert!(policy.contains(line), "{policy}");
+        }
+        assert!(policy.contains("Account lockout threshold (attempts): 5"), "{policy}");
+
+        assert!(bind_works(&dc.url, &dc.ca_file, &svc_dn, &svc_pw).await);
+        let alice = dc.user_dn("alice");
+        assert!(bind_works(&dc.url, &dc.ca_file, &alice, &pw(INITIAL_AD_PASSWORD)).await);
+
+        let done = reset(&dc, &svc_dn, &svc_pw, &alice, "Fresh#Start2026").await;
+        assert_eq!(done.rc, 0, "{done:?}");
+        assert!(bind_works(&dc.url, &dc.ca_file, &alice, &pw("Fresh#Start2026")).await);
+        assert!(!bind_works(&dc.url, &dc.ca_file, &alice, &pw(INITIAL_AD_PASSWORD)).await);
+
+        let short = reset(&dc, &svc_dn, &svc_pw, &dc.user_dn("bob"), "Ab1#").await;
+        assert_eq!(short.rc, 19, "{short:?}");
+        assert!(short.text.starts_with("0000052D"), "{short:?}");
+
+        let outsider = dc.add_user("outsider", Some("CN=Users,DC=corp,DC=test"), None, "Outsider#Pw1").await.unwrap();
+        assert_eq!(outsider, "CN=outsider,CN=Users,DC=corp,DC=test");
+        let denied = reset(&dc, &svc_dn, &svc_pw, &outsider, "Another#Pw2026").await;
+        assert_eq!(denied.rc, 50, "{denied:?}");
+
+        let carol = dc.add_user("carol", None, Some("carol@corp.test"), "Carol#Pw2026").await.unwrap();
+        dc.add_to_group(&carol, "CN=Domain Admins,CN=Users,DC=corp,DC=test").await.unwrap();
+        let mut admin = dc.admin_connection().await.unwrap();
+        for (sam, admin_expected) in [("dadmin", true), ("carol", true), ("bob", false)] {
+            let (entries, _) = admin
+                .search(&dc.user_dn(sam), Scope::Base, "(objectClass=*)", vec!["memberOf", "mail"])
+                .await
+                .unwrap()
+                .success()
+                .unwrap();
+            let entry = SearchEntry::construct(entries.into_iter().next().unwrap());
+            let groups = entry.attrs.get("memberOf").cloned().unwrap_or_default();
+            assert_eq!(groups.iter().any(|g| g == DOMAIN_ADMINS_DN), admin_expected, "{sam}: {groups:?}");
+            assert_eq!(entry.attrs.get("mail"), Some(&vec![format!("{sam}@corp.test")]));
+        }
+        let _ = admin.unbind().await;
+
+        let pid = dc.pid();
+        let began = Instant::now();
+        dc.stop();
+        eprintln!("SambaDc::stop took {} ms", began.elapsed().as_millis());
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        drop(dc);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
