@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests and the integration tests, which start their own OpenLDAP
-# (slapd with ppolicy), SMTP sink, portal over TLS and agent processes on 127.0.0.1.
+# (slapd with ppolicy), Samba AD DC, SMTP sink, portal over TLS and agent processes on 127.0.0.1.
+# Samba's LDAP ports are fixed (389/636): nothing else may use them while the tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$PATH:/usr/sbin"

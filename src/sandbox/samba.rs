@@ -172,6 +172,15 @@ impl SambaDc {
             &delegation_sddl(&service_sid),
         ])
         .context("delegating password resets on OU=Staff to svc-reset")?;
+        // Reading the fine-grained policies lets the agent state their real numbers to people.
+        dc.samba_tool(&[
+            "dsacl",
+            "set",
+            &format!("--objectdn=CN=Password Settings Container,CN=System,{DOMAIN_DN}"),
+            "--action=allow",
+            &format!("--sddl=(A;CI;RPLCLORC;;;{service_sid})"),
+        ])
+        .context("letting svc-reset read the password settings objects")?;
         tracing::info!(
             provision_ms = provisioned.as_millis() as u64,
             listening_ms = (listening - provisioned).as_millis() as u64,

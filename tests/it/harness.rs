@@ -250,6 +250,18 @@ impl TestApp {
         std::fs::read_to_string(self.agent_log_file()).unwrap_or_default()
     }
 
+    /// Waits until an agent serves directory `id`.
+    pub async fn wait_until_alive_for(&self, id: &str) {
+        let id = passback::domain::DirectoryId::parse(id).unwrap();
+        for _ in 0..150 {
+            if self.hub.is_alive(&id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no agent for {id}; agent log:\n{}", self.agent_log());
+    }
+
     pub async fn wait_until_alive(&self, alive: bool) {
         let id = passback::domain::DirectoryId::parse(DIR_ID).unwrap();
         for _ in 0..150 {

@@ -1,0 +1,275 @@
+//! Active Directory writeback against a real Samba AD DC, through the portal and at the agent's
+//! directory layer. Samba's LDAP ports are fixed, so one DC serves every test of this run; each
+//! test makes its own people.
+
+use crate::harness::{spawn_app, TestApp};
+use passback::config::{DirectoryConfig, HistoryOnReset};
+use passback::directory::Directory;
+use passback::domain::{Anchor, DirectoryId, Outcome};
+use passback::sandbox::{SambaDc, TestCa, INITIAL_AD_PASSWORD};
+use secrecy::SecretString;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+const AD: &str = "corp";
+
+/// The run's DC. It is never dropped: Samba stops by itself when this process ends (its stdin
+/// closes). Its folder is named after the process, and folders of finished runs are removed.
+async fn dc() -> &'static SambaDc {
+    static DC: OnceCell<SambaDc> = OnceCell::const_new();
+    DC.get_or_init(|| async {
+        tokio::task::spawn_blocking(|| {
+            passback::tls::install_crypto_provider();
+            let tmp = std::env::temp_dir();
+            for entry in std::fs::read_dir(&tmp).unwrap().flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix("passback-test-samba-") {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+            let dir = tmp.join(format!("passback-test-samba-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let ca = TestCa::create(&dir.join("tls")).unwrap();
+            SambaDc::start(&dir.join("dc"), &ca).unwrap()
+        })
+        .await
+        .unwrap()
+    })
+    .await
+}
+
+/// A name no other test uses.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_string())
+}
+
+/// A fresh person in OU=Staff (or `ou`), with an address; returns (sAMAccountName, DN, mail).
+async fn person(dc: &SambaDc, ou: Option<&str>) -> (String, String, String) {
+    let sam = unique("t");
+    let mail = format!("{sam}@corp.test");
+    let dn = dc.add_user(&sam, ou, Some(&mail), INITIAL_AD_PASSWORD).await.unwrap();
+    (sam, dn, mail)
+}
+
+async fn binds(dc: &SambaDc, dn: &str, password: &str) -> bool {
+    passback::sandbox::bind_works(&dc.url, &dc.ca_file, dn, &secret(password)).await
+}
+
+/// The portal and an agent serving the OpenLDAP fixture and, as `corp`, the DC.
+async fn ad_app(directory: DirectoryConfig) -> TestApp {
+    let mut app = spawn_app().await;
+    app.serve_also(directory).await;
+    app.start_agent().await;
+    app.wait_until_alive_for(AD).await;
+    app
+}
+
+/// Waits until the portal has synced `sam` (the agent syncs at start).
+async fn synced(app: &TestApp, sam: &str) {
+    for _ in 0..100 {
+        if !passback::store::users::find_by_login(&app.db, &sam.to_lowercase()).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sam} was never synced; agent log:\n{}", app.agent_log());
+}
+
+/// The agent's view of the DC, and the anchor of `sam` as the sync reports it.
+async fn directory_and_anchor(dc: &SambaDc, cfg: DirectoryConfig, sam: &str) -> (Directory, Anchor) {
+    let dir = Directory::new(&cfg).unwrap();
+    let users = dir.sync_users().await.unwrap();
+    let user = users.into_iter().find(|u| u.username.eq_ignore_ascii_case(sam)).expect("synced");
+    let _ = dc;
+    (dir, user.anchor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_password_is_reset_through_the_portal_and_only_the_new_one_binds() {
+    let dc = dc().await;
+    let (sam, dn, mail) = person(dc, None).await;
+    let app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+
+    let form = app.verified_as(&sam, &mail).await;
+    assert!(form.contains("At least 7 characters"), "the domain policy is shown: {form}");
+    let page = app.submit_password(&form, "Brand#New9pass", "Brand#New9pass").await;
+
+    assert!(page.contains("Your password has been changed"), "{page}\n{}", app.agent_log());
+    assert!(binds(dc, &dn, "Brand#New9pass").await);
+    assert!(!binds(dc, &dn, INITIAL_AD_PASSWORD).await, "the old password no longer binds");
+    let row = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
+    assert_eq!((row.outcome_code.as_str(), row.directory.as_deref()), ("PB-0000", Some(AD)));
+    assert!(row.raw.contains("history not enforced"), "the audit says Samba could not check history: {}", row.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_policy_refusals_reach_the_person_with_the_real_numbers() {
+    let dc = dc().await;
+    let (sam, dn, mail) = person(dc, None).await;
+    let (pso_sam, _, pso_mail) = person(dc, None).await;
+    let pso = unique("pso");
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        &pso,
+        "10",
+        "--min-pwd-length=12",
+        "--complexity=off",
+    ])
+    .unwrap();
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &pso_sam]).unwrap();
+    let app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+    synced(&app, &pso_sam).await;
+
+    let form = app.verified_as(&sam, &mail).await;
+    let short = app.submit_password(&form, "Ab1#x", "Ab1#x").await;
+    assert!(short.contains("PB-2001") && short.contains("at least 7 characters"), "{short}");
+    let simple = app.submit_password(&short, "alllowercase", "alllowercase").await;
+    assert!(simple.contains("PB-2002"), "{simple}");
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "nothing was written");
+
+    // A fine-grained policy (PSO) wins over the domain's, and the person is told its number.
+    let form = app.verified_as(&pso_sam, &pso_mail).await;
+    let short = app.submit_password(&form, "Abcdef#123", "Abcdef#123").await;
+    assert!(short.contains("PB-2001") && short.contains("at least 12 characters"), "{short}");
+    let raw: Vec<String> = app.audit().await.into_iter().map(|r| r.raw).collect();
+    assert!(raw.iter().any(|r| r.contains("0000052D")), "the DC's own answer is kept: {raw:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_admin_without_admincount_cannot_reset_a_forgotten_password() {
+    let dc = dc().await;
+    let (sam, dn, mail) = person(dc, None).await;
+    dc.add_to_group(&dn, &format!("CN=Domain Admins,CN=Users,{}", dc.domain_dn)).await.unwrap();
+    let app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+
+    let form = app.verified_as(&sam, &mail).await;
+    let page = app.submit_password(&form, "Brand#New9pass", "Brand#New9pass").await;
+
+    assert!(page.contains("PB-3002"), "{page}");
+    assert!(page.contains("Administrator accounts cannot reset"), "{page}");
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_outside_the_delegated_scope_gets_a_set_up_error_that_names_the_missing_right() {
+    let dc = dc().await;
+    let users_container = format!("CN=Users,{}", dc.domain_dn);
+    let (sam, dn, mail) = person(dc, Some(&users_container)).await;
+    // In the sync scope, but the service account was given no rights there.
+    let mut cfg = dc.directory_config(AD);
+    cfg.base_dns.push(users_container);
+    let app = ad_app(cfg).await;
+    synced(&app, &sam).await;
+
+    let form = app.verified_as(&sam, &mail).await;
+    let page = app.submit_password(&form, "Brand#New9pass", "Brand#New9pass").await;
+
+    assert!(page.contains("PB-3003"), "{page}");
+    let row = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
+    assert!(row.raw.contains("Reset Password"), "the audit names the missing right: {}", row.raw);
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_changes_are_checked_against_the_old_password_history_and_minimum_age() {
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    let (dir, anchor) = directory_and_anchor(dc, dc.directory_config(AD), &sam).await;
+
+    let wrong = dir.change(&anchor, &secret("Not#The1Password"), &secret("Next#Pass123")).await;
+    assert_eq!(wrong.outcome, Outcome::OldPasswordWrong, "{}", wrong.raw);
+    let ok = dir.change(&anchor, &secret(INITIAL_AD_PASSWORD), &secret("Next#Pass123")).await;
+    assert_eq!(ok.outcome, Outcome::Success, "{}", ok.raw);
+    assert!(binds(dc, &dn, "Next#Pass123").await);
+    let back = dir.change(&anchor, &secret("Next#Pass123"), &secret(INITIAL_AD_PASSWORD)).await;
+    assert_eq!(back.outcome, Outcome::InHistory { history: Some(24) }, "{}", back.raw);
+
+    // A minimum age (one day, from a PSO on this person only): an admin reset still works, a
+    // change is too recent.
+    let pso = unique("age");
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "create", &pso, "5", "--min-pwd-age=1", "--min-pwd-length=7"])
+        .unwrap();
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &sam]).unwrap();
+    let young = dir.change(&anchor, &secret("Next#Pass123"), &secret("Third#Pass456")).await;
+    assert_eq!(young.outcome, Outcome::TooYoung { min_age_secs: Some(86_400) }, "{}", young.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_ad_account_cannot_change_its_password() {
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    for _ in 0..6 {
+        assert!(!binds(dc, &dn, "Wrong#Guess1").await);
+    }
+    let (dir, anchor) = directory_and_anchor(dc, dc.directory_config(AD), &sam).await;
+
+    let locked = dir.change(&anchor, &secret(INITIAL_AD_PASSWORD), &secret("Next#Pass123")).await;
+
+    assert_eq!(locked.outcome, Outcome::AccountLocked, "{}", locked.raw);
+    let synced = dir.sync_users().await.unwrap().into_iter().find(|u| u.username.eq_ignore_ascii_case(&sam)).unwrap();
+    assert!(synced.locked && synced.enabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_history_is_required_on_reset_a_dc_that_cannot_enforce_it_refuses_resets() {
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    let mut cfg = dc.directory_config(AD);
+    cfg.history_on_reset = Some(HistoryOnReset::Required);
+    let (dir, anchor) = directory_and_anchor(dc, cfg, &sam).await;
+
+    let answer = dir.reset(&anchor, &secret("Brand#New9pass")).await;
+
+    assert_eq!(answer.outcome, Outcome::Refused);
+    assert!(answer.raw.contains("policy-hints"), "{}", answer.raw);
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_sync_reports_anchors_addresses_and_disabled_people() {
+    let dc = dc().await;
+    let (sam, dn, mail) = person(dc, None).await;
+    let dir = Directory::new(&dc.directory_config(AD)).unwrap();
+
+    let users = dir.sync_users().await.unwrap();
+
+    let me = users.iter().find(|u| u.username.eq_ignore_ascii_case(&sam)).unwrap();
+    assert_eq!(me.email.as_ref().map(|e| e.as_str()), Some(mail.as_str()));
+    assert_eq!(me.dn, dn);
+    assert_eq!(me.anchor.as_str().len(), 36, "a GUID: {}", me.anchor);
+    assert!(users.iter().any(|u| u.username == "dadmin"));
+    assert!(!users.iter().any(|u| u.username == "svc-reset"), "outside the scope");
+    let policy = dir.policy().await.unwrap();
+    assert_eq!((policy.min_length, policy.history, policy.complexity), (Some(7), Some(24), Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dc_with_an_untrusted_certificate_is_unreachable_and_nothing_is_sent() {
+    let dc = dc().await;
+    let (sam, _, _) = person(dc, None).await;
+    let (_, anchor) = directory_and_anchor(dc, dc.directory_config(AD), &sam).await;
+    let other_ca = TestCa::create(&std::env::temp_dir().join(unique("passback-ca-"))).unwrap();
+    let mut cfg = dc.directory_config(AD);
+    cfg.ca_file = Some(other_ca.ca_file.clone());
+    let dir = Directory::new(&cfg).unwrap();
+
+    let answer = dir.reset(&anchor, &secret("Brand#New9pass")).await;
+
+    assert_eq!(answer.outcome, Outcome::DirectoryUnreachable, "{}", answer.raw);
+    assert!(dir.check().await.is_err());
+    let id = DirectoryId::parse(AD).unwrap();
+    assert_eq!(dir.id(), &id);
+}
