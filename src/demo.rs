@@ -33,13 +33,13 @@ pub fn portal_config(dir: &Path, ca: &TestCa, port: u16, smtp_port: u16) -> anyh
     Ok(cfg)
 }
 
-pub fn agent_config(dir: &Path, ca: &TestCa, slapd: &Slapd) -> AgentConfig {
+pub fn agent_config(dir: &Path, ca: &TestCa, directory: &crate::config::DirectoryConfig) -> AgentConfig {
     AgentConfig {
         state_file: dir.join("agent.json"),
         portal_ca_file: Some(ca.ca_file.clone()),
         heartbeat_secs: 5,
         sync_interval_mins: 1,
-        directories: vec![slapd.directory_config(DIRECTORY_ID)],
+        directories: vec![directory.clone()],
         ..Default::default()
     }
 }
@@ -108,14 +108,70 @@ pub fn spawn_agent(config_file: &Path, log: &Path) -> anyhow::Result<std::proces
         .spawn()?)
 }
 
-pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
+/// Which directory the demo writes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoDirectory {
+    /// OpenLDAP with the ppolicy overlay.
+    Openldap,
+    /// A Samba Active Directory domain controller (uses ports 389 and 636 of 127.0.0.1).
+    Ad,
+}
+
+/// The directory the demo started, and what to tell people about it.
+struct Started {
+    config: crate::config::DirectoryConfig,
+    description: String,
+    /// Kept alive for as long as the demo runs; dropping it stops the server.
+    _server: Box<dyn std::any::Any + Send>,
+}
+
+fn start_directory(kind: DemoDirectory, dir: &Path, ca: &TestCa) -> anyhow::Result<Started> {
+    Ok(match kind {
+        DemoDirectory::Openldap => {
+            let slapd = Slapd::start(&dir.join("ldap"), ca)?;
+            let description = format!(
+                "  Directory:    OpenLDAP {ldap}, base {base}\n  \
+                 People:       alice, bob, carol (e-mail <name>@example.org), dave (no e-mail)\n  \
+                 Password:     {pw} (for everyone at start)\n  \
+                 Policy:       at least 8 characters, not one of the last 3; carol may change only once an hour\n\n  \
+                 Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n",
+                ldap = slapd.url,
+                base = slapd.base_dn,
+                people = slapd.people_dn,
+                pw = crate::sandbox::INITIAL_USER_PASSWORD,
+                ca = ca.ca_file.display(),
+            );
+            Started { config: slapd.directory_config(DIRECTORY_ID), description, _server: Box::new(slapd) }
+        }
+        DemoDirectory::Ad => {
+            let dc = crate::sandbox::SambaDc::start(&dir.join("ad"), ca)?;
+            let description = format!(
+                "  Directory:    Samba AD DC {ldap}, domain {realm}, scope {staff}\n  \
+                 People:       alice, bob (e-mail <name>@corp.test), dadmin (a Domain Admin: reset is refused)\n  \
+                 Password:     {pw} (for everyone at start)\n  \
+                 Policy:       at least 7 characters, complex, not one of the last 24\n\n  \
+                 Check a new password (Samba has no \"who am I\"; a search of the root shows the bind worked):\n    \
+                 LDAPTLS_CACERT={ca} ldapsearch -LLL -x -H {ldap} -D alice@{realm_lc} -w 'NEW-PASSWORD' -b '' -s base dn\n",
+                ldap = dc.url,
+                realm = dc.realm,
+                realm_lc = dc.realm.to_lowercase(),
+                staff = dc.staff_dn,
+                pw = crate::sandbox::INITIAL_AD_PASSWORD,
+                ca = ca.ca_file.display(),
+            );
+            Started { config: dc.directory_config(DIRECTORY_ID), description, _server: Box::new(dc) }
+        }
+    })
+}
+
+pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
     let dir: PathBuf = dir.canonicalize()?;
     let ca = TestCa::create(&dir.join("tls"))?;
-    let slapd = Slapd::start(&dir.join("ldap"), &ca)?;
+    let directory = start_directory(kind, &dir, &ca)?;
     let (smtp, mailbox) = crate::mail::sink::start(0).await?;
 
     let cfg = portal_config(&dir, &ca, port, smtp.port())?;
@@ -132,7 +188,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         crate::Clock::default().now(),
     )
     .await?;
-    let agent_cfg = agent_config(&dir, &ca, &slapd);
+    let agent_cfg = agent_config(&dir, &ca, &directory.config);
     crate::agent::enroll::enroll(
         &url,
         &token.as_str().to_string().into(),
@@ -155,20 +211,13 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
 
     println!(
         "\npassback demo is running.\n\n  Portal:       {url}/reset\n  Demo mailbox: {url}/demo/mail   (verification codes arrive here)\n  \
-         TLS CA:       {ca}   (the browser will warn: accept the certificate, or import this CA)\n\n  \
-         Directory:    OpenLDAP {ldap}, base {base}\n  \
-         People:       alice, bob, carol (e-mail <name>@example.org), dave (no e-mail)\n  \
-         Password:     {pw} (for everyone at start)\n  \
-         Policy:       at least 8 characters, not one of the last 3; carol may change only once an hour\n\n  \
-         Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n\n  \
+         TLS CA:       {ca}   (the browser will warn: accept the certificate, or import this CA)\n\n\
+         {directory}\n  \
          Agent:        process {agent_pid}, log {agent_log}\n                \
          (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n\
          Stop the demo with Ctrl-C.\n",
         ca = ca.ca_file.display(),
-        ldap = slapd.url,
-        base = slapd.base_dn,
-        people = slapd.people_dn,
-        pw = crate::sandbox::INITIAL_USER_PASSWORD,
+        directory = directory.description,
         agent_pid = agent.id(),
         agent_log = dir.join("agent.log").display(),
     );
@@ -179,6 +228,6 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
     }
     let _ = agent.kill();
     let _ = agent.wait();
-    drop(slapd);
+    drop(directory);
     Ok(())
 }

@@ -36,6 +36,9 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long, default_value_t = 8443)]
         port: u16,
+        /// The directory to write into.
+        #[arg(long, value_enum, default_value = "openldap")]
+        directory: passback::demo::DemoDirectory,
     },
 }
 
@@ -119,8 +122,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", token.as_str());
             eprintln!("One-time enrollment token for {name:?}, valid for {ttl} minutes. Use it once with `passback agent enroll`.");
         }
-        Cmd::Demo { dir, port } => {
-            passback::demo::run(&dir, port).await.context("demo")?;
+        Cmd::Demo { dir, port, directory } => {
+            passback::demo::run(&dir, port, directory).await.context("demo")?;
         }
     }
     Ok(())

@@ -139,7 +139,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let portal = Portal::start(cfg, clock.clone()).await;
     let url = format!("https://localhost:{}", portal.port);
 
-    let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd);
+    let mut agent_cfg = passback::demo::agent_config(&dir, &ca, &slapd.directory_config(DIR_ID));
     agent_cfg.heartbeat_secs = 1;
     let agent_config_file = passback::demo::write_agent_files(&dir, &agent_cfg).unwrap();
 
