@@ -412,7 +412,7 @@ fn policy_hints(oid: &str) -> RawControl {
 }
 
 /// The value AD wants in `unicodePwd`: the password in double quotes, UTF-16LE.
-fn quoted_utf16(password: &str) -> Vec<u8> {
+pub fn quoted_utf16(password: &str) -> Vec<u8> {
     format!("\"{password}\"").encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
@@ -450,7 +450,7 @@ fn escape_bytes(b: &[u8]) -> String {
 }
 
 /// A binary SID as `S-1-5-21-…`.
-pub(crate) fn parse_sid(b: &[u8]) -> Option<String> {
+pub fn parse_sid(b: &[u8]) -> Option<String> {
     let revision = *b.first()?;
     let count = usize::from(*b.get(1)?);
     let authority = b.get(2..8)?.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));

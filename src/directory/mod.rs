@@ -4,7 +4,7 @@
 //! Only the agent uses this module; nothing here knows about the portal or its database.
 //! Raw answers become [`Outcome`]s in exactly one place, [`answer`].
 
-mod ad;
+pub mod ad;
 pub mod answer;
 mod openldap;
 mod pool;

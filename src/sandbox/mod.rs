@@ -6,9 +6,11 @@
 //! server stops when its handle is dropped.
 
 pub mod certs;
+mod process;
 pub mod samba;
 pub mod slapd;
 
 pub use certs::TestCa;
+pub use process::bind_works;
 pub use samba::{SambaDc, INITIAL_AD_PASSWORD};
-pub use slapd::{bind_works, Slapd, INITIAL_USER_PASSWORD};
+pub use slapd::{Slapd, INITIAL_USER_PASSWORD};

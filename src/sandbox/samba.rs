@@ -10,15 +10,12 @@
 //! It runs with `-M single`: one process of about 50 MB (proportional set size), where the
 //! default `prefork` model needs 11 processes and about 65 MB for the same answers.
 
+use super::process::{connect_as, find_program, log_tail, random_password, stop_child};
 use super::TestCa;
 use anyhow::{bail, Context};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
-use rand::distributions::Alphanumeric;
-use rand::rngs::OsRng;
-use rand::Rng;
+use ldap3::{Ldap, Mod, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -31,6 +28,8 @@ pub const INITIAL_AD_PASSWORD: &str = "Initial#Pw789";
 const REALM: &str = "CORP.TEST";
 const NETBIOS_DOMAIN: &str = "CORP";
 const UPN_SUFFIX: &str = "corp.test";
+const SAMBA_HINT: &str =
+    "Install Samba's AD DC, e.g. on Debian: DEBIAN_FRONTEND=noninteractive apt-get install -y samba samba-ad-dc";
 const DOMAIN_DN: &str = "DC=corp,DC=test";
 const STAFF_DN: &str = "OU=Staff,DC=corp,DC=test";
 const USERS_DN: &str = "CN=Users,DC=corp,DC=test";
@@ -65,7 +64,6 @@ const PWD_LAST_SET_ATTRIBUTE: &str = "bf967a0a-0de6-11d0-a285-00aa003049e2";
 const LDAP_PORTS: [u16; 2] = [389, 636];
 const LDAPS_PORT: u16 = 636;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_GRACE: Duration = Duration::from_secs(5);
 const LDAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running, seeded Samba AD DC. Dropping it stops the server; the caller owns (and removes)
@@ -112,8 +110,8 @@ impl SambaDc {
     /// something already listens on 127.0.0.1:389 or :636 (only one DC fits on a machine).
     /// `dir` must not hold a provisioned domain already.
     pub fn start(dir: &Path, ca: &TestCa) -> anyhow::Result<SambaDc> {
-        let samba_bin = find_program("samba")?;
-        let samba_tool_bin = find_program("samba-tool")?;
+        let samba_bin = find_program("samba", SAMBA_HINT)?;
+        let samba_tool_bin = find_program("samba-tool", SAMBA_HINT)?;
         refuse_if_ports_taken()?;
 
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -387,7 +385,7 @@ async fn seed_entries(ldap: &mut Ldap, service_dn: &str, service_password: &Secr
         .and_then(|values| values.first().cloned())
         .or_else(|| entry.attrs.get("objectSid").and_then(|values| values.first()).map(|v| v.clone().into_bytes()))
         .context("the service account has no objectSid")?;
-    sid_to_string(&sid)
+    crate::directory::ad::parse_sid(&sid).ok_or_else(|| anyhow::anyhow!("svc-reset's objectSid is not a SID"))
 }
 
 async fn add_user_entry(
@@ -402,7 +400,7 @@ async fn add_user_entry(
         (b"objectClass".to_vec(), text("user")),
         (b"sAMAccountName".to_vec(), text(sam)),
         (b"userPrincipalName".to_vec(), text(&format!("{sam}@{UPN_SUFFIX}"))),
-        (b"unicodePwd".to_vec(), HashSet::from([unicode_pwd(password)])),
+        (b"unicodePwd".to_vec(), HashSet::from([crate::directory::ad::quoted_utf16(password)])),
         (b"userAccountControl".to_vec(), text(NORMAL_ACCOUNT)),
     ];
     if let Some(mail) = mail {
@@ -423,43 +421,9 @@ async fn add_member(ldap: &mut Ldap, user_dn: &str, group_dn: &str) -> anyhow::R
 
 /// A connection over LDAPS bound as `dn`; a failed bind is an error.
 async fn connect(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> anyhow::Result<Ldap> {
-    crate::tls::install_crypto_provider();
-    let settings =
-        LdapConnSettings::new().set_config(crate::tls::client_config(Some(ca_file))?).set_conn_timeout(LDAP_TIMEOUT);
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.drive().await {
-            tracing::debug!(error = %e, "sandbox LDAP connection ended");
-        }
-    });
-    ldap.with_timeout(LDAP_TIMEOUT)
-        .simple_bind(dn, password.expose_secret())
-        .await?
-        .success()
-        .with_context(|| format!("binding as {dn}"))?;
+    let (ldap, rc) = connect_as(url, ca_file, dn, password).await?;
+    anyhow::ensure!(rc == 0, "binding as {dn}: rc {rc}");
     Ok(ldap)
-}
-
-/// The value AD expects in `unicodePwd`: the password in double quotes, as UTF-16LE.
-fn unicode_pwd(password: &str) -> Vec<u8> {
-    format!("\"{password}\"").encode_utf16().flat_map(u16::to_le_bytes).collect()
-}
-
-/// A binary SID (revision, sub-authority count, 48-bit big-endian authority, little-endian
-/// 32-bit sub-authorities) in its `S-1-5-21-…` form.
-fn sid_to_string(sid: &[u8]) -> anyhow::Result<String> {
-    let (revision, count) = match sid {
-        [revision, count, ..] => (*revision, usize::from(*count)),
-        _ => bail!("a SID of {} bytes is too short", sid.len()),
-    };
-    anyhow::ensure!(sid.len() == 8 + 4 * count, "a SID with {count} sub-authorities cannot be {} bytes", sid.len());
-    let authority = sid[2..8].iter().fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
-    let mut text = format!("S-{revision}-{authority}");
-    for chunk in sid[8..].chunks_exact(4) {
-        let sub = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        text.push_str(&format!("-{sub}"));
-    }
-    Ok(text)
 }
 
 /// `--sddl=` for `samba-tool dsacl set`: three inherit-only ACEs for user objects below the OU,
@@ -580,81 +544,12 @@ fn refuse_if_ports_taken() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn find_program(name: &str) -> anyhow::Result<PathBuf> {
-    let from_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let fallback =
-        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name));
-    from_path.into_iter().chain(fallback).find(|p| p.is_file()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "`{name}` was not found on PATH nor in /usr/sbin or /usr/bin. Install Samba's AD DC, e.g. on Debian: \
-             DEBIAN_FRONTEND=noninteractive apt-get install -y samba samba-ad-dc"
-        )
-    })
-}
-
-/// A random password that also meets AD's complexity rules (upper, lower and digit).
-fn random_password() -> SecretString {
-    loop {
-        let pw: String = OsRng.sample_iter(&Alphanumeric).take(24).map(char::from).collect();
-        let classes = [char::is_ascii_uppercase, char::is_ascii_lowercase, char::is_ascii_digit];
-        if classes.iter().all(|class| pw.chars().any(|c| class(&c))) {
-            return SecretString::from(pw);
-        }
-    }
-}
-
 /// A path as an smb.conf value or command-line option: UTF-8 on one line.
 fn path_text(path: &Path) -> anyhow::Result<String> {
     path.to_str()
         .filter(|s| !s.chars().any(char::is_control))
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("{}: the sandbox needs a UTF-8 path without control characters", path.display()))
-}
-
-fn log_tail(log_file: &Path) -> String {
-    const TAIL: u64 = 4000;
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(log_file) {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-        let mut bytes = Vec::new();
-        let _ = file.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    if text.trim().is_empty() {
-        "(empty)".into()
-    } else {
-        text
-    }
-}
-
-fn stop_child(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // SIGTERM lets Samba close its databases; std only offers SIGKILL, hence `kill`.
-    let termed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if termed {
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[cfg(test)]
@@ -669,26 +564,10 @@ mod tests {
     /// Resets `dn`'s password the way passback does (`replace unicodePwd`), bound as `as_dn`.
     async fn reset(dc: &SambaDc, as_dn: &str, as_pw: &SecretString, dn: &str, new: &str) -> ldap3::LdapResult {
         let mut ldap = connect(&dc.url, &dc.ca_file, as_dn, as_pw).await.unwrap();
-        let mods = vec![Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([unicode_pwd(new)]))];
+        let mods = vec![Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([crate::directory::ad::quoted_utf16(new)]))];
         let result = ldap.modify(dn, mods).await.unwrap();
         let _ = ldap.unbind().await;
         result
-    }
-
-    #[test]
-    fn unicode_pwd_is_the_quoted_password_in_utf16le() {
-        assert_eq!(unicode_pwd("aé"), vec![b'"', 0, b'a', 0, 0xe9, 0, b'"', 0]);
-    }
-
-    #[test]
-    fn a_binary_sid_reads_as_its_string_form() {
-        let sid = [
-            0x01, 0x05, 0, 0, 0, 0, 0, 0x05, 0x15, 0, 0, 0, 0xc5, 0xe8, 0x9b, 0x4b, 0x54, 0xf7, 0xaa, 0x2c, 0xe7, 0xa6,
-            0x96, 0xb6, 0x4f, 0x04, 0, 0,
-        ];
-        assert_eq!(sid_to_string(&sid).unwrap(), "S-1-5-21-1268508869-749401940-3063326439-1103");
-        assert!(sid_to_string(&sid[..27]).is_err());
-        assert!(sid_to_string(&[1]).is_err());
     }
 
     #[test]

@@ -3,14 +3,13 @@
 //!
 //! Start-up takes a fraction of a second, so every test (and `passback demo`) gets its own.
 
+use super::process::{connect_as, find_program, log_tail, random_password, stop_child};
 use super::TestCa;
 use anyhow::{bail, Context};
-use rand::distributions::Alphanumeric;
 use rand::rngs::OsRng;
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha1::{Digest, Sha1};
-use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,11 +24,13 @@ const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
 const SERVICE_DN: &str = "cn=passback,ou=services,dc=example,dc=org";
 const POLICY_DN: &str = "cn=default,ou=policies,dc=example,dc=org";
 /// Every seeded person starts with this password, readable on purpose: the demo prints it.
+const SLAPD_HINT: &str = "Install OpenLDAP's server, e.g. on Debian: echo 'slapd slapd/no_configuration boolean true' \
+                          | debconf-set-selections && DEBIAN_FRONTEND=noninteractive apt-get install -y slapd";
+
 pub const INITIAL_USER_PASSWORD: &str = "Initial-Pw-789";
 
 const START_ATTEMPTS: u32 = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A running, seeded slapd. Dropping it stops the server; the caller owns (and removes) `dir`.
 #[derive(Debug)]
@@ -65,8 +66,8 @@ impl Slapd {
     /// slapd on a free port of 127.0.0.1 and returns once it accepts connections.
     /// `dir` must not hold a slapd already.
     pub fn start(dir: &Path, ca: &TestCa) -> anyhow::Result<Slapd> {
-        let slapd_bin = find_program("slapd")?;
-        let slapadd_bin = find_program("slapadd")?;
+        let slapd_bin = find_program("slapd", SLAPD_HINT)?;
+        let slapadd_bin = find_program("slapadd", SLAPD_HINT)?;
 
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
@@ -211,69 +212,9 @@ impl Drop for Slapd {
     }
 }
 
-/// True when a simple bind as `dn` with `password` succeeds over LDAPS, trusting `ca_file`.
-/// Tests use it to prove that a new password really works. Never uses a plain connection.
-pub async fn bind_works(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> bool {
-    match try_bind(url, ca_file, dn, password).await {
-        Ok(rc) => rc == 0,
-        Err(e) => {
-            tracing::debug!(%url, %dn, error = %e, "sandbox bind failed");
-            false
-        }
-    }
-}
-
-/// A connection over LDAPS bound as `dn`, with the bind's result code.
-async fn connect_as(
-    url: &str,
-    ca_file: &Path,
-    dn: &str,
-    password: &SecretString,
-) -> anyhow::Result<(ldap3::Ldap, u32)> {
-    if !url.starts_with("ldaps://") {
-        bail!("only ldaps:// URLs are used here");
-    }
-    let timeout = Duration::from_secs(10);
-    let settings =
-        ldap3::LdapConnSettings::new().set_config(crate::tls::client_config(Some(ca_file))?).set_conn_timeout(timeout);
-    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, url).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.drive().await {
-            tracing::debug!(error = %e, "sandbox LDAP connection ended");
-        }
-    });
-    let result = ldap.with_timeout(timeout).simple_bind(dn, password.expose_secret()).await?;
-    Ok((ldap, result.rc))
-}
-
-async fn try_bind(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> anyhow::Result<u32> {
-    let (mut ldap, rc) = connect_as(url, ca_file, dn, password).await?;
-    let _ = ldap.unbind().await;
-    Ok(rc)
-}
-
 enum StartError {
     PortTaken(anyhow::Error),
     Fatal(anyhow::Error),
-}
-
-fn find_program(name: &str) -> anyhow::Result<PathBuf> {
-    let from_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let fallback = ["/usr/sbin", "/usr/local/sbin", "/sbin"].iter().map(|d| Path::new(d).join(name));
-    from_path.into_iter().chain(fallback).find(|p| p.is_file()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "`{name}` was not found on PATH nor in /usr/sbin. Install OpenLDAP's server, e.g. on Debian: \
-             echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections && \
-             DEBIAN_FRONTEND=noninteractive apt-get install -y slapd"
-        )
-    })
-}
-
-fn random_password() -> SecretString {
-    let pw: String = OsRng.sample_iter(&Alphanumeric).take(24).map(char::from).collect();
-    SecretString::from(pw)
 }
 
 fn random_salt() -> [u8; 8] {
@@ -384,50 +325,6 @@ fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path) -> Result
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn log_tail(log_file: &Path) -> String {
-    const TAIL: u64 = 4000;
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(log_file) {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
-        let mut bytes = Vec::new();
-        let _ = file.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    if text.trim().is_empty() {
-        "(empty)".into()
-    } else {
-        text
-    }
-}
-
-fn stop_child(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // SIGTERM lets slapd close its database cleanly; std only offers SIGKILL, hence `kill`.
-    let termed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if termed {
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[cfg(test)]

@@ -1,0 +1,126 @@
+//! What the sandbox's servers share: finding their programs, reading the end of their logs,
+//! stopping them, passwords for their accounts, and LDAPS connections to them.
+
+use anyhow::bail;
+use rand::distributions::Alphanumeric;
+use rand::rngs::OsRng;
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server gets to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const LDAP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `name` on PATH or in the usual system folders; else an error that says how to install it.
+pub(crate) fn find_program(name: &str, install_hint: &str) -> anyhow::Result<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fallback =
+        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"].iter().map(|d| Path::new(d).join(name));
+    from_path
+        .into_iter()
+        .chain(fallback)
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("`{name}` was not found on PATH nor in /usr/sbin or /usr/bin. {install_hint}"))
+}
+
+/// The last few kilobytes of a log, for error messages.
+pub(crate) fn log_tail(log_file: &Path) -> String {
+    const TAIL: u64 = 4000;
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(log_file) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    if text.trim().is_empty() {
+        "(empty)".into()
+    } else {
+        text
+    }
+}
+
+/// SIGTERM (so the server closes its databases; std only offers SIGKILL, hence `kill`), then
+/// SIGKILL if it is still there after the grace period.
+pub(crate) fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let termed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if termed {
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A random 24-character password with upper case, lower case and digits (enough for AD's
+/// complexity rule too).
+pub(crate) fn random_password() -> SecretString {
+    loop {
+        let pw: String = OsRng.sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+        let classes = [char::is_ascii_uppercase, char::is_ascii_lowercase, char::is_ascii_digit];
+        if classes.iter().all(|class| pw.chars().any(|c| class(&c))) {
+            return SecretString::from(pw);
+        }
+    }
+}
+
+/// A connection over LDAPS bound as `dn`, with the bind's result code.
+pub(crate) async fn connect_as(
+    url: &str,
+    ca_file: &Path,
+    dn: &str,
+    password: &SecretString,
+) -> anyhow::Result<(ldap3::Ldap, u32)> {
+    if !url.starts_with("ldaps://") {
+        bail!("only ldaps:// URLs are used here");
+    }
+    crate::tls::install_crypto_provider();
+    let settings = ldap3::LdapConnSettings::new()
+        .set_config(crate::tls::client_config(Some(ca_file))?)
+        .set_conn_timeout(LDAP_TIMEOUT);
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, url).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(error = %e, "sandbox LDAP connection ended");
+        }
+    });
+    let result = ldap.with_timeout(LDAP_TIMEOUT).simple_bind(dn, password.expose_secret()).await?;
+    Ok((ldap, result.rc))
+}
+
+/// Whether `password` binds as `dn` over LDAPS: how tests prove a new password works.
+pub async fn bind_works(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -> bool {
+    match connect_as(url, ca_file, dn, password).await {
+        Ok((mut ldap, rc)) => {
+            let _ = ldap.unbind().await;
+            rc == 0
+        }
+        Err(e) => {
+            tracing::debug!(%url, %dn, error = %e, "sandbox bind failed");
+            false
+        }
+    }
+}
