@@ -10,20 +10,17 @@ use super::pool::{Conn, Failure, Pool, Retry};
 use super::Answer;
 use crate::config::{DirectoryConfig, HistoryOnReset};
 use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts, SyncedUser};
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{LdapError, Mod, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// `LDAP_SERVER_POLICY_HINTS_OID`: asks the DC to enforce history on a reset too.
 pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
 /// The deprecated form of the same control, understood by older DCs.
 pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
-const SYNC_PAGE_SIZE: i32 = 500;
 const USER_ATTRS: [&str; 9] = [
     "objectGUID",
     "sAMAccountName",
@@ -99,15 +96,7 @@ impl Ad {
         tls: Arc<rustls::ClientConfig>,
         bind_password: SecretString,
     ) -> anyhow::Result<Ad> {
-        let pool = Pool::new(
-            &cfg.url,
-            cfg.starttls,
-            tls,
-            &cfg.bind_dn,
-            bind_password,
-            cfg.pool_size,
-            Duration::from_secs(cfg.timeout_secs),
-        )?;
+        let pool = Pool::for_directory(cfg, tls, bind_password)?;
         let extra = super::extra_filter(cfg)?;
         Ok(Ad {
             pool,
@@ -282,29 +271,8 @@ impl Ad {
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
         let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
-        let mut found: Vec<SearchEntry> = Vec::new();
-        for base in &self.base_dns {
-            let filter = filter.as_str();
-            let result = self
-                .pool
-                .run(Retry::Safe, |mut c: Conn| async move {
-                    let attrs = vec!["sAMAccountName", "adminCount", "objectSid", "msDS-ResultantPSO"];
-                    let (entries, _) = c.op().search(base, Scope::Subtree, filter, attrs).await?.success()?;
-                    Ok(entries.into_iter().filter(|e| !e.is_ref()).map(SearchEntry::construct).collect::<Vec<_>>())
-                })
-                .await;
-            match result {
-                Ok(entries) => {
-                    for e in entries {
-                        if !found.iter().any(|f| f.dn.eq_ignore_ascii_case(&e.dn)) {
-                            found.push(e);
-                        }
-                    }
-                }
-                Err(Failure::Result { rc: 32, .. }) => tracing::warn!(%base, "configured base DN does not exist"),
-                Err(f) => return Err(f),
-            }
-        }
+        let attrs = ["sAMAccountName", "adminCount", "objectSid", "msDS-ResultantPSO"];
+        let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
             return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
         }
@@ -371,33 +339,14 @@ impl Ad {
     }
 
     pub(crate) async fn sync_users(&self) -> Result<Vec<SyncedUser>, Failure> {
+        let entries = self.pool.search_bases(&self.base_dns, &self.person_filter, &USER_ATTRS, true).await?;
         let mut seen = HashSet::new();
         let mut users = Vec::new();
-        for base in &self.base_dns {
-            let filter = self.person_filter.as_str();
-            let entries = self
-                .pool
-                .run(Retry::Safe, |mut c: Conn| async move {
-                    let adapters: Vec<Box<dyn Adapter<_, _>>> =
-                        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(SYNC_PAGE_SIZE))];
-                    let mut stream = c
-                        .op()
-                        .streaming_search_with(adapters, base, Scope::Subtree, filter, USER_ATTRS.to_vec())
-                        .await?;
-                    let mut entries = Vec::new();
-                    while let Some(entry) = stream.next().await? {
-                        entries.push(SearchEntry::construct(entry));
-                    }
-                    stream.finish().await.success()?;
-                    Ok(entries)
-                })
-                .await?;
-            for entry in entries {
-                match synced_user(&entry) {
-                    Some(user) if seen.insert(user.anchor.clone()) => users.push(user),
-                    Some(_) => {}
-                    None => tracing::debug!(dn = %entry.dn, "skipping an entry without objectGUID or sAMAccountName"),
-                }
+        for entry in entries {
+            match synced_user(&entry) {
+                Some(user) if seen.insert(user.anchor.clone()) => users.push(user),
+                Some(_) => {}
+                None => tracing::debug!(dn = %entry.dn, "skipping an entry without objectGUID or sAMAccountName"),
             }
         }
         Ok(users)

@@ -8,18 +8,15 @@ use super::Answer;
 use crate::config::DirectoryConfig;
 use crate::domain::SyncedUser;
 use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts};
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::exop::PasswordModify;
 use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
 const PERMANENT_LOCK: &str = "000001010000Z";
-const SYNC_PAGE_SIZE: i32 = 500;
 const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
 const SYNC_ATTRS: [&str; 6] = ["entryUUID", "uid", "mail", "displayName", "cn", "pwdAccountLockedTime"];
 
@@ -43,15 +40,7 @@ impl OpenLdap {
         tls: Arc<rustls::ClientConfig>,
         bind_password: SecretString,
     ) -> anyhow::Result<OpenLdap> {
-        let pool = Pool::new(
-            &cfg.url,
-            cfg.starttls,
-            tls,
-            &cfg.bind_dn,
-            bind_password,
-            cfg.pool_size,
-            Duration::from_secs(cfg.timeout_secs),
-        )?;
+        let pool = Pool::for_directory(cfg, tls, bind_password)?;
         let extra = super::extra_filter(cfg)?;
         Ok(OpenLdap {
             pool,
@@ -124,43 +113,14 @@ impl OpenLdap {
 
     /// Everyone in scope, each once, from every base DN.
     pub(crate) async fn sync_users(&self) -> Result<Vec<SyncedUser>, Failure> {
+        let entries = self.pool.search_bases(&self.base_dns, &self.person_filter, &SYNC_ATTRS, true).await?;
         let mut seen = HashSet::new();
         let mut users = Vec::new();
-        for base in &self.base_dns {
-            let filter = self.person_filter.as_str();
-            let entries = self
-                .pool
-                .run(Retry::Safe, |mut c: Conn| async move {
-                    let adapters: Vec<Box<dyn Adapter<_, _>>> =
-                        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(SYNC_PAGE_SIZE))];
-                    let mut stream = c
-                        .op()
-                        .streaming_search_with(adapters, base, Scope::Subtree, filter, SYNC_ATTRS.to_vec())
-                        .await?;
-                    let mut entries = Vec::new();
-                    while let Some(entry) = stream.next().await? {
-                        entries.push(SearchEntry::construct(entry));
-                    }
-                    stream.finish().await.success()?;
-                    Ok(entries)
-                })
-                .await
-                .map_err(|f| match f {
-                    Failure::Result { rc: 4, text } => Failure::Result {
-                        rc: 4,
-                        text: format!("{text} (raise the size limit for the service account, e.g. olcLimits)"),
-                    },
-                    other => other,
-                })?;
-            for entry in entries {
-                match synced_user(&entry) {
-                    Some(user) => {
-                        if seen.insert(user.anchor.clone()) {
-                            users.push(user);
-                        }
-                    }
-                    None => tracing::debug!(dn = %entry.dn, "skipping an entry without a usable entryUUID or uid"),
-                }
+        for entry in entries {
+            match synced_user(&entry) {
+                Some(user) if seen.insert(user.anchor.clone()) => users.push(user),
+                Some(_) => {}
+                None => tracing::debug!(dn = %entry.dn, "skipping an entry without a usable entryUUID or uid"),
             }
         }
         Ok(users)
@@ -169,42 +129,16 @@ impl OpenLdap {
     /// Looks the anchor up under every base DN, within the same scope as the sync.
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
-        let mut found: Vec<Person> = Vec::new();
-        for base in &self.base_dns {
-            let filter = filter.as_str();
-            let result = self
-                .pool
-                .run(Retry::Safe, |mut c: Conn| async move {
-                    let (entries, _) =
-                        c.op().search(base, Scope::Subtree, filter, vec!["pwdPolicySubentry"]).await?.success()?;
-                    Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
-                })
-                .await;
-            let entries = match result {
-                Ok(entries) => entries,
-                // A base DN that does not exist (any more) holds nobody.
-                Err(Failure::Result { rc: 32, .. }) => {
-                    tracing::warn!(%base, "configured base DN does not exist");
-                    continue;
-                }
-                Err(f) => return Err(f),
-            };
-            for entry in entries {
-                if found.iter().any(|p| p.dn.eq_ignore_ascii_case(&entry.dn)) {
-                    continue;
-                }
-                found.push(Person {
-                    policy_subentry: first(&entry, "pwdPolicySubentry").map(str::to_string),
-                    dn: entry.dn,
-                });
-            }
-        }
+        let mut found = self.pool.search_bases(&self.base_dns, &filter, &["pwdPolicySubentry"], false).await?;
         if found.len() > 1 {
             // entryUUID is unique in one directory; two answers mean two naming contexts were
             // configured that the server fills from different places. Refuse rather than guess.
             return Err(Failure::Result { rc: 80, text: format!("entryUUID matches {} entries", found.len()) });
         }
-        Ok(found.pop())
+        Ok(found.pop().map(|entry| Person {
+            policy_subentry: first(&entry, "pwdPolicySubentry").map(str::to_string),
+            dn: entry.dn,
+        }))
     }
 
     async fn read_policy(&self, dn: &str) -> Option<PolicyFacts> {

@@ -105,6 +105,77 @@ impl Pool {
         })
     }
 
+    /// The pool a directory's configuration describes.
+    pub(crate) fn for_directory(
+        cfg: &crate::config::DirectoryConfig,
+        tls: Arc<rustls::ClientConfig>,
+        bind_password: SecretString,
+    ) -> anyhow::Result<Pool> {
+        Pool::new(
+            &cfg.url,
+            cfg.starttls,
+            tls,
+            &cfg.bind_dn,
+            bind_password,
+            cfg.pool_size,
+            Duration::from_secs(cfg.timeout_secs),
+        )
+    }
+
+    /// Every entry under each of `bases` that matches `filter`, each once, in pages; referrals
+    /// are dropped, never chased. A base DN that does not exist holds nobody when looking one
+    /// person up; for a full sync (`whole_scope`) it is an error, because a sync that silently
+    /// missed a base would make its people look deleted.
+    pub(crate) async fn search_bases(
+        &self,
+        bases: &[String],
+        filter: &str,
+        attrs: &[&str],
+        whole_scope: bool,
+    ) -> Result<Vec<ldap3::SearchEntry>, Failure> {
+        use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+        const PAGE_SIZE: i32 = 500;
+        let mut found: Vec<ldap3::SearchEntry> = Vec::new();
+        for base in bases {
+            let result = self
+                .run(Retry::Safe, |mut c: Conn| async move {
+                    let adapters: Vec<Box<dyn Adapter<_, _>>> =
+                        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE_SIZE))];
+                    let mut stream = c
+                        .op()
+                        .streaming_search_with(adapters, base, ldap3::Scope::Subtree, filter, attrs.to_vec())
+                        .await?;
+                    let mut entries = Vec::new();
+                    while let Some(entry) = stream.next().await? {
+                        entries.push(ldap3::SearchEntry::construct(entry));
+                    }
+                    stream.finish().await.success()?;
+                    Ok(entries)
+                })
+                .await;
+            match result {
+                Ok(entries) => {
+                    for e in entries {
+                        if !found.iter().any(|f| f.dn.eq_ignore_ascii_case(&e.dn)) {
+                            found.push(e);
+                        }
+                    }
+                }
+                Err(Failure::Result { rc: 32, .. }) if !whole_scope => {
+                    tracing::warn!(%base, "configured base DN does not exist")
+                }
+                Err(Failure::Result { rc: 4, text }) => {
+                    return Err(Failure::Result {
+                        rc: 4,
+                        text: format!("{text} (raise the size limit for the service account)"),
+                    })
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        Ok(found)
+    }
+
     /// Runs `op` on a bound connection of the pool. `op` gets its own handle and must map an
     /// error result to `Err` itself (e.g. with `.success()`) only when it wants a [`Failure`].
     pub(crate) async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, Failure>
