@@ -102,12 +102,18 @@ pub enum Op {
     Reset,
     /// Replace a known password; the directory checks the old one.
     Change,
+    /// Lift a lockout; no password travels.
+    Unlock,
+    /// Require a new password at the next sign-in; no password travels.
+    RequireChange,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flags {
+    /// After a reset: require a new password at the next sign-in.
     #[serde(default)]
     pub must_change: bool,
+    /// After a reset: lift a lockout too (AD does not do so by itself).
     #[serde(default)]
     pub unlock: bool,
 }

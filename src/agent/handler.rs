@@ -2,7 +2,7 @@
 //! → sealed result. A repeated message id is answered from the stored result, never written twice.
 
 use super::Agent;
-use crate::directory::Answer;
+use crate::directory::{AccountChange, Answer};
 use crate::domain::{MsgId, Outcome};
 use crate::envelope::{self, Direction, EnvelopeError, FrameKind, Op, RequestPackage, ResultPackage, SealedFrame};
 use secrecy::SecretString;
@@ -127,16 +127,37 @@ impl Agent {
                 policy: None,
             };
         };
+        match pkg.op {
+            Op::Unlock => return dir.change_account(&pkg.anchor, AccountChange::Unlock).await,
+            Op::RequireChange => return dir.change_account(&pkg.anchor, AccountChange::MustChange(true)).await,
+            Op::Reset | Op::Change => {}
+        }
         let new = match self.decrypt(pkg.pw_ct.as_deref(), key_version).await {
             Ok(p) => p,
             Err(a) => return a,
         };
-        match pkg.op {
-            Op::Reset => dir.reset(&pkg.anchor, &new).await,
+        let mut answer = match pkg.op {
             Op::Change => match self.decrypt(pkg.old_pw_ct.as_deref(), key_version).await {
                 Ok(old) => dir.change(&pkg.anchor, &old, &new).await,
                 Err(a) => a,
             },
+            _ => dir.reset(&pkg.anchor, &new).await,
+        };
+        if pkg.op == Op::Reset && answer.outcome.is_success() {
+            // The password is set whatever follows; a follow-up that fails is said in the raw
+            // answer, for the audit and the helpdesk.
+            let follow_ups = [
+                (pkg.flags.unlock, AccountChange::Unlock, "unlock"),
+                (pkg.flags.must_change, AccountChange::MustChange(true), "must change at next sign-in"),
+            ];
+            for (wanted, change, what) in follow_ups {
+                if wanted {
+                    let done = dir.change_account(&pkg.anchor, change).await;
+                    let verdict = if done.outcome.is_success() { "done" } else { "FAILED" };
+                    answer.raw = format!("{}; {what}: {verdict} ({} {})", answer.raw, done.outcome.code(), done.raw);
+                }
+            }
         }
+        answer
     }
 }

@@ -158,13 +158,7 @@ impl Ad {
         };
         let person = match self.find(anchor).await {
             Ok(Some(p)) => p,
-            Ok(None) => {
-                return Answer {
-                    outcome: Outcome::NotFound,
-                    raw: format!("no person with objectGUID={} in scope", anchor.as_str()),
-                    policy: None,
-                }
-            }
+            Ok(None) => return answer::not_found("objectGUID", anchor),
             Err(f) => return answer::failure(&f),
         };
         let mut notes = Vec::new();
@@ -233,6 +227,35 @@ impl Ad {
             outcome
         };
         Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
+    }
+
+    pub(crate) async fn change_account(&self, anchor: &Anchor, change: super::AccountChange) -> Answer {
+        let person = match self.find(anchor).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return answer::not_found("objectGUID", anchor),
+            Err(f) => return answer::failure(&f),
+        };
+        let (attr, value) = match change {
+            super::AccountChange::Unlock => ("lockoutTime", "0"),
+            super::AccountChange::MustChange(true) => ("pwdLastSet", "0"),
+            super::AccountChange::MustChange(false) => ("pwdLastSet", "-1"),
+        };
+        let dn = person.dn.as_str();
+        let result = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| async move {
+                c.op().modify(dn, vec![Mod::Replace(attr, HashSet::from([value]))]).await
+            })
+            .await;
+        let res = match result {
+            Ok(r) => r,
+            Err(f) => return answer::failure(&f),
+        };
+        let mut raw = answer::raw(res.rc, &res.text, None);
+        if res.rc == 50 {
+            raw = format!("{raw} (the service account lacks the right to write {attr} on {dn})");
+        }
+        Answer { outcome: answer::ad(res.rc, &res.text), raw, policy: None }
     }
 
     /// The domain's policy (not a PSO's: those are per person).

@@ -219,6 +219,15 @@ pub fn with_policy(outcome: Outcome, facts: Option<&PolicyFacts>) -> Outcome {
     }
 }
 
+/// The answer when nobody in scope has this anchor.
+pub(crate) fn not_found(attribute: &str, anchor: &crate::domain::Anchor) -> Answer {
+    Answer {
+        outcome: Outcome::NotFound,
+        raw: format!("no person with {attribute}={} in scope", anchor.as_str()),
+        policy: None,
+    }
+}
+
 /// The answer when the operation never got a directory result (connection, TLS, bind…).
 pub(crate) fn failure(f: &Failure) -> Answer {
     let (outcome, raw) = match f {

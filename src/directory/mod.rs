@@ -30,6 +30,16 @@ pub struct Answer {
     pub policy: Option<PolicyFacts>,
 }
 
+/// A change to an account's state that is not a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountChange {
+    /// Lift a lockout (AD `lockoutTime=0`; OpenLDAP: remove `pwdAccountLockedTime`).
+    Unlock,
+    /// Require (or stop requiring) a new password at the next sign-in (AD `pwdLastSet` 0 / -1;
+    /// OpenLDAP `pwdReset`).
+    MustChange(bool),
+}
+
 /// One configured directory, with its own pool of service-account connections.
 pub struct Directory {
     id: DirectoryId,
@@ -107,6 +117,17 @@ impl Directory {
             Backend::Ad(d) => d.set_password(anchor, Some(old), new).await,
         };
         tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password change answered");
+        answer
+    }
+
+    /// Unlocks the account, or sets or clears "must change at next sign-in".
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor, ?change))]
+    pub async fn change_account(&self, anchor: &Anchor, change: AccountChange) -> Answer {
+        let answer = match &self.backend {
+            Backend::OpenLdap(d) => d.change_account(anchor, change).await,
+            Backend::Ad(d) => d.change_account(anchor, change).await,
+        };
+        tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "account change answered");
         answer
     }
 

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 /// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
 const PERMANENT_LOCK: &str = "000001010000Z";
+/// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
+const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
 const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
 const SYNC_ATTRS: [&str; 6] = ["entryUUID", "uid", "mail", "displayName", "cn", "pwdAccountLockedTime"];
 
@@ -61,13 +63,7 @@ impl OpenLdap {
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
         let person = match self.find(anchor).await {
             Ok(Some(person)) => person,
-            Ok(None) => {
-                return Answer {
-                    outcome: Outcome::NotFound,
-                    raw: format!("no person with entryUUID={} in scope", anchor.as_str()),
-                    policy: None,
-                }
-            }
+            Ok(None) => return answer::not_found("entryUUID", anchor),
             Err(f) => return answer::failure(&f),
         };
 
@@ -103,6 +99,54 @@ impl OpenLdap {
             None => None,
         };
         Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
+    }
+
+    pub(crate) async fn change_account(&self, anchor: &Anchor, change: super::AccountChange) -> Answer {
+        let person = match self.find(anchor).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return answer::not_found("entryUUID", anchor),
+            Err(f) => return answer::failure(&f),
+        };
+        let dn = person.dn.as_str();
+        let none = || HashSet::<&str>::new();
+        let mods: Vec<Vec<ldap3::Mod<&str>>> = match change {
+            // Each attribute in its own modify: one that is absent must not stop the other.
+            super::AccountChange::Unlock => vec![
+                vec![ldap3::Mod::Delete("pwdAccountLockedTime", none())],
+                vec![ldap3::Mod::Delete("pwdFailureTime", none())],
+            ],
+            super::AccountChange::MustChange(true) => {
+                vec![vec![ldap3::Mod::Replace("pwdReset", HashSet::from(["TRUE"]))]]
+            }
+            super::AccountChange::MustChange(false) => vec![vec![ldap3::Mod::Delete("pwdReset", none())]],
+        };
+        let mut raws = Vec::new();
+        for m in mods {
+            let result = self
+                .pool
+                .run(Retry::Safe, |mut c: Conn| {
+                    let m = m.clone();
+                    // pwdFailureTime is "no user modification": removing it needs the Relax
+                    // control (with manage), as ppolicy itself does when a lock is lifted.
+                    let relax = RawControl { ctype: RELAX_OID.to_string(), crit: true, val: None };
+                    async move { c.op().with_controls(relax).modify(dn, m).await }
+                })
+                .await;
+            let res = match result {
+                Ok(r) => r,
+                Err(f) => return answer::failure(&f),
+            };
+            // 16 noSuchAttribute: it was not set, which is what we wanted.
+            if res.rc != 0 && res.rc != 16 {
+                let raw = format!(
+                    "{} (the service account needs manage on pwdAccountLockedTime, pwdFailureTime and pwdReset)",
+                    answer::raw(res.rc, &res.text, None)
+                );
+                return Answer { outcome: answer::openldap(res.rc, &res.text, None), raw, policy: None };
+            }
+            raws.push(answer::raw(res.rc, &res.text, None));
+        }
+        Answer { outcome: Outcome::Success, raw: raws.join("; "), policy: None }
     }
 
     /// The configured default policy.

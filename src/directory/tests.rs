@@ -207,3 +207,57 @@ fn directory_operations_can_run_on_any_runtime_thread() {
         send(&d.policy());
     }
 }
+
+#[tokio::test]
+async fn a_locked_account_is_unlocked_and_binds_again() {
+    let fx = Fixture::start();
+    let bob = fx.anchor("bob").await;
+    for _ in 0..5 {
+        assert!(!fx.bind_works("bob", &pw("wrong-guess")).await);
+    }
+    assert!(!fx.bind_works("bob", &fx.slapd.user_password).await, "locked after five failures");
+
+    let answer = fx.directory.change_account(&bob, AccountChange::Unlock).await;
+
+    assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
+    assert!(fx.bind_works("bob", &fx.slapd.user_password).await);
+    let again = fx.directory.change_account(&bob, AccountChange::Unlock).await;
+    assert_eq!(again.outcome, Outcome::Success, "unlocking an unlocked account is fine: {}", again.raw);
+}
+
+#[tokio::test]
+async fn must_change_at_next_sign_in_is_set_and_cleared() {
+    let fx = Fixture::start();
+    let carol = fx.anchor("carol").await;
+    let pw_reset = |fx: &Fixture| {
+        let (url, ca, admin, admin_pw, dn) = (
+            fx.slapd.url.clone(),
+            fx.slapd.ca_file.clone(),
+            fx.slapd.admin_dn.clone(),
+            fx.slapd.admin_password.clone(),
+            fx.slapd.user_dn("carol"),
+        );
+        async move {
+            let (mut ldap, _) = crate::sandbox::process::connect_as(&url, &ca, &admin, &admin_pw).await.unwrap();
+            let (entries, _) = ldap
+                .search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec!["pwdReset"])
+                .await
+                .unwrap()
+                .success()
+                .unwrap();
+            let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+            entry.attrs.get("pwdReset").and_then(|v| v.first().cloned())
+        }
+    };
+
+    let set = fx.directory.change_account(&carol, AccountChange::MustChange(true)).await;
+    assert_eq!(set.outcome, Outcome::Success, "{}", set.raw);
+    assert_eq!(pw_reset(&fx).await.as_deref(), Some("TRUE"));
+
+    let cleared = fx.directory.change_account(&carol, AccountChange::MustChange(false)).await;
+    assert_eq!(cleared.outcome, Outcome::Success, "{}", cleared.raw);
+    assert_eq!(pw_reset(&fx).await, None);
+    // The manage right on these attributes did not make the service account a password
+    // administrator: the policy still applies to its resets.
+    assert!(matches!(fx.directory.reset(&carol, &pw("short")).await.outcome, Outcome::TooShort { .. }));
+}

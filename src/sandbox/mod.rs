@@ -6,7 +6,7 @@
 //! server stops when its handle is dropped.
 
 pub mod certs;
-mod process;
+pub(crate) mod process;
 pub mod samba;
 pub mod slapd;
 

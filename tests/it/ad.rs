@@ -4,7 +4,7 @@
 
 use crate::harness::{spawn_app, TestApp};
 use passback::config::{DirectoryConfig, HistoryOnReset};
-use passback::directory::Directory;
+use passback::directory::{AccountChange, Directory};
 use passback::domain::{Anchor, DirectoryId, Outcome};
 use passback::sandbox::{SambaDc, TestCa, INITIAL_AD_PASSWORD};
 use secrecy::SecretString;
@@ -272,4 +272,26 @@ async fn a_dc_with_an_untrusted_certificate_is_unreachable_and_nothing_is_sent()
     assert!(dir.check().await.is_err());
     let id = DirectoryId::parse(AD).unwrap();
     assert_eq!(dir.id(), &id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_account_is_unlocked_and_made_to_change_its_password() {
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    for _ in 0..6 {
+        assert!(!binds(dc, &dn, "Wrong#Guess1").await);
+    }
+    assert!(!binds(dc, &dn, INITIAL_AD_PASSWORD).await, "locked out");
+    let (dir, anchor) = directory_and_anchor(dc, dc.directory_config(AD), &sam).await;
+
+    let unlocked = dir.change_account(&anchor, AccountChange::Unlock).await;
+    assert_eq!(unlocked.outcome, Outcome::Success, "{}", unlocked.raw);
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "unlocked");
+
+    let must = dir.change_account(&anchor, AccountChange::MustChange(true)).await;
+    assert_eq!(must.outcome, Outcome::Success, "{}", must.raw);
+    assert!(!binds(dc, &dn, INITIAL_AD_PASSWORD).await, "must change: a plain bind is refused (data 773)");
+    let cleared = dir.change_account(&anchor, AccountChange::MustChange(false)).await;
+    assert_eq!(cleared.outcome, Outcome::Success, "{}", cleared.raw);
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await);
 }

@@ -11,6 +11,16 @@ use std::os::unix::fs::PermissionsExt;
 
 /// A request sealed exactly as the portal seals one, with the agent's current keys.
 fn sealed_reset(state: &AgentState, anchor: &Anchor, password: &str, expires_in: i64) -> SealedFrame {
+    sealed_reset_with(state, anchor, password, expires_in, Flags::default())
+}
+
+fn sealed_reset_with(
+    state: &AgentState,
+    anchor: &Anchor,
+    password: &str,
+    expires_in: i64,
+    flags: Flags,
+) -> SealedFrame {
     let now = passback::Clock::default().now();
     let key = &state.usable_keys(now, 3600).unwrap()[0];
     let msg_id = MsgId::random();
@@ -22,7 +32,7 @@ fn sealed_reset(state: &AgentState, anchor: &Anchor, password: &str, expires_in:
         anchor: anchor.clone(),
         pw_ct: Some(pw_ct),
         old_pw_ct: None,
-        flags: Flags::default(),
+        flags,
         actor: "test".into(),
         issued_at: now,
         expires_at: now + expires_in,
@@ -322,4 +332,26 @@ async fn an_enrollment_token_expires() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown, used or expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_in() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let agent = Agent::new(app.agent_cfg.clone()).unwrap();
+    let rows = passback::store::users::find_by_login(&app.db, "bob").await.unwrap();
+    let bob = Anchor::parse(&rows[0].anchor).unwrap();
+    let flags = Flags { unlock: true, must_change: true };
+    let frame = sealed_reset_with(&state, &bob, "Temporary-Pass-31", 60, flags);
+
+    let answer = agent.handle_request(frame).await.expect("answered");
+
+    let Frame::Result(result) = Frame::parse(&answer).unwrap() else { panic!("not a result") };
+    let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
+    let pkg = envelope::open_result(&state.agent_id, &result, |v| {
+        keys.iter().find(|k| k.version == v).map(|k| k.package.clone())
+    })
+    .unwrap();
+    assert_eq!(pkg.outcome, Outcome::Success);
+    assert!(pkg.raw.contains("unlock: done") && pkg.raw.contains("must change at next sign-in: done"), "{}", pkg.raw);
 }
