@@ -34,6 +34,8 @@ CREATE TABLE directory_users (
     username      TEXT NOT NULL,             -- lower-cased
     email         TEXT,                      -- as synced
     email_lc      TEXT,                      -- lower-cased, for lookups
+    other_emails  TEXT NOT NULL DEFAULT '[]', -- JSON array of further addresses
+    mobile        TEXT,
     display_name  TEXT NOT NULL,
     enabled       INTEGER NOT NULL,
     locked        INTEGER NOT NULL,

@@ -331,7 +331,10 @@ pub struct AgentConfig {
     /// Extra CA certificate (PEM) to trust for the portal, besides the system's web roots.
     pub portal_ca_file: Option<PathBuf>,
     pub heartbeat_secs: u64,
-    pub sync_interval_mins: u64,
+    /// How often to send who changed since the last sync (AD `uSNChanged`, OpenLDAP `modifyTimestamp`).
+    pub sync_interval_secs: u64,
+    /// How often to send everyone instead, so that people who left the scope are noticed.
+    pub full_sync_interval_secs: u64,
     pub key_rotation_days: u64,
     pub key_grace_hours: u64,
     pub max_concurrent: usize,
@@ -344,7 +347,8 @@ impl Default for AgentConfig {
             state_file: PathBuf::from("passback-agent.json"),
             portal_ca_file: None,
             heartbeat_secs: 15,
-            sync_interval_mins: 15,
+            sync_interval_secs: 300,
+            full_sync_interval_secs: 3600,
             key_rotation_days: 180,
             key_grace_hours: 24,
             max_concurrent: 32,
@@ -456,6 +460,9 @@ impl AgentConfig {
         }
         if self.heartbeat_secs == 0 || self.max_concurrent == 0 || self.key_rotation_days == 0 {
             bail!("agent: heartbeat_secs, max_concurrent and key_rotation_days must be positive");
+        }
+        if self.sync_interval_secs == 0 || self.full_sync_interval_secs < self.sync_interval_secs {
+            bail!("agent: sync_interval_secs must be positive and full_sync_interval_secs at least as long");
         }
         Ok(())
     }

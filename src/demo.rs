@@ -38,7 +38,8 @@ pub fn agent_config(dir: &Path, ca: &TestCa, directory: &crate::config::Director
         state_file: dir.join("agent.json"),
         portal_ca_file: Some(ca.ca_file.clone()),
         heartbeat_secs: 5,
-        sync_interval_mins: 1,
+        sync_interval_secs: 30,
+        full_sync_interval_secs: 300,
         directories: vec![directory.clone()],
         ..Default::default()
     }
@@ -51,10 +52,11 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let path_of = |p: &Path| quote(&p.display().to_string());
     let mut text = format!(
-        "state_file = {}\nheartbeat_secs = {}\nsync_interval_mins = {}\n",
+        "state_file = {}\nheartbeat_secs = {}\nsync_interval_secs = {}\nfull_sync_interval_secs = {}\n",
         path_of(&cfg.state_file),
         cfg.heartbeat_secs,
-        cfg.sync_interval_mins
+        cfg.sync_interval_secs,
+        cfg.full_sync_interval_secs
     );
     if let Some(ca) = &cfg.portal_ca_file {
         text += &format!("portal_ca_file = {}\n", path_of(ca));

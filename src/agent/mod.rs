@@ -36,6 +36,8 @@ pub struct Agent {
     replay: ReplayCache,
     clock: Clock,
     last_sync: std::sync::Mutex<HashMap<DirectoryId, i64>>,
+    /// Where each directory's last sync got to.
+    sync_marks: std::sync::Mutex<HashMap<DirectoryId, crate::domain::SyncMark>>,
     /// Serialises key rotations started by this process.
     rotating: Mutex<()>,
     /// When the state file was last read, to notice `passback agent rotate-keys`.
@@ -62,6 +64,7 @@ impl Agent {
             replay: ReplayCache::default(),
             clock,
             last_sync: std::sync::Mutex::default(),
+            sync_marks: std::sync::Mutex::default(),
             rotating: Mutex::new(()),
             state_mtime: std::sync::Mutex::new(None),
         }))
@@ -139,9 +142,11 @@ impl Agent {
         }
     }
 
-    async fn sync_all(&self, out: &mpsc::Sender<String>) {
+    async fn sync_all(&self, out: &mpsc::Sender<String>, full: bool) {
         for (id, dir) in &self.directories {
-            let users = match dir.sync_users().await {
+            let since = if full { None } else { self.sync_marks.lock().ok().and_then(|m| m.get(id).cloned()) };
+            let full = since.is_none();
+            let (users, mark) = match dir.sync_changes(since.as_ref()).await {
                 Ok(u) => u,
                 Err(e) => {
                     tracing::error!(directory = %id, error = %format!("{e:#}"), "sync failed");
@@ -154,6 +159,7 @@ impl Agent {
             for i in 0..total {
                 let chunk = SyncChunk {
                     directory: id.clone(),
+                    full,
                     seq: u32::try_from(i).unwrap_or(u32::MAX),
                     last: i + 1 == total,
                     users: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
@@ -166,7 +172,10 @@ impl Agent {
             if let Ok(mut m) = self.last_sync.lock() {
                 m.insert(id.clone(), self.clock.now());
             }
-            tracing::info!(directory = %id, people = users.len(), "sync sent");
+            if let (Some(mark), Ok(mut marks)) = (mark, self.sync_marks.lock()) {
+                marks.insert(id.clone(), mark);
+            }
+            tracing::info!(directory = %id, people = users.len(), full, "sync sent");
         }
     }
 
@@ -216,12 +225,18 @@ impl Agent {
             let out = out_tx.clone();
             tokio::spawn(async move {
                 let heartbeat = Duration::from_secs(me.cfg.heartbeat_secs);
-                let sync_every = Duration::from_secs(me.cfg.sync_interval_mins.max(1) * 60);
-                let mut last_sync: Option<Instant> = None;
+                let sync_every = Duration::from_secs(me.cfg.sync_interval_secs);
+                let full_every = Duration::from_secs(me.cfg.full_sync_interval_secs);
+                let (mut last_sync, mut last_full): (Option<Instant>, Option<Instant>) = (None, None);
                 loop {
                     if last_sync.is_none_or(|t| t.elapsed() >= sync_every) {
-                        me.sync_all(&out).await;
+                        // Everyone on connect and now and then; in between, who changed.
+                        let full = last_full.is_none_or(|t| t.elapsed() >= full_every);
+                        me.sync_all(&out, full).await;
                         last_sync = Some(Instant::now());
+                        if full {
+                            last_full = last_sync;
+                        }
                     }
                     tokio::time::sleep(heartbeat).await;
                     me.reload_keys_if_changed();

@@ -9,7 +9,7 @@ use super::answer;
 use super::pool::{Conn, Failure, Pool, Retry};
 use super::Answer;
 use crate::config::{DirectoryConfig, HistoryOnReset};
-use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts, SyncedUser};
+use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts, SyncMark, SyncedUser};
 use ldap3::controls::RawControl;
 use ldap3::{LdapError, Mod, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
@@ -21,11 +21,13 @@ use tokio::sync::OnceCell;
 pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
 /// The deprecated form of the same control, understood by older DCs.
 pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
-const USER_ATTRS: [&str; 9] = [
+const USER_ATTRS: [&str; 11] = [
     "objectGUID",
     "sAMAccountName",
     "userPrincipalName",
     "mail",
+    "otherMailbox",
+    "mobile",
     "displayName",
     "userAccountControl",
     "msDS-User-Account-Control-Computed",
@@ -361,8 +363,20 @@ impl Ad {
         Ok(None)
     }
 
-    pub(crate) async fn sync_users(&self) -> Result<Vec<SyncedUser>, Failure> {
-        let entries = self.pool.search_bases(&self.base_dns, &self.person_filter, &USER_ATTRS, true).await?;
+    pub(crate) async fn sync_users(
+        &self,
+        since: Option<&SyncMark>,
+    ) -> Result<(Vec<SyncedUser>, Option<SyncMark>), Failure> {
+        // The DC's update counter before the search: whatever changes while it runs is caught
+        // next time. Counters are per DC, so a mark from another DC means a full sync.
+        let (server, usn) = self.update_counter().await?;
+        let filter = match since {
+            Some(SyncMark::Usn { server: s, usn: from }) if *s == server => {
+                format!("(&{}(uSNChanged>={}))", self.person_filter, from + 1)
+            }
+            _ => self.person_filter.clone(),
+        };
+        let entries = self.pool.search_bases(&self.base_dns, &filter, &USER_ATTRS, true).await?;
         let mut seen = HashSet::new();
         let mut users = Vec::new();
         for entry in entries {
@@ -372,7 +386,24 @@ impl Ad {
                 None => tracing::debug!(dn = %entry.dn, "skipping an entry without objectGUID or sAMAccountName"),
             }
         }
-        Ok(users)
+        Ok((users, Some(SyncMark::Usn { server, usn })))
+    }
+
+    /// This DC's name and its `highestCommittedUSN`, read now (not cached).
+    async fn update_counter(&self) -> Result<(String, u64), Failure> {
+        let entry = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| async move {
+                let attrs = vec!["dsServiceName", "highestCommittedUSN"];
+                let (entries, _) = c.op().search("", Scope::Base, "(objectClass=*)", attrs).await?.success()?;
+                Ok::<_, LdapError>(entries.into_iter().next().map(SearchEntry::construct))
+            })
+            .await?
+            .ok_or_else(|| Failure::Internal("the rootDSE is empty".into()))?;
+        let server = first(&entry, "dsServiceName").unwrap_or_default().to_string();
+        let usn = number(&entry, "highestCommittedUSN")
+            .ok_or_else(|| Failure::Internal("the rootDSE gives no highestCommittedUSN".into()))?;
+        Ok((server, usn))
     }
 }
 
@@ -495,6 +526,8 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         anchor,
         dn: entry.dn.clone(),
         email: first(entry, "mail").and_then(|m| EmailAddress::parse(m).ok()),
+        other_emails: all(entry, "otherMailbox").iter().filter_map(|m| EmailAddress::parse(m).ok()).collect(),
+        mobile: first(entry, "mobile").map(str::to_string),
         display_name: first(entry, "displayName").unwrap_or(&username).to_string(),
         enabled: uac & UF_ACCOUNTDISABLE == 0,
         locked: computed & UF_LOCKOUT != 0,

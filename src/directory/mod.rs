@@ -13,8 +13,8 @@ mod pool;
 mod tests;
 
 use crate::config::{DirectoryConfig, DirectoryKind};
-use crate::domain::SyncedUser;
 use crate::domain::{Anchor, DirectoryId, Outcome, PolicyFacts};
+use crate::domain::{SyncMark, SyncedUser};
 use anyhow::Context;
 use secrecy::SecretString;
 
@@ -141,9 +141,15 @@ impl Directory {
 
     /// Everyone in scope (base DNs and user filter), each once.
     pub async fn sync_users(&self) -> anyhow::Result<Vec<SyncedUser>> {
+        Ok(self.sync_changes(None).await?.0)
+    }
+
+    /// Everyone in scope (`since` = `None`), or only who changed since the mark of an earlier
+    /// sync; with the mark to give next time.
+    pub async fn sync_changes(&self, since: Option<&SyncMark>) -> anyhow::Result<(Vec<SyncedUser>, Option<SyncMark>)> {
         let users = match &self.backend {
-            Backend::OpenLdap(d) => d.sync_users().await,
-            Backend::Ad(d) => d.sync_users().await,
+            Backend::OpenLdap(d) => d.sync_users(since).await,
+            Backend::Ad(d) => d.sync_users(since).await,
         };
         users.map_err(|f| anyhow::anyhow!("directory {}: sync: {f}", self.id))
     }

@@ -6,8 +6,8 @@ use super::answer::{self, PPOLICY_OID};
 use super::pool::{Conn, Failure, Pool, Retry};
 use super::Answer;
 use crate::config::DirectoryConfig;
-use crate::domain::SyncedUser;
 use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts};
+use crate::domain::{SyncMark, SyncedUser};
 use ldap3::controls::RawControl;
 use ldap3::exop::PasswordModify;
 use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
@@ -20,7 +20,8 @@ const PERMANENT_LOCK: &str = "000001010000Z";
 /// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
 const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
 const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
-const SYNC_ATTRS: [&str; 6] = ["entryUUID", "uid", "mail", "displayName", "cn", "pwdAccountLockedTime"];
+const SYNC_ATTRS: [&str; 8] =
+    ["entryUUID", "uid", "mail", "mobile", "displayName", "cn", "pwdAccountLockedTime", "modifyTimestamp"];
 
 pub(crate) struct OpenLdap {
     pool: Pool,
@@ -156,8 +157,22 @@ impl OpenLdap {
     }
 
     /// Everyone in scope, each once, from every base DN.
-    pub(crate) async fn sync_users(&self) -> Result<Vec<SyncedUser>, Failure> {
-        let entries = self.pool.search_bases(&self.base_dns, &self.person_filter, &SYNC_ATTRS, true).await?;
+    pub(crate) async fn sync_users(
+        &self,
+        since: Option<&SyncMark>,
+    ) -> Result<(Vec<SyncedUser>, Option<SyncMark>), Failure> {
+        let filter = match since {
+            // Server timestamps are plain digits and a Z: safe in a filter as they are.
+            Some(SyncMark::Timestamp(t)) if t.bytes().all(|b| b.is_ascii_digit() || b == b'Z' || b == b'.') => {
+                format!("(&{}(modifyTimestamp>={t}))", self.person_filter)
+            }
+            _ => self.person_filter.clone(),
+        };
+        let entries = self.pool.search_bases(&self.base_dns, &filter, &SYNC_ATTRS, true).await?;
+        // The newest change seen, by the server's own clock; the next delta asks from there (the
+        // boundary entries come again, which does no harm).
+        let newest = entries.iter().filter_map(|e| first(e, "modifyTimestamp")).max().map(str::to_string);
+        let mark = newest.map(SyncMark::Timestamp).or_else(|| since.cloned());
         let mut seen = HashSet::new();
         let mut users = Vec::new();
         for entry in entries {
@@ -167,7 +182,7 @@ impl OpenLdap {
                 None => tracing::debug!(dn = %entry.dn, "skipping an entry without a usable entryUUID or uid"),
             }
         }
-        Ok(users)
+        Ok((users, mark))
     }
 
     /// Looks the anchor up under every base DN, within the same scope as the sync.
@@ -253,6 +268,8 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         anchor,
         dn: entry.dn.clone(),
         email: first(entry, "mail").and_then(|m| EmailAddress::parse(m).ok()),
+        other_emails: Vec::new(),
+        mobile: first(entry, "mobile").map(str::to_string),
         display_name,
         enabled: locked_time != Some(PERMANENT_LOCK),
         locked: locked_time.is_some(),

@@ -11,7 +11,21 @@ pub struct SyncedUser {
     pub username: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailAddress>,
+    /// More addresses the person can be reached at (AD `otherMailbox`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_emails: Vec<EmailAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
     pub display_name: String,
     pub enabled: bool,
     pub locked: bool,
+}
+
+/// Where a directory's last sync got to, so that the next one asks only for what changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMark {
+    /// AD: the DC's `highestCommittedUSN` when the sync began, valid on that DC only.
+    Usn { server: String, usn: u64 },
+    /// OpenLDAP: the newest `modifyTimestamp` seen (the server's own clock).
+    Timestamp(String),
 }

@@ -26,16 +26,24 @@ pub struct AgentStatus {
     pub directories: Vec<DirectoryStatus>,
 }
 
-/// One chunk of a full sync. `seq` starts at 0; the chunk with `last` ends the sync, and people
-/// the portal has not heard of during it have left the scope.
+/// One chunk of a sync. `seq` starts at 0; the chunk with `last` ends the sync. After a full
+/// sync, people the portal has not heard of during it have left the scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncChunk {
     pub directory: DirectoryId,
+    /// A full sync lists everyone in scope, so whoever it leaves out has left; a delta lists only
+    /// who changed since the last sync, and removes nobody.
+    #[serde(default = "full_by_default")]
+    pub full: bool,
     pub seq: u32,
     pub last: bool,
     pub users: Vec<SyncedUser>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyFacts>,
+}
+
+fn full_by_default() -> bool {
+    true
 }
 
 // ---- enrollment and key rollover (HTTPS, not the WebSocket)

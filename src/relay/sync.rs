@@ -12,6 +12,12 @@ pub async fn store(state: &RelayState, agent_id: &str, chunk: SyncChunk) -> anyh
     if let Some(policy) = &chunk.policy {
         store::users::save_policy(&state.db, dir, &serde_json::to_string(policy)?, now).await?;
     }
+    if !chunk.full {
+        if chunk.last {
+            tracing::info!(agent = %agent_id, directory = dir, changed = chunk.users.len(), "delta sync stored");
+        }
+        return Ok(());
+    }
     if chunk.last && chunk.seq == 0 && chunk.users.is_empty() {
         // More likely a wrong base DN or filter than an emptied directory: keep who we know.
         tracing::warn!(agent = %agent_id, directory = dir, "a full sync listed nobody; nobody is removed");

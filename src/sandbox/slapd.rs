@@ -166,6 +166,16 @@ impl Slapd {
         Ok(())
     }
 
+    /// Deletes a person (as the directory's administrator).
+    pub async fn delete_person(&self, uid: &str) -> anyhow::Result<()> {
+        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
+        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
+        let deleted = ldap.delete(&self.user_dn(uid)).await?.success();
+        let _ = ldap.unbind().await;
+        deleted?;
+        Ok(())
+    }
+
     /// The DN of a seeded person, e.g. `user_dn("alice")`.
     pub fn user_dn(&self, uid: &str) -> String {
         format!("uid={},{}", ldap3::dn_escape(uid), self.people_dn)

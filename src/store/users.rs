@@ -20,10 +20,12 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
     let mut tx = db.begin().await?;
     for u in users {
         sqlx::query(
-            "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, display_name, enabled, locked, synced_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
+             display_name, enabled, locked, synced_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (directory, anchor) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
-             email = excluded.email, email_lc = excluded.email_lc, display_name = excluded.display_name, \
+             email = excluded.email, email_lc = excluded.email_lc, other_emails = excluded.other_emails, \
+             mobile = excluded.mobile, display_name = excluded.display_name, \
              enabled = excluded.enabled, locked = excluded.locked, synced_at = excluded.synced_at",
         )
         .bind(directory)
@@ -32,6 +34,8 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         .bind(u.username.to_lowercase())
         .bind(u.email.as_ref().map(|e| e.as_str()))
         .bind(u.email.as_ref().map(|e| e.as_str().to_lowercase()))
+        .bind(serde_json::to_string(&u.other_emails).unwrap_or_else(|_| "[]".into()))
+        .bind(&u.mobile)
         .bind(&u.display_name)
         .bind(u.enabled)
         .bind(u.locked)

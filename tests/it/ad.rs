@@ -295,3 +295,19 @@ async fn an_ad_account_is_unlocked_and_made_to_change_its_password() {
     assert_eq!(cleared.outcome, Outcome::Success, "{}", cleared.raw);
     assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_delta_sync_lists_only_who_changed_since_the_last_mark() {
+    let dc = dc().await;
+    let dir = Directory::new(&dc.directory_config(AD)).unwrap();
+    let (everyone, mark) = dir.sync_changes(None).await.unwrap();
+    assert!(everyone.iter().any(|u| u.username == "dadmin"));
+
+    let (sam, _, mail) = person(dc, None).await;
+    let (changed, next) = dir.sync_changes(mark.as_ref()).await.unwrap();
+
+    let me = changed.iter().find(|u| u.username.eq_ignore_ascii_case(&sam)).expect("the new person is in the delta");
+    assert_eq!(me.email.as_ref().map(|e| e.as_str()), Some(mail.as_str()));
+    assert!(!changed.iter().any(|u| u.username == "dadmin"), "unchanged people are not");
+    assert_ne!(next, mark, "the mark moved on");
+}

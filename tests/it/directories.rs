@@ -75,3 +75,53 @@ async fn a_sync_that_suddenly_lists_nobody_removes_nobody() {
     assert!(crate::harness::portal_log().contains("a full sync listed nobody"));
     assert_eq!(passback::store::users::find_by_login(&app.db, "alice").await.unwrap().len(), 1);
 }
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_added_to_the_directory_arrives_with_the_next_delta_sync() {
+    let mut app = spawn_app().await;
+    app.restart_agent_with(|cfg| {
+        cfg.sync_interval_secs = 1;
+        cfg.full_sync_interval_secs = 3600;
+    })
+    .await;
+
+    app.slapd.add_person("erin", Some("erin@example.org")).await.unwrap();
+
+    let db = app.db.clone();
+    until("erin's sync", async || !passback::store::users::find_by_login(&db, "erin").await.unwrap().is_empty()).await;
+    assert!(crate::harness::portal_log().contains("delta sync stored"));
+    assert_eq!(
+        passback::store::users::find_by_login(&app.db, "alice").await.unwrap().len(),
+        1,
+        "a delta removes nobody"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_deleted_from_the_directory_leaves_the_portal_with_the_next_full_sync() {
+    let mut app = spawn_app().await;
+    app.restart_agent_with(|cfg| {
+        cfg.sync_interval_secs = 1;
+        cfg.full_sync_interval_secs = 2;
+    })
+    .await;
+    assert_eq!(passback::store::users::find_by_login(&app.db, "dave").await.unwrap().len(), 1);
+
+    app.slapd.delete_person("dave").await.unwrap();
+
+    let db = app.db.clone();
+    until("dave's removal", async || passback::store::users::find_by_login(&db, "dave").await.unwrap().is_empty())
+        .await;
+    let page = app.identify("dave").await;
+    assert!(page.contains("Check your e-mail"), "the same answer as for anyone: {page}");
+}

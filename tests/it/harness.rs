@@ -204,6 +204,14 @@ impl TestApp {
         self.more_directories.len() - 1
     }
 
+    /// Restarts the agent with a changed configuration (same enrollment).
+    pub async fn restart_agent_with(&mut self, change: impl FnOnce(&mut AgentConfig)) {
+        self.stop_agent();
+        change(&mut self.agent_cfg);
+        self.agent_config_file = passback::demo::write_agent_files(&self.dir, &self.agent_cfg).unwrap();
+        self.start_agent().await;
+    }
+
     /// Has the agent serve one more directory: stops it, rewrites its configuration, and enrolls
     /// it again for all its directories. Start it again with `start_agent`.
     pub async fn serve_also(&mut self, directory: passback::config::DirectoryConfig) {
