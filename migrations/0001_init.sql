@@ -39,6 +39,7 @@ CREATE TABLE directory_users (
     display_name  TEXT NOT NULL,
     enabled       INTEGER NOT NULL,
     locked        INTEGER NOT NULL,
+    protected     INTEGER NOT NULL DEFAULT 0,
     synced_at     INTEGER NOT NULL,
     PRIMARY KEY (directory, anchor)
 );

@@ -74,6 +74,8 @@ pub(crate) struct Ad {
     person_filter: String,
     history_on_reset: Option<HistoryOnReset>,
     server: OnceCell<ServerFacts>,
+    /// The DNs of this domain's protected groups, found once.
+    protected_groups: OnceCell<Vec<String>>,
 }
 
 /// What the rootDSE says, read once.
@@ -106,6 +108,7 @@ impl Ad {
             person_filter: format!("(&(objectCategory=person)(objectClass=user){extra})"),
             history_on_reset: cfg.history_on_reset,
             server: OnceCell::new(),
+            protected_groups: OnceCell::new(),
         })
     }
 
@@ -377,16 +380,79 @@ impl Ad {
             _ => self.person_filter.clone(),
         };
         let entries = self.pool.search_bases(&self.base_dns, &filter, &USER_ATTRS, true).await?;
+        // Members (nested too) of the protected groups, in one search: Samba never sets
+        // adminCount, so membership is what tells.
+        let protected_filter = format!("(&{filter}{})", self.protected_members_filter().await?);
+        let protected: HashSet<String> = self
+            .pool
+            .search_bases(&self.base_dns, &protected_filter, &["objectGUID"], true)
+            .await?
+            .into_iter()
+            .map(|e| e.dn.to_ascii_lowercase())
+            .collect();
         let mut seen = HashSet::new();
         let mut users = Vec::new();
         for entry in entries {
             match synced_user(&entry) {
-                Some(user) if seen.insert(user.anchor.clone()) => users.push(user),
-                Some(_) => {}
+                Some(mut user) if seen.insert(user.anchor.clone()) => {
+                    user.protected |= protected.contains(&user.dn.to_ascii_lowercase());
+                    users.push(user);
+                }
+                Some(user) => {
+                    tracing::warn!(anchor = %user.anchor, dn = %user.dn, "the same objectGUID twice in one sync; kept the first")
+                }
                 None => tracing::debug!(dn = %entry.dn, "skipping an entry without objectGUID or sAMAccountName"),
             }
         }
         Ok((users, Some(SyncMark::Usn { server, usn })))
+    }
+
+    /// `(|(adminCount=1)(memberOf:<in chain>:=<group>)…)` over the protected groups of this
+    /// domain, found by their well-known SIDs (names and places of groups can change; SIDs not).
+    async fn protected_members_filter(&self) -> Result<String, Failure> {
+        let groups = self
+            .protected_groups
+            .get_or_try_init(|| async {
+                let server = self.server().await?.clone();
+                let domain_dn = server.domain_dn.as_str();
+                let domain = self
+                    .pool
+                    .run(Retry::Safe, |mut c: Conn| async move {
+                        let (e, _) = c
+                            .op()
+                            .search(domain_dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+                            .await?
+                            .success()?;
+                        Ok::<_, LdapError>(e.into_iter().next().map(SearchEntry::construct))
+                    })
+                    .await?
+                    .and_then(|e| bytes(&e, "objectSid"))
+                    .ok_or_else(|| Failure::Internal("the domain's objectSid cannot be read".into()))?;
+                let mut sids: Vec<Vec<u8>> =
+                    PROTECTED_DOMAIN_RIDS.iter().map(|rid| sid_with_rid(&domain, *rid)).collect();
+                let builtin = [1u8, 1, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0];
+                sids.extend(PROTECTED_BUILTIN_RIDS.iter().map(|rid| sid_with_rid(&builtin, *rid)));
+                let by_sid: String = sids.iter().map(|s| format!("(objectSid={})", escape_bytes(s))).collect();
+                let filter = format!("(&(objectClass=group)(|{by_sid}))");
+                let filter = filter.as_str();
+                let found = self
+                    .pool
+                    .run(Retry::Safe, |mut c: Conn| async move {
+                        let (e, _) = c.op().search(domain_dn, Scope::Subtree, filter, vec!["1.1"]).await?.success()?;
+                        Ok::<_, LdapError>(
+                            e.into_iter()
+                                .filter(|e| !e.is_ref())
+                                .map(|e| SearchEntry::construct(e).dn)
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .await?;
+                Ok::<_, Failure>(found)
+            })
+            .await?;
+        let chain: String =
+            groups.iter().map(|dn| format!("(memberOf:1.2.840.113556.1.4.1941:={})", ldap_escape_value(dn))).collect();
+        Ok(format!("(|(adminCount=1){chain})"))
     }
 
     /// This DC's name and its `highestCommittedUSN`, read now (not cached).
@@ -445,6 +511,21 @@ pub(crate) fn guid_bytes(text: &str) -> Option<[u8; 16]> {
         out[i] = plain[from];
     }
     Some(out)
+}
+
+/// A SID (binary) with one more sub-authority, `rid`.
+fn sid_with_rid(base: &[u8], rid: u32) -> Vec<u8> {
+    let mut sid = base.to_vec();
+    if let Some(count) = sid.get_mut(1) {
+        *count += 1;
+    }
+    sid.extend_from_slice(&rid.to_le_bytes());
+    sid
+}
+
+/// A DN as an assertion value in a filter.
+fn ldap_escape_value(dn: &str) -> String {
+    ldap3::ldap_escape(dn).into_owned()
 }
 
 /// Bytes as an LDAP filter value (`\xx` each), for binary attributes such as `objectGUID`.
@@ -517,6 +598,14 @@ fn pso_policy(e: &SearchEntry) -> PolicyFacts {
     }
 }
 
+/// Whether the entry is one of the well-known protected accounts (Administrator, krbtgt).
+fn protected_rid(entry: &SearchEntry) -> bool {
+    bytes(entry, "objectSid")
+        .and_then(|s| parse_sid(&s))
+        .and_then(|s| s.rsplit_once('-').and_then(|(_, rid)| rid.parse::<u32>().ok()))
+        .is_some_and(|rid| PROTECTED_DOMAIN_RIDS.contains(&rid))
+}
+
 fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
     let anchor = Anchor::parse(&guid_text(&bytes(entry, "objectGUID")?)?).ok()?;
     let username = first(entry, "sAMAccountName")?.to_string();
@@ -531,6 +620,7 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         display_name: first(entry, "displayName").unwrap_or(&username).to_string(),
         enabled: uac & UF_ACCOUNTDISABLE == 0,
         locked: computed & UF_LOCKOUT != 0,
+        protected: first(entry, "adminCount") == Some("1") || protected_rid(entry),
         username,
     })
 }
@@ -552,6 +642,19 @@ mod tests {
     #[test]
     fn a_password_is_quoted_and_utf16_little_endian() {
         assert_eq!(quoted_utf16("a€"), vec![0x22, 0, 0x61, 0, 0xac, 0x20, 0x22, 0]);
+    }
+
+    #[test]
+    fn a_rid_extends_a_sid() {
+        let domain = {
+            let mut b = vec![1u8, 4, 0, 0, 0, 0, 0, 5];
+            for sub in [21u32, 1, 2, 3] {
+                b.extend_from_slice(&sub.to_le_bytes());
+            }
+            b
+        };
+        assert_eq!(parse_sid(&sid_with_rid(&domain, 512)).unwrap(), "S-1-5-21-1-2-3-512");
+        assert_eq!(parse_sid(&sid_with_rid(&[1u8, 1, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0], 544)).unwrap(), "S-1-5-32-544");
     }
 
     #[test]

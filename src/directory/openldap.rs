@@ -272,6 +272,7 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         mobile: first(entry, "mobile").map(str::to_string),
         display_name,
         enabled: locked_time != Some(PERMANENT_LOCK),
+        protected: false,
         locked: locked_time.is_some(),
         username,
     })

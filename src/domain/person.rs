@@ -19,6 +19,10 @@ pub struct SyncedUser {
     pub display_name: String,
     pub enabled: bool,
     pub locked: bool,
+    /// A privileged account (AD protected groups): it may change a known password, never reset a
+    /// forgotten one here.
+    #[serde(default)]
+    pub protected: bool,
 }
 
 /// Where a directory's last sync got to, so that the next one asks only for what changed since.

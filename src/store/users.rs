@@ -21,12 +21,13 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
     for u in users {
         sqlx::query(
             "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
-             display_name, enabled, locked, synced_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             display_name, enabled, locked, protected, synced_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (directory, anchor) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
              email = excluded.email, email_lc = excluded.email_lc, other_emails = excluded.other_emails, \
              mobile = excluded.mobile, display_name = excluded.display_name, \
-             enabled = excluded.enabled, locked = excluded.locked, synced_at = excluded.synced_at",
+             enabled = excluded.enabled, locked = excluded.locked, protected = excluded.protected, \
+             synced_at = excluded.synced_at",
         )
         .bind(directory)
         .bind(u.anchor.as_str())
@@ -39,6 +40,7 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         .bind(&u.display_name)
         .bind(u.enabled)
         .bind(u.locked)
+        .bind(u.protected)
         .bind(now)
         .execute(&mut *tx)
         .await?;

@@ -250,8 +250,13 @@ async fn ad_sync_reports_anchors_addresses_and_disabled_people() {
     assert_eq!(me.email.as_ref().map(|e| e.as_str()), Some(mail.as_str()));
     assert_eq!(me.dn, dn);
     assert_eq!(me.anchor.as_str().len(), 36, "a GUID: {}", me.anchor);
-    assert!(users.iter().any(|u| u.username == "dadmin"));
+    assert!(!me.protected);
+    assert!(users.iter().any(|u| u.username == "dadmin" && u.protected), "a Domain Admin, nested or not, is protected");
     assert!(!users.iter().any(|u| u.username == "svc-reset"), "outside the scope");
+    let (admin_sam, admin_dn, _) = person(dc, None).await;
+    dc.add_to_group(&admin_dn, &format!("CN=Domain Admins,CN=Users,{}", dc.domain_dn)).await.unwrap();
+    let users = dir.sync_users().await.unwrap();
+    assert!(users.iter().any(|u| u.username.eq_ignore_ascii_case(&admin_sam) && u.protected));
     let policy = dir.policy().await.unwrap();
     assert_eq!((policy.min_length, policy.history, policy.complexity), (Some(7), Some(24), Some(true)));
 }
@@ -310,4 +315,28 @@ async fn an_ad_delta_sync_lists_only_who_changed_since_the_last_mark() {
     assert_eq!(me.email.as_ref().map(|e| e.as_str()), Some(mail.as_str()));
     assert!(!changed.iter().any(|u| u.username == "dadmin"), "unchanged people are not");
     assert_ne!(next, mark, "the mark moved on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_dc_is_seeded_as_promised_and_a_second_one_is_refused() {
+    let dc = dc().await;
+    let policy = dc.samba_tool(&["domain", "passwordsettings", "show"]).unwrap();
+    for line in [
+        "Minimum password length: 7",
+        "Minimum password age (days): 0",
+        "Password history length: 24",
+        "Account lockout threshold (attempts): 5",
+    ] {
+        assert!(policy.contains(line), "{policy}");
+    }
+    assert!(binds(dc, &dc.service_dn, secrecy::ExposeSecret::expose_secret(&dc.service_password)).await);
+    // The seeded Domain Admin has no adminCount (Samba runs no SDProp): protected all the same.
+    let (dir, dadmin) = directory_and_anchor(dc, dc.directory_config(AD), "dadmin").await;
+    let answer = dir.reset(&dadmin, &secret("Brand#New9pass")).await;
+    assert_eq!(answer.outcome, Outcome::Protected, "{}", answer.raw);
+
+    let dir = std::env::temp_dir().join(unique("passback-second-dc-"));
+    let second = SambaDc::start(&dir.join("dc"), &TestCa::create(&dir.join("tls")).unwrap()).err().unwrap();
+    assert!(second.to_string().contains("another Samba DC is running"), "{second:#}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
