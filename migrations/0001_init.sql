@@ -97,3 +97,35 @@ CREATE INDEX audit_at ON audit(at);
 CREATE INDEX audit_support_code ON audit(support_code);
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+
+-- Accounts that live only in the portal (cloud-only): no directory, no writeback.
+CREATE TABLE cloud_users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,      -- lower-cased
+    email         TEXT,
+    email_lc      TEXT,
+    display_name  TEXT NOT NULL,
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    password_hash TEXT,                      -- argon2id PHC string; NULL until first set
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX cloud_users_email ON cloud_users(email_lc);
+
+-- The portal's copy of a hash-synced person's password hash (argon2id), replaced only after a
+-- successful writeback.
+CREATE TABLE password_hashes (
+    directory     TEXT NOT NULL,
+    anchor        TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (directory, anchor)
+);
+
+-- One person's kind, where it differs from their directory's.
+CREATE TABLE user_kind_overrides (
+    directory     TEXT NOT NULL,
+    anchor        TEXT NOT NULL,
+    user_kind     TEXT NOT NULL,
+    PRIMARY KEY (directory, anchor)
+);

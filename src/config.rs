@@ -136,6 +136,31 @@ pub struct PortalConfig {
     pub relay: RelayConfig,
     pub reset: ResetConfig,
     pub mail: MailConfig,
+    /// Per directory id: what the portal does with its people's passwords.
+    pub directories: std::collections::BTreeMap<String, PortalDirectoryConfig>,
+    /// The rules for cloud-only accounts, whose passwords live only in the portal.
+    pub cloud_policy: CloudPolicyConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalDirectoryConfig {
+    /// `federated` (default: write back only), or `hash_synced` (also keep the portal's hash).
+    pub user_kind: crate::domain::UserKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudPolicyConfig {
+    pub min_length: u32,
+    /// Three of: upper case, lower case, digits, symbols; and not the user name.
+    pub complexity: bool,
+}
+
+impl Default for CloudPolicyConfig {
+    fn default() -> Self {
+        Self { min_length: 8, complexity: true }
+    }
 }
 
 impl Default for PortalConfig {
@@ -148,6 +173,8 @@ impl Default for PortalConfig {
             relay: RelayConfig::default(),
             reset: ResetConfig::default(),
             mail: MailConfig::default(),
+            directories: Default::default(),
+            cloud_policy: CloudPolicyConfig::default(),
         }
     }
 }
@@ -309,6 +336,12 @@ impl PortalConfig {
         }
         if self.reset.code_attempts == 0 || self.relay.result_deadline_secs == 0 || self.relay.ping_interval_secs == 0 {
             bail!("reset.code_attempts, relay.result_deadline_secs and relay.ping_interval_secs must be positive");
+        }
+        for (id, d) in &self.directories {
+            crate::domain::DirectoryId::parse(id).map_err(|e| anyhow::anyhow!("directories.{id}: {e}"))?;
+            if d.user_kind == crate::domain::UserKind::CloudOnly {
+                bail!("directories.{id}: a directory's people cannot be cloud_only; use federated or hash_synced");
+            }
         }
         if self.relay.request_ttl_secs < self.relay.result_deadline_secs {
             bail!("relay.request_ttl_secs must be at least relay.result_deadline_secs, or requests expire while people wait");
@@ -512,6 +545,16 @@ mod tests {
         assert_eq!(cfg.mail.password.unwrap().expose_secret(), "123456");
         assert_eq!(cfg.server.helpdesk_contact, "5550100");
         assert_eq!(cfg.mail.smtp_port, 2525);
+    }
+
+    #[test]
+    fn a_directory_kind_is_read_and_cloud_only_is_not_a_directory_kind() {
+        let mut cfg: PortalConfig = toml::from_str("[directories.corp]\nuser_kind = \"hash_synced\"\n").unwrap();
+        assert_eq!(cfg.directories["corp"].user_kind, crate::domain::UserKind::HashSynced);
+        cfg.server.behind_tls_proxy = true;
+        assert!(cfg.validate().is_ok());
+        cfg.directories.get_mut("corp").unwrap().user_kind = crate::domain::UserKind::CloudOnly;
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

@@ -29,6 +29,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<AgentCmd>,
     },
+    /// On the portal host: manage people's accounts and kinds.
+    User {
+        /// The portal's configuration (TOML), to reach its database.
+        #[arg(long = "portal-config", env = "PASSBACK_CONFIG", global = true)]
+        portal_config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
     /// Start a throwaway demo: OpenLDAP with ppolicy, the portal and an enrolled agent, on 127.0.0.1.
     Demo {
         /// Folder for the demo's files (wiped at start).
@@ -39,6 +47,30 @@ enum Cmd {
         /// The directory to write into.
         #[arg(long, value_enum, default_value = "openldap")]
         directory: passback::demo::DemoDirectory,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a cloud-only account (its password lives only in the portal; the person sets it with
+    /// "forgot my password").
+    AddCloud {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Set one synced person's kind (`hash_synced` or `federated`), overriding their directory's.
+    SetKind {
+        #[arg(long)]
+        directory: String,
+        /// Their user name or e-mail address.
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        kind: String,
     },
 }
 
@@ -122,8 +154,56 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", token.as_str());
             eprintln!("One-time enrollment token for {name:?}, valid for {ttl} minutes. Use it once with `passback agent enroll`.");
         }
+        Cmd::User { portal_config, cmd } => {
+            let path = portal_config.context("--portal-config is required")?;
+            let cfg: PortalConfig = config::load(Some(&path), config::PORTAL_ENV_PREFIX)?;
+            cfg.validate()?;
+            let db = passback::store::connect(&cfg.database.url, 1).await?;
+            user_command(&db, cmd, now).await?;
+        }
         Cmd::Demo { dir, port, directory } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;
+        }
+    }
+    Ok(())
+}
+
+async fn user_command(db: &passback::store::Db, cmd: UserCmd, now: i64) -> anyhow::Result<()> {
+    use passback::domain::{EmailAddress, LoginName, UserKind};
+    match cmd {
+        UserCmd::AddCloud { username, email, name } => {
+            let username = LoginName::parse(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
+            let email =
+                email.map(|e| EmailAddress::parse(&e)).transpose().map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+            let display = name.unwrap_or_else(|| username.as_str().to_string());
+            let id =
+                passback::store::cloud::add(db, username.as_str(), email.as_ref().map(|e| e.as_str()), &display, now)
+                    .await
+                    .context("adding the account (is the user name taken?)")?;
+            println!(
+                "Cloud-only account {} added ({id}). The person sets a password with \"forgot my password\".",
+                username.as_str()
+            );
+        }
+        UserCmd::SetKind { directory, login, kind } => {
+            let kind = UserKind::parse(&kind)
+                .filter(|k| *k != UserKind::CloudOnly)
+                .context("--kind must be hash_synced or federated")?;
+            let login = LoginName::parse(&login).map_err(|e| anyhow::anyhow!("--login: {e}"))?;
+            let people: Vec<_> = passback::store::users::find_by_login(db, login.as_str())
+                .await?
+                .into_iter()
+                .filter(|u| u.directory == directory)
+                .collect();
+            let [person] = people.as_slice() else {
+                anyhow::bail!(
+                    "{} people match {:?} in directory {directory}: name exactly one",
+                    people.len(),
+                    login.as_str()
+                );
+            };
+            passback::store::users::set_kind_override(db, &directory, &person.anchor, kind.as_str()).await?;
+            println!("{} in {directory} is now {}.", person.username, kind.as_str());
         }
     }
     Ok(())

@@ -16,6 +16,8 @@ pub struct PolicyFacts {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Success,
+    /// Written back to the directory, but the portal's copy of the hash could not be updated.
+    SuccessCloudPending,
     NoAgent,
     AgentTimeout,
     TooShort {
@@ -58,6 +60,7 @@ impl Outcome {
     pub fn code(&self) -> OutcomeCode {
         OutcomeCode(match self {
             Outcome::Success => "PB-0000",
+            Outcome::SuccessCloudPending => "PB-0001",
             Outcome::NoAgent => "PB-1001",
             Outcome::AgentTimeout => "PB-1002",
             Outcome::TooShort { .. } => "PB-2001",
@@ -80,7 +83,7 @@ impl Outcome {
     }
 
     pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Success)
+        matches!(self, Outcome::Success | Outcome::SuccessCloudPending)
     }
 
     /// True when the person can fix it by choosing another password.
@@ -100,6 +103,10 @@ impl Outcome {
     pub fn message(&self) -> String {
         match self {
             Outcome::Success => "Your password has been changed. Use the new password from now on.".into(),
+            Outcome::SuccessCloudPending => "Your password has been changed in your organisation's directory, but not \
+                yet for cloud services: signing in to those with it may not work for a while. If it still does not \
+                in an hour, contact your helpdesk with the support code."
+                .into(),
             Outcome::NoAgent => "Password reset is unavailable right now: your organisation's directory \
                 cannot be reached. Try again later, or contact your helpdesk."
                 .into(),
@@ -181,6 +188,7 @@ mod tests {
     fn every_outcome_has_its_own_code() {
         let all = [
             Outcome::Success,
+            Outcome::SuccessCloudPending,
             Outcome::NoAgent,
             Outcome::AgentTimeout,
             Outcome::TooShort { min_length: None },

@@ -33,3 +33,31 @@ pub enum SyncMark {
     /// OpenLDAP: the newest `modifyTimestamp` seen (the server's own clock).
     Timestamp(String),
 }
+
+/// Where a person's password lives (DESIGN.md §2), and so what a reset or change does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    /// Only in the portal: its own argon2 hash, its own policy, no writeback.
+    CloudOnly,
+    /// In a directory, with a copy of the hash in the portal: write back first, and only when
+    /// that succeeded replace the portal's hash.
+    HashSynced,
+    /// In a directory only: write back; the portal keeps no hash.
+    #[default]
+    Federated,
+}
+
+impl UserKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::CloudOnly => "cloud_only",
+            UserKind::HashSynced => "hash_synced",
+            UserKind::Federated => "federated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UserKind> {
+        [UserKind::CloudOnly, UserKind::HashSynced, UserKind::Federated].into_iter().find(|k| k.as_str() == s)
+    }
+}

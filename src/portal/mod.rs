@@ -5,6 +5,7 @@ mod csrf;
 mod demo;
 mod error;
 mod pages;
+pub mod passwords;
 mod reset;
 
 pub use error::{PortalError, SupportCode};

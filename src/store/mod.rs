@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod cloud;
 pub mod codes;
 pub mod users;
 pub mod writebacks;

@@ -93,3 +93,48 @@ pub async fn policy(db: &Db, directory: &str) -> sqlx::Result<Option<String>> {
         .fetch_optional(db)
         .await
 }
+
+/// The portal's copy of a hash-synced person's password hash.
+pub async fn set_password_hash(db: &Db, directory: &str, anchor: &str, hash: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO password_hashes (directory, anchor, password_hash, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (directory, anchor) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+    )
+    .bind(directory)
+    .bind(anchor)
+    .bind(hash)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn password_hash(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT password_hash FROM password_hashes WHERE directory = ? AND anchor = ?")
+        .bind(directory)
+        .bind(anchor)
+        .fetch_optional(db)
+        .await
+}
+
+/// This person's kind where it differs from their directory's.
+pub async fn kind_override(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT user_kind FROM user_kind_overrides WHERE directory = ? AND anchor = ?")
+        .bind(directory)
+        .bind(anchor)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn set_kind_override(db: &Db, directory: &str, anchor: &str, kind: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO user_kind_overrides (directory, anchor, user_kind) VALUES (?, ?, ?) \
+         ON CONFLICT (directory, anchor) DO UPDATE SET user_kind = excluded.user_kind",
+    )
+    .bind(directory)
+    .bind(anchor)
+    .bind(kind)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -6,5 +6,6 @@
 mod ad;
 mod directories;
 mod harness;
+mod kinds;
 mod relay;
 mod reset;

@@ -2,7 +2,7 @@
 //! anything is sent, then e-mails a code. The answer reads the same whether or not the name matched.
 
 use super::{outcome_page, Attempt, Flow, Target, FLOW};
-use crate::domain::{DirectoryId, EmailAddress, LoginName, MsgId, OneTimeCode, Outcome};
+use crate::domain::{DirectoryId, EmailAddress, LoginName, MsgId, OneTimeCode, Outcome, UserKind};
 use crate::portal::pages::IdentifyPage;
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
@@ -36,6 +36,9 @@ pub struct IdentifyForm {
 /// answered for a directory chosen from the name itself, so a partial outage does not tell real
 /// names from made-up ones.
 async fn directory_alive(st: &AppState, target: Option<&Target>, login: &LoginName) -> Result<bool, PortalError> {
+    if target.is_some_and(|t| t.kind == UserKind::CloudOnly) {
+        return Ok(true); // nothing to write back
+    }
     let directory = match target {
         Some(t) => t.directory.clone(),
         None => {
@@ -73,12 +76,21 @@ pub async fn identify(
     if matches.len() > 1 {
         tracing::warn!(support_code = %support, count = matches.len(), "a name matches several people; not guessing");
     }
-    let target = match matches.as_slice() {
-        [one] if one.enabled => Some(Target {
+    let cloud = store::cloud::find_by_login(&st.db, login.as_str()).await?;
+    let target = match (matches.as_slice(), cloud.as_slice()) {
+        ([one], []) if one.enabled => Some(Target {
             directory: one.directory.clone(),
             anchor: one.anchor.clone(),
             username: one.username.clone(),
             email: one.email.clone(),
+            kind: synced_kind(&st, &one.directory, &one.anchor).await?,
+        }),
+        ([], [one]) if one.enabled => Some(Target {
+            directory: String::new(),
+            anchor: one.id.clone(),
+            username: one.username.clone(),
+            email: one.email.clone(),
+            kind: UserKind::CloudOnly,
         }),
         _ => None,
     };
@@ -118,7 +130,7 @@ pub async fn identify(
         }
         (Some(_), Some(_)) => "code limit per hour reached",
         (Some(_), None) => "no e-mail address on record",
-        (None, _) if matches.is_empty() => "no such account",
+        (None, _) if matches.is_empty() && cloud.is_empty() => "no such account",
         (None, _) => "several or disabled accounts",
     };
     let outcome = if stored { Outcome::Success } else { Outcome::VerificationFailed };
@@ -128,6 +140,16 @@ pub async fn identify(
     let flow = Flow { target, audit_name, code_id, failed_attempts: 0, verified_at: None, form_key: None };
     session.insert(FLOW, &flow).await?;
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
+}
+
+/// A synced person's kind: their own override, else their directory's, else federated.
+async fn synced_kind(st: &AppState, directory: &str, anchor: &str) -> Result<UserKind, PortalError> {
+    if let Some(kind) =
+        store::users::kind_override(&st.db, directory, anchor).await?.as_deref().and_then(UserKind::parse)
+    {
+        return Ok(kind);
+    }
+    Ok(st.cfg.directories.get(directory).map(|d| d.user_kind).unwrap_or_default())
 }
 
 /// Sends in the background, so the answer takes as long whether or not a message goes out.

@@ -14,7 +14,7 @@ pub use verify::{verify, verify_form};
 
 use super::pages::{OutcomePage, OutcomeView};
 use super::{AppState, PortalError, SupportCode};
-use crate::domain::Outcome;
+use crate::domain::{Outcome, UserKind};
 use crate::store::{self, audit::AuditRecord};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -25,10 +25,13 @@ const FLOW: &str = "reset";
 /// The person the flow is about, as synced from their directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Target {
+    /// Empty for a cloud-only account (which belongs to no directory).
     directory: String,
+    /// The directory's anchor, or the cloud-only account's id.
     anchor: String,
     username: String,
     email: Option<String>,
+    kind: UserKind,
 }
 
 /// What the session knows of this person's progress.

@@ -1,0 +1,58 @@
+//! Cloud-only accounts: people whose password lives only in the portal (argon2id hashes).
+
+use super::Db;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CloudUser {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub enabled: bool,
+}
+
+/// Adds an account without a password (the person sets one through the reset flow).
+pub async fn add(db: &Db, username: &str, email: Option<&str>, display_name: &str, now: i64) -> sqlx::Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO cloud_users (id, username, email, email_lc, display_name, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(username.to_lowercase())
+    .bind(email)
+    .bind(email.map(str::to_lowercase))
+    .bind(display_name)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+/// Everyone whose user name or e-mail address is `login` (already lower-cased).
+pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<CloudUser>> {
+    sqlx::query_as(
+        "SELECT id, username, email, display_name, enabled FROM cloud_users WHERE username = ? OR email_lc = ? LIMIT 5",
+    )
+    .bind(login)
+    .bind(login)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn set_password_hash(db: &Db, id: &str, hash: &str, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE cloud_users SET password_hash = ?, updated_at = ? WHERE id = ?")
+        .bind(hash)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn password_hash(db: &Db, id: &str) -> sqlx::Result<Option<String>> {
+    let hash: Option<Option<String>> =
+        sqlx::query_scalar("SELECT password_hash FROM cloud_users WHERE id = ?").bind(id).fetch_optional(db).await?;
+    Ok(hash.flatten())
+}
