@@ -6,6 +6,7 @@ mod demo;
 mod error;
 mod pages;
 pub mod passwords;
+mod people;
 mod reset;
 
 pub use error::{PortalError, SupportCode};

@@ -1,9 +1,15 @@
-//! The portal's own password hashes (cloud-only and hash-synced people): argon2id, computed off
-//! the async workers, and the cloud password policy.
+//! Setting a password wherever it lives: written back through the relay (synced people), and the
+//! portal's own argon2id hashes (cloud-only and hash-synced people), computed off the async
+//! workers, under the cloud password policy.
 
+use super::people::Target;
+use super::{AppState, PortalError};
 use crate::config::CloudPolicyConfig;
-use crate::domain::{meets_ad_complexity, NewPassword, Outcome, PolicyFacts};
-use argon2::password_hash::{PasswordHasher, SaltString};
+use crate::domain::{meets_ad_complexity, Anchor, DirectoryId, MsgId, NewPassword, Outcome, PolicyFacts, UserKind};
+use crate::envelope::{Flags, Op};
+use crate::relay::{WritebackRequest, WritebackResult};
+use crate::store;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -39,4 +45,115 @@ pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
         min_age_secs: None,
         complexity: Some(policy.complexity),
     }
+}
+
+/// Sets `new` for `target`: a reset when `old` is `None`, else a change that first proves `old`.
+/// A cloud-only account is handled here; a synced person's directory decides through the relay.
+pub(crate) async fn apply(
+    st: &AppState,
+    target: &Target,
+    msg_id: MsgId,
+    new: &NewPassword,
+    old: Option<&SecretString>,
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
+    match target.kind {
+        UserKind::CloudOnly => set_cloud_password(st, target, new, old, now).await,
+        UserKind::HashSynced | UserKind::Federated => write_back(st, target, msg_id, new, old, now).await,
+    }
+}
+
+fn local(outcome: Outcome, raw: &str, policy: Option<PolicyFacts>) -> WritebackResult {
+    WritebackResult { outcome, raw: raw.into(), policy, agent_id: None }
+}
+
+/// Whether `password` matches an argon2id PHC string, checked on the blocking pool.
+pub async fn verify(password: &SecretString, hash: Option<String>) -> bool {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        // Without a hash, a check against a hash of a password nobody knows takes the same time.
+        let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
+        PasswordHash::new(&hash)
+            .map(|h| Argon2::default().verify_password(password.expose_secret().as_bytes(), &h).is_ok())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The hash of a random password nobody knows, made once, for checks that must not finish early.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let unknown = crate::store::random_token();
+        Argon2::default().hash_password(unknown.as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
+    })
+}
+
+/// A cloud-only account: the portal's own policy, then its own hash. No directory involved.
+async fn set_cloud_password(
+    st: &AppState,
+    target: &Target,
+    new: &NewPassword,
+    old: Option<&SecretString>,
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
+    if let Some(old) = old {
+        let stored = store::cloud::password_hash(&st.db, &target.anchor).await?;
+        if !verify(old, stored).await {
+            return Ok(local(Outcome::OldPasswordWrong, "the current password did not match", None));
+        }
+    }
+    if let Some(rule) = cloud_rule(&st.cfg.cloud_policy, new, &target.username) {
+        let policy = Some(cloud_facts(&st.cfg.cloud_policy));
+        return Ok(local(rule, "refused by the cloud password policy", policy));
+    }
+    let hash = hash(new.as_secret()).await?;
+    store::cloud::set_password_hash(&st.db, &target.anchor, &hash, now).await?;
+    Ok(local(Outcome::Success, "cloud password set", None))
+}
+
+/// A synced person: write back and wait for the directory's answer; for a hash-synced person,
+/// only after the directory said yes, replace the portal's copy of the hash.
+async fn write_back(
+    st: &AppState,
+    target: &Target,
+    msg_id: MsgId,
+    new: &NewPassword,
+    old: Option<&SecretString>,
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
+    let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
+        return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
+    };
+    let request = WritebackRequest {
+        msg_id,
+        op: if old.is_some() { Op::Change } else { Op::Reset },
+        directory,
+        anchor,
+        password: Some(new.as_secret()),
+        old_password: old,
+        flags: Flags::default(),
+        actor: "self-service".into(),
+    };
+    let mut result = st.hub.writeback(request, now).await;
+    if let Some(a) = &result.agent_id {
+        result.raw = format!("agent={a} {}", result.raw);
+    }
+    if target.kind == UserKind::HashSynced && result.outcome.is_success() {
+        let stored = match hash(new.as_secret()).await {
+            Ok(hash) => store::users::set_password_hash(&st.db, &target.directory, &target.anchor, &hash, now)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            // The directory has the new password: say so, and that the cloud copy lags.
+            tracing::error!(error = %format!("{e:#}"), "updating the portal's password hash after a writeback failed");
+            result.outcome = Outcome::SuccessCloudPending;
+            result.raw = format!("{}; cloud hash update failed", result.raw);
+        }
+    }
+    Ok(result)
 }

@@ -1,10 +1,10 @@
 //! Step 1: who are you? Checks that the person's directory can be written to right now, before
 //! anything is sent, then e-mails a code. The answer reads the same whether or not the name matched.
 
-use super::{outcome_page, Attempt, Flow, Target, FLOW};
-use crate::domain::{DirectoryId, EmailAddress, LoginName, MsgId, OneTimeCode, Outcome, UserKind};
+use super::{outcome_page, Attempt, Flow, FLOW};
+use crate::domain::{EmailAddress, LoginName, MsgId, OneTimeCode, Outcome};
 use crate::portal::pages::IdentifyPage;
-use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -32,29 +32,6 @@ pub struct IdentifyForm {
     login: String,
 }
 
-/// Whether the directory behind this name can be written to now. A name that matched nobody is
-/// answered for a directory chosen from the name itself, so a partial outage does not tell real
-/// names from made-up ones.
-async fn directory_alive(st: &AppState, target: Option<&Target>, login: &LoginName) -> Result<bool, PortalError> {
-    if target.is_some_and(|t| t.kind == UserKind::CloudOnly) {
-        return Ok(true); // nothing to write back
-    }
-    let directory = match target {
-        Some(t) => t.directory.clone(),
-        None => {
-            let mut known = store::users::directories(&st.db).await?;
-            known.sort();
-            if known.is_empty() {
-                return Ok(st.hub.any_alive());
-            }
-            let h = st.code_key.hash(&[b"directory-of", login.as_str().as_bytes()]);
-            let n = u64::from_str_radix(&h[..8], 16).unwrap_or(0) as usize;
-            known[n % known.len()].clone()
-        }
-    };
-    Ok(DirectoryId::parse(&directory).map(|d| st.hub.is_alive(&d)).unwrap_or(false))
-}
-
 pub async fn identify(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
@@ -72,35 +49,11 @@ pub async fn identify(
     };
     let support = SupportCode::new();
     let now = st.clock.now();
-    let matches = store::users::find_by_login(&st.db, login.as_str()).await?;
-    if matches.len() > 1 {
-        tracing::warn!(support_code = %support, count = matches.len(), "a name matches several people; not guessing");
-    }
-    let cloud = store::cloud::find_by_login(&st.db, login.as_str()).await?;
-    let target = match (matches.as_slice(), cloud.as_slice()) {
-        ([one], []) if one.enabled => Some(Target {
-            directory: one.directory.clone(),
-            anchor: one.anchor.clone(),
-            username: one.username.clone(),
-            email: one.email.clone(),
-            kind: synced_kind(&st, &one.directory, &one.anchor).await?,
-        }),
-        ([], [one]) if one.enabled => Some(Target {
-            directory: String::new(),
-            anchor: one.id.clone(),
-            username: one.username.clone(),
-            email: one.email.clone(),
-            kind: UserKind::CloudOnly,
-        }),
-        _ => None,
-    };
-    let audit_name = match &target {
-        Some(t) => t.username.clone(),
-        None => format!("unmatched:{}", &st.code_key.hash(&[b"audit-name", login.as_str().as_bytes()])[..12]),
-    };
+    let found = people::resolve(&st, &login, &support).await?;
+    let (target, audit_name) = (found.target, found.audit_name);
     let attempt = Attempt { st: &st, client, audit_name: &audit_name, target: target.as_ref(), support: &support };
 
-    if !directory_alive(&st, target.as_ref(), &login).await? {
+    if !people::directory_alive(&st, target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("reset.identify", &o, "no live agent").await?;
         return Ok(support.tag(outcome_page(&st, "Password reset is unavailable", &o, &support, true)));
@@ -130,7 +83,7 @@ pub async fn identify(
         }
         (Some(_), Some(_)) => "code limit per hour reached",
         (Some(_), None) => "no e-mail address on record",
-        (None, _) if matches.is_empty() && cloud.is_empty() => "no such account",
+        (None, _) if found.matched == 0 => "no such account",
         (None, _) => "several or disabled accounts",
     };
     let outcome = if stored { Outcome::Success } else { Outcome::VerificationFailed };
@@ -140,16 +93,6 @@ pub async fn identify(
     let flow = Flow { target, audit_name, code_id, failed_attempts: 0, verified_at: None, form_key: None };
     session.insert(FLOW, &flow).await?;
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
-}
-
-/// A synced person's kind: their own override, else their directory's, else federated.
-async fn synced_kind(st: &AppState, directory: &str, anchor: &str) -> Result<UserKind, PortalError> {
-    if let Some(kind) =
-        store::users::kind_override(&st.db, directory, anchor).await?.as_deref().and_then(UserKind::parse)
-    {
-        return Ok(kind);
-    }
-    Ok(st.cfg.directories.get(directory).map(|d| d.user_kind).unwrap_or_default())
 }
 
 /// Sends in the background, so the answer takes as long whether or not a message goes out.

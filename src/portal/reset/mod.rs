@@ -13,34 +13,20 @@ pub use password::{password_form, set_password};
 pub use verify::{verify, verify_form};
 
 use super::pages::{OutcomePage, OutcomeView};
+use super::people::{Attempt, Target};
 use super::{AppState, PortalError, SupportCode};
-use crate::domain::{Outcome, UserKind};
-use crate::store::{self, audit::AuditRecord};
+use crate::domain::Outcome;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use tower_sessions::Session;
 
 const FLOW: &str = "reset";
-
-/// The person the flow is about, as synced from their directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Target {
-    /// Empty for a cloud-only account (which belongs to no directory).
-    directory: String,
-    /// The directory's anchor, or the cloud-only account's id.
-    anchor: String,
-    username: String,
-    email: Option<String>,
-    kind: UserKind,
-}
 
 /// What the session knows of this person's progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Flow {
     /// `None` when the name matched nobody: the flow goes on, identically, and cannot succeed.
     target: Option<Target>,
-    /// What the audit calls the person: their user name, or a keyed hash of unmatched input
-    /// (which could be anything, even a password typed into the wrong field).
+    /// What the audit calls the person (see [`super::people::Found::audit_name`]).
     audit_name: String,
     code_id: String,
     failed_attempts: u32,
@@ -51,43 +37,6 @@ struct Flow {
 
 async fn load_flow(session: &Session) -> Result<Option<Flow>, PortalError> {
     Ok(session.get::<Flow>(FLOW).await?)
-}
-
-/// One step of one person's attempt, for its audit row and log line.
-struct Attempt<'a> {
-    st: &'a AppState,
-    client: SocketAddr,
-    audit_name: &'a str,
-    target: Option<&'a Target>,
-    support: &'a SupportCode,
-}
-
-impl Attempt<'_> {
-    async fn audit(&self, operation: &str, outcome: &Outcome, raw: &str) -> Result<(), PortalError> {
-        let rec = AuditRecord {
-            at: self.st.clock.now(),
-            actor: "self-service".into(),
-            operation: operation.into(),
-            directory: self.target.map(|t| t.directory.clone()),
-            anchor: self.target.map(|t| t.anchor.clone()),
-            target: Some(self.audit_name.to_string()),
-            outcome_code: outcome.code().0.into(),
-            raw: raw.into(),
-            support_code: self.support.0.clone(),
-            client: Some(self.client.ip().to_string()),
-        };
-        tracing::info!(
-            operation = %rec.operation,
-            outcome = %rec.outcome_code,
-            support_code = %rec.support_code,
-            directory = rec.directory.as_deref().unwrap_or(""),
-            anchor = rec.anchor.as_deref().unwrap_or(""),
-            raw = %rec.raw,
-            "audit"
-        );
-        store::audit::record(&self.st.db, &rec).await?;
-        Ok(())
-    }
 }
 
 fn outcome_page(

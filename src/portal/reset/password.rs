@@ -3,11 +3,9 @@
 //! so a second submit of the same form can never write twice.
 
 use super::{load_flow, outcome_page, Attempt, Flow, Target, FLOW};
-use crate::domain::{Anchor, DirectoryId, EmailAddress, MsgId, NewPassword, Outcome, PolicyFacts, UserKind};
-use crate::envelope::{Flags, Op};
+use crate::domain::{EmailAddress, MsgId, NewPassword, PolicyFacts, UserKind};
 use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
-use crate::relay::{WritebackRequest, WritebackResult};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -133,10 +131,7 @@ pub async fn set_password(
     }
 
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
-    let result = match target.kind {
-        UserKind::CloudOnly => set_cloud_password(&st, &target, &password, now).await?,
-        UserKind::HashSynced | UserKind::Federated => write_back(&st, &target, msg_id.clone(), &password, now).await?,
-    };
+    let result = passwords::apply(&st, &target, msg_id.clone(), &password, None, now).await?;
     drop(password);
     store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
@@ -159,70 +154,6 @@ pub async fn set_password(
         support_code: support.0.clone(),
     };
     Ok(support.tag(password_page(&st, &session, &mut flow, &target, None, Some(view)).await?))
-}
-
-/// A cloud-only account: the portal's own policy, then its own hash. No directory involved.
-async fn set_cloud_password(
-    st: &AppState,
-    target: &Target,
-    password: &NewPassword,
-    now: i64,
-) -> Result<WritebackResult, PortalError> {
-    if let Some(rule) = passwords::cloud_rule(&st.cfg.cloud_policy, password, &target.username) {
-        let policy = Some(passwords::cloud_facts(&st.cfg.cloud_policy));
-        return Ok(WritebackResult {
-            outcome: rule,
-            raw: "refused by the cloud password policy".into(),
-            policy,
-            agent_id: None,
-        });
-    }
-    let hash = passwords::hash(password.as_secret()).await?;
-    store::cloud::set_password_hash(&st.db, &target.anchor, &hash, now).await?;
-    Ok(WritebackResult { outcome: Outcome::Success, raw: "cloud password set".into(), policy: None, agent_id: None })
-}
-
-/// A synced person: write back and wait for the directory's answer; for a hash-synced person,
-/// only after the directory said yes, replace the portal's copy of the hash.
-async fn write_back(
-    st: &AppState,
-    target: &Target,
-    msg_id: MsgId,
-    password: &NewPassword,
-    now: i64,
-) -> Result<WritebackResult, PortalError> {
-    let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
-        return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
-    };
-    let request = WritebackRequest {
-        msg_id,
-        op: Op::Reset,
-        directory,
-        anchor,
-        password: Some(password.as_secret()),
-        old_password: None,
-        flags: Flags::default(),
-        actor: "self-service".into(),
-    };
-    let mut result = st.hub.writeback(request, now).await;
-    if let Some(a) = &result.agent_id {
-        result.raw = format!("agent={a} {}", result.raw);
-    }
-    if target.kind == UserKind::HashSynced && result.outcome.is_success() {
-        let stored = match passwords::hash(password.as_secret()).await {
-            Ok(hash) => store::users::set_password_hash(&st.db, &target.directory, &target.anchor, &hash, now)
-                .await
-                .map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            // The directory has the new password: say so, and that the cloud copy lags.
-            tracing::error!(error = %format!("{e:#}"), "updating the portal's password hash after a writeback failed");
-            result.outcome = Outcome::SuccessCloudPending;
-            result.raw = format!("{}; cloud hash update failed", result.raw);
-        }
-    }
-    Ok(result)
 }
 
 fn notify_changed(st: &AppState, target: &Target, now: i64) {

@@ -1,0 +1,136 @@
+//! The person an attempt is about: found by the name they typed among the synced directories and
+//! the cloud-only accounts, never guessed, and named in the audit without echoing what was typed.
+
+use super::{AppState, PortalError, SupportCode};
+use crate::domain::{DirectoryId, LoginName, Outcome, UserKind};
+use crate::store::{self, audit::AuditRecord};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The person the flow is about, as synced from their directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Target {
+    /// Empty for a cloud-only account (which belongs to no directory).
+    pub directory: String,
+    /// The directory's anchor, or the cloud-only account's id.
+    pub anchor: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub kind: UserKind,
+}
+
+/// Who a typed name is.
+pub(crate) struct Found {
+    /// The one enabled person it names, if exactly one.
+    pub target: Option<Target>,
+    /// How many accounts it matched (0: nobody; more than 1: not guessed).
+    pub matched: usize,
+    /// What the audit calls them: their user name, or a keyed hash of unmatched input (which could
+    /// be anything, even a password typed into the wrong field).
+    pub audit_name: String,
+}
+
+pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportCode) -> Result<Found, PortalError> {
+    let matches = store::users::find_by_login(&st.db, login.as_str()).await?;
+    let cloud = store::cloud::find_by_login(&st.db, login.as_str()).await?;
+    let matched = matches.len() + cloud.len();
+    if matched > 1 {
+        tracing::warn!(support_code = %support, count = matched, "a name matches several people; not guessing");
+    }
+    let target = match (matches.as_slice(), cloud.as_slice()) {
+        ([one], []) if one.enabled => Some(Target {
+            directory: one.directory.clone(),
+            anchor: one.anchor.clone(),
+            username: one.username.clone(),
+            email: one.email.clone(),
+            kind: synced_kind(st, &one.directory, &one.anchor).await?,
+        }),
+        ([], [one]) if one.enabled => Some(Target {
+            directory: String::new(),
+            anchor: one.id.clone(),
+            username: one.username.clone(),
+            email: one.email.clone(),
+            kind: UserKind::CloudOnly,
+        }),
+        _ => None,
+    };
+    let audit_name = match &target {
+        Some(t) => t.username.clone(),
+        None => format!("unmatched:{}", &st.code_key.hash(&[b"audit-name", login.as_str().as_bytes()])[..12]),
+    };
+    Ok(Found { target, matched, audit_name })
+}
+
+/// Whether the directory behind this name can be written to now. A name that matched nobody is
+/// answered for a directory chosen from the name itself, so a partial outage does not tell real
+/// names from made-up ones.
+pub(crate) async fn directory_alive(
+    st: &AppState,
+    target: Option<&Target>,
+    login: &LoginName,
+) -> Result<bool, PortalError> {
+    if target.is_some_and(|t| t.kind == UserKind::CloudOnly) {
+        return Ok(true); // nothing to write back
+    }
+    let directory = match target {
+        Some(t) => t.directory.clone(),
+        None => {
+            let mut known = store::users::directories(&st.db).await?;
+            known.sort();
+            if known.is_empty() {
+                return Ok(st.hub.any_alive());
+            }
+            let h = st.code_key.hash(&[b"directory-of", login.as_str().as_bytes()]);
+            let n = u64::from_str_radix(&h[..8], 16).unwrap_or(0) as usize;
+            known[n % known.len()].clone()
+        }
+    };
+    Ok(DirectoryId::parse(&directory).map(|d| st.hub.is_alive(&d)).unwrap_or(false))
+}
+
+/// A synced person's kind: their own override, else their directory's, else federated.
+async fn synced_kind(st: &AppState, directory: &str, anchor: &str) -> Result<UserKind, PortalError> {
+    if let Some(kind) =
+        store::users::kind_override(&st.db, directory, anchor).await?.as_deref().and_then(UserKind::parse)
+    {
+        return Ok(kind);
+    }
+    Ok(st.cfg.directories.get(directory).map(|d| d.user_kind).unwrap_or_default())
+}
+
+/// One step of one person's attempt, for its audit row and log line.
+pub(crate) struct Attempt<'a> {
+    pub st: &'a AppState,
+    pub client: SocketAddr,
+    pub audit_name: &'a str,
+    pub target: Option<&'a Target>,
+    pub support: &'a SupportCode,
+}
+
+impl Attempt<'_> {
+    pub async fn audit(&self, operation: &str, outcome: &Outcome, raw: &str) -> Result<(), PortalError> {
+        let rec = AuditRecord {
+            at: self.st.clock.now(),
+            actor: "self-service".into(),
+            operation: operation.into(),
+            directory: self.target.map(|t| t.directory.clone()),
+            anchor: self.target.map(|t| t.anchor.clone()),
+            target: Some(self.audit_name.to_string()),
+            outcome_code: outcome.code().0.into(),
+            raw: raw.into(),
+            support_code: self.support.0.clone(),
+            client: Some(self.client.ip().to_string()),
+        };
+        tracing::info!(
+            operation = %rec.operation,
+            outcome = %rec.outcome_code,
+            support_code = %rec.support_code,
+            directory = rec.directory.as_deref().unwrap_or(""),
+            anchor = rec.anchor.as_deref().unwrap_or(""),
+            raw = %rec.raw,
+            "audit"
+        );
+        store::audit::record(&self.st.db, &rec).await?;
+        Ok(())
+    }
+}
