@@ -129,3 +129,13 @@ CREATE TABLE user_kind_overrides (
     user_kind     TEXT NOT NULL,
     PRIMARY KEY (directory, anchor)
 );
+
+-- Attempts to change a password with the current one, per person (or per unmatched name), so that
+-- the change form cannot be used to guess passwords. A row is kept only for a wrong current
+-- password; while an attempt runs it counts too, so parallel guesses cannot exceed the limit.
+CREATE TABLE change_attempts (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject  TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+CREATE INDEX change_attempts_subject ON change_attempts(subject, at);

@@ -259,11 +259,13 @@ pub struct ResetConfig {
     pub code_attempts: u32,
     /// Codes sent to one account per hour before the flow refuses to send more.
     pub codes_per_hour: u32,
+    /// Wrong current passwords on the change form per account per hour before it refuses more.
+    pub change_attempts_per_hour: u32,
 }
 
 impl Default for ResetConfig {
     fn default() -> Self {
-        Self { code_ttl_secs: 600, code_attempts: 5, codes_per_hour: 5 }
+        Self { code_ttl_secs: 600, code_attempts: 5, codes_per_hour: 5, change_attempts_per_hour: 5 }
     }
 }
 

@@ -212,7 +212,7 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     }
 
     println!(
-        "\npassback demo is running.\n\n  Portal:       {url}/reset\n  Demo mailbox: {url}/demo/mail   (verification codes arrive here)\n  \
+        "\npassback demo is running.\n\n  Portal:       {url}/reset   (forgot)   {url}/change   (change)\n  Demo mailbox: {url}/demo/mail   (verification codes arrive here)\n  \
          TLS CA:       {ca}   (the browser will warn: accept the certificate, or import this CA)\n\n\
          {directory}\n  \
          Agent:        process {agent_pid}, log {agent_log}\n                \

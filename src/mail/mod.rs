@@ -54,6 +54,7 @@ pub fn code_message(code: &str, minutes: u64) -> anyhow::Result<Rendered> {
 #[derive(Template)]
 #[template(path = "mail/changed.txt")]
 struct ChangedText<'a> {
+    what: &'a str,
     when: &'a str,
     helpdesk: &'a str,
 }
@@ -61,16 +62,18 @@ struct ChangedText<'a> {
 #[derive(Template)]
 #[template(path = "mail/changed.html")]
 struct ChangedHtml<'a> {
+    what: &'a str,
     when: &'a str,
     helpdesk: &'a str,
 }
 
-/// The notice sent after a password was reset.
-pub fn changed_message(when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
+/// The notice sent after a password was reset (`reset: true`) or changed.
+pub fn changed_message(reset: bool, when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
+    let what = if reset { "reset" } else { "changed" };
     Ok(Rendered {
-        subject: "Your password was reset".into(),
-        text: ChangedText { when, helpdesk }.render()?,
-        html: ChangedHtml { when, helpdesk }.render()?,
+        subject: format!("Your password was {what}"),
+        text: ChangedText { what, when, helpdesk }.render()?,
+        html: ChangedHtml { what, when, helpdesk }.render()?,
     })
 }
 

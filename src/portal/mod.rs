@@ -1,6 +1,7 @@
 //! The portal: server-rendered pages that work without JavaScript. One module per flow.
 //! It never talks to a directory; writebacks go sealed through the relay hub.
 
+mod change;
 mod csrf;
 mod demo;
 mod error;
@@ -29,6 +30,7 @@ pub mod paths {
     pub const RESET: &str = "/reset";
     pub const RESET_VERIFY: &str = "/reset/verify";
     pub const RESET_PASSWORD: &str = "/reset/password";
+    pub const CHANGE: &str = "/change";
     pub const DEMO_MAIL: &str = "/demo/mail";
     pub const STYLESHEET: &str = "/static/style.css";
     pub const HEALTH: &str = "/healthz";
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RESET, get(reset::identify_form).post(reset::identify))
         .route(paths::RESET_VERIFY, get(reset::verify_form).post(reset::verify))
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
+        .route(paths::CHANGE, get(change::change_form).post(change::change))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .route(paths::STYLESHEET, get(static_css));
     if state.demo_mailbox.is_some() {

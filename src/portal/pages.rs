@@ -47,6 +47,16 @@ pub struct PasswordPage {
 }
 
 #[derive(Template, WebTemplate)]
+#[template(path = "change.html")]
+pub struct ChangePage {
+    pub csrf: String,
+    pub form_key: String,
+    pub login: String,
+    pub error: Option<String>,
+    pub outcome: Option<OutcomeView>,
+}
+
+#[derive(Template, WebTemplate)]
 #[template(path = "outcome.html")]
 pub struct OutcomePage {
     pub title: String,

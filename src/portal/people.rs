@@ -2,7 +2,7 @@
 //! the cloud-only accounts, never guessed, and named in the audit without echoing what was typed.
 
 use super::{AppState, PortalError, SupportCode};
-use crate::domain::{DirectoryId, LoginName, Outcome, UserKind};
+use crate::domain::{DirectoryId, EmailAddress, LoginName, Outcome, UserKind};
 use crate::store::{self, audit::AuditRecord};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -133,4 +133,26 @@ impl Attempt<'_> {
         store::audit::record(&self.st.db, &rec).await?;
         Ok(())
     }
+}
+
+/// E-mails the person that their password was reset or changed (in the background: a mail
+/// failure never undoes the password, and is logged for the administrator).
+pub(crate) fn notify_changed(st: &AppState, target: &Target, now: i64, reset: bool) {
+    let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
+    let when = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .unwrap_or_default();
+    let mailer = st.mailer.clone();
+    let helpdesk = st.cfg.server.helpdesk_contact.clone();
+    tokio::spawn(async move {
+        let sent = match crate::mail::changed_message(reset, &when, &helpdesk) {
+            Ok(msg) => mailer.send(&to, msg).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // The password change stands; the administrator learns of the mail failure here.
+            tracing::error!(error = %format!("{e:#}"), "sending the password-changed notice failed");
+        }
+    });
 }

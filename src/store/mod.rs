@@ -2,6 +2,7 @@
 //! Only the portal uses this module; the agent never touches the database.
 
 pub mod agents;
+pub mod attempts;
 pub mod audit;
 pub mod cloud;
 pub mod codes;

@@ -340,3 +340,35 @@ async fn the_shared_dc_is_seeded_as_promised_and_a_second_one_is_refused() {
     assert!(second.to_string().contains("another Samba DC is running"), "{second:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_changes_through_the_portal_meet_the_domains_checks() {
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    let (young_sam, _, _) = person(dc, None).await;
+    let (locked_sam, locked_dn, _) = person(dc, None).await;
+    let pso = unique("age");
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "create", &pso, "5", "--min-pwd-age=1", "--min-pwd-length=7"])
+        .unwrap();
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &young_sam]).unwrap();
+    for _ in 0..6 {
+        assert!(!binds(dc, &locked_dn, "Wrong#Guess1").await);
+    }
+    let app = ad_app(dc.directory_config(AD)).await;
+    for s in [&sam, &young_sam, &locked_sam] {
+        synced(&app, s).await;
+    }
+
+    let wrong = app.change_password(&sam, "Not#The1Password", "Next#Pass123").await;
+    assert!(wrong.contains("PB-3005"), "{wrong}");
+    let ok = app.change_password(&sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
+    assert!(ok.contains("Your password has been changed"), "{ok}");
+    assert!(binds(dc, &dn, "Next#Pass123").await && !binds(dc, &dn, INITIAL_AD_PASSWORD).await);
+    let back = app.change_password(&sam, "Next#Pass123", INITIAL_AD_PASSWORD).await;
+    assert!(back.contains("PB-2003") && back.contains("last 24 passwords"), "{back}");
+
+    let young = app.change_password(&young_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
+    assert!(young.contains("PB-2004") && young.contains("1 day"), "{young}");
+    let locked = app.change_password(&locked_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
+    assert!(locked.contains("PB-3007"), "{locked}");
+}

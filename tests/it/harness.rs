@@ -392,6 +392,21 @@ impl TestApp {
         .unwrap()
     }
 
+    /// Fills in and sends the change form; returns the page the person sees.
+    pub async fn change_password(&self, login: &str, current: &str, new: &str) -> String {
+        let (form, csrf) = self.page("/change").await;
+        let key = hidden(&form, "form_key").unwrap();
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("form_key", &key),
+            ("login", login),
+            ("current", current),
+            ("password", new),
+            ("confirm", new),
+        ];
+        self.post("/change", &fields).await.text().await.unwrap()
+    }
+
     pub async fn bind_works(&self, uid: &str, password: &str) -> bool {
         passback::sandbox::bind_works(
             &self.slapd.url,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ad;
+mod change;
 mod directories;
 mod harness;
 mod kinds;

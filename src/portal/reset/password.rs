@@ -3,9 +3,9 @@
 //! so a second submit of the same form can never write twice.
 
 use super::{load_flow, outcome_page, Attempt, Flow, Target, FLOW};
-use crate::domain::{EmailAddress, MsgId, NewPassword, PolicyFacts, UserKind};
+use crate::domain::{MsgId, NewPassword, PolicyFacts, UserKind};
 use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
-use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, passwords, paths, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -145,7 +145,7 @@ pub async fn set_password(
 
     if result.outcome.is_success() {
         session.remove::<Flow>(FLOW).await?;
-        notify_changed(&st, &target, now);
+        people::notify_changed(&st, &target, now, true);
         return Ok(support.tag(outcome_page(&st, "Your password has been changed", &result.outcome, &support, false)));
     }
     let view = OutcomeView {
@@ -154,24 +154,4 @@ pub async fn set_password(
         support_code: support.0.clone(),
     };
     Ok(support.tag(password_page(&st, &session, &mut flow, &target, None, Some(view)).await?))
-}
-
-fn notify_changed(st: &AppState, target: &Target, now: i64) {
-    let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
-    let when = time::OffsetDateTime::from_unix_timestamp(now)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
-        .unwrap_or_default();
-    let mailer = st.mailer.clone();
-    let helpdesk = st.cfg.server.helpdesk_contact.clone();
-    tokio::spawn(async move {
-        let sent = match crate::mail::changed_message(&when, &helpdesk) {
-            Ok(msg) => mailer.send(&to, msg).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            // The password change stands; the administrator learns of the mail failure here.
-            tracing::error!(error = %format!("{e:#}"), "sending the password-changed notice failed");
-        }
-    });
 }

@@ -1,0 +1,155 @@
+//! Change a password you know: user name, current password, new password. The directory checks
+//! the current one (a *change*, so its history and minimum age apply too); a cloud-only account
+//! is checked by the portal. Wrong current passwords are limited per account, race-free, so the
+//! form cannot be used to guess; a name that matches nobody gets the same answer as a wrong
+//! password, after the same work.
+
+use super::pages::{ChangePage, OutcomeView};
+use super::people::{self, Attempt};
+use super::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
+use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
+use crate::store;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+/// The session key of the change form's one-use key (also the relay message id).
+const FORM_KEY: &str = "change_form_key";
+const ALREADY_SENT: &str = "This form was already sent. If your password was not changed, try again below.";
+
+async fn page(
+    session: &Session,
+    login: &str,
+    error: Option<String>,
+    outcome: Option<OutcomeView>,
+) -> Result<Response, PortalError> {
+    let form_key = match session.get::<String>(FORM_KEY).await? {
+        Some(k) => k,
+        None => {
+            let k = MsgId::random().to_string();
+            session.insert(FORM_KEY, &k).await?;
+            k
+        }
+    };
+    let page = ChangePage { csrf: csrf::token(session).await?, form_key, login: login.to_string(), error, outcome };
+    Ok(page.into_response())
+}
+
+pub async fn change_form(session: Session) -> Result<Response, PortalError> {
+    page(&session, "", None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ChangeForm {
+    csrf: String,
+    form_key: String,
+    login: String,
+    current: SecretString,
+    password: SecretString,
+    confirm: SecretString,
+}
+
+pub async fn change(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<ChangeForm>,
+) -> Result<Response, PortalError> {
+    csrf::check(&session, &f.csrf).await?;
+    let typed = f.login.trim().to_string();
+    if session.get::<String>(FORM_KEY).await?.as_deref() != Some(f.form_key.as_str()) {
+        return page(&session, &typed, Some(ALREADY_SENT.into()), None).await;
+    }
+    let login = match LoginName::parse(&f.login) {
+        Ok(l) => l,
+        Err(e) => return page(&session, &typed, Some(e.0.into()), None).await,
+    };
+    if f.current.expose_secret().is_empty() {
+        return page(&session, &typed, Some("Enter your current password.".into()), None).await;
+    }
+    let new = match NewPassword::parse(f.password, &f.confirm) {
+        Ok(p) => p,
+        Err(e) => return page(&session, &typed, Some(e.0.into()), None).await,
+    };
+    let Ok(msg_id) = MsgId::parse(&f.form_key) else { return page(&session, &typed, None, None).await };
+    // The key is spent now; the writeback claim below makes it single-use even for racing submits.
+    session.remove::<String>(FORM_KEY).await?;
+
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    let found = people::resolve(&st, &login, &support).await?;
+    let attempt =
+        Attempt { st: &st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
+    let outcome_view =
+        |o: &Outcome| OutcomeView { code: o.code().0.into(), message: o.message(), support_code: support.0.clone() };
+
+    if !people::directory_alive(&st, found.target.as_ref(), &login).await? {
+        let o = Outcome::NoAgent;
+        attempt.audit("change.identify", &o, "no live agent").await?;
+        return Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&o))).await?));
+    }
+    let subject = match &found.target {
+        Some(t) => format!("{}|{}", t.directory, t.anchor),
+        None => found.audit_name.clone(),
+    };
+    let limit = st.cfg.reset.change_attempts_per_hour;
+    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limit).await? else {
+        let o = Outcome::VerificationFailed;
+        attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour").await?;
+        return Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&o))).await?));
+    };
+
+    let result = match &found.target {
+        Some(target) => {
+            let claim = store::writebacks::Claim {
+                msg_id: msg_id.as_str(),
+                directory: &target.directory,
+                anchor: &target.anchor,
+                op: "change",
+                support_code: &support.0,
+                now,
+            };
+            if !store::writebacks::claim(&st.db, &claim).await? {
+                store::attempts::release(&st.db, reservation).await?;
+                return page(&session, &typed, Some(ALREADY_SENT.into()), None).await;
+            }
+            let result = passwords::apply(&st, target, msg_id.clone(), &new, Some(&f.current), now).await?;
+            store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+            result
+        }
+        None => {
+            // Nobody by that name: the answer and the work of a wrong current password.
+            let _ = passwords::verify(&f.current, None).await;
+            crate::relay::WritebackResult {
+                outcome: Outcome::OldPasswordWrong,
+                raw: "no such account".into(),
+                policy: None,
+                agent_id: None,
+            }
+        }
+    };
+    drop(new);
+    let cloud = found.target.as_ref().is_some_and(|t| t.kind == crate::domain::UserKind::CloudOnly);
+    attempt.audit(if cloud { "change.cloud" } else { "change.writeback" }, &result.outcome, &result.raw).await?;
+    if result.outcome != Outcome::OldPasswordWrong {
+        // Only a wrong current password tells a guesser anything; nothing else counts.
+        store::attempts::release(&st.db, reservation).await?;
+    }
+    if result.outcome.is_success() {
+        if let Some(target) = &found.target {
+            people::notify_changed(&st, target, now, false);
+        }
+        let done = super::pages::OutcomePage {
+            title: "Your password has been changed".into(),
+            success: true,
+            outcome: outcome_view(&result.outcome),
+            helpdesk: st.cfg.server.helpdesk_contact.clone(),
+            start_again: false,
+        };
+        return Ok(support.tag(done));
+    }
+    Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&result.outcome))).await?))
+}

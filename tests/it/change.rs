@@ -1,0 +1,80 @@
+//! Changing a known password through the portal: the directory checks the current one, and its
+//! history and minimum age apply; the form cannot be used to guess passwords.
+
+use crate::harness::spawn_app;
+use passback::sandbox::INITIAL_USER_PASSWORD;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_changes_a_known_password_and_only_the_new_one_binds() {
+    let app = spawn_app().await;
+
+    let page = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
+
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("alice", "Changed-Pass-2026").await);
+    assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await);
+    let row = app.audit().await.into_iter().find(|r| r.operation == "change.writeback").unwrap();
+    assert_eq!(row.outcome_code, "PB-0000");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.mailbox.all().iter().any(|m| m.subject() == "Your password was changed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_refuses_a_wrong_current_password_and_its_own_rules() {
+    let app = spawn_app().await;
+
+    let wrong = app.change_password("bob", "Not-The-Password1", "Changed-Pass-2026").await;
+    assert!(wrong.contains("PB-3005") && wrong.contains("current password is not right"), "{wrong}");
+    let short = app.change_password("bob", INITIAL_USER_PASSWORD, "Sh0rt!").await;
+    assert!(short.contains("PB-2001") && short.contains("at least 8 characters"), "{short}");
+    let same = app.change_password("bob", INITIAL_USER_PASSWORD, INITIAL_USER_PASSWORD).await;
+    assert!(same.contains("PB-2003"), "{same}");
+    assert!(app.bind_works("bob", INITIAL_USER_PASSWORD).await, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_soon_after_the_last_one_is_refused_as_too_recent() {
+    let app = spawn_app().await;
+    let first = app.change_password("carol", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
+    assert!(first.contains("Your password has been changed"), "{first}");
+
+    let second = app.change_password("carol", "Changed-Pass-2026", "Another-Pass-2027").await;
+
+    assert!(second.contains("PB-2004") && second.contains("1 hour"), "{second}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_form_cannot_be_used_to_guess_a_password() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let page = app.change_password("alice", &format!("Guess-Number-{i}"), "Changed-Pass-2026").await;
+        assert!(page.contains("PB-3005"), "{page}");
+    }
+
+    // Even the right password is not tried any more this hour.
+    let blocked = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
+
+    assert!(blocked.contains("PB-4001"), "{blocked}");
+    assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await, "nothing was written");
+    // A name that matches nobody is answered like a wrong password.
+    let nobody = app.change_password("nobody-here", "Whatever-123", "Changed-Pass-2026").await;
+    assert!(nobody.contains("PB-3005"), "{nobody}");
+    app.clock.advance(3601);
+    let later = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
+    assert!(later.contains("Your password has been changed"), "after an hour it works: {later}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_only_account_changes_its_password_against_the_portal_hash() {
+    let app = spawn_app().await;
+    let now = app.clock.now();
+    passback::store::cloud::add(&app.db, "casey", Some("casey@example.org"), "Casey", now).await.unwrap();
+    let form = app.verified_as("casey", "casey@example.org").await;
+    let set = app.submit_password(&form, "Cloud-Pass-2026", "Cloud-Pass-2026").await;
+    assert!(set.contains("Your password has been changed"), "{set}");
+
+    let wrong = app.change_password("casey", "Cloud-Pass-2025", "Cloud-Pass-2027").await;
+    assert!(wrong.contains("PB-3005"), "{wrong}");
+    let ok = app.change_password("casey", "Cloud-Pass-2026", "Cloud-Pass-2027").await;
+    assert!(ok.contains("Your password has been changed"), "{ok}");
+}
