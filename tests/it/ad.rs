@@ -372,3 +372,64 @@ async fn ad_changes_through_the_portal_meet_the_domains_checks() {
     let locked = app.change_password(&locked_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
     assert!(locked.contains("PB-3007"), "{locked}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_must_change_and_disabled_people_through_the_portal() {
+    let dc = dc().await;
+    let (admin_sam, admin_dn, admin_mail) = person(dc, None).await;
+    dc.add_to_group(&admin_dn, &format!("CN=Domain Admins,CN=Users,{}", dc.domain_dn)).await.unwrap();
+    let (must_sam, must_dn, _) = person(dc, None).await;
+    let (off_sam, _, off_mail) = person(dc, None).await;
+    dc.samba_tool(&["user", "disable", &off_sam]).unwrap();
+    let app = ad_app(dc.directory_config(AD)).await;
+    for s in [&admin_sam, &must_sam, &off_sam] {
+        synced(&app, s).await;
+    }
+    let (dir, must) = directory_and_anchor(dc, dc.directory_config(AD), &must_sam).await;
+    assert_eq!(dir.change_account(&must, AccountChange::MustChange(true)).await.outcome, Outcome::Success);
+
+    // A protected account may change a password it knows (only a reset is refused).
+    let changed = app.change_password(&admin_sam, INITIAL_AD_PASSWORD, "Admin#Change42").await;
+    assert!(changed.contains("Your password has been changed"), "{changed}");
+    assert!(binds(dc, &admin_dn, "Admin#Change42").await);
+    let _ = admin_mail;
+
+    // Someone who must change at next sign-in cannot bind, but can change here.
+    assert!(!binds(dc, &must_dn, INITIAL_AD_PASSWORD).await);
+    let changed = app.change_password(&must_sam, INITIAL_AD_PASSWORD, "Fresh#Start42").await;
+    assert!(changed.contains("Your password has been changed"), "{changed}");
+
+    // A disabled account gets the answer everyone gets, and no code.
+    let page = app.identify(&off_sam).await;
+    assert!(page.contains("Check your e-mail"), "{page}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.mails_to(&off_mail), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dc_whose_certificate_the_agent_does_not_trust_makes_reset_unavailable() {
+    let dc = dc().await;
+    let (sam, _, _) = person(dc, None).await;
+    let mut app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+    // The DC's certificate changes to one from a CA the agent does not trust.
+    let other_ca = TestCa::create(&app.dir.join("other-ca")).unwrap();
+    app.restart_agent_with(|cfg| {
+        if let Some(d) = cfg.directories.iter_mut().find(|d| d.id == AD) {
+            d.ca_file = Some(other_ca.ca_file.clone());
+        }
+    })
+    .await;
+    let corp = DirectoryId::parse(AD).unwrap();
+    for _ in 0..50 {
+        if !app.hub.is_alive(&corp) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let page = app.identify(&sam).await;
+
+    assert!(page.contains("PB-1001"), "the agent reports the directory unreachable: {page}");
+    assert!(app.agent_log().contains("certificate") || app.agent_log().contains("Certificate"), "the reason is logged");
+}

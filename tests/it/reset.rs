@@ -329,3 +329,16 @@ async fn a_person_without_an_email_address_gets_the_same_answer_and_no_code() {
     let row = app.audit().await.into_iter().find(|r| r.target.as_deref() == Some("dave")).unwrap();
     assert_eq!(row.raw, "no e-mail address on record", "the administrator learns why");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_stops_answering_is_reported_as_unreachable() {
+    let mut app = spawn_app().await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+    app.slapd.stop();
+
+    let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+
+    // Either the agent already reported it (PB-1001) or the writeback found it down (PB-3004).
+    assert!(page.contains("PB-3004") || page.contains("PB-1001"), "{page}");
+    assert!(hidden(&page, "form_key").is_some(), "the person can try again later from the form");
+}
