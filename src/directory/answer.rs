@@ -94,6 +94,43 @@ pub fn ad(rc: u32, text: &str) -> Outcome {
     }
 }
 
+/// Maps the answer to a person's own simple bind against AD (sign-in): AD says why in the `data`
+/// field of `80090308: LdapErr: …, data 52e, v…`.
+pub fn ad_bind(rc: u32, text: &str) -> Outcome {
+    if rc == 0 {
+        return Outcome::Success;
+    }
+    let data = text
+        .to_ascii_lowercase()
+        .split("data ")
+        .nth(1)
+        .map(|d| d.chars().take_while(char::is_ascii_hexdigit).collect::<String>());
+    match (rc, data.as_deref()) {
+        (49, Some("773")) => Outcome::MustChange,
+        (49, Some("532")) => Outcome::PasswordExpired,
+        (49, Some("775")) => Outcome::AccountLocked,
+        (49, Some("533")) => Outcome::AccountDisabled,
+        (49, _) => Outcome::OldPasswordWrong,
+        (8, _) => Outcome::InsufficientRights,
+        (3 | 51 | 52 | 81 | 85, _) => Outcome::DirectoryUnreachable,
+        _ => Outcome::Refused,
+    }
+}
+
+/// Maps the answer to a person's own simple bind against OpenLDAP with ppolicy: a bind can
+/// succeed and still say the password must be changed (`changeAfterReset`).
+pub fn openldap_bind(rc: u32, ppolicy_error: Option<u8>) -> Outcome {
+    match (rc, ppolicy_error) {
+        (_, Some(ppolicy::ACCOUNT_LOCKED)) => Outcome::AccountLocked,
+        (_, Some(ppolicy::PASSWORD_EXPIRED)) => Outcome::PasswordExpired,
+        (0, Some(ppolicy::CHANGE_AFTER_RESET)) => Outcome::MustChange,
+        (0, _) => Outcome::Success,
+        (49, _) => Outcome::OldPasswordWrong,
+        (3 | 51 | 52 | 81 | 85, _) => Outcome::DirectoryUnreachable,
+        _ => Outcome::Refused,
+    }
+}
+
 /// True when AD refused a password for its policy without saying which rule.
 pub fn ad_unnamed_rule(rc: u32, text: &str) -> bool {
     matches!(rc, 19 | 53)
@@ -297,6 +334,23 @@ mod tests {
         assert_eq!(ad(12, ""), Outcome::Refused);
         assert_eq!(ad(52, ""), Outcome::DirectoryUnreachable);
         assert_eq!(ad(0, "00000000: Success"), Outcome::Success);
+    }
+
+    #[test]
+    fn sign_in_answers_say_why_a_bind_failed() {
+        let bind = |data: &str| {
+            format!("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {data}, v1db1")
+        };
+        assert_eq!(ad_bind(49, &bind("52e")), Outcome::OldPasswordWrong);
+        assert_eq!(ad_bind(49, &bind("773")), Outcome::MustChange);
+        assert_eq!(ad_bind(49, &bind("775")), Outcome::AccountLocked);
+        assert_eq!(ad_bind(49, &bind("533")), Outcome::AccountDisabled);
+        assert_eq!(ad_bind(49, &bind("532")), Outcome::PasswordExpired);
+        assert_eq!(ad_bind(8, "BindSimple: Transport encryption required."), Outcome::InsufficientRights);
+        assert_eq!(openldap_bind(0, Some(ppolicy::CHANGE_AFTER_RESET)), Outcome::MustChange);
+        assert_eq!(openldap_bind(49, Some(ppolicy::ACCOUNT_LOCKED)), Outcome::AccountLocked);
+        assert_eq!(openldap_bind(49, None), Outcome::OldPasswordWrong);
+        assert_eq!(openldap_bind(0, None), Outcome::Success);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum Outcome {
     OldPasswordWrong,
     AccountDisabled,
     AccountLocked,
+    /// The password works but must be changed before the person may sign in.
+    MustChange,
+    /// The password has expired and must be changed.
+    PasswordExpired,
     /// The directory refused for a reason we have no specific mapping for; the raw answer is audited.
     Refused,
     VerificationFailed,
@@ -76,6 +80,8 @@ impl Outcome {
             Outcome::OldPasswordWrong => "PB-3005",
             Outcome::AccountDisabled => "PB-3006",
             Outcome::AccountLocked => "PB-3007",
+            Outcome::MustChange => "PB-3008",
+            Outcome::PasswordExpired => "PB-3009",
             Outcome::Refused => "PB-3099",
             Outcome::VerificationFailed => "PB-4001",
             Outcome::Internal => "PB-9000",
@@ -150,6 +156,8 @@ impl Outcome {
             Outcome::OldPasswordWrong => "The current password is not right.".into(),
             Outcome::AccountDisabled => "Your account is disabled. Contact your helpdesk.".into(),
             Outcome::AccountLocked => "Your account is locked. Wait a while or contact your helpdesk.".into(),
+            Outcome::MustChange => "You must choose a new password before you can sign in. Change it now.".into(),
+            Outcome::PasswordExpired => "Your password has expired. Choose a new one.".into(),
             Outcome::Refused => "Your organisation's directory refused the new password. Contact your \
                 helpdesk and give them the support code."
                 .into(),
@@ -204,6 +212,8 @@ mod tests {
             Outcome::OldPasswordWrong,
             Outcome::AccountDisabled,
             Outcome::AccountLocked,
+            Outcome::MustChange,
+            Outcome::PasswordExpired,
             Outcome::Refused,
             Outcome::VerificationFailed,
             Outcome::Internal,
