@@ -261,11 +261,22 @@ pub struct ResetConfig {
     pub codes_per_hour: u32,
     /// Wrong current passwords on the change form per account per hour before it refuses more.
     pub change_attempts_per_hour: u32,
+    /// …and per day, however they are spread (a successful change or reset starts again).
+    pub change_attempts_per_day: u32,
+    /// The shortest time a change answer takes, so timing does not tell real names from others.
+    pub change_min_response_ms: u64,
 }
 
 impl Default for ResetConfig {
     fn default() -> Self {
-        Self { code_ttl_secs: 600, code_attempts: 5, codes_per_hour: 5, change_attempts_per_hour: 5 }
+        Self {
+            code_ttl_secs: 600,
+            code_attempts: 5,
+            codes_per_hour: 5,
+            change_attempts_per_hour: 5,
+            change_attempts_per_day: 20,
+            change_min_response_ms: 800,
+        }
     }
 }
 

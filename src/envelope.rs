@@ -133,6 +133,15 @@ pub struct RequestPackage {
     pub actor: String,
     pub issued_at: i64,
     pub expires_at: i64,
+    /// How long the portal waits for the answer. The agent does not start the write when the
+    /// request waited longer than this on its side, so a person told "not confirmed" is not
+    /// followed by a write they did not see.
+    #[serde(default = "default_wait_secs")]
+    pub wait_secs: u32,
+}
+
+fn default_wait_secs() -> u32 {
+    30
 }
 
 /// The plaintext of a result package: the outcome, and the directory's raw answer for the audit.
@@ -298,6 +307,7 @@ mod tests {
             actor: "self".into(),
             issued_at: 1_000,
             expires_at,
+            wait_secs: 30,
         }
     }
 

@@ -34,7 +34,8 @@ impl ReplayCache {
 
 impl Agent {
     /// Returns the sealed result to send back, or `None` for a frame that must be refused.
-    pub async fn handle_request(&self, frame: SealedFrame) -> Option<String> {
+    /// `received` is when the frame arrived, before it waited for a free slot.
+    pub async fn handle_request(&self, frame: SealedFrame, received: std::time::Instant) -> Option<String> {
         let now = self.clock.now();
         let mut opened = self.open(&frame, now);
         if let Err(EnvelopeError::UnknownKey(_)) = opened {
@@ -54,7 +55,7 @@ impl Agent {
             tracing::warn!(msg_id = %pkg.msg_id, "repeated message id: answering with the stored result");
         }
         let key_version = frame.key_version;
-        let sealed = cell.get_or_init(|| self.perform_and_seal(pkg, key_version)).await;
+        let sealed = cell.get_or_init(|| self.perform_and_seal(pkg, key_version, received)).await;
         (!sealed.is_empty()).then(|| sealed.clone())
     }
 
@@ -65,8 +66,20 @@ impl Agent {
         })
     }
 
-    async fn perform_and_seal(&self, pkg: RequestPackage, key_version: u32) -> String {
-        let answer = self.perform(&pkg, key_version).await;
+    async fn perform_and_seal(&self, pkg: RequestPackage, key_version: u32, received: std::time::Instant) -> String {
+        let waited = received.elapsed();
+        let answer = if waited.as_secs() >= u64::from(pkg.wait_secs) {
+            Answer {
+                outcome: Outcome::AgentTimeout,
+                raw: format!(
+                    "not written: the request waited {} s here, and the portal had stopped waiting",
+                    waited.as_secs()
+                ),
+                policy: None,
+            }
+        } else {
+            self.perform(&pkg, key_version).await
+        };
         tracing::info!(
             msg_id = %pkg.msg_id,
             op = ?pkg.op,

@@ -258,11 +258,12 @@ impl Agent {
             match next {
                 Some(Ok(Message::Text(text))) => match Frame::parse(text.as_str()) {
                     Ok(Frame::Request(frame)) => {
+                        let received = Instant::now();
                         let Ok(permit) = limit.clone().acquire_owned().await else { break Ok(()) };
                         let me = self.clone();
                         let out = out_tx.clone();
                         tokio::spawn(async move {
-                            if let Some(answer) = me.handle_request(frame).await {
+                            if let Some(answer) = me.handle_request(frame, received).await {
                                 let _ = out.send(answer).await;
                             }
                             drop(permit);

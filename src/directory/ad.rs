@@ -90,8 +90,20 @@ struct ServerFacts {
 struct Person {
     dn: String,
     sam: String,
-    protected: Option<String>,
+    protection: Protection,
     pso: Option<String>,
+    disabled: bool,
+    /// Seconds since the password was last set, when AD says.
+    password_age_secs: Option<u64>,
+}
+
+/// Whether an account may have a forgotten password reset here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Protection {
+    None,
+    Protected(String),
+    /// Its groups could not be read: nobody can tell, so resets are refused as a set-up problem.
+    Unknown(String),
 }
 
 impl Ad {
@@ -112,8 +124,11 @@ impl Ad {
         })
     }
 
+    /// A live round trip as the service account (the rootDSE's update counter), every time: the
+    /// heartbeat must say "unreachable" as soon as the DC or the bind stops working.
     pub(crate) async fn check(&self) -> Result<(), Failure> {
-        self.server().await.map(|_| ())
+        self.server().await?;
+        self.update_counter().await.map(|_| ())
     }
 
     async fn server(&self) -> Result<&ServerFacts, Failure> {
@@ -168,19 +183,38 @@ impl Ad {
         };
         let mut notes = Vec::new();
         let mut controls = Vec::new();
+        if person.disabled {
+            return Answer {
+                outcome: Outcome::AccountDisabled,
+                raw: format!("{} is disabled (userAccountControl)", person.dn),
+                policy: None,
+            };
+        }
         if old.is_none() {
-            if let Some(why) = &person.protected {
-                return Answer {
-                    outcome: Outcome::Protected,
-                    raw: format!("{} is a protected account ({why}); resets are refused", person.dn),
-                    policy: None,
-                };
+            match &person.protection {
+                Protection::None => {}
+                Protection::Protected(why) => {
+                    return Answer {
+                        outcome: Outcome::Protected,
+                        raw: format!("{} is a protected account ({why}); resets are refused", person.dn),
+                        policy: None,
+                    }
+                }
+                Protection::Unknown(why) => {
+                    return Answer {
+                        outcome: Outcome::InsufficientRights,
+                        raw: format!(
+                            "{why}: the service account needs to read tokenGroups to tell administrators apart"
+                        ),
+                        policy: None,
+                    }
+                }
             }
             match (server.hints_oid, self.history_on_reset) {
                 (Some(oid), _) => controls.push(policy_hints(oid)),
                 (None, Some(HistoryOnReset::Required)) => {
                     return Answer {
-                        outcome: Outcome::Refused,
+                        outcome: Outcome::InsufficientRights,
                         raw: "history_on_reset = \"required\" but this domain controller does not support the \
                               policy-hints control: resets are refused"
                             .into(),
@@ -227,7 +261,14 @@ impl Ad {
         }
         let policy = self.policy_for(&server, person.pso.as_deref()).await;
         let outcome = if unnamed {
-            answer::ad_rule(new.expose_secret(), &person.sam, policy.as_ref(), old.is_some())
+            // Too recent only if the password really is younger than the minimum age.
+            let young = old.is_some()
+                && policy
+                    .as_ref()
+                    .and_then(|p| p.min_age_secs)
+                    .zip(person.password_age_secs)
+                    .is_some_and(|(min, age)| age < min);
+            answer::ad_rule(new.expose_secret(), &person.sam, policy.as_ref(), young)
         } else {
             outcome
         };
@@ -299,17 +340,21 @@ impl Ad {
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
         let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
-        let attrs = ["sAMAccountName", "adminCount", "objectSid", "msDS-ResultantPSO"];
+        let attrs =
+            ["sAMAccountName", "adminCount", "objectSid", "msDS-ResultantPSO", "userAccountControl", "pwdLastSet"];
         let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
             return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
         }
         let Some(entry) = found.pop() else { return Ok(None) };
-        let protected = self.protection(&entry).await?;
+        let protection = self.protection(&entry).await?;
+        let uac: u32 = number(&entry, "userAccountControl").unwrap_or(0);
         Ok(Some(Person {
             sam: first(&entry, "sAMAccountName").unwrap_or_default().to_string(),
             pso: first(&entry, "msDS-ResultantPSO").map(str::to_string),
-            protected,
+            protection,
+            disabled: uac & UF_ACCOUNTDISABLE != 0,
+            password_age_secs: number::<i64>(&entry, "pwdLastSet").and_then(filetime_age_secs),
             dn: entry.dn,
         }))
     }
@@ -317,9 +362,9 @@ impl Ad {
     /// Why the account is protected, if it is: `adminCount=1`, a protected well-known account,
     /// or membership (nested too) of a protected group. Samba never sets `adminCount`, so the
     /// membership is what counts; it comes from `tokenGroups`, which follows nesting.
-    async fn protection(&self, entry: &SearchEntry) -> Result<Option<String>, Failure> {
+    async fn protection(&self, entry: &SearchEntry) -> Result<Protection, Failure> {
         if first(entry, "adminCount") == Some("1") {
-            return Ok(Some("adminCount=1".into()));
+            return Ok(Protection::Protected("adminCount=1".into()));
         }
         let domain_sid = bytes(entry, "objectSid").and_then(|s| parse_sid(&s)).and_then(|s| {
             let (domain, rid) = s.rsplit_once('-')?;
@@ -327,10 +372,10 @@ impl Ad {
             Some((domain.to_string(), rid))
         });
         let Some((domain_sid, own_rid)) = domain_sid else {
-            return Err(Failure::Internal(format!("{} has no readable objectSid", entry.dn)));
+            return Ok(Protection::Unknown(format!("{} has no readable objectSid", entry.dn)));
         };
         if PROTECTED_DOMAIN_RIDS.contains(&own_rid) {
-            return Ok(Some(format!("well-known account {domain_sid}-{own_rid}")));
+            return Ok(Protection::Protected(format!("well-known account {domain_sid}-{own_rid}")));
         }
         let dn = entry.dn.as_str();
         let groups = self
@@ -346,24 +391,15 @@ impl Ad {
             .unwrap_or_default();
         if sids.is_empty() {
             // Every account has at least "Domain Users" in its token: an empty one means we may
-            // not read it, and then we cannot tell. Refuse rather than risk an admin reset.
-            return Ok(Some(format!(
-                "group membership unreadable for {dn} (the service account cannot read tokenGroups)"
-            )));
+            // not read it, and then we cannot tell.
+            return Ok(Protection::Unknown(format!("group membership unreadable for {dn}")));
         }
         for sid in sids {
-            let protected = match sid.rsplit_once('-') {
-                Some((prefix, rid)) if prefix == domain_sid => {
-                    rid.parse().is_ok_and(|r: u32| PROTECTED_DOMAIN_RIDS.contains(&r))
-                }
-                Some(("S-1-5-32", rid)) => rid.parse().is_ok_and(|r: u32| PROTECTED_BUILTIN_RIDS.contains(&r)),
-                _ => false,
-            };
-            if protected {
-                return Ok(Some(format!("member of {sid}")));
+            if is_protected_group(&sid, &domain_sid) {
+                return Ok(Protection::Protected(format!("member of {sid}")));
             }
         }
-        Ok(None)
+        Ok(Protection::None)
     }
 
     pub(crate) async fn sync_users(
@@ -513,6 +549,26 @@ pub(crate) fn guid_bytes(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Forest-wide groups live in the forest root domain, whose SID may differ from the person's.
+const PROTECTED_FOREST_RIDS: [u32; 3] = [518, 519, 527];
+
+/// Whether a group SID in a person's token is one of the protected groups.
+fn is_protected_group(sid: &str, domain_sid: &str) -> bool {
+    let Some((prefix, rid)) = sid.rsplit_once('-') else { return false };
+    let Ok(rid) = rid.parse::<u32>() else { return false };
+    (prefix == domain_sid && PROTECTED_DOMAIN_RIDS.contains(&rid))
+        || (prefix == "S-1-5-32" && PROTECTED_BUILTIN_RIDS.contains(&rid))
+        || (prefix.starts_with("S-1-5-21-") && PROTECTED_FOREST_RIDS.contains(&rid))
+}
+
+/// How long ago an NT FILETIME (100 ns since 1601) was; `None` for 0 ("must change") or nonsense.
+fn filetime_age_secs(filetime: i64) -> Option<u64> {
+    const UNIX_EPOCH_AS_FILETIME: i64 = 116_444_736_000_000_000;
+    let set = (filetime.checked_sub(UNIX_EPOCH_AS_FILETIME)? / 10_000_000).max(0);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    (filetime > 0).then(|| u64::try_from(now - set).unwrap_or(0))
+}
+
 /// A SID (binary) with one more sub-authority, `rid`.
 fn sid_with_rid(base: &[u8], rid: u32) -> Vec<u8> {
     let mut sid = base.to_vec();
@@ -642,6 +698,16 @@ mod tests {
     #[test]
     fn a_password_is_quoted_and_utf16_little_endian() {
         assert_eq!(quoted_utf16("a€"), vec![0x22, 0, 0x61, 0, 0xac, 0x20, 0x22, 0]);
+    }
+
+    #[test]
+    fn forest_wide_admin_groups_are_protected_whatever_the_domain() {
+        let mine = "S-1-5-21-1-2-3";
+        assert!(is_protected_group("S-1-5-21-1-2-3-512", mine));
+        assert!(!is_protected_group("S-1-5-21-9-9-9-512", mine), "another domain's Domain Admins is not ours");
+        assert!(is_protected_group("S-1-5-21-9-9-9-519", mine), "Enterprise Admins of the forest root");
+        assert!(is_protected_group("S-1-5-32-544", mine));
+        assert!(!is_protected_group("S-1-5-21-1-2-3-513", mine), "Domain Users");
     }
 
     #[test]

@@ -139,9 +139,9 @@ pub fn ad_unnamed_rule(rc: u32, text: &str) -> bool {
 }
 
 /// Which rule a password breaks, worked out from the policy when the directory did not say:
-/// length and complexity can be checked here; what is left is history (or minimum age on a
-/// change, which the directory checks before history).
-pub fn ad_rule(password: &str, account_name: &str, policy: Option<&PolicyFacts>, change: bool) -> Outcome {
+/// length and complexity can be checked here; what is left is history, unless the caller knows
+/// the password is younger than the minimum age (`too_young`, which the directory checks first).
+pub fn ad_rule(password: &str, account_name: &str, policy: Option<&PolicyFacts>, too_young: bool) -> Outcome {
     let Some(p) = policy else { return Outcome::Refused };
     if p.min_length.is_some_and(|n| (password.chars().count() as u64) < u64::from(n)) {
         return Outcome::TooShort { min_length: p.min_length };
@@ -149,7 +149,7 @@ pub fn ad_rule(password: &str, account_name: &str, policy: Option<&PolicyFacts>,
     if p.complexity == Some(true) && !crate::domain::meets_ad_complexity(password, account_name) {
         return Outcome::NotComplex;
     }
-    if change && p.min_age_secs.is_some_and(|a| a > 0) {
+    if too_young {
         return Outcome::TooYoung { min_age_secs: p.min_age_secs };
     }
     Outcome::InHistory { history: p.history }
@@ -269,6 +269,10 @@ pub(crate) fn not_found(attribute: &str, anchor: &crate::domain::Anchor) -> Answ
 pub(crate) fn failure(f: &Failure) -> Answer {
     let (outcome, raw) = match f {
         Failure::Unreachable(detail) => (Outcome::DirectoryUnreachable, format!("error=\"{}\"", clean(detail))),
+        // Perhaps written, perhaps not: the person is told it could not be confirmed.
+        Failure::Unconfirmed(detail) => {
+            (Outcome::AgentTimeout, format!("sent but not answered: error=\"{}\"", clean(detail)))
+        }
         Failure::BindRefused { rc, text } => (service_bind(*rc), format!("bind {}", raw(*rc, text, None))),
         Failure::Result { rc, text } => (openldap(*rc, text, None), raw(*rc, text, None)),
         Failure::Internal(detail) => (Outcome::Internal, format!("error=\"{}\"", clean(detail))),

@@ -35,6 +35,8 @@ pub(crate) struct OpenLdap {
 struct Person {
     dn: String,
     policy_subentry: Option<String>,
+    /// Locked by an administrator for good: ppolicy's way of disabling an account.
+    disabled: bool,
 }
 
 impl OpenLdap {
@@ -68,6 +70,13 @@ impl OpenLdap {
             Err(f) => return answer::failure(&f),
         };
 
+        if person.disabled {
+            return Answer {
+                outcome: Outcome::AccountDisabled,
+                raw: format!("{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK})", person.dn),
+                policy: None,
+            };
+        }
         let dn = person.dn.as_str();
         let old_pass = old.map(|s| s.expose_secret());
         let new_pass = new.expose_secret();
@@ -188,7 +197,8 @@ impl OpenLdap {
     /// Looks the anchor up under every base DN, within the same scope as the sync.
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
-        let mut found = self.pool.search_bases(&self.base_dns, &filter, &["pwdPolicySubentry"], false).await?;
+        let attrs = ["pwdPolicySubentry", "pwdAccountLockedTime"];
+        let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
             // entryUUID is unique in one directory; two answers mean two naming contexts were
             // configured that the server fills from different places. Refuse rather than guess.
@@ -196,6 +206,7 @@ impl OpenLdap {
         }
         Ok(found.pop().map(|entry| Person {
             policy_subentry: first(&entry, "pwdPolicySubentry").map(str::to_string),
+            disabled: first(&entry, "pwdAccountLockedTime") == Some(PERMANENT_LOCK),
             dn: entry.dn,
         }))
     }

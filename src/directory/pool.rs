@@ -20,6 +20,9 @@ pub(crate) enum Failure {
     /// Could not connect, TLS failed, the connection broke, or the directory did not answer in time.
     #[error("directory unreachable: {0}")]
     Unreachable(String),
+    /// A write was sent, but no answer came: it may or may not have been applied.
+    #[error("sent to the directory but not answered: {0}")]
+    Unconfirmed(String),
     /// The service account's own bind was refused.
     #[error("service account bind refused: rc={rc} text={text:?}")]
     BindRefused { rc: u32, text: String },
@@ -216,6 +219,9 @@ impl Pool {
                         tracing::debug!(error = %e, "pooled directory connection was dead; trying a new one");
                         retried = true;
                         continue;
+                    }
+                    if retry == Retry::UnlessSent && !never_sent {
+                        return Err(Failure::Unconfirmed(e.to_string()));
                     }
                     return Err(Failure::Unreachable(e.to_string()));
                 }

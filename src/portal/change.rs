@@ -58,6 +58,20 @@ pub async fn change(
     session: Session,
     Form(f): Form<ChangeForm>,
 ) -> Result<Response, PortalError> {
+    // Every answer takes at least this long, so its timing does not tell a made-up name (answered
+    // here) from a real one (answered by the directory).
+    let floor = tokio::time::Instant::now() + std::time::Duration::from_millis(st.cfg.reset.change_min_response_ms);
+    let response = change_inner(st, client, session, f).await;
+    tokio::time::sleep_until(floor).await;
+    response
+}
+
+async fn change_inner(
+    st: AppState,
+    client: std::net::SocketAddr,
+    session: Session,
+    f: ChangeForm,
+) -> Result<Response, PortalError> {
     csrf::check(&session, &f.csrf).await?;
     let typed = f.login.trim().to_string();
     if session.get::<String>(FORM_KEY).await?.as_deref() != Some(f.form_key.as_str()) {
@@ -92,13 +106,13 @@ pub async fn change(
         return Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&o))).await?));
     }
     let subject = match &found.target {
-        Some(t) => format!("{}|{}", t.directory, t.anchor),
+        Some(t) => store::attempts::subject(&t.directory, &t.anchor),
         None => found.audit_name.clone(),
     };
-    let limit = st.cfg.reset.change_attempts_per_hour;
-    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limit).await? else {
+    let limits = (st.cfg.reset.change_attempts_per_hour, st.cfg.reset.change_attempts_per_day);
+    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
         let o = Outcome::VerificationFailed;
-        attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour").await?;
+        attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour or day").await?;
         return Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&o))).await?));
     };
 
@@ -134,8 +148,12 @@ pub async fn change(
     drop(new);
     let cloud = found.target.as_ref().is_some_and(|t| t.kind == crate::domain::UserKind::CloudOnly);
     attempt.audit(if cloud { "change.cloud" } else { "change.writeback" }, &result.outcome, &result.raw).await?;
-    if result.outcome != Outcome::OldPasswordWrong {
-        // Only a wrong current password tells a guesser anything; nothing else counts.
+    // An attempt counts unless it proved the current password right (a success, or a rule the
+    // directory checks only after the current password) or was never sent: an unconfirmed one
+    // might have been a right guess, so it counts too.
+    if result.outcome.is_success() {
+        store::attempts::clear(&st.db, &subject).await?;
+    } else if result.outcome.is_policy_rule() || result.outcome == Outcome::NoAgent {
         store::attempts::release(&st.db, reservation).await?;
     }
     if result.outcome.is_success() {

@@ -110,7 +110,9 @@ async fn set_cloud_password(
         return Ok(local(rule, "refused by the cloud password policy", policy));
     }
     let hash = hash(new.as_secret()).await?;
-    store::cloud::set_password_hash(&st.db, &target.anchor, &hash, now).await?;
+    if !store::cloud::set_password_hash(&st.db, &target.anchor, &hash, now).await? {
+        return Err(anyhow::anyhow!("cloud account {} vanished while its password was set", target.anchor).into());
+    }
     Ok(local(Outcome::Success, "cloud password set", None))
 }
 
@@ -140,6 +142,12 @@ async fn write_back(
     let mut result = st.hub.writeback(request, now).await;
     if let Some(a) = &result.agent_id {
         result.raw = format!("agent={a} {}", result.raw);
+    }
+    if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
+        // Perhaps the directory has the new password now: the portal's copy of the old one must
+        // not stay valid meanwhile. The next confirmed reset or change sets it again.
+        store::users::delete_password_hash(&st.db, &target.directory, &target.anchor).await?;
+        result.raw = format!("{}; portal hash removed until a confirmed change", result.raw);
     }
     if target.kind == UserKind::HashSynced && result.outcome.is_success() {
         let stored = match hash(new.as_secret()).await {

@@ -310,6 +310,7 @@ impl Hub {
             actor: req.actor.clone(),
             issued_at: now,
             expires_at: now + i64::try_from(self.cfg.request_ttl_secs)?,
+            wait_secs: u32::try_from(self.cfg.result_deadline_secs).unwrap_or(u32::MAX),
         };
         Ok(envelope::seal(
             agent_id,

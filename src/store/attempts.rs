@@ -2,18 +2,24 @@
 
 use super::Db;
 
-/// Reserves an attempt for `subject` unless `max_per_hour` are already counted in the last hour.
-/// One statement: parallel attempts cannot get past the limit together. Returns the reservation.
-pub async fn reserve(db: &Db, subject: &str, now: i64, max_per_hour: u32) -> sqlx::Result<Option<i64>> {
+/// Reserves an attempt for `subject` unless `per_hour` are already counted in the last hour or
+/// `per_day` in the last day. One statement: parallel attempts cannot get past the limit together.
+/// Returns the reservation. Rows older than a day are dropped on the way.
+pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32, u32)) -> sqlx::Result<Option<i64>> {
+    sqlx::query("DELETE FROM change_attempts WHERE at <= ?").bind(now - 86_400).execute(db).await?;
     sqlx::query_scalar(
         "INSERT INTO change_attempts (subject, at) SELECT ?, ? \
-         WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? RETURNING id",
+         WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
+         AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? RETURNING id",
     )
     .bind(subject)
     .bind(now)
     .bind(subject)
     .bind(now - 3600)
-    .bind(max_per_hour)
+    .bind(per_hour)
+    .bind(subject)
+    .bind(now - 86_400)
+    .bind(per_day)
     .fetch_optional(db)
     .await
 }
@@ -22,4 +28,15 @@ pub async fn reserve(db: &Db, subject: &str, now: i64, max_per_hour: u32) -> sql
 pub async fn release(db: &Db, id: i64) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM change_attempts WHERE id = ?").bind(id).execute(db).await?;
     Ok(())
+}
+
+/// Forgets a subject's attempts: its password was just changed or reset by its owner.
+pub async fn clear(db: &Db, subject: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM change_attempts WHERE subject = ?").bind(subject).execute(db).await?;
+    Ok(())
+}
+
+/// The subject under which a person's attempts are counted.
+pub fn subject(directory: &str, anchor: &str) -> String {
+    format!("{directory}|{anchor}")
 }

@@ -138,3 +138,12 @@ pub async fn set_kind_override(db: &Db, directory: &str, anchor: &str, kind: &st
     .await?;
     Ok(())
 }
+
+pub async fn delete_password_hash(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM password_hashes WHERE directory = ? AND anchor = ?")
+        .bind(directory)
+        .bind(anchor)
+        .execute(db)
+        .await?;
+    Ok(())
+}

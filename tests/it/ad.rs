@@ -233,7 +233,7 @@ async fn when_history_is_required_on_reset_a_dc_that_cannot_enforce_it_refuses_r
 
     let answer = dir.reset(&anchor, &secret("Brand#New9pass")).await;
 
-    assert_eq!(answer.outcome, Outcome::Refused);
+    assert_eq!(answer.outcome, Outcome::InsufficientRights, "a set-up choice for the administrator");
     assert!(answer.raw.contains("policy-hints"), "{}", answer.raw);
     assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await);
 }
@@ -398,6 +398,10 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
     assert!(!binds(dc, &must_dn, INITIAL_AD_PASSWORD).await);
     let changed = app.change_password(&must_sam, INITIAL_AD_PASSWORD, "Fresh#Start42").await;
     assert!(changed.contains("Your password has been changed"), "{changed}");
+
+    // The agent itself refuses a disabled account, even before the portal hears of it.
+    let (dir, off) = directory_and_anchor(dc, dc.directory_config(AD), &off_sam).await;
+    assert_eq!(dir.reset(&off, &secret("Brand#New9pass")).await.outcome, Outcome::AccountDisabled);
 
     // A disabled account gets the answer everyone gets, and no code.
     let page = app.identify(&off_sam).await;

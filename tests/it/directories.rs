@@ -99,7 +99,8 @@ async fn a_person_added_to_the_directory_arrives_with_the_next_delta_sync() {
 
     let db = app.db.clone();
     until("erin's sync", async || !passback::store::users::find_by_login(&db, "erin").await.unwrap().is_empty()).await;
-    assert!(crate::harness::portal_log().contains("delta sync stored"));
+    let log = app.agent_log();
+    assert!(log.contains("full=false"), "erin came with a delta sync: {log}");
     assert_eq!(
         passback::store::users::find_by_login(&app.db, "alice").await.unwrap().len(),
         1,

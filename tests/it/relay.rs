@@ -21,6 +21,17 @@ fn sealed_reset_with(
     expires_in: i64,
     flags: Flags,
 ) -> SealedFrame {
+    sealed_reset_waiting(state, anchor, password, expires_in, flags, 30)
+}
+
+fn sealed_reset_waiting(
+    state: &AgentState,
+    anchor: &Anchor,
+    password: &str,
+    expires_in: i64,
+    flags: Flags,
+    wait_secs: u32,
+) -> SealedFrame {
     let now = passback::Clock::default().now();
     let key = &state.usable_keys(now, 3600).unwrap()[0];
     let msg_id = MsgId::random();
@@ -36,6 +47,7 @@ fn sealed_reset_with(
         actor: "test".into(),
         issued_at: now,
         expires_at: now + expires_in,
+        wait_secs,
     };
     envelope::seal(
         &state.agent_id,
@@ -70,8 +82,8 @@ async fn a_repeated_message_is_answered_from_the_stored_result_and_written_once(
     let agent = Agent::new(app.agent_cfg.clone()).unwrap();
     let frame = sealed_reset(&state, &alice_anchor(&app).await, "Replay-Safe-2024!", 60);
 
-    let first = agent.handle_request(frame.clone()).await.expect("an answer");
-    let second = agent.handle_request(frame).await.expect("an answer to the repeat");
+    let first = agent.handle_request(frame.clone(), std::time::Instant::now()).await.expect("an answer");
+    let second = agent.handle_request(frame, std::time::Instant::now()).await.expect("an answer to the repeat");
 
     assert_eq!(outcome_of(&state, &first), Outcome::Success);
     // A second write of the same password would have been refused as "in history"; the repeat
@@ -91,18 +103,18 @@ async fn tampered_expired_and_misdirected_frames_are_refused_by_the_agent() {
     let mut bytes: Vec<char> = tampered.ciphertext.chars().collect();
     bytes[20] = if bytes[20] == 'A' { 'B' } else { 'A' };
     tampered.ciphertext = bytes.into_iter().collect();
-    assert!(agent.handle_request(tampered).await.is_none());
+    assert!(agent.handle_request(tampered, std::time::Instant::now()).await.is_none());
 
     let expired = sealed_reset(&state, &anchor, "Expired-Pass-1!", -1);
-    assert!(agent.handle_request(expired).await.is_none());
+    assert!(agent.handle_request(expired, std::time::Instant::now()).await.is_none());
 
     let mut relabelled = sealed_reset(&state, &anchor, "Relabel-Pass-1!", 60);
     relabelled.msg_id = MsgId::random();
-    assert!(agent.handle_request(relabelled).await.is_none());
+    assert!(agent.handle_request(relabelled, std::time::Instant::now()).await.is_none());
 
     let mut reflected = sealed_reset(&state, &anchor, "Reflect-Pass-1!", 60);
     reflected.kind = FrameKind::Result;
-    assert!(agent.handle_request(reflected).await.is_none());
+    assert!(agent.handle_request(reflected, std::time::Instant::now()).await.is_none());
 
     assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
     let log = crate::harness::portal_log();
@@ -170,7 +182,7 @@ async fn rotated_keys_are_used_at_once_without_restarting_the_agent() {
     old_state.keys.remove(0);
     let agent = Agent::new(app.agent_cfg.clone()).unwrap();
     let frame = sealed_reset(&old_state, &alice_anchor(&app).await, "Old-Key-Still-Ok7!", 60);
-    let answer = agent.handle_request(frame).await.expect("answered");
+    let answer = agent.handle_request(frame, std::time::Instant::now()).await.expect("answered");
     assert_eq!(outcome_of(&old_state, &answer), Outcome::Success);
 }
 
@@ -344,7 +356,7 @@ async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_i
     let flags = Flags { unlock: true, must_change: true };
     let frame = sealed_reset_with(&state, &bob, "Temporary-Pass-31", 60, flags);
 
-    let answer = agent.handle_request(frame).await.expect("answered");
+    let answer = agent.handle_request(frame, std::time::Instant::now()).await.expect("answered");
 
     let Frame::Result(result) = Frame::parse(&answer).unwrap() else { panic!("not a result") };
     let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
@@ -354,4 +366,18 @@ async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_i
     .unwrap();
     assert_eq!(pkg.outcome, Outcome::Success);
     assert!(pkg.raw.contains("unlock: done") && pkg.raw.contains("must change at next sign-in: done"), "{}", pkg.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_waited_longer_than_the_portal_does_is_not_written() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let agent = Agent::new(app.agent_cfg.clone()).unwrap();
+    let frame = sealed_reset_waiting(&state, &alice_anchor(&app).await, "Too-Late-Pass-1", 60, Flags::default(), 1);
+    let arrived = std::time::Instant::now() - std::time::Duration::from_secs(2);
+
+    let answer = agent.handle_request(frame, arrived).await.expect("answered");
+
+    assert_eq!(outcome_of(&state, &answer), Outcome::AgentTimeout);
+    assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
 }

@@ -136,14 +136,8 @@ pub async fn set_password(
     store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     attempt.audit(operation, &result.outcome, &result.raw).await?;
-    if let (Some(p), false) = (&result.policy, target.kind == UserKind::CloudOnly) {
-        // The directory's rules, as it reported them with its refusal: shown on the next form.
-        if let Ok(json) = serde_json::to_string(p) {
-            let _ = store::users::save_policy(&st.db, &target.directory, &json, now).await;
-        }
-    }
-
     if result.outcome.is_success() {
+        store::attempts::clear(&st.db, &store::attempts::subject(&target.directory, &target.anchor)).await?;
         session.remove::<Flow>(FLOW).await?;
         people::notify_changed(&st, &target, now, true);
         return Ok(support.tag(outcome_page(&st, "Your password has been changed", &result.outcome, &support, false)));
