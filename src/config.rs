@@ -191,6 +191,11 @@ pub struct ServerConfig {
     pub behind_tls_proxy: bool,
     /// Helpdesk contact shown on error pages.
     pub helpdesk_contact: String,
+    /// Origins (`https://apps.example.org`) that may send people here with `return_to`, and be
+    /// sent back to. Any other `return_to` is ignored.
+    pub allowed_return_origins: Vec<String>,
+    /// Origins that may show the portal in a frame. Empty: no framing at all.
+    pub frame_ancestors: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -202,6 +207,8 @@ impl Default for ServerConfig {
             tls_key_file: None,
             behind_tls_proxy: false,
             helpdesk_contact: "your helpdesk".into(),
+            allowed_return_origins: Vec::new(),
+            frame_ancestors: Vec::new(),
         }
     }
 }
@@ -321,6 +328,15 @@ impl Default for MailConfig {
     }
 }
 
+/// `scheme://host[:port]` of an https URL (http too in development), if `raw` is nothing more.
+pub fn normalize_origin(raw: &str, allow_http: bool) -> Option<String> {
+    let url = url::Url::parse(raw).ok()?;
+    let scheme_ok = url.scheme() == "https" || (allow_http && url.scheme() == "http");
+    let bare = matches!(url.path(), "" | "/") && url.query().is_none() && url.fragment().is_none();
+    let plain_host = url.username().is_empty() && url.password().is_none() && url.host().is_some();
+    (scheme_ok && bare && plain_host).then(|| url.origin().ascii_serialization())
+}
+
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
@@ -339,6 +355,16 @@ impl PortalConfig {
                  or server.behind_tls_proxy = true when a TLS-terminating proxy is in front, \
                  or mode = \"development\" on a test machine"
             );
+        }
+        for (key, list) in [
+            ("server.allowed_return_origins", &self.server.allowed_return_origins),
+            ("server.frame_ancestors", &self.server.frame_ancestors),
+        ] {
+            for origin in list {
+                if normalize_origin(origin, dev).as_deref() != Some(origin.trim_end_matches('/')) {
+                    bail!("{key}: {origin:?} is not an origin such as \"https://apps.example.org\" (https, no path)");
+                }
+            }
         }
         let url = url::Url::parse(&self.server.public_url).context("server.public_url")?;
         if url.scheme() != "https" && !dev {
@@ -568,6 +594,25 @@ mod tests {
         assert!(cfg.validate().is_ok());
         cfg.directories.get_mut("corp").unwrap().user_kind = crate::domain::UserKind::CloudOnly;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn allowed_origins_must_be_bare_https_origins() {
+        let mut cfg = PortalConfig::default();
+        cfg.server.behind_tls_proxy = true;
+        cfg.server.allowed_return_origins = vec!["https://apps.example.org".into()];
+        cfg.server.frame_ancestors = vec!["https://apps.example.org/".into()];
+        assert!(cfg.validate().is_ok());
+        for bad in [
+            "https://apps.example.org/home",
+            "http://apps.example.org",
+            "apps.example.org",
+            "*",
+            "https://u@apps.example.org",
+        ] {
+            cfg.server.frame_ancestors = vec![bad.into()];
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

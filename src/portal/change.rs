@@ -166,6 +166,7 @@ async fn change_inner(
             outcome: outcome_view(&result.outcome),
             helpdesk: st.cfg.server.helpdesk_contact.clone(),
             start_again: false,
+            return_to: session.get::<String>(super::RETURN_TO).await?,
         };
         return Ok(support.tag(done));
     }

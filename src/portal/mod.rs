@@ -9,6 +9,7 @@ mod pages;
 pub mod passwords;
 mod people;
 mod reset;
+pub mod return_to;
 
 pub use error::{PortalError, SupportCode};
 
@@ -36,6 +37,9 @@ pub mod paths {
     pub const HEALTH: &str = "/healthz";
 }
 
+/// The session key of the validated `return_to` URL.
+const RETURN_TO: &str = "return_to";
+
 /// The address of the client connection (the proxy's, behind a TLS-terminating proxy).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
@@ -55,6 +59,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;
+    let framers = state.cfg.server.frame_ancestors.clone();
     let mut r = Router::new()
         .route(paths::HOME, get(reset::home))
         .route(paths::RESET, get(reset::identify_form).post(reset::identify))
@@ -67,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }
     let r = r.with_state(state).layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
-    security_headers(r, tls)
+    security_headers(r, tls, &framers)
 }
 
 async fn static_css() -> impl axum::response::IntoResponse {
@@ -76,17 +81,23 @@ async fn static_css() -> impl axum::response::IntoResponse {
 
 /// Headers every portal response carries: no inline script, no framing, no caching of pages
 /// that may hold personal data, no referrer leaks.
-fn security_headers(r: Router, tls: bool) -> Router {
+fn security_headers(r: Router, tls: bool, framers: &[String]) -> Router {
+    // Framing only by the configured origins (validated at start), otherwise not at all.
+    let ancestors = if framers.is_empty() { "'none'".to_string() } else { framers.join(" ") };
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors {ancestors}; base-uri 'none'"
+    );
+    let csp = HeaderValue::from_str(&csp)
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
     let mut r = r
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, csp))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+    if framers.is_empty() {
+        // Older browsers know only this header, which cannot name origins.
+        r = r.layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
+    }
+    let mut r = r
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     if tls {

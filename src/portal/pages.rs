@@ -64,6 +64,8 @@ pub struct OutcomePage {
     pub outcome: OutcomeView,
     pub helpdesk: String,
     pub start_again: bool,
+    /// Where the person came from (an allowed origin only), to go back to.
+    pub return_to: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]

@@ -51,11 +51,13 @@ fn init_once() {
 pub struct Options {
     pub ping_interval_secs: u64,
     pub result_deadline_secs: u64,
+    /// An access panel's origin: allowed as `return_to` and as a framing page.
+    pub apps_origin: Option<&'static str>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { ping_interval_secs: 1, result_deadline_secs: 5 }
+        Self { ping_interval_secs: 1, result_deadline_secs: 5, apps_origin: None }
     }
 }
 
@@ -135,6 +137,10 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
+    if let Some(origin) = opts.apps_origin {
+        cfg.server.allowed_return_origins = vec![origin.into()];
+        cfg.server.frame_ancestors = vec![origin.into()];
+    }
     let clock = passback::Clock::default();
     let portal = Portal::start(cfg, clock.clone()).await;
     let url = format!("https://localhost:{}", portal.port);

@@ -94,7 +94,7 @@ async fn with_no_agent_alive_reset_is_unavailable_before_any_code_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_stops_answering_after_the_code_gives_a_timeout_within_the_deadline() {
     // A long ping interval keeps the frozen agent "alive" long enough for the request to be sent.
-    let app = spawn_app_with(Options { ping_interval_secs: 30, result_deadline_secs: 3 }).await;
+    let app = spawn_app_with(Options { ping_interval_secs: 30, result_deadline_secs: 3, apps_origin: None }).await;
     let form = app.verified_as("alice", "alice@example.org").await;
     app.signal_agent("STOP");
 
@@ -341,4 +341,32 @@ async fn a_directory_that_stops_answering_is_reported_as_unreachable() {
     // Either the agent already reported it (PB-1001) or the writeback found it down (PB-3004).
     assert!(page.contains("PB-3004") || page.contains("PB-1001"), "{page}");
     assert!(hidden(&page, "form_key").is_some(), "the person can try again later from the form");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_panel_link_fills_in_the_name_and_only_an_allowed_return_to_is_offered_back() {
+    let app = spawn_app_with(Options { apps_origin: Some("https://apps.example.org"), ..Default::default() }).await;
+
+    // Sent with foreign return_to values: none is kept, so none is offered at the end.
+    for foreign in ["https://evil.example/", "//evil.example/", "https://apps.example.org@evil.example/"] {
+        app.get(&format!("/reset?return_to={}", urlencode(foreign))).await;
+    }
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let done = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(done.contains("Your password has been changed") && !done.contains("Back to where you came from"), "{done}");
+
+    // From the allowed access panel: the name is filled in and the way back is offered.
+    let resp = app.get("/reset?login_hint=alice&return_to=https%3A%2F%2Fapps.example.org%2Fhome").await;
+    let csp = resp.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+    assert!(csp.contains("frame-ancestors https://apps.example.org;"), "{csp}");
+    assert!(resp.headers().get("x-frame-options").is_none(), "framing by the allowed origin is not blocked");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains(r#"value="alice""#), "{page}");
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let done = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(done.contains(r#"href="https://apps.example.org/home""#), "{done}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }

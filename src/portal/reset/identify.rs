@@ -19,9 +19,21 @@ pub async fn home() -> Redirect {
 #[derive(Deserialize)]
 pub struct HintQuery {
     login_hint: Option<String>,
+    return_to: Option<String>,
 }
 
-pub async fn identify_form(session: Session, Query(q): Query<HintQuery>) -> Result<Response, PortalError> {
+/// The first page; an access panel may link here with `login_hint` (pre-filled) and `return_to`
+/// (kept only if its origin is allowed, for a link back at the end).
+pub async fn identify_form(
+    State(st): State<AppState>,
+    session: Session,
+    Query(q): Query<HintQuery>,
+) -> Result<Response, PortalError> {
+    if let Some(url) =
+        q.return_to.and_then(|r| crate::portal::return_to::allowed(&r, &st.cfg.server.allowed_return_origins))
+    {
+        session.insert(crate::portal::RETURN_TO, url).await?;
+    }
     let login = q.login_hint.filter(|h| LoginName::parse(h).is_ok()).map(|h| h.trim().to_string()).unwrap_or_default();
     Ok(IdentifyPage { csrf: csrf::token(&session).await?, login, error: None }.into_response())
 }

@@ -56,5 +56,6 @@ fn outcome_page(
         },
         helpdesk: st.cfg.server.helpdesk_contact.clone(),
         start_again,
+        return_to: None,
     }
 }

@@ -140,7 +140,9 @@ pub async fn set_password(
         store::attempts::clear(&st.db, &store::attempts::subject(&target.directory, &target.anchor)).await?;
         session.remove::<Flow>(FLOW).await?;
         people::notify_changed(&st, &target, now, true);
-        return Ok(support.tag(outcome_page(&st, "Your password has been changed", &result.outcome, &support, false)));
+        let mut done = outcome_page(&st, "Your password has been changed", &result.outcome, &support, false);
+        done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
+        return Ok(support.tag(done));
     }
     let view = OutcomeView {
         code: result.outcome.code().0.into(),
