@@ -328,7 +328,6 @@ mod tests {
         let wire = serde_json::to_string(&frame).unwrap();
         assert!(!wire.contains("N3w-Passw0rd!"));
         assert!(wire.len() < 1024, "a reset frame is {} bytes", wire.len());
-        eprintln!("reset frame: {} bytes", wire.len());
     }
 
     #[test]

@@ -266,7 +266,8 @@ async fn a_dc_with_an_untrusted_certificate_is_unreachable_and_nothing_is_sent()
     let dc = dc().await;
     let (sam, _, _) = person(dc, None).await;
     let (_, anchor) = directory_and_anchor(dc, dc.directory_config(AD), &sam).await;
-    let other_ca = TestCa::create(&std::env::temp_dir().join(unique("passback-ca-"))).unwrap();
+    // In the run's DC folder, which the next run clears.
+    let other_ca = TestCa::create(&dc.dir.join(unique("other-ca-"))).unwrap();
     let mut cfg = dc.directory_config(AD);
     cfg.ca_file = Some(other_ca.ca_file.clone());
     let dir = Directory::new(&cfg).unwrap();

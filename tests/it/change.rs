@@ -15,8 +15,7 @@ async fn a_person_changes_a_known_password_and_only_the_new_one_binds() {
     assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await);
     let row = app.audit().await.into_iter().find(|r| r.operation == "change.writeback").unwrap();
     assert_eq!(row.outcome_code, "PB-0000");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(app.mailbox.all().iter().any(|m| m.subject() == "Your password was changed"));
+    app.wait_for_mail("Your password was changed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

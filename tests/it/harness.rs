@@ -355,6 +355,17 @@ impl TestApp {
         panic!("no code mailed to {address}");
     }
 
+    /// Waits up to 5 s for a mail with this subject (mail goes out in the background).
+    pub async fn wait_for_mail(&self, subject: &str) {
+        for _ in 0..100 {
+            if self.mailbox.all().iter().any(|m| m.subject() == subject) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no mail with subject {subject:?} within 5 s");
+    }
+
     fn code_mails(&self, address: &str) -> Vec<passback::mail::sink::CaughtMail> {
         self.mailbox
             .all()
