@@ -337,6 +337,19 @@ pub fn normalize_origin(raw: &str, allow_http: bool) -> Option<String> {
     (scheme_ok && bare && plain_host).then(|| url.origin().ascii_serialization())
 }
 
+/// A directory URL that can only ever be used encrypted: `ldaps://`, or `ldap://` with StartTLS.
+pub fn check_ldap_url(url: &str, starttls: bool) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("url {url:?}: {e}"))?;
+    match (parsed.scheme(), starttls) {
+        ("ldaps", false) | ("ldap", true) => Ok(()),
+        ("ldaps", true) => bail!("url {url}: ldaps:// is already encrypted; remove starttls"),
+        _ => bail!(
+            "url {url}: passwords are never sent over an unencrypted connection; \
+             use ldaps://, or ldap:// with starttls = true"
+        ),
+    }
+}
+
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
@@ -510,16 +523,7 @@ impl AgentConfig {
             if !seen.insert(&d.id) {
                 bail!("directory {:?} is configured twice", d.id);
             }
-            let url = url::Url::parse(&d.url).with_context(|| format!("directory {}: url", d.id))?;
-            match (url.scheme(), d.starttls) {
-                ("ldaps", false) | ("ldap", true) => {}
-                ("ldaps", true) => bail!("directory {}: ldaps:// is already encrypted; remove starttls", d.id),
-                _ => bail!(
-                    "directory {}: passwords are never sent over an unencrypted connection; \
-                     use ldaps://, or ldap:// with starttls = true",
-                    d.id
-                ),
-            }
+            check_ldap_url(&d.url, d.starttls).map_err(|e| anyhow::anyhow!("directory {}: {e}", d.id))?;
             if d.base_dns.is_empty() {
                 bail!("directory {}: base_dns is empty", d.id);
             }

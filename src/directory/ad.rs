@@ -90,7 +90,8 @@ struct ServerFacts {
 struct Person {
     dn: String,
     sam: String,
-    protection: Protection,
+    /// Looked up only for a reset, the one operation it decides (it costs a search).
+    protection: Option<Protection>,
     pso: Option<String>,
     disabled: bool,
     /// Seconds since the password was last set, when AD says.
@@ -176,7 +177,7 @@ impl Ad {
             Ok(s) => s.clone(),
             Err(f) => return answer::failure(&f),
         };
-        let person = match self.find(anchor).await {
+        let person = match self.find(anchor, old.is_none()).await {
             Ok(Some(p)) => p,
             Ok(None) => return answer::not_found("objectGUID", anchor),
             Err(f) => return answer::failure(&f),
@@ -192,15 +193,15 @@ impl Ad {
         }
         if old.is_none() {
             match &person.protection {
-                Protection::None => {}
-                Protection::Protected(why) => {
+                Some(Protection::None) => {}
+                Some(Protection::Protected(why)) => {
                     return Answer {
                         outcome: Outcome::Protected,
                         raw: format!("{} is a protected account ({why}); resets are refused", person.dn),
                         policy: None,
                     }
                 }
-                Protection::Unknown(why) => {
+                Some(Protection::Unknown(why)) => {
                     return Answer {
                         outcome: Outcome::InsufficientRights,
                         raw: format!(
@@ -208,6 +209,10 @@ impl Ad {
                         ),
                         policy: None,
                     }
+                }
+                // `find` looks protection up for every reset; never reset without knowing.
+                None => {
+                    return Answer { outcome: Outcome::Internal, raw: "protection not checked".into(), policy: None }
                 }
             }
             match (server.hints_oid, self.history_on_reset) {
@@ -242,15 +247,11 @@ impl Ad {
                 async move { c.op().with_controls(controls).modify(dn, mods).await }
             })
             .await;
-        let res = match result {
+        let right = if old.is_some() { "the Change Password right" } else { "the Reset Password right" };
+        let (res, mut raw) = match written(result, right, dn) {
             Ok(r) => r,
-            Err(f) => return answer::failure(&f),
+            Err(a) => return a,
         };
-        let mut raw = answer::raw(res.rc, &res.text, None);
-        if res.rc == 50 {
-            let right = if old.is_some() { "Change Password" } else { "Reset Password" };
-            raw = format!("{raw} (the service account lacks the {right} right on {dn})");
-        }
         for n in notes {
             raw = format!("{raw}; {n}");
         }
@@ -276,7 +277,7 @@ impl Ad {
     }
 
     pub(crate) async fn change_account(&self, anchor: &Anchor, change: super::AccountChange) -> Answer {
-        let person = match self.find(anchor).await {
+        let person = match self.find(anchor, false).await {
             Ok(Some(p)) => p,
             Ok(None) => return answer::not_found("objectGUID", anchor),
             Err(f) => return answer::failure(&f),
@@ -293,14 +294,10 @@ impl Ad {
                 c.op().modify(dn, vec![Mod::Replace(attr, HashSet::from([value]))]).await
             })
             .await;
-        let res = match result {
+        let (res, raw) = match written(result, &format!("the right to write {attr}"), dn) {
             Ok(r) => r,
-            Err(f) => return answer::failure(&f),
+            Err(a) => return a,
         };
-        let mut raw = answer::raw(res.rc, &res.text, None);
-        if res.rc == 50 {
-            raw = format!("{raw} (the service account lacks the right to write {attr} on {dn})");
-        }
         Answer { outcome: answer::ad(res.rc, &res.text), raw, policy: None }
     }
 
@@ -336,8 +333,9 @@ impl Ad {
         }
     }
 
-    /// Looks the anchor up under every base DN, within the sync scope.
-    async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
+    /// Looks the anchor up under every base DN, within the sync scope; with its protection when
+    /// `for_reset`.
+    async fn find(&self, anchor: &Anchor, for_reset: bool) -> Result<Option<Person>, Failure> {
         let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
         let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
         let attrs =
@@ -347,7 +345,7 @@ impl Ad {
             return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
         }
         let Some(entry) = found.pop() else { return Ok(None) };
-        let protection = self.protection(&entry).await?;
+        let protection = if for_reset { Some(self.protection(&entry).await?) } else { None };
         let uac: u32 = number(&entry, "userAccountControl").unwrap_or(0);
         Ok(Some(Person {
             sam: first(&entry, "sAMAccountName").unwrap_or_default().to_string(),
@@ -366,12 +364,7 @@ impl Ad {
         if first(entry, "adminCount") == Some("1") {
             return Ok(Protection::Protected("adminCount=1".into()));
         }
-        let domain_sid = bytes(entry, "objectSid").and_then(|s| parse_sid(&s)).and_then(|s| {
-            let (domain, rid) = s.rsplit_once('-')?;
-            let rid: u32 = rid.parse().ok()?;
-            Some((domain.to_string(), rid))
-        });
-        let Some((domain_sid, own_rid)) = domain_sid else {
+        let Some((domain_sid, own_rid)) = own_sid(entry) else {
             return Ok(Protection::Unknown(format!("{} has no readable objectSid", entry.dn)));
         };
         if PROTECTED_DOMAIN_RIDS.contains(&own_rid) {
@@ -654,12 +647,31 @@ fn pso_policy(e: &SearchEntry) -> PolicyFacts {
     }
 }
 
+/// A modify's result and its raw text, naming the `right` the service account lacks on `dn` when
+/// the DC says so (rc 50); or the answer when no result came.
+fn written(
+    result: Result<ldap3::LdapResult, Failure>,
+    right: &str,
+    dn: &str,
+) -> Result<(ldap3::LdapResult, String), Answer> {
+    let res = result.map_err(|f| answer::failure(&f))?;
+    let mut raw = answer::raw(res.rc, &res.text, None);
+    if res.rc == 50 {
+        raw = format!("{raw} (the service account lacks {right} on {dn})");
+    }
+    Ok((res, raw))
+}
+
+/// The entry's own SID as (domain SID, relative id).
+fn own_sid(entry: &SearchEntry) -> Option<(String, u32)> {
+    let sid = parse_sid(&bytes(entry, "objectSid")?)?;
+    let (domain, rid) = sid.rsplit_once('-')?;
+    Some((domain.to_string(), rid.parse().ok()?))
+}
+
 /// Whether the entry is one of the well-known protected accounts (Administrator, krbtgt).
 fn protected_rid(entry: &SearchEntry) -> bool {
-    bytes(entry, "objectSid")
-        .and_then(|s| parse_sid(&s))
-        .and_then(|s| s.rsplit_once('-').and_then(|(_, rid)| rid.parse::<u32>().ok()))
-        .is_some_and(|rid| PROTECTED_DOMAIN_RIDS.contains(&rid))
+    own_sid(entry).is_some_and(|(_, rid)| PROTECTED_DOMAIN_RIDS.contains(&rid))
 }
 
 fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {

@@ -80,15 +80,7 @@ impl Pool {
         size: usize,
         timeout: Duration,
     ) -> anyhow::Result<Pool> {
-        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("directory url {url:?}: {e}"))?;
-        match (parsed.scheme(), starttls) {
-            ("ldaps", false) | ("ldap", true) => {}
-            ("ldaps", true) => bail!("directory url {url}: ldaps:// is already encrypted; remove starttls"),
-            _ => bail!(
-                "directory url {url}: passwords are never sent over an unencrypted connection; \
-                 use ldaps://, or ldap:// with starttls"
-            ),
-        }
+        crate::config::check_ldap_url(url, starttls)?;
         if size == 0 {
             bail!("directory pool size must be at least 1");
         }

@@ -97,8 +97,7 @@ async fn change_inner(
     let found = people::resolve(&st, &login, &support).await?;
     let attempt =
         Attempt { st: &st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
-    let outcome_view =
-        |o: &Outcome| OutcomeView { code: o.code().0.into(), message: o.message(), support_code: support.0.clone() };
+    let outcome_view = |o: &Outcome| OutcomeView::new(o, &support);
 
     if !people::directory_alive(&st, found.target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;

@@ -11,6 +11,12 @@ pub struct OutcomeView {
     pub support_code: String,
 }
 
+impl OutcomeView {
+    pub fn new(outcome: &crate::domain::Outcome, support: &super::SupportCode) -> Self {
+        Self { code: outcome.code().0.into(), message: outcome.message(), support_code: support.0.clone() }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PolicyView {
     pub min_length: Option<u32>,

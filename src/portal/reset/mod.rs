@@ -49,11 +49,7 @@ fn outcome_page(
     OutcomePage {
         title: title.into(),
         success: outcome.is_success(),
-        outcome: OutcomeView {
-            code: outcome.code().0.into(),
-            message: outcome.message(),
-            support_code: support.0.clone(),
-        },
+        outcome: OutcomeView::new(outcome, support),
         helpdesk: st.cfg.server.helpdesk_contact.clone(),
         start_again,
         return_to: None,

@@ -144,10 +144,6 @@ pub async fn set_password(
         done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
         return Ok(support.tag(done));
     }
-    let view = OutcomeView {
-        code: result.outcome.code().0.into(),
-        message: result.outcome.message(),
-        support_code: support.0.clone(),
-    };
+    let view = OutcomeView::new(&result.outcome, &support);
     Ok(support.tag(password_page(&st, &session, &mut flow, &target, None, Some(view)).await?))
 }
