@@ -190,7 +190,7 @@ pub struct ServerConfig {
     /// Serve plain HTTP because a TLS-terminating proxy sits in front. Cookies stay `Secure`.
     pub behind_tls_proxy: bool,
     /// Helpdesk contact shown on error pages.
-    pub helpdesk_contact: String,
+    pub helpdesk_contact: Option<String>,
     /// Origins (`https://apps.example.org`) that may send people here with `return_to`, and be
     /// sent back to. Any other `return_to` is ignored.
     pub allowed_return_origins: Vec<String>,
@@ -206,7 +206,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             behind_tls_proxy: false,
-            helpdesk_contact: "your helpdesk".into(),
+            helpdesk_contact: None,
             allowed_return_origins: Vec::new(),
             frame_ancestors: Vec::new(),
         }
@@ -586,7 +586,7 @@ mod tests {
         .unwrap();
         use secrecy::ExposeSecret;
         assert_eq!(cfg.mail.password.unwrap().expose_secret(), "123456");
-        assert_eq!(cfg.server.helpdesk_contact, "5550100");
+        assert_eq!(cfg.server.helpdesk_contact.as_deref(), Some("5550100"));
         assert_eq!(cfg.mail.smtp_port, 2525);
     }
 

@@ -23,7 +23,7 @@ pub fn portal_config(dir: &Path, ca: &TestCa, port: u16, smtp_port: u16) -> anyh
     cfg.server.public_url = format!("https://localhost:{port}");
     cfg.server.tls_cert_file = Some(ca.cert_file.clone());
     cfg.server.tls_key_file = Some(ca.key_file.clone());
-    cfg.server.helpdesk_contact = "the demo helpdesk (helpdesk@example.org)".into();
+    cfg.server.helpdesk_contact = Some("helpdesk@example.org".into());
     cfg.database.url = format!("sqlite://{}?mode=rwc", dir.join("passback.db").display());
     cfg.secrets.data_key_file = Some(key_file);
     cfg.mail.smtp_host = "127.0.0.1".into();

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod domain;
 pub mod envelope;
 pub mod files;
+pub mod i18n;
 pub mod mail;
 pub mod portal;
 pub mod relay;

@@ -13,13 +13,13 @@ impl LoginName {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let s = raw.trim();
         if s.is_empty() {
-            return Err(ParseError("Enter your user name or e-mail address."));
+            return Err(ParseError("error.login_empty"));
         }
         if s.chars().count() > 256 {
-            return Err(ParseError("That is too long to be a user name or e-mail address."));
+            return Err(ParseError("error.login_long"));
         }
         if s.chars().any(|c| c.is_control()) {
-            return Err(ParseError("That is not a user name or e-mail address."));
+            return Err(ParseError("error.login_bad"));
         }
         Ok(Self(s.to_lowercase()))
     }
@@ -38,7 +38,7 @@ pub struct EmailAddress(String);
 impl EmailAddress {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let s = raw.trim();
-        let bad = ParseError("That is not an e-mail address.");
+        let bad = ParseError("error.email_bad");
         let (local, domain) = s.split_once('@').ok_or(bad.clone())?;
         if local.is_empty()
             || domain.is_empty()

@@ -15,5 +15,17 @@ pub use secret::{NewPassword, OneTimeCode, Secret};
 
 /// Why a value given by a person or a peer was refused at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", self.text(crate::i18n::Tr(crate::i18n::Lang::En)))]
 pub struct ParseError(pub &'static str);
+
+impl ParseError {
+    /// What the person reads. User-facing refusals are keys into the message catalogues; the
+    /// others (made for configuration and peers) are English already.
+    pub fn text(&self, tr: crate::i18n::Tr) -> String {
+        if self.0.starts_with("error.") {
+            tr.t(self.0).to_string()
+        } else {
+            self.0.to_string()
+        }
+    }
+}

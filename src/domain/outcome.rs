@@ -1,6 +1,7 @@
 //! The one closed set of outcomes (DESIGN.md §5). Every attempt ends in exactly one of these;
 //! each has a stable code, a message a person can act on, and travels in relay frames as is.
 
+use crate::i18n::Tr;
 use serde::{Deserialize, Serialize};
 
 /// The directory's password rules, as far as the agent could read them.
@@ -106,85 +107,37 @@ impl Outcome {
     }
 
     /// What the person reads: what happened and what they can do. Plain words, real numbers.
-    pub fn message(&self) -> String {
-        match self {
-            Outcome::Success => "Your password has been changed. Use the new password from now on.".into(),
-            Outcome::SuccessCloudPending => "Your password has been changed in your organisation's directory, but not \
-                yet for cloud services: signing in to those with it may not work for a while. If it still does not \
-                in an hour, contact your helpdesk with the support code."
-                .into(),
-            Outcome::NoAgent => "Password reset is unavailable right now: your organisation's directory \
-                cannot be reached. Try again later, or contact your helpdesk."
-                .into(),
-            Outcome::AgentTimeout => "We could not confirm that your password was changed: your \
-                organisation's directory did not answer in time. Wait a minute, then try your new password \
-                or try again."
-                .into(),
-            Outcome::TooShort { min_length: Some(n) } => {
-                format!("That password is too short. It must be at least {n} characters long.")
+    pub fn message(&self, tr: Tr) -> String {
+        let key = match self {
+            Outcome::Success => "outcome.success",
+            Outcome::SuccessCloudPending => "outcome.success_cloud_pending",
+            Outcome::NoAgent => "outcome.no_agent",
+            Outcome::AgentTimeout => "outcome.agent_timeout",
+            Outcome::TooShort { min_length: Some(n) } => return tr.f("outcome.too_short_n", "n", n),
+            Outcome::TooShort { min_length: None } => "outcome.too_short",
+            Outcome::NotComplex => "outcome.not_complex",
+            Outcome::InHistory { history: Some(n) } => return tr.f("outcome.in_history_n", "n", n),
+            Outcome::InHistory { history: None } => "outcome.in_history",
+            Outcome::TooYoung { min_age_secs: Some(s) } => {
+                return tr.f("outcome.too_young_d", "duration", tr.duration(*s))
             }
-            Outcome::TooShort { min_length: None } => "That password is too short. Choose a longer one.".into(),
-            Outcome::NotComplex => "That password is too simple. Mix upper-case and lower-case letters, \
-                digits and symbols."
-                .into(),
-            Outcome::InHistory { history: Some(n) } => {
-                format!("You have used that password recently. Choose one that is not among your last {n} passwords.")
-            }
-            Outcome::InHistory { history: None } => {
-                "You have used that password recently. Choose one you have not used before.".into()
-            }
-            Outcome::TooYoung { min_age_secs } => match min_age_secs.map(human_duration) {
-                Some(d) => format!(
-                    "Your password was changed too recently. It can be changed again {d} after the last change."
-                ),
-                None => "Your password was changed too recently. Try again later.".into(),
-            },
-            Outcome::Banned => "That password is too easy to guess. Choose another one.".into(),
-            Outcome::ContainsUserName => "A password cannot contain your user name. Choose another one.".into(),
-            Outcome::NotFound => "We could not find your account in your organisation's directory. \
-                Contact your helpdesk and give them the support code."
-                .into(),
-            Outcome::Protected => "Administrator accounts cannot reset a forgotten password here. \
-                Contact another administrator."
-                .into(),
-            Outcome::InsufficientRights => "Password reset is not set up correctly for your account. \
-                Contact your helpdesk and give them the support code."
-                .into(),
-            Outcome::DirectoryUnreachable => "Your organisation's directory cannot be reached right now. \
-                Try again in a few minutes."
-                .into(),
-            Outcome::OldPasswordWrong => "The current password is not right.".into(),
-            Outcome::AccountDisabled => "Your account is disabled. Contact your helpdesk.".into(),
-            Outcome::AccountLocked => "Your account is locked. Wait a while or contact your helpdesk.".into(),
-            Outcome::MustChange => "You must choose a new password before you can sign in. Change it now.".into(),
-            Outcome::PasswordExpired => "Your password has expired. Choose a new one.".into(),
-            Outcome::Refused => "Your organisation's directory refused the new password. Contact your \
-                helpdesk and give them the support code."
-                .into(),
-            Outcome::VerificationFailed => "We could not verify your identity. Wait a while and start again, \
-                or contact your helpdesk."
-                .into(),
-            Outcome::Internal => "Something went wrong on our side. Try again, and if it happens again \
-                contact your helpdesk with the support code."
-                .into(),
-        }
-    }
-}
-
-fn human_duration(secs: u64) -> String {
-    match secs {
-        s if s % 86_400 == 0 && s >= 86_400 => plural(s / 86_400, "day"),
-        s if s % 3_600 == 0 && s >= 3_600 => plural(s / 3_600, "hour"),
-        s if s >= 60 => plural(s.div_ceil(60), "minute"),
-        s => plural(s, "second"),
-    }
-}
-
-fn plural(n: u64, unit: &str) -> String {
-    if n == 1 {
-        format!("1 {unit}")
-    } else {
-        format!("{n} {unit}s")
+            Outcome::TooYoung { min_age_secs: None } => "outcome.too_young",
+            Outcome::Banned => "outcome.banned",
+            Outcome::ContainsUserName => "outcome.contains_user_name",
+            Outcome::NotFound => "outcome.not_found",
+            Outcome::Protected => "outcome.protected",
+            Outcome::InsufficientRights => "outcome.insufficient_rights",
+            Outcome::DirectoryUnreachable => "outcome.directory_unreachable",
+            Outcome::OldPasswordWrong => "outcome.old_password_wrong",
+            Outcome::AccountDisabled => "outcome.account_disabled",
+            Outcome::AccountLocked => "outcome.account_locked",
+            Outcome::MustChange => "outcome.must_change",
+            Outcome::PasswordExpired => "outcome.password_expired",
+            Outcome::Refused => "outcome.refused",
+            Outcome::VerificationFailed => "outcome.verification_failed",
+            Outcome::Internal => "outcome.internal",
+        };
+        tr.t(key).to_string()
     }
 }
 
@@ -226,9 +179,10 @@ mod tests {
 
     #[test]
     fn rules_are_stated_with_the_real_numbers() {
-        assert!(Outcome::TooShort { min_length: Some(8) }.message().contains("at least 8 characters"));
-        assert!(Outcome::InHistory { history: Some(3) }.message().contains("last 3 passwords"));
-        assert!(Outcome::TooYoung { min_age_secs: Some(3600) }.message().contains("1 hour"));
+        let tr = Tr::default();
+        assert!(Outcome::TooShort { min_length: Some(8) }.message(tr).contains("at least 8 characters"));
+        assert!(Outcome::InHistory { history: Some(3) }.message(tr).contains("last 3 passwords"));
+        assert!(Outcome::TooYoung { min_age_secs: Some(3600) }.message(tr).contains("1 hour"));
     }
 
     #[test]

@@ -19,16 +19,16 @@ impl NewPassword {
     pub fn parse(new: SecretString, confirm: &SecretString) -> Result<Self, ParseError> {
         let n = new.expose_secret();
         if n.is_empty() {
-            return Err(ParseError("Enter a new password."));
+            return Err(ParseError("error.password_empty"));
         }
         if !bool::from(n.as_bytes().ct_eq(confirm.expose_secret().as_bytes())) {
-            return Err(ParseError("The two passwords are not the same. Type the new password twice."));
+            return Err(ParseError("error.password_mismatch"));
         }
         if n.chars().count() > MAX_PASSWORD_CHARS {
-            return Err(ParseError("That password is longer than 256 characters."));
+            return Err(ParseError("error.password_long"));
         }
         if n.chars().any(char::is_control) {
-            return Err(ParseError("A password cannot contain control characters."));
+            return Err(ParseError("error.password_control"));
         }
         Ok(Self(new))
     }
@@ -57,7 +57,7 @@ impl OneTimeCode {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let digits: String = raw.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
         if digits.len() != Self::DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ParseError("The code is the 8 digits from the e-mail we sent you."));
+            return Err(ParseError("error.code_format"));
         }
         Ok(Self(digits.into()))
     }

@@ -6,6 +6,7 @@ pub mod sink;
 
 use crate::config::{MailConfig, SmtpSecurity};
 use crate::domain::EmailAddress;
+use crate::i18n::Tr;
 use anyhow::Context;
 use askama::Template;
 use lettre::message::{Mailbox, MultiPart};
@@ -31,6 +32,7 @@ pub struct Rendered {
 #[derive(Template)]
 #[template(path = "mail/code.txt")]
 struct CodeText<'a> {
+    tr: Tr,
     code: &'a str,
     minutes: u64,
 }
@@ -38,42 +40,64 @@ struct CodeText<'a> {
 #[derive(Template)]
 #[template(path = "mail/code.html")]
 struct CodeHtml<'a> {
+    tr: Tr,
     code: &'a str,
     minutes: u64,
 }
 
-/// The message that carries a one-time code.
-pub fn code_message(code: &str, minutes: u64) -> anyhow::Result<Rendered> {
+/// The message that carries a one-time code, in the language of the person who asked for it.
+pub fn code_message(tr: Tr, code: &str, minutes: u64) -> anyhow::Result<Rendered> {
     Ok(Rendered {
-        subject: "Your passback verification code".into(),
-        text: CodeText { code, minutes }.render()?,
-        html: CodeHtml { code, minutes }.render()?,
+        subject: tr.t("mail.code_subject").into(),
+        text: CodeText { tr, code, minutes }.render()?,
+        html: CodeHtml { tr, code, minutes }.render()?,
     })
 }
 
+/// What a notice tells the person happened to their account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Reset,
+    Changed,
+    Unlocked,
+}
+
+impl Notice {
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Notice::Reset => ("mail.reset_subject", "mail.reset_body"),
+            Notice::Changed => ("mail.changed_subject", "mail.changed_body"),
+            Notice::Unlocked => ("mail.unlocked_subject", "mail.unlocked_body"),
+        }
+    }
+}
+
 #[derive(Template)]
-#[template(path = "mail/changed.txt")]
-struct ChangedText<'a> {
-    what: &'a str,
+#[template(path = "mail/notice.txt")]
+struct NoticeText<'a> {
+    tr: Tr,
+    body_key: &'a str,
     when: &'a str,
     helpdesk: &'a str,
 }
 
 #[derive(Template)]
-#[template(path = "mail/changed.html")]
-struct ChangedHtml<'a> {
-    what: &'a str,
+#[template(path = "mail/notice.html")]
+struct NoticeHtml<'a> {
+    tr: Tr,
+    body_key: &'a str,
     when: &'a str,
     helpdesk: &'a str,
 }
 
-/// The notice sent after a password was reset (`reset: true`) or changed.
-pub fn changed_message(reset: bool, when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
-    let what = if reset { "reset" } else { "changed" };
+/// The notice sent after a password was reset or changed, or an account unlocked: when, and what
+/// to do if it was not the person.
+pub fn notice_message(tr: Tr, notice: Notice, when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
+    let (subject, body_key) = notice.keys();
     Ok(Rendered {
-        subject: format!("Your password was {what}"),
-        text: ChangedText { what, when, helpdesk }.render()?,
-        html: ChangedHtml { what, when, helpdesk }.render()?,
+        subject: tr.t(subject).into(),
+        text: NoticeText { tr, body_key, when, helpdesk }.render()?,
+        html: NoticeHtml { tr, body_key, when, helpdesk }.render()?,
     })
 }
 

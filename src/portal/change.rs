@@ -8,6 +8,7 @@ use super::pages::{ChangePage, OutcomeView};
 use super::people::{self, Attempt};
 use super::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
+use crate::i18n::Tr;
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -18,9 +19,13 @@ use tower_sessions::Session;
 
 /// The session key of the change form's one-use key (also the relay message id).
 const FORM_KEY: &str = "change_form_key";
-const ALREADY_SENT: &str = "This form was already sent. If your password was not changed, try again below.";
+const ALREADY_SENT: &str = "password.already_sent";
 
+/// The change form. It states the policy of the only directory, if there is one: never the
+/// person's own, which would tell whether a name exists.
 async fn page(
+    st: &AppState,
+    target: Option<&people::Target>,
     session: &Session,
     login: &str,
     error: Option<String>,
@@ -34,12 +39,21 @@ async fn page(
             k
         }
     };
-    let page = ChangePage { csrf: csrf::token(session).await?, form_key, login: login.to_string(), error, outcome };
+    let policy = passwords::policy_view(st, target).await;
+    let page = ChangePage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        form_key,
+        login: login.to_string(),
+        error,
+        outcome,
+        policy,
+    };
     Ok(page.into_response())
 }
 
-pub async fn change_form(session: Session) -> Result<Response, PortalError> {
-    page(&session, "", None, None).await
+pub async fn change_form(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
+    page(&st, None, &session, "", None, None).await
 }
 
 #[derive(Deserialize)]
@@ -75,20 +89,20 @@ async fn change_inner(
     csrf::check(&session, &f.csrf).await?;
     let typed = f.login.trim().to_string();
     if session.get::<String>(FORM_KEY).await?.as_deref() != Some(f.form_key.as_str()) {
-        return page(&session, &typed, Some(ALREADY_SENT.into()), None).await;
+        return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     }
     let login = match LoginName::parse(&f.login) {
         Ok(l) => l,
-        Err(e) => return page(&session, &typed, Some(e.0.into()), None).await,
+        Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };
     if f.current.expose_secret().is_empty() {
-        return page(&session, &typed, Some("Enter your current password.".into()), None).await;
+        return page(&st, None, &session, &typed, Some(Tr::current().t("change.current_missing").into()), None).await;
     }
     let new = match NewPassword::parse(f.password, &f.confirm) {
         Ok(p) => p,
-        Err(e) => return page(&session, &typed, Some(e.0.into()), None).await,
+        Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };
-    let Ok(msg_id) = MsgId::parse(&f.form_key) else { return page(&session, &typed, None, None).await };
+    let Ok(msg_id) = MsgId::parse(&f.form_key) else { return page(&st, None, &session, &typed, None, None).await };
     // The key is spent now; the writeback claim below makes it single-use even for racing submits.
     session.remove::<String>(FORM_KEY).await?;
 
@@ -102,7 +116,7 @@ async fn change_inner(
     if !people::directory_alive(&st, found.target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("change.identify", &o, "no live agent").await?;
-        return Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&o))).await?));
+        return Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&o))).await?));
     }
     let subject = match &found.target {
         Some(t) => store::attempts::subject(&t.directory, &t.anchor),
@@ -112,7 +126,7 @@ async fn change_inner(
     let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
         let o = Outcome::VerificationFailed;
         attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour or day").await?;
-        return Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&o))).await?));
+        return Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&o))).await?));
     };
 
     let result = match &found.target {
@@ -127,7 +141,7 @@ async fn change_inner(
             };
             if !store::writebacks::claim(&st.db, &claim).await? {
                 store::attempts::release(&st.db, reservation).await?;
-                return page(&session, &typed, Some(ALREADY_SENT.into()), None).await;
+                return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
             }
             let result = passwords::apply(&st, target, msg_id.clone(), &new, Some(&f.current), now).await?;
             store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
@@ -157,17 +171,18 @@ async fn change_inner(
     }
     if result.outcome.is_success() {
         if let Some(target) = &found.target {
-            people::notify_changed(&st, target, now, false);
+            people::notify(&st, target, now, crate::mail::Notice::Changed);
         }
         let done = super::pages::OutcomePage {
-            title: "Your password has been changed".into(),
+            tr: Tr::current(),
+            title: Tr::current().t("password.done_title").into(),
             success: true,
             outcome: outcome_view(&result.outcome),
-            helpdesk: st.cfg.server.helpdesk_contact.clone(),
+            helpdesk: st.helpdesk(Tr::current()),
             start_again: false,
             return_to: session.get::<String>(super::RETURN_TO).await?,
         };
         return Ok(support.tag(done));
     }
-    Ok(support.tag(page(&session, &typed, None, Some(outcome_view(&result.outcome))).await?))
+    Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&result.outcome))).await?))
 }

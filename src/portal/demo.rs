@@ -13,7 +13,7 @@ pub async fn mail(State(st): State<AppState>) -> Response {
         .rev()
         .map(|m| DemoMail { to: m.to.join(", "), subject: m.subject().to_string(), body: text_part(&m.data) })
         .collect();
-    DemoMailPage { mails }.into_response()
+    DemoMailPage { tr: crate::i18n::Tr::current(), mails }.into_response()
 }
 
 /// The text/plain part of a message as lettre writes it (7bit for our ASCII templates).

@@ -75,14 +75,16 @@ impl From<sqlx::Error> for PortalError {
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         let support = SupportCode::new();
+        let tr = crate::i18n::Tr::current();
         let (status, page) = match &self {
             PortalError::Csrf => {
                 tracing::warn!(support_code = %support, "refused a form without a valid CSRF token");
                 (
                     StatusCode::FORBIDDEN,
                     ErrorPage {
-                        title: "This page has expired".into(),
-                        message: "For your security this form is no longer valid. Start again.".into(),
+                        tr,
+                        title: tr.t("error.expired_title").into(),
+                        message: tr.t("error.expired").into(),
                         support_code: support.0.clone(),
                     },
                 )
@@ -92,10 +94,9 @@ impl IntoResponse for PortalError {
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ErrorPage {
-                        title: "Something went wrong".into(),
-                        message: "Something went wrong on our side. Try again, and if it happens again contact \
-                                  your helpdesk with the support code."
-                            .into(),
+                        tr,
+                        title: tr.t("error.internal_title").into(),
+                        message: tr.t("error.internal").into(),
                         support_code: support.0.clone(),
                     },
                 )

@@ -5,6 +5,7 @@ mod change;
 mod csrf;
 mod demo;
 mod error;
+mod lang;
 mod pages;
 pub mod passwords;
 mod people;
@@ -33,7 +34,7 @@ pub mod paths {
     pub const RESET_PASSWORD: &str = "/reset/password";
     pub const CHANGE: &str = "/change";
     pub const DEMO_MAIL: &str = "/demo/mail";
-    pub const STYLESHEET: &str = "/static/style.css";
+    pub const STATIC: &str = "/static/{file}";
     pub const HEALTH: &str = "/healthz";
 }
 
@@ -57,6 +58,13 @@ pub struct AppState {
     pub demo_mailbox: Option<Mailbox>,
 }
 
+impl AppState {
+    /// Whom people should contact: as configured, else "your helpdesk" in their language.
+    pub fn helpdesk(&self, tr: crate::i18n::Tr) -> String {
+        self.cfg.server.helpdesk_contact.clone().unwrap_or_else(|| tr.t("common.your_helpdesk").to_string())
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;
     let framers = state.cfg.server.frame_ancestors.clone();
@@ -67,16 +75,26 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
         .route(paths::CHANGE, get(change::change_form).post(change::change))
         .route(paths::HEALTH, get(|| async { "ok" }))
-        .route(paths::STYLESHEET, get(static_css));
+        .route(paths::STATIC, get(static_file));
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }
-    let r = r.with_state(state).layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
+    let r = r
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)));
     security_headers(r, tls, &framers)
 }
 
-async fn static_css() -> impl axum::response::IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../static/style.css"))
+/// The few static assets, built into the binary: no CDN, nothing read from disk at run time.
+async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (kind, body) = match file.as_str() {
+        "style.css" => ("text/css; charset=utf-8", include_str!("../../static/style.css")),
+        "password.js" => ("text/javascript; charset=utf-8", include_str!("../../static/password.js")),
+        _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
 }
 
 /// Headers every portal response carries: no inline script, no framing, no caching of pages

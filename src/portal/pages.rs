@@ -1,5 +1,6 @@
 //! One template struct per page. Askama escapes every value; nothing here is marked safe.
 
+use crate::i18n::Tr;
 use askama::Template;
 use askama_web::WebTemplate;
 
@@ -13,7 +14,7 @@ pub struct OutcomeView {
 
 impl OutcomeView {
     pub fn new(outcome: &crate::domain::Outcome, support: &super::SupportCode) -> Self {
-        Self { code: outcome.code().0.into(), message: outcome.message(), support_code: support.0.clone() }
+        Self { code: outcome.code().0.into(), message: outcome.message(Tr::current()), support_code: support.0.clone() }
     }
 }
 
@@ -27,6 +28,7 @@ pub struct PolicyView {
 #[derive(Template, WebTemplate)]
 #[template(path = "reset_identify.html")]
 pub struct IdentifyPage {
+    pub tr: Tr,
     pub csrf: String,
     pub login: String,
     pub error: Option<String>,
@@ -35,6 +37,7 @@ pub struct IdentifyPage {
 #[derive(Template, WebTemplate)]
 #[template(path = "reset_verify.html")]
 pub struct VerifyPage {
+    pub tr: Tr,
     pub csrf: String,
     pub minutes: u64,
     pub error: Option<String>,
@@ -45,6 +48,7 @@ pub struct VerifyPage {
 #[derive(Template, WebTemplate)]
 #[template(path = "reset_password.html")]
 pub struct PasswordPage {
+    pub tr: Tr,
     pub csrf: String,
     pub form_key: String,
     pub error: Option<String>,
@@ -55,16 +59,19 @@ pub struct PasswordPage {
 #[derive(Template, WebTemplate)]
 #[template(path = "change.html")]
 pub struct ChangePage {
+    pub tr: Tr,
     pub csrf: String,
     pub form_key: String,
     pub login: String,
     pub error: Option<String>,
     pub outcome: Option<OutcomeView>,
+    pub policy: Option<PolicyView>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "outcome.html")]
 pub struct OutcomePage {
+    pub tr: Tr,
     pub title: String,
     pub success: bool,
     pub outcome: OutcomeView,
@@ -77,6 +84,7 @@ pub struct OutcomePage {
 #[derive(Template, WebTemplate)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
+    pub tr: Tr,
     pub title: String,
     pub message: String,
     pub support_code: String,
@@ -91,5 +99,6 @@ pub struct DemoMail {
 #[derive(Template, WebTemplate)]
 #[template(path = "demo_mail.html")]
 pub struct DemoMailPage {
+    pub tr: Tr,
     pub mails: Vec<DemoMail>,
 }

@@ -2,6 +2,7 @@
 //! portal's own argon2id hashes (cloud-only and hash-synced people), computed off the async
 //! workers, under the cloud password policy.
 
+use super::pages::PolicyView;
 use super::people::Target;
 use super::{AppState, PortalError};
 use crate::config::CloudPolicyConfig;
@@ -45,6 +46,29 @@ pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
         min_age_secs: None,
         complexity: Some(policy.complexity),
     }
+}
+
+/// The rules a new password must meet, as the form states them before the person types: the
+/// cloud policy, or what the person's directory reported. Without a person yet (the change form
+/// before it is sent), the policy of the only directory, if there is just one.
+pub(crate) async fn policy_view(st: &AppState, target: Option<&Target>) -> Option<PolicyView> {
+    let facts: PolicyFacts = match target {
+        Some(t) if t.kind == UserKind::CloudOnly => cloud_facts(&st.cfg.cloud_policy),
+        _ => {
+            let directory = match target {
+                Some(t) => t.directory.clone(),
+                None if st.cfg.directories.len() == 1 => st.cfg.directories.keys().next()?.clone(),
+                None => return None,
+            };
+            let json = store::users::policy(&st.db, &directory).await.ok().flatten()?;
+            serde_json::from_str(&json).ok()?
+        }
+    };
+    Some(PolicyView {
+        min_length: facts.min_length,
+        history: facts.history,
+        complexity: facts.complexity.unwrap_or(false),
+    })
 }
 
 /// Sets `new` for `target`: a reset when `old` is `None`, else a change that first proves `old`.

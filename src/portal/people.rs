@@ -3,6 +3,7 @@
 
 use super::{AppState, PortalError, SupportCode};
 use crate::domain::{DirectoryId, EmailAddress, LoginName, Outcome, UserKind};
+use crate::mail::Notice;
 use crate::store::{self, audit::AuditRecord};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -135,24 +136,25 @@ impl Attempt<'_> {
     }
 }
 
-/// E-mails the person that their password was reset or changed (in the background: a mail
-/// failure never undoes the password, and is logged for the administrator).
-pub(crate) fn notify_changed(st: &AppState, target: &Target, now: i64, reset: bool) {
+/// E-mails the person what was done to their account (in the background: a mail failure never
+/// undoes the password, and is logged for the administrator).
+pub(crate) fn notify(st: &AppState, target: &Target, now: i64, notice: Notice) {
     let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
     let when = time::OffsetDateTime::from_unix_timestamp(now)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
         .unwrap_or_default();
     let mailer = st.mailer.clone();
-    let helpdesk = st.cfg.server.helpdesk_contact.clone();
+    let tr = crate::i18n::Tr::current();
+    let helpdesk = st.helpdesk(tr);
     tokio::spawn(async move {
-        let sent = match crate::mail::changed_message(reset, &when, &helpdesk) {
+        let sent = match crate::mail::notice_message(tr, notice, &when, &helpdesk) {
             Ok(msg) => mailer.send(&to, msg).await,
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
             // The password change stands; the administrator learns of the mail failure here.
-            tracing::error!(error = %format!("{e:#}"), "sending the password-changed notice failed");
+            tracing::error!(error = %format!("{e:#}"), "sending a notice to the person failed");
         }
     });
 }

@@ -370,7 +370,7 @@ impl TestApp {
         self.mailbox
             .all()
             .into_iter()
-            .filter(|m| m.to.iter().any(|t| t == address) && m.subject() == "Your passback verification code")
+            .filter(|m| m.to.iter().any(|t| t == address) && m.subject() == "Your verification code")
             .collect()
     }
 

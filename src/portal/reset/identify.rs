@@ -3,6 +3,7 @@
 
 use super::{outcome_page, Attempt, Flow, FLOW};
 use crate::domain::{EmailAddress, LoginName, MsgId, OneTimeCode, Outcome};
+use crate::i18n::Tr;
 use crate::portal::pages::IdentifyPage;
 use crate::portal::{csrf, paths, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
@@ -35,7 +36,7 @@ pub async fn identify_form(
         session.insert(crate::portal::RETURN_TO, url).await?;
     }
     let login = q.login_hint.filter(|h| LoginName::parse(h).is_ok()).map(|h| h.trim().to_string()).unwrap_or_default();
-    Ok(IdentifyPage { csrf: csrf::token(&session).await?, login, error: None }.into_response())
+    Ok(IdentifyPage { tr: Tr::current(), csrf: csrf::token(&session).await?, login, error: None }.into_response())
 }
 
 #[derive(Deserialize)]
@@ -54,8 +55,12 @@ pub async fn identify(
     let login = match LoginName::parse(&f.login) {
         Ok(l) => l,
         Err(e) => {
-            let page =
-                IdentifyPage { csrf: csrf::token(&session).await?, login: String::new(), error: Some(e.0.into()) };
+            let page = IdentifyPage {
+                tr: Tr::current(),
+                csrf: csrf::token(&session).await?,
+                login: String::new(),
+                error: Some(e.text(Tr::current())),
+            };
             return Ok(page.into_response());
         }
     };
@@ -68,7 +73,7 @@ pub async fn identify(
     if !people::directory_alive(&st, target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("reset.identify", &o, "no live agent").await?;
-        return Ok(support.tag(outcome_page(&st, "Password reset is unavailable", &o, &support, true)));
+        return Ok(support.tag(outcome_page(&st, "password.unavailable_title", &o, &support, true)));
     }
 
     // The same work whether or not the name matched: a code is made, hashed, and offered to the
@@ -112,8 +117,9 @@ fn send_code(st: &AppState, to: EmailAddress, code: OneTimeCode, support: &Suppo
     let mailer = st.mailer.clone();
     let support = support.clone();
     let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
+    let tr = Tr::current();
     tokio::spawn(async move {
-        let sent = match crate::mail::code_message(code.expose(), minutes) {
+        let sent = match crate::mail::code_message(tr, code.expose(), minutes) {
             Ok(msg) => mailer.send(&to, msg).await,
             Err(e) => Err(e),
         };

@@ -46,11 +46,13 @@ fn outcome_page(
     support: &SupportCode,
     start_again: bool,
 ) -> OutcomePage {
+    let tr = crate::i18n::Tr::current();
     OutcomePage {
-        title: title.into(),
+        tr,
+        title: tr.t(title).into(),
         success: outcome.is_success(),
         outcome: OutcomeView::new(outcome, support),
-        helpdesk: st.cfg.server.helpdesk_contact.clone(),
+        helpdesk: st.helpdesk(tr),
         start_again,
         return_to: None,
     }

@@ -3,8 +3,9 @@
 //! so a second submit of the same form can never write twice.
 
 use super::{load_flow, outcome_page, Attempt, Flow, Target, FLOW};
-use crate::domain::{MsgId, NewPassword, PolicyFacts, UserKind};
-use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
+use crate::domain::{MsgId, NewPassword, UserKind};
+use crate::i18n::Tr;
+use crate::portal::pages::{OutcomeView, PasswordPage};
 use crate::portal::{csrf, passwords, paths, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
@@ -16,7 +17,7 @@ use tower_sessions::Session;
 
 /// How long a verified person has to choose a new password.
 const VERIFIED_FOR_SECS: i64 = 15 * 60;
-const ALREADY_SENT: &str = "This form was already sent. If your password was not changed, try again below.";
+const ALREADY_SENT: &str = "password.already_sent";
 
 type PageResult = Result<Response, PortalError>;
 
@@ -34,17 +35,6 @@ async fn verified_flow(st: &AppState, session: &Session) -> Result<Result<(Flow,
             Ok(Err(back))
         }
     }
-}
-
-/// The rules the new password must meet: the cloud policy, or what the directory reported.
-async fn policy_view(st: &AppState, target: &Target) -> Option<PolicyView> {
-    let p: PolicyFacts = if target.kind == UserKind::CloudOnly {
-        passwords::cloud_facts(&st.cfg.cloud_policy)
-    } else {
-        let json = store::users::policy(&st.db, &target.directory).await.ok().flatten()?;
-        serde_json::from_str(&json).ok()?
-    };
-    Some(PolicyView { min_length: p.min_length, history: p.history, complexity: p.complexity.unwrap_or(false) })
 }
 
 async fn password_page(
@@ -65,11 +55,12 @@ async fn password_page(
         }
     };
     let page = PasswordPage {
+        tr: Tr::current(),
         csrf: csrf::token(session).await?,
         form_key,
         error,
         outcome,
-        policy: policy_view(st, target).await,
+        policy: passwords::policy_view(st, Some(target)).await,
     };
     Ok(page.into_response())
 }
@@ -103,11 +94,12 @@ pub async fn set_password(
     };
     // A form already submitted (double click, back button): never a second write.
     if flow.form_key.as_deref() != Some(f.form_key.as_str()) {
-        return password_page(&st, &session, &mut flow, &target, Some(ALREADY_SENT.into()), None).await;
+        return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
+            .await;
     }
     let password = match NewPassword::parse(f.password, &f.confirm) {
         Ok(p) => p,
-        Err(e) => return password_page(&st, &session, &mut flow, &target, Some(e.0.into()), None).await,
+        Err(e) => return password_page(&st, &session, &mut flow, &target, Some(e.text(Tr::current())), None).await,
     };
     let Ok(msg_id) = MsgId::parse(&f.form_key) else {
         return Err(anyhow::anyhow!("stored flow holds a malformed form key").into());
@@ -127,7 +119,8 @@ pub async fn set_password(
         now,
     };
     if !store::writebacks::claim(&st.db, &claim).await? {
-        return password_page(&st, &session, &mut flow, &target, Some(ALREADY_SENT.into()), None).await;
+        return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
+            .await;
     }
 
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
@@ -139,8 +132,8 @@ pub async fn set_password(
     if result.outcome.is_success() {
         store::attempts::clear(&st.db, &store::attempts::subject(&target.directory, &target.anchor)).await?;
         session.remove::<Flow>(FLOW).await?;
-        people::notify_changed(&st, &target, now, true);
-        let mut done = outcome_page(&st, "Your password has been changed", &result.outcome, &support, false);
+        people::notify(&st, &target, now, crate::mail::Notice::Reset);
+        let mut done = outcome_page(&st, "password.done_title", &result.outcome, &support, false);
         done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
         return Ok(support.tag(done));
     }

@@ -3,6 +3,7 @@
 
 use super::{load_flow, outcome_page, Attempt, FLOW};
 use crate::domain::{MsgId, OneTimeCode, Outcome};
+use crate::i18n::Tr;
 use crate::portal::pages::VerifyPage;
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
@@ -18,7 +19,8 @@ pub async fn verify_form(State(st): State<AppState>, session: Session) -> Result
         return Ok(Redirect::to(paths::RESET_PASSWORD).into_response());
     }
     let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
-    let page = VerifyPage { csrf: csrf::token(&session).await?, minutes, error: None, support_code: None };
+    let page =
+        VerifyPage { tr: Tr::current(), csrf: csrf::token(&session).await?, minutes, error: None, support_code: None };
     Ok(page.into_response())
 }
 
@@ -43,8 +45,13 @@ pub async fn verify(
     let code = match OneTimeCode::parse(&f.code) {
         Ok(c) => c,
         Err(e) => {
-            let page =
-                VerifyPage { csrf: csrf::token(&session).await?, minutes, error: Some(e.0.into()), support_code: None };
+            let page = VerifyPage {
+                tr: Tr::current(),
+                csrf: csrf::token(&session).await?,
+                minutes,
+                error: Some(e.text(Tr::current())),
+                support_code: None,
+            };
             return Ok(page.into_response());
         }
     };
@@ -73,15 +80,14 @@ pub async fn verify(
         attempt.audit("reset.verify", &o, "wrong, used or expired code").await?;
         if flow.failed_attempts >= max {
             session.remove::<super::Flow>(FLOW).await?;
-            return Ok(support.tag(outcome_page(&st, "We could not verify you", &o, &support, true)));
+            return Ok(support.tag(outcome_page(&st, "verify.failed_title", &o, &support, true)));
         }
         let left = max - flow.failed_attempts;
         session.insert(FLOW, &flow).await?;
-        let error = format!(
-            "That code is not right, or it has expired. You can try {left} more time{}.",
-            if left == 1 { "" } else { "s" }
-        );
+        let tr = Tr::current();
+        let error = if left == 1 { tr.t("verify.wrong_one").to_string() } else { tr.f("verify.wrong", "left", left) };
         let page = VerifyPage {
+            tr,
             csrf: csrf::token(&session).await?,
             minutes,
             error: Some(error),

@@ -1,0 +1,287 @@
+//! Message catalogues: every sentence a person reads, in each language the portal speaks.
+//!
+//! One TOML file per language under `locales/`, built into the binary. English is complete by
+//! definition; a test checks that every other catalogue has exactly its keys and placeholders.
+//! A page learns its language from the request (see [`negotiate`]) and reads text through [`Tr`].
+//! This module imports nothing of the application: the domain's error keys point into it.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum Lang {
+    #[default]
+    En,
+    Fr,
+    De,
+    Es,
+    Nl,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 5] = [Lang::En, Lang::Fr, Lang::De, Lang::Es, Lang::Nl];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Fr => "fr",
+            Lang::De => "de",
+            Lang::Es => "es",
+            Lang::Nl => "nl",
+        }
+    }
+
+    /// The language's name in itself, for the switch on every page.
+    pub fn native_name(self) -> &'static str {
+        match self {
+            Lang::En => "English",
+            Lang::Fr => "Français",
+            Lang::De => "Deutsch",
+            Lang::Es => "Español",
+            Lang::Nl => "Nederlands",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Lang> {
+        let primary = code.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+        Lang::ALL.into_iter().find(|l| l.code() == primary)
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Lang::En => include_str!("../locales/en.toml"),
+            Lang::Fr => include_str!("../locales/fr.toml"),
+            Lang::De => include_str!("../locales/de.toml"),
+            Lang::Es => include_str!("../locales/es.toml"),
+            Lang::Nl => include_str!("../locales/nl.toml"),
+        }
+    }
+}
+
+/// The language an `Accept-Language` header prefers most among ours (English if none).
+pub fn negotiate(accept_language: &str) -> Lang {
+    let mut wanted: Vec<(f32, usize, Lang)> = accept_language
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let mut parts = item.split(';');
+            let lang = Lang::parse(parts.next()?)?;
+            let q =
+                parts.find_map(|p| p.trim().strip_prefix("q=")).map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+            (q > 0.0).then_some((q, i, lang))
+        })
+        .collect();
+    // Highest quality first; among equals, the order the browser gave.
+    wanted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    wanted.first().map_or(Lang::En, |w| w.2)
+}
+
+type Catalogue = HashMap<String, String>;
+
+fn parse_catalogue(src: &str) -> Result<Catalogue, String> {
+    let table: toml::Table = toml::from_str(src).map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    flatten("", &table, &mut out)?;
+    Ok(out)
+}
+
+/// `[reset] title = "…"` becomes `reset.title`.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Catalogue) -> Result<(), String> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::String(s) => {
+                out.insert(key, s.clone());
+            }
+            toml::Value::Table(t) => flatten(&key, t, out)?,
+            _ => return Err(format!("{key}: only text and sections belong in a catalogue")),
+        }
+    }
+    Ok(())
+}
+
+fn catalogues() -> &'static HashMap<Lang, Catalogue> {
+    static ALL: OnceLock<HashMap<Lang, Catalogue>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        Lang::ALL
+            .into_iter()
+            .map(|l| {
+                // A catalogue that does not parse is caught by the tests; at run time it falls
+                // back to English key by key rather than taking the portal down.
+                let c = parse_catalogue(l.source()).unwrap_or_else(|e| {
+                    tracing::error!(lang = l.code(), error = %e, "message catalogue does not parse");
+                    HashMap::new()
+                });
+                (l, c)
+            })
+            .collect()
+    })
+}
+
+tokio::task_local! {
+    static CURRENT: Lang;
+}
+
+/// Runs `f` with `lang` as the language of everything it renders.
+pub async fn scope<F: std::future::Future>(lang: Lang, f: F) -> F::Output {
+    CURRENT.scope(lang, f).await
+}
+
+/// Text in one language. Cheap to copy; every page carries one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tr(pub Lang);
+
+impl Tr {
+    /// The language of the request being answered (English outside of one).
+    pub fn current() -> Self {
+        Tr(CURRENT.try_with(|l| *l).unwrap_or_default())
+    }
+
+    pub fn lang(&self) -> &'static str {
+        self.0.code()
+    }
+
+    /// The text of `key`: in this language, else in English, else the key itself (which the
+    /// tests make sure never happens).
+    pub fn t(&self, key: &str) -> &'static str {
+        let all = catalogues();
+        all.get(&self.0)
+            .and_then(|c| c.get(key))
+            .or_else(|| all.get(&Lang::En).and_then(|c| c.get(key)))
+            .map_or_else(|| leak_key(key), |s| s.as_str())
+    }
+
+    /// The text of `key` with `{name}` replaced by `value`.
+    pub fn f(&self, key: &str, name: &str, value: impl std::fmt::Display) -> String {
+        self.t(key).replace(&format!("{{{name}}}"), &value.to_string())
+    }
+
+    /// The text of `key` with two placeholders filled in.
+    pub fn f2(
+        &self,
+        key: &str,
+        name1: &str,
+        value1: impl std::fmt::Display,
+        name2: &str,
+        value2: impl std::fmt::Display,
+    ) -> String {
+        self.fill(key, &[(name1, value1.to_string()), (name2, value2.to_string())])
+    }
+
+    /// The text of `key` with each `{name}` replaced.
+    pub fn fill(&self, key: &str, args: &[(&str, String)]) -> String {
+        args.iter().fold(self.t(key).to_string(), |s, (name, value)| s.replace(&format!("{{{name}}}"), value))
+    }
+
+    /// `key.one` or `key.other` with `{n}` filled in, as `n` asks.
+    pub fn plural(&self, key: &str, n: u64) -> String {
+        let form = if n == 1 { "one" } else { "other" };
+        self.f(&format!("{key}.{form}"), "n", n)
+    }
+
+    /// A duration in words: "2 hours", "1 day".
+    pub fn duration(&self, secs: u64) -> String {
+        match secs {
+            s if s % 86_400 == 0 && s >= 86_400 => self.plural("duration.days", s / 86_400),
+            s if s % 3_600 == 0 && s >= 3_600 => self.plural("duration.hours", s / 3_600),
+            s if s >= 60 => self.plural("duration.minutes", s.div_ceil(60)),
+            s => self.plural("duration.seconds", s),
+        }
+    }
+
+    /// The languages for the switch on every page: (code, name, is this one).
+    pub fn languages(&self) -> Vec<(&'static str, &'static str, bool)> {
+        Lang::ALL.into_iter().map(|l| (l.code(), l.native_name(), l == self.0)).collect()
+    }
+}
+
+/// A missing key is shown as itself; kept for the life of the process (there are few keys).
+fn leak_key(key: &str) -> &'static str {
+    static MISSING: OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    tracing::warn!(key, "message key missing from the catalogue");
+    let Ok(mut m) = MISSING.get_or_init(Default::default).lock() else { return "?" };
+    m.entry(key.to_string()).or_insert_with(|| Box::leak(key.to_string().into_boxed_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placeholders(s: &str) -> Vec<String> {
+        let mut out: Vec<String> =
+            s.split('{').skip(1).filter_map(|p| p.split_once('}').map(|(n, _)| n.to_string())).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_catalogue_parses_and_has_exactly_the_english_keys_and_placeholders() {
+        let en = parse_catalogue(Lang::En.source()).unwrap();
+        assert!(en.len() > 50, "the English catalogue looks truncated");
+        for lang in Lang::ALL {
+            let c = parse_catalogue(lang.source()).unwrap_or_else(|e| panic!("{}: {e}", lang.code()));
+            let mut missing: Vec<_> = en.keys().filter(|k| !c.contains_key(*k)).collect();
+            let mut extra: Vec<_> = c.keys().filter(|k| !en.contains_key(*k)).collect();
+            missing.sort();
+            extra.sort();
+            assert!(missing.is_empty(), "{} lacks {missing:?}", lang.code());
+            assert!(extra.is_empty(), "{} has keys English lacks: {extra:?}", lang.code());
+            for (k, v) in &c {
+                assert_eq!(placeholders(v), placeholders(&en[k]), "{}: {k} has other placeholders", lang.code());
+                assert!(!v.trim().is_empty(), "{}: {k} is empty", lang.code());
+            }
+        }
+    }
+
+    /// Every `tr.t("…")`, `tr.f("…"`, `Tr::current().t("…")`… in the templates and the code
+    /// names a key that exists (keys passed around as constants are checked where rendered).
+    #[test]
+    fn every_key_the_templates_and_code_use_exists() {
+        let en = parse_catalogue(Lang::En.source()).unwrap();
+        let mut files = Vec::new();
+        for dir in ["templates", "templates/mail", "src", "src/portal", "src/portal/reset", "src/domain"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            for entry in std::fs::read_dir(&path).unwrap() {
+                let p = entry.unwrap().path();
+                if p.is_file() {
+                    files.push(p);
+                }
+            }
+        }
+        let mut unknown = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            if f.ends_with("i18n.rs") {
+                continue;
+            }
+            for call in ["r.t(\"", ").t(\"", "r.f(\"", ").f(\"", "r.f2(\"", "r.plural(\""] {
+                for piece in text.split(call).skip(1) {
+                    let key = piece.split('"').next().unwrap();
+                    if key.contains('.') && !key.contains(' ') && !key.ends_with('.') && !en.contains_key(key) {
+                        unknown.push(format!("{}: {key}", f.display()));
+                    }
+                }
+            }
+        }
+        assert!(unknown.is_empty(), "keys missing from locales/en.toml: {unknown:#?}");
+    }
+
+    #[test]
+    fn accept_language_picks_the_most_wanted_of_ours() {
+        assert_eq!(negotiate("fr-CH, fr;q=0.9, en;q=0.8"), Lang::Fr);
+        assert_eq!(negotiate("ja, de;q=0.5, nl;q=0.7"), Lang::Nl);
+        assert_eq!(negotiate("es;q=0, de"), Lang::De);
+        assert_eq!(negotiate("ja"), Lang::En);
+        assert_eq!(negotiate(""), Lang::En);
+        assert_eq!(negotiate("*"), Lang::En);
+    }
+
+    #[test]
+    fn text_is_filled_in_and_counted() {
+        let tr = Tr(Lang::En);
+        assert_eq!(tr.duration(3600), "1 hour");
+        assert_eq!(tr.duration(2 * 86_400), "2 days");
+        assert_eq!(Tr(Lang::Fr).duration(120), "2 minutes");
+        assert_eq!(tr.t("no.such.key"), "no.such.key");
+    }
+}
