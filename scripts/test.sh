@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests and the integration tests, which start their own OpenLDAP
-# (slapd with ppolicy), Samba AD DC, SMTP sink, portal over TLS and agent processes on 127.0.0.1.
+# (slapd with ppolicy), Samba AD DC, SMTP sink, portal over TLS and agent processes on 127.0.0.1,
+# and drive headless Chromium (with axe-core, from npm, for accessibility checks).
 # Samba's LDAP ports are fixed (389/636): nothing else may use them while the tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$PATH:/usr/sbin"
+# axe-core, pinned by tests/browser/package-lock.json.
+[ -f tests/browser/node_modules/axe-core/axe.min.js ] || npm ci --prefix tests/browser --no-audit --no-fund
 # Each integration test starts a directory, a portal and an agent; they mostly wait on I/O,
 # so a few run at once even on 2 cores.
 exec cargo test --locked -- --test-threads "${PASSBACK_TEST_THREADS:-4}"

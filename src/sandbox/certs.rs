@@ -21,6 +21,9 @@ pub struct TestCa {
     pub cert_file: PathBuf,
     /// The server's private key, PKCS#8, file mode 0600.
     pub key_file: PathBuf,
+    /// SHA-256 of the server key's SubjectPublicKeyInfo, base64: what a browser can be told to
+    /// trust (`--ignore-certificate-errors-spki-list`) instead of trusting everything.
+    pub spki_sha256: String,
 }
 
 impl TestCa {
@@ -62,8 +65,18 @@ impl TestCa {
         let key = KeyPair::generate().context("generating the server key")?;
         let cert = params.signed_by(&key, &issuer).context("signing the server certificate")?;
 
-        let ca =
-            TestCa { ca_file: dir.join("ca.pem"), cert_file: dir.join("server.pem"), key_file: dir.join("server.key") };
+        let spki_sha256 = {
+            use base64::Engine;
+            use sha2::Digest;
+            base64::engine::general_purpose::STANDARD
+                .encode(sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)))
+        };
+        let ca = TestCa {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            spki_sha256,
+        };
         std::fs::write(&ca.ca_file, ca_cert.pem()).with_context(|| format!("writing {}", ca.ca_file.display()))?;
         std::fs::write(&ca.cert_file, cert.pem()).with_context(|| format!("writing {}", ca.cert_file.display()))?;
         let key_pem = Zeroizing::new(key.serialize_pem());

@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ad;
+mod browser;
 mod change;
 mod directories;
 mod harness;
 mod kinds;
 mod relay;
 mod reset;
+mod web;

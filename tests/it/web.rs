@@ -1,0 +1,243 @@
+//! A real browser for the tests: Debian's headless Chromium driven through chromedriver over
+//! WebDriver. Each [`Browser`] has its own chromedriver, profile and cookies. It trusts exactly
+//! the test portal's key (by its SPKI hash), nothing more. `check` runs axe-core on the page and
+//! saves screenshots at phone and desktop widths under `target/screenshots/`.
+
+use crate::harness::TestApp;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Browser {
+    client: Client,
+    driver: Child,
+    base: String,
+    /// Names the screenshots: one folder per test.
+    name: String,
+    js: bool,
+    _profile: PathBuf,
+}
+
+#[derive(Clone, Copy)]
+pub struct Options {
+    /// JavaScript on (the default) or off, to prove every flow works without it.
+    pub js: bool,
+    /// What the browser says it prefers in `Accept-Language`.
+    pub lang: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { js: true, lang: "en-GB" }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn screenshots_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is target/tmp; the screenshots go beside it, kept as CI artefacts.
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("screenshots")
+}
+
+impl Browser {
+    pub async fn open(app: &TestApp, name: &str) -> Browser {
+        Self::open_with(app, name, Options::default()).await
+    }
+
+    pub async fn open_with(app: &TestApp, name: &str, opts: Options) -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver) is installed");
+        let profile = app.dir.join(format!("chromium-{name}"));
+        std::fs::create_dir_all(&profile).unwrap();
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-features=Translate,OptimizationHints,MediaRouter".into(),
+            "--window-size=1280,900".into(),
+            format!("--lang={}", opts.lang),
+            format!("--user-data-dir={}", profile.display()),
+            format!("--ignore-certificate-errors-spki-list={}", app.ca.spki_sha256),
+        ];
+        if !opts.js {
+            args.push("--blink-settings=scriptEnabled=false".into());
+        }
+        let mut prefs = json!({ "intl.accept_languages": opts.lang });
+        if !opts.js {
+            prefs["profile.managed_default_content_settings.javascript"] = json!(2);
+        }
+        let caps = json!({
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args, "prefs": prefs }
+        });
+        let caps = caps.as_object().unwrap().clone();
+        let mut last = None;
+        for _ in 0..100 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        driver,
+                        base: app.url.clone(),
+                        name: name.into(),
+                        js: opts.js,
+                        _profile: profile,
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start a browser: {last:?}");
+    }
+
+    pub async fn goto(&self, path: &str) {
+        self.client.goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+
+    /// The page's address, without the portal's origin.
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.unwrap();
+        url.as_str().strip_prefix(&self.base).unwrap_or(url.as_str()).to_string()
+    }
+
+    pub async fn text(&self) -> String {
+        self.client.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn html(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+
+    /// Types into the field labelled by `id`, replacing what it held.
+    pub async fn fill(&self, id: &str, value: &str) {
+        let field = self.client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("field #{id}: {e}"));
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    /// Clicks the button or link whose visible text is `text`, and waits for the next page.
+    pub async fn press(&self, text: &str) {
+        let xpath = format!(
+            "//button[normalize-space()='{text}'] | //a[normalize-space()='{text}'] | //label[normalize-space()='{text}']"
+        );
+        let el = self
+            .client
+            .find(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no button or link {text:?}: {e}"));
+        let before = self.client.find(Locator::Css("html")).await.unwrap();
+        el.click().await.unwrap();
+        // Every press here leads to a new page: wait until the old document is gone (the form
+        // post may take as long as the directory does), then for the new one.
+        for _ in 0..300 {
+            if before.tag_name().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.client.wait().for_element(Locator::Css("body")).await.unwrap();
+    }
+
+    /// Chooses the radio button or checkbox with this id.
+    #[allow(dead_code)]
+    pub async fn choose(&self, id: &str) {
+        self.client.find(Locator::Id(id)).await.unwrap().click().await.unwrap();
+    }
+
+    pub async fn value(&self, id: &str) -> String {
+        self.client.find(Locator::Id(id)).await.unwrap().prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    /// Checks the page as a person would meet it: axe-core finds no accessibility violation
+    /// (with JavaScript on), and screenshots at 360 and 1280 pixels wide are saved as `label`.
+    pub async fn check(&self, label: &str) {
+        if self.js {
+            let violations = self.axe().await;
+            assert!(
+                violations.is_empty(),
+                "axe-core found accessibility violations on {label} ({}):\n{}",
+                self.path().await,
+                serde_json::to_string_pretty(&violations).unwrap()
+            );
+        }
+        let dir = screenshots_dir().join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for width in [360u32, 1280] {
+            self.client.set_window_size(width, 900).await.unwrap();
+            let png = self.client.screenshot().await.unwrap();
+            std::fs::write(dir.join(format!("{label}-{width}.png")), png).unwrap();
+        }
+        self.client.set_window_size(1280, 900).await.unwrap();
+    }
+
+    /// The axe-core violations on the page now (with impact, rule and the nodes involved).
+    async fn axe(&self) -> Vec<serde_json::Value> {
+        let source = axe_source();
+        self.client.execute(source, vec![]).await.unwrap();
+        let result = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] })
+                    .then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.map(n => n.html) }))))
+                    .catch(e => done([{ id: 'axe-error', help: String(e) }]));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        result.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Whether the page is in a document of this language (`<html lang>`).
+    pub async fn lang(&self) -> String {
+        self.client.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().unwrap_or_default()
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver and the Chromium processes it started share one process group: stop them
+        // all, also when a test failed half-way.
+        // `--` matters: without it `kill` may read "-<pid>" as an option.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
+        let _ = self.driver.wait();
+    }
+}
+
+fn axe_source() -> &'static str {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AXE.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!("{path}: {e}; install it with `npm ci --prefix tests/browser` (scripts/test.sh does)")
+        })
+    })
+}
