@@ -140,6 +140,73 @@ pub struct PortalConfig {
     pub directories: std::collections::BTreeMap<String, PortalDirectoryConfig>,
     /// The rules for cloud-only accounts, whose passwords live only in the portal.
     pub cloud_policy: CloudPolicyConfig,
+    /// How people prove who they are before a reset or unlock, and the limits on it.
+    pub gates: GatesConfig,
+}
+
+/// A way to prove who you are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMethod {
+    /// A one-time code e-mailed to an address on record.
+    Email,
+    /// A code from an authenticator app (TOTP).
+    Authenticator,
+    /// Answers to security questions.
+    Questions,
+}
+
+impl GateMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateMethod::Email => "email",
+            GateMethod::Authenticator => "authenticator",
+            GateMethod::Questions => "questions",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatesConfig {
+    /// The methods people may use (and register).
+    pub methods: Vec<GateMethod>,
+    /// How many different methods a reset or unlock needs: 1 or 2.
+    pub required: u32,
+    /// Whether codes may go to the person's main (synced `mail`) address as well as to alternate
+    /// ones (registered, or the directory's `otherMailbox`). Off where the main mailbox sits
+    /// behind the very password that was forgotten.
+    pub email_primary: bool,
+    /// Questions a person registers answers to, and how many of them a reset asks.
+    pub questions_to_register: u32,
+    pub questions_to_ask: u32,
+    /// The administrator's own questions, offered beside the predefined ones.
+    pub custom_questions: Vec<String>,
+    /// Failed verifications of one account in an hour before self-service is blocked for it.
+    pub failures_per_hour: u32,
+    /// Resets (and unlocks) of one account in an hour before self-service is blocked for it.
+    pub resets_per_hour: u32,
+    /// How long such a block lasts.
+    pub block_hours: u32,
+    /// Ask people to review their security info at sign-in every this many days (0: never).
+    pub reconfirm_days: u32,
+}
+
+impl Default for GatesConfig {
+    fn default() -> Self {
+        Self {
+            methods: vec![GateMethod::Email, GateMethod::Authenticator, GateMethod::Questions],
+            required: 1,
+            email_primary: true,
+            questions_to_register: 3,
+            questions_to_ask: 2,
+            custom_questions: Vec::new(),
+            failures_per_hour: 5,
+            resets_per_hour: 5,
+            block_hours: 24,
+            reconfirm_days: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +242,7 @@ impl Default for PortalConfig {
             mail: MailConfig::default(),
             directories: Default::default(),
             cloud_policy: CloudPolicyConfig::default(),
+            gates: GatesConfig::default(),
         }
     }
 }
@@ -385,6 +453,21 @@ impl PortalConfig {
         }
         if self.mail.security == SmtpSecurity::None && !dev && !is_loopback_host(&self.mail.smtp_host) {
             bail!("mail.security = \"none\" sends codes in clear: only allowed to a relay on this host or in development mode");
+        }
+        let g = &self.gates;
+        if g.methods.is_empty() {
+            bail!("gates.methods: enable at least one method");
+        }
+        if !(1..=2).contains(&g.required) || g.required as usize > g.methods.len() {
+            bail!("gates.required must be 1 or 2, and no more than the methods enabled");
+        }
+        if g.methods.contains(&GateMethod::Questions)
+            && (g.questions_to_ask == 0 || g.questions_to_ask > g.questions_to_register || g.questions_to_register > 10)
+        {
+            bail!("gates: questions_to_ask must be 1..=questions_to_register, and questions_to_register at most 10");
+        }
+        if g.failures_per_hour == 0 || g.resets_per_hour == 0 {
+            bail!("gates: failures_per_hour and resets_per_hour must be at least 1");
         }
         if self.reset.code_attempts == 0 || self.relay.result_deadline_secs == 0 || self.relay.ping_interval_secs == 0 {
             bail!("reset.code_attempts, relay.result_deadline_secs and relay.ping_interval_secs must be positive");

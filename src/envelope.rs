@@ -106,6 +106,8 @@ pub enum Op {
     Unlock,
     /// Require a new password at the next sign-in; no password travels.
     RequireChange,
+    /// Check a password by binding as the person (sign-in); nothing is written.
+    Verify,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,7 +67,8 @@ impl Application {
             .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
 
         let code_key = data_key.derive("passback/one-time-codes/v1");
-        let relay_state = RelayState { hub: hub.clone(), db: db.clone(), data_key, clock: clock.clone() };
+        let relay_state =
+            RelayState { hub: hub.clone(), db: db.clone(), data_key: data_key.clone(), clock: clock.clone() };
         let app_state = AppState {
             db: db.clone(),
             hub: hub.clone(),
@@ -75,6 +76,7 @@ impl Application {
             mailer,
             clock,
             code_key,
+            secrets: data_key,
             demo_mailbox: extras.demo_mailbox,
         };
         let router = portal::router(app_state)

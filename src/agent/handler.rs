@@ -143,7 +143,7 @@ impl Agent {
         match pkg.op {
             Op::Unlock => return dir.change_account(&pkg.anchor, AccountChange::Unlock).await,
             Op::RequireChange => return dir.change_account(&pkg.anchor, AccountChange::MustChange(true)).await,
-            Op::Reset | Op::Change => {}
+            Op::Reset | Op::Change | Op::Verify => {}
         }
         let new = match self.decrypt(pkg.pw_ct.as_deref(), key_version).await {
             Ok(p) => p,
@@ -154,6 +154,7 @@ impl Agent {
                 Ok(old) => dir.change(&pkg.anchor, &old, &new).await,
                 Err(a) => a,
             },
+            Op::Verify => return dir.verify(&pkg.anchor, &new).await,
             _ => dir.reset(&pkg.anchor, &new).await,
         };
         if pkg.op == Op::Reset && answer.outcome.is_success() {

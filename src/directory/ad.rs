@@ -276,6 +276,24 @@ impl Ad {
         Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
     }
 
+    /// Checks a person's password by binding as them (sign-in); AD says in the bind's `data`
+    /// code why it refused (wrong, must change, expired, locked, disabled).
+    pub(crate) async fn verify(&self, anchor: &Anchor, password: &SecretString) -> Answer {
+        let person = match self.find(anchor, false).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return answer::not_found("objectGUID", anchor),
+            Err(f) => return answer::failure(&f),
+        };
+        match self.pool.bind_as(&person.dn, password, Vec::new()).await {
+            Ok(res) => Answer {
+                outcome: answer::ad_bind(res.rc, &res.text),
+                raw: format!("bind rc={} text={:?}", res.rc, res.text),
+                policy: None,
+            },
+            Err(f) => answer::failure(&f),
+        }
+    }
+
     pub(crate) async fn change_account(&self, anchor: &Anchor, change: super::AccountChange) -> Answer {
         let person = match self.find(anchor, false).await {
             Ok(Some(p)) => p,

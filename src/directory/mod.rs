@@ -120,6 +120,17 @@ impl Directory {
         answer
     }
 
+    /// Checks a person's password by binding as them: the sign-in of a federated person.
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
+    pub async fn verify(&self, anchor: &Anchor, password: &SecretString) -> Answer {
+        let answer = match &self.backend {
+            Backend::OpenLdap(d) => d.verify(anchor, password).await,
+            Backend::Ad(d) => d.verify(anchor, password).await,
+        };
+        tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password check answered");
+        answer
+    }
+
     /// Unlocks the account, or sets or clears "must change at next sign-in".
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor, ?change))]
     pub async fn change_account(&self, anchor: &Anchor, change: AccountChange) -> Answer {

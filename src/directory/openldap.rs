@@ -111,6 +111,38 @@ impl OpenLdap {
         Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
     }
 
+    /// Checks a person's password by binding as them (sign-in), asking ppolicy why a bind fails
+    /// or whether the password must be changed first.
+    pub(crate) async fn verify(&self, anchor: &Anchor, password: &SecretString) -> Answer {
+        let person = match self.find(anchor).await {
+            Ok(Some(person)) => person,
+            Ok(None) => return answer::not_found("entryUUID", anchor),
+            Err(f) => return answer::failure(&f),
+        };
+        if person.disabled {
+            return Answer {
+                outcome: Outcome::AccountDisabled,
+                raw: format!("{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK})", person.dn),
+                policy: None,
+            };
+        }
+        let res = match self.pool.bind_as(&person.dn, password, vec![ppolicy_request()]).await {
+            Ok(r) => r,
+            Err(f) => return answer::failure(&f),
+        };
+        let ppolicy = res
+            .ctrls
+            .iter()
+            .find(|c| c.1.ctype == PPOLICY_OID)
+            .and_then(|c| c.1.val.as_deref())
+            .and_then(answer::ppolicy_error);
+        Answer {
+            outcome: answer::openldap_bind(res.rc, ppolicy),
+            raw: answer::raw(res.rc, &res.text, ppolicy),
+            policy: None,
+        }
+    }
+
     pub(crate) async fn change_account(&self, anchor: &Anchor, change: super::AccountChange) -> Answer {
         let person = match self.find(anchor).await {
             Ok(Some(p)) => p,

@@ -249,20 +249,39 @@ impl Pool {
         }
     }
 
+    /// Binds as `dn` with a person's password on a connection of its own (never one of the
+    /// pool's), with `controls`, and returns the directory's answer. Only for checking that the
+    /// password is right: the connection is closed at once. An empty password is refused here,
+    /// since a simple bind without one would be an anonymous bind, which "succeeds".
+    pub(crate) async fn bind_as(
+        &self,
+        dn: &str,
+        password: &SecretString,
+        controls: Vec<ldap3::controls::RawControl>,
+    ) -> Result<ldap3::LdapResult, Failure> {
+        if password.expose_secret().is_empty() {
+            return Ok(ldap3::LdapResult {
+                rc: 49,
+                matched: String::new(),
+                text: "empty password refused before any bind".into(),
+                refs: Vec::new(),
+                ctrls: Vec::new(),
+            });
+        }
+        let mut ldap = self.open().await?;
+        let result = ldap
+            .with_timeout(self.timeout)
+            .with_controls(controls)
+            .simple_bind(dn, password.expose_secret())
+            .await
+            .map_err(|e| Failure::Unreachable(format!("binding as the person at {}: {e}", self.url)));
+        let _ = ldap.unbind().await;
+        result
+    }
+
     /// Opens an encrypted connection and binds it as the service account.
     async fn connect(&self) -> Result<Ldap, Failure> {
-        let settings = LdapConnSettings::new()
-            .set_config(self.tls.clone())
-            .set_starttls(self.starttls)
-            .set_conn_timeout(self.timeout);
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
-            .await
-            .map_err(|e| Failure::Unreachable(format!("connecting to {}: {e}", self.url)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.drive().await {
-                tracing::debug!(error = %e, "directory connection ended");
-            }
-        });
+        let mut ldap = self.open().await?;
         let bound = ldap
             .with_timeout(self.timeout)
             .simple_bind(&self.bind_dn, self.bind_password.expose_secret())
@@ -271,6 +290,23 @@ impl Pool {
         if bound.rc != 0 {
             return Err(Failure::BindRefused { rc: bound.rc, text: bound.text });
         }
+        Ok(ldap)
+    }
+
+    /// Opens an encrypted connection, not bound yet.
+    async fn open(&self) -> Result<Ldap, Failure> {
+        let settings = LdapConnSettings::new()
+            .set_config(self.tls.clone())
+            .set_starttls(self.starttls)
+            .set_conn_timeout(self.timeout);
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.url)
+            .await
+            .map_err(|e| Failure::Unreachable(format!("connecting to {}: {e}", self.url)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "directory connection ended");
+            }
+        });
         Ok(ldap)
     }
 }

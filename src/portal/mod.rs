@@ -1,10 +1,12 @@
 //! The portal: server-rendered pages that work without JavaScript. One module per flow.
 //! It never talks to a directory; writebacks go sealed through the relay hub.
 
+mod account;
 mod change;
 mod csrf;
 mod demo;
 mod error;
+pub mod gates;
 mod lang;
 mod pages;
 pub mod passwords;
@@ -21,7 +23,7 @@ use crate::relay::Hub;
 use crate::store::Db;
 use crate::Clock;
 use axum::http::{header, HeaderValue};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -31,8 +33,21 @@ pub mod paths {
     pub const HOME: &str = "/";
     pub const RESET: &str = "/reset";
     pub const RESET_VERIFY: &str = "/reset/verify";
+    pub const RESET_METHOD: &str = "/reset/method";
+    pub const RESET_UNLOCK: &str = "/reset/unlock";
     pub const RESET_PASSWORD: &str = "/reset/password";
     pub const CHANGE: &str = "/change";
+    pub const SIGNIN: &str = "/signin";
+    pub const SIGNIN_EXPIRED: &str = "/signin/expired";
+    pub const SIGNOUT: &str = "/signout";
+    pub const ACCOUNT: &str = "/account";
+    pub const ACCOUNT_CONFIRM: &str = "/account/confirm";
+    pub const ACCOUNT_AUTHENTICATOR: &str = "/account/authenticator";
+    pub const ACCOUNT_AUTHENTICATOR_START: &str = "/account/authenticator/start";
+    pub const ACCOUNT_QUESTIONS: &str = "/account/questions";
+    pub const ACCOUNT_EMAIL: &str = "/account/email";
+    pub const ACCOUNT_EMAIL_CONFIRM: &str = "/account/email/confirm";
+    pub const ACCOUNT_REMOVE: &str = "/account/remove";
     pub const DEMO_MAIL: &str = "/demo/mail";
     pub const STATIC: &str = "/static/{file}";
     pub const HEALTH: &str = "/healthz";
@@ -54,6 +69,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Keyed hashes of one-time codes (derived from the configured data key).
     pub code_key: crate::store::MacKey,
+    /// Encrypts secrets at rest (authenticator seeds).
+    pub secrets: crate::store::DataKey,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
 }
@@ -72,8 +89,21 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HOME, get(reset::home))
         .route(paths::RESET, get(reset::identify_form).post(reset::identify))
         .route(paths::RESET_VERIFY, get(reset::verify_form).post(reset::verify))
+        .route(paths::RESET_METHOD, post(reset::choose))
+        .route(paths::RESET_UNLOCK, get(reset::unlock_form).post(reset::unlock))
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
         .route(paths::CHANGE, get(change::change_form).post(change::change))
+        .route(paths::SIGNIN, get(account::signin_form).post(account::signin))
+        .route(paths::SIGNIN_EXPIRED, get(account::expired_form).post(account::expired))
+        .route(paths::SIGNOUT, post(account::signout))
+        .route(paths::ACCOUNT, get(account::overview))
+        .route(paths::ACCOUNT_CONFIRM, post(account::confirm))
+        .route(paths::ACCOUNT_AUTHENTICATOR_START, post(account::start_authenticator))
+        .route(paths::ACCOUNT_AUTHENTICATOR, get(account::authenticator_form).post(account::confirm_authenticator))
+        .route(paths::ACCOUNT_QUESTIONS, get(account::questions_form).post(account::save_questions))
+        .route(paths::ACCOUNT_EMAIL, get(account::email_form).post(account::add_email))
+        .route(paths::ACCOUNT_EMAIL_CONFIRM, post(account::confirm_email))
+        .route(paths::ACCOUNT_REMOVE, post(account::remove_method))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .route(paths::STATIC, get(static_file));
     if state.demo_mailbox.is_some() {

@@ -31,18 +31,53 @@ pub struct IdentifyPage {
     pub tr: Tr,
     pub csrf: String,
     pub login: String,
+    /// The person asked to unlock rather than reset.
+    pub unlock: bool,
     pub error: Option<String>,
 }
 
+/// The chooser: which way to verify.
 #[derive(Template, WebTemplate)]
-#[template(path = "reset_verify.html")]
-pub struct VerifyPage {
+#[template(path = "reset_choice.html")]
+pub struct ChoicePage {
     pub tr: Tr,
     pub csrf: String,
+    /// (form value, label).
+    pub offers: Vec<(String, String)>,
+    /// A second, different method is asked for.
+    pub second: bool,
+    pub error: Option<String>,
+}
+
+/// One open gate: a code to type, or questions to answer.
+#[derive(Template, WebTemplate)]
+#[template(path = "reset_gate.html")]
+pub struct GatePage {
+    pub tr: Tr,
+    pub csrf: String,
+    /// `email`, `authenticator` or `questions`.
+    pub method: &'static str,
+    /// Where the e-mailed code went, masked.
+    pub masked: String,
     pub minutes: u64,
+    /// (field index, question text).
+    pub questions: Vec<(usize, String)>,
+    /// Other methods remain, so the person may switch.
+    pub can_choose: bool,
+    pub second: bool,
     pub error: Option<String>,
     /// Shown with an error that was audited, so the helpdesk can find it.
     pub support_code: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "reset_unlock.html")]
+pub struct UnlockPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub form_key: String,
+    pub outcome: Option<OutcomeView>,
+    pub error: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -101,4 +136,84 @@ pub struct DemoMail {
 pub struct DemoMailPage {
     pub tr: Tr,
     pub mails: Vec<DemoMail>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "signin.html")]
+pub struct SignInPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub login: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub outcome: Option<OutcomeView>,
+}
+
+/// The directory said the password must be changed (reset by the helpdesk, or expired).
+#[derive(Template, WebTemplate)]
+#[template(path = "signin_expired.html")]
+pub struct ExpiredPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub form_key: String,
+    pub username: String,
+    /// Why, in the directory's words mapped to ours.
+    pub reason: String,
+    pub policy: Option<PolicyView>,
+    pub error: Option<String>,
+    pub outcome: Option<OutcomeView>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account.html")]
+pub struct AccountPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub username: String,
+    /// Fewer methods registered than a reset needs: what to do.
+    pub must_register: Option<String>,
+    /// The periodic "are these still right?" question.
+    pub reconfirm: bool,
+    pub notice: Option<String>,
+    pub email_enabled: bool,
+    pub emails: Vec<String>,
+    pub alternate: Option<String>,
+    pub authenticator_enabled: bool,
+    pub authenticator: bool,
+    pub questions_enabled: bool,
+    pub questions: usize,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account_authenticator.html")]
+pub struct AuthenticatorPage {
+    pub tr: Tr,
+    pub csrf: String,
+    /// The QR code, as a `data:` URL.
+    pub qr: String,
+    /// The seed as text, for typing into an app.
+    pub secret: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account_questions.html")]
+pub struct QuestionsPage {
+    pub tr: Tr,
+    pub csrf: String,
+    /// (id, text) of every question on offer.
+    pub offered: Vec<(String, String)>,
+    /// (row, question chosen so far).
+    pub rows: Vec<(usize, String)>,
+    pub error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account_email.html")]
+pub struct EmailPage {
+    pub tr: Tr,
+    pub csrf: String,
+    /// Where a code was sent (masked), when waiting for it.
+    pub sent_to: Option<String>,
+    pub error: Option<String>,
 }

@@ -189,3 +189,45 @@ async fn write_back(
     }
     Ok(result)
 }
+
+/// Checks a person's current password (sign-in): the portal's own hash for a cloud-only or
+/// hash-synced person, else the directory, by a bind the agent makes (sealed like a password).
+/// A hash-synced person without a portal hash yet is checked by the directory too.
+pub(crate) async fn check_current(
+    st: &AppState,
+    target: &Target,
+    password: &SecretString,
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
+    let stored = match target.kind {
+        UserKind::CloudOnly => Some(store::cloud::password_hash(&st.db, &target.anchor).await?),
+        UserKind::HashSynced => store::users::password_hash(&st.db, &target.directory, &target.anchor).await?.map(Some),
+        UserKind::Federated => None,
+    };
+    if let Some(hash) = stored {
+        let right = verify(password, hash).await;
+        return Ok(if right {
+            local(Outcome::Success, "password matched the portal's hash", None)
+        } else {
+            local(Outcome::OldPasswordWrong, "password did not match the portal's hash", None)
+        });
+    }
+    let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
+        return Err(anyhow::anyhow!("stored person holds malformed ids").into());
+    };
+    let request = WritebackRequest {
+        msg_id: MsgId::random(),
+        op: Op::Verify,
+        directory,
+        anchor,
+        password: Some(password),
+        old_password: None,
+        flags: Flags::default(),
+        actor: "self-service".into(),
+    };
+    let mut result = st.hub.writeback(request, now).await;
+    if let Some(a) = &result.agent_id {
+        result.raw = format!("agent={a} {}", result.raw);
+    }
+    Ok(result)
+}

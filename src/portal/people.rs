@@ -17,7 +17,19 @@ pub(crate) struct Target {
     pub anchor: String,
     pub username: String,
     pub email: Option<String>,
+    /// Further addresses from the directory (AD `otherMailbox`).
+    #[serde(default)]
+    pub other_emails: Vec<String>,
+    /// A privileged account (DESIGN §2): no security questions, no self-service reset.
+    #[serde(default)]
+    pub protected: bool,
     pub kind: UserKind,
+}
+
+impl Target {
+    pub fn person(&self) -> crate::store::security::Person<'_> {
+        crate::store::security::Person { directory: &self.directory, anchor: &self.anchor }
+    }
 }
 
 /// Who a typed name is.
@@ -44,6 +56,8 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
             anchor: one.anchor.clone(),
             username: one.username.clone(),
             email: one.email.clone(),
+            other_emails: one.other_emails(),
+            protected: one.protected,
             kind: synced_kind(st, &one.directory, &one.anchor).await?,
         }),
         ([], [one]) if one.enabled => Some(Target {
@@ -51,6 +65,8 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
             anchor: one.id.clone(),
             username: one.username.clone(),
             email: one.email.clone(),
+            other_emails: Vec::new(),
+            protected: false,
             kind: UserKind::CloudOnly,
         }),
         _ => None,

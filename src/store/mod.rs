@@ -6,6 +6,7 @@ pub mod attempts;
 pub mod audit;
 pub mod cloud;
 pub mod codes;
+pub mod security;
 pub mod users;
 pub mod writebacks;
 

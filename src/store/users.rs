@@ -10,10 +10,19 @@ pub struct UserRow {
     pub dn: String,
     pub username: String,
     pub email: Option<String>,
+    /// JSON array of further addresses (AD `otherMailbox`).
+    pub other_emails: String,
     pub display_name: String,
     pub enabled: bool,
     pub locked: bool,
+    pub protected: bool,
     pub synced_at: i64,
+}
+
+impl UserRow {
+    pub fn other_emails(&self) -> Vec<String> {
+        serde_json::from_str(&self.other_emails).unwrap_or_default()
+    }
 }
 
 pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) -> sqlx::Result<()> {
@@ -61,8 +70,8 @@ pub async fn remove_unseen(db: &Db, directory: &str, sync_started: i64) -> sqlx:
 /// Everyone whose user name or e-mail address is `login` (already lower-cased).
 pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
     sqlx::query_as(
-        "SELECT directory, anchor, dn, username, email, display_name, enabled, locked, synced_at \
-         FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5",
+        "SELECT directory, anchor, dn, username, email, other_emails, display_name, enabled, locked, protected, \
+         synced_at FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5",
     )
     .bind(login)
     .bind(login)

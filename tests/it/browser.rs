@@ -102,16 +102,28 @@ async fn six_wrong_codes_block_the_gate_and_the_block_is_audited() {
     browser.goto("/reset").await;
     browser.fill("login", "alice").await;
     browser.press("Next").await;
-    let _ = app.code_for("alice@example.org", 0).await;
+    let code = app.code_for("alice@example.org", 0).await;
+    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
     for _ in 0..5 {
-        browser.fill("code", "00000000").await;
+        browser.fill("code", wrong).await;
         browser.press("Verify").await;
     }
     let text = browser.text().await;
-    assert!(text.contains("We could not verify you") && text.contains("PB-4001"), "{text}");
+    assert!(text.contains("blocked") && text.contains("PB-4001"), "the fifth failure blocks: {text}");
     browser.check("blocked").await;
-    let failures = app.audit().await.into_iter().filter(|r| r.operation == "reset.verify").count();
+
+    // The sixth try, with a fresh start and even the right code, meets the block.
+    browser.goto("/reset").await;
+    browser.fill("login", "alice").await;
+    browser.press("Next").await;
+    let text = browser.text().await;
+    assert!(text.contains("blocked") && text.contains("PB-4001"), "{text}");
+    assert_eq!(app.mails_to("alice@example.org"), 1, "no code is sent to a blocked account");
+
+    let audit = app.audit().await;
+    let failures = audit.iter().filter(|r| r.operation == "reset.verify.email" && r.outcome_code == "PB-4001").count();
     assert_eq!(failures, 5, "every wrong code is audited");
+    assert!(audit.iter().any(|r| r.operation == "reset.blocked" && r.raw.contains("blocked for 24 h")), "{audit:#?}");
     browser.close().await;
 }
 
@@ -170,5 +182,187 @@ async fn the_portal_speaks_the_browsers_language_and_the_switch_changes_it() {
         assert_eq!(browser.lang().await, code);
         browser.check(&format!("change-{code}")).await;
     }
+    browser.close().await;
+}
+
+/// Signs in on the sign-in page; returns the page's text.
+async fn sign_in(browser: &Browser, login: &str, password: &str) -> String {
+    browser.goto("/signin").await;
+    browser.fill("login", login).await;
+    browser.fill("password", password).await;
+    browser.press("Sign in").await;
+    browser.text().await
+}
+
+/// Registers an authenticator app from the security-info page; returns its seed.
+async fn register_authenticator(app: &crate::harness::TestApp, browser: &Browser) -> Vec<u8> {
+    browser.press("Set up an authenticator app").await;
+    browser.check("authenticator").await;
+    let seed = totp::seed_from_text(&browser.text_of("secret").await).expect("the key is shown as text");
+    browser.fill("code", &totp::code_at(&seed, app.clock.now())).await;
+    browser.press("Confirm").await;
+    let text = browser.text().await;
+    assert!(text.contains("The authenticator app is registered"), "{text}");
+    seed
+}
+
+/// Starts a reset for `login` and, at the chooser, picks the method with this id.
+async fn reset_choosing(browser: &Browser, login: &str, method: &str) {
+    browser.goto("/reset").await;
+    browser.fill("login", login).await;
+    browser.press("Next").await;
+    browser.check("choose-method").await;
+    browser.choose(&format!("method-{method}")).await;
+    browser.press("Next").await;
+}
+
+async fn choose_new_password(browser: &Browser) -> String {
+    browser.fill("password", NEW_PASSWORD).await;
+    browser.fill("confirm", NEW_PASSWORD).await;
+    browser.press("Change my password").await;
+    browser.text().await
+}
+
+use passback::portal::gates::totp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_an_authenticator_app_and_resets_with_it() {
+    let app = spawn_app().await;
+    let browser = Browser::open(&app, "authenticator").await;
+    let text = sign_in(&browser, "alice", INITIAL_USER_PASSWORD).await;
+    assert!(text.contains("Security info"), "{text}");
+    browser.check("security-info").await;
+    let seed = register_authenticator(&app, &browser).await;
+    browser.press("Sign out").await;
+
+    reset_choosing(&browser, "alice", "authenticator").await;
+    assert!(browser.text().await.contains("Enter the code from your app"));
+    browser.check("authenticator-gate").await;
+    // The code used to confirm the app was spent: the same one is refused…
+    browser.fill("code", &totp::code_at(&seed, app.clock.now())).await;
+    browser.press("Verify").await;
+    assert!(browser.text().await.contains("That code is not right"), "{}", browser.text().await);
+    // …and the next one works.
+    browser.fill("code", &totp::code_at(&seed, app.clock.now() + 30)).await;
+    browser.press("Verify").await;
+    let text = choose_new_password(&browser).await;
+    assert!(text.contains("Your password has been changed"), "{text}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
+    assert_eq!(app.mails_to("alice@example.org"), 0, "no e-mail code was needed");
+    let audit = app.audit().await;
+    assert!(audit.iter().any(|r| r.operation == "security.authenticator.add"));
+    assert!(audit.iter().any(|r| r.operation == "reset.verify.authenticator" && r.raw.contains("already used")));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_security_questions_and_resets_by_answering_them() {
+    let app = spawn_app().await;
+    let browser = Browser::open(&app, "questions").await;
+    sign_in(&browser, "bob", INITIAL_USER_PASSWORD).await;
+    browser.goto("/account/questions").await;
+    browser.check("questions-register").await;
+    let answers = [("first_pet", "Rex"), ("birth_city", "  New   York"), ("first_school", "Hilltop")];
+    // Two alike answers are refused, and nothing is kept.
+    for (i, (q, _)) in answers.iter().enumerate() {
+        browser.select(&format!("q{i}"), q).await;
+        browser.fill(&format!("a{i}"), "same answer").await;
+    }
+    browser.press("Save").await;
+    assert!(browser.text().await.contains("different answer to every question"), "{}", browser.text().await);
+    for (i, (q, a)) in answers.iter().enumerate() {
+        browser.select(&format!("q{i}"), q).await;
+        browser.fill(&format!("a{i}"), a).await;
+    }
+    browser.press("Save").await;
+    assert!(browser.text().await.contains("Your answers are registered"), "{}", browser.text().await);
+    browser.press("Sign out").await;
+
+    reset_choosing(&browser, "bob", "questions").await;
+    browser.check("questions-gate").await;
+    let by_text = [("first pet", "REX"), ("born", "new york"), ("first school", "hilltop ")];
+    for i in 0..2 {
+        let label = browser.label_of(&format!("answer{i}")).await;
+        let (_, answer) = by_text.iter().find(|(k, _)| label.contains(k)).unwrap_or_else(|| panic!("asked {label:?}"));
+        browser.fill(&format!("answer{i}"), answer).await;
+    }
+    browser.press("Verify").await;
+    let text = choose_new_password(&browser).await;
+    assert!(text.contains("Your password has been changed"), "{text}");
+    assert!(app.bind_works("bob", NEW_PASSWORD).await);
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT answer_hash FROM security_answers").fetch_all(&app.db).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(stored.iter().all(|h| h.starts_with("$argon2id$") && !h.to_lowercase().contains("rex")));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_methods_required_a_reset_needs_two_different_ones() {
+    let app = spawn_app_with(Options { gates_required: 2, ..Default::default() }).await;
+    let browser = Browser::open(&app, "two-methods").await;
+    let text = sign_in(&browser, "carol", INITIAL_USER_PASSWORD).await;
+    assert!(text.contains("register at least 2"), "registration is asked for: {text}");
+    let seed = register_authenticator(&app, &browser).await;
+    assert!(!browser.text().await.contains("register at least 2"));
+    browser.press("Sign out").await;
+
+    reset_choosing(&browser, "carol", "email-0").await;
+    let code = app.code_for("carol@example.org", 0).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    // The second check is the other method: the only one left, opened at once.
+    let text = browser.text().await;
+    assert!(text.contains("Enter the code from your app") && text.contains("second of two"), "{text}");
+    browser.fill("code", &totp::code_at(&seed, app.clock.now() + 30)).await;
+    browser.press("Verify").await;
+    let text = choose_new_password(&browser).await;
+    assert!(text.contains("Your password has been changed"), "{text}");
+    assert!(app.bind_works("carol", NEW_PASSWORD).await);
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_the_directory_answers_with_must_change_leads_to_the_change_form() {
+    let app = spawn_app().await;
+    app.require_change("carol").await;
+    let browser = Browser::open_with(&app, "must-change", web::Options { js: false, ..Default::default() }).await;
+    let text = sign_in(&browser, "carol", INITIAL_USER_PASSWORD).await;
+    assert_eq!(browser.path().await, "/signin/expired", "{text}");
+    assert!(text.contains("must choose a new password"), "{text}");
+    browser.fill("current", INITIAL_USER_PASSWORD).await;
+    browser.fill("password", NEW_PASSWORD).await;
+    browser.fill("confirm", NEW_PASSWORD).await;
+    browser.press("Change my password").await;
+    assert_eq!(browser.path().await, "/account");
+    assert!(app.bind_works("carol", NEW_PASSWORD).await);
+    // A wrong password is refused in the same words whether or not the name exists.
+    let wrong = sign_in(&browser, "carol", "Wrong-Passw0rd!").await;
+    let nobody = sign_in(&browser, "nobody-here", "Wrong-Passw0rd!").await;
+    assert!(wrong.contains("user name or password is not right"), "{wrong}");
+    let without_support_code =
+        |t: &str| t.lines().filter(|l| !l.contains("support code")).collect::<Vec<_>>().join("\n");
+    assert_eq!(without_support_code(&wrong), without_support_code(&nobody));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_person_unlocks_without_changing_the_password() {
+    let app = spawn_app().await;
+    let browser = Browser::open(&app, "unlock").await;
+    app.lock_out("alice").await;
+    browser.goto("/reset").await;
+    browser.fill("login", "alice").await;
+    browser.choose("intent-unlock").await;
+    browser.press("Next").await;
+    let code = app.code_for("alice@example.org", 0).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    browser.check("unlock").await;
+    browser.press("Unlock my account").await;
+    let text = browser.text().await;
+    assert!(text.contains("Your account is unlocked"), "{text}");
+    assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await, "the old password works again");
+    app.wait_for_mail("Your account was unlocked").await;
     browser.close().await;
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub const DIR_ID: &str = passback::demo::DIRECTORY_ID;
+const INITIAL_PASSWORD: &str = passback::sandbox::INITIAL_USER_PASSWORD;
 
 /// Everything the portal logged during the tests of this binary, to look for leaked secrets.
 pub fn portal_log() -> String {
@@ -53,11 +54,13 @@ pub struct Options {
     pub result_deadline_secs: u64,
     /// An access panel's origin: allowed as `return_to` and as a framing page.
     pub apps_origin: Option<&'static str>,
+    /// How many different methods a reset needs (1 or 2).
+    pub gates_required: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { ping_interval_secs: 1, result_deadline_secs: 5, apps_origin: None }
+        Self { ping_interval_secs: 1, result_deadline_secs: 5, apps_origin: None, gates_required: 1 }
     }
 }
 
@@ -137,6 +140,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
+    cfg.gates.required = opts.gates_required;
     if let Some(origin) = opts.apps_origin {
         cfg.server.allowed_return_origins = vec![origin.into()];
         cfg.server.frame_ancestors = vec![origin.into()];
@@ -432,6 +436,41 @@ impl TestApp {
             &SecretString::from(password.to_string()),
         )
         .await
+    }
+
+    /// The synced anchor of a seeded person.
+    pub async fn anchor_of(&self, uid: &str) -> String {
+        sqlx::query_scalar("SELECT anchor FROM directory_users WHERE username = ?")
+            .bind(uid)
+            .fetch_one(&self.db)
+            .await
+            .unwrap_or_else(|e| panic!("{uid} is not synced: {e}"))
+    }
+
+    /// Makes the directory require a new password at `uid`'s next sign-in, through the relay
+    /// as the helpdesk will (OpenLDAP: `pwdReset`).
+    pub async fn require_change(&self, uid: &str) {
+        use passback::domain::{Anchor, DirectoryId, MsgId};
+        let request = passback::relay::WritebackRequest {
+            msg_id: MsgId::random(),
+            op: passback::envelope::Op::RequireChange,
+            directory: DirectoryId::parse(DIR_ID).unwrap(),
+            anchor: Anchor::parse(&self.anchor_of(uid).await).unwrap(),
+            password: None,
+            old_password: None,
+            flags: Default::default(),
+            actor: "test".into(),
+        };
+        let result = self.hub.writeback(request, self.clock.now()).await;
+        assert!(result.outcome.is_success(), "{result:?}");
+    }
+
+    /// Locks `uid` out of the directory with wrong passwords (ppolicy: 5 failures).
+    pub async fn lock_out(&self, uid: &str) {
+        for _ in 0..6 {
+            assert!(!self.bind_works(uid, "not-the-password").await);
+        }
+        assert!(!self.bind_works(uid, INITIAL_PASSWORD).await, "{uid} is locked: even the right password fails");
     }
 
     pub async fn audit(&self) -> Vec<passback::store::audit::AuditRecord> {

@@ -161,9 +161,24 @@ impl Browser {
     }
 
     /// Chooses the radio button or checkbox with this id.
-    #[allow(dead_code)]
     pub async fn choose(&self, id: &str) {
         self.client.find(Locator::Id(id)).await.unwrap().click().await.unwrap();
+    }
+
+    /// Picks the option with this value in the list `id`.
+    pub async fn select(&self, id: &str, value: &str) {
+        self.client.find(Locator::Id(id)).await.unwrap().select_by_value(value).await.unwrap();
+    }
+
+    /// The text of the element `id`.
+    pub async fn text_of(&self, id: &str) -> String {
+        self.client.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+    }
+
+    /// The text of the label of the field `id`.
+    pub async fn label_of(&self, id: &str) -> String {
+        let css = format!("label[for='{id}']");
+        self.client.find(Locator::Css(&css)).await.unwrap().text().await.unwrap()
     }
 
     pub async fn value(&self, id: &str) -> String {

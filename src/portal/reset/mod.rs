@@ -1,25 +1,43 @@
-//! The "can't access your account" flow: identify → (agent alive?) → e-mailed code → new password
-//! → sealed writeback → the directory's answer, shown at once.
+//! The "can't access your account" flow: identify → the gates the policy requires (e-mailed
+//! code, authenticator app, security questions; one or two different methods) → a new password
+//! or an unlock → sealed writeback → the directory's answer, shown at once.
 //!
 //! The session says which gates have passed; every step checks it, so no step can be skipped by
-//! going straight to a later URL. The first step answers alike whether or not the account exists.
+//! going straight to a later URL. The first step answers alike whether or not the account exists,
+//! and a name that matched nobody walks the same steps, which can never succeed.
 
 mod identify;
 mod password;
+mod unlock;
 mod verify;
 
 pub use identify::{home, identify, identify_form};
 pub use password::{password_form, set_password};
-pub use verify::{verify, verify_form};
+pub use unlock::{unlock, unlock_form};
+pub use verify::{choose, verify, verify_form};
 
+use super::gates::{Current, Offer};
 use super::pages::{OutcomePage, OutcomeView};
 use super::people::{Attempt, Target};
-use super::{AppState, PortalError, SupportCode};
+use super::{paths, AppState, PortalError, SupportCode};
+use crate::config::GateMethod;
 use crate::domain::Outcome;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 const FLOW: &str = "reset";
+
+/// What the person came for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// A new password.
+    #[default]
+    Reset,
+    /// Keep the password; lift the lockout.
+    Unlock,
+}
 
 /// What the session knows of this person's progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,11 +46,37 @@ struct Flow {
     target: Option<Target>,
     /// What the audit calls the person (see [`super::people::Found::audit_name`]).
     audit_name: String,
-    code_id: String,
-    failed_attempts: u32,
+    /// Under what the limits count: the person, or the unmatched name.
+    subject: String,
+    intent: Intent,
+    /// The ways this person can verify, found at the first step.
+    offers: Vec<Offer>,
+    /// Methods already passed.
+    passed: Vec<GateMethod>,
+    /// The gate now shown.
+    current: Option<Current>,
     verified_at: Option<i64>,
-    /// The one-use key of the new-password form now shown; also the relay message id.
+    /// The one-use key of the final form now shown; also the relay message id.
     form_key: Option<String>,
+}
+
+impl Flow {
+    fn attempt<'a>(&'a self, st: &'a AppState, client: std::net::SocketAddr, support: &'a SupportCode) -> Attempt<'a> {
+        Attempt { st, client, audit_name: &self.audit_name, target: self.target.as_ref(), support }
+    }
+
+    /// Offers of methods not passed yet.
+    fn remaining(&self) -> Vec<Offer> {
+        self.offers.iter().filter(|o| !self.passed.contains(&o.method)).cloned().collect()
+    }
+
+    /// Where the person goes once every gate has passed.
+    fn after_gates(&self) -> &'static str {
+        match self.intent {
+            Intent::Reset => paths::RESET_PASSWORD,
+            Intent::Unlock => paths::RESET_UNLOCK,
+        }
+    }
 }
 
 async fn load_flow(session: &Session) -> Result<Option<Flow>, PortalError> {
@@ -55,5 +99,45 @@ fn outcome_page(
         helpdesk: st.helpdesk(tr),
         start_again,
         return_to: None,
+    }
+}
+
+/// The page for a person blocked from self-service: the flow ends here.
+async fn blocked_page(
+    st: &AppState,
+    session: &Session,
+    flow: &Flow,
+    client: std::net::SocketAddr,
+    what: &str,
+) -> Result<Response, PortalError> {
+    let support = SupportCode::new();
+    let o = Outcome::VerificationFailed;
+    flow.attempt(st, client, &support).audit("reset.blocked", &o, what).await?;
+    session.remove::<Flow>(FLOW).await?;
+    let mut page = outcome_page(st, "gates.blocked_title", &o, &support, false);
+    page.outcome.message = crate::i18n::Tr::current().f("gates.blocked", "hours", st.cfg.gates.block_hours);
+    Ok(support.tag(page))
+}
+
+/// The flow, if its person has passed every gate and is within the time allowed; else the way
+/// back to the start.
+async fn verified_flow(
+    st: &AppState,
+    session: &Session,
+    intent: Intent,
+) -> Result<Result<(Flow, Target), Response>, PortalError> {
+    /// How long a verified person has to finish.
+    const VERIFIED_FOR_SECS: i64 = 15 * 60;
+    let back = Redirect::to(paths::RESET).into_response();
+    let Some(flow) = load_flow(session).await? else { return Ok(Err(back)) };
+    match (&flow.verified_at, &flow.target) {
+        (Some(at), Some(t)) if st.clock.now() - at < VERIFIED_FOR_SECS && flow.intent == intent => {
+            let t = t.clone();
+            Ok(Ok((flow, t)))
+        }
+        _ => {
+            session.remove::<Flow>(FLOW).await?;
+            Ok(Err(back))
+        }
     }
 }

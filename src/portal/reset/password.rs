@@ -2,39 +2,25 @@
 //! waits for the directory's answer and shows it. The form's one-use key is the relay message id,
 //! so a second submit of the same form can never write twice.
 
-use super::{load_flow, outcome_page, Attempt, Flow, Target, FLOW};
-use crate::domain::{MsgId, NewPassword, UserKind};
+use super::{outcome_page, Attempt, Flow, Intent, Target, FLOW};
+use crate::domain::{MsgId, NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
 use crate::portal::pages::{OutcomeView, PasswordPage};
-use crate::portal::{csrf, passwords, paths, people, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, passwords, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Form;
 use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
-/// How long a verified person has to choose a new password.
-const VERIFIED_FOR_SECS: i64 = 15 * 60;
 const ALREADY_SENT: &str = "password.already_sent";
 
 type PageResult = Result<Response, PortalError>;
 
-/// The flow, if its person is verified and still within the time allowed; else the way back.
 async fn verified_flow(st: &AppState, session: &Session) -> Result<Result<(Flow, Target), Response>, PortalError> {
-    let back = Redirect::to(paths::RESET).into_response();
-    let Some(flow) = load_flow(session).await? else { return Ok(Err(back)) };
-    match (&flow.verified_at, &flow.target) {
-        (Some(at), Some(t)) if st.clock.now() - at < VERIFIED_FOR_SECS => {
-            let t = t.clone();
-            Ok(Ok((flow, t)))
-        }
-        _ => {
-            session.remove::<Flow>(FLOW).await?;
-            Ok(Err(back))
-        }
-    }
+    super::verified_flow(st, session, Intent::Reset).await
 }
 
 async fn password_page(
@@ -130,8 +116,11 @@ pub async fn set_password(
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     attempt.audit(operation, &result.outcome, &result.raw).await?;
     if result.outcome.is_success() {
-        store::attempts::clear(&st.db, &store::attempts::subject(&target.directory, &target.anchor)).await?;
+        store::attempts::clear(&st.db, &target.person().subject()).await?;
         session.remove::<Flow>(FLOW).await?;
+        if crate::portal::gates::count_reset(&st, &flow.subject).await? {
+            attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
+        }
         people::notify(&st, &target, now, crate::mail::Notice::Reset);
         let mut done = outcome_page(&st, "password.done_title", &result.outcome, &support, false);
         done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;

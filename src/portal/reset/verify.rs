@@ -1,33 +1,170 @@
-//! Step 2: the e-mailed code. Attempts are counted in the database, in the statement that reads
-//! the stored hash, so parallel guesses cannot exceed the limit; each check costs the same.
+//! Step 2: the gates. With more than one way to verify, the person chooses; each gate is then
+//! started (a code e-mailed, questions picked) and checked. Failures count against the account's
+//! hourly limit, which blocks self-service for a while once reached (audited). With two methods
+//! required, the second must be a different method.
 
-use super::{load_flow, outcome_page, Attempt, FLOW};
-use crate::domain::{MsgId, OneTimeCode, Outcome};
+use super::{blocked_page, load_flow, outcome_page, Flow, FLOW};
+use crate::config::GateMethod;
+use crate::domain::Outcome;
 use crate::i18n::Tr;
-use crate::portal::pages::VerifyPage;
+use crate::portal::gates::{self, questions, Response as GateResponse};
+use crate::portal::pages::{ChoicePage, GatePage};
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
-use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
-pub async fn verify_form(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
-    let Some(flow) = load_flow(&session).await? else { return Ok(Redirect::to(paths::RESET).into_response()) };
+type PageResult = Result<Response, PortalError>;
+
+fn start_again() -> Response {
+    Redirect::to(paths::RESET).into_response()
+}
+
+/// Shows the gate now open, or the chooser, or starts the only gate left.
+pub async fn verify_form(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+) -> PageResult {
+    let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
-        return Ok(Redirect::to(paths::RESET_PASSWORD).into_response());
+        return Ok(Redirect::to(flow.after_gates()).into_response());
     }
-    let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
-    let page =
-        VerifyPage { tr: Tr::current(), csrf: csrf::token(&session).await?, minutes, error: None, support_code: None };
+    if gates::blocked(&st, &flow.subject).await? {
+        return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
+    }
+    if flow.current.is_none() {
+        let remaining = flow.remaining();
+        match remaining.as_slice() {
+            [] => return not_enough_methods(&st, &session, &flow, client).await,
+            [only] => {
+                let only = only.clone();
+                open_gate(&st, &session, &mut flow, client, &only).await?;
+            }
+            _ => return choice_page(&session, &flow, None).await,
+        }
+    }
+    gate_page(&st, &session, &flow, None, None).await
+}
+
+async fn choice_page(session: &Session, flow: &Flow, error: Option<String>) -> PageResult {
+    let tr = Tr::current();
+    let page = ChoicePage {
+        tr,
+        csrf: csrf::token(session).await?,
+        offers: flow.remaining().iter().map(|o| (o.id.clone(), o.label(tr))).collect(),
+        second: !flow.passed.is_empty(),
+        error,
+    };
     Ok(page.into_response())
+}
+
+async fn gate_page(
+    st: &AppState,
+    session: &Session,
+    flow: &Flow,
+    error: Option<String>,
+    support_code: Option<String>,
+) -> PageResult {
+    let Some(current) = &flow.current else { return Ok(start_again()) };
+    let tr = Tr::current();
+    let questions = current
+        .questions
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (i, questions::text(tr, &st.cfg.gates.custom_questions, id).unwrap_or_default()))
+        .collect();
+    let page = GatePage {
+        tr,
+        csrf: csrf::token(session).await?,
+        method: current.offer.method.as_str(),
+        masked: current.offer.masked.clone().unwrap_or_default(),
+        minutes: st.cfg.reset.code_ttl_secs.div_ceil(60),
+        questions,
+        can_choose: flow.remaining().len() > 1,
+        second: !flow.passed.is_empty(),
+        error,
+        support_code,
+    };
+    Ok(page.into_response())
+}
+
+async fn open_gate(
+    st: &AppState,
+    session: &Session,
+    flow: &mut Flow,
+    client: std::net::SocketAddr,
+    offer: &gates::Offer,
+) -> Result<(), PortalError> {
+    let support = SupportCode::new();
+    let (current, raw) = gates::start(st, flow.target.as_ref(), offer, &support).await?;
+    flow.attempt(st, client, &support)
+        .audit(&format!("reset.gate.{}", offer.method.as_str()), &Outcome::Success, raw)
+        .await?;
+    flow.current = Some(current);
+    session.insert(FLOW, &*flow).await?;
+    Ok(())
+}
+
+async fn not_enough_methods(st: &AppState, session: &Session, flow: &Flow, client: std::net::SocketAddr) -> PageResult {
+    let support = SupportCode::new();
+    let o = Outcome::VerificationFailed;
+    flow.attempt(st, client, &support)
+        .audit("reset.gates", &o, &format!("{} method(s) passed, none left to offer", flow.passed.len()))
+        .await?;
+    session.remove::<Flow>(FLOW).await?;
+    let mut page = outcome_page(st, "verify.failed_title", &o, &support, false);
+    page.outcome.message = Tr::current().t("gates.not_enough").into();
+    Ok(support.tag(page))
+}
+
+#[derive(Deserialize)]
+pub struct ChoiceForm {
+    csrf: String,
+    #[serde(default)]
+    method: String,
+}
+
+/// The person chose a way to verify (or asked to choose another one).
+pub async fn choose(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<ChoiceForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
+    if flow.verified_at.is_some() {
+        return Ok(Redirect::to(flow.after_gates()).into_response());
+    }
+    if f.method == "other" {
+        // Back to the chooser; the gate left open is abandoned (its code stays single-use).
+        flow.current = None;
+        session.insert(FLOW, &flow).await?;
+        return choice_page(&session, &flow, None).await;
+    }
+    let Some(offer) = flow.remaining().into_iter().find(|o| o.id == f.method) else {
+        return choice_page(&session, &flow, Some(Tr::current().t("gates.choose_one").into())).await;
+    };
+    if gates::blocked(&st, &flow.subject).await? {
+        return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
+    }
+    open_gate(&st, &session, &mut flow, client, &offer).await?;
+    Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }
 
 #[derive(Deserialize)]
 pub struct VerifyForm {
     csrf: String,
-    code: String,
+    code: Option<String>,
+    answer0: Option<SecretString>,
+    answer1: Option<SecretString>,
+    answer2: Option<SecretString>,
+    answer3: Option<SecretString>,
+    answer4: Option<SecretString>,
 }
 
 pub async fn verify(
@@ -35,71 +172,71 @@ pub async fn verify(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
     Form(f): Form<VerifyForm>,
-) -> Result<Response, PortalError> {
+) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let Some(mut flow) = load_flow(&session).await? else { return Ok(Redirect::to(paths::RESET).into_response()) };
+    let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
-        return Ok(Redirect::to(paths::RESET_PASSWORD).into_response());
+        return Ok(Redirect::to(flow.after_gates()).into_response());
     }
-    let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
-    let code = match OneTimeCode::parse(&f.code) {
-        Ok(c) => c,
-        Err(e) => {
-            let page = VerifyPage {
-                tr: Tr::current(),
-                csrf: csrf::token(&session).await?,
-                minutes,
-                error: Some(e.text(Tr::current())),
-                support_code: None,
-            };
-            return Ok(page.into_response());
-        }
-    };
-    let now = st.clock.now();
-    let max = st.cfg.reset.code_attempts;
-    // Spends one attempt and reads the hash in one statement. Without a live code (unknown name,
-    // used, expired, no attempts left) a hash is still computed, so every answer costs the same.
-    // For a name that matched nobody the code id exists nowhere, and the same query finds nothing.
-    let stored = store::codes::take_attempt(&st.db, &flow.code_id, now, max).await?;
-    let presented = [flow.code_id.as_bytes(), code.expose().as_bytes()];
-    let matched = match &stored {
-        Some(hash) => {
-            st.code_key.matches(&presented, hash) && store::codes::mark_used(&st.db, &flow.code_id, now).await?
-        }
-        None => {
-            let _ = st.code_key.matches(&presented, "");
-            false
-        }
-    };
+    let Some(mut current) = flow.current.clone() else { return Ok(Redirect::to(paths::RESET_VERIFY).into_response()) };
+    if gates::blocked(&st, &flow.subject).await? {
+        return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
+    }
+    let tr = Tr::current();
+    let method = current.offer.method;
+    if method != GateMethod::Questions && f.code.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        return gate_page(&st, &session, &flow, Some(tr.t("gates.enter_code").into()), None).await;
+    }
+    let answers: Vec<SecretString> = [f.answer0, f.answer1, f.answer2, f.answer3, f.answer4]
+        .into_iter()
+        .flatten()
+        .take(current.questions.len())
+        .collect();
+    let response = GateResponse { code: f.code, answers };
+    let (ok, raw) = gates::check(&st, flow.target.as_ref(), &current, &response).await?;
     let support = SupportCode::new();
-    let attempt =
-        Attempt { st: &st, client, audit_name: &flow.audit_name, target: flow.target.as_ref(), support: &support };
-    if !matched {
-        flow.failed_attempts += 1;
-        let o = Outcome::VerificationFailed;
-        attempt.audit("reset.verify", &o, "wrong, used or expired code").await?;
-        if flow.failed_attempts >= max {
-            session.remove::<super::Flow>(FLOW).await?;
-            return Ok(support.tag(outcome_page(&st, "verify.failed_title", &o, &support, true)));
+    let operation = format!("reset.verify.{}", method.as_str());
+    if !ok {
+        flow.attempt(&st, client, &support).audit(&operation, &Outcome::VerificationFailed, raw).await?;
+        if gates::count_failure(&st, &flow.subject, method).await? {
+            let hours = st.cfg.gates.block_hours;
+            return blocked_page(
+                &st,
+                &session,
+                &flow,
+                client,
+                &format!("blocked for {hours} h after too many failures"),
+            )
+            .await;
         }
-        let left = max - flow.failed_attempts;
+        current.failed += 1;
+        let max = st.cfg.reset.code_attempts;
+        if method == GateMethod::Email && current.failed >= max {
+            // This code is spent; the person may ask for another one.
+            flow.current = None;
+            session.insert(FLOW, &flow).await?;
+            let page = outcome_page(&st, "verify.failed_title", &Outcome::VerificationFailed, &support, true);
+            return Ok(support.tag(page));
+        }
+        flow.current = Some(current);
         session.insert(FLOW, &flow).await?;
-        let tr = Tr::current();
-        let error = if left == 1 { tr.t("verify.wrong_one").to_string() } else { tr.f("verify.wrong", "left", left) };
-        let page = VerifyPage {
-            tr,
-            csrf: csrf::token(&session).await?,
-            minutes,
-            error: Some(error),
-            support_code: Some(support.0.clone()),
+        let error = match method {
+            GateMethod::Email => tr.t("verify.wrong").to_string(),
+            GateMethod::Authenticator => tr.t("gates.wrong_authenticator").to_string(),
+            GateMethod::Questions => tr.t("gates.wrong_answers").to_string(),
         };
-        return Ok(support.tag(page));
+        return Ok(support.tag(gate_page(&st, &session, &flow, Some(error), Some(support.0.clone())).await?));
     }
-    attempt.audit("reset.verify", &Outcome::Success, "code accepted").await?;
+    flow.attempt(&st, client, &support).audit(&operation, &Outcome::Success, raw).await?;
+    flow.passed.push(method);
+    flow.current = None;
     // A gate has passed: a new session id, so an id learnt before cannot ride on it.
     session.cycle_id().await?;
-    flow.verified_at = Some(now);
-    flow.form_key = Some(MsgId::random().to_string());
+    if flow.passed.len() >= st.cfg.gates.required as usize {
+        flow.verified_at = Some(st.clock.now());
+        session.insert(FLOW, &flow).await?;
+        return Ok(Redirect::to(flow.after_gates()).into_response());
+    }
     session.insert(FLOW, &flow).await?;
-    Ok(Redirect::to(paths::RESET_PASSWORD).into_response())
+    Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }

@@ -1,0 +1,333 @@
+//! Registering and removing the methods that prove who a person is: an authenticator app (QR
+//! code and the seed as text, confirmed by a first code), security questions, an alternate
+//! e-mail address (proved with a code sent there). Removing one needs a fresh sign-in.
+
+use super::{overview_page, require, SignedIn, SIGNED_IN};
+use crate::config::GateMethod;
+use crate::domain::{EmailAddress, MsgId, OneTimeCode, Outcome};
+use crate::i18n::Tr;
+use crate::portal::gates::{questions, totp};
+use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
+use crate::portal::people::Attempt;
+use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store::{self, security};
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use tower_sessions::Session;
+
+type PageResult = Result<Response, PortalError>;
+
+async fn audit(
+    st: &AppState,
+    client: std::net::SocketAddr,
+    who: &SignedIn,
+    operation: &str,
+    raw: &str,
+) -> Result<(), PortalError> {
+    let support = SupportCode::new();
+    let attempt = Attempt { st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
+    attempt.audit(operation, &Outcome::Success, raw).await
+}
+
+async fn done(st: &AppState, session: &Session, who: &SignedIn, key: &str) -> PageResult {
+    overview_page(st, session, who, Some(Tr::current().t(key).into())).await
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+// ---- authenticator app ----
+
+/// Starts an enrolment: a new seed, kept (encrypted) until the first code confirms it.
+pub async fn start_authenticator(State(st): State<AppState>, session: Session, Form(f): Form<CsrfOnly>) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    let p = who.target.person();
+    let seed = totp::new_seed();
+    let sealed = st.secrets.encrypt(&p.context("totp"), &seed);
+    security::put_pending_totp(&st.db, p, &sealed, st.clock.now()).await?;
+    Ok(Redirect::to(paths::ACCOUNT_AUTHENTICATOR).into_response())
+}
+
+async fn authenticator_page(st: &AppState, session: &Session, who: &SignedIn, error: Option<String>) -> PageResult {
+    let p = who.target.person();
+    let Some(row) = security::totp(&st.db, p).await?.filter(|r| !r.confirmed) else {
+        return Ok(Redirect::to(paths::ACCOUNT).into_response());
+    };
+    let seed = st.secrets.decrypt(&p.context("totp"), &row.secret_enc)?;
+    let issuer = st.cfg.server.public_url.parse::<url::Url>().ok().and_then(|u| u.host_str().map(str::to_string));
+    let qr = totp::qr_data_url(&seed, issuer.as_deref().unwrap_or("passback"), &who.target.username)?;
+    let page = AuthenticatorPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        qr: qr.to_string(),
+        secret: totp::seed_text(&seed).to_string(),
+        error,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn authenticator_form(State(st): State<AppState>, session: Session) -> PageResult {
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    authenticator_page(&st, &session, &who, None).await
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    csrf: String,
+    code: String,
+}
+
+/// The first code from the app confirms the enrolment (and is itself used up).
+pub async fn confirm_authenticator(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<CodeForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    let p = who.target.person();
+    let Some(row) = security::totp(&st.db, p).await?.filter(|r| !r.confirmed) else {
+        return Ok(Redirect::to(paths::ACCOUNT).into_response());
+    };
+    let seed = st.secrets.decrypt(&p.context("totp"), &row.secret_enc)?;
+    let now = st.clock.now();
+    let confirmed = match totp::matching_step(&seed, &f.code, now) {
+        Some(step) => security::use_totp_step(&st.db, p, step, now).await?,
+        None => false,
+    };
+    if !confirmed {
+        return authenticator_page(&st, &session, &who, Some(Tr::current().t("gates.wrong_authenticator").into()))
+            .await;
+    }
+    audit(&st, client, &who, "security.authenticator.add", "authenticator app registered").await?;
+    done(&st, &session, &who, "account.authenticator_added").await
+}
+
+// ---- security questions ----
+
+async fn questions_page(st: &AppState, session: &Session, error: Option<String>, chosen: Vec<String>) -> PageResult {
+    let tr = Tr::current();
+    let n = st.cfg.gates.questions_to_register as usize;
+    let mut rows = chosen;
+    rows.resize(n, String::new());
+    let page = QuestionsPage {
+        tr,
+        csrf: csrf::token(session).await?,
+        offered: questions::offered(tr, &st.cfg.gates.custom_questions),
+        rows: rows.into_iter().enumerate().collect(),
+        error,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn questions_form(State(st): State<AppState>, session: Session) -> PageResult {
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
+        return Ok(Redirect::to(paths::ACCOUNT).into_response());
+    }
+    questions_page(&st, &session, None, Vec::new()).await
+}
+
+/// Saves a whole set of answers (replacing any before), each normalised and argon2id-hashed.
+pub async fn save_questions(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<HashMap<String, String>>,
+) -> PageResult {
+    csrf::check(&session, f.get("csrf").map_or("", String::as_str)).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
+        return Ok(Redirect::to(paths::ACCOUNT).into_response());
+    }
+    let n = st.cfg.gates.questions_to_register as usize;
+    let chosen: Vec<String> = (0..n).map(|i| f.get(&format!("q{i}")).cloned().unwrap_or_default()).collect();
+    let pairs: Vec<(String, String)> = (0..n)
+        .filter_map(|i| {
+            let q = f.get(&format!("q{i}")).filter(|q| !q.is_empty())?;
+            let a = f.get(&format!("a{i}")).filter(|a| !a.trim().is_empty())?;
+            Some((q.clone(), a.clone()))
+        })
+        .collect();
+    let normalised = match questions::check_registration(&pairs, n, &st.cfg.gates.custom_questions) {
+        Ok(v) => v,
+        Err(key) => return questions_page(&st, &session, Some(Tr::current().t(key).into()), chosen).await,
+    };
+    let mut hashed = Vec::with_capacity(normalised.len());
+    for (q, a) in normalised {
+        let a: SecretString = a.into();
+        hashed.push((q, passwords::hash(&a).await?));
+    }
+    security::set_answers(&st.db, who.target.person(), &hashed, st.clock.now()).await?;
+    audit(&st, client, &who, "security.questions.add", &format!("{n} security questions registered")).await?;
+    done(&st, &session, &who, "account.questions_saved").await
+}
+
+// ---- alternate e-mail ----
+
+/// An address waiting for the person to type the code sent there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingEmail {
+    address: String,
+    code_id: String,
+}
+
+const PENDING_EMAIL: &str = "pending_email";
+
+async fn email_page(session: &Session, pending: Option<&PendingEmail>, error: Option<String>) -> PageResult {
+    let page = EmailPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        sent_to: pending.and_then(|p| EmailAddress::parse(&p.address).ok()).map(|a| a.masked()),
+        error,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn email_form(session: Session) -> PageResult {
+    if let Err(r) = require(&session).await? {
+        return Ok(r);
+    }
+    let pending = session.get::<PendingEmail>(PENDING_EMAIL).await?;
+    email_page(&session, pending.as_ref(), None).await
+}
+
+#[derive(Deserialize)]
+pub struct EmailForm {
+    csrf: String,
+    email: String,
+}
+
+/// Sends a code to the new address; it is registered once the code comes back.
+pub async fn add_email(State(st): State<AppState>, session: Session, Form(f): Form<EmailForm>) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    let tr = Tr::current();
+    let address = match EmailAddress::parse(&f.email) {
+        Ok(a) => a,
+        Err(e) => return email_page(&session, None, Some(e.text(tr))).await,
+    };
+    let now = st.clock.now();
+    let code = OneTimeCode::generate(&mut rand::rngs::OsRng);
+    let code_id = MsgId::random().to_string();
+    let code_hash = st.code_key.hash(&[code_id.as_bytes(), code.expose().as_bytes()]);
+    let new = store::codes::NewCode {
+        id: &code_id,
+        directory: &who.target.directory,
+        anchor: &who.target.anchor,
+        code_hash: &code_hash,
+        now,
+        expires_at: now + i64::try_from(st.cfg.reset.code_ttl_secs).unwrap_or(600),
+    };
+    if !store::codes::insert_within_limit(&st.db, &new, st.cfg.reset.codes_per_hour).await? {
+        return email_page(&session, None, Some(tr.t("account.too_many_codes").into())).await;
+    }
+    let msg = crate::mail::code_message(tr, code.expose(), st.cfg.reset.code_ttl_secs.div_ceil(60))?;
+    if let Err(e) = st.mailer.send(&address, msg).await {
+        tracing::warn!(error = %format!("{e:#}"), "sending a code to a new alternate address failed");
+        return email_page(&session, None, Some(tr.t("account.email_failed").into())).await;
+    }
+    let pending = PendingEmail { address: address.as_str().to_string(), code_id };
+    session.insert(PENDING_EMAIL, &pending).await?;
+    email_page(&session, Some(&pending), None).await
+}
+
+pub async fn confirm_email(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<CodeForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    let Some(pending) = session.get::<PendingEmail>(PENDING_EMAIL).await? else {
+        return Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response());
+    };
+    let now = st.clock.now();
+    let right = match OneTimeCode::parse(&f.code) {
+        Ok(code) => {
+            let stored = store::codes::take_attempt(&st.db, &pending.code_id, now, st.cfg.reset.code_attempts).await?;
+            let presented = [pending.code_id.as_bytes(), code.expose().as_bytes()];
+            match stored {
+                Some(hash) => {
+                    st.code_key.matches(&presented, &hash)
+                        && store::codes::mark_used(&st.db, &pending.code_id, now).await?
+                }
+                None => false,
+            }
+        }
+        Err(_) => false,
+    };
+    if !right {
+        return email_page(&session, Some(&pending), Some(Tr::current().t("verify.wrong").into())).await;
+    }
+    session.remove::<PendingEmail>(PENDING_EMAIL).await?;
+    security::set_alternate_email(&st.db, who.target.person(), &pending.address, now).await?;
+    audit(&st, client, &who, "security.email.add", "alternate e-mail address registered").await?;
+    done(&st, &session, &who, "account.email_added").await
+}
+
+// ---- removing ----
+
+#[derive(Deserialize)]
+pub struct RemoveForm {
+    csrf: String,
+    method: GateMethod,
+}
+
+/// Removes a registered method, after a sign-in no older than a few minutes: a session left open
+/// on a shared computer must not be enough to strip someone's recovery methods.
+pub async fn remove_method(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<RemoveForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    if !who.fresh(st.clock.now()) {
+        session.remove::<SignedIn>(SIGNED_IN).await?;
+        return Ok(Redirect::to(&format!("{}?again=1", paths::SIGNIN)).into_response());
+    }
+    let p = who.target.person();
+    match f.method {
+        GateMethod::Email => security::remove_alternate_email(&st.db, p).await?,
+        GateMethod::Authenticator => security::remove_totp(&st.db, p).await?,
+        GateMethod::Questions => security::remove_answers(&st.db, p).await?,
+    }
+    let operation = format!("security.{}.remove", f.method.as_str());
+    audit(&st, client, &who, &operation, "removed by its owner").await?;
+    done(&st, &session, &who, "account.removed").await
+}

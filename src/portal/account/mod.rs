@@ -1,0 +1,161 @@
+//! Signed-in pages: sign-in (checked by the portal's hash or, for federated people, by the
+//! directory through the relay), the expired / must-change form it can lead to, and security
+//! info, where people register and remove the methods that later prove who they are.
+
+mod methods;
+mod signin;
+
+pub use methods::{
+    add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, questions_form, remove_method,
+    save_questions, start_authenticator,
+};
+pub use signin::{expired, expired_form, signin, signin_form, signout};
+
+use super::pages::AccountPage;
+use super::people::Target;
+use super::{csrf, paths, AppState, PortalError};
+use crate::config::GateMethod;
+use crate::i18n::Tr;
+use crate::store::security;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+const SIGNED_IN: &str = "signed_in";
+
+/// Removing a method needs a sign-in at most this old.
+const FRESH_SECS: i64 = 10 * 60;
+
+/// Who is signed in, and since when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SignedIn {
+    target: Target,
+    audit_name: String,
+    at: i64,
+}
+
+impl SignedIn {
+    fn fresh(&self, now: i64) -> bool {
+        now - self.at < FRESH_SECS
+    }
+}
+
+async fn signed_in(session: &Session) -> Result<Option<SignedIn>, PortalError> {
+    Ok(session.get::<SignedIn>(SIGNED_IN).await?)
+}
+
+/// The signed-in person, or the way to the sign-in page.
+async fn require(session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
+    Ok(signed_in(session).await?.ok_or_else(|| Redirect::to(paths::SIGNIN).into_response()))
+}
+
+/// What the person has registered, for the overview.
+struct Registered {
+    /// Addresses codes can go to (synced and registered).
+    emails: Vec<String>,
+    alternate: Option<String>,
+    authenticator: bool,
+    questions: usize,
+}
+
+async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError> {
+    let mut emails: Vec<String> = Vec::new();
+    if st.cfg.gates.email_primary {
+        emails.extend(t.email.iter().cloned());
+    }
+    emails.extend(t.other_emails.iter().cloned());
+    let alternate = security::alternate_email(&st.db, t.person()).await?;
+    Ok(Registered {
+        emails,
+        alternate,
+        authenticator: security::totp(&st.db, t.person()).await?.is_some_and(|r| r.confirmed),
+        questions: security::answers(&st.db, t.person()).await?.len(),
+    })
+}
+
+impl Registered {
+    /// How many different methods could verify this person.
+    fn methods(&self, st: &AppState, protected: bool) -> usize {
+        let enabled = &st.cfg.gates.methods;
+        let mut n = 0;
+        if enabled.contains(&GateMethod::Email) && (!self.emails.is_empty() || self.alternate.is_some()) {
+            n += 1;
+        }
+        if enabled.contains(&GateMethod::Authenticator) && self.authenticator {
+            n += 1;
+        }
+        if enabled.contains(&GateMethod::Questions)
+            && !protected
+            && self.questions >= st.cfg.gates.questions_to_ask as usize
+        {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The security-info overview.
+pub async fn overview(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    overview_page(&st, &session, &who, None).await
+}
+
+async fn overview_page(
+    st: &AppState,
+    session: &Session,
+    who: &SignedIn,
+    notice: Option<String>,
+) -> Result<Response, PortalError> {
+    let tr = Tr::current();
+    let t = &who.target;
+    let reg = registered(st, t).await?;
+    let g = &st.cfg.gates;
+    let have = reg.methods(st, t.protected);
+    let needed = g.required as usize;
+    let now = st.clock.now();
+    let stale = g.reconfirm_days > 0
+        && security::reviewed_at(&st.db, t.person())
+            .await?
+            .is_none_or(|at| now - at > i64::from(g.reconfirm_days) * 86_400);
+    let page = AccountPage {
+        tr,
+        csrf: csrf::token(session).await?,
+        username: t.username.clone(),
+        must_register: (have < needed).then(|| tr.f("account.must_register", "n", needed)),
+        reconfirm: have >= needed && stale,
+        notice,
+        email_enabled: g.methods.contains(&GateMethod::Email),
+        emails: reg.emails,
+        alternate: reg.alternate,
+        authenticator_enabled: g.methods.contains(&GateMethod::Authenticator),
+        authenticator: reg.authenticator,
+        questions_enabled: g.methods.contains(&GateMethod::Questions) && !t.protected,
+        questions: reg.questions,
+    };
+    Ok(page.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+/// "Yes, these are still right": the person reviewed their security info.
+pub async fn confirm(
+    State(st): State<AppState>,
+    session: Session,
+    Form(f): Form<CsrfOnly>,
+) -> Result<Response, PortalError> {
+    csrf::check(&session, &f.csrf).await?;
+    let who = match require(&session).await? {
+        Ok(w) => w,
+        Err(r) => return Ok(r),
+    };
+    security::mark_reviewed(&st.db, who.target.person(), st.clock.now()).await?;
+    overview_page(&st, &session, &who, Some(Tr::current().t("account.reviewed").into())).await
+}

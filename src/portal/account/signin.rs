@@ -1,0 +1,258 @@
+//! Sign-in, and the expired / must-change form it leads to when the directory says so.
+//! Wrong passwords count against the same per-account limits as the change form, and every
+//! answer takes at least the same time, so neither page can be used to guess or to learn names.
+
+use super::{SignedIn, SIGNED_IN};
+use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
+use crate::i18n::Tr;
+use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
+use crate::portal::people::{self, Attempt, Target};
+use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+type PageResult = Result<Response, PortalError>;
+
+/// A person whose directory said their password must be changed before they sign in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MustChange {
+    target: Target,
+    audit_name: String,
+    /// `must_change` or `expired`: what the page says.
+    reason: Outcome,
+    form_key: String,
+}
+
+const MUST_CHANGE: &str = "must_change";
+
+async fn page(session: &Session, login: &str, error: Option<String>, outcome: Option<OutcomeView>) -> PageResult {
+    let page = SignInPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        login: login.to_string(),
+        notice: None,
+        error,
+        outcome,
+    };
+    Ok(page.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    again: Option<String>,
+}
+
+pub async fn signin_form(session: Session, axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> PageResult {
+    let tr = Tr::current();
+    let page = SignInPage {
+        tr,
+        csrf: csrf::token(&session).await?,
+        login: String::new(),
+        notice: q.again.map(|_| tr.t("signin.again").to_string()),
+        error: None,
+        outcome: None,
+    };
+    Ok(page.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    csrf: String,
+    login: String,
+    password: SecretString,
+}
+
+pub async fn signin(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<SignInForm>,
+) -> PageResult {
+    let floor = tokio::time::Instant::now() + std::time::Duration::from_millis(st.cfg.reset.change_min_response_ms);
+    let response = signin_inner(&st, client, &session, f).await;
+    tokio::time::sleep_until(floor).await;
+    response
+}
+
+async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Session, f: SignInForm) -> PageResult {
+    csrf::check(session, &f.csrf).await?;
+    let tr = Tr::current();
+    let typed = f.login.trim().to_string();
+    let login = match LoginName::parse(&f.login) {
+        Ok(l) => l,
+        Err(e) => return page(session, &typed, Some(e.text(tr)), None).await,
+    };
+    if f.password.expose_secret().is_empty() {
+        return page(session, &typed, Some(tr.t("signin.password_missing").into()), None).await;
+    }
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    let found = people::resolve(st, &login, &support).await?;
+    let attempt =
+        Attempt { st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
+    let subject = match &found.target {
+        Some(t) => t.person().subject(),
+        None => found.audit_name.clone(),
+    };
+    let limits = (st.cfg.reset.change_attempts_per_hour, st.cfg.reset.change_attempts_per_day);
+    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
+        let o = Outcome::VerificationFailed;
+        attempt.audit("signin.limit", &o, "too many wrong passwords in the last hour or day").await?;
+        return Ok(support.tag(page(session, &typed, None, Some(OutcomeView::new(&o, &support))).await?));
+    };
+    let result = match &found.target {
+        Some(t) => passwords::check_current(st, t, &f.password, now).await?,
+        None => {
+            // Nobody by that name: the work and the answer of a wrong password.
+            let _ = passwords::verify(&f.password, None).await;
+            crate::relay::WritebackResult {
+                outcome: Outcome::OldPasswordWrong,
+                raw: "no such account".into(),
+                policy: None,
+                agent_id: None,
+            }
+        }
+    };
+    attempt.audit("signin", &result.outcome, &result.raw).await?;
+    // As on the change form: only an answer that proved the password right gives the attempt back.
+    let proved = matches!(result.outcome, Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired);
+    if proved || result.outcome == Outcome::NoAgent {
+        store::attempts::release(&st.db, reservation).await?;
+    }
+    let target = found.target.clone();
+    match (result.outcome.clone(), target) {
+        (Outcome::Success, Some(target)) => {
+            store::attempts::clear(&st.db, &subject).await?;
+            session.cycle_id().await?;
+            session.remove::<MustChange>(MUST_CHANGE).await?;
+            session.insert(SIGNED_IN, SignedIn { target, audit_name: found.audit_name, at: now }).await?;
+            Ok(support.tag(Redirect::to(paths::ACCOUNT)))
+        }
+        (reason @ (Outcome::MustChange | Outcome::PasswordExpired), Some(target)) => {
+            session.cycle_id().await?;
+            let must =
+                MustChange { target, audit_name: found.audit_name, reason, form_key: MsgId::random().to_string() };
+            session.insert(MUST_CHANGE, &must).await?;
+            Ok(support.tag(Redirect::to(paths::SIGNIN_EXPIRED)))
+        }
+        (o, _) => {
+            // A wrong password and an unknown name read alike.
+            let shown = if o == Outcome::OldPasswordWrong {
+                OutcomeView { message: tr.t("signin.wrong").into(), ..OutcomeView::new(&o, &support) }
+            } else {
+                OutcomeView::new(&o, &support)
+            };
+            Ok(support.tag(page(session, &typed, None, Some(shown)).await?))
+        }
+    }
+}
+
+async fn expired_page(
+    st: &AppState,
+    session: &Session,
+    must: &MustChange,
+    error: Option<String>,
+    outcome: Option<OutcomeView>,
+) -> PageResult {
+    let tr = Tr::current();
+    let page = ExpiredPage {
+        tr,
+        csrf: csrf::token(session).await?,
+        form_key: must.form_key.clone(),
+        username: must.target.username.clone(),
+        reason: must.reason.message(tr),
+        policy: passwords::policy_view(st, Some(&must.target)).await,
+        error,
+        outcome,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn expired_form(State(st): State<AppState>, session: Session) -> PageResult {
+    let Some(must) = session.get::<MustChange>(MUST_CHANGE).await? else {
+        return Ok(Redirect::to(paths::SIGNIN).into_response());
+    };
+    expired_page(&st, &session, &must, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ExpiredForm {
+    csrf: String,
+    form_key: String,
+    current: SecretString,
+    password: SecretString,
+    confirm: SecretString,
+}
+
+/// The new password, written back as a *change*: the directory checks the current one and its
+/// history. On success the person is signed in.
+pub async fn expired(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<ExpiredForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let Some(mut must) = session.get::<MustChange>(MUST_CHANGE).await? else {
+        return Ok(Redirect::to(paths::SIGNIN).into_response());
+    };
+    let tr = Tr::current();
+    if f.form_key != must.form_key {
+        return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
+    }
+    if f.current.expose_secret().is_empty() {
+        return expired_page(&st, &session, &must, Some(tr.t("change.current_missing").into()), None).await;
+    }
+    let new = match NewPassword::parse(f.password, &f.confirm) {
+        Ok(p) => p,
+        Err(e) => return expired_page(&st, &session, &must, Some(e.text(tr)), None).await,
+    };
+    let Ok(msg_id) = MsgId::parse(&must.form_key) else { return Err(anyhow::anyhow!("malformed form key").into()) };
+    // The key is spent; a new one for the form shown next.
+    must.form_key = MsgId::random().to_string();
+    session.insert(MUST_CHANGE, &must).await?;
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    let target = must.target.clone();
+    let claim = store::writebacks::Claim {
+        msg_id: msg_id.as_str(),
+        directory: &target.directory,
+        anchor: &target.anchor,
+        op: "change",
+        support_code: &support.0,
+        now,
+    };
+    if !store::writebacks::claim(&st.db, &claim).await? {
+        return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
+    }
+    let result = passwords::apply(&st, &target, msg_id.clone(), &new, Some(&f.current), now).await?;
+    drop(new);
+    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+    let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
+    attempt.audit("change.expired", &result.outcome, &result.raw).await?;
+    if !result.outcome.is_success() {
+        let view = OutcomeView::new(&result.outcome, &support);
+        return Ok(support.tag(expired_page(&st, &session, &must, None, Some(view)).await?));
+    }
+    people::notify(&st, &target, now, crate::mail::Notice::Changed);
+    session.remove::<MustChange>(MUST_CHANGE).await?;
+    session.cycle_id().await?;
+    session.insert(SIGNED_IN, SignedIn { target, audit_name: must.audit_name, at: now }).await?;
+    Ok(support.tag(Redirect::to(paths::ACCOUNT)))
+}
+
+#[derive(Deserialize)]
+pub struct SignOutForm {
+    csrf: String,
+}
+
+pub async fn signout(session: Session, Form(f): Form<SignOutForm>) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    session.flush().await?;
+    Ok(Redirect::to(paths::SIGNIN).into_response())
+}

@@ -1,0 +1,318 @@
+//! Verification gates (DESIGN §6): how a person proves who they are before a reset or an unlock.
+//! Each method is its own module; this one offers them, starts one, checks an answer, and keeps
+//! the limits: failed verifications and resets per account per hour lead to a block, audited.
+
+pub mod questions;
+pub mod totp;
+
+use super::people::Target;
+use super::{AppState, PortalError, SupportCode};
+use crate::config::GateMethod;
+use crate::domain::{EmailAddress, LoginName, MsgId, OneTimeCode};
+use crate::i18n::Tr;
+use crate::store::{self, security};
+use rand::seq::SliceRandom;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// One way this person can verify now, as the chooser lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Offer {
+    /// Names the choice in the form (`email-0`, `authenticator`, `questions`).
+    pub id: String,
+    pub method: GateMethod,
+    /// For e-mail: where the code goes (`None` for a name that matched nobody: nothing is sent).
+    pub address: Option<String>,
+    /// For e-mail: the address as shown, masked.
+    pub masked: Option<String>,
+}
+
+impl Offer {
+    pub fn label(&self, tr: Tr) -> String {
+        match self.method {
+            GateMethod::Email => tr.f("gates.offer_email", "address", self.masked.as_deref().unwrap_or("")),
+            GateMethod::Authenticator => tr.t("gates.offer_authenticator").into(),
+            GateMethod::Questions => tr.t("gates.offer_questions").into(),
+        }
+    }
+}
+
+/// The gate a person is at: what was sent or asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Current {
+    pub offer: Offer,
+    /// E-mail: the stored code's id.
+    pub code_id: Option<String>,
+    /// Questions: the ids asked, in order.
+    pub questions: Vec<String>,
+    /// Wrong answers at this gate so far.
+    pub failed: u32,
+}
+
+/// The ways `target` can verify, in a stable order. For a name that matched nobody there is one
+/// e-mail offer to an address that looks like a real one (made from the name, the same each
+/// time), so the step after the first one does not tell real names from made-up ones either.
+pub(crate) async fn offers(
+    st: &AppState,
+    target: Option<&Target>,
+    login: &LoginName,
+) -> Result<Vec<Offer>, PortalError> {
+    let enabled = &st.cfg.gates.methods;
+    let mut out = Vec::new();
+    let Some(t) = target else {
+        if enabled.contains(&GateMethod::Email) {
+            out.push(Offer {
+                id: "email-0".into(),
+                method: GateMethod::Email,
+                address: None,
+                masked: Some(made_up_mask(st, login)),
+            });
+        }
+        return Ok(out);
+    };
+    if enabled.contains(&GateMethod::Email) {
+        let mut addresses: Vec<String> = Vec::new();
+        if let Some(alt) = security::alternate_email(&st.db, t.person()).await? {
+            addresses.push(alt);
+        }
+        addresses.extend(t.other_emails.iter().cloned());
+        if st.cfg.gates.email_primary {
+            addresses.extend(t.email.iter().cloned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in addresses.iter().filter_map(|a| EmailAddress::parse(a).ok()) {
+            if seen.insert(a.as_str().to_lowercase()) {
+                out.push(Offer {
+                    id: format!("email-{}", seen.len() - 1),
+                    method: GateMethod::Email,
+                    masked: Some(a.masked()),
+                    address: Some(a.as_str().to_string()),
+                });
+            }
+        }
+    }
+    if enabled.contains(&GateMethod::Authenticator)
+        && security::totp(&st.db, t.person()).await?.is_some_and(|r| r.confirmed)
+    {
+        out.push(Offer { id: "authenticator".into(), method: GateMethod::Authenticator, address: None, masked: None });
+    }
+    if enabled.contains(&GateMethod::Questions)
+        && !t.protected
+        && security::answers(&st.db, t.person()).await?.len() >= st.cfg.gates.questions_to_ask as usize
+    {
+        out.push(Offer { id: "questions".into(), method: GateMethod::Questions, address: None, masked: None });
+    }
+    if out.is_empty() && enabled.contains(&GateMethod::Email) {
+        // Nothing on record: the same made-up offer as for a name that matched nobody, so the
+        // page does not tell "exists, but has no address" apart.
+        out.push(Offer {
+            id: "email-0".into(),
+            method: GateMethod::Email,
+            address: None,
+            masked: Some(made_up_mask(st, login)),
+        });
+    }
+    Ok(out)
+}
+
+/// A masked address for a name that matched nobody: the name's own domain when it is an address,
+/// else the domain most people here have; the first letter from a keyed hash of the name.
+fn made_up_mask(st: &AppState, login: &LoginName) -> String {
+    let h = st.code_key.hash(&[b"made-up-address", login.as_str().as_bytes()]);
+    let letter = (b'a' + (u8::from_str_radix(&h[..2], 16).unwrap_or(0) % 26)) as char;
+    let domain = match login.as_str().split_once('@') {
+        Some((_, d)) if !d.is_empty() => d.to_string(),
+        _ => st
+            .cfg
+            .server
+            .public_url
+            .parse::<url::Url>()
+            .ok()
+            .and_then(|u| u.host_str().map(mail_domain))
+            .unwrap_or_default(),
+    };
+    format!("{letter}•••@{domain}")
+}
+
+/// `passwords.example.org` → `example.org`: the likely mail domain of the portal's organisation.
+fn mail_domain(host: &str) -> String {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 2 {
+        parts[parts.len() - 2..].join(".")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Starts a gate: e-mails a code, or picks the questions to ask. The same work whether or not
+/// the offer leads anywhere (a made-up address gets a code that is stored nowhere).
+pub(crate) async fn start(
+    st: &AppState,
+    target: Option<&Target>,
+    offer: &Offer,
+    support: &SupportCode,
+) -> Result<(Current, &'static str), PortalError> {
+    let mut current = Current { offer: offer.clone(), code_id: None, questions: Vec::new(), failed: 0 };
+    let raw = match offer.method {
+        GateMethod::Email => {
+            let (code_id, raw) = send_code(st, target, offer, support).await?;
+            current.code_id = Some(code_id);
+            raw
+        }
+        GateMethod::Authenticator => "authenticator code asked",
+        GateMethod::Questions => {
+            let Some(t) = target else { return Ok((current, "no such account")) };
+            let mut ids: Vec<String> =
+                security::answers(&st.db, t.person()).await?.into_iter().map(|(q, _)| q).collect();
+            ids.shuffle(&mut rand::rngs::OsRng);
+            ids.truncate(st.cfg.gates.questions_to_ask as usize);
+            current.questions = ids;
+            "security questions asked"
+        }
+    };
+    Ok((current, raw))
+}
+
+async fn send_code(
+    st: &AppState,
+    target: Option<&Target>,
+    offer: &Offer,
+    support: &SupportCode,
+) -> Result<(String, &'static str), PortalError> {
+    let now = st.clock.now();
+    let code = OneTimeCode::generate(&mut rand::rngs::OsRng);
+    let code_id = MsgId::random().to_string();
+    let code_hash = st.code_key.hash(&[code_id.as_bytes(), code.expose().as_bytes()]);
+    let address = offer.address.as_deref().and_then(|a| EmailAddress::parse(a).ok());
+    let ttl = i64::try_from(st.cfg.reset.code_ttl_secs).unwrap_or(600);
+    let new = store::codes::NewCode {
+        id: &code_id,
+        directory: target.map_or("", |t| t.directory.as_str()),
+        anchor: target.map_or("", |t| t.anchor.as_str()),
+        code_hash: &code_hash,
+        now,
+        expires_at: now + ttl,
+    };
+    let limit = if target.is_some() && address.is_some() { st.cfg.reset.codes_per_hour } else { 0 };
+    let stored = store::codes::insert_within_limit(&st.db, &new, limit).await?;
+    let raw = match (target, address) {
+        (Some(_), Some(to)) if stored => {
+            mail_code(st, to, code, support);
+            "code sent"
+        }
+        (Some(_), Some(_)) => "code limit per hour reached",
+        (Some(_), None) => "no e-mail address on record",
+        (None, _) => "no such account: nothing sent",
+    };
+    Ok((code_id, raw))
+}
+
+/// Sends in the background, so the answer takes as long whether or not a message goes out.
+fn mail_code(st: &AppState, to: EmailAddress, code: OneTimeCode, support: &SupportCode) {
+    let mailer = st.mailer.clone();
+    let support = support.clone();
+    let minutes = st.cfg.reset.code_ttl_secs.div_ceil(60);
+    let tr = Tr::current();
+    tokio::spawn(async move {
+        let sent = match crate::mail::code_message(tr, code.expose(), minutes) {
+            Ok(msg) => mailer.send(&to, msg).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::error!(support_code = %support, error = %format!("{e:#}"), "sending the verification code failed");
+        }
+    });
+}
+
+/// What the person answered at a gate.
+pub struct Response {
+    /// The e-mailed or authenticator code.
+    pub code: Option<String>,
+    /// Answers to the questions asked, in order.
+    pub answers: Vec<SecretString>,
+}
+
+/// Whether the answer is right. Each check costs the same whether or not there is anything to
+/// check against. Returns the verdict and a note for the audit.
+pub(crate) async fn check(
+    st: &AppState,
+    target: Option<&Target>,
+    current: &Current,
+    response: &Response,
+) -> Result<(bool, &'static str), PortalError> {
+    let now = st.clock.now();
+    match current.offer.method {
+        GateMethod::Email => {
+            let Some(code) = response.code.as_deref().and_then(|c| OneTimeCode::parse(c).ok()) else {
+                return Ok((false, "not a code"));
+            };
+            let code_id = current.code_id.clone().unwrap_or_default();
+            // Spends one attempt and reads the hash in one statement, so parallel guesses cannot
+            // exceed the limit. Without a live code a hash is still computed.
+            let stored = store::codes::take_attempt(&st.db, &code_id, now, st.cfg.reset.code_attempts).await?;
+            let presented = [code_id.as_bytes(), code.expose().as_bytes()];
+            let ok = match &stored {
+                Some(hash) => {
+                    st.code_key.matches(&presented, hash) && store::codes::mark_used(&st.db, &code_id, now).await?
+                }
+                None => {
+                    let _ = st.code_key.matches(&presented, "");
+                    false
+                }
+            };
+            Ok((ok, if ok { "code accepted" } else { "wrong, used or expired code" }))
+        }
+        GateMethod::Authenticator => {
+            let typed = response.code.clone().unwrap_or_default();
+            let Some(t) = target else { return Ok((false, "no such account")) };
+            let Some(row) = security::totp(&st.db, t.person()).await?.filter(|r| r.confirmed) else {
+                return Ok((false, "no authenticator registered"));
+            };
+            let seed = st.secrets.decrypt(&t.person().context("totp"), &row.secret_enc)?;
+            match totp::matching_step(&seed, &typed, now) {
+                Some(step) if security::use_totp_step(&st.db, t.person(), step, now).await? => {
+                    Ok((true, "authenticator code accepted"))
+                }
+                Some(_) => Ok((false, "authenticator code already used")),
+                None => Ok((false, "wrong authenticator code")),
+            }
+        }
+        GateMethod::Questions => {
+            let stored = match target {
+                Some(t) => security::answers(&st.db, t.person()).await?,
+                None => Vec::new(),
+            };
+            let mut all_right = !current.questions.is_empty() && response.answers.len() == current.questions.len();
+            for (i, q) in current.questions.iter().enumerate() {
+                let typed = response.answers.get(i).map(|a| a.expose_secret().to_string()).unwrap_or_default();
+                let normalised: SecretString = questions::normalise(&typed).unwrap_or_default().into();
+                let hash = stored.iter().find(|(id, _)| id == q).map(|(_, h)| h.clone());
+                // Every answer is checked, right or wrong, so the time says nothing.
+                if !super::passwords::verify(&normalised, hash).await {
+                    all_right = false;
+                }
+            }
+            Ok((all_right, if all_right { "answers accepted" } else { "wrong answers" }))
+        }
+    }
+}
+
+/// Counts a failed verification; true when it has just blocked the person.
+pub(crate) async fn count_failure(st: &AppState, subject: &str, method: GateMethod) -> Result<bool, PortalError> {
+    let now = st.clock.now();
+    let g = &st.cfg.gates;
+    let until = now + i64::from(g.block_hours) * 3600;
+    Ok(security::record_event(&st.db, subject, "failure", method.as_str(), now, g.failures_per_hour, until).await?)
+}
+
+/// Counts a completed reset or unlock; true when it has just blocked the person for more.
+pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, PortalError> {
+    let now = st.clock.now();
+    let g = &st.cfg.gates;
+    let until = now + i64::from(g.block_hours) * 3600;
+    Ok(security::record_event(&st.db, subject, "reset", "any", now, g.resets_per_hour, until).await?)
+}
+
+pub(crate) async fn blocked(st: &AppState, subject: &str) -> Result<bool, PortalError> {
+    Ok(security::blocked_until(&st.db, subject, st.clock.now()).await?.is_some())
+}

@@ -1,0 +1,135 @@
+//! Step 3, for a person who knows their password but is locked out: after the same gates as a
+//! reset, the lockout is lifted in the directory (no password travels) and the page says so.
+//! The form's one-use key is the relay message id, so a double submit cannot act twice.
+
+use super::{outcome_page, Flow, Intent, Target, FLOW};
+use crate::domain::{Anchor, DirectoryId, MsgId, Outcome, UserKind};
+use crate::envelope::{Flags, Op};
+use crate::i18n::Tr;
+use crate::portal::pages::{OutcomeView, UnlockPage};
+use crate::portal::{csrf, gates, people, AppState, ClientAddr, PortalError, SupportCode};
+use crate::relay::{WritebackRequest, WritebackResult};
+use crate::store;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+use tower_sessions::Session;
+
+type PageResult = Result<Response, PortalError>;
+
+async fn page(session: &Session, flow: &mut Flow, outcome: Option<OutcomeView>) -> PageResult {
+    let form_key = match &flow.form_key {
+        Some(k) => k.clone(),
+        None => {
+            let k = MsgId::random().to_string();
+            flow.form_key = Some(k.clone());
+            session.insert(FLOW, &*flow).await?;
+            k
+        }
+    };
+    Ok(UnlockPage { tr: Tr::current(), csrf: csrf::token(session).await?, form_key, outcome, error: None }
+        .into_response())
+}
+
+pub async fn unlock_form(State(st): State<AppState>, session: Session) -> PageResult {
+    let (mut flow, _) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
+        Ok(v) => v,
+        Err(r) => return Ok(r),
+    };
+    page(&session, &mut flow, None).await
+}
+
+#[derive(Deserialize)]
+pub struct UnlockForm {
+    csrf: String,
+    form_key: String,
+}
+
+pub async fn unlock(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<UnlockForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let (mut flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
+        Ok(v) => v,
+        Err(r) => return Ok(r),
+    };
+    let (Some(key), Ok(msg_id)) = (flow.form_key.take(), MsgId::parse(&f.form_key)) else {
+        return page(&session, &mut flow, None).await;
+    };
+    if key != f.form_key {
+        flow.form_key = Some(key);
+        return page(&session, &mut flow, None).await;
+    }
+    session.insert(FLOW, &flow).await?;
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    let claim = store::writebacks::Claim {
+        msg_id: msg_id.as_str(),
+        directory: &target.directory,
+        anchor: &target.anchor,
+        op: "unlock",
+        support_code: &support.0,
+        now,
+    };
+    if !store::writebacks::claim(&st.db, &claim).await? {
+        return page(&session, &mut flow, None).await;
+    }
+    let result = unlock_account(&st, &target, msg_id.clone(), now).await?;
+    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+    let attempt = flow.attempt(&st, client, &support);
+    attempt.audit("unlock.writeback", &result.outcome, &result.raw).await?;
+    if !result.outcome.is_success() {
+        let view = OutcomeView::new(&result.outcome, &support);
+        return Ok(support.tag(page(&session, &mut flow, Some(view)).await?));
+    }
+    session.remove::<Flow>(FLOW).await?;
+    people::notify(&st, &target, now, crate::mail::Notice::Unlocked);
+    if gates::count_reset(&st, &flow.subject).await? {
+        attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
+    }
+    let tr = Tr::current();
+    let mut done = outcome_page(&st, "unlock.done_title", &result.outcome, &support, false);
+    done.outcome.message = tr.t("unlock.done").into();
+    done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
+    Ok(support.tag(done))
+}
+
+/// Lifts the lockout in the person's directory, through the relay. A cloud-only account is
+/// never locked by a directory: there is nothing to lift.
+async fn unlock_account(
+    st: &AppState,
+    target: &Target,
+    msg_id: MsgId,
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
+    if target.kind == UserKind::CloudOnly {
+        return Ok(WritebackResult {
+            outcome: Outcome::Success,
+            raw: "cloud-only account: nothing to unlock".into(),
+            policy: None,
+            agent_id: None,
+        });
+    }
+    let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
+        return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
+    };
+    let request = WritebackRequest {
+        msg_id,
+        op: Op::Unlock,
+        directory,
+        anchor,
+        password: None,
+        old_password: None,
+        flags: Flags::default(),
+        actor: "self-service".into(),
+    };
+    let mut result = st.hub.writeback(request, now).await;
+    if let Some(a) = &result.agent_id {
+        result.raw = format!("agent={a} {}", result.raw);
+    }
+    Ok(result)
+}

@@ -1,0 +1,252 @@
+//! Security info: the methods a person registered (authenticator seed as ciphertext, question
+//! answers as argon2id hashes, an alternate e-mail address), and the self-service limits: failed
+//! verifications and resets per hour, and the blocks they lead to.
+
+use super::Db;
+
+/// A person, as every table here keys them.
+#[derive(Debug, Clone, Copy)]
+pub struct Person<'a> {
+    pub directory: &'a str,
+    pub anchor: &'a str,
+}
+
+impl Person<'_> {
+    /// The subject under which the person's limits are counted.
+    pub fn subject(&self) -> String {
+        super::attempts::subject(self.directory, self.anchor)
+    }
+
+    /// What binds an encrypted secret to its row.
+    pub fn context(&self, what: &str) -> String {
+        format!("{what}|{}|{}", self.directory, self.anchor)
+    }
+}
+
+// ---- authenticator app ----
+
+pub struct TotpRow {
+    pub secret_enc: Vec<u8>,
+    pub confirmed: bool,
+    pub last_step: i64,
+}
+
+/// Starts (or restarts) an enrolment: the seed waits for its first code before it counts.
+pub async fn put_pending_totp(db: &Db, p: Person<'_>, secret_enc: &[u8], now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO totp_secrets (directory, anchor, secret_enc, created_at, confirmed_at, last_step) \
+         VALUES (?, ?, ?, ?, NULL, 0) ON CONFLICT (directory, anchor) DO UPDATE SET \
+         secret_enc = excluded.secret_enc, created_at = excluded.created_at, confirmed_at = NULL, last_step = 0 \
+         WHERE totp_secrets.confirmed_at IS NULL",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(secret_enc)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn totp(db: &Db, p: Person<'_>) -> sqlx::Result<Option<TotpRow>> {
+    let row: Option<(Vec<u8>, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT secret_enc, confirmed_at, last_step FROM totp_secrets WHERE directory = ? AND anchor = ?",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(secret_enc, confirmed_at, last_step)| TotpRow {
+        secret_enc,
+        confirmed: confirmed_at.is_some(),
+        last_step,
+    }))
+}
+
+/// Records that the code of time step `step` was used, and confirms a pending enrolment. False
+/// when that step (or a later one) was used already: a code never works twice, even for two
+/// requests racing each other.
+pub async fn use_totp_step(db: &Db, p: Person<'_>, step: i64, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE totp_secrets SET last_step = ?, confirmed_at = COALESCE(confirmed_at, ?) \
+         WHERE directory = ? AND anchor = ? AND last_step < ?",
+    )
+    .bind(step)
+    .bind(now)
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(step)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn remove_totp(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM totp_secrets WHERE directory = ? AND anchor = ?")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+// ---- security questions ----
+
+/// Replaces the person's answers with these (question id, argon2id hash) pairs, all at once.
+pub async fn set_answers(db: &Db, p: Person<'_>, answers: &[(String, String)], now: i64) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM security_answers WHERE directory = ? AND anchor = ?")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .execute(&mut *tx)
+        .await?;
+    for (question, hash) in answers {
+        sqlx::query(
+            "INSERT INTO security_answers (directory, anchor, question, answer_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(p.directory)
+        .bind(p.anchor)
+        .bind(question)
+        .bind(hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The person's (question id, answer hash) pairs.
+pub async fn answers(db: &Db, p: Person<'_>) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT question, answer_hash FROM security_answers WHERE directory = ? AND anchor = ? ORDER BY question",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn remove_answers(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
+    set_answers(db, p, &[], 0).await
+}
+
+// ---- alternate e-mail ----
+
+pub async fn set_alternate_email(db: &Db, p: Person<'_>, email: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO alternate_emails (directory, anchor, email, verified_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (directory, anchor) DO UPDATE SET email = excluded.email, verified_at = excluded.verified_at",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(email)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn remove_alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM alternate_emails WHERE directory = ? AND anchor = ?")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+// ---- re-confirmation ----
+
+pub async fn mark_reviewed(db: &Db, p: Person<'_>, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO security_info_reviews (directory, anchor, reviewed_at) VALUES (?, ?, ?) \
+         ON CONFLICT (directory, anchor) DO UPDATE SET reviewed_at = excluded.reviewed_at",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn reviewed_at(db: &Db, p: Person<'_>) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT reviewed_at FROM security_info_reviews WHERE directory = ? AND anchor = ?")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .fetch_optional(db)
+        .await
+}
+
+// ---- limits and blocks ----
+
+/// The end of the person's block, if they are blocked now.
+pub async fn blocked_until(db: &Db, subject: &str, now: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT until FROM self_service_blocks WHERE subject = ? AND until > ?")
+        .bind(subject)
+        .bind(now)
+        .fetch_optional(db)
+        .await
+}
+
+/// Records a failed verification or a completed reset. When this makes `limit` in the last hour,
+/// blocks the subject until `block_until` and returns true (the block is new).
+pub async fn record_event(
+    db: &Db,
+    subject: &str,
+    kind: &str,
+    method: &str,
+    now: i64,
+    limit: u32,
+    block_until: i64,
+) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM gate_events WHERE at <= ?").bind(now - 3600).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES (?, ?, ?, ?)")
+        .bind(subject)
+        .bind(kind)
+        .bind(method)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?")
+        .bind(subject)
+        .bind(kind)
+        .bind(now - 3600)
+        .fetch_one(&mut *tx)
+        .await?;
+    let blocked = count >= i64::from(limit);
+    if blocked {
+        sqlx::query(
+            "INSERT INTO self_service_blocks (subject, until, reason, at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at",
+        )
+        .bind(subject)
+        .bind(block_until)
+        .bind(format!("{count} {kind}s in an hour"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM gate_events WHERE subject = ? AND kind = ?")
+            .bind(subject)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(blocked)
+}
+
+/// Lifts a block (the helpdesk's act, or a test's).
+pub async fn unblock(db: &Db, subject: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM self_service_blocks WHERE subject = ?").bind(subject).execute(db).await?;
+    Ok(())
+}
