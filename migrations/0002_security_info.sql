@@ -55,3 +55,9 @@ CREATE TABLE self_service_blocks (
     reason    TEXT NOT NULL,
     at        INTEGER NOT NULL
 );
+
+-- Proof-of-work challenges already used: each solves one first step only.
+CREATE TABLE spent_challenges (
+    nonce       TEXT PRIMARY KEY,
+    expires_at  INTEGER NOT NULL
+);

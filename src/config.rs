@@ -142,6 +142,28 @@ pub struct PortalConfig {
     pub cloud_policy: CloudPolicyConfig,
     /// How people prove who they are before a reset or unlock, and the limits on it.
     pub gates: GatesConfig,
+    /// Making automated use of the first steps expensive: proof of work, and rate limits.
+    pub anti_automation: AntiAutomationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiAutomationConfig {
+    /// Leading zero bits the browser's proof of work must find (each bit doubles its work;
+    /// 16 is about a second on a phone). 0 turns the proof of work off.
+    pub pow_bits: u32,
+    /// What a first step sent without a proof (JavaScript off) waits instead.
+    pub no_script_delay_ms: u64,
+    /// First steps (identify, sign-in, change) per client address per minute.
+    pub per_address_per_minute: u32,
+    /// Identify steps per account per hour; beyond, the flow goes on as for an unknown name.
+    pub per_account_per_hour: u32,
+}
+
+impl Default for AntiAutomationConfig {
+    fn default() -> Self {
+        Self { pow_bits: 16, no_script_delay_ms: 3000, per_address_per_minute: 20, per_account_per_hour: 20 }
+    }
 }
 
 /// A way to prove who you are.
@@ -243,6 +265,7 @@ impl Default for PortalConfig {
             directories: Default::default(),
             cloud_policy: CloudPolicyConfig::default(),
             gates: GatesConfig::default(),
+            anti_automation: AntiAutomationConfig::default(),
         }
     }
 }
@@ -264,6 +287,9 @@ pub struct ServerConfig {
     pub allowed_return_origins: Vec<String>,
     /// Origins that may show the portal in a frame. Empty: no framing at all.
     pub frame_ancestors: Vec<String>,
+    /// Addresses of proxies in front of the portal whose `X-Forwarded-For` is believed, so that
+    /// limits and the audit see each person's address rather than the proxy's.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -277,6 +303,7 @@ impl Default for ServerConfig {
             helpdesk_contact: None,
             allowed_return_origins: Vec::new(),
             frame_ancestors: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -453,6 +480,10 @@ impl PortalConfig {
         }
         if self.mail.security == SmtpSecurity::None && !dev && !is_loopback_host(&self.mail.smtp_host) {
             bail!("mail.security = \"none\" sends codes in clear: only allowed to a relay on this host or in development mode");
+        }
+        let a = &self.anti_automation;
+        if a.pow_bits > 24 || a.per_address_per_minute == 0 || a.per_account_per_hour == 0 {
+            bail!("anti_automation: pow_bits at most 24, and the limits at least 1");
         }
         let g = &self.gates;
         if g.methods.is_empty() {

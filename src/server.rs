@@ -54,9 +54,21 @@ impl Application {
 
         let session_store = SqliteStore::new(db.clone());
         session_store.migrate().await.context("session table")?;
+        let guard =
+            Arc::new(crate::portal::Guard::new(&cfg.anti_automation, data_key.derive("passback/proof-of-work/v1")));
         tokio::spawn({
             use tower_sessions::ExpiredDeletion;
             session_store.clone().continuously_delete_expired(Duration::from_secs(300))
+        });
+        tokio::spawn({
+            let guard = guard.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    guard.tidy();
+                }
+            }
         });
         let secure = cfg.serves_tls() || cfg.server.behind_tls_proxy;
         let sessions = SessionManagerLayer::new(session_store)
@@ -76,7 +88,8 @@ impl Application {
             mailer,
             clock,
             code_key,
-            secrets: data_key,
+            secrets: data_key.clone(),
+            guard,
             demo_mailbox: extras.demo_mailbox,
         };
         let router = portal::router(app_state)

@@ -43,6 +43,7 @@ async fn page(
     let page = ChangePage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
+        pow: st.challenge(),
         form_key,
         login: login.to_string(),
         error,
@@ -64,6 +65,10 @@ pub struct ChangeForm {
     current: SecretString,
     password: SecretString,
     confirm: SecretString,
+    #[serde(default)]
+    pow_token: String,
+    #[serde(default)]
+    pow: String,
 }
 
 pub async fn change(
@@ -87,6 +92,9 @@ async fn change_inner(
     f: ChangeForm,
 ) -> Result<Response, PortalError> {
     csrf::check(&session, &f.csrf).await?;
+    if let Err(refused) = st.admit(client, &f.pow_token, &f.pow).await? {
+        return Ok(refused);
+    }
     let typed = f.login.trim().to_string();
     if session.get::<String>(FORM_KEY).await?.as_deref() != Some(f.form_key.as_str()) {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;

@@ -7,6 +7,7 @@ mod csrf;
 mod demo;
 mod error;
 pub mod gates;
+mod guard;
 mod lang;
 mod pages;
 pub mod passwords;
@@ -15,6 +16,7 @@ mod reset;
 pub mod return_to;
 
 pub use error::{PortalError, SupportCode};
+pub use guard::Guard;
 
 use crate::config::PortalConfig;
 use crate::mail::sink::Mailbox;
@@ -71,11 +73,32 @@ pub struct AppState {
     pub code_key: crate::store::MacKey,
     /// Encrypts secrets at rest (authenticator seeds).
     pub secrets: crate::store::DataKey,
+    /// Proof of work and rate limits for the first steps.
+    pub guard: Arc<guard::Guard>,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
 }
 
 impl AppState {
+    /// The anti-automation gate of a first step: `Some(page)` when the client must be turned
+    /// away; otherwise the step goes on (after the proof, or the wait that replaces it).
+    pub(crate) async fn admit(
+        &self,
+        client: std::net::SocketAddr,
+        pow_token: &str,
+        pow: &str,
+    ) -> Result<Result<guard::Proof, axum::response::Response>, PortalError> {
+        match self.guard.admit(&self.db, client.ip(), pow_token, pow, self.clock.now()).await? {
+            guard::Verdict::Admit(proof) => Ok(Ok(proof)),
+            guard::Verdict::TooMany => Ok(Err(guard::too_many())),
+        }
+    }
+
+    /// A proof-of-work challenge for a first-step form.
+    pub(crate) fn challenge(&self) -> Option<guard::Challenge> {
+        self.guard.challenge(self.clock.now())
+    }
+
     /// Whom people should contact: as configured, else "your helpdesk" in their language.
     pub fn helpdesk(&self, tr: crate::i18n::Tr) -> String {
         self.cfg.server.helpdesk_contact.clone().unwrap_or_else(|| tr.t("common.your_helpdesk").to_string())
@@ -85,6 +108,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;
     let framers = state.cfg.server.frame_ancestors.clone();
+    let proxies: Arc<[std::net::IpAddr]> = state.cfg.server.trusted_proxies.clone().into();
     let mut r = Router::new()
         .route(paths::HOME, get(reset::home))
         .route(paths::RESET, get(reset::identify_form).post(reset::identify))
@@ -112,8 +136,34 @@ pub fn router(state: AppState) -> Router {
     let r = r
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-        .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)));
+        .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| forwarded_client(proxies.clone(), req, next)));
     security_headers(r, tls, &framers)
+}
+
+/// Behind a trusted proxy, the client is the last address in `X-Forwarded-For` that is not one of
+/// the trusted proxies; anyone else's `X-Forwarded-For` is ignored (it is theirs to forge).
+async fn forwarded_client(
+    proxies: Arc<[std::net::IpAddr]>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::ConnectInfo;
+    let peer = req.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0 .0);
+    if peer.is_some_and(|p| proxies.contains(&p.ip())) {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .collect::<Vec<_>>();
+        if let Some(client) = forwarded.into_iter().rev().find(|a| !proxies.contains(a)) {
+            req.extensions_mut().insert(ConnectInfo(ClientAddr(std::net::SocketAddr::new(client, 0))));
+        }
+    }
+    next.run(req).await
 }
 
 /// The few static assets, built into the binary: no CDN, nothing read from disk at run time.
@@ -122,6 +172,7 @@ async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> 
     let (kind, body) = match file.as_str() {
         "style.css" => ("text/css; charset=utf-8", include_str!("../../static/style.css")),
         "password.js" => ("text/javascript; charset=utf-8", include_str!("../../static/password.js")),
+        "pow.js" => ("text/javascript; charset=utf-8", include_str!("../../static/pow.js")),
         _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
     };
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()

@@ -30,6 +30,8 @@ pub struct PolicyView {
 pub struct IdentifyPage {
     pub tr: Tr,
     pub csrf: String,
+    /// The proof-of-work challenge (none when it is off).
+    pub pow: Option<super::guard::Challenge>,
     pub login: String,
     /// The person asked to unlock rather than reset.
     pub unlock: bool,
@@ -96,6 +98,8 @@ pub struct PasswordPage {
 pub struct ChangePage {
     pub tr: Tr,
     pub csrf: String,
+    /// The proof-of-work challenge (none when it is off).
+    pub pow: Option<super::guard::Challenge>,
     pub form_key: String,
     pub login: String,
     pub error: Option<String>,
@@ -143,6 +147,8 @@ pub struct DemoMailPage {
 pub struct SignInPage {
     pub tr: Tr,
     pub csrf: String,
+    /// The proof-of-work challenge (none when it is off).
+    pub pow: Option<super::guard::Challenge>,
     pub login: String,
     pub notice: Option<String>,
     pub error: Option<String>,

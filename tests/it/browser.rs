@@ -39,6 +39,8 @@ async fn a_forgotten_password_is_reset_by_email_code_in_a_browser() {
     browser.check("done").await;
     assert!(app.bind_works("alice", NEW_PASSWORD).await, "the directory has the new password");
     assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await);
+    let identify = app.audit().await.into_iter().find(|r| r.operation == "reset.identify").unwrap();
+    assert!(identify.raw.contains("proof of work solved"), "the page's script did the work: {}", identify.raw);
     browser.close().await;
 }
 
@@ -52,6 +54,8 @@ async fn the_reset_works_the_same_with_javascript_off() {
     let text = browser.text().await;
     assert!(text.contains("Your password has been changed"), "{text}");
     assert!(app.bind_works("bob", NEW_PASSWORD).await);
+    let identify = app.audit().await.into_iter().find(|r| r.operation == "reset.identify").unwrap();
+    assert!(identify.raw.contains("no proof of work: delayed"), "{}", identify.raw);
     browser.close().await;
 }
 

@@ -56,11 +56,22 @@ pub struct Options {
     pub apps_origin: Option<&'static str>,
     /// How many different methods a reset needs (1 or 2).
     pub gates_required: u32,
+    /// First steps per client address and minute.
+    pub per_address_per_minute: u32,
+    /// Believe `X-Forwarded-For` from 127.0.0.1, as behind a proxy.
+    pub trusted_proxy: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { ping_interval_secs: 1, result_deadline_secs: 5, apps_origin: None, gates_required: 1 }
+        Self {
+            ping_interval_secs: 1,
+            result_deadline_secs: 5,
+            apps_origin: None,
+            gates_required: 1,
+            per_address_per_minute: 10_000,
+            trusted_proxy: false,
+        }
     }
 }
 
@@ -141,6 +152,14 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
     cfg.gates.required = opts.gates_required;
+    // A light proof of work (the browser solves it at once), and a short wait without one, so
+    // the tests that post forms without a browser stay quick.
+    cfg.anti_automation.pow_bits = 8;
+    cfg.anti_automation.no_script_delay_ms = 50;
+    cfg.anti_automation.per_address_per_minute = opts.per_address_per_minute;
+    if opts.trusted_proxy {
+        cfg.server.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    }
     if let Some(origin) = opts.apps_origin {
         cfg.server.allowed_return_origins = vec![origin.into()];
         cfg.server.frame_ancestors = vec![origin.into()];

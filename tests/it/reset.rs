@@ -377,3 +377,38 @@ fn urlencode(s: &str) -> String {
 fn unmasked(page: &str) -> String {
     page.split(' ').map(|w| if w.contains("•••@") { "<masked>" } else { w }).collect::<Vec<_>>().join(" ")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_steps_are_limited_per_client_address_as_a_trusted_proxy_reports_it() {
+    let app = spawn_app_with(Options { per_address_per_minute: 2, trusted_proxy: true, ..Default::default() }).await;
+    let identify_from = |ip: &'static str| {
+        let app = &app;
+        async move {
+            let (_, csrf) = app.page("/reset").await;
+            app.client
+                .post(format!("{}/reset", app.url))
+                .header("x-forwarded-for", format!("203.0.113.9, {ip}"))
+                .form(&[("csrf", csrf.as_str()), ("login", "alice")])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(identify_from("198.51.100.1").await.status().is_success());
+    assert!(identify_from("198.51.100.1").await.status().is_success());
+    let refused = identify_from("198.51.100.1").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    assert!(refused.text().await.unwrap().contains("Too many attempts"));
+    // Another person behind the same proxy is not held back.
+    assert!(identify_from("198.51.100.2").await.status().is_success());
+    let audit = app.audit().await;
+    let clients: Vec<_> = audit
+        .iter()
+        .filter(|r| r.operation == "reset.identify")
+        .map(|r| r.client.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(clients.len(), 3, "{audit:#?}");
+    assert!(clients.iter().all(|c| c.starts_with("198.51.100.")), "the person's address, not the proxy's: {clients:?}");
+    assert!(audit.iter().all(|r| r.operation != "reset.identify" || r.raw.contains("no proof of work: delayed")));
+}

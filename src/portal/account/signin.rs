@@ -30,10 +30,17 @@ struct MustChange {
 
 const MUST_CHANGE: &str = "must_change";
 
-async fn page(session: &Session, login: &str, error: Option<String>, outcome: Option<OutcomeView>) -> PageResult {
+async fn page(
+    st: &AppState,
+    session: &Session,
+    login: &str,
+    error: Option<String>,
+    outcome: Option<OutcomeView>,
+) -> PageResult {
     let page = SignInPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
+        pow: st.challenge(),
         login: login.to_string(),
         notice: None,
         error,
@@ -47,11 +54,16 @@ pub struct SignInQuery {
     again: Option<String>,
 }
 
-pub async fn signin_form(session: Session, axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> PageResult {
+pub async fn signin_form(
+    State(st): State<AppState>,
+    session: Session,
+    axum::extract::Query(q): axum::extract::Query<SignInQuery>,
+) -> PageResult {
     let tr = Tr::current();
     let page = SignInPage {
         tr,
         csrf: csrf::token(&session).await?,
+        pow: st.challenge(),
         login: String::new(),
         notice: q.again.map(|_| tr.t("signin.again").to_string()),
         error: None,
@@ -65,6 +77,10 @@ pub struct SignInForm {
     csrf: String,
     login: String,
     password: SecretString,
+    #[serde(default)]
+    pow_token: String,
+    #[serde(default)]
+    pow: String,
 }
 
 pub async fn signin(
@@ -81,14 +97,17 @@ pub async fn signin(
 
 async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Session, f: SignInForm) -> PageResult {
     csrf::check(session, &f.csrf).await?;
+    if let Err(refused) = st.admit(client, &f.pow_token, &f.pow).await? {
+        return Ok(refused);
+    }
     let tr = Tr::current();
     let typed = f.login.trim().to_string();
     let login = match LoginName::parse(&f.login) {
         Ok(l) => l,
-        Err(e) => return page(session, &typed, Some(e.text(tr)), None).await,
+        Err(e) => return page(st, session, &typed, Some(e.text(tr)), None).await,
     };
     if f.password.expose_secret().is_empty() {
-        return page(session, &typed, Some(tr.t("signin.password_missing").into()), None).await;
+        return page(st, session, &typed, Some(tr.t("signin.password_missing").into()), None).await;
     }
     let support = SupportCode::new();
     let now = st.clock.now();
@@ -103,7 +122,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
         let o = Outcome::VerificationFailed;
         attempt.audit("signin.limit", &o, "too many wrong passwords in the last hour or day").await?;
-        return Ok(support.tag(page(session, &typed, None, Some(OutcomeView::new(&o, &support))).await?));
+        return Ok(support.tag(page(st, session, &typed, None, Some(OutcomeView::new(&o, &support))).await?));
     };
     let result = match &found.target {
         Some(t) => passwords::check_current(st, t, &f.password, now).await?,
@@ -147,7 +166,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
             } else {
                 OutcomeView::new(&o, &support)
             };
-            Ok(support.tag(page(session, &typed, None, Some(shown)).await?))
+            Ok(support.tag(page(st, session, &typed, None, Some(shown)).await?))
         }
     }
 }

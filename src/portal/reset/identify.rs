@@ -36,10 +36,11 @@ pub async fn identify_form(
         session.insert(crate::portal::RETURN_TO, url).await?;
     }
     let login = q.login_hint.filter(|h| LoginName::parse(h).is_ok()).map(|h| h.trim().to_string()).unwrap_or_default();
-    Ok(page(&session, login, Intent::Reset, None).await?.into_response())
+    Ok(page(&st, &session, login, Intent::Reset, None).await?.into_response())
 }
 
 async fn page(
+    st: &AppState,
     session: &Session,
     login: String,
     intent: Intent,
@@ -48,6 +49,7 @@ async fn page(
     Ok(IdentifyPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
+        pow: st.challenge(),
         login,
         unlock: intent == Intent::Unlock,
         error,
@@ -60,6 +62,10 @@ pub struct IdentifyForm {
     login: String,
     #[serde(default)]
     intent: Intent,
+    #[serde(default)]
+    pow_token: String,
+    #[serde(default)]
+    pow: String,
 }
 
 pub async fn identify(
@@ -69,14 +75,28 @@ pub async fn identify(
     Form(f): Form<IdentifyForm>,
 ) -> Result<Response, PortalError> {
     csrf::check(&session, &f.csrf).await?;
+    let proof = match st.admit(client, &f.pow_token, &f.pow).await? {
+        Ok(proof) => proof,
+        Err(refused) => return Ok(refused),
+    };
     let login = match LoginName::parse(&f.login) {
         Ok(l) => l,
         Err(e) => {
-            return Ok(page(&session, String::new(), f.intent, Some(e.text(Tr::current()))).await?.into_response())
+            let page = page(&st, &session, String::new(), f.intent, Some(e.text(Tr::current()))).await?;
+            return Ok(page.into_response());
         }
     };
     let support = SupportCode::new();
-    let found = people::resolve(&st, &login, &support).await?;
+    let mut found = people::resolve(&st, &login, &support).await?;
+    let mut limited = false;
+    if let Some(t) = &found.target {
+        if !st.guard.account_allowed(&t.person().subject()) {
+            // Over the account's hourly limit: the flow goes on as for a name that matched
+            // nobody, so the answer does not change and nothing is sent.
+            found.target = None;
+            limited = true;
+        }
+    }
     let subject = match &found.target {
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),
@@ -100,11 +120,12 @@ pub async fn identify(
         return Ok(support.tag(outcome_page(&st, "password.unavailable_title", &o, &support, true)));
     }
     let raw = match (&flow.target, found.matched) {
+        _ if limited => "identify limit per account and hour reached: treated as unknown",
         (Some(_), _) => "identified",
         (None, 0) => "no such account",
         (None, _) => "several or disabled accounts",
     };
-    attempt.audit("reset.identify", &Outcome::Success, raw).await?;
+    attempt.audit("reset.identify", &Outcome::Success, &format!("{raw}; {}", proof.as_str())).await?;
     session.cycle_id().await?;
     session.insert(FLOW, &flow).await?;
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())

@@ -1,0 +1,238 @@
+//! Anti-automation for the first steps (identify, sign-in, change): a self-hosted proof of work
+//! that the page's script solves while the person types (no third party, no tracking), a delay
+//! instead for a browser without JavaScript, and rate limits per client address and per account
+//! (governor's keyed GCRA limiters).
+//!
+//! A challenge is `nonce.expires.bits.mac`: stateless to hand out, authenticated by a key derived
+//! from the data key, and spent on use, so one solution buys one attempt.
+
+use super::PortalError;
+use crate::config::AntiAutomationConfig;
+use crate::store::{Db, MacKey};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// How long a challenge stays valid: a person may take a while to type their name.
+const CHALLENGE_TTL_SECS: i64 = 30 * 60;
+
+/// A challenge as the form carries it.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub token: String,
+    pub bits: u32,
+}
+
+pub struct Guard {
+    key: MacKey,
+    bits: u32,
+    no_script_delay: Duration,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    per_account: DefaultKeyedRateLimiter<String>,
+}
+
+/// What a first step may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on.
+    Admit(Proof),
+    /// Too many requests from this address: refuse, and say when to try again.
+    TooMany,
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Guard {
+    pub fn new(cfg: &AntiAutomationConfig, key: MacKey) -> Guard {
+        Guard {
+            key,
+            bits: cfg.pow_bits,
+            no_script_delay: Duration::from_millis(cfg.no_script_delay_ms),
+            per_address: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute))),
+            per_account: RateLimiter::keyed(Quota::per_hour(nonzero(cfg.per_account_per_hour))),
+        }
+    }
+
+    /// A fresh challenge for a form, or `None` when the proof of work is off.
+    pub fn challenge(&self, now: i64) -> Option<Challenge> {
+        if self.bits == 0 {
+            return None;
+        }
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let payload = format!("{nonce}.{}.{}", now + CHALLENGE_TTL_SECS, self.bits);
+        let mac = self.key.hash(&[payload.as_bytes()]);
+        Some(Challenge { token: format!("{payload}.{mac}"), bits: self.bits })
+    }
+
+    /// Whether `token` is a challenge of ours, unexpired, that `counter` solves; spends it.
+    async fn solved(&self, db: &Db, token: &str, counter: &str, now: i64) -> Result<bool, PortalError> {
+        let mut parts = token.rsplitn(2, '.');
+        let (Some(mac), Some(payload)) = (parts.next(), parts.next()) else { return Ok(false) };
+        if !self.key.matches(&[payload.as_bytes()], mac) {
+            return Ok(false);
+        }
+        let fields: Vec<&str> = payload.split('.').collect();
+        let [nonce, expires, bits] = fields.as_slice() else { return Ok(false) };
+        let (Ok(expires), Ok(bits)) = (expires.parse::<i64>(), bits.parse::<u32>()) else { return Ok(false) };
+        if expires < now || bits < self.bits || counter.is_empty() || counter.len() > 20 {
+            return Ok(false);
+        }
+        if leading_zero_bits(&Sha256::digest(format!("{token}:{counter}").as_bytes())) < bits {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM spent_challenges WHERE expires_at < ?").bind(now).execute(db).await?;
+        let fresh = sqlx::query("INSERT OR IGNORE INTO spent_challenges (nonce, expires_at) VALUES (?, ?)")
+            .bind(*nonce)
+            .bind(expires)
+            .execute(db)
+            .await?;
+        Ok(fresh.rows_affected() == 1)
+    }
+
+    /// The gate of a first step: the address's rate, then the proof (or, without one, a wait
+    /// long enough to make scripted use slow; a browser without JavaScript still gets through).
+    pub async fn admit(
+        &self,
+        db: &Db,
+        client: IpAddr,
+        token: &str,
+        counter: &str,
+        now: i64,
+    ) -> Result<Verdict, PortalError> {
+        if self.per_address.check_key(&client).is_err() {
+            tracing::warn!(%client, "first-step rate limit reached for a client address");
+            return Ok(Verdict::TooMany);
+        }
+        if self.bits == 0 {
+            return Ok(Verdict::Admit(Proof::Off));
+        }
+        if self.solved(db, token, counter, now).await? {
+            return Ok(Verdict::Admit(Proof::Solved));
+        }
+        tokio::time::sleep(self.no_script_delay).await;
+        Ok(Verdict::Admit(Proof::Delayed))
+    }
+
+    /// Whether another identify step for this account is allowed this hour.
+    pub fn account_allowed(&self, subject: &str) -> bool {
+        self.per_account.check_key(&subject.to_string()).is_ok()
+    }
+
+    /// Forgets limiter state that no longer matters (called now and then).
+    pub fn tidy(&self) {
+        self.per_address.retain_recent();
+        self.per_account.retain_recent();
+    }
+}
+
+fn leading_zero_bits(digest: &[u8]) -> u32 {
+    let mut n = 0;
+    for b in digest {
+        if *b == 0 {
+            n += 8;
+        } else {
+            return n + b.leading_zeros();
+        }
+    }
+    n
+}
+
+/// How a first step proved it was worth answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// The proof of work is turned off.
+    Off,
+    Solved,
+    /// No valid proof (JavaScript off, or a script): answered after the delay.
+    Delayed,
+}
+
+impl Proof {
+    /// For the audit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proof::Off => "proof of work off",
+            Proof::Solved => "proof of work solved",
+            Proof::Delayed => "no proof of work: delayed",
+        }
+    }
+}
+
+/// The page for a client over its rate: what happened and when to try again.
+pub fn too_many() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let tr = crate::i18n::Tr::current();
+    let support = super::SupportCode::new();
+    let page = super::pages::ErrorPage {
+        tr,
+        title: tr.t("guard.too_many_title").into(),
+        message: tr.t("guard.too_many").into(),
+        support_code: support.0.clone(),
+    };
+    let mut resp = support.tag((axum::http::StatusCode::TOO_MANY_REQUESTS, page));
+    resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+    resp.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(bits: u32) -> Guard {
+        let cfg = AntiAutomationConfig { pow_bits: bits, no_script_delay_ms: 0, ..Default::default() };
+        Guard::new(
+            &cfg,
+            crate::store::DataKey::from_base64(&crate::store::DataKey::generate_base64()).unwrap().derive("t"),
+        )
+    }
+
+    fn solve(token: &str, bits: u32) -> String {
+        (0u64..)
+            .find(|c| leading_zero_bits(&Sha256::digest(format!("{token}:{c}").as_bytes())) >= bits)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn zero_bits_are_counted_across_bytes() {
+        assert_eq!(leading_zero_bits(&[0, 0, 0x10, 0xff]), 19);
+        assert_eq!(leading_zero_bits(&[0x80]), 0);
+        assert_eq!(leading_zero_bits(&[0, 0]), 16);
+    }
+
+    #[tokio::test]
+    async fn a_solution_works_once_and_only_for_its_own_unaltered_unexpired_challenge() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let g = guard(8);
+        let now = 1_800_000_000;
+        let c = g.challenge(now).unwrap();
+        let answer = solve(&c.token, 8);
+        assert!(!g.solved(&db, &c.token, "", now).await.unwrap(), "no answer");
+        let tampered = c.token.replacen(".8.", ".1.", 1);
+        assert!(!g.solved(&db, &tampered, &solve(&tampered, 1), now).await.unwrap(), "the difficulty is signed");
+        assert!(!g.solved(&db, &c.token, &answer, now + CHALLENGE_TTL_SECS + 1).await.unwrap(), "expired");
+        assert!(g.solved(&db, &c.token, &answer, now).await.unwrap());
+        assert!(!g.solved(&db, &c.token, &answer, now).await.unwrap(), "spent");
+    }
+
+    #[tokio::test]
+    async fn an_address_over_its_rate_is_turned_away_and_others_are_not() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let cfg = AntiAutomationConfig { pow_bits: 0, per_address_per_minute: 3, ..Default::default() };
+        let g = Guard::new(
+            &cfg,
+            crate::store::DataKey::from_base64(&crate::store::DataKey::generate_base64()).unwrap().derive("t"),
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(g.admit(&db, a, "", "", 0).await.unwrap(), Verdict::Admit(Proof::Off));
+        }
+        assert_eq!(g.admit(&db, a, "", "", 0).await.unwrap(), Verdict::TooMany);
+        assert_eq!(g.admit(&db, b, "", "", 0).await.unwrap(), Verdict::Admit(Proof::Off));
+    }
+}
