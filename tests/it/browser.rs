@@ -370,3 +370,47 @@ async fn a_locked_out_person_unlocks_without_changing_the_password() {
     app.wait_for_mail("Your account was unlocked").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_without_an_address_registers_one_proves_it_and_a_stale_session_cannot_remove_it() {
+    let app = spawn_app().await;
+    let browser = Browser::open(&app, "alternate-email").await;
+    browser.goto("/signin").await;
+    browser.check("signin").await;
+    // Dave has no e-mail address in the directory, so a reset could not reach him.
+    let text = sign_in(&browser, "dave", INITIAL_USER_PASSWORD).await;
+    assert!(text.contains("register at least 1"), "{text}");
+    browser.press("Add an e-mail address").await;
+    browser.check("email-add").await;
+    browser.fill("email", "dave.home@example.net").await;
+    browser.press("Send a code").await;
+    let text = browser.text().await;
+    assert!(text.contains("d•••@example.net"), "where the code went, masked: {text}");
+    browser.check("email-code").await;
+    let code = app.code_for("dave.home@example.net", 0).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    let text = browser.text().await;
+    assert!(text.contains("The e-mail address is registered") && !text.contains("register at least"), "{text}");
+    browser.check("security-info-complete").await;
+
+    // Eleven minutes later the session is too old to change anything without signing in again.
+    app.clock.advance(11 * 60);
+    browser.press("Remove this address").await;
+    assert!(browser.path().await.starts_with("/signin"), "{}", browser.path().await);
+    assert!(browser.text().await.contains("sign in again"));
+    let registered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alternate_emails").fetch_one(&app.db).await.unwrap();
+    assert_eq!(registered, 1, "nothing was removed");
+
+    // The registered address now receives reset codes.
+    browser.goto("/reset").await;
+    browser.fill("login", "dave").await;
+    browser.press("Next").await;
+    let code = app.code_for("dave.home@example.net", 1).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    let text = choose_new_password(&browser).await;
+    assert!(text.contains("Your password has been changed"), "{text}");
+    assert!(app.bind_works("dave", NEW_PASSWORD).await);
+    browser.close().await;
+}

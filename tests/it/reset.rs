@@ -412,3 +412,22 @@ async fn first_steps_are_limited_per_client_address_as_a_trusted_proxy_reports_i
     assert!(clients.iter().all(|c| c.starts_with("198.51.100.")), "the person's address, not the proxy's: {clients:?}");
     assert!(audit.iter().all(|r| r.operation != "reset.identify" || r.raw.contains("no proof of work: delayed")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_questions_are_never_offered_to_a_privileged_account() {
+    let app = spawn_app().await;
+    let anchor = app.anchor_of("bob").await;
+    let person = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
+    let answers: Vec<(String, String)> = ["first_pet", "birth_city", "first_school"]
+        .iter()
+        .map(|q| (q.to_string(), "$argon2id$x".to_string()))
+        .collect();
+    passback::store::security::set_answers(&app.db, person, &answers, 0).await.unwrap();
+    // With answers on record, bob is offered a choice…
+    let page = app.identify("bob").await;
+    assert!(page.contains("Answer my security questions"), "{page}");
+    // …but not once the directory says his account is privileged.
+    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'bob'").execute(&app.db).await.unwrap();
+    let page = app.identify("bob").await;
+    assert!(!page.contains("security questions") && page.contains("Check your e-mail"), "{page}");
+}

@@ -2,7 +2,7 @@
 //! code and the seed as text, confirmed by a first code), security questions, an alternate
 //! e-mail address (proved with a code sent there). Removing one needs a fresh sign-in.
 
-use super::{overview_page, require, SignedIn, SIGNED_IN};
+use super::{overview_page, require, require_fresh, SignedIn};
 use crate::config::GateMethod;
 use crate::domain::{EmailAddress, MsgId, OneTimeCode, Outcome};
 use crate::i18n::Tr;
@@ -47,7 +47,7 @@ pub struct CsrfOnly {
 /// Starts an enrolment: a new seed, kept (encrypted) until the first code confirms it.
 pub async fn start_authenticator(State(st): State<AppState>, session: Session, Form(f): Form<CsrfOnly>) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -98,7 +98,7 @@ pub async fn confirm_authenticator(
     Form(f): Form<CodeForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -156,7 +156,7 @@ pub async fn save_questions(
     Form(f): Form<HashMap<String, String>>,
 ) -> PageResult {
     csrf::check(&session, f.get("csrf").map_or("", String::as_str)).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -224,7 +224,7 @@ pub struct EmailForm {
 /// Sends a code to the new address; it is registered once the code comes back.
 pub async fn add_email(State(st): State<AppState>, session: Session, Form(f): Form<EmailForm>) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -265,7 +265,7 @@ pub async fn confirm_email(
     Form(f): Form<CodeForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -304,8 +304,7 @@ pub struct RemoveForm {
     method: GateMethod,
 }
 
-/// Removes a registered method, after a sign-in no older than a few minutes: a session left open
-/// on a shared computer must not be enough to strip someone's recovery methods.
+/// Removes a registered method (after a fresh sign-in, as every change here).
 pub async fn remove_method(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
@@ -313,14 +312,10 @@ pub async fn remove_method(
     Form(f): Form<RemoveForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
-    if !who.fresh(st.clock.now()) {
-        session.remove::<SignedIn>(SIGNED_IN).await?;
-        return Ok(Redirect::to(&format!("{}?again=1", paths::SIGNIN)).into_response());
-    }
     let p = who.target.person();
     match f.method {
         GateMethod::Email => security::remove_alternate_email(&st.db, p).await?,

@@ -51,6 +51,20 @@ async fn require(session: &Session) -> Result<Result<SignedIn, Response>, Portal
     Ok(signed_in(session).await?.ok_or_else(|| Redirect::to(paths::SIGNIN).into_response()))
 }
 
+/// The signed-in person, if they signed in a few minutes ago at most; else they sign in again
+/// first. Every change to security info needs this: a session left open on a shared computer
+/// must not be enough to add someone's own authenticator, or strip the owner's methods.
+async fn require_fresh(st: &AppState, session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
+    match signed_in(session).await? {
+        Some(who) if who.fresh(st.clock.now()) => Ok(Ok(who)),
+        Some(_) => {
+            session.remove::<SignedIn>(SIGNED_IN).await?;
+            Ok(Err(Redirect::to(&format!("{}?again=1", paths::SIGNIN)).into_response()))
+        }
+        None => Ok(Err(Redirect::to(paths::SIGNIN).into_response())),
+    }
+}
+
 /// What the person has registered, for the overview.
 struct Registered {
     /// Addresses codes can go to (synced and registered).
