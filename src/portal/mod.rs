@@ -50,6 +50,8 @@ pub mod paths {
     pub const ACCOUNT_EMAIL: &str = "/account/email";
     pub const ACCOUNT_EMAIL_CONFIRM: &str = "/account/email/confirm";
     pub const ACCOUNT_REMOVE: &str = "/account/remove";
+    pub const ACCOUNT_VERIFY: &str = "/account/verify";
+    pub const ACCOUNT_METHOD: &str = "/account/method";
     pub const DEMO_MAIL: &str = "/demo/mail";
     pub const STATIC: &str = "/static/{file}";
     pub const HEALTH: &str = "/healthz";
@@ -128,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .route(paths::ACCOUNT_EMAIL, get(account::email_form).post(account::add_email))
         .route(paths::ACCOUNT_EMAIL_CONFIRM, post(account::confirm_email))
         .route(paths::ACCOUNT_REMOVE, post(account::remove_method))
+        .route(paths::ACCOUNT_VERIFY, get(account::step_up_form).post(account::step_up_verify))
+        .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .route(paths::STATIC, get(static_file));
     if state.demo_mailbox.is_some() {

@@ -49,6 +49,11 @@ pub struct ChoicePage {
     /// A second, different method is asked for.
     pub second: bool,
     pub error: Option<String>,
+    /// Why verification is asked for, when it is not a reset.
+    pub lead: Option<String>,
+    pub method_action: &'static str,
+    /// Where the way out leads.
+    pub back: &'static str,
 }
 
 /// One open gate: a code to type, or questions to answer.
@@ -70,6 +75,9 @@ pub struct GatePage {
     pub error: Option<String>,
     /// Shown with an error that was audited, so the helpdesk can find it.
     pub support_code: Option<String>,
+    pub verify_action: &'static str,
+    pub method_action: &'static str,
+    pub back: &'static str,
 }
 
 #[derive(Template, WebTemplate)]

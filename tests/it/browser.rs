@@ -198,16 +198,35 @@ async fn sign_in(browser: &Browser, login: &str, password: &str) -> String {
     browser.text().await
 }
 
-/// Registers an authenticator app from the security-info page; returns its seed.
-async fn register_authenticator(app: &crate::harness::TestApp, browser: &Browser) -> Vec<u8> {
+/// When the portal asks to verify before a security-info change (a method is registered), passes
+/// it with the code mailed to `address`, then presses `again` to go on.
+async fn step_up_by_email(app: &crate::harness::TestApp, browser: &Browser, address: &str, again: &str) {
+    if browser.path().await != "/account/verify" {
+        return;
+    }
+    let text = browser.text().await;
+    assert!(text.contains("Check your e-mail"), "{text}");
+    browser.check("step-up").await;
+    let code = app.code_for(address, app.mails_to(address) - 1).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    assert!(browser.text().await.contains("You can change your security info now"), "{}", browser.text().await);
+    browser.press(again).await;
+}
+
+/// Registers an authenticator app from the security-info page; returns its seed and the time
+/// whose code confirmed it (that code is spent).
+async fn register_authenticator(app: &crate::harness::TestApp, browser: &Browser, address: &str) -> (Vec<u8>, i64) {
     browser.press("Set up an authenticator app").await;
+    step_up_by_email(app, browser, address, "Set up an authenticator app").await;
     browser.check("authenticator").await;
     let seed = totp::seed_from_text(&browser.text_of("secret").await).expect("the key is shown as text");
-    browser.fill("code", &totp::code_at(&seed, app.clock.now())).await;
+    let at = app.clock.now();
+    browser.fill("code", &totp::code_at(&seed, at)).await;
     browser.press("Confirm").await;
     let text = browser.text().await;
     assert!(text.contains("The authenticator app is registered"), "{text}");
-    seed
+    (seed, at)
 }
 
 /// Starts a reset for `login` and, at the chooser, picks the method with this id.
@@ -236,25 +255,26 @@ async fn a_person_registers_an_authenticator_app_and_resets_with_it() {
     let text = sign_in(&browser, "alice", INITIAL_USER_PASSWORD).await;
     assert!(text.contains("Security info"), "{text}");
     browser.check("security-info").await;
-    let seed = register_authenticator(&app, &browser).await;
+    let (seed, confirmed_at) = register_authenticator(&app, &browser, "alice@example.org").await;
     browser.press("Sign out").await;
 
     reset_choosing(&browser, "alice", "authenticator").await;
     assert!(browser.text().await.contains("Enter the code from your app"));
     browser.check("authenticator-gate").await;
     // The code used to confirm the app was spent: the same one is refused…
-    browser.fill("code", &totp::code_at(&seed, app.clock.now())).await;
+    browser.fill("code", &totp::code_at(&seed, confirmed_at)).await;
     browser.press("Verify").await;
     assert!(browser.text().await.contains("That code is not right"), "{}", browser.text().await);
     // …and the next one works.
-    browser.fill("code", &totp::code_at(&seed, app.clock.now() + 30)).await;
+    browser.fill("code", &totp::code_at(&seed, confirmed_at + 30)).await;
     browser.press("Verify").await;
     let text = choose_new_password(&browser).await;
     assert!(text.contains("Your password has been changed"), "{text}");
     assert!(app.bind_works("alice", NEW_PASSWORD).await);
-    assert_eq!(app.mails_to("alice@example.org"), 0, "no e-mail code was needed");
+    assert_eq!(app.mails_to("alice@example.org"), 1, "one code, for the step-up; none for the reset");
     let audit = app.audit().await;
     assert!(audit.iter().any(|r| r.operation == "security.authenticator.add"));
+    assert!(audit.iter().any(|r| r.operation == "security.step_up.email" && r.outcome_code == "PB-0000"));
     assert!(audit.iter().any(|r| r.operation == "reset.verify.authenticator" && r.raw.contains("already used")));
     browser.close().await;
 }
@@ -264,10 +284,17 @@ async fn a_person_registers_security_questions_and_resets_by_answering_them() {
     let app = spawn_app().await;
     let browser = Browser::open(&app, "questions").await;
     sign_in(&browser, "bob", INITIAL_USER_PASSWORD).await;
-    browser.goto("/account/questions").await;
+    browser.press("Set up security questions").await;
     browser.check("questions-register").await;
     let answers = [("first_pet", "Rex"), ("birth_city", "  New   York"), ("first_school", "Hilltop")];
     // Two alike answers are refused, and nothing is kept.
+    for (i, (q, _)) in answers.iter().enumerate() {
+        browser.select(&format!("q{i}"), q).await;
+        browser.fill(&format!("a{i}"), "same answer").await;
+    }
+    browser.press("Save").await;
+    // Bob has an address on record: before a change he proves it is him.
+    step_up_by_email(&app, &browser, "bob@example.org", "Set up security questions").await;
     for (i, (q, _)) in answers.iter().enumerate() {
         browser.select(&format!("q{i}"), q).await;
         browser.fill(&format!("a{i}"), "same answer").await;
@@ -307,7 +334,7 @@ async fn with_two_methods_required_a_reset_needs_two_different_ones() {
     let browser = Browser::open(&app, "two-methods").await;
     let text = sign_in(&browser, "carol", INITIAL_USER_PASSWORD).await;
     assert!(text.contains("register at least 2"), "registration is asked for: {text}");
-    let seed = register_authenticator(&app, &browser).await;
+    let (seed, confirmed_at) = register_authenticator(&app, &browser, "carol@example.org").await;
     assert!(!browser.text().await.contains("register at least 2"));
     browser.press("Sign out").await;
 
@@ -318,7 +345,7 @@ async fn with_two_methods_required_a_reset_needs_two_different_ones() {
     // The second check is the other method: the only one left, opened at once.
     let text = browser.text().await;
     assert!(text.contains("Enter the code from your app") && text.contains("second of two"), "{text}");
-    browser.fill("code", &totp::code_at(&seed, app.clock.now() + 30)).await;
+    browser.fill("code", &totp::code_at(&seed, confirmed_at + 30)).await;
     browser.press("Verify").await;
     let text = choose_new_password(&browser).await;
     assert!(text.contains("Your password has been changed"), "{text}");

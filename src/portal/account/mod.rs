@@ -4,12 +4,14 @@
 
 mod methods;
 mod signin;
+mod stepup;
 
 pub use methods::{
     add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, questions_form, remove_method,
     save_questions, start_authenticator,
 };
 pub use signin::{expired, expired_form, signin, signin_form, signout};
+pub use stepup::{choose as step_up_choose, verify as step_up_verify, verify_form as step_up_form};
 
 use super::pages::AccountPage;
 use super::people::Target;
@@ -51,12 +53,16 @@ async fn require(session: &Session) -> Result<Result<SignedIn, Response>, Portal
     Ok(signed_in(session).await?.ok_or_else(|| Redirect::to(paths::SIGNIN).into_response()))
 }
 
-/// The signed-in person, if they signed in a few minutes ago at most; else they sign in again
-/// first. Every change to security info needs this: a session left open on a shared computer
+/// The signed-in person, if they signed in a few minutes ago at most (else they sign in again
+/// first) and, when they have a registered method, passed it a few minutes ago at most (else
+/// they do that first). Every change to security info needs this: a session left open on a shared computer
 /// must not be enough to add someone's own authenticator, or strip the owner's methods.
 async fn require_fresh(st: &AppState, session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
     match signed_in(session).await? {
-        Some(who) if who.fresh(st.clock.now()) => Ok(Ok(who)),
+        Some(who) if who.fresh(st.clock.now()) => match stepup::needed(st, session, &who).await? {
+            Some(gate) => Ok(Err(gate)),
+            None => Ok(Ok(who)),
+        },
         Some(_) => {
             session.remove::<SignedIn>(SIGNED_IN).await?;
             Ok(Err(Redirect::to(&format!("{}?again=1", paths::SIGNIN)).into_response()))

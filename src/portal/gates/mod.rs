@@ -321,3 +321,90 @@ pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, Po
 pub(crate) async fn blocked(st: &AppState, subject: &str) -> Result<bool, PortalError> {
     Ok(security::blocked_until(&st.db, subject, st.clock.now()).await?.is_some())
 }
+
+/// Where a flow's gate forms post, and its way out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Actions {
+    pub verify: &'static str,
+    pub method: &'static str,
+    pub back: &'static str,
+}
+
+/// The chooser among `offers`.
+pub(crate) async fn choice_page(
+    session: &tower_sessions::Session,
+    offers: &[Offer],
+    second: bool,
+    lead: Option<String>,
+    error: Option<String>,
+    actions: Actions,
+) -> Result<axum::response::Response, PortalError> {
+    use axum::response::IntoResponse;
+    let tr = Tr::current();
+    let page = super::pages::ChoicePage {
+        tr,
+        csrf: super::csrf::token(session).await?,
+        offers: offers.iter().map(|o| (o.id.clone(), o.label(tr))).collect(),
+        second,
+        error,
+        lead,
+        method_action: actions.method,
+        back: actions.back,
+    };
+    Ok(page.into_response())
+}
+
+/// The page of the gate now open: a code to type, or the questions asked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn gate_page(
+    st: &AppState,
+    session: &tower_sessions::Session,
+    current: &Current,
+    can_choose: bool,
+    second: bool,
+    error: Option<String>,
+    support_code: Option<String>,
+    actions: Actions,
+) -> Result<axum::response::Response, PortalError> {
+    use axum::response::IntoResponse;
+    let tr = Tr::current();
+    let questions = current
+        .questions
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (i, questions::text(tr, &st.cfg.gates.custom_questions, id).unwrap_or_default()))
+        .collect();
+    let page = super::pages::GatePage {
+        tr,
+        csrf: super::csrf::token(session).await?,
+        method: current.offer.method.as_str(),
+        masked: current.offer.masked.clone().unwrap_or_default(),
+        minutes: st.cfg.reset.code_ttl_secs.div_ceil(60),
+        questions,
+        can_choose,
+        second,
+        error,
+        support_code,
+        verify_action: actions.verify,
+        method_action: actions.method,
+        back: actions.back,
+    };
+    Ok(page.into_response())
+}
+
+/// The words for a wrong answer at a gate of this method.
+pub(crate) fn wrong_answer(tr: Tr, method: GateMethod) -> &'static str {
+    match method {
+        GateMethod::Email => tr.t("verify.wrong"),
+        GateMethod::Authenticator => tr.t("gates.wrong_authenticator"),
+        GateMethod::Questions => tr.t("gates.wrong_answers"),
+    }
+}
+
+impl Offer {
+    /// True for an offer that can really verify someone (not the made-up one shown for a name
+    /// that matched nobody, or a person with nothing on record).
+    pub fn is_real(&self) -> bool {
+        self.method != GateMethod::Email || self.address.is_some()
+    }
+}

@@ -7,8 +7,7 @@ use super::{blocked_page, load_flow, outcome_page, Flow, FLOW};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::i18n::Tr;
-use crate::portal::gates::{self, questions, Response as GateResponse};
-use crate::portal::pages::{ChoicePage, GatePage};
+use crate::portal::gates::{self, Response as GateResponse};
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -50,16 +49,11 @@ pub async fn verify_form(
     gate_page(&st, &session, &flow, None, None).await
 }
 
+const ACTIONS: gates::Actions =
+    gates::Actions { verify: paths::RESET_VERIFY, method: paths::RESET_METHOD, back: paths::RESET };
+
 async fn choice_page(session: &Session, flow: &Flow, error: Option<String>) -> PageResult {
-    let tr = Tr::current();
-    let page = ChoicePage {
-        tr,
-        csrf: csrf::token(session).await?,
-        offers: flow.remaining().iter().map(|o| (o.id.clone(), o.label(tr))).collect(),
-        second: !flow.passed.is_empty(),
-        error,
-    };
-    Ok(page.into_response())
+    gates::choice_page(session, &flow.remaining(), !flow.passed.is_empty(), None, error, ACTIONS).await
 }
 
 async fn gate_page(
@@ -70,26 +64,8 @@ async fn gate_page(
     support_code: Option<String>,
 ) -> PageResult {
     let Some(current) = &flow.current else { return Ok(start_again()) };
-    let tr = Tr::current();
-    let questions = current
-        .questions
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (i, questions::text(tr, &st.cfg.gates.custom_questions, id).unwrap_or_default()))
-        .collect();
-    let page = GatePage {
-        tr,
-        csrf: csrf::token(session).await?,
-        method: current.offer.method.as_str(),
-        masked: current.offer.masked.clone().unwrap_or_default(),
-        minutes: st.cfg.reset.code_ttl_secs.div_ceil(60),
-        questions,
-        can_choose: flow.remaining().len() > 1,
-        second: !flow.passed.is_empty(),
-        error,
-        support_code,
-    };
-    Ok(page.into_response())
+    let (can_choose, second) = (flow.remaining().len() > 1, !flow.passed.is_empty());
+    gates::gate_page(st, session, current, can_choose, second, error, support_code, ACTIONS).await
 }
 
 async fn open_gate(
@@ -220,11 +196,7 @@ pub async fn verify(
         }
         flow.current = Some(current);
         session.insert(FLOW, &flow).await?;
-        let error = match method {
-            GateMethod::Email => tr.t("verify.wrong").to_string(),
-            GateMethod::Authenticator => tr.t("gates.wrong_authenticator").to_string(),
-            GateMethod::Questions => tr.t("gates.wrong_answers").to_string(),
-        };
+        let error = gates::wrong_answer(tr, method).to_string();
         return Ok(support.tag(gate_page(&st, &session, &flow, Some(error), Some(support.0.clone())).await?));
     }
     flow.attempt(&st, client, &support).audit(&operation, &Outcome::Success, raw).await?;

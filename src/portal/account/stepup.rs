@@ -1,0 +1,206 @@
+//! Step-up before changing security info: a person who already has a registered way to verify
+//! must pass it (one gate, as at a reset) before adding or removing one, so a password alone
+//! (phished, or typed on a shared computer) cannot swap someone's recovery methods for the
+//! attacker's. Someone with nothing registered yet needs only the sign-in to register a first.
+
+use super::{overview_page, SignedIn, FRESH_SECS};
+use crate::domain::{LoginName, Outcome};
+use crate::i18n::Tr;
+use crate::portal::gates::{self, Current, Offer, Response as GateResponse};
+use crate::portal::people::Attempt;
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+type PageResult = Result<Response, PortalError>;
+
+const STEP_UP: &str = "step_up";
+const ACTIONS: gates::Actions =
+    gates::Actions { verify: paths::ACCOUNT_VERIFY, method: paths::ACCOUNT_METHOD, back: paths::ACCOUNT };
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct StepUp {
+    offers: Vec<Offer>,
+    current: Option<Current>,
+    passed_at: Option<i64>,
+}
+
+/// `Some(way to the gate)` when the person must verify before changing their security info.
+pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> Result<Option<Response>, PortalError> {
+    let step = session.get::<StepUp>(STEP_UP).await?.unwrap_or_default();
+    if step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
+        return Ok(None);
+    }
+    let Ok(login) = LoginName::parse(&who.target.username) else { return Ok(None) };
+    let offers: Vec<Offer> =
+        gates::offers(st, Some(&who.target), &login).await?.into_iter().filter(Offer::is_real).collect();
+    if offers.is_empty() {
+        return Ok(None);
+    }
+    session.insert(STEP_UP, StepUp { offers, current: None, passed_at: None }).await?;
+    Ok(Some(Redirect::to(paths::ACCOUNT_VERIFY).into_response()))
+}
+
+async fn load(session: &Session) -> Result<Option<(SignedIn, StepUp)>, PortalError> {
+    let who = super::signed_in(session).await?;
+    let step = session.get::<StepUp>(STEP_UP).await?;
+    Ok(who.zip(step))
+}
+
+fn back() -> Response {
+    Redirect::to(paths::ACCOUNT).into_response()
+}
+
+async fn open(
+    st: &AppState,
+    session: &Session,
+    who: &SignedIn,
+    step: &mut StepUp,
+    offer: &Offer,
+    client: std::net::SocketAddr,
+) -> Result<(), PortalError> {
+    let support = SupportCode::new();
+    let (current, raw) = gates::start(st, Some(&who.target), offer, &support).await?;
+    let attempt = Attempt { st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
+    attempt.audit(&format!("security.step_up.gate.{}", offer.method.as_str()), &Outcome::Success, raw).await?;
+    step.current = Some(current);
+    session.insert(STEP_UP, &*step).await?;
+    Ok(())
+}
+
+async fn lead() -> Option<String> {
+    Some(Tr::current().t("account.step_up").into())
+}
+
+pub async fn verify_form(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+) -> PageResult {
+    let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    if step.passed_at.is_some() {
+        return Ok(back());
+    }
+    if step.current.is_none() {
+        match step.offers.clone().as_slice() {
+            [] => return Ok(back()),
+            [only] => open(&st, &session, &who, &mut step, only, client).await?,
+            many => return gates::choice_page(&session, many, false, lead().await, None, ACTIONS).await,
+        }
+    }
+    let Some(current) = &step.current else { return Ok(back()) };
+    gates::gate_page(&st, &session, current, step.offers.len() > 1, false, None, None, ACTIONS).await
+}
+
+#[derive(Deserialize)]
+pub struct ChoiceForm {
+    csrf: String,
+    #[serde(default)]
+    method: String,
+}
+
+pub async fn choose(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<ChoiceForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    if f.method == "other" {
+        step.current = None;
+        session.insert(STEP_UP, &step).await?;
+        return gates::choice_page(&session, &step.offers, false, lead().await, None, ACTIONS).await;
+    }
+    let Some(offer) = step.offers.iter().find(|o| o.id == f.method).cloned() else {
+        return gates::choice_page(&session, &step.offers, false, lead().await, None, ACTIONS).await;
+    };
+    open(&st, &session, &who, &mut step, &offer, client).await?;
+    Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct VerifyForm {
+    csrf: String,
+    code: Option<String>,
+    answer0: Option<SecretString>,
+    answer1: Option<SecretString>,
+    answer2: Option<SecretString>,
+    answer3: Option<SecretString>,
+    answer4: Option<SecretString>,
+}
+
+pub async fn verify(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<VerifyForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    let Some(current) = step.current.clone() else { return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response()) };
+    let subject = who.target.person().subject();
+    let support = SupportCode::new();
+    let attempt =
+        Attempt { st: &st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
+    if gates::blocked(&st, &subject).await? {
+        attempt
+            .audit("security.step_up", &Outcome::VerificationFailed, "self-service blocked for this account")
+            .await?;
+        return Ok(support.tag(blocked(&st, &support)));
+    }
+    let answers: Vec<SecretString> = [f.answer0, f.answer1, f.answer2, f.answer3, f.answer4]
+        .into_iter()
+        .flatten()
+        .take(current.questions.len())
+        .collect();
+    let method = current.offer.method;
+    let (ok, raw) = gates::check(&st, Some(&who.target), &current, &GateResponse { code: f.code, answers }).await?;
+    let operation = format!("security.step_up.{}", method.as_str());
+    if !ok {
+        attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;
+        if gates::count_failure(&st, &subject, method).await? {
+            session.remove::<StepUp>(STEP_UP).await?;
+            return Ok(support.tag(blocked(&st, &support)));
+        }
+        let error = gates::wrong_answer(Tr::current(), method).to_string();
+        let page = gates::gate_page(
+            &st,
+            &session,
+            &current,
+            step.offers.len() > 1,
+            false,
+            Some(error),
+            Some(support.0.clone()),
+            ACTIONS,
+        )
+        .await?;
+        return Ok(support.tag(page));
+    }
+    attempt.audit(&operation, &Outcome::Success, raw).await?;
+    session.cycle_id().await?;
+    step.current = None;
+    step.passed_at = Some(st.clock.now());
+    session.insert(STEP_UP, &step).await?;
+    overview_page(&st, &session, &who, Some(Tr::current().t("account.verified").into())).await
+}
+
+fn blocked(st: &AppState, support: &SupportCode) -> Response {
+    let tr = Tr::current();
+    let o = Outcome::VerificationFailed;
+    let mut page = crate::portal::pages::OutcomePage {
+        tr,
+        title: tr.t("gates.blocked_title").into(),
+        success: false,
+        outcome: crate::portal::pages::OutcomeView::new(&o, support),
+        helpdesk: st.helpdesk(tr),
+        start_again: false,
+        return_to: None,
+    };
+    page.outcome.message = tr.f("gates.blocked", "hours", st.cfg.gates.block_hours);
+    page.into_response()
+}
