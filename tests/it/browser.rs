@@ -441,3 +441,54 @@ async fn a_person_without_an_address_registers_one_proves_it_and_a_stale_session
     assert!(app.bind_works("dave", NEW_PASSWORD).await);
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remaining_pages_pass_the_accessibility_checks_too() {
+    let app = spawn_app_with(Options { per_address_per_minute: 3, ..Default::default() }).await;
+    let browser = Browser::open(&app, "more-pages").await;
+    // The change form a "must change" sign-in leads to.
+    app.require_change("carol").await;
+    sign_in(&browser, "carol", INITIAL_USER_PASSWORD).await;
+    assert_eq!(browser.path().await, "/signin/expired");
+    browser.check("expired").await;
+    // The page of a form whose CSRF token is no longer valid.
+    browser.goto("/change").await;
+    browser.run("document.querySelector('input[name=csrf]').value = 'stale';").await;
+    browser.fill("login", "carol").await;
+    browser.fill("current", INITIAL_USER_PASSWORD).await;
+    browser.fill("password", NEW_PASSWORD).await;
+    browser.fill("confirm", NEW_PASSWORD).await;
+    browser.press("Change my password").await;
+    assert!(browser.text().await.contains("This page has expired"), "{}", browser.text().await);
+    browser.check("form-expired").await;
+    // The page for a client over its rate (one sign-in above, two more first steps here).
+    for _ in 0..3 {
+        browser.goto("/reset").await;
+        browser.fill("login", "nobody").await;
+        browser.press("Next").await;
+    }
+    assert!(browser.text().await.contains("Too many attempts"), "{}", browser.text().await);
+    browser.check("too-many").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_shows_in_a_frame_only_on_an_allowed_origin() {
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (allowed_port, other_port) = (allowed.local_addr().unwrap().port(), other.local_addr().unwrap().port());
+    let origin: &'static str = Box::leak(format!("https://localhost:{allowed_port}").into_boxed_str());
+    let app = spawn_app_with(Options { apps_origin: Some(origin), ..Default::default() }).await;
+    web::framing_site(allowed, &app.ca, format!("{}/reset", app.url));
+    web::framing_site(other, &app.ca, format!("{}/reset", app.url));
+    let browser = Browser::open(&app, "framing").await;
+
+    browser.goto_url(&format!("https://localhost:{allowed_port}/")).await;
+    let framed = browser.frame_text().await;
+    assert!(framed.contains("Get back into your account"), "the allowed origin shows the portal: {framed:?}");
+
+    browser.goto_url(&format!("https://localhost:{other_port}/")).await;
+    let framed = browser.frame_text().await;
+    assert!(!framed.contains("Get back into your account"), "another origin is refused: {framed:?}");
+    browser.close().await;
+}

@@ -112,6 +112,11 @@ impl Browser {
         panic!("chromedriver did not start a browser: {last:?}");
     }
 
+    /// Opens a page of another site.
+    pub async fn goto_url(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
     pub async fn goto(&self, path: &str) {
         self.client.goto(&format!("{}{path}", self.base)).await.unwrap();
     }
@@ -226,6 +231,22 @@ impl Browser {
         result.as_array().cloned().unwrap_or_default()
     }
 
+    /// Runs a script in the page (to spoil a form on purpose, say).
+    pub async fn run(&self, script: &str) {
+        self.client.execute(script, vec![]).await.unwrap();
+    }
+
+    /// The text inside the first frame of the page (empty if it shows nothing).
+    pub async fn frame_text(&self) -> String {
+        self.client.enter_frame(0).await.unwrap();
+        let text = match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        self.client.enter_parent_frame().await.unwrap();
+        text
+    }
+
     /// Whether the page is in a document of this language (`<html lang>`).
     pub async fn lang(&self) -> String {
         self.client.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().unwrap_or_default()
@@ -255,4 +276,33 @@ fn axe_source() -> &'static str {
             panic!("{path}: {e}; install it with `npm ci --prefix tests/browser` (scripts/test.sh does)")
         })
     })
+}
+
+/// A page on another origin (HTTPS, the test CA's certificate) that frames `target`: an access
+/// panel, or a site that would like to be one. Answers every request with the same page.
+/// `listener` is bound beforehand, so that its origin can go into the portal's configuration.
+pub fn framing_site(listener: tokio::net::TcpListener, ca: &passback::sandbox::TestCa, target: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = passback::tls::server_config(&ca.cert_file, &ca.key_file).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let body = format!(
+        "<!doctype html><html lang=en><title>Apps</title><h1>Apps</h1>\
+         <iframe title=reset src=\"{target}\" width=400 height=600></iframe>"
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 8192];
+                let _ = tls.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
 }
