@@ -493,9 +493,12 @@ impl PortalConfig {
             bail!("gates.required must be 1 or 2, and no more than the methods enabled");
         }
         if g.methods.contains(&GateMethod::Questions)
-            && (g.questions_to_ask == 0 || g.questions_to_ask > g.questions_to_register || g.questions_to_register > 10)
+            && (g.questions_to_ask == 0
+                || g.questions_to_ask > g.questions_to_register
+                || g.questions_to_ask > 5
+                || g.questions_to_register > 10)
         {
-            bail!("gates: questions_to_ask must be 1..=questions_to_register, and questions_to_register at most 10");
+            bail!("gates: questions_to_ask must be 1..=5 and at most questions_to_register, which is at most 10");
         }
         if g.failures_per_hour == 0 || g.resets_per_hour == 0 {
             bail!("gates: failures_per_hour and resets_per_hour must be at least 1");

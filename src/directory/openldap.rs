@@ -149,6 +149,14 @@ impl OpenLdap {
             Ok(None) => return answer::not_found("entryUUID", anchor),
             Err(f) => return answer::failure(&f),
         };
+        if person.disabled && change == super::AccountChange::Unlock {
+            // A permanent lock is how ppolicy disables an account: lifting it would enable it.
+            return Answer {
+                outcome: Outcome::AccountDisabled,
+                raw: format!("{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK}): not unlocked", person.dn),
+                policy: None,
+            };
+        }
         let dn = person.dn.as_str();
         let none = || HashSet::<&str>::new();
         let mods: Vec<Vec<ldap3::Mod<&str>>> = match change {

@@ -30,7 +30,21 @@ pub struct Guard {
     bits: u32,
     no_script_delay: Duration,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// First steps without a valid proof of work: a much smaller allowance.
+    unproven: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<String>,
+}
+
+/// The key an address is limited under: an IPv6 address by its /64 (one subscriber's network),
+/// since anyone with one has countless addresses in it.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
 }
 
 /// What a first step may do.
@@ -53,6 +67,7 @@ impl Guard {
             bits: cfg.pow_bits,
             no_script_delay: Duration::from_millis(cfg.no_script_delay_ms),
             per_address: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute))),
+            unproven: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute.div_ceil(4)))),
             per_account: RateLimiter::keyed(Quota::per_hour(nonzero(cfg.per_account_per_hour))),
         }
     }
@@ -103,8 +118,7 @@ impl Guard {
         counter: &str,
         now: i64,
     ) -> Result<Verdict, PortalError> {
-        if self.per_address.check_key(&client).is_err() {
-            tracing::warn!(%client, "first-step rate limit reached for a client address");
+        if !self.address_allowed(client) {
             return Ok(Verdict::TooMany);
         }
         if self.bits == 0 {
@@ -113,8 +127,22 @@ impl Guard {
         if self.solved(db, token, counter, now).await? {
             return Ok(Verdict::Admit(Proof::Solved));
         }
+        if self.unproven.check_key(&address_key(client)).is_err() {
+            tracing::warn!(%client, "rate limit reached for first steps without a proof of work");
+            return Ok(Verdict::TooMany);
+        }
         tokio::time::sleep(self.no_script_delay).await;
         Ok(Verdict::Admit(Proof::Delayed))
+    }
+
+    /// Spends one of the address's requests for this minute (first steps, and each answer at a
+    /// gate); false when none is left.
+    pub fn address_allowed(&self, client: IpAddr) -> bool {
+        let allowed = self.per_address.check_key(&address_key(client)).is_ok();
+        if !allowed {
+            tracing::warn!(%client, "rate limit reached for a client address");
+        }
+        allowed
     }
 
     /// Whether another identify step for this account is allowed this hour.
@@ -125,6 +153,7 @@ impl Guard {
     /// Forgets limiter state that no longer matters (called now and then).
     pub fn tidy(&self) {
         self.per_address.retain_recent();
+        self.unproven.retain_recent();
         self.per_account.retain_recent();
     }
 }
@@ -217,6 +246,17 @@ mod tests {
         assert!(!g.solved(&db, &c.token, &answer, now + CHALLENGE_TTL_SECS + 1).await.unwrap(), "expired");
         assert!(g.solved(&db, &c.token, &answer, now).await.unwrap());
         assert!(!g.solved(&db, &c.token, &answer, now).await.unwrap(), "spent");
+    }
+
+    #[test]
+    fn an_ipv6_network_is_limited_as_one() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
     }
 
     #[tokio::test]

@@ -7,12 +7,12 @@ mod csrf;
 mod demo;
 mod error;
 pub mod gates;
-mod guard;
+pub(crate) mod guard;
 mod lang;
 mod pages;
 pub mod passwords;
 mod people;
-mod reset;
+pub(crate) mod reset;
 pub mod return_to;
 
 pub use error::{PortalError, SupportCode};
@@ -155,19 +155,53 @@ async fn forwarded_client(
     use axum::extract::ConnectInfo;
     let peer = req.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0 .0);
     if peer.is_some_and(|p| proxies.contains(&p.ip())) {
-        let forwarded = req
+        let entries: Vec<String> = req
             .headers()
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-            .collect::<Vec<_>>();
-        if let Some(client) = forwarded.into_iter().rev().find(|a| !proxies.contains(a)) {
+            .map(|a| a.trim().to_string())
+            .collect();
+        if let Some(client) = forwarded_for(&entries, &proxies) {
             req.extensions_mut().insert(ConnectInfo(ClientAddr(std::net::SocketAddr::new(client, 0))));
         }
     }
     next.run(req).await
+}
+
+/// Walks `X-Forwarded-For` from the right (the nearest hop) past the trusted proxies; the first
+/// other address is the client. Stops at anything that is not an address (with or without a
+/// port): what lies further left was written by whoever sent the request.
+fn forwarded_for(entries: &[String], proxies: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
+    for entry in entries.iter().rev() {
+        let ip = entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
+        if !proxies.contains(&ip) {
+            return Some(ip);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+
+    #[test]
+    fn the_client_is_the_first_address_left_of_the_trusted_proxies() {
+        let proxies = ["10.0.0.5".parse().unwrap()];
+        let list = |s: &str| s.split(',').map(|a| a.trim().to_string()).collect::<Vec<_>>();
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(forwarded_for(&list("6.6.6.6, 198.51.100.7"), &proxies), ip("198.51.100.7"));
+        assert_eq!(forwarded_for(&list("198.51.100.7:5123, 10.0.0.5"), &proxies), ip("198.51.100.7"));
+        assert_eq!(forwarded_for(&list("[2001:db8::1]:443"), &proxies), ip("2001:db8::1"));
+        // Garbage next to the proxy: nothing further left is believed.
+        assert_eq!(forwarded_for(&list("6.6.6.6, unknown, 10.0.0.5"), &proxies), None);
+        assert_eq!(forwarded_for(&list("10.0.0.5"), &proxies), None);
+    }
 }
 
 /// The few static assets, built into the binary: no CDN, nothing read from disk at run time.

@@ -14,8 +14,16 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use secrecy::{ExposeSecret, SecretString};
 
+/// Argon2 hashes computed at once, at most: each takes ~19 MiB and a core for ~20 ms, so a burst
+/// of requests waits its turn instead of exhausting memory.
+async fn argon2_permit() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+    PERMITS.acquire().await.ok()
+}
+
 /// An argon2id PHC string of `password`, made on the blocking pool.
 pub async fn hash(password: &SecretString) -> anyhow::Result<String> {
+    let _permit = argon2_permit().await;
     let password = password.clone();
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
@@ -93,6 +101,7 @@ fn local(outcome: Outcome, raw: &str, policy: Option<PolicyFacts>) -> WritebackR
 
 /// Whether `password` matches an argon2id PHC string, checked on the blocking pool.
 pub async fn verify(password: &SecretString, hash: Option<String>) -> bool {
+    let _permit = argon2_permit().await;
     let password = password.clone();
     tokio::task::spawn_blocking(move || {
         // Without a hash, a check against a hash of a password nobody knows takes the same time.

@@ -36,13 +36,22 @@ pub async fn insert_within_limit(db: &Db, c: &NewCode<'_>, max_per_hour: u32) ->
 }
 
 /// Spends one attempt and returns the hash to check against, or `None` when the code is used,
-/// expired or out of attempts.
-pub async fn take_attempt(db: &Db, id: &str, now: i64, max_attempts: u32) -> sqlx::Result<Option<String>> {
+/// expired, out of attempts, or not the code of `owner`.
+pub async fn take_attempt(
+    db: &Db,
+    id: &str,
+    owner: super::security::Person<'_>,
+    now: i64,
+    max_attempts: u32,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
         "UPDATE verification_codes SET attempts = attempts + 1 \
-         WHERE id = ? AND used_at IS NULL AND expires_at > ? AND attempts < ? RETURNING code_hash",
+         WHERE id = ? AND directory = ? AND anchor = ? AND used_at IS NULL AND expires_at > ? AND attempts < ? \
+         RETURNING code_hash",
     )
     .bind(id)
+    .bind(owner.directory)
+    .bind(owner.anchor)
     .bind(now)
     .bind(max_attempts)
     .fetch_optional(db)

@@ -197,52 +197,72 @@ pub async fn blocked_until(db: &Db, subject: &str, now: i64) -> sqlx::Result<Opt
         .await
 }
 
-/// Records a failed verification or a completed reset. When this makes `limit` in the last hour,
-/// blocks the subject until `block_until` and returns true (the block is new).
-pub async fn record_event(
+/// Reserves a failed verification for `subject` before an answer is checked, unless the
+/// subject is blocked or already has `limit` failures in the last hour. One statement, so
+/// parallel guesses cannot get past the limit together. The reservation is given back when the
+/// answer proves right ([`release_event`]).
+pub async fn reserve_failure(db: &Db, subject: &str, method: &str, now: i64, limit: u32) -> sqlx::Result<Option<i64>> {
+    sqlx::query("DELETE FROM gate_events WHERE at <= ?").bind(now - 3600).execute(db).await?;
+    sqlx::query_scalar(
+        "INSERT INTO gate_events (subject, kind, method, at) SELECT ?, 'failure', ?, ? \
+         WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = 'failure' AND at > ?) < ? \
+         AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = ? AND until > ?) RETURNING id",
+    )
+    .bind(subject)
+    .bind(method)
+    .bind(now)
+    .bind(subject)
+    .bind(now - 3600)
+    .bind(limit)
+    .bind(subject)
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn release_event(db: &Db, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM gate_events WHERE id = ?").bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// Records a completed reset or unlock.
+pub async fn record_reset(db: &Db, subject: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM gate_events WHERE at <= ?").bind(now - 3600).execute(db).await?;
+    sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES (?, 'reset', 'any', ?)")
+        .bind(subject)
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Blocks `subject` until `block_until` when its events of `kind` in the last hour reached
+/// `limit`; true when this made a new block.
+pub async fn block_if_reached(
     db: &Db,
     subject: &str,
     kind: &str,
-    method: &str,
     now: i64,
     limit: u32,
     block_until: i64,
 ) -> sqlx::Result<bool> {
-    let mut tx = db.begin().await?;
-    sqlx::query("DELETE FROM gate_events WHERE at <= ?").bind(now - 3600).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES (?, ?, ?, ?)")
-        .bind(subject)
-        .bind(kind)
-        .bind(method)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?")
-        .bind(subject)
-        .bind(kind)
-        .bind(now - 3600)
-        .fetch_one(&mut *tx)
-        .await?;
-    let blocked = count >= i64::from(limit);
-    if blocked {
-        sqlx::query(
-            "INSERT INTO self_service_blocks (subject, until, reason, at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at",
-        )
-        .bind(subject)
-        .bind(block_until)
-        .bind(format!("{count} {kind}s in an hour"))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM gate_events WHERE subject = ? AND kind = ?")
-            .bind(subject)
-            .bind(kind)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(blocked)
+    let r = sqlx::query(
+        "INSERT INTO self_service_blocks (subject, until, reason, at) \
+         SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?) >= ? \
+         ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at \
+         WHERE self_service_blocks.until <= excluded.at",
+    )
+    .bind(subject)
+    .bind(block_until)
+    .bind(format!("{limit} {kind}s in an hour"))
+    .bind(now)
+    .bind(subject)
+    .bind(kind)
+    .bind(now - 3600)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Lifts a block (the helpdesk's act, or a test's).

@@ -79,6 +79,16 @@ pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
     .await
 }
 
+/// The mail domain most synced people have, if any has an address.
+pub async fn commonest_mail_domain(db: &Db) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT substr(email_lc, instr(email_lc, '@') + 1) AS domain FROM directory_users \
+         WHERE email_lc LIKE '%@%' GROUP BY domain ORDER BY COUNT(*) DESC, domain LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn directories(db: &Db) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT DISTINCT directory FROM directory_users").fetch_all(db).await
 }

@@ -154,7 +154,9 @@ async fn the_code_stops_working_after_five_wrong_tries() {
         sqlx::query_as("SELECT id, attempts FROM verification_codes").fetch_one(&app.db).await.unwrap();
     assert_eq!(attempts, 5);
     let now = app.clock.now();
-    assert!(passback::store::codes::take_attempt(&app.db, &id, now, 5).await.unwrap().is_none());
+    let anchor = app.anchor_of("bob").await;
+    let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
+    assert!(passback::store::codes::take_attempt(&app.db, &id, bob, now, 5).await.unwrap().is_none());
     let page = app.verify(&code).await;
     assert!(!page.contains("Choose a new password"), "{page}");
 }
@@ -263,6 +265,64 @@ async fn parallel_guesses_cannot_exceed_the_attempt_limit() {
     let attempts: i64 =
         sqlx::query_scalar("SELECT MAX(attempts) FROM verification_codes").fetch_one(&app.db).await.unwrap();
     assert!(attempts <= 5, "{attempts} attempts were counted");
+    // The account's hourly allowance of failures was taken before each check, so no more than
+    // five answers were even looked at, and the account is blocked.
+    let audit = app.audit().await;
+    let checked = audit.iter().filter(|r| r.operation == "reset.verify.email").count();
+    assert_eq!(checked, 5, "{audit:#?}");
+    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM self_service_blocks").fetch_one(&app.db).await.unwrap();
+    assert_eq!(blocks, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_up_passed_by_one_person_does_not_count_for_the_next_one_to_sign_in() {
+    let app = spawn_app().await;
+    let sign_in = |login: &'static str| {
+        let app = &app;
+        async move {
+            let (_, csrf) = app.page("/signin").await;
+            let fields = [("csrf", csrf.as_str()), ("login", login), ("password", INITIAL_USER_PASSWORD)];
+            app.post("/signin", &fields).await.text().await.unwrap()
+        }
+    };
+    // Alice signs in and proves it with the code sent to her address.
+    let page = sign_in("alice").await;
+    assert!(page.contains("Security info"), "{page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    let gate = app.post("/account/authenticator/start", &[("csrf", &csrf)]).await.text().await.unwrap();
+    assert!(gate.contains("Check your e-mail"), "a step-up first: {gate}");
+    let code = app.code_for("alice@example.org", 0).await;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let done = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    assert!(done.contains("You can change your security info now"), "{done}");
+
+    // Bob signs in in the same browser: Alice's step-up is gone, Bob must pass his own.
+    let page = sign_in("bob").await;
+    assert!(page.contains("Signed in as bob"), "{page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    let resp = app.post("/account/authenticator/start", &[("csrf", &csrf)]).await;
+    assert!(resp.url().path().ends_with("/account/verify"), "{}", resp.url());
+    let gate = resp.text().await.unwrap();
+    assert!(gate.contains("b•••@example.org"), "bob's own address: {gate}");
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM totp_secrets").fetch_one(&app.db).await.unwrap();
+    assert_eq!(pending, 0, "no authenticator was started for anyone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privileged_account_is_never_unlocked_by_self_service() {
+    let app = spawn_app().await;
+    app.lock_out("alice").await;
+    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'alice'").execute(&app.db).await.unwrap();
+    let (_, csrf) = app.page("/reset").await;
+    app.post("/reset", &[("csrf", csrf.as_str()), ("login", "alice"), ("intent", "unlock")]).await;
+    let code = app.code_for("alice@example.org", 0).await;
+    let page = app.verify(&code).await;
+    assert!(page.contains("Unlock your account"), "{page}");
+    let fields = [("csrf", hidden(&page, "csrf").unwrap()), ("form_key", hidden(&page, "form_key").unwrap())];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = app.post("/reset/unlock", &fields).await.text().await.unwrap();
+    assert!(page.contains("PB-3002"), "{page}");
+    assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await, "still locked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +440,8 @@ fn unmasked(page: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_steps_are_limited_per_client_address_as_a_trusted_proxy_reports_it() {
-    let app = spawn_app_with(Options { per_address_per_minute: 2, trusted_proxy: true, ..Default::default() }).await;
+    // Without a proof of work (no browser here) a quarter of the allowance applies: 2 a minute.
+    let app = spawn_app_with(Options { per_address_per_minute: 8, trusted_proxy: true, ..Default::default() }).await;
     let identify_from = |ip: &'static str| {
         let app = &app;
         async move {

@@ -77,7 +77,7 @@ async fn authenticator_page(st: &AppState, session: &Session, who: &SignedIn, er
 }
 
 pub async fn authenticator_form(State(st): State<AppState>, session: Session) -> PageResult {
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -197,6 +197,12 @@ struct PendingEmail {
 
 const PENDING_EMAIL: &str = "pending_email";
 
+/// Drops an address waiting for its code (at sign-in: it was someone else's).
+pub(super) async fn forget(session: &Session) -> Result<(), PortalError> {
+    session.remove::<PendingEmail>(PENDING_EMAIL).await?;
+    Ok(())
+}
+
 async fn email_page(session: &Session, pending: Option<&PendingEmail>, error: Option<String>) -> PageResult {
     let page = EmailPage {
         tr: Tr::current(),
@@ -275,7 +281,9 @@ pub async fn confirm_email(
     let now = st.clock.now();
     let right = match OneTimeCode::parse(&f.code) {
         Ok(code) => {
-            let stored = store::codes::take_attempt(&st.db, &pending.code_id, now, st.cfg.reset.code_attempts).await?;
+            let owner = who.target.person();
+            let stored =
+                store::codes::take_attempt(&st.db, &pending.code_id, owner, now, st.cfg.reset.code_attempts).await?;
             let presented = [pending.code_id.as_bytes(), code.expose().as_bytes()];
             match stored {
                 Some(hash) => {

@@ -44,6 +44,17 @@ impl SignedIn {
     }
 }
 
+/// Starts a signed-in session for `who`: a new session id, and nothing left over from whoever
+/// used this browser before (a step-up passed, an address waiting for its code, a reset half done).
+async fn begin(session: &Session, who: SignedIn) -> Result<(), PortalError> {
+    session.cycle_id().await?;
+    stepup::forget(session).await?;
+    methods::forget(session).await?;
+    crate::portal::reset::forget(session).await?;
+    session.insert(SIGNED_IN, who).await?;
+    Ok(())
+}
+
 async fn signed_in(session: &Session) -> Result<Option<SignedIn>, PortalError> {
     Ok(session.get::<SignedIn>(SIGNED_IN).await?)
 }
@@ -172,7 +183,7 @@ pub async fn confirm(
     Form(f): Form<CsrfOnly>,
 ) -> Result<Response, PortalError> {
     csrf::check(&session, &f.csrf).await?;
-    let who = match require(&session).await? {
+    let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };

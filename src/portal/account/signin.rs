@@ -2,7 +2,7 @@
 //! Wrong passwords count against the same per-account limits as the change form, and every
 //! answer takes at least the same time, so neither page can be used to guess or to learn names.
 
-use super::{SignedIn, SIGNED_IN};
+use super::SignedIn;
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
@@ -114,6 +114,11 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     let found = people::resolve(st, &login, &support).await?;
     let attempt =
         Attempt { st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
+    if !people::directory_alive(st, found.target.as_ref(), &login).await? {
+        let o = Outcome::NoAgent;
+        attempt.audit("signin", &o, "no live agent").await?;
+        return Ok(support.tag(page(st, session, &typed, None, Some(OutcomeView::new(&o, &support))).await?));
+    }
     let subject = match &found.target {
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),
@@ -147,9 +152,8 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     match (result.outcome.clone(), target) {
         (Outcome::Success, Some(target)) => {
             store::attempts::clear(&st.db, &subject).await?;
-            session.cycle_id().await?;
             session.remove::<MustChange>(MUST_CHANGE).await?;
-            session.insert(SIGNED_IN, SignedIn { target, audit_name: found.audit_name, at: now }).await?;
+            super::begin(session, SignedIn { target, audit_name: found.audit_name, at: now }).await?;
             Ok(support.tag(Redirect::to(paths::ACCOUNT)))
         }
         (reason @ (Outcome::MustChange | Outcome::PasswordExpired), Some(target)) => {
@@ -160,9 +164,15 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
             Ok(support.tag(Redirect::to(paths::SIGNIN_EXPIRED)))
         }
         (o, _) => {
-            // A wrong password and an unknown name read alike.
-            let shown = if o == Outcome::OldPasswordWrong {
-                OutcomeView { message: tr.t("signin.wrong").into(), ..OutcomeView::new(&o, &support) }
+            // A wrong password, an unknown name, a locked or disabled account read alike (the
+            // words say what to do if the person is locked out).
+            let alike =
+                [Outcome::OldPasswordWrong, Outcome::AccountLocked, Outcome::AccountDisabled, Outcome::NotFound];
+            let shown = if alike.contains(&o) {
+                OutcomeView {
+                    message: tr.t("signin.wrong").into(),
+                    ..OutcomeView::new(&Outcome::OldPasswordWrong, &support)
+                }
             } else {
                 OutcomeView::new(&o, &support)
             };
@@ -260,8 +270,7 @@ pub async fn expired(
     }
     people::notify(&st, &target, now, crate::mail::Notice::Changed);
     session.remove::<MustChange>(MUST_CHANGE).await?;
-    session.cycle_id().await?;
-    session.insert(SIGNED_IN, SignedIn { target, audit_name: must.audit_name, at: now }).await?;
+    super::begin(&session, SignedIn { target, audit_name: must.audit_name, at: now }).await?;
     Ok(support.tag(Redirect::to(paths::ACCOUNT)))
 }
 

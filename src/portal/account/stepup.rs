@@ -24,6 +24,8 @@ const ACTIONS: gates::Actions =
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 struct StepUp {
+    /// Whose step-up this is: it counts for nobody else.
+    subject: String,
     offers: Vec<Offer>,
     current: Option<Current>,
     passed_at: Option<i64>,
@@ -31,24 +33,34 @@ struct StepUp {
 
 /// `Some(way to the gate)` when the person must verify before changing their security info.
 pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> Result<Option<Response>, PortalError> {
+    let subject = who.target.person().subject();
     let step = session.get::<StepUp>(STEP_UP).await?.unwrap_or_default();
-    if step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
+    if step.subject == subject && step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
         return Ok(None);
     }
-    let Ok(login) = LoginName::parse(&who.target.username) else { return Ok(None) };
+    // The login only shapes a made-up offer, which is filtered out here anyway.
+    let login = LoginName::parse(&who.target.username)
+        .or_else(|_| LoginName::parse("person"))
+        .map_err(|e| anyhow::anyhow!("no login name for the step-up: {e}"))?;
     let offers: Vec<Offer> =
         gates::offers(st, Some(&who.target), &login).await?.into_iter().filter(Offer::is_real).collect();
     if offers.is_empty() {
         return Ok(None);
     }
-    session.insert(STEP_UP, StepUp { offers, current: None, passed_at: None }).await?;
+    session.insert(STEP_UP, StepUp { subject, offers, current: None, passed_at: None }).await?;
     Ok(Some(Redirect::to(paths::ACCOUNT_VERIFY).into_response()))
+}
+
+/// Drops any step-up state (at sign-in: it was someone else's).
+pub(super) async fn forget(session: &Session) -> Result<(), PortalError> {
+    session.remove::<StepUp>(STEP_UP).await?;
+    Ok(())
 }
 
 async fn load(session: &Session) -> Result<Option<(SignedIn, StepUp)>, PortalError> {
     let who = super::signed_in(session).await?;
     let step = session.get::<StepUp>(STEP_UP).await?;
-    Ok(who.zip(step))
+    Ok(who.zip(step).filter(|(w, s)| s.subject == w.target.person().subject()))
 }
 
 fn back() -> Response {
@@ -141,6 +153,9 @@ pub async fn verify(
     Form(f): Form<VerifyForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
+    if !st.guard.address_allowed(client.ip()) {
+        return Ok(crate::portal::guard::too_many());
+    }
     let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
     let Some(current) = step.current.clone() else { return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response()) };
     let subject = who.target.person().subject();
@@ -159,11 +174,17 @@ pub async fn verify(
         .take(current.questions.len())
         .collect();
     let method = current.offer.method;
+    let Some(reservation) = gates::reserve_failure(&st, &subject, method).await? else {
+        attempt.audit("security.step_up", &Outcome::VerificationFailed, "blocked after too many failures").await?;
+        session.remove::<StepUp>(STEP_UP).await?;
+        return Ok(support.tag(blocked(&st, &support)));
+    };
     let (ok, raw) = gates::check(&st, Some(&who.target), &current, &GateResponse { code: f.code, answers }).await?;
+    let blocked_now = gates::settle_failure(&st, &subject, reservation, ok).await?;
     let operation = format!("security.step_up.{}", method.as_str());
     if !ok {
         attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;
-        if gates::count_failure(&st, &subject, method).await? {
+        if blocked_now {
             session.remove::<StepUp>(STEP_UP).await?;
             return Ok(support.tag(blocked(&st, &support)));
         }

@@ -70,7 +70,7 @@ pub(crate) async fn offers(
                 id: "email-0".into(),
                 method: GateMethod::Email,
                 address: None,
-                masked: Some(made_up_mask(st, login)),
+                masked: Some(made_up_mask(st, login).await?),
             });
         }
         return Ok(out);
@@ -114,39 +114,22 @@ pub(crate) async fn offers(
             id: "email-0".into(),
             method: GateMethod::Email,
             address: None,
-            masked: Some(made_up_mask(st, login)),
+            masked: Some(made_up_mask(st, login).await?),
         });
     }
     Ok(out)
 }
 
-/// A masked address for a name that matched nobody: the name's own domain when it is an address,
-/// else the domain most people here have; the first letter from a keyed hash of the name.
-fn made_up_mask(st: &AppState, login: &LoginName) -> String {
-    let h = st.code_key.hash(&[b"made-up-address", login.as_str().as_bytes()]);
-    let letter = (b'a' + (u8::from_str_radix(&h[..2], 16).unwrap_or(0) % 26)) as char;
-    let domain = match login.as_str().split_once('@') {
-        Some((_, d)) if !d.is_empty() => d.to_string(),
-        _ => st
-            .cfg
-            .server
-            .public_url
-            .parse::<url::Url>()
-            .ok()
-            .and_then(|u| u.host_str().map(mail_domain))
-            .unwrap_or_default(),
+/// A masked address for a name that matched nobody, as a real one would look: the name's first
+/// letter, and the name's own domain when it is an address, else the domain most people here
+/// have (so `mallory` reads `m•••@example.org`, like `alice`'s `a•••@example.org`).
+async fn made_up_mask(st: &AppState, login: &LoginName) -> Result<String, PortalError> {
+    let (local, domain) = match login.as_str().split_once('@') {
+        Some((l, d)) if !d.is_empty() => (l.to_string(), d.to_string()),
+        _ => (login.as_str().to_string(), store::users::commonest_mail_domain(&st.db).await?.unwrap_or_default()),
     };
-    format!("{letter}•••@{domain}")
-}
-
-/// `passwords.example.org` → `example.org`: the likely mail domain of the portal's organisation.
-fn mail_domain(host: &str) -> String {
-    let parts: Vec<&str> = host.split('.').collect();
-    if parts.len() > 2 {
-        parts[parts.len() - 2..].join(".")
-    } else {
-        host.to_string()
-    }
+    let first = local.chars().next().filter(char::is_ascii_alphanumeric).unwrap_or('x');
+    Ok(format!("{first}•••@{domain}"))
 }
 
 /// Starts a gate: e-mails a code, or picks the questions to ask. The same work whether or not
@@ -254,7 +237,8 @@ pub(crate) async fn check(
             let code_id = current.code_id.clone().unwrap_or_default();
             // Spends one attempt and reads the hash in one statement, so parallel guesses cannot
             // exceed the limit. Without a live code a hash is still computed.
-            let stored = store::codes::take_attempt(&st.db, &code_id, now, st.cfg.reset.code_attempts).await?;
+            let owner = target.map_or(security::Person { directory: "", anchor: "" }, Target::person);
+            let stored = store::codes::take_attempt(&st.db, &code_id, owner, now, st.cfg.reset.code_attempts).await?;
             let presented = [code_id.as_bytes(), code.expose().as_bytes()];
             let ok = match &stored {
                 Some(hash) => {
@@ -302,20 +286,46 @@ pub(crate) async fn check(
     }
 }
 
-/// Counts a failed verification; true when it has just blocked the person.
-pub(crate) async fn count_failure(st: &AppState, subject: &str, method: GateMethod) -> Result<bool, PortalError> {
-    let now = st.clock.now();
-    let g = &st.cfg.gates;
+/// Takes one failed verification of `subject`'s hourly allowance before an answer is checked:
+/// `None` when none is left (the person is, or is now, blocked). Race-free: parallel guesses
+/// cannot each find the allowance unspent.
+pub(crate) async fn reserve_failure(
+    st: &AppState,
+    subject: &str,
+    method: GateMethod,
+) -> Result<Option<i64>, PortalError> {
+    let (now, g) = (st.clock.now(), &st.cfg.gates);
+    let reserved = security::reserve_failure(&st.db, subject, method.as_str(), now, g.failures_per_hour).await?;
+    if reserved.is_none() {
+        let until = now + i64::from(g.block_hours) * 3600;
+        security::block_if_reached(&st.db, subject, "failure", now, g.failures_per_hour, until).await?;
+    }
+    Ok(reserved)
+}
+
+/// Settles a reservation once the answer is known: given back when right; when wrong, it stays
+/// and may complete a block (true when it has just blocked the person).
+pub(crate) async fn settle_failure(
+    st: &AppState,
+    subject: &str,
+    reservation: i64,
+    right: bool,
+) -> Result<bool, PortalError> {
+    if right {
+        security::release_event(&st.db, reservation).await?;
+        return Ok(false);
+    }
+    let (now, g) = (st.clock.now(), &st.cfg.gates);
     let until = now + i64::from(g.block_hours) * 3600;
-    Ok(security::record_event(&st.db, subject, "failure", method.as_str(), now, g.failures_per_hour, until).await?)
+    Ok(security::block_if_reached(&st.db, subject, "failure", now, g.failures_per_hour, until).await?)
 }
 
 /// Counts a completed reset or unlock; true when it has just blocked the person for more.
 pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, PortalError> {
-    let now = st.clock.now();
-    let g = &st.cfg.gates;
+    let (now, g) = (st.clock.now(), &st.cfg.gates);
+    security::record_reset(&st.db, subject, now).await?;
     let until = now + i64::from(g.block_hours) * 3600;
-    Ok(security::record_event(&st.db, subject, "reset", "any", now, g.resets_per_hour, until).await?)
+    Ok(security::block_if_reached(&st.db, subject, "reset", now, g.resets_per_hour, until).await?)
 }
 
 pub(crate) async fn blocked(st: &AppState, subject: &str) -> Result<bool, PortalError> {

@@ -87,21 +87,17 @@ pub async fn identify(
         }
     };
     let support = SupportCode::new();
-    let mut found = people::resolve(&st, &login, &support).await?;
-    let mut limited = false;
-    if let Some(t) = &found.target {
-        if !st.guard.account_allowed(&t.person().subject()) {
-            // Over the account's hourly limit: the flow goes on as for a name that matched
-            // nobody, so the answer does not change and nothing is sent.
-            found.target = None;
-            limited = true;
-        }
-    }
+    let found = people::resolve(&st, &login, &support).await?;
+    let limited = found.target.as_ref().is_some_and(|t| !st.guard.account_allowed(&t.person().subject()));
     let subject = match &found.target {
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),
     };
-    let offers = gates::offers(&st, found.target.as_ref(), &login).await?;
+    let mut offers = gates::offers(&st, found.target.as_ref(), &login).await?;
+    if limited {
+        // Over the account's hourly limit: the same pages, but no code is sent anywhere.
+        offers.iter_mut().for_each(|o| o.address = None);
+    }
     let flow = Flow {
         target: found.target,
         audit_name: found.audit_name,
@@ -120,7 +116,7 @@ pub async fn identify(
         return Ok(support.tag(outcome_page(&st, "password.unavailable_title", &o, &support, true)));
     }
     let raw = match (&flow.target, found.matched) {
-        _ if limited => "identify limit per account and hour reached: treated as unknown",
+        _ if limited => "identify limit per account and hour reached: no code will be sent",
         (Some(_), _) => "identified",
         (None, 0) => "no such account",
         (None, _) => "several or disabled accounts",

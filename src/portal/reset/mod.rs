@@ -79,6 +79,12 @@ impl Flow {
     }
 }
 
+/// Drops a reset in progress (at sign-in).
+pub(crate) async fn forget(session: &Session) -> Result<(), PortalError> {
+    session.remove::<Flow>(FLOW).await?;
+    Ok(())
+}
+
 async fn load_flow(session: &Session) -> Result<Option<Flow>, PortalError> {
     Ok(session.get::<Flow>(FLOW).await?)
 }

@@ -106,6 +106,16 @@ async fn unlock_account(
     msg_id: MsgId,
     now: i64,
 ) -> Result<WritebackResult, PortalError> {
+    if target.protected {
+        // A privileged account's lockout stands between an attacker and a guessed password:
+        // it is lifted by the helpdesk, never by self-service.
+        return Ok(WritebackResult {
+            outcome: Outcome::Protected,
+            raw: "privileged account: self-service unlock refused".into(),
+            policy: None,
+            agent_id: None,
+        });
+    }
     if target.kind == UserKind::CloudOnly {
         return Ok(WritebackResult {
             outcome: Outcome::Success,

@@ -150,6 +150,9 @@ pub async fn verify(
     Form(f): Form<VerifyForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
+    if !st.guard.address_allowed(client.ip()) {
+        return Ok(crate::portal::guard::too_many());
+    }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
         return Ok(Redirect::to(flow.after_gates()).into_response());
@@ -169,21 +172,19 @@ pub async fn verify(
         .take(current.questions.len())
         .collect();
     let response = GateResponse { code: f.code, answers };
+    let hours = st.cfg.gates.block_hours;
+    let too_many = format!("blocked for {hours} h after too many failures");
+    let Some(reservation) = gates::reserve_failure(&st, &flow.subject, method).await? else {
+        return blocked_page(&st, &session, &flow, client, &too_many).await;
+    };
     let (ok, raw) = gates::check(&st, flow.target.as_ref(), &current, &response).await?;
+    let blocked_now = gates::settle_failure(&st, &flow.subject, reservation, ok).await?;
     let support = SupportCode::new();
     let operation = format!("reset.verify.{}", method.as_str());
     if !ok {
         flow.attempt(&st, client, &support).audit(&operation, &Outcome::VerificationFailed, raw).await?;
-        if gates::count_failure(&st, &flow.subject, method).await? {
-            let hours = st.cfg.gates.block_hours;
-            return blocked_page(
-                &st,
-                &session,
-                &flow,
-                client,
-                &format!("blocked for {hours} h after too many failures"),
-            )
-            .await;
+        if blocked_now {
+            return blocked_page(&st, &session, &flow, client, &too_many).await;
         }
         current.failed += 1;
         let max = st.cfg.reset.code_attempts;
