@@ -186,24 +186,6 @@ fn forwarded_for(entries: &[String], proxies: &[std::net::IpAddr]) -> Option<std
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::forwarded_for;
-
-    #[test]
-    fn the_client_is_the_first_address_left_of_the_trusted_proxies() {
-        let proxies = ["10.0.0.5".parse().unwrap()];
-        let list = |s: &str| s.split(',').map(|a| a.trim().to_string()).collect::<Vec<_>>();
-        let ip = |s: &str| Some(s.parse().unwrap());
-        assert_eq!(forwarded_for(&list("6.6.6.6, 198.51.100.7"), &proxies), ip("198.51.100.7"));
-        assert_eq!(forwarded_for(&list("198.51.100.7:5123, 10.0.0.5"), &proxies), ip("198.51.100.7"));
-        assert_eq!(forwarded_for(&list("[2001:db8::1]:443"), &proxies), ip("2001:db8::1"));
-        // Garbage next to the proxy: nothing further left is believed.
-        assert_eq!(forwarded_for(&list("6.6.6.6, unknown, 10.0.0.5"), &proxies), None);
-        assert_eq!(forwarded_for(&list("10.0.0.5"), &proxies), None);
-    }
-}
-
 /// The few static assets, built into the binary: no CDN, nothing read from disk at run time.
 async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -244,4 +226,22 @@ fn security_headers(r: Router, tls: bool, framers: &[String]) -> Router {
         ));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+
+    #[test]
+    fn the_client_is_the_first_address_left_of_the_trusted_proxies() {
+        let proxies = ["10.0.0.5".parse().unwrap()];
+        let list = |s: &str| s.split(',').map(|a| a.trim().to_string()).collect::<Vec<_>>();
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(forwarded_for(&list("6.6.6.6, 198.51.100.7"), &proxies), ip("198.51.100.7"));
+        assert_eq!(forwarded_for(&list("198.51.100.7:5123, 10.0.0.5"), &proxies), ip("198.51.100.7"));
+        assert_eq!(forwarded_for(&list("[2001:db8::1]:443"), &proxies), ip("2001:db8::1"));
+        // Garbage next to the proxy: nothing further left is believed.
+        assert_eq!(forwarded_for(&list("6.6.6.6, unknown, 10.0.0.5"), &proxies), None);
+        assert_eq!(forwarded_for(&list("10.0.0.5"), &proxies), None);
+    }
 }
