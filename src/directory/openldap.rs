@@ -64,19 +64,10 @@ impl OpenLdap {
     }
 
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
-        let person = match self.find(anchor).await {
-            Ok(Some(person)) => person,
-            Ok(None) => return answer::not_found("entryUUID", anchor),
-            Err(f) => return answer::failure(&f),
+        let person = match self.find_enabled(anchor).await {
+            Ok(person) => person,
+            Err(answer) => return answer,
         };
-
-        if person.disabled {
-            return Answer {
-                outcome: Outcome::AccountDisabled,
-                raw: format!("{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK})", person.dn),
-                policy: None,
-            };
-        }
         let dn = person.dn.as_str();
         let old_pass = old.map(|s| s.expose_secret());
         let new_pass = new.expose_secret();
@@ -92,12 +83,7 @@ impl OpenLdap {
             Err(f) => return answer::failure(&f),
         };
 
-        let ppolicy = res
-            .ctrls
-            .iter()
-            .find(|c| c.1.ctype == PPOLICY_OID)
-            .and_then(|c| c.1.val.as_deref())
-            .and_then(answer::ppolicy_error);
+        let ppolicy = ppolicy_error(&res);
         let outcome = answer::openldap(res.rc, &res.text, ppolicy);
         let raw = answer::raw(res.rc, &res.text, ppolicy);
         if !outcome.is_policy_rule() {
@@ -114,28 +100,15 @@ impl OpenLdap {
     /// Checks a person's password by binding as them (sign-in), asking ppolicy why a bind fails
     /// or whether the password must be changed first.
     pub(crate) async fn verify(&self, anchor: &Anchor, password: &SecretString) -> Answer {
-        let person = match self.find(anchor).await {
-            Ok(Some(person)) => person,
-            Ok(None) => return answer::not_found("entryUUID", anchor),
-            Err(f) => return answer::failure(&f),
+        let person = match self.find_enabled(anchor).await {
+            Ok(person) => person,
+            Err(answer) => return answer,
         };
-        if person.disabled {
-            return Answer {
-                outcome: Outcome::AccountDisabled,
-                raw: format!("{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK})", person.dn),
-                policy: None,
-            };
-        }
         let res = match self.pool.bind_as(&person.dn, password, vec![ppolicy_request()]).await {
             Ok(r) => r,
             Err(f) => return answer::failure(&f),
         };
-        let ppolicy = res
-            .ctrls
-            .iter()
-            .find(|c| c.1.ctype == PPOLICY_OID)
-            .and_then(|c| c.1.val.as_deref())
-            .and_then(answer::ppolicy_error);
+        let ppolicy = ppolicy_error(&res);
         Answer {
             outcome: answer::openldap_bind(res.rc, ppolicy),
             raw: answer::raw(res.rc, &res.text, ppolicy),
@@ -151,11 +124,7 @@ impl OpenLdap {
         };
         if person.disabled && change == super::AccountChange::Unlock {
             // A permanent lock is how ppolicy disables an account: lifting it would enable it.
-            return Answer {
-                outcome: Outcome::AccountDisabled,
-                raw: format!("{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK}): not unlocked", person.dn),
-                policy: None,
-            };
+            return disabled(&person.dn);
         }
         let dn = person.dn.as_str();
         let none = || HashSet::<&str>::new();
@@ -234,6 +203,16 @@ impl OpenLdap {
         Ok((users, mark))
     }
 
+    /// The person, or the answer to give when there is none or their account is disabled.
+    async fn find_enabled(&self, anchor: &Anchor) -> Result<Person, Answer> {
+        match self.find(anchor).await {
+            Ok(Some(person)) if person.disabled => Err(disabled(&person.dn)),
+            Ok(Some(person)) => Ok(person),
+            Ok(None) => Err(answer::not_found("entryUUID", anchor)),
+            Err(f) => Err(answer::failure(&f)),
+        }
+    }
+
     /// Looks the anchor up under every base DN, within the same scope as the sync.
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
@@ -279,6 +258,20 @@ impl OpenLdap {
 
 /// Asks ppolicy to say which rule refused a password. Not critical: a directory without the
 /// overlay still answers, just less precisely.
+/// The answer for an account ppolicy locked for good (its way of disabling one).
+fn disabled(dn: &str) -> Answer {
+    Answer {
+        outcome: Outcome::AccountDisabled,
+        raw: format!("{dn} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK})"),
+        policy: None,
+    }
+}
+
+/// The ppolicy error the directory attached to an answer, if any.
+fn ppolicy_error(res: &ldap3::LdapResult) -> Option<u8> {
+    res.ctrls.iter().find(|c| c.1.ctype == PPOLICY_OID).and_then(|c| c.1.val.as_deref()).and_then(answer::ppolicy_error)
+}
+
 fn ppolicy_request() -> RawControl {
     RawControl { ctype: PPOLICY_OID.to_string(), crit: false, val: None }
 }

@@ -77,12 +77,7 @@ pub async fn change(
     session: Session,
     Form(f): Form<ChangeForm>,
 ) -> Result<Response, PortalError> {
-    // Every answer takes at least this long, so its timing does not tell a made-up name (answered
-    // here) from a real one (answered by the directory).
-    let floor = tokio::time::Instant::now() + std::time::Duration::from_millis(st.cfg.reset.change_min_response_ms);
-    let response = change_inner(st, client, session, f).await;
-    tokio::time::sleep_until(floor).await;
-    response
+    super::at_least(st.cfg.reset.change_min_response_ms, change_inner(st.clone(), client, session, f)).await
 }
 
 async fn change_inner(

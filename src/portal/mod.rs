@@ -81,6 +81,16 @@ pub struct AppState {
     pub demo_mailbox: Option<Mailbox>,
 }
 
+/// Runs `answer` and returns its result no sooner than `min_ms` after it started, so that the time
+/// an answer takes does not tell a made-up name (answered at once) from a real one (answered by
+/// the directory).
+pub(crate) async fn at_least<T>(min_ms: u64, answer: impl std::future::Future<Output = T>) -> T {
+    let floor = tokio::time::Instant::now() + std::time::Duration::from_millis(min_ms);
+    let result = answer.await;
+    tokio::time::sleep_until(floor).await;
+    result
+}
+
 impl AppState {
     /// The anti-automation gate of a first step: `Some(page)` when the client must be turned
     /// away; otherwise the step goes on (after the proof, or the wait that replaces it).

@@ -159,23 +159,8 @@ async fn write_back(
     old: Option<&SecretString>,
     now: i64,
 ) -> Result<WritebackResult, PortalError> {
-    let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
-        return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
-    };
-    let request = WritebackRequest {
-        msg_id,
-        op: if old.is_some() { Op::Change } else { Op::Reset },
-        directory,
-        anchor,
-        password: Some(new.as_secret()),
-        old_password: old,
-        flags: Flags::default(),
-        actor: "self-service".into(),
-    };
-    let mut result = st.hub.writeback(request, now).await;
-    if let Some(a) = &result.agent_id {
-        result.raw = format!("agent={a} {}", result.raw);
-    }
+    let op = if old.is_some() { Op::Change } else { Op::Reset };
+    let mut result = relay(st, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
     if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
         // Perhaps the directory has the new password now: the portal's copy of the old one must
         // not stay valid meanwhile. The next confirmed reset or change sets it again.
@@ -221,16 +206,29 @@ pub(crate) async fn check_current(
             local(Outcome::OldPasswordWrong, "password did not match the portal's hash", None)
         });
     }
+    relay(st, target, MsgId::random(), Op::Verify, (Some(password), None), now).await
+}
+
+/// Sends one sealed request about `target` through the relay and waits for the directory's
+/// answer (the agent that served it is named in the raw answer, for the audit).
+pub(crate) async fn relay(
+    st: &AppState,
+    target: &Target,
+    msg_id: MsgId,
+    op: Op,
+    (password, old_password): (Option<&SecretString>, Option<&SecretString>),
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
     let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
         return Err(anyhow::anyhow!("stored person holds malformed ids").into());
     };
     let request = WritebackRequest {
-        msg_id: MsgId::random(),
-        op: Op::Verify,
+        msg_id,
+        op,
         directory,
         anchor,
-        password: Some(password),
-        old_password: None,
+        password,
+        old_password,
         flags: Flags::default(),
         actor: "self-service".into(),
     };

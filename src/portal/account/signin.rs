@@ -89,10 +89,7 @@ pub async fn signin(
     session: Session,
     Form(f): Form<SignInForm>,
 ) -> PageResult {
-    let floor = tokio::time::Instant::now() + std::time::Duration::from_millis(st.cfg.reset.change_min_response_ms);
-    let response = signin_inner(&st, client, &session, f).await;
-    tokio::time::sleep_until(floor).await;
-    response
+    crate::portal::at_least(st.cfg.reset.change_min_response_ms, signin_inner(&st, client, &session, f)).await
 }
 
 async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Session, f: SignInForm) -> PageResult {

@@ -6,13 +6,12 @@
 use super::{overview_page, SignedIn, FRESH_SECS};
 use crate::domain::{LoginName, Outcome};
 use crate::i18n::Tr;
-use crate::portal::gates::{self, Current, Offer, Response as GateResponse};
+use crate::portal::gates::{self, Current, Offer};
 use crate::portal::people::Attempt;
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
@@ -135,22 +134,11 @@ pub async fn choose(
     Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct VerifyForm {
-    csrf: String,
-    code: Option<String>,
-    answer0: Option<SecretString>,
-    answer1: Option<SecretString>,
-    answer2: Option<SecretString>,
-    answer3: Option<SecretString>,
-    answer4: Option<SecretString>,
-}
-
 pub async fn verify(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
-    Form(f): Form<VerifyForm>,
+    Form(f): Form<gates::GateForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
     if !st.guard.address_allowed(client.ip()) {
@@ -168,18 +156,14 @@ pub async fn verify(
             .await?;
         return Ok(support.tag(blocked(&st, &support)));
     }
-    let answers: Vec<SecretString> = [f.answer0, f.answer1, f.answer2, f.answer3, f.answer4]
-        .into_iter()
-        .flatten()
-        .take(current.questions.len())
-        .collect();
+    let response = f.response(&current);
     let method = current.offer.method;
     let Some(reservation) = gates::reserve_failure(&st, &subject, method).await? else {
         attempt.audit("security.step_up", &Outcome::VerificationFailed, "blocked after too many failures").await?;
         session.remove::<StepUp>(STEP_UP).await?;
         return Ok(support.tag(blocked(&st, &support)));
     };
-    let (ok, raw) = gates::check(&st, Some(&who.target), &current, &GateResponse { code: f.code, answers }).await?;
+    let (ok, raw) = gates::check(&st, Some(&who.target), &current, &response).await?;
     let blocked_now = gates::settle_failure(&st, &subject, reservation, ok).await?;
     let operation = format!("security.step_up.{}", method.as_str());
     if !ok {

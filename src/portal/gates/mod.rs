@@ -212,6 +212,30 @@ fn mail_code(st: &AppState, to: EmailAddress, code: OneTimeCode, support: &Suppo
     });
 }
 
+/// A gate's form as posted: a code, or up to five answers (`answer0`…).
+#[derive(serde::Deserialize)]
+pub struct GateForm {
+    pub csrf: String,
+    code: Option<String>,
+    answer0: Option<SecretString>,
+    answer1: Option<SecretString>,
+    answer2: Option<SecretString>,
+    answer3: Option<SecretString>,
+    answer4: Option<SecretString>,
+}
+
+impl GateForm {
+    /// What was answered to `current`: the code, and as many answers as questions were asked.
+    pub fn response(self, current: &Current) -> Response {
+        let answers = [self.answer0, self.answer1, self.answer2, self.answer3, self.answer4]
+            .into_iter()
+            .flatten()
+            .take(current.questions.len())
+            .collect();
+        Response { code: self.code, answers }
+    }
+}
+
 /// What the person answered at a gate.
 pub struct Response {
     /// The e-mailed or authenticator code.

@@ -85,6 +85,18 @@ pub(crate) async fn forget(session: &Session) -> Result<(), PortalError> {
     Ok(())
 }
 
+/// The one-use key of the final form now shown, made (and kept in the session) when the form is
+/// first shown.
+async fn form_key(session: &Session, flow: &mut Flow) -> Result<String, PortalError> {
+    if let Some(k) = &flow.form_key {
+        return Ok(k.clone());
+    }
+    let k = crate::domain::MsgId::random().to_string();
+    flow.form_key = Some(k.clone());
+    session.insert(FLOW, &*flow).await?;
+    Ok(k)
+}
+
 async fn load_flow(session: &Session) -> Result<Option<Flow>, PortalError> {
     Ok(session.get::<Flow>(FLOW).await?)
 }

@@ -31,15 +31,7 @@ async fn password_page(
     error: Option<String>,
     outcome: Option<OutcomeView>,
 ) -> PageResult {
-    let form_key = match &flow.form_key {
-        Some(k) => k.clone(),
-        None => {
-            let k = MsgId::random().to_string();
-            flow.form_key = Some(k.clone());
-            session.insert(FLOW, &*flow).await?;
-            k
-        }
-    };
+    let form_key = super::form_key(session, flow).await?;
     let page = PasswordPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,

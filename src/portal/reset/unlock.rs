@@ -3,12 +3,12 @@
 //! The form's one-use key is the relay message id, so a double submit cannot act twice.
 
 use super::{outcome_page, Flow, Intent, Target, FLOW};
-use crate::domain::{Anchor, DirectoryId, MsgId, Outcome, UserKind};
-use crate::envelope::{Flags, Op};
+use crate::domain::{MsgId, Outcome, UserKind};
+use crate::envelope::Op;
 use crate::i18n::Tr;
 use crate::portal::pages::{OutcomeView, UnlockPage};
 use crate::portal::{csrf, gates, people, AppState, ClientAddr, PortalError, SupportCode};
-use crate::relay::{WritebackRequest, WritebackResult};
+use crate::relay::WritebackResult;
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -19,15 +19,7 @@ use tower_sessions::Session;
 type PageResult = Result<Response, PortalError>;
 
 async fn page(session: &Session, flow: &mut Flow, outcome: Option<OutcomeView>) -> PageResult {
-    let form_key = match &flow.form_key {
-        Some(k) => k.clone(),
-        None => {
-            let k = MsgId::random().to_string();
-            flow.form_key = Some(k.clone());
-            session.insert(FLOW, &*flow).await?;
-            k
-        }
-    };
+    let form_key = super::form_key(session, flow).await?;
     Ok(UnlockPage { tr: Tr::current(), csrf: csrf::token(session).await?, form_key, outcome, error: None }
         .into_response())
 }
@@ -124,22 +116,5 @@ async fn unlock_account(
             agent_id: None,
         });
     }
-    let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
-        return Err(anyhow::anyhow!("stored flow holds malformed ids").into());
-    };
-    let request = WritebackRequest {
-        msg_id,
-        op: Op::Unlock,
-        directory,
-        anchor,
-        password: None,
-        old_password: None,
-        flags: Flags::default(),
-        actor: "self-service".into(),
-    };
-    let mut result = st.hub.writeback(request, now).await;
-    if let Some(a) = &result.agent_id {
-        result.raw = format!("agent={a} {}", result.raw);
-    }
-    Ok(result)
+    crate::portal::passwords::relay(st, target, msg_id, Op::Unlock, (None, None), now).await
 }

@@ -7,12 +7,11 @@ use super::{blocked_page, load_flow, outcome_page, Flow, FLOW};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::i18n::Tr;
-use crate::portal::gates::{self, Response as GateResponse};
+use crate::portal::gates;
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -132,22 +131,11 @@ pub async fn choose(
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct VerifyForm {
-    csrf: String,
-    code: Option<String>,
-    answer0: Option<SecretString>,
-    answer1: Option<SecretString>,
-    answer2: Option<SecretString>,
-    answer3: Option<SecretString>,
-    answer4: Option<SecretString>,
-}
-
 pub async fn verify(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
-    Form(f): Form<VerifyForm>,
+    Form(f): Form<gates::GateForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
     if !st.guard.address_allowed(client.ip()) {
@@ -163,15 +151,10 @@ pub async fn verify(
     }
     let tr = Tr::current();
     let method = current.offer.method;
-    if method != GateMethod::Questions && f.code.as_deref().is_none_or(|c| c.trim().is_empty()) {
+    let response = f.response(&current);
+    if method != GateMethod::Questions && response.code.as_deref().is_none_or(|c| c.trim().is_empty()) {
         return gate_page(&st, &session, &flow, Some(tr.t("gates.enter_code").into()), None).await;
     }
-    let answers: Vec<SecretString> = [f.answer0, f.answer1, f.answer2, f.answer3, f.answer4]
-        .into_iter()
-        .flatten()
-        .take(current.questions.len())
-        .collect();
-    let response = GateResponse { code: f.code, answers };
     let hours = st.cfg.gates.block_hours;
     let too_many = format!("blocked for {hours} h after too many failures");
     let Some(reservation) = gates::reserve_failure(&st, &flow.subject, method).await? else {
