@@ -83,8 +83,18 @@ async fn a_refused_password_shows_the_rule_and_the_form_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_is_changed_with_the_current_one_in_a_browser() {
+    a_password_is_changed_with_the_current_one_in_a_browser_with(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_is_changed_with_the_current_one_in_a_browser_without_javascript() {
+    a_password_is_changed_with_the_current_one_in_a_browser_with(false).await;
+}
+
+async fn a_password_is_changed_with_the_current_one_in_a_browser_with(js: bool) {
     let app = spawn_app().await;
-    let browser = Browser::open(&app, "change").await;
+    let label = if js { "change" } else { "change-no-js" };
+    let browser = Browser::open_with(&app, label, web::Options { js, ..Default::default() }).await;
     browser.goto("/change").await;
     browser.check("change").await;
     browser.fill("login", "carol").await;
@@ -250,8 +260,18 @@ use passback::portal::gates::totp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_registers_an_authenticator_app_and_resets_with_it() {
+    a_person_registers_an_authenticator_app_and_resets_with_it_with(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_an_authenticator_app_and_resets_with_it_without_javascript() {
+    a_person_registers_an_authenticator_app_and_resets_with_it_with(false).await;
+}
+
+async fn a_person_registers_an_authenticator_app_and_resets_with_it_with(js: bool) {
     let app = spawn_app().await;
-    let browser = Browser::open(&app, "authenticator").await;
+    let label = if js { "authenticator" } else { "authenticator-no-js" };
+    let browser = Browser::open_with(&app, label, web::Options { js, ..Default::default() }).await;
     let text = sign_in(&browser, "alice", INITIAL_USER_PASSWORD).await;
     assert!(text.contains("Security info"), "{text}");
     browser.check("security-info").await;
@@ -281,8 +301,18 @@ async fn a_person_registers_an_authenticator_app_and_resets_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_registers_security_questions_and_resets_by_answering_them() {
+    a_person_registers_security_questions_and_resets_by_answering_them_with(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_security_questions_and_resets_by_answering_them_without_javascript() {
+    a_person_registers_security_questions_and_resets_by_answering_them_with(false).await;
+}
+
+async fn a_person_registers_security_questions_and_resets_by_answering_them_with(js: bool) {
     let app = spawn_app().await;
-    let browser = Browser::open(&app, "questions").await;
+    let label = if js { "questions" } else { "questions-no-js" };
+    let browser = Browser::open_with(&app, label, web::Options { js, ..Default::default() }).await;
     sign_in(&browser, "bob", INITIAL_USER_PASSWORD).await;
     browser.press("Set up security questions").await;
     browser.check("questions-register").await;
@@ -379,8 +409,18 @@ async fn a_sign_in_the_directory_answers_with_must_change_leads_to_the_change_fo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_out_person_unlocks_without_changing_the_password() {
+    a_locked_out_person_unlocks_without_changing_the_password_with(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_person_unlocks_without_changing_the_password_without_javascript() {
+    a_locked_out_person_unlocks_without_changing_the_password_with(false).await;
+}
+
+async fn a_locked_out_person_unlocks_without_changing_the_password_with(js: bool) {
     let app = spawn_app().await;
-    let browser = Browser::open(&app, "unlock").await;
+    let label = if js { "unlock" } else { "unlock-no-js" };
+    let browser = Browser::open_with(&app, label, web::Options { js, ..Default::default() }).await;
     app.lock_out("alice").await;
     browser.goto("/reset").await;
     browser.fill("login", "alice").await;

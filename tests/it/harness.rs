@@ -60,6 +60,8 @@ pub struct Options {
     pub per_address_per_minute: u32,
     /// Believe `X-Forwarded-For` from 127.0.0.1, as behind a proxy.
     pub trusted_proxy: bool,
+    /// Ask people to review their security info every this many days.
+    pub reconfirm_days: u32,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             gates_required: 1,
             per_address_per_minute: 10_000,
             trusted_proxy: false,
+            reconfirm_days: 0,
         }
     }
 }
@@ -152,6 +155,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
     cfg.gates.required = opts.gates_required;
+    cfg.gates.reconfirm_days = opts.reconfirm_days;
     // A light proof of work (the browser solves it at once), and a short wait without one, so
     // the tests that post forms without a browser stay quick.
     cfg.anti_automation.pow_bits = 8;

@@ -492,3 +492,26 @@ async fn security_questions_are_never_offered_to_a_privileged_account() {
     let page = app.identify("bob").await;
     assert!(!page.contains("security questions") && page.contains("Check your e-mail"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_asked_to_review_their_security_info_every_so_many_days() {
+    let app = spawn_app_with(Options { reconfirm_days: 30, ..Default::default() }).await;
+    let sign_in = || async {
+        let (_, csrf) = app.page("/signin").await;
+        let fields = [("csrf", csrf.as_str()), ("login", "alice"), ("password", INITIAL_USER_PASSWORD)];
+        app.post("/signin", &fields).await.text().await.unwrap()
+    };
+    let page = sign_in().await;
+    assert!(page.contains("Are these ways to reach you still right?"), "never reviewed: {page}");
+    // Confirming is a change to security info: Alice proves it is her first.
+    let gate = app.post("/account/confirm", &[("csrf", &hidden(&page, "csrf").unwrap())]).await.text().await.unwrap();
+    let code = app.code_for("alice@example.org", 0).await;
+    let page = app.post("/account/verify", &[("csrf", &hidden(&gate, "csrf").unwrap()), ("code", &code)]).await;
+    let page = page.text().await.unwrap();
+    let page = app.post("/account/confirm", &[("csrf", &hidden(&page, "csrf").unwrap())]).await.text().await.unwrap();
+    assert!(page.contains("Your security info is confirmed") && !page.contains("still right?"), "{page}");
+    // A month later, the question comes back.
+    app.clock.advance(31 * 86_400);
+    let page = sign_in().await;
+    assert!(page.contains("Are these ways to reach you still right?"), "{page}");
+}
