@@ -166,6 +166,26 @@ impl Slapd {
         Ok(())
     }
 
+    /// Makes a person's password expired (as the directory's administrator): a policy with a
+    /// one-day maximum age, and a password last changed long ago. A bind then answers ppolicy's
+    /// `passwordExpired`.
+    pub async fn expire_password(&self, uid: &str) -> anyhow::Result<()> {
+        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
+        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
+        let policy = format!("cn=expiring,{}", self.people_dn.replacen("ou=people", "ou=policies", 1));
+        // pwdChangedTime is the overlay's own ("no user modification"): the Relax control lets
+        // the administrator set it.
+        let relax = ldap3::controls::RawControl { ctype: "1.3.6.1.4.1.4203.666.5.12".into(), crit: true, val: None };
+        let mods = vec![
+            ldap3::Mod::Replace("pwdPolicySubentry", [policy.as_str()].into_iter().collect()),
+            ldap3::Mod::Replace("pwdChangedTime", ["20000101000000Z"].into_iter().collect()),
+        ];
+        let modified = ldap.with_controls(relax).modify(&self.user_dn(uid), mods).await?.success();
+        let _ = ldap.unbind().await;
+        modified?;
+        Ok(())
+    }
+
     /// Deletes a person (as the directory's administrator).
     pub async fn delete_person(&self, uid: &str) -> anyhow::Result<()> {
         let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;

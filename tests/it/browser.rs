@@ -532,3 +532,24 @@ async fn the_portal_shows_in_a_frame_only_on_an_allowed_origin() {
     assert!(!framed.contains("Get back into your account"), "another origin is refused: {framed:?}");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_with_an_expired_password_leads_to_the_change_form() {
+    let app = spawn_app().await;
+    app.slapd.expire_password("bob").await.unwrap();
+    assert!(!app.bind_works("bob", INITIAL_USER_PASSWORD).await, "the directory refuses the expired password");
+    let browser = Browser::open(&app, "expired").await;
+    let text = sign_in(&browser, "bob", INITIAL_USER_PASSWORD).await;
+    assert_eq!(browser.path().await, "/signin/expired", "{text}");
+    assert!(text.contains("Your password has expired"), "{text}");
+    browser.check("expired").await;
+    browser.fill("current", INITIAL_USER_PASSWORD).await;
+    browser.fill("password", NEW_PASSWORD).await;
+    browser.fill("confirm", NEW_PASSWORD).await;
+    browser.press("Change my password").await;
+    assert_eq!(browser.path().await, "/account", "{}", browser.text().await);
+    assert!(app.bind_works("bob", NEW_PASSWORD).await, "the new password is not expired");
+    let audit = app.audit().await;
+    assert!(audit.iter().any(|r| r.operation == "signin" && r.outcome_code == "PB-3009"), "{audit:#?}");
+    browser.close().await;
+}
