@@ -355,6 +355,12 @@ async fn a_person_registers_security_questions_and_resets_by_answering_them_with
         sqlx::query_scalar("SELECT answer_hash FROM security_answers").fetch_all(&app.db).await.unwrap();
     assert_eq!(stored.len(), 3);
     assert!(stored.iter().all(|h| h.starts_with("$argon2id$") && !h.to_lowercase().contains("rex")));
+    // The answers are nowhere in clear: not in the log, the database or its write-ahead log.
+    assert!(!crate::harness::portal_log().to_lowercase().contains("hilltop"));
+    for file in ["passback.db", "passback.db-wal"] {
+        let bytes = std::fs::read(app.dir.join(file)).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).to_lowercase().contains("hilltop"), "{file} holds an answer");
+    }
     browser.close().await;
 }
 

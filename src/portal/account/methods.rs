@@ -14,7 +14,7 @@ use crate::store::{self, security};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tower_sessions::Session;
@@ -153,9 +153,10 @@ pub async fn save_questions(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
-    Form(f): Form<HashMap<String, String>>,
+    Form(f): Form<HashMap<String, SecretString>>,
 ) -> PageResult {
-    csrf::check(&session, f.get("csrf").map_or("", String::as_str)).await?;
+    let field = |name: &str| f.get(name).map(|v| v.expose_secret().to_string()).unwrap_or_default();
+    csrf::check(&session, &field("csrf")).await?;
     let who = match require_fresh(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
@@ -164,12 +165,13 @@ pub async fn save_questions(
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }
     let n = st.cfg.gates.questions_to_register as usize;
-    let chosen: Vec<String> = (0..n).map(|i| f.get(&format!("q{i}")).cloned().unwrap_or_default()).collect();
-    let pairs: Vec<(String, String)> = (0..n)
+    // The answers stay secrets from the form to their hashes; the question ids are not secret.
+    let chosen: Vec<String> = (0..n).map(|i| field(&format!("q{i}"))).collect();
+    let pairs: Vec<(String, SecretString)> = (0..n)
         .filter_map(|i| {
-            let q = f.get(&format!("q{i}")).filter(|q| !q.is_empty())?;
-            let a = f.get(&format!("a{i}")).filter(|a| !a.trim().is_empty())?;
-            Some((q.clone(), a.clone()))
+            let q = Some(field(&format!("q{i}"))).filter(|q| !q.is_empty())?;
+            let a = f.get(&format!("a{i}")).filter(|a| !a.expose_secret().trim().is_empty())?;
+            Some((q, a.clone()))
         })
         .collect();
     let normalised = match questions::check_registration(&pairs, n, &st.cfg.gates.custom_questions) {
@@ -178,7 +180,6 @@ pub async fn save_questions(
     };
     let mut hashed = Vec::with_capacity(normalised.len());
     for (q, a) in normalised {
-        let a: SecretString = a.into();
         hashed.push((q, passwords::hash(&a).await?));
     }
     security::set_answers(&st.db, who.target.person(), &hashed, st.clock.now()).await?;

@@ -3,6 +3,7 @@
 //! two of a person's answers may be alike. Never offered to privileged accounts.
 
 use crate::i18n::Tr;
+use secrecy::{ExposeSecret, SecretString};
 
 /// The predefined questions, by id; their text is in the message catalogues.
 pub const PREDEFINED: [&str; 10] = [
@@ -51,14 +52,14 @@ pub fn normalise(answer: &str) -> Result<String, &'static str> {
 /// Checks a whole registration: known, distinct questions, the right number, and answers that
 /// are valid and not alike. Returns the normalised answers, or the catalogue key of the problem.
 pub fn check_registration(
-    pairs: &[(String, String)],
+    pairs: &[(String, SecretString)],
     wanted: usize,
     custom: &[String],
-) -> Result<Vec<(String, String)>, &'static str> {
+) -> Result<Vec<(String, SecretString)>, &'static str> {
     if pairs.len() != wanted {
         return Err("questions.answer_all");
     }
-    let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    let mut out: Vec<(String, SecretString)> = Vec::with_capacity(pairs.len());
     for (q, a) in pairs {
         if text(Tr::default(), custom, q).is_none() {
             return Err("questions.choose_each");
@@ -66,8 +67,8 @@ pub fn check_registration(
         if out.iter().any(|(seen, _)| seen == q) {
             return Err("questions.distinct_questions");
         }
-        let n = normalise(a)?;
-        if out.iter().any(|(_, seen)| *seen == n) {
+        let n: SecretString = normalise(a.expose_secret())?.into();
+        if out.iter().any(|(_, seen)| seen.expose_secret() == n.expose_secret()) {
             return Err("questions.distinct_answers");
         }
         out.push((q.clone(), n));
@@ -90,21 +91,21 @@ mod tests {
     #[test]
     fn a_registration_needs_distinct_questions_and_answers() {
         let custom = vec!["Name of your first boat?".to_string()];
-        let pair = |q: &str, a: &str| (q.to_string(), a.to_string());
+        let pair = |q: &str, a: &str| (q.to_string(), SecretString::from(a.to_string()));
         let ok = check_registration(&[pair("first_pet", "Rex"), pair("custom:0", "Wave Dancer")], 2, &custom);
-        assert_eq!(ok.unwrap()[1].1, "wave dancer");
+        assert_eq!(ok.unwrap()[1].1.expose_secret(), "wave dancer");
         assert_eq!(
-            check_registration(&[pair("first_pet", "Rex"), pair("first_pet", "Max")], 2, &custom),
-            Err("questions.distinct_questions")
+            check_registration(&[pair("first_pet", "Rex"), pair("first_pet", "Max")], 2, &custom).err(),
+            Some("questions.distinct_questions")
         );
         assert_eq!(
-            check_registration(&[pair("first_pet", "Rex"), pair("birth_city", " rex")], 2, &custom),
-            Err("questions.distinct_answers")
+            check_registration(&[pair("first_pet", "Rex"), pair("birth_city", " rex")], 2, &custom).err(),
+            Some("questions.distinct_answers")
         );
-        assert_eq!(check_registration(&[pair("first_pet", "Rex")], 2, &custom), Err("questions.answer_all"));
+        assert_eq!(check_registration(&[pair("first_pet", "Rex")], 2, &custom).err(), Some("questions.answer_all"));
         assert_eq!(
-            check_registration(&[pair("nope", "Rex"), pair("first_pet", "Max")], 2, &custom),
-            Err("questions.choose_each")
+            check_registration(&[pair("nope", "Rex"), pair("first_pet", "Max")], 2, &custom).err(),
+            Some("questions.choose_each")
         );
     }
 }
