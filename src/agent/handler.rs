@@ -5,12 +5,14 @@ use super::Agent;
 use crate::directory::{AccountChange, Answer};
 use crate::domain::{MsgId, Outcome};
 use crate::envelope::{self, Direction, EnvelopeError, FrameKind, Op, RequestPackage, ResultPackage, SealedFrame};
+use crate::relay::protocol::Wire;
 use secrecy::SecretString;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 /// The sealed answer to one message, filled once.
-type Answered = Arc<OnceCell<String>>;
+/// `None` when no answer could be sealed (nothing is sent).
+type Answered = Arc<OnceCell<Option<Wire>>>;
 
 /// Answers already given (or being given), kept until their request would have expired anyway.
 #[derive(Default)]
@@ -35,7 +37,7 @@ impl ReplayCache {
 impl Agent {
     /// Returns the sealed result to send back, or `None` for a frame that must be refused.
     /// `received` is when the frame arrived, before it waited for a free slot.
-    pub async fn handle_request(&self, frame: SealedFrame, received: std::time::Instant) -> Option<String> {
+    pub async fn handle_request(&self, frame: SealedFrame, received: std::time::Instant) -> Option<Wire> {
         let now = self.clock.now();
         let mut opened = self.open(&frame, now);
         if let Err(EnvelopeError::UnknownKey(_)) = opened {
@@ -56,7 +58,7 @@ impl Agent {
         }
         let key_version = frame.key_version;
         let sealed = cell.get_or_init(|| self.perform_and_seal(pkg, key_version, received)).await;
-        (!sealed.is_empty()).then(|| sealed.clone())
+        sealed.clone()
     }
 
     fn open(&self, frame: &SealedFrame, now: i64) -> Result<RequestPackage, EnvelopeError> {
@@ -66,7 +68,12 @@ impl Agent {
         })
     }
 
-    async fn perform_and_seal(&self, pkg: RequestPackage, key_version: u32, received: std::time::Instant) -> String {
+    async fn perform_and_seal(
+        &self,
+        pkg: RequestPackage,
+        key_version: u32,
+        received: std::time::Instant,
+    ) -> Option<Wire> {
         let waited = received.elapsed();
         let answer = if waited.as_secs() >= u64::from(pkg.wait_secs) {
             Answer {
@@ -97,7 +104,7 @@ impl Agent {
             policy: answer.policy,
         };
         let keys = self.keys();
-        let Some(key) = keys.iter().find(|k| k.version == key_version) else { return String::new() };
+        let Some(key) = keys.iter().find(|k| k.version == key_version) else { return None };
         match envelope::seal(
             &self.agent_id,
             key_version,
@@ -108,25 +115,31 @@ impl Agent {
             &result,
             &mut rand::rngs::OsRng,
         ) {
-            Ok(f) => crate::relay::protocol::Frame::Result(f).to_json(),
+            Ok(f) => Some(crate::relay::protocol::Frame::Result(f).encode()),
             Err(e) => {
                 tracing::error!(msg_id = %pkg.msg_id, error = %e, "sealing a result failed");
-                String::new()
+                None
             }
         }
     }
 
-    async fn decrypt(&self, ct: Option<&str>, key_version: u32) -> Result<SecretString, Answer> {
+    /// The request's passwords (new, and old for a change), unwrapped with our private key.
+    async fn secrets(
+        &self,
+        pkg: &RequestPackage,
+        key_version: u32,
+    ) -> Result<(SecretString, Option<SecretString>), Answer> {
         let fail = |raw: &str| Answer { outcome: Outcome::Internal, raw: raw.into(), policy: None };
-        let ct = ct.ok_or_else(|| fail("password missing from the package"))?.to_string();
+        let sealed = pkg.secrets.clone().ok_or_else(|| fail("password missing from the package"))?;
         let key = self
             .keys()
             .iter()
             .find(|k| k.version == key_version)
             .map(|k| k.rsa.clone())
             .ok_or_else(|| fail("key version gone"))?;
+        let msg_id = pkg.msg_id.clone();
         // RSA decryption is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || envelope::decrypt_secret(&key, &ct))
+        tokio::task::spawn_blocking(move || envelope::open_secrets(&key, &msg_id, &sealed))
             .await
             .map_err(|_| fail("decryption task failed"))?
             .map_err(|_| fail("password decryption failed"))
@@ -145,16 +158,20 @@ impl Agent {
             Op::RequireChange => return dir.change_account(&pkg.anchor, AccountChange::MustChange(true)).await,
             Op::Reset | Op::Change | Op::Verify => {}
         }
-        let new = match self.decrypt(pkg.pw_ct.as_deref(), key_version).await {
+        let (new, old) = match self.secrets(pkg, key_version).await {
             Ok(p) => p,
             Err(a) => return a,
         };
-        let mut answer = match pkg.op {
-            Op::Change => match self.decrypt(pkg.old_pw_ct.as_deref(), key_version).await {
-                Ok(old) => dir.change(&pkg.anchor, &old, &new).await,
-                Err(a) => a,
-            },
-            Op::Verify => return dir.verify(&pkg.anchor, &new).await,
+        let mut answer = match (pkg.op, old) {
+            (Op::Change, Some(old)) => dir.change(&pkg.anchor, &old, &new).await,
+            (Op::Change, None) => {
+                return Answer {
+                    outcome: Outcome::Internal,
+                    raw: "change without the old password".into(),
+                    policy: None,
+                }
+            }
+            (Op::Verify, _) => return dir.verify(&pkg.anchor, &new).await,
             _ => dir.reset(&pkg.anchor, &new).await,
         };
         if pkg.op == Op::Reset && answer.outcome.is_success() {

@@ -9,7 +9,7 @@ pub mod state;
 use crate::config::AgentConfig;
 use crate::directory::Directory;
 use crate::domain::DirectoryId;
-use crate::relay::protocol::{AgentStatus, DirectoryStatus, Frame, SyncChunk};
+use crate::relay::protocol::{AgentStatus, DirectoryStatus, Frame, SyncChunk, Wire};
 use crate::Clock;
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
@@ -142,7 +142,7 @@ impl Agent {
         }
     }
 
-    async fn sync_all(&self, out: &mpsc::Sender<String>, full: bool) {
+    async fn sync_all(&self, out: &mpsc::Sender<Wire>, full: bool) {
         for (id, dir) in &self.directories {
             let since = if full { None } else { self.sync_marks.lock().ok().and_then(|m| m.get(id).cloned()) };
             let full = since.is_none();
@@ -165,7 +165,7 @@ impl Agent {
                     users: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
                     policy: if i == 0 { policy.clone() } else { None },
                 };
-                if out.send(Frame::Sync(chunk).to_json()).await.is_err() {
+                if out.send(Frame::Sync(chunk).encode()).await.is_err() {
                     return;
                 }
             }
@@ -198,7 +198,7 @@ impl Agent {
         let started = Instant::now();
         tracing::info!(portal = %self.portal_url, "connected to the portal");
         let (mut sink, mut stream) = socket.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+        let (out_tx, mut out_rx) = mpsc::channel::<Wire>(256);
 
         // The agent pings too: the portal's pongs prove the connection is alive from this side.
         let ping_every = Duration::from_secs(self.cfg.heartbeat_secs);
@@ -207,7 +207,8 @@ impl Agent {
             loop {
                 let msg = tokio::select! {
                     out = out_rx.recv() => match out {
-                        Some(text) => Message::Text(text.into()),
+                        Some(Wire::Text(text)) => Message::Text(text.into()),
+                        Some(Wire::Binary(bytes)) => Message::Binary(bytes.into()),
                         None => break,
                     },
                     _ = ping.tick() => Message::Ping(Vec::new().into()),
@@ -219,7 +220,7 @@ impl Agent {
             let _ = sink.close().await;
         });
 
-        out_tx.send(Frame::Hello(self.status().await).to_json()).await.ok();
+        out_tx.send(Frame::Hello(self.status().await).encode()).await.ok();
         let background = {
             let me = self.clone();
             let out = out_tx.clone();
@@ -241,7 +242,7 @@ impl Agent {
                     tokio::time::sleep(heartbeat).await;
                     me.reload_keys_if_changed();
                     me.rotate_if_due().await;
-                    if out.send(Frame::Heartbeat(me.status().await).to_json()).await.is_err() {
+                    if out.send(Frame::Heartbeat(me.status().await).encode()).await.is_err() {
                         break;
                     }
                 }
@@ -256,7 +257,7 @@ impl Agent {
                 Err(_) => break Err(anyhow::anyhow!("the portal has been silent for {silence:?}")),
             };
             match next {
-                Some(Ok(Message::Text(text))) => match Frame::parse(text.as_str()) {
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => match parse(&msg) {
                     Ok(Frame::Request(frame)) => {
                         let received = Instant::now();
                         let Ok(permit) = limit.clone().acquire_owned().await else { break Ok(()) };
@@ -310,4 +311,13 @@ impl Agent {
 
 fn grace_secs(cfg: &AgentConfig) -> i64 {
     i64::try_from(cfg.key_grace_hours * 3600).unwrap_or(i64::MAX)
+}
+
+/// A message from the portal as a frame: JSON text, or a binary sealed frame.
+fn parse(msg: &Message) -> Result<Frame, crate::relay::protocol::FrameError> {
+    match msg {
+        Message::Binary(bytes) => Frame::parse_binary(bytes),
+        Message::Text(text) => Frame::parse(text.as_str()),
+        _ => Err(crate::relay::protocol::FrameError::Binary),
+    }
 }

@@ -27,7 +27,7 @@ struct Conn {
     agent_id: String,
     /// The directories this agent was enrolled for; it may serve no other.
     allowed: Vec<DirectoryId>,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<super::protocol::Wire>,
     status: Option<AgentStatus>,
     last_seen: Instant,
 }
@@ -102,7 +102,7 @@ impl Hub {
         Duration::from_secs(self.cfg.ping_interval_secs * 2)
     }
 
-    pub fn register(&self, agent_id: &str, allowed: Vec<DirectoryId>, tx: mpsc::Sender<String>) -> u64 {
+    pub fn register(&self, agent_id: &str, allowed: Vec<DirectoryId>, tx: mpsc::Sender<super::protocol::Wire>) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let conn = Conn { agent_id: agent_id.to_string(), allowed, tx, status: None, last_seen: Instant::now() };
         self.lock().conns.insert(id, conn);
@@ -155,7 +155,7 @@ impl Hub {
 
     /// A live connection of an agent that serves `directory` and reports it reachable: its agent
     /// id, its sender, and the key version the agent says it uses.
-    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<String>, u32)> {
+    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<super::protocol::Wire>, u32)> {
         let window = self.liveness_window();
         let inner = self.lock();
         inner
@@ -240,7 +240,7 @@ impl Hub {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
         let frame = match self.seal_request(&agent_id, agent_key_version, &req, now).await {
-            Ok(f) => Frame::Request(f).to_json(),
+            Ok(f) => Frame::Request(f).encode(),
             Err(e) => {
                 tracing::error!(agent = %agent_id, error = %e, "cannot seal a request");
                 return WritebackResult::local(Outcome::Internal, "sealing failed");
@@ -294,18 +294,22 @@ impl Hub {
             .or(keys.first())
             .ok_or_else(|| anyhow::anyhow!("no key"))?;
         let mut rng = rand::rngs::OsRng;
-        let enc = |s: Option<&SecretString>| -> anyhow::Result<Option<String>> {
-            s.map(|s| envelope::encrypt_secret(&newest.public, s.expose_secret(), &mut rand::rngs::OsRng))
-                .transpose()
-                .map_err(Into::into)
+        let secrets = match req.password {
+            Some(new) => Some(envelope::seal_secrets(
+                &newest.public,
+                &req.msg_id,
+                new.expose_secret(),
+                req.old_password.map(|o| o.expose_secret()),
+                &mut rng,
+            )?),
+            None => None,
         };
         let pkg = RequestPackage {
             msg_id: req.msg_id.clone(),
             op: req.op,
             directory: req.directory.clone(),
             anchor: req.anchor.clone(),
-            pw_ct: enc(req.password)?,
-            old_pw_ct: enc(req.old_password)?,
+            secrets,
             flags: req.flags,
             actor: req.actor.clone(),
             issued_at: now,

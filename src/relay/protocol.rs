@@ -97,10 +97,36 @@ struct Envelope<T> {
     body: T,
 }
 
+/// A frame as it goes on the WebSocket: sealed frames as compact binary messages, the others
+/// as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Wire {
+    /// Its size on the wire, in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Wire::Text(t) => t.len(),
+            Wire::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("unsupported protocol version")]
     Version,
+    #[error("malformed binary frame")]
+    Binary,
+    #[error("sealed frames travel as binary messages")]
+    SealedAsText,
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
     #[error("malformed frame: {0}")]
@@ -108,15 +134,30 @@ pub enum FrameError {
 }
 
 impl Frame {
-    pub fn to_json(&self) -> String {
-        fn wrap<T: Serialize>(kind: &str, body: &T) -> String {
-            serde_json::to_string(&Envelope { v: VERSION, kind: kind.to_string(), body }).unwrap_or_default()
+    pub fn encode(&self) -> Wire {
+        fn wrap<T: Serialize>(kind: &str, body: &T) -> Wire {
+            Wire::Text(
+                serde_json::to_string(&Envelope { v: VERSION, kind: kind.to_string(), body }).unwrap_or_default(),
+            )
         }
         match self {
             Frame::Hello(s) => wrap("hello", s),
             Frame::Heartbeat(s) => wrap("heartbeat", s),
             Frame::Sync(c) => wrap("sync", c),
-            Frame::Request(f) | Frame::Result(f) => serde_json::to_string(f).unwrap_or_default(),
+            Frame::Request(f) | Frame::Result(f) => Wire::Binary(f.to_bytes()),
+        }
+    }
+
+    /// A binary message: a sealed request or result (not yet authenticated: see `envelope`).
+    pub fn parse_binary(bytes: &[u8]) -> Result<Frame, FrameError> {
+        let sealed = SealedFrame::from_bytes(bytes).ok_or(FrameError::Binary)?;
+        if sealed.v != VERSION {
+            return Err(FrameError::Version);
+        }
+        match sealed.kind {
+            crate::envelope::FrameKind::Request => Ok(Frame::Request(sealed)),
+            crate::envelope::FrameKind::Result => Ok(Frame::Result(sealed)),
+            crate::envelope::FrameKind::Rotate => Err(FrameError::Binary),
         }
     }
 
@@ -138,8 +179,7 @@ impl Frame {
             "hello" => Frame::Hello(body(text)?),
             "heartbeat" => Frame::Heartbeat(body(text)?),
             "sync" => Frame::Sync(body(text)?),
-            "request" => Frame::Request(serde_json::from_str(text)?),
-            "result" => Frame::Result(serde_json::from_str(text)?),
+            "request" | "result" => return Err(FrameError::SealedAsText),
             other => return Err(FrameError::UnknownType(other.chars().take(32).collect())),
         })
     }
@@ -162,10 +202,11 @@ mod tests {
                 error: None,
             }],
         });
-        let json = f.to_json();
+        let Wire::Text(json) = f.encode() else { panic!("a heartbeat is text") };
         assert_eq!(Frame::parse(&json).unwrap(), f);
-        let v2 = json.replace("\"v\":1", "\"v\":2");
-        assert!(matches!(Frame::parse(&v2), Err(FrameError::Version)));
-        assert!(matches!(Frame::parse(r#"{"v":1,"type":"shutdown"}"#), Err(FrameError::UnknownType(_))));
+        let v1 = json.replace("\"v\":2", "\"v\":1");
+        assert!(matches!(Frame::parse(&v1), Err(FrameError::Version)));
+        assert!(matches!(Frame::parse(r#"{"v":2,"type":"shutdown"}"#), Err(FrameError::UnknownType(_))));
+        assert!(matches!(Frame::parse(r#"{"v":2,"type":"request"}"#), Err(FrameError::SealedAsText)));
     }
 }

@@ -1,7 +1,7 @@
 //! The portal's end of the relay: the WebSocket agents connect to, and their authentication.
 
 use super::hub::Hub;
-use super::protocol::Frame;
+use super::protocol::{Frame, Wire};
 use super::{enroll, AGENT_PATH, ENROLL_PATH, ROTATE_PATH};
 use crate::domain::DirectoryId;
 use crate::store::{self, DataKey, Db};
@@ -72,7 +72,7 @@ async fn agent_socket(State(state): State<RelayState>, headers: HeaderMap, ws: W
 
 async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<String>(256);
+    let (tx, mut rx) = mpsc::channel::<Wire>(256);
     let hub = state.hub.clone();
     let agent_id = agent.id;
     let conn = hub.register(&agent_id, agent.directories, tx);
@@ -84,7 +84,7 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
-                    Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
+                    Some(out) => if sink.send(to_message(out)).await.is_err() { break },
                     None => break,
                 },
                 _ = ping.tick() => if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break },
@@ -98,11 +98,14 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
         match msg {
             Message::Text(text) => {
                 hub.touch(conn);
-                handle_frame(&state, &agent_id, conn, text.as_str()).await;
+                handle_frame(&state, &agent_id, conn, Frame::parse(text.as_str())).await;
+            }
+            Message::Binary(bytes) => {
+                hub.touch(conn);
+                handle_frame(&state, &agent_id, conn, Frame::parse_binary(&bytes)).await;
             }
             Message::Pong(_) | Message::Ping(_) => hub.touch(conn),
             Message::Close(_) => break,
-            Message::Binary(_) => tracing::warn!(agent = %agent_id, "binary frame ignored"),
         }
     }
     hub.unregister(conn);
@@ -110,8 +113,20 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
     tracing::info!(agent = %agent_id, conn, "agent disconnected");
 }
 
-async fn handle_frame(state: &RelayState, agent_id: &str, conn: u64, text: &str) {
-    let frame = match Frame::parse(text) {
+fn to_message(out: Wire) -> Message {
+    match out {
+        Wire::Text(t) => Message::Text(t.into()),
+        Wire::Binary(b) => Message::Binary(b.into()),
+    }
+}
+
+async fn handle_frame(
+    state: &RelayState,
+    agent_id: &str,
+    conn: u64,
+    parsed: Result<Frame, super::protocol::FrameError>,
+) {
+    let frame = match parsed {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(agent = %agent_id, error = %e, "refused a frame");

@@ -6,7 +6,7 @@ use passback::agent::state::AgentState;
 use passback::agent::Agent;
 use passback::domain::{Anchor, DirectoryId, MsgId, Outcome};
 use passback::envelope::{self, Direction, Flags, FrameKind, Op, RequestPackage, SealedFrame};
-use passback::relay::protocol::Frame;
+use passback::relay::protocol::{Frame, Wire};
 use std::os::unix::fs::PermissionsExt;
 
 /// A request sealed exactly as the portal seals one, with the agent's current keys.
@@ -35,14 +35,14 @@ fn sealed_reset_waiting(
     let now = passback::Clock::default().now();
     let key = &state.usable_keys(now, 3600).unwrap()[0];
     let msg_id = MsgId::random();
-    let pw_ct = envelope::encrypt_secret(&key.rsa.to_public_key(), password, &mut rand::rngs::OsRng).unwrap();
+    let secrets =
+        envelope::seal_secrets(&key.rsa.to_public_key(), &msg_id, password, None, &mut rand::rngs::OsRng).unwrap();
     let pkg = RequestPackage {
         msg_id: msg_id.clone(),
         op: Op::Reset,
         directory: DirectoryId::parse(crate::harness::DIR_ID).unwrap(),
         anchor: anchor.clone(),
-        pw_ct: Some(pw_ct),
-        old_pw_ct: None,
+        secrets: Some(secrets),
         flags,
         actor: "test".into(),
         issued_at: now,
@@ -62,8 +62,9 @@ fn sealed_reset_waiting(
     .unwrap()
 }
 
-fn outcome_of(state: &AgentState, answer: &str) -> Outcome {
-    let Frame::Result(frame) = Frame::parse(answer).unwrap() else { panic!("not a result: {answer}") };
+fn outcome_of(state: &AgentState, answer: &Wire) -> Outcome {
+    let Wire::Binary(bytes) = answer else { panic!("a result is a binary message: {answer:?}") };
+    let Frame::Result(frame) = Frame::parse_binary(bytes).unwrap() else { panic!("not a result: {answer:?}") };
     let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
     envelope::open_result(&state.agent_id, &frame, |v| keys.iter().find(|k| k.version == v).map(|k| k.package.clone()))
         .unwrap()
@@ -100,9 +101,7 @@ async fn tampered_expired_and_misdirected_frames_are_refused_by_the_agent() {
     let anchor = alice_anchor(&app).await;
 
     let mut tampered = sealed_reset(&state, &anchor, "Tampered-Pass-1!", 60);
-    let mut bytes: Vec<char> = tampered.ciphertext.chars().collect();
-    bytes[20] = if bytes[20] == 'A' { 'B' } else { 'A' };
-    tampered.ciphertext = bytes.into_iter().collect();
+    tampered.ciphertext[20] ^= 0x40;
     assert!(agent.handle_request(tampered, std::time::Instant::now()).await.is_none());
 
     let expired = sealed_reset(&state, &anchor, "Expired-Pass-1!", -1);
@@ -358,7 +357,8 @@ async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_i
 
     let answer = agent.handle_request(frame, std::time::Instant::now()).await.expect("answered");
 
-    let Frame::Result(result) = Frame::parse(&answer).unwrap() else { panic!("not a result") };
+    let Wire::Binary(bytes) = &answer else { panic!("a result is a binary message") };
+    let Frame::Result(result) = Frame::parse_binary(bytes).unwrap() else { panic!("not a result") };
     let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
     let pkg = envelope::open_result(&state.agent_id, &result, |v| {
         keys.iter().find(|k| k.version == v).map(|k| k.package.clone())
