@@ -104,7 +104,7 @@ impl Agent {
             policy: answer.policy,
         };
         let keys = self.keys();
-        let Some(key) = keys.iter().find(|k| k.version == key_version) else { return None };
+        let key = keys.iter().find(|k| k.version == key_version)?;
         match envelope::seal(
             &self.agent_id,
             key_version,
