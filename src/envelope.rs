@@ -183,6 +183,8 @@ pub enum Op {
     RequireChange,
     /// Check a password by binding as the person (sign-in); nothing is written.
     Verify,
+    /// Check the relay itself: the agent answers at once and touches nothing.
+    Noop,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

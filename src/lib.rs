@@ -6,6 +6,7 @@
 //! `envelope` and `domain` import nothing of the application.
 
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod directory;

@@ -48,6 +48,16 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "openldap")]
         directory: passback::demo::DemoDirectory,
     },
+    /// Measure the writeback path against the bare directory (prints a table, writes
+    /// target/bench/latency.json), or with --load prove under load that nothing is lost.
+    Bench {
+        /// Load and verify instead: 200 people, 32 browsers, then again with the agent killed.
+        #[arg(long)]
+        load: bool,
+        /// How long each load round lasts.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +175,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo { dir, port, directory } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;
+        }
+        Cmd::Bench { load, seconds } => {
+            if load {
+                passback::bench::load(seconds).await.context("bench --load")?;
+            } else {
+                passback::bench::latency().await.context("bench")?;
+            }
         }
     }
     Ok(())

@@ -55,6 +55,7 @@ pub mod paths {
     pub const DEMO_MAIL: &str = "/demo/mail";
     pub const STATIC: &str = "/static/{file}";
     pub const HEALTH: &str = "/healthz";
+    pub const HEALTH_RELAY: &str = "/healthz/relay";
 }
 
 /// The session key of the validated `return_to` URL.
@@ -143,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::ACCOUNT_VERIFY, get(account::step_up_form).post(account::step_up_verify))
         .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))
         .route(paths::HEALTH, get(|| async { "ok" }))
+        .route(paths::HEALTH_RELAY, get(relay_check))
         .route(paths::STATIC, get(static_file));
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
@@ -153,6 +155,48 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| forwarded_client(proxies.clone(), req, next)));
     security_headers(r, tls, &framers)
+}
+
+#[derive(serde::Deserialize)]
+struct RelayCheckQuery {
+    directory: String,
+}
+
+/// A sealed no-op round trip to a live agent of `directory`: whether writeback would work now,
+/// and how long the relay alone takes (for monitoring and the benchmark). Rate-limited like a
+/// first step; says nothing but yes or no and the time.
+async fn relay_check(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    axum::extract::ConnectInfo(ClientAddr(client)): axum::extract::ConnectInfo<ClientAddr>,
+    axum::extract::Query(q): axum::extract::Query<RelayCheckQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !st.guard.address_allowed(client.ip()) {
+        return guard::too_many();
+    }
+    let Ok(directory) = crate::domain::DirectoryId::parse(&q.directory) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let Ok(anchor) = crate::domain::Anchor::parse("relay-check") else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let request = crate::relay::WritebackRequest {
+        msg_id: crate::domain::MsgId::random(),
+        op: crate::envelope::Op::Noop,
+        directory,
+        anchor,
+        password: None,
+        old_password: None,
+        flags: Default::default(),
+        actor: "relay-check".into(),
+    };
+    let started = std::time::Instant::now();
+    let result = st.hub.writeback(request, st.clock.now()).await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let ok = result.outcome.is_success();
+    let body = serde_json::json!({ "ok": ok, "outcome": result.outcome.code().0, "round_trip_us": micros });
+    let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Behind a trusted proxy, the client is the last address in `X-Forwarded-For` that is not one of

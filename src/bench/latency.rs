@@ -1,0 +1,419 @@
+//! The side-by-side measurement: the bare directory (the agent's own directory code, called
+//! directly: lookup by anchor, then the password operation), the full path (the browser's final
+//! form post: session, CSRF, sealing, relay, agent, directory, answer page) and the relay alone
+//! (a sealed no-op round trip), at concurrency 1 and 32.
+
+use super::{client, hidden, out_dir, Rig, Stats, DIRECTORY_ID};
+use crate::directory::Directory;
+use crate::domain::{Anchor, MsgId};
+use crate::envelope::{self, Direction, Flags, FrameKind, Op, PackageKey, RequestPackage, ResultPackage};
+use secrecy::SecretString;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PEOPLE: usize = 200;
+/// Operations per measurement at concurrency 1, and at 32.
+const OPS_SERIAL: usize = 100;
+const OPS_PARALLEL: usize = 320;
+
+/// Each person's current password, as the bench last set it.
+struct Passwords {
+    current: Vec<Mutex<String>>,
+    counter: AtomicUsize,
+}
+
+impl Passwords {
+    fn new(n: usize) -> Passwords {
+        Passwords {
+            current: (0..n).map(|_| Mutex::new(crate::sandbox::INITIAL_USER_PASSWORD.to_string())).collect(),
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    /// A password never used before in this run (so history never refuses it).
+    fn fresh(&self) -> String {
+        format!("Bench-Pass-{:06}!", self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn get(&self, i: usize) -> String {
+        self.current[i].lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, i: usize, pw: String) {
+        if let Ok(mut s) = self.current[i].lock() {
+            *s = pw;
+        }
+    }
+}
+
+/// Runs `op(i)` for i in 0..total on `concurrency` workers; times each.
+async fn measure<F, Fut>(name: &str, concurrency: usize, total: usize, op: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, next, lat, errors, first_error) =
+                (op.clone(), next.clone(), lat.clone(), errors.clone(), first_error.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match op(i).await {
+                        Ok(()) => {
+                            if let Ok(mut l) = lat.lock() {
+                                l.push(t.elapsed());
+                            }
+                        }
+                        Err(e) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut f) = first_error.lock() {
+                                f.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let wall = start.elapsed();
+    if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
+        eprintln!("bench: {name} at {concurrency}: first error: {e}");
+    }
+    let lat = lat.lock().map(|l| l.clone()).unwrap_or_default();
+    let stats = Stats::from(name, concurrency, lat, errors.load(Ordering::Relaxed), wall);
+    eprintln!(
+        "bench: {:<14} c={:<2} {:>4} ops  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>7.1}/s  ({} errors)",
+        stats.name, concurrency, stats.ops, stats.p50_ms, stats.p99_ms, stats.ops_per_sec, stats.errors
+    );
+    stats
+}
+
+/// A browser at the new-password form of a verified reset: its client and the form's fields.
+struct ReadyForm {
+    client: reqwest::Client,
+    csrf: String,
+    form_key: String,
+}
+
+/// Walks identify → e-mailed code → verify for person `i` (not timed).
+async fn ready_reset(rig: &Rig, i: usize) -> anyhow::Result<ReadyForm> {
+    let person = &rig.people[i];
+    let client = client(&rig.ca)?;
+    let page = client.get(format!("{}/reset", rig.url)).send().await?.text().await?;
+    let csrf = hidden(&page, "csrf").ok_or_else(|| anyhow::anyhow!("no csrf"))?;
+    let before = rig.mailbox.all().iter().filter(|m| m.to.iter().any(|t| t == &person.email)).count();
+    let form = [("csrf", csrf.as_str()), ("login", person.uid.as_str())];
+    let page = client.post(format!("{}/reset", rig.url)).form(&form).send().await?.text().await?;
+    let csrf = hidden(&page, "csrf").ok_or_else(|| anyhow::anyhow!("no gate page: {page}"))?;
+    let mut code = None;
+    for _ in 0..200 {
+        let mails: Vec<_> =
+            rig.mailbox.all().into_iter().filter(|m| m.to.iter().any(|t| t == &person.email)).collect();
+        if mails.len() > before {
+            code = mails.last().and_then(|m| m.code_after("verification code:", 8));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let code = code.ok_or_else(|| anyhow::anyhow!("no code mailed to {}", person.email))?;
+    let form = [("csrf", csrf.as_str()), ("code", code.as_str())];
+    let page = client.post(format!("{}/reset/verify", rig.url)).form(&form).send().await?.text().await?;
+    let (Some(csrf), Some(form_key)) = (hidden(&page, "csrf"), hidden(&page, "form_key")) else {
+        anyhow::bail!("no new-password form: {page}")
+    };
+    Ok(ReadyForm { client, csrf, form_key })
+}
+
+/// Whether an answer page says the password was changed.
+fn changed(page: &str) -> bool {
+    page.contains("Your password has been changed")
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
+    let dir = out_dir().join("latency-run");
+    let rig = Arc::new(super::Rig::start(&dir, PEOPLE).await?);
+    let idle_serve = Rig::memory(rig.serve.id());
+    let idle_agent = Rig::memory(rig.agent.id());
+    let directory = Arc::new(Directory::new(&rig.directory)?);
+    let passwords = Arc::new(Passwords::new(rig.people.len()));
+    let anchors: Arc<Vec<Anchor>> =
+        Arc::new(rig.people.iter().map(|p| Anchor::parse(&p.anchor)).collect::<Result<_, _>>()?);
+    let mut results = Vec::new();
+
+    // Warm both paths up (connections, caches) before anything is counted.
+    for i in 0..10 {
+        let pw = passwords.fresh();
+        let _ = directory.reset(&anchors[i], &SecretString::from(pw.clone())).await;
+        passwords.set(i, pw);
+    }
+
+    for (concurrency, total) in [(1, OPS_SERIAL), (32, OPS_PARALLEL)] {
+        // The bare directory: reset.
+        let (d, a, p) = (directory.clone(), anchors.clone(), passwords.clone());
+        results.push(
+            measure("bare reset", concurrency, total, move |i| {
+                let (d, a, p) = (d.clone(), a.clone(), p.clone());
+                async move {
+                    let n = i % a.len();
+                    let pw = p.fresh();
+                    let answer = d.reset(&a[n], &SecretString::from(pw.clone())).await;
+                    if !answer.outcome.is_success() {
+                        return Err(format!("{} {}", answer.outcome.code(), answer.raw));
+                    }
+                    p.set(n, pw);
+                    Ok(())
+                }
+            })
+            .await,
+        );
+
+        // The full path: reset. Each form is made ready first (not timed); only the final post is.
+        eprintln!("bench: preparing {total} verified reset sessions…");
+        let mut ready = Vec::with_capacity(total);
+        for i in 0..total {
+            ready.push(Some(ready_reset(&rig, i % rig.people.len()).await?));
+        }
+        let ready = Arc::new(Mutex::new(ready));
+        let (r, p, url) = (ready.clone(), passwords.clone(), rig.url.clone());
+        let people = rig.people.len();
+        results.push(
+            measure("full reset", concurrency, total, move |i| {
+                let (r, p, url) = (r.clone(), p.clone(), url.clone());
+                async move {
+                    let form = r.lock().ok().and_then(|mut v| v[i].take()).ok_or("no form")?;
+                    let pw = p.fresh();
+                    let fields = [
+                        ("csrf", form.csrf.as_str()),
+                        ("form_key", form.form_key.as_str()),
+                        ("password", pw.as_str()),
+                        ("confirm", pw.as_str()),
+                    ];
+                    let resp = form.client.post(format!("{url}/reset/password")).form(&fields).send().await;
+                    let page = resp.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+                    if !changed(&page) {
+                        return Err("the answer page did not say changed".into());
+                    }
+                    p.set(i % people, pw);
+                    Ok(())
+                }
+            })
+            .await,
+        );
+
+        // The bare directory: change (the directory checks the current password).
+        let (d, a, p) = (directory.clone(), anchors.clone(), passwords.clone());
+        results.push(
+            measure("bare change", concurrency, total, move |i| {
+                let (d, a, p) = (d.clone(), a.clone(), p.clone());
+                async move {
+                    let n = i % a.len();
+                    let (old, new) = (p.get(n), p.fresh());
+                    let answer =
+                        d.change(&a[n], &SecretString::from(old), &SecretString::from(new.clone())).await;
+                    if !answer.outcome.is_success() {
+                        return Err(format!("{} {}", answer.outcome.code(), answer.raw));
+                    }
+                    p.set(n, new);
+                    Ok(())
+                }
+            })
+            .await,
+        );
+
+        // The full path: change. The form (and its one-use key) is fetched first, not timed.
+        let mut forms = Vec::with_capacity(total);
+        for _ in 0..total {
+            let c = client(&rig.ca)?;
+            let page = c.get(format!("{}/change", rig.url)).send().await?.text().await?;
+            let (Some(csrf), Some(key)) = (hidden(&page, "csrf"), hidden(&page, "form_key")) else {
+                anyhow::bail!("no change form")
+            };
+            forms.push(Some(ReadyForm { client: c, csrf, form_key: key }));
+        }
+        let forms = Arc::new(Mutex::new(forms));
+        let (f, p, url) = (forms.clone(), passwords.clone(), rig.url.clone());
+        let uids: Arc<Vec<String>> = Arc::new(rig.people.iter().map(|p| p.uid.clone()).collect());
+        results.push(
+            measure("full change", concurrency, total, move |i| {
+                let (f, p, url, uids) = (f.clone(), p.clone(), url.clone(), uids.clone());
+                async move {
+                    let form = f.lock().ok().and_then(|mut v| v[i].take()).ok_or("no form")?;
+                    let n = i % uids.len();
+                    let (old, new) = (p.get(n), p.fresh());
+                    let fields = [
+                        ("csrf", form.csrf.as_str()),
+                        ("form_key", form.form_key.as_str()),
+                        ("login", uids[n].as_str()),
+                        ("current", old.as_str()),
+                        ("password", new.as_str()),
+                        ("confirm", new.as_str()),
+                    ];
+                    let resp = form.client.post(format!("{url}/change")).form(&fields).send().await;
+                    let page = resp.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+                    if !changed(&page) {
+                        return Err("the answer page did not say changed".into());
+                    }
+                    p.set(n, new);
+                    Ok(())
+                }
+            })
+            .await,
+        );
+
+        // The relay alone: a sealed no-op round trip, as the portal itself timed it.
+        let c = client(&rig.ca)?;
+        let url = format!("{}/healthz/relay?directory={DIRECTORY_ID}", rig.url);
+        let inside: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+        let ins = inside.clone();
+        let http = measure("relay via http", concurrency, total, move |_| {
+            let (c, url, ins) = (c.clone(), url.clone(), ins.clone());
+            async move {
+                let resp = c.get(&url).send().await.map_err(|e| e.to_string())?;
+                let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                let us = body["round_trip_us"].as_u64().ok_or("no round trip")?;
+                if body["ok"] != serde_json::Value::Bool(true) {
+                    return Err(format!("relay check failed: {body}"));
+                }
+                if let Ok(mut v) = ins.lock() {
+                    v.push(Duration::from_micros(us));
+                }
+                Ok(())
+            }
+        })
+        .await;
+        let inside = inside.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut relay = Stats::from("relay alone", concurrency, inside, http.errors, Duration::from_secs(1));
+        relay.ops_per_sec = http.ops_per_sec;
+        results.push(relay);
+        results.push(http);
+    }
+
+    let peak_serve = Rig::memory(rig.serve.id());
+    let peak_agent = Rig::memory(rig.agent.id());
+    let frames = frame_sizes()?;
+    report(&results, &frames, (idle_serve, peak_serve), (idle_agent, peak_agent))?;
+    Ok(())
+}
+
+/// The size of each relay frame, sealed with the same code the portal and the agent use, for
+/// the bench's own passwords (16 characters) and ids of real length.
+fn frame_sizes() -> anyhow::Result<Vec<(String, usize)>> {
+    let mut rng = rand::rngs::OsRng;
+    let rsa = rsa::RsaPrivateKey::new(&mut rng, envelope::RSA_BITS)?;
+    let package = PackageKey::generate(&mut rng);
+    let agent = MsgId::random().to_string();
+    let msg = MsgId::random();
+    let anchor = Anchor::parse("0f5c6f2e-3d4b-103f-8a5e-5b9a3c1f7e21")?;
+    let directory = crate::domain::DirectoryId::parse(DIRECTORY_ID)?;
+    let request = |op: Op, secrets| RequestPackage {
+        msg_id: msg.clone(),
+        op,
+        directory: directory.clone(),
+        anchor: anchor.clone(),
+        secrets,
+        flags: Flags::default(),
+        actor: "self-service".into(),
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_000_120,
+        wait_secs: 30,
+    };
+    let public = rsa.to_public_key();
+    let pw = "Bench-Pass-000123!";
+    let reset = request(Op::Reset, Some(envelope::seal_secrets(&public, &msg, pw, None, &mut rng)?));
+    let change = request(Op::Change, Some(envelope::seal_secrets(&public, &msg, pw, Some(pw), &mut rng)?));
+    let noop = request(Op::Noop, None);
+    let result = ResultPackage {
+        msg_id: msg.clone(),
+        outcome: crate::domain::Outcome::Success,
+        raw: format!("agent={agent} rc=0 text=\"\""),
+        policy: None,
+    };
+    let seal_req = |p: &RequestPackage| {
+        envelope::seal(&agent, 1, &package, Direction::ToAgent, FrameKind::Request, &msg, p, &mut rand::rngs::OsRng)
+    };
+    Ok(vec![
+        ("reset request".into(), seal_req(&reset)?.to_bytes().len()),
+        ("change request".into(), seal_req(&change)?.to_bytes().len()),
+        ("no-op request".into(), seal_req(&noop)?.to_bytes().len()),
+        (
+            "result".into(),
+            envelope::seal(&agent, 1, &package, Direction::ToPortal, FrameKind::Result, &msg, &result, &mut rng)?
+                .to_bytes()
+                .len(),
+        ),
+    ])
+}
+
+fn report(
+    results: &[Stats],
+    frames: &[(String, usize)],
+    serve: ((f64, f64), (f64, f64)),
+    agent: ((f64, f64), (f64, f64)),
+) -> anyhow::Result<()> {
+    let find = |name: &str, c: usize| results.iter().find(|s| s.name == name && s.concurrency == c);
+    println!("\npassback bench — OpenLDAP, {} (release build recommended)\n", std::env::consts::ARCH);
+    println!("{:<16} {:>4} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7}", "path", "conc", "ops", "p50 ms", "p90 ms", "p99 ms", "ops/s", "errors");
+    for s in results {
+        println!(
+            "{:<16} {:>4} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>7}",
+            s.name, s.concurrency, s.ops, s.p50_ms, s.p90_ms, s.p99_ms, s.ops_per_sec, s.errors
+        );
+    }
+    let mut ratios = serde_json::Map::new();
+    println!("\nfull path against the bare directory:");
+    for op in ["reset", "change"] {
+        if let (Some(b1), Some(f1), Some(b32), Some(f32)) = (
+            find(&format!("bare {op}"), 1),
+            find(&format!("full {op}"), 1),
+            find(&format!("bare {op}"), 32),
+            find(&format!("full {op}"), 32),
+        ) {
+            let (d50, d99, tput) = (f1.p50_ms - b1.p50_ms, f1.p99_ms - b1.p99_ms, f32.ops_per_sec / b32.ops_per_sec);
+            println!(
+                "  {op:<6}  c=1: +{d50:.2} ms at p50 (target ≤ +2), +{d99:.2} ms at p99 (target ≤ +10); \
+                 c=32: {:.0} % of the bare throughput (target ≥ 90 %)",
+                tput * 100.0
+            );
+            ratios.insert(
+                op.into(),
+                serde_json::json!({ "p50_added_ms": d50, "p99_added_ms": d99, "throughput_ratio_at_32": tput,
+                    "p50_ratio": f1.p50_ms / b1.p50_ms.max(1e-9) }),
+            );
+        }
+    }
+    println!("\nrelay frames (target < 1024 bytes):");
+    for (name, n) in frames {
+        println!("  {name:<16} {n:>5} bytes");
+    }
+    println!(
+        "\nmemory: serve {:.1} MiB idle, {:.1} MiB peak (target < 40 idle); agent {:.1} MiB idle, {:.1} MiB peak (target < 20)",
+        serve.0 .0, serve.1 .1, agent.0 .0, agent.1 .1
+    );
+    let json = serde_json::json!({
+        "results": results,
+        "full_vs_bare": ratios,
+        "frames_bytes": frames.iter().map(|(n, b)| (n.clone(), *b)).collect::<std::collections::BTreeMap<_, _>>(),
+        "memory_mib": { "serve_idle": serve.0 .0, "serve_peak": serve.1 .1, "agent_idle": agent.0 .0, "agent_peak": agent.1 .1 },
+    });
+    std::fs::create_dir_all(out_dir())?;
+    let path = out_dir().join("latency.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nfigures written to {}", path.display());
+    Ok(())
+}

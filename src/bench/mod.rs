@@ -1,0 +1,307 @@
+//! `passback bench`: measures what passback adds to the directory's own work, and proves under
+//! load that every accepted password landed exactly once. Not part of the tests; it asserts no
+//! timings, it prints them (and writes them as JSON under `target/bench/`).
+//!
+//! One run starts everything on 127.0.0.1 in a folder of its own: OpenLDAP with ppolicy and a
+//! few hundred people, an SMTP sink, `passback serve` and `passback agent` as separate processes
+//! (so their memory is their own), over real TLS.
+
+mod latency;
+mod load;
+
+use crate::config::DirectoryConfig;
+use crate::mail::sink::Mailbox;
+use crate::sandbox::{Slapd, TestCa};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use latency::run as latency;
+pub use load::run as load;
+
+pub const DIRECTORY_ID: &str = "example";
+
+/// Everything a run needs, started and enrolled; stopped when dropped.
+pub struct Rig {
+    pub dir: PathBuf,
+    pub ca: TestCa,
+    pub slapd: Slapd,
+    pub mailbox: Mailbox,
+    pub url: String,
+    pub serve: Child,
+    pub agent: Child,
+    agent_config: PathBuf,
+    /// The bench's people: (uid, e-mail, anchor).
+    pub people: Vec<Person>,
+    pub directory: DirectoryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub uid: String,
+    pub email: String,
+    pub anchor: String,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for child in [&mut self.agent, &mut self.serve] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.slapd.stop();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+impl Rig {
+    /// Starts the directory with `people` people, the portal and the agent, and waits until the
+    /// agent is alive and everyone is synced.
+    pub async fn start(dir: &Path, people: usize) -> anyhow::Result<Rig> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let ca = TestCa::create(&dir.join("tls"))?;
+        let slapd = Slapd::start(&dir.join("ldap"), &ca)?;
+        eprintln!("bench: adding {people} people to OpenLDAP…");
+        for i in 0..people {
+            slapd.add_person(&format!("bench{i}"), Some(&format!("bench{i}@example.org"))).await?;
+        }
+        let (smtp, mailbox) = crate::mail::sink::start(0).await?;
+
+        // The portal's configuration: limits out of the way (one client address does all the
+        // work here), no proof of work and no minimum answer time, so only the path is measured.
+        let port = free_port()?;
+        let url = format!("https://localhost:{port}");
+        let key_file = dir.join("data.key");
+        crate::files::write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;
+        let db_url = format!("sqlite://{}?mode=rwc", dir.join("passback.db").display());
+        let portal_toml = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {url}\ntls_cert_file = {cert}\ntls_key_file = {key}\n\
+             [database]\nurl = {db}\nmax_connections = 8\n[secrets]\ndata_key_file = {data_key}\n\
+             [mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp}\nsecurity = \"none\"\nfrom = \"bench <bench@example.org>\"\n\
+             [reset]\ncodes_per_hour = 1000000\nchange_attempts_per_hour = 1000000\nchange_attempts_per_day = 1000000\n\
+             change_min_response_ms = 0\n\
+             [gates]\nfailures_per_hour = 1000000\nresets_per_hour = 1000000\n\
+             [anti_automation]\npow_bits = 0\nper_address_per_minute = 100000000\nper_account_per_hour = 100000000\n",
+            url = quote(&url),
+            cert = quote(&ca.cert_file.display().to_string()),
+            key = quote(&ca.key_file.display().to_string()),
+            db = quote(&db_url),
+            data_key = quote(&key_file.display().to_string()),
+            smtp = smtp.port(),
+        );
+        let portal_config = dir.join("portal.toml");
+        std::fs::write(&portal_config, portal_toml)?;
+
+        // The enrollment token goes into the database before the portal starts.
+        let db = crate::store::connect(&db_url, 1).await?;
+        let token =
+            crate::server::create_enrollment_token(&db, "bench", &[DIRECTORY_ID.into()], 10, crate::Clock::default().now())
+                .await?;
+        db.close().await;
+
+        let exe = std::env::current_exe()?;
+        let serve = Command::new(&exe)
+            .args(["serve", "--config"])
+            .arg(&portal_config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file(&dir, "serve.log")?)
+            .stderr(log_file(&dir, "serve.log")?)
+            .spawn()
+            .context("starting passback serve")?;
+        let client = client(&ca)?;
+        wait_for(Duration::from_secs(30), "the portal to answer", || async {
+            client.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await?;
+
+        let directory = slapd.directory_config(DIRECTORY_ID);
+        let mut agent_cfg = crate::demo::agent_config(&dir, &ca, &directory);
+        agent_cfg.max_concurrent = 64;
+        if let Some(d) = agent_cfg.directories.first_mut() {
+            d.pool_size = 16;
+        }
+        crate::agent::enroll::enroll(
+            &url,
+            &token.as_str().to_string().into(),
+            Some(&ca.ca_file),
+            &agent_cfg.state_file,
+            crate::Clock::default().now(),
+        )
+        .await?;
+        let agent_config = crate::demo::write_agent_files(&dir, &agent_cfg)?;
+        let agent = spawn_agent(&dir, &agent_config)?;
+        let mut rig = Rig {
+            dir: dir.clone(),
+            ca,
+            slapd,
+            mailbox,
+            url,
+            serve,
+            agent,
+            agent_config,
+            people: Vec::new(),
+            directory,
+        };
+        rig.wait_for_agent().await?;
+
+        // Everyone synced: their anchors, as the portal knows them.
+        let db = crate::store::connect(&db_url, 1).await?;
+        wait_for(Duration::from_secs(60), "the people to be synced", || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM directory_users WHERE username LIKE 'bench%'")
+                .fetch_one(&db)
+                .await
+                .is_ok_and(|n| n as usize >= people)
+        })
+        .await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT username, anchor FROM directory_users WHERE username LIKE 'bench%'")
+                .fetch_all(&db)
+                .await?;
+        db.close().await;
+        let mut found: Vec<Person> = rows
+            .into_iter()
+            .map(|(uid, anchor)| Person { email: format!("{uid}@example.org"), uid, anchor })
+            .collect();
+        found.sort_by_key(|p| p.uid.trim_start_matches("bench").parse::<usize>().unwrap_or(usize::MAX));
+        rig.people = found;
+        Ok(rig)
+    }
+
+    /// Waits until a sealed no-op goes through the relay.
+    pub async fn wait_for_agent(&self) -> anyhow::Result<()> {
+        let client = client(&self.ca)?;
+        let url = format!("{}/healthz/relay?directory={DIRECTORY_ID}", self.url);
+        wait_for(Duration::from_secs(60), "the agent to be alive", || async {
+            client.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await
+    }
+
+    /// Kills the agent at once (SIGKILL: nothing is finished), as a crash would.
+    pub fn kill_agent(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+
+    pub fn restart_agent(&mut self) -> anyhow::Result<()> {
+        self.agent = spawn_agent(&self.dir, &self.agent_config)?;
+        Ok(())
+    }
+
+    /// Resident memory of a process now and at its peak, in MiB (from /proc).
+    pub fn memory(pid: u32) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name))?)
+}
+
+fn spawn_agent(dir: &Path, config: &Path) -> anyhow::Result<Child> {
+    Ok(Command::new(std::env::current_exe()?)
+        .args(["agent", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log_file(dir, "agent.log")?)
+        .stderr(log_file(dir, "agent.log")?)
+        .spawn()?)
+}
+
+/// An HTTPS client that trusts the run's CA and keeps cookies (one per simulated browser).
+pub fn client(ca: &TestCa) -> anyhow::Result<reqwest::Client> {
+    let tls = (*crate::tls::client_config(Some(&ca.ca_file))?).clone();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_store(true)
+        .timeout(Duration::from_secs(90))
+        .build()?)
+}
+
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut ok: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("gave up waiting for {what} after {limit:?}")
+}
+
+/// The value of the hidden input `name` in a page.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_string())
+}
+
+/// Where the figures go: `target/bench/`.
+pub fn out_dir() -> PathBuf {
+    PathBuf::from("target/bench")
+}
+
+/// Latency figures of one measurement, in milliseconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub name: String,
+    pub concurrency: usize,
+    pub ops: usize,
+    pub errors: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub ops_per_sec: f64,
+}
+
+impl Stats {
+    pub fn from(name: &str, concurrency: usize, mut lat: Vec<Duration>, errors: usize, wall: Duration) -> Stats {
+        lat.sort();
+        let pick = |q: f64| {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat[i].as_secs_f64() * 1000.0
+        };
+        Stats {
+            name: name.into(),
+            concurrency,
+            ops: lat.len(),
+            errors,
+            p50_ms: pick(0.50),
+            p90_ms: pick(0.90),
+            p99_ms: pick(0.99),
+            max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            ops_per_sec: lat.len() as f64 / wall.as_secs_f64().max(1e-9),
+        }
+    }
+}
