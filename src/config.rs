@@ -313,11 +313,15 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+    /// Flush every commit to the disk (SQLite `synchronous = FULL`). Off, commits are flushed at
+    /// checkpoints (`NORMAL`, with the write-ahead log): never corrupt, but a power cut may lose
+    /// the last moments of records. The directory, not this database, holds the passwords.
+    pub durable_commits: bool,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://passback.db?mode=rwc".into(), max_connections: 8 }
+        Self { url: "sqlite://passback.db?mode=rwc".into(), max_connections: 8, durable_commits: false }
     }
 }
 

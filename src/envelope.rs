@@ -255,7 +255,7 @@ fn aad(agent_id: &str, msg_id: &MsgId, key_version: u32, direction: Direction) -
     format!("passback/v{VERSION}|{agent_id}|{msg_id}|{key_version}|{}", direction.tag())
 }
 
-/// A request's passwords: a fresh 256-bit key wrapped with the agent's RSA key (one OAEP block),
+/// A request's passwords: a 256-bit content key wrapped with the agent's RSA key (one OAEP block),
 /// and the new and old passwords under it with AES-256-GCM, bound to the message id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedSecrets {
@@ -272,17 +272,39 @@ fn secrets_aad(msg_id: &MsgId) -> String {
     format!("passback/v{VERSION}|secrets|{msg_id}")
 }
 
-/// Seals a request's passwords for the agent's public key.
+/// A content key and its RSA-wrapped form. The portal reuses one for a while (an epoch) for all
+/// of an agent's requests, so the agent unwraps it with RSA once per epoch, not once per request;
+/// every request still seals its passwords under it with its own nonce, bound to its message id.
+#[derive(Clone)]
+pub struct ContentKey {
+    key: PackageKey,
+    wrapped: Vec<u8>,
+}
+
+impl ContentKey {
+    pub fn new(public: &RsaPublicKey, rng: &mut (impl RngCore + CryptoRng)) -> Result<ContentKey, EnvelopeError> {
+        let key = PackageKey::generate(rng);
+        let wrapped =
+            public.encrypt(rng, Oaep::new::<rsa::sha2::Sha256>(), key.as_bytes()).map_err(|_| EnvelopeError::Rsa)?;
+        Ok(ContentKey { key, wrapped })
+    }
+}
+
+/// Unwraps a content key with the agent's private key (RSA): call only on a package that
+/// [`open`] authenticated.
+pub fn unwrap_key(private: &RsaPrivateKey, wrapped: &[u8]) -> Result<PackageKey, EnvelopeError> {
+    let raw = Zeroizing::new(private.decrypt(Oaep::new::<rsa::sha2::Sha256>(), wrapped).map_err(|_| EnvelopeError::Rsa)?);
+    PackageKey::from_slice(&raw).ok_or(EnvelopeError::Malformed)
+}
+
+/// Seals a request's passwords under `content` (a fresh nonce each time, bound to the message).
 pub fn seal_secrets(
-    key: &RsaPublicKey,
+    content: &ContentKey,
     msg_id: &MsgId,
     new: &str,
     old: Option<&str>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<SealedSecrets, EnvelopeError> {
-    let content = PackageKey::generate(rng);
-    let wrapped =
-        key.encrypt(rng, Oaep::new::<rsa::sha2::Sha256>(), content.as_bytes()).map_err(|_| EnvelopeError::Rsa)?;
     let mut plain = Zeroizing::new(Vec::with_capacity(4 + new.len() + old.map_or(0, str::len)));
     for s in std::iter::once(new).chain(old) {
         let len = u16::try_from(s.len()).map_err(|_| EnvelopeError::Malformed)?;
@@ -292,22 +314,19 @@ pub fn seal_secrets(
     let mut nonce = [0u8; 12];
     rng.fill_bytes(&mut nonce);
     let aad = secrets_aad(msg_id);
-    let ct = Aes256Gcm::new(content.as_bytes().into())
+    let ct = Aes256Gcm::new(content.key.as_bytes().into())
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: aad.as_bytes() })
         .map_err(|_| EnvelopeError::Malformed)?;
-    Ok(SealedSecrets { key: wrapped, nonce: nonce.to_vec(), ct })
+    Ok(SealedSecrets { key: content.wrapped.clone(), nonce: nonce.to_vec(), ct })
 }
 
-/// Opens what [`seal_secrets`] made: (new password, old password if any). RSA runs here: call
-/// only on a package that [`open`] authenticated.
+/// Opens what [`seal_secrets`] made, with the content key already unwrapped (see
+/// [`unwrap_key`]): the new password, and the old one for a change.
 pub fn open_secrets(
-    key: &RsaPrivateKey,
+    content: &PackageKey,
     msg_id: &MsgId,
     sealed: &SealedSecrets,
 ) -> Result<(SecretString, Option<SecretString>), EnvelopeError> {
-    let content =
-        Zeroizing::new(key.decrypt(Oaep::new::<rsa::sha2::Sha256>(), &sealed.key).map_err(|_| EnvelopeError::Rsa)?);
-    let content = PackageKey::from_slice(&content).ok_or(EnvelopeError::Malformed)?;
     let nonce: [u8; 12] = sealed.nonce.as_slice().try_into().map_err(|_| EnvelopeError::Malformed)?;
     let aad = secrets_aad(msg_id);
     let plain = Zeroizing::new(
@@ -329,7 +348,8 @@ pub fn open_secrets(
     Ok((new, out.next()))
 }
 
-/// Encrypts a secret with the agent's public key (RSA-OAEP-SHA256), base64 without padding.
+/// Encrypts a short secret with the agent's public key (RSA-OAEP-SHA256), base64 without padding:
+/// how the package key reaches the agent at enrollment and rotation.
 pub fn encrypt_secret(
     key: &RsaPublicKey,
     secret: &str,
@@ -339,7 +359,7 @@ pub fn encrypt_secret(
     Ok(B64.encode(ct))
 }
 
-/// Decrypts what [`encrypt_secret`] made. Call only on a package that [`open`] authenticated.
+/// Decrypts what [`encrypt_secret`] made.
 pub fn decrypt_secret(key: &RsaPrivateKey, ct_b64: &str) -> Result<SecretString, EnvelopeError> {
     let ct = B64.decode(ct_b64).map_err(|_| EnvelopeError::Malformed)?;
     let pt = Zeroizing::new(key.decrypt(Oaep::new::<rsa::sha2::Sha256>(), &ct).map_err(|_| EnvelopeError::Rsa)?);
@@ -455,8 +475,8 @@ mod tests {
     }
 
     fn sealed(agent: &str, key: &PackageKey, msg: &MsgId, expires_at: i64) -> SealedFrame {
-        let secrets =
-            seal_secrets(&rsa_key().to_public_key(), msg, "N3w-Passw0rd!", Some("0ld-Passw0rd!"), &mut OsRng).unwrap();
+        let content = ContentKey::new(&rsa_key().to_public_key(), &mut OsRng).unwrap();
+        let secrets = seal_secrets(&content, msg, "N3w-Passw0rd!", Some("0ld-Passw0rd!"), &mut OsRng).unwrap();
         let pkg = request(msg, Some(secrets), expires_at);
         seal(agent, 1, key, Direction::ToAgent, FrameKind::Request, msg, &pkg, &mut OsRng).unwrap()
     }
@@ -467,7 +487,9 @@ mod tests {
         let msg = MsgId::random();
         let frame = sealed("agent-1", &key, &msg, 2_000);
         let pkg = open_request("agent-1", &frame, 1_500, |v| (v == 1).then(|| key.clone())).unwrap();
-        let (new, old) = open_secrets(rsa_key(), &msg, pkg.secrets.as_ref().unwrap()).unwrap();
+        let sealed = pkg.secrets.as_ref().unwrap();
+        let content = unwrap_key(rsa_key(), &sealed.key).unwrap();
+        let (new, old) = open_secrets(&content, &msg, sealed).unwrap();
         assert_eq!(new.expose_secret(), "N3w-Passw0rd!");
         assert_eq!(old.unwrap().expose_secret(), "0ld-Passw0rd!");
         let wire = frame.to_bytes();
@@ -480,8 +502,8 @@ mod tests {
         let key = PackageKey::generate(&mut OsRng);
         let msg = MsgId::random();
         // A change carries the most: two passwords (24 characters each, longer than most).
-        let public = rsa_key().to_public_key();
-        let secrets = seal_secrets(&public, &msg, &"N".repeat(24), Some(&"O".repeat(24)), &mut OsRng).unwrap();
+        let content = ContentKey::new(&rsa_key().to_public_key(), &mut OsRng).unwrap();
+        let secrets = seal_secrets(&content, &msg, &"N".repeat(24), Some(&"O".repeat(24)), &mut OsRng).unwrap();
         let change = seal(
             "agent-1",
             1,
@@ -521,9 +543,11 @@ mod tests {
     #[test]
     fn secrets_sealed_for_one_message_do_not_open_for_another() {
         let msg = MsgId::random();
-        let sealed = seal_secrets(&rsa_key().to_public_key(), &msg, "N3w-Passw0rd!", None, &mut OsRng).unwrap();
-        assert_eq!(open_secrets(rsa_key(), &MsgId::random(), &sealed).unwrap_err(), EnvelopeError::Tampered);
-        let (new, old) = open_secrets(rsa_key(), &msg, &sealed).unwrap();
+        let content = ContentKey::new(&rsa_key().to_public_key(), &mut OsRng).unwrap();
+        let sealed = seal_secrets(&content, &msg, "N3w-Passw0rd!", None, &mut OsRng).unwrap();
+        let key = unwrap_key(rsa_key(), &sealed.key).unwrap();
+        assert_eq!(open_secrets(&key, &MsgId::random(), &sealed).unwrap_err(), EnvelopeError::Tampered);
+        let (new, old) = open_secrets(&key, &msg, &sealed).unwrap();
         assert_eq!((new.expose_secret(), old.is_none()), ("N3w-Passw0rd!", true));
     }
 

@@ -34,6 +34,41 @@ impl ReplayCache {
     }
 }
 
+/// Content keys unwrapped recently, a few at most, each for no longer than an epoch (plus a
+/// margin): RSA decryption happens once per epoch, not once per request.
+#[derive(Default)]
+pub struct UnwrappedKeys {
+    entries: std::sync::Mutex<Vec<Unwrapped>>,
+}
+
+/// (key version, SHA-256 of the wrapped key, the key, when it was unwrapped).
+type Unwrapped = (u32, [u8; 32], envelope::PackageKey, std::time::Instant);
+
+impl UnwrappedKeys {
+    const MAX: usize = 8;
+
+    fn id(wrapped: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(wrapped).into()
+    }
+
+    fn get(&self, version: u32, wrapped: &[u8]) -> Option<envelope::PackageKey> {
+        let id = Self::id(wrapped);
+        let keep = crate::relay::hub::CONTENT_KEY_EPOCH * 2;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|(_, _, _, at)| at.elapsed() < keep);
+        entries.iter().find(|(v, i, _, _)| *v == version && *i == id).map(|(_, _, k, _)| k.clone())
+    }
+
+    fn put(&self, version: u32, wrapped: &[u8], key: envelope::PackageKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX {
+            entries.remove(0);
+        }
+        entries.push((version, Self::id(wrapped), key, std::time::Instant::now()));
+    }
+}
+
 impl Agent {
     /// Returns the sealed result to send back, or `None` for a frame that must be refused.
     /// `received` is when the frame arrived, before it waited for a free slot.
@@ -123,7 +158,8 @@ impl Agent {
         }
     }
 
-    /// The request's passwords (new, and old for a change), unwrapped with our private key.
+    /// The request's passwords (new, and old for a change). The content key they are sealed under
+    /// is unwrapped with our private key (RSA, off the async workers) the first time it is seen.
     async fn secrets(
         &self,
         pkg: &RequestPackage,
@@ -131,18 +167,25 @@ impl Agent {
     ) -> Result<(SecretString, Option<SecretString>), Answer> {
         let fail = |raw: &str| Answer { outcome: Outcome::Internal, raw: raw.into(), policy: None };
         let sealed = pkg.secrets.clone().ok_or_else(|| fail("password missing from the package"))?;
-        let key = self
-            .keys()
-            .iter()
-            .find(|k| k.version == key_version)
-            .map(|k| k.rsa.clone())
-            .ok_or_else(|| fail("key version gone"))?;
-        let msg_id = pkg.msg_id.clone();
-        // RSA decryption is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || envelope::open_secrets(&key, &msg_id, &sealed))
-            .await
-            .map_err(|_| fail("decryption task failed"))?
-            .map_err(|_| fail("password decryption failed"))
+        let content = match self.unwrapped.get(key_version, &sealed.key) {
+            Some(k) => k,
+            None => {
+                let rsa = self
+                    .keys()
+                    .iter()
+                    .find(|k| k.version == key_version)
+                    .map(|k| k.rsa.clone())
+                    .ok_or_else(|| fail("key version gone"))?;
+                let wrapped = sealed.key.clone();
+                let k = tokio::task::spawn_blocking(move || envelope::unwrap_key(&rsa, &wrapped))
+                    .await
+                    .map_err(|_| fail("decryption task failed"))?
+                    .map_err(|_| fail("password decryption failed"))?;
+                self.unwrapped.put(key_version, &sealed.key, k.clone());
+                k
+            }
+        };
+        envelope::open_secrets(&content, &pkg.msg_id, &sealed).map_err(|_| fail("password decryption failed"))
     }
 
     async fn perform(&self, pkg: &RequestPackage, key_version: u32) -> Answer {

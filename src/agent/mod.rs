@@ -34,6 +34,8 @@ pub struct Agent {
     directories: HashMap<DirectoryId, Arc<Directory>>,
     keys: RwLock<Arc<Vec<LoadedKey>>>,
     replay: ReplayCache,
+    /// Content keys already unwrapped (RSA) this epoch, by the hash of their wrapped form.
+    unwrapped: handler::UnwrappedKeys,
     clock: Clock,
     last_sync: std::sync::Mutex<HashMap<DirectoryId, i64>>,
     /// Where each directory's last sync got to.
@@ -62,6 +64,7 @@ impl Agent {
             directories,
             keys: RwLock::new(Arc::new(keys)),
             replay: ReplayCache::default(),
+            unwrapped: handler::UnwrappedKeys::default(),
             clock,
             last_sync: std::sync::Mutex::default(),
             sync_marks: std::sync::Mutex::default(),

@@ -333,10 +333,10 @@ fn frame_sizes() -> anyhow::Result<Vec<(String, usize)>> {
         expires_at: 1_800_000_120,
         wait_secs: 30,
     };
-    let public = rsa.to_public_key();
+    let content = envelope::ContentKey::new(&rsa.to_public_key(), &mut rng)?;
     let pw = "Bench-Pass-000123!";
-    let reset = request(Op::Reset, Some(envelope::seal_secrets(&public, &msg, pw, None, &mut rng)?));
-    let change = request(Op::Change, Some(envelope::seal_secrets(&public, &msg, pw, Some(pw), &mut rng)?));
+    let reset = request(Op::Reset, Some(envelope::seal_secrets(&content, &msg, pw, None, &mut rng)?));
+    let change = request(Op::Change, Some(envelope::seal_secrets(&content, &msg, pw, Some(pw), &mut rng)?));
     let noop = request(Op::Noop, None);
     let result = ResultPackage {
         msg_id: msg.clone(),

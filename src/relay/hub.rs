@@ -42,9 +42,15 @@ struct Inner {
     conns: HashMap<u64, Conn>,
     pending: HashMap<MsgId, Pending>,
     keys: HashMap<String, Arc<Vec<KeyVersion>>>,
+    /// The content key of the current epoch, per (agent, key version): passwords are sealed under
+    /// it, and the agent unwraps it with RSA once per epoch instead of once per request.
+    content_keys: HashMap<(String, u32), (envelope::ContentKey, Instant)>,
     /// When the full sync in progress began, per (agent, directory).
     syncs: HashMap<(String, String), i64>,
 }
+
+/// How long one content key seals an agent's passwords before a new one is made.
+pub const CONTENT_KEY_EPOCH: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub struct Hub {
     inner: Mutex<Inner>,
@@ -204,7 +210,9 @@ impl Hub {
 
     /// Forgets cached keys after a rollover, so the next request seals with the newest.
     pub fn forget_keys(&self, agent_id: &str) {
-        self.lock().keys.remove(agent_id);
+        let mut inner = self.lock();
+        inner.keys.remove(agent_id);
+        inner.content_keys.retain(|(agent, _), _| agent != agent_id);
     }
 
     /// An agent's keys, newest first: from the cache, or read and parsed once from the database.
@@ -296,7 +304,7 @@ impl Hub {
         let mut rng = rand::rngs::OsRng;
         let secrets = match req.password {
             Some(new) => Some(envelope::seal_secrets(
-                &newest.public,
+                &self.content_key(agent_id, newest)?,
                 &req.msg_id,
                 new.expose_secret(),
                 req.old_password.map(|o| o.expose_secret()),
@@ -326,6 +334,22 @@ impl Hub {
             &pkg,
             &mut rng,
         )?)
+    }
+
+    /// The content key of the current epoch for this agent and key version (a new one after
+    /// [`CONTENT_KEY_EPOCH`], or when the agent's keys changed).
+    fn content_key(&self, agent_id: &str, key: &KeyVersion) -> anyhow::Result<envelope::ContentKey> {
+        let slot = (agent_id.to_string(), key.version);
+        if let Some((content, made)) = self.lock().content_keys.get(&slot) {
+            if made.elapsed() < CONTENT_KEY_EPOCH {
+                return Ok(content.clone());
+            }
+        }
+        let content = envelope::ContentKey::new(&key.public, &mut rand::rngs::OsRng)?;
+        let mut inner = self.lock();
+        inner.content_keys.retain(|_, (_, made)| made.elapsed() < CONTENT_KEY_EPOCH);
+        inner.content_keys.insert(slot, (content.clone(), Instant::now()));
+        Ok(content)
     }
 
     /// A sealed result from `agent_id`: authenticated with that agent's keys, then handed to the

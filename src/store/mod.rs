@@ -14,7 +14,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::Context;
 use rand::RngCore;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -23,10 +23,18 @@ pub type Db = SqlitePool;
 
 /// Opens (creating if needed) the database and applies `migrations/`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    connect_with(url, max_connections, false).await
+}
+
+/// [`connect`], choosing whether every commit is flushed to the disk (`durable`) or only at
+/// checkpoints (see `database.durable_commits`).
+pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> anyhow::Result<Db> {
+    let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
     let opts = SqliteConnectOptions::from_str(url)
         .with_context(|| "database.url")?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");

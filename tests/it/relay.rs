@@ -35,8 +35,8 @@ fn sealed_reset_waiting(
     let now = passback::Clock::default().now();
     let key = &state.usable_keys(now, 3600).unwrap()[0];
     let msg_id = MsgId::random();
-    let secrets =
-        envelope::seal_secrets(&key.rsa.to_public_key(), &msg_id, password, None, &mut rand::rngs::OsRng).unwrap();
+    let content = envelope::ContentKey::new(&key.rsa.to_public_key(), &mut rand::rngs::OsRng).unwrap();
+    let secrets = envelope::seal_secrets(&content, &msg_id, password, None, &mut rand::rngs::OsRng).unwrap();
     let pkg = RequestPackage {
         msg_id: msg_id.clone(),
         op: Op::Reset,

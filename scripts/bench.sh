@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Measures the writeback path (release build): the bare directory, the full path through the
+# portal, the relay alone, frame sizes and memory. Prints a table and writes target/bench/*.json.
+#   scripts/bench.sh          latency, side by side (about 2 minutes)
+#   scripts/bench.sh --load   load and verify: 200 people, 32 browsers, 60 s steady, then 60 s
+#                             with the agent killed twice and the directory paused
+# Everything runs on 127.0.0.1 in target/bench/; needs slapd (scripts/demo.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PATH="$PATH:/usr/sbin"
+cargo build --release --locked --quiet
+exec target/release/passback bench "$@"
