@@ -47,6 +47,9 @@ impl Passwords {
     }
 }
 
+/// The processes whose CPU time is counted: (name, pid).
+static PROCESSES: std::sync::OnceLock<Vec<(&'static str, u32)>> = std::sync::OnceLock::new();
+
 /// Runs `op(i)` for i in 0..total on `concurrency` workers; times each.
 async fn measure<F, Fut>(name: &str, concurrency: usize, total: usize, op: F) -> Stats
 where
@@ -58,6 +61,8 @@ where
     let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let errors = Arc::new(AtomicUsize::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
+    let processes = PROCESSES.get().cloned().unwrap_or_default();
+    let cpu_before: Vec<Duration> = processes.iter().map(|(_, pid)| super::cpu_time(*pid)).collect();
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -95,7 +100,11 @@ where
         eprintln!("bench: {name} at {concurrency}: first error: {e}");
     }
     let lat = lat.lock().map(|l| l.clone()).unwrap_or_default();
-    let stats = Stats::from(name, concurrency, lat, errors.load(Ordering::Relaxed), wall);
+    let mut stats = Stats::from(name, concurrency, lat, errors.load(Ordering::Relaxed), wall);
+    for ((process, pid), before) in processes.iter().zip(cpu_before) {
+        let used = super::cpu_time(*pid).saturating_sub(before);
+        stats.cpu_ms_per_op.insert((*process).to_string(), used.as_secs_f64() * 1000.0 / total.max(1) as f64);
+    }
     eprintln!(
         "bench: {:<14} c={:<2} {:>4} ops  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>7.1}/s  ({} errors)",
         stats.name, concurrency, stats.ops, stats.p50_ms, stats.p99_ms, stats.ops_per_sec, stats.errors
@@ -148,6 +157,12 @@ pub async fn run() -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let dir = out_dir().join("latency-run");
     let rig = Arc::new(super::Rig::start(&dir, PEOPLE).await?);
+    let _ = PROCESSES.set(vec![
+        ("serve", rig.serve.id()),
+        ("agent", rig.agent.id()),
+        ("slapd", rig.slapd.pid()),
+        ("bench client", std::process::id()),
+    ]);
     let idle_serve = Rig::memory(rig.serve.id());
     let idle_agent = Rig::memory(rig.agent.id());
     let directory = Arc::new(Directory::new(&rig.directory)?);
@@ -374,6 +389,11 @@ fn report(
             "{:<16} {:>4} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>7}",
             s.name, s.concurrency, s.ops, s.p50_ms, s.p90_ms, s.p99_ms, s.ops_per_sec, s.errors
         );
+    }
+    println!("\nCPU per operation at concurrency 32, ms (2 cores shared by all four):");
+    for s in results.iter().filter(|s| s.concurrency == 32 && !s.cpu_ms_per_op.is_empty()) {
+        let parts: Vec<String> = s.cpu_ms_per_op.iter().map(|(p, ms)| format!("{p} {ms:.2}")).collect();
+        println!("  {:<16} {}", s.name, parts.join(" · "));
     }
     let mut ratios = serde_json::Map::new();
     println!("\nfull path against the bare directory:");

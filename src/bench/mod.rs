@@ -215,6 +215,18 @@ impl Rig {
     }
 }
 
+/// CPU time a process has used so far (user + system), from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     Ok(std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name))?)
 }
@@ -280,6 +292,8 @@ pub struct Stats {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub ops_per_sec: f64,
+    /// CPU time per operation, in milliseconds, by process: where the work goes.
+    pub cpu_ms_per_op: std::collections::BTreeMap<String, f64>,
 }
 
 impl Stats {
@@ -302,6 +316,7 @@ impl Stats {
             p99_ms: pick(0.99),
             max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             ops_per_sec: lat.len() as f64 / wall.as_secs_f64().max(1e-9),
+            cpu_ms_per_op: Default::default(),
         }
     }
 }
