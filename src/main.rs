@@ -57,6 +57,9 @@ enum Cmd {
         /// How long each load round lasts.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Measure against a Samba AD DC instead of OpenLDAP (needs root, ports 389 and 636).
+        #[arg(long, conflicts_with = "load")]
+        ad: bool,
     },
 }
 
@@ -176,11 +179,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo { dir, port, directory } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;
         }
-        Cmd::Bench { load, seconds } => {
+        Cmd::Bench { load, seconds, ad } => {
             if load {
                 passback::bench::load(seconds).await.context("bench --load")?;
             } else {
-                passback::bench::latency().await.context("bench")?;
+                passback::bench::latency(ad).await.context("bench")?;
             }
         }
     }

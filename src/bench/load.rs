@@ -140,9 +140,9 @@ async fn change(rig: &Rig, c: &reqwest::Client, person: &super::Person, old: &st
 
 async fn binds(rig: &Rig, uid: &str, password: &str) -> bool {
     crate::sandbox::bind_works(
-        &rig.slapd.url,
+        rig.server.url(),
         &rig.ca.ca_file,
-        &rig.slapd.user_dn(uid),
+        &rig.server.user_dn(uid),
         &SecretString::from(password.to_string()),
     )
     .await
@@ -244,7 +244,7 @@ async fn round(
         tokio::time::sleep(Duration::from_secs(3)).await;
         rig.write().await.restart_agent()?;
         tokio::time::sleep_until(at(0.4).into()).await;
-        let slapd = rig.read().await.slapd.pid();
+        let slapd = rig.read().await.server.pid();
         eprintln!("bench: pausing the directory for 5 s");
         signal(slapd, "STOP");
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -343,8 +343,8 @@ fn signal(pid: u32, sig: &str) {
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
-    let rig = Rig::start(&out_dir().join("load-run"), PEOPLE).await?;
-    let start_pw = crate::sandbox::INITIAL_USER_PASSWORD.to_string();
+    let rig = Rig::start(&out_dir().join("load-run"), PEOPLE, false).await?;
+    let start_pw = rig.server.initial_password().to_string();
     let rig = Arc::new(tokio::sync::RwLock::new(rig));
     let (steady, expected) = round(rig.clone(), vec![start_pw; PEOPLE], seconds, false).await?;
     let (chaos, _) = round(rig.clone(), expected, seconds, true).await?;

@@ -22,11 +22,62 @@ pub use load::run as load;
 
 pub const DIRECTORY_ID: &str = "example";
 
+/// The directory a run writes into.
+pub enum BenchDirectory {
+    OpenLdap(Slapd),
+    Ad(crate::sandbox::SambaDc),
+}
+
+impl BenchDirectory {
+    pub fn pid(&self) -> u32 {
+        match self {
+            BenchDirectory::OpenLdap(d) => d.pid(),
+            BenchDirectory::Ad(d) => d.pid(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            BenchDirectory::OpenLdap(d) => &d.url,
+            BenchDirectory::Ad(d) => &d.url,
+        }
+    }
+
+    pub fn user_dn(&self, uid: &str) -> String {
+        match self {
+            BenchDirectory::OpenLdap(d) => d.user_dn(uid),
+            BenchDirectory::Ad(d) => d.user_dn(uid),
+        }
+    }
+
+    /// Everyone's password at the start.
+    pub fn initial_password(&self) -> &'static str {
+        match self {
+            BenchDirectory::OpenLdap(_) => crate::sandbox::INITIAL_USER_PASSWORD,
+            BenchDirectory::Ad(_) => crate::sandbox::INITIAL_AD_PASSWORD,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            BenchDirectory::OpenLdap(_) => "OpenLDAP",
+            BenchDirectory::Ad(_) => "Samba AD DC",
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            BenchDirectory::OpenLdap(d) => d.stop(),
+            BenchDirectory::Ad(d) => d.stop(),
+        }
+    }
+}
+
 /// Everything a run needs, started and enrolled; stopped when dropped.
 pub struct Rig {
     pub dir: PathBuf,
     pub ca: TestCa,
-    pub slapd: Slapd,
+    pub server: BenchDirectory,
     pub mailbox: Mailbox,
     pub url: String,
     pub serve: Child,
@@ -50,7 +101,7 @@ impl Drop for Rig {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.slapd.stop();
+        self.server.stop();
     }
 }
 
@@ -63,20 +114,31 @@ fn quote(s: &str) -> String {
 }
 
 impl Rig {
-    /// Starts the directory with `people` people, the portal and the agent, and waits until the
-    /// agent is alive and everyone is synced.
-    pub async fn start(dir: &Path, people: usize) -> anyhow::Result<Rig> {
+    /// Starts the directory (Samba AD with `ad`, else OpenLDAP) with `people` people, the portal
+    /// and the agent, and waits until the agent is alive and everyone is synced.
+    pub async fn start(dir: &Path, people: usize, ad: bool) -> anyhow::Result<Rig> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let ca = TestCa::create(&dir.join("tls"))?;
-        let slapd = Slapd::start(&dir.join("ldap"), &ca)?;
-        eprintln!("bench: adding {people} people to OpenLDAP…");
-        for i in 0..people {
-            slapd.add_person(&format!("bench{i}"), Some(&format!("bench{i}@example.org"))).await?;
-        }
+        let server = if ad {
+            let dc = crate::sandbox::SambaDc::start(&dir.join("ad"), &ca)?;
+            eprintln!("bench: adding {people} people to the Samba AD DC…");
+            for i in 0..people {
+                let (sam, mail) = (format!("bench{i}"), format!("bench{i}@example.org"));
+                dc.add_user(&sam, None, Some(&mail), crate::sandbox::INITIAL_AD_PASSWORD).await?;
+            }
+            BenchDirectory::Ad(dc)
+        } else {
+            let slapd = Slapd::start(&dir.join("ldap"), &ca)?;
+            eprintln!("bench: adding {people} people to OpenLDAP…");
+            for i in 0..people {
+                slapd.add_person(&format!("bench{i}"), Some(&format!("bench{i}@example.org"))).await?;
+            }
+            BenchDirectory::OpenLdap(slapd)
+        };
         let (smtp, mailbox) = crate::mail::sink::start(0).await?;
 
         // The portal's configuration: limits out of the way (one client address does all the
@@ -127,7 +189,10 @@ impl Rig {
         })
         .await?;
 
-        let directory = slapd.directory_config(DIRECTORY_ID);
+        let directory = match &server {
+            BenchDirectory::OpenLdap(d) => d.directory_config(DIRECTORY_ID),
+            BenchDirectory::Ad(d) => d.directory_config(DIRECTORY_ID),
+        };
         let mut agent_cfg = crate::demo::agent_config(&dir, &ca, &directory);
         agent_cfg.max_concurrent = 64;
         if let Some(d) = agent_cfg.directories.first_mut() {
@@ -146,7 +211,7 @@ impl Rig {
         let mut rig = Rig {
             dir: dir.clone(),
             ca,
-            slapd,
+            server,
             mailbox,
             url,
             serve,
