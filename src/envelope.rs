@@ -293,7 +293,8 @@ impl ContentKey {
 /// Unwraps a content key with the agent's private key (RSA): call only on a package that
 /// [`open`] authenticated.
 pub fn unwrap_key(private: &RsaPrivateKey, wrapped: &[u8]) -> Result<PackageKey, EnvelopeError> {
-    let raw = Zeroizing::new(private.decrypt(Oaep::new::<rsa::sha2::Sha256>(), wrapped).map_err(|_| EnvelopeError::Rsa)?);
+    let raw =
+        Zeroizing::new(private.decrypt(Oaep::new::<rsa::sha2::Sha256>(), wrapped).map_err(|_| EnvelopeError::Rsa)?);
     PackageKey::from_slice(&raw).ok_or(EnvelopeError::Malformed)
 }
 

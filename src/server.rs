@@ -47,7 +47,8 @@ impl Application {
             crate::config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
                 .ok_or_else(|| anyhow::anyhow!("secrets.data_key_file is required (32 random bytes, base64)"))?;
         let data_key = DataKey::from_base64(data_key.expose_secret())?;
-        let db = store::connect_with(&cfg.database.url, cfg.database.max_connections, cfg.database.durable_commits).await?;
+        let db =
+            store::connect_with(&cfg.database.url, cfg.database.max_connections, cfg.database.durable_commits).await?;
         let clock = extras.clock.clone();
         let hub = Arc::new(Hub::new(db.clone(), data_key.clone(), cfg.relay.clone(), clock.clone()));
         let mailer = Mailer::new(&cfg.mail)?;

@@ -27,10 +27,7 @@ struct Passwords {
 
 impl Passwords {
     fn new(n: usize, initial: &str) -> Passwords {
-        Passwords {
-            current: (0..n).map(|_| Mutex::new(initial.to_string())).collect(),
-            counter: AtomicUsize::new(0),
-        }
+        Passwords { current: (0..n).map(|_| Mutex::new(initial.to_string())).collect(), counter: AtomicUsize::new(0) }
     }
 
     /// A password never used before in this run (so history never refuses it).
@@ -127,21 +124,14 @@ async fn ready_reset(rig: &Rig, i: usize) -> anyhow::Result<ReadyForm> {
     let client = client(&rig.ca)?;
     let page = client.get(format!("{}/reset", rig.url)).send().await?.text().await?;
     let csrf = hidden(&page, "csrf").ok_or_else(|| anyhow::anyhow!("no csrf"))?;
-    let before = rig.mailbox.all().iter().filter(|m| m.to.iter().any(|t| t == &person.email)).count();
+    let before = rig.mails_to(&person.email);
     let form = [("csrf", csrf.as_str()), ("login", person.uid.as_str())];
     let page = client.post(format!("{}/reset", rig.url)).form(&form).send().await?.text().await?;
     let csrf = hidden(&page, "csrf").ok_or_else(|| anyhow::anyhow!("no gate page: {page}"))?;
-    let mut code = None;
-    for _ in 0..200 {
-        let mails: Vec<_> =
-            rig.mailbox.all().into_iter().filter(|m| m.to.iter().any(|t| t == &person.email)).collect();
-        if mails.len() > before {
-            code = mails.last().and_then(|m| m.code_after("verification code:", 8));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let code = code.ok_or_else(|| anyhow::anyhow!("no code mailed to {}", person.email))?;
+    let code = rig
+        .code_for(&person.email, before)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no code mailed to {}", person.email))?;
     let form = [("csrf", csrf.as_str()), ("code", code.as_str())];
     let page = client.post(format!("{}/reset/verify", rig.url)).form(&form).send().await?.text().await?;
     let (Some(csrf), Some(form_key)) = (hidden(&page, "csrf"), hidden(&page, "form_key")) else {
@@ -241,8 +231,7 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
                 async move {
                     let n = i % a.len();
                     let (old, new) = (p.get(n), p.fresh());
-                    let answer =
-                        d.change(&a[n], &SecretString::from(old), &SecretString::from(new.clone())).await;
+                    let answer = d.change(&a[n], &SecretString::from(old), &SecretString::from(new.clone())).await;
                     if !answer.outcome.is_success() {
                         return Err(format!("{} {}", answer.outcome.code(), answer.raw));
                     }
@@ -386,7 +375,10 @@ fn report(
 ) -> anyhow::Result<()> {
     let find = |name: &str, c: usize| results.iter().find(|s| s.name == name && s.concurrency == c);
     println!("\npassback bench — {directory}, {}\n", std::env::consts::ARCH);
-    println!("{:<16} {:>4} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7}", "path", "conc", "ops", "p50 ms", "p90 ms", "p99 ms", "ops/s", "errors");
+    println!(
+        "{:<16} {:>4} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "path", "conc", "ops", "p50 ms", "p90 ms", "p99 ms", "ops/s", "errors"
+    );
     for s in results {
         println!(
             "{:<16} {:>4} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>7}",

@@ -85,7 +85,7 @@ async fn reset(rig: &Rig, c: &reqwest::Client, person: &super::Person, new: &str
     let step = async {
         let page = c.get(format!("{}/reset", rig.url)).send().await?.text().await?;
         let csrf = hidden(&page, "csrf").unwrap_or_default();
-        let before = rig.mailbox.all().iter().filter(|m| m.to.iter().any(|t| t == &person.email)).count();
+        let before = rig.mails_to(&person.email);
         let form = [("csrf", csrf.as_str()), ("login", person.uid.as_str())];
         let resp = c.post(format!("{}/reset", rig.url)).form(&form).send().await?;
         let support = resp.headers().get("x-support-code").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -94,17 +94,9 @@ async fn reset(rig: &Rig, c: &reqwest::Client, person: &super::Person, new: &str
             // Refused before any code was sent (no agent alive): a definite answer.
             return Ok::<_, anyhow::Error>((seen_on(&page), support));
         };
-        let mut code = None;
-        for _ in 0..500 {
-            let mails: Vec<_> =
-                rig.mailbox.all().into_iter().filter(|m| m.to.iter().any(|t| t == &person.email)).collect();
-            if mails.len() > before {
-                code = mails.last().and_then(|m| m.code_after("verification code:", 8));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let Some(code) = code else { return Ok((Seen::Nothing("no code was mailed".into()), None)) };
+        let Some(code) = rig.code_for(&person.email, before).await else {
+            return Ok((Seen::Nothing("no code was mailed".into()), None));
+        };
         let form = [("csrf", csrf.as_str()), ("code", code.as_str())];
         let page = c.post(format!("{}/reset/verify", rig.url)).form(&form).send().await?.text().await?;
         let (Some(csrf), Some(key)) = (hidden(&page, "csrf"), hidden(&page, "form_key")) else {
@@ -119,7 +111,13 @@ async fn reset(rig: &Rig, c: &reqwest::Client, person: &super::Person, new: &str
 }
 
 /// One browser's change of `person`'s password from `old` to `new`.
-async fn change(rig: &Rig, c: &reqwest::Client, person: &super::Person, old: &str, new: &str) -> (Seen, Option<String>) {
+async fn change(
+    rig: &Rig,
+    c: &reqwest::Client,
+    person: &super::Person,
+    old: &str,
+    new: &str,
+) -> (Seen, Option<String>) {
     let step = async {
         let page = c.get(format!("{}/change", rig.url)).send().await?.text().await?;
         let (csrf, key) = (hidden(&page, "csrf").unwrap_or_default(), hidden(&page, "form_key").unwrap_or_default());
@@ -156,7 +154,12 @@ struct Shared {
     round: Mutex<Round>,
 }
 
-async fn browser(rig: Arc<tokio::sync::RwLock<Rig>>, shared: Arc<Shared>, k: usize, until: Instant) -> anyhow::Result<()> {
+async fn browser(
+    rig: Arc<tokio::sync::RwLock<Rig>>,
+    shared: Arc<Shared>,
+    k: usize,
+    until: Instant,
+) -> anyhow::Result<()> {
     let c = client(&rig.read().await.ca)?;
     let mine: Vec<usize> = (k..PEOPLE).step_by(CLIENTS).collect();
     let mut turn = 0usize;
@@ -234,8 +237,7 @@ async fn round(
     });
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
-    let browsers: Vec<_> =
-        (0..CLIENTS).map(|k| tokio::spawn(browser(rig.clone(), shared.clone(), k, until))).collect();
+    let browsers: Vec<_> = (0..CLIENTS).map(|k| tokio::spawn(browser(rig.clone(), shared.clone(), k, until))).collect();
     if chaos {
         let at = |fraction: f64| started + Duration::from_secs_f64(seconds as f64 * fraction);
         tokio::time::sleep_until(at(1.0 / 6.0).into()).await;
@@ -268,11 +270,8 @@ async fn round(
     r.requests = seen.len();
 
     // Every answer against the audit: its row is there, once, with the outcome the browser saw.
-    let db = crate::store::connect(
-        &format!("sqlite://{}?mode=ro", rig_now.dir.join("passback.db").display()),
-        1,
-    )
-    .await?;
+    let db =
+        crate::store::connect(&format!("sqlite://{}?mode=ro", rig_now.dir.join("passback.db").display()), 1).await?;
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT support_code, operation, outcome_code FROM audit \
          WHERE operation IN ('reset.writeback', 'change.writeback', 'reset.identify', 'change.identify')",
@@ -328,7 +327,8 @@ async fn round(
     r.double_writes += log.matches("repeated message id").count();
 
     // Every person's last confirmed password binds.
-    let expected: Vec<String> = shared.expected.iter().map(|m| m.lock().map(|s| s.clone()).unwrap_or_default()).collect();
+    let expected: Vec<String> =
+        shared.expected.iter().map(|m| m.lock().map(|s| s.clone()).unwrap_or_default()).collect();
     for (n, pw) in expected.iter().enumerate() {
         if !binds(&rig_now, &rig_now.people[n].uid, pw).await {
             r.lost_writes += 1;
@@ -351,7 +351,13 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
 
     println!("\npassback bench --load — {PEOPLE} people, {CLIENTS} browsers, reset → change → change\n");
     for r in [&steady, &chaos] {
-        println!("round: {} ({:.0} s, {} requests, {:.1}/s)", r.name, r.seconds, r.requests, r.requests as f64 / r.seconds);
+        println!(
+            "round: {} ({:.0} s, {} requests, {:.1}/s)",
+            r.name,
+            r.seconds,
+            r.requests,
+            r.requests as f64 / r.seconds
+        );
         for (k, v) in &r.by_outcome {
             println!("  {k:<22} {v:>6}");
         }

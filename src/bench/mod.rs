@@ -168,9 +168,14 @@ impl Rig {
 
         // The enrollment token goes into the database before the portal starts.
         let db = crate::store::connect(&db_url, 1).await?;
-        let token =
-            crate::server::create_enrollment_token(&db, "bench", &[DIRECTORY_ID.into()], 10, crate::Clock::default().now())
-                .await?;
+        let token = crate::server::create_enrollment_token(
+            &db,
+            "bench",
+            &[DIRECTORY_ID.into()],
+            10,
+            crate::Clock::default().now(),
+        )
+        .await?;
         db.close().await;
 
         let exe = std::env::current_exe()?;
@@ -236,13 +241,28 @@ impl Rig {
                 .fetch_all(&db)
                 .await?;
         db.close().await;
-        let mut found: Vec<Person> = rows
-            .into_iter()
-            .map(|(uid, anchor)| Person { email: format!("{uid}@example.org"), uid, anchor })
-            .collect();
+        let mut found: Vec<Person> =
+            rows.into_iter().map(|(uid, anchor)| Person { email: format!("{uid}@example.org"), uid, anchor }).collect();
         found.sort_by_key(|p| p.uid.trim_start_matches("bench").parse::<usize>().unwrap_or(usize::MAX));
         rig.people = found;
         Ok(rig)
+    }
+
+    /// How many mails went to `address` so far.
+    pub fn mails_to(&self, address: &str) -> usize {
+        self.mailbox.all().iter().filter(|m| m.to.iter().any(|t| t == address)).count()
+    }
+
+    /// The code in the first mail to `address` after the first `before` ones, waiting up to 5 s.
+    pub async fn code_for(&self, address: &str, before: usize) -> Option<String> {
+        for _ in 0..500 {
+            let mails: Vec<_> = self.mailbox.all().into_iter().filter(|m| m.to.iter().any(|t| t == address)).collect();
+            if mails.len() > before {
+                return mails.last().and_then(|m| m.code_after("verification code:", 8));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
     }
 
     /// Waits until a sealed no-op goes through the relay.

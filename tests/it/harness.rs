@@ -513,9 +513,4 @@ impl Drop for TestApp {
 }
 
 /// The value of the hidden input `name` in a page.
-pub fn hidden(html: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker)? + marker.len();
-    let end = html[start..].find('"')? + start;
-    Some(html[start..end].to_string())
-}
+pub use passback::bench::hidden;
