@@ -287,6 +287,9 @@ pub struct ServerConfig {
     pub allowed_return_origins: Vec<String>,
     /// Origins that may show the portal in a frame. Empty: no framing at all.
     pub frame_ancestors: Vec<String>,
+    /// The bearer token Prometheus presents at `/metrics` (without one, `/metrics` is not served).
+    pub metrics_token: Option<SecretString>,
+    pub metrics_token_file: Option<PathBuf>,
     /// Addresses of proxies in front of the portal whose `X-Forwarded-For` is believed, so that
     /// limits and the audit see each person's address rather than the proxy's.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -304,6 +307,8 @@ impl Default for ServerConfig {
             allowed_return_origins: Vec::new(),
             frame_ancestors: Vec::new(),
             trusted_proxies: Vec::new(),
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }

@@ -91,6 +91,15 @@ impl Application {
             code_key,
             secrets: data_key.clone(),
             guard,
+            metrics_token: crate::config::read_secret(
+                &cfg.server.metrics_token,
+                &cfg.server.metrics_token_file,
+                "server.metrics_token",
+            )?
+            .map(|t| {
+                use sha2::Digest;
+                sha2::Sha256::digest(t.expose_secret().as_bytes()).into()
+            }),
             demo_mailbox: extras.demo_mailbox,
         };
         let router = portal::router(app_state)

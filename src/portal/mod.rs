@@ -56,6 +56,7 @@ pub mod paths {
     pub const STATIC: &str = "/static/{file}";
     pub const HEALTH: &str = "/healthz";
     pub const HEALTH_RELAY: &str = "/healthz/relay";
+    pub const METRICS: &str = "/metrics";
 }
 
 /// The session key of the validated `return_to` URL.
@@ -78,6 +79,8 @@ pub struct AppState {
     pub secrets: crate::store::DataKey,
     /// Proof of work and rate limits for the first steps.
     pub guard: Arc<guard::Guard>,
+    /// SHA-256 of the token Prometheus presents at `/metrics`; `None`: not served.
+    pub metrics_token: Option<[u8; 32]>,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
 }
@@ -145,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .route(paths::HEALTH_RELAY, get(relay_check))
+        .route(paths::METRICS, get(metrics))
         .route(paths::STATIC, get(static_file));
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
@@ -155,6 +159,29 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| forwarded_client(proxies.clone(), req, next)));
     security_headers(r, tls, &framers)
+}
+
+/// Prometheus metrics, for a scraper that presents the configured bearer token (compared as a
+/// hash, in constant time). Without a configured token the page does not exist.
+async fn metrics(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let Some(expected) = st.metrics_token else { return axum::http::StatusCode::NOT_FOUND.into_response() };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+    if !bool::from(hash.ct_eq(&expected)) {
+        return (axum::http::StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response();
+    }
+    let body = st.hub.metrics.render(st.hub.live_agents());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 #[derive(serde::Deserialize)]

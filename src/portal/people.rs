@@ -147,6 +147,7 @@ impl Attempt<'_> {
             raw = %rec.raw,
             "audit"
         );
+        self.st.hub.metrics.attempt(operation, outcome);
         store::audit::record(&self.st.db, &rec).await?;
         Ok(())
     }

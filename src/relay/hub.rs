@@ -59,6 +59,8 @@ pub struct Hub {
     data_key: DataKey,
     clock: crate::Clock,
     pub cfg: RelayConfig,
+    /// Counters for `/metrics`.
+    pub metrics: super::metrics::Metrics,
 }
 
 /// What the portal asks an agent to do. Passwords stay wrapped until RSA encryption.
@@ -91,7 +93,15 @@ impl WritebackResult {
 
 impl Hub {
     pub fn new(db: Db, data_key: DataKey, cfg: RelayConfig, clock: crate::Clock) -> Self {
-        Self { inner: Mutex::default(), next_conn: AtomicU64::new(1), db, data_key, clock, cfg }
+        Self {
+            inner: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            db,
+            data_key,
+            clock,
+            cfg,
+            metrics: super::metrics::Metrics::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -244,6 +254,13 @@ impl Hub {
     /// Seals a request for a live agent of the directory, sends it, and waits for the sealed
     /// result up to the configured deadline. Always ends in a definite outcome.
     pub async fn writeback(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
+        let (op, started) = (req.op, Instant::now());
+        let result = self.send_and_wait(req, now).await;
+        self.metrics.writeback(op, &result.outcome, started.elapsed());
+        result
+    }
+
+    async fn send_and_wait(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
         let Some((agent_id, tx, agent_key_version)) = self.pick(&req.directory) else {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };

@@ -4,6 +4,7 @@
 
 pub mod enroll;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod sync;

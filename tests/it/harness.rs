@@ -15,6 +15,8 @@ use std::time::Duration;
 
 pub const DIR_ID: &str = passback::demo::DIRECTORY_ID;
 const INITIAL_PASSWORD: &str = passback::sandbox::INITIAL_USER_PASSWORD;
+/// What the tests' Prometheus presents at `/metrics`.
+pub const METRICS_TOKEN: &str = "scrape-token-for-tests";
 
 /// Everything the portal logged during the tests of this binary, to look for leaked secrets.
 pub fn portal_log() -> String {
@@ -155,6 +157,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
     cfg.gates.required = opts.gates_required;
+    cfg.server.metrics_token = Some(METRICS_TOKEN.to_string().into());
     cfg.gates.reconfirm_days = opts.reconfirm_days;
     // A light proof of work (the browser solves it at once), and a short wait without one, so
     // the tests that post forms without a browser stay quick.

@@ -381,3 +381,40 @@ async fn a_request_that_waited_longer_than_the_portal_does_is_not_written() {
     assert_eq!(outcome_of(&state, &answer), Outcome::AgentTimeout);
     assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
+    let mut app = spawn_app().await;
+    let (client, url) = (app.client.clone(), format!("{}/metrics", app.url));
+    let scrape = |token: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(scrape("wrong-token").await.0, 401, "only the configured scraper may read them");
+    let (status, text) = scrape(crate::harness::METRICS_TOKEN).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("passback_live_agents 1"), "{text}");
+
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, "Metrics-Pass-2024!", "Metrics-Pass-2024!").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    let (_, text) = scrape(crate::harness::METRICS_TOKEN).await;
+    assert!(text.contains("passback_writebacks_total{op=\"reset\",outcome=\"PB-0000\"} 1"), "{text}");
+    assert!(text.contains("passback_attempts_total{operation=\"reset.writeback\",outcome=\"PB-0000\"} 1"), "{text}");
+    assert!(text.contains("passback_writeback_seconds_count 1"), "{text}");
+
+    // The agent stops: within two ping intervals the gauge says so.
+    app.stop_agent();
+    let mut gone = false;
+    for _ in 0..50 {
+        if scrape(crate::harness::METRICS_TOKEN).await.1.contains("passback_live_agents 0") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the metrics show no live agent once it stopped");
+}

@@ -1,0 +1,127 @@
+//! Counters for Prometheus: attempts by operation and outcome, writebacks by operation and
+//! outcome with a latency histogram, and the agents alive now. Kept per portal (no global
+//! recorder), rendered in the Prometheus text format at `/metrics`.
+
+use crate::domain::Outcome;
+use crate::envelope::Op;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the writeback latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+struct Latency {
+    /// Observations at or under each bound (cumulative when rendered).
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_secs: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
+    writebacks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<Latency>,
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Reset => "reset",
+        Op::Change => "change",
+        Op::Unlock => "unlock",
+        Op::RequireChange => "require_change",
+        Op::Verify => "verify",
+        Op::Noop => "noop",
+    }
+}
+
+impl Metrics {
+    /// One audited step of an attempt (`reset.writeback`, `signin`…) and its outcome.
+    pub fn attempt(&self, operation: &str, outcome: &Outcome) {
+        if let Ok(mut m) = self.attempts.lock() {
+            *m.entry((operation.to_string(), outcome.code().0)).or_default() += 1;
+        }
+    }
+
+    /// One request through the relay, its outcome and how long the portal waited for it.
+    pub fn writeback(&self, op: Op, outcome: &Outcome, waited: Duration) {
+        if let Ok(mut m) = self.writebacks.lock() {
+            *m.entry((op_name(op), outcome.code().0)).or_default() += 1;
+        }
+        if let Ok(mut l) = self.latency.lock() {
+            let secs = waited.as_secs_f64();
+            if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+                l.buckets[i] += 1;
+            }
+            l.count += 1;
+            l.sum_secs += secs;
+        }
+    }
+
+    /// The Prometheus text exposition of everything, with `live_agents` alive now.
+    pub fn render(&self, live_agents: usize) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP passback_live_agents Agents connected and answering now.");
+        let _ = writeln!(out, "# TYPE passback_live_agents gauge\npassback_live_agents {live_agents}");
+        let _ = writeln!(
+            out,
+            "# HELP passback_attempts_total Audited steps of people's attempts, by operation and outcome code."
+        );
+        let _ = writeln!(out, "# TYPE passback_attempts_total counter");
+        if let Ok(m) = self.attempts.lock() {
+            for ((op, code), n) in m.iter() {
+                let _ = writeln!(out, "passback_attempts_total{{operation=\"{op}\",outcome=\"{code}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP passback_writebacks_total Requests sent through the relay, by operation and outcome code."
+        );
+        let _ = writeln!(out, "# TYPE passback_writebacks_total counter");
+        if let Ok(m) = self.writebacks.lock() {
+            for ((op, code), n) in m.iter() {
+                let _ = writeln!(out, "passback_writebacks_total{{op=\"{op}\",outcome=\"{code}\"}} {n}");
+            }
+        }
+        let _ =
+            writeln!(out, "# HELP passback_writeback_seconds How long the portal waited for the directory's answer.");
+        let _ = writeln!(out, "# TYPE passback_writeback_seconds histogram");
+        if let Ok(l) = self.latency.lock() {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(l.buckets.iter()) {
+                cumulative += n;
+                let _ = writeln!(out, "passback_writeback_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "passback_writeback_seconds_bucket{{le=\"+Inf\"}} {}", l.count);
+            let _ = writeln!(out, "passback_writeback_seconds_sum {}", l.sum_secs);
+            let _ = writeln!(out, "passback_writeback_seconds_count {}", l.count);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_counts_outcomes_and_fills_the_histogram_cumulatively() {
+        let m = Metrics::default();
+        m.writeback(Op::Reset, &Outcome::Success, Duration::from_millis(2));
+        m.writeback(Op::Reset, &Outcome::Success, Duration::from_millis(40));
+        m.writeback(Op::Change, &Outcome::NoAgent, Duration::ZERO);
+        m.attempt("reset.writeback", &Outcome::Success);
+        let text = m.render(3);
+        assert!(text.contains("passback_live_agents 3"));
+        assert!(text.contains("passback_writebacks_total{op=\"reset\",outcome=\"PB-0000\"} 2"));
+        assert!(text.contains("passback_writebacks_total{op=\"change\",outcome=\"PB-1001\"} 1"));
+        assert!(text.contains("passback_attempts_total{operation=\"reset.writeback\",outcome=\"PB-0000\"} 1"));
+        assert!(text.contains("passback_writeback_seconds_bucket{le=\"0.001\"} 1"), "{text}");
+        assert!(text.contains("passback_writeback_seconds_bucket{le=\"0.0025\"} 2"), "{text}");
+        assert!(text.contains("passback_writeback_seconds_bucket{le=\"0.05\"} 3"), "{text}");
+        assert!(text.contains("passback_writeback_seconds_count 3"));
+    }
+}
