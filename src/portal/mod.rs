@@ -81,6 +81,9 @@ pub struct AppState {
     pub guard: Arc<guard::Guard>,
     /// SHA-256 of the token Prometheus presents at `/metrics`; `None`: not served.
     pub metrics_token: Option<[u8; 32]>,
+    /// The mail domain most people have, and when it was read (it shapes made-up addresses; a
+    /// count over everyone is too much work for every unknown name typed in).
+    pub mail_domain: Arc<std::sync::Mutex<Option<(String, i64)>>>,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
 }
@@ -108,6 +111,21 @@ impl AppState {
             guard::Verdict::Admit(proof) => Ok(Ok(proof)),
             guard::Verdict::TooMany => Ok(Err(guard::too_many())),
         }
+    }
+
+    /// The mail domain most synced people have, read at most every ten minutes.
+    pub(crate) async fn commonest_mail_domain(&self) -> Result<String, PortalError> {
+        let now = self.clock.now();
+        if let Some((domain, at)) = self.mail_domain.lock().ok().and_then(|d| d.clone()) {
+            if now - at < 600 {
+                return Ok(domain);
+            }
+        }
+        let domain = crate::store::users::commonest_mail_domain(&self.db).await?.unwrap_or_default();
+        if let Ok(mut d) = self.mail_domain.lock() {
+            *d = Some((domain.clone(), now));
+        }
+        Ok(domain)
     }
 
     /// A proof-of-work challenge for a first-step form.

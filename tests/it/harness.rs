@@ -64,6 +64,8 @@ pub struct Options {
     pub trusted_proxy: bool,
     /// Ask people to review their security info every this many days.
     pub reconfirm_days: u32,
+    /// Identify steps per account and hour.
+    pub per_account_per_hour: u32,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             per_address_per_minute: 10_000,
             trusted_proxy: false,
             reconfirm_days: 0,
+            per_account_per_hour: 20,
         }
     }
 }
@@ -164,6 +167,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.anti_automation.pow_bits = 8;
     cfg.anti_automation.no_script_delay_ms = 50;
     cfg.anti_automation.per_address_per_minute = opts.per_address_per_minute;
+    cfg.anti_automation.per_account_per_hour = opts.per_account_per_hour;
     if opts.trusted_proxy {
         cfg.server.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     }

@@ -401,10 +401,15 @@ async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
     let form = app.verified_as("alice", "alice@example.org").await;
     let page = app.submit_password(&form, "Metrics-Pass-2024!", "Metrics-Pass-2024!").await;
     assert!(page.contains("Your password has been changed"), "{page}");
+    // The relay check makes a sealed no-op round trip, counted like any other.
+    let check = format!("{}/healthz/relay?directory={}", app.url, crate::harness::DIR_ID);
+    let body: serde_json::Value = app.client.get(&check).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["ok"], true, "{body}");
     let (_, text) = scrape(crate::harness::METRICS_TOKEN).await;
+    assert!(text.contains("passback_writebacks_total{op=\"noop\",outcome=\"PB-0000\"} 1"), "{text}");
     assert!(text.contains("passback_writebacks_total{op=\"reset\",outcome=\"PB-0000\"} 1"), "{text}");
     assert!(text.contains("passback_attempts_total{operation=\"reset.writeback\",outcome=\"PB-0000\"} 1"), "{text}");
-    assert!(text.contains("passback_writeback_seconds_count 1"), "{text}");
+    assert!(text.contains("passback_writeback_seconds_count 2"), "{text}");
 
     // The agent stops: within two ping intervals the gauge says so.
     app.stop_agent();
@@ -417,4 +422,6 @@ async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(gone, "the metrics show no live agent once it stopped");
+    let resp = app.client.get(&check).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "the relay check says writeback is down");
 }

@@ -515,3 +515,18 @@ async fn people_are_asked_to_review_their_security_info_every_so_many_days() {
     let page = sign_in().await;
     assert!(page.contains("Are these ways to reach you still right?"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_hourly_identify_limit_an_account_gets_the_same_pages_and_no_code() {
+    let app = spawn_app_with(Options { per_account_per_hour: 2, ..Default::default() }).await;
+    for _ in 0..2 {
+        assert!(app.identify("alice").await.contains("Check your e-mail"));
+    }
+    let _ = app.code_for("alice@example.org", 1).await;
+    let third = app.identify("alice").await;
+    assert!(third.contains("Check your e-mail") && third.contains("a•••@example.org"), "{third}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.mails_to("alice@example.org"), 2, "no third code");
+    let audit = app.audit().await;
+    assert!(audit.iter().any(|r| r.operation == "reset.identify" && r.raw.contains("identify limit")), "{audit:#?}");
+}

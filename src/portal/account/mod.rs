@@ -106,25 +106,12 @@ async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError
     })
 }
 
-impl Registered {
-    /// How many different methods could verify this person.
-    fn methods(&self, st: &AppState, protected: bool) -> usize {
-        let enabled = &st.cfg.gates.methods;
-        let mut n = 0;
-        if enabled.contains(&GateMethod::Email) && (!self.emails.is_empty() || self.alternate.is_some()) {
-            n += 1;
-        }
-        if enabled.contains(&GateMethod::Authenticator) && self.authenticator {
-            n += 1;
-        }
-        if enabled.contains(&GateMethod::Questions)
-            && !protected
-            && self.questions >= st.cfg.gates.questions_to_ask as usize
-        {
-            n += 1;
-        }
-        n
-    }
+/// How many different methods could verify this person now: counted by the gates' own offers,
+/// so this page and a reset never disagree.
+async fn methods_that_verify(st: &AppState, t: &Target) -> Result<usize, PortalError> {
+    let mut methods: Vec<GateMethod> = super::gates::real_offers(st, t).await?.into_iter().map(|o| o.method).collect();
+    methods.dedup();
+    Ok(methods.len())
 }
 
 /// The security-info overview.
@@ -146,7 +133,7 @@ async fn overview_page(
     let t = &who.target;
     let reg = registered(st, t).await?;
     let g = &st.cfg.gates;
-    let have = reg.methods(st, t.protected);
+    let have = methods_that_verify(st, t).await?;
     let needed = g.required as usize;
     let now = st.clock.now();
     let stale = g.reconfirm_days > 0

@@ -4,7 +4,7 @@
 //! attacker's. Someone with nothing registered yet needs only the sign-in to register a first.
 
 use super::{overview_page, SignedIn, FRESH_SECS};
-use crate::domain::{LoginName, Outcome};
+use crate::domain::Outcome;
 use crate::i18n::Tr;
 use crate::portal::gates::{self, Current, Offer};
 use crate::portal::people::Attempt;
@@ -37,12 +37,7 @@ pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> 
     if step.subject == subject && step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
         return Ok(None);
     }
-    // The login only shapes a made-up offer, which is filtered out here anyway.
-    let login = LoginName::parse(&who.target.username)
-        .or_else(|_| LoginName::parse("person"))
-        .map_err(|e| anyhow::anyhow!("no login name for the step-up: {e}"))?;
-    let offers: Vec<Offer> =
-        gates::offers(st, Some(&who.target), &login).await?.into_iter().filter(Offer::is_real).collect();
+    let offers = gates::real_offers(st, &who.target).await?;
     if offers.is_empty() {
         return Ok(None);
     }
@@ -150,42 +145,38 @@ pub async fn verify(
     let support = SupportCode::new();
     let attempt =
         Attempt { st: &st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
-    if gates::blocked(&st, &subject).await? {
-        attempt
-            .audit("security.step_up", &Outcome::VerificationFailed, "self-service blocked for this account")
-            .await?;
-        return Ok(support.tag(blocked(&st, &support)));
-    }
     let response = f.response(&current);
     let method = current.offer.method;
-    let Some(reservation) = gates::reserve_failure(&st, &subject, method).await? else {
-        attempt.audit("security.step_up", &Outcome::VerificationFailed, "blocked after too many failures").await?;
-        session.remove::<StepUp>(STEP_UP).await?;
-        return Ok(support.tag(blocked(&st, &support)));
-    };
-    let (ok, raw) = gates::check(&st, Some(&who.target), &current, &response).await?;
-    let blocked_now = gates::settle_failure(&st, &subject, reservation, ok).await?;
     let operation = format!("security.step_up.{}", method.as_str());
-    if !ok {
-        attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;
-        if blocked_now {
+    let raw = match gates::answer(&st, &subject, Some(&who.target), &current, &response).await? {
+        gates::Answered::Blocked => {
+            let why = "blocked after too many failures";
+            attempt.audit("security.step_up", &Outcome::VerificationFailed, why).await?;
             session.remove::<StepUp>(STEP_UP).await?;
             return Ok(support.tag(blocked(&st, &support)));
         }
-        let error = gates::wrong_answer(Tr::current(), method).to_string();
-        let page = gates::gate_page(
-            &st,
-            &session,
-            &current,
-            step.offers.len() > 1,
-            false,
-            Some(error),
-            Some(support.0.clone()),
-            ACTIONS,
-        )
-        .await?;
-        return Ok(support.tag(page));
-    }
+        gates::Answered::Right(raw) => raw,
+        gates::Answered::Wrong { raw, blocked_now } => {
+            attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;
+            if blocked_now {
+                session.remove::<StepUp>(STEP_UP).await?;
+                return Ok(support.tag(blocked(&st, &support)));
+            }
+            let error = gates::wrong_answer(Tr::current(), method).to_string();
+            let page = gates::gate_page(
+                &st,
+                &session,
+                &current,
+                step.offers.len() > 1,
+                false,
+                Some(error),
+                Some(support.0.clone()),
+                ACTIONS,
+            )
+            .await?;
+            return Ok(support.tag(page));
+        }
+    };
     attempt.audit(&operation, &Outcome::Success, raw).await?;
     session.cycle_id().await?;
     step.current = None;

@@ -120,13 +120,22 @@ pub(crate) async fn offers(
     Ok(out)
 }
 
+/// The ways `target` can really verify (no made-up offer), e.g. before a security-info change.
+pub(crate) async fn real_offers(st: &AppState, target: &Target) -> Result<Vec<Offer>, PortalError> {
+    // The login only shapes a made-up offer, which is filtered out here anyway.
+    let login = LoginName::parse(&target.username)
+        .or_else(|_| LoginName::parse("person"))
+        .map_err(|e| anyhow::anyhow!("no login name: {e}"))?;
+    Ok(offers(st, Some(target), &login).await?.into_iter().filter(Offer::is_real).collect())
+}
+
 /// A masked address for a name that matched nobody, as a real one would look: the name's first
 /// letter, and the name's own domain when it is an address, else the domain most people here
 /// have (so `mallory` reads `m•••@example.org`, like `alice`'s `a•••@example.org`).
 async fn made_up_mask(st: &AppState, login: &LoginName) -> Result<String, PortalError> {
     let (local, domain) = match login.as_str().split_once('@') {
         Some((l, d)) if !d.is_empty() => (l.to_string(), d.to_string()),
-        _ => (login.as_str().to_string(), store::users::commonest_mail_domain(&st.db).await?.unwrap_or_default()),
+        _ => (login.as_str().to_string(), st.commonest_mail_domain().await?),
     };
     let first = local.chars().next().filter(char::is_ascii_alphanumeric).unwrap_or('x');
     Ok(format!("{first}•••@{domain}"))
@@ -246,7 +255,7 @@ pub struct Response {
 
 /// Whether the answer is right. Each check costs the same whether or not there is anything to
 /// check against. Returns the verdict and a note for the audit.
-pub(crate) async fn check(
+async fn check(
     st: &AppState,
     target: Option<&Target>,
     current: &Current,
@@ -310,14 +319,39 @@ pub(crate) async fn check(
     }
 }
 
+/// How an answer at a gate went.
+pub(crate) enum Answered {
+    /// Not even looked at: the person is blocked (or just reached the limit).
+    Blocked,
+    Right(&'static str),
+    /// Wrong; `blocked_now` when this failure completed a block.
+    Wrong {
+        raw: &'static str,
+        blocked_now: bool,
+    },
+}
+
+/// Answers a gate for `subject`: one failure of the hourly allowance is taken first (race-free),
+/// the answer checked, and the failure given back if it was right.
+pub(crate) async fn answer(
+    st: &AppState,
+    subject: &str,
+    target: Option<&Target>,
+    current: &Current,
+    response: &Response,
+) -> Result<Answered, PortalError> {
+    let Some(reservation) = reserve_failure(st, subject, current.offer.method).await? else {
+        return Ok(Answered::Blocked);
+    };
+    let (right, raw) = check(st, target, current, response).await?;
+    let blocked_now = settle_failure(st, subject, reservation, right).await?;
+    Ok(if right { Answered::Right(raw) } else { Answered::Wrong { raw, blocked_now } })
+}
+
 /// Takes one failed verification of `subject`'s hourly allowance before an answer is checked:
 /// `None` when none is left (the person is, or is now, blocked). Race-free: parallel guesses
 /// cannot each find the allowance unspent.
-pub(crate) async fn reserve_failure(
-    st: &AppState,
-    subject: &str,
-    method: GateMethod,
-) -> Result<Option<i64>, PortalError> {
+async fn reserve_failure(st: &AppState, subject: &str, method: GateMethod) -> Result<Option<i64>, PortalError> {
     let (now, g) = (st.clock.now(), &st.cfg.gates);
     let reserved = security::reserve_failure(&st.db, subject, method.as_str(), now, g.failures_per_hour).await?;
     if reserved.is_none() {
@@ -329,12 +363,7 @@ pub(crate) async fn reserve_failure(
 
 /// Settles a reservation once the answer is known: given back when right; when wrong, it stays
 /// and may complete a block (true when it has just blocked the person).
-pub(crate) async fn settle_failure(
-    st: &AppState,
-    subject: &str,
-    reservation: i64,
-    right: bool,
-) -> Result<bool, PortalError> {
+async fn settle_failure(st: &AppState, subject: &str, reservation: i64, right: bool) -> Result<bool, PortalError> {
     if right {
         security::release_event(&st.db, reservation).await?;
         return Ok(false);

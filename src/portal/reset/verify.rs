@@ -146,9 +146,6 @@ pub async fn verify(
         return Ok(Redirect::to(flow.after_gates()).into_response());
     }
     let Some(mut current) = flow.current.clone() else { return Ok(Redirect::to(paths::RESET_VERIFY).into_response()) };
-    if gates::blocked(&st, &flow.subject).await? {
-        return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
-    }
     let tr = Tr::current();
     let method = current.offer.method;
     let response = f.response(&current);
@@ -157,32 +154,31 @@ pub async fn verify(
     }
     let hours = st.cfg.gates.block_hours;
     let too_many = format!("blocked for {hours} h after too many failures");
-    let Some(reservation) = gates::reserve_failure(&st, &flow.subject, method).await? else {
-        return blocked_page(&st, &session, &flow, client, &too_many).await;
-    };
-    let (ok, raw) = gates::check(&st, flow.target.as_ref(), &current, &response).await?;
-    let blocked_now = gates::settle_failure(&st, &flow.subject, reservation, ok).await?;
     let support = SupportCode::new();
     let operation = format!("reset.verify.{}", method.as_str());
-    if !ok {
-        flow.attempt(&st, client, &support).audit(&operation, &Outcome::VerificationFailed, raw).await?;
-        if blocked_now {
-            return blocked_page(&st, &session, &flow, client, &too_many).await;
-        }
-        current.failed += 1;
-        let max = st.cfg.reset.code_attempts;
-        if method == GateMethod::Email && current.failed >= max {
-            // This code is spent; the person may ask for another one.
-            flow.current = None;
+    let raw = match gates::answer(&st, &flow.subject, flow.target.as_ref(), &current, &response).await? {
+        gates::Answered::Blocked => return blocked_page(&st, &session, &flow, client, &too_many).await,
+        gates::Answered::Right(raw) => raw,
+        gates::Answered::Wrong { raw, blocked_now } => {
+            flow.attempt(&st, client, &support).audit(&operation, &Outcome::VerificationFailed, raw).await?;
+            if blocked_now {
+                return blocked_page(&st, &session, &flow, client, &too_many).await;
+            }
+            current.failed += 1;
+            let max = st.cfg.reset.code_attempts;
+            if method == GateMethod::Email && current.failed >= max {
+                // This code is spent; the person may ask for another one.
+                flow.current = None;
+                session.insert(FLOW, &flow).await?;
+                let page = outcome_page(&st, "verify.failed_title", &Outcome::VerificationFailed, &support, true);
+                return Ok(support.tag(page));
+            }
+            flow.current = Some(current);
             session.insert(FLOW, &flow).await?;
-            let page = outcome_page(&st, "verify.failed_title", &Outcome::VerificationFailed, &support, true);
-            return Ok(support.tag(page));
+            let error = gates::wrong_answer(tr, method).to_string();
+            return Ok(support.tag(gate_page(&st, &session, &flow, Some(error), Some(support.0.clone())).await?));
         }
-        flow.current = Some(current);
-        session.insert(FLOW, &flow).await?;
-        let error = gates::wrong_answer(tr, method).to_string();
-        return Ok(support.tag(gate_page(&st, &session, &flow, Some(error), Some(support.0.clone())).await?));
-    }
+    };
     flow.attempt(&st, client, &support).audit(&operation, &Outcome::Success, raw).await?;
     flow.passed.push(method);
     flow.current = None;
