@@ -100,6 +100,9 @@ enum AgentCmd {
     },
     /// Make a new key pair and package key now; the previous ones stay valid for the grace period.
     RotateKeys,
+    /// Check everything the agent depends on (directories, TLS, rights, the portal, the clock) and
+    /// print a table; exits non-zero if anything fails. Changes no password and no account.
+    Doctor,
     /// On the portal host: make a one-time, short-lived enrollment token for a new agent.
     Token {
         /// The portal's configuration (TOML), to reach its database.
@@ -159,6 +162,15 @@ async fn main() -> anyhow::Result<()> {
                 "Keys rotated: version {v} is now used; the previous version stays valid for {} hours.",
                 cfg.key_grace_hours
             );
+        }
+        Cmd::Agent { config, cmd: Some(AgentCmd::Doctor) } => {
+            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            let report = passback::agent::doctor::run(&cfg).await;
+            print!("{}", report.render());
+            std::io::Write::flush(&mut std::io::stdout())?;
+            if report.failed() {
+                std::process::exit(1);
+            }
         }
         Cmd::Agent { cmd: Some(AgentCmd::Token { portal_config, name, directories }), .. } => {
             let cfg: PortalConfig = config::load(Some(&portal_config), config::PORTAL_ENV_PREFIX)?;

@@ -2,6 +2,7 @@
 //! requests against its directories, and keeps the portal's list of people current.
 //! It never touches the portal's database.
 
+pub mod doctor;
 pub mod enroll;
 mod handler;
 pub mod state;

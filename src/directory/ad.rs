@@ -520,6 +520,47 @@ impl Ad {
     }
 }
 
+/// What `agent doctor` needs to look at; nothing here writes.
+impl Ad {
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The configured base DNs and the filter the sync uses under them.
+    pub(super) fn scope(&self) -> (&[String], &str) {
+        (&self.base_dns, &self.person_filter)
+    }
+
+    pub(super) fn history_on_reset(&self) -> Option<HistoryOnReset> {
+        self.history_on_reset
+    }
+
+    /// The policy-hints control this DC lists in its rootDSE, if any.
+    pub(super) async fn policy_hints_oid(&self) -> Result<Option<&'static str>, Failure> {
+        Ok(self.server().await?.hints_oid)
+    }
+
+    /// How a reset of `dn` would judge it, by the very check a reset runs: `Ok(None)` when it is
+    /// not protected, `Ok(Some(why))` when it is, `Err(why)` when that cannot be told (and every
+    /// reset would then be refused as a set-up problem).
+    pub(super) async fn reset_protection(&self, dn: &str) -> Result<Result<Option<String>, String>, Failure> {
+        let entry = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| async move {
+                let attrs = vec!["adminCount", "objectSid"];
+                let (entries, _) = c.op().search(dn, Scope::Base, "(objectClass=*)", attrs).await?.success()?;
+                Ok::<_, LdapError>(entries.into_iter().next().map(SearchEntry::construct))
+            })
+            .await?
+            .ok_or_else(|| Failure::Internal(format!("{dn} cannot be read")))?;
+        Ok(match self.protection(&entry).await? {
+            Protection::None => Ok(None),
+            Protection::Protected(why) => Ok(Some(why)),
+            Protection::Unknown(why) => Err(why),
+        })
+    }
+}
+
 /// Asks the DC to apply the whole policy, history included, to a reset. Critical: a DC that does
 /// not understand it must refuse rather than quietly skip history.
 fn policy_hints(oid: &str) -> RawControl {

@@ -6,6 +6,7 @@
 
 pub mod ad;
 pub mod answer;
+pub mod doctor;
 mod openldap;
 mod pool;
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
 const PERMANENT_LOCK: &str = "000001010000Z";
 /// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
-const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
+pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
 const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
 const SYNC_ATTRS: [&str; 8] =
     ["entryUUID", "uid", "mail", "mobile", "displayName", "cn", "pwdAccountLockedTime", "modifyTimestamp"];
@@ -253,6 +253,22 @@ impl OpenLdap {
                 None
             }
         }
+    }
+}
+
+/// What `agent doctor` needs to look at; nothing here writes.
+impl OpenLdap {
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The configured base DNs and the filter the sync uses under them.
+    pub(super) fn scope(&self) -> (&[String], &str) {
+        (&self.base_dns, &self.person_filter)
+    }
+
+    pub(super) fn policy_dn(&self) -> Option<&str> {
+        self.policy_dn.as_deref()
     }
 }
 

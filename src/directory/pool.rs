@@ -295,19 +295,36 @@ impl Pool {
 
     /// Opens an encrypted connection, not bound yet.
     async fn open(&self) -> Result<Ldap, Failure> {
+        self.open_unbound().await.map_err(|e| Failure::Unreachable(format!("connecting to {}: {e}", self.url)))
+    }
+
+    /// Opens an encrypted connection, not bound yet, with ldap3's own error: `agent doctor` tells
+    /// an untrusted certificate apart from a closed port with it.
+    pub(crate) async fn open_unbound(&self) -> Result<Ldap, LdapError> {
         let settings = LdapConnSettings::new()
             .set_config(self.tls.clone())
             .set_starttls(self.starttls)
             .set_conn_timeout(self.timeout);
-        let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.url)
-            .await
-            .map_err(|e| Failure::Unreachable(format!("connecting to {}: {e}", self.url)))?;
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.url).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 tracing::debug!(error = %e, "directory connection ended");
             }
         });
         Ok(ldap)
+    }
+
+    /// Binds `ldap` as the service account and returns the directory's answer, whatever it is.
+    pub(crate) async fn bind_service(&self, ldap: &mut Ldap) -> Result<ldap3::LdapResult, LdapError> {
+        ldap.with_timeout(self.timeout).simple_bind(&self.bind_dn, self.bind_password.expose_secret()).await
+    }
+
+    pub(crate) fn bind_dn(&self) -> &str {
+        &self.bind_dn
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -15,3 +15,5 @@ pub use hub::{Hub, WritebackRequest, WritebackResult};
 pub const AGENT_PATH: &str = "/relay/v1/agent";
 pub const ENROLL_PATH: &str = "/relay/v1/enroll";
 pub const ROTATE_PATH: &str = "/relay/v1/rotate";
+/// An agent proves its credentials here without opening the relay (`passback agent doctor`).
+pub const CHECK_PATH: &str = "/relay/v1/check";

@@ -2,7 +2,7 @@
 
 use super::hub::Hub;
 use super::protocol::{Frame, Wire};
-use super::{enroll, AGENT_PATH, ENROLL_PATH, ROTATE_PATH};
+use super::{enroll, AGENT_PATH, CHECK_PATH, ENROLL_PATH, ROTATE_PATH};
 use crate::domain::DirectoryId;
 use crate::store::{self, DataKey, Db};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -32,6 +32,7 @@ pub fn router(state: RelayState) -> Router {
         .route(AGENT_PATH, get(agent_socket))
         .route(ENROLL_PATH, post(enroll::enroll))
         .route(ROTATE_PATH, post(enroll::rotate))
+        .route(CHECK_PATH, get(agent_check))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
 }
@@ -68,6 +69,18 @@ async fn agent_socket(State(state): State<RelayState>, headers: HeaderMap, ws: W
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     };
     ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| serve_agent(state, agent, socket))
+}
+
+/// 204 when the bearer is an agent's, as the WebSocket upgrade would accept it; 401 otherwise.
+/// Nothing is registered with the hub, so a running agent is not disturbed.
+async fn agent_check(State(state): State<RelayState>, headers: HeaderMap) -> Response {
+    match authenticate(&state.db, &headers).await {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => {
+            tracing::warn!("relay: refused a credentials check with bad or missing credentials");
+            (StatusCode::UNAUTHORIZED, "unauthorized").into_response()
+        }
+    }
 }
 
 async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSocket) {

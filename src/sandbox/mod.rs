@@ -12,5 +12,5 @@ pub mod slapd;
 
 pub use certs::TestCa;
 pub use process::bind_works;
-pub use samba::{SambaDc, INITIAL_AD_PASSWORD};
+pub use samba::{Delegated, SambaDc, INITIAL_AD_PASSWORD};
 pub use slapd::{Slapd, INITIAL_USER_PASSWORD};

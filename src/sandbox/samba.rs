@@ -60,6 +60,19 @@ const LOCKOUT_TIME_ATTRIBUTE: &str = "28630ebf-41d5-11d1-a9c1-0000f80367c1";
 /// schemaIDGUID of `pwdLastSet` (writing 0 forces a change at next logon).
 const PWD_LAST_SET_ATTRIBUTE: &str = "bf967a0a-0de6-11d0-a285-00aa003049e2";
 
+/// The rights the sandbox delegates to a service account on `OU=Staff`, on user objects below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delegated {
+    ResetPassword,
+    WriteLockoutTime,
+    WritePwdLastSet,
+}
+
+impl Delegated {
+    /// What svc-reset is given.
+    pub const ALL: [Delegated; 3] = [Delegated::ResetPassword, Delegated::WriteLockoutTime, Delegated::WritePwdLastSet];
+}
+
 /// Samba 4.17 has no `ldap port` parameter: these are fixed.
 const LDAP_PORTS: [u16; 2] = [389, 636];
 const LDAPS_PORT: u16 = 636;
@@ -243,6 +256,47 @@ impl SambaDc {
         added
     }
 
+    /// Adds an organizational unit `OU=<name>` below `OU=Staff` (so inside svc-reset's
+    /// delegation) as Administrator, and returns its DN: a scope of a test's own.
+    pub async fn add_ou(&self, name: &str) -> anyhow::Result<String> {
+        let dn = format!("OU={},{}", ldap3::dn_escape(name), self.staff_dn);
+        let mut ldap = self.admin_connection().await?;
+        let added = ldap
+            .with_timeout(LDAP_TIMEOUT)
+            .add(&dn, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.success().map_err(anyhow::Error::from));
+        let _ = ldap.unbind().await;
+        added.with_context(|| format!("adding {dn}"))?;
+        Ok(dn)
+    }
+
+    /// Adds another service account `CN=<sam>,CN=Users` delegated on `OU=Staff` with `rights`
+    /// only, and returns its DN and password: what a missing right looks like, without touching
+    /// svc-reset, which other tests rely on. Its ACEs stay on the OU, harmless to others.
+    pub async fn add_service_account(&self, sam: &str, rights: &[Delegated]) -> anyhow::Result<(String, SecretString)> {
+        let dn = format!("CN={},{USERS_DN}", ldap3::dn_escape(sam));
+        let password = random_password();
+        let mut ldap = self.admin_connection().await?;
+        let added = async {
+            add_user_entry(&mut ldap, &dn, sam, None, password.expose_secret()).await?;
+            read_sid(&mut ldap, &dn).await
+        }
+        .await;
+        let _ = ldap.unbind().await;
+        let sid = added?;
+        self.samba_tool(&[
+            "dsacl",
+            "set",
+            &format!("--objectdn={STAFF_DN}"),
+            "--action=allow",
+            &delegation_sddl_of(&sid, rights),
+        ])
+        .with_context(|| format!("delegating {rights:?} on OU=Staff to {sam}"))?;
+        Ok((dn, password))
+    }
+
     /// A directory configuration for passback's agent that uses this DC through `svc-reset`,
     /// with all of `OU=Staff` in scope.
     pub fn directory_config(&self, id: &str) -> crate::config::DirectoryConfig {
@@ -371,21 +425,26 @@ async fn seed_entries(ldap: &mut Ldap, service_dn: &str, service_password: &Secr
     add_member(ldap, &format!("CN={SEEDED_ADMIN},{STAFF_DN}"), DOMAIN_ADMINS_DN).await?;
     add_user_entry(ldap, service_dn, SERVICE_SAM, None, service_password.expose_secret()).await?;
 
+    read_sid(ldap, service_dn).await
+}
+
+/// The SID of the entry `dn`, as `S-1-5-21-…`.
+async fn read_sid(ldap: &mut Ldap, dn: &str) -> anyhow::Result<String> {
     let (entries, _) = ldap
         .with_timeout(LDAP_TIMEOUT)
-        .search(service_dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+        .search(dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
         .await?
         .success()
-        .context("reading the service account's SID")?;
-    let entry = entries.into_iter().next().map(SearchEntry::construct).context("the service account is missing")?;
+        .with_context(|| format!("reading the SID of {dn}"))?;
+    let entry = entries.into_iter().next().map(SearchEntry::construct).with_context(|| format!("{dn} is missing"))?;
     // ldap3 files a value under `attrs` when it happens to be valid UTF-8, else under `bin_attrs`.
     let sid = entry
         .bin_attrs
         .get("objectSid")
         .and_then(|values| values.first().cloned())
         .or_else(|| entry.attrs.get("objectSid").and_then(|values| values.first()).map(|v| v.clone().into_bytes()))
-        .context("the service account has no objectSid")?;
-    crate::directory::ad::parse_sid(&sid).ok_or_else(|| anyhow::anyhow!("svc-reset's objectSid is not a SID"))
+        .with_context(|| format!("{dn} has no objectSid"))?;
+    crate::directory::ad::parse_sid(&sid).ok_or_else(|| anyhow::anyhow!("the objectSid of {dn} is not a SID"))
 }
 
 async fn add_user_entry(
@@ -429,13 +488,23 @@ async fn connect(url: &str, ca_file: &Path, dn: &str, password: &SecretString) -
 /// `--sddl=` for `samba-tool dsacl set`: three inherit-only ACEs for user objects below the OU,
 /// the delegation an administrator would give a password-reset service.
 fn delegation_sddl(trustee_sid: &str) -> String {
-    let ace = |rights: &str, object: &str| format!("(OA;CIIO;{rights};{object};{USER_CLASS};{trustee_sid})");
-    format!(
-        "--sddl={}{}{}",
-        ace("CR", RESET_PASSWORD_RIGHT),
-        ace("WP", LOCKOUT_TIME_ATTRIBUTE),
-        ace("WP", PWD_LAST_SET_ATTRIBUTE)
-    )
+    delegation_sddl_of(trustee_sid, &Delegated::ALL)
+}
+
+/// `--sddl=` with an inherit-only ACE for user objects below the OU for each of `rights`.
+fn delegation_sddl_of(trustee_sid: &str, rights: &[Delegated]) -> String {
+    let aces: String = rights
+        .iter()
+        .map(|r| {
+            let (access, object) = match r {
+                Delegated::ResetPassword => ("CR", RESET_PASSWORD_RIGHT),
+                Delegated::WriteLockoutTime => ("WP", LOCKOUT_TIME_ATTRIBUTE),
+                Delegated::WritePwdLastSet => ("WP", PWD_LAST_SET_ATTRIBUTE),
+            };
+            format!("(OA;CIIO;{access};{object};{USER_CLASS};{trustee_sid})")
+        })
+        .collect();
+    format!("--sddl={aces}")
 }
 
 /// What this instance changes in the provisioned smb.conf: LDAP only, on 127.0.0.1 only, every

@@ -434,3 +434,130 @@ async fn a_dc_whose_certificate_the_agent_does_not_trust_makes_reset_unavailable
     assert!(page.contains("PB-1001"), "the agent reports the directory unreachable: {page}");
     assert!(app.agent_log().contains("certificate") || app.agent_log().contains("Certificate"), "the reason is logged");
 }
+
+/// What any write to `dn` would move (uSNChanged), and the password state, read as Administrator.
+async fn account_state(dc: &SambaDc, dn: &str) -> Vec<(String, Vec<String>)> {
+    let settings = ldap3::LdapConnSettings::new().set_config(passback::tls::client_config(Some(&dc.ca_file)).unwrap());
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, &dc.url).await.unwrap();
+    tokio::spawn(conn.drive());
+    ldap.simple_bind(&dc.admin_dn, secrecy::ExposeSecret::expose_secret(&dc.admin_password))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let attrs = vec!["uSNChanged", "pwdLastSet", "badPwdCount", "lockoutTime", "unicodePwd"];
+    let (entries, _) = ldap.search(dn, ldap3::Scope::Base, "(objectClass=*)", attrs).await.unwrap().success().unwrap();
+    let _ = ldap.unbind().await;
+    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+    let mut state: Vec<_> = entry.attrs.into_iter().collect();
+    state.sort();
+    state
+}
+
+/// An OU of the test's own below OU=Staff (inside svc-reset's delegation), holding a Domain Admin
+/// (added first) and a person; returns (OU, the admin's DN, the person's DN).
+async fn doctor_scope(dc: &SambaDc) -> (String, String, String) {
+    let ou = dc.add_ou(&unique("doc")).await.unwrap();
+    let (_, admin_dn, _) = person(dc, Some(&ou)).await;
+    dc.add_to_group(&admin_dn, &format!("CN=Domain Admins,CN=Users,{}", dc.domain_dn)).await.unwrap();
+    let (_, dn, _) = person(dc, Some(&ou)).await;
+    (ou, admin_dn, dn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_finds_every_right_of_the_delegated_service_account_and_changes_nothing() {
+    use passback::agent::doctor::{self, Status};
+    let dc = dc().await;
+    let (ou, admin_dn, dn) = doctor_scope(dc).await;
+    let app = crate::harness::spawn_app().await;
+    let mut cfg = app.agent_cfg.clone();
+    let mut directory = dc.directory_config(AD);
+    directory.base_dns = vec![ou.clone()];
+    cfg.directories = vec![directory];
+    let before = (account_state(dc, &dn).await, account_state(dc, &admin_dn).await);
+
+    let report = doctor::run(&cfg).await;
+
+    let table = report.render();
+    assert!(!report.failed(), "{table}");
+    for right in ["Reset password", "write lockoutTime", "write pwdLastSet"] {
+        let rows = report.find(AD, right);
+        assert_eq!(rows.len(), 1, "{table}");
+        assert_eq!(rows[0].status, Status::Pass, "{table}");
+        assert!(rows[0].detail.contains(&dn), "probed on the person, never on the Domain Admin: {table}");
+    }
+    let change = report.find(AD, "Change password")[0];
+    assert_eq!(change.status, Status::NotChecked, "{table}");
+    let protected = report.find(AD, "protected accounts")[0];
+    assert_eq!(protected.status, Status::Pass, "{table}");
+    assert!(protected.detail.contains("1 of 2 people in scope are protected"), "{table}");
+    let base = report.find(AD, "base DN")[0];
+    assert!(base.detail.contains(&format!("{ou} exists; 2 people match")), "{table}");
+    let hints = report.find(AD, "policy hints")[0];
+    assert_eq!(hints.status, Status::Warn, "Samba 4.17 has no policy-hints control: {table}");
+    for check in ["reachable", "TLS", "service account bind"] {
+        assert_eq!(report.find(AD, check)[0].status, Status::Pass, "{table}");
+    }
+    for check in ["TLS", "agent credentials", "clock"] {
+        assert_eq!(report.find("portal", check)[0].status, Status::Pass, "{table}");
+    }
+    assert_eq!((account_state(dc, &dn).await, account_state(dc, &admin_dn).await), before, "nothing was written");
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "the person's password is the same");
+    assert!(binds(dc, &admin_dn, INITIAL_AD_PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_missing_one_right_fails_the_doctor_on_that_right_alone() {
+    use passback::directory::doctor::{check_directory, Status};
+    use passback::sandbox::Delegated;
+    let dc = dc().await;
+    let (ou, _, dn) = doctor_scope(dc).await;
+    let no_last_set = dc
+        .add_service_account(&unique("svcnolast"), &[Delegated::ResetPassword, Delegated::WriteLockoutTime])
+        .await
+        .unwrap();
+    let no_reset = dc
+        .add_service_account(&unique("svcnoreset"), &[Delegated::WriteLockoutTime, Delegated::WritePwdLastSet])
+        .await
+        .unwrap();
+    let before = account_state(dc, &dn).await;
+
+    for ((account, password), missing) in [(no_last_set, "write pwdLastSet"), (no_reset, "Reset password")] {
+        let mut cfg = dc.directory_config(AD);
+        cfg.bind_dn = account.clone();
+        cfg.bind_password = Some(password);
+        cfg.base_dns = vec![ou.clone()];
+
+        let checks = check_directory(&cfg).await;
+
+        let failed: Vec<_> = checks.iter().filter(|c| c.status == Status::Fail).collect();
+        assert_eq!(failed.len(), 1, "only the missing right fails for {account}: {checks:#?}");
+        assert!(failed[0].name.contains(missing), "{:#?}", failed[0]);
+        assert!(failed[0].detail.contains(&dn), "says which person was probed: {:#?}", failed[0]);
+        let fix = failed[0].fix.as_deref().unwrap();
+        assert!(
+            fix.contains(&format!("on descendant User objects of {ou}")) && fix.contains("samba-tool dsacl"),
+            "{fix}"
+        );
+    }
+    assert_eq!(account_state(dc, &dn).await, before, "nothing was written");
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "the probed person's password is the same");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_says_when_the_dcs_certificate_is_not_trusted() {
+    use passback::directory::doctor::{check_directory, Status};
+    let dc = dc().await;
+    let other_ca = TestCa::create(&dc.dir.join(unique("other-ca-"))).unwrap();
+    let mut cfg = dc.directory_config(AD);
+    cfg.ca_file = Some(other_ca.ca_file.clone());
+
+    let checks = check_directory(&cfg).await;
+
+    let row = |name: &str| checks.iter().find(|c| c.name == name).unwrap();
+    assert_eq!(row("reachable").status, Status::Pass);
+    assert_eq!(row("TLS").status, Status::Fail, "{checks:#?}");
+    assert!(row("TLS").detail.contains("not trusted"), "{checks:#?}");
+    assert!(row("TLS").fix.as_deref().unwrap().contains("ca_file"), "{checks:#?}");
+    assert_eq!(row("service account bind").status, Status::NotChecked);
+}

@@ -126,3 +126,64 @@ async fn a_person_deleted_from_the_directory_leaves_the_portal_with_the_next_ful
     let page = app.identify("dave").await;
     assert!(page.contains("Check your e-mail"), "the same answer as for anyone: {page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_finds_the_openldap_service_accounts_rights_and_a_person_has_none_of_them() {
+    use passback::directory::doctor::{check_directory, Status};
+    use passback::sandbox::{Slapd, TestCa};
+    let dir = std::env::temp_dir().join(format!("passback-test-doctor-{}", uuid::Uuid::new_v4().simple()));
+    let slapd = Slapd::start(&dir.join("ldap"), &TestCa::create(&dir.join("tls")).unwrap()).unwrap();
+    let alice = slapd.user_dn("alice");
+    let before = entry_state(&slapd, &alice).await;
+    let rights = ["write userPassword", "pwdAccountLockedTime", "write pwdReset"];
+
+    let checks = check_directory(&slapd.directory_config("ol")).await;
+
+    let row =
+        |name: &str| checks.iter().find(|c| c.name.contains(name)).unwrap_or_else(|| panic!("{name}: {checks:#?}"));
+    assert!(checks.iter().all(|c| c.status != Status::Fail), "{checks:#?}");
+    for right in rights {
+        assert_eq!(row(right).status, Status::Pass, "{checks:#?}");
+        assert!(row(right).detail.contains(&alice), "the first person in scope is named: {checks:#?}");
+    }
+    assert_eq!(row("ppolicy overlay").status, Status::Pass);
+    assert!(row("base DN").detail.contains("4 people match"), "{checks:#?}");
+
+    // bob as the service account: he may write his own password, nobody else's.
+    let mut as_bob = slapd.directory_config("ol");
+    as_bob.bind_dn = slapd.user_dn("bob");
+    as_bob.bind_password = Some(slapd.user_password.clone());
+    let checks = check_directory(&as_bob).await;
+    let row =
+        |name: &str| checks.iter().find(|c| c.name.contains(name)).unwrap_or_else(|| panic!("{name}: {checks:#?}"));
+    for right in rights {
+        assert_eq!(row(right).status, Status::Fail, "{checks:#?}");
+        assert!(
+            row(right).fix.as_deref().unwrap().contains("olcAccess")
+                || row(right).fix.as_deref().unwrap().contains("manage")
+        );
+    }
+
+    assert_eq!(entry_state(&slapd, &alice).await, before, "nothing was written");
+    assert!(passback::sandbox::bind_works(&slapd.url, &slapd.ca_file, &alice, &slapd.user_password).await);
+    drop(slapd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What any write to `dn` would move (entryCSN), and the password state, read as the rootdn.
+async fn entry_state(slapd: &passback::sandbox::Slapd, dn: &str) -> Vec<(String, Vec<String>)> {
+    let settings =
+        ldap3::LdapConnSettings::new().set_config(passback::tls::client_config(Some(&slapd.ca_file)).unwrap());
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, &slapd.url).await.unwrap();
+    tokio::spawn(conn.drive());
+    let password = secrecy::ExposeSecret::expose_secret(&slapd.admin_password);
+    ldap.simple_bind(&slapd.admin_dn, password).await.unwrap().success().unwrap();
+    let attrs = vec!["entryCSN", "userPassword", "pwdReset", "pwdAccountLockedTime", "pwdFailureTime"];
+    let (entries, _) = ldap.search(dn, ldap3::Scope::Base, "(objectClass=*)", attrs).await.unwrap().success().unwrap();
+    let _ = ldap.unbind().await;
+    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+    let mut state: Vec<_> = entry.attrs.into_iter().collect();
+    state.extend(entry.bin_attrs.into_iter().map(|(k, v)| (k, v.into_iter().map(hex::encode).collect())));
+    state.sort();
+    state
+}

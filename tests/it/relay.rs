@@ -425,3 +425,56 @@ async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
     let resp = app.client.get(&check).send().await.unwrap();
     assert_eq!(resp.status(), 503, "the relay check says writeback is down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_checks_the_portals_certificate_the_agents_credentials_and_the_clock() {
+    use passback::agent::doctor::{portal, Status};
+    let app = spawn_app().await;
+    let status = |checks: &[passback::agent::doctor::Check], name: &str| {
+        checks.iter().find(|c| c.name == name).map(|c| c.status).unwrap_or_else(|| panic!("no {name}: {checks:#?}"))
+    };
+
+    let checks = portal(&app.agent_cfg).await;
+    for name in ["TLS", "agent credentials", "clock"] {
+        assert_eq!(status(&checks, name), Status::Pass, "{checks:#?}");
+    }
+    assert!(app.hub.is_alive(&DirectoryId::parse(crate::harness::DIR_ID).unwrap()), "the running agent is undisturbed");
+
+    // Without the portal's CA, its certificate is not trusted.
+    let mut untrusting = app.agent_cfg.clone();
+    untrusting.portal_ca_file = None;
+    let checks = portal(&untrusting).await;
+    assert_eq!(status(&checks, "TLS"), Status::Fail, "{checks:#?}");
+    let tls = checks.iter().find(|c| c.name == "TLS").unwrap();
+    assert!(tls.detail.contains("not trusted") && tls.fix.as_deref().unwrap().contains("portal_ca_file"), "{tls:#?}");
+    assert_eq!(status(&checks, "agent credentials"), Status::NotChecked);
+
+    // A state file whose secret the portal does not know.
+    let mut state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    state.relay_secret = secrecy::SecretString::from("f".repeat(64));
+    let forged = app.dir.join("forged-state.json");
+    state.save(&forged).unwrap();
+    let mut forging = app.agent_cfg.clone();
+    forging.state_file = forged;
+    let checks = portal(&forging).await;
+    assert_eq!(status(&checks, "TLS"), Status::Pass);
+    assert_eq!(status(&checks, "agent credentials"), Status::Fail, "{checks:#?}");
+
+    // The command prints the table and says by its exit code whether anything failed.
+    let out = app.agent_command(&["doctor"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("right: write userPassword") && table.contains("0 failed"), "{table}");
+    let elsewhere = app.dir.join("untrusting");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let config = passback::demo::write_agent_files(&elsewhere, &untrusting).unwrap();
+    let out = std::process::Command::new(crate::harness::passback_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("fix: set portal_ca_file"), "{table}");
+}
