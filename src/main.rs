@@ -37,6 +37,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+    /// On the portal host: manage staff accounts (helpdesk, administrators, auditors).
+    Staff {
+        /// The portal's configuration (TOML), to reach its database.
+        #[arg(long = "portal-config", env = "PASSBACK_CONFIG", global = true)]
+        portal_config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: StaffCmd,
+    },
     /// Start a throwaway demo: OpenLDAP with ppolicy, the portal and an enrolled agent, on 127.0.0.1.
     Demo {
         /// Folder for the demo's files (wiped at start).
@@ -85,6 +93,37 @@ enum UserCmd {
         #[arg(long)]
         kind: String,
     },
+}
+
+#[derive(Subcommand)]
+enum StaffCmd {
+    /// Add a staff account. Its first password and authenticator key are printed once.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// administrator, helpdesk or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Where notices for administrators go.
+        #[arg(long)]
+        email: Option<String>,
+        /// Helpdesk scope: a directory id (repeat for several). None: all.
+        #[arg(long = "directory")]
+        directories: Vec<String>,
+        /// Helpdesk scope: people below this base DN (repeat for several).
+        #[arg(long = "base-dn")]
+        base_dns: Vec<String>,
+        /// Helpdesk scope: members of this group DN (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// May reset, unlock and force a change for protected (privileged) accounts.
+        #[arg(long)]
+        may_reset_protected: bool,
+    },
+    /// List staff accounts and their roles.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +227,13 @@ async fn main() -> anyhow::Result<()> {
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             user_command(&db, cmd, now).await?;
         }
+        Cmd::Staff { portal_config, cmd } => {
+            let path = portal_config.context("--portal-config is required")?;
+            let cfg: PortalConfig = config::load(Some(&path), config::PORTAL_ENV_PREFIX)?;
+            cfg.validate()?;
+            let db = passback::store::connect(&cfg.database.url, 1).await?;
+            staff_command(&db, &cfg, cmd, now).await?;
+        }
         Cmd::Demo { dir, port, directory } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;
         }
@@ -238,6 +284,43 @@ async fn user_command(db: &passback::store::Db, cmd: UserCmd, now: i64) -> anyho
             };
             passback::store::users::set_kind_override(db, &directory, &person.anchor, kind.as_str()).await?;
             println!("{} in {directory} is now {}.", person.username, kind.as_str());
+        }
+    }
+    Ok(())
+}
+
+async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffCmd, now: i64) -> anyhow::Result<()> {
+    use passback::store::staff::Role;
+    match cmd {
+        StaffCmd::Add { username, role, name, email, directories, base_dns, groups, may_reset_protected } => {
+            let role = Role::parse(&role).context("--role must be administrator, helpdesk or auditor")?;
+            if let Some(d) = directories.iter().find(|d| !cfg.directories.contains_key(*d)) {
+                anyhow::bail!("--directory {d}: no such directory in the portal's configuration");
+            }
+            let key = config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
+                .context("secrets.data_key_file is required")?;
+            let secrets = passback::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&key))?;
+            let spec = passback::portal::staff::StaffSpec {
+                display_name: name.unwrap_or_else(|| username.clone()),
+                username,
+                email,
+                role,
+                scope: passback::store::users::Scope { directories, base_dns, groups },
+                may_reset_protected,
+            };
+            let creds = passback::portal::staff::create_staff(db, &secrets, &spec, now)
+                .await?
+                .context("that user name is taken")?;
+            println!("Staff account {} ({}) added as {}.", spec.username, creds.id, role.as_str());
+            println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
+            println!("Authenticator key: {}", creds.seed_text().as_str());
+            eprintln!("Shown once: give them to the owner over a trusted channel. Sign in at /staff/signin.");
+        }
+        StaffCmd::List => {
+            for s in passback::store::staff::all(db).await? {
+                let state = if s.enabled() { "" } else { " (disabled)" };
+                println!("{}\t{}\t{}{state}", s.username, s.role, s.scope_json);
+            }
         }
     }
     Ok(())

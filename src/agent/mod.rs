@@ -142,6 +142,7 @@ impl Agent {
             version: VERSION.into(),
             key_version: newest.map(|k| k.version).unwrap_or(0),
             key_created_at: newest.map(|k| k.created_at).unwrap_or(0),
+            key_rotation_days: Some(self.cfg.key_rotation_days),
             directories: dirs,
         }
     }

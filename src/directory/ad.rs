@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
 /// The deprecated form of the same control, understood by older DCs.
 pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
-const USER_ATTRS: [&str; 11] = [
+const USER_ATTRS: [&str; 12] = [
     "objectGUID",
     "sAMAccountName",
     "userPrincipalName",
@@ -33,6 +33,7 @@ const USER_ATTRS: [&str; 11] = [
     "msDS-User-Account-Control-Computed",
     "adminCount",
     "objectSid",
+    "memberOf",
 ];
 const DOMAIN_POLICY_ATTRS: [&str; 4] = ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge"];
 const PSO_ATTRS: [&str; 4] = [
@@ -748,6 +749,7 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         enabled: uac & UF_ACCOUNTDISABLE == 0,
         locked: computed & UF_LOCKOUT != 0,
         protected: first(entry, "adminCount") == Some("1") || protected_rid(entry),
+        groups: all(entry, "memberOf"),
         username,
     })
 }

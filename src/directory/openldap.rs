@@ -20,8 +20,18 @@ const PERMANENT_LOCK: &str = "000001010000Z";
 /// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
 pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
 const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
-const SYNC_ATTRS: [&str; 8] =
-    ["entryUUID", "uid", "mail", "mobile", "displayName", "cn", "pwdAccountLockedTime", "modifyTimestamp"];
+const SYNC_ATTRS: [&str; 9] = [
+    "entryUUID",
+    "uid",
+    "mail",
+    "mobile",
+    "displayName",
+    "cn",
+    "pwdAccountLockedTime",
+    "modifyTimestamp",
+    // Present where the memberof overlay runs.
+    "memberOf",
+];
 
 pub(crate) struct OpenLdap {
     pool: Pool,
@@ -334,6 +344,7 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         enabled: locked_time != Some(PERMANENT_LOCK),
         protected: false,
         locked: locked_time.is_some(),
+        groups: entry.attrs.get("memberOf").cloned().unwrap_or_default(),
         username,
     })
 }

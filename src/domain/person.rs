@@ -23,6 +23,9 @@ pub struct SyncedUser {
     /// forgotten one here.
     #[serde(default)]
     pub protected: bool,
+    /// The groups the person is a direct member of (`memberOf`), for helpdesk scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Where a directory's last sync got to, so that the next one asks only for what changed since.

@@ -90,6 +90,33 @@ struct NoticeHtml<'a> {
     helpdesk: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "mail/staff_reset.txt")]
+struct StaffResetText<'a> {
+    tr: Tr,
+    body: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/staff_reset.html")]
+struct StaffResetHtml<'a> {
+    tr: Tr,
+    body: &'a str,
+}
+
+/// To every administrator: one administrator reset another staff member's sign-in.
+pub fn staff_reset_message(tr: Tr, admin: &str, staff: &str, when: &str) -> anyhow::Result<Rendered> {
+    let body = tr.fill(
+        "mail.staff_reset_body",
+        &[("admin", admin.to_string()), ("staff", staff.to_string()), ("when", when.to_string())],
+    );
+    Ok(Rendered {
+        subject: tr.f("mail.staff_reset_subject", "staff", staff),
+        text: StaffResetText { tr, body: &body }.render()?,
+        html: StaffResetHtml { tr, body: &body }.render()?,
+    })
+}
+
 /// The notice sent after a password was reset or changed, or an account unlocked: when, and what
 /// to do if it was not the person.
 pub fn notice_message(tr: Tr, notice: Notice, when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {

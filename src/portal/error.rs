@@ -72,10 +72,35 @@ impl From<sqlx::Error> for PortalError {
     }
 }
 
+/// What an error page asks to be audited (by [`super::audit_errors`], which has the database):
+/// so the support code on any error page finds its row.
+#[derive(Debug, Clone)]
+pub struct ErrorAudit {
+    pub support_code: SupportCode,
+    pub operation: &'static str,
+    pub outcome: crate::domain::Outcome,
+    pub raw: String,
+}
+
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         let support = SupportCode::new();
         let tr = crate::i18n::Tr::current();
+        let audit = match &self {
+            PortalError::Csrf => ErrorAudit {
+                support_code: support.clone(),
+                operation: "error.csrf",
+                outcome: crate::domain::Outcome::Refused,
+                raw: "form without a valid CSRF token".into(),
+            },
+            PortalError::Internal(e) => ErrorAudit {
+                support_code: support.clone(),
+                operation: "error.internal",
+                outcome: crate::domain::Outcome::Internal,
+                // The first line only: enough to find the log line, which has the rest.
+                raw: format!("{e}").lines().next().unwrap_or_default().chars().take(200).collect(),
+            },
+        };
         let (status, page) = match &self {
             PortalError::Csrf => {
                 tracing::warn!(support_code = %support, "refused a form without a valid CSRF token");
@@ -102,6 +127,8 @@ impl IntoResponse for PortalError {
                 )
             }
         };
-        support.tag((status, page))
+        let mut resp = support.tag((status, page));
+        resp.extensions_mut().insert(audit);
+        resp
     }
 }

@@ -14,6 +14,7 @@ pub mod passwords;
 mod people;
 pub(crate) mod reset;
 pub mod return_to;
+pub mod staff;
 
 pub use error::{PortalError, SupportCode};
 pub use guard::Guard;
@@ -57,6 +58,19 @@ pub mod paths {
     pub const HEALTH: &str = "/healthz";
     pub const HEALTH_RELAY: &str = "/healthz/relay";
     pub const METRICS: &str = "/metrics";
+    pub const STAFF_HOME: &str = "/staff";
+    pub const STAFF_SIGNIN: &str = "/staff/signin";
+    pub const STAFF_SIGNOUT: &str = "/staff/signout";
+    pub const STAFF_SIGNOUT_EVERYWHERE: &str = "/staff/signout-everywhere";
+    pub const HELPDESK: &str = "/helpdesk";
+    pub const HELPDESK_PERSON: &str = "/helpdesk/person";
+    pub const HELPDESK_ACT: &str = "/helpdesk/act";
+    pub const AUDIT: &str = "/audit";
+    pub const AUDIT_CSV: &str = "/audit.csv";
+    pub const ADMIN_HEALTH: &str = "/admin/health";
+    pub const ADMIN_HEALTH_JSON: &str = "/admin/health.json";
+    pub const ADMIN_STAFF: &str = "/admin/staff";
+    pub const ADMIN_STAFF_RESET: &str = "/admin/staff/reset";
 }
 
 /// The session key of the validated `return_to` URL.
@@ -167,16 +181,46 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTH, get(|| async { "ok" }))
         .route(paths::HEALTH_RELAY, get(relay_check))
         .route(paths::METRICS, get(metrics))
-        .route(paths::STATIC, get(static_file));
+        .route(paths::STATIC, get(static_file))
+        .route(paths::STAFF_HOME, get(staff::home))
+        .route(paths::STAFF_SIGNIN, get(staff::signin_form).post(staff::signin))
+        .route(paths::STAFF_SIGNOUT, post(staff::signout))
+        .route(paths::STAFF_SIGNOUT_EVERYWHERE, post(staff::signout_everywhere))
+        .route(paths::HELPDESK, get(staff::search))
+        .route(paths::HELPDESK_PERSON, get(staff::person))
+        .route(paths::HELPDESK_ACT, post(staff::act))
+        .route(paths::AUDIT, get(staff::audit_page))
+        .route(paths::AUDIT_CSV, get(staff::audit_csv))
+        .route(paths::ADMIN_HEALTH, get(staff::health_page))
+        .route(paths::ADMIN_HEALTH_JSON, get(staff::health_json))
+        .route(paths::ADMIN_STAFF, get(staff::staff_list).post(staff::add_staff))
+        .route(paths::ADMIN_STAFF_RESET, post(staff::reset_staff));
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }
+    let audited = state.clone();
     let r = r
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| audit_errors(audited.clone(), req, next)))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| forwarded_client(proxies.clone(), req, next)));
     security_headers(r, tls, &framers)
+}
+
+/// Whether the request presents the configured monitoring bearer token (compared as a hash, in
+/// constant time). Never true when no token is configured.
+pub(crate) fn metrics_token_ok(st: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let Some(expected) = st.metrics_token else { return false };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+    bool::from(hash.ct_eq(&expected))
 }
 
 /// Prometheus metrics, for a scraper that presents the configured bearer token (compared as a
@@ -186,16 +230,10 @@ async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let Some(expected) = st.metrics_token else { return axum::http::StatusCode::NOT_FOUND.into_response() };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
-    if !bool::from(hash.ct_eq(&expected)) {
+    if st.metrics_token.is_none() {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    if !metrics_token_ok(&st, &headers) {
         return (axum::http::StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response();
     }
     let body = st.hub.metrics.render(st.hub.live_agents());
@@ -242,6 +280,35 @@ async fn relay_check(
     let body = serde_json::json!({ "ok": ok, "outcome": result.outcome.code().0, "round_trip_us": micros });
     let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
+}
+
+/// Writes the audit row an error page asks for (see [`error::ErrorAudit`]), naming the path and
+/// the client, so the support code a person reads out finds it.
+async fn audit_errors(
+    st: AppState,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_string();
+    let client = req.extensions().get::<axum::extract::ConnectInfo<ClientAddr>>().map(|c| c.0 .0.ip().to_string());
+    let mut resp = next.run(req).await;
+    if let Some(a) = resp.extensions_mut().remove::<error::ErrorAudit>() {
+        let rec = crate::store::audit::AuditRecord {
+            at: st.clock.now(),
+            actor: "portal".into(),
+            operation: a.operation.into(),
+            target: Some(path),
+            outcome_code: a.outcome.code().0.into(),
+            raw: a.raw,
+            support_code: a.support_code.0,
+            client,
+            ..Default::default()
+        };
+        if let Err(e) = crate::store::audit::record(&st.db, &rec).await {
+            tracing::error!(error = %e, support_code = %rec.support_code, "auditing an error page failed");
+        }
+    }
+    resp
 }
 
 /// Behind a trusted proxy, the client is the last address in `X-Forwarded-For` that is not one of

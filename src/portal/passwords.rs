@@ -79,6 +79,19 @@ pub(crate) async fn policy_view(st: &AppState, target: Option<&Target>) -> Optio
     })
 }
 
+/// Who asks for a writeback, and what goes with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct By<'a> {
+    /// `self-service`, or `staff:<user name>`: named in the sealed request and the agent's log.
+    pub actor: &'a str,
+    pub flags: Flags,
+}
+
+impl By<'static> {
+    pub const SELF_SERVICE: By<'static> =
+        By { actor: "self-service", flags: Flags { must_change: false, unlock: false } };
+}
+
 /// Sets `new` for `target`: a reset when `old` is `None`, else a change that first proves `old`.
 /// A cloud-only account is handled here; a synced person's directory decides through the relay.
 pub(crate) async fn apply(
@@ -89,9 +102,22 @@ pub(crate) async fn apply(
     old: Option<&SecretString>,
     now: i64,
 ) -> Result<WritebackResult, PortalError> {
+    apply_by(st, By::SELF_SERVICE, target, msg_id, new, old, now).await
+}
+
+/// [`apply`], on behalf of `by` (the helpdesk, with its flags).
+pub(crate) async fn apply_by(
+    st: &AppState,
+    by: By<'_>,
+    target: &Target,
+    msg_id: MsgId,
+    new: &NewPassword,
+    old: Option<&SecretString>,
+    now: i64,
+) -> Result<WritebackResult, PortalError> {
     match target.kind {
         UserKind::CloudOnly => set_cloud_password(st, target, new, old, now).await,
-        UserKind::HashSynced | UserKind::Federated => write_back(st, target, msg_id, new, old, now).await,
+        UserKind::HashSynced | UserKind::Federated => write_back(st, by, target, msg_id, new, old, now).await,
     }
 }
 
@@ -153,6 +179,7 @@ async fn set_cloud_password(
 /// only after the directory said yes, replace the portal's copy of the hash.
 async fn write_back(
     st: &AppState,
+    by: By<'_>,
     target: &Target,
     msg_id: MsgId,
     new: &NewPassword,
@@ -160,7 +187,7 @@ async fn write_back(
     now: i64,
 ) -> Result<WritebackResult, PortalError> {
     let op = if old.is_some() { Op::Change } else { Op::Reset };
-    let mut result = relay(st, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
+    let mut result = relay(st, by, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
     if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
         // Perhaps the directory has the new password now: the portal's copy of the old one must
         // not stay valid meanwhile. The next confirmed reset or change sets it again.
@@ -206,13 +233,14 @@ pub(crate) async fn check_current(
             local(Outcome::OldPasswordWrong, "password did not match the portal's hash", None)
         });
     }
-    relay(st, target, MsgId::random(), Op::Verify, (Some(password), None), now).await
+    relay(st, By::SELF_SERVICE, target, MsgId::random(), Op::Verify, (Some(password), None), now).await
 }
 
 /// Sends one sealed request about `target` through the relay and waits for the directory's
 /// answer (the agent that served it is named in the raw answer, for the audit).
 pub(crate) async fn relay(
     st: &AppState,
+    by: By<'_>,
     target: &Target,
     msg_id: MsgId,
     op: Op,
@@ -229,8 +257,8 @@ pub(crate) async fn relay(
         anchor,
         password,
         old_password,
-        flags: Flags::default(),
-        actor: "self-service".into(),
+        flags: by.flags,
+        actor: by.actor.into(),
     };
     let mut result = st.hub.writeback(request, now).await;
     if let Some(a) = &result.agent_id {

@@ -51,15 +51,7 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
         tracing::warn!(support_code = %support, count = matched, "a name matches several people; not guessing");
     }
     let target = match (matches.as_slice(), cloud.as_slice()) {
-        ([one], []) if one.enabled => Some(Target {
-            directory: one.directory.clone(),
-            anchor: one.anchor.clone(),
-            username: one.username.clone(),
-            email: one.email.clone(),
-            other_emails: one.other_emails(),
-            protected: one.protected,
-            kind: synced_kind(st, &one.directory, &one.anchor).await?,
-        }),
+        ([one], []) if one.enabled => Some(target_of(st, one).await?),
         ([], [one]) if one.enabled => Some(Target {
             directory: String::new(),
             anchor: one.id.clone(),
@@ -76,6 +68,19 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
         None => format!("unmatched:{}", &st.code_key.hash(&[b"audit-name", login.as_str().as_bytes()])[..12]),
     };
     Ok(Found { target, matched, audit_name })
+}
+
+/// A synced person as a flow's target.
+pub(crate) async fn target_of(st: &AppState, one: &store::users::UserRow) -> Result<Target, PortalError> {
+    Ok(Target {
+        directory: one.directory.clone(),
+        anchor: one.anchor.clone(),
+        username: one.username.clone(),
+        email: one.email.clone(),
+        other_emails: one.other_emails(),
+        protected: one.protected,
+        kind: synced_kind(st, &one.directory, &one.anchor).await?,
+    })
 }
 
 /// Whether the directory behind this name can be written to now. A name that matched nobody is

@@ -47,6 +47,30 @@ struct Inner {
     content_keys: HashMap<(String, u32), (envelope::ContentKey, Instant)>,
     /// When the full sync in progress began, per (agent, directory).
     syncs: HashMap<(String, String), i64>,
+    /// What each agent last told this portal, and when (for the health page, also after it left).
+    seen: HashMap<String, Seen>,
+}
+
+/// The last that was heard from one agent.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    status: Option<AgentStatus>,
+    /// Unix seconds of the last heartbeat, pong or frame.
+    last_heard: i64,
+    connected_at: Option<i64>,
+    disconnected_at: Option<i64>,
+}
+
+/// One agent as the health page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentHealth {
+    pub agent_id: String,
+    /// Connected, and heard from within two ping intervals.
+    pub alive: bool,
+    pub last_heard: Option<i64>,
+    pub connected_at: Option<i64>,
+    pub disconnected_at: Option<i64>,
+    pub status: Option<AgentStatus>,
 }
 
 /// How long one content key seals an agent's passwords before a new one is made.
@@ -121,7 +145,13 @@ impl Hub {
     pub fn register(&self, agent_id: &str, allowed: Vec<DirectoryId>, tx: mpsc::Sender<super::protocol::Wire>) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let conn = Conn { agent_id: agent_id.to_string(), allowed, tx, status: None, last_seen: Instant::now() };
-        self.lock().conns.insert(id, conn);
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        inner.conns.insert(id, conn);
+        let seen = inner.seen.entry(agent_id.to_string()).or_default();
+        seen.connected_at = Some(now);
+        seen.disconnected_at = None;
+        seen.last_heard = now;
         id
     }
 
@@ -133,6 +163,10 @@ impl Hub {
             let still_connected = inner.conns.values().any(|c| c.agent_id == conn.agent_id);
             if !still_connected {
                 inner.pending.retain(|_, p| p.agent_id != conn.agent_id);
+                let now = self.clock.now();
+                if let Some(seen) = inner.seen.get_mut(&conn.agent_id) {
+                    seen.disconnected_at = Some(now);
+                }
             }
         }
     }
@@ -145,23 +179,52 @@ impl Hub {
     }
 
     pub fn touch(&self, conn_id: u64) {
-        if let Some(c) = self.lock().conns.get_mut(&conn_id) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if let Some(c) = inner.conns.get_mut(&conn_id) {
             c.last_seen = Instant::now();
+            let agent = c.agent_id.clone();
+            inner.seen.entry(agent).or_default().last_heard = now;
         }
     }
 
     /// Records an agent's status. Directories it was not enrolled for are dropped, so no agent
     /// can draw another directory's requests to itself.
     pub fn set_status(&self, conn_id: u64, mut status: AgentStatus) {
-        if let Some(c) = self.lock().conns.get_mut(&conn_id) {
+        let mut inner = self.lock();
+        if let Some(c) = inner.conns.get_mut(&conn_id) {
             let before = status.directories.len();
             status.directories.retain(|d| c.allowed.contains(&d.id));
             if status.directories.len() != before {
                 tracing::warn!(agent = %c.agent_id, "agent reported directories it was not enrolled for; ignored");
             }
-            c.status = Some(status);
+            c.status = Some(status.clone());
             c.last_seen = Instant::now();
+            let agent = c.agent_id.clone();
+            let seen = inner.seen.entry(agent).or_default();
+            seen.status = Some(status);
+            seen.last_heard = self.clock.now();
         }
+    }
+
+    /// Every agent heard from since the portal started, alive or not, by id.
+    pub fn agents_health(&self) -> Vec<AgentHealth> {
+        let window = self.liveness_window();
+        let inner = self.lock();
+        let mut out: Vec<AgentHealth> = inner
+            .seen
+            .iter()
+            .map(|(id, seen)| AgentHealth {
+                agent_id: id.clone(),
+                alive: inner.conns.values().any(|c| &c.agent_id == id && c.last_seen.elapsed() < window),
+                last_heard: Some(seen.last_heard),
+                connected_at: seen.connected_at,
+                disconnected_at: seen.disconnected_at,
+                status: seen.status.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        out
     }
 
     /// Whether the agent on this connection was enrolled for `directory`.

@@ -23,6 +23,10 @@ pub struct AgentStatus {
     pub version: String,
     pub key_version: u32,
     pub key_created_at: i64,
+    /// How often the agent makes new keys (its `key_rotation_days`), so the portal can say when
+    /// the next rollover is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation_days: Option<u64>,
     pub directories: Vec<DirectoryStatus>,
 }
 
@@ -195,6 +199,7 @@ mod tests {
             version: "0.1.0".into(),
             key_version: 1,
             key_created_at: 5,
+            key_rotation_days: Some(180),
             directories: vec![DirectoryStatus {
                 id: DirectoryId::parse("corp").unwrap(),
                 reachable: true,

@@ -104,3 +104,19 @@ pub async fn keys(db: &Db, agent_id: &str) -> sqlx::Result<Vec<KeyRow>> {
 pub fn key_context(agent_id: &str, version: i64) -> String {
     format!("agent_keys|{agent_id}|{version}")
 }
+
+/// An enrolled agent, for the health page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Enrolled {
+    pub id: String,
+    pub name: String,
+    pub directories: sqlx::types::Json<Vec<String>>,
+    pub created_at: i64,
+}
+
+/// Every agent enrolled and not revoked.
+pub async fn enrolled(db: &Db) -> sqlx::Result<Vec<Enrolled>> {
+    sqlx::query_as("SELECT id, name, directories, created_at FROM agents WHERE revoked_at IS NULL ORDER BY name, id")
+        .fetch_all(db)
+        .await
+}

@@ -36,6 +36,67 @@ pub async fn record(db: &Db, r: &AuditRecord) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// What the audit page filters by; every field that is set narrows.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AuditFilter {
+    /// From this time (Unix seconds), inclusive.
+    pub from: Option<i64>,
+    /// Until this time (Unix seconds), exclusive.
+    pub until: Option<i64>,
+    pub actor: Option<String>,
+    /// The person's user name (or the keyed name of an unmatched one), or their anchor.
+    pub target: Option<String>,
+    /// An operation, or the start of one (`helpdesk.` for every helpdesk act).
+    pub operation: Option<String>,
+    pub outcome: Option<String>,
+    pub support_code: Option<String>,
+}
+
+const COLUMNS: &str = "at, actor, operation, directory, anchor, target, outcome_code, raw, support_code, client";
+
+/// The rows that match `f`, newest first.
+pub async fn search(db: &Db, f: &AuditFilter, offset: i64, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM audit WHERE 1 = 1"));
+    if let Some(from) = f.from {
+        q.push(" AND at >= ").push_bind(from);
+    }
+    if let Some(until) = f.until {
+        q.push(" AND at < ").push_bind(until);
+    }
+    if let Some(actor) = f.actor.as_deref().filter(|s| !s.is_empty()) {
+        q.push(" AND actor = ").push_bind(actor.to_string());
+    }
+    if let Some(target) = f.target.as_deref().filter(|s| !s.is_empty()) {
+        q.push(" AND (target = ").push_bind(target.to_lowercase()).push(" OR anchor = ").push_bind(target.to_string());
+        q.push(")");
+    }
+    if let Some(op) = f.operation.as_deref().filter(|s| !s.is_empty()) {
+        if op.ends_with('.') {
+            q.push(" AND substr(operation, 1, ").push_bind(op.len() as i64).push(") = ").push_bind(op.to_string());
+        } else {
+            q.push(" AND operation = ").push_bind(op.to_string());
+        }
+    }
+    if let Some(outcome) = f.outcome.as_deref().filter(|s| !s.is_empty()) {
+        q.push(" AND outcome_code = ").push_bind(outcome.to_uppercase());
+    }
+    if let Some(code) = f.support_code.as_deref().filter(|s| !s.is_empty()) {
+        q.push(" AND support_code = ").push_bind(code.trim().to_uppercase());
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+    q.build_query_as().fetch_all(db).await
+}
+
+/// The newest rows about one person.
+pub async fn for_person(db: &Db, directory: &str, anchor: &str, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit WHERE directory = ? AND anchor = ? ORDER BY id DESC LIMIT ?"))
+        .bind(directory)
+        .bind(anchor)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
 pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
     sqlx::query_as(
         "SELECT at, actor, operation, directory, anchor, target, outcome_code, raw, support_code, client \

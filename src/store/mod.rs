@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cloud;
 pub mod codes;
 pub mod security;
+pub mod staff;
 pub mod users;
 pub mod writebacks;
 

@@ -17,11 +17,17 @@ pub struct UserRow {
     pub locked: bool,
     pub protected: bool,
     pub synced_at: i64,
+    /// JSON array of the person's groups, lower-cased DNs.
+    pub groups: String,
 }
 
 impl UserRow {
     pub fn other_emails(&self) -> Vec<String> {
         serde_json::from_str(&self.other_emails).unwrap_or_default()
+    }
+
+    pub fn groups(&self) -> Vec<String> {
+        serde_json::from_str(&self.groups).unwrap_or_default()
     }
 }
 
@@ -30,13 +36,13 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
     for u in users {
         sqlx::query(
             "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
-             display_name, enabled, locked, protected, synced_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             display_name, enabled, locked, protected, synced_at, groups) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (directory, anchor) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
              email = excluded.email, email_lc = excluded.email_lc, other_emails = excluded.other_emails, \
              mobile = excluded.mobile, display_name = excluded.display_name, \
              enabled = excluded.enabled, locked = excluded.locked, protected = excluded.protected, \
-             synced_at = excluded.synced_at",
+             synced_at = excluded.synced_at, groups = excluded.groups",
         )
         .bind(directory)
         .bind(u.anchor.as_str())
@@ -51,6 +57,10 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         .bind(u.locked)
         .bind(u.protected)
         .bind(now)
+        .bind(
+            serde_json::to_string(&u.groups.iter().map(|g| normalise_dn(g)).collect::<Vec<_>>())
+                .unwrap_or_else(|_| "[]".into()),
+        )
         .execute(&mut *tx)
         .await?;
     }
@@ -67,16 +77,103 @@ pub async fn remove_unseen(db: &Db, directory: &str, sync_started: i64) -> sqlx:
     Ok(r.rows_affected())
 }
 
+const COLUMNS: &str =
+    "directory, anchor, dn, username, email, other_emails, display_name, enabled, locked, protected, synced_at, groups";
+
 /// Everyone whose user name or e-mail address is `login` (already lower-cased).
 pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
-    sqlx::query_as(
-        "SELECT directory, anchor, dn, username, email, other_emails, display_name, enabled, locked, protected, \
-         synced_at FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5",
-    )
-    .bind(login)
-    .bind(login)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5"))
+        .bind(login)
+        .bind(login)
+        .fetch_all(db)
+        .await
+}
+
+/// One person by directory and anchor.
+pub async fn get(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM directory_users WHERE directory = ? AND anchor = ?"))
+        .bind(directory)
+        .bind(anchor)
+        .fetch_optional(db)
+        .await
+}
+
+/// Who the helpdesk may see: each non-empty list narrows (a person must be in one of the
+/// directories, below one of the base DNs, and a member of one of the groups).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default)]
+    pub directories: Vec<String>,
+    #[serde(default)]
+    pub base_dns: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A DN as compared here: lower-cased, without spaces around `,` and `=`.
+pub fn normalise_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_lowercase()
+}
+
+impl Scope {
+    pub fn is_everyone(&self) -> bool {
+        self.directories.is_empty() && self.base_dns.is_empty() && self.groups.is_empty()
+    }
+
+    /// Whether the person is within this scope (the one check every helpdesk act makes).
+    pub fn covers(&self, p: &UserRow) -> bool {
+        let dn = normalise_dn(&p.dn);
+        let groups: Vec<String> = p.groups().iter().map(|g| normalise_dn(g)).collect();
+        (self.directories.is_empty() || self.directories.contains(&p.directory))
+            && (self.base_dns.is_empty()
+                || self.base_dns.iter().map(|b| normalise_dn(b)).any(|b| dn == b || dn.ends_with(&format!(",{b}"))))
+            && (self.groups.is_empty() || self.groups.iter().any(|g| groups.contains(&normalise_dn(g))))
+    }
+}
+
+/// One page of the people a search finds within `scope`: by user name, name or e-mail address
+/// (a part of any of them), ordered by user name. The same narrowing as [`Scope::covers`].
+pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64) -> sqlx::Result<Vec<UserRow>> {
+    let like = format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM directory_users WHERE ("));
+    q.push("username LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");
+    q.push(" OR lower(display_name) LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");
+    q.push(" OR email_lc LIKE ").push_bind(like).push(" ESCAPE '\\')");
+    if !scope.directories.is_empty() {
+        q.push(" AND directory IN (");
+        let mut s = q.separated(", ");
+        for d in &scope.directories {
+            s.push_bind(d.clone());
+        }
+        q.push(")");
+    }
+    if !scope.base_dns.is_empty() {
+        q.push(" AND (");
+        for (i, b) in scope.base_dns.iter().map(|b| normalise_dn(b)).enumerate() {
+            if i > 0 {
+                q.push(" OR ");
+            }
+            // DNs come from the directory without spaces; compared lower-cased.
+            q.push("lower(dn) = ").push_bind(b.clone()).push(" OR substr(lower(dn), -length(").push_bind(b.clone());
+            q.push(") - 1) = ',' || ").push_bind(b);
+        }
+        q.push(")");
+    }
+    if !scope.groups.is_empty() {
+        q.push(" AND EXISTS (SELECT 1 FROM json_each(directory_users.groups) WHERE value IN (");
+        let mut s = q.separated(", ");
+        for g in &scope.groups {
+            s.push_bind(normalise_dn(g));
+        }
+        q.push("))");
+    }
+    q.push(" ORDER BY username, directory LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+    q.build_query_as().fetch_all(db).await
 }
 
 /// The mail domain most synced people have, if any has an address.
@@ -165,4 +262,9 @@ pub async fn delete_password_hash(db: &Db, directory: &str, anchor: &str) -> sql
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// How many people of a directory the portal knows.
+pub async fn count(db: &Db, directory: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM directory_users WHERE directory = ?").bind(directory).fetch_one(db).await
 }

@@ -108,6 +108,14 @@ impl Portal {
         Portal { cfg, clock, port, db, hub, stop: Some(stop), task: Some(task) }
     }
 
+    /// The portal's data key (to make staff accounts as `passback staff add` does).
+    pub fn data_key(&self) -> passback::store::DataKey {
+        use secrecy::ExposeSecret;
+        let s = &self.cfg.secrets;
+        let key = passback::config::read_secret(&s.data_key, &s.data_key_file, "data key").unwrap().unwrap();
+        passback::store::DataKey::from_base64(key.expose_secret()).unwrap()
+    }
+
     /// Shuts down gracefully and starts again on the same port with the same database.
     pub async fn restart(&mut self) {
         if let Some(stop) = self.stop.take() {

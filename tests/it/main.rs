@@ -8,6 +8,7 @@ mod browser;
 mod change;
 mod directories;
 mod harness;
+mod helpdesk;
 mod kinds;
 mod relay;
 mod reset;

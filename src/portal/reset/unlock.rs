@@ -116,5 +116,14 @@ async fn unlock_account(
             agent_id: None,
         });
     }
-    crate::portal::passwords::relay(st, target, msg_id, Op::Unlock, (None, None), now).await
+    crate::portal::passwords::relay(
+        st,
+        crate::portal::passwords::By::SELF_SERVICE,
+        target,
+        msg_id,
+        Op::Unlock,
+        (None, None),
+        now,
+    )
+    .await
 }

@@ -1,0 +1,276 @@
+//! Staff accounts, for administrators: the list, adding one (its first password and
+//! authenticator are shown once), and resetting one's sign-in (which ends its sessions and tells
+//! every administrator by e-mail). `passback staff add` makes accounts the same way.
+
+use super::require;
+use crate::i18n::Tr;
+use crate::portal::gates::totp;
+use crate::portal::pages::{StaffCreatedPage, StaffListPage, StaffView};
+use crate::portal::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store::{self, staff::Role, users::Scope, DataKey, Db};
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tower_sessions::Session;
+use zeroize::Zeroizing;
+
+type PageResult = Result<Response, PortalError>;
+
+/// A new staff account, as an administrator describes it.
+#[derive(Debug, Clone)]
+pub struct StaffSpec {
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub role: Role,
+    pub scope: Scope,
+    pub may_reset_protected: bool,
+}
+
+/// The first sign-in of a new account (or after a reset): shown once, stored only as a hash and
+/// as ciphertext.
+pub struct Credentials {
+    pub id: String,
+    pub password: SecretString,
+    pub seed: Zeroizing<Vec<u8>>,
+}
+
+impl Credentials {
+    /// The seed as people type it into an authenticator app.
+    pub fn seed_text(&self) -> Zeroizing<String> {
+        totp::seed_text(&self.seed)
+    }
+}
+
+/// Makes a staff account with a random password and authenticator seed. `None` when the user
+/// name is taken.
+pub async fn create_staff(
+    db: &Db,
+    secrets: &DataKey,
+    spec: &StaffSpec,
+    now: i64,
+) -> anyhow::Result<Option<Credentials>> {
+    let username = crate::domain::LoginName::parse(&spec.username).map_err(|e| anyhow::anyhow!("user name: {e:?}"))?;
+    if let Some(e) = &spec.email {
+        crate::domain::EmailAddress::parse(e).map_err(|e| anyhow::anyhow!("e-mail address: {e:?}"))?;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let password = super::temporary_password();
+    let seed = totp::new_seed();
+    let hash = passwords::hash(&password).await?;
+    let enc = secrets.encrypt(&store::staff::totp_context(&id), &seed);
+    let new = store::staff::NewStaff {
+        id: &id,
+        username: username.as_str(),
+        display_name: &spec.display_name,
+        email: spec.email.as_deref(),
+        role: spec.role,
+        scope: &spec.scope,
+        may_reset_protected: spec.may_reset_protected,
+        password_hash: &hash,
+        totp_enc: &enc,
+    };
+    if !store::staff::add(db, &new, now).await? {
+        return Ok(None);
+    }
+    Ok(Some(Credentials { id, password, seed }))
+}
+
+async fn list_page(st: &AppState, session: &Session, staff: &super::Staff, error: Option<String>) -> PageResult {
+    let rows = store::staff::all(&st.db).await?;
+    let view = StaffListPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        staff: staff.row.display_name.clone(),
+        role: staff.role,
+        members: rows.iter().map(StaffView::from).collect(),
+        error,
+    };
+    Ok(view.into_response())
+}
+
+pub async fn staff_list(State(st): State<AppState>, session: Session) -> PageResult {
+    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    list_page(&st, &session, &staff, None).await
+}
+
+#[derive(Deserialize)]
+pub struct AddForm {
+    csrf: String,
+    username: String,
+    display_name: String,
+    #[serde(default)]
+    email: String,
+    role: String,
+    /// Comma- or line-separated lists; empty means no narrowing.
+    #[serde(default)]
+    directories: String,
+    #[serde(default)]
+    base_dns: String,
+    #[serde(default)]
+    groups: String,
+    #[serde(default)]
+    may_reset_protected: Option<String>,
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+pub async fn add_staff(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<AddForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let admin = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let tr = Tr::current();
+    let Some(role) = Role::parse(&f.role) else {
+        return list_page(&st, &session, &admin, Some(tr.t("staff.role_missing").into())).await;
+    };
+    let directories: Vec<String> =
+        f.directories.split([',', '\n']).map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
+    if let Some(unknown) = directories.iter().find(|d| !st.cfg.directories.contains_key(*d)) {
+        return list_page(&st, &session, &admin, Some(tr.f("staff.unknown_directory", "directory", unknown))).await;
+    }
+    let spec = StaffSpec {
+        username: f.username.trim().to_string(),
+        display_name: Some(f.display_name.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| f.username.trim().to_string()),
+        email: Some(f.email.trim().to_string()).filter(|e| !e.is_empty()),
+        role,
+        scope: Scope { directories, base_dns: lines(&f.base_dns), groups: lines(&f.groups) },
+        may_reset_protected: f.may_reset_protected.is_some(),
+    };
+    let creds = match create_staff(&st.db, &st.secrets, &spec, st.clock.now()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await,
+        Err(e) => return list_page(&st, &session, &admin, Some(format!("{}: {e}", tr.t("staff.invalid")))).await,
+    };
+    audit_staff(
+        &st,
+        &admin,
+        client,
+        "staff.add",
+        &spec.username,
+        &format!("role={} scope={:?}", role.as_str(), spec.scope),
+    )
+    .await?;
+    shown_once(&st, &session, &admin, &spec.username, &creds, false).await
+}
+
+/// The page that shows a new sign-in once.
+async fn shown_once(
+    st: &AppState,
+    session: &Session,
+    admin: &super::Staff,
+    username: &str,
+    creds: &Credentials,
+    reset: bool,
+) -> PageResult {
+    let issuer = format!("{} staff", Tr::current().t("common.brand"));
+    let view = StaffCreatedPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        staff: admin.row.display_name.clone(),
+        role: admin.role,
+        username: username.to_string(),
+        password: creds.password.expose_secret().to_string(),
+        seed_text: creds.seed_text().to_string(),
+        qr: totp::qr_data_url(&creds.seed, &issuer, username)?.to_string(),
+        reset,
+    };
+    let _ = st;
+    Ok(view.into_response())
+}
+
+async fn audit_staff(
+    st: &AppState,
+    admin: &super::Staff,
+    client: std::net::SocketAddr,
+    operation: &str,
+    target: &str,
+    raw: &str,
+) -> Result<(), PortalError> {
+    let rec = store::audit::AuditRecord {
+        at: st.clock.now(),
+        actor: admin.actor(),
+        operation: operation.into(),
+        target: Some(format!("staff:{}", target.to_lowercase())),
+        outcome_code: crate::domain::Outcome::Success.code().0.into(),
+        raw: raw.into(),
+        support_code: SupportCode::new().0,
+        client: Some(client.ip().to_string()),
+        ..Default::default()
+    };
+    store::audit::record(&st.db, &rec).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    csrf: String,
+    id: String,
+}
+
+/// A new password and authenticator for a staff member who lost theirs. Their sessions end, and
+/// every administrator is told by e-mail.
+pub async fn reset_staff(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<ResetForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let admin = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let tr = Tr::current();
+    let Some(member) = store::staff::get(&st.db, &f.id).await? else {
+        return list_page(&st, &session, &admin, Some(tr.t("staff.not_found").into())).await;
+    };
+    if member.id == admin.row.id {
+        // One's own sign-in is reset by another administrator, who is then accountable for it.
+        return list_page(&st, &session, &admin, Some(tr.t("staff.not_yourself").into())).await;
+    }
+    let now = st.clock.now();
+    let password = super::temporary_password();
+    let seed = totp::new_seed();
+    let hash = passwords::hash(&password).await?;
+    let enc = st.secrets.encrypt(&store::staff::totp_context(&member.id), &seed);
+    store::staff::set_credentials(&st.db, &member.id, &hash, Some(&enc), now).await?;
+    audit_staff(&st, &admin, client, "staff.reset", &member.username, "new password and authenticator; sessions ended")
+        .await?;
+    notify_administrators(&st, &admin.row.username, &member.username, now).await?;
+    let creds = Credentials { id: member.id.clone(), password, seed };
+    shown_once(&st, &session, &admin, &member.username, &creds, true).await
+}
+
+/// E-mails every administrator that `admin` reset `member`'s sign-in (in the background; a
+/// failed send is logged).
+async fn notify_administrators(st: &AppState, admin: &str, member: &str, now: i64) -> Result<(), PortalError> {
+    let when = crate::portal::pages::utc(now);
+    let tr = Tr::current();
+    for to in store::staff::administrator_emails(&st.db).await? {
+        let Ok(to) = crate::domain::EmailAddress::parse(&to) else { continue };
+        let mailer = st.mailer.clone();
+        let msg = crate::mail::staff_reset_message(tr, admin, member, &when)?;
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send(&to, msg).await {
+                tracing::error!(error = %format!("{e:#}"), "telling an administrator of a staff reset failed");
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Writeback health, for administrators: whether every configured directory has a live agent
+//! that reaches it, and for each agent its last heartbeat, version, directories, last sync, key
+//! age and next rollover. The same facts as JSON for monitoring (a staff session, or the
+//! metrics bearer token).
+
+use super::require;
+use crate::i18n::Tr;
+use crate::portal::pages::{utc, HealthPage};
+use crate::portal::{AppState, PortalError};
+use crate::relay::hub::AgentHealth;
+use crate::store::{self, staff::Role};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tower_sessions::Session;
+
+/// The state of writeback, as the page and the JSON tell it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Every configured directory has a live agent that reaches it.
+    pub ok: bool,
+    pub checked_at: i64,
+    pub ping_interval_secs: u64,
+    pub directories: Vec<DirectoryHealth>,
+    pub agents: Vec<AgentView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectoryHealth {
+    pub id: String,
+    /// A live agent reaches it now.
+    pub writeback: bool,
+    /// Why not, in words, when it does not.
+    pub problem: Option<String>,
+    pub last_sync: Option<i64>,
+    pub people: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub directories: Vec<String>,
+    pub alive: bool,
+    pub version: Option<String>,
+    pub last_heartbeat: Option<i64>,
+    /// When it was last seen going away, if it is not connected now.
+    pub down_since: Option<i64>,
+    pub key_version: Option<u32>,
+    pub key_created_at: Option<i64>,
+    pub key_age_days: Option<i64>,
+    pub next_rollover: Option<i64>,
+    /// Directories it reports it cannot reach, with the error.
+    pub unreachable: Vec<(String, String)>,
+}
+
+pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
+    let now = st.clock.now();
+    let heard: Vec<AgentHealth> = st.hub.agents_health();
+    let enrolled = store::agents::enrolled(&st.db).await?;
+    let agents: Vec<AgentView> = enrolled
+        .iter()
+        .map(|e| {
+            let h = heard.iter().find(|h| h.agent_id == e.id);
+            let status = h.and_then(|h| h.status.as_ref());
+            let key_created_at = status.map(|s| s.key_created_at).filter(|t| *t > 0);
+            AgentView {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                directories: e.directories.0.clone(),
+                alive: h.is_some_and(|h| h.alive),
+                version: status.map(|s| s.version.clone()),
+                last_heartbeat: h.and_then(|h| h.last_heard),
+                down_since: match h {
+                    Some(h) if !h.alive => h.disconnected_at.or(h.last_heard),
+                    _ => None,
+                },
+                key_version: status.map(|s| s.key_version),
+                key_created_at,
+                key_age_days: key_created_at.map(|t| (now - t) / 86_400),
+                next_rollover: key_created_at.zip(status.and_then(|s| s.key_rotation_days)).map(|(t, d)| {
+                    t.saturating_add(i64::try_from(d).unwrap_or(i64::MAX / 86_400).saturating_mul(86_400))
+                }),
+                unreachable: status
+                    .map(|s| {
+                        s.directories
+                            .iter()
+                            .filter(|d| !d.reachable)
+                            .map(|d| (d.id.to_string(), d.error.clone().unwrap_or_default()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let mut directories = Vec::new();
+    // Every directory the portal knows of: configured, served by an enrolled agent, or synced.
+    let mut ids: Vec<String> = st.cfg.directories.keys().cloned().collect();
+    ids.extend(enrolled.iter().flat_map(|e| e.directories.0.iter().cloned()));
+    ids.extend(store::users::directories(&st.db).await?);
+    ids.sort();
+    ids.dedup();
+    for id in &ids {
+        let writeback = crate::domain::DirectoryId::parse(id).map(|d| st.hub.is_alive(&d)).unwrap_or(false);
+        let serving: Vec<&AgentView> = agents.iter().filter(|a| a.directories.contains(id)).collect();
+        let problem = if writeback {
+            None
+        } else if serving.is_empty() {
+            Some("no agent is enrolled for this directory".to_string())
+        } else if let Some((a, err)) = serving
+            .iter()
+            .filter(|a| a.alive)
+            .find_map(|a| a.unreachable.iter().find(|(d, _)| d == id).map(|(_, e)| (a, e)))
+        {
+            Some(format!("agent {} cannot reach the directory: {err}", a.name))
+        } else {
+            let down: Vec<String> = serving
+                .iter()
+                .map(|a| match a.down_since {
+                    Some(t) => format!("{} down since {}", a.name, utc(t)),
+                    None => format!("{} not heard from since the portal started", a.name),
+                })
+                .collect();
+            Some(format!("no live agent: {}", down.join("; ")))
+        };
+        let last_sync = agents
+            .iter()
+            .filter(|a| a.directories.contains(id))
+            .filter_map(|a| heard.iter().find(|h| h.agent_id == a.id))
+            .filter_map(|h| h.status.as_ref())
+            .flat_map(|s| s.directories.iter().filter(|d| d.id.as_str() == id.as_str()).filter_map(|d| d.last_sync))
+            .max();
+        let people = store::users::count(&st.db, id).await?;
+        directories.push(DirectoryHealth { id: id.clone(), writeback, problem, last_sync, people });
+    }
+    Ok(Health {
+        ok: !directories.is_empty() && directories.iter().all(|d| d.writeback),
+        checked_at: now,
+        ping_interval_secs: st.cfg.relay.ping_interval_secs,
+        directories,
+        agents,
+    })
+}
+
+pub async fn health_page(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
+    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let health = gather(&st).await?;
+    let page = HealthPage {
+        tr: Tr::current(),
+        csrf: crate::portal::csrf::token(&session).await?,
+        staff: staff.row.display_name.clone(),
+        role: staff.role,
+        health,
+    };
+    Ok(page.into_response())
+}
+
+/// The same facts as JSON, for an administrator's session or a monitor presenting the metrics
+/// bearer token. 503 when writeback is down somewhere, so a plain HTTP check can alert on it.
+pub async fn health_json(
+    State(st): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, PortalError> {
+    let by_token = crate::portal::metrics_token_ok(&st, &headers);
+    if !by_token {
+        if let Err(r) = require(&st, &session, |r| r == Role::Administrator).await? {
+            return Ok(if r.status().is_redirection() {
+                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
+            } else {
+                r
+            });
+        }
+    }
+    let health = gather(&st).await?;
+    let status = if health.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, axum::Json(health)).into_response())
+}

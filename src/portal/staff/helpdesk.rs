@@ -1,0 +1,350 @@
+//! The helpdesk: find a person within one's scope, see their state and methods, and reset,
+//! unlock, force a change or revoke a method. Every act goes through the relay like a
+//! self-service one, ends in one outcome, is audited with the staff member as actor, and is
+//! refused for people outside the scope (who are not even found), for protected accounts
+//! (unless the role allows them) and for the staff member's own account.
+
+use super::{require, temporary_password, Staff};
+use crate::domain::{MsgId, NewPassword, Outcome};
+use crate::envelope::{Flags, Op};
+use crate::i18n::Tr;
+use crate::mail::Notice;
+use crate::portal::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, OutcomeView, PersonRow};
+use crate::portal::passwords::{self, By};
+use crate::portal::people::{self, Target};
+use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store::{self, audit::AuditRecord, staff::Role, users::UserRow};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+type PageResult = Result<Response, PortalError>;
+
+const PAGE_SIZE: i64 = 20;
+/// The session key of the one-use key of the person page's forms.
+const FORM_KEY: &str = "helpdesk_form_key";
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: u32,
+}
+
+pub async fn search(State(st): State<AppState>, session: Session, Query(sq): Query<SearchQuery>) -> PageResult {
+    let staff = match require(&st, &session, Role::acts_on_people).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let text = sq.q.trim().chars().take(100).collect::<String>();
+    let page = i64::from(sq.page.min(10_000));
+    let mut people = Vec::new();
+    let mut more = false;
+    if !text.is_empty() {
+        let mut rows = store::users::search(&st.db, &staff.scope, &text, page * PAGE_SIZE, PAGE_SIZE + 1).await?;
+        more = rows.len() as i64 > PAGE_SIZE;
+        rows.truncate(PAGE_SIZE as usize);
+        people = rows.iter().map(PersonRow::from).collect();
+    }
+    let view = HelpdeskSearchPage {
+        tr: Tr::current(),
+        csrf: csrf::token(&session).await?,
+        staff: staff.row.display_name.clone(),
+        role: staff.role,
+        q: text,
+        page: page as u32,
+        people,
+        more,
+    };
+    Ok(view.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PersonQuery {
+    d: String,
+    a: String,
+}
+
+/// The person, if they exist and are within the staff member's scope (anyone else is "not
+/// found", exactly like someone who does not exist).
+async fn in_scope(st: &AppState, staff: &Staff, directory: &str, anchor: &str) -> Result<Option<UserRow>, PortalError> {
+    Ok(store::users::get(&st.db, directory, anchor).await?.filter(|p| staff.scope.covers(p)))
+}
+
+fn not_found() -> Response {
+    let tr = Tr::current();
+    let page = crate::portal::pages::ErrorPage {
+        tr,
+        title: tr.t("helpdesk.not_found_title").into(),
+        message: tr.t("helpdesk.not_found").into(),
+        support_code: SupportCode::new().0,
+    };
+    (axum::http::StatusCode::NOT_FOUND, page).into_response()
+}
+
+pub async fn person(State(st): State<AppState>, session: Session, Query(pq): Query<PersonQuery>) -> PageResult {
+    let staff = match require(&st, &session, Role::acts_on_people).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let Some(row) = in_scope(&st, &staff, &pq.d, &pq.a).await? else { return Ok(not_found()) };
+    person_page(&st, &session, &staff, &row, None).await
+}
+
+async fn person_page(
+    st: &AppState,
+    session: &Session,
+    staff: &Staff,
+    row: &UserRow,
+    outcome: Option<OutcomeView>,
+) -> PageResult {
+    let target = people::target_of(st, row).await?;
+    let p = target.person();
+    let form_key = MsgId::random().to_string();
+    session.insert(FORM_KEY, &form_key).await?;
+    let totp = store::security::totp(&st.db, p).await?.is_some_and(|t| t.confirmed);
+    let questions = store::security::answers(&st.db, p).await?.len();
+    let alternate = store::security::alternate_email(&st.db, p).await?;
+    let audit = store::audit::for_person(&st.db, &row.directory, &row.anchor, 10).await?;
+    let view = HelpdeskPersonPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        staff: staff.row.display_name.clone(),
+        role: staff.role,
+        person: PersonRow::from(row),
+        kind: target.kind.as_str(),
+        groups: row.groups(),
+        synced_at: crate::portal::pages::utc(row.synced_at),
+        form_key,
+        authenticator: totp,
+        questions,
+        alternate_email: alternate.is_some(),
+        may_reset: !row.protected || staff.row.may_reset_protected,
+        itself: is_self(staff, &target),
+        audit: audit.into_iter().map(Into::into).collect(),
+        outcome,
+    };
+    Ok(view.into_response())
+}
+
+/// Whether the person is the staff member themself (same user name or address): staff do not
+/// act on their own account through the helpdesk.
+fn is_self(staff: &Staff, target: &Target) -> bool {
+    let same_mail = match (&staff.row.email, &target.email) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    };
+    staff.row.username.eq_ignore_ascii_case(&target.username) || same_mail
+}
+
+#[derive(Deserialize)]
+pub struct ActForm {
+    csrf: String,
+    d: String,
+    a: String,
+    form_key: String,
+    /// `reset`, `unlock`, `require_change` or `revoke`.
+    act: String,
+    /// For a reset: `generate` (the default) or `type`.
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    password: Option<SecretString>,
+    #[serde(default)]
+    confirm: Option<SecretString>,
+    /// Checkboxes: present when ticked.
+    #[serde(default)]
+    must_change: Option<String>,
+    #[serde(default)]
+    unlock: Option<String>,
+    /// For a revoke: `authenticator`, `questions` or `email`.
+    #[serde(default)]
+    method: String,
+}
+
+/// What an act did, for its page and audit row.
+struct Done {
+    operation: &'static str,
+    outcome: Outcome,
+    raw: String,
+    temporary: Option<SecretString>,
+}
+
+pub async fn act(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<ActForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let staff = match require(&st, &session, Role::acts_on_people).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let Some(row) = in_scope(&st, &staff, &f.d, &f.a).await? else { return Ok(not_found()) };
+    let target = people::target_of(&st, &row).await?;
+    let tr = Tr::current();
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    let actor = staff.actor();
+    let done = match decide(&st, &session, &staff, &target, &row, &f, &actor, &support, now).await? {
+        Ok(done) => done,
+        Err(page) => return Ok(page),
+    };
+    let rec = AuditRecord {
+        at: st.clock.now(),
+        actor: actor.clone(),
+        operation: done.operation.into(),
+        directory: Some(row.directory.clone()),
+        anchor: Some(row.anchor.clone()),
+        target: Some(row.username.clone()),
+        outcome_code: done.outcome.code().0.into(),
+        raw: done.raw.clone(),
+        support_code: support.0.clone(),
+        client: Some(client.ip().to_string()),
+    };
+    tracing::info!(operation = %rec.operation, actor = %actor, outcome = %rec.outcome_code, support_code = %support, raw = %rec.raw, "audit");
+    st.hub.metrics.attempt(done.operation, &done.outcome);
+    store::audit::record(&st.db, &rec).await?;
+    if done.outcome.is_success() {
+        match done.operation {
+            "helpdesk.reset" => people::notify(&st, &target, now, Notice::Reset),
+            "helpdesk.unlock" => people::notify(&st, &target, now, Notice::Unlocked),
+            _ => {}
+        }
+    }
+    let title = match done.operation {
+        "helpdesk.reset" => "helpdesk.reset_title",
+        "helpdesk.unlock" => "helpdesk.unlock_title",
+        "helpdesk.require_change" => "helpdesk.require_change_title",
+        _ => "helpdesk.revoke_title",
+    };
+    let view = HelpdeskDonePage {
+        tr,
+        csrf: csrf::token(&session).await?,
+        staff: staff.row.display_name.clone(),
+        role: staff.role,
+        title: tr.t(title).into(),
+        person: PersonRow::from(&row),
+        success: done.outcome.is_success(),
+        outcome: OutcomeView::new(&done.outcome, &support),
+        temporary: done.temporary.as_ref().filter(|_| done.outcome.is_success()).map(|t| t.expose_secret().to_string()),
+        must_change: f.must_change.is_some() && done.operation == "helpdesk.reset",
+    };
+    Ok(support.tag(view))
+}
+
+/// Runs the act the form asks for, or refuses it. `Err` is a page to show instead (the form
+/// had a mistake to correct; nothing was done).
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    st: &AppState,
+    session: &Session,
+    staff: &Staff,
+    target: &Target,
+    row: &UserRow,
+    f: &ActForm,
+    actor: &str,
+    support: &SupportCode,
+    now: i64,
+) -> Result<Result<Done, Response>, PortalError> {
+    let operation = match f.act.as_str() {
+        "reset" => "helpdesk.reset",
+        "unlock" => "helpdesk.unlock",
+        "require_change" => "helpdesk.require_change",
+        "revoke" => "helpdesk.revoke",
+        _ => return Ok(Err(axum::http::StatusCode::BAD_REQUEST.into_response())),
+    };
+    let refuse = |raw: &str| Ok(Ok(Done { operation, outcome: Outcome::Protected, raw: raw.into(), temporary: None }));
+    if is_self(staff, target) {
+        return refuse("staff may not act on their own account through the helpdesk");
+    }
+    if row.protected && !staff.row.may_reset_protected && operation != "helpdesk.revoke" {
+        return refuse("a protected account, and this role may not act on protected accounts");
+    }
+    // The form is used once: a double submit (or the back button) never acts twice.
+    let expected = session.remove::<String>(FORM_KEY).await?;
+    let msg_id = match MsgId::parse(&f.form_key) {
+        Ok(id) if expected.as_deref() == Some(f.form_key.as_str()) => id,
+        _ => return Ok(Err(already_sent(st, session, staff, row).await?)),
+    };
+    if operation == "helpdesk.revoke" {
+        let p = target.person();
+        let method = match f.method.as_str() {
+            "authenticator" => store::security::remove_totp(&st.db, p).await.map(|_| "authenticator"),
+            "questions" => store::security::remove_answers(&st.db, p).await.map(|_| "security questions"),
+            "email" => store::security::remove_alternate_email(&st.db, p).await.map(|_| "alternate e-mail"),
+            _ => return Ok(Err(axum::http::StatusCode::BAD_REQUEST.into_response())),
+        }?;
+        return Ok(Ok(Done {
+            operation,
+            outcome: Outcome::Success,
+            raw: format!("revoked: {method}"),
+            temporary: None,
+        }));
+    }
+    let op = match operation {
+        "helpdesk.reset" => Op::Reset,
+        "helpdesk.unlock" => Op::Unlock,
+        _ => Op::RequireChange,
+    };
+    let claim = store::writebacks::Claim {
+        msg_id: msg_id.as_str(),
+        directory: &target.directory,
+        anchor: &target.anchor,
+        op: match op {
+            Op::Reset => "reset",
+            Op::Unlock => "unlock",
+            _ => "require_change",
+        },
+        support_code: &support.0,
+        now,
+    };
+    let flags = Flags { must_change: f.must_change.is_some(), unlock: f.unlock.is_some() };
+    let by = By { actor, flags };
+    if op != Op::Reset {
+        if !store::writebacks::claim(&st.db, &claim).await? {
+            return Ok(Err(already_sent(st, session, staff, row).await?));
+        }
+        let result = passwords::relay(st, by, target, msg_id.clone(), op, (None, None), now).await?;
+        store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+        return Ok(Ok(Done { operation, outcome: result.outcome, raw: result.raw, temporary: None }));
+    }
+    let (password, generated) = if f.mode == "type" {
+        let (Some(p), Some(c)) = (f.password.clone(), f.confirm.as_ref()) else {
+            return Ok(Err(axum::http::StatusCode::BAD_REQUEST.into_response()));
+        };
+        match NewPassword::parse(p, c) {
+            Ok(p) => (p, None),
+            Err(e) => {
+                let shown =
+                    OutcomeView { message: e.text(Tr::current()), ..OutcomeView::new(&Outcome::Refused, support) };
+                return Ok(Err(person_page(st, session, staff, row, Some(shown)).await?));
+            }
+        }
+    } else {
+        let t = temporary_password();
+        (NewPassword::parse(t.clone(), &t).map_err(|e| anyhow::anyhow!("generated password refused: {e:?}"))?, Some(t))
+    };
+    if !store::writebacks::claim(&st.db, &claim).await? {
+        return Ok(Err(already_sent(st, session, staff, row).await?));
+    }
+    let result = passwords::apply_by(st, by, target, msg_id.clone(), &password, None, now).await?;
+    drop(password);
+    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+    let raw = format!("{} (must_change={} unlock={})", result.raw, flags.must_change, flags.unlock);
+    Ok(Ok(Done { operation, outcome: result.outcome, raw, temporary: generated }))
+}
+
+/// The person page again, saying the form was sent already (nothing more was done).
+async fn already_sent(st: &AppState, session: &Session, staff: &Staff, row: &UserRow) -> PageResult {
+    let shown = OutcomeView {
+        message: Tr::current().t("password.already_sent").into(),
+        ..OutcomeView::new(&Outcome::Refused, &SupportCode::new())
+    };
+    person_page(st, session, staff, row, Some(shown)).await
+}

@@ -1,0 +1,162 @@
+//! Staff pages: the helpdesk (search people in scope, reset, unlock, force a change, revoke a
+//! method), the audit log, writeback health and staff accounts. Staff sign in with a password and
+//! an authenticator code; their sessions are short, end when their role changes, and can be ended
+//! everywhere at once. Role and scope are read from the database on every request, never trusted
+//! from the session.
+
+mod admin;
+mod audit;
+mod health;
+mod helpdesk;
+mod signin;
+
+pub use admin::{add_staff, create_staff, reset_staff, staff_list, Credentials, StaffSpec};
+pub use audit::{audit_csv, audit_page, AuditQuery};
+pub use health::{health_json, health_page, Health};
+pub use helpdesk::{act, person, search};
+pub use signin::{signin, signin_form, signout, signout_everywhere};
+
+use super::{paths, AppState, PortalError};
+use crate::store::staff::{Role, StaffRow};
+use crate::store::users::Scope;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+const STAFF: &str = "staff";
+/// A staff session ends after this long without a request…
+const IDLE_SECS: i64 = 15 * 60;
+/// …and this long after sign-in, whatever happens.
+const ABSOLUTE_SECS: i64 = 8 * 60 * 60;
+
+/// What a staff session holds: whose it is and which of their epochs (raising the epoch ends it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StaffSession {
+    id: String,
+    epoch: i64,
+    at: i64,
+    seen: i64,
+}
+
+/// A signed-in staff member, as the database says now.
+pub(crate) struct Staff {
+    pub row: StaffRow,
+    pub role: Role,
+    pub scope: Scope,
+}
+
+impl Staff {
+    /// The actor named in audit rows and sealed requests.
+    pub fn actor(&self) -> String {
+        format!("staff:{}", self.row.username)
+    }
+}
+
+/// The staff member signed in on this session, if the session is still good: the account
+/// exists, is enabled, its epoch is the session's, and neither time limit has passed. Whatever
+/// fails, the session forgets the staff member.
+async fn current(st: &AppState, session: &Session) -> Result<Option<Staff>, PortalError> {
+    let Some(mut s) = session.get::<StaffSession>(STAFF).await? else { return Ok(None) };
+    let now = st.clock.now();
+    let row = crate::store::staff::get(&st.db, &s.id).await?;
+    let good = row.filter(|r| {
+        r.enabled() && r.session_epoch == s.epoch && now - s.seen < IDLE_SECS && now - s.at < ABSOLUTE_SECS
+    });
+    let staff = good.and_then(|row| Some(Staff { role: row.role()?, scope: row.scope()?, row }));
+    match staff {
+        Some(staff) => {
+            s.seen = now;
+            session.insert(STAFF, &s).await?;
+            Ok(Some(staff))
+        }
+        None => {
+            session.remove::<StaffSession>(STAFF).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The signed-in staff member if their role passes `allowed`; else the sign-in page (nobody
+/// signed in) or a plain 403 (signed in, not allowed).
+pub(crate) async fn require(
+    st: &AppState,
+    session: &Session,
+    allowed: fn(Role) -> bool,
+) -> Result<Result<Staff, Response>, PortalError> {
+    match current(st, session).await? {
+        Some(staff) if allowed(staff.role) => Ok(Ok(staff)),
+        Some(_) => Ok(Err(forbidden())),
+        None => Ok(Err(Redirect::to(paths::STAFF_SIGNIN).into_response())),
+    }
+}
+
+fn forbidden() -> Response {
+    let tr = crate::i18n::Tr::current();
+    let page = super::pages::ErrorPage {
+        tr,
+        title: tr.t("staff.forbidden_title").into(),
+        message: tr.t("staff.forbidden").into(),
+        support_code: super::SupportCode::new().0,
+    };
+    (axum::http::StatusCode::FORBIDDEN, page).into_response()
+}
+
+/// Starts a staff session: a new session id, nothing of a person's flows left in it.
+async fn begin(session: &Session, row: &StaffRow, now: i64) -> Result<(), PortalError> {
+    session.clear().await;
+    session.cycle_id().await?;
+    session.insert(STAFF, StaffSession { id: row.id.clone(), epoch: row.session_epoch, at: now, seen: now }).await?;
+    Ok(())
+}
+
+/// A random password that meets any sensible directory policy (16 characters with upper- and
+/// lower-case letters, digits and symbols; nothing easily misread), for a temporary password
+/// shown once.
+pub(crate) fn temporary_password() -> secrecy::SecretString {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    const CLASSES: [&[u8]; 4] = [b"ABCDEFGHJKLMNPQRSTUVWXYZ", b"abcdefghijkmnopqrstuvwxyz", b"23456789", b"#%+-=?@_"];
+    let mut rng = rand::rngs::OsRng;
+    let mut chars = zeroize::Zeroizing::new(Vec::with_capacity(16));
+    for class in CLASSES {
+        chars.push(class[rng.gen_range(0..class.len())]);
+    }
+    let all: Vec<u8> = CLASSES.concat();
+    while chars.len() < 16 {
+        chars.push(all[rng.gen_range(0..all.len())]);
+    }
+    chars.shuffle(&mut rng);
+    secrecy::SecretString::from(String::from_utf8_lossy(&chars).into_owned())
+}
+
+/// The staff start page: where each role works.
+pub async fn home(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    session: Session,
+) -> Result<Response, PortalError> {
+    let staff = match require(&st, &session, |_| true).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let to = match staff.role {
+        Role::Administrator => paths::ADMIN_HEALTH,
+        Role::Helpdesk => paths::HELPDESK,
+        Role::Auditor => paths::AUDIT,
+    };
+    Ok(Redirect::to(to).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn temporary_passwords_meet_ad_complexity_and_differ() {
+        let a = temporary_password();
+        let b = temporary_password();
+        assert_eq!(a.expose_secret().len(), 16);
+        assert!(crate::domain::meets_ad_complexity(a.expose_secret(), "someone"));
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+}

@@ -1,0 +1,213 @@
+//! Staff accounts: helpdesk, administrators and auditors. Each has a password (argon2id) and an
+//! authenticator seed (encrypted under the data key, bound to the account); sessions name the
+//! account's epoch, so raising it ends them all.
+
+use super::users::Scope;
+use super::Db;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read-only: the audit log.
+    Auditor,
+    /// Reset, unlock, force a change and revoke methods, for the people in scope.
+    Helpdesk,
+    /// Everything, everyone: staff accounts, health, audit, and the helpdesk's acts.
+    Administrator,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "administrator" => Some(Role::Administrator),
+            "helpdesk" => Some(Role::Helpdesk),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Administrator => "administrator",
+            Role::Helpdesk => "helpdesk",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// May act on people (search, reset, unlock…).
+    pub fn acts_on_people(self) -> bool {
+        matches!(self, Role::Administrator | Role::Helpdesk)
+    }
+
+    /// May read the audit log.
+    pub fn reads_audit(self) -> bool {
+        matches!(self, Role::Administrator | Role::Auditor)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StaffRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub role: String,
+    pub scope_json: String,
+    pub may_reset_protected: bool,
+    pub password_hash: String,
+    pub totp_enc: Vec<u8>,
+    pub session_epoch: i64,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+impl StaffRow {
+    pub fn role(&self) -> Option<Role> {
+        Role::parse(&self.role)
+    }
+
+    /// The people this account may see and act on. An administrator sees everyone; a scope
+    /// that does not parse sees no one.
+    pub fn scope(&self) -> Option<Scope> {
+        match self.role()? {
+            Role::Administrator => Some(Scope::default()),
+            _ => serde_json::from_str(&self.scope_json).ok(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.disabled_at.is_none()
+    }
+}
+
+/// What is bound to a staff member's encrypted authenticator seed.
+pub fn totp_context(id: &str) -> String {
+    format!("staff_totp|{id}")
+}
+
+const COLUMNS: &str = "id, username, display_name, email, role, scope_json, may_reset_protected, password_hash, \
+                       totp_enc, session_epoch, created_at, disabled_at";
+
+pub struct NewStaff<'a> {
+    pub id: &'a str,
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub email: Option<&'a str>,
+    pub role: Role,
+    pub scope: &'a Scope,
+    pub may_reset_protected: bool,
+    pub password_hash: &'a str,
+    pub totp_enc: &'a [u8],
+}
+
+/// Adds a staff account; `false` when the user name is taken.
+pub async fn add(db: &Db, s: &NewStaff<'_>, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO staff (id, username, display_name, email, role, scope_json, may_reset_protected, \
+         password_hash, totp_enc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (username) DO NOTHING",
+    )
+    .bind(s.id)
+    .bind(s.username.to_lowercase())
+    .bind(s.display_name)
+    .bind(s.email)
+    .bind(s.role.as_str())
+    .bind(serde_json::to_string(s.scope).unwrap_or_else(|_| "{}".into()))
+    .bind(s.may_reset_protected)
+    .bind(s.password_hash)
+    .bind(s.totp_enc)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<StaffRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff WHERE id = ?")).bind(id).fetch_optional(db).await
+}
+
+pub async fn by_username(db: &Db, username: &str) -> sqlx::Result<Option<StaffRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff WHERE username = ?"))
+        .bind(username.to_lowercase())
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn all(db: &Db) -> sqlx::Result<Vec<StaffRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff ORDER BY username")).fetch_all(db).await
+}
+
+/// The addresses of every enabled administrator.
+pub async fn administrator_emails(db: &Db) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT email FROM staff WHERE role = 'administrator' AND disabled_at IS NULL AND email IS NOT NULL",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Records that a time step of the account's authenticator was used; `false` if it (or a later
+/// one) was used already: a code is never accepted twice.
+pub async fn use_totp_step(db: &Db, id: &str, step: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE staff SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
+        .bind(step)
+        .bind(id)
+        .bind(step)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Sets a new password (and, when given, a new authenticator) and ends every session of the
+/// account.
+pub async fn set_credentials(
+    db: &Db,
+    id: &str,
+    password_hash: &str,
+    totp_enc: Option<&[u8]>,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE staff SET password_hash = ?, totp_enc = COALESCE(?, totp_enc), \
+         totp_last_step = CASE WHEN ? IS NULL THEN totp_last_step ELSE 0 END, \
+         session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
+    )
+    .bind(password_hash)
+    .bind(totp_enc)
+    .bind(totp_enc)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Changes what the account may do; its sessions end, so the next sign-in starts afresh.
+pub async fn set_role(
+    db: &Db,
+    id: &str,
+    role: Role,
+    scope: &Scope,
+    may_reset_protected: bool,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE staff SET role = ?, scope_json = ?, may_reset_protected = ?, session_epoch = session_epoch + 1, \
+         updated_at = ? WHERE id = ?",
+    )
+    .bind(role.as_str())
+    .bind(serde_json::to_string(scope).unwrap_or_else(|_| "{}".into()))
+    .bind(may_reset_protected)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Ends every session of the account ("sign out everywhere").
+pub async fn end_sessions(db: &Db, id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE staff SET session_epoch = session_epoch + 1 WHERE id = ?").bind(id).execute(db).await?;
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! Staff: sign-in with an authenticator code, scoped helpdesk acts written back through the
+//! relay, the audit log and its export, writeback health. Real OpenLDAP, real agent, real SMTP.
+
+use crate::harness::{hidden, spawn_app, spawn_app_with, Options, TestApp, DIR_ID, METRICS_TOKEN};
+use passback::portal::gates::totp;
+use passback::store::staff::Role;
+use passback::store::users::Scope;
+use std::time::Duration;
+
+const PEOPLE_OU: &str = "ou=people,dc=example,dc=org";
+
+/// A staff account made as `passback staff add` makes it.
+pub struct StaffLogin {
+    pub username: String,
+    pub password: String,
+    pub seed: Vec<u8>,
+}
+
+impl StaffLogin {
+    /// The code the authenticator shows `steps` time steps from now (each code works once).
+    pub fn code(&self, app: &TestApp, steps: i64) -> String {
+        totp::code_at(&self.seed, app.clock.now() + steps * 30)
+    }
+}
+
+pub async fn add_staff(
+    app: &TestApp,
+    username: &str,
+    role: Role,
+    scope: Scope,
+    may_reset_protected: bool,
+) -> StaffLogin {
+    use secrecy::ExposeSecret;
+    let spec = passback::portal::staff::StaffSpec {
+        username: username.into(),
+        display_name: format!("{username} (staff)"),
+        email: Some(format!("{username}@staff.example.org")),
+        role,
+        scope,
+        may_reset_protected,
+    };
+    let creds = passback::portal::staff::create_staff(&app.db, &app.portal.data_key(), &spec, app.clock.now())
+        .await
+        .unwrap()
+        .expect("a new user name");
+    StaffLogin {
+        username: username.into(),
+        password: creds.password.expose_secret().to_string(),
+        seed: creds.seed.to_vec(),
+    }
+}
+
+fn client(app: &TestApp) -> reqwest::Client {
+    app.new_client()
+}
+
+async fn get(app: &TestApp, c: &reqwest::Client, path: &str) -> (u16, String) {
+    let r = c.get(format!("{}{path}", app.url)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn post(app: &TestApp, c: &reqwest::Client, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let r = c.post(format!("{}{path}", app.url)).form(form).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Signs `who` in on client `c` with the code `steps` steps from now; returns the page reached.
+pub async fn staff_signin(app: &TestApp, c: &reqwest::Client, who: &StaffLogin, steps: i64) -> String {
+    let (_, form) = get(app, c, "/staff/signin").await;
+    let csrf = hidden(&form, "csrf").unwrap();
+    let code = who.code(app, steps);
+    let fields = [("csrf", csrf.as_str()), ("username", &who.username), ("password", &who.password), ("code", &code)];
+    post(app, c, "/staff/signin", &fields).await.1
+}
+
+/// The person page's forms, and the one-use key they share.
+async fn person_page(app: &TestApp, c: &reqwest::Client, uid: &str) -> (u16, String) {
+    let anchor = app.anchor_of(uid).await;
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("d", DIR_ID)
+        .append_pair("a", &anchor)
+        .finish();
+    get(app, c, &format!("/helpdesk/person?{q}")).await
+}
+
+async fn act(app: &TestApp, c: &reqwest::Client, uid: &str, page: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let anchor = app.anchor_of(uid).await;
+    let csrf = hidden(page, "csrf").unwrap_or_default();
+    let key = hidden(page, "form_key").unwrap_or_else(|| "00000000000000000000000000000000".into());
+    let mut fields = vec![("csrf", csrf.as_str()), ("d", DIR_ID), ("a", anchor.as_str()), ("form_key", key.as_str())];
+    fields.extend_from_slice(extra);
+    post(app, c, "/helpdesk/act", &fields).await
+}
+
+fn temporary_password(page: &str) -> String {
+    let marker = "<p class=\"secret\" id=\"temporary\"><code>";
+    let start = page.find(marker).expect("the temporary password is shown") + marker.len();
+    let end = page[start..].find("</code>").unwrap() + start;
+    html_unescape(&page[start..end])
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&#43;", "+")
+        .replace("&#61;", "=")
+        .replace("&#35;", "#")
+        .replace("&#37;", "%")
+        .replace("&#64;", "@")
+        .replace("&#x2b;", "+")
+        .replace("&#x3d;", "=")
+        .replace("&amp;", "&")
+        .replace("&#x23;", "#")
+        .replace("&#x40;", "@")
+}
+
+fn support_code_of(page: &str) -> String {
+    let i = page.find("support code ").expect("a support code on the page") + "support code ".len();
+    page[i..i + 11].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_sign_in_needs_the_password_and_an_unused_authenticator_code() {
+    let app = spawn_app().await;
+    let who = add_staff(&app, "hd-sign", Role::Helpdesk, Scope::default(), false).await;
+    let c = client(&app);
+    let (status, _) = get(&app, &c, "/helpdesk").await;
+    assert_eq!(status, 200, "redirected to the sign-in page");
+    let wrong_code = StaffLogin { seed: totp::new_seed().to_vec(), ..who.clone_login() };
+    let page = staff_signin(&app, &c, &wrong_code, 0).await;
+    assert!(page.contains("The user name, password or code is wrong"), "{page}");
+    let wrong_password = StaffLogin { password: "not-it".into(), ..who.clone_login() };
+    assert!(staff_signin(&app, &c, &wrong_password, 0).await.contains("is wrong"));
+    let page = staff_signin(&app, &c, &who, 0).await;
+    assert!(page.contains("Find a person"), "signed in, at the helpdesk: {page}");
+    // The same code again, on another device: refused (a code works once).
+    let other = client(&app);
+    assert!(staff_signin(&app, &other, &who, 0).await.contains("is wrong"));
+    let audit = app.audit().await;
+    let signins: Vec<_> = audit.iter().filter(|r| r.operation == "staff.signin").collect();
+    assert_eq!(signins.iter().filter(|r| r.outcome_code == "PB-0000").count(), 1);
+    assert_eq!(signins.iter().filter(|r| r.outcome_code == "PB-4001").count(), 3);
+    assert!(signins.iter().all(|r| !r.raw.contains(&who.password)));
+}
+
+impl StaffLogin {
+    fn clone_login(&self) -> StaffLogin {
+        StaffLogin { username: self.username.clone(), password: self.password.clone(), seed: self.seed.clone() }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpdesk_resets_a_person_in_scope_who_must_then_choose_their_own_password() {
+    let app = spawn_app().await;
+    let who = add_staff(
+        &app,
+        "hd-reset",
+        Role::Helpdesk,
+        Scope { base_dns: vec![PEOPLE_OU.into()], ..Default::default() },
+        false,
+    )
+    .await;
+    let c = client(&app);
+    staff_signin(&app, &c, &who, 0).await;
+    let (_, found) = get(&app, &c, "/helpdesk?q=alic").await;
+    assert!(found.contains(">alice</a>"), "{found}");
+    let (status, page) = person_page(&app, &c, "alice").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("uid=alice,ou=people,dc=example,dc=org"), "{page}");
+    let (_, done) =
+        act(&app, &c, "alice", &page, &[("act", "reset"), ("mode", "generate"), ("must_change", "on")]).await;
+    assert!(done.contains("PB-0000"), "{done}");
+    let temporary = temporary_password(&done);
+    assert!(app.bind_works("alice", &temporary).await, "the directory has the temporary password");
+    app.wait_for_mail("Your password was reset").await;
+    // The same form again (double submit): nothing more is written.
+    let (_, again) = act(&app, &c, "alice", &page, &[("act", "reset"), ("mode", "generate")]).await;
+    assert!(again.contains("already"), "{again}");
+    assert!(app.bind_works("alice", &temporary).await);
+
+    // Alice signs in with it and is made to change it first.
+    let person = client(&app);
+    let (_, form) = get(&app, &person, "/signin").await;
+    let csrf = hidden(&form, "csrf").unwrap();
+    let (_, page) =
+        post(&app, &person, "/signin", &[("csrf", &csrf), ("login", "alice"), ("password", &temporary)]).await;
+    assert!(page.contains("name=\"form_key\""), "the must-change form: {page}");
+    let key = hidden(&page, "form_key").unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let mine = "Own-choice-77";
+    let fields =
+        [("csrf", csrf.as_str()), ("form_key", &key), ("current", &temporary), ("password", mine), ("confirm", mine)];
+    let (_, page) = post(&app, &person, "/signin/expired", &fields).await;
+    assert!(page.contains("Security info"), "changed, and signed in: {page}");
+    assert!(app.bind_works("alice", mine).await, "the directory shows her own password");
+    assert!(!app.bind_works("alice", &temporary).await);
+
+    let audit = app.audit().await;
+    let reset = audit.iter().find(|r| r.operation == "helpdesk.reset" && r.outcome_code == "PB-0000").unwrap();
+    assert_eq!(reset.actor, "staff:hd-reset");
+    assert_eq!(reset.target.as_deref(), Some("alice"));
+    assert!(reset.raw.contains("must_change=true"), "{}", reset.raw);
+    assert!(audit.iter().all(|r| !r.raw.contains(&temporary)), "the temporary password is in no audit row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_are_refused() {
+    let app = spawn_app().await;
+    let narrow = Scope { base_dns: vec!["ou=elsewhere,dc=example,dc=org".into()], ..Default::default() };
+    let outsider = add_staff(&app, "hd-narrow", Role::Helpdesk, narrow, false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &outsider, 0).await;
+    let (_, found) = get(&app, &c, "/helpdesk?q=bob").await;
+    assert!(found.contains("Nobody you may act on matches"), "{found}");
+    let (status, _) = person_page(&app, &c, "bob").await;
+    assert_eq!(status, 404);
+    // A forged act on bob (no page of his was ever shown): not found, nothing written.
+    let (_, any_page) = get(&app, &c, "/helpdesk").await;
+    let (status, _) = act(&app, &c, "bob", &any_page, &[("act", "reset"), ("mode", "generate")]).await;
+    assert_eq!(status, 404);
+    assert!(app.bind_works("bob", passback::sandbox::INITIAL_USER_PASSWORD).await);
+
+    // A group scope: bob is in no group.
+    let grouped =
+        Scope { groups: vec!["cn=helpdesk-managed,ou=groups,dc=example,dc=org".into()], ..Default::default() };
+    let by_group = add_staff(&app, "hd-group", Role::Helpdesk, grouped, false).await;
+    let g = client(&app);
+    staff_signin(&app, &g, &by_group, 0).await;
+    assert!(get(&app, &g, "/helpdesk?q=bob").await.1.contains("Nobody you may act on"));
+
+    // Everyone in scope, but bob is a protected account (as a sync of AD marks Domain Admins).
+    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'bob'").execute(&app.db).await.unwrap();
+    let wide = add_staff(&app, "carol", Role::Helpdesk, Scope::default(), false).await;
+    let w = client(&app);
+    staff_signin(&app, &w, &wide, 0).await;
+    let (_, page) = person_page(&app, &w, "bob").await;
+    assert!(page.contains("This is a protected account"), "{page}");
+    let (_, done) = act(&app, &w, "bob", &page, &[("act", "reset"), ("mode", "generate"), ("must_change", "on")]).await;
+    assert!(done.contains("PB-3002"), "{done}");
+    assert!(app.bind_works("bob", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
+    // The staff member "carol" and the person carol are one: not through the helpdesk.
+    let (_, page) = person_page(&app, &w, "carol").await;
+    assert!(page.contains("This is your own account"), "{page}");
+    let (_, done) = act(&app, &w, "carol", &page, &[("act", "unlock")]).await;
+    assert!(done.contains("PB-3002"), "{done}");
+    let refused = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.operation.starts_with("helpdesk.") && r.outcome_code == "PB-3002")
+        .count();
+    assert_eq!(refused, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_export_holds_every_act_and_a_support_code_finds_its_row() {
+    let app = spawn_app().await;
+    let hd = add_staff(&app, "hd-audit", Role::Helpdesk, Scope::default(), false).await;
+    let auditor = add_staff(&app, "auditor", Role::Auditor, Scope::default(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &hd, 0).await;
+    // A reset the directory refuses (too short for its policy), one it accepts, an unlock, a
+    // forced change.
+    let (_, page) = person_page(&app, &c, "dave").await;
+    let (_, refused) =
+        act(&app, &c, "dave", &page, &[("act", "reset"), ("mode", "type"), ("password", "ab1"), ("confirm", "ab1")])
+            .await;
+    assert!(refused.contains("PB-2001"), "{refused}");
+    let refused_code = support_code_of(&refused);
+    let (_, page) = person_page(&app, &c, "dave").await;
+    let (_, ok) = act(
+        &app,
+        &c,
+        "dave",
+        &page,
+        &[("act", "reset"), ("mode", "type"), ("password", "Typed-by-hd-42"), ("confirm", "Typed-by-hd-42")],
+    )
+    .await;
+    assert!(ok.contains("PB-0000"), "{ok}");
+    assert!(!ok.contains("Typed-by-hd-42"), "a typed password is not shown back");
+    let (_, page) = person_page(&app, &c, "dave").await;
+    assert!(act(&app, &c, "dave", &page, &[("act", "unlock")]).await.1.contains("PB-0000"));
+    let (_, page) = person_page(&app, &c, "dave").await;
+    assert!(act(&app, &c, "dave", &page, &[("act", "require_change")]).await.1.contains("PB-0000"));
+    // The helpdesk may not read the audit log; the auditor may not act.
+    assert_eq!(get(&app, &c, "/audit").await.0, 403);
+    let a = client(&app);
+    staff_signin(&app, &a, &auditor, 0).await;
+    assert_eq!(get(&app, &a, "/helpdesk?q=dave").await.0, 403);
+
+    let (_, found) = get(&app, &a, &format!("/audit?support_code={refused_code}")).await;
+    assert!(found.contains("helpdesk.reset") && found.contains("PB-2001"), "{found}");
+    let r = a.get(format!("{}/audit.csv?operation=helpdesk.", app.url)).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    for (op, code) in [
+        ("helpdesk.reset", "PB-2001"),
+        ("helpdesk.reset", "PB-0000"),
+        ("helpdesk.unlock", "PB-0000"),
+        ("helpdesk.require_change", "PB-0000"),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("\"{op}\""))
+                && l.contains(&format!("\"{code}\""))
+                && l.contains("\"staff:hd-audit\"")),
+            "{op} {code} in {csv}"
+        );
+    }
+    assert!(!csv.contains("Typed-by-hd-42"));
+
+    // An error page's support code finds its row too (a form without its CSRF token).
+    let forged = [
+        ("csrf", "forged"),
+        ("form_key", "x"),
+        ("login", "dave"),
+        ("current", "x"),
+        ("password", "x"),
+        ("confirm", "x"),
+    ];
+    let (status, page) = post(&app, &client(&app), "/change", &forged).await;
+    assert_eq!(status, 403);
+    let i = page.find("<strong>").unwrap() + 8;
+    let code = &page[i..i + 11];
+    let (_, found) = get(&app, &a, &format!("/audit?support_code={code}")).await;
+    assert!(found.contains("error.csrf"), "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_agent_turns_the_health_page_red_within_two_heartbeats() {
+    let app = spawn_app_with(Options { ping_interval_secs: 2, ..Default::default() }).await;
+    let admin = add_staff(&app, "admin", Role::Administrator, Scope::default(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &admin, 0).await;
+    let (_, page) = get(&app, &c, "/admin/health").await;
+    assert!(page.contains("data-ok=\"true\"") && page.contains("is up and running"), "{page}");
+    let json = |token: Option<&'static str>| {
+        let (client, url) = (
+            reqwest::Client::builder()
+                .use_preconfigured_tls((*passback::tls::client_config(Some(&app.ca.ca_file)).unwrap()).clone())
+                .build()
+                .unwrap(),
+            format!("{}/admin/health.json", app.url),
+        );
+        async move {
+            let mut req = client.get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(json(None).await.0, 401, "the JSON needs a session or the token");
+    let (status, body) = json(Some(METRICS_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["agents"][0]["version"].is_string() && v["agents"][0]["next_rollover"].is_i64(), "{v}");
+
+    app.signal_agent("STOP");
+    let stopped = std::time::Instant::now();
+    let mut red = None;
+    while stopped.elapsed() < Duration::from_secs(10) {
+        let (_, page) = get(&app, &c, "/admin/health").await;
+        if page.contains("data-ok=\"false\"") {
+            red = Some((stopped.elapsed(), page));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (after, page) = red.expect("the page turns red");
+    assert!(after <= Duration::from_secs(2 * 2 + 1), "red after {after:?}: within two heartbeat intervals");
+    assert!(page.contains("no live agent") && page.contains("down"), "{page}");
+    let (status, body) = json(Some(METRICS_TOKEN)).await;
+    assert_eq!(status, 503, "{body}");
+    let r = app.client.get(format!("{}/metrics", app.url)).bearer_auth(METRICS_TOKEN).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("passback_live_agents 0"));
+    app.signal_agent("CONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_reset() {
+    let app = spawn_app().await;
+    let admin = add_staff(&app, "admin1", Role::Administrator, Scope::default(), false).await;
+    let admin2 = add_staff(&app, "admin2", Role::Administrator, Scope::default(), false).await;
+    let hd = add_staff(&app, "hd-lost", Role::Helpdesk, Scope::default(), false).await;
+    let (phone, laptop) = (client(&app), client(&app));
+    staff_signin(&app, &phone, &hd, -1).await;
+    staff_signin(&app, &laptop, &hd, 0).await;
+    assert!(get(&app, &phone, "/helpdesk").await.1.contains("Find a person"));
+    let (_, page) = get(&app, &laptop, "/helpdesk").await;
+    let csrf = hidden(&page, "csrf").unwrap();
+    post(&app, &laptop, "/staff/signout-everywhere", &[("csrf", &csrf)]).await;
+    assert!(get(&app, &phone, "/helpdesk").await.1.contains("Staff sign-in"), "the other session ended too");
+
+    // The helpdesk member lost their phone: an administrator gives them a new sign-in.
+    let c = client(&app);
+    staff_signin(&app, &c, &admin, 0).await;
+    let id: String =
+        sqlx::query_scalar("SELECT id FROM staff WHERE username = 'hd-lost'").fetch_one(&app.db).await.unwrap();
+    let (_, list) = get(&app, &c, "/admin/staff").await;
+    let csrf = hidden(&list, "csrf").unwrap();
+    let (_, shown) = post(&app, &c, "/admin/staff/reset", &[("csrf", &csrf), ("id", &id)]).await;
+    assert!(shown.contains("staff-password"), "{shown}");
+    app.wait_for_mail("Staff sign-in reset: hd-lost").await;
+    let to: Vec<String> = app
+        .mailbox
+        .all()
+        .iter()
+        .filter(|m| m.subject() == "Staff sign-in reset: hd-lost")
+        .flat_map(|m| m.to.clone())
+        .collect();
+    assert!(
+        to.contains(&"admin1@staff.example.org".to_string()) && to.contains(&"admin2@staff.example.org".to_string()),
+        "{to:?}"
+    );
+    // The old password no longer works.
+    assert!(staff_signin(&app, &client(&app), &hd, 1).await.contains("is wrong"));
+    let _ = admin2;
+}
