@@ -559,3 +559,84 @@ async fn a_sign_in_with_an_expired_password_leads_to_the_change_form() {
     assert!(audit.iter().any(|r| r.operation == "signin" && r.outcome_code == "PB-3009"), "{audit:#?}");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpdesk_staff_reset_a_password_in_a_browser_and_the_person_must_change_it() {
+    use crate::helpdesk::add_staff;
+    use passback::store::{staff::Role, users::Scope};
+    let app = spawn_app().await;
+    let scope = Scope { base_dns: vec!["ou=people,dc=example,dc=org".into()], ..Default::default() };
+    let staff = add_staff(&app, "helen", Role::Helpdesk, scope, false).await;
+    let browser = Browser::open(&app, "helpdesk").await;
+    browser.goto("/helpdesk").await;
+    assert_eq!(browser.path().await, "/staff/signin", "staff pages need a sign-in");
+    browser.check("staff-signin").await;
+    browser.fill("username", "helen").await;
+    browser.fill("password", &staff.password).await;
+    browser.fill("code", &staff.code(&app, 0)).await;
+    browser.press("Sign in").await;
+    assert_eq!(browser.path().await, "/helpdesk");
+    browser.check("helpdesk-search").await;
+    browser.fill("q", "dave").await;
+    browser.press("Search").await;
+    browser.check("helpdesk-results").await;
+    browser.press("dave").await;
+    assert!(browser.text().await.contains("uid=dave,ou=people,dc=example,dc=org"));
+    browser.check("helpdesk-person").await;
+    // Generated password and "must change" are the defaults.
+    browser.press("Reset password").await;
+    let text = browser.text().await;
+    assert!(text.contains("PB-0000"), "{text}");
+    browser.check("helpdesk-reset-done").await;
+    let temporary = browser.text_of("temporary").await;
+    assert_eq!(temporary.len(), 16, "{temporary}");
+    assert!(app.bind_works("dave", &temporary).await, "the directory has the temporary password");
+
+    // The person signs in with it and must choose their own first.
+    let person = Browser::open(&app, "helpdesk-person-signin").await;
+    let text = sign_in(&person, "dave", &temporary).await;
+    assert_eq!(person.path().await, "/signin/expired", "{text}");
+    person.fill("current", &temporary).await;
+    person.fill("password", NEW_PASSWORD).await;
+    person.fill("confirm", NEW_PASSWORD).await;
+    person.press("Change my password").await;
+    assert_eq!(person.path().await, "/account");
+    assert!(app.bind_works("dave", NEW_PASSWORD).await, "the directory shows the change");
+    assert!(!app.bind_works("dave", &temporary).await);
+    person.close().await;
+
+    // Someone outside helen's scope is not found; her own audit trail is there.
+    browser.goto("/helpdesk?q=admin").await;
+    assert!(browser.text().await.contains("Nobody you may act on matches"));
+    browser.goto("/audit").await;
+    assert!(browser.text().await.contains("Your staff role does not give access to this page"));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_pages_pass_the_accessibility_checks() {
+    use crate::helpdesk::add_staff;
+    use passback::store::{staff::Role, users::Scope};
+    let app = spawn_app().await;
+    let admin = add_staff(&app, "ada", Role::Administrator, Scope::default(), false).await;
+    let browser = Browser::open(&app, "admin").await;
+    browser.goto("/staff/signin").await;
+    browser.fill("username", "ada").await;
+    browser.fill("password", &admin.password).await;
+    browser.fill("code", &admin.code(&app, 0)).await;
+    browser.press("Sign in").await;
+    assert_eq!(browser.path().await, "/admin/health");
+    assert!(browser.text().await.contains("is up and running"));
+    browser.check("health").await;
+    browser.goto("/audit?operation=staff.").await;
+    assert!(browser.text().await.contains("staff.signin"));
+    browser.check("audit").await;
+    browser.goto("/admin/staff").await;
+    browser.check("staff-list").await;
+    browser.fill("username", "new-hd").await;
+    browser.fill("base_dns", "ou=people,dc=example,dc=org").await;
+    browser.press("Add").await;
+    assert!(browser.text().await.contains("Sign-in details, shown once"));
+    browser.check("staff-created").await;
+    browser.close().await;
+}
