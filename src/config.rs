@@ -549,6 +549,9 @@ pub struct AgentConfig {
     pub key_rotation_days: u64,
     pub key_grace_hours: u64,
     pub max_concurrent: usize,
+    /// Let staff whose role allows it reset protected (privileged) accounts through this agent.
+    /// Off by default: then no request from the portal can reset them, whatever its roles say.
+    pub protected_resets_by_staff: bool,
     pub directories: Vec<DirectoryConfig>,
 }
 
@@ -563,6 +566,7 @@ impl Default for AgentConfig {
             key_rotation_days: 180,
             key_grace_hours: 24,
             max_concurrent: 32,
+            protected_resets_by_staff: false,
             directories: Vec::new(),
         }
     }

@@ -62,6 +62,9 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
     if let Some(ca) = &cfg.portal_ca_file {
         text += &format!("portal_ca_file = {}\n", path_of(ca));
     }
+    if cfg.protected_resets_by_staff {
+        text += "protected_resets_by_staff = true\n";
+    }
     for d in &cfg.directories {
         let pw_file = dir.join(format!("ldap-bind-{}.pw", d.id));
         let pw = d.bind_password.as_ref().ok_or_else(|| anyhow::anyhow!("directory {}: no bind password", d.id))?;

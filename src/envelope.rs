@@ -195,6 +195,10 @@ pub struct Flags {
     /// After a reset: lift a lockout too (AD does not do so by itself).
     #[serde(default)]
     pub unlock: bool,
+    /// A reset by staff whose role may act on protected accounts. The agent honours it only when
+    /// its own configuration allows it too (`protected_resets_by_staff`).
+    #[serde(default)]
+    pub allow_protected: bool,
 }
 
 /// The plaintext of a request package. Passwords inside are still encrypted: under a key of

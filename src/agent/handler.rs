@@ -216,6 +216,9 @@ impl Agent {
                 }
             }
             (Op::Verify, _) => return dir.verify(&pkg.anchor, &new).await,
+            _ if pkg.flags.allow_protected && self.cfg.protected_resets_by_staff => {
+                dir.reset_protected(&pkg.anchor, &new).await
+            }
             _ => dir.reset(&pkg.anchor, &new).await,
         };
         if pkg.op == Op::Reset && answer.outcome.is_success() {

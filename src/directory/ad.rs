@@ -174,6 +174,18 @@ impl Ad {
     /// A reset (`old` is `None`) replaces `unicodePwd`; a change deletes the old value and adds
     /// the new one in one modify, which AD allows anyone to do who knows the old password.
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
+        self.set_password_with(anchor, old, new, false).await
+    }
+
+    /// [`Self::set_password`]; a reset of a protected account goes ahead when `allow_protected`
+    /// (a staff role and this agent's configuration both allow it).
+    pub(crate) async fn set_password_with(
+        &self,
+        anchor: &Anchor,
+        old: Option<&SecretString>,
+        new: &SecretString,
+        allow_protected: bool,
+    ) -> Answer {
         let server = match self.server().await {
             Ok(s) => s.clone(),
             Err(f) => return answer::failure(&f),
@@ -195,6 +207,9 @@ impl Ad {
         if old.is_none() {
             match &person.protection {
                 Some(Protection::None) => {}
+                Some(Protection::Protected(why)) if allow_protected => {
+                    notes.push(format!("protected account ({why}) reset as allowed for staff"));
+                }
                 Some(Protection::Protected(why)) => {
                     return Answer {
                         outcome: Outcome::Protected,
@@ -227,7 +242,7 @@ impl Ad {
                         policy: None,
                     }
                 }
-                (None, _) => notes.push("history not enforced on reset (no policy-hints control)"),
+                (None, _) => notes.push("history not enforced on reset (no policy-hints control)".to_string()),
             }
         }
 

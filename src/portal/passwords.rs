@@ -89,7 +89,7 @@ pub(crate) struct By<'a> {
 
 impl By<'static> {
     pub const SELF_SERVICE: By<'static> =
-        By { actor: "self-service", flags: Flags { must_change: false, unlock: false } };
+        By { actor: "self-service", flags: Flags { must_change: false, unlock: false, allow_protected: false } };
 }
 
 /// Sets `new` for `target`: a reset when `old` is `None`, else a change that first proves `old`.

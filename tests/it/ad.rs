@@ -561,3 +561,64 @@ async fn the_doctor_says_when_the_dcs_certificate_is_not_trusted() {
     assert!(row("TLS").fix.as_deref().unwrap().contains("ca_file"), "{checks:#?}");
     assert_eq!(row("service account bind").status, Status::NotChecked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helpdesk_resets_ad_people_in_scope_and_protected_ones_only_where_both_role_and_agent_allow() {
+    use crate::helpdesk::{act_in, add_staff, client, person_page_in, staff_signin, temporary_password};
+    use passback::store::{staff::Role, users::Scope};
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    let (admin_sam, admin_dn, _) = person(dc, None).await;
+    dc.add_to_group(&admin_dn, &format!("CN=Domain Admins,CN=Users,{}", dc.domain_dn)).await.unwrap();
+    let mut app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+    synced(&app, &admin_sam).await;
+    let staff_ou = format!("OU=Staff,{}", dc.domain_dn);
+    let scope = Scope { directories: vec![AD.into()], base_dns: vec![staff_ou.clone()], ..Default::default() };
+
+    // A helpdesk role in OU=Staff resets a person there, written by the DC with "must change".
+    let hd = add_staff(&app, "hd-ad", Role::Helpdesk, scope.clone(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &hd, 0).await;
+    let (_, page) = person_page_in(&app, &c, AD, &sam).await;
+    let (_, done) =
+        act_in(&app, &c, AD, &sam, &page, &[("act", "reset"), ("mode", "generate"), ("must_change", "on")]).await;
+    assert!(done.contains("PB-0000"), "{done}");
+    let temporary = temporary_password(&done);
+    assert!(!binds(dc, &dn, &temporary).await, "must change first: AD refuses the bind (data 773)");
+    let (dir, anchor) = directory_and_anchor(dc.directory_config(AD), &sam).await;
+    assert_eq!(dir.verify(&anchor, &secret(&temporary)).await.outcome, Outcome::MustChange);
+
+    // A Domain Admin (protected through its group): refused without touching the DC.
+    let (_, page) = person_page_in(&app, &c, AD, &admin_sam).await;
+    assert!(page.contains("This is a protected account"), "{page}");
+    let (_, done) = act_in(&app, &c, AD, &admin_sam, &page, &[("act", "reset"), ("mode", "generate")]).await;
+    assert!(done.contains("PB-3002"), "{done}");
+
+    // A role that may act on protected accounts: the agent still refuses unless configured to.
+    let senior = add_staff(&app, "hd-senior", Role::Helpdesk, scope, true).await;
+    let s = client(&app);
+    staff_signin(&app, &s, &senior, 0).await;
+    let (_, page) = person_page_in(&app, &s, AD, &admin_sam).await;
+    let (_, done) = act_in(&app, &s, AD, &admin_sam, &page, &[("act", "reset"), ("mode", "generate")]).await;
+    assert!(done.contains("PB-3002"), "the agent refuses: {done}");
+    assert!(binds(dc, &admin_dn, INITIAL_AD_PASSWORD).await, "nothing was written");
+    app.restart_agent_with(|cfg| cfg.protected_resets_by_staff = true).await;
+    app.wait_until_alive_for(AD).await;
+    let (_, page) = person_page_in(&app, &s, AD, &admin_sam).await;
+    let (_, done) = act_in(&app, &s, AD, &admin_sam, &page, &[("act", "reset"), ("mode", "generate")]).await;
+    assert!(done.contains("PB-0000"), "{done}");
+    assert!(binds(dc, &admin_dn, &temporary_password(&done)).await);
+    let audit = app.audit().await;
+    let rows: Vec<_> = audit
+        .iter()
+        .filter(|r| r.operation == "helpdesk.reset")
+        .map(|r| (r.actor.as_str(), r.outcome_code.as_str()))
+        .collect();
+    assert_eq!(
+        rows.iter().filter(|(a, o)| *a == "staff:hd-senior" && *o == "PB-3002").count()
+            + rows.iter().filter(|(a, o)| *a == "staff:hd-ad" && *o == "PB-3002").count(),
+        2,
+        "{rows:?}"
+    );
+}

@@ -50,7 +50,7 @@ pub async fn add_staff(
     }
 }
 
-fn client(app: &TestApp) -> reqwest::Client {
+pub fn client(app: &TestApp) -> reqwest::Client {
     app.new_client()
 }
 
@@ -75,24 +75,40 @@ pub async fn staff_signin(app: &TestApp, c: &reqwest::Client, who: &StaffLogin, 
 
 /// The person page's forms, and the one-use key they share.
 async fn person_page(app: &TestApp, c: &reqwest::Client, uid: &str) -> (u16, String) {
+    person_page_in(app, c, DIR_ID, uid).await
+}
+
+pub async fn person_page_in(app: &TestApp, c: &reqwest::Client, directory: &str, uid: &str) -> (u16, String) {
     let anchor = app.anchor_of(uid).await;
     let q = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("d", DIR_ID)
+        .append_pair("d", directory)
         .append_pair("a", &anchor)
         .finish();
     get(app, c, &format!("/helpdesk/person?{q}")).await
 }
 
 async fn act(app: &TestApp, c: &reqwest::Client, uid: &str, page: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    act_in(app, c, DIR_ID, uid, page, extra).await
+}
+
+pub async fn act_in(
+    app: &TestApp,
+    c: &reqwest::Client,
+    directory: &str,
+    uid: &str,
+    page: &str,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
     let anchor = app.anchor_of(uid).await;
     let csrf = hidden(page, "csrf").unwrap_or_default();
     let key = hidden(page, "form_key").unwrap_or_else(|| "00000000000000000000000000000000".into());
-    let mut fields = vec![("csrf", csrf.as_str()), ("d", DIR_ID), ("a", anchor.as_str()), ("form_key", key.as_str())];
+    let mut fields =
+        vec![("csrf", csrf.as_str()), ("d", directory), ("a", anchor.as_str()), ("form_key", key.as_str())];
     fields.extend_from_slice(extra);
     post(app, c, "/helpdesk/act", &fields).await
 }
 
-fn temporary_password(page: &str) -> String {
+pub fn temporary_password(page: &str) -> String {
     let marker = "<p class=\"secret\" id=\"temporary\"><code>";
     let start = page.find(marker).expect("the temporary password is shown") + marker.len();
     let end = page[start..].find("</code>").unwrap() + start;

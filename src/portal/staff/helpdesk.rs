@@ -304,7 +304,12 @@ async fn decide(
         support_code: &support.0,
         now,
     };
-    let flags = Flags { must_change: f.must_change.is_some(), unlock: f.unlock.is_some() };
+    let flags = Flags {
+        must_change: f.must_change.is_some(),
+        unlock: f.unlock.is_some(),
+        // Only reached for a protected account when the role allows it (checked above).
+        allow_protected: row.protected,
+    };
     let by = By { actor, flags };
     if op != Op::Reset {
         if !store::writebacks::claim(&st.db, &claim).await? {
