@@ -185,6 +185,9 @@ pub enum Op {
     Verify,
     /// Check the relay itself: the agent answers at once and touches nothing.
     Noop,
+    /// Read the account's state now (enabled, locked, must change, expired); nothing is written.
+    /// The answer's `raw` is an [`crate::domain::AccountState`] as JSON.
+    Inspect,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

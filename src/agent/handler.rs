@@ -200,6 +200,7 @@ impl Agent {
             Op::Unlock => return dir.change_account(&pkg.anchor, AccountChange::Unlock).await,
             Op::RequireChange => return dir.change_account(&pkg.anchor, AccountChange::MustChange(true)).await,
             Op::Noop => return Answer { outcome: Outcome::Success, raw: "no-op".into(), policy: None },
+            Op::Inspect => return dir.inspect(&pkg.anchor).await,
             Op::Reset | Op::Change | Op::Verify => {}
         }
         let (new, old) = match self.secrets(pkg, key_version).await {

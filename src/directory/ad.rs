@@ -44,6 +44,8 @@ const PSO_ATTRS: [&str; 4] = [
 ];
 const UF_ACCOUNTDISABLE: u32 = 0x2;
 const UF_LOCKOUT: u32 = 0x10;
+/// In `msDS-User-Account-Control-Computed`: the password has expired.
+const UF_PASSWORD_EXPIRED: u32 = 0x0080_0000;
 /// `DOMAIN_PASSWORD_COMPLEX` in `pwdProperties`.
 const DOMAIN_PASSWORD_COMPLEX: u32 = 0x1;
 
@@ -388,6 +390,27 @@ impl Ad {
             disabled: uac & UF_ACCOUNTDISABLE != 0,
             password_age_secs: number::<i64>(&entry, "pwdLastSet").and_then(filetime_age_secs),
             dn: entry.dn,
+        }))
+    }
+
+    /// The account's state now: enabled, locked out, must change, password expired.
+    pub(crate) async fn inspect(&self, anchor: &Anchor) -> Result<Option<crate::domain::AccountState>, Failure> {
+        let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
+        let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
+        let attrs = ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet"];
+        let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
+        if found.len() > 1 {
+            return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
+        }
+        Ok(found.pop().map(|entry| {
+            let uac: u32 = number(&entry, "userAccountControl").unwrap_or(0);
+            let computed: u32 = number(&entry, "msDS-User-Account-Control-Computed").unwrap_or(0);
+            crate::domain::AccountState {
+                enabled: uac & UF_ACCOUNTDISABLE == 0,
+                locked: computed & UF_LOCKOUT != 0,
+                must_change: number::<i64>(&entry, "pwdLastSet") == Some(0),
+                expired: Some(computed & UF_PASSWORD_EXPIRED != 0),
+            }
         }))
     }
 

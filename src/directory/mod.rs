@@ -155,6 +155,20 @@ impl Directory {
         answer
     }
 
+    /// The account's state now, as [`crate::domain::AccountState`] JSON in `raw`.
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
+    pub async fn inspect(&self, anchor: &Anchor) -> Answer {
+        let state = match &self.backend {
+            Backend::OpenLdap(d) => d.inspect(anchor).await,
+            Backend::Ad(d) => d.inspect(anchor).await,
+        };
+        match state {
+            Ok(Some(state)) => Answer { outcome: Outcome::Success, raw: state.to_raw(), policy: None },
+            Ok(None) => answer::not_found("anchor", anchor),
+            Err(f) => answer::failure(&f),
+        }
+    }
+
     /// The directory's default policy (OpenLDAP: `policy_dn`; AD: the domain's), if readable.
     pub async fn policy(&self) -> Option<PolicyFacts> {
         match &self.backend {

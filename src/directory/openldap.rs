@@ -223,6 +223,26 @@ impl OpenLdap {
         }
     }
 
+    /// The account's state now (ppolicy): locked (or disabled by a permanent lock), must change.
+    /// Expiry depends on the policy's `pwdMaxAge` and is not worked out here.
+    pub(crate) async fn inspect(&self, anchor: &Anchor) -> Result<Option<crate::domain::AccountState>, Failure> {
+        let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
+        let attrs = ["pwdAccountLockedTime", "pwdReset"];
+        let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
+        if found.len() > 1 {
+            return Err(Failure::Result { rc: 80, text: format!("entryUUID matches {} entries", found.len()) });
+        }
+        Ok(found.pop().map(|entry| {
+            let locked_time = first(&entry, "pwdAccountLockedTime");
+            crate::domain::AccountState {
+                enabled: locked_time != Some(PERMANENT_LOCK),
+                locked: locked_time.is_some(),
+                must_change: first(&entry, "pwdReset") == Some("TRUE"),
+                expired: None,
+            }
+        }))
+    }
+
     /// Looks the anchor up under every base DN, within the same scope as the sync.
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);

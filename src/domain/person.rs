@@ -64,3 +64,26 @@ impl UserKind {
         [UserKind::CloudOnly, UserKind::HashSynced, UserKind::Federated].into_iter().find(|k| k.as_str() == s)
     }
 }
+
+/// A person's account as the directory has it right now (the helpdesk's live view). Read by
+/// the agent for an `inspect` request; travels as JSON in the sealed answer's `raw` text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub enabled: bool,
+    pub locked: bool,
+    /// Must choose a new password at the next sign-in (AD `pwdLastSet=0`, ppolicy `pwdReset`).
+    pub must_change: bool,
+    /// The password has expired, where the directory says so (AD); `None` where it is not known.
+    #[serde(default)]
+    pub expired: Option<bool>,
+}
+
+impl AccountState {
+    pub fn to_raw(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_raw(raw: &str) -> Option<AccountState> {
+        serde_json::from_str(raw).ok()
+    }
+}

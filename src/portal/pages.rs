@@ -368,6 +368,8 @@ pub struct HelpdeskPersonPage {
     pub kind: &'static str,
     pub groups: Vec<String>,
     pub synced_at: String,
+    /// The account as the directory has it now, or why that could not be read.
+    pub live: Result<crate::domain::AccountState, String>,
     pub form_key: String,
     pub authenticator: bool,
     pub questions: usize,

@@ -35,6 +35,7 @@ fn op_name(op: Op) -> &'static str {
         Op::RequireChange => "require_change",
         Op::Verify => "verify",
         Op::Noop => "noop",
+        Op::Inspect => "inspect",
     }
 }
 

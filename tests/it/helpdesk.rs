@@ -108,6 +108,12 @@ pub async fn act_in(
     post(app, c, "/helpdesk/act", &fields).await
 }
 
+/// What the person page says the directory has now.
+fn live_state(page: &str) -> String {
+    let start = page.find("<dd id=\"live-state\">").expect("a live state") + "<dd id=\"live-state\">".len();
+    page[start..start + page[start..].find("</dd>").unwrap()].trim().to_string()
+}
+
 pub fn temporary_password(page: &str) -> String {
     let marker = "<p class=\"secret\" id=\"temporary\"><code>";
     let start = page.find(marker).expect("the temporary password is shown") + marker.len();
@@ -292,10 +298,20 @@ async fn the_audit_export_holds_every_act_and_a_support_code_finds_its_row() {
     .await;
     assert!(ok.contains("PB-0000"), "{ok}");
     assert!(!ok.contains("Typed-by-hd-42"), "a typed password is not shown back");
+    // Locked out after the reset: the live state says so (the last sync may not), and an
+    // unlock lets the password work again.
+    app.lock_out("dave").await;
+    assert!(!app.bind_works("dave", "Typed-by-hd-42").await);
     let (_, page) = person_page(&app, &c, "dave").await;
+    assert!(live_state(&page).contains("locked"), "{}", live_state(&page));
     assert!(act(&app, &c, "dave", &page, &[("act", "unlock")]).await.1.contains("PB-0000"));
+    assert!(app.bind_works("dave", "Typed-by-hd-42").await, "unlocked");
+    let (_, page) = person_page(&app, &c, "dave").await;
+    assert_eq!(live_state(&page), "enabled");
     let (_, page) = person_page(&app, &c, "dave").await;
     assert!(act(&app, &c, "dave", &page, &[("act", "require_change")]).await.1.contains("PB-0000"));
+    let (_, page) = person_page(&app, &c, "dave").await;
+    assert_eq!(live_state(&page), "enabled, must choose a new password");
     // The helpdesk may not read the audit log; the auditor may not act.
     assert_eq!(get(&app, &c, "/audit").await.0, 403);
     let a = client(&app);

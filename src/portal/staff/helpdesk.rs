@@ -5,7 +5,7 @@
 //! (unless the role allows them) and for the staff member's own account.
 
 use super::{require, temporary_password, Staff};
-use crate::domain::{MsgId, NewPassword, Outcome};
+use crate::domain::{AccountState, MsgId, NewPassword, Outcome};
 use crate::envelope::{Flags, Op};
 use crate::i18n::Tr;
 use crate::mail::Notice;
@@ -110,6 +110,7 @@ async fn person_page(
     let questions = store::security::answers(&st.db, p).await?.len();
     let alternate = store::security::alternate_email(&st.db, p).await?;
     let audit = store::audit::for_person(&st.db, &row.directory, &row.anchor, 10).await?;
+    let live = live_state(st, staff, &target).await;
     let view = HelpdeskPersonPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
@@ -119,6 +120,7 @@ async fn person_page(
         kind: target.kind.as_str(),
         groups: row.groups(),
         synced_at: crate::portal::pages::utc(row.synced_at),
+        live,
         form_key,
         authenticator: totp,
         questions,
@@ -129,6 +131,28 @@ async fn person_page(
         outcome,
     };
     Ok(view.into_response())
+}
+
+/// How long the person page waits for the directory's live answer before showing the page
+/// without it.
+const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The account as the directory has it now, read by the agent (nothing is written), or why it
+/// could not be read.
+async fn live_state(st: &AppState, staff: &Staff, target: &Target) -> Result<AccountState, String> {
+    let tr = Tr::current();
+    let actor = staff.actor();
+    let by = By { actor: &actor, flags: Flags::default() };
+    let read = passwords::relay(st, by, target, MsgId::random(), Op::Inspect, (None, None), st.clock.now());
+    match tokio::time::timeout(LIVE_WAIT, read).await {
+        Ok(Ok(r)) if r.outcome.is_success() => {
+            // The relay puts the agent's name first, for the audit.
+            AccountState::from_raw(r.raw.find('{').map_or("", |i| &r.raw[i..]))
+                .ok_or_else(|| tr.t("helpdesk.live_unreadable").into())
+        }
+        Ok(Ok(r)) => Err(format!("{} ({})", r.outcome.message(tr), r.outcome.code())),
+        Ok(Err(_)) | Err(_) => Err(tr.t("helpdesk.live_unanswered").into()),
+    }
 }
 
 /// Whether the person is the staff member themself (same user name or address): staff do not
