@@ -196,9 +196,14 @@ impl Agent {
                 policy: None,
             };
         };
+        // Protected accounts only for staff whose role allows it, and only if this agent's
+        // administrator allowed it too.
+        let allow_protected = pkg.flags.allow_protected && self.cfg.protected_resets_by_staff;
         match pkg.op {
-            Op::Unlock => return dir.change_account(&pkg.anchor, AccountChange::Unlock).await,
-            Op::RequireChange => return dir.change_account(&pkg.anchor, AccountChange::MustChange(true)).await,
+            Op::Unlock => return dir.change_account_with(&pkg.anchor, AccountChange::Unlock, allow_protected).await,
+            Op::RequireChange => {
+                return dir.change_account_with(&pkg.anchor, AccountChange::MustChange(true), allow_protected).await
+            }
             Op::Noop => return Answer { outcome: Outcome::Success, raw: "no-op".into(), policy: None },
             Op::Inspect => return dir.inspect(&pkg.anchor).await,
             Op::Reset | Op::Change | Op::Verify => {}
@@ -217,9 +222,7 @@ impl Agent {
                 }
             }
             (Op::Verify, _) => return dir.verify(&pkg.anchor, &new).await,
-            _ if pkg.flags.allow_protected && self.cfg.protected_resets_by_staff => {
-                dir.reset_protected(&pkg.anchor, &new).await
-            }
+            _ if allow_protected => dir.reset_protected(&pkg.anchor, &new).await,
             _ => dir.reset(&pkg.anchor, &new).await,
         };
         if pkg.op == Op::Reset && answer.outcome.is_success() {
@@ -231,7 +234,7 @@ impl Agent {
             ];
             for (wanted, change, what) in follow_ups {
                 if wanted {
-                    let done = dir.change_account(&pkg.anchor, change).await;
+                    let done = dir.change_account_with(&pkg.anchor, change, allow_protected).await;
                     let verdict = if done.outcome.is_success() { "done" } else { "FAILED" };
                     answer.raw = format!("{}; {what}: {verdict} ({} {})", answer.raw, done.outcome.code(), done.raw);
                 }

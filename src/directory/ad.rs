@@ -312,12 +312,36 @@ impl Ad {
         }
     }
 
-    pub(crate) async fn change_account(&self, anchor: &Anchor, change: super::AccountChange) -> Answer {
-        let person = match self.find(anchor, false).await {
+    /// Unlocks, or sets or clears "must change". A protected account is refused unless
+    /// `allow_protected` (checked here, live: the portal's copy of group memberships may lag).
+    pub(crate) async fn change_account(
+        &self,
+        anchor: &Anchor,
+        change: super::AccountChange,
+        allow_protected: bool,
+    ) -> Answer {
+        let person = match self.find(anchor, !allow_protected).await {
             Ok(Some(p)) => p,
             Ok(None) => return answer::not_found("objectGUID", anchor),
             Err(f) => return answer::failure(&f),
         };
+        match &person.protection {
+            Some(Protection::Protected(why)) => {
+                return Answer {
+                    outcome: Outcome::Protected,
+                    raw: format!("{} is a protected account ({why}); {change:?} refused", person.dn),
+                    policy: None,
+                }
+            }
+            Some(Protection::Unknown(why)) => {
+                return Answer {
+                    outcome: Outcome::InsufficientRights,
+                    raw: format!("{why}: the service account needs to read tokenGroups to tell administrators apart"),
+                    policy: None,
+                }
+            }
+            Some(Protection::None) | None => {}
+        }
         let (attr, value) = match change {
             super::AccountChange::Unlock => ("lockoutTime", "0"),
             super::AccountChange::MustChange(true) => ("pwdLastSet", "0"),

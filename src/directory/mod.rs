@@ -147,9 +147,15 @@ impl Directory {
     /// Unlocks the account, or sets or clears "must change at next sign-in".
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor, ?change))]
     pub async fn change_account(&self, anchor: &Anchor, change: AccountChange) -> Answer {
+        self.change_account_with(anchor, change, false).await
+    }
+
+    /// [`Self::change_account`]; on a protected account only when `allow_protected` (a staff
+    /// role and this agent's configuration both allow it).
+    pub async fn change_account_with(&self, anchor: &Anchor, change: AccountChange, allow_protected: bool) -> Answer {
         let answer = match &self.backend {
             Backend::OpenLdap(d) => d.change_account(anchor, change).await,
-            Backend::Ad(d) => d.change_account(anchor, change).await,
+            Backend::Ad(d) => d.change_account(anchor, change, allow_protected).await,
         };
         tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "account change answered");
         answer

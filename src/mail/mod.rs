@@ -60,6 +60,10 @@ pub enum Notice {
     Reset,
     Changed,
     Unlocked,
+    /// The helpdesk required a new password at the next sign-in.
+    MustChange,
+    /// The helpdesk removed a method the person registered to prove who they are.
+    MethodRemoved,
 }
 
 impl Notice {
@@ -68,6 +72,8 @@ impl Notice {
             Notice::Reset => ("mail.reset_subject", "mail.reset_body"),
             Notice::Changed => ("mail.changed_subject", "mail.changed_body"),
             Notice::Unlocked => ("mail.unlocked_subject", "mail.unlocked_body"),
+            Notice::MustChange => ("mail.must_change_subject", "mail.must_change_body"),
+            Notice::MethodRemoved => ("mail.method_removed_subject", "mail.method_removed_body"),
         }
     }
 }

@@ -80,6 +80,18 @@ pub struct ErrorAudit {
     pub operation: &'static str,
     pub outcome: crate::domain::Outcome,
     pub raw: String,
+    /// Who was refused, when known (a signed-in staff member); else the row says `portal`.
+    pub actor: Option<String>,
+    /// The person it was about, when known.
+    pub target: Option<String>,
+}
+
+impl ErrorAudit {
+    /// Attaches this row to a response, for [`super::audit_errors`] to write.
+    pub fn attach(self, mut resp: Response) -> Response {
+        resp.extensions_mut().insert(self);
+        resp
+    }
 }
 
 impl IntoResponse for PortalError {
@@ -92,6 +104,8 @@ impl IntoResponse for PortalError {
                 operation: "error.csrf",
                 outcome: crate::domain::Outcome::Refused,
                 raw: "form without a valid CSRF token".into(),
+                actor: None,
+                target: None,
             },
             PortalError::Internal(e) => ErrorAudit {
                 support_code: support.clone(),
@@ -99,6 +113,8 @@ impl IntoResponse for PortalError {
                 outcome: crate::domain::Outcome::Internal,
                 // The first line only: enough to find the log line, which has the rest.
                 raw: format!("{e}").lines().next().unwrap_or_default().chars().take(200).collect(),
+                actor: None,
+                target: None,
             },
         };
         let (status, page) = match &self {

@@ -37,6 +37,11 @@ pub struct Guard {
 
 /// The key an address is limited under: an IPv6 address by its /64 (one subscriber's network),
 /// since anyone with one has countless addresses in it.
+/// The address as limits count it (an IPv6 client by its /64), as text.
+pub(crate) fn address_key_text(ip: IpAddr) -> String {
+    address_key(ip).to_string()
+}
+
 fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,

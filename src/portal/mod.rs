@@ -5,7 +5,7 @@ mod account;
 mod change;
 mod csrf;
 mod demo;
-mod error;
+pub(crate) mod error;
 pub mod gates;
 pub(crate) mod guard;
 mod lang;
@@ -293,11 +293,23 @@ async fn audit_errors(
     let client = req.extensions().get::<axum::extract::ConnectInfo<ClientAddr>>().map(|c| c.0 .0.ip().to_string());
     let mut resp = next.run(req).await;
     if let Some(a) = resp.extensions_mut().remove::<error::ErrorAudit>() {
+        // Anonymous error pages are recorded only within the client's rate limit, so nobody can
+        // fill the append-only table with forged forms.
+        let anonymous_ok =
+            || client.as_deref().and_then(|c| c.parse().ok()).is_none_or(|ip| st.guard.address_allowed(ip));
+        if a.actor.is_none() && !anonymous_ok() {
+            tracing::warn!(support_code = %a.support_code, operation = a.operation, "error page not audited: rate limit");
+            return resp;
+        }
+        let target = match a.target {
+            Some(t) => format!("{t} ({path})"),
+            None => path,
+        };
         let rec = crate::store::audit::AuditRecord {
             at: st.clock.now(),
-            actor: "portal".into(),
+            actor: a.actor.unwrap_or_else(|| "portal".into()),
             operation: a.operation.into(),
-            target: Some(path),
+            target: Some(target),
             outcome_code: a.outcome.code().0.into(),
             raw: a.raw,
             support_code: a.support_code.0,
@@ -391,12 +403,57 @@ fn security_headers(r: Router, tls: bool, framers: &[String]) -> Router {
             HeaderValue::from_static("max-age=31536000"),
         ));
     }
-    r
+    r.layer(axum::middleware::from_fn(staff_never_framed))
+}
+
+/// Whether a path is one of the staff pages.
+fn is_staff_path(path: &str) -> bool {
+    ["/staff", "/helpdesk", "/audit", "/admin"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with(['/', '.'])))
+}
+
+/// Staff pages are never framed, whatever origins may frame the self-service pages: a framing
+/// page must not be able to steer a staff member's clicks.
+async fn staff_never_framed(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let staff = is_staff_path(req.uri().path());
+    let mut resp = next.run(req).await;
+    if staff {
+        let h = resp.headers_mut();
+        if let Some(csp) = h.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()) {
+            let csp: Vec<String> = csp
+                .split(';')
+                .map(|d| d.trim())
+                .map(|d| {
+                    if d.starts_with("frame-ancestors") {
+                        "frame-ancestors 'none'".to_string()
+                    } else {
+                        d.to_string()
+                    }
+                })
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&csp.join("; ")) {
+                h.insert(header::CONTENT_SECURITY_POLICY, v);
+            }
+        }
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    resp
 }
 
 #[cfg(test)]
 mod tests {
     use super::forwarded_for;
+
+    #[test]
+    fn staff_paths_are_told_apart_from_look_alikes() {
+        for p in ["/staff", "/staff/signin", "/helpdesk", "/helpdesk/person", "/audit", "/audit.csv", "/admin/health"] {
+            assert!(super::is_staff_path(p), "{p}");
+        }
+        for p in ["/", "/reset", "/staffing", "/auditorium", "/account"] {
+            assert!(!super::is_staff_path(p), "{p}");
+        }
+    }
 
     #[test]
     fn the_client_is_the_first_address_left_of_the_trusted_proxies() {

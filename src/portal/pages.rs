@@ -395,7 +395,11 @@ pub struct HelpdeskDonePage {
     pub outcome: OutcomeView,
     /// The generated temporary password, shown this once.
     pub temporary: Option<String>,
+    /// "Must change" was asked for and the directory confirms it.
     pub must_change: bool,
+    /// The account as the directory has it after the act (so a follow-up that failed shows).
+    pub show_live: bool,
+    pub live: Result<crate::domain::AccountState, String>,
 }
 
 #[derive(Template, WebTemplate)]

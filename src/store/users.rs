@@ -111,13 +111,72 @@ pub struct Scope {
     pub groups: Vec<String>,
 }
 
-/// A DN as compared here: lower-cased, without spaces around `,` and `=`.
+/// The RDNs of a DN, each as compared here: split at commas that are not escaped (RFC 4514),
+/// lower-cased, without spaces around `=` and at the ends, and with hex escapes of special
+/// characters written the short way (`\2C` as `\,`), so one name has one spelling.
+pub fn dn_rdns(dn: &str) -> Vec<String> {
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut chars = dn.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let a = chars.next().unwrap_or('\\');
+                let hex = [a, chars.peek().copied().unwrap_or(' ')];
+                let decoded = if hex.iter().all(|h| h.is_ascii_hexdigit()) {
+                    let code = u8::from_str_radix(&hex.iter().collect::<String>(), 16).unwrap_or(b'?');
+                    chars.next();
+                    char::from(code)
+                } else {
+                    a
+                };
+                current.push('\\');
+                current.push(decoded.to_ascii_lowercase());
+            }
+            ',' | ';' => rdns.push(std::mem::take(&mut current)),
+            _ => current.push(c.to_ascii_lowercase()),
+        }
+    }
+    rdns.push(current);
+    rdns.iter()
+        .map(|rdn| {
+            // Only unescaped `=` and `+` separate; escaped ones stay with their value.
+            let mut out = String::new();
+            let mut escaped = false;
+            for c in rdn.trim().chars() {
+                if escaped {
+                    out.push(c);
+                    escaped = false;
+                    continue;
+                }
+                match c {
+                    '\\' => {
+                        out.push(c);
+                        escaped = true;
+                    }
+                    '=' | '+' => {
+                        let trimmed = out.trim_end().len();
+                        out.truncate(trimmed);
+                        out.push(c);
+                    }
+                    ' ' if out.ends_with(['=', '+']) => {}
+                    _ => out.push(c),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// A DN in the one spelling that comparisons use (see [`dn_rdns`]).
 pub fn normalise_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_lowercase()
+    dn_rdns(dn).join(",")
+}
+
+/// Whether `dn` is `base` or lies below it, RDN by RDN.
+pub fn dn_within(dn: &str, base: &str) -> bool {
+    let (dn, base) = (dn_rdns(dn), dn_rdns(base));
+    dn.len() >= base.len() && dn[dn.len() - base.len()..] == base[..]
 }
 
 impl Scope {
@@ -127,17 +186,15 @@ impl Scope {
 
     /// Whether the person is within this scope (the one check every helpdesk act makes).
     pub fn covers(&self, p: &UserRow) -> bool {
-        let dn = normalise_dn(&p.dn);
         let groups: Vec<String> = p.groups().iter().map(|g| normalise_dn(g)).collect();
         (self.directories.is_empty() || self.directories.contains(&p.directory))
-            && (self.base_dns.is_empty()
-                || self.base_dns.iter().map(|b| normalise_dn(b)).any(|b| dn == b || dn.ends_with(&format!(",{b}"))))
+            && (self.base_dns.is_empty() || self.base_dns.iter().any(|b| dn_within(&p.dn, b)))
             && (self.groups.is_empty() || self.groups.iter().any(|g| groups.contains(&normalise_dn(g))))
     }
 }
 
 /// One page of the people a search finds within `scope`: by user name, name or e-mail address
-/// (a part of any of them), ordered by user name. The same narrowing as [`Scope::covers`].
+/// (a part of any of them), ordered by user name, among the first matches only.
 pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64) -> sqlx::Result<Vec<UserRow>> {
     let like = format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM directory_users WHERE ("));
@@ -152,18 +209,6 @@ pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64)
         }
         q.push(")");
     }
-    if !scope.base_dns.is_empty() {
-        q.push(" AND (");
-        for (i, b) in scope.base_dns.iter().map(|b| normalise_dn(b)).enumerate() {
-            if i > 0 {
-                q.push(" OR ");
-            }
-            // DNs come from the directory without spaces; compared lower-cased.
-            q.push("lower(dn) = ").push_bind(b.clone()).push(" OR substr(lower(dn), -length(").push_bind(b.clone());
-            q.push(") - 1) = ',' || ").push_bind(b);
-        }
-        q.push(")");
-    }
     if !scope.groups.is_empty() {
         q.push(" AND EXISTS (SELECT 1 FROM json_each(directory_users.groups) WHERE value IN (");
         let mut s = q.separated(", ");
@@ -172,9 +217,17 @@ pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64)
         }
         q.push("))");
     }
-    q.push(" ORDER BY username, directory LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
-    q.build_query_as().fetch_all(db).await
+    // The base DNs are checked RDN by RDN, as every act checks them ([`Scope::covers`]), not by
+    // a text suffix that an escaped comma in a name could fake.
+    q.push(" ORDER BY username, directory LIMIT ").push_bind(SEARCH_CAP);
+    let rows: Vec<UserRow> = q.build_query_as().fetch_all(db).await?;
+    let skip = usize::try_from(offset).unwrap_or(0);
+    let take = usize::try_from(limit).unwrap_or(0);
+    Ok(rows.into_iter().filter(|p| scope.covers(p)).skip(skip).take(take).collect())
 }
+
+/// The most matches a search looks through (a search this broad should be narrowed anyway).
+const SEARCH_CAP: i64 = 2000;
 
 /// The mail domain most synced people have, if any has an address.
 pub async fn commonest_mail_domain(db: &Db) -> sqlx::Result<Option<String>> {
@@ -267,4 +320,60 @@ pub async fn delete_password_hash(db: &Db, directory: &str, anchor: &str) -> sql
 /// How many people of a directory the portal knows.
 pub async fn count(db: &Db, directory: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM directory_users WHERE directory = ?").bind(directory).fetch_one(db).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(dn: &str, groups: &[&str]) -> UserRow {
+        UserRow {
+            directory: "corp".into(),
+            anchor: "a".into(),
+            dn: dn.into(),
+            username: "x".into(),
+            email: None,
+            other_emails: "[]".into(),
+            display_name: "X".into(),
+            enabled: true,
+            locked: false,
+            protected: false,
+            synced_at: 0,
+            groups: serde_json::to_string(&groups.iter().map(|g| normalise_dn(g)).collect::<Vec<_>>()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_base_dn_covers_what_lies_below_it_rdn_by_rdn() {
+        let sales = Scope { base_dns: vec!["OU=Sales, DC=corp,DC=example".into()], ..Default::default() };
+        assert!(sales.covers(&person("CN=Ann,OU=Sales,DC=corp,DC=example", &[])));
+        assert!(sales.covers(&person("cn=Ann,ou=East,ou=sales,dc=CORP,dc=example", &[])));
+        assert!(sales.covers(&person("OU=Sales,DC=corp,DC=example", &[])));
+        assert!(!sales.covers(&person("CN=Bob,OU=Presales,DC=corp,DC=example", &[])));
+        assert!(!sales.covers(&person("CN=Bob,OU=Sales,DC=corp,DC=example,DC=other", &[])));
+        // An escaped comma is part of a name, not a level: this OU sits at the domain root.
+        assert!(!sales.covers(&person("CN=Eve,OU=Tier0\\,OU=Sales,DC=corp,DC=example", &[])));
+        assert!(!sales.covers(&person("CN=Eve,OU=Tier0\\2COU=Sales,DC=corp,DC=example", &[])));
+    }
+
+    #[test]
+    fn dns_have_one_spelling_for_comparison() {
+        assert_eq!(normalise_dn("CN=Smith\\2C John , OU = Staff"), "cn=smith\\, john,ou=staff");
+        assert_eq!(normalise_dn("cn=Smith\\, John,ou=Staff"), "cn=smith\\, john,ou=staff");
+        assert_ne!(normalise_dn("cn=Smith\\, John"), normalise_dn("cn=Smith\\,John"));
+    }
+
+    #[test]
+    fn group_and_directory_scopes_narrow_together() {
+        let scope = Scope {
+            directories: vec!["corp".into()],
+            groups: vec!["CN=Helpdesk Managed,OU=Groups,DC=corp,DC=example".into()],
+            ..Default::default()
+        };
+        assert!(
+            scope.covers(&person("CN=Ann,DC=corp,DC=example", &["cn=helpdesk managed,ou=groups,dc=corp,dc=example"]))
+        );
+        assert!(!scope.covers(&person("CN=Ann,DC=corp,DC=example", &["CN=Other,DC=corp,DC=example"])));
+        assert!(Scope::default().covers(&person("CN=Anyone", &[])));
+    }
 }

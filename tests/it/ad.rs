@@ -595,6 +595,22 @@ async fn the_helpdesk_resets_ad_people_in_scope_and_protected_ones_only_where_bo
     let (_, done) = act_in(&app, &c, AD, &admin_sam, &page, &[("act", "reset"), ("mode", "generate")]).await;
     assert!(done.contains("PB-3002"), "{done}");
 
+    // The portal's copy of a membership can lag (a delta sync does not see group changes): the
+    // agent checks protection itself, also for an unlock.
+    sqlx::query("UPDATE directory_users SET protected = 0 WHERE username = ?")
+        .bind(admin_sam.to_lowercase())
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (_, page) = person_page_in(&app, &c, AD, &admin_sam).await;
+    let (_, done) = act_in(&app, &c, AD, &admin_sam, &page, &[("act", "unlock")]).await;
+    assert!(done.contains("PB-3002"), "the agent refuses: {done}");
+    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = ?")
+        .bind(admin_sam.to_lowercase())
+        .execute(&app.db)
+        .await
+        .unwrap();
+
     // A role that may act on protected accounts: the agent still refuses unless configured to.
     let senior = add_staff(&app, "hd-senior", Role::Helpdesk, scope, true).await;
     let s = client(&app);

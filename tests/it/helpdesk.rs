@@ -141,7 +141,17 @@ fn support_code_of(page: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_sign_in_needs_the_password_and_an_unused_authenticator_code() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(Options { apps_origin: Some("https://apps.example.org"), ..Default::default() }).await;
+    // The access panel may frame self-service pages, never staff pages.
+    let headers = |path: &'static str| {
+        let (c, url) = (client(&app), format!("{}{path}", app.url));
+        async move { c.get(url).send().await.unwrap().headers().clone() }
+    };
+    let reset = headers("/reset").await;
+    assert!(reset["content-security-policy"].to_str().unwrap().contains("frame-ancestors https://apps.example.org"));
+    let staff = headers("/staff/signin").await;
+    assert!(staff["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"), "{staff:?}");
+    assert_eq!(staff["x-frame-options"], "DENY");
     let who = add_staff(&app, "hd-sign", Role::Helpdesk, Scope::default(), false).await;
     let c = client(&app);
     let (status, _) = get(&app, &c, "/helpdesk").await;
@@ -198,6 +208,16 @@ async fn helpdesk_resets_a_person_in_scope_who_must_then_choose_their_own_passwo
     assert!(again.contains("already"), "{again}");
     assert!(app.bind_works("alice", &temporary).await);
 
+    // Her alternate address is no longer hers: the helpdesk revokes it, and she is told.
+    let anchor = app.anchor_of("alice").await;
+    let alice = passback::store::security::Person { directory: DIR_ID, anchor: &anchor };
+    passback::store::security::set_alternate_email(&app.db, alice, "old@home.example", 0).await.unwrap();
+    let (_, page) = person_page(&app, &c, "alice").await;
+    let (_, done) = act(&app, &c, "alice", &page, &[("act", "revoke"), ("method", "email")]).await;
+    assert!(done.contains("PB-0000"), "{done}");
+    assert_eq!(passback::store::security::alternate_email(&app.db, alice).await.unwrap(), None);
+    app.wait_for_mail("A way to prove who you are was removed").await;
+
     // Alice signs in with it and is made to change it first.
     let person = client(&app);
     let (_, form) = get(&app, &person, "/signin").await;
@@ -232,8 +252,11 @@ async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_ar
     staff_signin(&app, &c, &outsider, 0).await;
     let (_, found) = get(&app, &c, "/helpdesk?q=bob").await;
     assert!(found.contains("Nobody you may act on matches"), "{found}");
-    let (status, _) = person_page(&app, &c, "bob").await;
+    let (status, page) = person_page(&app, &c, "bob").await;
     assert_eq!(status, 404);
+    let refused = app.audit().await.into_iter().find(|r| r.operation == "helpdesk.not_found").expect("audited");
+    assert_eq!(refused.actor, "staff:hd-narrow");
+    assert!(page.contains(&refused.support_code), "the page's support code finds the row");
     // A forged act on bob (no page of his was ever shown): not found, nothing written.
     let (_, any_page) = get(&app, &c, "/helpdesk").await;
     let (status, _) = act(&app, &c, "bob", &any_page, &[("act", "reset"), ("mode", "generate")]).await;

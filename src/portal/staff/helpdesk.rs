@@ -75,15 +75,28 @@ async fn in_scope(st: &AppState, staff: &Staff, directory: &str, anchor: &str) -
     Ok(store::users::get(&st.db, directory, anchor).await?.filter(|p| staff.scope.covers(p)))
 }
 
-fn not_found() -> Response {
-    let tr = Tr::current();
-    let page = crate::portal::pages::ErrorPage {
-        tr,
-        title: tr.t("helpdesk.not_found_title").into(),
-        message: tr.t("helpdesk.not_found").into(),
-        support_code: SupportCode::new().0,
-    };
-    (axum::http::StatusCode::NOT_FOUND, page).into_response()
+/// "Not found", for someone who does not exist and for someone out of scope alike; audited.
+fn not_found(staff: &Staff, directory: &str, anchor: &str) -> Response {
+    super::refusal(
+        staff,
+        axum::http::StatusCode::NOT_FOUND,
+        ("helpdesk.not_found_title", "helpdesk.not_found"),
+        "helpdesk.not_found",
+        Some(format!("{directory}/{anchor}")),
+        "no such person within this staff member's scope",
+    )
+}
+
+/// A form the pages never send (a made-up act or method); audited.
+fn bad_form(staff: &Staff, row: &UserRow, what: &str) -> Response {
+    super::refusal(
+        staff,
+        axum::http::StatusCode::BAD_REQUEST,
+        ("error.expired_title", "error.expired"),
+        "helpdesk.bad_form",
+        Some(row.username.clone()),
+        what,
+    )
 }
 
 pub async fn person(State(st): State<AppState>, session: Session, Query(pq): Query<PersonQuery>) -> PageResult {
@@ -91,7 +104,7 @@ pub async fn person(State(st): State<AppState>, session: Session, Query(pq): Que
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
-    let Some(row) = in_scope(&st, &staff, &pq.d, &pq.a).await? else { return Ok(not_found()) };
+    let Some(row) = in_scope(&st, &staff, &pq.d, &pq.a).await? else { return Ok(not_found(&staff, &pq.d, &pq.a)) };
     person_page(&st, &session, &staff, &row, None).await
 }
 
@@ -209,7 +222,7 @@ pub async fn act(
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
-    let Some(row) = in_scope(&st, &staff, &f.d, &f.a).await? else { return Ok(not_found()) };
+    let Some(row) = in_scope(&st, &staff, &f.d, &f.a).await? else { return Ok(not_found(&staff, &f.d, &f.a)) };
     let target = people::target_of(&st, &row).await?;
     let tr = Tr::current();
     let support = SupportCode::new();
@@ -238,6 +251,8 @@ pub async fn act(
         match done.operation {
             "helpdesk.reset" => people::notify(&st, &target, now, Notice::Reset),
             "helpdesk.unlock" => people::notify(&st, &target, now, Notice::Unlocked),
+            "helpdesk.require_change" => people::notify(&st, &target, now, Notice::MustChange),
+            "helpdesk.revoke" => people::notify(&st, &target, now, Notice::MethodRemoved),
             _ => {}
         }
     }
@@ -247,6 +262,12 @@ pub async fn act(
         "helpdesk.require_change" => "helpdesk.require_change_title",
         _ => "helpdesk.revoke_title",
     };
+    // What the directory has now: a follow-up of a reset (unlock, must change) can fail while
+    // the password was set, and the helpdesk must see that, not what it asked for.
+    let show_live = done.outcome.is_success() && done.operation != "helpdesk.revoke";
+    let live = if show_live { live_state(&st, &staff, &target).await } else { Err(String::new()) };
+    let must_change =
+        f.must_change.is_some() && done.operation == "helpdesk.reset" && live.as_ref().is_ok_and(|l| l.must_change);
     let view = HelpdeskDonePage {
         tr,
         csrf: csrf::token(&session).await?,
@@ -257,7 +278,9 @@ pub async fn act(
         success: done.outcome.is_success(),
         outcome: OutcomeView::new(&done.outcome, &support),
         temporary: done.temporary.as_ref().filter(|_| done.outcome.is_success()).map(|t| t.expose_secret().to_string()),
-        must_change: f.must_change.is_some() && done.operation == "helpdesk.reset",
+        must_change,
+        show_live,
+        live,
     };
     Ok(support.tag(view))
 }
@@ -281,13 +304,13 @@ async fn decide(
         "unlock" => "helpdesk.unlock",
         "require_change" => "helpdesk.require_change",
         "revoke" => "helpdesk.revoke",
-        _ => return Ok(Err(axum::http::StatusCode::BAD_REQUEST.into_response())),
+        _ => return Ok(Err(bad_form(staff, row, "unknown act"))),
     };
     let refuse = |raw: &str| Ok(Ok(Done { operation, outcome: Outcome::Protected, raw: raw.into(), temporary: None }));
     if is_self(staff, target) {
         return refuse("staff may not act on their own account through the helpdesk");
     }
-    if row.protected && !staff.row.may_reset_protected && operation != "helpdesk.revoke" {
+    if row.protected && !staff.row.may_reset_protected {
         return refuse("a protected account, and this role may not act on protected accounts");
     }
     // The form is used once: a double submit (or the back button) never acts twice.
@@ -302,7 +325,7 @@ async fn decide(
             "authenticator" => store::security::remove_totp(&st.db, p).await.map(|_| "authenticator"),
             "questions" => store::security::remove_answers(&st.db, p).await.map(|_| "security questions"),
             "email" => store::security::remove_alternate_email(&st.db, p).await.map(|_| "alternate e-mail"),
-            _ => return Ok(Err(axum::http::StatusCode::BAD_REQUEST.into_response())),
+            _ => return Ok(Err(bad_form(staff, row, "unknown method to revoke"))),
         }?;
         return Ok(Ok(Done {
             operation,
@@ -345,7 +368,7 @@ async fn decide(
     }
     let (password, generated) = if f.mode == "type" {
         let (Some(p), Some(c)) = (f.password.clone(), f.confirm.as_ref()) else {
-            return Ok(Err(axum::http::StatusCode::BAD_REQUEST.into_response()));
+            return Ok(Err(bad_form(staff, row, "a typed password without its confirmation")));
         };
         match NewPassword::parse(p, c) {
             Ok(p) => (p, None),
@@ -371,9 +394,19 @@ async fn decide(
 
 /// The person page again, saying the form was sent already (nothing more was done).
 async fn already_sent(st: &AppState, session: &Session, staff: &Staff, row: &UserRow) -> PageResult {
+    let support = SupportCode::new();
     let shown = OutcomeView {
         message: Tr::current().t("password.already_sent").into(),
-        ..OutcomeView::new(&Outcome::Refused, &SupportCode::new())
+        ..OutcomeView::new(&Outcome::Refused, &support)
     };
-    person_page(st, session, staff, row, Some(shown)).await
+    let page = person_page(st, session, staff, row, Some(shown)).await?;
+    let audit = crate::portal::error::ErrorAudit {
+        support_code: support,
+        operation: "helpdesk.already_sent",
+        outcome: Outcome::Refused,
+        raw: "a form already sent, or not from this session: nothing done".into(),
+        actor: Some(staff.actor()),
+        target: Some(row.username.clone()),
+    };
+    Ok(audit.attach(page))
 }

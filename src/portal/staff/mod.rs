@@ -85,20 +85,50 @@ pub(crate) async fn require(
 ) -> Result<Result<Staff, Response>, PortalError> {
     match current(st, session).await? {
         Some(staff) if allowed(staff.role) => Ok(Ok(staff)),
-        Some(_) => Ok(Err(forbidden())),
+        Some(staff) => Ok(Err(forbidden(&staff))),
         None => Ok(Err(Redirect::to(paths::STAFF_SIGNIN).into_response())),
     }
 }
 
-fn forbidden() -> Response {
+/// A refusal page with its support code, audited under the staff member's name (by the error
+/// audit layer, which knows the path and the client).
+pub(crate) fn refusal(
+    staff: &Staff,
+    status: axum::http::StatusCode,
+    (title, message): (&str, &str),
+    operation: &'static str,
+    target: Option<String>,
+    raw: &str,
+) -> Response {
     let tr = crate::i18n::Tr::current();
+    let support = super::SupportCode::new();
     let page = super::pages::ErrorPage {
         tr,
-        title: tr.t("staff.forbidden_title").into(),
-        message: tr.t("staff.forbidden").into(),
-        support_code: super::SupportCode::new().0,
+        title: tr.t(title).into(),
+        message: tr.t(message).into(),
+        support_code: support.0.clone(),
     };
-    (axum::http::StatusCode::FORBIDDEN, page).into_response()
+    let audit = super::error::ErrorAudit {
+        support_code: support.clone(),
+        operation,
+        outcome: crate::domain::Outcome::Refused,
+        raw: raw.into(),
+        actor: Some(staff.actor()),
+        target,
+    };
+    audit.attach(support.tag((status, page)))
+}
+
+fn forbidden(staff: &Staff) -> Response {
+    let raw = format!("role {} may not open this page", staff.role.as_str());
+    refusal(
+        staff,
+        axum::http::StatusCode::FORBIDDEN,
+        ("staff.forbidden_title", "staff.forbidden"),
+        "staff.forbidden",
+        None,
+        &raw,
+    )
 }
 
 /// Starts a staff session: a new session id, nothing of a person's flows left in it.

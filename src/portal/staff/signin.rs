@@ -17,8 +17,11 @@ use tower_sessions::Session;
 
 type PageResult = Result<Response, PortalError>;
 
-/// Wrong sign-ins an account may have per hour and per day before it waits.
+/// Wrong sign-ins an account may have from one address per hour and per day before it waits…
 const LIMITS: (u32, u32) = (5, 20);
+/// …and from all addresses together: higher, so that someone guessing from elsewhere cannot
+/// keep the owner out for long, and low enough to stop a spread-out guessing attack.
+const ACCOUNT_LIMITS: (u32, u32) = (30, 100);
 /// Every answer takes at least this long, so a wrong user name is not told apart by its speed.
 const MIN_RESPONSE_MS: u64 = 400;
 
@@ -91,13 +94,24 @@ async fn signin_inner(
         ..OutcomeView::new(&Outcome::VerificationFailed, support)
     };
     let subject = format!("staff|{typed}");
-    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, LIMITS).await? else {
-        store::audit::record(&st.db, &audit(Outcome::VerificationFailed, "too many wrong sign-ins")).await?;
+    let from_here = format!("staff|{typed}|{}", crate::portal::guard::address_key_text(client.ip()));
+    let limit_page = || {
         let shown = OutcomeView {
             message: tr.t("staff.signin_limit").into(),
             ..OutcomeView::new(&Outcome::VerificationFailed, &support)
         };
-        return Ok(support.tag(page(session, &typed, Some(shown)).await?));
+        page(session, &typed, Some(shown))
+    };
+    let Some(here) = store::attempts::reserve(&st.db, &from_here, now, LIMITS).await? else {
+        store::audit::record(&st.db, &audit(Outcome::VerificationFailed, "too many wrong sign-ins from this address"))
+            .await?;
+        return Ok(support.tag(limit_page().await?));
+    };
+    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, ACCOUNT_LIMITS).await? else {
+        store::attempts::release(&st.db, here).await?;
+        store::audit::record(&st.db, &audit(Outcome::VerificationFailed, "too many wrong sign-ins for this account"))
+            .await?;
+        return Ok(support.tag(limit_page().await?));
     };
     // The password is checked even for an unknown or disabled account (against a hash nobody
     // knows), so the time taken does not tell them apart.
@@ -121,8 +135,10 @@ async fn signin_inner(
         store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
         return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
     };
-    store::attempts::release(&st.db, reservation).await?;
-    store::attempts::clear(&st.db, &subject).await?;
+    for r in [reservation, here] {
+        store::attempts::release(&st.db, r).await?;
+    }
+    store::attempts::clear(&st.db, &from_here).await?;
     begin(session, &r, now).await?;
     store::audit::record(&st.db, &audit(Outcome::Success, &format!("role={}", r.role))).await?;
     Ok(Redirect::to(paths::STAFF_HOME).into_response())
