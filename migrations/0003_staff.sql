@@ -13,6 +13,10 @@ CREATE TABLE staff (
     totp_enc             BLOB NOT NULL,
     totp_last_step       INTEGER NOT NULL DEFAULT 0, -- the newest time step used: never accepted again
     session_epoch        INTEGER NOT NULL DEFAULT 0, -- raised to end every session of this account
+    -- The password and authenticator above were made by an administrator (shown to them once):
+    -- at the next sign-in the owner must choose their own and enrol a new authenticator.
+    must_enrol           INTEGER NOT NULL DEFAULT 1,
+    pending_totp_enc     BLOB,                       -- the new authenticator while it is enrolled
     created_at           INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL,
     disabled_at          INTEGER

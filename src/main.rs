@@ -314,7 +314,10 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             println!("Staff account {} ({}) added as {}.", spec.username, creds.id, role.as_str());
             println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
             println!("Authenticator key: {}", creds.seed_text().as_str());
-            eprintln!("Shown once: give them to the owner over a trusted channel. Sign in at /staff/signin.");
+            eprintln!(
+                "Shown once. Give them to the owner over a trusted channel: they work for one sign-in at \
+                 /staff/signin, where the owner sets up their own authenticator and password."
+            );
         }
         StaffCmd::List => {
             for s in passback::store::staff::all(db).await? {

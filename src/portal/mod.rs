@@ -61,6 +61,7 @@ pub mod paths {
     pub const STAFF_HOME: &str = "/staff";
     pub const STAFF_SIGNIN: &str = "/staff/signin";
     pub const STAFF_SIGNOUT: &str = "/staff/signout";
+    pub const STAFF_ENROL: &str = "/staff/enrol";
     pub const STAFF_SIGNOUT_EVERYWHERE: &str = "/staff/signout-everywhere";
     pub const HELPDESK: &str = "/helpdesk";
     pub const HELPDESK_PERSON: &str = "/helpdesk/person";
@@ -185,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::STAFF_HOME, get(staff::home))
         .route(paths::STAFF_SIGNIN, get(staff::signin_form).post(staff::signin))
         .route(paths::STAFF_SIGNOUT, post(staff::signout))
+        .route(paths::STAFF_ENROL, get(staff::enrol_form).post(staff::enrol))
         .route(paths::STAFF_SIGNOUT_EVERYWHERE, post(staff::signout_everywhere))
         .route(paths::HELPDESK, get(staff::search))
         .route(paths::HELPDESK_PERSON, get(staff::person))

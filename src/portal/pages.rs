@@ -496,3 +496,15 @@ pub struct StaffCreatedPage {
     /// A reset of an existing account rather than a new one.
     pub reset: bool,
 }
+
+#[derive(Template, WebTemplate)]
+#[template(path = "staff_enrol.html")]
+pub struct StaffEnrolPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub username: String,
+    pub seed_text: String,
+    pub qr: String,
+    pub policy: Option<PolicyView>,
+    pub error: Option<String>,
+}

@@ -57,6 +57,9 @@ pub struct StaffRow {
     pub password_hash: String,
     pub totp_enc: Vec<u8>,
     pub session_epoch: i64,
+    /// Signs in with administrator-made credentials: must choose their own first.
+    pub must_enrol: bool,
+    pub pending_totp_enc: Option<Vec<u8>>,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
 }
@@ -86,7 +89,7 @@ pub fn totp_context(id: &str) -> String {
 }
 
 const COLUMNS: &str = "id, username, display_name, email, role, scope_json, may_reset_protected, password_hash, \
-                       totp_enc, session_epoch, created_at, disabled_at";
+                       totp_enc, session_epoch, must_enrol, pending_totp_enc, created_at, disabled_at";
 
 pub struct NewStaff<'a> {
     pub id: &'a str,
@@ -159,23 +162,64 @@ pub async fn use_totp_step(db: &Db, id: &str, step: i64) -> sqlx::Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
-/// Sets a new password (and, when given, a new authenticator) and ends every session of the
-/// account.
-pub async fn set_credentials(
-    db: &Db,
-    id: &str,
-    password_hash: &str,
-    totp_enc: Option<&[u8]>,
-    now: i64,
-) -> sqlx::Result<bool> {
+/// New administrator-made credentials (a lost phone or password): every session of the account
+/// ends, and the owner must enrol their own again at the next sign-in.
+pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &[u8], now: i64) -> sqlx::Result<bool> {
     let r = sqlx::query(
-        "UPDATE staff SET password_hash = ?, totp_enc = COALESCE(?, totp_enc), \
-         totp_last_step = CASE WHEN ? IS NULL THEN totp_last_step ELSE 0 END, \
-         session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
+        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = 0, must_enrol = 1, \
+         pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
     )
     .bind(password_hash)
     .bind(totp_enc)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Keeps the authenticator seed being enrolled (encrypted), until it is confirmed.
+pub async fn set_pending_totp(db: &Db, id: &str, totp_enc: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE staff SET pending_totp_enc = ? WHERE id = ?").bind(totp_enc).bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// The owner's own password and authenticator replace the administrator-made ones; `step` (the
+/// confirming code's) is never accepted again. Only while the account still waits for enrolment
+/// at `epoch`: two enrolments racing each other cannot both win.
+pub async fn complete_enrolment(
+    db: &Db,
+    id: &str,
+    epoch: i64,
+    password_hash: &str,
+    totp_enc: &[u8],
+    step: i64,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = ?, must_enrol = 0, \
+         pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
+         WHERE id = ? AND must_enrol = 1 AND session_epoch = ?",
+    )
+    .bind(password_hash)
     .bind(totp_enc)
+    .bind(step)
+    .bind(now)
+    .bind(id)
+    .bind(epoch)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Enables or disables the account; disabling ends its sessions.
+pub async fn set_enabled(db: &Db, id: &str, enabled: bool, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE staff SET disabled_at = CASE WHEN ? THEN NULL ELSE COALESCE(disabled_at, ?) END, \
+         session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
+    )
+    .bind(enabled)
+    .bind(now)
     .bind(now)
     .bind(id)
     .execute(db)

@@ -638,5 +638,24 @@ async fn administrators_pages_pass_the_accessibility_checks() {
     browser.press("Add").await;
     assert!(browser.text().await.contains("Sign-in details, shown once"));
     browser.check("staff-created").await;
+    let given_password = browser.text_of("staff-password").await;
+    let given_seed = passback::portal::gates::totp::seed_from_text(&browser.text_of("staff-seed").await).unwrap();
+
+    // The new helpdesk member's first sign-in: their own authenticator and password first.
+    let newcomer = Browser::open(&app, "staff-enrol").await;
+    newcomer.goto("/staff/signin").await;
+    newcomer.fill("username", "new-hd").await;
+    newcomer.fill("password", &given_password).await;
+    newcomer.fill("code", &passback::portal::gates::totp::code_at(&given_seed, app.clock.now())).await;
+    newcomer.press("Sign in").await;
+    assert_eq!(newcomer.path().await, "/staff/enrol");
+    newcomer.check("staff-enrol").await;
+    let own_seed = passback::portal::gates::totp::seed_from_text(&newcomer.text_of("enrol-seed").await).unwrap();
+    newcomer.fill("code", &passback::portal::gates::totp::code_at(&own_seed, app.clock.now())).await;
+    newcomer.fill("password", NEW_PASSWORD).await;
+    newcomer.fill("confirm", NEW_PASSWORD).await;
+    newcomer.press("Save and sign in").await;
+    assert_eq!(newcomer.path().await, "/helpdesk", "{}", newcomer.text().await);
+    newcomer.close().await;
     browser.close().await;
 }

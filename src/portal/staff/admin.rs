@@ -249,7 +249,7 @@ pub async fn reset_staff(
     let seed = totp::new_seed();
     let hash = passwords::hash(&password).await?;
     let enc = st.secrets.encrypt(&store::staff::totp_context(&member.id), &seed);
-    store::staff::set_credentials(&st.db, &member.id, &hash, Some(&enc), now).await?;
+    store::staff::set_credentials(&st.db, &member.id, &hash, &enc, now).await?;
     audit_staff(&st, &admin, client, "staff.reset", &member.username, "new password and authenticator; sessions ended")
         .await?;
     notify_administrators(&st, &admin.row.username, &member.username, now).await?;

@@ -14,7 +14,7 @@ pub use admin::{add_staff, create_staff, reset_staff, staff_list, Credentials, S
 pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{health_json, health_page, Health};
 pub use helpdesk::{act, person, search};
-pub use signin::{signin, signin_form, signout, signout_everywhere};
+pub use signin::{enrol, enrol_form, signin, signin_form, signout, signout_everywhere};
 
 use super::{paths, AppState, PortalError};
 use crate::store::staff::{Role, StaffRow};

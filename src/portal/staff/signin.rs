@@ -5,7 +5,7 @@ use super::{begin, current, Staff, STAFF};
 use crate::domain::Outcome;
 use crate::i18n::Tr;
 use crate::portal::gates::totp;
-use crate::portal::pages::{OutcomeView, StaffSignInPage};
+use crate::portal::pages::{OutcomeView, StaffEnrolPage, StaffSignInPage};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord};
 use axum::extract::{ConnectInfo, State};
@@ -139,8 +139,151 @@ async fn signin_inner(
         store::attempts::release(&st.db, r).await?;
     }
     store::attempts::clear(&st.db, &from_here).await?;
+    if r.must_enrol {
+        // Administrator-made credentials open one page only: choosing one's own.
+        session.clear().await;
+        session.cycle_id().await?;
+        session.insert(ENROLLING, Enrolling { id: r.id.clone(), epoch: r.session_epoch, at: now }).await?;
+        store::audit::record(&st.db, &audit(Outcome::Success, "first sign-in: enrolment required")).await?;
+        return Ok(Redirect::to(paths::STAFF_ENROL).into_response());
+    }
     begin(session, &r, now).await?;
     store::audit::record(&st.db, &audit(Outcome::Success, &format!("role={}", r.role))).await?;
+    Ok(Redirect::to(paths::STAFF_HOME).into_response())
+}
+
+const ENROLLING: &str = "staff_enrolling";
+/// How long the enrolment page stays open after the sign-in that led to it.
+const ENROL_SECS: i64 = 10 * 60;
+
+/// A staff member half signed in with administrator-made credentials.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Enrolling {
+    id: String,
+    epoch: i64,
+    at: i64,
+}
+
+/// The account being enrolled, while the enrolment is still good.
+async fn enrolling(
+    st: &AppState,
+    session: &Session,
+) -> Result<Option<(Enrolling, store::staff::StaffRow)>, PortalError> {
+    let Some(e) = session.get::<Enrolling>(ENROLLING).await? else { return Ok(None) };
+    let row = store::staff::get(&st.db, &e.id).await?;
+    let now = st.clock.now();
+    match row {
+        Some(r) if r.enabled() && r.must_enrol && r.session_epoch == e.epoch && now - e.at < ENROL_SECS => {
+            Ok(Some((e, r)))
+        }
+        _ => {
+            session.remove::<Enrolling>(ENROLLING).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The enrolment page: a new authenticator (its seed made here, in the owner's session, and kept
+/// encrypted until confirmed) and a password of one's own.
+async fn enrol_page(
+    st: &AppState,
+    session: &Session,
+    row: &store::staff::StaffRow,
+    error: Option<String>,
+) -> PageResult {
+    let context = store::staff::totp_context(&row.id);
+    let seed = match &row.pending_totp_enc {
+        Some(enc) => st.secrets.decrypt(&context, enc)?,
+        None => {
+            let seed = totp::new_seed();
+            store::staff::set_pending_totp(&st.db, &row.id, &st.secrets.encrypt(&context, &seed)).await?;
+            seed
+        }
+    };
+    let issuer = format!("{}", Tr::current().t("staff.brand"));
+    let page = StaffEnrolPage {
+        tr: Tr::current(),
+        csrf: csrf::token(session).await?,
+        username: row.username.clone(),
+        seed_text: totp::seed_text(&seed).to_string(),
+        qr: totp::qr_data_url(&seed, &issuer, &row.username)?.to_string(),
+        policy: Some(passwords::cloud_facts(&st.cfg.cloud_policy)).map(|f| crate::portal::pages::PolicyView {
+            min_length: f.min_length,
+            history: None,
+            complexity: f.complexity.unwrap_or(false),
+        }),
+        error,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn enrol_form(State(st): State<AppState>, session: Session) -> PageResult {
+    match enrolling(&st, &session).await? {
+        Some((_, row)) => enrol_page(&st, &session, &row, None).await,
+        None => Ok(Redirect::to(paths::STAFF_SIGNIN).into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EnrolForm {
+    csrf: String,
+    password: SecretString,
+    confirm: SecretString,
+    code: SecretString,
+}
+
+/// Confirms the new authenticator with a code from it and sets the chosen password (under the
+/// cloud password policy, and not the administrator-made one); then the staff session begins.
+pub async fn enrol(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<EnrolForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let Some((e, row)) = enrolling(&st, &session).await? else {
+        return Ok(Redirect::to(paths::STAFF_SIGNIN).into_response());
+    };
+    let tr = Tr::current();
+    let new = match crate::domain::NewPassword::parse(f.password, &f.confirm) {
+        Ok(p) => p,
+        Err(err) => return enrol_page(&st, &session, &row, Some(err.text(tr))).await,
+    };
+    if let Some(rule) = passwords::cloud_rule(&st.cfg.cloud_policy, &new, &row.username) {
+        return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
+    }
+    if passwords::verify(new.as_secret(), Some(row.password_hash.clone())).await {
+        return enrol_page(&st, &session, &row, Some(tr.t("staff.enrol_same_password").into())).await;
+    }
+    let Some(pending) = row.pending_totp_enc.clone() else {
+        return enrol_page(&st, &session, &row, None).await;
+    };
+    let now = st.clock.now();
+    let seed = st.secrets.decrypt(&store::staff::totp_context(&row.id), &pending)?;
+    let Some(step) = totp::matching_step(&seed, f.code.expose_secret(), now) else {
+        return enrol_page(&st, &session, &row, Some(tr.t("staff.enrol_code_wrong").into())).await;
+    };
+    let hash = passwords::hash(new.as_secret()).await?;
+    drop(new);
+    if !store::staff::complete_enrolment(&st.db, &row.id, e.epoch, &hash, &pending, step, now).await? {
+        return Ok(Redirect::to(paths::STAFF_SIGNIN).into_response());
+    }
+    let Some(done) = store::staff::get(&st.db, &row.id).await? else {
+        return Ok(Redirect::to(paths::STAFF_SIGNIN).into_response());
+    };
+    begin(&session, &done, now).await?;
+    let rec = AuditRecord {
+        at: now,
+        actor: format!("staff:{}", done.username),
+        operation: "staff.enrol".into(),
+        target: Some(format!("staff:{}", done.username)),
+        outcome_code: Outcome::Success.code().0.into(),
+        raw: "own password and authenticator replaced the administrator-made ones".into(),
+        support_code: SupportCode::new().0,
+        client: Some(client.ip().to_string()),
+        ..Default::default()
+    };
+    store::audit::record(&st.db, &rec).await?;
     Ok(Redirect::to(paths::STAFF_HOME).into_response())
 }
 
