@@ -200,13 +200,13 @@ async fn enrol_page(
             seed
         }
     };
-    let issuer = format!("{}", Tr::current().t("staff.brand"));
+    let issuer = Tr::current().t("staff.brand");
     let page = StaffEnrolPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
         username: row.username.clone(),
         seed_text: totp::seed_text(&seed).to_string(),
-        qr: totp::qr_data_url(&seed, &issuer, &row.username)?.to_string(),
+        qr: totp::qr_data_url(&seed, issuer, &row.username)?.to_string(),
         policy: Some(passwords::cloud_facts(&st.cfg.cloud_policy)).map(|f| crate::portal::pages::PolicyView {
             min_length: f.min_length,
             history: None,
