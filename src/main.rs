@@ -124,6 +124,22 @@ enum StaffCmd {
     },
     /// List staff accounts and their roles.
     List,
+    /// Disable a staff account (its sessions end at once; it can no longer sign in).
+    Disable {
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled staff account again.
+    Enable {
+        #[arg(long)]
+        username: String,
+    },
+    /// Give a staff account new credentials for one sign-in (a lost phone or password); the
+    /// owner enrols their own at that sign-in. Its sessions end.
+    ResetSignin {
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -319,6 +335,19 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
                  /staff/signin, where the owner sets up their own authenticator and password."
             );
         }
+        StaffCmd::Disable { username } => set_staff_enabled(db, &username, false, now).await?,
+        StaffCmd::Enable { username } => set_staff_enabled(db, &username, true, now).await?,
+        StaffCmd::ResetSignin { username } => {
+            let row = passback::store::staff::by_username(db, &username).await?.context("no such staff account")?;
+            let key = config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
+                .context("secrets.data_key_file is required")?;
+            let secrets = passback::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&key))?;
+            let creds = passback::portal::staff::new_signin(db, &secrets, &row.id, now).await?;
+            audit_cli(db, "staff.reset", &row.username, now).await?;
+            println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
+            println!("Authenticator key: {}", creds.seed_text().as_str());
+            eprintln!("Shown once; they work for one sign-in, where {} enrols their own.", row.username);
+        }
         StaffCmd::List => {
             for s in passback::store::staff::all(db).await? {
                 let state = if s.enabled() { "" } else { " (disabled)" };
@@ -326,5 +355,29 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             }
         }
     }
+    Ok(())
+}
+
+/// An audit row for a staff change made on the portal host's command line.
+async fn audit_cli(db: &passback::store::Db, operation: &str, username: &str, now: i64) -> anyhow::Result<()> {
+    let rec = passback::store::audit::AuditRecord {
+        at: now,
+        actor: "command-line".into(),
+        operation: operation.into(),
+        target: Some(format!("staff:{username}")),
+        outcome_code: passback::domain::Outcome::Success.code().0.into(),
+        raw: "passback staff".into(),
+        support_code: passback::portal::SupportCode::new().0,
+        ..Default::default()
+    };
+    passback::store::audit::record(db, &rec).await?;
+    Ok(())
+}
+
+async fn set_staff_enabled(db: &passback::store::Db, username: &str, enable: bool, now: i64) -> anyhow::Result<()> {
+    let row = passback::store::staff::by_username(db, username).await?.context("no such staff account")?;
+    passback::store::staff::set_enabled(db, &row.id, enable, now).await?;
+    audit_cli(db, if enable { "staff.enable" } else { "staff.disable" }, &row.username, now).await?;
+    println!("{} is now {}.", row.username, if enable { "enabled" } else { "disabled; its sessions ended" });
     Ok(())
 }

@@ -72,6 +72,7 @@ pub mod paths {
     pub const ADMIN_HEALTH_JSON: &str = "/admin/health.json";
     pub const ADMIN_STAFF: &str = "/admin/staff";
     pub const ADMIN_STAFF_RESET: &str = "/admin/staff/reset";
+    pub const ADMIN_STAFF_UPDATE: &str = "/admin/staff/update";
 }
 
 /// The session key of the validated `return_to` URL.
@@ -196,7 +197,8 @@ pub fn router(state: AppState) -> Router {
         .route(paths::ADMIN_HEALTH, get(staff::health_page))
         .route(paths::ADMIN_HEALTH_JSON, get(staff::health_json))
         .route(paths::ADMIN_STAFF, get(staff::staff_list).post(staff::add_staff))
-        .route(paths::ADMIN_STAFF_RESET, post(staff::reset_staff));
+        .route(paths::ADMIN_STAFF_RESET, post(staff::reset_staff))
+        .route(paths::ADMIN_STAFF_UPDATE, post(staff::update_staff));
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }

@@ -437,10 +437,15 @@ pub struct StaffView {
     pub scope: String,
     pub may_reset_protected: bool,
     pub enabled: bool,
+    /// The scope as the edit form shows it.
+    pub directories: String,
+    pub base_dns: String,
+    pub groups: String,
 }
 
 impl From<&crate::store::staff::StaffRow> for StaffView {
     fn from(r: &crate::store::staff::StaffRow) -> Self {
+        let own: crate::store::users::Scope = serde_json::from_str(&r.scope_json).unwrap_or_default();
         let scope = match r.scope() {
             Some(s) if s.is_everyone() => "everyone".to_string(),
             Some(s) => {
@@ -467,6 +472,9 @@ impl From<&crate::store::staff::StaffRow> for StaffView {
             scope,
             may_reset_protected: r.may_reset_protected,
             enabled: r.enabled(),
+            directories: own.directories.join(", "),
+            base_dns: own.base_dns.join("\n"),
+            groups: own.groups.join("\n"),
         }
     }
 }

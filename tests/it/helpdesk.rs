@@ -504,6 +504,39 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
             .unwrap(),
     };
     let own = enrol(&app, &given).await;
-    assert!(staff_signin(&app, &client(&app), &own, 0).await.contains("Find a person"));
+    let again = client(&app);
+    assert!(staff_signin(&app, &again, &own, 0).await.contains("Find a person"));
+
+    // A change of role ends their sessions; so does disabling the account, which also stops
+    // any further sign-in. Nobody does either to themselves.
+    admin_update(&app, &c, &[("id", &id), ("action", "role"), ("role", "auditor")]).await;
+    assert!(get(&app, &again, "/helpdesk").await.1.contains("Staff sign-in"), "signed out by the role change");
+    assert_eq!(
+        sqlx::query_scalar::<_, String>("SELECT role FROM staff WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap(),
+        "auditor"
+    );
+    staff_signin(&app, &again, &own, 1).await;
+    assert_eq!(get(&app, &again, "/helpdesk").await.0, 403, "an auditor now");
+    admin_update(&app, &c, &[("id", &id), ("action", "disable")]).await;
+    assert!(get(&app, &again, "/audit").await.1.contains("Staff sign-in"), "signed out by the disabling");
+    let own_id: String =
+        sqlx::query_scalar("SELECT id FROM staff WHERE username = 'admin1'").fetch_one(&app.db).await.unwrap();
+    let page = admin_update(&app, &c, &[("id", &own_id), ("action", "disable")]).await;
+    assert!(page.contains("Another administrator must"), "{page}");
+    let ops: Vec<String> = app.audit().await.into_iter().map(|r| r.operation).collect();
+    assert!(ops.contains(&"staff.set_role".to_string()) && ops.contains(&"staff.disable".to_string()), "{ops:?}");
     let _ = admin2;
+}
+
+/// Posts the staff list's update form as the administrator signed in on `c`.
+async fn admin_update(app: &TestApp, c: &reqwest::Client, fields: &[(&str, &str)]) -> String {
+    let (_, list) = get(app, c, "/admin/staff").await;
+    let csrf = hidden(&list, "csrf").unwrap();
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    post(app, c, "/admin/staff/update", &form).await.1
 }

@@ -169,6 +169,17 @@ pub async fn add_staff(
     shown_once(&st, &session, &admin, &spec.username, &creds, false).await
 }
 
+/// New administrator-made credentials for one sign-in (a lost phone or password): the account's
+/// sessions end, and the owner enrols their own at that sign-in.
+pub async fn new_signin(db: &Db, secrets: &DataKey, id: &str, now: i64) -> anyhow::Result<Credentials> {
+    let password = super::temporary_password();
+    let seed = totp::new_seed();
+    let hash = passwords::hash(&password).await?;
+    let enc = secrets.encrypt(&store::staff::totp_context(id), &seed);
+    anyhow::ensure!(store::staff::set_credentials(db, id, &hash, &enc, now).await?, "no such staff account");
+    Ok(Credentials { id: id.to_string(), password, seed })
+}
+
 /// The page that shows a new sign-in once.
 async fn shown_once(
     st: &AppState,
@@ -245,15 +256,10 @@ pub async fn reset_staff(
         return list_page(&st, &session, &admin, Some(tr.t("staff.not_yourself").into())).await;
     }
     let now = st.clock.now();
-    let password = super::temporary_password();
-    let seed = totp::new_seed();
-    let hash = passwords::hash(&password).await?;
-    let enc = st.secrets.encrypt(&store::staff::totp_context(&member.id), &seed);
-    store::staff::set_credentials(&st.db, &member.id, &hash, &enc, now).await?;
+    let creds = new_signin(&st.db, &st.secrets, &member.id, now).await?;
     audit_staff(&st, &admin, client, "staff.reset", &member.username, "new password and authenticator; sessions ended")
         .await?;
     notify_administrators(&st, &admin.row.username, &member.username, now).await?;
-    let creds = Credentials { id: member.id.clone(), password, seed };
     shown_once(&st, &session, &admin, &member.username, &creds, true).await
 }
 
@@ -273,4 +279,81 @@ async fn notify_administrators(st: &AppState, admin: &str, member: &str, now: i6
         });
     }
     Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct UpdateForm {
+    csrf: String,
+    id: String,
+    /// `disable`, `enable`, `end_sessions` or `role`.
+    action: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    directories: String,
+    #[serde(default)]
+    base_dns: String,
+    #[serde(default)]
+    groups: String,
+    #[serde(default)]
+    may_reset_protected: Option<String>,
+}
+
+/// Disables or enables an account, ends its sessions, or changes its role and scope (which ends
+/// its sessions too, so the next sign-in starts with what it may do now). Administrators cannot
+/// do this to themselves: another administrator must, so nobody locks the portal out alone.
+pub async fn update_staff(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Form(f): Form<UpdateForm>,
+) -> PageResult {
+    csrf::check(&session, &f.csrf).await?;
+    let admin = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let tr = Tr::current();
+    let Some(member) = store::staff::get(&st.db, &f.id).await? else {
+        return list_page(&st, &session, &admin, Some(tr.t("staff.not_found").into())).await;
+    };
+    if member.id == admin.row.id {
+        return list_page(&st, &session, &admin, Some(tr.t("staff.not_yourself").into())).await;
+    }
+    let now = st.clock.now();
+    let (operation, raw) = match f.action.as_str() {
+        "disable" => {
+            store::staff::set_enabled(&st.db, &member.id, false, now).await?;
+            ("staff.disable", "disabled; sessions ended".to_string())
+        }
+        "enable" => {
+            store::staff::set_enabled(&st.db, &member.id, true, now).await?;
+            ("staff.enable", "enabled".to_string())
+        }
+        "end_sessions" => {
+            store::staff::end_sessions(&st.db, &member.id).await?;
+            ("staff.end_sessions", "every session ended".to_string())
+        }
+        "role" => {
+            let Some(role) = Role::parse(&f.role) else {
+                return list_page(&st, &session, &admin, Some(tr.t("staff.role_missing").into())).await;
+            };
+            let directories: Vec<String> =
+                f.directories.split([',', '\n']).map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
+            if let Some(unknown) = directories.iter().find(|d| !st.cfg.directories.contains_key(*d)) {
+                let e = tr.f("staff.unknown_directory", "directory", unknown);
+                return list_page(&st, &session, &admin, Some(e)).await;
+            }
+            let scope = Scope { directories, base_dns: lines(&f.base_dns), groups: lines(&f.groups) };
+            let protected = f.may_reset_protected.is_some();
+            store::staff::set_role(&st.db, &member.id, role, &scope, protected, now).await?;
+            (
+                "staff.set_role",
+                format!("role={} scope={scope:?} may_reset_protected={protected}; sessions ended", role.as_str()),
+            )
+        }
+        _ => return list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await,
+    };
+    audit_staff(&st, &admin, client, operation, &member.username, &raw).await?;
+    list_page(&st, &session, &admin, None).await
 }

@@ -10,7 +10,7 @@ mod health;
 mod helpdesk;
 mod signin;
 
-pub use admin::{add_staff, create_staff, reset_staff, staff_list, Credentials, StaffSpec};
+pub use admin::{add_staff, create_staff, new_signin, reset_staff, staff_list, update_staff, Credentials, StaffSpec};
 pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{health_json, health_page, Health};
 pub use helpdesk::{act, person, search};
