@@ -182,6 +182,9 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
 
     let cfg = portal_config(&dir, &ca, port, smtp.port())?;
     let url = cfg.server.public_url.clone();
+    let data_key = crate::config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "data key")?
+        .context("the demo's data key")?;
+    let data_key = crate::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&data_key))?;
     let app = Application::build(cfg, Extras { demo_mailbox: Some(mailbox), ..Default::default() }).await?;
     let (db, hub) = (app.db.clone(), app.hub.clone());
     tokio::spawn(app.run_until_stopped());
@@ -206,6 +209,20 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let agent_toml = write_agent_files(&dir, &agent_cfg)?;
     let mut agent = spawn_agent(&agent_toml, &dir.join("agent.log"))?;
 
+    // A staff account to try the helpdesk and administration pages with (its first sign-in
+    // enrols an authenticator of one's own).
+    let admin = crate::portal::staff::StaffSpec {
+        username: "admin".into(),
+        display_name: "Demo administrator".into(),
+        email: None,
+        role: crate::store::staff::Role::Administrator,
+        scope: Default::default(),
+        may_reset_protected: false,
+    };
+    let staff = crate::portal::staff::create_staff(&db, &data_key, &admin, crate::Clock::default().now())
+        .await?
+        .context("the demo's staff account")?;
+
     let dir_id = DirectoryId::parse(DIRECTORY_ID)?;
     for _ in 0..100 {
         let synced = crate::store::users::find_by_login(&db, "alice").await.map(|u| !u.is_empty()).unwrap_or(false);
@@ -220,8 +237,13 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
          TLS CA:       {ca}   (the browser will warn: accept the certificate, or import this CA)\n\n\
          {directory}\n  \
          Agent:        process {agent_pid}, log {agent_log}\n                \
-         (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n\
+         (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n  \
+         Staff:        {url}/staff/signin   user admin (an administrator), password {staff_pw}\n                \
+         authenticator key {staff_key} (add it to an authenticator app; the first sign-in\n                \
+         then sets up your own key and password)\n\n\
          Stop the demo with Ctrl-C.\n",
+        staff_pw = secrecy::ExposeSecret::expose_secret(&staff.password),
+        staff_key = staff.seed_text().as_str(),
         ca = ca.ca_file.display(),
         directory = directory.description,
         agent_pid = agent.id(),
