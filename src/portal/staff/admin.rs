@@ -228,6 +228,27 @@ async fn audit_staff(
     Ok(())
 }
 
+/// The signed-in administrator and the other staff account `id` they act on; or the page to show
+/// instead (nobody signed in, not an administrator, no such account, or their own: another
+/// administrator must act on it, and is then accountable for it).
+async fn other_member(
+    st: &AppState,
+    session: &Session,
+    id: &str,
+) -> Result<Result<(super::Staff, store::staff::StaffRow), Response>, PortalError> {
+    let admin = match require(st, session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(Err(r)),
+    };
+    let tr = Tr::current();
+    let problem = match store::staff::get(&st.db, id).await? {
+        None => "staff.not_found",
+        Some(member) if member.id == admin.row.id => "staff.not_yourself",
+        Some(member) => return Ok(Ok((admin, member))),
+    };
+    Ok(Err(list_page(st, session, &admin, Some(tr.t(problem).into())).await?))
+}
+
 #[derive(Deserialize)]
 pub struct ResetForm {
     csrf: String,
@@ -243,18 +264,10 @@ pub async fn reset_staff(
     Form(f): Form<ResetForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let admin = match require(&st, &session, |r| r == Role::Administrator).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
+    let (admin, member) = match other_member(&st, &session, &f.id).await? {
+        Ok(pair) => pair,
+        Err(page) => return Ok(page),
     };
-    let tr = Tr::current();
-    let Some(member) = store::staff::get(&st.db, &f.id).await? else {
-        return list_page(&st, &session, &admin, Some(tr.t("staff.not_found").into())).await;
-    };
-    if member.id == admin.row.id {
-        // One's own sign-in is reset by another administrator, who is then accountable for it.
-        return list_page(&st, &session, &admin, Some(tr.t("staff.not_yourself").into())).await;
-    }
     let now = st.clock.now();
     let creds = new_signin(&st.db, &st.secrets, &member.id, now).await?;
     audit_staff(&st, &admin, client, "staff.reset", &member.username, "new password and authenticator; sessions ended")
@@ -309,17 +322,11 @@ pub async fn update_staff(
     Form(f): Form<UpdateForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let admin = match require(&st, &session, |r| r == Role::Administrator).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
+    let (admin, member) = match other_member(&st, &session, &f.id).await? {
+        Ok(pair) => pair,
+        Err(page) => return Ok(page),
     };
     let tr = Tr::current();
-    let Some(member) = store::staff::get(&st.db, &f.id).await? else {
-        return list_page(&st, &session, &admin, Some(tr.t("staff.not_found").into())).await;
-    };
-    if member.id == admin.row.id {
-        return list_page(&st, &session, &admin, Some(tr.t("staff.not_yourself").into())).await;
-    }
     let now = st.clock.now();
     let (operation, raw) = match f.action.as_str() {
         "disable" => {
