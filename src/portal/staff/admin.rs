@@ -155,7 +155,11 @@ pub async fn add_staff(
     let creds = match create_staff(&st.db, &st.secrets, &spec, st.clock.now()).await {
         Ok(Some(c)) => c,
         Ok(None) => return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await,
-        Err(e) => return list_page(&st, &session, &admin, Some(format!("{}: {e}", tr.t("staff.invalid")))).await,
+        Err(e) => {
+            // The reason goes to the log, not the page.
+            tracing::warn!(error = %format!("{e:#}"), "adding a staff account failed");
+            return list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await;
+        }
     };
     audit_staff(
         &st,

@@ -108,7 +108,10 @@ pub async fn audit_page(
 /// One CSV cell: quoted, and a leading `=`, `+`, `-`, `@` (which spreadsheets would run as a
 /// formula) neutralised with an apostrophe.
 fn cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
+    // Spreadsheets skip leading spaces and read full-width signs as formulas too.
+    let first = s.trim_start_matches([' ', '\u{3000}']).chars().next();
+    let formula = first.is_some_and(|c| "=+-@\t\r\u{FF1D}\u{FF0B}\u{FF0D}\u{FF20}".contains(c));
+    let s = if formula { format!("'{s}") } else { s.to_string() };
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -173,6 +176,8 @@ mod tests {
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(cell("-1+1"), "\"'-1+1\"");
+        assert_eq!(cell("  =1+1"), "\"'  =1+1\"");
+        assert_eq!(cell("＝1+1"), "\"'＝1+1\"");
     }
 
     #[test]
