@@ -264,6 +264,12 @@ async fn helpdesk_resets_a_person_in_scope_who_must_then_choose_their_own_passwo
     let audit = app.audit().await;
     let reset = audit.iter().find(|r| r.operation == "helpdesk.reset" && r.outcome_code == "PB-0000").unwrap();
     assert_eq!(reset.actor, "staff:hd-reset");
+    assert!(
+        audit.iter().any(|r| r.operation == "staff.view_person"
+            && r.actor == "staff:hd-reset"
+            && r.target.as_deref() == Some("alice")),
+        "who looked at whom is on record"
+    );
     assert_eq!(reset.target.as_deref(), Some("alice"));
     assert!(reset.raw.contains("must_change=true"), "{}", reset.raw);
     assert!(audit.iter().all(|r| !r.raw.contains(&temporary)), "the temporary password is in no audit row");

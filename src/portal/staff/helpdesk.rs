@@ -99,12 +99,31 @@ fn bad_form(staff: &Staff, row: &UserRow, what: &str) -> Response {
     )
 }
 
-pub async fn person(State(st): State<AppState>, session: Session, Query(pq): Query<PersonQuery>) -> PageResult {
+pub async fn person(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+    Query(pq): Query<PersonQuery>,
+) -> PageResult {
     let staff = match require(&st, &session, Role::acts_on_people).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
     let Some(row) = in_scope(&st, &staff, &pq.d, &pq.a).await? else { return Ok(not_found(&staff, &pq.d, &pq.a)) };
+    // Who looked at whom (the page shows addresses, groups and the account's state) is on record.
+    let rec = AuditRecord {
+        at: st.clock.now(),
+        actor: staff.actor(),
+        operation: "staff.view_person".into(),
+        directory: Some(row.directory.clone()),
+        anchor: Some(row.anchor.clone()),
+        target: Some(row.username.clone()),
+        outcome_code: Outcome::Success.code().0.into(),
+        raw: String::new(),
+        support_code: SupportCode::new().0,
+        client: Some(client.ip().to_string()),
+    };
+    store::audit::record(&st.db, &rec).await?;
     person_page(&st, &session, &staff, &row, None).await
 }
 
