@@ -121,6 +121,9 @@ enum StaffCmd {
         /// May reset, unlock and force a change for protected (privileged) accounts.
         #[arg(long)]
         may_reset_protected: bool,
+        /// Helpdesk scope: everyone in every directory (otherwise name a directory, base DN or group).
+        #[arg(long)]
+        everyone: bool,
     },
     /// List staff accounts and their roles.
     List,
@@ -308,8 +311,14 @@ async fn user_command(db: &passback::store::Db, cmd: UserCmd, now: i64) -> anyho
 async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffCmd, now: i64) -> anyhow::Result<()> {
     use passback::store::staff::Role;
     match cmd {
-        StaffCmd::Add { username, role, name, email, directories, base_dns, groups, may_reset_protected } => {
+        StaffCmd::Add { username, role, name, email, directories, base_dns, groups, may_reset_protected, everyone } => {
             let role = Role::parse(&role).context("--role must be administrator, helpdesk or auditor")?;
+            let narrowed = !(directories.is_empty() && base_dns.is_empty() && groups.is_empty());
+            if role == Role::Helpdesk && narrowed == everyone {
+                anyhow::bail!(
+                    "a helpdesk account needs --directory, --base-dn or --group, or else --everyone (not both)"
+                );
+            }
             if let Some(d) = directories.iter().find(|d| !cfg.directories.contains_key(*d)) {
                 anyhow::bail!("--directory {d}: no such directory in the portal's configuration");
             }
@@ -321,7 +330,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
                 username,
                 email,
                 role,
-                scope: passback::store::users::Scope { directories, base_dns, groups },
+                scope: passback::store::users::Scope { directories, base_dns, groups, everyone },
                 may_reset_protected,
             };
             let creds = passback::portal::staff::create_staff(db, &secrets, &spec, now)

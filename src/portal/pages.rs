@@ -441,6 +441,7 @@ pub struct StaffView {
     pub directories: String,
     pub base_dns: String,
     pub groups: String,
+    pub everyone: bool,
 }
 
 impl From<&crate::store::staff::StaffRow> for StaffView {
@@ -448,6 +449,7 @@ impl From<&crate::store::staff::StaffRow> for StaffView {
         let own: crate::store::users::Scope = serde_json::from_str(&r.scope_json).unwrap_or_default();
         let scope = match r.scope() {
             Some(s) if s.is_everyone() => "everyone".to_string(),
+            Some(s) if s.is_nobody() => "nobody (no scope chosen)".to_string(),
             Some(s) => {
                 let mut parts = Vec::new();
                 if !s.directories.is_empty() {
@@ -475,6 +477,7 @@ impl From<&crate::store::staff::StaffRow> for StaffView {
             directories: own.directories.join(", "),
             base_dns: own.base_dns.join("\n"),
             groups: own.groups.join("\n"),
+            everyone: own.everyone,
         }
     }
 }

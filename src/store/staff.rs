@@ -73,7 +73,7 @@ impl StaffRow {
     /// that does not parse sees no one.
     pub fn scope(&self) -> Option<Scope> {
         match self.role()? {
-            Role::Administrator => Some(Scope::default()),
+            Role::Administrator => Some(Scope::everyone()),
             _ => serde_json::from_str(&self.scope_json).ok(),
         }
     }

@@ -109,6 +109,10 @@ pub struct Scope {
     pub base_dns: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// With no list filled in: everyone, when set; nobody otherwise (a scope left empty by
+    /// mistake must not open the whole directory).
+    #[serde(default)]
+    pub everyone: bool,
 }
 
 /// The RDNs of a DN, each as compared here: split at commas that are not escaped (RFC 4514),
@@ -180,12 +184,30 @@ pub fn dn_within(dn: &str, base: &str) -> bool {
 }
 
 impl Scope {
-    pub fn is_everyone(&self) -> bool {
+    /// Everyone, in every directory.
+    pub fn everyone() -> Scope {
+        Scope { everyone: true, ..Default::default() }
+    }
+
+    /// No list narrows it.
+    fn unnarrowed(&self) -> bool {
         self.directories.is_empty() && self.base_dns.is_empty() && self.groups.is_empty()
+    }
+
+    pub fn is_everyone(&self) -> bool {
+        self.unnarrowed() && self.everyone
+    }
+
+    /// Covers nobody: nothing narrows it, and "everyone" was not chosen.
+    pub fn is_nobody(&self) -> bool {
+        self.unnarrowed() && !self.everyone
     }
 
     /// Whether the person is within this scope (the one check every helpdesk act makes).
     pub fn covers(&self, p: &UserRow) -> bool {
+        if self.is_nobody() {
+            return false;
+        }
         let groups: Vec<String> = p.groups().iter().map(|g| normalise_dn(g)).collect();
         (self.directories.is_empty() || self.directories.contains(&p.directory))
             && (self.base_dns.is_empty() || self.base_dns.iter().any(|b| dn_within(&p.dn, b)))
@@ -196,6 +218,9 @@ impl Scope {
 /// One page of the people a search finds within `scope`: by user name, name or e-mail address
 /// (a part of any of them), ordered by user name, among the first matches only.
 pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64) -> sqlx::Result<Vec<UserRow>> {
+    if scope.is_nobody() {
+        return Ok(Vec::new());
+    }
     let like = format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM directory_users WHERE ("));
     q.push("username LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");
@@ -374,6 +399,7 @@ mod tests {
             scope.covers(&person("CN=Ann,DC=corp,DC=example", &["cn=helpdesk managed,ou=groups,dc=corp,dc=example"]))
         );
         assert!(!scope.covers(&person("CN=Ann,DC=corp,DC=example", &["CN=Other,DC=corp,DC=example"])));
-        assert!(Scope::default().covers(&person("CN=Anyone", &[])));
+        assert!(Scope::everyone().covers(&person("CN=Anyone", &[])));
+        assert!(!Scope::default().covers(&person("CN=Anyone", &[])), "an empty scope covers nobody");
     }
 }

@@ -175,7 +175,7 @@ async fn staff_sign_in_needs_the_password_and_an_unused_authenticator_code() {
     let staff = headers("/staff/signin").await;
     assert!(staff["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"), "{staff:?}");
     assert_eq!(staff["x-frame-options"], "DENY");
-    let who = add_staff(&app, "hd-sign", Role::Helpdesk, Scope::default(), false).await;
+    let who = add_staff(&app, "hd-sign", Role::Helpdesk, Scope::everyone(), false).await;
     let c = client(&app);
     let (status, _) = get(&app, &c, "/helpdesk").await;
     assert_eq!(status, 200, "redirected to the sign-in page");
@@ -295,6 +295,12 @@ async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_ar
     assert_eq!(status, 404);
     assert!(app.bind_works("bob", passback::sandbox::INITIAL_USER_PASSWORD).await);
 
+    // A helpdesk account whose scope was left empty sees nobody (it fails closed).
+    let empty = add_staff(&app, "hd-empty", Role::Helpdesk, Scope::default(), false).await;
+    let e = client(&app);
+    staff_signin(&app, &e, &empty, 0).await;
+    assert!(get(&app, &e, "/helpdesk?q=bob").await.1.contains("Nobody you may act on"));
+
     // A group scope: bob is in no group.
     let grouped =
         Scope { groups: vec!["cn=helpdesk-managed,ou=groups,dc=example,dc=org".into()], ..Default::default() };
@@ -305,7 +311,7 @@ async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_ar
 
     // Everyone in scope, but bob is a protected account (as a sync of AD marks Domain Admins).
     sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'bob'").execute(&app.db).await.unwrap();
-    let wide = add_staff(&app, "carol", Role::Helpdesk, Scope::default(), false).await;
+    let wide = add_staff(&app, "carol", Role::Helpdesk, Scope::everyone(), false).await;
     let w = client(&app);
     staff_signin(&app, &w, &wide, 0).await;
     let (_, page) = person_page(&app, &w, "bob").await;
@@ -330,7 +336,7 @@ async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_ar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_export_holds_every_act_and_a_support_code_finds_its_row() {
     let app = spawn_app().await;
-    let hd = add_staff(&app, "hd-audit", Role::Helpdesk, Scope::default(), false).await;
+    let hd = add_staff(&app, "hd-audit", Role::Helpdesk, Scope::everyone(), false).await;
     let auditor = add_staff(&app, "auditor", Role::Auditor, Scope::default(), false).await;
     let c = client(&app);
     staff_signin(&app, &c, &hd, 0).await;
@@ -470,7 +476,7 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
     let app = spawn_app().await;
     let admin = add_staff(&app, "admin1", Role::Administrator, Scope::default(), false).await;
     let admin2 = add_staff(&app, "admin2", Role::Administrator, Scope::default(), false).await;
-    let hd = add_staff(&app, "hd-lost", Role::Helpdesk, Scope::default(), false).await;
+    let hd = add_staff(&app, "hd-lost", Role::Helpdesk, Scope::everyone(), false).await;
     let (phone, laptop) = (client(&app), client(&app));
     staff_signin(&app, &phone, &hd, 0).await;
     staff_signin(&app, &laptop, &hd, 1).await;

@@ -116,6 +116,20 @@ pub struct AddForm {
     groups: String,
     #[serde(default)]
     may_reset_protected: Option<String>,
+    /// The checkbox "everyone" (only when no list narrows the scope).
+    #[serde(default)]
+    everyone: Option<String>,
+}
+
+/// What is wrong with a helpdesk scope: it must be narrowed, or be "everyone", not neither and
+/// not both (other roles have no scope).
+fn scope_problem(role: Role, scope: &Scope) -> Option<&'static str> {
+    let narrowed = !scope.is_nobody() && !scope.is_everyone();
+    match role {
+        Role::Helpdesk if scope.is_nobody() => Some("staff.scope_missing"),
+        Role::Helpdesk if narrowed && scope.everyone => Some("staff.scope_both"),
+        _ => None,
+    }
 }
 
 fn lines(s: &str) -> Vec<String> {
@@ -149,9 +163,17 @@ pub async fn add_staff(
             .unwrap_or_else(|| f.username.trim().to_string()),
         email: Some(f.email.trim().to_string()).filter(|e| !e.is_empty()),
         role,
-        scope: Scope { directories, base_dns: lines(&f.base_dns), groups: lines(&f.groups) },
+        scope: Scope {
+            directories,
+            base_dns: lines(&f.base_dns),
+            groups: lines(&f.groups),
+            everyone: f.everyone.is_some(),
+        },
         may_reset_protected: f.may_reset_protected.is_some(),
     };
+    if let Some(problem) = scope_problem(role, &spec.scope) {
+        return list_page(&st, &session, &admin, Some(tr.t(problem).into())).await;
+    }
     let creds = match create_staff(&st.db, &st.secrets, &spec, st.clock.now()).await {
         Ok(Some(c)) => c,
         Ok(None) => return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await,
@@ -314,6 +336,8 @@ pub struct UpdateForm {
     groups: String,
     #[serde(default)]
     may_reset_protected: Option<String>,
+    #[serde(default)]
+    everyone: Option<String>,
 }
 
 /// Disables or enables an account, ends its sessions, or changes its role and scope (which ends
@@ -355,7 +379,15 @@ pub async fn update_staff(
                 let e = tr.f("staff.unknown_directory", "directory", unknown);
                 return list_page(&st, &session, &admin, Some(e)).await;
             }
-            let scope = Scope { directories, base_dns: lines(&f.base_dns), groups: lines(&f.groups) };
+            let scope = Scope {
+                directories,
+                base_dns: lines(&f.base_dns),
+                groups: lines(&f.groups),
+                everyone: f.everyone.is_some(),
+            };
+            if let Some(problem) = scope_problem(role, &scope) {
+                return list_page(&st, &session, &admin, Some(tr.t(problem).into())).await;
+            }
             let protected = f.may_reset_protected.is_some();
             store::staff::set_role(&st.db, &member.id, role, &scope, protected, now).await?;
             (
