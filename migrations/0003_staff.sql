@@ -27,3 +27,7 @@ ALTER TABLE directory_users ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
 
 CREATE INDEX audit_actor ON audit(actor, at);
 CREATE INDEX audit_target ON audit(target, at);
+
+-- A cloud-only account whose password the helpdesk set: its owner must choose a new one at the
+-- next sign-in.
+ALTER TABLE cloud_users ADD COLUMN must_change INTEGER NOT NULL DEFAULT 0;

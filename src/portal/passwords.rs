@@ -116,7 +116,7 @@ pub(crate) async fn apply_by(
     now: i64,
 ) -> Result<WritebackResult, PortalError> {
     match target.kind {
-        UserKind::CloudOnly => set_cloud_password(st, target, new, old, now).await,
+        UserKind::CloudOnly => set_cloud_password(st, by, target, new, old, now).await,
         UserKind::HashSynced | UserKind::Federated => write_back(st, by, target, msg_id, new, old, now).await,
     }
 }
@@ -153,6 +153,7 @@ fn dummy_hash() -> &'static str {
 /// A cloud-only account: the portal's own policy, then its own hash. No directory involved.
 async fn set_cloud_password(
     st: &AppState,
+    by: By<'_>,
     target: &Target,
     new: &NewPassword,
     old: Option<&SecretString>,
@@ -169,7 +170,9 @@ async fn set_cloud_password(
         return Ok(local(rule, "refused by the cloud password policy", policy));
     }
     let hash = hash(new.as_secret()).await?;
-    if !store::cloud::set_password_hash(&st.db, &target.anchor, &hash, now).await? {
+    // Set by the helpdesk with "must change": the owner chooses their own at the next sign-in.
+    let must_change = old.is_none() && by.flags.must_change;
+    if !store::cloud::set_password_hash(&st.db, &target.anchor, &hash, must_change, now).await? {
         return Err(anyhow::anyhow!("cloud account {} vanished while its password was set", target.anchor).into());
     }
     Ok(local(Outcome::Success, "cloud password set", None))
@@ -227,7 +230,11 @@ pub(crate) async fn check_current(
     };
     if let Some(hash) = stored {
         let right = verify(password, hash).await;
-        return Ok(if right {
+        let must_change =
+            right && target.kind == UserKind::CloudOnly && store::cloud::must_change(&st.db, &target.anchor).await?;
+        return Ok(if must_change {
+            local(Outcome::MustChange, "password matched; the helpdesk set it, so it must be changed", None)
+        } else if right {
             local(Outcome::Success, "password matched the portal's hash", None)
         } else {
             local(Outcome::OldPasswordWrong, "password did not match the portal's hash", None)

@@ -72,6 +72,7 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
 
 /// A synced person as a flow's target.
 pub(crate) async fn target_of(st: &AppState, one: &store::users::UserRow) -> Result<Target, PortalError> {
+    let kind = if one.is_cloud() { UserKind::CloudOnly } else { synced_kind(st, &one.directory, &one.anchor).await? };
     Ok(Target {
         directory: one.directory.clone(),
         anchor: one.anchor.clone(),
@@ -79,7 +80,7 @@ pub(crate) async fn target_of(st: &AppState, one: &store::users::UserRow) -> Res
         email: one.email.clone(),
         other_emails: one.other_emails(),
         protected: one.protected,
-        kind: synced_kind(st, &one.directory, &one.anchor).await?,
+        kind,
     })
 }
 

@@ -41,9 +41,12 @@ pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<CloudUser>>
     .await
 }
 
-pub async fn set_password_hash(db: &Db, id: &str, hash: &str, now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query("UPDATE cloud_users SET password_hash = ?, updated_at = ? WHERE id = ?")
+/// Sets the account's password hash; `must_change` when the helpdesk set it (the owner then
+/// chooses their own at the next sign-in), cleared when the owner set it.
+pub async fn set_password_hash(db: &Db, id: &str, hash: &str, must_change: bool, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE cloud_users SET password_hash = ?, must_change = ?, updated_at = ? WHERE id = ?")
         .bind(hash)
+        .bind(must_change)
         .bind(now)
         .bind(id)
         .execute(db)
@@ -55,4 +58,42 @@ pub async fn password_hash(db: &Db, id: &str) -> sqlx::Result<Option<String>> {
     let hash: Option<Option<String>> =
         sqlx::query_scalar("SELECT password_hash FROM cloud_users WHERE id = ?").bind(id).fetch_optional(db).await?;
     Ok(hash.flatten())
+}
+
+/// Whether the owner must choose a new password at the next sign-in.
+pub async fn must_change(db: &Db, id: &str) -> sqlx::Result<bool> {
+    let flag: Option<bool> =
+        sqlx::query_scalar("SELECT must_change FROM cloud_users WHERE id = ?").bind(id).fetch_optional(db).await?;
+    Ok(flag.unwrap_or(false))
+}
+
+/// Requires a new password at the next sign-in.
+pub async fn require_change(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE cloud_users SET must_change = 1, updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<CloudUser>> {
+    sqlx::query_as("SELECT id, username, email, display_name, enabled FROM cloud_users WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Cloud-only accounts whose user name, name or e-mail address contains `text`.
+pub async fn search(db: &Db, text: &str, limit: i64) -> sqlx::Result<Vec<CloudUser>> {
+    let like = super::contains_pattern(text);
+    sqlx::query_as(
+        "SELECT id, username, email, display_name, enabled FROM cloud_users \
+         WHERE username LIKE ?1 ESCAPE '\\' OR lower(display_name) LIKE ?1 ESCAPE '\\' OR email_lc LIKE ?1 ESCAPE '\\' \
+         ORDER BY username LIMIT ?2",
+    )
+    .bind(like)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -141,6 +141,12 @@ pub fn random_token() -> Zeroizing<String> {
     Zeroizing::new(hex::encode(bytes.as_ref()))
 }
 
+/// A `LIKE … ESCAPE '\'` pattern that finds `text` anywhere, lower-cased, with the wildcards
+/// in it taken literally.
+pub fn contains_pattern(text: &str) -> String {
+    format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
 /// SHA-256, for high-entropy tokens that are stored only as hashes.
 pub fn token_hash(token: &str) -> Vec<u8> {
     use sha2::Digest;

@@ -22,6 +22,28 @@ pub struct UserRow {
 }
 
 impl UserRow {
+    /// A cloud-only account as the helpdesk lists it: no directory (the empty id), no DN.
+    pub fn cloud(c: &super::cloud::CloudUser) -> UserRow {
+        UserRow {
+            directory: String::new(),
+            anchor: c.id.clone(),
+            dn: String::new(),
+            username: c.username.clone(),
+            email: c.email.clone(),
+            other_emails: "[]".into(),
+            display_name: c.display_name.clone(),
+            enabled: c.enabled,
+            locked: false,
+            protected: false,
+            synced_at: 0,
+            groups: "[]".into(),
+        }
+    }
+
+    pub fn is_cloud(&self) -> bool {
+        self.directory.is_empty()
+    }
+
     pub fn other_emails(&self) -> Vec<String> {
         serde_json::from_str(&self.other_emails).unwrap_or_default()
     }
@@ -208,6 +230,10 @@ impl Scope {
         if self.is_nobody() {
             return false;
         }
+        if p.is_cloud() {
+            // Cloud-only accounts are in no directory, below no DN and in no group.
+            return self.is_everyone();
+        }
         let groups: Vec<String> = p.groups().iter().map(|g| normalise_dn(g)).collect();
         (self.directories.is_empty() || self.directories.contains(&p.directory))
             && (self.base_dns.is_empty() || self.base_dns.iter().any(|b| dn_within(&p.dn, b)))
@@ -221,7 +247,7 @@ pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64)
     if scope.is_nobody() {
         return Ok(Vec::new());
     }
-    let like = format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let like = super::contains_pattern(text);
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM directory_users WHERE ("));
     q.push("username LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");
     q.push(" OR lower(display_name) LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");

@@ -552,3 +552,60 @@ async fn admin_update(app: &TestApp, c: &reqwest::Client, fields: &[(&str, &str)
     form.extend_from_slice(fields);
     post(app, c, "/admin/staff/update", &form).await.1
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helpdesk_sets_a_cloud_only_password_that_must_then_be_changed() {
+    let app = spawn_app().await;
+    let id = passback::store::cloud::add(&app.db, "casey", Some("casey@cloud.example"), "Casey Cloud", app.clock.now())
+        .await
+        .unwrap();
+    // A scope narrowed to a directory does not reach cloud-only accounts; "everyone" does.
+    let narrow = add_staff(
+        &app,
+        "hd-dir",
+        Role::Helpdesk,
+        Scope { directories: vec![DIR_ID.into()], ..Default::default() },
+        false,
+    )
+    .await;
+    let n = client(&app);
+    staff_signin(&app, &n, &narrow, 0).await;
+    assert!(get(&app, &n, "/helpdesk?q=casey").await.1.contains("Nobody you may act on"));
+    let hd = add_staff(&app, "hd-all", Role::Helpdesk, Scope::everyone(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &hd, 0).await;
+    let (_, found) = get(&app, &c, "/helpdesk?q=case").await;
+    assert!(found.contains(">casey</a>") && found.contains("cloud-only"), "{found}");
+    let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("d", "").append_pair("a", &id).finish();
+    let (status, page) = get(&app, &c, &format!("/helpdesk/person?{q}")).await;
+    assert_eq!(status, 200, "{page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    let key = hidden(&page, "form_key").unwrap();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("d", ""),
+        ("a", id.as_str()),
+        ("form_key", key.as_str()),
+        ("act", "reset"),
+        ("mode", "generate"),
+        ("must_change", "on"),
+    ];
+    let (_, done) = post(&app, &c, "/helpdesk/act", &fields).await;
+    assert!(done.contains("PB-0000") && done.contains("must choose a new password"), "{done}");
+    let temporary = temporary_password(&done);
+
+    // Casey signs in with it and must choose her own first.
+    let person = client(&app);
+    let (_, form) = get(&app, &person, "/signin").await;
+    let csrf = hidden(&form, "csrf").unwrap();
+    let (_, page) =
+        post(&app, &person, "/signin", &[("csrf", &csrf), ("login", "casey"), ("password", &temporary)]).await;
+    assert!(page.contains("name=\"form_key\""), "the must-change form: {page}");
+    let (key, csrf) = (hidden(&page, "form_key").unwrap(), hidden(&page, "csrf").unwrap());
+    let mine = "Pink-Lemon-42";
+    let fields =
+        [("csrf", csrf.as_str()), ("form_key", &key), ("current", &temporary), ("password", mine), ("confirm", mine)];
+    let (_, page) = post(&app, &person, "/signin/expired", &fields).await;
+    assert!(page.contains("Security info"), "{page}");
+    assert!(!passback::store::cloud::must_change(&app.db, &id).await.unwrap(), "her own password stands");
+}

@@ -45,10 +45,16 @@ pub async fn search(State(st): State<AppState>, session: Session, Query(sq): Que
     let mut people = Vec::new();
     let mut more = false;
     if !text.is_empty() {
-        let mut rows = store::users::search(&st.db, &staff.scope, &text, page * PAGE_SIZE, PAGE_SIZE + 1).await?;
+        // Synced people and, for a scope of everyone, cloud-only accounts, in one list by name.
+        let upto = (page + 1) * PAGE_SIZE + 1;
+        let mut rows = store::users::search(&st.db, &staff.scope, &text, 0, upto).await?;
+        if staff.scope.is_everyone() {
+            rows.extend(store::cloud::search(&st.db, &text, upto).await?.iter().map(UserRow::cloud));
+            rows.sort_by(|a, b| (&a.username, &a.directory).cmp(&(&b.username, &b.directory)));
+        }
+        let rows: Vec<UserRow> = rows.into_iter().skip((page * PAGE_SIZE) as usize).collect();
         more = rows.len() as i64 > PAGE_SIZE;
-        rows.truncate(PAGE_SIZE as usize);
-        people = rows.iter().map(PersonRow::from).collect();
+        people = rows.iter().take(PAGE_SIZE as usize).map(PersonRow::from).collect();
     }
     let view = HelpdeskSearchPage {
         tr: Tr::current(),
@@ -72,7 +78,12 @@ pub struct PersonQuery {
 /// The person, if they exist and are within the staff member's scope (anyone else is "not
 /// found", exactly like someone who does not exist).
 async fn in_scope(st: &AppState, staff: &Staff, directory: &str, anchor: &str) -> Result<Option<UserRow>, PortalError> {
-    Ok(store::users::get(&st.db, directory, anchor).await?.filter(|p| staff.scope.covers(p)))
+    let row = if directory.is_empty() {
+        store::cloud::get(&st.db, anchor).await?.as_ref().map(UserRow::cloud)
+    } else {
+        store::users::get(&st.db, directory, anchor).await?
+    };
+    Ok(row.filter(|p| staff.scope.covers(p)))
 }
 
 /// "Not found", for someone who does not exist and for someone out of scope alike; audited.
@@ -173,6 +184,10 @@ const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// could not be read.
 async fn live_state(st: &AppState, staff: &Staff, target: &Target) -> Result<AccountState, String> {
     let tr = Tr::current();
+    if target.kind == crate::domain::UserKind::CloudOnly {
+        let must_change = store::cloud::must_change(&st.db, &target.anchor).await.unwrap_or(false);
+        return Ok(AccountState { enabled: true, locked: false, must_change, expired: None });
+    }
     let actor = staff.actor();
     let by = By { actor: &actor, flags: Flags::default() };
     let read = passwords::relay(st, by, target, MsgId::random(), Op::Inspect, (None, None), st.clock.now());
@@ -381,7 +396,11 @@ async fn decide(
         if !store::writebacks::claim(&st.db, &claim).await? {
             return Ok(Err(already_sent(st, session, staff, row).await?));
         }
-        let result = passwords::relay(st, by, target, msg_id.clone(), op, (None, None), now).await?;
+        let result = if target.kind == crate::domain::UserKind::CloudOnly {
+            cloud_account_change(st, target, op, now).await?
+        } else {
+            passwords::relay(st, by, target, msg_id.clone(), op, (None, None), now).await?
+        };
         store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
         return Ok(Ok(Done { operation, outcome: result.outcome, raw: result.raw, temporary: None }));
     }
@@ -428,4 +447,22 @@ async fn already_sent(st: &AppState, session: &Session, staff: &Staff, row: &Use
         target: Some(row.username.clone()),
     };
     Ok(audit.attach(page))
+}
+
+/// Unlock and "must change" for a cloud-only account: the portal's own flag (there is no
+/// directory, and the portal does not lock cloud accounts out).
+async fn cloud_account_change(
+    st: &AppState,
+    target: &Target,
+    op: Op,
+    now: i64,
+) -> Result<crate::relay::WritebackResult, PortalError> {
+    let (outcome, raw) = match op {
+        Op::RequireChange if store::cloud::require_change(&st.db, &target.anchor, now).await? => {
+            (Outcome::Success, "cloud account: must change at next sign-in")
+        }
+        Op::RequireChange => (Outcome::NotFound, "cloud account vanished"),
+        _ => (Outcome::Success, "cloud account: nothing to unlock (the portal does not lock cloud accounts)"),
+    };
+    Ok(crate::relay::WritebackResult { outcome, raw: raw.into(), policy: None, agent_id: None })
 }
