@@ -17,6 +17,7 @@ CREATE TABLE staff (
     -- at the next sign-in the owner must choose their own and enrol a new authenticator.
     must_enrol           INTEGER NOT NULL DEFAULT 1,
     pending_totp_enc     BLOB,                       -- the new authenticator while it is enrolled
+    enrolment_started    INTEGER NOT NULL DEFAULT 0, -- the made credentials were used: never again
     created_at           INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL,
     disabled_at          INTEGER

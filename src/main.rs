@@ -137,6 +137,12 @@ enum StaffCmd {
         #[arg(long)]
         username: String,
     },
+    /// Forget the wrong sign-ins counted against a staff user name (after someone else's guessing
+    /// kept its owner out).
+    ClearSigninLimits {
+        #[arg(long)]
+        username: String,
+    },
     /// Give a staff account new credentials for one sign-in (a lost phone or password); the
     /// owner enrols their own at that sign-in. Its sessions end.
     ResetSignin {
@@ -322,9 +328,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             if let Some(d) = directories.iter().find(|d| !cfg.directories.contains_key(*d)) {
                 anyhow::bail!("--directory {d}: no such directory in the portal's configuration");
             }
-            let key = config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
-                .context("secrets.data_key_file is required")?;
-            let secrets = passback::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&key))?;
+            let secrets = passback_data_key(cfg)?;
             let spec = passback::portal::staff::StaffSpec {
                 display_name: name.unwrap_or_else(|| username.clone()),
                 username,
@@ -346,11 +350,16 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
         }
         StaffCmd::Disable { username } => set_staff_enabled(db, &username, false, now).await?,
         StaffCmd::Enable { username } => set_staff_enabled(db, &username, true, now).await?,
+        StaffCmd::ClearSigninLimits { username } => {
+            let key = passback_data_key(cfg)?.derive(passback::store::CODE_KEY_PURPOSE);
+            let subject = passback::portal::staff::signin_subject_with(&key, &username);
+            let n = passback::store::attempts::clear_all_under(db, &subject).await?;
+            audit_cli(db, "staff.clear_signin_limits", &username, now).await?;
+            println!("{n} counted sign-ins forgotten for {username}.");
+        }
         StaffCmd::ResetSignin { username } => {
             let row = passback::store::staff::by_username(db, &username).await?.context("no such staff account")?;
-            let key = config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
-                .context("secrets.data_key_file is required")?;
-            let secrets = passback::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&key))?;
+            let secrets = passback_data_key(cfg)?;
             let creds = passback::portal::staff::new_signin(db, &secrets, &row.id, now).await?;
             audit_cli(db, "staff.reset", &row.username, now).await?;
             println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
@@ -389,4 +398,11 @@ async fn set_staff_enabled(db: &passback::store::Db, username: &str, enable: boo
     audit_cli(db, if enable { "staff.enable" } else { "staff.disable" }, &row.username, now).await?;
     println!("{} is now {}.", row.username, if enable { "enabled" } else { "disabled; its sessions ended" });
     Ok(())
+}
+
+/// The portal's data key, from its configuration.
+fn passback_data_key(cfg: &PortalConfig) -> anyhow::Result<passback::store::DataKey> {
+    let key = config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
+        .context("secrets.data_key_file is required")?;
+    passback::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&key))
 }

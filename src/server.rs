@@ -79,7 +79,7 @@ impl Application {
             .with_same_site(SameSite::Lax)
             .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
 
-        let code_key = data_key.derive("passback/one-time-codes/v1");
+        let code_key = data_key.derive(crate::store::CODE_KEY_PURPOSE);
         let relay_state =
             RelayState { hub: hub.clone(), db: db.clone(), data_key: data_key.clone(), clock: clock.clone() };
         let app_state = AppState {

@@ -426,15 +426,23 @@ impl Ad {
         if found.len() > 1 {
             return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
         }
-        Ok(found.pop().map(|entry| {
-            let uac: u32 = number(&entry, "userAccountControl").unwrap_or(0);
-            let computed: u32 = number(&entry, "msDS-User-Account-Control-Computed").unwrap_or(0);
-            crate::domain::AccountState {
-                enabled: uac & UF_ACCOUNTDISABLE == 0,
-                locked: computed & UF_LOCKOUT != 0,
-                must_change: number::<i64>(&entry, "pwdLastSet") == Some(0),
-                expired: Some(computed & UF_PASSWORD_EXPIRED != 0),
-            }
+        let Some(entry) = found.pop() else { return Ok(None) };
+        // A state the service account cannot read is not reported as a good one.
+        let (Some(uac), Some(computed)) =
+            (number::<u32>(&entry, "userAccountControl"), number::<u32>(&entry, "msDS-User-Account-Control-Computed"))
+        else {
+            return Err(Failure::Result {
+                rc: 50,
+                text: "userAccountControl or msDS-User-Account-Control-Computed not readable".into(),
+            });
+        };
+        let must_change = number::<i64>(&entry, "pwdLastSet") == Some(0);
+        Ok(Some(crate::domain::AccountState {
+            enabled: uac & UF_ACCOUNTDISABLE == 0,
+            locked: computed & UF_LOCKOUT != 0,
+            must_change,
+            // AD also says "expired" for a password that must be changed; that is said already.
+            expired: Some(computed & UF_PASSWORD_EXPIRED != 0 && !must_change),
         }))
     }
 

@@ -73,6 +73,18 @@ pub struct AgentHealth {
     pub status: Option<AgentStatus>,
 }
 
+/// Removes a waiting request's entry when its wait ends, however it ends.
+struct PendingGuard<'a> {
+    hub: &'a Hub,
+    msg_id: &'a MsgId,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.hub.lock().pending.remove(self.msg_id);
+    }
+}
+
 /// How long one content key seals an agent's passwords before a new one is made.
 pub const CONTENT_KEY_EPOCH: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -336,6 +348,8 @@ impl Hub {
         };
         let (result_tx, result_rx) = oneshot::channel();
         self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), tx: result_tx });
+        // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
+        let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
         if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
             tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
         }
@@ -350,7 +364,6 @@ impl Hub {
             result_rx.await.map_err(|_| "agent disconnected before answering")
         })
         .await;
-        self.lock().pending.remove(&req.msg_id);
         match answer {
             Ok(Ok(pkg)) => {
                 WritebackResult { outcome: pkg.outcome, raw: pkg.raw, policy: pkg.policy, agent_id: Some(agent_id) }

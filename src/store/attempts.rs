@@ -40,3 +40,14 @@ pub async fn clear(db: &Db, subject: &str) -> sqlx::Result<()> {
 pub fn subject(directory: &str, anchor: &str) -> String {
     format!("{directory}|{anchor}")
 }
+
+/// Forgets a subject's attempts and those of its narrower subjects (`subject|…`).
+pub async fn clear_all_under(db: &Db, subject: &str) -> sqlx::Result<u64> {
+    let r = sqlx::query("DELETE FROM change_attempts WHERE subject = ? OR substr(subject, 1, ?) = ?")
+        .bind(subject)
+        .bind(subject.len() as i64 + 1)
+        .bind(format!("{subject}|"))
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected())
+}

@@ -49,6 +49,9 @@ pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> any
     Ok(pool)
 }
 
+/// What the keyed hashes of one-time codes (and of typed names in counters) are derived for.
+pub const CODE_KEY_PURPOSE: &str = "passback/one-time-codes/v1";
+
 /// The key from configuration that encrypts secrets at rest (package keys).
 #[derive(Clone)]
 pub struct DataKey(Zeroizing<[u8; 32]>);

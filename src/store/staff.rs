@@ -167,7 +167,8 @@ pub async fn use_totp_step(db: &Db, id: &str, step: i64) -> sqlx::Result<bool> {
 pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &[u8], now: i64) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = 0, must_enrol = 1, \
-         pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
+         enrolment_started = 0, pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
+         WHERE id = ?",
     )
     .bind(password_hash)
     .bind(totp_enc)
@@ -176,6 +177,22 @@ pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// The one sign-in that administrator-made credentials allow starts an enrolment: it can happen
+/// once (a second sign-in with the same credentials is refused, so whoever else saw them cannot
+/// use them after the owner, nor the owner after them unnoticed), any earlier session ends and
+/// no authenticator seed is left over. Returns the new epoch; `None` if the credentials were used
+/// already or the account changed meanwhile.
+pub async fn begin_enrolment(db: &Db, id: &str, epoch: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = 1 \
+         WHERE id = ? AND must_enrol = 1 AND enrolment_started = 0 AND session_epoch = ? RETURNING session_epoch",
+    )
+    .bind(id)
+    .bind(epoch)
+    .fetch_optional(db)
+    .await
 }
 
 /// Keeps the authenticator seed being enrolled (encrypted), until it is confirmed.

@@ -137,61 +137,63 @@ pub struct Scope {
     pub everyone: bool,
 }
 
-/// The RDNs of a DN, each as compared here: split at commas that are not escaped (RFC 4514),
-/// lower-cased, without spaces around `=` and at the ends, and with hex escapes of special
-/// characters written the short way (`\2C` as `\,`), so one name has one spelling.
+/// The RDNs of a DN, each in the one spelling comparisons use (RFC 4514): split at commas (or
+/// semicolons) that are not escaped; escapes decoded (`\2C` and `\,` alike, `\53` and `S`
+/// alike); lower-cased; unescaped spaces around `=` and `+` and at the ends dropped; and the
+/// characters that need it escaped again, one way only. An escaped comma stays part of its name.
 pub fn dn_rdns(dn: &str) -> Vec<String> {
-    let mut rdns = Vec::new();
-    let mut current = String::new();
+    // (character, was it escaped)
+    let mut rdns: Vec<Vec<(char, bool)>> = vec![Vec::new()];
     let mut chars = dn.chars().peekable();
     while let Some(c) = chars.next() {
+        let Some(current) = rdns.last_mut() else { break };
         match c {
             '\\' => {
-                let a = chars.next().unwrap_or('\\');
-                let hex = [a, chars.peek().copied().unwrap_or(' ')];
-                let decoded = if hex.iter().all(|h| h.is_ascii_hexdigit()) {
-                    let code = u8::from_str_radix(&hex.iter().collect::<String>(), 16).unwrap_or(b'?');
-                    chars.next();
-                    char::from(code)
-                } else {
-                    a
+                let Some(a) = chars.next() else {
+                    current.push(('\\', true));
+                    break;
                 };
-                current.push('\\');
-                current.push(decoded.to_ascii_lowercase());
+                let hex_pair = a.is_ascii_hexdigit() && chars.peek().is_some_and(|b| b.is_ascii_hexdigit());
+                let decoded = match (hex_pair, chars.peek().copied()) {
+                    (true, Some(b)) => {
+                        chars.next();
+                        u8::from_str_radix(&format!("{a}{b}"), 16).map(char::from).unwrap_or('?')
+                    }
+                    _ => a,
+                };
+                current.push((decoded, true));
             }
-            ',' | ';' => rdns.push(std::mem::take(&mut current)),
-            _ => current.push(c.to_ascii_lowercase()),
+            ',' | ';' => rdns.push(Vec::new()),
+            _ => current.push((c, false)),
         }
     }
-    rdns.push(current);
-    rdns.iter()
-        .map(|rdn| {
-            // Only unescaped `=` and `+` separate; escaped ones stay with their value.
-            let mut out = String::new();
-            let mut escaped = false;
-            for c in rdn.trim().chars() {
-                if escaped {
-                    out.push(c);
-                    escaped = false;
-                    continue;
-                }
-                match c {
-                    '\\' => {
-                        out.push(c);
-                        escaped = true;
-                    }
-                    '=' | '+' => {
-                        let trimmed = out.trim_end().len();
-                        out.truncate(trimmed);
-                        out.push(c);
-                    }
-                    ' ' if out.ends_with(['=', '+']) => {}
-                    _ => out.push(c),
-                }
-            }
-            out
-        })
-        .collect()
+    rdns.iter().map(|tokens| canonical_rdn(tokens)).collect()
+}
+
+/// One RDN's tokens in their canonical text (see [`dn_rdns`]).
+fn canonical_rdn(tokens: &[(char, bool)]) -> String {
+    let blank = |t: &(char, bool)| t.0 == ' ' && !t.1;
+    let separator = |t: &(char, bool)| (t.0 == '=' || t.0 == '+') && !t.1;
+    let mut kept: Vec<(char, bool)> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let next_is_separator = tokens[i..].iter().find(|t| !blank(t)).is_some_and(separator);
+        let after_separator = kept.last().is_none_or(separator);
+        if blank(t) && (after_separator || next_is_separator) {
+            continue;
+        }
+        kept.push(*t);
+    }
+    while kept.last().is_some_and(blank) {
+        kept.pop();
+    }
+    let mut out = String::new();
+    for (c, escaped) in kept {
+        if escaped && (",+\"\\<>;=# ".contains(c) || c.is_control()) {
+            out.push('\\');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 /// A DN in the one spelling that comparisons use (see [`dn_rdns`]).
@@ -412,6 +414,18 @@ mod tests {
         assert_eq!(normalise_dn("CN=Smith\\2C John , OU = Staff"), "cn=smith\\, john,ou=staff");
         assert_eq!(normalise_dn("cn=Smith\\, John,ou=Staff"), "cn=smith\\, john,ou=staff");
         assert_ne!(normalise_dn("cn=Smith\\, John"), normalise_dn("cn=Smith\\,John"));
+        // Escaped characters that need no escape read as themselves; those that do keep one.
+        assert_eq!(normalise_dn("OU=\\53ales;DC=corp"), "ou=sales,dc=corp");
+        assert_eq!(normalise_dn("CN=\\5c"), normalise_dn("CN=\\\\"));
+        // An escaped space at the end is part of the name, and does not swallow the comma.
+        assert_ne!(normalise_dn("CN=Tier1\\20,OU=Admins"), normalise_dn("CN=Tier1\\,OU=Admins"));
+        assert_eq!(dn_rdns("CN=Tier1\\20,OU=Admins").len(), 2);
+        // A space after an escaped "=" is part of the value.
+        assert_ne!(normalise_dn("OU=R\\= D"), normalise_dn("OU=R\\=D"));
+        // One spelling: normalising again changes nothing.
+        for dn in ["CN=\\3141,OU=x", "CN=a\\ +uid=b", "CN=Tier1\\20,OU=Admins", "OU=\\23hash"] {
+            assert_eq!(normalise_dn(&normalise_dn(dn)), normalise_dn(dn), "{dn}");
+        }
     }
 
     #[test]

@@ -516,6 +516,8 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
             .unwrap(),
     };
     let own = enrol(&app, &given).await;
+    // The credentials an administrator made work for that one sign-in only.
+    assert!(staff_signin(&app, &client(&app), &given, 1).await.contains("is wrong"));
     let again = client(&app);
     assert!(staff_signin(&app, &again, &own, 0).await.contains("Find a person"));
 

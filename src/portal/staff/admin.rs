@@ -272,7 +272,20 @@ async fn other_member(
         Some(member) if member.id == admin.row.id => "staff.not_yourself",
         Some(member) => return Ok(Ok((admin, member))),
     };
-    Ok(Err(list_page(st, session, &admin, Some(tr.t(problem).into())).await?))
+    let page = list_page(st, session, &admin, Some(tr.t(problem).into())).await?;
+    Ok(Err(refused(&admin, id, problem).attach(page)))
+}
+
+/// The audit row of an administrator's act that was refused.
+fn refused(admin: &super::Staff, target: &str, why: &str) -> crate::portal::error::ErrorAudit {
+    crate::portal::error::ErrorAudit {
+        support_code: SupportCode::new(),
+        operation: "staff.refused",
+        outcome: crate::domain::Outcome::Refused,
+        raw: why.into(),
+        actor: Some(admin.actor()),
+        target: Some(format!("staff id {target}")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -395,7 +408,10 @@ pub async fn update_staff(
                 format!("role={} scope={scope:?} may_reset_protected={protected}; sessions ended", role.as_str()),
             )
         }
-        _ => return list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await,
+        _ => {
+            let page = list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await?;
+            return Ok(refused(&admin, &member.id, "unknown action").attach(page));
+        }
     };
     audit_staff(&st, &admin, client, operation, &member.username, &raw).await?;
     list_page(&st, &session, &admin, None).await

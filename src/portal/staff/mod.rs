@@ -14,7 +14,7 @@ pub use admin::{add_staff, create_staff, new_signin, reset_staff, staff_list, up
 pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{health_json, health_page, Health};
 pub use helpdesk::{act, person, search};
-pub use signin::{enrol, enrol_form, signin, signin_form, signout, signout_everywhere};
+pub use signin::{enrol, enrol_form, signin, signin_form, signin_subject_with, signout, signout_everywhere};
 
 use super::{paths, AppState, PortalError};
 use crate::store::staff::{Role, StaffRow};
@@ -60,7 +60,11 @@ async fn current(st: &AppState, session: &Session) -> Result<Option<Staff>, Port
     let now = st.clock.now();
     let row = crate::store::staff::get(&st.db, &s.id).await?;
     let good = row.filter(|r| {
-        r.enabled() && r.session_epoch == s.epoch && now - s.seen < IDLE_SECS && now - s.at < ABSOLUTE_SECS
+        r.enabled()
+            && !r.must_enrol
+            && r.session_epoch == s.epoch
+            && now - s.seen < IDLE_SECS
+            && now - s.at < ABSOLUTE_SECS
     });
     let staff = good.and_then(|row| Some(Staff { role: row.role()?, scope: row.scope()?, row }));
     match staff {

@@ -74,15 +74,16 @@ async fn signin_inner(
     let support = SupportCode::new();
     let now = st.clock.now();
     let row = store::staff::by_username(&st.db, &typed).await?;
-    let actor = match &row {
+    let target = match &row {
         Some(r) => format!("staff:{}", r.username),
         None => format!("unmatched:{}", &st.code_key.hash(&[b"audit-name", typed.as_bytes()])[..12]),
     };
+    // Until the sign-in succeeds, whoever typed is nobody known: the account is the target.
     let audit = |outcome: Outcome, raw: &str| AuditRecord {
         at: now,
-        actor: actor.clone(),
+        actor: if outcome.is_success() { target.clone() } else { "unauthenticated".into() },
         operation: "staff.signin".into(),
-        target: Some(actor.clone()),
+        target: Some(target.clone()),
         outcome_code: outcome.code().0.into(),
         raw: raw.into(),
         support_code: support.0.clone(),
@@ -93,8 +94,8 @@ async fn signin_inner(
         message: tr.t("staff.signin_wrong").into(),
         ..OutcomeView::new(&Outcome::VerificationFailed, support)
     };
-    let subject = format!("staff|{typed}");
-    let from_here = format!("staff|{typed}|{}", crate::portal::guard::address_key_text(client.ip()));
+    let subject = signin_subject(st, &typed);
+    let from_here = format!("{subject}|{}", crate::portal::guard::address_key_text(client.ip()));
     let limit_page = || {
         let shown = OutcomeView {
             message: tr.t("staff.signin_limit").into(),
@@ -140,16 +141,34 @@ async fn signin_inner(
     }
     store::attempts::clear(&st.db, &from_here).await?;
     if r.must_enrol {
-        // Administrator-made credentials open one page only: choosing one's own.
+        // Administrator-made credentials open one page only: choosing one's own. Each such
+        // sign-in starts afresh: any earlier enrolment session ends, and the authenticator to
+        // enrol is made anew, so nobody who used the credentials before knows it.
+        let Some(epoch) = store::staff::begin_enrolment(&st.db, &r.id, r.session_epoch).await? else {
+            let why = "administrator-made credentials used a second time: refused (an administrator gives new ones)";
+            store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
+            return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
+        };
         session.clear().await;
         session.cycle_id().await?;
-        session.insert(ENROLLING, Enrolling { id: r.id.clone(), epoch: r.session_epoch, at: now }).await?;
+        session.insert(ENROLLING, Enrolling { id: r.id.clone(), epoch, at: now }).await?;
         store::audit::record(&st.db, &audit(Outcome::Success, "first sign-in: enrolment required")).await?;
         return Ok(Redirect::to(paths::STAFF_ENROL).into_response());
     }
     begin(session, &r, now).await?;
     store::audit::record(&st.db, &audit(Outcome::Success, &format!("role={}", r.role))).await?;
     Ok(Redirect::to(paths::STAFF_HOME).into_response())
+}
+
+/// Under what wrong sign-ins of a typed name are counted: a keyed hash, so nothing typed can
+/// collide with another name's counters (or with a person's).
+pub(crate) fn signin_subject(st: &AppState, typed: &str) -> String {
+    signin_subject_with(&st.code_key, typed)
+}
+
+/// [`signin_subject`], with the key at hand (the command line has no portal state).
+pub fn signin_subject_with(key: &crate::store::MacKey, typed: &str) -> String {
+    format!("staff-signin|{}", key.hash(&[b"staff-signin", typed.trim().to_lowercase().as_bytes()]))
 }
 
 const ENROLLING: &str = "staff_enrolling";
@@ -245,6 +264,18 @@ pub async fn enrol(
         return Ok(Redirect::to(paths::STAFF_SIGNIN).into_response());
     };
     let tr = Tr::current();
+    let now = st.clock.now();
+    let refused = |why: &str| AuditRecord {
+        at: now,
+        actor: format!("staff:{}", row.username),
+        operation: "staff.enrol".into(),
+        target: Some(format!("staff:{}", row.username)),
+        outcome_code: Outcome::Refused.code().0.into(),
+        raw: why.into(),
+        support_code: SupportCode::new().0,
+        client: Some(client.ip().to_string()),
+        ..Default::default()
+    };
     let new = match crate::domain::NewPassword::parse(f.password, &f.confirm) {
         Ok(p) => p,
         Err(err) => return enrol_page(&st, &session, &row, Some(err.text(tr))).await,
@@ -253,14 +284,15 @@ pub async fn enrol(
         return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
     }
     if passwords::verify(new.as_secret(), Some(row.password_hash.clone())).await {
+        store::audit::record(&st.db, &refused("the administrator-made password again")).await?;
         return enrol_page(&st, &session, &row, Some(tr.t("staff.enrol_same_password").into())).await;
     }
     let Some(pending) = row.pending_totp_enc.clone() else {
         return enrol_page(&st, &session, &row, None).await;
     };
-    let now = st.clock.now();
     let seed = st.secrets.decrypt(&store::staff::totp_context(&row.id), &pending)?;
     let Some(step) = totp::matching_step(&seed, f.code.expose_secret(), now) else {
+        store::audit::record(&st.db, &refused("the new authenticator's code was wrong")).await?;
         return enrol_page(&st, &session, &row, Some(tr.t("staff.enrol_code_wrong").into())).await;
     };
     let hash = passwords::hash(new.as_secret()).await?;
