@@ -316,6 +316,12 @@ async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_ar
     staff_signin(&app, &w, &wide, 0).await;
     let (_, page) = person_page(&app, &w, "bob").await;
     assert!(page.contains("This is a protected account"), "{page}");
+    // Every staff form needs the session's CSRF token.
+    let (_, alice_page) = person_page(&app, &w, "alice").await;
+    let forged = alice_page.replace(&hidden(&alice_page, "csrf").unwrap(), "forged");
+    let (status, _) = act(&app, &w, "alice", &forged, &[("act", "reset"), ("mode", "generate")]).await;
+    assert_eq!(status, 403);
+    assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
     let (_, done) = act(&app, &w, "bob", &page, &[("act", "reset"), ("mode", "generate"), ("must_change", "on")]).await;
     assert!(done.contains("PB-3002"), "{done}");
     assert!(app.bind_works("bob", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
