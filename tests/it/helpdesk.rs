@@ -529,6 +529,8 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
 
     // A change of role ends their sessions; so does disabling the account, which also stops
     // any further sign-in. Nobody does either to themselves.
+    let page = admin_update(&app, &c, &[("id", &id), ("action", "role"), ("role", "helpdesk")]).await;
+    assert!(page.contains("A helpdesk account needs a scope"), "no scope, no helpdesk: {page}");
     admin_update(&app, &c, &[("id", &id), ("action", "role"), ("role", "auditor")]).await;
     assert!(get(&app, &again, "/helpdesk").await.1.contains("Staff sign-in"), "signed out by the role change");
     assert_eq!(

@@ -106,6 +106,14 @@ pub struct AddForm {
     display_name: String,
     #[serde(default)]
     email: String,
+    #[serde(flatten)]
+    grant: GrantFields,
+}
+
+/// What a staff account may do, as the add and edit forms send it.
+#[derive(Deserialize)]
+pub struct GrantFields {
+    #[serde(default)]
     role: String,
     /// Comma- or line-separated lists; empty means no narrowing.
     #[serde(default)]
@@ -119,6 +127,28 @@ pub struct AddForm {
     /// The checkbox "everyone" (only when no list narrows the scope).
     #[serde(default)]
     everyone: Option<String>,
+}
+
+impl GrantFields {
+    /// The role, scope and protected-account permission, or what to say is wrong with them.
+    fn read(&self, st: &AppState, tr: Tr) -> Result<(Role, Scope, bool), String> {
+        let role = Role::parse(&self.role).ok_or_else(|| tr.t("staff.role_missing").to_string())?;
+        let directories: Vec<String> =
+            self.directories.split([',', '\n']).map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
+        if let Some(unknown) = directories.iter().find(|d| !st.cfg.directories.contains_key(*d)) {
+            return Err(tr.f("staff.unknown_directory", "directory", unknown));
+        }
+        let scope = Scope {
+            directories,
+            base_dns: lines(&self.base_dns),
+            groups: lines(&self.groups),
+            everyone: self.everyone.is_some(),
+        };
+        if let Some(problem) = scope_problem(role, &scope) {
+            return Err(tr.t(problem).into());
+        }
+        Ok((role, scope, self.may_reset_protected.is_some()))
+    }
 }
 
 /// What is wrong with a helpdesk scope: it must be narrowed, or be "everyone", not neither and
@@ -148,14 +178,10 @@ pub async fn add_staff(
         Err(r) => return Ok(r),
     };
     let tr = Tr::current();
-    let Some(role) = Role::parse(&f.role) else {
-        return list_page(&st, &session, &admin, Some(tr.t("staff.role_missing").into())).await;
+    let (role, scope, may_reset_protected) = match f.grant.read(&st, tr) {
+        Ok(g) => g,
+        Err(e) => return list_page(&st, &session, &admin, Some(e)).await,
     };
-    let directories: Vec<String> =
-        f.directories.split([',', '\n']).map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
-    if let Some(unknown) = directories.iter().find(|d| !st.cfg.directories.contains_key(*d)) {
-        return list_page(&st, &session, &admin, Some(tr.f("staff.unknown_directory", "directory", unknown))).await;
-    }
     let spec = StaffSpec {
         username: f.username.trim().to_string(),
         display_name: Some(f.display_name.trim().to_string())
@@ -163,17 +189,9 @@ pub async fn add_staff(
             .unwrap_or_else(|| f.username.trim().to_string()),
         email: Some(f.email.trim().to_string()).filter(|e| !e.is_empty()),
         role,
-        scope: Scope {
-            directories,
-            base_dns: lines(&f.base_dns),
-            groups: lines(&f.groups),
-            everyone: f.everyone.is_some(),
-        },
-        may_reset_protected: f.may_reset_protected.is_some(),
+        scope,
+        may_reset_protected,
     };
-    if let Some(problem) = scope_problem(role, &spec.scope) {
-        return list_page(&st, &session, &admin, Some(tr.t(problem).into())).await;
-    }
     let creds = match create_staff(&st.db, &st.secrets, &spec, st.clock.now()).await {
         Ok(Some(c)) => c,
         Ok(None) => return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await,
@@ -339,18 +357,8 @@ pub struct UpdateForm {
     id: String,
     /// `disable`, `enable`, `end_sessions` or `role`.
     action: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    directories: String,
-    #[serde(default)]
-    base_dns: String,
-    #[serde(default)]
-    groups: String,
-    #[serde(default)]
-    may_reset_protected: Option<String>,
-    #[serde(default)]
-    everyone: Option<String>,
+    #[serde(flatten)]
+    grant: GrantFields,
 }
 
 /// Disables or enables an account, ends its sessions, or changes its role and scope (which ends
@@ -383,25 +391,10 @@ pub async fn update_staff(
             ("staff.end_sessions", "every session ended".to_string())
         }
         "role" => {
-            let Some(role) = Role::parse(&f.role) else {
-                return list_page(&st, &session, &admin, Some(tr.t("staff.role_missing").into())).await;
+            let (role, scope, protected) = match f.grant.read(&st, tr) {
+                Ok(g) => g,
+                Err(e) => return list_page(&st, &session, &admin, Some(e)).await,
             };
-            let directories: Vec<String> =
-                f.directories.split([',', '\n']).map(str::trim).filter(|d| !d.is_empty()).map(str::to_string).collect();
-            if let Some(unknown) = directories.iter().find(|d| !st.cfg.directories.contains_key(*d)) {
-                let e = tr.f("staff.unknown_directory", "directory", unknown);
-                return list_page(&st, &session, &admin, Some(e)).await;
-            }
-            let scope = Scope {
-                directories,
-                base_dns: lines(&f.base_dns),
-                groups: lines(&f.groups),
-                everyone: f.everyone.is_some(),
-            };
-            if let Some(problem) = scope_problem(role, &scope) {
-                return list_page(&st, &session, &admin, Some(tr.t(problem).into())).await;
-            }
-            let protected = f.may_reset_protected.is_some();
             store::staff::set_role(&st.db, &member.id, role, &scope, protected, now).await?;
             (
                 "staff.set_role",
