@@ -223,6 +223,8 @@ async fn helpdesk_resets_a_person_in_scope_who_must_then_choose_their_own_passwo
     let (status, page) = person_page(&app, &c, "alice").await;
     assert_eq!(status, 200);
     assert!(page.contains("uid=alice,ou=people,dc=example,dc=org"), "{page}");
+    // Another person's page opened meanwhile (another tab) leaves this page's forms working.
+    assert_eq!(person_page(&app, &c, "bob").await.0, 200);
     let (_, done) =
         act(&app, &c, "alice", &page, &[("act", "reset"), ("mode", "generate"), ("must_change", "on")]).await;
     assert!(done.contains("PB-0000"), "{done}");

@@ -25,7 +25,29 @@ type PageResult = Result<Response, PortalError>;
 
 const PAGE_SIZE: i64 = 20;
 /// The session key of the one-use key of the person page's forms.
-const FORM_KEY: &str = "helpdesk_form_key";
+const FORM_KEYS: &str = "helpdesk_form_keys";
+/// People whose pages may be open at once in one session (tabs), each with its own form key.
+const OPEN_PAGES: usize = 8;
+
+/// Remembers the one-use key of the forms on this person's page (the newest page per person
+/// counts; the oldest person is forgotten beyond [`OPEN_PAGES`]).
+async fn remember_form_key(session: &Session, person: &str, key: &str) -> Result<(), PortalError> {
+    let mut keys: Vec<(String, String)> = session.get(FORM_KEYS).await?.unwrap_or_default();
+    keys.retain(|(p, _)| p != person);
+    keys.push((person.to_string(), key.to_string()));
+    let excess = keys.len().saturating_sub(OPEN_PAGES);
+    keys.drain(..excess);
+    session.insert(FORM_KEYS, &keys).await?;
+    Ok(())
+}
+
+/// Takes this person's form key out of the session: whatever happens next, it works once.
+async fn take_form_key(session: &Session, person: &str) -> Result<Option<String>, PortalError> {
+    let mut keys: Vec<(String, String)> = session.get(FORM_KEYS).await?.unwrap_or_default();
+    let found = keys.iter().position(|(p, _)| p == person).map(|i| keys.remove(i).1);
+    session.insert(FORM_KEYS, &keys).await?;
+    Ok(found)
+}
 
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -148,7 +170,7 @@ async fn person_page(
     let target = people::target_of(st, row).await?;
     let p = target.person();
     let form_key = MsgId::random().to_string();
-    session.insert(FORM_KEY, &form_key).await?;
+    remember_form_key(session, &format!("{}|{}", row.directory, row.anchor), &form_key).await?;
     let totp = store::security::totp(&st.db, p).await?.is_some_and(|t| t.confirmed);
     let questions = store::security::answers(&st.db, p).await?.len();
     let alternate = store::security::alternate_email(&st.db, p).await?;
@@ -348,7 +370,7 @@ async fn decide(
         return refuse("a protected account, and this role may not act on protected accounts");
     }
     // The form is used once: a double submit (or the back button) never acts twice.
-    let expected = session.remove::<String>(FORM_KEY).await?;
+    let expected = take_form_key(session, &format!("{}|{}", row.directory, row.anchor)).await?;
     let msg_id = match MsgId::parse(&f.form_key) {
         Ok(id) if expected.as_deref() == Some(f.form_key.as_str()) => id,
         _ => return Ok(Err(already_sent(st, session, staff, row).await?)),
