@@ -182,9 +182,7 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
 
     let cfg = portal_config(&dir, &ca, port, smtp.port())?;
     let url = cfg.server.public_url.clone();
-    let data_key = crate::config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "data key")?
-        .context("the demo's data key")?;
-    let data_key = crate::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&data_key))?;
+    let data_key = crate::store::DataKey::from_config(&cfg.secrets)?;
     let app = Application::build(cfg, Extras { demo_mailbox: Some(mailbox), ..Default::default() }).await?;
     let (db, hub) = (app.db.clone(), app.hub.clone());
     tokio::spawn(app.run_until_stopped());

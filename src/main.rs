@@ -328,7 +328,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             if let Some(d) = directories.iter().find(|d| !cfg.directories.contains_key(*d)) {
                 anyhow::bail!("--directory {d}: no such directory in the portal's configuration");
             }
-            let secrets = passback_data_key(cfg)?;
+            let secrets = passback::store::DataKey::from_config(&cfg.secrets)?;
             let spec = passback::portal::staff::StaffSpec {
                 display_name: name.unwrap_or_else(|| username.clone()),
                 username,
@@ -351,7 +351,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
         StaffCmd::Disable { username } => set_staff_enabled(db, &username, false, now).await?,
         StaffCmd::Enable { username } => set_staff_enabled(db, &username, true, now).await?,
         StaffCmd::ClearSigninLimits { username } => {
-            let key = passback_data_key(cfg)?.derive(passback::store::CODE_KEY_PURPOSE);
+            let key = passback::store::DataKey::from_config(&cfg.secrets)?.derive(passback::store::CODE_KEY_PURPOSE);
             let subject = passback::portal::staff::signin_subject_with(&key, &username);
             let n = passback::store::attempts::clear_all_under(db, &subject).await?;
             audit_cli(db, "staff.clear_signin_limits", &username, now).await?;
@@ -359,7 +359,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
         }
         StaffCmd::ResetSignin { username } => {
             let row = passback::store::staff::by_username(db, &username).await?.context("no such staff account")?;
-            let secrets = passback_data_key(cfg)?;
+            let secrets = passback::store::DataKey::from_config(&cfg.secrets)?;
             let creds = passback::portal::staff::new_signin(db, &secrets, &row.id, now).await?;
             audit_cli(db, "staff.reset", &row.username, now).await?;
             println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
@@ -398,11 +398,4 @@ async fn set_staff_enabled(db: &passback::store::Db, username: &str, enable: boo
     audit_cli(db, if enable { "staff.enable" } else { "staff.disable" }, &row.username, now).await?;
     println!("{} is now {}.", row.username, if enable { "enabled" } else { "disabled; its sessions ended" });
     Ok(())
-}
-
-/// The portal's data key, from its configuration.
-fn passback_data_key(cfg: &PortalConfig) -> anyhow::Result<passback::store::DataKey> {
-    let key = config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
-        .context("secrets.data_key_file is required")?;
-    passback::store::DataKey::from_base64(secrecy::ExposeSecret::expose_secret(&key))
 }

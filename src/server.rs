@@ -43,10 +43,7 @@ pub struct Extras {
 impl Application {
     pub async fn build(cfg: PortalConfig, extras: Extras) -> anyhow::Result<Self> {
         cfg.validate()?;
-        let data_key =
-            crate::config::read_secret(&cfg.secrets.data_key, &cfg.secrets.data_key_file, "secrets.data_key")?
-                .ok_or_else(|| anyhow::anyhow!("secrets.data_key_file is required (32 random bytes, base64)"))?;
-        let data_key = DataKey::from_base64(data_key.expose_secret())?;
+        let data_key = DataKey::from_config(&cfg.secrets)?;
         let db =
             store::connect_with(&cfg.database.url, cfg.database.max_connections, cfg.database.durable_commits).await?;
         let clock = extras.clock.clone();

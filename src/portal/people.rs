@@ -132,9 +132,20 @@ pub(crate) struct Attempt<'a> {
 
 impl Attempt<'_> {
     pub async fn audit(&self, operation: &str, outcome: &Outcome, raw: &str) -> Result<(), PortalError> {
+        self.audit_by("self-service", operation, outcome, raw).await
+    }
+
+    /// [`Self::audit`], done by `actor` (a staff member) rather than the person.
+    pub async fn audit_by(
+        &self,
+        actor: &str,
+        operation: &str,
+        outcome: &Outcome,
+        raw: &str,
+    ) -> Result<(), PortalError> {
         let rec = AuditRecord {
             at: self.st.clock.now(),
-            actor: "self-service".into(),
+            actor: actor.into(),
             operation: operation.into(),
             directory: self.target.map(|t| t.directory.clone()),
             anchor: self.target.map(|t| t.anchor.clone()),
@@ -146,6 +157,7 @@ impl Attempt<'_> {
         };
         tracing::info!(
             operation = %rec.operation,
+            actor = %rec.actor,
             outcome = %rec.outcome_code,
             support_code = %rec.support_code,
             directory = rec.directory.as_deref().unwrap_or(""),

@@ -69,6 +69,14 @@ impl DataKey {
         Ok(Self(Zeroizing::new(arr)))
     }
 
+    /// The portal's data key, as its configuration gives it (`secrets.data_key[_file]`).
+    pub fn from_config(cfg: &crate::config::SecretsConfig) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        let key = crate::config::read_secret(&cfg.data_key, &cfg.data_key_file, "secrets.data_key")?
+            .ok_or_else(|| anyhow::anyhow!("secrets.data_key_file is required (32 random bytes, base64)"))?;
+        Self::from_base64(key.expose_secret())
+    }
+
     pub fn generate_base64() -> Zeroizing<String> {
         use base64::Engine;
         let mut k = Zeroizing::new([0u8; 32]);

@@ -110,10 +110,7 @@ impl Portal {
 
     /// The portal's data key (to make staff accounts as `passback staff add` does).
     pub fn data_key(&self) -> passback::store::DataKey {
-        use secrecy::ExposeSecret;
-        let s = &self.cfg.secrets;
-        let key = passback::config::read_secret(&s.data_key, &s.data_key_file, "data key").unwrap().unwrap();
-        passback::store::DataKey::from_base64(key.expose_secret()).unwrap()
+        passback::store::DataKey::from_config(&self.cfg.secrets).unwrap()
     }
 
     /// Shuts down gracefully and starts again on the same port with the same database.

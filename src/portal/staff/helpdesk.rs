@@ -207,8 +207,10 @@ const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 async fn live_state(st: &AppState, staff: &Staff, target: &Target) -> Result<AccountState, String> {
     let tr = Tr::current();
     if target.kind == crate::domain::UserKind::CloudOnly {
-        let must_change = store::cloud::must_change(&st.db, &target.anchor).await.unwrap_or(false);
-        return Ok(AccountState { enabled: true, locked: false, must_change, expired: None });
+        return match store::cloud::must_change(&st.db, &target.anchor).await {
+            Ok(must_change) => Ok(AccountState { enabled: true, locked: false, must_change, expired: None }),
+            Err(_) => Err(tr.t("helpdesk.live_unreadable").into()),
+        };
     }
     let actor = staff.actor();
     let by = By { actor: &actor, flags: Flags::default() };
@@ -288,21 +290,9 @@ pub async fn act(
         Ok(done) => done,
         Err(page) => return Ok(page),
     };
-    let rec = AuditRecord {
-        at: st.clock.now(),
-        actor: actor.clone(),
-        operation: done.operation.into(),
-        directory: Some(row.directory.clone()),
-        anchor: Some(row.anchor.clone()),
-        target: Some(row.username.clone()),
-        outcome_code: done.outcome.code().0.into(),
-        raw: done.raw.clone(),
-        support_code: support.0.clone(),
-        client: Some(client.ip().to_string()),
-    };
-    tracing::info!(operation = %rec.operation, actor = %actor, outcome = %rec.outcome_code, support_code = %support, raw = %rec.raw, "audit");
-    st.hub.metrics.attempt(done.operation, &done.outcome);
-    store::audit::record(&st.db, &rec).await?;
+    let attempt =
+        people::Attempt { st: &st, client, audit_name: &row.username, target: Some(&target), support: &support };
+    attempt.audit_by(&actor, done.operation, &done.outcome, &done.raw).await?;
     if done.outcome.is_success() {
         match done.operation {
             "helpdesk.reset" => people::notify(&st, &target, now, Notice::Reset),
