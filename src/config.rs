@@ -349,6 +349,10 @@ pub struct RelayConfig {
     pub enrollment_token_ttl_mins: u64,
     /// How long the agent keeps accepting the previous key after a rollover.
     pub key_grace_hours: u64,
+    /// A full sync that would remove more than one person and more than this share of a
+    /// directory's people (in percent) is held and shown on the health page, not applied, until
+    /// an administrator applies it.
+    pub max_sync_removal_percent: u32,
 }
 
 impl Default for RelayConfig {
@@ -359,6 +363,7 @@ impl Default for RelayConfig {
             result_deadline_secs: 30,
             enrollment_token_ttl_mins: 60,
             key_grace_hours: 24,
+            max_sync_removal_percent: 10,
         }
     }
 }

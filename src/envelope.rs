@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// Protocol version carried by every frame; anything else is refused. Version 2: binary sealed
-/// frames, and passwords under a per-message key wrapped once with RSA.
-pub const VERSION: u8 = 2;
+/// frames, and passwords under a per-message key wrapped once with RSA. Version 3: every frame the
+/// agent sends is sealed, with its kind in the AAD.
+pub const VERSION: u8 = 3;
 pub const RSA_BITS: usize = 2048;
 
 /// Which way a sealed frame travels. Part of the AAD, so a frame cannot be reflected back.
@@ -84,6 +85,11 @@ pub enum FrameKind {
     Result,
     /// An agent's key rollover request: proves it holds the current package key.
     Rotate,
+    /// The agent's status on connect, and then every heartbeat interval.
+    Hello,
+    Heartbeat,
+    /// One chunk of the people in a directory.
+    Sync,
 }
 
 /// What travels on the wire. Nothing secret is outside `ciphertext`.
@@ -121,6 +127,20 @@ impl FrameKind {
             FrameKind::Request => 1,
             FrameKind::Result => 2,
             FrameKind::Rotate => 3,
+            FrameKind::Hello => 4,
+            FrameKind::Heartbeat => 5,
+            FrameKind::Sync => 6,
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            FrameKind::Request => "request",
+            FrameKind::Result => "result",
+            FrameKind::Rotate => "rotate",
+            FrameKind::Hello => "hello",
+            FrameKind::Heartbeat => "heartbeat",
+            FrameKind::Sync => "sync",
         }
     }
 
@@ -129,6 +149,9 @@ impl FrameKind {
             1 => Some(FrameKind::Request),
             2 => Some(FrameKind::Result),
             3 => Some(FrameKind::Rotate),
+            4 => Some(FrameKind::Hello),
+            5 => Some(FrameKind::Heartbeat),
+            6 => Some(FrameKind::Sync),
             _ => None,
         }
     }
@@ -258,8 +281,10 @@ pub enum EnvelopeError {
     Rsa,
 }
 
-fn aad(agent_id: &str, msg_id: &MsgId, key_version: u32, direction: Direction) -> String {
-    format!("passback/v{VERSION}|{agent_id}|{msg_id}|{key_version}|{}", direction.tag())
+/// What a sealed frame is bound to: the agent, the message (or frame) id, the key version, the
+/// direction and the frame's kind, so no frame can be replayed as another kind or the other way.
+fn aad(agent_id: &str, msg_id: &MsgId, key_version: u32, direction: Direction, kind: FrameKind) -> String {
+    format!("passback/v{VERSION}|{agent_id}|{msg_id}|{key_version}|{}|{}", direction.tag(), kind.tag())
 }
 
 /// A request's passwords: a 256-bit content key wrapped with the agent's RSA key (one OAEP block),
@@ -391,7 +416,7 @@ pub fn seal<T: Serialize>(
     let mut nonce = [0u8; 12];
     rng.fill_bytes(&mut nonce);
     let cipher = Aes256Gcm::new(key.as_bytes().into());
-    let aad = aad(agent_id, msg_id, key_version, direction);
+    let aad = aad(agent_id, msg_id, key_version, direction, kind);
     let ct = cipher
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: aad.as_bytes() })
         .map_err(|_| EnvelopeError::Malformed)?;
@@ -416,7 +441,7 @@ pub fn open<T: DeserializeOwned>(
     let key = key_for(frame.key_version).ok_or(EnvelopeError::UnknownKey(frame.key_version))?;
     let nonce: [u8; 12] = frame.nonce.as_slice().try_into().map_err(|_| EnvelopeError::Tampered)?;
     let cipher = Aes256Gcm::new(key.as_bytes().into());
-    let aad = aad(agent_id, &frame.msg_id, frame.key_version, direction);
+    let aad = aad(agent_id, &frame.msg_id, frame.key_version, direction, frame.kind);
     let plain = Zeroizing::new(
         cipher
             .decrypt(Nonce::from_slice(&nonce), Payload { msg: &frame.ciphertext, aad: aad.as_bytes() })
@@ -453,6 +478,34 @@ pub fn open_result(
         return Err(EnvelopeError::Tampered);
     }
     Ok(pkg)
+}
+
+/// What an agent reports (`hello`, `heartbeat`, `sync`), with when it was sealed: the portal
+/// refuses stale copies, and records each frame's id (the sealed frame's `msg_id`) so that no
+/// copy is taken twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report<T> {
+    pub issued_at: i64,
+    pub body: T,
+}
+
+/// Opens an agent's report for the portal: authentic, of the kind it claims, and sealed within
+/// `max_skew_secs` of `now`.
+pub fn open_report<T: DeserializeOwned>(
+    agent_id: &str,
+    frame: &SealedFrame,
+    now: i64,
+    max_skew_secs: i64,
+    key_for: impl FnOnce(u32) -> Option<PackageKey>,
+) -> Result<Report<T>, EnvelopeError> {
+    if !matches!(frame.kind, FrameKind::Hello | FrameKind::Heartbeat | FrameKind::Sync) {
+        return Err(EnvelopeError::WrongKind);
+    }
+    let report: Report<T> = open(agent_id, frame, frame.kind, Direction::ToPortal, key_for)?;
+    if (now - report.issued_at).abs() > max_skew_secs {
+        return Err(EnvelopeError::Expired);
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -648,6 +701,34 @@ mod tests {
         assert_eq!(
             open_request("agent-1", &frame, 1_500, |_| Some(key.clone())).unwrap_err(),
             EnvelopeError::Version(1)
+        );
+    }
+
+    #[test]
+    fn a_report_opens_only_as_its_own_kind_and_while_fresh() {
+        let key = PackageKey::generate(&mut OsRng);
+        let id = MsgId::random();
+        let report = Report { issued_at: 1_000, body: "status".to_string() };
+        let frame =
+            seal("agent-1", 1, &key, Direction::ToPortal, FrameKind::Heartbeat, &id, &report, &mut OsRng).unwrap();
+        let opened: Report<String> = open_report("agent-1", &frame, 1_100, 300, |_| Some(key.clone())).unwrap();
+        assert_eq!(opened, report);
+        let mut as_sync = frame.clone();
+        as_sync.kind = FrameKind::Sync;
+        assert_eq!(
+            open_report::<String>("agent-1", &as_sync, 1_100, 300, |_| Some(key.clone())).unwrap_err(),
+            EnvelopeError::Tampered,
+            "the kind is bound by the AAD"
+        );
+        assert_eq!(
+            open_report::<String>("agent-1", &frame, 1_301, 300, |_| Some(key.clone())).unwrap_err(),
+            EnvelopeError::Expired
+        );
+        let mut as_result = frame;
+        as_result.kind = FrameKind::Result;
+        assert_eq!(
+            open_report::<String>("agent-1", &as_result, 1_100, 300, |_| Some(key.clone())).unwrap_err(),
+            EnvelopeError::WrongKind
         );
     }
 }

@@ -26,7 +26,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 
 /// Replaces `path` atomically with a private file: written beside it, then renamed over it.
 pub fn replace_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     write_private(&tmp, contents)?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }

@@ -179,6 +179,19 @@ enum AgentCmd {
         #[arg(long = "directory", required = true)]
         directories: Vec<String>,
     },
+    /// On the portal host: revoke an agent for good. Its credentials are refused from now on, its
+    /// keys are forgotten, and a running portal drops its connections within a second.
+    Revoke {
+        /// The portal's configuration (TOML), to reach its database.
+        #[arg(long = "portal-config", env = "PASSBACK_CONFIG")]
+        portal_config: PathBuf,
+        /// The agent's name, as given to `passback agent token` (must name one agent).
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        name: Option<String>,
+        /// The agent's id, as the health page shows it.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 fn init_logging() {
@@ -244,6 +257,19 @@ async fn main() -> anyhow::Result<()> {
             let token = passback::server::create_enrollment_token(&db, &name, &directories, ttl, now).await?;
             println!("{}", token.as_str());
             eprintln!("One-time enrollment token for {name:?}, valid for {ttl} minutes. Use it once with `passback agent enroll`.");
+        }
+        Cmd::Agent { cmd: Some(AgentCmd::Revoke { portal_config, name, id }), .. } => {
+            let cfg: PortalConfig = config::load(Some(&portal_config), config::PORTAL_ENV_PREFIX)?;
+            cfg.validate()?;
+            let db = passback::store::connect(&cfg.database.url, 1).await?;
+            let who = id.or(name).context("--name or --id is required")?;
+            let support = passback::portal::SupportCode::new().0;
+            let agent = passback::relay::revoke::revoke(&db, None, &who, "command-line", &support, now).await?;
+            println!(
+                "Agent {} ({}) is revoked: its credentials are refused and its keys forgotten.",
+                agent.name, agent.id
+            );
+            println!("A running portal drops its connections within a second. Enroll a new agent with a new token.");
         }
         Cmd::User { portal_config, cmd } => {
             let path = portal_config.context("--portal-config is required")?;

@@ -68,6 +68,7 @@ impl Application {
                 }
             }
         });
+        tokio::spawn(crate::relay::revoke::watch(db.clone(), hub.clone(), clock.clone()));
         let secure = cfg.serves_tls() || cfg.server.behind_tls_proxy;
         let sessions = SessionManagerLayer::new(session_store)
             .with_name(if secure { "__Host-passback" } else { "passback" })
@@ -77,8 +78,14 @@ impl Application {
             .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
 
         let code_key = data_key.derive(crate::store::CODE_KEY_PURPOSE);
-        let relay_state =
-            RelayState { hub: hub.clone(), db: db.clone(), data_key: data_key.clone(), clock: clock.clone() };
+        let relay_state = RelayState {
+            hub: hub.clone(),
+            db: db.clone(),
+            data_key: data_key.clone(),
+            clock: clock.clone(),
+            mailer: mailer.clone(),
+            helpdesk_contact: cfg.server.helpdesk_contact.clone(),
+        };
         let app_state = AppState {
             db: db.clone(),
             hub: hub.clone(),

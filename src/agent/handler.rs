@@ -70,7 +70,9 @@ impl UnwrappedKeys {
 }
 
 impl Agent {
-    /// Returns the sealed result to send back, or `None` for a frame that must be refused.
+    /// Returns the sealed result to send back: the directory's answer, the stored answer to a
+    /// repeated message, or at once a refusal (nothing written) for a frame that cannot be opened,
+    /// so nobody waits for a deadline. `None` only when no answer can be sealed at all.
     /// `received` is when the frame arrived, before it waited for a free slot.
     pub async fn handle_request(&self, frame: SealedFrame, received: std::time::Instant) -> Option<Wire> {
         let now = self.clock.now();
@@ -84,7 +86,10 @@ impl Agent {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(msg_id = %frame.msg_id, error = %e, "refused a request frame");
-                return None;
+                let outcome = if e == EnvelopeError::Expired { Outcome::AgentTimeout } else { Outcome::Internal };
+                let answer =
+                    Answer { outcome, raw: format!("not written: the agent refused the request ({e})"), policy: None };
+                return self.seal_answer(&frame.msg_id, None, answer);
             }
         };
         let (cell, seen) = self.replay.cell(&pkg.msg_id, pkg.expires_at, now);
@@ -120,7 +125,10 @@ impl Agent {
                 policy: None,
             }
         } else {
-            self.perform(&pkg, key_version).await
+            match self.take(&pkg).await {
+                Ok(()) => self.perform(&pkg, key_version).await,
+                Err(answer) => answer,
+            }
         };
         tracing::info!(
             msg_id = %pkg.msg_id,
@@ -132,27 +140,69 @@ impl Agent {
             raw = %answer.raw,
             "request served"
         );
-        let result = ResultPackage {
-            msg_id: pkg.msg_id.clone(),
-            outcome: answer.outcome,
-            raw: answer.raw,
-            policy: answer.policy,
-        };
+        self.seal_answer(&pkg.msg_id, Some(key_version), answer)
+    }
+
+    /// Records a request that may write in the journal, durably, before the directory is
+    /// touched; refuses one that an earlier run of this agent took already (a copy sent again
+    /// after a restart), since its answer is not known here.
+    async fn take(&self, pkg: &RequestPackage) -> Result<(), Answer> {
+        if matches!(pkg.op, Op::Noop | Op::Inspect) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        if self.journal.taken_before_start(&pkg.msg_id, now) {
+            tracing::warn!(msg_id = %pkg.msg_id, "a message taken before this agent restarted, sent again: not written");
+            return Err(Answer {
+                outcome: Outcome::AgentTimeout,
+                raw: "not written again: this message was taken before the agent restarted".into(),
+                policy: None,
+            });
+        }
+        let journal = self.journal.clone();
+        let (msg_id, expires_at) = (pkg.msg_id.clone(), pkg.expires_at);
+        let recorded = tokio::task::spawn_blocking(move || journal.record(&msg_id, expires_at, now)).await;
+        match recorded {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!(msg_id = %pkg.msg_id, error = %format!("{e:#}"), "cannot record a message id: not written");
+                Err(Answer {
+                    outcome: Outcome::Internal,
+                    raw: "not written: the agent could not record the message id".into(),
+                    policy: None,
+                })
+            }
+            Err(_) => Err(Answer {
+                outcome: Outcome::Internal,
+                raw: "not written: recording the message id failed".into(),
+                policy: None,
+            }),
+        }
+    }
+
+    /// Seals an answer for the portal: with the key version the request came with, or the
+    /// newest when the request could not be opened.
+    fn seal_answer(&self, msg_id: &MsgId, key_version: Option<u32>, answer: Answer) -> Option<Wire> {
+        let result =
+            ResultPackage { msg_id: msg_id.clone(), outcome: answer.outcome, raw: answer.raw, policy: answer.policy };
         let keys = self.keys();
-        let key = keys.iter().find(|k| k.version == key_version)?;
+        let key = match key_version {
+            Some(v) => keys.iter().find(|k| k.version == v)?,
+            None => keys.first()?,
+        };
         match envelope::seal(
             &self.agent_id,
-            key_version,
+            key.version,
             &key.package,
             Direction::ToPortal,
             FrameKind::Result,
-            &pkg.msg_id,
+            msg_id,
             &result,
             &mut rand::rngs::OsRng,
         ) {
-            Ok(f) => Some(crate::relay::protocol::Frame::Result(f).encode()),
+            Ok(f) => Some(Wire::sealed(&f)),
             Err(e) => {
-                tracing::error!(msg_id = %pkg.msg_id, error = %e, "sealing a result failed");
+                tracing::error!(msg_id = %msg_id, error = %e, "sealing a result failed");
                 None
             }
         }

@@ -5,12 +5,14 @@
 pub mod doctor;
 pub mod enroll;
 mod handler;
+pub mod journal;
 pub mod state;
 
 use crate::config::AgentConfig;
 use crate::directory::Directory;
 use crate::domain::DirectoryId;
-use crate::relay::protocol::{AgentStatus, DirectoryStatus, Frame, SyncChunk, Wire};
+use crate::envelope::{self, Direction, FrameKind, Report};
+use crate::relay::protocol::{self, AgentStatus, DirectoryStatus, SyncChunk, Wire};
 use crate::Clock;
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
@@ -35,6 +37,8 @@ pub struct Agent {
     directories: HashMap<DirectoryId, Arc<Directory>>,
     keys: RwLock<Arc<Vec<LoadedKey>>>,
     replay: ReplayCache,
+    /// Message ids taken, on disk: a copy sent again after a restart is not written twice.
+    journal: Arc<journal::Journal>,
     /// Content keys already unwrapped (RSA) this epoch, by the hash of their wrapped form.
     unwrapped: handler::UnwrappedKeys,
     clock: Clock,
@@ -58,6 +62,7 @@ impl Agent {
             let dir = Directory::new(d).with_context(|| format!("directory {}", d.id))?;
             directories.insert(dir.id().clone(), Arc::new(dir));
         }
+        let journal = Arc::new(journal::Journal::open(journal::Journal::path_for(&cfg.state_file), clock.now())?);
         Ok(Arc::new(Self {
             agent_id: state.agent_id.clone(),
             portal_url: state.portal_url.clone(),
@@ -65,6 +70,7 @@ impl Agent {
             directories,
             keys: RwLock::new(Arc::new(keys)),
             replay: ReplayCache::default(),
+            journal,
             unwrapped: handler::UnwrappedKeys::default(),
             clock,
             last_sync: std::sync::Mutex::default(),
@@ -147,6 +153,31 @@ impl Agent {
         }
     }
 
+    /// Seals a report for the portal with the newest key, under a fresh frame id: the portal
+    /// trusts nothing an agent says unless it is sealed so.
+    fn report<T: serde::Serialize>(&self, kind: FrameKind, body: &T) -> Option<Wire> {
+        let keys = self.keys();
+        let key = keys.first()?;
+        let id = crate::domain::MsgId::random();
+        let report = Report { issued_at: self.clock.now(), body };
+        match envelope::seal(
+            &self.agent_id,
+            key.version,
+            &key.package,
+            Direction::ToPortal,
+            kind,
+            &id,
+            &report,
+            &mut rand::rngs::OsRng,
+        ) {
+            Ok(frame) => Some(Wire::sealed(&frame)),
+            Err(e) => {
+                tracing::error!(error = %e, ?kind, "sealing a report failed");
+                None
+            }
+        }
+    }
+
     async fn sync_all(&self, out: &mpsc::Sender<Wire>, full: bool) {
         for (id, dir) in &self.directories {
             let since = if full { None } else { self.sync_marks.lock().ok().and_then(|m| m.get(id).cloned()) };
@@ -170,7 +201,8 @@ impl Agent {
                     users: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
                     policy: if i == 0 { policy.clone() } else { None },
                 };
-                if out.send(Frame::Sync(chunk).encode()).await.is_err() {
+                let Some(frame) = self.report(FrameKind::Sync, &chunk) else { return };
+                if out.send(frame).await.is_err() {
                     return;
                 }
             }
@@ -212,8 +244,7 @@ impl Agent {
             loop {
                 let msg = tokio::select! {
                     out = out_rx.recv() => match out {
-                        Some(Wire::Text(text)) => Message::Text(text.into()),
-                        Some(Wire::Binary(bytes)) => Message::Binary(bytes.into()),
+                        Some(Wire(bytes)) => Message::Binary(bytes.into()),
                         None => break,
                     },
                     _ = ping.tick() => Message::Ping(Vec::new().into()),
@@ -225,7 +256,9 @@ impl Agent {
             let _ = sink.close().await;
         });
 
-        out_tx.send(Frame::Hello(self.status().await).encode()).await.ok();
+        if let Some(hello) = self.report(FrameKind::Hello, &self.status().await) {
+            out_tx.send(hello).await.ok();
+        }
         let background = {
             let me = self.clone();
             let out = out_tx.clone();
@@ -247,7 +280,8 @@ impl Agent {
                     tokio::time::sleep(heartbeat).await;
                     me.reload_keys_if_changed();
                     me.rotate_if_due().await;
-                    if out.send(Frame::Heartbeat(me.status().await).encode()).await.is_err() {
+                    let Some(heartbeat) = me.report(FrameKind::Heartbeat, &me.status().await) else { break };
+                    if out.send(heartbeat).await.is_err() {
                         break;
                     }
                 }
@@ -263,7 +297,7 @@ impl Agent {
             };
             match next {
                 Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => match parse(&msg) {
-                    Ok(Frame::Request(frame)) => {
+                    Ok(frame) if frame.kind == FrameKind::Request => {
                         let received = Instant::now();
                         let Ok(permit) = limit.clone().acquire_owned().await else { break Ok(()) };
                         let me = self.clone();
@@ -318,11 +352,10 @@ fn grace_secs(cfg: &AgentConfig) -> i64 {
     i64::try_from(cfg.key_grace_hours * 3600).unwrap_or(i64::MAX)
 }
 
-/// A message from the portal as a frame: JSON text, or a binary sealed frame.
-fn parse(msg: &Message) -> Result<Frame, crate::relay::protocol::FrameError> {
+/// A message from the portal as a sealed frame; text is refused.
+fn parse(msg: &Message) -> Result<envelope::SealedFrame, protocol::FrameError> {
     match msg {
-        Message::Binary(bytes) => Frame::parse_binary(bytes),
-        Message::Text(text) => Frame::parse(text.as_str()),
-        _ => Err(crate::relay::protocol::FrameError::Binary),
+        Message::Binary(bytes) => protocol::parse_binary(bytes),
+        _ => Err(protocol::FrameError::Unsealed),
     }
 }

@@ -290,7 +290,7 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
         let http = measure("relay via http", concurrency, total, move |_| {
             let (c, url, ins) = (c.clone(), url.clone(), ins.clone());
             async move {
-                let resp = c.get(&url).send().await.map_err(|e| e.to_string())?;
+                let resp = c.get(&url).bearer_auth(super::MONITOR_TOKEN).send().await.map_err(|e| e.to_string())?;
                 let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
                 let us = body["round_trip_us"].as_u64().ok_or("no round trip")?;
                 if body["ok"] != serde_json::Value::Bool(true) {

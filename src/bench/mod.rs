@@ -21,6 +21,8 @@ pub use latency::run as latency;
 pub use load::run as load;
 
 pub const DIRECTORY_ID: &str = "example";
+/// The monitoring bearer token of the bench's portal (`/healthz/relay`, `/metrics`).
+pub const MONITOR_TOKEN: &str = "bench-monitoring-token";
 
 /// The directory a run writes into.
 pub enum BenchDirectory {
@@ -150,6 +152,7 @@ impl Rig {
         let db_url = format!("sqlite://{}?mode=rwc", dir.join("passback.db").display());
         let portal_toml = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {url}\ntls_cert_file = {cert}\ntls_key_file = {key}\n\
+             metrics_token = {monitor}\n\
              [database]\nurl = {db}\nmax_connections = 8\n[secrets]\ndata_key_file = {data_key}\n\
              [mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp}\nsecurity = \"none\"\nfrom = \"bench <bench@example.org>\"\n\
              [reset]\ncodes_per_hour = 1000000\nchange_attempts_per_hour = 1000000\nchange_attempts_per_day = 1000000\n\
@@ -162,6 +165,7 @@ impl Rig {
             db = quote(&db_url),
             data_key = quote(&key_file.display().to_string()),
             smtp = smtp.port(),
+            monitor = quote(MONITOR_TOKEN),
         );
         let portal_config = dir.join("portal.toml");
         std::fs::write(&portal_config, portal_toml)?;
@@ -270,7 +274,7 @@ impl Rig {
         let client = client(&self.ca)?;
         let url = format!("{}/healthz/relay?directory={DIRECTORY_ID}", self.url);
         wait_for(Duration::from_secs(60), "the agent to be alive", || async {
-            client.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+            client.get(&url).bearer_auth(MONITOR_TOKEN).send().await.is_ok_and(|r| r.status().is_success())
         })
         .await
     }

@@ -64,6 +64,8 @@ pub enum Notice {
     MustChange,
     /// The helpdesk removed a method the person registered to prove who they are.
     MethodRemoved,
+    /// The addresses the person's codes go to changed in the directory (sent to the old ones).
+    AddressesChanged,
 }
 
 impl Notice {
@@ -74,6 +76,7 @@ impl Notice {
             Notice::Unlocked => ("mail.unlocked_subject", "mail.unlocked_body"),
             Notice::MustChange => ("mail.must_change_subject", "mail.must_change_body"),
             Notice::MethodRemoved => ("mail.method_removed_subject", "mail.method_removed_body"),
+            Notice::AddressesChanged => ("mail.addresses_changed_subject", "mail.addresses_changed_body"),
         }
     }
 }
@@ -121,6 +124,14 @@ pub fn staff_reset_message(tr: Tr, admin: &str, staff: &str, when: &str) -> anyh
         text: StaffResetText { tr, body: &body }.render()?,
         html: StaffResetHtml { tr, body: &body }.render()?,
     })
+}
+
+/// A time as notices give it: `2026-12-04 20:30 UTC`.
+pub fn utc_minutes(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
+        .unwrap_or_default()
 }
 
 /// The notice sent after a password was reset or changed, or an account unlocked: when, and what

@@ -70,6 +70,8 @@ pub mod paths {
     pub const AUDIT_CSV: &str = "/audit.csv";
     pub const ADMIN_HEALTH: &str = "/admin/health";
     pub const ADMIN_HEALTH_JSON: &str = "/admin/health.json";
+    pub const ADMIN_AGENT_REVOKE: &str = "/admin/health/revoke";
+    pub const ADMIN_SYNC_APPLY: &str = "/admin/health/apply-sync";
     pub const ADMIN_STAFF: &str = "/admin/staff";
     pub const ADMIN_STAFF_RESET: &str = "/admin/staff/reset";
     pub const ADMIN_STAFF_UPDATE: &str = "/admin/staff/update";
@@ -196,6 +198,8 @@ pub fn router(state: AppState) -> Router {
         .route(paths::AUDIT_CSV, get(staff::audit_csv))
         .route(paths::ADMIN_HEALTH, get(staff::health_page))
         .route(paths::ADMIN_HEALTH_JSON, get(staff::health_json))
+        .route(paths::ADMIN_AGENT_REVOKE, post(staff::revoke_agent))
+        .route(paths::ADMIN_SYNC_APPLY, post(staff::apply_sync_hold))
         .route(paths::ADMIN_STAFF, get(staff::staff_list).post(staff::add_staff))
         .route(paths::ADMIN_STAFF_RESET, post(staff::reset_staff))
         .route(paths::ADMIN_STAFF_UPDATE, post(staff::update_staff));
@@ -227,6 +231,17 @@ pub(crate) fn metrics_token_ok(st: &AppState, headers: &axum::http::HeaderMap) -
     bool::from(hash.ct_eq(&expected))
 }
 
+/// The refusal for a monitoring page, unless the request presents the configured bearer token:
+/// without a configured token the page does not exist.
+fn monitor_only(st: &AppState, headers: &axum::http::HeaderMap) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    if st.metrics_token.is_none() {
+        return Some(axum::http::StatusCode::NOT_FOUND.into_response());
+    }
+    (!metrics_token_ok(st, headers))
+        .then(|| (axum::http::StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response())
+}
+
 /// Prometheus metrics, for a scraper that presents the configured bearer token (compared as a
 /// hash, in constant time). Without a configured token the page does not exist.
 async fn metrics(
@@ -234,11 +249,8 @@ async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if st.metrics_token.is_none() {
-        return axum::http::StatusCode::NOT_FOUND.into_response();
-    }
-    if !metrics_token_ok(&st, &headers) {
-        return (axum::http::StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response();
+    if let Some(refused) = monitor_only(&st, &headers) {
+        return refused;
     }
     let body = st.hub.metrics.render(st.hub.live_agents());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
@@ -250,14 +262,19 @@ struct RelayCheckQuery {
 }
 
 /// A sealed no-op round trip to a live agent of `directory`: whether writeback would work now,
-/// and how long the relay alone takes (for monitoring and the benchmark). Rate-limited like a
-/// first step; says nothing but yes or no and the time.
+/// and how long the relay alone takes (for monitoring and the benchmark). Only for a monitor
+/// presenting the configured bearer token (it would otherwise tell anyone which directory ids
+/// exist), and rate-limited like a first step.
 async fn relay_check(
     axum::extract::State(st): axum::extract::State<AppState>,
     axum::extract::ConnectInfo(ClientAddr(client)): axum::extract::ConnectInfo<ClientAddr>,
+    headers: axum::http::HeaderMap,
     axum::extract::Query(q): axum::extract::Query<RelayCheckQuery>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if let Some(refused) = monitor_only(&st, &headers) {
+        return refused;
+    }
     if !st.guard.address_allowed(client.ip()) {
         return guard::too_many();
     }

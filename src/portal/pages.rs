@@ -519,3 +519,16 @@ pub struct StaffEnrolPage {
     pub policy: Option<PolicyView>,
     pub error: Option<String>,
 }
+
+/// What the health page says of a held full sync, with its numbers.
+pub fn sync_hold_text(tr: Tr, h: &crate::store::users::SyncHold) -> String {
+    tr.fill(
+        "health.hold",
+        &[
+            ("directory", h.directory.clone()),
+            ("n", h.would_remove.to_string()),
+            ("total", h.total.to_string()),
+            ("when", utc(h.held_at)),
+        ],
+    )
+}

@@ -175,10 +175,7 @@ impl Attempt<'_> {
 /// undoes the password, and is logged for the administrator).
 pub(crate) fn notify(st: &AppState, target: &Target, now: i64, notice: Notice) {
     let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
-    let when = time::OffsetDateTime::from_unix_timestamp(now)
-        .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
-        .unwrap_or_default();
+    let when = crate::mail::utc_minutes(now);
     let mailer = st.mailer.clone();
     let tr = crate::i18n::Tr::current();
     let helpdesk = st.helpdesk(tr);

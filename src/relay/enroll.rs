@@ -115,6 +115,26 @@ pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(fr
     if (now - payload.issued_at).abs() > ROTATE_SKEW_SECS {
         return refuse(StatusCode::FORBIDDEN, "the request is too old, or the clocks differ by more than 5 minutes");
     }
+    // Each rotation request is taken once: a captured copy cannot roll the keys again.
+    match store::agents::note_frame(
+        &state.db,
+        &agent_id,
+        frame.msg_id.as_str(),
+        payload.issued_at + 2 * ROTATE_SKEW_SECS,
+    )
+    .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            state.hub.metrics.refused_frame(super::hub::Refusal::Replayed.reason());
+            tracing::warn!(agent = %agent_id, "rotation refused: a copy of an earlier request");
+            return refuse(StatusCode::FORBIDDEN, "this rotation request was used before");
+        }
+        Err(e) => {
+            tracing::error!(agent = %agent_id, error = %e, "rotation: recording the request id");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
+        }
+    }
     let key = match public_key(&payload.public_key_pem) {
         Ok(k) => k,
         Err(r) => return *r,

@@ -1,7 +1,7 @@
 //! The hub: live agent connections, their keys, and requests waiting for a result.
 //! Its locks are plain mutexes held for a few map operations and never across an `.await`.
 
-use super::protocol::{AgentStatus, Frame};
+use super::protocol::{AgentStatus, Wire};
 use crate::config::RelayConfig;
 use crate::domain::{Anchor, DirectoryId, MsgId, Outcome, PolicyFacts};
 use crate::envelope::{self, Direction, Flags, FrameKind, Op, PackageKey, RequestPackage, SealedFrame};
@@ -27,9 +27,12 @@ struct Conn {
     agent_id: String,
     /// The directories this agent was enrolled for; it may serve no other.
     allowed: Vec<DirectoryId>,
-    tx: mpsc::Sender<super::protocol::Wire>,
+    tx: mpsc::Sender<Wire>,
     status: Option<AgentStatus>,
     last_seen: Instant,
+    /// Dropped with the connection's entry: its socket task then ends at once (a revoked agent is
+    /// cut off without waiting for it to close).
+    _kill: oneshot::Sender<()>,
 }
 
 struct Pending {
@@ -154,9 +157,17 @@ impl Hub {
         Duration::from_secs(self.cfg.ping_interval_secs * 2)
     }
 
-    pub fn register(&self, agent_id: &str, allowed: Vec<DirectoryId>, tx: mpsc::Sender<super::protocol::Wire>) -> u64 {
+    /// A new connection of `agent_id`: its id, and a signal that fires when the hub drops it.
+    pub fn register(
+        &self,
+        agent_id: &str,
+        allowed: Vec<DirectoryId>,
+        tx: mpsc::Sender<Wire>,
+    ) -> (u64, oneshot::Receiver<()>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let conn = Conn { agent_id: agent_id.to_string(), allowed, tx, status: None, last_seen: Instant::now() };
+        let (kill, killed) = oneshot::channel();
+        let conn =
+            Conn { agent_id: agent_id.to_string(), allowed, tx, status: None, last_seen: Instant::now(), _kill: kill };
         let now = self.clock.now();
         let mut inner = self.lock();
         inner.conns.insert(id, conn);
@@ -164,7 +175,7 @@ impl Hub {
         seen.connected_at = Some(now);
         seen.disconnected_at = None;
         seen.last_heard = now;
-        id
+        (id, killed)
     }
 
     pub fn unregister(&self, conn_id: u64) {
@@ -181,6 +192,34 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Cuts off a revoked agent: its live connections end at once, the requests sent to it end
+    /// as "not confirmed", and its keys are forgotten. Returns how many connections it had.
+    pub fn drop_agent(&self, agent_id: &str) -> usize {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let before = inner.conns.len();
+        inner.conns.retain(|_, c| c.agent_id != agent_id);
+        let dropped = before - inner.conns.len();
+        inner.pending.retain(|_, p| p.agent_id != agent_id);
+        inner.keys.remove(agent_id);
+        inner.content_keys.retain(|(agent, _), _| agent != agent_id);
+        if dropped > 0 {
+            if let Some(seen) = inner.seen.get_mut(agent_id) {
+                seen.disconnected_at = Some(now);
+            }
+        }
+        dropped
+    }
+
+    /// The agents with a connection to this instance now.
+    pub fn connected_agents(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut ids: Vec<String> = inner.conns.values().map(|c| c.agent_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Drops every agent connection (their writers then close the sockets); used at shutdown.
@@ -246,7 +285,7 @@ impl Hub {
 
     /// A live connection of an agent that serves `directory` and reports it reachable: its agent
     /// id, its sender, and the key version the agent says it uses.
-    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<super::protocol::Wire>, u32)> {
+    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<Wire>, u32)> {
         let window = self.liveness_window();
         let inner = self.lock();
         inner
@@ -340,7 +379,7 @@ impl Hub {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
         let frame = match self.seal_request(&agent_id, agent_key_version, &req, now).await {
-            Ok(f) => Frame::Request(f).encode(),
+            Ok(f) => Wire::sealed(&f),
             Err(e) => {
                 tracing::error!(agent = %agent_id, error = %e, "cannot seal a request");
                 return WritebackResult::local(Outcome::Internal, "sealing failed");
@@ -445,59 +484,79 @@ impl Hub {
         Ok(content)
     }
 
-    /// A sealed result from `agent_id`: authenticated with that agent's keys, then handed to the
-    /// request waiting for it. Results for unknown messages or from another agent are dropped.
-    pub async fn deliver_result(&self, agent_id: &str, frame: &SealedFrame) {
-        let keys = match self.keys(agent_id).await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(agent = %agent_id, error = %e, "result from an agent without keys");
-                return;
-            }
-        };
+    /// The package key of each version still accepted from `agent_id`, now.
+    async fn key_for(&self, agent_id: &str) -> Result<impl Fn(u32) -> Option<PackageKey>, Refusal> {
+        let keys = self.keys(agent_id).await.map_err(|e| {
+            tracing::warn!(agent = %agent_id, error = %e, "a frame from an agent without keys");
+            Refusal::NoKeys
+        })?;
         let (now, grace) = (self.clock.now(), self.grace_secs());
-        let key_for = |v: u32| accepted_key(&keys, v, now, grace);
-        let pkg = match envelope::open_result(agent_id, frame, key_for) {
-            Ok(p) => p,
+        Ok(move |v: u32| accepted_key(&keys, v, now, grace))
+    }
+
+    /// Opens what an agent reports (hello, heartbeat, sync): authentic, of its kind, fresh, and
+    /// never seen before on any instance (its frame id is recorded until it would be stale).
+    pub async fn open_report<T: serde::de::DeserializeOwned>(
+        &self,
+        agent_id: &str,
+        frame: &SealedFrame,
+    ) -> Result<T, Refusal> {
+        let key_for = self.key_for(agent_id).await?;
+        let now = self.clock.now();
+        let report: envelope::Report<T> =
+            envelope::open_report(agent_id, frame, now, REPORT_SKEW_SECS, key_for).map_err(Refusal::from)?;
+        let keep_until = report.issued_at + 2 * REPORT_SKEW_SECS;
+        match store::agents::note_frame(&self.db, agent_id, frame.msg_id.as_str(), keep_until).await {
+            Ok(true) => Ok(report.body),
+            Ok(false) => Err(Refusal::Replayed),
             Err(e) => {
-                tracing::warn!(agent = %agent_id, msg_id = %frame.msg_id, error = %e, "refused a result frame");
-                return;
+                tracing::error!(agent = %agent_id, error = %e, "recording a frame id failed");
+                Err(Refusal::Store)
             }
-        };
-        let late = {
+        }
+    }
+
+    /// A sealed result from `agent_id`: authenticated with that agent's keys, then handed to the
+    /// request waiting for it. A writeback takes one answer only: a copy, or a second answer for
+    /// the same message, is refused and changes nothing.
+    pub async fn deliver_result(&self, agent_id: &str, frame: &SealedFrame) -> Result<(), Refusal> {
+        let key_for = self.key_for(agent_id).await?;
+        let pkg = envelope::open_result(agent_id, frame, key_for).map_err(Refusal::from)?;
+        let waiting = {
             let mut inner = self.lock();
             match inner.pending.get(&pkg.msg_id) {
-                Some(p) if p.agent_id == agent_id => {
-                    if let Some(p) = inner.pending.remove(&pkg.msg_id) {
-                        let _ = p.tx.send(pkg);
-                    }
-                    return;
-                }
-                Some(_) => {
-                    tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result from the wrong agent");
-                    return;
-                }
-                None => pkg,
+                Some(p) if p.agent_id == agent_id => inner.pending.remove(&pkg.msg_id),
+                Some(_) => return Err(Refusal::WrongAgent),
+                None => None,
             }
         };
-        if let Err(e) = self.record_late_result(agent_id, &late).await {
-            tracing::error!(agent = %agent_id, msg_id = %late.msg_id, error = %e, "storing a late result failed");
+        let now = self.clock.now();
+        match waiting {
+            Some(p) => {
+                // Noted before the waiter hears of it, so a copy that follows on this connection
+                // already finds the writeback answered. Requests outside `writebacks` (no-ops,
+                // reads) have no row: their one answer is the waiter's.
+                if let Err(e) = store::writebacks::take_result(&self.db, pkg.msg_id.as_str(), now).await {
+                    tracing::error!(msg_id = %pkg.msg_id, error = %e, "noting a writeback's answer failed");
+                }
+                let _ = p.tx.send(pkg);
+                Ok(())
+            }
+            None => self.record_late_result(agent_id, &pkg, now).await,
         }
     }
 
     /// A result that came after the person was told "not confirmed": the directory's real answer
     /// is still recorded, against the support code the person was shown, so nothing is lost.
-    async fn record_late_result(&self, agent_id: &str, pkg: &envelope::ResultPackage) -> anyhow::Result<()> {
-        let Some(row) = store::writebacks::get(&self.db, pkg.msg_id.as_str()).await? else {
-            tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "result for a message this portal never sent");
-            return Ok(());
-        };
-        if row.agent_id.as_deref() != Some(agent_id) {
-            tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, "late result from an agent the request was not sent to");
-            return Ok(());
-        }
-        let now = self.clock.now();
-        store::writebacks::finish(&self.db, &row.msg_id, &pkg.outcome, now).await?;
+    /// Only the first answer of the agent the request went to counts.
+    async fn record_late_result(&self, agent_id: &str, pkg: &envelope::ResultPackage, now: i64) -> Result<(), Refusal> {
+        let row = store::writebacks::take_late_result(&self.db, pkg.msg_id.as_str(), agent_id, &pkg.outcome, now)
+            .await
+            .map_err(|e| {
+                tracing::error!(agent = %agent_id, msg_id = %pkg.msg_id, error = %e, "storing a late result failed");
+                Refusal::Store
+            })?;
+        let Some(row) = row else { return Err(Refusal::Answered) };
         let rec = store::audit::AuditRecord {
             at: now,
             actor: format!("agent:{agent_id}"),
@@ -511,8 +570,90 @@ impl Hub {
             client: None,
         };
         tracing::warn!(agent = %agent_id, msg_id = %pkg.msg_id, outcome = %rec.outcome_code, support_code = %rec.support_code, "result arrived after the deadline; recorded");
-        store::audit::record(&self.db, &rec).await?;
+        if let Err(e) = store::audit::record(&self.db, &rec).await {
+            tracing::error!(agent = %agent_id, msg_id = %pkg.msg_id, error = %e, "auditing a late result failed");
+        }
         Ok(())
+    }
+}
+
+/// How far an agent's report may be sealed from the portal's clock (the doctor warns beyond a
+/// minute). Frame ids are kept twice as long, so no copy outlives its record.
+pub const REPORT_SKEW_SECS: i64 = 300;
+
+/// Why a frame from an agent was refused; counted in `/metrics` under [`Refusal::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not sealed")]
+    Unsealed,
+    #[error("malformed frame")]
+    Malformed,
+    #[error("unsupported protocol version")]
+    Version,
+    #[error("a kind of frame an agent may not send")]
+    Kind,
+    #[error("failed authentication")]
+    Tampered,
+    #[error("sealed with a key version the portal does not accept")]
+    UnknownKey,
+    #[error("sealed too long ago, or the clocks differ by more than five minutes")]
+    Stale,
+    #[error("a copy of a frame already taken")]
+    Replayed,
+    #[error("a result for a writeback that already has its answer")]
+    Answered,
+    #[error("a result from an agent the request was not sent to")]
+    WrongAgent,
+    #[error("for a directory the agent was not enrolled for")]
+    NotEnrolled,
+    #[error("the agent has no keys")]
+    NoKeys,
+    #[error("the database could not record it")]
+    Store,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Unsealed => "unsealed",
+            Refusal::Malformed => "malformed",
+            Refusal::Version => "version",
+            Refusal::Kind => "kind",
+            Refusal::Tampered => "tampered",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::Stale => "stale",
+            Refusal::Replayed => "replayed",
+            Refusal::Answered => "answered",
+            Refusal::WrongAgent => "wrong_agent",
+            Refusal::NotEnrolled => "not_enrolled",
+            Refusal::NoKeys => "no_keys",
+            Refusal::Store => "store",
+        }
+    }
+}
+
+impl From<envelope::EnvelopeError> for Refusal {
+    fn from(e: envelope::EnvelopeError) -> Self {
+        use envelope::EnvelopeError as E;
+        match e {
+            E::Version(_) => Refusal::Version,
+            E::WrongKind => Refusal::Kind,
+            E::UnknownKey(_) => Refusal::UnknownKey,
+            E::Tampered | E::Rsa => Refusal::Tampered,
+            E::Expired => Refusal::Stale,
+            E::Malformed => Refusal::Malformed,
+        }
+    }
+}
+
+impl From<super::protocol::FrameError> for Refusal {
+    fn from(e: super::protocol::FrameError) -> Self {
+        use super::protocol::FrameError as E;
+        match e {
+            E::Version => Refusal::Version,
+            E::Binary => Refusal::Malformed,
+            E::Unsealed => Refusal::Unsealed,
+        }
     }
 }
 

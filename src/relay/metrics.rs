@@ -25,6 +25,8 @@ pub struct Metrics {
     attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
     writebacks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     latency: Mutex<Latency>,
+    /// Frames from agents refused before anything in them was trusted, by reason.
+    refused_frames: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn op_name(op: Op) -> &'static str {
@@ -62,6 +64,13 @@ impl Metrics {
         }
     }
 
+    /// A frame from an agent refused (`unsealed`, `tampered`, `replayed`, `stale`…).
+    pub fn refused_frame(&self, reason: &'static str) {
+        if let Ok(mut m) = self.refused_frames.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
     /// The Prometheus text exposition of everything, with `live_agents` alive now.
     pub fn render(&self, live_agents: usize) -> String {
         let mut out = String::new();
@@ -85,6 +94,16 @@ impl Metrics {
         if let Ok(m) = self.writebacks.lock() {
             for ((op, code), n) in m.iter() {
                 let _ = writeln!(out, "passback_writebacks_total{{op=\"{op}\",outcome=\"{code}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP passback_relay_frames_refused_total Frames from agents refused before anything in them was trusted, by reason."
+        );
+        let _ = writeln!(out, "# TYPE passback_relay_frames_refused_total counter");
+        if let Ok(m) = self.refused_frames.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(out, "passback_relay_frames_refused_total{{reason=\"{reason}\"}} {n}");
             }
         }
         let _ =
@@ -115,7 +134,9 @@ mod tests {
         m.writeback(Op::Reset, &Outcome::Success, Duration::from_millis(40));
         m.writeback(Op::Change, &Outcome::NoAgent, Duration::ZERO);
         m.attempt("reset.writeback", &Outcome::Success);
+        m.refused_frame("unsealed");
         let text = m.render(3);
+        assert!(text.contains("passback_relay_frames_refused_total{reason=\"unsealed\"} 1"), "{text}");
         assert!(text.contains("passback_live_agents 3"));
         assert!(text.contains("passback_writebacks_total{op=\"reset\",outcome=\"PB-0000\"} 2"));
         assert!(text.contains("passback_writebacks_total{op=\"change\",outcome=\"PB-1001\"} 1"));

@@ -6,6 +6,7 @@ pub mod enroll;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod revoke;
 pub mod server;
 pub mod sync;
 

@@ -1,5 +1,7 @@
-//! Frames on the relay WebSocket. All are JSON text messages with `v` and `type`.
-//! `request` and `result` are sealed ([`crate::envelope::SealedFrame`]); the others carry no secret.
+//! Frames on the relay WebSocket: every one is a sealed frame ([`crate::envelope::SealedFrame`])
+//! in a binary message, whichever way it travels; a text message is refused. What the agent
+//! reports (status, people) is sealed too, as an [`crate::envelope::Report`], so the relay secret
+//! alone (which a TLS-terminating proxy sees) lets nobody tell the portal anything.
 
 use crate::domain::{DirectoryId, PolicyFacts, SyncedUser};
 use crate::envelope::SealedFrame;
@@ -17,7 +19,7 @@ pub struct DirectoryStatus {
     pub error: Option<String>,
 }
 
-/// Sent by the agent on connect (`hello`) and then every heartbeat interval (`heartbeat`).
+/// Reported by the agent on connect (`hello`) and then every heartbeat interval (`heartbeat`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub version: String,
@@ -82,44 +84,23 @@ pub struct RotateResponse {
     pub package_key_ct: String,
 }
 
-/// Everything that may travel on the relay.
+/// A frame as it goes on the WebSocket: a sealed frame as one binary message. Every frame on the
+/// relay is sealed, whichever way it travels; its kind says what it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Hello(AgentStatus),
-    Heartbeat(AgentStatus),
-    Sync(SyncChunk),
-    Request(SealedFrame),
-    Result(SealedFrame),
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    v: u8,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(flatten)]
-    body: T,
-}
-
-/// A frame as it goes on the WebSocket: sealed frames as compact binary messages, the others
-/// as JSON text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wire {
-    Text(String),
-    Binary(Vec<u8>),
-}
+pub struct Wire(pub Vec<u8>);
 
 impl Wire {
+    pub fn sealed(frame: &SealedFrame) -> Wire {
+        Wire(frame.to_bytes())
+    }
+
     /// Its size on the wire, in bytes.
     pub fn len(&self) -> usize {
-        match self {
-            Wire::Text(t) => t.len(),
-            Wire::Binary(b) => b.len(),
-        }
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 
@@ -129,89 +110,41 @@ pub enum FrameError {
     Version,
     #[error("malformed binary frame")]
     Binary,
-    #[error("sealed frames travel as binary messages")]
-    SealedAsText,
-    #[error("unknown frame type {0:?}")]
-    UnknownType(String),
-    #[error("malformed frame: {0}")]
-    Malformed(#[from] serde_json::Error),
+    #[error("an unsealed (text) frame; every frame must be sealed")]
+    Unsealed,
 }
 
-impl Frame {
-    pub fn encode(&self) -> Wire {
-        fn wrap<T: Serialize>(kind: &str, body: &T) -> Wire {
-            Wire::Text(
-                serde_json::to_string(&Envelope { v: VERSION, kind: kind.to_string(), body }).unwrap_or_default(),
-            )
-        }
-        match self {
-            Frame::Hello(s) => wrap("hello", s),
-            Frame::Heartbeat(s) => wrap("heartbeat", s),
-            Frame::Sync(c) => wrap("sync", c),
-            Frame::Request(f) | Frame::Result(f) => Wire::Binary(f.to_bytes()),
-        }
+/// A binary message as a sealed frame of this protocol version (not yet authenticated: see
+/// [`crate::envelope::open`]).
+pub fn parse_binary(bytes: &[u8]) -> Result<SealedFrame, FrameError> {
+    let sealed = SealedFrame::from_bytes(bytes).ok_or(FrameError::Binary)?;
+    if sealed.v != VERSION {
+        return Err(FrameError::Version);
     }
-
-    /// A binary message: a sealed request or result (not yet authenticated: see `envelope`).
-    pub fn parse_binary(bytes: &[u8]) -> Result<Frame, FrameError> {
-        let sealed = SealedFrame::from_bytes(bytes).ok_or(FrameError::Binary)?;
-        if sealed.v != VERSION {
-            return Err(FrameError::Version);
-        }
-        match sealed.kind {
-            crate::envelope::FrameKind::Request => Ok(Frame::Request(sealed)),
-            crate::envelope::FrameKind::Result => Ok(Frame::Result(sealed)),
-            crate::envelope::FrameKind::Rotate => Err(FrameError::Binary),
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Frame, FrameError> {
-        #[derive(Deserialize)]
-        struct Head {
-            v: u8,
-            #[serde(rename = "type")]
-            kind: String,
-        }
-        let head: Head = serde_json::from_str(text)?;
-        if head.v != VERSION {
-            return Err(FrameError::Version);
-        }
-        fn body<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FrameError> {
-            Ok(serde_json::from_str::<Envelope<T>>(text)?.body)
-        }
-        Ok(match head.kind.as_str() {
-            "hello" => Frame::Hello(body(text)?),
-            "heartbeat" => Frame::Heartbeat(body(text)?),
-            "sync" => Frame::Sync(body(text)?),
-            "request" | "result" => return Err(FrameError::SealedAsText),
-            other => return Err(FrameError::UnknownType(other.chars().take(32).collect())),
-        })
-    }
+    Ok(sealed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MsgId;
+    use crate::envelope::FrameKind;
 
     #[test]
-    fn frames_round_trip_and_unknown_versions_are_refused() {
-        let f = Frame::Heartbeat(AgentStatus {
-            version: "0.1.0".into(),
+    fn sealed_frames_round_trip_and_unknown_versions_are_refused() {
+        let frame = SealedFrame {
+            v: VERSION,
+            kind: FrameKind::Heartbeat,
+            msg_id: MsgId::random(),
             key_version: 1,
-            key_created_at: 5,
-            key_rotation_days: Some(180),
-            directories: vec![DirectoryStatus {
-                id: DirectoryId::parse("corp").unwrap(),
-                reachable: true,
-                last_sync: None,
-                error: None,
-            }],
-        });
-        let Wire::Text(json) = f.encode() else { panic!("a heartbeat is text") };
-        assert_eq!(Frame::parse(&json).unwrap(), f);
-        let v1 = json.replace("\"v\":2", "\"v\":1");
-        assert!(matches!(Frame::parse(&v1), Err(FrameError::Version)));
-        assert!(matches!(Frame::parse(r#"{"v":2,"type":"shutdown"}"#), Err(FrameError::UnknownType(_))));
-        assert!(matches!(Frame::parse(r#"{"v":2,"type":"request"}"#), Err(FrameError::SealedAsText)));
+            nonce: vec![7; 12],
+            ciphertext: vec![1, 2, 3],
+        };
+        let wire = Wire::sealed(&frame);
+        assert_eq!(parse_binary(&wire.0).unwrap(), frame);
+        let mut old = wire.0.clone();
+        old[0] = 2;
+        assert!(matches!(parse_binary(&old), Err(FrameError::Version)));
+        assert!(matches!(parse_binary(b"{\"v\":3,\"type\":\"sync\"}"), Err(FrameError::Binary)));
     }
 }

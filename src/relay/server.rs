@@ -1,9 +1,10 @@
 //! The portal's end of the relay: the WebSocket agents connect to, and their authentication.
 
-use super::hub::Hub;
-use super::protocol::{Frame, Wire};
+use super::hub::{Hub, Refusal};
+use super::protocol::{self, AgentStatus, SyncChunk, Wire};
 use super::{enroll, AGENT_PATH, CHECK_PATH, ENROLL_PATH, ROTATE_PATH};
 use crate::domain::DirectoryId;
+use crate::envelope::FrameKind;
 use crate::store::{self, DataKey, Db};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -22,6 +23,9 @@ pub struct RelayState {
     pub db: Db,
     pub data_key: DataKey,
     pub clock: crate::Clock,
+    /// For telling people of changes a sync brought (their old addresses).
+    pub mailer: crate::mail::Mailer,
+    pub helpdesk_contact: Option<String>,
 }
 
 /// Largest frame an agent may send (a sync chunk of a few hundred people).
@@ -59,6 +63,10 @@ pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Option<AuthenticatedA
         return None;
     }
     let agent = stored?;
+    if let Some(at) = agent.revoked_at {
+        tracing::warn!(agent = %agent.id, revoked_at = at, "relay: refused a revoked agent's credentials");
+        return None;
+    }
     let directories = agent.directories.0.iter().filter_map(|d| DirectoryId::parse(d).ok()).collect();
     Some(AuthenticatedAgent { id: agent.id, directories })
 }
@@ -88,7 +96,7 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
     let (tx, mut rx) = mpsc::channel::<Wire>(256);
     let hub = state.hub.clone();
     let agent_id = agent.id;
-    let conn = hub.register(&agent_id, agent.directories, tx);
+    let (conn, mut killed) = hub.register(&agent_id, agent.directories, tx);
     tracing::info!(agent = %agent_id, conn, "agent connected");
     let ping_every = Duration::from_secs(hub.cfg.ping_interval_secs);
 
@@ -97,7 +105,7 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
-                    Some(out) => if sink.send(to_message(out)).await.is_err() { break },
+                    Some(Wire(bytes)) => if sink.send(Message::Binary(bytes.into())).await.is_err() { break },
                     None => break,
                 },
                 _ = ping.tick() => if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break },
@@ -106,19 +114,31 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
         let _ = sink.close().await;
     });
 
-    while let Some(msg) = stream.next().await {
-        let Ok(msg) = msg else { break };
-        match msg {
-            Message::Text(text) => {
-                hub.touch(conn);
-                handle_frame(&state, &agent_id, conn, Frame::parse(text.as_str())).await;
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            // The hub dropped this connection (the agent was revoked): read nothing more from it.
+            _ = &mut killed => {
+                tracing::warn!(agent = %agent_id, conn, "agent connection dropped: the agent was revoked");
+                break;
             }
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let refused = match msg {
             Message::Binary(bytes) => {
                 hub.touch(conn);
-                handle_frame(&state, &agent_id, conn, Frame::parse_binary(&bytes)).await;
+                handle_frame(&state, &agent_id, conn, &bytes).await.err()
             }
-            Message::Pong(_) | Message::Ping(_) => hub.touch(conn),
+            Message::Text(_) => Some(Refusal::Unsealed),
+            Message::Pong(_) | Message::Ping(_) => {
+                hub.touch(conn);
+                None
+            }
             Message::Close(_) => break,
+        };
+        if let Some(why) = refused {
+            hub.metrics.refused_frame(why.reason());
+            tracing::warn!(agent = %agent_id, conn, reason = why.reason(), "refused a frame: {why}");
         }
     }
     hub.unregister(conn);
@@ -126,37 +146,28 @@ async fn serve_agent(state: RelayState, agent: AuthenticatedAgent, socket: WebSo
     tracing::info!(agent = %agent_id, conn, "agent disconnected");
 }
 
-fn to_message(out: Wire) -> Message {
-    match out {
-        Wire::Text(t) => Message::Text(t.into()),
-        Wire::Binary(b) => Message::Binary(b.into()),
-    }
-}
-
-async fn handle_frame(
-    state: &RelayState,
-    agent_id: &str,
-    conn: u64,
-    parsed: Result<Frame, super::protocol::FrameError>,
-) {
-    let frame = match parsed {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(agent = %agent_id, error = %e, "refused a frame");
-            return;
+/// One binary message from an agent. Nothing in it is acted on before it was authenticated as
+/// sealed by this agent, for its kind, and (for reports) fresh and never seen before.
+async fn handle_frame(state: &RelayState, agent_id: &str, conn: u64, bytes: &[u8]) -> Result<(), Refusal> {
+    let frame = protocol::parse_binary(bytes)?;
+    let hub = &state.hub;
+    match frame.kind {
+        FrameKind::Result => hub.deliver_result(agent_id, &frame).await,
+        FrameKind::Hello | FrameKind::Heartbeat => {
+            let status: AgentStatus = hub.open_report(agent_id, &frame).await?;
+            hub.set_status(conn, status);
+            Ok(())
         }
-    };
-    match frame {
-        Frame::Hello(status) | Frame::Heartbeat(status) => state.hub.set_status(conn, status),
-        Frame::Result(sealed) => state.hub.deliver_result(agent_id, &sealed).await,
-        Frame::Sync(chunk) if !state.hub.may_serve(conn, &chunk.directory) => {
-            tracing::warn!(agent = %agent_id, directory = %chunk.directory, "sync for a directory this agent was not enrolled for; ignored");
-        }
-        Frame::Sync(chunk) => {
+        FrameKind::Sync => {
+            let chunk: SyncChunk = hub.open_report(agent_id, &frame).await?;
+            if !hub.may_serve(conn, &chunk.directory) {
+                return Err(Refusal::NotEnrolled);
+            }
             if let Err(e) = super::sync::store(state, agent_id, chunk).await {
                 tracing::error!(agent = %agent_id, error = %e, "storing a sync chunk failed");
             }
+            Ok(())
         }
-        Frame::Request(_) => tracing::warn!(agent = %agent_id, "an agent may not send requests"),
+        FrameKind::Request | FrameKind::Rotate => Err(Refusal::Kind),
     }
 }

@@ -60,10 +60,12 @@ pub struct AgentRow {
     pub id: String,
     pub secret_hash: Vec<u8>,
     pub directories: sqlx::types::Json<Vec<String>>,
+    pub revoked_at: Option<i64>,
 }
 
+/// An agent by id, revoked or not (the caller refuses a revoked one, after checking its secret).
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AgentRow>> {
-    sqlx::query_as("SELECT id, secret_hash, directories FROM agents WHERE id = ? AND revoked_at IS NULL")
+    sqlx::query_as("SELECT id, secret_hash, directories, revoked_at FROM agents WHERE id = ?")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -119,4 +121,61 @@ pub async fn enrolled(db: &Db) -> sqlx::Result<Vec<Enrolled>> {
     sqlx::query_as("SELECT id, name, directories, created_at FROM agents WHERE revoked_at IS NULL ORDER BY name, id")
         .fetch_all(db)
         .await
+}
+
+/// Records a sealed frame's id; false when the agent used it before (a copy). Kept until
+/// `expires_at`, after which such a frame is refused as stale anyway.
+pub async fn note_frame(db: &Db, agent_id: &str, frame_id: &str, expires_at: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(agent_id)
+    .bind(frame_id)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Forgets frame ids that can no longer be replayed.
+pub async fn prune_frames(db: &Db, now: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query("DELETE FROM relay_frames WHERE expires_at < $1").bind(now).execute(db).await?.rows_affected())
+}
+
+/// An agent, found by id or by name, revoked or not.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentSummary {
+    pub id: String,
+    pub name: String,
+    pub revoked_at: Option<i64>,
+}
+
+/// Agents whose id or name is `who` (names need not be unique).
+pub async fn find(db: &Db, who: &str) -> sqlx::Result<Vec<AgentSummary>> {
+    sqlx::query_as("SELECT id, name, revoked_at FROM agents WHERE id = $1 OR name = $1 ORDER BY created_at")
+        .bind(who)
+        .fetch_all(db)
+        .await
+}
+
+/// Revokes an agent for good: its credentials stop working and its keys are forgotten, in one
+/// transaction. False when it was revoked already (or does not exist).
+pub async fn revoke(db: &Db, agent_id: &str, now: i64) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    let r = sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM agent_keys WHERE agent_id = $1").bind(agent_id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The ids of every revoked agent (few), so each instance can drop their live connections.
+pub async fn revoked_ids(db: &Db) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM agents WHERE revoked_at IS NOT NULL").fetch_all(db).await
 }

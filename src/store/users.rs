@@ -53,9 +53,50 @@ impl UserRow {
     }
 }
 
-pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) -> sqlx::Result<()> {
+/// A person whose recovery addresses a sync changed, and the addresses they had before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressChange {
+    pub anchor: String,
+    pub before: Vec<String>,
+}
+
+/// Every address a person can be sent codes at, as stored: the main one, then the others, each
+/// once (compared without regard to case).
+fn addresses(email: Option<&str>, other_emails: &str) -> Vec<String> {
+    let others: Vec<String> = serde_json::from_str(other_emails).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for a in email.map(str::to_string).into_iter().chain(others) {
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(&a)) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Stores what a sync says of these people. Returns those already known whose addresses changed,
+/// with their addresses before, so the old ones can be told.
+pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) -> sqlx::Result<Vec<AddressChange>> {
     let mut tx = db.begin().await?;
+    let mut changes = Vec::new();
     for u in users {
+        let before: Option<(Option<String>, String)> =
+            sqlx::query_as("SELECT email, other_emails FROM directory_users WHERE directory = $1 AND anchor = $2")
+                .bind(directory)
+                .bind(u.anchor.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let other_emails = serde_json::to_string(&u.other_emails).unwrap_or_else(|_| "[]".into());
+        if let Some((email, others)) = before {
+            let before = addresses(email.as_deref(), &others);
+            let mut after = addresses(u.email.as_ref().map(|e| e.as_str()), &other_emails);
+            let mut sorted = before.iter().map(|a| a.to_lowercase()).collect::<Vec<_>>();
+            sorted.sort();
+            after.iter_mut().for_each(|a| *a = a.to_lowercase());
+            after.sort();
+            if sorted != after && !before.is_empty() {
+                changes.push(AddressChange { anchor: u.anchor.as_str().to_string(), before });
+            }
+        }
         sqlx::query(
             "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
              display_name, enabled, locked, protected, synced_at, groups) \
@@ -72,7 +113,7 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         .bind(u.username.to_lowercase())
         .bind(u.email.as_ref().map(|e| e.as_str()))
         .bind(u.email.as_ref().map(|e| e.as_str().to_lowercase()))
-        .bind(serde_json::to_string(&u.other_emails).unwrap_or_else(|_| "[]".into()))
+        .bind(&other_emails)
         .bind(&u.mobile)
         .bind(&u.display_name)
         .bind(u.enabled)
@@ -86,7 +127,75 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(changes)
+}
+
+/// How many of a directory's people a full sync begun at `sync_started` has not seen (they would
+/// be removed as having left the scope).
+pub async fn count_unseen(db: &Db, directory: &str, sync_started: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM directory_users WHERE directory = $1 AND synced_at < $2")
+        .bind(directory)
+        .bind(sync_started)
+        .fetch_one(db)
+        .await
+}
+
+/// A full sync held back because it would have removed too many people.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct SyncHold {
+    pub directory: String,
+    pub agent_id: String,
+    pub started_at: i64,
+    pub would_remove: i64,
+    pub total: i64,
+    pub held_at: i64,
+}
+
+pub async fn hold_sync(db: &Db, h: &SyncHold) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sync_holds (directory, agent_id, started_at, would_remove, total, held_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (directory) DO UPDATE SET agent_id = excluded.agent_id, \
+         started_at = excluded.started_at, would_remove = excluded.would_remove, total = excluded.total, \
+         held_at = excluded.held_at",
+    )
+    .bind(&h.directory)
+    .bind(&h.agent_id)
+    .bind(h.started_at)
+    .bind(h.would_remove)
+    .bind(h.total)
+    .bind(h.held_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn sync_holds(db: &Db) -> sqlx::Result<Vec<SyncHold>> {
+    sqlx::query_as("SELECT * FROM sync_holds ORDER BY directory").fetch_all(db).await
+}
+
+/// Forgets a directory's hold (a later full sync removed few enough); returns whether there was one.
+pub async fn release_hold(db: &Db, directory: &str) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM sync_holds WHERE directory = $1").bind(directory).execute(db).await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Applies a held removal, as an administrator decided: people not seen since the held sync began
+/// are removed (anyone seen by a sync since stays). Returns how many went, or `None` without a hold.
+pub async fn apply_hold(db: &Db, directory: &str) -> sqlx::Result<Option<u64>> {
+    let mut tx = db.begin().await?;
+    let started: Option<i64> = sqlx::query_scalar("DELETE FROM sync_holds WHERE directory = $1 RETURNING started_at")
+        .bind(directory)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(started) = started else { return Ok(None) };
+    let r = sqlx::query("DELETE FROM directory_users WHERE directory = $1 AND synced_at < $2")
+        .bind(directory)
+        .bind(started)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(r.rows_affected()))
 }
 
 /// After a complete full sync: people not seen since `sync_started` have left the scope.

@@ -42,6 +42,40 @@ pub async fn finish(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx:
     Ok(())
 }
 
+/// Takes an agent's answer in time for a waiting request: false when one was taken before. Read
+/// together with [`take_late_result`], a writeback has at most one answer.
+pub async fn take_result(db: &Db, msg_id: &str, now: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE writebacks SET result_at = $1 WHERE msg_id = $2 AND result_at IS NULL")
+        .bind(now)
+        .bind(msg_id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Takes an answer that came after the wait ended, from the agent the request was sent to, and
+/// only if no answer was taken before; what the person was shown stays as it is. `None` when the
+/// writeback is unknown, was sent to another agent, or already has its answer.
+pub async fn take_late_result(
+    db: &Db,
+    msg_id: &str,
+    agent_id: &str,
+    outcome: &Outcome,
+    now: i64,
+) -> sqlx::Result<Option<WritebackRow>> {
+    sqlx::query_as(
+        "UPDATE writebacks SET result_at = $1, late_outcome_code = $2 \
+         WHERE msg_id = $3 AND agent_id = $4 AND result_at IS NULL \
+         RETURNING msg_id, directory, anchor, op, support_code, agent_id, outcome_code",
+    )
+    .bind(now)
+    .bind(outcome.code().0)
+    .bind(msg_id)
+    .bind(agent_id)
+    .fetch_optional(db)
+    .await
+}
+
 /// Notes which agent the request went to, so only that agent's answer is accepted later.
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;
@@ -57,13 +91,4 @@ pub struct WritebackRow {
     pub support_code: String,
     pub agent_id: Option<String>,
     pub outcome_code: Option<String>,
-}
-
-pub async fn get(db: &Db, msg_id: &str) -> sqlx::Result<Option<WritebackRow>> {
-    sqlx::query_as(
-        "SELECT msg_id, directory, anchor, op, support_code, agent_id, outcome_code FROM writebacks WHERE msg_id = ?",
-    )
-    .bind(msg_id)
-    .fetch_optional(db)
-    .await
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ad;
+mod attack;
 mod browser;
 mod change;
 mod directories;

@@ -6,7 +6,7 @@ use passback::agent::state::AgentState;
 use passback::agent::Agent;
 use passback::domain::{Anchor, DirectoryId, MsgId, Outcome};
 use passback::envelope::{self, Direction, Flags, FrameKind, Op, RequestPackage, SealedFrame};
-use passback::relay::protocol::{Frame, Wire};
+use passback::relay::protocol::{self, Wire};
 use std::os::unix::fs::PermissionsExt;
 
 /// A request sealed exactly as the portal seals one, with the agent's current keys.
@@ -32,17 +32,30 @@ fn sealed_reset_waiting(
     flags: Flags,
     wait_secs: u32,
 ) -> SealedFrame {
+    sealed_request(state, anchor, Op::Reset, Some(password), expires_in, flags, wait_secs)
+}
+
+/// A request sealed as the portal seals one; `password` travels under the agent's RSA key.
+fn sealed_request(
+    state: &AgentState,
+    anchor: &Anchor,
+    op: Op,
+    password: Option<&str>,
+    expires_in: i64,
+    flags: Flags,
+    wait_secs: u32,
+) -> SealedFrame {
     let now = passback::Clock::default().now();
     let key = &state.usable_keys(now, 3600).unwrap()[0];
     let msg_id = MsgId::random();
     let content = envelope::ContentKey::new(&key.rsa.to_public_key(), &mut rand::rngs::OsRng).unwrap();
-    let secrets = envelope::seal_secrets(&content, &msg_id, password, None, &mut rand::rngs::OsRng).unwrap();
+    let secrets = password.map(|p| envelope::seal_secrets(&content, &msg_id, p, None, &mut rand::rngs::OsRng).unwrap());
     let pkg = RequestPackage {
         msg_id: msg_id.clone(),
-        op: Op::Reset,
+        op,
         directory: DirectoryId::parse(crate::harness::DIR_ID).unwrap(),
         anchor: anchor.clone(),
-        secrets: Some(secrets),
+        secrets,
         flags,
         actor: "test".into(),
         issued_at: now,
@@ -62,13 +75,17 @@ fn sealed_reset_waiting(
     .unwrap()
 }
 
-fn outcome_of(state: &AgentState, answer: &Wire) -> Outcome {
-    let Wire::Binary(bytes) = answer else { panic!("a result is a binary message: {answer:?}") };
-    let Frame::Result(frame) = Frame::parse_binary(bytes).unwrap() else { panic!("not a result: {answer:?}") };
+/// The agent's answer, opened as the portal opens it.
+fn open_answer(state: &AgentState, answer: &Wire) -> envelope::ResultPackage {
+    let frame = protocol::parse_binary(&answer.0).unwrap();
+    assert_eq!(frame.kind, FrameKind::Result, "{answer:?}");
     let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
     envelope::open_result(&state.agent_id, &frame, |v| keys.iter().find(|k| k.version == v).map(|k| k.package.clone()))
         .unwrap()
-        .outcome
+}
+
+fn outcome_of(state: &AgentState, answer: &Wire) -> Outcome {
+    open_answer(state, answer).outcome
 }
 
 async fn alice_anchor(app: &crate::harness::TestApp) -> Anchor {
@@ -94,26 +111,63 @@ async fn a_repeated_message_is_answered_from_the_stored_result_and_written_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_again_after_the_agent_restarted_is_not_carried_out_twice() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let unlock = sealed_request(&state, &alice_anchor(&app).await, Op::Unlock, None, 60, Flags::default(), 30);
+    app.lock_out("alice").await;
+    let agent = Agent::new(app.agent_cfg.clone()).unwrap();
+    let answer = agent.handle_request(unlock.clone(), std::time::Instant::now()).await.expect("answered");
+    assert_eq!(outcome_of(&state, &answer), Outcome::Success);
+    assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "unlocked");
+
+    // Locked again; the agent restarts (its memory is gone) and a captured copy arrives.
+    drop(agent);
+    app.lock_out("alice").await;
+    let restarted = Agent::new(app.agent_cfg.clone()).unwrap();
+    let answer = restarted.handle_request(unlock, std::time::Instant::now()).await.expect("answered at once");
+
+    let pkg = open_answer(&state, &answer);
+    assert_eq!(pkg.outcome, Outcome::AgentTimeout, "{}", pkg.raw);
+    assert!(pkg.raw.contains("not written again"), "{}", pkg.raw);
+    assert!(
+        !app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await,
+        "still locked: not unlocked twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_expired_and_misdirected_frames_are_refused_by_the_agent() {
     let app = spawn_app().await;
     let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
     let agent = Agent::new(app.agent_cfg.clone()).unwrap();
     let anchor = alice_anchor(&app).await;
 
+    // Each is answered at once, sealed for the portal and for that message id, with nothing
+    // written: the person waiting gets a definite outcome instead of the deadline's.
+    let refused = |answer: Option<Wire>, id: &MsgId, expected: Outcome| {
+        let pkg = open_answer(&state, &answer.expect("answered at once"));
+        assert_eq!((&pkg.msg_id, &pkg.outcome), (id, &expected), "{}", pkg.raw);
+        assert!(pkg.raw.starts_with("not written"), "{}", pkg.raw);
+    };
     let mut tampered = sealed_reset(&state, &anchor, "Tampered-Pass-1!", 60);
     tampered.ciphertext[20] ^= 0x40;
-    assert!(agent.handle_request(tampered, std::time::Instant::now()).await.is_none());
+    let id = tampered.msg_id.clone();
+    refused(agent.handle_request(tampered, std::time::Instant::now()).await, &id, Outcome::Internal);
 
     let expired = sealed_reset(&state, &anchor, "Expired-Pass-1!", -1);
-    assert!(agent.handle_request(expired, std::time::Instant::now()).await.is_none());
+    let id = expired.msg_id.clone();
+    refused(agent.handle_request(expired, std::time::Instant::now()).await, &id, Outcome::AgentTimeout);
 
     let mut relabelled = sealed_reset(&state, &anchor, "Relabel-Pass-1!", 60);
     relabelled.msg_id = MsgId::random();
-    assert!(agent.handle_request(relabelled, std::time::Instant::now()).await.is_none());
+    let id = relabelled.msg_id.clone();
+    refused(agent.handle_request(relabelled, std::time::Instant::now()).await, &id, Outcome::Internal);
 
     let mut reflected = sealed_reset(&state, &anchor, "Reflect-Pass-1!", 60);
     reflected.kind = FrameKind::Result;
-    assert!(agent.handle_request(reflected, std::time::Instant::now()).await.is_none());
+    let id = reflected.msg_id.clone();
+    refused(agent.handle_request(reflected, std::time::Instant::now()).await, &id, Outcome::Internal);
 
     assert!(app.bind_works("alice", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
     let log = crate::harness::portal_log();
@@ -357,13 +411,7 @@ async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_i
 
     let answer = agent.handle_request(frame, std::time::Instant::now()).await.expect("answered");
 
-    let Wire::Binary(bytes) = &answer else { panic!("a result is a binary message") };
-    let Frame::Result(result) = Frame::parse_binary(bytes).unwrap() else { panic!("not a result") };
-    let keys = state.usable_keys(passback::Clock::default().now(), 3600).unwrap();
-    let pkg = envelope::open_result(&state.agent_id, &result, |v| {
-        keys.iter().find(|k| k.version == v).map(|k| k.package.clone())
-    })
-    .unwrap();
+    let pkg = open_answer(&state, &answer);
     assert_eq!(pkg.outcome, Outcome::Success);
     assert!(pkg.raw.contains("unlock: done") && pkg.raw.contains("must change at next sign-in: done"), "{}", pkg.raw);
 }
@@ -403,7 +451,10 @@ async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
     assert!(page.contains("Your password has been changed"), "{page}");
     // The relay check makes a sealed no-op round trip, counted like any other.
     let check = format!("{}/healthz/relay?directory={}", app.url, crate::harness::DIR_ID);
-    let body: serde_json::Value = app.client.get(&check).send().await.unwrap().json().await.unwrap();
+    let anonymous = app.client.get(&check).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "only a monitor may ask, since the answer names directories");
+    let body: serde_json::Value =
+        app.client.get(&check).bearer_auth(crate::harness::METRICS_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["ok"], true, "{body}");
     let (_, text) = scrape(crate::harness::METRICS_TOKEN).await;
     assert!(text.contains("passback_writebacks_total{op=\"noop\",outcome=\"PB-0000\"} 1"), "{text}");
@@ -422,7 +473,7 @@ async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(gone, "the metrics show no live agent once it stopped");
-    let resp = app.client.get(&check).send().await.unwrap();
+    let resp = app.client.get(&check).bearer_auth(crate::harness::METRICS_TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 503, "the relay check says writeback is down");
 }
 

@@ -6,13 +6,14 @@
 use super::require;
 use crate::i18n::Tr;
 use crate::portal::pages::{utc, HealthPage};
-use crate::portal::{AppState, PortalError};
+use crate::portal::{paths, AppState, PortalError, SupportCode};
 use crate::relay::hub::AgentHealth;
 use crate::store::{self, staff::Role};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 /// The state of writeback, as the page and the JSON tell it.
@@ -24,6 +25,8 @@ pub struct Health {
     pub ping_interval_secs: u64,
     pub directories: Vec<DirectoryHealth>,
     pub agents: Vec<AgentView>,
+    /// Full syncs held because they would have removed too many people.
+    pub sync_holds: Vec<store::users::SyncHold>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +143,7 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         ping_interval_secs: st.cfg.relay.ping_interval_secs,
         directories,
         agents,
+        sync_holds: store::users::sync_holds(&st.db).await?,
     })
 }
 
@@ -179,4 +183,76 @@ pub async fn health_json(
     let health = gather(&st).await?;
     let status = if health.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((status, axum::Json(health)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    csrf: String,
+    agent: String,
+}
+
+/// Revokes an agent from the health page: the same act as `passback agent revoke`, and this
+/// instance drops its connections at once.
+pub async fn revoke_agent(
+    State(st): State<AppState>,
+    session: Session,
+    Form(f): Form<RevokeForm>,
+) -> Result<Response, PortalError> {
+    crate::portal::csrf::check(&session, &f.csrf).await?;
+    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let support = SupportCode::new();
+    let now = st.clock.now();
+    match crate::relay::revoke::revoke(&st.db, Some(&st.hub), &f.agent, &staff.actor(), &support.0, now).await {
+        Ok(_) => Ok(Redirect::to(paths::ADMIN_HEALTH).into_response()),
+        Err(e) => Ok(not_there(&staff, &format!("agent {}", f.agent), &format!("{e:#}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ApplyHoldForm {
+    csrf: String,
+    directory: String,
+}
+
+/// Applies a held full sync's removals, as an administrator decided after reading the numbers.
+pub async fn apply_sync_hold(
+    State(st): State<AppState>,
+    session: Session,
+    Form(f): Form<ApplyHoldForm>,
+) -> Result<Response, PortalError> {
+    crate::portal::csrf::check(&session, &f.csrf).await?;
+    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let Some(removed) = store::users::apply_hold(&st.db, &f.directory).await? else {
+        return Ok(not_there(&staff, &format!("directory {}", f.directory), "no held sync for this directory"));
+    };
+    let rec = store::audit::AuditRecord {
+        at: st.clock.now(),
+        actor: staff.actor(),
+        operation: "sync.apply_hold".into(),
+        directory: Some(f.directory.clone()),
+        outcome_code: crate::domain::Outcome::Success.code().0.into(),
+        raw: format!("{removed} people removed as having left the sync scope"),
+        support_code: SupportCode::new().0,
+        ..Default::default()
+    };
+    store::audit::record(&st.db, &rec).await?;
+    Ok(Redirect::to(paths::ADMIN_HEALTH).into_response())
+}
+
+/// A form for something that is not (or no longer) there: audited, with a support code.
+fn not_there(staff: &super::Staff, target: &str, raw: &str) -> Response {
+    super::refusal(
+        staff,
+        StatusCode::NOT_FOUND,
+        ("health.not_there_title", "health.not_there"),
+        "health.refused",
+        Some(target.to_string()),
+        raw,
+    )
 }

@@ -12,7 +12,7 @@ mod signin;
 
 pub use admin::{add_staff, create_staff, new_signin, reset_staff, staff_list, update_staff, Credentials, StaffSpec};
 pub use audit::{audit_csv, audit_page, AuditQuery};
-pub use health::{health_json, health_page, Health};
+pub use health::{apply_sync_hold, health_json, health_page, revoke_agent, Health};
 pub use helpdesk::{act, person, search};
 pub use signin::{enrol, enrol_form, signin, signin_form, signin_subject_with, signout, signout_everywhere};
 
