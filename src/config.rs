@@ -217,7 +217,9 @@ pub struct GatesConfig {
 impl Default for GatesConfig {
     fn default() -> Self {
         Self {
-            methods: vec![GateMethod::Email, GateMethod::Authenticator, GateMethod::Questions],
+            // Security questions are off by default: NIST SP 800-63B-4 does not recognise them
+            // for recovery. Enabled, they only ever count as a second method.
+            methods: vec![GateMethod::Email, GateMethod::Authenticator],
             required: 1,
             email_primary: true,
             questions_to_register: 3,
@@ -505,6 +507,12 @@ impl PortalConfig {
         }
         if !(1..=2).contains(&g.required) || g.required as usize > g.methods.len() {
             bail!("gates.required must be 1 or 2, and no more than the methods enabled");
+        }
+        if g.methods.contains(&GateMethod::Questions) && g.required < 2 {
+            bail!(
+                "gates: security questions only ever count as a second method: with \"questions\" in \
+                 gates.methods, set gates.required = 2 (or remove \"questions\")"
+            );
         }
         if g.methods.contains(&GateMethod::Questions)
             && (g.questions_to_ask == 0

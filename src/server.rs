@@ -95,7 +95,7 @@ impl Application {
             code_key,
             secrets: data_key.clone(),
             guard,
-            mail_domain: Arc::default(),
+            population: Arc::default(),
             metrics_token: crate::config::read_secret(
                 &cfg.server.metrics_token,
                 &cfg.server.metrics_token_file,

@@ -66,6 +66,10 @@ pub enum Notice {
     MethodRemoved,
     /// The addresses the person's codes go to changed in the directory (sent to the old ones).
     AddressesChanged,
+    /// The person added a way to prove who they are (sent to every address on record).
+    MethodAdded(crate::config::GateMethod),
+    /// The person removed one (sent to every address on record, the removed one too).
+    MethodRemovedByOwner(crate::config::GateMethod),
 }
 
 impl Notice {
@@ -77,7 +81,20 @@ impl Notice {
             Notice::MustChange => ("mail.must_change_subject", "mail.must_change_body"),
             Notice::MethodRemoved => ("mail.method_removed_subject", "mail.method_removed_body"),
             Notice::AddressesChanged => ("mail.addresses_changed_subject", "mail.addresses_changed_body"),
+            Notice::MethodAdded(_) | Notice::MethodRemovedByOwner(_) => {
+                ("mail.security_info_subject", "mail.security_info_body")
+            }
         }
+    }
+
+    /// What changed, in words, for the notices that say it (`{what}`).
+    fn what(self, tr: Tr) -> String {
+        let (method, change) = match self {
+            Notice::MethodAdded(m) => (m, "added"),
+            Notice::MethodRemovedByOwner(m) => (m, "removed"),
+            _ => return String::new(),
+        };
+        tr.t(&format!("mail.what_{}_{change}", method.as_str())).to_string()
     }
 }
 
@@ -87,6 +104,7 @@ struct NoticeText<'a> {
     tr: Tr,
     body_key: &'a str,
     when: &'a str,
+    what: &'a str,
     helpdesk: &'a str,
 }
 
@@ -96,6 +114,7 @@ struct NoticeHtml<'a> {
     tr: Tr,
     body_key: &'a str,
     when: &'a str,
+    what: &'a str,
     helpdesk: &'a str,
 }
 
@@ -138,10 +157,11 @@ pub fn utc_minutes(unix: i64) -> String {
 /// to do if it was not the person.
 pub fn notice_message(tr: Tr, notice: Notice, when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
     let (subject, body_key) = notice.keys();
+    let what = &notice.what(tr);
     Ok(Rendered {
         subject: tr.t(subject).into(),
-        text: NoticeText { tr, body_key, when, helpdesk }.render()?,
-        html: NoticeHtml { tr, body_key, when, helpdesk }.render()?,
+        text: NoticeText { tr, body_key, when, what, helpdesk }.render()?,
+        html: NoticeHtml { tr, body_key, when, what, helpdesk }.render()?,
     })
 }
 

@@ -101,7 +101,7 @@ pub struct AppState {
     pub metrics_token: Option<[u8; 32]>,
     /// The mail domain most people have, and when it was read (it shapes made-up addresses; a
     /// count over everyone is too much work for every unknown name typed in).
-    pub mail_domain: Arc<std::sync::Mutex<Option<(String, i64)>>>,
+    pub population: Arc<std::sync::Mutex<Option<(Population, i64)>>>,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
 }
@@ -132,18 +132,24 @@ impl AppState {
     }
 
     /// The mail domain most synced people have, read at most every ten minutes.
-    pub(crate) async fn commonest_mail_domain(&self) -> Result<String, PortalError> {
+    /// What real people here look like, for made-up answers about names that match nobody:
+    /// read at most every ten minutes, never per request.
+    pub(crate) async fn population(&self) -> Result<Population, PortalError> {
         let now = self.clock.now();
-        if let Some((domain, at)) = self.mail_domain.lock().ok().and_then(|d| d.clone()) {
+        if let Some((p, at)) = self.population.lock().ok().and_then(|d| d.clone()) {
             if now - at < 600 {
-                return Ok(domain);
+                return Ok(p);
             }
         }
-        let domain = crate::store::users::commonest_mail_domain(&self.db).await?.unwrap_or_default();
-        if let Ok(mut d) = self.mail_domain.lock() {
-            *d = Some((domain.clone(), now));
+        let mail_domain = crate::store::users::commonest_mail_domain(&self.db).await?.unwrap_or_default();
+        let (people, with_authenticator) = crate::store::security::authenticator_share(&self.db).await?;
+        let authenticator_permille =
+            u32::try_from((with_authenticator * 1000).checked_div(people).unwrap_or(0)).unwrap_or(0);
+        let p = Population { mail_domain, authenticator_permille };
+        if let Ok(mut d) = self.population.lock() {
+            *d = Some((p.clone(), now));
         }
-        Ok(domain)
+        Ok(p)
     }
 
     /// A proof-of-work challenge for a first-step form.
@@ -155,6 +161,15 @@ impl AppState {
     pub fn helpdesk(&self, tr: crate::i18n::Tr) -> String {
         self.cfg.server.helpdesk_contact.clone().unwrap_or_else(|| tr.t("common.your_helpdesk").to_string())
     }
+}
+
+/// What real people here look like (see [`AppState::population`]).
+#[derive(Debug, Clone, Default)]
+pub struct Population {
+    /// The domain most people's main address is at.
+    pub mail_domain: String,
+    /// How many in a thousand people have an authenticator app registered.
+    pub authenticator_permille: u32,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -175,18 +175,40 @@ impl Attempt<'_> {
 /// undoes the password, and is logged for the administrator).
 pub(crate) fn notify(st: &AppState, target: &Target, now: i64, notice: Notice) {
     let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
+    notify_all(st, vec![to], now, notice);
+}
+
+/// Every address `target` can be reached at: the main one, the directory's others and the
+/// alternate one registered here, each once.
+pub(crate) async fn addresses_on_record(st: &AppState, target: &Target) -> Result<Vec<EmailAddress>, PortalError> {
+    let alternate = crate::store::security::alternate_email(&st.db, target.person()).await?;
+    let mut out: Vec<EmailAddress> = Vec::new();
+    for a in target.email.iter().chain(&target.other_emails).chain(alternate.iter()) {
+        if let Ok(a) = EmailAddress::parse(a) {
+            if !out.iter().any(|o| o.as_str().eq_ignore_ascii_case(a.as_str())) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// E-mails a notice to each of `addresses`, in the background (see [`notify`]).
+pub(crate) fn notify_all(st: &AppState, addresses: Vec<EmailAddress>, now: i64, notice: Notice) {
     let when = crate::mail::utc_minutes(now);
-    let mailer = st.mailer.clone();
     let tr = crate::i18n::Tr::current();
     let helpdesk = st.helpdesk(tr);
-    tokio::spawn(async move {
-        let sent = match crate::mail::notice_message(tr, notice, &when, &helpdesk) {
-            Ok(msg) => mailer.send(&to, msg).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            // The password change stands; the administrator learns of the mail failure here.
-            tracing::error!(error = %format!("{e:#}"), "sending a notice to the person failed");
-        }
-    });
+    for to in addresses {
+        let (mailer, when, helpdesk) = (st.mailer.clone(), when.clone(), helpdesk.clone());
+        tokio::spawn(async move {
+            let sent = match crate::mail::notice_message(tr, notice, &when, &helpdesk) {
+                Ok(msg) => mailer.send(&to, msg).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                // The change stands; the administrator learns of the mail failure here.
+                tracing::error!(error = %format!("{e:#}"), "sending a notice to the person failed");
+            }
+        });
+    }
 }

@@ -39,6 +39,9 @@ pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> any
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        private_database_file(opts.get_filename())?;
+    }
     let pool = SqlitePoolOptions::new()
         // An in-memory SQLite database lives in one connection; more would each see their own.
         .max_connections(if in_memory { 1 } else { max_connections.max(1) })
@@ -47,6 +50,32 @@ pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> any
         .context("opening the database")?;
     sqlx::migrate!("./migrations").run(&pool).await.context("applying migrations")?;
     Ok(pool)
+}
+
+/// Makes the database file readable by its owner only before SQLite opens it (SQLite gives its
+/// `-wal` and `-shm` files the same mode), and a folder made for it 0700. An existing folder is
+/// left as it is: it may be shared (say, `/var/lib`).
+fn private_database_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the database was readable by others: now 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// What the keyed hashes of one-time codes (and of typed names in counters) are derived for.
@@ -173,6 +202,21 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_database_and_a_folder_made_for_it_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("pb-db-{}", uuid::Uuid::new_v4()));
+        let file = root.join("state").join("passback.db");
+        let db = connect(&format!("sqlite://{}?mode=rwc", file.display()), 1).await.unwrap();
+        sqlx::query("INSERT INTO relay_frames VALUES ('a', 'b', 0)").execute(&db).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("state")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&root.join("state").join("passback.db-wal")), 0o600, "SQLite's own files follow");
+        db.close().await;
+        std::fs::remove_dir_all(root).unwrap();
+    }
 
     #[test]
     fn keyed_hashes_depend_on_the_key_and_on_where_the_parts_split() {

@@ -126,6 +126,90 @@ pub async fn answers(db: &Db, p: Person<'_>) -> sqlx::Result<Vec<(String, String
     .await
 }
 
+/// How many people the portal knows (synced and cloud-only), and how many of them have a
+/// confirmed authenticator app.
+pub async fn authenticator_share(db: &Db) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM directory_users) + (SELECT COUNT(*) FROM cloud_users), \
+         (SELECT COUNT(*) FROM totp_secrets WHERE confirmed_at IS NOT NULL)",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// How long the questions drawn for a person stay the ones asked.
+pub const QUESTION_DRAW_SECS: i64 = 86_400;
+
+/// The questions to ask `p`, `ask` of those `registered`: the ones drawn for them within the
+/// last day, else a new draw (by `shuffle`). Also whether they were drawn before and have not
+/// been answered right since (asking again: counted as a failure by the caller).
+pub async fn draw_questions(
+    db: &Db,
+    p: Person<'_>,
+    registered: &[String],
+    ask: usize,
+    now: i64,
+    shuffle: impl FnOnce(&mut Vec<String>),
+) -> sqlx::Result<(Vec<String>, bool)> {
+    sqlx::query("DELETE FROM question_draws WHERE directory = $1 AND anchor = $2 AND drawn_at <= $3")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .bind(now - QUESTION_DRAW_SECS)
+        .execute(db)
+        .await?;
+    let mut fresh = registered.to_vec();
+    shuffle(&mut fresh);
+    fresh.truncate(ask);
+    let json = serde_json::to_string(&fresh).unwrap_or_else(|_| "[]".into());
+    // One statement decides between racing first draws: the row that exists is the draw.
+    let inserted = sqlx::query(
+        "INSERT INTO question_draws (directory, anchor, questions, drawn_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(&json)
+    .bind(now)
+    .execute(db)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok((fresh, false));
+    }
+    let (drawn, answered_at): (String, Option<i64>) =
+        sqlx::query_as("SELECT questions, answered_at FROM question_draws WHERE directory = $1 AND anchor = $2")
+            .bind(p.directory)
+            .bind(p.anchor)
+            .fetch_one(db)
+            .await?;
+    let drawn: Vec<String> = serde_json::from_str(&drawn).unwrap_or_default();
+    if drawn.len() == ask && drawn.iter().all(|q| registered.contains(q)) {
+        return Ok((drawn, answered_at.is_none()));
+    }
+    // The person registered other questions since: their new ones are drawn.
+    sqlx::query(
+        "UPDATE question_draws SET questions = $1, drawn_at = $2, answered_at = NULL \
+         WHERE directory = $3 AND anchor = $4",
+    )
+    .bind(&json)
+    .bind(now)
+    .bind(p.directory)
+    .bind(p.anchor)
+    .execute(db)
+    .await?;
+    Ok((fresh, false))
+}
+
+/// The questions drawn for `p` were answered right: asking them again is no longer a re-draw.
+pub async fn questions_answered(db: &Db, p: Person<'_>, now: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE question_draws SET answered_at = $1 WHERE directory = $2 AND anchor = $3")
+        .bind(now)
+        .bind(p.directory)
+        .bind(p.anchor)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn remove_answers(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
     set_answers(db, p, &[], 0).await
 }

@@ -66,6 +66,8 @@ pub struct Options {
     pub reconfirm_days: u32,
     /// Identify steps per account and hour.
     pub per_account_per_hour: u32,
+    /// Security questions enabled (they count only as a second method: set `gates_required: 2`).
+    pub questions: bool,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             trusted_proxy: false,
             reconfirm_days: 0,
             per_account_per_hour: 20,
+            questions: false,
         }
     }
 }
@@ -165,6 +168,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
     cfg.gates.required = opts.gates_required;
+    if opts.questions {
+        cfg.gates.methods.push(passback::config::GateMethod::Questions);
+    }
     cfg.server.metrics_token = Some(METRICS_TOKEN.to_string().into());
     cfg.gates.reconfirm_days = opts.reconfirm_days;
     // A light proof of work (the browser solves it at once), and a short wait without one, so
@@ -396,13 +402,21 @@ impl TestApp {
 
     /// Waits up to 5 s for a mail with this subject (mail goes out in the background).
     pub async fn wait_for_mail(&self, subject: &str) {
+        self.wait_for_mails(subject, 1).await;
+    }
+
+    /// Waits up to 5 s until `n` mails with this subject arrived (each goes out in the background,
+    /// in no particular order), and returns them all.
+    pub async fn wait_for_mails(&self, subject: &str, n: usize) -> Vec<passback::mail::sink::CaughtMail> {
+        let mut mails = Vec::new();
         for _ in 0..100 {
-            if self.mailbox.all().iter().any(|m| m.subject() == subject) {
-                return;
+            mails = self.mailbox.all().into_iter().filter(|m| m.subject() == subject).collect();
+            if mails.len() >= n {
+                return mails;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no mail with subject {subject:?} within 5 s");
+        panic!("{} of {n} mails with subject {subject:?} within 5 s", mails.len());
     }
 
     fn code_mails(&self, address: &str) -> Vec<passback::mail::sink::CaughtMail> {

@@ -474,23 +474,98 @@ async fn first_steps_are_limited_per_client_address_as_a_trusted_proxy_reports_i
     assert!(audit.iter().all(|r| r.operation != "reset.identify" || r.raw.contains("no proof of work: delayed")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn security_questions_are_never_offered_to_a_privileged_account() {
-    let app = spawn_app().await;
-    let anchor = app.anchor_of("bob").await;
+/// Gives `uid` answers to three questions (hashes that match nothing typed).
+async fn register_questions(app: &crate::harness::TestApp, uid: &str) {
+    let anchor = app.anchor_of(uid).await;
     let person = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
     let answers: Vec<(String, String)> = ["first_pet", "birth_city", "first_school"]
         .iter()
         .map(|q| (q.to_string(), "$argon2id$x".to_string()))
         .collect();
     passback::store::security::set_answers(&app.db, person, &answers, 0).await.unwrap();
-    // With answers on record, bob is offered a choice…
-    let page = app.identify("bob").await;
-    assert!(page.contains("Answer my security questions"), "{page}");
-    // …but not once the directory says his account is privileged.
+}
+
+/// Identifies `uid` and passes the e-mail gate; returns the page after it.
+async fn past_the_email_gate(app: &crate::harness::TestApp, uid: &str) -> String {
+    let address = format!("{uid}@example.org");
+    let before = app.mails_to(&address);
+    let page = app.identify(uid).await;
+    assert!(page.contains("Check your e-mail") && !page.contains("security questions"), "{page}");
+    let code = app.code_for(&address, before).await;
+    app.verify(&code).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_questions_count_only_as_a_second_method_and_never_for_a_privileged_account() {
+    let app = spawn_app_with(Options { gates_required: 2, questions: true, ..Default::default() }).await;
+    register_questions(&app, "bob").await;
+    // The e-mail code first, never the questions; then the questions.
+    let page = past_the_email_gate(&app, "bob").await;
+    assert!(page.contains("answer0"), "the questions are the second gate: {page}");
+    // A privileged account is never asked them: with nothing else, it has too few methods.
     sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'bob'").execute(&app.db).await.unwrap();
-    let page = app.identify("bob").await;
-    assert!(!page.contains("security questions") && page.contains("Check your e-mail"), "{page}");
+    let page = past_the_email_gate(&app, "bob").await;
+    assert!(!page.contains("answer0") && page.contains("not registered enough"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_questions_asked_stay_the_same_for_a_day_and_asking_again_counts_as_a_failure() {
+    let app = spawn_app_with(Options { gates_required: 2, questions: true, ..Default::default() }).await;
+    register_questions(&app, "bob").await;
+    let asked = |page: &str| -> Vec<String> {
+        (0..2)
+            .map(|i| page.split(&format!("for=\"answer{i}\">")).nth(1).unwrap().split('<').next().unwrap().to_string())
+            .collect()
+    };
+    let first = asked(&past_the_email_gate(&app, "bob").await);
+    let failures = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(failures().await, 0);
+    // Starting again to draw other questions: the same ones, and the asking is a failure.
+    for round in 1..=2 {
+        assert_eq!(asked(&past_the_email_gate(&app, "bob").await), first, "pinned");
+        assert_eq!(failures().await, round, "each new asking before an answer counts");
+    }
+    // A day later, a new draw (not a failure).
+    app.clock.advance(86_401);
+    past_the_email_gate(&app, "bob").await;
+    let drawn_at: i64 = sqlx::query_scalar("SELECT drawn_at FROM question_draws").fetch_one(&app.db).await.unwrap();
+    assert_eq!(drawn_at, app.clock.now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_name_is_offered_what_real_people_here_have_and_the_same_every_time() {
+    let app = spawn_app().await;
+    // Nobody has an authenticator: a made-up name gets the e-mail gate at once, like alice.
+    for login in ["alice", "mallory"] {
+        let page = app.identify(login).await;
+        assert!(page.contains("Check your e-mail") && !page.contains("choose-method"), "{login}: {page}");
+    }
+    // Everyone has one (as the portal learns within ten minutes): a made-up name gets the same
+    // choice as a real person with both, every time it is tried.
+    let people: Vec<String> =
+        sqlx::query_scalar("SELECT anchor FROM directory_users").fetch_all(&app.db).await.unwrap();
+    for anchor in &people {
+        sqlx::query(
+            "INSERT INTO totp_secrets (directory, anchor, secret_enc, created_at, confirmed_at) VALUES (?, ?, x'00', 0, 0)",
+        )
+        .bind(crate::harness::DIR_ID)
+        .bind(anchor)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    app.clock.advance(601);
+    let real = app.identify("alice").await;
+    assert!(real.contains("method-authenticator") && real.contains("method-email-0"), "{real}");
+    for _ in 0..2 {
+        let made_up = app.identify("mallory").await;
+        assert!(made_up.contains("method-authenticator") && made_up.contains("method-email-0"), "{made_up}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,4 +604,46 @@ async fn beyond_the_hourly_identify_limit_an_account_gets_the_same_pages_and_no_
     assert_eq!(app.mails_to("alice@example.org"), 2, "no third code");
     let audit = app.audit().await;
     assert!(audit.iter().any(|r| r.operation == "reset.identify" && r.raw.contains("identify limit")), "{audit:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_methods_required_changing_security_info_takes_two_and_every_address_hears_of_it() {
+    use passback::portal::gates::totp;
+    let app = spawn_app_with(Options { gates_required: 2, ..Default::default() }).await;
+    let anchor = app.anchor_of("bob").await;
+    let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
+    let seed = totp::new_seed();
+    let sealed = app.portal.data_key().encrypt(&bob.context("totp"), &seed);
+    passback::store::security::put_pending_totp(&app.db, bob, &sealed, 0).await.unwrap();
+    sqlx::query("UPDATE totp_secrets SET confirmed_at = 0").execute(&app.db).await.unwrap();
+    passback::store::security::set_alternate_email(&app.db, bob, "bob.alt@example.org", 0).await.unwrap();
+
+    let (_, csrf) = app.page("/signin").await;
+    let fields = [("csrf", csrf.as_str()), ("login", "bob"), ("password", INITIAL_USER_PASSWORD)];
+    let page = app.post("/signin", &fields).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let remove = [("csrf", csrf.as_str()), ("method", "email")];
+    let chooser = app.post("/account/remove", &remove).await.text().await.unwrap();
+    assert!(chooser.contains("method-authenticator") && chooser.contains("method-email-1"), "{chooser}");
+
+    // The main mailbox first: not enough on its own.
+    let csrf = hidden(&chooser, "csrf").unwrap();
+    let gate = app.post("/account/method", &[("csrf", &csrf), ("method", "email-1")]).await.text().await.unwrap();
+    let code = app.code_for("bob@example.org", 0).await;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let next = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    assert!(!next.contains("You can change your security info now"), "one method is not enough: {next}");
+    assert!(next.contains("authenticator") && !next.contains("method-email-0"), "then a different one: {next}");
+    let csrf = hidden(&next, "csrf").unwrap();
+    let code = totp::code_at(&seed, app.clock.now());
+    let done = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    assert!(done.contains("You can change your security info now"), "{done}");
+
+    let csrf = hidden(&done, "csrf").unwrap();
+    let removed = app.post("/account/remove", &[("csrf", &csrf), ("method", "email")]).await.text().await.unwrap();
+    assert!(passback::store::security::alternate_email(&app.db, bob).await.unwrap().is_none(), "{removed}");
+    let mut told: Vec<String> =
+        app.wait_for_mails("Your security info changed", 2).await.into_iter().flat_map(|m| m.to.clone()).collect();
+    told.sort();
+    assert_eq!(told, ["bob.alt@example.org", "bob@example.org"], "every address, the removed one too");
 }

@@ -6,9 +6,10 @@ use super::{overview_page, require, require_fresh, SignedIn};
 use crate::config::GateMethod;
 use crate::domain::{EmailAddress, MsgId, OneTimeCode, Outcome};
 use crate::i18n::Tr;
+use crate::mail::Notice;
 use crate::portal::gates::{questions, totp};
 use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
-use crate::portal::people::Attempt;
+use crate::portal::people::{self, Attempt};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, security};
 use axum::extract::{ConnectInfo, State};
@@ -21,16 +22,32 @@ use tower_sessions::Session;
 
 type PageResult = Result<Response, PortalError>;
 
-async fn audit(
+/// Audits a change to the person's security info and tells every address on record (and those
+/// `before` the change, so a removed address hears of its removal).
+async fn changed(
     st: &AppState,
     client: std::net::SocketAddr,
     who: &SignedIn,
-    operation: &str,
+    notice: Notice,
     raw: &str,
+    before: Vec<EmailAddress>,
 ) -> Result<(), PortalError> {
+    let (method, change) = match notice {
+        Notice::MethodAdded(m) => (m, "add"),
+        Notice::MethodRemovedByOwner(m) => (m, "remove"),
+        _ => return Err(anyhow::anyhow!("not a security-info notice").into()),
+    };
     let support = SupportCode::new();
     let attempt = Attempt { st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
-    attempt.audit(operation, &Outcome::Success, raw).await
+    attempt.audit(&format!("security.{}.{change}", method.as_str()), &Outcome::Success, raw).await?;
+    let mut to = before;
+    for a in people::addresses_on_record(st, &who.target).await? {
+        if !to.iter().any(|o| o.as_str().eq_ignore_ascii_case(a.as_str())) {
+            to.push(a);
+        }
+    }
+    people::notify_all(st, to, st.clock.now(), notice);
+    Ok(())
 }
 
 async fn done(st: &AppState, session: &Session, who: &SignedIn, key: &str) -> PageResult {
@@ -116,7 +133,8 @@ pub async fn confirm_authenticator(
         return authenticator_page(&st, &session, &who, Some(Tr::current().t("gates.wrong_authenticator").into()))
             .await;
     }
-    audit(&st, client, &who, "security.authenticator.add", "authenticator app registered").await?;
+    let notice = Notice::MethodAdded(GateMethod::Authenticator);
+    changed(&st, client, &who, notice, "authenticator app registered", Vec::new()).await?;
     done(&st, &session, &who, "account.authenticator_added").await
 }
 
@@ -183,7 +201,8 @@ pub async fn save_questions(
         hashed.push((q, passwords::hash(&a).await?));
     }
     security::set_answers(&st.db, who.target.person(), &hashed, st.clock.now()).await?;
-    audit(&st, client, &who, "security.questions.add", &format!("{n} security questions registered")).await?;
+    let raw = format!("{n} security questions registered");
+    changed(&st, client, &who, Notice::MethodAdded(GateMethod::Questions), &raw, Vec::new()).await?;
     done(&st, &session, &who, "account.questions_saved").await
 }
 
@@ -301,7 +320,8 @@ pub async fn confirm_email(
     }
     session.remove::<PendingEmail>(PENDING_EMAIL).await?;
     security::set_alternate_email(&st.db, who.target.person(), &pending.address, now).await?;
-    audit(&st, client, &who, "security.email.add", "alternate e-mail address registered").await?;
+    let notice = Notice::MethodAdded(GateMethod::Email);
+    changed(&st, client, &who, notice, "alternate e-mail address registered", Vec::new()).await?;
     done(&st, &session, &who, "account.email_added").await
 }
 
@@ -326,12 +346,12 @@ pub async fn remove_method(
         Err(r) => return Ok(r),
     };
     let p = who.target.person();
+    let before = people::addresses_on_record(&st, &who.target).await?;
     match f.method {
         GateMethod::Email => security::remove_alternate_email(&st.db, p).await?,
         GateMethod::Authenticator => security::remove_totp(&st.db, p).await?,
         GateMethod::Questions => security::remove_answers(&st.db, p).await?,
     }
-    let operation = format!("security.{}.remove", f.method.as_str());
-    audit(&st, client, &who, &operation, "removed by its owner").await?;
+    changed(&st, client, &who, Notice::MethodRemovedByOwner(f.method), "removed by its owner", before).await?;
     done(&st, &session, &who, "account.removed").await
 }

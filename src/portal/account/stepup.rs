@@ -1,9 +1,12 @@
 //! Step-up before changing security info: a person who already has a registered way to verify
-//! must pass it (one gate, as at a reset) before adding or removing one, so a password alone
-//! (phished, or typed on a shared computer) cannot swap someone's recovery methods for the
-//! attacker's. Someone with nothing registered yet needs only the sign-in to register a first.
+//! must pass as many different methods as a reset needs (`gates.required`, or all they have when
+//! they have fewer) before adding or removing one, so a password alone (phished, or typed on a
+//! shared computer), or a password and the mailbox behind it, cannot swap someone's recovery
+//! methods for the attacker's. Security questions count only as a second method, as at a reset.
+//! Someone with nothing registered yet needs only the sign-in to register a first.
 
 use super::{overview_page, SignedIn, FRESH_SECS};
+use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::i18n::Tr;
 use crate::portal::gates::{self, Current, Offer};
@@ -26,8 +29,20 @@ struct StepUp {
     /// Whose step-up this is: it counts for nobody else.
     subject: String,
     offers: Vec<Offer>,
+    /// Methods passed so far, and how many different ones it takes.
+    #[serde(default)]
+    passed: Vec<GateMethod>,
+    #[serde(default)]
+    needs: usize,
     current: Option<Current>,
     passed_at: Option<i64>,
+}
+
+impl StepUp {
+    /// Offers open now: methods not passed yet, questions only after another.
+    fn remaining(&self) -> Vec<Offer> {
+        gates::remaining(&self.offers, &self.passed)
+    }
 }
 
 /// `Some(way to the gate)` when the person must verify before changing their security info.
@@ -38,10 +53,15 @@ pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> 
         return Ok(None);
     }
     let offers = gates::real_offers(st, &who.target).await?;
-    if offers.is_empty() {
+    if gates::remaining(&offers, &[]).is_empty() {
         return Ok(None);
     }
-    session.insert(STEP_UP, StepUp { subject, offers, current: None, passed_at: None }).await?;
+    let mut methods: Vec<GateMethod> = offers.iter().map(|o| o.method).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    let needs = methods.len().min(st.cfg.gates.required as usize);
+    let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None };
+    session.insert(STEP_UP, step).await?;
     Ok(Some(Redirect::to(paths::ACCOUNT_VERIFY).into_response()))
 }
 
@@ -91,15 +111,16 @@ pub async fn verify_form(
     if step.passed_at.is_some() {
         return Ok(back());
     }
+    let second = !step.passed.is_empty();
     if step.current.is_none() {
-        match step.offers.clone().as_slice() {
+        match step.remaining().as_slice() {
             [] => return Ok(back()),
             [only] => open(&st, &session, &who, &mut step, only, client).await?,
-            many => return gates::choice_page(&session, many, false, lead().await, None, ACTIONS).await,
+            many => return gates::choice_page(&session, many, second, lead().await, None, ACTIONS).await,
         }
     }
     let Some(current) = &step.current else { return Ok(back()) };
-    gates::gate_page(&st, &session, current, step.offers.len() > 1, false, None, None, ACTIONS).await
+    gates::gate_page(&st, &session, current, step.remaining().len() > 1, second, None, None, ACTIONS).await
 }
 
 #[derive(Deserialize)]
@@ -117,13 +138,14 @@ pub async fn choose(
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
     let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    let second = !step.passed.is_empty();
     if f.method == "other" {
         step.current = None;
         session.insert(STEP_UP, &step).await?;
-        return gates::choice_page(&session, &step.offers, false, lead().await, None, ACTIONS).await;
+        return gates::choice_page(&session, &step.remaining(), second, lead().await, None, ACTIONS).await;
     }
-    let Some(offer) = step.offers.iter().find(|o| o.id == f.method).cloned() else {
-        return gates::choice_page(&session, &step.offers, false, lead().await, None, ACTIONS).await;
+    let Some(offer) = step.remaining().into_iter().find(|o| o.id == f.method) else {
+        return gates::choice_page(&session, &step.remaining(), second, lead().await, None, ACTIONS).await;
     };
     open(&st, &session, &who, &mut step, &offer, client).await?;
     Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response())
@@ -167,8 +189,8 @@ pub async fn verify(
                 &st,
                 &session,
                 &current,
-                step.offers.len() > 1,
-                false,
+                step.remaining().len() > 1,
+                !step.passed.is_empty(),
                 Some(error),
                 Some(support.0.clone()),
                 ACTIONS,
@@ -180,6 +202,12 @@ pub async fn verify(
     attempt.audit(&operation, &Outcome::Success, raw).await?;
     session.cycle_id().await?;
     step.current = None;
+    step.passed.push(method);
+    if step.passed.len() < step.needs.max(1) {
+        // Another, different method to go.
+        session.insert(STEP_UP, &step).await?;
+        return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response());
+    }
     step.passed_at = Some(st.clock.now());
     session.insert(STEP_UP, &step).await?;
     overview_page(&st, &session, &who, Some(Tr::current().t("account.verified").into())).await

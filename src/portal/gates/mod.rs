@@ -25,6 +25,10 @@ pub struct Offer {
     pub address: Option<String>,
     /// For e-mail: the address as shown, masked.
     pub masked: Option<String>,
+    /// Shown for a name that matched nobody (or a person with nothing on record): it leads
+    /// nowhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub made_up: bool,
 }
 
 impl Offer {
@@ -65,15 +69,12 @@ pub(crate) async fn offers(
         let _ = security::alternate_email(&st.db, nobody).await?;
         let _ = security::totp(&st.db, nobody).await?;
         let _ = security::answers(&st.db, nobody).await?;
-        if enabled.contains(&GateMethod::Email) {
-            out.push(Offer {
-                id: "email-0".into(),
-                method: GateMethod::Email,
-                address: None,
-                masked: Some(made_up_mask(st, login).await?),
-            });
-        }
-        return Ok(out);
+        // The same lookups as for a real person, so the step takes as long.
+        let nobody = security::Person { directory: "", anchor: "" };
+        let _ = security::alternate_email(&st.db, nobody).await?;
+        let _ = security::totp(&st.db, nobody).await?;
+        let _ = security::answers(&st.db, nobody).await?;
+        return made_up_offers(st, login).await;
     };
     if enabled.contains(&GateMethod::Email) {
         let mut addresses: Vec<String> = Vec::new();
@@ -92,6 +93,7 @@ pub(crate) async fn offers(
                     method: GateMethod::Email,
                     masked: Some(a.masked()),
                     address: Some(a.as_str().to_string()),
+                    made_up: false,
                 });
             }
         }
@@ -99,25 +101,75 @@ pub(crate) async fn offers(
     if enabled.contains(&GateMethod::Authenticator)
         && security::totp(&st.db, t.person()).await?.is_some_and(|r| r.confirmed)
     {
-        out.push(Offer { id: "authenticator".into(), method: GateMethod::Authenticator, address: None, masked: None });
+        out.push(Offer {
+            id: "authenticator".into(),
+            method: GateMethod::Authenticator,
+            address: None,
+            masked: None,
+            made_up: false,
+        });
     }
     if enabled.contains(&GateMethod::Questions)
         && !t.protected
         && security::answers(&st.db, t.person()).await?.len() >= st.cfg.gates.questions_to_ask as usize
     {
-        out.push(Offer { id: "questions".into(), method: GateMethod::Questions, address: None, masked: None });
+        out.push(Offer {
+            id: "questions".into(),
+            method: GateMethod::Questions,
+            address: None,
+            masked: None,
+            made_up: false,
+        });
     }
-    if out.is_empty() && enabled.contains(&GateMethod::Email) {
-        // Nothing on record: the same made-up offer as for a name that matched nobody, so the
+    if out.is_empty() {
+        // Nothing on record: the same made-up offers as for a name that matched nobody, so the
         // page does not tell "exists, but has no address" apart.
+        return made_up_offers(st, login).await;
+    }
+    Ok(out)
+}
+
+/// The offers shown for a name that matched nobody (or a person with nothing on record): an
+/// e-mail code to a plausible address, and an authenticator app as often as real people here
+/// have one. Derived from the name with a keyed hash, so the same name always gets the same
+/// offers, and nobody can tell them from a real person's. None of them can succeed.
+async fn made_up_offers(st: &AppState, login: &LoginName) -> Result<Vec<Offer>, PortalError> {
+    let enabled = &st.cfg.gates.methods;
+    let population = st.population().await?;
+    let mut out = Vec::new();
+    if enabled.contains(&GateMethod::Email) {
         out.push(Offer {
             id: "email-0".into(),
             method: GateMethod::Email,
             address: None,
-            masked: Some(made_up_mask(st, login).await?),
+            masked: Some(made_up_mask(&population, login)),
+            made_up: true,
+        });
+    }
+    let draw = st.code_key.hash(&[b"made-up-offers", login.as_str().as_bytes()]);
+    let permille = u32::from_str_radix(&draw[..4], 16).unwrap_or(0) % 1000;
+    if enabled.contains(&GateMethod::Authenticator) && (permille < population.authenticator_permille || out.is_empty())
+    {
+        out.push(Offer {
+            id: "authenticator".into(),
+            method: GateMethod::Authenticator,
+            address: None,
+            masked: None,
+            made_up: true,
         });
     }
     Ok(out)
+}
+
+/// The offers open to someone who has passed `passed`: methods not passed yet, and security
+/// questions only as a second method, never the first (or only) way in.
+pub(crate) fn remaining(offers: &[Offer], passed: &[GateMethod]) -> Vec<Offer> {
+    offers
+        .iter()
+        .filter(|o| !passed.contains(&o.method))
+        .filter(|o| o.method != GateMethod::Questions || !passed.is_empty())
+        .cloned()
+        .collect()
 }
 
 /// The ways `target` can really verify (no made-up offer), e.g. before a security-info change.
@@ -132,13 +184,13 @@ pub(crate) async fn real_offers(st: &AppState, target: &Target) -> Result<Vec<Of
 /// A masked address for a name that matched nobody, as a real one would look: the name's first
 /// letter, and the name's own domain when it is an address, else the domain most people here
 /// have (so `mallory` reads `m•••@example.org`, like `alice`'s `a•••@example.org`).
-async fn made_up_mask(st: &AppState, login: &LoginName) -> Result<String, PortalError> {
+fn made_up_mask(population: &super::Population, login: &LoginName) -> String {
     let (local, domain) = match login.as_str().split_once('@') {
-        Some((l, d)) if !d.is_empty() => (l.to_string(), d.to_string()),
-        _ => (login.as_str().to_string(), st.commonest_mail_domain().await?),
+        Some((l, d)) if !d.is_empty() => (l, d),
+        _ => (login.as_str(), population.mail_domain.as_str()),
     };
     let first = local.chars().next().filter(char::is_ascii_alphanumeric).unwrap_or('x');
-    Ok(format!("{first}•••@{domain}"))
+    format!("{first}•••@{domain}")
 }
 
 /// Starts a gate: e-mails a code, or picks the questions to ask. The same work whether or not
@@ -159,12 +211,26 @@ pub(crate) async fn start(
         GateMethod::Authenticator => "authenticator code asked",
         GateMethod::Questions => {
             let Some(t) = target else { return Ok((current, "no such account")) };
-            let mut ids: Vec<String> =
+            let registered: Vec<String> =
                 security::answers(&st.db, t.person()).await?.into_iter().map(|(q, _)| q).collect();
-            ids.shuffle(&mut rand::rngs::OsRng);
-            ids.truncate(st.cfg.gates.questions_to_ask as usize);
+            let ask = st.cfg.gates.questions_to_ask as usize;
+            let now = st.clock.now();
+            let (ids, again) = security::draw_questions(&st.db, t.person(), &registered, ask, now, |ids| {
+                ids.shuffle(&mut rand::rngs::OsRng)
+            })
+            .await?;
             current.questions = ids;
-            "security questions asked"
+            if again {
+                // The same questions as before, and the asking counts as a failed answer: nobody
+                // can draw (or open) the gate again and again for free.
+                let subject = t.person().subject();
+                if let Some(reservation) = reserve_failure(st, &subject, GateMethod::Questions).await? {
+                    settle_failure(st, &subject, reservation, false).await?;
+                }
+                "security questions asked again before an answer (counted as a failure)"
+            } else {
+                "security questions asked"
+            }
         }
     };
     Ok((current, raw))
@@ -312,6 +378,11 @@ async fn check(
                 // Every answer is checked, right or wrong, so the time says nothing.
                 if !super::passwords::verify(&normalised, hash).await {
                     all_right = false;
+                }
+            }
+            if all_right {
+                if let Some(t) = target {
+                    security::questions_answered(&st.db, t.person(), now).await?;
                 }
             }
             Ok((all_right, if all_right { "answers accepted" } else { "wrong answers" }))
@@ -468,6 +539,6 @@ impl Offer {
     /// True for an offer that can really verify someone (not the made-up one shown for a name
     /// that matched nobody, or a person with nothing on record).
     pub fn is_real(&self) -> bool {
-        self.method != GateMethod::Email || self.address.is_some()
+        !self.made_up && (self.method != GateMethod::Email || self.address.is_some())
     }
 }

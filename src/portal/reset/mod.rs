@@ -65,9 +65,9 @@ impl Flow {
         Attempt { st, client, audit_name: &self.audit_name, target: self.target.as_ref(), support }
     }
 
-    /// Offers of methods not passed yet.
+    /// Offers open now (see [`crate::portal::gates::remaining`]).
     fn remaining(&self) -> Vec<Offer> {
-        self.offers.iter().filter(|o| !self.passed.contains(&o.method)).cloned().collect()
+        crate::portal::gates::remaining(&self.offers, &self.passed)
     }
 
     /// Where the person goes once every gate has passed.

@@ -286,6 +286,8 @@ pub async fn act(
     let support = SupportCode::new();
     let now = st.clock.now();
     let actor = staff.actor();
+    // Who hears of a revoked method: every address on record before it went.
+    let before = people::addresses_on_record(&st, &target).await?;
     let done = match decide(&st, &session, &staff, &target, &row, &f, &actor, &support, now).await? {
         Ok(done) => done,
         Err(page) => return Ok(page),
@@ -298,7 +300,7 @@ pub async fn act(
             "helpdesk.reset" => people::notify(&st, &target, now, Notice::Reset),
             "helpdesk.unlock" => people::notify(&st, &target, now, Notice::Unlocked),
             "helpdesk.require_change" => people::notify(&st, &target, now, Notice::MustChange),
-            "helpdesk.revoke" => people::notify(&st, &target, now, Notice::MethodRemoved),
+            "helpdesk.revoke" => people::notify_all(&st, before, now, Notice::MethodRemoved),
             _ => {}
         }
     }

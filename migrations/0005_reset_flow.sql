@@ -1,0 +1,10 @@
+-- The security questions a person is asked, drawn once and kept for a day: asking again shows
+-- the same ones, so an attacker cannot draw until they get questions they know.
+CREATE TABLE question_draws (
+    directory    TEXT NOT NULL,
+    anchor       TEXT NOT NULL,
+    questions    TEXT NOT NULL,               -- JSON array of question ids, in the order asked
+    drawn_at     INTEGER NOT NULL,
+    answered_at  INTEGER,                     -- answered right since the draw
+    PRIMARY KEY (directory, anchor)
+);
