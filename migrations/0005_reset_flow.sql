@@ -8,3 +8,12 @@ CREATE TABLE question_draws (
     answered_at  INTEGER,                     -- answered right since the draw
     PRIMARY KEY (directory, anchor)
 );
+
+-- A person's session epoch: raised by every reset, change, unlock and security-info change, which
+-- ends every session of theirs signed in under an older one (on every instance).
+CREATE TABLE person_epochs (
+    directory  TEXT NOT NULL,
+    anchor     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    PRIMARY KEY (directory, anchor)
+);

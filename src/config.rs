@@ -295,6 +295,8 @@ pub struct ServerConfig {
     /// Addresses of proxies in front of the portal whose `X-Forwarded-For` is believed, so that
     /// limits and the audit see each person's address rather than the proxy's.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A person's signed-in session ends this many hours after the sign-in, however busy.
+    pub session_max_hours: u64,
 }
 
 impl Default for ServerConfig {
@@ -311,6 +313,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             metrics_token: None,
             metrics_token_file: None,
+            session_max_hours: 8,
         }
     }
 }

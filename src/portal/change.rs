@@ -174,7 +174,7 @@ async fn change_inner(
     }
     if result.outcome.is_success() {
         if let Some(target) = &found.target {
-            people::notify(&st, target, now, crate::mail::Notice::Changed);
+            people::acted_on(&st, target, now, crate::mail::Notice::Changed).await?;
         }
         let done = super::pages::OutcomePage {
             tr: Tr::current(),

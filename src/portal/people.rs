@@ -178,6 +178,20 @@ pub(crate) fn notify(st: &AppState, target: &Target, now: i64, notice: Notice) {
     notify_all(st, vec![to], now, notice);
 }
 
+/// After something was done to `target`'s account (a reset, a change, an unlock, a forced change):
+/// every session of theirs ends, and they are told.
+pub(crate) async fn acted_on(st: &AppState, target: &Target, now: i64, notice: Notice) -> Result<(), PortalError> {
+    end_sessions(st, target).await?;
+    notify(st, target, now, notice);
+    Ok(())
+}
+
+/// Ends every signed-in session of `target` (on every instance): returns the new epoch, under
+/// which a session that should go on (the one that made a change) carries on.
+pub(crate) async fn end_sessions(st: &AppState, target: &Target) -> Result<i64, PortalError> {
+    Ok(crate::store::security::bump_session_epoch(&st.db, target.person()).await?)
+}
+
 /// Every address `target` can be reached at: the main one, the directory's others and the
 /// alternate one registered here, each once.
 pub(crate) async fn addresses_on_record(st: &AppState, target: &Target) -> Result<Vec<EmailAddress>, PortalError> {

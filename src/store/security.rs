@@ -126,6 +126,27 @@ pub async fn answers(db: &Db, p: Person<'_>) -> sqlx::Result<Vec<(String, String
     .await
 }
 
+/// The person's session epoch (0 until something was first done to their account).
+pub async fn session_epoch(db: &Db, p: Person<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE((SELECT epoch FROM person_epochs WHERE directory = $1 AND anchor = $2), 0)")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .fetch_one(db)
+        .await
+}
+
+/// Raises the person's session epoch: sessions signed in under an older one end. Returns it.
+pub async fn bump_session_epoch(db: &Db, p: Person<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO person_epochs (directory, anchor, epoch) VALUES ($1, $2, 1) \
+         ON CONFLICT (directory, anchor) DO UPDATE SET epoch = person_epochs.epoch + 1 RETURNING epoch",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+    .fetch_one(db)
+    .await
+}
+
 /// How many people the portal knows (synced and cloud-only), and how many of them have a
 /// confirmed authenticator app.
 pub async fn authenticator_share(db: &Db) -> sqlx::Result<(i64, i64)> {

@@ -647,3 +647,68 @@ async fn with_two_methods_required_changing_security_info_takes_two_and_every_ad
     told.sort();
     assert_eq!(told, ["bob.alt@example.org", "bob@example.org"], "every address, the removed one too");
 }
+
+/// Signs `login` in on client `c`; returns the page reached.
+async fn sign_in_on(app: &crate::harness::TestApp, c: &reqwest::Client, login: &str, password: &str) -> String {
+    let form = c.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&form, "csrf").unwrap();
+    let fields = [("csrf", csrf.as_str()), ("login", login), ("password", password)];
+    c.post(format!("{}/signin", app.url)).form(&fields).send().await.unwrap().text().await.unwrap()
+}
+
+/// Where `/account` leads client `c`: the security info, or the sign-in page.
+async fn account_path(app: &crate::harness::TestApp, c: &reqwest::Client) -> String {
+    c.get(format!("{}/account", app.url)).send().await.unwrap().url().path().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_or_a_security_info_change_ends_the_persons_other_sessions() {
+    let app = spawn_app().await;
+    let (laptop, phone) = (app.new_client(), app.new_client());
+    for c in [&laptop, &phone] {
+        assert!(sign_in_on(&app, c, "carol", INITIAL_USER_PASSWORD).await.contains("Security info"));
+        assert_eq!(account_path(&app, c).await, "/account");
+    }
+    // Carol's password changes (here on /change, from a third browser): both sessions end.
+    let page = app.change_password("carol", INITIAL_USER_PASSWORD, "Changed-Elsewhere-7").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    for c in [&laptop, &phone] {
+        assert_eq!(account_path(&app, c).await, "/signin", "signed out by the change");
+    }
+
+    // A security-info change ends the other session, and the one that made it carries on.
+    for c in [&laptop, &phone] {
+        sign_in_on(&app, c, "carol", "Changed-Elsewhere-7").await;
+    }
+    let overview = laptop.get(format!("{}/account", app.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&overview, "csrf").unwrap();
+    let gate = laptop
+        .post(format!("{}/account/authenticator/start", app.url))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let code = app.code_for("carol@example.org", 0).await;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let verified = laptop
+        .post(format!("{}/account/verify", app.url))
+        .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&verified, "csrf").unwrap();
+    let remove = [("csrf", csrf.as_str()), ("method", "authenticator")];
+    laptop.post(format!("{}/account/remove", app.url)).form(&remove).send().await.unwrap();
+    assert_eq!(account_path(&app, &laptop).await, "/account", "the session that made the change goes on");
+    assert_eq!(account_path(&app, &phone).await, "/signin", "the other one ends");
+
+    // However busy, a session ends eight hours after its sign-in.
+    app.clock.advance(8 * 3600);
+    assert_eq!(account_path(&app, &laptop).await, "/signin");
+}

@@ -22,10 +22,12 @@ use tower_sessions::Session;
 
 type PageResult = Result<Response, PortalError>;
 
-/// Audits a change to the person's security info and tells every address on record (and those
-/// `before` the change, so a removed address hears of its removal).
+/// Audits a change to the person's security info, ends the person's other sessions (this one
+/// carries on), and tells every address on record (and those `before` the change, so a removed
+/// address hears of its removal).
 async fn changed(
     st: &AppState,
+    session: &Session,
     client: std::net::SocketAddr,
     who: &SignedIn,
     notice: Notice,
@@ -46,6 +48,8 @@ async fn changed(
             to.push(a);
         }
     }
+    let epoch = people::end_sessions(st, &who.target).await?;
+    super::carry_on(session, who.clone(), epoch).await?;
     people::notify_all(st, to, st.clock.now(), notice);
     Ok(())
 }
@@ -134,7 +138,7 @@ pub async fn confirm_authenticator(
             .await;
     }
     let notice = Notice::MethodAdded(GateMethod::Authenticator);
-    changed(&st, client, &who, notice, "authenticator app registered", Vec::new()).await?;
+    changed(&st, &session, client, &who, notice, "authenticator app registered", Vec::new()).await?;
     done(&st, &session, &who, "account.authenticator_added").await
 }
 
@@ -156,7 +160,7 @@ async fn questions_page(st: &AppState, session: &Session, error: Option<String>,
 }
 
 pub async fn questions_form(State(st): State<AppState>, session: Session) -> PageResult {
-    let who = match require(&session).await? {
+    let who = match require(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };
@@ -202,7 +206,7 @@ pub async fn save_questions(
     }
     security::set_answers(&st.db, who.target.person(), &hashed, st.clock.now()).await?;
     let raw = format!("{n} security questions registered");
-    changed(&st, client, &who, Notice::MethodAdded(GateMethod::Questions), &raw, Vec::new()).await?;
+    changed(&st, &session, client, &who, Notice::MethodAdded(GateMethod::Questions), &raw, Vec::new()).await?;
     done(&st, &session, &who, "account.questions_saved").await
 }
 
@@ -233,8 +237,8 @@ async fn email_page(session: &Session, pending: Option<&PendingEmail>, error: Op
     Ok(page.into_response())
 }
 
-pub async fn email_form(session: Session) -> PageResult {
-    if let Err(r) = require(&session).await? {
+pub async fn email_form(State(st): State<AppState>, session: Session) -> PageResult {
+    if let Err(r) = require(&st, &session).await? {
         return Ok(r);
     }
     let pending = session.get::<PendingEmail>(PENDING_EMAIL).await?;
@@ -321,7 +325,7 @@ pub async fn confirm_email(
     session.remove::<PendingEmail>(PENDING_EMAIL).await?;
     security::set_alternate_email(&st.db, who.target.person(), &pending.address, now).await?;
     let notice = Notice::MethodAdded(GateMethod::Email);
-    changed(&st, client, &who, notice, "alternate e-mail address registered", Vec::new()).await?;
+    changed(&st, &session, client, &who, notice, "alternate e-mail address registered", Vec::new()).await?;
     done(&st, &session, &who, "account.email_added").await
 }
 
@@ -352,6 +356,7 @@ pub async fn remove_method(
         GateMethod::Authenticator => security::remove_totp(&st.db, p).await?,
         GateMethod::Questions => security::remove_answers(&st.db, p).await?,
     }
-    changed(&st, client, &who, Notice::MethodRemovedByOwner(f.method), "removed by its owner", before).await?;
+    changed(&st, &session, client, &who, Notice::MethodRemovedByOwner(f.method), "removed by its owner", before)
+        .await?;
     done(&st, &session, &who, "account.removed").await
 }

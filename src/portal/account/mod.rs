@@ -30,12 +30,15 @@ const SIGNED_IN: &str = "signed_in";
 /// Removing a method needs a sign-in at most this old.
 const FRESH_SECS: i64 = 10 * 60;
 
-/// Who is signed in, and since when.
+/// Who is signed in, since when, and under which of their session epochs (see
+/// [`crate::portal::people::end_sessions`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SignedIn {
     target: Target,
     audit_name: String,
     at: i64,
+    #[serde(default)]
+    epoch: i64,
 }
 
 impl SignedIn {
@@ -44,24 +47,44 @@ impl SignedIn {
     }
 }
 
-/// Starts a signed-in session for `who`: a new session id, and nothing left over from whoever
-/// used this browser before (a step-up passed, an address waiting for its code, a reset half done).
-async fn begin(session: &Session, who: SignedIn) -> Result<(), PortalError> {
+/// Starts a signed-in session for `target`: a new session id, the person's current session
+/// epoch, and nothing left over from whoever used this browser before (a step-up passed, an
+/// address waiting for its code, a reset half done).
+async fn begin(st: &AppState, session: &Session, target: Target, audit_name: String) -> Result<(), PortalError> {
     session.cycle_id().await?;
     stepup::forget(session).await?;
     methods::forget(session).await?;
     crate::portal::reset::forget(session).await?;
+    let epoch = security::session_epoch(&st.db, target.person()).await?;
+    session.insert(SIGNED_IN, SignedIn { target, audit_name, at: st.clock.now(), epoch }).await?;
+    Ok(())
+}
+
+/// The signed-in person, unless the session has ended: older than `server.session_max_hours`,
+/// or signed in before something was done to the account (a reset, a change, an unlock, a
+/// security-info change, here or in another session).
+async fn signed_in(st: &AppState, session: &Session) -> Result<Option<SignedIn>, PortalError> {
+    let Some(who) = session.get::<SignedIn>(SIGNED_IN).await? else { return Ok(None) };
+    let max_age = i64::try_from(st.cfg.server.session_max_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
+    let too_old = st.clock.now() - who.at >= max_age;
+    if too_old || security::session_epoch(&st.db, who.target.person()).await? > who.epoch {
+        session.remove::<SignedIn>(SIGNED_IN).await?;
+        return Ok(None);
+    }
+    Ok(Some(who))
+}
+
+/// This session made a change that ended the person's other sessions: it carries on, under
+/// the new epoch.
+async fn carry_on(session: &Session, mut who: SignedIn, epoch: i64) -> Result<(), PortalError> {
+    who.epoch = epoch;
     session.insert(SIGNED_IN, who).await?;
     Ok(())
 }
 
-async fn signed_in(session: &Session) -> Result<Option<SignedIn>, PortalError> {
-    Ok(session.get::<SignedIn>(SIGNED_IN).await?)
-}
-
 /// The signed-in person, or the way to the sign-in page.
-async fn require(session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
-    Ok(signed_in(session).await?.ok_or_else(|| Redirect::to(paths::SIGNIN).into_response()))
+async fn require(st: &AppState, session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
+    Ok(signed_in(st, session).await?.ok_or_else(|| Redirect::to(paths::SIGNIN).into_response()))
 }
 
 /// The signed-in person, if they signed in a few minutes ago at most (else they sign in again
@@ -69,7 +92,7 @@ async fn require(session: &Session) -> Result<Result<SignedIn, Response>, Portal
 /// they do that first). Every change to security info needs this: a session left open on a shared computer
 /// must not be enough to add someone's own authenticator, or strip the owner's methods.
 async fn require_fresh(st: &AppState, session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
-    match signed_in(session).await? {
+    match signed_in(st, session).await? {
         Some(who) if who.fresh(st.clock.now()) => match stepup::needed(st, session, &who).await? {
             Some(gate) => Ok(Err(gate)),
             None => Ok(Ok(who)),
@@ -116,7 +139,7 @@ async fn methods_that_verify(st: &AppState, t: &Target) -> Result<usize, PortalE
 
 /// The security-info overview.
 pub async fn overview(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
-    let who = match require(&session).await? {
+    let who = match require(&st, &session).await? {
         Ok(w) => w,
         Err(r) => return Ok(r),
     };

@@ -2,7 +2,6 @@
 //! Wrong passwords count against the same per-account limits as the change form, and every
 //! answer takes at least the same time, so neither page can be used to guess or to learn names.
 
-use super::SignedIn;
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
@@ -150,7 +149,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         (Outcome::Success, Some(target)) => {
             store::attempts::clear(&st.db, &subject).await?;
             session.remove::<MustChange>(MUST_CHANGE).await?;
-            super::begin(session, SignedIn { target, audit_name: found.audit_name, at: now }).await?;
+            super::begin(st, session, target, found.audit_name).await?;
             Ok(support.tag(Redirect::to(paths::ACCOUNT)))
         }
         (reason @ (Outcome::MustChange | Outcome::PasswordExpired), Some(target)) => {
@@ -265,9 +264,9 @@ pub async fn expired(
         let view = OutcomeView::new(&result.outcome, &support);
         return Ok(support.tag(expired_page(&st, &session, &must, None, Some(view)).await?));
     }
-    people::notify(&st, &target, now, crate::mail::Notice::Changed);
+    people::acted_on(&st, &target, now, crate::mail::Notice::Changed).await?;
     session.remove::<MustChange>(MUST_CHANGE).await?;
-    super::begin(&session, SignedIn { target, audit_name: must.audit_name, at: now }).await?;
+    super::begin(&st, &session, target, must.audit_name).await?;
     Ok(support.tag(Redirect::to(paths::ACCOUNT)))
 }
 

@@ -71,8 +71,8 @@ pub(super) async fn forget(session: &Session) -> Result<(), PortalError> {
     Ok(())
 }
 
-async fn load(session: &Session) -> Result<Option<(SignedIn, StepUp)>, PortalError> {
-    let who = super::signed_in(session).await?;
+async fn load(st: &AppState, session: &Session) -> Result<Option<(SignedIn, StepUp)>, PortalError> {
+    let who = super::signed_in(st, session).await?;
     let step = session.get::<StepUp>(STEP_UP).await?;
     Ok(who.zip(step).filter(|(w, s)| s.subject == w.target.person().subject()))
 }
@@ -107,7 +107,7 @@ pub async fn verify_form(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
 ) -> PageResult {
-    let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
     if step.passed_at.is_some() {
         return Ok(back());
     }
@@ -137,7 +137,7 @@ pub async fn choose(
     Form(f): Form<ChoiceForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
-    let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
     let second = !step.passed.is_empty();
     if f.method == "other" {
         step.current = None;
@@ -161,7 +161,7 @@ pub async fn verify(
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::guard::too_many());
     }
-    let Some((who, mut step)) = load(&session).await? else { return Ok(back()) };
+    let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
     let Some(current) = step.current.clone() else { return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response()) };
     let subject = who.target.person().subject();
     let support = SupportCode::new();

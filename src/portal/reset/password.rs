@@ -113,7 +113,7 @@ pub async fn set_password(
         if crate::portal::gates::count_reset(&st, &flow.subject).await? {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
-        people::notify(&st, &target, now, crate::mail::Notice::Reset);
+        people::acted_on(&st, &target, now, crate::mail::Notice::Reset).await?;
         let mut done = outcome_page(&st, "password.done_title", &result.outcome, &support, false);
         done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
         return Ok(support.tag(done));

@@ -79,7 +79,7 @@ pub async fn unlock(
         return Ok(support.tag(page(&session, &mut flow, Some(view)).await?));
     }
     session.remove::<Flow>(FLOW).await?;
-    people::notify(&st, &target, now, crate::mail::Notice::Unlocked);
+    people::acted_on(&st, &target, now, crate::mail::Notice::Unlocked).await?;
     if gates::count_reset(&st, &flow.subject).await? {
         attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
     }

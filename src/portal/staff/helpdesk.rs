@@ -297,10 +297,13 @@ pub async fn act(
     attempt.audit_by(&actor, done.operation, &done.outcome, &done.raw).await?;
     if done.outcome.is_success() {
         match done.operation {
-            "helpdesk.reset" => people::notify(&st, &target, now, Notice::Reset),
-            "helpdesk.unlock" => people::notify(&st, &target, now, Notice::Unlocked),
-            "helpdesk.require_change" => people::notify(&st, &target, now, Notice::MustChange),
-            "helpdesk.revoke" => people::notify_all(&st, before, now, Notice::MethodRemoved),
+            "helpdesk.reset" => people::acted_on(&st, &target, now, Notice::Reset).await?,
+            "helpdesk.unlock" => people::acted_on(&st, &target, now, Notice::Unlocked).await?,
+            "helpdesk.require_change" => people::acted_on(&st, &target, now, Notice::MustChange).await?,
+            "helpdesk.revoke" => {
+                people::end_sessions(&st, &target).await?;
+                people::notify_all(&st, before, now, Notice::MethodRemoved);
+            }
             _ => {}
         }
     }
