@@ -33,6 +33,8 @@ async fn page(
 ) -> Result<Response, PortalError> {
     let form_key = match session.get::<String>(FORM_KEY).await? {
         Some(k) => k,
+        // No session yet: a page view writes none. The key is signed instead of remembered.
+        None if session.is_empty().await => signed_form_key(st, &MsgId::random().to_string()),
         None => {
             let k = MsgId::random().to_string();
             session.insert(FORM_KEY, &k).await?;
@@ -51,6 +53,13 @@ async fn page(
         policy,
     };
     Ok(page.into_response())
+}
+
+/// A one-use form key for a page shown without a session: `<random>.<keyed hash>`, so only keys
+/// this portal made are taken; the writeback claim then makes each single-use.
+fn signed_form_key(st: &AppState, random: &str) -> String {
+    let mac = st.code_key.hash(&[b"change-form-key", random.as_bytes()]);
+    format!("{random}.{}", &mac[..16])
 }
 
 pub async fn change_form(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
@@ -91,7 +100,12 @@ async fn change_inner(
         return Ok(refused);
     }
     let typed = f.login.trim().to_string();
-    if session.get::<String>(FORM_KEY).await?.as_deref() != Some(f.form_key.as_str()) {
+    let expected = session.get::<String>(FORM_KEY).await?;
+    let ours = match &expected {
+        Some(k) => k == &f.form_key,
+        None => f.form_key.split_once('.').is_some_and(|(k, _)| signed_form_key(&st, k) == f.form_key),
+    };
+    if !ours {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     }
     let login = match LoginName::parse(&f.login) {

@@ -222,10 +222,12 @@ pub fn router(state: AppState) -> Router {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }
     let audited = state.clone();
+    let csrf_key = Arc::new(state.secrets.derive("passback/csrf/v1"));
     let r = r
         .with_state(state)
         .layer(axum::middleware::from_fn(move |req, next| audit_errors(audited.clone(), req, next)))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn(move |req, next| csrf::layer(csrf_key.clone(), tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| forwarded_client(proxies.clone(), req, next)));
     security_headers(r, tls, &framers)

@@ -36,6 +36,8 @@ pub struct IdentifyPage {
     /// The person asked to unlock rather than reset.
     pub unlock: bool,
     pub error: Option<String>,
+    /// An allowed `return_to`, carried in the form until it is posted (no session before that).
+    pub return_to: Option<String>,
 }
 
 /// The chooser: which way to verify.

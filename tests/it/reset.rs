@@ -236,6 +236,7 @@ async fn the_session_id_changes_at_each_gate() {
     let app = spawn_app().await;
     app.page("/reset").await;
     let anonymous = app.session_cookie();
+    assert!(anonymous.is_none(), "no session before a form is posted");
 
     let page = app.identify("alice").await;
     assert!(page.contains("Check your e-mail"));
@@ -245,8 +246,7 @@ async fn the_session_id_changes_at_each_gate() {
     assert!(page.contains("Choose a new password"));
     let verified = app.session_cookie();
 
-    assert!(anonymous.is_some() && identified.is_some() && verified.is_some());
-    assert_ne!(anonymous, identified, "renewed when the flow starts");
+    assert!(identified.is_some() && verified.is_some());
     assert_ne!(identified, verified, "renewed when the code is accepted");
 }
 
@@ -410,7 +410,8 @@ async fn an_access_panel_link_fills_in_the_name_and_only_an_allowed_return_to_is
 
     // Sent with foreign return_to values: none is kept, so none is offered at the end.
     for foreign in ["https://evil.example/", "//evil.example/", "https://apps.example.org@evil.example/"] {
-        app.get(&format!("/reset?return_to={}", urlencode(foreign))).await;
+        let page = app.get(&format!("/reset?return_to={}", urlencode(foreign))).await.text().await.unwrap();
+        assert_eq!(hidden(&page, "return_to"), None, "{foreign}");
     }
     let form = app.verified_as("bob", "bob@example.org").await;
     let done = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
@@ -423,7 +424,12 @@ async fn an_access_panel_link_fills_in_the_name_and_only_an_allowed_return_to_is
     assert!(resp.headers().get("x-frame-options").is_none(), "framing by the allowed origin is not blocked");
     let page = resp.text().await.unwrap();
     assert!(page.contains(r#"value="alice""#), "{page}");
-    let form = app.verified_as("alice", "alice@example.org").await;
+    // The way back travels in the form (no session before it is posted).
+    let (csrf, back) = (hidden(&page, "csrf").unwrap(), hidden(&page, "return_to").unwrap());
+    let before = app.mails_to("alice@example.org");
+    app.post("/reset", &[("csrf", &csrf), ("login", "alice"), ("return_to", &back)]).await;
+    let code = app.code_for("alice@example.org", before).await;
+    let form = app.verify(&code).await;
     let done = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
     assert!(done.contains(r#"href="https://apps.example.org/home""#), "{done}");
 }
@@ -711,4 +717,47 @@ async fn a_password_change_or_a_security_info_change_ends_the_persons_other_sess
     // However busy, a session ends eight hours after its sign-in.
     app.clock.advance(8 * 3600);
     assert_eq!(account_path(&app, &laptop).await, "/signin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looking_at_a_form_writes_no_session_and_its_token_works_only_with_its_own_cookie() {
+    let app = spawn_app_with(Options { per_address_per_minute: 40, ..Default::default() }).await;
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tower_sessions").fetch_one(&app.db).await.unwrap()
+    };
+    let before = sessions().await;
+    for path in ["/reset", "/signin", "/change", "/staff/signin", "/reset?return_to=https://elsewhere.example/"] {
+        let resp = app.new_client().get(format!("{}{path}", app.url)).send().await.unwrap();
+        let cookies: Vec<_> =
+            resp.headers().get_all("set-cookie").iter().map(|c| c.to_str().unwrap().to_string()).collect();
+        assert!(cookies.iter().all(|c| !c.starts_with("__Host-passback=")), "{path}: no session cookie: {cookies:?}");
+        assert!(cookies.iter().any(|c| c.starts_with("__Host-passback-csrf=")), "{path}: a nonce cookie");
+    }
+    assert_eq!(sessions().await, before, "page views wrote no session");
+
+    // A token taken from one browser's page does not work from another browser.
+    let (page, csrf) = app.page("/reset").await;
+    assert!(csrf.starts_with("n."), "{page}");
+    let other = app.new_client();
+    let forged = other
+        .post(format!("{}/reset", app.url))
+        .form(&[("csrf", csrf.as_str()), ("login", "alice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
+    // With its own cookie it does, and only then is there a session.
+    let page = app.identify("alice").await;
+    assert!(page.contains("Check your e-mail"), "{page}");
+    assert_eq!(sessions().await, before + 1);
+
+    // Opening the gate again and again is limited per address like every step.
+    let mut refused = false;
+    for _ in 0..60 {
+        if app.get("/reset/verify").await.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the address limit applies to the gate page");
 }

@@ -30,13 +30,14 @@ pub async fn identify_form(
     session: Session,
     Query(q): Query<HintQuery>,
 ) -> Result<Response, PortalError> {
-    if let Some(url) =
-        q.return_to.and_then(|r| crate::portal::return_to::allowed(&r, &st.cfg.server.allowed_return_origins))
-    {
-        session.insert(crate::portal::RETURN_TO, url).await?;
-    }
+    // Carried in the form, not the session: a page view writes nothing.
+    let return_to = allowed_return_to(&st, q.return_to.as_deref());
     let login = q.login_hint.filter(|h| LoginName::parse(h).is_ok()).map(|h| h.trim().to_string()).unwrap_or_default();
-    Ok(page(&st, &session, login, Intent::Reset, None).await?.into_response())
+    Ok(page(&st, &session, login, Intent::Reset, None, return_to).await?.into_response())
+}
+
+fn allowed_return_to(st: &AppState, r: Option<&str>) -> Option<String> {
+    r.and_then(|r| crate::portal::return_to::allowed(r, &st.cfg.server.allowed_return_origins))
 }
 
 async fn page(
@@ -45,6 +46,7 @@ async fn page(
     login: String,
     intent: Intent,
     error: Option<String>,
+    return_to: Option<String>,
 ) -> Result<IdentifyPage, PortalError> {
     Ok(IdentifyPage {
         tr: Tr::current(),
@@ -53,6 +55,7 @@ async fn page(
         login,
         unlock: intent == Intent::Unlock,
         error,
+        return_to,
     })
 }
 
@@ -66,6 +69,8 @@ pub struct IdentifyForm {
     pow_token: String,
     #[serde(default)]
     pow: String,
+    #[serde(default)]
+    return_to: Option<String>,
 }
 
 pub async fn identify(
@@ -82,7 +87,8 @@ pub async fn identify(
     let login = match LoginName::parse(&f.login) {
         Ok(l) => l,
         Err(e) => {
-            let page = page(&st, &session, String::new(), f.intent, Some(e.text(Tr::current()))).await?;
+            let error = Some(e.text(Tr::current()));
+            let page = page(&st, &session, String::new(), f.intent, error, f.return_to).await?;
             return Ok(page.into_response());
         }
     };
@@ -124,5 +130,8 @@ pub async fn identify(
     attempt.audit("reset.identify", &Outcome::Success, &format!("{raw}; {}", proof.as_str())).await?;
     session.cycle_id().await?;
     session.insert(FLOW, &flow).await?;
+    if let Some(url) = allowed_return_to(&st, f.return_to.as_deref()) {
+        session.insert(crate::portal::RETURN_TO, url).await?;
+    }
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }

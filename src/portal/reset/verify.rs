@@ -27,6 +27,10 @@ pub async fn verify_form(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
 ) -> PageResult {
+    // It may open a gate (a code mailed, an audit row): limited per address like every step.
+    if !st.guard.address_allowed(client.ip()) {
+        return Ok(crate::portal::guard::too_many());
+    }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
         return Ok(Redirect::to(flow.after_gates()).into_response());
@@ -111,6 +115,9 @@ pub async fn choose(
     Form(f): Form<ChoiceForm>,
 ) -> PageResult {
     csrf::check(&session, &f.csrf).await?;
+    if !st.guard.address_allowed(client.ip()) {
+        return Ok(crate::portal::guard::too_many());
+    }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
         return Ok(Redirect::to(flow.after_gates()).into_response());
