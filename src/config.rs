@@ -568,6 +568,10 @@ pub struct AgentConfig {
     /// Let staff whose role allows it reset protected (privileged) accounts through this agent.
     /// Off by default: then no request from the portal can reset them, whatever its roles say.
     pub protected_resets_by_staff: bool,
+    /// Resets, unlocks and forced changes this agent carries out per directory and minute; beyond
+    /// it, it refuses and says so on the portal's health page, so a compromised portal cannot
+    /// reset a whole directory.
+    pub resets_per_minute: u32,
     pub directories: Vec<DirectoryConfig>,
 }
 
@@ -583,6 +587,7 @@ impl Default for AgentConfig {
             key_grace_hours: 24,
             max_concurrent: 32,
             protected_resets_by_staff: false,
+            resets_per_minute: 60,
             directories: Vec::new(),
         }
     }
@@ -645,6 +650,12 @@ pub struct DirectoryConfig {
     pub policy_dn: Option<String>,
     /// AD only: when unset, `required` if the server supports policy hints, else `best_effort`.
     pub history_on_reset: Option<HistoryOnReset>,
+    /// Groups whose members are protected too, beside AD's built-in privileged groups (on AD,
+    /// nested membership counts; on OpenLDAP, the group's `member` or `uniqueMember`).
+    #[serde(default)]
+    pub protected_groups: Vec<String>,
+    /// An LDAP filter: the people it matches are protected too.
+    pub protected_filter: Option<String>,
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     #[serde(default = "default_ldap_timeout")]

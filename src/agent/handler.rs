@@ -249,6 +249,18 @@ impl Agent {
         // Protected accounts only for staff whose role allows it, and only if this agent's
         // administrator allowed it too.
         let allow_protected = pkg.flags.allow_protected && self.cfg.protected_resets_by_staff;
+        // What writes without the person's own password is checked against this agent's own
+        // rules first: its protected accounts, and its budget per minute.
+        if matches!(pkg.op, Op::Reset | Op::Unlock | Op::RequireChange) {
+            if !allow_protected {
+                if let Some(refusal) = dir.refuse_if_protected(&pkg.anchor).await {
+                    return refusal;
+                }
+            }
+            if let Err(refusal) = self.budget.take(&pkg.directory, std::time::Instant::now()) {
+                return refusal;
+            }
+        }
         match pkg.op {
             Op::Unlock => return dir.change_account_with(&pkg.anchor, AccountChange::Unlock, allow_protected).await,
             Op::RequireChange => {
@@ -291,5 +303,77 @@ impl Agent {
             }
         }
         answer
+    }
+}
+
+/// How many resets, unlocks and forced changes this agent carries out per directory and minute.
+/// Beyond it, it refuses (the directory is "unreachable" for the person: try later) and reports
+/// the alert to the portal's health page for ten minutes.
+pub struct Budget {
+    per_minute: usize,
+    taken: std::sync::Mutex<std::collections::HashMap<crate::domain::DirectoryId, Taken>>,
+}
+
+#[derive(Default)]
+struct Taken {
+    at: std::collections::VecDeque<std::time::Instant>,
+    alert: Option<(String, std::time::Instant)>,
+}
+
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+const ALERT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Budget {
+    pub fn new(per_minute: u32) -> Budget {
+        Budget { per_minute: per_minute as usize, taken: Default::default() }
+    }
+
+    /// Takes one from `directory`'s budget, or refuses.
+    pub fn take(&self, directory: &crate::domain::DirectoryId, now: std::time::Instant) -> Result<(), Answer> {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let t = taken.entry(directory.clone()).or_default();
+        while t.at.front().is_some_and(|at| now.duration_since(*at) >= MINUTE) {
+            t.at.pop_front();
+        }
+        if t.at.len() < self.per_minute {
+            t.at.push_back(now);
+            return Ok(());
+        }
+        let alert = format!(
+            "more than {} resets, unlocks or forced changes in a minute were asked for: refused (a compromised portal?)",
+            self.per_minute
+        );
+        if t.alert.as_ref().is_none_or(|(_, since)| now.duration_since(*since) >= MINUTE) {
+            tracing::error!(directory = %directory, per_minute = self.per_minute, "ALERT: {alert}");
+        }
+        t.alert = Some((alert.clone(), now));
+        Err(Answer { outcome: Outcome::DirectoryUnreachable, raw: format!("not written: {alert}"), policy: None })
+    }
+
+    /// The alert to report for `directory`, if its budget ran out in the last ten minutes.
+    pub fn alert(&self, directory: &crate::domain::DirectoryId) -> Option<String> {
+        let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        taken.get(directory)?.alert.as_ref().filter(|(_, at)| at.elapsed() < ALERT_FOR).map(|(a, _)| a.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refuses_beyond_its_rate_and_recovers_a_minute_later() {
+        let budget = Budget::new(3);
+        let corp = crate::domain::DirectoryId::parse("corp").unwrap();
+        let other = crate::domain::DirectoryId::parse("other").unwrap();
+        let t0 = std::time::Instant::now();
+        for _ in 0..3 {
+            assert!(budget.take(&corp, t0).is_ok());
+        }
+        let refused = budget.take(&corp, t0).unwrap_err();
+        assert_eq!(refused.outcome, Outcome::DirectoryUnreachable);
+        assert!(budget.alert(&corp).is_some() && budget.alert(&other).is_none());
+        assert!(budget.take(&other, t0).is_ok(), "each directory has its own");
+        assert!(budget.take(&corp, t0 + MINUTE).is_ok(), "a minute later");
     }
 }

@@ -39,6 +39,8 @@ pub struct Agent {
     replay: ReplayCache,
     /// Message ids taken, on disk: a copy sent again after a restart is not written twice.
     journal: Arc<journal::Journal>,
+    /// Resets, unlocks and forced changes per directory and minute.
+    budget: handler::Budget,
     /// Content keys already unwrapped (RSA) this epoch, by the hash of their wrapped form.
     unwrapped: handler::UnwrappedKeys,
     clock: Clock,
@@ -62,6 +64,7 @@ impl Agent {
             let dir = Directory::new(d).with_context(|| format!("directory {}", d.id))?;
             directories.insert(dir.id().clone(), Arc::new(dir));
         }
+        let budget = handler::Budget::new(cfg.resets_per_minute);
         let journal = Arc::new(journal::Journal::open(journal::Journal::path_for(&cfg.state_file), clock.now())?);
         Ok(Arc::new(Self {
             agent_id: state.agent_id.clone(),
@@ -71,6 +74,7 @@ impl Agent {
             keys: RwLock::new(Arc::new(keys)),
             replay: ReplayCache::default(),
             journal,
+            budget,
             unwrapped: handler::UnwrappedKeys::default(),
             clock,
             last_sync: std::sync::Mutex::default(),
@@ -134,12 +138,20 @@ impl Agent {
         self.reload_keys();
     }
 
-    async fn status(&self) -> AgentStatus {
+    /// What the agent reports in its hello and heartbeats: version, keys, and each directory.
+    pub async fn status(&self) -> AgentStatus {
         let mut dirs = Vec::new();
         for (id, dir) in &self.directories {
             let check = dir.check().await;
             let last_sync = self.last_sync.lock().ok().and_then(|m| m.get(id).copied());
-            dirs.push(DirectoryStatus { id: id.clone(), reachable: check.is_ok(), last_sync, error: check.err() });
+            let alert = self.budget.alert(id);
+            dirs.push(DirectoryStatus {
+                id: id.clone(),
+                reachable: check.is_ok(),
+                last_sync,
+                error: check.err(),
+                alert,
+            });
         }
         dirs.sort_by(|a, b| a.id.cmp(&b.id));
         let keys = self.keys();

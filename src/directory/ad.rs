@@ -597,6 +597,11 @@ impl Ad {
         &self.pool
     }
 
+    /// The filter that finds the person with this anchor (an `objectGUID`).
+    pub(super) fn anchor_filter(&self, anchor: &Anchor) -> Option<String> {
+        guid_bytes(anchor.as_str()).map(|g| format!("(objectGUID={})", escape_bytes(&g)))
+    }
+
     /// The configured base DNs and the filter the sync uses under them.
     pub(super) fn scope(&self) -> (&[String], &str) {
         (&self.base_dns, &self.person_filter)

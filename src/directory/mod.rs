@@ -9,6 +9,7 @@ pub mod answer;
 pub mod doctor;
 mod openldap;
 mod pool;
+mod protection;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,8 @@ pub enum AccountChange {
 pub struct Directory {
     id: DirectoryId,
     backend: Backend,
+    /// Protection this agent's administrator configured, beside the built-in.
+    protection: protection::Configured,
 }
 
 enum Backend {
@@ -83,7 +86,8 @@ impl Directory {
                 Backend::Ad(ad::Ad::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?)
             }
         };
-        Ok(Directory { id, backend })
+        let protection = protection::Configured::new(cfg)?;
+        Ok(Directory { id, backend, protection })
     }
 
     pub fn id(&self) -> &DirectoryId {
@@ -159,6 +163,21 @@ impl Directory {
         };
         tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "account change answered");
         answer
+    }
+
+    /// A refusal when this agent's own configuration (`protected_groups`, `protected_filter`)
+    /// protects the person, checked live; also when it cannot be checked.
+    pub async fn refuse_if_protected(&self, anchor: &Anchor) -> Option<Answer> {
+        let (pool, (bases, person_filter), anchor_filter) = match &self.backend {
+            Backend::OpenLdap(d) => (d.pool(), d.scope(), d.anchor_filter(anchor)),
+            Backend::Ad(d) => (d.pool(), d.scope(), d.anchor_filter(anchor)),
+        };
+        let raw = match self.protection.why(pool, bases, person_filter, &anchor_filter?).await {
+            Ok(None) => return None,
+            Ok(Some(why)) => format!("protected by this agent's configuration ({why}); refused"),
+            Err(f) => format!("this agent's protection rules could not be checked ({f}); refused"),
+        };
+        Some(Answer { outcome: Outcome::Protected, raw, policy: None })
     }
 
     /// The account's state now, as [`crate::domain::AccountState`] JSON in `raw`.

@@ -292,6 +292,11 @@ impl OpenLdap {
         &self.pool
     }
 
+    /// The filter that finds the person with this anchor.
+    pub(super) fn anchor_filter(&self, anchor: &Anchor) -> Option<String> {
+        Some(format!("(entryUUID={})", ldap_escape(anchor.as_str())))
+    }
+
     /// The configured base DNs and the filter the sync uses under them.
     pub(super) fn scope(&self) -> (&[String], &str) {
         (&self.base_dns, &self.person_filter)

@@ -17,6 +17,9 @@ pub struct DirectoryStatus {
     pub last_sync: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Something the agent refused for safety (its reset budget ran out), for the health page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
 }
 
 /// Reported by the agent on connect (`hello`) and then every heartbeat interval (`heartbeat`).

@@ -313,6 +313,8 @@ impl SambaDc {
             user_filter: None,
             policy_dn: None,
             history_on_reset: None,
+            protected_groups: Vec::new(),
+            protected_filter: None,
             pool_size: 2,
             timeout_secs: 10,
         }

@@ -217,6 +217,8 @@ impl Slapd {
             user_filter: None,
             policy_dn: Some(self.policy_dn.clone()),
             history_on_reset: None,
+            protected_groups: Vec::new(),
+            protected_filter: None,
             pool_size: 2,
             timeout_secs: 10,
         }

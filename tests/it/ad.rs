@@ -638,3 +638,26 @@ async fn the_helpdesk_resets_ad_people_in_scope_and_protected_ones_only_where_bo
         "{rows:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_own_protected_group_counts_on_ad_through_nested_groups_too() {
+    let dc = dc().await;
+    let (outer, inner) = (unique("tier0-"), unique("tier0-inner-"));
+    for g in [&outer, &inner] {
+        dc.samba_tool(&["group", "add", g]).unwrap();
+    }
+    let group_dn = |g: &str| format!("CN={g},CN=Users,{}", dc.domain_dn);
+    dc.samba_tool(&["group", "addmembers", &outer, &inner]).unwrap();
+    let (member_sam, member_dn, _) = person(dc, None).await;
+    dc.add_to_group(&member_dn, &group_dn(&inner)).await.unwrap();
+    let (other_sam, _, _) = person(dc, None).await;
+
+    let mut cfg = dc.directory_config(AD);
+    cfg.protected_groups = vec![group_dn(&outer)];
+    let (dir, member) = directory_and_anchor(cfg.clone(), &member_sam).await;
+    let refused = dir.refuse_if_protected(&member).await.expect("a member of a nested group is protected");
+    assert_eq!(refused.outcome, passback::domain::Outcome::Protected, "{}", refused.raw);
+    assert!(refused.raw.contains(&outer), "{}", refused.raw);
+    let (_, other) = directory_and_anchor(cfg, &other_sam).await;
+    assert!(dir.refuse_if_protected(&other).await.is_none(), "someone outside it is not");
+}

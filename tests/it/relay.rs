@@ -529,3 +529,52 @@ async fn the_doctor_checks_the_portals_certificate_the_agents_credentials_and_th
     assert_eq!(out.status.code(), Some(1), "{table}");
     assert!(table.contains("fix: set portal_ca_file"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_protection_rules_and_budget_refuse_what_the_portal_asks() {
+    let app = spawn_app().await;
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let anchor = |uid: &'static str| {
+        let app = &app;
+        async move { Anchor::parse(&app.anchor_of(uid).await).unwrap() }
+    };
+    let ask = |agent: std::sync::Arc<Agent>, anchor: Anchor, op: Op| {
+        let state = &state;
+        async move {
+            let password = (op == Op::Reset).then_some("Agent-Rules-Pass-9");
+            let frame = sealed_request(state, &anchor, op, password, 60, Flags::default(), 30);
+            open_answer(state, &agent.handle_request(frame, std::time::Instant::now()).await.expect("answered"))
+        }
+    };
+    let mut cfg = app.agent_cfg.clone();
+    cfg.directories[0].protected_groups = vec!["cn=ldap-admins,ou=groups,dc=example,dc=org".into()];
+    cfg.directories[0].protected_filter = Some("(uid=carol)".into());
+    let agent = Agent::new(cfg.clone()).unwrap();
+    for (uid, op) in [("dave", Op::Reset), ("dave", Op::Unlock), ("carol", Op::Reset), ("carol", Op::RequireChange)] {
+        let pkg = ask(agent.clone(), anchor(uid).await, op).await;
+        assert_eq!(pkg.outcome, Outcome::Protected, "{uid} {op:?}: {}", pkg.raw);
+        assert!(pkg.raw.contains("protected by this agent's configuration"), "{}", pkg.raw);
+    }
+    assert!(app.bind_works("carol", passback::sandbox::INITIAL_USER_PASSWORD).await, "nothing was written");
+    assert_eq!(ask(agent.clone(), anchor("alice").await, Op::Reset).await.outcome, Outcome::Success);
+
+    // A rule that cannot be checked refuses rather than guesses.
+    cfg.directories[0].protected_groups = vec!["cn=missing,ou=groups,dc=example,dc=org".into()];
+    cfg.directories[0].protected_filter = None;
+    let pkg = ask(Agent::new(cfg.clone()).unwrap(), anchor("bob").await, Op::Unlock).await;
+    assert_eq!(pkg.outcome, Outcome::Protected, "{}", pkg.raw);
+    assert!(pkg.raw.contains("could not be checked"), "{}", pkg.raw);
+
+    // Beyond its budget the agent refuses, and says so in its heartbeat for the health page.
+    cfg.directories[0].protected_groups.clear();
+    cfg.resets_per_minute = 2;
+    let agent = Agent::new(cfg).unwrap();
+    for _ in 0..2 {
+        assert_eq!(ask(agent.clone(), anchor("bob").await, Op::Unlock).await.outcome, Outcome::Success);
+    }
+    let pkg = ask(agent.clone(), anchor("bob").await, Op::Unlock).await;
+    assert_eq!(pkg.outcome, Outcome::DirectoryUnreachable, "{}", pkg.raw);
+    assert!(pkg.raw.contains("more than 2"), "{}", pkg.raw);
+    let status = agent.status().await;
+    assert!(status.directories[0].alert.as_deref().is_some_and(|a| a.contains("more than 2")), "{status:?}");
+}

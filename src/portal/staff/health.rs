@@ -56,6 +56,8 @@ pub struct AgentView {
     pub next_rollover: Option<i64>,
     /// Directories it reports it cannot reach, with the error.
     pub unreachable: Vec<(String, String)>,
+    /// What it refused for safety lately, per directory (its reset budget ran out).
+    pub alerts: Vec<(String, String)>,
 }
 
 pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
@@ -91,6 +93,14 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
                             .iter()
                             .filter(|d| !d.reachable)
                             .map(|d| (d.id.to_string(), d.error.clone().unwrap_or_default()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                alerts: status
+                    .map(|s| {
+                        s.directories
+                            .iter()
+                            .filter_map(|d| d.alert.as_ref().map(|a| (d.id.to_string(), a.clone())))
                             .collect()
                     })
                     .unwrap_or_default(),
