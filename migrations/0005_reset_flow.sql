@@ -17,3 +17,15 @@ CREATE TABLE person_epochs (
     epoch      INTEGER NOT NULL,
     PRIMARY KEY (directory, anchor)
 );
+
+-- Failed verifications are counted per client address too (IPv6 by its /64), so that guessing
+-- spread over many accounts from one place is limited.
+ALTER TABLE gate_events ADD COLUMN client TEXT;
+CREATE INDEX gate_events_client ON gate_events(client, kind, at);
+CREATE INDEX gate_events_at ON gate_events(kind, at);
+
+-- When an alert of each kind was last e-mailed: at most one an hour, whichever instance sends it.
+CREATE TABLE alerts_sent (
+    kind  TEXT PRIMARY KEY,
+    at    INTEGER NOT NULL
+);

@@ -158,11 +158,27 @@ pub struct AntiAutomationConfig {
     pub per_address_per_minute: u32,
     /// Identify steps per account per hour; beyond, the flow goes on as for an unknown name.
     pub per_account_per_hour: u32,
+    /// Failed verifications per client address (IPv6: per /64) and hour, whatever the accounts:
+    /// guessing spread over many accounts from one place stops here.
+    pub failures_per_address_per_hour: u32,
+    /// Failed verifications per hour, all addresses together, past which the portal is under
+    /// attack: the proof of work costs `attack_extra_bits` more, administrators are e-mailed
+    /// (at most hourly), and `/metrics` and the health page say so.
+    pub global_failures_per_hour: u32,
+    pub attack_extra_bits: u32,
 }
 
 impl Default for AntiAutomationConfig {
     fn default() -> Self {
-        Self { pow_bits: 15, no_script_delay_ms: 3000, per_address_per_minute: 20, per_account_per_hour: 20 }
+        Self {
+            pow_bits: 15,
+            no_script_delay_ms: 3000,
+            per_address_per_minute: 20,
+            per_account_per_hour: 20,
+            failures_per_address_per_hour: 10,
+            global_failures_per_hour: 200,
+            attack_extra_bits: 4,
+        }
     }
 }
 

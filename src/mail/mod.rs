@@ -132,6 +132,24 @@ struct StaffResetHtml<'a> {
     body: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "mail/alert.txt")]
+struct AlertText<'a> {
+    body: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/alert.html")]
+struct AlertHtml<'a> {
+    tr: Tr,
+    body: &'a str,
+}
+
+/// To administrators: something the portal noticed (an attack, a held sync…), in one paragraph.
+pub fn alert_message(tr: Tr, subject: String, body: &str) -> anyhow::Result<Rendered> {
+    Ok(Rendered { subject, text: AlertText { body }.render()?, html: AlertHtml { tr, body }.render()? })
+}
+
 /// To every administrator: one administrator reset another staff member's sign-in.
 pub fn staff_reset_message(tr: Tr, admin: &str, staff: &str, when: &str) -> anyhow::Result<Rendered> {
     let body = tr.fill(

@@ -28,6 +28,12 @@ pub struct Challenge {
 pub struct Guard {
     key: MacKey,
     bits: u32,
+    /// What the proof of work costs more while the portal is under attack.
+    attack_extra_bits: u32,
+    /// Failed verifications in the last hour, everywhere, as last counted; and whether that is
+    /// past the attack level.
+    failures_last_hour: std::sync::atomic::AtomicI64,
+    under_attack: std::sync::atomic::AtomicBool,
     no_script_delay: Duration,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
     /// First steps without a valid proof of work: a much smaller allowance.
@@ -70,6 +76,9 @@ impl Guard {
         Guard {
             key,
             bits: cfg.pow_bits,
+            attack_extra_bits: cfg.attack_extra_bits,
+            failures_last_hour: Default::default(),
+            under_attack: Default::default(),
             no_script_delay: Duration::from_millis(cfg.no_script_delay_ms),
             per_address: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute))),
             unproven: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute.div_ceil(4)))),
@@ -82,10 +91,51 @@ impl Guard {
         if self.bits == 0 {
             return None;
         }
+        let bits = self.required_bits();
         let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let payload = format!("{nonce}.{}.{}", now + CHALLENGE_TTL_SECS, self.bits);
+        let payload = format!("{nonce}.{}.{bits}", now + CHALLENGE_TTL_SECS);
         let mac = self.key.hash(&[payload.as_bytes()]);
-        Some(Challenge { token: format!("{payload}.{mac}"), bits: self.bits })
+        Some(Challenge { token: format!("{payload}.{mac}"), bits })
+    }
+
+    /// The proof of work asked now: more while under attack.
+    pub fn required_bits(&self) -> u32 {
+        if self.bits > 0 && self.under_attack() {
+            (self.bits + self.attack_extra_bits).min(24)
+        } else {
+            self.bits
+        }
+    }
+
+    pub fn under_attack(&self) -> bool {
+        self.under_attack.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn failures_last_hour(&self) -> i64 {
+        self.failures_last_hour.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes the failures counted in the last hour, and whether they are past the attack level;
+    /// true when the portal has just come under attack.
+    pub fn set_pressure(&self, failures: i64, under_attack: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        self.failures_last_hour.store(failures, Ordering::Relaxed);
+        !self.under_attack.swap(under_attack, Ordering::Relaxed) && under_attack
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        format!(
+            "# HELP passback_gate_failures_last_hour Failed verifications in the last hour, everywhere.\n\
+             # TYPE passback_gate_failures_last_hour gauge\npassback_gate_failures_last_hour {}\n\
+             # HELP passback_under_attack 1 while failed verifications are past the configured level.\n\
+             # TYPE passback_under_attack gauge\npassback_under_attack {}\n\
+             # HELP passback_pow_bits The proof of work asked now.\n\
+             # TYPE passback_pow_bits gauge\npassback_pow_bits {}\n",
+            self.failures_last_hour(),
+            u8::from(self.under_attack()),
+            self.required_bits()
+        )
     }
 
     /// Whether `token` is a challenge of ours, unexpired, that `counter` solves; spends it.
@@ -98,7 +148,7 @@ impl Guard {
         let fields: Vec<&str> = payload.split('.').collect();
         let [nonce, expires, bits] = fields.as_slice() else { return Ok(false) };
         let (Ok(expires), Ok(bits)) = (expires.parse::<i64>(), bits.parse::<u32>()) else { return Ok(false) };
-        if expires < now || bits < self.bits || counter.is_empty() || counter.len() > 20 {
+        if expires < now || bits < self.required_bits() || counter.is_empty() || counter.len() > 20 {
             return Ok(false);
         }
         if leading_zero_bits(&Sha256::digest(format!("{token}:{counter}").as_bytes())) < bits {
@@ -197,6 +247,60 @@ impl Proof {
 }
 
 /// The page for a client over its rate: what happened and when to try again.
+/// Counts the failed verifications of the last hour, everywhere (from the database, so every
+/// instance agrees), every half minute: past `global_failures_per_hour` the portal is under
+/// attack, the proof of work costs more, and every administrator is e-mailed (at most hourly,
+/// whichever instance notices first).
+pub async fn watch_failures(st: super::AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = check_failures(&st).await {
+            tracing::warn!(error = %format!("{e:#}"), "counting failed verifications failed");
+        }
+    }
+}
+
+/// One count of [`watch_failures`].
+pub(crate) async fn check_failures(st: &super::AppState) -> anyhow::Result<()> {
+    let now = st.clock.now();
+    let failures = crate::store::security::failures_last_hour(&st.db, now).await?;
+    let level = i64::from(st.cfg.anti_automation.global_failures_per_hour);
+    let under = failures >= level;
+    if st.guard.set_pressure(failures, under) {
+        tracing::error!(
+            failures,
+            level,
+            pow_bits = st.guard.required_bits(),
+            "ALERT: many failed verifications: the portal is under attack"
+        );
+    }
+    if under && crate::store::security::claim_alert(&st.db, "gate_failures", now, 3600).await? {
+        let tr = crate::i18n::Tr::default();
+        let body = tr.fill(
+            "mail.attack_body",
+            &[
+                ("n", failures.to_string()),
+                ("level", level.to_string()),
+                ("bits", st.guard.required_bits().to_string()),
+                ("when", crate::mail::utc_minutes(now)),
+            ],
+        );
+        for to in crate::store::staff::administrator_emails(&st.db).await? {
+            let Ok(to) = crate::domain::EmailAddress::parse(&to) else { continue };
+            let msg = crate::mail::alert_message(tr, tr.t("mail.attack_subject").into(), &body)?;
+            let mailer = st.mailer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = mailer.send(&to, msg).await {
+                    tracing::error!(error = %format!("{e:#}"), "telling an administrator of an attack failed");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn too_many() -> axum::response::Response {
     use axum::response::IntoResponse;
     let tr = crate::i18n::Tr::current();

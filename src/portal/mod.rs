@@ -269,7 +269,8 @@ async fn metrics(
     if let Some(refused) = monitor_only(&st, &headers) {
         return refused;
     }
-    let body = st.hub.metrics.render(st.hub.live_agents());
+    let mut body = st.hub.metrics.render(st.hub.live_agents());
+    body.push_str(&st.guard.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

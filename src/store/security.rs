@@ -306,23 +306,75 @@ pub async fn blocked_until(db: &Db, subject: &str, now: i64) -> sqlx::Result<Opt
 /// subject is blocked or already has `limit` failures in the last hour. One statement, so
 /// parallel guesses cannot get past the limit together. The reservation is given back when the
 /// answer proves right ([`release_event`]).
-pub async fn reserve_failure(db: &Db, subject: &str, method: &str, now: i64, limit: u32) -> sqlx::Result<Option<i64>> {
-    sqlx::query("DELETE FROM gate_events WHERE at <= ?").bind(now - 3600).execute(db).await?;
-    sqlx::query_scalar(
-        "INSERT INTO gate_events (subject, kind, method, at) SELECT ?, 'failure', ?, ? \
-         WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = 'failure' AND at > ?) < ? \
-         AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = ? AND until > ?) RETURNING id",
+/// Why no failure could be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// The account's allowance (or it is blocked).
+    Subject,
+    /// The client address's allowance, whatever the account.
+    Address,
+}
+
+/// Takes one failed verification of `subject`'s and of `client`'s hourly allowances in one
+/// statement (race-free: parallel guesses cannot each find them unspent), before an answer is
+/// checked; its id, to give back if the answer was right.
+pub async fn reserve_failure(
+    db: &Db,
+    subject: &str,
+    client: &str,
+    method: &str,
+    now: i64,
+    (per_subject, per_client): (u32, u32),
+) -> sqlx::Result<Result<i64, Spent>> {
+    sqlx::query("DELETE FROM gate_events WHERE at <= $1").bind(now - 3600).execute(db).await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO gate_events (subject, kind, method, at, client) SELECT $1, 'failure', $2, $3, $4 \
+         WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
+         AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
+         AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $3) RETURNING id",
     )
     .bind(subject)
     .bind(method)
     .bind(now)
-    .bind(subject)
+    .bind(client)
     .bind(now - 3600)
-    .bind(limit)
-    .bind(subject)
-    .bind(now)
+    .bind(per_subject)
+    .bind(per_client)
     .fetch_optional(db)
-    .await
+    .await?;
+    if let Some(id) = id {
+        return Ok(Ok(id));
+    }
+    let from_client: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM gate_events WHERE client = $1 AND kind = 'failure' AND at > $2")
+            .bind(client)
+            .bind(now - 3600)
+            .fetch_one(db)
+            .await?;
+    Ok(Err(if from_client >= i64::from(per_client) { Spent::Address } else { Spent::Subject }))
+}
+
+/// Failed verifications in the last hour, from everywhere.
+pub async fn failures_last_hour(db: &Db, now: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1")
+        .bind(now - 3600)
+        .fetch_one(db)
+        .await
+}
+
+/// True for the one caller that may send an alert of `kind` now (none was sent in `every`
+/// seconds, on any instance).
+pub async fn claim_alert(db: &Db, kind: &str, now: i64, every: i64) -> sqlx::Result<bool> {
+    let claimed: Option<String> = sqlx::query_scalar(
+        "INSERT INTO alerts_sent (kind, at) VALUES ($1, $2) \
+         ON CONFLICT (kind) DO UPDATE SET at = excluded.at WHERE alerts_sent.at <= $3 RETURNING kind",
+    )
+    .bind(kind)
+    .bind(now)
+    .bind(now - every)
+    .fetch_optional(db)
+    .await?;
+    Ok(claimed.is_some())
 }
 
 pub async fn release_event(db: &Db, id: i64) -> sqlx::Result<()> {

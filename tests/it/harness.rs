@@ -68,6 +68,9 @@ pub struct Options {
     pub per_account_per_hour: u32,
     /// Security questions enabled (they count only as a second method: set `gates_required: 2`).
     pub questions: bool,
+    /// Failed verifications per address and hour, and everywhere before the portal is under attack.
+    pub failures_per_address_per_hour: u32,
+    pub global_failures_per_hour: u32,
 }
 
 impl Default for Options {
@@ -82,6 +85,8 @@ impl Default for Options {
             reconfirm_days: 0,
             per_account_per_hour: 20,
             questions: false,
+            failures_per_address_per_hour: 10_000,
+            global_failures_per_hour: 10_000,
         }
     }
 }
@@ -179,6 +184,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.anti_automation.no_script_delay_ms = 50;
     cfg.anti_automation.per_address_per_minute = opts.per_address_per_minute;
     cfg.anti_automation.per_account_per_hour = opts.per_account_per_hour;
+    cfg.anti_automation.failures_per_address_per_hour = opts.failures_per_address_per_hour;
+    cfg.anti_automation.global_failures_per_hour = opts.global_failures_per_hour;
     if opts.trusted_proxy {
         cfg.server.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     }
@@ -291,6 +298,16 @@ impl TestApp {
 
     /// Starts the agent process and waits until the portal sees it alive and has its people.
     pub async fn start_agent(&mut self) {
+        // A process stopped just before may still have its connection open: "alive" below must
+        // be the new process's, so wait until the old one's is gone.
+        if let Ok(state) = passback::agent::state::AgentState::load(&self.agent_cfg.state_file) {
+            for _ in 0..200 {
+                if !self.hub.connected_agents().contains(&state.agent_id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.agent_log_file()).unwrap();
         let child =
             self.agent_command(&[]).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();

@@ -761,3 +761,75 @@ async fn looking_at_a_form_writes_no_session_and_its_token_works_only_with_its_o
     }
     assert!(refused, "the address limit applies to the gate page");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_spread_over_many_accounts_from_one_address_stops_at_the_addresss_budget() {
+    let app = spawn_app_with(Options { failures_per_address_per_hour: 3, ..Default::default() }).await;
+    let wrong = |login: &'static str, times: usize| {
+        let app = &app;
+        async move {
+            app.identify(login).await;
+            let mut statuses = Vec::new();
+            for _ in 0..times {
+                let (_, csrf) = app.page("/reset/verify").await;
+                statuses.push(app.post("/reset/verify", &[("csrf", &csrf), ("code", "00000000")]).await.status());
+            }
+            statuses
+        }
+    };
+    assert!(wrong("alice", 2).await.iter().all(|s| s.is_success()), "wrong, and told so");
+    let bob = wrong("bob", 2).await;
+    assert!(bob[0].is_success(), "{bob:?}");
+    assert_eq!(bob[1], reqwest::StatusCode::TOO_MANY_REQUESTS, "the address's third failure was its last");
+    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM self_service_blocks").fetch_one(&app.db).await.unwrap();
+    assert_eq!(blocks, 0, "no account was blocked by someone else's guessing");
+    // The failures are counted under the client's address.
+    let client: String =
+        sqlx::query_scalar("SELECT DISTINCT client FROM gate_events").fetch_one(&app.db).await.unwrap();
+    assert_eq!(client, "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_attack_level_the_proof_of_work_costs_more_and_administrators_hear_of_it() {
+    let app = spawn_app_with(Options { global_failures_per_hour: 3, ..Default::default() }).await;
+    let admin = crate::helpdesk::add_staff(
+        &app,
+        "watch",
+        passback::store::staff::Role::Administrator,
+        passback::store::users::Scope::default(),
+        false,
+    )
+    .await;
+    let bits = |page: &str| page.split("data-pow=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_string);
+    let before = bits(&app.page("/reset").await.0).expect("a proof of work");
+    for login in ["alice", "bob", "carol"] {
+        app.identify(login).await;
+        let (_, csrf) = app.page("/reset/verify").await;
+        app.post("/reset/verify", &[("csrf", &csrf), ("code", "00000000")]).await;
+    }
+    let after = bits(&app.page("/reset").await.0).unwrap();
+    assert_eq!(after.parse::<u32>().unwrap(), before.parse::<u32>().unwrap() + 4, "harder while under attack");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .bearer_auth(crate::harness::METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("passback_under_attack 1") && metrics.contains("passback_gate_failures_last_hour 3"));
+    let mails = app.wait_for_mails("passback: many failed verifications", 1).await;
+    assert_eq!(mails[0].to, vec!["watch@staff.example.org".to_string()]);
+    let c = crate::helpdesk::client(&app);
+    crate::helpdesk::staff_signin(&app, &c, &admin, 0).await;
+    let health = c.get(format!("{}/admin/health", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(health.contains("Under attack: 3 failed verifications"), "{health}");
+    // One more failure sends no second mail within the hour.
+    app.identify("dave").await;
+    let (_, csrf) = app.page("/reset/verify").await;
+    app.post("/reset/verify", &[("csrf", &csrf), ("code", "00000000")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.mailbox.all().iter().filter(|m| m.subject() == "passback: many failed verifications").count(), 1);
+}

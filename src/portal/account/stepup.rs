@@ -90,7 +90,7 @@ async fn open(
     client: std::net::SocketAddr,
 ) -> Result<(), PortalError> {
     let support = SupportCode::new();
-    let (current, raw) = gates::start(st, Some(&who.target), offer, &support).await?;
+    let (current, raw) = gates::start(st, client.ip(), Some(&who.target), offer, &support).await?;
     let attempt = Attempt { st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
     attempt.audit(&format!("security.step_up.gate.{}", offer.method.as_str()), &Outcome::Success, raw).await?;
     step.current = Some(current);
@@ -170,13 +170,14 @@ pub async fn verify(
     let response = f.response(&current);
     let method = current.offer.method;
     let operation = format!("security.step_up.{}", method.as_str());
-    let raw = match gates::answer(&st, &subject, Some(&who.target), &current, &response).await? {
+    let raw = match gates::answer(&st, &subject, client.ip(), Some(&who.target), &current, &response).await? {
         gates::Answered::Blocked => {
             let why = "blocked after too many failures";
             attempt.audit("security.step_up", &Outcome::VerificationFailed, why).await?;
             session.remove::<StepUp>(STEP_UP).await?;
             return Ok(support.tag(blocked(&st, &support)));
         }
+        gates::Answered::TooManyFromHere => return Ok(crate::portal::guard::too_many()),
         gates::Answered::Right(raw) => raw,
         gates::Answered::Wrong { raw, blocked_now } => {
             attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;

@@ -197,6 +197,7 @@ fn made_up_mask(population: &super::Population, login: &LoginName) -> String {
 /// the offer leads anywhere (a made-up address gets a code that is stored nowhere).
 pub(crate) async fn start(
     st: &AppState,
+    client: std::net::IpAddr,
     target: Option<&Target>,
     offer: &Offer,
     support: &SupportCode,
@@ -224,7 +225,7 @@ pub(crate) async fn start(
                 // The same questions as before, and the asking counts as a failed answer: nobody
                 // can draw (or open) the gate again and again for free.
                 let subject = t.person().subject();
-                if let Some(reservation) = reserve_failure(st, &subject, GateMethod::Questions).await? {
+                if let Ok(reservation) = reserve_failure(st, &subject, client, GateMethod::Questions).await? {
                     settle_failure(st, &subject, reservation, false).await?;
                 }
                 "security questions asked again before an answer (counted as a failure)"
@@ -394,6 +395,8 @@ async fn check(
 pub(crate) enum Answered {
     /// Not even looked at: the person is blocked (or just reached the limit).
     Blocked,
+    /// Not even looked at: too many failures from this client address, whatever the accounts.
+    TooManyFromHere,
     Right(&'static str),
     /// Wrong; `blocked_now` when this failure completed a block.
     Wrong {
@@ -407,27 +410,49 @@ pub(crate) enum Answered {
 pub(crate) async fn answer(
     st: &AppState,
     subject: &str,
+    client: std::net::IpAddr,
     target: Option<&Target>,
     current: &Current,
     response: &Response,
 ) -> Result<Answered, PortalError> {
-    let Some(reservation) = reserve_failure(st, subject, current.offer.method).await? else {
-        return Ok(Answered::Blocked);
+    let reservation = match reserve_failure(st, subject, client, current.offer.method).await? {
+        Ok(r) => r,
+        Err(security::Spent::Subject) => return Ok(Answered::Blocked),
+        Err(security::Spent::Address) => return Ok(Answered::TooManyFromHere),
     };
     let (right, raw) = check(st, target, current, response).await?;
     let blocked_now = settle_failure(st, subject, reservation, right).await?;
+    if !right {
+        // The portal-wide count is looked at with every failure too, not only every half minute.
+        if let Err(e) = super::guard::check_failures(st).await {
+            tracing::warn!(error = %format!("{e:#}"), "counting failed verifications failed");
+        }
+    }
     Ok(if right { Answered::Right(raw) } else { Answered::Wrong { raw, blocked_now } })
 }
 
-/// Takes one failed verification of `subject`'s hourly allowance before an answer is checked:
-/// `None` when none is left (the person is, or is now, blocked). Race-free: parallel guesses
-/// cannot each find the allowance unspent.
-async fn reserve_failure(st: &AppState, subject: &str, method: GateMethod) -> Result<Option<i64>, PortalError> {
+/// Takes one failed verification of `subject`'s and of `client`'s hourly allowances before an
+/// answer is checked; which ran out when none is left (a person whose allowance ran out is, or
+/// is now, blocked). Race-free: parallel guesses cannot each find the allowances unspent.
+async fn reserve_failure(
+    st: &AppState,
+    subject: &str,
+    client: std::net::IpAddr,
+    method: GateMethod,
+) -> Result<Result<i64, security::Spent>, PortalError> {
     let (now, g) = (st.clock.now(), &st.cfg.gates);
-    let reserved = security::reserve_failure(&st.db, subject, method.as_str(), now, g.failures_per_hour).await?;
-    if reserved.is_none() {
-        let until = now + i64::from(g.block_hours) * 3600;
-        security::block_if_reached(&st.db, subject, "failure", now, g.failures_per_hour, until).await?;
+    let limits = (g.failures_per_hour, st.cfg.anti_automation.failures_per_address_per_hour);
+    let address = super::guard::address_key_text(client);
+    let reserved = security::reserve_failure(&st.db, subject, &address, method.as_str(), now, limits).await?;
+    match reserved {
+        Err(security::Spent::Subject) => {
+            let until = now + i64::from(g.block_hours) * 3600;
+            security::block_if_reached(&st.db, subject, "failure", now, g.failures_per_hour, until).await?;
+        }
+        Err(security::Spent::Address) => {
+            tracing::warn!(client = %address, "failed verifications from this address reached the hourly limit");
+        }
+        Ok(_) => {}
     }
     Ok(reserved)
 }

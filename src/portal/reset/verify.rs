@@ -79,7 +79,7 @@ async fn open_gate(
     offer: &gates::Offer,
 ) -> Result<(), PortalError> {
     let support = SupportCode::new();
-    let (current, raw) = gates::start(st, flow.target.as_ref(), offer, &support).await?;
+    let (current, raw) = gates::start(st, client.ip(), flow.target.as_ref(), offer, &support).await?;
     flow.attempt(st, client, &support)
         .audit(&format!("reset.gate.{}", offer.method.as_str()), &Outcome::Success, raw)
         .await?;
@@ -163,8 +163,9 @@ pub async fn verify(
     let too_many = format!("blocked for {hours} h after too many failures");
     let support = SupportCode::new();
     let operation = format!("reset.verify.{}", method.as_str());
-    let raw = match gates::answer(&st, &flow.subject, flow.target.as_ref(), &current, &response).await? {
+    let raw = match gates::answer(&st, &flow.subject, client.ip(), flow.target.as_ref(), &current, &response).await? {
         gates::Answered::Blocked => return blocked_page(&st, &session, &flow, client, &too_many).await,
+        gates::Answered::TooManyFromHere => return Ok(crate::portal::guard::too_many()),
         gates::Answered::Right(raw) => raw,
         gates::Answered::Wrong { raw, blocked_now } => {
             flow.attempt(&st, client, &support).audit(&operation, &Outcome::VerificationFailed, raw).await?;

@@ -27,6 +27,12 @@ pub struct Health {
     pub agents: Vec<AgentView>,
     /// Full syncs held because they would have removed too many people.
     pub sync_holds: Vec<store::users::SyncHold>,
+    /// Failed verifications in the last hour, everywhere; the level past which the portal is
+    /// under attack; and the proof of work asked now.
+    pub failures_last_hour: i64,
+    pub attack_level: u32,
+    pub under_attack: bool,
+    pub pow_bits: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +160,10 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         directories,
         agents,
         sync_holds: store::users::sync_holds(&st.db).await?,
+        failures_last_hour: st.guard.failures_last_hour(),
+        attack_level: st.cfg.anti_automation.global_failures_per_hour,
+        under_attack: st.guard.under_attack(),
+        pow_bits: st.guard.required_bits(),
     })
 }
 
