@@ -35,8 +35,10 @@ const USER_ATTRS: [&str; 12] = [
     "objectSid",
     "memberOf",
 ];
-const DOMAIN_POLICY_ATTRS: [&str; 4] = ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge"];
-const PSO_ATTRS: [&str; 4] = [
+const DOMAIN_POLICY_ATTRS: [&str; 5] =
+    ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "lockoutThreshold"];
+const PSO_ATTRS: [&str; 5] = [
+    "msDS-LockoutThreshold",
     "msDS-MinimumPasswordLength",
     "msDS-PasswordComplexityEnabled",
     "msDS-PasswordHistoryLength",
@@ -770,6 +772,7 @@ fn domain_policy(e: &SearchEntry) -> PolicyFacts {
         history: number(e, "pwdHistoryLength"),
         min_age_secs: interval_secs(e, "minPwdAge"),
         complexity: number::<u32>(e, "pwdProperties").map(|p| p & DOMAIN_PASSWORD_COMPLEX != 0),
+        lockout_threshold: number(e, "lockoutThreshold"),
     }
 }
 
@@ -779,6 +782,7 @@ fn pso_policy(e: &SearchEntry) -> PolicyFacts {
         history: number(e, "msDS-PasswordHistoryLength"),
         min_age_secs: interval_secs(e, "msDS-MinimumPasswordAge"),
         complexity: first(e, "msDS-PasswordComplexityEnabled").map(|v| v.eq_ignore_ascii_case("TRUE")),
+        lockout_threshold: number(e, "msDS-LockoutThreshold"),
     }
 }
 
@@ -898,7 +902,13 @@ mod tests {
         let e = SearchEntry { dn: "DC=corp,DC=test".into(), attrs, bin_attrs: Default::default() };
         assert_eq!(
             domain_policy(&e),
-            PolicyFacts { min_length: Some(7), history: Some(24), min_age_secs: Some(86_400), complexity: Some(true) }
+            PolicyFacts {
+                min_length: Some(7),
+                history: Some(24),
+                min_age_secs: Some(86_400),
+                complexity: Some(true),
+                lockout_threshold: None
+            }
         );
     }
 }

@@ -19,7 +19,8 @@ use std::sync::Arc;
 const PERMANENT_LOCK: &str = "000001010000Z";
 /// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
 pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
-const POLICY_ATTRS: [&str; 5] = ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule"];
+const POLICY_ATTRS: [&str; 7] =
+    ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule", "pwdLockout", "pwdMaxFailure"];
 const SYNC_ATTRS: [&str; 9] = [
     "entryUUID",
     "uid",
@@ -351,6 +352,13 @@ fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
         history: number(entry, "pwdInHistory"),
         min_age_secs: number(entry, "pwdMinAge"),
         complexity: quality.map(|q| q > 0 && checker),
+        // ppolicy locks only with pwdLockout TRUE; pwdMaxFailure alone just counts.
+        // Absent: unknown (not readable), rather than "never locks".
+        lockout_threshold: match first(entry, "pwdLockout") {
+            Some("TRUE") => Some(number(entry, "pwdMaxFailure").unwrap_or(0)),
+            Some(_) => Some(0),
+            None => None,
+        },
     }
 }
 
@@ -417,11 +425,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lockout_threshold_counts_only_where_ppolicy_locks() {
+        let locking = entry(&[("pwdLockout", "TRUE"), ("pwdMaxFailure", "5")]);
+        assert_eq!(policy_facts(&locking).lockout_threshold, Some(5));
+        let counting = entry(&[("pwdLockout", "FALSE"), ("pwdMaxFailure", "5")]);
+        assert_eq!(policy_facts(&counting).lockout_threshold, Some(0), "failures counted, never locked");
+    }
+
+    #[test]
     fn policy_numbers_are_read_and_quality_without_a_checker_is_no_complexity_rule() {
         let e = entry(&[("pwdMinLength", "8"), ("pwdInHistory", "3"), ("pwdMinAge", "3600"), ("pwdCheckQuality", "2")]);
         assert_eq!(
             policy_facts(&e),
-            PolicyFacts { min_length: Some(8), history: Some(3), min_age_secs: Some(3600), complexity: Some(false) }
+            PolicyFacts {
+                min_length: Some(8),
+                history: Some(3),
+                min_age_secs: Some(3600),
+                complexity: Some(false),
+                lockout_threshold: None
+            }
         );
         let with_checker = entry(&[("pwdCheckQuality", "2"), ("pwdCheckModule", "check_password.so")]);
         assert_eq!(policy_facts(&with_checker).complexity, Some(true));

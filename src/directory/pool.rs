@@ -65,6 +65,10 @@ pub(crate) struct Pool {
     bind_password: SecretString,
     timeout: Duration,
     idle: Mutex<Vec<Ldap>>,
+    /// Connections used only to check people's passwords (each left bound as the last person
+    /// checked, or anonymous after a refusal): reused for the next check, never lent to anything
+    /// else, so many sign-ins do not each cost the directory a new TLS connection.
+    person_idle: Mutex<Vec<Ldap>>,
     permits: Semaphore,
     size: usize,
 }
@@ -95,6 +99,7 @@ impl Pool {
             bind_password,
             timeout,
             idle: Mutex::new(Vec::new()),
+            person_idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size),
             size,
         })
@@ -249,10 +254,10 @@ impl Pool {
         }
     }
 
-    /// Binds as `dn` with a person's password on a connection of its own (never one of the
-    /// pool's), with `controls`, and returns the directory's answer. Only for checking that the
-    /// password is right: the connection is closed at once. An empty password is refused here,
-    /// since a simple bind without one would be an anonymous bind, which "succeeds".
+    /// Binds as `dn` with a person's password on a connection kept for such checks only (never
+    /// one of the service account's), with `controls`, and returns the directory's answer. Only
+    /// for checking that the password is right. An empty password is refused here, since a
+    /// simple bind without one would be an anonymous bind, which "succeeds".
     pub(crate) async fn bind_as(
         &self,
         dn: &str,
@@ -268,15 +273,50 @@ impl Pool {
                 ctrls: Vec::new(),
             });
         }
-        let mut ldap = self.open().await?;
-        let result = ldap
-            .with_timeout(self.timeout)
-            .with_controls(controls)
-            .simple_bind(dn, password.expose_secret())
+        let _permit = tokio::time::timeout(self.timeout, self.permits.acquire())
             .await
-            .map_err(|e| Failure::Unreachable(format!("binding as the person at {}: {e}", self.url)));
-        let _ = ldap.unbind().await;
-        result
+            .map_err(|_| Failure::Unreachable(format!("no free connection to {} in time", self.url)))?;
+        let reused = self.person_idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let bind = |mut ldap: Ldap| {
+            let controls = controls.clone();
+            async move {
+                let r = ldap
+                    .with_timeout(self.timeout)
+                    .with_controls(controls)
+                    .simple_bind(dn, password.expose_secret())
+                    .await;
+                (ldap, r)
+            }
+        };
+        let (mut ldap, result) = match reused {
+            Some(ldap) => match bind(ldap).await {
+                (ldap, Ok(r)) => (ldap, Ok(r)),
+                // A kept connection the directory closed meanwhile: once more on a new one.
+                (_, Err(_)) => bind(self.open().await?).await,
+            },
+            None => bind(self.open().await?).await,
+        };
+        match result {
+            Ok(r) => {
+                let surplus = {
+                    let mut idle = self.person_idle.lock().unwrap_or_else(|e| e.into_inner());
+                    if idle.len() < self.size {
+                        idle.push(ldap);
+                        None
+                    } else {
+                        Some(ldap)
+                    }
+                };
+                if let Some(mut ldap) = surplus {
+                    let _ = ldap.unbind().await;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = ldap.unbind().await;
+                Err(Failure::Unreachable(format!("binding as the person at {}: {e}", self.url)))
+            }
+        }
     }
 
     /// Opens an encrypted connection and binds it as the service account.

@@ -160,7 +160,13 @@ async fn the_default_policy_is_read_with_its_real_numbers() {
 
     assert_eq!(
         policy,
-        PolicyFacts { min_length: Some(8), history: Some(3), min_age_secs: Some(0), complexity: Some(false) }
+        PolicyFacts {
+            min_length: Some(8),
+            history: Some(3),
+            min_age_secs: Some(0),
+            complexity: Some(false),
+            lockout_threshold: Some(5)
+        }
     );
 }
 

@@ -11,6 +11,9 @@ pub struct PolicyFacts {
     pub history: Option<u32>,
     pub min_age_secs: Option<u64>,
     pub complexity: Option<bool>,
+    /// Wrong passwords after which the directory locks the account (0 or absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_threshold: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

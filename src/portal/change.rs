@@ -139,7 +139,7 @@ async fn change_inner(
         Some(t) => store::attempts::subject(&t.directory, &t.anchor),
         None => found.audit_name.clone(),
     };
-    let limits = (st.cfg.reset.change_attempts_per_hour, st.cfg.reset.change_attempts_per_day);
+    let limits = people::wrong_password_limits(&st, found.target.as_ref()).await?;
     let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
         let o = Outcome::VerificationFailed;
         attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour or day").await?;

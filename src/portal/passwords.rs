@@ -53,6 +53,7 @@ pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
         history: None,
         min_age_secs: None,
         complexity: Some(policy.complexity),
+        lockout_threshold: None,
     }
 }
 

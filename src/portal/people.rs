@@ -226,3 +226,23 @@ pub(crate) fn notify_all(st: &AppState, addresses: Vec<EmailAddress>, now: i64, 
         });
     }
 }
+
+/// How many wrong passwords `/signin` and `/change` try against `target`'s directory per hour and
+/// per day: as configured, but always below the directory's own lockout threshold (as the agent
+/// last read it), so that nobody typing someone's name can lock them out of their account.
+pub(crate) async fn wrong_password_limits(st: &AppState, target: Option<&Target>) -> Result<(u32, u32), PortalError> {
+    let configured = (st.cfg.reset.change_attempts_per_hour, st.cfg.reset.change_attempts_per_day);
+    let Some(t) = target.filter(|t| !t.directory.is_empty()) else { return Ok(configured) };
+    let threshold = crate::store::users::policy(&st.db, &t.directory)
+        .await?
+        .and_then(|json| serde_json::from_str::<crate::domain::PolicyFacts>(&json).ok())
+        .and_then(|p| p.lockout_threshold)
+        .filter(|n| *n > 0);
+    Ok(match threshold {
+        Some(n) => {
+            let below = n.saturating_sub(1).max(1);
+            (configured.0.min(below), configured.1.min(below))
+        }
+        None => configured,
+    })
+}

@@ -45,7 +45,8 @@ async fn a_change_soon_after_the_last_one_is_refused_as_too_recent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_form_cannot_be_used_to_guess_a_password() {
     let app = spawn_app().await;
-    for i in 0..5 {
+    // The directory locks an account after 5 wrong passwords: the portal tries 4 at most.
+    for i in 0..4 {
         let page = app.change_password("alice", &format!("Guess-Number-{i}"), "Changed-Pass-2026").await;
         assert!(page.contains("PB-3005"), "{page}");
     }
@@ -58,9 +59,14 @@ async fn the_change_form_cannot_be_used_to_guess_a_password() {
     // A name that matches nobody is answered like a wrong password.
     let nobody = app.change_password("nobody-here", "Whatever-123", "Changed-Pass-2026").await;
     assert!(nobody.contains("PB-3005"), "{nobody}");
+    // The directory's failures may never age out (OpenLDAP's pwdFailureCountInterval 0), so the
+    // day's allowance is held below the threshold too.
     app.clock.advance(3601);
+    let hour = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
+    assert!(hour.contains("PB-4001"), "{hour}");
+    app.clock.advance(86_400);
     let later = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
-    assert!(later.contains("Your password has been changed"), "after an hour it works: {later}");
+    assert!(later.contains("Your password has been changed"), "after a day it works: {later}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,4 +82,52 @@ async fn a_cloud_only_account_changes_its_password_against_the_portal_hash() {
     assert!(wrong.contains("PB-3005"), "{wrong}");
     let ok = app.change_password("casey", "Cloud-Pass-2026", "Cloud-Pass-2027").await;
     assert!(ok.contains("Your password has been changed"), "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_someones_name_at_sign_in_never_locks_them_out_of_the_directory() {
+    let app = spawn_app().await;
+    // The agent reported the directory's lockout threshold with its policy.
+    let policy: String =
+        sqlx::query_scalar("SELECT policy_json FROM directory_policies").fetch_one(&app.db).await.unwrap();
+    assert!(policy.contains("\"lockout_threshold\":5"), "{policy}");
+    let sign_in = |password: String| {
+        let app = &app;
+        async move {
+            let (_, csrf) = app.page("/signin").await;
+            let fields = [("csrf", csrf.as_str()), ("login", "bob"), ("password", password.as_str())];
+            app.post("/signin", &fields).await.text().await.unwrap()
+        }
+    };
+    for i in 0..6 {
+        sign_in(format!("Wrong-Guess-{i}")).await;
+    }
+    let wrong_binds: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE operation = 'signin' AND outcome_code = 'PB-3005'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(wrong_binds, 4, "four wrong passwords were tried against the directory, no more");
+    assert!(app.bind_works("bob", INITIAL_USER_PASSWORD).await, "bob is not locked out of the directory");
+    // The agent checks passwords on connections it keeps for that: after refusals and after
+    // someone else's sign-in, each still answers for the person asked about.
+    for (login, password, signed_in) in [
+        ("carol", INITIAL_USER_PASSWORD, true),
+        ("dave", "Not-Daves-Password-1", false),
+        ("carol", "Not-Carols-1", false),
+    ] {
+        let c = app.new_client();
+        let form = c.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
+        let csrf = crate::harness::hidden(&form, "csrf").unwrap();
+        let page = c
+            .post(format!("{}/signin", app.url))
+            .form(&[("csrf", csrf.as_str()), ("login", login), ("password", password)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(page.contains("Security info"), signed_in, "{login}: {page}");
+    }
 }

@@ -515,7 +515,12 @@ async fn the_doctor_checks_the_portals_certificate_the_agents_credentials_and_th
     let out = app.agent_command(&["doctor"]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(table.contains("right: write userPassword") && table.contains("0 failed"), "{table}");
+    assert!(
+        table.contains("right: write userPassword")
+            && table.contains("0 failed")
+            && table.contains("locks an account after 5 wrong passwords"),
+        "{table}"
+    );
     let elsewhere = app.dir.join("untrusting");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let config = passback::demo::write_agent_files(&elsewhere, &untrusting).unwrap();

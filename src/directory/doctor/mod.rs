@@ -126,11 +126,38 @@ pub async fn check_directory(cfg: &DirectoryConfig) -> Vec<Check> {
         return out.into_vec();
     }
     let Some(people) = scope(&dir, &mut out).await else { return out.into_vec() };
+    lockout(&dir, &mut out).await;
     match &dir.backend {
         Backend::Ad(d) => ad::checks(d, cfg, &people, &mut out).await,
         Backend::OpenLdap(d) => openldap::checks(d, cfg, &people, &mut out).await,
     }
     out.into_vec()
+}
+
+/// The directory's lockout threshold, and what the portal makes of it: `/signin` and `/change`
+/// try at most one wrong password fewer per person and day, so nobody typing a name can lock its
+/// owner out. A threshold of 1 or 2 leaves people almost no room to mistype.
+async fn lockout(dir: &Directory, out: &mut Checks) {
+    match dir.policy().await.map(|p| p.lockout_threshold) {
+        None => out.warn(
+            "lockout threshold",
+            "the default password policy could not be read, so the portal cannot keep its sign-in              attempts below the directory's lockout threshold",
+            "give the service account read access to the policy (OpenLDAP: policy_dn; AD: the domain object)",
+        ),
+        Some(None | Some(0)) => out.info("lockout threshold", "the directory never locks accounts out"),
+        Some(Some(n)) if n <= 2 => out.warn(
+            "lockout threshold",
+            format!("the directory locks an account after {n} wrong passwords: the portal tries 1 a day"),
+            "a threshold of at least 5 lets people mistype without being refused at sign-in",
+        ),
+        Some(Some(n)) => out.pass(
+            "lockout threshold",
+            format!(
+                "the directory locks an account after {n} wrong passwords: /signin and /change try at most {} a day",
+                n - 1
+            ),
+        ),
+    }
 }
 
 /// Reachable, TLS verified, service account bound: one row each.

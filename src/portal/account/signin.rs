@@ -119,7 +119,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),
     };
-    let limits = (st.cfg.reset.change_attempts_per_hour, st.cfg.reset.change_attempts_per_day);
+    let limits = people::wrong_password_limits(st, found.target.as_ref()).await?;
     let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
         let o = Outcome::VerificationFailed;
         attempt.audit("signin.limit", &o, "too many wrong passwords in the last hour or day").await?;
