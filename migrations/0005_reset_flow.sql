@@ -29,3 +29,7 @@ CREATE TABLE alerts_sent (
     kind  TEXT PRIMARY KEY,
     at    INTEGER NOT NULL
 );
+
+-- When the directory last saw each person's password set: a change made elsewhere outdates the
+-- portal's copy of a hash-synced password, which is then dropped.
+ALTER TABLE directory_users ADD COLUMN password_changed_at INTEGER;

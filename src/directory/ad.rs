@@ -21,8 +21,9 @@ use tokio::sync::OnceCell;
 pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
 /// The deprecated form of the same control, understood by older DCs.
 pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
-const USER_ATTRS: [&str; 12] = [
+const USER_ATTRS: [&str; 13] = [
     "objectGUID",
+    "pwdLastSet",
     "sAMAccountName",
     "userPrincipalName",
     "mail",
@@ -692,6 +693,12 @@ fn is_protected_group(sid: &str, domain_sid: &str) -> bool {
 }
 
 /// How long ago an NT FILETIME (100 ns since 1601) was; `None` for 0 ("must change") or nonsense.
+/// An NT FILETIME (100 ns since 1601) as Unix seconds; `None` for 0 (never, or must change).
+fn filetime_unix(filetime: i64) -> Option<i64> {
+    const UNIX_EPOCH_AS_FILETIME: i64 = 116_444_736_000_000_000;
+    (filetime > 0).then(|| filetime.saturating_sub(UNIX_EPOCH_AS_FILETIME) / 10_000_000)
+}
+
 fn filetime_age_secs(filetime: i64) -> Option<u64> {
     const UNIX_EPOCH_AS_FILETIME: i64 = 116_444_736_000_000_000;
     let set = (filetime.checked_sub(UNIX_EPOCH_AS_FILETIME)? / 10_000_000).max(0);
@@ -829,6 +836,7 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         locked: computed & UF_LOCKOUT != 0,
         protected: first(entry, "adminCount") == Some("1") || protected_rid(entry),
         groups: all(entry, "memberOf"),
+        password_changed_at: number::<i64>(entry, "pwdLastSet").and_then(filetime_unix),
         username,
     })
 }

@@ -21,8 +21,9 @@ const PERMANENT_LOCK: &str = "000001010000Z";
 pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
 const POLICY_ATTRS: [&str; 7] =
     ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule", "pwdLockout", "pwdMaxFailure"];
-const SYNC_ATTRS: [&str; 9] = [
+const SYNC_ATTRS: [&str; 10] = [
     "entryUUID",
+    "pwdChangedTime",
     "uid",
     "mail",
     "mobile",
@@ -378,8 +379,16 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         protected: false,
         locked: locked_time.is_some(),
         groups: entry.attrs.get("memberOf").cloned().unwrap_or_default(),
+        password_changed_at: first(entry, "pwdChangedTime").and_then(generalized_time_unix),
         username,
     })
+}
+
+/// An LDAP GeneralizedTime (`20261204203000Z`, fractions allowed) as Unix seconds.
+fn generalized_time_unix(s: &str) -> Option<i64> {
+    let digits = s.get(..14)?;
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second]");
+    Some(time::PrimitiveDateTime::parse(digits, format).ok()?.assume_utc().unix_timestamp())
 }
 
 #[cfg(test)]
@@ -393,6 +402,13 @@ mod tests {
             map.entry(k.to_string()).or_default().push(v.to_string());
         }
         SearchEntry { dn: "uid=x,ou=people,dc=example,dc=org".into(), attrs: map, bin_attrs: HashMap::new() }
+    }
+
+    #[test]
+    fn the_time_a_password_was_set_reads_as_unix_seconds() {
+        assert_eq!(generalized_time_unix("20261204203000Z"), Some(1_796_416_200));
+        assert_eq!(generalized_time_unix("20261204203000.123Z"), Some(1_796_416_200));
+        assert_eq!(generalized_time_unix("garbage"), None);
     }
 
     #[test]

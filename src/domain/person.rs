@@ -26,6 +26,10 @@ pub struct SyncedUser {
     /// The groups the person is a direct member of (`memberOf`), for helpdesk scopes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// When the directory last saw the password set (AD `pwdLastSet`, OpenLDAP `pwdChangedTime`),
+    /// Unix seconds: a change made elsewhere outdates the portal's copy of a hash-synced password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_changed_at: Option<i64>,
 }
 
 /// Where a directory's last sync got to, so that the next one asks only for what changed since.

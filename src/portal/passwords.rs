@@ -231,6 +231,26 @@ pub(crate) async fn check_current(
     };
     if let Some(hash) = stored {
         let right = verify(password, hash).await;
+        if right && target.kind == UserKind::HashSynced {
+            // The portal's hash says nothing of the account's state: the directory's (as synced)
+            // is honoured, as a bind would.
+            if let Some(row) = store::users::get(&st.db, &target.directory, &target.anchor).await? {
+                if !row.enabled {
+                    return Ok(local(
+                        Outcome::AccountDisabled,
+                        "password matched the portal's hash; the directory has the account disabled",
+                        None,
+                    ));
+                }
+                if row.locked {
+                    return Ok(local(
+                        Outcome::AccountLocked,
+                        "password matched the portal's hash; the directory has the account locked",
+                        None,
+                    ));
+                }
+            }
+        }
         let must_change =
             right && target.kind == UserKind::CloudOnly && store::cloud::must_change(&st.db, &target.anchor).await?;
         return Ok(if must_change {

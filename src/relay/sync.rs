@@ -17,6 +17,9 @@ pub async fn store(state: &RelayState, agent_id: &str, chunk: SyncChunk) -> anyh
         tracing::info!(agent = %agent_id, directory = dir, anchor = %change.anchor, "a person's addresses changed in the directory; telling the old ones");
         tell_old_addresses(state, &change.before, now);
     }
+    for anchor in store::users::drop_outdated_hashes(&state.db, dir).await? {
+        tracing::info!(directory = dir, %anchor, "the password was changed in the directory: the portal's copy is dropped");
+    }
     if let Some(policy) = &chunk.policy {
         store::users::save_policy(&state.db, dir, &serde_json::to_string(policy)?, now).await?;
     }

@@ -99,13 +99,14 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         }
         sqlx::query(
             "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
-             display_name, enabled, locked, protected, synced_at, groups) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             display_name, enabled, locked, protected, synced_at, groups, password_changed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (directory, anchor) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
              email = excluded.email, email_lc = excluded.email_lc, other_emails = excluded.other_emails, \
              mobile = excluded.mobile, display_name = excluded.display_name, \
              enabled = excluded.enabled, locked = excluded.locked, protected = excluded.protected, \
-             synced_at = excluded.synced_at, groups = excluded.groups",
+             synced_at = excluded.synced_at, groups = excluded.groups, \
+             password_changed_at = excluded.password_changed_at",
         )
         .bind(directory)
         .bind(u.anchor.as_str())
@@ -124,11 +125,31 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
             serde_json::to_string(&u.groups.iter().map(|g| normalise_dn(g)).collect::<Vec<_>>())
                 .unwrap_or_else(|_| "[]".into()),
         )
+        .bind(u.password_changed_at)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     Ok(changes)
+}
+
+/// How far the directory's clock may be from the portal's: a directory change within this of
+/// the portal's own writeback is taken for that writeback.
+pub const PASSWORD_CLOCK_SKEW_SECS: i64 = 300;
+
+/// Drops the portal's copy of a hash-synced password the directory has seen changed since it
+/// was stored (a change made directly in the directory): the next sign-in asks the directory.
+/// Returns the people whose copy went.
+pub async fn drop_outdated_hashes(db: &Db, directory: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "DELETE FROM password_hashes WHERE directory = $1 AND EXISTS (SELECT 1 FROM directory_users u \
+         WHERE u.directory = password_hashes.directory AND u.anchor = password_hashes.anchor \
+         AND u.password_changed_at > password_hashes.updated_at + $2) RETURNING anchor",
+    )
+    .bind(directory)
+    .bind(PASSWORD_CLOCK_SKEW_SECS)
+    .fetch_all(db)
+    .await
 }
 
 /// How many of a directory's people a full sync begun at `sync_started` has not seen (they would

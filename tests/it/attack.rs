@@ -111,6 +111,7 @@ async fn synced(app: &TestApp, uid: &str, email: &str) -> SyncedUser {
         locked: false,
         protected: false,
         groups: vec![],
+        password_changed_at: None,
     }
 }
 

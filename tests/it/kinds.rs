@@ -88,3 +88,58 @@ async fn when_the_portal_copy_cannot_be_updated_after_the_writeback_the_person_i
     assert_eq!(row.outcome_code, "PB-0001");
     assert!(row.raw.contains("cloud hash update failed"), "{}", row.raw);
 }
+
+/// Where alice's sign-in with `password` leads (in a browser of her own): `/account` when it
+/// is right, `/signin/expired` when right but to be changed first, else back to `/signin`.
+async fn sign_in_leads_to(app: &TestApp, password: &str) -> String {
+    let c = app.new_client();
+    let form = c.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = crate::harness::hidden(&form, "csrf").unwrap();
+    let fields = [("csrf", csrf.as_str()), ("login", "alice"), ("password", password)];
+    c.post(format!("{}/signin", app.url)).form(&fields).send().await.unwrap().url().path().to_string()
+}
+
+async fn signs_in(app: &TestApp, password: &str) -> bool {
+    sign_in_leads_to(app, password).await == "/account"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_synced_copy_honours_the_directorys_lock_and_goes_when_the_directory_changes_the_password() {
+    let mut app = spawn_app().await;
+    // No sync but the one at each start, so the test decides what the portal has heard.
+    app.restart_agent_with(|c| {
+        c.sync_interval_secs = 3600;
+        c.full_sync_interval_secs = 3600;
+    })
+    .await;
+    let alice = anchor_of(&app, "alice").await;
+    passback::store::users::set_kind_override(&app.db, "example", &alice, "hash_synced").await.unwrap();
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, "Synced-Pass-2026", "Synced-Pass-2026").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(signs_in(&app, "Synced-Pass-2026").await, "the portal's copy is used");
+
+    // The directory says the account is locked: the right password does not sign in.
+    sqlx::query("UPDATE directory_users SET locked = 1 WHERE anchor = ?").bind(&alice).execute(&app.db).await.unwrap();
+    assert!(!signs_in(&app, "Synced-Pass-2026").await);
+    assert!(app.audit().await.iter().any(|r| r.operation == "signin" && r.outcome_code == "PB-3007"));
+    sqlx::query("UPDATE directory_users SET locked = 0 WHERE anchor = ?").bind(&alice).execute(&app.db).await.unwrap();
+
+    // The copy is ten minutes old when the directory's administrator sets another password; the
+    // next sync tells the portal, which drops its copy and asks the directory from then on.
+    sqlx::query("UPDATE password_hashes SET updated_at = updated_at - 600").execute(&app.db).await.unwrap();
+    app.slapd.set_password("alice", "Set-In-Directory-9").await.unwrap();
+    app.restart_agent_with(|_| {}).await;
+    let mut gone = false;
+    for _ in 0..100 {
+        if passback::store::users::password_hash(&app.db, "example", &alice).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the portal's copy was dropped");
+    assert!(!signs_in(&app, "Synced-Pass-2026").await, "the old password no longer signs in");
+    // The directory's password is right (set by its administrator, it must be changed first).
+    assert_eq!(sign_in_leads_to(&app, "Set-In-Directory-9").await, "/signin/expired", "the directory's is right");
+}
