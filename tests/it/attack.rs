@@ -2,7 +2,7 @@
 //! (the bearer secret a TLS-terminating proxy sees, or the whole state file) tries to tell the
 //! portal things, to repeat what the agent said, and to keep a revoked agent connected.
 
-use crate::harness::{spawn_app, TestApp, DIR_ID, METRICS_TOKEN};
+use crate::harness::{spawn_app, TestApp, DIR_ID};
 use crate::helpdesk::{add_staff, client, staff_signin};
 use futures_util::{SinkExt, StreamExt};
 use passback::agent::state::AgentState;
@@ -53,16 +53,7 @@ async fn send(socket: &mut Socket, frame: &SealedFrame) {
 
 /// How many frames the portal refused for `reason`, from `/metrics`.
 async fn refused(app: &TestApp, reason: &str) -> u64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let prefix = format!("passback_relay_frames_refused_total{{reason=\"{reason}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|n| n.parse().unwrap()).unwrap_or(0)
 }
@@ -115,6 +106,18 @@ async fn synced(app: &TestApp, uid: &str, email: &str) -> SyncedUser {
     }
 }
 
+/// A delta sync, sealed with `key` at `issued_at`, that gives bob the address `email`.
+async fn bob_at(
+    app: &TestApp,
+    state: &AgentState,
+    key: (u32, &PackageKey),
+    email: &str,
+    issued_at: i64,
+) -> SealedFrame {
+    let users = vec![synced(app, "bob", email).await];
+    seal_report(state, key, FrameKind::Sync, &chunk(users, false), issued_at)
+}
+
 fn chunk(users: Vec<SyncedUser>, full: bool) -> SyncChunk {
     SyncChunk { directory: DirectoryId::parse(DIR_ID).unwrap(), full, seq: 0, last: true, users, policy: None }
 }
@@ -141,13 +144,7 @@ async fn the_relay_secret_alone_changes_nobody_and_each_sealed_report_is_taken_o
 
     // Sealed with the agent's key: taken, and the address it replaced is told.
     let (version, key) = agent_key(&state);
-    let moved = seal_report(
-        &state,
-        (version, &key),
-        FrameKind::Sync,
-        &chunk(vec![synced(&app, "bob", "bob.new@example.org").await], false),
-        app.clock.now(),
-    );
+    let moved = bob_at(&app, &state, (version, &key), "bob.new@example.org", app.clock.now()).await;
     send(&mut rogue, &moved).await;
     wait_for_email(&app, "bob", "bob.new@example.org").await;
     let told: Vec<_> = app
@@ -158,13 +155,7 @@ async fn the_relay_secret_alone_changes_nobody_and_each_sealed_report_is_taken_o
         .collect();
     assert_eq!(told, vec!["bob@example.org".to_string()], "the old address, and only it, is told");
 
-    let back = seal_report(
-        &state,
-        (version, &key),
-        FrameKind::Sync,
-        &chunk(vec![synced(&app, "bob", "bob@example.org").await], false),
-        app.clock.now(),
-    );
+    let back = bob_at(&app, &state, (version, &key), "bob@example.org", app.clock.now()).await;
     send(&mut rogue, &back).await;
     wait_for_email(&app, "bob", "bob@example.org").await;
 
@@ -172,13 +163,7 @@ async fn the_relay_secret_alone_changes_nobody_and_each_sealed_report_is_taken_o
     send(&mut rogue, &moved).await;
     wait_refused(&app, "replayed", 1).await;
     // One sealed long ago, and a heartbeat relabelled as a sync.
-    let stale = seal_report(
-        &state,
-        (version, &key),
-        FrameKind::Sync,
-        &chunk(vec![synced(&app, "bob", "stale@evil.example").await], false),
-        app.clock.now() - 3600,
-    );
+    let stale = bob_at(&app, &state, (version, &key), "stale@evil.example", app.clock.now() - 3600).await;
     send(&mut rogue, &stale).await;
     wait_refused(&app, "stale", 1).await;
     let mut relabelled = seal_report(&state, (version, &key), FrameKind::Heartbeat, &"status", app.clock.now());

@@ -116,18 +116,7 @@ async fn typing_someones_name_at_sign_in_never_locks_them_out_of_the_directory()
         ("dave", "Not-Daves-Password-1", false),
         ("carol", "Not-Carols-1", false),
     ] {
-        let c = app.new_client();
-        let form = c.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
-        let csrf = crate::harness::hidden(&form, "csrf").unwrap();
-        let page = c
-            .post(format!("{}/signin", app.url))
-            .form(&[("csrf", csrf.as_str()), ("login", login), ("password", password)])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.sign_in_on(&app.new_client(), login, password).await.text().await.unwrap();
         assert_eq!(page.contains("Security info"), signed_in, "{login}: {page}");
     }
 }

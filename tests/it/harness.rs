@@ -391,6 +391,25 @@ impl TestApp {
         self.client.post(format!("{}{path}", self.url)).form(form).send().await.unwrap()
     }
 
+    /// `/metrics`, as the configured scraper reads it.
+    pub async fn metrics(&self) -> String {
+        let resp = self.client.get(format!("{}/metrics", self.url)).bearer_auth(METRICS_TOKEN).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
+    /// Posts a form on client `c` (another browser) and returns the page it leads to.
+    pub async fn post_on(&self, c: &reqwest::Client, path: &str, form: &[(&str, &str)]) -> String {
+        c.post(format!("{}{path}", self.url)).form(form).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Signs `login` in on client `c` (another browser); the response tells where it led.
+    pub async fn sign_in_on(&self, c: &reqwest::Client, login: &str, password: &str) -> reqwest::Response {
+        let form = c.get(format!("{}/signin", self.url)).send().await.unwrap().text().await.unwrap();
+        let csrf = hidden(&form, "csrf").unwrap();
+        let fields = [("csrf", csrf.as_str()), ("login", login), ("password", password)];
+        c.post(format!("{}/signin", self.url)).form(&fields).send().await.unwrap()
+    }
+
     /// GETs a page and returns (html, csrf token).
     pub async fn page(&self, path: &str) -> (String, String) {
         let html = self.get(path).await.text().await.unwrap();

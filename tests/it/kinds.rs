@@ -92,11 +92,7 @@ async fn when_the_portal_copy_cannot_be_updated_after_the_writeback_the_person_i
 /// Where alice's sign-in with `password` leads (in a browser of her own): `/account` when it
 /// is right, `/signin/expired` when right but to be changed first, else back to `/signin`.
 async fn sign_in_leads_to(app: &TestApp, password: &str) -> String {
-    let c = app.new_client();
-    let form = c.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
-    let csrf = crate::harness::hidden(&form, "csrf").unwrap();
-    let fields = [("csrf", csrf.as_str()), ("login", "alice"), ("password", password)];
-    c.post(format!("{}/signin", app.url)).form(&fields).send().await.unwrap().url().path().to_string()
+    app.sign_in_on(&app.new_client(), "alice", password).await.url().path().to_string()
 }
 
 async fn signs_in(app: &TestApp, password: &str) -> bool {

@@ -654,14 +654,6 @@ async fn with_two_methods_required_changing_security_info_takes_two_and_every_ad
     assert_eq!(told, ["bob.alt@example.org", "bob@example.org"], "every address, the removed one too");
 }
 
-/// Signs `login` in on client `c`; returns the page reached.
-async fn sign_in_on(app: &crate::harness::TestApp, c: &reqwest::Client, login: &str, password: &str) -> String {
-    let form = c.get(format!("{}/signin", app.url)).send().await.unwrap().text().await.unwrap();
-    let csrf = hidden(&form, "csrf").unwrap();
-    let fields = [("csrf", csrf.as_str()), ("login", login), ("password", password)];
-    c.post(format!("{}/signin", app.url)).form(&fields).send().await.unwrap().text().await.unwrap()
-}
-
 /// Where `/account` leads client `c`: the security info, or the sign-in page.
 async fn account_path(app: &crate::harness::TestApp, c: &reqwest::Client) -> String {
     c.get(format!("{}/account", app.url)).send().await.unwrap().url().path().to_string()
@@ -672,7 +664,8 @@ async fn a_password_change_or_a_security_info_change_ends_the_persons_other_sess
     let app = spawn_app().await;
     let (laptop, phone) = (app.new_client(), app.new_client());
     for c in [&laptop, &phone] {
-        assert!(sign_in_on(&app, c, "carol", INITIAL_USER_PASSWORD).await.contains("Security info"));
+        let page = app.sign_in_on(c, "carol", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+        assert!(page.contains("Security info"), "{page}");
         assert_eq!(account_path(&app, c).await, "/account");
     }
     // Carol's password changes (here on /change, from a third browser): both sessions end.
@@ -684,30 +677,14 @@ async fn a_password_change_or_a_security_info_change_ends_the_persons_other_sess
 
     // A security-info change ends the other session, and the one that made it carries on.
     for c in [&laptop, &phone] {
-        sign_in_on(&app, c, "carol", "Changed-Elsewhere-7").await;
+        app.sign_in_on(c, "carol", "Changed-Elsewhere-7").await;
     }
     let overview = laptop.get(format!("{}/account", app.url)).send().await.unwrap().text().await.unwrap();
     let csrf = hidden(&overview, "csrf").unwrap();
-    let gate = laptop
-        .post(format!("{}/account/authenticator/start", app.url))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gate = app.post_on(&laptop, "/account/authenticator/start", &[("csrf", csrf.as_str())]).await;
     let code = app.code_for("carol@example.org", 0).await;
     let csrf = hidden(&gate, "csrf").unwrap();
-    let verified = laptop
-        .post(format!("{}/account/verify", app.url))
-        .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let verified = app.post_on(&laptop, "/account/verify", &[("csrf", csrf.as_str()), ("code", code.as_str())]).await;
     let csrf = hidden(&verified, "csrf").unwrap();
     let remove = [("csrf", csrf.as_str()), ("method", "authenticator")];
     laptop.post(format!("{}/account/remove", app.url)).form(&remove).send().await.unwrap();
@@ -809,16 +786,7 @@ async fn past_the_attack_level_the_proof_of_work_costs_more_and_administrators_h
     }
     let after = bits(&app.page("/reset").await.0).unwrap();
     assert_eq!(after.parse::<u32>().unwrap(), before.parse::<u32>().unwrap() + 4, "harder while under attack");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .bearer_auth(crate::harness::METRICS_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("passback_under_attack 1") && metrics.contains("passback_gate_failures_last_hour 3"));
     let mails = app.wait_for_mails("passback: many failed verifications", 1).await;
     assert_eq!(mails[0].to, vec!["watch@staff.example.org".to_string()]);
