@@ -801,3 +801,50 @@ async fn past_the_attack_level_the_proof_of_work_costs_more_and_administrators_h
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.mailbox.all().iter().filter(|m| m.subject() == "passback: many failed verifications").count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_methods_required_adding_an_authenticator_takes_the_mailbox_and_a_second_method() {
+    use passback::portal::gates::{questions, totp};
+    let app = spawn_app_with(Options { gates_required: 2, questions: true, ..Default::default() }).await;
+    let anchor = app.anchor_of("bob").await;
+    let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
+    let mut answers = Vec::new();
+    for (q, a) in [("first_pet", "Rex"), ("birth_city", "Leeds"), ("first_school", "Hilltop")] {
+        let normalised = secrecy::SecretString::from(questions::normalise(a).unwrap());
+        answers.push((q.to_string(), passback::portal::passwords::hash(&normalised).await.unwrap()));
+    }
+    passback::store::security::set_answers(&app.db, bob, &answers, 0).await.unwrap();
+
+    let page = app.sign_in_on(&app.client, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let gate = app.post("/account/authenticator/start", &[("csrf", &csrf)]).await.text().await.unwrap();
+    assert!(gate.contains("Check your e-mail"), "the mailbox first: {gate}");
+    let code = app.code_for("bob@example.org", 0).await;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let asked = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    assert!(asked.contains("answer0") && !asked.contains("You can change"), "then a second method: {asked}");
+    let by_text = [("first pet", "rex"), ("born", "leeds"), ("first school", "HILLTOP")];
+    let csrf = hidden(&asked, "csrf").unwrap();
+    let mut fields = vec![("csrf".to_string(), csrf)];
+    for i in 0..2 {
+        let label = asked.split(&format!("for=\"answer{i}\">")).nth(1).unwrap().split('<').next().unwrap();
+        let (_, a) = by_text.iter().find(|(k, _)| label.contains(k)).unwrap_or_else(|| panic!("asked {label:?}"));
+        fields.push((format!("answer{i}"), a.to_string()));
+    }
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let verified = app.post("/account/verify", &fields).await.text().await.unwrap();
+    assert!(verified.contains("You can change your security info now"), "{verified}");
+
+    let csrf = hidden(&verified, "csrf").unwrap();
+    let enrol = app.post("/account/authenticator/start", &[("csrf", &csrf)]).await.text().await.unwrap();
+    let seed_text = enrol.split("id=\"secret\">").nth(1).unwrap().split('<').next().unwrap();
+    let seed = totp::seed_from_text(seed_text).unwrap();
+    let csrf = hidden(&enrol, "csrf").unwrap();
+    let code = totp::code_at(&seed, app.clock.now());
+    app.post("/account/authenticator", &[("csrf", &csrf), ("code", &code)]).await;
+    assert!(passback::store::security::totp(&app.db, bob).await.unwrap().is_some_and(|r| r.confirmed));
+    let told = app.wait_for_mails("Your security info changed", 1).await;
+    assert_eq!(told[0].to, vec!["bob@example.org".to_string()], "every address on record: bob has one");
+    let body = told[0].data.replace("=\r\n", "").replace("=\n", "");
+    assert!(body.contains("an authenticator app was added"), "what changed is said: {body}");
+}
