@@ -86,10 +86,7 @@ impl Agent {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(msg_id = %frame.msg_id, error = %e, "refused a request frame");
-                let outcome = if e == EnvelopeError::Expired { Outcome::AgentTimeout } else { Outcome::Internal };
-                let answer =
-                    Answer { outcome, raw: format!("not written: the agent refused the request ({e})"), policy: None };
-                return self.seal_answer(&frame.msg_id, None, answer);
+                return self.refuse(&frame.msg_id, &e, now).await;
             }
         };
         let (cell, seen) = self.replay.cell(&pkg.msg_id, pkg.expires_at, now);
@@ -99,6 +96,29 @@ impl Agent {
         let key_version = frame.key_version;
         let sealed = cell.get_or_init(|| self.perform_and_seal(pkg, key_version, received)).await;
         sealed.clone()
+    }
+
+    /// Answers a frame that could not be opened, at once: "not written". Its message id (which
+    /// nothing authenticated) is taken with the refusal, here and in the journal, so that a
+    /// genuine request under the same id that follows gets the same answer and is not carried
+    /// out: the refusal stays true. An id already taken keeps its own answer.
+    async fn refuse(&self, msg_id: &MsgId, why: &EnvelopeError, now: i64) -> Option<Wire> {
+        const KEEP_SECS: i64 = 600;
+        let (cell, seen) = self.replay.cell(msg_id, now + KEEP_SECS, now);
+        if seen {
+            return cell.get().cloned().flatten();
+        }
+        let journal = self.journal.clone();
+        let id = msg_id.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.record(&id, now + KEEP_SECS, now)).await {
+            tracing::error!(msg_id = %msg_id, error = %format!("{e:#}"), "cannot record a refused message id");
+        }
+        let outcome = if *why == EnvelopeError::Expired { Outcome::AgentTimeout } else { Outcome::Internal };
+        let answer =
+            Answer { outcome, raw: format!("not written: the agent refused the request ({why})"), policy: None };
+        let sealed = self.seal_answer(msg_id, None, answer);
+        let _ = cell.set(sealed.clone());
+        sealed
     }
 
     fn open(&self, frame: &SealedFrame, now: i64) -> Result<RequestPackage, EnvelopeError> {

@@ -836,7 +836,10 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         locked: computed & UF_LOCKOUT != 0,
         protected: first(entry, "adminCount") == Some("1") || protected_rid(entry),
         groups: all(entry, "memberOf"),
-        password_changed_at: number::<i64>(entry, "pwdLastSet").and_then(filetime_unix),
+        password_changed_at: match number::<i64>(entry, "pwdLastSet") {
+            Some(0) => Some(crate::domain::PASSWORD_MUST_CHANGE),
+            set => set.and_then(filetime_unix),
+        },
         username,
     })
 }

@@ -21,9 +21,10 @@ const PERMANENT_LOCK: &str = "000001010000Z";
 pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
 const POLICY_ATTRS: [&str; 7] =
     ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule", "pwdLockout", "pwdMaxFailure"];
-const SYNC_ATTRS: [&str; 10] = [
+const SYNC_ATTRS: [&str; 11] = [
     "entryUUID",
     "pwdChangedTime",
+    "pwdReset",
     "uid",
     "mail",
     "mobile",
@@ -379,7 +380,11 @@ fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         protected: false,
         locked: locked_time.is_some(),
         groups: entry.attrs.get("memberOf").cloned().unwrap_or_default(),
-        password_changed_at: first(entry, "pwdChangedTime").and_then(generalized_time_unix),
+        password_changed_at: if first(entry, "pwdReset") == Some("TRUE") {
+            Some(crate::domain::PASSWORD_MUST_CHANGE)
+        } else {
+            first(entry, "pwdChangedTime").and_then(generalized_time_unix)
+        },
         username,
     })
 }

@@ -69,6 +69,8 @@ pub(crate) struct Pool {
     /// checked, or anonymous after a refusal): reused for the next check, never lent to anything
     /// else, so many sign-ins do not each cost the directory a new TLS connection.
     person_idle: Mutex<Vec<Ldap>>,
+    /// Password checks have their own allowance, so a flood of sign-ins cannot starve resets.
+    person_permits: Semaphore,
     permits: Semaphore,
     size: usize,
 }
@@ -100,6 +102,7 @@ impl Pool {
             timeout,
             idle: Mutex::new(Vec::new()),
             person_idle: Mutex::new(Vec::new()),
+            person_permits: Semaphore::new(size),
             permits: Semaphore::new(size),
             size,
         })
@@ -273,7 +276,7 @@ impl Pool {
                 ctrls: Vec::new(),
             });
         }
-        let _permit = tokio::time::timeout(self.timeout, self.permits.acquire())
+        let _permit = tokio::time::timeout(self.timeout, self.person_permits.acquire())
             .await
             .map_err(|_| Failure::Unreachable(format!("no free connection to {} in time", self.url)))?;
         let reused = self.person_idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -290,9 +293,10 @@ impl Pool {
         };
         let (mut ldap, result) = match reused {
             Some(ldap) => match bind(ldap).await {
-                (ldap, Ok(r)) => (ldap, Ok(r)),
-                // A kept connection the directory closed meanwhile: once more on a new one.
-                (_, Err(_)) => bind(self.open().await?).await,
+                // A kept connection the directory closed meanwhile: once more on a new one. Not
+                // after a timeout: the directory may have counted that attempt already.
+                (_, Err(e)) if !matches!(e, LdapError::Timeout { .. }) => bind(self.open().await?).await,
+                done => done,
             },
             None => bind(self.open().await?).await,
         };

@@ -65,6 +65,20 @@ impl Configured {
     /// Whether `dn` is in `group`: AD asks the person's entry with the in-chain rule (nested
     /// groups count); OpenLDAP asks the group entry (which must exist: a missing one refuses).
     async fn member(&self, pool: &Pool, dn: &str, group: &str) -> Result<bool, Failure> {
+        if self.nested {
+            // The in-chain rule matches nothing for a group that does not exist: make sure it
+            // does, so a misspelt group refuses rather than protects nobody.
+            let exists = pool
+                .run(Retry::Safe, |mut c: Conn| async move {
+                    let (e, _) =
+                        c.op().search(group, Scope::Base, "(objectClass=group)", vec!["1.1"]).await?.success()?;
+                    Ok::<_, LdapError>(!e.is_empty())
+                })
+                .await?;
+            if !exists {
+                return Err(Failure::Result { rc: 32, text: format!("protected group {group} is not a group") });
+            }
+        }
         let (base, filter) = if self.nested {
             (dn.to_string(), format!("(memberOf:{IN_CHAIN}:={})", ldap_escape(group)))
         } else {

@@ -9,7 +9,7 @@ mod secret;
 
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId};
 pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
-pub use person::{AccountState, SyncMark, SyncedUser, UserKind};
+pub use person::{AccountState, SyncMark, SyncedUser, UserKind, PASSWORD_MUST_CHANGE};
 pub use rules::meets_ad_complexity;
 pub use secret::{NewPassword, OneTimeCode, Secret};
 

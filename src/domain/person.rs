@@ -28,9 +28,14 @@ pub struct SyncedUser {
     pub groups: Vec<String>,
     /// When the directory last saw the password set (AD `pwdLastSet`, OpenLDAP `pwdChangedTime`),
     /// Unix seconds: a change made elsewhere outdates the portal's copy of a hash-synced password.
+    /// [`PASSWORD_MUST_CHANGE`] when the directory requires a new one at the next sign-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_changed_at: Option<i64>,
 }
+
+/// `password_changed_at` of a person the directory requires to choose a new password: newer
+/// than any copy the portal holds, which then never stands in for the directory's answer.
+pub const PASSWORD_MUST_CHANGE: i64 = i64::MAX;
 
 /// Where a directory's last sync got to, so that the next one asks only for what changed since.
 #[derive(Debug, Clone, PartialEq, Eq)]

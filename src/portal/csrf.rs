@@ -20,6 +20,9 @@ const SESSIONLESS: &str = "n.";
 /// The nonce cookie of one request, and one made for the response.
 struct Nonce {
     key: Arc<MacKey>,
+    /// Over HTTPS only: a plain-HTTP cookie could be planted by anyone on the path, so without
+    /// TLS (development mode) every visitor gets a session token instead.
+    secure: bool,
     presented: Option<String>,
     made: Mutex<Option<String>>,
 }
@@ -41,7 +44,7 @@ pub async fn layer(key: Arc<MacKey>, secure: bool, req: Request, next: Next) -> 
         .find_map(|c| c.trim().strip_prefix(name).and_then(|v| v.strip_prefix('=')))
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_string);
-    let nonce = Nonce { key, presented, made: Mutex::new(None) };
+    let nonce = Nonce { key, secure, presented, made: Mutex::new(None) };
     NONCE
         .scope(nonce, async move {
             let mut resp = next.run(req).await;
@@ -66,15 +69,18 @@ pub async fn token(session: &Session) -> Result<String, PortalError> {
     }
     if session.is_empty().await {
         let sessionless = NONCE.try_with(|n| {
+            if !n.secure {
+                return None;
+            }
             let mut made = n.made.lock().unwrap_or_else(|e| e.into_inner());
             let nonce = n
                 .presented
                 .clone()
                 .or_else(|| made.clone())
                 .unwrap_or_else(|| made.insert(crate::store::random_token().to_string()).clone());
-            format!("{SESSIONLESS}{}", n.key.hash(&[nonce.as_bytes()]))
+            Some(format!("{SESSIONLESS}{}", n.key.hash(&[nonce.as_bytes()])))
         });
-        if let Ok(t) = sessionless {
+        if let Ok(Some(t)) = sessionless {
             return Ok(t);
         }
     }
@@ -89,7 +95,9 @@ pub async fn check(session: &Session, presented: &str) -> Result<(), PortalError
         // A form from a page shown before there was a session: bound to the nonce cookie.
         None => presented.strip_prefix(SESSIONLESS).is_some_and(|mac| {
             NONCE
-                .try_with(|n| n.presented.as_ref().is_some_and(|nonce| n.key.matches(&[nonce.as_bytes()], mac)))
+                .try_with(|n| {
+                    n.secure && n.presented.as_ref().is_some_and(|nonce| n.key.matches(&[nonce.as_bytes()], mac))
+                })
                 .unwrap_or(false)
         }),
     };

@@ -171,18 +171,12 @@ impl Attempt<'_> {
     }
 }
 
-/// E-mails the person what was done to their account (in the background: a mail failure never
-/// undoes the password, and is logged for the administrator).
-pub(crate) fn notify(st: &AppState, target: &Target, now: i64, notice: Notice) {
-    let Some(Ok(to)) = target.email.as_deref().map(EmailAddress::parse) else { return };
-    notify_all(st, vec![to], now, notice);
-}
-
 /// After something was done to `target`'s account (a reset, a change, an unlock, a forced change):
-/// every session of theirs ends, and they are told.
+/// every session of theirs ends, and they are told at every address on record (in the
+/// background: a mail failure never undoes the password, and is logged for the administrator).
 pub(crate) async fn acted_on(st: &AppState, target: &Target, now: i64, notice: Notice) -> Result<(), PortalError> {
     end_sessions(st, target).await?;
-    notify(st, target, now, notice);
+    notify_all(st, addresses_on_record(st, target).await?, now, notice);
     Ok(())
 }
 

@@ -183,7 +183,7 @@ impl Hub {
         if let Some(conn) = inner.conns.remove(&conn_id) {
             // Requests in flight on that agent can no longer be confirmed: their waiters get an
             // immediate "not confirmed" rather than waiting for the deadline.
-            let still_connected = inner.conns.values().any(|c| c.agent_id == conn.agent_id);
+            let still_connected = inner.conns.values().any(|c| c.agent_id == conn.agent_id && c.status.is_some());
             if !still_connected {
                 inner.pending.retain(|_, p| p.agent_id != conn.agent_id);
                 let now = self.clock.now();
@@ -229,10 +229,12 @@ impl Hub {
         inner.pending.clear();
     }
 
+    /// Notes that a connection is alive (a frame or a pong came). Only a connection that has
+    /// proved itself with a sealed status counts: the relay secret alone keeps nothing alive.
     pub fn touch(&self, conn_id: u64) {
         let now = self.clock.now();
         let mut inner = self.lock();
-        if let Some(c) = inner.conns.get_mut(&conn_id) {
+        if let Some(c) = inner.conns.get_mut(&conn_id).filter(|c| c.status.is_some()) {
             c.last_seen = Instant::now();
             let agent = c.agent_id.clone();
             inner.seen.entry(agent).or_default().last_heard = now;
@@ -267,7 +269,10 @@ impl Hub {
             .iter()
             .map(|(id, seen)| AgentHealth {
                 agent_id: id.clone(),
-                alive: inner.conns.values().any(|c| &c.agent_id == id && c.last_seen.elapsed() < window),
+                alive: inner
+                    .conns
+                    .values()
+                    .any(|c| &c.agent_id == id && c.status.is_some() && c.last_seen.elapsed() < window),
                 last_heard: Some(seen.last_heard),
                 connected_at: seen.connected_at,
                 disconnected_at: seen.disconnected_at,
@@ -315,18 +320,23 @@ impl Hub {
     pub fn live_agents(&self) -> usize {
         let window = self.liveness_window();
         let inner = self.lock();
-        let mut ids: Vec<&str> =
-            inner.conns.values().filter(|c| c.last_seen.elapsed() < window).map(|c| c.agent_id.as_str()).collect();
+        let mut ids: Vec<&str> = inner
+            .conns
+            .values()
+            .filter(|c| c.status.is_some() && c.last_seen.elapsed() < window)
+            .map(|c| c.agent_id.as_str())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids.len()
     }
 
     /// Notes the progress of a full sync; returns when the sync that this chunk belongs to began.
-    pub fn sync_progress(&self, agent_id: &str, directory: &str, seq: u32, now: i64) -> Option<i64> {
+    pub fn sync_progress(&self, agent_id: &str, directory: &str, full: bool, seq: u32, now: i64) -> Option<i64> {
         let key = (agent_id.to_string(), directory.to_string());
         let mut inner = self.lock();
-        if seq == 0 {
+        // Only a full sync starts the count of who was seen: a delta in between must not.
+        if full && seq == 0 {
             inner.syncs.insert(key.clone(), now);
         }
         inner.syncs.get(&key).copied()
@@ -539,7 +549,15 @@ impl Hub {
                 if let Err(e) = store::writebacks::take_result(&self.db, pkg.msg_id.as_str(), now).await {
                     tracing::error!(msg_id = %pkg.msg_id, error = %e, "noting a writeback's answer failed");
                 }
-                let _ = p.tx.send(pkg);
+                if let Err(pkg) = p.tx.send(pkg) {
+                    // The wait ended meanwhile (the deadline): the answer is kept as a late one.
+                    tracing::warn!(msg_id = %pkg.msg_id, outcome = %pkg.outcome.code(), "result arrived as its wait ended");
+                    if let Err(e) =
+                        store::writebacks::note_late_outcome(&self.db, pkg.msg_id.as_str(), &pkg.outcome).await
+                    {
+                        tracing::error!(msg_id = %pkg.msg_id, error = %e, "keeping a late answer failed");
+                    }
+                }
                 Ok(())
             }
             None => self.record_late_result(agent_id, &pkg, now).await,

@@ -11,7 +11,7 @@ use crate::store::{self, users::SyncHold};
 pub async fn store(state: &RelayState, agent_id: &str, chunk: SyncChunk) -> anyhow::Result<()> {
     let now = state.clock.now();
     let dir = chunk.directory.as_str();
-    let started = state.hub.sync_progress(agent_id, dir, chunk.seq, now);
+    let started = state.hub.sync_progress(agent_id, dir, chunk.full, chunk.seq, now);
     let changed = store::users::upsert(&state.db, dir, &chunk.users, now).await?;
     for change in changed {
         tracing::info!(agent = %agent_id, directory = dir, anchor = %change.anchor, "a person's addresses changed in the directory; telling the old ones");

@@ -76,6 +76,16 @@ pub async fn take_late_result(
     .await
 }
 
+/// Keeps the answer of a writeback whose wait ended as it came, beside what the person saw.
+pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome) -> sqlx::Result<()> {
+    sqlx::query("UPDATE writebacks SET late_outcome_code = $1 WHERE msg_id = $2")
+        .bind(outcome.code().0)
+        .bind(msg_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Notes which agent the request went to, so only that agent's answer is accepted later.
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;

@@ -150,10 +150,15 @@ async fn tampered_expired_and_misdirected_frames_are_refused_by_the_agent() {
         assert_eq!((&pkg.msg_id, &pkg.outcome), (id, &expected), "{}", pkg.raw);
         assert!(pkg.raw.starts_with("not written"), "{}", pkg.raw);
     };
-    let mut tampered = sealed_reset(&state, &anchor, "Tampered-Pass-1!", 60);
+    let genuine = sealed_reset(&state, &anchor, "Tampered-Pass-1!", 60);
+    let mut tampered = genuine.clone();
     tampered.ciphertext[20] ^= 0x40;
     let id = tampered.msg_id.clone();
-    refused(agent.handle_request(tampered, std::time::Instant::now()).await, &id, Outcome::Internal);
+    let refusal = agent.handle_request(tampered, std::time::Instant::now()).await;
+    refused(refusal.clone(), &id, Outcome::Internal);
+    // The refusal took the id: the genuine request under it, arriving after, is not carried out
+    // (what the portal was told, "not written", stays true).
+    assert_eq!(agent.handle_request(genuine, std::time::Instant::now()).await, refusal);
 
     let expired = sealed_reset(&state, &anchor, "Expired-Pass-1!", -1);
     let id = expired.msg_id.clone();

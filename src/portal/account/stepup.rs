@@ -39,9 +39,14 @@ struct StepUp {
 }
 
 impl StepUp {
-    /// Offers open now: methods not passed yet, questions only after another.
+    /// Offers open now: methods not passed yet, questions only after another, unless the
+    /// questions are all the person has (then they are asked rather than nothing).
     fn remaining(&self) -> Vec<Offer> {
-        gates::remaining(&self.offers, &self.passed)
+        let open = gates::remaining(&self.offers, &self.passed);
+        if open.is_empty() && self.passed.is_empty() {
+            return self.offers.clone();
+        }
+        open
     }
 }
 
@@ -53,7 +58,7 @@ pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> 
         return Ok(None);
     }
     let offers = gates::real_offers(st, &who.target).await?;
-    if gates::remaining(&offers, &[]).is_empty() {
+    if offers.is_empty() {
         return Ok(None);
     }
     let mut methods: Vec<GateMethod> = offers.iter().map(|o| o.method).collect();

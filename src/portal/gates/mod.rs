@@ -61,26 +61,33 @@ pub(crate) async fn offers(
     target: Option<&Target>,
     login: &LoginName,
 ) -> Result<Vec<Offer>, PortalError> {
+    // A name that matched nobody is looked up as a person with nothing on record, so the step
+    // takes as long and shows the same.
+    let nobody = security::Person { directory: "", anchor: "" };
+    let registered = registered_offers(st, target.map_or(nobody, Target::person), target).await?;
+    if remaining(&registered, &[]).is_empty() {
+        // Nothing on record that can come first (nothing at all, or only security questions):
+        // the same made-up offers as for a name that matched nobody.
+        return made_up_offers(st, login).await;
+    }
+    Ok(registered)
+}
+
+/// What `person` registered (and the directory gave them), as offers; `target` gives the
+/// directory's addresses and whether the account is privileged.
+async fn registered_offers(
+    st: &AppState,
+    person: security::Person<'_>,
+    target: Option<&Target>,
+) -> Result<Vec<Offer>, PortalError> {
     let enabled = &st.cfg.gates.methods;
     let mut out = Vec::new();
-    let Some(t) = target else {
-        // The same lookups as for a real person, so the step takes as long.
-        let nobody = security::Person { directory: "", anchor: "" };
-        let _ = security::alternate_email(&st.db, nobody).await?;
-        let _ = security::totp(&st.db, nobody).await?;
-        let _ = security::answers(&st.db, nobody).await?;
-        // The same lookups as for a real person, so the step takes as long.
-        let nobody = security::Person { directory: "", anchor: "" };
-        let _ = security::alternate_email(&st.db, nobody).await?;
-        let _ = security::totp(&st.db, nobody).await?;
-        let _ = security::answers(&st.db, nobody).await?;
-        return made_up_offers(st, login).await;
-    };
+    let alternate = security::alternate_email(&st.db, person).await?;
+    let totp = security::totp(&st.db, person).await?;
+    let answers = security::answers(&st.db, person).await?;
+    let Some(t) = target else { return Ok(out) };
     if enabled.contains(&GateMethod::Email) {
-        let mut addresses: Vec<String> = Vec::new();
-        if let Some(alt) = security::alternate_email(&st.db, t.person()).await? {
-            addresses.push(alt);
-        }
+        let mut addresses: Vec<String> = alternate.into_iter().collect();
         addresses.extend(t.other_emails.iter().cloned());
         if st.cfg.gates.email_primary {
             addresses.extend(t.email.iter().cloned());
@@ -98,9 +105,7 @@ pub(crate) async fn offers(
             }
         }
     }
-    if enabled.contains(&GateMethod::Authenticator)
-        && security::totp(&st.db, t.person()).await?.is_some_and(|r| r.confirmed)
-    {
+    if enabled.contains(&GateMethod::Authenticator) && totp.is_some_and(|r| r.confirmed) {
         out.push(Offer {
             id: "authenticator".into(),
             method: GateMethod::Authenticator,
@@ -111,7 +116,7 @@ pub(crate) async fn offers(
     }
     if enabled.contains(&GateMethod::Questions)
         && !t.protected
-        && security::answers(&st.db, t.person()).await?.len() >= st.cfg.gates.questions_to_ask as usize
+        && answers.len() >= st.cfg.gates.questions_to_ask as usize
     {
         out.push(Offer {
             id: "questions".into(),
@@ -120,11 +125,6 @@ pub(crate) async fn offers(
             masked: None,
             made_up: false,
         });
-    }
-    if out.is_empty() {
-        // Nothing on record: the same made-up offers as for a name that matched nobody, so the
-        // page does not tell "exists, but has no address" apart.
-        return made_up_offers(st, login).await;
     }
     Ok(out)
 }
@@ -174,11 +174,7 @@ pub(crate) fn remaining(offers: &[Offer], passed: &[GateMethod]) -> Vec<Offer> {
 
 /// The ways `target` can really verify (no made-up offer), e.g. before a security-info change.
 pub(crate) async fn real_offers(st: &AppState, target: &Target) -> Result<Vec<Offer>, PortalError> {
-    // The login only shapes a made-up offer, which is filtered out here anyway.
-    let login = LoginName::parse(&target.username)
-        .or_else(|_| LoginName::parse("person"))
-        .map_err(|e| anyhow::anyhow!("no login name: {e}"))?;
-    Ok(offers(st, Some(target), &login).await?.into_iter().filter(Offer::is_real).collect())
+    Ok(registered_offers(st, target.person(), Some(target)).await?.into_iter().filter(Offer::is_real).collect())
 }
 
 /// A masked address for a name that matched nobody, as a real one would look: the name's first
@@ -329,6 +325,20 @@ async fn check(
     response: &Response,
 ) -> Result<(bool, &'static str), PortalError> {
     let now = st.clock.now();
+    // A made-up offer never verifies anyone, whatever was registered since it was shown (the
+    // work below is still done, so the answer takes as long).
+    let made_up = current.offer.made_up;
+    let (right, raw) = check_answer(st, target, current, response, now).await?;
+    Ok(if made_up { (false, "a made-up offer verifies nobody") } else { (right, raw) })
+}
+
+async fn check_answer(
+    st: &AppState,
+    target: Option<&Target>,
+    current: &Current,
+    response: &Response,
+    now: i64,
+) -> Result<(bool, &'static str), PortalError> {
     match current.offer.method {
         GateMethod::Email => {
             let Some(code) = response.code.as_deref().and_then(|c| OneTimeCode::parse(c).ok()) else {
