@@ -56,6 +56,10 @@ impl std::fmt::Display for SupportCode {
 pub enum PortalError {
     #[error("the form has expired")]
     Csrf,
+    /// A body or field the portal would not read (too large, malformed): the framework's own
+    /// refusal, turned into the normal error page.
+    #[error("a form the portal could not read ({status}): {why}")]
+    BadForm { status: StatusCode, why: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -107,6 +111,14 @@ impl IntoResponse for PortalError {
                 actor: None,
                 target: None,
             },
+            PortalError::BadForm { status, why } => ErrorAudit {
+                support_code: support.clone(),
+                operation: "error.bad_form",
+                outcome: crate::domain::Outcome::Refused,
+                raw: format!("{} {why}", status.as_u16()),
+                actor: None,
+                target: None,
+            },
             PortalError::Internal(e) => ErrorAudit {
                 support_code: support.clone(),
                 operation: "error.internal",
@@ -126,6 +138,18 @@ impl IntoResponse for PortalError {
                         tr,
                         title: tr.t("error.expired_title").into(),
                         message: tr.t("error.expired").into(),
+                        support_code: support.0.clone(),
+                    },
+                )
+            }
+            PortalError::BadForm { status, why } => {
+                tracing::warn!(support_code = %support, status = status.as_u16(), why, "refused a form the portal could not read");
+                (
+                    *status,
+                    ErrorPage {
+                        tr,
+                        title: tr.t("error.bad_form_title").into(),
+                        message: tr.t("error.bad_form").into(),
                         support_code: support.0.clone(),
                     },
                 )

@@ -225,6 +225,7 @@ pub fn router(state: AppState) -> Router {
     let csrf_key = Arc::new(state.secrets.derive("passback/csrf/v1"));
     let r = r
         .with_state(state)
+        .layer(axum::middleware::from_fn(unreadable_forms))
         .layer(axum::middleware::from_fn(move |req, next| audit_errors(audited.clone(), req, next)))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .layer(axum::middleware::from_fn(move |req, next| csrf::layer(csrf_key.clone(), tls, req, next)))
@@ -319,6 +320,28 @@ async fn relay_check(
     let body = serde_json::json!({ "ok": ok, "outcome": result.outcome.code().0, "round_trip_us": micros });
     let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
+}
+
+/// Turns the framework's own plain-text refusals of a body or field (too large, malformed,
+/// the wrong type) into the normal error page, with an outcome, a support code and an audit row.
+async fn unreadable_forms(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let ours = resp.headers().contains_key("x-support-code");
+    let refused = [
+        StatusCode::BAD_REQUEST,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ];
+    if ours || !refused.contains(&status) {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap_or_default();
+    let why: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+    PortalError::BadForm { status, why }.into_response()
 }
 
 /// Writes the audit row an error page asks for (see [`error::ErrorAudit`]), naming the path and

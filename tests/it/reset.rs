@@ -848,3 +848,26 @@ async fn with_two_methods_required_adding_an_authenticator_takes_the_mailbox_and
     let body = told[0].data.replace("=\r\n", "").replace("=\n", "");
     assert!(body.contains("an authenticator app was added"), "what changed is said: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_malformed_form_gets_the_error_page_with_a_support_code_that_finds_its_audit_row() {
+    let app = spawn_app().await;
+    let (_, csrf) = app.page("/reset").await;
+    let huge = "a".repeat(20 * 1024);
+    for (body, status) in [(format!("csrf={csrf}&login={huge}"), 413), ("csrf=x".to_string(), 422)] {
+        let resp = app
+            .client
+            .post(format!("{}/reset", app.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        let support = resp.headers().get("x-support-code").expect("a support code").to_str().unwrap().to_string();
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("The form could not be read") && page.contains(&support), "{page}");
+        let row = app.audit().await.into_iter().find(|r| r.support_code == support).expect("an audit row");
+        assert_eq!((row.operation.as_str(), row.outcome_code.as_str()), ("error.bad_form", "PB-3099"));
+    }
+}
