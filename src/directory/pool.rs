@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// LDAP's "invalid credentials" (AD adds why: 52e wrong password, 773 must change, 775 locked…).
+const INVALID_CREDENTIALS: u32 = 49;
+
 /// Why an operation produced no directory answer of its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Failure {
@@ -62,7 +65,13 @@ pub(crate) struct Pool {
     starttls: bool,
     tls: Arc<rustls::ClientConfig>,
     bind_dn: String,
-    bind_password: SecretString,
+    bind_password: Mutex<SecretString>,
+    /// Where the password comes from, read again before each new connection: a corrected file
+    /// is used without a restart.
+    password_file: Option<std::path::PathBuf>,
+    /// The password the directory refused as invalid credentials (its hash), and why: it is not
+    /// tried again, so the agent never locks its own service account out.
+    refused: Mutex<Option<([u8; 32], String)>>,
     timeout: Duration,
     idle: Mutex<Vec<Ldap>>,
     /// Connections used only to check people's passwords (each left bound as the last person
@@ -98,7 +107,9 @@ impl Pool {
             starttls,
             tls,
             bind_dn: bind_dn.to_string(),
-            bind_password,
+            bind_password: Mutex::new(bind_password),
+            password_file: None,
+            refused: Mutex::new(None),
             timeout,
             idle: Mutex::new(Vec::new()),
             person_idle: Mutex::new(Vec::new()),
@@ -114,7 +125,7 @@ impl Pool {
         tls: Arc<rustls::ClientConfig>,
         bind_password: SecretString,
     ) -> anyhow::Result<Pool> {
-        Pool::new(
+        let mut pool = Pool::new(
             &cfg.url,
             cfg.starttls,
             tls,
@@ -122,7 +133,9 @@ impl Pool {
             bind_password,
             cfg.pool_size,
             Duration::from_secs(cfg.timeout_secs),
-        )
+        )?;
+        pool.password_file = cfg.bind_password_file.clone();
+        Ok(pool)
     }
 
     /// Every entry under each of `bases` that matches `filter`, each once, in pages; referrals
@@ -323,14 +336,55 @@ impl Pool {
         }
     }
 
-    /// Opens an encrypted connection and binds it as the service account.
+    /// The service account's password now: the file read again (a corrected one is used at
+    /// once), or as configured.
+    fn service_password(&self) -> SecretString {
+        let mut current = self.bind_password.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = &self.password_file {
+            match crate::config::read_secret(&None, &Some(file.clone()), "bind_password_file") {
+                Ok(Some(fresh)) => *current = fresh,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the bind password file again failed"),
+            }
+        }
+        current.clone()
+    }
+
+    fn fingerprint(password: &SecretString) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(password.expose_secret().as_bytes()).into()
+    }
+
+    /// Opens an encrypted connection and binds it as the service account, unless the directory
+    /// refused this very password before as invalid credentials: binding again with it would
+    /// only count towards locking the service account out (AD locks it within a minute).
     async fn connect(&self) -> Result<Ldap, Failure> {
+        let password = self.service_password();
+        let print = Self::fingerprint(&password);
+        if let Some((_, why)) =
+            self.refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|(p, _)| *p == print)
+        {
+            return Err(Failure::BindRefused {
+                rc: INVALID_CREDENTIALS,
+                text: format!(
+                    "not tried again with the password the directory refused ({why}); correct bind_password_file"
+                ),
+            });
+        }
         let mut ldap = self.open().await?;
         let bound = ldap
             .with_timeout(self.timeout)
-            .simple_bind(&self.bind_dn, self.bind_password.expose_secret())
+            .simple_bind(&self.bind_dn, password.expose_secret())
             .await
             .map_err(|e| Failure::Unreachable(format!("binding to {}: {e}", self.url)))?;
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if bound.rc == INVALID_CREDENTIALS {
+            tracing::error!(bind_dn = %self.bind_dn, text = %bound.text, "the service account's password was refused: not trying it again");
+            *refused = Some((print, bound.text.clone()));
+        } else if bound.rc == 0 {
+            *refused = None;
+        }
+        drop(refused);
         if bound.rc != 0 {
             return Err(Failure::BindRefused { rc: bound.rc, text: bound.text });
         }
@@ -360,7 +414,8 @@ impl Pool {
 
     /// Binds `ldap` as the service account and returns the directory's answer, whatever it is.
     pub(crate) async fn bind_service(&self, ldap: &mut Ldap) -> Result<ldap3::LdapResult, LdapError> {
-        ldap.with_timeout(self.timeout).simple_bind(&self.bind_dn, self.bind_password.expose_secret()).await
+        let password = self.service_password();
+        ldap.with_timeout(self.timeout).simple_bind(&self.bind_dn, password.expose_secret()).await
     }
 
     pub(crate) fn bind_dn(&self) -> &str {

@@ -267,3 +267,25 @@ async fn must_change_at_next_sign_in_is_set_and_cleared() {
     // administrator: the policy still applies to its resets.
     assert!(matches!(fx.directory.reset(&carol, &pw("short")).await.outcome, Outcome::TooShort { .. }));
 }
+
+#[tokio::test]
+async fn a_refused_service_password_is_not_tried_again_and_a_corrected_file_works_without_a_restart() {
+    let fx = Fixture::start();
+    let file = fx.dir.join("bind.pw");
+    crate::files::write_private(&file, b"not-the-service-password").unwrap();
+    let mut cfg = fx.slapd.directory_config("corp");
+    cfg.bind_password = None;
+    cfg.bind_password_file = Some(file.clone());
+    let directory = Directory::new(&cfg).unwrap();
+
+    // Heartbeats ask again and again; the directory locks the account after 5 failures.
+    for _ in 0..8 {
+        let error = directory.check().await.unwrap_err();
+        assert!(error.contains("rc=49"), "{error}");
+    }
+    crate::files::write_private(&file, fx.slapd.service_password.expose_secret().as_bytes()).unwrap();
+
+    assert_eq!(directory.check().await, Ok(()), "not locked out, and the corrected file is read");
+    let alice = fx.anchor("alice").await;
+    assert_eq!(directory.reset(&alice, &pw("After-Fixing-It-1")).await.outcome, Outcome::Success);
+}
