@@ -205,6 +205,17 @@ pub async fn health_json(
     Ok((status, axum::Json(health)).into_response())
 }
 
+/// The administrator posting a form of the health page: its CSRF token checked first, then the
+/// role (else the way to the sign-in, or the refusal page).
+async fn administrator_form(
+    st: &AppState,
+    session: &Session,
+    csrf: &str,
+) -> Result<Result<super::Staff, Response>, PortalError> {
+    crate::portal::csrf::check(session, csrf).await?;
+    require(st, session, |r| r == Role::Administrator).await
+}
+
 #[derive(Deserialize)]
 pub struct RevokeForm {
     csrf: String,
@@ -218,8 +229,7 @@ pub async fn revoke_agent(
     session: Session,
     Form(f): Form<RevokeForm>,
 ) -> Result<Response, PortalError> {
-    crate::portal::csrf::check(&session, &f.csrf).await?;
-    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
+    let staff = match administrator_form(&st, &session, &f.csrf).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -243,8 +253,7 @@ pub async fn apply_sync_hold(
     session: Session,
     Form(f): Form<ApplyHoldForm>,
 ) -> Result<Response, PortalError> {
-    crate::portal::csrf::check(&session, &f.csrf).await?;
-    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
+    let staff = match administrator_form(&st, &session, &f.csrf).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
