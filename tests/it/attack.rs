@@ -236,14 +236,12 @@ async fn a_full_sync_that_would_remove_too_many_people_waits_for_an_administrato
     app.clock.advance(2);
     let only_alice = chunk(vec![synced(&app, "alice", "alice@example.org").await], true);
     send(&mut rogue, &seal_report(&state, (version, &key), FrameKind::Sync, &only_alice, app.clock.now())).await;
-    let mut holds = Vec::new();
-    for _ in 0..100 {
-        holds = passback::store::users::sync_holds(&app.db).await.unwrap();
-        if !holds.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let db = app.db.clone();
+    crate::harness::until("the sync to be held", async || {
+        !passback::store::users::sync_holds(&db).await.unwrap().is_empty()
+    })
+    .await;
+    let holds = passback::store::users::sync_holds(&app.db).await.unwrap();
     assert_eq!(holds.len(), 1, "the sync is held");
     assert_eq!((holds[0].would_remove, holds[0].total), (before - 1, before));
     assert_eq!(passback::store::users::count(&app.db, DIR_ID).await.unwrap(), before, "nobody was removed");
@@ -311,13 +309,8 @@ async fn an_agent_revoked_from_the_command_line_is_cut_off_by_the_running_portal
     let revoked =
         passback::relay::revoke::revoke(&app.db, None, &name, "command-line", "TEST0-CODE0", app.clock.now()).await;
     assert_eq!(revoked.unwrap().id, state.agent_id);
-    for _ in 0..50 {
-        if app.hub.connected_agents().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(app.hub.connected_agents().is_empty(), "the live connection was dropped");
+    let hub = app.hub.clone();
+    crate::harness::until("the live connection to be dropped", async || hub.connected_agents().is_empty()).await;
     assert!(connect(&app, &state).await.unwrap_err().contains("401"), "and it cannot reconnect");
     assert!(crate::harness::portal_log().contains("refused a revoked agent's credentials"));
     let again = passback::relay::revoke::revoke(&app.db, None, &name, "command-line", "TEST0-CODE1", 0).await;

@@ -76,16 +76,6 @@ async fn a_sync_that_suddenly_lists_nobody_removes_nobody() {
     assert_eq!(passback::store::users::find_by_login(&app.db, "alice").await.unwrap().len(), 1);
 }
 
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not happen within 10 s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_added_to_the_directory_arrives_with_the_next_delta_sync() {
     let mut app = spawn_app().await;
@@ -98,7 +88,10 @@ async fn a_person_added_to_the_directory_arrives_with_the_next_delta_sync() {
     app.slapd.add_person("erin", Some("erin@example.org")).await.unwrap();
 
     let db = app.db.clone();
-    until("erin's sync", async || !passback::store::users::find_by_login(&db, "erin").await.unwrap().is_empty()).await;
+    crate::harness::until("erin's sync", async || {
+        !passback::store::users::find_by_login(&db, "erin").await.unwrap().is_empty()
+    })
+    .await;
     let log = app.agent_log();
     assert!(log.contains("full=false"), "erin came with a delta sync: {log}");
     assert_eq!(
@@ -121,8 +114,10 @@ async fn a_person_deleted_from_the_directory_leaves_the_portal_with_the_next_ful
     app.slapd.delete_person("dave").await.unwrap();
 
     let db = app.db.clone();
-    until("dave's removal", async || passback::store::users::find_by_login(&db, "dave").await.unwrap().is_empty())
-        .await;
+    crate::harness::until("dave's removal", async || {
+        passback::store::users::find_by_login(&db, "dave").await.unwrap().is_empty()
+    })
+    .await;
     let page = app.identify("dave").await;
     assert!(page.contains("Check your e-mail"), "the same answer as for anyone: {page}");
 }

@@ -574,5 +574,17 @@ impl Drop for TestApp {
     }
 }
 
+/// Waits up to 10 s until `check` holds; panics naming `what` otherwise (for background work:
+/// syncs, dropped connections, held syncs).
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
 /// The value of the hidden input `name` in a page.
 pub use passback::bench::hidden;

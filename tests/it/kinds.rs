@@ -126,15 +126,11 @@ async fn a_hash_synced_copy_honours_the_directorys_lock_and_goes_when_the_direct
     sqlx::query("UPDATE password_hashes SET updated_at = updated_at - 600").execute(&app.db).await.unwrap();
     app.slapd.set_password("alice", "Set-In-Directory-9").await.unwrap();
     app.restart_agent_with(|_| {}).await;
-    let mut gone = false;
-    for _ in 0..100 {
-        if passback::store::users::password_hash(&app.db, "example", &alice).await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the portal's copy was dropped");
+    let db = app.db.clone();
+    crate::harness::until("the portal's copy to be dropped", async || {
+        passback::store::users::password_hash(&db, "example", &alice).await.unwrap().is_none()
+    })
+    .await;
     assert!(!signs_in(&app, "Synced-Pass-2026").await, "the old password no longer signs in");
     // The directory's password is right (set by its administrator, it must be changed first).
     assert_eq!(sign_in_leads_to(&app, "Set-In-Directory-9").await, "/signin/expired", "the directory's is right");
