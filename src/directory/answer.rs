@@ -94,18 +94,37 @@ pub fn ad(rc: u32, text: &str) -> Outcome {
     }
 }
 
+/// AD's reason for a refused bind: the `data` field of `80090308: LdapErr: …, data 52e, v…`
+/// (`None` from OpenLDAP, which gives no reason).
+pub fn ad_bind_data(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let data: String = lower.split("data ").nth(1)?.chars().take_while(char::is_ascii_hexdigit).collect();
+    (!data.is_empty()).then_some(data)
+}
+
+/// Why the directory refused the service account's own bind, in words for the health page.
+pub fn service_bind_reason(rc: u32, text: &str) -> &'static str {
+    match (rc, ad_bind_data(text).as_deref()) {
+        (49, Some("52e")) => "wrong password",
+        (49, Some("525")) => "no such account",
+        (49, Some("532")) => "its password has expired",
+        (49, Some("533")) => "the account is disabled",
+        (49, Some("701")) => "the account has expired",
+        (49, Some("773")) => "its password must be changed first",
+        (49, Some("775")) => "the account is locked out",
+        (49, _) => "wrong name or password, or the account is locked",
+        (8 | 13, _) => "the directory wants a stronger connection",
+        _ => "refused",
+    }
+}
+
 /// Maps the answer to a person's own simple bind against AD (sign-in): AD says why in the `data`
 /// field of `80090308: LdapErr: …, data 52e, v…`.
 pub fn ad_bind(rc: u32, text: &str) -> Outcome {
     if rc == 0 {
         return Outcome::Success;
     }
-    let data = text
-        .to_ascii_lowercase()
-        .split("data ")
-        .nth(1)
-        .map(|d| d.chars().take_while(char::is_ascii_hexdigit).collect::<String>());
-    match (rc, data.as_deref()) {
+    match (rc, ad_bind_data(text).as_deref()) {
         (49, Some("773")) => Outcome::MustChange,
         (49, Some("532")) => Outcome::PasswordExpired,
         (49, Some("775")) => Outcome::AccountLocked,

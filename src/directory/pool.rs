@@ -27,7 +27,7 @@ pub(crate) enum Failure {
     #[error("sent to the directory but not answered: {0}")]
     Unconfirmed(String),
     /// The service account's own bind was refused.
-    #[error("service account bind refused: rc={rc} text={text:?}")]
+    #[error("service account bind refused: {}: rc={rc} text={text:?}", super::answer::service_bind_reason(*rc, text))]
     BindRefused { rc: u32, text: String },
     /// An operation (a search) answered with an error result.
     #[error("directory answered rc={rc} text={text:?}")]

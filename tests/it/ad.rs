@@ -661,3 +661,36 @@ async fn an_agents_own_protected_group_counts_on_ad_through_nested_groups_too() 
     let (_, other) = directory_and_anchor(cfg, &other_sam).await;
     assert!(dir.refuse_if_protected(&other).await.is_none(), "someone outside it is not");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_service_account_password_never_locks_the_account_and_a_corrected_file_brings_it_back() {
+    use passback::sandbox::Delegated;
+    let dc = dc().await;
+    let sam = unique("svcpw");
+    let (account, _) = dc.add_service_account(&sam, &Delegated::ALL).await.unwrap();
+    // Someone changes the service account's password in AD, and the new one reaches the agent's
+    // file with a typo. (With the previous password AD would not lock: a wrong password that
+    // matches one of the last two does not count. A typo does.)
+    let changed = "Svc#Changed-2026x";
+    dc.samba_tool(&["user", "setpassword", &sam, &format!("--newpassword={changed}")]).unwrap();
+    let file = dc.dir.join(format!("{sam}.pw"));
+    passback::files::write_private(&file, b"Svc#Changed-2026y").unwrap();
+    let mut cfg = dc.directory_config(AD);
+    cfg.bind_dn = account.clone();
+    cfg.bind_password = None;
+    cfg.bind_password_file = Some(file.clone());
+    let directory = Directory::new(&cfg).unwrap();
+
+    // Heartbeats every few seconds, far beyond the domain's lockout threshold of 5.
+    for _ in 0..8 {
+        let error = directory.check().await.unwrap_err();
+        assert!(error.contains("wrong password"), "the reason in words: {error}");
+    }
+    assert!(binds(dc, &account, changed).await, "the service account is not locked out");
+
+    passback::files::write_private(&file, changed.as_bytes()).unwrap();
+    assert_eq!(directory.check().await, Ok(()), "the corrected file works without a restart");
+    let (person_sam, _, _) = person(dc, None).await;
+    let (_, anchor) = directory_and_anchor(dc.directory_config(AD), &person_sam).await;
+    assert_eq!(directory.reset(&anchor, &secret("After#Fixing1")).await.outcome, Outcome::Success);
+}

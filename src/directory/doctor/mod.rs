@@ -302,9 +302,11 @@ fn tls_failure(e: &LdapError, host: &str, has_ca: bool, starttls: bool) -> (Stri
 
 /// What a refused service bind means. AD says why in the `data` code of its text.
 fn bind_fix(rc: u32, text: &str) -> String {
-    let data = text.split("data ").nth(1).and_then(|d| d.split(|c: char| c == ',' || c.is_whitespace()).next());
-    match (rc, data) {
-        (49, Some("52e")) => "wrong password: put the service account's current password in bind_password_file".into(),
+    match (rc, super::answer::ad_bind_data(text).as_deref()) {
+        (49, Some("52e")) => "wrong password: put the service account's current password in bind_password_file \
+                              (a running agent stops binding with a refused password, so it cannot lock the \
+                              account out, and reads the file again before its next connection)"
+            .into(),
         (49, Some("525")) => "no such account: correct bind_dn".into(),
         (49, Some("532")) => {
             "the service account's password has expired: set a new one (and make it never expire)".into()
@@ -319,7 +321,9 @@ fn bind_fix(rc: u32, text: &str) -> String {
             "the service account is locked out: unlock it, and check that nothing else uses an old password for it"
                 .into()
         }
-        (49, _) => "wrong bind_dn or password, or the account is locked: check both, and the directory's log".into(),
+        (49, _) => "wrong bind_dn or password, or the account is locked: check both, and the directory's log \
+                    (a running agent does not bind again with a refused password)"
+            .into(),
         (8 | 13, _) => "the directory wants a stronger connection: use ldaps:// or starttls = true".into(),
         _ => "see the directory's answer above, and its log".into(),
     }
