@@ -106,6 +106,7 @@ impl Application {
                 sha2::Sha256::digest(t.expose_secret().as_bytes()).into()
             }),
             demo_mailbox: extras.demo_mailbox,
+            live: Arc::default(),
         };
         tokio::spawn(crate::portal::guard::watch_failures(app_state.clone()));
         let router = portal::router(app_state)

@@ -282,7 +282,10 @@ impl Agent {
             }
         }
         match pkg.op {
-            Op::Unlock => return dir.change_account_with(&pkg.anchor, AccountChange::Unlock, allow_protected).await,
+            Op::Unlock => {
+                let answer = dir.change_account_with(&pkg.anchor, AccountChange::Unlock, allow_protected).await;
+                return read_back(&dir, &pkg.anchor, answer, Outcome::AccountLocked).await;
+            }
             Op::RequireChange => {
                 return dir.change_account_with(&pkg.anchor, AccountChange::MustChange(true), allow_protected).await
             }
@@ -321,9 +324,37 @@ impl Agent {
                     answer.raw = format!("{}; {what}: {verdict} ({} {})", answer.raw, done.outcome.code(), done.raw);
                 }
             }
+            return read_back(&dir, &pkg.anchor, answer, Outcome::ChangedStillLocked).await;
         }
         answer
     }
+}
+
+/// After a reset or an unlock the directory said yes to, the account is read again, so that
+/// nothing says "changed" or "unlocked" while the person still cannot sign in: a lock that
+/// stayed turns the answer into `if_locked`. A state that cannot be read is said in the raw
+/// answer and leaves the outcome as the directory gave it.
+async fn read_back(
+    dir: &crate::directory::Directory,
+    anchor: &crate::domain::Anchor,
+    mut answer: Answer,
+    if_locked: Outcome,
+) -> Answer {
+    if !answer.outcome.is_success() {
+        return answer;
+    }
+    let after = dir.inspect(anchor).await;
+    match after.outcome.is_success().then(|| crate::domain::AccountState::from_raw(&after.raw)).flatten() {
+        Some(state) if state.locked => {
+            answer.raw = format!("{}; read back: the account is still locked", answer.raw);
+            answer.outcome = if_locked;
+        }
+        Some(_) => answer.raw = format!("{}; read back: not locked", answer.raw),
+        None => {
+            answer.raw = format!("{}; read back failed ({} {})", answer.raw, after.outcome.code(), after.raw);
+        }
+    }
+    answer
 }
 
 /// How many resets, unlocks and forced changes this agent carries out per directory and minute.

@@ -203,6 +203,18 @@ impl Ad {
         let mut notes = Vec::new();
         let mut controls = Vec::new();
         if person.disabled {
+            // A change says "disabled" only to someone who knows the password: AD answers a bind
+            // with 533 only when the password is right (52e otherwise).
+            if let Some(old) = old {
+                return match self.pool.bind_as(&person.dn, old, Vec::new()).await {
+                    Ok(res) => Answer {
+                        outcome: answer::ad_bind(res.rc, &res.text),
+                        raw: format!("{} is disabled; bind rc={} text={:?}", person.dn, res.rc, res.text),
+                        policy: None,
+                    },
+                    Err(f) => answer::failure(&f),
+                };
+            }
             return Answer {
                 outcome: Outcome::AccountDisabled,
                 raw: format!("{} is disabled (userAccountControl)", person.dn),
@@ -424,7 +436,8 @@ impl Ad {
     pub(crate) async fn inspect(&self, anchor: &Anchor) -> Result<Option<crate::domain::AccountState>, Failure> {
         let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
         let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
-        let attrs = ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet"];
+        let attrs = ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet", "msDS-ResultantPSO"];
+        let server = self.server().await?.clone();
         let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
             return Err(Failure::Result { rc: 80, text: format!("objectGUID matches {} entries", found.len()) });
@@ -439,13 +452,17 @@ impl Ad {
                 text: "userAccountControl or msDS-User-Account-Control-Computed not readable".into(),
             });
         };
-        let must_change = number::<i64>(&entry, "pwdLastSet") == Some(0);
+        let last_set = number::<i64>(&entry, "pwdLastSet");
+        let must_change = last_set == Some(0);
+        let policy = self.policy_for(&server, first(&entry, "msDS-ResultantPSO")).await;
         Ok(Some(crate::domain::AccountState {
             enabled: uac & UF_ACCOUNTDISABLE == 0,
             locked: computed & UF_LOCKOUT != 0,
             must_change,
             // AD also says "expired" for a password that must be changed; that is said already.
             expired: Some(computed & UF_PASSWORD_EXPIRED != 0 && !must_change),
+            password_set_at: last_set.and_then(filetime_unix),
+            policy,
         }))
     }
 

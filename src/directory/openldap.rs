@@ -230,19 +230,24 @@ impl OpenLdap {
     /// Expiry depends on the policy's `pwdMaxAge` and is not worked out here.
     pub(crate) async fn inspect(&self, anchor: &Anchor) -> Result<Option<crate::domain::AccountState>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
-        let attrs = ["pwdAccountLockedTime", "pwdReset"];
+        let attrs = ["pwdAccountLockedTime", "pwdReset", "pwdChangedTime", "pwdPolicySubentry"];
         let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
             return Err(Failure::Result { rc: 80, text: format!("entryUUID matches {} entries", found.len()) });
         }
-        Ok(found.pop().map(|entry| {
-            let locked_time = first(&entry, "pwdAccountLockedTime");
-            crate::domain::AccountState {
-                enabled: locked_time != Some(PERMANENT_LOCK),
-                locked: locked_time.is_some(),
-                must_change: first(&entry, "pwdReset") == Some("TRUE"),
-                expired: None,
-            }
+        let Some(entry) = found.pop() else { return Ok(None) };
+        let policy = match first(&entry, "pwdPolicySubentry").or(self.policy_dn.as_deref()) {
+            Some(dn) => self.read_policy(dn).await,
+            None => None,
+        };
+        let locked_time = first(&entry, "pwdAccountLockedTime");
+        Ok(Some(crate::domain::AccountState {
+            enabled: locked_time != Some(PERMANENT_LOCK),
+            locked: locked_time.is_some(),
+            must_change: first(&entry, "pwdReset") == Some("TRUE"),
+            expired: None,
+            password_set_at: first(&entry, "pwdChangedTime").and_then(generalized_time_unix),
+            policy,
         }))
     }
 

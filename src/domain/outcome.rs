@@ -47,6 +47,9 @@ pub enum Outcome {
     MustChange,
     /// The password has expired and must be changed.
     PasswordExpired,
+    /// The new password was set, but the directory still has the account locked (read back
+    /// after the act): the person cannot sign in with it yet.
+    ChangedStillLocked,
     /// The directory refused for a reason we have no specific mapping for; the raw answer is audited.
     Refused,
     VerificationFailed,
@@ -86,6 +89,7 @@ impl Outcome {
             Outcome::AccountLocked => "PB-3007",
             Outcome::MustChange => "PB-3008",
             Outcome::PasswordExpired => "PB-3009",
+            Outcome::ChangedStillLocked => "PB-3010",
             Outcome::Refused => "PB-3099",
             Outcome::VerificationFailed => "PB-4001",
             Outcome::Internal => "PB-9000",
@@ -94,6 +98,12 @@ impl Outcome {
 
     pub fn is_success(&self) -> bool {
         matches!(self, Outcome::Success | Outcome::SuccessCloudPending)
+    }
+
+    /// True when the directory (or the portal, for a cloud-only account) now holds the new
+    /// password, whether or not the person can sign in with it yet.
+    pub fn password_set(&self) -> bool {
+        self.is_success() || *self == Outcome::ChangedStillLocked
     }
 
     /// True when the person can fix it by choosing another password.
@@ -136,6 +146,7 @@ impl Outcome {
             Outcome::AccountLocked => "outcome.account_locked",
             Outcome::MustChange => "outcome.must_change",
             Outcome::PasswordExpired => "outcome.password_expired",
+            Outcome::ChangedStillLocked => "outcome.changed_still_locked",
             Outcome::Refused => "outcome.refused",
             Outcome::VerificationFailed => "outcome.verification_failed",
             Outcome::Internal => "outcome.internal",
@@ -170,6 +181,7 @@ mod tests {
             Outcome::AccountLocked,
             Outcome::MustChange,
             Outcome::PasswordExpired,
+            Outcome::ChangedStillLocked,
             Outcome::Refused,
             Outcome::VerificationFailed,
             Outcome::Internal,

@@ -85,6 +85,14 @@ pub struct AccountState {
     /// The password has expired, where the directory says so (AD); `None` where it is not known.
     #[serde(default)]
     pub expired: Option<bool>,
+    /// When the password was last set (Unix seconds: AD `pwdLastSet`, ppolicy `pwdChangedTime`),
+    /// where the directory says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_set_at: Option<i64>,
+    /// The person's own, resultant password policy (AD: their PSO, else the domain's; OpenLDAP:
+    /// their `pwdPolicySubentry`, else the default), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::PolicyFacts>,
 }
 
 impl AccountState {

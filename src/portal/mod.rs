@@ -104,6 +104,8 @@ pub struct AppState {
     pub population: Arc<std::sync::Mutex<Option<(Population, i64)>>>,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
+    /// Accounts as their directory had them a moment ago (see [`passwords::live`]).
+    pub live: Arc<passwords::LiveCache>,
 }
 
 /// Runs `answer` and returns its result no sooner than `min_ms` after it started, so that the time

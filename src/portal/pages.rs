@@ -101,6 +101,8 @@ pub struct PasswordPage {
     pub error: Option<String>,
     pub outcome: Option<OutcomeView>,
     pub policy: Option<PolicyView>,
+    /// The directory has the account locked now: the new password lifts the lock too.
+    pub locked: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -372,6 +374,8 @@ pub struct HelpdeskPersonPage {
     pub synced_at: String,
     /// The account as the directory has it now, or why that could not be read.
     pub live: Result<crate::domain::AccountState, String>,
+    /// "Also unlock" starts ticked: the account is locked now.
+    pub unlock_checked: bool,
     pub form_key: String,
     pub authenticator: bool,
     pub questions: usize,

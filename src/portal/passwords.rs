@@ -6,7 +6,8 @@ use super::pages::PolicyView;
 use super::people::Target;
 use super::{AppState, PortalError};
 use crate::config::CloudPolicyConfig;
-use crate::domain::{meets_ad_complexity, Anchor, DirectoryId, MsgId, NewPassword, Outcome, PolicyFacts, UserKind};
+use crate::domain::UserKind;
+use crate::domain::{meets_ad_complexity, AccountState, Anchor, DirectoryId, MsgId, NewPassword, Outcome, PolicyFacts};
 use crate::envelope::{Flags, Op};
 use crate::relay::{WritebackRequest, WritebackResult};
 use crate::store;
@@ -57,12 +58,91 @@ pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
     }
 }
 
+/// How long a live read of an account is reused: long enough for one visit to a form and its
+/// refusals, short enough that a changed policy or state shows within a minute.
+const LIVE_FOR_SECS: i64 = 60;
+/// How long a page waits for the directory's live answer before it goes on without it.
+const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Live reads of accounts, by (directory, anchor), with when they were read. Each portal
+/// instance keeps its own: a copy a minute old is only ever used to word a page, never to decide
+/// what the directory does.
+#[derive(Default)]
+pub struct LiveCache(std::sync::Mutex<std::collections::HashMap<(String, String), (i64, AccountState)>>);
+
+impl LiveCache {
+    fn get(&self, target: &Target, now: i64) -> Option<AccountState> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| now - *at < LIVE_FOR_SECS);
+        map.get(&(target.directory.clone(), target.anchor.clone())).map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, target: &Target, now: i64, state: &AccountState) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((target.directory.clone(), target.anchor.clone()), (now, state.clone()));
+    }
+
+    /// Forgets the person's account: something was just written to it.
+    fn forget(&self, directory: &str, anchor: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&(directory.to_string(), anchor.to_string()));
+    }
+}
+
+/// The account as the directory has it now, read by the agent (nothing is written) on behalf of
+/// `actor`, or why it could not be read (in the person's words). A cloud-only account is the
+/// portal's own.
+pub(crate) async fn live_state(st: &AppState, actor: &str, target: &Target) -> Result<AccountState, String> {
+    let tr = crate::i18n::Tr::current();
+    if target.kind == UserKind::CloudOnly {
+        return match store::cloud::must_change(&st.db, &target.anchor).await {
+            Ok(must_change) => Ok(AccountState {
+                enabled: true,
+                must_change,
+                policy: Some(cloud_facts(&st.cfg.cloud_policy)),
+                ..AccountState::default()
+            }),
+            Err(_) => Err(tr.t("helpdesk.live_unreadable").into()),
+        };
+    }
+    let by = By { actor, flags: Flags::default() };
+    let now = st.clock.now();
+    let read = relay(st, by, target, MsgId::random(), Op::Inspect, (None, None), now);
+    match tokio::time::timeout(LIVE_WAIT, read).await {
+        Ok(Ok(r)) if r.outcome.is_success() => {
+            // The relay puts the agent's name first, for the audit.
+            let state = AccountState::from_raw(r.raw.find('{').map_or("", |i| &r.raw[i..]))
+                .ok_or_else(|| String::from(tr.t("helpdesk.live_unreadable")))?;
+            st.live.put(target, now, &state);
+            Ok(state)
+        }
+        Ok(Ok(r)) => Err(format!("{} ({})", r.outcome.message(tr), r.outcome.code())),
+        Ok(Err(_)) | Err(_) => Err(tr.t("helpdesk.live_unanswered").into()),
+    }
+}
+
+/// The account as its directory had it within the last minute (read now if need be), for the
+/// self-service pages; `None` when it cannot be read (they then go on with what the last sync
+/// said, and the directory still decides when the form is sent).
+pub(crate) async fn live(st: &AppState, target: &Target) -> Option<AccountState> {
+    if let Some(state) = st.live.get(target, st.clock.now()) {
+        return Some(state);
+    }
+    live_state(st, By::SELF_SERVICE.actor, target).await.ok()
+}
+
 /// The rules a new password must meet, as the form states them before the person types: the
-/// cloud policy, or what the person's directory reported. Without a person yet (the change form
-/// before it is sent), the policy of the only directory, if there is just one.
+/// cloud policy, or the person's own (resultant) policy as their directory has it now, else as
+/// their directory last reported its default. Without a person yet (the change form before it
+/// is sent), the policy of the only directory, if there is just one.
 pub(crate) async fn policy_view(st: &AppState, target: Option<&Target>) -> Option<PolicyView> {
-    let facts: PolicyFacts = match target {
-        Some(t) if t.kind == UserKind::CloudOnly => cloud_facts(&st.cfg.cloud_policy),
+    let live_policy = match target {
+        Some(t) if t.kind != UserKind::CloudOnly => live(st, t).await.and_then(|s| s.policy),
+        _ => None,
+    };
+    let facts: PolicyFacts = match (target, live_policy) {
+        (Some(t), _) if t.kind == UserKind::CloudOnly => cloud_facts(&st.cfg.cloud_policy),
+        (_, Some(policy)) => policy,
         _ => {
             let directory = match target {
                 Some(t) => t.directory.clone(),
@@ -91,6 +171,10 @@ pub(crate) struct By<'a> {
 impl By<'static> {
     pub const SELF_SERVICE: By<'static> =
         By { actor: "self-service", flags: Flags { must_change: false, unlock: false, allow_protected: false } };
+    /// A forgotten password: the new one must work at once, so the reset also lifts a lockout
+    /// (AD keeps an account locked through a reset; the agent checks that it is not).
+    pub const FORGOTTEN: By<'static> =
+        By { actor: "self-service", flags: Flags { must_change: false, unlock: true, allow_protected: false } };
 }
 
 /// Sets `new` for `target`: a reset when `old` is `None`, else a change that first proves `old`.
@@ -103,7 +187,8 @@ pub(crate) async fn apply(
     old: Option<&SecretString>,
     now: i64,
 ) -> Result<WritebackResult, PortalError> {
-    apply_by(st, By::SELF_SERVICE, target, msg_id, new, old, now).await
+    let by = if old.is_none() { By::FORGOTTEN } else { By::SELF_SERVICE };
+    apply_by(st, by, target, msg_id, new, old, now).await
 }
 
 /// [`apply`], on behalf of `by` (the helpdesk, with its flags).
@@ -198,7 +283,7 @@ async fn write_back(
         store::users::delete_password_hash(&st.db, &target.directory, &target.anchor).await?;
         result.raw = format!("{}; portal hash removed until a confirmed change", result.raw);
     }
-    if target.kind == UserKind::HashSynced && result.outcome.is_success() {
+    if target.kind == UserKind::HashSynced && result.outcome.password_set() {
         let stored = match hash(new.as_secret()).await {
             Ok(hash) => store::users::set_password_hash(&st.db, &target.directory, &target.anchor, &hash, now)
                 .await
@@ -288,6 +373,9 @@ pub(crate) async fn relay(
         flags: by.flags,
         actor: by.actor.into(),
     };
+    if !matches!(op, Op::Inspect | Op::Verify | Op::Noop) {
+        st.live.forget(&target.directory, &target.anchor);
+    }
     let mut result = st.hub.writeback(request, now).await;
     if let Some(a) = &result.agent_id {
         result.raw = format!("agent={a} {}", result.raw);

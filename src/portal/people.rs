@@ -34,7 +34,7 @@ impl Target {
 
 /// Who a typed name is.
 pub(crate) struct Found {
-    /// The one enabled person it names, if exactly one.
+    /// The one person it names, if exactly one (a cloud-only account only when enabled).
     pub target: Option<Target>,
     /// How many accounts it matched (0: nobody; more than 1: not guessed).
     pub matched: usize,
@@ -51,7 +51,9 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
         tracing::warn!(support_code = %support, count = matched, "a name matches several people; not guessing");
     }
     let target = match (matches.as_slice(), cloud.as_slice()) {
-        ([one], []) if one.enabled => Some(target_of(st, one).await?),
+        // A disabled person is found too: the reset's gates and the directory's own answer to a
+        // right password say "disabled" to them (and only to them).
+        ([one], []) => Some(target_of(st, one).await?),
         ([], [one]) if one.enabled => Some(Target {
             directory: String::new(),
             anchor: one.id.clone(),

@@ -400,11 +400,104 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
     let (dir, off) = directory_and_anchor(dc.directory_config(AD), &off_sam).await;
     assert_eq!(dir.reset(&off, &secret("Brand#New9pass")).await.outcome, Outcome::AccountDisabled);
 
-    // A disabled account gets the answer everyone gets, and no code.
+    // A disabled account gets the answer everyone gets at the first step; once its owner has
+    // proved they hold the mailbox, they are told plainly, before typing a new password.
+    let before = app.mails_to(&off_mail);
     let page = app.identify(&off_sam).await;
     assert!(page.contains("Check your e-mail"), "{page}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.mails_to(&off_mail), 0);
+    let code = app.code_for(&off_mail, before).await;
+    let page = app.verify(&code).await;
+    assert!(page.contains("Your account is disabled") && page.contains("PB-3006"), "{page}");
+    assert!(!page.contains("Choose a new password"), "{page}");
+    let row = app.audit().await.into_iter().find(|r| r.operation == "reset.disabled").expect("audited");
+    assert_eq!(row.outcome_code, "PB-3006");
+
+    // The change form says "disabled" to whoever knows the password (AD's 533), and to nobody else.
+    let right = app.change_password(&off_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
+    assert!(right.contains("PB-3006"), "{right}");
+    let wrong = app.change_password(&off_sam, "Not#The1Password", "Next#Pass123").await;
+    assert!(wrong.contains("PB-3005") && !wrong.contains("PB-3006"), "{wrong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_ad_account_reset_as_forgotten_is_changed_and_unlocked_and_the_new_password_binds() {
+    let dc = dc().await;
+    let (sam, dn, mail) = person(dc, None).await;
+    for _ in 0..6 {
+        assert!(!binds(dc, &dn, "Wrong#Guess1").await);
+    }
+    assert!(!binds(dc, &dn, INITIAL_AD_PASSWORD).await, "locked out");
+    let app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+
+    let form = app.verified_as(&sam, &mail).await;
+    assert!(form.contains("Your account is locked at the moment"), "the live state is shown: {form}");
+    let page = app.submit_password(&form, "Unlocked#New9", "Unlocked#New9").await;
+
+    assert!(page.contains("changed and your account is unlocked"), "{page}\n{}", app.agent_log());
+    assert!(binds(dc, &dn, "Unlocked#New9").await, "the new password binds: the account is unlocked");
+    let row = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
+    assert_eq!(row.outcome_code, "PB-0000");
+    assert!(row.raw.contains("unlock: done") && row.raw.contains("read back: not locked"), "{}", row.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_that_leaves_the_account_locked_never_says_changed() {
+    use passback::sandbox::Delegated;
+    let dc = dc().await;
+    let (sam, dn, _) = person(dc, None).await;
+    for _ in 0..6 {
+        assert!(!binds(dc, &dn, "Wrong#Guess1").await);
+    }
+    // An agent whose service account may reset passwords but not write lockoutTime.
+    let (account, password) = dc
+        .add_service_account(&unique("svcnolock"), &[Delegated::ResetPassword, Delegated::WritePwdLastSet])
+        .await
+        .unwrap();
+    let mut cfg = dc.directory_config(AD);
+    cfg.bind_dn = account;
+    cfg.bind_password = Some(password);
+    let app = ad_app(cfg).await;
+    synced(&app, &sam).await;
+    let form = app.verified_as(&sam, &format!("{sam}@corp.test")).await;
+
+    let page = app.submit_password(&form, "Still#Locked9", "Still#Locked9").await;
+
+    assert!(page.contains("PB-3010") && page.contains("still locked"), "{page}\n{}", app.agent_log());
+    assert!(!page.contains("has been changed"), "{page}");
+    assert!(!binds(dc, &dn, "Still#Locked9").await, "indeed locked (775)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_under_a_fine_grained_policy_sees_its_numbers_before_typing() {
+    let dc = dc().await;
+    let (strict_sam, _, strict_mail) = person(dc, None).await;
+    let (plain_sam, _, plain_mail) = person(dc, None).await;
+    let pso = unique("len");
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        &pso,
+        "7",
+        "--min-pwd-length=12",
+        "--history-length=2",
+    ])
+    .unwrap();
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &strict_sam]).unwrap();
+    let app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &strict_sam).await;
+    synced(&app, &plain_sam).await;
+
+    let strict = app.verified_as(&strict_sam, &strict_mail).await;
+    assert!(strict.contains("At least 12 characters") && strict.contains("data-min-length=\"12\""), "{strict}");
+    let refused = app.submit_password(&strict, "Short#Pw9", "Short#Pw9").await;
+    assert!(refused.contains("PB-2001") && refused.contains("at least 12 characters"), "{refused}");
+    assert!(refused.contains("At least 12 characters") && !refused.contains("At least 7"), "{refused}");
+
+    let plain = app.verified_as(&plain_sam, &plain_mail).await;
+    assert!(plain.contains("At least 7 characters"), "{plain}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -465,7 +465,9 @@ async fn metrics_count_writebacks_by_outcome_and_see_the_agent_go() {
     assert!(text.contains("passback_writebacks_total{op=\"noop\",outcome=\"PB-0000\"} 1"), "{text}");
     assert!(text.contains("passback_writebacks_total{op=\"reset\",outcome=\"PB-0000\"} 1"), "{text}");
     assert!(text.contains("passback_attempts_total{operation=\"reset.writeback\",outcome=\"PB-0000\"} 1"), "{text}");
-    assert!(text.contains("passback_writeback_seconds_count 2"), "{text}");
+    // The new-password form read the account's live state and policy once.
+    assert!(text.contains("passback_writebacks_total{op=\"inspect\",outcome=\"PB-0000\"} 1"), "{text}");
+    assert!(text.contains("passback_writeback_seconds_count 3"), "{text}");
 
     // The agent stops: within two ping intervals the gauge says so.
     app.stop_agent();

@@ -137,6 +137,31 @@ async fn blocked_page(
     Ok(support.tag(page))
 }
 
+/// After the gates, for a person whose directory has the account disabled: the page that says
+/// so (PB-3006), and the flow ends. The first step answered alike for every name; only someone
+/// who proved they hold the account's mailbox or authenticator learns this. `None` otherwise.
+async fn disabled_page(
+    st: &AppState,
+    session: &Session,
+    flow: &Flow,
+    target: &Target,
+    client: std::net::SocketAddr,
+) -> Result<Option<Response>, PortalError> {
+    let enabled = match super::passwords::live(st, target).await {
+        Some(state) => state.enabled,
+        // The live state could not be read: what the last sync said.
+        None => crate::store::users::get(&st.db, &target.directory, &target.anchor).await?.is_none_or(|r| r.enabled),
+    };
+    if enabled {
+        return Ok(None);
+    }
+    let support = SupportCode::new();
+    let o = Outcome::AccountDisabled;
+    flow.attempt(st, client, &support).audit("reset.disabled", &o, "the directory has the account disabled").await?;
+    session.remove::<Flow>(FLOW).await?;
+    Ok(Some(support.tag(outcome_page(st, "password.disabled_title", &o, &support, false))))
+}
+
 /// The flow, if its person has passed every gate and is within the time allowed; else the way
 /// back to the start.
 async fn verified_flow(

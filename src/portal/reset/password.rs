@@ -39,15 +39,23 @@ async fn password_page(
         error,
         outcome,
         policy: passwords::policy_view(st, Some(target)).await,
+        locked: passwords::live(st, target).await.is_some_and(|s| s.locked),
     };
     Ok(page.into_response())
 }
 
-pub async fn password_form(State(st): State<AppState>, session: Session) -> PageResult {
+pub async fn password_form(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+) -> PageResult {
     let (mut flow, target) = match verified_flow(&st, &session).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
+    if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
+        return Ok(page);
+    }
     password_page(&st, &session, &mut flow, &target, None, None).await
 }
 
@@ -102,19 +110,25 @@ pub async fn set_password(
     }
 
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
+    // Whether the lock this reset also lifts was there (the words of the answer say so).
+    let was_locked = passwords::live(&st, &target).await.is_some_and(|s| s.locked);
     let result = passwords::apply(&st, &target, msg_id.clone(), &password, None, now).await?;
     drop(password);
     store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     attempt.audit(operation, &result.outcome, &result.raw).await?;
-    if result.outcome.is_success() {
+    if result.outcome.password_set() {
         store::attempts::clear(&st.db, &target.person().subject()).await?;
         session.remove::<Flow>(FLOW).await?;
         if crate::portal::gates::count_reset(&st, &flow.subject).await? {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
         people::acted_on(&st, &target, now, crate::mail::Notice::Reset).await?;
-        let mut done = outcome_page(&st, "password.done_title", &result.outcome, &support, false);
+        let title = if result.outcome.is_success() { "password.done_title" } else { "password.set_title" };
+        let mut done = outcome_page(&st, title, &result.outcome, &support, false);
+        if result.outcome == Outcome::Success && was_locked {
+            done.outcome.message = Tr::current().t("outcome.success_unlocked").into();
+        }
         done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
         return Ok(support.tag(done));
     }

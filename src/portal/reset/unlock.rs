@@ -24,11 +24,18 @@ async fn page(session: &Session, flow: &mut Flow, outcome: Option<OutcomeView>) 
         .into_response())
 }
 
-pub async fn unlock_form(State(st): State<AppState>, session: Session) -> PageResult {
-    let (mut flow, _) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
+pub async fn unlock_form(
+    State(st): State<AppState>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    session: Session,
+) -> PageResult {
+    let (mut flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
+    if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
+        return Ok(page);
+    }
     page(&session, &mut flow, None).await
 }
 

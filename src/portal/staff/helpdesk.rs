@@ -176,7 +176,11 @@ async fn person_page(
     let alternate = store::security::alternate_email(&st.db, p).await?;
     let audit = store::audit::for_person(&st.db, &row.directory, &row.anchor, 10).await?;
     let live = live_state(st, staff, &target).await;
+    // "Also unlock" is ticked when the directory has the account locked now (or, unread, when
+    // the last sync said so).
+    let unlock_checked = live.as_ref().map_or(row.locked, |s| s.locked);
     let view = HelpdeskPersonPage {
+        unlock_checked,
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
         staff: staff.row.display_name.clone(),
@@ -198,32 +202,10 @@ async fn person_page(
     Ok(view.into_response())
 }
 
-/// How long the person page waits for the directory's live answer before showing the page
-/// without it.
-const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The account as the directory has it now, read by the agent (nothing is written), or why it
-/// could not be read.
+/// The account as the directory has it now, read for `staff` (never from the cache: the
+/// helpdesk acts on what it sees).
 async fn live_state(st: &AppState, staff: &Staff, target: &Target) -> Result<AccountState, String> {
-    let tr = Tr::current();
-    if target.kind == crate::domain::UserKind::CloudOnly {
-        return match store::cloud::must_change(&st.db, &target.anchor).await {
-            Ok(must_change) => Ok(AccountState { enabled: true, locked: false, must_change, expired: None }),
-            Err(_) => Err(tr.t("helpdesk.live_unreadable").into()),
-        };
-    }
-    let actor = staff.actor();
-    let by = By { actor: &actor, flags: Flags::default() };
-    let read = passwords::relay(st, by, target, MsgId::random(), Op::Inspect, (None, None), st.clock.now());
-    match tokio::time::timeout(LIVE_WAIT, read).await {
-        Ok(Ok(r)) if r.outcome.is_success() => {
-            // The relay puts the agent's name first, for the audit.
-            AccountState::from_raw(r.raw.find('{').map_or("", |i| &r.raw[i..]))
-                .ok_or_else(|| tr.t("helpdesk.live_unreadable").into())
-        }
-        Ok(Ok(r)) => Err(format!("{} ({})", r.outcome.message(tr), r.outcome.code())),
-        Ok(Err(_)) | Err(_) => Err(tr.t("helpdesk.live_unanswered").into()),
-    }
+    passwords::live_state(st, &staff.actor(), target).await
 }
 
 /// Whether the person is the staff member themself (same user name or address): staff do not
@@ -295,7 +277,7 @@ pub async fn act(
     let attempt =
         people::Attempt { st: &st, client, audit_name: &row.username, target: Some(&target), support: &support };
     attempt.audit_by(&actor, done.operation, &done.outcome, &done.raw).await?;
-    if done.outcome.is_success() {
+    if done.outcome.password_set() {
         match done.operation {
             "helpdesk.reset" => people::acted_on(&st, &target, now, Notice::Reset).await?,
             "helpdesk.unlock" => people::acted_on(&st, &target, now, Notice::Unlocked).await?,
@@ -315,7 +297,7 @@ pub async fn act(
     };
     // What the directory has now: a follow-up of a reset (unlock, must change) can fail while
     // the password was set, and the helpdesk must see that, not what it asked for.
-    let show_live = done.outcome.is_success() && done.operation != "helpdesk.revoke";
+    let show_live = done.outcome.password_set() && done.operation != "helpdesk.revoke";
     let live = if show_live { live_state(&st, &staff, &target).await } else { Err(String::new()) };
     let must_change =
         f.must_change.is_some() && done.operation == "helpdesk.reset" && live.as_ref().is_ok_and(|l| l.must_change);
@@ -328,7 +310,11 @@ pub async fn act(
         person: PersonRow::from(&row),
         success: done.outcome.is_success(),
         outcome: OutcomeView::new(&done.outcome, &support),
-        temporary: done.temporary.as_ref().filter(|_| done.outcome.is_success()).map(|t| t.expose_secret().to_string()),
+        temporary: done
+            .temporary
+            .as_ref()
+            .filter(|_| done.outcome.password_set())
+            .map(|t| t.expose_secret().to_string()),
         must_change,
         show_live,
         live,
