@@ -42,6 +42,8 @@ pub(crate) struct OpenLdap {
     /// `(objectClass=inetOrgPerson)` ANDed with the configured filter.
     person_filter: String,
     policy_dn: Option<String>,
+    /// Policy entries read lately, by DN: a form, its refusal and a reset read the same one.
+    policies: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, PolicyFacts)>>,
 }
 
 /// The entry a password operation applies to.
@@ -50,7 +52,14 @@ struct Person {
     policy_subentry: Option<String>,
     /// Locked by an administrator for good: ppolicy's way of disabling an account.
     disabled: bool,
+    /// `pwdReset` is TRUE: the password must be changed at the next sign-in.
+    must_change: bool,
+    /// `pwdChangedTime`, as Unix seconds.
+    changed_at: Option<i64>,
 }
+
+/// How long a policy entry read is reused.
+const POLICY_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl OpenLdap {
     pub(crate) fn new(
@@ -65,6 +74,7 @@ impl OpenLdap {
             base_dns: cfg.base_dns.clone(),
             person_filter: format!("(&(objectClass=inetOrgPerson){extra})"),
             policy_dn: cfg.policy_dn.clone(),
+            policies: Default::default(),
         })
     }
 
@@ -81,6 +91,16 @@ impl OpenLdap {
             Ok(person) => person,
             Err(answer) => return answer,
         };
+        // ppolicy's minimum age is for a person's own changes; it applies to this service account's
+        // resets too (it is not a password administrator, so that quality and history apply).
+        // ppolicy skips the age check for an entry marked pwdReset, and a change that is not an
+        // administrator's removes that mark: so a forgotten password set today is marked first.
+        let unmark = old.is_none() && self.too_young_to_reset(&person).await;
+        if unmark {
+            if let Err(answer) = self.mark_reset(&person.dn, true).await {
+                return answer;
+            }
+        }
         let dn = person.dn.as_str();
         let old_pass = old.map(|s| s.expose_secret());
         let new_pass = new.expose_secret();
@@ -93,12 +113,28 @@ impl OpenLdap {
             .await;
         let ldap3::result::ExopResult(_, res) = match result {
             Ok(r) => r,
-            Err(f) => return answer::failure(&f),
+            Err(f) => {
+                // Unknown whether it was written. Either way the mark may go: a change that was
+                // written removed it already.
+                if unmark {
+                    let _ = self.mark_reset(&person.dn, false).await;
+                }
+                return answer::failure(&f);
+            }
         };
 
         let ppolicy = ppolicy_error(&res);
         let outcome = answer::openldap(res.rc, &res.text, ppolicy);
-        let raw = answer::raw(res.rc, &res.text, ppolicy);
+        let mut raw = answer::raw(res.rc, &res.text, ppolicy);
+        if unmark {
+            raw = format!("{raw}; minimum age not applied to a reset (pwdReset set first)");
+            if res.rc != 0 {
+                // Refused: the mark goes again, or the person would have to change at sign-in.
+                if let Err(a) = self.mark_reset(&person.dn, false).await {
+                    raw = format!("{raw}; removing pwdReset again failed: {}", a.raw);
+                }
+            }
+        }
         if !outcome.is_policy_rule() {
             return Answer { outcome, raw, policy: None };
         }
@@ -181,6 +217,50 @@ impl OpenLdap {
         Answer { outcome: Outcome::Success, raw: raws.join("; "), policy: None }
     }
 
+    /// Whether the person's policy would refuse a reset now for its minimum age alone.
+    async fn too_young_to_reset(&self, person: &Person) -> bool {
+        if person.must_change {
+            return false;
+        }
+        let Some(changed_at) = person.changed_at else { return false };
+        let policy = match person.policy_subentry.as_deref().or(self.policy_dn.as_deref()) {
+            Some(dn) => self.read_policy(dn).await,
+            None => None,
+        };
+        let min_age = policy.and_then(|p| p.min_age_secs).unwrap_or(0);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        min_age > 0 && now - changed_at < i64::try_from(min_age).unwrap_or(i64::MAX)
+    }
+
+    /// Sets (or removes) `pwdReset` on `dn`, with the Relax control ppolicy wants for it.
+    async fn mark_reset(&self, dn: &str, on: bool) -> Result<(), Answer> {
+        let m = if on {
+            ldap3::Mod::Replace("pwdReset", HashSet::from(["TRUE"]))
+        } else {
+            ldap3::Mod::Delete("pwdReset", HashSet::new())
+        };
+        let result = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| {
+                let m = m.clone();
+                let relax = RawControl { ctype: RELAX_OID.to_string(), crit: true, val: None };
+                async move { c.op().with_controls(relax).modify(dn, vec![m]).await }
+            })
+            .await;
+        match result {
+            Ok(res) if res.rc == 0 || (!on && res.rc == 16) => Ok(()),
+            Ok(res) => Err(Answer {
+                outcome: answer::openldap(res.rc, &res.text, None),
+                raw: format!(
+                    "{} (setting pwdReset before a reset within the minimum age: the service account needs manage on pwdReset)",
+                    answer::raw(res.rc, &res.text, None)
+                ),
+                policy: None,
+            }),
+            Err(f) => Err(answer::failure(&f)),
+        }
+    }
+
     /// The configured default policy.
     pub(crate) async fn default_policy(&self) -> Option<PolicyFacts> {
         let dn = self.policy_dn.as_deref()?;
@@ -254,7 +334,7 @@ impl OpenLdap {
     /// Looks the anchor up under every base DN, within the same scope as the sync.
     async fn find(&self, anchor: &Anchor) -> Result<Option<Person>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
-        let attrs = ["pwdPolicySubentry", "pwdAccountLockedTime"];
+        let attrs = ["pwdPolicySubentry", "pwdAccountLockedTime", "pwdReset", "pwdChangedTime"];
         let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
             // entryUUID is unique in one directory; two answers mean two naming contexts were
@@ -264,11 +344,30 @@ impl OpenLdap {
         Ok(found.pop().map(|entry| Person {
             policy_subentry: first(&entry, "pwdPolicySubentry").map(str::to_string),
             disabled: first(&entry, "pwdAccountLockedTime") == Some(PERMANENT_LOCK),
+            must_change: first(&entry, "pwdReset") == Some("TRUE"),
+            changed_at: first(&entry, "pwdChangedTime").and_then(generalized_time_unix),
             dn: entry.dn,
         }))
     }
 
     async fn read_policy(&self, dn: &str) -> Option<PolicyFacts> {
+        let cached = {
+            let mut map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, (at, _)| at.elapsed() < POLICY_CACHE);
+            map.get(dn).map(|(_, p)| p.clone())
+        };
+        if cached.is_some() {
+            return cached;
+        }
+        let policy = self.read_policy_now(dn).await;
+        if let Some(p) = &policy {
+            let mut map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+            map.insert(dn.to_string(), (std::time::Instant::now(), p.clone()));
+        }
+        policy
+    }
+
+    async fn read_policy_now(&self, dn: &str) -> Option<PolicyFacts> {
         let result = self
             .pool
             .run(Retry::Safe, |mut c: Conn| async move {

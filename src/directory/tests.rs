@@ -289,3 +289,32 @@ async fn a_refused_service_password_is_not_tried_again_and_a_corrected_file_work
     let alice = fx.anchor("alice").await;
     assert_eq!(directory.reset(&alice, &pw("After-Fixing-It-1")).await.outcome, Outcome::Success);
 }
+
+#[tokio::test]
+async fn a_password_changed_today_can_be_reset_as_forgotten_under_quality_and_history_but_not_changed_again() {
+    // carol's policy (cn=slow) has a minimum age of one hour.
+    let fx = Fixture::start();
+    let carol = fx.anchor("carol").await;
+    let today = pw("Changed-Today-1");
+    let changed = fx.directory.change(&carol, &fx.slapd.user_password, &today).await;
+    assert_eq!(changed.outcome, Outcome::Success, "{}", changed.raw);
+    let again = fx.directory.change(&carol, &today, &pw("Changed-Again-2")).await;
+    assert_eq!(again.outcome, Outcome::TooYoung { min_age_secs: Some(3600) }, "a change still waits: {}", again.raw);
+
+    // Forgotten the same day: the directory's quality and history rules apply, its age does not.
+    let short = fx.directory.reset(&carol, &pw("Ab1!")).await;
+    assert_eq!(short.outcome, Outcome::TooShort { min_length: Some(8) }, "{}", short.raw);
+    let reused = fx.directory.reset(&carol, &fx.slapd.user_password).await;
+    assert_eq!(reused.outcome, Outcome::InHistory { history: Some(3) }, "{}", reused.raw);
+    let state = crate::domain::AccountState::from_raw(&fx.directory.inspect(&carol).await.raw).unwrap();
+    assert!(!state.must_change, "a refused reset leaves no pwdReset behind");
+
+    let forgotten = pw("Forgot-It-Again-2");
+    let reset = fx.directory.reset(&carol, &forgotten).await;
+    assert_eq!(reset.outcome, Outcome::Success, "{}", reset.raw);
+    assert!(reset.raw.contains("minimum age not applied"), "{}", reset.raw);
+    assert!(fx.bind_works("carol", &forgotten).await);
+    let state = crate::domain::AccountState::from_raw(&fx.directory.inspect(&carol).await.raw).unwrap();
+    assert!(!state.must_change, "not asked to change it at once");
+    assert_eq!(state.policy.and_then(|p| p.min_age_secs), Some(3600), "carol's own policy is read");
+}

@@ -159,6 +159,15 @@ async fn the_doctor_finds_the_openldap_service_accounts_rights_and_a_person_has_
         );
     }
 
+    // carol's own policy has a minimum age: resets within it need the right to mark pwdReset.
+    for (mut cfg, expected) in [(slapd.directory_config("ol"), Status::Pass), (as_bob, Status::Fail)] {
+        cfg.user_filter = Some("(uid=carol)".into());
+        let checks = check_directory(&cfg).await;
+        let age = checks.iter().find(|c| c.name == "minimum age on resets").expect("checked");
+        assert_eq!(age.status, expected, "{checks:#?}");
+        assert!(age.detail.contains("pwdMinAge 3600"), "{age:#?}");
+    }
+
     assert_eq!(entry_state(&slapd, &alice).await, before, "nothing was written");
     assert!(passback::sandbox::bind_works(&slapd.url, &slapd.ca_file, &alice, &slapd.user_password).await);
     drop(slapd);

@@ -45,8 +45,8 @@ pub(super) async fn checks(ol: &OpenLdap, cfg: &DirectoryConfig, people: &[Synce
     for (base, probe) in probe_people(bases, people, &cfg.bind_dn) {
         match probe {
             Some(p) => {
-                rights(ol, &p, &cfg.bind_dn, out).await;
-                policy(ol, &p, out).await;
+                let may_mark = rights(ol, &p, &cfg.bind_dn, out).await;
+                policy(ol, &p, may_mark, out).await;
             }
             None => {
                 for row in [PASSWORD_ROW, UNLOCK_ROW, MUST_CHANGE_ROW] {
@@ -76,7 +76,9 @@ async fn ppolicy(ol: &OpenLdap, out: &mut Checks) {
     }
 }
 
-async fn rights(ol: &OpenLdap, p: &ProbePerson<'_>, bind_dn: &str, out: &mut Checks) {
+/// Returns whether the service account may write `pwdReset` (what a reset within a policy's
+/// minimum age needs).
+async fn rights(ol: &OpenLdap, p: &ProbePerson<'_>, bind_dn: &str, out: &mut Checks) -> bool {
     let dn = p.user.dn.as_str();
     let on = format!("on {dn}, the first person under {}", p.base);
     let made_up = format!("{{passback-doctor}}{}", uuid::Uuid::new_v4().simple());
@@ -111,7 +113,9 @@ async fn rights(ol: &OpenLdap, p: &ProbePerson<'_>, bind_dn: &str, out: &mut Che
     let has_false = current.is_some_and(|e| values(&e, "pwdReset").iter().any(|v| v.eq_ignore_ascii_case("FALSE")));
     let absent = if has_false { "TRUE" } else { "FALSE" };
     let must_change = probe(ol, dn, vec![("pwdReset", absent.into())], true).await;
+    let may_mark = must_change.as_ref().is_ok_and(|r| r.rc == 16);
     report(out, MUST_CHANGE_ROW, &on, must_change, &manage);
+    may_mark
 }
 
 /// Deletes each (attribute, value) in a modify of its own, stopping at the first answer that is
@@ -161,8 +165,11 @@ fn report(out: &mut Checks, name: &str, on: &str, answer: Result<ldap3::LdapResu
 }
 
 /// The policy ppolicy applies to the person: a warning when it will refuse the service account's
-/// resets for want of the old password.
-async fn policy(ol: &OpenLdap, p: &ProbePerson<'_>, out: &mut Checks) {
+/// resets for want of the old password, and a failure when its minimum age would block resets of
+/// a password changed lately (ppolicy applies `pwdMinAge` to every identity that is not a
+/// password administrator; the agent marks the entry `pwdReset` first, which ppolicy exempts,
+/// and that needs manage on `pwdReset`).
+async fn policy(ol: &OpenLdap, p: &ProbePerson<'_>, may_mark: bool, out: &mut Checks) {
     const NAME: &str = "password policy";
     let dn = p.user.dn.as_str();
     let own = read(ol, dn, &["pwdPolicySubentry"]).await.ok().flatten();
@@ -174,6 +181,28 @@ async fn policy(ol: &OpenLdap, p: &ProbePerson<'_>, out: &mut Checks) {
         );
         return;
     };
+    const MIN_AGE: &str = "minimum age on resets";
+    match read(ol, &policy_dn, &["pwdMinAge"]).await {
+        Ok(Some(e)) => match values(&e, "pwdMinAge").first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) {
+            0 => out.pass(MIN_AGE, format!("{policy_dn} has no minimum age")),
+            secs if may_mark => out.pass(
+                MIN_AGE,
+                format!(
+                    "{policy_dn} has pwdMinAge {secs} s, for people's own changes: a forgotten password changed \
+                     within it is still reset (the agent marks the entry pwdReset first, which ppolicy exempts)"
+                ),
+            ),
+            secs => out.fail(
+                MIN_AGE,
+                format!(
+                    "{policy_dn} has pwdMinAge {secs} s, and the service account cannot write pwdReset: a \
+                     forgotten password changed within the last {secs} s cannot be reset"
+                ),
+                "give the service account manage on pwdReset (see the must-change row)",
+            ),
+        },
+        _ => {}
+    }
     match read(ol, &policy_dn, &["pwdSafeModify"]).await {
         Ok(Some(e)) if values(&e, "pwdSafeModify").iter().any(|v| v.eq_ignore_ascii_case("TRUE")) => out.warn(
             NAME,
