@@ -189,6 +189,29 @@ impl Tr {
         }
     }
 
+    /// A moment in words, in this language: "4 December 2026 at 10:30 UTC+01:00", at
+    /// `offset_minutes` east of UTC (clamped to real time zones; `None`: UTC, named so).
+    pub fn datetime(&self, unix: i64, offset_minutes: Option<i32>) -> String {
+        let minutes = offset_minutes.unwrap_or(0).clamp(-14 * 60, 14 * 60);
+        let offset = time::UtcOffset::from_whole_seconds(minutes * 60).unwrap_or(time::UtcOffset::UTC);
+        let Ok(at) = time::OffsetDateTime::from_unix_timestamp(unix) else { return String::new() };
+        let at = at.to_offset(offset);
+        let zone = match minutes {
+            0 => "UTC".to_string(),
+            m => format!("UTC{}{:02}:{:02}", if m < 0 { '-' } else { '+' }, m.abs() / 60, m.abs() % 60),
+        };
+        self.fill(
+            "date.at",
+            &[
+                ("day", at.day().to_string()),
+                ("month", self.t(&format!("date.m{}", u8::from(at.month()))).to_string()),
+                ("year", at.year().to_string()),
+                ("time", format!("{:02}:{:02}", at.hour(), at.minute())),
+                ("zone", zone),
+            ],
+        )
+    }
+
     /// The languages for the switch on every page: (code, name, is this one).
     pub fn languages(&self) -> Vec<(&'static str, &'static str, bool)> {
         Lang::ALL.into_iter().map(|l| (l.code(), l.native_name(), l == self.0)).collect()

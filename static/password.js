@@ -12,6 +12,9 @@
     return kinds >= 3;
   }
   document.querySelectorAll("form.new-password").forEach(function (form) {
+    // The person's time zone, so that a refusal can say "from 5 December at 10:30" in it.
+    var tz = form.querySelector("input[name=tz_offset]");
+    if (tz) tz.value = String(-new Date().getTimezoneOffset());
     var pw = form.querySelector("input[name=password]");
     var confirm = form.querySelector("input[name=confirm]");
     var checks = form.querySelector(".checks");

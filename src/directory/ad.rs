@@ -102,6 +102,8 @@ struct Person {
     disabled: bool,
     /// Seconds since the password was last set, when AD says.
     password_age_secs: Option<u64>,
+    /// When the password was last set (Unix seconds), when AD says.
+    password_set_at: Option<i64>,
 }
 
 /// Whether an account may have a forgotten password reset here.
@@ -306,7 +308,8 @@ impl Ad {
         } else {
             outcome
         };
-        Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
+        let outcome = answer::with_since(answer::with_policy(outcome, policy.as_ref()), person.password_set_at);
+        Answer { outcome, raw, policy }
     }
 
     /// Checks a person's password by binding as them (sign-in); AD says in the bind's `data`
@@ -428,6 +431,7 @@ impl Ad {
             protection,
             disabled: uac & UF_ACCOUNTDISABLE != 0,
             password_age_secs: number::<i64>(&entry, "pwdLastSet").and_then(filetime_age_secs),
+            password_set_at: number::<i64>(&entry, "pwdLastSet").and_then(filetime_unix),
             dn: entry.dn,
         }))
     }

@@ -34,7 +34,7 @@ pub fn openldap(rc: u32, text: &str, ppolicy_error: Option<u8>) -> Outcome {
         Some(ppolicy::ACCOUNT_LOCKED) => return Outcome::AccountLocked,
         Some(ppolicy::INSUFFICIENT_PASSWORD_QUALITY) => return Outcome::NotComplex,
         Some(ppolicy::PASSWORD_TOO_SHORT) => return Outcome::TooShort { min_length: None },
-        Some(ppolicy::PASSWORD_TOO_YOUNG) => return Outcome::TooYoung { min_age_secs: None },
+        Some(ppolicy::PASSWORD_TOO_YOUNG) => return Outcome::TooYoung { min_age_secs: None, since: None },
         Some(ppolicy::PASSWORD_IN_HISTORY) => return Outcome::InHistory { history: None },
         // The service account may not set passwords the way it tries to: a set-up problem.
         Some(ppolicy::PASSWORD_MOD_NOT_ALLOWED | ppolicy::MUST_SUPPLY_OLD_PASSWORD) => {
@@ -52,7 +52,7 @@ pub fn openldap(rc: u32, text: &str, ppolicy_error: Option<u8>) -> Outcome {
         19 if lower.contains("in history") || lower.contains("not being changed from existing value") => {
             Outcome::InHistory { history: None }
         }
-        19 if lower.contains("too young") => Outcome::TooYoung { min_age_secs: None },
+        19 if lower.contains("too young") => Outcome::TooYoung { min_age_secs: None, since: None },
         19 if lower.contains("too short") => Outcome::TooShort { min_length: None },
         32 => Outcome::NotFound,
         49 => Outcome::OldPasswordWrong,
@@ -82,7 +82,7 @@ pub fn ad(rc: u32, text: &str) -> Outcome {
         (19 | 53, "0000052D") if lower.contains("history") || lower.contains("already used") => {
             Outcome::InHistory { history: None }
         }
-        (19 | 53, "0000052D") if lower.contains("too young") => Outcome::TooYoung { min_age_secs: None },
+        (19 | 53, "0000052D") if lower.contains("too young") => Outcome::TooYoung { min_age_secs: None, since: None },
         (19, "00000056") => Outcome::OldPasswordWrong,
         (19, "00000775") => Outcome::AccountLocked,
         // Refused for want of rights, of authentication, or of an encrypted connection: all
@@ -91,6 +91,14 @@ pub fn ad(rc: u32, text: &str) -> Outcome {
         (32, _) => Outcome::NotFound,
         (3 | 51 | 52 | 81 | 85, _) => Outcome::DirectoryUnreachable,
         _ => Outcome::Refused,
+    }
+}
+
+/// A "too recent" refusal that says since when: `set_at`, when the password was last set.
+pub fn with_since(outcome: Outcome, set_at: Option<i64>) -> Outcome {
+    match outcome {
+        Outcome::TooYoung { min_age_secs, since: None } => Outcome::TooYoung { min_age_secs, since: set_at },
+        other => other,
     }
 }
 
@@ -169,7 +177,7 @@ pub fn ad_rule(password: &str, account_name: &str, policy: Option<&PolicyFacts>,
         return Outcome::NotComplex;
     }
     if too_young {
-        return Outcome::TooYoung { min_age_secs: p.min_age_secs };
+        return Outcome::TooYoung { min_age_secs: p.min_age_secs, since: None };
     }
     Outcome::InHistory { history: p.history }
 }
@@ -270,7 +278,9 @@ pub fn with_policy(outcome: Outcome, facts: Option<&PolicyFacts>) -> Outcome {
     match outcome {
         Outcome::TooShort { min_length: None } => Outcome::TooShort { min_length: f.min_length },
         Outcome::InHistory { history: None } => Outcome::InHistory { history: f.history },
-        Outcome::TooYoung { min_age_secs: None } => Outcome::TooYoung { min_age_secs: f.min_age_secs },
+        Outcome::TooYoung { min_age_secs: None, since: None } => {
+            Outcome::TooYoung { min_age_secs: f.min_age_secs, since: None }
+        }
         other => other,
     }
 }
@@ -338,7 +348,7 @@ mod tests {
                        (in history)!";
         assert_eq!(ad(19, history), Outcome::InHistory { history: None });
         let young = "0000052D: Constraint violation - check_password_restrictions: password is too young to change!";
-        assert_eq!(ad(19, young), Outcome::TooYoung { min_age_secs: None });
+        assert_eq!(ad(19, young), Outcome::TooYoung { min_age_secs: None, since: None });
         let wrong_old = "00000056: Constraint violation - check_password_restrictions: The old password specified \
                          doesn't match!";
         assert_eq!(ad(19, wrong_old), Outcome::OldPasswordWrong);
@@ -391,7 +401,10 @@ mod tests {
         assert_eq!(ad_rule("Ab1!", "alice", Some(&p), false), Outcome::TooShort { min_length: Some(8) });
         assert_eq!(ad_rule("alllowercase", "alice", Some(&p), false), Outcome::NotComplex);
         assert_eq!(ad_rule("Good-Passw0rd", "alice", Some(&p), false), Outcome::InHistory { history: Some(24) });
-        assert_eq!(ad_rule("Good-Passw0rd", "alice", Some(&p), true), Outcome::TooYoung { min_age_secs: Some(86_400) });
+        assert_eq!(
+            ad_rule("Good-Passw0rd", "alice", Some(&p), true),
+            Outcome::TooYoung { min_age_secs: Some(86_400), since: None }
+        );
         assert_eq!(ad_rule("x", "alice", None, false), Outcome::Refused);
     }
 
@@ -400,7 +413,10 @@ mod tests {
         let fails = "Password fails quality checking policy";
         assert_eq!(openldap(19, fails, Some(6)), Outcome::TooShort { min_length: None });
         assert_eq!(openldap(19, fails, Some(5)), Outcome::NotComplex);
-        assert_eq!(openldap(19, "Password is too young to change", Some(7)), Outcome::TooYoung { min_age_secs: None });
+        assert_eq!(
+            openldap(19, "Password is too young to change", Some(7)),
+            Outcome::TooYoung { min_age_secs: None, since: None }
+        );
         assert_eq!(
             openldap(19, "Password is in history of old passwords", Some(8)),
             Outcome::InHistory { history: None }
@@ -442,7 +458,10 @@ mod tests {
             openldap(19, "Password is not being changed from existing value", None),
             Outcome::InHistory { history: None }
         );
-        assert_eq!(openldap(19, "Password is too young to change", None), Outcome::TooYoung { min_age_secs: None });
+        assert_eq!(
+            openldap(19, "Password is too young to change", None),
+            Outcome::TooYoung { min_age_secs: None, since: None }
+        );
     }
 
     #[test]
@@ -523,8 +542,8 @@ mod tests {
             Outcome::InHistory { history: Some(3) }
         );
         assert_eq!(
-            with_policy(Outcome::TooYoung { min_age_secs: None }, Some(&facts)),
-            Outcome::TooYoung { min_age_secs: Some(3600) }
+            with_policy(Outcome::TooYoung { min_age_secs: None, since: None }, Some(&facts)),
+            Outcome::TooYoung { min_age_secs: Some(3600), since: None }
         );
         assert_eq!(with_policy(Outcome::NotComplex, Some(&facts)), Outcome::NotComplex);
         assert_eq!(with_policy(Outcome::TooShort { min_length: None }, None), Outcome::TooShort { min_length: None });

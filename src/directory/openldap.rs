@@ -143,7 +143,8 @@ impl OpenLdap {
             Some(dn) => self.read_policy(dn).await,
             None => None,
         };
-        Answer { outcome: answer::with_policy(outcome, policy.as_ref()), raw, policy }
+        let outcome = answer::with_since(answer::with_policy(outcome, policy.as_ref()), person.changed_at);
+        Answer { outcome, raw, policy }
     }
 
     /// Checks a person's password by binding as them (sign-in), asking ppolicy why a bind fails

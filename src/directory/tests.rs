@@ -85,17 +85,23 @@ async fn a_recently_used_password_is_refused_with_the_real_history_length() {
 }
 
 #[tokio::test]
-async fn a_second_reset_within_the_minimum_age_is_refused_as_too_young() {
+async fn a_second_change_within_the_minimum_age_is_refused_with_the_persons_own_number_and_since_when() {
     let fx = Fixture::start();
     let carol = fx.anchor("carol").await;
-    assert_eq!(fx.directory.reset(&carol, &pw("Carol-First-1")).await.outcome, Outcome::Success);
+    let first = pw("Carol-First-1");
+    assert_eq!(fx.directory.change(&carol, &fx.slapd.user_password, &first).await.outcome, Outcome::Success);
+    let changed_at = time::OffsetDateTime::now_utc().unix_timestamp();
 
-    let answer = fx.directory.reset(&carol, &pw("Carol-Second-2")).await;
+    let answer = fx.directory.change(&carol, &first, &pw("Carol-Second-2")).await;
 
-    // carol's own policy (cn=slow), not the default one, gives the number.
-    assert_eq!(answer.outcome, Outcome::TooYoung { min_age_secs: Some(3600) }, "{}", answer.raw);
+    // carol's own policy (cn=slow), not the default one, gives the number; pwdChangedTime the time.
+    let Outcome::TooYoung { min_age_secs, since: Some(since) } = answer.outcome else {
+        panic!("{:?} {}", answer.outcome, answer.raw)
+    };
+    assert_eq!(min_age_secs, Some(3600));
+    assert!((since - changed_at).abs() <= 5, "{since} vs {changed_at}");
     assert!(answer.raw.contains("ppolicy=7"), "{}", answer.raw);
-    assert!(fx.bind_works("carol", &pw("Carol-First-1")).await);
+    assert!(fx.bind_works("carol", &first).await);
 }
 
 #[tokio::test]
@@ -299,7 +305,12 @@ async fn a_password_changed_today_can_be_reset_as_forgotten_under_quality_and_hi
     let changed = fx.directory.change(&carol, &fx.slapd.user_password, &today).await;
     assert_eq!(changed.outcome, Outcome::Success, "{}", changed.raw);
     let again = fx.directory.change(&carol, &today, &pw("Changed-Again-2")).await;
-    assert_eq!(again.outcome, Outcome::TooYoung { min_age_secs: Some(3600) }, "a change still waits: {}", again.raw);
+    assert_eq!(
+        again.outcome,
+        Outcome::TooYoung { min_age_secs: Some(3600), since: None },
+        "a change still waits: {}",
+        again.raw
+    );
 
     // Forgotten the same day: the directory's quality and history rules apply, its age does not.
     let short = fx.directory.reset(&carol, &pw("Ab1!")).await;

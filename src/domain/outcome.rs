@@ -33,6 +33,10 @@ pub enum Outcome {
     },
     TooYoung {
         min_age_secs: Option<u64>,
+        /// When the password was last set (Unix seconds), as the directory says: the refusal
+        /// then says from when a change is allowed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
     },
     Banned,
     ContainsUserName,
@@ -119,8 +123,15 @@ impl Outcome {
         )
     }
 
-    /// What the person reads: what happened and what they can do. Plain words, real numbers.
+    /// What the person reads: what happened and what they can do. Plain words, real numbers;
+    /// times in UTC.
     pub fn message(&self, tr: Tr) -> String {
+        self.message_at(tr, None)
+    }
+
+    /// [`Self::message`], with times in the person's time zone: `offset_minutes` east of UTC, as
+    /// their browser said (`None`: UTC).
+    pub fn message_at(&self, tr: Tr, offset_minutes: Option<i32>) -> String {
         let key = match self {
             Outcome::Success => "outcome.success",
             Outcome::SuccessCloudPending => "outcome.success_cloud_pending",
@@ -131,10 +142,17 @@ impl Outcome {
             Outcome::NotComplex => "outcome.not_complex",
             Outcome::InHistory { history: Some(n) } => return tr.f("outcome.in_history_n", "n", n),
             Outcome::InHistory { history: None } => "outcome.in_history",
-            Outcome::TooYoung { min_age_secs: Some(s) } => {
+            Outcome::TooYoung { min_age_secs: Some(s), since: Some(at) } => {
+                let allowed = at.saturating_add(i64::try_from(*s).unwrap_or(i64::MAX));
+                return tr.fill(
+                    "outcome.too_young_when",
+                    &[("changed", tr.datetime(*at, offset_minutes)), ("allowed", tr.datetime(allowed, offset_minutes))],
+                );
+            }
+            Outcome::TooYoung { min_age_secs: Some(s), .. } => {
                 return tr.f("outcome.too_young_d", "duration", tr.duration(*s))
             }
-            Outcome::TooYoung { min_age_secs: None } => "outcome.too_young",
+            Outcome::TooYoung { min_age_secs: None, .. } => "outcome.too_young",
             Outcome::Banned => "outcome.banned",
             Outcome::ContainsUserName => "outcome.contains_user_name",
             Outcome::NotFound => "outcome.not_found",
@@ -169,7 +187,7 @@ mod tests {
             Outcome::TooShort { min_length: None },
             Outcome::NotComplex,
             Outcome::InHistory { history: None },
-            Outcome::TooYoung { min_age_secs: None },
+            Outcome::TooYoung { min_age_secs: None, since: None },
             Outcome::Banned,
             Outcome::ContainsUserName,
             Outcome::NotFound,
@@ -197,7 +215,13 @@ mod tests {
         let tr = Tr::default();
         assert!(Outcome::TooShort { min_length: Some(8) }.message(tr).contains("at least 8 characters"));
         assert!(Outcome::InHistory { history: Some(3) }.message(tr).contains("last 3 passwords"));
-        assert!(Outcome::TooYoung { min_age_secs: Some(3600) }.message(tr).contains("1 hour"));
+        assert!(Outcome::TooYoung { min_age_secs: Some(3600), since: None }.message(tr).contains("1 hour"));
+        // Changed 2026-12-04 09:30 UTC, one day's minimum age; seen from UTC+1.
+        let young = Outcome::TooYoung { min_age_secs: Some(86_400), since: Some(1_796_376_600) };
+        let text = young.message_at(tr, Some(60));
+        assert!(text.contains("4 December 2026 at 10:30") && text.contains("5 December 2026 at 10:30"), "{text}");
+        assert!(text.contains("UTC+01:00"), "the time zone is named: {text}");
+        assert!(young.message(tr).contains("09:30 UTC"), "{}", young.message(tr));
     }
 
     #[test]

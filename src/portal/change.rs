@@ -78,6 +78,9 @@ pub struct ChangeForm {
     pow_token: String,
     #[serde(default)]
     pow: String,
+    /// Minutes east of UTC, from the form's script (see [`super::pages::tz_offset`]).
+    #[serde(default)]
+    tz_offset: String,
 }
 
 pub async fn change(
@@ -128,7 +131,8 @@ async fn change_inner(
     let found = people::resolve(&st, &login, &support).await?;
     let attempt =
         Attempt { st: &st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
-    let outcome_view = |o: &Outcome| OutcomeView::new(o, &support);
+    let offset = super::pages::tz_offset(&f.tz_offset);
+    let outcome_view = |o: &Outcome| OutcomeView::new_at(o, &support, offset);
 
     if !people::directory_alive(&st, found.target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;

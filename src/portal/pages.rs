@@ -14,8 +14,23 @@ pub struct OutcomeView {
 
 impl OutcomeView {
     pub fn new(outcome: &crate::domain::Outcome, support: &super::SupportCode) -> Self {
-        Self { code: outcome.code().0.into(), message: outcome.message(Tr::current()), support_code: support.0.clone() }
+        Self::new_at(outcome, support, None)
     }
+
+    /// [`Self::new`], with times in the person's time zone (see [`tz_offset`]).
+    pub fn new_at(outcome: &crate::domain::Outcome, support: &super::SupportCode, offset: Option<i32>) -> Self {
+        Self {
+            code: outcome.code().0.into(),
+            message: outcome.message_at(Tr::current(), offset),
+            support_code: support.0.clone(),
+        }
+    }
+}
+
+/// The person's time zone as a new-password form's script reports it: minutes east of UTC, or
+/// `None` (no script, or nonsense), and times are then given in UTC.
+pub fn tz_offset(field: &str) -> Option<i32> {
+    field.trim().parse::<i32>().ok().filter(|m| m.abs() <= 14 * 60)
 }
 
 #[derive(Debug, Clone, Default)]

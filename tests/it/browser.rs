@@ -97,6 +97,9 @@ async fn a_password_is_changed_with_the_current_one_in_a_browser_with(js: bool) 
     let browser = Browser::open_with(&app, label, web::Options { js, ..Default::default() }).await;
     browser.goto("/change").await;
     browser.check("change").await;
+    // The script tells the server the person's time zone (minutes east of UTC).
+    let tz = browser.value("tz_offset").await;
+    assert_eq!(tz.parse::<i32>().is_ok(), js, "{tz:?}");
     browser.fill("login", "carol").await;
     browser.fill("current", INITIAL_USER_PASSWORD).await;
     browser.fill("password", NEW_PASSWORD).await;
@@ -106,6 +109,17 @@ async fn a_password_is_changed_with_the_current_one_in_a_browser_with(js: bool) 
     let text = browser.text().await;
     assert!(text.contains("Your password has been changed"), "{text}");
     assert!(app.bind_works("carol", NEW_PASSWORD).await);
+
+    // carol's policy has a minimum age of an hour: a second change says from when.
+    browser.goto("/change").await;
+    browser.fill("login", "carol").await;
+    browser.fill("current", NEW_PASSWORD).await;
+    browser.fill("password", "Third-Fine-Pass9").await;
+    browser.fill("confirm", "Third-Fine-Pass9").await;
+    browser.press("Change my password").await;
+    let text = browser.text().await;
+    assert!(text.contains("PB-2004") && text.contains("allow the next change from"), "{text}");
+    browser.check("change-too-young").await;
     browser.close().await;
 }
 

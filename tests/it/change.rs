@@ -37,9 +37,22 @@ async fn a_change_soon_after_the_last_one_is_refused_as_too_recent() {
     let first = app.change_password("carol", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
     assert!(first.contains("Your password has been changed"), "{first}");
 
-    let second = app.change_password("carol", "Changed-Pass-2026", "Another-Pass-2027").await;
+    // The person's browser is an hour east of UTC.
+    let second =
+        app.change_password_with("carol", "Changed-Pass-2026", "Another-Pass-2027", &[("tz_offset", "60")]).await;
 
-    assert!(second.contains("PB-2004") && second.contains("1 hour"), "{second}");
+    // From when, in the person's time zone: the last change (now) and one hour after it.
+    assert!(second.contains("PB-2004") && second.contains("allow the next change from"), "{second}");
+    let times: Vec<i64> = second
+        .split(" UTC+01:00")
+        .filter_map(|before| before.rsplit("at ").next())
+        .filter_map(|hm| hm.split_once(':'))
+        .filter_map(|(h, m)| Some(h.trim().parse::<i64>().ok()? * 60 + m.trim().parse::<i64>().ok()?))
+        .collect();
+    assert_eq!(times.len(), 2, "{second}");
+    let now = (app.clock.now() + 3600).rem_euclid(86_400) / 60;
+    assert!((times[0] - now).rem_euclid(1440) <= 1 || (now - times[0]).rem_euclid(1440) <= 1, "{times:?} vs {now}");
+    assert_eq!((times[1] - times[0]).rem_euclid(1440), 60, "{second}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

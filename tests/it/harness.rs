@@ -500,9 +500,14 @@ impl TestApp {
 
     /// Fills in and sends the change form; returns the page the person sees.
     pub async fn change_password(&self, login: &str, current: &str, new: &str) -> String {
+        self.change_password_with(login, current, new, &[]).await
+    }
+
+    /// [`Self::change_password`], with `extra` fields as the form's script would add them.
+    pub async fn change_password_with(&self, login: &str, current: &str, new: &str, extra: &[(&str, &str)]) -> String {
         let (form, csrf) = self.page("/change").await;
         let key = hidden(&form, "form_key").unwrap();
-        let fields = [
+        let mut fields = vec![
             ("csrf", csrf.as_str()),
             ("form_key", &key),
             ("login", login),
@@ -510,6 +515,7 @@ impl TestApp {
             ("password", new),
             ("confirm", new),
         ];
+        fields.extend_from_slice(extra);
         self.post("/change", &fields).await.text().await.unwrap()
     }
 

@@ -212,6 +212,9 @@ pub struct ExpiredForm {
     current: SecretString,
     password: SecretString,
     confirm: SecretString,
+    /// Minutes east of UTC, from the form's script.
+    #[serde(default)]
+    tz_offset: String,
 }
 
 /// The new password, written back as a *change*: the directory checks the current one and its
@@ -261,7 +264,7 @@ pub async fn expired(
     let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
     attempt.audit("change.expired", &result.outcome, &result.raw).await?;
     if !result.outcome.is_success() {
-        let view = OutcomeView::new(&result.outcome, &support);
+        let view = OutcomeView::new_at(&result.outcome, &support, crate::portal::pages::tz_offset(&f.tz_offset));
         return Ok(support.tag(expired_page(&st, &session, &must, None, Some(view)).await?));
     }
     people::acted_on(&st, &target, now, crate::mail::Notice::Changed).await?;
