@@ -305,10 +305,10 @@ async fn a_password_changed_today_can_be_reset_as_forgotten_under_quality_and_hi
     let changed = fx.directory.change(&carol, &fx.slapd.user_password, &today).await;
     assert_eq!(changed.outcome, Outcome::Success, "{}", changed.raw);
     let again = fx.directory.change(&carol, &today, &pw("Changed-Again-2")).await;
-    assert_eq!(
+    assert!(
+        matches!(again.outcome, Outcome::TooYoung { min_age_secs: Some(3600), since: Some(_) }),
+        "a change still waits: {:?} {}",
         again.outcome,
-        Outcome::TooYoung { min_age_secs: Some(3600), since: None },
-        "a change still waits: {}",
         again.raw
     );
 

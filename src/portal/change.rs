@@ -22,7 +22,8 @@ const FORM_KEY: &str = "change_form_key";
 const ALREADY_SENT: &str = "password.already_sent";
 
 /// The change form. It states the policy of the only directory, if there is one: never the
-/// person's own, which would tell whether a name exists.
+/// person's own, which would tell whether a name exists, until the directory refused a new
+/// password by a rule (it checks the current password first).
 async fn page(
     st: &AppState,
     target: Option<&people::Target>,
@@ -205,5 +206,8 @@ async fn change_inner(
         };
         return Ok(support.tag(done));
     }
-    Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&result.outcome))).await?))
+    // A rule refused the new password, so the current one was right: the form may now state the
+    // person's own rules (the ones that refused it), not the domain's.
+    let proved = found.target.as_ref().filter(|_| result.outcome.is_policy_rule());
+    Ok(support.tag(page(&st, proved, &session, &typed, None, Some(outcome_view(&result.outcome))).await?))
 }

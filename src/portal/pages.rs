@@ -391,6 +391,8 @@ pub struct HelpdeskPersonPage {
     pub live: Result<crate::domain::AccountState, String>,
     /// "Also unlock" starts ticked: the account is locked now.
     pub unlock_checked: bool,
+    /// The rules a typed password must meet: the person's own.
+    pub policy: Option<PolicyView>,
     pub form_key: String,
     pub authenticator: bool,
     pub questions: usize,

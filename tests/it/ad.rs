@@ -203,7 +203,11 @@ async fn ad_changes_are_checked_against_the_old_password_history_and_minimum_age
         .unwrap();
     dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &sam]).unwrap();
     let young = dir.change(&anchor, &secret("Next#Pass123"), &secret("Third#Pass456")).await;
-    assert_eq!(young.outcome, Outcome::TooYoung { min_age_secs: Some(86_400), since: None }, "{}", young.raw);
+    let Outcome::TooYoung { min_age_secs: Some(86_400), since: Some(since) } = young.outcome else {
+        panic!("{:?} {}", young.outcome, young.raw)
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - since).abs() < 120, "since when: pwdLastSet of the change above ({since} vs {now})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,14 +426,22 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_out_ad_account_reset_as_forgotten_is_changed_and_unlocked_and_the_new_password_binds() {
+    use crate::helpdesk::{add_staff, client, person_page_in, staff_signin};
     let dc = dc().await;
     let (sam, dn, mail) = person(dc, None).await;
+    let app = ad_app(dc.directory_config(AD)).await;
+    synced(&app, &sam).await;
+    // Locked after the sync: only a live read knows.
     for _ in 0..6 {
         assert!(!binds(dc, &dn, "Wrong#Guess1").await);
     }
     assert!(!binds(dc, &dn, INITIAL_AD_PASSWORD).await, "locked out");
-    let app = ad_app(dc.directory_config(AD)).await;
-    synced(&app, &sam).await;
+    let scope = passback::store::users::Scope { directories: vec![AD.into()], ..Default::default() };
+    let hd = add_staff(&app, "hd-lock", passback::store::staff::Role::Helpdesk, scope, false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &hd, 0).await;
+    let (_, staff_view) = person_page_in(&app, &c, AD, &sam).await;
+    assert!(staff_view.contains(r#"name="unlock" value="on" checked"#), "also unlock is ticked: {staff_view}");
 
     let form = app.verified_as(&sam, &mail).await;
     assert!(form.contains("Your account is locked at the moment"), "the live state is shown: {form}");
@@ -498,6 +510,26 @@ async fn a_person_under_a_fine_grained_policy_sees_its_numbers_before_typing() {
     assert!(refused.contains("At least 12 characters") && !refused.contains("At least 7"), "{refused}");
 
     let plain = app.verified_as(&plain_sam, &plain_mail).await;
+    assert!(plain.contains("At least 7 characters"), "{plain}");
+
+    // The change form never states a person's own rules to someone who only typed their name
+    // (here, with two directories, it states none), but does once the directory refused a new
+    // password by them (it checked the current one first).
+    let wrong = app.change_password(&strict_sam, "Not#The1Password", "Short#Pw9").await;
+    assert!(wrong.contains("PB-3005") && !wrong.contains("At least 12"), "{wrong}");
+    let short = app.change_password(&strict_sam, INITIAL_AD_PASSWORD, "Short#Pw9").await;
+    assert!(short.contains("PB-2001") && short.contains("At least 12 characters"), "{short}");
+    assert!(!short.contains("At least 7 characters"), "{short}");
+
+    // The helpdesk sees each person's own rules beside the typed password.
+    use crate::helpdesk::{add_staff, client, person_page_in, staff_signin};
+    let scope = passback::store::users::Scope { directories: vec![AD.into()], ..Default::default() };
+    let hd = add_staff(&app, "hd-pso", passback::store::staff::Role::Helpdesk, scope, false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &hd, 0).await;
+    let (_, strict) = person_page_in(&app, &c, AD, &strict_sam).await;
+    assert!(strict.contains("At least 12 characters") && !strict.contains("At least 7"), "{strict}");
+    let (_, plain) = person_page_in(&app, &c, AD, &plain_sam).await;
     assert!(plain.contains("At least 7 characters"), "{plain}");
 }
 

@@ -182,8 +182,8 @@ async fn policy(ol: &OpenLdap, p: &ProbePerson<'_>, may_mark: bool, out: &mut Ch
         return;
     };
     const MIN_AGE: &str = "minimum age on resets";
-    match read(ol, &policy_dn, &["pwdMinAge"]).await {
-        Ok(Some(e)) => match values(&e, "pwdMinAge").first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) {
+    if let Ok(Some(e)) = read(ol, &policy_dn, &["pwdMinAge"]).await {
+        match values(&e, "pwdMinAge").first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) {
             0 => out.pass(MIN_AGE, format!("{policy_dn} has no minimum age")),
             secs if may_mark => out.pass(
                 MIN_AGE,
@@ -200,8 +200,7 @@ async fn policy(ol: &OpenLdap, p: &ProbePerson<'_>, may_mark: bool, out: &mut Ch
                 ),
                 "give the service account manage on pwdReset (see the must-change row)",
             ),
-        },
-        _ => {}
+        }
     }
     match read(ol, &policy_dn, &["pwdSafeModify"]).await {
         Ok(Some(e)) if values(&e, "pwdSafeModify").iter().any(|v| v.eq_ignore_ascii_case("TRUE")) => out.warn(

@@ -179,8 +179,11 @@ async fn person_page(
     // "Also unlock" is ticked when the directory has the account locked now (or, unread, when
     // the last sync said so).
     let unlock_checked = live.as_ref().map_or(row.locked, |s| s.locked);
+    // The person's own rules for a typed password (the live read above is reused).
+    let policy = passwords::policy_view(st, Some(&target)).await;
     let view = HelpdeskPersonPage {
         unlock_checked,
+        policy,
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
         staff: staff.row.display_name.clone(),
