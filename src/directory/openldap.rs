@@ -87,7 +87,7 @@ impl OpenLdap {
     }
 
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
-        let person = match self.find_enabled(anchor).await {
+        let person = match self.find_enabled(anchor, old.is_some()).await {
             Ok(person) => person,
             Err(answer) => return answer,
         };
@@ -150,7 +150,7 @@ impl OpenLdap {
     /// Checks a person's password by binding as them (sign-in), asking ppolicy why a bind fails
     /// or whether the password must be changed first.
     pub(crate) async fn verify(&self, anchor: &Anchor, password: &SecretString) -> Answer {
-        let person = match self.find_enabled(anchor).await {
+        let person = match self.find_enabled(anchor, true).await {
             Ok(person) => person,
             Err(answer) => return answer,
         };
@@ -298,8 +298,20 @@ impl OpenLdap {
     }
 
     /// The person, or the answer to give when there is none or their account is disabled.
-    async fn find_enabled(&self, anchor: &Anchor) -> Result<Person, Answer> {
+    /// `with_password`: the person typed a password. ppolicy answers a bind to a locked account
+    /// the same whether or not it is right, so "disabled" (which says the password was right,
+    /// as AD's 533 does) cannot be said: the account reads as locked.
+    async fn find_enabled(&self, anchor: &Anchor, with_password: bool) -> Result<Person, Answer> {
         match self.find(anchor).await {
+            Ok(Some(person)) if person.disabled && with_password => Err(Answer {
+                outcome: Outcome::AccountLocked,
+                raw: format!(
+                    "{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK}); whether the password is right \
+                     cannot be told",
+                    person.dn
+                ),
+                policy: None,
+            }),
             Ok(Some(person)) if person.disabled => Err(disabled(&person.dn)),
             Ok(Some(person)) => Ok(person),
             Ok(None) => Err(answer::not_found("entryUUID", anchor)),

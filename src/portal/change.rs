@@ -183,12 +183,12 @@ async fn change_inner(
     drop(new);
     let cloud = found.target.as_ref().is_some_and(|t| t.kind == crate::domain::UserKind::CloudOnly);
     attempt.audit(if cloud { "change.cloud" } else { "change.writeback" }, &result.outcome, &result.raw).await?;
-    // An attempt counts unless it proved the current password right (a success, or a rule the
-    // directory checks only after the current password) or was never sent: an unconfirmed one
+    // An attempt counts unless it proved the current password right (a success, a rule the
+    // directory checks only after the current password, or AD's "disabled") or was never sent: an unconfirmed one
     // might have been a right guess, so it counts too.
     if result.outcome.is_success() {
         store::attempts::clear(&st.db, &subject).await?;
-    } else if result.outcome.is_policy_rule() || result.outcome == Outcome::NoAgent {
+    } else if result.outcome.is_policy_rule() || matches!(result.outcome, Outcome::NoAgent | Outcome::AccountDisabled) {
         store::attempts::release(&st.db, reservation).await?;
     }
     if result.outcome.is_success() {

@@ -186,6 +186,18 @@ impl Slapd {
         Ok(())
     }
 
+    /// Disables a person as ppolicy does (as the directory's administrator): a permanent lock,
+    /// `pwdAccountLockedTime: 000001010000Z`.
+    pub async fn disable(&self, uid: &str) -> anyhow::Result<()> {
+        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
+        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
+        let mods = vec![ldap3::Mod::Replace("pwdAccountLockedTime", ["000001010000Z"].into_iter().collect())];
+        let modified = ldap.modify(&self.user_dn(uid), mods).await?.success();
+        let _ = ldap.unbind().await;
+        modified?;
+        Ok(())
+    }
+
     /// Sets a person's password as the directory's administrator would, outside passback.
     pub async fn set_password(&self, uid: &str, password: &str) -> anyhow::Result<()> {
         let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;

@@ -422,6 +422,12 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
     assert!(right.contains("PB-3006"), "{right}");
     let wrong = app.change_password(&off_sam, "Not#The1Password", "Next#Pass123").await;
     assert!(wrong.contains("PB-3005") && !wrong.contains("PB-3006"), "{wrong}");
+    // Sign-in alike.
+    let c = app.new_client();
+    let right = app.sign_in_on(&c, &off_sam, INITIAL_AD_PASSWORD).await.text().await.unwrap();
+    assert!(right.contains("PB-3006") && right.contains("Your account is disabled"), "{right}");
+    let wrong = app.sign_in_on(&c, &off_sam, "Not#The1Password").await.text().await.unwrap();
+    assert!(!wrong.contains("PB-3006"), "{wrong}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

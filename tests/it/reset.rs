@@ -874,3 +874,44 @@ async fn an_oversized_or_malformed_form_gets_the_error_page_with_a_support_code_
         assert_eq!((row.operation.as_str(), row.outcome_code.as_str()), ("error.bad_form", "PB-3099"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_person_resetting_a_forgotten_password_is_told_the_account_is_unlocked_too() {
+    let app = spawn_app().await;
+    app.lock_out("alice").await;
+
+    let form = app.verified_as("alice", "alice@example.org").await;
+    assert!(form.contains("Your account is locked at the moment"), "{form}");
+    let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+
+    assert!(page.contains("changed and your account is unlocked"), "{page}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
+    let row = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
+    assert!(row.raw.contains("read back: not locked"), "{}", row.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_person_gets_a_code_like_anyone_and_is_told_after_the_gate() {
+    let app = spawn_app().await;
+    app.slapd.disable("bob").await.unwrap();
+
+    // The first step answers as for anyone; the code arrives; passing the gate tells the owner.
+    let before = app.mails_to("bob@example.org");
+    let page = app.identify("bob").await;
+    assert!(page.contains("Check your e-mail"), "{page}");
+    let code = app.code_for("bob@example.org", before).await;
+    let page = app.verify(&code).await;
+    assert!(page.contains("Your account is disabled") && page.contains("PB-3006"), "{page}");
+    assert!(!page.contains("Choose a new password"), "{page}");
+    // The flow ended: the new-password page cannot be reached.
+    let again = app.get("/reset/password").await.text().await.unwrap();
+    assert!(!again.contains("Choose a new password"), "{again}");
+
+    // On OpenLDAP a locked account's bind answers the same whatever the password, so the change
+    // form cannot say "disabled" (that would tell a stranger): it says locked, right password or not.
+    for current in [INITIAL_USER_PASSWORD, "Not-The-Password-1"] {
+        let page = app.change_password("bob", current, NEW_PASSWORD).await;
+        assert!(page.contains("PB-3007") && !page.contains("PB-3006"), "{page}");
+    }
+    assert!(!app.bind_works("bob", NEW_PASSWORD).await, "nothing was written");
+}

@@ -140,7 +140,11 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     };
     attempt.audit("signin", &result.outcome, &result.raw).await?;
     // As on the change form: only an answer that proved the password right gives the attempt back.
-    let proved = matches!(result.outcome, Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired);
+    // (A disabled account is said only for a right password: AD's 533, or the portal's hash.)
+    let proved = matches!(
+        result.outcome,
+        Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired | Outcome::AccountDisabled
+    );
     if proved || result.outcome == Outcome::NoAgent {
         store::attempts::release(&st.db, reservation).await?;
     }
@@ -160,10 +164,10 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
             Ok(support.tag(Redirect::to(paths::SIGNIN_EXPIRED)))
         }
         (o, _) => {
-            // A wrong password, an unknown name, a locked or disabled account read alike (the
-            // words say what to do if the person is locked out).
-            let alike =
-                [Outcome::OldPasswordWrong, Outcome::AccountLocked, Outcome::AccountDisabled, Outcome::NotFound];
+            // A wrong password, an unknown name and a locked account read alike (the words say
+            // what to do if the person is locked out). A disabled account is said as such: the
+            // directory says so only to someone who typed the right password.
+            let alike = [Outcome::OldPasswordWrong, Outcome::AccountLocked, Outcome::NotFound];
             let shown = if alike.contains(&o) {
                 OutcomeView {
                     message: tr.t("signin.wrong").into(),
