@@ -120,7 +120,8 @@ pub fn service_bind_reason(rc: u32, text: &str) -> &'static str {
         (49, Some("701")) => "the account has expired",
         (49, Some("773")) => "its password must be changed first",
         (49, Some("775")) => "the account is locked out",
-        (49, _) => "wrong name or password, or the account is locked",
+        (49, None) if text.contains("ppolicy: account locked") => "the account is locked out",
+        (49, _) => "wrong name or password",
         (8 | 13, _) => "the directory wants a stronger connection",
         _ => "refused",
     }

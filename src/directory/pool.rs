@@ -69,9 +69,11 @@ pub(crate) struct Pool {
     /// Where the password comes from, read again before each new connection: a corrected file
     /// is used without a restart.
     password_file: Option<std::path::PathBuf>,
-    /// The password the directory refused as invalid credentials (its hash), and why: it is not
-    /// tried again, so the agent never locks its own service account out.
-    refused: Mutex<Option<([u8; 32], String)>>,
+    /// The service account's last refused bind: what is tried again, and when.
+    refused: Mutex<Option<Refusal>>,
+    /// Sent with the service account's bind: ppolicy's request control on OpenLDAP, so that a
+    /// locked account tells itself apart from a wrong password.
+    service_controls: Vec<ldap3::controls::RawControl>,
     timeout: Duration,
     idle: Mutex<Vec<Ldap>>,
     /// Connections used only to check people's passwords (each left bound as the last person
@@ -110,6 +112,7 @@ impl Pool {
             bind_password: Mutex::new(bind_password),
             password_file: None,
             refused: Mutex::new(None),
+            service_controls: Vec::new(),
             timeout,
             idle: Mutex::new(Vec::new()),
             person_idle: Mutex::new(Vec::new()),
@@ -135,6 +138,10 @@ impl Pool {
             Duration::from_secs(cfg.timeout_secs),
         )?;
         pool.password_file = cfg.bind_password_file.clone();
+        if cfg.kind == crate::config::DirectoryKind::Openldap {
+            let ppolicy = super::answer::PPOLICY_OID.to_string();
+            pool.service_controls = vec![ldap3::controls::RawControl { ctype: ppolicy, crit: false, val: None }];
+        }
         Ok(pool)
     }
 
@@ -361,26 +368,32 @@ impl Pool {
     async fn connect(&self) -> Result<Ldap, Failure> {
         let password = self.service_password();
         let print = Self::fingerprint(&password);
-        if let Some((_, why)) =
-            self.refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|(p, _)| *p == print)
-        {
-            return Err(Failure::BindRefused {
-                rc: INVALID_CREDENTIALS,
-                text: format!(
-                    "not tried again with the password the directory refused ({why}); correct bind_password_file"
-                ),
-            });
+        let now = std::time::Instant::now();
+        if let Some(r) = self.refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Err(text) = r.allows(&print, now) {
+                return Err(Failure::BindRefused { rc: INVALID_CREDENTIALS, text });
+            }
         }
         let mut ldap = self.open().await?;
         let bound = ldap
             .with_timeout(self.timeout)
+            .with_controls(self.service_controls.clone())
             .simple_bind(&self.bind_dn, password.expose_secret())
             .await
             .map_err(|e| Failure::Unreachable(format!("binding to {}: {e}", self.url)))?;
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         if bound.rc == INVALID_CREDENTIALS {
-            tracing::error!(bind_dn = %self.bind_dn, text = %bound.text, "the service account's password was refused: not trying it again");
-            *refused = Some((print, bound.text.clone()));
+            let locked = bound.ctrls.iter().any(|c| {
+                c.1.ctype == super::answer::PPOLICY_OID
+                    && c.1.val.as_deref().and_then(super::answer::ppolicy_error)
+                        == Some(super::answer::ppolicy::ACCOUNT_LOCKED)
+            });
+            let text = if locked { format!("{} (ppolicy: account locked)", bound.text) } else { bound.text.clone() };
+            let next = Refusal::after(refused.take(), print, &text, locked, now);
+            tracing::error!(bind_dn = %self.bind_dn, text = %text, retry = %next.retry_words(now), "the service account's bind was refused");
+            *refused = Some(next);
+            drop(refused);
+            return Err(Failure::BindRefused { rc: bound.rc, text });
         } else if bound.rc == 0 {
             *refused = None;
         }
@@ -427,6 +440,68 @@ impl Pool {
     }
 }
 
+/// A refused service-account bind, and what may be tried again.
+///
+/// A wrong password (AD `52e`; OpenLDAP 49 without ppolicy's `accountLocked`) is never tried
+/// again: each try would count towards locking the account (AD locks within a minute of
+/// heartbeats), and only a new password can help, so the agent waits for the password file to
+/// change. Any other refusal (locked, disabled, expired, must change: AD says these only for a
+/// right password, and ppolicy's lock does not count further failures) is fixed in the directory,
+/// so the same password is tried again, after a wait that doubles from a minute to 15 minutes.
+#[derive(Debug, Clone)]
+struct Refusal {
+    print: [u8; 32],
+    why: String,
+    /// `None`: never with this password.
+    retry: Option<(std::time::Instant, Duration)>,
+}
+
+impl Refusal {
+    const FIRST_WAIT: Duration = Duration::from_secs(60);
+    const LONGEST_WAIT: Duration = Duration::from_secs(15 * 60);
+
+    /// The refusal after a bind with `print` was refused with `text` (`locked`: ppolicy said so).
+    fn after(before: Option<Refusal>, print: [u8; 32], text: &str, locked: bool, now: std::time::Instant) -> Refusal {
+        let data = super::answer::ad_bind_data(text);
+        let wrong_password = match data.as_deref() {
+            Some(code) => matches!(code, "52e" | "525"),
+            None => !locked,
+        };
+        let retry = (!wrong_password).then(|| {
+            let wait = match before.and_then(|b| b.retry.filter(|_| b.print == print)) {
+                Some((_, last)) => (last * 2).min(Self::LONGEST_WAIT),
+                None => Self::FIRST_WAIT,
+            };
+            (now + wait, wait)
+        });
+        Refusal { print, why: text.to_string(), retry }
+    }
+
+    /// Whether a bind with `print` may be tried at `now`, or why not.
+    fn allows(&self, print: &[u8; 32], now: std::time::Instant) -> Result<(), String> {
+        if *print != self.print {
+            return Ok(());
+        }
+        match self.retry {
+            None => Err(format!(
+                "not tried again with the password the directory refused ({}); correct bind_password_file",
+                self.why
+            )),
+            Some((at, _)) if now < at => {
+                Err(format!("refused ({}); tried again in {} s", self.why, at.duration_since(now).as_secs()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn retry_words(&self, now: std::time::Instant) -> String {
+        match self.retry {
+            None => "never with this password".into(),
+            Some((at, _)) => format!("in {} s", at.duration_since(now).as_secs()),
+        }
+    }
+}
+
 /// Errors after which the connection cannot be trusted: it broke, or an answer never came.
 fn is_transport(e: &LdapError) -> bool {
     matches!(
@@ -450,6 +525,34 @@ mod tests {
         crate::tls::install_crypto_provider();
         let tls = crate::tls::client_config(None)?;
         Pool::new(url, starttls, tls, "cn=svc", SecretString::from("pw".to_string()), 2, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_wrong_service_password_is_never_tried_again_and_other_refusals_back_off_to_fifteen_minutes() {
+        let t0 = std::time::Instant::now();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let ad = |code: &str| {
+            format!("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {code}, v1db1")
+        };
+
+        let wrong = Refusal::after(None, a, &ad("52e"), false, t0);
+        assert!(wrong.allows(&a, t0 + Duration::from_secs(86_400)).is_err(), "never again with that password");
+        assert!(wrong.allows(&b, t0).is_ok(), "a new password in the file is tried at once");
+        let openldap_wrong = Refusal::after(None, a, "", false, t0);
+        assert!(openldap_wrong.retry.is_none());
+
+        // Locked (AD 775, or ppolicy's accountLocked): an administrator unlocks it in the
+        // directory, so the same password is tried again, ever more rarely.
+        let mut r = Refusal::after(None, a, &ad("775"), false, t0);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let (at, wait) = r.retry.unwrap();
+            assert!(r.allows(&a, at - Duration::from_secs(1)).is_err() && r.allows(&a, at).is_ok());
+            waits.push(wait.as_secs());
+            r = Refusal::after(Some(r), a, &ad("775"), false, at);
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 900, 900]);
+        assert!(Refusal::after(None, a, "", true, t0).retry.is_some(), "ppolicy's lock");
     }
 
     #[test]

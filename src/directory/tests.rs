@@ -28,6 +28,10 @@ impl Fixture {
         users.into_iter().find(|u| u.username == uid).unwrap().anchor
     }
 
+    async fn bind_works_dn(&self, dn: &str, password: &SecretString) -> bool {
+        bind_works(&self.slapd.url, &self.slapd.ca_file, dn, password).await
+    }
+
     async fn bind_works(&self, uid: &str, password: &SecretString) -> bool {
         bind_works(&self.slapd.url, &self.slapd.ca_file, &self.slapd.user_dn(uid), password).await
     }
@@ -292,6 +296,7 @@ async fn a_refused_service_password_is_not_tried_again_and_a_corrected_file_work
     crate::files::write_private(&file, fx.slapd.service_password.expose_secret().as_bytes()).unwrap();
 
     assert_eq!(directory.check().await, Ok(()), "not locked out, and the corrected file is read");
+    assert!(fx.bind_works_dn(&fx.slapd.service_dn, &fx.slapd.service_password).await);
     let alice = fx.anchor("alice").await;
     assert_eq!(directory.reset(&alice, &pw("After-Fixing-It-1")).await.outcome, Outcome::Success);
 }
@@ -328,4 +333,21 @@ async fn a_password_changed_today_can_be_reset_as_forgotten_under_quality_and_hi
     let state = crate::domain::AccountState::from_raw(&fx.directory.inspect(&carol).await.raw).unwrap();
     assert!(!state.must_change, "not asked to change it at once");
     assert_eq!(state.policy.and_then(|p| p.min_age_secs), Some(3600), "carol's own policy is read");
+}
+
+#[tokio::test]
+async fn a_locked_service_account_is_named_as_such_and_tried_again_later_not_never() {
+    let fx = Fixture::start();
+    // Someone else locks the service account out (the default policy: five wrong passwords).
+    for _ in 0..6 {
+        assert!(!fx.bind_works_dn(&fx.slapd.service_dn, &pw("not-the-service-password")).await);
+    }
+    let directory = Directory::new(&fx.slapd.directory_config("corp")).unwrap();
+
+    let first = directory.check().await.unwrap_err();
+    assert!(first.contains("locked out"), "{first}");
+    // The right password of a locked account: an administrator's unlock fixes it, so it is tried
+    // again after a wait (no new failure is counted meanwhile), never given up on.
+    let second = directory.check().await.unwrap_err();
+    assert!(second.contains("tried again in"), "{second}");
 }
