@@ -264,10 +264,17 @@ impl TestApp {
 
     /// Restarts the agent with a changed configuration (same enrollment).
     pub async fn restart_agent_with(&mut self, change: impl FnOnce(&mut AgentConfig)) {
+        self.relaunch_agent_with(change).await;
+        self.wait_until_ready().await;
+    }
+
+    /// [`Self::restart_agent_with`], without waiting for the agent to serve its directories
+    /// (for a configuration that keeps it from doing so).
+    pub async fn relaunch_agent_with(&mut self, change: impl FnOnce(&mut AgentConfig)) {
         self.stop_agent();
         change(&mut self.agent_cfg);
         self.agent_config_file = passback::demo::write_agent_files(&self.dir, &self.agent_cfg).unwrap();
-        self.start_agent().await;
+        self.launch_agent().await;
     }
 
     /// Has the agent serve one more directory: stops it, rewrites its configuration, and enrolls
@@ -298,7 +305,13 @@ impl TestApp {
 
     /// Starts the agent process and waits until the portal sees it alive and has its people.
     pub async fn start_agent(&mut self) {
-        // A process stopped just before may still have its connection open: "alive" below must
+        self.launch_agent().await;
+        self.wait_until_ready().await;
+    }
+
+    /// Starts the agent process, once the previous one's connection is gone.
+    async fn launch_agent(&mut self) {
+        // A process stopped just before may still have its connection open: "alive" later must
         // be the new process's, so wait until the old one's is gone.
         if let Ok(state) = passback::agent::state::AgentState::load(&self.agent_cfg.state_file) {
             for _ in 0..200 {
@@ -312,6 +325,10 @@ impl TestApp {
         let child =
             self.agent_command(&[]).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
         self.agent = Some(child);
+    }
+
+    /// Waits until the agent serves its directories and the portal has its people.
+    async fn wait_until_ready(&self) {
         self.wait_until_alive(true).await;
         for _ in 0..100 {
             if !passback::store::users::find_by_login(&self.db, "alice").await.unwrap().is_empty() {

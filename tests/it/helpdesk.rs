@@ -482,6 +482,36 @@ async fn stopping_the_agent_turns_the_health_page_red_within_two_heartbeats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_account_is_named_on_the_health_page_and_a_corrected_file_brings_it_back() {
+    let mut app = spawn_app_with(Options { ping_interval_secs: 2, ..Default::default() }).await;
+    let admin = add_staff(&app, "admin-svc", Role::Administrator, Scope::default(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &admin, 0).await;
+    // The service account's password file holds a wrong password.
+    app.relaunch_agent_with(|cfg| {
+        cfg.directories[0].bind_password = Some(secrecy::SecretString::from("not-the-service-password".to_string()));
+    })
+    .await;
+    let file = app.dir.join(format!("ldap-bind-{}.pw", app.agent_cfg.directories[0].id));
+    crate::harness::until("the health page names the refusal", async || {
+        let (_, page) = get(&app, &c, "/admin/health").await;
+        page.contains("service account bind refused: wrong name or password") && page.contains("data-ok=\"false\"")
+    })
+    .await;
+
+    // Corrected, without restarting the agent: writeback comes back, and the account was never
+    // locked by the agent meanwhile.
+    let right = secrecy::ExposeSecret::expose_secret(&app.slapd.service_password).to_string();
+    passback::files::write_private(&file, right.as_bytes()).unwrap();
+    crate::harness::until("the health page turns green", async || {
+        get(&app, &c, "/admin/health").await.1.contains("is up and running")
+    })
+    .await;
+    let service = secrecy::SecretString::from(right);
+    assert!(passback::sandbox::bind_works(&app.slapd.url, &app.slapd.ca_file, &app.slapd.service_dn, &service).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_reset() {
     let app = spawn_app().await;
     let admin = add_staff(&app, "admin1", Role::Administrator, Scope::default(), false).await;
