@@ -591,7 +591,7 @@ mod tests {
             msg_id: msg.clone(),
             outcome: Outcome::InHistory { history: Some(24) },
             raw: "agent=0123456789abcdef0123456789abcdef rc=19 text=\"Password is in history of old passwords\" ppolicy=8".into(),
-            policy: Some(PolicyFacts { min_length: Some(8), history: Some(24), min_age_secs: Some(86_400), complexity: Some(true), lockout_threshold: None }),
+            policy: Some(PolicyFacts { min_length: Some(8), history: Some(24), min_age_secs: Some(86_400), complexity: Some(true), lockout_threshold: None, lockout_duration_secs: None }),
         };
         let result =
             seal("agent-1", 1, &key, Direction::ToPortal, FrameKind::Result, &msg, &answer, &mut OsRng).unwrap();

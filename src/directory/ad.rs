@@ -36,10 +36,11 @@ const USER_ATTRS: [&str; 13] = [
     "objectSid",
     "memberOf",
 ];
-const DOMAIN_POLICY_ATTRS: [&str; 5] =
-    ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "lockoutThreshold"];
-const PSO_ATTRS: [&str; 5] = [
+const DOMAIN_POLICY_ATTRS: [&str; 6] =
+    ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "lockoutThreshold", "lockoutDuration"];
+const PSO_ATTRS: [&str; 6] = [
     "msDS-LockoutThreshold",
+    "msDS-LockoutDuration",
     "msDS-MinimumPasswordLength",
     "msDS-PasswordComplexityEnabled",
     "msDS-PasswordHistoryLength",
@@ -210,8 +211,13 @@ impl Ad {
             if let Some(old) = old {
                 return match self.pool.bind_as(&person.dn, old, Vec::new()).await {
                     Ok(res) => Answer {
-                        outcome: answer::ad_bind(res.rc, &res.text),
-                        raw: format!("{} is disabled; bind rc={} text={:?}", person.dn, res.rc, res.text),
+                        // The bind worked: the account was enabled meanwhile, and nothing was
+                        // written. The person tries again.
+                        outcome: match answer::ad_bind(res.rc, &res.text) {
+                            Outcome::Success => Outcome::Refused,
+                            other => other,
+                        },
+                        raw: format!("{} is disabled; bind rc={} text={:?}; not written", person.dn, res.rc, res.text),
                         policy: None,
                     },
                     Err(f) => answer::failure(&f),
@@ -801,6 +807,7 @@ fn domain_policy(e: &SearchEntry) -> PolicyFacts {
         min_age_secs: interval_secs(e, "minPwdAge"),
         complexity: number::<u32>(e, "pwdProperties").map(|p| p & DOMAIN_PASSWORD_COMPLEX != 0),
         lockout_threshold: number(e, "lockoutThreshold"),
+        lockout_duration_secs: interval_secs(e, "lockoutDuration"),
     }
 }
 
@@ -811,6 +818,7 @@ fn pso_policy(e: &SearchEntry) -> PolicyFacts {
         min_age_secs: interval_secs(e, "msDS-MinimumPasswordAge"),
         complexity: first(e, "msDS-PasswordComplexityEnabled").map(|v| v.eq_ignore_ascii_case("TRUE")),
         lockout_threshold: number(e, "msDS-LockoutThreshold"),
+        lockout_duration_secs: interval_secs(e, "msDS-LockoutDuration"),
     }
 }
 
@@ -939,7 +947,8 @@ mod tests {
                 history: Some(24),
                 min_age_secs: Some(86_400),
                 complexity: Some(true),
-                lockout_threshold: None
+                lockout_threshold: None,
+                lockout_duration_secs: None,
             }
         );
     }

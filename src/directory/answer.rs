@@ -398,6 +398,7 @@ mod tests {
             min_age_secs: Some(86_400),
             complexity: Some(true),
             lockout_threshold: None,
+            lockout_duration_secs: None,
         };
         assert_eq!(ad_rule("Ab1!", "alice", Some(&p), false), Outcome::TooShort { min_length: Some(8) });
         assert_eq!(ad_rule("alllowercase", "alice", Some(&p), false), Outcome::NotComplex);
@@ -533,6 +534,7 @@ mod tests {
             min_age_secs: Some(3600),
             complexity: None,
             lockout_threshold: None,
+            lockout_duration_secs: None,
         };
         assert_eq!(
             with_policy(Outcome::TooShort { min_length: None }, Some(&facts)),

@@ -19,8 +19,16 @@ use std::sync::Arc;
 const PERMANENT_LOCK: &str = "000001010000Z";
 /// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
 pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
-const POLICY_ATTRS: [&str; 7] =
-    ["pwdMinLength", "pwdInHistory", "pwdMinAge", "pwdCheckQuality", "pwdCheckModule", "pwdLockout", "pwdMaxFailure"];
+const POLICY_ATTRS: [&str; 8] = [
+    "pwdMinLength",
+    "pwdInHistory",
+    "pwdMinAge",
+    "pwdCheckQuality",
+    "pwdCheckModule",
+    "pwdLockout",
+    "pwdMaxFailure",
+    "pwdLockoutDuration",
+];
 const SYNC_ATTRS: [&str; 11] = [
     "entryUUID",
     "pwdChangedTime",
@@ -116,10 +124,15 @@ impl OpenLdap {
             Err(f) => {
                 // Unknown whether it was written. Either way the mark may go: a change that was
                 // written removed it already.
+                // (Should the agent stop between the mark and the write, the mark stays: the person
+                // is asked for a new password at the next sign-in, which is safe.)
+                let mut answer = answer::failure(&f);
                 if unmark {
-                    let _ = self.mark_reset(&person.dn, false).await;
+                    if let Err(a) = self.mark_reset(&person.dn, false).await {
+                        answer.raw = format!("{}; removing pwdReset again failed: {}", answer.raw, a.raw);
+                    }
                 }
-                return answer::failure(&f);
+                return answer;
             }
         };
 
@@ -299,15 +312,16 @@ impl OpenLdap {
 
     /// The person, or the answer to give when there is none or their account is disabled.
     /// `with_password`: the person typed a password. ppolicy answers a bind to a locked account
-    /// the same whether or not it is right, so "disabled" (which says the password was right,
-    /// as AD's 533 does) cannot be said: the account reads as locked.
+    /// the same whether or not it is right, and a change would lift the lock, so whether the
+    /// password is right cannot be told: the answer is that of a wrong one (a stranger must not
+    /// learn that the account is disabled; its owner learns it after the reset flow's gate).
     async fn find_enabled(&self, anchor: &Anchor, with_password: bool) -> Result<Person, Answer> {
         match self.find(anchor).await {
             Ok(Some(person)) if person.disabled && with_password => Err(Answer {
-                outcome: Outcome::AccountLocked,
+                outcome: Outcome::OldPasswordWrong,
                 raw: format!(
                     "{} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK}); whether the password is right \
-                     cannot be told",
+                     cannot be told, so it is answered as wrong",
                     person.dn
                 ),
                 policy: None,
@@ -334,9 +348,20 @@ impl OpenLdap {
             None => None,
         };
         let locked_time = first(&entry, "pwdAccountLockedTime");
+        // A lock ends by itself after the policy's pwdLockoutDuration (0: never), though the
+        // attribute stays until the next bind.
+        let duration = policy.as_ref().and_then(|p| p.lockout_duration_secs).unwrap_or(0);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let locked = match locked_time {
+            None => false,
+            Some(PERMANENT_LOCK) => true,
+            Some(_) if duration == 0 => true,
+            Some(t) => generalized_time_unix(t)
+                .is_none_or(|at| now < at.saturating_add(i64::try_from(duration).unwrap_or(i64::MAX))),
+        };
         Ok(Some(crate::domain::AccountState {
             enabled: locked_time != Some(PERMANENT_LOCK),
-            locked: locked_time.is_some(),
+            locked,
             must_change: first(&entry, "pwdReset") == Some("TRUE"),
             expired: None,
             password_set_at: first(&entry, "pwdChangedTime").and_then(generalized_time_unix),
@@ -473,6 +498,7 @@ fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
         complexity: quality.map(|q| q > 0 && checker),
         // ppolicy locks only with pwdLockout TRUE; pwdMaxFailure alone just counts.
         // Absent: unknown (not readable), rather than "never locks".
+        lockout_duration_secs: number(entry, "pwdLockoutDuration"),
         lockout_threshold: match first(entry, "pwdLockout") {
             Some("TRUE") => Some(number(entry, "pwdMaxFailure").unwrap_or(0)),
             Some(_) => Some(0),
@@ -580,7 +606,8 @@ mod tests {
                 history: Some(3),
                 min_age_secs: Some(3600),
                 complexity: Some(false),
-                lockout_threshold: None
+                lockout_threshold: None,
+                lockout_duration_secs: None,
             }
         );
         let with_checker = entry(&[("pwdCheckQuality", "2"), ("pwdCheckModule", "check_password.so")]);

@@ -71,6 +71,9 @@ pub(crate) struct Pool {
     password_file: Option<std::path::PathBuf>,
     /// The service account's last refused bind: what is tried again, and when.
     refused: Mutex<Option<Refusal>>,
+    /// Held while the service account binds: connections opened at once must not each try a
+    /// password before the first refusal is known.
+    bind_turn: tokio::sync::Mutex<()>,
     /// Sent with the service account's bind: ppolicy's request control on OpenLDAP, so that a
     /// locked account tells itself apart from a wrong password.
     service_controls: Vec<ldap3::controls::RawControl>,
@@ -112,6 +115,7 @@ impl Pool {
             bind_password: Mutex::new(bind_password),
             password_file: None,
             refused: Mutex::new(None),
+            bind_turn: tokio::sync::Mutex::new(()),
             service_controls: Vec::new(),
             timeout,
             idle: Mutex::new(Vec::new()),
@@ -366,6 +370,7 @@ impl Pool {
     /// refused this very password before as invalid credentials: binding again with it would
     /// only count towards locking the service account out (AD locks it within a minute).
     async fn connect(&self) -> Result<Ldap, Failure> {
+        let _turn = self.bind_turn.lock().await;
         let password = self.service_password();
         let print = Self::fingerprint(&password);
         let now = std::time::Instant::now();
@@ -445,9 +450,11 @@ impl Pool {
 /// A wrong password (AD `52e`; OpenLDAP 49 without ppolicy's `accountLocked`) is never tried
 /// again: each try would count towards locking the account (AD locks within a minute of
 /// heartbeats), and only a new password can help, so the agent waits for the password file to
-/// change. Any other refusal (locked, disabled, expired, must change: AD says these only for a
-/// right password, and ppolicy's lock does not count further failures) is fixed in the directory,
-/// so the same password is tried again, after a wait that doubles from a minute to 15 minutes.
+/// change. Any other refusal is fixed in the directory (an unlock, an enable, a new expiry), so
+/// the same password is tried again, after a wait that doubles from a minute to 15 minutes. AD
+/// says disabled, expired and must change only for a right password; it says locked (`775`)
+/// whatever the password, so a wrong password on a locked account is tried again too, at most
+/// every 15 minutes: fewer than a domain's lockout threshold within its observation window.
 #[derive(Debug, Clone)]
 struct Refusal {
     print: [u8; 32],

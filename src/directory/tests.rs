@@ -175,7 +175,8 @@ async fn the_default_policy_is_read_with_its_real_numbers() {
             history: Some(3),
             min_age_secs: Some(0),
             complexity: Some(false),
-            lockout_threshold: Some(5)
+            lockout_threshold: Some(5),
+            lockout_duration_secs: Some(900),
         }
     );
 }

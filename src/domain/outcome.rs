@@ -14,6 +14,9 @@ pub struct PolicyFacts {
     /// Wrong passwords after which the directory locks the account (0 or absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout_threshold: Option<u32>,
+    /// How long a lockout lasts (0: until an administrator lifts it), where the directory says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_duration_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,7 @@ pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
         min_age_secs: None,
         complexity: Some(policy.complexity),
         lockout_threshold: None,
+        lockout_duration_secs: None,
     }
 }
 
@@ -67,19 +68,25 @@ const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Live reads of accounts, by (directory, anchor), with when they were read. Each portal
 /// instance keeps its own: a copy a minute old is only ever used to word a page, never to decide
 /// what the directory does.
+/// A read that failed is kept too (as `None`), so that a page shown again within the minute does
+/// not wait for an agent that did not answer.
 #[derive(Default)]
-pub struct LiveCache(std::sync::Mutex<std::collections::HashMap<(String, String), (i64, AccountState)>>);
+pub struct LiveCache(std::sync::Mutex<std::collections::HashMap<(String, String), Kept>>);
+
+/// When a read was made, and what it found.
+type Kept = (i64, Option<AccountState>);
 
 impl LiveCache {
-    fn get(&self, target: &Target, now: i64) -> Option<AccountState> {
+    /// The read kept for `target`, if there is one (`Some(None)`: it failed).
+    fn get(&self, target: &Target, now: i64) -> Option<Option<AccountState>> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, (at, _)| now - *at < LIVE_FOR_SECS);
         map.get(&(target.directory.clone(), target.anchor.clone())).map(|(_, s)| s.clone())
     }
 
-    fn put(&self, target: &Target, now: i64, state: &AccountState) {
+    fn put(&self, target: &Target, now: i64, state: Option<&AccountState>) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((target.directory.clone(), target.anchor.clone()), (now, state.clone()));
+        map.insert((target.directory.clone(), target.anchor.clone()), (now, state.cloned()));
     }
 
     /// Forgets the person's account: something was just written to it.
@@ -113,7 +120,7 @@ pub(crate) async fn live_state(st: &AppState, actor: &str, target: &Target) -> R
             // The relay puts the agent's name first, for the audit.
             let state = AccountState::from_raw(r.raw.find('{').map_or("", |i| &r.raw[i..]))
                 .ok_or_else(|| String::from(tr.t("helpdesk.live_unreadable")))?;
-            st.live.put(target, now, &state);
+            st.live.put(target, now, Some(&state));
             Ok(state)
         }
         Ok(Ok(r)) => Err(format!("{} ({})", r.outcome.message(tr), r.outcome.code())),
@@ -125,10 +132,15 @@ pub(crate) async fn live_state(st: &AppState, actor: &str, target: &Target) -> R
 /// self-service pages; `None` when it cannot be read (they then go on with what the last sync
 /// said, and the directory still decides when the form is sent).
 pub(crate) async fn live(st: &AppState, target: &Target) -> Option<AccountState> {
-    if let Some(state) = st.live.get(target, st.clock.now()) {
-        return Some(state);
+    let now = st.clock.now();
+    if let Some(kept) = st.live.get(target, now) {
+        return kept;
     }
-    live_state(st, By::SELF_SERVICE.actor, target).await.ok()
+    let state = live_state(st, By::SELF_SERVICE.actor, target).await.ok();
+    if state.is_none() {
+        st.live.put(target, now, None);
+    }
+    state
 }
 
 /// The rules a new password must meet, as the form states them before the person types: the
@@ -373,10 +385,13 @@ pub(crate) async fn relay(
         flags: by.flags,
         actor: by.actor.into(),
     };
-    if !matches!(op, Op::Inspect | Op::Verify | Op::Noop) {
+    let mut result = st.hub.writeback(request, now).await;
+    // What was kept of the account is stale once something was written to it (a refusal wrote
+    // nothing; an unconfirmed write keeps the old copy, which only words pages, a minute at most).
+    let wrote = result.outcome.password_set() || result.outcome == Outcome::AccountLocked;
+    if wrote && !matches!(op, Op::Inspect | Op::Verify | Op::Noop) {
         st.live.forget(&target.directory, &target.anchor);
     }
-    let mut result = st.hub.writeback(request, now).await;
     if let Some(a) = &result.agent_id {
         result.raw = format!("agent={a} {}", result.raw);
     }

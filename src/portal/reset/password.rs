@@ -126,7 +126,12 @@ pub async fn set_password(
         people::acted_on(&st, &target, now, crate::mail::Notice::Reset).await?;
         let title = if result.outcome.is_success() { "password.done_title" } else { "password.set_title" };
         let mut done = outcome_page(&st, title, &result.outcome, &support, false);
-        if result.outcome == Outcome::Success && was_locked {
+        // "Unlocked" only as the directory has it now (the agent read it back; here it is read
+        // again, since the copy kept was of before the reset).
+        if result.outcome == Outcome::Success
+            && was_locked
+            && passwords::live(&st, &target).await.is_some_and(|s| !s.locked)
+        {
             done.outcome.message = Tr::current().t("outcome.success_unlocked").into();
         }
         done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
