@@ -208,6 +208,10 @@ async fn ad_changes_are_checked_against_the_old_password_history_and_minimum_age
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert!((now - since).abs() < 120, "since when: pwdLastSet of the change above ({since} vs {now})");
+    // AD applies the minimum age to changes only: a reset of a forgotten password goes ahead.
+    let reset = dir.reset(&anchor, &secret("Forgot#Pass789")).await;
+    assert_eq!(reset.outcome, Outcome::Success, "{}", reset.raw);
+    assert!(binds(dc, &dn, "Forgot#Pass789").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
