@@ -60,6 +60,9 @@ pub enum PortalError {
     /// refusal, turned into the normal error page.
     #[error("a form the portal could not read ({status}): {why}")]
     BadForm { status: StatusCode, why: String },
+    /// A guard's refusal (sign in first, a role that may not), already rendered and audited.
+    #[error("refused by a guard")]
+    Refused(Response),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -100,73 +103,33 @@ impl ErrorAudit {
 
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
+        use crate::domain::Outcome;
         let support = SupportCode::new();
         let tr = crate::i18n::Tr::current();
-        let audit = match &self {
-            PortalError::Csrf => ErrorAudit {
-                support_code: support.clone(),
-                operation: "error.csrf",
-                outcome: crate::domain::Outcome::Refused,
-                raw: "form without a valid CSRF token".into(),
-                actor: None,
-                target: None,
-            },
-            PortalError::BadForm { status, why } => ErrorAudit {
-                support_code: support.clone(),
-                operation: "error.bad_form",
-                outcome: crate::domain::Outcome::Refused,
-                raw: format!("{} {why}", status.as_u16()),
-                actor: None,
-                target: None,
-            },
-            PortalError::Internal(e) => ErrorAudit {
-                support_code: support.clone(),
-                operation: "error.internal",
-                outcome: crate::domain::Outcome::Internal,
-                // The first line only: enough to find the log line, which has the rest.
-                raw: format!("{e}").lines().next().unwrap_or_default().chars().take(200).collect(),
-                actor: None,
-                target: None,
-            },
-        };
-        let (status, page) = match &self {
+        // (operation, outcome, raw, status, title key, message key)
+        let (operation, outcome, raw, status, title, message) = match self {
+            PortalError::Refused(resp) => return resp,
             PortalError::Csrf => {
                 tracing::warn!(support_code = %support, "refused a form without a valid CSRF token");
-                (
-                    StatusCode::FORBIDDEN,
-                    ErrorPage {
-                        tr,
-                        title: tr.t("error.expired_title").into(),
-                        message: tr.t("error.expired").into(),
-                        support_code: support.0.clone(),
-                    },
-                )
+                let raw = "form without a valid CSRF token".to_string();
+                ("error.csrf", Outcome::Refused, raw, StatusCode::FORBIDDEN, "error.expired_title", "error.expired")
             }
             PortalError::BadForm { status, why } => {
                 tracing::warn!(support_code = %support, status = status.as_u16(), why, "refused a form the portal could not read");
-                (
-                    *status,
-                    ErrorPage {
-                        tr,
-                        title: tr.t("error.bad_form_title").into(),
-                        message: tr.t("error.bad_form").into(),
-                        support_code: support.0.clone(),
-                    },
-                )
+                let raw = format!("{} {why}", status.as_u16());
+                ("error.bad_form", Outcome::Refused, raw, status, "error.bad_form_title", "error.bad_form")
             }
             PortalError::Internal(e) => {
                 tracing::error!(support_code = %support, error = %format!("{e:#}"), "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorPage {
-                        tr,
-                        title: tr.t("error.internal_title").into(),
-                        message: tr.t("error.internal").into(),
-                        support_code: support.0.clone(),
-                    },
-                )
+                // The first line only: enough to find the log line, which has the rest.
+                let raw = format!("{e}").lines().next().unwrap_or_default().chars().take(200).collect();
+                let status = StatusCode::INTERNAL_SERVER_ERROR;
+                ("error.internal", Outcome::Internal, raw, status, "error.internal_title", "error.internal")
             }
         };
+        let page =
+            ErrorPage { tr, title: tr.t(title).into(), message: tr.t(message).into(), support_code: support.0.clone() };
+        let audit = ErrorAudit { support_code: support.clone(), operation, outcome, raw, actor: None, target: None };
         let mut resp = support.tag((status, page));
         resp.extensions_mut().insert(audit);
         resp

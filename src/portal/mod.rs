@@ -6,6 +6,7 @@ mod change;
 mod csrf;
 mod demo;
 pub(crate) mod error;
+pub mod extract;
 pub mod gates;
 pub(crate) mod guard;
 mod lang;

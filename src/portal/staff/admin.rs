@@ -2,15 +2,15 @@
 //! authenticator are shown once), and resetting one's sign-in (which ends its sessions and tells
 //! every administrator by e-mail). `passback staff add` makes accounts the same way.
 
-use super::require;
+use super::{Administrators, StaffAs};
 use crate::i18n::Tr;
+use crate::portal::extract::{Only, Posted};
 use crate::portal::gates::totp;
 use crate::portal::pages::{StaffCreatedPage, StaffListPage, StaffView};
 use crate::portal::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, staff::Role, users::Scope, DataKey, Db};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -91,17 +91,16 @@ async fn list_page(st: &AppState, session: &Session, staff: &super::Staff, error
     Ok(view.into_response())
 }
 
-pub async fn staff_list(State(st): State<AppState>, session: Session) -> PageResult {
-    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+pub async fn staff_list(
+    State(st): State<AppState>,
+    session: Session,
+    Only(StaffAs(staff, _)): Only<StaffAs<Administrators>>,
+) -> PageResult {
     list_page(&st, &session, &staff, None).await
 }
 
 #[derive(Deserialize)]
 pub struct AddForm {
-    csrf: String,
     username: String,
     display_name: String,
     #[serde(default)]
@@ -169,14 +168,8 @@ fn lines(s: &str) -> Vec<String> {
 pub async fn add_staff(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<AddForm>,
+    Posted { form: f, session, who: StaffAs(admin, _) }: Posted<AddForm, StaffAs<Administrators>>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let admin = match require(&st, &session, |r| r == Role::Administrator).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let tr = Tr::current();
     let (role, scope, may_reset_protected) = match f.grant.read(&st, tr) {
         Ok(g) => g,
@@ -278,12 +271,9 @@ async fn audit_staff(
 async fn other_member(
     st: &AppState,
     session: &Session,
+    admin: super::Staff,
     id: &str,
 ) -> Result<Result<(super::Staff, store::staff::StaffRow), Response>, PortalError> {
-    let admin = match require(st, session, |r| r == Role::Administrator).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(Err(r)),
-    };
     let tr = Tr::current();
     let problem = match store::staff::get(&st.db, id).await? {
         None => "staff.not_found",
@@ -308,7 +298,6 @@ fn refused(admin: &super::Staff, target: &str, why: &str) -> crate::portal::erro
 
 #[derive(Deserialize)]
 pub struct ResetForm {
-    csrf: String,
     id: String,
 }
 
@@ -317,11 +306,9 @@ pub struct ResetForm {
 pub async fn reset_staff(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<ResetForm>,
+    Posted { form: f, session, who: StaffAs(admin, _) }: Posted<ResetForm, StaffAs<Administrators>>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let (admin, member) = match other_member(&st, &session, &f.id).await? {
+    let (admin, member) = match other_member(&st, &session, admin, &f.id).await? {
         Ok(pair) => pair,
         Err(page) => return Ok(page),
     };
@@ -353,7 +340,6 @@ async fn notify_administrators(st: &AppState, admin: &str, member: &str, now: i6
 
 #[derive(Deserialize)]
 pub struct UpdateForm {
-    csrf: String,
     id: String,
     /// `disable`, `enable`, `end_sessions` or `role`.
     action: String,
@@ -367,11 +353,9 @@ pub struct UpdateForm {
 pub async fn update_staff(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<UpdateForm>,
+    Posted { form: f, session, who: StaffAs(admin, _) }: Posted<UpdateForm, StaffAs<Administrators>>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let (admin, member) = match other_member(&st, &session, &f.id).await? {
+    let (admin, member) = match other_member(&st, &session, admin, &f.id).await? {
         Ok(pair) => pair,
         Err(page) => return Ok(page),
     };

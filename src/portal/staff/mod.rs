@@ -94,6 +94,54 @@ pub(crate) async fn require(
     }
 }
 
+/// Which roles a staff page or form admits.
+pub trait Rule: Send {
+    fn allows(role: Role) -> bool;
+}
+
+/// Every role.
+pub struct AnyRole;
+/// Administrators only.
+pub struct Administrators;
+/// Roles that act on people (the helpdesk's acts).
+pub struct ActsOnPeople;
+/// Roles that read the audit log.
+pub struct ReadsAudit;
+
+impl Rule for AnyRole {
+    fn allows(_: Role) -> bool {
+        true
+    }
+}
+impl Rule for Administrators {
+    fn allows(role: Role) -> bool {
+        role == Role::Administrator
+    }
+}
+impl Rule for ActsOnPeople {
+    fn allows(role: Role) -> bool {
+        role.acts_on_people()
+    }
+}
+impl Rule for ReadsAudit {
+    fn allows(role: Role) -> bool {
+        role.reads_audit()
+    }
+}
+
+/// A signed-in staff member whose role `R` admits: someone not signed in is sent to the staff
+/// sign-in, another role gets the refusal page (audited under their name).
+pub struct StaffAs<R>(pub(crate) Staff, std::marker::PhantomData<R>);
+
+impl<R: Rule> super::extract::Guard for StaffAs<R> {
+    async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
+        match require(st, session, R::allows).await? {
+            Ok(staff) => Ok(StaffAs(staff, std::marker::PhantomData)),
+            Err(refusal) => Err(PortalError::Refused(refusal)),
+        }
+    }
+}
+
 /// A refusal page with its support code, audited under the staff member's name (by the error
 /// audit layer, which knows the path and the client).
 pub(crate) fn refusal(
@@ -164,20 +212,13 @@ pub(crate) fn temporary_password() -> secrecy::SecretString {
 }
 
 /// The staff start page: where each role works.
-pub async fn home(
-    axum::extract::State(st): axum::extract::State<AppState>,
-    session: Session,
-) -> Result<Response, PortalError> {
-    let staff = match require(&st, &session, |_| true).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+pub async fn home(super::extract::Only(StaffAs(staff, _)): super::extract::Only<StaffAs<AnyRole>>) -> Response {
     let to = match staff.role {
         Role::Administrator => paths::ADMIN_HEALTH,
         Role::Helpdesk => paths::HELPDESK,
         Role::Auditor => paths::AUDIT,
     };
-    Ok(Redirect::to(to).into_response())
+    Redirect::to(to).into_response()
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! What every request is checked for, once, before a handler runs: a posted form's CSRF token
+//! (before anything reads the session on the form's behalf), then who may post it. A refusal is a
+//! [`PortalError`], so it renders like every other error page, with a support code and an audit
+//! row.
+
+use super::{csrf, AppState, PortalError};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use tower_sessions::Session;
+
+/// A form posted with a valid CSRF token, the session it belongs to, and who posted it as the
+/// guard `G` admits them (anyone, by default). The token is checked first; the guard runs only
+/// for a form that passed.
+pub struct Posted<T, G = Anyone> {
+    pub form: T,
+    pub session: Session,
+    pub who: G,
+}
+
+/// Who may post a form or open a page; a refusal is an error page or a redirect.
+pub trait Guard: Sized + Send {
+    fn admit(st: &AppState, session: &Session) -> impl Future<Output = Result<Self, PortalError>> + Send;
+}
+
+/// Anyone: the forms of people not signed in (identify, sign-in, change).
+pub struct Anyone;
+
+impl Guard for Anyone {
+    async fn admit(_: &AppState, _: &Session) -> Result<Self, PortalError> {
+        Ok(Anyone)
+    }
+}
+
+/// A form's body larger than this is refused before it is read (as the body limit layer does).
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+impl<T, G> FromRequest<AppState> for Posted<T, G>
+where
+    T: DeserializeOwned + Send,
+    G: Guard,
+{
+    type Rejection = PortalError;
+
+    async fn from_request(req: Request, st: &AppState) -> Result<Self, PortalError> {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, st)
+            .await
+            .map_err(|(_, why)| PortalError::Internal(anyhow::anyhow!("session: {why}")))?;
+        let form_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim() == "application/x-www-form-urlencoded"));
+        if !form_type {
+            return Err(bad_form(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not a form (application/x-www-form-urlencoded)"));
+        }
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|e| bad_form(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))?;
+        csrf::check(&session, &token(&bytes)?).await?;
+        let form =
+            serde_urlencoded::from_bytes(&bytes).map_err(|e| bad_form(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let who = G::admit(st, &session).await?;
+        Ok(Posted { form, session, who })
+    }
+}
+
+/// The `csrf` field of a form body (empty when there is none: the check refuses it).
+fn token(body: &Bytes) -> Result<String, PortalError> {
+    #[derive(serde::Deserialize)]
+    struct Token {
+        #[serde(default)]
+        csrf: String,
+    }
+    let t: Token = serde_urlencoded::from_bytes(body).map_err(|e| bad_form(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    Ok(t.csrf)
+}
+
+fn bad_form(status: StatusCode, why: &str) -> PortalError {
+    PortalError::BadForm { status, why: why.chars().take(200).collect() }
+}
+
+/// A page (not a form) that only some may open: the guard as an extractor of its own.
+pub struct Only<G>(pub G);
+
+impl<G: Guard> FromRequestParts<AppState> for Only<G> {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, PortalError> {
+        let session = Session::from_request_parts(parts, st)
+            .await
+            .map_err(|(_, why)| PortalError::Internal(anyhow::anyhow!("session: {why}")))?;
+        Ok(Only(G::admit(st, &session).await?))
+    }
+}
