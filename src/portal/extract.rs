@@ -20,6 +20,10 @@ pub struct Posted<T, G = Anyone> {
     pub who: G,
 }
 
+/// A form with nothing in it but its CSRF token (a button).
+#[derive(serde::Deserialize)]
+pub struct Button {}
+
 /// Who may post a form or open a page; a refusal is an error page or a redirect.
 pub trait Guard: Sized + Send {
     fn admit(st: &AppState, session: &Session) -> impl Future<Output = Result<Self, PortalError>> + Send;

@@ -1,11 +1,12 @@
 //! The audit log for administrators and auditors: filtered by time, actor, person, operation,
 //! outcome or support code (the one on any error page), and exported as CSV.
 
-use super::require;
+use super::{ReadsAudit, StaffAs};
 use crate::i18n::Tr;
+use crate::portal::extract::Only;
 use crate::portal::pages::{AuditPage, AuditRow};
 use crate::portal::{AppState, PortalError};
-use crate::store::{self, audit::AuditFilter, staff::Role};
+use crate::store::{self, audit::AuditFilter};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -81,12 +82,9 @@ impl AuditQuery {
 pub async fn audit_page(
     State(st): State<AppState>,
     session: Session,
+    Only(StaffAs(staff, _)): Only<StaffAs<ReadsAudit>>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, PortalError> {
-    let staff = match require(&st, &session, Role::reads_audit).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let page = i64::from(q.page.min(100_000));
     let mut rows = store::audit::search(&st.db, &q.filter(), page * PAGE_SIZE, PAGE_SIZE + 1).await?;
     let more = rows.len() as i64 > PAGE_SIZE;
@@ -117,13 +115,9 @@ fn cell(s: &str) -> String {
 
 pub async fn audit_csv(
     State(st): State<AppState>,
-    session: Session,
+    Only(StaffAs(staff, _)): Only<StaffAs<ReadsAudit>>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, PortalError> {
-    let staff = match require(&st, &session, Role::reads_audit).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let rows = store::audit::search(&st.db, &q.filter(), 0, EXPORT_MAX).await?;
     let mut out = String::from(
         "time_utc,unix_time,actor,operation,directory,anchor,target,outcome,support_code,client,detail\r\n",

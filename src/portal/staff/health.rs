@@ -3,8 +3,9 @@
 //! age and next rollover. The same facts as JSON for monitoring (a staff session, or the
 //! metrics bearer token).
 
-use super::require;
+use super::{require, Administrators, StaffAs};
 use crate::i18n::Tr;
+use crate::portal::extract::{Only, Posted};
 use crate::portal::pages::{utc, HealthPage};
 use crate::portal::{paths, AppState, PortalError, SupportCode};
 use crate::relay::hub::AgentHealth;
@@ -12,7 +13,6 @@ use crate::store::{self, staff::Role};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
@@ -167,11 +167,11 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
     })
 }
 
-pub async fn health_page(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
-    let staff = match require(&st, &session, |r| r == Role::Administrator).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+pub async fn health_page(
+    State(st): State<AppState>,
+    session: Session,
+    Only(StaffAs(staff, _)): Only<StaffAs<Administrators>>,
+) -> Result<Response, PortalError> {
     let health = gather(&st).await?;
     let page = HealthPage {
         tr: Tr::current(),
@@ -205,20 +205,8 @@ pub async fn health_json(
     Ok((status, axum::Json(health)).into_response())
 }
 
-/// The administrator posting a form of the health page: its CSRF token checked first, then the
-/// role (else the way to the sign-in, or the refusal page).
-async fn administrator_form(
-    st: &AppState,
-    session: &Session,
-    csrf: &str,
-) -> Result<Result<super::Staff, Response>, PortalError> {
-    crate::portal::csrf::check(session, csrf).await?;
-    require(st, session, |r| r == Role::Administrator).await
-}
-
 #[derive(Deserialize)]
 pub struct RevokeForm {
-    csrf: String,
     agent: String,
 }
 
@@ -226,13 +214,8 @@ pub struct RevokeForm {
 /// instance drops its connections at once.
 pub async fn revoke_agent(
     State(st): State<AppState>,
-    session: Session,
-    Form(f): Form<RevokeForm>,
+    Posted { form: f, who: StaffAs(staff, _), .. }: Posted<RevokeForm, StaffAs<Administrators>>,
 ) -> Result<Response, PortalError> {
-    let staff = match administrator_form(&st, &session, &f.csrf).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let support = SupportCode::new();
     let now = st.clock.now();
     match crate::relay::revoke::revoke(&st.db, Some(&st.hub), &f.agent, &staff.actor(), &support.0, now).await {
@@ -243,20 +226,14 @@ pub async fn revoke_agent(
 
 #[derive(Deserialize)]
 pub struct ApplyHoldForm {
-    csrf: String,
     directory: String,
 }
 
 /// Applies a held full sync's removals, as an administrator decided after reading the numbers.
 pub async fn apply_sync_hold(
     State(st): State<AppState>,
-    session: Session,
-    Form(f): Form<ApplyHoldForm>,
+    Posted { form: f, who: StaffAs(staff, _), .. }: Posted<ApplyHoldForm, StaffAs<Administrators>>,
 ) -> Result<Response, PortalError> {
-    let staff = match administrator_form(&st, &session, &f.csrf).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let Some(removed) = store::users::apply_hold(&st.db, &f.directory).await? else {
         return Ok(not_there(&staff, &format!("directory {}", f.directory), "no held sync for this directory"));
     };

@@ -4,19 +4,19 @@
 //! refused for people outside the scope (who are not even found), for protected accounts
 //! (unless the role allows them) and for the staff member's own account.
 
-use super::{require, temporary_password, Staff};
+use super::{temporary_password, ActsOnPeople, Staff, StaffAs};
 use crate::domain::{AccountState, MsgId, NewPassword, Outcome};
 use crate::envelope::{Flags, Op};
 use crate::i18n::Tr;
 use crate::mail::Notice;
+use crate::portal::extract::{Only, Posted};
 use crate::portal::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, OutcomeView, PersonRow};
 use crate::portal::passwords::{self, By};
 use crate::portal::people::{self, Target};
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
-use crate::store::{self, audit::AuditRecord, staff::Role, users::UserRow};
+use crate::store::{self, audit::AuditRecord, users::UserRow};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -57,11 +57,12 @@ pub struct SearchQuery {
     page: u32,
 }
 
-pub async fn search(State(st): State<AppState>, session: Session, Query(sq): Query<SearchQuery>) -> PageResult {
-    let staff = match require(&st, &session, Role::acts_on_people).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+pub async fn search(
+    State(st): State<AppState>,
+    session: Session,
+    Only(StaffAs(staff, _)): Only<StaffAs<ActsOnPeople>>,
+    Query(sq): Query<SearchQuery>,
+) -> PageResult {
     let text = sq.q.trim().chars().take(100).collect::<String>();
     let page = i64::from(sq.page.min(10_000));
     let mut people = Vec::new();
@@ -136,12 +137,9 @@ pub async fn person(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
+    Only(StaffAs(staff, _)): Only<StaffAs<ActsOnPeople>>,
     Query(pq): Query<PersonQuery>,
 ) -> PageResult {
-    let staff = match require(&st, &session, Role::acts_on_people).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let Some(row) = in_scope(&st, &staff, &pq.d, &pq.a).await? else { return Ok(not_found(&staff, &pq.d, &pq.a)) };
     // Who looked at whom (the page shows addresses, groups and the account's state) is on record.
     let rec = AuditRecord {
@@ -223,7 +221,6 @@ fn is_self(staff: &Staff, target: &Target) -> bool {
 
 #[derive(Deserialize)]
 pub struct ActForm {
-    csrf: String,
     d: String,
     a: String,
     form_key: String,
@@ -257,14 +254,8 @@ struct Done {
 pub async fn act(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<ActForm>,
+    Posted { form: f, session, who: StaffAs(staff, _) }: Posted<ActForm, StaffAs<ActsOnPeople>>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let staff = match require(&st, &session, Role::acts_on_people).await? {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
     let Some(row) = in_scope(&st, &staff, &f.d, &f.a).await? else { return Ok(not_found(&staff, &f.d, &f.a)) };
     let target = people::target_of(&st, &row).await?;
     let tr = Tr::current();

@@ -4,13 +4,13 @@
 use super::{begin, current, Staff, STAFF};
 use crate::domain::Outcome;
 use crate::i18n::Tr;
+use crate::portal::extract::{Button, Posted};
 use crate::portal::gates::totp;
 use crate::portal::pages::{OutcomeView, StaffEnrolPage, StaffSignInPage};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -44,7 +44,6 @@ pub async fn signin_form(State(st): State<AppState>, session: Session) -> PageRe
 
 #[derive(Deserialize)]
 pub struct StaffSignInForm {
-    csrf: String,
     username: String,
     password: SecretString,
     code: SecretString,
@@ -53,8 +52,7 @@ pub struct StaffSignInForm {
 pub async fn signin(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<StaffSignInForm>,
+    Posted { form: f, session, .. }: Posted<StaffSignInForm>,
 ) -> PageResult {
     crate::portal::at_least(MIN_RESPONSE_MS, signin_inner(&st, client, &session, f)).await
 }
@@ -65,7 +63,6 @@ async fn signin_inner(
     session: &Session,
     f: StaffSignInForm,
 ) -> PageResult {
-    csrf::check(session, &f.csrf).await?;
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::guard::too_many());
     }
@@ -245,7 +242,6 @@ pub async fn enrol_form(State(st): State<AppState>, session: Session) -> PageRes
 
 #[derive(Deserialize)]
 pub struct EnrolForm {
-    csrf: String,
     password: SecretString,
     confirm: SecretString,
     code: SecretString,
@@ -256,10 +252,8 @@ pub struct EnrolForm {
 pub async fn enrol(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<EnrolForm>,
+    Posted { form: f, session, .. }: Posted<EnrolForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     let Some((e, row)) = enrolling(&st, &session).await? else {
         return Ok(Redirect::to(paths::STAFF_SIGNIN).into_response());
     };
@@ -319,22 +313,15 @@ pub async fn enrol(
     Ok(Redirect::to(paths::STAFF_HOME).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// Ends this session.
-pub async fn signout(session: Session, Form(f): Form<CsrfOnly>) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
+pub async fn signout(Posted { session, .. }: Posted<Button>) -> PageResult {
     session.remove::<super::StaffSession>(STAFF).await?;
     session.cycle_id().await?;
     Ok(Redirect::to(paths::STAFF_SIGNIN).into_response())
 }
 
 /// Ends every session of the signed-in staff member, on every device.
-pub async fn signout_everywhere(State(st): State<AppState>, session: Session, Form(f): Form<CsrfOnly>) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
+pub async fn signout_everywhere(State(st): State<AppState>, Posted { session, .. }: Posted<Button>) -> PageResult {
     if let Some(Staff { row, .. }) = current(&st, &session).await? {
         store::staff::end_sessions(&st.db, &row.id).await?;
     }
