@@ -9,10 +9,10 @@ use super::people::{self, Attempt};
 use super::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
+use crate::portal::extract::Posted;
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -69,7 +69,6 @@ pub async fn change_form(State(st): State<AppState>, session: Session) -> Result
 
 #[derive(Deserialize)]
 pub struct ChangeForm {
-    csrf: String,
     form_key: String,
     login: String,
     current: SecretString,
@@ -87,8 +86,7 @@ pub struct ChangeForm {
 pub async fn change(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<ChangeForm>,
+    Posted { form: f, session, .. }: Posted<ChangeForm>,
 ) -> Result<Response, PortalError> {
     super::at_least(st.cfg.reset.change_min_response_ms, change_inner(st.clone(), client, session, f)).await
 }
@@ -99,7 +97,6 @@ async fn change_inner(
     session: Session,
     f: ChangeForm,
 ) -> Result<Response, PortalError> {
-    csrf::check(&session, &f.csrf).await?;
     if let Err(refused) = st.admit(client, &f.pow_token, &f.pow).await? {
         return Ok(refused);
     }

@@ -62,7 +62,7 @@ pub enum PortalError {
     BadForm { status: StatusCode, why: String },
     /// A guard's refusal (sign in first, a role that may not), already rendered and audited.
     #[error("refused by a guard")]
-    Refused(Response),
+    Refused(Box<Response>),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -108,7 +108,7 @@ impl IntoResponse for PortalError {
         let tr = crate::i18n::Tr::current();
         // (operation, outcome, raw, status, title key, message key)
         let (operation, outcome, raw, status, title, message) = match self {
-            PortalError::Refused(resp) => return resp,
+            PortalError::Refused(resp) => return *resp,
             PortalError::Csrf => {
                 tracing::warn!(support_code = %support, "refused a form without a valid CSRF token");
                 let raw = "form without a valid CSRF token".to_string();

@@ -65,8 +65,8 @@ where
             .await
             .map_err(|e| bad_form(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))?;
         csrf::check(&session, &token(&bytes)?).await?;
-        let form =
-            serde_urlencoded::from_bytes(&bytes).map_err(|e| bad_form(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let form = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| bad_form(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))?;
         let who = G::admit(st, &session).await?;
         Ok(Posted { form, session, who })
     }

@@ -2,11 +2,12 @@
 //! code and the seed as text, confirmed by a first code), security questions, an alternate
 //! e-mail address (proved with a code sent there). Removing one needs a fresh sign-in.
 
-use super::{overview_page, require, require_fresh, SignedIn};
+use super::{overview_page, Fresh, Person, SignedIn};
 use crate::config::GateMethod;
 use crate::domain::{EmailAddress, MsgId, OneTimeCode, Outcome};
 use crate::i18n::Tr;
 use crate::mail::Notice;
+use crate::portal::extract::{Button, Only, Posted};
 use crate::portal::gates::{questions, totp};
 use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
 use crate::portal::people::{self, Attempt};
@@ -14,7 +15,6 @@ use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, S
 use crate::store::{self, security};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -58,20 +58,13 @@ async fn done(st: &AppState, session: &Session, who: &SignedIn, key: &str) -> Pa
     overview_page(st, session, who, Some(Tr::current().t(key).into())).await
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 // ---- authenticator app ----
 
 /// Starts an enrolment: a new seed, kept (encrypted) until the first code confirms it.
-pub async fn start_authenticator(State(st): State<AppState>, session: Session, Form(f): Form<CsrfOnly>) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
+pub async fn start_authenticator(
+    State(st): State<AppState>,
+    Posted { who: Fresh(who), .. }: Posted<Button, Fresh>,
+) -> PageResult {
     let p = who.target.person();
     let seed = totp::new_seed();
     let sealed = st.secrets.encrypt(&p.context("totp"), &seed);
@@ -97,17 +90,16 @@ async fn authenticator_page(st: &AppState, session: &Session, who: &SignedIn, er
     Ok(page.into_response())
 }
 
-pub async fn authenticator_form(State(st): State<AppState>, session: Session) -> PageResult {
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
+pub async fn authenticator_form(
+    State(st): State<AppState>,
+    session: Session,
+    Only(Fresh(who)): Only<Fresh>,
+) -> PageResult {
     authenticator_page(&st, &session, &who, None).await
 }
 
 #[derive(Deserialize)]
 pub struct CodeForm {
-    csrf: String,
     code: String,
 }
 
@@ -115,14 +107,8 @@ pub struct CodeForm {
 pub async fn confirm_authenticator(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<CodeForm>,
+    Posted { form: f, session, who: Fresh(who) }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
     let p = who.target.person();
     let Some(row) = security::totp(&st.db, p).await?.filter(|r| !r.confirmed) else {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
@@ -159,11 +145,11 @@ async fn questions_page(st: &AppState, session: &Session, error: Option<String>,
     Ok(page.into_response())
 }
 
-pub async fn questions_form(State(st): State<AppState>, session: Session) -> PageResult {
-    let who = match require(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
+pub async fn questions_form(
+    State(st): State<AppState>,
+    session: Session,
+    Only(Person(who)): Only<Person>,
+) -> PageResult {
     if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }
@@ -174,15 +160,9 @@ pub async fn questions_form(State(st): State<AppState>, session: Session) -> Pag
 pub async fn save_questions(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<HashMap<String, SecretString>>,
+    Posted { form: f, session, who: Fresh(who) }: Posted<HashMap<String, SecretString>, Fresh>,
 ) -> PageResult {
     let field = |name: &str| f.get(name).map(|v| v.expose_secret().to_string()).unwrap_or_default();
-    csrf::check(&session, &field("csrf")).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
     if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }
@@ -237,27 +217,21 @@ async fn email_page(session: &Session, pending: Option<&PendingEmail>, error: Op
     Ok(page.into_response())
 }
 
-pub async fn email_form(State(st): State<AppState>, session: Session) -> PageResult {
-    if let Err(r) = require(&st, &session).await? {
-        return Ok(r);
-    }
+pub async fn email_form(session: Session, _: Only<Person>) -> PageResult {
     let pending = session.get::<PendingEmail>(PENDING_EMAIL).await?;
     email_page(&session, pending.as_ref(), None).await
 }
 
 #[derive(Deserialize)]
 pub struct EmailForm {
-    csrf: String,
     email: String,
 }
 
 /// Sends a code to the new address; it is registered once the code comes back.
-pub async fn add_email(State(st): State<AppState>, session: Session, Form(f): Form<EmailForm>) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
+pub async fn add_email(
+    State(st): State<AppState>,
+    Posted { form: f, session, who: Fresh(who) }: Posted<EmailForm, Fresh>,
+) -> PageResult {
     let tr = Tr::current();
     let address = match EmailAddress::parse(&f.email) {
         Ok(a) => a,
@@ -291,14 +265,8 @@ pub async fn add_email(State(st): State<AppState>, session: Session, Form(f): Fo
 pub async fn confirm_email(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<CodeForm>,
+    Posted { form: f, session, who: Fresh(who) }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
     let Some(pending) = session.get::<PendingEmail>(PENDING_EMAIL).await? else {
         return Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response());
     };
@@ -333,7 +301,6 @@ pub async fn confirm_email(
 
 #[derive(Deserialize)]
 pub struct RemoveForm {
-    csrf: String,
     method: GateMethod,
 }
 
@@ -341,14 +308,8 @@ pub struct RemoveForm {
 pub async fn remove_method(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<RemoveForm>,
+    Posted { form: f, session, who: Fresh(who) }: Posted<RemoveForm, Fresh>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
     let p = who.target.person();
     let before = people::addresses_on_record(&st, &who.target).await?;
     match f.method {

@@ -18,10 +18,10 @@ use super::people::Target;
 use super::{csrf, paths, AppState, PortalError};
 use crate::config::GateMethod;
 use crate::i18n::Tr;
+use crate::portal::extract::{Button, Posted};
 use crate::store::security;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
@@ -105,6 +105,25 @@ async fn require_fresh(st: &AppState, session: &Session) -> Result<Result<Signed
     }
 }
 
+/// A signed-in person (else the way to the sign-in page).
+pub struct Person(SignedIn);
+
+impl super::extract::Guard for Person {
+    async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
+        require(st, session).await?.map(Person).map_err(|r| PortalError::Refused(Box::new(r)))
+    }
+}
+
+/// A person signed in a few minutes ago who passed a step-up where they have a method (see
+/// [`require_fresh`]): what every change to security info needs.
+pub struct Fresh(SignedIn);
+
+impl super::extract::Guard for Fresh {
+    async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
+        require_fresh(st, session).await?.map(Fresh).map_err(|r| PortalError::Refused(Box::new(r)))
+    }
+}
+
 /// What the person has registered, for the overview.
 struct Registered {
     /// Addresses codes can go to (synced and registered).
@@ -181,22 +200,11 @@ async fn overview_page(
     Ok(page.into_response())
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// "Yes, these are still right": the person reviewed their security info.
 pub async fn confirm(
     State(st): State<AppState>,
-    session: Session,
-    Form(f): Form<CsrfOnly>,
+    Posted { session, who: Fresh(who), .. }: Posted<Button, Fresh>,
 ) -> Result<Response, PortalError> {
-    csrf::check(&session, &f.csrf).await?;
-    let who = match require_fresh(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
     security::mark_reviewed(&st.db, who.target.person(), st.clock.now()).await?;
     overview_page(&st, &session, &who, Some(Tr::current().t("account.reviewed").into())).await
 }

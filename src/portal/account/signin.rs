@@ -4,13 +4,13 @@
 
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
+use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
@@ -73,7 +73,6 @@ pub async fn signin_form(
 
 #[derive(Deserialize)]
 pub struct SignInForm {
-    csrf: String,
     login: String,
     password: SecretString,
     #[serde(default)]
@@ -85,14 +84,12 @@ pub struct SignInForm {
 pub async fn signin(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<SignInForm>,
+    Posted { form: f, session, .. }: Posted<SignInForm>,
 ) -> PageResult {
     crate::portal::at_least(st.cfg.reset.change_min_response_ms, signin_inner(&st, client, &session, f)).await
 }
 
 async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Session, f: SignInForm) -> PageResult {
-    csrf::check(session, &f.csrf).await?;
     if let Err(refused) = st.admit(client, &f.pow_token, &f.pow).await? {
         return Ok(refused);
     }
@@ -211,7 +208,6 @@ pub async fn expired_form(State(st): State<AppState>, session: Session) -> PageR
 
 #[derive(Deserialize)]
 pub struct ExpiredForm {
-    csrf: String,
     form_key: String,
     current: SecretString,
     password: SecretString,
@@ -226,10 +222,8 @@ pub struct ExpiredForm {
 pub async fn expired(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<ExpiredForm>,
+    Posted { form: f, session, .. }: Posted<ExpiredForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     let Some(mut must) = session.get::<MustChange>(MUST_CHANGE).await? else {
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };
@@ -277,13 +271,7 @@ pub async fn expired(
     Ok(support.tag(Redirect::to(paths::ACCOUNT)))
 }
 
-#[derive(Deserialize)]
-pub struct SignOutForm {
-    csrf: String,
-}
-
-pub async fn signout(session: Session, Form(f): Form<SignOutForm>) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
+pub async fn signout(Posted { session, .. }: Posted<Button>) -> PageResult {
     session.flush().await?;
     Ok(Redirect::to(paths::SIGNIN).into_response())
 }

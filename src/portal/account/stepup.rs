@@ -9,12 +9,12 @@ use super::{overview_page, SignedIn, FRESH_SECS};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::i18n::Tr;
+use crate::portal::extract::Posted;
 use crate::portal::gates::{self, Current, Offer};
 use crate::portal::people::Attempt;
-use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
@@ -130,7 +130,6 @@ pub async fn verify_form(
 
 #[derive(Deserialize)]
 pub struct ChoiceForm {
-    csrf: String,
     #[serde(default)]
     method: String,
 }
@@ -138,10 +137,8 @@ pub struct ChoiceForm {
 pub async fn choose(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<ChoiceForm>,
+    Posted { form: f, session, .. }: Posted<ChoiceForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
     let second = !step.passed.is_empty();
     if f.method == "other" {
@@ -159,10 +156,8 @@ pub async fn choose(
 pub async fn verify(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<gates::GateForm>,
+    Posted { form: f, session, .. }: Posted<gates::GateForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::guard::too_many());
     }

@@ -287,7 +287,6 @@ fn mail_code(st: &AppState, to: EmailAddress, code: OneTimeCode, support: &Suppo
 /// A gate's form as posted: a code, or up to five answers (`answer0`…).
 #[derive(serde::Deserialize)]
 pub struct GateForm {
-    pub csrf: String,
     code: Option<String>,
     answer0: Option<SecretString>,
     answer1: Option<SecretString>,

@@ -5,11 +5,11 @@
 use super::{outcome_page, Flow, Intent, FLOW};
 use crate::domain::{LoginName, Outcome};
 use crate::i18n::Tr;
+use crate::portal::extract::Posted;
 use crate::portal::pages::IdentifyPage;
 use crate::portal::{csrf, gates, paths, people, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -61,7 +61,6 @@ async fn page(
 
 #[derive(Deserialize)]
 pub struct IdentifyForm {
-    csrf: String,
     login: String,
     #[serde(default)]
     intent: Intent,
@@ -76,10 +75,8 @@ pub struct IdentifyForm {
 pub async fn identify(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<IdentifyForm>,
+    Posted { form: f, session, .. }: Posted<IdentifyForm>,
 ) -> Result<Response, PortalError> {
-    csrf::check(&session, &f.csrf).await?;
     let proof = match st.admit(client, &f.pow_token, &f.pow).await? {
         Ok(proof) => proof,
         Err(refused) => return Ok(refused),

@@ -5,12 +5,12 @@
 use super::{outcome_page, Attempt, Flow, Intent, Target, FLOW};
 use crate::domain::{MsgId, NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
+use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, PasswordPage};
 use crate::portal::{csrf, passwords, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -61,7 +61,6 @@ pub async fn password_form(
 
 #[derive(Deserialize)]
 pub struct PasswordForm {
-    csrf: String,
     form_key: String,
     password: SecretString,
     confirm: SecretString,
@@ -70,10 +69,8 @@ pub struct PasswordForm {
 pub async fn set_password(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<PasswordForm>,
+    Posted { form: f, session, .. }: Posted<PasswordForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     let (mut flow, target) = match verified_flow(&st, &session).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),

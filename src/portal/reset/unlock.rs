@@ -6,13 +6,13 @@ use super::{outcome_page, Flow, Intent, Target, FLOW};
 use crate::domain::{MsgId, Outcome, UserKind};
 use crate::envelope::Op;
 use crate::i18n::Tr;
+use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, UnlockPage};
 use crate::portal::{csrf, gates, people, AppState, ClientAddr, PortalError, SupportCode};
 use crate::relay::WritebackResult;
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -41,17 +41,14 @@ pub async fn unlock_form(
 
 #[derive(Deserialize)]
 pub struct UnlockForm {
-    csrf: String,
     form_key: String,
 }
 
 pub async fn unlock(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<UnlockForm>,
+    Posted { form: f, session, .. }: Posted<UnlockForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     let (mut flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),

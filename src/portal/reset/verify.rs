@@ -7,11 +7,11 @@ use super::{blocked_page, load_flow, outcome_page, Flow, FLOW};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::i18n::Tr;
+use crate::portal::extract::Posted;
 use crate::portal::gates;
-use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -102,7 +102,6 @@ async fn not_enough_methods(st: &AppState, session: &Session, flow: &Flow, clien
 
 #[derive(Deserialize)]
 pub struct ChoiceForm {
-    csrf: String,
     #[serde(default)]
     method: String,
 }
@@ -111,10 +110,8 @@ pub struct ChoiceForm {
 pub async fn choose(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<ChoiceForm>,
+    Posted { form: f, session, .. }: Posted<ChoiceForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::guard::too_many());
     }
@@ -141,10 +138,8 @@ pub async fn choose(
 pub async fn verify(
     State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Form(f): Form<gates::GateForm>,
+    Posted { form: f, session, .. }: Posted<gates::GateForm>,
 ) -> PageResult {
-    csrf::check(&session, &f.csrf).await?;
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::guard::too_many());
     }

@@ -137,7 +137,7 @@ impl<R: Rule> super::extract::Guard for StaffAs<R> {
     async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
         match require(st, session, R::allows).await? {
             Ok(staff) => Ok(StaffAs(staff, std::marker::PhantomData)),
-            Err(refusal) => Err(PortalError::Refused(refusal)),
+            Err(refusal) => Err(PortalError::Refused(Box::new(refusal))),
         }
     }
 }
