@@ -50,9 +50,7 @@ where
 
     async fn from_request(req: Request, st: &AppState) -> Result<Self, PortalError> {
         let (mut parts, body) = req.into_parts();
-        let session = Session::from_request_parts(&mut parts, st)
-            .await
-            .map_err(|(_, why)| PortalError::Internal(anyhow::anyhow!("session: {why}")))?;
+        let session = session_of(&mut parts, st).await?;
         let form_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -83,6 +81,13 @@ fn token(body: &Bytes) -> Result<String, PortalError> {
     Ok(t.csrf)
 }
 
+/// The request's session (the session layer always provides one).
+pub(crate) async fn session_of(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Session, PortalError> {
+    Session::from_request_parts(parts, st)
+        .await
+        .map_err(|(_, why)| PortalError::Internal(anyhow::anyhow!("session: {why}")))
+}
+
 fn bad_form(status: StatusCode, why: &str) -> PortalError {
     PortalError::BadForm { status, why: why.chars().take(200).collect() }
 }
@@ -94,9 +99,7 @@ impl<G: Guard> FromRequestParts<AppState> for Only<G> {
     type Rejection = PortalError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, PortalError> {
-        let session = Session::from_request_parts(parts, st)
-            .await
-            .map_err(|(_, why)| PortalError::Internal(anyhow::anyhow!("session: {why}")))?;
+        let session = session_of(parts, st).await?;
         Ok(Only(G::admit(st, &session).await?))
     }
 }

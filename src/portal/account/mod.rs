@@ -157,11 +157,11 @@ async fn methods_that_verify(st: &AppState, t: &Target) -> Result<usize, PortalE
 }
 
 /// The security-info overview.
-pub async fn overview(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
-    let who = match require(&st, &session).await? {
-        Ok(w) => w,
-        Err(r) => return Ok(r),
-    };
+pub async fn overview(
+    State(st): State<AppState>,
+    session: Session,
+    super::extract::Only(Person(who)): super::extract::Only<Person>,
+) -> Result<Response, PortalError> {
     overview_page(&st, &session, &who, None).await
 }
 

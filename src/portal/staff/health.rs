@@ -11,7 +11,7 @@ use crate::portal::{paths, AppState, PortalError, SupportCode};
 use crate::relay::hub::AgentHealth;
 use crate::store::{self, staff::Role};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
@@ -183,23 +183,32 @@ pub async fn health_page(
     Ok(page.into_response())
 }
 
-/// The same facts as JSON, for an administrator's session or a monitor presenting the metrics
-/// bearer token. 503 when writeback is down somewhere, so a plain HTTP check can alert on it.
-pub async fn health_json(
-    State(st): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-) -> Result<Response, PortalError> {
-    let by_token = crate::portal::metrics_token_ok(&st, &headers);
-    if !by_token {
-        if let Err(r) = require(&st, &session, |r| r == Role::Administrator).await? {
-            return Ok(if r.status().is_redirection() {
-                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
-            } else {
-                r
-            });
+/// Who may read the health JSON: a monitor presenting the metrics bearer token, or an
+/// administrator's session. Anyone else gets 401 with a `Bearer` challenge (not a redirect to a
+/// sign-in page a monitor cannot use), or the refusal page for another role.
+pub struct AdministratorOrMonitor;
+
+impl axum::extract::FromRequestParts<AppState> for AdministratorOrMonitor {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, PortalError> {
+        if crate::portal::metrics_token_ok(st, &parts.headers) {
+            return Ok(AdministratorOrMonitor);
+        }
+        let session = crate::portal::extract::session_of(parts, st).await?;
+        match require(st, &session, |r| r == Role::Administrator).await? {
+            Ok(_) => Ok(AdministratorOrMonitor),
+            Err(r) if r.status().is_redirection() => Err(PortalError::Refused(Box::new(
+                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response(),
+            ))),
+            Err(r) => Err(PortalError::Refused(Box::new(r))),
         }
     }
+}
+
+/// The same facts as JSON, for an administrator's session or a monitor presenting the metrics
+/// bearer token. 503 when writeback is down somewhere, so a plain HTTP check can alert on it.
+pub async fn health_json(State(st): State<AppState>, _: AdministratorOrMonitor) -> Result<Response, PortalError> {
     let health = gather(&st).await?;
     let status = if health.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((status, axum::Json(health)).into_response())
