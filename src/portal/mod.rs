@@ -204,23 +204,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTH_RELAY, get(relay_check))
         .route(paths::METRICS, get(metrics))
         .route(paths::STATIC, get(static_file))
-        .route(paths::STAFF_HOME, get(staff::home))
-        .route(paths::STAFF_SIGNIN, get(staff::signin_form).post(staff::signin))
-        .route(paths::STAFF_SIGNOUT, post(staff::signout))
-        .route(paths::STAFF_ENROL, get(staff::enrol_form).post(staff::enrol))
-        .route(paths::STAFF_SIGNOUT_EVERYWHERE, post(staff::signout_everywhere))
-        .route(paths::HELPDESK, get(staff::search))
-        .route(paths::HELPDESK_PERSON, get(staff::person))
-        .route(paths::HELPDESK_ACT, post(staff::act))
-        .route(paths::AUDIT, get(staff::audit_page))
-        .route(paths::AUDIT_CSV, get(staff::audit_csv))
-        .route(paths::ADMIN_HEALTH, get(staff::health_page))
-        .route(paths::ADMIN_HEALTH_JSON, get(staff::health_json))
-        .route(paths::ADMIN_AGENT_REVOKE, post(staff::revoke_agent))
-        .route(paths::ADMIN_SYNC_APPLY, post(staff::apply_sync_hold))
-        .route(paths::ADMIN_STAFF, get(staff::staff_list).post(staff::add_staff))
-        .route(paths::ADMIN_STAFF_RESET, post(staff::reset_staff))
-        .route(paths::ADMIN_STAFF_UPDATE, post(staff::update_staff));
+        .merge(staff::routes());
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
     }
@@ -468,22 +452,19 @@ fn security_headers(r: Router, tls: bool, framers: &[String]) -> Router {
             HeaderValue::from_static("max-age=31536000"),
         ));
     }
-    r.layer(axum::middleware::from_fn(staff_never_framed))
+    r.layer(axum::middleware::from_fn(never_framed))
 }
 
-/// Whether a path is one of the staff pages.
-fn is_staff_path(path: &str) -> bool {
-    ["/staff", "/helpdesk", "/audit", "/admin"]
-        .iter()
-        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with(['/', '.'])))
-}
+/// Marks a response that must never be framed (see [`never_framed`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NeverFramed;
 
-/// Staff pages are never framed, whatever origins may frame the self-service pages: a framing
-/// page must not be able to steer a staff member's clicks.
-async fn staff_never_framed(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let staff = is_staff_path(req.uri().path());
+/// Responses marked [`NeverFramed`] (every staff page: their router marks them all) are never
+/// framed, whatever origins may frame the self-service pages: a framing page must not be able to
+/// steer a staff member's clicks. Done outermost, after the headers every page gets.
+async fn never_framed(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let mut resp = next.run(req).await;
-    if staff {
+    if resp.extensions().get::<NeverFramed>().is_some() {
         let h = resp.headers_mut();
         if let Some(csp) = h.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()) {
             let csp: Vec<String> = csp
@@ -509,16 +490,6 @@ async fn staff_never_framed(req: axum::extract::Request, next: axum::middleware:
 #[cfg(test)]
 mod tests {
     use super::forwarded_for;
-
-    #[test]
-    fn staff_paths_are_told_apart_from_look_alikes() {
-        for p in ["/staff", "/staff/signin", "/helpdesk", "/helpdesk/person", "/audit", "/audit.csv", "/admin/health"] {
-            assert!(super::is_staff_path(p), "{p}");
-        }
-        for p in ["/", "/reset", "/staffing", "/auditorium", "/account"] {
-            assert!(!super::is_staff_path(p), "{p}");
-        }
-    }
 
     #[test]
     fn the_client_is_the_first_address_left_of_the_trusted_proxies() {

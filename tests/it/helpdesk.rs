@@ -174,9 +174,12 @@ async fn staff_sign_in_needs_the_password_and_an_unused_authenticator_code() {
     };
     let reset = headers("/reset").await;
     assert!(reset["content-security-policy"].to_str().unwrap().contains("frame-ancestors https://apps.example.org"));
-    let staff = headers("/staff/signin").await;
-    assert!(staff["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"), "{staff:?}");
-    assert_eq!(staff["x-frame-options"], "DENY");
+    // Every answer of the staff router, refusals and redirects included.
+    for path in ["/staff/signin", "/audit.csv", "/admin/health.json"] {
+        let staff = headers(path).await;
+        assert!(staff["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"), "{staff:?}");
+        assert_eq!(staff["x-frame-options"], "DENY", "{path}");
+    }
     let who = add_staff(&app, "hd-sign", Role::Helpdesk, Scope::everyone(), false).await;
     let c = client(&app);
     let (status, _) = get(&app, &c, "/helpdesk").await;

@@ -94,6 +94,33 @@ pub(crate) async fn require(
     }
 }
 
+/// The staff pages: their own router, every response of which is marked never to be framed.
+pub(crate) fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(paths::STAFF_HOME, get(home))
+        .route(paths::STAFF_SIGNIN, get(signin_form).post(signin))
+        .route(paths::STAFF_SIGNOUT, post(signout))
+        .route(paths::STAFF_ENROL, get(enrol_form).post(enrol))
+        .route(paths::STAFF_SIGNOUT_EVERYWHERE, post(signout_everywhere))
+        .route(paths::HELPDESK, get(search))
+        .route(paths::HELPDESK_PERSON, get(person))
+        .route(paths::HELPDESK_ACT, post(act))
+        .route(paths::AUDIT, get(audit_page))
+        .route(paths::AUDIT_CSV, get(audit_csv))
+        .route(paths::ADMIN_HEALTH, get(health_page))
+        .route(paths::ADMIN_HEALTH_JSON, get(health_json))
+        .route(paths::ADMIN_AGENT_REVOKE, post(revoke_agent))
+        .route(paths::ADMIN_SYNC_APPLY, post(apply_sync_hold))
+        .route(paths::ADMIN_STAFF, get(staff_list).post(add_staff))
+        .route(paths::ADMIN_STAFF_RESET, post(reset_staff))
+        .route(paths::ADMIN_STAFF_UPDATE, post(update_staff))
+        .layer(axum::middleware::map_response(|mut resp: Response| async move {
+            resp.extensions_mut().insert(super::NeverFramed);
+            resp
+        }))
+}
+
 /// Which roles a staff page or form admits.
 pub trait Rule: Send {
     fn allows(role: Role) -> bool;
