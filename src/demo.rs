@@ -183,6 +183,7 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let cfg = portal_config(&dir, &ca, port, smtp.port())?;
     let url = cfg.server.public_url.clone();
     let data_key = crate::store::DataKey::from_config(&cfg.secrets)?;
+    let mailer = crate::mail::Mailer::new(&cfg.mail)?;
     let app = Application::build(cfg, Extras { demo_mailbox: Some(mailbox), ..Default::default() }).await?;
     let (db, hub) = (app.db.clone(), app.hub.clone());
     tokio::spawn(app.run_until_stopped());
@@ -209,7 +210,7 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
 
     // A staff account to try the helpdesk and administration pages with (its first sign-in
     // enrols an authenticator of one's own).
-    let admin = crate::portal::staff::StaffSpec {
+    let admin = crate::usecase::staff::StaffSpec {
         username: "admin".into(),
         display_name: "Demo administrator".into(),
         email: None,
@@ -217,7 +218,8 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
         scope: Default::default(),
         may_reset_protected: false,
     };
-    let staff = crate::portal::staff::create_staff(&db, &data_key, &admin, crate::Clock::default().now())
+    let ctx = crate::usecase::Ctx { db: &db, secrets: &data_key, mailer: &mailer, now: crate::Clock::default().now() };
+    let staff = crate::usecase::staff::add(&ctx, &crate::usecase::By::CommandLine, &admin)
         .await?
         .context("the demo's staff account")?;
 

@@ -21,6 +21,7 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod usecase;
 
 /// Wall-clock seconds since the Unix epoch, made at the outermost layer and passed down, so that
 /// expiry, lockout and rollover can be tested by moving the clock instead of sleeping.

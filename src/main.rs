@@ -342,6 +342,10 @@ async fn user_command(db: &passback::store::Db, cmd: UserCmd, now: i64) -> anyho
 
 async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffCmd, now: i64) -> anyhow::Result<()> {
     use passback::store::staff::Role;
+    use passback::usecase::{self, By};
+    let secrets = passback::store::DataKey::from_config(&cfg.secrets)?;
+    let mailer = passback::mail::Mailer::new(&cfg.mail)?;
+    let ctx = usecase::Ctx { db, secrets: &secrets, mailer: &mailer, now };
     match cmd {
         StaffCmd::Add { username, role, name, email, directories, base_dns, groups, may_reset_protected, everyone } => {
             let role = Role::parse(&role).context("--role must be administrator, helpdesk or auditor")?;
@@ -354,8 +358,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             if let Some(d) = directories.iter().find(|d| !cfg.directories.contains_key(*d)) {
                 anyhow::bail!("--directory {d}: no such directory in the portal's configuration");
             }
-            let secrets = passback::store::DataKey::from_config(&cfg.secrets)?;
-            let spec = passback::portal::staff::StaffSpec {
+            let spec = usecase::staff::StaffSpec {
                 display_name: name.unwrap_or_else(|| username.clone()),
                 username,
                 email,
@@ -363,9 +366,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
                 scope: passback::store::users::Scope { directories, base_dns, groups, everyone },
                 may_reset_protected,
             };
-            let creds = passback::portal::staff::create_staff(db, &secrets, &spec, now)
-                .await?
-                .context("that user name is taken")?;
+            let creds = usecase::staff::add(&ctx, &By::CommandLine, &spec).await?.context("that user name is taken")?;
             println!("Staff account {} ({}) added as {}.", spec.username, creds.id, role.as_str());
             println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
             println!("Authenticator key: {}", creds.seed_text().as_str());
@@ -374,10 +375,14 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
                  /staff/signin, where the owner sets up their own authenticator and password."
             );
         }
-        StaffCmd::Disable { username } => set_staff_enabled(db, &username, false, now).await?,
-        StaffCmd::Enable { username } => set_staff_enabled(db, &username, true, now).await?,
+        StaffCmd::Disable { ref username } | StaffCmd::Enable { ref username } => {
+            let enable = matches!(cmd, StaffCmd::Enable { .. });
+            let row = passback::store::staff::by_username(db, username).await?.context("no such staff account")?;
+            usecase::staff::set_enabled(&ctx, &By::CommandLine, &row, enable).await?;
+            println!("{} is now {}.", row.username, if enable { "enabled" } else { "disabled; its sessions ended" });
+        }
         StaffCmd::ClearSigninLimits { username } => {
-            let key = passback::store::DataKey::from_config(&cfg.secrets)?.derive(passback::store::CODE_KEY_PURPOSE);
+            let key = secrets.derive(passback::store::CODE_KEY_PURPOSE);
             let subject = passback::portal::staff::signin_subject_with(&key, &username);
             let n = passback::store::attempts::clear_all_under(db, &subject).await?;
             audit_cli(db, "staff.clear_signin_limits", &username, now).await?;
@@ -385,9 +390,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
         }
         StaffCmd::ResetSignin { username } => {
             let row = passback::store::staff::by_username(db, &username).await?.context("no such staff account")?;
-            let secrets = passback::store::DataKey::from_config(&cfg.secrets)?;
-            let creds = passback::portal::staff::new_signin(db, &secrets, &row.id, now).await?;
-            audit_cli(db, "staff.reset", &row.username, now).await?;
+            let creds = usecase::staff::reset_signin(&ctx, &By::CommandLine, &row).await?;
             println!("Password:          {}", secrecy::ExposeSecret::expose_secret(&creds.password));
             println!("Authenticator key: {}", creds.seed_text().as_str());
             eprintln!("Shown once; they work for one sign-in, where {} enrols their own.", row.username);
@@ -415,13 +418,5 @@ async fn audit_cli(db: &passback::store::Db, operation: &str, username: &str, no
         ..Default::default()
     };
     passback::store::audit::record(db, &rec).await?;
-    Ok(())
-}
-
-async fn set_staff_enabled(db: &passback::store::Db, username: &str, enable: bool, now: i64) -> anyhow::Result<()> {
-    let row = passback::store::staff::by_username(db, username).await?.context("no such staff account")?;
-    passback::store::staff::set_enabled(db, &row.id, enable, now).await?;
-    audit_cli(db, if enable { "staff.enable" } else { "staff.disable" }, &row.username, now).await?;
-    println!("{} is now {}.", row.username, if enable { "enabled" } else { "disabled; its sessions ended" });
     Ok(())
 }

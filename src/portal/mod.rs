@@ -175,6 +175,11 @@ pub struct Population {
     pub authenticator_permille: u32,
 }
 
+/// A time as staff pages and notices show it: `2026-11-22 05:18 UTC`.
+pub fn staff_time(unix: i64) -> String {
+    pages::utc(unix)
+}
+
 pub fn router(state: AppState) -> Router {
     let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;
     let framers = state.cfg.server.frame_ancestors.clone();

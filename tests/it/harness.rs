@@ -121,6 +121,11 @@ impl Portal {
         passback::store::DataKey::from_config(&self.cfg.secrets).unwrap()
     }
 
+    /// A mailer to the portal's mail server (the test's SMTP sink), as the command line makes one.
+    pub fn mailer(&self) -> passback::mail::Mailer {
+        passback::mail::Mailer::new(&self.cfg.mail).unwrap()
+    }
+
     /// Shuts down gracefully and starts again on the same port with the same database.
     pub async fn restart(&mut self) {
         if let Some(stop) = self.stop.take() {

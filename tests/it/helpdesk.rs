@@ -39,7 +39,7 @@ pub async fn add_staff(
         scope,
         may_reset_protected,
     };
-    let creds = passback::portal::staff::create_staff(&app.db, &app.portal.data_key(), &spec, app.clock.now())
+    let creds = passback::usecase::staff::create(&app.db, &app.portal.data_key(), &spec, app.clock.now())
         .await
         .unwrap()
         .expect("a new user name");
@@ -650,4 +650,38 @@ async fn the_helpdesk_sets_a_cloud_only_password_that_must_then_be_changed() {
     let (_, page) = post(&app, &person, "/signin/expired", &fields).await;
     assert!(page.contains("Security info"), "{page}");
     assert!(!passback::store::cloud::must_change(&app.db, &id).await.unwrap(), "her own password stands");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_lines_staff_acts_are_audited_and_told_like_the_pages() {
+    use passback::usecase::{self, staff::StaffSpec, By};
+    let app = spawn_app().await;
+    add_staff(&app, "admin-cli", Role::Administrator, Scope::default(), false).await;
+    let mailer = app.portal.mailer();
+    let key = app.portal.data_key();
+    let ctx = usecase::Ctx { db: &app.db, secrets: &key, mailer: &mailer, now: app.clock.now() };
+    let spec = StaffSpec {
+        username: "hd-cli".into(),
+        display_name: "Helpdesk (command line)".into(),
+        email: None,
+        role: Role::Helpdesk,
+        scope: Scope::everyone(),
+        may_reset_protected: false,
+    };
+
+    // What `passback staff add`, `reset-signin` and `disable` call.
+    usecase::staff::add(&ctx, &By::CommandLine, &spec).await.unwrap().expect("added");
+    let row = passback::store::staff::by_username(&app.db, "hd-cli").await.unwrap().unwrap();
+    usecase::staff::reset_signin(&ctx, &By::CommandLine, &row).await.unwrap();
+    usecase::staff::set_enabled(&ctx, &By::CommandLine, &row, false).await.unwrap();
+
+    let rows: Vec<_> = app.audit().await.into_iter().filter(|r| r.target.as_deref() == Some("staff:hd-cli")).collect();
+    for op in ["staff.add", "staff.reset", "staff.disable"] {
+        let row = rows.iter().find(|r| r.operation == op).unwrap_or_else(|| panic!("{op} audited: {rows:?}"));
+        assert_eq!(row.actor, "command-line");
+    }
+    // Every administrator hears of a new sign-in, as when an administrator gives it on the page.
+    let told = app.wait_for_mails("Staff sign-in reset: hd-cli", 1).await;
+    assert_eq!(told[0].to, vec!["admin-cli@staff.example.org".to_string()]);
+    assert!(told[0].data.contains("command line"), "{}", told[0].data);
 }

@@ -7,76 +7,16 @@ use crate::i18n::Tr;
 use crate::portal::extract::{Only, Posted};
 use crate::portal::gates::totp;
 use crate::portal::pages::{StaffCreatedPage, StaffListPage, StaffView};
-use crate::portal::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
-use crate::store::{self, staff::Role, users::Scope, DataKey, Db};
+use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
+use crate::store::{self, staff::Role, users::Scope};
+use crate::usecase::{self, staff::Credentials, staff::StaffSpec};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tower_sessions::Session;
-use zeroize::Zeroizing;
 
 type PageResult = Result<Response, PortalError>;
-
-/// A new staff account, as an administrator describes it.
-#[derive(Debug, Clone)]
-pub struct StaffSpec {
-    pub username: String,
-    pub display_name: String,
-    pub email: Option<String>,
-    pub role: Role,
-    pub scope: Scope,
-    pub may_reset_protected: bool,
-}
-
-/// The first sign-in of a new account (or after a reset): shown once, stored only as a hash and
-/// as ciphertext.
-pub struct Credentials {
-    pub id: String,
-    pub password: SecretString,
-    pub seed: Zeroizing<Vec<u8>>,
-}
-
-impl Credentials {
-    /// The seed as people type it into an authenticator app.
-    pub fn seed_text(&self) -> Zeroizing<String> {
-        totp::seed_text(&self.seed)
-    }
-}
-
-/// Makes a staff account with a random password and authenticator seed. `None` when the user
-/// name is taken.
-pub async fn create_staff(
-    db: &Db,
-    secrets: &DataKey,
-    spec: &StaffSpec,
-    now: i64,
-) -> anyhow::Result<Option<Credentials>> {
-    let username = crate::domain::LoginName::parse(&spec.username).map_err(|e| anyhow::anyhow!("user name: {e:?}"))?;
-    if let Some(e) = &spec.email {
-        crate::domain::EmailAddress::parse(e).map_err(|e| anyhow::anyhow!("e-mail address: {e:?}"))?;
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let password = super::temporary_password();
-    let seed = totp::new_seed();
-    let hash = passwords::hash(&password).await?;
-    let enc = secrets.encrypt(&store::staff::totp_context(&id), &seed);
-    let new = store::staff::NewStaff {
-        id: &id,
-        username: username.as_str(),
-        display_name: &spec.display_name,
-        email: spec.email.as_deref(),
-        role: spec.role,
-        scope: &spec.scope,
-        may_reset_protected: spec.may_reset_protected,
-        password_hash: &hash,
-        totp_enc: &enc,
-    };
-    if !store::staff::add(db, &new, now).await? {
-        return Ok(None);
-    }
-    Ok(Some(Credentials { id, password, seed }))
-}
 
 async fn list_page(st: &AppState, session: &Session, staff: &super::Staff, error: Option<String>) -> PageResult {
     let rows = store::staff::all(&st.db).await?;
@@ -185,7 +125,8 @@ pub async fn add_staff(
         scope,
         may_reset_protected,
     };
-    let creds = match create_staff(&st.db, &st.secrets, &spec, st.clock.now()).await {
+    let by = by_staff(&admin, client);
+    let creds = match usecase::staff::add(&ctx(&st), &by, &spec).await {
         Ok(Some(c)) => c,
         Ok(None) => return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await,
         Err(e) => {
@@ -194,27 +135,7 @@ pub async fn add_staff(
             return list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await;
         }
     };
-    audit_staff(
-        &st,
-        &admin,
-        client,
-        "staff.add",
-        &spec.username,
-        &format!("role={} scope={:?}", role.as_str(), spec.scope),
-    )
-    .await?;
     shown_once(&st, &session, &admin, &spec.username, &creds, false).await
-}
-
-/// New administrator-made credentials for one sign-in (a lost phone or password): the account's
-/// sessions end, and the owner enrols their own at that sign-in.
-pub async fn new_signin(db: &Db, secrets: &DataKey, id: &str, now: i64) -> anyhow::Result<Credentials> {
-    let password = super::temporary_password();
-    let seed = totp::new_seed();
-    let hash = passwords::hash(&password).await?;
-    let enc = secrets.encrypt(&store::staff::totp_context(id), &seed);
-    anyhow::ensure!(store::staff::set_credentials(db, id, &hash, &enc, now).await?, "no such staff account");
-    Ok(Credentials { id: id.to_string(), password, seed })
 }
 
 /// The page that shows a new sign-in once.
@@ -242,27 +163,14 @@ async fn shown_once(
     Ok(view.into_response())
 }
 
-async fn audit_staff(
-    st: &AppState,
-    admin: &super::Staff,
-    client: std::net::SocketAddr,
-    operation: &str,
-    target: &str,
-    raw: &str,
-) -> Result<(), PortalError> {
-    let rec = store::audit::AuditRecord {
-        at: st.clock.now(),
-        actor: admin.actor(),
-        operation: operation.into(),
-        target: Some(format!("staff:{}", target.to_lowercase())),
-        outcome_code: crate::domain::Outcome::Success.code().0.into(),
-        raw: raw.into(),
-        support_code: SupportCode::new().0,
-        client: Some(client.ip().to_string()),
-        ..Default::default()
-    };
-    store::audit::record(&st.db, &rec).await?;
-    Ok(())
+/// What the staff use cases need of the portal.
+fn ctx(st: &AppState) -> usecase::Ctx<'_> {
+    usecase::Ctx { db: &st.db, secrets: &st.secrets, mailer: &st.mailer, now: st.clock.now() }
+}
+
+/// A signed-in staff member, as the use cases name who acts.
+fn by_staff(staff: &super::Staff, client: std::net::SocketAddr) -> usecase::By {
+    usecase::By::Staff { username: staff.row.username.clone(), client: Some(client.ip()) }
 }
 
 /// The signed-in administrator and the other staff account `id` they act on; or the page to show
@@ -312,30 +220,8 @@ pub async fn reset_staff(
         Ok(pair) => pair,
         Err(page) => return Ok(page),
     };
-    let now = st.clock.now();
-    let creds = new_signin(&st.db, &st.secrets, &member.id, now).await?;
-    audit_staff(&st, &admin, client, "staff.reset", &member.username, "new password and authenticator; sessions ended")
-        .await?;
-    notify_administrators(&st, &admin.row.username, &member.username, now).await?;
+    let creds = usecase::staff::reset_signin(&ctx(&st), &by_staff(&admin, client), &member).await?;
     shown_once(&st, &session, &admin, &member.username, &creds, true).await
-}
-
-/// E-mails every administrator that `admin` reset `member`'s sign-in (in the background; a
-/// failed send is logged).
-async fn notify_administrators(st: &AppState, admin: &str, member: &str, now: i64) -> Result<(), PortalError> {
-    let when = crate::portal::pages::utc(now);
-    let tr = Tr::current();
-    for to in store::staff::administrator_emails(&st.db).await? {
-        let Ok(to) = crate::domain::EmailAddress::parse(&to) else { continue };
-        let mailer = st.mailer.clone();
-        let msg = crate::mail::staff_reset_message(tr, admin, member, &when)?;
-        tokio::spawn(async move {
-            if let Err(e) = mailer.send(&to, msg).await {
-                tracing::error!(error = %format!("{e:#}"), "telling an administrator of a staff reset failed");
-            }
-        });
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -361,14 +247,11 @@ pub async fn update_staff(
     };
     let tr = Tr::current();
     let now = st.clock.now();
+    let by = by_staff(&admin, client);
     let (operation, raw) = match f.action.as_str() {
-        "disable" => {
-            store::staff::set_enabled(&st.db, &member.id, false, now).await?;
-            ("staff.disable", "disabled; sessions ended".to_string())
-        }
-        "enable" => {
-            store::staff::set_enabled(&st.db, &member.id, true, now).await?;
-            ("staff.enable", "enabled".to_string())
+        "disable" | "enable" => {
+            usecase::staff::set_enabled(&ctx(&st), &by, &member, f.action == "enable").await?;
+            return list_page(&st, &session, &admin, None).await;
         }
         "end_sessions" => {
             store::staff::end_sessions(&st.db, &member.id).await?;
@@ -390,6 +273,6 @@ pub async fn update_staff(
             return Ok(refused(&admin, &member.id, "unknown action").attach(page));
         }
     };
-    audit_staff(&st, &admin, client, operation, &member.username, &raw).await?;
+    ctx(&st).audit(&by, operation, &member.username, &raw).await?;
     list_page(&st, &session, &admin, None).await
 }

@@ -1,0 +1,64 @@
+//! The portal's acts, apart from how they are asked for: the pages, the command line and the
+//! demo call the same functions, which take plain inputs (never the web state) and do the whole
+//! act, audit row and notices included, in one place.
+
+pub mod staff;
+
+use crate::store::{self, DataKey, Db};
+
+/// What an act needs of the portal host.
+pub struct Ctx<'a> {
+    pub db: &'a Db,
+    pub secrets: &'a DataKey,
+    pub mailer: &'a crate::mail::Mailer,
+    pub now: i64,
+}
+
+/// Who asks for an act, as the audit names them.
+pub enum By {
+    /// A signed-in staff member (their user name), from a client address.
+    Staff { username: String, client: Option<std::net::IpAddr> },
+    /// Someone on the portal host's command line.
+    CommandLine,
+}
+
+impl By {
+    /// The audit's actor: `staff:<name>` or `command-line`.
+    pub fn actor(&self) -> String {
+        match self {
+            By::Staff { username, .. } => format!("staff:{username}"),
+            By::CommandLine => "command-line".into(),
+        }
+    }
+
+    /// How a notice names them: the staff member's user name, or "the command line".
+    fn name(&self) -> &str {
+        match self {
+            By::Staff { username, .. } => username,
+            By::CommandLine => "passback staff (command line)",
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// The audit row of a staff act by `by` on the staff account `username`.
+    pub(crate) async fn audit(&self, by: &By, operation: &str, username: &str, raw: &str) -> anyhow::Result<()> {
+        let client = match by {
+            By::Staff { client, .. } => client.map(|c| c.to_string()),
+            By::CommandLine => None,
+        };
+        let rec = store::audit::AuditRecord {
+            at: self.now,
+            actor: by.actor(),
+            operation: operation.into(),
+            target: Some(format!("staff:{}", username.to_lowercase())),
+            outcome_code: crate::domain::Outcome::Success.code().0.into(),
+            raw: raw.into(),
+            support_code: crate::portal::SupportCode::new().0,
+            client,
+            ..Default::default()
+        };
+        store::audit::record(self.db, &rec).await?;
+        Ok(())
+    }
+}
