@@ -96,7 +96,7 @@ pub async fn portal(cfg: &AgentConfig) -> Vec<Check> {
             return out.into_vec();
         }
     };
-    let url = format!("{}{}", state.portal_url, crate::relay::CHECK_PATH);
+    let url = format!("{}{}", state.portal_url, crate::relay::protocol::CHECK_PATH);
     let client = match http_client(cfg.portal_ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {

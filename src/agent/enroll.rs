@@ -5,7 +5,7 @@ use super::state::{new_key_pair, AgentState, NewKeyPair, StoredKey};
 use crate::domain::MsgId;
 use crate::envelope::{self, Direction, FrameKind};
 use crate::relay::protocol::{EnrollRequest, EnrollResponse, RotatePayload, RotateResponse};
-use crate::relay::{ENROLL_PATH, ROTATE_PATH};
+use crate::relay::protocol::{ENROLL_PATH, ROTATE_PATH};
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::Path;

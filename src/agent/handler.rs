@@ -54,7 +54,7 @@ impl UnwrappedKeys {
 
     fn get(&self, version: u32, wrapped: &[u8]) -> Option<envelope::PackageKey> {
         let id = Self::id(wrapped);
-        let keep = crate::relay::hub::CONTENT_KEY_EPOCH * 2;
+        let keep = crate::relay::protocol::CONTENT_KEY_EPOCH * 2;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|(_, _, _, at)| at.elapsed() < keep);
         entries.iter().find(|(v, i, _, _)| *v == version && *i == id).map(|(_, _, k, _)| k.clone())

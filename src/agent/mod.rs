@@ -231,7 +231,7 @@ impl Agent {
     /// Connects, serves until the connection drops, and tells how long it lasted.
     async fn session(self: &Arc<Self>) -> anyhow::Result<Duration> {
         let state = AgentState::load(&self.cfg.state_file)?;
-        let ws_url = format!("{}{}", self.portal_url.replacen("https://", "wss://", 1), crate::relay::AGENT_PATH);
+        let ws_url = format!("{}{}", self.portal_url.replacen("https://", "wss://", 1), protocol::AGENT_PATH);
         let mut request = ws_url.as_str().into_client_request()?;
         request.headers_mut().insert(axum::http::header::AUTHORIZATION, state.bearer().as_str().parse()?);
         drop(state);

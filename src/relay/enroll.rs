@@ -2,8 +2,8 @@
 //! sends only the public key; the portal answers with the agent id, the relay secret and the
 //! package key, and keeps the secret only as a hash and the package key only encrypted.
 
+use super::auth::{authenticate, RelayState};
 use super::protocol::{EnrollRequest, EnrollResponse, RotatePayload, RotateResponse};
-use super::server::{authenticate, RelayState};
 use crate::envelope::{self, Direction, FrameKind, PackageKey, SealedFrame, RSA_BITS};
 use crate::store::{self, random_token};
 use axum::extract::State;

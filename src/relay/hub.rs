@@ -88,8 +88,7 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// How long one content key seals an agent's passwords before a new one is made.
-pub const CONTENT_KEY_EPOCH: std::time::Duration = std::time::Duration::from_secs(600);
+pub use super::protocol::CONTENT_KEY_EPOCH;
 
 pub struct Hub {
     inner: Mutex<Inner>,

@@ -2,6 +2,7 @@
 //! which agents are alive right now and routes sealed requests to them.
 //! Nothing here talks to a directory: every directory operation travels sealed to an agent.
 
+pub mod auth;
 pub mod enroll;
 pub mod hub;
 pub mod metrics;
@@ -12,9 +13,4 @@ pub mod sync;
 
 pub use hub::{Hub, WritebackRequest, WritebackResult};
 
-/// URL paths of the relay, used by both ends.
-pub const AGENT_PATH: &str = "/relay/v1/agent";
-pub const ENROLL_PATH: &str = "/relay/v1/enroll";
-pub const ROTATE_PATH: &str = "/relay/v1/rotate";
-/// An agent proves its credentials here without opening the relay (`passback agent doctor`).
-pub const CHECK_PATH: &str = "/relay/v1/check";
+pub use protocol::{AGENT_PATH, CHECK_PATH, ENROLL_PATH, ROTATE_PATH};

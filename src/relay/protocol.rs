@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 
 pub const VERSION: u8 = crate::envelope::VERSION;
 
+/// URL paths of the relay, used by both ends.
+pub const AGENT_PATH: &str = "/relay/v1/agent";
+pub const ENROLL_PATH: &str = "/relay/v1/enroll";
+pub const ROTATE_PATH: &str = "/relay/v1/rotate";
+/// An agent proves its credentials here without opening the relay (`passback agent doctor`).
+pub const CHECK_PATH: &str = "/relay/v1/check";
+
+/// How long one content key seals an agent's passwords before a new one is made (the agent keeps
+/// an unwrapped key about twice as long).
+pub const CONTENT_KEY_EPOCH: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryStatus {
     pub id: DirectoryId,

@@ -1,11 +1,10 @@
 //! The portal's end of the relay: the WebSocket agents connect to, and their authentication.
 
-use super::hub::{Hub, Refusal};
+pub use super::auth::{authenticate, AuthenticatedAgent, RelayState};
+use super::hub::Refusal;
 use super::protocol::{self, AgentStatus, SyncChunk, Wire};
 use super::{enroll, AGENT_PATH, CHECK_PATH, ENROLL_PATH, ROTATE_PATH};
-use crate::domain::DirectoryId;
 use crate::envelope::FrameKind;
-use crate::store::{self, DataKey, Db};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,20 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-#[derive(Clone)]
-pub struct RelayState {
-    pub hub: Arc<Hub>,
-    pub db: Db,
-    pub data_key: DataKey,
-    pub clock: crate::Clock,
-    /// For telling people of changes a sync brought (their old addresses).
-    pub mailer: crate::mail::Mailer,
-    pub helpdesk_contact: Option<String>,
-}
 
 /// Largest frame an agent may send (a sync chunk of a few hundred people).
 const MAX_FRAME: usize = 1 << 20;
@@ -39,36 +26,6 @@ pub fn router(state: RelayState) -> Router {
         .route(CHECK_PATH, get(agent_check))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
-}
-
-/// An agent that proved its relay secret, and the directories it was enrolled for.
-pub struct AuthenticatedAgent {
-    pub id: String,
-    pub directories: Vec<DirectoryId>,
-}
-
-/// Checks `Authorization: Bearer <agent-id>.<secret>` against the stored hash, in constant time.
-pub async fn authenticate(db: &Db, headers: &HeaderMap) -> Option<AuthenticatedAgent> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?;
-    let (agent_id, secret) = token.split_once('.')?;
-    if agent_id.len() > 64 || secret.len() > 128 {
-        return None;
-    }
-    let stored = store::agents::get(db, agent_id).await.ok().flatten();
-    let presented = store::token_hash(secret);
-    // Compare against a dummy when the agent is unknown, so both paths cost the same.
-    let expected = stored.as_ref().map(|a| a.secret_hash.clone()).unwrap_or_else(|| vec![0u8; presented.len()]);
-    if !store::hashes_equal(&expected, &presented) {
-        return None;
-    }
-    let agent = stored?;
-    if let Some(at) = agent.revoked_at {
-        tracing::warn!(agent = %agent.id, revoked_at = at, "relay: refused a revoked agent's credentials");
-        return None;
-    }
-    let directories = agent.directories.0.iter().filter_map(|d| DirectoryId::parse(d).ok()).collect();
-    Some(AuthenticatedAgent { id: agent.id, directories })
 }
 
 async fn agent_socket(State(state): State<RelayState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {

@@ -3,8 +3,8 @@
 //! that would remove too many people is held for an administrator, and a person whose recovery
 //! addresses changed is told at the addresses they had.
 
+use super::auth::RelayState;
 use super::protocol::SyncChunk;
-use super::server::RelayState;
 use crate::domain::EmailAddress;
 use crate::store::{self, users::SyncHold};
 
