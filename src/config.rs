@@ -485,6 +485,14 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 impl PortalConfig {
+    /// The portal's configuration from `file` and `PASSBACK_…` variables, checked: what the
+    /// commands run with.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let cfg: Self = load(file, PORTAL_ENV_PREFIX)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Refuses combinations that would be unsafe in production.
     pub fn validate(&self) -> anyhow::Result<()> {
         let dev = self.mode == Mode::Development;
@@ -686,6 +694,14 @@ fn default_ldap_timeout() -> u64 {
 }
 
 impl AgentConfig {
+    /// The agent's configuration from `file` and its variables, checked (`agent doctor` reads it
+    /// unchecked instead, to report what is wrong).
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let cfg: Self = load(file, AGENT_ENV_PREFIX)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.directories.is_empty() {
             bail!("agent: configure at least one [[directories]] entry");

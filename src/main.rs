@@ -210,16 +210,16 @@ async fn main() -> anyhow::Result<()> {
     let now = passback::Clock::default().now();
     match cli.cmd {
         Cmd::Serve { config } => {
-            let cfg: PortalConfig = config::load(config.as_deref(), config::PORTAL_ENV_PREFIX)?;
+            let cfg = PortalConfig::load(config.as_deref())?;
             let app = passback::server::Application::build(cfg, Default::default()).await?;
             app.run_until_stopped().await?;
         }
         Cmd::Agent { config, cmd: None } => {
-            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            let cfg = AgentConfig::load(config.as_deref())?;
             passback::agent::Agent::new(cfg)?.run().await?;
         }
         Cmd::Agent { config, cmd: Some(AgentCmd::Enroll { portal, token }) } => {
-            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            let cfg = AgentConfig::load(config.as_deref())?;
             let token = SecretString::from(token);
             let state =
                 passback::agent::enroll::enroll(&portal, &token, cfg.portal_ca_file.as_deref(), &cfg.state_file, now)
@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Agent { config, cmd: Some(AgentCmd::RotateKeys) } => {
-            let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
+            let cfg = AgentConfig::load(config.as_deref())?;
             let mut state = passback::agent::state::AgentState::load(&cfg.state_file)?;
             let v = passback::agent::enroll::rotate(&mut state, &cfg.state_file, cfg.portal_ca_file.as_deref(), now)
                 .await?;
@@ -241,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Agent { config, cmd: Some(AgentCmd::Doctor) } => {
+            // Unchecked: the doctor reports what is wrong with it.
             let cfg: AgentConfig = config::load(config.as_deref(), config::AGENT_ENV_PREFIX)?;
             let report = passback::agent::doctor::run(&cfg).await;
             print!("{}", report.render());
@@ -250,8 +251,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Agent { cmd: Some(AgentCmd::Token { portal_config, name, directories }), .. } => {
-            let cfg: PortalConfig = config::load(Some(&portal_config), config::PORTAL_ENV_PREFIX)?;
-            cfg.validate()?;
+            let cfg = PortalConfig::load(Some(&portal_config))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             let ttl = cfg.relay.enrollment_token_ttl_mins;
             let token = passback::server::create_enrollment_token(&db, &name, &directories, ttl, now).await?;
@@ -259,8 +259,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("One-time enrollment token for {name:?}, valid for {ttl} minutes. Use it once with `passback agent enroll`.");
         }
         Cmd::Agent { cmd: Some(AgentCmd::Revoke { portal_config, name, id }), .. } => {
-            let cfg: PortalConfig = config::load(Some(&portal_config), config::PORTAL_ENV_PREFIX)?;
-            cfg.validate()?;
+            let cfg = PortalConfig::load(Some(&portal_config))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             let who = id.or(name).context("--name or --id is required")?;
             let support = passback::portal::SupportCode::new().0;
@@ -273,15 +272,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::User { portal_config, cmd } => {
             let path = portal_config.context("--portal-config is required")?;
-            let cfg: PortalConfig = config::load(Some(&path), config::PORTAL_ENV_PREFIX)?;
-            cfg.validate()?;
+            let cfg = PortalConfig::load(Some(&path))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             user_command(&db, cmd, now).await?;
         }
         Cmd::Staff { portal_config, cmd } => {
             let path = portal_config.context("--portal-config is required")?;
-            let cfg: PortalConfig = config::load(Some(&path), config::PORTAL_ENV_PREFIX)?;
-            cfg.validate()?;
+            let cfg = PortalConfig::load(Some(&path))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             staff_command(&db, &cfg, cmd, now).await?;
         }
