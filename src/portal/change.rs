@@ -6,9 +6,11 @@
 
 use super::pages::{ChangePage, OutcomeView};
 use super::people::{self, Attempt};
+use super::writeback::{self, Act};
 use super::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
+use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::store;
 use axum::extract::{ConnectInfo, State};
@@ -150,36 +152,30 @@ async fn change_inner(
 
     let result = match &found.target {
         Some(target) => {
-            let claim = store::writebacks::Claim {
-                msg_id: msg_id.as_str(),
-                directory: &target.directory,
-                anchor: &target.anchor,
-                op: "change",
-                support_code: &support.0,
-                now,
-            };
-            if !store::writebacks::claim(&st.db, &claim).await? {
+            let cloud = target.kind == crate::domain::UserKind::CloudOnly;
+            let operation = if cloud { "change.cloud" } else { "change.writeback" };
+            let act = Act { target, msg_id: &msg_id, kind: "change", operation, notice: Notice::Changed };
+            let run = passwords::apply(&st, target, msg_id.clone(), &new, Some(&f.current), now);
+            let Some(result) = writeback::once(&attempt, act, run).await? else {
                 store::attempts::release(&st.db, reservation).await?;
                 return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
-            }
-            let result = passwords::apply(&st, target, msg_id.clone(), &new, Some(&f.current), now).await?;
-            store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+            };
             result
         }
         None => {
             // Nobody by that name: the answer and the work of a wrong current password.
             let _ = passwords::verify(&f.current, None).await;
-            crate::relay::WritebackResult {
+            let result = crate::relay::WritebackResult {
                 outcome: Outcome::OldPasswordWrong,
                 raw: "no such account".into(),
                 policy: None,
                 agent_id: None,
-            }
+            };
+            attempt.audit("change.writeback", &result.outcome, &result.raw).await?;
+            result
         }
     };
     drop(new);
-    let cloud = found.target.as_ref().is_some_and(|t| t.kind == crate::domain::UserKind::CloudOnly);
-    attempt.audit(if cloud { "change.cloud" } else { "change.writeback" }, &result.outcome, &result.raw).await?;
     // An attempt counts unless it proved the current password right (a success, a rule the
     // directory checks only after the current password, or AD's "disabled") or was never sent: an unconfirmed one
     // might have been a right guess, so it counts too.
@@ -189,9 +185,6 @@ async fn change_inner(
         store::attempts::release(&st.db, reservation).await?;
     }
     if result.outcome.is_success() {
-        if let Some(target) = &found.target {
-            people::acted_on(&st, target, now, crate::mail::Notice::Changed).await?;
-        }
         let done = super::pages::OutcomePage {
             tr: Tr::current(),
             title: Tr::current().t("password.done_title").into(),

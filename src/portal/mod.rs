@@ -16,6 +16,7 @@ mod people;
 pub(crate) mod reset;
 pub mod return_to;
 pub mod staff;
+mod writeback;
 
 pub use error::{PortalError, SupportCode};
 pub use guard::Guard;

@@ -4,9 +4,11 @@
 
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
+use crate::mail::Notice;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
+use crate::portal::writeback::{self, Act};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
@@ -245,27 +247,18 @@ pub async fn expired(
     let support = SupportCode::new();
     let now = st.clock.now();
     let target = must.target.clone();
-    let claim = store::writebacks::Claim {
-        msg_id: msg_id.as_str(),
-        directory: &target.directory,
-        anchor: &target.anchor,
-        op: "change",
-        support_code: &support.0,
-        now,
-    };
-    if !store::writebacks::claim(&st.db, &claim).await? {
-        return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
-    }
-    let result = passwords::apply(&st, &target, msg_id.clone(), &new, Some(&f.current), now).await?;
-    drop(new);
-    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
-    attempt.audit("change.expired", &result.outcome, &result.raw).await?;
+    let act =
+        Act { target: &target, msg_id: &msg_id, kind: "change", operation: "change.expired", notice: Notice::Changed };
+    let run = passwords::apply(&st, &target, msg_id.clone(), &new, Some(&f.current), now);
+    let Some(result) = writeback::once(&attempt, act, run).await? else {
+        return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
+    };
+    drop(new);
     if !result.outcome.is_success() {
         let view = OutcomeView::new_at(&result.outcome, &support, crate::portal::pages::tz_offset(&f.tz_offset));
         return Ok(support.tag(expired_page(&st, &session, &must, None, Some(view)).await?));
     }
-    people::acted_on(&st, &target, now, crate::mail::Notice::Changed).await?;
     session.remove::<MustChange>(MUST_CHANGE).await?;
     super::begin(&st, &session, target, must.audit_name).await?;
     Ok(support.tag(Redirect::to(paths::ACCOUNT)))

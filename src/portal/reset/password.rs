@@ -5,9 +5,11 @@
 use super::{outcome_page, Attempt, Flow, Intent, Target, FLOW};
 use crate::domain::{MsgId, NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
+use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, PasswordPage};
-use crate::portal::{csrf, passwords, people, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::writeback::{self, Act};
+use crate::portal::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -93,34 +95,23 @@ pub async fn set_password(
     flow.form_key = None;
     session.insert(FLOW, &flow).await?;
     let support = SupportCode::new();
-    let claim = store::writebacks::Claim {
-        msg_id: msg_id.as_str(),
-        directory: &target.directory,
-        anchor: &target.anchor,
-        op: "reset",
-        support_code: &support.0,
-        now,
-    };
-    if !store::writebacks::claim(&st.db, &claim).await? {
-        return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
-            .await;
-    }
-
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
     // Whether the lock this reset also lifts was there (the words of the answer say so).
     let was_locked = passwords::live(&st, &target).await.is_some_and(|s| s.locked);
-    let result = passwords::apply(&st, &target, msg_id.clone(), &password, None, now).await?;
-    drop(password);
-    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
-    attempt.audit(operation, &result.outcome, &result.raw).await?;
+    let act = Act { target: &target, msg_id: &msg_id, kind: "reset", operation, notice: Notice::Reset };
+    let done = writeback::once(&attempt, act, passwords::apply(&st, &target, msg_id.clone(), &password, None, now));
+    let Some(result) = done.await? else {
+        return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
+            .await;
+    };
+    drop(password);
     if result.outcome.password_set() {
         store::attempts::clear(&st.db, &target.person().subject()).await?;
         session.remove::<Flow>(FLOW).await?;
         if crate::portal::gates::count_reset(&st, &flow.subject).await? {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
-        people::acted_on(&st, &target, now, crate::mail::Notice::Reset).await?;
         let title = if result.outcome.is_success() { "password.done_title" } else { "password.set_title" };
         let mut done = outcome_page(&st, title, &result.outcome, &support, false);
         // "Unlocked" only as the directory has it now (the agent read it back; here it is read

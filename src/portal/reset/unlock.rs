@@ -6,11 +6,12 @@ use super::{outcome_page, Flow, Intent, Target, FLOW};
 use crate::domain::{MsgId, Outcome, UserKind};
 use crate::envelope::Op;
 use crate::i18n::Tr;
+use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, UnlockPage};
-use crate::portal::{csrf, gates, people, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::writeback::{self, Act};
+use crate::portal::{csrf, gates, AppState, ClientAddr, PortalError, SupportCode};
 use crate::relay::WritebackResult;
-use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -63,27 +64,22 @@ pub async fn unlock(
     session.insert(FLOW, &flow).await?;
     let support = SupportCode::new();
     let now = st.clock.now();
-    let claim = store::writebacks::Claim {
-        msg_id: msg_id.as_str(),
-        directory: &target.directory,
-        anchor: &target.anchor,
-        op: "unlock",
-        support_code: &support.0,
-        now,
-    };
-    if !store::writebacks::claim(&st.db, &claim).await? {
-        return page(&session, &mut flow, None).await;
-    }
-    let result = unlock_account(&st, &target, msg_id.clone(), now).await?;
-    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
     let attempt = flow.attempt(&st, client, &support);
-    attempt.audit("unlock.writeback", &result.outcome, &result.raw).await?;
+    let act = Act {
+        target: &target,
+        msg_id: &msg_id,
+        kind: "unlock",
+        operation: "unlock.writeback",
+        notice: Notice::Unlocked,
+    };
+    let Some(result) = writeback::once(&attempt, act, unlock_account(&st, &target, msg_id.clone(), now)).await? else {
+        return page(&session, &mut flow, None).await;
+    };
     if !result.outcome.is_success() {
         let view = OutcomeView::new(&result.outcome, &support);
         return Ok(support.tag(page(&session, &mut flow, Some(view)).await?));
     }
     session.remove::<Flow>(FLOW).await?;
-    people::acted_on(&st, &target, now, crate::mail::Notice::Unlocked).await?;
     if gates::count_reset(&st, &flow.subject).await? {
         attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
     }
