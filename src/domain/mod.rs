@@ -1,12 +1,15 @@
 //! The shared vocabulary: values parsed once at the edge, and the closed set of outcomes.
 //! Nothing in here knows about HTTP, SQL, LDAP or the relay.
 
+mod access;
+pub mod dn;
 mod ids;
 mod outcome;
 mod person;
 mod rules;
 mod secret;
 
+pub use access::{Placed, Role, Scope};
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId};
 pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
 pub use person::{AccountState, SyncMark, SyncedUser, UserKind, PASSWORD_MUST_CHANGE};

@@ -2,48 +2,10 @@
 //! authenticator seed (encrypted under the data key, bound to the account); sessions name the
 //! account's epoch, so raising it ends them all.
 
-use super::users::Scope;
 use super::Db;
+use crate::domain::Scope;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Read-only: the audit log.
-    Auditor,
-    /// Reset, unlock, force a change and revoke methods, for the people in scope.
-    Helpdesk,
-    /// Everything, everyone: staff accounts, health, audit, and the helpdesk's acts.
-    Administrator,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "administrator" => Some(Role::Administrator),
-            "helpdesk" => Some(Role::Helpdesk),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Administrator => "administrator",
-            Role::Helpdesk => "helpdesk",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    /// May act on people (search, reset, unlock…).
-    pub fn acts_on_people(self) -> bool {
-        matches!(self, Role::Administrator | Role::Helpdesk)
-    }
-
-    /// May read the audit log.
-    pub fn reads_audit(self) -> bool {
-        matches!(self, Role::Administrator | Role::Auditor)
-    }
-}
+pub use crate::domain::Role;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StaffRow {
