@@ -1,13 +1,27 @@
 //! passback: self-service password reset with synchronous writeback to Active Directory / LDAP.
 //!
 //! `serve` runs the portal and the relay hub; `agent` runs inside the company network, connects
-//! out to the hub, and writes passwords into the directory. See DESIGN.md for the boundaries:
-//! `portal`/`relay` never import `directory`; `agent`/`directory` never import `store`/`portal`;
-//! `envelope` and `domain` import nothing of the application.
+//! out to the hub, and writes passwords into the directory. Where each module runs:
+//!
+//! * **Shared by both processes:** `domain` (values parsed at the edge, outcomes, roles and
+//!   scopes, DNs), `envelope` (sealed frames and packages), `relay::protocol` (the wire: frames,
+//!   paths, epochs), `crypto` (keys and hashes), `config`, `i18n`, `tls`, `files`.
+//! * **Portal host:** `usecase` (the acts, called by the pages, the command line and the demo
+//!   alike), `portal` (the web pages: thin handlers over extractors and use cases), `relay`
+//!   (the hub and its endpoints), `store` (the database), `mail`, `server`.
+//! * **Agent host:** `agent`, `directory` (AD and OpenLDAP).
+//! * **Tools:** `demo`, `bench`, `sandbox` (real slapd and Samba for tests and the demo).
+//!
+//! The lines not to cross (DESIGN.md): `portal`/`relay` never import `directory`;
+//! `agent`/`directory` never import `store`/`portal`, and the agent knows the relay only through
+//! `relay::protocol`; `envelope` and `domain` import nothing of the application. These are
+//! folders of one crate rather than workspace crates: one crate builds fastest on two cores,
+//! and the boundaries are kept by these rules and by review.
 
 pub mod agent;
 pub mod bench;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod directory;
 pub mod domain;
