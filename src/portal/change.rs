@@ -12,6 +12,7 @@ use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::Posted;
+use crate::portal::session::{self, Key};
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 /// The session key of the change form's one-use key (also the relay message id).
-const FORM_KEY: &str = "change_form_key";
+const FORM_KEY: Key<String> = Key::new(session::CHANGE_FORM_KEY);
 const ALREADY_SENT: &str = "password.already_sent";
 
 /// The change form. It states the policy of the only directory, if there is one: never the
@@ -34,13 +35,13 @@ async fn page(
     error: Option<String>,
     outcome: Option<OutcomeView>,
 ) -> Result<Response, PortalError> {
-    let form_key = match session.get::<String>(FORM_KEY).await? {
+    let form_key = match FORM_KEY.get(session).await? {
         Some(k) => k,
         // No session yet: a page view writes none. The key is signed instead of remembered.
         None if session.is_empty().await => signed_form_key(st, &MsgId::random().to_string()),
         None => {
             let k = MsgId::random().to_string();
-            session.insert(FORM_KEY, &k).await?;
+            FORM_KEY.set(session, &k).await?;
             k
         }
     };
@@ -103,7 +104,7 @@ async fn change_inner(
         return Ok(refused);
     }
     let typed = f.login.trim().to_string();
-    let expected = session.get::<String>(FORM_KEY).await?;
+    let expected = FORM_KEY.get(&session).await?;
     let ours = match &expected {
         Some(k) => k == &f.form_key,
         None => f.form_key.split_once('.').is_some_and(|(k, _)| signed_form_key(&st, k) == f.form_key),
@@ -124,7 +125,7 @@ async fn change_inner(
     };
     let Ok(msg_id) = MsgId::parse(&f.form_key) else { return page(&st, None, &session, &typed, None, None).await };
     // The key is spent now; the writeback claim below makes it single-use even for racing submits.
-    session.remove::<String>(FORM_KEY).await?;
+    FORM_KEY.take(&session).await?;
 
     let support = SupportCode::new();
     let now = st.clock.now();
@@ -192,7 +193,7 @@ async fn change_inner(
             outcome: outcome_view(&result.outcome),
             helpdesk: st.helpdesk(Tr::current()),
             start_again: false,
-            return_to: session.get::<String>(super::RETURN_TO).await?,
+            return_to: super::RETURN_TO.get(&session).await?,
         };
         return Ok(support.tag(done));
     }

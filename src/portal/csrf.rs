@@ -4,6 +4,7 @@
 //! cookie of its own (a signed double-submit), and the session is made only when a form is posted.
 
 use super::PortalError;
+use crate::portal::session::Key;
 use crate::store::MacKey;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-const KEY: &str = "csrf";
+const KEY: Key<String> = Key::new(super::session::CSRF);
 /// Tokens bound to the nonce cookie, not to a session, start so.
 const SESSIONLESS: &str = "n.";
 
@@ -64,7 +65,7 @@ pub async fn layer(key: Arc<MacKey>, secure: bool, req: Request, next: Next) -> 
 /// The token for the forms of this page: the session's own, or, for a visitor without a
 /// session, one bound to their nonce cookie (made now if they have none).
 pub async fn token(session: &Session) -> Result<String, PortalError> {
-    if let Some(t) = session.get::<String>(KEY).await? {
+    if let Some(t) = KEY.get(session).await? {
         return Ok(t);
     }
     if session.is_empty().await {
@@ -85,12 +86,12 @@ pub async fn token(session: &Session) -> Result<String, PortalError> {
         }
     }
     let t = crate::store::random_token().to_string();
-    session.insert(KEY, &t).await?;
+    KEY.set(session, &t).await?;
     Ok(t)
 }
 
 pub async fn check(session: &Session, presented: &str) -> Result<(), PortalError> {
-    let ok = match session.get::<String>(KEY).await? {
+    let ok = match KEY.get(session).await? {
         Some(expected) => bool::from(expected.as_bytes().ct_eq(presented.as_bytes())),
         // A form from a page shown before there was a session: bound to the nonce cookie.
         None => presented.strip_prefix(SESSIONLESS).is_some_and(|mac| {

@@ -15,6 +15,7 @@ pub mod passwords;
 mod people;
 pub(crate) mod reset;
 pub mod return_to;
+pub(crate) mod session;
 pub mod staff;
 mod writeback;
 
@@ -80,7 +81,7 @@ pub mod paths {
 }
 
 /// The session key of the validated `return_to` URL.
-const RETURN_TO: &str = "return_to";
+const RETURN_TO: session::Key<String> = session::Key::new(session::RETURN_TO);
 
 /// The address of the client connection (the proxy's, behind a TLS-terminating proxy).
 #[derive(Debug, Clone, Copy)]

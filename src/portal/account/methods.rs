@@ -11,6 +11,7 @@ use crate::portal::extract::{Button, Only, Posted};
 use crate::portal::gates::{questions, totp};
 use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
 use crate::portal::people::{self, Attempt};
+use crate::portal::session::{self, Key};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, security};
 use axum::extract::{ConnectInfo, State};
@@ -199,11 +200,11 @@ struct PendingEmail {
     code_id: String,
 }
 
-const PENDING_EMAIL: &str = "pending_email";
+const PENDING_EMAIL: Key<PendingEmail> = Key::new(session::PENDING_EMAIL);
 
 /// Drops an address waiting for its code (at sign-in: it was someone else's).
 pub(super) async fn forget(session: &Session) -> Result<(), PortalError> {
-    session.remove::<PendingEmail>(PENDING_EMAIL).await?;
+    PENDING_EMAIL.take(session).await?;
     Ok(())
 }
 
@@ -218,7 +219,7 @@ async fn email_page(session: &Session, pending: Option<&PendingEmail>, error: Op
 }
 
 pub async fn email_form(session: Session, _: Only<Person>) -> PageResult {
-    let pending = session.get::<PendingEmail>(PENDING_EMAIL).await?;
+    let pending = PENDING_EMAIL.get(&session).await?;
     email_page(&session, pending.as_ref(), None).await
 }
 
@@ -258,7 +259,7 @@ pub async fn add_email(
         return email_page(&session, None, Some(tr.t("account.email_failed").into())).await;
     }
     let pending = PendingEmail { address: address.as_str().to_string(), code_id };
-    session.insert(PENDING_EMAIL, &pending).await?;
+    PENDING_EMAIL.set(&session, &pending).await?;
     email_page(&session, Some(&pending), None).await
 }
 
@@ -267,7 +268,7 @@ pub async fn confirm_email(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Posted { form: f, session, who: Fresh(who) }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
-    let Some(pending) = session.get::<PendingEmail>(PENDING_EMAIL).await? else {
+    let Some(pending) = PENDING_EMAIL.get(&session).await? else {
         return Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response());
     };
     let now = st.clock.now();
@@ -290,7 +291,7 @@ pub async fn confirm_email(
     if !right {
         return email_page(&session, Some(&pending), Some(Tr::current().t("verify.wrong").into())).await;
     }
-    session.remove::<PendingEmail>(PENDING_EMAIL).await?;
+    PENDING_EMAIL.take(&session).await?;
     security::set_alternate_email(&st.db, who.target.person(), &pending.address, now).await?;
     let notice = Notice::MethodAdded(GateMethod::Email);
     changed(&st, &session, client, &who, notice, "alternate e-mail address registered", Vec::new()).await?;

@@ -19,13 +19,14 @@ use super::{csrf, paths, AppState, PortalError};
 use crate::config::GateMethod;
 use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
+use crate::portal::session::{self, Key};
 use crate::store::security;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-const SIGNED_IN: &str = "signed_in";
+const SIGNED_IN: Key<SignedIn> = Key::new(session::SIGNED_IN);
 
 /// Removing a method needs a sign-in at most this old.
 const FRESH_SECS: i64 = 10 * 60;
@@ -56,7 +57,7 @@ async fn begin(st: &AppState, session: &Session, target: Target, audit_name: Str
     methods::forget(session).await?;
     crate::portal::reset::forget(session).await?;
     let epoch = security::session_epoch(&st.db, target.person()).await?;
-    session.insert(SIGNED_IN, SignedIn { target, audit_name, at: st.clock.now(), epoch }).await?;
+    SIGNED_IN.set(session, &SignedIn { target, audit_name, at: st.clock.now(), epoch }).await?;
     Ok(())
 }
 
@@ -64,11 +65,11 @@ async fn begin(st: &AppState, session: &Session, target: Target, audit_name: Str
 /// or signed in before something was done to the account (a reset, a change, an unlock, a
 /// security-info change, here or in another session).
 async fn signed_in(st: &AppState, session: &Session) -> Result<Option<SignedIn>, PortalError> {
-    let Some(who) = session.get::<SignedIn>(SIGNED_IN).await? else { return Ok(None) };
+    let Some(who) = SIGNED_IN.get(session).await? else { return Ok(None) };
     let max_age = i64::try_from(st.cfg.server.session_max_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
     let too_old = st.clock.now() - who.at >= max_age;
     if too_old || security::session_epoch(&st.db, who.target.person()).await? > who.epoch {
-        session.remove::<SignedIn>(SIGNED_IN).await?;
+        SIGNED_IN.take(session).await?;
         return Ok(None);
     }
     Ok(Some(who))
@@ -78,7 +79,7 @@ async fn signed_in(st: &AppState, session: &Session) -> Result<Option<SignedIn>,
 /// the new epoch.
 async fn carry_on(session: &Session, mut who: SignedIn, epoch: i64) -> Result<(), PortalError> {
     who.epoch = epoch;
-    session.insert(SIGNED_IN, who).await?;
+    SIGNED_IN.set(session, &who).await?;
     Ok(())
 }
 
@@ -98,7 +99,7 @@ async fn require_fresh(st: &AppState, session: &Session) -> Result<Result<Signed
             None => Ok(Ok(who)),
         },
         Some(_) => {
-            session.remove::<SignedIn>(SIGNED_IN).await?;
+            SIGNED_IN.take(session).await?;
             Ok(Err(Redirect::to(&format!("{}?again=1", paths::SIGNIN)).into_response()))
         }
         None => Ok(Err(Redirect::to(paths::SIGNIN).into_response())),

@@ -8,6 +8,7 @@ use crate::mail::Notice;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
+use crate::portal::session::{self, Key};
 use crate::portal::writeback::{self, Act};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
@@ -29,7 +30,7 @@ struct MustChange {
     form_key: String,
 }
 
-const MUST_CHANGE: &str = "must_change";
+const MUST_CHANGE: Key<MustChange> = Key::new(session::MUST_CHANGE);
 
 async fn page(
     st: &AppState,
@@ -151,7 +152,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     match (result.outcome.clone(), target) {
         (Outcome::Success, Some(target)) => {
             store::attempts::clear(&st.db, &subject).await?;
-            session.remove::<MustChange>(MUST_CHANGE).await?;
+            MUST_CHANGE.take(session).await?;
             super::begin(st, session, target, found.audit_name).await?;
             Ok(support.tag(Redirect::to(paths::ACCOUNT)))
         }
@@ -159,7 +160,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
             session.cycle_id().await?;
             let must =
                 MustChange { target, audit_name: found.audit_name, reason, form_key: MsgId::random().to_string() };
-            session.insert(MUST_CHANGE, &must).await?;
+            MUST_CHANGE.set(session, &must).await?;
             Ok(support.tag(Redirect::to(paths::SIGNIN_EXPIRED)))
         }
         (o, _) => {
@@ -202,7 +203,7 @@ async fn expired_page(
 }
 
 pub async fn expired_form(State(st): State<AppState>, session: Session) -> PageResult {
-    let Some(must) = session.get::<MustChange>(MUST_CHANGE).await? else {
+    let Some(must) = MUST_CHANGE.get(&session).await? else {
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };
     expired_page(&st, &session, &must, None, None).await
@@ -226,7 +227,7 @@ pub async fn expired(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Posted { form: f, session, .. }: Posted<ExpiredForm>,
 ) -> PageResult {
-    let Some(mut must) = session.get::<MustChange>(MUST_CHANGE).await? else {
+    let Some(mut must) = MUST_CHANGE.get(&session).await? else {
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };
     let tr = Tr::current();
@@ -243,7 +244,7 @@ pub async fn expired(
     let Ok(msg_id) = MsgId::parse(&must.form_key) else { return Err(anyhow::anyhow!("malformed form key").into()) };
     // The key is spent; a new one for the form shown next.
     must.form_key = MsgId::random().to_string();
-    session.insert(MUST_CHANGE, &must).await?;
+    MUST_CHANGE.set(&session, &must).await?;
     let support = SupportCode::new();
     let now = st.clock.now();
     let target = must.target.clone();
@@ -259,7 +260,7 @@ pub async fn expired(
         let view = OutcomeView::new_at(&result.outcome, &support, crate::portal::pages::tz_offset(&f.tz_offset));
         return Ok(support.tag(expired_page(&st, &session, &must, None, Some(view)).await?));
     }
-    session.remove::<MustChange>(MUST_CHANGE).await?;
+    MUST_CHANGE.take(&session).await?;
     super::begin(&st, &session, target, must.audit_name).await?;
     Ok(support.tag(Redirect::to(paths::ACCOUNT)))
 }

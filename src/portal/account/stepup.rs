@@ -12,6 +12,7 @@ use crate::i18n::Tr;
 use crate::portal::extract::Posted;
 use crate::portal::gates::{self, Current, Offer};
 use crate::portal::people::Attempt;
+use crate::portal::session::{self, Key};
 use crate::portal::{paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,7 +21,7 @@ use tower_sessions::Session;
 
 type PageResult = Result<Response, PortalError>;
 
-const STEP_UP: &str = "step_up";
+const STEP_UP: Key<StepUp> = Key::new(session::STEP_UP);
 const ACTIONS: gates::Actions =
     gates::Actions { verify: paths::ACCOUNT_VERIFY, method: paths::ACCOUNT_METHOD, back: paths::ACCOUNT };
 
@@ -53,7 +54,7 @@ impl StepUp {
 /// `Some(way to the gate)` when the person must verify before changing their security info.
 pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> Result<Option<Response>, PortalError> {
     let subject = who.target.person().subject();
-    let step = session.get::<StepUp>(STEP_UP).await?.unwrap_or_default();
+    let step = STEP_UP.get(session).await?.unwrap_or_default();
     if step.subject == subject && step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
         return Ok(None);
     }
@@ -66,19 +67,19 @@ pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> 
     methods.dedup();
     let needs = methods.len().min(st.cfg.gates.required as usize);
     let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None };
-    session.insert(STEP_UP, step).await?;
+    STEP_UP.set(session, &step).await?;
     Ok(Some(Redirect::to(paths::ACCOUNT_VERIFY).into_response()))
 }
 
 /// Drops any step-up state (at sign-in: it was someone else's).
 pub(super) async fn forget(session: &Session) -> Result<(), PortalError> {
-    session.remove::<StepUp>(STEP_UP).await?;
+    STEP_UP.take(session).await?;
     Ok(())
 }
 
 async fn load(st: &AppState, session: &Session) -> Result<Option<(SignedIn, StepUp)>, PortalError> {
     let who = super::signed_in(st, session).await?;
-    let step = session.get::<StepUp>(STEP_UP).await?;
+    let step = STEP_UP.get(session).await?;
     Ok(who.zip(step).filter(|(w, s)| s.subject == w.target.person().subject()))
 }
 
@@ -99,7 +100,7 @@ async fn open(
     let attempt = Attempt { st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
     attempt.audit(&format!("security.step_up.gate.{}", offer.method.as_str()), &Outcome::Success, raw).await?;
     step.current = Some(current);
-    session.insert(STEP_UP, &*step).await?;
+    STEP_UP.set(session, &*step).await?;
     Ok(())
 }
 
@@ -143,7 +144,7 @@ pub async fn choose(
     let second = !step.passed.is_empty();
     if f.method == "other" {
         step.current = None;
-        session.insert(STEP_UP, &step).await?;
+        STEP_UP.set(&session, &step).await?;
         return gates::choice_page(&session, &step.remaining(), second, lead().await, None, ACTIONS).await;
     }
     let Some(offer) = step.remaining().into_iter().find(|o| o.id == f.method) else {
@@ -174,7 +175,7 @@ pub async fn verify(
         gates::Answered::Blocked => {
             let why = "blocked after too many failures";
             attempt.audit("security.step_up", &Outcome::VerificationFailed, why).await?;
-            session.remove::<StepUp>(STEP_UP).await?;
+            STEP_UP.take(&session).await?;
             return Ok(support.tag(blocked(&st, &support)));
         }
         gates::Answered::TooManyFromHere => return Ok(crate::portal::guard::too_many()),
@@ -182,7 +183,7 @@ pub async fn verify(
         gates::Answered::Wrong { raw, blocked_now } => {
             attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;
             if blocked_now {
-                session.remove::<StepUp>(STEP_UP).await?;
+                STEP_UP.take(&session).await?;
                 return Ok(support.tag(blocked(&st, &support)));
             }
             let error = gates::wrong_answer(Tr::current(), method).to_string();
@@ -206,11 +207,11 @@ pub async fn verify(
     step.passed.push(method);
     if step.passed.len() < step.needs.max(1) {
         // Another, different method to go.
-        session.insert(STEP_UP, &step).await?;
+        STEP_UP.set(&session, &step).await?;
         return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response());
     }
     step.passed_at = Some(st.clock.now());
-    session.insert(STEP_UP, &step).await?;
+    STEP_UP.set(&session, &step).await?;
     overview_page(&st, &session, &who, Some(Tr::current().t("account.verified").into())).await
 }
 

@@ -126,9 +126,9 @@ pub async fn identify(
     };
     attempt.audit("reset.identify", &Outcome::Success, &format!("{raw}; {}", proof.as_str())).await?;
     session.cycle_id().await?;
-    session.insert(FLOW, &flow).await?;
+    FLOW.set(&session, &flow).await?;
     if let Some(url) = allowed_return_to(&st, f.return_to.as_deref()) {
-        session.insert(crate::portal::RETURN_TO, url).await?;
+        crate::portal::RETURN_TO.set(&session, &url).await?;
     }
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }

@@ -22,11 +22,12 @@ use super::people::{Attempt, Target};
 use super::{paths, AppState, PortalError, SupportCode};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
+use crate::portal::session::Key;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-const FLOW: &str = "reset";
+const FLOW: Key<Flow> = Key::new(super::session::RESET_FLOW);
 
 /// What the person came for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -81,7 +82,7 @@ impl Flow {
 
 /// Drops a reset in progress (at sign-in).
 pub(crate) async fn forget(session: &Session) -> Result<(), PortalError> {
-    session.remove::<Flow>(FLOW).await?;
+    FLOW.take(session).await?;
     Ok(())
 }
 
@@ -93,12 +94,12 @@ async fn form_key(session: &Session, flow: &mut Flow) -> Result<String, PortalEr
     }
     let k = crate::domain::MsgId::random().to_string();
     flow.form_key = Some(k.clone());
-    session.insert(FLOW, &*flow).await?;
+    FLOW.set(session, &*flow).await?;
     Ok(k)
 }
 
 async fn load_flow(session: &Session) -> Result<Option<Flow>, PortalError> {
-    Ok(session.get::<Flow>(FLOW).await?)
+    FLOW.get(session).await
 }
 
 fn outcome_page(
@@ -131,7 +132,7 @@ async fn blocked_page(
     let support = SupportCode::new();
     let o = Outcome::VerificationFailed;
     flow.attempt(st, client, &support).audit("reset.blocked", &o, what).await?;
-    session.remove::<Flow>(FLOW).await?;
+    FLOW.take(session).await?;
     let mut page = outcome_page(st, "gates.blocked_title", &o, &support, false);
     page.outcome.message = crate::i18n::Tr::current().f("gates.blocked", "hours", st.cfg.gates.block_hours);
     Ok(support.tag(page))
@@ -158,7 +159,7 @@ async fn disabled_page(
     let support = SupportCode::new();
     let o = Outcome::AccountDisabled;
     flow.attempt(st, client, &support).audit("reset.disabled", &o, "the directory has the account disabled").await?;
-    session.remove::<Flow>(FLOW).await?;
+    FLOW.take(session).await?;
     Ok(Some(support.tag(outcome_page(st, "password.disabled_title", &o, &support, false))))
 }
 
@@ -179,7 +180,7 @@ async fn verified_flow(
             Ok(Ok((flow, t)))
         }
         _ => {
-            session.remove::<Flow>(FLOW).await?;
+            FLOW.take(session).await?;
             Ok(Err(back))
         }
     }

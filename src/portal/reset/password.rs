@@ -93,7 +93,7 @@ pub async fn set_password(
     // The form key leaves the session here; the database claim below is what makes it single-use,
     // even for two submits racing each other.
     flow.form_key = None;
-    session.insert(FLOW, &flow).await?;
+    FLOW.set(&session, &flow).await?;
     let support = SupportCode::new();
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
     // Whether the lock this reset also lifts was there (the words of the answer say so).
@@ -108,7 +108,7 @@ pub async fn set_password(
     drop(password);
     if result.outcome.password_set() {
         store::attempts::clear(&st.db, &target.person().subject()).await?;
-        session.remove::<Flow>(FLOW).await?;
+        FLOW.take(&session).await?;
         if crate::portal::gates::count_reset(&st, &flow.subject).await? {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
@@ -122,7 +122,7 @@ pub async fn set_password(
         {
             done.outcome.message = Tr::current().t("outcome.success_unlocked").into();
         }
-        done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
+        done.return_to = crate::portal::RETURN_TO.get(&session).await?;
         return Ok(support.tag(done));
     }
     let view = OutcomeView::new(&result.outcome, &support);

@@ -61,7 +61,7 @@ pub async fn unlock(
         flow.form_key = Some(key);
         return page(&session, &mut flow, None).await;
     }
-    session.insert(FLOW, &flow).await?;
+    FLOW.set(&session, &flow).await?;
     let support = SupportCode::new();
     let now = st.clock.now();
     let attempt = flow.attempt(&st, client, &support);
@@ -79,14 +79,14 @@ pub async fn unlock(
         let view = OutcomeView::new(&result.outcome, &support);
         return Ok(support.tag(page(&session, &mut flow, Some(view)).await?));
     }
-    session.remove::<Flow>(FLOW).await?;
+    FLOW.take(&session).await?;
     if gates::count_reset(&st, &flow.subject).await? {
         attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
     }
     let tr = Tr::current();
     let mut done = outcome_page(&st, "unlock.done_title", &result.outcome, &support, false);
     done.outcome.message = tr.t("unlock.done").into();
-    done.return_to = session.get::<String>(crate::portal::RETURN_TO).await?;
+    done.return_to = crate::portal::RETURN_TO.get(&session).await?;
     Ok(support.tag(done))
 }
 

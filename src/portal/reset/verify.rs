@@ -84,7 +84,7 @@ async fn open_gate(
         .audit(&format!("reset.gate.{}", offer.method.as_str()), &Outcome::Success, raw)
         .await?;
     flow.current = Some(current);
-    session.insert(FLOW, &*flow).await?;
+    FLOW.set(session, &*flow).await?;
     Ok(())
 }
 
@@ -94,7 +94,7 @@ async fn not_enough_methods(st: &AppState, session: &Session, flow: &Flow, clien
     flow.attempt(st, client, &support)
         .audit("reset.gates", &o, &format!("{} method(s) passed, none left to offer", flow.passed.len()))
         .await?;
-    session.remove::<Flow>(FLOW).await?;
+    FLOW.take(session).await?;
     let mut page = outcome_page(st, "verify.failed_title", &o, &support, false);
     page.outcome.message = Tr::current().t("gates.not_enough").into();
     Ok(support.tag(page))
@@ -122,7 +122,7 @@ pub async fn choose(
     if f.method == "other" {
         // Back to the chooser; the gate left open is abandoned (its code stays single-use).
         flow.current = None;
-        session.insert(FLOW, &flow).await?;
+        FLOW.set(&session, &flow).await?;
         return choice_page(&session, &flow, None).await;
     }
     let Some(offer) = flow.remaining().into_iter().find(|o| o.id == f.method) else {
@@ -172,12 +172,12 @@ pub async fn verify(
             if method == GateMethod::Email && current.failed >= max {
                 // This code is spent; the person may ask for another one.
                 flow.current = None;
-                session.insert(FLOW, &flow).await?;
+                FLOW.set(&session, &flow).await?;
                 let page = outcome_page(&st, "verify.failed_title", &Outcome::VerificationFailed, &support, true);
                 return Ok(support.tag(page));
             }
             flow.current = Some(current);
-            session.insert(FLOW, &flow).await?;
+            FLOW.set(&session, &flow).await?;
             let error = gates::wrong_answer(tr, method).to_string();
             return Ok(support.tag(gate_page(&st, &session, &flow, Some(error), Some(support.0.clone())).await?));
         }
@@ -189,9 +189,9 @@ pub async fn verify(
     session.cycle_id().await?;
     if flow.passed.len() >= st.cfg.gates.required as usize {
         flow.verified_at = Some(st.clock.now());
-        session.insert(FLOW, &flow).await?;
+        FLOW.set(&session, &flow).await?;
         return Ok(Redirect::to(flow.after_gates()).into_response());
     }
-    session.insert(FLOW, &flow).await?;
+    FLOW.set(&session, &flow).await?;
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }

@@ -13,6 +13,7 @@ use crate::portal::extract::{Only, Posted};
 use crate::portal::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, OutcomeView, PersonRow};
 use crate::portal::passwords::{self, By};
 use crate::portal::people::{self, Target};
+use crate::portal::session::{self, Key};
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord, users::UserRow};
 use axum::extract::{ConnectInfo, Query, State};
@@ -25,27 +26,27 @@ type PageResult = Result<Response, PortalError>;
 
 const PAGE_SIZE: i64 = 20;
 /// The session key of the one-use key of the person page's forms.
-const FORM_KEYS: &str = "helpdesk_form_keys";
+const FORM_KEYS: Key<Vec<(String, String)>> = Key::new(session::HELPDESK_FORM_KEYS);
 /// People whose pages may be open at once in one session (tabs), each with its own form key.
 const OPEN_PAGES: usize = 8;
 
 /// Remembers the one-use key of the forms on this person's page (the newest page per person
 /// counts; the oldest person is forgotten beyond [`OPEN_PAGES`]).
 async fn remember_form_key(session: &Session, person: &str, key: &str) -> Result<(), PortalError> {
-    let mut keys: Vec<(String, String)> = session.get(FORM_KEYS).await?.unwrap_or_default();
+    let mut keys: Vec<(String, String)> = FORM_KEYS.get(session).await?.unwrap_or_default();
     keys.retain(|(p, _)| p != person);
     keys.push((person.to_string(), key.to_string()));
     let excess = keys.len().saturating_sub(OPEN_PAGES);
     keys.drain(..excess);
-    session.insert(FORM_KEYS, &keys).await?;
+    FORM_KEYS.set(session, &keys).await?;
     Ok(())
 }
 
 /// Takes this person's form key out of the session: whatever happens next, it works once.
 async fn take_form_key(session: &Session, person: &str) -> Result<Option<String>, PortalError> {
-    let mut keys: Vec<(String, String)> = session.get(FORM_KEYS).await?.unwrap_or_default();
+    let mut keys: Vec<(String, String)> = FORM_KEYS.get(session).await?.unwrap_or_default();
     let found = keys.iter().position(|(p, _)| p == person).map(|i| keys.remove(i).1);
-    session.insert(FORM_KEYS, &keys).await?;
+    FORM_KEYS.set(session, &keys).await?;
     Ok(found)
 }
 

@@ -18,13 +18,14 @@ pub use helpdesk::{act, person, search};
 pub use signin::{enrol, enrol_form, signin, signin_form, signin_subject_with, signout, signout_everywhere};
 
 use super::{paths, AppState, PortalError};
+use crate::portal::session::Key;
 use crate::store::staff::{Role, StaffRow};
 use crate::store::users::Scope;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-const STAFF: &str = "staff";
+const STAFF: Key<StaffSession> = Key::new(super::session::STAFF);
 /// A staff session ends after this long without a request…
 const IDLE_SECS: i64 = 15 * 60;
 /// …and this long after sign-in, whatever happens.
@@ -57,7 +58,7 @@ impl Staff {
 /// exists, is enabled, its epoch is the session's, and neither time limit has passed. Whatever
 /// fails, the session forgets the staff member.
 async fn current(st: &AppState, session: &Session) -> Result<Option<Staff>, PortalError> {
-    let Some(mut s) = session.get::<StaffSession>(STAFF).await? else { return Ok(None) };
+    let Some(mut s) = STAFF.get(session).await? else { return Ok(None) };
     let now = st.clock.now();
     let row = crate::store::staff::get(&st.db, &s.id).await?;
     let good = row.filter(|r| {
@@ -71,11 +72,11 @@ async fn current(st: &AppState, session: &Session) -> Result<Option<Staff>, Port
     match staff {
         Some(staff) => {
             s.seen = now;
-            session.insert(STAFF, &s).await?;
+            STAFF.set(session, &s).await?;
             Ok(Some(staff))
         }
         None => {
-            session.remove::<StaffSession>(STAFF).await?;
+            STAFF.take(session).await?;
             Ok(None)
         }
     }
@@ -215,7 +216,7 @@ fn forbidden(staff: &Staff) -> Response {
 async fn begin(session: &Session, row: &StaffRow, now: i64) -> Result<(), PortalError> {
     session.clear().await;
     session.cycle_id().await?;
-    session.insert(STAFF, StaffSession { id: row.id.clone(), epoch: row.session_epoch, at: now, seen: now }).await?;
+    STAFF.set(session, &StaffSession { id: row.id.clone(), epoch: row.session_epoch, at: now, seen: now }).await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::gates::totp;
 use crate::portal::pages::{OutcomeView, StaffEnrolPage, StaffSignInPage};
+use crate::portal::session::{self, Key};
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord};
 use axum::extract::{ConnectInfo, State};
@@ -148,7 +149,7 @@ async fn signin_inner(
         };
         session.clear().await;
         session.cycle_id().await?;
-        session.insert(ENROLLING, Enrolling { id: r.id.clone(), epoch, at: now }).await?;
+        ENROLLING.set(session, &Enrolling { id: r.id.clone(), epoch, at: now }).await?;
         store::audit::record(&st.db, &audit(Outcome::Success, "first sign-in: enrolment required")).await?;
         return Ok(Redirect::to(paths::STAFF_ENROL).into_response());
     }
@@ -168,7 +169,7 @@ pub fn signin_subject_with(key: &crate::store::MacKey, typed: &str) -> String {
     format!("staff-signin|{}", key.hash(&[b"staff-signin", typed.trim().to_lowercase().as_bytes()]))
 }
 
-const ENROLLING: &str = "staff_enrolling";
+const ENROLLING: Key<Enrolling> = Key::new(session::STAFF_ENROLLING);
 /// How long the enrolment page stays open after the sign-in that led to it.
 const ENROL_SECS: i64 = 10 * 60;
 
@@ -185,7 +186,7 @@ async fn enrolling(
     st: &AppState,
     session: &Session,
 ) -> Result<Option<(Enrolling, store::staff::StaffRow)>, PortalError> {
-    let Some(e) = session.get::<Enrolling>(ENROLLING).await? else { return Ok(None) };
+    let Some(e) = ENROLLING.get(session).await? else { return Ok(None) };
     let row = store::staff::get(&st.db, &e.id).await?;
     let now = st.clock.now();
     match row {
@@ -193,7 +194,7 @@ async fn enrolling(
             Ok(Some((e, r)))
         }
         _ => {
-            session.remove::<Enrolling>(ENROLLING).await?;
+            ENROLLING.take(session).await?;
             Ok(None)
         }
     }
@@ -315,7 +316,7 @@ pub async fn enrol(
 
 /// Ends this session.
 pub async fn signout(Posted { session, .. }: Posted<Button>) -> PageResult {
-    session.remove::<super::StaffSession>(STAFF).await?;
+    STAFF.take(&session).await?;
     session.cycle_id().await?;
     Ok(Redirect::to(paths::STAFF_SIGNIN).into_response())
 }
@@ -325,7 +326,7 @@ pub async fn signout_everywhere(State(st): State<AppState>, Posted { session, ..
     if let Some(Staff { row, .. }) = current(&st, &session).await? {
         store::staff::end_sessions(&st.db, &row.id).await?;
     }
-    session.remove::<super::StaffSession>(STAFF).await?;
+    STAFF.take(&session).await?;
     session.cycle_id().await?;
     Ok(Redirect::to(paths::STAFF_SIGNIN).into_response())
 }
