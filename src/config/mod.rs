@@ -1,0 +1,258 @@
+//! Layered configuration: defaults, then a TOML file, then environment variables
+//! (`PASSBACK__SECTION__KEY` for the portal, `PASSBACK_AGENT__…` for the agent).
+//! Unknown keys are an error; secrets may be given as `*_file` paths; unsafe choices are refused
+//! outside development mode, loudly. Validated once, here.
+
+use anyhow::{bail, Context};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+mod agent;
+mod portal;
+
+pub use agent::*;
+pub use portal::*;
+
+pub const PORTAL_ENV_PREFIX: &str = "PASSBACK__";
+pub const AGENT_ENV_PREFIX: &str = "PASSBACK_AGENT__";
+
+/// Loads `T` from its defaults, an optional TOML file and the environment.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> anyhow::Result<T> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    load_from(file, env_prefix, &vars)
+}
+
+pub fn load_from<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    vars: &[(String, String)],
+) -> anyhow::Result<T> {
+    let base = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            text.parse::<toml::Table>().with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let mut overrides = Vec::new();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(env_prefix) else { continue };
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            bail!("environment variable {name}: empty key segment");
+        }
+        overrides.push((path, raw.as_str()));
+    }
+    // A value that reads as a number or boolean is first taken as one; if the configuration then
+    // does not fit, such values are taken as text instead, one at a time (a password of digits).
+    let build = |as_text: &[bool]| {
+        let mut root = base.clone();
+        for ((path, raw), text) in overrides.iter().zip(as_text) {
+            let value = if *text { toml::Value::String(raw.to_string()) } else { env_value(raw) };
+            insert(&mut root, path, value);
+        }
+        toml::Value::Table(root).try_into::<T>()
+    };
+    let mut as_text = vec![false; overrides.len()];
+    loop {
+        let e = match build(&as_text) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        // "invalid type: integer `123456`, expected a string": take that value as text and retry.
+        let msg = e.message();
+        let culprit = overrides.iter().enumerate().position(|(i, (_, raw))| {
+            !as_text[i]
+                && msg.starts_with("invalid type")
+                && !matches!(env_value(raw), toml::Value::String(_))
+                && msg.contains(&format!("`{}`", raw.trim()))
+        });
+        match culprit {
+            Some(i) => as_text[i] = true,
+            None => bail!("configuration: {msg}"),
+        }
+    }
+}
+
+/// An environment value is read as a TOML value when it is one (numbers, booleans, arrays),
+/// otherwise as a string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                insert(t, rest, value);
+            }
+        }
+    }
+}
+
+/// A secret given inline or, better, as a file (whose trailing newline is ignored).
+pub fn read_secret(
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<SecretString>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("{what}: give either the value or the file, not both"),
+        (Some(s), None) => Ok(Some(s.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{what}: reading {}", path.display()))?;
+            Ok(Some(SecretString::from(text.trim_end_matches(['\n', '\r']).to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `scheme://host[:port]` of an https URL (http too in development), if `raw` is nothing more.
+pub fn normalize_origin(raw: &str, allow_http: bool) -> Option<String> {
+    let url = url::Url::parse(raw).ok()?;
+    let scheme_ok = url.scheme() == "https" || (allow_http && url.scheme() == "http");
+    let bare = matches!(url.path(), "" | "/") && url.query().is_none() && url.fragment().is_none();
+    let plain_host = url.username().is_empty() && url.password().is_none() && url.host().is_some();
+    (scheme_ok && bare && plain_host).then(|| url.origin().ascii_serialization())
+}
+
+/// A directory URL that can only ever be used encrypted: `ldaps://`, or `ldap://` with StartTLS.
+pub fn check_ldap_url(url: &str, starttls: bool) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("url {url:?}: {e}"))?;
+    match (parsed.scheme(), starttls) {
+        ("ldaps", false) | ("ldap", true) => Ok(()),
+        ("ldaps", true) => bail!("url {url}: ldaps:// is already encrypted; remove starttls"),
+        _ => bail!(
+            "url {url}: passwords are never sent over an unencrypted connection; \
+             use ldaps://, or ldap:// with starttls = true"
+        ),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("pb-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(&file, "mode = \"development\"\n[relay]\nping_interval_secs = 5\nresult_deadline_secs = 9\n")
+            .unwrap();
+        let cfg: PortalConfig = load_from(
+            Some(&file),
+            PORTAL_ENV_PREFIX,
+            &vars(&[("PASSBACK__RELAY__PING_INTERVAL_SECS", "2"), ("PASSBACK__MAIL__SMTP_HOST", "mail.test")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.relay.ping_interval_secs, 2);
+        assert_eq!(cfg.relay.result_deadline_secs, 9);
+        assert_eq!(cfg.mail.smtp_host, "mail.test");
+        assert_eq!(cfg.reset.code_attempts, 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_made_of_digits_is_read_as_text() {
+        let cfg: PortalConfig = load_from(
+            None,
+            PORTAL_ENV_PREFIX,
+            &vars(&[
+                ("PASSBACK__MAIL__PASSWORD", "123456"),
+                ("PASSBACK__MAIL__SMTP_PORT", "2525"),
+                ("PASSBACK__SERVER__HELPDESK_CONTACT", "5550100"),
+            ]),
+        )
+        .unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(cfg.mail.password.unwrap().expose_secret(), "123456");
+        assert_eq!(cfg.server.helpdesk_contact.as_deref(), Some("5550100"));
+        assert_eq!(cfg.mail.smtp_port, 2525);
+    }
+
+    #[test]
+    fn a_directory_kind_is_read_and_cloud_only_is_not_a_directory_kind() {
+        let mut cfg: PortalConfig = toml::from_str("[directories.corp]\nuser_kind = \"hash_synced\"\n").unwrap();
+        assert_eq!(cfg.directories["corp"].user_kind, crate::domain::UserKind::HashSynced);
+        cfg.server.behind_tls_proxy = true;
+        assert!(cfg.validate().is_ok());
+        cfg.directories.get_mut("corp").unwrap().user_kind = crate::domain::UserKind::CloudOnly;
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn allowed_origins_must_be_bare_https_origins() {
+        let mut cfg = PortalConfig::default();
+        cfg.server.behind_tls_proxy = true;
+        cfg.server.allowed_return_origins = vec!["https://apps.example.org".into()];
+        cfg.server.frame_ancestors = vec!["https://apps.example.org/".into()];
+        assert!(cfg.validate().is_ok());
+        for bad in [
+            "https://apps.example.org/home",
+            "http://apps.example.org",
+            "apps.example.org",
+            "*",
+            "https://u@apps.example.org",
+        ] {
+            cfg.server.frame_ancestors = vec![bad.into()];
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let r: anyhow::Result<PortalConfig> =
+            load_from(None, PORTAL_ENV_PREFIX, &vars(&[("PASSBACK__RELAY__PING_INTERVAL", "2")]));
+        assert!(r.unwrap_err().to_string().contains("ping_interval"));
+    }
+
+    #[test]
+    fn production_refuses_plain_http_and_clear_text_mail() {
+        let mut cfg = PortalConfig::default();
+        assert!(cfg.validate().is_err());
+        cfg.server.behind_tls_proxy = true;
+        assert!(cfg.validate().is_ok());
+        cfg.mail.security = SmtpSecurity::None;
+        cfg.mail.smtp_host = "mail.example.org".into();
+        assert!(cfg.validate().is_err());
+        cfg.mail.smtp_host = "127.0.0.1".into();
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn an_agent_refuses_a_directory_without_encryption() {
+        let text = r#"
+            [[directories]]
+            id = "corp"
+            kind = "openldap"
+            url = "ldap://127.0.0.1:389"
+            bind_dn = "cn=passback"
+            bind_password_file = "/dev/null"
+            base_dns = ["ou=people,dc=example,dc=org"]
+        "#;
+        let cfg: AgentConfig = toml::from_str(text).unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("unencrypted"));
+    }
+}
