@@ -218,7 +218,8 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
         scope: Default::default(),
         may_reset_protected: false,
     };
-    let ctx = crate::usecase::Ctx { db: &db, secrets: &data_key, mailer: &mailer, now: crate::Clock::default().now() };
+    let now = crate::Clock::default().now();
+    let ctx = crate::usecase::Ctx { db: &db, secrets: &data_key, mailer: &mailer, now, mail_in_background: true };
     let staff = crate::usecase::staff::add(&ctx, &crate::usecase::By::CommandLine, &admin)
         .await?
         .context("the demo's staff account")?;

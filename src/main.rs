@@ -340,9 +340,17 @@ async fn user_command(db: &passback::store::Db, cmd: UserCmd, now: i64) -> anyho
 async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffCmd, now: i64) -> anyhow::Result<()> {
     use passback::store::staff::Role;
     use passback::usecase::{self, By};
+    if let StaffCmd::List = cmd {
+        for s in passback::store::staff::all(db).await? {
+            let state = if s.enabled() { "" } else { " (disabled)" };
+            println!("{}\t{}\t{}{state}", s.username, s.role, s.scope_json);
+        }
+        return Ok(());
+    }
     let secrets = passback::store::DataKey::from_config(&cfg.secrets)?;
     let mailer = passback::mail::Mailer::new(&cfg.mail)?;
-    let ctx = usecase::Ctx { db, secrets: &secrets, mailer: &mailer, now };
+    // The process ends with the command: its mail is sent before it does.
+    let ctx = usecase::Ctx { db, secrets: &secrets, mailer: &mailer, now, mail_in_background: false };
     match cmd {
         StaffCmd::Add { username, role, name, email, directories, base_dns, groups, may_reset_protected, everyone } => {
             let role = Role::parse(&role).context("--role must be administrator, helpdesk or auditor")?;
@@ -392,12 +400,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             println!("Authenticator key: {}", creds.seed_text().as_str());
             eprintln!("Shown once; they work for one sign-in, where {} enrols their own.", row.username);
         }
-        StaffCmd::List => {
-            for s in passback::store::staff::all(db).await? {
-                let state = if s.enabled() { "" } else { " (disabled)" };
-                println!("{}\t{}\t{}{state}", s.username, s.role, s.scope_json);
-            }
-        }
+        StaffCmd::List => {}
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ impl Role {
 pub trait Placed {
     fn directory(&self) -> &str;
     fn dn(&self) -> &str;
-    /// Their groups' DNs, normalised.
+    /// Their groups' DNs (compared normalised).
     fn groups(&self) -> Vec<String>;
     /// A cloud-only account: in no directory, below no DN, in no group.
     fn is_cloud(&self) -> bool;

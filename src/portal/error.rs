@@ -60,7 +60,8 @@ pub enum PortalError {
     /// refusal, turned into the normal error page.
     #[error("a form the portal could not read ({status}): {why}")]
     BadForm { status: StatusCode, why: String },
-    /// A guard's refusal (sign in first, a role that may not), already rendered and audited.
+    /// A guard's refusal, already rendered: a redirect to sign in, a 401 for a monitor, or the
+    /// refusal page of a role that may not (which carries its own audit row).
     #[error("refused by a guard")]
     Refused(Box<Response>),
     #[error(transparent)]

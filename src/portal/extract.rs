@@ -1,7 +1,8 @@
 //! What every request is checked for, once, before a handler runs: a posted form's CSRF token
 //! (before anything reads the session on the form's behalf), then who may post it. A refusal is a
-//! [`PortalError`], so it renders like every other error page, with a support code and an audit
-//! row.
+//! [`PortalError`]: an unreadable form or a missing token gets the error page with a support
+//! code and an audit row; a guard's refusal is its own page (audited) or a redirect to sign in.
+//! A form body is read up to [`MAX_FORM_BYTES`], the portal's only body limit.
 
 use super::{csrf, AppState, PortalError};
 use axum::body::Bytes;
@@ -38,8 +39,8 @@ impl Guard for Anyone {
     }
 }
 
-/// A form's body larger than this is refused before it is read (as the body limit layer does).
-const MAX_FORM_BYTES: usize = 16 * 1024;
+/// A form's body larger than this is refused (413, the error page) before it is decoded.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
 impl<T, G> FromRequest<AppState> for Posted<T, G>
 where

@@ -221,7 +221,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn(unreadable_forms))
         .layer(axum::middleware::from_fn(move |req, next| audit_errors(audited.clone(), req, next)))
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .layer(axum::middleware::from_fn(move |req, next| csrf::layer(csrf_key.clone(), tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| lang::negotiate(tls, req, next)))
         .layer(axum::middleware::from_fn(move |req, next| forwarded_client(proxies.clone(), req, next)));
@@ -316,12 +315,15 @@ async fn relay_check(
     (status, axum::Json(body)).into_response()
 }
 
-/// Turns the framework's own plain-text refusals of a body or field (too large, malformed,
-/// the wrong type) into the normal error page, with an outcome, a support code and an audit row.
+/// Turns the framework's own plain-text refusals (a query string that does not decode; forms are
+/// read by [`extract::Posted`], which answers with the error page itself) into the normal error
+/// page, with an outcome, a support code and an audit row. A staff page's refusal stays one that
+/// is never framed.
 async fn unreadable_forms(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     let resp = next.run(req).await;
+    let never_framed = resp.extensions().get::<NeverFramed>().copied();
     let status = resp.status();
     let ours = resp.headers().contains_key("x-support-code");
     let refused = [
@@ -335,7 +337,11 @@ async fn unreadable_forms(req: axum::extract::Request, next: axum::middleware::N
     }
     let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap_or_default();
     let why: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-    PortalError::BadForm { status, why }.into_response()
+    let mut page = PortalError::BadForm { status, why }.into_response();
+    if let Some(mark) = never_framed {
+        page.extensions_mut().insert(mark);
+    }
+    page
 }
 
 /// Writes the audit row an error page asks for (see [`error::ErrorAudit`]), naming the path and

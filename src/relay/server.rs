@@ -1,4 +1,5 @@
-//! The portal's end of the relay: the WebSocket agents connect to, and their authentication.
+//! The portal's end of the relay: the WebSocket agents connect to (their credentials are checked
+//! in [`super::auth`]).
 
 pub use super::auth::{authenticate, AuthenticatedAgent, RelayState};
 use super::hub::Refusal;

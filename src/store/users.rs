@@ -245,6 +245,7 @@ pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
 pub use crate::domain::dn::{dn_rdns, dn_within, normalise_dn};
 pub use crate::domain::Scope;
 
+/// A scope places a synced person by the row the sync wrote.
 impl crate::domain::Placed for UserRow {
     fn directory(&self) -> &str {
         &self.directory
@@ -260,6 +261,7 @@ impl crate::domain::Placed for UserRow {
     }
 }
 
+/// One person by directory and anchor.
 pub async fn get(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM directory_users WHERE directory = ? AND anchor = ?"))
         .bind(directory)

@@ -12,6 +12,9 @@ pub struct Ctx<'a> {
     pub secrets: &'a DataKey,
     pub mailer: &'a crate::mail::Mailer,
     pub now: i64,
+    /// Mail is sent in the background (a page does not wait on the mail server); `false` for a
+    /// command that exits when the act is done, which must wait until it was handed over.
+    pub mail_in_background: bool,
 }
 
 /// Who asks for an act, as the audit names them.
@@ -31,7 +34,7 @@ impl By {
         }
     }
 
-    /// How a notice names them: the staff member's user name, or "the command line".
+    /// How a notice names them: the staff member's user name, or `passback staff`.
     fn name(&self) -> &str {
         match self {
             By::Staff { username, .. } => username,

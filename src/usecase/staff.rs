@@ -52,10 +52,10 @@ pub async fn create(
     spec: &StaffSpec,
     now: i64,
 ) -> anyhow::Result<Option<Credentials>> {
-    let username = crate::domain::LoginName::parse(&spec.username).map_err(|e| anyhow::anyhow!("user name: {e:?}"))?;
-    if let Some(e) = &spec.email {
-        crate::domain::EmailAddress::parse(e).map_err(|e| anyhow::anyhow!("e-mail address: {e:?}"))?;
+    if let Some(why) = refusal(spec) {
+        anyhow::bail!("{why}");
     }
+    let username = crate::domain::LoginName::parse(&spec.username).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
     let id = uuid::Uuid::new_v4().to_string();
     let password = crate::portal::staff::temporary_password();
     let seed = totp::new_seed();
@@ -80,8 +80,8 @@ pub async fn create(
 
 /// New administrator-made credentials for one sign-in (a lost phone or password): the account's
 /// sessions end, the owner enrols their own at that sign-in, the act is audited as
-/// `staff.reset`, and every administrator is told by e-mail. Returns once the mails were handed
-/// to the mail server (or failed, which is logged).
+/// `staff.reset`, and every administrator is told by e-mail (see [`Ctx::mail_in_background`]; a
+/// failed send is logged).
 pub async fn reset_signin(ctx: &Ctx<'_>, by: &By, member: &StaffRow) -> anyhow::Result<Credentials> {
     let password = crate::portal::staff::temporary_password();
     let seed = totp::new_seed();
@@ -108,12 +108,33 @@ pub async fn set_enabled(ctx: &Ctx<'_>, by: &By, member: &StaffRow, enable: bool
 async fn tell_administrators(ctx: &Ctx<'_>, by: &By, member: &str) -> anyhow::Result<()> {
     let when = crate::portal::staff_time(ctx.now);
     let tr = crate::i18n::Tr::current();
+    let mut sending = Vec::new();
     for to in store::staff::administrator_emails(ctx.db).await? {
         let Ok(to) = crate::domain::EmailAddress::parse(&to) else { continue };
         let msg = crate::mail::staff_reset_message(tr, by.name(), member, &when)?;
-        if let Err(e) = ctx.mailer.send(&to, msg).await {
-            tracing::error!(error = %format!("{e:#}"), "telling an administrator of a staff reset failed");
+        let mailer = ctx.mailer.clone();
+        sending.push(tokio::spawn(async move {
+            if let Err(e) = mailer.send(&to, msg).await {
+                tracing::error!(error = %format!("{e:#}"), "telling an administrator of a staff reset failed");
+            }
+        }));
+    }
+    if !ctx.mail_in_background {
+        for s in sending {
+            let _ = s.await;
         }
     }
     Ok(())
+}
+
+/// Why a new staff account is refused before anything is written, in words for the page or
+/// the command line; `None` when it may be added.
+pub fn refusal(spec: &StaffSpec) -> Option<String> {
+    if let Err(e) = crate::domain::LoginName::parse(&spec.username) {
+        return Some(format!("user name: {e}"));
+    }
+    if let Some(Err(e)) = spec.email.as_deref().map(crate::domain::EmailAddress::parse) {
+        return Some(format!("e-mail address: {e}"));
+    }
+    None
 }

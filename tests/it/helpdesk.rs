@@ -31,7 +31,7 @@ pub async fn add_staff(
     may_reset_protected: bool,
 ) -> StaffLogin {
     use secrecy::ExposeSecret;
-    let spec = passback::portal::staff::StaffSpec {
+    let spec = passback::usecase::staff::StaffSpec {
         username: username.into(),
         display_name: format!("{username} (staff)"),
         email: Some(format!("{username}@staff.example.org")),
@@ -659,7 +659,9 @@ async fn the_command_lines_staff_acts_are_audited_and_told_like_the_pages() {
     add_staff(&app, "admin-cli", Role::Administrator, Scope::default(), false).await;
     let mailer = app.portal.mailer();
     let key = app.portal.data_key();
-    let ctx = usecase::Ctx { db: &app.db, secrets: &key, mailer: &mailer, now: app.clock.now() };
+    // As the command line makes it: its mail is sent before the act returns.
+    let ctx =
+        usecase::Ctx { db: &app.db, secrets: &key, mailer: &mailer, now: app.clock.now(), mail_in_background: false };
     let spec = StaffSpec {
         username: "hd-cli".into(),
         display_name: "Helpdesk (command line)".into(),

@@ -126,14 +126,13 @@ pub async fn add_staff(
         may_reset_protected,
     };
     let by = by_staff(&admin, client);
-    let creds = match usecase::staff::add(&ctx(&st), &by, &spec).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await,
-        Err(e) => {
-            // The reason goes to the log, not the page.
-            tracing::warn!(error = %format!("{e:#}"), "adding a staff account failed");
-            return list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await;
-        }
+    if let Some(why) = usecase::staff::refusal(&spec) {
+        // The reason goes to the log, not the page.
+        tracing::warn!(why, "adding a staff account refused");
+        return list_page(&st, &session, &admin, Some(tr.t("staff.invalid").into())).await;
+    }
+    let Some(creds) = usecase::staff::add(&ctx(&st), &by, &spec).await? else {
+        return list_page(&st, &session, &admin, Some(tr.t("staff.username_taken").into())).await;
     };
     shown_once(&st, &session, &admin, &spec.username, &creds, false).await
 }
@@ -165,7 +164,7 @@ async fn shown_once(
 
 /// What the staff use cases need of the portal.
 fn ctx(st: &AppState) -> usecase::Ctx<'_> {
-    usecase::Ctx { db: &st.db, secrets: &st.secrets, mailer: &st.mailer, now: st.clock.now() }
+    usecase::Ctx { db: &st.db, secrets: &st.secrets, mailer: &st.mailer, now: st.clock.now(), mail_in_background: true }
 }
 
 /// A signed-in staff member, as the use cases name who acts.

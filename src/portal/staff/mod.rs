@@ -10,7 +10,6 @@ mod health;
 mod helpdesk;
 mod signin;
 
-pub use crate::usecase::staff::{Credentials, StaffSpec};
 pub use admin::{add_staff, reset_staff, staff_list, update_staff};
 pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{apply_sync_hold, health_json, health_page, revoke_agent, Health};
