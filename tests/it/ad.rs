@@ -46,6 +46,16 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
+/// Creates a fine-grained password policy of its own (`name` is made unique) with `settings`
+/// (`samba-tool … pso create` options) and applies it to `sam`.
+fn apply_pso(dc: &SambaDc, name: &str, precedence: &str, settings: &[&str], sam: &str) {
+    let pso = unique(name);
+    let mut create = vec!["domain", "passwordsettings", "pso", "create", &pso, precedence];
+    create.extend_from_slice(settings);
+    dc.samba_tool(&create).unwrap();
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, sam]).unwrap();
+}
+
 fn secret(s: &str) -> SecretString {
     SecretString::from(s.to_string())
 }
@@ -114,19 +124,7 @@ async fn ad_policy_refusals_reach_the_person_with_the_real_numbers() {
     let dc = dc().await;
     let (sam, dn, mail) = person(dc, None).await;
     let (pso_sam, _, pso_mail) = person(dc, None).await;
-    let pso = unique("pso");
-    dc.samba_tool(&[
-        "domain",
-        "passwordsettings",
-        "pso",
-        "create",
-        &pso,
-        "10",
-        "--min-pwd-length=12",
-        "--complexity=off",
-    ])
-    .unwrap();
-    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &pso_sam]).unwrap();
+    apply_pso(dc, "pso", "10", &["--min-pwd-length=12", "--complexity=off"], &pso_sam);
     let app = ad_app(dc.directory_config(AD)).await;
     synced(&app, &sam).await;
     synced(&app, &pso_sam).await;
@@ -198,10 +196,7 @@ async fn ad_changes_are_checked_against_the_old_password_history_and_minimum_age
 
     // A minimum age (one day, from a PSO on this person only): an admin reset still works, a
     // change is too recent.
-    let pso = unique("age");
-    dc.samba_tool(&["domain", "passwordsettings", "pso", "create", &pso, "5", "--min-pwd-age=1", "--min-pwd-length=7"])
-        .unwrap();
-    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &sam]).unwrap();
+    apply_pso(dc, "age", "5", &["--min-pwd-age=1", "--min-pwd-length=7"], &sam);
     let young = dir.change(&anchor, &secret("Next#Pass123"), &secret("Third#Pass456")).await;
     let Outcome::TooYoung { min_age_secs: Some(86_400), since: Some(since) } = young.outcome else {
         panic!("{:?} {}", young.outcome, young.raw)
@@ -353,10 +348,7 @@ async fn ad_changes_through_the_portal_meet_the_domains_checks() {
     let (sam, dn, _) = person(dc, None).await;
     let (young_sam, _, _) = person(dc, None).await;
     let (locked_sam, locked_dn, _) = person(dc, None).await;
-    let pso = unique("age");
-    dc.samba_tool(&["domain", "passwordsettings", "pso", "create", &pso, "5", "--min-pwd-age=1", "--min-pwd-length=7"])
-        .unwrap();
-    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &young_sam]).unwrap();
+    apply_pso(dc, "age", "5", &["--min-pwd-age=1", "--min-pwd-length=7"], &young_sam);
     for _ in 0..6 {
         assert!(!binds(dc, &locked_dn, "Wrong#Guess1").await);
     }
@@ -496,19 +488,7 @@ async fn a_person_under_a_fine_grained_policy_sees_its_numbers_before_typing() {
     let dc = dc().await;
     let (strict_sam, _, strict_mail) = person(dc, None).await;
     let (plain_sam, _, plain_mail) = person(dc, None).await;
-    let pso = unique("len");
-    dc.samba_tool(&[
-        "domain",
-        "passwordsettings",
-        "pso",
-        "create",
-        &pso,
-        "7",
-        "--min-pwd-length=12",
-        "--history-length=2",
-    ])
-    .unwrap();
-    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &strict_sam]).unwrap();
+    apply_pso(dc, "len", "7", &["--min-pwd-length=12", "--history-length=2"], &strict_sam);
     let app = ad_app(dc.directory_config(AD)).await;
     synced(&app, &strict_sam).await;
     synced(&app, &plain_sam).await;
