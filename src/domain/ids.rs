@@ -168,3 +168,39 @@ mod tests {
         assert!(Anchor::parse(&"a".repeat(65)).is_err());
     }
 }
+
+/// A short code shown to the person, logged, and stored in the audit row, so an administrator can
+/// find what happened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SupportCode(pub String);
+
+impl SupportCode {
+    pub fn new() -> Self {
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        use rand::Rng;
+        let mut rng = rand::rngs::OsRng;
+        let s: String = (0..10)
+            .map(|i| {
+                let c = ALPHABET[rng.gen_range(0..ALPHABET.len())] as char;
+                if i == 5 {
+                    format!("-{c}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        Self(s)
+    }
+}
+
+impl Default for SupportCode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for SupportCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -10,7 +10,7 @@ mod rules;
 mod secret;
 
 pub use access::{Placed, Role, Scope};
-pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId};
+pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId, SupportCode};
 pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
 pub use person::{AccountState, SyncMark, SyncedUser, UserKind, PASSWORD_MUST_CHANGE};
 pub use rules::meets_ad_complexity;

@@ -163,12 +163,18 @@ pub fn staff_reset_message(tr: Tr, admin: &str, staff: &str, when: &str) -> anyh
     })
 }
 
+/// A time to the second, as staff pages and staff notices show it: `2026-11-22 05:18:07 UTC`.
+pub fn utc_seconds(unix: i64) -> String {
+    utc(unix, time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC"))
+}
+
 /// A time as notices give it: `2026-12-04 20:30 UTC`.
 pub fn utc_minutes(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
-        .unwrap_or_default()
+    utc(unix, time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"))
+}
+
+fn utc(unix: i64, format: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix).ok().and_then(|t| t.format(format).ok()).unwrap_or_default()
 }
 
 /// The notice sent after a password was reset or changed, or an account unlocked: when, and what

@@ -13,6 +13,7 @@ use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::session::{self, Key};
+use crate::portal::Tag;
 use crate::store;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};

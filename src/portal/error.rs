@@ -2,53 +2,22 @@
 //! the support code and a sentence they can act on, never internal error text.
 
 use super::pages::ErrorPage;
+pub use crate::domain::SupportCode;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 
-/// A short code shown to the person, logged, and stored in the audit row, so an administrator can
-/// find what happened.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SupportCode(pub String);
-
-impl SupportCode {
-    pub fn new() -> Self {
-        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        let mut rng = rand::rngs::OsRng;
-        let s: String = (0..10)
-            .map(|i| {
-                let c = ALPHABET[rng.gen_range(0..ALPHABET.len())] as char;
-                if i == 5 {
-                    format!("-{c}")
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
-        Self(s)
-    }
+/// Puts a support code on a response, in the `x-support-code` header (for logs and proxies).
+pub trait Tag {
+    fn tag(&self, page: impl IntoResponse) -> Response;
 }
 
-impl SupportCode {
-    /// The response, with this code in the `x-support-code` header (for logs and proxies).
-    pub fn tag(&self, page: impl IntoResponse) -> Response {
+impl Tag for SupportCode {
+    fn tag(&self, page: impl IntoResponse) -> Response {
         let mut resp = page.into_response();
         if let Ok(v) = HeaderValue::from_str(&self.0) {
             resp.headers_mut().insert("x-support-code", v);
         }
         resp
-    }
-}
-
-impl Default for SupportCode {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Display for SupportCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

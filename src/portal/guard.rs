@@ -8,6 +8,7 @@
 
 use super::PortalError;
 use crate::config::AntiAutomationConfig;
+use crate::portal::Tag;
 use crate::store::{Db, MacKey};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};

@@ -19,7 +19,7 @@ pub(crate) mod session;
 pub mod staff;
 mod writeback;
 
-pub use error::{PortalError, SupportCode};
+pub use error::{PortalError, SupportCode, Tag};
 pub use guard::Guard;
 
 use crate::config::PortalConfig;
@@ -178,9 +178,6 @@ pub struct Population {
 }
 
 /// A time as staff pages and notices show it: `2026-11-22 05:18 UTC`.
-pub fn staff_time(unix: i64) -> String {
-    pages::utc(unix)
-}
 
 pub fn router(state: AppState) -> Router {
     let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;

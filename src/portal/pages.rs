@@ -255,12 +255,7 @@ pub struct EmailPage {
 
 /// A time as staff pages show it: `2026-11-22 05:18 UTC`.
 pub fn utc(t: impl Seconds) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t.seconds())
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")).ok()
-        })
-        .unwrap_or_default()
+    crate::mail::utc_seconds(t.seconds())
 }
 
 /// A key's age in words.

@@ -57,7 +57,7 @@ impl Ctx<'_> {
             target: Some(format!("staff:{}", username.to_lowercase())),
             outcome_code: crate::domain::Outcome::Success.code().0.into(),
             raw: raw.into(),
-            support_code: crate::portal::SupportCode::new().0,
+            support_code: crate::domain::SupportCode::new().0,
             client,
             ..Default::default()
         };

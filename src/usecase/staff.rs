@@ -3,7 +3,7 @@
 //! for a new sign-in, told to every administrator) the same way whoever asked.
 
 use super::{By, Ctx};
-use crate::portal::gates::totp;
+use crate::crypto::totp;
 use crate::portal::passwords;
 use crate::store::{self, staff::Role, staff::StaffRow, users::Scope};
 use secrecy::SecretString;
@@ -57,7 +57,7 @@ pub async fn create(
     }
     let username = crate::domain::LoginName::parse(&spec.username).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
     let id = uuid::Uuid::new_v4().to_string();
-    let password = crate::portal::staff::temporary_password();
+    let password = crate::crypto::temporary_password();
     let seed = totp::new_seed();
     let hash = passwords::hash(&password).await?;
     let enc = secrets.encrypt(&store::staff::totp_context(&id), &seed);
@@ -83,7 +83,7 @@ pub async fn create(
 /// `staff.reset`, and every administrator is told by e-mail (see [`Ctx::mail_in_background`]; a
 /// failed send is logged).
 pub async fn reset_signin(ctx: &Ctx<'_>, by: &By, member: &StaffRow) -> anyhow::Result<Credentials> {
-    let password = crate::portal::staff::temporary_password();
+    let password = crate::crypto::temporary_password();
     let seed = totp::new_seed();
     let hash = passwords::hash(&password).await?;
     let enc = ctx.secrets.encrypt(&store::staff::totp_context(&member.id), &seed);
@@ -106,7 +106,7 @@ pub async fn set_enabled(ctx: &Ctx<'_>, by: &By, member: &StaffRow, enable: bool
 
 /// E-mails every administrator that `by` gave `member` a new sign-in. A failed send is logged.
 async fn tell_administrators(ctx: &Ctx<'_>, by: &By, member: &str) -> anyhow::Result<()> {
-    let when = crate::portal::staff_time(ctx.now);
+    let when = crate::mail::utc_seconds(ctx.now);
     let tr = crate::i18n::Tr::current();
     let mut sending = Vec::new();
     for to in store::staff::administrator_emails(ctx.db).await? {

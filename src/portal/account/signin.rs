@@ -10,6 +10,7 @@ use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
 use crate::portal::session::{self, Key};
 use crate::portal::writeback::{self, Act};
+use crate::portal::Tag;
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};

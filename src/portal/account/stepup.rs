@@ -13,6 +13,7 @@ use crate::portal::extract::Posted;
 use crate::portal::gates::{self, Current, Offer};
 use crate::portal::people::Attempt;
 use crate::portal::session::{self, Key};
+use crate::portal::Tag;
 use crate::portal::{paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};

@@ -3,7 +3,7 @@
 //! the limits: failed verifications and resets per account per hour lead to a block, audited.
 
 pub mod questions;
-pub mod totp;
+pub use crate::crypto::totp;
 
 use super::people::Target;
 use super::{AppState, PortalError, SupportCode};

@@ -7,6 +7,7 @@ use crate::domain::{LoginName, Outcome};
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
 use crate::portal::pages::IdentifyPage;
+use crate::portal::Tag;
 use crate::portal::{csrf, gates, paths, people, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};

@@ -23,6 +23,7 @@ use super::{paths, AppState, PortalError, SupportCode};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::portal::session::Key;
+use crate::portal::Tag;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;

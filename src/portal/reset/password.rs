@@ -9,6 +9,7 @@ use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, PasswordPage};
 use crate::portal::writeback::{self, Act};
+use crate::portal::Tag;
 use crate::portal::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use axum::extract::{ConnectInfo, State};

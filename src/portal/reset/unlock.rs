@@ -10,6 +10,7 @@ use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, UnlockPage};
 use crate::portal::writeback::{self, Act};
+use crate::portal::Tag;
 use crate::portal::{csrf, gates, AppState, ClientAddr, PortalError, SupportCode};
 use crate::relay::WritebackResult;
 use axum::extract::{ConnectInfo, State};

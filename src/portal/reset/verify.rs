@@ -9,6 +9,7 @@ use crate::domain::Outcome;
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
 use crate::portal::gates;
+use crate::portal::Tag;
 use crate::portal::{paths, AppState, ClientAddr, PortalError, SupportCode};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};

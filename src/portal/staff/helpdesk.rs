@@ -4,7 +4,8 @@
 //! refused for people outside the scope (who are not even found), for protected accounts
 //! (unless the role allows them) and for the staff member's own account.
 
-use super::{temporary_password, ActsOnPeople, Staff, StaffAs};
+use super::{ActsOnPeople, Staff, StaffAs};
+use crate::crypto::temporary_password;
 use crate::domain::{AccountState, MsgId, NewPassword, Outcome};
 use crate::envelope::{Flags, Op};
 use crate::i18n::Tr;
@@ -14,6 +15,7 @@ use crate::portal::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchP
 use crate::portal::passwords::{self, By};
 use crate::portal::people::{self, Target};
 use crate::portal::session::{self, Key};
+use crate::portal::Tag;
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord, users::UserRow};
 use axum::extract::{ConnectInfo, Query, State};

@@ -18,6 +18,7 @@ pub use signin::{enrol, enrol_form, signin, signin_form, signin_subject_with, si
 
 use super::{paths, AppState, PortalError};
 use crate::portal::session::Key;
+use crate::portal::Tag;
 use crate::store::staff::{Role, StaffRow};
 use crate::store::users::Scope;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -219,26 +220,6 @@ async fn begin(session: &Session, row: &StaffRow, now: i64) -> Result<(), Portal
     Ok(())
 }
 
-/// A random password that meets any sensible directory policy (16 characters with upper- and
-/// lower-case letters, digits and symbols; nothing easily misread), for a temporary password
-/// shown once.
-pub(crate) fn temporary_password() -> secrecy::SecretString {
-    use rand::seq::SliceRandom;
-    use rand::Rng;
-    const CLASSES: [&[u8]; 4] = [b"ABCDEFGHJKLMNPQRSTUVWXYZ", b"abcdefghijkmnopqrstuvwxyz", b"23456789", b"#%+-=?@_"];
-    let mut rng = rand::rngs::OsRng;
-    let mut chars = zeroize::Zeroizing::new(Vec::with_capacity(16));
-    for class in CLASSES {
-        chars.push(class[rng.gen_range(0..class.len())]);
-    }
-    let all: Vec<u8> = CLASSES.concat();
-    while chars.len() < 16 {
-        chars.push(all[rng.gen_range(0..all.len())]);
-    }
-    chars.shuffle(&mut rng);
-    secrecy::SecretString::from(String::from_utf8_lossy(&chars).into_owned())
-}
-
 /// The staff start page: where each role works.
 pub async fn home(super::extract::Only(StaffAs(staff, _)): super::extract::Only<StaffAs<AnyRole>>) -> Response {
     let to = match staff.role {
@@ -247,19 +228,4 @@ pub async fn home(super::extract::Only(StaffAs(staff, _)): super::extract::Only<
         Role::Auditor => paths::AUDIT,
     };
     Redirect::to(to).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    #[test]
-    fn temporary_passwords_meet_ad_complexity_and_differ() {
-        let a = temporary_password();
-        let b = temporary_password();
-        assert_eq!(a.expose_secret().len(), 16);
-        assert!(crate::domain::meets_ad_complexity(a.expose_secret(), "someone"));
-        assert_ne!(a.expose_secret(), b.expose_secret());
-    }
 }

@@ -8,6 +8,7 @@ use crate::portal::extract::{Button, Posted};
 use crate::portal::gates::totp;
 use crate::portal::pages::{OutcomeView, StaffEnrolPage, StaffSignInPage};
 use crate::portal::session::{self, Key};
+use crate::portal::Tag;
 use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord};
 use axum::extract::{ConnectInfo, State};

@@ -3,6 +3,8 @@
 //! for one-time codes), random tokens, and the hashes of high-entropy tokens, compared in
 //! constant time.
 
+pub mod totp;
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::Context;
@@ -124,9 +126,39 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// A random password that meets any sensible directory policy (16 characters with upper- and
+/// lower-case letters, digits and symbols; nothing easily misread), for a temporary password
+/// shown once.
+pub fn temporary_password() -> secrecy::SecretString {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    const CLASSES: [&[u8]; 4] = [b"ABCDEFGHJKLMNPQRSTUVWXYZ", b"abcdefghijkmnopqrstuvwxyz", b"23456789", b"#%+-=?@_"];
+    let mut rng = rand::rngs::OsRng;
+    let mut chars = zeroize::Zeroizing::new(Vec::with_capacity(16));
+    for class in CLASSES {
+        chars.push(class[rng.gen_range(0..class.len())]);
+    }
+    let all: Vec<u8> = CLASSES.concat();
+    while chars.len() < 16 {
+        chars.push(all[rng.gen_range(0..all.len())]);
+    }
+    chars.shuffle(&mut rng);
+    secrecy::SecretString::from(String::from_utf8_lossy(&chars).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn temporary_passwords_meet_ad_complexity_and_differ() {
+        let a = temporary_password();
+        let b = temporary_password();
+        assert_eq!(a.expose_secret().len(), 16);
+        assert!(crate::domain::meets_ad_complexity(a.expose_secret(), "someone"));
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
 
     #[test]
     fn keyed_hashes_depend_on_the_key_and_on_where_the_parts_split() {
