@@ -86,7 +86,7 @@ impl Application {
             mailer: mailer.clone(),
             helpdesk_contact: cfg.server.helpdesk_contact.clone(),
         };
-        let app_state = AppState {
+        let host = crate::usecase::Host {
             db: db.clone(),
             hub: hub.clone(),
             cfg: Arc::new(cfg.clone()),
@@ -94,6 +94,10 @@ impl Application {
             clock,
             code_key,
             secrets: data_key.clone(),
+            live: Arc::default(),
+        };
+        let app_state = AppState {
+            host,
             guard,
             population: Arc::default(),
             metrics_token: crate::config::read_secret(
@@ -106,7 +110,6 @@ impl Application {
                 sha2::Sha256::digest(t.expose_secret().as_bytes()).into()
             }),
             demo_mailbox: extras.demo_mailbox,
-            live: Arc::default(),
         };
         tokio::spawn(crate::portal::guard::watch_failures(app_state.clone()));
         let router = portal::router(app_state)

@@ -4,17 +4,17 @@
 //! form cannot be used to guess; a name that matches nobody gets the same answer as a wrong
 //! password, after the same work.
 
-use super::pages::{ChangePage, OutcomeView};
+use super::pages::{ChangePage, OutcomeView, PolicyView};
 use super::people::{self, Attempt};
-use super::writeback::{self, Act};
-use super::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
+use super::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
-use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::session::{self, Key};
 use crate::portal::Tag;
 use crate::store;
+use crate::usecase::account::{self, Act, Ask};
+use crate::usecase::password::{self as passwords, Requester};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -46,7 +46,7 @@ async fn page(
             k
         }
     };
-    let policy = passwords::policy_view(st, target).await;
+    let policy = PolicyView::of(st, target).await;
     let page = ChangePage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
@@ -156,9 +156,9 @@ async fn change_inner(
         Some(target) => {
             let cloud = target.kind == crate::domain::UserKind::CloudOnly;
             let operation = if cloud { "change.cloud" } else { "change.writeback" };
-            let act = Act { target, msg_id: &msg_id, kind: "change", operation, notice: Notice::Changed };
-            let run = passwords::apply(&st, target, msg_id.clone(), &new, Some(&f.current), now);
-            let Some(result) = writeback::once(&attempt, act, run).await? else {
+            let ask = Ask::Password { new: &new, current: Some(&f.current) };
+            let act = Act { target, msg_id: &msg_id, by: Requester::SELF_SERVICE, ask, operation };
+            let Some(result) = account::once(&attempt, act).await? else {
                 store::attempts::release(&st.db, reservation).await?;
                 return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
             };

@@ -11,23 +11,17 @@ pub mod gates;
 pub(crate) mod guard;
 mod lang;
 mod pages;
-pub mod passwords;
 mod people;
 pub(crate) mod reset;
 pub mod return_to;
 pub(crate) mod session;
 pub mod staff;
-mod writeback;
 
 pub use error::{PortalError, SupportCode, Tag};
 pub use guard::Guard;
 
-use crate::config::PortalConfig;
 use crate::mail::sink::Mailbox;
-use crate::mail::Mailer;
-use crate::relay::Hub;
-use crate::store::Db;
-use crate::Clock;
+use crate::usecase::Host;
 use axum::http::{header, HeaderValue};
 use axum::routing::{get, post};
 use axum::Router;
@@ -87,17 +81,11 @@ const RETURN_TO: session::Key<String> = session::Key::new(session::RETURN_TO);
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The web layer's state: the portal host's services (which the acts use, see
+/// [`crate::usecase::Host`]) and what only the pages need.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: Db,
-    pub hub: Arc<Hub>,
-    pub cfg: Arc<PortalConfig>,
-    pub mailer: Mailer,
-    pub clock: Clock,
-    /// Keyed hashes of one-time codes (derived from the configured data key).
-    pub code_key: crate::store::MacKey,
-    /// Encrypts secrets at rest (authenticator seeds).
-    pub secrets: crate::store::DataKey,
+    pub host: Host,
     /// Proof of work and rate limits for the first steps.
     pub guard: Arc<guard::Guard>,
     /// SHA-256 of the token Prometheus presents at `/metrics`; `None`: not served.
@@ -107,8 +95,13 @@ pub struct AppState {
     pub population: Arc<std::sync::Mutex<Option<(Population, i64)>>>,
     /// Present only in demo mode: the mail caught by the built-in SMTP sink.
     pub demo_mailbox: Option<Mailbox>,
-    /// Accounts as their directory had them a moment ago (see [`passwords::live`]).
-    pub live: Arc<passwords::LiveCache>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
 }
 
 /// Runs `answer` and returns its result no sooner than `min_ms` after it started, so that the time
@@ -161,11 +154,6 @@ impl AppState {
     pub(crate) fn challenge(&self) -> Option<guard::Challenge> {
         self.guard.challenge(self.clock.now())
     }
-
-    /// Whom people should contact: as configured, else "your helpdesk" in their language.
-    pub fn helpdesk(&self, tr: crate::i18n::Tr) -> String {
-        self.cfg.server.helpdesk_contact.clone().unwrap_or_else(|| tr.t("common.your_helpdesk").to_string())
-    }
 }
 
 /// What real people here look like (see [`AppState::population`]).
@@ -176,8 +164,6 @@ pub struct Population {
     /// How many in a thousand people have an authenticator app registered.
     pub authenticator_permille: u32,
 }
-
-/// A time as staff pages and notices show it: `2026-11-22 05:18 UTC`.
 
 pub fn router(state: AppState) -> Router {
     let tls = state.cfg.serves_tls() || state.cfg.server.behind_tls_proxy;

@@ -40,6 +40,20 @@ pub struct PolicyView {
     pub complexity: bool,
 }
 
+impl PolicyView {
+    /// The rules `target`'s new password must meet, as the form states them before they type
+    /// (see [`crate::usecase::password::policy_facts`]).
+    pub async fn of(st: &crate::usecase::Host, target: Option<&crate::usecase::Target>) -> Option<Self> {
+        crate::usecase::password::policy_facts(st, target).await.map(Self::from)
+    }
+}
+
+impl From<crate::domain::PolicyFacts> for PolicyView {
+    fn from(f: crate::domain::PolicyFacts) -> Self {
+        Self { min_length: f.min_length, history: f.history, complexity: f.complexity.unwrap_or(false) }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "reset_identify.html")]
 pub struct IdentifyPage {

@@ -2,9 +2,43 @@
 //! demo call the same functions, which take plain inputs (never the web state) and do the whole
 //! act, audit row and notices included, in one place.
 
+pub mod account;
+pub mod password;
 pub mod staff;
 
-use crate::store::{self, DataKey, Db};
+pub use account::{Attempt, Target};
+
+use crate::config::PortalConfig;
+use crate::mail::Mailer;
+use crate::relay::Hub;
+use crate::store::{self, DataKey, Db, MacKey};
+use crate::Clock;
+use std::sync::Arc;
+
+/// The portal host's services an act on a person's account uses: the database, the relay to the
+/// agents, mail, the clock and the keys. The web layer's state holds one; an act never sees a
+/// session or a page.
+#[derive(Clone)]
+pub struct Host {
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub cfg: Arc<PortalConfig>,
+    pub mailer: Mailer,
+    pub clock: Clock,
+    /// Keyed hashes of one-time codes (derived from the configured data key).
+    pub code_key: MacKey,
+    /// Encrypts secrets at rest (authenticator seeds).
+    pub secrets: DataKey,
+    /// Accounts as their directory had them a moment ago (see [`password::live`]).
+    pub live: Arc<password::LiveCache>,
+}
+
+impl Host {
+    /// Whom people should contact: as configured, else "your helpdesk" in their language.
+    pub fn helpdesk(&self, tr: crate::i18n::Tr) -> String {
+        self.cfg.server.helpdesk_contact.clone().unwrap_or_else(|| tr.t("common.your_helpdesk").to_string())
+    }
+}
 
 /// What an act needs of the portal host.
 pub struct Ctx<'a> {

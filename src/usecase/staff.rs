@@ -2,9 +2,9 @@
 //! The administrator pages and `passback staff` both call these, so each act is audited (and,
 //! for a new sign-in, told to every administrator) the same way whoever asked.
 
+use super::password as passwords;
 use super::{By, Ctx};
 use crate::crypto::totp;
-use crate::portal::passwords;
 use crate::store::{self, staff::Role, staff::StaffRow, users::Scope};
 use secrecy::SecretString;
 use zeroize::Zeroizing;

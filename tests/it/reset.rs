@@ -814,7 +814,7 @@ async fn with_two_methods_required_adding_an_authenticator_takes_the_mailbox_and
     let mut answers = Vec::new();
     for (q, a) in [("first_pet", "Rex"), ("birth_city", "Leeds"), ("first_school", "Hilltop")] {
         let normalised = secrecy::SecretString::from(questions::normalise(a).unwrap());
-        answers.push((q.to_string(), passback::portal::passwords::hash(&normalised).await.unwrap()));
+        answers.push((q.to_string(), passback::usecase::password::hash(&normalised).await.unwrap()));
     }
     passback::store::security::set_answers(&app.db, bob, &answers, 0).await.unwrap();
 

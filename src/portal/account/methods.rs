@@ -4,7 +4,7 @@
 
 use super::{overview_page, Fresh, Person, SignedIn};
 use crate::config::GateMethod;
-use crate::domain::{EmailAddress, MsgId, OneTimeCode, Outcome};
+use crate::domain::{EmailAddress, MsgId, OneTimeCode};
 use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::{Button, Only, Posted};
@@ -12,8 +12,10 @@ use crate::portal::gates::{questions, totp};
 use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
 use crate::portal::people::{self, Attempt};
 use crate::portal::session::{self, Key};
-use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, security};
+use crate::usecase::account;
+use crate::usecase::password::{self as passwords, Requester};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -35,23 +37,11 @@ async fn changed(
     raw: &str,
     before: Vec<EmailAddress>,
 ) -> Result<(), PortalError> {
-    let (method, change) = match notice {
-        Notice::MethodAdded(m) => (m, "add"),
-        Notice::MethodRemovedByOwner(m) => (m, "remove"),
-        _ => return Err(anyhow::anyhow!("not a security-info notice").into()),
-    };
     let support = SupportCode::new();
     let attempt = Attempt { st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
-    attempt.audit(&format!("security.{}.{change}", method.as_str()), &Outcome::Success, raw).await?;
-    let mut to = before;
-    for a in people::addresses_on_record(st, &who.target).await? {
-        if !to.iter().any(|o| o.as_str().eq_ignore_ascii_case(a.as_str())) {
-            to.push(a);
-        }
-    }
-    let epoch = people::end_sessions(st, &who.target).await?;
+    let actor = Requester::SELF_SERVICE.actor;
+    let epoch = account::methods_changed(&attempt, actor, &who.target, notice, raw, before).await?;
     super::carry_on(session, who.clone(), epoch).await?;
-    people::notify_all(st, to, st.clock.now(), notice);
     Ok(())
 }
 
@@ -311,13 +301,8 @@ pub async fn remove_method(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Posted { form: f, session, who: Fresh(who) }: Posted<RemoveForm, Fresh>,
 ) -> PageResult {
-    let p = who.target.person();
     let before = people::addresses_on_record(&st, &who.target).await?;
-    match f.method {
-        GateMethod::Email => security::remove_alternate_email(&st.db, p).await?,
-        GateMethod::Authenticator => security::remove_totp(&st.db, p).await?,
-        GateMethod::Questions => security::remove_answers(&st.db, p).await?,
-    }
+    account::remove_method(&st, &who.target, f.method).await?;
     changed(&st, &session, client, &who, Notice::MethodRemovedByOwner(f.method), "removed by its owner", before)
         .await?;
     done(&st, &session, &who, "account.removed").await

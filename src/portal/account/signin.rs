@@ -4,15 +4,15 @@
 
 use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
 use crate::i18n::Tr;
-use crate::mail::Notice;
 use crate::portal::extract::{Button, Posted};
-use crate::portal::pages::{ExpiredPage, OutcomeView, SignInPage};
+use crate::portal::pages::{ExpiredPage, OutcomeView, PolicyView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
 use crate::portal::session::{self, Key};
-use crate::portal::writeback::{self, Act};
 use crate::portal::Tag;
-use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
+use crate::usecase::account::{self, Act, Ask};
+use crate::usecase::password::{self as passwords, Requester};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -196,7 +196,7 @@ async fn expired_page(
         form_key: must.form_key.clone(),
         username: must.target.username.clone(),
         reason: must.reason.message(tr),
-        policy: passwords::policy_view(st, Some(&must.target)).await,
+        policy: PolicyView::of(st, Some(&must.target)).await,
         error,
         outcome,
     };
@@ -247,13 +247,12 @@ pub async fn expired(
     must.form_key = MsgId::random().to_string();
     MUST_CHANGE.set(&session, &must).await?;
     let support = SupportCode::new();
-    let now = st.clock.now();
+    let _now = st.clock.now();
     let target = must.target.clone();
     let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
-    let act =
-        Act { target: &target, msg_id: &msg_id, kind: "change", operation: "change.expired", notice: Notice::Changed };
-    let run = passwords::apply(&st, &target, msg_id.clone(), &new, Some(&f.current), now);
-    let Some(result) = writeback::once(&attempt, act, run).await? else {
+    let ask = Ask::Password { new: &new, current: Some(&f.current) };
+    let act = Act { target: &target, msg_id: &msg_id, by: Requester::SELF_SERVICE, ask, operation: "change.expired" };
+    let Some(result) = account::once(&attempt, act).await? else {
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
     };
     drop(new);

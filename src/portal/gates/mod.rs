@@ -386,7 +386,7 @@ async fn check_answer(
                 let normalised: SecretString = questions::normalise(&typed).unwrap_or_default().into();
                 let hash = stored.iter().find(|(id, _)| id == q).map(|(_, h)| h.clone());
                 // Every answer is checked, right or wrong, so the time says nothing.
-                if !super::passwords::verify(&normalised, hash).await {
+                if !crate::usecase::password::verify(&normalised, hash).await {
                     all_right = false;
                 }
             }

@@ -149,7 +149,7 @@ async fn disabled_page(
     target: &Target,
     client: std::net::SocketAddr,
 ) -> Result<Option<Response>, PortalError> {
-    let enabled = match super::passwords::live(st, target).await {
+    let enabled = match crate::usecase::password::live(st, target).await {
         Some(state) => state.enabled,
         // The live state could not be read: what the last sync said.
         None => crate::store::users::get(&st.db, &target.directory, &target.anchor).await?.is_none_or(|r| r.enabled),

@@ -5,13 +5,13 @@
 use super::{outcome_page, Attempt, Flow, Intent, Target, FLOW};
 use crate::domain::{MsgId, NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
-use crate::mail::Notice;
 use crate::portal::extract::Posted;
-use crate::portal::pages::{OutcomeView, PasswordPage};
-use crate::portal::writeback::{self, Act};
+use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
 use crate::portal::Tag;
-use crate::portal::{csrf, passwords, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
+use crate::usecase::account::{self, Act, Ask};
+use crate::usecase::password::{self as passwords, Requester};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
@@ -41,7 +41,7 @@ async fn password_page(
         form_key,
         error,
         outcome,
-        policy: passwords::policy_view(st, Some(target)).await,
+        policy: PolicyView::of(st, Some(target)).await,
         locked: passwords::live(st, target).await.is_some_and(|s| s.locked),
     };
     Ok(page.into_response())
@@ -90,7 +90,6 @@ pub async fn set_password(
     let Ok(msg_id) = MsgId::parse(&f.form_key) else {
         return Err(anyhow::anyhow!("stored flow holds a malformed form key").into());
     };
-    let now = st.clock.now();
     // The form key leaves the session here; the database claim below is what makes it single-use,
     // even for two submits racing each other.
     flow.form_key = None;
@@ -100,9 +99,9 @@ pub async fn set_password(
     // Whether the lock this reset also lifts was there (the words of the answer say so).
     let was_locked = passwords::live(&st, &target).await.is_some_and(|s| s.locked);
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
-    let act = Act { target: &target, msg_id: &msg_id, kind: "reset", operation, notice: Notice::Reset };
-    let done = writeback::once(&attempt, act, passwords::apply(&st, &target, msg_id.clone(), &password, None, now));
-    let Some(result) = done.await? else {
+    let ask = Ask::Password { new: &password, current: None };
+    let act = Act { target: &target, msg_id: &msg_id, by: Requester::FORGOTTEN, ask, operation };
+    let Some(result) = account::once(&attempt, act).await? else {
         return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
             .await;
     };

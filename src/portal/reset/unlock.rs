@@ -2,17 +2,15 @@
 //! reset, the lockout is lifted in the directory (no password travels) and the page says so.
 //! The form's one-use key is the relay message id, so a double submit cannot act twice.
 
-use super::{outcome_page, Flow, Intent, Target, FLOW};
-use crate::domain::{MsgId, Outcome, UserKind};
-use crate::envelope::Op;
+use super::{outcome_page, Flow, Intent, FLOW};
+use crate::domain::{MsgId, Outcome};
 use crate::i18n::Tr;
-use crate::mail::Notice;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, UnlockPage};
-use crate::portal::writeback::{self, Act};
 use crate::portal::Tag;
 use crate::portal::{csrf, gates, AppState, ClientAddr, PortalError, SupportCode};
-use crate::relay::WritebackResult;
+use crate::usecase::account::{self, Act, Ask};
+use crate::usecase::password::Requester;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -64,16 +62,10 @@ pub async fn unlock(
     }
     FLOW.set(&session, &flow).await?;
     let support = SupportCode::new();
-    let now = st.clock.now();
     let attempt = flow.attempt(&st, client, &support);
-    let act = Act {
-        target: &target,
-        msg_id: &msg_id,
-        kind: "unlock",
-        operation: "unlock.writeback",
-        notice: Notice::Unlocked,
-    };
-    let Some(result) = writeback::once(&attempt, act, unlock_account(&st, &target, msg_id.clone(), now)).await? else {
+    let (by, ask) = (Requester::SELF_SERVICE, Ask::Unlock);
+    let act = Act { target: &target, msg_id: &msg_id, by, ask, operation: "unlock.writeback" };
+    let Some(result) = account::once(&attempt, act).await? else {
         return page(&session, &mut flow, None).await;
     };
     if !result.outcome.is_success() {
@@ -89,42 +81,4 @@ pub async fn unlock(
     done.outcome.message = tr.t("unlock.done").into();
     done.return_to = crate::portal::RETURN_TO.get(&session).await?;
     Ok(support.tag(done))
-}
-
-/// Lifts the lockout in the person's directory, through the relay. A cloud-only account is
-/// never locked by a directory: there is nothing to lift.
-async fn unlock_account(
-    st: &AppState,
-    target: &Target,
-    msg_id: MsgId,
-    now: i64,
-) -> Result<WritebackResult, PortalError> {
-    if target.protected {
-        // A privileged account's lockout stands between an attacker and a guessed password:
-        // it is lifted by the helpdesk, never by self-service.
-        return Ok(WritebackResult {
-            outcome: Outcome::Protected,
-            raw: "privileged account: self-service unlock refused".into(),
-            policy: None,
-            agent_id: None,
-        });
-    }
-    if target.kind == UserKind::CloudOnly {
-        return Ok(WritebackResult {
-            outcome: Outcome::Success,
-            raw: "cloud-only account: nothing to unlock".into(),
-            policy: None,
-            agent_id: None,
-        });
-    }
-    crate::portal::passwords::relay(
-        st,
-        crate::portal::passwords::By::SELF_SERVICE,
-        target,
-        msg_id,
-        Op::Unlock,
-        (None, None),
-        now,
-    )
-    .await
 }

@@ -5,19 +5,23 @@
 //! (unless the role allows them) and for the staff member's own account.
 
 use super::{ActsOnPeople, Staff, StaffAs};
+use crate::config::GateMethod;
 use crate::crypto::temporary_password;
 use crate::domain::{AccountState, MsgId, NewPassword, Outcome};
-use crate::envelope::{Flags, Op};
+use crate::envelope::Flags;
 use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::{Only, Posted};
-use crate::portal::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, OutcomeView, PersonRow};
-use crate::portal::passwords::{self, By};
-use crate::portal::people::{self, Target};
+use crate::portal::pages::{
+    HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, OutcomeView, PersonRow, PolicyView,
+};
+use crate::portal::people::{self, Attempt, Target};
 use crate::portal::session::{self, Key};
 use crate::portal::Tag;
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord, users::UserRow};
+use crate::usecase::account::{self, Act, Ask};
+use crate::usecase::password::{self as passwords, Requester};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -181,7 +185,7 @@ async fn person_page(
     // the last sync said so).
     let unlock_checked = live.as_ref().map_or(row.locked, |s| s.locked);
     // The person's own rules for a typed password (the live read above is reused).
-    let policy = passwords::policy_view(st, Some(&target)).await;
+    let policy = PolicyView::of(st, Some(&target)).await;
     let view = HelpdeskPersonPage {
         unlock_checked,
         policy,
@@ -246,11 +250,10 @@ pub struct ActForm {
     method: String,
 }
 
-/// What an act did, for its page and audit row.
+/// What an act did (audited already), for its page.
 struct Done {
     operation: &'static str,
     outcome: Outcome,
-    raw: String,
     temporary: Option<SecretString>,
 }
 
@@ -263,29 +266,12 @@ pub async fn act(
     let target = people::target_of(&st, &row).await?;
     let tr = Tr::current();
     let support = SupportCode::new();
-    let now = st.clock.now();
-    let actor = staff.actor();
-    // Who hears of a revoked method: every address on record before it went.
-    let before = people::addresses_on_record(&st, &target).await?;
-    let done = match decide(&st, &session, &staff, &target, &row, &f, &actor, &support, now).await? {
+    let attempt =
+        people::Attempt { st: &st, client, audit_name: &row.username, target: Some(&target), support: &support };
+    let done = match decide(&st, &session, &staff, &row, &f, &attempt).await? {
         Ok(done) => done,
         Err(page) => return Ok(page),
     };
-    let attempt =
-        people::Attempt { st: &st, client, audit_name: &row.username, target: Some(&target), support: &support };
-    attempt.audit_by(&actor, done.operation, &done.outcome, &done.raw).await?;
-    if done.outcome.password_set() {
-        match done.operation {
-            "helpdesk.reset" => people::acted_on(&st, &target, now, Notice::Reset).await?,
-            "helpdesk.unlock" => people::acted_on(&st, &target, now, Notice::Unlocked).await?,
-            "helpdesk.require_change" => people::acted_on(&st, &target, now, Notice::MustChange).await?,
-            "helpdesk.revoke" => {
-                people::end_sessions(&st, &target).await?;
-                people::notify_all(&st, before, now, Notice::MethodRemoved);
-            }
-            _ => {}
-        }
-    }
     let title = match done.operation {
         "helpdesk.reset" => "helpdesk.reset_title",
         "helpdesk.unlock" => "helpdesk.unlock_title",
@@ -319,20 +305,18 @@ pub async fn act(
     Ok(support.tag(view))
 }
 
-/// Runs the act the form asks for, or refuses it. `Err` is a page to show instead (the form
-/// had a mistake to correct; nothing was done).
-#[allow(clippy::too_many_arguments)]
+/// Runs the act the form asks for (through the use case, which audits and notifies), or refuses
+/// it. `Err` is a page to show instead (the form had a mistake to correct; nothing was done).
 async fn decide(
     st: &AppState,
     session: &Session,
     staff: &Staff,
-    target: &Target,
     row: &UserRow,
     f: &ActForm,
-    actor: &str,
-    support: &SupportCode,
-    now: i64,
+    attempt: &Attempt<'_>,
 ) -> Result<Result<Done, Response>, PortalError> {
+    let Some(target) = attempt.target else { return Err(anyhow::anyhow!("an act without its person").into()) };
+    let actor = &staff.actor();
     let operation = match f.act.as_str() {
         "reset" => "helpdesk.reset",
         "unlock" => "helpdesk.unlock",
@@ -340,12 +324,16 @@ async fn decide(
         "revoke" => "helpdesk.revoke",
         _ => return Ok(Err(bad_form(staff, row, "unknown act"))),
     };
-    let refuse = |raw: &str| Ok(Ok(Done { operation, outcome: Outcome::Protected, raw: raw.into(), temporary: None }));
-    if is_self(staff, target) {
-        return refuse("staff may not act on their own account through the helpdesk");
-    }
-    if row.protected && !staff.row.may_reset_protected {
-        return refuse("a protected account, and this role may not act on protected accounts");
+    let refusal = if is_self(staff, target) {
+        Some("staff may not act on their own account through the helpdesk")
+    } else if row.protected && !staff.row.may_reset_protected {
+        Some("a protected account, and this role may not act on protected accounts")
+    } else {
+        None
+    };
+    if let Some(raw) = refusal {
+        attempt.audit_by(actor, operation, &Outcome::Protected, raw).await?;
+        return Ok(Ok(Done { operation, outcome: Outcome::Protected, temporary: None }));
     }
     // The form is used once: a double submit (or the back button) never acts twice.
     let expected = take_form_key(session, &format!("{}|{}", row.directory, row.anchor)).await?;
@@ -353,81 +341,59 @@ async fn decide(
         Ok(id) if expected.as_deref() == Some(f.form_key.as_str()) => id,
         _ => return Ok(Err(already_sent(st, session, staff, row).await?)),
     };
-    if operation == "helpdesk.revoke" {
-        let p = target.person();
-        let method = match f.method.as_str() {
-            "authenticator" => store::security::remove_totp(&st.db, p).await.map(|_| "authenticator"),
-            "questions" => store::security::remove_answers(&st.db, p).await.map(|_| "security questions"),
-            "email" => store::security::remove_alternate_email(&st.db, p).await.map(|_| "alternate e-mail"),
-            _ => return Ok(Err(bad_form(staff, row, "unknown method to revoke"))),
-        }?;
-        return Ok(Ok(Done {
-            operation,
-            outcome: Outcome::Success,
-            raw: format!("revoked: {method}"),
-            temporary: None,
-        }));
-    }
-    let op = match operation {
-        "helpdesk.reset" => Op::Reset,
-        "helpdesk.unlock" => Op::Unlock,
-        _ => Op::RequireChange,
-    };
-    let claim = store::writebacks::Claim {
-        msg_id: msg_id.as_str(),
-        directory: &target.directory,
-        anchor: &target.anchor,
-        op: match op {
-            Op::Reset => "reset",
-            Op::Unlock => "unlock",
-            _ => "require_change",
-        },
-        support_code: &support.0,
-        now,
-    };
     let flags = Flags {
         must_change: f.must_change.is_some(),
         unlock: f.unlock.is_some(),
         // Only reached for a protected account when the role allows it (checked above).
         allow_protected: row.protected,
     };
-    let by = By { actor, flags };
-    if op != Op::Reset {
-        if !store::writebacks::claim(&st.db, &claim).await? {
-            return Ok(Err(already_sent(st, session, staff, row).await?));
+    let (password, temporary) = match f.act.as_str() {
+        "revoke" => {
+            let method = match f.method.as_str() {
+                "authenticator" => GateMethod::Authenticator,
+                "questions" => GateMethod::Questions,
+                "email" => GateMethod::Email,
+                _ => return Ok(Err(bad_form(staff, row, "unknown method to revoke"))),
+            };
+            let before = people::addresses_on_record(st, target).await?;
+            let removed = account::remove_method(st, target, method).await?;
+            let raw = format!("revoked: {removed}");
+            account::methods_changed(attempt, actor, target, Notice::MethodRemoved, &raw, before).await?;
+            return Ok(Ok(Done { operation, outcome: Outcome::Success, temporary: None }));
         }
-        let result = if target.kind == crate::domain::UserKind::CloudOnly {
-            cloud_account_change(st, target, op, now).await?
-        } else {
-            passwords::relay(st, by, target, msg_id.clone(), op, (None, None), now).await?
-        };
-        store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
-        return Ok(Ok(Done { operation, outcome: result.outcome, raw: result.raw, temporary: None }));
-    }
-    let (password, generated) = if f.mode == "type" {
-        let (Some(p), Some(c)) = (f.password.clone(), f.confirm.as_ref()) else {
-            return Ok(Err(bad_form(staff, row, "a typed password without its confirmation")));
-        };
-        match NewPassword::parse(p, c) {
-            Ok(p) => (p, None),
-            Err(e) => {
-                let shown =
-                    OutcomeView { message: e.text(Tr::current()), ..OutcomeView::new(&Outcome::Refused, support) };
-                return Ok(Err(person_page(st, session, staff, row, Some(shown)).await?));
+        "reset" if f.mode == "type" => {
+            let (Some(p), Some(c)) = (f.password.clone(), f.confirm.as_ref()) else {
+                return Ok(Err(bad_form(staff, row, "a typed password without its confirmation")));
+            };
+            match NewPassword::parse(p, c) {
+                Ok(p) => (Some(p), None),
+                Err(e) => {
+                    let shown = OutcomeView {
+                        message: e.text(Tr::current()),
+                        ..OutcomeView::new(&Outcome::Refused, attempt.support)
+                    };
+                    return Ok(Err(person_page(st, session, staff, row, Some(shown)).await?));
+                }
             }
         }
-    } else {
-        let t = temporary_password();
-        (NewPassword::parse(t.clone(), &t).map_err(|e| anyhow::anyhow!("generated password refused: {e:?}"))?, Some(t))
+        "reset" => {
+            let t = temporary_password();
+            let p =
+                NewPassword::parse(t.clone(), &t).map_err(|e| anyhow::anyhow!("generated password refused: {e:?}"))?;
+            (Some(p), Some(t))
+        }
+        _ => (None, None),
     };
-    if !store::writebacks::claim(&st.db, &claim).await? {
+    let ask = match (&password, f.act.as_str()) {
+        (Some(new), _) => Ask::Password { new, current: None },
+        (None, "unlock") => Ask::Unlock,
+        (None, _) => Ask::RequireChange,
+    };
+    let act = Act { target, msg_id: &msg_id, by: Requester { actor, flags }, ask, operation };
+    let Some(result) = account::once(attempt, act).await? else {
         return Ok(Err(already_sent(st, session, staff, row).await?));
-    }
-    let result = passwords::apply_by(st, by, target, msg_id.clone(), &password, None, now).await?;
-    drop(password);
-    store::writebacks::finish(&st.db, msg_id.as_str(), &result.outcome, st.clock.now()).await?;
-    let raw = format!("{} (must_change={} unlock={})", result.raw, flags.must_change, flags.unlock);
-    Ok(Ok(Done { operation, outcome: result.outcome, raw, temporary: generated }))
+    };
+    Ok(Ok(Done { operation, outcome: result.outcome, temporary }))
 }
 
 /// The person page again, saying the form was sent already (nothing more was done).
@@ -447,22 +413,4 @@ async fn already_sent(st: &AppState, session: &Session, staff: &Staff, row: &Use
         target: Some(row.username.clone()),
     };
     Ok(audit.attach(page))
-}
-
-/// Unlock and "must change" for a cloud-only account: the portal's own flag (there is no
-/// directory, and the portal does not lock cloud accounts out).
-async fn cloud_account_change(
-    st: &AppState,
-    target: &Target,
-    op: Op,
-    now: i64,
-) -> Result<crate::relay::WritebackResult, PortalError> {
-    let (outcome, raw) = match op {
-        Op::RequireChange if store::cloud::require_change(&st.db, &target.anchor, now).await? => {
-            (Outcome::Success, "cloud account: must change at next sign-in")
-        }
-        Op::RequireChange => (Outcome::NotFound, "cloud account vanished"),
-        _ => (Outcome::Success, "cloud account: nothing to unlock (the portal does not lock cloud accounts)"),
-    };
-    Ok(crate::relay::WritebackResult { outcome, raw: raw.into(), policy: None, agent_id: None })
 }

@@ -9,8 +9,9 @@ use crate::portal::gates::totp;
 use crate::portal::pages::{OutcomeView, StaffEnrolPage, StaffSignInPage};
 use crate::portal::session::{self, Key};
 use crate::portal::Tag;
-use crate::portal::{csrf, passwords, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord};
+use crate::usecase::password as passwords;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -225,11 +226,7 @@ async fn enrol_page(
         username: row.username.clone(),
         seed_text: totp::seed_text(&seed).to_string(),
         qr: totp::qr_data_url(&seed, issuer, &row.username)?.to_string(),
-        policy: Some(passwords::cloud_facts(&st.cfg.cloud_policy)).map(|f| crate::portal::pages::PolicyView {
-            min_length: f.min_length,
-            history: None,
-            complexity: f.complexity.unwrap_or(false),
-        }),
+        policy: Some(passwords::cloud_facts(&st.cfg.cloud_policy).into()),
         error,
     };
     Ok(page.into_response())

@@ -2,9 +2,7 @@
 //! portal's own argon2id hashes (cloud-only and hash-synced people), computed off the async
 //! workers, under the cloud password policy.
 
-use super::pages::PolicyView;
-use super::people::Target;
-use super::{AppState, PortalError};
+use super::{Host, Target};
 use crate::config::CloudPolicyConfig;
 use crate::domain::UserKind;
 use crate::domain::{meets_ad_complexity, AccountState, Anchor, DirectoryId, MsgId, NewPassword, Outcome, PolicyFacts};
@@ -99,7 +97,7 @@ impl LiveCache {
 /// The account as the directory has it now, read by the agent (nothing is written) on behalf of
 /// `actor`, or why it could not be read (in the person's words). A cloud-only account is the
 /// portal's own.
-pub(crate) async fn live_state(st: &AppState, actor: &str, target: &Target) -> Result<AccountState, String> {
+pub async fn live_state(st: &Host, actor: &str, target: &Target) -> Result<AccountState, String> {
     let tr = crate::i18n::Tr::current();
     if target.kind == UserKind::CloudOnly {
         return match store::cloud::must_change(&st.db, &target.anchor).await {
@@ -112,7 +110,7 @@ pub(crate) async fn live_state(st: &AppState, actor: &str, target: &Target) -> R
             Err(_) => Err(tr.t("helpdesk.live_unreadable").into()),
         };
     }
-    let by = By { actor, flags: Flags::default() };
+    let by = Requester { actor, flags: Flags::default() };
     let now = st.clock.now();
     let read = relay(st, by, target, MsgId::random(), Op::Inspect, (None, None), now);
     match tokio::time::timeout(LIVE_WAIT, read).await {
@@ -131,12 +129,12 @@ pub(crate) async fn live_state(st: &AppState, actor: &str, target: &Target) -> R
 /// The account as its directory had it within the last minute (read now if need be), for the
 /// self-service pages; `None` when it cannot be read (they then go on with what the last sync
 /// said, and the directory still decides when the form is sent).
-pub(crate) async fn live(st: &AppState, target: &Target) -> Option<AccountState> {
+pub async fn live(st: &Host, target: &Target) -> Option<AccountState> {
     let now = st.clock.now();
     if let Some(kept) = st.live.get(target, now) {
         return kept;
     }
-    let state = live_state(st, By::SELF_SERVICE.actor, target).await.ok();
+    let state = live_state(st, Requester::SELF_SERVICE.actor, target).await.ok();
     if state.is_none() {
         st.live.put(target, now, None);
     }
@@ -147,7 +145,7 @@ pub(crate) async fn live(st: &AppState, target: &Target) -> Option<AccountState>
 /// cloud policy, or the person's own (resultant) policy as their directory has it now, else as
 /// their directory last reported its default. Without a person yet (the change form before it
 /// is sent), the policy of the only directory, if there is just one.
-pub(crate) async fn policy_view(st: &AppState, target: Option<&Target>) -> Option<PolicyView> {
+pub async fn policy_facts(st: &Host, target: Option<&Target>) -> Option<PolicyFacts> {
     let live_policy = match target {
         Some(t) if t.kind != UserKind::CloudOnly => live(st, t).await.and_then(|s| s.policy),
         _ => None,
@@ -165,54 +163,38 @@ pub(crate) async fn policy_view(st: &AppState, target: Option<&Target>) -> Optio
             serde_json::from_str(&json).ok()?
         }
     };
-    Some(PolicyView {
-        min_length: facts.min_length,
-        history: facts.history,
-        complexity: facts.complexity.unwrap_or(false),
-    })
+    Some(facts)
 }
 
 /// Who asks for a writeback, and what goes with it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct By<'a> {
+pub struct Requester<'a> {
     /// `self-service`, or `staff:<user name>`: named in the sealed request and the agent's log.
     pub actor: &'a str,
     pub flags: Flags,
 }
 
-impl By<'static> {
-    pub const SELF_SERVICE: By<'static> =
-        By { actor: "self-service", flags: Flags { must_change: false, unlock: false, allow_protected: false } };
+impl Requester<'static> {
+    pub const SELF_SERVICE: Requester<'static> =
+        Requester { actor: "self-service", flags: Flags { must_change: false, unlock: false, allow_protected: false } };
     /// A forgotten password: the new one must work at once, so the reset also lifts a lockout
     /// (AD keeps an account locked through a reset; the agent checks that it is not).
-    pub const FORGOTTEN: By<'static> =
-        By { actor: "self-service", flags: Flags { must_change: false, unlock: true, allow_protected: false } };
+    pub const FORGOTTEN: Requester<'static> =
+        Requester { actor: "self-service", flags: Flags { must_change: false, unlock: true, allow_protected: false } };
 }
 
-/// Sets `new` for `target`: a reset when `old` is `None`, else a change that first proves `old`.
-/// A cloud-only account is handled here; a synced person's directory decides through the relay.
-pub(crate) async fn apply(
-    st: &AppState,
+/// Sets `new` for `target` on behalf of `by`: a reset when `old` is `None`, else a change that
+/// first proves `old`. A cloud-only account is handled here; a synced person's directory
+/// decides through the relay.
+pub async fn apply(
+    st: &Host,
+    by: Requester<'_>,
     target: &Target,
     msg_id: MsgId,
     new: &NewPassword,
     old: Option<&SecretString>,
     now: i64,
-) -> Result<WritebackResult, PortalError> {
-    let by = if old.is_none() { By::FORGOTTEN } else { By::SELF_SERVICE };
-    apply_by(st, by, target, msg_id, new, old, now).await
-}
-
-/// [`apply`], on behalf of `by` (the helpdesk, with its flags).
-pub(crate) async fn apply_by(
-    st: &AppState,
-    by: By<'_>,
-    target: &Target,
-    msg_id: MsgId,
-    new: &NewPassword,
-    old: Option<&SecretString>,
-    now: i64,
-) -> Result<WritebackResult, PortalError> {
+) -> anyhow::Result<WritebackResult> {
     match target.kind {
         UserKind::CloudOnly => set_cloud_password(st, by, target, new, old, now).await,
         UserKind::HashSynced | UserKind::Federated => write_back(st, by, target, msg_id, new, old, now).await,
@@ -250,13 +232,13 @@ fn dummy_hash() -> &'static str {
 
 /// A cloud-only account: the portal's own policy, then its own hash. No directory involved.
 async fn set_cloud_password(
-    st: &AppState,
-    by: By<'_>,
+    st: &Host,
+    by: Requester<'_>,
     target: &Target,
     new: &NewPassword,
     old: Option<&SecretString>,
     now: i64,
-) -> Result<WritebackResult, PortalError> {
+) -> anyhow::Result<WritebackResult> {
     if let Some(old) = old {
         let stored = store::cloud::password_hash(&st.db, &target.anchor).await?;
         if !verify(old, stored).await {
@@ -271,7 +253,7 @@ async fn set_cloud_password(
     // Set by the helpdesk with "must change": the owner chooses their own at the next sign-in.
     let must_change = old.is_none() && by.flags.must_change;
     if !store::cloud::set_password_hash(&st.db, &target.anchor, &hash, must_change, now).await? {
-        return Err(anyhow::anyhow!("cloud account {} vanished while its password was set", target.anchor).into());
+        anyhow::bail!("cloud account {} vanished while its password was set", target.anchor);
     }
     Ok(local(Outcome::Success, "cloud password set", None))
 }
@@ -279,14 +261,14 @@ async fn set_cloud_password(
 /// A synced person: write back and wait for the directory's answer; for a hash-synced person,
 /// only after the directory said yes, replace the portal's copy of the hash.
 async fn write_back(
-    st: &AppState,
-    by: By<'_>,
+    st: &Host,
+    by: Requester<'_>,
     target: &Target,
     msg_id: MsgId,
     new: &NewPassword,
     old: Option<&SecretString>,
     now: i64,
-) -> Result<WritebackResult, PortalError> {
+) -> anyhow::Result<WritebackResult> {
     let op = if old.is_some() { Op::Change } else { Op::Reset };
     let mut result = relay(st, by, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
     if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
@@ -315,12 +297,12 @@ async fn write_back(
 /// Checks a person's current password (sign-in): the portal's own hash for a cloud-only or
 /// hash-synced person, else the directory, by a bind the agent makes (sealed like a password).
 /// A hash-synced person without a portal hash yet is checked by the directory too.
-pub(crate) async fn check_current(
-    st: &AppState,
+pub async fn check_current(
+    st: &Host,
     target: &Target,
     password: &SecretString,
     now: i64,
-) -> Result<WritebackResult, PortalError> {
+) -> anyhow::Result<WritebackResult> {
     let stored = match target.kind {
         UserKind::CloudOnly => Some(store::cloud::password_hash(&st.db, &target.anchor).await?),
         UserKind::HashSynced => store::users::password_hash(&st.db, &target.directory, &target.anchor).await?.map(Some),
@@ -358,22 +340,22 @@ pub(crate) async fn check_current(
             local(Outcome::OldPasswordWrong, "password did not match the portal's hash", None)
         });
     }
-    relay(st, By::SELF_SERVICE, target, MsgId::random(), Op::Verify, (Some(password), None), now).await
+    relay(st, Requester::SELF_SERVICE, target, MsgId::random(), Op::Verify, (Some(password), None), now).await
 }
 
 /// Sends one sealed request about `target` through the relay and waits for the directory's
 /// answer (the agent that served it is named in the raw answer, for the audit).
-pub(crate) async fn relay(
-    st: &AppState,
-    by: By<'_>,
+pub async fn relay(
+    st: &Host,
+    by: Requester<'_>,
     target: &Target,
     msg_id: MsgId,
     op: Op,
     (password, old_password): (Option<&SecretString>, Option<&SecretString>),
     now: i64,
-) -> Result<WritebackResult, PortalError> {
+) -> anyhow::Result<WritebackResult> {
     let (Ok(directory), Ok(anchor)) = (DirectoryId::parse(&target.directory), Anchor::parse(&target.anchor)) else {
-        return Err(anyhow::anyhow!("stored person holds malformed ids").into());
+        anyhow::bail!("stored person holds malformed ids");
     };
     let request = WritebackRequest {
         msg_id,

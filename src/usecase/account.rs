@@ -1,0 +1,270 @@
+//! Acts on a person's account, each done once and whole: the form's one-use key is claimed (so a
+//! second submit, even racing the first, never writes twice), the directory (or the portal, for
+//! a cloud-only account) acts, the result is recorded and audited, and when it took, the
+//! person's sessions end and every address on record is told. The reset, unlock, change and
+//! expired-password pages and the helpdesk all act through [`once`]; a change to a person's
+//! ways of proving who they are goes through [`methods_changed`].
+
+use super::password::{self, Requester};
+use super::Host;
+use crate::config::GateMethod;
+use crate::domain::{EmailAddress, MsgId, NewPassword, Outcome, SupportCode, UserKind};
+use crate::envelope::Op;
+use crate::mail::Notice;
+use crate::relay::WritebackResult;
+use crate::store::{self, audit::AuditRecord};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The person an act is about, as synced from their directory (or the portal's own account).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// Empty for a cloud-only account (which belongs to no directory).
+    pub directory: String,
+    /// The directory's anchor, or the cloud-only account's id.
+    pub anchor: String,
+    pub username: String,
+    pub email: Option<String>,
+    /// Further addresses from the directory (AD `otherMailbox`).
+    #[serde(default)]
+    pub other_emails: Vec<String>,
+    /// A privileged account (DESIGN §2): no security questions, no self-service reset.
+    #[serde(default)]
+    pub protected: bool,
+    pub kind: UserKind,
+}
+
+impl Target {
+    pub fn person(&self) -> store::security::Person<'_> {
+        store::security::Person { directory: &self.directory, anchor: &self.anchor }
+    }
+}
+
+/// One step of one person's attempt, for its audit row and log line.
+pub struct Attempt<'a> {
+    pub st: &'a Host,
+    pub client: SocketAddr,
+    pub audit_name: &'a str,
+    pub target: Option<&'a Target>,
+    pub support: &'a SupportCode,
+}
+
+impl Attempt<'_> {
+    pub async fn audit(&self, operation: &str, outcome: &Outcome, raw: &str) -> anyhow::Result<()> {
+        self.audit_by(Requester::SELF_SERVICE.actor, operation, outcome, raw).await
+    }
+
+    /// [`Self::audit`], done by `actor` (a staff member) rather than the person.
+    pub async fn audit_by(&self, actor: &str, operation: &str, outcome: &Outcome, raw: &str) -> anyhow::Result<()> {
+        let rec = AuditRecord {
+            at: self.st.clock.now(),
+            actor: actor.into(),
+            operation: operation.into(),
+            directory: self.target.map(|t| t.directory.clone()),
+            anchor: self.target.map(|t| t.anchor.clone()),
+            target: Some(self.audit_name.to_string()),
+            outcome_code: outcome.code().0.into(),
+            raw: raw.into(),
+            support_code: self.support.0.clone(),
+            client: Some(self.client.ip().to_string()),
+        };
+        tracing::info!(
+            operation = %rec.operation,
+            actor = %rec.actor,
+            outcome = %rec.outcome_code,
+            support_code = %rec.support_code,
+            directory = rec.directory.as_deref().unwrap_or(""),
+            anchor = rec.anchor.as_deref().unwrap_or(""),
+            raw = %rec.raw,
+            "audit"
+        );
+        self.st.hub.metrics.attempt(operation, outcome);
+        store::audit::record(&self.st.db, &rec).await?;
+        Ok(())
+    }
+}
+
+/// What is asked of the account.
+pub enum Ask<'a> {
+    /// A new password: a reset without `current`, else a change the current password proves.
+    Password { new: &'a NewPassword, current: Option<&'a SecretString> },
+    /// A lockout lifted.
+    Unlock,
+    /// A new password required at the next sign-in (the helpdesk's).
+    RequireChange,
+}
+
+impl Ask<'_> {
+    /// What the one-use key is claimed for, and what the person is told when it took.
+    fn kind(&self) -> (&'static str, Notice) {
+        match self {
+            Ask::Password { current: None, .. } => ("reset", Notice::Reset),
+            Ask::Password { current: Some(_), .. } => ("change", Notice::Changed),
+            Ask::Unlock => ("unlock", Notice::Unlocked),
+            Ask::RequireChange => ("require_change", Notice::MustChange),
+        }
+    }
+}
+
+/// An act on `target`'s account, asked by `by` through `attempt`.
+pub struct Act<'a> {
+    pub target: &'a Target,
+    /// The form's one-use key, also the relay message id.
+    pub msg_id: &'a MsgId,
+    pub by: Requester<'a>,
+    pub ask: Ask<'a>,
+    /// The audit's operation (`reset.writeback`, `change.expired`, `helpdesk.unlock`…).
+    pub operation: &'a str,
+}
+
+/// Claims `act`'s key and does it; `None` when the key was claimed already (the form was sent
+/// before), and nothing was done.
+pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<WritebackResult>> {
+    let st = attempt.st;
+    let now = st.clock.now();
+    let (kind, notice) = act.ask.kind();
+    let claim = store::writebacks::Claim {
+        msg_id: act.msg_id.as_str(),
+        directory: &act.target.directory,
+        anchor: &act.target.anchor,
+        op: kind,
+        support_code: &attempt.support.0,
+        now,
+    };
+    if !store::writebacks::claim(&st.db, &claim).await? {
+        return Ok(None);
+    }
+    let result = perform(st, &act, now).await?;
+    store::writebacks::finish(&st.db, act.msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+    // A staff reset's row says what it asked for besides the password.
+    let raw = if matches!(act.ask, Ask::Password { .. }) && act.by.actor != Requester::SELF_SERVICE.actor {
+        format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)
+    } else {
+        result.raw.clone()
+    };
+    attempt.audit_by(act.by.actor, act.operation, &result.outcome, &raw).await?;
+    if result.outcome.password_set() {
+        acted_on(st, act.target, now, notice).await?;
+    }
+    Ok(Some(result))
+}
+
+/// The act itself: the directory's answer through the relay, or the portal's own for a cloud-only
+/// account.
+async fn perform(st: &Host, act: &Act<'_>, now: i64) -> anyhow::Result<WritebackResult> {
+    let (target, msg_id) = (act.target, act.msg_id.clone());
+    let local = |outcome, raw: &str| WritebackResult { outcome, raw: raw.into(), policy: None, agent_id: None };
+    match act.ask {
+        Ask::Password { new, current } => password::apply(st, act.by, target, msg_id, new, current, now).await,
+        // A privileged account's lockout stands between an attacker and a guessed password: it
+        // is lifted by the helpdesk, never by self-service.
+        Ask::Unlock if target.protected && !act.by.flags.allow_protected => {
+            Ok(local(Outcome::Protected, "privileged account: self-service unlock refused"))
+        }
+        // The portal never locks a cloud-only account: there is nothing to lift.
+        Ask::Unlock if target.kind == UserKind::CloudOnly => {
+            Ok(local(Outcome::Success, "cloud account: nothing to unlock (the portal does not lock cloud accounts)"))
+        }
+        Ask::RequireChange if target.kind == UserKind::CloudOnly => {
+            Ok(if store::cloud::require_change(&st.db, &target.anchor, now).await? {
+                local(Outcome::Success, "cloud account: must change at next sign-in")
+            } else {
+                local(Outcome::NotFound, "cloud account vanished")
+            })
+        }
+        Ask::Unlock => password::relay(st, act.by, target, msg_id, Op::Unlock, (None, None), now).await,
+        Ask::RequireChange => password::relay(st, act.by, target, msg_id, Op::RequireChange, (None, None), now).await,
+    }
+}
+
+/// A person's ways of proving who they are changed (`notice` says how): audited, every session
+/// of theirs ends, and every address on record is told, with those `before` the change (so a
+/// removed address hears of its removal). Returns the new session epoch, under which the session
+/// that made the change (the person's own) may carry on.
+pub async fn methods_changed(
+    attempt: &Attempt<'_>,
+    actor: &str,
+    target: &Target,
+    notice: Notice,
+    raw: &str,
+    before: Vec<EmailAddress>,
+) -> anyhow::Result<i64> {
+    let st = attempt.st;
+    let operation = match notice {
+        Notice::MethodAdded(m) => format!("security.{}.add", m.as_str()),
+        Notice::MethodRemovedByOwner(m) => format!("security.{}.remove", m.as_str()),
+        Notice::MethodRemoved => "helpdesk.revoke".into(),
+        _ => anyhow::bail!("not a security-info notice"),
+    };
+    attempt.audit_by(actor, &operation, &Outcome::Success, raw).await?;
+    let mut to = before;
+    for a in addresses_on_record(st, target).await? {
+        if !to.iter().any(|o| o.as_str().eq_ignore_ascii_case(a.as_str())) {
+            to.push(a);
+        }
+    }
+    let epoch = end_sessions(st, target).await?;
+    notify_all(st, to, st.clock.now(), notice);
+    Ok(epoch)
+}
+
+/// Removes one of `target`'s ways of proving who they are; what the audit calls it.
+pub async fn remove_method(st: &Host, target: &Target, method: GateMethod) -> anyhow::Result<&'static str> {
+    let p = target.person();
+    Ok(match method {
+        GateMethod::Email => store::security::remove_alternate_email(&st.db, p).await.map(|_| "alternate e-mail")?,
+        GateMethod::Authenticator => store::security::remove_totp(&st.db, p).await.map(|_| "authenticator")?,
+        GateMethod::Questions => store::security::remove_answers(&st.db, p).await.map(|_| "security questions")?,
+    })
+}
+
+/// After something was done to `target`'s account (a reset, a change, an unlock, a forced change):
+/// every session of theirs ends, and they are told at every address on record (in the
+/// background: a mail failure never undoes the password, and is logged for the administrator).
+pub async fn acted_on(st: &Host, target: &Target, now: i64, notice: Notice) -> anyhow::Result<()> {
+    end_sessions(st, target).await?;
+    notify_all(st, addresses_on_record(st, target).await?, now, notice);
+    Ok(())
+}
+
+/// Ends every signed-in session of `target` (on every instance): returns the new epoch, under
+/// which a session that should go on (the one that made a change) carries on.
+pub async fn end_sessions(st: &Host, target: &Target) -> anyhow::Result<i64> {
+    Ok(store::security::bump_session_epoch(&st.db, target.person()).await?)
+}
+
+/// Every address `target` can be reached at: the main one, the directory's others and the
+/// alternate one registered here, each once.
+pub async fn addresses_on_record(st: &Host, target: &Target) -> anyhow::Result<Vec<EmailAddress>> {
+    let alternate = store::security::alternate_email(&st.db, target.person()).await?;
+    let mut out: Vec<EmailAddress> = Vec::new();
+    for a in target.email.iter().chain(&target.other_emails).chain(alternate.iter()) {
+        if let Ok(a) = EmailAddress::parse(a) {
+            if !out.iter().any(|o| o.as_str().eq_ignore_ascii_case(a.as_str())) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// E-mails a notice to each of `addresses`, in the background.
+pub fn notify_all(st: &Host, addresses: Vec<EmailAddress>, now: i64, notice: Notice) {
+    let when = crate::mail::utc_minutes(now);
+    let tr = crate::i18n::Tr::current();
+    let helpdesk = st.helpdesk(tr);
+    for to in addresses {
+        let (mailer, when, helpdesk) = (st.mailer.clone(), when.clone(), helpdesk.clone());
+        tokio::spawn(async move {
+            let sent = match crate::mail::notice_message(tr, notice, &when, &helpdesk) {
+                Ok(msg) => mailer.send(&to, msg).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                // The change stands; the administrator learns of the mail failure here.
+                tracing::error!(error = %format!("{e:#}"), "sending a notice to the person failed");
+            }
+        });
+    }
+}
