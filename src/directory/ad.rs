@@ -6,7 +6,8 @@
 //! chased, and passwords are sent as AD wants them: UTF-16LE, in double quotes.
 
 use super::answer;
-use super::pool::{Conn, Failure, Pool, Retry};
+use super::answer::Failure;
+use super::pool::{Conn, Pool, Retry};
 use super::Answer;
 use crate::config::{DirectoryConfig, HistoryOnReset};
 use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts, SyncMark, SyncedUser};

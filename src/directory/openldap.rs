@@ -2,8 +2,9 @@
 //! Password Modify extended operation (RFC 3062) so that the directory's own policy decides,
 //! read `pwdPolicy` entries, and list the people in scope for the portal.
 
+use super::answer::Failure;
 use super::answer::{self, PPOLICY_OID};
-use super::pool::{Conn, Failure, Pool, Retry};
+use super::pool::{Conn, Pool, Retry};
 use super::Answer;
 use crate::config::DirectoryConfig;
 use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts};

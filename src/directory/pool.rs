@@ -6,6 +6,7 @@
 //! There is no way to get a plain connection out of this module: only `ldaps://` or `ldap://` with
 //! StartTLS are accepted, always with a verifying TLS configuration.
 
+use super::answer::Failure;
 use anyhow::bail;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,26 +17,6 @@ use tokio::sync::Semaphore;
 
 /// LDAP's "invalid credentials" (AD adds why: 52e wrong password, 773 must change, 775 locked…).
 const INVALID_CREDENTIALS: u32 = 49;
-
-/// Why an operation produced no directory answer of its own.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Failure {
-    /// Could not connect, TLS failed, the connection broke, or the directory did not answer in time.
-    #[error("directory unreachable: {0}")]
-    Unreachable(String),
-    /// A write was sent, but no answer came: it may or may not have been applied.
-    #[error("sent to the directory but not answered: {0}")]
-    Unconfirmed(String),
-    /// The service account's own bind was refused.
-    #[error("service account bind refused: {}: rc={rc} text={text:?}", super::answer::service_bind_reason(*rc, text))]
-    BindRefused { rc: u32, text: String },
-    /// An operation (a search) answered with an error result.
-    #[error("directory answered rc={rc} text={text:?}")]
-    Result { rc: u32, text: String },
-    /// passback could not even form the request (for example an invalid configured filter).
-    #[error("{0}")]
-    Internal(String),
-}
 
 /// Whether an operation may be sent a second time after its connection broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

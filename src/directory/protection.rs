@@ -3,7 +3,8 @@
 //! unlock or forced change, so neither a portal's stale copy nor a compromised portal decides.
 //! A rule that cannot be checked (a group that does not exist, an unreadable entry) refuses.
 
-use super::pool::{Conn, Failure, Pool, Retry};
+use super::answer::Failure;
+use super::pool::{Conn, Pool, Retry};
 use crate::config::DirectoryConfig;
 use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
 

@@ -75,7 +75,6 @@ impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         use crate::domain::Outcome;
         let support = SupportCode::new();
-        let tr = crate::i18n::Tr::current();
         // (operation, outcome, raw, status, title key, message key)
         let (operation, outcome, raw, status, title, message) = match self {
             PortalError::Refused(resp) => return *resp,
@@ -97,11 +96,24 @@ impl IntoResponse for PortalError {
                 ("error.internal", Outcome::Internal, raw, status, "error.internal_title", "error.internal")
             }
         };
-        let page =
-            ErrorPage { tr, title: tr.t(title).into(), message: tr.t(message).into(), support_code: support.0.clone() };
         let audit = ErrorAudit { support_code: support.clone(), operation, outcome, raw, actor: None, target: None };
-        let mut resp = support.tag((status, page));
-        resp.extensions_mut().insert(audit);
-        resp
+        audit.attach(error_page(&support, status, (title, message)))
     }
+}
+
+/// The error page, with `support`'s code on it and in its header: a title and a sentence, as
+/// keys into the message catalogues. Every refusal and failure page is made here.
+pub fn error_page(support: &SupportCode, status: StatusCode, (title, message): (&str, &str)) -> Response {
+    let tr = crate::i18n::Tr::current();
+    let page =
+        ErrorPage { tr, title: tr.t(title).into(), message: tr.t(message).into(), support_code: support.0.clone() };
+    support.tag((status, page))
+}
+
+/// Too many attempts from this address: try again in a minute.
+pub fn too_many() -> Response {
+    let mut resp =
+        error_page(&SupportCode::new(), StatusCode::TOO_MANY_REQUESTS, ("guard.too_many_title", "guard.too_many"));
+    resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("60"));
+    resp
 }

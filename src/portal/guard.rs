@@ -8,7 +8,6 @@
 
 use super::PortalError;
 use crate::config::AntiAutomationConfig;
-use crate::portal::Tag;
 use crate::store::{Db, MacKey};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -300,21 +299,6 @@ pub(crate) async fn check_failures(st: &super::AppState) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn too_many() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let tr = crate::i18n::Tr::current();
-    let support = super::SupportCode::new();
-    let page = super::pages::ErrorPage {
-        tr,
-        title: tr.t("guard.too_many_title").into(),
-        message: tr.t("guard.too_many").into(),
-        support_code: support.0.clone(),
-    };
-    let mut resp = support.tag((axum::http::StatusCode::TOO_MANY_REQUESTS, page));
-    resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
-    resp.into_response()
 }
 
 #[cfg(test)]

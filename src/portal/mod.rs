@@ -125,7 +125,7 @@ impl AppState {
     ) -> Result<Result<guard::Proof, axum::response::Response>, PortalError> {
         match self.guard.admit(&self.db, client.ip(), pow_token, pow, self.clock.now()).await? {
             guard::Verdict::Admit(proof) => Ok(Ok(proof)),
-            guard::Verdict::TooMany => Ok(Err(guard::too_many())),
+            guard::Verdict::TooMany => Ok(Err(error::too_many())),
         }
     }
 
@@ -271,7 +271,7 @@ async fn relay_check(
         return refused;
     }
     if !st.guard.address_allowed(client.ip()) {
-        return guard::too_many();
+        return error::too_many();
     }
     let Ok(directory) = crate::domain::DirectoryId::parse(&q.directory) else {
         return axum::http::StatusCode::BAD_REQUEST.into_response();

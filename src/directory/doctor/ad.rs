@@ -24,7 +24,8 @@
 use super::{probe_people, Checks, ProbePerson};
 use crate::config::{DirectoryConfig, HistoryOnReset};
 use crate::directory::ad::{parse_sid, Ad, POLICY_HINTS_DEPRECATED_OID, POLICY_HINTS_OID};
-use crate::directory::pool::{Conn, Failure, Retry};
+use crate::directory::answer::Failure;
+use crate::directory::pool::{Conn, Retry};
 use crate::domain::SyncedUser;
 use ldap3::{LdapError, Mod, Scope, SearchEntry};
 use std::collections::HashSet;

@@ -346,7 +346,7 @@ async fn scope(dir: &Directory, out: &mut Checks) -> Option<Vec<SyncedUser>> {
             .await;
         match found {
             Ok(_) => {}
-            Err(super::pool::Failure::Result { rc: 32, .. }) => {
+            Err(super::answer::Failure::Result { rc: 32, .. }) => {
                 all_there = false;
                 out.fail(
                     name,

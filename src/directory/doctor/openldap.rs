@@ -15,9 +15,10 @@
 
 use super::{probe_people, Checks, ProbePerson};
 use crate::config::DirectoryConfig;
+use crate::directory::answer::Failure;
 use crate::directory::answer::PPOLICY_OID;
 use crate::directory::openldap::{OpenLdap, RELAX_OID};
-use crate::directory::pool::{Conn, Failure, Retry};
+use crate::directory::pool::{Conn, Retry};
 use crate::domain::SyncedUser;
 use ldap3::controls::RawControl;
 use ldap3::{LdapError, Mod, Scope, SearchEntry};

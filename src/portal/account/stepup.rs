@@ -161,7 +161,7 @@ pub async fn verify(
     Posted { form: f, session, .. }: Posted<gates::GateForm>,
 ) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
-        return Ok(crate::portal::guard::too_many());
+        return Ok(crate::portal::error::too_many());
     }
     let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
     let Some(current) = step.current.clone() else { return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response()) };
@@ -179,7 +179,7 @@ pub async fn verify(
             STEP_UP.take(&session).await?;
             return Ok(support.tag(blocked(&st, &support)));
         }
-        gates::Answered::TooManyFromHere => return Ok(crate::portal::guard::too_many()),
+        gates::Answered::TooManyFromHere => return Ok(crate::portal::error::too_many()),
         gates::Answered::Right(raw) => raw,
         gates::Answered::Wrong { raw, blocked_now } => {
             attempt.audit(&operation, &Outcome::VerificationFailed, raw).await?;

@@ -30,7 +30,7 @@ pub async fn verify_form(
 ) -> PageResult {
     // It may open a gate (a code mailed, an audit row): limited per address like every step.
     if !st.guard.address_allowed(client.ip()) {
-        return Ok(crate::portal::guard::too_many());
+        return Ok(crate::portal::error::too_many());
     }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
@@ -114,7 +114,7 @@ pub async fn choose(
     Posted { form: f, session, .. }: Posted<ChoiceForm>,
 ) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
-        return Ok(crate::portal::guard::too_many());
+        return Ok(crate::portal::error::too_many());
     }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
@@ -142,7 +142,7 @@ pub async fn verify(
     Posted { form: f, session, .. }: Posted<gates::GateForm>,
 ) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
-        return Ok(crate::portal::guard::too_many());
+        return Ok(crate::portal::error::too_many());
     }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
@@ -161,7 +161,7 @@ pub async fn verify(
     let operation = format!("reset.verify.{}", method.as_str());
     let raw = match gates::answer(&st, &flow.subject, client.ip(), flow.target.as_ref(), &current, &response).await? {
         gates::Answered::Blocked => return blocked_page(&st, &session, &flow, client, &too_many).await,
-        gates::Answered::TooManyFromHere => return Ok(crate::portal::guard::too_many()),
+        gates::Answered::TooManyFromHere => return Ok(crate::portal::error::too_many()),
         gates::Answered::Right(raw) => raw,
         gates::Answered::Wrong { raw, blocked_now } => {
             flow.attempt(&st, client, &support).audit(&operation, &Outcome::VerificationFailed, raw).await?;

@@ -2,11 +2,11 @@
 //! authenticator are shown once), and resetting one's sign-in (which ends its sessions and tells
 //! every administrator by e-mail). `passback staff add` makes accounts the same way.
 
+use super::pages::{StaffCreatedPage, StaffListPage, StaffView};
 use super::{Administrators, StaffAs};
 use crate::i18n::Tr;
 use crate::portal::extract::{Only, Posted};
 use crate::portal::gates::totp;
-use crate::portal::pages::{StaffCreatedPage, StaffListPage, StaffView};
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, staff::Role, users::Scope};
 use crate::usecase::{self, staff::Credentials, staff::StaffSpec};

@@ -1,10 +1,10 @@
 //! The audit log for administrators and auditors: filtered by time, actor, person, operation,
 //! outcome or support code (the one on any error page), and exported as CSV.
 
+use super::pages::{AuditPage, AuditRow};
 use super::{ReadsAudit, StaffAs};
 use crate::i18n::Tr;
 use crate::portal::extract::Only;
-use crate::portal::pages::{AuditPage, AuditRow};
 use crate::portal::{AppState, PortalError};
 use crate::store::{self, audit::AuditFilter};
 use axum::extract::{Query, State};

@@ -3,10 +3,11 @@
 //! age and next rollover. The same facts as JSON for monitoring (a staff session, or the
 //! metrics bearer token).
 
+use super::pages::HealthPage;
 use super::{require, Administrators, StaffAs};
 use crate::i18n::Tr;
 use crate::portal::extract::{Only, Posted};
-use crate::portal::pages::{utc, HealthPage};
+use crate::portal::pages::utc;
 use crate::portal::{paths, AppState, PortalError, SupportCode};
 use crate::relay::hub::AgentHealth;
 use crate::store::{self, staff::Role};

@@ -4,6 +4,7 @@
 //! refused for people outside the scope (who are not even found), for protected accounts
 //! (unless the role allows them) and for the staff member's own account.
 
+use super::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, PersonRow};
 use super::{ActsOnPeople, Staff, StaffAs};
 use crate::config::GateMethod;
 use crate::crypto::temporary_password;
@@ -12,9 +13,7 @@ use crate::envelope::Flags;
 use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::{Only, Posted};
-use crate::portal::pages::{
-    HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, OutcomeView, PersonRow, PolicyView,
-};
+use crate::portal::pages::{OutcomeView, PolicyView};
 use crate::portal::people::{self, Attempt, Target};
 use crate::portal::session::{self, Key};
 use crate::portal::Tag;

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod health;
 mod helpdesk;
+mod pages;
 mod signin;
 
 pub use admin::{add_staff, reset_staff, staff_list, update_staff};
@@ -18,7 +19,6 @@ pub use signin::{enrol, enrol_form, signin, signin_form, signin_subject_with, si
 
 use super::{paths, AppState, PortalError};
 use crate::portal::session::Key;
-use crate::portal::Tag;
 use crate::store::staff::{Role, StaffRow};
 use crate::store::users::Scope;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -181,14 +181,8 @@ pub(crate) fn refusal(
     target: Option<String>,
     raw: &str,
 ) -> Response {
-    let tr = crate::i18n::Tr::current();
     let support = super::SupportCode::new();
-    let page = super::pages::ErrorPage {
-        tr,
-        title: tr.t(title).into(),
-        message: tr.t(message).into(),
-        support_code: support.0.clone(),
-    };
+    let page = super::error::error_page(&support, status, (title, message));
     let audit = super::error::ErrorAudit {
         support_code: support.clone(),
         operation,
@@ -197,7 +191,7 @@ pub(crate) fn refusal(
         actor: Some(staff.actor()),
         target,
     };
-    audit.attach(support.tag((status, page)))
+    audit.attach(page)
 }
 
 fn forbidden(staff: &Staff) -> Response {

@@ -1,12 +1,13 @@
 //! Staff sign-in: user name, password and an authenticator code, all three checked every time
 //! and answered alike whichever was wrong. Wrong attempts per account are limited race-free.
 
+use super::pages::{StaffEnrolPage, StaffSignInPage};
 use super::{begin, current, Staff, STAFF};
 use crate::domain::Outcome;
 use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::gates::totp;
-use crate::portal::pages::{OutcomeView, StaffEnrolPage, StaffSignInPage};
+use crate::portal::pages::OutcomeView;
 use crate::portal::session::{self, Key};
 use crate::portal::Tag;
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
@@ -67,7 +68,7 @@ async fn signin_inner(
     f: StaffSignInForm,
 ) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
-        return Ok(crate::portal::guard::too_many());
+        return Ok(crate::portal::error::too_many());
     }
     let tr = Tr::current();
     let typed = f.username.trim().to_lowercase();
