@@ -7,10 +7,10 @@
 use super::pages::{ChangePage, OutcomeView, PolicyView};
 use super::people::{self, Attempt};
 use super::{csrf, AppState, ClientAddr, PortalError, SupportCode};
-use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
+use crate::domain::{LoginName, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
-use crate::portal::session::{self, Key};
+use crate::portal::session::FormKey;
 use crate::portal::Tag;
 use crate::store;
 use crate::usecase::account::{self, Act, Ask};
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 /// The session key of the change form's one-use key (also the relay message id).
-const FORM_KEY: Key<String> = Key::new(session::CHANGE_FORM_KEY);
+const FORM: FormKey = FormKey("change");
 const ALREADY_SENT: &str = "password.already_sent";
 
 /// The change form. It states the policy of the only directory, if there is one: never the
@@ -36,16 +36,7 @@ async fn page(
     error: Option<String>,
     outcome: Option<OutcomeView>,
 ) -> Result<Response, PortalError> {
-    let form_key = match FORM_KEY.get(session).await? {
-        Some(k) => k,
-        // No session yet: a page view writes none. The key is signed instead of remembered.
-        None if session.is_empty().await => signed_form_key(st, &MsgId::random().to_string()),
-        None => {
-            let k = MsgId::random().to_string();
-            FORM_KEY.set(session, &k).await?;
-            k
-        }
-    };
+    let form_key = FORM.current_or_signed(session, &st.code_key).await?;
     let policy = PolicyView::of(st, target).await;
     let page = ChangePage {
         tr: Tr::current(),
@@ -58,13 +49,6 @@ async fn page(
         policy,
     };
     Ok(page.into_response())
-}
-
-/// A one-use form key for a page shown without a session: `<random>.<keyed hash>`, so only keys
-/// this portal made are taken; the writeback claim then makes each single-use.
-fn signed_form_key(st: &AppState, random: &str) -> String {
-    let mac = st.code_key.hash(&[b"change-form-key", random.as_bytes()]);
-    format!("{random}.{}", &mac[..16])
 }
 
 pub async fn change_form(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
@@ -105,14 +89,9 @@ async fn change_inner(
         return Ok(refused);
     }
     let typed = f.login.trim().to_string();
-    let expected = FORM_KEY.get(&session).await?;
-    let ours = match &expected {
-        Some(k) => k == &f.form_key,
-        None => f.form_key.split_once('.').is_some_and(|(k, _)| signed_form_key(&st, k) == f.form_key),
-    };
-    if !ours {
+    let Some(msg_id) = FORM.take_or_signed(&session, &f.form_key, &st.code_key).await? else {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
-    }
+    };
     let login = match LoginName::parse(&f.login) {
         Ok(l) => l,
         Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
@@ -124,9 +103,8 @@ async fn change_inner(
         Ok(p) => p,
         Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };
-    let Ok(msg_id) = MsgId::parse(&f.form_key) else { return page(&st, None, &session, &typed, None, None).await };
-    // The key is spent now; the writeback claim below makes it single-use even for racing submits.
-    FORM_KEY.take(&session).await?;
+    // The key was spent above; the writeback claim below makes it single-use even for racing
+    // submits.
 
     let support = SupportCode::new();
     let now = st.clock.now();

@@ -2,12 +2,12 @@
 //! Wrong passwords count against the same per-account limits as the change form, and every
 //! answer takes at least the same time, so neither page can be used to guess or to learn names.
 
-use crate::domain::{LoginName, MsgId, NewPassword, Outcome};
+use crate::domain::{LoginName, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::{ExpiredPage, OutcomeView, PolicyView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
-use crate::portal::session::{self, Key};
+use crate::portal::session::{self, FormKey, Key};
 use crate::portal::Tag;
 use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
@@ -28,10 +28,11 @@ struct MustChange {
     audit_name: String,
     /// `must_change` or `expired`: what the page says.
     reason: Outcome,
-    form_key: String,
 }
 
 const MUST_CHANGE: Key<MustChange> = Key::new(session::MUST_CHANGE);
+/// The one-use key of the expired-password form.
+const EXPIRED_FORM: FormKey = FormKey("expired");
 
 async fn page(
     st: &AppState,
@@ -159,9 +160,9 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         }
         (reason @ (Outcome::MustChange | Outcome::PasswordExpired), Some(target)) => {
             session.cycle_id().await?;
-            let must =
-                MustChange { target, audit_name: found.audit_name, reason, form_key: MsgId::random().to_string() };
+            let must = MustChange { target, audit_name: found.audit_name, reason };
             MUST_CHANGE.set(session, &must).await?;
+            EXPIRED_FORM.forget(session).await?;
             Ok(support.tag(Redirect::to(paths::SIGNIN_EXPIRED)))
         }
         (o, _) => {
@@ -193,7 +194,7 @@ async fn expired_page(
     let page = ExpiredPage {
         tr,
         csrf: csrf::token(session).await?,
-        form_key: must.form_key.clone(),
+        form_key: EXPIRED_FORM.current(session).await?,
         username: must.target.username.clone(),
         reason: must.reason.message(tr),
         policy: PolicyView::of(st, Some(&must.target)).await,
@@ -228,13 +229,13 @@ pub async fn expired(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Posted { form: f, session, .. }: Posted<ExpiredForm>,
 ) -> PageResult {
-    let Some(mut must) = MUST_CHANGE.get(&session).await? else {
+    let Some(must) = MUST_CHANGE.get(&session).await? else {
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };
     let tr = Tr::current();
-    if f.form_key != must.form_key {
+    let Some(msg_id) = EXPIRED_FORM.take(&session, &f.form_key).await? else {
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
-    }
+    };
     if f.current.expose_secret().is_empty() {
         return expired_page(&st, &session, &must, Some(tr.t("change.current_missing").into()), None).await;
     }
@@ -242,10 +243,6 @@ pub async fn expired(
         Ok(p) => p,
         Err(e) => return expired_page(&st, &session, &must, Some(e.text(tr)), None).await,
     };
-    let Ok(msg_id) = MsgId::parse(&must.form_key) else { return Err(anyhow::anyhow!("malformed form key").into()) };
-    // The key is spent; a new one for the form shown next.
-    must.form_key = MsgId::random().to_string();
-    MUST_CHANGE.set(&session, &must).await?;
     let support = SupportCode::new();
     let _now = st.clock.now();
     let target = must.target.clone();

@@ -111,8 +111,8 @@ pub async fn identify(
         passed: Vec::new(),
         current: None,
         verified_at: None,
-        form_key: None,
     };
+    super::FINAL_FORM.forget(&session).await?;
     let attempt = flow.attempt(&st, client, &support);
     if !people::directory_alive(&st, flow.target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;

@@ -22,7 +22,7 @@ use super::people::{Attempt, Target};
 use super::{paths, AppState, PortalError, SupportCode};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
-use crate::portal::session::Key;
+use crate::portal::session::{FormKey, Key};
 use crate::portal::Tag;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
@@ -58,9 +58,10 @@ struct Flow {
     /// The gate now shown.
     current: Option<Current>,
     verified_at: Option<i64>,
-    /// The one-use key of the final form now shown; also the relay message id.
-    form_key: Option<String>,
 }
+
+/// The one-use key of the flow's final form (the new password, or the unlock).
+const FINAL_FORM: FormKey = FormKey("reset");
 
 impl Flow {
     fn attempt<'a>(&'a self, st: &'a AppState, client: std::net::SocketAddr, support: &'a SupportCode) -> Attempt<'a> {
@@ -85,18 +86,6 @@ impl Flow {
 pub(crate) async fn forget(session: &Session) -> Result<(), PortalError> {
     FLOW.take(session).await?;
     Ok(())
-}
-
-/// The one-use key of the final form now shown, made (and kept in the session) when the form is
-/// first shown.
-async fn form_key(session: &Session, flow: &mut Flow) -> Result<String, PortalError> {
-    if let Some(k) = &flow.form_key {
-        return Ok(k.clone());
-    }
-    let k = crate::domain::MsgId::random().to_string();
-    flow.form_key = Some(k.clone());
-    FLOW.set(session, &*flow).await?;
-    Ok(k)
 }
 
 async fn load_flow(session: &Session) -> Result<Option<Flow>, PortalError> {

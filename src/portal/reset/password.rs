@@ -3,7 +3,7 @@
 //! so a second submit of the same form can never write twice.
 
 use super::{outcome_page, Attempt, Flow, Intent, Target, FLOW};
-use crate::domain::{MsgId, NewPassword, Outcome, UserKind};
+use crate::domain::{NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
@@ -29,12 +29,11 @@ async fn verified_flow(st: &AppState, session: &Session) -> Result<Result<(Flow,
 async fn password_page(
     st: &AppState,
     session: &Session,
-    flow: &mut Flow,
     target: &Target,
     error: Option<String>,
     outcome: Option<OutcomeView>,
 ) -> PageResult {
-    let form_key = super::form_key(session, flow).await?;
+    let form_key = super::FINAL_FORM.current(session).await?;
     let page = PasswordPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
@@ -52,14 +51,14 @@ pub async fn password_form(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
 ) -> PageResult {
-    let (mut flow, target) = match verified_flow(&st, &session).await? {
+    let (flow, target) = match verified_flow(&st, &session).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
     if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
         return Ok(page);
     }
-    password_page(&st, &session, &mut flow, &target, None, None).await
+    password_page(&st, &session, &target, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -74,26 +73,20 @@ pub async fn set_password(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Posted { form: f, session, .. }: Posted<PasswordForm>,
 ) -> PageResult {
-    let (mut flow, target) = match verified_flow(&st, &session).await? {
+    let (flow, target) = match verified_flow(&st, &session).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
     // A form already submitted (double click, back button): never a second write.
-    if flow.form_key.as_deref() != Some(f.form_key.as_str()) {
-        return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
-            .await;
-    }
+    let Some(msg_id) = super::FINAL_FORM.take(&session, &f.form_key).await? else {
+        return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
+    };
     let password = match NewPassword::parse(f.password, &f.confirm) {
         Ok(p) => p,
-        Err(e) => return password_page(&st, &session, &mut flow, &target, Some(e.text(Tr::current())), None).await,
+        Err(e) => return password_page(&st, &session, &target, Some(e.text(Tr::current())), None).await,
     };
-    let Ok(msg_id) = MsgId::parse(&f.form_key) else {
-        return Err(anyhow::anyhow!("stored flow holds a malformed form key").into());
-    };
-    // The form key leaves the session here; the database claim below is what makes it single-use,
-    // even for two submits racing each other.
-    flow.form_key = None;
-    FLOW.set(&session, &flow).await?;
+    // The form key left the session above; the database claim below is what makes it
+    // single-use, even for two submits racing each other.
     let support = SupportCode::new();
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
     // Whether the lock this reset also lifts was there (the words of the answer say so).
@@ -102,8 +95,7 @@ pub async fn set_password(
     let ask = Ask::Password { new: &password, current: None };
     let act = Act { target: &target, msg_id: &msg_id, by: Requester::FORGOTTEN, ask, operation };
     let Some(result) = account::once(&attempt, act).await? else {
-        return password_page(&st, &session, &mut flow, &target, Some(Tr::current().t(ALREADY_SENT).into()), None)
-            .await;
+        return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     drop(password);
     if result.outcome.password_set() {
@@ -126,5 +118,5 @@ pub async fn set_password(
         return Ok(support.tag(done));
     }
     let view = OutcomeView::new(&result.outcome, &support);
-    Ok(support.tag(password_page(&st, &session, &mut flow, &target, None, Some(view)).await?))
+    Ok(support.tag(password_page(&st, &session, &target, None, Some(view)).await?))
 }

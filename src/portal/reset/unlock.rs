@@ -2,8 +2,8 @@
 //! reset, the lockout is lifted in the directory (no password travels) and the page says so.
 //! The form's one-use key is the relay message id, so a double submit cannot act twice.
 
-use super::{outcome_page, Flow, Intent, FLOW};
-use crate::domain::{MsgId, Outcome};
+use super::{outcome_page, Intent, FLOW};
+use crate::domain::Outcome;
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, UnlockPage};
@@ -18,8 +18,8 @@ use tower_sessions::Session;
 
 type PageResult = Result<Response, PortalError>;
 
-async fn page(session: &Session, flow: &mut Flow, outcome: Option<OutcomeView>) -> PageResult {
-    let form_key = super::form_key(session, flow).await?;
+async fn page(session: &Session, outcome: Option<OutcomeView>) -> PageResult {
+    let form_key = super::FINAL_FORM.current(session).await?;
     Ok(UnlockPage { tr: Tr::current(), csrf: csrf::token(session).await?, form_key, outcome, error: None }
         .into_response())
 }
@@ -29,14 +29,14 @@ pub async fn unlock_form(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     session: Session,
 ) -> PageResult {
-    let (mut flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
+    let (flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
     if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
         return Ok(page);
     }
-    page(&session, &mut flow, None).await
+    page(&session, None).await
 }
 
 #[derive(Deserialize)]
@@ -49,28 +49,23 @@ pub async fn unlock(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Posted { form: f, session, .. }: Posted<UnlockForm>,
 ) -> PageResult {
-    let (mut flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
+    let (flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),
     };
-    let (Some(key), Ok(msg_id)) = (flow.form_key.take(), MsgId::parse(&f.form_key)) else {
-        return page(&session, &mut flow, None).await;
+    let Some(msg_id) = super::FINAL_FORM.take(&session, &f.form_key).await? else {
+        return page(&session, None).await;
     };
-    if key != f.form_key {
-        flow.form_key = Some(key);
-        return page(&session, &mut flow, None).await;
-    }
-    FLOW.set(&session, &flow).await?;
     let support = SupportCode::new();
     let attempt = flow.attempt(&st, client, &support);
     let (by, ask) = (Requester::SELF_SERVICE, Ask::Unlock);
     let act = Act { target: &target, msg_id: &msg_id, by, ask, operation: "unlock.writeback" };
     let Some(result) = account::once(&attempt, act).await? else {
-        return page(&session, &mut flow, None).await;
+        return page(&session, None).await;
     };
     if !result.outcome.is_success() {
         let view = OutcomeView::new(&result.outcome, &support);
-        return Ok(support.tag(page(&session, &mut flow, Some(view)).await?));
+        return Ok(support.tag(page(&session, Some(view)).await?));
     }
     FLOW.take(&session).await?;
     if gates::count_reset(&st, &flow.subject).await? {

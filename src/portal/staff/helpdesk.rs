@@ -8,14 +8,14 @@ use super::pages::{HelpdeskDonePage, HelpdeskPersonPage, HelpdeskSearchPage, Per
 use super::{ActsOnPeople, Staff, StaffAs};
 use crate::config::GateMethod;
 use crate::crypto::temporary_password;
-use crate::domain::{AccountState, MsgId, NewPassword, Outcome};
+use crate::domain::{AccountState, NewPassword, Outcome};
 use crate::envelope::Flags;
 use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::{Only, Posted};
 use crate::portal::pages::{OutcomeView, PolicyView};
 use crate::portal::people::{self, Attempt, Target};
-use crate::portal::session::{self, Key};
+use crate::portal::session::FormKey;
 use crate::portal::Tag;
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord, users::UserRow};
@@ -30,29 +30,9 @@ use tower_sessions::Session;
 type PageResult = Result<Response, PortalError>;
 
 const PAGE_SIZE: i64 = 20;
-/// The session key of the one-use key of the person page's forms.
-const FORM_KEYS: Key<Vec<(String, String)>> = Key::new(session::HELPDESK_FORM_KEYS);
-/// People whose pages may be open at once in one session (tabs), each with its own form key.
-const OPEN_PAGES: usize = 8;
-
-/// Remembers the one-use key of the forms on this person's page (the newest page per person
-/// counts; the oldest person is forgotten beyond [`OPEN_PAGES`]).
-async fn remember_form_key(session: &Session, person: &str, key: &str) -> Result<(), PortalError> {
-    let mut keys: Vec<(String, String)> = FORM_KEYS.get(session).await?.unwrap_or_default();
-    keys.retain(|(p, _)| p != person);
-    keys.push((person.to_string(), key.to_string()));
-    let excess = keys.len().saturating_sub(OPEN_PAGES);
-    keys.drain(..excess);
-    FORM_KEYS.set(session, &keys).await?;
-    Ok(())
-}
-
-/// Takes this person's form key out of the session: whatever happens next, it works once.
-async fn take_form_key(session: &Session, person: &str) -> Result<Option<String>, PortalError> {
-    let mut keys: Vec<(String, String)> = FORM_KEYS.get(session).await?.unwrap_or_default();
-    let found = keys.iter().position(|(p, _)| p == person).map(|i| keys.remove(i).1);
-    FORM_KEYS.set(session, &keys).await?;
-    Ok(found)
+/// The one-use key of the forms on a person's page (the newest page shown per person counts).
+fn person_form(row: &UserRow) -> String {
+    format!("helpdesk:{}|{}", row.directory, row.anchor)
 }
 
 #[derive(Deserialize)]
@@ -173,8 +153,7 @@ async fn person_page(
 ) -> PageResult {
     let target = people::target_of(st, row).await?;
     let p = target.person();
-    let form_key = MsgId::random().to_string();
-    remember_form_key(session, &format!("{}|{}", row.directory, row.anchor), &form_key).await?;
+    let form_key = FormKey(&person_form(row)).renew(session).await?;
     let totp = store::security::totp(&st.db, p).await?.is_some_and(|t| t.confirmed);
     let questions = store::security::answers(&st.db, p).await?.len();
     let alternate = store::security::alternate_email(&st.db, p).await?;
@@ -335,10 +314,8 @@ async fn decide(
         return Ok(Ok(Done { operation, outcome: Outcome::Protected, temporary: None }));
     }
     // The form is used once: a double submit (or the back button) never acts twice.
-    let expected = take_form_key(session, &format!("{}|{}", row.directory, row.anchor)).await?;
-    let msg_id = match MsgId::parse(&f.form_key) {
-        Ok(id) if expected.as_deref() == Some(f.form_key.as_str()) => id,
-        _ => return Ok(Err(already_sent(st, session, staff, row).await?)),
+    let Some(msg_id) = FormKey(&person_form(row)).take(session, &f.form_key).await? else {
+        return Ok(Err(already_sent(st, session, staff, row).await?));
     };
     let flags = Flags {
         must_change: f.must_change.is_some(),
