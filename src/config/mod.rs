@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 mod agent;
+mod layers;
 mod portal;
 
 pub use agent::*;
@@ -35,72 +36,16 @@ pub fn load_from<T: DeserializeOwned>(
         }
         None => toml::Table::new(),
     };
-    let mut overrides = Vec::new();
+    let mut tree = layers::Node::Toml(toml::Value::Table(base));
     for (name, raw) in vars {
         let Some(rest) = name.strip_prefix(env_prefix) else { continue };
         let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
         if path.iter().any(String::is_empty) {
             bail!("environment variable {name}: empty key segment");
         }
-        overrides.push((path, raw.as_str()));
+        tree.set(&path, raw);
     }
-    // A value that reads as a number or boolean is first taken as one; if the configuration then
-    // does not fit, such values are taken as text instead, one at a time (a password of digits).
-    let build = |as_text: &[bool]| {
-        let mut root = base.clone();
-        for ((path, raw), text) in overrides.iter().zip(as_text) {
-            let value = if *text { toml::Value::String(raw.to_string()) } else { env_value(raw) };
-            insert(&mut root, path, value);
-        }
-        toml::Value::Table(root).try_into::<T>()
-    };
-    let mut as_text = vec![false; overrides.len()];
-    loop {
-        let e = match build(&as_text) {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        // "invalid type: integer `123456`, expected a string": take that value as text and retry.
-        let msg = e.message();
-        let culprit = overrides.iter().enumerate().position(|(i, (_, raw))| {
-            !as_text[i]
-                && msg.starts_with("invalid type")
-                && !matches!(env_value(raw), toml::Value::String(_))
-                && msg.contains(&format!("`{}`", raw.trim()))
-        });
-        match culprit {
-            Some(i) => as_text[i] = true,
-            None => bail!("configuration: {msg}"),
-        }
-    }
-}
-
-/// An environment value is read as a TOML value when it is one (numbers, booleans, arrays),
-/// otherwise as a string.
-fn env_value(raw: &str) -> toml::Value {
-    format!("v = {raw}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
-}
-
-fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
-    match path {
-        [] => {}
-        [last] => {
-            table.insert(last.clone(), value);
-        }
-        [first, rest @ ..] => {
-            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if !entry.is_table() {
-                *entry = toml::Value::Table(toml::Table::new());
-            }
-            if let toml::Value::Table(t) = entry {
-                insert(t, rest, value);
-            }
-        }
-    }
+    T::deserialize(tree).map_err(|e| anyhow::anyhow!("configuration: {}", e.message()))
 }
 
 /// A secret given inline or, better, as a file (whose trailing newline is ignored).
@@ -190,6 +135,29 @@ mod tests {
         assert_eq!(cfg.mail.password.unwrap().expose_secret(), "123456");
         assert_eq!(cfg.server.helpdesk_contact.as_deref(), Some("5550100"));
         assert_eq!(cfg.mail.smtp_port, 2525);
+    }
+
+    #[test]
+    fn environment_text_is_read_as_the_type_its_key_expects() {
+        let cfg: PortalConfig = load_from(
+            None,
+            PORTAL_ENV_PREFIX,
+            &vars(&[
+                ("PASSBACK__SERVER__BEHIND_TLS_PROXY", "true"),
+                ("PASSBACK__SERVER__TRUSTED_PROXIES", r#"["127.0.0.1", "::1"]"#),
+                ("PASSBACK__DIRECTORIES__CORP__USER_KIND", "hash_synced"),
+                ("PASSBACK__MAIL__FROM", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(cfg.server.behind_tls_proxy);
+        assert_eq!(cfg.server.trusted_proxies.len(), 2);
+        assert_eq!(cfg.directories["corp"].user_kind, crate::domain::UserKind::HashSynced);
+        assert_eq!(cfg.mail.from, "true");
+        let wrong =
+            load_from::<PortalConfig>(None, PORTAL_ENV_PREFIX, &vars(&[("PASSBACK__MAIL__SMTP_PORT", "twenty")]));
+        let wrong = format!("{:#}", wrong.err().unwrap());
+        assert!(wrong.contains("\"twenty\"") && wrong.contains("u16"), "{wrong}");
     }
 
     #[test]
