@@ -2,6 +2,8 @@
 //! Password Modify extended operation (RFC 3062) so that the directory's own policy decides,
 //! read `pwdPolicy` entries, and list the people in scope for the portal.
 
+mod values;
+
 use super::answer::Failure;
 use super::answer::{self, PPOLICY_OID};
 use super::pool::{Conn, Pool, Retry};
@@ -15,6 +17,7 @@ use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::sync::Arc;
+use values::*;
 
 /// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
 const PERMANENT_LOCK: &str = "000001010000Z";
@@ -453,166 +456,5 @@ impl OpenLdap {
     }
 }
 
-/// Asks ppolicy to say which rule refused a password. Not critical: a directory without the
-/// overlay still answers, just less precisely.
-/// The answer for an account ppolicy locked for good (its way of disabling one).
-fn disabled(dn: &str) -> Answer {
-    Answer {
-        outcome: Outcome::AccountDisabled,
-        raw: format!("{dn} is locked for good (pwdAccountLockedTime {PERMANENT_LOCK})"),
-        policy: None,
-    }
-}
-
-/// The ppolicy error the directory attached to an answer, if any.
-fn ppolicy_error(res: &ldap3::LdapResult) -> Option<u8> {
-    res.ctrls.iter().find(|c| c.1.ctype == PPOLICY_OID).and_then(|c| c.1.val.as_deref()).and_then(answer::ppolicy_error)
-}
-
-fn ppolicy_request() -> RawControl {
-    RawControl { ctype: PPOLICY_OID.to_string(), crit: false, val: None }
-}
-
-/// The first value of an attribute, whatever the case the server spells its name in.
-fn first<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e str> {
-    entry
-        .attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, values)| values.first())
-        .map(String::as_str)
-}
-
-fn number<T: std::str::FromStr>(entry: &SearchEntry, name: &str) -> Option<T> {
-    first(entry, name).and_then(|v| v.trim().parse().ok())
-}
-
-fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
-    let quality: Option<u32> = number(entry, "pwdCheckQuality");
-    // Without a checker module, ppolicy's "quality" only refuses pre-hashed values: no
-    // complexity rule a person would have to follow.
-    let checker = first(entry, "pwdCheckModule").is_some();
-    PolicyFacts {
-        min_length: number(entry, "pwdMinLength"),
-        history: number(entry, "pwdInHistory"),
-        min_age_secs: number(entry, "pwdMinAge"),
-        complexity: quality.map(|q| q > 0 && checker),
-        // ppolicy locks only with pwdLockout TRUE; pwdMaxFailure alone just counts.
-        // Absent: unknown (not readable), rather than "never locks".
-        lockout_duration_secs: number(entry, "pwdLockoutDuration"),
-        lockout_threshold: match first(entry, "pwdLockout") {
-            Some("TRUE") => Some(number(entry, "pwdMaxFailure").unwrap_or(0)),
-            Some(_) => Some(0),
-            None => None,
-        },
-    }
-}
-
-fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
-    let anchor = Anchor::parse(first(entry, "entryUUID")?).ok()?;
-    let username = first(entry, "uid")?.to_string();
-    let locked_time = first(entry, "pwdAccountLockedTime");
-    let display_name = first(entry, "displayName").or_else(|| first(entry, "cn")).unwrap_or(&username).to_string();
-    Some(SyncedUser {
-        anchor,
-        dn: entry.dn.clone(),
-        email: first(entry, "mail").and_then(|m| EmailAddress::parse(m).ok()),
-        other_emails: Vec::new(),
-        mobile: first(entry, "mobile").map(str::to_string),
-        display_name,
-        enabled: locked_time != Some(PERMANENT_LOCK),
-        protected: false,
-        locked: locked_time.is_some(),
-        groups: entry.attrs.get("memberOf").cloned().unwrap_or_default(),
-        password_changed_at: if first(entry, "pwdReset") == Some("TRUE") {
-            Some(crate::domain::PASSWORD_MUST_CHANGE)
-        } else {
-            first(entry, "pwdChangedTime").and_then(generalized_time_unix)
-        },
-        username,
-    })
-}
-
-/// An LDAP GeneralizedTime (`20261204203000Z`, fractions allowed) as Unix seconds.
-fn generalized_time_unix(s: &str) -> Option<i64> {
-    let digits = s.get(..14)?;
-    let format = time::macros::format_description!("[year][month][day][hour][minute][second]");
-    Some(time::PrimitiveDateTime::parse(digits, format).ok()?.assume_utc().unix_timestamp())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn entry(attrs: &[(&str, &str)]) -> SearchEntry {
-        let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for (k, v) in attrs {
-            map.entry(k.to_string()).or_default().push(v.to_string());
-        }
-        SearchEntry { dn: "uid=x,ou=people,dc=example,dc=org".into(), attrs: map, bin_attrs: HashMap::new() }
-    }
-
-    #[test]
-    fn the_time_a_password_was_set_reads_as_unix_seconds() {
-        assert_eq!(generalized_time_unix("20261204203000Z"), Some(1_796_416_200));
-        assert_eq!(generalized_time_unix("20261204203000.123Z"), Some(1_796_416_200));
-        assert_eq!(generalized_time_unix("garbage"), None);
-    }
-
-    #[test]
-    fn a_person_without_mail_or_display_name_is_still_synced() {
-        let e = entry(&[("entryUUID", "0a1b2c3d-0000-1000-8000-00aa00bb00cc"), ("uid", "dave"), ("cn", "Dave Null")]);
-        let u = synced_user(&e).unwrap();
-        assert_eq!(u.username, "dave");
-        assert_eq!(u.display_name, "Dave Null");
-        assert_eq!(u.email, None);
-        assert!(u.enabled && !u.locked);
-    }
-
-    #[test]
-    fn an_invalid_mail_becomes_none_and_entries_without_anchor_or_uid_are_skipped() {
-        let e = entry(&[("entryUUID", "u-1"), ("uid", "eve"), ("mail", "not an address")]);
-        assert_eq!(synced_user(&e).unwrap().email, None);
-        assert!(synced_user(&entry(&[("uid", "eve")])).is_none());
-        assert!(synced_user(&entry(&[("entryUUID", "u-1")])).is_none());
-        assert!(synced_user(&entry(&[("entryUUID", "not/a/uuid"), ("uid", "eve")])).is_none());
-    }
-
-    #[test]
-    fn a_lockout_is_locked_and_a_permanent_lock_is_also_disabled() {
-        let locked = entry(&[("entryUUID", "u-1"), ("uid", "eve"), ("pwdAccountLockedTime", "20260101120000Z")]);
-        let u = synced_user(&locked).unwrap();
-        assert!(u.locked && u.enabled);
-        let forever = entry(&[("entryUUID", "u-1"), ("uid", "eve"), ("pwdAccountLockedTime", PERMANENT_LOCK)]);
-        let u = synced_user(&forever).unwrap();
-        assert!(u.locked && !u.enabled);
-    }
-
-    #[test]
-    fn a_lockout_threshold_counts_only_where_ppolicy_locks() {
-        let locking = entry(&[("pwdLockout", "TRUE"), ("pwdMaxFailure", "5")]);
-        assert_eq!(policy_facts(&locking).lockout_threshold, Some(5));
-        let counting = entry(&[("pwdLockout", "FALSE"), ("pwdMaxFailure", "5")]);
-        assert_eq!(policy_facts(&counting).lockout_threshold, Some(0), "failures counted, never locked");
-    }
-
-    #[test]
-    fn policy_numbers_are_read_and_quality_without_a_checker_is_no_complexity_rule() {
-        let e = entry(&[("pwdMinLength", "8"), ("pwdInHistory", "3"), ("pwdMinAge", "3600"), ("pwdCheckQuality", "2")]);
-        assert_eq!(
-            policy_facts(&e),
-            PolicyFacts {
-                min_length: Some(8),
-                history: Some(3),
-                min_age_secs: Some(3600),
-                complexity: Some(false),
-                lockout_threshold: None,
-                lockout_duration_secs: None,
-            }
-        );
-        let with_checker = entry(&[("pwdCheckQuality", "2"), ("pwdCheckModule", "check_password.so")]);
-        assert_eq!(policy_facts(&with_checker).complexity, Some(true));
-        assert_eq!(policy_facts(&entry(&[])), PolicyFacts::default());
-    }
-}
+mod tests;

@@ -6,9 +6,12 @@
 //! There is no way to get a plain connection out of this module: only `ldaps://` or `ldap://` with
 //! StartTLS are accepted, always with a verifying TLS configuration.
 
+mod refusal;
+
 use super::answer::Failure;
 use anyhow::bail;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use refusal::Refusal;
 use secrecy::{ExposeSecret, SecretString};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -426,70 +429,6 @@ impl Pool {
     }
 }
 
-/// A refused service-account bind, and what may be tried again.
-///
-/// A wrong password (AD `52e`; OpenLDAP 49 without ppolicy's `accountLocked`) is never tried
-/// again: each try would count towards locking the account (AD locks within a minute of
-/// heartbeats), and only a new password can help, so the agent waits for the password file to
-/// change. Any other refusal is fixed in the directory (an unlock, an enable, a new expiry), so
-/// the same password is tried again, after a wait that doubles from a minute to 15 minutes. AD
-/// says disabled, expired and must change only for a right password; it says locked (`775`)
-/// whatever the password, so a wrong password on a locked account is tried again too, at most
-/// every 15 minutes: fewer than a domain's lockout threshold within its observation window.
-#[derive(Debug, Clone)]
-struct Refusal {
-    print: [u8; 32],
-    why: String,
-    /// `None`: never with this password.
-    retry: Option<(std::time::Instant, Duration)>,
-}
-
-impl Refusal {
-    const FIRST_WAIT: Duration = Duration::from_secs(60);
-    const LONGEST_WAIT: Duration = Duration::from_secs(15 * 60);
-
-    /// The refusal after a bind with `print` was refused with `text` (`locked`: ppolicy said so).
-    fn after(before: Option<Refusal>, print: [u8; 32], text: &str, locked: bool, now: std::time::Instant) -> Refusal {
-        let data = super::answer::ad_bind_data(text);
-        let wrong_password = match data.as_deref() {
-            Some(code) => matches!(code, "52e" | "525"),
-            None => !locked,
-        };
-        let retry = (!wrong_password).then(|| {
-            let wait = match before.and_then(|b| b.retry.filter(|_| b.print == print)) {
-                Some((_, last)) => (last * 2).min(Self::LONGEST_WAIT),
-                None => Self::FIRST_WAIT,
-            };
-            (now + wait, wait)
-        });
-        Refusal { print, why: text.to_string(), retry }
-    }
-
-    /// Whether a bind with `print` may be tried at `now`, or why not.
-    fn allows(&self, print: &[u8; 32], now: std::time::Instant) -> Result<(), String> {
-        if *print != self.print {
-            return Ok(());
-        }
-        match self.retry {
-            None => Err(format!(
-                "not tried again with the password the directory refused ({}); correct bind_password_file",
-                self.why
-            )),
-            Some((at, _)) if now < at => {
-                Err(format!("refused ({}); tried again in {} s", self.why, at.duration_since(now).as_secs()))
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
-    fn retry_words(&self, now: std::time::Instant) -> String {
-        match self.retry {
-            None => "never with this password".into(),
-            Some((at, _)) => format!("in {} s", at.duration_since(now).as_secs()),
-        }
-    }
-}
-
 /// Errors after which the connection cannot be trusted: it broke, or an answer never came.
 fn is_transport(e: &LdapError) -> bool {
     matches!(
@@ -506,67 +445,4 @@ fn is_transport(e: &LdapError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(url: &str, starttls: bool) -> anyhow::Result<Pool> {
-        crate::tls::install_crypto_provider();
-        let tls = crate::tls::client_config(None)?;
-        Pool::new(url, starttls, tls, "cn=svc", SecretString::from("pw".to_string()), 2, Duration::from_secs(1))
-    }
-
-    #[test]
-    fn a_wrong_service_password_is_never_tried_again_and_other_refusals_back_off_to_fifteen_minutes() {
-        let t0 = std::time::Instant::now();
-        let (a, b) = ([1u8; 32], [2u8; 32]);
-        let ad = |code: &str| {
-            format!("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {code}, v1db1")
-        };
-
-        let wrong = Refusal::after(None, a, &ad("52e"), false, t0);
-        assert!(wrong.allows(&a, t0 + Duration::from_secs(86_400)).is_err(), "never again with that password");
-        assert!(wrong.allows(&b, t0).is_ok(), "a new password in the file is tried at once");
-        let openldap_wrong = Refusal::after(None, a, "", false, t0);
-        assert!(openldap_wrong.retry.is_none());
-
-        // Locked (AD 775, or ppolicy's accountLocked): an administrator unlocks it in the
-        // directory, so the same password is tried again, ever more rarely.
-        let mut r = Refusal::after(None, a, &ad("775"), false, t0);
-        let mut waits = Vec::new();
-        for _ in 0..6 {
-            let (at, wait) = r.retry.unwrap();
-            assert!(r.allows(&a, at - Duration::from_secs(1)).is_err() && r.allows(&a, at).is_ok());
-            waits.push(wait.as_secs());
-            r = Refusal::after(Some(r), a, &ad("775"), false, at);
-        }
-        assert_eq!(waits, [60, 120, 240, 480, 900, 900]);
-        assert!(Refusal::after(None, a, "", true, t0).retry.is_some(), "ppolicy's lock");
-    }
-
-    #[test]
-    fn a_plain_ldap_url_is_refused_before_any_connection() {
-        let err = pool("ldap://127.0.0.1:389", false).err().unwrap();
-        assert!(err.to_string().contains("unencrypted"), "{err}");
-        assert!(pool("ldapi:///run/slapd.sock", false).is_err());
-        assert!(pool("ldaps://127.0.0.1:636", true).is_err());
-    }
-
-    #[test]
-    fn ldaps_and_starttls_are_accepted() {
-        assert!(pool("ldaps://127.0.0.1:636", false).is_ok());
-        assert!(pool("ldap://127.0.0.1:389", true).is_ok());
-    }
-
-    #[tokio::test]
-    async fn a_directory_that_is_not_there_is_unreachable_not_an_error_of_ours() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let pool = pool(&format!("ldaps://127.0.0.1:{port}"), false).unwrap();
-
-        let result = pool.run(Retry::Safe, |mut c| async move { c.op().extended(ldap3::exop::WhoAmI).await }).await;
-
-        assert!(matches!(result, Err(Failure::Unreachable(_))), "{result:?}");
-    }
-}
+mod tests;
