@@ -6,7 +6,7 @@
 
 use super::pages::{ChangePage, OutcomeView, PolicyView};
 use super::people::{self, Attempt};
-use super::{csrf, AppState, ClientAddr, PortalError, SupportCode};
+use super::{csrf, AppState, PortalError, SupportCode};
 use crate::domain::{LoginName, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
@@ -15,7 +15,7 @@ use crate::portal::Tag;
 use crate::store;
 use crate::usecase::account::{self, Act, Ask};
 use crate::usecase::password::{self as passwords, Requester};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -71,11 +71,7 @@ pub struct ChangeForm {
     tz_offset: String,
 }
 
-pub async fn change(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<ChangeForm>,
-) -> Result<Response, PortalError> {
+pub async fn change(Posted { form: f, session, st, client, .. }: Posted<ChangeForm>) -> Result<Response, PortalError> {
     super::at_least(st.cfg.reset.change_min_response_ms, change_inner(st.clone(), client, session, f)).await
 }
 

@@ -19,6 +19,9 @@ pub struct Posted<T, G = Anyone> {
     pub form: T,
     pub session: Session,
     pub who: G,
+    pub st: AppState,
+    /// The client's address (see [`super::ClientAddr`]).
+    pub client: std::net::SocketAddr,
 }
 
 /// A form with nothing in it but its CSRF token (a button).
@@ -52,6 +55,7 @@ where
     async fn from_request(req: Request, st: &AppState) -> Result<Self, PortalError> {
         let (mut parts, body) = req.into_parts();
         let session = session_of(&mut parts, st).await?;
+        let client = client_of(&parts)?;
         let form_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -67,7 +71,15 @@ where
         let form = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| bad_form(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))?;
         let who = G::admit(st, &session).await?;
-        Ok(Posted { form, session, who })
+        Ok(Posted { form, session, who, st: st.clone(), client })
+    }
+}
+
+/// The client's address, as the connection (and any trusted proxy) gave it.
+fn client_of(parts: &axum::http::request::Parts) -> Result<std::net::SocketAddr, PortalError> {
+    match parts.extensions.get::<axum::extract::ConnectInfo<super::ClientAddr>>() {
+        Some(axum::extract::ConnectInfo(super::ClientAddr(client))) => Ok(*client),
+        None => Err(anyhow::anyhow!("a request without its client's address").into()),
     }
 }
 

@@ -12,11 +12,11 @@ use crate::portal::gates::{questions, totp};
 use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
 use crate::portal::people::{self, Attempt};
 use crate::portal::session::{self, Key};
-use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
 use crate::store::{self, security};
 use crate::usecase::account;
 use crate::usecase::password::{self as passwords, Requester};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -52,10 +52,7 @@ async fn done(st: &AppState, session: &Session, who: &SignedIn, key: &str) -> Pa
 // ---- authenticator app ----
 
 /// Starts an enrolment: a new seed, kept (encrypted) until the first code confirms it.
-pub async fn start_authenticator(
-    State(st): State<AppState>,
-    Posted { who: Fresh(who), .. }: Posted<Button, Fresh>,
-) -> PageResult {
+pub async fn start_authenticator(Posted { who: Fresh(who), st, .. }: Posted<Button, Fresh>) -> PageResult {
     let p = who.target.person();
     let seed = totp::new_seed();
     let sealed = st.secrets.encrypt(&p.context("totp"), &seed);
@@ -96,9 +93,7 @@ pub struct CodeForm {
 
 /// The first code from the app confirms the enrolment (and is itself used up).
 pub async fn confirm_authenticator(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: Fresh(who) }: Posted<CodeForm, Fresh>,
+    Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
     let p = who.target.person();
     let Some(row) = security::totp(&st.db, p).await?.filter(|r| !r.confirmed) else {
@@ -149,9 +144,7 @@ pub async fn questions_form(
 
 /// Saves a whole set of answers (replacing any before), each normalised and argon2id-hashed.
 pub async fn save_questions(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: Fresh(who) }: Posted<HashMap<String, SecretString>, Fresh>,
+    Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<HashMap<String, SecretString>, Fresh>,
 ) -> PageResult {
     let field = |name: &str| f.get(name).map(|v| v.expose_secret().to_string()).unwrap_or_default();
     if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
@@ -219,10 +212,7 @@ pub struct EmailForm {
 }
 
 /// Sends a code to the new address; it is registered once the code comes back.
-pub async fn add_email(
-    State(st): State<AppState>,
-    Posted { form: f, session, who: Fresh(who) }: Posted<EmailForm, Fresh>,
-) -> PageResult {
+pub async fn add_email(Posted { form: f, session, who: Fresh(who), st, .. }: Posted<EmailForm, Fresh>) -> PageResult {
     let tr = Tr::current();
     let address = match EmailAddress::parse(&f.email) {
         Ok(a) => a,
@@ -254,9 +244,7 @@ pub async fn add_email(
 }
 
 pub async fn confirm_email(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: Fresh(who) }: Posted<CodeForm, Fresh>,
+    Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
     let Some(pending) = PENDING_EMAIL.get(&session).await? else {
         return Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response());
@@ -297,9 +285,7 @@ pub struct RemoveForm {
 
 /// Removes a registered method (after a fresh sign-in, as every change here).
 pub async fn remove_method(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: Fresh(who) }: Posted<RemoveForm, Fresh>,
+    Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<RemoveForm, Fresh>,
 ) -> PageResult {
     let before = people::addresses_on_record(&st, &who.target).await?;
     account::remove_method(&st, &who.target, f.method).await?;

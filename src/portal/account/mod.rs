@@ -203,8 +203,7 @@ async fn overview_page(
 
 /// "Yes, these are still right": the person reviewed their security info.
 pub async fn confirm(
-    State(st): State<AppState>,
-    Posted { session, who: Fresh(who), .. }: Posted<Button, Fresh>,
+    Posted { session, who: Fresh(who), st, .. }: Posted<Button, Fresh>,
 ) -> Result<Response, PortalError> {
     security::mark_reviewed(&st.db, who.target.person(), st.clock.now()).await?;
     overview_page(&st, &session, &who, Some(Tr::current().t("account.reviewed").into())).await

@@ -9,11 +9,11 @@ use crate::portal::pages::{ExpiredPage, OutcomeView, PolicyView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
 use crate::portal::session::{self, FormKey, Key};
 use crate::portal::Tag;
-use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
 use crate::store;
 use crate::usecase::account::{self, Act, Ask};
 use crate::usecase::password::{self as passwords, Requester};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -86,11 +86,7 @@ pub struct SignInForm {
     pow: String,
 }
 
-pub async fn signin(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<SignInForm>,
-) -> PageResult {
+pub async fn signin(Posted { form: f, session, st, client, .. }: Posted<SignInForm>) -> PageResult {
     crate::portal::at_least(st.cfg.reset.change_min_response_ms, signin_inner(&st, client, &session, f)).await
 }
 
@@ -224,11 +220,7 @@ pub struct ExpiredForm {
 
 /// The new password, written back as a *change*: the directory checks the current one and its
 /// history. On success the person is signed in.
-pub async fn expired(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<ExpiredForm>,
-) -> PageResult {
+pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<ExpiredForm>) -> PageResult {
     let Some(must) = MUST_CHANGE.get(&session).await? else {
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };

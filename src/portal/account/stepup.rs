@@ -136,11 +136,7 @@ pub struct ChoiceForm {
     method: String,
 }
 
-pub async fn choose(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<ChoiceForm>,
-) -> PageResult {
+pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceForm>) -> PageResult {
     let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
     let second = !step.passed.is_empty();
     if f.method == "other" {
@@ -155,11 +151,7 @@ pub async fn choose(
     Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response())
 }
 
-pub async fn verify(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<gates::GateForm>,
-) -> PageResult {
+pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::GateForm>) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::error::too_many());
     }

@@ -8,8 +8,8 @@ use crate::i18n::Tr;
 use crate::portal::extract::Posted;
 use crate::portal::pages::IdentifyPage;
 use crate::portal::Tag;
-use crate::portal::{csrf, gates, paths, people, AppState, ClientAddr, PortalError, SupportCode};
-use axum::extract::{ConnectInfo, Query, State};
+use crate::portal::{csrf, gates, paths, people, AppState, PortalError, SupportCode};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -74,9 +74,7 @@ pub struct IdentifyForm {
 }
 
 pub async fn identify(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<IdentifyForm>,
+    Posted { form: f, session, st, client, .. }: Posted<IdentifyForm>,
 ) -> Result<Response, PortalError> {
     let proof = match st.admit(client, &f.pow_token, &f.pow).await? {
         Ok(proof) => proof,

@@ -68,11 +68,7 @@ pub struct PasswordForm {
     confirm: SecretString,
 }
 
-pub async fn set_password(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<PasswordForm>,
-) -> PageResult {
+pub async fn set_password(Posted { form: f, session, st, client, .. }: Posted<PasswordForm>) -> PageResult {
     let (flow, target) = match verified_flow(&st, &session).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),

@@ -44,11 +44,7 @@ pub struct UnlockForm {
     form_key: String,
 }
 
-pub async fn unlock(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<UnlockForm>,
-) -> PageResult {
+pub async fn unlock(Posted { form: f, session, st, client, .. }: Posted<UnlockForm>) -> PageResult {
     let (flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
         Ok(v) => v,
         Err(r) => return Ok(r),

@@ -108,11 +108,7 @@ pub struct ChoiceForm {
 }
 
 /// The person chose a way to verify (or asked to choose another one).
-pub async fn choose(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<ChoiceForm>,
-) -> PageResult {
+pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceForm>) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::error::too_many());
     }
@@ -136,11 +132,7 @@ pub async fn choose(
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
 }
 
-pub async fn verify(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<gates::GateForm>,
-) -> PageResult {
+pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::GateForm>) -> PageResult {
     if !st.guard.address_allowed(client.ip()) {
         return Ok(crate::portal::error::too_many());
     }

@@ -7,10 +7,10 @@ use super::{Administrators, StaffAs};
 use crate::i18n::Tr;
 use crate::portal::extract::{Only, Posted};
 use crate::portal::gates::totp;
-use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, AppState, PortalError, SupportCode};
 use crate::store::{self, staff::Role, users::Scope};
 use crate::usecase::{self, staff::Credentials, staff::StaffSpec};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -106,9 +106,7 @@ fn lines(s: &str) -> Vec<String> {
 }
 
 pub async fn add_staff(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: StaffAs(admin, _) }: Posted<AddForm, StaffAs<Administrators>>,
+    Posted { form: f, session, who: StaffAs(admin, _), st, client, .. }: Posted<AddForm, StaffAs<Administrators>>,
 ) -> PageResult {
     let tr = Tr::current();
     let (role, scope, may_reset_protected) = match f.grant.read(&st, tr) {
@@ -211,9 +209,7 @@ pub struct ResetForm {
 /// A new password and authenticator for a staff member who lost theirs. Their sessions end, and
 /// every administrator is told by e-mail.
 pub async fn reset_staff(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: StaffAs(admin, _) }: Posted<ResetForm, StaffAs<Administrators>>,
+    Posted { form: f, session, who: StaffAs(admin, _), st, client, .. }: Posted<ResetForm, StaffAs<Administrators>>,
 ) -> PageResult {
     let (admin, member) = match other_member(&st, &session, admin, &f.id).await? {
         Ok(pair) => pair,
@@ -236,9 +232,7 @@ pub struct UpdateForm {
 /// its sessions too, so the next sign-in starts with what it may do now). Administrators cannot
 /// do this to themselves: another administrator must, so nobody locks the portal out alone.
 pub async fn update_staff(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: StaffAs(admin, _) }: Posted<UpdateForm, StaffAs<Administrators>>,
+    Posted { form: f, session, who: StaffAs(admin, _), st, client, .. }: Posted<UpdateForm, StaffAs<Administrators>>,
 ) -> PageResult {
     let (admin, member) = match other_member(&st, &session, admin, &f.id).await? {
         Ok(pair) => pair,

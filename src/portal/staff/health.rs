@@ -223,8 +223,7 @@ pub struct RevokeForm {
 /// Revokes an agent from the health page: the same act as `passback agent revoke`, and this
 /// instance drops its connections at once.
 pub async fn revoke_agent(
-    State(st): State<AppState>,
-    Posted { form: f, who: StaffAs(staff, _), .. }: Posted<RevokeForm, StaffAs<Administrators>>,
+    Posted { form: f, who: StaffAs(staff, _), st, .. }: Posted<RevokeForm, StaffAs<Administrators>>,
 ) -> Result<Response, PortalError> {
     let support = SupportCode::new();
     let now = st.clock.now();
@@ -241,8 +240,7 @@ pub struct ApplyHoldForm {
 
 /// Applies a held full sync's removals, as an administrator decided after reading the numbers.
 pub async fn apply_sync_hold(
-    State(st): State<AppState>,
-    Posted { form: f, who: StaffAs(staff, _), .. }: Posted<ApplyHoldForm, StaffAs<Administrators>>,
+    Posted { form: f, who: StaffAs(staff, _), st, .. }: Posted<ApplyHoldForm, StaffAs<Administrators>>,
 ) -> Result<Response, PortalError> {
     let Some(removed) = store::users::apply_hold(&st.db, &f.directory).await? else {
         return Ok(not_there(&staff, &format!("directory {}", f.directory), "no held sync for this directory"));

@@ -236,9 +236,7 @@ struct Done {
 }
 
 pub async fn act(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, who: StaffAs(staff, _) }: Posted<ActForm, StaffAs<ActsOnPeople>>,
+    Posted { form: f, session, who: StaffAs(staff, _), st, client, .. }: Posted<ActForm, StaffAs<ActsOnPeople>>,
 ) -> PageResult {
     let Some(row) = in_scope(&st, &staff, &f.d, &f.a).await? else { return Ok(not_found(&staff, &f.d, &f.a)) };
     let target = people::target_of(&st, &row).await?;

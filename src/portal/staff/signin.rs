@@ -10,10 +10,10 @@ use crate::portal::gates::totp;
 use crate::portal::pages::OutcomeView;
 use crate::portal::session::{self, Key};
 use crate::portal::Tag;
-use crate::portal::{csrf, paths, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord};
 use crate::usecase::password as passwords;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -53,11 +53,7 @@ pub struct StaffSignInForm {
     code: SecretString,
 }
 
-pub async fn signin(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<StaffSignInForm>,
-) -> PageResult {
+pub async fn signin(Posted { form: f, session, st, client, .. }: Posted<StaffSignInForm>) -> PageResult {
     crate::portal::at_least(MIN_RESPONSE_MS, signin_inner(&st, client, &session, f)).await
 }
 
@@ -249,11 +245,7 @@ pub struct EnrolForm {
 
 /// Confirms the new authenticator with a code from it and sets the chosen password (under the
 /// cloud password policy, and not the administrator-made one); then the staff session begins.
-pub async fn enrol(
-    State(st): State<AppState>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    Posted { form: f, session, .. }: Posted<EnrolForm>,
-) -> PageResult {
+pub async fn enrol(Posted { form: f, session, st, client, .. }: Posted<EnrolForm>) -> PageResult {
     let Some((e, row)) = enrolling(&st, &session).await? else {
         return Ok(Redirect::to(paths::STAFF_SIGNIN).into_response());
     };
@@ -321,7 +313,7 @@ pub async fn signout(Posted { session, .. }: Posted<Button>) -> PageResult {
 }
 
 /// Ends every session of the signed-in staff member, on every device.
-pub async fn signout_everywhere(State(st): State<AppState>, Posted { session, .. }: Posted<Button>) -> PageResult {
+pub async fn signout_everywhere(Posted { session, st, .. }: Posted<Button>) -> PageResult {
     if let Some(Staff { row, .. }) = current(&st, &session).await? {
         store::staff::end_sessions(&st.db, &row.id).await?;
     }
