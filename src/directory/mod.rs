@@ -78,13 +78,12 @@ impl Directory {
         let bind_password = crate::config::read_secret(&cfg.bind_password, &cfg.bind_password_file, &what)?
             .with_context(|| format!("{what} is missing (set bind_password_file)"))?;
         let tls = crate::tls::client_config(cfg.ca_file.as_deref()).with_context(|| format!("directory {id}: TLS"))?;
+        let pool = pool::Pool::for_directory(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?;
+        // The administrator's extra condition on who is a person here, if any.
+        let extra = extra_filter(cfg).with_context(|| format!("directory {id}"))?;
         let backend = match cfg.kind {
-            DirectoryKind::Openldap => Backend::OpenLdap(
-                openldap::OpenLdap::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?,
-            ),
-            DirectoryKind::Ad => {
-                Backend::Ad(ad::Ad::new(cfg, tls, bind_password).with_context(|| format!("directory {id}"))?)
-            }
+            DirectoryKind::Openldap => Backend::OpenLdap(openldap::OpenLdap::new(cfg, pool, &extra)),
+            DirectoryKind::Ad => Backend::Ad(ad::Ad::new(cfg, pool, &extra)),
         };
         let protection = protection::Configured::new(cfg)?;
         Ok(Directory { id, backend, protection })

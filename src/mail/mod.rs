@@ -108,14 +108,11 @@ struct NoticeText<'a> {
     helpdesk: &'a str,
 }
 
+/// The same notice, as HTML.
 #[derive(Template)]
 #[template(path = "mail/notice.html")]
 struct NoticeHtml<'a> {
-    tr: Tr,
-    body_key: &'a str,
-    when: &'a str,
-    what: &'a str,
-    helpdesk: &'a str,
+    n: &'a NoticeText<'a>,
 }
 
 #[derive(Template)]
@@ -182,11 +179,8 @@ fn utc(unix: i64, format: &[time::format_description::BorrowedFormatItem<'_>]) -
 pub fn notice_message(tr: Tr, notice: Notice, when: &str, helpdesk: &str) -> anyhow::Result<Rendered> {
     let (subject, body_key) = notice.keys();
     let what = &notice.what(tr);
-    Ok(Rendered {
-        subject: tr.t(subject).into(),
-        text: NoticeText { tr, body_key, when, what, helpdesk }.render()?,
-        html: NoticeHtml { tr, body_key, when, what, helpdesk }.render()?,
-    })
+    let text = NoticeText { tr, body_key, when, what, helpdesk };
+    Ok(Rendered { subject: tr.t(subject).into(), text: text.render()?, html: NoticeHtml { n: &text }.render()? })
 }
 
 impl Mailer {

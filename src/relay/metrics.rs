@@ -74,38 +74,24 @@ impl Metrics {
     /// The Prometheus text exposition of everything, with `live_agents` alive now.
     pub fn render(&self, live_agents: usize) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP passback_live_agents Agents connected and answering now.");
-        let _ = writeln!(out, "# TYPE passback_live_agents gauge\npassback_live_agents {live_agents}");
-        let _ = writeln!(
-            out,
-            "# HELP passback_attempts_total Audited steps of people's attempts, by operation and outcome code."
-        );
-        let _ = writeln!(out, "# TYPE passback_attempts_total counter");
-        if let Ok(m) = self.attempts.lock() {
-            for ((op, code), n) in m.iter() {
-                let _ = writeln!(out, "passback_attempts_total{{operation=\"{op}\",outcome=\"{code}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP passback_writebacks_total Requests sent through the relay, by operation and outcome code."
-        );
-        let _ = writeln!(out, "# TYPE passback_writebacks_total counter");
-        if let Ok(m) = self.writebacks.lock() {
-            for ((op, code), n) in m.iter() {
-                let _ = writeln!(out, "passback_writebacks_total{{op=\"{op}\",outcome=\"{code}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP passback_relay_frames_refused_total Frames from agents refused before anything in them was trusted, by reason."
-        );
-        let _ = writeln!(out, "# TYPE passback_relay_frames_refused_total counter");
-        if let Ok(m) = self.refused_frames.lock() {
-            for (reason, n) in m.iter() {
-                let _ = writeln!(out, "passback_relay_frames_refused_total{{reason=\"{reason}\"}} {n}");
-            }
-        }
+        let live = [(String::new(), live_agents as u64)];
+        family(&mut out, "passback_live_agents", "gauge", "Agents connected and answering now.", live);
+        let attempts = self.attempts.lock().map(|m| {
+            m.iter().map(|((op, code), n)| (format!("operation=\"{op}\",outcome=\"{code}\""), *n)).collect::<Vec<_>>()
+        });
+        let help = "Audited steps of people's attempts, by operation and outcome code.";
+        family(&mut out, "passback_attempts_total", "counter", help, attempts.unwrap_or_default());
+        let writebacks = self.writebacks.lock().map(|m| {
+            m.iter().map(|((op, code), n)| (format!("op=\"{op}\",outcome=\"{code}\""), *n)).collect::<Vec<_>>()
+        });
+        let help = "Requests sent through the relay, by operation and outcome code.";
+        family(&mut out, "passback_writebacks_total", "counter", help, writebacks.unwrap_or_default());
+        let refused = self
+            .refused_frames
+            .lock()
+            .map(|m| m.iter().map(|(reason, n)| (format!("reason=\"{reason}\""), *n)).collect::<Vec<_>>());
+        let help = "Frames from agents refused before anything in them was trusted, by reason.";
+        family(&mut out, "passback_relay_frames_refused_total", "counter", help, refused.unwrap_or_default());
         let _ =
             writeln!(out, "# HELP passback_writeback_seconds How long the portal waited for the directory's answer.");
         let _ = writeln!(out, "# TYPE passback_writeback_seconds histogram");
@@ -120,6 +106,15 @@ impl Metrics {
             let _ = writeln!(out, "passback_writeback_seconds_count {}", l.count);
         }
         out
+    }
+}
+
+/// One metric family: its help and type lines, then a sample for each set of labels.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, n) in samples {
+        let labels = if labels.is_empty() { labels } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}{labels} {n}");
     }
 }
 

@@ -124,3 +124,32 @@ pub async fn bind_works(url: &str, ca_file: &Path, dn: &str, password: &SecretSt
         }
     }
 }
+
+/// The agent's configuration of a sandbox directory: LDAPS to `url` trusting `ca_file`, bound as
+/// the service account, with everyone below `base_dn` in scope and the directory's own defaults.
+pub(crate) fn directory_config(
+    id: &str,
+    kind: crate::config::DirectoryKind,
+    (url, ca_file): (String, PathBuf),
+    (bind_dn, bind_password): (String, SecretString),
+    base_dn: &str,
+) -> crate::config::DirectoryConfig {
+    crate::config::DirectoryConfig {
+        id: id.to_string(),
+        kind,
+        url,
+        starttls: false,
+        ca_file: Some(ca_file),
+        bind_dn,
+        bind_password: Some(bind_password),
+        bind_password_file: None,
+        base_dns: vec![base_dn.to_string()],
+        user_filter: None,
+        policy_dn: None,
+        history_on_reset: None,
+        protected_groups: Vec::new(),
+        protected_filter: None,
+        pool_size: 2,
+        timeout_secs: 10,
+    }
+}

@@ -227,24 +227,16 @@ impl Slapd {
     /// A directory configuration for passback's agent that uses this slapd through the service
     /// account, with the default policy and all of `ou=people` in scope.
     pub fn directory_config(&self, id: &str) -> crate::config::DirectoryConfig {
-        crate::config::DirectoryConfig {
-            id: id.to_string(),
-            kind: crate::config::DirectoryKind::Openldap,
-            url: self.url.clone(),
-            starttls: false,
-            ca_file: Some(self.ca_file.clone()),
-            bind_dn: self.service_dn.clone(),
-            bind_password: Some(self.service_password.clone()),
-            bind_password_file: None,
-            base_dns: vec![self.people_dn.clone()],
-            user_filter: None,
-            policy_dn: Some(self.policy_dn.clone()),
-            history_on_reset: None,
-            protected_groups: Vec::new(),
-            protected_filter: None,
-            pool_size: 2,
-            timeout_secs: 10,
-        }
+        let service = (self.service_dn.clone(), self.service_password.clone());
+        let ldaps = (self.url.clone(), self.ca_file.clone());
+        let cfg = super::process::directory_config(
+            id,
+            crate::config::DirectoryKind::Openldap,
+            ldaps,
+            service,
+            &self.people_dn,
+        );
+        crate::config::DirectoryConfig { policy_dn: Some(self.policy_dn.clone()), ..cfg }
     }
 
     /// The process id, e.g. to tell a person how to stop a demo by hand.

@@ -81,18 +81,17 @@ pub struct KeyRow {
 }
 
 pub async fn insert_key(db: &Db, agent_id: &str, version: i64, pem: &str, enc: &[u8], now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    changed_one!(
+        db,
         "INSERT OR IGNORE INTO agent_keys (agent_id, version, public_key_pem, package_key_enc, created_at) \
          VALUES (?, ?, ?, ?, ?)",
+        agent_id,
+        version,
+        pem,
+        enc,
+        now
     )
-    .bind(agent_id)
-    .bind(version)
-    .bind(pem)
-    .bind(enc)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .await
 }
 
 /// All keys of an agent, newest first.
@@ -126,15 +125,14 @@ pub async fn enrolled(db: &Db) -> sqlx::Result<Vec<Enrolled>> {
 /// Records a sealed frame's id; false when the agent used it before (a copy). Kept until
 /// `expires_at`, after which such a frame is refused as stale anyway.
 pub async fn note_frame(db: &Db, agent_id: &str, frame_id: &str, expires_at: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    changed_one!(
+        db,
         "INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        agent_id,
+        frame_id,
+        expires_at
     )
-    .bind(agent_id)
-    .bind(frame_id)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .await
 }
 
 /// Forgets frame ids that can no longer be replayed.

@@ -44,14 +44,15 @@ pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<CloudUser>>
 /// Sets the account's password hash; `must_change` when the helpdesk set it (the owner then
 /// chooses their own at the next sign-in), cleared when the owner set it.
 pub async fn set_password_hash(db: &Db, id: &str, hash: &str, must_change: bool, now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query("UPDATE cloud_users SET password_hash = ?, must_change = ?, updated_at = ? WHERE id = ?")
-        .bind(hash)
-        .bind(must_change)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() == 1)
+    changed_one!(
+        db,
+        "UPDATE cloud_users SET password_hash = ?, must_change = ?, updated_at = ? WHERE id = ?",
+        hash,
+        must_change,
+        now,
+        id
+    )
+    .await
 }
 
 pub async fn password_hash(db: &Db, id: &str) -> sqlx::Result<Option<String>> {
@@ -69,12 +70,7 @@ pub async fn must_change(db: &Db, id: &str) -> sqlx::Result<bool> {
 
 /// Requires a new password at the next sign-in.
 pub async fn require_change(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query("UPDATE cloud_users SET must_change = 1, updated_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() == 1)
+    changed_one!(db, "UPDATE cloud_users SET must_change = 1, updated_at = ? WHERE id = ?", now, id).await
 }
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<CloudUser>> {

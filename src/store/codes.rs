@@ -15,24 +15,23 @@ pub struct NewCode<'a> {
 /// Stores a code unless `max_per_hour` codes were already made for this person in the last hour.
 /// One statement: parallel requests cannot get past the limit together.
 pub async fn insert_within_limit(db: &Db, c: &NewCode<'_>, max_per_hour: u32) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    changed_one!(
+        db,
         "INSERT INTO verification_codes (id, directory, anchor, code_hash, created_at, expires_at) \
          SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM verification_codes \
          WHERE directory = ? AND anchor = ? AND created_at > ?) < ?",
+        c.id,
+        c.directory,
+        c.anchor,
+        c.code_hash,
+        c.now,
+        c.expires_at,
+        c.directory,
+        c.anchor,
+        c.now - 3600,
+        max_per_hour
     )
-    .bind(c.id)
-    .bind(c.directory)
-    .bind(c.anchor)
-    .bind(c.code_hash)
-    .bind(c.now)
-    .bind(c.expires_at)
-    .bind(c.directory)
-    .bind(c.anchor)
-    .bind(c.now - 3600)
-    .bind(max_per_hour)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .await
 }
 
 /// Spends one attempt and returns the hash to check against, or `None` when the code is used,
@@ -60,10 +59,5 @@ pub async fn take_attempt(
 
 /// Marks the code used; false if another request got there first.
 pub async fn mark_used(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query("UPDATE verification_codes SET used_at = ? WHERE id = ? AND used_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() == 1)
+    changed_one!(db, "UPDATE verification_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", now, id).await
 }

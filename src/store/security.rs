@@ -67,18 +67,17 @@ pub async fn totp(db: &Db, p: Person<'_>) -> sqlx::Result<Option<TotpRow>> {
 /// when that step (or a later one) was used already: a code never works twice, even for two
 /// requests racing each other.
 pub async fn use_totp_step(db: &Db, p: Person<'_>, step: i64, now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    changed_one!(
+        db,
         "UPDATE totp_secrets SET last_step = ?, confirmed_at = COALESCE(confirmed_at, ?) \
          WHERE directory = ? AND anchor = ? AND last_step < ?",
+        step,
+        now,
+        p.directory,
+        p.anchor,
+        step
     )
-    .bind(step)
-    .bind(now)
-    .bind(p.directory)
-    .bind(p.anchor)
-    .bind(step)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .await
 }
 
 pub async fn remove_totp(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
@@ -403,23 +402,22 @@ pub async fn block_if_reached(
     limit: u32,
     block_until: i64,
 ) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    changed_one!(
+        db,
         "INSERT INTO self_service_blocks (subject, until, reason, at) \
          SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?) >= ? \
          ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at \
          WHERE self_service_blocks.until <= excluded.at",
+        subject,
+        block_until,
+        format!("{limit} {kind}s in an hour"),
+        now,
+        subject,
+        kind,
+        now - 3600,
+        limit
     )
-    .bind(subject)
-    .bind(block_until)
-    .bind(format!("{limit} {kind}s in an hour"))
-    .bind(now)
-    .bind(subject)
-    .bind(kind)
-    .bind(now - 3600)
-    .bind(limit)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .await
 }
 
 /// Lifts a block (the helpdesk's act, or a test's).

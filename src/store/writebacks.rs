@@ -16,19 +16,18 @@ pub struct Claim<'a> {
 
 /// Claims the message id; false if it was claimed before (a double submit).
 pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    changed_one!(
+        db,
         "INSERT OR IGNORE INTO writebacks (msg_id, directory, anchor, op, support_code, created_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
+        c.msg_id,
+        c.directory,
+        c.anchor,
+        c.op,
+        c.support_code,
+        c.now
     )
-    .bind(c.msg_id)
-    .bind(c.directory)
-    .bind(c.anchor)
-    .bind(c.op)
-    .bind(c.support_code)
-    .bind(c.now)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .await
 }
 
 pub async fn finish(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx::Result<()> {
@@ -45,12 +44,7 @@ pub async fn finish(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx:
 /// Takes an agent's answer in time for a waiting request: false when one was taken before. Read
 /// together with [`take_late_result`], a writeback has at most one answer.
 pub async fn take_result(db: &Db, msg_id: &str, now: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query("UPDATE writebacks SET result_at = $1 WHERE msg_id = $2 AND result_at IS NULL")
-        .bind(now)
-        .bind(msg_id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() == 1)
+    changed_one!(db, "UPDATE writebacks SET result_at = $1 WHERE msg_id = $2 AND result_at IS NULL", now, msg_id).await
 }
 
 /// Takes an answer that came after the wait ended, from the agent the request was sent to, and

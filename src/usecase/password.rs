@@ -195,10 +195,34 @@ pub async fn apply(
     old: Option<&SecretString>,
     now: i64,
 ) -> anyhow::Result<WritebackResult> {
-    match target.kind {
-        UserKind::CloudOnly => set_cloud_password(st, by, target, new, old, now).await,
-        UserKind::HashSynced | UserKind::Federated => write_back(st, by, target, msg_id, new, old, now).await,
+    if target.kind == UserKind::CloudOnly {
+        return set_cloud_password(st, by, target, new, old, now).await;
     }
+    // A synced person: write back and wait for the directory's answer; for a hash-synced person,
+    // only after the directory said yes, replace the portal's copy of the hash.
+    let op = if old.is_some() { Op::Change } else { Op::Reset };
+    let mut result = relay(st, by, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
+    if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
+        // Perhaps the directory has the new password now: the portal's copy of the old one must
+        // not stay valid meanwhile. The next confirmed reset or change sets it again.
+        store::users::delete_password_hash(&st.db, &target.directory, &target.anchor).await?;
+        result.raw = format!("{}; portal hash removed until a confirmed change", result.raw);
+    }
+    if target.kind == UserKind::HashSynced && result.outcome.password_set() {
+        let stored = match hash(new.as_secret()).await {
+            Ok(hash) => store::users::set_password_hash(&st.db, &target.directory, &target.anchor, &hash, now)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            // The directory has the new password: say so, and that the cloud copy lags.
+            tracing::error!(error = %format!("{e:#}"), "updating the portal's password hash after a writeback failed");
+            result.outcome = Outcome::SuccessCloudPending;
+            result.raw = format!("{}; cloud hash update failed", result.raw);
+        }
+    }
+    Ok(result)
 }
 
 fn local(outcome: Outcome, raw: &str, policy: Option<PolicyFacts>) -> WritebackResult {
@@ -256,42 +280,6 @@ async fn set_cloud_password(
         anyhow::bail!("cloud account {} vanished while its password was set", target.anchor);
     }
     Ok(local(Outcome::Success, "cloud password set", None))
-}
-
-/// A synced person: write back and wait for the directory's answer; for a hash-synced person,
-/// only after the directory said yes, replace the portal's copy of the hash.
-async fn write_back(
-    st: &Host,
-    by: Requester<'_>,
-    target: &Target,
-    msg_id: MsgId,
-    new: &NewPassword,
-    old: Option<&SecretString>,
-    now: i64,
-) -> anyhow::Result<WritebackResult> {
-    let op = if old.is_some() { Op::Change } else { Op::Reset };
-    let mut result = relay(st, by, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
-    if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
-        // Perhaps the directory has the new password now: the portal's copy of the old one must
-        // not stay valid meanwhile. The next confirmed reset or change sets it again.
-        store::users::delete_password_hash(&st.db, &target.directory, &target.anchor).await?;
-        result.raw = format!("{}; portal hash removed until a confirmed change", result.raw);
-    }
-    if target.kind == UserKind::HashSynced && result.outcome.password_set() {
-        let stored = match hash(new.as_secret()).await {
-            Ok(hash) => store::users::set_password_hash(&st.db, &target.directory, &target.anchor, &hash, now)
-                .await
-                .map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            // The directory has the new password: say so, and that the cloud copy lags.
-            tracing::error!(error = %format!("{e:#}"), "updating the portal's password hash after a writeback failed");
-            result.outcome = Outcome::SuccessCloudPending;
-            result.raw = format!("{}; cloud hash update failed", result.raw);
-        }
-    }
-    Ok(result)
 }
 
 /// Checks a person's current password (sign-in): the portal's own hash for a cloud-only or

@@ -18,7 +18,6 @@ use ldap3::controls::RawControl;
 use ldap3::{LdapError, Mod, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
-use std::sync::Arc;
 use tokio::sync::OnceCell;
 use values::*;
 pub use values::{parse_sid, quoted_utf16};
@@ -123,21 +122,18 @@ enum Protection {
 }
 
 impl Ad {
-    pub(crate) fn new(
-        cfg: &DirectoryConfig,
-        tls: Arc<rustls::ClientConfig>,
-        bind_password: SecretString,
-    ) -> anyhow::Result<Ad> {
-        let pool = Pool::for_directory(cfg, tls, bind_password)?;
-        let extra = super::extra_filter(cfg)?;
-        Ok(Ad {
+    /// The DC behind `pool`; a person is a user object that meets `extra` too.
+    pub(crate) fn new(cfg: &DirectoryConfig, pool: Pool, extra: &str) -> Ad {
+        let person_filter = format!("(&(objectCategory=person)(objectClass=user){extra})");
+        let (server, protected_groups) = (OnceCell::new(), OnceCell::new());
+        Ad {
             pool,
             base_dns: cfg.base_dns.clone(),
-            person_filter: format!("(&(objectCategory=person)(objectClass=user){extra})"),
+            person_filter,
             history_on_reset: cfg.history_on_reset,
-            server: OnceCell::new(),
-            protected_groups: OnceCell::new(),
-        })
+            server,
+            protected_groups,
+        }
     }
 
     /// A live round trip as the service account (the rootDSE's update counter), every time: the

@@ -16,7 +16,6 @@ use ldap3::exop::PasswordModify;
 use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
-use std::sync::Arc;
 use values::*;
 
 /// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
@@ -74,20 +73,11 @@ struct Person {
 const POLICY_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl OpenLdap {
-    pub(crate) fn new(
-        cfg: &DirectoryConfig,
-        tls: Arc<rustls::ClientConfig>,
-        bind_password: SecretString,
-    ) -> anyhow::Result<OpenLdap> {
-        let pool = Pool::for_directory(cfg, tls, bind_password)?;
-        let extra = super::extra_filter(cfg)?;
-        Ok(OpenLdap {
-            pool,
-            base_dns: cfg.base_dns.clone(),
-            person_filter: format!("(&(objectClass=inetOrgPerson){extra})"),
-            policy_dn: cfg.policy_dn.clone(),
-            policies: Default::default(),
-        })
+    /// The directory behind `pool`; a person is an `inetOrgPerson` that meets `extra` too.
+    pub(crate) fn new(cfg: &DirectoryConfig, pool: Pool, extra: &str) -> OpenLdap {
+        let person_filter = format!("(&(objectClass=inetOrgPerson){extra})");
+        let (base_dns, policy_dn) = (cfg.base_dns.clone(), cfg.policy_dn.clone());
+        OpenLdap { pool, base_dns, person_filter, policy_dn, policies: Default::default() }
     }
 
     /// Binds (or reuses a bound connection) and asks who we are: proves the directory answers.

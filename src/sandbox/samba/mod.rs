@@ -303,24 +303,9 @@ impl SambaDc {
     /// A directory configuration for passback's agent that uses this DC through `svc-reset`,
     /// with all of `OU=Staff` in scope.
     pub fn directory_config(&self, id: &str) -> crate::config::DirectoryConfig {
-        crate::config::DirectoryConfig {
-            id: id.to_string(),
-            kind: crate::config::DirectoryKind::Ad,
-            url: self.url.clone(),
-            starttls: false,
-            ca_file: Some(self.ca_file.clone()),
-            bind_dn: self.service_dn.clone(),
-            bind_password: Some(self.service_password.clone()),
-            bind_password_file: None,
-            base_dns: vec![self.staff_dn.clone()],
-            user_filter: None,
-            policy_dn: None,
-            history_on_reset: None,
-            protected_groups: Vec::new(),
-            protected_filter: None,
-            pool_size: 2,
-            timeout_secs: 10,
-        }
+        let service = (self.service_dn.clone(), self.service_password.clone());
+        let ldaps = (self.url.clone(), self.ca_file.clone());
+        super::process::directory_config(id, crate::config::DirectoryKind::Ad, ldaps, service, &self.staff_dn)
     }
 
     /// The process id of Samba's root process.
