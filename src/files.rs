@@ -33,6 +33,14 @@ pub fn replace_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// A new empty folder of a test's own, under the system's temporary folder.
+#[cfg(test)]
+pub(crate) fn scratch_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pb-{what}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,8 +48,7 @@ mod tests {
 
     #[test]
     fn private_files_are_owner_only_even_when_replacing_a_wider_one() {
-        let dir = std::env::temp_dir().join(format!("pb-files-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("files");
         let path = dir.join("secret");
         std::fs::write(&path, b"old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -96,8 +96,7 @@ mod tests {
 
     #[test]
     fn ids_taken_before_a_restart_are_known_after_it_until_they_expire() {
-        let dir = std::env::temp_dir().join(format!("pb-journal-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("journal");
         let path = Journal::path_for(&dir.join("agent.json"));
         let (a, b) = (MsgId::random(), MsgId::random());
         let first = Journal::open(path.clone(), 1_000).unwrap();

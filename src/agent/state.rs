@@ -184,8 +184,7 @@ mod tests {
 
     #[test]
     fn the_state_file_is_owner_only_and_a_wider_one_is_refused() {
-        let dir = std::env::temp_dir().join(format!("pb-state-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("state");
         let path = dir.join("agent.json");
         state().save(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);

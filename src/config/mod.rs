@@ -101,8 +101,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file_and_defaults_fill_the_rest() {
-        let dir = std::env::temp_dir().join(format!("pb-cfg-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("cfg");
         let file = dir.join("p.toml");
         std::fs::write(&file, "mode = \"development\"\n[relay]\nping_interval_secs = 5\nresult_deadline_secs = 9\n")
             .unwrap();

@@ -15,8 +15,7 @@ struct Fixture {
 impl Fixture {
     fn start() -> Fixture {
         crate::tls::install_crypto_provider();
-        let dir = std::env::temp_dir().join(format!("pb-directory-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("directory");
         let ca = TestCa::create(&dir).unwrap();
         let slapd = Slapd::start(&dir.join("slapd"), &ca).unwrap();
         let directory = Directory::new(&slapd.directory_config("corp")).unwrap();

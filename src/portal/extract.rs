@@ -105,14 +105,20 @@ fn bad_form(status: StatusCode, why: &str) -> PortalError {
     PortalError::BadForm { status, why: why.chars().take(200).collect() }
 }
 
-/// A page (not a form) that only some may open: the guard as an extractor of its own.
-pub struct Only<G>(pub G);
+/// A page (not a form) that only some may open: who the guard `G` admitted, their session, and
+/// the portal state.
+pub struct Only<G> {
+    pub who: G,
+    pub session: Session,
+    pub st: AppState,
+}
 
 impl<G: Guard> FromRequestParts<AppState> for Only<G> {
     type Rejection = PortalError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, PortalError> {
         let session = session_of(parts, st).await?;
-        Ok(Only(G::admit(st, &session).await?))
+        let who = G::admit(st, &session).await?;
+        Ok(Only { who, session, st: st.clone() })
     }
 }

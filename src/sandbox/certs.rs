@@ -95,8 +95,7 @@ mod tests {
 
     #[test]
     fn the_server_certificate_verifies_against_the_ca_for_every_local_name() {
-        let dir = std::env::temp_dir().join(format!("pb-ca-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("ca");
 
         let ca = TestCa::create(&dir).unwrap();
 

@@ -16,7 +16,6 @@ use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
 use crate::store::{self, security};
 use crate::usecase::account;
 use crate::usecase::password::{self as passwords, Requester};
-use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -78,11 +77,7 @@ async fn authenticator_page(st: &AppState, session: &Session, who: &SignedIn, er
     Ok(page.into_response())
 }
 
-pub async fn authenticator_form(
-    State(st): State<AppState>,
-    session: Session,
-    Only(Fresh(who)): Only<Fresh>,
-) -> PageResult {
+pub async fn authenticator_form(Only { who: Fresh(who), session, st }: Only<Fresh>) -> PageResult {
     authenticator_page(&st, &session, &who, None).await
 }
 
@@ -131,11 +126,7 @@ async fn questions_page(st: &AppState, session: &Session, error: Option<String>,
     Ok(page.into_response())
 }
 
-pub async fn questions_form(
-    State(st): State<AppState>,
-    session: Session,
-    Only(Person(who)): Only<Person>,
-) -> PageResult {
+pub async fn questions_form(Only { who: Person(who), session, st }: Only<Person>) -> PageResult {
     if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }

@@ -21,7 +21,6 @@ use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::session::{self, Key};
 use crate::store::security;
-use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
@@ -159,9 +158,7 @@ async fn methods_that_verify(st: &AppState, t: &Target) -> Result<usize, PortalE
 
 /// The security-info overview.
 pub async fn overview(
-    State(st): State<AppState>,
-    session: Session,
-    super::extract::Only(Person(who)): super::extract::Only<Person>,
+    super::extract::Only { who: Person(who), session, st }: super::extract::Only<Person>,
 ) -> Result<Response, PortalError> {
     overview_page(&st, &session, &who, None).await
 }

@@ -10,7 +10,6 @@ use crate::portal::gates::totp;
 use crate::portal::{csrf, AppState, PortalError, SupportCode};
 use crate::store::{self, staff::Role, users::Scope};
 use crate::usecase::{self, staff::Credentials, staff::StaffSpec};
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -31,11 +30,7 @@ async fn list_page(st: &AppState, session: &Session, staff: &super::Staff, error
     Ok(view.into_response())
 }
 
-pub async fn staff_list(
-    State(st): State<AppState>,
-    session: Session,
-    Only(StaffAs(staff, _)): Only<StaffAs<Administrators>>,
-) -> PageResult {
+pub async fn staff_list(Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<Administrators>>) -> PageResult {
     list_page(&st, &session, &staff, None).await
 }
 

@@ -5,13 +5,12 @@ use super::pages::{AuditPage, AuditRow};
 use super::{ReadsAudit, StaffAs};
 use crate::i18n::Tr;
 use crate::portal::extract::Only;
-use crate::portal::{AppState, PortalError};
+use crate::portal::PortalError;
 use crate::store::{self, audit::AuditFilter};
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tower_sessions::Session;
 
 const PAGE_SIZE: i64 = 50;
 /// The most rows one export holds (narrow the filter for more).
@@ -80,9 +79,7 @@ impl AuditQuery {
 }
 
 pub async fn audit_page(
-    State(st): State<AppState>,
-    session: Session,
-    Only(StaffAs(staff, _)): Only<StaffAs<ReadsAudit>>,
+    Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<ReadsAudit>>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, PortalError> {
     let page = i64::from(q.page.min(100_000));
@@ -114,8 +111,7 @@ fn cell(s: &str) -> String {
 }
 
 pub async fn audit_csv(
-    State(st): State<AppState>,
-    Only(StaffAs(staff, _)): Only<StaffAs<ReadsAudit>>,
+    Only { who: StaffAs(staff, _), st, .. }: Only<StaffAs<ReadsAudit>>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, PortalError> {
     let rows = store::audit::search(&st.db, &q.filter(), 0, EXPORT_MAX).await?;

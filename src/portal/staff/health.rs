@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
-use tower_sessions::Session;
 
 /// The state of writeback, as the page and the JSON tell it.
 #[derive(Debug, Clone, Serialize)]
@@ -169,9 +168,7 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
 }
 
 pub async fn health_page(
-    State(st): State<AppState>,
-    session: Session,
-    Only(StaffAs(staff, _)): Only<StaffAs<Administrators>>,
+    Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<Administrators>>,
 ) -> Result<Response, PortalError> {
     let health = gather(&st).await?;
     let page = HealthPage {

@@ -21,7 +21,7 @@ use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord, users::UserRow};
 use crate::usecase::account::{self, Act, Ask};
 use crate::usecase::password::{self as passwords, Requester};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -44,9 +44,7 @@ pub struct SearchQuery {
 }
 
 pub async fn search(
-    State(st): State<AppState>,
-    session: Session,
-    Only(StaffAs(staff, _)): Only<StaffAs<ActsOnPeople>>,
+    Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<ActsOnPeople>>,
     Query(sq): Query<SearchQuery>,
 ) -> PageResult {
     let text = sq.q.trim().chars().take(100).collect::<String>();
@@ -120,10 +118,8 @@ fn bad_form(staff: &Staff, row: &UserRow, what: &str) -> Response {
 }
 
 pub async fn person(
-    State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
-    Only(StaffAs(staff, _)): Only<StaffAs<ActsOnPeople>>,
+    Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<ActsOnPeople>>,
     Query(pq): Query<PersonQuery>,
 ) -> PageResult {
     let Some(row) = in_scope(&st, &staff, &pq.d, &pq.a).await? else { return Ok(not_found(&staff, &pq.d, &pq.a)) };

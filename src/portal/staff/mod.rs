@@ -215,7 +215,9 @@ async fn begin(session: &Session, row: &StaffRow, now: i64) -> Result<(), Portal
 }
 
 /// The staff start page: where each role works.
-pub async fn home(super::extract::Only(StaffAs(staff, _)): super::extract::Only<StaffAs<AnyRole>>) -> Response {
+pub async fn home(
+    super::extract::Only { who: StaffAs(staff, _), .. }: super::extract::Only<StaffAs<AnyRole>>,
+) -> Response {
     let to = match staff.role {
         Role::Administrator => paths::ADMIN_HEALTH,
         Role::Helpdesk => paths::HELPDESK,
