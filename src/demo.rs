@@ -188,14 +188,8 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let (db, hub) = (app.db.clone(), app.hub.clone());
     tokio::spawn(app.run_until_stopped());
 
-    let token = crate::server::create_enrollment_token(
-        &db,
-        "demo-agent",
-        &[DIRECTORY_ID.into()],
-        10,
-        crate::Clock::default().now(),
-    )
-    .await?;
+    let now = crate::Clock::default().now();
+    let token = crate::server::create_enrollment_token(&db, "demo-agent", &[DIRECTORY_ID.into()], 10, now).await?;
     let agent_cfg = agent_config(&dir, &ca, &directory.config);
     crate::agent::enroll::enroll(
         &url,

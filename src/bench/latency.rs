@@ -118,6 +118,20 @@ struct ReadyForm {
     form_key: String,
 }
 
+impl ReadyForm {
+    /// Sends the form with `fields` to `url`; an error unless the answer says the password changed.
+    async fn send(&self, url: &str, fields: &[(&str, &str)]) -> Result<(), String> {
+        let mut all = vec![("csrf", self.csrf.as_str()), ("form_key", self.form_key.as_str())];
+        all.extend_from_slice(fields);
+        let resp = self.client.post(url).form(&all).send().await;
+        let page = resp.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+        if !changed(&page) {
+            return Err("the answer page did not say changed".into());
+        }
+        Ok(())
+    }
+}
+
 /// Walks identify → e-mailed code → verify for person `i` (not timed).
 async fn ready_reset(rig: &Rig, i: usize) -> anyhow::Result<ReadyForm> {
     let person = &rig.people[i];
@@ -205,17 +219,7 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
                 async move {
                     let form = r.lock().ok().and_then(|mut v| v[i].take()).ok_or("no form")?;
                     let pw = p.fresh();
-                    let fields = [
-                        ("csrf", form.csrf.as_str()),
-                        ("form_key", form.form_key.as_str()),
-                        ("password", pw.as_str()),
-                        ("confirm", pw.as_str()),
-                    ];
-                    let resp = form.client.post(format!("{url}/reset/password")).form(&fields).send().await;
-                    let page = resp.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
-                    if !changed(&page) {
-                        return Err("the answer page did not say changed".into());
-                    }
+                    form.send(&format!("{url}/reset/password"), &[("password", &pw), ("confirm", &pw)]).await?;
                     p.set(i % people, pw);
                     Ok(())
                 }
@@ -262,19 +266,9 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
                     let form = f.lock().ok().and_then(|mut v| v[i].take()).ok_or("no form")?;
                     let n = i % uids.len();
                     let (old, new) = (p.get(n), p.fresh());
-                    let fields = [
-                        ("csrf", form.csrf.as_str()),
-                        ("form_key", form.form_key.as_str()),
-                        ("login", uids[n].as_str()),
-                        ("current", old.as_str()),
-                        ("password", new.as_str()),
-                        ("confirm", new.as_str()),
-                    ];
-                    let resp = form.client.post(format!("{url}/change")).form(&fields).send().await;
-                    let page = resp.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
-                    if !changed(&page) {
-                        return Err("the answer page did not say changed".into());
-                    }
+                    let fields =
+                        [("login", uids[n].as_str()), ("current", &old), ("password", &new), ("confirm", &new)];
+                    form.send(&format!("{url}/change"), &fields).await?;
                     p.set(n, new);
                     Ok(())
                 }

@@ -172,14 +172,8 @@ impl Rig {
 
         // The enrollment token goes into the database before the portal starts.
         let db = crate::store::connect(&db_url, 1).await?;
-        let token = crate::server::create_enrollment_token(
-            &db,
-            "bench",
-            &[DIRECTORY_ID.into()],
-            10,
-            crate::Clock::default().now(),
-        )
-        .await?;
+        let now = crate::Clock::default().now();
+        let token = crate::server::create_enrollment_token(&db, "bench", &[DIRECTORY_ID.into()], 10, now).await?;
         db.close().await;
 
         let exe = std::env::current_exe()?;

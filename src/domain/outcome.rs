@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 /// The directory's password rules, as far as the agent could read them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyFacts {
+    /// The fewest characters a password may have.
     pub min_length: Option<u32>,
+    /// How many earlier passwords may not come back.
     pub history: Option<u32>,
+    /// How long a new password must be kept before it is changed again.
     pub min_age_secs: Option<u64>,
+    /// Whether three of four kinds of character are needed (and not the account's name).
     pub complexity: Option<bool>,
     /// Wrong passwords after which the directory locks the account (0 or absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -17,6 +21,20 @@ pub struct PolicyFacts {
     /// How long a lockout lasts (0: until an administrator lifts it), where the directory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout_duration_secs: Option<u64>,
+}
+
+#[cfg(test)]
+impl PolicyFacts {
+    /// A common domain policy, for tests: 8 characters, 24 remembered, kept a day, complex.
+    pub(crate) fn typical() -> Self {
+        PolicyFacts {
+            min_length: Some(8),
+            history: Some(24),
+            min_age_secs: Some(86_400),
+            complexity: Some(true),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

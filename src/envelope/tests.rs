@@ -74,14 +74,7 @@ fn every_frame_is_under_a_kilobyte() {
         outcome: Outcome::InHistory { history: Some(24) },
         raw: "agent=0123456789abcdef0123456789abcdef rc=19 text=\"Password is in history of old passwords\" ppolicy=8"
             .into(),
-        policy: Some(PolicyFacts {
-            min_length: Some(8),
-            history: Some(24),
-            min_age_secs: Some(86_400),
-            complexity: Some(true),
-            lockout_threshold: None,
-            lockout_duration_secs: None,
-        }),
+        policy: Some(PolicyFacts::typical()),
     };
     let result = seal("agent-1", 1, &key, Direction::ToPortal, FrameKind::Result, &msg, &answer, &mut OsRng).unwrap();
     for (what, frame) in [("change", change), ("unlock", unlock), ("result", result)] {
@@ -114,14 +107,18 @@ fn malformed_binary_frames_are_refused_before_anything_else() {
     assert!(SealedFrame::from_bytes(&bad_kind).is_none());
 }
 
+/// Why opening `frame` as `agent` at `now` under `key` is refused.
+fn refusal(agent: &str, frame: &SealedFrame, now: i64, key: &PackageKey) -> EnvelopeError {
+    open_request(agent, frame, now, |_| Some(key.clone())).unwrap_err()
+}
+
 #[test]
 fn a_tampered_frame_is_refused() {
     let key = PackageKey::generate(&mut OsRng);
     let msg = MsgId::random();
     let mut frame = sealed("agent-1", &key, &msg, 2_000);
     frame.ciphertext[10] ^= 1;
-    let r = open_request("agent-1", &frame, 1_500, |_| Some(key.clone()));
-    assert_eq!(r.unwrap_err(), EnvelopeError::Tampered);
+    assert_eq!(refusal("agent-1", &frame, 1_500, &key), EnvelopeError::Tampered);
 }
 
 #[test]
@@ -129,12 +126,10 @@ fn a_frame_for_another_agent_or_message_is_refused() {
     let key = PackageKey::generate(&mut OsRng);
     let msg = MsgId::random();
     let frame = sealed("agent-1", &key, &msg, 2_000);
-    let r = open_request("agent-2", &frame, 1_500, |_| Some(key.clone()));
-    assert_eq!(r.unwrap_err(), EnvelopeError::Tampered);
+    assert_eq!(refusal("agent-2", &frame, 1_500, &key), EnvelopeError::Tampered);
     let mut moved = frame.clone();
     moved.msg_id = MsgId::random();
-    let r = open_request("agent-1", &moved, 1_500, |_| Some(key.clone()));
-    assert_eq!(r.unwrap_err(), EnvelopeError::Tampered);
+    assert_eq!(refusal("agent-1", &moved, 1_500, &key), EnvelopeError::Tampered);
 }
 
 #[test]
@@ -142,8 +137,7 @@ fn an_expired_frame_is_refused() {
     let key = PackageKey::generate(&mut OsRng);
     let msg = MsgId::random();
     let frame = sealed("agent-1", &key, &msg, 2_000);
-    let r = open_request("agent-1", &frame, 2_000, |_| Some(key.clone()));
-    assert_eq!(r.unwrap_err(), EnvelopeError::Expired);
+    assert_eq!(refusal("agent-1", &frame, 2_000, &key), EnvelopeError::Expired);
 }
 
 #[test]

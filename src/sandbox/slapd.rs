@@ -148,8 +148,6 @@ impl Slapd {
     /// Adds a person under `ou=people` (as the directory's administrator), with the initial
     /// password and, if given, an e-mail address.
     pub async fn add_person(&self, uid: &str, mail: Option<&str>) -> anyhow::Result<()> {
-        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
-        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
         let mut attrs = vec![
             ("objectClass", ["inetOrgPerson"].into_iter().collect()),
             ("uid", [uid].into_iter().collect()),
@@ -160,63 +158,59 @@ impl Slapd {
         if let Some(mail) = mail {
             attrs.push(("mail", [mail].into_iter().collect()));
         }
-        let added = ldap.add(&self.user_dn(uid), attrs).await?.success();
-        let _ = ldap.unbind().await;
-        added?;
-        Ok(())
+        let mut ldap = self.as_admin().await?;
+        let added = ldap.add(&self.user_dn(uid), attrs).await;
+        done(ldap, added).await
     }
 
     /// Makes a person's password expired (as the directory's administrator): a policy with a
     /// one-day maximum age, and a password last changed long ago. A bind then answers ppolicy's
     /// `passwordExpired`.
     pub async fn expire_password(&self, uid: &str) -> anyhow::Result<()> {
-        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
-        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
         let policy = format!("cn=expiring,{}", self.people_dn.replacen("ou=people", "ou=policies", 1));
-        // pwdChangedTime is the overlay's own ("no user modification"): the Relax control lets
-        // the administrator set it.
-        let relax = ldap3::controls::RawControl { ctype: "1.3.6.1.4.1.4203.666.5.12".into(), crit: true, val: None };
         let mods = vec![
             ldap3::Mod::Replace("pwdPolicySubentry", [policy.as_str()].into_iter().collect()),
             ldap3::Mod::Replace("pwdChangedTime", ["20000101000000Z"].into_iter().collect()),
         ];
-        let modified = ldap.with_controls(relax).modify(&self.user_dn(uid), mods).await?.success();
-        let _ = ldap.unbind().await;
-        modified?;
-        Ok(())
+        let mut ldap = self.as_admin().await?;
+        // pwdChangedTime is the overlay's own ("no user modification"): the Relax control lets
+        // the administrator set it.
+        let relax = ldap3::controls::RawControl { ctype: "1.3.6.1.4.1.4203.666.5.12".into(), crit: true, val: None };
+        let modified = ldap.with_controls(relax).modify(&self.user_dn(uid), mods).await;
+        done(ldap, modified).await
     }
 
     /// Disables a person as ppolicy does (as the directory's administrator): a permanent lock,
     /// `pwdAccountLockedTime: 000001010000Z`.
     pub async fn disable(&self, uid: &str) -> anyhow::Result<()> {
-        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
-        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
-        let mods = vec![ldap3::Mod::Replace("pwdAccountLockedTime", ["000001010000Z"].into_iter().collect())];
-        let modified = ldap.modify(&self.user_dn(uid), mods).await?.success();
-        let _ = ldap.unbind().await;
-        modified?;
-        Ok(())
+        self.replace(uid, "pwdAccountLockedTime", "000001010000Z").await
     }
 
     /// Sets a person's password as the directory's administrator would, outside passback.
     pub async fn set_password(&self, uid: &str, password: &str) -> anyhow::Result<()> {
-        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
-        anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
-        let mods = vec![ldap3::Mod::Replace("userPassword", [password].into_iter().collect())];
-        let modified = ldap.modify(&self.user_dn(uid), mods).await?.success();
-        let _ = ldap.unbind().await;
-        modified?;
-        Ok(())
+        self.replace(uid, "userPassword", password).await
     }
 
     /// Deletes a person (as the directory's administrator).
     pub async fn delete_person(&self, uid: &str) -> anyhow::Result<()> {
-        let (mut ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
+        let mut ldap = self.as_admin().await?;
+        let deleted = ldap.delete(&self.user_dn(uid)).await;
+        done(ldap, deleted).await
+    }
+
+    /// Replaces one attribute of a person's entry, as the directory's administrator.
+    async fn replace(&self, uid: &str, attribute: &str, value: &str) -> anyhow::Result<()> {
+        let mut ldap = self.as_admin().await?;
+        let mods = vec![ldap3::Mod::Replace(attribute, [value].into_iter().collect())];
+        let modified = ldap.modify(&self.user_dn(uid), mods).await;
+        done(ldap, modified).await
+    }
+
+    /// A connection bound as the directory's administrator.
+    async fn as_admin(&self) -> anyhow::Result<ldap3::Ldap> {
+        let (ldap, rc) = connect_as(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await?;
         anyhow::ensure!(rc == 0, "administrator bind failed: rc {rc}");
-        let deleted = ldap.delete(&self.user_dn(uid)).await?.success();
-        let _ = ldap.unbind().await;
-        deleted?;
-        Ok(())
+        Ok(ldap)
     }
 
     /// The DN of a seeded person, e.g. `user_dn("alice")`.
@@ -372,6 +366,13 @@ fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path) -> Result
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Closes an administrator's connection, and says whether its one operation succeeded.
+async fn done(mut ldap: ldap3::Ldap, result: ldap3::result::Result<ldap3::LdapResult>) -> anyhow::Result<()> {
+    let _ = ldap.unbind().await;
+    result?.success()?;
+    Ok(())
 }
 
 #[cfg(test)]

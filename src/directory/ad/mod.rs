@@ -112,6 +112,25 @@ struct Person {
     password_set_at: Option<i64>,
 }
 
+impl Person {
+    /// The answer when this account's protection forbids `what` (`resets are`, `Unlock`…), or
+    /// its groups could not be read (nobody can tell, so it is refused as a set-up problem);
+    /// `None` when it may go on.
+    fn refusal(&self, what: &str) -> Option<Answer> {
+        let (outcome, raw) = match &self.protection {
+            Some(Protection::Protected(why)) => {
+                (Outcome::Protected, format!("{} is a protected account ({why}); {what} refused", self.dn))
+            }
+            Some(Protection::Unknown(why)) => (
+                Outcome::InsufficientRights,
+                format!("{why}: the service account needs to read tokenGroups to tell administrators apart"),
+            ),
+            Some(Protection::None) | None => return None,
+        };
+        Some(Answer { outcome, raw, policy: None })
+    }
+}
+
 /// Whether an account may have a forgotten password reset here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Protection {
@@ -233,29 +252,17 @@ impl Ad {
         }
         if old.is_none() {
             match &person.protection {
-                Some(Protection::None) => {}
                 Some(Protection::Protected(why)) if allow_protected => {
                     notes.push(format!("protected account ({why}) reset as allowed for staff"));
-                }
-                Some(Protection::Protected(why)) => {
-                    return Answer {
-                        outcome: Outcome::Protected,
-                        raw: format!("{} is a protected account ({why}); resets are refused", person.dn),
-                        policy: None,
-                    }
-                }
-                Some(Protection::Unknown(why)) => {
-                    return Answer {
-                        outcome: Outcome::InsufficientRights,
-                        raw: format!(
-                            "{why}: the service account needs to read tokenGroups to tell administrators apart"
-                        ),
-                        policy: None,
-                    }
                 }
                 // `find` looks protection up for every reset; never reset without knowing.
                 None => {
                     return Answer { outcome: Outcome::Internal, raw: "protection not checked".into(), policy: None }
+                }
+                Some(_) => {
+                    if let Some(refused) = person.refusal("resets are") {
+                        return refused;
+                    }
                 }
             }
             match (server.hints_oid, self.history_on_reset) {
@@ -351,22 +358,8 @@ impl Ad {
             Ok(None) => return answer::not_found("objectGUID", anchor),
             Err(f) => return answer::failure(&f),
         };
-        match &person.protection {
-            Some(Protection::Protected(why)) => {
-                return Answer {
-                    outcome: Outcome::Protected,
-                    raw: format!("{} is a protected account ({why}); {change:?} refused", person.dn),
-                    policy: None,
-                }
-            }
-            Some(Protection::Unknown(why)) => {
-                return Answer {
-                    outcome: Outcome::InsufficientRights,
-                    raw: format!("{why}: the service account needs to read tokenGroups to tell administrators apart"),
-                    policy: None,
-                }
-            }
-            Some(Protection::None) | None => {}
+        if let Some(refused) = person.refusal(&format!("{change:?}")) {
+            return refused;
         }
         let (attr, value) = match change {
             super::AccountChange::Unlock => ("lockoutTime", "0"),

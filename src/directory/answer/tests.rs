@@ -57,14 +57,7 @@ fn when_windows_does_not_name_the_rule_the_policy_does() {
     let windows = "0000052D: SvcErr: DSID-031A124C, problem 5003 (WILL_NOT_PERFORM), data 0";
     assert!(ad_unnamed_rule(53, windows));
     assert!(!ad_unnamed_rule(19, "0000052D: ... the password is too short. It should be equal or longer than 7"));
-    let p = PolicyFacts {
-        min_length: Some(8),
-        history: Some(24),
-        min_age_secs: Some(86_400),
-        complexity: Some(true),
-        lockout_threshold: None,
-        lockout_duration_secs: None,
-    };
+    let p = PolicyFacts::typical();
     assert_eq!(ad_rule("Ab1!", "alice", Some(&p), false), Outcome::TooShort { min_length: Some(8) });
     assert_eq!(ad_rule("alllowercase", "alice", Some(&p), false), Outcome::NotComplex);
     assert_eq!(ad_rule("Good-Passw0rd", "alice", Some(&p), false), Outcome::InHistory { history: Some(24) });

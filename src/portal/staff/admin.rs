@@ -165,23 +165,23 @@ fn by_staff(staff: &super::Staff, client: std::net::SocketAddr) -> usecase::By {
     usecase::By::Staff { username: staff.row.username.clone(), client: Some(client.ip()) }
 }
 
-/// The signed-in administrator and the other staff account `id` they act on; or the page to show
-/// instead (nobody signed in, not an administrator, no such account, or their own: another
-/// administrator must act on it, and is then accountable for it).
+/// The signed-in administrator and the other staff account `id` they act on; or the refusal: the
+/// staff list again, saying why (no such account, or their own: another administrator must act
+/// on it, and is then accountable for it), audited.
 async fn other_member(
     st: &AppState,
     session: &Session,
     admin: super::Staff,
     id: &str,
-) -> Result<Result<(super::Staff, store::staff::StaffRow), Response>, PortalError> {
+) -> Result<(super::Staff, store::staff::StaffRow), PortalError> {
     let tr = Tr::current();
     let problem = match store::staff::get(&st.db, id).await? {
         None => "staff.not_found",
         Some(member) if member.id == admin.row.id => "staff.not_yourself",
-        Some(member) => return Ok(Ok((admin, member))),
+        Some(member) => return Ok((admin, member)),
     };
     let page = list_page(st, session, &admin, Some(tr.t(problem).into())).await?;
-    Ok(Err(refused(&admin, id, problem).attach(page)))
+    Err(PortalError::Refused(Box::new(refused(&admin, id, problem).attach(page))))
 }
 
 /// The audit row of an administrator's act that was refused.
@@ -206,10 +206,7 @@ pub struct ResetForm {
 pub async fn reset_staff(
     Posted { form: f, session, who: StaffAs(admin, _), st, client, .. }: Posted<ResetForm, StaffAs<Administrators>>,
 ) -> PageResult {
-    let (admin, member) = match other_member(&st, &session, admin, &f.id).await? {
-        Ok(pair) => pair,
-        Err(page) => return Ok(page),
-    };
+    let (admin, member) = other_member(&st, &session, admin, &f.id).await?;
     let creds = usecase::staff::reset_signin(&ctx(&st), &by_staff(&admin, client), &member).await?;
     shown_once(&st, &session, &admin, &member.username, &creds, true).await
 }
@@ -229,10 +226,7 @@ pub struct UpdateForm {
 pub async fn update_staff(
     Posted { form: f, session, who: StaffAs(admin, _), st, client, .. }: Posted<UpdateForm, StaffAs<Administrators>>,
 ) -> PageResult {
-    let (admin, member) = match other_member(&st, &session, admin, &f.id).await? {
-        Ok(pair) => pair,
-        Err(page) => return Ok(page),
-    };
+    let (admin, member) = other_member(&st, &session, admin, &f.id).await?;
     let tr = Tr::current();
     let now = st.clock.now();
     let by = by_staff(&admin, client);
