@@ -191,14 +191,8 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let now = crate::Clock::default().now();
     let token = crate::server::create_enrollment_token(&db, "demo-agent", &[DIRECTORY_ID.into()], 10, now).await?;
     let agent_cfg = agent_config(&dir, &ca, &directory.config);
-    crate::agent::enroll::enroll(
-        &url,
-        &token.as_str().to_string().into(),
-        Some(&ca.ca_file),
-        &agent_cfg.state_file,
-        crate::Clock::default().now(),
-    )
-    .await?;
+    let token = token.as_str().to_string().into();
+    crate::agent::enroll::enroll(&url, &token, Some(&ca.ca_file), &agent_cfg.state_file, now).await?;
     let agent_toml = write_agent_files(&dir, &agent_cfg)?;
     let mut agent = spawn_agent(&agent_toml, &dir.join("agent.log"))?;
 

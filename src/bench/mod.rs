@@ -33,8 +33,8 @@ pub enum BenchDirectory {
 impl BenchDirectory {
     pub fn pid(&self) -> u32 {
         match self {
-            BenchDirectory::OpenLdap(d) => d.pid(),
-            BenchDirectory::Ad(d) => d.pid(),
+            BenchDirectory::OpenLdap(d) => d.process.pid(),
+            BenchDirectory::Ad(d) => d.process.pid(),
         }
     }
 
@@ -69,8 +69,8 @@ impl BenchDirectory {
 
     fn stop(&mut self) {
         match self {
-            BenchDirectory::OpenLdap(d) => d.stop(),
-            BenchDirectory::Ad(d) => d.stop(),
+            BenchDirectory::OpenLdap(d) => d.process.stop(),
+            BenchDirectory::Ad(d) => d.process.stop(),
         }
     }
 }
@@ -201,14 +201,8 @@ impl Rig {
         if let Some(d) = agent_cfg.directories.first_mut() {
             d.pool_size = 16;
         }
-        crate::agent::enroll::enroll(
-            &url,
-            &token.as_str().to_string().into(),
-            Some(&ca.ca_file),
-            &agent_cfg.state_file,
-            crate::Clock::default().now(),
-        )
-        .await?;
+        let token = token.as_str().to_string().into();
+        crate::agent::enroll::enroll(&url, &token, Some(&ca.ca_file), &agent_cfg.state_file, now).await?;
         let agent_config = crate::demo::write_agent_files(&dir, &agent_cfg)?;
         let agent = spawn_agent(&dir, &agent_config)?;
         let mut rig = Rig {

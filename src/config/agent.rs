@@ -89,16 +89,23 @@ impl HistoryOnReset {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
+    /// The name the portal knows this directory by (`corp`).
     pub id: String,
+    /// `ad` or `openldap`.
     pub kind: DirectoryKind,
     /// `ldaps://host:636` or `ldap://host:389` with `starttls = true`.
     pub url: String,
     #[serde(default)]
     pub starttls: bool,
+    /// The CA certificate (PEM) the directory's certificate is checked against, if not a
+    /// system-trusted one.
     pub ca_file: Option<PathBuf>,
+    /// The service account the agent binds as (docs/directories.md says what it may do).
     pub bind_dn: String,
+    /// Its password; better given as `bind_password_file`, which a rotation replaces.
     pub bind_password: Option<SecretString>,
     pub bind_password_file: Option<PathBuf>,
+    /// Where the people in scope are: every entry below these DNs.
     pub base_dns: Vec<String>,
     /// Extra LDAP filter ANDed with the person filter, e.g. `(memberOf=cn=staff,ou=groups,dc=…)`.
     pub user_filter: Option<String>,
@@ -112,8 +119,10 @@ pub struct DirectoryConfig {
     pub protected_groups: Vec<String>,
     /// An LDAP filter: the people it matches are protected too.
     pub protected_filter: Option<String>,
+    /// Connections kept open to the directory.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// How long one directory operation may take.
     #[serde(default = "default_ldap_timeout")]
     pub timeout_secs: u64,
 }

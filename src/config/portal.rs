@@ -183,9 +183,11 @@ impl Default for PortalConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// The address and port the portal listens on.
     pub listen: SocketAddr,
     /// The address people and agents use, e.g. `https://passback.example.org`.
     pub public_url: String,
+    /// The portal's certificate chain and key (PEM), when it serves TLS itself.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     /// Serve plain HTTP because a TLS-terminating proxy sits in front. Cookies stay `Secure`.
@@ -199,6 +201,7 @@ pub struct ServerConfig {
     pub frame_ancestors: Vec<String>,
     /// The bearer token Prometheus presents at `/metrics` (without one, `/metrics` is not served).
     pub metrics_token: Option<SecretString>,
+    /// The same token, read from a file (the better way).
     pub metrics_token_file: Option<PathBuf>,
     /// Addresses of proxies in front of the portal whose `X-Forwarded-For` is believed, so that
     /// limits and the audit see each person's address rather than the proxy's.
@@ -324,11 +327,16 @@ pub enum SmtpSecurity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
+    /// The sender people see, e.g. `passback <no-reply@example.org>`.
     pub from: String,
+    /// The SMTP server that sends codes and notices.
     pub smtp_host: String,
     pub smtp_port: u16,
+    /// How the connection to it is encrypted (STARTTLS by default).
     pub security: SmtpSecurity,
+    /// The SMTP account, if the server asks for one.
     pub username: Option<String>,
+    /// Its password; better given as `password_file`.
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     /// Extra CA certificate (PEM) to trust for the SMTP server.

@@ -38,7 +38,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.slapd.stop();
+        self.slapd.process.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -199,7 +199,7 @@ async fn a_refused_service_account_is_a_rights_problem_and_not_reachable() {
 async fn a_directory_that_stopped_is_unreachable() {
     let mut fx = Fixture::start();
     let alice = fx.anchor("alice").await;
-    fx.slapd.stop();
+    fx.slapd.process.stop();
 
     let answer = fx.directory.reset(&alice, &pw("Brand-New-Pw-2026")).await;
 

@@ -47,6 +47,46 @@ pub(crate) fn log_tail(log_file: &Path) -> String {
     }
 }
 
+/// A server process the sandbox started: stopped (SIGTERM, then SIGKILL if it lingers) and
+/// waited for once, when asked or when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    stopped: bool,
+}
+
+impl Server {
+    pub(crate) fn new(child: Child) -> Self {
+        Server { child, stopped: false }
+    }
+
+    /// Its process id, e.g. to tell a person how to stop a demo by hand.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it and waits for it. Idempotent.
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            stop_child(&mut self.child);
+            self.stopped = true;
+        }
+    }
+
+    /// How it ended, if it has.
+    pub(crate) fn exited(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let status = self.child.try_wait()?;
+        self.stopped |= status.is_some();
+        Ok(status)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// SIGTERM (so the server closes its databases; std only offers SIGKILL, hence `kill`), then
 /// SIGKILL if it is still there after the grace period.
 pub(crate) fn stop_child(child: &mut Child) {

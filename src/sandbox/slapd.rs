@@ -3,7 +3,7 @@
 //!
 //! Start-up takes a fraction of a second, so every test (and `passback demo`) gets its own.
 
-use super::process::{connect_as, find_program, log_tail, random_password, stop_child};
+use super::process::{connect_as, find_program, log_tail, random_password, stop_child, Server};
 use super::TestCa;
 use anyhow::{bail, Context};
 use rand::rngs::OsRng;
@@ -57,8 +57,8 @@ pub struct Slapd {
     pub ca_file: PathBuf,
     /// Where the configuration, database and `slapd.log` live.
     pub dir: PathBuf,
-    child: Child,
-    stopped: bool,
+    /// The slapd process.
+    pub process: Server,
 }
 
 impl Slapd {
@@ -126,8 +126,7 @@ impl Slapd {
                         policy_dn: POLICY_DN.into(),
                         ca_file: ca.ca_file.clone(),
                         dir,
-                        child,
-                        stopped: false,
+                        process: Server::new(child),
                     });
                 }
                 Err(StartError::PortTaken(e)) => {
@@ -231,25 +230,6 @@ impl Slapd {
             &self.people_dn,
         );
         crate::config::DirectoryConfig { policy_dn: Some(self.policy_dn.clone()), ..cfg }
-    }
-
-    /// The process id, e.g. to tell a person how to stop a demo by hand.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops slapd (SIGTERM, then SIGKILL if it lingers) and waits for it. Idempotent.
-    pub fn stop(&mut self) {
-        if !self.stopped {
-            stop_child(&mut self.child);
-            self.stopped = true;
-        }
-    }
-}
-
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

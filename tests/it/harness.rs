@@ -594,9 +594,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop_agent();
-        self.slapd.stop();
+        self.slapd.process.stop();
         for s in &mut self.more_directories {
-            s.stop();
+            s.process.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

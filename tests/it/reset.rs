@@ -398,7 +398,7 @@ async fn a_person_without_an_email_address_gets_the_same_answer_and_no_code() {
 async fn a_directory_that_stops_answering_is_reported_as_unreachable() {
     let mut app = spawn_app().await;
     let form = app.verified_as("alice", "alice@example.org").await;
-    app.slapd.stop();
+    app.slapd.process.stop();
 
     let page = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
 

@@ -95,26 +95,15 @@ async fn in_scope(st: &AppState, staff: &Staff, directory: &str, anchor: &str) -
 
 /// "Not found", for someone who does not exist and for someone out of scope alike; audited.
 fn not_found(staff: &Staff, directory: &str, anchor: &str) -> Response {
-    super::refusal(
-        staff,
-        axum::http::StatusCode::NOT_FOUND,
-        ("helpdesk.not_found_title", "helpdesk.not_found"),
-        "helpdesk.not_found",
-        Some(format!("{directory}/{anchor}")),
-        "no such person within this staff member's scope",
-    )
+    let (words, whom) = (("helpdesk.not_found_title", "helpdesk.not_found"), Some(format!("{directory}/{anchor}")));
+    let raw = "no such person within this staff member's scope";
+    super::refusal(staff, axum::http::StatusCode::NOT_FOUND, words, "helpdesk.not_found", whom, raw)
 }
 
 /// A form the pages never send (a made-up act or method); audited.
 fn bad_form(staff: &Staff, row: &UserRow, what: &str) -> Response {
-    super::refusal(
-        staff,
-        axum::http::StatusCode::BAD_REQUEST,
-        ("error.expired_title", "error.expired"),
-        "helpdesk.bad_form",
-        Some(row.username.clone()),
-        what,
-    )
+    let (words, whom) = (("error.expired_title", "error.expired"), Some(row.username.clone()));
+    super::refusal(staff, axum::http::StatusCode::BAD_REQUEST, words, "helpdesk.bad_form", whom, what)
 }
 
 pub async fn person(

@@ -12,7 +12,7 @@
 
 mod setup;
 
-use super::process::{connect_as, find_program, log_tail, random_password, stop_child};
+use super::process::{connect_as, find_program, log_tail, random_password, Server};
 use super::TestCa;
 use anyhow::{bail, Context};
 use ldap3::{Ldap, Mod, Scope, SearchEntry};
@@ -110,10 +110,10 @@ pub struct SambaDc {
     pub dir: PathBuf,
     smb_conf: PathBuf,
     samba_tool_bin: PathBuf,
-    child: Child,
+    /// The root samba process.
+    pub process: Server,
     /// Held open only: Samba (`-i`) quits when it is closed, i.e. when this process ends.
-    stdin: Option<ChildStdin>,
-    stopped: bool,
+    _stdin: Option<ChildStdin>,
 }
 
 impl SambaDc {
@@ -169,9 +169,8 @@ impl SambaDc {
             dir,
             smb_conf,
             samba_tool_bin,
-            child,
-            stdin,
-            stopped: false,
+            process: Server::new(child),
+            _stdin: stdin,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         dc.wait_until_listening(deadline)?;
@@ -308,27 +307,11 @@ impl SambaDc {
         super::process::directory_config(id, crate::config::DirectoryKind::Ad, ldaps, service, &self.staff_dn)
     }
 
-    /// The process id of Samba's root process.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops Samba (SIGTERM, then SIGKILL if it lingers) and waits for it; about 2 s.
-    /// Idempotent.
-    pub fn stop(&mut self) {
-        if !self.stopped {
-            stop_child(&mut self.child);
-            self.stdin = None;
-            self.stopped = true;
-        }
-    }
-
     fn wait_until_listening(&mut self, deadline: Instant) -> anyhow::Result<()> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, LDAPS_PORT));
         let log_file = self.dir.join("samba.log");
         loop {
-            if let Some(status) = self.child.try_wait().context("watching samba")? {
-                self.stopped = true;
+            if let Some(status) = self.process.exited().context("watching samba")? {
                 let tail = log_tail(&log_file);
                 if tail.contains("ADDRESS_ALREADY_ASSOCIATED") {
                     bail!("another Samba DC is running: samba could not listen on 127.0.0.1:389/636; end of its log:\n{tail}");
@@ -390,12 +373,6 @@ impl SambaDc {
 
     async fn admin_connection(&self) -> anyhow::Result<Ldap> {
         connect(&self.url, &self.ca_file, &self.admin_dn, &self.admin_password).await
-    }
-}
-
-impl Drop for SambaDc {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
