@@ -32,11 +32,17 @@ fn sealed(agent: &str, key: &PackageKey, msg: &MsgId, expires_at: i64) -> Sealed
     seal(agent, 1, key, Direction::ToAgent, FrameKind::Request, msg, &pkg, &mut OsRng).unwrap()
 }
 
-#[test]
-fn a_sealed_request_opens_to_the_same_passwords() {
+/// A new key, and a request sealed with it for `agent-1` under a new message id, valid until 2000.
+fn request_to_agent_1() -> (PackageKey, MsgId, SealedFrame) {
     let key = PackageKey::generate(&mut OsRng);
     let msg = MsgId::random();
     let frame = sealed("agent-1", &key, &msg, 2_000);
+    (key, msg, frame)
+}
+
+#[test]
+fn a_sealed_request_opens_to_the_same_passwords() {
+    let (key, msg, frame) = request_to_agent_1();
     let pkg = open_request("agent-1", &frame, 1_500, |v| (v == 1).then(|| key.clone())).unwrap();
     let sealed = pkg.secrets.as_ref().unwrap();
     let content = unwrap_key(rsa_key(), &sealed.key).unwrap();
@@ -114,18 +120,14 @@ fn refusal(agent: &str, frame: &SealedFrame, now: i64, key: &PackageKey) -> Enve
 
 #[test]
 fn a_tampered_frame_is_refused() {
-    let key = PackageKey::generate(&mut OsRng);
-    let msg = MsgId::random();
-    let mut frame = sealed("agent-1", &key, &msg, 2_000);
+    let (key, _, mut frame) = request_to_agent_1();
     frame.ciphertext[10] ^= 1;
     assert_eq!(refusal("agent-1", &frame, 1_500, &key), EnvelopeError::Tampered);
 }
 
 #[test]
 fn a_frame_for_another_agent_or_message_is_refused() {
-    let key = PackageKey::generate(&mut OsRng);
-    let msg = MsgId::random();
-    let frame = sealed("agent-1", &key, &msg, 2_000);
+    let (key, _, frame) = request_to_agent_1();
     assert_eq!(refusal("agent-2", &frame, 1_500, &key), EnvelopeError::Tampered);
     let mut moved = frame.clone();
     moved.msg_id = MsgId::random();
@@ -134,9 +136,7 @@ fn a_frame_for_another_agent_or_message_is_refused() {
 
 #[test]
 fn an_expired_frame_is_refused() {
-    let key = PackageKey::generate(&mut OsRng);
-    let msg = MsgId::random();
-    let frame = sealed("agent-1", &key, &msg, 2_000);
+    let (key, _, frame) = request_to_agent_1();
     assert_eq!(refusal("agent-1", &frame, 2_000, &key), EnvelopeError::Expired);
 }
 
@@ -170,9 +170,7 @@ fn a_frame_sent_back_the_other_way_is_refused() {
 
 #[test]
 fn an_unknown_protocol_version_is_refused() {
-    let key = PackageKey::generate(&mut OsRng);
-    let msg = MsgId::random();
-    let mut frame = sealed("agent-1", &key, &msg, 2_000);
+    let (key, _, mut frame) = request_to_agent_1();
     frame.v = 1;
     assert_eq!(open_request("agent-1", &frame, 1_500, |_| Some(key.clone())).unwrap_err(), EnvelopeError::Version(1));
 }

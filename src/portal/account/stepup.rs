@@ -50,6 +50,10 @@ impl StepUp {
         }
         open
     }
+
+    fn progress(&self) -> gates::Progress {
+        gates::Progress::new(self.remaining(), &self.passed, ACTIONS)
+    }
 }
 
 /// `Some(way to the gate)` when the person must verify before changing their security info.
@@ -118,16 +122,15 @@ pub async fn verify_form(
     if step.passed_at.is_some() {
         return Ok(back());
     }
-    let second = !step.passed.is_empty();
     if step.current.is_none() {
         match step.remaining().as_slice() {
             [] => return Ok(back()),
             [only] => open(&st, &session, &who, &mut step, only, client).await?,
-            many => return gates::choice_page(&session, many, second, lead().await, None, ACTIONS).await,
+            _ => return gates::choice_page(&session, &step.progress(), lead().await, None).await,
         }
     }
     let Some(current) = &step.current else { return Ok(back()) };
-    gates::gate_page(&st, &session, current, step.remaining().len() > 1, second, None, None, ACTIONS).await
+    gates::gate_page(&st, &session, current, &step.progress(), (None, None)).await
 }
 
 #[derive(Deserialize)]
@@ -138,14 +141,13 @@ pub struct ChoiceForm {
 
 pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceForm>) -> PageResult {
     let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };
-    let second = !step.passed.is_empty();
     if f.method == "other" {
         step.current = None;
         STEP_UP.set(&session, &step).await?;
-        return gates::choice_page(&session, &step.remaining(), second, lead().await, None, ACTIONS).await;
+        return gates::choice_page(&session, &step.progress(), lead().await, None).await;
     }
     let Some(offer) = step.remaining().into_iter().find(|o| o.id == f.method) else {
-        return gates::choice_page(&session, &step.remaining(), second, lead().await, None, ACTIONS).await;
+        return gates::choice_page(&session, &step.progress(), lead().await, None).await;
     };
     open(&st, &session, &who, &mut step, &offer, client).await?;
     Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response())
@@ -180,17 +182,8 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
                 return Ok(support.tag(blocked(&st, &support)));
             }
             let error = gates::wrong_answer(Tr::current(), method).to_string();
-            let page = gates::gate_page(
-                &st,
-                &session,
-                &current,
-                step.remaining().len() > 1,
-                !step.passed.is_empty(),
-                Some(error),
-                Some(support.0.clone()),
-                ACTIONS,
-            )
-            .await?;
+            let shown = (Some(error), Some(support.0.clone()));
+            let page = gates::gate_page(&st, &session, &current, &step.progress(), shown).await?;
             return Ok(support.tag(page));
         }
     };

@@ -47,6 +47,8 @@ pub(crate) async fn start(
     Ok((current, raw))
 }
 
+/// E-mails a new code to the offer's address (to nobody, for a made-up one, after the same
+/// work): the code's id, and a note for the audit.
 async fn send_code(
     st: &AppState,
     target: Option<&Target>,
@@ -131,20 +133,6 @@ pub struct Response {
 
 /// Whether the answer is right. Each check costs the same whether or not there is anything to
 /// check against. Returns the verdict and a note for the audit.
-async fn check(
-    st: &AppState,
-    target: Option<&Target>,
-    current: &Current,
-    response: &Response,
-) -> Result<(bool, &'static str), PortalError> {
-    let now = st.clock.now();
-    // A made-up offer never verifies anyone, whatever was registered since it was shown (the
-    // work below is still done, so the answer takes as long).
-    let made_up = current.offer.made_up;
-    let (right, raw) = check_answer(st, target, current, response, now).await?;
-    Ok(if made_up { (false, "a made-up offer verifies nobody") } else { (right, raw) })
-}
-
 async fn check_answer(
     st: &AppState,
     target: Option<&Target>,
@@ -243,7 +231,11 @@ pub(crate) async fn answer(
         Err(security::Spent::Subject) => return Ok(Answered::Blocked),
         Err(security::Spent::Address) => return Ok(Answered::TooManyFromHere),
     };
-    let (right, raw) = check(st, target, current, response).await?;
+    // Whether the answer is right, and a note for the audit. A made-up offer never verifies
+    // anyone, whatever was registered since it was shown (the check is still made, so the
+    // answer takes as long).
+    let (right, raw) = check_answer(st, target, current, response, st.clock.now()).await?;
+    let (right, raw) = if current.offer.made_up { (false, "a made-up offer verifies nobody") } else { (right, raw) };
     let blocked_now = settle_failure(st, subject, reservation, right).await?;
     if !right {
         // The portal-wide count is looked at with every failure too, not only every half minute.

@@ -13,6 +13,7 @@ use crate::config::GateMethod;
 use crate::domain::{EmailAddress, LoginName, MsgId, OneTimeCode};
 use crate::i18n::Tr;
 use crate::store::{self, security};
+use axum::response::{IntoResponse, Response};
 use rand::seq::SliceRandom;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -199,44 +200,52 @@ pub(crate) struct Actions {
     pub back: &'static str,
 }
 
-/// The chooser among `offers`.
+/// Where a flow stands, as its gate pages show it.
+pub(crate) struct Progress {
+    /// The offers still open.
+    pub remaining: Vec<Offer>,
+    /// One method was passed already: this is the second.
+    pub second: bool,
+    pub actions: Actions,
+}
+
+impl Progress {
+    pub(crate) fn new(remaining: Vec<Offer>, passed: &[GateMethod], actions: Actions) -> Self {
+        Progress { remaining, second: !passed.is_empty(), actions }
+    }
+}
+
+/// The chooser among the offers still open, under `lead` (why a step-up asks), saying `error`.
 pub(crate) async fn choice_page(
     session: &tower_sessions::Session,
-    offers: &[Offer],
-    second: bool,
+    at: &Progress,
     lead: Option<String>,
     error: Option<String>,
-    actions: Actions,
-) -> Result<axum::response::Response, PortalError> {
-    use axum::response::IntoResponse;
+) -> Result<Response, PortalError> {
     let tr = Tr::current();
     let page = super::pages::ChoicePage {
         tr,
         csrf: super::csrf::token(session).await?,
-        offers: offers.iter().map(|o| (o.id.clone(), o.label(tr))).collect(),
-        second,
+        offers: at.remaining.iter().map(|o| (o.id.clone(), o.label(tr))).collect(),
+        second: at.second,
         error,
         lead,
-        method_action: actions.method,
-        back: actions.back,
+        method_action: at.actions.method,
+        back: at.actions.back,
     };
     Ok(page.into_response())
 }
 
-/// The page of the gate now open: a code to type, or the questions asked.
-#[allow(clippy::too_many_arguments)]
+/// The page of the gate now open: a code to type, or the questions asked; with `error` and the
+/// support code of a wrong answer.
 pub(crate) async fn gate_page(
     st: &AppState,
     session: &tower_sessions::Session,
     current: &Current,
-    can_choose: bool,
-    second: bool,
-    error: Option<String>,
-    support_code: Option<String>,
-    actions: Actions,
-) -> Result<axum::response::Response, PortalError> {
-    use axum::response::IntoResponse;
-    let tr = Tr::current();
+    at: &Progress,
+    (error, support_code): (Option<String>, Option<String>),
+) -> Result<Response, PortalError> {
+    let (tr, actions, second, can_choose) = (Tr::current(), at.actions, at.second, at.remaining.len() > 1);
     let questions = current
         .questions
         .iter()

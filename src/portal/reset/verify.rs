@@ -57,7 +57,11 @@ const ACTIONS: gates::Actions =
     gates::Actions { verify: paths::RESET_VERIFY, method: paths::RESET_METHOD, back: paths::RESET };
 
 async fn choice_page(session: &Session, flow: &Flow, error: Option<String>) -> PageResult {
-    gates::choice_page(session, &flow.remaining(), !flow.passed.is_empty(), None, error, ACTIONS).await
+    gates::choice_page(session, &progress(flow), None, error).await
+}
+
+fn progress(flow: &Flow) -> gates::Progress {
+    gates::Progress::new(flow.remaining(), &flow.passed, ACTIONS)
 }
 
 async fn gate_page(
@@ -68,8 +72,7 @@ async fn gate_page(
     support_code: Option<String>,
 ) -> PageResult {
     let Some(current) = &flow.current else { return Ok(start_again()) };
-    let (can_choose, second) = (flow.remaining().len() > 1, !flow.passed.is_empty());
-    gates::gate_page(st, session, current, can_choose, second, error, support_code, ACTIONS).await
+    gates::gate_page(st, session, current, &progress(flow), (error, support_code)).await
 }
 
 async fn open_gate(
