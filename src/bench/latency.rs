@@ -49,6 +49,36 @@ impl Passwords {
 /// The processes whose CPU time is counted: (name, pid).
 static PROCESSES: std::sync::OnceLock<Vec<(&'static str, u32)>> = std::sync::OnceLock::new();
 
+/// Times the bare directory: each operation sets a new password for one of the people in turn,
+/// as a reset, or with `change` as a change that proves the current one.
+async fn bare(
+    name: &str,
+    concurrency: usize,
+    total: usize,
+    (d, a, p): (Arc<Directory>, Arc<Vec<Anchor>>, Arc<Passwords>),
+    change: bool,
+) -> Stats {
+    measure(name, concurrency, total, move |i| {
+        let (d, a, p) = (d.clone(), a.clone(), p.clone());
+        async move {
+            let n = i % a.len();
+            let new = p.fresh();
+            let secret = SecretString::from(new.clone());
+            let answer = if change {
+                d.change(&a[n], &SecretString::from(p.get(n)), &secret).await
+            } else {
+                d.reset(&a[n], &secret).await
+            };
+            if !answer.outcome.is_success() {
+                return Err(format!("{} {}", answer.outcome.code(), answer.raw));
+            }
+            p.set(n, new);
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Runs `op(i)` for i in 0..total on `concurrency` workers; times each.
 async fn measure<F, Fut>(name: &str, concurrency: usize, total: usize, op: F) -> Stats
 where
@@ -186,23 +216,8 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
 
     for (concurrency, total) in [(1, OPS_SERIAL), (32, OPS_PARALLEL)] {
         // The bare directory: reset.
-        let (d, a, p) = (directory.clone(), anchors.clone(), passwords.clone());
-        results.push(
-            measure("bare reset", concurrency, total, move |i| {
-                let (d, a, p) = (d.clone(), a.clone(), p.clone());
-                async move {
-                    let n = i % a.len();
-                    let pw = p.fresh();
-                    let answer = d.reset(&a[n], &SecretString::from(pw.clone())).await;
-                    if !answer.outcome.is_success() {
-                        return Err(format!("{} {}", answer.outcome.code(), answer.raw));
-                    }
-                    p.set(n, pw);
-                    Ok(())
-                }
-            })
-            .await,
-        );
+        let people = (directory.clone(), anchors.clone(), passwords.clone());
+        results.push(bare("bare reset", concurrency, total, people, false).await);
 
         // The full path: reset. Each form is made ready first (not timed); only the final post is.
         eprintln!("bench: preparing {total} verified reset sessions…");
@@ -228,23 +243,8 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
         );
 
         // The bare directory: change (the directory checks the current password).
-        let (d, a, p) = (directory.clone(), anchors.clone(), passwords.clone());
-        results.push(
-            measure("bare change", concurrency, total, move |i| {
-                let (d, a, p) = (d.clone(), a.clone(), p.clone());
-                async move {
-                    let n = i % a.len();
-                    let (old, new) = (p.get(n), p.fresh());
-                    let answer = d.change(&a[n], &SecretString::from(old), &SecretString::from(new.clone())).await;
-                    if !answer.outcome.is_success() {
-                        return Err(format!("{} {}", answer.outcome.code(), answer.raw));
-                    }
-                    p.set(n, new);
-                    Ok(())
-                }
-            })
-            .await,
-        );
+        let people = (directory.clone(), anchors.clone(), passwords.clone());
+        results.push(bare("bare change", concurrency, total, people, true).await);
 
         // The full path: change. The form (and its one-use key) is fetched first, not timed.
         let mut forms = Vec::with_capacity(total);

@@ -27,6 +27,11 @@ impl Fixture {
         users.into_iter().find(|u| u.username == uid).unwrap().anchor
     }
 
+    /// A change from the password everyone is seeded with.
+    async fn change_from_initial(&self, anchor: &Anchor, new: &SecretString) -> Answer {
+        self.directory.change(anchor, &self.slapd.user_password, new).await
+    }
+
     async fn bind_works_dn(&self, dn: &str, password: &SecretString) -> bool {
         bind_works(&self.slapd.url, &self.slapd.ca_file, dn, password).await
     }
@@ -92,7 +97,7 @@ async fn a_second_change_within_the_minimum_age_is_refused_with_the_persons_own_
     let fx = Fixture::start();
     let carol = fx.anchor("carol").await;
     let first = pw("Carol-First-1");
-    assert_eq!(fx.directory.change(&carol, &fx.slapd.user_password, &first).await.outcome, Outcome::Success);
+    assert_eq!(fx.change_from_initial(&carol, &first).await.outcome, Outcome::Success);
     let changed_at = time::OffsetDateTime::now_utc().unix_timestamp();
 
     let answer = fx.directory.change(&carol, &first, &pw("Carol-Second-2")).await;
@@ -134,9 +139,7 @@ async fn a_change_with_the_right_old_password_succeeds() {
     let fx = Fixture::start();
     let bob = fx.anchor("bob").await;
     let new = pw("Bobs-New-Pw-1");
-
-    let answer = fx.directory.change(&bob, &fx.slapd.user_password, &new).await;
-
+    let answer = fx.change_from_initial(&bob, &new).await;
     assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
     assert!(fx.bind_works("bob", &new).await);
 }
@@ -307,7 +310,7 @@ async fn a_password_changed_today_can_be_reset_as_forgotten_under_quality_and_hi
     let fx = Fixture::start();
     let carol = fx.anchor("carol").await;
     let today = pw("Changed-Today-1");
-    let changed = fx.directory.change(&carol, &fx.slapd.user_password, &today).await;
+    let changed = fx.change_from_initial(&carol, &today).await;
     assert_eq!(changed.outcome, Outcome::Success, "{}", changed.raw);
     let again = fx.directory.change(&carol, &today, &pw("Changed-Again-2")).await;
     assert!(
