@@ -27,9 +27,13 @@ impl Fixture {
         users.into_iter().find(|u| u.username == uid).unwrap().anchor
     }
 
-    /// A change from the password everyone is seeded with.
-    async fn change_from_initial(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        self.directory.change(anchor, &self.slapd.user_password, new).await
+    /// Changes `uid`'s password from the one everyone is seeded with to `new`, which must work;
+    /// their anchor and the new password.
+    async fn changed_from_initial(&self, uid: &str, new: &str) -> (Anchor, SecretString) {
+        let (anchor, new) = (self.anchor(uid).await, pw(new));
+        let answer = self.directory.change(&anchor, &self.slapd.user_password, &new).await;
+        assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
+        (anchor, new)
     }
 
     async fn bind_works_dn(&self, dn: &str, password: &SecretString) -> bool {
@@ -95,9 +99,7 @@ async fn a_recently_used_password_is_refused_with_the_real_history_length() {
 #[tokio::test]
 async fn a_second_change_within_the_minimum_age_is_refused_with_the_persons_own_number_and_since_when() {
     let fx = Fixture::start();
-    let carol = fx.anchor("carol").await;
-    let first = pw("Carol-First-1");
-    assert_eq!(fx.change_from_initial(&carol, &first).await.outcome, Outcome::Success);
+    let (carol, first) = fx.changed_from_initial("carol", "Carol-First-1").await;
     let changed_at = time::OffsetDateTime::now_utc().unix_timestamp();
 
     let answer = fx.directory.change(&carol, &first, &pw("Carol-Second-2")).await;
@@ -137,10 +139,7 @@ async fn a_change_with_a_wrong_old_password_is_refused_and_the_password_stays() 
 #[tokio::test]
 async fn a_change_with_the_right_old_password_succeeds() {
     let fx = Fixture::start();
-    let bob = fx.anchor("bob").await;
-    let new = pw("Bobs-New-Pw-1");
-    let answer = fx.change_from_initial(&bob, &new).await;
-    assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
+    let (_, new) = fx.changed_from_initial("bob", "Bobs-New-Pw-1").await;
     assert!(fx.bind_works("bob", &new).await);
 }
 
@@ -308,10 +307,7 @@ async fn a_refused_service_password_is_not_tried_again_and_a_corrected_file_work
 async fn a_password_changed_today_can_be_reset_as_forgotten_under_quality_and_history_but_not_changed_again() {
     // carol's policy (cn=slow) has a minimum age of one hour.
     let fx = Fixture::start();
-    let carol = fx.anchor("carol").await;
-    let today = pw("Changed-Today-1");
-    let changed = fx.change_from_initial(&carol, &today).await;
-    assert_eq!(changed.outcome, Outcome::Success, "{}", changed.raw);
+    let (carol, today) = fx.changed_from_initial("carol", "Changed-Today-1").await;
     let again = fx.directory.change(&carol, &today, &pw("Changed-Again-2")).await;
     assert!(
         matches!(again.outcome, Outcome::TooYoung { min_age_secs: Some(3600), since: Some(_) }),

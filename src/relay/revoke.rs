@@ -4,7 +4,7 @@
 //! the health page, audited alike.
 
 use super::Hub;
-use crate::store::{self, agents::AgentSummary, Db};
+use crate::store::{self, agents::AgentRow, Db};
 use anyhow::bail;
 
 /// Revokes the agent `who` names: its id, or a name only one agent has. Audited under `actor`
@@ -16,7 +16,7 @@ pub async fn revoke(
     actor: &str,
     support_code: &str,
     now: i64,
-) -> anyhow::Result<AgentSummary> {
+) -> anyhow::Result<AgentRow> {
     let found = store::agents::find(db, who).await?;
     let agent = match found.as_slice() {
         [] => bail!("no agent has the id or name {who:?}"),
@@ -42,7 +42,7 @@ pub async fn revoke(
     };
     store::audit::record(db, &rec).await?;
     tracing::warn!(agent = %agent.id, name = %agent.name, actor, "agent revoked");
-    Ok(AgentSummary { revoked_at: Some(now), ..agent })
+    Ok(AgentRow { revoked_at: Some(now), ..agent })
 }
 
 /// Drops this instance's connections of agents revoked elsewhere (the command line, another

@@ -58,6 +58,8 @@ pub async fn insert_agent(db: &Db, id: &str, e: &Enrollment, secret_hash: &[u8],
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRow {
     pub id: String,
+    /// The name its administrator enrolled it under (not unique).
+    pub name: String,
     pub secret_hash: Vec<u8>,
     pub directories: sqlx::types::Json<Vec<String>>,
     pub revoked_at: Option<i64>,
@@ -65,7 +67,7 @@ pub struct AgentRow {
 
 /// An agent by id, revoked or not (the caller refuses a revoked one, after checking its secret).
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AgentRow>> {
-    sqlx::query_as("SELECT id, secret_hash, directories, revoked_at FROM agents WHERE id = ?")
+    sqlx::query_as("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = ?")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -140,17 +142,9 @@ pub async fn prune_frames(db: &Db, now: i64) -> sqlx::Result<u64> {
     Ok(sqlx::query("DELETE FROM relay_frames WHERE expires_at < $1").bind(now).execute(db).await?.rows_affected())
 }
 
-/// An agent, found by id or by name, revoked or not.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AgentSummary {
-    pub id: String,
-    pub name: String,
-    pub revoked_at: Option<i64>,
-}
-
 /// Agents whose id or name is `who` (names need not be unique).
-pub async fn find(db: &Db, who: &str) -> sqlx::Result<Vec<AgentSummary>> {
-    sqlx::query_as("SELECT id, name, revoked_at FROM agents WHERE id = $1 OR name = $1 ORDER BY created_at")
+pub async fn find(db: &Db, who: &str) -> sqlx::Result<Vec<AgentRow>> {
+    sqlx::query_as("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = $1 OR name = $1 ORDER BY created_at")
         .bind(who)
         .fetch_all(db)
         .await
