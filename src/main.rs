@@ -262,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
             let cfg = PortalConfig::load(Some(&portal_config))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             let who = id.or(name).context("--name or --id is required")?;
-            let support = passback::portal::SupportCode::new().0;
+            let support = passback::domain::SupportCode::new().0;
             let agent = passback::relay::revoke::revoke(&db, None, &who, "command-line", &support, now).await?;
             println!(
                 "Agent {} ({}) is revoked: its credentials are refused and its keys forgotten.",
@@ -387,10 +387,7 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
             println!("{} is now {}.", row.username, if enable { "enabled" } else { "disabled; its sessions ended" });
         }
         StaffCmd::ClearSigninLimits { username } => {
-            let key = secrets.derive(passback::store::CODE_KEY_PURPOSE);
-            let subject = passback::portal::staff::signin_subject_with(&key, &username);
-            let n = passback::store::attempts::clear_all_under(db, &subject).await?;
-            audit_cli(db, "staff.clear_signin_limits", &username, now).await?;
+            let n = usecase::staff::clear_signin_limits(&ctx, &By::CommandLine, &username).await?;
             println!("{n} counted sign-ins forgotten for {username}.");
         }
         StaffCmd::ResetSignin { username } => {
@@ -402,21 +399,5 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
         }
         StaffCmd::List => {}
     }
-    Ok(())
-}
-
-/// An audit row for a staff change made on the portal host's command line.
-async fn audit_cli(db: &passback::store::Db, operation: &str, username: &str, now: i64) -> anyhow::Result<()> {
-    let rec = passback::store::audit::AuditRecord {
-        at: now,
-        actor: "command-line".into(),
-        operation: operation.into(),
-        target: Some(format!("staff:{username}")),
-        outcome_code: passback::domain::Outcome::Success.code().0.into(),
-        raw: "passback staff".into(),
-        support_code: passback::portal::SupportCode::new().0,
-        ..Default::default()
-    };
-    passback::store::audit::record(db, &rec).await?;
     Ok(())
 }

@@ -104,6 +104,21 @@ pub async fn set_enabled(ctx: &Ctx<'_>, by: &By, member: &StaffRow, enable: bool
     ctx.audit(by, operation, &member.username, raw).await
 }
 
+/// Forgets the counted sign-ins typed as `username`, so a staff member held back by the limit
+/// can sign in at once; audited. How many were forgotten.
+pub async fn clear_signin_limits(ctx: &Ctx<'_>, by: &By, username: &str) -> anyhow::Result<u64> {
+    let key = ctx.secrets.derive(crate::crypto::CODE_KEY_PURPOSE);
+    let n = store::attempts::clear_all_under(ctx.db, &signin_subject(&key, username)).await?;
+    ctx.audit(by, "staff.clear_signin_limits", username, &format!("{n} counted sign-ins forgotten")).await?;
+    Ok(n)
+}
+
+/// What staff sign-ins typed as `typed` are counted under: a keyed hash of the name (whether or
+/// not it is an account's), so the counters name nobody.
+pub fn signin_subject(key: &crate::crypto::MacKey, typed: &str) -> String {
+    format!("staff-signin|{}", key.hash(&[b"staff-signin", typed.trim().to_lowercase().as_bytes()]))
+}
+
 /// E-mails every administrator that `by` gave `member` a new sign-in. A failed send is logged.
 async fn tell_administrators(ctx: &Ctx<'_>, by: &By, member: &str) -> anyhow::Result<()> {
     let when = crate::mail::utc_seconds(ctx.now);

@@ -676,9 +676,18 @@ async fn the_command_lines_staff_acts_are_audited_and_told_like_the_pages() {
     let row = passback::store::staff::by_username(&app.db, "hd-cli").await.unwrap().unwrap();
     usecase::staff::reset_signin(&ctx, &By::CommandLine, &row).await.unwrap();
     usecase::staff::set_enabled(&ctx, &By::CommandLine, &row, false).await.unwrap();
+    // A wrong sign-in is counted; `clear-signin-limits` forgets it (typed in another case).
+    let c = client(&app);
+    let (_, form) = get(&app, &c, "/staff/signin").await;
+    let csrf = hidden(&form, "csrf").unwrap();
+    let wrong = [("csrf", csrf.as_str()), ("username", "hd-cli"), ("password", "not-it"), ("code", "000000")];
+    post(&app, &c, "/staff/signin", &wrong).await;
+    // Counted under the name, and under the name from this address.
+    assert_eq!(usecase::staff::clear_signin_limits(&ctx, &By::CommandLine, "HD-cli").await.unwrap(), 2);
+    assert_eq!(usecase::staff::clear_signin_limits(&ctx, &By::CommandLine, "hd-cli").await.unwrap(), 0);
 
     let rows: Vec<_> = app.audit().await.into_iter().filter(|r| r.target.as_deref() == Some("staff:hd-cli")).collect();
-    for op in ["staff.add", "staff.reset", "staff.disable"] {
+    for op in ["staff.add", "staff.reset", "staff.disable", "staff.clear_signin_limits"] {
         let row = rows.iter().find(|r| r.operation == op).unwrap_or_else(|| panic!("{op} audited: {rows:?}"));
         assert_eq!(row.actor, "command-line");
     }

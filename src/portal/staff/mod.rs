@@ -15,7 +15,7 @@ pub use admin::{add_staff, reset_staff, staff_list, update_staff};
 pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{apply_sync_hold, health_json, health_page, revoke_agent, Health};
 pub use helpdesk::{act, person, search};
-pub use signin::{enrol, enrol_form, signin, signin_form, signin_subject_with, signout, signout_everywhere};
+pub use signin::{enrol, enrol_form, signin, signin_form, signout, signout_everywhere};
 
 use super::{paths, AppState, PortalError};
 use crate::portal::session::Key;

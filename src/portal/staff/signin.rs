@@ -160,12 +160,7 @@ async fn signin_inner(
 /// Under what wrong sign-ins of a typed name are counted: a keyed hash, so nothing typed can
 /// collide with another name's counters (or with a person's).
 pub(crate) fn signin_subject(st: &AppState, typed: &str) -> String {
-    signin_subject_with(&st.code_key, typed)
-}
-
-/// [`signin_subject`], with the key at hand (the command line has no portal state).
-pub fn signin_subject_with(key: &crate::store::MacKey, typed: &str) -> String {
-    format!("staff-signin|{}", key.hash(&[b"staff-signin", typed.trim().to_lowercase().as_bytes()]))
+    crate::usecase::staff::signin_subject(&st.code_key, typed)
 }
 
 const ENROLLING: Key<Enrolling> = Key::new(session::STAFF_ENROLLING);
