@@ -153,25 +153,43 @@ async fn disabled_page(
     Ok(Some(support.tag(outcome_page(st, "password.disabled_title", &o, &support, false))))
 }
 
-/// The flow, if its person has passed every gate and is within the time allowed; else the way
-/// back to the start.
-async fn verified_flow(
-    st: &AppState,
-    session: &Session,
-    intent: Intent,
-) -> Result<Result<(Flow, Target), Response>, PortalError> {
-    /// How long a verified person has to finish.
-    const VERIFIED_FOR_SECS: i64 = 15 * 60;
-    let back = Redirect::to(paths::RESET).into_response();
-    let Some(flow) = load_flow(session).await? else { return Ok(Err(back)) };
-    match (&flow.verified_at, &flow.target) {
-        (Some(at), Some(t)) if st.clock.now() - at < VERIFIED_FOR_SECS && flow.intent == intent => {
-            let t = t.clone();
-            Ok(Ok((flow, t)))
-        }
-        _ => {
-            FLOW.take(session).await?;
-            Ok(Err(back))
+/// A flow whose person passed every gate for intent `I`, within the time allowed (a guard:
+/// anyone else is sent back to the start, and the flow is forgotten).
+pub struct Verified<I>(Flow, Target, std::marker::PhantomData<I>);
+
+/// What a verified flow is for: [`ToReset`] or [`ToUnlock`].
+pub trait ForIntent: Send {
+    const INTENT: Intent;
+}
+
+/// A new password.
+pub struct ToReset;
+/// The lockout lifted.
+pub struct ToUnlock;
+
+impl ForIntent for ToReset {
+    const INTENT: Intent = Intent::Reset;
+}
+
+impl ForIntent for ToUnlock {
+    const INTENT: Intent = Intent::Unlock;
+}
+
+impl<I: ForIntent> crate::portal::extract::Guard for Verified<I> {
+    async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
+        /// How long a verified person has to finish.
+        const VERIFIED_FOR_SECS: i64 = 15 * 60;
+        let back = || PortalError::Refused(Box::new(Redirect::to(paths::RESET).into_response()));
+        let Some(flow) = load_flow(session).await? else { return Err(back()) };
+        match (&flow.verified_at, &flow.target) {
+            (Some(at), Some(t)) if st.clock.now() - at < VERIFIED_FOR_SECS && flow.intent == I::INTENT => {
+                let t = t.clone();
+                Ok(Verified(flow, t, std::marker::PhantomData))
+            }
+            _ => {
+                FLOW.take(session).await?;
+                Err(back())
+            }
         }
     }
 }

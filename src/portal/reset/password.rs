@@ -2,9 +2,10 @@
 //! waits for the directory's answer and shows it. The form's one-use key is the relay message id,
 //! so a second submit of the same form can never write twice.
 
-use super::{outcome_page, Attempt, Flow, Intent, Target, FLOW};
+use super::{outcome_page, Attempt, Target, ToReset, Verified, FLOW};
 use crate::domain::{NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
+use crate::portal::extract::Only;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, PasswordPage, PolicyView};
 use crate::portal::Tag;
@@ -12,7 +13,7 @@ use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store;
 use crate::usecase::account::{self, Act, Ask};
 use crate::usecase::password::{self as passwords, Requester};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -21,10 +22,6 @@ use tower_sessions::Session;
 const ALREADY_SENT: &str = "password.already_sent";
 
 type PageResult = Result<Response, PortalError>;
-
-async fn verified_flow(st: &AppState, session: &Session) -> Result<Result<(Flow, Target), Response>, PortalError> {
-    super::verified_flow(st, session, Intent::Reset).await
-}
 
 async fn password_page(
     st: &AppState,
@@ -47,14 +44,9 @@ async fn password_page(
 }
 
 pub async fn password_form(
-    State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
+    Only { who: Verified(flow, target, _), session, st }: Only<Verified<ToReset>>,
 ) -> PageResult {
-    let (flow, target) = match verified_flow(&st, &session).await? {
-        Ok(v) => v,
-        Err(r) => return Ok(r),
-    };
     if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
         return Ok(page);
     }
@@ -68,11 +60,9 @@ pub struct PasswordForm {
     confirm: SecretString,
 }
 
-pub async fn set_password(Posted { form: f, session, st, client, .. }: Posted<PasswordForm>) -> PageResult {
-    let (flow, target) = match verified_flow(&st, &session).await? {
-        Ok(v) => v,
-        Err(r) => return Ok(r),
-    };
+pub async fn set_password(
+    Posted { form: f, session, st, client, who: Verified(flow, target, _) }: Posted<PasswordForm, Verified<ToReset>>,
+) -> PageResult {
     // A form already submitted (double click, back button): never a second write.
     let Some(msg_id) = super::FINAL_FORM.take(&session, &f.form_key).await? else {
         return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;

@@ -2,16 +2,17 @@
 //! reset, the lockout is lifted in the directory (no password travels) and the page says so.
 //! The form's one-use key is the relay message id, so a double submit cannot act twice.
 
-use super::{outcome_page, Intent, FLOW};
+use super::{outcome_page, ToUnlock, Verified, FLOW};
 use crate::domain::Outcome;
 use crate::i18n::Tr;
+use crate::portal::extract::Only;
 use crate::portal::extract::Posted;
 use crate::portal::pages::{OutcomeView, UnlockPage};
 use crate::portal::Tag;
-use crate::portal::{csrf, gates, AppState, ClientAddr, PortalError, SupportCode};
+use crate::portal::{csrf, gates, ClientAddr, PortalError, SupportCode};
 use crate::usecase::account::{self, Act, Ask};
 use crate::usecase::password::Requester;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -25,14 +26,9 @@ async fn page(session: &Session, outcome: Option<OutcomeView>) -> PageResult {
 }
 
 pub async fn unlock_form(
-    State(st): State<AppState>,
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    session: Session,
+    Only { who: Verified(flow, target, _), session, st }: Only<Verified<ToUnlock>>,
 ) -> PageResult {
-    let (flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
-        Ok(v) => v,
-        Err(r) => return Ok(r),
-    };
     if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
         return Ok(page);
     }
@@ -44,11 +40,9 @@ pub struct UnlockForm {
     form_key: String,
 }
 
-pub async fn unlock(Posted { form: f, session, st, client, .. }: Posted<UnlockForm>) -> PageResult {
-    let (flow, target) = match super::verified_flow(&st, &session, Intent::Unlock).await? {
-        Ok(v) => v,
-        Err(r) => return Ok(r),
-    };
+pub async fn unlock(
+    Posted { form: f, session, st, client, who: Verified(flow, target, _) }: Posted<UnlockForm, Verified<ToUnlock>>,
+) -> PageResult {
     let Some(msg_id) = super::FINAL_FORM.take(&session, &f.form_key).await? else {
         return page(&session, None).await;
     };
