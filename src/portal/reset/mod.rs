@@ -129,28 +129,29 @@ async fn blocked_page(
 }
 
 /// After the gates, for a person whose directory has the account disabled: the page that says
-/// so (PB-3006), and the flow ends. The first step answered alike for every name; only someone
-/// who proved they hold the account's mailbox or authenticator learns this. `None` otherwise.
-async fn disabled_page(
+/// so (PB-3006), as a refusal, and the flow ends. The first step answered alike for every name;
+/// only someone who proved they hold the account's mailbox or authenticator learns this.
+async fn refuse_if_disabled(
     st: &AppState,
     session: &Session,
     flow: &Flow,
     target: &Target,
     client: std::net::SocketAddr,
-) -> Result<Option<Response>, PortalError> {
+) -> Result<(), PortalError> {
     let enabled = match crate::usecase::password::live(st, target).await {
         Some(state) => state.enabled,
         // The live state could not be read: what the last sync said.
         None => crate::store::users::get(&st.db, &target.directory, &target.anchor).await?.is_none_or(|r| r.enabled),
     };
     if enabled {
-        return Ok(None);
+        return Ok(());
     }
     let support = SupportCode::new();
     let o = Outcome::AccountDisabled;
     flow.attempt(st, client, &support).audit("reset.disabled", &o, "the directory has the account disabled").await?;
     FLOW.take(session).await?;
-    Ok(Some(support.tag(outcome_page(st, "password.disabled_title", &o, &support, false))))
+    let page = support.tag(outcome_page(st, "password.disabled_title", &o, &support, false));
+    Err(PortalError::Refused(Box::new(page)))
 }
 
 /// A flow whose person passed every gate for intent `I`, within the time allowed (a guard:

@@ -47,9 +47,7 @@ pub async fn password_form(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Only { who: Verified(flow, target, _), session, st }: Only<Verified<ToReset>>,
 ) -> PageResult {
-    if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
-        return Ok(page);
-    }
+    super::refuse_if_disabled(&st, &session, &flow, &target, client).await?;
     password_page(&st, &session, &target, None, None).await
 }
 

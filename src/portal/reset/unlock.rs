@@ -29,9 +29,7 @@ pub async fn unlock_form(
     ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Only { who: Verified(flow, target, _), session, st }: Only<Verified<ToUnlock>>,
 ) -> PageResult {
-    if let Some(page) = super::disabled_page(&st, &session, &flow, &target, client).await? {
-        return Ok(page);
-    }
+    super::refuse_if_disabled(&st, &session, &flow, &target, client).await?;
     page(&session, None).await
 }
 
