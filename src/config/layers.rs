@@ -1,7 +1,8 @@
 //! The configuration's layers as one tree to deserialize: the TOML file's values, and over them
 //! the environment's, which are text. A value from the environment is read as whatever the
-//! configuration expects where it lands — a number, a boolean, a list, or text — so a password of
-//! digits stays text and a port written `2525` is a number, with no guessing and no second try.
+//! configuration expects where it lands — a number, a boolean or a list as TOML writes them, or
+//! text — so a password of digits stays text and a port written `2525` is a number, with no
+//! guessing and no second try.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use std::collections::BTreeMap;
@@ -66,9 +67,13 @@ macro_rules! each_kind {
     };
 }
 
-/// Parses `raw` as `T`, or says what was expected.
-fn parsed<T: std::str::FromStr>(raw: &str, exp: &dyn de::Expected) -> Result<T, Error> {
-    raw.trim().parse().map_err(|_| de::Error::invalid_type(de::Unexpected::Str(raw), exp))
+/// A value from the environment where text is expected: a TOML string as written (`"s3cret"`
+/// with its quotes and escapes read), else the text as it is (`123456`, `true`).
+fn text(raw: String) -> String {
+    match as_toml(&raw) {
+        toml::Value::String(s) => s,
+        _ => raw,
+    }
 }
 
 impl<'de> Deserializer<'de> for Node {
@@ -76,23 +81,23 @@ impl<'de> Deserializer<'de> for Node {
 
     each_kind! {
         deserialize_any => |raw, v| as_toml(&raw).deserialize_any(v);
-        deserialize_bool => |raw, v| { let b = parsed(&raw, &v)?; v.visit_bool(b) };
-        deserialize_i8 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_i64(n) };
-        deserialize_i16 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_i64(n) };
-        deserialize_i32 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_i64(n) };
-        deserialize_i64 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_i64(n) };
-        deserialize_u8 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_u64(n) };
-        deserialize_u16 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_u64(n) };
-        deserialize_u32 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_u64(n) };
-        deserialize_u64 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_u64(n) };
-        deserialize_f32 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_f64(n) };
-        deserialize_f64 => |raw, v| { let n = parsed(&raw, &v)?; v.visit_f64(n) };
-        deserialize_char => |raw, v| v.visit_string(raw);
-        deserialize_str => |raw, v| v.visit_string(raw);
-        deserialize_string => |raw, v| v.visit_string(raw);
-        deserialize_identifier => |raw, v| v.visit_string(raw);
-        deserialize_bytes => |raw, v| v.visit_string(raw);
-        deserialize_byte_buf => |raw, v| v.visit_string(raw);
+        deserialize_bool => |raw, v| as_toml(&raw).deserialize_bool(v);
+        deserialize_i8 => |raw, v| as_toml(&raw).deserialize_i8(v);
+        deserialize_i16 => |raw, v| as_toml(&raw).deserialize_i16(v);
+        deserialize_i32 => |raw, v| as_toml(&raw).deserialize_i32(v);
+        deserialize_i64 => |raw, v| as_toml(&raw).deserialize_i64(v);
+        deserialize_u8 => |raw, v| as_toml(&raw).deserialize_u8(v);
+        deserialize_u16 => |raw, v| as_toml(&raw).deserialize_u16(v);
+        deserialize_u32 => |raw, v| as_toml(&raw).deserialize_u32(v);
+        deserialize_u64 => |raw, v| as_toml(&raw).deserialize_u64(v);
+        deserialize_f32 => |raw, v| as_toml(&raw).deserialize_f32(v);
+        deserialize_f64 => |raw, v| as_toml(&raw).deserialize_f64(v);
+        deserialize_char => |raw, v| v.visit_string(text(raw));
+        deserialize_str => |raw, v| v.visit_string(text(raw));
+        deserialize_string => |raw, v| v.visit_string(text(raw));
+        deserialize_identifier => |raw, v| v.visit_string(text(raw));
+        deserialize_bytes => |raw, v| v.visit_string(text(raw));
+        deserialize_byte_buf => |raw, v| v.visit_string(text(raw));
         deserialize_unit => |raw, v| as_toml(&raw).deserialize_unit(v);
         deserialize_seq => |raw, v| as_toml(&raw).deserialize_seq(v);
         deserialize_map => |raw, v| as_toml(&raw).deserialize_map(v);
@@ -101,7 +106,7 @@ impl<'de> Deserializer<'de> for Node {
         deserialize_tuple(len: usize) => |raw, v| as_toml(&raw).deserialize_seq(v);
         deserialize_tuple_struct(name: &'static str, len: usize) => |raw, v| as_toml(&raw).deserialize_seq(v);
         deserialize_struct(name: &'static str, fields: &'static [&'static str]) => |raw, v| as_toml(&raw).deserialize_any(v);
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]) => |raw, v| v.visit_enum(raw.into_deserializer());
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]) => |raw, v| v.visit_enum(text(raw).into_deserializer());
     }
 
     /// Present: whatever is set, from either layer.

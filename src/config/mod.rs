@@ -146,6 +146,8 @@ mod tests {
                 ("PASSBACK__SERVER__TRUSTED_PROXIES", r#"["127.0.0.1", "::1"]"#),
                 ("PASSBACK__DIRECTORIES__CORP__USER_KIND", "hash_synced"),
                 ("PASSBACK__MAIL__FROM", "true"),
+                ("PASSBACK__SERVER__HELPDESK_CONTACT", r#""Ext. \"5550\"""#),
+                ("PASSBACK__RELAY__PING_INTERVAL_SECS", "1_0"),
             ]),
         )
         .unwrap();
@@ -153,6 +155,8 @@ mod tests {
         assert_eq!(cfg.server.trusted_proxies.len(), 2);
         assert_eq!(cfg.directories["corp"].user_kind, crate::domain::UserKind::HashSynced);
         assert_eq!(cfg.mail.from, "true");
+        assert_eq!(cfg.server.helpdesk_contact.as_deref(), Some(r#"Ext. "5550""#), "a TOML string, read as one");
+        assert_eq!(cfg.relay.ping_interval_secs, 10, "a TOML number, read as one");
         let wrong =
             load_from::<PortalConfig>(None, PORTAL_ENV_PREFIX, &vars(&[("PASSBACK__MAIL__SMTP_PORT", "twenty")]));
         let wrong = format!("{:#}", wrong.err().unwrap());

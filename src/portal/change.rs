@@ -10,7 +10,7 @@ use super::{csrf, AppState, PortalError, SupportCode};
 use crate::domain::{LoginName, NewPassword, Outcome};
 use crate::i18n::Tr;
 use crate::portal::extract::Posted;
-use crate::portal::session::FormKey;
+use crate::portal::session::CHANGE_FORM;
 use crate::portal::Tag;
 use crate::store;
 use crate::usecase::account::{self, Act, Ask};
@@ -21,8 +21,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-/// The session key of the change form's one-use key (also the relay message id).
-const FORM: FormKey = FormKey("change");
 const ALREADY_SENT: &str = "password.already_sent";
 
 /// The change form. It states the policy of the only directory, if there is one: never the
@@ -36,7 +34,7 @@ async fn page(
     error: Option<String>,
     outcome: Option<OutcomeView>,
 ) -> Result<Response, PortalError> {
-    let form_key = FORM.current_or_signed(session, &st.code_key).await?;
+    let form_key = CHANGE_FORM.current_or_signed(session, &st.code_key).await?;
     let policy = PolicyView::of(st, target).await;
     let page = ChangePage {
         tr: Tr::current(),
@@ -85,7 +83,9 @@ async fn change_inner(
         return Ok(refused);
     }
     let typed = f.login.trim().to_string();
-    let Some(msg_id) = FORM.take_or_signed(&session, &f.form_key, &st.code_key).await? else {
+    // The key is spent here; the writeback claim below makes it single-use even for racing
+    // submits (and is all that does for a key signed before the session began).
+    let Some(msg_id) = CHANGE_FORM.take_or_signed(&session, &f.form_key, &st.code_key).await? else {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     let login = match LoginName::parse(&f.login) {
@@ -99,9 +99,6 @@ async fn change_inner(
         Ok(p) => p,
         Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };
-    // The key was spent above; the writeback claim below makes it single-use even for racing
-    // submits.
-
     let support = SupportCode::new();
     let now = st.clock.now();
     let found = people::resolve(&st, &login, &support).await?;

@@ -14,7 +14,8 @@ use tower_sessions::Session;
 
 /// A form posted with a valid CSRF token, the session it belongs to, and who posted it as the
 /// guard `G` admits them (anyone, by default). The token is checked first; the guard runs only
-/// for a form that passed.
+/// for a form that passed. The client's address comes from the connection (the server serves
+/// with `ConnectInfo<ClientAddr>`; a request without it is an internal error).
 pub struct Posted<T, G = Anyone> {
     pub form: T,
     pub session: Session,

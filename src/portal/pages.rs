@@ -267,7 +267,7 @@ pub struct EmailPage {
 
 // ---- staff pages
 
-/// A time as staff pages show it: `2026-11-22 05:18 UTC`.
+/// A time as staff pages show it: `2026-11-22 05:18:07 UTC`.
 pub fn utc(t: impl Seconds) -> String {
     crate::mail::utc_seconds(t.seconds())
 }

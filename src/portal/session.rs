@@ -1,6 +1,7 @@
-//! What the portal keeps in a session, each value under one typed key. The names are listed
-//! here, once, so no two flows can collide; each key is declared (with its value's type) beside
-//! the code that owns it, and read and written only through [`Key`].
+//! What the portal keeps in a session, each value under one typed key, and the one-use keys of
+//! the forms that act. The names are listed here, once, so no two flows can collide: each value
+//! is declared (with its type) beside the code that owns it and read and written only through
+//! [`Key`]; each form's key is named here and made and taken only through [`FormKey`].
 
 use super::PortalError;
 use crate::crypto::MacKey;
@@ -63,7 +64,20 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Key<T> {
 /// button) from acting at all.
 pub(crate) struct FormKey<'a>(pub &'a str);
 
-/// The forms whose keys a session keeps at once (several helpdesk tabs); the oldest goes first.
+/// The reset flow's final form (the new password, or the unlock).
+pub(crate) const RESET_FORM: FormKey = FormKey("reset");
+/// The change form.
+pub(crate) const CHANGE_FORM: FormKey = FormKey("change");
+/// The expired-password form after a sign-in.
+pub(crate) const EXPIRED_FORM: FormKey = FormKey("expired");
+
+/// The name of the forms on the helpdesk's page of one person (one per person: several tabs).
+pub(crate) fn helpdesk_form(directory: &str, anchor: &str) -> String {
+    format!("helpdesk:{directory}|{anchor}")
+}
+
+/// The keys a session keeps at once of one kind of form (several helpdesk tabs); beyond it, the
+/// oldest of that kind goes first.
 const KEPT_FORM_KEYS: usize = 8;
 const ALL_FORM_KEYS: Key<Vec<(String, String)>> = Key::new(FORM_KEYS);
 
@@ -83,8 +97,14 @@ impl FormKey<'_> {
         let mut keys = ALL_FORM_KEYS.get(session).await?.unwrap_or_default();
         keys.retain(|(p, _)| p != self.0);
         keys.push((self.0.to_string(), key.clone()));
-        let excess = keys.len().saturating_sub(KEPT_FORM_KEYS);
-        keys.drain(..excess);
+        let kind = |p: &str| p.split(':').next().unwrap_or_default().to_string();
+        let mine = kind(self.0);
+        let mut excess = keys.iter().filter(|(p, _)| kind(p) == mine).count().saturating_sub(KEPT_FORM_KEYS);
+        keys.retain(|(p, _)| {
+            let evict = excess > 0 && kind(p) == mine;
+            excess -= usize::from(evict);
+            !evict
+        });
         ALL_FORM_KEYS.set(session, &keys).await?;
         Ok(key)
     }
@@ -112,16 +132,18 @@ impl FormKey<'_> {
         self.current(session).await
     }
 
-    /// [`Self::take`], or a key [`Self::current_or_signed`] signed: only the writeback claim of
-    /// its message id makes that one single-use.
+    /// [`Self::take`], or, while the session holds no key of its own for this form, a key
+    /// [`Self::current_or_signed`] signed: only the writeback claim of its message id makes that
+    /// one single-use.
     pub(crate) async fn take_or_signed(
         &self,
         session: &Session,
         sent: &str,
         mac: &MacKey,
     ) -> Result<Option<MsgId>, PortalError> {
-        if let Some(id) = self.take(session, sent).await? {
-            return Ok(Some(id));
+        let held = ALL_FORM_KEYS.get(session).await?.unwrap_or_default().iter().any(|(p, _)| p == self.0);
+        if held {
+            return self.take(session, sent).await;
         }
         let signed = sent.split_once('.').is_some_and(|(random, _)| {
             crate::crypto::hashes_equal(self.signed(mac, random).as_bytes(), sent.as_bytes())
@@ -142,5 +164,59 @@ impl FormKey<'_> {
             ALL_FORM_KEYS.set(session, &keys).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new session (nothing is loaded from the store, nor saved to it).
+    async fn session() -> Session {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        Session::new(None, std::sync::Arc::new(tower_sessions_sqlx_store::SqliteStore::new(pool)), None)
+    }
+
+    #[tokio::test]
+    async fn a_form_key_is_taken_once_and_only_for_its_own_form() {
+        let s = session().await;
+        let key = RESET_FORM.current(&s).await.unwrap();
+        assert_eq!(RESET_FORM.current(&s).await.unwrap(), key, "shown again, the same key");
+        assert_eq!(CHANGE_FORM.take(&s, &key).await.unwrap(), None, "not another form's");
+        assert_eq!(RESET_FORM.take(&s, "a-key-of-nobodys").await.unwrap(), None);
+        assert_eq!(
+            RESET_FORM.take(&s, &key).await.unwrap().map(String::from),
+            Some(key.clone()),
+            "a wrong key spent nothing"
+        );
+        assert_eq!(RESET_FORM.take(&s, &key).await.unwrap(), None, "once");
+        assert_ne!(RESET_FORM.current(&s).await.unwrap(), key, "the next form gets a new one");
+    }
+
+    #[tokio::test]
+    async fn many_helpdesk_pages_never_push_out_another_forms_key() {
+        let s = session().await;
+        let reset = RESET_FORM.current(&s).await.unwrap();
+        let first = helpdesk_form("corp", "person-0");
+        let oldest = FormKey(&first).renew(&s).await.unwrap();
+        for i in 1..=KEPT_FORM_KEYS {
+            FormKey(&helpdesk_form("corp", &format!("person-{i}"))).renew(&s).await.unwrap();
+        }
+        assert_eq!(FormKey(&first).take(&s, &oldest).await.unwrap(), None, "the oldest person page went");
+        assert!(RESET_FORM.take(&s, &reset).await.unwrap().is_some(), "the reset form's key stayed");
+    }
+
+    #[tokio::test]
+    async fn a_signed_change_key_is_taken_only_while_the_session_holds_none() {
+        let mac = crate::crypto::DataKey::from_base64(&crate::crypto::DataKey::generate_base64()).unwrap().derive("t");
+        let s = session().await;
+        let signed = CHANGE_FORM.current_or_signed(&s, &mac).await.unwrap();
+        assert!(signed.contains('.'), "a page view without a session is signed: {signed}");
+        let forged = format!("{}.0000000000000000", signed.split_once('.').unwrap().0);
+        assert_eq!(CHANGE_FORM.take_or_signed(&s, &forged, &mac).await.unwrap(), None, "a forged signature");
+        assert!(CHANGE_FORM.take_or_signed(&s, &signed, &mac).await.unwrap().is_some());
+        let own = CHANGE_FORM.current(&s).await.unwrap();
+        assert_eq!(CHANGE_FORM.take_or_signed(&s, &signed, &mac).await.unwrap(), None, "the session has its own now");
+        assert!(CHANGE_FORM.take_or_signed(&s, &own, &mac).await.unwrap().is_some());
     }
 }

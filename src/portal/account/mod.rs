@@ -31,7 +31,7 @@ const SIGNED_IN: Key<SignedIn> = Key::new(session::SIGNED_IN);
 const FRESH_SECS: i64 = 10 * 60;
 
 /// Who is signed in, since when, and under which of their session epochs (see
-/// [`crate::portal::people::end_sessions`]).
+/// [`crate::usecase::account::end_sessions`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SignedIn {
     target: Target,

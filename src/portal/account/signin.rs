@@ -7,7 +7,7 @@ use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::{ExpiredPage, OutcomeView, PolicyView, SignInPage};
 use crate::portal::people::{self, Attempt, Target};
-use crate::portal::session::{self, FormKey, Key};
+use crate::portal::session::{self, Key, EXPIRED_FORM};
 use crate::portal::Tag;
 use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
 use crate::store;
@@ -31,8 +31,6 @@ struct MustChange {
 }
 
 const MUST_CHANGE: Key<MustChange> = Key::new(session::MUST_CHANGE);
-/// The one-use key of the expired-password form.
-const EXPIRED_FORM: FormKey = FormKey("expired");
 
 async fn page(
     st: &AppState,
@@ -236,7 +234,6 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
         Err(e) => return expired_page(&st, &session, &must, Some(e.text(tr)), None).await,
     };
     let support = SupportCode::new();
-    let _now = st.clock.now();
     let target = must.target.clone();
     let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
     let ask = Ask::Password { new: &new, current: Some(&f.current) };

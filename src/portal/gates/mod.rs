@@ -1,6 +1,8 @@
 //! Verification gates (DESIGN §6): how a person proves who they are before a reset or an unlock.
-//! Each method is its own module; this one offers them, starts one, checks an answer, and keeps
-//! the limits: failed verifications and resets per account per hour lead to a block, audited.
+//! This module finds the offers (real ones, or made-up ones for a name that matched nobody) and
+//! shows the chooser and gate pages; `check` starts a gate, checks an answer and keeps the limits
+//! (failed verifications and resets per account per hour lead to a block, audited); `questions`
+//! is the security-questions method, and the authenticator's codes are `crate::crypto::totp`.
 
 mod check;
 pub mod questions;

@@ -22,7 +22,7 @@ use super::people::{Attempt, Target};
 use super::{paths, AppState, PortalError, SupportCode};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
-use crate::portal::session::{FormKey, Key};
+use crate::portal::session::{FormKey, Key, RESET_FORM};
 use crate::portal::Tag;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ struct Flow {
 }
 
 /// The one-use key of the flow's final form (the new password, or the unlock).
-const FINAL_FORM: FormKey = FormKey("reset");
+const FINAL_FORM: FormKey = RESET_FORM;
 
 impl Flow {
     fn attempt<'a>(&'a self, st: &'a AppState, client: std::net::SocketAddr, support: &'a SupportCode) -> Attempt<'a> {

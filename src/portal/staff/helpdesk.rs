@@ -15,7 +15,7 @@ use crate::mail::Notice;
 use crate::portal::extract::{Only, Posted};
 use crate::portal::pages::{OutcomeView, PolicyView};
 use crate::portal::people::{self, Attempt, Target};
-use crate::portal::session::FormKey;
+use crate::portal::session::{helpdesk_form, FormKey};
 use crate::portal::Tag;
 use crate::portal::{csrf, AppState, ClientAddr, PortalError, SupportCode};
 use crate::store::{self, audit::AuditRecord, users::UserRow};
@@ -30,11 +30,6 @@ use tower_sessions::Session;
 type PageResult = Result<Response, PortalError>;
 
 const PAGE_SIZE: i64 = 20;
-/// The one-use key of the forms on a person's page (the newest page shown per person counts).
-fn person_form(row: &UserRow) -> String {
-    format!("helpdesk:{}|{}", row.directory, row.anchor)
-}
-
 #[derive(Deserialize)]
 pub struct SearchQuery {
     #[serde(default)]
@@ -138,7 +133,7 @@ async fn person_page(
 ) -> PageResult {
     let target = people::target_of(st, row).await?;
     let p = target.person();
-    let form_key = FormKey(&person_form(row)).renew(session).await?;
+    let form_key = FormKey(&helpdesk_form(&row.directory, &row.anchor)).renew(session).await?;
     let totp = store::security::totp(&st.db, p).await?.is_some_and(|t| t.confirmed);
     let questions = store::security::answers(&st.db, p).await?.len();
     let alternate = store::security::alternate_email(&st.db, p).await?;
@@ -297,7 +292,7 @@ async fn decide(
         return Ok(Ok(Done { operation, outcome: Outcome::Protected, temporary: None }));
     }
     // The form is used once: a double submit (or the back button) never acts twice.
-    let Some(msg_id) = FormKey(&person_form(row)).take(session, &f.form_key).await? else {
+    let Some(msg_id) = FormKey(&helpdesk_form(&row.directory, &row.anchor)).take(session, &f.form_key).await? else {
         return Ok(Err(already_sent(st, session, staff, row).await?));
     };
     let flags = Flags {
