@@ -49,21 +49,26 @@ fn as_toml(raw: &str) -> toml::Value {
 
 /// Asks each kind of node for a value: the file's through TOML's own deserializer, a table as a
 /// map (anything else asked of a table is refused by the visitor), the environment's text as
-/// the type asked for.
+/// the type asked for: read as TOML would (`as_toml`: numbers, booleans, lists), as text
+/// (`as_text`), or as the one method given says.
 macro_rules! each_kind {
-    ($($method:ident $(($($arg:ident: $ty:ty),*))? => $env:expr;)*) => {
-        $(
-            fn $method<V: Visitor<'de>>(self, $($($arg: $ty,)*)? visitor: V) -> Result<V::Value, Error> {
-                match self {
-                    Node::Toml(v) => v.$method($($($arg,)*)? visitor),
-                    Node::Table(map) => visitor.visit_map(Entries { rest: map.into_iter(), value: None }),
-                    Node::Env(raw) => {
-                        let env: fn(String, V) -> Result<V::Value, Error> = $env;
-                        env(raw, visitor)
-                    }
+    (as_toml: $($method:ident),* $(,)?) => {
+        $( each_kind!(@one $method () |raw, v| as_toml(&raw).$method(v)); )*
+    };
+    (as_text: $($method:ident),* $(,)?) => {
+        $( each_kind!(@one $method () |raw, v| v.visit_string(text(raw))); )*
+    };
+    (@one $method:ident ($($arg:ident: $ty:ty),*) $env:expr) => {
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Error> {
+            match self {
+                Node::Toml(v) => v.$method($($arg,)* visitor),
+                Node::Table(map) => visitor.visit_map(Entries { rest: map.into_iter(), value: None }),
+                Node::Env(raw) => {
+                    let env: fn(String, V) -> Result<V::Value, Error> = $env;
+                    env(raw, visitor)
                 }
             }
-        )*
+        }
     };
 }
 
@@ -79,35 +84,21 @@ fn text(raw: String) -> String {
 impl<'de> Deserializer<'de> for Node {
     type Error = Error;
 
-    each_kind! {
-        deserialize_any => |raw, v| as_toml(&raw).deserialize_any(v);
-        deserialize_bool => |raw, v| as_toml(&raw).deserialize_bool(v);
-        deserialize_i8 => |raw, v| as_toml(&raw).deserialize_i8(v);
-        deserialize_i16 => |raw, v| as_toml(&raw).deserialize_i16(v);
-        deserialize_i32 => |raw, v| as_toml(&raw).deserialize_i32(v);
-        deserialize_i64 => |raw, v| as_toml(&raw).deserialize_i64(v);
-        deserialize_u8 => |raw, v| as_toml(&raw).deserialize_u8(v);
-        deserialize_u16 => |raw, v| as_toml(&raw).deserialize_u16(v);
-        deserialize_u32 => |raw, v| as_toml(&raw).deserialize_u32(v);
-        deserialize_u64 => |raw, v| as_toml(&raw).deserialize_u64(v);
-        deserialize_f32 => |raw, v| as_toml(&raw).deserialize_f32(v);
-        deserialize_f64 => |raw, v| as_toml(&raw).deserialize_f64(v);
-        deserialize_char => |raw, v| v.visit_string(text(raw));
-        deserialize_str => |raw, v| v.visit_string(text(raw));
-        deserialize_string => |raw, v| v.visit_string(text(raw));
-        deserialize_identifier => |raw, v| v.visit_string(text(raw));
-        deserialize_bytes => |raw, v| v.visit_string(text(raw));
-        deserialize_byte_buf => |raw, v| v.visit_string(text(raw));
-        deserialize_unit => |raw, v| as_toml(&raw).deserialize_unit(v);
-        deserialize_seq => |raw, v| as_toml(&raw).deserialize_seq(v);
-        deserialize_map => |raw, v| as_toml(&raw).deserialize_map(v);
-        deserialize_ignored_any => |_, v| v.visit_unit();
-        deserialize_unit_struct(name: &'static str) => |raw, v| as_toml(&raw).deserialize_any(v);
-        deserialize_tuple(len: usize) => |raw, v| as_toml(&raw).deserialize_seq(v);
-        deserialize_tuple_struct(name: &'static str, len: usize) => |raw, v| as_toml(&raw).deserialize_seq(v);
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]) => |raw, v| as_toml(&raw).deserialize_any(v);
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]) => |raw, v| v.visit_enum(text(raw).into_deserializer());
-    }
+    each_kind!(as_toml: deserialize_any, deserialize_bool, deserialize_unit, deserialize_seq, deserialize_map);
+    each_kind!(as_toml: deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64, deserialize_f32, deserialize_f64);
+    each_kind!(as_toml: deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64);
+    each_kind!(as_text: deserialize_char, deserialize_str, deserialize_string, deserialize_identifier);
+    each_kind!(as_text: deserialize_bytes, deserialize_byte_buf);
+    each_kind!(@one deserialize_ignored_any () |_, v| v.visit_unit());
+    each_kind!(@one deserialize_unit_struct (name: &'static str) |raw, v| as_toml(&raw).deserialize_any(v));
+    each_kind!(@one deserialize_tuple (len: usize) |raw, v| as_toml(&raw).deserialize_seq(v));
+    each_kind!(@one deserialize_tuple_struct (name: &'static str, len: usize) |raw, v| as_toml(&raw).deserialize_seq(v));
+    each_kind!(@one deserialize_struct (name: &'static str, fields: &'static [&'static str]) |raw, v| {
+        as_toml(&raw).deserialize_any(v)
+    });
+    each_kind!(@one deserialize_enum (name: &'static str, variants: &'static [&'static str]) |raw, v| {
+        v.visit_enum(text(raw).into_deserializer())
+    });
 
     /// Present: whatever is set, from either layer.
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
