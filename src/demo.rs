@@ -52,12 +52,14 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let path_of = |p: &Path| quote(&p.display().to_string());
     let mut text = format!(
-        "state_file = {}\nheartbeat_secs = {}\nsync_interval_secs = {}\nfull_sync_interval_secs = {}\nmax_concurrent = {}\n",
+        "state_file = {}\nheartbeat_secs = {}\nsync_interval_secs = {}\nfull_sync_interval_secs = {}\nmax_concurrent = {}\n\
+         resets_per_minute = {}\n",
         path_of(&cfg.state_file),
         cfg.heartbeat_secs,
         cfg.sync_interval_secs,
         cfg.full_sync_interval_secs,
-        cfg.max_concurrent
+        cfg.max_concurrent,
+        cfg.resets_per_minute
     );
     if let Some(ca) = &cfg.portal_ca_file {
         text += &format!("portal_ca_file = {}\n", path_of(ca));

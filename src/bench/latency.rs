@@ -156,7 +156,7 @@ impl ReadyForm {
         let resp = self.client.post(url).form(&all).send().await;
         let page = resp.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
         if !changed(&page) {
-            return Err("the answer page did not say changed".into());
+            return Err(format!("the answer page did not say changed: {}", heading(&page)));
         }
         Ok(())
     }
@@ -187,6 +187,15 @@ async fn ready_reset(rig: &Rig, i: usize) -> anyhow::Result<ReadyForm> {
 /// Whether an answer page says the password was changed.
 fn changed(page: &str) -> bool {
     page.contains("Your password has been changed")
+}
+
+/// A page's first heading and its outcome code, to say what it said instead.
+fn heading(page: &str) -> String {
+    let between = |open: &str, close: &str| {
+        page.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map(|(text, _)| text.trim().to_string())
+    };
+    let code = page.find("PB-").map(|i| page[i..].chars().take(7).collect::<String>());
+    format!("{} {}", between("<h1", "</h1>").unwrap_or_default(), code.unwrap_or_default())
 }
 
 pub async fn run(ad: bool) -> anyhow::Result<()> {
