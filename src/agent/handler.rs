@@ -15,22 +15,41 @@ use tokio::sync::OnceCell;
 type Answered = Arc<OnceCell<Option<Wire>>>;
 
 /// Answers already given (or being given), kept until their request would have expired anyway.
+/// Forgetting the expired ones costs O(log n) each, however many are kept.
 #[derive(Default)]
 pub struct ReplayCache {
-    entries: std::sync::Mutex<std::collections::HashMap<MsgId, (i64, Answered)>>,
+    entries: std::sync::Mutex<Replays>,
+}
+
+#[derive(Default)]
+struct Replays {
+    answers: std::collections::HashMap<MsgId, Answered>,
+    /// When each kept answer may go, soonest first.
+    expiries: std::collections::BinaryHeap<std::cmp::Reverse<(i64, MsgId)>>,
 }
 
 impl ReplayCache {
     /// The cell for `msg_id`, and whether it existed before.
     fn cell(&self, msg_id: &MsgId, expires_at: i64, now: i64) -> (Answered, bool) {
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (exp, _)| *exp > now);
-        if let Some((_, cell)) = map.get(msg_id) {
+        let mut kept = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        while kept.expiries.peek().is_some_and(|std::cmp::Reverse((at, _))| *at <= now) {
+            if let Some(std::cmp::Reverse((_, gone))) = kept.expiries.pop() {
+                kept.answers.remove(&gone);
+            }
+        }
+        if let Some(cell) = kept.answers.get(msg_id) {
             return (cell.clone(), true);
         }
         let cell = Arc::new(OnceCell::new());
-        map.insert(msg_id.clone(), (expires_at, cell.clone()));
+        kept.answers.insert(msg_id.clone(), cell.clone());
+        kept.expiries.push(std::cmp::Reverse((expires_at, msg_id.clone())));
         (cell, false)
+    }
+
+    /// How many answers are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).answers.len()
     }
 }
 
@@ -411,6 +430,23 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_message_gets_its_first_answer_until_it_expires_and_expired_ones_are_forgotten() {
+        let cache = ReplayCache::default();
+        let (a, b) = (MsgId::random(), MsgId::random());
+        let (first, seen) = cache.cell(&a, 1_100, 1_000);
+        assert!(!seen);
+        let (again, seen) = cache.cell(&a, 1_200, 1_050);
+        assert!(seen && Arc::ptr_eq(&first, &again), "the same answer, not a new one");
+        cache.cell(&b, 1_300, 1_060);
+        assert_eq!(cache.len(), 2);
+        // Past a's expiry (as first kept), only b is left; a arriving again is new.
+        assert!(cache.cell(&b, 1_300, 1_100).1);
+        assert_eq!(cache.len(), 1);
+        assert!(!cache.cell(&a, 1_400, 1_101).1);
+        assert_eq!(cache.len(), 2);
+    }
 
     #[test]
     fn the_budget_refuses_beyond_its_rate_and_recovers_a_minute_later() {
