@@ -68,7 +68,8 @@ impl Application {
                 }
             }
         });
-        tokio::spawn(crate::relay::revoke::watch(db.clone(), hub.clone(), clock.clone()));
+        tokio::spawn(crate::relay::revoke::watch(db.clone(), hub.clone()));
+        tokio::spawn(store::housekeeping::run(db.clone(), clock.clone()));
         let secure = cfg.serves_tls() || cfg.server.behind_tls_proxy;
         let sessions = SessionManagerLayer::new(session_store)
             .with_name(if secure { "__Host-passback" } else { "passback" })

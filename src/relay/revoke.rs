@@ -46,21 +46,14 @@ pub async fn revoke(
 }
 
 /// Drops this instance's connections of agents revoked elsewhere (the command line, another
-/// instance), and forgets frame ids that can no longer be replayed. Runs every second.
-pub async fn watch(db: Db, hub: std::sync::Arc<Hub>, clock: crate::Clock) {
+/// instance). Runs every second.
+pub async fn watch(db: Db, hub: std::sync::Arc<Hub>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
     loop {
         every.tick().await;
         if let Err(e) = drop_revoked(&db, &hub).await {
             tracing::warn!(error = %e, "checking for revoked agents failed");
-        }
-        ticks += 1;
-        if ticks % 60 == 0 {
-            if let Err(e) = store::agents::prune_frames(&db, clock.now()).await {
-                tracing::warn!(error = %e, "forgetting old frame ids failed");
-            }
         }
     }
 }

@@ -137,11 +137,6 @@ pub async fn note_frame(db: &Db, agent_id: &str, frame_id: &str, expires_at: i64
     .await
 }
 
-/// Forgets frame ids that can no longer be replayed.
-pub async fn prune_frames(db: &Db, now: i64) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM relay_frames WHERE expires_at < $1").bind(now).execute(db).await?.rows_affected())
-}
-
 /// Agents whose id or name is `who` (names need not be unique).
 pub async fn find(db: &Db, who: &str) -> sqlx::Result<Vec<AgentRow>> {
     sqlx::query_as("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = $1 OR name = $1 ORDER BY created_at")

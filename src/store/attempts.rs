@@ -4,9 +4,8 @@ use super::Db;
 
 /// Reserves an attempt for `subject` unless `per_hour` are already counted in the last hour or
 /// `per_day` in the last day. One statement: parallel attempts cannot get past the limit together.
-/// Returns the reservation. Rows older than a day are dropped on the way.
+/// Returns the reservation. Rows older than a day go by [`super::housekeeping`].
 pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32, u32)) -> sqlx::Result<Option<i64>> {
-    sqlx::query("DELETE FROM change_attempts WHERE at <= ?").bind(now - 86_400).execute(db).await?;
     sqlx::query_scalar(
         "INSERT INTO change_attempts (subject, at) SELECT ?, ? \
          WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \

@@ -13,6 +13,7 @@ pub mod attempts;
 pub mod audit;
 pub mod cloud;
 pub mod codes;
+pub mod housekeeping;
 pub mod security;
 pub mod staff;
 pub mod users;
@@ -27,20 +28,28 @@ pub type Db = SqlitePool;
 
 /// Opens (creating if needed) the database and applies `migrations/`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
-    connect_with(url, max_connections, false).await
+    open(url, max_connections, false, false).await
 }
 
-/// [`connect`], choosing whether every commit is flushed to the disk (`durable`) or only at
-/// checkpoints (see `database.durable_commits`).
+/// [`connect`] for `serve`, choosing whether every commit is flushed to the disk (`durable`) or
+/// only at checkpoints (see `database.durable_commits`). No request checkpoints the log: the
+/// caller runs [`housekeeping::run`], which does.
 pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> anyhow::Result<Db> {
+    open(url, max_connections, durable, true).await
+}
+
+async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart: bool) -> anyhow::Result<Db> {
     let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
-    let opts = SqliteConnectOptions::from_str(url)
+    let mut opts = SqliteConnectOptions::from_str(url)
         .with_context(|| "database.url")?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(sync)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
+    if checkpoints_apart {
+        opts = opts.pragma("wal_autocheckpoint", "0");
+    }
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     if !in_memory {
         private_database_file(opts.get_filename())?;

@@ -325,7 +325,6 @@ pub async fn reserve_failure(
     now: i64,
     (per_subject, per_client): (u32, u32),
 ) -> sqlx::Result<Result<i64, Spent>> {
-    sqlx::query("DELETE FROM gate_events WHERE at <= $1").bind(now - 3600).execute(db).await?;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO gate_events (subject, kind, method, at, client) SELECT $1, 'failure', $2, $3, $4 \
          WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
@@ -381,9 +380,8 @@ pub async fn release_event(db: &Db, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Records a completed reset or unlock.
+/// Records a completed reset or unlock. (Rows older than an hour go by [`super::housekeeping`].)
 pub async fn record_reset(db: &Db, subject: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM gate_events WHERE at <= ?").bind(now - 3600).execute(db).await?;
     sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES (?, 'reset', 'any', ?)")
         .bind(subject)
         .bind(now)

@@ -1,0 +1,99 @@
+//! What keeps the database's cost flat as history grows, off the request path: rows past every
+//! window that counts them go by indexed time ranges once a minute, and the write-ahead log is
+//! checkpointed once a second by this task rather than by whichever request crosses SQLite's
+//! threshold. Every instance runs it; the work is idempotent.
+
+use super::Db;
+use std::time::Duration;
+
+/// How long failed verifications and completed resets count (every limit on them is per hour).
+const GATE_EVENTS_FOR_SECS: i64 = 3600;
+/// How long wrong current passwords count (the change form's limits are per hour and per day).
+const CHANGE_ATTEMPTS_FOR_SECS: i64 = 86_400;
+
+/// Runs for as long as the portal does.
+pub async fn run(db: Db, clock: crate::Clock) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        every.tick().await;
+        if let Err(e) = checkpoint(&db).await {
+            tracing::warn!(error = %e, "checkpointing the database's log failed");
+        }
+        if ticks % 60 == 0 {
+            if let Err(e) = expire(&db, clock.now()).await {
+                tracing::warn!(error = %e, "deleting expired rows failed");
+            }
+        }
+        ticks += 1;
+    }
+}
+
+/// Deletes the rows no limit counts any more, and frame ids that can no longer be replayed; how
+/// many went.
+pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
+    let mut gone = 0;
+    for (sql, before) in [
+        ("DELETE FROM gate_events WHERE at <= $1", now - GATE_EVENTS_FOR_SECS),
+        ("DELETE FROM change_attempts WHERE at <= $1", now - CHANGE_ATTEMPTS_FOR_SECS),
+        ("DELETE FROM relay_frames WHERE expires_at < $1", now),
+    ] {
+        gone += sqlx::query(sql).bind(before).execute(db).await?.rows_affected();
+    }
+    Ok(gone)
+}
+
+/// Copies what the write-ahead log holds into the database where no reader needs it any more
+/// (it never waits for readers or writers).
+async fn checkpoint(db: &Db) -> sqlx::Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(db).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rows_past_every_window_go_and_the_rest_stay_and_the_deletes_use_an_index() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let now = 1_000_000;
+        for at in [now - GATE_EVENTS_FOR_SECS, now - GATE_EVENTS_FOR_SECS + 1] {
+            sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES ('s', 'failure', 'email', $1)")
+                .bind(at)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+        for at in [now - CHANGE_ATTEMPTS_FOR_SECS, now - 3600] {
+            sqlx::query("INSERT INTO change_attempts (subject, at) VALUES ('s', $1)")
+                .bind(at)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+        for (id, expires) in [("old", now - 1), ("live", now + 60)] {
+            sqlx::query("INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ('a', $1, $2)")
+                .bind(id)
+                .bind(expires)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+        assert_eq!(expire(&db, now).await.unwrap(), 3);
+        for table in ["gate_events", "change_attempts", "relay_frames"] {
+            let left: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&db).await.unwrap();
+            assert_eq!(left, 1, "{table}");
+        }
+        // A range on an index, not a scan of everything kept (which grows with history).
+        for (table, column) in [("gate_events", "at"), ("change_attempts", "at"), ("relay_frames", "expires_at")] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN DELETE FROM {table} WHERE {column} <= 1"))
+                    .fetch_all(&db)
+                    .await
+                    .unwrap();
+            let plan: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+            assert!(plan.iter().any(|p| p.contains("USING") && p.contains("INDEX")), "{table}: {plan:?}");
+        }
+    }
+}
