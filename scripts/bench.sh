@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures the writeback path (release build): the bare directory, the full path through the
 # portal, the relay alone, frame sizes and memory. Prints a table and writes target/bench/*.json.
-#   scripts/bench.sh          latency, side by side (about 2 minutes)
+#   scripts/bench.sh          latency, side by side (about a minute)
+#   scripts/bench.sh --history 1000000
+#                             the same over a million rows in every table that grows with use
 #   scripts/bench.sh --ad     the same against a Samba AD DC (needs root, ports 389 and 636)
 #   scripts/bench.sh --load   load and verify: 200 people, 32 browsers, 60 s steady, then 60 s
 #                             with the agent killed twice and the directory paused

@@ -68,6 +68,10 @@ enum Cmd {
         /// Measure against a Samba AD DC instead of OpenLDAP (needs root, ports 389 and 636).
         #[arg(long, conflicts_with = "load")]
         ad: bool,
+        /// Start the portal's database with this many rows in every table that grows with use
+        /// (audit, writebacks, codes, sessions, gate events, change attempts).
+        #[arg(long, default_value_t = 0, conflicts_with = "load")]
+        history: u64,
     },
 }
 
@@ -285,11 +289,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo { dir, port, directory } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;
         }
-        Cmd::Bench { load, seconds, ad } => {
+        Cmd::Bench { load, seconds, ad, history } => {
             if load {
                 passback::bench::load(seconds).await.context("bench --load")?;
             } else {
-                passback::bench::latency(ad).await.context("bench")?;
+                passback::bench::latency(ad, history).await.context("bench")?;
             }
         }
     }

@@ -198,10 +198,10 @@ fn heading(page: &str) -> String {
     format!("{} {}", between("<h1", "</h1>").unwrap_or_default(), code.unwrap_or_default())
 }
 
-pub async fn run(ad: bool) -> anyhow::Result<()> {
+pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let dir = out_dir().join("latency-run");
-    let rig = Arc::new(super::Rig::start(&dir, if ad { PEOPLE_AD } else { PEOPLE }, ad).await?);
+    let rig = Arc::new(super::Rig::start(&dir, if ad { PEOPLE_AD } else { PEOPLE }, ad, history).await?);
     let _ = PROCESSES.set(vec![
         ("serve", rig.serve.id()),
         ("agent", rig.agent.id()),
@@ -316,7 +316,7 @@ pub async fn run(ad: bool) -> anyhow::Result<()> {
     let peak_serve = Rig::memory(rig.serve.id());
     let peak_agent = Rig::memory(rig.agent.id());
     let frames = frame_sizes()?;
-    report(rig.server.name(), &results, &frames, (idle_serve, peak_serve), (idle_agent, peak_agent))?;
+    report((rig.server.name(), history), &results, &frames, (idle_serve, peak_serve), (idle_agent, peak_agent))?;
     Ok(())
 }
 
@@ -370,14 +370,16 @@ fn frame_sizes() -> anyhow::Result<Vec<(String, usize)>> {
 }
 
 fn report(
-    directory: &str,
+    (directory, history): (&str, u64),
     results: &[Stats],
     frames: &[(String, usize)],
     serve: ((f64, f64), (f64, f64)),
     agent: ((f64, f64), (f64, f64)),
 ) -> anyhow::Result<()> {
     let find = |name: &str, c: usize| results.iter().find(|s| s.name == name && s.concurrency == c);
-    println!("\npassback bench — {directory}, {}\n", std::env::consts::ARCH);
+    let over =
+        if history > 0 { format!(", over {history} rows of history in each growing table") } else { String::new() };
+    println!("\npassback bench — {directory}, {}{over}\n", std::env::consts::ARCH);
     println!(
         "{:<16} {:>4} {:>6} {:>9} {:>9} {:>9} {:>10} {:>7}",
         "path", "conc", "ops", "p50 ms", "p90 ms", "p99 ms", "ops/s", "errors"
@@ -425,13 +427,15 @@ fn report(
     );
     let json = serde_json::json!({
         "directory": directory,
+        "history_rows": history,
         "results": results,
         "full_vs_bare": ratios,
         "frames_bytes": frames.iter().map(|(n, b)| (n.clone(), *b)).collect::<std::collections::BTreeMap<_, _>>(),
         "memory_mib": { "serve_idle": serve.0 .0, "serve_peak": serve.1 .1, "agent_idle": agent.0 .0, "agent_peak": agent.1 .1 },
     });
     std::fs::create_dir_all(out_dir())?;
-    let path = out_dir().join(if directory == "OpenLDAP" { "latency.json" } else { "latency-ad.json" });
+    let name = if directory == "OpenLDAP" { "latency" } else { "latency-ad" };
+    let path = out_dir().join(if history > 0 { format!("{name}-history.json") } else { format!("{name}.json") });
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     println!("\nfigures written to {}", path.display());
     Ok(())

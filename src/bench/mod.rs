@@ -6,6 +6,7 @@
 //! few hundred people, an SMTP sink, `passback serve` and `passback agent` as separate processes
 //! (so their memory is their own), over real TLS.
 
+mod history;
 mod latency;
 mod load;
 
@@ -117,8 +118,9 @@ fn quote(s: &str) -> String {
 
 impl Rig {
     /// Starts the directory (Samba AD with `ad`, else OpenLDAP) with `people` people, the portal
-    /// and the agent, and waits until the agent is alive and everyone is synced.
-    pub async fn start(dir: &Path, people: usize, ad: bool) -> anyhow::Result<Rig> {
+    /// and the agent, and waits until the agent is alive and everyone is synced. The portal's
+    /// database starts with `history` rows in each table that grows with use.
+    pub async fn start(dir: &Path, people: usize, ad: bool, history: u64) -> anyhow::Result<Rig> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
@@ -174,6 +176,9 @@ impl Rig {
         let db = crate::store::connect(&db_url, 1).await?;
         let now = crate::Clock::default().now();
         let token = crate::server::create_enrollment_token(&db, "bench", &[DIRECTORY_ID.into()], 10, now).await?;
+        if history > 0 {
+            history::preload(&db, history, now).await?;
+        }
         db.close().await;
 
         let exe = std::env::current_exe()?;
