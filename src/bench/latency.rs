@@ -92,6 +92,7 @@ where
     let first_error = Arc::new(Mutex::new(None::<String>));
     let processes = PROCESSES.get().cloned().unwrap_or_default();
     let cpu_before: Vec<Duration> = processes.iter().map(|(_, pid)| super::cpu_time(*pid)).collect();
+    let switches_before: Vec<u64> = processes.iter().map(|(_, pid)| super::context_switches(*pid)).collect();
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -130,9 +131,11 @@ where
     }
     let lat = lat.lock().map(|l| l.clone()).unwrap_or_default();
     let mut stats = Stats::from(name, concurrency, lat, errors.load(Ordering::Relaxed), wall);
-    for ((process, pid), before) in processes.iter().zip(cpu_before) {
+    for (((process, pid), before), switched) in processes.iter().zip(cpu_before).zip(switches_before) {
         let used = super::cpu_time(*pid).saturating_sub(before);
         stats.cpu_ms_per_op.insert((*process).to_string(), used.as_secs_f64() * 1000.0 / total.max(1) as f64);
+        let switches = super::context_switches(*pid).saturating_sub(switched);
+        stats.switches_per_op.insert((*process).to_string(), switches as f64 / total.max(1) as f64);
     }
     eprintln!(
         "bench: {:<14} c={:<2} {:>4} ops  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>7.1}/s  ({} errors)",
@@ -393,6 +396,11 @@ fn report(
     println!("\nCPU per operation at concurrency 32, ms (2 cores shared by all four):");
     for s in results.iter().filter(|s| s.concurrency == 32 && !s.cpu_ms_per_op.is_empty()) {
         let parts: Vec<String> = s.cpu_ms_per_op.iter().map(|(p, ms)| format!("{p} {ms:.2}")).collect();
+        println!("  {:<16} {}", s.name, parts.join(" · "));
+    }
+    println!("\ncontext switches per operation at concurrency 32 (a floor: threads that ended are not counted):");
+    for s in results.iter().filter(|s| s.concurrency == 32 && !s.switches_per_op.is_empty()) {
+        let parts: Vec<String> = s.switches_per_op.iter().map(|(p, n)| format!("{p} {n:.0}")).collect();
         println!("  {:<16} {}", s.name, parts.join(" · "));
     }
     let mut ratios = serde_json::Map::new();

@@ -311,6 +311,23 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }
 
+/// Context switches (voluntary and not) of every thread a process has now, from /proc. Threads
+/// that ended since are not counted, so a difference is a floor.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     Ok(std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name))?)
 }
@@ -378,6 +395,8 @@ pub struct Stats {
     pub ops_per_sec: f64,
     /// CPU time per operation, in milliseconds, by process: where the work goes.
     pub cpu_ms_per_op: std::collections::BTreeMap<String, f64>,
+    /// Context switches per operation, by process (a floor: see [`context_switches`]).
+    pub switches_per_op: std::collections::BTreeMap<String, f64>,
 }
 
 impl Stats {
@@ -401,6 +420,7 @@ impl Stats {
             max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             ops_per_sec: lat.len() as f64 / wall.as_secs_f64().max(1e-9),
             cpu_ms_per_op: Default::default(),
+            switches_per_op: Default::default(),
         }
     }
 }
