@@ -58,6 +58,9 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
     let pool = SqlitePoolOptions::new()
         // An in-memory SQLite database lives in one connection; more would each see their own.
         .max_connections(if in_memory { 1 } else { max_connections.max(1) })
+        // A SQLite connection is a file, not a link that can break: no ping (a round trip to
+        // its worker thread) before every statement.
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .context("opening the database")?;
