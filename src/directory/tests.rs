@@ -350,3 +350,20 @@ async fn a_locked_service_account_is_named_as_such_and_tried_again_later_not_nev
     let second = directory.check().await.unwrap_err();
     assert!(second.contains("tried again in"), "{second}");
 }
+
+#[tokio::test]
+async fn many_connections_opened_at_once_try_a_wrong_service_password_once_and_lock_nothing() {
+    let fx = Fixture::start();
+    let file = fx.dir.join("bind.pw");
+    crate::files::write_private(&file, b"not-the-service-password").unwrap();
+    let mut cfg = fx.slapd.directory_config("corp");
+    (cfg.bind_password, cfg.bind_password_file, cfg.pool_size) = (None, Some(file.clone()), 10);
+    let directory = Directory::new(&cfg).unwrap();
+
+    // Ten connections at once (more than the 5 failures that lock the account): they are opened
+    // side by side, but bind in turn, and after the first refusal none tries again.
+    let checks = futures_util::future::join_all((0..10).map(|_| directory.check())).await;
+    assert!(checks.iter().all(|c| c.as_ref().is_err_and(|e| e.contains("rc=49"))), "{checks:?}");
+    crate::files::write_private(&file, fx.slapd.service_password.expose_secret().as_bytes()).unwrap();
+    assert_eq!(directory.check().await, Ok(()), "not locked out");
+}

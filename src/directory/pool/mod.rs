@@ -353,17 +353,13 @@ impl Pool {
     /// Opens an encrypted connection and binds it as the service account, unless the directory
     /// refused this very password before as invalid credentials: binding again with it would
     /// only count towards locking the service account out (AD locks it within a minute).
+    /// Connections are opened (TCP and TLS) side by side; only their binds take turns.
     async fn connect(&self) -> Result<Ldap, Failure> {
-        let _turn = self.bind_turn.lock().await;
-        let password = self.service_password();
-        let print = Self::fingerprint(&password);
-        let now = std::time::Instant::now();
-        if let Some(r) = self.refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            if let Err(text) = r.allows(&print, now) {
-                return Err(Failure::BindRefused { rc: INVALID_CREDENTIALS, text });
-            }
-        }
+        self.bind_allowed()?;
         let mut ldap = self.open().await?;
+        let _turn = self.bind_turn.lock().await;
+        // Asked again in turn: a bind that just ended may have been refused.
+        let (password, print, now) = self.bind_allowed()?;
         let bound = ldap
             .with_timeout(self.timeout)
             .with_controls(self.service_controls.clone())
@@ -391,6 +387,20 @@ impl Pool {
             return Err(Failure::BindRefused { rc: bound.rc, text: bound.text });
         }
         Ok(ldap)
+    }
+
+    /// The service account's password, its fingerprint and now, unless the directory refused
+    /// this very password and its wait is not over.
+    fn bind_allowed(&self) -> Result<(SecretString, [u8; 32], std::time::Instant), Failure> {
+        let password = self.service_password();
+        let print = Self::fingerprint(&password);
+        let now = std::time::Instant::now();
+        if let Some(r) = self.refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Err(text) = r.allows(&print, now) {
+                return Err(Failure::BindRefused { rc: INVALID_CREDENTIALS, text });
+            }
+        }
+        Ok((password, print, now))
     }
 
     /// Opens an encrypted connection, not bound yet.
