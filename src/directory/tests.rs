@@ -27,6 +27,16 @@ impl Fixture {
         users.into_iter().find(|u| u.username == uid).unwrap().anchor
     }
 
+    /// The directory as an agent whose password file holds a wrong service password, with
+    /// `pool_size` connections; and that file, to correct.
+    fn with_wrong_service_password(&self, pool_size: usize) -> (Directory, std::path::PathBuf) {
+        let file = self.dir.join("bind.pw");
+        crate::files::write_private(&file, b"not-the-service-password").unwrap();
+        let mut cfg = self.slapd.directory_config("corp");
+        (cfg.bind_password, cfg.bind_password_file, cfg.pool_size) = (None, Some(file.clone()), pool_size);
+        (Directory::new(&cfg).unwrap(), file)
+    }
+
     /// Changes `uid`'s password from the one everyone is seeded with to `new`, which must work;
     /// their anchor and the new password.
     async fn changed_from_initial(&self, uid: &str, new: &str) -> (Anchor, SecretString) {
@@ -283,12 +293,7 @@ async fn must_change_at_next_sign_in_is_set_and_cleared() {
 #[tokio::test]
 async fn a_refused_service_password_is_not_tried_again_and_a_corrected_file_works_without_a_restart() {
     let fx = Fixture::start();
-    let file = fx.dir.join("bind.pw");
-    crate::files::write_private(&file, b"not-the-service-password").unwrap();
-    let mut cfg = fx.slapd.directory_config("corp");
-    cfg.bind_password = None;
-    cfg.bind_password_file = Some(file.clone());
-    let directory = Directory::new(&cfg).unwrap();
+    let (directory, file) = fx.with_wrong_service_password(2);
 
     // Heartbeats ask again and again; the directory locks the account after 5 failures.
     for _ in 0..8 {
@@ -354,11 +359,7 @@ async fn a_locked_service_account_is_named_as_such_and_tried_again_later_not_nev
 #[tokio::test]
 async fn many_connections_opened_at_once_try_a_wrong_service_password_once_and_lock_nothing() {
     let fx = Fixture::start();
-    let file = fx.dir.join("bind.pw");
-    crate::files::write_private(&file, b"not-the-service-password").unwrap();
-    let mut cfg = fx.slapd.directory_config("corp");
-    (cfg.bind_password, cfg.bind_password_file, cfg.pool_size) = (None, Some(file.clone()), 10);
-    let directory = Directory::new(&cfg).unwrap();
+    let (directory, file) = fx.with_wrong_service_password(10);
 
     // Ten connections at once (more than the 5 failures that lock the account): they are opened
     // side by side, but bind in turn, and after the first refusal none tries again.
