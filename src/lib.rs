@@ -5,7 +5,8 @@
 //!
 //! * **Shared by both processes:** `domain` (values parsed at the edge, outcomes, roles and
 //!   scopes, DNs), `envelope` (sealed frames and packages), `relay::protocol` (the wire: frames,
-//!   paths, epochs), `crypto` (keys and hashes), `config`, `i18n`, `tls`, `files`.
+//!   paths, epochs), `crypto` (keys and hashes), `config`, `i18n`, `tls`, `files`, `expiring` (maps whose
+//!   entries go in time).
 //! * **Portal host:** `usecase` (the acts, called by the pages, the command line and the demo
 //!   alike: `account` — reset, change, unlock, must-change, the helpdesk's acts and method
 //!   changes, each claimed, done, audited and told once; `password` — setting and checking
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod directory;
 pub mod domain;
 pub mod envelope;
+pub mod expiring;
 pub mod files;
 pub mod i18n;
 #[cfg(test)]

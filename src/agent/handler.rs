@@ -15,42 +15,11 @@ use tokio::sync::OnceCell;
 type Answered = Arc<OnceCell<Option<Wire>>>;
 
 /// Answers already given (or being given), kept until their request would have expired anyway.
-/// Forgetting the expired ones costs O(log n) each, however many are kept.
-#[derive(Default)]
-pub struct ReplayCache {
-    entries: std::sync::Mutex<Replays>,
-}
+pub type ReplayCache = crate::expiring::Expiring<MsgId, Answered>;
 
-#[derive(Default)]
-struct Replays {
-    answers: std::collections::HashMap<MsgId, Answered>,
-    /// When each kept answer may go, soonest first.
-    expiries: std::collections::BinaryHeap<std::cmp::Reverse<(i64, MsgId)>>,
-}
-
-impl ReplayCache {
-    /// The cell for `msg_id`, and whether it existed before.
-    fn cell(&self, msg_id: &MsgId, expires_at: i64, now: i64) -> (Answered, bool) {
-        let mut kept = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        while kept.expiries.peek().is_some_and(|std::cmp::Reverse((at, _))| *at <= now) {
-            if let Some(std::cmp::Reverse((_, gone))) = kept.expiries.pop() {
-                kept.answers.remove(&gone);
-            }
-        }
-        if let Some(cell) = kept.answers.get(msg_id) {
-            return (cell.clone(), true);
-        }
-        let cell = Arc::new(OnceCell::new());
-        kept.answers.insert(msg_id.clone(), cell.clone());
-        kept.expiries.push(std::cmp::Reverse((expires_at, msg_id.clone())));
-        (cell, false)
-    }
-
-    /// How many answers are kept.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).answers.len()
-    }
+/// The cell for `msg_id` in `cache`, and whether it existed before.
+fn cell(cache: &ReplayCache, msg_id: &MsgId, expires_at: i64, now: i64) -> (Answered, bool) {
+    cache.get_or_put(msg_id, expires_at, now, || Arc::new(OnceCell::new()))
 }
 
 /// Content keys unwrapped recently, a few at most, each for no longer than an epoch (plus a
@@ -108,7 +77,7 @@ impl Agent {
                 return self.refuse(&frame.msg_id, &e, now).await;
             }
         };
-        let (cell, seen) = self.replay.cell(&pkg.msg_id, pkg.expires_at, now);
+        let (cell, seen) = cell(&self.replay, &pkg.msg_id, pkg.expires_at, now);
         if seen {
             tracing::warn!(msg_id = %pkg.msg_id, "repeated message id: answering with the stored result");
         }
@@ -123,7 +92,7 @@ impl Agent {
     /// out: the refusal stays true. An id already taken keeps its own answer.
     async fn refuse(&self, msg_id: &MsgId, why: &EnvelopeError, now: i64) -> Option<Wire> {
         const KEEP_SECS: i64 = 600;
-        let (cell, seen) = self.replay.cell(msg_id, now + KEEP_SECS, now);
+        let (cell, seen) = cell(&self.replay, msg_id, now + KEEP_SECS, now);
         if seen {
             return cell.get().cloned().flatten();
         }
@@ -435,16 +404,16 @@ mod tests {
     fn a_repeated_message_gets_its_first_answer_until_it_expires_and_expired_ones_are_forgotten() {
         let cache = ReplayCache::default();
         let (a, b) = (MsgId::random(), MsgId::random());
-        let (first, seen) = cache.cell(&a, 1_100, 1_000);
+        let (first, seen) = cell(&cache, &a, 1_100, 1_000);
         assert!(!seen);
-        let (again, seen) = cache.cell(&a, 1_200, 1_050);
+        let (again, seen) = cell(&cache, &a, 1_200, 1_050);
         assert!(seen && Arc::ptr_eq(&first, &again), "the same answer, not a new one");
-        cache.cell(&b, 1_300, 1_060);
+        cell(&cache, &b, 1_300, 1_060);
         assert_eq!(cache.len(), 2);
         // Past a's expiry (as first kept), only b is left; a arriving again is new.
-        assert!(cache.cell(&b, 1_300, 1_100).1);
+        assert!(cell(&cache, &b, 1_300, 1_100).1);
         assert_eq!(cache.len(), 1);
-        assert!(!cache.cell(&a, 1_400, 1_101).1);
+        assert!(!cell(&cache, &a, 1_400, 1_101).1);
         assert_eq!(cache.len(), 2);
     }
 

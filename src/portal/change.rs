@@ -129,8 +129,13 @@ async fn change_inner(
             let operation = if cloud { "change.cloud" } else { "change.writeback" };
             let ask = Ask::Password { new: &new, current: Some(&f.current) };
             let act = Act { target, msg_id: &msg_id, by: Requester::SELF_SERVICE, ask, operation };
-            let Some(result) = account::once(&attempt, act).await? else {
-                store::attempts::release(&st.db, reservation).await?;
+            let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
+                if let Some(s) = count_attempt(&r.outcome, &subject, reservation) {
+                    batch.push(s);
+                }
+            };
+            let Some(result) = account::once_then(&attempt, act, counted).await? else {
+                store::attempts::release(reservation).run(&st.db).await?;
                 return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
             };
             result
@@ -149,14 +154,6 @@ async fn change_inner(
         }
     };
     drop(new);
-    // An attempt counts unless it proved the current password right (a success, a rule the
-    // directory checks only after the current password, or AD's "disabled") or was never sent: an unconfirmed one
-    // might have been a right guess, so it counts too.
-    if result.outcome.is_success() {
-        store::attempts::clear(&st.db, &subject).await?;
-    } else if result.outcome.is_policy_rule() || matches!(result.outcome, Outcome::NoAgent | Outcome::AccountDisabled) {
-        store::attempts::release(&st.db, reservation).await?;
-    }
     if result.outcome.is_success() {
         let done = super::pages::OutcomePage {
             tr: Tr::current(),
@@ -173,4 +170,18 @@ async fn change_inner(
     // person's own rules (the ones that refused it), not the domain's.
     let proved = found.target.as_ref().filter(|_| result.outcome.is_policy_rule());
     Ok(support.tag(page(&st, proved, &session, &typed, None, Some(outcome_view(&result.outcome))).await?))
+}
+
+/// What an answer does to the count of attempts: an attempt counts unless it proved the current
+/// password right (a success, a rule the directory checks only after the current password, or
+/// AD's "disabled") or was never sent. An unconfirmed one might have been a right guess, so it
+/// counts too.
+fn count_attempt(outcome: &Outcome, subject: &str, reservation: i64) -> Option<store::Stmt> {
+    if outcome.is_success() {
+        Some(store::attempts::clear(subject))
+    } else if outcome.is_policy_rule() || matches!(outcome, Outcome::NoAgent | Outcome::AccountDisabled) {
+        Some(store::attempts::release(reservation))
+    } else {
+        None
+    }
 }

@@ -18,19 +18,26 @@ pub(crate) struct Found {
 }
 
 pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportCode) -> Result<Found, PortalError> {
-    let matches = store::users::find_by_login(&st.db, login.as_str()).await?;
-    let cloud = store::cloud::find_by_login(&st.db, login.as_str()).await?;
-    let matched = matches.len() + cloud.len();
+    let matches = store::users::find_anywhere(&st.db, login.as_str()).await?;
+    let matched = matches.len();
     if matched > 1 {
         tracing::warn!(support_code = %support, count = matched, "a name matches several people; not guessing");
     }
-    let target = match (matches.as_slice(), cloud.as_slice()) {
+    let target = match matches.as_slice() {
         // A disabled person is found too: the reset's gates and the directory's own answer to a
         // right password say "disabled" to them (and only to them).
-        ([one], []) => Some(target_of(st, one).await?),
-        ([], [one]) if one.enabled => Some(Target {
+        [one] if !one.is_cloud() => Some(Target {
+            directory: one.directory.clone(),
+            anchor: one.anchor.clone(),
+            username: one.username.clone(),
+            email: one.email.clone(),
+            other_emails: serde_json::from_str(&one.other_emails).unwrap_or_default(),
+            protected: one.protected,
+            kind: kind_of(st, &one.directory, one.kind_override.as_deref()),
+        }),
+        [one] if one.enabled => Some(Target {
             directory: String::new(),
-            anchor: one.id.clone(),
+            anchor: one.anchor.clone(),
             username: one.username.clone(),
             email: one.email.clone(),
             other_emails: Vec::new(),
@@ -89,12 +96,13 @@ pub(crate) async fn directory_alive(
 
 /// A synced person's kind: their own override, else their directory's, else federated.
 async fn synced_kind(st: &AppState, directory: &str, anchor: &str) -> Result<UserKind, PortalError> {
-    if let Some(kind) =
-        store::users::kind_override(&st.db, directory, anchor).await?.as_deref().and_then(UserKind::parse)
-    {
-        return Ok(kind);
-    }
-    Ok(st.cfg.directories.get(directory).map(|d| d.user_kind).unwrap_or_default())
+    let own = store::users::kind_override(&st.db, directory, anchor).await?;
+    Ok(kind_of(st, directory, own.as_deref()))
+}
+
+fn kind_of(st: &AppState, directory: &str, own: Option<&str>) -> UserKind {
+    own.and_then(UserKind::parse)
+        .unwrap_or_else(|| st.cfg.directories.get(directory).map(|d| d.user_kind).unwrap_or_default())
 }
 
 /// How many wrong passwords `/signin` and `/change` try against `target`'s directory per hour and
@@ -103,9 +111,8 @@ async fn synced_kind(st: &AppState, directory: &str, anchor: &str) -> Result<Use
 pub(crate) async fn wrong_password_limits(st: &AppState, target: Option<&Target>) -> Result<(u32, u32), PortalError> {
     let configured = (st.cfg.reset.change_attempts_per_hour, st.cfg.reset.change_attempts_per_day);
     let Some(t) = target.filter(|t| !t.directory.is_empty()) else { return Ok(configured) };
-    let threshold = crate::store::users::policy(&st.db, &t.directory)
+    let threshold = crate::usecase::password::directory_policy(st, &t.directory)
         .await?
-        .and_then(|json| serde_json::from_str::<crate::domain::PolicyFacts>(&json).ok())
         .and_then(|p| p.lockout_threshold)
         .filter(|n| *n > 0);
     Ok(match threshold {

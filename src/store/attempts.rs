@@ -1,6 +1,6 @@
 //! Limits on attempts that could be used to guess a password (the change form).
 
-use super::Db;
+use super::{Db, Stmt};
 
 /// Reserves an attempt for `subject` unless `per_hour` are already counted in the last hour or
 /// `per_day` in the last day. One statement: parallel attempts cannot get past the limit together.
@@ -24,15 +24,13 @@ pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32
 }
 
 /// Gives a reservation back: the attempt did not reveal anything about the current password.
-pub async fn release(db: &Db, id: i64) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM change_attempts WHERE id = ?").bind(id).execute(db).await?;
-    Ok(())
+pub fn release(id: i64) -> Stmt {
+    Stmt::new("DELETE FROM change_attempts WHERE id = ?").bind(id)
 }
 
 /// Forgets a subject's attempts: its password was just changed or reset by its owner.
-pub async fn clear(db: &Db, subject: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM change_attempts WHERE subject = ?").bind(subject).execute(db).await?;
-    Ok(())
+pub fn clear(subject: &str) -> Stmt {
+    Stmt::new("DELETE FROM change_attempts WHERE subject = ?").bind(subject)
 }
 
 /// The subject under which a person's attempts are counted.

@@ -1,6 +1,6 @@
 //! The audit log: one row per attempt, never a password. Append-only (triggers refuse changes).
 
-use super::Db;
+use super::{Db, Stmt};
 
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct AuditRecord {
@@ -17,23 +17,25 @@ pub struct AuditRecord {
 }
 
 pub async fn record(db: &Db, r: &AuditRecord) -> sqlx::Result<()> {
-    sqlx::query(
+    insert(r).run(db).await.map(drop)
+}
+
+/// [`record`], as a statement to run with others.
+pub fn insert(r: &AuditRecord) -> Stmt {
+    Stmt::new(
         "INSERT INTO audit (at, actor, operation, directory, anchor, target, outcome_code, raw, support_code, client) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.at)
     .bind(&r.actor)
     .bind(&r.operation)
-    .bind(&r.directory)
-    .bind(&r.anchor)
-    .bind(&r.target)
+    .bind(r.directory.as_deref())
+    .bind(r.anchor.as_deref())
+    .bind(r.target.as_deref())
     .bind(&r.outcome_code)
     .bind(&r.raw)
     .bind(&r.support_code)
-    .bind(&r.client)
-    .execute(db)
-    .await?;
-    Ok(())
+    .bind(r.client.as_deref())
 }
 
 /// What the audit page filters by; every field that is set narrows.

@@ -30,17 +30,6 @@ pub async fn add(db: &Db, username: &str, email: Option<&str>, display_name: &st
     Ok(id)
 }
 
-/// Everyone whose user name or e-mail address is `login` (already lower-cased).
-pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<CloudUser>> {
-    sqlx::query_as(
-        "SELECT id, username, email, display_name, enabled FROM cloud_users WHERE username = ? OR email_lc = ? LIMIT 5",
-    )
-    .bind(login)
-    .bind(login)
-    .fetch_all(db)
-    .await
-}
-
 /// Sets the account's password hash; `must_change` when the helpdesk set it (the owner then
 /// chooses their own at the next sign-in), cleared when the owner set it.
 pub async fn set_password_hash(db: &Db, id: &str, hash: &str, must_change: bool, now: i64) -> sqlx::Result<bool> {

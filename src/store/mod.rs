@@ -11,6 +11,7 @@ macro_rules! changed_one {
 pub mod agents;
 pub mod attempts;
 pub mod audit;
+pub mod batch;
 pub mod cloud;
 pub mod codes;
 pub mod housekeeping;
@@ -25,6 +26,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub type Db = SqlitePool;
+pub use batch::{Batch, Stmt};
 
 /// Opens (creating if needed) the database and applies `migrations/`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {

@@ -2,7 +2,7 @@
 //! answers as argon2id hashes, an alternate e-mail address), and the self-service limits: failed
 //! verifications and resets per hour, and the blocks they lead to.
 
-use super::Db;
+use super::{Db, Stmt};
 
 /// A person, as every table here keys them.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +146,16 @@ pub async fn bump_session_epoch(db: &Db, p: Person<'_>) -> sqlx::Result<i64> {
     .await
 }
 
+/// [`bump_session_epoch`], as a statement to run with others (the new epoch unread).
+pub fn next_session_epoch(p: Person<'_>) -> Stmt {
+    Stmt::new(
+        "INSERT INTO person_epochs (directory, anchor, epoch) VALUES (?, ?, 1) \
+         ON CONFLICT (directory, anchor) DO UPDATE SET epoch = person_epochs.epoch + 1",
+    )
+    .bind(p.directory)
+    .bind(p.anchor)
+}
+
 /// How many people the portal knows (synced and cloud-only), and how many of them have a
 /// confirmed authenticator app.
 pub async fn authenticator_share(db: &Db) -> sqlx::Result<(i64, i64)> {
@@ -251,12 +261,15 @@ pub async fn set_alternate_email(db: &Db, p: Person<'_>, email: &str, now: i64) 
 }
 
 pub async fn alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?")
-        .bind(p.directory)
-        .bind(p.anchor)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar(ALTERNATE_EMAIL).bind(p.directory).bind(p.anchor).fetch_optional(db).await
 }
+
+/// [`alternate_email`], as the read that ends a [`super::Batch`]: one row, or none.
+pub fn alternate_email_of(p: Person<'_>) -> Stmt {
+    Stmt::new(ALTERNATE_EMAIL).bind(p.directory).bind(p.anchor)
+}
+
+const ALTERNATE_EMAIL: &str = "SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?";
 
 pub async fn remove_alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM alternate_emails WHERE directory = ? AND anchor = ?")

@@ -241,6 +241,48 @@ pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
         .await
 }
 
+/// Someone a typed name matches: a synced person (with the kind set for them alone, if any) or a
+/// cloud-only account (no directory).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoginMatch {
+    /// Empty for a cloud-only account.
+    pub directory: String,
+    /// The directory's anchor, or the cloud-only account's id.
+    pub anchor: String,
+    pub username: String,
+    pub email: Option<String>,
+    /// JSON array of further addresses (AD `otherMailbox`).
+    pub other_emails: String,
+    pub protected: bool,
+    pub enabled: bool,
+    /// The person's own kind ([`set_kind_override`]).
+    pub kind_override: Option<String>,
+}
+
+impl LoginMatch {
+    pub fn is_cloud(&self) -> bool {
+        self.directory.is_empty()
+    }
+}
+
+/// Everyone, synced or cloud-only, whose user name or e-mail address is `login` (already
+/// lower-cased): one query, where a form post used to make three.
+pub async fn find_anywhere(db: &Db, login: &str) -> sqlx::Result<Vec<LoginMatch>> {
+    sqlx::query_as(
+        "SELECT d.directory, d.anchor, d.username, d.email, d.other_emails, d.protected, d.enabled, \
+                o.user_kind AS kind_override \
+         FROM directory_users d LEFT JOIN user_kind_overrides o ON o.directory = d.directory AND o.anchor = d.anchor \
+         WHERE d.username = $1 OR d.email_lc = $1 \
+         UNION ALL \
+         SELECT '', c.id, c.username, c.email, '[]', 0, c.enabled, NULL \
+         FROM cloud_users c WHERE c.username = $1 OR c.email_lc = $1 \
+         LIMIT 10",
+    )
+    .bind(login)
+    .fetch_all(db)
+    .await
+}
+
 /// One person by directory and anchor.
 pub use crate::domain::dn::{dn_rdns, dn_within, normalise_dn};
 pub use crate::domain::Scope;

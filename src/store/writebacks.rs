@@ -1,6 +1,6 @@
 //! Writebacks the portal sent, keyed by message id (= the one-use key of the form).
 
-use super::Db;
+use super::{Db, Stmt};
 use crate::domain::Outcome;
 
 /// A writeback about to be sent.
@@ -30,21 +30,19 @@ pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     .await
 }
 
-pub async fn finish(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE writebacks SET outcome_code = ?, outcome_json = ?, finished_at = ? WHERE msg_id = ?")
-        .bind(outcome.code().0)
-        .bind(serde_json::to_string(outcome).unwrap_or_default())
-        .bind(now)
-        .bind(msg_id)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-/// Takes an agent's answer in time for a waiting request: false when one was taken before. Read
-/// together with [`take_late_result`], a writeback has at most one answer.
-pub async fn take_result(db: &Db, msg_id: &str, now: i64) -> sqlx::Result<bool> {
-    changed_one!(db, "UPDATE writebacks SET result_at = $1 WHERE msg_id = $2 AND result_at IS NULL", now, msg_id).await
+/// Records a writeback's outcome, and the agent whose answer it was (`answered_by`): from then
+/// on no other answer is taken for it (see [`take_late_result`]).
+pub fn finish(msg_id: &str, outcome: &Outcome, answered_by: Option<&str>, now: i64) -> Stmt {
+    Stmt::new(
+        "UPDATE writebacks SET outcome_code = ?, outcome_json = ?, finished_at = ?, \
+         agent_id = COALESCE(agent_id, ?), result_at = COALESCE(result_at, ?) WHERE msg_id = ?",
+    )
+    .bind(outcome.code().0)
+    .bind(serde_json::to_string(outcome).unwrap_or_default())
+    .bind(now)
+    .bind(answered_by)
+    .bind(answered_by.map(|_| now))
+    .bind(msg_id)
 }
 
 /// Takes an answer that came after the wait ended, from the agent the request was sent to, and
@@ -70,17 +68,20 @@ pub async fn take_late_result(
     .await
 }
 
-/// Keeps the answer of a writeback whose wait ended as it came, beside what the person saw.
-pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome) -> sqlx::Result<()> {
-    sqlx::query("UPDATE writebacks SET late_outcome_code = $1 WHERE msg_id = $2")
+/// Keeps the answer of a writeback whose wait ended as it came, beside what the person saw; no
+/// other answer is taken for it after this one.
+pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE writebacks SET late_outcome_code = $1, result_at = COALESCE(result_at, $2) WHERE msg_id = $3")
         .bind(outcome.code().0)
+        .bind(now)
         .bind(msg_id)
         .execute(db)
         .await?;
     Ok(())
 }
 
-/// Notes which agent the request went to, so only that agent's answer is accepted later.
+/// Notes which agent a request that had no answer in time went to, so that only that agent's
+/// answer is taken later.
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;
     Ok(())

@@ -12,7 +12,7 @@ use crate::domain::{EmailAddress, MsgId, NewPassword, Outcome, SupportCode, User
 use crate::envelope::Op;
 use crate::mail::Notice;
 use crate::relay::WritebackResult;
-use crate::store::{self, audit::AuditRecord};
+use crate::store::{self, audit::AuditRecord, Batch, Stmt};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -57,6 +57,13 @@ impl Attempt<'_> {
 
     /// [`Self::audit`], done by `actor` (a staff member) rather than the person.
     pub async fn audit_by(&self, actor: &str, operation: &str, outcome: &Outcome, raw: &str) -> anyhow::Result<()> {
+        self.audit_row(actor, operation, outcome, raw).run(&self.st.db).await?;
+        Ok(())
+    }
+
+    /// The audit row of [`Self::audit_by`], to be written with what it records (logged and
+    /// counted now).
+    fn audit_row(&self, actor: &str, operation: &str, outcome: &Outcome, raw: &str) -> Stmt {
         let rec = AuditRecord {
             at: self.st.clock.now(),
             actor: actor.into(),
@@ -80,8 +87,7 @@ impl Attempt<'_> {
             "audit"
         );
         self.st.hub.metrics.attempt(operation, outcome);
-        store::audit::record(&self.st.db, &rec).await?;
-        Ok(())
+        store::audit::insert(&rec)
     }
 }
 
@@ -121,6 +127,17 @@ pub struct Act<'a> {
 /// Claims `act`'s key and does it; `None` when the key was claimed already (the form was sent
 /// before), and nothing was done.
 pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<WritebackResult>> {
+    once_then(attempt, act, |_, _| {}).await
+}
+
+/// [`once`], with `then` adding the writes that follow from the result (the caller's own counts)
+/// to the transaction that records it, its audit row and, when the password was set, the end of
+/// the person's sessions.
+pub async fn once_then(
+    attempt: &Attempt<'_>,
+    act: Act<'_>,
+    then: impl FnOnce(&WritebackResult, &mut Batch),
+) -> anyhow::Result<Option<WritebackResult>> {
     let st = attempt.st;
     let now = st.clock.now();
     let (kind, notice) = act.ask.kind();
@@ -136,16 +153,25 @@ pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<
         return Ok(None);
     }
     let result = perform(st, &act, now).await?;
-    store::writebacks::finish(&st.db, act.msg_id.as_str(), &result.outcome, st.clock.now()).await?;
+    let mut batch = Batch::new();
+    batch.push(store::writebacks::finish(act.msg_id.as_str(), &result.outcome, result.answered_by(), st.clock.now()));
     // A staff reset's row says what it asked for besides the password.
     let raw = if matches!(act.ask, Ask::Password { .. }) && act.by.actor != Requester::SELF_SERVICE.actor {
         format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)
     } else {
         result.raw.clone()
     };
-    attempt.audit_by(act.by.actor, act.operation, &result.outcome, &raw).await?;
-    if result.outcome.password_set() {
-        acted_on(st, act.target, now, notice).await?;
+    batch.push(attempt.audit_row(act.by.actor, act.operation, &result.outcome, &raw));
+    let set = result.outcome.password_set();
+    if set {
+        batch.push(store::security::next_session_epoch(act.target.person()));
+    }
+    then(&result, &mut batch);
+    let alternate: Vec<(String,)> =
+        batch.run_then(&st.db, store::security::alternate_email_of(act.target.person())).await?;
+    if set {
+        let alternate = alternate.into_iter().next().map(|(a,)| a);
+        notify_all(st, addresses(act.target, alternate), now, notice);
     }
     Ok(Some(result))
 }
@@ -219,15 +245,6 @@ pub async fn remove_method(st: &Host, target: &Target, method: GateMethod) -> an
     })
 }
 
-/// After something was done to `target`'s account (a reset, a change, an unlock, a forced change):
-/// every session of theirs ends, and they are told at every address on record (in the
-/// background: a mail failure never undoes the password, and is logged for the administrator).
-pub async fn acted_on(st: &Host, target: &Target, now: i64, notice: Notice) -> anyhow::Result<()> {
-    end_sessions(st, target).await?;
-    notify_all(st, addresses_on_record(st, target).await?, now, notice);
-    Ok(())
-}
-
 /// Ends every signed-in session of `target` (on every instance): returns the new epoch, under
 /// which a session that should go on (the one that made a change) carries on.
 pub async fn end_sessions(st: &Host, target: &Target) -> anyhow::Result<i64> {
@@ -238,6 +255,10 @@ pub async fn end_sessions(st: &Host, target: &Target) -> anyhow::Result<i64> {
 /// alternate one registered here, each once.
 pub async fn addresses_on_record(st: &Host, target: &Target) -> anyhow::Result<Vec<EmailAddress>> {
     let alternate = store::security::alternate_email(&st.db, target.person()).await?;
+    Ok(addresses(target, alternate))
+}
+
+fn addresses(target: &Target, alternate: Option<String>) -> Vec<EmailAddress> {
     let mut out: Vec<EmailAddress> = Vec::new();
     for a in target.email.iter().chain(&target.other_emails).chain(alternate.iter()) {
         if let Ok(a) = EmailAddress::parse(a) {
@@ -246,7 +267,7 @@ pub async fn addresses_on_record(st: &Host, target: &Target) -> anyhow::Result<V
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// E-mails a notice to each of `addresses`, in the background.

@@ -7,6 +7,7 @@ use crate::config::CloudPolicyConfig;
 use crate::domain::UserKind;
 use crate::domain::{meets_ad_complexity, AccountState, Anchor, DirectoryId, MsgId, NewPassword, Outcome, PolicyFacts};
 use crate::envelope::{Flags, Op};
+use crate::expiring::Expiring;
 use crate::relay::{WritebackRequest, WritebackResult};
 use crate::store;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -63,35 +64,45 @@ const LIVE_FOR_SECS: i64 = 60;
 /// How long a page waits for the directory's live answer before it goes on without it.
 const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Live reads of accounts, by (directory, anchor), with when they were read. Each portal
-/// instance keeps its own: a copy a minute old is only ever used to word a page, never to decide
-/// what the directory does.
+/// Live reads of accounts, by (directory, anchor). Each portal instance keeps its own: a copy a
+/// minute old is only ever used to word a page, never to decide what the directory does.
 /// A read that failed is kept too (as `None`), so that a page shown again within the minute does
 /// not wait for an agent that did not answer.
 #[derive(Default)]
-pub struct LiveCache(std::sync::Mutex<std::collections::HashMap<(String, String), Kept>>);
-
-/// When a read was made, and what it found.
-type Kept = (i64, Option<AccountState>);
+pub struct LiveCache(Expiring<(String, String), Option<AccountState>>);
 
 impl LiveCache {
     /// The read kept for `target`, if there is one (`Some(None)`: it failed).
     fn get(&self, target: &Target, now: i64) -> Option<Option<AccountState>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (at, _)| now - *at < LIVE_FOR_SECS);
-        map.get(&(target.directory.clone(), target.anchor.clone())).map(|(_, s)| s.clone())
+        self.0.get(&(target.directory.clone(), target.anchor.clone()), now)
     }
 
     fn put(&self, target: &Target, now: i64, state: Option<&AccountState>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((target.directory.clone(), target.anchor.clone()), (now, state.cloned()));
+        let key = (target.directory.clone(), target.anchor.clone());
+        self.0.put(key, state.cloned(), now + LIVE_FOR_SECS, now);
     }
 
     /// Forgets the person's account: something was just written to it.
     fn forget(&self, directory: &str, anchor: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&(directory.to_string(), anchor.to_string()));
+        self.0.remove(&(directory.to_string(), anchor.to_string()));
     }
+}
+
+/// Each directory's default policy as its agent last reported it, read from the database at most
+/// once a minute per instance (a form post needs its lockout threshold).
+#[derive(Default)]
+pub struct DirectoryPolicies(Expiring<String, Option<PolicyFacts>>);
+
+/// A directory's default policy, as its agent last reported it (a minute old at most).
+pub async fn directory_policy(st: &Host, directory: &str) -> anyhow::Result<Option<PolicyFacts>> {
+    let now = st.clock.now();
+    let key = directory.to_string();
+    if let Some(kept) = st.policies.0.get(&key, now) {
+        return Ok(kept);
+    }
+    let facts = store::users::policy(&st.db, directory).await?.and_then(|json| serde_json::from_str(&json).ok());
+    st.policies.0.put(key, facts.clone(), now + LIVE_FOR_SECS, now);
+    Ok(facts)
 }
 
 /// The account as the directory has it now, read by the agent (nothing is written) on behalf of
@@ -159,8 +170,7 @@ pub async fn policy_facts(st: &Host, target: Option<&Target>) -> Option<PolicyFa
                 None if st.cfg.directories.len() == 1 => st.cfg.directories.keys().next()?.clone(),
                 None => return None,
             };
-            let json = store::users::policy(&st.db, &directory).await.ok().flatten()?;
-            serde_json::from_str(&json).ok()?
+            directory_policy(st, &directory).await.ok().flatten()?
         }
     };
     Some(facts)

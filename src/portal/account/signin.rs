@@ -142,12 +142,12 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired | Outcome::AccountDisabled
     );
     if proved || result.outcome == Outcome::NoAgent {
-        store::attempts::release(&st.db, reservation).await?;
+        store::attempts::release(reservation).run(&st.db).await?;
     }
     let target = found.target.clone();
     match (result.outcome.clone(), target) {
         (Outcome::Success, Some(target)) => {
-            store::attempts::clear(&st.db, &subject).await?;
+            store::attempts::clear(&subject).run(&st.db).await?;
             MUST_CHANGE.take(session).await?;
             super::begin(st, session, target, found.audit_name).await?;
             Ok(support.tag(Redirect::to(paths::ACCOUNT)))

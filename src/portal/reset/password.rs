@@ -78,12 +78,17 @@ pub async fn set_password(
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     let ask = Ask::Password { new: &password, current: None };
     let act = Act { target: &target, msg_id: &msg_id, by: Requester::FORGOTTEN, ask, operation };
-    let Some(result) = account::once(&attempt, act).await? else {
+    // A password set by its owner clears the count of wrong ones tried on the change form.
+    let cleared = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
+        if r.outcome.password_set() {
+            batch.push(store::attempts::clear(&target.person().subject()));
+        }
+    };
+    let Some(result) = account::once_then(&attempt, act, cleared).await? else {
         return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     drop(password);
     if result.outcome.password_set() {
-        store::attempts::clear(&st.db, &target.person().subject()).await?;
         FLOW.take(&session).await?;
         if crate::portal::gates::count_reset(&st, &flow.subject).await? {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;

@@ -106,7 +106,7 @@ async fn signin_inner(
         return Ok(support.tag(limit_page().await?));
     };
     let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, ACCOUNT_LIMITS).await? else {
-        store::attempts::release(&st.db, here).await?;
+        store::attempts::release(here).run(&st.db).await?;
         store::audit::record(&st.db, &audit(Outcome::VerificationFailed, "too many wrong sign-ins for this account"))
             .await?;
         return Ok(support.tag(limit_page().await?));
@@ -134,9 +134,9 @@ async fn signin_inner(
         return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
     };
     for r in [reservation, here] {
-        store::attempts::release(&st.db, r).await?;
+        store::attempts::release(r).run(&st.db).await?;
     }
-    store::attempts::clear(&st.db, &from_here).await?;
+    store::attempts::clear(&from_here).run(&st.db).await?;
     if r.must_enrol {
         // Administrator-made credentials open one page only: choosing one's own. Each such
         // sign-in starts afresh: any earlier enrolment session ends, and the authenticator to

@@ -130,6 +130,11 @@ impl WritebackResult {
     fn local(outcome: Outcome, raw: &str) -> Self {
         Self { outcome, raw: raw.into(), policy: None, agent_id: None }
     }
+
+    /// The agent whose answer this is; `None` when no answer came (or none was asked for).
+    pub fn answered_by(&self) -> Option<&str> {
+        self.agent_id.as_deref().filter(|_| self.outcome != Outcome::AgentTimeout)
+    }
 }
 
 impl Hub {
@@ -368,9 +373,6 @@ impl Hub {
         self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), tx: result_tx });
         // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
-        if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
-            tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
-        }
         tracing::debug!(msg_id = %req.msg_id, agent = %agent_id, bytes = frame.len(), "request sent");
         // Sending counts against the deadline too: a stalled agent connection cannot hold the
         // person's page for longer than the deadline.
@@ -382,18 +384,26 @@ impl Hub {
             result_rx.await.map_err(|_| "agent disconnected before answering")
         })
         .await;
-        match answer {
+        let why = match answer {
             Ok(Ok(pkg)) => {
-                WritebackResult { outcome: pkg.outcome, raw: pkg.raw, policy: pkg.policy, agent_id: Some(agent_id) }
+                // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
+                return WritebackResult {
+                    outcome: pkg.outcome,
+                    raw: pkg.raw,
+                    policy: pkg.policy,
+                    agent_id: Some(agent_id),
+                };
             }
-            Ok(Err(why)) => {
-                WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
-            }
-            Err(_) => WritebackResult {
-                agent_id: Some(agent_id),
-                ..WritebackResult::local(Outcome::AgentTimeout, "no answer before the deadline")
-            },
+            Ok(Err(why)) => why,
+            Err(_) => "no answer before the deadline",
+        };
+        // No answer: the agent is noted, while the request still waits (so an answer that
+        // comes meanwhile is kept as it arrives), so that its answer is taken when it comes
+        // later, and only its answer.
+        if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
+            tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
         }
+        WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
     }
 }
 

@@ -153,17 +153,15 @@ impl Hub {
         let now = self.clock.now();
         match waiting {
             Some(p) => {
-                // Noted before the waiter hears of it, so a copy that follows on this connection
-                // already finds the writeback answered. Requests outside `writebacks` (no-ops,
+                // The waiter records the answer with its outcome. Until it has, a copy finds no
+                // waiter and a writeback not yet given to this agent (`agent_id` is noted only
+                // when no answer came), so it is refused. Requests outside `writebacks` (no-ops,
                 // reads) have no row: their one answer is the waiter's.
-                if let Err(e) = store::writebacks::take_result(&self.db, pkg.msg_id.as_str(), now).await {
-                    tracing::error!(msg_id = %pkg.msg_id, error = %e, "noting a writeback's answer failed");
-                }
                 if let Err(pkg) = p.tx.send(pkg) {
                     // The wait ended meanwhile (the deadline): the answer is kept as a late one.
                     tracing::warn!(msg_id = %pkg.msg_id, outcome = %pkg.outcome.code(), "result arrived as its wait ended");
                     if let Err(e) =
-                        store::writebacks::note_late_outcome(&self.db, pkg.msg_id.as_str(), &pkg.outcome).await
+                        store::writebacks::note_late_outcome(&self.db, pkg.msg_id.as_str(), &pkg.outcome, now).await
                     {
                         tracing::error!(msg_id = %pkg.msg_id, error = %e, "keeping a late answer failed");
                     }
