@@ -394,13 +394,10 @@ pub async fn release_event(db: &Db, id: i64) -> sqlx::Result<()> {
 }
 
 /// Records a completed reset or unlock. (Rows older than an hour go by [`super::housekeeping`].)
-pub async fn record_reset(db: &Db, subject: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES (?, 'reset', 'any', ?)")
+pub fn record_reset(subject: &str, now: i64) -> Stmt {
+    Stmt::new("INSERT INTO gate_events (subject, kind, method, at) VALUES (?, 'reset', 'any', ?)")
         .bind(subject)
         .bind(now)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// Blocks `subject` until `block_until` when its events of `kind` in the last hour reached
@@ -413,22 +410,25 @@ pub async fn block_if_reached(
     limit: u32,
     block_until: i64,
 ) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Ok(block_when_reached(subject, kind, now, limit, block_until).run(db).await? == 1)
+}
+
+/// [`block_if_reached`], as a statement to run with others.
+pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block_until: i64) -> Stmt {
+    Stmt::new(
         "INSERT INTO self_service_blocks (subject, until, reason, at) \
          SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?) >= ? \
          ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at \
          WHERE self_service_blocks.until <= excluded.at",
-        subject,
-        block_until,
-        format!("{limit} {kind}s in an hour"),
-        now,
-        subject,
-        kind,
-        now - 3600,
-        limit
     )
-    .await
+    .bind(subject)
+    .bind(block_until)
+    .bind(format!("{limit} {kind}s in an hour"))
+    .bind(now)
+    .bind(subject)
+    .bind(kind)
+    .bind(now - 3600)
+    .bind(limit)
 }
 
 /// Lifts a block (the helpdesk's act, or a test's).

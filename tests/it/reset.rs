@@ -919,3 +919,22 @@ async fn a_disabled_person_gets_a_code_like_anyone_and_is_told_after_the_gate() 
     }
     assert!(!app.bind_works("bob", NEW_PASSWORD).await, "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fifth_reset_in_an_hour_blocks_self_service_for_the_account() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let form = app.verified_as("alice", "alice@example.org").await;
+        let password = format!("Corr3ct-Horse-{i}!");
+        let page = app.submit_password(&form, &password, &password).await;
+        assert!(page.contains("Your password has been changed"), "reset {i}: {page}");
+    }
+    let limits = app.audit().await.into_iter().filter(|r| r.operation == "reset.limit").count();
+    assert_eq!(limits, 1, "the fifth reset (the configured limit) made the block, once");
+    // The next attempt is told at the gate, and no code is sent.
+    let before = app.mails_to("alice@example.org");
+    let page = app.identify("alice").await;
+    assert!(page.contains("Self-service is blocked for now"), "{page}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.mails_to("alice@example.org"), before, "no code for a blocked account");
+}

@@ -287,9 +287,13 @@ async fn settle_failure(st: &AppState, subject: &str, reservation: i64, right: b
 /// Counts a completed reset or unlock; true when it has just blocked the person for more.
 pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, PortalError> {
     let (now, g) = (st.clock.now(), &st.cfg.gates);
-    security::record_reset(&st.db, subject, now).await?;
     let until = now + i64::from(g.block_hours) * 3600;
-    Ok(security::block_if_reached(&st.db, subject, "reset", now, g.resets_per_hour, until).await?)
+    let mut counted = store::Batch::new();
+    counted.push(security::record_reset(subject, now));
+    counted.push(security::block_when_reached(subject, "reset", now, g.resets_per_hour, until));
+    // What the last statement changed: one row when it made a block.
+    let made: Vec<(i64,)> = counted.run_then(&st.db, store::Stmt::new("SELECT changes()")).await?;
+    Ok(made.first().is_some_and(|(n,)| *n == 1))
 }
 
 pub(crate) async fn blocked(st: &AppState, subject: &str) -> Result<bool, PortalError> {
