@@ -89,6 +89,12 @@ impl Directory {
         Ok(Directory { id, backend, protection })
     }
 
+    /// Whether a password reset lifts a lockout by itself: OpenLDAP's ppolicy removes
+    /// `pwdAccountLockedTime` and `pwdFailureTime` when the password is set (AD keeps the lock).
+    pub fn reset_lifts_lock(&self) -> bool {
+        matches!(self.backend, Backend::OpenLdap(_))
+    }
+
     pub fn id(&self) -> &DirectoryId {
         &self.id
     }
