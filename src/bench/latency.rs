@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 const PEOPLE: usize = 200;
 /// Fewer with Samba, where adding a person takes a while.
 const PEOPLE_AD: usize = 64;
-/// Operations per measurement at concurrency 1, and at 32.
-const OPS_SERIAL: usize = 100;
-const OPS_PARALLEL: usize = 320;
+/// Operations per measurement at concurrency 1, and at 32 (a second or so of work at 32: fewer
+/// made the throughput vary by a fifth from run to run).
+const OPS_SERIAL: usize = 200;
+const OPS_PARALLEL: usize = 1000;
 
 /// Each person's current password, as the bench last set it.
 struct Passwords {
@@ -85,6 +86,8 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
+    // The moment to attach a profiler to a process (`perf record -p`), to see where its time goes.
+    eprintln!("bench: measuring {name} at concurrency {concurrency}…");
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
     let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
