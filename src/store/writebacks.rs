@@ -11,6 +11,8 @@ pub struct Claim<'a> {
     pub op: &'a str,
     /// The support code the person is shown for this attempt.
     pub support_code: &'a str,
+    /// The agent it will be sent to, if it goes to one: only its answer is taken.
+    pub agent_id: Option<&'a str>,
     pub now: i64,
 }
 
@@ -18,20 +20,21 @@ pub struct Claim<'a> {
 pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     changed_one!(
         db,
-        "INSERT OR IGNORE INTO writebacks (msg_id, directory, anchor, op, support_code, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
         c.msg_id,
         c.directory,
         c.anchor,
         c.op,
         c.support_code,
+        c.agent_id,
         c.now
     )
     .await
 }
 
-/// Records a writeback's outcome, and the agent whose answer it was (`answered_by`): from then
-/// on no other answer is taken for it (see [`take_late_result`]).
+/// Records a writeback's outcome, and when the answer of `answered_by` came (none: no answer came
+/// in time): from then on no other answer is taken for it (see [`take_late_result`]).
 pub fn finish(msg_id: &str, outcome: &Outcome, answered_by: Option<&str>, now: i64) -> Stmt {
     Stmt::new(
         "UPDATE writebacks SET outcome_code = ?, outcome_json = ?, finished_at = ?, \
@@ -80,8 +83,8 @@ pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i6
     Ok(())
 }
 
-/// Notes which agent a request that had no answer in time went to, so that only that agent's
-/// answer is taken later.
+/// Notes which agent the request went to, when it is not the one its claim named, so that only
+/// that agent's answer is taken later.
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;
     Ok(())

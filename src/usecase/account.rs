@@ -141,12 +141,18 @@ pub async fn once_then(
     let st = attempt.st;
     let now = st.clock.now();
     let (kind, notice) = act.ask.kind();
+    // The agent it will go to is named in the claim, before anything is sent.
+    let agent = match act.target.kind {
+        UserKind::CloudOnly => None,
+        _ => st.hub.choose_agent(act.msg_id, &act.target.directory, now),
+    };
     let claim = store::writebacks::Claim {
         msg_id: act.msg_id.as_str(),
         directory: &act.target.directory,
         anchor: &act.target.anchor,
         op: kind,
         support_code: &attempt.support.0,
+        agent_id: agent.as_deref(),
         now,
     };
     if !store::writebacks::claim(&st.db, &claim).await? {

@@ -176,7 +176,7 @@ async fn the_relay_secret_alone_changes_nobody_and_each_sealed_report_is_taken_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_sent_again_or_changed_afterwards_changes_nothing() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let form = app.verified_as("alice", "alice@example.org").await;
     let page = app.submit_password(&form, "Final-Answer-2024!", "Final-Answer-2024!").await;
     assert!(page.contains("Your password has been changed"), "{page}");
@@ -188,6 +188,8 @@ async fn a_result_sent_again_or_changed_afterwards_changes_nothing() {
             .unwrap();
     assert_eq!(shown, "PB-0000");
 
+    // What refuses the copies is in the database: it holds across a restart.
+    app.restart_portal().await;
     let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
     let (version, key) = agent_key(&state);
     let msg_id = MsgId::parse(&msg_id).unwrap();

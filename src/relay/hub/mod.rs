@@ -7,6 +7,7 @@ use super::protocol::{AgentStatus, Wire};
 use crate::config::RelayConfig;
 use crate::domain::{Anchor, DirectoryId, MsgId, Outcome, PolicyFacts};
 use crate::envelope::{self, Direction, Flags, FrameKind, Op, PackageKey, RequestPackage, SealedFrame};
+use crate::expiring::Expiring;
 use crate::store::{self, DataKey, Db};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::RsaPublicKey;
@@ -102,6 +103,11 @@ pub struct Hub {
     pub cfg: RelayConfig,
     /// Counters for `/metrics`.
     pub metrics: super::metrics::Metrics,
+    /// The agent each writeback about to be claimed will go to ([`Hub::choose_agent`]).
+    chosen: Expiring<MsgId, String>,
+    /// Writebacks whose answer reached their waiting request and is being recorded: a copy that
+    /// comes meanwhile is refused (once recorded, the database refuses it).
+    answered: Expiring<MsgId, ()>,
 }
 
 /// What the portal asks an agent to do. Passwords stay wrapped until RSA encryption.
@@ -147,7 +153,25 @@ impl Hub {
             clock,
             cfg,
             metrics: super::metrics::Metrics::default(),
+            chosen: Expiring::default(),
+            answered: Expiring::default(),
         }
+    }
+
+    /// How long a writeback's choice of agent, or its answer being recorded, is remembered: well
+    /// past the wait for the answer.
+    fn remembered_until(&self, now: i64) -> i64 {
+        now + i64::try_from(self.cfg.result_deadline_secs).unwrap_or(60) + 60
+    }
+
+    /// Chooses the agent that a writeback about to be claimed will be sent to (`None`: none is
+    /// alive), so that the claim names it: its answer is then taken from that agent only, even
+    /// one that comes after the wait or after a restart of the portal.
+    pub fn choose_agent(&self, msg_id: &MsgId, directory: &str, now: i64) -> Option<String> {
+        let directory = DirectoryId::parse(directory).ok()?;
+        let (agent_id, _, _) = self.pick(&directory, None)?;
+        self.chosen.put(msg_id.clone(), agent_id.clone(), self.remembered_until(now), now);
+        Some(agent_id)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -297,12 +321,14 @@ impl Hub {
 
     /// A live connection of an agent that serves `directory` and reports it reachable: its agent
     /// id, its sender, and the key version the agent says it uses.
-    fn pick(&self, directory: &DirectoryId) -> Option<(String, mpsc::Sender<Wire>, u32)> {
+    /// With `only`, a connection of that agent.
+    fn pick(&self, directory: &DirectoryId, only: Option<&str>) -> Option<(String, mpsc::Sender<Wire>, u32)> {
         let window = self.liveness_window();
         let inner = self.lock();
         inner
             .conns
             .values()
+            .filter(|c| only.is_none_or(|a| a == c.agent_id))
             .filter(|c| c.last_seen.elapsed() < window)
             .filter(|c| {
                 c.status.as_ref().is_some_and(|s| s.directories.iter().any(|d| &d.id == directory && d.reachable))
@@ -312,7 +338,7 @@ impl Hub {
     }
 
     pub fn is_alive(&self, directory: &DirectoryId) -> bool {
-        self.pick(directory).is_some()
+        self.pick(directory, None).is_some()
     }
 
     /// Whether any agent serves any directory right now.
@@ -359,9 +385,19 @@ impl Hub {
     }
 
     async fn send_and_wait(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
-        let Some((agent_id, tx, agent_key_version)) = self.pick(&req.directory) else {
+        // The agent the claim named, while it is alive; else another, which the row then names.
+        let chosen = self.chosen.get(&req.msg_id, now);
+        self.chosen.remove(&req.msg_id);
+        let picked = chosen.as_deref().and_then(|a| self.pick(&req.directory, Some(a)));
+        let Some((agent_id, tx, agent_key_version)) = picked.or_else(|| self.pick(&req.directory, None)) else {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
+        let has_row = matches!(req.op, Op::Reset | Op::Change | Op::Unlock | Op::RequireChange);
+        if has_row && chosen.as_deref() != Some(agent_id.as_str()) {
+            if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
+                tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
+            }
+        }
         let frame = match self.seal_request(&agent_id, agent_key_version, &req, now).await {
             Ok(f) => Wire::sealed(&f),
             Err(e) => {
@@ -384,26 +420,19 @@ impl Hub {
             result_rx.await.map_err(|_| "agent disconnected before answering")
         })
         .await;
-        let why = match answer {
+        match answer {
+            // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
             Ok(Ok(pkg)) => {
-                // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
-                return WritebackResult {
-                    outcome: pkg.outcome,
-                    raw: pkg.raw,
-                    policy: pkg.policy,
-                    agent_id: Some(agent_id),
-                };
+                WritebackResult { outcome: pkg.outcome, raw: pkg.raw, policy: pkg.policy, agent_id: Some(agent_id) }
             }
-            Ok(Err(why)) => why,
-            Err(_) => "no answer before the deadline",
-        };
-        // No answer: the agent is noted, while the request still waits (so an answer that
-        // comes meanwhile is kept as it arrives), so that its answer is taken when it comes
-        // later, and only its answer.
-        if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
-            tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
+            Ok(Err(why)) => {
+                WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
+            }
+            Err(_) => WritebackResult {
+                agent_id: Some(agent_id),
+                ..WritebackResult::local(Outcome::AgentTimeout, "no answer before the deadline")
+            },
         }
-        WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
     }
 }
 

@@ -153,10 +153,10 @@ impl Hub {
         let now = self.clock.now();
         match waiting {
             Some(p) => {
-                // The waiter records the answer with its outcome. Until it has, a copy finds no
-                // waiter and a writeback not yet given to this agent (`agent_id` is noted only
-                // when no answer came), so it is refused. Requests outside `writebacks` (no-ops,
-                // reads) have no row: their one answer is the waiter's.
+                // The waiter records the answer with its outcome; until it has, a copy is refused
+                // here (`answered`), and after, by the database. Requests outside `writebacks`
+                // (no-ops, reads) have no row: their one answer is the waiter's.
+                self.answered.put(pkg.msg_id.clone(), (), self.remembered_until(now), now);
                 if let Err(pkg) = p.tx.send(pkg) {
                     // The wait ended meanwhile (the deadline): the answer is kept as a late one.
                     tracing::warn!(msg_id = %pkg.msg_id, outcome = %pkg.outcome.code(), "result arrived as its wait ended");
@@ -176,6 +176,9 @@ impl Hub {
     /// is still recorded, against the support code the person was shown, so nothing is lost.
     /// Only the first answer of the agent the request went to counts.
     async fn record_late_result(&self, agent_id: &str, pkg: &envelope::ResultPackage, now: i64) -> Result<(), Refusal> {
+        if self.answered.get(&pkg.msg_id, now).is_some() {
+            return Err(Refusal::Answered);
+        }
         let row = store::writebacks::take_late_result(&self.db, pkg.msg_id.as_str(), agent_id, &pkg.outcome, now)
             .await
             .map_err(|e| {
