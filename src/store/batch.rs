@@ -63,7 +63,8 @@ pub struct Stmt {
 
 impl Stmt {
     pub fn new(sql: &'static str) -> Self {
-        debug_assert!(!numbered_placeholder(sql), "a batched statement binds with `?` only: {sql}");
+        // A numbered placeholder would take a value of another statement of its batch.
+        assert!(!numbered_placeholder(sql), "a batched statement binds with `?` only: {sql}");
         Stmt { sql, values: Vec::new() }
     }
 
