@@ -96,7 +96,6 @@ impl Application {
             code_key,
             secrets: data_key.clone(),
             live: Arc::default(),
-            policies: Arc::default(),
         };
         let app_state = AppState {
             host,

@@ -308,7 +308,7 @@ impl Agent {
             for (wanted, change, what) in follow_ups {
                 if wanted && change == AccountChange::Unlock && dir.reset_lifts_lock() {
                     // Nothing more to write; the read back below says whether a lock stayed.
-                    answer.raw = format!("{}; {what}: done by the reset itself", answer.raw);
+                    answer.raw = format!("{}; {what}: done by the reset itself (see the read back)", answer.raw);
                 } else if wanted {
                     let done = dir.change_account_with(&pkg.anchor, change, allow_protected).await;
                     let verdict = if done.outcome.is_success() { "done" } else { "FAILED" };

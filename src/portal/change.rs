@@ -143,12 +143,7 @@ async fn change_inner(
         None => {
             // Nobody by that name: the answer and the work of a wrong current password.
             let _ = passwords::verify(&f.current, None).await;
-            let result = crate::relay::WritebackResult {
-                outcome: Outcome::OldPasswordWrong,
-                raw: "no such account".into(),
-                policy: None,
-                agent_id: None,
-            };
+            let result = crate::relay::WritebackResult::local(Outcome::OldPasswordWrong, "no such account");
             attempt.audit("change.writeback", &result.outcome, &result.raw).await?;
             result
         }

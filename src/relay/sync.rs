@@ -22,6 +22,7 @@ pub async fn store(state: &RelayState, agent_id: &str, chunk: SyncChunk) -> anyh
     }
     if let Some(policy) = &chunk.policy {
         store::users::save_policy(&state.db, dir, &serde_json::to_string(policy)?, now).await?;
+        state.hub.policies.remove(&dir.to_string());
     }
     if !chunk.full {
         if chunk.last {

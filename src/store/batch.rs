@@ -75,8 +75,16 @@ impl Stmt {
 
     /// Runs it on its own: how many rows it changed.
     pub async fn run(self, db: &Db) -> sqlx::Result<u64> {
+        self.check_values();
         let args = arguments(self.values)?;
         Ok(sqlx::query_with(self.sql, args).execute(db).await?.rows_affected())
+    }
+}
+
+impl Stmt {
+    /// One value for each placeholder: one missing would shift every later value of its batch.
+    fn check_values(&self) {
+        assert_eq!(self.sql.matches('?').count(), self.values.len(), "values bound to {}", self.sql);
     }
 }
 
@@ -142,6 +150,7 @@ fn joined(stmts: Vec<Stmt>) -> (String, Vec<Value>) {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     let mut values = Vec::new();
     for s in stmts {
+        s.check_values();
         sql.push_str(s.sql.trim().trim_end_matches(';'));
         sql.push_str(";\n");
         values.extend(s.values);

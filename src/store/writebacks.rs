@@ -33,9 +33,10 @@ pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     .await
 }
 
-/// Records a writeback's outcome, and when the answer of `answered_by` came (none: no answer came
-/// in time): from then on no other answer is taken for it (see [`take_late_result`]).
-pub fn finish(msg_id: &str, outcome: &Outcome, answered_by: Option<&str>, now: i64) -> Stmt {
+/// Records a writeback's outcome and, unless an answer is still `awaited` (the request went to
+/// an agent that did not answer in time), closes it: no answer is taken for it after this one.
+/// `answered_by`: the agent whose answer came in time.
+pub fn finish(msg_id: &str, outcome: &Outcome, (answered_by, awaited): (Option<&str>, bool), now: i64) -> Stmt {
     Stmt::new(
         "UPDATE writebacks SET outcome_code = ?, outcome_json = ?, finished_at = ?, \
          agent_id = COALESCE(agent_id, ?), result_at = COALESCE(result_at, ?) WHERE msg_id = ?",
@@ -44,7 +45,7 @@ pub fn finish(msg_id: &str, outcome: &Outcome, answered_by: Option<&str>, now: i
     .bind(serde_json::to_string(outcome).unwrap_or_default())
     .bind(now)
     .bind(answered_by)
-    .bind(answered_by.map(|_| now))
+    .bind((!awaited).then_some(now))
     .bind(msg_id)
 }
 
@@ -99,4 +100,43 @@ pub struct WritebackRow {
     pub support_code: String,
     pub agent_id: Option<String>,
     pub outcome_code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn claimed(db: &Db, msg_id: &str) {
+        let c = Claim {
+            msg_id,
+            directory: "corp",
+            anchor: "a-1",
+            op: "reset",
+            support_code: "S-1",
+            agent_id: Some("agent-a"),
+            now: 100,
+        };
+        assert!(claim(db, &c).await.unwrap());
+        assert!(!claim(db, &c).await.unwrap(), "a key is claimed once");
+    }
+
+    #[tokio::test]
+    async fn only_a_writeback_still_awaiting_its_answer_takes_one_later_and_only_from_its_agent() {
+        let db = super::super::connect("sqlite::memory:", 1).await.unwrap();
+        let ok = Outcome::Success;
+        // Sent, and no answer in time: the named agent's later answer is taken, once.
+        claimed(&db, "m-timeout").await;
+        finish("m-timeout", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
+        assert!(take_late_result(&db, "m-timeout", "agent-b", &ok, 120).await.unwrap().is_none(), "another agent");
+        assert!(take_late_result(&db, "m-timeout", "agent-a", &ok, 120).await.unwrap().is_some());
+        assert!(take_late_result(&db, "m-timeout", "agent-a", &ok, 121).await.unwrap().is_none(), "a copy");
+        // Answered in time, even with "not confirmed": closed.
+        claimed(&db, "m-answered").await;
+        finish("m-answered", &Outcome::AgentTimeout, (Some("agent-a"), false), 110).run(&db).await.unwrap();
+        assert!(take_late_result(&db, "m-answered", "agent-a", &ok, 120).await.unwrap().is_none());
+        // Nothing sent (a refusal of the portal's own): closed too.
+        claimed(&db, "m-local").await;
+        finish("m-local", &Outcome::Protected, (None, false), 110).run(&db).await.unwrap();
+        assert!(take_late_result(&db, "m-local", "agent-a", &ok, 120).await.unwrap().is_none());
+    }
 }

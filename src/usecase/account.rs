@@ -160,7 +160,8 @@ pub async fn once_then(
     }
     let result = perform(st, &act, now).await?;
     let mut batch = Batch::new();
-    batch.push(store::writebacks::finish(act.msg_id.as_str(), &result.outcome, result.answered_by(), st.clock.now()));
+    let answer = (result.answered_by(), result.awaited());
+    batch.push(store::writebacks::finish(act.msg_id.as_str(), &result.outcome, answer, st.clock.now()));
     // A staff reset's row says what it asked for besides the password.
     let raw = if matches!(act.ask, Ask::Password { .. }) && act.by.actor != Requester::SELF_SERVICE.actor {
         format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)
@@ -186,7 +187,7 @@ pub async fn once_then(
 /// account.
 async fn perform(st: &Host, act: &Act<'_>, now: i64) -> anyhow::Result<WritebackResult> {
     let (target, msg_id) = (act.target, act.msg_id.clone());
-    let local = |outcome, raw: &str| WritebackResult { outcome, raw: raw.into(), policy: None, agent_id: None };
+    let local = WritebackResult::local;
     match act.ask {
         Ask::Password { new, current } => password::apply(st, act.by, target, msg_id, new, current, now).await,
         // A privileged account's lockout stands between an attacker and a guessed password: it

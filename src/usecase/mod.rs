@@ -31,8 +31,6 @@ pub struct Host {
     pub secrets: DataKey,
     /// Accounts as their directory had them a moment ago (see [`password::live`]).
     pub live: Arc<password::LiveCache>,
-    /// The directories' default policies, as last reported (see [`password::directory_policy`]).
-    pub policies: Arc<password::DirectoryPolicies>,
 }
 
 impl Host {

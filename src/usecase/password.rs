@@ -88,20 +88,19 @@ impl LiveCache {
     }
 }
 
-/// Each directory's default policy as its agent last reported it, read from the database at most
-/// once a minute per instance (a form post needs its lockout threshold).
-#[derive(Default)]
-pub struct DirectoryPolicies(Expiring<String, Option<PolicyFacts>>);
-
-/// A directory's default policy, as its agent last reported it (a minute old at most).
+/// A directory's default policy, as its agent last reported it (see [`crate::relay::Hub::policies`]).
 pub async fn directory_policy(st: &Host, directory: &str) -> anyhow::Result<Option<PolicyFacts>> {
     let now = st.clock.now();
     let key = directory.to_string();
-    if let Some(kept) = st.policies.0.get(&key, now) {
-        return Ok(kept);
+    if let Some(kept) = st.hub.policies.get(&key, now) {
+        return Ok(Some(kept));
     }
-    let facts = store::users::policy(&st.db, directory).await?.and_then(|json| serde_json::from_str(&json).ok());
-    st.policies.0.put(key, facts.clone(), now + LIVE_FOR_SECS, now);
+    let facts: Option<PolicyFacts> =
+        store::users::policy(&st.db, directory).await?.and_then(|json| serde_json::from_str(&json).ok());
+    // None reported yet: asked again next time.
+    if let Some(f) = &facts {
+        st.hub.policies.put(key, f.clone(), now + LIVE_FOR_SECS, now);
+    }
     Ok(facts)
 }
 
@@ -236,7 +235,7 @@ pub async fn apply(
 }
 
 fn local(outcome: Outcome, raw: &str, policy: Option<PolicyFacts>) -> WritebackResult {
-    WritebackResult { outcome, raw: raw.into(), policy, agent_id: None }
+    WritebackResult { policy, ..WritebackResult::local(outcome, raw) }
 }
 
 /// Whether `password` matches an argon2id PHC string, checked on the blocking pool.

@@ -126,12 +126,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         None => {
             // Nobody by that name: the work and the answer of a wrong password.
             let _ = passwords::verify(&f.password, None).await;
-            crate::relay::WritebackResult {
-                outcome: Outcome::OldPasswordWrong,
-                raw: "no such account".into(),
-                policy: None,
-                agent_id: None,
-            }
+            crate::relay::WritebackResult::local(Outcome::OldPasswordWrong, "no such account")
         }
     };
     attempt.audit("signin", &result.outcome, &result.raw).await?;

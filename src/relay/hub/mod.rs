@@ -108,6 +108,10 @@ pub struct Hub {
     /// Writebacks whose answer reached their waiting request and is being recorded: a copy that
     /// comes meanwhile is refused (once recorded, the database refuses it).
     answered: Expiring<MsgId, ()>,
+    /// Each directory's default policy as its agent last reported it, read from the database at
+    /// most once a minute (a form post needs its lockout threshold), and forgotten as soon as an
+    /// agent reports it again.
+    pub policies: Expiring<String, PolicyFacts>,
 }
 
 /// What the portal asks an agent to do. Passwords stay wrapped until RSA encryption.
@@ -128,18 +132,27 @@ pub struct WritebackResult {
     /// The directory's raw answer, for the audit only.
     pub raw: String,
     pub policy: Option<PolicyFacts>,
-    /// Which agent served it, if any.
+    /// Which agent it was sent to, if any.
     pub agent_id: Option<String>,
+    /// Whether that agent's answer came in time (it may itself say "not confirmed", PB-1002).
+    pub answered: bool,
 }
 
 impl WritebackResult {
-    fn local(outcome: Outcome, raw: &str) -> Self {
-        Self { outcome, raw: raw.into(), policy: None, agent_id: None }
+    /// An outcome the portal reached without an agent's answer (nothing was sent).
+    pub fn local(outcome: Outcome, raw: &str) -> Self {
+        Self { outcome, raw: raw.into(), policy: None, agent_id: None, answered: false }
     }
 
-    /// The agent whose answer this is; `None` when no answer came (or none was asked for).
+    /// The agent whose answer this is; `None` when no answer came (or nothing was sent).
     pub fn answered_by(&self) -> Option<&str> {
-        self.agent_id.as_deref().filter(|_| self.outcome != Outcome::AgentTimeout)
+        self.agent_id.as_deref().filter(|_| self.answered)
+    }
+
+    /// Whether an answer may still come: the request went to an agent, which did not answer in
+    /// time.
+    pub fn awaited(&self) -> bool {
+        self.agent_id.is_some() && !self.answered
     }
 }
 
@@ -155,6 +168,7 @@ impl Hub {
             metrics: super::metrics::Metrics::default(),
             chosen: Expiring::default(),
             answered: Expiring::default(),
+            policies: Expiring::default(),
         }
     }
 
@@ -170,8 +184,9 @@ impl Hub {
     pub fn choose_agent(&self, msg_id: &MsgId, directory: &str, now: i64) -> Option<String> {
         let directory = DirectoryId::parse(directory).ok()?;
         let (agent_id, _, _) = self.pick(&directory, None)?;
-        self.chosen.put(msg_id.clone(), agent_id.clone(), self.remembered_until(now), now);
-        Some(agent_id)
+        // The same form sent twice at once: both name the first choice, whichever claims.
+        let (chosen, _) = self.chosen.get_or_put(msg_id, self.remembered_until(now), now, || agent_id);
+        Some(chosen)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -423,7 +438,8 @@ impl Hub {
         match answer {
             // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
             Ok(Ok(pkg)) => {
-                WritebackResult { outcome: pkg.outcome, raw: pkg.raw, policy: pkg.policy, agent_id: Some(agent_id) }
+                let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
+                WritebackResult { outcome, raw, policy, agent_id: Some(agent_id), answered: true }
             }
             Ok(Err(why)) => {
                 WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
