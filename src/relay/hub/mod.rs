@@ -41,6 +41,8 @@ struct Conn {
 
 struct Pending {
     agent_id: String,
+    /// A writeback with a row in `writebacks` (not a read or a no-op).
+    has_row: bool,
     tx: oneshot::Sender<envelope::ResultPackage>,
 }
 
@@ -421,7 +423,7 @@ impl Hub {
             }
         };
         let (result_tx, result_rx) = oneshot::channel();
-        self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), tx: result_tx });
+        self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), has_row, tx: result_tx });
         // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
         tracing::debug!(msg_id = %req.msg_id, agent = %agent_id, bytes = frame.len(), "request sent");

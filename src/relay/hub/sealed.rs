@@ -156,6 +156,10 @@ impl Hub {
                 // The waiter records the answer with its outcome; until it has, a copy is refused
                 // here (`answered`), and after, by the database. Requests outside `writebacks`
                 // (no-ops, reads) have no row: their one answer is the waiter's.
+                if !p.has_row {
+                    let _ = p.tx.send(pkg);
+                    return Ok(());
+                }
                 self.answered.put(pkg.msg_id.clone(), (), self.remembered_until(now), now);
                 if let Err(pkg) = p.tx.send(pkg) {
                     // The wait ended meanwhile (the deadline): the answer is kept as a late one.
