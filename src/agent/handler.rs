@@ -96,9 +96,7 @@ impl Agent {
         if seen {
             return cell.get().cloned().flatten();
         }
-        let journal = self.journal.clone();
-        let id = msg_id.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || journal.record(&id, now + KEEP_SECS, now)).await {
+        if let Err(e) = self.journal.record(msg_id, now + KEEP_SECS, now).await {
             tracing::error!(msg_id = %msg_id, error = %format!("{e:#}"), "cannot record a refused message id");
         }
         let outcome = if *why == EnvelopeError::Expired { Outcome::AgentTimeout } else { Outcome::Internal };
@@ -167,12 +165,9 @@ impl Agent {
                 policy: None,
             });
         }
-        let journal = self.journal.clone();
-        let (msg_id, expires_at) = (pkg.msg_id.clone(), pkg.expires_at);
-        let recorded = tokio::task::spawn_blocking(move || journal.record(&msg_id, expires_at, now)).await;
-        match recorded {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
+        match self.journal.record(&pkg.msg_id, pkg.expires_at, now).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
                 tracing::error!(msg_id = %pkg.msg_id, error = %format!("{e:#}"), "cannot record a message id: not written");
                 Err(Answer {
                     outcome: Outcome::Internal,
@@ -180,11 +175,6 @@ impl Agent {
                     policy: None,
                 })
             }
-            Err(_) => Err(Answer {
-                outcome: Outcome::Internal,
-                raw: "not written: recording the message id failed".into(),
-                policy: None,
-            }),
         }
     }
 

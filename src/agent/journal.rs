@@ -2,6 +2,10 @@
 //! captured and sent again after a restart is not carried out twice. Each id is written and
 //! flushed before the directory is touched, and kept until its request would have expired.
 //! One line per id: `<msg_id> <expires_at>`.
+//!
+//! Ids that arrive while a flush is under way wait for the next one, which writes them all and
+//! syncs once (a group commit): under load one sync covers many requests, and none is answered
+//! before its own id is on disk.
 
 use crate::domain::MsgId;
 use anyhow::Context;
@@ -10,7 +14,8 @@ use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
 
 /// Past this many lines the file is rewritten with only the ids that have not expired.
 const COMPACT_AFTER: usize = 10_000;
@@ -19,7 +24,17 @@ pub struct Journal {
     path: PathBuf,
     /// Ids taken before this process started, with when their requests expire.
     earlier: HashMap<String, i64>,
+    /// The file and how many lines it holds; only the flushing thread holds it.
     file: Mutex<(File, usize)>,
+    waiting: Mutex<Waiting>,
+}
+
+/// Lines not yet on disk, each with whom to tell once it is (or why it is not).
+#[derive(Default)]
+struct Waiting {
+    lines: Vec<(String, oneshot::Sender<Result<(), String>>)>,
+    /// Whether a thread is flushing now (it takes these lines too before it stops).
+    flushing: bool,
 }
 
 impl Journal {
@@ -33,7 +48,12 @@ impl Journal {
         let entries = read(&path, now)?;
         let lines = entries.len();
         let file = append(&path)?;
-        Ok(Journal { earlier: entries.into_iter().collect(), path, file: Mutex::new((file, lines)) })
+        Ok(Journal {
+            earlier: entries.into_iter().collect(),
+            path,
+            file: Mutex::new((file, lines)),
+            waiting: Mutex::default(),
+        })
     }
 
     /// Whether `msg_id` was taken before this process started (its answer is not known here).
@@ -42,19 +62,56 @@ impl Journal {
     }
 
     /// Records `msg_id` durably; only then may the directory be touched.
-    pub fn record(&self, msg_id: &MsgId, expires_at: i64, now: i64) -> anyhow::Result<()> {
+    pub async fn record(self: &Arc<Self>, msg_id: &MsgId, expires_at: i64, now: i64) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            w.lines.push((format!("{msg_id} {expires_at}\n"), tx));
+            !std::mem::replace(&mut w.flushing, true)
+        };
+        if lead {
+            let journal = self.clone();
+            tokio::task::spawn_blocking(move || journal.flush_waiting(now));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!(e)),
+            Err(_) => Err(anyhow::anyhow!("writing {}: the flush stopped", self.path.display())),
+        }
+    }
+
+    /// Writes and syncs what waits, batch by batch, until nothing does.
+    fn flush_waiting(&self, now: i64) {
+        loop {
+            let batch = {
+                let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                if w.lines.is_empty() {
+                    w.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut w.lines)
+            };
+            let text: String = batch.iter().map(|(line, _)| line.as_str()).collect();
+            let result = self.write(&text, batch.len(), now).map_err(|e| format!("{e:#}"));
+            for (_, tx) in batch {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+
+    fn write(&self, text: &str, count: usize, now: i64) -> anyhow::Result<()> {
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if guard.1 >= COMPACT_AFTER {
             let live = read(&self.path, now)?;
-            let text: String = live.iter().map(|(id, exp)| format!("{id} {exp}\n")).collect();
-            crate::files::replace_private(&self.path, text.as_bytes())?;
+            let kept: String = live.iter().map(|(id, exp)| format!("{id} {exp}\n")).collect();
+            crate::files::replace_private(&self.path, kept.as_bytes())?;
             *guard = (append(&self.path)?, live.len());
         }
         let (file, lines) = &mut *guard;
-        file.write_all(format!("{msg_id} {expires_at}\n").as_bytes())
+        file.write_all(text.as_bytes())
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing {}", self.path.display()))?;
-        *lines += 1;
+        *lines += count;
         Ok(())
     }
 }
@@ -94,14 +151,15 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn ids_taken_before_a_restart_are_known_after_it_until_they_expire() {
+    #[tokio::test]
+    async fn ids_taken_before_a_restart_are_known_after_it_until_they_expire() {
         let dir = crate::files::scratch_dir("journal");
         let path = Journal::path_for(&dir.join("agent.json"));
         let (a, b) = (MsgId::random(), MsgId::random());
-        let first = Journal::open(path.clone(), 1_000).unwrap();
-        first.record(&a, 1_100, 1_000).unwrap();
-        first.record(&b, 1_010, 1_000).unwrap();
+        let first = Arc::new(Journal::open(path.clone(), 1_000).unwrap());
+        let (ra, rb) = tokio::join!(first.record(&a, 1_100, 1_000), first.record(&b, 1_010, 1_000));
+        ra.unwrap();
+        rb.unwrap();
         assert!(!first.taken_before_start(&a, 1_000), "taken in this run: the in-memory cache answers");
         drop(first);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
@@ -110,6 +168,46 @@ mod tests {
         assert!(again.taken_before_start(&a, 1_020));
         assert!(!again.taken_before_start(&b, 1_020), "expired: the request would be refused anyway");
         assert!(!again.taken_before_start(&a, 1_100));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_recorded_at_once_are_all_on_disk_when_each_is_answered() {
+        let dir = crate::files::scratch_dir("journal-group");
+        let path = Journal::path_for(&dir.join("agent.json"));
+        let journal = Arc::new(Journal::open(path.clone(), 1_000).unwrap());
+        let ids: Vec<MsgId> = (0..64).map(|_| MsgId::random()).collect();
+        let records = ids.iter().map(|id| {
+            let j = journal.clone();
+            let id = id.clone();
+            tokio::spawn(async move { j.record(&id, 1_100, 1_000).await })
+        });
+        for r in futures_util::future::join_all(records).await {
+            r.unwrap().unwrap();
+        }
+        let again = Journal::open(path, 1_000).unwrap();
+        assert!(ids.iter().all(|id| again.taken_before_start(id, 1_000)));
+        assert!(!journal.waiting.lock().unwrap().flushing, "the flush ended once nothing waited");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_is_an_error_for_every_id_it_carried() {
+        let dir = crate::files::scratch_dir("journal-fails");
+        let path = Journal::path_for(&dir.join("agent.json"));
+        std::fs::write(&path, "").unwrap();
+        // Opened for reading only: every write fails.
+        let read_only = File::open(&path).unwrap();
+        let journal = Arc::new(Journal {
+            path: path.clone(),
+            earlier: HashMap::new(),
+            file: Mutex::new((read_only, 0)),
+            waiting: Mutex::default(),
+        });
+        let (a, b) = (MsgId::random(), MsgId::random());
+        let (ra, rb) = tokio::join!(journal.record(&a, 1_100, 1_000), journal.record(&b, 1_100, 1_000));
+        assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
