@@ -12,14 +12,21 @@ use askama::Template;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use std::time::Duration;
+
+/// How many messages are handed to the SMTP server at once, each on a connection of its own;
+/// as many stay open between messages. More wait for a turn: past the pool's size, every
+/// message would open a connection only to close it again afterwards.
+const SENDING_AT_ONCE: u32 = 8;
 
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// One e-mail, rendered: what every message template produces.
@@ -203,13 +210,15 @@ impl Mailer {
             SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.smtp_host),
         }
         .port(cfg.smtp_port)
-        .timeout(Some(Duration::from_secs(20)));
+        .timeout(Some(Duration::from_secs(20)))
+        .pool_config(PoolConfig::new().max_size(SENDING_AT_ONCE));
         if let Some(user) = &cfg.username {
             let pw = crate::config::read_secret(&cfg.password, &cfg.password_file, "mail.password")?
                 .ok_or_else(|| anyhow::anyhow!("mail.username is set: give mail.password_file too"))?;
             builder = builder.credentials(Credentials::new(user.clone(), pw.expose_secret().to_string()));
         }
-        Ok(Self { transport: builder.build(), from })
+        let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(SENDING_AT_ONCE as usize));
+        Ok(Self { transport: builder.build(), from, turns })
     }
 
     pub async fn send(&self, to: &EmailAddress, msg: Rendered) -> anyhow::Result<()> {
@@ -219,6 +228,7 @@ impl Mailer {
             .to(to)
             .subject(msg.subject)
             .multipart(MultiPart::alternative_plain_html(msg.text, msg.html))?;
+        let _turn = self.turns.acquire().await.context("mail is shut down")?;
         self.transport.send(email).await.context("SMTP")?;
         Ok(())
     }
