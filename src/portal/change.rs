@@ -134,7 +134,7 @@ async fn change_inner(
                     batch.push(s);
                 }
             };
-            let Some(result) = account::once_then(&attempt, act, counted).await? else {
+            let Some((result, _)) = account::once_then(&attempt, act, counted).await? else {
                 store::attempts::release(reservation).run(&st.db).await?;
                 return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
             };

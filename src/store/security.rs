@@ -264,9 +264,12 @@ pub async fn alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<Option<Stri
     sqlx::query_scalar(ALTERNATE_EMAIL).bind(p.directory).bind(p.anchor).fetch_optional(db).await
 }
 
-/// [`alternate_email`], as the read that ends a [`super::Batch`]: one row, or none.
-pub fn alternate_email_of(p: Person<'_>) -> Stmt {
-    Stmt::new(ALTERNATE_EMAIL).bind(p.directory).bind(p.anchor)
+/// [`alternate_email`], as the read that ends a [`super::Batch`], with how many rows the
+/// batch's last statement changed: one row, `(address or NULL, changes)`.
+pub fn alternate_email_after(p: Person<'_>) -> Stmt {
+    Stmt::new("SELECT (SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?), changes()")
+        .bind(p.directory)
+        .bind(p.anchor)
 }
 
 const ALTERNATE_EMAIL: &str = "SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?";

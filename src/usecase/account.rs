@@ -127,17 +127,18 @@ pub struct Act<'a> {
 /// Claims `act`'s key and does it; `None` when the key was claimed already (the form was sent
 /// before), and nothing was done.
 pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<WritebackResult>> {
-    once_then(attempt, act, |_, _| {}).await
+    Ok(once_then(attempt, act, |_, _| {}).await?.map(|(result, _)| result))
 }
 
 /// [`once`], with `then` adding the writes that follow from the result (the caller's own counts)
 /// to the transaction that records it, its audit row and, when the password was set, the end of
-/// the person's sessions.
+/// the person's sessions; with the result comes whether the last statement `then` added changed
+/// a row (a block it made, say; meaningless when it added none).
 pub async fn once_then(
     attempt: &Attempt<'_>,
     act: Act<'_>,
     then: impl FnOnce(&WritebackResult, &mut Batch),
-) -> anyhow::Result<Option<WritebackResult>> {
+) -> anyhow::Result<Option<(WritebackResult, bool)>> {
     let st = attempt.st;
     let now = st.clock.now();
     let (kind, notice) = act.ask.kind();
@@ -174,13 +175,13 @@ pub async fn once_then(
         batch.push(store::security::next_session_epoch(act.target.person()));
     }
     then(&result, &mut batch);
-    let alternate: Vec<(String,)> =
-        batch.run_then(&st.db, store::security::alternate_email_of(act.target.person())).await?;
+    let read: Vec<(Option<String>, i64)> =
+        batch.run_then(&st.db, store::security::alternate_email_after(act.target.person())).await?;
+    let (alternate, changed) = read.into_iter().next().unwrap_or_default();
     if set {
-        let alternate = alternate.into_iter().next().map(|(a,)| a);
         notify_all(st, addresses(act.target, alternate), now, notice);
     }
-    Ok(Some(result))
+    Ok(Some((result, changed > 0)))
 }
 
 /// The act itself: the directory's answer through the relay, or the portal's own for a cloud-only

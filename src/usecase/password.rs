@@ -136,6 +136,12 @@ pub async fn live_state(st: &Host, actor: &str, target: &Target) -> Result<Accou
     }
 }
 
+/// The account as a page read it within the last minute, without asking the directory again
+/// (`None`: no read kept, or it failed).
+pub fn kept(st: &Host, target: &Target) -> Option<AccountState> {
+    st.live.get(target, st.clock.now()).flatten()
+}
+
 /// The account as its directory had it within the last minute (read now if need be), for the
 /// self-service pages; `None` when it cannot be read (they then go on with what the last sync
 /// said, and the directory still decides when the form is sent).

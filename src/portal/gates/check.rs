@@ -286,14 +286,19 @@ async fn settle_failure(st: &AppState, subject: &str, reservation: i64, right: b
 
 /// Counts a completed reset or unlock; true when it has just blocked the person for more.
 pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, PortalError> {
-    let (now, g) = (st.clock.now(), &st.cfg.gates);
-    let until = now + i64::from(g.block_hours) * 3600;
     let mut counted = store::Batch::new();
-    counted.push(security::record_reset(subject, now));
-    counted.push(security::block_when_reached(subject, "reset", now, g.resets_per_hour, until));
+    push_reset_count(st, subject, &mut counted);
     // What the last statement changed: one row when it made a block.
     let made: Vec<(i64,)> = counted.run_then(&st.db, store::Stmt::new("SELECT changes()")).await?;
     Ok(made.first().is_some_and(|(n,)| *n == 1))
+}
+
+/// [`count_reset`], added to `batch`: its last statement changes a row when it made a block.
+pub(crate) fn push_reset_count(st: &AppState, subject: &str, batch: &mut store::Batch) {
+    let (now, g) = (st.clock.now(), &st.cfg.gates);
+    let until = now + i64::from(g.block_hours) * 3600;
+    batch.push(security::record_reset(subject, now));
+    batch.push(security::block_when_reached(subject, "reset", now, g.resets_per_hour, until));
 }
 
 pub(crate) async fn blocked(st: &AppState, subject: &str) -> Result<bool, PortalError> {

@@ -7,7 +7,7 @@
 mod check;
 pub mod questions;
 pub use crate::crypto::totp;
-pub(crate) use check::{answer, blocked, count_reset, start, Answered, GateForm};
+pub(crate) use check::{answer, blocked, count_reset, push_reset_count, start, Answered, GateForm};
 
 use super::people::Target;
 use super::{AppState, PortalError, SupportCode};

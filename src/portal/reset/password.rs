@@ -73,24 +73,28 @@ pub async fn set_password(
     // single-use, even for two submits racing each other.
     let support = SupportCode::new();
     let attempt = Attempt { st: &st, client, audit_name: &flow.audit_name, target: Some(&target), support: &support };
-    // Whether the lock this reset also lifts was there (the words of the answer say so).
-    let was_locked = passwords::live(&st, &target).await.is_some_and(|s| s.locked);
+    // Whether the lock this reset also lifts was there, as the form the person sent said (the
+    // words of the answer say so). Only a read kept from that page counts: asking the directory
+    // again here would cost a trip to it on every reset, for the wording alone.
+    let was_locked = passwords::kept(&st, &target).is_some_and(|s| s.locked);
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     let ask = Ask::Password { new: &password, current: None };
     let act = Act { target: &target, msg_id: &msg_id, by: Requester::FORGOTTEN, ask, operation };
-    // A password set by its owner clears the count of wrong ones tried on the change form.
-    let cleared = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
+    // A password set by its owner clears the count of wrong ones tried on the change form, and
+    // counts as one of the resets an hour allows (the last statement: did it block?).
+    let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
         if r.outcome.password_set() {
             batch.push(store::attempts::clear(&target.person().subject()));
+            crate::portal::gates::push_reset_count(&st, &flow.subject, batch);
         }
     };
-    let Some(result) = account::once_then(&attempt, act, cleared).await? else {
+    let Some((result, blocked)) = account::once_then(&attempt, act, counted).await? else {
         return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     drop(password);
     if result.outcome.password_set() {
         FLOW.take(&session).await?;
-        if crate::portal::gates::count_reset(&st, &flow.subject).await? {
+        if blocked {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
         let title = if result.outcome.is_success() { "password.done_title" } else { "password.set_title" };
