@@ -275,8 +275,8 @@ impl Agent {
             Ok(p) => p,
             Err(a) => return a,
         };
-        let mut answer = match (pkg.op, old) {
-            (Op::Change, Some(old)) => dir.change(&pkg.anchor, &old, &new).await,
+        let (mut answer, lock_seen) = match (pkg.op, old) {
+            (Op::Change, Some(old)) => return dir.change(&pkg.anchor, &old, &new).await,
             (Op::Change, None) => {
                 return Answer {
                     outcome: Outcome::Internal,
@@ -285,29 +285,34 @@ impl Agent {
                 }
             }
             (Op::Verify, _) => return dir.verify(&pkg.anchor, &new).await,
-            _ if allow_protected => dir.reset_protected(&pkg.anchor, &new).await,
-            _ => dir.reset(&pkg.anchor, &new).await,
+            _ => dir.reset_seeing_lock(&pkg.anchor, &new, allow_protected).await,
         };
-        if pkg.op == Op::Reset && answer.outcome.is_success() {
-            // The password is set whatever follows; a follow-up that fails is said in the raw
-            // answer, for the audit and the helpdesk.
-            let follow_ups = [
-                (pkg.flags.unlock, AccountChange::Unlock, "unlock"),
-                (pkg.flags.must_change, AccountChange::MustChange(true), "must change at next sign-in"),
-            ];
-            for (wanted, change, what) in follow_ups {
-                if wanted && change == AccountChange::Unlock && dir.reset_lifts_lock() {
-                    // Nothing more to write; the read back below says whether a lock stayed.
-                    answer.raw = format!("{}; {what}: done by the reset itself (see the read back)", answer.raw);
-                } else if wanted {
-                    let done = dir.change_account_with(&pkg.anchor, change, allow_protected).await;
-                    let verdict = if done.outcome.is_success() { "done" } else { "FAILED" };
-                    answer.raw = format!("{}; {what}: {verdict} ({} {})", answer.raw, done.outcome.code(), done.raw);
-                }
-            }
-            return read_back(&dir, &pkg.anchor, answer, Outcome::ChangedStillLocked).await;
+        if !answer.outcome.is_success() {
+            return answer;
         }
-        answer
+        // The password is set whatever follows; a follow-up that fails is said in the raw
+        // answer, for the audit and the helpdesk.
+        let follow_ups = [
+            (pkg.flags.unlock, AccountChange::Unlock, "unlock"),
+            (pkg.flags.must_change, AccountChange::MustChange(true), "must change at next sign-in"),
+        ];
+        for (wanted, change, what) in follow_ups {
+            if wanted && change == AccountChange::Unlock && (!lock_seen || dir.reset_lifts_lock()) {
+                // Nothing more to write; the read back below says whether a lock stayed.
+                let how = if lock_seen { "done by the reset itself (see the read back)" } else { "no lock to lift" };
+                answer.raw = format!("{}; {what}: {how}", answer.raw);
+            } else if wanted {
+                let done = dir.change_account_with(&pkg.anchor, change, allow_protected).await;
+                let verdict = if done.outcome.is_success() { "done" } else { "FAILED" };
+                answer.raw = format!("{}; {what}: {verdict} ({} {})", answer.raw, done.outcome.code(), done.raw);
+            }
+        }
+        if !lock_seen {
+            // Read just before the write, the account carried no lock, and a reset adds none.
+            answer.raw = format!("{}; no lock before the reset: not read back", answer.raw);
+            return answer;
+        }
+        read_back(&dir, &pkg.anchor, answer, Outcome::ChangedStillLocked).await
     }
 }
 

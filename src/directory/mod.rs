@@ -131,6 +131,31 @@ impl Directory {
         answer
     }
 
+    /// A reset as the agent carries it out ([`Self::reset_protected`] when `allow_protected`),
+    /// and whether the account may be locked after it: OpenLDAP says not when the entry carried
+    /// no lock as it was read just before the write (a reset adds none, and one that was there
+    /// goes with it); otherwise (AD keeps a lock through a reset) only reading it back can tell.
+    pub async fn reset_seeing_lock(
+        &self,
+        anchor: &Anchor,
+        new: &SecretString,
+        allow_protected: bool,
+    ) -> (Answer, bool) {
+        match &self.backend {
+            Backend::OpenLdap(d) => {
+                let (answer, lock_seen) = d.set_password_seeing_lock(anchor, None, new).await;
+                if allow_protected {
+                    tracing::info!(code = %answer.outcome.code(), "reset of a possibly protected account answered");
+                } else {
+                    tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");
+                }
+                (answer, lock_seen)
+            }
+            Backend::Ad(_) if allow_protected => (self.reset_protected(anchor, new).await, true),
+            Backend::Ad(_) => (self.reset(anchor, new).await, true),
+        }
+    }
+
     /// Changes a password the person knows; the directory checks the old one.
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn change(&self, anchor: &Anchor, old: &SecretString, new: &SecretString) -> Answer {

@@ -21,6 +21,8 @@ async fn a_person_resets_a_forgotten_password_and_can_then_sign_in_with_it() {
     let row = audit.iter().find(|r| r.operation == "reset.writeback").expect("an audit row for the writeback");
     assert_eq!(row.outcome_code, "PB-0000");
     assert_eq!(row.target.as_deref(), Some("alice"));
+    // Read just before the write, the account carried no lock: nothing to lift or read back.
+    assert!(row.raw.contains("unlock: no lock to lift") && row.raw.contains("not read back"), "{}", row.raw);
     // The person is told by e-mail that the password was reset.
     app.wait_for_mail("Your password was reset").await;
 }

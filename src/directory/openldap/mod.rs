@@ -67,6 +67,9 @@ struct Person {
     must_change: bool,
     /// `pwdChangedTime`, as Unix seconds.
     changed_at: Option<i64>,
+    /// `pwdAccountLockedTime` is there, whatever its value (a lock that ran out stays until
+    /// the next bind).
+    lock_seen: bool,
 }
 
 /// How long a policy entry read is reused.
@@ -89,15 +92,30 @@ impl OpenLdap {
     }
 
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
+        self.set_password_seeing_lock(anchor, old, new).await.0
+    }
+
+    /// [`Self::set_password`], and whether the entry carried a lock (`pwdAccountLockedTime`)
+    /// when it was read just before the write: without one, a password set leaves none.
+    pub(crate) async fn set_password_seeing_lock(
+        &self,
+        anchor: &Anchor,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> (Answer, bool) {
         let person = match self.find_enabled(anchor, old.is_some()).await {
             Ok(person) => person,
-            Err(answer) => return answer,
+            Err(answer) => return (answer, true),
         };
+        (self.write_password(&person, old, new).await, person.lock_seen)
+    }
+
+    async fn write_password(&self, person: &Person, old: Option<&SecretString>, new: &SecretString) -> Answer {
         // ppolicy's minimum age is for a person's own changes; it applies to this service account's
         // resets too (it is not a password administrator, so that quality and history apply).
         // ppolicy skips the age check for an entry marked pwdReset, and a change that is not an
         // administrator's removes that mark: so a forgotten password set today is marked first.
-        let unmark = old.is_none() && self.too_young_to_reset(&person).await;
+        let unmark = old.is_none() && self.too_young_to_reset(person).await;
         if unmark {
             if let Err(answer) = self.mark_reset(&person.dn, true).await {
                 return answer;
@@ -376,6 +394,7 @@ impl OpenLdap {
         Ok(found.pop().map(|entry| Person {
             policy_subentry: first(&entry, "pwdPolicySubentry").map(str::to_string),
             disabled: first(&entry, "pwdAccountLockedTime") == Some(PERMANENT_LOCK),
+            lock_seen: first(&entry, "pwdAccountLockedTime").is_some(),
             must_change: first(&entry, "pwdReset") == Some("TRUE"),
             changed_at: first(&entry, "pwdChangedTime").and_then(generalized_time_unix),
             dn: entry.dn,
