@@ -8,6 +8,7 @@ use crate::directory::Directory;
 use crate::domain::{Anchor, MsgId};
 use crate::envelope::{self, Direction, Flags, FrameKind, Op, PackageKey, RequestPackage, ResultPackage};
 use secrecy::SecretString;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,16 +51,16 @@ impl Passwords {
 /// The processes whose CPU time is counted: (name, pid).
 static PROCESSES: std::sync::OnceLock<Vec<(&'static str, u32)>> = std::sync::OnceLock::new();
 
-/// Times the bare directory: each operation sets a new password for one of the people in turn,
-/// as a reset, or with `change` as a change that proves the current one.
+/// Times the bare directory over operations `ops`: each sets a new password for one of the
+/// people in turn, as a reset, or with `change` as a change that proves the current one.
 async fn bare(
     name: &str,
     concurrency: usize,
-    total: usize,
+    ops: Range<usize>,
     (d, a, p): (Arc<Directory>, Arc<Vec<Anchor>>, Arc<Passwords>),
     change: bool,
-) -> Stats {
-    measure(name, concurrency, total, move |i| {
+) -> Stretch {
+    stretch(name, concurrency, ops, move |i| {
         let (d, a, p) = (d.clone(), a.clone(), p.clone());
         async move {
             let n = i % a.len();
@@ -80,8 +81,46 @@ async fn bare(
     .await
 }
 
+/// The bare directory measured in two halves, just before and just after `full` (the full
+/// path's measurement): the machine's speed drifts over a run, and the two paths are compared
+/// under the same drift.
+async fn bracketing<Fut>(
+    name: &str,
+    concurrency: usize,
+    total: usize,
+    people: (Arc<Directory>, Arc<Vec<Anchor>>, Arc<Passwords>),
+    change: bool,
+    full: Fut,
+) -> (Stats, Stats)
+where
+    Fut: std::future::Future<Output = Stats>,
+{
+    let before = bare(name, concurrency, 0..total / 2, people.clone(), change).await;
+    let full = full.await;
+    let after = bare(name, concurrency, total / 2..total, people, change).await;
+    (stats(name, concurrency, vec![before, after]), full)
+}
+
 /// Runs `op(i)` for i in 0..total on `concurrency` workers; times each.
 async fn measure<F, Fut>(name: &str, concurrency: usize, total: usize, op: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    stats(name, concurrency, vec![stretch(name, concurrency, 0..total, op).await])
+}
+
+/// One stretch of timed operations, and what each process of [`PROCESSES`] spent on it.
+struct Stretch {
+    lat: Vec<Duration>,
+    errors: usize,
+    wall: Duration,
+    cpu: Vec<Duration>,
+    switches: Vec<u64>,
+}
+
+/// Runs `op(i)` for each i of `ops` on `concurrency` workers; times each.
+async fn stretch<F, Fut>(name: &str, concurrency: usize, ops: Range<usize>, op: F) -> Stretch
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
@@ -89,8 +128,8 @@ where
     // The moment to attach a profiler to a process (`perf record -p`), to see where its time goes.
     eprintln!("bench: measuring {name} at concurrency {concurrency}…");
     let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let next = Arc::new(AtomicUsize::new(ops.start));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(ops.len())));
     let errors = Arc::new(AtomicUsize::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
     let processes = PROCESSES.get().cloned().unwrap_or_default();
@@ -101,10 +140,11 @@ where
         .map(|_| {
             let (op, next, lat, errors, first_error) =
                 (op.clone(), next.clone(), lat.clone(), errors.clone(), first_error.clone());
+            let end = ops.end;
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
+                    if i >= end {
                         break;
                     }
                     let t = Instant::now();
@@ -132,13 +172,34 @@ where
     if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
         eprintln!("bench: {name} at {concurrency}: first error: {e}");
     }
+    let cpu = processes.iter().zip(cpu_before).map(|((_, pid), b)| super::cpu_time(*pid).saturating_sub(b)).collect();
+    let switches = processes
+        .iter()
+        .zip(switches_before)
+        .map(|((_, pid), b)| super::context_switches(*pid).saturating_sub(b))
+        .collect();
     let lat = lat.lock().map(|l| l.clone()).unwrap_or_default();
-    let mut stats = Stats::from(name, concurrency, lat, errors.load(Ordering::Relaxed), wall);
-    for (((process, pid), before), switched) in processes.iter().zip(cpu_before).zip(switches_before) {
-        let used = super::cpu_time(*pid).saturating_sub(before);
-        stats.cpu_ms_per_op.insert((*process).to_string(), used.as_secs_f64() * 1000.0 / total.max(1) as f64);
-        let switches = super::context_switches(*pid).saturating_sub(switched);
-        stats.switches_per_op.insert((*process).to_string(), switches as f64 / total.max(1) as f64);
+    Stretch { lat, errors: errors.load(Ordering::Relaxed), wall, cpu, switches }
+}
+
+/// The figures of one measurement made of `stretches`.
+fn stats(name: &str, concurrency: usize, stretches: Vec<Stretch>) -> Stats {
+    let processes = PROCESSES.get().cloned().unwrap_or_default();
+    let (mut lat, mut errors, mut wall) = (Vec::new(), 0, Duration::ZERO);
+    let mut cpu = vec![Duration::ZERO; processes.len()];
+    let mut switches = vec![0u64; processes.len()];
+    for s in stretches {
+        lat.extend(s.lat);
+        errors += s.errors;
+        wall += s.wall;
+        cpu.iter_mut().zip(s.cpu).for_each(|(total, used)| *total += used);
+        switches.iter_mut().zip(s.switches).for_each(|(total, n)| *total += n);
+    }
+    let total = (lat.len() + errors).max(1) as f64;
+    let mut stats = Stats::from(name, concurrency, lat, errors, wall);
+    for (((process, _), used), switched) in processes.iter().zip(cpu).zip(switches) {
+        stats.cpu_ms_per_op.insert((*process).to_string(), used.as_secs_f64() * 1000.0 / total);
+        stats.switches_per_op.insert((*process).to_string(), switched as f64 / total);
     }
     eprintln!(
         "bench: {:<14} c={:<2} {:>4} ops  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>7.1}/s  ({} errors)",
@@ -230,36 +291,31 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
     }
 
     for (concurrency, total) in [(1, OPS_SERIAL), (32, OPS_PARALLEL)] {
-        // The bare directory: reset.
-        let people = (directory.clone(), anchors.clone(), passwords.clone());
-        results.push(bare("bare reset", concurrency, total, people, false).await);
-
         // The full path: reset. Each form is made ready first (not timed); only the final post is.
+        // A browser keeps its connection after a post: every form (and its connection) is kept
+        // until the measurement ends, so that closing them is not counted.
         eprintln!("bench: preparing {total} verified reset sessions…");
         let mut ready = Vec::with_capacity(total);
         for i in 0..total {
-            ready.push(Some(ready_reset(&rig, i % rig.people.len()).await?));
+            ready.push(Arc::new(ready_reset(&rig, i % rig.people.len()).await?));
         }
         let ready = Arc::new(Mutex::new(ready));
         let (r, p, url) = (ready.clone(), passwords.clone(), rig.url.clone());
         let people = rig.people.len();
-        results.push(
-            measure("full reset", concurrency, total, move |i| {
-                let (r, p, url) = (r.clone(), p.clone(), url.clone());
-                async move {
-                    let form = r.lock().ok().and_then(|mut v| v[i].take()).ok_or("no form")?;
-                    let pw = p.fresh();
-                    form.send(&format!("{url}/reset/password"), &[("password", &pw), ("confirm", &pw)]).await?;
-                    p.set(i % people, pw);
-                    Ok(())
-                }
-            })
-            .await,
-        );
-
-        // The bare directory: change (the directory checks the current password).
+        let full = measure("full reset", concurrency, total, move |i| {
+            let (r, p, url) = (r.clone(), p.clone(), url.clone());
+            async move {
+                let form = r.lock().ok().and_then(|v| v.get(i).cloned()).ok_or("no form")?;
+                let pw = p.fresh();
+                form.send(&format!("{url}/reset/password"), &[("password", &pw), ("confirm", &pw)]).await?;
+                p.set(i % people, pw);
+                Ok(())
+            }
+        });
+        // Beside it, the bare directory: reset.
         let people = (directory.clone(), anchors.clone(), passwords.clone());
-        results.push(bare("bare change", concurrency, total, people, true).await);
+        let (bare, full) = bracketing("bare reset", concurrency, total, people, false, full).await;
+        results.extend([bare, full]);
 
         // The full path: change. The form (and its one-use key) is fetched first, not timed.
         let mut forms = Vec::with_capacity(total);
@@ -269,27 +325,27 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
             let (Some(csrf), Some(key)) = (hidden(&page, "csrf"), hidden(&page, "form_key")) else {
                 anyhow::bail!("no change form")
             };
-            forms.push(Some(ReadyForm { client: c, csrf, form_key: key }));
+            forms.push(Arc::new(ReadyForm { client: c, csrf, form_key: key }));
         }
         let forms = Arc::new(Mutex::new(forms));
         let (f, p, url) = (forms.clone(), passwords.clone(), rig.url.clone());
         let uids: Arc<Vec<String>> = Arc::new(rig.people.iter().map(|p| p.uid.clone()).collect());
-        results.push(
-            measure("full change", concurrency, total, move |i| {
-                let (f, p, url, uids) = (f.clone(), p.clone(), url.clone(), uids.clone());
-                async move {
-                    let form = f.lock().ok().and_then(|mut v| v[i].take()).ok_or("no form")?;
-                    let n = i % uids.len();
-                    let (old, new) = (p.get(n), p.fresh());
-                    let fields =
-                        [("login", uids[n].as_str()), ("current", &old), ("password", &new), ("confirm", &new)];
-                    form.send(&format!("{url}/change"), &fields).await?;
-                    p.set(n, new);
-                    Ok(())
-                }
-            })
-            .await,
-        );
+        let full = measure("full change", concurrency, total, move |i| {
+            let (f, p, url, uids) = (f.clone(), p.clone(), url.clone(), uids.clone());
+            async move {
+                let form = f.lock().ok().and_then(|v| v.get(i).cloned()).ok_or("no form")?;
+                let n = i % uids.len();
+                let (old, new) = (p.get(n), p.fresh());
+                let fields = [("login", uids[n].as_str()), ("current", &old), ("password", &new), ("confirm", &new)];
+                form.send(&format!("{url}/change"), &fields).await?;
+                p.set(n, new);
+                Ok(())
+            }
+        });
+        // Beside it, the bare directory: change (the directory checks the current password).
+        let people = (directory.clone(), anchors.clone(), passwords.clone());
+        let (bare, full) = bracketing("bare change", concurrency, total, people, true, full).await;
+        results.extend([bare, full]);
 
         // The relay alone: a sealed no-op round trip, as the portal itself timed it.
         let c = client(&rig.ca)?;
