@@ -407,6 +407,7 @@ async fn an_enrollment_token_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_in() {
     let app = spawn_app().await;
+    app.lock_out("bob").await;
     let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
     let agent = Agent::new(app.agent_cfg.clone()).unwrap();
     let rows = passback::store::users::find_by_login(&app.db, "bob").await.unwrap();
@@ -419,6 +420,8 @@ async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_i
     let pkg = open_answer(&state, &answer);
     assert_eq!(pkg.outcome, Outcome::Success);
     assert!(pkg.raw.contains("unlock: done") && pkg.raw.contains("must change at next sign-in: done"), "{}", pkg.raw);
+    assert!(pkg.raw.contains("read back: not locked"), "the lock that was there is read back: {}", pkg.raw);
+    assert!(app.bind_works("bob", "Temporary-Pass-31").await, "no longer locked: the new password binds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
