@@ -256,8 +256,10 @@ impl Rig {
     pub async fn code_for(&self, address: &str, before: usize) -> Option<String> {
         for _ in 0..500 {
             let mails: Vec<_> = self.mailbox.all().into_iter().filter(|m| m.to.iter().any(|t| t == address)).collect();
-            if mails.len() > before {
-                return mails.last().and_then(|m| m.code_after("verification code:", 8));
+            // A notice of an earlier act may come in between: the code is in the first mail that
+            // has one.
+            if let Some(code) = mails.iter().skip(before).find_map(|m| m.code_after("verification code:", 8)) {
+                return Some(code);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

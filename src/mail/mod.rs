@@ -17,10 +17,12 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 
-/// How many messages are handed to the SMTP server at once, each on a connection of its own;
-/// as many stay open between messages. More wait for a turn: past the pool's size, every
-/// message would open a connection only to close it again afterwards.
-const SENDING_AT_ONCE: u32 = 8;
+/// How many notices (which nobody waits for) are handed to the SMTP server at once, each on a
+/// connection of its own. More wait for a turn: in a burst, each would otherwise open a
+/// connection only to close it again. A code (someone is waiting for it) never waits for one.
+const NOTICES_AT_ONCE: u32 = 8;
+/// Connections kept open between messages: the notices' and as many for codes.
+const KEPT_OPEN: u32 = 2 * NOTICES_AT_ONCE;
 
 #[derive(Clone)]
 pub struct Mailer {
@@ -211,25 +213,37 @@ impl Mailer {
         }
         .port(cfg.smtp_port)
         .timeout(Some(Duration::from_secs(20)))
-        .pool_config(PoolConfig::new().max_size(SENDING_AT_ONCE));
+        .pool_config(PoolConfig::new().max_size(KEPT_OPEN));
         if let Some(user) = &cfg.username {
             let pw = crate::config::read_secret(&cfg.password, &cfg.password_file, "mail.password")?
                 .ok_or_else(|| anyhow::anyhow!("mail.username is set: give mail.password_file too"))?;
             builder = builder.credentials(Credentials::new(user.clone(), pw.expose_secret().to_string()));
         }
-        let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(SENDING_AT_ONCE as usize));
+        let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(NOTICES_AT_ONCE as usize));
         Ok(Self { transport: builder.build(), from, turns })
     }
 
+    /// Sends `msg` now: a code, which someone is waiting for.
     pub async fn send(&self, to: &EmailAddress, msg: Rendered) -> anyhow::Result<()> {
-        let to: Mailbox = to.as_str().parse().context("recipient address")?;
-        let email = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(msg.subject)
-            .multipart(MultiPart::alternative_plain_html(msg.text, msg.html))?;
+        let email = self.message(to, msg)?;
+        self.transport.send(email).await.context("SMTP")?;
+        Ok(())
+    }
+
+    /// Sends a notice or an alert when a turn is free (see [`NOTICES_AT_ONCE`]).
+    pub async fn send_in_turn(&self, to: &EmailAddress, msg: Rendered) -> anyhow::Result<()> {
+        let email = self.message(to, msg)?;
         let _turn = self.turns.acquire().await.context("mail is shut down")?;
         self.transport.send(email).await.context("SMTP")?;
         Ok(())
+    }
+
+    fn message(&self, to: &EmailAddress, msg: Rendered) -> anyhow::Result<Message> {
+        let to: Mailbox = to.as_str().parse().context("recipient address")?;
+        Ok(Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(msg.subject)
+            .multipart(MultiPart::alternative_plain_html(msg.text, msg.html))?)
     }
 }

@@ -292,7 +292,7 @@ pub(crate) async fn check_failures(st: &super::AppState) -> anyhow::Result<()> {
             let msg = crate::mail::alert_message(tr, tr.t("mail.attack_subject").into(), &body)?;
             let mailer = st.mailer.clone();
             tokio::spawn(async move {
-                if let Err(e) = mailer.send(&to, msg).await {
+                if let Err(e) = mailer.send_in_turn(&to, msg).await {
                     tracing::error!(error = %format!("{e:#}"), "telling an administrator of an attack failed");
                 }
             });

@@ -85,7 +85,7 @@ fn tell_old_addresses(state: &RelayState, before: &[String], now: i64) {
         let (mailer, helpdesk, when) = (state.mailer.clone(), helpdesk.clone(), when.clone());
         tokio::spawn(async move {
             let sent = match crate::mail::notice_message(tr, crate::mail::Notice::AddressesChanged, &when, &helpdesk) {
-                Ok(msg) => mailer.send(&to, msg).await,
+                Ok(msg) => mailer.send_in_turn(&to, msg).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {

@@ -287,7 +287,7 @@ pub fn notify_all(st: &Host, addresses: Vec<EmailAddress>, now: i64, notice: Not
         let (mailer, when, helpdesk) = (st.mailer.clone(), when.clone(), helpdesk.clone());
         tokio::spawn(async move {
             let sent = match crate::mail::notice_message(tr, notice, &when, &helpdesk) {
-                Ok(msg) => mailer.send(&to, msg).await,
+                Ok(msg) => mailer.send_in_turn(&to, msg).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {

@@ -129,7 +129,7 @@ async fn tell_administrators(ctx: &Ctx<'_>, by: &By, member: &str) -> anyhow::Re
         let msg = crate::mail::staff_reset_message(tr, by.name(), member, &when)?;
         let mailer = ctx.mailer.clone();
         sending.push(tokio::spawn(async move {
-            if let Err(e) = mailer.send(&to, msg).await {
+            if let Err(e) = mailer.send_in_turn(&to, msg).await {
                 tracing::error!(error = %format!("{e:#}"), "telling an administrator of a staff reset failed");
             }
         }));
