@@ -298,7 +298,8 @@ impl Agent {
         ];
         for (wanted, change, what) in follow_ups {
             if wanted && change == AccountChange::Unlock && (!lock_seen || dir.reset_lifts_lock()) {
-                // Nothing more to write; the read back below says whether a lock stayed.
+                // Nothing more to write: there was no lock, or the reset lifted it (the read
+                // back below says whether one stayed).
                 let how = if lock_seen { "done by the reset itself (see the read back)" } else { "no lock to lift" };
                 answer.raw = format!("{}; {what}: {how}", answer.raw);
             } else if wanted {

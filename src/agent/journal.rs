@@ -24,15 +24,20 @@ pub struct Journal {
     path: PathBuf,
     /// Ids taken before this process started, with when their requests expire.
     earlier: HashMap<String, i64>,
-    /// The file and how many lines it holds; only the flushing thread holds it.
-    file: Mutex<(File, usize)>,
+    /// The file, how many lines it holds, and how many it kept when it was last compacted;
+    /// only the flushing thread holds it.
+    file: Mutex<(File, usize, usize)>,
     waiting: Mutex<Waiting>,
 }
 
-/// Lines not yet on disk, each with whom to tell once it is (or why it is not).
+/// Where a line's writer learns that it is on disk, or why it is not.
+type Done = oneshot::Sender<Result<(), String>>;
+
+/// Lines not yet on disk, each with the time it was recorded at and whom to tell once it is on
+/// disk (or why it is not).
 #[derive(Default)]
 struct Waiting {
-    lines: Vec<(String, oneshot::Sender<Result<(), String>>)>,
+    lines: Vec<(String, i64, Done)>,
     /// Whether a thread is flushing now (it takes these lines too before it stops).
     flushing: bool,
 }
@@ -51,7 +56,7 @@ impl Journal {
         Ok(Journal {
             earlier: entries.into_iter().collect(),
             path,
-            file: Mutex::new((file, lines)),
+            file: Mutex::new((file, lines, lines)),
             waiting: Mutex::default(),
         })
     }
@@ -66,12 +71,12 @@ impl Journal {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            w.lines.push((format!("{msg_id} {expires_at}\n"), tx));
+            w.lines.push((format!("{msg_id} {expires_at}\n"), now, tx));
             !std::mem::replace(&mut w.flushing, true)
         };
         if lead {
             let journal = self.clone();
-            tokio::task::spawn_blocking(move || journal.flush_waiting(now));
+            tokio::task::spawn_blocking(move || journal.flush_waiting());
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -80,20 +85,32 @@ impl Journal {
         }
     }
 
-    /// Writes and syncs what waits, batch by batch, until nothing does.
-    fn flush_waiting(&self, now: i64) {
+    /// Writes and syncs what waits, batch by batch, until nothing does. Should it stop part way
+    /// (a panic), whoever waits is told the flush stopped, and the next record starts another.
+    fn flush_waiting(&self) {
+        struct Stopped<'a>(&'a Mutex<Waiting>);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                w.flushing = false;
+                w.lines.clear();
+            }
+        }
+        let stopped = Stopped(&self.waiting);
         loop {
             let batch = {
                 let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
                 if w.lines.is_empty() {
                     w.flushing = false;
+                    std::mem::forget(stopped);
                     return;
                 }
                 std::mem::take(&mut w.lines)
             };
-            let text: String = batch.iter().map(|(line, _)| line.as_str()).collect();
+            let text: String = batch.iter().map(|(line, _, _)| line.as_str()).collect();
+            let now = batch.iter().map(|(_, now, _)| *now).max().unwrap_or_default();
             let result = self.write(&text, batch.len(), now).map_err(|e| format!("{e:#}"));
-            for (_, tx) in batch {
+            for (_, _, tx) in batch {
                 let _ = tx.send(result.clone());
             }
         }
@@ -101,13 +118,15 @@ impl Journal {
 
     fn write(&self, text: &str, count: usize, now: i64) -> anyhow::Result<()> {
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.1 >= COMPACT_AFTER {
+        // Past the threshold, and past twice what was kept at the last compaction (so that many
+        // ids alive at once do not rewrite the file at every write).
+        if guard.1 >= COMPACT_AFTER.max(2 * guard.2) {
             let live = read(&self.path, now)?;
             let kept: String = live.iter().map(|(id, exp)| format!("{id} {exp}\n")).collect();
             crate::files::replace_private(&self.path, kept.as_bytes())?;
-            *guard = (append(&self.path)?, live.len());
+            *guard = (append(&self.path)?, live.len(), live.len());
         }
-        let (file, lines) = &mut *guard;
+        let (file, lines, _) = &mut *guard;
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing {}", self.path.display()))?;
@@ -201,7 +220,7 @@ mod tests {
         let journal = Arc::new(Journal {
             path: path.clone(),
             earlier: HashMap::new(),
-            file: Mutex::new((read_only, 0)),
+            file: Mutex::new((read_only, 0, 0)),
             waiting: Mutex::default(),
         });
         let (a, b) = (MsgId::random(), MsgId::random());

@@ -316,6 +316,7 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
         let people = (directory.clone(), anchors.clone(), passwords.clone());
         let (bare, full) = bracketing("bare reset", concurrency, total, people, false, full).await;
         results.extend([bare, full]);
+        drop(ready);
 
         // The full path: change. The form (and its one-use key) is fetched first, not timed.
         let mut forms = Vec::with_capacity(total);
@@ -346,6 +347,7 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
         let people = (directory.clone(), anchors.clone(), passwords.clone());
         let (bare, full) = bracketing("bare change", concurrency, total, people, true, full).await;
         results.extend([bare, full]);
+        drop(forms);
 
         // The relay alone: a sealed no-op round trip, as the portal itself timed it.
         let c = client(&rig.ca)?;

@@ -135,6 +135,7 @@ impl Directory {
     /// and whether the account may be locked after it: OpenLDAP says not when the entry carried
     /// no lock as it was read just before the write (a reset adds none, and one that was there
     /// goes with it); otherwise (AD keeps a lock through a reset) only reading it back can tell.
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn reset_seeing_lock(
         &self,
         anchor: &Anchor,

@@ -93,10 +93,10 @@ pub async fn set_password(
     };
     drop(password);
     if result.outcome.password_set() {
-        FLOW.take(&session).await?;
         if blocked {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
+        FLOW.take(&session).await?;
         let title = if result.outcome.is_success() { "password.done_title" } else { "password.set_title" };
         let mut done = outcome_page(&st, title, &result.outcome, &support, false);
         // "Unlocked" only as the directory has it now (the agent read it back; here it is read
