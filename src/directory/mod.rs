@@ -109,32 +109,20 @@ impl Directory {
     }
 
     /// Sets a forgotten password (no old password), subject to the directory's policy.
-    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn reset(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        let answer = match &self.backend {
-            Backend::OpenLdap(d) => d.set_password(anchor, None, new).await,
-            Backend::Ad(d) => d.set_password(anchor, None, new).await,
-        };
-        tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");
-        answer
+        self.reset_seeing_lock(anchor, new, false).await.0
     }
 
     /// A reset by staff whose role may act on protected accounts, on an agent configured to
     /// allow it: like [`Self::reset`], without the refusal of protected accounts.
-    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn reset_protected(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        let answer = match &self.backend {
-            Backend::OpenLdap(d) => d.set_password(anchor, None, new).await,
-            Backend::Ad(d) => d.set_password_with(anchor, None, new, true).await,
-        };
-        tracing::info!(code = %answer.outcome.code(), "reset of a possibly protected account answered");
-        answer
+        self.reset_seeing_lock(anchor, new, true).await.0
     }
 
-    /// A reset as the agent carries it out ([`Self::reset_protected`] when `allow_protected`),
-    /// and whether the account may be locked after it: OpenLDAP says not when the entry carried
-    /// no lock as it was read just before the write (a reset adds none, and one that was there
-    /// goes with it); otherwise (AD keeps a lock through a reset) only reading it back can tell.
+    /// A reset ([`Self::reset_protected`] when `allow_protected`), and whether the account may
+    /// be locked after it: OpenLDAP says not when the entry carried no lock as it was read just
+    /// before the write (a reset adds none, and one that was there goes with it); otherwise (AD
+    /// keeps a lock through a reset) only reading it back can tell.
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn reset_seeing_lock(
         &self,
@@ -142,19 +130,17 @@ impl Directory {
         new: &SecretString,
         allow_protected: bool,
     ) -> (Answer, bool) {
-        match &self.backend {
-            Backend::OpenLdap(d) => {
-                let (answer, lock_seen) = d.set_password_seeing_lock(anchor, None, new).await;
-                if allow_protected {
-                    tracing::info!(code = %answer.outcome.code(), "reset of a possibly protected account answered");
-                } else {
-                    tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");
-                }
-                (answer, lock_seen)
-            }
-            Backend::Ad(_) if allow_protected => (self.reset_protected(anchor, new).await, true),
-            Backend::Ad(_) => (self.reset(anchor, new).await, true),
+        let (answer, lock_seen) = match &self.backend {
+            // OpenLDAP has no built-in protected accounts: this agent's own rules were checked first.
+            Backend::OpenLdap(d) => d.set_password_seeing_lock(anchor, None, new).await,
+            Backend::Ad(d) => (d.set_password_with(anchor, None, new, allow_protected).await, true),
+        };
+        if allow_protected {
+            tracing::info!(code = %answer.outcome.code(), "reset of a possibly protected account answered");
+        } else {
+            tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");
         }
+        (answer, lock_seen)
     }
 
     /// Changes a password the person knows; the directory checks the old one.

@@ -261,7 +261,11 @@ pub async fn set_alternate_email(db: &Db, p: Person<'_>, email: &str, now: i64) 
 }
 
 pub async fn alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(ALTERNATE_EMAIL).bind(p.directory).bind(p.anchor).fetch_optional(db).await
+    sqlx::query_scalar("SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .fetch_optional(db)
+        .await
 }
 
 /// [`alternate_email`], as the read that ends a [`super::Batch`], with how many rows the
@@ -271,8 +275,6 @@ pub fn alternate_email_after(p: Person<'_>) -> Stmt {
         .bind(p.directory)
         .bind(p.anchor)
 }
-
-const ALTERNATE_EMAIL: &str = "SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?";
 
 pub async fn remove_alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM alternate_emails WHERE directory = ? AND anchor = ?")
