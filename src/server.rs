@@ -195,6 +195,7 @@ impl PortalListener {
                         continue;
                     }
                 };
+                no_delay(&stream);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -212,6 +213,15 @@ impl PortalListener {
     }
 }
 
+/// Each write goes out at once. With Nagle's algorithm on, a small write waits for the peer's
+/// acknowledgement of the one before, which the peer may hold back for up to 40 ms: the agent's
+/// connection carries many requests at a time, and stalled on it.
+pub(crate) fn no_delay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not turn off Nagle's algorithm");
+    }
+}
+
 pub enum PortalIo {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -225,7 +235,10 @@ impl Listener for PortalListener {
         match self {
             PortalListener::Plain(l) => loop {
                 match TcpListener::accept(l).await {
-                    Ok((s, a)) => return (PortalIo::Plain(s), a),
+                    Ok((s, a)) => {
+                        no_delay(&s);
+                        return (PortalIo::Plain(s), a);
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;

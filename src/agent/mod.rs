@@ -239,7 +239,8 @@ impl Agent {
         let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
             request,
             None,
-            false,
+            // Nagle's algorithm off: answers go out at once, not after the portal's delayed ack.
+            true,
             Some(tokio_tungstenite::Connector::Rustls(tls)),
         )
         .await
