@@ -319,10 +319,6 @@ pub async fn blocked_until(db: &Db, subject: &str, now: i64) -> sqlx::Result<Opt
         .await
 }
 
-/// Reserves a failed verification for `subject` before an answer is checked, unless the
-/// subject is blocked or already has `limit` failures in the last hour. One statement, so
-/// parallel guesses cannot get past the limit together. The reservation is given back when the
-/// answer proves right ([`release_event`]).
 /// Why no failure could be reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spent {
@@ -334,7 +330,12 @@ pub enum Spent {
 
 /// Takes one failed verification of `subject`'s and of `client`'s hourly allowances in one
 /// statement (race-free: parallel guesses cannot each find them unspent), before an answer is
-/// checked; its id, to give back if the answer was right.
+/// checked; its id, to give back ([`release_event`]) if the answer was right.
+///
+/// Answers being checked hold their reservation, so many people verifying at once from one
+/// address (an office behind one gateway) can find the address's allowance taken for a moment,
+/// then free again: the reservation is tried again rather than blaming an account that has
+/// nothing against it.
 pub async fn reserve_failure(
     db: &Db,
     subject: &str,
@@ -343,31 +344,48 @@ pub async fn reserve_failure(
     now: i64,
     (per_subject, per_client): (u32, u32),
 ) -> sqlx::Result<Result<i64, Spent>> {
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO gate_events (subject, kind, method, at, client) SELECT $1, 'failure', $2, $3, $4 \
-         WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
-         AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
-         AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $3) RETURNING id",
-    )
-    .bind(subject)
-    .bind(method)
-    .bind(now)
-    .bind(client)
-    .bind(now - 3600)
-    .bind(per_subject)
-    .bind(per_client)
-    .fetch_optional(db)
-    .await?;
-    if let Some(id) = id {
-        return Ok(Ok(id));
+    const TRIES: usize = 3;
+    for _ in 0..TRIES {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO gate_events (subject, kind, method, at, client) SELECT $1, 'failure', $2, $3, $4 \
+             WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
+             AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
+             AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $3) RETURNING id",
+        )
+        .bind(subject)
+        .bind(method)
+        .bind(now)
+        .bind(client)
+        .bind(now - 3600)
+        .bind(per_subject)
+        .bind(per_client)
+        .fetch_optional(db)
+        .await?;
+        if let Some(id) = id {
+            return Ok(Ok(id));
+        }
+        // Which allowance was spent, read in one statement.
+        let (subject_spent, from_client): (bool, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $3) >= $4 \
+             OR EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $5), \
+             (SELECT COUNT(*) FROM gate_events WHERE client = $2 AND kind = 'failure' AND at > $3)",
+        )
+        .bind(subject)
+        .bind(client)
+        .bind(now - 3600)
+        .bind(per_subject)
+        .bind(now)
+        .fetch_one(db)
+        .await?;
+        if from_client >= i64::from(per_client) {
+            return Ok(Err(Spent::Address));
+        }
+        if subject_spent {
+            return Ok(Err(Spent::Subject));
+        }
     }
-    let from_client: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM gate_events WHERE client = $1 AND kind = 'failure' AND at > $2")
-            .bind(client)
-            .bind(now - 3600)
-            .fetch_one(db)
-            .await?;
-    Ok(Err(if from_client >= i64::from(per_client) { Spent::Address } else { Spent::Subject }))
+    // Still taken by answers in flight after every try: the address is busy, not the account.
+    Ok(Err(Spent::Address))
 }
 
 /// Failed verifications in the last hour, from everywhere.
@@ -440,4 +458,67 @@ pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block
 pub async fn unblock(db: &Db, subject: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM self_service_blocks WHERE subject = ?").bind(subject).execute(db).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_refused_is_put_on_the_allowance_that_was_spent() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let (now, limits) = (1_000_000, (5, 2));
+        let reserve = |subject: &'static str, client: &'static str| {
+            let db = db.clone();
+            async move { reserve_failure(&db, subject, client, "email", now, limits).await.unwrap() }
+        };
+        // Two answers in flight from one address hold its allowance: a third person there is
+        // told the address is busy, never that their account is blocked.
+        let first = reserve("a", "office").await.unwrap();
+        reserve("b", "office").await.unwrap();
+        assert_eq!(reserve("c", "office").await, Err(Spent::Address));
+        release_event(&db, first).await.unwrap();
+        reserve("c", "office").await.expect("free again once an answer proved right");
+
+        sqlx::query("INSERT INTO self_service_blocks VALUES ('d', $1, 'failure', $2)")
+            .bind(now + 3600)
+            .bind(now)
+            .execute(&db)
+            .await
+            .unwrap();
+        assert_eq!(reserve("d", "home").await, Err(Spent::Subject), "a blocked account");
+        for _ in 0..2 {
+            reserve("e", "cafe").await.unwrap();
+            release_event(&db, reserve("e", "home").await.unwrap()).await.unwrap();
+        }
+        for client in ["library", "train", "hotel"] {
+            reserve("e", client).await.unwrap();
+        }
+        assert_eq!(reserve("e", "airport").await, Err(Spent::Subject), "five failures of the account's own");
+    }
+
+    #[tokio::test]
+    async fn people_verifying_at_once_from_one_address_are_never_told_their_account_is_blocked() {
+        let root = std::env::temp_dir().join(format!("pb-reserve-{}", uuid::Uuid::new_v4()));
+        let db = crate::store::connect(&format!("sqlite://{}/p.db?mode=rwc", root.display()), 8).await.unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let subject = format!("person{i}");
+                    let got = reserve_failure(&db, &subject, "office", "email", 1_000_000, (5, 10)).await.unwrap();
+                    if let Ok(id) = got {
+                        // The code was right: the reservation is given back.
+                        release_event(&db, id).await.unwrap();
+                    }
+                    got
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_ne!(task.await.unwrap(), Err(Spent::Subject), "nobody here has a failure against them");
+        }
+        db.close().await;
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }
