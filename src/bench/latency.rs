@@ -16,20 +16,26 @@ use std::time::{Duration, Instant};
 const PEOPLE: usize = 200;
 /// Fewer with Samba, where adding a person takes a while.
 const PEOPLE_AD: usize = 64;
-/// Operations per measurement at concurrency 1, and at 32 (a second or so of work at 32: fewer
-/// made the throughput vary by a fifth from run to run).
+/// Operations per measurement at concurrency 1, and at 32 (a second or so of work at 32: three
+/// times as many moved the throughput as much from run to run, and held three times as many
+/// browser sessions open).
 const OPS_SERIAL: usize = 200;
 const OPS_PARALLEL: usize = 1000;
+/// Reset forms made ready at the same time before a measurement.
+const PREPARED_AT_ONCE: usize = 16;
 
 /// Each person's current password, as the bench last set it.
 struct Passwords {
-    current: Vec<Mutex<String>>,
+    current: Vec<tokio::sync::Mutex<String>>,
     counter: AtomicUsize,
 }
 
 impl Passwords {
     fn new(n: usize, initial: &str) -> Passwords {
-        Passwords { current: (0..n).map(|_| Mutex::new(initial.to_string())).collect(), counter: AtomicUsize::new(0) }
+        Passwords {
+            current: (0..n).map(|_| tokio::sync::Mutex::new(initial.to_string())).collect(),
+            counter: AtomicUsize::new(0),
+        }
     }
 
     /// A password never used before in this run (so history never refuses it).
@@ -37,14 +43,11 @@ impl Passwords {
         format!("Bench-Pass-{:06}!", self.counter.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn get(&self, i: usize) -> String {
-        self.current[i].lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn set(&self, i: usize, pw: String) {
-        if let Ok(mut s) = self.current[i].lock() {
-            *s = pw;
-        }
+    /// Person `i`'s current password, held while an operation on them runs: a slow one may still
+    /// be under way when the turn comes round to the same person, and both would start from the
+    /// same password.
+    async fn hold(&self, i: usize) -> tokio::sync::MutexGuard<'_, String> {
+        self.current[i].lock().await
     }
 }
 
@@ -64,17 +67,18 @@ async fn bare(
         let (d, a, p) = (d.clone(), a.clone(), p.clone());
         async move {
             let n = i % a.len();
+            let mut current = p.hold(n).await;
             let new = p.fresh();
             let secret = SecretString::from(new.clone());
             let answer = if change {
-                d.change(&a[n], &SecretString::from(p.get(n)), &secret).await
+                d.change(&a[n], &SecretString::from(current.clone()), &secret).await
             } else {
                 d.reset(&a[n], &secret).await
             };
             if !answer.outcome.is_success() {
                 return Err(format!("{} {}", answer.outcome.code(), answer.raw));
             }
-            p.set(n, new);
+            *current = new;
             Ok(())
         }
     })
@@ -287,7 +291,7 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
     for i in 0..10 {
         let pw = passwords.fresh();
         let _ = directory.reset(&anchors[i], &SecretString::from(pw.clone())).await;
-        passwords.set(i, pw);
+        *passwords.hold(i).await = pw;
     }
 
     for (concurrency, total) in [(1, OPS_SERIAL), (32, OPS_PARALLEL)] {
@@ -296,8 +300,13 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
         // until the measurement ends, so that closing them is not counted.
         eprintln!("bench: preparing {total} verified reset sessions…");
         let mut ready = Vec::with_capacity(total);
-        for i in 0..total {
-            ready.push(Arc::new(ready_reset(&rig, i % rig.people.len()).await?));
+        // Several at a time, each for a different person (a code is told apart by its address).
+        let at_once = PREPARED_AT_ONCE.min(rig.people.len());
+        for first in (0..total).step_by(at_once) {
+            let batch = (first..total.min(first + at_once)).map(|i| ready_reset(&rig, i % rig.people.len()));
+            for form in futures_util::future::join_all(batch).await {
+                ready.push(Arc::new(form?));
+            }
         }
         let ready = Arc::new(Mutex::new(ready));
         let (r, p, url) = (ready.clone(), passwords.clone(), rig.url.clone());
@@ -306,9 +315,10 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
             let (r, p, url) = (r.clone(), p.clone(), url.clone());
             async move {
                 let form = r.lock().ok().and_then(|v| v.get(i).cloned()).ok_or("no form")?;
+                let mut current = p.hold(i % people).await;
                 let pw = p.fresh();
                 form.send(&format!("{url}/reset/password"), &[("password", &pw), ("confirm", &pw)]).await?;
-                p.set(i % people, pw);
+                *current = pw;
                 Ok(())
             }
         });
@@ -336,10 +346,12 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
             async move {
                 let form = f.lock().ok().and_then(|v| v.get(i).cloned()).ok_or("no form")?;
                 let n = i % uids.len();
-                let (old, new) = (p.get(n), p.fresh());
-                let fields = [("login", uids[n].as_str()), ("current", &old), ("password", &new), ("confirm", &new)];
+                let mut current = p.hold(n).await;
+                let new = p.fresh();
+                let fields =
+                    [("login", uids[n].as_str()), ("current", &current), ("password", &new), ("confirm", &new)];
                 form.send(&format!("{url}/change"), &fields).await?;
-                p.set(n, new);
+                *current = new;
                 Ok(())
             }
         });

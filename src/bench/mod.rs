@@ -160,7 +160,8 @@ impl Rig {
              [reset]\ncodes_per_hour = 1000000\nchange_attempts_per_hour = 1000000\nchange_attempts_per_day = 1000000\n\
              change_min_response_ms = 0\n\
              [gates]\nfailures_per_hour = 1000000\nresets_per_hour = 1000000\n\
-             [anti_automation]\npow_bits = 0\nper_address_per_minute = 100000000\nper_account_per_hour = 100000000\n",
+             [anti_automation]\npow_bits = 0\nper_address_per_minute = 100000000\nper_account_per_hour = 100000000\n\
+             failures_per_address_per_hour = 100000000\n",
             url = quote(&url),
             cert = quote(&ca.cert_file.display().to_string()),
             key = quote(&ca.key_file.display().to_string()),
