@@ -11,6 +11,7 @@ mod directories;
 mod harness;
 mod helpdesk;
 mod kinds;
+mod postgres;
 mod relay;
 mod reset;
 mod web;
