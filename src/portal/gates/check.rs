@@ -229,7 +229,7 @@ pub(crate) async fn answer(
     let reservation = match reserve_failure(st, subject, client, current.offer.method).await? {
         Ok(r) => r,
         Err(security::Spent::Subject) => return Ok(Answered::Blocked),
-        Err(security::Spent::Address) => return Ok(Answered::TooManyFromHere),
+        Err(security::Spent::Address | security::Spent::Busy) => return Ok(Answered::TooManyFromHere),
     };
     // Whether the answer is right, and a note for the audit. A made-up offer never verifies
     // anyone, whatever was registered since it was shown (the check is still made, so the
@@ -266,6 +266,9 @@ async fn reserve_failure(
         }
         Err(security::Spent::Address) => {
             tracing::warn!(client = %address, "failed verifications from this address reached the hourly limit");
+        }
+        Err(security::Spent::Busy) => {
+            tracing::info!(client = %address, "answers being checked from this address held its allowance; try again");
         }
         Ok(_) => {}
     }
