@@ -77,7 +77,10 @@ const BUSY_FOR: Duration = Duration::from_secs(10);
 /// Replaces SQLite's own busy handler on `conn`. That one sleeps 1 ms, then 2, 5, 10… whenever
 /// another connection of the pool is writing, though a write holds the lock for a tenth of a
 /// millisecond: under load most requests slept once, and the processor sat idle meanwhile.
-/// This one waits 50 µs first, doubling up to 5 ms, for as long in all ([`BUSY_FOR`]).
+/// This one waits 50 µs first (the kernel makes that a little longer), doubling up to 5 ms, for
+/// as long in all ([`BUSY_FOR`], counted in the waits asked for). Until it is set, while sqlx
+/// opens the connection, SQLite's own handler serves with the same `busy_timeout`; once it is
+/// set, `PRAGMA busy_timeout` reads 0.
 async fn wait_briefly_when_busy(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
     use libsqlite3_sys::{sqlite3_busy_handler, SQLITE_OK};
     use std::ffi::{c_int, c_void};
@@ -98,7 +101,7 @@ async fn wait_briefly_when_busy(conn: &mut sqlx::SqliteConnection) -> sqlx::Resu
     // handler keeps no state and is given no pointer (SQLite passes the null one back to it).
     let rc = unsafe { sqlite3_busy_handler(db.as_ptr(), Some(busy), std::ptr::null_mut()) };
     if rc != SQLITE_OK {
-        return Err(sqlx::Error::Protocol(format!("setting the busy handler: SQLite error {rc}")));
+        return Err(sqlx::Error::Configuration(format!("setting the busy handler: SQLite error {rc}").into()));
     }
     Ok(())
 }
@@ -181,6 +184,8 @@ mod tests {
         assert!(!write.is_finished(), "the write waits while the other holds the lock");
         sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
         write.await.unwrap().expect("then it goes through");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *holder).await.unwrap();
+        assert_eq!(timeout, 0, "our handler, not SQLite's timed one, is the connection's");
         drop(holder);
         db.close().await;
         std::fs::remove_dir_all(root).unwrap();
