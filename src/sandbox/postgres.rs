@@ -5,7 +5,7 @@
 //! PostgreSQL refuses to run as root: run as root, the cluster's folder is given to the
 //! `postgres` account that Debian's package creates, and both programs run as it.
 
-use super::process::{log_tail, random_password, stop_child, Server};
+use super::process::{random_password, stop_child_with, Server};
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -18,6 +18,8 @@ const HINT: &str = "Install PostgreSQL's server, e.g. on Debian: apt-get install
 /// The superuser the sandbox creates.
 const USER: &str = "passback";
 const START_ATTEMPTS: u32 = 3;
+/// PostgreSQL's "fast" shutdown: SIGTERM's "smart" one waits for every client to leave.
+const STOP_SIGNAL: &str = "INT";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running cluster. Dropping it stops the server; the caller owns (and removes) `dir`.
@@ -33,17 +35,18 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Creates the cluster in `dir/data` and starts it; returns once it accepts connections.
-    /// `dir` must not hold a cluster already; run as root, it becomes the `postgres` account's
-    /// (so give it a folder of its own), and its parents must let that account through.
+    /// Creates the folder `dir` (which must not exist yet: run as root, it is given to the
+    /// `postgres` account, and its parents must let that account through), a cluster in
+    /// `dir/data`, and starts it; returns once it accepts connections.
     pub fn start(dir: &Path) -> anyhow::Result<Postgres> {
         let bin = program_folder()?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        // A folder of its own, made here: an existing one (or a link) is never given away.
+        std::fs::create_dir(dir).with_context(|| format!("creating {} (it must not exist yet)", dir.display()))?;
         let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
         let data = dir.join("data");
-        if data.exists() {
-            bail!("{} already exists: start the sandbox PostgreSQL in a fresh folder", data.display());
-        }
         let account = Account::current()?;
         let password = random_password();
         let password_file = dir.join("password");
@@ -57,9 +60,9 @@ impl Postgres {
             .arg(format!("--pwfile={}", password_file.display()))
             .arg("-D")
             .arg(&data)
-            .output()
-            .context("running initdb")?;
+            .output();
         std::fs::remove_file(&password_file).ok();
+        let out = out.context("running initdb")?;
         if !out.status.success() {
             bail!(
                 "initdb failed ({}): {}{}",
@@ -73,20 +76,22 @@ impl Postgres {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
+            // What this attempt logs: the log is appended to, attempt after attempt.
+            let from = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
             let mut child = spawn(&account, &bin.join("postgres"), &dir, &data, &log_file, port)?;
-            match wait_until_listening(&mut child, port, &log_file) {
+            match wait_until_listening(&mut child, port, &log_file, from) {
                 Ok(()) => {
                     let url = format!("postgres://{USER}:{}@127.0.0.1:{port}/postgres", password.expose_secret());
-                    return Ok(Postgres { url: url.into(), port, dir, process: Server::new(child) });
-                }
-                Err(e) if log_tail(&log_file).contains("could not bind") => {
-                    // Someone took the port between our probe and the server's bind.
-                    let _ = child.wait();
-                    last_error = Some(e);
+                    let process = Server::stopped_by(child, STOP_SIGNAL);
+                    return Ok(Postgres { url: url.into(), port, dir, process });
                 }
                 Err(e) => {
-                    stop_child(&mut child);
-                    return Err(e);
+                    stop_child_with(&mut child, STOP_SIGNAL);
+                    if !logged_since(&log_file, from).contains("could not bind") {
+                        return Err(e);
+                    }
+                    // Someone took the port between our probe and the server's bind.
+                    last_error = Some(e);
                 }
             }
         }
@@ -99,19 +104,17 @@ impl Postgres {
         &self.url
     }
 
-    /// Creates an empty database named `name` and returns its URL: one per test, on one cluster.
+    /// Creates an empty database named `name` (lower-case letters, digits and `_`, starting with
+    /// a letter or `_`, at most 63) and returns its URL: one per test, on one cluster.
     pub async fn database(&self, name: &str) -> anyhow::Result<SecretString> {
         use sqlx::Connection;
-        anyhow::ensure!(
-            name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "database name {name:?}"
-        );
+        let plain = |c: char| c.is_ascii_lowercase() || c == '_';
+        let fits = name.len() <= 63 && name.starts_with(plain) && name.chars().all(|c| plain(c) || c.is_ascii_digit());
+        anyhow::ensure!(fits, "{name:?} is not a database name the sandbox makes");
         let mut conn =
             sqlx::PgConnection::connect(self.url.expose_secret()).await.context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("creating {name}"))?;
+        let create = format!("CREATE DATABASE \"{name}\"");
+        sqlx::query(&create).execute(&mut conn).await.with_context(|| format!("creating {name}"))?;
         conn.close().await.ok();
         let base = self.url.expose_secret();
         let at = base.rfind('/').context("the URL has no database")?;
@@ -217,23 +220,32 @@ fn spawn(account: &Account, bin: &Path, dir: &Path, data: &Path, log_file: &Path
         .with_context(|| format!("starting {}", bin.display()))
 }
 
-fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path) -> anyhow::Result<()> {
+/// The end of what `log_file` gained after its first `from` bytes.
+fn logged_since(log_file: &Path, from: u64) -> String {
+    let all = std::fs::read(log_file).unwrap_or_default();
+    let new = all.get(usize::try_from(from).unwrap_or(usize::MAX)..).unwrap_or_default();
+    let text = String::from_utf8_lossy(new);
+    let tail = text.char_indices().rev().nth(4000).map_or(0, |(i, _)| i);
+    text[tail..].to_string()
+}
+
+fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path, from: u64) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().context("watching PostgreSQL")? {
-            bail!("PostgreSQL exited at start ({status}); end of its log:\n{}", log_tail(log_file));
+            bail!("PostgreSQL exited at start ({status}); its log:\n{}", logged_since(log_file, from));
         }
-        if log_tail(log_file).contains("ready to accept connections")
+        if logged_since(log_file, from).contains("ready to accept connections")
             && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
-                "PostgreSQL did not accept connections on {addr} within {} s; end of its log:\n{}",
+                "PostgreSQL did not accept connections on {addr} within {} s; its log:\n{}",
                 READY_TIMEOUT.as_secs(),
-                log_tail(log_file)
+                logged_since(log_file, from)
             );
         }
         std::thread::sleep(Duration::from_millis(50));

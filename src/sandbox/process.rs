@@ -53,11 +53,18 @@ pub(crate) fn log_tail(log_file: &Path) -> String {
 pub struct Server {
     child: Child,
     stopped: bool,
+    /// The signal that asks it to stop.
+    stop_signal: &'static str,
 }
 
 impl Server {
     pub(crate) fn new(child: Child) -> Self {
-        Server { child, stopped: false }
+        Server { child, stopped: false, stop_signal: "TERM" }
+    }
+
+    /// A server that `signal` (say, `INT`) stops, not SIGTERM.
+    pub(crate) fn stopped_by(child: Child, signal: &'static str) -> Self {
+        Server { child, stopped: false, stop_signal: signal }
     }
 
     /// Its process id, e.g. to tell a person how to stop a demo by hand.
@@ -68,7 +75,7 @@ impl Server {
     /// Stops it and waits for it. Idempotent.
     pub fn stop(&mut self) {
         if !self.stopped {
-            stop_child(&mut self.child);
+            stop_child_with(&mut self.child, self.stop_signal);
             self.stopped = true;
         }
     }
@@ -90,11 +97,16 @@ impl Drop for Server {
 /// SIGTERM (so the server closes its databases; std only offers SIGKILL, hence `kill`), then
 /// SIGKILL if it is still there after the grace period.
 pub(crate) fn stop_child(child: &mut Child) {
+    stop_child_with(child, "TERM");
+}
+
+/// [`stop_child`] with `signal` (a name `kill` knows) in place of SIGTERM.
+pub(crate) fn stop_child_with(child: &mut Child, signal: &str) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
     let termed = Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{signal}"))
         .arg(child.id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

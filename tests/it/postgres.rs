@@ -14,6 +14,7 @@ async fn a_sandbox_cluster_gives_each_test_its_own_database_behind_a_password() 
     let (name,): (String,) = sqlx::query_as("SELECT current_database()").fetch_one(&mut conn).await.unwrap();
     assert_eq!(name, "first");
     assert!(pg.database("first").await.is_err(), "a name is given once");
+    assert!(pg.database("first\"; DROP DATABASE first; --").await.is_err(), "only plain names");
     // Only with the password: the cluster trusts nobody by their address.
     let wrong = format!("postgres://passback:not-the-password@127.0.0.1:{}/first", pg.port);
     let refused = sqlx::PgConnection::connect(&wrong).await.expect_err("a wrong password is refused");
