@@ -45,7 +45,7 @@ impl Passwords {
 
     /// Person `i`'s current password, held while an operation on them runs: a slow one may still
     /// be under way when the turn comes round to the same person, and both would start from the
-    /// same password.
+    /// same password. The wait for it is not timed.
     async fn hold(&self, i: usize) -> tokio::sync::MutexGuard<'_, String> {
         self.current[i].lock().await
     }
@@ -68,6 +68,7 @@ async fn bare(
         async move {
             let n = i % a.len();
             let mut current = p.hold(n).await;
+            let started = Instant::now();
             let new = p.fresh();
             let secret = SecretString::from(new.clone());
             let answer = if change {
@@ -79,7 +80,7 @@ async fn bare(
                 return Err(format!("{} {}", answer.outcome.code(), answer.raw));
             }
             *current = new;
-            Ok(())
+            Ok(started)
         }
     })
     .await
@@ -109,7 +110,7 @@ where
 async fn measure<F, Fut>(name: &str, concurrency: usize, total: usize, op: F) -> Stats
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
+    Fut: std::future::Future<Output = Result<Instant, String>> + Send,
 {
     stats(name, concurrency, vec![stretch(name, concurrency, 0..total, op).await])
 }
@@ -123,11 +124,12 @@ struct Stretch {
     switches: Vec<u64>,
 }
 
-/// Runs `op(i)` for each i of `ops` on `concurrency` workers; times each.
+/// Runs `op(i)` for each i of `ops` on `concurrency` workers; times each, from the moment it
+/// says it started (after waiting for its person, see [`Passwords::hold`]) to its end.
 async fn stretch<F, Fut>(name: &str, concurrency: usize, ops: Range<usize>, op: F) -> Stretch
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
+    Fut: std::future::Future<Output = Result<Instant, String>> + Send,
 {
     // The moment to attach a profiler to a process (`perf record -p`), to see where its time goes.
     eprintln!("bench: measuring {name} at concurrency {concurrency}…");
@@ -151,11 +153,10 @@ where
                     if i >= end {
                         break;
                     }
-                    let t = Instant::now();
                     match op(i).await {
-                        Ok(()) => {
+                        Ok(started) => {
                             if let Ok(mut l) = lat.lock() {
-                                l.push(t.elapsed());
+                                l.push(started.elapsed());
                             }
                         }
                         Err(e) => {
@@ -316,10 +317,11 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
             async move {
                 let form = r.lock().ok().and_then(|v| v.get(i).cloned()).ok_or("no form")?;
                 let mut current = p.hold(i % people).await;
+                let started = Instant::now();
                 let pw = p.fresh();
                 form.send(&format!("{url}/reset/password"), &[("password", &pw), ("confirm", &pw)]).await?;
                 *current = pw;
-                Ok(())
+                Ok(started)
             }
         });
         // Beside it, the bare directory: reset.
@@ -347,12 +349,13 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
                 let form = f.lock().ok().and_then(|v| v.get(i).cloned()).ok_or("no form")?;
                 let n = i % uids.len();
                 let mut current = p.hold(n).await;
+                let started = Instant::now();
                 let new = p.fresh();
                 let fields =
                     [("login", uids[n].as_str()), ("current", &current), ("password", &new), ("confirm", &new)];
                 form.send(&format!("{url}/change"), &fields).await?;
                 *current = new;
-                Ok(())
+                Ok(started)
             }
         });
         // Beside it, the bare directory: change (the directory checks the current password).
@@ -369,6 +372,7 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
         let http = measure("relay via http", concurrency, total, move |_| {
             let (c, url, ins) = (c.clone(), url.clone(), ins.clone());
             async move {
+                let started = Instant::now();
                 let resp = c.get(&url).bearer_auth(super::MONITOR_TOKEN).send().await.map_err(|e| e.to_string())?;
                 let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
                 let us = body["round_trip_us"].as_u64().ok_or("no round trip")?;
@@ -378,7 +382,7 @@ pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
                 if let Ok(mut v) = ins.lock() {
                     v.push(Duration::from_micros(us));
                 }
-                Ok(())
+                Ok(started)
             }
         })
         .await;
