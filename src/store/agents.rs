@@ -1,6 +1,6 @@
 //! Agents, their keys, and one-time enrollment tokens.
 
-use super::Db;
+use super::{Db, Stmt};
 
 /// Who an enrollment token is for: a name, and the directories the agent will be allowed to serve.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -83,16 +83,16 @@ pub struct KeyRow {
 }
 
 pub async fn insert_key(db: &Db, agent_id: &str, version: i64, pem: &str, enc: &[u8], now: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
-        "INSERT OR IGNORE INTO agent_keys (agent_id, version, public_key_pem, package_key_enc, created_at) \
-         VALUES (?, ?, ?, ?, ?)",
-        agent_id,
-        version,
-        pem,
-        enc,
-        now
+    Stmt::new(
+        "INSERT INTO agent_keys (agent_id, version, public_key_pem, package_key_enc, created_at) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
+    .bind(agent_id)
+    .bind(version)
+    .bind(pem)
+    .bind(enc)
+    .bind(now)
+    .changed_one(db)
     .await
 }
 
@@ -127,14 +127,12 @@ pub async fn enrolled(db: &Db) -> sqlx::Result<Vec<Enrolled>> {
 /// Records a sealed frame's id; false when the agent used it before (a copy). Kept until
 /// `expires_at`, after which such a frame is refused as stale anyway.
 pub async fn note_frame(db: &Db, agent_id: &str, frame_id: &str, expires_at: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
-        "INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        agent_id,
-        frame_id,
-        expires_at
-    )
-    .await
+    Stmt::new("INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        .bind(agent_id)
+        .bind(frame_id)
+        .bind(expires_at)
+        .changed_one(db)
+        .await
 }
 
 /// Agents whose id or name is `who` (names need not be unique).

@@ -6,7 +6,7 @@ use super::{Db, Stmt};
 /// `per_day` in the last day. One statement: parallel attempts cannot get past the limit together.
 /// Returns the reservation. Rows older than a day go by [`super::housekeeping`].
 pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32, u32)) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
+    Stmt::new(
         "INSERT INTO change_attempts (subject, at) SELECT ?, ? \
          WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
          AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? RETURNING id",
@@ -19,7 +19,7 @@ pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32
     .bind(subject)
     .bind(now - 86_400)
     .bind(per_day)
-    .fetch_optional(db)
+    .scalar(db)
     .await
 }
 
@@ -40,11 +40,10 @@ pub fn subject(directory: &str, anchor: &str) -> String {
 
 /// Forgets a subject's attempts and those of its narrower subjects (`subject|…`).
 pub async fn clear_all_under(db: &Db, subject: &str) -> sqlx::Result<u64> {
-    let r = sqlx::query("DELETE FROM change_attempts WHERE subject = ? OR substr(subject, 1, ?) = ?")
+    Stmt::new("DELETE FROM change_attempts WHERE subject = ? OR substr(subject, 1, ?) = ?")
         .bind(subject)
         .bind(subject.len() as i64 + 1)
         .bind(format!("{subject}|"))
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected())
+        .run(db)
+        .await
 }

@@ -16,6 +16,26 @@ pub enum Value {
     Null,
     Int(i64),
     Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl From<bool> for Value {
+    /// As SQLite keeps it: 1 or 0.
+    fn from(v: bool) -> Self {
+        Value::Int(v.into())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(v.to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
 }
 
 impl From<i64> for Value {
@@ -78,6 +98,37 @@ impl Stmt {
         self.check_values();
         let args = arguments(self.values)?;
         Ok(sqlx::query_with(self.sql, args).execute(db).await?.rows_affected())
+    }
+
+    /// Runs it on its own: whether it changed exactly one row.
+    pub async fn changed_one(self, db: &Db) -> sqlx::Result<bool> {
+        Ok(self.run(db).await? == 1)
+    }
+
+    /// Runs it on its own: the first row it returns, if any.
+    pub async fn fetch_optional<T>(self, db: &Db) -> sqlx::Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        self.check_values();
+        sqlx::query_as_with(self.sql, arguments(self.values)?).fetch_optional(db).await
+    }
+
+    /// Runs it on its own: every row it returns.
+    pub async fn fetch_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        self.check_values();
+        sqlx::query_as_with(self.sql, arguments(self.values)?).fetch_all(db).await
+    }
+
+    /// Runs it on its own: the first column of the first row, if there is a row.
+    pub async fn scalar<T>(self, db: &Db) -> sqlx::Result<Option<T>>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        Ok(self.fetch_optional::<(T,)>(db).await?.map(|(v,)| v))
     }
 }
 
@@ -166,6 +217,7 @@ fn arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
             Value::Null => args.add(None::<i64>),
             Value::Int(i) => args.add(i),
             Value::Text(s) => args.add(s),
+            Value::Bytes(b) => args.add(b),
         };
         added.map_err(sqlx::Error::Encode)?;
     }

@@ -1,6 +1,6 @@
 //! Cloud-only accounts: people whose password lives only in the portal (argon2id hashes).
 
-use super::Db;
+use super::{Db, Stmt};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CloudUser {
@@ -33,15 +33,13 @@ pub async fn add(db: &Db, username: &str, email: Option<&str>, display_name: &st
 /// Sets the account's password hash; `must_change` when the helpdesk set it (the owner then
 /// chooses their own at the next sign-in), cleared when the owner set it.
 pub async fn set_password_hash(db: &Db, id: &str, hash: &str, must_change: bool, now: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
-        "UPDATE cloud_users SET password_hash = ?, must_change = ?, updated_at = ? WHERE id = ?",
-        hash,
-        must_change,
-        now,
-        id
-    )
-    .await
+    Stmt::new("UPDATE cloud_users SET password_hash = ?, must_change = ?, updated_at = ? WHERE id = ?")
+        .bind(hash)
+        .bind(must_change)
+        .bind(now)
+        .bind(id)
+        .changed_one(db)
+        .await
 }
 
 pub async fn password_hash(db: &Db, id: &str) -> sqlx::Result<Option<String>> {
@@ -59,7 +57,11 @@ pub async fn must_change(db: &Db, id: &str) -> sqlx::Result<bool> {
 
 /// Requires a new password at the next sign-in.
 pub async fn require_change(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
-    changed_one!(db, "UPDATE cloud_users SET must_change = 1, updated_at = ? WHERE id = ?", now, id).await
+    Stmt::new("UPDATE cloud_users SET must_change = 1, updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .changed_one(db)
+        .await
 }
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<CloudUser>> {

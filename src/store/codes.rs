@@ -1,7 +1,7 @@
 //! E-mailed one-time codes: stored as keyed hashes, single use, short-lived, attempt-limited.
 //! Every limit is enforced inside one SQL statement, so parallel guesses cannot overrun it.
 
-use super::Db;
+use super::{Db, Stmt};
 
 pub struct NewCode<'a> {
     pub id: &'a str,
@@ -15,22 +15,22 @@ pub struct NewCode<'a> {
 /// Stores a code unless `max_per_hour` codes were already made for this person in the last hour.
 /// One statement: parallel requests cannot get past the limit together.
 pub async fn insert_within_limit(db: &Db, c: &NewCode<'_>, max_per_hour: u32) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "INSERT INTO verification_codes (id, directory, anchor, code_hash, created_at, expires_at) \
          SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM verification_codes \
          WHERE directory = ? AND anchor = ? AND created_at > ?) < ?",
-        c.id,
-        c.directory,
-        c.anchor,
-        c.code_hash,
-        c.now,
-        c.expires_at,
-        c.directory,
-        c.anchor,
-        c.now - 3600,
-        max_per_hour
     )
+    .bind(c.id)
+    .bind(c.directory)
+    .bind(c.anchor)
+    .bind(c.code_hash)
+    .bind(c.now)
+    .bind(c.expires_at)
+    .bind(c.directory)
+    .bind(c.anchor)
+    .bind(c.now - 3600)
+    .bind(max_per_hour)
+    .changed_one(db)
     .await
 }
 
@@ -43,7 +43,7 @@ pub async fn take_attempt(
     now: i64,
     max_attempts: u32,
 ) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    Stmt::new(
         "UPDATE verification_codes SET attempts = attempts + 1 \
          WHERE id = ? AND directory = ? AND anchor = ? AND used_at IS NULL AND expires_at > ? AND attempts < ? \
          RETURNING code_hash",
@@ -53,11 +53,15 @@ pub async fn take_attempt(
     .bind(owner.anchor)
     .bind(now)
     .bind(max_attempts)
-    .fetch_optional(db)
+    .scalar(db)
     .await
 }
 
 /// Marks the code used; false if another request got there first.
 pub async fn mark_used(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
-    changed_one!(db, "UPDATE verification_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", now, id).await
+    Stmt::new("UPDATE verification_codes SET used_at = ? WHERE id = ? AND used_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .changed_one(db)
+        .await
 }

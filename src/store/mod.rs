@@ -1,13 +1,6 @@
 //! The portal's database: sqlx queries behind small repositories. SQLite by default.
 //! Only the portal uses this module; the agent never touches the database.
 
-/// Runs `sql` on `db` with each value bound in turn: whether it changed exactly one row.
-macro_rules! changed_one {
-    ($db:expr, $sql:expr $(, $value:expr)* $(,)?) => {
-        async { sqlx::query($sql)$(.bind($value))*.execute($db).await.map(|r| r.rows_affected() == 1) }
-    };
-}
-
 pub mod agents;
 pub mod attempts;
 pub mod audit;

@@ -67,16 +67,16 @@ pub async fn totp(db: &Db, p: Person<'_>) -> sqlx::Result<Option<TotpRow>> {
 /// when that step (or a later one) was used already: a code never works twice, even for two
 /// requests racing each other.
 pub async fn use_totp_step(db: &Db, p: Person<'_>, step: i64, now: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "UPDATE totp_secrets SET last_step = ?, confirmed_at = COALESCE(confirmed_at, ?) \
          WHERE directory = ? AND anchor = ? AND last_step < ?",
-        step,
-        now,
-        p.directory,
-        p.anchor,
-        step
     )
+    .bind(step)
+    .bind(now)
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(step)
+    .changed_one(db)
     .await
 }
 

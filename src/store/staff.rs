@@ -2,7 +2,7 @@
 //! authenticator seed (encrypted under the data key, bound to the account); sessions name the
 //! account's epoch, so raising it ends them all.
 
-use super::Db;
+use super::{Db, Stmt};
 use crate::domain::Scope;
 
 pub use crate::domain::Role;
@@ -67,23 +67,23 @@ pub struct NewStaff<'a> {
 
 /// Adds a staff account; `false` when the user name is taken.
 pub async fn add(db: &Db, s: &NewStaff<'_>, now: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "INSERT INTO staff (id, username, display_name, email, role, scope_json, may_reset_protected, \
          password_hash, totp_enc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (username) DO NOTHING",
-        s.id,
-        s.username.to_lowercase(),
-        s.display_name,
-        s.email,
-        s.role.as_str(),
-        serde_json::to_string(s.scope).unwrap_or_else(|_| "{}".into()),
-        s.may_reset_protected,
-        s.password_hash,
-        s.totp_enc,
-        now,
-        now
     )
+    .bind(s.id)
+    .bind(s.username.to_lowercase())
+    .bind(s.display_name)
+    .bind(s.email)
+    .bind(s.role.as_str())
+    .bind(serde_json::to_string(s.scope).unwrap_or_else(|_| "{}".into()))
+    .bind(s.may_reset_protected)
+    .bind(s.password_hash)
+    .bind(s.totp_enc)
+    .bind(now)
+    .bind(now)
+    .changed_one(db)
     .await
 }
 
@@ -114,22 +114,27 @@ pub async fn administrator_emails(db: &Db) -> sqlx::Result<Vec<String>> {
 /// Records that a time step of the account's authenticator was used; `false` if it (or a later
 /// one) was used already: a code is never accepted twice.
 pub async fn use_totp_step(db: &Db, id: &str, step: i64) -> sqlx::Result<bool> {
-    changed_one!(db, "UPDATE staff SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?", step, id, step).await
+    Stmt::new("UPDATE staff SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
+        .bind(step)
+        .bind(id)
+        .bind(step)
+        .changed_one(db)
+        .await
 }
 
 /// New administrator-made credentials (a lost phone or password): every session of the account
 /// ends, and the owner must enrol their own again at the next sign-in.
 pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &[u8], now: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = 0, must_enrol = 1, \
          enrolment_started = 0, pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
          WHERE id = ?",
-        password_hash,
-        totp_enc,
-        now,
-        id
     )
+    .bind(password_hash)
+    .bind(totp_enc)
+    .bind(now)
+    .bind(id)
+    .changed_one(db)
     .await
 }
 
@@ -167,32 +172,32 @@ pub async fn complete_enrolment(
     step: i64,
     now: i64,
 ) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = ?, must_enrol = 0, \
          pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
          WHERE id = ? AND must_enrol = 1 AND session_epoch = ?",
-        password_hash,
-        totp_enc,
-        step,
-        now,
-        id,
-        epoch
     )
+    .bind(password_hash)
+    .bind(totp_enc)
+    .bind(step)
+    .bind(now)
+    .bind(id)
+    .bind(epoch)
+    .changed_one(db)
     .await
 }
 
 /// Enables or disables the account; disabling ends its sessions.
 pub async fn set_enabled(db: &Db, id: &str, enabled: bool, now: i64) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "UPDATE staff SET disabled_at = CASE WHEN ? THEN NULL ELSE COALESCE(disabled_at, ?) END, \
          session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
-        enabled,
-        now,
-        now,
-        id
     )
+    .bind(enabled)
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .changed_one(db)
     .await
 }
 
@@ -205,16 +210,16 @@ pub async fn set_role(
     may_reset_protected: bool,
     now: i64,
 ) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
+    Stmt::new(
         "UPDATE staff SET role = ?, scope_json = ?, may_reset_protected = ?, session_epoch = session_epoch + 1, \
          updated_at = ? WHERE id = ?",
-        role.as_str(),
-        serde_json::to_string(scope).unwrap_or_else(|_| "{}".into()),
-        may_reset_protected,
-        now,
-        id
     )
+    .bind(role.as_str())
+    .bind(serde_json::to_string(scope).unwrap_or_else(|_| "{}".into()))
+    .bind(may_reset_protected)
+    .bind(now)
+    .bind(id)
+    .changed_one(db)
     .await
 }
 

@@ -18,18 +18,18 @@ pub struct Claim<'a> {
 
 /// Claims the message id; false if it was claimed before (a double submit).
 pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
-    changed_one!(
-        db,
-        "INSERT OR IGNORE INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-        c.msg_id,
-        c.directory,
-        c.anchor,
-        c.op,
-        c.support_code,
-        c.agent_id,
-        c.now
+    Stmt::new(
+        "INSERT INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
+    .bind(c.msg_id)
+    .bind(c.directory)
+    .bind(c.anchor)
+    .bind(c.op)
+    .bind(c.support_code)
+    .bind(c.agent_id)
+    .bind(c.now)
+    .changed_one(db)
     .await
 }
 
@@ -59,9 +59,9 @@ pub async fn take_late_result(
     outcome: &Outcome,
     now: i64,
 ) -> sqlx::Result<Option<WritebackRow>> {
-    sqlx::query_as(
-        "UPDATE writebacks SET result_at = $1, late_outcome_code = $2 \
-         WHERE msg_id = $3 AND agent_id = $4 AND result_at IS NULL \
+    Stmt::new(
+        "UPDATE writebacks SET result_at = ?, late_outcome_code = ? \
+         WHERE msg_id = ? AND agent_id = ? AND result_at IS NULL \
          RETURNING msg_id, directory, anchor, op, support_code, agent_id, outcome_code",
     )
     .bind(now)
@@ -75,11 +75,11 @@ pub async fn take_late_result(
 /// Keeps the answer of a writeback whose wait ended as it came, beside what the person saw; no
 /// other answer is taken for it after this one.
 pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE writebacks SET late_outcome_code = $1, result_at = COALESCE(result_at, $2) WHERE msg_id = $3")
+    Stmt::new("UPDATE writebacks SET late_outcome_code = ?, result_at = COALESCE(result_at, ?) WHERE msg_id = ?")
         .bind(outcome.code().0)
         .bind(now)
         .bind(msg_id)
-        .execute(db)
+        .run(db)
         .await?;
     Ok(())
 }
@@ -87,7 +87,7 @@ pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i6
 /// Notes which agent the request went to, when it is not the one its claim named, so that only
 /// that agent's answer is taken later.
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).execute(db).await?;
+    Stmt::new("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).run(db).await?;
     Ok(())
 }
 
