@@ -16,7 +16,7 @@ pub async fn create_enrollment_token(
     now: i64,
     expires_at: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO enrollment_tokens (token_hash, name, directories, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
     )
     .bind(hash)
@@ -24,7 +24,7 @@ pub async fn create_enrollment_token(
     .bind(&e.directories)
     .bind(now)
     .bind(expires_at)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
@@ -32,7 +32,7 @@ pub async fn create_enrollment_token(
 /// Marks a token used and returns what it was for, in one statement so two racing uses cannot
 /// both win.
 pub async fn consume_enrollment_token(db: &Db, hash: &[u8], now: i64) -> sqlx::Result<Option<Enrollment>> {
-    sqlx::query_as(
+    Stmt::new(
         "UPDATE enrollment_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
          RETURNING name, directories",
     )
@@ -44,13 +44,13 @@ pub async fn consume_enrollment_token(db: &Db, hash: &[u8], now: i64) -> sqlx::R
 }
 
 pub async fn insert_agent(db: &Db, id: &str, e: &Enrollment, secret_hash: &[u8], now: i64) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO agents (id, name, directories, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+    Stmt::new("INSERT INTO agents (id, name, directories, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(id)
         .bind(&e.name)
         .bind(&e.directories)
         .bind(secret_hash)
         .bind(now)
-        .execute(db)
+        .run(db)
         .await?;
     Ok(())
 }
@@ -67,7 +67,7 @@ pub struct AgentRow {
 
 /// An agent by id, revoked or not (the caller refuses a revoked one, after checking its secret).
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<AgentRow>> {
-    sqlx::query_as("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = ?")
+    Stmt::new("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = ?")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -98,10 +98,7 @@ pub async fn insert_key(db: &Db, agent_id: &str, version: i64, pem: &str, enc: &
 
 /// All keys of an agent, newest first.
 pub async fn keys(db: &Db, agent_id: &str) -> sqlx::Result<Vec<KeyRow>> {
-    sqlx::query_as("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY version DESC")
-        .bind(agent_id)
-        .fetch_all(db)
-        .await
+    Stmt::new("SELECT * FROM agent_keys WHERE agent_id = ? ORDER BY version DESC").bind(agent_id).fetch_all(db).await
 }
 
 pub fn key_context(agent_id: &str, version: i64) -> String {
@@ -119,7 +116,7 @@ pub struct Enrolled {
 
 /// Every agent enrolled and not revoked.
 pub async fn enrolled(db: &Db) -> sqlx::Result<Vec<Enrolled>> {
-    sqlx::query_as("SELECT id, name, directories, created_at FROM agents WHERE revoked_at IS NULL ORDER BY name, id")
+    Stmt::new("SELECT id, name, directories, created_at FROM agents WHERE revoked_at IS NULL ORDER BY name, id")
         .fetch_all(db)
         .await
 }
@@ -137,7 +134,7 @@ pub async fn note_frame(db: &Db, agent_id: &str, frame_id: &str, expires_at: i64
 
 /// Agents whose id or name is `who` (names need not be unique).
 pub async fn find(db: &Db, who: &str) -> sqlx::Result<Vec<AgentRow>> {
-    sqlx::query_as("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = $1 OR name = $1 ORDER BY created_at")
+    Stmt::new("SELECT id, name, secret_hash, directories, revoked_at FROM agents WHERE id = $1 OR name = $1 ORDER BY created_at")
         .bind(who)
         .fetch_all(db)
         .await
@@ -162,5 +159,5 @@ pub async fn revoke(db: &Db, agent_id: &str, now: i64) -> sqlx::Result<bool> {
 
 /// The ids of every revoked agent (few), so each instance can drop their live connections.
 pub async fn revoked_ids(db: &Db) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT id FROM agents WHERE revoked_at IS NOT NULL").fetch_all(db).await
+    Stmt::new("SELECT id FROM agents WHERE revoked_at IS NOT NULL").scalar_all(db).await
 }

@@ -91,7 +91,7 @@ pub async fn search(db: &Db, f: &AuditFilter, offset: i64, limit: i64) -> sqlx::
 
 /// The newest rows about one person.
 pub async fn for_person(db: &Db, directory: &str, anchor: &str, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit WHERE directory = ? AND anchor = ? ORDER BY id DESC LIMIT ?"))
+    Stmt::new(format!("SELECT {COLUMNS} FROM audit WHERE directory = ? AND anchor = ? ORDER BY id DESC LIMIT ?"))
         .bind(directory)
         .bind(anchor)
         .bind(limit)
@@ -100,7 +100,7 @@ pub async fn for_person(db: &Db, directory: &str, anchor: &str, limit: i64) -> s
 }
 
 pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
-    sqlx::query_as(
+    Stmt::new(
         "SELECT at, actor, operation, directory, anchor, target, outcome_code, raw, support_code, client \
          FROM audit ORDER BY id DESC LIMIT ?",
     )

@@ -3,12 +3,14 @@
 //! own thread and back, which costs more than the statements themselves: a request that made a
 //! dozen of them spent most of its time waking threads.
 //!
-//! A [`Stmt`] is written with anonymous `?` placeholders only, so that statements can be joined:
-//! their values are bound in order, across the whole batch.
+//! A [`Stmt`] binds its values in order to anonymous `?` placeholders, or to numbered ones
+//! (`$1`, which may come back) when it runs on its own; only the first kind can be joined into a
+//! batch, whose values are bound in order across all its statements.
 
 use super::Db;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::Arguments;
+use std::borrow::Cow;
 
 /// A value bound to a statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +25,13 @@ impl From<bool> for Value {
     /// As SQLite keeps it: 1 or 0.
     fn from(v: bool) -> Self {
         Value::Int(v.into())
+    }
+}
+
+impl<T: serde::Serialize> From<&sqlx::types::Json<T>> for Value {
+    /// As JSON text.
+    fn from(v: &sqlx::types::Json<T>) -> Self {
+        Value::Text(serde_json::to_string(&v.0).unwrap_or_else(|_| "null".into()))
     }
 }
 
@@ -77,15 +86,14 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 /// One statement and its values, bound in order to its `?` placeholders.
 #[derive(Debug, Clone)]
 pub struct Stmt {
-    sql: &'static str,
+    sql: Cow<'static, str>,
     values: Vec<Value>,
 }
 
 impl Stmt {
-    pub fn new(sql: &'static str) -> Self {
-        // A numbered placeholder would take a value of another statement of its batch.
-        assert!(!numbered_placeholder(sql), "a batched statement binds with `?` only: {sql}");
-        Stmt { sql, values: Vec::new() }
+    /// A statement: its text is usually a literal, or made once from constant parts.
+    pub fn new(sql: impl Into<Cow<'static, str>>) -> Self {
+        Stmt { sql: sql.into(), values: Vec::new() }
     }
 
     pub fn bind(mut self, value: impl Into<Value>) -> Self {
@@ -97,7 +105,7 @@ impl Stmt {
     pub async fn run(self, db: &Db) -> sqlx::Result<u64> {
         self.check_values();
         let args = arguments(self.values)?;
-        Ok(sqlx::query_with(self.sql, args).execute(db).await?.rows_affected())
+        Ok(sqlx::query_with(&self.sql, args).execute(db).await?.rows_affected())
     }
 
     /// Runs it on its own: whether it changed exactly one row.
@@ -111,7 +119,31 @@ impl Stmt {
         T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
     {
         self.check_values();
-        sqlx::query_as_with(self.sql, arguments(self.values)?).fetch_optional(db).await
+        sqlx::query_as_with(&self.sql, arguments(self.values)?).fetch_optional(db).await
+    }
+
+    /// Runs it on its own: its one row (an error when there is none).
+    pub async fn fetch_one<T>(self, db: &Db) -> sqlx::Result<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        self.fetch_optional(db).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Runs it on its own: the first column of every row it returns.
+    pub async fn scalar_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
+    }
+
+    /// Runs it on its own: the first column of its one row (an error when there is none).
+    pub async fn scalar_one<T>(self, db: &Db) -> sqlx::Result<T>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        self.scalar(db).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Runs it on its own: every row it returns.
@@ -120,7 +152,7 @@ impl Stmt {
         T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
     {
         self.check_values();
-        sqlx::query_as_with(self.sql, arguments(self.values)?).fetch_all(db).await
+        sqlx::query_as_with(&self.sql, arguments(self.values)?).fetch_all(db).await
     }
 
     /// Runs it on its own: the first column of the first row, if there is a row.
@@ -133,9 +165,14 @@ impl Stmt {
 }
 
 impl Stmt {
-    /// One value for each placeholder: one missing would shift every later value of its batch.
+    /// One value for each placeholder (for numbered ones, each number): one missing would shift
+    /// every later value of its batch.
     fn check_values(&self) {
-        assert_eq!(self.sql.matches('?').count(), self.values.len(), "values bound to {}", self.sql);
+        let wanted = match highest_numbered_placeholder(&self.sql) {
+            Some(n) => n,
+            None => self.sql.matches('?').count(),
+        };
+        assert_eq!(wanted, self.values.len(), "values bound to {}", self.sql);
     }
 }
 
@@ -149,6 +186,8 @@ impl Batch {
     }
 
     pub fn push(&mut self, s: Stmt) {
+        // A numbered placeholder would take a value of another statement of the batch.
+        assert!(highest_numbered_placeholder(&s.sql).is_none(), "a batched statement binds with `?` only: {}", s.sql);
         self.0.push(s);
     }
 
@@ -224,9 +263,17 @@ fn arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
     Ok(args)
 }
 
-/// Whether `sql` has a numbered placeholder (`$1`, `?1`), which would not survive being joined.
-fn numbered_placeholder(sql: &str) -> bool {
-    sql.as_bytes().windows(2).any(|w| (w[0] == b'$' || w[0] == b'?') && w[1].is_ascii_digit())
+/// The highest numbered placeholder (`$1`, `?1`) in `sql`, if it has any: they would not survive
+/// being joined.
+fn highest_numbered_placeholder(sql: &str) -> Option<usize> {
+    let bytes = sql.as_bytes();
+    (0..bytes.len().saturating_sub(1))
+        .filter(|&i| (bytes[i] == b'$' || bytes[i] == b'?') && bytes[i + 1].is_ascii_digit())
+        .filter_map(|i| {
+            let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            sql[i + 1..i + 1 + digits].parse().ok()
+        })
+        .max()
 }
 
 #[cfg(test)]
@@ -267,9 +314,11 @@ mod tests {
     }
 
     #[test]
-    fn numbered_placeholders_are_caught() {
-        assert!(numbered_placeholder("SELECT $1"));
-        assert!(numbered_placeholder("SELECT ?2"));
-        assert!(!numbered_placeholder("SELECT ? WHERE x = '$'"));
+    fn numbered_placeholders_are_counted_and_kept_out_of_batches() {
+        assert_eq!(highest_numbered_placeholder("SELECT $1 WHERE a = $12 OR b = $1"), Some(12));
+        assert_eq!(highest_numbered_placeholder("SELECT ?2"), Some(2));
+        assert_eq!(highest_numbered_placeholder("SELECT ? WHERE x = '$'"), None);
+        let batched = std::panic::catch_unwind(|| Batch::new().push(Stmt::new("SELECT $1").bind(1_i64)));
+        assert!(batched.is_err(), "a numbered placeholder in a batch");
     }
 }

@@ -14,7 +14,7 @@ pub struct CloudUser {
 /// Adds an account without a password (the person sets one through the reset flow).
 pub async fn add(db: &Db, username: &str, email: Option<&str>, display_name: &str, now: i64) -> sqlx::Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO cloud_users (id, username, email, email_lc, display_name, created_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
@@ -25,7 +25,7 @@ pub async fn add(db: &Db, username: &str, email: Option<&str>, display_name: &st
     .bind(display_name)
     .bind(now)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(id)
 }
@@ -44,14 +44,13 @@ pub async fn set_password_hash(db: &Db, id: &str, hash: &str, must_change: bool,
 
 pub async fn password_hash(db: &Db, id: &str) -> sqlx::Result<Option<String>> {
     let hash: Option<Option<String>> =
-        sqlx::query_scalar("SELECT password_hash FROM cloud_users WHERE id = ?").bind(id).fetch_optional(db).await?;
+        Stmt::new("SELECT password_hash FROM cloud_users WHERE id = ?").bind(id).scalar(db).await?;
     Ok(hash.flatten())
 }
 
 /// Whether the owner must choose a new password at the next sign-in.
 pub async fn must_change(db: &Db, id: &str) -> sqlx::Result<bool> {
-    let flag: Option<bool> =
-        sqlx::query_scalar("SELECT must_change FROM cloud_users WHERE id = ?").bind(id).fetch_optional(db).await?;
+    let flag: Option<bool> = Stmt::new("SELECT must_change FROM cloud_users WHERE id = ?").bind(id).scalar(db).await?;
     Ok(flag.unwrap_or(false))
 }
 
@@ -65,7 +64,7 @@ pub async fn require_change(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
 }
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<CloudUser>> {
-    sqlx::query_as("SELECT id, username, email, display_name, enabled FROM cloud_users WHERE id = ?")
+    Stmt::new("SELECT id, username, email, display_name, enabled FROM cloud_users WHERE id = ?")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -74,7 +73,7 @@ pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<CloudUser>> {
 /// Cloud-only accounts whose user name, name or e-mail address contains `text`.
 pub async fn search(db: &Db, text: &str, limit: i64) -> sqlx::Result<Vec<CloudUser>> {
     let like = super::contains_pattern(text);
-    sqlx::query_as(
+    Stmt::new(
         "SELECT id, username, email, display_name, enabled FROM cloud_users \
          WHERE username LIKE ?1 ESCAPE '\\' OR lower(display_name) LIKE ?1 ESCAPE '\\' OR email_lc LIKE ?1 ESCAPE '\\' \
          ORDER BY username LIMIT ?2",

@@ -3,7 +3,7 @@
 //! checkpointed once a second by this task rather than by whichever request crosses SQLite's
 //! threshold. Every instance runs it; the work is idempotent.
 
-use super::Db;
+use super::{Db, Stmt};
 use std::time::Duration;
 
 /// How long failed verifications and completed resets count (every limit on them is per hour).
@@ -39,7 +39,7 @@ pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
         ("DELETE FROM change_attempts WHERE at <= $1", now - CHANGE_ATTEMPTS_FOR_SECS),
         ("DELETE FROM relay_frames WHERE expires_at < $1", now),
     ] {
-        gone += sqlx::query(sql).bind(before).execute(db).await?.rows_affected();
+        gone += Stmt::new(sql).bind(before).run(db).await?;
     }
     Ok(gone)
 }
@@ -47,7 +47,7 @@ pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
 /// Copies what the write-ahead log holds into the database where no reader needs it any more
 /// (it never waits for readers or writers).
 async fn checkpoint(db: &Db) -> sqlx::Result<()> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(db).await.map(|_| ())
+    Stmt::new("PRAGMA wal_checkpoint(PASSIVE)").run(db).await.map(|_| ())
 }
 
 #[cfg(test)]
@@ -59,24 +59,20 @@ mod tests {
         let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
         let now = 1_000_000;
         for at in [now - GATE_EVENTS_FOR_SECS, now - GATE_EVENTS_FOR_SECS + 1] {
-            sqlx::query("INSERT INTO gate_events (subject, kind, method, at) VALUES ('s', 'failure', 'email', $1)")
+            Stmt::new("INSERT INTO gate_events (subject, kind, method, at) VALUES ('s', 'failure', 'email', $1)")
                 .bind(at)
-                .execute(&db)
+                .run(&db)
                 .await
                 .unwrap();
         }
         for at in [now - CHANGE_ATTEMPTS_FOR_SECS, now - 3600] {
-            sqlx::query("INSERT INTO change_attempts (subject, at) VALUES ('s', $1)")
-                .bind(at)
-                .execute(&db)
-                .await
-                .unwrap();
+            Stmt::new("INSERT INTO change_attempts (subject, at) VALUES ('s', $1)").bind(at).run(&db).await.unwrap();
         }
         for (id, expires) in [("old", now - 1), ("live", now + 60)] {
-            sqlx::query("INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ('a', $1, $2)")
+            Stmt::new("INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ('a', $1, $2)")
                 .bind(id)
                 .bind(expires)
-                .execute(&db)
+                .run(&db)
                 .await
                 .unwrap();
         }

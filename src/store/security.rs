@@ -2,7 +2,7 @@
 //! answers as argon2id hashes, an alternate e-mail address), and the self-service limits: failed
 //! verifications and resets per hour, and the blocks they lead to.
 
-use super::{Db, Stmt};
+use super::{Batch, Db, Stmt};
 
 /// A person, as every table here keys them.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +33,7 @@ pub struct TotpRow {
 
 /// Starts (or restarts) an enrolment: the seed waits for its first code before it counts.
 pub async fn put_pending_totp(db: &Db, p: Person<'_>, secret_enc: &[u8], now: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO totp_secrets (directory, anchor, secret_enc, created_at, confirmed_at, last_step) \
          VALUES (?, ?, ?, ?, NULL, 0) ON CONFLICT (directory, anchor) DO UPDATE SET \
          secret_enc = excluded.secret_enc, created_at = excluded.created_at, confirmed_at = NULL, last_step = 0 \
@@ -43,19 +43,18 @@ pub async fn put_pending_totp(db: &Db, p: Person<'_>, secret_enc: &[u8], now: i6
     .bind(p.anchor)
     .bind(secret_enc)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn totp(db: &Db, p: Person<'_>) -> sqlx::Result<Option<TotpRow>> {
-    let row: Option<(Vec<u8>, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT secret_enc, confirmed_at, last_step FROM totp_secrets WHERE directory = ? AND anchor = ?",
-    )
-    .bind(p.directory)
-    .bind(p.anchor)
-    .fetch_optional(db)
-    .await?;
+    let row: Option<(Vec<u8>, Option<i64>, i64)> =
+        Stmt::new("SELECT secret_enc, confirmed_at, last_step FROM totp_secrets WHERE directory = ? AND anchor = ?")
+            .bind(p.directory)
+            .bind(p.anchor)
+            .fetch_optional(db)
+            .await?;
     Ok(row.map(|(secret_enc, confirmed_at, last_step)| TotpRow {
         secret_enc,
         confirmed: confirmed_at.is_some(),
@@ -81,10 +80,10 @@ pub async fn use_totp_step(db: &Db, p: Person<'_>, step: i64, now: i64) -> sqlx:
 }
 
 pub async fn remove_totp(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM totp_secrets WHERE directory = ? AND anchor = ?")
+    Stmt::new("DELETE FROM totp_secrets WHERE directory = ? AND anchor = ?")
         .bind(p.directory)
         .bind(p.anchor)
-        .execute(db)
+        .run(db)
         .await?;
     Ok(())
 }
@@ -93,56 +92,52 @@ pub async fn remove_totp(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
 
 /// Replaces the person's answers with these (question id, argon2id hash) pairs, all at once.
 pub async fn set_answers(db: &Db, p: Person<'_>, answers: &[(String, String)], now: i64) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    sqlx::query("DELETE FROM security_answers WHERE directory = ? AND anchor = ?")
-        .bind(p.directory)
-        .bind(p.anchor)
-        .execute(&mut *tx)
-        .await?;
+    let mut replaced = Batch::new();
+    replaced.push(
+        Stmt::new("DELETE FROM security_answers WHERE directory = ? AND anchor = ?").bind(p.directory).bind(p.anchor),
+    );
     for (question, hash) in answers {
-        sqlx::query(
-            "INSERT INTO security_answers (directory, anchor, question, answer_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(p.directory)
-        .bind(p.anchor)
-        .bind(question)
-        .bind(hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        replaced.push(
+            Stmt::new(
+                "INSERT INTO security_answers (directory, anchor, question, answer_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(p.directory)
+            .bind(p.anchor)
+            .bind(question)
+            .bind(hash)
+            .bind(now),
+        );
     }
-    tx.commit().await
+    replaced.run(db).await
 }
 
 /// The person's (question id, answer hash) pairs.
 pub async fn answers(db: &Db, p: Person<'_>) -> sqlx::Result<Vec<(String, String)>> {
-    sqlx::query_as(
-        "SELECT question, answer_hash FROM security_answers WHERE directory = ? AND anchor = ? ORDER BY question",
-    )
-    .bind(p.directory)
-    .bind(p.anchor)
-    .fetch_all(db)
-    .await
+    Stmt::new("SELECT question, answer_hash FROM security_answers WHERE directory = ? AND anchor = ? ORDER BY question")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .fetch_all(db)
+        .await
 }
 
 /// The person's session epoch (0 until something was first done to their account).
 pub async fn session_epoch(db: &Db, p: Person<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE((SELECT epoch FROM person_epochs WHERE directory = $1 AND anchor = $2), 0)")
+    Stmt::new("SELECT COALESCE((SELECT epoch FROM person_epochs WHERE directory = $1 AND anchor = $2), 0)")
         .bind(p.directory)
         .bind(p.anchor)
-        .fetch_one(db)
+        .scalar_one(db)
         .await
 }
 
 /// Raises the person's session epoch: sessions signed in under an older one end. Returns it.
 pub async fn bump_session_epoch(db: &Db, p: Person<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    Stmt::new(
         "INSERT INTO person_epochs (directory, anchor, epoch) VALUES ($1, $2, 1) \
          ON CONFLICT (directory, anchor) DO UPDATE SET epoch = person_epochs.epoch + 1 RETURNING epoch",
     )
     .bind(p.directory)
     .bind(p.anchor)
-    .fetch_one(db)
+    .scalar_one(db)
     .await
 }
 
@@ -159,7 +154,7 @@ pub fn next_session_epoch(p: Person<'_>) -> Stmt {
 /// How many people the portal knows (synced and cloud-only), and how many of them have a
 /// confirmed authenticator app.
 pub async fn authenticator_share(db: &Db) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
+    Stmt::new(
         "SELECT (SELECT COUNT(*) FROM directory_users) + (SELECT COUNT(*) FROM cloud_users), \
          (SELECT COUNT(*) FROM totp_secrets WHERE confirmed_at IS NOT NULL)",
     )
@@ -181,18 +176,18 @@ pub async fn draw_questions(
     now: i64,
     shuffle: impl FnOnce(&mut Vec<String>),
 ) -> sqlx::Result<(Vec<String>, bool)> {
-    sqlx::query("DELETE FROM question_draws WHERE directory = $1 AND anchor = $2 AND drawn_at <= $3")
+    Stmt::new("DELETE FROM question_draws WHERE directory = $1 AND anchor = $2 AND drawn_at <= $3")
         .bind(p.directory)
         .bind(p.anchor)
         .bind(now - QUESTION_DRAW_SECS)
-        .execute(db)
+        .run(db)
         .await?;
     let mut fresh = registered.to_vec();
     shuffle(&mut fresh);
     fresh.truncate(ask);
     let json = serde_json::to_string(&fresh).unwrap_or_else(|_| "[]".into());
     // One statement decides between racing first draws: the row that exists is the draw.
-    let inserted = sqlx::query(
+    let inserted = Stmt::new(
         "INSERT INTO question_draws (directory, anchor, questions, drawn_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT DO NOTHING",
     )
@@ -200,13 +195,13 @@ pub async fn draw_questions(
     .bind(p.anchor)
     .bind(&json)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
-    if inserted.rows_affected() == 1 {
+    if inserted == 1 {
         return Ok((fresh, false));
     }
     let (drawn, answered_at): (String, Option<i64>) =
-        sqlx::query_as("SELECT questions, answered_at FROM question_draws WHERE directory = $1 AND anchor = $2")
+        Stmt::new("SELECT questions, answered_at FROM question_draws WHERE directory = $1 AND anchor = $2")
             .bind(p.directory)
             .bind(p.anchor)
             .fetch_one(db)
@@ -216,7 +211,7 @@ pub async fn draw_questions(
         return Ok((drawn, answered_at.is_none()));
     }
     // The person registered other questions since: their new ones are drawn.
-    sqlx::query(
+    Stmt::new(
         "UPDATE question_draws SET questions = $1, drawn_at = $2, answered_at = NULL \
          WHERE directory = $3 AND anchor = $4",
     )
@@ -224,18 +219,18 @@ pub async fn draw_questions(
     .bind(now)
     .bind(p.directory)
     .bind(p.anchor)
-    .execute(db)
+    .run(db)
     .await?;
     Ok((fresh, false))
 }
 
 /// The questions drawn for `p` were answered right: asking them again is no longer a re-draw.
 pub async fn questions_answered(db: &Db, p: Person<'_>, now: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE question_draws SET answered_at = $1 WHERE directory = $2 AND anchor = $3")
+    Stmt::new("UPDATE question_draws SET answered_at = $1 WHERE directory = $2 AND anchor = $3")
         .bind(now)
         .bind(p.directory)
         .bind(p.anchor)
-        .execute(db)
+        .run(db)
         .await?;
     Ok(())
 }
@@ -247,7 +242,7 @@ pub async fn remove_answers(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
 // ---- alternate e-mail ----
 
 pub async fn set_alternate_email(db: &Db, p: Person<'_>, email: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO alternate_emails (directory, anchor, email, verified_at) VALUES (?, ?, ?, ?) \
          ON CONFLICT (directory, anchor) DO UPDATE SET email = excluded.email, verified_at = excluded.verified_at",
     )
@@ -255,16 +250,16 @@ pub async fn set_alternate_email(db: &Db, p: Person<'_>, email: &str, now: i64) 
     .bind(p.anchor)
     .bind(email)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?")
+    Stmt::new("SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?")
         .bind(p.directory)
         .bind(p.anchor)
-        .fetch_optional(db)
+        .scalar(db)
         .await
 }
 
@@ -277,10 +272,10 @@ pub fn alternate_email_after(p: Person<'_>) -> Stmt {
 }
 
 pub async fn remove_alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM alternate_emails WHERE directory = ? AND anchor = ?")
+    Stmt::new("DELETE FROM alternate_emails WHERE directory = ? AND anchor = ?")
         .bind(p.directory)
         .bind(p.anchor)
-        .execute(db)
+        .run(db)
         .await?;
     Ok(())
 }
@@ -288,23 +283,23 @@ pub async fn remove_alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<()> 
 // ---- re-confirmation ----
 
 pub async fn mark_reviewed(db: &Db, p: Person<'_>, now: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO security_info_reviews (directory, anchor, reviewed_at) VALUES (?, ?, ?) \
          ON CONFLICT (directory, anchor) DO UPDATE SET reviewed_at = excluded.reviewed_at",
     )
     .bind(p.directory)
     .bind(p.anchor)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn reviewed_at(db: &Db, p: Person<'_>) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT reviewed_at FROM security_info_reviews WHERE directory = ? AND anchor = ?")
+    Stmt::new("SELECT reviewed_at FROM security_info_reviews WHERE directory = ? AND anchor = ?")
         .bind(p.directory)
         .bind(p.anchor)
-        .fetch_optional(db)
+        .scalar(db)
         .await
 }
 
@@ -312,10 +307,10 @@ pub async fn reviewed_at(db: &Db, p: Person<'_>) -> sqlx::Result<Option<i64>> {
 
 /// The end of the person's block, if they are blocked now.
 pub async fn blocked_until(db: &Db, subject: &str, now: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT until FROM self_service_blocks WHERE subject = ? AND until > ?")
+    Stmt::new("SELECT until FROM self_service_blocks WHERE subject = ? AND until > ?")
         .bind(subject)
         .bind(now)
-        .fetch_optional(db)
+        .scalar(db)
         .await
 }
 
@@ -356,7 +351,7 @@ pub async fn reserve_failure(
         if attempt > 0 {
             tokio::time::sleep(PAUSE).await;
         }
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = Stmt::new(
             "INSERT INTO gate_events (subject, kind, method, at, client) SELECT $1, 'failure', $2, $3, $4 \
              WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
              AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
@@ -369,13 +364,13 @@ pub async fn reserve_failure(
         .bind(now - 3600)
         .bind(per_subject)
         .bind(per_client)
-        .fetch_optional(db)
+        .scalar(db)
         .await?;
         if let Some(id) = id {
             return Ok(Ok(id));
         }
         // Which allowance was spent, read in one statement.
-        let (subject_spent, from_client): (bool, i64) = sqlx::query_as(
+        let (subject_spent, from_client): (bool, i64) = Stmt::new(
             "SELECT (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $3) >= $4 \
              OR EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $5), \
              (SELECT COUNT(*) FROM gate_events WHERE client = $2 AND kind = 'failure' AND at > $3)",
@@ -399,29 +394,29 @@ pub async fn reserve_failure(
 
 /// Failed verifications in the last hour, from everywhere.
 pub async fn failures_last_hour(db: &Db, now: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1")
+    Stmt::new("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1")
         .bind(now - 3600)
-        .fetch_one(db)
+        .scalar_one(db)
         .await
 }
 
 /// True for the one caller that may send an alert of `kind` now (none was sent in `every`
 /// seconds, on any instance).
 pub async fn claim_alert(db: &Db, kind: &str, now: i64, every: i64) -> sqlx::Result<bool> {
-    let claimed: Option<String> = sqlx::query_scalar(
+    let claimed: Option<String> = Stmt::new(
         "INSERT INTO alerts_sent (kind, at) VALUES ($1, $2) \
          ON CONFLICT (kind) DO UPDATE SET at = excluded.at WHERE alerts_sent.at <= $3 RETURNING kind",
     )
     .bind(kind)
     .bind(now)
     .bind(now - every)
-    .fetch_optional(db)
+    .scalar(db)
     .await?;
     Ok(claimed.is_some())
 }
 
 pub async fn release_event(db: &Db, id: i64) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM gate_events WHERE id = ?").bind(id).execute(db).await?;
+    Stmt::new("DELETE FROM gate_events WHERE id = ?").bind(id).run(db).await?;
     Ok(())
 }
 
@@ -465,7 +460,7 @@ pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block
 
 /// Lifts a block (the helpdesk's act, or a test's).
 pub async fn unblock(db: &Db, subject: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM self_service_blocks WHERE subject = ?").bind(subject).execute(db).await?;
+    Stmt::new("DELETE FROM self_service_blocks WHERE subject = ?").bind(subject).run(db).await?;
     Ok(())
 }
 
@@ -489,10 +484,10 @@ mod tests {
         release_event(&db, first).await.unwrap();
         reserve("c", "office").await.expect("free again once an answer proved right");
 
-        sqlx::query("INSERT INTO self_service_blocks VALUES ('d', $1, 'failure', $2)")
+        Stmt::new("INSERT INTO self_service_blocks VALUES ('d', $1, 'failure', $2)")
             .bind(now + 3600)
             .bind(now)
-            .execute(&db)
+            .run(&db)
             .await
             .unwrap();
         assert_eq!(reserve("d", "home").await, Err(Spent::Subject), "a blocked account");

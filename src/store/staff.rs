@@ -88,27 +88,25 @@ pub async fn add(db: &Db, s: &NewStaff<'_>, now: i64) -> sqlx::Result<bool> {
 }
 
 pub async fn get(db: &Db, id: &str) -> sqlx::Result<Option<StaffRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff WHERE id = ?")).bind(id).fetch_optional(db).await
+    Stmt::new(format!("SELECT {COLUMNS} FROM staff WHERE id = ?")).bind(id).fetch_optional(db).await
 }
 
 pub async fn by_username(db: &Db, username: &str) -> sqlx::Result<Option<StaffRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff WHERE username = ?"))
+    Stmt::new(format!("SELECT {COLUMNS} FROM staff WHERE username = ?"))
         .bind(username.to_lowercase())
         .fetch_optional(db)
         .await
 }
 
 pub async fn all(db: &Db) -> sqlx::Result<Vec<StaffRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff ORDER BY username")).fetch_all(db).await
+    Stmt::new(format!("SELECT {COLUMNS} FROM staff ORDER BY username")).fetch_all(db).await
 }
 
 /// The addresses of every enabled administrator.
 pub async fn administrator_emails(db: &Db) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT email FROM staff WHERE role = 'administrator' AND disabled_at IS NULL AND email IS NOT NULL",
-    )
-    .fetch_all(db)
-    .await
+    Stmt::new("SELECT email FROM staff WHERE role = 'administrator' AND disabled_at IS NULL AND email IS NOT NULL")
+        .scalar_all(db)
+        .await
 }
 
 /// Records that a time step of the account's authenticator was used; `false` if it (or a later
@@ -144,19 +142,19 @@ pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &
 /// no authenticator seed is left over. Returns the new epoch; `None` if the credentials were used
 /// already or the account changed meanwhile.
 pub async fn begin_enrolment(db: &Db, id: &str, epoch: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
+    Stmt::new(
         "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = 1 \
          WHERE id = ? AND must_enrol = 1 AND enrolment_started = 0 AND session_epoch = ? RETURNING session_epoch",
     )
     .bind(id)
     .bind(epoch)
-    .fetch_optional(db)
+    .scalar(db)
     .await
 }
 
 /// Keeps the authenticator seed being enrolled (encrypted), until it is confirmed.
 pub async fn set_pending_totp(db: &Db, id: &str, totp_enc: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE staff SET pending_totp_enc = ? WHERE id = ?").bind(totp_enc).bind(id).execute(db).await?;
+    Stmt::new("UPDATE staff SET pending_totp_enc = ? WHERE id = ?").bind(totp_enc).bind(id).run(db).await?;
     Ok(())
 }
 
@@ -225,6 +223,6 @@ pub async fn set_role(
 
 /// Ends every session of the account ("sign out everywhere").
 pub async fn end_sessions(db: &Db, id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE staff SET session_epoch = session_epoch + 1 WHERE id = ?").bind(id).execute(db).await?;
+    Stmt::new("UPDATE staff SET session_epoch = session_epoch + 1 WHERE id = ?").bind(id).run(db).await?;
     Ok(())
 }

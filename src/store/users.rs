@@ -1,6 +1,6 @@
 //! People synchronised from the directories, keyed by (directory, anchor).
 
-use super::Db;
+use super::{Db, Stmt};
 use crate::domain::SyncedUser;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -141,24 +141,24 @@ pub const PASSWORD_CLOCK_SKEW_SECS: i64 = 300;
 /// was stored (a change made directly in the directory): the next sign-in asks the directory.
 /// Returns the people whose copy went.
 pub async fn drop_outdated_hashes(db: &Db, directory: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    Stmt::new(
         "DELETE FROM password_hashes WHERE directory = $1 AND EXISTS (SELECT 1 FROM directory_users u \
          WHERE u.directory = password_hashes.directory AND u.anchor = password_hashes.anchor \
          AND u.password_changed_at > password_hashes.updated_at + $2) RETURNING anchor",
     )
     .bind(directory)
     .bind(PASSWORD_CLOCK_SKEW_SECS)
-    .fetch_all(db)
+    .scalar_all(db)
     .await
 }
 
 /// How many of a directory's people a full sync begun at `sync_started` has not seen (they would
 /// be removed as having left the scope).
 pub async fn count_unseen(db: &Db, directory: &str, sync_started: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM directory_users WHERE directory = $1 AND synced_at < $2")
+    Stmt::new("SELECT COUNT(*) FROM directory_users WHERE directory = $1 AND synced_at < $2")
         .bind(directory)
         .bind(sync_started)
-        .fetch_one(db)
+        .scalar_one(db)
         .await
 }
 
@@ -174,7 +174,7 @@ pub struct SyncHold {
 }
 
 pub async fn hold_sync(db: &Db, h: &SyncHold) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO sync_holds (directory, agent_id, started_at, would_remove, total, held_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (directory) DO UPDATE SET agent_id = excluded.agent_id, \
          started_at = excluded.started_at, would_remove = excluded.would_remove, total = excluded.total, \
@@ -186,19 +186,18 @@ pub async fn hold_sync(db: &Db, h: &SyncHold) -> sqlx::Result<()> {
     .bind(h.would_remove)
     .bind(h.total)
     .bind(h.held_at)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn sync_holds(db: &Db) -> sqlx::Result<Vec<SyncHold>> {
-    sqlx::query_as("SELECT * FROM sync_holds ORDER BY directory").fetch_all(db).await
+    Stmt::new("SELECT * FROM sync_holds ORDER BY directory").fetch_all(db).await
 }
 
 /// Forgets a directory's hold (a later full sync removed few enough); returns whether there was one.
 pub async fn release_hold(db: &Db, directory: &str) -> sqlx::Result<bool> {
-    let r = sqlx::query("DELETE FROM sync_holds WHERE directory = $1").bind(directory).execute(db).await?;
-    Ok(r.rows_affected() > 0)
+    Ok(Stmt::new("DELETE FROM sync_holds WHERE directory = $1").bind(directory).run(db).await? > 0)
 }
 
 /// Applies a held removal, as an administrator decided: people not seen since the held sync began
@@ -221,12 +220,11 @@ pub async fn apply_hold(db: &Db, directory: &str) -> sqlx::Result<Option<u64>> {
 
 /// After a complete full sync: people not seen since `sync_started` have left the scope.
 pub async fn remove_unseen(db: &Db, directory: &str, sync_started: i64) -> sqlx::Result<u64> {
-    let r = sqlx::query("DELETE FROM directory_users WHERE directory = ? AND synced_at < ?")
+    Stmt::new("DELETE FROM directory_users WHERE directory = ? AND synced_at < ?")
         .bind(directory)
         .bind(sync_started)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected())
+        .run(db)
+        .await
 }
 
 const COLUMNS: &str =
@@ -234,7 +232,7 @@ const COLUMNS: &str =
 
 /// Everyone whose user name or e-mail address is `login` (already lower-cased).
 pub async fn find_by_login(db: &Db, login: &str) -> sqlx::Result<Vec<UserRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5"))
+    Stmt::new(format!("SELECT {COLUMNS} FROM directory_users WHERE username = ? OR email_lc = ? LIMIT 5"))
         .bind(login)
         .bind(login)
         .fetch_all(db)
@@ -268,7 +266,7 @@ impl LoginMatch {
 /// Everyone, synced or cloud-only, whose user name or e-mail address is `login` (already
 /// lower-cased): one query, where a form post used to make three.
 pub async fn find_anywhere(db: &Db, login: &str) -> sqlx::Result<Vec<LoginMatch>> {
-    sqlx::query_as(
+    Stmt::new(
         "SELECT d.directory, d.anchor, d.username, d.email, d.other_emails, d.protected, d.enabled, \
                 o.user_kind AS kind_override \
          FROM directory_users d LEFT JOIN user_kind_overrides o ON o.directory = d.directory AND o.anchor = d.anchor \
@@ -305,7 +303,7 @@ impl crate::domain::Placed for UserRow {
 
 /// One person by directory and anchor.
 pub async fn get(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM directory_users WHERE directory = ? AND anchor = ?"))
+    Stmt::new(format!("SELECT {COLUMNS} FROM directory_users WHERE directory = ? AND anchor = ?"))
         .bind(directory)
         .bind(anchor)
         .fetch_optional(db)
@@ -353,41 +351,38 @@ const SEARCH_CAP: i64 = 2000;
 
 /// The mail domain most synced people have, if any has an address.
 pub async fn commonest_mail_domain(db: &Db) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    Stmt::new(
         "SELECT substr(email_lc, instr(email_lc, '@') + 1) AS domain FROM directory_users \
          WHERE email_lc LIKE '%@%' GROUP BY domain ORDER BY COUNT(*) DESC, domain LIMIT 1",
     )
-    .fetch_optional(db)
+    .scalar(db)
     .await
 }
 
 pub async fn directories(db: &Db) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT DISTINCT directory FROM directory_users").fetch_all(db).await
+    Stmt::new("SELECT DISTINCT directory FROM directory_users").scalar_all(db).await
 }
 
 pub async fn save_policy(db: &Db, directory: &str, policy_json: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO directory_policies (directory, policy_json, updated_at) VALUES (?, ?, ?) \
          ON CONFLICT (directory) DO UPDATE SET policy_json = excluded.policy_json, updated_at = excluded.updated_at",
     )
     .bind(directory)
     .bind(policy_json)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn policy(db: &Db, directory: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT policy_json FROM directory_policies WHERE directory = ?")
-        .bind(directory)
-        .fetch_optional(db)
-        .await
+    Stmt::new("SELECT policy_json FROM directory_policies WHERE directory = ?").bind(directory).scalar(db).await
 }
 
 /// The portal's copy of a hash-synced person's password hash.
 pub async fn set_password_hash(db: &Db, directory: &str, anchor: &str, hash: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO password_hashes (directory, anchor, password_hash, updated_at) VALUES (?, ?, ?, ?) \
          ON CONFLICT (directory, anchor) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
     )
@@ -395,53 +390,53 @@ pub async fn set_password_hash(db: &Db, directory: &str, anchor: &str, hash: &st
     .bind(anchor)
     .bind(hash)
     .bind(now)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn password_hash(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT password_hash FROM password_hashes WHERE directory = ? AND anchor = ?")
+    Stmt::new("SELECT password_hash FROM password_hashes WHERE directory = ? AND anchor = ?")
         .bind(directory)
         .bind(anchor)
-        .fetch_optional(db)
+        .scalar(db)
         .await
 }
 
 /// This person's kind where it differs from their directory's.
 pub async fn kind_override(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT user_kind FROM user_kind_overrides WHERE directory = ? AND anchor = ?")
+    Stmt::new("SELECT user_kind FROM user_kind_overrides WHERE directory = ? AND anchor = ?")
         .bind(directory)
         .bind(anchor)
-        .fetch_optional(db)
+        .scalar(db)
         .await
 }
 
 pub async fn set_kind_override(db: &Db, directory: &str, anchor: &str, kind: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    Stmt::new(
         "INSERT INTO user_kind_overrides (directory, anchor, user_kind) VALUES (?, ?, ?) \
          ON CONFLICT (directory, anchor) DO UPDATE SET user_kind = excluded.user_kind",
     )
     .bind(directory)
     .bind(anchor)
     .bind(kind)
-    .execute(db)
+    .run(db)
     .await?;
     Ok(())
 }
 
 pub async fn delete_password_hash(db: &Db, directory: &str, anchor: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM password_hashes WHERE directory = ? AND anchor = ?")
+    Stmt::new("DELETE FROM password_hashes WHERE directory = ? AND anchor = ?")
         .bind(directory)
         .bind(anchor)
-        .execute(db)
+        .run(db)
         .await?;
     Ok(())
 }
 
 /// How many people of a directory the portal knows.
 pub async fn count(db: &Db, directory: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM directory_users WHERE directory = ?").bind(directory).fetch_one(db).await
+    Stmt::new("SELECT COUNT(*) FROM directory_users WHERE directory = ?").bind(directory).scalar_one(db).await
 }
 
 #[cfg(test)]
