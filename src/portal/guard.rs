@@ -154,13 +154,7 @@ impl Guard {
         if leading_zero_bits(&Sha256::digest(format!("{token}:{counter}").as_bytes())) < bits {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM spent_challenges WHERE expires_at < ?").bind(now).execute(db).await?;
-        let fresh = sqlx::query("INSERT OR IGNORE INTO spent_challenges (nonce, expires_at) VALUES (?, ?)")
-            .bind(*nonce)
-            .bind(expires)
-            .execute(db)
-            .await?;
-        Ok(fresh.rows_affected() == 1)
+        Ok(crate::store::security::spend_challenge(db, nonce, expires).await?)
     }
 
     /// The gate of a first step: the address's rate, then the proof (or, without one, a wait

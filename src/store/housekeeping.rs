@@ -30,14 +30,15 @@ pub async fn run(db: Db, clock: crate::Clock) {
     }
 }
 
-/// Deletes the rows no limit counts any more, and frame ids that can no longer be replayed; how
-/// many went.
+/// Deletes the rows no limit counts any more, and frame ids and proof-of-work challenges that
+/// can no longer be replayed (an expired one is refused before it is looked up); how many went.
 pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
     let mut gone = 0;
     for (sql, before) in [
         ("DELETE FROM gate_events WHERE at <= $1", now - GATE_EVENTS_FOR_SECS),
         ("DELETE FROM change_attempts WHERE at <= $1", now - CHANGE_ATTEMPTS_FOR_SECS),
         ("DELETE FROM relay_frames WHERE expires_at < $1", now),
+        ("DELETE FROM spent_challenges WHERE expires_at < $1", now),
     ] {
         gone += Stmt::new(sql).bind(before).run(db).await?;
     }
@@ -76,13 +77,27 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(expire(&db, now).await.unwrap(), 3);
-        for table in ["gate_events", "change_attempts", "relay_frames"] {
+        for (nonce, expires) in [("old", now - 1), ("live", now + 60)] {
+            Stmt::new("INSERT INTO spent_challenges (nonce, expires_at) VALUES ($1, $2)")
+                .bind(nonce)
+                .bind(expires)
+                .run(&db)
+                .await
+                .unwrap();
+        }
+        assert_eq!(expire(&db, now).await.unwrap(), 4);
+        for table in ["gate_events", "change_attempts", "relay_frames", "spent_challenges"] {
             let left: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&db).await.unwrap();
             assert_eq!(left, 1, "{table}");
         }
         // A range on an index, not a scan of everything kept (which grows with history).
-        for (table, column) in [("gate_events", "at"), ("change_attempts", "at"), ("relay_frames", "expires_at")] {
+        let ranges = [
+            ("gate_events", "at"),
+            ("change_attempts", "at"),
+            ("relay_frames", "expires_at"),
+            ("spent_challenges", "expires_at"),
+        ];
+        for (table, column) in ranges {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(&format!("EXPLAIN QUERY PLAN DELETE FROM {table} WHERE {column} <= 1"))
                     .fetch_all(&db)

@@ -392,6 +392,16 @@ pub async fn reserve_failure(
     Ok(Err(Spent::Busy))
 }
 
+/// Marks a proof-of-work challenge spent until it expires; false if it was spent before. Expired
+/// ones go by [`super::housekeeping`].
+pub async fn spend_challenge(db: &Db, nonce: &str, expires_at: i64) -> sqlx::Result<bool> {
+    Stmt::new("INSERT INTO spent_challenges (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(nonce)
+        .bind(expires_at)
+        .changed_one(db)
+        .await
+}
+
 /// Failed verifications in the last hour, from everywhere.
 pub async fn failures_last_hour(db: &Db, now: i64) -> sqlx::Result<i64> {
     Stmt::new("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1")
