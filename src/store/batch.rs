@@ -83,7 +83,7 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
-/// One statement and its values, bound in order to its `?` placeholders.
+/// One statement and its values, bound in order to its placeholders (see the module's note).
 #[derive(Debug, Clone)]
 pub struct Stmt {
     sql: Cow<'static, str>,
@@ -130,22 +130,6 @@ impl Stmt {
         self.fetch_optional(db).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// Runs it on its own: the first column of every row it returns.
-    pub async fn scalar_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
-    where
-        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
-    {
-        Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
-    }
-
-    /// Runs it on its own: the first column of its one row (an error when there is none).
-    pub async fn scalar_one<T>(self, db: &Db) -> sqlx::Result<T>
-    where
-        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
-    {
-        self.scalar(db).await?.ok_or(sqlx::Error::RowNotFound)
-    }
-
     /// Runs it on its own: every row it returns.
     pub async fn fetch_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
     where
@@ -161,6 +145,22 @@ impl Stmt {
         (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
     {
         Ok(self.fetch_optional::<(T,)>(db).await?.map(|(v,)| v))
+    }
+
+    /// Runs it on its own: the first column of its one row (an error when there is none).
+    pub async fn scalar_one<T>(self, db: &Db) -> sqlx::Result<T>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        self.scalar(db).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Runs it on its own: the first column of every row it returns.
+    pub async fn scalar_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
     }
 }
 
