@@ -108,10 +108,6 @@ impl Drop for Rig {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -147,7 +143,7 @@ impl Rig {
 
         // The portal's configuration: limits out of the way (one client address does all the
         // work here), no proof of work and no minimum answer time, so only the path is measured.
-        let port = free_port()?;
+        let port = crate::sandbox::process::free_port()?;
         let url = format!("https://localhost:{port}");
         let key_file = dir.join("data.key");
         crate::files::write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;

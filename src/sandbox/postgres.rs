@@ -5,10 +5,10 @@
 //! PostgreSQL refuses to run as root: run as root, the cluster's folder is given to the
 //! `postgres` account that Debian's package creates, and both programs run as it.
 
-use super::process::{random_password, stop_child_with, Server};
+use super::process::{free_port, log_outputs, log_tail_since, random_password, stop_child_with, Server};
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ impl Postgres {
                 }
                 Err(e) => {
                     stop_child_with(&mut child, STOP_SIGNAL);
-                    if !logged_since(&log_file, from).contains("could not bind") {
+                    if !log_tail_since(&log_file, from).contains("could not bind") {
                         return Err(e);
                     }
                     // Someone took the port between our probe and the server's bind.
@@ -190,19 +190,8 @@ fn id(flags: &[&str], user: Option<&str>) -> anyhow::Result<u32> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// A port that was free a moment ago; a lost race is retried.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
-    Ok(listener.local_addr().context("reading the probe port")?.port())
-}
-
 fn spawn(account: &Account, bin: &Path, dir: &Path, data: &Path, log_file: &Path, port: u16) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .with_context(|| format!("opening {}", log_file.display()))?;
-    let log_err = log.try_clone().context("duplicating the log handle")?;
+    let (log, log_err) = log_outputs(log_file)?;
     account
         .command(bin)
         .arg("-D")
@@ -220,23 +209,14 @@ fn spawn(account: &Account, bin: &Path, dir: &Path, data: &Path, log_file: &Path
         .with_context(|| format!("starting {}", bin.display()))
 }
 
-/// The end of what `log_file` gained after its first `from` bytes.
-fn logged_since(log_file: &Path, from: u64) -> String {
-    let all = std::fs::read(log_file).unwrap_or_default();
-    let new = all.get(usize::try_from(from).unwrap_or(usize::MAX)..).unwrap_or_default();
-    let text = String::from_utf8_lossy(new);
-    let tail = text.char_indices().rev().nth(4000).map_or(0, |(i, _)| i);
-    text[tail..].to_string()
-}
-
 fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path, from: u64) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().context("watching PostgreSQL")? {
-            bail!("PostgreSQL exited at start ({status}); its log:\n{}", logged_since(log_file, from));
+            bail!("PostgreSQL exited at start ({status}); its log:\n{}", log_tail_since(log_file, from));
         }
-        if logged_since(log_file, from).contains("ready to accept connections")
+        if log_tail_since(log_file, from).contains("ready to accept connections")
             && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         {
             return Ok(());
@@ -245,7 +225,7 @@ fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path, from: u64
             bail!(
                 "PostgreSQL did not accept connections on {addr} within {} s; its log:\n{}",
                 READY_TIMEOUT.as_secs(),
-                logged_since(log_file, from)
+                log_tail_since(log_file, from)
             );
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -1,12 +1,13 @@
 //! What the sandbox's servers share: finding their programs, reading the end of their logs,
 //! stopping them, passwords for their accounts, and LDAPS connections to them.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use rand::distributions::Alphanumeric;
 use rand::rngs::OsRng;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,11 +32,17 @@ pub(crate) fn find_program(name: &str, install_hint: &str) -> anyhow::Result<Pat
 
 /// The last few kilobytes of a log, for error messages.
 pub(crate) fn log_tail(log_file: &Path) -> String {
+    log_tail_since(log_file, 0)
+}
+
+/// [`log_tail`], of only what the log gained after its first `from` bytes (a server started
+/// again appends to the log of the one before).
+pub(crate) fn log_tail_since(log_file: &Path, from: u64) -> String {
     const TAIL: u64 = 4000;
     let mut text = String::new();
     if let Ok(mut file) = std::fs::File::open(log_file) {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL).max(from)));
         let mut bytes = Vec::new();
         let _ = file.read_to_end(&mut bytes);
         text = String::from_utf8_lossy(&bytes).into_owned();
@@ -45,6 +52,24 @@ pub(crate) fn log_tail(log_file: &Path) -> String {
     } else {
         text
     }
+}
+
+/// A port of 127.0.0.1 that was free a moment ago. The server binds it itself, so another
+/// process may take it first: callers try again on another.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
+    Ok(listener.local_addr().context("reading the probe port")?.port())
+}
+
+/// A server's standard output and error, both appended to `log_file`.
+pub(crate) fn log_outputs(log_file: &Path) -> anyhow::Result<(Stdio, Stdio)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .with_context(|| format!("opening {}", log_file.display()))?;
+    let log_err = log.try_clone().context("duplicating the log handle")?;
+    Ok((log.into(), log_err.into()))
 }
 
 /// A server process the sandbox started: stopped (SIGTERM, then SIGKILL if it lingers) and

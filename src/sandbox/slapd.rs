@@ -3,14 +3,14 @@
 //!
 //! Start-up takes a fraction of a second, so every test (and `passback demo`) gets its own.
 
-use super::process::{connect_as, find_program, log_tail, random_password, stop_child, Server};
+use super::process::{connect_as, find_program, free_port, log_outputs, log_tail, random_password, stop_child, Server};
 use super::TestCa;
 use anyhow::{bail, Context};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha1::{Digest, Sha1};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -289,19 +289,8 @@ fn slapadd(bin: &Path, database: &str, config_dir: &Path, ldif: &Path) -> anyhow
     Ok(())
 }
 
-/// A port that was free a moment ago. slapd binds it itself; a lost race is retried.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
-    Ok(listener.local_addr().context("reading the probe port")?.port())
-}
-
 fn spawn(bin: &Path, config_dir: &Path, log_file: &Path, port: u16) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .with_context(|| format!("opening {}", log_file.display()))?;
-    let log_err = log.try_clone().context("duplicating the log handle")?;
+    let (log, log_err) = log_outputs(log_file)?;
     // `-d 0`: stay in the foreground (so the child is slapd itself) and log errors to stderr.
     Command::new(bin)
         .arg("-F")
