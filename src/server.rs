@@ -22,7 +22,6 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
-use tower_sessions_sqlx_store::SqliteStore;
 
 pub struct Application {
     listener: PortalListener,
@@ -50,8 +49,7 @@ impl Application {
         let hub = Arc::new(Hub::new(db.clone(), data_key.clone(), cfg.relay.clone(), clock.clone()));
         let mailer = Mailer::new(&cfg.mail)?;
 
-        let session_store = SqliteStore::new(db.clone());
-        session_store.migrate().await.context("session table")?;
+        let session_store = store::sessions::Sessions::of(&db).await.context("session table")?;
         let guard =
             Arc::new(crate::portal::Guard::new(&cfg.anti_automation, data_key.derive("passback/proof-of-work/v1")));
         tokio::spawn({
@@ -329,7 +327,7 @@ pub async fn create_enrollment_token(
     }
     let token = store::random_token();
     let expires = now + i64::try_from(ttl_mins * 60)?;
-    let e = store::agents::Enrollment { name: name.into(), directories: sqlx::types::Json(directories.to_vec()) };
+    let e = store::agents::Enrollment { name: name.into(), directories: store::JsonText(directories.to_vec()) };
     store::agents::create_enrollment_token(db, &store::token_hash(&token), &e, now, expires).await?;
     Ok(token)
 }

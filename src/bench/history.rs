@@ -43,12 +43,13 @@ const ROWS: [(&str, &str); 6] = [
 
 /// Puts `rows` rows of history into each growing table of `db`.
 pub(super) async fn preload(db: &crate::store::Db, rows: u64, now: i64) -> anyhow::Result<()> {
-    tower_sessions_sqlx_store::SqliteStore::new(db.clone()).migrate().await.context("session table")?;
+    crate::store::sessions::Sessions::of(db).await.context("session table")?;
     for (table, insert) in ROWS {
         eprintln!("bench: {rows} rows of history into {table}…");
         let sql = format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) {insert}");
         let n = i64::try_from(rows).context("--history")?;
-        sqlx::query(&sql).bind(n).bind(now).execute(db).await.with_context(|| format!("history into {table}"))?;
+        let insert = crate::store::Stmt::new(sql).bind(n).bind(now);
+        insert.run(db).await.with_context(|| format!("history into {table}"))?;
     }
     Ok(())
 }

@@ -272,7 +272,7 @@ async fn round(
     // Every answer against the audit: its row is there, once, with the outcome the browser saw.
     let db =
         crate::store::connect(&format!("sqlite://{}?mode=ro", rig_now.dir.join("passback.db").display()), 1).await?;
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
+    let rows: Vec<(String, String, String)> = crate::store::Stmt::new(
         "SELECT support_code, operation, outcome_code FROM audit \
          WHERE operation IN ('reset.writeback', 'change.writeback', 'reset.identify', 'change.identify')",
     )

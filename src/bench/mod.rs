@@ -13,6 +13,7 @@ mod load;
 use crate::config::DirectoryConfig;
 use crate::mail::sink::Mailbox;
 use crate::sandbox::{Slapd, TestCa};
+use crate::store::Stmt;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -226,14 +227,14 @@ impl Rig {
         // Everyone synced: their anchors, as the portal knows them.
         let db = crate::store::connect(&db_url, 1).await?;
         wait_for(Duration::from_secs(60), "the people to be synced", || async {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM directory_users WHERE username LIKE 'bench%'")
-                .fetch_one(&db)
+            Stmt::new("SELECT COUNT(*) FROM directory_users WHERE username LIKE 'bench%'")
+                .scalar_one::<i64>(&db)
                 .await
                 .is_ok_and(|n| n as usize >= people)
         })
         .await?;
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT username, anchor FROM directory_users WHERE username LIKE 'bench%'")
+            Stmt::new("SELECT username, anchor FROM directory_users WHERE username LIKE 'bench%'")
                 .fetch_all(&db)
                 .await?;
         db.close().await;

@@ -213,6 +213,27 @@ mod tests {
     }
 
     #[test]
+    fn production_reaches_a_postgresql_elsewhere_only_over_verified_tls() {
+        let mut cfg = PortalConfig::default();
+        cfg.server.behind_tls_proxy = true;
+        let with = |cfg: &mut PortalConfig, url: &str| {
+            cfg.database.url = url.into();
+            cfg.validate().map_err(|e| e.to_string())
+        };
+        let refused = with(&mut cfg, "postgres://passback:pw@db.example.org/passback").unwrap_err();
+        assert!(refused.contains("sslmode=verify-full"), "{refused}");
+        assert!(!refused.contains("pw@"), "the password is not repeated: {refused}");
+        assert!(with(&mut cfg, "postgres://passback:pw@db.example.org/passback?sslmode=require").is_err());
+        let verified =
+            "postgres://passback@db.example.org/passback?sslmode=verify-full&sslrootcert=/etc/passback/db-ca.pem";
+        assert!(with(&mut cfg, verified).is_ok());
+        assert!(with(&mut cfg, "postgres://passback@127.0.0.1:5432/passback").is_ok(), "this machine");
+        assert!(with(&mut cfg, "postgresql://passback@localhost/passback?host=/run/postgresql").is_ok(), "a socket");
+        cfg.mode = Mode::Development;
+        assert!(with(&mut cfg, "postgres://passback:pw@db.example.org/passback").is_ok(), "a test machine");
+    }
+
+    #[test]
     fn an_agent_refuses_a_directory_without_encryption() {
         let text = r#"
             [[directories]]

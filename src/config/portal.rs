@@ -358,6 +358,38 @@ impl Default for MailConfig {
     }
 }
 
+/// Which database `database.url` names: PostgreSQL for `postgres://` (or `postgresql://`), the
+/// SQLite file otherwise.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Why the link to a PostgreSQL database would not be safe, if it would not: to another host, the
+/// password hashes, sessions and audit cross the network, so it must be TLS with the server's
+/// certificate checked against a CA and its name (`sslmode=verify-full&sslrootcert=<CA file>`).
+/// A socket or this machine's loopback needs none; nor does SQLite, a file.
+fn unprotected_database_link(url: &str) -> Option<String> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    if !is_postgres_url(url) {
+        return None;
+    }
+    let opts = match url.parse::<PgConnectOptions>() {
+        Ok(opts) => opts,
+        Err(e) => return Some(format!("not a PostgreSQL address: {e}")),
+    };
+    let host = opts.get_host();
+    if opts.get_socket().is_some() || host.starts_with('/') || is_loopback_host(host) {
+        return None;
+    }
+    (!matches!(opts.get_ssl_mode(), PgSslMode::VerifyFull)).then(|| {
+        format!(
+            "the database at {host} would be reached without a verified TLS link: add \
+             sslmode=verify-full and sslrootcert=<the CA that signed its certificate> (the name in \
+             the address must be the certificate's), or mode = \"development\" on a test machine"
+        )
+    })
+}
+
 impl PortalConfig {
     /// The portal's configuration from `file` and `PASSBACK_…` variables, checked: what the
     /// commands run with.
@@ -397,6 +429,9 @@ impl PortalConfig {
         }
         if self.mail.security == SmtpSecurity::None && !dev && !is_loopback_host(&self.mail.smtp_host) {
             bail!("mail.security = \"none\" sends codes in clear: only allowed to a relay on this host or in development mode");
+        }
+        if let Some(why) = unprotected_database_link(&self.database.url).filter(|_| !dev) {
+            bail!("database.url: {why}");
         }
         let a = &self.anti_automation;
         if a.pow_bits > 24 || a.per_address_per_minute == 0 || a.per_account_per_hour == 0 {

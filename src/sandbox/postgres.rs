@@ -39,6 +39,17 @@ impl Postgres {
     /// `postgres` account, and its parents must let that account through), a cluster in
     /// `dir/data`, and starts it; returns once it accepts connections.
     pub fn start(dir: &Path) -> anyhow::Result<Postgres> {
+        Self::start_inner(dir, false)
+    }
+
+    /// [`Postgres::start`], for a cluster that a process shares and never drops (the tests'): the
+    /// kernel stops the server when the thread that started it ends, so start it on a thread that
+    /// lives as long as the process.
+    pub fn start_tied_to_this_thread(dir: &Path) -> anyhow::Result<Postgres> {
+        Self::start_inner(dir, true)
+    }
+
+    fn start_inner(dir: &Path, tied: bool) -> anyhow::Result<Postgres> {
         let bin = program_folder()?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -55,7 +66,7 @@ impl Postgres {
         account.give(&password_file)?;
 
         let out = account
-            .command(&bin.join("initdb"))
+            .command(&bin.join("initdb"), false)
             .args(["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--username", USER])
             .arg(format!("--pwfile={}", password_file.display()))
             .arg("-D")
@@ -78,7 +89,7 @@ impl Postgres {
             let port = free_port()?;
             // What this attempt logs: the log is appended to, attempt after attempt.
             let from = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
-            let mut child = spawn(&account, &bin.join("postgres"), &dir, &data, &log_file, port)?;
+            let mut child = spawn(account.command(&bin.join("postgres"), tied), &dir, &data, &log_file, port)?;
             match wait_until_listening(&mut child, port, &log_file, from) {
                 Ok(()) => {
                     let url = format!("postgres://{USER}:{}@127.0.0.1:{port}/postgres", password.expose_secret());
@@ -170,16 +181,21 @@ impl Account {
     }
 
     /// `program`, to be run as the account: as root, through `setpriv`, which then becomes it
-    /// (so the child is the program itself, and stopping it stops the server).
-    fn command(&self, program: &Path) -> Command {
-        match self.postgres {
-            None => Command::new(program),
-            Some((uid, gid)) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups").arg(program);
-                c
-            }
+    /// (so the child is the program itself, and stopping it stops the server). `tied`, it is
+    /// sent SIGINT (a fast shutdown) when the thread that started it ends.
+    fn command(&self, program: &Path, tied: bool) -> Command {
+        if self.postgres.is_none() && !tied {
+            return Command::new(program);
         }
+        let mut c = Command::new("setpriv");
+        if let Some((uid, gid)) = self.postgres {
+            c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups");
+        }
+        if tied {
+            c.arg(format!("--pdeathsig={STOP_SIGNAL}"));
+        }
+        c.arg(program);
+        c
     }
 }
 
@@ -190,10 +206,9 @@ fn id(flags: &[&str], user: Option<&str>) -> anyhow::Result<u32> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-fn spawn(account: &Account, bin: &Path, dir: &Path, data: &Path, log_file: &Path, port: u16) -> anyhow::Result<Child> {
+fn spawn(mut postgres: Command, dir: &Path, data: &Path, log_file: &Path, port: u16) -> anyhow::Result<Child> {
     let (log, log_err) = log_outputs(log_file)?;
-    account
-        .command(bin)
+    postgres
         .arg("-D")
         .arg(data)
         .arg("-p")
@@ -206,7 +221,7 @@ fn spawn(account: &Account, bin: &Path, dir: &Path, data: &Path, log_file: &Path
         .stdout(log)
         .stderr(log_err)
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))
+        .context("starting postgres")
 }
 
 fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path, from: u64) -> anyhow::Result<()> {

@@ -1,12 +1,12 @@
 //! Agents, their keys, and one-time enrollment tokens.
 
-use super::{Db, Stmt};
+use super::{Db, JsonText, Stmt};
 
 /// Who an enrollment token is for: a name, and the directories the agent will be allowed to serve.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Enrollment {
     pub name: String,
-    pub directories: sqlx::types::Json<Vec<String>>,
+    pub directories: JsonText<Vec<String>>,
 }
 
 pub async fn create_enrollment_token(
@@ -61,7 +61,7 @@ pub struct AgentRow {
     /// The name its administrator enrolled it under (not unique).
     pub name: String,
     pub secret_hash: Vec<u8>,
-    pub directories: sqlx::types::Json<Vec<String>>,
+    pub directories: JsonText<Vec<String>>,
     pub revoked_at: Option<i64>,
 }
 
@@ -110,7 +110,7 @@ pub fn key_context(agent_id: &str, version: i64) -> String {
 pub struct Enrolled {
     pub id: String,
     pub name: String,
-    pub directories: sqlx::types::Json<Vec<String>>,
+    pub directories: JsonText<Vec<String>>,
     pub created_at: i64,
 }
 
@@ -144,15 +144,15 @@ pub async fn find(db: &Db, who: &str) -> sqlx::Result<Vec<AgentRow>> {
 /// transaction. False when it was revoked already (or does not exist).
 pub async fn revoke(db: &Db, agent_id: &str, now: i64) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    let r = sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+    let revoked = Stmt::new("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(agent_id)
-        .execute(&mut *tx)
+        .run_in(&mut tx)
         .await?;
-    if r.rows_affected() == 0 {
+    if revoked == 0 {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM agent_keys WHERE agent_id = $1").bind(agent_id).execute(&mut *tx).await?;
+    Stmt::new("DELETE FROM agent_keys WHERE agent_id = $1").bind(agent_id).run_in(&mut tx).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -40,10 +40,11 @@ pub fn subject(directory: &str, anchor: &str) -> String {
 
 /// Forgets a subject's attempts and those of its narrower subjects (`subject|…`).
 pub async fn clear_all_under(db: &Db, subject: &str) -> sqlx::Result<u64> {
-    Stmt::new("DELETE FROM change_attempts WHERE subject = ? OR substr(subject, 1, ?) = ?")
+    let narrower = format!("{subject}|");
+    Stmt::new("DELETE FROM change_attempts WHERE subject = ? OR substr(subject, 1, length(?)) = ?")
         .bind(subject)
-        .bind(subject.len() as i64 + 1)
-        .bind(format!("{subject}|"))
+        .bind(narrower.clone())
+        .bind(narrower)
         .run(db)
         .await
 }

@@ -58,35 +58,35 @@ const COLUMNS: &str = "at, actor, operation, directory, anchor, target, outcome_
 
 /// The rows that match `f`, newest first.
 pub async fn search(db: &Db, f: &AuditFilter, offset: i64, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM audit WHERE 1 = 1"));
+    let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+    let mut q = Stmt::new(format!("SELECT {COLUMNS} FROM audit WHERE 1 = 1"));
     if let Some(from) = f.from {
-        q.push(" AND at >= ").push_bind(from);
+        q = q.push(" AND at >= ?").bind(from);
     }
     if let Some(until) = f.until {
-        q.push(" AND at < ").push_bind(until);
+        q = q.push(" AND at < ?").bind(until);
     }
-    if let Some(actor) = f.actor.as_deref().filter(|s| !s.is_empty()) {
-        q.push(" AND actor = ").push_bind(actor.to_string());
+    if let Some(actor) = given(&f.actor) {
+        q = q.push(" AND actor = ?").bind(actor);
     }
-    if let Some(target) = f.target.as_deref().filter(|s| !s.is_empty()) {
-        q.push(" AND (target = ").push_bind(target.to_lowercase()).push(" OR anchor = ").push_bind(target.to_string());
-        q.push(")");
+    if let Some(target) = given(&f.target) {
+        q = q.push(" AND (target = ? OR anchor = ?)").bind(target.to_lowercase()).bind(target);
     }
-    if let Some(op) = f.operation.as_deref().filter(|s| !s.is_empty()) {
-        if op.ends_with('.') {
-            q.push(" AND substr(operation, 1, ").push_bind(op.len() as i64).push(") = ").push_bind(op.to_string());
+    if let Some(op) = given(&f.operation) {
+        q = if op.ends_with('.') {
+            // Every operation under `op` (`helpdesk.` for `helpdesk.reset`…), its text taken as it is.
+            q.push(" AND substr(operation, 1, length(?)) = ?").bind(op.clone()).bind(op)
         } else {
-            q.push(" AND operation = ").push_bind(op.to_string());
-        }
+            q.push(" AND operation = ?").bind(op)
+        };
     }
-    if let Some(outcome) = f.outcome.as_deref().filter(|s| !s.is_empty()) {
-        q.push(" AND outcome_code = ").push_bind(outcome.to_uppercase());
+    if let Some(outcome) = given(&f.outcome) {
+        q = q.push(" AND outcome_code = ?").bind(outcome.to_uppercase());
     }
-    if let Some(code) = f.support_code.as_deref().filter(|s| !s.is_empty()) {
-        q.push(" AND support_code = ").push_bind(code.trim().to_uppercase());
+    if let Some(code) = given(&f.support_code) {
+        q = q.push(" AND support_code = ?").bind(code.trim().to_uppercase());
     }
-    q.push(" ORDER BY id DESC LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
-    q.build_query_as().fetch_all(db).await
+    q.push(" ORDER BY id DESC LIMIT ? OFFSET ?").bind(limit).bind(offset).fetch_all(db).await
 }
 
 /// The newest rows about one person.

@@ -1,36 +1,69 @@
 //! Writes that belong together (an act's outcome, its audit row, what follows from it) run as one
-//! transaction, in one trip to the database. On SQLite each trip is a hand-off to the connection's
-//! own thread and back, which costs more than the statements themselves: a request that made a
-//! dozen of them spent most of its time waking threads.
+//! transaction. On SQLite that is one trip to the database: each trip is a hand-off to the
+//! connection's own thread and back, which costs more than the statements themselves, and a
+//! request that made a dozen of them spent most of its time waking threads. PostgreSQL will not
+//! prepare several statements as one, so there a batch is a transaction sent statement by
+//! statement on one connection.
 //!
 //! A [`Stmt`] binds its values in order to anonymous `?` placeholders, or to numbered ones
 //! (`$1`, which may come back) when it runs on its own; only the first kind can be joined into a
-//! batch, whose values are bound in order across all its statements.
+//! batch, whose values are bound in order across all its statements. For PostgreSQL, `?` is
+//! rewritten as `$1`, `$2`… outside quoted text.
 
-use super::Db;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::Arguments;
+use super::{Db, Tx};
+use sqlx::postgres::{PgArguments, PgConnection, PgRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::{Arguments, Either};
 use std::borrow::Cow;
 
 /// A value bound to a statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// NULL, of whatever type the statement expects there (PostgreSQL infers it).
     Null,
     Int(i64),
+    /// SQLite keeps it as 1 or 0; PostgreSQL as a `BOOLEAN`.
+    Bool(bool),
     Text(String),
     Bytes(Vec<u8>),
 }
 
 impl From<bool> for Value {
-    /// As SQLite keeps it: 1 or 0.
     fn from(v: bool) -> Self {
-        Value::Int(v.into())
+        Value::Bool(v)
     }
 }
 
-impl<T: serde::Serialize> From<&sqlx::types::Json<T>> for Value {
+/// A value kept as JSON text in a `TEXT` column, on either database (sqlx's own `Json` reads
+/// PostgreSQL's `JSONB` only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText<T>(pub T);
+
+impl<T, DB: sqlx::Database> sqlx::Type<DB> for JsonText<T>
+where
+    String: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, T: serde::de::DeserializeOwned, DB: sqlx::Database> sqlx::Decode<'r, DB> for JsonText<T>
+where
+    String: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(JsonText(serde_json::from_str(&String::decode(value)?)?))
+    }
+}
+
+impl<T: serde::Serialize> From<&JsonText<T>> for Value {
     /// As JSON text.
-    fn from(v: &sqlx::types::Json<T>) -> Self {
+    fn from(v: &JsonText<T>) -> Self {
         Value::Text(serde_json::to_string(&v.0).unwrap_or_else(|_| "null".into()))
     }
 }
@@ -83,6 +116,16 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
+/// What a row read by a [`Stmt`] is made from, on either database.
+pub trait Row:
+    for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin + 'static
+{
+}
+impl<T> Row for T where
+    T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin + 'static
+{
+}
+
 /// One statement and its values, bound in order to its placeholders (see the module's note).
 #[derive(Debug, Clone)]
 pub struct Stmt {
@@ -90,10 +133,23 @@ pub struct Stmt {
     values: Vec<Value>,
 }
 
+/// One connection, of either database, that a statement runs on.
+enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
 impl Stmt {
     /// A statement: its text is usually a literal, or made once from constant parts.
     pub fn new(sql: impl Into<Cow<'static, str>>) -> Self {
         Stmt { sql: sql.into(), values: Vec::new() }
+    }
+
+    /// The statement with `more` added to its text (a clause chosen at run time); values bound
+    /// after it go to the placeholders in `more`.
+    pub fn push(mut self, more: &str) -> Self {
+        self.sql.to_mut().push_str(more);
+        self
     }
 
     pub fn bind(mut self, value: impl Into<Value>) -> Self {
@@ -103,9 +159,10 @@ impl Stmt {
 
     /// Runs it on its own: how many rows it changed.
     pub async fn run(self, db: &Db) -> sqlx::Result<u64> {
-        self.check_values();
-        let args = arguments(self.values)?;
-        Ok(sqlx::query_with(&self.sql, args).execute(db).await?.rows_affected())
+        match db {
+            Db::Sqlite(pool) => self.run_on(Conn::Sqlite(&mut *pool.acquire().await?)).await,
+            Db::Postgres(pool) => self.run_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
+        }
     }
 
     /// Runs it on its own: whether it changed exactly one row.
@@ -114,35 +171,27 @@ impl Stmt {
     }
 
     /// Runs it on its own: the first row it returns, if any.
-    pub async fn fetch_optional<T>(self, db: &Db) -> sqlx::Result<Option<T>>
-    where
-        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
-    {
-        self.check_values();
-        sqlx::query_as_with(&self.sql, arguments(self.values)?).fetch_optional(db).await
+    pub async fn fetch_optional<T: Row>(self, db: &Db) -> sqlx::Result<Option<T>> {
+        Ok(self.fetch_all(db).await?.into_iter().next())
     }
 
     /// Runs it on its own: its one row (an error when there is none).
-    pub async fn fetch_one<T>(self, db: &Db) -> sqlx::Result<T>
-    where
-        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
-    {
+    pub async fn fetch_one<T: Row>(self, db: &Db) -> sqlx::Result<T> {
         self.fetch_optional(db).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Runs it on its own: every row it returns.
-    pub async fn fetch_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
-    where
-        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
-    {
-        self.check_values();
-        sqlx::query_as_with(&self.sql, arguments(self.values)?).fetch_all(db).await
+    pub async fn fetch_all<T: Row>(self, db: &Db) -> sqlx::Result<Vec<T>> {
+        match db {
+            Db::Sqlite(pool) => self.fetch_all_on(Conn::Sqlite(&mut *pool.acquire().await?)).await,
+            Db::Postgres(pool) => self.fetch_all_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
+        }
     }
 
     /// Runs it on its own: the first column of the first row, if there is a row.
     pub async fn scalar<T>(self, db: &Db) -> sqlx::Result<Option<T>>
     where
-        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+        (T,): Row,
     {
         Ok(self.fetch_optional::<(T,)>(db).await?.map(|(v,)| v))
     }
@@ -150,7 +199,7 @@ impl Stmt {
     /// Runs it on its own: the first column of its one row (an error when there is none).
     pub async fn scalar_one<T>(self, db: &Db) -> sqlx::Result<T>
     where
-        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+        (T,): Row,
     {
         self.scalar(db).await?.ok_or(sqlx::Error::RowNotFound)
     }
@@ -158,13 +207,51 @@ impl Stmt {
     /// Runs it on its own: the first column of every row it returns.
     pub async fn scalar_all<T>(self, db: &Db) -> sqlx::Result<Vec<T>>
     where
-        (T,): for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+        (T,): Row,
     {
         Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
+    }
+
+    /// Runs it inside `tx`: how many rows it changed.
+    pub async fn run_in(self, tx: &mut Tx) -> sqlx::Result<u64> {
+        self.run_on(tx.conn()).await
+    }
+
+    /// Runs it inside `tx`: the first row it returns, if any.
+    pub async fn fetch_optional_in<T: Row>(self, tx: &mut Tx) -> sqlx::Result<Option<T>> {
+        Ok(self.fetch_all_on(tx.conn()).await?.into_iter().next())
     }
 }
 
 impl Stmt {
+    async fn run_on(self, conn: Conn<'_>) -> sqlx::Result<u64> {
+        self.check_values();
+        match conn {
+            Conn::Sqlite(c) => {
+                let args = sqlite_arguments(self.values)?;
+                Ok(sqlx::query_with(&self.sql, args).execute(c).await?.rows_affected())
+            }
+            Conn::Postgres(c) => {
+                let (sql, args) = (numbered(&self.sql), pg_arguments(self.values)?);
+                Ok(sqlx::query_with(&sql, args).execute(c).await?.rows_affected())
+            }
+        }
+    }
+
+    async fn fetch_all_on<T: Row>(self, conn: Conn<'_>) -> sqlx::Result<Vec<T>> {
+        self.check_values();
+        match conn {
+            Conn::Sqlite(c) => {
+                let args = sqlite_arguments(self.values)?;
+                sqlx::query_as_with(&self.sql, args).fetch_all(c).await
+            }
+            Conn::Postgres(c) => {
+                let (sql, args) = (numbered(&self.sql), pg_arguments(self.values)?);
+                sqlx::query_as_with(&sql, args).fetch_all(c).await
+            }
+        }
+    }
+
     /// One value for each placeholder (for numbered ones, each number): one missing would shift
     /// every later value of its batch.
     fn check_values(&self) {
@@ -176,9 +263,25 @@ impl Stmt {
     }
 }
 
+impl Tx {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            Tx::Postgres(tx) => Conn::Postgres(&mut *tx),
+        }
+    }
+}
+
 /// Statements run together: all of them or none.
 #[derive(Debug, Default)]
 pub struct Batch(Vec<Stmt>);
+
+/// What a batch's closing read returned, and how many rows its last statement before that changed.
+#[derive(Debug)]
+pub struct Ran<T> {
+    pub rows: Vec<T>,
+    pub last_changed: u64,
+}
 
 impl Batch {
     pub fn new() -> Self {
@@ -195,34 +298,19 @@ impl Batch {
         self.0.is_empty()
     }
 
-    /// Runs every statement, then `read`, in one transaction: the rows `read` returns. Only
-    /// `read` may return rows (no `RETURNING` in the others).
+    /// Runs every statement, then `read`, in one transaction: the rows `read` returns, and how
+    /// many rows the last statement before it changed. Only `read` may return rows (no
+    /// `RETURNING` in the others).
     ///
     /// It runs to its end even if the caller stops waiting (a browser that went away): a
     /// transaction is never left half done on a pooled connection.
-    pub async fn run_then<T>(self, db: &Db, read: Stmt) -> sqlx::Result<Vec<T>>
-    where
-        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin + 'static,
-    {
-        let mut stmts = self.0;
-        stmts.push(read);
-        let (sql, values) = joined(stmts);
-        let args = arguments(values)?;
+    pub async fn run_then<T: Row>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
         let db = db.clone();
-        tokio::spawn(async move {
-            let mut conn = db.acquire().await?;
-            let rows = sqlx::query_as_with::<_, T, _>(&sql, args).fetch_all(&mut *conn).await;
-            if rows.is_err() {
-                // A statement failed part way: what ran before it is undone. A connection that
-                // cannot even roll back is not given back to the pool.
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    conn.close_on_drop();
-                }
-            }
-            rows
-        })
-        .await
-        .map_err(|e| sqlx::Error::Protocol(format!("a batch of statements did not finish: {e}")))?
+        let ran = match db {
+            Db::Sqlite(pool) => tokio::spawn(sqlite_batch(pool, self.0, read)).await,
+            Db::Postgres(pool) => tokio::spawn(postgres_batch(pool, self.0, read)).await,
+        };
+        ran.map_err(|e| sqlx::Error::Protocol(format!("a batch of statements did not finish: {e}")))?
     }
 
     /// Runs every statement in one transaction.
@@ -230,31 +318,83 @@ impl Batch {
         if self.is_empty() {
             return Ok(());
         }
-        self.run_then::<(i64,)>(db, Stmt::new("SELECT 0 WHERE 0")).await.map(drop)
+        self.run_counting_last(db).await.map(drop)
+    }
+
+    /// Runs every statement in one transaction: how many rows the last one changed.
+    pub async fn run_counting_last(self, db: &Db) -> sqlx::Result<u64> {
+        let ran = self.run_then::<(i64,)>(db, Stmt::new("SELECT 0 WHERE 1 = 0")).await?;
+        Ok(ran.last_changed)
     }
 }
 
-/// The statements as one text, in a transaction that takes the write lock at once (so that it
-/// never has to be upgraded half way, which could fail under contention), and their values.
-fn joined(stmts: Vec<Stmt>) -> (String, Vec<Value>) {
+/// A batch on SQLite: one text, in a transaction that takes the write lock at once (so that it
+/// never has to be upgraded half way, which could fail under contention). Each statement reports
+/// what it changed as it ends: BEGIN is the first, the read the last but one.
+async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: Stmt) -> sqlx::Result<Ran<T>> {
+    use futures_util::TryStreamExt;
+    let last = stmts.len();
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     let mut values = Vec::new();
-    for s in stmts {
+    for s in stmts.into_iter().chain([read]) {
         s.check_values();
         sql.push_str(s.sql.trim().trim_end_matches(';'));
         sql.push_str(";\n");
         values.extend(s.values);
     }
     sql.push_str("COMMIT;");
-    (sql, values)
+    let args = sqlite_arguments(values)?;
+    let mut conn = pool.acquire().await?;
+    let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
+    let mut ended = 0;
+    let outcome: sqlx::Result<()> = async {
+        // One prepared text of several statements, which only SQLite allows (and sqlx's query
+        // types warn of): the executor's own call reports each statement's end.
+        let mut results = sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args));
+        while let Some(item) = results.try_next().await? {
+            match item {
+                Either::Left(done) => {
+                    if ended == last {
+                        ran.last_changed = done.rows_affected();
+                    }
+                    ended += 1;
+                }
+                Either::Right(row) => ran.rows.push(T::from_row(&row)?),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        // A statement failed part way: what ran before it is undone. A connection that cannot
+        // even roll back is not given back to the pool.
+        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        return Err(e);
+    }
+    Ok(ran)
 }
 
-fn arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
+/// A batch on PostgreSQL: a transaction, statement by statement.
+async fn postgres_batch<T: Row>(pool: sqlx::PgPool, stmts: Vec<Stmt>, read: Stmt) -> sqlx::Result<Ran<T>> {
+    let mut tx = pool.begin().await?;
+    let mut last_changed = 0;
+    for s in stmts {
+        last_changed = s.run_on(Conn::Postgres(&mut tx)).await?;
+    }
+    let rows = read.fetch_all_on(Conn::Postgres(&mut tx)).await?;
+    tx.commit().await?;
+    Ok(Ran { rows, last_changed })
+}
+
+fn sqlite_arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
     let mut args = SqliteArguments::default();
     for v in values {
         let added = match v {
             Value::Null => args.add(None::<i64>),
             Value::Int(i) => args.add(i),
+            Value::Bool(b) => args.add(b),
             Value::Text(s) => args.add(s),
             Value::Bytes(b) => args.add(b),
         };
@@ -263,12 +403,72 @@ fn arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
     Ok(args)
 }
 
-/// The highest numbered placeholder (`$1`, `?1`) in `sql`, if it has any: they would not survive
-/// being joined.
+fn pg_arguments(values: Vec<Value>) -> sqlx::Result<PgArguments> {
+    let mut args = PgArguments::default();
+    for v in values {
+        let added = match v {
+            Value::Null => args.add(UntypedNull),
+            Value::Int(i) => args.add(i),
+            Value::Bool(b) => args.add(b),
+            Value::Text(s) => args.add(s),
+            Value::Bytes(b) => args.add(b),
+        };
+        added.map_err(sqlx::Error::Encode)?;
+    }
+    Ok(args)
+}
+
+/// A NULL sent to PostgreSQL without a type (OID 0), so that the server gives it the type its
+/// place in the statement needs: a typed one (say, `BIGINT`) would be refused in a `TEXT` column.
+struct UntypedNull;
+
+impl sqlx::Type<sqlx::Postgres> for UntypedNull {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+/// `sql` with its `?` placeholders numbered (`$1`, `$2`…), as PostgreSQL wants them; a `?` in
+/// quoted text stays. A statement that numbers its own is returned as it is.
+fn numbered(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('?') || highest_numbered_placeholder(sql).is_some() {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let (mut n, mut quoted) = (0, false);
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The highest numbered placeholder (`$1`) in `sql`, if it has any: they would not survive
+/// being joined. (SQLite's `?1` is not one: PostgreSQL would not know it, and a statement with
+/// it fails [`Stmt::check_values`], each `?` counted as a value.)
 fn highest_numbered_placeholder(sql: &str) -> Option<usize> {
     let bytes = sql.as_bytes();
     (0..bytes.len().saturating_sub(1))
-        .filter(|&i| (bytes[i] == b'$' || bytes[i] == b'?') && bytes[i + 1].is_ascii_digit())
+        .filter(|&i| bytes[i] == b'$' && bytes[i + 1].is_ascii_digit())
         .filter_map(|i| {
             let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
             sql[i + 1..i + 1 + digits].parse().ok()
@@ -282,7 +482,7 @@ mod tests {
 
     async fn db() -> Db {
         let db = super::super::connect("sqlite::memory:", 1).await.unwrap();
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)").execute(&db).await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)").execute(db.sqlite()).await.unwrap();
         db
     }
 
@@ -293,7 +493,7 @@ mod tests {
         b.push(Stmt::new("INSERT INTO t (k, n) VALUES (?, ?)").bind("a").bind(1_i64));
         b.push(Stmt::new("INSERT INTO t (k, n) VALUES (?, ?)").bind("b").bind(None::<i64>));
         let read = Stmt::new("SELECT k, n FROM t WHERE k IN (?, ?) ORDER BY k").bind("a").bind("b");
-        let rows: Vec<(String, Option<i64>)> = b.run_then(&db, read).await.unwrap();
+        let rows: Vec<(String, Option<i64>)> = b.run_then(&db, read).await.unwrap().rows;
         assert_eq!(rows, vec![("a".into(), Some(1)), ("b".into(), None)]);
     }
 
@@ -304,7 +504,7 @@ mod tests {
         b.push(Stmt::new("INSERT INTO t (k, n) VALUES (?, 1)").bind("a"));
         b.push(Stmt::new("INSERT INTO t (k, n) VALUES (?, 2)").bind("a"));
         assert!(b.run(&db).await.is_err(), "the second insert breaks the key");
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&db).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(db.sqlite()).await.unwrap();
         assert_eq!(n, 0, "the first insert was undone");
         // The one connection is usable, outside any transaction.
         let mut again = Batch::new();
@@ -314,9 +514,19 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_are_numbered_for_postgresql_outside_quoted_text() {
+        assert_eq!(
+            numbered("SELECT a FROM t WHERE b = ? AND c LIKE ? ESCAPE '\\' AND d = '?' LIMIT ?"),
+            "SELECT a FROM t WHERE b = $1 AND c LIKE $2 ESCAPE '\\' AND d = '?' LIMIT $3"
+        );
+        assert_eq!(numbered("SELECT $1, $1"), "SELECT $1, $1");
+        assert_eq!(numbered("SELECT 'it''s', ?"), "SELECT 'it''s', $1");
+    }
+
+    #[test]
     fn numbered_placeholders_are_counted_and_kept_out_of_batches() {
         assert_eq!(highest_numbered_placeholder("SELECT $1 WHERE a = $12 OR b = $1"), Some(12));
-        assert_eq!(highest_numbered_placeholder("SELECT ?2"), Some(2));
+        assert_eq!(highest_numbered_placeholder("SELECT ?2"), None, "SQLite's own kind is not used");
         assert_eq!(highest_numbered_placeholder("SELECT ? WHERE x = '$'"), None);
         let batched = std::panic::catch_unwind(|| Batch::new().push(Stmt::new("SELECT $1").bind(1_i64)));
         assert!(batched.is_err(), "a numbered placeholder in a batch");

@@ -56,7 +56,7 @@ pub async fn must_change(db: &Db, id: &str) -> sqlx::Result<bool> {
 
 /// Requires a new password at the next sign-in.
 pub async fn require_change(db: &Db, id: &str, now: i64) -> sqlx::Result<bool> {
-    Stmt::new("UPDATE cloud_users SET must_change = 1, updated_at = ? WHERE id = ?")
+    Stmt::new("UPDATE cloud_users SET must_change = TRUE, updated_at = ? WHERE id = ?")
         .bind(now)
         .bind(id)
         .changed_one(db)
@@ -75,8 +75,8 @@ pub async fn search(db: &Db, text: &str, limit: i64) -> sqlx::Result<Vec<CloudUs
     let like = super::contains_pattern(text);
     Stmt::new(
         "SELECT id, username, email, display_name, enabled FROM cloud_users \
-         WHERE username LIKE ?1 ESCAPE '\\' OR lower(display_name) LIKE ?1 ESCAPE '\\' OR email_lc LIKE ?1 ESCAPE '\\' \
-         ORDER BY username LIMIT ?2",
+         WHERE username LIKE $1 ESCAPE '\\' OR lower(display_name) LIKE $1 ESCAPE '\\' OR email_lc LIKE $1 ESCAPE '\\' \
+         ORDER BY username LIMIT $2",
     )
     .bind(like)
     .bind(limit)

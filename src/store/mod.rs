@@ -9,31 +9,86 @@ pub mod cloud;
 pub mod codes;
 pub mod housekeeping;
 pub mod security;
+pub mod sessions;
 pub mod staff;
 pub mod users;
 pub mod writebacks;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub type Db = SqlitePool;
-pub use batch::{Batch, Stmt};
+pub use batch::{Batch, JsonText, Ran, Row, Stmt, Value};
 
-/// Opens (creating if needed) the database and applies `migrations/`.
+/// The portal's database: the embedded SQLite file, or PostgreSQL shared by several instances.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// A transaction that reads between its writes (most writes that belong together are a [`Batch`]).
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Db {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// The SQLite pool, for tests of what only SQLite has.
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
+        match self {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("a SQLite database was expected"),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> sqlx::Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Opens (creating if needed) the database and applies its migrations.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     open(url, max_connections, false, false).await
 }
 
 /// [`connect`] for `serve`, choosing whether every commit is flushed to the disk (`durable`) or
-/// only at checkpoints (see `database.durable_commits`). No request checkpoints the log: the
-/// caller runs [`housekeeping::run`], which does.
+/// only at checkpoints (see `database.durable_commits`; PostgreSQL keeps its own settings). No
+/// request checkpoints SQLite's log: the caller runs [`housekeeping::run`], which does.
 pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> anyhow::Result<Db> {
     open(url, max_connections, durable, true).await
 }
 
 async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart: bool) -> anyhow::Result<Db> {
+    if crate::config::is_postgres_url(url) {
+        return open_postgres(url, max_connections).await;
+    }
     let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
     let mut opts = SqliteConnectOptions::from_str(url)
         .with_context(|| "database.url")?
@@ -60,8 +115,23 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
         .connect_with(opts)
         .await
         .context("opening the database")?;
-    sqlx::migrate!("./migrations").run(&pool).await.context("applying migrations")?;
-    Ok(pool)
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("applying migrations")?;
+    Ok(Db::Sqlite(pool))
+}
+
+/// Opens a PostgreSQL database and applies its migrations. Several instances may start at once:
+/// sqlx runs the migrations under a PostgreSQL advisory lock, so one instance applies them and
+/// the others find them applied.
+async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    // Whether the link is safe enough is checked with the configuration (`PortalConfig::validate`).
+    let opts = PgConnectOptions::from_str(url).context("database.url")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        .connect_with(opts)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::migrate!("./migrations/postgres").run(&pool).await.context("applying migrations")?;
+    Ok(Db::Postgres(pool))
 }
 
 /// How long a statement waits for another connection's write before it fails as busy.
@@ -167,11 +237,11 @@ mod tests {
     async fn a_write_waits_for_another_connections_write_and_then_goes_through() {
         let root = std::env::temp_dir().join(format!("pb-busy-{}", uuid::Uuid::new_v4()));
         let db = connect(&format!("sqlite://{}/b.db?mode=rwc", root.display()), 2).await.unwrap();
-        let mut holder = db.acquire().await.unwrap();
+        let mut holder = db.sqlite().acquire().await.unwrap();
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *holder).await.unwrap();
         let write = tokio::spawn({
             let db = db.clone();
-            async move { sqlx::query("INSERT INTO relay_frames VALUES ('a', 'b', 0)").execute(&db).await }
+            async move { sqlx::query("INSERT INTO relay_frames VALUES ('a', 'b', 0)").execute(db.sqlite()).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!write.is_finished(), "the write waits while the other holds the lock");
@@ -190,7 +260,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("pb-db-{}", uuid::Uuid::new_v4()));
         let file = root.join("state").join("passback.db");
         let db = connect(&format!("sqlite://{}?mode=rwc", file.display()), 1).await.unwrap();
-        sqlx::query("INSERT INTO relay_frames VALUES ('a', 'b', 0)").execute(&db).await.unwrap();
+        sqlx::query("INSERT INTO relay_frames VALUES ('a', 'b', 0)").execute(db.sqlite()).await.unwrap();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root.join("state")), 0o700);
         assert_eq!(mode(&file), 0o600);

@@ -263,10 +263,9 @@ pub async fn alternate_email(db: &Db, p: Person<'_>) -> sqlx::Result<Option<Stri
         .await
 }
 
-/// [`alternate_email`], as the read that ends a [`super::Batch`], with how many rows the
-/// batch's last statement changed: one row, `(address or NULL, changes)`.
+/// [`alternate_email`], as the read that ends a [`super::Batch`]: one row, the address or NULL.
 pub fn alternate_email_after(p: Person<'_>) -> Stmt {
-    Stmt::new("SELECT (SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?), changes()")
+    Stmt::new("SELECT (SELECT email FROM alternate_emails WHERE directory = ? AND anchor = ?)")
         .bind(p.directory)
         .bind(p.anchor)
 }

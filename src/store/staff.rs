@@ -124,8 +124,8 @@ pub async fn use_totp_step(db: &Db, id: &str, step: i64) -> sqlx::Result<bool> {
 /// ends, and the owner must enrol their own again at the next sign-in.
 pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &[u8], now: i64) -> sqlx::Result<bool> {
     Stmt::new(
-        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = 0, must_enrol = 1, \
-         enrolment_started = 0, pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
+        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = 0, must_enrol = TRUE, \
+         enrolment_started = FALSE, pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
          WHERE id = ?",
     )
     .bind(password_hash)
@@ -143,8 +143,8 @@ pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &
 /// already or the account changed meanwhile.
 pub async fn begin_enrolment(db: &Db, id: &str, epoch: i64) -> sqlx::Result<Option<i64>> {
     Stmt::new(
-        "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = 1 \
-         WHERE id = ? AND must_enrol = 1 AND enrolment_started = 0 AND session_epoch = ? RETURNING session_epoch",
+        "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = TRUE \
+         WHERE id = ? AND must_enrol = TRUE AND enrolment_started = FALSE AND session_epoch = ? RETURNING session_epoch",
     )
     .bind(id)
     .bind(epoch)
@@ -171,9 +171,9 @@ pub async fn complete_enrolment(
     now: i64,
 ) -> sqlx::Result<bool> {
     Stmt::new(
-        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = ?, must_enrol = 0, \
+        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = ?, must_enrol = FALSE, \
          pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
-         WHERE id = ? AND must_enrol = 1 AND session_epoch = ?",
+         WHERE id = ? AND must_enrol = TRUE AND session_epoch = ?",
     )
     .bind(password_hash)
     .bind(totp_enc)

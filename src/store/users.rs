@@ -80,10 +80,10 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
     let mut changes = Vec::new();
     for u in users {
         let before: Option<(Option<String>, String)> =
-            sqlx::query_as("SELECT email, other_emails FROM directory_users WHERE directory = $1 AND anchor = $2")
+            Stmt::new("SELECT email, other_emails FROM directory_users WHERE directory = $1 AND anchor = $2")
                 .bind(directory)
                 .bind(u.anchor.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional_in(&mut tx)
                 .await?;
         let other_emails = serde_json::to_string(&u.other_emails).unwrap_or_else(|_| "[]".into());
         if let Some((email, others)) = before {
@@ -97,7 +97,7 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
                 changes.push(AddressChange { anchor: u.anchor.as_str().to_string(), before });
             }
         }
-        sqlx::query(
+        Stmt::new(
             "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
              display_name, enabled, locked, protected, synced_at, groups, password_changed_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -115,7 +115,7 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         .bind(u.email.as_ref().map(|e| e.as_str()))
         .bind(u.email.as_ref().map(|e| e.as_str().to_lowercase()))
         .bind(&other_emails)
-        .bind(&u.mobile)
+        .bind(u.mobile.as_deref())
         .bind(&u.display_name)
         .bind(u.enabled)
         .bind(u.locked)
@@ -126,7 +126,7 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
                 .unwrap_or_else(|_| "[]".into()),
         )
         .bind(u.password_changed_at)
-        .execute(&mut *tx)
+        .run_in(&mut tx)
         .await?;
     }
     tx.commit().await?;
@@ -204,18 +204,18 @@ pub async fn release_hold(db: &Db, directory: &str) -> sqlx::Result<bool> {
 /// are removed (anyone seen by a sync since stays). Returns how many went, or `None` without a hold.
 pub async fn apply_hold(db: &Db, directory: &str) -> sqlx::Result<Option<u64>> {
     let mut tx = db.begin().await?;
-    let started: Option<i64> = sqlx::query_scalar("DELETE FROM sync_holds WHERE directory = $1 RETURNING started_at")
+    let started: Option<(i64,)> = Stmt::new("DELETE FROM sync_holds WHERE directory = $1 RETURNING started_at")
         .bind(directory)
-        .fetch_optional(&mut *tx)
+        .fetch_optional_in(&mut tx)
         .await?;
-    let Some(started) = started else { return Ok(None) };
-    let r = sqlx::query("DELETE FROM directory_users WHERE directory = $1 AND synced_at < $2")
+    let Some((started,)) = started else { return Ok(None) };
+    let removed = Stmt::new("DELETE FROM directory_users WHERE directory = $1 AND synced_at < $2")
         .bind(directory)
         .bind(started)
-        .execute(&mut *tx)
+        .run_in(&mut tx)
         .await?;
     tx.commit().await?;
-    Ok(Some(r.rows_affected()))
+    Ok(Some(removed))
 }
 
 /// After a complete full sync: people not seen since `sync_started` have left the scope.
@@ -272,7 +272,7 @@ pub async fn find_anywhere(db: &Db, login: &str) -> sqlx::Result<Vec<LoginMatch>
          FROM directory_users d LEFT JOIN user_kind_overrides o ON o.directory = d.directory AND o.anchor = d.anchor \
          WHERE d.username = $1 OR d.email_lc = $1 \
          UNION ALL \
-         SELECT '', c.id, c.username, c.email, '[]', 0, c.enabled, NULL \
+         SELECT '', c.id, c.username, c.email, '[]', FALSE, c.enabled, NULL \
          FROM cloud_users c WHERE c.username = $1 OR c.email_lc = $1 \
          LIMIT 10",
     )
@@ -317,33 +317,40 @@ pub async fn search(db: &Db, scope: &Scope, text: &str, offset: i64, limit: i64)
         return Ok(Vec::new());
     }
     let like = super::contains_pattern(text);
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {COLUMNS} FROM directory_users WHERE ("));
-    q.push("username LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");
-    q.push(" OR lower(display_name) LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'");
-    q.push(" OR email_lc LIKE ").push_bind(like).push(" ESCAPE '\\')");
+    let mut q = Stmt::new(format!(
+        "SELECT {COLUMNS} FROM directory_users WHERE (username LIKE ? ESCAPE '\\' \
+         OR lower(display_name) LIKE ? ESCAPE '\\' OR email_lc LIKE ? ESCAPE '\\')"
+    ))
+    .bind(like.clone())
+    .bind(like.clone())
+    .bind(like);
     if !scope.directories.is_empty() {
-        q.push(" AND directory IN (");
-        let mut s = q.separated(", ");
-        for d in &scope.directories {
-            s.push_bind(d.clone());
-        }
-        q.push(")");
+        q = q.push(&format!(" AND directory IN ({})", placeholders(scope.directories.len())));
+        q = scope.directories.iter().fold(q, Stmt::bind);
     }
     if !scope.groups.is_empty() {
-        q.push(" AND EXISTS (SELECT 1 FROM json_each(directory_users.groups) WHERE value IN (");
-        let mut s = q.separated(", ");
-        for g in &scope.groups {
-            s.push_bind(normalise_dn(g));
-        }
-        q.push("))");
+        // The person's groups are a JSON array of text, which each database opens its own way.
+        let groups = if db.is_postgres() {
+            "jsonb_array_elements_text(directory_users.groups::jsonb) AS g(value)"
+        } else {
+            "json_each(directory_users.groups) AS g"
+        };
+        let within = placeholders(scope.groups.len());
+        q = q.push(&format!(" AND EXISTS (SELECT 1 FROM {groups} WHERE g.value IN ({within}))"));
+        q = scope.groups.iter().map(|g| normalise_dn(g)).fold(q, Stmt::bind);
     }
     // The base DNs are checked RDN by RDN, as every act checks them ([`Scope::covers`]), not by
     // a text suffix that an escaped comma in a name could fake.
-    q.push(" ORDER BY username, directory LIMIT ").push_bind(SEARCH_CAP);
-    let rows: Vec<UserRow> = q.build_query_as().fetch_all(db).await?;
+    let q = q.push(" ORDER BY username, directory LIMIT ?").bind(SEARCH_CAP);
+    let rows: Vec<UserRow> = q.fetch_all(db).await?;
     let skip = usize::try_from(offset).unwrap_or(0);
     let take = usize::try_from(limit).unwrap_or(0);
     Ok(rows.into_iter().filter(|p| scope.covers(p)).skip(skip).take(take).collect())
+}
+
+/// `n` placeholders, separated by commas.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 /// The most matches a search looks through (a search this broad should be narrowed anyway).
@@ -351,10 +358,12 @@ const SEARCH_CAP: i64 = 2000;
 
 /// The mail domain most synced people have, if any has an address.
 pub async fn commonest_mail_domain(db: &Db) -> sqlx::Result<Option<String>> {
-    Stmt::new(
-        "SELECT substr(email_lc, instr(email_lc, '@') + 1) AS domain FROM directory_users \
-         WHERE email_lc LIKE '%@%' GROUP BY domain ORDER BY COUNT(*) DESC, domain LIMIT 1",
-    )
+    // Where the `@` is: each database names that function its own way.
+    let at = if db.is_postgres() { "strpos" } else { "instr" };
+    Stmt::new(format!(
+        "SELECT substr(email_lc, {at}(email_lc, '@') + 1) AS domain FROM directory_users \
+         WHERE email_lc LIKE '%@%' GROUP BY domain ORDER BY COUNT(*) DESC, domain LIMIT 1"
+    ))
     .scalar(db)
     .await
 }

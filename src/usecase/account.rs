@@ -175,9 +175,9 @@ pub async fn once_then(
         batch.push(store::security::next_session_epoch(act.target.person()));
     }
     then(&result, &mut batch);
-    let read: Vec<(Option<String>, i64)> =
+    let ran: store::Ran<(Option<String>,)> =
         batch.run_then(&st.db, store::security::alternate_email_after(act.target.person())).await?;
-    let (alternate, changed) = read.into_iter().next().unwrap_or_default();
+    let (alternate, changed) = (ran.rows.into_iter().next().and_then(|(a,)| a), ran.last_changed);
     if set {
         notify_all(st, addresses(act.target, alternate), now, notice);
     }

@@ -7,6 +7,7 @@ use passback::config::{DirectoryConfig, HistoryOnReset};
 use passback::directory::{AccountChange, Directory};
 use passback::domain::{Anchor, DirectoryId, Outcome};
 use passback::sandbox::{SambaDc, TestCa, INITIAL_AD_PASSWORD};
+use passback::store::Stmt;
 use secrecy::SecretString;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -713,17 +714,17 @@ async fn the_helpdesk_resets_ad_people_in_scope_and_protected_ones_only_where_bo
 
     // The portal's copy of a membership can lag (a delta sync does not see group changes): the
     // agent checks protection itself, also for an unlock.
-    sqlx::query("UPDATE directory_users SET protected = 0 WHERE username = ?")
+    Stmt::new("UPDATE directory_users SET protected = FALSE WHERE username = ?")
         .bind(admin_sam.to_lowercase())
-        .execute(&app.db)
+        .run(&app.db)
         .await
         .unwrap();
     let (_, page) = person_page_in(&app, &c, AD, &admin_sam).await;
     let (_, done) = act_in(&app, &c, AD, &admin_sam, &page, &[("act", "unlock")]).await;
     assert!(done.contains("PB-3002"), "the agent refuses: {done}");
-    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = ?")
+    Stmt::new("UPDATE directory_users SET protected = TRUE WHERE username = ?")
         .bind(admin_sam.to_lowercase())
-        .execute(&app.db)
+        .run(&app.db)
         .await
         .unwrap();
 

@@ -9,6 +9,7 @@ use passback::agent::state::AgentState;
 use passback::domain::{Anchor, DirectoryId, EmailAddress, MsgId, Outcome, SyncedUser};
 use passback::envelope::{self, Direction, FrameKind, PackageKey, Report, ResultPackage, SealedFrame};
 use passback::relay::protocol::{SyncChunk, Wire};
+use passback::store::Stmt;
 use passback::store::{staff::Role, users::Scope};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -70,11 +71,7 @@ async fn wait_refused(app: &TestApp, reason: &str, n: u64) {
 }
 
 async fn email_of(app: &TestApp, uid: &str) -> Option<String> {
-    sqlx::query_scalar("SELECT email FROM directory_users WHERE username = ?")
-        .bind(uid)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    Stmt::new("SELECT email FROM directory_users WHERE username = ?").bind(uid).scalar_one(&app.db).await.unwrap()
 }
 
 async fn wait_for_email(app: &TestApp, uid: &str, expected: &str) {
@@ -181,7 +178,7 @@ async fn a_result_sent_again_or_changed_afterwards_changes_nothing() {
     let page = app.submit_password(&form, "Final-Answer-2024!", "Final-Answer-2024!").await;
     assert!(page.contains("Your password has been changed"), "{page}");
     let (msg_id, shown): (String, String) =
-        sqlx::query_as("SELECT msg_id, outcome_code FROM writebacks WHERE op = 'reset' AND anchor = ?")
+        Stmt::new("SELECT msg_id, outcome_code FROM writebacks WHERE op = 'reset' AND anchor = ?")
             .bind(app.anchor_of("alice").await)
             .fetch_one(&app.db)
             .await
@@ -216,7 +213,7 @@ async fn a_result_sent_again_or_changed_afterwards_changes_nothing() {
     wait_refused(&app, "answered", 2).await;
 
     let (code, late): (String, Option<String>) =
-        sqlx::query_as("SELECT outcome_code, late_outcome_code FROM writebacks WHERE msg_id = ?")
+        Stmt::new("SELECT outcome_code, late_outcome_code FROM writebacks WHERE msg_id = ?")
             .bind(msg_id.as_str())
             .fetch_one(&app.db)
             .await
@@ -303,9 +300,9 @@ async fn an_agent_revoked_from_the_command_line_is_cut_off_by_the_running_portal
     let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
     // What `passback agent revoke --name` does, against the portal's database from another
     // process: the running portal notices within a second.
-    let name = sqlx::query_scalar::<_, String>("SELECT name FROM agents WHERE id = ?")
+    let name = Stmt::new("SELECT name FROM agents WHERE id = ?")
         .bind(&state.agent_id)
-        .fetch_one(&app.db)
+        .scalar_one::<String>(&app.db)
         .await
         .unwrap();
     let revoked =

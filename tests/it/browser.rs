@@ -4,6 +4,7 @@
 use crate::harness::{spawn_app, spawn_app_with, Options};
 use crate::web::{self, Browser};
 use passback::sandbox::INITIAL_USER_PASSWORD;
+use passback::store::Stmt;
 
 const NEW_PASSWORD: &str = "Corr3ct-Horse-Battery!";
 
@@ -375,15 +376,17 @@ async fn a_person_registers_security_questions_and_resets_by_answering_them_with
     let text = choose_new_password(&browser).await;
     assert!(text.contains("Your password has been changed"), "{text}");
     assert!(app.bind_works("bob", NEW_PASSWORD).await);
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT answer_hash FROM security_answers").fetch_all(&app.db).await.unwrap();
+    let stored: Vec<String> = Stmt::new("SELECT answer_hash FROM security_answers").scalar_all(&app.db).await.unwrap();
     assert_eq!(stored.len(), 3);
     assert!(stored.iter().all(|h| h.starts_with("$argon2id$") && !h.to_lowercase().contains("rex")));
     // The answers are nowhere in clear: not in the log, the database or its write-ahead log.
     assert!(!crate::harness::portal_log().to_lowercase().contains("hilltop"));
-    for file in ["passback.db", "passback.db-wal"] {
-        let bytes = std::fs::read(app.dir.join(file)).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&bytes).to_lowercase().contains("hilltop"), "{file} holds an answer");
+    for (file, bytes) in app.database_files().await {
+        assert!(
+            !String::from_utf8_lossy(&bytes).to_lowercase().contains("hilltop"),
+            "{} holds an answer",
+            file.display()
+        );
     }
     browser.close().await;
 }
@@ -498,7 +501,7 @@ async fn a_person_without_an_address_registers_one_proves_it_and_a_stale_session
     browser.press("Remove this address").await;
     assert!(browser.path().await.starts_with("/signin"), "{}", browser.path().await);
     assert!(browser.text().await.contains("sign in again"));
-    let registered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alternate_emails").fetch_one(&app.db).await.unwrap();
+    let registered: i64 = Stmt::new("SELECT COUNT(*) FROM alternate_emails").scalar_one(&app.db).await.unwrap();
     assert_eq!(registered, 1, "nothing was removed");
 
     // The registered address now receives reset codes.

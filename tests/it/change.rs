@@ -3,6 +3,7 @@
 
 use crate::harness::spawn_app;
 use passback::sandbox::INITIAL_USER_PASSWORD;
+use passback::store::Stmt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_changes_a_known_password_and_only_the_new_one_binds() {
@@ -101,8 +102,7 @@ async fn a_cloud_only_account_changes_its_password_against_the_portal_hash() {
 async fn typing_someones_name_at_sign_in_never_locks_them_out_of_the_directory() {
     let app = spawn_app().await;
     // The agent reported the directory's lockout threshold with its policy.
-    let policy: String =
-        sqlx::query_scalar("SELECT policy_json FROM directory_policies").fetch_one(&app.db).await.unwrap();
+    let policy: String = Stmt::new("SELECT policy_json FROM directory_policies").scalar_one(&app.db).await.unwrap();
     assert!(policy.contains("\"lockout_threshold\":5"), "{policy}");
     let sign_in = |password: String| {
         let app = &app;
@@ -116,8 +116,8 @@ async fn typing_someones_name_at_sign_in_never_locks_them_out_of_the_directory()
         sign_in(format!("Wrong-Guess-{i}")).await;
     }
     let wrong_binds: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE operation = 'signin' AND outcome_code = 'PB-3005'")
-            .fetch_one(&app.db)
+        Stmt::new("SELECT COUNT(*) FROM audit WHERE operation = 'signin' AND outcome_code = 'PB-3005'")
+            .scalar_one(&app.db)
             .await
             .unwrap();
     assert_eq!(wrong_binds, 4, "four wrong passwords were tried against the directory, no more");

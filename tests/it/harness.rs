@@ -5,10 +5,10 @@ use passback::config::AgentConfig;
 use passback::mail::sink::Mailbox;
 use passback::relay::Hub;
 use passback::sandbox::{Slapd, TestCa};
-use passback::store::Db;
-use secrecy::SecretString;
+use passback::store::{Db, Stmt};
+use secrecy::{ExposeSecret, SecretString};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -49,6 +49,65 @@ fn init_once() {
             .with_writer(move || LogWriter(buf.clone()))
             .try_init();
     });
+}
+
+/// Which database the portals of this run use: SQLite files, or with
+/// `PASSBACK_TEST_DATABASE=postgres`, a database each on one PostgreSQL cluster that the tests
+/// start (and the kernel stops when they end).
+pub fn shared_postgres() -> Option<&'static passback::sandbox::Postgres> {
+    match std::env::var("PASSBACK_TEST_DATABASE").as_deref() {
+        Ok("postgres") => Some(postgres_cluster()),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("PASSBACK_TEST_DATABASE={other}: sqlite or postgres"),
+    }
+}
+
+/// The tests' PostgreSQL cluster, started by the first test that asks for it.
+pub fn postgres_cluster() -> &'static passback::sandbox::Postgres {
+    static PG: OnceLock<passback::sandbox::Postgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("passback-test-pg-{}", uuid::Uuid::new_v4().simple()));
+        // The cluster lives as long as the thread that starts it: one that never ends.
+        let (started, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            started.send(passback::sandbox::Postgres::start_tied_to_this_thread(&dir)).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        got.recv().unwrap().expect("starting PostgreSQL for the tests")
+    })
+}
+
+/// A new, empty database for one portal: on the shared PostgreSQL cluster (with its name, to
+/// drop at the end), or a SQLite file in `dir`.
+pub async fn database_url(dir: &Path) -> (String, Option<String>) {
+    match shared_postgres() {
+        Some(pg) => {
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            (pg.database(&name).await.unwrap().expose_secret().to_string(), Some(name))
+        }
+        None => (format!("sqlite://{}?mode=rwc", dir.join("passback.db").display()), None),
+    }
+}
+
+/// Drops a test's database from the shared cluster, whoever is still connected (from `Drop`:
+/// on a thread of its own, which may block).
+fn drop_database(name: String) {
+    let Some(pg) = shared_postgres() else { return };
+    let dropped = std::thread::spawn(move || {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(pg.url().expose_secret()).await?;
+            sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut conn).await?;
+            conn.close().await
+        })
+    })
+    .join();
+    if !matches!(dropped, Ok(Ok(()))) {
+        eprintln!("the test database could not be dropped: {dropped:?}");
+    }
 }
 
 pub struct Options {
@@ -154,6 +213,8 @@ pub struct TestApp {
     pub agent: Option<Child>,
     /// More directories, when a test adds them.
     pub more_directories: Vec<Slapd>,
+    /// The portal's database on the shared PostgreSQL cluster, if it is there.
+    pub pg_database: Option<String>,
     pub client: reqwest::Client,
     pub jar: Arc<reqwest::cookie::Jar>,
 }
@@ -175,6 +236,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let (smtp, mailbox) = passback::mail::sink::start(0).await.unwrap();
 
     let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
+    let (url, pg_database) = database_url(&dir).await;
+    cfg.database.url = url;
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
     cfg.gates.required = opts.gates_required;
@@ -231,6 +294,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         agent_config_file,
         agent: None,
         more_directories: Vec::new(),
+        pg_database,
         client,
         jar,
     };
@@ -553,11 +617,58 @@ impl TestApp {
 
     /// The synced anchor of a seeded person.
     pub async fn anchor_of(&self, uid: &str) -> String {
-        sqlx::query_scalar("SELECT anchor FROM directory_users WHERE username = ?")
+        Stmt::new("SELECT anchor FROM directory_users WHERE username = ?")
             .bind(uid)
-            .fetch_one(&self.db)
+            .scalar_one(&self.db)
             .await
             .unwrap_or_else(|e| panic!("{uid} is not synced: {e}"))
+    }
+
+    /// The files that hold the portal's database, as written on the disk: SQLite's file and its
+    /// log; or on PostgreSQL, after a checkpoint, this database's files and the cluster's log.
+    pub async fn database_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        let add_folder = |dir: &Path, files: &mut Vec<PathBuf>| {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    files.push(path);
+                }
+            }
+        };
+        match shared_postgres() {
+            Some(pg) => {
+                Stmt::new("CHECKPOINT").run(&self.db).await.unwrap();
+                let oid: i64 = Stmt::new("SELECT oid::BIGINT FROM pg_database WHERE datname = current_database()")
+                    .scalar_one(&self.db)
+                    .await
+                    .unwrap();
+                add_folder(&pg.dir.join("data").join("base").join(oid.to_string()), &mut files);
+                add_folder(&pg.dir.join("data").join("pg_wal"), &mut files);
+            }
+            None => {
+                add_folder(&self.dir, &mut files);
+                files.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("passback.db"));
+            }
+        }
+        assert!(!files.is_empty(), "the database is somewhere");
+        files.into_iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect()
+    }
+
+    /// Makes every insert into `table` fail from now on: a real failure of the portal's database.
+    pub async fn refuse_inserts_into(&self, table: &str) {
+        let statements = if self.db.is_postgres() {
+            vec![
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END; $$"
+                    .to_string(),
+                format!("CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"),
+            ]
+        } else {
+            vec![format!("CREATE TRIGGER refuse BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'disk full'); END")]
+        };
+        for sql in statements {
+            Stmt::new(sql).run(&self.db).await.unwrap();
+        }
     }
 
     /// Makes the directory require a new password at `uid`'s next sign-in, through the relay
@@ -599,6 +710,9 @@ impl Drop for TestApp {
             s.process.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(name) = self.pg_database.take() {
+            drop_database(name);
+        }
     }
 }
 

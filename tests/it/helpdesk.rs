@@ -5,6 +5,7 @@ use crate::harness::{hidden, spawn_app, spawn_app_with, Options, TestApp, DIR_ID
 use passback::portal::gates::totp;
 use passback::store::staff::Role;
 use passback::store::users::Scope;
+use passback::store::Stmt;
 use std::time::Duration;
 
 const PEOPLE_OU: &str = "ou=people,dc=example,dc=org";
@@ -317,7 +318,7 @@ async fn people_outside_the_scope_are_not_found_and_protected_or_own_accounts_ar
     assert!(get(&app, &g, "/helpdesk?q=bob").await.1.contains("Nobody you may act on"));
 
     // Everyone in scope, but bob is a protected account (as a sync of AD marks Domain Admins).
-    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'bob'").execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE directory_users SET protected = TRUE WHERE username = 'bob'").run(&app.db).await.unwrap();
     let wide = add_staff(&app, "carol", Role::Helpdesk, Scope::everyone(), false).await;
     let w = client(&app);
     staff_signin(&app, &w, &wide, 0).await;
@@ -532,8 +533,7 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
     // The helpdesk member lost their phone: an administrator gives them a new sign-in.
     let c = client(&app);
     staff_signin(&app, &c, &admin, 0).await;
-    let id: String =
-        sqlx::query_scalar("SELECT id FROM staff WHERE username = 'hd-lost'").fetch_one(&app.db).await.unwrap();
+    let id: String = Stmt::new("SELECT id FROM staff WHERE username = 'hd-lost'").scalar_one(&app.db).await.unwrap();
     let (_, list) = get(&app, &c, "/admin/staff").await;
     let csrf = hidden(&list, "csrf").unwrap();
     let (_, shown) = post(&app, &c, "/admin/staff/reset", &[("csrf", &csrf), ("id", &id)]).await;
@@ -566,19 +566,14 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
     admin_update(&app, &c, &[("id", &id), ("action", "role"), ("role", "auditor")]).await;
     assert!(get(&app, &again, "/helpdesk").await.1.contains("Staff sign-in"), "signed out by the role change");
     assert_eq!(
-        sqlx::query_scalar::<_, String>("SELECT role FROM staff WHERE id = ?")
-            .bind(&id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap(),
+        Stmt::new("SELECT role FROM staff WHERE id = ?").bind(&id).scalar_one::<String>(&app.db).await.unwrap(),
         "auditor"
     );
     staff_signin(&app, &again, &own, 1).await;
     assert_eq!(get(&app, &again, "/helpdesk").await.0, 403, "an auditor now");
     admin_update(&app, &c, &[("id", &id), ("action", "disable")]).await;
     assert!(get(&app, &again, "/audit").await.1.contains("Staff sign-in"), "signed out by the disabling");
-    let own_id: String =
-        sqlx::query_scalar("SELECT id FROM staff WHERE username = 'admin1'").fetch_one(&app.db).await.unwrap();
+    let own_id: String = Stmt::new("SELECT id FROM staff WHERE username = 'admin1'").scalar_one(&app.db).await.unwrap();
     let page = admin_update(&app, &c, &[("id", &own_id), ("action", "disable")]).await;
     assert!(page.contains("Another administrator must"), "{page}");
     let ops: Vec<String> = app.audit().await.into_iter().map(|r| r.operation).collect();

@@ -3,6 +3,7 @@
 
 use crate::harness::{spawn_app, TestApp};
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use passback::store::Stmt;
 
 fn verifies(hash: &str, password: &str) -> bool {
     argon2::Argon2::default().verify_password(password.as_bytes(), &PasswordHash::new(hash).unwrap()).is_ok()
@@ -72,12 +73,7 @@ async fn when_the_portal_copy_cannot_be_updated_after_the_writeback_the_person_i
     let alice = anchor_of(&app, "alice").await;
     passback::store::users::set_kind_override(&app.db, "example", &alice, "hash_synced").await.unwrap();
     // A real failure of the portal's database write, after the directory said yes.
-    sqlx::query(
-        "CREATE TRIGGER refuse_hashes BEFORE INSERT ON password_hashes BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
+    app.refuse_inserts_into("password_hashes").await;
 
     let form = app.verified_as("alice", "alice@example.org").await;
     let page = app.submit_password(&form, "Synced-Pass-2026", "Synced-Pass-2026").await;
@@ -116,14 +112,14 @@ async fn a_hash_synced_copy_honours_the_directorys_lock_and_goes_when_the_direct
     assert!(signs_in(&app, "Synced-Pass-2026").await, "the portal's copy is used");
 
     // The directory says the account is locked: the right password does not sign in.
-    sqlx::query("UPDATE directory_users SET locked = 1 WHERE anchor = ?").bind(&alice).execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE directory_users SET locked = TRUE WHERE anchor = ?").bind(&alice).run(&app.db).await.unwrap();
     assert!(!signs_in(&app, "Synced-Pass-2026").await);
     assert!(app.audit().await.iter().any(|r| r.operation == "signin" && r.outcome_code == "PB-3007"));
-    sqlx::query("UPDATE directory_users SET locked = 0 WHERE anchor = ?").bind(&alice).execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE directory_users SET locked = FALSE WHERE anchor = ?").bind(&alice).run(&app.db).await.unwrap();
 
     // The copy is ten minutes old when the directory's administrator sets another password; the
     // next sync tells the portal, which drops its copy and asks the directory from then on.
-    sqlx::query("UPDATE password_hashes SET updated_at = updated_at - 600").execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE password_hashes SET updated_at = updated_at - 600").run(&app.db).await.unwrap();
     app.slapd.set_password("alice", "Set-In-Directory-9").await.unwrap();
     app.restart_agent_with(|_| {}).await;
     let db = app.db.clone();

@@ -2,6 +2,7 @@
 
 use crate::harness::{hidden, spawn_app, spawn_app_with, Options};
 use passback::sandbox::INITIAL_USER_PASSWORD;
+use passback::store::Stmt;
 use std::time::Duration;
 
 const NEW_PASSWORD: &str = "Corr3ct-Horse-Battery!";
@@ -156,7 +157,7 @@ async fn the_code_stops_working_after_five_wrong_tries() {
     assert!(last.contains("PB-4001"), "{last}");
     // The stored code itself is spent: no attempt is left on it, whatever the session says.
     let (id, attempts): (String, i64) =
-        sqlx::query_as("SELECT id, attempts FROM verification_codes").fetch_one(&app.db).await.unwrap();
+        Stmt::new("SELECT id, attempts FROM verification_codes").fetch_one(&app.db).await.unwrap();
     assert_eq!(attempts, 5);
     let now = app.clock.now();
     let anchor = app.anchor_of("bob").await;
@@ -267,15 +268,14 @@ async fn parallel_guesses_cannot_exceed_the_attempt_limit() {
     let guesses = (0..12).map(|_| app.post("/reset/verify", &form));
     futures_util::future::join_all(guesses).await;
 
-    let attempts: i64 =
-        sqlx::query_scalar("SELECT MAX(attempts) FROM verification_codes").fetch_one(&app.db).await.unwrap();
+    let attempts: i64 = Stmt::new("SELECT MAX(attempts) FROM verification_codes").scalar_one(&app.db).await.unwrap();
     assert!(attempts <= 5, "{attempts} attempts were counted");
     // The account's hourly allowance of failures was taken before each check, so no more than
     // five answers were even looked at, and the account is blocked.
     let audit = app.audit().await;
     let checked = audit.iter().filter(|r| r.operation == "reset.verify.email").count();
     assert_eq!(checked, 5, "{audit:#?}");
-    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM self_service_blocks").fetch_one(&app.db).await.unwrap();
+    let blocks: i64 = Stmt::new("SELECT COUNT(*) FROM self_service_blocks").scalar_one(&app.db).await.unwrap();
     assert_eq!(blocks, 1);
 }
 
@@ -309,7 +309,7 @@ async fn a_step_up_passed_by_one_person_does_not_count_for_the_next_one_to_sign_
     assert!(resp.url().path().ends_with("/account/verify"), "{}", resp.url());
     let gate = resp.text().await.unwrap();
     assert!(gate.contains("b•••@example.org"), "bob's own address: {gate}");
-    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM totp_secrets").fetch_one(&app.db).await.unwrap();
+    let pending: i64 = Stmt::new("SELECT COUNT(*) FROM totp_secrets").scalar_one(&app.db).await.unwrap();
     assert_eq!(pending, 0, "no authenticator was started for anyone");
 }
 
@@ -317,7 +317,7 @@ async fn a_step_up_passed_by_one_person_does_not_count_for_the_next_one_to_sign_
 async fn a_privileged_account_is_never_unlocked_by_self_service() {
     let app = spawn_app().await;
     app.lock_out("alice").await;
-    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'alice'").execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE directory_users SET protected = TRUE WHERE username = 'alice'").run(&app.db).await.unwrap();
     let (_, csrf) = app.page("/reset").await;
     app.post("/reset", &[("csrf", csrf.as_str()), ("login", "alice"), ("intent", "unlock")]).await;
     let code = app.code_for("alice@example.org", 0).await;
@@ -348,7 +348,7 @@ async fn parallel_requests_cannot_get_more_codes_than_the_hourly_limit() {
         assert!(r.unwrap().status().is_success());
     }
 
-    let codes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM verification_codes").fetch_one(&app.db).await.unwrap();
+    let codes: i64 = Stmt::new("SELECT COUNT(*) FROM verification_codes").scalar_one(&app.db).await.unwrap();
     assert_eq!(codes, 5);
 }
 
@@ -514,7 +514,7 @@ async fn security_questions_count_only_as_a_second_method_and_never_for_a_privil
     let page = past_the_email_gate(&app, "bob").await;
     assert!(page.contains("answer0"), "the questions are the second gate: {page}");
     // A privileged account is never asked them: with nothing else, it has too few methods.
-    sqlx::query("UPDATE directory_users SET protected = 1 WHERE username = 'bob'").execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE directory_users SET protected = TRUE WHERE username = 'bob'").run(&app.db).await.unwrap();
     let page = past_the_email_gate(&app, "bob").await;
     assert!(!page.contains("answer0") && page.contains("not registered enough"), "{page}");
 }
@@ -530,10 +530,7 @@ async fn the_questions_asked_stay_the_same_for_a_day_and_asking_again_counts_as_
     };
     let first = asked(&past_the_email_gate(&app, "bob").await);
     let failures = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure'")
-            .fetch_one(&app.db)
-            .await
-            .unwrap()
+        Stmt::new("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure'").scalar_one::<i64>(&app.db).await.unwrap()
     };
     assert_eq!(failures().await, 0);
     // Starting again to draw other questions: the same ones, and the asking is a failure.
@@ -544,7 +541,7 @@ async fn the_questions_asked_stay_the_same_for_a_day_and_asking_again_counts_as_
     // A day later, a new draw (not a failure).
     app.clock.advance(86_401);
     past_the_email_gate(&app, "bob").await;
-    let drawn_at: i64 = sqlx::query_scalar("SELECT drawn_at FROM question_draws").fetch_one(&app.db).await.unwrap();
+    let drawn_at: i64 = Stmt::new("SELECT drawn_at FROM question_draws").scalar_one(&app.db).await.unwrap();
     assert_eq!(drawn_at, app.clock.now());
 }
 
@@ -558,15 +555,15 @@ async fn a_made_up_name_is_offered_what_real_people_here_have_and_the_same_every
     }
     // Everyone has one (as the portal learns within ten minutes): a made-up name gets the same
     // choice as a real person with both, every time it is tried.
-    let people: Vec<String> =
-        sqlx::query_scalar("SELECT anchor FROM directory_users").fetch_all(&app.db).await.unwrap();
+    let people: Vec<String> = Stmt::new("SELECT anchor FROM directory_users").scalar_all(&app.db).await.unwrap();
     for anchor in &people {
-        sqlx::query(
-            "INSERT INTO totp_secrets (directory, anchor, secret_enc, created_at, confirmed_at) VALUES (?, ?, x'00', 0, 0)",
+        Stmt::new(
+            "INSERT INTO totp_secrets (directory, anchor, secret_enc, created_at, confirmed_at) VALUES (?, ?, ?, 0, 0)",
         )
         .bind(crate::harness::DIR_ID)
         .bind(anchor)
-        .execute(&app.db)
+        .bind(vec![0_u8])
+        .run(&app.db)
         .await
         .unwrap();
     }
@@ -626,7 +623,7 @@ async fn with_two_methods_required_changing_security_info_takes_two_and_every_ad
     let seed = totp::new_seed();
     let sealed = app.portal.data_key().encrypt(&bob.context("totp"), &seed);
     passback::store::security::put_pending_totp(&app.db, bob, &sealed, 0).await.unwrap();
-    sqlx::query("UPDATE totp_secrets SET confirmed_at = 0").execute(&app.db).await.unwrap();
+    Stmt::new("UPDATE totp_secrets SET confirmed_at = 0").run(&app.db).await.unwrap();
     passback::store::security::set_alternate_email(&app.db, bob, "bob.alt@example.org", 0).await.unwrap();
 
     let (_, csrf) = app.page("/signin").await;
@@ -705,7 +702,8 @@ async fn a_password_change_or_a_security_info_change_ends_the_persons_other_sess
 async fn looking_at_a_form_writes_no_session_and_its_token_works_only_with_its_own_cookie() {
     let app = spawn_app_with(Options { per_address_per_minute: 40, ..Default::default() }).await;
     let sessions = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tower_sessions").fetch_one(&app.db).await.unwrap()
+        let table = if app.db.is_postgres() { "tower_sessions.session" } else { "tower_sessions" };
+        Stmt::new(format!("SELECT COUNT(*) FROM {table}")).scalar_one::<i64>(&app.db).await.unwrap()
     };
     let before = sessions().await;
     for path in ["/reset", "/signin", "/change", "/staff/signin", "/reset?return_to=https://elsewhere.example/"] {
@@ -763,11 +761,10 @@ async fn guessing_spread_over_many_accounts_from_one_address_stops_at_the_addres
     let bob = wrong("bob", 2).await;
     assert!(bob[0].is_success(), "{bob:?}");
     assert_eq!(bob[1], reqwest::StatusCode::TOO_MANY_REQUESTS, "the address's third failure was its last");
-    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM self_service_blocks").fetch_one(&app.db).await.unwrap();
+    let blocks: i64 = Stmt::new("SELECT COUNT(*) FROM self_service_blocks").scalar_one(&app.db).await.unwrap();
     assert_eq!(blocks, 0, "no account was blocked by someone else's guessing");
     // The failures are counted under the client's address.
-    let client: String =
-        sqlx::query_scalar("SELECT DISTINCT client FROM gate_events").fetch_one(&app.db).await.unwrap();
+    let client: String = Stmt::new("SELECT DISTINCT client FROM gate_events").scalar_one(&app.db).await.unwrap();
     assert_eq!(client, "127.0.0.1");
 }
 

@@ -292,8 +292,7 @@ pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, Po
     let mut counted = store::Batch::new();
     push_reset_count(st, subject, &mut counted);
     // What the last statement changed: one row when it made a block.
-    let made: Vec<(i64,)> = counted.run_then(&st.db, store::Stmt::new("SELECT changes()")).await?;
-    Ok(made.first().is_some_and(|(n,)| *n == 1))
+    Ok(counted.run_counting_last(&st.db).await? == 1)
 }
 
 /// [`count_reset`], added to `batch`: its last statement changes a row when it made a block.
