@@ -3,7 +3,8 @@
 use super::{Db, Stmt};
 
 /// Reserves an attempt for `subject` unless `per_hour` are already counted in the last hour or
-/// `per_day` in the last day. One statement: parallel attempts cannot get past the limit together.
+/// `per_day` in the last day. One statement, serialized per subject on PostgreSQL (an advisory
+/// lock): parallel attempts cannot get past the limit together.
 /// Returns the reservation. Rows older than a day go by [`super::housekeeping`].
 pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32, u32)) -> sqlx::Result<Option<i64>> {
     Stmt::new(
@@ -11,6 +12,7 @@ pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32
          WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
          AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? RETURNING id",
     )
+    .serialized_on(&format!("change_attempts:{subject}"))
     .bind(subject)
     .bind(now)
     .bind(subject)

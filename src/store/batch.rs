@@ -131,6 +131,8 @@ impl<T> Row for T where
 pub struct Stmt {
     sql: Cow<'static, str>,
     values: Vec<Value>,
+    /// PostgreSQL advisory locks to hold while it runs (see [`Stmt::serialized_on`]).
+    locks: Vec<i64>,
 }
 
 /// One connection, of either database, that a statement runs on.
@@ -142,7 +144,21 @@ enum Conn<'c> {
 impl Stmt {
     /// A statement: its text is usually a literal, or made once from constant parts.
     pub fn new(sql: impl Into<Cow<'static, str>>) -> Self {
-        Stmt { sql: sql.into(), values: Vec::new() }
+        Stmt { sql: sql.into(), values: Vec::new(), locks: Vec::new() }
+    }
+
+    /// For a statement that counts rows and writes only below a limit: on PostgreSQL, it runs
+    /// in a transaction that first takes a transaction-scoped advisory lock on `key` (the
+    /// limit's subject), so that two such statements about one subject never both count before
+    /// either has written, as READ COMMITTED would let them. On SQLite the one writer already
+    /// runs each write statement, its reads included, alone.
+    pub fn serialized_on(mut self, key: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut first = [0_u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        self.locks.push(i64::from_be_bytes(first));
+        self
     }
 
     /// The statement with `more` added to its text (a clause chosen at run time); values bound
@@ -159,6 +175,11 @@ impl Stmt {
 
     /// Runs it on its own: how many rows it changed.
     pub async fn run(self, db: &Db) -> sqlx::Result<u64> {
+        if db.is_postgres() && !self.locks.is_empty() {
+            let mut alone = Batch::new();
+            alone.0.push(self);
+            return alone.run_counting_last(db).await;
+        }
         match db {
             Db::Sqlite(pool) => self.run_on(Conn::Sqlite(&mut *pool.acquire().await?)).await,
             Db::Postgres(pool) => self.run_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
@@ -182,6 +203,9 @@ impl Stmt {
 
     /// Runs it on its own: every row it returns.
     pub async fn fetch_all<T: Row>(self, db: &Db) -> sqlx::Result<Vec<T>> {
+        if db.is_postgres() && !self.locks.is_empty() {
+            return Ok(Batch::new().run_then(db, self).await?.rows);
+        }
         match db {
             Db::Sqlite(pool) => self.fetch_all_on(Conn::Sqlite(&mut *pool.acquire().await?)).await,
             Db::Postgres(pool) => self.fetch_all_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
@@ -376,9 +400,16 @@ async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: St
     Ok(ran)
 }
 
-/// A batch on PostgreSQL: a transaction, statement by statement.
+/// A batch on PostgreSQL: a transaction, statement by statement, after the advisory locks its
+/// statements asked for, taken in one order (so two batches never wait for each other's).
 async fn postgres_batch<T: Row>(pool: sqlx::PgPool, stmts: Vec<Stmt>, read: Stmt) -> sqlx::Result<Ran<T>> {
     let mut tx = pool.begin().await?;
+    let mut locks: Vec<i64> = stmts.iter().chain([&read]).flat_map(|s| s.locks.iter().copied()).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    for key in locks {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
+    }
     let mut last_changed = 0;
     for s in stmts {
         last_changed = s.run_on(Conn::Postgres(&mut tx)).await?;

@@ -326,7 +326,8 @@ pub enum Spent {
 }
 
 /// Takes one failed verification of `subject`'s and of `client`'s hourly allowances in one
-/// statement (race-free: parallel guesses cannot each find them unspent), before an answer is
+/// statement, serialized per subject and per client address on PostgreSQL (advisory locks), so
+/// race-free: parallel guesses cannot each find them unspent. It runs before an answer is
 /// checked; its id, to give back ([`release_event`]) if the answer was right.
 ///
 /// Answers being checked hold their reservation, so many people verifying at once from one
@@ -356,6 +357,8 @@ pub async fn reserve_failure(
              AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
              AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $3) RETURNING id",
         )
+        .serialized_on(&gate_events_of(subject))
+        .serialized_on(&format!("gate_events:client:{client}"))
         .bind(subject)
         .bind(method)
         .bind(now)
@@ -449,7 +452,10 @@ pub async fn block_if_reached(
     Ok(block_when_reached(subject, kind, now, limit, block_until).run(db).await? == 1)
 }
 
-/// [`block_if_reached`], as a statement to run with others.
+/// [`block_if_reached`], as a statement to run with others. In a batch after the event it
+/// counts ([`record_reset`]), it serializes the batch per subject on PostgreSQL (an advisory
+/// lock taken before the event is written): two resets at once cannot each count only
+/// themselves and the ones before, and so miss the block.
 pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block_until: i64) -> Stmt {
     Stmt::new(
         "INSERT INTO self_service_blocks (subject, until, reason, at) \
@@ -457,6 +463,7 @@ pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block
          ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at \
          WHERE self_service_blocks.until <= excluded.at",
     )
+    .serialized_on(&gate_events_of(subject))
     .bind(subject)
     .bind(block_until)
     .bind(format!("{limit} {kind}s in an hour"))
@@ -465,6 +472,11 @@ pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block
     .bind(kind)
     .bind(now - 3600)
     .bind(limit)
+}
+
+/// The advisory lock under which a subject's events are counted (see [`Stmt::serialized_on`]).
+fn gate_events_of(subject: &str) -> String {
+    format!("gate_events:{subject}")
 }
 
 /// Lifts a block (the helpdesk's act, or a test's).

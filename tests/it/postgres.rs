@@ -68,3 +68,116 @@ async fn both_schemas_have_the_same_tables_and_columns() {
     postgres.close().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `each` 64 times at once on `db`: how many of them got through.
+async fn at_once<F, Fut>(db: &passback::store::Db, each: F) -> usize
+where
+    F: Fn(passback::store::Db, usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..64).map(|i| tokio::spawn(each(db.clone(), i))).collect();
+    let mut through = 0;
+    for t in tasks {
+        through += usize::from(t.await.unwrap());
+    }
+    through
+}
+
+/// Every guarantee that a count or a one-use key gives, hammered by 64 requests at once on
+/// PostgreSQL, where nothing serializes them but the statements themselves (constraints, row
+/// locks, advisory locks): no more get through than the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_requests() {
+    use passback::store::{attempts, codes, security, staff, writebacks};
+    let db = postgres_store(16).await;
+    let now = 1_000_000;
+
+    // Change-form attempts (and staff sign-in attempts, the same statement): 5 an hour.
+    let n =
+        at_once(&db, |db, _| async move { attempts::reserve(&db, "corp|a-1", now, (5, 10)).await.unwrap().is_some() });
+    assert_eq!(n.await, 5, "change attempts");
+
+    // Codes mailed: 3 an hour per person.
+    let n = at_once(&db, |db, i| async move {
+        let id = format!("code-{i}");
+        let c =
+            codes::NewCode { id: &id, directory: "corp", anchor: "a-1", code_hash: "h", now, expires_at: now + 600 };
+        codes::insert_within_limit(&db, &c, 3).await.unwrap()
+    });
+    assert_eq!(n.await, 3, "codes sent");
+
+    // Tries at one code: 5.
+    let c = codes::NewCode { id: "one", directory: "corp", anchor: "a-2", code_hash: "h", now, expires_at: now + 600 };
+    assert!(codes::insert_within_limit(&db, &c, 3).await.unwrap());
+    let owner = || security::Person { directory: "corp", anchor: "a-2" };
+    let n =
+        at_once(&db, |db, _| async move { codes::take_attempt(&db, "one", owner(), now, 5).await.unwrap().is_some() });
+    assert_eq!(n.await, 5, "attempts at one code");
+    let n = at_once(&db, |db, _| async move { codes::mark_used(&db, "one", now).await.unwrap() });
+    assert_eq!(n.await, 1, "a code used once");
+
+    // Failed verifications: 5 an hour per account, 10 per client address.
+    let n = at_once(&db, |db, i| async move {
+        let client = format!("10.0.0.{i}");
+        security::reserve_failure(&db, "corp|a-3", &client, "email", now, (5, 10)).await.unwrap().is_ok()
+    });
+    assert_eq!(n.await, 5, "failures per account");
+    let n = at_once(&db, |db, i| async move {
+        let subject = format!("corp|b-{i}");
+        security::reserve_failure(&db, &subject, "192.0.2.1", "email", now, (5, 10)).await.unwrap().is_ok()
+    });
+    assert_eq!(n.await, 10, "failures per address");
+
+    // Resets: the one that reaches the limit blocks, however many run at once. Each round's
+    // resets all see the ones before; without serializing, each would count only itself.
+    for round in 0..8 {
+        let subject = format!("corp|r-{round}");
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let (db, subject) = (db.clone(), subject.clone());
+                tokio::spawn(async move {
+                    let mut b = passback::store::Batch::new();
+                    b.push(security::record_reset(&subject, now));
+                    b.push(security::block_when_reached(&subject, "reset", now, 5, now + 3600));
+                    b.run_counting_last(&db).await.unwrap()
+                })
+            })
+            .collect();
+        let mut blocks = 0;
+        for t in tasks {
+            blocks += t.await.unwrap();
+        }
+        assert_eq!(blocks, 1, "the fifth reset of round {round} blocks");
+        assert!(security::blocked_until(&db, &subject, now).await.unwrap().is_some());
+    }
+
+    // One-use keys: a form's writeback, a proof-of-work challenge, an alert, made credentials.
+    let n = at_once(&db, |db, _| async move {
+        let c = writebacks::Claim {
+            msg_id: "m-1",
+            directory: "corp",
+            anchor: "a-4",
+            op: "reset",
+            support_code: "S-1",
+            agent_id: None,
+            now,
+        };
+        writebacks::claim(&db, &c).await.unwrap()
+    });
+    assert_eq!(n.await, 1, "a form written once");
+    let n = at_once(&db, |db, _| async move { security::spend_challenge(&db, "nonce-1", now + 60).await.unwrap() });
+    assert_eq!(n.await, 1, "a challenge spent once");
+    let n = at_once(&db, |db, _| async move { security::claim_alert(&db, "attack", now, 3600).await.unwrap() });
+    assert_eq!(n.await, 1, "an alert sent once");
+    Stmt::new(
+        "INSERT INTO staff (id, username, display_name, role, password_hash, totp_enc, created_at, updated_at) \
+         VALUES ('s-1', 'newcomer', 'New Comer', 'helpdesk', 'x', ?, 0, 0)",
+    )
+    .bind(vec![0_u8])
+    .run(&db)
+    .await
+    .unwrap();
+    let n = at_once(&db, |db, _| async move { staff::begin_enrolment(&db, "s-1", 0).await.unwrap().is_some() });
+    assert_eq!(n.await, 1, "made credentials used once");
+    db.close().await;
+}
