@@ -5,7 +5,7 @@
 //! PostgreSQL refuses to run as root: run as root, the cluster's folder is given to the
 //! `postgres` account that Debian's package creates, and both programs run as it.
 
-use super::process::{free_port, log_outputs, log_tail_since, random_password, stop_child_with, Server};
+use super::process::{free_port, listens_on, log_outputs, log_tail_since, random_password, stop_child_with, Server};
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -231,7 +231,9 @@ fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path, from: u64
         if let Some(status) = child.try_wait().context("watching PostgreSQL")? {
             bail!("PostgreSQL exited at start ({status}); its log:\n{}", log_tail_since(log_file, from));
         }
+        // Its own socket, not merely an answer on the port: another process may hold it.
         if log_tail_since(log_file, from).contains("ready to accept connections")
+            && listens_on(child.id(), port)
             && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         {
             return Ok(());

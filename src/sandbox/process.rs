@@ -56,9 +56,39 @@ pub(crate) fn log_tail_since(log_file: &Path, from: u64) -> String {
 
 /// A port of 127.0.0.1 that was free a moment ago. The server binds it itself, so another
 /// process may take it first: callers try again on another.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port on 127.0.0.1")?;
     Ok(listener.local_addr().context("reading the probe port")?.port())
+}
+
+/// Whether process `pid` itself listens on TCP `port` (its open sockets against the kernel's
+/// table of listening ones). A connection to the port proves less: between the probe for a free
+/// port and the server's own bind, another process may take the port, and would answer.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let listening = u16::from_str_radix(local_port, 16).ok()? == port && fields.get(3)? == &LISTEN;
+                    listening.then(|| fields.get(9).map(|i| i.to_string()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|target| {
+        let target = target.to_string_lossy();
+        inodes.iter().any(|inode| target == format!("socket:[{inode}]"))
+    })
 }
 
 /// A server's standard output and error, both appended to `log_file`.
@@ -83,7 +113,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub(crate) fn new(child: Child) -> Self {
+    pub fn new(child: Child) -> Self {
         Server { child, stopped: false, stop_signal: "TERM" }
     }
 
@@ -228,5 +258,21 @@ pub(crate) fn directory_config(
         protected_filter: None,
         pool_size: 2,
         timeout_secs: 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_counts_as_listened_on_only_by_the_process_that_holds_it() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port));
+        // Another process does not hold it (pid 1 is never this test).
+        assert!(!listens_on(1, port));
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port), "once closed, nobody does");
     }
 }

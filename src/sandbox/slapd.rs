@@ -3,7 +3,9 @@
 //!
 //! Start-up takes a fraction of a second, so every test (and `passback demo`) gets its own.
 
-use super::process::{connect_as, find_program, free_port, log_outputs, log_tail, random_password, stop_child, Server};
+use super::process::{
+    connect_as, find_program, free_port, listens_on, log_outputs, log_tail, random_password, stop_child, Server,
+};
 use super::TestCa;
 use anyhow::{bail, Context};
 use rand::rngs::OsRng;
@@ -323,7 +325,8 @@ fn wait_until_listening(child: &mut Child, port: u16, log_file: &Path) -> Result
             Ok(None) => {}
             Err(e) => return Err(StartError::Fatal(anyhow::Error::new(e).context("watching slapd"))),
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        // Its own socket, not merely an answer on the port: another process may hold it.
+        if listens_on(child.id(), port) && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
