@@ -14,5 +14,7 @@ PATH="$PATH:/usr/sbin"
 threads="${PASSBACK_TEST_THREADS:-4}"
 cargo test --locked -- --test-threads "$threads"
 # The integration tests again, every portal on PostgreSQL: one cluster that the tests start
-# (initdb in a temporary folder, a free port on 127.0.0.1), a database per portal.
-PASSBACK_TEST_DATABASE=postgres cargo test --locked --test it -- --test-threads "$threads"
+# (initdb in a temporary folder, a free port on 127.0.0.1), a database per portal. The tests of
+# several instances and of the store on PostgreSQL are always on it: they ran above.
+PASSBACK_TEST_DATABASE=postgres cargo test --locked --test it -- --test-threads "$threads" \
+    --skip instances:: --skip postgres::

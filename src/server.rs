@@ -67,6 +67,7 @@ impl Application {
             }
         });
         tokio::spawn(crate::relay::revoke::watch(db.clone(), hub.clone()));
+        tokio::spawn(crate::relay::hub::instances::run(hub.clone()));
         tokio::spawn(store::housekeeping::run(db.clone(), clock.clone()));
         let secure = cfg.serves_tls() || cfg.server.behind_tls_proxy;
         let sessions = SessionManagerLayer::new(session_store)

@@ -45,6 +45,9 @@ pub enum Outcome {
     SuccessCloudPending,
     NoAgent,
     AgentTimeout,
+    /// The agent holding the request went away before it answered, and another agent found the
+    /// new password not in place: nothing was written, and the person may try again.
+    NotWritten,
     TooShort {
         min_length: Option<u32>,
     },
@@ -99,6 +102,7 @@ impl Outcome {
             Outcome::SuccessCloudPending => "PB-0001",
             Outcome::NoAgent => "PB-1001",
             Outcome::AgentTimeout => "PB-1002",
+            Outcome::NotWritten => "PB-1003",
             Outcome::TooShort { .. } => "PB-2001",
             Outcome::NotComplex => "PB-2002",
             Outcome::InHistory { .. } => "PB-2003",
@@ -158,6 +162,7 @@ impl Outcome {
             Outcome::SuccessCloudPending => "outcome.success_cloud_pending",
             Outcome::NoAgent => "outcome.no_agent",
             Outcome::AgentTimeout => "outcome.agent_timeout",
+            Outcome::NotWritten => "outcome.not_written",
             Outcome::TooShort { min_length: Some(n) } => return tr.f("outcome.too_short_n", "n", n),
             Outcome::TooShort { min_length: None } => "outcome.too_short",
             Outcome::NotComplex => "outcome.not_complex",
@@ -205,6 +210,7 @@ mod tests {
             Outcome::SuccessCloudPending,
             Outcome::NoAgent,
             Outcome::AgentTimeout,
+            Outcome::NotWritten,
             Outcome::TooShort { min_length: None },
             Outcome::NotComplex,
             Outcome::InHistory { history: None },

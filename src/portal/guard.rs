@@ -1,13 +1,16 @@
 //! Anti-automation for the first steps (identify, sign-in, change): a self-hosted proof of work
 //! that the page's script solves while the person types (no third party, no tracking), a delay
-//! instead for a browser without JavaScript, and rate limits per client address and per account
-//! (governor's keyed GCRA limiters).
+//! instead for a browser without JavaScript, and rate limits per client address and per account:
+//! counted in the database, per fixed window (a minute, an hour), so that every instance and
+//! every restart shares one count; governor's keyed GCRA limiters in this process go first, a
+//! cheap layer that turns a flood away without touching the database.
 //!
 //! A challenge is `nonce.expires.bits.mac`: stateless to hand out, authenticated by a key derived
 //! from the data key, and spent on use, so one solution buys one attempt.
 
 use super::PortalError;
 use crate::config::AntiAutomationConfig;
+use crate::store::security::take_from_window;
 use crate::store::{Db, MacKey};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -39,6 +42,8 @@ pub struct Guard {
     /// First steps without a valid proof of work: a much smaller allowance.
     unproven: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<String>,
+    per_address_per_minute: u32,
+    per_account_per_hour: u32,
 }
 
 /// The key an address is limited under: an IPv6 address by its /64 (one subscriber's network),
@@ -83,6 +88,8 @@ impl Guard {
             per_address: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute))),
             unproven: RateLimiter::keyed(Quota::per_minute(nonzero(cfg.per_address_per_minute.div_ceil(4)))),
             per_account: RateLimiter::keyed(Quota::per_hour(nonzero(cfg.per_account_per_hour))),
+            per_address_per_minute: cfg.per_address_per_minute.max(1),
+            per_account_per_hour: cfg.per_account_per_hour.max(1),
         }
     }
 
@@ -167,7 +174,7 @@ impl Guard {
         counter: &str,
         now: i64,
     ) -> Result<Verdict, PortalError> {
-        if !self.address_allowed(client) {
+        if !self.address_allowed(db, client, now).await? {
             return Ok(Verdict::TooMany);
         }
         if self.bits == 0 {
@@ -176,7 +183,10 @@ impl Guard {
         if self.solved(db, token, counter, now).await? {
             return Ok(Verdict::Admit(Proof::Solved));
         }
-        if self.unproven.check_key(&address_key(client)).is_err() {
+        let unproven = format!("unproven:{}", address_key(client));
+        if self.unproven.check_key(&address_key(client)).is_err()
+            || !take_from_window(db, &unproven, 60, self.per_address_per_minute.div_ceil(4), now).await?
+        {
             tracing::warn!(%client, "rate limit reached for first steps without a proof of work");
             return Ok(Verdict::TooMany);
         }
@@ -186,17 +196,20 @@ impl Guard {
 
     /// Spends one of the address's requests for this minute (first steps, and each answer at a
     /// gate); false when none is left.
-    pub fn address_allowed(&self, client: IpAddr) -> bool {
-        let allowed = self.per_address.check_key(&address_key(client)).is_ok();
+    pub async fn address_allowed(&self, db: &Db, client: IpAddr, now: i64) -> Result<bool, PortalError> {
+        let key = address_key(client);
+        let allowed = self.per_address.check_key(&key).is_ok()
+            && take_from_window(db, &format!("address:{key}"), 60, self.per_address_per_minute, now).await?;
         if !allowed {
             tracing::warn!(%client, "rate limit reached for a client address");
         }
-        allowed
+        Ok(allowed)
     }
 
     /// Whether another identify step for this account is allowed this hour.
-    pub fn account_allowed(&self, subject: &str) -> bool {
-        self.per_account.check_key(&subject.to_string()).is_ok()
+    pub async fn account_allowed(&self, db: &Db, subject: &str, now: i64) -> Result<bool, PortalError> {
+        Ok(self.per_account.check_key(&subject.to_string()).is_ok()
+            && take_from_window(db, &format!("account:{subject}"), 3600, self.per_account_per_hour, now).await?)
     }
 
     /// Forgets limiter state that no longer matters (called now and then).

@@ -129,6 +129,12 @@ impl AppState {
         }
     }
 
+    /// Spends one of the client address's requests for this minute, on every instance (see
+    /// [`guard::Guard::address_allowed`]); false when none is left.
+    pub(crate) async fn address_allowed(&self, client: std::net::IpAddr) -> Result<bool, PortalError> {
+        self.guard.address_allowed(&self.db, client, self.clock.now()).await
+    }
+
     /// The mail domain most synced people have, read at most every ten minutes.
     /// What real people here look like, for made-up answers about names that match nobody:
     /// read at most every ten minutes, never per request.
@@ -270,7 +276,7 @@ async fn relay_check(
     if let Some(refused) = monitor_only(&st, &headers) {
         return refused;
     }
-    if !st.guard.address_allowed(client.ip()) {
+    if !st.address_allowed(client.ip()).await.unwrap_or(false) {
         return error::too_many();
     }
     let Ok(directory) = crate::domain::DirectoryId::parse(&q.directory) else {
@@ -340,9 +346,11 @@ async fn audit_errors(
     if let Some(a) = resp.extensions_mut().remove::<error::ErrorAudit>() {
         // Anonymous error pages are recorded only within the client's rate limit, so nobody can
         // fill the append-only table with forged forms.
-        let anonymous_ok =
-            || client.as_deref().and_then(|c| c.parse().ok()).is_none_or(|ip| st.guard.address_allowed(ip));
-        if a.actor.is_none() && !anonymous_ok() {
+        let anonymous_ok = match client.as_deref().and_then(|c| c.parse().ok()) {
+            Some(ip) if a.actor.is_none() => st.address_allowed(ip).await.unwrap_or(false),
+            _ => true,
+        };
+        if !anonymous_ok {
             tracing::warn!(support_code = %a.support_code, operation = a.operation, "error page not audited: rate limit");
             return resp;
         }

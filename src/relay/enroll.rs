@@ -150,6 +150,8 @@ pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(fr
     match store::agents::insert_key(&state.db, &agent_id, version, &payload.public_key_pem, &enc, now).await {
         Ok(true) => {
             state.hub.forget_keys(&agent_id);
+            // Every other instance forgets them at once too.
+            crate::relay::hub::instances::announce(&state.db, &agent_id, false).await;
             tracing::info!(agent = %agent_id, version, "agent keys rotated");
             no_store(RotateResponse { key_version: u32::try_from(version).unwrap_or(u32::MAX), package_key_ct })
         }

@@ -30,6 +30,8 @@ pub async fn revoke(
         bail!("agent {} ({}) was revoked already", agent.name, agent.id);
     }
     let dropped = hub.map(|h| h.drop_agent(&agent.id)).unwrap_or(0);
+    // Every other instance drops its connections at once too (else within a second, by [`watch`]).
+    super::hub::instances::announce(db, &agent.id, true).await;
     let rec = store::audit::AuditRecord {
         at: now,
         actor: actor.into(),

@@ -394,6 +394,23 @@ pub async fn reserve_failure(
     Ok(Err(Spent::Busy))
 }
 
+/// Counts one request of `bucket` in the current window of `window_secs`, unless `limit` were
+/// counted in it already: true when it is allowed. One statement, race-free on both databases
+/// (the window's row is locked by the update): every instance and every restart sees one count.
+pub async fn take_from_window(db: &Db, bucket: &str, window_secs: i64, limit: u32, now: i64) -> sqlx::Result<bool> {
+    let window_start = now - now.rem_euclid(window_secs.max(1));
+    let counted: Option<i64> = Stmt::new(
+        "INSERT INTO rate_counts (bucket, window_start, n) VALUES ($1, $2, 1) \
+         ON CONFLICT (bucket, window_start) DO UPDATE SET n = rate_counts.n + 1 WHERE rate_counts.n < $3 RETURNING n",
+    )
+    .bind(bucket)
+    .bind(window_start)
+    .bind(limit)
+    .scalar(db)
+    .await?;
+    Ok(counted.is_some_and(|n| n <= i64::from(limit)))
+}
+
 /// Marks a proof-of-work challenge spent until it expires; false if it was spent before. Expired
 /// ones go by [`super::housekeeping`].
 pub async fn spend_challenge(db: &Db, nonce: &str, expires_at: i64) -> sqlx::Result<bool> {

@@ -79,10 +79,10 @@ pub fn postgres_cluster() -> &'static passback::sandbox::Postgres {
     })
 }
 
-/// A new, empty database for one portal: on the shared PostgreSQL cluster (with its name, to
-/// drop at the end), or a SQLite file in `dir`.
-pub async fn database_url(dir: &Path) -> (String, Option<String>) {
-    match shared_postgres() {
+/// A new, empty database for one portal: on the tests' PostgreSQL cluster (with its name, to
+/// drop at the end) when this run is on PostgreSQL or `postgres`, else a SQLite file in `dir`.
+pub async fn database_url(dir: &Path, postgres: bool) -> (String, Option<String>) {
+    match shared_postgres().or_else(|| postgres.then(postgres_cluster)) {
         Some(pg) => {
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
             (pg.database(&name).await.unwrap().expose_secret().to_string(), Some(name))
@@ -94,7 +94,7 @@ pub async fn database_url(dir: &Path) -> (String, Option<String>) {
 /// Drops a test's database from the shared cluster, whoever is still connected (from `Drop`:
 /// on a thread of its own, which may block).
 fn drop_database(name: String) {
-    let Some(pg) = shared_postgres() else { return };
+    let pg = postgres_cluster();
     let dropped = std::thread::spawn(move || {
         use sqlx::Connection;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -111,6 +111,8 @@ fn drop_database(name: String) {
 }
 
 pub struct Options {
+    /// On PostgreSQL whatever the run's database (for several instances).
+    pub postgres: bool,
     pub ping_interval_secs: u64,
     pub result_deadline_secs: u64,
     /// An access panel's origin: allowed as `return_to` and as a framing page.
@@ -135,6 +137,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            postgres: false,
             ping_interval_secs: 1,
             result_deadline_secs: 5,
             apps_origin: None,
@@ -185,14 +188,76 @@ impl Portal {
         passback::mail::Mailer::new(&self.cfg.mail).unwrap()
     }
 
-    /// Shuts down gracefully and starts again on the same port with the same database.
-    pub async fn restart(&mut self) {
+    /// Another instance of this portal as a `passback serve` process of its own (to be killed;
+    /// stopped when dropped): the same database, keys and certificate, on a port of its own;
+    /// returns once it listens.
+    pub async fn another_process(&self, dir: &Path) -> (passback::sandbox::Server, u16) {
+        let port = passback::sandbox::free_port().unwrap();
+        let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let path = |p: &Option<PathBuf>| quote(&p.as_ref().unwrap().display().to_string());
+        let (cfg, url) = (&self.cfg, format!("https://localhost:{port}"));
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {public}\ntls_cert_file = {cert}\n\
+             tls_key_file = {key}\n[database]\nurl = {db}\n[secrets]\ndata_key_file = {data_key}\n\
+             [mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp}\nsecurity = \"none\"\nfrom = \"t <t@example.org>\"\n\
+             [relay]\nping_interval_secs = {ping}\nresult_deadline_secs = {deadline}\n",
+            public = quote(&url),
+            cert = path(&cfg.server.tls_cert_file),
+            key = path(&cfg.server.tls_key_file),
+            db = quote(&cfg.database.url),
+            data_key = path(&cfg.secrets.data_key_file),
+            smtp = cfg.mail.smtp_port,
+            ping = cfg.relay.ping_interval_secs,
+            deadline = cfg.relay.result_deadline_secs,
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("portal.toml");
+        std::fs::write(&file, toml).unwrap();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let mut child = Command::new(passback_bin())
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        for _ in 0..300 {
+            if passback::sandbox::listens_on(child.id(), port) {
+                return (passback::sandbox::Server::new(child), port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the other instance did not start: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap());
+    }
+
+    /// Another instance of this portal: the same configuration and database, its own port.
+    pub async fn another_instance(&self) -> Portal {
+        let mut cfg = self.cfg.clone();
+        cfg.server.listen.set_port(0);
+        Portal::start(cfg, self.clock.clone()).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// Stops it gracefully (its agents' connections end).
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task).await.expect("portal stopped").unwrap().unwrap();
         }
+    }
+
+    /// Shuts down gracefully and starts again on the same port with the same database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
         *self = Portal::start(self.cfg.clone(), self.clock.clone()).await;
     }
 }
@@ -236,7 +301,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let (smtp, mailbox) = passback::mail::sink::start(0).await.unwrap();
 
     let mut cfg = passback::demo::portal_config(&dir, &ca, 0, smtp.port()).unwrap();
-    let (url, pg_database) = database_url(&dir).await;
+    let (url, pg_database) = database_url(&dir, opts.postgres).await;
     cfg.database.url = url;
     cfg.relay.ping_interval_secs = opts.ping_interval_secs;
     cfg.relay.result_deadline_secs = opts.result_deadline_secs;
@@ -433,6 +498,32 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("agent alive never became {alive}; agent log:\n{}", self.agent_log());
+    }
+
+    /// Enrolls and starts a second agent for the same directories, with its own state and log
+    /// in `dir/<name>/`; returns its process and its agent id once it serves.
+    pub async fn second_agent(&self, name: &str) -> (Child, String) {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = self.agent_cfg.clone();
+        cfg.state_file = dir.join("agent.json");
+        let config = passback::demo::write_agent_files(&dir, &cfg).unwrap();
+        let token = self.new_token().await;
+        let command = |args: &[&str]| {
+            let mut c = Command::new(passback_bin());
+            c.arg("agent").arg("--config").arg(&config).args(args);
+            c.env("RUST_LOG", "debug,rustls=info,tungstenite=info,tokio_tungstenite=info,hyper=info");
+            c
+        };
+        let out = command(&["enroll", "--portal", &self.url, "--token", &token]).output().unwrap();
+        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        let id = passback::agent::state::AgentState::load(&cfg.state_file).unwrap().agent_id;
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let child = command(&[]).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        let hub = self.hub.clone();
+        until("the second agent to serve", async || hub.connected_agents().contains(&id) && hub.live_agents() == 2)
+            .await;
+        (child, id)
     }
 
     /// Sends a signal to the agent process (`KILL`, `STOP`, `CONT`).
@@ -636,7 +727,7 @@ impl TestApp {
                 }
             }
         };
-        match shared_postgres() {
+        match self.pg_database.as_ref().map(|_| postgres_cluster()) {
             Some(pg) => {
                 Stmt::new("CHECKPOINT").run(&self.db).await.unwrap();
                 let oid: i64 = Stmt::new("SELECT oid::BIGINT FROM pg_database WHERE datname = current_database()")

@@ -10,6 +10,7 @@ mod change;
 mod directories;
 mod harness;
 mod helpdesk;
+mod instances;
 mod kinds;
 mod postgres;
 mod relay;

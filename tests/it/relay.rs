@@ -592,3 +592,59 @@ async fn the_agents_own_protection_rules_and_budget_refuse_what_the_portal_asks(
     let status = agent.status().await;
     assert!(status.directories[0].alert.as_deref().is_some_and(|a| a.contains("more than 2")), "{status:?}");
 }
+
+/// Two agents serve one directory. The one holding a person's reset dies before it could read
+/// it: after a few seconds without it, the other agent checks (a bind as the person) whether the
+/// new password is in place, and the person is told plainly that it was not changed — not "not
+/// confirmed" — while the reset itself never goes to the second agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_agent_holding_a_reset_dies_another_agent_says_whether_it_was_written() {
+    use crate::harness::{spawn_app_with, until, Options};
+    let app = spawn_app_with(Options { result_deadline_secs: 20, ..Default::default() }).await;
+    app.wait_until_alive(true).await;
+    let (mut second, second_id) = app.second_agent("agent2").await;
+    let first = app.agent.as_ref().unwrap().id();
+    let signal = |pid: u32, sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success())
+    };
+    let bob = app.anchor_of("bob").await;
+    let form = app.verified_as("bob", "bob@example.org").await;
+
+    // Both agents hold still, so the request waits on whichever was chosen; that one dies.
+    signal(first, "STOP");
+    signal(second.id(), "STOP");
+    let (page, ()) = tokio::join!(app.submit_password(&form, "Never-Written-4!", "Never-Written-4!"), async {
+        let db = app.db.clone();
+        let chosen = async || {
+            passback::store::Stmt::new("SELECT agent_id FROM writebacks WHERE op = 'reset' AND anchor = ?")
+                .bind(bob.as_str())
+                .scalar::<Option<String>>(&db)
+                .await
+                .unwrap()
+                .flatten()
+        };
+        until("the reset to be sent", async || chosen().await.is_some()).await;
+        let (dead, alive) = if chosen().await.as_deref() == Some(second_id.as_str()) {
+            (second.id(), first)
+        } else {
+            (first, second.id())
+        };
+        signal(dead, "KILL");
+        signal(alive, "CONT");
+    });
+    let _ = second.kill();
+    let _ = second.wait();
+
+    assert!(page.contains("PB-1003") && page.contains("was not changed"), "{page}");
+    assert!(!app.bind_works("bob", "Never-Written-4!").await, "nothing was written");
+    assert!(app.bind_works("bob", passback::sandbox::INITIAL_USER_PASSWORD).await);
+    let rows = app.audit().await;
+    let row = rows.iter().find(|r| r.operation == "reset.writeback").unwrap();
+    assert_eq!(row.outcome_code, "PB-1003", "{row:?}");
+    assert!(row.raw.contains("found the new password not in place"), "{}", row.raw);
+}

@@ -154,7 +154,7 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
 }
 
 pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::GateForm>) -> PageResult {
-    if !st.guard.address_allowed(client.ip()) {
+    if !st.address_allowed(client.ip()).await? {
         return Ok(crate::portal::error::too_many());
     }
     let Some((who, mut step)) = load(&st, &session).await? else { return Ok(back()) };

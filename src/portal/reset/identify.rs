@@ -90,7 +90,10 @@ pub async fn identify(
     };
     let support = SupportCode::new();
     let found = people::resolve(&st, &login, &support).await?;
-    let limited = found.target.as_ref().is_some_and(|t| !st.guard.account_allowed(&t.person().subject()));
+    let limited = match &found.target {
+        Some(t) => !st.guard.account_allowed(&st.db, &t.person().subject(), st.clock.now()).await?,
+        None => false,
+    };
     let subject = match &found.target {
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),

@@ -29,7 +29,7 @@ pub async fn verify_form(
     session: Session,
 ) -> PageResult {
     // It may open a gate (a code mailed, an audit row): limited per address like every step.
-    if !st.guard.address_allowed(client.ip()) {
+    if !st.address_allowed(client.ip()).await? {
         return Ok(crate::portal::error::too_many());
     }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
@@ -112,7 +112,7 @@ pub struct ChoiceForm {
 
 /// The person chose a way to verify (or asked to choose another one).
 pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceForm>) -> PageResult {
-    if !st.guard.address_allowed(client.ip()) {
+    if !st.address_allowed(client.ip()).await? {
         return Ok(crate::portal::error::too_many());
     }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
@@ -136,7 +136,7 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
 }
 
 pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::GateForm>) -> PageResult {
-    if !st.guard.address_allowed(client.ip()) {
+    if !st.address_allowed(client.ip()).await? {
         return Ok(crate::portal::error::too_many());
     }
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };

@@ -63,7 +63,7 @@ async fn signin_inner(
     session: &Session,
     f: StaffSignInForm,
 ) -> PageResult {
-    if !st.guard.address_allowed(client.ip()) {
+    if !st.address_allowed(client.ip()).await? {
         return Ok(crate::portal::error::too_many());
     }
     let tr = Tr::current();

@@ -1,6 +1,12 @@
 //! The hub: live agent connections, their keys, and requests waiting for a result.
 //! Its locks are plain mutexes held for a few map operations and never across an `.await`.
+//!
+//! Several `serve` instances on one PostgreSQL share their agents: each writes its live agents
+//! into the database every second and reads the others' ([`instances`]), and a request for an
+//! agent connected elsewhere travels sealed, as it is, through PostgreSQL's NOTIFY to the
+//! instance that holds the agent's connection; the sealed answer comes back the same way.
 
+pub mod instances;
 mod sealed;
 
 use super::protocol::{AgentStatus, Wire};
@@ -13,7 +19,7 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::RsaPublicKey;
 pub use sealed::{accepted_key, Refusal, REPORT_SKEW_SECS};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -34,6 +40,8 @@ struct Conn {
     tx: mpsc::Sender<Wire>,
     status: Option<AgentStatus>,
     last_seen: Instant,
+    /// Unix seconds.
+    connected_at: i64,
     /// Dropped with the connection's entry: its socket task then ends at once (a revoked agent is
     /// cut off without waiting for it to close).
     _kill: oneshot::Sender<()>,
@@ -43,7 +51,48 @@ struct Pending {
     agent_id: String,
     /// A writeback with a row in `writebacks` (not a read or a no-op).
     has_row: bool,
+    /// The instance that holds the agent's connection, when it is not this one.
+    via: Option<String>,
     tx: oneshot::Sender<envelope::ResultPackage>,
+}
+
+/// How long a request waits for its agent to come back after its connection broke, before
+/// another agent is asked to check (an agent reconnects within a second or two).
+const AGENT_RETURN_GRACE: Duration = Duration::from_secs(5);
+
+/// Which agents [`Hub::pick`] may choose.
+#[derive(Debug, Clone, Copy)]
+enum Which<'a> {
+    Any,
+    Only(&'a str),
+    Except(&'a str),
+}
+
+/// Where a live agent connection is: on this instance, or on another one.
+#[derive(Debug, Clone)]
+enum Route {
+    Local(mpsc::Sender<Wire>),
+    Remote(String),
+}
+
+/// A live agent connection of another instance, as it last wrote it into the database.
+#[derive(Debug, Clone)]
+struct RemoteConn {
+    instance: String,
+    agent_id: String,
+    status: AgentStatus,
+    connected_at: i64,
+    /// Unix seconds.
+    last_seen: i64,
+}
+
+/// A request another instance sent through this one to an agent connected here: its answer goes
+/// back to that instance.
+#[derive(Debug, Clone)]
+struct Forwarded {
+    origin: String,
+    agent_id: String,
+    until: i64,
 }
 
 #[derive(Default)]
@@ -58,6 +107,11 @@ struct Inner {
     syncs: HashMap<(String, String), i64>,
     /// What each agent last told this portal, and when (for the health page, also after it left).
     seen: HashMap<String, Seen>,
+    /// Agents connected to other instances (empty on SQLite, which has one instance).
+    remote: Vec<RemoteConn>,
+    forwarded: HashMap<MsgId, Forwarded>,
+    /// Agents revoked while this instance ran: a request to one is not sent again.
+    revoked: HashSet<String>,
 }
 
 /// The last that was heard from one agent.
@@ -97,7 +151,11 @@ impl Drop for PendingGuard<'_> {
 pub use super::protocol::CONTENT_KEY_EPOCH;
 
 pub struct Hub {
+    /// This instance, among those that share the database (random, new at each start).
+    pub instance: String,
     inner: Mutex<Inner>,
+    /// Wakes the task that writes this instance's agents into the database ([`instances`]).
+    presence_changed: tokio::sync::Notify,
     next_conn: AtomicU64,
     db: Db,
     data_key: DataKey,
@@ -161,7 +219,9 @@ impl WritebackResult {
 impl Hub {
     pub fn new(db: Db, data_key: DataKey, cfg: RelayConfig, clock: crate::Clock) -> Self {
         Self {
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             inner: Mutex::default(),
+            presence_changed: tokio::sync::Notify::new(),
             next_conn: AtomicU64::new(1),
             db,
             data_key,
@@ -185,7 +245,7 @@ impl Hub {
     /// one that comes after the wait or after a restart of the portal.
     pub fn choose_agent(&self, msg_id: &MsgId, directory: &str, now: i64) -> Option<String> {
         let directory = DirectoryId::parse(directory).ok()?;
-        let (agent_id, _, _) = self.pick(&directory, None)?;
+        let (agent_id, _, _) = self.pick(&directory, Which::Any, now)?;
         // The same form sent twice at once: both name the first choice, whichever claims.
         let (chosen, _) = self.chosen.get_or_put(msg_id, self.remembered_until(now), now, || agent_id);
         Some(chosen)
@@ -214,9 +274,16 @@ impl Hub {
     ) -> (u64, oneshot::Receiver<()>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (kill, killed) = oneshot::channel();
-        let conn =
-            Conn { agent_id: agent_id.to_string(), allowed, tx, status: None, last_seen: Instant::now(), _kill: kill };
         let now = self.clock.now();
+        let conn = Conn {
+            agent_id: agent_id.to_string(),
+            allowed,
+            tx,
+            status: None,
+            last_seen: Instant::now(),
+            connected_at: now,
+            _kill: kill,
+        };
         let mut inner = self.lock();
         inner.conns.insert(id, conn);
         let seen = inner.seen.entry(agent_id.to_string()).or_default();
@@ -229,8 +296,9 @@ impl Hub {
     pub fn unregister(&self, conn_id: u64) {
         let mut inner = self.lock();
         if let Some(conn) = inner.conns.remove(&conn_id) {
-            // Requests in flight on that agent can no longer be confirmed: their waiters get an
-            // immediate "not confirmed" rather than waiting for the deadline.
+            // Requests in flight on that agent can no longer be answered on this connection: their
+            // waiters send them again once the agent is back (see `send_and_wait`), here or on
+            // another instance, whose waiters are told.
             let still_connected = inner.conns.values().any(|c| c.agent_id == conn.agent_id && c.status.is_some());
             if !still_connected {
                 inner.pending.retain(|_, p| p.agent_id != conn.agent_id);
@@ -238,8 +306,20 @@ impl Hub {
                 if let Some(seen) = inner.seen.get_mut(&conn.agent_id) {
                     seen.disconnected_at = Some(now);
                 }
+                let lost: Vec<(MsgId, Forwarded)> = inner
+                    .forwarded
+                    .iter()
+                    .filter(|(_, f)| f.agent_id == conn.agent_id)
+                    .map(|(m, f)| (m.clone(), f.clone()))
+                    .collect();
+                for (msg_id, f) in lost {
+                    inner.forwarded.remove(&msg_id);
+                    self.tell_later(&f.origin, instances::Note::Gone { msg_id, agent: f.agent_id });
+                }
             }
         }
+        drop(inner);
+        self.presence_changed.notify_one();
     }
 
     /// Cuts off a revoked agent: its live connections end at once, the requests sent to it end
@@ -253,6 +333,8 @@ impl Hub {
         inner.pending.retain(|_, p| p.agent_id != agent_id);
         inner.keys.remove(agent_id);
         inner.content_keys.retain(|(agent, _), _| agent != agent_id);
+        inner.revoked.insert(agent_id.to_string());
+        inner.remote.retain(|r| r.agent_id != agent_id);
         if dropped > 0 {
             if let Some(seen) = inner.seen.get_mut(agent_id) {
                 seen.disconnected_at = Some(now);
@@ -302,33 +384,63 @@ impl Hub {
             c.status = Some(status.clone());
             c.last_seen = Instant::now();
             let agent = c.agent_id.clone();
+            // Requests waiting on this agent through another instance (which may have died with
+            // the agent's old connection) are sent again, here: the agent answers a message id
+            // once, from what it did, so nothing is written twice.
+            inner.pending.retain(|_, p| !(p.agent_id == agent && p.via.is_some()));
             let seen = inner.seen.entry(agent).or_default();
             seen.status = Some(status);
             seen.last_heard = self.clock.now();
         }
+        drop(inner);
+        self.presence_changed.notify_one();
     }
 
-    /// Every agent heard from since the portal started, alive or not, by id.
+    /// Every agent heard from since the portal started, alive or not, and every agent alive on
+    /// another instance, by id.
     pub fn agents_health(&self) -> Vec<AgentHealth> {
         let window = self.liveness_window();
+        let now = self.clock.now();
         let inner = self.lock();
+        let remote_alive = |id: &str| inner.remote.iter().find(|r| r.agent_id == id && self.fresh(r, now));
         let mut out: Vec<AgentHealth> = inner
             .seen
             .iter()
-            .map(|(id, seen)| AgentHealth {
-                agent_id: id.clone(),
-                alive: inner
+            .map(|(id, seen)| {
+                let here = inner
                     .conns
                     .values()
-                    .any(|c| &c.agent_id == id && c.status.is_some() && c.last_seen.elapsed() < window),
-                last_heard: Some(seen.last_heard),
-                connected_at: seen.connected_at,
-                disconnected_at: seen.disconnected_at,
-                status: seen.status.clone(),
+                    .any(|c| &c.agent_id == id && c.status.is_some() && c.last_seen.elapsed() < window);
+                let elsewhere = remote_alive(id);
+                AgentHealth {
+                    agent_id: id.clone(),
+                    alive: here || elsewhere.is_some(),
+                    last_heard: Some(elsewhere.map_or(seen.last_heard, |r| r.last_seen.max(seen.last_heard))),
+                    connected_at: seen.connected_at,
+                    disconnected_at: seen.disconnected_at.filter(|_| elsewhere.is_none()),
+                    status: seen.status.clone(),
+                }
             })
             .collect();
+        for r in inner.remote.iter().filter(|r| !inner.seen.contains_key(&r.agent_id) && self.fresh(r, now)) {
+            if !out.iter().any(|a| a.agent_id == r.agent_id) {
+                out.push(AgentHealth {
+                    agent_id: r.agent_id.clone(),
+                    alive: true,
+                    last_heard: Some(r.last_seen),
+                    connected_at: Some(r.connected_at),
+                    disconnected_at: None,
+                    status: Some(r.status.clone()),
+                });
+            }
+        }
         out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         out
+    }
+
+    /// Whether another instance renewed this connection within the liveness window.
+    fn fresh(&self, r: &RemoteConn, now: i64) -> bool {
+        now - r.last_seen < i64::try_from(self.liveness_window().as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Whether the agent on this connection was enrolled for `directory`.
@@ -337,44 +449,64 @@ impl Hub {
     }
 
     /// A live connection of an agent that serves `directory` and reports it reachable: its agent
-    /// id, its sender, and the key version the agent says it uses.
-    /// With `only`, a connection of that agent.
-    fn pick(&self, directory: &DirectoryId, only: Option<&str>) -> Option<(String, mpsc::Sender<Wire>, u32)> {
+    /// id, where it is, and the key version the agent says it uses.
+    ///
+    /// The least busy agent: the one with the fewest requests this instance waits on; between
+    /// equals, a connection to this instance (no trip through the database), then the one heard
+    /// from last.
+    fn pick(&self, directory: &DirectoryId, which: Which<'_>, now: i64) -> Option<(String, Route, u32)> {
         let window = self.liveness_window();
+        let serves = |s: &AgentStatus| s.directories.iter().any(|d| &d.id == directory && d.reachable);
+        let wanted = |agent: &str| match which {
+            Which::Any => true,
+            Which::Only(a) => a == agent,
+            Which::Except(a) => a != agent,
+        };
         let inner = self.lock();
-        inner
+        let busy = |agent: &str| inner.pending.values().filter(|p| p.agent_id == agent).count();
+        let here = inner
             .conns
             .values()
-            .filter(|c| only.is_none_or(|a| a == c.agent_id))
-            .filter(|c| c.last_seen.elapsed() < window)
-            .filter(|c| {
-                c.status.as_ref().is_some_and(|s| s.directories.iter().any(|d| &d.id == directory && d.reachable))
-            })
-            .min_by_key(|c| c.last_seen.elapsed())
-            .map(|c| (c.agent_id.clone(), c.tx.clone(), c.status.as_ref().map(|s| s.key_version).unwrap_or(0)))
+            .filter(|c| wanted(&c.agent_id) && c.last_seen.elapsed() < window)
+            .filter(|c| c.status.as_ref().is_some_and(serves))
+            .map(|c| {
+                let version = c.status.as_ref().map(|s| s.key_version).unwrap_or(0);
+                let key = (busy(&c.agent_id), 0, c.last_seen.elapsed().as_millis() as i64);
+                (key, (c.agent_id.clone(), Route::Local(c.tx.clone()), version))
+            });
+        let elsewhere =
+            inner.remote.iter().filter(|r| wanted(&r.agent_id) && self.fresh(r, now) && serves(&r.status)).map(|r| {
+                let key = (busy(&r.agent_id), 1, (now - r.last_seen).saturating_mul(1000));
+                (key, (r.agent_id.clone(), Route::Remote(r.instance.clone()), r.status.key_version))
+            });
+        here.chain(elsewhere).min_by_key(|(key, _)| *key).map(|(_, picked)| picked)
     }
 
     pub fn is_alive(&self, directory: &DirectoryId) -> bool {
-        self.pick(directory, None).is_some()
+        self.pick(directory, Which::Any, self.clock.now()).is_some()
     }
 
-    /// Whether any agent serves any directory right now.
+    /// Whether any agent serves any directory right now, on any instance.
     pub fn any_alive(&self) -> bool {
         let window = self.liveness_window();
-        self.lock().conns.values().any(|c| {
-            c.last_seen.elapsed() < window
-                && c.status.as_ref().is_some_and(|s| s.directories.iter().any(|d| d.reachable))
-        })
+        let now = self.clock.now();
+        let inner = self.lock();
+        let reachable = |s: &AgentStatus| s.directories.iter().any(|d| d.reachable);
+        inner.conns.values().any(|c| c.last_seen.elapsed() < window && c.status.as_ref().is_some_and(reachable))
+            || inner.remote.iter().any(|r| self.fresh(r, now) && reachable(&r.status))
     }
 
+    /// How many agents are alive, on any instance.
     pub fn live_agents(&self) -> usize {
         let window = self.liveness_window();
+        let now = self.clock.now();
         let inner = self.lock();
         let mut ids: Vec<&str> = inner
             .conns
             .values()
             .filter(|c| c.status.is_some() && c.last_seen.elapsed() < window)
             .map(|c| c.agent_id.as_str())
+            .chain(inner.remote.iter().filter(|r| self.fresh(r, now)).map(|r| r.agent_id.as_str()))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -405,8 +537,10 @@ impl Hub {
         // The agent the claim named, while it is alive; else another, which the row then names.
         let chosen = self.chosen.get(&req.msg_id, now);
         self.chosen.remove(&req.msg_id);
-        let picked = chosen.as_deref().and_then(|a| self.pick(&req.directory, Some(a)));
-        let Some((agent_id, tx, agent_key_version)) = picked.or_else(|| self.pick(&req.directory, None)) else {
+        let picked = chosen.as_deref().and_then(|a| self.pick(&req.directory, Which::Only(a), now));
+        let Some((agent_id, mut route, agent_key_version)) =
+            picked.or_else(|| self.pick(&req.directory, Which::Any, now))
+        else {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
         let has_row = matches!(req.op, Op::Reset | Op::Change | Op::Unlock | Op::RequireChange);
@@ -422,34 +556,142 @@ impl Hub {
                 return WritebackResult::local(Outcome::Internal, "sealing failed");
             }
         };
-        let (result_tx, result_rx) = oneshot::channel();
-        self.lock().pending.insert(req.msg_id.clone(), Pending { agent_id: agent_id.clone(), has_row, tx: result_tx });
         // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
-        tracing::debug!(msg_id = %req.msg_id, agent = %agent_id, bytes = frame.len(), "request sent");
         // Sending counts against the deadline too: a stalled agent connection cannot hold the
         // person's page for longer than the deadline.
-        let deadline = Duration::from_secs(self.cfg.result_deadline_secs);
-        let answer = tokio::time::timeout(deadline, async {
-            if tx.send(frame).await.is_err() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.result_deadline_secs);
+        let not_confirmed = |why: &str| WritebackResult {
+            agent_id: Some(agent_id.clone()),
+            ..WritebackResult::local(Outcome::AgentTimeout, why)
+        };
+        loop {
+            match self.attempt(&req.msg_id, &agent_id, has_row, &route, &frame, deadline).await {
+                // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
+                Ok(Ok(pkg)) => {
+                    let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
+                    return WritebackResult { outcome, raw, policy, agent_id: Some(agent_id), answered: true };
+                }
+                // The agent's connection went away before its answer. Once the agent is back (on
+                // this instance or another), the same sealed request goes to it again: it answers
+                // a message id once, from what it did, so the person gets the directory's answer
+                // and nothing is written twice. An agent that is not back soon while another is
+                // alive: that one checks whether the new password is in place.
+                Ok(Err(why)) => {
+                    let soon = deadline.min(tokio::time::Instant::now() + AGENT_RETURN_GRACE);
+                    let mut back = self.agent_back(&req.directory, &agent_id, soon).await;
+                    if back.is_none() {
+                        if let Some(checked) = self.check_elsewhere(&req, &agent_id, deadline).await {
+                            return checked;
+                        }
+                        back = self.agent_back(&req.directory, &agent_id, deadline).await;
+                    }
+                    match back {
+                        Some(back) => {
+                            tracing::info!(msg_id = %req.msg_id, agent = %agent_id, "agent back: the request is sent again");
+                            route = back;
+                        }
+                        None => return not_confirmed(why),
+                    }
+                }
+                Err(()) => return not_confirmed("no answer before the deadline"),
+            }
+        }
+    }
+
+    /// Sends `frame` to `agent_id` by `route` once and waits for its answer, until `deadline`
+    /// (`Err`): the answer, or why none can come on this connection any more.
+    async fn attempt(
+        &self,
+        msg_id: &MsgId,
+        agent_id: &str,
+        has_row: bool,
+        route: &Route,
+        frame: &Wire,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<envelope::ResultPackage, &'static str>, ()> {
+        let (result_tx, result_rx) = oneshot::channel();
+        let via = match route {
+            Route::Local(_) => None,
+            Route::Remote(instance) => Some(instance.clone()),
+        };
+        let pending = Pending { agent_id: agent_id.to_string(), has_row, via, tx: result_tx };
+        self.lock().pending.insert(msg_id.clone(), pending);
+        tracing::debug!(msg_id = %msg_id, agent = %agent_id, bytes = frame.len(), "request sent");
+        tokio::time::timeout_at(deadline, async {
+            let sent = match route {
+                Route::Local(tx) => tx.send(frame.clone()).await.is_ok(),
+                Route::Remote(instance) => self.forward(instance, agent_id, frame).await,
+            };
+            if !sent {
                 return Err("agent connection closed before sending");
             }
             result_rx.await.map_err(|_| "agent disconnected before answering")
         })
-        .await;
-        match answer {
-            // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
-            Ok(Ok(pkg)) => {
-                let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
-                WritebackResult { outcome, raw, policy, agent_id: Some(agent_id), answered: true }
+        .await
+        .map_err(|_| ())
+    }
+
+    /// After the agent holding a password write went away without answering and did not come
+    /// back: asks another live agent whether the new password is in place, by binding as the
+    /// person with it (a request of its own: the write itself never goes to a second agent, so
+    /// no message id is carried out by two). `None` when there is nothing to check (no other
+    /// agent, no new password) or the check gave no clear answer.
+    async fn check_elsewhere(
+        &self,
+        req: &WritebackRequest<'_>,
+        lost: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<WritebackResult> {
+        let password = req.password.filter(|_| matches!(req.op, Op::Reset | Op::Change))?;
+        let now = self.clock.now();
+        let (other, route, key_version) = self.pick(&req.directory, Which::Except(lost), now)?;
+        let check = WritebackRequest {
+            msg_id: MsgId::random(),
+            op: Op::Verify,
+            directory: req.directory.clone(),
+            anchor: req.anchor.clone(),
+            password: Some(password),
+            old_password: None,
+            flags: Flags::default(),
+            actor: req.actor.clone(),
+        };
+        let frame = Wire::sealed(&self.seal_request(&other, key_version, &check, now).await.ok()?);
+        let _pending = PendingGuard { hub: self, msg_id: &check.msg_id };
+        let pkg = self.attempt(&check.msg_id, &other, false, &route, &frame, deadline).await.ok()?.ok()?;
+        let (outcome, seen) = match pkg.outcome {
+            Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired => (Outcome::Success, "in place"),
+            Outcome::OldPasswordWrong => (Outcome::NotWritten, "not in place"),
+            _ => return None,
+        };
+        tracing::warn!(msg_id = %req.msg_id, lost, checked_by = %other, seen, "an agent went away before answering; another checked the new password");
+        let raw = format!(
+            "agent {lost} went away before answering; agent {other} found the new password {seen} ({})",
+            pkg.outcome.code()
+        );
+        Some(WritebackResult { outcome, raw, policy: None, agent_id: Some(lost.to_string()), answered: false })
+    }
+
+    /// Waits until `agent_id` is alive again for `directory`, here or on another instance, but
+    /// not past `deadline`, nor for an agent revoked meanwhile: where it is then.
+    async fn agent_back(
+        &self,
+        directory: &DirectoryId,
+        agent_id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<Route> {
+        const EVERY: Duration = Duration::from_millis(100);
+        loop {
+            if self.lock().revoked.contains(agent_id) {
+                return None;
             }
-            Ok(Err(why)) => {
-                WritebackResult { agent_id: Some(agent_id), ..WritebackResult::local(Outcome::AgentTimeout, why) }
+            if let Some((_, route, _)) = self.pick(directory, Which::Only(agent_id), self.clock.now()) {
+                return Some(route);
             }
-            Err(_) => WritebackResult {
-                agent_id: Some(agent_id),
-                ..WritebackResult::local(Outcome::AgentTimeout, "no answer before the deadline")
-            },
+            if tokio::time::Instant::now() + EVERY >= deadline {
+                return None;
+            }
+            tokio::time::sleep(EVERY).await;
         }
     }
 }

@@ -121,10 +121,17 @@ impl Hub {
         agent_id: &str,
         frame: &SealedFrame,
     ) -> Result<T, Refusal> {
-        let key_for = self.key_for(agent_id).await?;
         let now = self.clock.now();
-        let report: envelope::Report<T> =
-            envelope::open_report(agent_id, frame, now, REPORT_SKEW_SECS, key_for).map_err(Refusal::from)?;
+        let opened = envelope::open_report(agent_id, frame, now, REPORT_SKEW_SECS, self.key_for(agent_id).await?);
+        let report: envelope::Report<T> = match opened {
+            // Keys rotated through another instance, whose word has not reached this one yet.
+            Err(envelope::EnvelopeError::UnknownKey(_)) => {
+                self.forget_keys(agent_id);
+                envelope::open_report(agent_id, frame, now, REPORT_SKEW_SECS, self.key_for(agent_id).await?)
+            }
+            opened => opened,
+        }
+        .map_err(Refusal::from)?;
         let keep_until = report.issued_at + 2 * REPORT_SKEW_SECS;
         match store::agents::note_frame(&self.db, agent_id, frame.msg_id.as_str(), keep_until).await {
             Ok(true) => Ok(report.body),
@@ -140,8 +147,19 @@ impl Hub {
     /// request waiting for it. A writeback takes one answer only: a copy, or a second answer for
     /// the same message, is refused and changes nothing.
     pub async fn deliver_result(&self, agent_id: &str, frame: &SealedFrame) -> Result<(), Refusal> {
-        let key_for = self.key_for(agent_id).await?;
-        let pkg = envelope::open_result(agent_id, frame, key_for).map_err(Refusal::from)?;
+        // A request another instance sent through this one: the answer is that instance's to open.
+        if self.return_forwarded(agent_id, frame) {
+            return Ok(());
+        }
+        let pkg = match envelope::open_result(agent_id, frame, self.key_for(agent_id).await?) {
+            // Keys rotated through another instance, whose word has not reached this one yet.
+            Err(envelope::EnvelopeError::UnknownKey(_)) => {
+                self.forget_keys(agent_id);
+                envelope::open_result(agent_id, frame, self.key_for(agent_id).await?)
+            }
+            opened => opened,
+        }
+        .map_err(Refusal::from)?;
         let waiting = {
             let mut inner = self.lock();
             match inner.pending.get(&pkg.msg_id) {

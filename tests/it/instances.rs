@@ -1,0 +1,137 @@
+//! Several portal instances on one PostgreSQL, sharing their agents: an agent holds one
+//! WebSocket, to one instance; a person's request may land on any.
+
+use crate::harness::{spawn_app_with, until, Options, DIR_ID};
+use passback::agent::state::AgentState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_connected_to_one_instance_serves_a_reset_submitted_on_another() {
+    let mut app = spawn_app_with(Options { postgres: true, ..Default::default() }).await;
+    app.wait_until_alive(true).await;
+    let other = app.portal.another_instance().await;
+    let directory = passback::domain::DirectoryId::parse(DIR_ID).unwrap();
+    let hub = other.hub.clone();
+    until("the other instance to see the agent", async || hub.is_alive(&directory)).await;
+    assert!(other.hub.connected_agents().is_empty(), "the agent's one connection is to the first instance");
+    let health = other.hub.agents_health();
+    assert!(health.len() == 1 && health[0].alive, "its health page shows the agent alive: {health:?}");
+
+    // The person's pages and posts all go to the other instance (its sessions are in the database).
+    app.url = other.url();
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, "Across-Instances-7!", "Across-Instances-7!").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("alice", "Across-Instances-7!").await);
+    let rows = app.audit().await;
+    let written = rows.iter().filter(|r| r.operation == "reset.writeback" && r.outcome_code == "PB-0000").count();
+    assert_eq!(written, 1, "{rows:?}");
+
+    // Keys rotated through the first instance are honoured by the other at once.
+    let out = app.agent_command(&["rotate-keys"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let page = app.submit_password(&form, "After-Rotation-8!", "After-Rotation-8!").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert_eq!(other.hub.keys(&state.agent_id).await.unwrap()[0].version, 2, "the other seals with the newest");
+
+    // Revoked on the other instance: the first drops its connection at once, and neither takes
+    // it back.
+    let revoked = passback::relay::revoke::revoke(
+        &app.db,
+        Some(&other.hub),
+        &state.agent_id,
+        "staff:ada",
+        "TEST0-CODE0",
+        app.clock.now(),
+    )
+    .await;
+    assert!(revoked.is_ok(), "{revoked:?}");
+    let first = app.hub.clone();
+    until("the first instance to drop the agent", async || first.connected_agents().is_empty()).await;
+    until("neither to count it alive", async || !hub.is_alive(&directory) && !first.is_alive(&directory)).await;
+    for url in [app.portal.url(), other.url()] {
+        let check = app
+            .client
+            .get(format!("{url}{}", passback::relay::CHECK_PATH))
+            .header("Authorization", state.bearer().as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(check.status(), 401, "{url} refuses its credentials");
+    }
+}
+
+/// The instance an agent is connected to is killed while a person's reset, made on another
+/// instance, waits for the agent's answer. The agent reconnects through the load balancer to the
+/// instance still alive, which sends the same sealed request again: the agent answers it once
+/// (from what it did, if it had begun), the person is told the directory's answer, and the
+/// directory is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_waiting_on_a_killed_instance_gets_the_directorys_answer_and_is_written_once() {
+    let mut app = spawn_app_with(Options { postgres: true, result_deadline_secs: 20, ..Default::default() }).await;
+    let (doomed, port) = app.portal.another_process(&app.dir.join("doomed")).await;
+    // The agent reaches the portal through a balancer that prefers the instance to be killed.
+    let balancer = passback::sandbox::Balancer::start(vec![
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::net::SocketAddr::from(([127, 0, 0, 1], app.portal.port)),
+    ])
+    .await
+    .unwrap();
+    let mut state = AgentState::load(&app.agent_cfg.state_file).unwrap();
+    state.portal_url = format!("https://localhost:{}", balancer.port);
+    state.save(&app.agent_cfg.state_file).unwrap();
+    app.restart_agent_with(|_| {}).await;
+    let hub = app.hub.clone();
+    until("the agent to be connected to the other instance only", async || hub.connected_agents().is_empty()).await;
+    app.wait_until_alive(true).await;
+
+    let form = app.verified_as("carol", "carol@example.org").await;
+    let served_before = app.agent_log().matches("request served").count();
+    // The agent holds still: the request reaches it (or not) while its instance dies.
+    app.signal_agent("STOP");
+    let (page, ()) = tokio::join!(app.submit_password(&form, "Survived-Kill-5!", "Survived-Kill-5!"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let killed = std::process::Command::new("kill").args(["-KILL", &doomed.pid().to_string()]).status();
+        assert!(killed.unwrap().success());
+        app.signal_agent("CONT");
+    });
+    assert!(page.contains("Your password has been changed"), "{page}\n{}", app.agent_log());
+    assert!(app.bind_works("carol", "Survived-Kill-5!").await);
+    let served = app.agent_log().matches("request served").count() - served_before;
+    assert_eq!(served, 1, "the directory was written once:\n{}", app.agent_log());
+    let rows = app.audit().await;
+    let written = rows.iter().filter(|r| r.operation == "reset.writeback").collect::<Vec<_>>();
+    assert!(written.len() == 1 && written[0].outcome_code == "PB-0000", "{written:?}");
+    assert!(app.hub.connected_agents().len() == 1, "the agent is connected to the instance alive");
+    // The answer could only come through the instance alive, asked again.
+    assert!(crate::harness::portal_log().contains("agent back: the request is sent again"));
+}
+
+/// The limits on first steps are one count in the database: spreading requests over instances
+/// (as a load balancer would) gets no more through than one instance would let.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_steps_from_one_address_are_counted_once_across_instances() {
+    // Without a proof of work (no browser here) a quarter of the allowance applies: 3 a minute.
+    let mut app = spawn_app_with(Options { postgres: true, per_address_per_minute: 12, ..Default::default() }).await;
+    let other = app.portal.another_instance().await;
+    let urls = [app.url.clone(), other.url()];
+    let mut through = 0;
+    for i in 0..8 {
+        app.url = urls[i % 2].clone();
+        let (_, csrf) = app.page("/reset").await;
+        let answer = app
+            .client
+            .post(format!("{}/reset", app.url))
+            .form(&[("csrf", csrf.as_str()), ("login", "alice")])
+            .send()
+            .await
+            .unwrap();
+        match answer.status().as_u16() {
+            200 => through += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(through, 3, "3 a minute from this address, whichever instance answers");
+}
