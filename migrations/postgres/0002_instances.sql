@@ -11,13 +11,13 @@ CREATE TABLE relay_presence (
     PRIMARY KEY (instance, conn_id)
 );
 
--- Requests counted per fixed window of time, for the rate limits every instance must share (first
--- steps per client address and per account): one row per key and window, counted up in one
--- statement that refuses past the limit. Old windows go by the periodic task.
-CREATE TABLE rate_counts (
-    bucket        TEXT NOT NULL,
-    window_start  BIGINT NOT NULL,
-    n             BIGINT NOT NULL,
-    PRIMARY KEY (bucket, window_start)
+-- The rate limits every instance must share (first steps per client address and per account), as
+-- a generic cell rate algorithm: per key, the theoretical arrival time of the next request (Unix
+-- milliseconds), moved on by one interval per request taken, in one statement that refuses a
+-- request that would move it more than the window ahead. A row in the past is a full allowance:
+-- the periodic task deletes it.
+CREATE TABLE rate_limits (
+    bucket  TEXT PRIMARY KEY,
+    tat     BIGINT NOT NULL
 );
-CREATE INDEX rate_counts_when ON rate_counts(window_start);
+CREATE INDEX rate_limits_when ON rate_limits(tat);

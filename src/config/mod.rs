@@ -227,6 +227,9 @@ mod tests {
         let verified =
             "postgres://passback@db.example.org/passback?sslmode=verify-full&sslrootcert=/etc/passback/db-ca.pem";
         assert!(with(&mut cfg, verified).is_ok());
+        let no_ca = "postgres://passback@db.example.org/passback?sslmode=verify-full";
+        assert!(with(&mut cfg, no_ca).is_err(), "the CA is named: not whatever the system trusts");
+        assert!(with(&mut cfg, "postgres://passback@[::1]:5432/passback").is_ok(), "this machine, by IPv6");
         assert!(with(&mut cfg, "postgres://passback@127.0.0.1:5432/passback").is_ok(), "this machine");
         assert!(with(&mut cfg, "postgresql://passback@localhost/passback?host=/run/postgresql").is_ok(), "a socket");
         cfg.mode = Mode::Development;

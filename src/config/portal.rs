@@ -378,10 +378,13 @@ fn unprotected_database_link(url: &str) -> Option<String> {
         Err(e) => return Some(format!("not a PostgreSQL address: {e}")),
     };
     let host = opts.get_host();
-    if opts.get_socket().is_some() || host.starts_with('/') || is_loopback_host(host) {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if opts.get_socket().is_some() || host.starts_with('/') || is_loopback_host(bare) {
         return None;
     }
-    (!matches!(opts.get_ssl_mode(), PgSslMode::VerifyFull)).then(|| {
+    let ca_named =
+        url::Url::parse(url).is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "sslrootcert" && !v.is_empty()));
+    (!matches!(opts.get_ssl_mode(), PgSslMode::VerifyFull) || !ca_named).then(|| {
         format!(
             "the database at {host} would be reached without a verified TLS link: add \
              sslmode=verify-full and sslrootcert=<the CA that signed its certificate> (the name in \

@@ -1,16 +1,16 @@
 //! Anti-automation for the first steps (identify, sign-in, change): a self-hosted proof of work
 //! that the page's script solves while the person types (no third party, no tracking), a delay
 //! instead for a browser without JavaScript, and rate limits per client address and per account:
-//! counted in the database, per fixed window (a minute, an hour), so that every instance and
-//! every restart shares one count; governor's keyed GCRA limiters in this process go first, a
-//! cheap layer that turns a flood away without touching the database.
+//! kept in the database (a cell rate algorithm, see [`take_allowance`]), so that every instance
+//! and every restart shares one allowance; governor's keyed limiters of the same quotas in this
+//! process go first, a cheap layer that turns a flood away without touching the database.
 //!
 //! A challenge is `nonce.expires.bits.mac`: stateless to hand out, authenticated by a key derived
 //! from the data key, and spent on use, so one solution buys one attempt.
 
 use super::PortalError;
 use crate::config::AntiAutomationConfig;
-use crate::store::security::take_from_window;
+use crate::store::security::take_allowance;
 use crate::store::{Db, MacKey};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -185,7 +185,7 @@ impl Guard {
         }
         let unproven = format!("unproven:{}", address_key(client));
         if self.unproven.check_key(&address_key(client)).is_err()
-            || !take_from_window(db, &unproven, 60, self.per_address_per_minute.div_ceil(4), now).await?
+            || !take_allowance(db, &unproven, 60, self.per_address_per_minute.div_ceil(4), now).await?
         {
             tracing::warn!(%client, "rate limit reached for first steps without a proof of work");
             return Ok(Verdict::TooMany);
@@ -199,7 +199,7 @@ impl Guard {
     pub async fn address_allowed(&self, db: &Db, client: IpAddr, now: i64) -> Result<bool, PortalError> {
         let key = address_key(client);
         let allowed = self.per_address.check_key(&key).is_ok()
-            && take_from_window(db, &format!("address:{key}"), 60, self.per_address_per_minute, now).await?;
+            && take_allowance(db, &format!("address:{key}"), 60, self.per_address_per_minute, now).await?;
         if !allowed {
             tracing::warn!(%client, "rate limit reached for a client address");
         }
@@ -209,7 +209,7 @@ impl Guard {
     /// Whether another identify step for this account is allowed this hour.
     pub async fn account_allowed(&self, db: &Db, subject: &str, now: i64) -> Result<bool, PortalError> {
         Ok(self.per_account.check_key(&subject.to_string()).is_ok()
-            && take_from_window(db, &format!("account:{subject}"), 3600, self.per_account_per_hour, now).await?)
+            && take_allowance(db, &format!("account:{subject}"), 3600, self.per_account_per_hour, now).await?)
     }
 
     /// Forgets limiter state that no longer matters (called now and then).

@@ -151,7 +151,7 @@ pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(fr
         Ok(true) => {
             state.hub.forget_keys(&agent_id);
             // Every other instance forgets them at once too.
-            crate::relay::hub::instances::announce(&state.db, &agent_id, false).await;
+            state.hub.announce(&agent_id, false).await;
             tracing::info!(agent = %agent_id, version, "agent keys rotated");
             no_store(RotateResponse { key_version: u32::try_from(version).unwrap_or(u32::MAX), package_key_ct })
         }

@@ -30,8 +30,11 @@ pub async fn revoke(
         bail!("agent {} ({}) was revoked already", agent.name, agent.id);
     }
     let dropped = hub.map(|h| h.drop_agent(&agent.id)).unwrap_or(0);
-    // Every other instance drops its connections at once too (else within a second, by [`watch`]).
-    super::hub::instances::announce(db, &agent.id, true).await;
+    // Every other instance drops its connections at once too (without a running portal here,
+    // as from the command line, within a second: see [`watch`]).
+    if let Some(hub) = hub {
+        hub.announce(&agent.id, true).await;
+    }
     let rec = store::audit::AuditRecord {
         at: now,
         actor: actor.into(),

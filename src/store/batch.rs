@@ -236,13 +236,16 @@ impl Stmt {
         Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
     }
 
-    /// Runs it inside `tx`: how many rows it changed.
+    /// Runs it inside `tx`: how many rows it changed. (A statement that must be serialized runs
+    /// on its own or in a [`Batch`], which take its locks.)
     pub async fn run_in(self, tx: &mut Tx) -> sqlx::Result<u64> {
+        assert!(self.locks.is_empty(), "a serialized statement inside a transaction: {}", self.sql);
         self.run_on(tx.conn()).await
     }
 
     /// Runs it inside `tx`: the first row it returns, if any.
     pub async fn fetch_optional_in<T: Row>(self, tx: &mut Tx) -> sqlx::Result<Option<T>> {
+        assert!(self.locks.is_empty(), "a serialized statement inside a transaction: {}", self.sql);
         Ok(self.fetch_all_on(tx.conn()).await?.into_iter().next())
     }
 }
@@ -281,7 +284,7 @@ impl Stmt {
     fn check_values(&self) {
         let wanted = match highest_numbered_placeholder(&self.sql) {
             Some(n) => n,
-            None => self.sql.matches('?').count(),
+            None => placeholder_positions(&self.sql).count(),
         };
         assert_eq!(wanted, self.values.len(), "values bound to {}", self.sql);
     }
@@ -468,6 +471,19 @@ impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
     }
 }
 
+/// Where the `?` placeholders of `sql` are (byte offsets): every `?` outside quoted text.
+fn placeholder_positions(sql: &str) -> impl Iterator<Item = usize> + '_ {
+    let mut quoted = false;
+    sql.bytes().enumerate().filter_map(move |(i, b)| match b {
+        b'\'' => {
+            quoted = !quoted;
+            None
+        }
+        b'?' if !quoted => Some(i),
+        _ => None,
+    })
+}
+
 /// `sql` with its `?` placeholders numbered (`$1`, `$2`…), as PostgreSQL wants them; a `?` in
 /// quoted text stays. A statement that numbers its own is returned as it is.
 fn numbered(sql: &str) -> Cow<'_, str> {
@@ -475,21 +491,14 @@ fn numbered(sql: &str) -> Cow<'_, str> {
         return Cow::Borrowed(sql);
     }
     let mut out = String::with_capacity(sql.len() + 16);
-    let (mut n, mut quoted) = (0, false);
-    for c in sql.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                out.push(c);
-            }
-            '?' if !quoted => {
-                n += 1;
-                out.push('$');
-                out.push_str(&n.to_string());
-            }
-            _ => out.push(c),
-        }
+    let mut from = 0;
+    for (n, at) in placeholder_positions(sql).enumerate() {
+        out.push_str(&sql[from..at]);
+        out.push('$');
+        out.push_str(&(n + 1).to_string());
+        from = at + 1;
     }
+    out.push_str(&sql[from..]);
     Cow::Owned(out)
 }
 
@@ -552,6 +561,8 @@ mod tests {
         );
         assert_eq!(numbered("SELECT $1, $1"), "SELECT $1, $1");
         assert_eq!(numbered("SELECT 'it''s', ?"), "SELECT 'it''s', $1");
+        // A quoted `?` is no placeholder when values are counted either.
+        Stmt::new("SELECT ? WHERE x = '?'").bind(1_i64).check_values();
     }
 
     #[test]

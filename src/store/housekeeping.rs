@@ -40,8 +40,8 @@ pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
         ("DELETE FROM relay_frames WHERE expires_at < $1", now),
         // What instances that died long ago said of their agents.
         ("DELETE FROM relay_presence WHERE last_seen < $1", now - 3600),
-        // Rate windows (a minute or an hour long) long past.
-        ("DELETE FROM rate_counts WHERE window_start < $1", now - 86_400),
+        // Rate limits whose allowance is whole again (their time, in milliseconds, is past).
+        ("DELETE FROM rate_limits WHERE tat < $1", now.saturating_mul(1000)),
         ("DELETE FROM spent_challenges WHERE expires_at < $1", now),
     ] {
         gone += Stmt::new(sql).bind(before).run(db).await?;

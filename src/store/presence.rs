@@ -14,35 +14,48 @@ pub struct PresenceRow {
     pub last_seen: i64,
 }
 
-/// Replaces what `instance` said of its connections with `rows`, in one transaction.
+/// The database's clock, in Unix seconds: the one clock every instance's rows are stamped and
+/// judged by, whatever their hosts' clocks say.
+fn database_now(db: &Db) -> &'static str {
+    if db.is_postgres() {
+        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)"
+    } else {
+        "CAST(strftime('%s', 'now') AS INTEGER)"
+    }
+}
+
+/// Replaces what `instance` said of its connections with `rows` (stamped now, by the database's
+/// clock), in one transaction.
 pub async fn publish(db: &Db, instance: &str, rows: &[PresenceRow]) -> sqlx::Result<()> {
     let mut b = Batch::new();
     b.push(Stmt::new("DELETE FROM relay_presence WHERE instance = ?").bind(instance));
+    let insert = format!(
+        "INSERT INTO relay_presence (instance, conn_id, agent_id, status_json, connected_at, last_seen) \
+         VALUES (?, ?, ?, ?, ?, {})",
+        database_now(db)
+    );
     for r in rows {
         b.push(
-            Stmt::new(
-                "INSERT INTO relay_presence (instance, conn_id, agent_id, status_json, connected_at, last_seen) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(instance)
-            .bind(r.conn_id)
-            .bind(r.agent_id.as_str())
-            .bind(&r.status_json)
-            .bind(r.connected_at)
-            .bind(r.last_seen),
+            Stmt::new(insert.clone())
+                .bind(instance)
+                .bind(r.conn_id)
+                .bind(r.agent_id.as_str())
+                .bind(&r.status_json)
+                .bind(r.connected_at),
         );
     }
     b.run(db).await
 }
 
-/// The connections other instances renewed since `since`.
-pub async fn others(db: &Db, instance: &str, since: i64) -> sqlx::Result<Vec<PresenceRow>> {
-    Stmt::new(
+/// The connections other instances renewed in the last `stale_secs` seconds.
+pub async fn others(db: &Db, instance: &str, stale_secs: i64) -> sqlx::Result<Vec<PresenceRow>> {
+    Stmt::new(format!(
         "SELECT instance, conn_id, agent_id, status_json, connected_at, last_seen FROM relay_presence \
-         WHERE instance <> $1 AND last_seen >= $2 ORDER BY instance, conn_id",
-    )
+         WHERE instance <> $1 AND last_seen >= {} - $2 ORDER BY instance, conn_id",
+        database_now(db)
+    ))
     .bind(instance)
-    .bind(since)
+    .bind(stale_secs)
     .fetch_all(db)
     .await
 }

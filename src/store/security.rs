@@ -394,21 +394,29 @@ pub async fn reserve_failure(
     Ok(Err(Spent::Busy))
 }
 
-/// Counts one request of `bucket` in the current window of `window_secs`, unless `limit` were
-/// counted in it already: true when it is allowed. One statement, race-free on both databases
-/// (the window's row is locked by the update): every instance and every restart sees one count.
-pub async fn take_from_window(db: &Db, bucket: &str, window_secs: i64, limit: u32, now: i64) -> sqlx::Result<bool> {
-    let window_start = now - now.rem_euclid(window_secs.max(1));
-    let counted: Option<i64> = Stmt::new(
-        "INSERT INTO rate_counts (bucket, window_start, n) VALUES ($1, $2, 1) \
-         ON CONFLICT (bucket, window_start) DO UPDATE SET n = rate_counts.n + 1 WHERE rate_counts.n < $3 RETURNING n",
+/// Takes one request of `bucket`'s allowance of `limit` per `window_secs` (all of them at once,
+/// then one more each `window_secs / limit`), unless it is spent: true when it is allowed. A
+/// generic cell rate algorithm, as the in-process limiters do, kept in one row per bucket and
+/// moved in one statement, race-free on both databases (the row is locked by the update): every
+/// instance and every restart sees one allowance, and there is no window edge to burst across.
+pub async fn take_allowance(db: &Db, bucket: &str, window_secs: i64, limit: u32, now: i64) -> sqlx::Result<bool> {
+    let window_ms = window_secs.max(1).saturating_mul(1000);
+    let interval_ms = window_ms / i64::from(limit.max(1));
+    let now_ms = now.saturating_mul(1000);
+    let moved: Option<i64> = Stmt::new(
+        "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2 + $3) \
+         ON CONFLICT (bucket) DO UPDATE \
+         SET tat = (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 \
+         WHERE (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 - $2 <= $4 \
+         RETURNING tat",
     )
     .bind(bucket)
-    .bind(window_start)
-    .bind(limit)
+    .bind(now_ms)
+    .bind(interval_ms)
+    .bind(window_ms)
     .scalar(db)
     .await?;
-    Ok(counted.is_some_and(|n| n <= i64::from(limit)))
+    Ok(moved.is_some())
 }
 
 /// Marks a proof-of-work challenge spent until it expires; false if it was spent before. Expired
@@ -505,6 +513,24 @@ pub async fn unblock(db: &Db, subject: &str) -> sqlx::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_allowance_is_taken_at_once_then_comes_back_one_request_at_a_time() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let take = |at: i64| {
+            let db = db.clone();
+            async move { take_allowance(&db, "address:192.0.2.1", 60, 3, at).await.unwrap() }
+        };
+        let t = 1_000_000;
+        assert_eq!([take(t).await, take(t).await, take(t).await, take(t).await], [true, true, true, false]);
+        assert!(!take(t + 19).await, "one comes back after 20 s, not before");
+        assert!(take(t + 20).await);
+        assert!(!take(t + 20).await);
+        // No window edge to burst across: a minute on, three again, not six.
+        let later = [take(t + 80).await, take(t + 80).await, take(t + 80).await, take(t + 80).await];
+        assert_eq!(later, [true, true, true, false]);
+        assert!(take_allowance(&db, "address:192.0.2.2", 60, 3, t).await.unwrap(), "each bucket its own");
+    }
 
     #[tokio::test]
     async fn a_reservation_refused_is_put_on_the_allowance_that_was_spent() {

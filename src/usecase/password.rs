@@ -217,8 +217,9 @@ pub async fn apply(
     // only after the directory said yes, replace the portal's copy of the hash.
     let op = if old.is_some() { Op::Change } else { Op::Reset };
     let mut result = relay(st, by, target, msg_id, op, (Some(new.as_secret()), old), now).await?;
-    if target.kind == UserKind::HashSynced && result.outcome == Outcome::AgentTimeout {
-        // Perhaps the directory has the new password now: the portal's copy of the old one must
+    if target.kind == UserKind::HashSynced && matches!(result.outcome, Outcome::AgentTimeout | Outcome::NotWritten) {
+        // Perhaps the directory has the new password now (the agent that held the request may
+        // still carry it out, however a check found it): the portal's copy of the old one must
         // not stay valid meanwhile. The next confirmed reset or change sets it again.
         store::users::delete_password_hash(&st.db, &target.directory, &target.anchor).await?;
         result.raw = format!("{}; portal hash removed until a confirmed change", result.raw);

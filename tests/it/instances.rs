@@ -105,7 +105,16 @@ async fn a_reset_waiting_on_a_killed_instance_gets_the_directorys_answer_and_is_
     assert!(written.len() == 1 && written[0].outcome_code == "PB-0000", "{written:?}");
     assert!(app.hub.connected_agents().len() == 1, "the agent is connected to the instance alive");
     // The answer could only come through the instance alive, asked again.
-    assert!(crate::harness::portal_log().contains("agent back: the request is sent again"));
+    let carol = app.anchor_of("carol").await;
+    let msg_id: String = passback::store::Stmt::new("SELECT msg_id FROM writebacks WHERE op = 'reset' AND anchor = ?")
+        .bind(carol.as_str())
+        .scalar_one(&app.db)
+        .await
+        .unwrap();
+    let sent_again = crate::harness::portal_log()
+        .lines()
+        .any(|l| l.contains("agent back: the request is sent again") && l.contains(msg_id.as_str()));
+    assert!(sent_again, "the request {msg_id} was sent again");
 }
 
 /// The limits on first steps are one count in the database: spreading requests over instances

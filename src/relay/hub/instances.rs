@@ -9,6 +9,10 @@
 //!   goes back the same way and is opened, checked and recorded by the instance that waits.
 //! * **Keys and revocations** are announced on one channel that every instance listens to.
 //!
+//! Every note is authenticated (HMAC under a key derived from the data key, which every instance
+//! shares) and dated: one that anybody else with access to the database sends, or an old one
+//! sent again, is ignored. A revocation is also checked in the database before it is acted on.
+//!
 //! Notifications are lost while an instance's listening connection is down: a request then waits
 //! for its deadline like one to a silent agent, and the periodic checks (presence, revocations)
 //! catch up within a second. On SQLite there is one instance and none of this runs.
@@ -33,8 +37,8 @@ pub enum Note {
     Request { from: String, agent: String, frame: String },
     /// The agent's sealed answer, for the instance that waits for it.
     Result { agent: String, frame: String },
-    /// The agent's connection ended before it answered `msg_id`.
-    Gone { msg_id: MsgId, agent: String },
+    /// The agent's connection to instance `from` ended before it answered `msg_id`.
+    Gone { msg_id: MsgId, agent: String, from: String },
     /// The agent's keys changed: cached ones are forgotten.
     Keys { agent: String },
     /// The agent was revoked: its connections end now.
@@ -45,19 +49,25 @@ fn channel_of(instance: &str) -> String {
     format!("{INSTANCE_CHANNEL}{instance}")
 }
 
-/// Sends `note` on `channel`; false if it could not be sent (or on SQLite, with no other instance).
-async fn notify(db: &Db, channel: &str, note: &Note) -> bool {
-    if !db.is_postgres() {
-        return false;
-    }
-    let payload = match serde_json::to_string(note) {
-        Ok(p) if p.len() < MAX_NOTE => p,
-        Ok(p) => {
-            tracing::error!(bytes = p.len(), "a relay note too large for PostgreSQL's NOTIFY");
-            return false;
-        }
-        Err(_) => return false,
-    };
+/// How long a note stays acceptable after it was sent (instances' clocks may differ a little).
+const NOTE_TTL_SECS: i64 = 30;
+
+/// A note as it travels: dated and authenticated for its channel.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Signed {
+    at: i64,
+    note: String,
+    mac: String,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Sends a payload made by [`Hub::seal_note`] on `channel`; false if it could not be sent (or on
+/// SQLite, with no other instance).
+async fn send_note(db: &Db, channel: &str, payload: Option<String>) -> bool {
+    let Some(payload) = payload.filter(|_| db.is_postgres()) else { return false };
     match Stmt::new("SELECT pg_notify($1, $2)").bind(channel).bind(payload).run(db).await {
         Ok(_) => true,
         Err(e) => {
@@ -67,24 +77,53 @@ async fn notify(db: &Db, channel: &str, note: &Note) -> bool {
     }
 }
 
-/// Tells every instance that `agent`'s keys changed, or that it was revoked (`revoked`).
-pub async fn announce(db: &Db, agent: &str, revoked: bool) {
-    let agent = agent.to_string();
-    let note = if revoked { Note::Revoked { agent } } else { Note::Keys { agent } };
-    notify(db, AGENTS_CHANNEL, &note).await;
-}
-
 impl Hub {
+    /// `note` for `channel`, dated and authenticated; `None` if it would not fit in a NOTIFY.
+    fn seal_note(&self, channel: &str, note: &Note) -> Option<String> {
+        let note = serde_json::to_string(note).ok()?;
+        let at = unix_now();
+        let mac = self.notes_key.hash(&[channel.as_bytes(), b"\n", at.to_string().as_bytes(), b"\n", note.as_bytes()]);
+        let payload = serde_json::to_string(&Signed { at, note, mac }).ok()?;
+        if payload.len() >= MAX_NOTE {
+            tracing::error!(bytes = payload.len(), "a relay note too large for PostgreSQL's NOTIFY");
+            return None;
+        }
+        Some(payload)
+    }
+
+    /// The note in `payload`, if an instance sealed it for `channel` lately.
+    fn open_note(&self, channel: &str, payload: &str) -> Option<Note> {
+        let signed: Signed = serde_json::from_str(payload).ok()?;
+        let at = signed.at.to_string();
+        let parts: [&[u8]; 5] = [channel.as_bytes(), b"\n", at.as_bytes(), b"\n", signed.note.as_bytes()];
+        if !self.notes_key.matches(&parts, &signed.mac) || (unix_now() - signed.at).abs() > NOTE_TTL_SECS {
+            return None;
+        }
+        serde_json::from_str(&signed.note).ok()
+    }
+
+    async fn notify(&self, channel: &str, note: &Note) -> bool {
+        send_note(&self.db, channel, self.seal_note(channel, note)).await
+    }
+
+    /// Tells every instance that `agent`'s keys changed, or that it was revoked (`revoked`).
+    pub async fn announce(&self, agent: &str, revoked: bool) {
+        let agent = agent.to_string();
+        let note = if revoked { Note::Revoked { agent } } else { Note::Keys { agent } };
+        self.notify(AGENTS_CHANNEL, &note).await;
+    }
+
     /// Sends a sealed request to `agent` through the instance that holds its connection.
     pub(super) async fn forward(&self, instance: &str, agent: &str, frame: &Wire) -> bool {
         let note = Note::Request { from: self.instance.clone(), agent: agent.to_string(), frame: B64.encode(&frame.0) };
-        notify(&self.db, &channel_of(instance), &note).await
+        self.notify(&channel_of(instance), &note).await
     }
 
-    /// [`notify`] to one instance, from code that cannot wait.
+    /// [`Hub::notify`] to one instance, from code that cannot wait.
     pub(super) fn tell_later(&self, instance: &str, note: Note) {
-        let (db, channel) = (self.db.clone(), channel_of(instance));
-        tokio::spawn(async move { notify(&db, &channel, &note).await });
+        let channel = channel_of(instance);
+        let (db, payload) = (self.db.clone(), self.seal_note(&channel, &note));
+        tokio::spawn(async move { send_note(&db, &channel, payload).await });
     }
 
     /// A result from an agent connected here, for a request another instance sent through this
@@ -118,15 +157,22 @@ impl Hub {
                     tracing::warn!(agent = %agent, reason = why.reason(), "refused a result passed on by another instance: {why}");
                 }
             }
-            Note::Gone { msg_id, agent } => {
-                // Its waiter sends it again once the agent is back (`send_and_wait`).
+            Note::Gone { msg_id, agent, from } => {
+                // Its waiter sends it again once the agent is back (`send_and_wait`); a word
+                // about an earlier attempt through another instance changes nothing.
                 let mut inner = self.lock();
-                if inner.pending.get(&msg_id).is_some_and(|p| p.agent_id == agent && p.via.is_some()) {
+                let this_attempt = |p: &Pending| p.agent_id == agent && p.via.as_deref() == Some(from.as_str());
+                if inner.pending.get(&msg_id).is_some_and(this_attempt) {
                     inner.pending.remove(&msg_id);
                 }
             }
             Note::Keys { agent } => self.forget_keys(&agent),
             Note::Revoked { agent } => {
+                // Only what the database says: a note cannot cut an agent off by itself.
+                match store::agents::revoked_ids(&self.db).await {
+                    Ok(ids) if ids.contains(&agent) => {}
+                    _ => return,
+                }
                 let n = self.drop_agent(&agent);
                 if n > 0 {
                     tracing::warn!(agent = %agent, connections = n, "dropped the connections of an agent revoked elsewhere");
@@ -158,13 +204,14 @@ impl Hub {
         };
         if !sent {
             self.lock().forwarded.remove(&sealed.msg_id);
-            let gone = Note::Gone { msg_id: sealed.msg_id, agent };
-            notify(&self.db, &channel_of(&from), &gone).await;
+            let gone = Note::Gone { msg_id: sealed.msg_id, agent, from: self.instance.clone() };
+            self.notify(&channel_of(&from), &gone).await;
         }
     }
 
-    /// This instance's live, proven agent connections, as rows for `relay_presence`.
-    fn presence_rows(&self, now: i64) -> Vec<store::presence::PresenceRow> {
+    /// This instance's live, proven agent connections, as rows for `relay_presence` (their time
+    /// is the database's, set as they are written).
+    fn presence_rows(&self) -> Vec<store::presence::PresenceRow> {
         let window = self.liveness_window();
         let inner = self.lock();
         inner
@@ -178,7 +225,7 @@ impl Hub {
                     agent_id: c.agent_id.clone(),
                     status_json: serde_json::to_string(c.status.as_ref()?).ok()?,
                     connected_at: c.connected_at,
-                    last_seen: now,
+                    last_seen: 0,
                 })
             })
             .collect()
@@ -197,20 +244,20 @@ impl Hub {
                     agent_id: r.agent_id,
                     connected_at: r.connected_at,
                     last_seen: r.last_seen,
+                    read_at: Instant::now(),
                 })
             })
             .collect();
-        let now = self.clock.now();
         let mut inner = self.lock();
         inner.remote = remote;
         let inner = &mut *inner;
         let (remote, conns) = (&inner.remote, &inner.conns);
         let alive_on = |instance: &str, agent: &str| {
-            remote.iter().any(|r| r.instance == instance && r.agent_id == agent && self.fresh(r, now))
+            remote.iter().any(|r| r.instance == instance && r.agent_id == agent && fresh(r))
         };
         let alive_elsewhere = |instance: &str, agent: &str| {
             conns.values().any(|c| c.agent_id == agent && c.status.is_some())
-                || remote.iter().any(|r| r.instance != instance && r.agent_id == agent && self.fresh(r, now))
+                || remote.iter().any(|r| r.instance != instance && r.agent_id == agent && fresh(r))
         };
         inner.pending.retain(|_, p| match &p.via {
             Some(via) => alive_on(via, &p.agent_id) || !alive_elsewhere(via, &p.agent_id),
@@ -231,12 +278,11 @@ pub async fn run(hub: Arc<Hub>) {
             _ = every.tick() => {}
             _ = hub.presence_changed.notified() => {}
         }
-        let now = hub.clock.now();
-        if let Err(e) = store::presence::publish(&hub.db, &hub.instance, &hub.presence_rows(now)).await {
+        if let Err(e) = store::presence::publish(&hub.db, &hub.instance, &hub.presence_rows()).await {
             tracing::warn!(error = %e, "writing this instance's agents into the database failed");
         }
-        let since = now - i64::try_from(hub.liveness_window().as_secs()).unwrap_or(i64::MAX);
-        match store::presence::others(&hub.db, &hub.instance, since).await {
+        let stale = i64::try_from(PRESENCE_STALE.as_secs()).unwrap_or(3);
+        match store::presence::others(&hub.db, &hub.instance, stale).await {
             Ok(rows) => hub.set_remote(rows),
             Err(e) => tracing::warn!(error = %e, "reading the other instances' agents failed"),
         }
@@ -263,12 +309,15 @@ async fn listen(hub: Arc<Hub>, pool: sqlx::PgPool) {
         }
         loop {
             match listener.recv().await {
-                Ok(n) => match serde_json::from_str::<Note>(n.payload()) {
-                    Ok(note) => {
+                Ok(n) => match hub.open_note(n.channel(), n.payload()) {
+                    Some(note) => {
                         let hub = hub.clone();
                         tokio::spawn(async move { hub.on_note(note).await });
                     }
-                    Err(e) => tracing::warn!(error = %e, "an unreadable note from another instance"),
+                    None => {
+                        hub.metrics.refused_frame("note");
+                        tracing::warn!(channel = n.channel(), "ignored a note that no instance sealed lately");
+                    }
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "listening for other instances failed; listening again");
@@ -277,5 +326,32 @@ async fn listen(hub: Arc<Hub>, pool: sqlx::PgPool) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_note_is_taken_only_as_an_instance_sealed_it_for_its_channel_lately() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let key = || DataKey::from_base64(&DataKey::generate_base64()).unwrap();
+        let shared = key();
+        let hub = |k: &DataKey| Hub::new(db.clone(), k.clone(), RelayConfig::default(), crate::Clock::default());
+        let (one, two, outsider) = (hub(&shared), hub(&shared), hub(&key()));
+        let note = Note::Keys { agent: "a-1".into() };
+        let sealed = one.seal_note("passback_agents", &note).unwrap();
+        assert!(matches!(two.open_note("passback_agents", &sealed), Some(Note::Keys { agent }) if agent == "a-1"));
+        assert!(two.open_note(&channel_of(&two.instance), &sealed).is_none(), "sealed for another channel");
+        assert!(outsider.open_note("passback_agents", &sealed).is_none(), "another data key");
+        let mut tampered: Signed = serde_json::from_str(&sealed).unwrap();
+        tampered.note = tampered.note.replace("a-1", "a-2");
+        assert!(two.open_note("passback_agents", &serde_json::to_string(&tampered).unwrap()).is_none());
+        let mut old: Signed = serde_json::from_str(&sealed).unwrap();
+        old.at -= NOTE_TTL_SECS + 1;
+        old.mac =
+            one.notes_key.hash(&[b"passback_agents", b"\n", old.at.to_string().as_bytes(), b"\n", old.note.as_bytes()]);
+        assert!(two.open_note("passback_agents", &serde_json::to_string(&old).unwrap()).is_none(), "too old");
     }
 }

@@ -82,8 +82,20 @@ struct RemoteConn {
     agent_id: String,
     status: AgentStatus,
     connected_at: i64,
-    /// Unix seconds.
+    /// Unix seconds, by the database's clock.
     last_seen: i64,
+    /// When this instance read it.
+    read_at: Instant,
+}
+
+/// How old another instance's word about its agents may be: it renews it every second, so an
+/// instance silent for longer has died (or lost the database), and its agents with it.
+const PRESENCE_STALE: Duration = Duration::from_secs(3);
+
+/// Whether another instance's connection was renewed lately (see [`PRESENCE_STALE`]): the rows
+/// read were at most that old by the database's clock, and read at most that long ago.
+fn fresh(r: &RemoteConn) -> bool {
+    r.read_at.elapsed() < PRESENCE_STALE
 }
 
 /// A request another instance sent through this one to an agent connected here: its answer goes
@@ -156,6 +168,8 @@ pub struct Hub {
     inner: Mutex<Inner>,
     /// Wakes the task that writes this instance's agents into the database ([`instances`]).
     presence_changed: tokio::sync::Notify,
+    /// Authenticates what instances tell each other ([`instances`]).
+    notes_key: crate::store::MacKey,
     next_conn: AtomicU64,
     db: Db,
     data_key: DataKey,
@@ -222,6 +236,7 @@ impl Hub {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             inner: Mutex::default(),
             presence_changed: tokio::sync::Notify::new(),
+            notes_key: data_key.derive("passback/instances/v1"),
             next_conn: AtomicU64::new(1),
             db,
             data_key,
@@ -245,7 +260,7 @@ impl Hub {
     /// one that comes after the wait or after a restart of the portal.
     pub fn choose_agent(&self, msg_id: &MsgId, directory: &str, now: i64) -> Option<String> {
         let directory = DirectoryId::parse(directory).ok()?;
-        let (agent_id, _, _) = self.pick(&directory, Which::Any, now)?;
+        let (agent_id, _, _) = self.pick(&directory, Which::Any)?;
         // The same form sent twice at once: both name the first choice, whichever claims.
         let (chosen, _) = self.chosen.get_or_put(msg_id, self.remembered_until(now), now, || agent_id);
         Some(chosen)
@@ -314,7 +329,8 @@ impl Hub {
                     .collect();
                 for (msg_id, f) in lost {
                     inner.forwarded.remove(&msg_id);
-                    self.tell_later(&f.origin, instances::Note::Gone { msg_id, agent: f.agent_id });
+                    let from = self.instance.clone();
+                    self.tell_later(&f.origin, instances::Note::Gone { msg_id, agent: f.agent_id, from });
                 }
             }
         }
@@ -400,9 +416,8 @@ impl Hub {
     /// another instance, by id.
     pub fn agents_health(&self) -> Vec<AgentHealth> {
         let window = self.liveness_window();
-        let now = self.clock.now();
         let inner = self.lock();
-        let remote_alive = |id: &str| inner.remote.iter().find(|r| r.agent_id == id && self.fresh(r, now));
+        let remote_alive = |id: &str| inner.remote.iter().find(|r| r.agent_id == id && fresh(r));
         let mut out: Vec<AgentHealth> = inner
             .seen
             .iter()
@@ -422,7 +437,7 @@ impl Hub {
                 }
             })
             .collect();
-        for r in inner.remote.iter().filter(|r| !inner.seen.contains_key(&r.agent_id) && self.fresh(r, now)) {
+        for r in inner.remote.iter().filter(|r| !inner.seen.contains_key(&r.agent_id) && fresh(r)) {
             if !out.iter().any(|a| a.agent_id == r.agent_id) {
                 out.push(AgentHealth {
                     agent_id: r.agent_id.clone(),
@@ -438,11 +453,6 @@ impl Hub {
         out
     }
 
-    /// Whether another instance renewed this connection within the liveness window.
-    fn fresh(&self, r: &RemoteConn, now: i64) -> bool {
-        now - r.last_seen < i64::try_from(self.liveness_window().as_secs()).unwrap_or(i64::MAX)
-    }
-
     /// Whether the agent on this connection was enrolled for `directory`.
     pub fn may_serve(&self, conn_id: u64, directory: &DirectoryId) -> bool {
         self.lock().conns.get(&conn_id).is_some_and(|c| c.allowed.contains(directory))
@@ -454,7 +464,7 @@ impl Hub {
     /// The least busy agent: the one with the fewest requests this instance waits on; between
     /// equals, a connection to this instance (no trip through the database), then the one heard
     /// from last.
-    fn pick(&self, directory: &DirectoryId, which: Which<'_>, now: i64) -> Option<(String, Route, u32)> {
+    fn pick(&self, directory: &DirectoryId, which: Which<'_>) -> Option<(String, Route, u32)> {
         let window = self.liveness_window();
         let serves = |s: &AgentStatus| s.directories.iter().any(|d| &d.id == directory && d.reachable);
         let wanted = |agent: &str| match which {
@@ -474,39 +484,36 @@ impl Hub {
                 let key = (busy(&c.agent_id), 0, c.last_seen.elapsed().as_millis() as i64);
                 (key, (c.agent_id.clone(), Route::Local(c.tx.clone()), version))
             });
-        let elsewhere =
-            inner.remote.iter().filter(|r| wanted(&r.agent_id) && self.fresh(r, now) && serves(&r.status)).map(|r| {
-                let key = (busy(&r.agent_id), 1, (now - r.last_seen).saturating_mul(1000));
-                (key, (r.agent_id.clone(), Route::Remote(r.instance.clone()), r.status.key_version))
-            });
+        let elsewhere = inner.remote.iter().filter(|r| wanted(&r.agent_id) && fresh(r) && serves(&r.status)).map(|r| {
+            let key = (busy(&r.agent_id), 1, r.read_at.elapsed().as_millis() as i64);
+            (key, (r.agent_id.clone(), Route::Remote(r.instance.clone()), r.status.key_version))
+        });
         here.chain(elsewhere).min_by_key(|(key, _)| *key).map(|(_, picked)| picked)
     }
 
     pub fn is_alive(&self, directory: &DirectoryId) -> bool {
-        self.pick(directory, Which::Any, self.clock.now()).is_some()
+        self.pick(directory, Which::Any).is_some()
     }
 
     /// Whether any agent serves any directory right now, on any instance.
     pub fn any_alive(&self) -> bool {
         let window = self.liveness_window();
-        let now = self.clock.now();
         let inner = self.lock();
         let reachable = |s: &AgentStatus| s.directories.iter().any(|d| d.reachable);
         inner.conns.values().any(|c| c.last_seen.elapsed() < window && c.status.as_ref().is_some_and(reachable))
-            || inner.remote.iter().any(|r| self.fresh(r, now) && reachable(&r.status))
+            || inner.remote.iter().any(|r| fresh(r) && reachable(&r.status))
     }
 
     /// How many agents are alive, on any instance.
     pub fn live_agents(&self) -> usize {
         let window = self.liveness_window();
-        let now = self.clock.now();
         let inner = self.lock();
         let mut ids: Vec<&str> = inner
             .conns
             .values()
             .filter(|c| c.status.is_some() && c.last_seen.elapsed() < window)
             .map(|c| c.agent_id.as_str())
-            .chain(inner.remote.iter().filter(|r| self.fresh(r, now)).map(|r| r.agent_id.as_str()))
+            .chain(inner.remote.iter().filter(|r| fresh(r)).map(|r| r.agent_id.as_str()))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -537,9 +544,8 @@ impl Hub {
         // The agent the claim named, while it is alive; else another, which the row then names.
         let chosen = self.chosen.get(&req.msg_id, now);
         self.chosen.remove(&req.msg_id);
-        let picked = chosen.as_deref().and_then(|a| self.pick(&req.directory, Which::Only(a), now));
-        let Some((agent_id, mut route, agent_key_version)) =
-            picked.or_else(|| self.pick(&req.directory, Which::Any, now))
+        let picked = chosen.as_deref().and_then(|a| self.pick(&req.directory, Which::Only(a)));
+        let Some((agent_id, mut route, agent_key_version)) = picked.or_else(|| self.pick(&req.directory, Which::Any))
         else {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
@@ -645,7 +651,7 @@ impl Hub {
     ) -> Option<WritebackResult> {
         let password = req.password.filter(|_| matches!(req.op, Op::Reset | Op::Change))?;
         let now = self.clock.now();
-        let (other, route, key_version) = self.pick(&req.directory, Which::Except(lost), now)?;
+        let (other, route, key_version) = self.pick(&req.directory, Which::Except(lost))?;
         let check = WritebackRequest {
             msg_id: MsgId::random(),
             op: Op::Verify,
@@ -685,7 +691,7 @@ impl Hub {
             if self.lock().revoked.contains(agent_id) {
                 return None;
             }
-            if let Some((_, route, _)) = self.pick(directory, Which::Only(agent_id), self.clock.now()) {
+            if let Some((_, route, _)) = self.pick(directory, Which::Only(agent_id)) {
                 return Some(route);
             }
             if tokio::time::Instant::now() + EVERY >= deadline {
