@@ -102,6 +102,62 @@ pub fn write_agent_files(dir: &Path, cfg: &AgentConfig) -> anyhow::Result<PathBu
     Ok(path)
 }
 
+/// The configuration file of a `passback serve` process that runs as `cfg` says (what the demo
+/// and the tests set: server, database, secrets, mail, relay). Written private: the database's
+/// address may hold its password.
+pub fn write_serve_config(path: &Path, cfg: &PortalConfig) -> anyhow::Result<()> {
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let path_of = |p: &Option<PathBuf>| p.as_ref().map(|p| quote(&p.display().to_string()));
+    let mut text = format!(
+        "[server]\nlisten = {listen}\npublic_url = {public}\n",
+        listen = quote(&cfg.server.listen.to_string()),
+        public = quote(&cfg.server.public_url),
+    );
+    if let (Some(cert), Some(key)) = (path_of(&cfg.server.tls_cert_file), path_of(&cfg.server.tls_key_file)) {
+        text += &format!("tls_cert_file = {cert}\ntls_key_file = {key}\n");
+    }
+    if !cfg.server.trusted_proxies.is_empty() {
+        let proxies: Vec<String> = cfg.server.trusted_proxies.iter().map(|p| quote(&p.to_string())).collect();
+        text += &format!("trusted_proxies = [{}]\n", proxies.join(", "));
+    }
+    if let Some(contact) = &cfg.server.helpdesk_contact {
+        text += &format!("helpdesk_contact = {}\n", quote(contact));
+    }
+    text += &format!("[database]\nurl = {}\n", quote(&cfg.database.url));
+    if let Some(key) = path_of(&cfg.secrets.data_key_file) {
+        text += &format!("[secrets]\ndata_key_file = {key}\n");
+    }
+    let security = match cfg.mail.security {
+        SmtpSecurity::None => "none",
+        SmtpSecurity::Starttls => "starttls",
+        SmtpSecurity::Tls => "tls",
+    };
+    text += &format!(
+        "[mail]\nsmtp_host = {host}\nsmtp_port = {port}\nsecurity = \"{security}\"\nfrom = {from}\n\
+         [relay]\nping_interval_secs = {ping}\nresult_deadline_secs = {deadline}\n",
+        host = quote(&cfg.mail.smtp_host),
+        port = cfg.mail.smtp_port,
+        from = quote(&cfg.mail.from),
+        ping = cfg.relay.ping_interval_secs,
+        deadline = cfg.relay.result_deadline_secs,
+    );
+    crate::files::write_private(path, text.as_bytes())
+}
+
+/// Starts `passback serve --config <file>` as a child process, logging to `log`.
+pub fn spawn_serve(config_file: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok(std::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(config_file)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
 /// Starts `passback agent --config <file>` as a child process, logging to `log`.
 pub fn spawn_agent(config_file: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
@@ -249,4 +305,192 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let _ = agent.wait();
     drop(directory);
     Ok(())
+}
+
+/// `passback demo --ha`: the demo as several machines would run it. A PostgreSQL cluster made in
+/// the demo's folder; two `passback serve` processes on it; nginx in front of them on `port`
+/// (TLS, WebSocket upgrades, `X-Forwarded-For`), all on 127.0.0.1; two agents for the
+/// directory, each connected through nginx to whichever instance it chose. Every process can be
+/// killed on its own, and the demo prints how. The demo mailbox is served by a third instance
+/// in this process, outside the balancer.
+pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir: PathBuf = dir.canonicalize()?;
+    let ca = TestCa::create(&dir.join("tls"))?;
+    let directory = start_directory(kind, &dir, &ca)?;
+    let (smtp, mailbox) = crate::mail::sink::start(0).await?;
+    eprintln!("demo: starting PostgreSQL in {}…", dir.join("postgres").display());
+    let pg = crate::sandbox::Postgres::start(&dir.join("postgres"))?;
+    let db_url = secrecy::ExposeSecret::expose_secret(&pg.database("passback").await?).to_string();
+
+    // Every instance: the same database, data key and certificate; the balancer's address is the
+    // public one, and the only one whose X-Forwarded-For is believed.
+    let mut cfg = portal_config(&dir, &ca, port, smtp.port())?;
+    cfg.database.url = db_url;
+    cfg.server.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    let url = cfg.server.public_url.clone();
+    let instance_ports = [port + 1, port + 2];
+    let mut instances = Vec::new();
+    for (i, p) in instance_ports.iter().enumerate() {
+        let mut one = cfg.clone();
+        one.server.listen = ([127, 0, 0, 1], *p).into();
+        let folder = dir.join(format!("instance-{}", i + 1));
+        std::fs::create_dir_all(&folder)?;
+        write_serve_config(&folder.join("portal.toml"), &one)?;
+        instances.push((spawn_serve(&folder.join("portal.toml"), &folder.join("serve.log"))?, folder));
+    }
+    // The mailbox page, from an instance of this process that the balancer does not know.
+    let mut mail_cfg = cfg.clone();
+    mail_cfg.server.listen = ([127, 0, 0, 1], port + 3).into();
+    let mailer = crate::mail::Mailer::new(&mail_cfg.mail)?;
+    let data_key = crate::store::DataKey::from_config(&mail_cfg.secrets)?;
+    let app = Application::build(mail_cfg, Extras { demo_mailbox: Some(mailbox), ..Default::default() }).await?;
+    let db = app.db.clone();
+    tokio::spawn(app.run_until_stopped());
+    let mut nginx = start_nginx(&dir, &ca, port, &instance_ports)?;
+
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*crate::tls::client_config(Some(&ca.ca_file))?).clone())
+        .build()?;
+    for _ in 0..150 {
+        if client.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Two agents, each enrolled with a token of its own, through the balancer.
+    let mut agents = Vec::new();
+    for i in 1..=2 {
+        let now = crate::Clock::default().now();
+        let name = format!("demo-agent-{i}");
+        let token = crate::server::create_enrollment_token(&db, &name, &[DIRECTORY_ID.into()], 10, now).await?;
+        let folder = dir.join(format!("agent-{i}"));
+        std::fs::create_dir_all(&folder)?;
+        let mut agent_cfg = agent_config(&folder, &ca, &directory.config);
+        agent_cfg.heartbeat_secs = 2;
+        let token = token.as_str().to_string().into();
+        crate::agent::enroll::enroll(&url, &token, Some(&ca.ca_file), &agent_cfg.state_file, now).await?;
+        let agent_toml = write_agent_files(&folder, &agent_cfg)?;
+        agents.push((spawn_agent(&agent_toml, &folder.join("agent.log"))?, folder));
+    }
+    let now = crate::Clock::default().now();
+    let admin = crate::usecase::staff::StaffSpec {
+        username: "admin".into(),
+        display_name: "Demo administrator".into(),
+        email: None,
+        role: crate::store::staff::Role::Administrator,
+        scope: Default::default(),
+        may_reset_protected: false,
+    };
+    let ctx = crate::usecase::Ctx { db: &db, secrets: &data_key, mailer: &mailer, now, mail_in_background: true };
+    let staff = crate::usecase::staff::add(&ctx, &crate::usecase::By::CommandLine, &admin)
+        .await?
+        .context("the demo's staff account")?;
+    for _ in 0..100 {
+        if crate::store::users::find_by_login(&db, "alice").await.map(|u| !u.is_empty()).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut kill = String::new();
+    for (i, (child, folder)) in instances.iter().enumerate() {
+        kill += &format!(
+            "  Instance {}:   kill -9 {}   (https://127.0.0.1:{}, log {})\n",
+            i + 1,
+            child.id(),
+            instance_ports[i],
+            folder.join("serve.log").display()
+        );
+    }
+    for (i, (child, folder)) in agents.iter().enumerate() {
+        kill +=
+            &format!("  Agent {}:      kill -9 {}   (log {})\n", i + 1, child.id(), folder.join("agent.log").display());
+    }
+    println!(
+        "\npassback demo (high availability) is running.\n\n  Portal:       {url}/reset   (through nginx, pid {nginx_pid})\n  \
+         Demo mailbox: https://localhost:{mail_port}/demo/mail\n  TLS CA:       {ca}\n  \
+         PostgreSQL:   127.0.0.1:{pg_port}, data in {pg_dir}\n\n{directory}\n\n\
+         Kill any of these while resetting a password; the reset completes or says plainly that it did not,\n\
+         and the health page ({url}/admin/health, staff user admin, password {staff_pw},\n\
+         authenticator key {staff_key}) shows what died:\n{kill}\n\
+         Stop the demo with Ctrl-C.\n",
+        nginx_pid = nginx.id(),
+        mail_port = port + 3,
+        ca = ca.ca_file.display(),
+        pg_port = pg.port,
+        pg_dir = pg.dir.display(),
+        directory = directory.description,
+        staff_pw = secrecy::ExposeSecret::expose_secret(&staff.password),
+        staff_key = staff.seed_text().as_str(),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    for (mut child, _) in agents.into_iter().chain(instances) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    drop(pg);
+    drop(directory);
+    Ok(())
+}
+
+/// nginx in front of the instances on 127.0.0.1:`port`, as README's "High availability" shows
+/// it, with its configuration, logs and temporary files in `dir/nginx`. Debian's package
+/// (`nginx-light` is enough): `scripts/demo.sh --ha` installs it.
+fn start_nginx(dir: &Path, ca: &TestCa, port: u16, instances: &[u16]) -> anyhow::Result<std::process::Child> {
+    let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .context("nginx is not installed (Debian: apt-get install nginx-light)")?;
+    let folder = dir.join("nginx");
+    std::fs::create_dir_all(&folder)?;
+    let servers: String =
+        instances.iter().map(|p| format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n")).collect();
+    let is_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let conf = format!(
+        "# Made by passback demo --ha.\n{user}daemon off;\nworker_processes 1;\npid {f}/nginx.pid;\n\
+         error_log {f}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n    access_log {f}/access.log;\n    client_body_temp_path {f}/body;\n    proxy_temp_path {f}/proxy;\n\
+             map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
+             upstream passback {{\n{servers}    }}\n\
+             server {{\n        listen 127.0.0.1:{port} ssl;\n        server_name localhost;\n\
+                 ssl_certificate {cert};\n        ssl_certificate_key {key};\n\
+                 location / {{\n            proxy_pass https://passback;\n            proxy_ssl_verify on;\n\
+                     proxy_ssl_trusted_certificate {cafile};\n            proxy_ssl_name localhost;\n\
+                     proxy_ssl_server_name on;\n            proxy_http_version 1.1;\n\
+                     proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection $connection_upgrade;\n\
+                     proxy_set_header Host $host;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+                     proxy_read_timeout 120s;\n        }}\n    }}\n}}\n",
+        // Its workers would otherwise run as nobody, who may not read the demo's folder.
+        user = if is_root { "user root;\n" } else { "" },
+        f = folder.display(),
+        cert = ca.cert_file.display(),
+        key = ca.key_file.display(),
+        cafile = ca.ca_file.display(),
+    );
+    let conf_file = folder.join("nginx.conf");
+    std::fs::write(&conf_file, conf)?;
+    let log = std::fs::File::create(folder.join("nginx.out"))?;
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf_file)
+        .arg("-p")
+        .arg(&folder)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting nginx")?;
+    Ok(child)
 }

@@ -55,6 +55,10 @@ enum Cmd {
         /// The directory to write into.
         #[arg(long, value_enum, default_value = "openldap")]
         directory: passback::demo::DemoDirectory,
+        /// As several machines would run it: PostgreSQL, two portal instances behind nginx, two
+        /// agents (each can be killed on its own).
+        #[arg(long)]
+        ha: bool,
     },
     /// Measure the writeback path against the bare directory (prints a table, writes
     /// target/bench/latency.json), or with --load prove under load that nothing is lost.
@@ -286,8 +290,11 @@ async fn main() -> anyhow::Result<()> {
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             staff_command(&db, &cfg, cmd, now).await?;
         }
-        Cmd::Demo { dir, port, directory } => {
+        Cmd::Demo { dir, port, directory, ha: false } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;
+        }
+        Cmd::Demo { dir, port, directory, ha: true } => {
+            passback::demo::run_ha(&dir, port, directory).await.context("demo --ha")?;
         }
         Cmd::Bench { load, seconds, ad, history } => {
             if load {

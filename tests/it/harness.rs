@@ -193,26 +193,12 @@ impl Portal {
     /// returns once it listens.
     pub async fn another_process(&self, dir: &Path) -> (passback::sandbox::Server, u16) {
         let port = passback::sandbox::free_port().unwrap();
-        let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
-        let path = |p: &Option<PathBuf>| quote(&p.as_ref().unwrap().display().to_string());
-        let (cfg, url) = (&self.cfg, format!("https://localhost:{port}"));
-        let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {public}\ntls_cert_file = {cert}\n\
-             tls_key_file = {key}\n[database]\nurl = {db}\n[secrets]\ndata_key_file = {data_key}\n\
-             [mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp}\nsecurity = \"none\"\nfrom = \"t <t@example.org>\"\n\
-             [relay]\nping_interval_secs = {ping}\nresult_deadline_secs = {deadline}\n",
-            public = quote(&url),
-            cert = path(&cfg.server.tls_cert_file),
-            key = path(&cfg.server.tls_key_file),
-            db = quote(&cfg.database.url),
-            data_key = path(&cfg.secrets.data_key_file),
-            smtp = cfg.mail.smtp_port,
-            ping = cfg.relay.ping_interval_secs,
-            deadline = cfg.relay.result_deadline_secs,
-        );
+        let mut cfg = self.cfg.clone();
+        cfg.server.listen.set_port(port);
+        cfg.server.public_url = format!("https://localhost:{port}");
         std::fs::create_dir_all(dir).unwrap();
         let file = dir.join("portal.toml");
-        std::fs::write(&file, toml).unwrap();
+        passback::demo::write_serve_config(&file, &cfg).unwrap();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
         let mut child = Command::new(passback_bin())
             .args(["serve", "--config"])
