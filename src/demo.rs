@@ -228,7 +228,11 @@ fn start_directory(kind: DemoDirectory, dir: &Path, ca: &TestCa) -> anyhow::Resu
     })
 }
 
-pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<()> {
+/// What every demo starts with, in `dir` (emptied first): a CA, the directory, the mail sink.
+async fn start_common(
+    dir: &Path,
+    kind: DemoDirectory,
+) -> anyhow::Result<(PathBuf, TestCa, Started, std::net::SocketAddr, crate::mail::sink::Mailbox)> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
@@ -237,6 +241,33 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let ca = TestCa::create(&dir.join("tls"))?;
     let directory = start_directory(kind, &dir, &ca)?;
     let (smtp, mailbox) = crate::mail::sink::start(0).await?;
+    Ok((dir, ca, directory, smtp, mailbox))
+}
+
+/// A staff account to try the helpdesk and administration pages with (its first sign-in enrols
+/// an authenticator of one's own).
+async fn demo_administrator(
+    db: &crate::store::Db,
+    data_key: &crate::store::DataKey,
+    mailer: &crate::mail::Mailer,
+) -> anyhow::Result<crate::usecase::staff::Credentials> {
+    let admin = crate::usecase::staff::StaffSpec {
+        username: "admin".into(),
+        display_name: "Demo administrator".into(),
+        email: None,
+        role: crate::store::staff::Role::Administrator,
+        scope: Default::default(),
+        may_reset_protected: false,
+    };
+    let now = crate::Clock::default().now();
+    let ctx = crate::usecase::Ctx { db, secrets: data_key, mailer, now, mail_in_background: true };
+    crate::usecase::staff::add(&ctx, &crate::usecase::By::CommandLine, &admin)
+        .await?
+        .context("the demo's staff account")
+}
+
+pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<()> {
+    let (dir, ca, directory, smtp, mailbox) = start_common(dir, kind).await?;
 
     let cfg = portal_config(&dir, &ca, port, smtp.port())?;
     let url = cfg.server.public_url.clone();
@@ -254,21 +285,7 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     let agent_toml = write_agent_files(&dir, &agent_cfg)?;
     let mut agent = spawn_agent(&agent_toml, &dir.join("agent.log"))?;
 
-    // A staff account to try the helpdesk and administration pages with (its first sign-in
-    // enrols an authenticator of one's own).
-    let admin = crate::usecase::staff::StaffSpec {
-        username: "admin".into(),
-        display_name: "Demo administrator".into(),
-        email: None,
-        role: crate::store::staff::Role::Administrator,
-        scope: Default::default(),
-        may_reset_protected: false,
-    };
-    let now = crate::Clock::default().now();
-    let ctx = crate::usecase::Ctx { db: &db, secrets: &data_key, mailer: &mailer, now, mail_in_background: true };
-    let staff = crate::usecase::staff::add(&ctx, &crate::usecase::By::CommandLine, &admin)
-        .await?
-        .context("the demo's staff account")?;
+    let staff = demo_administrator(&db, &data_key, &mailer).await?;
 
     let dir_id = DirectoryId::parse(DIRECTORY_ID)?;
     for _ in 0..100 {
@@ -314,14 +331,7 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
 /// killed on its own, and the demo prints how. The demo mailbox is served by a third instance
 /// in this process, outside the balancer.
 pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(dir)?;
-    let dir: PathBuf = dir.canonicalize()?;
-    let ca = TestCa::create(&dir.join("tls"))?;
-    let directory = start_directory(kind, &dir, &ca)?;
-    let (smtp, mailbox) = crate::mail::sink::start(0).await?;
+    let (dir, ca, directory, smtp, mailbox) = start_common(dir, kind).await?;
     eprintln!("demo: starting PostgreSQL in {}…", dir.join("postgres").display());
     let pg = crate::sandbox::Postgres::start(&dir.join("postgres"))?;
     let db_url = secrecy::ExposeSecret::expose_secret(&pg.database("passback").await?).to_string();
@@ -377,19 +387,7 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
         let agent_toml = write_agent_files(&folder, &agent_cfg)?;
         agents.push((spawn_agent(&agent_toml, &folder.join("agent.log"))?, folder));
     }
-    let now = crate::Clock::default().now();
-    let admin = crate::usecase::staff::StaffSpec {
-        username: "admin".into(),
-        display_name: "Demo administrator".into(),
-        email: None,
-        role: crate::store::staff::Role::Administrator,
-        scope: Default::default(),
-        may_reset_protected: false,
-    };
-    let ctx = crate::usecase::Ctx { db: &db, secrets: &data_key, mailer: &mailer, now, mail_in_background: true };
-    let staff = crate::usecase::staff::add(&ctx, &crate::usecase::By::CommandLine, &admin)
-        .await?
-        .context("the demo's staff account")?;
+    let staff = demo_administrator(&db, &data_key, &mailer).await?;
     for _ in 0..100 {
         if crate::store::users::find_by_login(&db, "alice").await.map(|u| !u.is_empty()).unwrap_or(false) {
             break;

@@ -127,7 +127,8 @@ async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     // Whether the link is safe enough is checked with the configuration (`PortalConfig::validate`).
     let opts = PgConnectOptions::from_str(url).context("database.url")?;
     let pool = PgPoolOptions::new()
-        .max_connections(max_connections.max(2))
+        // One more for the connection that listens for the other instances, which it keeps.
+        .max_connections(max_connections.max(2) + 1)
         .connect_with(opts)
         .await
         .context("connecting to PostgreSQL")?;

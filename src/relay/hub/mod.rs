@@ -60,6 +60,14 @@ struct Pending {
 /// another agent is asked to check (an agent reconnects within a second or two).
 const AGENT_RETURN_GRACE: Duration = Duration::from_secs(5);
 
+/// What [`Hub::agent_back`] found.
+enum Back {
+    /// Where the agent is now.
+    Route(Route),
+    /// Its answer, which came meanwhile.
+    Answer(envelope::ResultPackage),
+}
+
 /// Which agents [`Hub::pick`] may choose.
 #[derive(Debug, Clone, Copy)]
 enum Which<'a> {
@@ -124,6 +132,11 @@ struct Inner {
     forwarded: HashMap<MsgId, Forwarded>,
     /// Agents revoked while this instance ran: a request to one is not sent again.
     revoked: HashSet<String>,
+    /// Requests whose waiter is still waiting, between attempts too.
+    waiting: HashSet<MsgId>,
+    /// Answers that came between two attempts (by the way the first was sent), from that agent:
+    /// the waiter takes them, they are not late.
+    early: HashMap<MsgId, (String, envelope::ResultPackage)>,
 }
 
 /// The last that was heard from one agent.
@@ -156,7 +169,10 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.hub.lock().pending.remove(self.msg_id);
+        let mut inner = self.hub.lock();
+        inner.pending.remove(self.msg_id);
+        inner.waiting.remove(self.msg_id);
+        inner.early.remove(self.msg_id);
     }
 }
 
@@ -563,6 +579,7 @@ impl Hub {
             }
         };
         // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
+        self.lock().waiting.insert(req.msg_id.clone());
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
         // Sending counts against the deadline too: a stalled agent connection cannot hold the
         // person's page for longer than the deadline.
@@ -585,17 +602,22 @@ impl Hub {
                 // alive: that one checks whether the new password is in place.
                 Ok(Err(why)) => {
                     let soon = deadline.min(tokio::time::Instant::now() + AGENT_RETURN_GRACE);
-                    let mut back = self.agent_back(&req.directory, &agent_id, soon).await;
+                    let mut back = self.agent_back(&req.msg_id, &req.directory, &agent_id, soon).await;
                     if back.is_none() {
                         if let Some(checked) = self.check_elsewhere(&req, &agent_id, deadline).await {
                             return checked;
                         }
-                        back = self.agent_back(&req.directory, &agent_id, deadline).await;
+                        back = self.agent_back(&req.msg_id, &req.directory, &agent_id, deadline).await;
                     }
                     match back {
-                        Some(back) => {
+                        Some(Back::Route(back)) => {
                             tracing::info!(msg_id = %req.msg_id, agent = %agent_id, "agent back: the request is sent again");
                             route = back;
+                        }
+                        // Its answer came by the way it was first sent, after all.
+                        Some(Back::Answer(pkg)) => {
+                            let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
+                            return WritebackResult { outcome, raw, policy, agent_id: Some(agent_id), answered: true };
                         }
                         None => return not_confirmed(why),
                     }
@@ -679,20 +701,28 @@ impl Hub {
     }
 
     /// Waits until `agent_id` is alive again for `directory`, here or on another instance, but
-    /// not past `deadline`, nor for an agent revoked meanwhile: where it is then.
+    /// not past `deadline`, nor for an agent revoked meanwhile: where it is then; or its answer to
+    /// `msg_id`, if that comes meanwhile.
     async fn agent_back(
         &self,
+        msg_id: &MsgId,
         directory: &DirectoryId,
         agent_id: &str,
         deadline: tokio::time::Instant,
-    ) -> Option<Route> {
+    ) -> Option<Back> {
         const EVERY: Duration = Duration::from_millis(100);
         loop {
-            if self.lock().revoked.contains(agent_id) {
-                return None;
+            {
+                let mut inner = self.lock();
+                if inner.early.get(msg_id).is_some_and(|(from, _)| from == agent_id) {
+                    return inner.early.remove(msg_id).map(|(_, pkg)| Back::Answer(pkg));
+                }
+                if inner.revoked.contains(agent_id) {
+                    return None;
+                }
             }
             if let Some((_, route, _)) = self.pick(directory, Which::Only(agent_id)) {
-                return Some(route);
+                return Some(Back::Route(route));
             }
             if tokio::time::Instant::now() + EVERY >= deadline {
                 return None;

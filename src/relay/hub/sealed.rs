@@ -190,7 +190,18 @@ impl Hub {
                 }
                 Ok(())
             }
-            None => self.record_late_result(agent_id, &pkg, now).await,
+            None => {
+                // Between two attempts of a request still waited on: its waiter takes it.
+                let pkg = {
+                    let mut inner = self.lock();
+                    if inner.waiting.contains(&pkg.msg_id) {
+                        inner.early.insert(pkg.msg_id.clone(), (agent_id.to_string(), pkg));
+                        return Ok(());
+                    }
+                    pkg
+                };
+                self.record_late_result(agent_id, &pkg, now).await
+            }
         }
     }
 
