@@ -76,6 +76,10 @@ enum Cmd {
         /// (audit, writebacks, codes, sessions, gate events, change attempts).
         #[arg(long, default_value_t = 0, conflicts_with = "load")]
         history: u64,
+        /// Where the portal keeps its state: the SQLite file, or a PostgreSQL cluster the bench
+        /// starts in its folder.
+        #[arg(long, value_enum, default_value = "sqlite", conflicts_with = "load")]
+        database: passback::bench::BenchDatabase,
     },
 }
 
@@ -296,11 +300,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo { dir, port, directory, ha: true } => {
             passback::demo::run_ha(&dir, port, directory).await.context("demo --ha")?;
         }
-        Cmd::Bench { load, seconds, ad, history } => {
+        Cmd::Bench { load, seconds, ad, history, database } => {
             if load {
                 passback::bench::load(seconds).await.context("bench --load")?;
             } else {
-                passback::bench::latency(ad, history).await.context("bench")?;
+                passback::bench::latency(ad, history, database).await.context("bench")?;
             }
         }
     }

@@ -270,16 +270,21 @@ fn heading(page: &str) -> String {
     format!("{} {}", between("<h1", "</h1>").unwrap_or_default(), code.unwrap_or_default())
 }
 
-pub async fn run(ad: bool, history: u64) -> anyhow::Result<()> {
+pub async fn run(ad: bool, history: u64, database: super::BenchDatabase) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let dir = out_dir().join("latency-run");
-    let rig = Arc::new(super::Rig::start(&dir, if ad { PEOPLE_AD } else { PEOPLE }, ad, history).await?);
-    let _ = PROCESSES.set(vec![
+    let people = if ad { PEOPLE_AD } else { PEOPLE };
+    let rig = Arc::new(super::Rig::start(&dir, people, ad, history, database).await?);
+    let mut processes = vec![
         ("serve", rig.serve.id()),
         ("agent", rig.agent.id()),
         ("directory", rig.server.pid()),
         ("bench client", std::process::id()),
-    ]);
+    ];
+    if let Some(pg) = &rig.postgres {
+        processes.push(("PostgreSQL", pg.process.pid()));
+    }
+    let _ = PROCESSES.set(processes);
     let idle_serve = Rig::memory(rig.serve.id());
     let idle_agent = Rig::memory(rig.agent.id());
     let directory = Arc::new(Directory::new(&rig.directory)?);

@@ -343,7 +343,7 @@ fn signal(pid: u32, sig: &str) {
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
-    let rig = Rig::start(&out_dir().join("load-run"), PEOPLE, false, 0).await?;
+    let rig = Rig::start(&out_dir().join("load-run"), PEOPLE, false, 0, super::BenchDatabase::Sqlite).await?;
     let start_pw = rig.server.initial_password().to_string();
     let rig = Arc::new(tokio::sync::RwLock::new(rig));
     let (steady, expected) = round(rig.clone(), vec![start_pw; PEOPLE], seconds, false).await?;

@@ -90,6 +90,17 @@ pub struct Rig {
     /// The bench's people: (uid, e-mail, anchor).
     pub people: Vec<Person>,
     pub directory: DirectoryConfig,
+    /// The portal's PostgreSQL, when the run is on it (stopped after the portal).
+    pub postgres: Option<crate::sandbox::Postgres>,
+}
+
+/// Which database the bench's portal keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDatabase {
+    /// The embedded SQLite file, the default.
+    Sqlite,
+    /// A PostgreSQL cluster the bench starts in its folder.
+    Postgres,
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +128,17 @@ impl Rig {
     /// Starts the directory (Samba AD with `ad`, else OpenLDAP) with `people` people, the portal
     /// and the agent, and waits until the agent is alive and everyone is synced. The portal's
     /// database starts with `history` rows in each table that grows with use.
-    pub async fn start(dir: &Path, people: usize, ad: bool, history: u64) -> anyhow::Result<Rig> {
+    pub async fn start(
+        dir: &Path,
+        people: usize,
+        ad: bool,
+        history: u64,
+        database: BenchDatabase,
+    ) -> anyhow::Result<Rig> {
+        anyhow::ensure!(
+            history == 0 || database == BenchDatabase::Sqlite,
+            "--history fills SQLite's tables: not with --database postgres"
+        );
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
@@ -148,7 +169,14 @@ impl Rig {
         let url = format!("https://localhost:{port}");
         let key_file = dir.join("data.key");
         crate::files::write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;
-        let db_url = format!("sqlite://{}?mode=rwc", dir.join("passback.db").display());
+        let postgres = match database {
+            BenchDatabase::Sqlite => None,
+            BenchDatabase::Postgres => Some(crate::sandbox::Postgres::start(&dir.join("postgres"))?),
+        };
+        let db_url = match &postgres {
+            Some(pg) => secrecy::ExposeSecret::expose_secret(&pg.database("passback").await?).to_string(),
+            None => format!("sqlite://{}?mode=rwc", dir.join("passback.db").display()),
+        };
         let portal_toml = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {url}\ntls_cert_file = {cert}\ntls_key_file = {key}\n\
              metrics_token = {monitor}\n\
@@ -220,6 +248,7 @@ impl Rig {
             agent,
             agent_config,
             people: Vec::new(),
+            postgres,
             directory,
         };
         rig.wait_for_agent().await?;
@@ -301,19 +330,40 @@ impl Rig {
 
 /// CPU time a process has used so far (user + system), from /proc.
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks: u64 = with_children(pid).into_iter().map(|p| stat_field(p, 11) + stat_field(p, 12)).sum();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     let hz = 100; // USER_HZ on Linux
-    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Field `i` of `/proc/<pid>/stat`, counted after the command name (which may hold spaces).
+fn stat_field(pid: u32, i: usize) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().nth(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// `pid` and the processes it started that run now: PostgreSQL does its work in one process per
+/// connection, under the one the bench started.
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(all) = std::fs::read_dir("/proc") {
+        let children = all
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| stat_field(*p, 1) == u64::from(pid));
+        pids.extend(children);
+    }
+    pids
 }
 
 /// Context switches (voluntary and not) of every thread a process has now, from /proc. Threads
 /// that ended since are not counted, so a difference is a floor.
 pub fn context_switches(pid: u32) -> u64 {
+    with_children(pid).into_iter().map(thread_switches).sum()
+}
+
+fn thread_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     tasks
         .filter_map(Result::ok)

@@ -129,6 +129,19 @@ async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     let pool = PgPoolOptions::new()
         // One more for the connection that listens for the other instances, which it keeps.
         .max_connections(max_connections.max(2) + 1)
+        // A connection used within the last second is not pinged before each statement (a
+        // round trip as dear as the statement); one idle for longer is, so that one the server
+        // dropped (a restart, a failover) is replaced rather than failing a request.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                if meta.idle_for > Duration::from_secs(1) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await
         .context("connecting to PostgreSQL")?;
