@@ -350,7 +350,9 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
         let folder = dir.join(format!("instance-{}", i + 1));
         std::fs::create_dir_all(&folder)?;
         write_serve_config(&folder.join("portal.toml"), &one)?;
-        instances.push((spawn_serve(&folder.join("portal.toml"), &folder.join("serve.log"))?, folder));
+        let serve = spawn_serve(&folder.join("portal.toml"), &folder.join("serve.log"))?;
+        // Stopped when dropped: also when the demo fails half way.
+        instances.push((crate::sandbox::Server::new(serve), folder));
     }
     // The mailbox page, from an instance of this process that the balancer does not know.
     let mut mail_cfg = cfg.clone();
@@ -360,17 +362,20 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
     let app = Application::build(mail_cfg, Extras { demo_mailbox: Some(mailbox), ..Default::default() }).await?;
     let db = app.db.clone();
     tokio::spawn(app.run_until_stopped());
-    let mut nginx = start_nginx(&dir, &ca, port, &instance_ports)?;
+    let nginx = crate::sandbox::Server::new(start_nginx(&dir, &ca, port, &instance_ports)?);
 
     let client = reqwest::Client::builder()
         .use_preconfigured_tls((*crate::tls::client_config(Some(&ca.ca_file))?).clone())
         .build()?;
+    let mut up = false;
     for _ in 0..150 {
         if client.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            up = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    anyhow::ensure!(up, "the portal did not answer through nginx at {url}; see {}", dir.join("nginx").display());
 
     // Two agents, each enrolled with a token of its own, through the balancer.
     let mut agents = Vec::new();
@@ -385,7 +390,7 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
         let token = token.as_str().to_string().into();
         crate::agent::enroll::enroll(&url, &token, Some(&ca.ca_file), &agent_cfg.state_file, now).await?;
         let agent_toml = write_agent_files(&folder, &agent_cfg)?;
-        agents.push((spawn_agent(&agent_toml, &folder.join("agent.log"))?, folder));
+        agents.push((crate::sandbox::Server::new(spawn_agent(&agent_toml, &folder.join("agent.log"))?), folder));
     }
     let staff = demo_administrator(&db, &data_key, &mailer).await?;
     for _ in 0..100 {
@@ -400,14 +405,18 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
         kill += &format!(
             "  Instance {}:   kill -9 {}   (https://127.0.0.1:{}, log {})\n",
             i + 1,
-            child.id(),
+            child.pid(),
             instance_ports[i],
             folder.join("serve.log").display()
         );
     }
     for (i, (child, folder)) in agents.iter().enumerate() {
-        kill +=
-            &format!("  Agent {}:      kill -9 {}   (log {})\n", i + 1, child.id(), folder.join("agent.log").display());
+        kill += &format!(
+            "  Agent {}:      kill -9 {}   (log {})\n",
+            i + 1,
+            child.pid(),
+            folder.join("agent.log").display()
+        );
     }
     println!(
         "\npassback demo (high availability) is running.\n\n  Portal:       {url}/reset   (through nginx, pid {nginx_pid})\n  \
@@ -417,7 +426,7 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
          and the health page ({url}/admin/health, staff user admin, password {staff_pw},\n\
          authenticator key {staff_key}) shows what died:\n{kill}\n\
          Stop the demo with Ctrl-C.\n",
-        nginx_pid = nginx.id(),
+        nginx_pid = nginx.pid(),
         mail_port = port + 3,
         ca = ca.ca_file.display(),
         pg_port = pg.port,
@@ -431,12 +440,11 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    for (mut child, _) in agents.into_iter().chain(instances) {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    // Agents first, then the instances and nginx (a TERM, so that its workers go too), then the
+    // database.
+    drop(agents);
+    drop(instances);
+    drop(nginx);
     drop(pg);
     drop(directory);
     Ok(())
@@ -444,7 +452,9 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
 
 /// nginx in front of the instances on 127.0.0.1:`port`, as README's "High availability" shows
 /// it, with its configuration, logs and temporary files in `dir/nginx`. Debian's package
-/// (`nginx-light` is enough): `scripts/demo.sh --ha` installs it.
+/// (`nginx-light` is enough): `scripts/demo.sh --ha` installs it. Here every client comes from
+/// 127.0.0.1, the address the instances trust as their proxy: nginx replaces any
+/// `X-Forwarded-For` a client sends (README's example appends, from a balancer of its own).
 fn start_nginx(dir: &Path, ca: &TestCa, port: u16, instances: &[u16]) -> anyhow::Result<std::process::Child> {
     let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
         .into_iter()
@@ -455,11 +465,11 @@ fn start_nginx(dir: &Path, ca: &TestCa, port: u16, instances: &[u16]) -> anyhow:
     std::fs::create_dir_all(&folder)?;
     let servers: String =
         instances.iter().map(|p| format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n")).collect();
-    let is_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     let conf = format!(
-        "# Made by passback demo --ha.\n{user}daemon off;\nworker_processes 1;\npid {f}/nginx.pid;\n\
+        "# Made by passback demo --ha.\ndaemon off;\nworker_processes 1;\npid {f}/nginx.pid;\n\
          error_log {f}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
          http {{\n    access_log {f}/access.log;\n    client_body_temp_path {f}/body;\n    proxy_temp_path {f}/proxy;\n\
+             fastcgi_temp_path {f}/fastcgi;\n    uwsgi_temp_path {f}/uwsgi;\n    scgi_temp_path {f}/scgi;\n\
              map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
              upstream passback {{\n{servers}    }}\n\
              server {{\n        listen 127.0.0.1:{port} ssl;\n        server_name localhost;\n\
@@ -468,10 +478,8 @@ fn start_nginx(dir: &Path, ca: &TestCa, port: u16, instances: &[u16]) -> anyhow:
                      proxy_ssl_trusted_certificate {cafile};\n            proxy_ssl_name localhost;\n\
                      proxy_ssl_server_name on;\n            proxy_http_version 1.1;\n\
                      proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection $connection_upgrade;\n\
-                     proxy_set_header Host $host;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+                     proxy_set_header Host $host;\n            proxy_set_header X-Forwarded-For $remote_addr;\n\
                      proxy_read_timeout 120s;\n        }}\n    }}\n}}\n",
-        // Its workers would otherwise run as nobody, who may not read the demo's folder.
-        user = if is_root { "user root;\n" } else { "" },
         f = folder.display(),
         cert = ca.cert_file.display(),
         key = ca.key_file.display(),

@@ -13,7 +13,7 @@ CREATE TABLE relay_presence (
 
 -- The rate limits every instance must share (first steps per client address and per account), as
 -- a generic cell rate algorithm: per key, the theoretical arrival time of the next request (Unix
--- milliseconds), moved on by one interval per request taken, in one statement that refuses a
+-- microseconds), moved on by one interval per request taken, in one statement that refuses a
 -- request that would move it more than the window ahead. A row in the past is a full allowance:
 -- the periodic task deletes it.
 CREATE TABLE rate_limits (

@@ -115,6 +115,26 @@ where
     stats(name, concurrency, vec![stretch(name, concurrency, 0..total, op).await])
 }
 
+/// The CPU time a process of [`PROCESSES`] spent so far: PostgreSQL's with its connections' own
+/// processes.
+fn cpu_of(name: &str, pid: u32) -> Duration {
+    if name == POSTGRES {
+        super::cpu_time_with_children(pid)
+    } else {
+        super::cpu_time(pid)
+    }
+}
+
+fn switches_of(name: &str, pid: u32) -> u64 {
+    if name == POSTGRES {
+        super::context_switches_with_children(pid)
+    } else {
+        super::context_switches(pid)
+    }
+}
+
+const POSTGRES: &str = "PostgreSQL";
+
 /// One stretch of timed operations, and what each process of [`PROCESSES`] spent on it.
 struct Stretch {
     lat: Vec<Duration>,
@@ -139,8 +159,8 @@ where
     let errors = Arc::new(AtomicUsize::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
     let processes = PROCESSES.get().cloned().unwrap_or_default();
-    let cpu_before: Vec<Duration> = processes.iter().map(|(_, pid)| super::cpu_time(*pid)).collect();
-    let switches_before: Vec<u64> = processes.iter().map(|(_, pid)| super::context_switches(*pid)).collect();
+    let cpu_before: Vec<Duration> = processes.iter().map(|(name, pid)| cpu_of(name, *pid)).collect();
+    let switches_before: Vec<u64> = processes.iter().map(|(name, pid)| switches_of(name, *pid)).collect();
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -177,11 +197,11 @@ where
     if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
         eprintln!("bench: {name} at {concurrency}: first error: {e}");
     }
-    let cpu = processes.iter().zip(cpu_before).map(|((_, pid), b)| super::cpu_time(*pid).saturating_sub(b)).collect();
+    let cpu = processes.iter().zip(cpu_before).map(|((name, pid), b)| cpu_of(name, *pid).saturating_sub(b)).collect();
     let switches = processes
         .iter()
         .zip(switches_before)
-        .map(|((_, pid), b)| super::context_switches(*pid).saturating_sub(b))
+        .map(|((name, pid), b)| switches_of(name, *pid).saturating_sub(b))
         .collect();
     let lat = lat.lock().map(|l| l.clone()).unwrap_or_default();
     Stretch { lat, errors: errors.load(Ordering::Relaxed), wall, cpu, switches }
@@ -282,7 +302,7 @@ pub async fn run(ad: bool, history: u64, database: super::BenchDatabase) -> anyh
         ("bench client", std::process::id()),
     ];
     if let Some(pg) = &rig.postgres {
-        processes.push(("PostgreSQL", pg.process.pid()));
+        processes.push((POSTGRES, pg.process.pid()));
     }
     let _ = PROCESSES.set(processes);
     let idle_serve = Rig::memory(rig.serve.id());

@@ -196,7 +196,8 @@ impl Rig {
             monitor = quote(MONITOR_TOKEN),
         );
         let portal_config = dir.join("portal.toml");
-        std::fs::write(&portal_config, portal_toml)?;
+        // Private: on PostgreSQL, the database's address holds its password.
+        crate::files::write_private(&portal_config, portal_toml.as_bytes())?;
 
         // The enrollment token goes into the database before the portal starts.
         let db = crate::store::connect(&db_url, 1).await?;
@@ -330,7 +331,17 @@ impl Rig {
 
 /// CPU time a process has used so far (user + system), from /proc.
 pub fn cpu_time(pid: u32) -> Duration {
-    let ticks: u64 = with_children(pid).into_iter().map(|p| stat_field(p, 11) + stat_field(p, 12)).sum();
+    cpu_time_of(&[pid])
+}
+
+/// The CPU time `pid` and the processes it started spent (PostgreSQL does its work in one
+/// process per connection, under the one the bench started).
+pub fn cpu_time_with_children(pid: u32) -> Duration {
+    cpu_time_of(&with_children(pid))
+}
+
+fn cpu_time_of(pids: &[u32]) -> Duration {
+    let ticks: u64 = pids.iter().map(|p| stat_field(*p, 11) + stat_field(*p, 12)).sum();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     let hz = 100; // USER_HZ on Linux
     Duration::from_millis(ticks * 1000 / hz)
@@ -343,8 +354,7 @@ fn stat_field(pid: u32, i: usize) -> u64 {
     rest.split_whitespace().nth(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// `pid` and the processes it started that run now: PostgreSQL does its work in one process per
-/// connection, under the one the bench started.
+/// `pid` and the processes it started that run now.
 fn with_children(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     if let Ok(all) = std::fs::read_dir("/proc") {
@@ -360,6 +370,11 @@ fn with_children(pid: u32) -> Vec<u32> {
 /// Context switches (voluntary and not) of every thread a process has now, from /proc. Threads
 /// that ended since are not counted, so a difference is a floor.
 pub fn context_switches(pid: u32) -> u64 {
+    thread_switches(pid)
+}
+
+/// [`context_switches`] of `pid` and the processes it started.
+pub fn context_switches_with_children(pid: u32) -> u64 {
     with_children(pid).into_iter().map(thread_switches).sum()
 }
 

@@ -400,9 +400,11 @@ pub async fn reserve_failure(
 /// moved in one statement, race-free on both databases (the row is locked by the update): every
 /// instance and every restart sees one allowance, and there is no window edge to burst across.
 pub async fn take_allowance(db: &Db, bucket: &str, window_secs: i64, limit: u32, now: i64) -> sqlx::Result<bool> {
-    let window_ms = window_secs.max(1).saturating_mul(1000);
-    let interval_ms = window_ms / i64::from(limit.max(1));
-    let now_ms = now.saturating_mul(1000);
+    // In microseconds: a large allowance still has an interval of its own.
+    let interval = (window_secs.max(1).saturating_mul(1_000_000) / i64::from(limit.max(1))).max(1);
+    // What the allowance may run ahead of now: the whole of it, exactly `limit` intervals.
+    let burst = interval.saturating_mul(i64::from(limit.max(1)));
+    let now_us = now.saturating_mul(1_000_000);
     let moved: Option<i64> = Stmt::new(
         "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2 + $3) \
          ON CONFLICT (bucket) DO UPDATE \
@@ -411,9 +413,9 @@ pub async fn take_allowance(db: &Db, bucket: &str, window_secs: i64, limit: u32,
          RETURNING tat",
     )
     .bind(bucket)
-    .bind(now_ms)
-    .bind(interval_ms)
-    .bind(window_ms)
+    .bind(now_us)
+    .bind(interval)
+    .bind(burst)
     .scalar(db)
     .await?;
     Ok(moved.is_some())
@@ -523,6 +525,16 @@ mod tests {
         };
         let t = 1_000_000;
         assert_eq!([take(t).await, take(t).await, take(t).await, take(t).await], [true, true, true, false]);
+        // An allowance that does not divide the window: exactly the limit, not one more.
+        let seven = |at: i64| {
+            let db = db.clone();
+            async move { take_allowance(&db, "account:x", 60, 7, at).await.unwrap() }
+        };
+        let mut taken = 0;
+        for _ in 0..10 {
+            taken += usize::from(seven(t).await);
+        }
+        assert_eq!(taken, 7);
         assert!(!take(t + 19).await, "one comes back after 20 s, not before");
         assert!(take(t + 20).await);
         assert!(!take(t + 20).await);

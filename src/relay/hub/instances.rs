@@ -10,8 +10,11 @@
 //! * **Keys and revocations** are announced on one channel that every instance listens to.
 //!
 //! Every note is authenticated (HMAC under a key derived from the data key, which every instance
-//! shares) and dated: one that anybody else with access to the database sends, or an old one
-//! sent again, is ignored. A revocation is also checked in the database before it is acted on.
+//! shares, for its channel) and dated by its sender's clock: one that anybody else with access to
+//! the database makes up, or one more than 30 s old, is ignored. (One repeated within those 30 s
+//! can only say again what an instance said: a request the agent answers once, a word that makes
+//! a waiter send its request again.) A revocation is also checked in the database before it is
+//! acted on. The instances' clocks must agree within those 30 s.
 //!
 //! Notifications are lost while an instance's listening connection is down: a request then waits
 //! for its deadline like one to a silent agent, and the periodic checks (presence, revocations)

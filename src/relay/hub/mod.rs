@@ -132,8 +132,8 @@ struct Inner {
     forwarded: HashMap<MsgId, Forwarded>,
     /// Agents revoked while this instance ran: a request to one is not sent again.
     revoked: HashSet<String>,
-    /// Requests whose waiter is still waiting, between attempts too.
-    waiting: HashSet<MsgId>,
+    /// Requests whose waiter is still waiting, between attempts too, and the agent they went to.
+    waiting: HashMap<MsgId, String>,
     /// Answers that came between two attempts (by the way the first was sent), from that agent:
     /// the waiter takes them, they are not late.
     early: HashMap<MsgId, (String, envelope::ResultPackage)>,
@@ -579,22 +579,31 @@ impl Hub {
             }
         };
         // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
-        self.lock().waiting.insert(req.msg_id.clone());
+        self.lock().waiting.insert(req.msg_id.clone(), agent_id.clone());
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
         // Sending counts against the deadline too: a stalled agent connection cannot hold the
         // person's page for longer than the deadline.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.result_deadline_secs);
-        let not_confirmed = |why: &str| WritebackResult {
-            agent_id: Some(agent_id.clone()),
-            ..WritebackResult::local(Outcome::AgentTimeout, why)
+        let answered = |pkg: envelope::ResultPackage| {
+            let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
+            WritebackResult { outcome, raw, policy, agent_id: Some(agent_id.clone()), answered: true }
+        };
+        // However the wait ends without an answer on the current connection, one that came by
+        // the way the request was first sent, meanwhile, is the directory's word and wins.
+        let unless_answered = |otherwise: WritebackResult| match self.lock().early.remove(&req.msg_id) {
+            Some((_, pkg)) => answered(pkg),
+            None => otherwise,
+        };
+        let not_confirmed = |why: &str| {
+            unless_answered(WritebackResult {
+                agent_id: Some(agent_id.clone()),
+                ..WritebackResult::local(Outcome::AgentTimeout, why)
+            })
         };
         loop {
             match self.attempt(&req.msg_id, &agent_id, has_row, &route, &frame, deadline).await {
                 // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
-                Ok(Ok(pkg)) => {
-                    let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
-                    return WritebackResult { outcome, raw, policy, agent_id: Some(agent_id), answered: true };
-                }
+                Ok(Ok(pkg)) => return answered(pkg),
                 // The agent's connection went away before its answer. Once the agent is back (on
                 // this instance or another), the same sealed request goes to it again: it answers
                 // a message id once, from what it did, so the person gets the directory's answer
@@ -605,7 +614,7 @@ impl Hub {
                     let mut back = self.agent_back(&req.msg_id, &req.directory, &agent_id, soon).await;
                     if back.is_none() {
                         if let Some(checked) = self.check_elsewhere(&req, &agent_id, deadline).await {
-                            return checked;
+                            return unless_answered(checked);
                         }
                         back = self.agent_back(&req.msg_id, &req.directory, &agent_id, deadline).await;
                     }
@@ -615,10 +624,7 @@ impl Hub {
                             route = back;
                         }
                         // Its answer came by the way it was first sent, after all.
-                        Some(Back::Answer(pkg)) => {
-                            let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
-                            return WritebackResult { outcome, raw, policy, agent_id: Some(agent_id), answered: true };
-                        }
+                        Some(Back::Answer(pkg)) => return answered(pkg),
                         None => return not_confirmed(why),
                     }
                 }

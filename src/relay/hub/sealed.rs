@@ -194,11 +194,20 @@ impl Hub {
                 // Between two attempts of a request still waited on: its waiter takes it.
                 let pkg = {
                     let mut inner = self.lock();
-                    if inner.waiting.contains(&pkg.msg_id) {
-                        inner.early.insert(pkg.msg_id.clone(), (agent_id.to_string(), pkg));
-                        return Ok(());
+                    match inner.waiting.get(&pkg.msg_id) {
+                        Some(agent) if agent == agent_id => {
+                            // Its first answer only: a copy is refused like one for a waiter.
+                            if inner.early.contains_key(&pkg.msg_id) {
+                                return Err(Refusal::Answered);
+                            }
+                            // Until the waiter has recorded it, a copy is refused here too.
+                            self.answered.put(pkg.msg_id.clone(), (), self.remembered_until(now), now);
+                            inner.early.insert(pkg.msg_id.clone(), (agent_id.to_string(), pkg));
+                            return Ok(());
+                        }
+                        Some(_) => return Err(Refusal::WrongAgent),
+                        None => pkg,
                     }
-                    pkg
                 };
                 self.record_late_result(agent_id, &pkg, now).await
             }
