@@ -85,7 +85,8 @@ async fn change_inner(
     let typed = f.login.trim().to_string();
     // The key is spent here; the writeback claim below makes it single-use even for racing
     // submits (and is all that does for a key signed before the session began).
-    let Some(msg_id) = CHANGE_FORM.take_or_signed(&session, &f.form_key, &st.code_key).await? else {
+    let taken = CHANGE_FORM.take_or_signed(&session, &f.form_key, &st.code_key).await?;
+    let Some((msg_id, first)) = crate::portal::session::or_again(taken, &f.form_key) else {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     let login = match LoginName::parse(&f.login) {
@@ -123,31 +124,38 @@ async fn change_inner(
         return Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&o))).await?));
     };
 
-    let result = match &found.target {
+    let (result, shown) = match &found.target {
         Some(target) => {
             let cloud = target.kind == crate::domain::UserKind::CloudOnly;
             let operation = if cloud { "change.cloud" } else { "change.writeback" };
             let ask = Ask::Password { new: &new, current: Some(&f.current) };
-            let act = Act { target, msg_id: &msg_id, by: Requester::SELF_SERVICE, ask, operation };
+            let act = Act { target, msg_id: &msg_id, first, by: Requester::SELF_SERVICE, ask, operation };
             let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
                 if let Some(s) = count_attempt(&r.outcome, &subject, reservation) {
                     batch.push(s);
                 }
             };
-            let Some((result, _)) = account::once_then(&attempt, act, counted).await? else {
+            let Some(done) = account::once_then(&attempt, act, counted).await? else {
                 store::attempts::release(reservation).run(&st.db).await?;
                 return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
             };
-            result
+            if done.earlier {
+                // Counted when it was first sent.
+                store::attempts::release(reservation).run(&st.db).await?;
+            }
+            (done.result, done.support)
         }
         None => {
             // Nobody by that name: the answer and the work of a wrong current password.
             let _ = passwords::verify(&f.current, None).await;
             let result = crate::relay::WritebackResult::local(Outcome::OldPasswordWrong, "no such account");
             attempt.audit("change.writeback", &result.outcome, &result.raw).await?;
-            result
+            (result, support.clone())
         }
     };
+    // A form sent again answers under its first sending's support code.
+    let support = shown;
+    let outcome_view = |o: &Outcome| OutcomeView::new_at(o, &support, offset);
     drop(new);
     if result.outcome.is_success() {
         let done = super::pages::OutcomePage {

@@ -156,6 +156,17 @@ impl FormKey<'_> {
         format!("{random}.{}", &hash[..16])
     }
 
+    /// [`Self::take`] as `(key, true)`; or else the key as sent, `(key, false)`: a form sent
+    /// before (reloaded after its answer was lost, say), which only finds what its first sending
+    /// came to and never acts: a key not taken is never claimed.
+    pub(crate) async fn take_or_again(
+        &self,
+        session: &Session,
+        sent: &str,
+    ) -> Result<Option<(MsgId, bool)>, PortalError> {
+        Ok(or_again(self.take(session, sent).await?, sent))
+    }
+
     /// Forgets this form's key (its flow ended or began again).
     pub(crate) async fn forget(&self, session: &Session) -> Result<(), PortalError> {
         let mut keys = ALL_FORM_KEYS.get(session).await?.unwrap_or_default();
@@ -164,6 +175,15 @@ impl FormKey<'_> {
             ALL_FORM_KEYS.set(session, &keys).await?;
         }
         Ok(())
+    }
+}
+
+/// A key taken now, `(key, true)`, or else the key as sent, `(key, false)` (see
+/// [`FormKey::take_or_again`]).
+pub(crate) fn or_again(taken: Option<MsgId>, sent: &str) -> Option<(MsgId, bool)> {
+    match taken {
+        Some(id) => Some((id, true)),
+        None => MsgId::parse(sent).ok().map(|id| (id, false)),
     }
 }
 

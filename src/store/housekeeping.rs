@@ -40,6 +40,8 @@ pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
         ("DELETE FROM relay_frames WHERE expires_at < $1", now),
         // What instances that died long ago said of their agents.
         ("DELETE FROM relay_presence WHERE last_seen < $1", now - 3600),
+        // Instances that stopped over a day ago (the health page shows a day).
+        ("DELETE FROM portal_instances WHERE last_seen < $1", now - 86_400),
         // Rate limits whose allowance is whole again (their time, in microseconds, is past).
         ("DELETE FROM rate_limits WHERE tat < $1", now.saturating_mul(1_000_000)),
         ("DELETE FROM spent_challenges WHERE expires_at < $1", now),

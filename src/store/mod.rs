@@ -41,9 +41,12 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
+    /// A transaction made by hand. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), waiting for it like any write: one that read first and took the lock only at
+    /// its first write would fail at once, not wait, if another connection wrote meanwhile.
     pub async fn begin(&self) -> sqlx::Result<Tx> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

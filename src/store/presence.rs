@@ -14,6 +14,10 @@ pub struct PresenceRow {
     pub last_seen: i64,
 }
 
+/// How long an instance may be silent before it counts as stopped: each stamps itself (and
+/// renews its agents) every second.
+pub const STALE_SECS: i64 = 3;
+
 /// The database's clock, in Unix seconds: the one clock every instance's rows are stamped and
 /// judged by, whatever their hosts' clocks say.
 fn database_now(db: &Db) -> &'static str {
@@ -24,10 +28,28 @@ fn database_now(db: &Db) -> &'static str {
     }
 }
 
+/// Stamps `instance` (started at `started_at`) as alive now, by the database's clock.
+fn beat(db: &Db, instance: &str, started_at: i64) -> Stmt {
+    Stmt::new(format!(
+        "INSERT INTO portal_instances (instance, started_at, last_seen) VALUES (?, ?, {}) \
+         ON CONFLICT (instance) DO UPDATE SET last_seen = excluded.last_seen",
+        database_now(db)
+    ))
+    .bind(instance)
+    .bind(started_at)
+}
+
+/// Stamps `instance` as alive now, alone (the one instance on SQLite, which has no agents to
+/// share).
+pub async fn stamp(db: &Db, instance: &str, started_at: i64) -> sqlx::Result<()> {
+    beat(db, instance, started_at).run(db).await.map(|_| ())
+}
+
 /// Replaces what `instance` said of its connections with `rows` (stamped now, by the database's
-/// clock), in one transaction.
-pub async fn publish(db: &Db, instance: &str, rows: &[PresenceRow]) -> sqlx::Result<()> {
+/// clock) and stamps the instance alive, in one transaction.
+pub async fn publish(db: &Db, instance: &str, started_at: i64, rows: &[PresenceRow]) -> sqlx::Result<()> {
     let mut b = Batch::new();
+    b.push(beat(db, instance, started_at));
     b.push(Stmt::new("DELETE FROM relay_presence WHERE instance = ?").bind(instance));
     let insert = format!(
         "INSERT INTO relay_presence (instance, conn_id, agent_id, status_json, connected_at, last_seen) \
@@ -58,4 +80,49 @@ pub async fn others(db: &Db, instance: &str, stale_secs: i64) -> sqlx::Result<Ve
     .bind(stale_secs)
     .fetch_all(db)
     .await
+}
+
+/// One portal instance as it last stamped itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceRow {
+    pub instance: String,
+    pub started_at: i64,
+    pub last_seen: i64,
+    /// Whether it stamped itself in the last few seconds (by the database's clock).
+    pub alive: bool,
+}
+
+/// The instances seen in the last `since_secs` seconds, newest first; alive when seen in the
+/// last `stale_secs`.
+pub async fn instances(db: &Db, since_secs: i64, stale_secs: i64) -> sqlx::Result<Vec<InstanceRow>> {
+    let now = database_now(db);
+    let rows: Vec<(String, i64, i64, i64)> = Stmt::new(format!(
+        "SELECT instance, started_at, last_seen, {now} FROM portal_instances \
+         WHERE last_seen >= {now} - $1 ORDER BY started_at DESC, instance"
+    ))
+    .bind(since_secs)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(instance, started_at, last_seen, now)| InstanceRow {
+            instance,
+            started_at,
+            last_seen,
+            alive: last_seen >= now - stale_secs,
+        })
+        .collect())
+}
+
+/// Whether `instance` stamped itself in the last `stale_secs` seconds.
+pub async fn is_alive(db: &Db, instance: &str, stale_secs: i64) -> sqlx::Result<bool> {
+    let found: Option<(i64,)> = Stmt::new(format!(
+        "SELECT last_seen FROM portal_instances WHERE instance = $1 AND last_seen >= {} - $2",
+        database_now(db)
+    ))
+    .bind(instance)
+    .bind(stale_secs)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
 }

@@ -13,14 +13,16 @@ pub struct Claim<'a> {
     pub support_code: &'a str,
     /// The agent it will be sent to, if it goes to one: only its answer is taken.
     pub agent_id: Option<&'a str>,
+    /// The portal instance that claims it and waits for its answer.
+    pub instance: &'a str,
     pub now: i64,
 }
 
 /// Claims the message id; false if it was claimed before (a double submit).
 pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     Stmt::new(
-        "INSERT INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, instance, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(c.msg_id)
     .bind(c.directory)
@@ -28,6 +30,7 @@ pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     .bind(c.op)
     .bind(c.support_code)
     .bind(c.agent_id)
+    .bind(c.instance)
     .bind(c.now)
     .changed_one(db)
     .await
@@ -60,12 +63,13 @@ pub async fn take_late_result(
     now: i64,
 ) -> sqlx::Result<Option<WritebackRow>> {
     Stmt::new(
-        "UPDATE writebacks SET result_at = ?, late_outcome_code = ? \
+        "UPDATE writebacks SET result_at = ?, late_outcome_code = ?, late_outcome_json = ? \
          WHERE msg_id = ? AND agent_id = ? AND result_at IS NULL \
          RETURNING msg_id, directory, anchor, op, support_code, agent_id, outcome_code",
     )
     .bind(now)
     .bind(outcome.code().0)
+    .bind(serde_json::to_string(outcome).unwrap_or_default())
     .bind(msg_id)
     .bind(agent_id)
     .fetch_optional(db)
@@ -75,12 +79,16 @@ pub async fn take_late_result(
 /// Keeps the answer of a writeback whose wait ended as it came, beside what the person saw; no
 /// other answer is taken for it after this one.
 pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i64) -> sqlx::Result<()> {
-    Stmt::new("UPDATE writebacks SET late_outcome_code = ?, result_at = COALESCE(result_at, ?) WHERE msg_id = ?")
-        .bind(outcome.code().0)
-        .bind(now)
-        .bind(msg_id)
-        .run(db)
-        .await?;
+    Stmt::new(
+        "UPDATE writebacks SET late_outcome_code = ?, late_outcome_json = ?, result_at = COALESCE(result_at, ?) \
+         WHERE msg_id = ?",
+    )
+    .bind(outcome.code().0)
+    .bind(serde_json::to_string(outcome).unwrap_or_default())
+    .bind(now)
+    .bind(msg_id)
+    .run(db)
+    .await?;
     Ok(())
 }
 
@@ -89,6 +97,57 @@ pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i6
 pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
     Stmt::new("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).run(db).await?;
     Ok(())
+}
+
+/// A writeback claimed before, as a form sent again finds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub directory: String,
+    pub anchor: String,
+    pub op: String,
+    pub support_code: String,
+    pub agent_id: Option<String>,
+    /// The instance that claimed it (or carried it on since); `None` for one claimed before
+    /// instances were recorded.
+    pub instance: Option<String>,
+    pub created_at: i64,
+    pub outcome_json: Option<String>,
+    /// The agent's answer, when it came after the person was shown PB-1002.
+    pub late_outcome_json: Option<String>,
+}
+
+impl Claimed {
+    /// The outcome the writeback ended in, when it has ended: the agent's answer that came late
+    /// when there is one, as it is the directory's word.
+    pub fn outcome(&self) -> Option<Outcome> {
+        let shown: Outcome = serde_json::from_str(self.outcome_json.as_deref()?).ok()?;
+        let late = self.late_outcome_json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+        Some(late.unwrap_or(shown))
+    }
+}
+
+pub async fn claimed(db: &Db, msg_id: &str) -> sqlx::Result<Option<Claimed>> {
+    Stmt::new(
+        "SELECT directory, anchor, op, support_code, agent_id, instance, created_at, outcome_json, \
+         late_outcome_json FROM writebacks WHERE msg_id = ?",
+    )
+    .bind(msg_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Takes over an unfinished writeback from `from`, the instance that claimed it and stopped:
+/// false when it has finished meanwhile, or another instance took it over first.
+pub async fn take_over(db: &Db, msg_id: &str, from: Option<&str>, to: &str) -> sqlx::Result<bool> {
+    Stmt::new(
+        "UPDATE writebacks SET instance = ? \
+         WHERE msg_id = ? AND finished_at IS NULL AND COALESCE(instance, '') = ?",
+    )
+    .bind(to)
+    .bind(msg_id)
+    .bind(from.unwrap_or_default())
+    .changed_one(db)
+    .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -114,6 +173,7 @@ mod tests {
             op: "reset",
             support_code: "S-1",
             agent_id: Some("agent-a"),
+            instance: "instance-a",
             now: 100,
         };
         assert!(claim(db, &c).await.unwrap());
@@ -138,5 +198,24 @@ mod tests {
         claimed(&db, "m-local").await;
         finish("m-local", &Outcome::Protected, (None, false), 110).run(&db).await.unwrap();
         assert!(take_late_result(&db, "m-local", "agent-a", &ok, 120).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_form_sent_again_finds_the_latest_word_on_it_and_is_carried_on_once() {
+        let db = super::super::connect("sqlite::memory:", 1).await.unwrap();
+        claimed(&db, "m-1").await;
+        let row = super::claimed(&db, "m-1").await.unwrap().unwrap();
+        assert_eq!((row.instance.as_deref(), row.outcome()), (Some("instance-a"), None), "not answered yet");
+        // Its instance stopped: another takes it over, once, and only from that one.
+        assert!(!take_over(&db, "m-1", Some("instance-x"), "instance-b").await.unwrap());
+        assert!(take_over(&db, "m-1", Some("instance-a"), "instance-b").await.unwrap());
+        assert!(!take_over(&db, "m-1", Some("instance-a"), "instance-c").await.unwrap(), "taken over already");
+        // Answered "not confirmed", then the agent's word came: that is what it came to.
+        finish("m-1", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
+        assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().outcome(), Some(Outcome::AgentTimeout));
+        let late = Outcome::InHistory { history: Some(5) };
+        take_late_result(&db, "m-1", "agent-a", &late, 120).await.unwrap().unwrap();
+        assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().outcome(), Some(late));
+        assert!(!take_over(&db, "m-1", Some("instance-b"), "instance-c").await.unwrap(), "finished");
     }
 }

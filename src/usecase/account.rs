@@ -118,30 +118,58 @@ pub struct Act<'a> {
     pub target: &'a Target,
     /// The form's one-use key, also the relay message id.
     pub msg_id: &'a MsgId,
+    /// Whether the key was taken now; else it is a form sent before, which only finds what its
+    /// first sending came to.
+    pub first: bool,
     pub by: Requester<'a>,
     pub ask: Ask<'a>,
     /// The audit's operation (`reset.writeback`, `change.expired`, `helpdesk.unlock`…).
     pub operation: &'a str,
 }
 
-/// Claims `act`'s key and does it; `None` when the key was claimed already (the form was sent
-/// before), and nothing was done.
-pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<WritebackResult>> {
-    Ok(once_then(attempt, act, |_, _| {}).await?.map(|(result, _)| result))
+/// What an act came to.
+pub struct Done {
+    pub result: WritebackResult,
+    /// Whether the last statement `then` added changed a row ([`once_then`]).
+    pub changed: bool,
+    /// The support code of the attempt that did it: this one's, or, for a form sent again, the
+    /// first sending's (its audit row says what happened under it).
+    pub support: SupportCode,
+    /// The form was sent before and this is what that sending came to: nothing was done now,
+    /// and `then` did not run (the caller's counts were made then).
+    pub earlier: bool,
+}
+
+/// How long a form sent again waits for the instance that took it first to finish, beyond the
+/// wait for the directory's answer.
+const PATIENCE_BEYOND_DEADLINE_SECS: u64 = 10;
+
+/// Claims `act`'s key and does it. A form sent again gets what its first sending came to (see
+/// [`once_then`]); `None` when that cannot be told, and nothing was done.
+pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<Done>> {
+    once_then(attempt, act, |_, _| {}).await
 }
 
 /// [`once`], with `then` adding the writes that follow from the result (the caller's own counts)
 /// to the transaction that records it, its audit row and, when the password was set, the end of
-/// the person's sessions; with the result comes whether the last statement `then` added changed
-/// a row (a block it made, say; meaningless when it added none).
+/// the person's sessions.
+///
+/// The same form sent again (a double click, a reload after a dropped connection, a resubmit
+/// after the instance that took it stopped) never acts twice: it waits for the first sending's
+/// answer and returns it. If the instance that claimed it stopped before it answered, this one
+/// carries it on under the same message id, to the agent the claim named: that agent answers a
+/// message once, from what it did, or does it now if it never got it.
 pub async fn once_then(
     attempt: &Attempt<'_>,
     act: Act<'_>,
     then: impl FnOnce(&WritebackResult, &mut Batch),
-) -> anyhow::Result<Option<(WritebackResult, bool)>> {
+) -> anyhow::Result<Option<Done>> {
+    if !act.first {
+        return again(attempt, act, then).await;
+    }
     let st = attempt.st;
     let now = st.clock.now();
-    let (kind, notice) = act.ask.kind();
+    let (kind, _) = act.ask.kind();
     // The agent it will go to is named in the claim, before anything is sent.
     let agent = match act.target.kind {
         UserKind::CloudOnly => None,
@@ -154,12 +182,95 @@ pub async fn once_then(
         op: kind,
         support_code: &attempt.support.0,
         agent_id: agent.as_deref(),
+        instance: &st.hub.instance,
         now,
     };
     if !store::writebacks::claim(&st.db, &claim).await? {
-        return Ok(None);
+        return again(attempt, act, then).await;
     }
     let result = perform(st, &act, now).await?;
+    let changed = record(attempt, &act, &result, then).await?;
+    Ok(Some(Done { result, changed, support: attempt.support.clone(), earlier: false }))
+}
+
+/// A form whose key was claimed before: what its first sending came to, once it has an answer;
+/// carried on here if the instance that claimed it stopped first. `None` for a key claimed for
+/// something else, or one still unanswered where it was claimed after every wait.
+async fn again(
+    attempt: &Attempt<'_>,
+    act: Act<'_>,
+    then: impl FnOnce(&WritebackResult, &mut Batch),
+) -> anyhow::Result<Option<Done>> {
+    let st = attempt.st;
+    let (kind, _) = act.ask.kind();
+    let patience = std::time::Duration::from_secs(st.cfg.relay.result_deadline_secs + PATIENCE_BEYOND_DEADLINE_SECS);
+    let started = std::time::Instant::now();
+    loop {
+        let Some(row) = store::writebacks::claimed(&st.db, act.msg_id.as_str()).await? else { return Ok(None) };
+        if row.directory != act.target.directory || row.anchor != act.target.anchor || row.op != kind {
+            return Ok(None);
+        }
+        let support = SupportCode(row.support_code.clone());
+        if let Some(outcome) = row.outcome() {
+            // A form whose answer was shown (its key was taken) and sent again, perhaps with
+            // another password typed in after a refusal: only "it took" is still true of it.
+            let took = outcome.is_success() || outcome.password_set();
+            if !act.first && !took {
+                return Ok(None);
+            }
+            let result = WritebackResult::local(outcome, "the answer to the form's first sending");
+            return Ok(Some(Done { result, changed: false, support, earlier: true }));
+        }
+        let claimer_alive = match row.instance.as_deref() {
+            // This instance finishes what it claimed, or fails the request that claimed it.
+            Some(i) if i == st.hub.instance => true,
+            Some(i) => store::presence::is_alive(&st.db, i, store::presence::STALE_SECS).await?,
+            None => false,
+        };
+        if claimer_alive {
+            if started.elapsed() > patience {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        if !act.first {
+            // Not taken now: it may only wait for the first sending's answer.
+            if started.elapsed() > patience {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        // Its instance stopped before it answered: one instance carries it on (another that
+        // took it over meanwhile is alive, and is waited for as above).
+        if !store::writebacks::take_over(&st.db, act.msg_id.as_str(), row.instance.as_deref(), &st.hub.instance).await?
+        {
+            continue;
+        }
+        tracing::warn!(msg_id = %act.msg_id, stopped = row.instance.as_deref().unwrap_or("unknown"), "a form sent again after the instance that took it stopped: carried on");
+        if let Some(agent) = row.agent_id.as_deref() {
+            st.hub.carry_on(act.msg_id, agent);
+        }
+        let first = Attempt { support: &support, ..*attempt };
+        // Sealed as it was first: the request expires when the first sending's would have.
+        let result = perform(st, &act, row.created_at).await?;
+        let changed = record(&first, &act, &result, then).await?;
+        return Ok(Some(Done { result, changed, support, earlier: false }));
+    }
+}
+
+/// Records what an act came to, its audit row and, when the password was set, the end of the
+/// person's sessions (with the caller's `then`), in one transaction; tells every address on
+/// record when it took. Whether the last statement `then` added changed a row.
+async fn record(
+    attempt: &Attempt<'_>,
+    act: &Act<'_>,
+    result: &WritebackResult,
+    then: impl FnOnce(&WritebackResult, &mut Batch),
+) -> anyhow::Result<bool> {
+    let st = attempt.st;
+    let (_, notice) = act.ask.kind();
     let mut batch = Batch::new();
     let answer = (result.answered_by(), result.awaited());
     batch.push(store::writebacks::finish(act.msg_id.as_str(), &result.outcome, answer, st.clock.now()));
@@ -174,14 +285,14 @@ pub async fn once_then(
     if set {
         batch.push(store::security::next_session_epoch(act.target.person()));
     }
-    then(&result, &mut batch);
+    then(result, &mut batch);
     let ran: store::Ran<(Option<String>,)> =
         batch.run_then(&st.db, store::security::alternate_email_after(act.target.person())).await?;
     let (alternate, changed) = (ran.rows.into_iter().next().and_then(|(a,)| a), ran.last_changed);
     if set {
-        notify_all(st, addresses(act.target, alternate), now, notice);
+        notify_all(st, addresses(act.target, alternate), st.clock.now(), notice);
     }
-    Ok(Some((result, changed > 0)))
+    Ok(changed > 0)
 }
 
 /// The act itself: the directory's answer through the relay, or the portal's own for a cloud-only

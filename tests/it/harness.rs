@@ -456,7 +456,13 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the agent did not sync within 10 s; log:\n{}", self.agent_log());
+        let portal: Vec<String> =
+            portal_log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).map(String::from).collect();
+        panic!(
+            "the agent did not sync within 10 s; log:\n{}\nthe portals' warnings:\n{}",
+            self.agent_log(),
+            portal[portal.len().saturating_sub(30)..].join("\n")
+        );
     }
 
     pub fn agent_log(&self) -> String {

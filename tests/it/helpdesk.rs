@@ -237,9 +237,10 @@ async fn helpdesk_resets_a_person_in_scope_who_must_then_choose_their_own_passwo
     let temporary = temporary_password(&done);
     assert!(app.bind_works("alice", &temporary).await, "the directory has the temporary password");
     app.wait_for_mail("Your password was reset").await;
-    // The same form again (double submit): nothing more is written.
+    // The same form again (double submit): nothing more is written; it shows what the first
+    // came to, without the password (shown once).
     let (_, again) = act(&app, &c, "alice", &page, &[("act", "reset"), ("mode", "generate")]).await;
-    assert!(again.contains("already"), "{again}");
+    assert!(again.contains("PB-0000") && !again.contains(&temporary), "{again}");
     assert!(app.bind_works("alice", &temporary).await);
 
     // Her alternate address is no longer hers: the helpdesk revokes it, and she is told.
@@ -463,6 +464,9 @@ async fn stopping_the_agent_turns_the_health_page_red_within_two_heartbeats() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ok"], true);
     assert!(v["agents"][0]["version"].is_string() && v["agents"][0]["next_rollover"].is_i64(), "{v}");
+    // The one instance, alive; the page lists it too.
+    assert!(v["instances"][0]["instance"] == v["instance"] && v["instances"][0]["alive"] == true, "{v}");
+    assert!(page.contains("id=\"instances\""), "{page}");
 
     // The agent freezes (its connection stays open, its pongs stop): the page is watched for two
     // ping intervals, and a little more for the page requests themselves.

@@ -117,6 +117,67 @@ async fn a_reset_waiting_on_a_killed_instance_gets_the_directorys_answer_and_is_
     assert!(sent_again, "the request {msg_id} was sent again");
 }
 
+/// The instance a person's reset waits on is killed: their browser gets no answer, and they
+/// send the same form again, which the load balancer takes to the instance alive. That instance
+/// finds the form's writeback claimed by an instance that stopped, carries it on under the same
+/// message id to the agent the claim named (which answers from what it did), and shows the
+/// directory's answer under the first sending's support code. The directory is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_whose_instance_was_killed_while_it_waited_is_carried_on_when_sent_again() {
+    let mut app = spawn_app_with(Options { postgres: true, result_deadline_secs: 20, ..Default::default() }).await;
+    app.wait_until_alive(true).await;
+    let (doomed, port) = app.portal.another_process(&app.dir.join("doomed")).await;
+    let alive_url = app.url.clone();
+    app.url = format!("https://localhost:{port}");
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let served_before = app.agent_log().matches("request served").count();
+    // The agent holds still: the request reaches it through the instance alive while the one
+    // the person is on dies.
+    app.signal_agent("STOP");
+    let csrf = crate::harness::hidden(&form, "csrf").unwrap();
+    let key = crate::harness::hidden(&form, "form_key").unwrap();
+    let fields =
+        [("csrf", csrf.as_str()), ("form_key", &key), ("password", "Carried-On-6!"), ("confirm", "Carried-On-6!")];
+    let post = app.client.post(format!("{}/reset/password", app.url)).form(&fields).send();
+    let (sent, ()) = tokio::join!(post, async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        let killed = std::process::Command::new("kill").args(["-KILL", &doomed.pid().to_string()]).status();
+        assert!(killed.unwrap().success());
+        app.signal_agent("CONT");
+    });
+    assert!(sent.is_err(), "the killed instance gave no answer");
+
+    // Sent again, to the instance alive.
+    let again = app.client.post(format!("{alive_url}/reset/password")).form(&fields).send().await.unwrap();
+    let support = again.headers().get("x-support-code").map(|v| v.to_str().unwrap().to_string());
+    let page = again.text().await.unwrap();
+    let log = crate::harness::portal_log();
+    assert!(page.contains("Your password has been changed"), "{page}\n{log}\n{}", app.agent_log());
+    assert!(app.bind_works("bob", "Carried-On-6!").await);
+    let served = app.agent_log().matches("request served").count() - served_before;
+    assert_eq!(served, 1, "the directory was written once:\n{}", app.agent_log());
+    let rows = app.audit().await;
+    let written = rows.iter().filter(|r| r.operation == "reset.writeback").collect::<Vec<_>>();
+    assert!(written.len() == 1 && written[0].outcome_code == "PB-0000", "{written:?}");
+    let bob = app.anchor_of("bob").await;
+    let (first_code, instance): (String, String) =
+        passback::store::Stmt::new("SELECT support_code, instance FROM writebacks WHERE op = 'reset' AND anchor = ?")
+            .bind(bob.as_str())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(support.as_deref(), Some(first_code.as_str()), "the first sending's support code");
+    assert_eq!(written[0].support_code, first_code);
+    assert_eq!(instance, app.hub.instance, "carried on by the instance alive");
+
+    // The health page, on the instance alive, shows which one stopped.
+    let health = app.client.get(format!("{alive_url}/admin/health.json")).bearer_auth(crate::harness::METRICS_TOKEN);
+    let v: serde_json::Value = health.send().await.unwrap().json().await.unwrap();
+    let instances = v["instances"].as_array().unwrap();
+    let state = |alive: bool| instances.iter().filter(|i| i["alive"] == alive).count();
+    assert!(instances.len() == 2 && state(true) == 1 && state(false) == 1, "{v}");
+}
+
 /// The limits on first steps are one count in the database: spreading requests over instances
 /// (as a load balancer would) gets no more through than one instance would let.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

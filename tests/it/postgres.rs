@@ -160,11 +160,17 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
             op: "reset",
             support_code: "S-1",
             agent_id: None,
+            instance: "stopped",
             now,
         };
         writebacks::claim(&db, &c).await.unwrap()
     });
     assert_eq!(n.await, 1, "a form written once");
+    // Sent again on every instance at once after the one that took it stopped: one carries it on.
+    let n = at_once(&db, |db, k| async move {
+        writebacks::take_over(&db, "m-1", Some("stopped"), &format!("instance-{k}")).await.unwrap()
+    });
+    assert_eq!(n.await, 1, "a writeback carried on by one instance");
     let n = at_once(&db, |db, _| async move { security::spend_challenge(&db, "nonce-1", now + 60).await.unwrap() });
     assert_eq!(n.await, 1, "a challenge spent once");
     let n = at_once(&db, |db, _| async move { security::claim_alert(&db, "attack", now, 3600).await.unwrap() });

@@ -218,7 +218,7 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };
     let tr = Tr::current();
-    let Some(msg_id) = EXPIRED_FORM.take(&session, &f.form_key).await? else {
+    let Some((msg_id, first)) = EXPIRED_FORM.take_or_again(&session, &f.form_key).await? else {
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
     };
     if f.current.expose_secret().is_empty() {
@@ -232,8 +232,9 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
     let target = must.target.clone();
     let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
     let ask = Ask::Password { new: &new, current: Some(&f.current) };
-    let act = Act { target: &target, msg_id: &msg_id, by: Requester::SELF_SERVICE, ask, operation: "change.expired" };
-    let Some(result) = account::once(&attempt, act).await? else {
+    let by = Requester::SELF_SERVICE;
+    let act = Act { target: &target, msg_id: &msg_id, first, by, ask, operation: "change.expired" };
+    let Some(account::Done { result, support, .. }) = account::once(&attempt, act).await? else {
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
     };
     drop(new);

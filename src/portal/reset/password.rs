@@ -61,8 +61,9 @@ pub struct PasswordForm {
 pub async fn set_password(
     Posted { form: f, session, st, client, who: Verified(flow, target, _) }: Posted<PasswordForm, Verified<ToReset>>,
 ) -> PageResult {
-    // A form already submitted (double click, back button): never a second write.
-    let Some(msg_id) = super::FINAL_FORM.take(&session, &f.form_key).await? else {
+    // A form already submitted (double click, back button, a reload after a lost answer): never
+    // a second write; what the first came to, when that can be told.
+    let Some((msg_id, first)) = super::FINAL_FORM.take_or_again(&session, &f.form_key).await? else {
         return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     let password = match NewPassword::parse(f.password, &f.confirm) {
@@ -79,7 +80,7 @@ pub async fn set_password(
     let was_locked = passwords::kept(&st, &target).is_some_and(|s| s.locked);
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     let ask = Ask::Password { new: &password, current: None };
-    let act = Act { target: &target, msg_id: &msg_id, by: Requester::FORGOTTEN, ask, operation };
+    let act = Act { target: &target, msg_id: &msg_id, first, by: Requester::FORGOTTEN, ask, operation };
     // A password set by its owner clears the count of wrong ones tried on the change form, and
     // counts as one of the resets an hour allows (the last statement: did it block?).
     let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
@@ -88,7 +89,9 @@ pub async fn set_password(
             crate::portal::gates::push_reset_count(&st, &flow.subject, batch);
         }
     };
-    let Some((result, blocked)) = account::once_then(&attempt, act, counted).await? else {
+    let Some(account::Done { result, changed: blocked, support, .. }) =
+        account::once_then(&attempt, act, counted).await?
+    else {
         return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     drop(password);

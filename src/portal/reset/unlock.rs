@@ -41,14 +41,14 @@ pub struct UnlockForm {
 pub async fn unlock(
     Posted { form: f, session, st, client, who: Verified(flow, target, _) }: Posted<UnlockForm, Verified<ToUnlock>>,
 ) -> PageResult {
-    let Some(msg_id) = super::FINAL_FORM.take(&session, &f.form_key).await? else {
+    let Some((msg_id, first)) = super::FINAL_FORM.take_or_again(&session, &f.form_key).await? else {
         return page(&session, None).await;
     };
     let support = SupportCode::new();
     let attempt = flow.attempt(&st, client, &support);
     let (by, ask) = (Requester::SELF_SERVICE, Ask::Unlock);
-    let act = Act { target: &target, msg_id: &msg_id, by, ask, operation: "unlock.writeback" };
-    let Some(result) = account::once(&attempt, act).await? else {
+    let act = Act { target: &target, msg_id: &msg_id, first, by, ask, operation: "unlock.writeback" };
+    let Some(account::Done { result, support, earlier, .. }) = account::once(&attempt, act).await? else {
         return page(&session, None).await;
     };
     if !result.outcome.is_success() {
@@ -56,7 +56,7 @@ pub async fn unlock(
         return Ok(support.tag(page(&session, Some(view)).await?));
     }
     FLOW.take(&session).await?;
-    if gates::count_reset(&st, &flow.subject).await? {
+    if !earlier && gates::count_reset(&st, &flow.subject).await? {
         attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
     }
     let tr = Tr::current();

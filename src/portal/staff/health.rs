@@ -33,6 +33,10 @@ pub struct Health {
     pub attack_level: u32,
     pub under_attack: bool,
     pub pow_bits: u32,
+    /// The instance that answered, and every instance seen on this database in the last day:
+    /// alive, or since when it is not.
+    pub instance: String,
+    pub instances: Vec<store::presence::InstanceRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +168,8 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         attack_level: st.cfg.anti_automation.global_failures_per_hour,
         under_attack: st.guard.under_attack(),
         pow_bits: st.guard.required_bits(),
+        instance: st.hub.instance.clone(),
+        instances: store::presence::instances(&st.db, 86_400, store::presence::STALE_SECS).await?,
     })
 }
 

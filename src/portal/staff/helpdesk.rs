@@ -292,7 +292,8 @@ async fn decide(
         return Ok(Ok(Done { operation, outcome: Outcome::Protected, temporary: None }));
     }
     // The form is used once: a double submit (or the back button) never acts twice.
-    let Some(msg_id) = FormKey(&helpdesk_form(&row.directory, &row.anchor)).take(session, &f.form_key).await? else {
+    let form = FormKey(&helpdesk_form(&row.directory, &row.anchor));
+    let Some((msg_id, first)) = form.take_or_again(session, &f.form_key).await? else {
         return Ok(Err(already_sent(st, session, staff, row).await?));
     };
     let flags = Flags {
@@ -343,11 +344,14 @@ async fn decide(
         (None, "unlock") => Ask::Unlock,
         (None, _) => Ask::RequireChange,
     };
-    let act = Act { target, msg_id: &msg_id, by: Requester { actor, flags }, ask, operation };
-    let Some(result) = account::once(attempt, act).await? else {
+    let act = Act { target, msg_id: &msg_id, first, by: Requester { actor, flags }, ask, operation };
+    let Some(done) = account::once(attempt, act).await? else {
         return Ok(Err(already_sent(st, session, staff, row).await?));
     };
-    Ok(Ok(Done { operation, outcome: result.outcome, temporary }))
+    // A form sent again shows what its first sending came to, but never the password it made
+    // (that was shown once, to whoever got the first answer).
+    let temporary = temporary.filter(|_| done.support == *attempt.support);
+    Ok(Ok(Done { operation, outcome: done.result.outcome, temporary }))
 }
 
 /// The person page again, saying the form was sent already (nothing more was done).

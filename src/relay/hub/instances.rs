@@ -270,10 +270,16 @@ impl Hub {
 }
 
 /// Runs, for as long as the portal does, what ties this instance to the others on PostgreSQL:
-/// its listener and its presence. Nothing on SQLite.
+/// its listener and its presence. On SQLite, with one instance, only its stamp of being alive
+/// (the health page shows it, and a form sent again after a restart is carried on by it).
 pub async fn run(hub: Arc<Hub>) {
-    let Db::Postgres(pool) = hub.db.clone() else { return };
-    tokio::spawn(listen(hub.clone(), pool));
+    let pool = match &hub.db {
+        Db::Postgres(pool) => Some(pool.clone()),
+        _ => None,
+    };
+    if let Some(pool) = pool.clone() {
+        tokio::spawn(listen(hub.clone(), pool));
+    }
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -281,11 +287,17 @@ pub async fn run(hub: Arc<Hub>) {
             _ = every.tick() => {}
             _ = hub.presence_changed.notified() => {}
         }
-        if let Err(e) = store::presence::publish(&hub.db, &hub.instance, &hub.presence_rows()).await {
+        if pool.is_none() {
+            if let Err(e) = store::presence::stamp(&hub.db, &hub.instance, hub.started_at).await {
+                tracing::warn!(error = %e, "stamping this instance alive in the database failed");
+            }
+            continue;
+        }
+        let rows = hub.presence_rows();
+        if let Err(e) = store::presence::publish(&hub.db, &hub.instance, hub.started_at, &rows).await {
             tracing::warn!(error = %e, "writing this instance's agents into the database failed");
         }
-        let stale = i64::try_from(PRESENCE_STALE.as_secs()).unwrap_or(3);
-        match store::presence::others(&hub.db, &hub.instance, stale).await {
+        match store::presence::others(&hub.db, &hub.instance, store::presence::STALE_SECS).await {
             Ok(rows) => hub.set_remote(rows),
             Err(e) => tracing::warn!(error = %e, "reading the other instances' agents failed"),
         }

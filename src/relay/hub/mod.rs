@@ -60,6 +60,9 @@ struct Pending {
 /// another agent is asked to check (an agent reconnects within a second or two).
 const AGENT_RETURN_GRACE: Duration = Duration::from_secs(5);
 
+/// Why an agent cannot answer for a request, when it went away before answering.
+const GONE: &str = "went away before answering";
+
 /// What [`Hub::agent_back`] found.
 enum Back {
     /// Where the agent is now.
@@ -98,7 +101,7 @@ struct RemoteConn {
 
 /// How old another instance's word about its agents may be: it renews it every second, so an
 /// instance silent for longer has died (or lost the database), and its agents with it.
-const PRESENCE_STALE: Duration = Duration::from_secs(3);
+const PRESENCE_STALE: Duration = Duration::from_secs(store::presence::STALE_SECS as u64);
 
 /// Whether another instance's connection was renewed lately (see [`PRESENCE_STALE`]): the rows
 /// read were at most that old by the database's clock, and read at most that long ago.
@@ -181,6 +184,8 @@ pub use super::protocol::CONTENT_KEY_EPOCH;
 pub struct Hub {
     /// This instance, among those that share the database (random, new at each start).
     pub instance: String,
+    /// When this instance started (Unix seconds).
+    pub started_at: i64,
     inner: Mutex<Inner>,
     /// Wakes the task that writes this instance's agents into the database ([`instances`]).
     presence_changed: tokio::sync::Notify,
@@ -195,6 +200,9 @@ pub struct Hub {
     pub metrics: super::metrics::Metrics,
     /// The agent each writeback about to be claimed will go to ([`Hub::choose_agent`]).
     chosen: Expiring<MsgId, String>,
+    /// Writebacks carried on after the instance that sent them stopped ([`Hub::carry_on`]): the
+    /// agent their claim named, the only one they may go to.
+    carried_on: Expiring<MsgId, String>,
     /// Writebacks whose answer reached their waiting request and is being recorded: a copy that
     /// comes meanwhile is refused (once recorded, the database refuses it).
     answered: Expiring<MsgId, ()>,
@@ -250,6 +258,7 @@ impl Hub {
     pub fn new(db: Db, data_key: DataKey, cfg: RelayConfig, clock: crate::Clock) -> Self {
         Self {
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            started_at: clock.now(),
             inner: Mutex::default(),
             presence_changed: tokio::sync::Notify::new(),
             notes_key: data_key.derive("passback/instances/v1"),
@@ -260,6 +269,7 @@ impl Hub {
             cfg,
             metrics: super::metrics::Metrics::default(),
             chosen: Expiring::default(),
+            carried_on: Expiring::default(),
             answered: Expiring::default(),
             policies: Expiring::default(),
         }
@@ -280,6 +290,20 @@ impl Hub {
         // The same form sent twice at once: both name the first choice, whichever claims.
         let (chosen, _) = self.chosen.get_or_put(msg_id, self.remembered_until(now), now, || agent_id);
         Some(chosen)
+    }
+
+    /// Marks a writeback claimed by an instance that stopped before it answered, about to be sent
+    /// again under the same message id: to `agent`, the one its claim named, and no other. That
+    /// agent answers a message id once, from what it did (or does it now, if it never got it);
+    /// another agent would carry it out a second time.
+    pub fn carry_on(&self, msg_id: &MsgId, agent: &str) {
+        let now = self.clock.now();
+        self.carried_on.put(msg_id.clone(), agent.to_string(), self.remembered_until(now), now);
+    }
+
+    /// Whether this instance waits for an answer to `msg_id` now.
+    pub fn is_waiting(&self, msg_id: &MsgId) -> bool {
+        self.lock().waiting.contains_key(msg_id)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -557,12 +581,27 @@ impl Hub {
     }
 
     async fn send_and_wait(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
-        // The agent the claim named, while it is alive; else another, which the row then names.
-        let chosen = self.chosen.get(&req.msg_id, now);
+        // Sending counts against the deadline too: a stalled agent connection cannot hold the
+        // person's page for longer than the deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.result_deadline_secs);
+        // A writeback carried on goes to the agent its claim named, or nowhere.
+        let only = self.carried_on.get(&req.msg_id, self.clock.now());
+        self.carried_on.remove(&req.msg_id);
+        // Otherwise the agent the claim named, while it is alive; else another, which the row
+        // then names.
+        let chosen = only.clone().or_else(|| self.chosen.get(&req.msg_id, now));
         self.chosen.remove(&req.msg_id);
-        let picked = chosen.as_deref().and_then(|a| self.pick(&req.directory, Which::Only(a)));
-        let Some((agent_id, mut route, agent_key_version)) = picked.or_else(|| self.pick(&req.directory, Which::Any))
-        else {
+        let picked = match &only {
+            Some(agent) => match self.only(&req, agent, deadline).await {
+                Ok(picked) => Some(picked),
+                Err(settled) => return settled,
+            },
+            None => chosen
+                .as_deref()
+                .and_then(|a| self.pick(&req.directory, Which::Only(a)))
+                .or_else(|| self.pick(&req.directory, Which::Any)),
+        };
+        let Some((agent_id, mut route, agent_key_version)) = picked else {
             return WritebackResult::local(Outcome::NoAgent, "no live agent for this directory");
         };
         let has_row = matches!(req.op, Op::Reset | Op::Change | Op::Unlock | Op::RequireChange);
@@ -581,9 +620,6 @@ impl Hub {
         // Whatever ends the wait (an answer, the deadline, or the caller giving up), the entry goes.
         self.lock().waiting.insert(req.msg_id.clone(), agent_id.clone());
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
-        // Sending counts against the deadline too: a stalled agent connection cannot hold the
-        // person's page for longer than the deadline.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.result_deadline_secs);
         let answered = |pkg: envelope::ResultPackage| {
             let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
             WritebackResult { outcome, raw, policy, agent_id: Some(agent_id.clone()), answered: true }
@@ -613,7 +649,8 @@ impl Hub {
                     let soon = deadline.min(tokio::time::Instant::now() + AGENT_RETURN_GRACE);
                     let mut back = self.agent_back(&req.msg_id, &req.directory, &agent_id, soon).await;
                     if back.is_none() {
-                        if let Some(checked) = self.check_elsewhere(&req, &agent_id, deadline).await {
+                        let checked = self.check(&req, Which::Except(&agent_id), &agent_id, GONE, deadline).await;
+                        if let Some(checked) = checked {
                             return unless_answered(checked);
                         }
                         back = self.agent_back(&req.msg_id, &req.directory, &agent_id, deadline).await;
@@ -666,20 +703,48 @@ impl Hub {
         .map_err(|_| ())
     }
 
-    /// After the agent holding a password write went away without answering and did not come
-    /// back: asks another live agent whether the new password is in place, by binding as the
-    /// person with it (a request of its own: the write itself never goes to a second agent, so
-    /// no message id is carried out by two). `None` when there is nothing to check (no other
-    /// agent, no new password) or the check gave no clear answer.
-    async fn check_elsewhere(
+    /// The agent a writeback carried on must go to ([`Hub::carry_on`]), once it is alive here or
+    /// on another instance; when it is not back soon while another is alive, that one checks
+    /// whether the new password is in place (`Err`: the answer, definite or not confirmed).
+    async fn only(
         &self,
         req: &WritebackRequest<'_>,
-        lost: &str,
+        agent: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(String, Route, u32), WritebackResult> {
+        if let Some(picked) = self.pick(&req.directory, Which::Only(agent)) {
+            return Ok(picked);
+        }
+        let soon = deadline.min(tokio::time::Instant::now() + AGENT_RETURN_GRACE);
+        let mut back = self.agent_back(&req.msg_id, &req.directory, agent, soon).await.is_some();
+        if !back {
+            if let Some(checked) = self.check(req, Which::Except(agent), agent, GONE, deadline).await {
+                return Err(checked);
+            }
+            back = self.agent_back(&req.msg_id, &req.directory, agent, deadline).await.is_some();
+        }
+        back.then(|| self.pick(&req.directory, Which::Only(agent))).flatten().ok_or_else(|| WritebackResult {
+            agent_id: Some(agent.to_string()),
+            ..WritebackResult::local(Outcome::AgentTimeout, "the agent that holds it is gone and none could check")
+        })
+    }
+
+    /// When the agent that holds a password write (`holder`) cannot answer for it: asks a live
+    /// agent among `which` whether the new password is in place, by binding as the person with
+    /// it (a request of its own: the write itself never goes to a second agent, so no message id
+    /// is carried out by two). `None` when there is nothing to check (no agent, no new password)
+    /// or the check gave no clear answer.
+    async fn check(
+        &self,
+        req: &WritebackRequest<'_>,
+        which: Which<'_>,
+        holder: &str,
+        why: &str,
         deadline: tokio::time::Instant,
     ) -> Option<WritebackResult> {
         let password = req.password.filter(|_| matches!(req.op, Op::Reset | Op::Change))?;
         let now = self.clock.now();
-        let (other, route, key_version) = self.pick(&req.directory, Which::Except(lost))?;
+        let (other, route, key_version) = self.pick(&req.directory, which)?;
         let check = WritebackRequest {
             msg_id: MsgId::random(),
             op: Op::Verify,
@@ -698,12 +763,9 @@ impl Hub {
             Outcome::OldPasswordWrong => (Outcome::NotWritten, "not in place"),
             _ => return None,
         };
-        tracing::warn!(msg_id = %req.msg_id, lost, checked_by = %other, seen, "an agent went away before answering; another checked the new password");
-        let raw = format!(
-            "agent {lost} went away before answering; agent {other} found the new password {seen} ({})",
-            pkg.outcome.code()
-        );
-        Some(WritebackResult { outcome, raw, policy: None, agent_id: Some(lost.to_string()), answered: false })
+        tracing::warn!(msg_id = %req.msg_id, agent = holder, why, checked_by = %other, seen, "another request checked the new password");
+        let raw = format!("agent {holder} {why}; agent {other} found the new password {seen} ({})", pkg.outcome.code());
+        Some(WritebackResult { outcome, raw, policy: None, agent_id: Some(holder.to_string()), answered: false })
     }
 
     /// Waits until `agent_id` is alive again for `directory`, here or on another instance, but
