@@ -63,7 +63,8 @@ enum Cmd {
     /// Measure the writeback path against the bare directory (prints a table, writes
     /// target/bench/latency.json), or with --load prove under load that nothing is lost.
     Bench {
-        /// Load and verify instead: 200 people, 32 browsers, then again with the agent killed.
+        /// Load and verify instead: 200 people, 32 browsers, then again with the agent killed (with
+        /// --instances, instances and agents killed).
         #[arg(long)]
         load: bool,
         /// How long each load round lasts.
@@ -78,8 +79,12 @@ enum Cmd {
         history: u64,
         /// Where the portal keeps its state: the SQLite file, or a PostgreSQL cluster the bench
         /// starts in its folder.
-        #[arg(long, value_enum, default_value = "sqlite", conflicts_with = "load")]
+        #[arg(long, value_enum, default_value = "sqlite")]
         database: passback::bench::BenchDatabase,
+        /// With --load: this many portal instances behind a balancer, on PostgreSQL; the same load
+        /// runs first on SQLite and on PostgreSQL with one instance, to compare.
+        #[arg(long, default_value_t = 1, requires = "load")]
+        instances: usize,
     },
 }
 
@@ -300,9 +305,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo { dir, port, directory, ha: true } => {
             passback::demo::run_ha(&dir, port, directory).await.context("demo --ha")?;
         }
-        Cmd::Bench { load, seconds, ad, history, database } => {
+        Cmd::Bench { load, seconds, ad, history, database, instances } => {
             if load {
-                passback::bench::load(seconds).await.context("bench --load")?;
+                passback::bench::load(seconds, database, instances).await.context("bench --load")?;
             } else {
                 passback::bench::latency(ad, history, database).await.context("bench")?;
             }

@@ -294,10 +294,10 @@ pub async fn run(ad: bool, history: u64, database: super::BenchDatabase) -> anyh
     crate::tls::install_crypto_provider();
     let dir = out_dir().join("latency-run");
     let people = if ad { PEOPLE_AD } else { PEOPLE };
-    let rig = Arc::new(super::Rig::start(&dir, people, ad, history, database).await?);
+    let rig = Arc::new(super::Rig::start(&dir, people, ad, history, database, super::Shape::ONE).await?);
     let mut processes = vec![
-        ("serve", rig.serve.id()),
-        ("agent", rig.agent.id()),
+        ("serve", rig.serve_pid()),
+        ("agent", rig.agent_pid()),
         ("directory", rig.server.pid()),
         ("bench client", std::process::id()),
     ];
@@ -305,8 +305,8 @@ pub async fn run(ad: bool, history: u64, database: super::BenchDatabase) -> anyh
         processes.push((POSTGRES, pg.process.pid()));
     }
     let _ = PROCESSES.set(processes);
-    let idle_serve = Rig::memory(rig.serve.id());
-    let idle_agent = Rig::memory(rig.agent.id());
+    let idle_serve = Rig::memory(rig.serve_pid());
+    let idle_agent = Rig::memory(rig.agent_pid());
     let directory = Arc::new(Directory::new(&rig.directory)?);
     let passwords = Arc::new(Passwords::new(rig.people.len(), rig.server.initial_password()));
     let anchors: Arc<Vec<Anchor>> =
@@ -418,8 +418,8 @@ pub async fn run(ad: bool, history: u64, database: super::BenchDatabase) -> anyh
         results.push(http);
     }
 
-    let peak_serve = Rig::memory(rig.serve.id());
-    let peak_agent = Rig::memory(rig.agent.id());
+    let peak_serve = Rig::memory(rig.serve_pid());
+    let peak_agent = Rig::memory(rig.agent_pid());
     let frames = frame_sizes()?;
     report((rig.server.name(), history), &results, &frames, (idle_serve, peak_serve), (idle_agent, peak_agent))?;
     Ok(())

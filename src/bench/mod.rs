@@ -83,15 +83,50 @@ pub struct Rig {
     pub ca: TestCa,
     pub server: BenchDirectory,
     pub mailbox: Mailbox,
+    /// Where browsers and agents go: the one instance, or the balancer in front of several.
     pub url: String,
-    pub serve: Child,
-    pub agent: Child,
-    agent_config: PathBuf,
+    /// Behind locks of their own: a process is killed while browsers use the rest of the rig.
+    pub instances: std::sync::Mutex<Vec<Instance>>,
+    pub agents: std::sync::Mutex<Vec<AgentProcess>>,
+    /// Spreads connections over the instances, when there are several; and one per agent that
+    /// prefers an instance of its own, so that agents are spread over the instances too (as
+    /// agents at different sites, each with its nearest balancer, would be). Kept to keep them
+    /// running.
+    _balancers: Vec<crate::sandbox::Balancer>,
     /// The bench's people: (uid, e-mail, anchor).
     pub people: Vec<Person>,
     pub directory: DirectoryConfig,
+    /// The portal's database (its address holds its password on PostgreSQL).
+    pub database_url: String,
     /// The portal's PostgreSQL, when the run is on it (stopped after the portal).
     pub postgres: Option<crate::sandbox::Postgres>,
+}
+
+/// One `passback serve` process of a run.
+pub struct Instance {
+    pub process: Child,
+    pub port: u16,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// One `passback agent` process of a run.
+pub struct AgentProcess {
+    pub process: Child,
+    pub state_file: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// How many of each process a run starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub instances: usize,
+    pub agents: usize,
+}
+
+impl Shape {
+    pub const ONE: Shape = Shape { instances: 1, agents: 1 };
 }
 
 /// Which database the bench's portal keeps its state in.
@@ -112,7 +147,10 @@ pub struct Person {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        for child in [&mut self.agent, &mut self.serve] {
+        let agents = self.agents.get_mut().unwrap_or_else(|e| e.into_inner());
+        let instances = self.instances.get_mut().unwrap_or_else(|e| e.into_inner());
+        let agents = agents.iter_mut().map(|a| &mut a.process);
+        for child in agents.chain(instances.iter_mut().map(|i| &mut i.process)) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -134,10 +172,15 @@ impl Rig {
         ad: bool,
         history: u64,
         database: BenchDatabase,
+        shape: Shape,
     ) -> anyhow::Result<Rig> {
         anyhow::ensure!(
             history == 0 || database == BenchDatabase::Sqlite,
             "--history fills SQLite's tables: not with --database postgres"
+        );
+        anyhow::ensure!(
+            shape.instances == 1 || database == BenchDatabase::Postgres,
+            "several instances share a PostgreSQL database: --database postgres"
         );
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -165,8 +208,16 @@ impl Rig {
 
         // The portal's configuration: limits out of the way (one client address does all the
         // work here), no proof of work and no minimum answer time, so only the path is measured.
-        let port = crate::sandbox::process::free_port()?;
-        let url = format!("https://localhost:{port}");
+        let ports =
+            (0..shape.instances).map(|_| crate::sandbox::process::free_port()).collect::<Result<Vec<_>, _>>()?;
+        let balancer = if shape.instances > 1 {
+            let backends = ports.iter().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+            Some(crate::sandbox::Balancer::round_robin(backends).await?)
+        } else {
+            None
+        };
+        let url = format!("https://localhost:{}", balancer.as_ref().map_or(ports[0], |b| b.port));
+        let mut balancers: Vec<_> = balancer.into_iter().collect();
         let key_file = dir.join("data.key");
         crate::files::write_private(&key_file, crate::store::DataKey::generate_base64().as_bytes())?;
         let postgres = match database {
@@ -178,7 +229,7 @@ impl Rig {
             None => format!("sqlite://{}?mode=rwc", dir.join("passback.db").display()),
         };
         let portal_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {url}\ntls_cert_file = {cert}\ntls_key_file = {key}\n\
+            "[server]\nlisten = \"127.0.0.1:@PORT@\"\npublic_url = {url}\ntls_cert_file = {cert}\ntls_key_file = {key}\n\
              metrics_token = {monitor}\n\
              [database]\nurl = {db}\nmax_connections = 8\n[secrets]\ndata_key_file = {data_key}\n\
              [mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp}\nsecurity = \"none\"\nfrom = \"bench <bench@example.org>\"\n\
@@ -195,64 +246,88 @@ impl Rig {
             smtp = smtp.port(),
             monitor = quote(MONITOR_TOKEN),
         );
-        let portal_config = dir.join("portal.toml");
-        // Private: on PostgreSQL, the database's address holds its password.
-        crate::files::write_private(&portal_config, portal_toml.as_bytes())?;
+        let mut instances = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let config = dir.join(format!("portal-{}.toml", i + 1));
+            // Private: on PostgreSQL, the database's address holds its password.
+            crate::files::write_private(&config, portal_toml.replace("@PORT@", &port.to_string()).as_bytes())?;
+            instances.push((*port, config, dir.join(format!("serve-{}.log", i + 1))));
+        }
 
-        // The enrollment token goes into the database before the portal starts.
+        // The enrollment tokens go into the database before the portal starts.
         let db = crate::store::connect(&db_url, 1).await?;
         let now = crate::Clock::default().now();
-        let token = crate::server::create_enrollment_token(&db, "bench", &[DIRECTORY_ID.into()], 10, now).await?;
+        let mut tokens = Vec::new();
+        for i in 0..shape.agents {
+            let name = format!("bench-{}", i + 1);
+            tokens.push(crate::server::create_enrollment_token(&db, &name, &[DIRECTORY_ID.into()], 10, now).await?);
+        }
         if history > 0 {
             history::preload(&db, history, now).await?;
         }
         db.close().await;
 
-        let exe = std::env::current_exe()?;
-        let serve = Command::new(&exe)
-            .args(["serve", "--config"])
-            .arg(&portal_config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log_file(&dir, "serve.log")?)
-            .stderr(log_file(&dir, "serve.log")?)
-            .spawn()
-            .context("starting passback serve")?;
+        let mut started = Vec::new();
+        for (port, config, log) in instances {
+            let process = spawn_serve(&config, &log)?;
+            started.push(Instance { process, port, config, log });
+        }
         let client = client(&ca)?;
-        wait_for(Duration::from_secs(30), "the portal to answer", || async {
-            client.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
-        })
-        .await?;
+        for instance in &started {
+            let url = format!("https://localhost:{}/healthz", instance.port);
+            wait_for(Duration::from_secs(30), "the portal to answer", || async {
+                client.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+            })
+            .await?;
+        }
 
         let directory = match &server {
             BenchDirectory::OpenLdap(d) => d.directory_config(DIRECTORY_ID),
             BenchDirectory::Ad(d) => d.directory_config(DIRECTORY_ID),
         };
-        let mut agent_cfg = crate::demo::agent_config(&dir, &ca, &directory);
-        agent_cfg.max_concurrent = 64;
-        // The agent's safety limit on resets would refuse a benchmark's thousands a minute.
-        agent_cfg.resets_per_minute = 1_000_000;
-        if let Some(d) = agent_cfg.directories.first_mut() {
-            d.pool_size = 16;
+        let mut agents = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            let folder = dir.join(format!("agent-{}", i + 1));
+            std::fs::create_dir_all(&folder)?;
+            let mut agent_cfg = crate::demo::agent_config(&folder, &ca, &directory);
+            agent_cfg.max_concurrent = 64;
+            // The agent's safety limit on resets would refuse a benchmark's thousands a minute.
+            agent_cfg.resets_per_minute = 1_000_000;
+            if let Some(d) = agent_cfg.directories.first_mut() {
+                d.pool_size = 16;
+            }
+            let token = token.as_str().to_string().into();
+            crate::agent::enroll::enroll(&url, &token, Some(&ca.ca_file), &agent_cfg.state_file, now).await?;
+            if ports.len() > 1 {
+                let mut backends: Vec<_> =
+                    ports.iter().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+                backends.rotate_left(i % ports.len());
+                let own = crate::sandbox::Balancer::start(backends).await?;
+                let mut state = crate::agent::state::AgentState::load(&agent_cfg.state_file)?;
+                state.portal_url = format!("https://localhost:{}", own.port);
+                state.save(&agent_cfg.state_file)?;
+                balancers.push(own);
+            }
+            let config = crate::demo::write_agent_files(&folder, &agent_cfg)?;
+            let log = folder.join("agent.log");
+            let process = spawn_agent(&config, &log)?;
+            agents.push(AgentProcess { process, state_file: agent_cfg.state_file.clone(), config, log });
         }
-        let token = token.as_str().to_string().into();
-        crate::agent::enroll::enroll(&url, &token, Some(&ca.ca_file), &agent_cfg.state_file, now).await?;
-        let agent_config = crate::demo::write_agent_files(&dir, &agent_cfg)?;
-        let agent = spawn_agent(&dir, &agent_config)?;
         let mut rig = Rig {
             dir: dir.clone(),
             ca,
             server,
             mailbox,
             url,
-            serve,
-            agent,
-            agent_config,
+            instances: started.into(),
+            agents: agents.into(),
+            _balancers: balancers,
             people: Vec::new(),
+            database_url: db_url.clone(),
             postgres,
             directory,
         };
-        rig.wait_for_agent().await?;
+        rig.wait_for_agents().await?;
 
         // Everyone synced: their anchors, as the portal knows them.
         let db = crate::store::connect(&db_url, 1).await?;
@@ -304,15 +379,63 @@ impl Rig {
         .await
     }
 
-    /// Kills the agent at once (SIGKILL: nothing is finished), as a crash would.
-    pub fn kill_agent(&mut self) {
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
+    /// Waits until every instance counts every agent alive (each knows of those connected to
+    /// another only once that one wrote them into the database).
+    pub async fn wait_for_agents(&self) -> anyhow::Result<()> {
+        let client = client(&self.ca)?;
+        let agents = lock(&self.agents).len();
+        let ports: Vec<u16> = lock(&self.instances).iter().map(|i| i.port).collect();
+        for port in ports {
+            let url = format!("https://localhost:{port}/admin/health.json");
+            wait_for(Duration::from_secs(60), "every instance to count every agent alive", || async {
+                let health = async { client.get(&url).bearer_auth(MONITOR_TOKEN).send().await?.json().await };
+                let health: serde_json::Value = health.await.unwrap_or_default();
+                let alive = health["agents"].as_array().map_or(0, |a| a.iter().filter(|a| a["alive"] == true).count());
+                alive == agents
+            })
+            .await?;
+        }
+        Ok(())
     }
 
-    pub fn restart_agent(&mut self) -> anyhow::Result<()> {
-        self.agent = spawn_agent(&self.dir, &self.agent_config)?;
+    /// Kills agent `i` at once (SIGKILL: nothing is finished), as a crash would.
+    pub fn kill_agent(&self, i: usize) {
+        if let Some(a) = lock(&self.agents).get_mut(i) {
+            let _ = a.process.kill();
+            let _ = a.process.wait();
+        }
+    }
+
+    pub fn restart_agent(&self, i: usize) -> anyhow::Result<()> {
+        if let Some(a) = lock(&self.agents).get_mut(i) {
+            a.process = spawn_agent(&a.config, &a.log)?;
+        }
         Ok(())
+    }
+
+    /// Kills instance `i` at once (SIGKILL), as a crash would.
+    pub fn kill_instance(&self, i: usize) {
+        if let Some(one) = lock(&self.instances).get_mut(i) {
+            let _ = one.process.kill();
+            let _ = one.process.wait();
+        }
+    }
+
+    pub fn restart_instance(&self, i: usize) -> anyhow::Result<()> {
+        if let Some(one) = lock(&self.instances).get_mut(i) {
+            one.process = spawn_serve(&one.config, &one.log)?;
+        }
+        Ok(())
+    }
+
+    /// The first instance's process id (the one measured when there is one).
+    pub fn serve_pid(&self) -> u32 {
+        lock(&self.instances)[0].process.id()
+    }
+
+    /// The first agent's process id.
+    pub fn agent_pid(&self) -> u32 {
+        lock(&self.agents)[0].process.id()
     }
 
     /// Resident memory of a process now and at its peak, in MiB (from /proc).
@@ -327,6 +450,10 @@ impl Rig {
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// CPU time a process has used so far (user + system), from /proc.
@@ -393,18 +520,24 @@ fn thread_switches(pid: u32) -> u64 {
         .sum()
 }
 
-fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
-    Ok(std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name))?)
+fn spawn_agent(config: &Path, log: &Path) -> anyhow::Result<Child> {
+    spawn("agent", config, log)
 }
 
-fn spawn_agent(dir: &Path, config: &Path) -> anyhow::Result<Child> {
+fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<Child> {
+    spawn("serve", config, log).context("starting passback serve")
+}
+
+/// `passback <command> --config <config>`, logging warnings to `log`.
+fn spawn(command: &str, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let file = || std::fs::OpenOptions::new().create(true).append(true).open(log);
     Ok(Command::new(std::env::current_exe()?)
-        .args(["agent", "--config"])
+        .args([command, "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(log_file(dir, "agent.log")?)
-        .stderr(log_file(dir, "agent.log")?)
+        .stdout(file()?)
+        .stderr(file()?)
         .spawn()?)
 }
 
