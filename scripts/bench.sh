@@ -7,6 +7,10 @@
 #   scripts/bench.sh --ad     the same against a Samba AD DC (needs root, ports 389 and 636)
 #   scripts/bench.sh --load   load and verify: 200 people, 32 browsers, 60 s steady, then 60 s
 #                             with the agent killed twice and the directory paused
+#   scripts/bench.sh --load --instances 2 --database postgres
+#                             the same load on SQLite, on PostgreSQL with one instance and with
+#                             two (a minute each), then with an instance and an agent each
+#                             killed twice and the directory paused
 # Everything runs on 127.0.0.1 in target/bench/; needs slapd (scripts/demo.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."

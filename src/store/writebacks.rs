@@ -38,11 +38,19 @@ pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
 
 /// Records a writeback's outcome and, unless an answer is still `awaited` (the request went to
 /// an agent that did not answer in time), closes it: no answer is taken for it after this one.
-/// `answered_by`: the agent whose answer came in time.
-pub fn finish(msg_id: &str, outcome: &Outcome, (answered_by, awaited): (Option<&str>, bool), now: i64) -> Stmt {
+/// `answered_by`: the agent whose answer came in time. Only the instance that holds it records
+/// it (one that another carried on meanwhile does not).
+pub fn finish(
+    msg_id: &str,
+    instance: &str,
+    outcome: &Outcome,
+    (answered_by, awaited): (Option<&str>, bool),
+    now: i64,
+) -> Stmt {
     Stmt::new(
         "UPDATE writebacks SET outcome_code = ?, outcome_json = ?, finished_at = ?, \
-         agent_id = COALESCE(agent_id, ?), result_at = COALESCE(result_at, ?) WHERE msg_id = ?",
+         agent_id = COALESCE(agent_id, ?), result_at = COALESCE(result_at, ?) \
+         WHERE msg_id = ? AND COALESCE(instance, ?) = ?",
     )
     .bind(outcome.code().0)
     .bind(serde_json::to_string(outcome).unwrap_or_default())
@@ -50,6 +58,8 @@ pub fn finish(msg_id: &str, outcome: &Outcome, (answered_by, awaited): (Option<&
     .bind(answered_by)
     .bind((!awaited).then_some(now))
     .bind(msg_id)
+    .bind(instance)
+    .bind(instance)
 }
 
 /// Takes an answer that came after the wait ended, from the agent the request was sent to, and
@@ -92,11 +102,16 @@ pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i6
     Ok(())
 }
 
-/// Notes which agent the request went to, when it is not the one its claim named, so that only
-/// that agent's answer is taken later.
-pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str) -> sqlx::Result<()> {
-    Stmt::new("UPDATE writebacks SET agent_id = ? WHERE msg_id = ?").bind(agent_id).bind(msg_id).run(db).await?;
-    Ok(())
+/// Notes which agent the request goes to, when it is not the one its claim named, so that only
+/// that agent's answer is taken later, and an instance that carries it on sends it there too.
+/// False when `instance` no longer holds it (another took it over): it must not be sent.
+pub async fn set_agent(db: &Db, msg_id: &str, agent_id: &str, instance: &str) -> sqlx::Result<bool> {
+    Stmt::new("UPDATE writebacks SET agent_id = ? WHERE msg_id = ? AND instance = ?")
+        .bind(agent_id)
+        .bind(msg_id)
+        .bind(instance)
+        .changed_one(db)
+        .await
 }
 
 /// A writeback claimed before, as a form sent again finds it.
@@ -137,17 +152,20 @@ pub async fn claimed(db: &Db, msg_id: &str) -> sqlx::Result<Option<Claimed>> {
 }
 
 /// Takes over an unfinished writeback from `from`, the instance that claimed it and stopped:
-/// false when it has finished meanwhile, or another instance took it over first.
-pub async fn take_over(db: &Db, msg_id: &str, from: Option<&str>, to: &str) -> sqlx::Result<bool> {
-    Stmt::new(
+/// the agent it names then (read with the take-over, so that it is the one the stopped instance
+/// sent it to, if it sent it); `None` when it has finished meanwhile, or another instance took
+/// it over first.
+pub async fn take_over(db: &Db, msg_id: &str, from: Option<&str>, to: &str) -> sqlx::Result<Option<Option<String>>> {
+    let taken: Option<(Option<String>,)> = Stmt::new(
         "UPDATE writebacks SET instance = ? \
-         WHERE msg_id = ? AND finished_at IS NULL AND COALESCE(instance, '') = ?",
+         WHERE msg_id = ? AND finished_at IS NULL AND COALESCE(instance, '') = ? RETURNING agent_id",
     )
     .bind(to)
     .bind(msg_id)
     .bind(from.unwrap_or_default())
-    .changed_one(db)
-    .await
+    .fetch_optional(db)
+    .await?;
+    Ok(taken.map(|(agent,)| agent))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -186,17 +204,20 @@ mod tests {
         let ok = Outcome::Success;
         // Sent, and no answer in time: the named agent's later answer is taken, once.
         claimed(&db, "m-timeout").await;
-        finish("m-timeout", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
+        finish("m-timeout", "instance-a", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
         assert!(take_late_result(&db, "m-timeout", "agent-b", &ok, 120).await.unwrap().is_none(), "another agent");
         assert!(take_late_result(&db, "m-timeout", "agent-a", &ok, 120).await.unwrap().is_some());
         assert!(take_late_result(&db, "m-timeout", "agent-a", &ok, 121).await.unwrap().is_none(), "a copy");
         // Answered in time, even with "not confirmed": closed.
         claimed(&db, "m-answered").await;
-        finish("m-answered", &Outcome::AgentTimeout, (Some("agent-a"), false), 110).run(&db).await.unwrap();
+        finish("m-answered", "instance-a", &Outcome::AgentTimeout, (Some("agent-a"), false), 110)
+            .run(&db)
+            .await
+            .unwrap();
         assert!(take_late_result(&db, "m-answered", "agent-a", &ok, 120).await.unwrap().is_none());
         // Nothing sent (a refusal of the portal's own): closed too.
         claimed(&db, "m-local").await;
-        finish("m-local", &Outcome::Protected, (None, false), 110).run(&db).await.unwrap();
+        finish("m-local", "instance-a", &Outcome::Protected, (None, false), 110).run(&db).await.unwrap();
         assert!(take_late_result(&db, "m-local", "agent-a", &ok, 120).await.unwrap().is_none());
     }
 
@@ -207,15 +228,19 @@ mod tests {
         let row = super::claimed(&db, "m-1").await.unwrap().unwrap();
         assert_eq!((row.instance.as_deref(), row.outcome()), (Some("instance-a"), None), "not answered yet");
         // Its instance stopped: another takes it over, once, and only from that one.
-        assert!(!take_over(&db, "m-1", Some("instance-x"), "instance-b").await.unwrap());
-        assert!(take_over(&db, "m-1", Some("instance-a"), "instance-b").await.unwrap());
-        assert!(!take_over(&db, "m-1", Some("instance-a"), "instance-c").await.unwrap(), "taken over already");
+        assert_eq!(take_over(&db, "m-1", Some("instance-x"), "instance-b").await.unwrap(), None);
+        assert!(!set_agent(&db, "m-1", "agent-b", "instance-b").await.unwrap(), "not held by that instance");
+        assert!(set_agent(&db, "m-1", "agent-b", "instance-a").await.unwrap());
+        let taken = take_over(&db, "m-1", Some("instance-a"), "instance-b").await.unwrap();
+        assert_eq!(taken, Some(Some("agent-b".into())), "with the agent it went to last");
+        assert!(!set_agent(&db, "m-1", "agent-c", "instance-a").await.unwrap(), "taken over: not sent");
+        assert_eq!(take_over(&db, "m-1", Some("instance-a"), "instance-c").await.unwrap(), None, "taken over already");
         // Answered "not confirmed", then the agent's word came: that is what it came to.
-        finish("m-1", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
+        finish("m-1", "instance-b", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
         assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().outcome(), Some(Outcome::AgentTimeout));
         let late = Outcome::InHistory { history: Some(5) };
-        take_late_result(&db, "m-1", "agent-a", &late, 120).await.unwrap().unwrap();
+        take_late_result(&db, "m-1", "agent-b", &late, 120).await.unwrap().unwrap();
         assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().outcome(), Some(late));
-        assert!(!take_over(&db, "m-1", Some("instance-b"), "instance-c").await.unwrap(), "finished");
+        assert_eq!(take_over(&db, "m-1", Some("instance-b"), "instance-c").await.unwrap(), None, "finished");
     }
 }

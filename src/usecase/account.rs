@@ -185,7 +185,10 @@ pub async fn once_then(
         instance: &st.hub.instance,
         now,
     };
+    // Held before it is claimed: a form sent again meanwhile sees that this instance acts on it.
+    let held = st.hub.hold(act.msg_id);
     if !store::writebacks::claim(&st.db, &claim).await? {
+        drop(held);
         return again(attempt, act, then).await;
     }
     let result = perform(st, &act, now).await?;
@@ -194,8 +197,10 @@ pub async fn once_then(
 }
 
 /// A form whose key was claimed before: what its first sending came to, once it has an answer;
-/// carried on here if the instance that claimed it stopped first. `None` for a key claimed for
-/// something else, or one still unanswered where it was claimed after every wait.
+/// carried on here if the request that claimed it went away first (its instance stopped, or its
+/// client left this one). `None` when that cannot be told: a key claimed for something else, an
+/// answer that need not hold for what was sent now, or none where it was claimed after every
+/// wait.
 async fn again(
     attempt: &Attempt<'_>,
     act: Act<'_>,
@@ -205,6 +210,11 @@ async fn again(
     let (kind, _) = act.ask.kind();
     let patience = std::time::Duration::from_secs(st.cfg.relay.result_deadline_secs + PATIENCE_BEYOND_DEADLINE_SECS);
     let started = std::time::Instant::now();
+    let wait = || async {
+        let waited = started.elapsed();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        waited < patience
+    };
     loop {
         let Some(row) = store::writebacks::claimed(&st.db, act.msg_id.as_str()).await? else { return Ok(None) };
         if row.directory != act.target.directory || row.anchor != act.target.anchor || row.op != kind {
@@ -212,52 +222,84 @@ async fn again(
         }
         let support = SupportCode(row.support_code.clone());
         if let Some(outcome) = row.outcome() {
-            // A form whose answer was shown (its key was taken) and sent again, perhaps with
-            // another password typed in after a refusal: only "it took" is still true of it.
+            // Sent again perhaps with something else typed in (after a refusal, the back button):
+            // only "it took" may still be true of it, and of a password only if the one sent now
+            // is in place.
             let took = outcome.is_success() || outcome.password_set();
-            if !act.first && !took {
+            if !took || in_place(st, &act).await? != Some(true) {
                 return Ok(None);
             }
             let result = WritebackResult::local(outcome, "the answer to the form's first sending");
             return Ok(Some(Done { result, changed: false, support, earlier: true }));
         }
         let claimer_alive = match row.instance.as_deref() {
-            // This instance finishes what it claimed, or fails the request that claimed it.
-            Some(i) if i == st.hub.instance => true,
+            // Here: while the request that claimed it acts on it.
+            Some(i) if i == st.hub.instance => st.hub.holds(act.msg_id),
             Some(i) => store::presence::is_alive(&st.db, i, store::presence::STALE_SECS).await?,
             None => false,
         };
-        if claimer_alive {
-            if started.elapsed() > patience {
+        // Not taken now, it may only wait for the first sending's answer.
+        if claimer_alive || !act.first {
+            if !wait().await {
                 return Ok(None);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         }
-        if !act.first {
-            // Not taken now: it may only wait for the first sending's answer.
-            if started.elapsed() > patience {
-                return Ok(None);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The request that claimed it went away before it answered: one instance carries it on
+        // (another that took it over meanwhile is alive, and is waited for as above).
+        let from = row.instance.as_deref();
+        let Some(agent) = store::writebacks::take_over(&st.db, act.msg_id.as_str(), from, &st.hub.instance).await?
+        else {
             continue;
-        }
-        // Its instance stopped before it answered: one instance carries it on (another that
-        // took it over meanwhile is alive, and is waited for as above).
-        if !store::writebacks::take_over(&st.db, act.msg_id.as_str(), row.instance.as_deref(), &st.hub.instance).await?
-        {
-            continue;
-        }
-        tracing::warn!(msg_id = %act.msg_id, stopped = row.instance.as_deref().unwrap_or("unknown"), "a form sent again after the instance that took it stopped: carried on");
-        if let Some(agent) = row.agent_id.as_deref() {
-            st.hub.carry_on(act.msg_id, agent);
-        }
+        };
+        let _held = st.hub.hold(act.msg_id);
+        tracing::warn!(msg_id = %act.msg_id, from = from.unwrap_or("unknown"), "a form sent again after the request that claimed it went away: carried on");
         let first = Attempt { support: &support, ..*attempt };
-        // Sealed as it was first: the request expires when the first sending's would have.
-        let result = perform(st, &act, row.created_at).await?;
+        let result = carry_on(st, &act, agent.as_deref(), row.created_at).await?;
         let changed = record(&first, &act, &result, then).await?;
         return Ok(Some(Done { result, changed, support, earlier: false }));
     }
+}
+
+/// Does again what a request that went away had claimed (`claimed_at`), as far as that is safe:
+/// under the same message id, to the agent the row names (`agent`), sealed to expire when the
+/// first sending would have. Past that, or for a cloud-only account (no agent remembers it),
+/// only whether the password sent now is in place is told.
+async fn carry_on(st: &Host, act: &Act<'_>, agent: Option<&str>, claimed_at: i64) -> anyhow::Result<WritebackResult> {
+    let expired = st.clock.now() >= claimed_at + i64::try_from(st.cfg.relay.request_ttl_secs)?;
+    if !expired && act.target.kind != UserKind::CloudOnly {
+        if let Some(agent) = agent {
+            st.hub.carry_on(act.msg_id, agent);
+        }
+        return perform(st, act, claimed_at).await;
+    }
+    let why = if expired { "its request had expired" } else { "a cloud-only account" };
+    Ok(match in_place(st, act).await? {
+        Some(true) => {
+            WritebackResult::local(Outcome::Success, &format!("carried on ({why}): the new password is in place"))
+        }
+        // Nothing is pending: the portal's own write was done or not, and an expired request
+        // is refused by every agent. But what was sent first may not be what was sent now.
+        _ => WritebackResult {
+            agent_id: agent.map(str::to_string),
+            ..WritebackResult::local(
+                Outcome::AgentTimeout,
+                &format!("carried on ({why}): the password sent now is not in place"),
+            )
+        },
+    })
+}
+
+/// Whether what `act` asked for is so now, where that can be asked: the password it sets is the
+/// person's (checked as a sign-in would), `None` when nobody could tell. Other acts: true.
+async fn in_place(st: &Host, act: &Act<'_>) -> anyhow::Result<Option<bool>> {
+    let Ask::Password { new, .. } = act.ask else { return Ok(Some(true)) };
+    let checked = password::check_current(st, act.target, new.as_secret(), st.clock.now()).await?;
+    Ok(match checked.outcome {
+        Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired => Some(true),
+        Outcome::OldPasswordWrong => Some(false),
+        _ => None,
+    })
 }
 
 /// Records what an act came to, its audit row and, when the password was set, the end of the
@@ -273,7 +315,8 @@ async fn record(
     let (_, notice) = act.ask.kind();
     let mut batch = Batch::new();
     let answer = (result.answered_by(), result.awaited());
-    batch.push(store::writebacks::finish(act.msg_id.as_str(), &result.outcome, answer, st.clock.now()));
+    let (msg_id, instance) = (act.msg_id.as_str(), st.hub.instance.as_str());
+    batch.push(store::writebacks::finish(msg_id, instance, &result.outcome, answer, st.clock.now()));
     // A staff reset's row says what it asked for besides the password.
     let raw = if matches!(act.ask, Ask::Password { .. }) && act.by.actor != Requester::SELF_SERVICE.actor {
         format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)

@@ -758,11 +758,24 @@ impl TestApp {
     /// as the helpdesk will (OpenLDAP: `pwdReset`).
     pub async fn require_change(&self, uid: &str) {
         use passback::domain::{Anchor, DirectoryId, MsgId};
+        let (msg_id, anchor) = (MsgId::random(), self.anchor_of(uid).await);
+        // Claimed by this instance, as every writeback is before it is sent.
+        let claim = passback::store::writebacks::Claim {
+            msg_id: msg_id.as_str(),
+            directory: DIR_ID,
+            anchor: &anchor,
+            op: "require_change",
+            support_code: "TEST0-CODE0",
+            agent_id: None,
+            instance: &self.hub.instance,
+            now: self.clock.now(),
+        };
+        assert!(passback::store::writebacks::claim(&self.db, &claim).await.unwrap());
         let request = passback::relay::WritebackRequest {
-            msg_id: MsgId::random(),
+            msg_id,
             op: passback::envelope::Op::RequireChange,
             directory: DirectoryId::parse(DIR_ID).unwrap(),
-            anchor: Anchor::parse(&self.anchor_of(uid).await).unwrap(),
+            anchor: Anchor::parse(&anchor).unwrap(),
             password: None,
             old_password: None,
             flags: Default::default(),

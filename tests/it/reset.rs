@@ -203,6 +203,41 @@ async fn submitting_the_same_form_twice_at_once_writes_once() {
     assert_eq!(writes, 1);
 }
 
+/// The browser gives up on the final form while the directory's answer is awaited (the person
+/// pressed stop, or sent it again, which drops the first request); sent again, the form is
+/// carried on by the same instance under the same message id: the agent, which did it, answers
+/// from what it did, and the person sees it under the first sending's support code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_whose_request_was_dropped_while_it_waited_is_carried_on_when_sent_again() {
+    let app = spawn_app_with(Options { result_deadline_secs: 20, ..Default::default() }).await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let resets = || app.agent_log().lines().filter(|l| l.contains("request served") && l.contains("op=Reset")).count();
+    let served_before = resets();
+    let fields = [
+        ("csrf", hidden(&form, "csrf").unwrap()),
+        ("form_key", hidden(&form, "form_key").unwrap()),
+        ("password", NEW_PASSWORD.to_string()),
+        ("confirm", NEW_PASSWORD.to_string()),
+    ];
+    let url = format!("{}/reset/password", app.url);
+    app.signal_agent("STOP");
+    let dropped = app.client.post(&url).form(&fields).timeout(Duration::from_millis(1500)).send().await;
+    assert!(dropped.is_err(), "no answer while the agent holds still");
+    app.signal_agent("CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let again = app.client.post(&url).form(&fields).send().await.unwrap();
+    let support = again.headers().get("x-support-code").map(|v| v.to_str().unwrap().to_string());
+    let page = again.text().await.unwrap();
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
+    assert_eq!(resets() - served_before, 1, "written once:\n{}", app.agent_log());
+    let rows = app.audit().await;
+    let written: Vec<_> = rows.iter().filter(|r| r.operation == "reset.writeback").collect();
+    assert!(written.len() == 1 && written[0].outcome_code == "PB-0000", "{written:?}");
+    assert_eq!(support.as_deref(), Some(written[0].support_code.as_str()), "under the first sending's code");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_form_sent_again_after_a_refusal_is_not_written() {
     let app = spawn_app().await;

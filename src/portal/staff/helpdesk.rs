@@ -213,6 +213,8 @@ struct Done {
     operation: &'static str,
     outcome: Outcome,
     temporary: Option<SecretString>,
+    /// The support code its audit row has (a form sent again: its first sending's).
+    support: SupportCode,
 }
 
 pub async fn act(
@@ -248,7 +250,7 @@ pub async fn act(
         title: tr.t(title).into(),
         person: PersonRow::from(&row),
         success: done.outcome.is_success(),
-        outcome: OutcomeView::new(&done.outcome, &support),
+        outcome: OutcomeView::new(&done.outcome, &done.support),
         temporary: done
             .temporary
             .as_ref()
@@ -289,7 +291,12 @@ async fn decide(
     };
     if let Some(raw) = refusal {
         attempt.audit_by(actor, operation, &Outcome::Protected, raw).await?;
-        return Ok(Ok(Done { operation, outcome: Outcome::Protected, temporary: None }));
+        return Ok(Ok(Done {
+            operation,
+            outcome: Outcome::Protected,
+            temporary: None,
+            support: attempt.support.clone(),
+        }));
     }
     // The form is used once: a double submit (or the back button) never acts twice.
     let form = FormKey(&helpdesk_form(&row.directory, &row.anchor));
@@ -314,7 +321,12 @@ async fn decide(
             let removed = account::remove_method(st, target, method).await?;
             let raw = format!("revoked: {removed}");
             account::methods_changed(attempt, actor, target, Notice::MethodRemoved, &raw, before).await?;
-            return Ok(Ok(Done { operation, outcome: Outcome::Success, temporary: None }));
+            return Ok(Ok(Done {
+                operation,
+                outcome: Outcome::Success,
+                temporary: None,
+                support: attempt.support.clone(),
+            }));
         }
         "reset" if f.mode == "type" => {
             let (Some(p), Some(c)) = (f.password.clone(), f.confirm.as_ref()) else {
@@ -350,8 +362,8 @@ async fn decide(
     };
     // A form sent again shows what its first sending came to, but never the password it made
     // (that was shown once, to whoever got the first answer).
-    let temporary = temporary.filter(|_| done.support == *attempt.support);
-    Ok(Ok(Done { operation, outcome: done.result.outcome, temporary }))
+    let temporary = temporary.filter(|_| !done.earlier);
+    Ok(Ok(Done { operation, outcome: done.result.outcome, temporary, support: done.support }))
 }
 
 /// The person page again, saying the form was sent already (nothing more was done).

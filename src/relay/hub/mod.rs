@@ -140,6 +140,27 @@ struct Inner {
     /// Answers that came between two attempts (by the way the first was sent), from that agent:
     /// the waiter takes them, they are not late.
     early: HashMap<MsgId, (String, envelope::ResultPackage)>,
+    /// Forms a request of this instance is acting on now, and how many ([`Hub::hold`]).
+    held: HashMap<MsgId, usize>,
+}
+
+/// A form a request of this instance acts on, until this is dropped: when the request ends, or
+/// when its client went away and its future was dropped half way.
+pub struct Held<'a> {
+    hub: &'a Hub,
+    msg_id: MsgId,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        if let Some(n) = inner.held.get_mut(&self.msg_id) {
+            *n -= 1;
+            if *n == 0 {
+                inner.held.remove(&self.msg_id);
+            }
+        }
+    }
 }
 
 /// The last that was heard from one agent.
@@ -301,9 +322,15 @@ impl Hub {
         self.carried_on.put(msg_id.clone(), agent.to_string(), self.remembered_until(now), now);
     }
 
-    /// Whether this instance waits for an answer to `msg_id` now.
-    pub fn is_waiting(&self, msg_id: &MsgId) -> bool {
-        self.lock().waiting.contains_key(msg_id)
+    /// Notes that a request of this instance acts on the form `msg_id` until the guard drops.
+    pub fn hold(&self, msg_id: &MsgId) -> Held<'_> {
+        *self.lock().held.entry(msg_id.clone()).or_default() += 1;
+        Held { hub: self, msg_id: msg_id.clone() }
+    }
+
+    /// Whether a request of this instance acts on the form `msg_id` now.
+    pub fn holds(&self, msg_id: &MsgId) -> bool {
+        self.lock().held.contains_key(msg_id)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -606,8 +633,12 @@ impl Hub {
         };
         let has_row = matches!(req.op, Op::Reset | Op::Change | Op::Unlock | Op::RequireChange);
         if has_row && chosen.as_deref() != Some(agent_id.as_str()) {
-            if let Err(e) = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id).await {
-                tracing::warn!(msg_id = %req.msg_id, error = %e, "could not note the agent of a writeback");
+            // Only while this instance holds the writeback: one that carries it on sends it to
+            // the agent the row names, and two agents must never both get it.
+            let noted = store::writebacks::set_agent(&self.db, req.msg_id.as_str(), &agent_id, &self.instance).await;
+            if !noted.as_ref().is_ok_and(|held| *held) {
+                tracing::warn!(msg_id = %req.msg_id, error = ?noted.err(), "a writeback not sent: its agent could not be noted, or another instance carries it on");
+                return WritebackResult::local(Outcome::AgentTimeout, "not sent: another instance carries it on");
             }
         }
         let frame = match self.seal_request(&agent_id, agent_key_version, &req, now).await {
@@ -638,6 +669,15 @@ impl Hub {
         };
         loop {
             match self.attempt(&req.msg_id, &agent_id, has_row, &route, &frame, deadline).await {
+                // Carried on, "set" may be the agent's word on what it did for the first sending,
+                // whose password need not be the one sent now: that one must be in place.
+                Ok(Ok(pkg)) if only.is_some() && pkg.outcome.password_set() && req.password.is_some() => {
+                    let why = "answered \"set\" to a writeback carried on";
+                    return match self.check(&req, Which::Any, &agent_id, why, deadline).await {
+                        Some(checked) if checked.outcome == Outcome::Success => answered(pkg),
+                        _ => not_confirmed("carried on: set, but not the password sent again (or nobody could check)"),
+                    };
+                }
                 // The answer is recorded with the outcome (`writebacks::finish`), by the caller.
                 Ok(Ok(pkg)) => return answered(pkg),
                 // The agent's connection went away before its answer. Once the agent is back (on
