@@ -455,6 +455,13 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
 /// (`nginx-light` is enough): `scripts/demo.sh --ha` installs it. Here every client comes from
 /// 127.0.0.1, the address the instances trust as their proxy: nginx replaces any
 /// `X-Forwarded-For` a client sends (README's example appends, from a balancer of its own).
+/// The nginx location for the forms that write: a second sending gets what the first came to and
+/// never acts twice, so nginx may send one again to another instance when the one it reached died
+/// before it answered (it never does for a POST otherwise). README's example has it too.
+const NGINX_FORMS_SENT_AGAIN: &str =
+    "location ~ ^/(reset/password|reset/unlock|change|signin/expired)$ {\n            \
+     proxy_pass https://passback;\n            proxy_next_upstream error timeout non_idempotent;\n        }";
+
 fn start_nginx(dir: &Path, ca: &TestCa, port: u16, instances: &[u16]) -> anyhow::Result<std::process::Child> {
     let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
         .into_iter()
@@ -474,12 +481,14 @@ fn start_nginx(dir: &Path, ca: &TestCa, port: u16, instances: &[u16]) -> anyhow:
              upstream passback {{\n{servers}    }}\n\
              server {{\n        listen 127.0.0.1:{port} ssl;\n        server_name localhost;\n\
                  ssl_certificate {cert};\n        ssl_certificate_key {key};\n\
-                 location / {{\n            proxy_pass https://passback;\n            proxy_ssl_verify on;\n\
-                     proxy_ssl_trusted_certificate {cafile};\n            proxy_ssl_name localhost;\n\
-                     proxy_ssl_server_name on;\n            proxy_http_version 1.1;\n\
-                     proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection $connection_upgrade;\n\
-                     proxy_set_header Host $host;\n            proxy_set_header X-Forwarded-For $remote_addr;\n\
-                     proxy_read_timeout 120s;\n        }}\n    }}\n}}\n",
+                 proxy_ssl_verify on;\n        proxy_ssl_trusted_certificate {cafile};\n\
+                 proxy_ssl_name localhost;\n        proxy_ssl_server_name on;\n        proxy_http_version 1.1;\n\
+                 proxy_set_header Upgrade $http_upgrade;\n        proxy_set_header Connection $connection_upgrade;\n\
+                 proxy_set_header Host $host;\n        proxy_set_header X-Forwarded-For $remote_addr;\n\
+                 proxy_read_timeout 120s;\n\
+                 location / {{\n            proxy_pass https://passback;\n        }}\n\
+                 {forms}\n    }}\n}}\n",
+        forms = NGINX_FORMS_SENT_AGAIN,
         f = folder.display(),
         cert = ca.cert_file.display(),
         key = ca.key_file.display(),
