@@ -152,6 +152,18 @@ async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     Ok(Db::Postgres(pool))
 }
 
+/// A connection of its own to `db`'s PostgreSQL, for the stamps an instance renews every second:
+/// requests waiting for the main pool under load must not make a live instance look stopped to
+/// the others (they carry on its forms after 3 s of silence). `None` on SQLite.
+pub fn own_connection(db: &Db) -> Option<Db> {
+    let Db::Postgres(pool) = db else { return None };
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    Some(Db::Postgres(pool))
+}
+
 /// How long a statement waits for another connection's write before it fails as busy.
 const BUSY_FOR: Duration = Duration::from_secs(10);
 

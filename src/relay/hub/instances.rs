@@ -273,13 +273,11 @@ impl Hub {
 /// its listener and its presence. On SQLite, with one instance, only its stamp of being alive
 /// (the health page shows it, and a form sent again after a restart is carried on by it).
 pub async fn run(hub: Arc<Hub>) {
-    let pool = match &hub.db {
-        Db::Postgres(pool) => Some(pool.clone()),
-        _ => None,
-    };
-    if let Some(pool) = pool.clone() {
-        tokio::spawn(listen(hub.clone(), pool));
+    if let Db::Postgres(pool) = &hub.db {
+        tokio::spawn(listen(hub.clone(), pool.clone()));
     }
+    // Its stamps on a connection of their own (see `store::own_connection`).
+    let own = store::own_connection(&hub.db);
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -287,17 +285,17 @@ pub async fn run(hub: Arc<Hub>) {
             _ = every.tick() => {}
             _ = hub.presence_changed.notified() => {}
         }
-        if pool.is_none() {
+        let Some(db) = own.as_ref() else {
             if let Err(e) = store::presence::stamp(&hub.db, &hub.instance, hub.started_at).await {
                 tracing::warn!(error = %e, "stamping this instance alive in the database failed");
             }
             continue;
-        }
+        };
         let rows = hub.presence_rows();
-        if let Err(e) = store::presence::publish(&hub.db, &hub.instance, hub.started_at, &rows).await {
+        if let Err(e) = store::presence::publish(db, &hub.instance, hub.started_at, &rows).await {
             tracing::warn!(error = %e, "writing this instance's agents into the database failed");
         }
-        match store::presence::others(&hub.db, &hub.instance, store::presence::STALE_SECS).await {
+        match store::presence::others(db, &hub.instance, store::presence::STALE_SECS).await {
             Ok(rows) => hub.set_remote(rows),
             Err(e) => tracing::warn!(error = %e, "reading the other instances' agents failed"),
         }

@@ -288,6 +288,10 @@ impl SambaDc {
         .await;
         let _ = ldap.unbind().await;
         let sid = added?;
+        // `dsacl set` reads the OU's security descriptor and writes it back with the new entries:
+        // two at once (tests sharing the DC) would lose one's. One at a time in this process.
+        static DELEGATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = DELEGATING.lock().unwrap_or_else(|e| e.into_inner());
         self.samba_tool(&[
             "dsacl",
             "set",
