@@ -136,7 +136,9 @@ async fn change_inner(
                 }
             };
             let Some(done) = account::once_then(&attempt, act, counted).await? else {
-                store::attempts::release(reservation).run(&st.db).await?;
+                // Kept, as a wrong current password is: a used form sent again with another
+                // password is checked against the account (is it the one in place?), and must
+                // not be a way to try passwords without limit.
                 return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
             };
             if done.earlier {

@@ -63,15 +63,16 @@ const CUT_LOG_PAST_FRAMES: i64 = 16_384;
 
 /// [`checkpoint`]. Under steady load some connection is always reading from the log, so SQLite
 /// never starts it again from its beginning, and it grows without end (1.7 GB in a minute of
-/// the load bench), slowing every read that must search it. Once it is `past` frames long, the
-/// checkpoint waits for the readers of the moment to finish (writers wait meanwhile, for as long
-/// as the last of those reads takes) and empties it.
+/// the load bench), slowing every read that must search it. Once it is `past` frames long and
+/// all copied into the database, the checkpoint waits for the readers of the moment to finish
+/// (writers wait meanwhile, for as long as the last of those reads takes) and empties it.
 async fn checkpoint_past(db: &Db, past: i64) -> sqlx::Result<()> {
     if db.is_postgres() {
         return Ok(());
     }
-    let (_busy, frames, _done): (i64, i64, i64) = Stmt::new("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(db).await?;
-    if frames >= past {
+    let (_busy, frames, copied): (i64, i64, i64) = Stmt::new("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(db).await?;
+    // Only once all of it is copied: then the wait is for the reads of the moment alone.
+    if frames >= past && copied == frames {
         Stmt::new("PRAGMA wal_checkpoint(TRUNCATE)").run(db).await?;
     }
     Ok(())

@@ -102,6 +102,17 @@ pub async fn note_late_outcome(db: &Db, msg_id: &str, outcome: &Outcome, now: i6
     Ok(())
 }
 
+/// Lets go of an unfinished writeback `instance` holds, when the request that claimed it went
+/// away before recording it: any instance may then carry it on ([`take_over`] from nobody).
+pub async fn release(db: &Db, msg_id: &str, instance: &str) -> sqlx::Result<()> {
+    Stmt::new("UPDATE writebacks SET instance = NULL WHERE msg_id = ? AND instance = ? AND finished_at IS NULL")
+        .bind(msg_id)
+        .bind(instance)
+        .run(db)
+        .await?;
+    Ok(())
+}
+
 /// Notes which agent the request goes to, when it is not the one its claim named, so that only
 /// that agent's answer is taken later, and an instance that carries it on sends it there too.
 /// False when `instance` no longer holds it (another took it over): it must not be sent.
@@ -235,6 +246,12 @@ mod tests {
         assert_eq!(taken, Some(Some("agent-b".into())), "with the agent it went to last");
         assert!(!set_agent(&db, "m-1", "agent-c", "instance-a").await.unwrap(), "taken over: not sent");
         assert_eq!(take_over(&db, "m-1", Some("instance-a"), "instance-c").await.unwrap(), None, "taken over already");
+        // Let go of by the request holding it (its client left): carried on from nobody.
+        release(&db, "m-1", "instance-c").await.unwrap();
+        assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().instance.as_deref(), Some("instance-b"));
+        release(&db, "m-1", "instance-b").await.unwrap();
+        assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().instance, None);
+        assert!(take_over(&db, "m-1", None, "instance-b").await.unwrap().is_some());
         // Answered "not confirmed", then the agent's word came: that is what it came to.
         finish("m-1", "instance-b", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
         assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().outcome(), Some(Outcome::AgentTimeout));

@@ -188,11 +188,12 @@ pub async fn once_then(
     // Held before it is claimed: a form sent again meanwhile sees that this instance acts on it.
     let held = st.hub.hold(act.msg_id);
     if !store::writebacks::claim(&st.db, &claim).await? {
-        drop(held);
+        held.settled();
         return again(attempt, act, then).await;
     }
     let result = perform(st, &act, now).await?;
     let changed = record(attempt, &act, &result, then).await?;
+    held.settled();
     Ok(Some(Done { result, changed, support: attempt.support.clone(), earlier: false }))
 }
 
@@ -226,7 +227,11 @@ async fn again(
             // only "it took" may still be true of it, and of a password only if the one sent now
             // is in place.
             let took = outcome.is_success() || outcome.password_set();
-            if !took || in_place(st, &act).await? != Some(true) {
+            let holds = match act.ask {
+                Ask::Password { .. } => in_place(st, &act).await? == Some(true),
+                _ => true,
+            };
+            if !(took && holds) {
                 return Ok(None);
             }
             let result = WritebackResult::local(outcome, "the answer to the form's first sending");
@@ -248,15 +253,21 @@ async fn again(
         // The request that claimed it went away before it answered: one instance carries it on
         // (another that took it over meanwhile is alive, and is waited for as above).
         let from = row.instance.as_deref();
+        // Held before it is taken over: another sending on this instance meanwhile waits for it.
+        let held = st.hub.hold(act.msg_id);
         let Some(agent) = store::writebacks::take_over(&st.db, act.msg_id.as_str(), from, &st.hub.instance).await?
         else {
+            held.settled();
+            if !wait().await {
+                return Ok(None);
+            }
             continue;
         };
-        let _held = st.hub.hold(act.msg_id);
         tracing::warn!(msg_id = %act.msg_id, from = from.unwrap_or("unknown"), "a form sent again after the request that claimed it went away: carried on");
         let first = Attempt { support: &support, ..*attempt };
         let result = carry_on(st, &act, agent.as_deref(), row.created_at).await?;
         let changed = record(&first, &act, &result, then).await?;
+        held.settled();
         return Ok(Some(Done { result, changed, support, earlier: false }));
     }
 }
@@ -273,6 +284,18 @@ async fn carry_on(st: &Host, act: &Act<'_>, agent: Option<&str>, claimed_at: i64
         }
         return perform(st, act, claimed_at).await;
     }
+    let Ask::Password { .. } = act.ask else {
+        // The portal's own acts on a cloud-only account say the same when done again; an expired
+        // request to an agent is not known to have been carried out.
+        if !expired {
+            return perform(st, act, claimed_at).await;
+        }
+        let why = "carried on: its request had expired, and whether it was carried out is not known";
+        return Ok(WritebackResult {
+            agent_id: agent.map(str::to_string),
+            ..WritebackResult::local(Outcome::AgentTimeout, why)
+        });
+    };
     let why = if expired { "its request had expired" } else { "a cloud-only account" };
     Ok(match in_place(st, act).await? {
         Some(true) => {
@@ -290,10 +313,10 @@ async fn carry_on(st: &Host, act: &Act<'_>, agent: Option<&str>, claimed_at: i64
     })
 }
 
-/// Whether what `act` asked for is so now, where that can be asked: the password it sets is the
-/// person's (checked as a sign-in would), `None` when nobody could tell. Other acts: true.
+/// Whether the password `act` sets is the person's now (checked as a sign-in would); `None` when
+/// nobody could tell, or `act` sets none.
 async fn in_place(st: &Host, act: &Act<'_>) -> anyhow::Result<Option<bool>> {
-    let Ask::Password { new, .. } = act.ask else { return Ok(Some(true)) };
+    let Ask::Password { new, .. } = act.ask else { return Ok(None) };
     let checked = password::check_current(st, act.target, new.as_secret(), st.clock.now()).await?;
     Ok(match checked.outcome {
         Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired => Some(true),

@@ -178,6 +178,39 @@ async fn a_form_whose_instance_was_killed_while_it_waited_is_carried_on_when_sen
     assert!(instances.len() == 2 && state(true) == 1 && state(false) == 1, "{v}");
 }
 
+/// A person's browser gives up on the final form on one instance while it waits (the instance
+/// stays up); sent again, the balancer takes it to another. The first instance let the form go
+/// when its request was dropped, so the other carries it on at once rather than waiting for an
+/// instance that is alive but no longer answering it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_dropped_on_a_live_instance_is_carried_on_by_another_when_sent_again() {
+    let app = spawn_app_with(Options { postgres: true, result_deadline_secs: 20, ..Default::default() }).await;
+    app.wait_until_alive(true).await;
+    let other = app.portal.another_instance().await;
+    let first_url = app.url.clone();
+    let form = app.verified_as("carol", "carol@example.org").await;
+    let resets = || app.agent_log().lines().filter(|l| l.contains("request served") && l.contains("op=Reset")).count();
+    let served_before = resets();
+    let csrf = crate::harness::hidden(&form, "csrf").unwrap();
+    let key = crate::harness::hidden(&form, "form_key").unwrap();
+    let fields =
+        [("csrf", csrf.as_str()), ("form_key", &key), ("password", "Let-Go-Of-4!"), ("confirm", "Let-Go-Of-4!")];
+    app.signal_agent("STOP");
+    let url = format!("{first_url}/reset/password");
+    let dropped = app.client.post(&url).form(&fields).timeout(std::time::Duration::from_millis(1500)).send().await;
+    assert!(dropped.is_err(), "no answer while the agent holds still");
+    app.signal_agent("CONT");
+
+    let again = app.client.post(format!("{}/reset/password", other.url())).form(&fields).send().await.unwrap();
+    let page = again.text().await.unwrap();
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("carol", "Let-Go-Of-4!").await);
+    assert_eq!(resets() - served_before, 1, "the directory was written once:\n{}", app.agent_log());
+    let rows = app.audit().await;
+    let written: Vec<_> = rows.iter().filter(|r| r.operation == "reset.writeback").collect();
+    assert!(written.len() == 1 && written[0].outcome_code == "PB-0000", "{written:?}");
+}
+
 /// The limits on first steps are one count in the database: spreading requests over instances
 /// (as a load balancer would) gets no more through than one instance would let.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,15 +149,40 @@ struct Inner {
 pub struct Held<'a> {
     hub: &'a Hub,
     msg_id: MsgId,
+    settled: bool,
+}
+
+impl Held<'_> {
+    /// Nothing is left to let go of: its outcome is recorded, or it was never claimed here.
+    pub fn settled(mut self) {
+        self.settled = true;
+    }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut inner = self.hub.lock();
+        let mut last = false;
         if let Some(n) = inner.held.get_mut(&self.msg_id) {
             *n -= 1;
             if *n == 0 {
                 inner.held.remove(&self.msg_id);
+                last = true;
+            }
+        }
+        drop(inner);
+        // Let go of by the last request here before its outcome was recorded (its client went
+        // away, or it failed): the writeback is released in the database, so that a sending of
+        // the form to any instance carries it on at once instead of waiting for this live
+        // instance to answer it.
+        if last && !self.settled {
+            let (db, msg_id, instance) = (self.hub.db.clone(), self.msg_id.clone(), self.hub.instance.clone());
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = store::writebacks::release(&db, msg_id.as_str(), &instance).await {
+                        tracing::warn!(msg_id = %msg_id, error = %e, "could not release a writeback let go of");
+                    }
+                });
             }
         }
     }
@@ -325,7 +350,7 @@ impl Hub {
     /// Notes that a request of this instance acts on the form `msg_id` until the guard drops.
     pub fn hold(&self, msg_id: &MsgId) -> Held<'_> {
         *self.lock().held.entry(msg_id.clone()).or_default() += 1;
-        Held { hub: self, msg_id: msg_id.clone() }
+        Held { hub: self, msg_id: msg_id.clone(), settled: false }
     }
 
     /// Whether a request of this instance acts on the form `msg_id` now.
