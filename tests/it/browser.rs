@@ -378,7 +378,8 @@ async fn a_person_registers_security_questions_and_resets_by_answering_them_with
     assert!(app.bind_works("bob", NEW_PASSWORD).await);
     let stored: Vec<String> = Stmt::new("SELECT answer_hash FROM security_answers").scalar_all(&app.db).await.unwrap();
     assert_eq!(stored.len(), 3);
-    assert!(stored.iter().all(|h| h.starts_with("$argon2id$") && !h.to_lowercase().contains("rex")));
+    // (A three-letter answer may turn up in base64 by chance: the longer ones may not.)
+    assert!(stored.iter().all(|h| h.starts_with("$argon2id$") && !h.contains("new york") && !h.contains("hilltop")));
     // The answers are nowhere in clear: not in the log, the database or its write-ahead log.
     assert!(!crate::harness::portal_log().to_lowercase().contains("hilltop"));
     for (file, bytes) in app.database_files().await {
