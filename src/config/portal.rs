@@ -234,9 +234,12 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
-    /// Flush every commit to the disk (SQLite `synchronous = FULL`). Off, commits are flushed at
-    /// checkpoints (`NORMAL`, with the write-ahead log): never corrupt, but a power cut may lose
-    /// the last moments of records. The directory, not this database, holds the passwords.
+    /// Flush every commit to the disk (SQLite `synchronous = FULL`; on PostgreSQL the server's own
+    /// `synchronous_commit`, which also waits for synchronous standbys). Off, commits are flushed
+    /// at checkpoints (SQLite's `NORMAL`, with the write-ahead log) or by PostgreSQL's log writer
+    /// within a moment (`synchronous_commit = off` for the portal's connections): never corrupt,
+    /// but a power cut, or a crash of PostgreSQL's server, may lose the last moments of records.
+    /// The directory, not this database, holds the passwords.
     pub durable_commits: bool,
 }
 

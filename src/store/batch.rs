@@ -332,12 +332,7 @@ impl Batch {
     /// It runs to its end even if the caller stops waiting (a browser that went away): a
     /// transaction is never left half done on a pooled connection.
     pub async fn run_then<T: Row>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
-        let db = db.clone();
-        let ran = match db {
-            Db::Sqlite(pool) => tokio::spawn(sqlite_batch(pool, self.0, read)).await,
-            Db::Postgres(pool) => tokio::spawn(postgres_batch(pool, self.0, read)).await,
-        };
-        ran.map_err(|e| sqlx::Error::Protocol(format!("a batch of statements did not finish: {e}")))?
+        self.run_with(db, Some(read)).await
     }
 
     /// Runs every statement in one transaction.
@@ -350,20 +345,29 @@ impl Batch {
 
     /// Runs every statement in one transaction: how many rows the last one changed.
     pub async fn run_counting_last(self, db: &Db) -> sqlx::Result<u64> {
-        let ran = self.run_then::<(i64,)>(db, Stmt::new("SELECT 0 WHERE 1 = 0")).await?;
-        Ok(ran.last_changed)
+        Ok(self.run_with::<(i64,)>(db, None).await?.last_changed)
+    }
+
+    async fn run_with<T: Row>(self, db: &Db, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+        let db = db.clone();
+        let ran = match db {
+            Db::Sqlite(pool) => tokio::spawn(sqlite_batch(pool, self.0, read)).await,
+            Db::Postgres(pool) => tokio::spawn(postgres_batch(pool, self.0, read)).await,
+        };
+        ran.map_err(|e| sqlx::Error::Protocol(format!("a batch of statements did not finish: {e}")))?
     }
 }
 
 /// A batch on SQLite: one text, in a transaction that takes the write lock at once (so that it
 /// never has to be upgraded half way, which could fail under contention). Each statement reports
-/// what it changed as it ends: BEGIN is the first, the read the last but one.
-async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: Stmt) -> sqlx::Result<Ran<T>> {
+/// what it changed as it ends: BEGIN is the first, so the last statement before the read is
+/// counted as the batch's length.
+async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
     use futures_util::TryStreamExt;
     let last = stmts.len();
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     let mut values = Vec::new();
-    for s in stmts.into_iter().chain([read]) {
+    for s in stmts.into_iter().chain(read) {
         s.check_values();
         sql.push_str(s.sql.trim().trim_end_matches(';'));
         sql.push_str(";\n");
@@ -393,9 +397,7 @@ async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: St
     }
     .await;
     if let Err(e) = outcome {
-        // A statement failed part way: what ran before it is undone. A connection that cannot
-        // even roll back is not given back to the pool.
-        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+        if !rolled_back(Conn::Sqlite(&mut conn)).await {
             conn.close_on_drop();
         }
         return Err(e);
@@ -403,23 +405,50 @@ async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: St
     Ok(ran)
 }
 
-/// A batch on PostgreSQL: a transaction, statement by statement, after the advisory locks its
-/// statements asked for, taken in one order (so two batches never wait for each other's).
-async fn postgres_batch<T: Row>(pool: sqlx::PgPool, stmts: Vec<Stmt>, read: Stmt) -> sqlx::Result<Ran<T>> {
-    let mut tx = pool.begin().await?;
-    let mut locks: Vec<i64> = stmts.iter().chain([&read]).flat_map(|s| s.locks.iter().copied()).collect();
+/// A batch on PostgreSQL, which prepares one statement at a time: a transaction sent statement
+/// by statement on one connection, each a trip to the server. It begins with the advisory locks
+/// its statements asked for, taken in one order (so two batches never wait for each other's),
+/// in the same trip as BEGIN: that text is sent unprepared, and holds only numbers made here.
+async fn postgres_batch<T: Row>(pool: sqlx::PgPool, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+    use std::fmt::Write;
+    let mut locks: Vec<i64> = stmts.iter().chain(&read).flat_map(|s| s.locks.iter().copied()).collect();
     locks.sort_unstable();
     locks.dedup();
+    let mut begin = String::from("BEGIN");
     for key in locks {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
+        // Writing to a String cannot fail.
+        let _ = write!(begin, "; SELECT pg_advisory_xact_lock({key})");
     }
-    let mut last_changed = 0;
-    for s in stmts {
-        last_changed = s.run_on(Conn::Postgres(&mut tx)).await?;
+    let mut conn = pool.acquire().await?;
+    let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
+    let outcome: sqlx::Result<()> = async {
+        sqlx::Executor::execute(&mut *conn, begin.as_str()).await?;
+        for s in stmts {
+            ran.last_changed = s.run_on(Conn::Postgres(&mut conn)).await?;
+        }
+        if let Some(read) = read {
+            ran.rows = read.fetch_all_on(Conn::Postgres(&mut conn)).await?;
+        }
+        sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
+        Ok(())
     }
-    let rows = read.fetch_all_on(Conn::Postgres(&mut tx)).await?;
-    tx.commit().await?;
-    Ok(Ran { rows, last_changed })
+    .await;
+    if let Err(e) = outcome {
+        if !rolled_back(Conn::Postgres(&mut conn)).await {
+            conn.close_on_drop();
+        }
+        return Err(e);
+    }
+    Ok(ran)
+}
+
+/// Ends a batch's transaction that failed part way, undoing what ran before: whether it could.
+/// A connection that cannot is not given back to the pool.
+async fn rolled_back(conn: Conn<'_>) -> bool {
+    match conn {
+        Conn::Sqlite(c) => sqlx::Executor::execute(c, "ROLLBACK").await.is_ok(),
+        Conn::Postgres(c) => sqlx::Executor::execute(c, "ROLLBACK").await.is_ok(),
+    }
 }
 
 fn sqlite_arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {

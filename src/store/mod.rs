@@ -83,15 +83,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
 }
 
 /// [`connect`] for `serve`, choosing whether every commit is flushed to the disk (`durable`) or
-/// only at checkpoints (see `database.durable_commits`; PostgreSQL keeps its own settings). No
-/// request checkpoints SQLite's log: the caller runs [`housekeeping::run`], which does.
+/// only at checkpoints (see `database.durable_commits`). No request checkpoints SQLite's log: the
+/// caller runs [`housekeeping::run`], which does.
 pub async fn connect_with(url: &str, max_connections: u32, durable: bool) -> anyhow::Result<Db> {
     open(url, max_connections, durable, true).await
 }
 
 async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart: bool) -> anyhow::Result<Db> {
     if crate::config::is_postgres_url(url) {
-        return open_postgres(url, max_connections).await;
+        return open_postgres(url, max_connections, durable).await;
     }
     let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
     let mut opts = SqliteConnectOptions::from_str(url)
@@ -126,7 +126,12 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
 /// Opens a PostgreSQL database and applies its migrations. Several instances may start at once:
 /// sqlx runs the migrations under a PostgreSQL advisory lock, so one instance applies them and
 /// the others find them applied.
-async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+///
+/// Unless `durable`, the portal's connections commit without waiting for the server to flush
+/// (`synchronous_commit = off`), as SQLite's `NORMAL` does: a crash of the server may lose its
+/// last moments of records, never corrupt them, and a commit costs no flush. Durable, the
+/// server's own setting stands (which is also what makes a commit wait for synchronous standbys).
+async fn open_postgres(url: &str, max_connections: u32, durable: bool) -> anyhow::Result<Db> {
     // Whether the link is safe enough is checked with the configuration (`PortalConfig::validate`).
     let opts = PgConnectOptions::from_str(url).context("database.url")?;
     let pool = PgPoolOptions::new()
@@ -143,6 +148,14 @@ async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Db> {
                     conn.ping().await?;
                 }
                 Ok(true)
+            })
+        })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if !durable {
+                    sqlx::Executor::execute(conn, "SET synchronous_commit = off").await?;
+                }
+                Ok(())
             })
         })
         .connect_with(opts)
