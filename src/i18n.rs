@@ -179,6 +179,24 @@ impl Tr {
         self.f(&format!("{key}.{form}"), "n", n)
     }
 
+    /// A whole number with this language's thousands separator: "3,861,493", "3.861.493".
+    pub fn number(&self, n: u64) -> String {
+        let separator = match self.0 {
+            Lang::En => ",",
+            Lang::Fr => "\u{202f}",
+            _ => ".",
+        };
+        let digits = n.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3 * separator.len());
+        for (i, d) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push_str(separator);
+            }
+            out.push(d);
+        }
+        out
+    }
+
     /// A duration in words: "2 hours", "1 day".
     pub fn duration(&self, secs: u64) -> String {
         match secs {

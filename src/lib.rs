@@ -26,6 +26,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod breached;
 pub mod config;
 pub mod crypto;
 pub mod demo;

@@ -45,6 +45,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StaffCmd,
     },
+    /// On the portal host: what the portal's password rules say of a candidate password.
+    Password {
+        /// The portal's configuration (TOML): its `[password_policy]`, and its database.
+        #[arg(long = "portal-config", env = "PASSBACK_CONFIG", global = true)]
+        portal_config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: PasswordCmd,
+    },
+    /// Passwords known from data breaches (Have I Been Pwned's Pwned Passwords).
+    Breached {
+        #[command(subcommand)]
+        cmd: BreachedCmd,
+    },
     /// Start a throwaway demo: OpenLDAP with ppolicy, the portal and an enrolled agent, on 127.0.0.1.
     Demo {
         /// Folder for the demo's files (wiped at start).
@@ -85,6 +98,34 @@ enum Cmd {
         /// runs first on SQLite and on PostgreSQL with one instance, to compare.
         #[arg(long, default_value_t = 1, requires = "load")]
         instances: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum PasswordCmd {
+    /// Reads a candidate password from standard input and prints every rule's verdict and the
+    /// outcome, writing nothing: exits 0 when it would be accepted, 1 when it would be refused.
+    Check {
+        /// The person's directory (with --user): their names and their directory's length and
+        /// complexity rules count too.
+        #[arg(long, requires = "user")]
+        directory: Option<String>,
+        /// Their user name or e-mail address, as synced.
+        #[arg(long, requires = "directory")]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreachedCmd {
+    /// Builds the file that `breached = "offline"` looks passwords up in, from the downloadable
+    /// corpus of SHA-1 hashes (lines `<hash>:<count>`; in hash order it needs least memory).
+    Build {
+        /// The corpus ("-": standard input).
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
     },
 }
 
@@ -228,7 +269,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve { config } => {
             let cfg = PortalConfig::load(config.as_deref())?;
-            let app = passback::server::Application::build(cfg, Default::default()).await?;
+            let extras = passback::server::Extras { config_file: config.clone(), ..Default::default() };
+            let app = passback::server::Application::build(cfg, extras).await?;
             app.run_until_stopped().await?;
         }
         Cmd::Agent { config, cmd: None } => {
@@ -298,6 +340,48 @@ async fn main() -> anyhow::Result<()> {
             let cfg = PortalConfig::load(Some(&path))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
             staff_command(&db, &cfg, cmd, now).await?;
+        }
+        Cmd::Password { portal_config, cmd: PasswordCmd::Check { directory, user } } => {
+            let path = portal_config.context("--portal-config is required")?;
+            let cfg = PortalConfig::load(Some(&path))?;
+            let db = passback::store::connect(&cfg.database.url, 1).await?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the candidate from standard input")?;
+            let candidate = SecretString::from(line.trim_end_matches(['\r', '\n']).to_string());
+            {
+                use zeroize::Zeroize;
+                line.zeroize();
+            }
+            let person = directory.as_deref().zip(user.as_deref());
+            let checked = passback::usecase::policy::check_candidate(&cfg, &db, person, &candidate, now).await?;
+            for v in &checked.verdicts {
+                println!("{:<11} {:<5} {}", v.rule, if v.passed { "pass" } else { "FAIL" }, v.detail);
+            }
+            let tr = passback::i18n::Tr::default();
+            match &checked.refusal {
+                None => println!("outcome: accepted by the portal's rules (the directory still decides)"),
+                Some(o) => {
+                    println!("outcome: {} {}", o.code(), o.message(tr));
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Breached { cmd: BreachedCmd::Build { input, output } } => {
+            let started = std::time::Instant::now();
+            let built = if input.as_os_str() == "-" {
+                passback::breached::build(std::io::stdin().lock(), &output)?
+            } else {
+                let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
+                passback::breached::build(std::io::BufReader::with_capacity(1 << 20, file), &output)?
+            };
+            println!(
+                "{}: {} hashes, {} bytes, in {:.1} s{}",
+                output.display(),
+                built.hashes,
+                built.bytes,
+                started.elapsed().as_secs_f64(),
+                if built.sorted_here { " (the input was not in hash order: it was sorted in memory)" } else { "" }
+            );
         }
         Cmd::Demo { dir, port, directory, ha: false } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;

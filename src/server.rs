@@ -37,6 +37,8 @@ pub struct Extras {
     pub demo_mailbox: Option<Mailbox>,
     /// The clock the portal reads (tests move it to reach expiries).
     pub clock: Clock,
+    /// The file the configuration came from: its `[password_policy]` is reloaded as it changes.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Application {
@@ -78,6 +80,10 @@ impl Application {
             .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::minutes(20)));
 
         let code_key = data_key.derive(crate::store::CODE_KEY_PURPOSE);
+        let rules = Arc::new(crate::usecase::policy::PasswordRules::new(&cfg.password_policy)?);
+        if let Some(file) = extras.config_file.clone() {
+            tokio::spawn(crate::usecase::policy::watch(rules.clone(), file));
+        }
         let relay_state = RelayState {
             hub: hub.clone(),
             db: db.clone(),
@@ -95,6 +101,7 @@ impl Application {
             code_key,
             secrets: data_key.clone(),
             live: Arc::default(),
+            rules: rules.clone(),
         };
         let app_state = AppState {
             host,

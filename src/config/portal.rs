@@ -36,6 +36,99 @@ pub struct PortalConfig {
     pub gates: GatesConfig,
     /// Making automated use of the first steps expensive: proof of work, and rate limits.
     pub anti_automation: AntiAutomationConfig,
+    /// What the portal checks in every new password before anything is sent to a directory.
+    pub password_policy: PasswordPolicyConfig,
+}
+
+/// What the portal checks in every new password (self-service reset and change, an expired
+/// password changed, the helpdesk's, cloud accounts), on top of the directory's own rules.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicyConfig {
+    /// The organisation's own banned terms (at most 1,000, of 4 to 16 characters each), on top
+    /// of the global list shipped with passback. Reloaded from the file without a restart.
+    pub banned: Vec<String>,
+    /// The organisation's name: a password containing it is refused.
+    pub organisation_name: Option<String>,
+    pub profile: PolicyProfile,
+    /// Whether new passwords are looked up among breached ones (Have I Been Pwned's Pwned
+    /// Passwords): not at all, through its range API, or in a file built by
+    /// `passback breached build`.
+    pub breached: BreachedMode,
+    /// The range API's base URL (`<url>/range/<first 5 hex of the SHA-1>`).
+    pub breached_url: String,
+    /// The file `passback breached build` made, for `breached = "offline"`.
+    pub breached_file: Option<PathBuf>,
+    /// A CA certificate (PEM) for the range API's server, besides the public roots: for a copy
+    /// of the service inside the organisation.
+    pub breached_ca_file: Option<PathBuf>,
+    /// How long a lookup through the range API may take.
+    pub breached_timeout_ms: u64,
+    /// When the range API cannot be asked: accept the password (`true`, the default, and the
+    /// health page says lookups fail) or refuse it until it can.
+    pub breached_fail_open: bool,
+}
+
+impl Default for PasswordPolicyConfig {
+    fn default() -> Self {
+        Self {
+            banned: Vec::new(),
+            organisation_name: None,
+            profile: PolicyProfile::Default,
+            breached: BreachedMode::Off,
+            breached_url: "https://api.pwnedpasswords.com".into(),
+            breached_file: None,
+            breached_ca_file: None,
+            breached_timeout_ms: 3000,
+            breached_fail_open: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum PolicyProfile {
+    #[default]
+    #[serde(rename = "default")]
+    Default,
+    /// NIST SP 800-63B-4 for what the portal itself decides.
+    #[serde(rename = "nist-800-63b-4")]
+    Nist80063b4,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachedMode {
+    #[default]
+    Off,
+    Online,
+    Offline,
+}
+
+impl PasswordPolicyConfig {
+    /// The custom list's bounds, and what each way of looking up breached passwords needs.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use crate::domain::banned::{MAX_TERM, MIN_TERM};
+        if self.banned.len() > 1000 {
+            bail!("password_policy.banned: {} terms, at most 1000", self.banned.len());
+        }
+        if let Some(t) = self.banned.iter().find(|t| !(MIN_TERM..=MAX_TERM).contains(&t.trim().chars().count())) {
+            bail!("password_policy.banned: {t:?} is not of {MIN_TERM} to {MAX_TERM} characters");
+        }
+        match self.breached {
+            BreachedMode::Offline if self.breached_file.is_none() => {
+                bail!("password_policy: breached = \"offline\" needs breached_file (made by `passback breached build`)")
+            }
+            BreachedMode::Online => {
+                let url = url::Url::parse(&self.breached_url).context("password_policy.breached_url")?;
+                let local = url.host_str().is_some_and(is_loopback_host);
+                if url.scheme() != "https" && !local {
+                    bail!("password_policy.breached_url must be https (or on this machine)");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +269,7 @@ impl Default for PortalConfig {
             cloud_policy: CloudPolicyConfig::default(),
             gates: GatesConfig::default(),
             anti_automation: AntiAutomationConfig::default(),
+            password_policy: PasswordPolicyConfig::default(),
         }
     }
 }
@@ -407,6 +501,7 @@ impl PortalConfig {
 
     /// Refuses combinations that would be unsafe in production.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.password_policy.validate()?;
         let dev = self.mode == Mode::Development;
         let tls = self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some();
         if tls && (self.server.tls_cert_file.is_none() || self.server.tls_key_file.is_none()) {

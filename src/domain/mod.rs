@@ -2,6 +2,7 @@
 //! Nothing in here knows about HTTP, SQL, LDAP or the relay.
 
 mod access;
+pub mod banned;
 pub mod dn;
 mod ids;
 mod outcome;
@@ -11,7 +12,7 @@ mod secret;
 
 pub use access::{Placed, Role, Scope};
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId, SupportCode};
-pub use outcome::{Outcome, OutcomeCode, PolicyFacts};
+pub use outcome::{Guessable, Outcome, OutcomeCode, PolicyFacts};
 pub use person::{AccountState, SyncMark, SyncedUser, UserKind, PASSWORD_MUST_CHANGE};
 pub use rules::meets_ad_complexity;
 pub use secret::{NewPassword, OneTimeCode, Secret};

@@ -37,6 +37,24 @@ impl PolicyFacts {
     }
 }
 
+/// What made a password too easy to guess, where the portal's own check found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guessable {
+    /// The banned terms found (as listed), or the organisation's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<String>,
+    /// Its points, where it scored too few.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u32>,
+}
+
+impl Outcome {
+    /// Too easy to guess, for a reason nobody gave (a directory's refusal).
+    pub fn banned() -> Outcome {
+        Outcome::Banned(Box::default())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
@@ -62,8 +80,20 @@ pub enum Outcome {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<i64>,
     },
-    Banned,
+    /// Too easy to guess: built on banned terms (as listed, or the organisation's name) with too
+    /// little else, as the portal's check scored it (see `domain::banned`); a directory's own
+    /// refusal says neither.
+    Banned(Box<Guessable>),
     ContainsUserName,
+    /// Seen in data breaches (Have I Been Pwned's Pwned Passwords), `count` times where the
+    /// source says.
+    Breached {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
+    /// The breached-password service could not be asked, and the portal is set to refuse
+    /// rather than accept unchecked.
+    BreachedUnchecked,
     NotFound,
     Protected,
     InsufficientRights,
@@ -107,8 +137,10 @@ impl Outcome {
             Outcome::NotComplex => "PB-2002",
             Outcome::InHistory { .. } => "PB-2003",
             Outcome::TooYoung { .. } => "PB-2004",
-            Outcome::Banned => "PB-2005",
+            Outcome::Banned(_) => "PB-2005",
             Outcome::ContainsUserName => "PB-2006",
+            Outcome::Breached { .. } => "PB-2007",
+            Outcome::BreachedUnchecked => "PB-2008",
             Outcome::NotFound => "PB-3001",
             Outcome::Protected => "PB-3002",
             Outcome::InsufficientRights => "PB-3003",
@@ -143,8 +175,9 @@ impl Outcome {
                 | Outcome::NotComplex
                 | Outcome::InHistory { .. }
                 | Outcome::TooYoung { .. }
-                | Outcome::Banned
+                | Outcome::Banned(_)
                 | Outcome::ContainsUserName
+                | Outcome::Breached { .. }
         )
     }
 
@@ -179,8 +212,26 @@ impl Outcome {
                 return tr.f("outcome.too_young_d", "duration", tr.duration(*s))
             }
             Outcome::TooYoung { min_age_secs: None, .. } => "outcome.too_young",
-            Outcome::Banned => "outcome.banned",
+            Outcome::Banned(why) if !why.terms.is_empty() => {
+                let quoted: Vec<String> = why.terms.iter().map(|t| tr.f("outcome.quoted", "term", t)).collect();
+                let terms = quoted.join(", ");
+                return match why.score {
+                    Some(n) => tr.fill(
+                        "outcome.banned_terms_score",
+                        &[
+                            ("terms", terms),
+                            ("score", n.to_string()),
+                            ("needed", crate::domain::banned::MIN_SCORE.to_string()),
+                        ],
+                    ),
+                    None => tr.f("outcome.banned_terms", "terms", terms),
+                };
+            }
+            Outcome::Banned(_) => "outcome.banned",
             Outcome::ContainsUserName => "outcome.contains_user_name",
+            Outcome::Breached { count: Some(n) } => return tr.f("outcome.breached_n", "n", tr.number(*n)),
+            Outcome::Breached { count: None } => "outcome.breached",
+            Outcome::BreachedUnchecked => "outcome.breached_unchecked",
             Outcome::NotFound => "outcome.not_found",
             Outcome::Protected => "outcome.protected",
             Outcome::InsufficientRights => "outcome.insufficient_rights",
@@ -204,6 +255,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_guessable_password_says_what_made_it_so_and_an_older_frame_still_reads() {
+        let old: Outcome = serde_json::from_str(r#"{"outcome":"banned"}"#).unwrap();
+        assert_eq!(old, Outcome::banned());
+        let why = Outcome::Banned(Box::new(Guessable { terms: vec!["contoso".into(), "blank".into()], score: Some(4) }));
+        let json = serde_json::to_string(&why).unwrap();
+        assert_eq!(json, r#"{"outcome":"banned","terms":["contoso","blank"],"score":4}"#);
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), why);
+        let words = why.message(Tr::default());
+        assert!(words.contains("“contoso”, “blank”") && words.contains("4 points of the 5 needed"), "{words}");
+        let seen = Outcome::Breached { count: Some(3_861_493) }.message(Tr::default());
+        assert!(seen.contains("3,861,493 times"), "{seen}");
+    }
+
+    #[test]
     fn every_outcome_has_its_own_code() {
         let all = [
             Outcome::Success,
@@ -215,8 +280,10 @@ mod tests {
             Outcome::NotComplex,
             Outcome::InHistory { history: None },
             Outcome::TooYoung { min_age_secs: None, since: None },
-            Outcome::Banned,
+            Outcome::banned(),
             Outcome::ContainsUserName,
+            Outcome::Breached { count: None },
+            Outcome::BreachedUnchecked,
             Outcome::NotFound,
             Outcome::Protected,
             Outcome::InsufficientRights,

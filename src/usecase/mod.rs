@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod password;
+pub mod policy;
 pub mod staff;
 
 pub use account::{Attempt, Target};
@@ -31,6 +32,8 @@ pub struct Host {
     pub secrets: DataKey,
     /// Accounts as their directory had them a moment ago (see [`password::live`]).
     pub live: Arc<password::LiveCache>,
+    /// The portal's own checks of new passwords (`[password_policy]`, reloaded as it changes).
+    pub rules: Arc<policy::PasswordRules>,
 }
 
 impl Host {

@@ -210,6 +210,15 @@ pub async fn apply(
     old: Option<&SecretString>,
     now: i64,
 ) -> anyhow::Result<WritebackResult> {
+    // The portal's own rules, before anything reaches a directory (a cloud account's policy
+    // first: "too short" comes before "too easy to guess").
+    let cloud_refusal =
+        (target.kind == UserKind::CloudOnly).then(|| cloud_rule(&st.cfg.cloud_policy, new, &target.username)).flatten();
+    if cloud_refusal.is_none() {
+        if let Some(refusal) = super::policy::refusal(st, target, new.as_secret()).await? {
+            return Ok(local(refusal, "refused by the portal's password rules, before the directory was asked", None));
+        }
+    }
     if target.kind == UserKind::CloudOnly {
         return set_cloud_password(st, by, target, new, old, now).await;
     }

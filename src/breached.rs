@@ -1,0 +1,248 @@
+//! Passwords known from data breaches (Have I Been Pwned's Pwned Passwords), looked up two ways.
+//!
+//! * **Online**, by the k-anonymity range API: only the first 5 hex digits of the password's
+//!   SHA-1 leave the portal, and the answer is padded with decoys (`Add-Padding: true`) so that
+//!   its size says nothing either. The answer gives how often the password was seen.
+//! * **Offline**, from a file that `passback breached build` makes from the downloadable corpus
+//!   (lines `<40 hex SHA-1>:<count>`): the hashes, sorted, in buckets by their first b bits
+//!   (b about log2(n) - 5 for n hashes, so that a bucket holds some 32 of them) with an index of
+//!   where each bucket starts, and of each hash the next 24 bits. A lookup reads two index
+//!   entries and one bucket from the file: nothing is held in memory, the operating system
+//!   caches what is read. A hash not in the corpus is found by chance with a probability of
+//!   n / 2^(b+24), about 1 in 500,000 at any size. The count is not kept.
+
+use anyhow::{bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+use sha1::{Digest, Sha1};
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// The SHA-1 of a password, as the corpus has it.
+pub fn sha1(password: &SecretString) -> [u8; 20] {
+    Sha1::digest(password.expose_secret().as_bytes()).into()
+}
+
+/// How often the range API at `base_url` says the password whose SHA-1 is `hash` was seen in
+/// breaches: `None` when it was not (or only as padding).
+pub async fn online(
+    client: &reqwest::Client,
+    base_url: &str,
+    hash: &[u8; 20],
+    timeout: Duration,
+) -> anyhow::Result<Option<u64>> {
+    let hex = hex::encode_upper(hash);
+    let (prefix, suffix) = hex.split_at(5);
+    let url = format!("{}/range/{prefix}", base_url.trim_end_matches('/'));
+    let resp = client
+        .get(&url)
+        .header("Add-Padding", "true")
+        .timeout(timeout)
+        .send()
+        .await
+        .context("asking the breached-password service")?;
+    if !resp.status().is_success() {
+        bail!("the breached-password service answered {}", resp.status());
+    }
+    let body = resp.text().await.context("reading the breached-password service's answer")?;
+    Ok(count_in_range(&body, suffix))
+}
+
+/// The count the range `body` gives for `suffix` (35 hex digits, upper case); padding lines say 0.
+fn count_in_range(body: &str, suffix: &str) -> Option<u64> {
+    body.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .find(|(s, _)| s.eq_ignore_ascii_case(suffix))
+        .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+}
+
+const MAGIC: &[u8; 8] = b"PBBRCH01";
+/// Bytes of each hash kept after its bucket's bits.
+const KEPT: usize = 3;
+const KEPT_BITS: u32 = 8 * KEPT as u32;
+const HEADER: u64 = 24;
+
+/// Bits that choose a hash's bucket, for `n` hashes: some 32 per bucket, from 8 to 28 bits.
+fn bucket_bits(n: u64) -> u32 {
+    (64 - n.leading_zeros()).saturating_sub(5).clamp(8, 28)
+}
+
+/// A hash's first 8 bytes as a number: its bucket is the top bits, what is kept the next 24.
+fn key_of(hash: &[u8]) -> u64 {
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
+}
+
+fn kept_of(key: u64, bits: u32) -> u32 {
+    // Masked to 24 bits: the cast keeps them all.
+    ((key >> (64 - bits - KEPT_BITS)) & 0xFF_FFFF) as u32
+}
+
+/// A file made by [`build`], read where it lies.
+pub struct OfflineFile {
+    file: File,
+    count: u64,
+    bits: u32,
+}
+
+impl OfflineFile {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut header = [0_u8; HEADER as usize];
+        file.read_exact_at(&mut header, 0).with_context(|| format!("reading {}", path.display()))?;
+        if &header[..8] != MAGIC {
+            bail!("{} was not made by `passback breached build`", path.display());
+        }
+        let count = u64::from_le_bytes(header[8..16].try_into()?);
+        let bits = u32::from(header[16]);
+        if !(8..=28).contains(&bits) || file.metadata()?.len() != index_end(bits) + count * KEPT as u64 {
+            bail!("{} is cut short or damaged", path.display());
+        }
+        Ok(OfflineFile { file, count, bits })
+    }
+
+    /// How many hashes it holds.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether the hash `hash` is (as far as its first b + 24 bits tell) among the file's.
+    pub fn contains(&self, hash: &[u8; 20]) -> std::io::Result<bool> {
+        let key = key_of(hash);
+        let bucket = key >> (64 - self.bits);
+        let mut bounds = [0_u8; 8];
+        self.file.read_exact_at(&mut bounds, HEADER + bucket * 4)?;
+        let from = u64::from(u32::from_le_bytes([bounds[0], bounds[1], bounds[2], bounds[3]]));
+        let to = u64::from(u32::from_le_bytes([bounds[4], bounds[5], bounds[6], bounds[7]]));
+        if to <= from || to > self.count {
+            return Ok(false);
+        }
+        let mut entries = vec![0_u8; usize::try_from((to - from) * KEPT as u64).unwrap_or(0)];
+        self.file.read_exact_at(&mut entries, index_end(self.bits) + from * KEPT as u64)?;
+        let wanted = kept_of(key, self.bits).to_be_bytes();
+        let wanted = &wanted[4 - KEPT..];
+        Ok(entries.chunks_exact(KEPT).collect::<Vec<_>>().binary_search(&wanted).is_ok())
+    }
+}
+
+/// Where the index of a file with `bits`-bit buckets ends (and the kept bytes begin).
+fn index_end(bits: u32) -> u64 {
+    HEADER + ((1_u64 << bits) + 1) * 4
+}
+
+/// What [`build`] made.
+#[derive(Debug)]
+pub struct Built {
+    pub hashes: u64,
+    pub bytes: u64,
+    /// Whether the input had to be sorted here (it was not in hash order).
+    pub sorted_here: bool,
+}
+
+/// Makes the lookup file at `output` from `input`: one `<40 hex SHA-1>[:count]` per line, as the
+/// downloadable corpus has them. Each hash is held as 8 bytes while the file is made (the whole
+/// corpus: about 7.5 GB); input not in hash order is sorted first. Blank lines are skipped; any
+/// other line that is not a hash is an error, with its number.
+pub fn build(input: impl BufRead, output: &Path) -> anyhow::Result<Built> {
+    let mut keys: Vec<u64> = Vec::new();
+    let mut sorted = true;
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        let hex = line.trim().split(':').next().unwrap_or_default();
+        if hex.is_empty() {
+            continue;
+        }
+        let mut bytes = [0_u8; 20];
+        if hex.len() != 40 || hex::decode_to_slice(hex, &mut bytes).is_err() {
+            bail!("line {}: not a SHA-1 in hex", n + 1);
+        }
+        let key = key_of(&bytes);
+        sorted &= keys.last().is_none_or(|last| *last <= key);
+        keys.push(key);
+    }
+    if !sorted {
+        keys.sort_unstable();
+    }
+    let bits = bucket_bits(keys.len() as u64);
+    // Two hashes alike in all the bits kept are one entry.
+    keys.dedup_by_key(|k| *k >> (64 - bits - KEPT_BITS));
+    let tmp = output.with_extension("partial");
+    let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(MAGIC)?;
+    out.write_all(&(keys.len() as u64).to_le_bytes())?;
+    out.write_all(&[u8::try_from(bits)?, 0, 0, 0, 0, 0, 0, 0])?;
+    // The index: where each bucket starts, then where the last one ends.
+    let mut at = 0_usize;
+    for bucket in 0..=(1_u64 << bits) {
+        while at < keys.len() && (keys[at] >> (64 - bits)) < bucket {
+            at += 1;
+        }
+        out.write_all(&u32::try_from(at).context("more hashes than the file's index can hold")?.to_le_bytes())?;
+    }
+    for key in &keys {
+        out.write_all(&kept_of(*key, bits).to_be_bytes()[4 - KEPT..])?;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
+    Ok(Built {
+        hashes: keys.len() as u64,
+        bytes: index_end(bits) + keys.len() as u64 * KEPT as u64,
+        sorted_here: !sorted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_of(p: &str) -> [u8; 20] {
+        sha1(&SecretString::from(p))
+    }
+
+    #[test]
+    fn a_range_answer_gives_the_count_of_its_suffix_and_padding_counts_for_nothing() {
+        let body = "0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n1E4C9B93F3F0682250B6CF8331B7EE68FD8:3861493\r\n\
+                    1E4C9B93F3F0682250B6CF8331B7EE68FD9:0\r\n";
+        assert_eq!(count_in_range(body, "1E4C9B93F3F0682250B6CF8331B7EE68FD8"), Some(3_861_493));
+        assert_eq!(count_in_range(body, "1E4C9B93F3F0682250B6CF8331B7EE68FD9"), None, "padding");
+        assert_eq!(count_in_range(body, "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"), None);
+        // "password": its SHA-1 starts 5BAA6.
+        assert_eq!(hex::encode_upper(hash_of("password")), "5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8");
+    }
+
+    #[test]
+    fn a_built_file_finds_every_hash_it_was_made_from_and_nothing_else_in_order_or_not() {
+        let dir = crate::files::scratch_dir("breached");
+        let listed: Vec<String> = (0..5_000).map(|i| format!("listed password {i}")).collect();
+        let mut lines: Vec<String> =
+            listed.iter().map(|p| format!("{}:{}", hex::encode_upper(hash_of(p)), 7)).collect();
+        for sorted in [false, true] {
+            if sorted {
+                lines.sort();
+            }
+            let path = dir.join("breached.bin");
+            let built = build(std::io::Cursor::new(lines.join("\n")), &path).unwrap();
+            assert_eq!((built.hashes, built.sorted_here), (5_000, !sorted));
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), built.bytes);
+            let file = OfflineFile::open(&path).unwrap();
+            assert_eq!(file.len(), 5_000);
+            assert!(listed.iter().all(|p| file.contains(&hash_of(p)).unwrap()));
+            let others = (0..5_000).filter(|i| file.contains(&hash_of(&format!("other {i}"))).unwrap()).count();
+            assert_eq!(others, 0);
+        }
+        assert!(build(std::io::Cursor::new("5BAA6:1\n"), &dir.join("bad.bin")).is_err());
+        std::fs::write(dir.join("short.bin"), b"PBBRCH01\x05\0\0\0\0\0\0\0\x08\0\0\0\0\0\0\0").unwrap();
+        assert!(OfflineFile::open(&dir.join("short.bin")).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,297 @@
+//! The banned-password check, the way Microsoft Entra Password Protection documents it: the
+//! password is normalised, banned terms are looked for in it with one typo allowed, and what is
+//! left must be worth something.
+//!
+//! 1. **Normalise**: lower case, then look-alikes become the letter they stand for. The table is
+//!    the substitutions people actually make to dress up a word (`0→o 1→l 3→e 4→a 5→s 7→t
+//!    8→b @→a $→s !→i`): each stands for one letter, except `1`, read both as `l` and as `i`
+//!    (every reading is checked, and the weakest counts). Other digits (2, 6, 9) stay digits:
+//!    in passwords they stand for themselves far more often than for a letter, and mapping them
+//!    would turn years and numbers into words that are not there.
+//! 2. **Names**: the person's own names and the organisation's name (each token of 4 characters
+//!    or more, normalised the same way) found anywhere in it refuse it outright.
+//! 3. **Fuzzy match**: a banned term is found where a part of the password is within one edit
+//!    of it (a letter changed, added or left out). A match is never shorter than 4 characters,
+//!    so a 4-letter term is not found in any 3 letters of it.
+//! 4. **Score**: each banned term found is 1 point, each character not part of one is 1 point;
+//!    under 5 points it is refused. Found terms do not overlap: exact matches are taken first,
+//!    then the longest.
+
+/// The fewest points a password must score.
+pub const MIN_SCORE: usize = 5;
+/// Names and terms shorter than this are not looked for.
+pub const MIN_TERM: usize = 4;
+/// Custom terms longer than this are refused by the configuration check.
+pub const MAX_TERM: usize = 16;
+
+/// A list of banned terms, normalised once.
+#[derive(Debug, Clone, Default)]
+pub struct BannedTerms {
+    terms: Vec<Term>,
+}
+
+#[derive(Debug, Clone)]
+struct Term {
+    /// As listed (lower case), to name it in a refusal.
+    listed: String,
+    /// Every normalised reading of it.
+    forms: Vec<Vec<char>>,
+}
+
+impl BannedTerms {
+    /// The terms of `list` of at least [`MIN_TERM`] characters once normalised; the same term
+    /// listed twice is kept once.
+    pub fn new<S: AsRef<str>>(list: impl IntoIterator<Item = S>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let terms = list
+            .into_iter()
+            .filter_map(|t| {
+                let listed = t.as_ref().trim().to_lowercase();
+                let forms = readings(&listed);
+                let long_enough = forms.iter().all(|f| f.len() >= MIN_TERM);
+                (long_enough && seen.insert(forms[0].clone())).then_some(Term { listed, forms })
+            })
+            .collect();
+        BannedTerms { terms }
+    }
+
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+}
+
+/// What the check found in a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Its points (see the module's note), for its weakest reading.
+    pub score: usize,
+    /// The banned terms found in that reading, as listed, in the order they appear.
+    pub terms: Vec<String>,
+    /// A name of the person's found in it (as given), which refuses it whatever its score.
+    pub name: Option<String>,
+    /// The organisation's name found in it, which refuses it whatever its score.
+    pub organisation: bool,
+}
+
+impl Verdict {
+    pub fn refused(&self) -> bool {
+        self.name.is_some() || self.organisation || self.score < MIN_SCORE
+    }
+}
+
+/// Checks `password` against `lists` (the global one and the organisation's own), the person's
+/// `names` (user name, display name: split into tokens here) and the `organisation`'s name.
+pub fn check(password: &str, lists: &[&BannedTerms], names: &[&str], organisation: Option<&str>) -> Verdict {
+    let person: Vec<(String, Vec<Vec<char>>)> =
+        names.iter().flat_map(|n| tokens(n)).map(|t| (t.clone(), readings(&t.to_lowercase()))).collect();
+    let organisation: Vec<Vec<Vec<char>>> = organisation
+        .into_iter()
+        .flat_map(|o| tokens(o).into_iter().chain(joined(o)))
+        .map(|t| readings(&t.to_lowercase()))
+        .collect();
+    let mut weakest: Option<Verdict> = None;
+    for reading in readings(&password.to_lowercase()) {
+        let name = person
+            .iter()
+            .find(|(_, forms)| forms.iter().any(|f| contains(&reading, f)))
+            .map(|(token, _)| token.clone());
+        let organisation = organisation.iter().any(|forms| forms.iter().any(|f| contains(&reading, f)));
+        let (score, terms) = score(&reading, lists);
+        let verdict = Verdict { score, terms, name, organisation };
+        let weaker = match &weakest {
+            None => true,
+            Some(w) => {
+                (verdict.refused(), std::cmp::Reverse(verdict.score)) > (w.refused(), std::cmp::Reverse(w.score))
+            }
+        };
+        if weaker {
+            weakest = Some(verdict);
+        }
+    }
+    weakest.unwrap_or(Verdict { score: 0, terms: Vec::new(), name: None, organisation: false })
+}
+
+/// The tokens of a name worth looking for: runs of letters and digits of [`MIN_TERM`] or more.
+fn tokens(name: &str) -> Vec<String> {
+    name.split(|c: char| !c.is_alphanumeric()).filter(|t| t.chars().count() >= MIN_TERM).map(str::to_string).collect()
+}
+
+/// A name of several words written as one ("Contoso Pharma" as "contosopharma").
+fn joined(name: &str) -> Option<String> {
+    let all: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
+    (all.chars().count() >= MIN_TERM && name.split_whitespace().nth(1).is_some()).then_some(all)
+}
+
+/// Every normalised reading of `lower` (already lower case): one per way of reading `1`.
+fn readings(lower: &str) -> Vec<Vec<char>> {
+    let one_as: &[char] = if lower.contains('1') { &['l', 'i'] } else { &['l'] };
+    one_as.iter().map(|&one| lower.chars().map(|c| look_alike(c, one)).collect()).collect()
+}
+
+fn look_alike(c: char, one: char) -> char {
+    match c {
+        '0' => 'o',
+        '1' => one,
+        '3' => 'e',
+        '4' | '@' => 'a',
+        '5' | '$' => 's',
+        '7' => 't',
+        '8' => 'b',
+        '!' => 'i',
+        other => other,
+    }
+}
+
+fn contains(haystack: &[char], needle: &[char]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One place a term was found: where, and how many edits away.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    term: usize,
+    start: usize,
+    end: usize,
+    edits: usize,
+}
+
+/// The points of one reading, and the terms found in it.
+fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
+    let terms: Vec<&Term> = lists.iter().flat_map(|l| l.terms.iter()).collect();
+    let mut found = Vec::new();
+    for (i, term) in terms.iter().enumerate() {
+        for form in &term.forms {
+            find(reading, form, i, &mut found);
+        }
+    }
+    // Exact matches first, then the longest, then from the left; none overlaps one taken.
+    found.sort_by_key(|f| (f.edits, std::cmp::Reverse(f.end - f.start), f.start));
+    let mut covered = vec![false; reading.len()];
+    let mut taken: Vec<Found> = Vec::new();
+    for f in found {
+        if covered[f.start..f.end].iter().any(|c| *c) {
+            continue;
+        }
+        covered[f.start..f.end].iter_mut().for_each(|c| *c = true);
+        taken.push(f);
+    }
+    taken.sort_by_key(|f| f.start);
+    let rest = covered.iter().filter(|c| !**c).count();
+    let mut names: Vec<String> = Vec::new();
+    for f in &taken {
+        let listed = &terms[f.term].listed;
+        if !names.contains(listed) {
+            names.push(listed.clone());
+        }
+    }
+    (taken.len() + rest, names)
+}
+
+/// Every place `term` is within one edit of a part of `text` (that part at least [`MIN_TERM`]
+/// long).
+fn find(text: &[char], term: &[char], index: usize, out: &mut Vec<Found>) {
+    let (n, m) = (text.len(), term.len());
+    for start in 0..n {
+        // The same length: equal, or one letter changed.
+        if start + m <= n {
+            let differ = text[start..start + m].iter().zip(term).filter(|(a, b)| a != b).count();
+            if differ <= 1 {
+                out.push(Found { term: index, start, end: start + m, edits: differ });
+                continue;
+            }
+        }
+        // One letter more in the text.
+        if start + m < n && one_removed_equals(&text[start..=start + m], term) {
+            out.push(Found { term: index, start, end: start + m + 1, edits: 1 });
+            continue;
+        }
+        // One letter of the term left out.
+        if m > MIN_TERM && start + m - 1 <= n && one_removed_equals(term, &text[start..start + m - 1]) {
+            out.push(Found { term: index, start, end: start + m - 1, edits: 1 });
+        }
+    }
+}
+
+/// Whether `longer` with one of its characters removed equals `shorter` (one longer).
+fn one_removed_equals(longer: &[char], shorter: &[char]) -> bool {
+    debug_assert_eq!(longer.len(), shorter.len() + 1);
+    let prefix = longer.iter().zip(shorter).take_while(|(a, b)| a == b).count();
+    longer[prefix + 1..] == shorter[prefix..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(password: &str, custom: &[&str], global: &[&str], names: &[&str]) -> bool {
+        let (c, g) = (BannedTerms::new(custom), BannedTerms::new(global));
+        check(password, &[&g, &c], names, None).refused()
+    }
+
+    #[test]
+    fn entras_examples_are_refused_and_accepted_as_documented() {
+        // "blank" banned: its dressed-up forms are found.
+        assert!(refused("Bl@nK", &[], &["blank"], &[]));
+        // "abcdef" banned: one letter changed, added or left out.
+        for p in ["abcdeg", "abcdefg", "abcde"] {
+            assert!(refused(p, &["abcdef"], &[], &[]), "{p}");
+        }
+        // A user named Poll.
+        let v = check("p0LL23fb", &[], &["Poll"], None);
+        assert_eq!(v.name.as_deref(), Some("Poll"));
+        assert!(v.refused());
+        // "contoso" custom, "blank" global: 2 terms and 2 characters, 4 points.
+        let (custom, global) = (BannedTerms::new(["contoso"]), BannedTerms::new(["blank"]));
+        let v = check("C0ntos0Blank12", &[&global, &custom], &[], None);
+        assert_eq!((v.score, v.terms.clone()), (4, vec!["contoso".to_string(), "blank".to_string()]));
+        assert!(v.refused());
+        // The same with "f9!" left: 5 points.
+        let v = check("ContoS0Bl@nkf9!", &[&global, &custom], &[], None);
+        assert_eq!(v.score, 5);
+        assert!(!v.refused());
+    }
+
+    #[test]
+    fn a_password_without_banned_terms_scores_its_length() {
+        let v = check("correct horse battery", &[&BannedTerms::new(["blank"])], &["Alice Smith"], Some("Contoso"));
+        assert_eq!(v, Verdict { score: 21, terms: vec![], name: None, organisation: false });
+        assert!(!v.refused());
+        assert!(check("x9#q", &[], &[], None).refused(), "4 points");
+    }
+
+    #[test]
+    fn the_organisations_name_refuses_it_outright() {
+        assert!(check("Contoso-is-great-2026", &[], &[], Some("Contoso")).organisation);
+        assert!(check("ContosoPharma!!", &[], &[], Some("Contoso Pharma")).refused());
+        assert!(!check("a long enough passphrase", &[], &[], Some("Contoso")).refused());
+    }
+
+    #[test]
+    fn one_is_read_both_as_l_and_as_i() {
+        let list = BannedTerms::new(["winter", "hello"]);
+        assert_eq!(check("w1nter", &[&list], &[], None).terms, vec!["winter"]);
+        assert_eq!(check("he11o", &[&list], &[], None).terms, vec!["hello"]);
+    }
+
+    #[test]
+    fn names_and_terms_under_four_characters_are_not_looked_for() {
+        assert!(BannedTerms::new(["abc", "  ", "abcd"]).len() == 1);
+        assert_eq!(check("al-2026-xyz", &[], &["Al Li"], None).name, None);
+        // A four-letter term is not found in three of its letters.
+        assert!(check("passion-fruit", &[&BannedTerms::new(["pass"])], &[], None).terms == vec!["pass"]);
+        assert!(check("ass-kicker", &[&BannedTerms::new(["pass"])], &[], None).terms.is_empty());
+    }
+
+    #[test]
+    fn found_terms_do_not_overlap_and_exact_ones_come_first() {
+        let list = BannedTerms::new(["password", "pass", "word"]);
+        let v = check("password1", &[&list], &[], None);
+        assert_eq!((v.score, v.terms), (2, vec!["password".to_string()]));
+        let v = check("blankblank", &[&BannedTerms::new(["blank"])], &[], None);
+        assert_eq!(v.score, 2, "each time it is found is a point");
+    }
+}

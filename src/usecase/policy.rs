@@ -1,0 +1,326 @@
+//! The portal's own checks of a new password, made before anything is sent to a directory (whose
+//! own rules still decide after them): banned terms and names (`domain::banned`), and passwords
+//! known from data breaches (`crate::breached`). The organisation's list and these settings come
+//! from `[password_policy]`, reloaded without a restart (see [`watch`]).
+
+use super::{Host, Target};
+use crate::breached::{self, OfflineFile};
+use crate::config::{BreachedMode, PasswordPolicyConfig, PortalConfig};
+use crate::domain::banned::{self, BannedTerms};
+use crate::domain::{Guessable, Outcome, UserKind};
+use crate::store;
+use secrecy::{ExposeSecret, SecretString};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::Duration;
+
+/// The global list shipped with passback (see `data/README.md`).
+static GLOBAL: LazyLock<BannedTerms> = LazyLock::new(|| {
+    BannedTerms::new(include_str!("../../data/banned-global.txt").lines().filter(|l| !l.starts_with('#')))
+});
+
+/// The rules in force, and how lookups of breached passwords have gone.
+pub struct PasswordRules {
+    current: RwLock<Arc<Rules>>,
+    client: reqwest::Client,
+    lookups: Mutex<Lookups>,
+}
+
+/// One set of settings, with the organisation's list normalised and the offline file open.
+pub struct Rules {
+    pub cfg: PasswordPolicyConfig,
+    custom: BannedTerms,
+    offline: Option<OfflineFile>,
+}
+
+/// How lookups of breached passwords through the range API have gone since the start, for the
+/// health page.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    pub answered: u64,
+    pub failed: u64,
+    /// The last failure: when (Unix seconds), and why.
+    pub last_failure: Option<(i64, String)>,
+}
+
+/// One rule's verdict on a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Which rule (`banned`, `names`, `breached`).
+    pub rule: &'static str,
+    pub passed: bool,
+    /// What it found, in words for an administrator (never the password).
+    pub detail: String,
+}
+
+/// What the rules say of a password: each rule's verdict, and the refusal (the first rule that
+/// refused it), if any.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    pub verdicts: Vec<Verdict>,
+    pub refusal: Option<Outcome>,
+}
+
+impl Rules {
+    fn load(cfg: &PasswordPolicyConfig) -> anyhow::Result<Rules> {
+        cfg.validate()?;
+        let offline = match (cfg.breached, &cfg.breached_file) {
+            (BreachedMode::Offline, Some(path)) => Some(OfflineFile::open(path)?),
+            _ => None,
+        };
+        Ok(Rules { cfg: cfg.clone(), custom: BannedTerms::new(&cfg.banned), offline })
+    }
+
+    /// How many terms the organisation's own list holds.
+    pub fn custom_terms(&self) -> usize {
+        self.custom.len()
+    }
+}
+
+impl PasswordRules {
+    pub fn new(cfg: &PasswordPolicyConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*crate::tls::client_config(cfg.breached_ca_file.as_deref())?).clone())
+            .build()?;
+        Ok(PasswordRules { current: RwLock::new(Arc::new(Rules::load(cfg)?)), client, lookups: Mutex::default() })
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<Rules> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `cfg` in force if it differs from what is: whether it did. Settings that cannot be
+    /// used (a list too long, an offline file that cannot be read) leave the rules as they were.
+    pub fn reload(&self, cfg: &PasswordPolicyConfig) -> anyhow::Result<bool> {
+        if self.current().cfg == *cfg {
+            return Ok(false);
+        }
+        let rules = Arc::new(Rules::load(cfg)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        Ok(true)
+    }
+
+    pub fn lookups(&self) -> Lookups {
+        self.lookups.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every rule's verdict on `password` for a person with these `names`. Unless `every`, it
+    /// stops at the first refusal (so that a password already refused is not looked up).
+    pub async fn check(&self, password: &SecretString, names: &[&str], now: i64, every: bool) -> Checked {
+        let rules = self.current();
+        let mut checked = Checked::default();
+        let found = banned::check(
+            password.expose_secret(),
+            &[&GLOBAL, &rules.custom],
+            names,
+            rules.cfg.organisation_name.as_deref(),
+        );
+        let named = found.name.is_some();
+        checked.add(Verdict {
+            rule: "names",
+            passed: !named,
+            detail: match &found.name {
+                Some(n) => format!("contains the person's name {n:?}"),
+                None => "contains none of the person's names".into(),
+            },
+        });
+        if named {
+            checked.refuse(Outcome::ContainsUserName);
+        }
+        let org = rules.cfg.organisation_name.clone().unwrap_or_default();
+        let weak = found.score < banned::MIN_SCORE;
+        checked.add(Verdict {
+            rule: "banned",
+            passed: !found.organisation && !weak,
+            detail: if found.organisation {
+                format!("contains the organisation's name {org:?}")
+            } else {
+                format!(
+                    "{} points of {} needed; banned terms found: {}",
+                    found.score,
+                    banned::MIN_SCORE,
+                    if found.terms.is_empty() { "none".into() } else { found.terms.join(", ") }
+                )
+            },
+        });
+        if found.organisation {
+            checked.refuse(Outcome::Banned(Box::new(Guessable { terms: vec![org], score: None })));
+        } else if weak {
+            checked.refuse(Outcome::Banned(Box::new(Guessable {
+                terms: found.terms,
+                score: u32::try_from(found.score).ok(),
+            })));
+        }
+        if checked.refusal.is_some() && !every {
+            return checked;
+        }
+        if let Some(verdict) = self.breached(&rules, password, now).await {
+            let (passed, refusal) = verdict;
+            let detail = match &refusal {
+                Some(Outcome::Breached { count: Some(n) }) => format!("seen in breaches {n} times"),
+                Some(Outcome::Breached { count: None }) => "among the breached passwords".into(),
+                Some(_) => "could not be looked up, and unchecked passwords are refused".into(),
+                None if passed => "not among the breached passwords".into(),
+                None => "could not be looked up; accepted unchecked".into(),
+            };
+            checked.add(Verdict { rule: "breached", passed: refusal.is_none(), detail });
+            if let Some(r) = refusal {
+                checked.refuse(r);
+            }
+        }
+        checked
+    }
+
+    /// The breached-password lookup, if one is set: whether it was checked and found clean, and
+    /// the refusal it makes.
+    async fn breached(&self, rules: &Rules, password: &SecretString, now: i64) -> Option<(bool, Option<Outcome>)> {
+        let hash = breached::sha1(password);
+        match rules.cfg.breached {
+            BreachedMode::Off => None,
+            BreachedMode::Offline => {
+                let file = rules.offline.as_ref()?;
+                Some(match file.contains(&hash) {
+                    Ok(true) => (false, Some(Outcome::Breached { count: None })),
+                    Ok(false) => (true, None),
+                    Err(e) => self.failed(rules, now, format!("reading the breached-password file: {e}")),
+                })
+            }
+            BreachedMode::Online => {
+                let timeout = Duration::from_millis(rules.cfg.breached_timeout_ms);
+                Some(match breached::online(&self.client, &rules.cfg.breached_url, &hash, timeout).await {
+                    Ok(count) => {
+                        self.lookups.lock().unwrap_or_else(|e| e.into_inner()).answered += 1;
+                        match count {
+                            Some(n) => (false, Some(Outcome::Breached { count: Some(n) })),
+                            None => (true, None),
+                        }
+                    }
+                    Err(e) => self.failed(rules, now, format!("{e:#}")),
+                })
+            }
+        }
+    }
+
+    fn failed(&self, rules: &Rules, now: i64, why: String) -> (bool, Option<Outcome>) {
+        tracing::warn!(error = %why, "a breached-password lookup failed");
+        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        lookups.failed += 1;
+        lookups.last_failure = Some((now, why));
+        (false, (!rules.cfg.breached_fail_open).then_some(Outcome::BreachedUnchecked))
+    }
+}
+
+impl Checked {
+    fn add(&mut self, v: Verdict) {
+        self.verdicts.push(v);
+    }
+
+    fn refuse(&mut self, outcome: Outcome) {
+        self.refusal.get_or_insert(outcome);
+    }
+}
+
+/// The names a person's password may not contain: their user name and display name.
+pub async fn names_of(st: &Host, target: &Target) -> anyhow::Result<Vec<String>> {
+    let display = match target.kind {
+        UserKind::CloudOnly => store::cloud::get(&st.db, &target.anchor).await?.map(|u| u.display_name),
+        _ => store::users::get(&st.db, &target.directory, &target.anchor).await?.map(|u| u.display_name),
+    };
+    Ok([Some(target.username.clone()), display].into_iter().flatten().collect())
+}
+
+/// The portal's refusal of `new` for `target`, if its rules refuse it.
+pub async fn refusal(st: &Host, target: &Target, new: &SecretString) -> anyhow::Result<Option<Outcome>> {
+    let names = names_of(st, target).await?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    Ok(st.rules.check(new, &names, st.clock.now(), false).await.refusal)
+}
+
+/// Reloads `[password_policy]` from `file` when it changes (looked at every few seconds) or on
+/// SIGHUP. Other sections are read at the start only; a file that does not load, or settings
+/// that cannot be used, are logged and leave the rules as they were.
+pub async fn watch(rules: Arc<PasswordRules>, file: PathBuf) {
+    let modified = |f: &PathBuf| std::fs::metadata(f).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&file);
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut every = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let asked = tokio::select! {
+            _ = every.tick() => false,
+            _ = hangup => true,
+        };
+        let now = modified(&file);
+        if !asked && now == seen {
+            continue;
+        }
+        seen = now;
+        let loaded = PortalConfig::load(Some(&file)).and_then(|cfg| rules.reload(&cfg.password_policy));
+        match loaded {
+            Ok(true) => tracing::info!(
+                file = %file.display(),
+                custom_terms = rules.current().custom_terms(),
+                "password policy reloaded"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %format!("{e:#}"), "password policy not reloaded")
+            }
+        }
+    }
+}
+
+/// `passback password check`: every rule's verdict on `password`, written nowhere. With `person`
+/// (a directory id and a user name or address, as synced), their names count, and so do the
+/// length and complexity their directory last reported; a directory's history and minimum age
+/// can only be known by trying.
+pub async fn check_candidate(
+    cfg: &PortalConfig,
+    db: &store::Db,
+    person: Option<(&str, &str)>,
+    password: &SecretString,
+    now: i64,
+) -> anyhow::Result<Checked> {
+    let rules = PasswordRules::new(&cfg.password_policy)?;
+    let mut names = Vec::new();
+    let mut facts = None;
+    if let Some((directory, login)) = person {
+        let found: Vec<_> =
+            store::users::find_by_login(db, login).await?.into_iter().filter(|u| u.directory == directory).collect();
+        let [user] = found.as_slice() else {
+            anyhow::bail!("{login:?} is not one person of directory {directory:?} in the portal's database");
+        };
+        names = vec![user.username.clone(), user.display_name.clone()];
+        facts = store::users::policy(db, directory)
+            .await?
+            .and_then(|json| serde_json::from_str::<crate::domain::PolicyFacts>(&json).ok());
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut checked = rules.check(password, &names, now, true).await;
+    if let Some(facts) = facts {
+        let length = password.expose_secret().chars().count();
+        if let Some(min) = facts.min_length {
+            let passed = length >= usize::try_from(min).unwrap_or(usize::MAX);
+            let detail = format!("{length} characters; the directory asks for at least {min}");
+            checked.add(Verdict { rule: "length", passed, detail });
+            if !passed {
+                checked.refuse(Outcome::TooShort { min_length: Some(min) });
+            }
+        }
+        if facts.complexity == Some(true) {
+            let passed = crate::domain::meets_ad_complexity(password.expose_secret(), person.map_or("", |p| p.1));
+            let detail = "three kinds of character of five, and not the account's name".to_string();
+            checked.add(Verdict { rule: "complexity", passed, detail });
+            if !passed {
+                checked.refuse(Outcome::NotComplex);
+            }
+        }
+    }
+    Ok(checked)
+}
