@@ -98,6 +98,10 @@ enum Cmd {
         /// runs first on SQLite and on PostgreSQL with one instance, to compare.
         #[arg(long, default_value_t = 1, requires = "load")]
         instances: usize,
+        /// Measure the offline breached-password file instead, on a generated corpus of this
+        /// many hashes (build time, size, lookup time, passwords found by chance).
+        #[arg(long, conflicts_with_all = ["load", "ad"])]
+        breached: Option<u64>,
     },
 }
 
@@ -389,8 +393,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo { dir, port, directory, ha: true } => {
             passback::demo::run_ha(&dir, port, directory).await.context("demo --ha")?;
         }
-        Cmd::Bench { load, seconds, ad, history, database, instances } => {
-            if load {
+        Cmd::Bench { load, seconds, ad, history, database, instances, breached } => {
+            if let Some(hashes) = breached {
+                passback::bench::breached(hashes).context("bench --breached")?;
+            } else if load {
                 passback::bench::load(seconds, database, instances).await.context("bench --load")?;
             } else {
                 passback::bench::latency(ad, history, database).await.context("bench")?;

@@ -82,7 +82,7 @@ impl Application {
         let code_key = data_key.derive(crate::store::CODE_KEY_PURPOSE);
         let rules = Arc::new(crate::usecase::policy::PasswordRules::new(&cfg.password_policy)?);
         if let Some(file) = extras.config_file.clone() {
-            tokio::spawn(crate::usecase::policy::watch(rules.clone(), file));
+            tokio::spawn(crate::usecase::policy::watch(rules.clone(), file, crate::usecase::policy::WATCH_EVERY));
         }
         let relay_state = RelayState {
             hub: hub.clone(),

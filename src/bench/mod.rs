@@ -6,6 +6,7 @@
 //! few hundred people, an SMTP sink, `passback serve` and `passback agent` as separate processes
 //! (so their memory is their own), over real TLS.
 
+mod breached;
 mod history;
 mod latency;
 mod load;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use breached::run as breached;
 pub use latency::run as latency;
 pub use load::run as load;
 

@@ -258,7 +258,8 @@ mod tests {
     fn a_guessable_password_says_what_made_it_so_and_an_older_frame_still_reads() {
         let old: Outcome = serde_json::from_str(r#"{"outcome":"banned"}"#).unwrap();
         assert_eq!(old, Outcome::banned());
-        let why = Outcome::Banned(Box::new(Guessable { terms: vec!["contoso".into(), "blank".into()], score: Some(4) }));
+        let why =
+            Outcome::Banned(Box::new(Guessable { terms: vec!["contoso".into(), "blank".into()], score: Some(4) }));
         let json = serde_json::to_string(&why).unwrap();
         assert_eq!(json, r#"{"outcome":"banned","terms":["contoso","blank"],"score":4}"#);
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), why);

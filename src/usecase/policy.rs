@@ -237,14 +237,19 @@ pub async fn refusal(st: &Host, target: &Target, new: &SecretString) -> anyhow::
     Ok(st.rules.check(new, &names, st.clock.now(), false).await.refusal)
 }
 
-/// Reloads `[password_policy]` from `file` when it changes (looked at every few seconds) or on
+/// How often `serve` looks whether its configuration file changed.
+pub const WATCH_EVERY: Duration = Duration::from_secs(3);
+
+/// Reloads `[password_policy]` from `file` when it changes (looked at `every` so often) or on
 /// SIGHUP. Other sections are read at the start only; a file that does not load, or settings
 /// that cannot be used, are logged and leave the rules as they were.
-pub async fn watch(rules: Arc<PasswordRules>, file: PathBuf) {
+pub async fn watch(rules: Arc<PasswordRules>, file: PathBuf, every: Duration) {
     let modified = |f: &PathBuf| std::fs::metadata(f).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&file);
+    // Read once at the first tick as well: a change made while the portal started is not missed
+    // (putting in force what already is changes nothing).
+    let mut seen = None;
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut every = tokio::time::interval(Duration::from_secs(3));
+    let mut every = tokio::time::interval(every);
     loop {
         let hangup = async {
             match hangups.as_mut() {
@@ -323,4 +328,45 @@ pub async fn check_candidate(
         }
     }
     Ok(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_organisations_list_is_reloaded_when_its_file_changes_and_a_bad_one_is_not_taken() {
+        let dir = crate::files::scratch_dir("policy-reload");
+        let file = dir.join("portal.toml");
+        let write = |terms: &str| {
+            let text = format!("mode = \"development\"\n[password_policy]\nbanned = [{terms}]\n");
+            std::fs::write(&file, text).unwrap();
+        };
+        let refused = |rules: &PasswordRules| {
+            let rules = rules.current();
+            banned::check("Fabrikam1", &[&GLOBAL, &rules.custom], &[], None).refused()
+        };
+        write("\"contoso\"");
+        let cfg = PortalConfig::load(Some(&file)).unwrap();
+        let rules = Arc::new(PasswordRules::new(&cfg.password_policy).unwrap());
+        assert!(!refused(&rules));
+        let watching = tokio::spawn(watch(rules.clone(), file.clone(), Duration::from_millis(50)));
+
+        write("\"contoso\", \"fabrikam\"");
+        for _ in 0..100 {
+            if rules.current().custom_terms() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(rules.current().custom_terms(), 2);
+        assert!(refused(&rules), "fabrikam and 1 character: 2 points");
+
+        // A term too short: the file is refused, and the rules in force stay.
+        write("\"abc\"");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rules.current().custom_terms(), 2);
+        watching.abort();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

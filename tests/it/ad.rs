@@ -133,7 +133,7 @@ async fn ad_policy_refusals_reach_the_person_with_the_real_numbers() {
     let form = app.verified_as(&sam, &mail).await;
     let short = app.submit_password(&form, "Ab1#x", "Ab1#x").await;
     assert!(short.contains("PB-2001") && short.contains("at least 7 characters"), "{short}");
-    let simple = app.submit_password(&short, "alllowercase", "alllowercase").await;
+    let simple = app.submit_password(&short, "qzmvxtrplkwd", "qzmvxtrplkwd").await;
     assert!(simple.contains("PB-2002"), "{simple}");
     assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "nothing was written");
 
@@ -496,7 +496,7 @@ async fn a_person_under_a_fine_grained_policy_sees_its_numbers_before_typing() {
 
     let strict = app.verified_as(&strict_sam, &strict_mail).await;
     assert!(strict.contains("At least 12 characters") && strict.contains("data-min-length=\"12\""), "{strict}");
-    let refused = app.submit_password(&strict, "Short#Pw9", "Short#Pw9").await;
+    let refused = app.submit_password(&strict, "Qz7#kLmW9x", "Qz7#kLmW9x").await;
     assert!(refused.contains("PB-2001") && refused.contains("at least 12 characters"), "{refused}");
     assert!(refused.contains("At least 12 characters") && !refused.contains("At least 7"), "{refused}");
 
@@ -506,9 +506,9 @@ async fn a_person_under_a_fine_grained_policy_sees_its_numbers_before_typing() {
     // The change form never states a person's own rules to someone who only typed their name
     // (here, with two directories, it states none), but does once the directory refused a new
     // password by them (it checked the current one first).
-    let wrong = app.change_password(&strict_sam, "Not#The1Password", "Short#Pw9").await;
+    let wrong = app.change_password(&strict_sam, "Not#The1Password", "Qz7#kLmW9x").await;
     assert!(wrong.contains("PB-3005") && !wrong.contains("At least 12"), "{wrong}");
-    let short = app.change_password(&strict_sam, INITIAL_AD_PASSWORD, "Short#Pw9").await;
+    let short = app.change_password(&strict_sam, INITIAL_AD_PASSWORD, "Qz7#kLmW9x").await;
     assert!(short.contains("PB-2001") && short.contains("At least 12 characters"), "{short}");
     assert!(!short.contains("At least 7 characters"), "{short}");
 

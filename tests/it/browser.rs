@@ -71,8 +71,8 @@ async fn a_refused_password_shows_the_rule_and_the_form_again() {
     browser.fill("code", &code).await;
     browser.press("Verify").await;
 
-    browser.fill("password", "Sh0rt!").await;
-    browser.fill("confirm", "Sh0rt!").await;
+    browser.fill("password", "Qz7#kLm").await;
+    browser.fill("confirm", "Qz7#kLm").await;
     browser.press("Change my password").await;
 
     let text = browser.text().await;

@@ -25,7 +25,7 @@ async fn the_directory_refuses_a_wrong_current_password_and_its_own_rules() {
 
     let wrong = app.change_password("bob", "Not-The-Password1", "Changed-Pass-2026").await;
     assert!(wrong.contains("PB-3005") && wrong.contains("current password is not right"), "{wrong}");
-    let short = app.change_password("bob", INITIAL_USER_PASSWORD, "Sh0rt!").await;
+    let short = app.change_password("bob", INITIAL_USER_PASSWORD, "Qz7#kLm").await;
     assert!(short.contains("PB-2001") && short.contains("at least 8 characters"), "{short}");
     let same = app.change_password("bob", INITIAL_USER_PASSWORD, INITIAL_USER_PASSWORD).await;
     assert!(same.contains("PB-2003"), "{same}");
@@ -89,12 +89,12 @@ async fn a_cloud_only_account_changes_its_password_against_the_portal_hash() {
     let now = app.clock.now();
     passback::store::cloud::add(&app.db, "casey", Some("casey@example.org"), "Casey", now).await.unwrap();
     let form = app.verified_as("casey", "casey@example.org").await;
-    let set = app.submit_password(&form, "Cloud-Pass-2026", "Cloud-Pass-2026").await;
+    let set = app.submit_password(&form, "Quiet-Lantern-2026", "Quiet-Lantern-2026").await;
     assert!(set.contains("Your password has been changed"), "{set}");
 
-    let wrong = app.change_password("casey", "Cloud-Pass-2025", "Cloud-Pass-2027").await;
+    let wrong = app.change_password("casey", "Cloud-Pass-2025", "Quiet-Lantern-2027").await;
     assert!(wrong.contains("PB-3005"), "{wrong}");
-    let ok = app.change_password("casey", "Cloud-Pass-2026", "Cloud-Pass-2027").await;
+    let ok = app.change_password("casey", "Quiet-Lantern-2026", "Quiet-Lantern-2027").await;
     assert!(ok.contains("Your password has been changed"), "{ok}");
 }
 

@@ -132,6 +132,8 @@ pub struct Options {
     /// Failed verifications per address and hour, and everywhere before the portal is under attack.
     pub failures_per_address_per_hour: u32,
     pub global_failures_per_hour: u32,
+    /// The portal's own password rules.
+    pub password_policy: passback::config::PasswordPolicyConfig,
 }
 
 impl Default for Options {
@@ -149,6 +151,7 @@ impl Default for Options {
             questions: false,
             failures_per_address_per_hour: 10_000,
             global_failures_per_hour: 10_000,
+            password_policy: Default::default(),
         }
     }
 }
@@ -176,6 +179,15 @@ impl Portal {
             let _ = stopped.await;
         }));
         Portal { cfg, clock, port, db, hub, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Writes this portal's configuration to `path`, as `passback serve` would read it (its
+    /// database, keys and certificate), with `more` TOML after it.
+    pub fn write_config(&self, path: &Path, more: &str) {
+        passback::demo::write_serve_config(path, &self.cfg).unwrap();
+        let mut text = std::fs::read_to_string(path).unwrap();
+        text.push_str(more);
+        std::fs::write(path, text).unwrap();
     }
 
     /// The portal's data key (to make staff accounts as `passback staff add` does).
@@ -305,6 +317,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.anti_automation.per_account_per_hour = opts.per_account_per_hour;
     cfg.anti_automation.failures_per_address_per_hour = opts.failures_per_address_per_hour;
     cfg.anti_automation.global_failures_per_hour = opts.global_failures_per_hour;
+    cfg.password_policy = opts.password_policy;
     if opts.trusted_proxy {
         cfg.server.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     }

@@ -358,9 +358,14 @@ async fn the_audit_export_holds_every_act_and_a_support_code_finds_its_row() {
     // A reset the directory refuses (too short for its policy), one it accepts, an unlock, a
     // forced change.
     let (_, page) = person_page(&app, &c, "dave").await;
-    let (_, refused) =
-        act(&app, &c, "dave", &page, &[("act", "reset"), ("mode", "type"), ("password", "ab1"), ("confirm", "ab1")])
-            .await;
+    let (_, refused) = act(
+        &app,
+        &c,
+        "dave",
+        &page,
+        &[("act", "reset"), ("mode", "type"), ("password", "Qz7#kLm"), ("confirm", "Qz7#kLm")],
+    )
+    .await;
     assert!(refused.contains("PB-2001"), "{refused}");
     let refused_code = support_code_of(&refused);
     let (_, page) = person_page(&app, &c, "dave").await;

@@ -24,15 +24,15 @@ async fn a_cloud_only_account_gets_its_password_from_the_portal_with_no_director
 
     let form = app.verified_as("casey", "casey@example.org").await;
     assert!(form.contains("At least 8 characters"), "the cloud policy is shown: {form}");
-    let short = app.submit_password(&form, "Sh0rt!", "Sh0rt!").await;
+    let short = app.submit_password(&form, "Qz7#kLm", "Qz7#kLm").await;
     assert!(short.contains("PB-2001") && short.contains("at least 8 characters"), "{short}");
     let simple = app.submit_password(&short, "casey-password", "casey-password").await;
     assert!(simple.contains("PB-2002"), "{simple}");
-    let page = app.submit_password(&simple, "Cloud-Pass-2026", "Cloud-Pass-2026").await;
+    let page = app.submit_password(&simple, "Quiet-Lantern-2026", "Quiet-Lantern-2026").await;
 
     assert!(page.contains("Your password has been changed"), "{page}");
     let hash = passback::store::cloud::password_hash(&app.db, &id).await.unwrap().expect("a hash");
-    assert!(hash.starts_with("$argon2id$") && verifies(&hash, "Cloud-Pass-2026"));
+    assert!(hash.starts_with("$argon2id$") && verifies(&hash, "Quiet-Lantern-2026"));
     let row = app.audit().await.into_iter().find(|r| r.operation == "reset.cloud" && r.outcome_code == "PB-0000");
     assert!(row.is_some(), "audited as a cloud reset");
 }
@@ -44,7 +44,7 @@ async fn a_hash_synced_person_gets_the_portal_hash_only_after_the_directory_acce
     passback::store::users::set_kind_override(&app.db, "example", &alice, "hash_synced").await.unwrap();
 
     let form = app.verified_as("alice", "alice@example.org").await;
-    let refused = app.submit_password(&form, "Sh0rt!", "Sh0rt!").await;
+    let refused = app.submit_password(&form, "Qz7#kLm", "Qz7#kLm").await;
     assert!(refused.contains("PB-2001"));
     assert!(passback::store::users::password_hash(&app.db, "example", &alice).await.unwrap().is_none(), "no hash yet");
     let page = app.submit_password(&refused, "Synced-Pass-2026", "Synced-Pass-2026").await;

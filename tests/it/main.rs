@@ -12,6 +12,7 @@ mod harness;
 mod helpdesk;
 mod instances;
 mod kinds;
+mod policy;
 mod postgres;
 mod relay;
 mod reset;

@@ -33,7 +33,7 @@ async fn a_too_short_password_is_refused_with_the_directorys_real_minimum_and_th
     let app = spawn_app().await;
     let form = app.verified_as("bob@example.org", "bob@example.org").await;
 
-    let page = app.submit_password(&form, "Sh0rt!", "Sh0rt!").await;
+    let page = app.submit_password(&form, "Qz7#kLm", "Qz7#kLm").await;
 
     assert!(page.contains("PB-2001"), "{page}");
     assert!(page.contains("at least 8 characters"), "{page}");
@@ -242,7 +242,7 @@ async fn a_form_whose_request_was_dropped_while_it_waited_is_carried_on_when_sen
 async fn a_stale_form_sent_again_after_a_refusal_is_not_written() {
     let app = spawn_app().await;
     let form = app.verified_as("bob", "bob@example.org").await;
-    let refused = app.submit_password(&form, "Sh0rt!", "Sh0rt!").await;
+    let refused = app.submit_password(&form, "Qz7#kLm", "Qz7#kLm").await;
     assert!(refused.contains("PB-2001"));
 
     // The back button: the first form, with its spent key, is sent again with a good password.

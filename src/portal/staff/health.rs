@@ -37,6 +37,24 @@ pub struct Health {
     /// alive, or since when it is not.
     pub instance: String,
     pub instances: Vec<store::presence::InstanceRow>,
+    /// The portal's own password rules: how many terms the organisation banned, and how lookups
+    /// of breached passwords go on this instance.
+    pub banned_terms: usize,
+    pub breached: BreachedHealth,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BreachedHealth {
+    /// `off`, `online` or `offline`.
+    pub mode: &'static str,
+    /// Whether a password is accepted unchecked when the range API cannot be asked.
+    pub fail_open: bool,
+    /// Lookups through the range API since this instance started: answered, and failed.
+    pub answered: u64,
+    pub failed: u64,
+    /// The last failure: when, and why.
+    pub last_failure: Option<i64>,
+    pub last_failure_why: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,7 +188,28 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         pow_bits: st.guard.required_bits(),
         instance: st.hub.instance.clone(),
         instances: store::presence::instances(&st.db, 86_400, store::presence::STALE_SECS).await?,
+        banned_terms: st.rules.current().custom_terms(),
+        breached: breached_health(st),
     })
+}
+
+fn breached_health(st: &AppState) -> BreachedHealth {
+    use crate::config::BreachedMode;
+    let rules = st.rules.current();
+    let lookups = st.rules.lookups();
+    let (last_failure, last_failure_why) = lookups.last_failure.map_or((None, None), |(at, why)| (Some(at), Some(why)));
+    BreachedHealth {
+        mode: match rules.cfg.breached {
+            BreachedMode::Off => "off",
+            BreachedMode::Online => "online",
+            BreachedMode::Offline => "offline",
+        },
+        fail_open: rules.cfg.breached_fail_open,
+        answered: lookups.answered,
+        failed: lookups.failed,
+        last_failure,
+        last_failure_why,
+    }
 }
 
 pub async fn health_page(

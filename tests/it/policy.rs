@@ -1,0 +1,253 @@
+//! The portal's own password rules, before anything reaches the directory: banned terms, the
+//! person's and the organisation's names, breached passwords (through a range API or an offline
+//! file), and the command that checks a candidate.
+
+use crate::harness::{passback_bin, spawn_app_with, Options};
+use passback::config::{BreachedMode, PasswordPolicyConfig};
+use passback::sandbox::{TestCa, INITIAL_USER_PASSWORD};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+fn with_policy(set: impl FnOnce(&mut PasswordPolicyConfig)) -> Options {
+    let mut policy = PasswordPolicyConfig::default();
+    set(&mut policy);
+    Options { password_policy: policy, ..Default::default() }
+}
+
+/// A new empty folder of this test's own.
+fn scratch(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("passback-{what}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The health facts a monitor reads.
+async fn health_json(app: &crate::harness::TestApp) -> serde_json::Value {
+    let resp = app.client.get(format!("{}/admin/health.json", app.url)).bearer_auth(crate::harness::METRICS_TOKEN);
+    resp.send().await.unwrap().json().await.unwrap()
+}
+
+fn sha1_hex(password: &str) -> String {
+    hex::encode_upper(passback::breached::sha1(&SecretString::from(password)))
+}
+
+/// What the agent took: its journal of message ids (empty or absent when nothing was sent).
+fn agent_took_anything(app: &crate::harness::TestApp) -> bool {
+    let journal = passback::agent::journal::Journal::path_for(&app.agent_cfg.state_file);
+    std::fs::read_to_string(journal).is_ok_and(|t| !t.trim().is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_password_is_refused_in_words_before_the_directory_is_asked() {
+    let app = spawn_app_with(with_policy(|p| {
+        p.banned = vec!["contoso".into(), "blank".into()];
+        p.organisation_name = Some("Fabrikam".into());
+    }))
+    .await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+
+    let page = app.submit_password(&form, "C0ntos0Blank12", "C0ntos0Blank12").await;
+    assert!(page.contains("PB-2005"), "{page}");
+    assert!(page.contains("“contoso”, “blank”") && page.contains("4 points of the 5 needed"), "{page}");
+    let page = app.submit_password(&page, "Fabrikam-Rules-2026!", "Fabrikam-Rules-2026!").await;
+    assert!(page.contains("PB-2005") && page.contains("“Fabrikam”"), "{page}");
+    // Her display name is Alice Liddell.
+    let page = app.submit_password(&page, "Liddell-Walks-2026!", "Liddell-Walks-2026!").await;
+    assert!(page.contains("PB-2006") && page.contains("your name or user name"), "{page}");
+
+    assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await, "nothing was written");
+    assert!(!agent_took_anything(&app), "nothing reached the agent");
+    let audit = app.audit().await;
+    let refused: Vec<_> = audit.iter().filter(|r| r.operation == "reset.writeback").collect();
+    assert_eq!(refused.iter().map(|r| r.outcome_code.as_str()).collect::<Vec<_>>(), ["PB-2006", "PB-2005", "PB-2005"]);
+    for r in &refused {
+        assert!(r.raw.contains("before the directory was asked") && !r.raw.contains("agent="), "{}", r.raw);
+    }
+    // The form stays, and a password of her own goes through.
+    let page = app.submit_password(&page, "ContoS0Bl@nkf9!x", "ContoS0Bl@nkf9!x").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("alice", "ContoS0Bl@nkf9!x").await);
+}
+
+/// A server speaking Have I Been Pwned's range API over TLS, from a corpus made here: what it
+/// was asked, and whether each request asked for padding.
+struct RangeServer {
+    url: String,
+    ca: TestCa,
+    asked: Arc<Mutex<Vec<(String, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RangeServer {
+    async fn start(dir: &std::path::Path, listed: &[(&str, u64)]) -> RangeServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = TestCa::create(dir).unwrap();
+        let mut corpus: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        let others = (0..2_000).map(|i| (sha1_hex(&format!("someone else's password {i}")), 1 + i));
+        for (hash, count) in listed.iter().map(|(p, n)| (sha1_hex(p), *n)).chain(others) {
+            corpus.entry(hash[..5].to_string()).or_default().push((hash[5..].to_string(), count));
+        }
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(passback::tls::server_config(&ca.cert_file, &ca.key_file).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let asked = asked.clone();
+            async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                    let mut request = Vec::new();
+                    let mut buf = [0_u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let path = text.split_whitespace().nth(1).unwrap_or_default().to_string();
+                    let padded = text.lines().any(|l| l.to_ascii_lowercase().starts_with("add-padding: true"));
+                    asked.lock().unwrap().push((path.clone(), padded));
+                    let prefix = path.strip_prefix("/range/").unwrap_or_default().to_string();
+                    let mut body: String = corpus
+                        .get(&prefix)
+                        .into_iter()
+                        .flatten()
+                        .map(|(suffix, n)| format!("{suffix}:{n}\r\n"))
+                        .collect();
+                    // Decoys, as the real service pads with.
+                    body.push_str("0000000000000000000000000000000000A:0\r\n");
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = tls.write_all(format!("{head}{body}").as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                }
+            }
+        });
+        RangeServer { url, ca, asked, task }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breached_password_is_refused_with_how_often_it_was_seen_and_only_a_hash_prefix_leaves() {
+    let scratch = scratch("range-api");
+    let server = RangeServer::start(&scratch, &[("Summer-Breach-2024-long", 42)]).await;
+    let app = spawn_app_with(with_policy(|p| {
+        p.breached = BreachedMode::Online;
+        p.breached_url = server.url.clone();
+        p.breached_ca_file = Some(server.ca.ca_file.clone());
+    }))
+    .await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+
+    let page = app.submit_password(&form, "Summer-Breach-2024-long", "Summer-Breach-2024-long").await;
+    assert!(page.contains("PB-2007") && page.contains("in data breaches 42 times"), "{page}");
+    assert!(!agent_took_anything(&app), "nothing reached the agent");
+    let page = app.submit_password(&page, "Quiet-Harbour-Lantern-7", "Quiet-Harbour-Lantern-7").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+
+    let asked = server.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    for (path, padded) in &asked {
+        let prefix = path.strip_prefix("/range/").unwrap();
+        assert!(prefix.len() == 5 && prefix.chars().all(|c| c.is_ascii_hexdigit()), "only 5 hex digits: {path}");
+        assert!(padded, "padding asked for");
+    }
+    assert_eq!(asked[0].0, format!("/range/{}", &sha1_hex("Summer-Breach-2024-long")[..5]));
+
+    // The service gone: the default is to accept unchecked, and the health page says lookups fail.
+    server.task.abort();
+    let _ = server.task.await;
+    let form = app.verified_as("bob", "bob@example.org").await;
+    let page = app.submit_password(&form, "Quiet-Harbour-Lantern-8", "Quiet-Harbour-Lantern-8").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    let health = health_json(&app).await;
+    assert_eq!(health["breached"]["mode"], "online", "{health}");
+    assert_eq!(health["breached"]["failed"], 1, "{health}");
+    assert_eq!(health["breached"]["answered"], 2, "{health}");
+    std::fs::remove_dir_all(scratch).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_offline_corpus_is_refused_and_the_file_is_built_by_the_command() {
+    let scratch = scratch("breached-offline");
+    let listed = ["Autumn-Leak-2023-long", "Winter-Leak-2022-long"];
+    let mut lines: Vec<String> = listed.iter().map(|p| format!("{}:7", sha1_hex(p))).collect();
+    lines.extend((0..20_000).map(|i| format!("{}:1", sha1_hex(&format!("corpus {i}")))));
+    lines.sort();
+    let corpus = scratch.join("corpus.txt");
+    std::fs::write(&corpus, lines.join("\r\n")).unwrap();
+    let file = scratch.join("breached.bin");
+    let out = std::process::Command::new(passback_bin())
+        .args(["breached", "build", "--input"])
+        .arg(&corpus)
+        .arg("--output")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("20002 hashes"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+
+    let app = spawn_app_with(with_policy(|p| {
+        p.breached = BreachedMode::Offline;
+        p.breached_file = Some(file.clone());
+    }))
+    .await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, listed[1], listed[1]).await;
+    assert!(page.contains("PB-2007") && page.contains("has appeared in a data breach"), "{page}");
+    let page = app.submit_password(&page, "Quiet-Harbour-Lantern-9", "Quiet-Harbour-Lantern-9").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+    std::fs::remove_dir_all(scratch).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_command_gives_entras_verdicts_and_the_persons_own_and_writes_nothing() {
+    let app = spawn_app_with(Options::default()).await;
+    let config = app.dir.join("check.toml");
+    app.portal.write_config(&config, "[password_policy]\nbanned = [\"contoso\", \"blank\", \"abcdef\"]\n");
+    let check = |candidate: &str, person: &[&str]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(passback_bin())
+            .args(["password", "--portal-config"])
+            .arg(&config)
+            .arg("check")
+            .args(person)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{candidate}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let before = app.audit().await.len();
+    crate::harness::until("the directory's rules are reported", async || {
+        passback::store::users::policy(&app.db, crate::harness::DIR_ID).await.unwrap().is_some()
+    })
+    .await;
+
+    for refused in ["Bl@nK", "abcdeg", "abcdefg", "abcde", "C0ntos0Blank12"] {
+        let (ok, said) = check(refused, &[]);
+        assert!(!ok && said.contains("banned      FAIL") && said.contains("PB-2005"), "{refused}: {said}");
+    }
+    let (ok, said) = check("C0ntos0Blank12", &[]);
+    assert!(!ok && said.contains("4 points of 5 needed; banned terms found: contoso, blank"), "{said}");
+    let (ok, said) = check("ContoS0Bl@nkf9!", &[]);
+    assert!(ok && said.contains("5 points of 5 needed") && said.contains("accepted"), "{said}");
+    // Her names, and her directory's length rule as it last reported it.
+    let alice = ["--directory", crate::harness::DIR_ID, "--user", "alice"];
+    let (ok, said) = check("Liddell-Walks-2026!", &alice);
+    assert!(!ok && said.contains("names       FAIL") && said.contains("PB-2006"), "{said}");
+    let (ok, said) = check("Qz7#kLm", &alice);
+    assert!(!ok && said.contains("length      FAIL") && said.contains("at least 8"), "{said}");
+    let (ok, said) = check("Quiet-Harbour-Lantern-7", &alice);
+    assert!(ok && said.contains("length      pass"), "{said}");
+
+    assert_eq!(app.audit().await.len(), before, "the check writes nothing");
+    assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await);
+}
