@@ -11,6 +11,9 @@
 #                             the same load on SQLite, on PostgreSQL with one instance and with
 #                             two (a minute each), then with an instance and an agent each
 #                             killed twice and the directory paused
+#   scripts/bench.sh --breached 10000000
+#                             the offline breached-password file: build time, size, lookup time
+#                             and passwords found by chance, on a generated corpus
 # Everything runs on 127.0.0.1 in target/bench/; needs slapd (scripts/demo.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -42,11 +42,17 @@ pub async fn online(
         .timeout(timeout)
         .send()
         .await
+        // Its URL names the hash's prefix: kept out of logs and pages.
+        .map_err(reqwest::Error::without_url)
         .context("asking the breached-password service")?;
     if !resp.status().is_success() {
         bail!("the breached-password service answered {}", resp.status());
     }
-    let body = resp.text().await.context("reading the breached-password service's answer")?;
+    let body = resp
+        .text()
+        .await
+        .map_err(reqwest::Error::without_url)
+        .context("reading the breached-password service's answer")?;
     Ok(count_in_range(&body, suffix))
 }
 
@@ -64,9 +70,11 @@ const MAGIC: &[u8; 8] = b"PBBRCH01";
 const KEPT: usize = 3;
 const KEPT_BITS: u32 = 8 * KEPT as u32;
 const HEADER: u64 = 24;
+/// Far more than a bucket ever holds (some 32 on average; a thousand is beyond any chance).
+const MAX_BUCKET: u64 = 1000;
 
 /// Bits that choose a hash's bucket, for `n` hashes: some 32 per bucket, from 8 to 28 bits.
-fn bucket_bits(n: u64) -> u32 {
+pub fn bucket_bits(n: u64) -> u32 {
     (64 - n.leading_zeros()).saturating_sub(5).clamp(8, 28)
 }
 
@@ -99,7 +107,8 @@ impl OfflineFile {
         }
         let count = u64::from_le_bytes(header[8..16].try_into()?);
         let bits = u32::from(header[16]);
-        if !(8..=28).contains(&bits) || file.metadata()?.len() != index_end(bits) + count * KEPT as u64 {
+        let expected = count.checked_mul(KEPT as u64).and_then(|data| data.checked_add(index_end(bits.min(28))));
+        if !(8..=28).contains(&bits) || count > u64::from(u32::MAX) || Some(file.metadata()?.len()) != expected {
             bail!("{} is cut short or damaged", path.display());
         }
         Ok(OfflineFile { file, count, bits })
@@ -122,8 +131,16 @@ impl OfflineFile {
         self.file.read_exact_at(&mut bounds, HEADER + bucket * 4)?;
         let from = u64::from(u32::from_le_bytes([bounds[0], bounds[1], bounds[2], bounds[3]]));
         let to = u64::from(u32::from_le_bytes([bounds[4], bounds[5], bounds[6], bounds[7]]));
-        if to <= from || to > self.count {
+        if to <= from {
             return Ok(false);
+        }
+        // A bucket holds some 32 hashes: one said to hold far more, or to end past the file's
+        // last, is a damaged index, not a reason to read the whole file.
+        if to > self.count || to - from > MAX_BUCKET {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the breached-password file's index is damaged",
+            ));
         }
         let mut entries = vec![0_u8; usize::try_from((to - from) * KEPT as u64).unwrap_or(0)];
         self.file.read_exact_at(&mut entries, index_end(self.bits) + from * KEPT as u64)?;
@@ -147,26 +164,88 @@ pub struct Built {
     pub sorted_here: bool,
 }
 
-/// Makes the lookup file at `output` from `input`: one `<40 hex SHA-1>[:count]` per line, as the
-/// downloadable corpus has them. Each hash is held as 8 bytes while the file is made (the whole
-/// corpus: about 7.5 GB); input not in hash order is sorted first. Blank lines are skipped; any
-/// other line that is not a hash is an error, with its number.
+/// The first 8 bytes of the hash on line `n` (numbered from 0) as a number, or `None` for a
+/// blank line.
+fn key_of_line(n: usize, line: std::io::Result<String>) -> anyhow::Result<Option<u64>> {
+    let line = line.with_context(|| format!("reading line {}", n + 1))?;
+    let hex = line.trim().split(':').next().unwrap_or_default();
+    if hex.is_empty() {
+        return Ok(None);
+    }
+    let mut bytes = [0_u8; 20];
+    if hex.len() != 40 || hex::decode_to_slice(hex, &mut bytes).is_err() {
+        bail!("line {}: not a SHA-1 in hex", n + 1);
+    }
+    Ok(Some(key_of(&bytes)))
+}
+
+/// Makes the lookup file at `output` from the corpus file `input` (one `<40 hex SHA-1>[:count]`
+/// per line, as the downloadable corpus has them; blank lines skipped, any other line that is
+/// not a hash an error with its number). In hash order, as the download is, it is read twice
+/// and only the index is held (4 bytes a bucket: 64 MiB for the full corpus); otherwise as
+/// [`build`].
+pub fn build_from_file(input: &Path, output: &Path) -> anyhow::Result<Built> {
+    use std::io::{Seek, SeekFrom};
+    let open = || -> anyhow::Result<_> {
+        let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, file))
+    };
+    let (mut lines, mut last, mut sorted) = (0_u64, None::<u64>, true);
+    for (n, line) in open()?.lines().enumerate() {
+        if let Some(key) = key_of_line(n, line)? {
+            sorted &= last.is_none_or(|l| l <= key);
+            last = Some(key);
+            lines += 1;
+        }
+    }
+    if !sorted {
+        return build(open()?, output);
+    }
+    let bits = bucket_bits(lines);
+    let mut per_bucket = vec![0_u32; 1 << bits];
+    let tmp = output.with_extension("partial");
+    let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.seek(SeekFrom::Start(index_end(bits)))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let (mut written, mut previous) = (0_u64, None::<u64>);
+    for (n, line) in open()?.lines().enumerate() {
+        let Some(key) = key_of_line(n, line)? else { continue };
+        // Two hashes alike in all the bits kept are one entry.
+        let kept_bits = key >> (64 - bits - KEPT_BITS);
+        if previous == Some(kept_bits) {
+            continue;
+        }
+        previous = Some(kept_bits);
+        let bucket = usize::try_from(key >> (64 - bits))?;
+        per_bucket[bucket] = per_bucket[bucket].checked_add(1).context("a bucket overflowed")?;
+        out.write_all(&kept_of(key, bits).to_be_bytes()[4 - KEPT..])?;
+        written += 1;
+    }
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut head = BufWriter::with_capacity(1 << 20, file);
+    write_header(&mut head, written, bits)?;
+    let mut at = 0_u32;
+    for n in per_bucket {
+        head.write_all(&at.to_le_bytes())?;
+        at = at.checked_add(n).context("more hashes than the file's index can hold")?;
+    }
+    head.write_all(&at.to_le_bytes())?;
+    finish(head, &tmp, output)?;
+    Ok(Built { hashes: written, bytes: index_end(bits) + written * KEPT as u64, sorted_here: false })
+}
+
+/// Makes the lookup file at `output` from `input` (as [`build_from_file`] reads it), holding each
+/// hash as 8 bytes while it does (the whole corpus: about 7 GiB), sorting them first if need be:
+/// for input that can be read only once, or not in hash order.
 pub fn build(input: impl BufRead, output: &Path) -> anyhow::Result<Built> {
     let mut keys: Vec<u64> = Vec::new();
     let mut sorted = true;
     for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        let hex = line.trim().split(':').next().unwrap_or_default();
-        if hex.is_empty() {
-            continue;
+        if let Some(key) = key_of_line(n, line)? {
+            sorted &= keys.last().is_none_or(|last| *last <= key);
+            keys.push(key);
         }
-        let mut bytes = [0_u8; 20];
-        if hex.len() != 40 || hex::decode_to_slice(hex, &mut bytes).is_err() {
-            bail!("line {}: not a SHA-1 in hex", n + 1);
-        }
-        let key = key_of(&bytes);
-        sorted &= keys.last().is_none_or(|last| *last <= key);
-        keys.push(key);
     }
     if !sorted {
         keys.sort_unstable();
@@ -177,9 +256,7 @@ pub fn build(input: impl BufRead, output: &Path) -> anyhow::Result<Built> {
     let tmp = output.with_extension("partial");
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(MAGIC)?;
-    out.write_all(&(keys.len() as u64).to_le_bytes())?;
-    out.write_all(&[u8::try_from(bits)?, 0, 0, 0, 0, 0, 0, 0])?;
+    write_header(&mut out, keys.len() as u64, bits)?;
     // The index: where each bucket starts, then where the last one ends.
     let mut at = 0_usize;
     for bucket in 0..=(1_u64 << bits) {
@@ -191,14 +268,26 @@ pub fn build(input: impl BufRead, output: &Path) -> anyhow::Result<Built> {
     for key in &keys {
         out.write_all(&kept_of(*key, bits).to_be_bytes()[4 - KEPT..])?;
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
+    finish(out, &tmp, output)?;
     Ok(Built {
         hashes: keys.len() as u64,
         bytes: index_end(bits) + keys.len() as u64 * KEPT as u64,
         sorted_here: !sorted,
     })
+}
+
+fn write_header(out: &mut impl Write, count: u64, bits: u32) -> anyhow::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&count.to_le_bytes())?;
+    out.write_all(&[u8::try_from(bits)?, 0, 0, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+/// Flushes and syncs the file made at `tmp`, then puts it at `output` in one step.
+fn finish(out: BufWriter<File>, tmp: &Path, output: &Path) -> anyhow::Result<()> {
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(tmp, output).with_context(|| format!("writing {}", output.display()))
 }
 
 #[cfg(test)]
@@ -232,6 +321,11 @@ mod tests {
             }
             let path = dir.join("breached.bin");
             let built = build(std::io::Cursor::new(lines.join("\n")), &path).unwrap();
+            // From a file, in two passes when it is in order: the same bytes.
+            std::fs::write(dir.join("corpus.txt"), lines.join("\r\n") + "\n\n").unwrap();
+            let from_file = build_from_file(&dir.join("corpus.txt"), &dir.join("from-file.bin")).unwrap();
+            assert_eq!((from_file.hashes, from_file.bytes), (built.hashes, built.bytes));
+            assert_eq!(std::fs::read(dir.join("from-file.bin")).unwrap(), std::fs::read(&path).unwrap());
             assert_eq!((built.hashes, built.sorted_here), (5_000, !sorted));
             assert_eq!(std::fs::metadata(&path).unwrap().len(), built.bytes);
             let file = OfflineFile::open(&path).unwrap();

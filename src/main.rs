@@ -375,8 +375,7 @@ async fn main() -> anyhow::Result<()> {
             let built = if input.as_os_str() == "-" {
                 passback::breached::build(std::io::stdin().lock(), &output)?
             } else {
-                let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
-                passback::breached::build(std::io::BufReader::with_capacity(1 << 20, file), &output)?
+                passback::breached::build_from_file(&input, &output)?
             };
             println!(
                 "{}: {} hashes, {} bytes, in {:.1} s{}",

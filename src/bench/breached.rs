@@ -44,8 +44,7 @@ pub fn run(hashes: u64) -> anyhow::Result<()> {
     eprintln!("bench: building the lookup file…");
     let file = dir.join("breached.bin");
     let started = Instant::now();
-    let input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&corpus)?);
-    let built = crate::breached::build(input, &file).context("building")?;
+    let built = crate::breached::build_from_file(&corpus, &file).context("building")?;
     let build_secs = started.elapsed().as_secs_f64();
     let peak_rss = peak_rss_mib();
 
@@ -78,21 +77,16 @@ pub fn run(hashes: u64) -> anyhow::Result<()> {
     println!("lookup             {lookup_us:.1} µs each ({found} of {} listed hashes found)", listed.len());
     println!(
         "found by chance    {chance} of {STRANGERS} passwords not in the corpus (expected about {:.1})",
-        STRANGERS as f64 * hashes as f64 / 2_f64.powi(bucket_bits_of(hashes) + 24)
+        STRANGERS as f64 * hashes as f64 / 2_f64.powi(i32::try_from(crate::breached::bucket_bits(hashes) + 24)?)
     );
     println!(
-        "full corpus, extrapolated: {:.1} GiB of file, a build of about {:.0} min and {:.1} GiB of memory",
+        "full corpus, extrapolated: {:.1} GiB of file, a build of about {:.0} min holding {:.0} MiB of index",
         built.bytes as f64 * scale / 1073741824.0,
         build_secs * scale / 60.0,
-        FULL_CORPUS * 8.0 / 1073741824.0
+        f64::from(1_u32 << crate::breached::bucket_bits(930_000_000)) * 4.0 / 1048576.0
     );
     std::fs::remove_file(&corpus).ok();
     Ok(())
-}
-
-/// The bucket bits a file of `n` hashes uses (as `crate::breached` chooses them).
-fn bucket_bits_of(n: u64) -> i32 {
-    i32::try_from((64 - n.leading_zeros()).saturating_sub(5).clamp(8, 28)).unwrap_or(28)
 }
 
 /// The process's peak resident memory so far, in MiB (`VmHWM`).

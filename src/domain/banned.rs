@@ -14,8 +14,8 @@
 //!    of it (a letter changed, added or left out). A match is never shorter than 4 characters,
 //!    so a 4-letter term is not found in any 3 letters of it.
 //! 4. **Score**: each banned term found is 1 point, each character not part of one is 1 point;
-//!    under 5 points it is refused. Found terms do not overlap: exact matches are taken first,
-//!    then the longest.
+//!    under 5 points it is refused. Found terms do not overlap, and of all the ways to read the
+//!    password as terms and other characters, the one that scores least counts.
 
 /// The fewest points a password must score.
 pub const MIN_SCORE: usize = 5;
@@ -150,7 +150,7 @@ fn contains(haystack: &[char], needle: &[char]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// One place a term was found: where, and how many edits away.
+/// One place a term was found, and how many edits away.
 #[derive(Debug, Clone, Copy)]
 struct Found {
     term: usize,
@@ -159,7 +159,10 @@ struct Found {
     edits: usize,
 }
 
-/// The points of one reading, and the terms found in it.
+/// The points of one reading, and the terms found in it: of all the ways to read it as found
+/// terms (which do not overlap) and other characters, the one that scores least, so that a short
+/// term found exactly cannot hide a longer one found with a typo (`Passwird`: "password", not
+/// "pass" and four characters).
 fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
     let terms: Vec<&Term> = lists.iter().flat_map(|l| l.terms.iter()).collect();
     let mut found = Vec::new();
@@ -168,46 +171,62 @@ fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
             find(reading, form, i, &mut found);
         }
     }
-    // Exact matches first, then the longest, then from the left; none overlaps one taken.
-    found.sort_by_key(|f| (f.edits, std::cmp::Reverse(f.end - f.start), f.start));
-    let mut covered = vec![false; reading.len()];
-    let mut taken: Vec<Found> = Vec::new();
+    let n = reading.len();
+    let mut starting: Vec<Vec<Found>> = vec![Vec::new(); n];
     for f in found {
-        if covered[f.start..f.end].iter().any(|c| *c) {
-            continue;
-        }
-        covered[f.start..f.end].iter_mut().for_each(|c| *c = true);
-        taken.push(f);
+        starting[f.start].push(f);
     }
-    taken.sort_by_key(|f| f.start);
-    let rest = covered.iter().filter(|c| !**c).count();
+    // best[i]: the fewest points for the characters from i on (and of those, the fewest edits:
+    // a term found as it is named, rather than one a typo away), and the match taken at i.
+    let mut best: Vec<((usize, usize), Option<Found>)> = vec![((0, 0), None); n + 1];
+    for i in (0..n).rev() {
+        let ((points, edits), _) = best[i + 1];
+        best[i] = ((points + 1, edits), None);
+        for f in &starting[i] {
+            let ((points, edits), _) = best[f.end];
+            let this = (points + 1, edits + f.edits);
+            if this < best[i].0 {
+                best[i] = (this, Some(*f));
+            }
+        }
+    }
     let mut names: Vec<String> = Vec::new();
-    for f in &taken {
-        let listed = &terms[f.term].listed;
-        if !names.contains(listed) {
-            names.push(listed.clone());
+    let mut i = 0;
+    while i < n {
+        match best[i].1 {
+            Some(f) => {
+                if !names.contains(&terms[f.term].listed) {
+                    names.push(terms[f.term].listed.clone());
+                }
+                i = f.end;
+            }
+            None => i += 1,
         }
     }
-    (taken.len() + rest, names)
+    (best[0].0 .0, names)
 }
 
 /// Every place `term` is within one edit of a part of `text` (that part at least [`MIN_TERM`]
-/// long).
+/// long). A letter added counts only inside the term: one added at either end is the term
+/// found exactly and a character of the person's own.
 fn find(text: &[char], term: &[char], index: usize, out: &mut Vec<Found>) {
     let (n, m) = (text.len(), term.len());
     for start in 0..n {
         // The same length: equal, or one letter changed.
         if start + m <= n {
-            let differ = text[start..start + m].iter().zip(term).filter(|(a, b)| a != b).count();
-            if differ <= 1 {
-                out.push(Found { term: index, start, end: start + m, edits: differ });
-                continue;
+            let mut differ = text[start..start + m].iter().zip(term).filter(|(a, b)| a != b);
+            let first = differ.next();
+            if differ.next().is_none() {
+                out.push(Found { term: index, start, end: start + m, edits: usize::from(first.is_some()) });
             }
         }
-        // One letter more in the text.
-        if start + m < n && one_removed_equals(&text[start..=start + m], term) {
+        // One letter more in the text, inside the term.
+        if start + m < n
+            && text[start] == term[0]
+            && text[start + m] == term[m - 1]
+            && one_removed_equals(&text[start..=start + m], term)
+        {
             out.push(Found { term: index, start, end: start + m + 1, edits: 1 });
-            continue;
         }
         // One letter of the term left out.
         if m > MIN_TERM && start + m - 1 <= n && one_removed_equals(term, &text[start..start + m - 1]) {
@@ -287,10 +306,20 @@ mod tests {
     }
 
     #[test]
-    fn found_terms_do_not_overlap_and_exact_ones_come_first() {
+    fn found_terms_do_not_overlap_and_the_reading_that_scores_least_counts() {
         let list = BannedTerms::new(["password", "pass", "word"]);
         let v = check("password1", &[&list], &[], None);
         assert_eq!((v.score, v.terms), (2, vec!["password".to_string()]));
+        // A short term found exactly does not hide a longer one found with a typo.
+        let v = check("Passwird!", &[&list], &[], None);
+        assert_eq!((v.score, v.terms), (2, vec!["password".to_string()]));
+        assert!(check("Passwurd123", &[&list], &[], None).refused());
+        // A letter added at the end of a term is a character of one's own.
+        assert_eq!(check("blankf", &[&BannedTerms::new(["blank"])], &[], None).score, 2);
+        assert_eq!(check("blanxk", &[&BannedTerms::new(["blank"])], &[], None).score, 1);
+        // Of two terms covering the same letters, the one found as it is named is named.
+        let lists = [&BannedTerms::new(["blink"]), &BannedTerms::new(["blank"])];
+        assert_eq!(check("blank-2026", &lists, &[], None).terms, vec!["blank"]);
         let v = check("blankblank", &[&BannedTerms::new(["blank"])], &[], None);
         assert_eq!(v.score, 2, "each time it is found is a point");
     }

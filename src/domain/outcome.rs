@@ -53,6 +53,16 @@ impl Outcome {
     pub fn banned() -> Outcome {
         Outcome::Banned(Box::default())
     }
+
+    /// What may be kept of it: without what a refused password was found to contain or how
+    /// often it was seen in breaches, which would narrow down a password close to the person's.
+    pub fn for_the_record(&self) -> Outcome {
+        match self {
+            Outcome::Banned(_) => Outcome::banned(),
+            Outcome::Breached { .. } => Outcome::Breached { count: None },
+            other => other.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -178,13 +178,15 @@ async fn change_inner(
 }
 
 /// What an answer does to the count of attempts: an attempt counts unless it proved the current
-/// password right (a success, a rule the directory checks only after the current password, or
-/// AD's "disabled") or was never sent. An unconfirmed one might have been a right guess, so it
-/// counts too.
+/// password right (a success, a rule the directory checks only after the current password, the
+/// portal's own rules, which refuse a change only once it is proved, or AD's "disabled") or was
+/// never sent. An unconfirmed one might have been a right guess, so it counts too.
 fn count_attempt(outcome: &Outcome, subject: &str, reservation: i64) -> Option<store::Stmt> {
     if outcome.is_success() {
         Some(store::attempts::clear(subject))
-    } else if outcome.is_policy_rule() || matches!(outcome, Outcome::NoAgent | Outcome::AccountDisabled) {
+    } else if outcome.is_policy_rule()
+        || matches!(outcome, Outcome::NoAgent | Outcome::AccountDisabled | Outcome::BreachedUnchecked)
+    {
         Some(store::attempts::release(reservation))
     } else {
         None

@@ -53,7 +53,7 @@ pub fn finish(
          WHERE msg_id = ? AND COALESCE(instance, ?) = ?",
     )
     .bind(outcome.code().0)
-    .bind(serde_json::to_string(outcome).unwrap_or_default())
+    .bind(serde_json::to_string(&outcome.for_the_record()).unwrap_or_default())
     .bind(now)
     .bind(answered_by)
     .bind((!awaited).then_some(now))

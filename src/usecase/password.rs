@@ -216,6 +216,15 @@ pub async fn apply(
         (target.kind == UserKind::CloudOnly).then(|| cloud_rule(&st.cfg.cloud_policy, new, &target.username)).flatten();
     if cloud_refusal.is_none() {
         if let Some(refusal) = super::policy::refusal(st, target, new.as_secret()).await? {
+            // A change is refused so only to someone who proved the current password: else the
+            // answer would tell anyone which names have an account here, and take a wrong
+            // current password for a right one.
+            if let Some(old) = old {
+                let proof = check_current(st, target, old, now).await?;
+                if !matches!(proof.outcome, Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired) {
+                    return Ok(proof);
+                }
+            }
             return Ok(local(refusal, "refused by the portal's password rules, before the directory was asked", None));
         }
     }

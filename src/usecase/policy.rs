@@ -81,6 +81,8 @@ impl PasswordRules {
     pub fn new(cfg: &PasswordPolicyConfig) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls((*crate::tls::client_config(cfg.breached_ca_file.as_deref())?).clone())
+            // A redirect could lead the prefix elsewhere, or to plain HTTP.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(PasswordRules { current: RwLock::new(Arc::new(Rules::load(cfg)?)), client, lookups: Mutex::default() })
     }
@@ -90,10 +92,11 @@ impl PasswordRules {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Puts `cfg` in force if it differs from what is: whether it did. Settings that cannot be
+    /// Puts `cfg` in force if it differs from what is, or if `anew` (the offline file is opened
+    /// again: it may have been rebuilt in its place): whether it did. Settings that cannot be
     /// used (a list too long, an offline file that cannot be read) leave the rules as they were.
-    pub fn reload(&self, cfg: &PasswordPolicyConfig) -> anyhow::Result<bool> {
-        if self.current().cfg == *cfg {
+    pub fn reload(&self, cfg: &PasswordPolicyConfig, anew: bool) -> anyhow::Result<bool> {
+        if self.current().cfg == *cfg && !anew {
             return Ok(false);
         }
         let rules = Arc::new(Rules::load(cfg)?);
@@ -110,12 +113,22 @@ impl PasswordRules {
     pub async fn check(&self, password: &SecretString, names: &[&str], now: i64, every: bool) -> Checked {
         let rules = self.current();
         let mut checked = Checked::default();
-        let found = banned::check(
-            password.expose_secret(),
-            &[&GLOBAL, &rules.custom],
-            names,
-            rules.cfg.organisation_name.as_deref(),
-        );
+        // Some thousands of terms against every part of the password: a millisecond or more of
+        // processor, off the async workers.
+        let found = {
+            let (rules, password) = (rules.clone(), password.clone());
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            tokio::task::spawn_blocking(move || {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let lists = [&*GLOBAL, &rules.custom];
+                banned::check(password.expose_secret(), &lists, &names, rules.cfg.organisation_name.as_deref())
+            })
+            .await
+        };
+        let Ok(found) = found else {
+            checked.refuse(Outcome::Internal);
+            return checked;
+        };
         let named = found.name.is_some();
         checked.add(Verdict {
             rule: "names",
@@ -241,8 +254,9 @@ pub async fn refusal(st: &Host, target: &Target, new: &SecretString) -> anyhow::
 pub const WATCH_EVERY: Duration = Duration::from_secs(3);
 
 /// Reloads `[password_policy]` from `file` when it changes (looked at `every` so often) or on
-/// SIGHUP. Other sections are read at the start only; a file that does not load, or settings
-/// that cannot be used, are logged and leave the rules as they were.
+/// SIGHUP, which also opens the offline breached-password file again. Other sections are read
+/// at the start only; a file that does not load, or settings that cannot be used, are logged and
+/// leave the rules as they were.
 pub async fn watch(rules: Arc<PasswordRules>, file: PathBuf, every: Duration) {
     let modified = |f: &PathBuf| std::fs::metadata(f).and_then(|m| m.modified()).ok();
     // Read once at the first tick as well: a change made while the portal started is not missed
@@ -259,14 +273,20 @@ pub async fn watch(rules: Arc<PasswordRules>, file: PathBuf, every: Duration) {
         };
         let asked = tokio::select! {
             _ = every.tick() => false,
-            _ = hangup => true,
+            got = hangup => {
+                if got.is_none() {
+                    // The signal stream ended: the timer alone from now on.
+                    hangups = None;
+                }
+                got.is_some()
+            }
         };
         let now = modified(&file);
         if !asked && now == seen {
             continue;
         }
         seen = now;
-        let loaded = PortalConfig::load(Some(&file)).and_then(|cfg| rules.reload(&cfg.password_policy));
+        let loaded = PortalConfig::load(Some(&file)).and_then(|cfg| rules.reload(&cfg.password_policy, asked));
         match loaded {
             Ok(true) => tracing::info!(
                 file = %file.display(),

@@ -110,10 +110,10 @@ async fn an_ad_password_is_reset_through_the_portal_and_only_the_new_one_binds()
 
     let form = app.verified_as(&sam, &mail).await;
     assert!(form.contains("At least 7 characters"), "the domain policy is shown: {form}");
-    let page = app.submit_password(&form, "Brand#New9pass", "Brand#New9pass").await;
+    let page = app.submit_password(&form, "Quiet#Lantern9sky", "Quiet#Lantern9sky").await;
 
     assert!(page.contains("Your password has been changed"), "{page}\n{}", app.agent_log());
-    assert!(binds(dc, &dn, "Brand#New9pass").await);
+    assert!(binds(dc, &dn, "Quiet#Lantern9sky").await);
     assert!(!binds(dc, &dn, INITIAL_AD_PASSWORD).await, "the old password no longer binds");
     let row = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
     assert_eq!((row.outcome_code.as_str(), row.directory.as_deref()), ("PB-0000", Some(AD)));
@@ -154,7 +154,7 @@ async fn a_domain_admin_without_admincount_cannot_reset_a_forgotten_password() {
     synced(&app, &sam).await;
 
     let form = app.verified_as(&sam, &mail).await;
-    let page = app.submit_password(&form, "Brand#New9pass", "Brand#New9pass").await;
+    let page = app.submit_password(&form, "Quiet#Lantern9sky", "Quiet#Lantern9sky").await;
 
     assert!(page.contains("PB-3002"), "{page}");
     assert!(page.contains("Administrator accounts cannot reset"), "{page}");
@@ -173,7 +173,7 @@ async fn a_person_outside_the_delegated_scope_gets_a_set_up_error_that_names_the
     synced(&app, &sam).await;
 
     let form = app.verified_as(&sam, &mail).await;
-    let page = app.submit_password(&form, "Brand#New9pass", "Brand#New9pass").await;
+    let page = app.submit_password(&form, "Quiet#Lantern9sky", "Quiet#Lantern9sky").await;
 
     assert!(page.contains("PB-3003"), "{page}");
     let row = app.audit().await.into_iter().find(|r| r.operation == "reset.writeback").unwrap();
@@ -234,7 +234,7 @@ async fn when_history_is_required_on_reset_a_dc_that_cannot_enforce_it_refuses_r
     cfg.history_on_reset = Some(HistoryOnReset::Required);
     let (dir, anchor) = directory_and_anchor(cfg, &sam).await;
 
-    let answer = dir.reset(&anchor, &secret("Brand#New9pass")).await;
+    let answer = dir.reset(&anchor, &secret("Quiet#Lantern9sky")).await;
 
     assert_eq!(answer.outcome, Outcome::InsufficientRights, "a set-up choice for the administrator");
     assert!(answer.raw.contains("policy-hints"), "{}", answer.raw);
@@ -275,7 +275,7 @@ async fn a_dc_with_an_untrusted_certificate_is_unreachable_and_nothing_is_sent()
     cfg.ca_file = Some(other_ca.ca_file.clone());
     let dir = Directory::new(&cfg).unwrap();
 
-    let answer = dir.reset(&anchor, &secret("Brand#New9pass")).await;
+    let answer = dir.reset(&anchor, &secret("Quiet#Lantern9sky")).await;
 
     assert_eq!(answer.outcome, Outcome::DirectoryUnreachable, "{}", answer.raw);
     assert!(dir.check().await.is_err());
@@ -334,7 +334,7 @@ async fn the_shared_dc_is_seeded_as_promised_and_a_second_one_is_refused() {
     assert!(binds(dc, &dc.service_dn, secrecy::ExposeSecret::expose_secret(&dc.service_password)).await);
     // The seeded Domain Admin has no adminCount (Samba runs no SDProp): protected all the same.
     let (dir, dadmin) = directory_and_anchor(dc.directory_config(AD), "dadmin").await;
-    let answer = dir.reset(&dadmin, &secret("Brand#New9pass")).await;
+    let answer = dir.reset(&dadmin, &secret("Quiet#Lantern9sky")).await;
     assert_eq!(answer.outcome, Outcome::Protected, "{}", answer.raw);
 
     let dir = std::env::temp_dir().join(unique("passback-second-dc-"));
@@ -400,7 +400,7 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
 
     // The agent itself refuses a disabled account, even before the portal hears of it.
     let (dir, off) = directory_and_anchor(dc.directory_config(AD), &off_sam).await;
-    assert_eq!(dir.reset(&off, &secret("Brand#New9pass")).await.outcome, Outcome::AccountDisabled);
+    assert_eq!(dir.reset(&off, &secret("Quiet#Lantern9sky")).await.outcome, Outcome::AccountDisabled);
 
     // A disabled account gets the answer everyone gets at the first step; once its owner has
     // proved they hold the mailbox, they are told plainly, before typing a new password.

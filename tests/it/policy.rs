@@ -251,3 +251,19 @@ async fn the_check_command_gives_entras_verdicts_and_the_persons_own_and_writes_
     assert_eq!(app.audit().await.len(), before, "the check writes nothing");
     assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_change_form_a_banned_password_is_named_only_to_someone_who_proved_the_current_one() {
+    let app = spawn_app_with(with_policy(|p| p.banned = vec!["contoso".into()])).await;
+
+    // A wrong current password reads the same whether the new one is banned or not, and as for
+    // a name that has no account: nothing tells that bob exists, or that the rules refuse it.
+    let wrong = app.change_password("bob", "Not-The-Password1", "C0ntoso1").await;
+    assert!(wrong.contains("PB-3005") && !wrong.contains("PB-2005"), "{wrong}");
+    let nobody = app.change_password("nobody-here", "Not-The-Password1", "C0ntoso1").await;
+    assert!(nobody.contains("PB-3005"), "{nobody}");
+
+    let right = app.change_password("bob", INITIAL_USER_PASSWORD, "C0ntoso1").await;
+    assert!(right.contains("PB-2005") && right.contains("“contoso”"), "{right}");
+    assert!(app.bind_works("bob", INITIAL_USER_PASSWORD).await, "nothing was written");
+}

@@ -264,6 +264,11 @@ pub async fn enrol(Posted { form: f, session, st, client, .. }: Posted<EnrolForm
     if let Some(rule) = passwords::cloud_rule(&st.cfg.cloud_policy, &new, &row.username) {
         return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
     }
+    // The portal's own rules, as for everyone's passwords (staff hold the keys to all of them).
+    let names = [row.username.as_str(), row.display_name.as_str()];
+    if let Some(rule) = st.rules.check(new.as_secret(), &names, now, false).await.refusal {
+        return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
+    }
     if passwords::verify(new.as_secret(), Some(row.password_hash.clone())).await {
         store::audit::record(&st.db, &refused("the administrator-made password again")).await?;
         return enrol_page(&st, &session, &row, Some(tr.t("staff.enrol_same_password").into())).await;
