@@ -28,6 +28,11 @@ pub const MAX_TERM: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct BannedTerms {
     terms: Vec<Term>,
+    /// Each normalised form (term, form) by its first character and by its second: a part of a
+    /// password one edit from a form starts with one of them (see [`find_at`]), so only those
+    /// forms are tried at each place.
+    by_first: std::collections::HashMap<char, Vec<(usize, usize)>>,
+    by_second: std::collections::HashMap<char, Vec<(usize, usize)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +48,7 @@ impl BannedTerms {
     /// listed twice is kept once.
     pub fn new<S: AsRef<str>>(list: impl IntoIterator<Item = S>) -> Self {
         let mut seen = std::collections::HashSet::new();
-        let terms = list
+        let terms: Vec<Term> = list
             .into_iter()
             .filter_map(|t| {
                 let listed = t.as_ref().trim().to_lowercase();
@@ -52,7 +57,14 @@ impl BannedTerms {
                 (long_enough && seen.insert(forms[0].clone())).then_some(Term { listed, forms })
             })
             .collect();
-        BannedTerms { terms }
+        let (mut by_first, mut by_second) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+        for (t, term) in terms.iter().enumerate() {
+            for (f, form) in term.forms.iter().enumerate() {
+                by_first.entry(form[0]).or_insert_with(Vec::new).push((t, f));
+                by_second.entry(form[1]).or_insert_with(Vec::new).push((t, f));
+            }
+        }
+        BannedTerms { terms, by_first, by_second }
     }
 
     pub fn len(&self) -> usize {
@@ -166,10 +178,19 @@ struct Found {
 fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
     let terms: Vec<&Term> = lists.iter().flat_map(|l| l.terms.iter()).collect();
     let mut found = Vec::new();
-    for (i, term) in terms.iter().enumerate() {
-        for form in &term.forms {
-            find(reading, form, i, &mut found);
+    let mut offset = 0;
+    for list in lists {
+        for (start, c) in reading.iter().enumerate() {
+            // A form that starts here, one whose first letter was changed or left out (it then
+            // starts with its second), in either case (the same form may be tried twice: a
+            // place found twice changes no score).
+            let next = reading.get(start + 1);
+            let candidates = [list.by_first.get(c), next.and_then(|n| list.by_second.get(n)), list.by_second.get(c)];
+            for &(t, f) in candidates.into_iter().flatten().flatten() {
+                find_at(reading, start, &list.terms[t].forms[f], offset + t, &mut found);
+            }
         }
+        offset += list.terms.len();
     }
     let n = reading.len();
     let mut starting: Vec<Vec<Found>> = vec![Vec::new(); n];
@@ -206,32 +227,30 @@ fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
     (best[0].0 .0, names)
 }
 
-/// Every place `term` is within one edit of a part of `text` (that part at least [`MIN_TERM`]
-/// long). A letter added counts only inside the term: one added at either end is the term
-/// found exactly and a character of the person's own.
-fn find(text: &[char], term: &[char], index: usize, out: &mut Vec<Found>) {
+/// Whether a part of `text` starting at `start` is within one edit of `term` (that part at
+/// least [`MIN_TERM`] long). A letter added counts only inside the term: one added at either end
+/// is the term found exactly and a character of the person's own.
+fn find_at(text: &[char], start: usize, term: &[char], index: usize, out: &mut Vec<Found>) {
     let (n, m) = (text.len(), term.len());
-    for start in 0..n {
-        // The same length: equal, or one letter changed.
-        if start + m <= n {
-            let mut differ = text[start..start + m].iter().zip(term).filter(|(a, b)| a != b);
-            let first = differ.next();
-            if differ.next().is_none() {
-                out.push(Found { term: index, start, end: start + m, edits: usize::from(first.is_some()) });
-            }
+    // The same length: equal, or one letter changed.
+    if start + m <= n {
+        let mut differ = text[start..start + m].iter().zip(term).filter(|(a, b)| a != b);
+        let first = differ.next();
+        if differ.next().is_none() {
+            out.push(Found { term: index, start, end: start + m, edits: usize::from(first.is_some()) });
         }
-        // One letter more in the text, inside the term.
-        if start + m < n
-            && text[start] == term[0]
-            && text[start + m] == term[m - 1]
-            && one_removed_equals(&text[start..=start + m], term)
-        {
-            out.push(Found { term: index, start, end: start + m + 1, edits: 1 });
-        }
-        // One letter of the term left out.
-        if m > MIN_TERM && start + m - 1 <= n && one_removed_equals(term, &text[start..start + m - 1]) {
-            out.push(Found { term: index, start, end: start + m - 1, edits: 1 });
-        }
+    }
+    // One letter more in the text, inside the term.
+    if start + m < n
+        && text[start] == term[0]
+        && text[start + m] == term[m - 1]
+        && one_removed_equals(&text[start..=start + m], term)
+    {
+        out.push(Found { term: index, start, end: start + m + 1, edits: 1 });
+    }
+    // One letter of the term left out.
+    if m > MIN_TERM && start + m - 1 <= n && one_removed_equals(term, &text[start..start + m - 1]) {
+        out.push(Found { term: index, start, end: start + m - 1, edits: 1 });
     }
 }
 

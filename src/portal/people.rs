@@ -34,6 +34,7 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
             other_emails: serde_json::from_str(&one.other_emails).unwrap_or_default(),
             protected: one.protected,
             kind: kind_of(st, &one.directory, one.kind_override.as_deref()),
+            display_name: one.display_name.clone(),
         }),
         [one] if one.enabled => Some(Target {
             directory: String::new(),
@@ -43,6 +44,7 @@ pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportC
             other_emails: Vec::new(),
             protected: false,
             kind: UserKind::CloudOnly,
+            display_name: one.display_name.clone(),
         }),
         _ => None,
     };
@@ -64,6 +66,7 @@ pub(crate) async fn target_of(st: &AppState, one: &store::users::UserRow) -> Res
         other_emails: one.other_emails(),
         protected: one.protected,
         kind,
+        display_name: one.display_name.clone(),
     })
 }
 

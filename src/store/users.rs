@@ -255,6 +255,7 @@ pub struct LoginMatch {
     pub enabled: bool,
     /// The person's own kind ([`set_kind_override`]).
     pub kind_override: Option<String>,
+    pub display_name: String,
 }
 
 impl LoginMatch {
@@ -268,11 +269,11 @@ impl LoginMatch {
 pub async fn find_anywhere(db: &Db, login: &str) -> sqlx::Result<Vec<LoginMatch>> {
     Stmt::new(
         "SELECT d.directory, d.anchor, d.username, d.email, d.other_emails, d.protected, d.enabled, \
-                o.user_kind AS kind_override \
+                o.user_kind AS kind_override, d.display_name \
          FROM directory_users d LEFT JOIN user_kind_overrides o ON o.directory = d.directory AND o.anchor = d.anchor \
          WHERE d.username = $1 OR d.email_lc = $1 \
          UNION ALL \
-         SELECT '', c.id, c.username, c.email, '[]', FALSE, c.enabled, NULL \
+         SELECT '', c.id, c.username, c.email, '[]', FALSE, c.enabled, NULL, c.display_name \
          FROM cloud_users c WHERE c.username = $1 OR c.email_lc = $1 \
          LIMIT 10",
     )

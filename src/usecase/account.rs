@@ -33,6 +33,10 @@ pub struct Target {
     #[serde(default)]
     pub protected: bool,
     pub kind: UserKind,
+    /// As the directory (or the portal, for a cloud-only account) has it: a password may not
+    /// contain it. Empty in a session saved before it was kept.
+    #[serde(default)]
+    pub display_name: String,
 }
 
 impl Target {

@@ -234,11 +234,15 @@ impl Checked {
     }
 }
 
-/// The names a person's password may not contain: their user name and display name.
+/// The names a person's password may not contain: their user name and display name (read from
+/// the database for a target kept in a session saved before the display name was).
 pub async fn names_of(st: &Host, target: &Target) -> anyhow::Result<Vec<String>> {
-    let display = match target.kind {
-        UserKind::CloudOnly => store::cloud::get(&st.db, &target.anchor).await?.map(|u| u.display_name),
-        _ => store::users::get(&st.db, &target.directory, &target.anchor).await?.map(|u| u.display_name),
+    let display = if !target.display_name.is_empty() {
+        Some(target.display_name.clone())
+    } else if target.kind == UserKind::CloudOnly {
+        store::cloud::get(&st.db, &target.anchor).await?.map(|u| u.display_name)
+    } else {
+        store::users::get(&st.db, &target.directory, &target.anchor).await?.map(|u| u.display_name)
     };
     Ok([Some(target.username.clone()), display].into_iter().flatten().collect())
 }
