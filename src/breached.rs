@@ -182,7 +182,7 @@ fn key_of_line(n: usize, line: std::io::Result<String>) -> anyhow::Result<Option
 /// Makes the lookup file at `output` from the corpus file `input` (one `<40 hex SHA-1>[:count]`
 /// per line, as the downloadable corpus has them; blank lines skipped, any other line that is
 /// not a hash an error with its number). In hash order, as the download is, it is read twice
-/// and only the index is held (4 bytes a bucket: 64 MiB for the full corpus); otherwise as
+/// and only the index is held (4 bytes a bucket: 128 MiB for the full corpus); otherwise as
 /// [`build`].
 pub fn build_from_file(input: &Path, output: &Path) -> anyhow::Result<Built> {
     use std::io::{Seek, SeekFrom};
@@ -207,9 +207,15 @@ pub fn build_from_file(input: &Path, output: &Path) -> anyhow::Result<Built> {
     let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     file.seek(SeekFrom::Start(index_end(bits)))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let (mut written, mut previous) = (0_u64, None::<u64>);
+    let (mut written, mut previous, mut last, mut seen) = (0_u64, None::<u64>, None::<u64>, 0_u64);
     for (n, line) in open()?.lines().enumerate() {
         let Some(key) = key_of_line(n, line)? else { continue };
+        // The file must be the one counted: else entries out of order would hide hashes.
+        if last.is_some_and(|l| key < l) {
+            bail!("{} changed while it was read (line {} is out of order now)", input.display(), n + 1);
+        }
+        last = Some(key);
+        seen += 1;
         // Two hashes alike in all the bits kept are one entry.
         let kept_bits = key >> (64 - bits - KEPT_BITS);
         if previous == Some(kept_bits) {
@@ -220,6 +226,9 @@ pub fn build_from_file(input: &Path, output: &Path) -> anyhow::Result<Built> {
         per_bucket[bucket] = per_bucket[bucket].checked_add(1).context("a bucket overflowed")?;
         out.write_all(&kept_of(key, bits).to_be_bytes()[4 - KEPT..])?;
         written += 1;
+    }
+    if seen != lines {
+        bail!("{} changed while it was read ({lines} hashes, then {seen})", input.display());
     }
     let mut file = out.into_inner().map_err(|e| e.into_error())?;
     file.seek(SeekFrom::Start(0))?;

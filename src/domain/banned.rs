@@ -229,7 +229,8 @@ fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
 
 /// Whether a part of `text` starting at `start` is within one edit of `term` (that part at
 /// least [`MIN_TERM`] long). A letter added counts only inside the term: one added at either end
-/// is the term found exactly and a character of the person's own.
+/// is the term found exactly and a character of the person's own (but a doubled first or last
+/// letter, "blankk", reads as one added inside).
 fn find_at(text: &[char], start: usize, term: &[char], index: usize, out: &mut Vec<Found>) {
     let (n, m) = (text.len(), term.len());
     // The same length: equal, or one letter changed.

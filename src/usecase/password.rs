@@ -222,7 +222,17 @@ pub async fn apply(
             if let Some(old) = old {
                 let proof = check_current(st, target, old, now).await?;
                 if !matches!(proof.outcome, Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired) {
-                    return Ok(proof);
+                    // The portal's own answer (nothing of the change was sent): an unanswered
+                    // check says the directory could not be asked, not "perhaps changed".
+                    let outcome = match proof.outcome {
+                        Outcome::AgentTimeout | Outcome::NotWritten => Outcome::DirectoryUnreachable,
+                        other => other,
+                    };
+                    let raw = format!(
+                        "the new password is refused by the portal's rules; the current one is not proven: {}",
+                        proof.raw
+                    );
+                    return Ok(local(outcome, &raw, None));
                 }
             }
             return Ok(local(refusal, "refused by the portal's password rules, before the directory was asked", None));
