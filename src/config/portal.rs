@@ -108,6 +108,10 @@ impl PasswordPolicyConfig {
     /// The custom list's bounds, and what each way of looking up breached passwords needs.
     pub fn validate(&self) -> anyhow::Result<()> {
         use crate::domain::banned::{MAX_TERM, MIN_TERM};
+        // Refused rather than taken and not applied: an administrator must not believe it holds.
+        if self.profile == PolicyProfile::Nist80063b4 {
+            bail!("password_policy.profile = \"nist-800-63b-4\" is not available in this version yet");
+        }
         if self.banned.len() > 1000 {
             bail!("password_policy.banned: {} terms, at most 1000", self.banned.len());
         }

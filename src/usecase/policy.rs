@@ -386,6 +386,9 @@ mod tests {
         assert_eq!(rules.current().custom_terms(), 2);
         assert!(refused(&rules), "fabrikam and 1 character: 2 points");
 
+        // A profile not built yet is refused, not taken and ignored.
+        let nist = PasswordPolicyConfig { profile: crate::config::PolicyProfile::Nist80063b4, ..Default::default() };
+        assert!(rules.reload(&nist, false).is_err());
         // A term too short: the file is refused, and the rules in force stay.
         write("\"abc\"");
         tokio::time::sleep(Duration::from_millis(300)).await;
