@@ -110,14 +110,13 @@ impl PasswordRules {
 
     /// Every rule's verdict on `password` for a person with these `names`. Unless `every`, it
     /// stops at the first refusal (so that a password already refused is not looked up).
-    pub async fn check(&self, password: &SecretString, names: &[&str], now: i64, every: bool) -> Checked {
+    pub async fn check(&self, password: &SecretString, names: Vec<String>, now: i64, every: bool) -> Checked {
         let rules = self.current();
         let mut checked = Checked::default();
-        // Some thousands of terms against every part of the password: a millisecond or more of
-        // processor, off the async workers.
+        // Thousands of terms tried along the password (a fraction of a millisecond, more for a
+        // long one): off the async workers.
         let found = {
             let (rules, password) = (rules.clone(), password.clone());
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             tokio::task::spawn_blocking(move || {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 let lists = [&*GLOBAL, &rules.custom];
@@ -250,8 +249,7 @@ pub async fn names_of(st: &Host, target: &Target) -> anyhow::Result<Vec<String>>
 /// The portal's refusal of `new` for `target`, if its rules refuse it.
 pub async fn refusal(st: &Host, target: &Target, new: &SecretString) -> anyhow::Result<Option<Outcome>> {
     let names = names_of(st, target).await?;
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    Ok(st.rules.check(new, &names, st.clock.now(), false).await.refusal)
+    Ok(st.rules.check(new, names, st.clock.now(), false).await.refusal)
 }
 
 /// How often `serve` looks whether its configuration file changed.
@@ -330,8 +328,7 @@ pub async fn check_candidate(
             .await?
             .and_then(|json| serde_json::from_str::<crate::domain::PolicyFacts>(&json).ok());
     }
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut checked = rules.check(password, &names, now, true).await;
+    let mut checked = rules.check(password, names, now, true).await;
     if let Some(facts) = facts {
         let length = password.expose_secret().chars().count();
         if let Some(min) = facts.min_length {

@@ -265,8 +265,8 @@ pub async fn enrol(Posted { form: f, session, st, client, .. }: Posted<EnrolForm
         return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
     }
     // The portal's own rules, as for everyone's passwords (staff hold the keys to all of them).
-    let names = [row.username.as_str(), row.display_name.as_str()];
-    if let Some(rule) = st.rules.check(new.as_secret(), &names, now, false).await.refusal {
+    let names = vec![row.username.clone(), row.display_name.clone()];
+    if let Some(rule) = st.rules.check(new.as_secret(), names, now, false).await.refusal {
         return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
     }
     if passwords::verify(new.as_secret(), Some(row.password_hash.clone())).await {
