@@ -207,6 +207,16 @@ impl Tr {
         }
     }
 
+    /// How far ahead a moment `secs` away is, roughly, for "in 21 hours": whole days from two
+    /// days on, whole hours from two hours on, else minutes (rounded up: never "in 0 minutes").
+    pub fn ahead(&self, secs: u64) -> String {
+        match secs {
+            s if s >= 2 * 86_400 => self.plural("duration.days", s / 86_400),
+            s if s >= 2 * 3_600 => self.plural("duration.hours", s / 3_600),
+            s => self.plural("duration.minutes", s.div_ceil(60).max(1)),
+        }
+    }
+
     /// A moment in words, in this language: "4 December 2026 at 10:30 UTC+01:00", at
     /// `offset_minutes` east of UTC (clamped to real time zones; `None`: UTC, named so).
     pub fn datetime(&self, unix: i64, offset_minutes: Option<i32>) -> String {

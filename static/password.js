@@ -1,8 +1,12 @@
-// Progressive enhancement for new-password forms: live checks of length, complexity and
-// confirmation as the person types, and a "writing…" notice while the directory answers.
-// The server decides; without this script the forms work the same.
+// Progressive enhancement for password forms: the person's time zone (so that times are said
+// in it), live checks of length, complexity and confirmation as the person types, and a
+// "writing…" notice while the directory answers. The server decides; without this script the
+// forms work the same, and times are given in UTC.
 "use strict";
 (function () {
+  document.querySelectorAll("input[name=tz_offset]").forEach(function (tz) {
+    tz.value = String(-new Date().getTimezoneOffset());
+  });
   function complex(pw) {
     var kinds = 0;
     if (/[A-Z]/.test(pw)) kinds++;
@@ -12,9 +16,6 @@
     return kinds >= 3;
   }
   document.querySelectorAll("form.new-password").forEach(function (form) {
-    // The person's time zone, so that a refusal can say "from 5 December at 10:30" in it.
-    var tz = form.querySelector("input[name=tz_offset]");
-    if (tz) tz.value = String(-new Date().getTimezoneOffset());
     var pw = form.querySelector("input[name=password]");
     var confirm = form.querySelector("input[name=confirm]");
     var checks = form.querySelector(".checks");

@@ -181,8 +181,12 @@ impl Agent {
     /// Seals an answer for the portal: with the key version the request came with, or the
     /// newest when the request could not be opened.
     fn seal_answer(&self, msg_id: &MsgId, key_version: Option<u32>, answer: Answer) -> Option<Wire> {
-        let result =
-            ResultPackage { msg_id: msg_id.clone(), outcome: answer.outcome, raw: answer.raw, policy: answer.policy };
+        let result = ResultPackage {
+            msg_id: msg_id.clone(),
+            outcome: answer.outcome,
+            raw: answer.raw,
+            policy: answer.policy.map(|p| *p),
+        };
         let keys = self.keys();
         let key = match key_version {
             Some(v) => keys.iter().find(|k| k.version == v)?,

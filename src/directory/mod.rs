@@ -28,8 +28,10 @@ pub struct Answer {
     /// (e.g. `rc=19 text="Password fails quality checking policy" ppolicy=6`). Never holds a
     /// password.
     pub raw: String,
-    /// The policy that refused the password, when it was one and could be read.
-    pub policy: Option<PolicyFacts>,
+    /// The person's own policy, where it could be read: with a refusal by a rule, the policy
+    /// that refused; with a password set, the one it now lives under (for when it expires).
+    /// Boxed: most answers have none.
+    pub policy: Option<Box<PolicyFacts>>,
 }
 
 /// A change to an account's state that is not a password.

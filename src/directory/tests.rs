@@ -185,6 +185,7 @@ async fn the_default_policy_is_read_with_its_real_numbers() {
             min_length: Some(8),
             history: Some(3),
             min_age_secs: Some(0),
+            max_age_secs: None,
             complexity: Some(false),
             lockout_threshold: Some(5),
             lockout_duration_secs: Some(900),

@@ -13,6 +13,9 @@ pub struct PolicyFacts {
     pub history: Option<u32>,
     /// How long a new password must be kept before it is changed again.
     pub min_age_secs: Option<u64>,
+    /// How long a password lasts before it must be changed (`Some(0)`: it never expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
     /// Whether three of four kinds of character are needed (and not the account's name).
     pub complexity: Option<bool>,
     /// Wrong passwords after which the directory locks the account (0 or absent: never).
@@ -21,6 +24,17 @@ pub struct PolicyFacts {
     /// How long a lockout lasts (0: until an administrator lifts it), where the directory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout_duration_secs: Option<u64>,
+}
+
+impl PolicyFacts {
+    /// This policy as it applies to one account whose password may never expire (AD's
+    /// "password never expires"): no maximum age then.
+    pub fn for_account(self, never_expires: bool) -> PolicyFacts {
+        match never_expires {
+            true => PolicyFacts { max_age_secs: Some(0), ..self },
+            false => self,
+        }
+    }
 }
 
 #[cfg(test)]

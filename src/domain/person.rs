@@ -93,6 +93,14 @@ pub struct AccountState {
     /// their `pwdPolicySubentry`, else the default), when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::PolicyFacts>,
+    /// When the password expires (Unix seconds), where the directory says it does: AD's own
+    /// `msDS-UserPasswordExpiryTimeComputed`, or ppolicy's `pwdChangedTime` + `pwdMaxAge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// The account's password never expires, whatever the policy's maximum age (AD's
+    /// "password never expires").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub never_expires: bool,
 }
 
 impl AccountState {
@@ -102,5 +110,68 @@ impl AccountState {
 
     pub fn from_raw(raw: &str) -> Option<AccountState> {
         serde_json::from_str(raw).ok()
+    }
+
+    /// When the person may next change their password themself, if that is later than `now`:
+    /// the last change plus the policy's minimum age. Never for a password that must be changed
+    /// (the directories skip the minimum age then), nor where the time or the age is not known.
+    pub fn changeable_at(&self, now: i64) -> Option<i64> {
+        if self.must_change {
+            return None;
+        }
+        let min_age = self.policy.as_ref()?.min_age_secs.filter(|s| *s > 0)?;
+        let at = self.password_set_at?.saturating_add(i64::try_from(min_age).unwrap_or(i64::MAX));
+        (at > now).then_some(at)
+    }
+
+    /// When a password set at `now` will expire, under this account's policy: `None` where it
+    /// never does, or the maximum age is not known.
+    pub fn expiry_of_new(&self, now: i64) -> Option<i64> {
+        if self.never_expires {
+            return None;
+        }
+        let max_age = self.policy.as_ref()?.max_age_secs.filter(|s| *s > 0)?;
+        Some(now.saturating_add(i64::try_from(max_age).unwrap_or(i64::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PolicyFacts;
+
+    fn state(set_at: i64, min_age: u64, max_age: u64) -> AccountState {
+        AccountState {
+            enabled: true,
+            password_set_at: Some(set_at),
+            policy: Some(PolicyFacts {
+                min_age_secs: Some(min_age),
+                max_age_secs: Some(max_age),
+                ..PolicyFacts::default()
+            }),
+            ..AccountState::default()
+        }
+    }
+
+    #[test]
+    fn a_password_younger_than_the_minimum_age_can_be_changed_from_its_end() {
+        let now = 1_800_000_000;
+        let s = state(now - 60, 86_400, 0);
+        assert_eq!(s.changeable_at(now), Some(now - 60 + 86_400));
+        assert_eq!(s.changeable_at(now + 86_400), None, "old enough by then");
+        assert_eq!(state(now - 60, 0, 0).changeable_at(now), None, "no minimum age");
+        let must = AccountState { must_change: true, ..s.clone() };
+        assert_eq!(must.changeable_at(now), None, "a password that must be changed can be, at once");
+        let unknown = AccountState { password_set_at: None, ..s };
+        assert_eq!(unknown.changeable_at(now), None);
+    }
+
+    #[test]
+    fn a_new_password_expires_after_the_maximum_age_unless_the_account_never_expires() {
+        let now = 1_800_000_000;
+        assert_eq!(state(0, 0, 86_400 * 42).expiry_of_new(now), Some(now + 86_400 * 42));
+        assert_eq!(state(0, 0, 0).expiry_of_new(now), None, "a maximum age of 0: never");
+        let never = AccountState { never_expires: true, ..state(0, 0, 86_400) };
+        assert_eq!(never.expiry_of_new(now), None);
     }
 }

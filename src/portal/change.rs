@@ -4,7 +4,7 @@
 //! form cannot be used to guess; a name that matches nobody gets the same answer as a wrong
 //! password, after the same work.
 
-use super::pages::{ChangePage, OutcomeView, PolicyView};
+use super::pages::{new_expiry, not_yet, time_zone, ChangePage, OutcomeView, PolicyView};
 use super::people::{self, Attempt};
 use super::{csrf, AppState, PortalError, SupportCode};
 use crate::domain::{LoginName, NewPassword, Outcome};
@@ -24,8 +24,10 @@ use tower_sessions::Session;
 const ALREADY_SENT: &str = "password.already_sent";
 
 /// The change form. It states the policy of the only directory, if there is one: never the
-/// person's own, which would tell whether a name exists, until the directory refused a new
-/// password by a rule (it checks the current password first).
+/// person's own, which would tell whether a name exists, until they proved who they are
+/// (`target`: signed in, or the directory refused a new password by a rule, which it checks
+/// only after the current password). Then, if the directory's minimum age forbids a change now,
+/// it says from when instead of showing a form to fill.
 async fn page(
     st: &AppState,
     target: Option<&people::Target>,
@@ -36,6 +38,14 @@ async fn page(
 ) -> Result<Response, PortalError> {
     let form_key = CHANGE_FORM.current_or_signed(session, &st.code_key).await?;
     let policy = PolicyView::of(st, target).await;
+    let not_yet = match target {
+        // Read (or kept) by the policy's look-up just above.
+        Some(t) => match passwords::live(st, t).await {
+            Some(state) => not_yet(&state, st.clock.now(), time_zone(session, None).await?),
+            None => None,
+        },
+        None => None,
+    };
     let page = ChangePage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
@@ -45,12 +55,17 @@ async fn page(
         error,
         outcome,
         policy,
+        not_yet,
     };
     Ok(page.into_response())
 }
 
+/// The change form; for a signed-in person, their own, with their name filled in.
 pub async fn change_form(State(st): State<AppState>, session: Session) -> Result<Response, PortalError> {
-    page(&st, None, &session, "", None, None).await
+    match super::account::signed_in_target(&st, &session).await? {
+        Some(t) => page(&st, Some(&t), &session, &t.username, None, None).await,
+        None => page(&st, None, &session, "", None, None).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -105,7 +120,7 @@ async fn change_inner(
     let found = people::resolve(&st, &login, &support).await?;
     let attempt =
         Attempt { st: &st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
-    let offset = super::pages::tz_offset(&f.tz_offset);
+    let offset = time_zone(&session, Some(&f.tz_offset)).await?;
     let outcome_view = |o: &Outcome| OutcomeView::new_at(o, &support, offset);
 
     if !people::directory_alive(&st, found.target.as_ref(), &login).await? {
@@ -160,6 +175,7 @@ async fn change_inner(
     let outcome_view = |o: &Outcome| OutcomeView::new_at(o, &support, offset);
     drop(new);
     if result.outcome.is_success() {
+        let expires = new_expiry(&result, st.clock.now(), offset);
         let done = super::pages::OutcomePage {
             tr: Tr::current(),
             title: Tr::current().t("password.done_title").into(),
@@ -168,6 +184,7 @@ async fn change_inner(
             helpdesk: st.helpdesk(Tr::current()),
             start_again: false,
             return_to: super::RETURN_TO.get(&session).await?,
+            expires,
         };
         return Ok(support.tag(done));
     }

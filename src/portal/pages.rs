@@ -33,6 +33,57 @@ pub fn tz_offset(field: &str) -> Option<i32> {
     field.trim().parse::<i32>().ok().filter(|m| m.abs() <= 14 * 60)
 }
 
+const TIME_ZONE: super::session::Key<i32> = super::session::Key::new(super::session::TIME_ZONE);
+
+/// The person's time zone: what a form just reported (`field`), kept for the pages that follow,
+/// which have no form to say it; else what was kept; else `None` (UTC, named so).
+pub async fn time_zone(
+    session: &tower_sessions::Session,
+    field: Option<&str>,
+) -> Result<Option<i32>, super::PortalError> {
+    if let Some(offset) = field.and_then(tz_offset) {
+        if TIME_ZONE.get(session).await? != Some(offset) {
+            TIME_ZONE.set(session, &offset).await?;
+        }
+        return Ok(Some(offset));
+    }
+    TIME_ZONE.get(session).await
+}
+
+/// "You can change your password again from …", where the directory's minimum age forbids a
+/// change at `now` (see [`crate::domain::AccountState::changeable_at`]). Only ever for the
+/// person themself, once they have proved who they are: it tells when they last changed it.
+pub fn not_yet(state: &crate::domain::AccountState, now: i64, offset: Option<i32>) -> Option<String> {
+    let allowed = state.changeable_at(now)?;
+    let changed = state.password_set_at?;
+    let min_age = state.policy.as_ref()?.min_age_secs?;
+    let tr = Tr::current();
+    Some(tr.fill(
+        "change.not_yet",
+        &[
+            ("allowed", tr.datetime(allowed, offset)),
+            ("in", tr.ahead(u64::try_from(allowed - now).unwrap_or(0))),
+            ("changed", tr.datetime(changed, offset)),
+            ("min_age", tr.duration(min_age)),
+        ],
+    ))
+}
+
+/// "Your (new) password expires on …, in …" (`key`: `change.expires` or `change.new_expires`);
+/// nothing for a moment already past.
+pub fn expiry(key: &str, at: i64, now: i64, offset: Option<i32>) -> Option<String> {
+    let tr = Tr::current();
+    let ahead = u64::try_from(at - now).ok().filter(|s| *s > 0)?;
+    Some(tr.fill(key, &[("at", tr.datetime(at, offset)), ("in", tr.ahead(ahead))]))
+}
+
+/// When a password the directory just set expires, from the policy its agent said it now lives
+/// under (see [`crate::directory::Answer::policy`]); nothing where it never does.
+pub fn new_expiry(result: &crate::relay::WritebackResult, now: i64, offset: Option<i32>) -> Option<String> {
+    let max_age = result.policy.as_ref()?.max_age_secs.filter(|s| *s > 0)?;
+    expiry("change.new_expires", now.saturating_add(i64::try_from(max_age).ok()?), now, offset)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PolicyView {
     pub min_length: Option<u32>,
@@ -146,6 +197,8 @@ pub struct ChangePage {
     pub error: Option<String>,
     pub outcome: Option<OutcomeView>,
     pub policy: Option<PolicyView>,
+    /// Why no password can be chosen now (the minimum age): the form is then not shown.
+    pub not_yet: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -159,6 +212,8 @@ pub struct OutcomePage {
     pub start_again: bool,
     /// Where the person came from (an allowed origin only), to go back to.
     pub return_to: Option<String>,
+    /// When the password just set expires, where the directory sets a maximum age.
+    pub expires: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -229,6 +284,10 @@ pub struct AccountPage {
     pub authenticator: bool,
     pub questions_enabled: bool,
     pub questions: usize,
+    /// When the password expires, where the directory sets a maximum age.
+    pub expires: Option<String>,
+    /// When the password can next be changed, if not now (the minimum age).
+    pub not_yet: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]

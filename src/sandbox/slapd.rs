@@ -181,6 +181,16 @@ impl Slapd {
         done(ldap, modified).await
     }
 
+    /// Changes a seeded password policy (`default`, `slow`, `expiring`), as the directory's
+    /// administrator: e.g. `[("pwdMinAge", "86400")]`.
+    pub async fn set_policy(&self, policy: &str, values: &[(&str, &str)]) -> anyhow::Result<()> {
+        let dn = format!("cn={policy},{}", self.people_dn.replacen("ou=people", "ou=policies", 1));
+        let mods = values.iter().map(|(a, v)| ldap3::Mod::Replace(*a, [*v].into_iter().collect())).collect();
+        let mut ldap = self.as_admin().await?;
+        let modified = ldap.modify(&dn, mods).await;
+        done(ldap, modified).await
+    }
+
     /// Disables a person as ppolicy does (as the directory's administrator): a permanent lock,
     /// `pwdAccountLockedTime: 000001010000Z`.
     pub async fn disable(&self, uid: &str) -> anyhow::Result<()> {

@@ -52,6 +52,7 @@ pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
         min_length: Some(policy.min_length),
         history: None,
         min_age_secs: None,
+        max_age_secs: None,
         complexity: Some(policy.complexity),
         lockout_threshold: None,
         lockout_duration_secs: None,

@@ -349,7 +349,7 @@ async fn ad_changes_through_the_portal_meet_the_domains_checks() {
     let (sam, dn, _) = person(dc, None).await;
     let (young_sam, _, _) = person(dc, None).await;
     let (locked_sam, locked_dn, _) = person(dc, None).await;
-    apply_pso(dc, "age", "5", &["--min-pwd-age=1", "--min-pwd-length=7"], &young_sam);
+    apply_pso(dc, "age", "5", &["--min-pwd-age=1", "--max-pwd-age=90", "--min-pwd-length=7"], &young_sam);
     for _ in 0..6 {
         assert!(!binds(dc, &locked_dn, "Wrong#Guess1").await);
     }
@@ -362,6 +362,8 @@ async fn ad_changes_through_the_portal_meet_the_domains_checks() {
     assert!(wrong.contains("PB-3005"), "{wrong}");
     let ok = app.change_password(&sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
     assert!(ok.contains("Your password has been changed"), "{ok}");
+    // The domain's maximum age (42 days, the default).
+    assert!(ok.contains("Your new password expires on") && ok.contains("in 42 days"), "{ok}");
     assert!(binds(dc, &dn, "Next#Pass123").await && !binds(dc, &dn, INITIAL_AD_PASSWORD).await);
     let back = app.change_password(&sam, "Next#Pass123", INITIAL_AD_PASSWORD).await;
     assert!(back.contains("PB-2003") && back.contains("last 24 passwords"), "{back}");
@@ -369,6 +371,16 @@ async fn ad_changes_through_the_portal_meet_the_domains_checks() {
     let young = app.change_password(&young_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
     assert!(young.contains("PB-2004") && young.contains("allow the next change from"), "{young}");
     assert!(young.contains(" UTC"), "without the form's script, times are in UTC and say so: {young}");
+    assert!(!young.contains(r#"name="password""#), "no form to fill until then: {young}");
+    // Signed in, the person is told before typing anything: when, and when the password expires
+    // (as the DC works it out, under the person's own policy).
+    let c = app.new_client();
+    let signed = app.sign_in_on(&c, &young_sam, INITIAL_AD_PASSWORD).await.text().await.unwrap();
+    assert!(signed.contains("Your password expires on") && signed.contains("in 89 days"), "{signed}");
+    assert!(signed.contains("You can change your password again from"), "{signed}");
+    let change = c.get(format!("{}/change", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(change.contains("You can change your password again from") && change.contains("in 23 hours"), "{change}");
+    assert!(!change.contains(r#"name="password""#), "{change}");
     let locked = app.change_password(&locked_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
     assert!(locked.contains("PB-3007"), "{locked}");
 }

@@ -57,6 +57,39 @@ async fn a_change_soon_after_the_last_one_is_refused_as_too_recent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_person_is_told_when_they_may_change_again_before_typing_a_new_password() {
+    let app = spawn_app().await;
+    // Carol's policy keeps a new password a day, and lets it live 90 days.
+    app.slapd.set_policy("slow", &[("pwdMinAge", "86400"), ("pwdMaxAge", "7776000")]).await.unwrap();
+    let east = [("tz_offset", "60")];
+    let done = app.change_password_with("carol", INITIAL_USER_PASSWORD, "Changed-Pass-2026", &east).await;
+    assert!(done.contains("Your password has been changed"), "{done}");
+    assert!(done.contains("Your new password expires on") && done.contains("in 90 days"), "{done}");
+    assert!(done.contains("UTC+01:00"), "in the person's time zone: {done}");
+
+    // Anyone may open the change form: it says nothing of anybody's password.
+    let anonymous = app.new_client();
+    let form = anonymous.get(format!("{}/change", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains(r#"name="current""#) && !form.contains("You can change your password again"), "{form}");
+
+    // Signed in (the browser an hour east of UTC), Carol is told when, with no form to fill.
+    let c = app.new_client();
+    let signed = app.sign_in_with(&c, "carol", "Changed-Pass-2026", &east).await.text().await.unwrap();
+    assert!(signed.contains("Your password expires on") && signed.contains("in 89 days"), "{signed}");
+    let change = c.get(format!("{}/change", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(change.contains("You can change your password again from"), "{change}");
+    assert!(change.contains("in 23 hours") && change.contains("UTC+01:00"), "{change}");
+    for field in [r#"name="current""#, r#"name="password""#, r#"name="confirm""#] {
+        assert!(!change.contains(field), "no form to fill: {change}");
+    }
+    // Where no minimum age holds, a signed-in person's form is there, with their name in it.
+    let alice = app.new_client();
+    app.sign_in_on(&alice, "alice", INITIAL_USER_PASSWORD).await;
+    let form = alice.get(format!("{}/change", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains(r#"name="password""#) && form.contains(r#"value="alice""#), "{form}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_form_cannot_be_used_to_guess_a_password() {
     let app = spawn_app().await;
     // The directory locks an account after 5 wrong passwords: the portal tries 4 at most.

@@ -586,9 +586,21 @@ impl TestApp {
 
     /// Signs `login` in on client `c` (another browser); the response tells where it led.
     pub async fn sign_in_on(&self, c: &reqwest::Client, login: &str, password: &str) -> reqwest::Response {
+        self.sign_in_with(c, login, password, &[]).await
+    }
+
+    /// [`Self::sign_in_on`], with more fields (what the page's script adds: `tz_offset`).
+    pub async fn sign_in_with(
+        &self,
+        c: &reqwest::Client,
+        login: &str,
+        password: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
         let form = c.get(format!("{}/signin", self.url)).send().await.unwrap().text().await.unwrap();
         let csrf = hidden(&form, "csrf").unwrap();
-        let fields = [("csrf", csrf.as_str()), ("login", login), ("password", password)];
+        let mut fields = vec![("csrf", csrf.as_str()), ("login", login), ("password", password)];
+        fields.extend_from_slice(extra);
         c.post(format!("{}/signin", self.url)).form(&fields).send().await.unwrap()
     }
 

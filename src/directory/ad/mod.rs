@@ -41,17 +41,27 @@ const USER_ATTRS: [&str; 13] = [
     "objectSid",
     "memberOf",
 ];
-const DOMAIN_POLICY_ATTRS: [&str; 6] =
-    ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "lockoutThreshold", "lockoutDuration"];
-const PSO_ATTRS: [&str; 6] = [
+const DOMAIN_POLICY_ATTRS: [&str; 7] = [
+    "minPwdLength",
+    "pwdProperties",
+    "pwdHistoryLength",
+    "minPwdAge",
+    "maxPwdAge",
+    "lockoutThreshold",
+    "lockoutDuration",
+];
+const PSO_ATTRS: [&str; 7] = [
     "msDS-LockoutThreshold",
     "msDS-LockoutDuration",
     "msDS-MinimumPasswordLength",
     "msDS-PasswordComplexityEnabled",
     "msDS-PasswordHistoryLength",
     "msDS-MinimumPasswordAge",
+    "msDS-MaximumPasswordAge",
 ];
 const UF_ACCOUNTDISABLE: u32 = 0x2;
+/// In `userAccountControl`: the password never expires.
+const UF_DONT_EXPIRE_PASSWD: u32 = 0x1_0000;
 const UF_LOCKOUT: u32 = 0x10;
 /// In `msDS-User-Account-Control-Computed`: the password has expired.
 const UF_PASSWORD_EXPIRED: u32 = 0x0080_0000;
@@ -110,6 +120,8 @@ struct Person {
     password_age_secs: Option<u64>,
     /// When the password was last set (Unix seconds), when AD says.
     password_set_at: Option<i64>,
+    /// "Password never expires" is set on the account.
+    never_expires: bool,
 }
 
 impl Person {
@@ -307,6 +319,11 @@ impl Ad {
         }
         let outcome = answer::ad(res.rc, &res.text);
         let unnamed = answer::ad_unnamed_rule(res.rc, &res.text);
+        if outcome.is_success() {
+            // The policy the new password lives under, so the person is told when it expires.
+            let policy = self.policy_for(&server, person.pso.as_deref()).await;
+            return Answer { outcome, raw, policy: policy.map(|p| Box::new(p.for_account(person.never_expires))) };
+        }
         if !outcome.is_policy_rule() && !unnamed {
             return Answer { outcome, raw, policy: None };
         }
@@ -324,7 +341,7 @@ impl Ad {
             outcome
         };
         let outcome = answer::with_since(answer::with_policy(outcome, policy.as_ref()), person.password_set_at);
-        Answer { outcome, raw, policy }
+        Answer { outcome, raw, policy: policy.map(Box::new) }
     }
 
     /// Checks a person's password by binding as them (sign-in); AD says in the bind's `data`

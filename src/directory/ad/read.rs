@@ -57,6 +57,7 @@ impl Ad {
             disabled: uac & UF_ACCOUNTDISABLE != 0,
             password_age_secs: number::<i64>(&entry, "pwdLastSet").and_then(filetime_age_secs),
             password_set_at: number::<i64>(&entry, "pwdLastSet").and_then(filetime_unix),
+            never_expires: uac & UF_DONT_EXPIRE_PASSWD != 0,
             dn: entry.dn,
         }))
     }
@@ -65,7 +66,13 @@ impl Ad {
     pub(crate) async fn inspect(&self, anchor: &Anchor) -> Result<Option<crate::domain::AccountState>, Failure> {
         let Some(guid) = guid_bytes(anchor.as_str()) else { return Ok(None) };
         let filter = format!("(&(objectGUID={}){})", escape_bytes(&guid), self.person_filter);
-        let attrs = ["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet", "msDS-ResultantPSO"];
+        let attrs = [
+            "userAccountControl",
+            "msDS-User-Account-Control-Computed",
+            "pwdLastSet",
+            "msDS-ResultantPSO",
+            "msDS-UserPasswordExpiryTimeComputed",
+        ];
         let server = self.server().await?.clone();
         let mut found = self.pool.search_bases(&self.base_dns, &filter, &attrs, false).await?;
         if found.len() > 1 {
@@ -84,6 +91,9 @@ impl Ad {
         let last_set = number::<i64>(&entry, "pwdLastSet");
         let must_change = last_set == Some(0);
         let policy = self.policy_for(&server, first(&entry, "msDS-ResultantPSO")).await;
+        // AD works the expiry out itself (PSO, domain, "never expires"): its largest value
+        // means never, and 0 a password that must be changed now (said above).
+        let expiry = number::<i64>(&entry, "msDS-UserPasswordExpiryTimeComputed");
         Ok(Some(crate::domain::AccountState {
             enabled: uac & UF_ACCOUNTDISABLE == 0,
             locked: computed & UF_LOCKOUT != 0,
@@ -92,6 +102,8 @@ impl Ad {
             expired: Some(computed & UF_PASSWORD_EXPIRED != 0 && !must_change),
             password_set_at: last_set.and_then(filetime_unix),
             policy,
+            expires_at: expiry.filter(|e| *e != i64::MAX).and_then(filetime_unix),
+            never_expires: uac & UF_DONT_EXPIRE_PASSWD != 0 || expiry == Some(i64::MAX),
         }))
     }
 

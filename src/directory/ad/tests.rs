@@ -59,9 +59,13 @@ fn sids_read_as_text() {
 #[test]
 fn the_domain_policy_numbers_are_read_in_seconds() {
     let mut attrs = std::collections::HashMap::new();
-    for (k, v) in
-        [("minPwdLength", "7"), ("pwdProperties", "1"), ("pwdHistoryLength", "24"), ("minPwdAge", "-864000000000")]
-    {
+    for (k, v) in [
+        ("minPwdLength", "7"),
+        ("pwdProperties", "1"),
+        ("pwdHistoryLength", "24"),
+        ("minPwdAge", "-864000000000"),
+        ("maxPwdAge", "-36288000000000"),
+    ] {
         attrs.insert(k.to_string(), vec![v.to_string()]);
     }
     let e = SearchEntry { dn: "DC=corp,DC=test".into(), attrs, bin_attrs: Default::default() };
@@ -71,9 +75,14 @@ fn the_domain_policy_numbers_are_read_in_seconds() {
             min_length: Some(7),
             history: Some(24),
             min_age_secs: Some(86_400),
+            max_age_secs: Some(42 * 86_400),
             complexity: Some(true),
             lockout_threshold: None,
             lockout_duration_secs: None,
         }
     );
+    // "Never" is the most negative interval there is (and 0).
+    let mut never = e.clone();
+    never.attrs.insert("maxPwdAge".into(), vec![i64::MIN.to_string()]);
+    assert_eq!(domain_policy(&never).max_age_secs, Some(0));
 }

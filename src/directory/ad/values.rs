@@ -136,11 +136,17 @@ pub(super) fn interval_secs(entry: &SearchEntry, name: &str) -> Option<u64> {
     number::<i64>(entry, name).map(|v| v.unsigned_abs() / 10_000_000)
 }
 
+/// A maximum password age: `Some(0)` for "never" (0, or the largest interval AD has).
+pub(super) fn max_age_secs(entry: &SearchEntry, name: &str) -> Option<u64> {
+    number::<i64>(entry, name).map(|v| if v == i64::MIN { 0 } else { v.unsigned_abs() / 10_000_000 })
+}
+
 pub(super) fn domain_policy(e: &SearchEntry) -> PolicyFacts {
     PolicyFacts {
         min_length: number(e, "minPwdLength"),
         history: number(e, "pwdHistoryLength"),
         min_age_secs: interval_secs(e, "minPwdAge"),
+        max_age_secs: max_age_secs(e, "maxPwdAge"),
         complexity: number::<u32>(e, "pwdProperties").map(|p| p & DOMAIN_PASSWORD_COMPLEX != 0),
         lockout_threshold: number(e, "lockoutThreshold"),
         lockout_duration_secs: interval_secs(e, "lockoutDuration"),
@@ -152,6 +158,7 @@ pub(super) fn pso_policy(e: &SearchEntry) -> PolicyFacts {
         min_length: number(e, "msDS-MinimumPasswordLength"),
         history: number(e, "msDS-PasswordHistoryLength"),
         min_age_secs: interval_secs(e, "msDS-MinimumPasswordAge"),
+        max_age_secs: max_age_secs(e, "msDS-MaximumPasswordAge"),
         complexity: first(e, "msDS-PasswordComplexityEnabled").map(|v| v.eq_ignore_ascii_case("TRUE")),
         lockout_threshold: number(e, "msDS-LockoutThreshold"),
         lockout_duration_secs: interval_secs(e, "msDS-LockoutDuration"),

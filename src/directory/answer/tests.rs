@@ -187,6 +187,7 @@ fn the_directorys_numbers_are_filled_into_the_rule() {
         min_length: Some(8),
         history: Some(3),
         min_age_secs: Some(3600),
+        max_age_secs: None,
         complexity: None,
         lockout_threshold: None,
         lockout_duration_secs: None,

@@ -22,10 +22,11 @@ use values::*;
 const PERMANENT_LOCK: &str = "000001010000Z";
 /// The Relax Rules control (draft-zeilenga-ldap-relax), which OpenLDAP implements.
 pub(super) const RELAX_OID: &str = "1.3.6.1.4.1.4203.666.5.12";
-const POLICY_ATTRS: [&str; 8] = [
+const POLICY_ATTRS: [&str; 9] = [
     "pwdMinLength",
     "pwdInHistory",
     "pwdMinAge",
+    "pwdMaxAge",
     "pwdCheckQuality",
     "pwdCheckModule",
     "pwdLockout",
@@ -160,7 +161,9 @@ impl OpenLdap {
                 }
             }
         }
-        if !outcome.is_policy_rule() {
+        // With a password set, the policy it now lives under (for when it expires); with a
+        // refusal by a rule, the policy that refused it.
+        if !outcome.is_policy_rule() && !outcome.is_success() {
             return Answer { outcome, raw, policy: None };
         }
         let policy_dn = person.policy_subentry.as_deref().or(self.policy_dn.as_deref());
@@ -168,8 +171,11 @@ impl OpenLdap {
             Some(dn) => self.read_policy(dn).await,
             None => None,
         };
+        if outcome.is_success() {
+            return Answer { outcome, raw, policy: policy.map(Box::new) };
+        }
         let outcome = answer::with_since(answer::with_policy(outcome, policy.as_ref()), person.changed_at);
-        Answer { outcome, raw, policy }
+        Answer { outcome, raw, policy: policy.map(Box::new) }
     }
 
     /// Checks a person's password by binding as them (sign-in), asking ppolicy why a bind fails
@@ -345,8 +351,8 @@ impl OpenLdap {
         }
     }
 
-    /// The account's state now (ppolicy): locked (or disabled by a permanent lock), must change.
-    /// Expiry depends on the policy's `pwdMaxAge` and is not worked out here.
+    /// The account's state now (ppolicy): locked (or disabled by a permanent lock), must change,
+    /// and when the password expires (`pwdChangedTime` + the policy's `pwdMaxAge`).
     pub(crate) async fn inspect(&self, anchor: &Anchor) -> Result<Option<crate::domain::AccountState>, Failure> {
         let filter = format!("(&(entryUUID={}){})", ldap_escape(anchor.as_str()), self.person_filter);
         let attrs = ["pwdAccountLockedTime", "pwdReset", "pwdChangedTime", "pwdPolicySubentry"];
@@ -371,13 +377,21 @@ impl OpenLdap {
             Some(t) => generalized_time_unix(t)
                 .is_none_or(|at| now < at.saturating_add(i64::try_from(duration).unwrap_or(i64::MAX))),
         };
+        let must_change = first(&entry, "pwdReset") == Some("TRUE");
+        let password_set_at = first(&entry, "pwdChangedTime").and_then(generalized_time_unix);
+        // ppolicy: pwdMaxAge after the last change (0 or absent: never).
+        let max_age = policy.as_ref().and_then(|p| p.max_age_secs).filter(|s| *s > 0);
+        let expires_at =
+            password_set_at.zip(max_age).map(|(set, max)| set.saturating_add(i64::try_from(max).unwrap_or(i64::MAX)));
         Ok(Some(crate::domain::AccountState {
             enabled: locked_time != Some(PERMANENT_LOCK),
             locked,
-            must_change: first(&entry, "pwdReset") == Some("TRUE"),
-            expired: None,
-            password_set_at: first(&entry, "pwdChangedTime").and_then(generalized_time_unix),
+            must_change,
+            expired: expires_at.map(|at| at <= now),
+            password_set_at,
             policy,
+            expires_at,
+            never_expires: false,
         }))
     }
 

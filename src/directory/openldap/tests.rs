@@ -57,13 +57,20 @@ fn a_lockout_threshold_counts_only_where_ppolicy_locks() {
 
 #[test]
 fn policy_numbers_are_read_and_quality_without_a_checker_is_no_complexity_rule() {
-    let e = entry(&[("pwdMinLength", "8"), ("pwdInHistory", "3"), ("pwdMinAge", "3600"), ("pwdCheckQuality", "2")]);
+    let e = entry(&[
+        ("pwdMinLength", "8"),
+        ("pwdInHistory", "3"),
+        ("pwdMinAge", "3600"),
+        ("pwdMaxAge", "86400"),
+        ("pwdCheckQuality", "2"),
+    ]);
     assert_eq!(
         policy_facts(&e),
         PolicyFacts {
             min_length: Some(8),
             history: Some(3),
             min_age_secs: Some(3600),
+            max_age_secs: Some(86_400),
             complexity: Some(false),
             lockout_threshold: None,
             lockout_duration_secs: None,

@@ -46,6 +46,7 @@ pub(super) fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
         min_length: number(entry, "pwdMinLength"),
         history: number(entry, "pwdInHistory"),
         min_age_secs: number(entry, "pwdMinAge"),
+        max_age_secs: number(entry, "pwdMaxAge"),
         complexity: quality.map(|q| q > 0 && checker),
         // ppolicy locks only with pwdLockout TRUE; pwdMaxFailure alone just counts.
         // Absent: unknown (not readable), rather than "never locks".

@@ -74,6 +74,11 @@ async fn signed_in(st: &AppState, session: &Session) -> Result<Option<SignedIn>,
     Ok(Some(who))
 }
 
+/// Who is signed in, for pages outside security info (the change form).
+pub(crate) async fn signed_in_target(st: &AppState, session: &Session) -> Result<Option<Target>, PortalError> {
+    Ok(signed_in(st, session).await?.map(|who| who.target))
+}
+
 /// This session made a change that ended the person's other sessions: it carries on, under
 /// the new epoch.
 async fn carry_on(session: &Session, mut who: SignedIn, epoch: i64) -> Result<(), PortalError> {
@@ -176,6 +181,14 @@ async fn overview_page(
     let have = methods_that_verify(st, t).await?;
     let needed = g.required as usize;
     let now = st.clock.now();
+    // The password as the directory has it now: when it expires, and whether it can be changed.
+    let offset = crate::portal::pages::time_zone(session, None).await?;
+    let state = crate::usecase::password::live(st, t).await;
+    let expires = state
+        .as_ref()
+        .and_then(|s| s.expires_at)
+        .and_then(|at| crate::portal::pages::expiry("change.expires", at, now, offset));
+    let not_yet = state.as_ref().and_then(|s| crate::portal::pages::not_yet(s, now, offset));
     let stale = g.reconfirm_days > 0
         && security::reviewed_at(&st.db, t.person())
             .await?
@@ -194,6 +207,8 @@ async fn overview_page(
         authenticator: reg.authenticator,
         questions_enabled: g.methods.contains(&GateMethod::Questions) && !t.protected,
         questions: reg.questions,
+        expires,
+        not_yet,
     };
     Ok(page.into_response())
 }

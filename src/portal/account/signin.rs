@@ -78,6 +78,9 @@ pub async fn signin_form(
 pub struct SignInForm {
     login: String,
     password: SecretString,
+    /// Minutes east of UTC, from the page's script: kept for the pages that follow.
+    #[serde(default)]
+    tz_offset: String,
     #[serde(default)]
     pow_token: String,
     #[serde(default)]
@@ -138,6 +141,10 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     );
     if proved || result.outcome == Outcome::NoAgent {
         store::attempts::release(reservation).run(&st.db).await?;
+    }
+    if proved {
+        // Kept for the pages that follow, which say when the password expires.
+        crate::portal::pages::time_zone(session, Some(&f.tz_offset)).await?;
     }
     let target = found.target.clone();
     match (result.outcome.clone(), target) {
@@ -239,7 +246,8 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
     };
     drop(new);
     if !result.outcome.is_success() {
-        let view = OutcomeView::new_at(&result.outcome, &support, crate::portal::pages::tz_offset(&f.tz_offset));
+        let offset = crate::portal::pages::time_zone(&session, Some(&f.tz_offset)).await?;
+        let view = OutcomeView::new_at(&result.outcome, &support, offset);
         return Ok(support.tag(expired_page(&st, &session, &must, None, Some(view)).await?));
     }
     MUST_CHANGE.take(&session).await?;

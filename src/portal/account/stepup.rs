@@ -212,6 +212,7 @@ fn blocked(st: &AppState, support: &SupportCode) -> Response {
         helpdesk: st.helpdesk(tr),
         start_again: false,
         return_to: None,
+        expires: None,
     };
     page.outcome.message = tr.f("gates.blocked", "hours", st.cfg.gates.block_hours);
     page.into_response()

@@ -108,6 +108,7 @@ fn outcome_page(
         helpdesk: st.helpdesk(tr),
         start_again,
         return_to: None,
+        expires: None,
     }
 }
 

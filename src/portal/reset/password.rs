@@ -56,6 +56,9 @@ pub struct PasswordForm {
     form_key: String,
     password: SecretString,
     confirm: SecretString,
+    /// Minutes east of UTC, from the form's script.
+    #[serde(default)]
+    tz_offset: String,
 }
 
 pub async fn set_password(
@@ -111,6 +114,8 @@ pub async fn set_password(
             done.outcome.message = Tr::current().t("outcome.success_unlocked").into();
         }
         done.return_to = crate::portal::RETURN_TO.get(&session).await?;
+        let offset = crate::portal::pages::time_zone(&session, Some(&f.tz_offset)).await?;
+        done.expires = crate::portal::pages::new_expiry(&result, st.clock.now(), offset);
         return Ok(support.tag(done));
     }
     let view = OutcomeView::new(&result.outcome, &support);
