@@ -1,11 +1,33 @@
 // Progressive enhancement for password forms: the person's time zone (so that times are said
-// in it), live checks of length, complexity and confirmation as the person types, and a
-// "writing…" notice while the directory answers. The server decides; without this script the
-// forms work the same, and times are given in UTC.
+// in it), a "show password" button beside each password field, live checks of length,
+// complexity and confirmation as the person types, and a "writing…" notice while the directory
+// answers. The server decides; without this script the forms work the same, and times are
+// given in UTC.
 "use strict";
 (function () {
   document.querySelectorAll("input[name=tz_offset]").forEach(function (tz) {
     tz.value = String(-new Date().getTimezoneOffset());
+  });
+  // One toggle per field, with a label that stays the same and its state in aria-pressed (as
+  // screen readers expect of a toggle). Paste and password managers are never hindered.
+  var show = document.body.dataset.showPassword;
+  document.querySelectorAll("input[type=password]").forEach(function (input, i) {
+    if (!show) return;
+    if (!input.id) input.id = "password-field-" + i;
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary reveal";
+    button.textContent = show;
+    button.setAttribute("aria-pressed", "false");
+    button.setAttribute("aria-controls", input.id);
+    button.addEventListener("click", function () {
+      var shown = input.type === "password";
+      input.type = shown ? "text" : "password";
+      button.setAttribute("aria-pressed", String(shown));
+    });
+    input.insertAdjacentElement("afterend", button);
+    // Sent hidden again, so that browsers offer to save it as a password.
+    if (input.form) input.form.addEventListener("submit", function () { input.type = "password"; });
   });
   function complex(pw) {
     var kinds = 0;

@@ -90,7 +90,12 @@ pub enum PolicyProfile {
     #[default]
     #[serde(rename = "default")]
     Default,
-    /// NIST SP 800-63B-4 for what the portal itself decides.
+    /// NIST SP 800-63B-4 for what the portal itself decides: at least 15 characters for a
+    /// password used alone and 8 for one used with a second factor (an authenticator app
+    /// registered here; staff), counted in code points after NFKC, on top of every directory's
+    /// own rules and in place of the cloud policy's composition rule; banned and breached
+    /// passwords refused (so `breached` must be on). The health page and `agent doctor` say
+    /// where a directory's own policy contradicts it.
     #[serde(rename = "nist-800-63b-4")]
     Nist80063b4,
 }
@@ -108,9 +113,11 @@ impl PasswordPolicyConfig {
     /// The custom list's bounds, and what each way of looking up breached passwords needs.
     pub fn validate(&self) -> anyhow::Result<()> {
         use crate::domain::banned::{MAX_TERM, MIN_TERM};
-        // Refused rather than taken and not applied: an administrator must not believe it holds.
-        if self.profile == PolicyProfile::Nist80063b4 {
-            bail!("password_policy.profile = \"nist-800-63b-4\" is not available in this version yet");
+        if self.profile == PolicyProfile::Nist80063b4 && self.breached == BreachedMode::Off {
+            bail!(
+                "password_policy.profile = \"nist-800-63b-4\" needs breached = \"online\" or \"offline\": \
+                 SP 800-63B-4 asks that new passwords be compared with those known from breaches"
+            );
         }
         if self.banned.len() > 1000 {
             bail!("password_policy.banned: {} terms, at most 1000", self.banned.len());

@@ -5,6 +5,7 @@ mod access;
 pub mod banned;
 pub mod dn;
 mod ids;
+pub mod nist;
 mod outcome;
 mod person;
 mod rules;

@@ -3,7 +3,7 @@
 //! workers, under the cloud password policy.
 
 use super::{Host, Target};
-use crate::config::CloudPolicyConfig;
+use crate::config::{CloudPolicyConfig, PolicyProfile};
 use crate::domain::UserKind;
 use crate::domain::{meets_ad_complexity, AccountState, Anchor, DirectoryId, MsgId, NewPassword, Outcome, PolicyFacts};
 use crate::envelope::{Flags, Op};
@@ -21,39 +21,50 @@ async fn argon2_permit() -> Option<tokio::sync::SemaphorePermit<'static>> {
     PERMITS.acquire().await.ok()
 }
 
-/// An argon2id PHC string of `password`, made on the blocking pool.
+/// An argon2id PHC string of `password`, made on the blocking pool. What is hashed is the
+/// password as it is compared (NFKC, see [`crate::domain::nist`]): typed on another keyboard or
+/// pasted in another form, the same password still matches.
 pub async fn hash(password: &SecretString) -> anyhow::Result<String> {
     let _permit = argon2_permit().await;
-    let password = password.clone();
+    let password = crate::domain::nist::normalised(password.expose_secret());
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         Argon2::default()
-            .hash_password(password.expose_secret().as_bytes(), &salt)
+            .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))
     })
     .await?
 }
 
-/// The cloud policy's verdict on a new password: `None` when it passes.
-pub fn cloud_rule(policy: &CloudPolicyConfig, password: &NewPassword, username: &str) -> Option<Outcome> {
+/// The cloud policy's verdict on a new password: `None` when it passes. Under the NIST
+/// SP 800-63B-4 profile there is no composition rule (its length is checked with the portal's
+/// other rules, for everyone).
+pub fn cloud_rule(st: &Host, password: &NewPassword, username: &str) -> Option<Outcome> {
+    let policy = &st.cfg.cloud_policy;
     if (password.expose().chars().count() as u64) < u64::from(policy.min_length) {
         return Some(Outcome::TooShort { min_length: Some(policy.min_length) });
     }
-    if policy.complexity && !meets_ad_complexity(password.expose(), username) {
+    if complexity_applies(st, policy) && !meets_ad_complexity(password.expose(), username) {
         return Some(Outcome::NotComplex);
     }
     None
 }
 
+/// Whether the cloud policy's composition rule holds: not under SP 800-63B-4, which forbids it.
+fn complexity_applies(st: &Host, policy: &CloudPolicyConfig) -> bool {
+    policy.complexity && st.rules.current().cfg.profile != PolicyProfile::Nist80063b4
+}
+
 /// The cloud policy as the new-password form states it.
-pub fn cloud_facts(policy: &CloudPolicyConfig) -> PolicyFacts {
+pub fn cloud_facts(st: &Host) -> PolicyFacts {
+    let policy = &st.cfg.cloud_policy;
     PolicyFacts {
         min_length: Some(policy.min_length),
         history: None,
         min_age_secs: None,
         max_age_secs: None,
-        complexity: Some(policy.complexity),
+        complexity: Some(complexity_applies(st, policy)),
         lockout_threshold: None,
         lockout_duration_secs: None,
     }
@@ -115,7 +126,7 @@ pub async fn live_state(st: &Host, actor: &str, target: &Target) -> Result<Accou
             Ok(must_change) => Ok(AccountState {
                 enabled: true,
                 must_change,
-                policy: Some(cloud_facts(&st.cfg.cloud_policy)),
+                policy: Some(cloud_facts(st)),
                 ..AccountState::default()
             }),
             Err(_) => Err(tr.t("helpdesk.live_unreadable").into()),
@@ -168,7 +179,7 @@ pub async fn policy_facts(st: &Host, target: Option<&Target>) -> Option<PolicyFa
         _ => None,
     };
     let facts: PolicyFacts = match (target, live_policy) {
-        (Some(t), _) if t.kind == UserKind::CloudOnly => cloud_facts(&st.cfg.cloud_policy),
+        (Some(t), _) if t.kind == UserKind::CloudOnly => cloud_facts(st),
         (_, Some(policy)) => policy,
         _ => {
             let directory = match target {
@@ -179,7 +190,22 @@ pub async fn policy_facts(st: &Host, target: Option<&Target>) -> Option<PolicyFa
             directory_policy(st, &directory).await.ok().flatten()?
         }
     };
-    Some(facts)
+    Some(with_portal_length(st, target, facts).await)
+}
+
+/// `facts` with the portal's own minimum length where it is longer (SP 800-63B-4's 15, or 8
+/// with a second factor; 15 while the person is not known yet, as it holds for most).
+async fn with_portal_length(st: &Host, target: Option<&Target>, mut facts: PolicyFacts) -> PolicyFacts {
+    if st.rules.current().cfg.profile != PolicyProfile::Nist80063b4 {
+        return facts;
+    }
+    let second_factor = match target {
+        Some(t) => super::policy::owner_of(st, t).await.is_ok_and(|o| o.second_factor),
+        None => false,
+    };
+    let min = crate::domain::nist::min_length(second_factor);
+    facts.min_length = Some(facts.min_length.map_or(min, |m| m.max(min)));
+    facts
 }
 
 /// Who asks for a writeback, and what goes with it.
@@ -213,8 +239,7 @@ pub async fn apply(
 ) -> anyhow::Result<WritebackResult> {
     // The portal's own rules, before anything reaches a directory (a cloud account's policy
     // first: "too short" comes before "too easy to guess").
-    let cloud_refusal =
-        (target.kind == UserKind::CloudOnly).then(|| cloud_rule(&st.cfg.cloud_policy, new, &target.username)).flatten();
+    let cloud_refusal = (target.kind == UserKind::CloudOnly).then(|| cloud_rule(st, new, &target.username)).flatten();
     if cloud_refusal.is_none() {
         if let Some(refusal) = super::policy::refusal(st, target, new.as_secret()).await? {
             // A change is refused so only to someone who proved the current password: else the
@@ -281,9 +306,13 @@ pub async fn verify(password: &SecretString, hash: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || {
         // Without a hash, a check against a hash of a password nobody knows takes the same time.
         let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
-        PasswordHash::new(&hash)
-            .map(|h| Argon2::default().verify_password(password.expose_secret().as_bytes(), &h).is_ok())
-            .unwrap_or(false)
+        let Ok(hash) = PasswordHash::new(&hash) else { return false };
+        let matches = |p: &str| Argon2::default().verify_password(p.as_bytes(), &hash).is_ok();
+        let typed = password.expose_secret();
+        let normalised = crate::domain::nist::normalised(typed);
+        // A hash made before passwords were normalised holds the password as it was typed (the
+        // second try depends on the text alone, not on the account).
+        matches(&normalised) || (normalised.as_str() != typed && matches(typed))
     })
     .await
     .unwrap_or(false)
@@ -314,8 +343,8 @@ async fn set_cloud_password(
             return Ok(local(Outcome::OldPasswordWrong, "the current password did not match", None));
         }
     }
-    if let Some(rule) = cloud_rule(&st.cfg.cloud_policy, new, &target.username) {
-        let policy = Some(cloud_facts(&st.cfg.cloud_policy));
+    if let Some(rule) = cloud_rule(st, new, &target.username) {
+        let policy = Some(cloud_facts(st));
         return Ok(local(rule, "refused by the cloud password policy", policy));
     }
     let hash = hash(new.as_secret()).await?;
@@ -411,4 +440,27 @@ pub async fn relay(
         result.raw = format!("agent={a} {}", result.raw);
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_password_matches_in_any_form_that_normalises_alike_and_old_hashes_still_match() {
+        let full_width = secret("ｐａｓｓ-Ｗｏｒｄ-２０２６");
+        let stored = hash(&full_width).await.unwrap();
+        assert!(verify(&secret("pass-Word-2026"), Some(stored.clone())).await);
+        assert!(verify(&full_width, Some(stored.clone())).await);
+        assert!(!verify(&secret("pass-Word-2027"), Some(stored)).await);
+        // Made before passwords were normalised: the hash of the text as it was typed.
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let typed = "ｐａｓｓ-Ｗｏｒｄ-２０２６".as_bytes();
+        let old = Argon2::default().hash_password(typed, &salt).unwrap().to_string();
+        assert!(verify(&full_width, Some(old)).await);
+    }
 }

@@ -668,6 +668,11 @@ async fn a_service_account_missing_one_right_fails_the_doctor_on_that_right_alon
             fix.contains(&format!("on descendant User objects of {ou}")) && fix.contains("samba-tool dsacl"),
             "{fix}"
         );
+        // The domain's policy against SP 800-63B-4 (information): complexity, 42 days, 7 characters.
+        let nist: Vec<_> = checks.iter().filter(|c| c.name == "NIST SP 800-63B-4").collect();
+        assert_eq!(nist.len(), 3, "{checks:#?}");
+        assert!(nist.iter().all(|c| c.status == Status::Info), "{nist:#?}");
+        assert!(nist[1].detail.contains("42 days") && nist[2].fix.as_deref().unwrap().contains("minPwdLength"));
     }
     assert_eq!(account_state(dc, &dn).await, before, "nothing was written");
     assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await, "the probed person's password is the same");

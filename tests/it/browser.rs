@@ -101,6 +101,15 @@ async fn a_password_is_changed_with_the_current_one_in_a_browser_with(js: bool) 
     // The script tells the server the person's time zone (minutes east of UTC).
     let tz = browser.value("tz_offset").await;
     assert_eq!(tz.parse::<i32>().is_ok(), js, "{tz:?}");
+    // With the script, each password field has a "show password" toggle; without it, none.
+    assert_eq!(browser.html().await.contains("aria-controls=\"current\""), js);
+    if js {
+        browser.run("document.querySelector('button[aria-controls=current]').click()").await;
+        assert_eq!(browser.prop("current", "type").await, "text");
+        browser.run("document.querySelector('button[aria-controls=current]').id = 'reveal-current'").await;
+        assert_eq!(browser.prop("reveal-current", "aria-pressed").await, "true");
+        assert_eq!(browser.text_of("reveal-current").await, "Show password", "a toggle keeps its name");
+    }
     browser.fill("login", "carol").await;
     browser.fill("current", INITIAL_USER_PASSWORD).await;
     browser.fill("password", NEW_PASSWORD).await;
@@ -121,6 +130,13 @@ async fn a_password_is_changed_with_the_current_one_in_a_browser_with(js: bool) 
     let text = browser.text().await;
     assert!(text.contains("PB-2004") && text.contains("allow the next change from"), "{text}");
     browser.check("change-too-young").await;
+    // Signed in, the person is told from when before typing anything.
+    sign_in(&browser, "carol", NEW_PASSWORD).await;
+    browser.goto("/change").await;
+    let text = browser.text().await;
+    assert!(text.contains("You can change your password again from"), "{text}");
+    assert!(!browser.html().await.contains("name=\"current\""), "no form to fill");
+    browser.check("change-not-yet").await;
     browser.close().await;
 }
 

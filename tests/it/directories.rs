@@ -143,6 +143,10 @@ async fn the_doctor_finds_the_openldap_service_accounts_rights_and_a_person_has_
     }
     assert_eq!(row("ppolicy overlay").status, Status::Pass);
     assert!(row("base DN").detail.contains("4 people match"), "{checks:#?}");
+    // Against SP 800-63B-4, the default policy's 8 characters are too few (information).
+    let nist = row("NIST SP 800-63B-4");
+    assert_eq!(nist.status, Status::Info, "{checks:#?}");
+    assert!(nist.detail.contains("8 characters") && nist.fix.as_deref().unwrap().contains("pwdMinLength: 15"));
 
     // bob as the service account: he may write his own password, nobody else's.
     let mut as_bob = slapd.directory_config("ol");

@@ -3,7 +3,7 @@
 //! file), and the command that checks a candidate.
 
 use crate::harness::{passback_bin, spawn_app_with, Options};
-use passback::config::{BreachedMode, PasswordPolicyConfig};
+use passback::config::{BreachedMode, PasswordPolicyConfig, PolicyProfile};
 use passback::sandbox::{TestCa, INITIAL_USER_PASSWORD};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
@@ -171,10 +171,9 @@ async fn a_breached_password_is_refused_with_how_often_it_was_seen_and_only_a_ha
     std::fs::remove_dir_all(scratch).ok();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_password_in_the_offline_corpus_is_refused_and_the_file_is_built_by_the_command() {
-    let scratch = scratch("breached-offline");
-    let listed = ["Autumn-Leak-2023-long", "Winter-Leak-2022-long"];
+/// An offline breached-password file holding `listed` and 20,000 others, built in `scratch` by
+/// `passback breached build` from a corpus in the downloadable format.
+fn offline_file(scratch: &std::path::Path, listed: &[&str]) -> std::path::PathBuf {
     let mut lines: Vec<String> = listed.iter().map(|p| format!("{}:7", sha1_hex(p))).collect();
     lines.extend((0..20_000).map(|i| format!("{}:1", sha1_hex(&format!("corpus {i}")))));
     lines.sort();
@@ -189,7 +188,16 @@ async fn a_password_in_the_offline_corpus_is_refused_and_the_file_is_built_by_th
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && said.contains("20002 hashes"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let expected = format!("{} hashes", listed.len() + 20_000);
+    assert!(out.status.success() && said.contains(&expected), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_offline_corpus_is_refused_and_the_file_is_built_by_the_command() {
+    let scratch = scratch("breached-offline");
+    let listed = ["Autumn-Leak-2023-long", "Winter-Leak-2022-long"];
+    let file = offline_file(&scratch, &listed);
 
     let app = spawn_app_with(with_policy(|p| {
         p.breached = BreachedMode::Offline;
@@ -205,26 +213,88 @@ async fn a_password_in_the_offline_corpus_is_refused_and_the_file_is_built_by_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_nist_800_63b_4_a_password_used_alone_needs_15_characters_and_the_health_page_says_where_the_directory_differs(
+) {
+    let scratch = scratch("nist");
+    let file = offline_file(&scratch, &["Winter-Leak-2022-long"]);
+    let app = spawn_app_with(with_policy(|p| {
+        p.profile = PolicyProfile::Nist80063b4;
+        p.breached = BreachedMode::Offline;
+        p.breached_file = Some(file.clone());
+    }))
+    .await;
+
+    let form = app.verified_as("alice", "alice@example.org").await;
+    assert!(form.contains("At least 15 characters"), "the form states the longer rule: {form}");
+    // 14 characters (counted after NFKC: full-width letters are letters): too short, in words,
+    // before anything is sent.
+    let page = app.submit_password(&form, "Ｑｕｉｅｔ-Lantern9", "Ｑｕｉｅｔ-Lantern9").await;
+    assert!(page.contains("PB-2001") && page.contains("at least 15 characters"), "{page}");
+    assert!(!agent_took_anything(&app), "refused before the relay");
+    // No composition rule of the portal's own: a long phrase of lower-case words will do.
+    let page = app.submit_password(&page, "quiet harbour lantern morning", "quiet harbour lantern morning").await;
+    assert!(page.contains("Your password has been changed"), "{page}");
+
+    // The directory's own minimum (8) is under 15: said as information, with what to change.
+    let health = health_json(&app).await;
+    assert_eq!(health["profile"], "nist-800-63b-4", "{health}");
+    let notes = health["profile_notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{health}");
+    assert!(notes[0]["detail"].as_str().unwrap().contains("8 characters"), "{health}");
+    assert!(notes[0]["fix"].as_str().unwrap().contains("pwdMinLength: 15"), "{health}");
+
+    // With an authenticator app registered, 8 characters are enough (the check command reads it).
+    let bob = app.anchor_of("bob").await;
+    passback::store::Stmt::new(
+        "INSERT INTO totp_secrets (directory, anchor, secret_enc, created_at, confirmed_at) VALUES (?, ?, ?, 0, 0)",
+    )
+    .bind(crate::harness::DIR_ID)
+    .bind(bob.as_str())
+    .bind(vec![0u8; 16])
+    .run(&app.db)
+    .await
+    .unwrap();
+    let config = app.dir.join("nist.toml");
+    let policy = format!(
+        "[password_policy]\nprofile = \"nist-800-63b-4\"\nbreached = \"offline\"\nbreached_file = {:?}\n",
+        file.display().to_string()
+    );
+    app.portal.write_config(&config, &policy);
+    for (who, ok, words) in
+        [("bob", true, "8 for a password used with a second factor"), ("alice", false, "15 for a password used alone")]
+    {
+        let (passed, said) =
+            check_password(&config, "Qz7#kLmW9x", &["--directory", crate::harness::DIR_ID, "--user", who]);
+        assert_eq!(passed, ok, "{who}: {said}");
+        assert!(said.contains(words), "{who}: {said}");
+    }
+    std::fs::remove_dir_all(scratch).ok();
+}
+
+/// `passback password check` with `candidate` on its standard input: (accepted, what it printed).
+fn check_password(config: &std::path::Path, candidate: &str, person: &[&str]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(passback_bin())
+        .args(["password", "--portal-config"])
+        .arg(config)
+        .arg("check")
+        .args(person)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{candidate}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_command_gives_entras_verdicts_and_the_persons_own_and_writes_nothing() {
     let app = spawn_app_with(Options::default()).await;
     let config = app.dir.join("check.toml");
     app.portal.write_config(&config, "[password_policy]\nbanned = [\"contoso\", \"blank\", \"abcdef\"]\n");
-    let check = |candidate: &str, person: &[&str]| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(passback_bin())
-            .args(["password", "--portal-config"])
-            .arg(&config)
-            .arg("check")
-            .args(person)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{candidate}").unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
-    };
+    let check = |candidate: &str, person: &[&str]| check_password(&config, candidate, person);
     let before = app.audit().await.len();
     crate::harness::until("the directory's rules are reported", async || {
         passback::store::users::policy(&app.db, crate::harness::DIR_ID).await.unwrap().is_some()

@@ -186,6 +186,16 @@ impl Browser {
         self.client.find(Locator::Css(&css)).await.unwrap().text().await.unwrap()
     }
 
+    /// A property of the element `id` (`type`, `value`), or of its attribute when there is no
+    /// such property (`aria-pressed`).
+    pub async fn prop(&self, id: &str, name: &str) -> String {
+        let el = self.client.find(Locator::Id(id)).await.unwrap();
+        match el.prop(name).await.unwrap() {
+            Some(v) => v,
+            None => el.attr(name).await.unwrap().unwrap_or_default(),
+        }
+    }
+
     pub async fn value(&self, id: &str) -> String {
         self.client.find(Locator::Id(id)).await.unwrap().prop("value").await.unwrap().unwrap_or_default()
     }

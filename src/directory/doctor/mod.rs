@@ -127,6 +127,7 @@ pub async fn check_directory(cfg: &DirectoryConfig) -> Vec<Check> {
     }
     let Some(people) = scope(&dir, &mut out).await else { return out.into_vec() };
     lockout(&dir, &mut out).await;
+    nist(&dir, &mut out).await;
     match &dir.backend {
         Backend::Ad(d) => ad::checks(d, cfg, &people, &mut out).await,
         Backend::OpenLdap(d) => openldap::checks(d, cfg, &people, &mut out).await,
@@ -157,6 +158,29 @@ async fn lockout(dir: &Directory, out: &mut Checks) {
                 n - 1
             ),
         ),
+    }
+}
+
+/// Where the directory's default policy departs from NIST SP 800-63B-4, for a portal set to
+/// `password_policy.profile = "nist-800-63b-4"` (this host does not know the portal's settings):
+/// information, one row per difference, with what to change.
+async fn nist(dir: &Directory, out: &mut Checks) {
+    use crate::domain::nist::{contradictions, Dialect};
+    const NAME: &str = "NIST SP 800-63B-4";
+    let Some(policy) = dir.policy().await else {
+        out.not_checked(NAME, "the default password policy could not be read");
+        return;
+    };
+    let dialect = match dir.backend {
+        Backend::Ad(_) => Dialect::Ad,
+        Backend::OpenLdap(_) => Dialect::OpenLdap,
+    };
+    let found = contradictions(&policy, dialect);
+    if found.is_empty() {
+        out.info(NAME, "the default password policy agrees with the portal's nist-800-63b-4 profile");
+    }
+    for c in found {
+        out.add(Status::Info, NAME, format!("for the portal's nist-800-63b-4 profile: {}", c.detail), Some(c.fix));
     }
 }
 

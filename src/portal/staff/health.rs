@@ -5,6 +5,7 @@
 
 use super::pages::HealthPage;
 use super::{require, Administrators, StaffAs};
+use crate::config::PolicyProfile;
 use crate::i18n::Tr;
 use crate::portal::extract::{Only, Posted};
 use crate::portal::pages::utc;
@@ -41,6 +42,18 @@ pub struct Health {
     /// of breached passwords go on this instance.
     pub banned_terms: usize,
     pub breached: BreachedHealth,
+    /// `default` or `nist-800-63b-4`.
+    pub profile: &'static str,
+    /// Under SP 800-63B-4: where a directory's own policy (its default, as its agent reported
+    /// it) contradicts the profile, and what to change. Information, not a failure.
+    pub profile_notes: Vec<ProfileNote>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileNote {
+    pub directory: String,
+    pub detail: String,
+    pub fix: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,7 +203,32 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         instances: store::presence::instances(&st.db, 86_400, store::presence::STALE_SECS).await?,
         banned_terms: st.rules.current().custom_terms(),
         breached: breached_health(st),
+        profile: match st.rules.current().cfg.profile {
+            PolicyProfile::Default => "default",
+            PolicyProfile::Nist80063b4 => "nist-800-63b-4",
+        },
+        profile_notes: profile_notes(st, &ids).await?,
     })
+}
+
+/// Where the directories' own policies contradict SP 800-63B-4, when the portal applies it.
+async fn profile_notes(st: &AppState, directories: &[String]) -> Result<Vec<ProfileNote>, PortalError> {
+    use crate::domain::nist::{contradictions, Dialect};
+    let mut notes = Vec::new();
+    if st.rules.current().cfg.profile != PolicyProfile::Nist80063b4 {
+        return Ok(notes);
+    }
+    for id in directories {
+        let Some(policy) = crate::usecase::password::directory_policy(st, id).await? else {
+            let detail = "its agent has not reported the directory's policy yet".to_string();
+            notes.push(ProfileNote { directory: id.clone(), detail, fix: "run `passback agent doctor`".into() });
+            continue;
+        };
+        for c in contradictions(&policy, Dialect::Either) {
+            notes.push(ProfileNote { directory: id.clone(), detail: c.detail, fix: c.fix });
+        }
+    }
+    Ok(notes)
 }
 
 fn breached_health(st: &AppState) -> BreachedHealth {

@@ -218,7 +218,7 @@ async fn enrol_page(
         username: row.username.clone(),
         seed_text: totp::seed_text(&seed).to_string(),
         qr: totp::qr_data_url(&seed, issuer, &row.username)?.to_string(),
-        policy: Some(passwords::cloud_facts(&st.cfg.cloud_policy).into()),
+        policy: Some(passwords::cloud_facts(st).into()),
         error,
     };
     Ok(page.into_response())
@@ -261,12 +261,16 @@ pub async fn enrol(Posted { form: f, session, st, client, .. }: Posted<EnrolForm
         Ok(p) => p,
         Err(err) => return enrol_page(&st, &session, &row, Some(err.text(tr))).await,
     };
-    if let Some(rule) = passwords::cloud_rule(&st.cfg.cloud_policy, &new, &row.username) {
+    if let Some(rule) = passwords::cloud_rule(&st, &new, &row.username) {
         return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
     }
-    // The portal's own rules, as for everyone's passwords (staff hold the keys to all of them).
-    let names = vec![row.username.clone(), row.display_name.clone()];
-    if let Some(rule) = st.rules.check(new.as_secret(), names, now, false).await.refusal {
+    // The portal's own rules, as for everyone's passwords (staff hold the keys to all of them,
+    // and always sign in with a second factor).
+    let owner = crate::usecase::policy::Owner {
+        names: vec![row.username.clone(), row.display_name.clone()],
+        second_factor: true,
+    };
+    if let Some(rule) = st.rules.check(new.as_secret(), owner, now, false).await.refusal {
         return enrol_page(&st, &session, &row, Some(rule.message(tr))).await;
     }
     if passwords::verify(new.as_secret(), Some(row.password_hash.clone())).await {
