@@ -29,34 +29,115 @@
     // Sent hidden again, so that browsers offer to save it as a password.
     if (input.form) input.form.addEventListener("submit", function () { input.type = "password"; });
   });
-  function complex(pw) {
-    var kinds = 0;
-    if (/[A-Z]/.test(pw)) kinds++;
-    if (/[a-z]/.test(pw)) kinds++;
-    if (/[0-9]/.test(pw)) kinds++;
-    if (/[^A-Za-z0-9]/.test(pw)) kinds++;
-    return kinds >= 3;
+  // Active Directory's complexity rule, as the server checks it: three kinds of five (upper
+  // case, lower case, digits, other characters, letters of neither case), and not the account
+  // name. Where this and the server could disagree, this is the stricter.
+  function complex(pw, account) {
+    var kinds = [/\p{Lu}/u, /\p{Ll}/u, /[0-9]/, /[^\p{L}\p{N}]/u, /[\p{Lo}\p{Lm}\p{Lt}]/u];
+    var n = kinds.filter(function (k) { return k.test(pw); }).length;
+    var named = account && account.length > 2 && pw.toLowerCase().indexOf(account.toLowerCase()) >= 0;
+    return n >= 3 && !named;
+  }
+  // The server's reading of a text: NFKC, lower case, look-alikes as letters; `1` read both ways.
+  var LOOKS = { "0": "o", "3": "e", "4": "a", "@": "a", "5": "s", "$": "s", "7": "t", "8": "b", "!": "i" };
+  function readings(text) {
+    var lower = text.normalize("NFKC").toLowerCase();
+    var ones = lower.indexOf("1") >= 0 ? ["l", "i"] : ["l"];
+    return ones.map(function (one) {
+      return Array.from(lower).map(function (c) { return c === "1" ? one : (LOOKS[c] || c); }).join("");
+    });
+  }
+  // The parts of the person's names the server refuses: words of 4 characters or more.
+  function nameParts(names) {
+    var parts = [];
+    names.forEach(function (name) {
+      name.split(/[^\p{L}\p{N}]+/u).forEach(function (t) {
+        if (Array.from(t).length >= 4) parts = parts.concat(readings(t));
+      });
+    });
+    return parts;
+  }
+  function containsName(pw, parts) {
+    return readings(pw).some(function (r) {
+      return parts.some(function (p) { return r.indexOf(p) >= 0; });
+    });
   }
   document.querySelectorAll("form.new-password").forEach(function (form) {
     var pw = form.querySelector("input[name=password]");
     var confirm = form.querySelector("input[name=confirm]");
     var checks = form.querySelector(".checks");
+    var strength = form.querySelector(".strength");
+    var status = form.querySelector("#checks-status");
+    var csrf = form.querySelector("input[name=csrf]");
     var min = parseInt(form.dataset.minLength || "0", 10);
+    var names = pw && pw.dataset.names ? pw.dataset.names.split("\n") : [];
+    var parts = nameParts(names);
+    // What the server last said of the password typed (banned terms, strength), and of which.
+    var answered = { password: null, banned: false };
+    var said = {};
     function update() {
       var v = pw.value;
       checks.hidden = v.length === 0;
+      if (strength && v !== answered.password) strength.hidden = true;
+      var changed = [];
       checks.querySelectorAll("li").forEach(function (li) {
         var ok = false;
         switch (li.dataset.check) {
-          case "length": ok = Array.from(v).length >= min; break;
-          case "complexity": ok = complex(v); break;
+          // Counted as the server counts, the shorter way (code points, before and after NFKC).
+          case "length": ok = Math.min(Array.from(v).length, Array.from(v.normalize("NFKC")).length) >= min; break;
+          case "complexity": ok = complex(v, names[0]); break;
+          case "names": ok = v.length > 0 && !containsName(v, parts); break;
+          case "banned": ok = v.length > 0 && answered.password === v && !answered.banned; break;
           case "match": ok = v.length > 0 && v === confirm.value; break;
         }
         li.classList.toggle("met", ok);
+        if (said[li.dataset.check] !== ok && v.length > 0) changed.push(li);
+        said[li.dataset.check] = ok;
       });
+      // Screen readers hear which rules changed, after a pause, not at every key.
+      clearTimeout(update.announce);
+      update.announce = setTimeout(function () {
+        if (!status || changed.length === 0) return;
+        status.textContent = changed.map(function (li) {
+          return (li.classList.contains("met") ? checks.dataset.met : checks.dataset.unmet) + " " + li.textContent;
+        }).join(". ");
+      }, 800);
+    }
+    // The server's live check (strength, banned terms) after a pause in typing; the form is
+    // checked in full when it is sent, so a failed or refused check only leaves the tick off.
+    function ask() {
+      var v = pw.value;
+      if (!csrf || v.length === 0) return;
+      var body = new URLSearchParams();
+      body.set("csrf", csrf.value);
+      body.set("password", v);
+      fetch("/password/check", { method: "POST", body: body, credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (a) {
+          if (!a || pw.value !== v) return;
+          answered = { password: v, banned: a.banned };
+          if (strength) {
+            strength.querySelector("meter").value = a.score;
+            strength.querySelector("#strength-words").textContent = a.strength;
+            var advice = strength.querySelector(".advice");
+            advice.textContent = "";
+            a.advice.forEach(function (t) {
+              var li = document.createElement("li");
+              li.textContent = t;
+              advice.appendChild(li);
+            });
+            strength.hidden = false;
+          }
+          update();
+        })
+        .catch(function () {});
     }
     if (pw && confirm && checks) {
-      pw.addEventListener("input", update);
+      pw.addEventListener("input", function () {
+        update();
+        clearTimeout(ask.timer);
+        ask.timer = setTimeout(ask, 400);
+      });
       confirm.addEventListener("input", update);
     }
     form.addEventListener("submit", function () {

@@ -10,6 +10,7 @@ mod outcome;
 mod person;
 mod rules;
 mod secret;
+pub mod strength;
 
 pub use access::{Placed, Role, Scope};
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId, SupportCode};

@@ -11,6 +11,7 @@ pub mod gates;
 pub(crate) mod guard;
 mod lang;
 mod pages;
+mod password_check;
 mod people;
 pub(crate) mod reset;
 pub mod return_to;
@@ -37,6 +38,8 @@ pub mod paths {
     pub const RESET_UNLOCK: &str = "/reset/unlock";
     pub const RESET_PASSWORD: &str = "/reset/password";
     pub const CHANGE: &str = "/change";
+    /// The new-password forms' live check (strength, banned terms), for their script.
+    pub const PASSWORD_CHECK: &str = "/password/check";
     pub const SIGNIN: &str = "/signin";
     pub const SIGNIN_EXPIRED: &str = "/signin/expired";
     pub const SIGNOUT: &str = "/signout";
@@ -183,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RESET_UNLOCK, get(reset::unlock_form).post(reset::unlock))
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
         .route(paths::CHANGE, get(change::change_form).post(change::change))
+        .route(paths::PASSWORD_CHECK, post(password_check::check))
         .route(paths::SIGNIN, get(account::signin_form).post(account::signin))
         .route(paths::SIGNIN_EXPIRED, get(account::expired_form).post(account::expired))
         .route(paths::SIGNOUT, post(account::signout))
@@ -435,7 +439,7 @@ fn security_headers(r: Router, tls: bool, framers: &[String]) -> Router {
     // Framing only by the configured origins (validated at start), otherwise not at all.
     let ancestors = if framers.is_empty() { "'none'".to_string() } else { framers.join(" ") };
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
          form-action 'self'; frame-ancestors {ancestors}; base-uri 'none'"
     );
     let csp = HeaderValue::from_str(&csp)

@@ -84,24 +84,57 @@ pub fn new_expiry(result: &crate::relay::WritebackResult, now: i64, offset: Opti
     expiry("change.new_expires", now.saturating_add(i64::try_from(max_age).ok()?), now, offset)
 }
 
+/// Every rule a new password must meet, as the form states them before the person types: the
+/// directory's (or the cloud policy's) with its real numbers, then the portal's own.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyView {
     pub min_length: Option<u32>,
     pub history: Option<u32>,
     pub complexity: bool,
+    /// The organisation's name, which a password may not contain, where it is configured.
+    pub organisation: Option<String>,
+    /// Breached passwords are looked up (when the form is sent).
+    pub breached: bool,
+    /// The person's names, for the page's script to tick "not your name" as they type (only
+    /// for a person who proved who they are: their own names; empty otherwise).
+    pub names: Vec<String>,
 }
 
 impl PolicyView {
-    /// The rules `target`'s new password must meet, as the form states them before they type
-    /// (see [`crate::usecase::password::policy_facts`]).
+    /// The rules `target`'s new password must meet (see
+    /// [`crate::usecase::password::policy_facts`]); the portal's own are listed even where the
+    /// directory's are not known yet.
     pub async fn of(st: &crate::usecase::Host, target: Option<&crate::usecase::Target>) -> Option<Self> {
-        crate::usecase::password::policy_facts(st, target).await.map(Self::from)
+        let facts = crate::usecase::password::policy_facts(st, target).await.unwrap_or_default();
+        let rules = st.rules.current();
+        let names = match target {
+            Some(t) => crate::usecase::policy::names_of(st, t).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Some(Self {
+            min_length: facts.min_length,
+            history: facts.history,
+            complexity: facts.complexity.unwrap_or(false),
+            organisation: rules.cfg.organisation_name.clone(),
+            breached: rules.cfg.breached != crate::config::BreachedMode::Off,
+            names,
+        })
+    }
+
+    /// The person's names as the page's script reads them: one per line.
+    pub fn names_attr(&self) -> String {
+        self.names.join("\n")
     }
 }
 
 impl From<crate::domain::PolicyFacts> for PolicyView {
     fn from(f: crate::domain::PolicyFacts) -> Self {
-        Self { min_length: f.min_length, history: f.history, complexity: f.complexity.unwrap_or(false) }
+        Self {
+            min_length: f.min_length,
+            history: f.history,
+            complexity: f.complexity.unwrap_or(false),
+            ..Self::default()
+        }
     }
 }
 

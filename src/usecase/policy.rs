@@ -123,6 +123,17 @@ impl PasswordRules {
     /// refusal (so that a password already refused is not looked up).
     pub async fn check(&self, password: &SecretString, owner: Owner, now: i64, every: bool) -> Checked {
         let rules = self.current();
+        let checked = self.check_here(&rules, password, owner, every).await;
+        self.check_breached(&rules, password, now, every, checked).await
+    }
+
+    /// The rules checked in the portal alone: length (SP 800-63B-4), names, banned terms. No
+    /// lookup of breached passwords (see [`Self::check`]).
+    pub async fn check_local(&self, password: &SecretString, owner: Owner) -> Checked {
+        self.check_here(&self.current(), password, owner, true).await
+    }
+
+    async fn check_here(&self, rules: &Arc<Rules>, password: &SecretString, owner: Owner, every: bool) -> Checked {
         let mut checked = Checked::default();
         if rules.cfg.profile == PolicyProfile::Nist80063b4 {
             let min = nist::min_length(owner.second_factor);
@@ -193,10 +204,21 @@ impl PasswordRules {
                 score: u32::try_from(found.score).ok(),
             })));
         }
+        checked
+    }
+
+    async fn check_breached(
+        &self,
+        rules: &Rules,
+        password: &SecretString,
+        now: i64,
+        every: bool,
+        mut checked: Checked,
+    ) -> Checked {
         if checked.refusal.is_some() && !every {
             return checked;
         }
-        if let Some(verdict) = self.breached(&rules, password, now).await {
+        if let Some(verdict) = self.breached(rules, password, now).await {
             let (passed, refusal) = verdict;
             let detail = match &refusal {
                 Some(Outcome::Breached { count: Some(n) }) => format!("seen in breaches {n} times"),

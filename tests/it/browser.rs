@@ -71,6 +71,25 @@ async fn a_refused_password_shows_the_rule_and_the_form_again() {
     browser.fill("code", &code).await;
     browser.press("Verify").await;
 
+    // As she types, the rules are ticked (her name by the page, banned terms and strength by the
+    // portal after a pause), and the ticks are said to screen readers.
+    browser.fill("password", "Alice-Password1").await;
+    let ticked = async |check: &str| {
+        let css = format!("document.querySelector('li[data-check={check}]').className");
+        browser.eval(&css).await == "met"
+    };
+    assert!(!ticked("names").await, "contains her name");
+    browser.wait_for("strength-words", "Strength:").await;
+    assert!(!ticked("banned").await, "a common password with a name and a digit");
+    browser.fill("password", "quiet harbour lantern morning").await;
+    browser.fill("confirm", "quiet harbour lantern morning").await;
+    browser.wait_for("strength-words", "Strength: strong").await;
+    for check in ["length", "names", "banned", "match"] {
+        assert!(ticked(check).await, "{check}");
+    }
+    browser.wait_for("checks-status", "Done:").await;
+    browser.check("typing").await;
+
     browser.fill("password", "Qz7#kLm").await;
     browser.fill("confirm", "Qz7#kLm").await;
     browser.press("Change my password").await;

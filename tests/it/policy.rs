@@ -337,3 +337,58 @@ async fn on_the_change_form_a_banned_password_is_named_only_to_someone_who_prove
     assert!(right.contains("PB-2005") && right.contains("“contoso”"), "{right}");
     assert!(app.bind_works("bob", INITIAL_USER_PASSWORD).await, "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_form_lists_every_rule_and_its_live_check_says_strength_and_banned_terms_within_a_limit() {
+    let app = spawn_app_with(with_policy(|p| {
+        p.banned = vec!["contoso".into()];
+        p.organisation_name = Some("Fabrikam".into());
+    }))
+    .await;
+    let form = app.verified_as("alice", "alice@example.org").await;
+    // The directory's rules with their numbers, then the portal's, before anything is typed.
+    for rule in [
+        "At least 8 characters.",
+        "Not your current password, nor one of the 3 before it.",
+        "Not your user name, nor a part of your name.",
+        "Not a commonly used password",
+        "Not the name of your organisation (Fabrikam).",
+    ] {
+        assert!(form.contains(rule), "{rule}: {form}");
+    }
+    assert!(!form.contains("data breach"), "no breached lookups are configured: {form}");
+    // Her own names, for the script's "not your name" tick; nobody else's.
+    assert!(form.contains("data-names=\"alice\nAlice Liddell\""), "{form}");
+    let csrf = passback::bench::hidden(&form, "csrf").unwrap();
+    let ask = async |password: &str| {
+        let resp = app.post("/password/check", &[("csrf", csrf.as_str()), ("password", password)]).await;
+        let status = resp.status();
+        (status, resp.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+
+    let (status, weak) = ask("Contoso26").await;
+    assert_eq!(status, 200);
+    assert_eq!(weak["banned"], true, "{weak}");
+    assert!(weak["score"].as_u64().unwrap() <= 2 && !weak["advice"].as_array().unwrap().is_empty(), "{weak}");
+    let (_, named) = ask("Liddell-Rabbit-Hole").await;
+    assert_eq!(named["banned"], false, "names are the script's tick, and refused when sent: {named}");
+    let (_, strong) = ask("quiet harbour lantern morning").await;
+    assert_eq!(strong["banned"], false, "{strong}");
+    assert_eq!(strong["score"], 4, "{strong}");
+    assert_eq!(strong["strength"], "Strength: strong", "{strong}");
+    // Without the form's token, nothing is checked.
+    let forged = app.post("/password/check", &[("password", "Contoso26")]).await;
+    assert_ne!(forged.status(), 200);
+    // A minute's allowance per address, then refused (the form is still checked when sent).
+    let mut allowed = 3;
+    loop {
+        let (status, _) = ask("quiet harbour lantern morning").await;
+        if status == 429 {
+            break;
+        }
+        allowed += 1;
+        assert!(allowed < 200, "never limited");
+    }
+    assert!(allowed >= 60, "{allowed}");
+    assert!(app.audit().await.iter().all(|r| !r.operation.contains("writeback")), "nothing was written");
+}

@@ -241,6 +241,27 @@ impl Browser {
         result.as_array().cloned().unwrap_or_default()
     }
 
+    /// The value of a script expression in the page, as text.
+    pub async fn eval(&self, expression: &str) -> String {
+        let value = self.client.execute(&format!("return String({expression})"), vec![]).await.unwrap();
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits up to 10 s until the text of the element `id` contains `text`.
+    pub async fn wait_for(&self, id: &str, text: &str) {
+        let script = format!("var e = document.getElementById('{id}'); return e ? e.textContent : ''");
+        let mut seen = String::new();
+        for _ in 0..200 {
+            let value = self.client.execute(&script, vec![]).await.unwrap();
+            seen = value.as_str().unwrap_or_default().to_string();
+            if seen.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("#{id} never said {text:?}; it says {seen:?}");
+    }
+
     /// Runs a script in the page (to spoil a form on purpose, say).
     pub async fn run(&self, script: &str) {
         self.client.execute(script, vec![]).await.unwrap();

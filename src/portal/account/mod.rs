@@ -10,6 +10,7 @@ pub use methods::{
     add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, questions_form, remove_method,
     save_questions, start_authenticator,
 };
+pub(crate) use signin::must_change_target;
 pub use signin::{expired, expired_form, signin, signin_form, signout};
 pub use stepup::{choose as step_up_choose, verify as step_up_verify, verify_form as step_up_form};
 

@@ -32,6 +32,11 @@ struct MustChange {
 
 const MUST_CHANGE: Key<MustChange> = Key::new(session::MUST_CHANGE);
 
+/// The person whose password the directory said must be changed at this session's sign-in.
+pub(crate) async fn must_change_target(session: &Session) -> Result<Option<Target>, PortalError> {
+    Ok(MUST_CHANGE.get(session).await?.map(|m| m.target))
+}
+
 async fn page(
     st: &AppState,
     session: &Session,

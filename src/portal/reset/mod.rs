@@ -177,10 +177,19 @@ impl ForIntent for ToUnlock {
     const INTENT: Intent = Intent::Unlock;
 }
 
+/// How long a verified person has to finish.
+const VERIFIED_FOR_SECS: i64 = 15 * 60;
+
+/// The person this session's reset flow verified, if it did and they may still set a password
+/// (read only: nothing of the flow is changed).
+pub(crate) async fn verified_target(st: &AppState, session: &Session) -> Result<Option<Target>, PortalError> {
+    let Some(flow) = load_flow(session).await? else { return Ok(None) };
+    let fresh = flow.verified_at.is_some_and(|at| st.clock.now() - at < VERIFIED_FOR_SECS);
+    Ok(flow.target.filter(|_| fresh && flow.intent == Intent::Reset))
+}
+
 impl<I: ForIntent> crate::portal::extract::Guard for Verified<I> {
     async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
-        /// How long a verified person has to finish.
-        const VERIFIED_FOR_SECS: i64 = 15 * 60;
         let back = || PortalError::Refused(Box::new(Redirect::to(paths::RESET).into_response()));
         let Some(flow) = load_flow(session).await? else { return Err(back()) };
         match (&flow.verified_at, &flow.target) {
