@@ -10,8 +10,15 @@ pub type Secret = SecretString;
 /// Longest password we accept; Active Directory's own limit is 256 UTF-16 units.
 pub const MAX_PASSWORD_CHARS: usize = 256;
 
-/// A new password that a person typed twice, identically.
-pub struct NewPassword(SecretString);
+/// A new password that a person typed twice, identically, or that the portal made.
+pub struct NewPassword(SecretString, Origin);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Typed,
+    /// Made by the portal's random generator (the helpdesk's temporary passwords).
+    Generated,
+}
 
 impl NewPassword {
     /// Checks only what is true whatever the directory's policy: present, typed the same twice,
@@ -30,7 +37,19 @@ impl NewPassword {
         if n.chars().any(char::is_control) {
             return Err(ParseError("error.password_control"));
         }
-        Ok(Self(new))
+        Ok(Self(new, Origin::Typed))
+    }
+
+    /// A password the portal made itself at random (only ever from the helpdesk's generator,
+    /// `crypto::temporary_password`): nobody chose it, so no rule about guessable choices
+    /// applies to it (the directory's own rules still do).
+    pub fn generated(random: SecretString) -> Self {
+        Self(random, Origin::Generated)
+    }
+
+    /// Made by the portal, not chosen by a person.
+    pub fn is_generated(&self) -> bool {
+        self.1 == Origin::Generated
     }
 
     pub fn expose(&self) -> &str {

@@ -240,7 +240,9 @@ pub async fn apply(
     // The portal's own rules, before anything reaches a directory (a cloud account's policy
     // first: "too short" comes before "too easy to guess").
     let cloud_refusal = (target.kind == UserKind::CloudOnly).then(|| cloud_rule(st, new, &target.username)).flatten();
-    if cloud_refusal.is_none() {
+    // A password the portal generated at random was chosen by nobody: the rules against guessable
+    // choices do not apply, and it is never sent to a breached-password service.
+    if cloud_refusal.is_none() && !new.is_generated() {
         if let Some(refusal) = super::policy::refusal(st, target, new.as_secret()).await? {
             // A change is refused so only to someone who proved the current password: else the
             // answer would tell anyone which names have an account here, and take a wrong

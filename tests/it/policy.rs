@@ -392,3 +392,56 @@ async fn the_form_lists_every_rule_and_its_live_check_says_strength_and_banned_t
     assert!(allowed >= 60, "{allowed}");
     assert!(app.audit().await.iter().all(|r| !r.operation.contains("writeback")), "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lookups_failing_closed_a_chosen_password_waits_and_a_generated_one_is_never_looked_up() {
+    use crate::helpdesk::{act_in, add_staff, client, person_page_in, staff_signin, temporary_password};
+    use passback::store::{staff::Role, users::Scope};
+    let scratch = scratch("breached-closed");
+    let server = RangeServer::start(&scratch, &[]).await;
+    let app = spawn_app_with(with_policy(|p| {
+        p.breached = BreachedMode::Online;
+        p.breached_url = server.url.clone();
+        p.breached_ca_file = Some(server.ca.ca_file.clone());
+        p.breached_timeout_ms = 500;
+        p.breached_fail_open = false;
+    }))
+    .await;
+    // A helpdesk member enrols (choosing a password, looked up) while the service answers...
+    let staff = add_staff(&app, "hd-gen", Role::Helpdesk, Scope::everyone(), false).await;
+    // ...then it stops answering: every lookup fails, and unchecked passwords are refused.
+    server.task.abort();
+    let _ = server.task.await;
+
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let page = app.submit_password(&form, "Quiet-Harbour-Lantern-9", "Quiet-Harbour-Lantern-9").await;
+    assert!(page.contains("PB-2008"), "{page}");
+    assert!(!agent_took_anything(&app), "nothing was sent to the directory");
+    // On the change form, after the current password was proved: refused alike, and not counted
+    // as a wrong password (the form's limit stays whole).
+    let subject = passback::store::attempts::subject(crate::harness::DIR_ID, &app.anchor_of("bob").await);
+    for _ in 0..5 {
+        let page = app.change_password("bob", INITIAL_USER_PASSWORD, "Quiet-Harbour-Lantern-9").await;
+        assert!(page.contains("PB-2008"), "{page}");
+    }
+    let counted: i64 = passback::store::Stmt::new("SELECT COUNT(*) FROM change_attempts WHERE subject = ?")
+        .bind(subject.as_str())
+        .scalar_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(counted, 0, "an unchecked password says nothing about the current one");
+    let health = health_json(&app).await;
+    assert!(health["breached"]["failed"].as_u64().unwrap() >= 6, "{health}");
+
+    // The helpdesk's generated password was chosen by nobody: it is never looked up, and works.
+    let c = client(&app);
+    staff_signin(&app, &c, &staff, 0).await;
+    let (_, page) = person_page_in(&app, &c, crate::harness::DIR_ID, "carol").await;
+    let (_, done) =
+        act_in(&app, &c, crate::harness::DIR_ID, "carol", &page, &[("act", "reset"), ("mode", "generate")]).await;
+    assert!(done.contains("PB-0000"), "{done}");
+    assert!(app.bind_works("carol", &temporary_password(&done)).await);
+    let failed = health_json(&app).await["breached"]["failed"].as_u64().unwrap();
+    assert_eq!(failed, health["breached"]["failed"].as_u64().unwrap(), "no lookup was tried");
+    std::fs::remove_dir_all(scratch).ok();
+}

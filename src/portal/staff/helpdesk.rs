@@ -345,9 +345,7 @@ async fn decide(
         }
         "reset" => {
             let t = temporary_password();
-            let p =
-                NewPassword::parse(t.clone(), &t).map_err(|e| anyhow::anyhow!("generated password refused: {e:?}"))?;
-            (Some(p), Some(t))
+            (Some(NewPassword::generated(t.clone())), Some(t))
         }
         _ => (None, None),
     };
