@@ -21,8 +21,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The SHA-1 of a password, as the corpus has it.
-pub fn sha1(password: &SecretString) -> [u8; 20] {
-    Sha1::digest(password.expose_secret().as_bytes()).into()
+pub fn sha1(password: &SecretString) -> zeroize::Zeroizing<[u8; 20]> {
+    // As good as the password to anyone with a list of hashes: wiped when dropped.
+    zeroize::Zeroizing::new(Sha1::digest(password.expose_secret().as_bytes()).into())
 }
 
 /// How often the range API at `base_url` says the password whose SHA-1 is `hash` was seen in
@@ -33,7 +34,7 @@ pub async fn online(
     hash: &[u8; 20],
     timeout: Duration,
 ) -> anyhow::Result<Option<u64>> {
-    let hex = hex::encode_upper(hash);
+    let hex = zeroize::Zeroizing::new(hex::encode_upper(hash));
     let (prefix, suffix) = hex.split_at(5);
     let url = format!("{}/range/{prefix}", base_url.trim_end_matches('/'));
     let resp = client
@@ -48,13 +49,26 @@ pub async fn online(
     if !resp.status().is_success() {
         bail!("the breached-password service answered {}", resp.status());
     }
-    let body = resp
-        .text()
+    // A range holds some 800 to 1,000 lines of 40 bytes, padded; a service that sends far more
+    // is not the one asked for, and is not read to the end.
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
         .map_err(reqwest::Error::without_url)
-        .context("reading the breached-password service's answer")?;
-    Ok(count_in_range(&body, suffix))
+        .context("reading the breached-password service's answer")?
+    {
+        if body.len() + chunk.len() > MAX_RANGE_BYTES {
+            bail!("the breached-password service's answer is larger than {MAX_RANGE_BYTES} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(count_in_range(&String::from_utf8_lossy(&body), suffix))
 }
+
+/// The most of a range answer that is read.
+const MAX_RANGE_BYTES: usize = 1 << 20;
 
 /// The count the range `body` gives for `suffix` (35 hex digits, upper case); padding lines say 0.
 fn count_in_range(body: &str, suffix: &str) -> Option<u64> {
@@ -304,7 +318,7 @@ mod tests {
     use super::*;
 
     fn hash_of(p: &str) -> [u8; 20] {
-        sha1(&SecretString::from(p))
+        *sha1(&SecretString::from(p))
     }
 
     #[test]

@@ -349,13 +349,7 @@ async fn main() -> anyhow::Result<()> {
             let path = portal_config.context("--portal-config is required")?;
             let cfg = PortalConfig::load(Some(&path))?;
             let db = passback::store::connect(&cfg.database.url, 1).await?;
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).context("reading the candidate from standard input")?;
-            let candidate = SecretString::from(line.trim_end_matches(['\r', '\n']).to_string());
-            {
-                use zeroize::Zeroize;
-                line.zeroize();
-            }
+            let candidate = read_secret_line("Password to check (not shown): ")?;
             let person = directory.as_deref().zip(user.as_deref());
             let checked = passback::usecase::policy::check_candidate(&cfg, &db, person, &candidate, now).await?;
             for v in &checked.verdicts {
@@ -509,4 +503,54 @@ async fn staff_command(db: &passback::store::Db, cfg: &PortalConfig, cmd: StaffC
         StaffCmd::List => {}
     }
     Ok(())
+}
+
+/// One line of standard input, as a secret. At a terminal, `prompt` is shown and what is typed
+/// is not (echo is turned off, and back on whatever happens).
+fn read_secret_line(prompt: &str) -> anyhow::Result<SecretString> {
+    use std::io::{IsTerminal, Write};
+    use zeroize::Zeroize;
+    let stdin = std::io::stdin();
+    let echo_off = stdin.is_terminal().then(|| {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        EchoOff::new()
+    });
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line).context("reading the candidate from standard input");
+    // (ECHONL: the Enter key still moves to a new line.)
+    drop(echo_off);
+    read?;
+    let secret = SecretString::from(line.trim_end_matches(['\r', '\n']).to_string());
+    line.zeroize();
+    Ok(secret)
+}
+
+/// The terminal on standard input with echo off, until dropped.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        // SAFETY: termios is plain data; tcgetattr fills it or fails (then it is not used), and
+        // tcsetattr only reads it. File descriptor 0 stays open for the life of the process.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                return None;
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            quiet.c_lflag |= libc::ECHONL;
+            (libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) == 0).then_some(EchoOff(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: as above; the settings saved before are put back.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+        }
+    }
 }

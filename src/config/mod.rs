@@ -88,12 +88,24 @@ pub fn check_ldap_url(url: &str, starttls: bool) -> anyhow::Result<()> {
 }
 
 fn is_loopback_host(host: &str) -> bool {
+    // A URL writes an IPv6 address in brackets (`[::1]`).
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_are_known_in_every_spelling() {
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]", "127.0.0.53"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["example.org", "10.0.0.1", "[2001:db8::1]", "localhost.example.org"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()

@@ -42,6 +42,8 @@ pub struct Lookups {
     pub failed: u64,
     /// The last failure: when (Unix seconds), and why.
     pub last_failure: Option<(i64, String)>,
+    /// When the last lookup was answered.
+    pub last_answer: Option<i64>,
 }
 
 /// Whose password it is, as the rules need to know it.
@@ -253,7 +255,10 @@ impl PasswordRules {
                 let timeout = Duration::from_millis(rules.cfg.breached_timeout_ms);
                 Some(match breached::online(&self.client, &rules.cfg.breached_url, &hash, timeout).await {
                     Ok(count) => {
-                        self.lookups.lock().unwrap_or_else(|e| e.into_inner()).answered += 1;
+                        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+                        lookups.answered += 1;
+                        lookups.last_answer = Some(now);
+                        drop(lookups);
                         match count {
                             Some(n) => (false, Some(Outcome::Breached { count: Some(n) })),
                             None => (true, None),

@@ -432,6 +432,9 @@ async fn with_lookups_failing_closed_a_chosen_password_waits_and_a_generated_one
     assert_eq!(counted, 0, "an unchecked password says nothing about the current one");
     let health = health_json(&app).await;
     assert!(health["breached"]["failed"].as_u64().unwrap() >= 6, "{health}");
+    // Nobody can set a password: the health check says so, for monitors too (503).
+    assert_eq!(health["breached"]["blocking"], true, "{health}");
+    assert_eq!(health["ok"], false, "{health}");
 
     // The helpdesk's generated password was chosen by nobody: it is never looked up, and works.
     let c = client(&app);

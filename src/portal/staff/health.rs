@@ -68,6 +68,9 @@ pub struct BreachedHealth {
     /// The last failure: when, and why.
     pub last_failure: Option<i64>,
     pub last_failure_why: Option<String>,
+    /// New passwords are being refused: lookups fail (the last one did) and unchecked passwords
+    /// are refused. Writeback is then not working for anyone, and `ok` is false.
+    pub blocking: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,8 +191,9 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         let people = store::users::count(&st.db, id).await?;
         directories.push(DirectoryHealth { id: id.clone(), writeback, problem, last_sync, people });
     }
+    let breached = breached_health(st);
     Ok(Health {
-        ok: !directories.is_empty() && directories.iter().all(|d| d.writeback),
+        ok: !directories.is_empty() && directories.iter().all(|d| d.writeback) && !breached.blocking,
         checked_at: now,
         ping_interval_secs: st.cfg.relay.ping_interval_secs,
         directories,
@@ -202,7 +206,7 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         instance: st.hub.instance.clone(),
         instances: store::presence::instances(&st.db, 86_400, store::presence::STALE_SECS).await?,
         banned_terms: st.rules.current().custom_terms(),
-        breached: breached_health(st),
+        breached,
         profile: match st.rules.current().cfg.profile {
             PolicyProfile::Default => "default",
             PolicyProfile::Nist80063b4 => "nist-800-63b-4",
@@ -236,6 +240,8 @@ fn breached_health(st: &AppState) -> BreachedHealth {
     let rules = st.rules.current();
     let lookups = st.rules.lookups();
     let (last_failure, last_failure_why) = lookups.last_failure.map_or((None, None), |(at, why)| (Some(at), Some(why)));
+    let failing = last_failure.is_some_and(|f| lookups.last_answer.is_none_or(|a| f >= a));
+    let blocking = failing && !rules.cfg.breached_fail_open && rules.cfg.breached != BreachedMode::Off;
     BreachedHealth {
         mode: match rules.cfg.breached {
             BreachedMode::Off => "off",
@@ -247,6 +253,7 @@ fn breached_health(st: &AppState) -> BreachedHealth {
         failed: lookups.failed,
         last_failure,
         last_failure_why,
+        blocking,
     }
 }
 
