@@ -22,8 +22,13 @@ use std::time::Duration;
 
 /// The SHA-1 of a password, as the corpus has it.
 pub fn sha1(password: &SecretString) -> zeroize::Zeroizing<[u8; 20]> {
+    sha1_of(password.expose_secret())
+}
+
+/// [`sha1`] of a password held otherwise (its NFKC form, say).
+pub fn sha1_of(password: &str) -> zeroize::Zeroizing<[u8; 20]> {
     // As good as the password to anyone with a list of hashes: wiped when dropped.
-    zeroize::Zeroizing::new(Sha1::digest(password.expose_secret().as_bytes()).into())
+    zeroize::Zeroizing::new(Sha1::digest(password.as_bytes()).into())
 }
 
 /// How often the range API at `base_url` says the password whose SHA-1 is `hash` was seen in

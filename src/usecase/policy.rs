@@ -36,7 +36,7 @@ pub struct Rules {
 
 /// How lookups of breached passwords through the range API have gone since the start, for the
 /// health page.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Lookups {
     pub answered: u64,
     pub failed: u64,
@@ -44,6 +44,8 @@ pub struct Lookups {
     pub last_failure: Option<(i64, String)>,
     /// When the last lookup was answered.
     pub last_answer: Option<i64>,
+    /// The last lookup was answered (true until one fails).
+    pub last_ok: bool,
 }
 
 /// Whose password it is, as the rules need to know it.
@@ -240,25 +242,49 @@ impl PasswordRules {
     /// The breached-password lookup, if one is set: whether it was checked and found clean, and
     /// the refusal it makes.
     async fn breached(&self, rules: &Rules, password: &SecretString, now: i64) -> Option<(bool, Option<Outcome>)> {
-        let hash = breached::sha1(password);
+        // As typed and, where it differs, as compared (NFKC): a full-width copy of a breached
+        // password is that password, and is stored and checked as it.
+        let normalised = nist::normalised(password.expose_secret());
+        let mut hashes = vec![breached::sha1(password)];
+        if normalised.as_str() != password.expose_secret() {
+            hashes.push(breached::sha1_of(&normalised));
+        }
+        let mut verdict = None;
+        for hash in &hashes {
+            match self.lookup(rules, hash, now).await? {
+                refused @ (_, Some(_)) => return Some(refused),
+                clean @ (true, None) => {
+                    verdict.get_or_insert(clean);
+                }
+                unchecked => verdict = Some(unchecked),
+            }
+        }
+        verdict
+    }
+
+    /// One lookup of `hash`, the way the settings say (`None`: lookups are off).
+    async fn lookup(&self, rules: &Rules, hash: &[u8; 20], now: i64) -> Option<(bool, Option<Outcome>)> {
         match rules.cfg.breached {
             BreachedMode::Off => None,
             BreachedMode::Offline => {
                 let file = rules.offline.as_ref()?;
-                Some(match file.contains(&hash) {
-                    Ok(true) => (false, Some(Outcome::Breached { count: None })),
-                    Ok(false) => (true, None),
+                Some(match file.contains(hash) {
+                    Ok(found) => {
+                        self.answered(now);
+                        if found {
+                            (false, Some(Outcome::Breached { count: None }))
+                        } else {
+                            (true, None)
+                        }
+                    }
                     Err(e) => self.failed(rules, now, format!("reading the breached-password file: {e}")),
                 })
             }
             BreachedMode::Online => {
                 let timeout = Duration::from_millis(rules.cfg.breached_timeout_ms);
-                Some(match breached::online(&self.client, &rules.cfg.breached_url, &hash, timeout).await {
+                Some(match breached::online(&self.client, &rules.cfg.breached_url, hash, timeout).await {
                     Ok(count) => {
-                        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-                        lookups.answered += 1;
-                        lookups.last_answer = Some(now);
-                        drop(lookups);
+                        self.answered(now);
                         match count {
                             Some(n) => (false, Some(Outcome::Breached { count: Some(n) })),
                             None => (true, None),
@@ -270,12 +296,38 @@ impl PasswordRules {
         }
     }
 
+    /// After a failure that blocks new passwords (fail-closed), whether lookups work again: one
+    /// lookup of a random hash (no password's), so that the health page does not stay red until
+    /// someone next chooses a password.
+    pub async fn probe_after_failure(&self, now: i64) {
+        let rules = self.current();
+        if self.lookups().last_ok || rules.cfg.breached_fail_open {
+            return;
+        }
+        let random: [u8; 20] = rand::random();
+        let _ = self.lookup(&rules, &random, now).await;
+    }
+
+    fn answered(&self, now: i64) {
+        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        lookups.answered += 1;
+        lookups.last_answer = Some(now);
+        lookups.last_ok = true;
+    }
+
     fn failed(&self, rules: &Rules, now: i64, why: String) -> (bool, Option<Outcome>) {
         tracing::warn!(error = %why, "a breached-password lookup failed");
         let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
         lookups.failed += 1;
         lookups.last_failure = Some((now, why));
+        lookups.last_ok = false;
         (false, (!rules.cfg.breached_fail_open).then_some(Outcome::BreachedUnchecked))
+    }
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups { answered: 0, failed: 0, last_failure: None, last_answer: None, last_ok: true }
     }
 }
 

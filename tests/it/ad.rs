@@ -368,6 +368,8 @@ async fn ad_changes_through_the_portal_meet_the_domains_checks() {
     let back = app.change_password(&sam, "Next#Pass123", INITIAL_AD_PASSWORD).await;
     assert!(back.contains("PB-2003") && back.contains("last 24 passwords"), "{back}");
 
+    let wrong_young = app.change_password(&young_sam, "Not#The1Password", "Next#Pass123").await;
+    assert!(wrong_young.contains("PB-3005") && !wrong_young.contains("PB-2004"), "{wrong_young}");
     let young = app.change_password(&young_sam, INITIAL_AD_PASSWORD, "Next#Pass123").await;
     assert!(young.contains("PB-2004") && young.contains("allow the next change from"), "{young}");
     assert!(young.contains(" UTC"), "without the form's script, times are in UTC and say so: {young}");

@@ -66,6 +66,12 @@ async fn a_signed_in_person_is_told_when_they_may_change_again_before_typing_a_n
     assert!(done.contains("Your password has been changed"), "{done}");
     assert!(done.contains("Your new password expires on") && done.contains("in 90 days"), "{done}");
     assert!(done.contains("UTC+01:00"), "in the person's time zone: {done}");
+    // Within the minimum age, a wrong current password is only that: nothing about her account.
+    let wrong = app.change_password("carol", "Not-Her-Password-9", "Another-Pass-2027").await;
+    assert!(wrong.contains("PB-3005"), "{wrong}");
+    for secret in ["PB-2004", "You can change", "data-names", "Carol Danvers"] {
+        assert!(!wrong.contains(secret), "{secret}: {wrong}");
+    }
 
     // Anyone may open the change form: it says nothing of anybody's password.
     let anonymous = app.new_client();

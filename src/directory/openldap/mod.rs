@@ -161,6 +161,27 @@ impl OpenLdap {
                 }
             }
         }
+        // A refusal by a rule tells when the password was last changed and what the person's
+        // policy is: only for the right old password. slapd 2.5 checks the old password first,
+        // but the order of ppolicy's checks is no documented promise (and differs between
+        // versions), so a refusal of a change is told only once a bind of its own proved the old
+        // password (counted as a failure where it is wrong, as a wrong old password should be).
+        if let (Some(old), true) = (old, outcome.is_policy_rule()) {
+            let proof = match self.pool.bind_as(&person.dn, old, vec![ppolicy_request()]).await {
+                Ok(res) => {
+                    let ppolicy = ppolicy_error(&res);
+                    (answer::openldap_bind(res.rc, ppolicy), answer::raw(res.rc, &res.text, ppolicy))
+                }
+                Err(f) => {
+                    let failed = answer::failure(&f);
+                    (failed.outcome, failed.raw)
+                }
+            };
+            if !matches!(proof.0, Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired) {
+                let raw = format!("{raw}; the old password, checked by a bind: {}", proof.1);
+                return Answer { outcome: proof.0, raw, policy: None };
+            }
+        }
         // With a password set, the policy it now lives under (for when it expires); with a
         // refusal by a rule, the policy that refused it.
         if !outcome.is_policy_rule() && !outcome.is_success() {

@@ -191,6 +191,8 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         let people = store::users::count(&st.db, id).await?;
         directories.push(DirectoryHealth { id: id.clone(), writeback, problem, last_sync, people });
     }
+    // Red only while lookups really fail: after a failure, the page asks once more itself.
+    st.rules.probe_after_failure(now).await;
     let breached = breached_health(st);
     Ok(Health {
         ok: !directories.is_empty() && directories.iter().all(|d| d.writeback) && !breached.blocking,
@@ -240,8 +242,7 @@ fn breached_health(st: &AppState) -> BreachedHealth {
     let rules = st.rules.current();
     let lookups = st.rules.lookups();
     let (last_failure, last_failure_why) = lookups.last_failure.map_or((None, None), |(at, why)| (Some(at), Some(why)));
-    let failing = last_failure.is_some_and(|f| lookups.last_answer.is_none_or(|a| f >= a));
-    let blocking = failing && !rules.cfg.breached_fail_open && rules.cfg.breached != BreachedMode::Off;
+    let blocking = !lookups.last_ok && !rules.cfg.breached_fail_open && rules.cfg.breached != BreachedMode::Off;
     BreachedHealth {
         mode: match rules.cfg.breached {
             BreachedMode::Off => "off",
