@@ -516,7 +516,8 @@ fn read_secret_line(prompt: &str) -> anyhow::Result<SecretString> {
         let _ = std::io::stderr().flush();
         EchoOff::new()
     });
-    let mut line = String::new();
+    // Reserved up front, so that no copy of the password is left behind by a reallocation.
+    let mut line = String::with_capacity(4096);
     let read = stdin.read_line(&mut line).context("reading the candidate from standard input");
     // (ECHONL: the Enter key still moves to a new line.)
     drop(echo_off);
@@ -541,7 +542,8 @@ impl EchoOff {
             let mut quiet = saved;
             quiet.c_lflag &= !libc::ECHO;
             quiet.c_lflag |= libc::ECHONL;
-            (libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) == 0).then_some(EchoOff(saved))
+            // TCSAFLUSH: anything typed before echo went off is dropped, not read as the password.
+            (libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &quiet) == 0).then_some(EchoOff(saved))
         }
     }
 }

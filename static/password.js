@@ -20,6 +20,10 @@
     button.textContent = show;
     button.setAttribute("aria-pressed", "false");
     button.setAttribute("aria-controls", input.id);
+    // Shown as text, a password must not go to a spelling checker (some ask a server).
+    input.setAttribute("spellcheck", "false");
+    input.setAttribute("autocorrect", "off");
+    input.setAttribute("autocapitalize", "none");
     button.addEventListener("click", function () {
       var shown = input.type === "password";
       input.type = shown ? "text" : "password";
@@ -27,13 +31,17 @@
     });
     input.insertAdjacentElement("afterend", button);
     // Sent hidden again, so that browsers offer to save it as a password.
-    if (input.form) input.form.addEventListener("submit", function () { input.type = "password"; });
+    if (input.form) input.form.addEventListener("submit", function () {
+      input.type = "password";
+      button.setAttribute("aria-pressed", "false");
+    });
   });
-  // Active Directory's complexity rule, as the server checks it: three kinds of five (upper
-  // case, lower case, digits, other characters, letters of neither case), and not the account
-  // name. Where this and the server could disagree, this is the stricter.
+  // Active Directory's complexity rule, as the server checks it (the same Unicode properties):
+  // three kinds of five (upper case, lower case, ASCII digits, neither letters nor numbers,
+  // letters of neither case), and not the account name.
   function complex(pw, account) {
-    var kinds = [/\p{Lu}/u, /\p{Ll}/u, /[0-9]/, /[^\p{L}\p{N}]/u, /[\p{Lo}\p{Lm}\p{Lt}]/u];
+    var kinds = [/\p{Uppercase}/u, /\p{Lowercase}/u, /[0-9]/, /[^\p{Alphabetic}\p{N}]/u,
+      /(?![\p{Uppercase}\p{Lowercase}])\p{Alphabetic}/u];
     var n = kinds.filter(function (k) { return k.test(pw); }).length;
     var named = account && account.length > 2 && pw.toLowerCase().indexOf(account.toLowerCase()) >= 0;
     return n >= 3 && !named;
@@ -51,7 +59,7 @@
   function nameParts(names) {
     var parts = [];
     names.forEach(function (name) {
-      name.split(/[^\p{L}\p{N}]+/u).forEach(function (t) {
+      name.normalize("NFKC").split(/[^\p{Alphabetic}\p{N}]+/u).forEach(function (t) {
         if (Array.from(t).length >= 4) parts = parts.concat(readings(t));
       });
     });
@@ -72,35 +80,41 @@
     var min = parseInt(form.dataset.minLength || "0", 10);
     var names = pw && pw.dataset.names ? pw.dataset.names.split("\n") : [];
     var parts = nameParts(names);
+    // The account name for the complexity rule: the person's, or the name typed on this form.
+    var login = form.querySelector("input[name=login]");
+    function account() { return names[0] || (login ? login.value.trim() : ""); }
     // What the server last said of the password typed (banned terms, strength), and of which.
     var answered = { password: null, banned: false };
-    var said = {};
+    // Each rule's state as screen readers last heard it.
+    var announced = {};
     function update() {
       var v = pw.value;
       checks.hidden = v.length === 0;
       if (strength && v !== answered.password) strength.hidden = true;
-      var changed = [];
       checks.querySelectorAll("li").forEach(function (li) {
         var ok = false;
         switch (li.dataset.check) {
           // Counted as the server counts, the shorter way (code points, before and after NFKC).
           case "length": ok = Math.min(Array.from(v).length, Array.from(v.normalize("NFKC")).length) >= min; break;
-          case "complexity": ok = complex(v, names[0]); break;
+          case "complexity": ok = complex(v, account()); break;
           case "names": ok = v.length > 0 && !containsName(v, parts); break;
           case "banned": ok = v.length > 0 && answered.password === v && !answered.banned; break;
           case "match": ok = v.length > 0 && v === confirm.value; break;
         }
         li.classList.toggle("met", ok);
-        if (said[li.dataset.check] !== ok && v.length > 0) changed.push(li);
-        said[li.dataset.check] = ok;
       });
-      // Screen readers hear which rules changed, after a pause, not at every key.
+      // Screen readers hear which rules changed since they last heard, after a pause, not at
+      // every key.
       clearTimeout(update.announce);
       update.announce = setTimeout(function () {
-        if (!status || changed.length === 0) return;
-        status.textContent = changed.map(function (li) {
-          return (li.classList.contains("met") ? checks.dataset.met : checks.dataset.unmet) + " " + li.textContent;
-        }).join(". ");
+        if (!status || pw.value.length === 0) return;
+        var changed = [];
+        checks.querySelectorAll("li").forEach(function (li) {
+          var ok = li.classList.contains("met");
+          if (announced[li.dataset.check] !== ok) changed.push((ok ? checks.dataset.met : checks.dataset.unmet) + " " + li.textContent);
+          announced[li.dataset.check] = ok;
+        });
+        if (changed.length > 0) status.textContent = changed.join(". ");
       }, 800);
     }
     // The server's live check (strength, banned terms) after a pause in typing; the form is
@@ -111,6 +125,7 @@
       var body = new URLSearchParams();
       body.set("csrf", csrf.value);
       body.set("password", v);
+      if (form.dataset.complexity) body.set("complexity", "1");
       fetch("/password/check", { method: "POST", body: body, credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (a) {

@@ -67,6 +67,10 @@ pub struct PasswordPolicyConfig {
     /// When the range API cannot be asked: accept the password (`true`, the default, and the
     /// health page says lookups fail) or refuse it until it can.
     pub breached_fail_open: bool,
+    /// Every sign-in that takes these passwords (the organisation's own: Windows, VPN, mail…)
+    /// also asks for a second factor. SP 800-63B-4 then asks for 8 characters, not 15. Staff
+    /// always sign in here with one. Off by default: what passback cannot see, it does not assume.
+    pub multi_factor_sign_in: bool,
 }
 
 impl Default for PasswordPolicyConfig {
@@ -81,6 +85,7 @@ impl Default for PasswordPolicyConfig {
             breached_ca_file: None,
             breached_timeout_ms: 3000,
             breached_fail_open: true,
+            multi_factor_sign_in: false,
         }
     }
 }
@@ -91,8 +96,8 @@ pub enum PolicyProfile {
     #[serde(rename = "default")]
     Default,
     /// NIST SP 800-63B-4 for what the portal itself decides: at least 15 characters for a
-    /// password used alone and 8 for one used with a second factor (an authenticator app
-    /// registered here; staff), counted in code points after NFKC, on top of every directory's
+    /// password used alone and 8 for one used with a second factor (`multi_factor_sign_in`;
+    /// staff), counted in code points after NFKC, on top of every directory's
     /// own rules and in place of the cloud policy's composition rule; banned and breached
     /// passwords refused (so `breached` must be on). The health page and `agent doctor` say
     /// where a directory's own policy contradicts it.

@@ -51,7 +51,7 @@ impl BannedTerms {
         let terms: Vec<Term> = list
             .into_iter()
             .filter_map(|t| {
-                let listed = t.as_ref().trim().to_lowercase();
+                let listed = fold(t.as_ref().trim());
                 let forms = readings(&listed);
                 let long_enough = forms.iter().all(|f| f.len() >= MIN_TERM);
                 (long_enough && seen.insert(forms[0].clone())).then_some(Term { listed, forms })
@@ -99,10 +99,11 @@ impl Verdict {
 /// `names` (user name, display name: split into tokens here) and the `organisation`'s name.
 pub fn check(password: &str, lists: &[&BannedTerms], names: &[&str], organisation: Option<&str>) -> Verdict {
     let person: Vec<(String, Vec<Vec<char>>)> =
-        names.iter().flat_map(|n| tokens(n)).map(|t| (t.clone(), readings(&t.to_lowercase()))).collect();
+        names.iter().flat_map(|n| tokens(&nfkc(n))).map(|t| (t.clone(), readings(&t.to_lowercase()))).collect();
     let organisation: Vec<Vec<Vec<char>>> = organisation
+        .map(fold)
         .into_iter()
-        .flat_map(|o| tokens(o).into_iter().chain(joined(o)))
+        .flat_map(|o| tokens(&o).into_iter().chain(joined(&o)))
         .map(|t| readings(&t.to_lowercase()))
         .collect();
     let mut weakest: Option<Verdict> = None;
@@ -128,6 +129,17 @@ pub fn check(password: &str, lists: &[&BannedTerms], names: &[&str], organisatio
 }
 
 /// The tokens of a name worth looking for: runs of letters and digits of [`MIN_TERM`] or more.
+/// A name or a listed term as a password is compared with it: NFKC (the password itself comes
+/// normalised so, see [`super::nist::normalised`]), then lower case.
+fn fold(text: &str) -> String {
+    nfkc(text).to_lowercase()
+}
+
+fn nfkc(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfkc().collect()
+}
+
 fn tokens(name: &str) -> Vec<String> {
     name.split(|c: char| !c.is_alphanumeric()).filter(|t| t.chars().count() >= MIN_TERM).map(str::to_string).collect()
 }
@@ -342,5 +354,22 @@ mod tests {
         assert_eq!(check("blank-2026", &lists, &[], None).terms, vec!["blank"]);
         let v = check("blankblank", &[&BannedTerms::new(["blank"])], &[], None);
         assert_eq!(v.score, 2, "each time it is found is a point");
+    }
+}
+
+#[cfg(test)]
+mod nfkc_tests {
+    use super::*;
+
+    #[test]
+    fn full_width_names_and_listed_terms_are_the_letters_they_stand_for() {
+        let custom = BannedTerms::new(["ｃｏｎｔｏｓｏ"]);
+        let v = check("contoso12", &[&custom], &[], None);
+        assert_eq!(v.terms, vec!["contoso".to_string()], "{v:?}");
+        assert!(v.refused());
+        let named = check("wonderpoll77", &[], &["Ｐｏｌｌ Ｓｍｉｔｈ"], None);
+        assert!(named.name.is_some(), "{named:?}");
+        let org = check("xxfabrikamxx", &[], &[], Some("ＦＡＢＲＩＫＡＭ"));
+        assert!(org.organisation, "{org:?}");
     }
 }

@@ -17,7 +17,7 @@ pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId, SupportCode};
 pub use outcome::{Guessable, Outcome, OutcomeCode, PolicyFacts};
 pub use person::{AccountState, SyncMark, SyncedUser, UserKind, PASSWORD_MUST_CHANGE};
 pub use rules::meets_ad_complexity;
-pub use secret::{NewPassword, OneTimeCode, Secret};
+pub use secret::{NewPassword, OneTimeCode, Secret, MAX_PASSWORD_CHARS};
 
 /// Why a value given by a person or a peer was refused at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

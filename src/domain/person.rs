@@ -123,16 +123,6 @@ impl AccountState {
         let at = self.password_set_at?.saturating_add(i64::try_from(min_age).unwrap_or(i64::MAX));
         (at > now).then_some(at)
     }
-
-    /// When a password set at `now` will expire, under this account's policy: `None` where it
-    /// never does, or the maximum age is not known.
-    pub fn expiry_of_new(&self, now: i64) -> Option<i64> {
-        if self.never_expires {
-            return None;
-        }
-        let max_age = self.policy.as_ref()?.max_age_secs.filter(|s| *s > 0)?;
-        Some(now.saturating_add(i64::try_from(max_age).unwrap_or(i64::MAX)))
-    }
 }
 
 #[cfg(test)]
@@ -164,14 +154,5 @@ mod tests {
         assert_eq!(must.changeable_at(now), None, "a password that must be changed can be, at once");
         let unknown = AccountState { password_set_at: None, ..s };
         assert_eq!(unknown.changeable_at(now), None);
-    }
-
-    #[test]
-    fn a_new_password_expires_after_the_maximum_age_unless_the_account_never_expires() {
-        let now = 1_800_000_000;
-        assert_eq!(state(0, 0, 86_400 * 42).expiry_of_new(now), Some(now + 86_400 * 42));
-        assert_eq!(state(0, 0, 0).expiry_of_new(now), None, "a maximum age of 0: never");
-        let never = AccountState { never_expires: true, ..state(0, 0, 86_400) };
-        assert_eq!(never.expiry_of_new(now), None);
     }
 }

@@ -43,7 +43,7 @@ impl NewPassword {
     /// A password the portal made itself at random (only ever from the helpdesk's generator,
     /// `crypto::temporary_password`): nobody chose it, so no rule about guessable choices
     /// applies to it (the directory's own rules still do).
-    pub fn generated(random: SecretString) -> Self {
+    pub(crate) fn generated(random: SecretString) -> Self {
         Self(random, Origin::Generated)
     }
 

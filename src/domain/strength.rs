@@ -9,6 +9,10 @@ use zxcvbn::feedback::{Suggestion, Warning};
 /// faster than the length, and past it every password scores the highest anyway.
 const ESTIMATED_CHARS: usize = 64;
 
+/// The advice that symbols, digits and capitals are not needed: wrong where the policy asks
+/// for them.
+pub const NO_SYMBOLS_NEEDED: &str = "strength.s_no_symbols_needed";
+
 /// zxcvbn's verdict, in catalogue keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Strength {
@@ -33,7 +37,9 @@ impl Strength {
 
 /// The estimate for `password`, knowing the person's `names` (which make a password weaker).
 pub fn estimate(password: &str, names: &[&str]) -> Strength {
-    let head: Zeroizing<String> = Zeroizing::new(password.chars().take(ESTIMATED_CHARS).collect());
+    // Reserved up front, so that no copy is left behind by a reallocation.
+    let mut head = Zeroizing::new(String::with_capacity(password.len()));
+    head.extend(password.chars().take(ESTIMATED_CHARS));
     let entropy = zxcvbn::zxcvbn(&head, names);
     let feedback = entropy.feedback();
     Strength {
@@ -65,7 +71,7 @@ fn warning_key(w: Warning) -> &'static str {
 fn suggestion_key(s: Suggestion) -> &'static str {
     match s {
         Suggestion::UseAFewWordsAvoidCommonPhrases => "strength.s_few_words",
-        Suggestion::NoNeedForSymbolsDigitsOrUppercaseLetters => "strength.s_no_symbols_needed",
+        Suggestion::NoNeedForSymbolsDigitsOrUppercaseLetters => NO_SYMBOLS_NEEDED,
         Suggestion::AddAnotherWordOrTwo => "strength.s_another_word",
         Suggestion::CapitalizationDoesntHelpVeryMuch => "strength.s_capitals",
         Suggestion::AllUppercaseIsAlmostAsEasyToGuessAsAllLowercase => "strength.s_all_upper",

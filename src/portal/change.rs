@@ -46,6 +46,11 @@ async fn page(
         },
         None => None,
     };
+    // The form is not shown until then; why is said once (a "too recent" refusal says it).
+    let closed = not_yet.is_some();
+    let said =
+        outcome.as_ref().is_some_and(|o| o.code == Outcome::TooYoung { min_age_secs: None, since: None }.code().0);
+    let not_yet = not_yet.filter(|_| !said);
     let page = ChangePage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
@@ -56,6 +61,7 @@ async fn page(
         outcome,
         policy,
         not_yet,
+        closed,
     };
     Ok(page.into_response())
 }

@@ -105,36 +105,40 @@ impl PolicyView {
     /// [`crate::usecase::password::policy_facts`]); the portal's own are listed even where the
     /// directory's are not known yet.
     pub async fn of(st: &crate::usecase::Host, target: Option<&crate::usecase::Target>) -> Option<Self> {
-        let facts = crate::usecase::password::policy_facts(st, target).await.unwrap_or_default();
-        let rules = st.rules.current();
+        use crate::usecase::password::{policy_facts, with_portal_length};
+        let facts = match policy_facts(st, target).await {
+            Some(f) => f,
+            None => with_portal_length(st, false, crate::domain::PolicyFacts::default()),
+        };
         let names = match target {
             Some(t) => crate::usecase::policy::names_of(st, t).await.unwrap_or_default(),
             None => Vec::new(),
         };
-        Some(Self {
+        Some(Self::with_portal_rules(st, facts, names))
+    }
+
+    /// The rules of a staff member's own password: the cloud policy, and the portal's rules for
+    /// a password always used with a second factor.
+    pub fn for_staff(st: &crate::usecase::Host, names: Vec<String>) -> Self {
+        use crate::usecase::password::{cloud_facts, with_portal_length};
+        Self::with_portal_rules(st, with_portal_length(st, true, cloud_facts(st)), names)
+    }
+
+    fn with_portal_rules(st: &crate::usecase::Host, facts: crate::domain::PolicyFacts, names: Vec<String>) -> Self {
+        let rules = st.rules.current();
+        Self {
             min_length: facts.min_length,
             history: facts.history,
             complexity: facts.complexity.unwrap_or(false),
             organisation: rules.cfg.organisation_name.clone(),
             breached: rules.cfg.breached != crate::config::BreachedMode::Off,
             names,
-        })
+        }
     }
 
     /// The person's names as the page's script reads them: one per line.
     pub fn names_attr(&self) -> String {
         self.names.join("\n")
-    }
-}
-
-impl From<crate::domain::PolicyFacts> for PolicyView {
-    fn from(f: crate::domain::PolicyFacts) -> Self {
-        Self {
-            min_length: f.min_length,
-            history: f.history,
-            complexity: f.complexity.unwrap_or(false),
-            ..Self::default()
-        }
     }
 }
 
@@ -230,8 +234,10 @@ pub struct ChangePage {
     pub error: Option<String>,
     pub outcome: Option<OutcomeView>,
     pub policy: Option<PolicyView>,
-    /// Why no password can be chosen now (the minimum age): the form is then not shown.
+    /// Why no password can be chosen now (the minimum age), unless a refusal said it already.
     pub not_yet: Option<String>,
+    /// No password can be chosen now: the form is not shown.
+    pub closed: bool,
 }
 
 #[derive(Template, WebTemplate)]

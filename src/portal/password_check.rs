@@ -21,6 +21,9 @@ const PER_MINUTE: u32 = 60;
 #[derive(Deserialize)]
 pub struct CheckForm {
     password: SecretString,
+    /// The form states a composition rule: advice that symbols are not needed is left out.
+    #[serde(default)]
+    complexity: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +54,10 @@ pub async fn check(Posted { form, session, st, client, .. }: Posted<CheckForm>) 
     if !crate::store::security::take_allowance(&st.db, &bucket, 60, PER_MINUTE, now).await? {
         return Ok(StatusCode::TOO_MANY_REQUESTS.into_response());
     }
+    // No password longer than any form accepts is worth the work.
+    if form.password.expose_secret().chars().count() > crate::domain::MAX_PASSWORD_CHARS {
+        return Ok(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    }
     let owner = match proved(&st, &session).await? {
         Some(t) => policy::owner_of(&st, &t).await?,
         None => Owner::default(),
@@ -74,7 +81,13 @@ pub async fn check(Posted { form, session, st, client, .. }: Posted<CheckForm>) 
         banned,
         score: estimate.score,
         strength: tr.f("password.strength", "label", tr.t(estimate.label())),
-        advice: estimate.warning.iter().chain(&estimate.suggestions).map(|k| tr.t(k).to_string()).collect(),
+        advice: estimate
+            .warning
+            .iter()
+            .chain(&estimate.suggestions)
+            .filter(|k| form.complexity.is_empty() || **k != strength::NO_SYMBOLS_NEEDED)
+            .map(|k| tr.t(k).to_string())
+            .collect(),
     };
     Ok(axum::Json(answer).into_response())
 }

@@ -190,20 +190,17 @@ pub async fn policy_facts(st: &Host, target: Option<&Target>) -> Option<PolicyFa
             directory_policy(st, &directory).await.ok().flatten()?
         }
     };
-    Some(with_portal_length(st, target, facts).await)
+    Some(with_portal_length(st, false, facts))
 }
 
 /// `facts` with the portal's own minimum length where it is longer (SP 800-63B-4's 15, or 8
-/// with a second factor; 15 while the person is not known yet, as it holds for most).
-async fn with_portal_length(st: &Host, target: Option<&Target>, mut facts: PolicyFacts) -> PolicyFacts {
-    if st.rules.current().cfg.profile != PolicyProfile::Nist80063b4 {
+/// where sign-ins ask for a second factor, as for `second_factor` staff).
+pub fn with_portal_length(st: &Host, second_factor: bool, mut facts: PolicyFacts) -> PolicyFacts {
+    let rules = st.rules.current();
+    if rules.cfg.profile != PolicyProfile::Nist80063b4 {
         return facts;
     }
-    let second_factor = match target {
-        Some(t) => super::policy::owner_of(st, t).await.is_ok_and(|o| o.second_factor),
-        None => false,
-    };
-    let min = crate::domain::nist::min_length(second_factor);
+    let min = crate::domain::nist::min_length(second_factor || rules.cfg.multi_factor_sign_in);
     facts.min_length = Some(facts.min_length.map_or(min, |m| m.max(min)));
     facts
 }

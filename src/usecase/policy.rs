@@ -54,7 +54,8 @@ pub struct Owner {
     /// Names the password may not contain (user name, display name).
     pub names: Vec<String>,
     /// The password is used with a second factor (SP 800-63B-4 then asks for 8 characters, not
-    /// 15): the person has an authenticator app registered, or is staff (who always use one).
+    /// 15): staff, who always sign in with one, or everyone where the organisation says its
+    /// sign-ins ask for one (`password_policy.multi_factor_sign_in`).
     pub second_factor: bool,
 }
 
@@ -341,11 +342,11 @@ impl Checked {
     }
 }
 
-/// Whose password it is: their names and, where the profile asks (SP 800-63B-4's length),
-/// whether they have a second factor.
+/// Whose password it is: their names, and whether the organisation's sign-ins ask for a second
+/// factor with it. (An authenticator app registered here does not count: it proves who someone
+/// is to reset a password, it does not guard the places where the password is used.)
 pub async fn owner_of(st: &Host, target: &Target) -> anyhow::Result<Owner> {
-    let second_factor = st.rules.current().cfg.profile == PolicyProfile::Nist80063b4
-        && store::security::totp(&st.db, target.person()).await?.is_some_and(|t| t.confirmed);
+    let second_factor = st.rules.current().cfg.multi_factor_sign_in;
     Ok(Owner { names: names_of(st, target).await?, second_factor })
 }
 
@@ -431,7 +432,7 @@ pub async fn check_candidate(
     now: i64,
 ) -> anyhow::Result<Checked> {
     let rules = PasswordRules::new(&cfg.password_policy)?;
-    let mut owner = Owner::default();
+    let mut owner = Owner { second_factor: cfg.password_policy.multi_factor_sign_in, ..Owner::default() };
     let mut facts = None;
     if let Some((directory, login)) = person {
         let found: Vec<_> =
@@ -439,9 +440,8 @@ pub async fn check_candidate(
         let [user] = found.as_slice() else {
             anyhow::bail!("{login:?} is not one person of directory {directory:?} in the portal's database");
         };
-        let person = store::security::Person { directory, anchor: &user.anchor };
-        let second_factor = store::security::totp(db, person).await?.is_some_and(|t| t.confirmed);
-        owner = Owner { names: vec![user.username.clone(), user.display_name.clone()], second_factor };
+        let names = vec![user.username.clone(), user.display_name.clone()];
+        owner = Owner { names, second_factor: cfg.password_policy.multi_factor_sign_in };
         facts = store::users::policy(db, directory)
             .await?
             .and_then(|json| serde_json::from_str::<crate::domain::PolicyFacts>(&json).ok());

@@ -72,6 +72,11 @@ async fn a_signed_in_person_is_told_when_they_may_change_again_before_typing_a_n
     for secret in ["PB-2004", "You can change", "data-names", "Carol Danvers"] {
         assert!(!wrong.contains(secret), "{secret}: {wrong}");
     }
+    // With the right one, a password the portal refuses says so, and why no other can be chosen
+    // yet (no form to try again with).
+    let banned = app.change_password("carol", "Changed-Pass-2026", "password123").await;
+    assert!(banned.contains("PB-2005") && banned.contains("You can change your password again from"), "{banned}");
+    assert!(!banned.contains(r#"name="password""#), "{banned}");
 
     // Anyone may open the change form: it says nothing of anybody's password.
     let anonymous = app.new_client();

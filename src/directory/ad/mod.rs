@@ -320,8 +320,11 @@ impl Ad {
         let outcome = answer::ad(res.rc, &res.text);
         let unnamed = answer::ad_unnamed_rule(res.rc, &res.text);
         if outcome.is_success() {
-            // The policy the new password lives under, so the person is told when it expires.
-            let policy = self.policy_for(&server, person.pso.as_deref()).await;
+            // The policy the new password lives under, so the person is told when it expires;
+            // not worth keeping them from the answer, which is final already.
+            const POLICY_READ: std::time::Duration = std::time::Duration::from_secs(2);
+            let read = self.policy_for(&server, person.pso.as_deref());
+            let policy = tokio::time::timeout(POLICY_READ, read).await.ok().flatten();
             return Answer { outcome, raw, policy: policy.map(|p| Box::new(p.for_account(person.never_expires))) };
         }
         if !outcome.is_policy_rule() && !unnamed {

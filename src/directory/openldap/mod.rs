@@ -402,8 +402,11 @@ impl OpenLdap {
         let password_set_at = first(&entry, "pwdChangedTime").and_then(generalized_time_unix);
         // ppolicy: pwdMaxAge after the last change (0 or absent: never).
         let max_age = policy.as_ref().and_then(|p| p.max_age_secs).filter(|s| *s > 0);
-        let expires_at =
-            password_set_at.zip(max_age).map(|(set, max)| set.saturating_add(i64::try_from(max).unwrap_or(i64::MAX)));
+        // A password that must be changed now has no later expiry to tell.
+        let expires_at = password_set_at
+            .zip(max_age)
+            .filter(|_| !must_change)
+            .map(|(set, max)| set.saturating_add(i64::try_from(max).unwrap_or(i64::MAX)));
         Ok(Some(crate::domain::AccountState {
             enabled: locked_time != Some(PERMANENT_LOCK),
             locked,

@@ -218,7 +218,10 @@ async fn enrol_page(
         username: row.username.clone(),
         seed_text: totp::seed_text(&seed).to_string(),
         qr: totp::qr_data_url(&seed, issuer, &row.username)?.to_string(),
-        policy: Some(passwords::cloud_facts(st).into()),
+        policy: Some(crate::portal::pages::PolicyView::for_staff(
+            st,
+            vec![row.username.clone(), row.display_name.clone()],
+        )),
         error,
     };
     Ok(page.into_response())
