@@ -173,10 +173,15 @@ impl Tr {
         args.iter().fold(self.t(key).to_string(), |s, (name, value)| s.replace(&format!("{{{name}}}"), value))
     }
 
-    /// `key.one` or `key.other` with `{n}` filled in, as `n` asks.
+    /// `key.one` or `key.other` with `{n}` filled in, as `n` asks in this language (CLDR's
+    /// cardinal rules for whole numbers: French says "one" of 0 and 1; English, German, Spanish
+    /// and Dutch of 1 alone).
     pub fn plural(&self, key: &str, n: u64) -> String {
-        let form = if n == 1 { "one" } else { "other" };
-        self.f(&format!("{key}.{form}"), "n", n)
+        let one = match self.0 {
+            Lang::Fr => n <= 1,
+            _ => n == 1,
+        };
+        self.f(&format!("{key}.{}", if one { "one" } else { "other" }), "n", n)
     }
 
     /// A whole number with this language's thousands separator: "3,861,493", "3.861.493".
@@ -328,6 +333,15 @@ mod tests {
             }
         }
         assert!(unknown.is_empty(), "keys missing from locales/en.toml: {unknown:#?}");
+    }
+
+    #[test]
+    fn plural_forms_follow_each_languages_rules() {
+        assert_eq!(Tr(Lang::En).plural("duration.minutes", 0), "0 minutes");
+        assert_eq!(Tr(Lang::Fr).plural("duration.minutes", 0), "0 minute", "French says one of 0");
+        assert_eq!(Tr(Lang::Fr).plural("duration.minutes", 2), "2 minutes");
+        assert_eq!(Tr(Lang::En).plural("password.history", 1), "Not your current password, nor the one before it.");
+        assert!(Tr(Lang::De).plural("password.history", 24).contains("24"));
     }
 
     #[test]

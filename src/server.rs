@@ -122,7 +122,13 @@ impl Application {
         let router = portal::router(app_state)
             .layer(sessions)
             .merge(crate::relay::server::router(relay_state))
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            // A failed request is logged by what failed, with its reason and support code; a
+            // 503 the health check answers while writeback is down is an answer, not an error to
+            // log at every poll.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            );
 
         let tcp =
             TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;

@@ -318,6 +318,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A person's signed-in session ends this many hours after the sign-in, however busy.
     pub session_max_hours: u64,
+    /// Where "Sign in" leads from the pages that end a reset, change or unlock: the
+    /// organisation's own sign-in page (`https://myapps.example.org`). Default: this portal's.
+    pub done_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -335,6 +338,7 @@ impl Default for ServerConfig {
             metrics_token: None,
             metrics_token_file: None,
             session_max_hours: 8,
+            done_url: None,
         }
     }
 }
@@ -538,6 +542,12 @@ impl PortalConfig {
                 if normalize_origin(origin, dev).as_deref() != Some(origin.trim_end_matches('/')) {
                     bail!("{key}: {origin:?} is not an origin such as \"https://apps.example.org\" (https, no path)");
                 }
+            }
+        }
+        if let Some(done) = &self.server.done_url {
+            let url = url::Url::parse(done).context("server.done_url")?;
+            if url.scheme() != "https" && !dev {
+                bail!("server.done_url must be an https:// address outside development mode");
             }
         }
         let url = url::Url::parse(&self.server.public_url).context("server.public_url")?;

@@ -69,6 +69,26 @@ pub struct Scope {
     pub everyone: bool,
 }
 
+/// The scope in words, for the audit and the staff list: "everyone", "nobody", or what narrows
+/// it ("directories corp; under OU=Staff,DC=corp,DC=test; in groups CN=Helpdesk,…").
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_everyone() {
+            return f.write_str("everyone");
+        }
+        if self.is_nobody() {
+            return f.write_str("nobody");
+        }
+        let parts: Vec<String> =
+            [("directories", &self.directories), ("under", &self.base_dns), ("in groups", &self.groups)]
+                .into_iter()
+                .filter(|(_, list)| !list.is_empty())
+                .map(|(what, list)| format!("{what} {}", list.join(" or ")))
+                .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
 impl Scope {
     /// Everyone, in every directory.
     pub fn everyone() -> Scope {
@@ -102,5 +122,17 @@ impl Scope {
         (self.directories.is_empty() || self.directories.iter().any(|d| d == p.directory()))
             && (self.base_dns.is_empty() || self.base_dns.iter().any(|b| dn_within(p.dn(), b)))
             && (self.groups.is_empty() || self.groups.iter().any(|g| groups.contains(&normalise_dn(g))))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_reads_as_words() {
+        assert_eq!(Scope::everyone().to_string(), "everyone");
+        assert_eq!(Scope::default().to_string(), "nobody");
+        let narrow = Scope { directories: vec!["corp".into()], groups: vec!["CN=Helpdesk".into()], ..Scope::default() };
+        assert_eq!(narrow.to_string(), "directories corp; in groups CN=Helpdesk");
     }
 }

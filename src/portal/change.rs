@@ -62,6 +62,7 @@ async fn page(
         policy,
         not_yet,
         closed,
+        down: people::directories_down(st, target).await?,
     };
     Ok(page.into_response())
 }
@@ -132,7 +133,8 @@ async fn change_inner(
     if !people::directory_alive(&st, found.target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("change.identify", &o, "no live agent").await?;
-        return Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&o))).await?));
+        let shown = OutcomeView { message: Tr::current().t("change.down").into(), ..outcome_view(&o) };
+        return Ok(support.tag(page(&st, None, &session, &typed, None, Some(shown)).await?));
     }
     let subject = match &found.target {
         Some(t) => store::attempts::subject(&t.directory, &t.anchor),
@@ -191,6 +193,7 @@ async fn change_inner(
             start_again: false,
             return_to: super::RETURN_TO.get(&session).await?,
             expires,
+            sign_in: super::pages::sign_in_url(&st),
         };
         return Ok(support.tag(done));
     }

@@ -33,6 +33,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub mod paths {
     pub const HOME: &str = "/";
     pub const RESET: &str = "/reset";
+    /// The first step again, saying that the flow in progress was lost (expired, or a later
+    /// step opened without one).
+    pub const RESET_EXPIRED: &str = "/reset?expired=1";
     pub const RESET_VERIFY: &str = "/reset/verify";
     pub const RESET_METHOD: &str = "/reset/method";
     pub const RESET_UNLOCK: &str = "/reset/unlock";
@@ -204,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTH_RELAY, get(relay_check))
         .route(paths::METRICS, get(metrics))
         .route(paths::STATIC, get(static_file))
+        .fallback(not_found)
         .merge(staff::routes());
     if state.demo_mailbox.is_some() {
         r = r.route(paths::DEMO_MAIL, get(demo::mail));
@@ -422,6 +426,12 @@ fn forwarded_for(entries: &[String], proxies: &[std::net::IpAddr]) -> Option<std
 }
 
 /// The few static assets, built into the binary: no CDN, nothing read from disk at run time.
+/// The portal's own page for an address it has no page at (not the browser's blank error).
+async fn not_found() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (axum::http::StatusCode::NOT_FOUND, pages::NotFoundPage { tr: crate::i18n::Tr::current() }).into_response()
+}
+
 async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (kind, body) = match file.as_str() {

@@ -136,6 +136,12 @@ impl PolicyView {
         }
     }
 
+    /// The history rule in words, with its number's plural form; none where nothing is kept.
+    pub fn history_rule(&self) -> Option<String> {
+        let n = self.history.filter(|n| *n > 0)?;
+        Some(Tr::current().plural("password.history", u64::from(n)))
+    }
+
     /// The person's names as the page's script reads them: one per line.
     pub fn names_attr(&self) -> String {
         self.names.join("\n")
@@ -155,6 +161,8 @@ pub struct IdentifyPage {
     pub error: Option<String>,
     /// An allowed `return_to`, carried in the form until it is posted (no session before that).
     pub return_to: Option<String>,
+    /// The person came back here because the flow in progress was lost.
+    pub expired: bool,
 }
 
 /// The chooser: which way to verify.
@@ -207,6 +215,8 @@ pub struct UnlockPage {
     pub form_key: String,
     pub outcome: Option<OutcomeView>,
     pub error: Option<String>,
+    /// The directory says the account is not locked: nothing to unlock.
+    pub not_locked: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -238,6 +248,8 @@ pub struct ChangePage {
     pub not_yet: Option<String>,
     /// No password can be chosen now: the form is not shown.
     pub closed: bool,
+    /// No directory can be reached now (said before anything is typed).
+    pub down: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -253,6 +265,14 @@ pub struct OutcomePage {
     pub return_to: Option<String>,
     /// When the password just set expires, where the directory sets a maximum age.
     pub expires: Option<String>,
+    /// Where "Sign in" leads after a success (see [`sign_in_url`]).
+    pub sign_in: String,
+}
+
+/// Where a person who is done goes to sign in: the organisation's own page (`server.done_url`),
+/// else this portal's.
+pub fn sign_in_url(st: &crate::usecase::Host) -> String {
+    st.cfg.server.done_url.clone().unwrap_or_else(|| super::paths::SIGNIN.to_string())
 }
 
 #[derive(Template, WebTemplate)]
@@ -262,6 +282,13 @@ pub struct ErrorPage {
     pub title: String,
     pub message: String,
     pub support_code: String,
+}
+
+/// An address the portal has no page at.
+#[derive(Template, WebTemplate)]
+#[template(path = "not_found.html")]
+pub struct NotFoundPage {
+    pub tr: Tr,
 }
 
 pub struct DemoMail {
@@ -288,6 +315,8 @@ pub struct SignInPage {
     pub notice: Option<String>,
     pub error: Option<String>,
     pub outcome: Option<OutcomeView>,
+    /// No directory can be reached now (said before anything is typed).
+    pub down: bool,
 }
 
 /// The directory said the password must be changed (reset by the helpdesk, or expired).

@@ -97,6 +97,23 @@ pub(crate) async fn directory_alive(
     Ok(DirectoryId::parse(&directory).map(|d| st.hub.is_alive(&d)).unwrap_or(false))
 }
 
+/// Whether a form should warn, before anything is typed, that the directory cannot be reached:
+/// the person's own directory has no live agent or, before the person is known, none of the
+/// directories has one. (A cloud-only account needs none; the form stays, and says so only as a
+/// warning.)
+pub(crate) async fn directories_down(st: &AppState, target: Option<&Target>) -> Result<bool, PortalError> {
+    match target {
+        Some(t) if t.kind == UserKind::CloudOnly => Ok(false),
+        Some(t) => Ok(!DirectoryId::parse(&t.directory).map(|d| st.hub.is_alive(&d)).unwrap_or(false)),
+        None => {
+            let mut known = store::users::directories(&st.db).await?;
+            known.extend(st.cfg.directories.keys().cloned());
+            let alive = known.iter().filter_map(|d| DirectoryId::parse(d).ok()).any(|d| st.hub.is_alive(&d));
+            Ok(!known.is_empty() && !alive)
+        }
+    }
+}
+
 /// A synced person's kind: their own override, else their directory's, else federated.
 async fn synced_kind(st: &AppState, directory: &str, anchor: &str) -> Result<UserKind, PortalError> {
     let own = store::users::kind_override(&st.db, directory, anchor).await?;

@@ -29,6 +29,8 @@ pub(crate) const RETURN_TO: &str = "return_to";
 pub(crate) const STAFF: &str = "staff";
 /// A staff member's first sign-in, enrolling their own authenticator.
 pub(crate) const STAFF_ENROLLING: &str = "staff_enrolling";
+/// A word for the next page of security info (what the step before it did).
+pub(crate) const NOTICE: &str = "notice";
 /// The person's time zone, as a form's script last reported it ([`super::pages::time_zone`]).
 pub(crate) const TIME_ZONE: &str = "time_zone";
 /// The one-use keys of the forms shown (see [`FormKey`]).

@@ -136,15 +136,16 @@ pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &
     .await
 }
 
-/// The one sign-in that administrator-made credentials allow starts an enrolment: it can happen
-/// once (a second sign-in with the same credentials is refused, so whoever else saw them cannot
-/// use them after the owner, nor the owner after them unnoticed), any earlier session ends and
-/// no authenticator seed is left over. Returns the new epoch; `None` if the credentials were used
-/// already or the account changed meanwhile.
+/// A sign-in with administrator-made credentials (re)starts the enrolment: any earlier
+/// enrolment session ends and no authenticator seed is left over, so one who left the page half
+/// way is not locked out, and of two people holding the credentials only the last to sign in can
+/// finish (and only one enrolment ever completes, see [`complete_enrolment`]; every start is
+/// audited). Returns the new epoch; `None` if the account changed meanwhile or no longer waits
+/// for enrolment.
 pub async fn begin_enrolment(db: &Db, id: &str, epoch: i64) -> sqlx::Result<Option<i64>> {
     Stmt::new(
         "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = TRUE \
-         WHERE id = ? AND must_enrol = TRUE AND enrolment_started = FALSE AND session_epoch = ? RETURNING session_epoch",
+         WHERE id = ? AND must_enrol = TRUE AND session_epoch = ? RETURNING session_epoch",
     )
     .bind(id)
     .bind(epoch)

@@ -40,7 +40,7 @@ impl Credentials {
 /// page or command says so).
 pub async fn add(ctx: &Ctx<'_>, by: &By, spec: &StaffSpec) -> anyhow::Result<Option<Credentials>> {
     let Some(creds) = create(ctx.db, ctx.secrets, spec, ctx.now).await? else { return Ok(None) };
-    let raw = format!("role={} scope={:?}", spec.role.as_str(), spec.scope);
+    let raw = format!("role {}, scope: {}", spec.role.as_str(), spec.scope);
     ctx.audit(by, "staff.add", &spec.username, &raw).await?;
     Ok(Some(creds))
 }

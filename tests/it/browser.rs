@@ -168,12 +168,21 @@ async fn six_wrong_codes_block_the_gate_and_the_block_is_audited() {
     browser.press("Next").await;
     let code = app.code_for("alice@example.org", 0).await;
     let wrong = if code == "00000000" { "11111111" } else { "00000000" };
-    for _ in 0..5 {
+    // Told how many tries are left once two or fewer remain, and what happens then.
+    for (i, left) in [None, None, Some("2 tries left"), Some("1 try left"), None].into_iter().enumerate() {
         browser.fill("code", wrong).await;
         browser.press("Verify").await;
+        let text = browser.text().await;
+        match left {
+            Some(left) => {
+                assert!(text.contains(&format!("{left}, then self-service is paused for 1 day")), "{i}: {text}")
+            }
+            None => assert!(!text.contains("left, then"), "{i}: {text}"),
+        }
     }
     let text = browser.text().await;
     assert!(text.contains("blocked") && text.contains("PB-4001"), "the fifth failure blocks: {text}");
+    assert!(text.contains("Self-service is paused until"), "and says until when: {text}");
     browser.check("blocked").await;
 
     // The sixth try, with a fresh start and even the right code, meets the block.
@@ -207,6 +216,7 @@ async fn an_access_panel_entry_fills_in_the_name_and_offers_only_an_allowed_way_
     browser.press("Change my password").await;
     let html = browser.html().await;
     assert!(html.contains("href=\"https://apps.example.org/home\""), "the allowed way back is offered: {html}");
+    assert!(html.contains("href=\"https://apps.example.org/signin\""), "and the organisation's sign-in: {html}");
 
     // From a foreign origin, the way back is never offered.
     let other = Browser::open(&app, "access-panel-foreign").await;
@@ -467,7 +477,11 @@ async fn a_sign_in_the_directory_answers_with_must_change_leads_to_the_change_fo
     browser.fill("confirm", NEW_PASSWORD).await;
     browser.press("Change my password").await;
     assert_eq!(browser.path().await, "/account");
+    let text = browser.text().await;
+    assert!(text.contains("Your password has been changed"), "said first, then security info: {text}");
     assert!(app.bind_works("carol", NEW_PASSWORD).await);
+    browser.goto("/account").await;
+    assert!(!browser.text().await.contains("Your password has been changed"), "said once");
     // A wrong password is refused in the same words whether or not the name exists.
     let wrong = sign_in(&browser, "carol", "Wrong-Passw0rd!").await;
     let nobody = sign_in(&browser, "nobody-here", "Wrong-Passw0rd!").await;

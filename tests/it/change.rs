@@ -12,6 +12,7 @@ async fn a_person_changes_a_known_password_and_only_the_new_one_binds() {
     let page = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
 
     assert!(page.contains("Your password has been changed"), "{page}");
+    assert!(page.contains(r#"<a class="button" href="/signin">Sign in</a>"#), "a way on: {page}");
     assert!(app.bind_works("alice", "Changed-Pass-2026").await);
     assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await);
     let row = app.audit().await.into_iter().find(|r| r.operation == "change.writeback").unwrap();
@@ -176,4 +177,23 @@ async fn typing_someones_name_at_sign_in_never_locks_them_out_of_the_directory()
         let page = app.sign_in_on(&app.new_client(), login, password).await.text().await.unwrap();
         assert_eq!(page.contains("Security info"), signed_in, "{login}: {page}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_agent_alive_the_change_and_sign_in_forms_say_so_before_anything_is_typed() {
+    let mut app = spawn_app().await;
+    let (up, _) = app.page("/change").await;
+    assert!(!up.contains("id=\"down\""), "{up}");
+
+    app.stop_agent();
+    app.wait_until_alive(false).await;
+
+    let (change, _) = app.page("/change").await;
+    assert!(change.contains("id=\"down\"") && change.contains("cannot be reached right now"), "{change}");
+    let (signin, _) = app.page("/signin").await;
+    assert!(signin.contains("id=\"down\"") && signin.contains("cannot sign in here"), "{signin}");
+    // Sent anyway, the answer is the same, in words for that form, not "reset is unavailable".
+    let sent = app.change_password("alice", INITIAL_USER_PASSWORD, "Quiet-Harbour-Lantern-9").await;
+    assert!(sent.contains("PB-1001") && sent.contains("cannot be changed here"), "{sent}");
+    assert!(!sent.contains("reset is unavailable"), "{sent}");
 }

@@ -324,6 +324,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     if let Some(origin) = opts.apps_origin {
         cfg.server.allowed_return_origins = vec![origin.into()];
         cfg.server.frame_ancestors = vec![origin.into()];
+        // The organisation's own sign-in page, where the done pages lead.
+        cfg.server.done_url = Some(format!("{origin}/signin"));
     }
     let clock = passback::Clock::default();
     let portal = Portal::start(cfg, clock.clone()).await;

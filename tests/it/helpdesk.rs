@@ -700,3 +700,52 @@ async fn the_command_lines_staff_acts_are_audited_and_told_like_the_pages() {
     assert_eq!(told[0].to, vec!["admin-cli@staff.example.org".to_string()]);
     assert!(told[0].data.contains("command line"), "{}", told[0].data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_member_who_left_enrolment_half_way_signs_in_again_and_finishes_it() {
+    use secrecy::ExposeSecret;
+    let app = spawn_app().await;
+    let spec = passback::usecase::staff::StaffSpec {
+        username: "ada".into(),
+        display_name: "Ada (staff)".into(),
+        email: Some("ada@staff.example.org".into()),
+        role: Role::Administrator,
+        scope: Scope::everyone(),
+        may_reset_protected: false,
+    };
+    let creds = passback::usecase::staff::create(&app.db, &app.portal.data_key(), &spec, app.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    let given = StaffLogin {
+        username: "ada".into(),
+        password: creds.password.expose_secret().to_string(),
+        seed: creds.seed.to_vec(),
+    };
+    // The first sign-in leads to enrolment; she closes the tab.
+    let first = client(&app);
+    let page = staff_signin(&app, &first, &given, 0).await;
+    assert!(page.contains("Choose your own sign-in"), "{page}");
+
+    // Later, the same credentials lead back to it (a new code: each is used once).
+    let again = client(&app);
+    let page = staff_signin(&app, &again, &given, 1).await;
+    assert!(page.contains("Choose your own sign-in"), "not refused as wrong: {page}");
+    // The enrolment left half way ended: only the latest can finish.
+    let (_, stale) = get(&app, &first, "/staff/enrol").await;
+    assert!(!stale.contains("Choose your own sign-in"), "{stale}");
+
+    let seed =
+        totp::seed_from_text(page.split("id=\"enrol-seed\">").nth(1).unwrap().split('<').next().unwrap()).unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let own = "Own-Sign-In-Phrase-42";
+    let code = totp::code_at(&seed, app.clock.now());
+    let fields = [("csrf", csrf.as_str()), ("password", own), ("confirm", own), ("code", code.as_str())];
+    let (_, home) = post(&app, &again, "/staff/enrol", &fields).await;
+    assert!(!home.contains("Choose your own sign-in") && home.contains("Writeback health"), "{home}");
+    // Done: the administrator-made password opens nothing any more.
+    let used = staff_signin(&app, &client(&app), &given, 2).await;
+    assert!(!used.contains("Choose your own sign-in") && used.contains("PB-4001"), "{used}");
+    let starts = app.audit().await.into_iter().filter(|r| r.raw.contains("enrolment (re)started")).count();
+    assert_eq!(starts, 2, "every start is audited");
+}

@@ -973,3 +973,36 @@ async fn the_fifth_reset_in_an_hour_blocks_self_service_for_the_account() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.mails_to("alice@example.org"), before, "no code for a blocked account");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlocking_an_account_that_is_not_locked_says_so_and_offers_the_ways_that_help() {
+    let app = spawn_app().await;
+    let (_, csrf) = app.page("/reset").await;
+    app.post("/reset", &[("csrf", csrf.as_str()), ("login", "bob"), ("intent", "unlock")]).await;
+    let code = app.code_for("bob@example.org", 0).await;
+
+    let page = app.verify(&code).await;
+
+    assert!(page.contains("Your account is not locked"), "{page}");
+    assert!(!page.contains("name=\"form_key\""), "nothing to unlock: no form: {page}");
+    assert!(page.contains("href=\"/signin\"") && page.contains("href=\"/reset\""), "{page}");
+    assert!(app.audit().await.iter().all(|r| r.operation != "unlock.writeback"), "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_address_gets_the_portals_own_page_and_a_lost_flow_says_so() {
+    let app = spawn_app().await;
+
+    let missing = app.get("/no-such-page").await;
+    assert_eq!(missing.status(), 404);
+    let body = missing.text().await.unwrap();
+    assert!(body.contains("Page not found") && body.contains("href=\"/reset\""), "{body}");
+
+    // A later step without a flow in progress (a bookmark, an expired session).
+    for later in ["/reset/password", "/reset/unlock", "/reset/verify"] {
+        let resp = app.get(later).await;
+        assert_eq!(resp.url().query(), Some("expired=1"), "{later}: {}", resp.url());
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("Your session has expired") && page.contains("name=\"login\""), "{later}: {page}");
+    }
+}

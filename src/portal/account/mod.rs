@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 const SIGNED_IN: Key<SignedIn> = Key::new(session::SIGNED_IN);
+/// Said once, on the next overview (a password changed at sign-in, say).
+const NOTICE: Key<String> = Key::new(session::NOTICE);
 
 /// Removing a method needs a sign-in at most this old.
 const FRESH_SECS: i64 = 10 * 60;
@@ -166,7 +168,8 @@ async fn methods_that_verify(st: &AppState, t: &Target) -> Result<usize, PortalE
 pub async fn overview(
     super::extract::Only { who: Person(who), session, st }: super::extract::Only<Person>,
 ) -> Result<Response, PortalError> {
-    overview_page(&st, &session, &who, None).await
+    let notice = NOTICE.take(&session).await?;
+    overview_page(&st, &session, &who, notice).await
 }
 
 async fn overview_page(

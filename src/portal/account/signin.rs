@@ -52,6 +52,7 @@ async fn page(
         notice: None,
         error,
         outcome,
+        down: people::directories_down(st, None).await?,
     };
     Ok(page.into_response())
 }
@@ -75,6 +76,7 @@ pub async fn signin_form(
         notice: q.again.map(|_| tr.t("signin.again").to_string()),
         error: None,
         outcome: None,
+        down: people::directories_down(&st, None).await?,
     };
     Ok(page.into_response())
 }
@@ -117,7 +119,8 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     if !people::directory_alive(st, found.target.as_ref(), &login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("signin", &o, "no live agent").await?;
-        return Ok(support.tag(page(st, session, &typed, None, Some(OutcomeView::new(&o, &support))).await?));
+        let shown = OutcomeView { message: tr.t("signin.down").into(), ..OutcomeView::new(&o, &support) };
+        return Ok(support.tag(page(st, session, &typed, None, Some(shown)).await?));
     }
     let subject = match &found.target {
         Some(t) => t.person().subject(),
@@ -257,6 +260,8 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
     }
     MUST_CHANGE.take(&session).await?;
     super::begin(&st, &session, target, must.audit_name).await?;
+    // Said first, on the page the person lands on: it worked.
+    super::NOTICE.set(&session, &tr.t("password.done_title").to_string()).await?;
     Ok(support.tag(Redirect::to(paths::ACCOUNT)))
 }
 

@@ -213,6 +213,7 @@ fn blocked(st: &AppState, support: &SupportCode) -> Response {
         start_again: false,
         return_to: None,
         expires: None,
+        sign_in: crate::portal::pages::sign_in_url(st),
     };
     page.outcome.message = tr.f("gates.blocked", "hours", st.cfg.gates.block_hours);
     page.into_response()

@@ -22,6 +22,8 @@ pub async fn home() -> Redirect {
 pub struct HintQuery {
     login_hint: Option<String>,
     return_to: Option<String>,
+    /// Sent here because the flow in progress was lost.
+    expired: Option<String>,
 }
 
 /// The first page; an access panel may link here with `login_hint` (pre-filled) and `return_to`
@@ -34,7 +36,9 @@ pub async fn identify_form(
     // Carried in the form, not the session: a page view writes nothing.
     let return_to = allowed_return_to(&st, q.return_to.as_deref());
     let login = q.login_hint.filter(|h| LoginName::parse(h).is_ok()).map(|h| h.trim().to_string()).unwrap_or_default();
-    Ok(page(&st, &session, login, Intent::Reset, None, return_to).await?.into_response())
+    let mut page = page(&st, &session, login, Intent::Reset, None, return_to).await?;
+    page.expired = q.expired.is_some();
+    Ok(page.into_response())
 }
 
 fn allowed_return_to(st: &AppState, r: Option<&str>) -> Option<String> {
@@ -57,6 +61,7 @@ async fn page(
         unlock: intent == Intent::Unlock,
         error,
         return_to,
+        expired: false,
     })
 }
 

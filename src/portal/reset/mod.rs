@@ -109,6 +109,7 @@ fn outcome_page(
         start_again,
         return_to: None,
         expires: None,
+        sign_in: crate::portal::pages::sign_in_url(st),
     }
 }
 
@@ -125,7 +126,14 @@ async fn blocked_page(
     flow.attempt(st, client, &support).audit("reset.blocked", &o, what).await?;
     FLOW.take(session).await?;
     let mut page = outcome_page(st, "gates.blocked_title", &o, &support, false);
-    page.outcome.message = crate::i18n::Tr::current().f("gates.blocked", "hours", st.cfg.gates.block_hours);
+    let tr = crate::i18n::Tr::current();
+    page.outcome.message = tr.f("gates.blocked", "hours", st.cfg.gates.block_hours);
+    // When it ends, in the person's time zone.
+    if let Some(until) = crate::store::security::blocked_until(&st.db, &flow.subject, st.clock.now()).await? {
+        let offset = crate::portal::pages::time_zone(session, None).await?;
+        let when = tr.f("gates.blocked_until", "until", tr.datetime(until, offset));
+        page.outcome.message = format!("{} {when}", page.outcome.message);
+    }
     Ok(support.tag(page))
 }
 
@@ -190,7 +198,7 @@ pub(crate) async fn verified_target(st: &AppState, session: &Session) -> Result<
 
 impl<I: ForIntent> crate::portal::extract::Guard for Verified<I> {
     async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
-        let back = || PortalError::Refused(Box::new(Redirect::to(paths::RESET).into_response()));
+        let back = || PortalError::Refused(Box::new(Redirect::to(paths::RESET_EXPIRED).into_response()));
         let Some(flow) = load_flow(session).await? else { return Err(back()) };
         match (&flow.verified_at, &flow.target) {
             (Some(at), Some(t)) if st.clock.now() - at < VERIFIED_FOR_SECS && flow.intent == I::INTENT => {

@@ -19,7 +19,7 @@ use tower_sessions::Session;
 type PageResult = Result<Response, PortalError>;
 
 fn start_again() -> Response {
-    Redirect::to(paths::RESET).into_response()
+    Redirect::to(paths::RESET_EXPIRED).into_response()
 }
 
 /// Shows the gate now open, or the chooser, or starts the only gate left.
@@ -172,9 +172,13 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
                 let page = outcome_page(&st, "verify.failed_title", &Outcome::VerificationFailed, &support, true);
                 return Ok(support.tag(page));
             }
+            let left = gates::tries_left(&st, &flow.subject, method, current.failed).await?;
             flow.current = Some(current);
             FLOW.set(&session, &flow).await?;
-            let error = gates::wrong_answer(tr, method).to_string();
+            let error = match left {
+                Some(left) => format!("{} {left}", gates::wrong_answer(tr, method)),
+                None => gates::wrong_answer(tr, method).to_string(),
+            };
             return Ok(support.tag(gate_page(&st, &session, &flow, Some(error), Some(support.0.clone())).await?));
         }
     };

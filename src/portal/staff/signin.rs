@@ -138,18 +138,20 @@ async fn signin_inner(
     }
     store::attempts::clear(&from_here).run(&st.db).await?;
     if r.must_enrol {
-        // Administrator-made credentials open one page only: choosing one's own. Each such
-        // sign-in starts afresh: any earlier enrolment session ends, and the authenticator to
-        // enrol is made anew, so nobody who used the credentials before knows it.
+        // Administrator-made credentials open one page only: choosing one's own, until that is
+        // done (so leaving the page half way locks nobody out). Each such sign-in starts afresh:
+        // any earlier enrolment session ends, and the authenticator to enrol is made anew, so
+        // nobody who used the credentials before can finish or knows it.
         let Some(epoch) = store::staff::begin_enrolment(&st.db, &r.id, r.session_epoch).await? else {
-            let why = "administrator-made credentials used a second time: refused (an administrator gives new ones)";
+            let why = "the account changed while signing in: refused";
             store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
             return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
         };
         session.clear().await;
         session.cycle_id().await?;
         ENROLLING.set(session, &Enrolling { id: r.id.clone(), epoch, at: now }).await?;
-        store::audit::record(&st.db, &audit(Outcome::Success, "first sign-in: enrolment required")).await?;
+        let why = "administrator-made credentials: enrolment (re)started, any earlier enrolment session ended";
+        store::audit::record(&st.db, &audit(Outcome::Success, why)).await?;
         return Ok(Redirect::to(paths::STAFF_ENROL).into_response());
     }
     begin(session, &r, now).await?;
