@@ -30,6 +30,11 @@ pub fn seed_text(seed: &[u8]) -> Zeroizing<String> {
     )
 }
 
+/// The `otpauth://` address itself, for a link an app on the same phone opens when tapped.
+pub fn otpauth_url(seed: &[u8], issuer: &str, account: &str) -> anyhow::Result<Zeroizing<String>> {
+    Ok(Zeroizing::new(totp(seed, issuer, account)?.get_url()))
+}
+
 /// The `otpauth://` address an app scans, as an SVG QR code in a `data:` URL (so the page needs
 /// no script and no request of its own, and the seed never appears in a URL we serve).
 pub fn qr_data_url(seed: &[u8], issuer: &str, account: &str) -> anyhow::Result<Zeroizing<String>> {

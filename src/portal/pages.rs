@@ -367,7 +367,14 @@ pub struct AuthenticatorPage {
     pub qr: String,
     /// The seed as text, for typing into an app.
     pub secret: String,
+    /// The `otpauth://` address, for a phone's own app.
+    pub link: String,
     pub error: Option<String>,
+}
+
+/// A secret as groups of four that never break across lines (see `crypto::totp::seed_text`).
+pub fn groups(text: &str) -> Vec<&str> {
+    text.split_whitespace().collect()
 }
 
 #[derive(Template, WebTemplate)]

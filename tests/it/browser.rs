@@ -291,6 +291,18 @@ async fn register_authenticator(app: &crate::harness::TestApp, browser: &Browser
     step_up_by_email(app, browser, address, "Set up an authenticator app").await;
     browser.check("authenticator").await;
     let seed = totp::seed_from_text(&browser.text_of("secret").await).expect("the key is shown as text");
+    // On a phone: a link its own app opens, the key in groups that never break, and (where the
+    // browser can copy) a copy button.
+    let html = browser.html().await;
+    assert!(html.contains("href=\"otpauth://totp/"), "{html}");
+    assert!(html.contains("<span class=\"group\">"), "{html}");
+    if browser.scripts() {
+        let copy_shown = browser.eval("!document.querySelector('button[data-copy=secret]').hidden").await;
+        let can_copy = browser.eval("!!navigator.clipboard").await;
+        assert_eq!(copy_shown, can_copy, "shown where it works");
+    } else {
+        assert!(html.contains("data-copy=\"secret\"") && html.contains(" hidden"), "hidden without the script");
+    }
     let at = app.clock.now();
     browser.fill("code", &totp::code_at(&seed, at)).await;
     browser.press("Confirm").await;

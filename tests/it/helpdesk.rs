@@ -200,7 +200,7 @@ async fn staff_sign_in_needs_the_password_and_an_unused_authenticator_code() {
     let signins: Vec<_> = audit.iter().filter(|r| r.operation == "staff.signin").collect();
     let full = signins.iter().filter(|r| r.outcome_code == "PB-0000" && r.raw.starts_with("role=")).count();
     assert_eq!(full, 1);
-    assert_eq!(signins.iter().filter(|r| r.raw.starts_with("first sign-in")).count(), 1, "the enrolment's");
+    assert_eq!(signins.iter().filter(|r| r.raw.contains("enrolment (re)started")).count(), 1, "the enrolment's");
     assert_eq!(signins.iter().filter(|r| r.outcome_code == "PB-4001").count(), 3);
     assert!(signins.iter().all(|r| !r.raw.contains(&who.password)));
 }
@@ -234,6 +234,12 @@ async fn helpdesk_resets_a_person_in_scope_who_must_then_choose_their_own_passwo
     let (_, done) =
         act(&app, &c, "alice", &page, &[("act", "reset"), ("mode", "generate"), ("must_change", "on")]).await;
     assert!(done.contains("PB-0000"), "{done}");
+    // Words for the helpdesk, about the person.
+    assert!(
+        done.contains("Alice Liddell&#39;s password was reset") || done.contains("Alice Liddell's password was reset"),
+        "{done}"
+    );
+    assert!(!done.contains("Your password has been changed"), "{done}");
     let temporary = temporary_password(&done);
     assert!(app.bind_works("alice", &temporary).await, "the directory has the temporary password");
     app.wait_for_mail("Your password was reset").await;
@@ -748,4 +754,20 @@ async fn a_staff_member_who_left_enrolment_half_way_signs_in_again_and_finishes_
     assert!(!used.contains("Choose your own sign-in") && used.contains("PB-4001"), "{used}");
     let starts = app.audit().await.into_iter().filter(|r| r.raw.contains("enrolment (re)started")).count();
     assert_eq!(starts, 2, "every start is audited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_agent_down_the_person_page_says_so_and_offers_no_act_that_writes_to_the_directory() {
+    let mut app = spawn_app().await;
+    let who = add_staff(&app, "hd-down", Role::Helpdesk, Scope::everyone(), false).await;
+    app.stop_agent();
+    app.wait_until_alive(false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &who, 0).await;
+
+    let (_, page) = person_page(&app, &c, "bob").await;
+
+    assert!(page.contains("id=\"agent-down\"") && page.contains("is not connected"), "{page}");
+    let disabled = page.matches(" disabled>").count();
+    assert_eq!(disabled, 3, "reset, unlock and require a new password: {page}");
 }

@@ -241,6 +241,11 @@ impl Browser {
         result.as_array().cloned().unwrap_or_default()
     }
 
+    /// Whether the page's scripts run.
+    pub fn scripts(&self) -> bool {
+        self.js
+    }
+
     /// The value of a script expression in the page, as text.
     pub async fn eval(&self, expression: &str) -> String {
         let value = self.client.execute(&format!("return String({expression})"), vec![]).await.unwrap();

@@ -66,12 +66,14 @@ async fn authenticator_page(st: &AppState, session: &Session, who: &SignedIn, er
     };
     let seed = st.secrets.decrypt(&p.context("totp"), &row.secret_enc)?;
     let issuer = st.cfg.server.public_url.parse::<url::Url>().ok().and_then(|u| u.host_str().map(str::to_string));
-    let qr = totp::qr_data_url(&seed, issuer.as_deref().unwrap_or("passback"), &who.target.username)?;
+    let issuer = issuer.as_deref().unwrap_or("passback");
+    let qr = totp::qr_data_url(&seed, issuer, &who.target.username)?;
     let page = AuthenticatorPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
         qr: qr.to_string(),
         secret: totp::seed_text(&seed).to_string(),
+        link: totp::otpauth_url(&seed, issuer, &who.target.username)?.to_string(),
         error,
     };
     Ok(page.into_response())

@@ -164,6 +164,7 @@ async fn person_page(
         itself: is_self(staff, &target),
         audit: audit.into_iter().map(Into::into).collect(),
         outcome,
+        agent_down: crate::portal::people::directories_down(st, Some(&target)).await?,
     };
     Ok(view.into_response())
 }
@@ -242,6 +243,19 @@ pub async fn act(
     let live = if show_live { live_state(&st, &staff, &target).await } else { Err(String::new()) };
     let must_change =
         f.must_change.is_some() && done.operation == "helpdesk.reset" && live.as_ref().is_ok_and(|l| l.must_change);
+    // Words for the helpdesk, about the person (the person's own words are for the person).
+    let mut outcome = OutcomeView::new(&done.outcome, &done.support);
+    if done.outcome.is_success() {
+        let said = match done.operation {
+            "helpdesk.reset" => Some("helpdesk.done_reset"),
+            "helpdesk.unlock" => Some("helpdesk.done_unlock"),
+            "helpdesk.require_change" => Some("helpdesk.done_require_change"),
+            _ => None,
+        };
+        if let Some(key) = said {
+            outcome.message = tr.f(key, "name", &row.display_name);
+        }
+    }
     let view = HelpdeskDonePage {
         tr,
         csrf: csrf::token(&session).await?,
@@ -250,7 +264,7 @@ pub async fn act(
         title: tr.t(title).into(),
         person: PersonRow::from(&row),
         success: done.outcome.is_success(),
-        outcome: OutcomeView::new(&done.outcome, &done.support),
+        outcome,
         temporary: done
             .temporary
             .as_ref()

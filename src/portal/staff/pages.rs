@@ -123,6 +123,8 @@ pub struct HelpdeskPersonPage {
     pub itself: bool,
     pub audit: Vec<AuditRow>,
     pub outcome: Option<OutcomeView>,
+    /// No agent serves the person's directory now: the acts that write to it are not offered.
+    pub agent_down: bool,
 }
 
 #[derive(Template, WebTemplate)]
