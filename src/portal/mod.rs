@@ -439,6 +439,7 @@ async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> 
         "password.js" => ("text/javascript; charset=utf-8", include_str!("../../static/password.js")),
         "pow.js" => ("text/javascript; charset=utf-8", include_str!("../../static/pow.js")),
         "copy.js" => ("text/javascript; charset=utf-8", include_str!("../../static/copy.js")),
+        "page.js" => ("text/javascript; charset=utf-8", include_str!("../../static/page.js")),
         _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
     };
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()

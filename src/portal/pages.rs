@@ -27,6 +27,17 @@ impl OutcomeView {
     }
 }
 
+/// Whether a page shows an error (for the "Error:" its title starts with).
+pub fn failed(error: &Option<String>, outcome: &Option<OutcomeView>) -> bool {
+    error.is_some() || outcome.is_some()
+}
+
+/// Whether the new password was refused (a rule, or the two fields differ): its fields are
+/// marked invalid.
+pub fn password_refused(error: &Option<String>, outcome: &Option<OutcomeView>) -> bool {
+    error.is_some() || outcome.as_ref().is_some_and(|o| o.code.starts_with("PB-2"))
+}
+
 /// The person's time zone as a new-password form's script reports it: minutes east of UTC, or
 /// `None` (no script, or nonsense), and times are then given in UTC.
 pub fn tz_offset(field: &str) -> Option<i32> {

@@ -71,6 +71,8 @@ async fn a_refused_password_shows_the_rule_and_the_form_again() {
     browser.fill("code", &code).await;
     browser.press("Verify").await;
 
+    // The new-password page starts in its first field.
+    assert_eq!(browser.eval("document.activeElement.id").await, "password");
     // As she types, the rules are ticked (her name by the page, banned terms and strength by the
     // portal after a pause), and the ticks are said to screen readers.
     browser.fill("password", "Alice-Password1").await;
@@ -96,6 +98,10 @@ async fn a_refused_password_shows_the_rule_and_the_form_again() {
 
     let text = browser.text().await;
     assert!(text.contains("PB-2001") && text.contains("at least 8 characters"), "{text}");
+    // The title says it, focus is on the message, and the fields are marked.
+    assert!(browser.eval("document.title").await.starts_with("Error: "));
+    assert_eq!(browser.eval("document.activeElement.getAttribute('role')").await, "alert");
+    assert_eq!(browser.prop("password", "aria-invalid").await, "true");
     browser.check("refused").await;
     assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await, "nothing was written");
     browser.close().await;
