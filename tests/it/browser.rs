@@ -734,6 +734,9 @@ async fn administrators_pages_pass_the_accessibility_checks() {
     browser.check("audit").await;
     browser.goto("/admin/staff").await;
     browser.check("staff-list").await;
+    // No act is offered on one's own row (each would be refused).
+    let html = browser.html().await;
+    assert!(html.contains("Your own account") && !html.contains("New sign-in for ada<"), "{html}");
     browser.fill("username", "new-hd").await;
     browser.fill("base_dns", "ou=people,dc=example,dc=org").await;
     browser.press("Add").await;

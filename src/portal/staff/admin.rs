@@ -26,6 +26,7 @@ async fn list_page(st: &AppState, session: &Session, staff: &super::Staff, error
         role: staff.role,
         members: rows.iter().map(StaffView::from).collect(),
         error,
+        own_id: staff.row.id.clone(),
     };
     Ok(view.into_response())
 }

@@ -236,6 +236,9 @@ pub struct StaffListPage {
     pub role: Role,
     pub members: Vec<StaffView>,
     pub error: Option<String>,
+    /// The signed-in administrator's own row: no acts are offered on it (another administrator
+    /// must act, so nobody locks the portal out alone).
+    pub own_id: String,
 }
 
 #[derive(Template, WebTemplate)]
