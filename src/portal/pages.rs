@@ -216,6 +216,8 @@ pub struct GatePage {
     pub verify_action: &'static str,
     pub method_action: &'static str,
     pub back: &'static str,
+    /// Seconds until another code may be sent from this page (0: now); `None`: not offered.
+    pub resend_in: Option<u64>,
 }
 
 #[derive(Template, WebTemplate)]

@@ -1006,3 +1006,28 @@ async fn an_unknown_address_gets_the_portals_own_page_and_a_lost_flow_says_so() 
         assert!(page.contains("Your session has expired") && page.contains("name=\"login\""), "{later}: {page}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_code_is_sent_from_the_code_page_after_a_wait_and_replaces_the_first() {
+    let app = spawn_app().await;
+    let page = app.identify("alice").await;
+    let first = app.code_for("alice@example.org", 0).await;
+    assert!(page.contains("Send a new code") && page.contains("new code in 60 seconds"), "{page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    let resend = [("csrf", csrf.as_str()), ("method", "resend")];
+
+    let early = app.post("/reset/method", &resend).await.text().await.unwrap();
+    assert!(early.contains("You can ask for a new code in"), "{early}");
+    assert_eq!(app.mails_to("alice@example.org"), 1, "nothing sent before the wait");
+
+    app.clock.advance(61);
+    let again = app.post("/reset/method", &resend).await.text().await.unwrap();
+    assert!(again.contains("new code in 60 seconds"), "the wait starts again: {again}");
+    let second = app.code_for("alice@example.org", 1).await;
+    if first != second {
+        let stale = app.verify(&first).await;
+        assert!(stale.contains("not right"), "the first code no longer opens the gate: {stale}");
+    }
+    let page = app.verify(&second).await;
+    assert!(page.contains("Choose a new password"), "{page}");
+}

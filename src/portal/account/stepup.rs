@@ -23,8 +23,12 @@ use tower_sessions::Session;
 type PageResult = Result<Response, PortalError>;
 
 const STEP_UP: Key<StepUp> = Key::new(session::STEP_UP);
-const ACTIONS: gates::Actions =
-    gates::Actions { verify: paths::ACCOUNT_VERIFY, method: paths::ACCOUNT_METHOD, back: paths::ACCOUNT };
+const ACTIONS: gates::Actions = gates::Actions {
+    verify: paths::ACCOUNT_VERIFY,
+    method: paths::ACCOUNT_METHOD,
+    back: paths::ACCOUNT,
+    resend: false,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 struct StepUp {

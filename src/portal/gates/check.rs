@@ -12,7 +12,8 @@ pub(crate) async fn start(
     offer: &Offer,
     support: &SupportCode,
 ) -> Result<(Current, &'static str), PortalError> {
-    let mut current = Current { offer: offer.clone(), code_id: None, questions: Vec::new(), failed: 0 };
+    let opened_at = st.clock.now();
+    let mut current = Current { offer: offer.clone(), code_id: None, questions: Vec::new(), failed: 0, opened_at };
     let raw = match offer.method {
         GateMethod::Email => {
             let (code_id, raw) = send_code(st, target, offer, support).await?;

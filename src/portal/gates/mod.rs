@@ -56,6 +56,20 @@ pub struct Current {
     pub questions: Vec<String>,
     /// Wrong answers at this gate so far.
     pub failed: u32,
+    /// When the gate opened (for an e-mail: when its code was sent).
+    #[serde(default)]
+    pub opened_at: i64,
+}
+
+/// How long a person waits between two codes sent to them from the code page.
+pub(crate) const RESEND_AFTER_SECS: i64 = 60;
+
+impl Current {
+    /// Seconds until another code may be sent (0: now); `None` for a gate that sends no code.
+    pub fn resend_in(&self, now: i64) -> Option<u64> {
+        (self.offer.method == GateMethod::Email)
+            .then(|| u64::try_from(self.opened_at + RESEND_AFTER_SECS - now).unwrap_or(0))
+    }
 }
 
 /// The ways `target` can verify, in a stable order. For a name that matched nobody there is one
@@ -200,6 +214,8 @@ pub(crate) struct Actions {
     pub verify: &'static str,
     pub method: &'static str,
     pub back: &'static str,
+    /// The code page offers to send another code (through `method`, as `resend`).
+    pub resend: bool,
 }
 
 /// Where a flow stands, as its gate pages show it.
@@ -268,6 +284,7 @@ pub(crate) async fn gate_page(
         verify_action: actions.verify,
         method_action: actions.method,
         back: actions.back,
+        resend_in: current.resend_in(st.clock.now()).filter(|_| actions.resend),
     };
     Ok(page.into_response())
 }

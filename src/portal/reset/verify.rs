@@ -54,7 +54,7 @@ pub async fn verify_form(
 }
 
 const ACTIONS: gates::Actions =
-    gates::Actions { verify: paths::RESET_VERIFY, method: paths::RESET_METHOD, back: paths::RESET };
+    gates::Actions { verify: paths::RESET_VERIFY, method: paths::RESET_METHOD, back: paths::RESET, resend: true };
 
 async fn choice_page(session: &Session, flow: &Flow, error: Option<String>) -> PageResult {
     gates::choice_page(session, &progress(flow), None, error).await
@@ -118,6 +118,25 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
     let Some(mut flow) = load_flow(&session).await? else { return Ok(start_again()) };
     if flow.verified_at.is_some() {
         return Ok(Redirect::to(flow.after_gates()).into_response());
+    }
+    if f.method == "resend" {
+        // Another code to the same address, in place of the one sent (counted in the same
+        // hourly allowance of codes), after a wait.
+        let Some(current) = flow.current.clone() else { return Ok(start_again()) };
+        match current.resend_in(st.clock.now()) {
+            Some(0) => {
+                if gates::blocked(&st, &flow.subject).await? {
+                    return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
+                }
+                open_gate(&st, &session, &mut flow, client, &current.offer).await?;
+                return Ok(Redirect::to(paths::RESET_VERIFY).into_response());
+            }
+            Some(wait) => {
+                let error = Tr::current().plural("verify.resend_wait", wait);
+                return gate_page(&st, &session, &flow, Some(error), None).await;
+            }
+            None => return gate_page(&st, &session, &flow, None, None).await,
+        }
     }
     if f.method == "other" {
         // Back to the chooser; the gate left open is abandoned (its code stays single-use).
