@@ -16,7 +16,7 @@ pub use access::{Placed, Role, Scope};
 pub use ids::{Anchor, DirectoryId, EmailAddress, LoginName, MsgId, SupportCode};
 pub use outcome::{Guessable, Outcome, OutcomeCode, PolicyFacts};
 pub use person::{AccountState, SyncMark, SyncedUser, UserKind, PASSWORD_MUST_CHANGE};
-pub use rules::meets_ad_complexity;
+pub use rules::{ad_complexity_refusal, meets_ad_complexity};
 pub use secret::{NewPassword, OneTimeCode, Secret, MAX_PASSWORD_CHARS};
 
 /// Why a value given by a person or a peer was refused at the edge.

@@ -875,8 +875,11 @@ async fn with_two_methods_required_adding_an_authenticator_takes_the_mailbox_and
 
     let csrf = hidden(&verified, "csrf").unwrap();
     let enrol = app.post("/account/authenticator/start", &[("csrf", &csrf)]).await.text().await.unwrap();
-    let seed_text = enrol.split("id=\"secret\">").nth(1).unwrap().split('<').next().unwrap();
-    let seed = totp::seed_from_text(seed_text).unwrap();
+    // The key is shown in groups of four (each its own element, so none breaks across lines).
+    let shown = enrol.split("id=\"secret\">").nth(1).unwrap().split("</p>").next().unwrap();
+    let seed_text: String = shown.split('<').map(|part| part.split_once('>').map_or(part, |(_, text)| text)).collect();
+    assert!(seed_text.trim().len() >= 16, "{shown}");
+    let seed = totp::seed_from_text(&seed_text).unwrap();
     let csrf = hidden(&enrol, "csrf").unwrap();
     let code = totp::code_at(&seed, app.clock.now());
     app.post("/account/authenticator", &[("csrf", &csrf), ("code", &code)]).await;

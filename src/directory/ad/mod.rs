@@ -317,7 +317,14 @@ impl Ad {
         for n in notes {
             raw = format!("{raw}; {n}");
         }
-        let outcome = answer::ad(res.rc, &res.text);
+        let outcome = match answer::ad(res.rc, &res.text) {
+            // AD says "complexity" for a password that holds the account name, too: named as the
+            // rule it breaks.
+            Outcome::NotComplex => {
+                crate::domain::ad_complexity_refusal(new.expose_secret(), &person.sam).unwrap_or(Outcome::NotComplex)
+            }
+            other => other,
+        };
         let unnamed = answer::ad_unnamed_rule(res.rc, &res.text);
         if outcome.is_success() {
             // The policy the new password lives under, so the person is told when it expires;

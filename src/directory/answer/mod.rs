@@ -173,8 +173,10 @@ pub fn ad_rule(password: &str, account_name: &str, policy: Option<&PolicyFacts>,
     if p.min_length.is_some_and(|n| (password.chars().count() as u64) < u64::from(n)) {
         return Outcome::TooShort { min_length: p.min_length };
     }
-    if p.complexity == Some(true) && !crate::domain::meets_ad_complexity(password, account_name) {
-        return Outcome::NotComplex;
+    if p.complexity == Some(true) {
+        if let Some(refusal) = crate::domain::ad_complexity_refusal(password, account_name) {
+            return refusal;
+        }
     }
     if too_young {
         return Outcome::TooYoung { min_age_secs: p.min_age_secs, since: None };
