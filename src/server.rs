@@ -122,9 +122,9 @@ impl Application {
         let router = portal::router(app_state)
             .layer(sessions)
             .merge(crate::relay::server::router(relay_state))
-            // A failed request is logged by what failed, with its reason and support code; a
-            // 503 the health check answers while writeback is down is an answer, not an error to
-            // log at every poll.
+            // A failed request is logged where it failed, with its reason (and a support code on
+            // pages); the status alone adds nothing, and a 503 the health check answers while
+            // writeback is down is an answer, not an error to log at every poll.
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()
                     .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),

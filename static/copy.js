@@ -14,6 +14,9 @@
       navigator.clipboard.writeText(text).then(function () {
         button.textContent = button.dataset.done;
         setTimeout(function () { button.textContent = label; }, 3000);
+      }).catch(function () {
+        // Not allowed here (a frame without the right, say): the text stays to select by hand.
+        button.hidden = true;
       });
     });
   });

@@ -223,8 +223,10 @@ impl Outcome {
             Outcome::TooShort { min_length: Some(n) } => return tr.f("outcome.too_short_n", "n", n),
             Outcome::TooShort { min_length: None } => "outcome.too_short",
             Outcome::NotComplex => "outcome.not_complex",
-            Outcome::InHistory { history: Some(n) } => return tr.plural("outcome.in_history_n", u64::from(*n)),
-            Outcome::InHistory { history: None } => "outcome.in_history",
+            Outcome::InHistory { history: Some(n) } if *n > 0 => {
+                return tr.plural("outcome.in_history_n", u64::from(*n))
+            }
+            Outcome::InHistory { .. } => "outcome.in_history",
             Outcome::TooYoung { min_age_secs: Some(s), since: Some(at) } => {
                 let allowed = at.saturating_add(i64::try_from(*s).unwrap_or(i64::MAX));
                 return tr.fill(

@@ -425,13 +425,13 @@ fn forwarded_for(entries: &[String], proxies: &[std::net::IpAddr]) -> Option<std
     None
 }
 
-/// The few static assets, built into the binary: no CDN, nothing read from disk at run time.
 /// The portal's own page for an address it has no page at (not the browser's blank error).
 async fn not_found() -> axum::response::Response {
     use axum::response::IntoResponse;
     (axum::http::StatusCode::NOT_FOUND, pages::NotFoundPage { tr: crate::i18n::Tr::current() }).into_response()
 }
 
+/// The few static assets, built into the binary: no CDN, nothing read from disk at run time.
 async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (kind, body) = match file.as_str() {

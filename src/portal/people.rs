@@ -105,11 +105,11 @@ pub(crate) async fn directories_down(st: &AppState, target: Option<&Target>) -> 
     match target {
         Some(t) if t.kind == UserKind::CloudOnly => Ok(false),
         Some(t) => Ok(!DirectoryId::parse(&t.directory).map(|d| st.hub.is_alive(&d)).unwrap_or(false)),
+        // No query per page view: the configured directories, else whether any agent is alive.
+        None if st.cfg.directories.is_empty() => Ok(!st.hub.any_alive()),
         None => {
-            let mut known = store::users::directories(&st.db).await?;
-            known.extend(st.cfg.directories.keys().cloned());
-            let alive = known.iter().filter_map(|d| DirectoryId::parse(d).ok()).any(|d| st.hub.is_alive(&d));
-            Ok(!known.is_empty() && !alive)
+            let known = st.cfg.directories.keys().filter_map(|d| DirectoryId::parse(d).ok());
+            Ok(!known.into_iter().any(|d| st.hub.is_alive(&d)))
         }
     }
 }

@@ -35,8 +35,10 @@ fn public_key(pem: &str) -> Result<RsaPublicKey, Box<Response>> {
 }
 
 fn wrap_package_key(key: &RsaPublicKey, package: &PackageKey) -> Result<String, Box<Response>> {
-    envelope::encrypt_secret(key, &package.to_base64(), &mut rand::rngs::OsRng)
-        .map_err(|_| Box::new(refuse(StatusCode::INTERNAL_SERVER_ERROR, "try again")))
+    envelope::encrypt_secret(key, &package.to_base64(), &mut rand::rngs::OsRng).map_err(|e| {
+        tracing::error!(error = %e, "wrapping the package key for an agent failed");
+        Box::new(refuse(StatusCode::INTERNAL_SERVER_ERROR, "try again"))
+    })
 }
 
 pub async fn enroll(State(state): State<RelayState>, Json(req): Json<EnrollRequest>) -> Response {
@@ -98,7 +100,10 @@ pub async fn rotate(State(state): State<RelayState>, headers: HeaderMap, Json(fr
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
         }
     };
-    let Some(newest) = keys.first() else { return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again") };
+    let Some(newest) = keys.first() else {
+        tracing::error!(agent = %agent_id, "rotation: the agent has no key on record");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again");
+    };
     let now = state.clock.now();
     // Any version the portal still accepts: an agent that missed the answer to its last rotation
     // can still rotate with the key it has.

@@ -432,15 +432,6 @@ pub async fn spend_challenge(db: &Db, nonce: &str, expires_at: i64) -> sqlx::Res
 }
 
 /// Failed verifications in the last hour, from everywhere.
-/// Failed verifications of `subject` in the hour before `now` (what its hourly allowance spent).
-pub async fn failures_of(db: &Db, subject: &str, now: i64) -> sqlx::Result<i64> {
-    Stmt::new("SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = 'failure' AND at > ?")
-        .bind(subject)
-        .bind(now - 3600)
-        .scalar_one(db)
-        .await
-}
-
 pub async fn failures_last_hour(db: &Db, now: i64) -> sqlx::Result<i64> {
     Stmt::new("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1")
         .bind(now - 3600)

@@ -136,19 +136,24 @@ pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &
     .await
 }
 
-/// A sign-in with administrator-made credentials (re)starts the enrolment: any earlier
-/// enrolment session ends and no authenticator seed is left over, so one who left the page half
-/// way is not locked out, and of two people holding the credentials only the last to sign in can
-/// finish (and only one enrolment ever completes, see [`complete_enrolment`]; every start is
-/// audited). Returns the new epoch; `None` if the account changed meanwhile or no longer waits
-/// for enrolment.
-pub async fn begin_enrolment(db: &Db, id: &str, epoch: i64) -> sqlx::Result<Option<i64>> {
+/// A sign-in with administrator-made credentials starts the enrolment, or starts it again once
+/// the earlier one's page has expired (started before `stale_before`): one who left half way is
+/// not locked out, yet nobody else holding the credentials can take over an enrolment in
+/// progress. Any earlier enrolment session ends and no authenticator seed is left over; only one
+/// enrolment ever completes (see [`complete_enrolment`]), and every start is audited. Returns
+/// the new epoch; `None` while an enrolment is in progress, or if the account changed meanwhile
+/// or no longer waits for enrolment.
+pub async fn begin_enrolment(db: &Db, id: &str, epoch: i64, now: i64, stale_before: i64) -> sqlx::Result<Option<i64>> {
     Stmt::new(
-        "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = TRUE \
-         WHERE id = ? AND must_enrol = TRUE AND session_epoch = ? RETURNING session_epoch",
+        "UPDATE staff SET session_epoch = session_epoch + 1, pending_totp_enc = NULL, enrolment_started = TRUE, \
+         updated_at = ? \
+         WHERE id = ? AND must_enrol = TRUE AND session_epoch = ? AND (enrolment_started = FALSE OR updated_at < ?) \
+         RETURNING session_epoch",
     )
+    .bind(now)
     .bind(id)
     .bind(epoch)
+    .bind(stale_before)
     .scalar(db)
     .await
 }

@@ -733,9 +733,14 @@ async fn a_staff_member_who_left_enrolment_half_way_signs_in_again_and_finishes_
     let page = staff_signin(&app, &first, &given, 0).await;
     assert!(page.contains("Choose your own sign-in"), "{page}");
 
-    // Later, the same credentials lead back to it (a new code: each is used once).
+    // Meanwhile, nobody else holding the credentials can take the enrolment over.
+    let other = staff_signin(&app, &client(&app), &given, 1).await;
+    assert!(other.contains("being used to set up the account right now"), "{other}");
+    // Once that page has expired, the same credentials lead back to it (a new code: each is
+    // used once).
+    app.clock.advance(601);
     let again = client(&app);
-    let page = staff_signin(&app, &again, &given, 1).await;
+    let page = staff_signin(&app, &again, &given, 0).await;
     assert!(page.contains("Choose your own sign-in"), "not refused as wrong: {page}");
     // The enrolment left half way ended: only the latest can finish.
     let (_, stale) = get(&app, &first, "/staff/enrol").await;
@@ -750,7 +755,7 @@ async fn a_staff_member_who_left_enrolment_half_way_signs_in_again_and_finishes_
     let (_, home) = post(&app, &again, "/staff/enrol", &fields).await;
     assert!(!home.contains("Choose your own sign-in") && home.contains("Writeback health"), "{home}");
     // Done: the administrator-made password opens nothing any more.
-    let used = staff_signin(&app, &client(&app), &given, 2).await;
+    let used = staff_signin(&app, &client(&app), &given, 1).await;
     assert!(!used.contains("Choose your own sign-in") && used.contains("PB-4001"), "{used}");
     let starts = app.audit().await.into_iter().filter(|r| r.raw.contains("enrolment (re)started")).count();
     assert_eq!(starts, 2, "every start is audited");
@@ -770,4 +775,7 @@ async fn with_the_agent_down_the_person_page_says_so_and_offers_no_act_that_writ
     assert!(page.contains("id=\"agent-down\"") && page.contains("is not connected"), "{page}");
     let disabled = page.matches(" disabled>").count();
     assert_eq!(disabled, 3, "reset, unlock and require a new password: {page}");
+    // Sent anyway (an old tab), the act is refused as the page says, and nothing is written.
+    let (_, refused) = act(&app, &c, "bob", &page, &[("act", "unlock")]).await;
+    assert!(refused.contains("PB-1001"), "{refused}");
 }

@@ -183,7 +183,9 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     .run(&db)
     .await
     .unwrap();
-    let n = at_once(&db, |db, _| async move { staff::begin_enrolment(&db, "s-1", 0).await.unwrap().is_some() });
-    assert_eq!(n.await, 1, "made credentials used once");
+    let n = at_once(&db, move |db, _| async move {
+        staff::begin_enrolment(&db, "s-1", 0, now, now - 600).await.unwrap().is_some()
+    });
+    assert_eq!(n.await, 1, "one enrolment starts at a time");
     db.close().await;
 }

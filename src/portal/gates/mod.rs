@@ -289,34 +289,35 @@ pub(crate) async fn gate_page(
     Ok(page.into_response())
 }
 
-/// The words for a wrong answer at a gate of this method.
 /// What a wrong answer leaves, in words, once two tries or fewer remain (before self-service is
-/// paused for the subject, or, for an e-mailed code, before that code is spent); `None` while
-/// more remain. The same for a name that matches nobody: its count is kept alike.
-pub(crate) async fn tries_left(
+/// paused, or, for an e-mailed code, before that code is spent); `None` while more remain.
+/// Counted from this flow's own wrong answers (`flow_failures`), never from what the account's
+/// record holds: a name that matches nobody, and one typed differently for the same account,
+/// read exactly alike.
+pub(crate) fn tries_left(
     st: &super::AppState,
-    subject: &str,
+    flow_failures: u32,
     method: GateMethod,
     code_failed: u32,
-) -> Result<Option<String>, super::PortalError> {
+) -> Option<String> {
     let tr = Tr::current();
     let g = &st.cfg.gates;
-    let spent = crate::store::security::failures_of(&st.db, subject, st.clock.now()).await?;
-    let before_block = u64::from(g.failures_per_hour).saturating_sub(u64::try_from(spent).unwrap_or(u64::MAX));
+    let before_block = u64::from(g.failures_per_hour.saturating_sub(flow_failures));
     let before_new_code = match method {
         GateMethod::Email => u64::from(st.cfg.reset.code_attempts.saturating_sub(code_failed)),
         _ => u64::MAX,
     };
-    Ok(if before_block <= 2 && before_block <= before_new_code {
+    if (1..=2).contains(&before_block) && before_block <= before_new_code {
         let pause = tr.duration(u64::from(g.block_hours) * 3600);
         Some(tr.plural("gates.tries_left", before_block).replace("{pause}", &pause))
-    } else if before_new_code <= 2 {
+    } else if (1..=2).contains(&before_new_code) {
         Some(tr.plural("gates.code_tries_left", before_new_code))
     } else {
         None
-    })
+    }
 }
 
+/// The words for a wrong answer at a gate of this method.
 pub(crate) fn wrong_answer(tr: Tr, method: GateMethod) -> &'static str {
     match method {
         GateMethod::Email => tr.t("verify.wrong"),

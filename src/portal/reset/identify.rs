@@ -115,6 +115,7 @@ pub async fn identify(
         intent: f.intent,
         offers,
         passed: Vec::new(),
+        failed: 0,
         current: None,
         verified_at: None,
     };

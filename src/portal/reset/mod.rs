@@ -55,6 +55,10 @@ struct Flow {
     offers: Vec<Offer>,
     /// Methods already passed.
     passed: Vec<GateMethod>,
+    /// Wrong answers in this flow, at any gate (for "tries left", which must not read the
+    /// account's own record: that would tell real names from made-up ones).
+    #[serde(default)]
+    failed: u32,
     /// The gate now shown.
     current: Option<Current>,
     verified_at: Option<i64>,

@@ -122,7 +122,9 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
     if f.method == "resend" {
         // Another code to the same address, in place of the one sent (counted in the same
         // hourly allowance of codes), after a wait.
-        let Some(current) = flow.current.clone() else { return Ok(start_again()) };
+        let Some(current) = flow.current.clone() else {
+            return Ok(Redirect::to(paths::RESET_VERIFY).into_response());
+        };
         match current.resend_in(st.clock.now()) {
             Some(0) => {
                 if gates::blocked(&st, &flow.subject).await? {
@@ -147,6 +149,15 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
     let Some(offer) = flow.remaining().into_iter().find(|o| o.id == f.method) else {
         return choice_page(&session, &flow, Some(Tr::current().t("gates.choose_one").into())).await;
     };
+    // Choosing the gate already open again is a resend: the same wait applies.
+    if let Some(wait) =
+        flow.current.as_ref().filter(|c| c.offer.id == offer.id).and_then(|c| c.resend_in(st.clock.now()))
+    {
+        if wait > 0 {
+            let error = Tr::current().plural("verify.resend_wait", wait);
+            return gate_page(&st, &session, &flow, Some(error), None).await;
+        }
+    }
     if gates::blocked(&st, &flow.subject).await? {
         return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
     }
@@ -191,7 +202,8 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
                 let page = outcome_page(&st, "verify.failed_title", &Outcome::VerificationFailed, &support, true);
                 return Ok(support.tag(page));
             }
-            let left = gates::tries_left(&st, &flow.subject, method, current.failed).await?;
+            flow.failed += 1;
+            let left = gates::tries_left(&st, flow.failed, method, current.failed);
             flow.current = Some(current);
             FLOW.set(&session, &flow).await?;
             let error = match left {

@@ -248,7 +248,10 @@ pub async fn update_staff(
             store::staff::set_role(&st.db, &member.id, role, &scope, protected, now).await?;
             (
                 "staff.set_role",
-                format!("role={} scope={scope:?} may_reset_protected={protected}; sessions ended", role.as_str()),
+                format!(
+                    "role {}, scope: {scope}, may reset protected accounts: {protected}; sessions ended",
+                    role.as_str()
+                ),
             )
         }
         _ => {

@@ -245,7 +245,7 @@ pub async fn act(
         f.must_change.is_some() && done.operation == "helpdesk.reset" && live.as_ref().is_ok_and(|l| l.must_change);
     // Words for the helpdesk, about the person (the person's own words are for the person).
     let mut outcome = OutcomeView::new(&done.outcome, &done.support);
-    if done.outcome.is_success() {
+    if done.outcome == crate::domain::Outcome::Success && target.kind != crate::domain::UserKind::CloudOnly {
         let said = match done.operation {
             "helpdesk.reset" => Some("helpdesk.done_reset"),
             "helpdesk.unlock" => Some("helpdesk.done_unlock"),

@@ -139,13 +139,18 @@ async fn signin_inner(
     store::attempts::clear(&from_here).run(&st.db).await?;
     if r.must_enrol {
         // Administrator-made credentials open one page only: choosing one's own, until that is
-        // done (so leaving the page half way locks nobody out). Each such sign-in starts afresh:
-        // any earlier enrolment session ends, and the authenticator to enrol is made anew, so
-        // nobody who used the credentials before can finish or knows it.
-        let Some(epoch) = store::staff::begin_enrolment(&st.db, &r.id, r.session_epoch).await? else {
-            let why = "the account changed while signing in: refused";
+        // done (so leaving the page half way locks nobody out for longer than the page lasts).
+        // A new start begins afresh: the earlier enrolment session ends, and the authenticator to
+        // enrol is made anew. An enrolment in progress is never taken over.
+        let started = store::staff::begin_enrolment(&st.db, &r.id, r.session_epoch, now, now - ENROL_SECS).await?;
+        let Some(epoch) = started else {
+            let why = "administrator-made credentials while their enrolment is in progress: refused";
             store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
-            return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
+            let shown = OutcomeView {
+                message: tr.f("staff.enrolment_in_progress", "minutes", ENROL_SECS / 60),
+                ..OutcomeView::new(&Outcome::VerificationFailed, &support)
+            };
+            return Ok(support.tag(page(session, &typed, Some(shown)).await?));
         };
         session.clear().await;
         session.cycle_id().await?;
