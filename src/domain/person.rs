@@ -97,10 +97,6 @@ pub struct AccountState {
     /// `msDS-UserPasswordExpiryTimeComputed`, or ppolicy's `pwdChangedTime` + `pwdMaxAge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
-    /// The account's password never expires, whatever the policy's maximum age (AD's
-    /// "password never expires").
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub never_expires: bool,
 }
 
 impl AccountState {

@@ -42,8 +42,6 @@ pub struct Lookups {
     pub failed: u64,
     /// The last failure: when (Unix seconds), and why.
     pub last_failure: Option<(i64, String)>,
-    /// When the last lookup was answered.
-    pub last_answer: Option<i64>,
     /// The last lookup was answered (true until one fails).
     pub last_ok: bool,
 }
@@ -271,7 +269,7 @@ impl PasswordRules {
                 let file = rules.offline.as_ref()?;
                 Some(match file.contains(hash) {
                     Ok(found) => {
-                        self.answered(now);
+                        self.answered();
                         if found {
                             (false, Some(Outcome::Breached { count: None }))
                         } else {
@@ -285,7 +283,7 @@ impl PasswordRules {
                 let timeout = Duration::from_millis(rules.cfg.breached_timeout_ms);
                 Some(match breached::online(&self.client, &rules.cfg.breached_url, hash, timeout).await {
                     Ok(count) => {
-                        self.answered(now);
+                        self.answered();
                         match count {
                             Some(n) => (false, Some(Outcome::Breached { count: Some(n) })),
                             None => (true, None),
@@ -309,10 +307,9 @@ impl PasswordRules {
         let _ = self.lookup(&rules, &random, now).await;
     }
 
-    fn answered(&self, now: i64) {
+    fn answered(&self) {
         let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
         lookups.answered += 1;
-        lookups.last_answer = Some(now);
         lookups.last_ok = true;
     }
 
@@ -328,7 +325,7 @@ impl PasswordRules {
 
 impl Default for Lookups {
     fn default() -> Self {
-        Lookups { answered: 0, failed: 0, last_failure: None, last_answer: None, last_ok: true }
+        Lookups { answered: 0, failed: 0, last_failure: None, last_ok: true }
     }
 }
 

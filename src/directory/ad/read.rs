@@ -103,7 +103,6 @@ impl Ad {
             password_set_at: last_set.and_then(filetime_unix),
             policy,
             expires_at: expiry.filter(|e| *e != i64::MAX).and_then(filetime_unix),
-            never_expires: uac & UF_DONT_EXPIRE_PASSWD != 0 || expiry == Some(i64::MAX),
         }))
     }
 

@@ -415,7 +415,6 @@ impl OpenLdap {
             password_set_at,
             policy,
             expires_at,
-            never_expires: false,
         }))
     }
 
