@@ -9,6 +9,6 @@
     return;
   }
   var form = document.querySelector("form[data-first-field]");
-  var first = form && form.querySelector("input:not([type=hidden])");
+  var first = form && form.querySelector("input:not([type=hidden]):not([hidden])");
   if (first) first.focus();
 })();

@@ -2,7 +2,7 @@
 //! → sealed result. A repeated message id is answered from the stored result, never written twice.
 
 use super::Agent;
-use crate::directory::{AccountChange, Answer};
+use crate::directory::{AccountChange, Answer, ResetAs};
 use crate::domain::{MsgId, Outcome};
 use crate::envelope::{self, Direction, EnvelopeError, FrameKind, Op, RequestPackage, ResultPackage, SealedFrame};
 use crate::relay::protocol::Wire;
@@ -289,7 +289,10 @@ impl Agent {
                 }
             }
             (Op::Verify, _) => return dir.verify(&pkg.anchor, &new).await,
-            _ => dir.reset_seeing_lock(&pkg.anchor, &new, allow_protected).await,
+            _ => {
+                let how = ResetAs { allow_protected, keep_history: pkg.flags.keep_history };
+                dir.reset_seeing_lock(&pkg.anchor, &new, how).await
+            }
         };
         if !answer.outcome.is_success() {
             return answer;

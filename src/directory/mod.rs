@@ -44,6 +44,16 @@ pub enum AccountChange {
     MustChange(bool),
 }
 
+/// How a reset was asked for, beyond the password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetAs {
+    /// A protected account may be reset (staff whose role allows it, on an agent that does).
+    pub allow_protected: bool,
+    /// It stands for the person's own change: written only where the directory checks it
+    /// against the password history, else refused unwritten.
+    pub keep_history: bool,
+}
+
 /// One configured directory, with its own pool of service-account connections.
 pub struct Directory {
     id: DirectoryId,
@@ -112,32 +122,28 @@ impl Directory {
 
     /// Sets a forgotten password (no old password), subject to the directory's policy.
     pub async fn reset(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        self.reset_seeing_lock(anchor, new, false).await.0
+        self.reset_seeing_lock(anchor, new, ResetAs::default()).await.0
     }
 
     /// A reset by staff whose role may act on protected accounts, on an agent configured to
     /// allow it: like [`Self::reset`], without the refusal of protected accounts.
     pub async fn reset_protected(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        self.reset_seeing_lock(anchor, new, true).await.0
+        self.reset_seeing_lock(anchor, new, ResetAs { allow_protected: true, ..ResetAs::default() }).await.0
     }
 
-    /// A reset ([`Self::reset_protected`] when `allow_protected`), and whether the account may
-    /// be locked after it: OpenLDAP says not when the entry carried no lock as it was read just
-    /// before the write (a reset adds none, and one that was there goes with it); otherwise (AD
-    /// keeps a lock through a reset) only reading it back can tell.
+    /// A reset, `how` it was asked for, and whether the account may be locked after it:
+    /// OpenLDAP says not when the entry carried no lock as it was read just before the write (a
+    /// reset adds none, and one that was there goes with it); otherwise (AD keeps a lock through
+    /// a reset) only reading it back can tell.
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
-    pub async fn reset_seeing_lock(
-        &self,
-        anchor: &Anchor,
-        new: &SecretString,
-        allow_protected: bool,
-    ) -> (Answer, bool) {
+    pub async fn reset_seeing_lock(&self, anchor: &Anchor, new: &SecretString, how: ResetAs) -> (Answer, bool) {
         let (answer, lock_seen) = match &self.backend {
-            // OpenLDAP has no built-in protected accounts: this agent's own rules were checked first.
+            // OpenLDAP has no built-in protected accounts: this agent's own rules were checked
+            // first. Its resets are always checked against the history (see `history_on_reset`).
             Backend::OpenLdap(d) => d.set_password_seeing_lock(anchor, None, new).await,
-            Backend::Ad(d) => (d.set_password_with(anchor, None, new, allow_protected).await, true),
+            Backend::Ad(d) => (d.set_password_with(anchor, None, new, how).await, true),
         };
-        if allow_protected {
+        if how.allow_protected {
             tracing::info!(code = %answer.outcome.code(), "reset of a possibly protected account answered");
         } else {
             tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password reset answered");

@@ -189,6 +189,7 @@ async fn the_default_policy_is_read_with_its_real_numbers() {
             complexity: Some(false),
             lockout_threshold: Some(5),
             lockout_duration_secs: Some(900),
+            history_on_reset: Some(true),
         }
     );
 }

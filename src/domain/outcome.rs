@@ -24,6 +24,11 @@ pub struct PolicyFacts {
     /// How long a lockout lasts (0: until an administrator lifts it), where the directory says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout_duration_secs: Option<u64>,
+    /// Whether the agent's resets are checked against `history` too, as a person's own change
+    /// is (AD: the DC takes the policy-hints control; OpenLDAP: the service account is no
+    /// password administrator). Absent: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_on_reset: Option<bool>,
 }
 
 impl PolicyFacts {

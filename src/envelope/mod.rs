@@ -228,6 +228,11 @@ pub struct Flags {
     /// its own configuration allows it too (`protected_resets_by_staff`).
     #[serde(default)]
     pub allow_protected: bool,
+    /// A reset that stands for the person's own change (their sign-in just proved the current
+    /// password): written only where the directory checks it against the password history, as
+    /// it would a change; refused unwritten elsewhere.
+    #[serde(default)]
+    pub keep_history: bool,
 }
 
 /// The plaintext of a request package. Passwords inside are still encrypted: under a key of

@@ -32,6 +32,26 @@ pub struct Button {}
 /// Who may post a form or open a page; a refusal is an error page or a redirect.
 pub trait Guard: Sized + Send {
     fn admit(st: &AppState, session: &Session) -> impl Future<Output = Result<Self, PortalError>> + Send;
+
+    /// [`Self::admit`], knowing what the request asks for: a guard that sends the person through
+    /// another step first (a step-up) may take them on to it afterwards.
+    fn admit_asking(
+        st: &AppState,
+        session: &Session,
+        _asked: Asked<'_>,
+    ) -> impl Future<Output = Result<Self, PortalError>> + Send {
+        Self::admit(st, session)
+    }
+}
+
+/// What a request asks for, as a guard sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// A form posted (with a valid CSRF token), rather than a page opened.
+    pub posted: bool,
+    pub path: &'a str,
+    /// The posted form's body (empty for a page).
+    pub form: &'a [u8],
 }
 
 /// Anyone: the forms of people not signed in (identify, sign-in, change).
@@ -71,7 +91,8 @@ where
         csrf::check(&session, &token(&bytes)?).await?;
         let form = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| bad_form(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))?;
-        let who = G::admit(st, &session).await?;
+        let asked = Asked { posted: true, path: parts.uri.path(), form: &bytes };
+        let who = G::admit_asking(st, &session, asked).await?;
         Ok(Posted { form, session, who, st: st.clone(), client })
     }
 }
@@ -119,7 +140,7 @@ impl<G: Guard> FromRequestParts<AppState> for Only<G> {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, PortalError> {
         let session = session_of(parts, st).await?;
-        let who = G::admit(st, &session).await?;
+        let who = G::admit_asking(st, &session, Asked { posted: false, path: parts.uri.path(), form: &[] }).await?;
         Ok(Only { who, session, st: st.clone() })
     }
 }

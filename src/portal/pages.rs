@@ -340,6 +340,8 @@ pub struct ExpiredPage {
     pub csrf: String,
     pub form_key: String,
     pub username: String,
+    /// Whether the current password is typed again (else the sign-in's proof stands for it).
+    pub ask_current: bool,
     /// Why, in the directory's words mapped to ours.
     pub reason: String,
     pub policy: Option<PolicyView>,

@@ -9,7 +9,7 @@ use super::password::{self, Requester};
 use super::Host;
 use crate::config::GateMethod;
 use crate::domain::{EmailAddress, MsgId, NewPassword, Outcome, SupportCode, UserKind};
-use crate::envelope::Op;
+use crate::envelope::{Flags, Op};
 use crate::mail::Notice;
 use crate::relay::WritebackResult;
 use crate::store::{self, audit::AuditRecord, Batch, Stmt};
@@ -99,6 +99,10 @@ impl Attempt<'_> {
 pub enum Ask<'a> {
     /// A new password: a reset without `current`, else a change the current password proves.
     Password { new: &'a NewPassword, current: Option<&'a SecretString> },
+    /// A new password the person chose in place of one the directory wants changed, whose
+    /// sign-in proved the current password moments ago: written as a reset that the directory
+    /// checks against the history (the agent refuses it unwritten where it cannot be).
+    ProvenChange { new: &'a NewPassword },
     /// A lockout lifted.
     Unlock,
     /// A new password required at the next sign-in (the helpdesk's).
@@ -110,9 +114,17 @@ impl Ask<'_> {
     fn kind(&self) -> (&'static str, Notice) {
         match self {
             Ask::Password { current: None, .. } => ("reset", Notice::Reset),
-            Ask::Password { current: Some(_), .. } => ("change", Notice::Changed),
+            Ask::Password { current: Some(_), .. } | Ask::ProvenChange { .. } => ("change", Notice::Changed),
             Ask::Unlock => ("unlock", Notice::Unlocked),
             Ask::RequireChange => ("require_change", Notice::MustChange),
+        }
+    }
+
+    /// The password it sets, if it sets one.
+    fn new_password(&self) -> Option<&NewPassword> {
+        match self {
+            Ask::Password { new, .. } | Ask::ProvenChange { new } => Some(new),
+            Ask::Unlock | Ask::RequireChange => None,
         }
     }
 }
@@ -231,9 +243,9 @@ async fn again(
             // only "it took" may still be true of it, and of a password only if the one sent now
             // is in place.
             let took = outcome.is_success() || outcome.password_set();
-            let holds = match act.ask {
-                Ask::Password { .. } => in_place(st, &act).await? == Some(true),
-                _ => true,
+            let holds = match act.ask.new_password() {
+                Some(_) => in_place(st, &act).await? == Some(true),
+                None => true,
             };
             if !(took && holds) {
                 return Ok(None);
@@ -288,7 +300,7 @@ async fn carry_on(st: &Host, act: &Act<'_>, agent: Option<&str>, claimed_at: i64
         }
         return perform(st, act, claimed_at).await;
     }
-    let Ask::Password { .. } = act.ask else {
+    let Some(_) = act.ask.new_password() else {
         // The portal's own acts on a cloud-only account say the same when done again; an expired
         // request to an agent is not known to have been carried out.
         if !expired {
@@ -320,7 +332,7 @@ async fn carry_on(st: &Host, act: &Act<'_>, agent: Option<&str>, claimed_at: i64
 /// Whether the password `act` sets is the person's now (checked as a sign-in would); `None` when
 /// nobody could tell, or `act` sets none.
 async fn in_place(st: &Host, act: &Act<'_>) -> anyhow::Result<Option<bool>> {
-    let Ask::Password { new, .. } = act.ask else { return Ok(None) };
+    let Some(new) = act.ask.new_password() else { return Ok(None) };
     let checked = password::check_current(st, act.target, new.as_secret(), st.clock.now()).await?;
     Ok(match checked.outcome {
         Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired => Some(true),
@@ -345,7 +357,7 @@ async fn record(
     let (msg_id, instance) = (act.msg_id.as_str(), st.hub.instance.as_str());
     batch.push(store::writebacks::finish(msg_id, instance, &result.outcome, answer, st.clock.now()));
     // A staff reset's row says what it asked for besides the password.
-    let raw = if matches!(act.ask, Ask::Password { .. }) && act.by.actor != Requester::SELF_SERVICE.actor {
+    let raw = if act.ask.new_password().is_some() && act.by.actor != Requester::SELF_SERVICE.actor {
         format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)
     } else {
         result.raw.clone()
@@ -372,6 +384,12 @@ async fn perform(st: &Host, act: &Act<'_>, now: i64) -> anyhow::Result<Writeback
     let local = WritebackResult::local;
     match act.ask {
         Ask::Password { new, current } => password::apply(st, act.by, target, msg_id, new, current, now).await,
+        Ask::ProvenChange { new } => {
+            let by = Requester { flags: Flags { keep_history: true, ..act.by.flags }, ..act.by };
+            let mut result = password::apply(st, by, target, msg_id, new, None, now).await?;
+            result.raw = format!("{}; written as a reset on the proof of the sign-in", result.raw);
+            Ok(result)
+        }
         // A privileged account's lockout stands between an attacker and a guessed password: it
         // is lifted by the helpdesk, never by self-service.
         Ask::Unlock if target.protected && !act.by.flags.allow_protected => {

@@ -67,6 +67,7 @@ pub fn cloud_facts(st: &Host) -> PolicyFacts {
         complexity: Some(complexity_applies(st, policy)),
         lockout_threshold: None,
         lockout_duration_secs: None,
+        history_on_reset: None,
     }
 }
 
@@ -214,12 +215,12 @@ pub struct Requester<'a> {
 }
 
 impl Requester<'static> {
-    pub const SELF_SERVICE: Requester<'static> =
-        Requester { actor: "self-service", flags: Flags { must_change: false, unlock: false, allow_protected: false } };
+    const NO_FLAGS: Flags = Flags { must_change: false, unlock: false, allow_protected: false, keep_history: false };
+    pub const SELF_SERVICE: Requester<'static> = Requester { actor: "self-service", flags: Self::NO_FLAGS };
     /// A forgotten password: the new one must work at once, so the reset also lifts a lockout
     /// (AD keeps an account locked through a reset; the agent checks that it is not).
     pub const FORGOTTEN: Requester<'static> =
-        Requester { actor: "self-service", flags: Flags { must_change: false, unlock: true, allow_protected: false } };
+        Requester { actor: "self-service", flags: Flags { unlock: true, ..Self::NO_FLAGS } };
 }
 
 /// Sets `new` for `target` on behalf of `by`: a reset when `old` is `None`, else a change that

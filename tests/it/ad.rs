@@ -4,7 +4,7 @@
 
 use crate::harness::{spawn_app, TestApp};
 use passback::config::{DirectoryConfig, HistoryOnReset};
-use passback::directory::{AccountChange, Directory};
+use passback::directory::{AccountChange, Directory, ResetAs};
 use passback::domain::{Anchor, DirectoryId, Outcome};
 use passback::sandbox::{SambaDc, TestCa, INITIAL_AD_PASSWORD};
 use passback::store::Stmt;
@@ -262,6 +262,7 @@ async fn ad_sync_reports_anchors_addresses_and_disabled_people() {
     assert!(users.iter().any(|u| u.username.eq_ignore_ascii_case(&admin_sam) && u.protected));
     let policy = dir.policy().await.unwrap();
     assert_eq!((policy.min_length, policy.history, policy.complexity), (Some(7), Some(24), Some(true)));
+    assert_eq!(policy.history_on_reset, Some(false), "Samba takes no policy-hints control");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,8 +408,17 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
     assert!(changed.contains("Your password has been changed"), "{changed}");
     assert!(binds(dc, &admin_dn, "Admin#Change42").await);
 
-    // Someone who must change at next sign-in cannot bind, but can change here.
+    // Someone who must change at next sign-in cannot bind, but can change here. Samba cannot
+    // check a reset against the history, so the sign-in's proof does not stand in for the
+    // current password: it is asked for, and the agent refuses a reset in place of a change.
     assert!(!binds(dc, &must_dn, INITIAL_AD_PASSWORD).await);
+    let c = app.new_client();
+    let form = app.sign_in_on(&c, &must_sam, INITIAL_AD_PASSWORD).await.text().await.unwrap();
+    assert!(form.contains(r#"name="current""#) && form.contains("Type your current password"), "{form}");
+    let keep_history = ResetAs { keep_history: true, ..ResetAs::default() };
+    let refused = dir.reset_seeing_lock(&must, &secret("Quiet#Lantern9sky"), keep_history).await.0;
+    assert_eq!(refused.outcome, Outcome::InsufficientRights, "{}", refused.raw);
+    assert!(refused.raw.contains("not written"), "{}", refused.raw);
     let changed = app.change_password(&must_sam, INITIAL_AD_PASSWORD, "Fresh#Start42").await;
     assert!(changed.contains("Your password has been changed"), "{changed}");
 

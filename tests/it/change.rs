@@ -197,3 +197,57 @@ async fn with_no_agent_alive_the_change_and_sign_in_forms_say_so_before_anything
     assert!(sent.contains("PB-1001") && sent.contains("cannot be changed here"), "{sent}");
     assert!(!sent.contains("reset is unavailable"), "{sent}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_the_directory_answers_with_must_change_proves_the_current_password_for_a_few_minutes() {
+    use crate::harness::hidden;
+    let app = spawn_app().await;
+    let send = async |c: &reqwest::Client, form: &str, current: Option<&str>, new: &str| {
+        let (csrf, key) = (hidden(form, "csrf").unwrap(), hidden(form, "form_key").unwrap());
+        let mut fields = vec![("csrf", csrf.as_str()), ("form_key", key.as_str()), ("password", new), ("confirm", new)];
+        fields.extend(current.map(|c| ("current", c)));
+        app.post_on(c, "/signin/expired", &fields).await
+    };
+
+    // Signed in with the password the directory wants changed: it is not asked for again.
+    app.require_change("alice").await;
+    let c = app.new_client();
+    let form = app.sign_in_on(&c, "alice", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    assert!(form.contains("need not type it again") && !form.contains(r#"name="current""#), "{form}");
+    assert!(form.contains("data-first-field"), "the new password is the first field: {form}");
+    // Written as a reset, it is still checked against the history, as a change is.
+    let same = send(&c, &form, None, INITIAL_USER_PASSWORD).await;
+    assert!(same.contains("PB-2003"), "{same}");
+    let page = send(&c, &same, None, "Fresh-Start-2026").await;
+    assert!(page.contains("Security info") && page.contains("Your password has been changed"), "{page}");
+    assert!(app.bind_works("alice", "Fresh-Start-2026").await);
+    assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await);
+    let again = app.sign_in_on(&app.new_client(), "alice", "Fresh-Start-2026").await.text().await.unwrap();
+    assert!(again.contains("Security info"), "nothing more to change: {again}");
+    let rows = app.audit().await;
+    let row = rows.iter().find(|r| r.operation == "change.expired" && r.outcome_code == "PB-0000").unwrap();
+    assert!(row.raw.contains("written as a reset on the proof of the sign-in"), "{}", row.raw);
+    app.wait_for_mail("Your password was changed").await;
+
+    // Past a few minutes, the sign-in no longer stands in for the current password.
+    app.require_change("carol").await;
+    let c = app.new_client();
+    let form = app.sign_in_on(&c, "carol", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    assert!(!form.contains(r#"name="current""#), "{form}");
+    app.clock.advance(301);
+    let late = send(&c, &form, None, "Fresh-Start-2026").await;
+    assert!(late.contains("too long ago") && late.contains(r#"name="current""#), "{late}");
+    let wrong = send(&c, &late, Some("Not-Carols-Password-1"), "Fresh-Start-2026").await;
+    assert!(wrong.contains("PB-3005"), "checked by the directory again: {wrong}");
+    assert!(!app.bind_works("carol", "Fresh-Start-2026").await);
+    let page = send(&c, &wrong, Some(INITIAL_USER_PASSWORD), "Fresh-Start-2026").await;
+    assert!(page.contains("Security info"), "{page}");
+    let rows = app.audit().await;
+    let row = rows
+        .iter()
+        .find(|r| {
+            r.operation == "change.expired" && r.target.as_deref() == Some("carol") && r.outcome_code == "PB-0000"
+        })
+        .unwrap();
+    assert!(!row.raw.contains("on the proof of the sign-in"), "a change: {}", row.raw);
+}

@@ -648,7 +648,8 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{} of {n} mails with subject {subject:?} within 5 s", mails.len());
+        let all: Vec<String> = self.mailbox.all().iter().map(|m| format!("{:?} to {:?}", m.subject(), m.to)).collect();
+        panic!("{} of {n} mails with subject {subject:?} within 5 s; all mails: {all:#?}", mails.len());
     }
 
     fn code_mails(&self, address: &str) -> Vec<passback::mail::sink::CaughtMail> {

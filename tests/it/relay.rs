@@ -411,7 +411,7 @@ async fn a_reset_can_also_unlock_the_account_and_require_a_change_at_next_sign_i
     let agent = Agent::new(app.agent_cfg.clone()).unwrap();
     let rows = passback::store::users::find_by_login(&app.db, "bob").await.unwrap();
     let bob = Anchor::parse(&rows[0].anchor).unwrap();
-    let flags = Flags { unlock: true, must_change: true, allow_protected: false };
+    let flags = Flags { unlock: true, must_change: true, ..Flags::default() };
     let frame = sealed_reset_with(&state, &bob, "Temporary-Pass-31", 60, flags);
 
     let answer = agent.handle_request(frame, std::time::Instant::now()).await.expect("answered");

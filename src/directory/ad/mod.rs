@@ -11,7 +11,7 @@ mod values;
 use super::answer;
 use super::answer::Failure;
 use super::pool::{Conn, Pool, Retry};
-use super::Answer;
+use super::{Answer, ResetAs};
 use crate::config::{DirectoryConfig, HistoryOnReset};
 use crate::domain::{Anchor, EmailAddress, Outcome, PolicyFacts, SyncMark, SyncedUser};
 use ldap3::controls::RawControl;
@@ -215,17 +215,18 @@ impl Ad {
     /// A reset (`old` is `None`) replaces `unicodePwd`; a change deletes the old value and adds
     /// the new one in one modify, which AD allows anyone to do who knows the old password.
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
-        self.set_password_with(anchor, old, new, false).await
+        self.set_password_with(anchor, old, new, ResetAs::default()).await
     }
 
-    /// [`Self::set_password`]; a reset of a protected account goes ahead when `allow_protected`
-    /// (a staff role and this agent's configuration both allow it).
+    /// [`Self::set_password`]; a reset `how` it was asked for: of a protected account when
+    /// allowed (a staff role and this agent's configuration both allow it), and only with the
+    /// history checked when it stands for the person's own change.
     pub(crate) async fn set_password_with(
         &self,
         anchor: &Anchor,
         old: Option<&SecretString>,
         new: &SecretString,
-        allow_protected: bool,
+        how: ResetAs,
     ) -> Answer {
         let server = match self.server().await {
             Ok(s) => s.clone(),
@@ -264,7 +265,7 @@ impl Ad {
         }
         if old.is_none() {
             match &person.protection {
-                Some(Protection::Protected(why)) if allow_protected => {
+                Some(Protection::Protected(why)) if how.allow_protected => {
                     notes.push(format!("protected account ({why}) reset as allowed for staff"));
                 }
                 // `find` looks protection up for every reset; never reset without knowing.
@@ -284,6 +285,15 @@ impl Ad {
                         outcome: Outcome::InsufficientRights,
                         raw: "history_on_reset = \"required\" but this domain controller does not support the \
                               policy-hints control: resets are refused"
+                            .into(),
+                        policy: None,
+                    }
+                }
+                (None, _) if how.keep_history => {
+                    return Answer {
+                        outcome: Outcome::InsufficientRights,
+                        raw: "a reset in place of the person's own change needs the password history checked, \
+                              and this domain controller does not support the policy-hints control: not written"
                             .into(),
                         policy: None,
                     }

@@ -25,9 +25,11 @@ impl Ad {
                 }
             })
             .await;
+        // A reset is checked against the history only with the policy-hints control.
+        let history_on_reset = Some(server.hints_oid.is_some());
         match entry {
-            Ok(Some(e)) if pso.is_some() => Some(pso_policy(&e)),
-            Ok(Some(e)) => Some(domain_policy(&e)),
+            Ok(Some(e)) if pso.is_some() => Some(PolicyFacts { history_on_reset, ..pso_policy(&e) }),
+            Ok(Some(e)) => Some(PolicyFacts { history_on_reset, ..domain_policy(&e) }),
             Ok(None) => None,
             Err(f) => {
                 tracing::warn!(%dn, error = %f, "could not read the password policy");

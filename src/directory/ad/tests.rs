@@ -79,6 +79,7 @@ fn the_domain_policy_numbers_are_read_in_seconds() {
             complexity: Some(true),
             lockout_threshold: None,
             lockout_duration_secs: None,
+            history_on_reset: None,
         }
     );
     // "Never" is the most negative interval there is (and 0).

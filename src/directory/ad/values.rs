@@ -150,6 +150,7 @@ pub(super) fn domain_policy(e: &SearchEntry) -> PolicyFacts {
         complexity: number::<u32>(e, "pwdProperties").map(|p| p & DOMAIN_PASSWORD_COMPLEX != 0),
         lockout_threshold: number(e, "lockoutThreshold"),
         lockout_duration_secs: interval_secs(e, "lockoutDuration"),
+        history_on_reset: None,
     }
 }
 
@@ -162,6 +163,7 @@ pub(super) fn pso_policy(e: &SearchEntry) -> PolicyFacts {
         complexity: first(e, "msDS-PasswordComplexityEnabled").map(|v| v.eq_ignore_ascii_case("TRUE")),
         lockout_threshold: number(e, "msDS-LockoutThreshold"),
         lockout_duration_secs: interval_secs(e, "msDS-LockoutDuration"),
+        history_on_reset: None,
     }
 }
 

@@ -191,6 +191,7 @@ fn the_directorys_numbers_are_filled_into_the_rule() {
         complexity: None,
         lockout_threshold: None,
         lockout_duration_secs: None,
+        history_on_reset: None,
     };
     assert_eq!(
         with_policy(Outcome::TooShort { min_length: None }, Some(&facts)),

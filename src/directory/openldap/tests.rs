@@ -74,9 +74,11 @@ fn policy_numbers_are_read_and_quality_without_a_checker_is_no_complexity_rule()
             complexity: Some(false),
             lockout_threshold: None,
             lockout_duration_secs: None,
+            history_on_reset: Some(true),
         }
     );
     let with_checker = entry(&[("pwdCheckQuality", "2"), ("pwdCheckModule", "check_password.so")]);
     assert_eq!(policy_facts(&with_checker).complexity, Some(true));
-    assert_eq!(policy_facts(&entry(&[])), PolicyFacts::default());
+    let nothing_read = PolicyFacts { history_on_reset: Some(true), ..PolicyFacts::default() };
+    assert_eq!(policy_facts(&entry(&[])), nothing_read, "nothing read, but the agent's resets keep history");
 }

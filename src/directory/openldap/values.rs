@@ -56,6 +56,9 @@ pub(super) fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
             Some(_) => Some(0),
             None => None,
         },
+        // The agent's service account has no manage right on userPassword (`agent doctor`
+        // checks what it needs instead), so ppolicy checks its resets like a person's change.
+        history_on_reset: Some(true),
     }
 }
 

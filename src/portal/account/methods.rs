@@ -52,6 +52,10 @@ async fn done(st: &AppState, session: &Session, who: &SignedIn, key: &str) -> Pa
 
 /// Starts an enrolment: a new seed, kept (encrypted) until the first code confirms it.
 pub async fn start_authenticator(Posted { who: Fresh(who), st, .. }: Posted<Button, Fresh>) -> PageResult {
+    begin_authenticator(&st, &who).await
+}
+
+pub(super) async fn begin_authenticator(st: &AppState, who: &SignedIn) -> PageResult {
     let p = who.target.person();
     let seed = totp::new_seed();
     let sealed = st.secrets.encrypt(&p.context("totp"), &seed);
@@ -273,16 +277,25 @@ pub async fn confirm_email(
 
 #[derive(Deserialize)]
 pub struct RemoveForm {
-    method: GateMethod,
+    pub(super) method: GateMethod,
 }
 
 /// Removes a registered method (after a fresh sign-in, as every change here).
 pub async fn remove_method(
     Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<RemoveForm, Fresh>,
 ) -> PageResult {
-    let before = people::addresses_on_record(&st, &who.target).await?;
-    account::remove_method(&st, &who.target, f.method).await?;
-    changed(&st, &session, client, &who, Notice::MethodRemovedByOwner(f.method), "removed by its owner", before)
-        .await?;
-    done(&st, &session, &who, "account.removed").await
+    remove(&st, &session, client, &who, f.method).await
+}
+
+pub(super) async fn remove(
+    st: &AppState,
+    session: &Session,
+    client: std::net::SocketAddr,
+    who: &SignedIn,
+    method: GateMethod,
+) -> PageResult {
+    let before = people::addresses_on_record(st, &who.target).await?;
+    account::remove_method(st, &who.target, method).await?;
+    changed(st, session, client, who, Notice::MethodRemovedByOwner(method), "removed by its owner", before).await?;
+    done(st, session, who, "account.removed").await
 }

@@ -99,9 +99,13 @@ async fn require(st: &AppState, session: &Session) -> Result<Result<SignedIn, Re
 /// first) and, when they have a registered method, passed it a few minutes ago at most (else
 /// they do that first). Every change to security info needs this: a session left open on a shared computer
 /// must not be enough to add someone's own authenticator, or strip the owner's methods.
-async fn require_fresh(st: &AppState, session: &Session) -> Result<Result<SignedIn, Response>, PortalError> {
+async fn require_fresh(
+    st: &AppState,
+    session: &Session,
+    then: stepup::Then,
+) -> Result<Result<SignedIn, Response>, PortalError> {
     match signed_in(st, session).await? {
-        Some(who) if who.fresh(st.clock.now()) => match stepup::needed(st, session, &who).await? {
+        Some(who) if who.fresh(st.clock.now()) => match stepup::needed(st, session, &who, then).await? {
             Some(gate) => Ok(Err(gate)),
             None => Ok(Ok(who)),
         },
@@ -128,7 +132,18 @@ pub struct Fresh(SignedIn);
 
 impl super::extract::Guard for Fresh {
     async fn admit(st: &AppState, session: &Session) -> Result<Self, PortalError> {
-        require_fresh(st, session).await?.map(Fresh).map_err(|r| PortalError::Refused(Box::new(r)))
+        let then = stepup::Then::default();
+        require_fresh(st, session, then).await?.map(Fresh).map_err(|r| PortalError::Refused(Box::new(r)))
+    }
+
+    /// A step-up on the way takes the person on to what they asked for once they pass it.
+    async fn admit_asking(
+        st: &AppState,
+        session: &Session,
+        asked: super::extract::Asked<'_>,
+    ) -> Result<Self, PortalError> {
+        let then = stepup::Then::of(asked);
+        require_fresh(st, session, then).await?.map(Fresh).map_err(|r| PortalError::Refused(Box::new(r)))
     }
 }
 
@@ -221,6 +236,10 @@ async fn overview_page(
 pub async fn confirm(
     Posted { session, who: Fresh(who), st, .. }: Posted<Button, Fresh>,
 ) -> Result<Response, PortalError> {
+    reviewed(&st, &session, &who).await
+}
+
+async fn reviewed(st: &AppState, session: &Session, who: &SignedIn) -> Result<Response, PortalError> {
     security::mark_reviewed(&st.db, who.target.person(), st.clock.now()).await?;
-    overview_page(&st, &session, &who, Some(Tr::current().t("account.reviewed").into())).await
+    overview_page(st, session, who, Some(Tr::current().t("account.reviewed").into())).await
 }

@@ -2,7 +2,7 @@
 //! Wrong passwords count against the same per-account limits as the change form, and every
 //! answer takes at least the same time, so neither page can be used to guess or to learn names.
 
-use crate::domain::{LoginName, NewPassword, Outcome};
+use crate::domain::{LoginName, NewPassword, Outcome, UserKind};
 use crate::i18n::Tr;
 use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::{ExpiredPage, OutcomeView, PolicyView, SignInPage};
@@ -28,9 +28,39 @@ struct MustChange {
     audit_name: String,
     /// `must_change` or `expired`: what the page says.
     reason: Outcome,
+    /// When the sign-in proved the current password (the directory says "must change" only to
+    /// the right one); 0 once it no longer stands in for typing it again.
+    #[serde(default)]
+    proved_at: i64,
 }
 
 const MUST_CHANGE: Key<MustChange> = Key::new(session::MUST_CHANGE);
+
+/// For how long after the sign-in its proof of the current password stands in for typing it
+/// again on the change form.
+const PROOF_FOR_SECS: i64 = 300;
+
+impl MustChange {
+    /// Whether the new password may be written on the strength of the sign-in alone (see
+    /// [`Ask::ProvenChange`]): shortly after it, where the directory checks a reset against the
+    /// password history as it would the person's change. A protected account's is never reset
+    /// by self-service, and where that cannot be told the current password is asked for.
+    async fn proven(&self, st: &AppState, now: i64) -> Result<bool, PortalError> {
+        if self.proved_at == 0 || now < self.proved_at || now - self.proved_at > PROOF_FOR_SECS {
+            return Ok(false);
+        }
+        let target = &self.target;
+        Ok(match target.kind {
+            // The portal's own account: it keeps no history to check.
+            UserKind::CloudOnly => true,
+            _ if target.protected => false,
+            _ => {
+                let facts = passwords::directory_policy(st, &target.directory).await?;
+                facts.and_then(|f| f.history_on_reset) == Some(true)
+            }
+        })
+    }
+}
 
 /// The person whose password the directory said must be changed at this session's sign-in.
 pub(crate) async fn must_change_target(session: &Session) -> Result<Option<Target>, PortalError> {
@@ -164,7 +194,7 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         }
         (reason @ (Outcome::MustChange | Outcome::PasswordExpired), Some(target)) => {
             session.cycle_id().await?;
-            let must = MustChange { target, audit_name: found.audit_name, reason };
+            let must = MustChange { target, audit_name: found.audit_name, reason, proved_at: now };
             MUST_CHANGE.set(session, &must).await?;
             EXPIRED_FORM.forget(session).await?;
             Ok(support.tag(Redirect::to(paths::SIGNIN_EXPIRED)))
@@ -200,6 +230,7 @@ async fn expired_page(
         csrf: csrf::token(session).await?,
         form_key: EXPIRED_FORM.current(session).await?,
         username: must.target.username.clone(),
+        ask_current: !must.proven(st, st.clock.now()).await?,
         reason: must.reason.message(tr),
         policy: PolicyView::of(st, Some(&must.target)).await,
         error,
@@ -218,7 +249,9 @@ pub async fn expired_form(State(st): State<AppState>, session: Session) -> PageR
 #[derive(Deserialize)]
 pub struct ExpiredForm {
     form_key: String,
-    current: SecretString,
+    /// Absent where the sign-in's proof stands in for it.
+    #[serde(default)]
+    current: Option<SecretString>,
     password: SecretString,
     confirm: SecretString,
     /// Minutes east of UTC, from the form's script.
@@ -227,17 +260,21 @@ pub struct ExpiredForm {
 }
 
 /// The new password, written back as a *change*: the directory checks the current one and its
-/// history. On success the person is signed in.
+/// history; or, shortly after the sign-in proved the current one, as a reset the directory
+/// checks against the history (see [`MustChange::proven`]). On success the person is signed in.
 pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<ExpiredForm>) -> PageResult {
-    let Some(must) = MUST_CHANGE.get(&session).await? else {
+    let Some(mut must) = MUST_CHANGE.get(&session).await? else {
         return Ok(Redirect::to(paths::SIGNIN).into_response());
     };
     let tr = Tr::current();
     let Some((msg_id, first)) = EXPIRED_FORM.take_or_again(&session, &f.form_key).await? else {
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
     };
-    if f.current.expose_secret().is_empty() {
-        return expired_page(&st, &session, &must, Some(tr.t("change.current_missing").into()), None).await;
+    let current = f.current.filter(|c| !c.expose_secret().is_empty());
+    if current.is_none() && !must.proven(&st, st.clock.now()).await? {
+        // Asked for on the page, or the sign-in was too long ago for the form sent without it.
+        let why = if must.proved_at == 0 { "change.current_missing" } else { "expired.proof_expired" };
+        return expired_page(&st, &session, &must, Some(tr.t(why).into()), None).await;
     }
     let new = match NewPassword::parse(f.password, &f.confirm) {
         Ok(p) => p,
@@ -246,13 +283,26 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
     let support = SupportCode::new();
     let target = must.target.clone();
     let attempt = Attempt { st: &st, client, audit_name: &must.audit_name, target: Some(&target), support: &support };
-    let ask = Ask::Password { new: &new, current: Some(&f.current) };
+    let ask = match &current {
+        Some(current) => Ask::Password { new: &new, current: Some(current) },
+        None => Ask::ProvenChange { new: &new },
+    };
     let by = Requester::SELF_SERVICE;
     let act = Act { target: &target, msg_id: &msg_id, first, by, ask, operation: "change.expired" };
     let Some(account::Done { result, support, .. }) = account::once(&attempt, act).await? else {
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
     };
     drop(new);
+    if current.is_none() && matches!(result.outcome, Outcome::Protected | Outcome::InsufficientRights) {
+        // Not written: this account's directory takes no reset in place of the person's change
+        // (it would not check the history, or the account is one self-service never resets).
+        // As a change, with the current password, it may.
+        must.proved_at = 0;
+        MUST_CHANGE.set(&session, &must).await?;
+        let view =
+            support.tag(expired_page(&st, &session, &must, Some(tr.t("expired.type_current").into()), None).await?);
+        return Ok(view);
+    }
     if !result.outcome.is_success() {
         let offset = crate::portal::pages::time_zone(&session, Some(&f.tz_offset)).await?;
         let view = OutcomeView::new_at(&result.outcome, &support, offset);

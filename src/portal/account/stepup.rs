@@ -9,7 +9,7 @@ use super::{overview_page, SignedIn, FRESH_SECS};
 use crate::config::GateMethod;
 use crate::domain::Outcome;
 use crate::i18n::Tr;
-use crate::portal::extract::Posted;
+use crate::portal::extract::{Asked, Posted};
 use crate::portal::gates::{self, Current, Offer};
 use crate::portal::people::Attempt;
 use crate::portal::session::{self, Key};
@@ -42,6 +42,44 @@ struct StepUp {
     needs: usize,
     current: Option<Current>,
     passed_at: Option<i64>,
+    /// What the person asked for when the step-up came first.
+    #[serde(default)]
+    then: Then,
+}
+
+/// What a person asked for when a step-up came first: where passing it takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Then {
+    /// Security info, which says they may change it now.
+    #[default]
+    Overview,
+    /// The form to add an alternate address (an address posted before is typed again).
+    EmailForm,
+    /// The security questions form (answers posted before are never kept).
+    QuestionsForm,
+    /// The authenticator enrolment under way.
+    AuthenticatorForm,
+    /// A new authenticator enrolment.
+    StartAuthenticator,
+    /// A registered method removed.
+    Remove(GateMethod),
+    /// "These are still right".
+    Confirm,
+}
+
+impl Then {
+    pub(crate) fn of(asked: Asked<'_>) -> Then {
+        match (asked.posted, asked.path) {
+            (_, paths::ACCOUNT_EMAIL) => Then::EmailForm,
+            (_, paths::ACCOUNT_QUESTIONS) => Then::QuestionsForm,
+            (_, paths::ACCOUNT_AUTHENTICATOR) => Then::AuthenticatorForm,
+            (true, paths::ACCOUNT_AUTHENTICATOR_START) => Then::StartAuthenticator,
+            (true, paths::ACCOUNT_CONFIRM) => Then::Confirm,
+            (true, paths::ACCOUNT_REMOVE) => serde_urlencoded::from_bytes::<super::methods::RemoveForm>(asked.form)
+                .map_or(Then::Overview, |f| Then::Remove(f.method)),
+            _ => Then::Overview,
+        }
+    }
 }
 
 impl StepUp {
@@ -61,7 +99,12 @@ impl StepUp {
 }
 
 /// `Some(way to the gate)` when the person must verify before changing their security info.
-pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> Result<Option<Response>, PortalError> {
+pub(super) async fn needed(
+    st: &AppState,
+    session: &Session,
+    who: &SignedIn,
+    then: Then,
+) -> Result<Option<Response>, PortalError> {
     let subject = who.target.person().subject();
     let step = STEP_UP.get(session).await?.unwrap_or_default();
     if step.subject == subject && step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
@@ -75,7 +118,7 @@ pub(super) async fn needed(st: &AppState, session: &Session, who: &SignedIn) -> 
     methods.sort_unstable();
     methods.dedup();
     let needs = methods.len().min(st.cfg.gates.required as usize);
-    let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None };
+    let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None, then };
     STEP_UP.set(session, &step).await?;
     Ok(Some(Redirect::to(paths::ACCOUNT_VERIFY).into_response()))
 }
@@ -202,7 +245,16 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     }
     step.passed_at = Some(st.clock.now());
     STEP_UP.set(&session, &step).await?;
-    overview_page(&st, &session, &who, Some(Tr::current().t("account.verified").into())).await
+    // On to what was asked for (a form posted then is carried out now: its token was checked).
+    match step.then {
+        Then::Overview => overview_page(&st, &session, &who, Some(Tr::current().t("account.verified").into())).await,
+        Then::EmailForm => Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response()),
+        Then::QuestionsForm => Ok(Redirect::to(paths::ACCOUNT_QUESTIONS).into_response()),
+        Then::AuthenticatorForm => Ok(Redirect::to(paths::ACCOUNT_AUTHENTICATOR).into_response()),
+        Then::StartAuthenticator => super::methods::begin_authenticator(&st, &who).await,
+        Then::Remove(method) => super::methods::remove(&st, &session, client, &who, method).await,
+        Then::Confirm => super::reviewed(&st, &session, &who).await,
+    }
 }
 
 fn blocked(st: &AppState, support: &SupportCode) -> Response {

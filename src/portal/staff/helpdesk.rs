@@ -322,6 +322,7 @@ async fn decide(
         unlock: f.unlock.is_some(),
         // Only reached for a protected account when the role allows it (checked above).
         allow_protected: row.protected,
+        keep_history: false,
     };
     let (password, temporary) = match f.act.as_str() {
         "revoke" => {
