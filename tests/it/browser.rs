@@ -719,6 +719,29 @@ async fn administrators_pages_pass_the_accessibility_checks() {
     use passback::store::{staff::Role, users::Scope};
     let app = spawn_app().await;
     let admin = add_staff(&app, "ada", Role::Administrator, Scope::default(), false).await;
+    // Enough to scroll, on a phone and on a desktop: many rows, a long detail without a space,
+    // a colleague with a wide scope.
+    let ldap_dn = "uid=someone.with.a.long.name,ou=a-department-with-a-long-name,ou=people,dc=example,dc=org";
+    for i in 0..40 {
+        let rec = passback::store::audit::AuditRecord {
+            at: app.clock.now() - 60 * i,
+            actor: "staff:helpdesk-member-with-a-long-name".into(),
+            operation: "staff.view_person".into(),
+            directory: Some(crate::harness::DIR_ID.into()),
+            anchor: Some(format!("anchor-{i}")),
+            target: Some(ldap_dn.into()),
+            outcome_code: "PB-0000".into(),
+            raw: format!("agent=0123456789abcdef0123456789abcdef{i} rc=0 text=\"{}\"", "x".repeat(120)),
+            support_code: "ABCDE-FGHIJ".into(),
+            client: Some("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".into()),
+        };
+        passback::store::audit::record(&app.db, &rec).await.unwrap();
+    }
+    let wide = Scope {
+        base_dns: vec![ldap_dn.into(), "ou=another-long-department,dc=example,dc=org".into()],
+        ..Default::default()
+    };
+    add_staff(&app, "helpdesk-member-with-a-long-name", Role::Helpdesk, wide, false).await;
     let browser = Browser::open(&app, "admin").await;
     browser.goto("/staff/signin").await;
     browser.fill("username", "ada").await;
@@ -729,7 +752,8 @@ async fn administrators_pages_pass_the_accessibility_checks() {
     assert!(browser.text().await.contains("is up and running"));
     browser.check("health").await;
     browser.goto("/audit?operation=staff.").await;
-    assert!(browser.text().await.contains("staff.signin"));
+    let text = browser.text().await;
+    assert!(text.contains("staff.signin") && text.contains("staff.view_person"), "{text}");
     browser.check("audit").await;
     browser.goto("/admin/staff").await;
     browser.check("staff-list").await;

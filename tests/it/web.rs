@@ -200,22 +200,26 @@ impl Browser {
         self.client.find(Locator::Id(id)).await.unwrap().prop("value").await.unwrap().unwrap_or_default()
     }
 
-    /// Checks the page as a person would meet it: axe-core finds no accessibility violation
-    /// (with JavaScript on), and screenshots at 360 and 1280 pixels wide are saved as `label`.
+    /// Checks the page as a person would meet it, on a phone (360 pixels wide) and on a desktop
+    /// (1280): with JavaScript on, axe-core finds no accessibility violation and nothing is wider
+    /// than the screen; screenshots at both widths are saved as `label`.
     pub async fn check(&self, label: &str) {
-        if self.js {
-            let violations = self.axe().await;
-            assert!(
-                violations.is_empty(),
-                "axe-core found accessibility violations on {label} ({}):\n{}",
-                self.path().await,
-                serde_json::to_string_pretty(&violations).unwrap()
-            );
-        }
         let dir = screenshots_dir().join(&self.name);
         std::fs::create_dir_all(&dir).unwrap();
         for width in [360u32, 1280] {
             self.client.set_window_size(width, 900).await.unwrap();
+            if self.js {
+                let violations = self.axe().await;
+                assert!(
+                    violations.is_empty(),
+                    "axe-core found accessibility violations on {label} at {width} px ({}):\n{}",
+                    self.path().await,
+                    serde_json::to_string_pretty(&violations).unwrap()
+                );
+                let wider = "document.documentElement.scrollWidth - document.documentElement.clientWidth";
+                let (wider, seen) = (self.eval(wider).await, self.eval("window.innerWidth").await);
+                assert_eq!(wider, "0", "{label} is wider than a {width} px screen ({seen} px seen) by {wider} px");
+            }
             let png = self.client.screenshot().await.unwrap();
             std::fs::write(dir.join(format!("{label}-{width}.png")), png).unwrap();
         }
