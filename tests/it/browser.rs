@@ -786,3 +786,64 @@ async fn administrators_pages_pass_the_accessibility_checks() {
     newcomer.close().await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_every_step_offers_a_way_on_found_by_its_words_alone() {
+    let app = spawn_app().await;
+    let phone = Browser::open_with(&app, "phone", web::Options { width: 360, ..Default::default() }).await;
+    // Forgotten: the code page offers a new code (after a wait), and says how many tries are left.
+    phone.goto("/reset").await;
+    phone.fill_labelled("User name or e-mail address", "alice").await;
+    phone.press("Next").await;
+    let code = app.code_for("alice@example.org", 0).await;
+    phone.press("Send a new code").await;
+    let text = phone.text().await;
+    assert!(text.contains("You can ask for a new code in"), "{text}");
+    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    for _ in 0..3 {
+        phone.fill_labelled("Verification code", wrong).await;
+        phone.press("Verify").await;
+    }
+    assert!(phone.text().await.contains("2 tries left"), "{}", phone.text().await);
+    phone.check("tries-left").await;
+    phone.fill_labelled("Verification code", &code).await;
+    phone.press("Verify").await;
+    // The new password can be shown while typed.
+    phone.fill_labelled("New password", NEW_PASSWORD).await;
+    assert_eq!(phone.type_of("New password").await, "password");
+    phone.click("Show password").await;
+    assert_eq!(phone.type_of("New password").await, "text", "shown");
+    phone.fill_labelled("Type it again", NEW_PASSWORD).await;
+    phone.press("Change my password").await;
+    assert!(phone.text().await.contains("Your password has been changed"), "{}", phone.text().await);
+    phone.check("reset-done").await;
+    phone.press("Sign in").await;
+    assert_eq!(phone.path().await, "/signin", "a way on from the reset");
+
+    // A change, then its way on.
+    phone.goto("/change").await;
+    phone.fill_labelled("User name or e-mail address", "alice").await;
+    phone.fill_labelled("Current password", NEW_PASSWORD).await;
+    phone.fill_labelled("New password", "Second-Fine-Pass9").await;
+    phone.fill_labelled("Type it again", "Second-Fine-Pass9").await;
+    phone.press("Change my password").await;
+    assert!(phone.text().await.contains("Your password has been changed"), "{}", phone.text().await);
+    phone.press("Sign in").await;
+    assert_eq!(phone.path().await, "/signin", "a way on from the change");
+
+    // An unlock, then its way on.
+    app.lock_out("bob").await;
+    phone.goto("/reset").await;
+    phone.fill_labelled("User name or e-mail address", "bob").await;
+    phone.click("I know my password, but my account is locked").await;
+    phone.press("Next").await;
+    let code = app.code_for("bob@example.org", 0).await;
+    phone.fill_labelled("Verification code", &code).await;
+    phone.press("Verify").await;
+    phone.press("Unlock my account").await;
+    assert!(phone.text().await.contains("Your account is unlocked"), "{}", phone.text().await);
+    phone.check("unlock-done").await;
+    phone.press("Sign in").await;
+    assert_eq!(phone.path().await, "/signin", "a way on from the unlock");
+    phone.close().await;
+}

@@ -18,6 +18,8 @@ pub struct Browser {
     /// Names the screenshots: one folder per test.
     name: String,
     js: bool,
+    /// The window's width, to which it returns after a check.
+    width: u32,
     _profile: PathBuf,
 }
 
@@ -27,11 +29,13 @@ pub struct Options {
     pub js: bool,
     /// What the browser says it prefers in `Accept-Language`.
     pub lang: &'static str,
+    /// The window's width in pixels: 360 for a phone.
+    pub width: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { js: true, lang: "en-GB" }
+        Self { js: true, lang: "en-GB", width: 1280 }
     }
 }
 
@@ -71,7 +75,7 @@ impl Browser {
             "--disable-component-update".into(),
             "--disable-sync".into(),
             "--disable-features=Translate,OptimizationHints,MediaRouter".into(),
-            "--window-size=1280,900".into(),
+            format!("--window-size={},900", opts.width),
             format!("--lang={}", opts.lang),
             format!("--user-data-dir={}", profile.display()),
             format!("--ignore-certificate-errors-spki-list={}", app.ca.spki_sha256),
@@ -102,6 +106,7 @@ impl Browser {
                         base: app.url.clone(),
                         name: name.into(),
                         js: opts.js,
+                        width: opts.width,
                         _profile: profile,
                     }
                 }
@@ -140,6 +145,34 @@ impl Browser {
         let field = self.client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("field #{id}: {e}"));
         field.clear().await.unwrap();
         field.send_keys(value).await.unwrap();
+    }
+
+    /// The field whose label says `label`, as a person finds it.
+    async fn labelled(&self, label: &str) -> fantoccini::elements::Element {
+        let xpath =
+            format!("//*[@id=//label[normalize-space()='{label}']/@for] | //label[normalize-space()='{label}']//input");
+        self.client.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("no field labelled {label:?}: {e}"))
+    }
+
+    /// Types into the field labelled `label`, replacing what it held.
+    pub async fn fill_labelled(&self, label: &str, value: &str) {
+        let field = self.labelled(label).await;
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    /// The `type` of the field labelled `label` (`password`, or `text` while it is shown).
+    pub async fn type_of(&self, label: &str) -> String {
+        self.labelled(label).await.prop("type").await.unwrap().unwrap_or_default()
+    }
+
+    /// Clicks the first button (or label) whose visible text is `text`, on this page: a toggle, a
+    /// choice.
+    pub async fn click(&self, text: &str) {
+        let xpath = format!("(//button[normalize-space()='{text}'] | //label[normalize-space()='{text}'])[1]");
+        let el =
+            self.client.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("nothing named {text:?}: {e}"));
+        el.click().await.unwrap();
     }
 
     /// Clicks the button or link whose visible text is `text`, and waits for the next page.
@@ -223,7 +256,7 @@ impl Browser {
             let png = self.client.screenshot().await.unwrap();
             std::fs::write(dir.join(format!("{label}-{width}.png")), png).unwrap();
         }
-        self.client.set_window_size(1280, 900).await.unwrap();
+        self.client.set_window_size(self.width, 900).await.unwrap();
     }
 
     /// The axe-core violations on the page now (with impact, rule and the nodes involved).
