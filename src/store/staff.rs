@@ -125,8 +125,8 @@ pub async fn use_totp_step(db: &Db, id: &str, step: i64) -> sqlx::Result<bool> {
 pub async fn set_credentials(db: &Db, id: &str, password_hash: &str, totp_enc: &[u8], now: i64) -> sqlx::Result<bool> {
     Stmt::new(
         "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = 0, must_enrol = TRUE, \
-         enrolment_started = FALSE, pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
-         WHERE id = ?",
+         enrolment_started = FALSE, pending_totp_enc = NULL, given_password_hash = NULL, \
+         session_epoch = session_epoch + 1, updated_at = ? WHERE id = ?",
     )
     .bind(password_hash)
     .bind(totp_enc)
@@ -164,9 +164,10 @@ pub async fn set_pending_totp(db: &Db, id: &str, totp_enc: &[u8]) -> sqlx::Resul
     Ok(())
 }
 
-/// The owner's own password and authenticator replace the administrator-made ones; `step` (the
-/// confirming code's) is never accepted again. Only while the account still waits for enrolment
-/// at `epoch`: two enrolments racing each other cannot both win.
+/// The owner's own password and authenticator replace the administrator-made ones (whose
+/// password's hash is kept as spent: see [`given_password_hash`]); `step` (the confirming
+/// code's) is never accepted again. Only while the account still waits for enrolment at `epoch`:
+/// two enrolments racing each other cannot both win.
 pub async fn complete_enrolment(
     db: &Db,
     id: &str,
@@ -177,9 +178,9 @@ pub async fn complete_enrolment(
     now: i64,
 ) -> sqlx::Result<bool> {
     Stmt::new(
-        "UPDATE staff SET password_hash = ?, totp_enc = ?, totp_last_step = ?, must_enrol = FALSE, \
-         pending_totp_enc = NULL, session_epoch = session_epoch + 1, updated_at = ? \
-         WHERE id = ? AND must_enrol = TRUE AND session_epoch = ?",
+        "UPDATE staff SET given_password_hash = password_hash, password_hash = ?, totp_enc = ?, \
+         totp_last_step = ?, must_enrol = FALSE, pending_totp_enc = NULL, session_epoch = session_epoch + 1, \
+         updated_at = ? WHERE id = ? AND must_enrol = TRUE AND session_epoch = ?",
     )
     .bind(password_hash)
     .bind(totp_enc)
@@ -189,6 +190,15 @@ pub async fn complete_enrolment(
     .bind(epoch)
     .changed_one(db)
     .await
+}
+
+/// The hash of the administrator-made password the owner replaced at enrolment, if they did.
+pub async fn given_password_hash(db: &Db, id: &str) -> sqlx::Result<Option<String>> {
+    Ok(Stmt::new("SELECT given_password_hash FROM staff WHERE id = ?")
+        .bind(id)
+        .scalar::<Option<String>>(db)
+        .await?
+        .flatten())
 }
 
 /// Enables or disables the account; disabling ends its sessions.

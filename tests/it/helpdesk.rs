@@ -569,8 +569,8 @@ async fn sessions_end_everywhere_on_request_and_administrators_hear_of_a_staff_r
             .unwrap(),
     };
     let own = enrol(&app, &given).await;
-    // The credentials an administrator made work for that one sign-in only.
-    assert!(staff_signin(&app, &client(&app), &given, 1).await.contains("is wrong"));
+    // The credentials an administrator made work for that one sign-in only, and say so after.
+    assert!(staff_signin(&app, &client(&app), &given, 1).await.contains("you replaced them with your own"));
     let again = client(&app);
     assert!(staff_signin(&app, &again, &own, 0).await.contains("Find a person"));
 
@@ -754,9 +754,19 @@ async fn a_staff_member_who_left_enrolment_half_way_signs_in_again_and_finishes_
     let fields = [("csrf", csrf.as_str()), ("password", own), ("confirm", own), ("code", code.as_str())];
     let (_, home) = post(&app, &again, "/staff/enrol", &fields).await;
     assert!(!home.contains("Choose your own sign-in") && home.contains("Writeback health"), "{home}");
-    // Done: the administrator-made password opens nothing any more.
+    // Done: the administrator-made password opens nothing any more, and says why.
     let used = staff_signin(&app, &client(&app), &given, 1).await;
     assert!(!used.contains("Choose your own sign-in") && used.contains("PB-4001"), "{used}");
+    assert!(used.contains("you replaced them with your own"), "{used}");
+    let wrong = StaffLogin {
+        password: "Not-The-Given-One-1".into(),
+        username: given.username.clone(),
+        seed: given.seed.clone(),
+    };
+    let wrong = staff_signin(&app, &client(&app), &wrong, 2).await;
+    assert!(wrong.contains("PB-4001") && !wrong.contains("you replaced them"), "{wrong}");
+    let row = app.audit().await.into_iter().find(|r| r.raw.contains("replaced by the owner's own")).unwrap();
+    assert_eq!(row.outcome_code, "PB-4001");
     let starts = app.audit().await.into_iter().filter(|r| r.raw.contains("enrolment (re)started")).count();
     assert_eq!(starts, 2, "every start is audited");
 }

@@ -128,7 +128,28 @@ async fn signin_inner(
         }
         _ => false,
     };
+    // A wrong password is also checked against the administrator-made one the owner replaced
+    // (always, against a hash nobody knows where there is none, so the time taken says nothing):
+    // whoever still holds that one is told it was replaced, and what to do.
+    let spent = if password_right {
+        false
+    } else {
+        let given = match &row {
+            Some(r) if r.enabled() => store::staff::given_password_hash(&st.db, &r.id).await?,
+            _ => None,
+        };
+        passwords::verify(&f.password, given).await
+    };
     let Some(r) = row.filter(|_| signed_in) else {
+        if spent {
+            let why = "the administrator-made password, replaced by the owner's own at enrolment";
+            store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
+            let shown = OutcomeView {
+                message: tr.t("staff.signin_spent").into(),
+                ..OutcomeView::new(&Outcome::VerificationFailed, &support)
+            };
+            return Ok(support.tag(page(session, &typed, Some(shown)).await?));
+        }
         let why = if password_right { "authenticator code wrong or reused, or account disabled" } else { "wrong" };
         store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
         return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
