@@ -198,7 +198,8 @@ fn start_directory(kind: DemoDirectory, dir: &Path, ca: &TestCa) -> anyhow::Resu
                  People:       alice, bob, carol (e-mail <name>@example.org), dave (no e-mail)\n  \
                  Password:     {pw} (for everyone at start)\n  \
                  Policy:       at least 8 characters, not one of the last 3; carol may change only once an hour\n\n  \
-                 Check a new password:\n    LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=alice,{people} -w 'NEW-PASSWORD'\n",
+                 Check a new password (USER is alice, bob, carol or dave):\n    \
+                 LDAPTLS_CACERT={ca} ldapwhoami -x -H {ldap} -D uid=USER,{people} -w 'NEW-PASSWORD'\n",
                 ldap = slapd.url,
                 base = slapd.base_dn,
                 people = slapd.people_dn,
@@ -215,7 +216,8 @@ fn start_directory(kind: DemoDirectory, dir: &Path, ca: &TestCa) -> anyhow::Resu
                  Password:     {pw} (for everyone at start)\n  \
                  Policy:       at least 7 characters, complex, not one of the last 24\n\n  \
                  Check a new password (Samba has no \"who am I\"; a search of the root shows the bind worked):\n    \
-                 LDAPTLS_CACERT={ca} ldapsearch -LLL -x -H {ldap} -D alice@{realm_lc} -w 'NEW-PASSWORD' -b '' -s base dn\n",
+                 (USER is alice or bob)\n    \
+                 LDAPTLS_CACERT={ca} ldapsearch -LLL -x -H {ldap} -D USER@{realm_lc} -w 'NEW-PASSWORD' -b '' -s base dn\n",
                 ldap = dc.url,
                 realm = dc.realm,
                 realm_lc = dc.realm.to_lowercase(),
@@ -242,6 +244,25 @@ async fn start_common(
     let directory = start_directory(kind, &dir, &ca)?;
     let (smtp, mailbox) = crate::mail::sink::start(0).await?;
     Ok((dir, ca, directory, smtp, mailbox))
+}
+
+/// What the demo says of its staff account: where to sign in, the pages it opens, and its
+/// authenticator key as text, as an `otpauth://` address and as a QR code to scan.
+fn staff_lines(url: &str, staff: &crate::usecase::staff::Credentials) -> anyhow::Result<String> {
+    use crate::crypto::totp;
+    let issuer = "passback demo staff";
+    Ok(format!(
+        "  Staff:        {url}/staff/signin   user admin (an administrator), password {password}\n                \
+         then {url}/helpdesk (people), {url}/audit (audit log),\n                \
+         {url}/admin/health (writeback health), {url}/admin/staff (staff accounts)\n                \
+         authenticator key {key} (the first sign-in then sets up your own key and password),\n                \
+         or open {link}\n                \
+         or scan:\n{qr}\n",
+        password = secrecy::ExposeSecret::expose_secret(&staff.password),
+        key = staff.seed_text().as_str(),
+        link = totp::otpauth_url(&staff.seed, issuer, "admin")?.as_str(),
+        qr = totp::terminal_qr(&staff.seed, issuer, "admin")?.as_str(),
+    ))
 }
 
 /// A staff account to try the helpdesk and administration pages with (its first sign-in enrols
@@ -297,17 +318,18 @@ pub async fn run(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Result<(
     }
 
     println!(
-        "\npassback demo is running.\n\n  Portal:       {url}/reset   (forgot)   {url}/change   (change)\n  Demo mailbox: {url}/demo/mail   (verification codes arrive here)\n  \
+        "\npassback demo is running.\n\n  \
+         Portal:       {url}/reset    forgot a password, or locked out\n                \
+         {url}/change   change a password you know\n                \
+         {url}/signin   sign in to your security info (ways to prove who you are)\n  \
+         Demo mailbox: {url}/demo/mail   (codes and notices arrive here)\n  \
          TLS CA:       {ca}   (the browser will warn: accept the certificate, or import this CA)\n\n\
          {directory}\n  \
          Agent:        process {agent_pid}, log {agent_log}\n                \
-         (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n  \
-         Staff:        {url}/staff/signin   user admin (an administrator), password {staff_pw}\n                \
-         authenticator key {staff_key} (add it to an authenticator app; the first sign-in\n                \
-         then sets up your own key and password)\n\n\
+         (stop it with `kill {agent_pid}` and the portal says reset is unavailable before sending any code)\n\n\
+         {staff}\n\
          Stop the demo with Ctrl-C.\n",
-        staff_pw = secrecy::ExposeSecret::expose_secret(&staff.password),
-        staff_key = staff.seed_text().as_str(),
+        staff = staff_lines(&url, &staff)?,
         ca = ca.ca_file.display(),
         directory = directory.description,
         agent_pid = agent.id(),
@@ -421,10 +443,9 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
     println!(
         "\npassback demo (high availability) is running.\n\n  Portal:       {url}/reset   (through nginx, pid {nginx_pid})\n  \
          Demo mailbox: https://localhost:{mail_port}/demo/mail\n  TLS CA:       {ca}\n  \
-         PostgreSQL:   127.0.0.1:{pg_port}, data in {pg_dir}\n\n{directory}\n\n\
+         PostgreSQL:   127.0.0.1:{pg_port}, data in {pg_dir}\n\n{directory}\n\n{staff}\n\
          Kill any of these while resetting a password; the reset completes or says plainly that it did not,\n\
-         and the health page ({url}/admin/health, staff user admin, password {staff_pw},\n\
-         authenticator key {staff_key}) shows what died:\n{kill}\n\
+         and the health page ({url}/admin/health) shows what died:\n{kill}\n\
          Stop the demo with Ctrl-C.\n",
         nginx_pid = nginx.pid(),
         mail_port = port + 3,
@@ -432,8 +453,7 @@ pub async fn run_ha(dir: &Path, port: u16, kind: DemoDirectory) -> anyhow::Resul
         pg_port = pg.port,
         pg_dir = pg.dir.display(),
         directory = directory.description,
-        staff_pw = secrecy::ExposeSecret::expose_secret(&staff.password),
-        staff_key = staff.seed_text().as_str(),
+        staff = staff_lines(&url, &staff)?,
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -35,6 +35,15 @@ pub fn otpauth_url(seed: &[u8], issuer: &str, account: &str) -> anyhow::Result<Z
     Ok(Zeroizing::new(totp(seed, issuer, account)?.get_url()))
 }
 
+/// The `otpauth://` address as a QR code drawn with block characters, light on dark (as a
+/// terminal with a dark background shows it), for `passback demo` to print.
+pub fn terminal_qr(seed: &[u8], issuer: &str, account: &str) -> anyhow::Result<Zeroizing<String>> {
+    use qrcode::render::unicode::Dense1x2;
+    let url = otpauth_url(seed, issuer, account)?;
+    let code = qrcode::QrCode::new(url.as_bytes()).map_err(|e| anyhow::anyhow!("QR code: {e}"))?;
+    Ok(Zeroizing::new(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).build()))
+}
+
 /// The `otpauth://` address an app scans, as an SVG QR code in a `data:` URL (so the page needs
 /// no script and no request of its own, and the seed never appears in a URL we serve).
 pub fn qr_data_url(seed: &[u8], issuer: &str, account: &str) -> anyhow::Result<Zeroizing<String>> {

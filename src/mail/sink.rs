@@ -12,11 +12,20 @@ pub struct CaughtMail {
     pub to: Vec<String>,
     /// The whole message as received (headers and body).
     pub data: String,
+    /// When it arrived (Unix seconds).
+    pub at: i64,
 }
 
 impl CaughtMail {
-    pub fn subject(&self) -> &str {
-        self.data.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("")
+    /// The subject as a person reads it: a folded header unfolded, encoded words decoded.
+    pub fn subject(&self) -> String {
+        let mut lines = self.data.split("\r\n").flat_map(|l| l.split('\n'));
+        let Some(first) = lines.by_ref().find_map(|l| l.strip_prefix("Subject: ")) else { return String::new() };
+        let mut raw = first.to_string();
+        for more in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+            raw.push_str(more);
+        }
+        decode_words(&raw)
     }
 
     /// The first run of `digits` consecutive digits after `marker` in the message.
@@ -110,7 +119,8 @@ async fn session(stream: tokio::net::TcpStream, mailbox: Mailbox) -> std::io::Re
                 let l = line.strip_prefix('.').unwrap_or(&line);
                 data.push_str(l);
             }
-            mailbox.push(CaughtMail { from: from.clone(), to: to.clone(), data });
+            let at = time::OffsetDateTime::now_utc().unix_timestamp();
+            mailbox.push(CaughtMail { from: from.clone(), to: to.clone(), data, at });
             w.write_all(b"250 OK queued\r\n").await?;
         } else if upper == "RSET" || upper == "NOOP" {
             w.write_all(b"250 OK\r\n").await?;
@@ -120,5 +130,86 @@ async fn session(stream: tokio::net::TcpStream, mailbox: Mailbox) -> std::io::Re
         } else {
             w.write_all(b"502 Command not implemented\r\n").await?;
         }
+    }
+}
+
+/// A header with RFC 2047 encoded words (`=?utf-8?b?…?=`, `=?utf-8?q?…?=`) as plain text; the
+/// space between two encoded words is not part of the text.
+fn decode_words(header: &str) -> String {
+    let mut out = String::new();
+    let mut rest = header;
+    let mut after_word = false;
+    while !rest.is_empty() {
+        let decoded = rest.strip_prefix("=?").and_then(|r| {
+            let (_charset, r) = r.split_once('?')?;
+            let (encoding, r) = r.split_once('?')?;
+            let (text, r) = r.split_once("?=")?;
+            Some((decode_word(encoding, text)?, r))
+        });
+        match decoded {
+            Some((text, r)) => {
+                out.push_str(&text);
+                rest = r;
+                after_word = true;
+            }
+            None => {
+                let next = rest[1..].find("=?").map_or(rest.len(), |i| i + 1);
+                let plain = &rest[..next];
+                // Only white space between two encoded words: dropped.
+                if !(after_word && plain.trim().is_empty() && next < rest.len()) {
+                    out.push_str(plain);
+                }
+                rest = &rest[next..];
+                after_word = false;
+            }
+        }
+    }
+    out
+}
+
+fn decode_word(encoding: &str, text: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = match encoding {
+        "b" | "B" => base64::engine::general_purpose::STANDARD.decode(text).ok()?,
+        "q" | "Q" => {
+            let mut out = Vec::new();
+            let mut bytes = text.bytes();
+            while let Some(b) = bytes.next() {
+                match b {
+                    b'_' => out.push(b' '),
+                    b'=' => {
+                        let hex = [bytes.next()?, bytes.next()?];
+                        out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+                    }
+                    b => out.push(b),
+                }
+            }
+            out
+        }
+        _ => return None,
+    };
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encoded_subjects_are_read_as_text() {
+        let mail = |subject: &str| super::CaughtMail {
+            from: String::new(),
+            to: Vec::new(),
+            data: format!("From: a@b\r\nSubject: {subject}\r\nTo: c@d\r\n\r\nbody"),
+            at: 0,
+        };
+        assert_eq!(mail("Your verification code").subject(), "Your verification code");
+        assert_eq!(
+            mail("=?utf-8?b?SWhyIFBhc3N3b3J0IHd1cmRlIGdlw6RuZGVydA==?=").subject(),
+            "Ihr Passwort wurde geändert"
+        );
+        assert_eq!(
+            mail("=?utf-8?q?Votre_mot_de_passe_a_=C3=A9t=C3=A9?=\r\n =?utf-8?q?_chang=C3=A9?=").subject(),
+            "Votre mot de passe a été changé"
+        );
+        assert_eq!(mail("plain =?x?z?bad?= stays").subject(), "plain =?x?z?bad?= stays");
     }
 }

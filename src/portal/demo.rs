@@ -11,7 +11,12 @@ pub async fn mail(State(st): State<AppState>) -> Response {
         .all()
         .into_iter()
         .rev()
-        .map(|m| DemoMail { to: m.to.join(", "), subject: m.subject().to_string(), body: text_part(&m.data) })
+        .map(|m| DemoMail {
+            at: super::pages::utc(m.at),
+            to: m.to.join(", "),
+            subject: m.subject(),
+            body: text_part(&m.data),
+        })
         .collect();
     DemoMailPage { tr: crate::i18n::Tr::current(), mails }.into_response()
 }

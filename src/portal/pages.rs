@@ -305,6 +305,8 @@ pub struct NotFoundPage {
 }
 
 pub struct DemoMail {
+    /// When it arrived, in UTC.
+    pub at: String,
     pub to: String,
     pub subject: String,
     pub body: String,

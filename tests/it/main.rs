@@ -7,6 +7,7 @@ mod ad;
 mod attack;
 mod browser;
 mod change;
+mod demo;
 mod directories;
 mod harness;
 mod helpdesk;
