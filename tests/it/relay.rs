@@ -600,7 +600,11 @@ async fn the_agents_own_protection_rules_and_budget_refuse_what_the_portal_asks(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_agent_holding_a_reset_dies_another_agent_says_whether_it_was_written() {
     use crate::harness::{spawn_app_with, until, Options};
-    let app = spawn_app_with(Options { result_deadline_secs: 20, ..Default::default() }).await;
+    // Agents count as alive for twice the ping interval after they were last heard: long enough
+    // here that both held still stay so from the claim (which names the agent the test reads)
+    // to the sending (which would otherwise go to the other one, were the named one's time up).
+    let opts = Options { result_deadline_secs: 20, ping_interval_secs: 5, ..Default::default() };
+    let app = spawn_app_with(opts).await;
     app.wait_until_alive(true).await;
     let (mut second, second_id) = app.second_agent("agent2").await;
     let first = app.agent.as_ref().unwrap().id();
