@@ -139,8 +139,8 @@ impl Directory {
     pub async fn reset_seeing_lock(&self, anchor: &Anchor, new: &SecretString, how: ResetAs) -> (Answer, bool) {
         let (answer, lock_seen) = match &self.backend {
             // OpenLDAP has no built-in protected accounts: this agent's own rules were checked
-            // first. Its resets are always checked against the history (see `history_on_reset`).
-            Backend::OpenLdap(d) => d.set_password_seeing_lock(anchor, None, new).await,
+            // first.
+            Backend::OpenLdap(d) => d.set_password_as(anchor, None, new, how.keep_history).await,
             Backend::Ad(d) => (d.set_password_with(anchor, None, new, how).await, true),
         };
         if how.allow_protected {

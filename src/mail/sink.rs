@@ -19,7 +19,8 @@ pub struct CaughtMail {
 impl CaughtMail {
     /// The subject as a person reads it: a folded header unfolded, encoded words decoded.
     pub fn subject(&self) -> String {
-        let mut lines = self.data.split("\r\n").flat_map(|l| l.split('\n'));
+        // The headers only: up to the first empty line.
+        let mut lines = self.data.split("\r\n").flat_map(|l| l.split('\n')).take_while(|l| !l.is_empty());
         let Some(first) = lines.by_ref().find_map(|l| l.strip_prefix("Subject: ")) else { return String::new() };
         let mut raw = first.to_string();
         for more in lines.take_while(|l| l.starts_with([' ', '\t'])) {
@@ -153,7 +154,8 @@ fn decode_words(header: &str) -> String {
                 after_word = true;
             }
             None => {
-                let next = rest[1..].find("=?").map_or(rest.len(), |i| i + 1);
+                let skip = rest.chars().next().map_or(1, char::len_utf8);
+                let next = rest[skip..].find("=?").map_or(rest.len(), |i| i + skip);
                 let plain = &rest[..next];
                 // Only white space between two encoded words: dropped.
                 if !(after_word && plain.trim().is_empty() && next < rest.len()) {
@@ -211,5 +213,6 @@ mod tests {
             "Votre mot de passe a été changé"
         );
         assert_eq!(mail("plain =?x?z?bad?= stays").subject(), "plain =?x?z?bad?= stays");
+        assert_eq!(mail("déjà =?utf-8?q?vu?= ünd").subject(), "déjà vu ünd");
     }
 }

@@ -387,7 +387,10 @@ async fn perform(st: &Host, act: &Act<'_>, now: i64) -> anyhow::Result<Writeback
         Ask::ProvenChange { new } => {
             let by = Requester { flags: Flags { keep_history: true, ..act.by.flags }, ..act.by };
             let mut result = password::apply(st, by, target, msg_id, new, None, now).await?;
-            result.raw = format!("{}; written as a reset on the proof of the sign-in", result.raw);
+            result.raw = format!(
+                "{}; asked as a reset in place of the person's change, on the proof of their sign-in",
+                result.raw
+            );
             Ok(result)
         }
         // A privileged account's lockout stands between an attacker and a guessed password: it

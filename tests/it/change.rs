@@ -198,16 +198,24 @@ async fn with_no_agent_alive_the_change_and_sign_in_forms_say_so_before_anything
     assert!(!sent.contains("reset is unavailable"), "{sent}");
 }
 
+/// Sends the forced-change form `form` with a new password (and the current one, if given).
+async fn send(
+    app: &crate::harness::TestApp,
+    c: &reqwest::Client,
+    form: &str,
+    current: Option<&str>,
+    new: &str,
+) -> String {
+    use crate::harness::hidden;
+    let (csrf, key) = (hidden(form, "csrf").unwrap(), hidden(form, "form_key").unwrap());
+    let mut fields = vec![("csrf", csrf.as_str()), ("form_key", key.as_str()), ("password", new), ("confirm", new)];
+    fields.extend(current.map(|c| ("current", c)));
+    app.post_on(c, "/signin/expired", &fields).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_the_directory_answers_with_must_change_proves_the_current_password_for_a_few_minutes() {
-    use crate::harness::hidden;
-    let app = spawn_app().await;
-    let send = async |c: &reqwest::Client, form: &str, current: Option<&str>, new: &str| {
-        let (csrf, key) = (hidden(form, "csrf").unwrap(), hidden(form, "form_key").unwrap());
-        let mut fields = vec![("csrf", csrf.as_str()), ("form_key", key.as_str()), ("password", new), ("confirm", new)];
-        fields.extend(current.map(|c| ("current", c)));
-        app.post_on(c, "/signin/expired", &fields).await
-    };
+    let mut app = spawn_app().await;
 
     // Signed in with the password the directory wants changed: it is not asked for again.
     app.require_change("alice").await;
@@ -216,9 +224,9 @@ async fn a_sign_in_the_directory_answers_with_must_change_proves_the_current_pas
     assert!(form.contains("need not type it again") && !form.contains(r#"name="current""#), "{form}");
     assert!(form.contains("data-first-field"), "the new password is the first field: {form}");
     // Written as a reset, it is still checked against the history, as a change is.
-    let same = send(&c, &form, None, INITIAL_USER_PASSWORD).await;
+    let same = send(&app, &c, &form, None, INITIAL_USER_PASSWORD).await;
     assert!(same.contains("PB-2003"), "{same}");
-    let page = send(&c, &same, None, "Fresh-Start-2026").await;
+    let page = send(&app, &c, &same, None, "Fresh-Start-2026").await;
     assert!(page.contains("Security info") && page.contains("Your password has been changed"), "{page}");
     assert!(app.bind_works("alice", "Fresh-Start-2026").await);
     assert!(!app.bind_works("alice", INITIAL_USER_PASSWORD).await);
@@ -226,8 +234,31 @@ async fn a_sign_in_the_directory_answers_with_must_change_proves_the_current_pas
     assert!(again.contains("Security info"), "nothing more to change: {again}");
     let rows = app.audit().await;
     let row = rows.iter().find(|r| r.operation == "change.expired" && r.outcome_code == "PB-0000").unwrap();
-    assert!(row.raw.contains("written as a reset on the proof of the sign-in"), "{}", row.raw);
+    assert!(row.raw.contains("asked as a reset in place of the person's change"), "{}", row.raw);
     app.wait_for_mail("Your password was changed").await;
+
+    // An agent bound as a password administrator (here the rootdn), whose writes ppolicy checks
+    // for nothing, refuses the reset unwritten; the form then asks for the current password.
+    let (admin_dn, admin_password) = (app.slapd.admin_dn.clone(), app.slapd.admin_password.clone());
+    app.restart_agent_with(|cfg| {
+        let d = &mut cfg.directories[0];
+        (d.bind_dn, d.bind_password, d.bind_password_file) = (admin_dn, Some(admin_password), None);
+    })
+    .await;
+    app.require_change("bob").await;
+    let c = app.new_client();
+    let form = app.sign_in_on(&c, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    assert!(!form.contains(r#"name="current""#), "the directory's policy says resets keep history: {form}");
+    let asked = send(&app, &c, &form, None, "Fresh-Start-2026").await;
+    assert!(asked.contains("needs your current password") && asked.contains(r#"name="current""#), "{asked}");
+    assert!(!app.bind_works("bob", "Fresh-Start-2026").await, "nothing was written");
+    assert!(!app.bind_works("bob", "x").await, "not the probe's either");
+    let rows = app.audit().await;
+    let row = rows.iter().find(|r| r.target.as_deref() == Some("bob") && r.outcome_code == "PB-3003").unwrap();
+    assert!(row.raw.contains("probe: rc=122"), "{}", row.raw);
+    let page = send(&app, &c, &asked, Some(INITIAL_USER_PASSWORD), "Fresh-Start-2026").await;
+    assert!(page.contains("Security info"), "as a change, with the current password: {page}");
+    assert!(app.bind_works("bob", "Fresh-Start-2026").await);
 
     // Past a few minutes, the sign-in no longer stands in for the current password.
     app.require_change("carol").await;
@@ -235,12 +266,12 @@ async fn a_sign_in_the_directory_answers_with_must_change_proves_the_current_pas
     let form = app.sign_in_on(&c, "carol", INITIAL_USER_PASSWORD).await.text().await.unwrap();
     assert!(!form.contains(r#"name="current""#), "{form}");
     app.clock.advance(301);
-    let late = send(&c, &form, None, "Fresh-Start-2026").await;
+    let late = send(&app, &c, &form, None, "Fresh-Start-2026").await;
     assert!(late.contains("too long ago") && late.contains(r#"name="current""#), "{late}");
-    let wrong = send(&c, &late, Some("Not-Carols-Password-1"), "Fresh-Start-2026").await;
+    let wrong = send(&app, &c, &late, Some("Not-Carols-Password-1"), "Fresh-Start-2026").await;
     assert!(wrong.contains("PB-3005"), "checked by the directory again: {wrong}");
     assert!(!app.bind_works("carol", "Fresh-Start-2026").await);
-    let page = send(&c, &wrong, Some(INITIAL_USER_PASSWORD), "Fresh-Start-2026").await;
+    let page = send(&app, &c, &wrong, Some(INITIAL_USER_PASSWORD), "Fresh-Start-2026").await;
     assert!(page.contains("Security info"), "{page}");
     let rows = app.audit().await;
     let row = rows
@@ -249,5 +280,14 @@ async fn a_sign_in_the_directory_answers_with_must_change_proves_the_current_pas
             r.operation == "change.expired" && r.target.as_deref() == Some("carol") && r.outcome_code == "PB-0000"
         })
         .unwrap();
-    assert!(!row.raw.contains("on the proof of the sign-in"), "a change: {}", row.raw);
+    assert!(!row.raw.contains("on the proof of their sign-in"), "a change: {}", row.raw);
+
+    // Back at the sign-in page, an unfinished forced change (and its proof) is over.
+    app.require_change("dave").await;
+    let c = app.new_client();
+    let form = app.sign_in_on(&c, "dave", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    assert!(form.contains("action=\"/signout\""), "a way out of the form: {form}");
+    c.get(format!("{}/signin", app.url)).send().await.unwrap();
+    let left = c.get(format!("{}/signin/expired", app.url)).send().await.unwrap();
+    assert_eq!(left.url().path(), "/signin");
 }

@@ -1032,3 +1032,30 @@ async fn a_new_code_is_sent_from_the_code_page_after_a_wait_and_replaces_the_fir
     let page = app.verify(&second).await;
     assert!(page.contains("Choose a new password"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_up_finished_long_after_it_was_asked_for_does_not_carry_out_the_act() {
+    use passback::portal::gates::totp;
+    let app = spawn_app().await;
+    let anchor = app.anchor_of("bob").await;
+    let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
+    let seed = totp::new_seed();
+    let sealed = app.portal.data_key().encrypt(&bob.context("totp"), &seed);
+    passback::store::security::put_pending_totp(&app.db, bob, &sealed, 0).await.unwrap();
+    Stmt::new("UPDATE totp_secrets SET confirmed_at = 0").run(&app.db).await.unwrap();
+
+    let page = app.sign_in_on(&app.client, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let chooser = app.post("/account/remove", &[("csrf", &csrf), ("method", "authenticator")]).await;
+    let chooser = chooser.text().await.unwrap();
+    let csrf = hidden(&chooser, "csrf").unwrap();
+    let gate = app.post("/account/method", &[("csrf", &csrf), ("method", "authenticator")]).await.text().await.unwrap();
+    // The page is left open past the time a change to security info may follow a sign-in.
+    app.clock.advance(601);
+    let code = totp::code_at(&seed, app.clock.now());
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let page = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    assert!(!page.contains("The method is removed"), "{page}");
+    let kept = passback::store::security::totp(&app.db, bob).await.unwrap();
+    assert!(kept.is_some_and(|r| r.confirmed), "the authenticator stays");
+}

@@ -104,11 +104,66 @@ impl OpenLdap {
         old: Option<&SecretString>,
         new: &SecretString,
     ) -> (Answer, bool) {
+        self.set_password_as(anchor, old, new, false).await
+    }
+
+    /// [`Self::set_password_seeing_lock`]; a reset that must be checked against the history
+    /// (`keep_history`) is written only once the directory has shown that ppolicy checks this
+    /// account's writes of the person's password (see [`Self::checked_like_a_person`]).
+    pub(crate) async fn set_password_as(
+        &self,
+        anchor: &Anchor,
+        old: Option<&SecretString>,
+        new: &SecretString,
+        keep_history: bool,
+    ) -> (Answer, bool) {
         let person = match self.find_enabled(anchor, old.is_some()).await {
             Ok(person) => person,
             Err(answer) => return (answer, true),
         };
+        if keep_history && old.is_none() {
+            if let Err(answer) = self.checked_like_a_person(&person.dn).await {
+                return (answer, person.lock_seen);
+            }
+        }
         (self.write_password(&person, old, new).await, person.lock_seen)
+    }
+
+    /// Whether ppolicy checks this service account's writes of `dn`'s password (quality and
+    /// history) as it checks a person's own: not where the account *manages* `userPassword` (a
+    /// password administrator, whose writes ppolicy lets through unchecked). The directory itself
+    /// is asked, and nothing is written either way: a one-character password under an assertion
+    /// that never holds. ppolicy refuses it for a person (too short, or the old password is
+    /// missing) before the assertion is looked at; for an administrator it reaches the database,
+    /// whose assertion check refuses it (122). Any other answer is taken as "not checked".
+    async fn checked_like_a_person(&self, dn: &str) -> Result<(), Answer> {
+        let result = self
+            .pool
+            .run(Retry::Safe, |mut c: Conn| {
+                let m = ldap3::Mod::Replace("userPassword", HashSet::from(["x"]));
+                let never = ldap3::controls::Assertion::new("(objectClass=passbackNeverThis)");
+                let never = RawControl { crit: true, ..never };
+                async move { c.op().with_controls(vec![never, ppolicy_request()]).modify(dn, vec![m]).await }
+            })
+            .await;
+        let res = match result {
+            Ok(res) => res,
+            Err(f) => return Err(answer::failure(&f)),
+        };
+        let refused_by_ppolicy = ppolicy_error(&res);
+        match (res.rc, refused_by_ppolicy) {
+            (19, Some(_)) | (50, Some(4)) => Ok(()),
+            _ => Err(Answer {
+                outcome: Outcome::InsufficientRights,
+                raw: format!(
+                    "a reset in place of the person's change needs the password history checked, and ppolicy does \
+                     not check this service account's writes of {dn} (it manages userPassword there, or the policy \
+                     has no rule a one-character password breaks; probe: {}): not written",
+                    answer::raw(res.rc, &res.text, refused_by_ppolicy)
+                ),
+                policy: None,
+            }),
+        }
     }
 
     async fn write_password(&self, person: &Person, old: Option<&SecretString>, new: &SecretString) -> Answer {

@@ -56,8 +56,9 @@ pub(super) fn policy_facts(entry: &SearchEntry) -> PolicyFacts {
             Some(_) => Some(0),
             None => None,
         },
-        // The agent's service account has no manage right on userPassword (`agent doctor`
-        // checks what it needs instead), so ppolicy checks its resets like a person's change.
+        // Set up as documented (no manage right on userPassword), the service account's resets
+        // are checked by ppolicy like a person's change; before a reset that must be, the agent
+        // has the directory show it (`OpenLdap::set_password_as`).
         history_on_reset: Some(true),
     }
 }

@@ -62,6 +62,15 @@ impl MustChange {
     }
 }
 
+/// Ends a forced change left unfinished in this session (and the proof of its sign-in); a
+/// session that holds none is not touched (so a look at the sign-in page writes no session).
+async fn drop_unfinished(session: &Session) -> Result<(), PortalError> {
+    if MUST_CHANGE.get(session).await?.is_some() {
+        MUST_CHANGE.take(session).await?;
+    }
+    Ok(())
+}
+
 /// The person whose password the directory said must be changed at this session's sign-in.
 pub(crate) async fn must_change_target(session: &Session) -> Result<Option<Target>, PortalError> {
     Ok(MUST_CHANGE.get(session).await?.map(|m| m.target))
@@ -97,6 +106,8 @@ pub async fn signin_form(
     session: Session,
     axum::extract::Query(q): axum::extract::Query<SignInQuery>,
 ) -> PageResult {
+    // Back at the sign-in page, a forced change left unfinished (and its sign-in's proof) ends.
+    drop_unfinished(&session).await?;
     let tr = Tr::current();
     let page = SignInPage {
         tr,
@@ -132,6 +143,8 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     if let Err(refused) = st.admit(client, &f.pow_token, &f.pow).await? {
         return Ok(refused);
     }
+    // Whatever this sign-in comes to, a forced change left unfinished here before is over.
+    drop_unfinished(session).await?;
     let tr = Tr::current();
     let typed = f.login.trim().to_string();
     let login = match LoginName::parse(&f.login) {
@@ -188,7 +201,6 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
     match (result.outcome.clone(), target) {
         (Outcome::Success, Some(target)) => {
             store::attempts::clear(&subject).run(&st.db).await?;
-            MUST_CHANGE.take(session).await?;
             super::begin(st, session, target, found.audit_name).await?;
             Ok(support.tag(Redirect::to(paths::ACCOUNT)))
         }
@@ -271,7 +283,9 @@ pub async fn expired(Posted { form: f, session, st, client, .. }: Posted<Expired
         return expired_page(&st, &session, &must, Some(tr.t("password.already_sent").into()), None).await;
     };
     let current = f.current.filter(|c| !c.expose_secret().is_empty());
-    if current.is_none() && !must.proven(&st, st.clock.now()).await? {
+    // A form sent again (its answer lost) only learns what its first sending came to, however
+    // long ago the sign-in was: it never acts.
+    if first && current.is_none() && !must.proven(&st, st.clock.now()).await? {
         // Asked for on the page, or the sign-in was too long ago for the form sent without it.
         let why = if must.proved_at == 0 { "change.current_missing" } else { "expired.proof_expired" };
         return expired_page(&st, &session, &must, Some(tr.t(why).into()), None).await;

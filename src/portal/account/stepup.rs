@@ -42,9 +42,11 @@ struct StepUp {
     needs: usize,
     current: Option<Current>,
     passed_at: Option<i64>,
-    /// What the person asked for when the step-up came first.
+    /// What the person asked for when the step-up came first, and when.
     #[serde(default)]
     then: Then,
+    #[serde(default)]
+    asked_at: i64,
 }
 
 /// What a person asked for when a step-up came first: where passing it takes them.
@@ -118,7 +120,8 @@ pub(super) async fn needed(
     methods.sort_unstable();
     methods.dedup();
     let needs = methods.len().min(st.cfg.gates.required as usize);
-    let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None, then };
+    let asked_at = st.clock.now();
+    let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None, then, asked_at };
     STEP_UP.set(session, &step).await?;
     Ok(Some(Redirect::to(paths::ACCOUNT_VERIFY).into_response()))
 }
@@ -243,10 +246,18 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
         STEP_UP.set(&session, &step).await?;
         return Ok(Redirect::to(paths::ACCOUNT_VERIFY).into_response());
     }
-    step.passed_at = Some(st.clock.now());
+    let now = st.clock.now();
+    step.passed_at = Some(now);
     STEP_UP.set(&session, &step).await?;
-    // On to what was asked for (a form posted then is carried out now: its token was checked).
-    match step.then {
+    // On to what was asked for: a form posted then (its token was checked) is carried out now,
+    // while the sign-in is still fresh and the asking recent, as the form itself required; a
+    // page asked for checks that again as it opens.
+    let recent = who.fresh(now) && now - step.asked_at < FRESH_SECS;
+    let then = match step.then {
+        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm if !recent => Then::Overview,
+        then => then,
+    };
+    match then {
         Then::Overview => overview_page(&st, &session, &who, Some(Tr::current().t("account.verified").into())).await,
         Then::EmailForm => Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response()),
         Then::QuestionsForm => Ok(Redirect::to(paths::ACCOUNT_QUESTIONS).into_response()),
@@ -273,4 +284,23 @@ fn blocked(st: &AppState, support: &SupportCode) -> Response {
     };
     page.outcome.message = tr.f("gates.blocked", "hours", st.cfg.gates.block_hours);
     page.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_was_asked_for_is_read_from_the_request_alone() {
+        let asked = |posted, path, form: &'static str| Then::of(Asked { posted, path, form: form.as_bytes() });
+        assert_eq!(asked(true, paths::ACCOUNT_REMOVE, "csrf=x&method=email"), Then::Remove(GateMethod::Email));
+        assert_eq!(asked(true, paths::ACCOUNT_REMOVE, "csrf=x&method=nonsense"), Then::Overview);
+        assert_eq!(asked(false, paths::ACCOUNT_REMOVE, ""), Then::Overview, "only a posted form acts");
+        assert_eq!(asked(false, paths::ACCOUNT_AUTHENTICATOR_START, ""), Then::Overview);
+        assert_eq!(asked(true, paths::ACCOUNT_AUTHENTICATOR_START, "csrf=x"), Then::StartAuthenticator);
+        assert_eq!(asked(true, paths::ACCOUNT_CONFIRM, "csrf=x"), Then::Confirm);
+        assert_eq!(asked(false, paths::ACCOUNT_QUESTIONS, ""), Then::QuestionsForm);
+        assert_eq!(asked(true, paths::ACCOUNT_EMAIL, "csrf=x&address=a%40b.example"), Then::EmailForm);
+        assert_eq!(asked(true, "/somewhere/else", ""), Then::Overview);
+    }
 }

@@ -131,15 +131,12 @@ async fn signin_inner(
     // A wrong password is also checked against the administrator-made one the owner replaced
     // (always, against a hash nobody knows where there is none, so the time taken says nothing):
     // whoever still holds that one is told it was replaced, and what to do.
-    let spent = if password_right {
-        false
-    } else {
-        let given = match &row {
-            Some(r) if r.enabled() => store::staff::given_password_hash(&st.db, &r.id).await?,
-            _ => None,
-        };
-        passwords::verify(&f.password, given).await
+    // Checked for every sign-in, right password or not, so both take the same time.
+    let given = match &row {
+        Some(r) => store::staff::given_password_hash(&st.db, &r.id).await?.filter(|_| r.enabled()),
+        None => None,
     };
+    let spent = passwords::verify(&f.password, given).await && !password_right;
     let Some(r) = row.filter(|_| signed_in) else {
         if spent {
             let why = "the administrator-made password, replaced by the owner's own at enrolment";
