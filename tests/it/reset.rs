@@ -1014,6 +1014,7 @@ async fn a_new_code_is_sent_from_the_code_page_after_a_wait_and_replaces_the_fir
 
     let early = app.post("/reset/method", &resend).await.text().await.unwrap();
     assert!(early.contains("You can ask for a new code in"), "{early}");
+    assert!(!early.contains("role=\"alert\"") && !early.contains("<title>Error:"), "a wait, not an error: {early}");
     // Choosing the same way again is no way round the wait.
     let chosen =
         app.post("/reset/method", &[("csrf", csrf.as_str()), ("method", "email-0")]).await.text().await.unwrap();

@@ -133,11 +133,8 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
                 open_gate(&st, &session, &mut flow, client, &current.offer).await?;
                 return Ok(Redirect::to(paths::RESET_VERIFY).into_response());
             }
-            Some(wait) => {
-                let error = Tr::current().plural("verify.resend_wait", wait);
-                return gate_page(&st, &session, &flow, Some(error), None).await;
-            }
-            None => return gate_page(&st, &session, &flow, None, None).await,
+            // Too soon: the page says below the button how long to wait (not an error).
+            Some(_) | None => return gate_page(&st, &session, &flow, None, None).await,
         }
     }
     if f.method == "other" {
@@ -150,13 +147,9 @@ pub async fn choose(Posted { form: f, session, st, client, .. }: Posted<ChoiceFo
         return choice_page(&session, &flow, Some(Tr::current().t("gates.choose_one").into())).await;
     };
     // Choosing the gate already open again is a resend: the same wait applies.
-    if let Some(wait) =
-        flow.current.as_ref().filter(|c| c.offer.id == offer.id).and_then(|c| c.resend_in(st.clock.now()))
-    {
-        if wait > 0 {
-            let error = Tr::current().plural("verify.resend_wait", wait);
-            return gate_page(&st, &session, &flow, Some(error), None).await;
-        }
+    let wait = flow.current.as_ref().filter(|c| c.offer.id == offer.id).and_then(|c| c.resend_in(st.clock.now()));
+    if wait.is_some_and(|w| w > 0) {
+        return gate_page(&st, &session, &flow, None, None).await;
     }
     if gates::blocked(&st, &flow.subject).await? {
         return blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
