@@ -649,16 +649,25 @@ async fn beyond_the_hourly_identify_limit_an_account_gets_the_same_pages_and_no_
     assert!(audit.iter().any(|r| r.operation == "reset.identify" && r.raw.contains("identify limit")), "{audit:#?}");
 }
 
+/// Registers an authenticator app for `person`, as if they had confirmed it; returns its seed.
+async fn registered_authenticator(
+    app: &crate::harness::TestApp,
+    person: passback::store::security::Person<'_>,
+) -> Vec<u8> {
+    let seed = passback::portal::gates::totp::new_seed();
+    let sealed = app.portal.data_key().encrypt(&person.context("totp"), &seed);
+    passback::store::security::put_pending_totp(&app.db, person, &sealed, 0).await.unwrap();
+    Stmt::new("UPDATE totp_secrets SET confirmed_at = 0").run(&app.db).await.unwrap();
+    seed.to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_methods_required_changing_security_info_takes_two_and_every_address_hears_of_it() {
     use passback::portal::gates::totp;
     let app = spawn_app_with(Options { gates_required: 2, ..Default::default() }).await;
     let anchor = app.anchor_of("bob").await;
     let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
-    let seed = totp::new_seed();
-    let sealed = app.portal.data_key().encrypt(&bob.context("totp"), &seed);
-    passback::store::security::put_pending_totp(&app.db, bob, &sealed, 0).await.unwrap();
-    Stmt::new("UPDATE totp_secrets SET confirmed_at = 0").run(&app.db).await.unwrap();
+    let seed = registered_authenticator(&app, bob).await;
     passback::store::security::set_alternate_email(&app.db, bob, "bob.alt@example.org", 0).await.unwrap();
 
     let (_, csrf) = app.page("/signin").await;
@@ -1040,10 +1049,7 @@ async fn a_step_up_finished_long_after_it_was_asked_for_does_not_carry_out_the_a
     let app = spawn_app().await;
     let anchor = app.anchor_of("bob").await;
     let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
-    let seed = totp::new_seed();
-    let sealed = app.portal.data_key().encrypt(&bob.context("totp"), &seed);
-    passback::store::security::put_pending_totp(&app.db, bob, &sealed, 0).await.unwrap();
-    Stmt::new("UPDATE totp_secrets SET confirmed_at = 0").run(&app.db).await.unwrap();
+    let seed = registered_authenticator(&app, bob).await;
 
     let page = app.sign_in_on(&app.client, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
     let csrf = hidden(&page, "csrf").unwrap();
