@@ -193,6 +193,8 @@ pub enum GateMethod {
     Authenticator,
     /// Answers to security questions.
     Questions,
+    /// One of the single-use recovery codes the person saved.
+    RecoveryCode,
 }
 
 impl GateMethod {
@@ -201,6 +203,7 @@ impl GateMethod {
             GateMethod::Email => "email",
             GateMethod::Authenticator => "authenticator",
             GateMethod::Questions => "questions",
+            GateMethod::RecoveryCode => "recovery_code",
         }
     }
 }
@@ -236,7 +239,7 @@ impl Default for GatesConfig {
         Self {
             // Security questions are off by default: NIST SP 800-63B-4 does not recognise them
             // for recovery. Enabled, they only ever count as a second method.
-            methods: vec![GateMethod::Email, GateMethod::Authenticator],
+            methods: vec![GateMethod::Email, GateMethod::Authenticator, GateMethod::RecoveryCode],
             required: 1,
             email_primary: true,
             questions_to_register: 3,

@@ -79,6 +79,8 @@ pub enum Notice {
     MethodAdded(crate::config::GateMethod),
     /// The person removed one (sent to every address on record, the removed one too).
     MethodRemovedByOwner(crate::config::GateMethod),
+    /// One of the person's recovery codes was used; this many are left.
+    RecoveryCodeUsed(u32),
 }
 
 impl Notice {
@@ -93,6 +95,7 @@ impl Notice {
             Notice::MethodAdded(_) | Notice::MethodRemovedByOwner(_) => {
                 ("mail.security_info_subject", "mail.security_info_body")
             }
+            Notice::RecoveryCodeUsed(_) => ("mail.recovery_code_used_subject", "mail.recovery_code_used_body"),
         }
     }
 
@@ -101,6 +104,7 @@ impl Notice {
         let (method, change) = match self {
             Notice::MethodAdded(m) => (m, "added"),
             Notice::MethodRemovedByOwner(m) => (m, "removed"),
+            Notice::RecoveryCodeUsed(left) => return tr.plural("mail.recovery_codes_left", u64::from(left)),
             _ => return String::new(),
         };
         tr.t(&format!("mail.what_{}_{change}", method.as_str())).to_string()

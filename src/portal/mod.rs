@@ -54,6 +54,7 @@ pub mod paths {
     pub const ACCOUNT_EMAIL: &str = "/account/email";
     pub const ACCOUNT_EMAIL_CONFIRM: &str = "/account/email/confirm";
     pub const ACCOUNT_REMOVE: &str = "/account/remove";
+    pub const ACCOUNT_RECOVERY_CODES: &str = "/account/recovery-codes";
     pub const ACCOUNT_VERIFY: &str = "/account/verify";
     pub const ACCOUNT_METHOD: &str = "/account/method";
     pub const DEMO_MAIL: &str = "/demo/mail";
@@ -152,10 +153,11 @@ impl AppState {
             }
         }
         let mail_domain = crate::store::users::commonest_mail_domain(&self.db).await?.unwrap_or_default();
-        let (people, with_authenticator) = crate::store::security::authenticator_share(&self.db).await?;
-        let authenticator_permille =
-            u32::try_from((with_authenticator * 1000).checked_div(people).unwrap_or(0)).unwrap_or(0);
-        let p = Population { mail_domain, authenticator_permille };
+        let (people, with_authenticator, with_recovery_codes) = crate::store::security::method_shares(&self.db).await?;
+        let permille = |n: i64| u32::try_from((n * 1000).checked_div(people).unwrap_or(0)).unwrap_or(0);
+        let (authenticator_permille, recovery_code_permille) =
+            (permille(with_authenticator), permille(with_recovery_codes));
+        let p = Population { mail_domain, authenticator_permille, recovery_code_permille };
         if let Ok(mut d) = self.population.lock() {
             *d = Some((p.clone(), now));
         }
@@ -175,6 +177,8 @@ pub struct Population {
     pub mail_domain: String,
     /// How many in a thousand people have an authenticator app registered.
     pub authenticator_permille: u32,
+    /// How many in a thousand people have recovery codes left.
+    pub recovery_code_permille: u32,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -201,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::ACCOUNT_EMAIL, get(account::email_form).post(account::add_email))
         .route(paths::ACCOUNT_EMAIL_CONFIRM, post(account::confirm_email))
         .route(paths::ACCOUNT_REMOVE, post(account::remove_method))
+        .route(paths::ACCOUNT_RECOVERY_CODES, post(account::make_recovery_codes))
         .route(paths::ACCOUNT_VERIFY, get(account::step_up_form).post(account::step_up_verify))
         .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))
         .route(paths::HEALTH, get(|| async { "ok" }))

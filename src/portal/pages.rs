@@ -369,10 +369,23 @@ pub struct AccountPage {
     pub authenticator: bool,
     pub questions_enabled: bool,
     pub questions: usize,
+    pub recovery_codes_enabled: bool,
+    /// Recovery codes left.
+    pub recovery_codes: u64,
     /// When the password expires, where the directory sets a maximum age.
     pub expires: Option<String>,
     /// When the password can next be changed, if not now (the minimum age).
     pub not_yet: Option<String>,
+}
+
+/// New recovery codes, shown once.
+#[derive(Template, WebTemplate)]
+#[template(path = "account_recovery_codes.html")]
+pub struct RecoveryCodesPage {
+    pub tr: Tr,
+    pub codes: Vec<String>,
+    /// The codes as a text file, in a `data:` URL (so nothing else ever serves them).
+    pub download: String,
 }
 
 #[derive(Template, WebTemplate)]

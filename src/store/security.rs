@@ -151,12 +151,13 @@ pub fn next_session_epoch(p: Person<'_>) -> Stmt {
     .bind(p.anchor)
 }
 
-/// How many people the portal knows (synced and cloud-only), and how many of them have a
-/// confirmed authenticator app.
-pub async fn authenticator_share(db: &Db) -> sqlx::Result<(i64, i64)> {
+/// How many people the portal knows (synced and cloud-only), how many of them have a confirmed
+/// authenticator app, and how many have recovery codes left.
+pub async fn method_shares(db: &Db) -> sqlx::Result<(i64, i64, i64)> {
     Stmt::new(
         "SELECT (SELECT COUNT(*) FROM directory_users) + (SELECT COUNT(*) FROM cloud_users), \
-         (SELECT COUNT(*) FROM totp_secrets WHERE confirmed_at IS NOT NULL)",
+         (SELECT COUNT(*) FROM totp_secrets WHERE confirmed_at IS NOT NULL), \
+         (SELECT COUNT(*) FROM (SELECT DISTINCT directory, anchor FROM recovery_codes WHERE used_at IS NULL) AS held)",
     )
     .fetch_one(db)
     .await
@@ -237,6 +238,54 @@ pub async fn questions_answered(db: &Db, p: Person<'_>, now: i64) -> sqlx::Resul
 
 pub async fn remove_answers(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
     set_answers(db, p, &[], 0).await
+}
+
+// ---- recovery codes ----
+
+/// Replaces the person's recovery codes with these (keyed hashes of the new codes), all at once.
+pub async fn set_recovery_codes(db: &Db, p: Person<'_>, hashes: &[String], now: i64) -> sqlx::Result<()> {
+    let mut replaced = Batch::new();
+    replaced.push(
+        Stmt::new("DELETE FROM recovery_codes WHERE directory = ? AND anchor = ?").bind(p.directory).bind(p.anchor),
+    );
+    for hash in hashes {
+        replaced.push(
+            Stmt::new("INSERT INTO recovery_codes (directory, anchor, code_hash, created_at) VALUES (?, ?, ?, ?)")
+                .bind(p.directory)
+                .bind(p.anchor)
+                .bind(hash)
+                .bind(now),
+        );
+    }
+    replaced.run(db).await
+}
+
+/// Spends the person's unused recovery code with this keyed hash: true once, for the first to
+/// spend it (two at once cannot both).
+pub async fn use_recovery_code(db: &Db, p: Person<'_>, hash: &str, now: i64) -> sqlx::Result<bool> {
+    Stmt::new(
+        "UPDATE recovery_codes SET used_at = ? \
+         WHERE directory = ? AND anchor = ? AND code_hash = ? AND used_at IS NULL",
+    )
+    .bind(now)
+    .bind(p.directory)
+    .bind(p.anchor)
+    .bind(hash)
+    .changed_one(db)
+    .await
+}
+
+/// How many of the person's recovery codes are still unused.
+pub async fn recovery_codes_left(db: &Db, p: Person<'_>) -> sqlx::Result<i64> {
+    Stmt::new("SELECT COUNT(*) FROM recovery_codes WHERE directory = ? AND anchor = ? AND used_at IS NULL")
+        .bind(p.directory)
+        .bind(p.anchor)
+        .scalar_one(db)
+        .await
+}
+
+pub async fn remove_recovery_codes(db: &Db, p: Person<'_>) -> sqlx::Result<()> {
+    set_recovery_codes(db, p, &[], 0).await
 }
 
 // ---- alternate e-mail ----

@@ -452,6 +452,9 @@ pub async fn remove_method(st: &Host, target: &Target, method: GateMethod) -> an
         GateMethod::Email => store::security::remove_alternate_email(&st.db, p).await.map(|_| "alternate e-mail")?,
         GateMethod::Authenticator => store::security::remove_totp(&st.db, p).await.map(|_| "authenticator")?,
         GateMethod::Questions => store::security::remove_answers(&st.db, p).await.map(|_| "security questions")?,
+        GateMethod::RecoveryCode => {
+            store::security::remove_recovery_codes(&st.db, p).await.map(|_| "recovery codes")?
+        }
     })
 }
 

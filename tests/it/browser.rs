@@ -354,8 +354,19 @@ async fn a_person_registers_an_authenticator_app_and_resets_with_it_with(js: boo
     assert!(text.contains("Security info"), "{text}");
     browser.check("security-info").await;
     let (seed, confirmed_at) = register_authenticator(&app, &browser, "alice@example.org").await;
+    // Recovery codes too, shown once (the step-up just passed still holds).
+    browser.goto("/account").await;
+    browser.press("Make recovery codes").await;
+    let codes = browser.text_of("recovery-codes").await;
+    assert_eq!(codes.lines().filter(|l| l.len() == 19).count(), 10, "{codes}");
+    browser.check("recovery-codes").await;
+    browser.press("Back to security info").await;
+    assert!(browser.text().await.contains("10 unused recovery codes"), "{}", browser.text().await);
     browser.press("Sign out").await;
 
+    reset_choosing(&browser, "alice", "recovery_code").await;
+    assert!(browser.text().await.contains("Type a recovery code"));
+    browser.check("recovery-code-gate").await;
     reset_choosing(&browser, "alice", "authenticator").await;
     assert!(browser.text().await.contains("Enter the code from your app"));
     browser.check("authenticator-gate").await;

@@ -1066,3 +1066,82 @@ async fn a_step_up_finished_long_after_it_was_asked_for_does_not_carry_out_the_a
     let kept = passback::store::security::totp(&app.db, bob).await.unwrap();
     assert!(kept.is_some_and(|r| r.confirmed), "the authenticator stays");
 }
+
+/// The recovery codes on the page that shows them once.
+fn shown_recovery_codes(page: &str) -> Vec<String> {
+    let list = page.split("id=\"recovery-codes\">").nth(1).unwrap().split("</ol>").next().unwrap();
+    list.split("<li>").skip(1).map(|li| li.split("</li>").next().unwrap().trim().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_codes_each_work_once_tell_the_person_and_new_ones_end_the_old() {
+    let app = spawn_app().await;
+    let make_codes = |password: &'static str, mails_before: usize| {
+        let app = &app;
+        async move {
+            let page = app.sign_in_on(&app.client, "alice", password).await.text().await.unwrap();
+            let csrf = hidden(&page, "csrf").unwrap();
+            let mut gate = app.post("/account/recovery-codes", &[("csrf", &csrf)]).await.text().await.unwrap();
+            if gate.contains("id=\"method-recovery_code\"") {
+                // With codes left, they are one of the ways to pass it: the mailbox is chosen.
+                let csrf = hidden(&gate, "csrf").unwrap();
+                let method = [("csrf", csrf.as_str()), ("method", "email-0")];
+                gate = app.post("/account/method", &method).await.text().await.unwrap();
+            }
+            assert!(gate.contains("Check your e-mail"), "a change to security info: a step-up first: {gate}");
+            let code = app.code_for("alice@example.org", mails_before).await;
+            let csrf = hidden(&gate, "csrf").unwrap();
+            app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap()
+        }
+    };
+    let shown = make_codes(INITIAL_USER_PASSWORD, 0).await;
+    let codes = shown_recovery_codes(&shown);
+    assert_eq!(codes.len(), 10, "{shown}");
+    assert!(codes.iter().all(|c| c.len() == 19), "{codes:?}");
+    assert!(
+        shown.contains("download=\"recovery-codes.txt\"") && shown.contains("data:text/plain;charset=utf-8;base64,")
+    );
+    let told = app.wait_for_mails("Your security info changed", 1).await;
+    assert!(told[0].data.replace("=\r\n", "").contains("new recovery codes were made"), "{}", told[0].data);
+
+    // A forgotten password, with a recovery code alone (typed loosely: any case, no dashes).
+    let chooser = app.identify("alice").await;
+    assert!(chooser.contains("Type one of my recovery codes"), "{chooser}");
+    let choose = |page: String| {
+        let app = &app;
+        async move {
+            let csrf = hidden(&page, "csrf").unwrap();
+            app.post("/reset/method", &[("csrf", &csrf), ("method", "recovery_code")]).await.text().await.unwrap()
+        }
+    };
+    let gate = choose(chooser).await;
+    assert!(gate.contains("Type a recovery code"), "{gate}");
+    let loose = codes[0].replace('-', "").to_lowercase();
+    let form = app.verify(&loose).await;
+    assert!(form.contains("name=\"form_key\""), "the new-password form: {form}");
+    let done = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
+    assert!(done.contains("Your password has been changed"), "{done}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
+    let used = app.wait_for_mails("A recovery code was used", 1).await;
+    assert!(used[0].data.replace("=\r\n", "").contains("9 codes are left"), "{}", used[0].data);
+
+    // The same code again opens nothing.
+    let gate = choose(app.identify("alice").await).await;
+    let again = app.verify(&codes[0]).await;
+    assert!(again.contains("was used before") && !again.contains("name=\"form_key\""), "{again}");
+    drop(gate);
+
+    // New codes end the old ones.
+    let shown = make_codes(NEW_PASSWORD, 1).await;
+    let fresh = shown_recovery_codes(&shown);
+    assert_eq!(fresh.len(), 10);
+    choose(app.identify("alice").await).await;
+    let old = app.verify(&codes[1]).await;
+    assert!(old.contains("was used before") && !old.contains("name=\"form_key\""), "{old}");
+    let rows = app.audit().await;
+    assert!(
+        rows.iter().any(|r| r.operation == "reset.verify.recovery_code" && r.outcome_code == "PB-0000"),
+        "{rows:#?}"
+    );
+    assert!(rows.iter().all(|r| !codes.iter().any(|c| r.raw.contains(c.as_str()))), "no code in any audit row");
+}

@@ -9,7 +9,7 @@ use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::{Button, Only, Posted};
 use crate::portal::gates::{questions, totp};
-use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage};
+use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage, RecoveryCodesPage};
 use crate::portal::people::{self, Attempt};
 use crate::portal::session::{self, Key};
 use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
@@ -271,6 +271,51 @@ pub async fn confirm_email(
     let notice = Notice::MethodAdded(GateMethod::Email);
     changed(&st, &session, client, &who, notice, "alternate e-mail address registered", Vec::new()).await?;
     done(&st, &session, &who, "account.email_added").await
+}
+
+// ---- recovery codes ----
+
+/// New recovery codes (after a fresh sign-in and step-up, as every change here): any earlier
+/// ones stop working, every address on record is told, and the codes are shown once.
+pub async fn make_recovery_codes(
+    Posted { session, who: Fresh(who), st, client, .. }: Posted<Button, Fresh>,
+) -> PageResult {
+    new_recovery_codes(&st, &session, client, &who).await
+}
+
+pub(super) async fn new_recovery_codes(
+    st: &AppState,
+    session: &Session,
+    client: std::net::SocketAddr,
+    who: &SignedIn,
+) -> PageResult {
+    use crate::portal::gates::recovery;
+    use base64::Engine;
+    let (tr, p, now) = (Tr::current(), who.target.person(), st.clock.now());
+    let codes = recovery::generate();
+    let hashes: Vec<String> = codes.iter().map(|c| recovery::hash_of_shown(&st.code_key, p, c)).collect();
+    security::set_recovery_codes(&st.db, p, &hashes, now).await?;
+    let notice = Notice::MethodAdded(GateMethod::RecoveryCode);
+    changed(st, session, client, who, notice, "recovery codes made; any earlier ones no longer work", Vec::new())
+        .await?;
+    let mut text = zeroize::Zeroizing::new(tr.f2(
+        "recovery.file_head",
+        "username",
+        &who.target.username,
+        "when",
+        crate::mail::utc_minutes(now),
+    ));
+    for (i, c) in codes.iter().enumerate() {
+        text.push_str(&format!("\n{:>2}. {}", i + 1, c.as_str()));
+    }
+    text.push('\n');
+    let download = zeroize::Zeroizing::new(format!(
+        "data:text/plain;charset=utf-8;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+    ));
+    let page =
+        RecoveryCodesPage { tr, codes: codes.iter().map(|c| c.to_string()).collect(), download: download.to_string() };
+    Ok(page.into_response())
 }
 
 // ---- removing ----

@@ -7,8 +7,8 @@ mod signin;
 mod stepup;
 
 pub use methods::{
-    add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, questions_form, remove_method,
-    save_questions, start_authenticator,
+    add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, make_recovery_codes,
+    questions_form, remove_method, save_questions, start_authenticator,
 };
 pub(crate) use signin::must_change_target;
 pub use signin::{expired, expired_form, signin, signin_form, signout};
@@ -154,6 +154,7 @@ struct Registered {
     alternate: Option<String>,
     authenticator: bool,
     questions: usize,
+    recovery_codes: u64,
 }
 
 async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError> {
@@ -168,6 +169,7 @@ async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError
         alternate,
         authenticator: security::totp(&st.db, t.person()).await?.is_some_and(|r| r.confirmed),
         questions: security::answers(&st.db, t.person()).await?.len(),
+        recovery_codes: u64::try_from(security::recovery_codes_left(&st.db, t.person()).await?).unwrap_or(0),
     })
 }
 
@@ -226,6 +228,8 @@ async fn overview_page(
         authenticator: reg.authenticator,
         questions_enabled: g.methods.contains(&GateMethod::Questions) && !t.protected,
         questions: reg.questions,
+        recovery_codes_enabled: g.methods.contains(&GateMethod::RecoveryCode),
+        recovery_codes: reg.recovery_codes,
         expires,
         not_yet,
     };

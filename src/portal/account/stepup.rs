@@ -67,6 +67,8 @@ pub(crate) enum Then {
     Remove(GateMethod),
     /// "These are still right".
     Confirm,
+    /// New recovery codes.
+    RecoveryCodes,
 }
 
 impl Then {
@@ -77,6 +79,7 @@ impl Then {
             (_, paths::ACCOUNT_AUTHENTICATOR) => Then::AuthenticatorForm,
             (true, paths::ACCOUNT_AUTHENTICATOR_START) => Then::StartAuthenticator,
             (true, paths::ACCOUNT_CONFIRM) => Then::Confirm,
+            (true, paths::ACCOUNT_RECOVERY_CODES) => Then::RecoveryCodes,
             (true, paths::ACCOUNT_REMOVE) => serde_urlencoded::from_bytes::<super::methods::RemoveForm>(asked.form)
                 .map_or(Then::Overview, |f| Then::Remove(f.method)),
             _ => Then::Overview,
@@ -254,7 +257,7 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     // page asked for checks that again as it opens.
     let recent = who.fresh(now) && now - step.asked_at < FRESH_SECS;
     let then = match step.then {
-        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm if !recent => Then::Overview,
+        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm | Then::RecoveryCodes if !recent => Then::Overview,
         then => then,
     };
     match then {
@@ -265,6 +268,7 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
         Then::StartAuthenticator => super::methods::begin_authenticator(&st, &who).await,
         Then::Remove(method) => super::methods::remove(&st, &session, client, &who, method).await,
         Then::Confirm => super::reviewed(&st, &session, &who).await,
+        Then::RecoveryCodes => super::methods::new_recovery_codes(&st, &session, client, &who).await,
     }
 }
 

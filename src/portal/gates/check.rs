@@ -21,6 +21,7 @@ pub(crate) async fn start(
             raw
         }
         GateMethod::Authenticator => "authenticator code asked",
+        GateMethod::RecoveryCode => "recovery code asked",
         GateMethod::Questions => {
             let Some(t) = target else { return Ok((current, "no such account")) };
             let registered: Vec<String> =
@@ -177,6 +178,26 @@ async fn check_answer(
                 Some(_) => Ok((false, "authenticator code already used")),
                 None => Ok((false, "wrong authenticator code")),
             }
+        }
+        GateMethod::RecoveryCode => {
+            let Some(code) = response.code.as_deref().and_then(recovery::normalise) else {
+                return Ok((false, "not a recovery code"));
+            };
+            // The same work whether or not the name is anybody's: a hash and one statement.
+            let nobody = security::Person { directory: "", anchor: "" };
+            let person = target.map_or(nobody, Target::person);
+            let hash = recovery::hash(&st.code_key, person, &code);
+            if !security::use_recovery_code(&st.db, person, &hash, now).await? {
+                return Ok((false, "wrong or used recovery code"));
+            }
+            if let Some(t) = target {
+                // Used up: every address on record hears of it, and of how many are left.
+                let left = security::recovery_codes_left(&st.db, person).await?;
+                let to = crate::usecase::account::addresses_on_record(st, t).await?;
+                let left = u32::try_from(left).unwrap_or(0);
+                crate::usecase::account::notify_all(st, to, now, crate::mail::Notice::RecoveryCodeUsed(left));
+            }
+            Ok((true, "recovery code accepted"))
         }
         GateMethod::Questions => {
             let stored = match target {

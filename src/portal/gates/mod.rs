@@ -6,6 +6,7 @@
 
 mod check;
 pub mod questions;
+pub mod recovery;
 pub use crate::crypto::totp;
 pub(crate) use check::{answer, blocked, count_reset, push_reset_count, start, Answered, GateForm};
 
@@ -42,6 +43,7 @@ impl Offer {
             GateMethod::Email => tr.f("gates.offer_email", "address", self.masked.as_deref().unwrap_or("")),
             GateMethod::Authenticator => tr.t("gates.offer_authenticator").into(),
             GateMethod::Questions => tr.t("gates.offer_questions").into(),
+            GateMethod::RecoveryCode => tr.t("gates.offer_recovery_code").into(),
         }
     }
 }
@@ -104,6 +106,7 @@ async fn registered_offers(
     let alternate = security::alternate_email(&st.db, person).await?;
     let totp = security::totp(&st.db, person).await?;
     let answers = security::answers(&st.db, person).await?;
+    let recovery_codes = security::recovery_codes_left(&st.db, person).await?;
     let Some(t) = target else { return Ok(out) };
     if enabled.contains(&GateMethod::Email) {
         let mut addresses: Vec<String> = alternate.into_iter().collect();
@@ -145,6 +148,15 @@ async fn registered_offers(
             made_up: false,
         });
     }
+    if enabled.contains(&GateMethod::RecoveryCode) && recovery_codes > 0 {
+        out.push(Offer {
+            id: "recovery_code".into(),
+            method: GateMethod::RecoveryCode,
+            address: None,
+            masked: None,
+            made_up: false,
+        });
+    }
     Ok(out)
 }
 
@@ -172,6 +184,17 @@ async fn made_up_offers(st: &AppState, login: &LoginName) -> Result<Vec<Offer>, 
         out.push(Offer {
             id: "authenticator".into(),
             method: GateMethod::Authenticator,
+            address: None,
+            masked: None,
+            made_up: true,
+        });
+    }
+    // A draw of its own: how common recovery codes are says nothing of authenticators.
+    let permille = u32::from_str_radix(&draw[4..8], 16).unwrap_or(0) % 1000;
+    if enabled.contains(&GateMethod::RecoveryCode) && (permille < population.recovery_code_permille || out.is_empty()) {
+        out.push(Offer {
+            id: "recovery_code".into(),
+            method: GateMethod::RecoveryCode,
             address: None,
             masked: None,
             made_up: true,
@@ -323,6 +346,7 @@ pub(crate) fn wrong_answer(tr: Tr, method: GateMethod) -> &'static str {
         GateMethod::Email => tr.t("verify.wrong"),
         GateMethod::Authenticator => tr.t("gates.wrong_authenticator"),
         GateMethod::Questions => tr.t("gates.wrong_answers"),
+        GateMethod::RecoveryCode => tr.t("gates.wrong_recovery_code"),
     }
 }
 

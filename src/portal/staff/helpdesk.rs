@@ -136,6 +136,7 @@ async fn person_page(
     let form_key = FormKey(&helpdesk_form(&row.directory, &row.anchor)).renew(session).await?;
     let totp = store::security::totp(&st.db, p).await?.is_some_and(|t| t.confirmed);
     let questions = store::security::answers(&st.db, p).await?.len();
+    let recovery_codes = store::security::recovery_codes_left(&st.db, p).await?;
     let alternate = store::security::alternate_email(&st.db, p).await?;
     let audit = store::audit::for_person(&st.db, &row.directory, &row.anchor, 10).await?;
     let live = live_state(st, staff, &target).await;
@@ -159,6 +160,7 @@ async fn person_page(
         form_key,
         authenticator: totp,
         questions,
+        recovery_codes,
         alternate_email: alternate.is_some(),
         may_reset: !row.protected || staff.row.may_reset_protected,
         itself: is_self(staff, &target),
@@ -329,6 +331,7 @@ async fn decide(
             let method = match f.method.as_str() {
                 "authenticator" => GateMethod::Authenticator,
                 "questions" => GateMethod::Questions,
+                "recovery_code" => GateMethod::RecoveryCode,
                 "email" => GateMethod::Email,
                 _ => return Ok(Err(bad_form(staff, row, "unknown method to revoke"))),
             };

@@ -116,6 +116,8 @@ pub struct HelpdeskPersonPage {
     pub form_key: String,
     pub authenticator: bool,
     pub questions: usize,
+    /// Recovery codes left.
+    pub recovery_codes: i64,
     pub alternate_email: bool,
     /// Protected accounts only for roles that may act on them.
     pub may_reset: bool,
