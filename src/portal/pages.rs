@@ -230,6 +230,8 @@ pub struct UnlockPage {
     pub error: Option<String>,
     /// The directory says the account is not locked: nothing to unlock.
     pub not_locked: bool,
+    /// What the last step did, when it says something (recovery codes left).
+    pub notice: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -243,6 +245,8 @@ pub struct PasswordPage {
     pub policy: Option<PolicyView>,
     /// The directory has the account locked now: the new password lifts the lock too.
     pub locked: bool,
+    /// What the last step did, when it says something (recovery codes left).
+    pub notice: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]

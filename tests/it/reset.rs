@@ -1119,6 +1119,7 @@ async fn recovery_codes_each_work_once_tell_the_person_and_new_ones_end_the_old(
     let loose = codes[0].replace('-', "").to_lowercase();
     let form = app.verify(&loose).await;
     assert!(form.contains("name=\"form_key\""), "the new-password form: {form}");
+    assert!(form.contains("You used a recovery code: 9 are left"), "{form}");
     let done = app.submit_password(&form, NEW_PASSWORD, NEW_PASSWORD).await;
     assert!(done.contains("Your password has been changed"), "{done}");
     assert!(app.bind_works("alice", NEW_PASSWORD).await);

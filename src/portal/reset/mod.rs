@@ -64,6 +64,15 @@ struct Flow {
     verified_at: Option<i64>,
 }
 
+/// After a recovery code opened the way, how many the person has left, in words.
+async fn recovery_codes_left(st: &AppState, flow: &Flow, target: &Target) -> Result<Option<String>, PortalError> {
+    if !flow.passed.contains(&GateMethod::RecoveryCode) {
+        return Ok(None);
+    }
+    let left = crate::store::security::recovery_codes_left(&st.db, target.person()).await?;
+    Ok(Some(crate::i18n::Tr::current().plural("recovery.used_left", u64::try_from(left).unwrap_or(0))))
+}
+
 /// The one-use key of the flow's final form (the new password, or the unlock).
 const FINAL_FORM: FormKey = RESET_FORM;
 

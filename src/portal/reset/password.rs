@@ -30,6 +30,18 @@ async fn password_page(
     error: Option<String>,
     outcome: Option<OutcomeView>,
 ) -> PageResult {
+    password_page_saying(st, session, target, error, outcome, None).await
+}
+
+/// [`password_page`], with a word on what the last step did (a recovery code used).
+async fn password_page_saying(
+    st: &AppState,
+    session: &Session,
+    target: &Target,
+    error: Option<String>,
+    outcome: Option<OutcomeView>,
+    notice: Option<String>,
+) -> PageResult {
     let form_key = super::FINAL_FORM.current(session).await?;
     let page = PasswordPage {
         tr: Tr::current(),
@@ -39,6 +51,7 @@ async fn password_page(
         outcome,
         policy: PolicyView::of(st, Some(target)).await,
         locked: passwords::live(st, target).await.is_some_and(|s| s.locked),
+        notice,
     };
     Ok(page.into_response())
 }
@@ -48,7 +61,8 @@ pub async fn password_form(
     Only { who: Verified(flow, target, _), session, st }: Only<Verified<ToReset>>,
 ) -> PageResult {
     super::refuse_if_disabled(&st, &session, &flow, &target, client).await?;
-    password_page(&st, &session, &target, None, None).await
+    let notice = super::recovery_codes_left(&st, &flow, &target).await?;
+    password_page_saying(&st, &session, &target, None, None, notice).await
 }
 
 #[derive(Deserialize)]

@@ -20,9 +20,19 @@ use tower_sessions::Session;
 type PageResult = Result<Response, PortalError>;
 
 async fn page(session: &Session, outcome: Option<OutcomeView>, not_locked: bool) -> PageResult {
+    page_saying(session, outcome, not_locked, None).await
+}
+
+/// [`page`], with a word on what the last step did (a recovery code used).
+async fn page_saying(
+    session: &Session,
+    outcome: Option<OutcomeView>,
+    not_locked: bool,
+    notice: Option<String>,
+) -> PageResult {
     let form_key = super::FINAL_FORM.current(session).await?;
     let csrf = csrf::token(session).await?;
-    Ok(UnlockPage { tr: Tr::current(), csrf, form_key, outcome, error: None, not_locked }.into_response())
+    Ok(UnlockPage { tr: Tr::current(), csrf, form_key, outcome, error: None, not_locked, notice }.into_response())
 }
 
 /// The unlock page; where the directory says the account is not locked, it says so instead of
@@ -33,7 +43,8 @@ pub async fn unlock_form(
 ) -> PageResult {
     super::refuse_if_disabled(&st, &session, &flow, &target, client).await?;
     let not_locked = crate::usecase::password::live(&st, &target).await.is_some_and(|s| !s.locked);
-    page(&session, None, not_locked).await
+    let notice = super::recovery_codes_left(&st, &flow, &target).await?;
+    page_saying(&session, None, not_locked, notice).await
 }
 
 #[derive(Deserialize)]
