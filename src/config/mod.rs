@@ -205,6 +205,35 @@ mod tests {
     }
 
     #[test]
+    fn methods_count_for_what_the_administrator_says_and_privileged_accounts_register_only_what_is_allowed() {
+        use crate::config::{GateMethod as M, Purpose};
+        let mut cfg: PortalConfig = toml::from_str(
+            "[gates]\nmethods = [\"email\", \"authenticator\", \"recovery_code\"]\n\
+             for_unlock = [\"email\"]\nprivileged_methods = [\"authenticator\"]\n",
+        )
+        .unwrap();
+        cfg.server.behind_tls_proxy = true;
+        assert!(cfg.validate().is_ok());
+        let g = &cfg.gates;
+        assert!(g.counts_for(Purpose::Reset, M::RecoveryCode) && g.counts_for(Purpose::StepUp, M::Authenticator));
+        assert!(g.counts_for(Purpose::Unlock, M::Email) && !g.counts_for(Purpose::Unlock, M::Authenticator));
+        assert!(!g.counts_for(Purpose::Reset, M::Questions), "not enabled");
+        assert!(g.may_register(false, M::Email) && g.may_register(true, M::Authenticator));
+        assert!(!g.may_register(true, M::Email) && !g.may_register(true, M::RecoveryCode));
+        for bad in [
+            "for_reset = [\"questions\"]",
+            "for_unlock = []",
+            "for_step_up = [\"email\", \"questions\"]",
+            "privileged_methods = [\"questions\"]",
+        ] {
+            let mut cfg: PortalConfig =
+                toml::from_str(&format!("[gates]\nmethods = [\"email\", \"authenticator\"]\n{bad}\n")).unwrap();
+            cfg.server.behind_tls_proxy = true;
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_an_error() {
         let r: anyhow::Result<PortalConfig> =
             load_from(None, PORTAL_ENV_PREFIX, &vars(&[("PASSBACK__RELAY__PING_INTERVAL", "2")]));

@@ -208,11 +208,30 @@ impl GateMethod {
     }
 }
 
+/// What a verification is for: each may count only some of the enabled methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A forgotten password.
+    Reset,
+    /// A locked account.
+    Unlock,
+    /// Before a change to security info.
+    StepUp,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatesConfig {
     /// The methods people may use (and register).
     pub methods: Vec<GateMethod>,
+    /// Which of them count for a reset, an unlock, and the step-up before a change to security
+    /// info (absent: all of them).
+    pub for_reset: Option<Vec<GateMethod>>,
+    pub for_unlock: Option<Vec<GateMethod>>,
+    pub for_step_up: Option<Vec<GateMethod>>,
+    /// Which of them privileged accounts (who may change a password here, never reset it) may
+    /// register; security questions never (absent: every other enabled method).
+    pub privileged_methods: Option<Vec<GateMethod>>,
     /// How many different methods a reset or unlock needs: 1 or 2.
     pub required: u32,
     /// Whether codes may go to the person's main (synced `mail`) address as well as to alternate
@@ -240,6 +259,10 @@ impl Default for GatesConfig {
             // Security questions are off by default: NIST SP 800-63B-4 does not recognise them
             // for recovery. Enabled, they only ever count as a second method.
             methods: vec![GateMethod::Email, GateMethod::Authenticator, GateMethod::RecoveryCode],
+            for_reset: None,
+            for_unlock: None,
+            for_step_up: None,
+            privileged_methods: None,
             required: 1,
             email_primary: true,
             questions_to_register: 3,
@@ -250,6 +273,26 @@ impl Default for GatesConfig {
             block_hours: 24,
             reconfirm_days: 0,
         }
+    }
+}
+
+impl GatesConfig {
+    /// Whether `method` counts for `purpose`.
+    pub fn counts_for(&self, purpose: Purpose, method: GateMethod) -> bool {
+        let listed = match purpose {
+            Purpose::Reset => &self.for_reset,
+            Purpose::Unlock => &self.for_unlock,
+            Purpose::StepUp => &self.for_step_up,
+        };
+        self.methods.contains(&method) && listed.as_ref().is_none_or(|l| l.contains(&method))
+    }
+
+    /// Whether a person (privileged or not) may register `method`.
+    pub fn may_register(&self, privileged: bool, method: GateMethod) -> bool {
+        self.methods.contains(&method)
+            && (!privileged
+                || (method != GateMethod::Questions
+                    && self.privileged_methods.as_ref().is_none_or(|l| l.contains(&method))))
     }
 }
 
@@ -573,6 +616,25 @@ impl PortalConfig {
         }
         if !(1..=2).contains(&g.required) || g.required as usize > g.methods.len() {
             bail!("gates.required must be 1 or 2, and no more than the methods enabled");
+        }
+        let lists = [
+            ("for_reset", &g.for_reset),
+            ("for_unlock", &g.for_unlock),
+            ("for_step_up", &g.for_step_up),
+            ("privileged_methods", &g.privileged_methods),
+        ];
+        for (name, list) in lists {
+            let Some(list) = list else { continue };
+            if let Some(m) = list.iter().find(|m| !g.methods.contains(m)) {
+                bail!("gates.{name}: \"{}\" is not in gates.methods", m.as_str());
+            }
+            let counted = list.iter().filter(|m| **m != GateMethod::Questions).count();
+            if name.starts_with("for_") && (counted == 0 || list.len() < g.required as usize) {
+                bail!(
+                    "gates.{name}: list at least gates.required ({}) methods, one of them not security questions",
+                    g.required
+                );
+            }
         }
         if g.methods.contains(&GateMethod::Questions) && g.required < 2 {
             bail!(

@@ -134,6 +134,8 @@ pub struct Options {
     pub global_failures_per_hour: u32,
     /// The portal's own password rules.
     pub password_policy: passback::config::PasswordPolicyConfig,
+    /// Any other change to the gates' configuration, made last.
+    pub gates: Option<fn(&mut passback::config::GatesConfig)>,
 }
 
 impl Default for Options {
@@ -152,6 +154,7 @@ impl Default for Options {
             failures_per_address_per_hour: 10_000,
             global_failures_per_hour: 10_000,
             password_policy: Default::default(),
+            gates: None,
         }
     }
 }
@@ -309,6 +312,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     }
     cfg.server.metrics_token = Some(METRICS_TOKEN.to_string().into());
     cfg.gates.reconfirm_days = opts.reconfirm_days;
+    if let Some(change) = opts.gates {
+        change(&mut cfg.gates);
+    }
     // A light proof of work (the browser solves it at once), and a short wait without one, so
     // the tests that post forms without a browser stay quick.
     cfg.anti_automation.pow_bits = 8;

@@ -1146,3 +1146,39 @@ async fn recovery_codes_each_work_once_tell_the_person_and_new_ones_end_the_old(
     );
     assert!(rows.iter().all(|r| !codes.iter().any(|c| r.raw.contains(c.as_str()))), "no code in any audit row");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_administrator_says_which_methods_count_for_what_and_what_privileged_accounts_register() {
+    use passback::config::{GateMethod, GatesConfig};
+    fn gates(g: &mut GatesConfig) {
+        g.for_unlock = Some(vec![GateMethod::Email]);
+        g.privileged_methods = Some(vec![GateMethod::Authenticator]);
+    }
+    let app = spawn_app_with(Options { gates: Some(gates), ..Default::default() }).await;
+    let anchor = app.anchor_of("bob").await;
+    let bob = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &anchor };
+    registered_authenticator(&app, bob).await;
+
+    // Bob's authenticator counts for a reset; for an unlock only his mailbox does.
+    let reset = app.identify("bob").await;
+    assert!(reset.contains("method-authenticator") && reset.contains("method-email-0"), "{reset}");
+    let (_, csrf) = app.page("/reset").await;
+    let unlock = app.post("/reset", &[("csrf", csrf.as_str()), ("login", "bob"), ("intent", "unlock")]).await;
+    let unlock = unlock.text().await.unwrap();
+    assert!(unlock.contains("Check your e-mail") && !unlock.contains("method-authenticator"), "{unlock}");
+
+    // A privileged account is offered only what it may register, and is refused the rest.
+    Stmt::new("UPDATE directory_users SET protected = TRUE WHERE username = 'carol'").run(&app.db).await.unwrap();
+    let page = app.sign_in_on(&app.client, "carol", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    assert!(page.contains("/account/authenticator/start"), "{page}");
+    assert!(!page.contains("Make recovery codes") && !page.contains("href=\"/account/email\""), "{page}");
+    let csrf = hidden(&page, "csrf").unwrap();
+    let gate = app.post("/account/recovery-codes", &[("csrf", &csrf)]).await.text().await.unwrap();
+    let code = app.code_for("carol@example.org", 0).await;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let after = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    assert!(!after.contains("id=\"recovery-codes\""), "{after}");
+    let carol_anchor = app.anchor_of("carol").await;
+    let carol = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &carol_anchor };
+    assert_eq!(passback::store::security::recovery_codes_left(&app.db, carol).await.unwrap(), 0);
+}

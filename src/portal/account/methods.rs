@@ -44,6 +44,13 @@ async fn changed(
     Ok(())
 }
 
+/// Back to security info, when `who` may not register `method` here (it is not enabled, or not
+/// for a privileged account).
+fn not_for(st: &AppState, who: &SignedIn, method: GateMethod) -> Option<Response> {
+    let allowed = st.cfg.gates.may_register(who.target.protected, method);
+    (!allowed).then(|| Redirect::to(paths::ACCOUNT).into_response())
+}
+
 async fn done(st: &AppState, session: &Session, who: &SignedIn, key: &str) -> PageResult {
     overview_page(st, session, who, Some(Tr::current().t(key).into())).await
 }
@@ -56,6 +63,9 @@ pub async fn start_authenticator(Posted { who: Fresh(who), st, .. }: Posted<Butt
 }
 
 pub(super) async fn begin_authenticator(st: &AppState, who: &SignedIn) -> PageResult {
+    if let Some(not_here) = not_for(st, who, GateMethod::Authenticator) {
+        return Ok(not_here);
+    }
     let p = who.target.person();
     let seed = totp::new_seed();
     let sealed = st.secrets.encrypt(&p.context("totp"), &seed);
@@ -133,7 +143,7 @@ async fn questions_page(st: &AppState, session: &Session, error: Option<String>,
 }
 
 pub async fn questions_form(Only { who: Person(who), session, st }: Only<Person>) -> PageResult {
-    if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
+    if !st.cfg.gates.may_register(who.target.protected, GateMethod::Questions) {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }
     questions_page(&st, &session, None, Vec::new()).await
@@ -144,7 +154,7 @@ pub async fn save_questions(
     Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<HashMap<String, SecretString>, Fresh>,
 ) -> PageResult {
     let field = |name: &str| f.get(name).map(|v| v.expose_secret().to_string()).unwrap_or_default();
-    if who.target.protected || !st.cfg.gates.methods.contains(&GateMethod::Questions) {
+    if !st.cfg.gates.may_register(who.target.protected, GateMethod::Questions) {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }
     let n = st.cfg.gates.questions_to_register as usize;
@@ -210,6 +220,9 @@ pub struct EmailForm {
 
 /// Sends a code to the new address; it is registered once the code comes back.
 pub async fn add_email(Posted { form: f, session, who: Fresh(who), st, .. }: Posted<EmailForm, Fresh>) -> PageResult {
+    if let Some(not_here) = not_for(&st, &who, GateMethod::Email) {
+        return Ok(not_here);
+    }
     let tr = Tr::current();
     let address = match EmailAddress::parse(&f.email) {
         Ok(a) => a,
@@ -291,6 +304,9 @@ pub(super) async fn new_recovery_codes(
 ) -> PageResult {
     use crate::portal::gates::recovery;
     use base64::Engine;
+    if let Some(not_here) = not_for(st, who, GateMethod::RecoveryCode) {
+        return Ok(not_here);
+    }
     let (tr, p, now) = (Tr::current(), who.target.person(), st.clock.now());
     let codes = recovery::generate();
     let hashes: Vec<String> = codes.iter().map(|c| recovery::hash_of_shown(&st.code_key, p, c)).collect();

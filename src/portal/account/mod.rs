@@ -176,7 +176,8 @@ async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError
 /// How many different methods could verify this person now: counted by the gates' own offers,
 /// so this page and a reset never disagree.
 async fn methods_that_verify(st: &AppState, t: &Target) -> Result<usize, PortalError> {
-    let mut methods: Vec<GateMethod> = super::gates::real_offers(st, t).await?.into_iter().map(|o| o.method).collect();
+    let offers = super::gates::real_offers(st, t, crate::config::Purpose::Reset).await?;
+    let mut methods: Vec<GateMethod> = offers.into_iter().map(|o| o.method).collect();
     methods.dedup();
     Ok(methods.len())
 }
@@ -221,14 +222,14 @@ async fn overview_page(
         must_register: (have < needed).then(|| tr.f("account.must_register", "n", needed)),
         reconfirm: have >= needed && stale,
         notice,
-        email_enabled: g.methods.contains(&GateMethod::Email),
+        email_enabled: g.may_register(t.protected, GateMethod::Email),
         emails: reg.emails,
         alternate: reg.alternate,
-        authenticator_enabled: g.methods.contains(&GateMethod::Authenticator),
+        authenticator_enabled: g.may_register(t.protected, GateMethod::Authenticator),
         authenticator: reg.authenticator,
-        questions_enabled: g.methods.contains(&GateMethod::Questions) && !t.protected,
+        questions_enabled: g.may_register(t.protected, GateMethod::Questions),
         questions: reg.questions,
-        recovery_codes_enabled: g.methods.contains(&GateMethod::RecoveryCode),
+        recovery_codes_enabled: g.may_register(t.protected, GateMethod::RecoveryCode),
         recovery_codes: reg.recovery_codes,
         expires,
         not_yet,

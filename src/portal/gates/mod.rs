@@ -12,7 +12,7 @@ pub(crate) use check::{answer, blocked, count_reset, push_reset_count, start, An
 
 use super::people::Target;
 use super::{AppState, PortalError, SupportCode};
-use crate::config::GateMethod;
+use crate::config::{GateMethod, Purpose};
 use crate::domain::{EmailAddress, LoginName, MsgId, OneTimeCode};
 use crate::i18n::Tr;
 use crate::store::{self, security};
@@ -81,15 +81,16 @@ pub(crate) async fn offers(
     st: &AppState,
     target: Option<&Target>,
     login: &LoginName,
+    purpose: Purpose,
 ) -> Result<Vec<Offer>, PortalError> {
     // A name that matched nobody is looked up as a person with nothing on record, so the step
     // takes as long and shows the same.
     let nobody = security::Person { directory: "", anchor: "" };
-    let registered = registered_offers(st, target.map_or(nobody, Target::person), target).await?;
+    let registered = registered_offers(st, target.map_or(nobody, Target::person), target, purpose).await?;
     if remaining(&registered, &[]).is_empty() {
         // Nothing on record that can come first (nothing at all, or only security questions):
         // the same made-up offers as for a name that matched nobody.
-        return made_up_offers(st, login).await;
+        return made_up_offers(st, login, purpose).await;
     }
     Ok(registered)
 }
@@ -100,15 +101,16 @@ async fn registered_offers(
     st: &AppState,
     person: security::Person<'_>,
     target: Option<&Target>,
+    purpose: Purpose,
 ) -> Result<Vec<Offer>, PortalError> {
-    let enabled = &st.cfg.gates.methods;
+    let counts = |m: GateMethod| st.cfg.gates.counts_for(purpose, m);
     let mut out = Vec::new();
     let alternate = security::alternate_email(&st.db, person).await?;
     let totp = security::totp(&st.db, person).await?;
     let answers = security::answers(&st.db, person).await?;
     let recovery_codes = security::recovery_codes_left(&st.db, person).await?;
     let Some(t) = target else { return Ok(out) };
-    if enabled.contains(&GateMethod::Email) {
+    if counts(GateMethod::Email) {
         let mut addresses: Vec<String> = alternate.into_iter().collect();
         addresses.extend(t.other_emails.iter().cloned());
         if st.cfg.gates.email_primary {
@@ -127,7 +129,7 @@ async fn registered_offers(
             }
         }
     }
-    if enabled.contains(&GateMethod::Authenticator) && totp.is_some_and(|r| r.confirmed) {
+    if counts(GateMethod::Authenticator) && totp.is_some_and(|r| r.confirmed) {
         out.push(Offer {
             id: "authenticator".into(),
             method: GateMethod::Authenticator,
@@ -136,10 +138,7 @@ async fn registered_offers(
             made_up: false,
         });
     }
-    if enabled.contains(&GateMethod::Questions)
-        && !t.protected
-        && answers.len() >= st.cfg.gates.questions_to_ask as usize
-    {
+    if counts(GateMethod::Questions) && !t.protected && answers.len() >= st.cfg.gates.questions_to_ask as usize {
         out.push(Offer {
             id: "questions".into(),
             method: GateMethod::Questions,
@@ -148,7 +147,7 @@ async fn registered_offers(
             made_up: false,
         });
     }
-    if enabled.contains(&GateMethod::RecoveryCode) && recovery_codes > 0 {
+    if counts(GateMethod::RecoveryCode) && recovery_codes > 0 {
         out.push(Offer {
             id: "recovery_code".into(),
             method: GateMethod::RecoveryCode,
@@ -164,11 +163,11 @@ async fn registered_offers(
 /// e-mail code to a plausible address, and an authenticator app as often as real people here
 /// have one. Derived from the name with a keyed hash, so the same name always gets the same
 /// offers, and nobody can tell them from a real person's. None of them can succeed.
-async fn made_up_offers(st: &AppState, login: &LoginName) -> Result<Vec<Offer>, PortalError> {
-    let enabled = &st.cfg.gates.methods;
+async fn made_up_offers(st: &AppState, login: &LoginName, purpose: Purpose) -> Result<Vec<Offer>, PortalError> {
+    let counts = |m: GateMethod| st.cfg.gates.counts_for(purpose, m);
     let population = st.population().await?;
     let mut out = Vec::new();
-    if enabled.contains(&GateMethod::Email) {
+    if counts(GateMethod::Email) {
         out.push(Offer {
             id: "email-0".into(),
             method: GateMethod::Email,
@@ -179,8 +178,7 @@ async fn made_up_offers(st: &AppState, login: &LoginName) -> Result<Vec<Offer>, 
     }
     let draw = st.code_key.hash(&[b"made-up-offers", login.as_str().as_bytes()]);
     let permille = u32::from_str_radix(&draw[..4], 16).unwrap_or(0) % 1000;
-    if enabled.contains(&GateMethod::Authenticator) && (permille < population.authenticator_permille || out.is_empty())
-    {
+    if counts(GateMethod::Authenticator) && (permille < population.authenticator_permille || out.is_empty()) {
         out.push(Offer {
             id: "authenticator".into(),
             method: GateMethod::Authenticator,
@@ -191,7 +189,7 @@ async fn made_up_offers(st: &AppState, login: &LoginName) -> Result<Vec<Offer>, 
     }
     // A draw of its own: how common recovery codes are says nothing of authenticators.
     let permille = u32::from_str_radix(&draw[4..8], 16).unwrap_or(0) % 1000;
-    if enabled.contains(&GateMethod::RecoveryCode) && (permille < population.recovery_code_permille || out.is_empty()) {
+    if counts(GateMethod::RecoveryCode) && (permille < population.recovery_code_permille || out.is_empty()) {
         out.push(Offer {
             id: "recovery_code".into(),
             method: GateMethod::RecoveryCode,
@@ -215,8 +213,12 @@ pub(crate) fn remaining(offers: &[Offer], passed: &[GateMethod]) -> Vec<Offer> {
 }
 
 /// The ways `target` can really verify (no made-up offer), e.g. before a security-info change.
-pub(crate) async fn real_offers(st: &AppState, target: &Target) -> Result<Vec<Offer>, PortalError> {
-    Ok(registered_offers(st, target.person(), Some(target)).await?.into_iter().filter(Offer::is_real).collect())
+pub(crate) async fn real_offers(st: &AppState, target: &Target, purpose: Purpose) -> Result<Vec<Offer>, PortalError> {
+    Ok(registered_offers(st, target.person(), Some(target), purpose)
+        .await?
+        .into_iter()
+        .filter(Offer::is_real)
+        .collect())
 }
 
 /// A masked address for a name that matched nobody, as a real one would look: the name's first

@@ -103,7 +103,11 @@ pub async fn identify(
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),
     };
-    let mut offers = gates::offers(&st, found.target.as_ref(), &login).await?;
+    let purpose = match f.intent {
+        Intent::Reset => crate::config::Purpose::Reset,
+        Intent::Unlock => crate::config::Purpose::Unlock,
+    };
+    let mut offers = gates::offers(&st, found.target.as_ref(), &login, purpose).await?;
     if limited {
         // Over the account's hourly limit: the same pages, but no code is sent anywhere.
         offers.iter_mut().for_each(|o| o.address = None);
