@@ -217,6 +217,9 @@ pub enum Purpose {
     Unlock,
     /// Before a change to security info.
     StepUp,
+    /// Any enabled method: the step-up's own when none of a person's counts for it (a step-up
+    /// is never skipped for someone who has a way to verify).
+    Any,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,6 +286,7 @@ impl GatesConfig {
             Purpose::Reset => &self.for_reset,
             Purpose::Unlock => &self.for_unlock,
             Purpose::StepUp => &self.for_step_up,
+            Purpose::Any => &None,
         };
         self.methods.contains(&method) && listed.as_ref().is_none_or(|l| l.contains(&method))
     }

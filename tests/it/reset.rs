@@ -1153,6 +1153,7 @@ async fn the_administrator_says_which_methods_count_for_what_and_what_privileged
     fn gates(g: &mut GatesConfig) {
         g.for_unlock = Some(vec![GateMethod::Email]);
         g.privileged_methods = Some(vec![GateMethod::Authenticator]);
+        g.for_step_up = Some(vec![GateMethod::RecoveryCode]);
     }
     let app = spawn_app_with(Options { gates: Some(gates), ..Default::default() }).await;
     let anchor = app.anchor_of("bob").await;
@@ -1166,6 +1167,14 @@ async fn the_administrator_says_which_methods_count_for_what_and_what_privileged
     let unlock = app.post("/reset", &[("csrf", csrf.as_str()), ("login", "bob"), ("intent", "unlock")]).await;
     let unlock = unlock.text().await.unwrap();
     assert!(unlock.contains("Check your e-mail") && !unlock.contains("method-authenticator"), "{unlock}");
+
+    // Bob has no recovery codes, the only method counting for a step-up: his others do, rather
+    // than none (a password alone never changes security info).
+    let c = app.new_client();
+    let page = app.sign_in_on(&c, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let asked = app.post_on(&c, "/account/recovery-codes", &[("csrf", csrf.as_str())]).await;
+    assert!(asked.contains("method-authenticator") && !asked.contains("id=\"recovery-codes\""), "{asked}");
 
     // A privileged account is offered only what it may register, and is refused the rest.
     Stmt::new("UPDATE directory_users SET protected = TRUE WHERE username = 'carol'").run(&app.db).await.unwrap();

@@ -115,7 +115,11 @@ pub(super) async fn needed(
     if step.subject == subject && step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
         return Ok(None);
     }
-    let offers = gates::real_offers(st, &who.target, crate::config::Purpose::StepUp).await?;
+    let mut offers = gates::real_offers(st, &who.target, crate::config::Purpose::StepUp).await?;
+    if offers.is_empty() {
+        // None of the person's ways counts for a step-up: any of them does, rather than none.
+        offers = gates::real_offers(st, &who.target, crate::config::Purpose::Any).await?;
+    }
     if offers.is_empty() {
         return Ok(None);
     }
