@@ -632,6 +632,9 @@ impl PortalConfig {
             if let Some(m) = list.iter().find(|m| !g.methods.contains(m)) {
                 bail!("gates.{name}: \"{}\" is not in gates.methods", m.as_str());
             }
+            if name == "privileged_methods" && list.contains(&GateMethod::Questions) {
+                bail!("gates.privileged_methods: privileged accounts never use security questions");
+            }
             let counted = list.iter().filter(|m| **m != GateMethod::Questions).count();
             if name.starts_with("for_") && (counted == 0 || list.len() < g.required as usize) {
                 bail!(

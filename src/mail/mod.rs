@@ -104,6 +104,7 @@ impl Notice {
         let (method, change) = match self {
             Notice::MethodAdded(m) => (m, "added"),
             Notice::MethodRemovedByOwner(m) => (m, "removed"),
+            Notice::RecoveryCodeUsed(0) => return tr.t("mail.recovery_codes_none").into(),
             Notice::RecoveryCodeUsed(left) => return tr.plural("mail.recovery_codes_left", u64::from(left)),
             _ => return String::new(),
         };

@@ -205,7 +205,11 @@ pub fn router(state: AppState) -> Router {
         .route(paths::ACCOUNT_EMAIL, get(account::email_form).post(account::add_email))
         .route(paths::ACCOUNT_EMAIL_CONFIRM, post(account::confirm_email))
         .route(paths::ACCOUNT_REMOVE, post(account::remove_method))
-        .route(paths::ACCOUNT_RECOVERY_CODES, post(account::make_recovery_codes))
+        // Shown once: opened again (a language link, a reload), the way leads back to security info.
+        .route(
+            paths::ACCOUNT_RECOVERY_CODES,
+            get(|| async { axum::response::Redirect::to(paths::ACCOUNT) }).post(account::make_recovery_codes),
+        )
         .route(paths::ACCOUNT_VERIFY, get(account::step_up_form).post(account::step_up_verify))
         .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))
         .route(paths::HEALTH, get(|| async { "ok" }))

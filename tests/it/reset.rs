@@ -1191,3 +1191,56 @@ async fn the_administrator_says_which_methods_count_for_what_and_what_privileged
     let carol = passback::store::security::Person { directory: crate::harness::DIR_ID, anchor: &carol_anchor };
     assert_eq!(passback::store::security::recovery_codes_left(&app.db, carol).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_the_step_up_methods_never_lowers_how_many_it_takes() {
+    use passback::config::{GateMethod, GatesConfig};
+    fn gates(g: &mut GatesConfig) {
+        g.for_step_up = Some(vec![GateMethod::Authenticator, GateMethod::RecoveryCode]);
+    }
+    let app = spawn_app_with(Options { gates_required: 2, gates: Some(gates), ..Default::default() }).await;
+    // Bob has only his mailbox: one method is all a step-up can ask, and he makes codes.
+    let page = app.sign_in_on(&app.client, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let gate = app.post("/account/recovery-codes", &[("csrf", &csrf)]).await.text().await.unwrap();
+    let code = app.code_for("bob@example.org", 0).await;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let shown = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    let codes = shown_recovery_codes(&shown);
+    assert_eq!(codes.len(), 10, "{shown}");
+
+    // Now he has two methods, only one of which counts for a step-up: it still takes two.
+    let c = app.new_client();
+    let page = app.sign_in_on(&c, "bob", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let chooser = app.post_on(&c, "/account/recovery-codes", &[("csrf", csrf.as_str())]).await;
+    assert!(chooser.contains("method-email-0") && chooser.contains("method-recovery_code"), "{chooser}");
+    let csrf = hidden(&chooser, "csrf").unwrap();
+    app.post_on(&c, "/account/method", &[("csrf", csrf.as_str()), ("method", "recovery_code")]).await;
+    let (_, csrf) = {
+        let page = c.get(format!("{}/account/verify", app.url)).send().await.unwrap().text().await.unwrap();
+        let csrf = hidden(&page, "csrf").unwrap();
+        (page, csrf)
+    };
+    let next = app.post_on(&c, "/account/verify", &[("csrf", csrf.as_str()), ("code", codes[0].as_str())]).await;
+    assert!(!next.contains("id=\"recovery-codes\""), "one method is not enough: {next}");
+    assert!(next.contains("Check your e-mail"), "then the mailbox: {next}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_name_may_show_either_method_alone_where_email_does_not_count() {
+    use passback::config::{GateMethod, GatesConfig};
+    fn gates(g: &mut GatesConfig) {
+        g.for_reset = Some(vec![GateMethod::Authenticator, GateMethod::RecoveryCode]);
+    }
+    let app = spawn_app_with(Options { gates: Some(gates), ..Default::default() }).await;
+    let (mut authenticator, mut recovery_code) = (0, 0);
+    for i in 0..24 {
+        let page = app.identify(&format!("nobody-{i}")).await;
+        let (a, r) = (page.contains("Enter the code from your app"), page.contains("Type a recovery code"));
+        assert!(a != r, "one method, shown at once: {page}");
+        authenticator += usize::from(a);
+        recovery_code += usize::from(r);
+    }
+    assert!(authenticator > 0 && recovery_code > 0, "{authenticator} / {recovery_code}");
+}

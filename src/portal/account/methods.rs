@@ -106,6 +106,9 @@ pub struct CodeForm {
 pub async fn confirm_authenticator(
     Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
+    if let Some(not_here) = not_for(&st, &who, GateMethod::Authenticator) {
+        return Ok(not_here);
+    }
     let p = who.target.person();
     let Some(row) = security::totp(&st.db, p).await?.filter(|r| !r.confirmed) else {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
@@ -256,6 +259,9 @@ pub async fn add_email(Posted { form: f, session, who: Fresh(who), st, .. }: Pos
 pub async fn confirm_email(
     Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<CodeForm, Fresh>,
 ) -> PageResult {
+    if let Some(not_here) = not_for(&st, &who, GateMethod::Email) {
+        return Ok(not_here);
+    }
     let Some(pending) = PENDING_EMAIL.get(&session).await? else {
         return Ok(Redirect::to(paths::ACCOUNT_EMAIL).into_response());
     };

@@ -115,18 +115,24 @@ pub(super) async fn needed(
     if step.subject == subject && step.passed_at.is_some_and(|at| st.clock.now() - at < FRESH_SECS) {
         return Ok(None);
     }
-    let mut offers = gates::real_offers(st, &who.target, crate::config::Purpose::StepUp).await?;
-    if offers.is_empty() {
-        // None of the person's ways counts for a step-up: any of them does, rather than none.
-        offers = gates::real_offers(st, &who.target, crate::config::Purpose::Any).await?;
-    }
-    if offers.is_empty() {
+    // As many different methods as a reset needs, counted from all the person has: the
+    // administrator's list of those that count for a step-up narrows the choice, never what it
+    // takes. Where it leaves too few (or only security questions, never a first method), any of
+    // the person's methods count.
+    let all = gates::real_offers(st, &who.target, crate::config::Purpose::Any).await?;
+    if all.is_empty() {
         return Ok(None);
     }
-    let mut methods: Vec<GateMethod> = offers.iter().map(|o| o.method).collect();
-    methods.sort_unstable();
-    methods.dedup();
-    let needs = methods.len().min(st.cfg.gates.required as usize);
+    let distinct = |offers: &[gates::Offer]| {
+        let mut methods: Vec<GateMethod> = offers.iter().map(|o| o.method).collect();
+        methods.sort_unstable();
+        methods.dedup();
+        methods.len()
+    };
+    let needs = distinct(&all).min(st.cfg.gates.required as usize);
+    let counting = gates::real_offers(st, &who.target, crate::config::Purpose::StepUp).await?;
+    let enough = distinct(&counting) >= needs && counting.iter().any(|o| o.method != GateMethod::Questions);
+    let offers = if enough { counting } else { all };
     let asked_at = st.clock.now();
     let step = StepUp { subject, offers, passed: Vec::new(), needs, current: None, passed_at: None, then, asked_at };
     STEP_UP.set(session, &step).await?;
@@ -307,6 +313,8 @@ mod tests {
         assert_eq!(asked(false, paths::ACCOUNT_AUTHENTICATOR_START, ""), Then::Overview);
         assert_eq!(asked(true, paths::ACCOUNT_AUTHENTICATOR_START, "csrf=x"), Then::StartAuthenticator);
         assert_eq!(asked(true, paths::ACCOUNT_CONFIRM, "csrf=x"), Then::Confirm);
+        assert_eq!(asked(true, paths::ACCOUNT_RECOVERY_CODES, "csrf=x"), Then::RecoveryCodes);
+        assert_eq!(asked(false, paths::ACCOUNT_RECOVERY_CODES, ""), Then::Overview);
         assert_eq!(asked(false, paths::ACCOUNT_QUESTIONS, ""), Then::QuestionsForm);
         assert_eq!(asked(true, paths::ACCOUNT_EMAIL, "csrf=x&address=a%40b.example"), Then::EmailForm);
         assert_eq!(asked(true, "/somewhere/else", ""), Then::Overview);

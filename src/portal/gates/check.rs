@@ -184,13 +184,14 @@ async fn check_answer(
                 return Ok((false, "not a recovery code"));
             };
             // The same work whether or not the name is anybody's: a hash and one statement.
+            // A made-up offer (shown before the person had codes) opens nothing, and spends none.
             let nobody = security::Person { directory: "", anchor: "" };
-            let person = target.map_or(nobody, Target::person);
+            let person = if current.offer.made_up { nobody } else { target.map_or(nobody, Target::person) };
             let hash = recovery::hash(&st.code_key, person, &code);
             if !security::use_recovery_code(&st.db, person, &hash, now).await? {
                 return Ok((false, "wrong or used recovery code"));
             }
-            if let Some(t) = target {
+            if let Some(t) = target.filter(|_| !current.offer.made_up) {
                 // Used up: every address on record hears of it, and of how many are left.
                 let left = security::recovery_codes_left(&st.db, person).await?;
                 let to = crate::usecase::account::addresses_on_record(st, t).await?;

@@ -176,27 +176,33 @@ async fn made_up_offers(st: &AppState, login: &LoginName, purpose: Purpose) -> R
             made_up: true,
         });
     }
+    // Each of the others as often as real people here have it (a draw each: how common
+    // recovery codes are says nothing of authenticators); with nothing drawn, one of them, chosen
+    // in proportion to how common each is (so a made-up name may show either alone, as a real
+    // person with only one does).
     let draw = st.code_key.hash(&[b"made-up-offers", login.as_str().as_bytes()]);
-    let permille = u32::from_str_radix(&draw[..4], 16).unwrap_or(0) % 1000;
-    if counts(GateMethod::Authenticator) && (permille < population.authenticator_permille || out.is_empty()) {
-        out.push(Offer {
-            id: "authenticator".into(),
-            method: GateMethod::Authenticator,
-            address: None,
-            masked: None,
-            made_up: true,
-        });
+    let part = |i: usize| u32::from_str_radix(&draw[i * 4..i * 4 + 4], 16).unwrap_or(0);
+    let others = [
+        (GateMethod::Authenticator, "authenticator", population.authenticator_permille),
+        (GateMethod::RecoveryCode, "recovery_code", population.recovery_code_permille),
+    ];
+    let counted: Vec<_> = others.into_iter().filter(|(m, _, _)| counts(*m)).collect();
+    let mut drawn: Vec<_> =
+        counted.iter().enumerate().filter(|(i, (_, _, p))| part(*i) % 1000 < *p).map(|(_, o)| *o).collect();
+    if out.is_empty() && drawn.is_empty() {
+        // Weighted by how common each is (each at least a little, so none is never shown).
+        let total: u32 = counted.iter().map(|(_, _, p)| p + 1).sum();
+        let mut at = part(2) % total.max(1);
+        for o in &counted {
+            if at < o.2 + 1 {
+                drawn.push(*o);
+                break;
+            }
+            at -= o.2 + 1;
+        }
     }
-    // A draw of its own: how common recovery codes are says nothing of authenticators.
-    let permille = u32::from_str_radix(&draw[4..8], 16).unwrap_or(0) % 1000;
-    if counts(GateMethod::RecoveryCode) && (permille < population.recovery_code_permille || out.is_empty()) {
-        out.push(Offer {
-            id: "recovery_code".into(),
-            method: GateMethod::RecoveryCode,
-            address: None,
-            masked: None,
-            made_up: true,
-        });
+    for (method, id, _) in drawn {
+        out.push(Offer { id: id.into(), method, address: None, masked: None, made_up: true });
     }
     Ok(out)
 }

@@ -70,7 +70,11 @@ async fn recovery_codes_left(st: &AppState, flow: &Flow, target: &Target) -> Res
         return Ok(None);
     }
     let left = crate::store::security::recovery_codes_left(&st.db, target.person()).await?;
-    Ok(Some(crate::i18n::Tr::current().plural("recovery.used_left", u64::try_from(left).unwrap_or(0))))
+    let tr = crate::i18n::Tr::current();
+    Ok(Some(match u64::try_from(left).unwrap_or(0) {
+        0 => tr.t("recovery.used_none").into(),
+        n => tr.plural("recovery.used_left", n),
+    }))
 }
 
 /// The one-use key of the flow's final form (the new password, or the unlock).
