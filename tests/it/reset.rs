@@ -1145,6 +1145,37 @@ async fn recovery_codes_each_work_once_tell_the_person_and_new_ones_end_the_old(
         "{rows:#?}"
     );
     assert!(rows.iter().all(|r| !codes.iter().any(|c| r.raw.contains(c.as_str()))), "no code in any audit row");
+
+    // One code typed in two browsers at once opens one of them.
+    let at_a_gate = || async {
+        let c = app.new_client();
+        let form = c.get(format!("{}/reset", app.url)).send().await.unwrap().text().await.unwrap();
+        let csrf = hidden(&form, "csrf").unwrap();
+        let chooser = app.post_on(&c, "/reset", &[("csrf", csrf.as_str()), ("login", "alice")]).await;
+        let csrf = hidden(&chooser, "csrf").unwrap();
+        let gate = app.post_on(&c, "/reset/method", &[("csrf", csrf.as_str()), ("method", "recovery_code")]).await;
+        (c, hidden(&gate, "csrf").unwrap())
+    };
+    let ((one, one_csrf), (other, other_csrf)) = (at_a_gate().await, at_a_gate().await);
+    let code = fresh[2].as_str();
+    let (one_form, other_form) =
+        ([("csrf", one_csrf.as_str()), ("code", code)], [("csrf", other_csrf.as_str()), ("code", code)]);
+    let (a, b) =
+        tokio::join!(app.post_on(&one, "/reset/verify", &one_form), app.post_on(&other, "/reset/verify", &other_form),);
+    let opened = [&a, &b].iter().filter(|p| p.contains("name=\"form_key\"")).count();
+    assert_eq!(opened, 1, "{a}\n----\n{b}");
+
+    // No code is kept anywhere as typed: not in the log, nor in the database's files.
+    let log = crate::harness::portal_log();
+    let files = app.database_files().await;
+    for c in codes.iter().chain(&fresh) {
+        let plain = c.replace('-', "");
+        assert!(!log.contains(c.as_str()) && !log.contains(&plain), "the log holds a code");
+        for (file, bytes) in &files {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(!text.contains(c.as_str()) && !text.contains(&plain), "{} holds a code", file.display());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
