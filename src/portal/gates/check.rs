@@ -105,7 +105,9 @@ fn mail_code(st: &AppState, to: EmailAddress, code: OneTimeCode, support: &Suppo
 /// A gate's form as posted: a code, or up to five answers (`answer0`…).
 #[derive(serde::Deserialize)]
 pub struct GateForm {
-    code: Option<String>,
+    /// A code: an e-mailed one, an authenticator's, or a recovery code (which lasts: kept as a
+    /// secret, like the answers).
+    code: Option<SecretString>,
     answer0: Option<SecretString>,
     answer1: Option<SecretString>,
     answer2: Option<SecretString>,
@@ -127,8 +129,8 @@ impl GateForm {
 
 /// What the person answered at a gate.
 pub struct Response {
-    /// The e-mailed or authenticator code.
-    pub code: Option<String>,
+    /// The e-mailed, authenticator or recovery code.
+    pub code: Option<SecretString>,
     /// Answers to the questions asked, in order.
     pub answers: Vec<SecretString>,
 }
@@ -144,7 +146,7 @@ async fn check_answer(
 ) -> Result<(bool, &'static str), PortalError> {
     match current.offer.method {
         GateMethod::Email => {
-            let Some(code) = response.code.as_deref().and_then(|c| OneTimeCode::parse(c).ok()) else {
+            let Some(code) = response.code.as_ref().and_then(|c| OneTimeCode::parse(c.expose_secret()).ok()) else {
                 return Ok((false, "not a code"));
             };
             let code_id = current.code_id.clone().unwrap_or_default();
@@ -165,13 +167,13 @@ async fn check_answer(
             Ok((ok, if ok { "code accepted" } else { "wrong, used or expired code" }))
         }
         GateMethod::Authenticator => {
-            let typed = response.code.clone().unwrap_or_default();
+            let typed = response.code.as_ref().map_or("", |c| c.expose_secret());
             let Some(t) = target else { return Ok((false, "no such account")) };
             let Some(row) = security::totp(&st.db, t.person()).await?.filter(|r| r.confirmed) else {
                 return Ok((false, "no authenticator registered"));
             };
             let seed = st.secrets.decrypt(&t.person().context("totp"), &row.secret_enc)?;
-            match totp::matching_step(&seed, &typed, now) {
+            match totp::matching_step(&seed, typed, now) {
                 Some(step) if security::use_totp_step(&st.db, t.person(), step, now).await? => {
                     Ok((true, "authenticator code accepted"))
                 }
@@ -180,7 +182,7 @@ async fn check_answer(
             }
         }
         GateMethod::RecoveryCode => {
-            let Some(code) = response.code.as_deref().and_then(recovery::normalise) else {
+            let Some(code) = response.code.as_ref().and_then(|c| recovery::normalise(c.expose_secret())) else {
                 return Ok((false, "not a recovery code"));
             };
             // The same work whether or not the name is anybody's: a hash and one statement.

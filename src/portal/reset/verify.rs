@@ -170,7 +170,8 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     let tr = Tr::current();
     let method = current.offer.method;
     let response = f.response(&current);
-    if method != GateMethod::Questions && response.code.as_deref().is_none_or(|c| c.trim().is_empty()) {
+    let no_code = response.code.as_ref().is_none_or(|c| secrecy::ExposeSecret::expose_secret(c).trim().is_empty());
+    if method != GateMethod::Questions && no_code {
         return gate_page(&st, &session, &flow, Some(tr.t("gates.enter_code").into()), None).await;
     }
     let hours = st.cfg.gates.block_hours;
