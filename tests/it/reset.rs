@@ -1248,11 +1248,8 @@ async fn narrowing_the_step_up_methods_never_lowers_how_many_it_takes() {
     assert!(chooser.contains("method-email-0") && chooser.contains("method-recovery_code"), "{chooser}");
     let csrf = hidden(&chooser, "csrf").unwrap();
     app.post_on(&c, "/account/method", &[("csrf", csrf.as_str()), ("method", "recovery_code")]).await;
-    let (_, csrf) = {
-        let page = c.get(format!("{}/account/verify", app.url)).send().await.unwrap().text().await.unwrap();
-        let csrf = hidden(&page, "csrf").unwrap();
-        (page, csrf)
-    };
+    let gate = c.get(format!("{}/account/verify", app.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&gate, "csrf").unwrap();
     let next = app.post_on(&c, "/account/verify", &[("csrf", csrf.as_str()), ("code", codes[0].as_str())]).await;
     assert!(!next.contains("id=\"recovery-codes\""), "one method is not enough: {next}");
     assert!(next.contains("Check your e-mail"), "then the mailbox: {next}");

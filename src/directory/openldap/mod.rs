@@ -93,23 +93,14 @@ impl OpenLdap {
     }
 
     pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
-        self.set_password_seeing_lock(anchor, old, new).await.0
+        self.set_password_as(anchor, old, new, false).await.0
     }
 
     /// [`Self::set_password`], and whether the entry carried a lock (`pwdAccountLockedTime`)
-    /// when it was read just before the write: without one, a password set leaves none.
-    pub(crate) async fn set_password_seeing_lock(
-        &self,
-        anchor: &Anchor,
-        old: Option<&SecretString>,
-        new: &SecretString,
-    ) -> (Answer, bool) {
-        self.set_password_as(anchor, old, new, false).await
-    }
-
-    /// [`Self::set_password_seeing_lock`]; a reset that must be checked against the history
-    /// (`keep_history`) is written only once the directory has shown that ppolicy checks this
-    /// account's writes of the person's password (see [`Self::checked_like_a_person`]).
+    /// when it was read just before the write (without one, a password set leaves none). A reset
+    /// that must be checked against the history (`keep_history`) is written only once the
+    /// directory has shown that ppolicy checks this account's writes of the person's password
+    /// (see [`Self::checked_like_a_person`]).
     pub(crate) async fn set_password_as(
         &self,
         anchor: &Anchor,
