@@ -315,7 +315,10 @@ pub(crate) async fn gate_page(
         verify_action: actions.verify,
         method_action: actions.method,
         back: actions.back,
-        resend_in: current.resend_in(st.clock.now()).filter(|_| actions.resend),
+        // Shown rounded up to ten seconds: the wait is enforced to the second, but the page
+        // must not tell a made-up name (whose step takes a little longer or shorter) from a real
+        // one by the second it was drawn in.
+        resend_in: current.resend_in(st.clock.now()).filter(|_| actions.resend).map(|s| s.next_multiple_of(10)),
     };
     Ok(page.into_response())
 }
