@@ -195,6 +195,9 @@ pub enum GateMethod {
     Questions,
     /// One of the single-use recovery codes the person saved.
     RecoveryCode,
+    /// A passkey (WebAuthn, with user verification): the strongest, as no site but this one can
+    /// ask for it.
+    Passkey,
 }
 
 impl GateMethod {
@@ -204,6 +207,7 @@ impl GateMethod {
             GateMethod::Authenticator => "authenticator",
             GateMethod::Questions => "questions",
             GateMethod::RecoveryCode => "recovery_code",
+            GateMethod::Passkey => "passkey",
         }
     }
 }
@@ -237,6 +241,9 @@ pub struct GatesConfig {
     pub privileged_methods: Option<Vec<GateMethod>>,
     /// How many different methods a reset or unlock needs: 1 or 2.
     pub required: u32,
+    /// People who registered a passkey must use it (as their first method, where it counts):
+    /// nothing phishable opens the way to their account.
+    pub passkey_holders_must_use: bool,
     /// Whether codes may go to the person's main (synced `mail`) address as well as to alternate
     /// ones (registered, or the directory's `otherMailbox`). Off where the main mailbox sits
     /// behind the very password that was forgotten.
@@ -261,12 +268,13 @@ impl Default for GatesConfig {
         Self {
             // Security questions are off by default: NIST SP 800-63B-4 does not recognise them
             // for recovery. Enabled, they only ever count as a second method.
-            methods: vec![GateMethod::Email, GateMethod::Authenticator, GateMethod::RecoveryCode],
+            methods: vec![GateMethod::Email, GateMethod::Authenticator, GateMethod::RecoveryCode, GateMethod::Passkey],
             for_reset: None,
             for_unlock: None,
             for_step_up: None,
             privileged_methods: None,
             required: 1,
+            passkey_holders_must_use: false,
             email_primary: true,
             questions_to_register: 3,
             questions_to_ask: 2,

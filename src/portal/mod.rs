@@ -11,6 +11,7 @@ pub mod gates;
 pub(crate) mod guard;
 mod lang;
 mod pages;
+pub(crate) mod passkey;
 mod password_check;
 mod people;
 pub(crate) mod reset;
@@ -38,6 +39,9 @@ pub mod paths {
     pub const RESET_EXPIRED: &str = "/reset?expired=1";
     pub const RESET_VERIFY: &str = "/reset/verify";
     pub const RESET_METHOD: &str = "/reset/method";
+    /// A passkey used at the first step, in place of a name (and its options, asked first).
+    pub const RESET_PASSKEY: &str = "/reset/passkey";
+    pub const RESET_PASSKEY_OPTIONS: &str = "/reset/passkey/options";
     pub const RESET_UNLOCK: &str = "/reset/unlock";
     pub const RESET_PASSWORD: &str = "/reset/password";
     pub const CHANGE: &str = "/change";
@@ -55,6 +59,9 @@ pub mod paths {
     pub const ACCOUNT_EMAIL_CONFIRM: &str = "/account/email/confirm";
     pub const ACCOUNT_REMOVE: &str = "/account/remove";
     pub const ACCOUNT_RECOVERY_CODES: &str = "/account/recovery-codes";
+    pub const ACCOUNT_PASSKEYS: &str = "/account/passkeys";
+    pub const ACCOUNT_PASSKEY_START: &str = "/account/passkeys/start";
+    pub const ACCOUNT_PASSKEY_REMOVE: &str = "/account/passkeys/remove";
     pub const ACCOUNT_VERIFY: &str = "/account/verify";
     pub const ACCOUNT_METHOD: &str = "/account/method";
     pub const DEMO_MAIL: &str = "/demo/mail";
@@ -155,9 +162,13 @@ impl AppState {
         let mail_domain = crate::store::users::commonest_mail_domain(&self.db).await?.unwrap_or_default();
         let (people, with_authenticator, with_recovery_codes) = crate::store::security::method_shares(&self.db).await?;
         let permille = |n: i64| u32::try_from((n * 1000).checked_div(people).unwrap_or(0)).unwrap_or(0);
-        let (authenticator_permille, recovery_code_permille) =
-            (permille(with_authenticator), permille(with_recovery_codes));
-        let p = Population { mail_domain, authenticator_permille, recovery_code_permille };
+        let with_passkey = crate::store::passkeys::people_with_one(&self.db).await?;
+        let p = Population {
+            mail_domain,
+            authenticator_permille: permille(with_authenticator),
+            recovery_code_permille: permille(with_recovery_codes),
+            passkey_permille: permille(with_passkey),
+        };
         if let Ok(mut d) = self.population.lock() {
             *d = Some((p.clone(), now));
         }
@@ -179,6 +190,8 @@ pub struct Population {
     pub authenticator_permille: u32,
     /// How many in a thousand people have recovery codes left.
     pub recovery_code_permille: u32,
+    /// How many in a thousand people have a passkey.
+    pub passkey_permille: u32,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -190,6 +203,8 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RESET, get(reset::identify_form).post(reset::identify))
         .route(paths::RESET_VERIFY, get(reset::verify_form).post(reset::verify))
         .route(paths::RESET_METHOD, post(reset::choose))
+        .route(paths::RESET_PASSKEY, post(reset::passkey))
+        .route(paths::RESET_PASSKEY_OPTIONS, post(reset::passkey_options))
         .route(paths::RESET_UNLOCK, get(reset::unlock_form).post(reset::unlock))
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
         .route(paths::CHANGE, get(change::change_form).post(change::change))
@@ -210,6 +225,9 @@ pub fn router(state: AppState) -> Router {
             paths::ACCOUNT_RECOVERY_CODES,
             get(|| async { axum::response::Redirect::to(paths::ACCOUNT) }).post(account::make_recovery_codes),
         )
+        .route(paths::ACCOUNT_PASSKEY_START, post(account::start_passkey))
+        .route(paths::ACCOUNT_PASSKEYS, get(account::passkey_page_again).post(account::save_passkey))
+        .route(paths::ACCOUNT_PASSKEY_REMOVE, post(account::remove_passkey))
         .route(paths::ACCOUNT_VERIFY, get(account::step_up_form).post(account::step_up_verify))
         .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))
         .route(paths::HEALTH, get(|| async { "ok" }))
@@ -448,6 +466,7 @@ async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> 
         "password.js" => ("text/javascript; charset=utf-8", include_str!("../../static/password.js")),
         "pow.js" => ("text/javascript; charset=utf-8", include_str!("../../static/pow.js")),
         "copy.js" => ("text/javascript; charset=utf-8", include_str!("../../static/copy.js")),
+        "passkey.js" => ("text/javascript; charset=utf-8", include_str!("../../static/passkey.js")),
         "page.js" => ("text/javascript; charset=utf-8", include_str!("../../static/page.js")),
         _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
     };

@@ -174,6 +174,8 @@ pub struct IdentifyPage {
     pub return_to: Option<String>,
     /// The person came back here because the flow in progress was lost.
     pub expired: bool,
+    /// A passkey may be used in place of a name.
+    pub passkey: bool,
 }
 
 /// The chooser: which way to verify.
@@ -182,8 +184,8 @@ pub struct IdentifyPage {
 pub struct ChoicePage {
     pub tr: Tr,
     pub csrf: String,
-    /// (form value, label).
-    pub offers: Vec<(String, String)>,
+    /// (form value, label, needs a script: a passkey).
+    pub offers: Vec<(String, String, bool)>,
     /// A second, different method is asked for.
     pub second: bool,
     pub error: Option<String>,
@@ -218,6 +220,8 @@ pub struct GatePage {
     pub back: &'static str,
     /// Seconds until another code may be sent from this page (0: now); `None`: not offered.
     pub resend_in: Option<u64>,
+    /// For a passkey: the options for the browser, as JSON.
+    pub passkey_options: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -376,10 +380,32 @@ pub struct AccountPage {
     pub recovery_codes_enabled: bool,
     /// Recovery codes left.
     pub recovery_codes: u64,
+    pub passkeys_enabled: bool,
+    pub passkeys: Vec<PasskeyView>,
     /// When the password expires, where the directory sets a maximum age.
     pub expires: Option<String>,
     /// When the password can next be changed, if not now (the minimum age).
     pub not_yet: Option<String>,
+}
+
+/// A passkey being registered: the browser is asked to make one.
+#[derive(Template, WebTemplate)]
+#[template(path = "account_passkey.html")]
+pub struct PasskeyPage {
+    pub tr: Tr,
+    pub csrf: String,
+    /// The options for the browser, as JSON.
+    pub options: String,
+    pub error: Option<String>,
+}
+
+/// One of a person's passkeys, as security info lists it.
+pub struct PasskeyView {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    /// When it last proved who the person is; `None`: never yet.
+    pub last_used: Option<String>,
 }
 
 /// New recovery codes, shown once.

@@ -29,6 +29,10 @@ pub(crate) const RETURN_TO: &str = "return_to";
 pub(crate) const STAFF: &str = "staff";
 /// A staff member's first sign-in, enrolling their own authenticator.
 pub(crate) const STAFF_ENROLLING: &str = "staff_enrolling";
+/// A passkey being registered: the ceremony's state ([`super::passkey`]).
+pub(crate) const PASSKEY_REGISTERING: &str = "passkey_registering";
+/// A passkey asked for: the challenge's state ([`super::passkey`]).
+pub(crate) const PASSKEY_ASSERTING: &str = "passkey_asserting";
 /// A word for the next page of security info (what the step before it did).
 pub(crate) const NOTICE: &str = "notice";
 /// The person's time zone, as a form's script last reported it ([`super::pages::time_zone`]).

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod cloud;
 pub mod codes;
 pub mod housekeeping;
+pub mod passkeys;
 pub mod presence;
 pub mod security;
 pub mod sessions;

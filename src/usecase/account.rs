@@ -455,6 +455,14 @@ pub async fn remove_method(st: &Host, target: &Target, method: GateMethod) -> an
         GateMethod::RecoveryCode => {
             store::security::remove_recovery_codes(&st.db, p).await.map(|_| "recovery codes")?
         }
+        GateMethod::Passkey => {
+            let owner = store::passkeys::Owner {
+                kind: store::passkeys::Kind::Person,
+                directory: p.directory,
+                anchor: p.anchor,
+            };
+            store::passkeys::remove_all(&st.db, owner).await.map(|_| "passkeys")?
+        }
     })
 }
 

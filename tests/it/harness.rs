@@ -172,8 +172,25 @@ pub struct Portal {
 
 impl Portal {
     async fn start(mut cfg: passback::config::PortalConfig, clock: passback::Clock) -> Portal {
-        let extras = passback::server::Extras { clock: clock.clone(), ..Default::default() };
-        let app = passback::server::Application::build(cfg.clone(), extras).await.unwrap();
+        // The public URL names the port (a passkey is bound to its origin), so the port is chosen
+        // first; another test may take it in the meantime, and then the next one is tried.
+        let mut tries = 0;
+        let app = loop {
+            if cfg.server.listen.port() == 0 || tries > 0 {
+                let port = passback::sandbox::free_port().unwrap();
+                cfg.server.listen.set_port(port);
+                cfg.server.public_url = format!("https://localhost:{port}");
+            }
+            let extras = passback::server::Extras { clock: clock.clone(), ..Default::default() };
+            match passback::server::Application::build(cfg.clone(), extras).await {
+                Ok(app) => break app,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("starting the portal on {}: {e:#}; another port", cfg.server.listen);
+                }
+                Err(e) => panic!("starting the portal: {e:#}"),
+            }
+        };
         let port = app.addr.port();
         cfg.server.listen = app.addr;
         let (db, hub) = (app.db.clone(), app.hub.clone());

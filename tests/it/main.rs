@@ -13,6 +13,7 @@ mod harness;
 mod helpdesk;
 mod instances;
 mod kinds;
+mod passkeys;
 mod policy;
 mod postgres;
 mod relay;

@@ -9,11 +9,11 @@ use crate::i18n::Tr;
 use crate::mail::Notice;
 use crate::portal::extract::{Button, Only, Posted};
 use crate::portal::gates::{questions, totp};
-use crate::portal::pages::{AuthenticatorPage, EmailPage, QuestionsPage, RecoveryCodesPage};
+use crate::portal::pages::{AuthenticatorPage, EmailPage, PasskeyPage, QuestionsPage, RecoveryCodesPage};
 use crate::portal::people::{self, Attempt};
 use crate::portal::session::{self, Key};
-use crate::portal::{csrf, paths, AppState, PortalError, SupportCode};
-use crate::store::{self, security};
+use crate::portal::{csrf, passkey, paths, AppState, PortalError, SupportCode, Tag};
+use crate::store::{self, passkeys, security};
 use crate::usecase::account;
 use crate::usecase::password::{self as passwords, Requester};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -365,4 +365,110 @@ pub(super) async fn remove(
     account::remove_method(st, &who.target, method).await?;
     changed(st, session, client, who, Notice::MethodRemovedByOwner(method), "removed by its owner", before).await?;
     done(st, session, who, "account.removed").await
+}
+
+// ---- passkeys ----
+
+fn passkey_owner(who: &SignedIn) -> passkeys::Owner<'_> {
+    super::passkey_owner(&who.target)
+}
+
+/// Starts registering a passkey (after a fresh sign-in and step-up, as every change here): the
+/// page that asks the browser to make one, under a name the person chooses.
+pub async fn start_passkey(Posted { session, who: Fresh(who), st, .. }: Posted<Button, Fresh>) -> PageResult {
+    begin_passkey(&st, &session, &who, None).await
+}
+
+pub(super) async fn begin_passkey(
+    st: &AppState,
+    session: &Session,
+    who: &SignedIn,
+    error: Option<String>,
+) -> PageResult {
+    if let Some(not_here) = not_for(st, who, GateMethod::Passkey) {
+        return Ok(not_here);
+    }
+    let t = &who.target;
+    let shown = if t.display_name.is_empty() { &t.username } else { &t.display_name };
+    let Some(options) = passkey::begin_registration(st, session, passkey_owner(who), &t.username, shown).await? else {
+        return Ok(Redirect::to(paths::ACCOUNT).into_response());
+    };
+    let tr = Tr::current();
+    let page = PasskeyPage { tr, csrf: csrf::token(session).await?, options, error };
+    Ok(page.into_response())
+}
+
+/// The registration page is not shown again (its challenge is spent): back to security info.
+pub async fn passkey_page_again() -> Redirect {
+    Redirect::to(paths::ACCOUNT)
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    credential: String,
+}
+
+/// What a passkey is called: as the person named it (one line, 60 characters at most), else
+/// "Passkey".
+fn passkey_name(typed: &str) -> String {
+    let one_line: String = typed.split_whitespace().collect::<Vec<_>>().join(" ");
+    let name: String = one_line.chars().filter(|c| !c.is_control()).take(60).collect();
+    if name.is_empty() {
+        Tr::current().t("passkey.default_name").into()
+    } else {
+        name
+    }
+}
+
+/// Keeps the passkey the browser made, once its answer checks out against this session's
+/// challenge; every address on record hears of it.
+pub async fn save_passkey(
+    Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<PasskeyForm, Fresh>,
+) -> PageResult {
+    if let Some(not_here) = not_for(&st, &who, GateMethod::Passkey) {
+        return Ok(not_here);
+    }
+    let name = passkey_name(&f.name);
+    match passkey::finish_registration(&st, &session, passkey_owner(&who), &f.credential, &name).await? {
+        Ok(()) => {
+            let notice = Notice::MethodAdded(GateMethod::Passkey);
+            changed(&st, &session, client, &who, notice, "passkey registered", Vec::new()).await?;
+            done(&st, &session, &who, "account.passkey_added").await
+        }
+        Err(refused) => {
+            let support = SupportCode::new();
+            let attempt =
+                Attempt { st: &st, client, audit_name: &who.audit_name, target: Some(&who.target), support: &support };
+            let o = crate::domain::Outcome::VerificationFailed;
+            attempt.audit("security.passkey_registration", &o, refused.why()).await?;
+            let error = format!(
+                "{} ({} {})",
+                Tr::current().t("passkey.not_registered"),
+                Tr::current().t("common.support_code"),
+                support.0
+            );
+            Ok(support.tag(begin_passkey(&st, &session, &who, Some(error)).await?))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyRemoveForm {
+    id: String,
+}
+
+/// Removes one of the person's passkeys (after a fresh sign-in and step-up).
+pub async fn remove_passkey(
+    Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<PasskeyRemoveForm, Fresh>,
+) -> PageResult {
+    let before = people::addresses_on_record(&st, &who.target).await?;
+    if !passkeys::remove(&st.db, passkey_owner(&who), &f.id).await? {
+        return Ok(Redirect::to(paths::ACCOUNT).into_response());
+    }
+    let notice = Notice::MethodRemovedByOwner(GateMethod::Passkey);
+    changed(&st, &session, client, &who, notice, "a passkey removed by its owner", before).await?;
+    done(&st, &session, &who, "account.passkey_removed").await
 }

@@ -8,7 +8,8 @@ mod stepup;
 
 pub use methods::{
     add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, make_recovery_codes,
-    questions_form, remove_method, save_questions, start_authenticator,
+    passkey_page_again, questions_form, remove_method, remove_passkey, save_passkey, save_questions,
+    start_authenticator, start_passkey,
 };
 pub(crate) use signin::must_change_target;
 pub use signin::{expired, expired_form, signin, signin_form, signout};
@@ -155,6 +156,7 @@ struct Registered {
     authenticator: bool,
     questions: usize,
     recovery_codes: u64,
+    passkeys: Vec<crate::store::passkeys::Row>,
 }
 
 async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError> {
@@ -170,7 +172,17 @@ async fn registered(st: &AppState, t: &Target) -> Result<Registered, PortalError
         authenticator: security::totp(&st.db, t.person()).await?.is_some_and(|r| r.confirmed),
         questions: security::answers(&st.db, t.person()).await?.len(),
         recovery_codes: u64::try_from(security::recovery_codes_left(&st.db, t.person()).await?).unwrap_or(0),
+        passkeys: crate::store::passkeys::of(&st.db, passkey_owner(t)).await?,
     })
+}
+
+/// The person's passkeys are kept under this owner.
+fn passkey_owner(t: &Target) -> crate::store::passkeys::Owner<'_> {
+    crate::store::passkeys::Owner {
+        kind: crate::store::passkeys::Kind::Person,
+        directory: &t.directory,
+        anchor: &t.anchor,
+    }
 }
 
 /// How many different methods could verify this person now: counted by the gates' own offers,
@@ -232,6 +244,18 @@ async fn overview_page(
         questions: reg.questions,
         recovery_codes_enabled: g.may_register(t.protected, GateMethod::RecoveryCode) || reg.recovery_codes > 0,
         recovery_codes: reg.recovery_codes,
+        passkeys_enabled: (g.may_register(t.protected, GateMethod::Passkey) && super::passkey::available(st))
+            || !reg.passkeys.is_empty(),
+        passkeys: reg
+            .passkeys
+            .into_iter()
+            .map(|p| crate::portal::pages::PasskeyView {
+                id: p.id,
+                name: p.name,
+                created: tr.datetime(p.created_at, offset),
+                last_used: p.last_used_at.map(|at| tr.datetime(at, offset)),
+            })
+            .collect(),
         expires,
         not_yet,
     };

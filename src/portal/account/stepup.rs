@@ -69,6 +69,8 @@ pub(crate) enum Then {
     Confirm,
     /// New recovery codes.
     RecoveryCodes,
+    /// A passkey's registration started.
+    StartPasskey,
 }
 
 impl Then {
@@ -80,6 +82,7 @@ impl Then {
             (true, paths::ACCOUNT_AUTHENTICATOR_START) => Then::StartAuthenticator,
             (true, paths::ACCOUNT_CONFIRM) => Then::Confirm,
             (true, paths::ACCOUNT_RECOVERY_CODES) => Then::RecoveryCodes,
+            (true, paths::ACCOUNT_PASSKEY_START) => Then::StartPasskey,
             (true, paths::ACCOUNT_REMOVE) => serde_urlencoded::from_bytes::<super::methods::RemoveForm>(asked.form)
                 .map_or(Then::Overview, |f| Then::Remove(f.method)),
             _ => Then::Overview,
@@ -229,7 +232,7 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     let response = f.response(&current);
     let method = current.offer.method;
     let operation = format!("security.step_up.{}", method.as_str());
-    let raw = match gates::answer(&st, &subject, client.ip(), Some(&who.target), &current, &response).await? {
+    let raw = match gates::answer(&st, &session, &subject, client.ip(), Some(&who.target), &current, &response).await? {
         gates::Answered::Blocked => {
             let why = "blocked after too many failures";
             attempt.audit("security.step_up", &Outcome::VerificationFailed, why).await?;
@@ -267,7 +270,11 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     // page asked for checks that again as it opens.
     let recent = who.fresh(now) && now - step.asked_at < FRESH_SECS;
     let then = match step.then {
-        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm | Then::RecoveryCodes if !recent => Then::Overview,
+        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm | Then::RecoveryCodes | Then::StartPasskey
+            if !recent =>
+        {
+            Then::Overview
+        }
         then => then,
     };
     match then {
@@ -279,6 +286,7 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
         Then::Remove(method) => super::methods::remove(&st, &session, client, &who, method).await,
         Then::Confirm => super::reviewed(&st, &session, &who).await,
         Then::RecoveryCodes => super::methods::new_recovery_codes(&st, &session, client, &who).await,
+        Then::StartPasskey => super::methods::begin_passkey(&st, &session, &who, None).await,
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) async fn start(
         }
         GateMethod::Authenticator => "authenticator code asked",
         GateMethod::RecoveryCode => "recovery code asked",
+        GateMethod::Passkey => "passkey asked",
         GateMethod::Questions => {
             let Some(t) = target else { return Ok((current, "no such account")) };
             let registered: Vec<String> =
@@ -113,6 +114,9 @@ pub struct GateForm {
     answer2: Option<SecretString>,
     answer3: Option<SecretString>,
     answer4: Option<SecretString>,
+    /// A passkey's answer (`PublicKeyCredential` as JSON): a signature over this session's
+    /// challenge, no secret.
+    credential: Option<String>,
 }
 
 impl GateForm {
@@ -123,7 +127,7 @@ impl GateForm {
             .flatten()
             .take(current.questions.len())
             .collect();
-        Response { code: self.code, answers }
+        Response { code: self.code, answers, credential: self.credential }
     }
 }
 
@@ -133,12 +137,27 @@ pub struct Response {
     pub code: Option<SecretString>,
     /// Answers to the questions asked, in order.
     pub answers: Vec<SecretString>,
+    /// A passkey's answer.
+    pub credential: Option<String>,
+}
+
+impl Response {
+    /// Nothing was answered (but for questions, whose empty answers are wrong answers).
+    pub fn is_empty(&self, method: GateMethod) -> bool {
+        let blank = |s: &str| s.trim().is_empty();
+        match method {
+            GateMethod::Questions => false,
+            GateMethod::Passkey => self.credential.as_deref().is_none_or(blank),
+            _ => self.code.as_ref().is_none_or(|c| blank(c.expose_secret())),
+        }
+    }
 }
 
 /// Whether the answer is right. Each check costs the same whether or not there is anything to
 /// check against. Returns the verdict and a note for the audit.
 async fn check_answer(
     st: &AppState,
+    session: &tower_sessions::Session,
     target: Option<&Target>,
     current: &Current,
     response: &Response,
@@ -202,6 +221,19 @@ async fn check_answer(
             }
             Ok((true, "recovery code accepted"))
         }
+        GateMethod::Passkey => {
+            // Any passkey held for this site may answer (none was listed, so the options told
+            // nothing of whose they are); it must be this person's.
+            let answer = response.credential.as_deref().unwrap_or_default();
+            let kind = crate::store::passkeys::Kind::Person;
+            match crate::portal::passkey::finish_assertion(st, session, kind, answer).await? {
+                Ok(a) if target.is_some_and(|t| t.directory == a.directory && t.anchor == a.anchor) => {
+                    Ok((true, "passkey accepted"))
+                }
+                Ok(_) => Ok((false, "passkey refused: someone else's")),
+                Err(refused) => Ok((false, refused.why())),
+            }
+        }
         GateMethod::Questions => {
             let stored = match target {
                 Some(t) => security::answers(&st.db, t.person()).await?,
@@ -245,6 +277,7 @@ pub(crate) enum Answered {
 /// the answer checked, and the failure given back if it was right.
 pub(crate) async fn answer(
     st: &AppState,
+    session: &tower_sessions::Session,
     subject: &str,
     client: std::net::IpAddr,
     target: Option<&Target>,
@@ -259,7 +292,7 @@ pub(crate) async fn answer(
     // Whether the answer is right, and a note for the audit. A made-up offer never verifies
     // anyone, whatever was registered since it was shown (the check is still made, so the
     // answer takes as long).
-    let (right, raw) = check_answer(st, target, current, response, st.clock.now()).await?;
+    let (right, raw) = check_answer(st, session, target, current, response, st.clock.now()).await?;
     let (right, raw) = if current.offer.made_up { (false, "a made-up offer verifies nobody") } else { (right, raw) };
     let blocked_now = settle_failure(st, subject, reservation, right).await?;
     if !right {

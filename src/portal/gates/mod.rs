@@ -35,15 +35,24 @@ pub struct Offer {
     /// nowhere.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub made_up: bool,
+    /// Must be passed before any other (a passkey, where its holders must use it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first: bool,
 }
 
 impl Offer {
+    /// An offer of a method that sends nothing anywhere (all but e-mail), named by the method.
+    fn plain(method: GateMethod, made_up: bool) -> Offer {
+        Offer { id: method.as_str().into(), method, address: None, masked: None, made_up, first: false }
+    }
+
     pub fn label(&self, tr: Tr) -> String {
         match self.method {
             GateMethod::Email => tr.f("gates.offer_email", "address", self.masked.as_deref().unwrap_or("")),
             GateMethod::Authenticator => tr.t("gates.offer_authenticator").into(),
             GateMethod::Questions => tr.t("gates.offer_questions").into(),
             GateMethod::RecoveryCode => tr.t("gates.offer_recovery_code").into(),
+            GateMethod::Passkey => tr.t("gates.offer_passkey").into(),
         }
     }
 }
@@ -109,6 +118,12 @@ async fn registered_offers(
     let totp = security::totp(&st.db, person).await?;
     let answers = security::answers(&st.db, person).await?;
     let recovery_codes = security::recovery_codes_left(&st.db, person).await?;
+    let owner = store::passkeys::Owner {
+        kind: store::passkeys::Kind::Person,
+        directory: person.directory,
+        anchor: person.anchor,
+    };
+    let passkeys = store::passkeys::count(&st.db, owner).await?;
     let Some(t) = target else { return Ok(out) };
     if counts(GateMethod::Email) {
         let mut addresses: Vec<String> = alternate.into_iter().collect();
@@ -125,38 +140,32 @@ async fn registered_offers(
                     masked: Some(a.masked()),
                     address: Some(a.as_str().to_string()),
                     made_up: false,
+                    first: false,
                 });
             }
         }
     }
     if counts(GateMethod::Authenticator) && totp.is_some_and(|r| r.confirmed) {
-        out.push(Offer {
-            id: "authenticator".into(),
-            method: GateMethod::Authenticator,
-            address: None,
-            masked: None,
-            made_up: false,
-        });
+        out.push(Offer::plain(GateMethod::Authenticator, false));
     }
     if counts(GateMethod::Questions) && !t.protected && answers.len() >= st.cfg.gates.questions_to_ask as usize {
-        out.push(Offer {
-            id: "questions".into(),
-            method: GateMethod::Questions,
-            address: None,
-            masked: None,
-            made_up: false,
-        });
+        out.push(Offer::plain(GateMethod::Questions, false));
     }
     if counts(GateMethod::RecoveryCode) && recovery_codes > 0 {
-        out.push(Offer {
-            id: "recovery_code".into(),
-            method: GateMethod::RecoveryCode,
-            address: None,
-            masked: None,
-            made_up: false,
-        });
+        out.push(Offer::plain(GateMethod::RecoveryCode, false));
     }
-    Ok(out)
+    if counts(GateMethod::Passkey) && super::passkey::available(st) && passkeys > 0 {
+        out.push(Offer::plain(GateMethod::Passkey, false));
+    }
+    Ok(must_come_first(st, out))
+}
+
+/// Where passkey holders must use their passkey, their passkey comes before anything else.
+fn must_come_first(st: &AppState, mut offers: Vec<Offer>) -> Vec<Offer> {
+    if st.cfg.gates.passkey_holders_must_use {
+        offers.iter_mut().filter(|o| o.method == GateMethod::Passkey).for_each(|o| o.first = true);
+    }
+    offers
 }
 
 /// The offers shown for a name that matched nobody (or a person with nothing on record): an
@@ -174,6 +183,7 @@ async fn made_up_offers(st: &AppState, login: &LoginName, purpose: Purpose) -> R
             address: None,
             masked: Some(made_up_mask(&population, login)),
             made_up: true,
+            first: false,
         });
     }
     // Each of the others as often as real people here have it (a draw each: how common
@@ -183,39 +193,46 @@ async fn made_up_offers(st: &AppState, login: &LoginName, purpose: Purpose) -> R
     let draw = st.code_key.hash(&[b"made-up-offers", login.as_str().as_bytes()]);
     let part = |i: usize| u32::from_str_radix(&draw[i * 4..i * 4 + 4], 16).unwrap_or(0);
     let others = [
-        (GateMethod::Authenticator, "authenticator", population.authenticator_permille),
-        (GateMethod::RecoveryCode, "recovery_code", population.recovery_code_permille),
+        (GateMethod::Authenticator, population.authenticator_permille),
+        (GateMethod::RecoveryCode, population.recovery_code_permille),
+        (GateMethod::Passkey, population.passkey_permille),
     ];
-    let counted: Vec<_> = others.into_iter().filter(|(m, _, _)| counts(*m)).collect();
-    let mut drawn: Vec<_> =
-        counted.iter().enumerate().filter(|(i, (_, _, p))| part(*i) % 1000 < *p).map(|(_, o)| *o).collect();
+    let usable = |m: GateMethod| counts(m) && (m != GateMethod::Passkey || super::passkey::available(st));
+    // Each method has its own part of the draw, whichever others are enabled.
+    let counted: Vec<_> = others.into_iter().enumerate().filter(|(_, (m, _))| usable(*m)).collect();
+    let mut drawn: Vec<GateMethod> =
+        counted.iter().filter(|(i, (_, p))| part(*i) % 1000 < *p).map(|(_, (m, _))| *m).collect();
     if out.is_empty() && drawn.is_empty() {
         // Weighted by how common each is (each at least a little, so none is never shown).
-        let total: u32 = counted.iter().map(|(_, _, p)| p + 1).sum();
-        let mut at = part(2) % total.max(1);
-        for o in &counted {
-            if at < o.2 + 1 {
-                drawn.push(*o);
+        let total: u32 = counted.iter().map(|(_, (_, p))| p + 1).sum();
+        let mut at = part(7) % total.max(1);
+        for (_, (m, p)) in &counted {
+            if at < p + 1 {
+                drawn.push(*m);
                 break;
             }
-            at -= o.2 + 1;
+            at -= p + 1;
         }
     }
-    for (method, id, _) in drawn {
-        out.push(Offer { id: id.into(), method, address: None, masked: None, made_up: true });
+    for method in drawn {
+        out.push(Offer::plain(method, true));
     }
-    Ok(out)
+    Ok(must_come_first(st, out))
 }
 
 /// The offers open to someone who has passed `passed`: methods not passed yet, and security
 /// questions only as a second method, never the first (or only) way in.
 pub(crate) fn remaining(offers: &[Offer], passed: &[GateMethod]) -> Vec<Offer> {
-    offers
+    let open = offers
         .iter()
         .filter(|o| !passed.contains(&o.method))
-        .filter(|o| o.method != GateMethod::Questions || !passed.is_empty())
-        .cloned()
-        .collect()
+        .filter(|o| o.method != GateMethod::Questions || !passed.is_empty());
+    let open: Vec<Offer> = open.cloned().collect();
+    // One that must come first is the only one open until it has passed.
+    if open.iter().any(|o| o.first) {
+        return open.into_iter().filter(|o| o.first).collect();
+    }
+    open
 }
 
 /// The ways `target` can really verify (no made-up offer), e.g. before a security-info change.
@@ -275,7 +292,7 @@ pub(crate) async fn choice_page(
     let page = super::pages::ChoicePage {
         tr,
         csrf: super::csrf::token(session).await?,
-        offers: at.remaining.iter().map(|o| (o.id.clone(), o.label(tr))).collect(),
+        offers: at.remaining.iter().map(|o| (o.id.clone(), o.label(tr), o.method == GateMethod::Passkey)).collect(),
         second: at.second,
         error,
         lead,
@@ -301,8 +318,14 @@ pub(crate) async fn gate_page(
         .enumerate()
         .map(|(i, id)| (i, questions::text(tr, &st.cfg.gates.custom_questions, id).unwrap_or_default()))
         .collect();
+    // A passkey gate asks the authenticator a new question each time it is shown.
+    let passkey_options = match current.offer.method {
+        GateMethod::Passkey => super::passkey::begin_assertion(st, session).await?,
+        _ => None,
+    };
     let page = super::pages::GatePage {
         tr,
+        passkey_options,
         csrf: super::csrf::token(session).await?,
         method: current.offer.method.as_str(),
         masked: current.offer.masked.clone().unwrap_or_default(),
@@ -358,6 +381,7 @@ pub(crate) fn wrong_answer(tr: Tr, method: GateMethod) -> &'static str {
         GateMethod::Authenticator => tr.t("gates.wrong_authenticator"),
         GateMethod::Questions => tr.t("gates.wrong_answers"),
         GateMethod::RecoveryCode => tr.t("gates.wrong_recovery_code"),
+        GateMethod::Passkey => tr.t("gates.wrong_passkey"),
     }
 }
 

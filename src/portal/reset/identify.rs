@@ -5,7 +5,7 @@
 use super::{outcome_page, Flow, Intent, FLOW};
 use crate::domain::{LoginName, Outcome};
 use crate::i18n::Tr;
-use crate::portal::extract::Posted;
+use crate::portal::extract::{Button, Posted};
 use crate::portal::pages::IdentifyPage;
 use crate::portal::Tag;
 use crate::portal::{csrf, gates, paths, people, AppState, PortalError, SupportCode};
@@ -62,6 +62,10 @@ async fn page(
         error,
         return_to,
         expired: false,
+        passkey: crate::portal::passkey::available(st)
+            && [crate::config::Purpose::Reset, crate::config::Purpose::Unlock]
+                .iter()
+                .any(|p| st.cfg.gates.counts_for(*p, crate::config::GateMethod::Passkey)),
     })
 }
 
@@ -143,4 +147,103 @@ pub async fn identify(
         crate::portal::RETURN_TO.set(&session, &url).await?;
     }
     Ok(Redirect::to(paths::RESET_VERIFY).into_response())
+}
+
+/// The options for a passkey used at the first step, in place of a name (JSON, for the page's
+/// script). Nothing in them depends on who is asking.
+pub async fn passkey_options(Posted { session, st, client, .. }: Posted<Button>) -> Result<Response, PortalError> {
+    if !st.address_allowed(client.ip()).await? {
+        return Ok(crate::portal::error::too_many());
+    }
+    match crate::portal::passkey::begin_assertion(&st, &session).await? {
+        Some(json) => Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response()),
+        None => Ok(axum::http::StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyForm {
+    #[serde(default)]
+    credential: String,
+    #[serde(default)]
+    intent: Intent,
+}
+
+/// A passkey used at the first step: it says whose it is (only to someone holding it), and it
+/// is the first method passed. A second one follows where two are required.
+pub async fn passkey(
+    Posted { form: f, session, st, client, .. }: Posted<PasskeyForm>,
+) -> Result<Response, PortalError> {
+    if !st.address_allowed(client.ip()).await? {
+        return Ok(crate::portal::error::too_many());
+    }
+    let support = SupportCode::new();
+    let purpose = match f.intent {
+        Intent::Reset => crate::config::Purpose::Reset,
+        Intent::Unlock => crate::config::Purpose::Unlock,
+    };
+    let kind = crate::store::passkeys::Kind::Person;
+    let asserted = crate::portal::passkey::finish_assertion(&st, &session, kind, &f.credential).await?;
+    let row = match &asserted {
+        Ok(a) => crate::store::users::get(&st.db, &a.directory, &a.anchor).await?,
+        Err(_) => None,
+    };
+    let target = match row {
+        Some(row) if st.cfg.gates.counts_for(purpose, crate::config::GateMethod::Passkey) => {
+            Some(people::target_of(&st, &row).await?)
+        }
+        _ => None,
+    };
+    let Some(target) = target else {
+        let why = match asserted {
+            Err(refused) => refused.why(),
+            Ok(_) if st.cfg.gates.counts_for(purpose, crate::config::GateMethod::Passkey) => {
+                "passkey refused: its owner is not among the synced people"
+            }
+            Ok(_) => "passkey refused: passkeys do not count for this",
+        };
+        let attempt = people::Attempt { st: &st, client, audit_name: "passkey", target: None, support: &support };
+        attempt.audit("reset.identify.passkey", &Outcome::VerificationFailed, why).await?;
+        let error = Some(format!(
+            "{} ({} {})",
+            Tr::current().t("passkey.not_accepted"),
+            Tr::current().t("common.support_code"),
+            support.0
+        ));
+        let page = page(&st, &session, String::new(), f.intent, error, None).await?;
+        return Ok(support.tag(page));
+    };
+    let login = LoginName::parse(&target.username).map_err(|e| anyhow::anyhow!("a synced user name: {e:?}"))?;
+    let offers = gates::offers(&st, Some(&target), &login, purpose).await?;
+    let subject = target.person().subject();
+    let mut flow = Flow {
+        audit_name: target.username.clone(),
+        target: Some(target),
+        subject,
+        intent: f.intent,
+        offers,
+        passed: vec![crate::config::GateMethod::Passkey],
+        failed: 0,
+        current: None,
+        verified_at: None,
+    };
+    super::FINAL_FORM.forget(&session).await?;
+    let attempt = flow.attempt(&st, client, &support);
+    if !people::directory_alive(&st, flow.target.as_ref(), &login).await? {
+        let o = Outcome::NoAgent;
+        attempt.audit("reset.identify", &o, "no live agent").await?;
+        return Ok(support.tag(outcome_page(&st, "password.unavailable_title", &o, &support, true)));
+    }
+    if gates::blocked(&st, &flow.subject).await? {
+        return super::blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
+    }
+    attempt.audit("reset.identify", &Outcome::Success, "identified by a passkey").await?;
+    attempt.audit("reset.verify.passkey", &Outcome::Success, "passkey accepted").await?;
+    session.cycle_id().await?;
+    if flow.passed.len() >= st.cfg.gates.required as usize {
+        flow.verified_at = Some(st.clock.now());
+    }
+    FLOW.set(&session, &flow).await?;
+    let next = if flow.verified_at.is_some() { flow.after_gates() } else { paths::RESET_VERIFY };
+    Ok(Redirect::to(next).into_response())
 }

@@ -170,15 +170,16 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     let tr = Tr::current();
     let method = current.offer.method;
     let response = f.response(&current);
-    let no_code = response.code.as_ref().is_none_or(|c| secrecy::ExposeSecret::expose_secret(c).trim().is_empty());
-    if method != GateMethod::Questions && no_code {
+    if response.is_empty(method) {
         return gate_page(&st, &session, &flow, Some(tr.t("gates.enter_code").into()), None).await;
     }
     let hours = st.cfg.gates.block_hours;
     let too_many = format!("blocked for {hours} h after too many failures");
     let support = SupportCode::new();
     let operation = format!("reset.verify.{}", method.as_str());
-    let raw = match gates::answer(&st, &flow.subject, client.ip(), flow.target.as_ref(), &current, &response).await? {
+    let raw = match gates::answer(&st, &session, &flow.subject, client.ip(), flow.target.as_ref(), &current, &response)
+        .await?
+    {
         gates::Answered::Blocked => return blocked_page(&st, &session, &flow, client, &too_many).await,
         gates::Answered::TooManyFromHere => return Ok(crate::portal::error::too_many()),
         gates::Answered::Right(raw) => raw,

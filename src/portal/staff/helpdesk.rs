@@ -138,6 +138,9 @@ async fn person_page(
     let questions = store::security::answers(&st.db, p).await?.len();
     let recovery_codes = store::security::recovery_codes_left(&st.db, p).await?;
     let alternate = store::security::alternate_email(&st.db, p).await?;
+    let owner =
+        store::passkeys::Owner { kind: store::passkeys::Kind::Person, directory: p.directory, anchor: p.anchor };
+    let passkeys = store::passkeys::count(&st.db, owner).await?;
     let audit = store::audit::for_person(&st.db, &row.directory, &row.anchor, 10).await?;
     let live = live_state(st, staff, &target).await;
     // "Also unlock" is ticked when the directory has the account locked now (or, unread, when
@@ -161,6 +164,7 @@ async fn person_page(
         authenticator: totp,
         questions,
         recovery_codes,
+        passkeys,
         alternate_email: alternate.is_some(),
         may_reset: !row.protected || staff.row.may_reset_protected,
         itself: is_self(staff, &target),
@@ -332,6 +336,7 @@ async fn decide(
                 "authenticator" => GateMethod::Authenticator,
                 "questions" => GateMethod::Questions,
                 "recovery_code" => GateMethod::RecoveryCode,
+                "passkey" => GateMethod::Passkey,
                 "email" => GateMethod::Email,
                 _ => return Ok(Err(bad_form(staff, row, "unknown method to revoke"))),
             };

@@ -118,6 +118,7 @@ pub struct HelpdeskPersonPage {
     pub questions: usize,
     /// Recovery codes left.
     pub recovery_codes: i64,
+    pub passkeys: i64,
     pub alternate_email: bool,
     /// Protected accounts only for roles that may act on them.
     pub may_reset: bool,
