@@ -226,7 +226,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::response::Redirect::to(paths::ACCOUNT) }).post(account::make_recovery_codes),
         )
         .route(paths::ACCOUNT_PASSKEY_START, post(account::start_passkey))
-        .route(paths::ACCOUNT_PASSKEYS, get(account::passkey_page_again).post(account::save_passkey))
+        .route(paths::ACCOUNT_PASSKEYS, get(account::passkey_form).post(account::save_passkey))
         .route(paths::ACCOUNT_PASSKEY_REMOVE, post(account::remove_passkey))
         .route(paths::ACCOUNT_VERIFY, get(account::step_up_form).post(account::step_up_verify))
         .route(paths::ACCOUNT_METHOD, post(account::step_up_choose))

@@ -858,3 +858,56 @@ async fn on_a_phone_every_step_offers_a_way_on_found_by_its_words_alone() {
     assert_eq!(phone.path().await, "/signin", "a way on from the unlock");
     phone.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_a_passkey_and_resets_with_it_and_a_copied_one_is_refused() {
+    let app = spawn_app().await;
+    let browser = Browser::open(&app, "passkey").await;
+    let authenticator = browser.add_authenticator().await;
+    sign_in(&browser, "alice", INITIAL_USER_PASSWORD).await;
+    browser.press("Add a passkey").await;
+    step_up_by_email(&app, &browser, "alice@example.org").await;
+    assert_eq!(browser.path().await, "/account/passkeys", "on to the act asked for");
+    browser.check("passkey-add").await;
+    browser.fill("name", "Work laptop").await;
+    browser.press("Create passkey").await;
+    let text = browser.text().await;
+    assert!(text.contains("The passkey is registered") && text.contains("Work laptop"), "{text}");
+    assert!(text.contains("not used yet"), "{text}");
+    browser.check("security-info-passkey").await;
+    assert_eq!(browser.passkeys(&authenticator).await.len(), 1);
+    browser.press("Sign out").await;
+
+    // A forgotten password: the passkey alone, chosen among the ways to verify.
+    reset_choosing(&browser, "alice", "passkey").await;
+    assert!(browser.text().await.contains("Use your passkey"), "{}", browser.text().await);
+    browser.check("passkey-gate").await;
+    browser.press("Use my passkey").await;
+    let text = choose_new_password(&browser).await;
+    assert!(text.contains("Your password has been changed"), "{text}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
+    assert_eq!(app.mails_to("alice@example.org"), 1, "one code, for the step-up; none for the reset");
+
+    // At the first step, without typing a name: the passkey says whose it is.
+    browser.goto("/reset").await;
+    browser.check("identify-passkey").await;
+    let copy = browser.passkeys(&authenticator).await;
+    browser.press("Use a passkey").await;
+    assert_eq!(browser.path().await, "/reset/password", "{}", browser.text().await);
+    assert!(browser.text().await.contains("Choose a new password"), "{}", browser.text().await);
+
+    // A copy of the passkey made before that use: its counter is behind, and it is refused.
+    assert!(copy[0]["signCount"].as_u64().is_some(), "{copy:?}");
+    browser.replace_passkeys(&authenticator, copy).await;
+    browser.goto("/reset").await;
+    browser.press("Use a passkey").await;
+    let text = browser.text().await;
+    assert!(text.contains("That passkey was not accepted here"), "{text}");
+    assert_eq!(browser.path().await, "/reset/passkey");
+    let audit = app.audit().await;
+    assert!(
+        audit.iter().any(|r| r.operation == "reset.identify.passkey" && r.raw.contains("counter went backwards")),
+        "{audit:?}"
+    );
+    browser.close().await;
+}

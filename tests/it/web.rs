@@ -5,7 +5,7 @@
 
 use crate::harness::TestApp;
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -378,4 +378,58 @@ pub fn framing_site(listener: tokio::net::TcpListener, ca: &passback::sandbox::T
             });
         }
     });
+}
+
+/// A command of WebDriver's WebAuthn extension (W3C Web Authentication, "Automation"): the
+/// browser's virtual authenticators.
+#[derive(Debug)]
+struct WebAuthn {
+    path: String,
+    method: axum::http::Method,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthn {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/webauthn/{}", session.unwrap_or_default(), self.path))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (self.method.clone(), self.body.as_ref().map(ToString::to_string))
+    }
+}
+
+impl Browser {
+    async fn webauthn(&self, method: axum::http::Method, path: String, body: Option<serde_json::Value>) -> Value {
+        let what = format!("{method} {path}");
+        self.client.issue_cmd(WebAuthn { path, method, body }).await.unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// Gives the browser a platform authenticator (a phone's or laptop's) that holds passkeys
+    /// and verifies its user at once; returns its id.
+    pub async fn add_authenticator(&self) -> String {
+        let options = json!({
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+            "hasUserVerification": true, "isUserConsenting": true, "isUserVerified": true,
+        });
+        let id = self.webauthn(axum::http::Method::POST, "authenticator".into(), Some(options)).await;
+        id.as_str().expect("an authenticator id").to_string()
+    }
+
+    /// The passkeys the authenticator holds (id, private key, signature counter…).
+    pub async fn passkeys(&self, authenticator: &str) -> Vec<Value> {
+        let path = format!("authenticator/{authenticator}/credentials");
+        let all = self.webauthn(axum::http::Method::GET, path, None).await;
+        all.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Replaces the authenticator's passkeys with these (to copy one, say).
+    pub async fn replace_passkeys(&self, authenticator: &str, passkeys: Vec<Value>) {
+        let path = format!("authenticator/{authenticator}/credentials");
+        self.webauthn(axum::http::Method::DELETE, path, None).await;
+        for p in passkeys {
+            let path = format!("authenticator/{authenticator}/credential");
+            self.webauthn(axum::http::Method::POST, path, Some(p)).await;
+        }
+    }
 }

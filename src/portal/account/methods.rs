@@ -373,18 +373,19 @@ fn passkey_owner(who: &SignedIn) -> passkeys::Owner<'_> {
     super::passkey_owner(&who.target)
 }
 
-/// Starts registering a passkey (after a fresh sign-in and step-up, as every change here): the
-/// page that asks the browser to make one, under a name the person chooses.
-pub async fn start_passkey(Posted { session, who: Fresh(who), st, .. }: Posted<Button, Fresh>) -> PageResult {
+/// Starts registering a passkey (after a fresh sign-in and step-up, as every change here): on
+/// to the page that asks the browser to make one.
+pub async fn start_passkey(_: Posted<Button, Fresh>) -> Redirect {
+    Redirect::to(paths::ACCOUNT_PASSKEYS)
+}
+
+/// The page that asks the browser to make a passkey, under a name the person chooses (a new
+/// challenge each time it is shown).
+pub async fn passkey_form(Only { who: Fresh(who), session, st }: Only<Fresh>) -> PageResult {
     begin_passkey(&st, &session, &who, None).await
 }
 
-pub(super) async fn begin_passkey(
-    st: &AppState,
-    session: &Session,
-    who: &SignedIn,
-    error: Option<String>,
-) -> PageResult {
+async fn begin_passkey(st: &AppState, session: &Session, who: &SignedIn, error: Option<String>) -> PageResult {
     if let Some(not_here) = not_for(st, who, GateMethod::Passkey) {
         return Ok(not_here);
     }
@@ -396,11 +397,6 @@ pub(super) async fn begin_passkey(
     let tr = Tr::current();
     let page = PasskeyPage { tr, csrf: csrf::token(session).await?, options, error };
     Ok(page.into_response())
-}
-
-/// The registration page is not shown again (its challenge is spent): back to security info.
-pub async fn passkey_page_again() -> Redirect {
-    Redirect::to(paths::ACCOUNT)
 }
 
 #[derive(Deserialize)]

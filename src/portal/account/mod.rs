@@ -7,9 +7,8 @@ mod signin;
 mod stepup;
 
 pub use methods::{
-    add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, make_recovery_codes,
-    passkey_page_again, questions_form, remove_method, remove_passkey, save_passkey, save_questions,
-    start_authenticator, start_passkey,
+    add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, make_recovery_codes, passkey_form,
+    questions_form, remove_method, remove_passkey, save_passkey, save_questions, start_authenticator, start_passkey,
 };
 pub(crate) use signin::must_change_target;
 pub use signin::{expired, expired_form, signin, signin_form, signout};

@@ -69,8 +69,8 @@ pub(crate) enum Then {
     Confirm,
     /// New recovery codes.
     RecoveryCodes,
-    /// A passkey's registration started.
-    StartPasskey,
+    /// The page that registers a passkey.
+    PasskeyForm,
 }
 
 impl Then {
@@ -82,7 +82,7 @@ impl Then {
             (true, paths::ACCOUNT_AUTHENTICATOR_START) => Then::StartAuthenticator,
             (true, paths::ACCOUNT_CONFIRM) => Then::Confirm,
             (true, paths::ACCOUNT_RECOVERY_CODES) => Then::RecoveryCodes,
-            (true, paths::ACCOUNT_PASSKEY_START) => Then::StartPasskey,
+            (true, paths::ACCOUNT_PASSKEY_START) | (_, paths::ACCOUNT_PASSKEYS) => Then::PasskeyForm,
             (true, paths::ACCOUNT_REMOVE) => serde_urlencoded::from_bytes::<super::methods::RemoveForm>(asked.form)
                 .map_or(Then::Overview, |f| Then::Remove(f.method)),
             _ => Then::Overview,
@@ -270,11 +270,7 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     // page asked for checks that again as it opens.
     let recent = who.fresh(now) && now - step.asked_at < FRESH_SECS;
     let then = match step.then {
-        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm | Then::RecoveryCodes | Then::StartPasskey
-            if !recent =>
-        {
-            Then::Overview
-        }
+        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm | Then::RecoveryCodes if !recent => Then::Overview,
         then => then,
     };
     match then {
@@ -286,7 +282,7 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
         Then::Remove(method) => super::methods::remove(&st, &session, client, &who, method).await,
         Then::Confirm => super::reviewed(&st, &session, &who).await,
         Then::RecoveryCodes => super::methods::new_recovery_codes(&st, &session, client, &who).await,
-        Then::StartPasskey => super::methods::begin_passkey(&st, &session, &who, None).await,
+        Then::PasskeyForm => Ok(Redirect::to(paths::ACCOUNT_PASSKEYS).into_response()),
     }
 }
 
@@ -323,6 +319,8 @@ mod tests {
         assert_eq!(asked(true, paths::ACCOUNT_CONFIRM, "csrf=x"), Then::Confirm);
         assert_eq!(asked(true, paths::ACCOUNT_RECOVERY_CODES, "csrf=x"), Then::RecoveryCodes);
         assert_eq!(asked(false, paths::ACCOUNT_RECOVERY_CODES, ""), Then::Overview);
+        assert_eq!(asked(true, paths::ACCOUNT_PASSKEY_START, "csrf=x"), Then::PasskeyForm);
+        assert_eq!(asked(false, paths::ACCOUNT_PASSKEYS, ""), Then::PasskeyForm);
         assert_eq!(asked(false, paths::ACCOUNT_QUESTIONS, ""), Then::QuestionsForm);
         assert_eq!(asked(true, paths::ACCOUNT_EMAIL, "csrf=x&address=a%40b.example"), Then::EmailForm);
         assert_eq!(asked(true, "/somewhere/else", ""), Then::Overview);
