@@ -231,6 +231,17 @@ mod tests {
             cfg.server.behind_tls_proxy = true;
             assert!(cfg.validate().is_err(), "{bad}");
         }
+        // Passkey holders must use it only where it counts everywhere: else a step-up (or a
+        // reset) without it would go round it.
+        let must = |more: &str| {
+            let text = format!("[gates]\npasskey_holders_must_use = true\n{more}");
+            let mut cfg: PortalConfig = toml::from_str(&text).unwrap();
+            cfg.server.behind_tls_proxy = true;
+            cfg.validate()
+        };
+        assert!(must("").is_ok());
+        assert!(must("for_step_up = [\"email\", \"authenticator\"]").is_err());
+        assert!(must("methods = [\"email\", \"authenticator\"]").is_err());
     }
 
     #[test]

@@ -651,6 +651,17 @@ impl PortalConfig {
                 );
             }
         }
+        if g.passkey_holders_must_use {
+            // Else a step-up (or a reset) without the passkey would let someone with the phished
+            // password and mailbox remove it, or go round it.
+            let missing = [("methods", Some(&g.methods)), ("for_reset", g.for_reset.as_ref())]
+                .into_iter()
+                .chain([("for_unlock", g.for_unlock.as_ref()), ("for_step_up", g.for_step_up.as_ref())])
+                .find(|(_, list)| list.is_some_and(|l| !l.contains(&GateMethod::Passkey)));
+            if let Some((name, _)) = missing {
+                bail!("gates.passkey_holders_must_use: \"passkey\" must be in gates.{name} too");
+            }
+        }
         if g.methods.contains(&GateMethod::Questions) && g.required < 2 {
             bail!(
                 "gates: security questions only ever count as a second method: with \"questions\" in \

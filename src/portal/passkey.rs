@@ -1,6 +1,6 @@
 //! Passkeys, on the relying party's side (WebAuthn Level 3, through `webauthn_rp`): registering
-//! one, and checking one at a gate, at the first step of a reset, or as a staff member's second
-//! factor.
+//! one, and checking one at a gate or at the first step of a reset. Rows have a kind (person or
+//! staff) so a staff member's passkey can never stand in for a person's.
 //!
 //! * The relying party id is `server.public_url`'s host; the only origin accepted is that URL's.
 //!   A portal reached by an IP address has no passkeys (browsers refuse them there).
@@ -251,8 +251,9 @@ pub(crate) async fn finish_registration(
     }
     let registration = match Registration::from_json_relaxed(answer.as_bytes()) {
         Ok(r) => r,
-        Err(e) => {
-            tracing::info!(error = %e, "a passkey's registration was not well-formed");
+        Err(_) => {
+            // The library's words may quote the credential id: they are not logged.
+            tracing::info!("a passkey's registration was not well-formed JSON");
             return Ok(Err(Refused::Invalid));
         }
     };
@@ -339,8 +340,8 @@ pub(crate) async fn finish_assertion(
     }
     let authentication = match DiscoverableAuthentication16::from_json_relaxed(answer.as_bytes()) {
         Ok(a) => a,
-        Err(e) => {
-            tracing::info!(error = %e, "a passkey's answer was not well-formed");
+        Err(_) => {
+            tracing::info!("a passkey's answer was not well-formed JSON");
             return Ok(Err(Refused::Invalid));
         }
     };
