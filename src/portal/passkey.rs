@@ -99,6 +99,40 @@ impl Refused {
     }
 }
 
+/// A refused passkey, and whose it was when that is known (never shown: for the audit).
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub why: Refused,
+    /// The owner's (directory, anchor), once the passkey was found.
+    pub owner: Option<(String, String)>,
+}
+
+impl From<Refused> for Refusal {
+    fn from(why: Refused) -> Refusal {
+        Refusal { why, owner: None }
+    }
+}
+
+/// A copy of someone's passkey was refused: their own audit says so (where the helpdesk looks),
+/// whoever was being verified at the time.
+pub(crate) async fn tell_owner(
+    st: &AppState,
+    client: std::net::IpAddr,
+    support: &super::SupportCode,
+    refusal: &Refusal,
+) -> Result<(), PortalError> {
+    let (Refused::CounterWentBack, Some((directory, anchor))) = (refusal.why, &refusal.owner) else {
+        return Ok(());
+    };
+    let Some(row) = crate::store::users::get(&st.db, directory, anchor).await? else { return Ok(()) };
+    let target = super::people::target_of(st, &row).await?;
+    let client = std::net::SocketAddr::new(client, 0);
+    let attempt = super::people::Attempt { st, client, audit_name: &target.username, target: Some(&target), support };
+    let raw = "a copy of one of this person's passkeys was refused: its signature counter went backwards";
+    attempt.audit("security.passkey_copied", &crate::domain::Outcome::VerificationFailed, raw).await?;
+    Ok(())
+}
+
 fn from_auth(e: &AuthCeremonyErr) -> Refused {
     match e {
         AuthCeremonyErr::Timeout => Refused::Expired,
@@ -245,10 +279,10 @@ pub(crate) async fn finish_registration(
     name: &str,
 ) -> Result<Result<(), Refused>, PortalError> {
     let Some(rp) = rp(st) else { return Ok(Err(Refused::Unavailable)) };
-    let Some(ceremony) = REGISTERING.take(session).await? else { return Ok(Err(Refused::NoChallenge)) };
-    if st.clock.now() - ceremony.at > CEREMONY_SECS {
-        return Ok(Err(Refused::Expired));
-    }
+    let state = match take(st, session, &REGISTERING).await? {
+        Ok(state) => state,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let registration = match Registration::from_json_relaxed(answer.as_bytes()) {
         Ok(r) => r,
         Err(_) => {
@@ -257,14 +291,10 @@ pub(crate) async fn finish_registration(
             return Ok(Err(Refused::Invalid));
         }
     };
-    let Ok(challenge) = registration.challenge_relaxed() else { return Ok(Err(Refused::Invalid)) };
-    if !spend(st, &format!("{:032x}", challenge.0)).await? {
-        return Ok(Err(Refused::Replayed));
+    if let Err(refused) = spend(st, registration.challenge_relaxed().ok()).await? {
+        return Ok(Err(refused));
     }
-    let state = hex::decode(&ceremony.state)
-        .ok()
-        .and_then(|b| RegistrationServerState::<16>::decode(b.as_slice()).ok())
-        .ok_or_else(|| anyhow::anyhow!("a passkey ceremony in the session does not decode"))?;
+    let state = RegistrationServerState::<16>::decode(state.as_slice()).map_err(|e| undecodable(&e))?;
     let origins = [rp.origin.as_str()];
     let options = RegistrationVerificationOptions::<&str, &str> {
         allowed_origins: &origins,
@@ -332,32 +362,30 @@ pub(crate) async fn finish_assertion(
     session: &Session,
     kind: Kind,
     answer: &str,
-) -> Result<Result<Asserted, Refused>, PortalError> {
-    let Some(rp) = rp(st) else { return Ok(Err(Refused::Unavailable)) };
-    let Some(ceremony) = ASSERTING.take(session).await? else { return Ok(Err(Refused::NoChallenge)) };
-    if st.clock.now() - ceremony.at > CEREMONY_SECS {
-        return Ok(Err(Refused::Expired));
-    }
+) -> Result<Result<Asserted, Refusal>, PortalError> {
+    let Some(rp) = rp(st) else { return Ok(Err(Refused::Unavailable.into())) };
+    let state = match take(st, session, &ASSERTING).await? {
+        Ok(state) => state,
+        Err(refused) => return Ok(Err(refused.into())),
+    };
     let authentication = match DiscoverableAuthentication16::from_json_relaxed(answer.as_bytes()) {
         Ok(a) => a,
         Err(_) => {
             tracing::info!("a passkey's answer was not well-formed JSON");
-            return Ok(Err(Refused::Invalid));
+            return Ok(Err(Refused::Invalid.into()));
         }
     };
-    let Ok(challenge) = authentication.challenge_relaxed() else { return Ok(Err(Refused::Invalid)) };
-    if !spend(st, &format!("{:032x}", challenge.0)).await? {
-        return Ok(Err(Refused::Replayed));
+    if let Err(refused) = spend(st, authentication.challenge_relaxed().ok()).await? {
+        return Ok(Err(refused.into()));
     }
-    let state = hex::decode(&ceremony.state)
-        .ok()
-        .and_then(|b| DiscoverableAuthenticationServerState::decode(b.as_slice()).ok())
-        .ok_or_else(|| anyhow::anyhow!("a passkey ceremony in the session does not decode"))?;
+    let state = DiscoverableAuthenticationServerState::decode(state.as_slice()).map_err(|e| undecodable(&e))?;
     let raw_id: &[u8] = authentication.raw_id().into_inner();
     let Some(row) = passkeys::find(&st.db, kind, &lookup(st, raw_id)).await? else {
-        return Ok(Err(Refused::Unknown));
+        return Ok(Err(Refused::Unknown.into()));
     };
     let owner = Owner { kind, directory: &row.directory, anchor: &row.anchor };
+    // From here on, a refusal is of this owner's passkey (a copy of it, say): the audit says so.
+    let of_owner = |why: Refused| Refusal { why, owner: Some((row.directory.clone(), row.anchor.clone())) };
     let sealed = Sealed::unseal(st, owner, &row)?;
     let static_state =
         StaticState::decode(sealed.static_state.as_slice()).map_err(|e| anyhow::anyhow!("stored passkey key: {e}"))?;
@@ -377,18 +405,40 @@ pub(crate) async fn finish_assertion(
     };
     if let Err(e) = state.verify(&rp.id, &authentication, &mut credential, &options) {
         tracing::info!(error = %e, "a passkey was refused");
-        return Ok(Err(from_auth(&e)));
+        return Ok(Err(of_owner(from_auth(&e))));
     }
     let after = credential.dynamic_state().encode().map_err(|e| anyhow::anyhow!("{e}"))?;
     if !passkeys::used(&st.db, &row.id, &before, &after, st.clock.now()).await? {
-        return Ok(Err(Refused::UsedAtOnce));
+        return Ok(Err(of_owner(Refused::UsedAtOnce)));
     }
     Ok(Ok(Asserted { directory: row.directory, anchor: row.anchor }))
 }
 
-/// Marks a challenge spent (for as long as it could be answered); false if it was before.
-async fn spend(st: &AppState, challenge: &str) -> Result<bool, PortalError> {
-    let nonce = format!("passkey:{challenge}");
+/// This session's ceremony, taken out (it is answered once, rightly or not): its state, unless
+/// there is none or it is older than five minutes.
+async fn take(st: &AppState, session: &Session, key: &Key<Ceremony>) -> Result<Result<Vec<u8>, Refused>, PortalError> {
+    let Some(ceremony) = key.take(session).await? else { return Ok(Err(Refused::NoChallenge)) };
+    if st.clock.now() - ceremony.at > CEREMONY_SECS {
+        return Ok(Err(Refused::Expired));
+    }
+    Ok(Ok(hex::decode(&ceremony.state).map_err(|e| undecodable(&e))?))
+}
+
+fn undecodable(e: &dyn std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("a passkey ceremony in the session does not decode: {e}")
+}
+
+/// Marks the challenge an answer was signed over as spent, for as long as it could be answered,
+/// on every instance: a second answer to it is refused. (The answer is checked against this
+/// session's own challenge afterwards; a session holds one at a time, so no more than one is
+/// spent per challenge given.)
+async fn spend(
+    st: &AppState,
+    challenge: Option<webauthn_rp::response::SentChallenge>,
+) -> Result<Result<(), Refused>, PortalError> {
+    let Some(challenge) = challenge else { return Ok(Err(Refused::Invalid)) };
+    let nonce = format!("passkey:{:032x}", challenge.0);
     let until = st.clock.now() + CEREMONY_SECS + 60;
-    Ok(crate::store::security::spend_challenge(&st.db, &nonce, until).await?)
+    let fresh = crate::store::security::spend_challenge(&st.db, &nonce, until).await?;
+    Ok(if fresh { Ok(()) } else { Err(Refused::Replayed) })
 }

@@ -117,6 +117,8 @@ pub async fn find(db: &Db, kind: Kind, lookup: &str) -> sqlx::Result<Option<Row>
 
 /// Records a use: the authenticator's new counter and flags, only if they are still those read
 /// before the check (false: another use came in between, as a copied authenticator's would).
+/// A passkey that keeps no counter (synced ones keep 0) changes nothing here; its challenge,
+/// spent once, is what stops a second use.
 pub async fn used(db: &Db, id: &str, before: &[u8], after: &[u8], now: i64) -> sqlx::Result<bool> {
     Stmt::new("UPDATE passkeys SET dynamic = ?, last_used_at = ? WHERE id = ? AND dynamic = ?")
         .bind(after)

@@ -245,6 +245,9 @@ async fn a_passkey_registered_in_security_info_resets_a_password_alone_and_nothi
     let page = app.post("/reset/verify", &[("csrf", &csrf), ("credential", &cloned)]).await.text().await.unwrap();
     assert!(!page.contains("form_key"), "{page}");
     audited(&app, "reset.verify.passkey", "signature counter went backwards").await;
+    // …and the owner's own audit says so, where the helpdesk looks.
+    let copied = app.audit().await.into_iter().find(|r| r.operation == "security.passkey_copied");
+    assert_eq!(copied.and_then(|r| r.target).as_deref(), Some("alice"));
     assert!(!app.audit().await.iter().any(|r| r.raw.contains(&B64.encode(&key.id))), "no credential id audited");
 }
 

@@ -158,6 +158,7 @@ impl Response {
 async fn check_answer(
     st: &AppState,
     session: &tower_sessions::Session,
+    client: std::net::IpAddr,
     target: Option<&Target>,
     current: &Current,
     response: &Response,
@@ -231,7 +232,11 @@ async fn check_answer(
                     Ok((true, "passkey accepted"))
                 }
                 Ok(_) => Ok((false, "passkey refused: someone else's")),
-                Err(refused) => Ok((false, refused.why())),
+                Err(refusal) => {
+                    let support = SupportCode::new();
+                    crate::portal::passkey::tell_owner(st, client, &support, &refusal).await?;
+                    Ok((false, refusal.why.why()))
+                }
             }
         }
         GateMethod::Questions => {
@@ -292,7 +297,7 @@ pub(crate) async fn answer(
     // Whether the answer is right, and a note for the audit. A made-up offer never verifies
     // anyone, whatever was registered since it was shown (the check is still made, so the
     // answer takes as long).
-    let (right, raw) = check_answer(st, session, target, current, response, st.clock.now()).await?;
+    let (right, raw) = check_answer(st, session, client, target, current, response, st.clock.now()).await?;
     let (right, raw) = if current.offer.made_up { (false, "a made-up offer verifies nobody") } else { (right, raw) };
     let blocked_now = settle_failure(st, subject, reservation, right).await?;
     if !right {

@@ -99,6 +99,30 @@ pub async fn identify(
     };
     let support = SupportCode::new();
     let found = people::resolve(&st, &login, &support).await?;
+    let how = Opened { intent: f.intent, passkey: false, note: proof.as_str(), return_to: f.return_to.as_deref() };
+    open_flow(&st, &session, client, &support, &login, found, how).await
+}
+
+/// How a flow begins: for what, whether a passkey named the person (and so passed already), a
+/// note for the audit, and where to lead back at the end.
+struct Opened<'a> {
+    intent: Intent,
+    passkey: bool,
+    note: &'a str,
+    return_to: Option<&'a str>,
+}
+
+/// Starts the flow for whoever `found` is (nobody, for a name that matched nobody: the flow
+/// goes on alike), after checking that their directory can be written to now; on to the gates.
+async fn open_flow(
+    st: &AppState,
+    session: &Session,
+    client: std::net::SocketAddr,
+    support: &SupportCode,
+    login: &LoginName,
+    found: people::Found,
+    how: Opened<'_>,
+) -> Result<Response, PortalError> {
     let limited = match &found.target {
         Some(t) => !st.guard.account_allowed(&st.db, &t.person().subject(), st.clock.now()).await?,
         None => false,
@@ -107,46 +131,53 @@ pub async fn identify(
         Some(t) => t.person().subject(),
         None => found.audit_name.clone(),
     };
-    let purpose = match f.intent {
-        Intent::Reset => crate::config::Purpose::Reset,
-        Intent::Unlock => crate::config::Purpose::Unlock,
-    };
-    let mut offers = gates::offers(&st, found.target.as_ref(), &login, purpose).await?;
+    let mut offers = gates::offers(st, found.target.as_ref(), login, how.intent.purpose()).await?;
     if limited {
         // Over the account's hourly limit: the same pages, but no code is sent anywhere.
         offers.iter_mut().for_each(|o| o.address = None);
     }
-    let flow = Flow {
+    let mut flow = Flow {
         target: found.target,
         audit_name: found.audit_name,
         subject,
-        intent: f.intent,
+        intent: how.intent,
         offers,
-        passed: Vec::new(),
+        passed: if how.passkey { vec![crate::config::GateMethod::Passkey] } else { Vec::new() },
         failed: 0,
         current: None,
         verified_at: None,
     };
-    super::FINAL_FORM.forget(&session).await?;
-    let attempt = flow.attempt(&st, client, &support);
-    if !people::directory_alive(&st, flow.target.as_ref(), &login).await? {
+    super::FINAL_FORM.forget(session).await?;
+    let attempt = flow.attempt(st, client, support);
+    if !people::directory_alive(st, flow.target.as_ref(), login).await? {
         let o = Outcome::NoAgent;
         attempt.audit("reset.identify", &o, "no live agent").await?;
-        return Ok(support.tag(outcome_page(&st, "password.unavailable_title", &o, &support, true)));
+        return Ok(support.tag(outcome_page(st, "password.unavailable_title", &o, support, true)));
+    }
+    if how.passkey && gates::blocked(st, &flow.subject).await? {
+        return super::blocked_page(st, session, &flow, client, "self-service blocked for this account").await;
     }
     let raw = match (&flow.target, found.matched) {
         _ if limited => "identify limit per account and hour reached: no code will be sent",
+        (Some(_), _) if how.passkey => "identified by a passkey",
         (Some(_), _) => "identified",
         (None, 0) => "no such account",
         (None, _) => "several or disabled accounts",
     };
-    attempt.audit("reset.identify", &Outcome::Success, &format!("{raw}; {}", proof.as_str())).await?;
-    session.cycle_id().await?;
-    FLOW.set(&session, &flow).await?;
-    if let Some(url) = allowed_return_to(&st, f.return_to.as_deref()) {
-        crate::portal::RETURN_TO.set(&session, &url).await?;
+    attempt.audit("reset.identify", &Outcome::Success, &format!("{raw}; {}", how.note)).await?;
+    if how.passkey {
+        attempt.audit("reset.verify.passkey", &Outcome::Success, "passkey accepted").await?;
+        if flow.passed.len() >= st.cfg.gates.required as usize {
+            flow.verified_at = Some(st.clock.now());
+        }
     }
-    Ok(Redirect::to(paths::RESET_VERIFY).into_response())
+    session.cycle_id().await?;
+    FLOW.set(session, &flow).await?;
+    if let Some(url) = allowed_return_to(st, how.return_to) {
+        crate::portal::RETURN_TO.set(session, &url).await?;
+    }
+    let next = if flow.verified_at.is_some() { flow.after_gates() } else { paths::RESET_VERIFY };
+    Ok(Redirect::to(next).into_response())
 }
 
 /// The options for a passkey used at the first step, in place of a name (JSON, for the page's
@@ -170,7 +201,8 @@ pub struct PasskeyForm {
 }
 
 /// A passkey used at the first step: it says whose it is (only to someone holding it), and it
-/// is the first method passed. A second one follows where two are required.
+/// is the first method passed. A second one follows where two are required. Its owner is then
+/// found by their name, as if they had typed it, and must be the one the passkey belongs to.
 pub async fn passkey(
     Posted { form: f, session, st, client, .. }: Posted<PasskeyForm>,
 ) -> Result<Response, PortalError> {
@@ -178,72 +210,45 @@ pub async fn passkey(
         return Ok(crate::portal::error::too_many());
     }
     let support = SupportCode::new();
-    let purpose = match f.intent {
-        Intent::Reset => crate::config::Purpose::Reset,
-        Intent::Unlock => crate::config::Purpose::Unlock,
-    };
     let kind = crate::store::passkeys::Kind::Person;
+    let counts = st.cfg.gates.counts_for(f.intent.purpose(), crate::config::GateMethod::Passkey);
     let asserted = crate::portal::passkey::finish_assertion(&st, &session, kind, &f.credential).await?;
-    let row = match &asserted {
-        Ok(a) => crate::store::users::get(&st.db, &a.directory, &a.anchor).await?,
-        Err(_) => None,
-    };
-    let target = match row {
-        Some(row) if st.cfg.gates.counts_for(purpose, crate::config::GateMethod::Passkey) => {
-            Some(people::target_of(&st, &row).await?)
-        }
-        _ => None,
-    };
-    let Some(target) = target else {
-        let why = match asserted {
-            Err(refused) => refused.why(),
-            Ok(_) if st.cfg.gates.counts_for(purpose, crate::config::GateMethod::Passkey) => {
-                "passkey refused: its owner is not among the synced people"
+    let refused = match asserted {
+        Ok(owner) if counts => match owner_found(&st, &support, &owner).await? {
+            Some((login, found)) => {
+                let how = Opened { intent: f.intent, passkey: true, note: "no name typed", return_to: None };
+                return open_flow(&st, &session, client, &support, &login, found, how).await;
             }
-            Ok(_) => "passkey refused: passkeys do not count for this",
-        };
-        let attempt = people::Attempt { st: &st, client, audit_name: "passkey", target: None, support: &support };
-        attempt.audit("reset.identify.passkey", &Outcome::VerificationFailed, why).await?;
-        let error = Some(format!(
-            "{} ({} {})",
-            Tr::current().t("passkey.not_accepted"),
-            Tr::current().t("common.support_code"),
-            support.0
-        ));
-        let page = page(&st, &session, String::new(), f.intent, error, None).await?;
-        return Ok(support.tag(page));
+            None => "passkey refused: its owner is not found by their name",
+        },
+        Ok(_) => "passkey refused: passkeys do not count for this",
+        Err(refusal) => {
+            crate::portal::passkey::tell_owner(&st, client.ip(), &support, &refusal).await?;
+            refusal.why.why()
+        }
     };
-    let login = LoginName::parse(&target.username).map_err(|e| anyhow::anyhow!("a synced user name: {e:?}"))?;
-    let offers = gates::offers(&st, Some(&target), &login, purpose).await?;
-    let subject = target.person().subject();
-    let mut flow = Flow {
-        audit_name: target.username.clone(),
-        target: Some(target),
-        subject,
-        intent: f.intent,
-        offers,
-        passed: vec![crate::config::GateMethod::Passkey],
-        failed: 0,
-        current: None,
-        verified_at: None,
+    let attempt = people::Attempt { st: &st, client, audit_name: "passkey", target: None, support: &support };
+    attempt.audit("reset.identify.passkey", &Outcome::VerificationFailed, refused).await?;
+    let tr = Tr::current();
+    let error = format!("{} ({} {})", tr.t("passkey.not_accepted"), tr.t("common.support_code"), support.0);
+    let page = page(&st, &session, String::new(), f.intent, Some(error), None).await?;
+    Ok(support.tag(page))
+}
+
+/// The passkey's owner, found by their name as the first step finds anyone (so a disabled
+/// cloud account, or a name that now matches two people, is found no more than when typed).
+async fn owner_found(
+    st: &AppState,
+    support: &SupportCode,
+    owner: &crate::portal::passkey::Asserted,
+) -> Result<Option<(LoginName, people::Found)>, PortalError> {
+    let name = if owner.directory.is_empty() {
+        crate::store::cloud::get(&st.db, &owner.anchor).await?.map(|c| c.username)
+    } else {
+        crate::store::users::get(&st.db, &owner.directory, &owner.anchor).await?.map(|u| u.username)
     };
-    super::FINAL_FORM.forget(&session).await?;
-    let attempt = flow.attempt(&st, client, &support);
-    if !people::directory_alive(&st, flow.target.as_ref(), &login).await? {
-        let o = Outcome::NoAgent;
-        attempt.audit("reset.identify", &o, "no live agent").await?;
-        return Ok(support.tag(outcome_page(&st, "password.unavailable_title", &o, &support, true)));
-    }
-    if gates::blocked(&st, &flow.subject).await? {
-        return super::blocked_page(&st, &session, &flow, client, "self-service blocked for this account").await;
-    }
-    attempt.audit("reset.identify", &Outcome::Success, "identified by a passkey").await?;
-    attempt.audit("reset.verify.passkey", &Outcome::Success, "passkey accepted").await?;
-    session.cycle_id().await?;
-    if flow.passed.len() >= st.cfg.gates.required as usize {
-        flow.verified_at = Some(st.clock.now());
-    }
-    FLOW.set(&session, &flow).await?;
-    let next = if flow.verified_at.is_some() { flow.after_gates() } else { paths::RESET_VERIFY };
-    Ok(Redirect::to(next).into_response())
+    let Some(login) = name.and_then(|n| LoginName::parse(&n).ok()) else { return Ok(None) };
+    let found = people::resolve(st, &login, support).await?;
+    let same = found.target.as_ref().is_some_and(|t| t.directory == owner.directory && t.anchor == owner.anchor);
+    Ok(same.then_some((login, found)))
 }

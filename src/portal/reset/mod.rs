@@ -80,6 +80,16 @@ async fn recovery_codes_left(st: &AppState, flow: &Flow, target: &Target) -> Res
 /// The one-use key of the flow's final form (the new password, or the unlock).
 const FINAL_FORM: FormKey = RESET_FORM;
 
+impl Intent {
+    /// What the verification is for, as the gates count methods.
+    pub(crate) fn purpose(self) -> crate::config::Purpose {
+        match self {
+            Intent::Reset => crate::config::Purpose::Reset,
+            Intent::Unlock => crate::config::Purpose::Unlock,
+        }
+    }
+}
+
 impl Flow {
     fn attempt<'a>(&'a self, st: &'a AppState, client: std::net::SocketAddr, support: &'a SupportCode) -> Attempt<'a> {
         Attempt { st, client, audit_name: &self.audit_name, target: self.target.as_ref(), support }
