@@ -54,40 +54,61 @@
     }
     return out;
   }
-  function options(form) {
-    if (form.dataset.options) return Promise.resolve(JSON.parse(form.dataset.options));
+  function options(source, form) {
+    if (source.dataset.options) return Promise.resolve(JSON.parse(source.dataset.options));
     var body = new URLSearchParams();
     body.set("csrf", form.querySelector("input[name=csrf]").value);
-    return fetch(form.dataset.optionsUrl, { method: "POST", body: body, credentials: "same-origin" })
+    return fetch(source.dataset.optionsUrl, { method: "POST", body: body, credentials: "same-origin" })
       .then(function (r) { if (!r.ok) throw new Error("options: " + r.status); return r.json(); });
+  }
+  // Asks the browser for a passkey (made, or used) with the options `source` names, puts its
+  // answer in the form's `credential` field and sends the form.
+  function run(source, form, kind, status) {
+    if (status) status.textContent = "";
+    // Whether to reset or unlock, as chosen on the page, goes with a passkey used there.
+    var intent = form.querySelector("input[type=hidden][name=intent]");
+    var chosen = document.querySelector("input[type=radio][name=intent]:checked");
+    if (intent && chosen) intent.value = chosen.value;
+    return options(source, form).then(function (o) {
+      return kind === "create"
+        ? navigator.credentials.create({ publicKey: creation(o) })
+        : navigator.credentials.get({ publicKey: request(o) });
+    }).then(function (c) {
+      form.querySelector("input[name=credential]").value = JSON.stringify(answer(c));
+      form.submit();
+    }).catch(function (e) {
+      if (status) status.textContent = status.dataset.failed || "";
+      throw e;
+    });
   }
 
   document.querySelectorAll("[data-passkey-none]").forEach(function (e) { e.hidden = true; });
   document.querySelectorAll("[data-passkey-only]").forEach(function (e) { e.hidden = false; });
+  // A form that is all about a passkey: sending it asks for one.
   document.querySelectorAll("form[data-passkey]").forEach(function (form) {
     form.hidden = false;
-    var status = form.querySelector("[data-passkey-status]");
     var busy = false;
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       if (busy || (form.reportValidity && !form.reportValidity())) return;
       busy = true;
-      if (status) status.textContent = "";
-      // Whether to reset or unlock, as chosen on the page, goes with a passkey used there.
-      var intent = form.querySelector("input[type=hidden][name=intent]");
-      var chosen = document.querySelector("input[type=radio][name=intent]:checked");
-      if (intent && chosen) intent.value = chosen.value;
-      options(form).then(function (o) {
-        return form.dataset.passkey === "create"
-          ? navigator.credentials.create({ publicKey: creation(o) })
-          : navigator.credentials.get({ publicKey: request(o) });
-      }).then(function (c) {
-        form.querySelector("input[name=credential]").value = JSON.stringify(answer(c));
-        form.submit();
-      }).catch(function () {
-        busy = false;
-        if (status) status.textContent = status.dataset.failed || "";
-      });
+      run(form, form, form.dataset.passkey, form.querySelector("[data-passkey-status]"))
+        .catch(function () { busy = false; });
+    });
+  });
+  // A button that uses a passkey in place of a field of its form (`data-skips`: that field's id).
+  document.querySelectorAll("button[data-passkey-button]").forEach(function (button) {
+    var form = button.form, busy = false;
+    button.addEventListener("click", function () {
+      var skipped = button.dataset.skips && document.getElementById(button.dataset.skips);
+      if (skipped) skipped.required = false;
+      if (busy || (form.reportValidity && !form.reportValidity())) {
+        if (skipped) skipped.required = true;
+        return;
+      }
+      busy = true;
+      run(button, form, "get", button.parentNode.querySelector("[data-passkey-status]"))
+        .catch(function () { busy = false; if (skipped) skipped.required = true; });
     });
   });
 })();

@@ -1,7 +1,7 @@
 //! The portal: server-rendered pages that work without JavaScript. One module per flow.
 //! It never talks to a directory; writebacks go sealed through the relay hub.
 
-mod account;
+pub(crate) mod account;
 mod change;
 mod csrf;
 mod demo;
@@ -71,6 +71,10 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     pub const STAFF_HOME: &str = "/staff";
     pub const STAFF_SIGNIN: &str = "/staff/signin";
+    /// The options for a passkey used at a staff sign-in.
+    pub const STAFF_SIGNIN_PASSKEY: &str = "/staff/signin/passkey";
+    pub const STAFF_PASSKEYS: &str = "/staff/passkeys";
+    pub const STAFF_PASSKEY_REMOVE: &str = "/staff/passkeys/remove";
     pub const STAFF_SIGNOUT: &str = "/staff/signout";
     pub const STAFF_ENROL: &str = "/staff/enrol";
     pub const STAFF_SIGNOUT_EVERYWHERE: &str = "/staff/signout-everywhere";

@@ -911,3 +911,54 @@ async fn a_person_registers_a_passkey_and_resets_with_it_and_a_copied_one_is_ref
     );
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_member_signs_in_with_a_passkey_in_place_of_the_authenticator_code() {
+    use crate::helpdesk::add_staff;
+    use passback::store::{staff::Role, users::Scope};
+    let app = spawn_app().await;
+    let staff = add_staff(&app, "helen", Role::Helpdesk, Scope::default(), false).await;
+    let browser = Browser::open(&app, "staff-passkey").await;
+    let authenticator = browser.add_authenticator().await;
+    let first = staff.code(&app, 0);
+    browser.goto("/staff/signin").await;
+    browser.fill("username", "helen").await;
+    browser.fill("password", &staff.password).await;
+    browser.fill("code", &first).await;
+    browser.press("Sign in").await;
+    browser.press("Your passkeys").await;
+    browser.check("staff-passkeys").await;
+    // Adding one takes a current authenticator code (one not used before): an open session
+    // alone is not enough.
+    browser.fill("name", "Desk key").await;
+    browser.fill("code", &first).await;
+    browser.press("Create passkey").await;
+    assert!(browser.text().await.contains("not right, or it was used before"), "{}", browser.text().await);
+    browser.fill("name", "Desk key").await;
+    browser.fill("code", &staff.code(&app, 1)).await;
+    browser.press("Create passkey").await;
+    let text = browser.text().await;
+    assert!(text.contains("The passkey is registered") && text.contains("Desk key"), "{text}");
+    browser.check("staff-passkeys-one").await;
+    browser.press("Sign out").await;
+
+    // The password and the passkey: no code typed.
+    browser.goto("/staff/signin").await;
+    browser.check("staff-signin-passkey").await;
+    browser.fill("username", "helen").await;
+    browser.fill("password", &staff.password).await;
+    browser.press("Sign in with a passkey instead of the code").await;
+    assert_eq!(browser.path().await, "/helpdesk", "{}", browser.text().await);
+    browser.press("Sign out").await;
+
+    // A wrong password is not rescued by the passkey.
+    browser.goto("/staff/signin").await;
+    browser.fill("username", "helen").await;
+    browser.fill("password", "not-the-password").await;
+    browser.press("Sign in with a passkey instead of the code").await;
+    assert_eq!(browser.path().await, "/staff/signin");
+    assert_eq!(browser.passkeys(&authenticator).await.len(), 1);
+    let audit = app.audit().await;
+    assert!(audit.iter().any(|r| r.operation == "staff.passkey" && r.raw == "passkey added"), "{audit:?}");
+    browser.close().await;
+}

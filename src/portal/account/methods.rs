@@ -409,7 +409,7 @@ pub struct PasskeyForm {
 
 /// What a passkey is called: as the person named it (one line, 60 characters at most), else
 /// "Passkey".
-fn passkey_name(typed: &str) -> String {
+pub(crate) fn passkey_name(typed: &str) -> String {
     let one_line: String = typed.split_whitespace().collect::<Vec<_>>().join(" ");
     let name: String = one_line.chars().filter(|c| !c.is_control()).take(60).collect();
     if name.is_empty() {

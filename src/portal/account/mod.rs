@@ -6,6 +6,7 @@ mod methods;
 mod signin;
 mod stepup;
 
+pub(crate) use methods::passkey_name;
 pub use methods::{
     add_email, authenticator_form, confirm_authenticator, confirm_email, email_form, make_recovery_codes, passkey_form,
     questions_form, remove_method, remove_passkey, save_passkey, save_questions, start_authenticator, start_passkey,

@@ -14,6 +14,8 @@ pub struct StaffSignInPage {
     pub csrf: String,
     pub username: String,
     pub outcome: Option<OutcomeView>,
+    /// A passkey may be used in place of the code.
+    pub passkey: bool,
 }
 
 /// A person in a list or at the top of their page.
@@ -228,6 +230,21 @@ impl From<&crate::store::staff::StaffRow> for StaffView {
             everyone: own.everyone,
         }
     }
+}
+
+/// A staff member's own passkeys, and the form that adds one.
+#[derive(Template, WebTemplate)]
+#[template(path = "staff_passkeys.html")]
+pub struct StaffPasskeysPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub staff: String,
+    pub role: Role,
+    pub passkeys: Vec<crate::portal::pages::PasskeyView>,
+    /// The options for the browser to make one, as JSON (`None`: passkeys cannot be used here).
+    pub options: Option<String>,
+    pub notice: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]

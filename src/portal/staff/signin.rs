@@ -29,12 +29,13 @@ const ACCOUNT_LIMITS: (u32, u32) = (30, 100);
 /// Every answer takes at least this long, so a wrong user name is not told apart by its speed.
 const MIN_RESPONSE_MS: u64 = 400;
 
-async fn page(session: &Session, username: &str, outcome: Option<OutcomeView>) -> PageResult {
+async fn page(st: &AppState, session: &Session, username: &str, outcome: Option<OutcomeView>) -> PageResult {
     let page = StaffSignInPage {
         tr: Tr::current(),
         csrf: csrf::token(session).await?,
         username: username.to_string(),
         outcome,
+        passkey: crate::portal::passkey::available(st),
     };
     Ok(page.into_response())
 }
@@ -43,14 +44,49 @@ pub async fn signin_form(State(st): State<AppState>, session: Session) -> PageRe
     if current(&st, &session).await?.is_some() {
         return Ok(Redirect::to(paths::STAFF_HOME).into_response());
     }
-    page(&session, "", None).await
+    page(&st, &session, "", None).await
 }
 
 #[derive(Deserialize)]
 pub struct StaffSignInForm {
     username: String,
     password: SecretString,
-    code: SecretString,
+    #[serde(default)]
+    code: Option<SecretString>,
+    /// A passkey's answer, in place of the code.
+    #[serde(default)]
+    credential: String,
+}
+
+/// The second factor: the passkey's answer when there is one, else the authenticator code (used
+/// once). Whether it held, and what the audit says when it did not.
+async fn second_factor(
+    st: &AppState,
+    session: &Session,
+    client: std::net::IpAddr,
+    r: &store::staff::StaffRow,
+    f: &StaffSignInForm,
+    now: i64,
+) -> Result<(bool, &'static str), PortalError> {
+    if !f.credential.trim().is_empty() {
+        let kind = store::passkeys::Kind::Staff;
+        return Ok(match crate::portal::passkey::finish_assertion(st, session, kind, &f.credential).await? {
+            Ok(a) if a.anchor == r.id => (true, ""),
+            Ok(_) => (false, "passkey refused: another staff member's"),
+            Err(refusal) => {
+                crate::portal::passkey::tell_owner(st, client, &SupportCode::new(), &refusal).await?;
+                (false, refusal.why.why())
+            }
+        });
+    }
+    let seed = st.secrets.decrypt(&store::staff::totp_context(&r.id), &r.totp_enc)?;
+    let typed = f.code.as_ref().map_or("", |c| c.expose_secret());
+    let used = match totp::matching_step(&seed, typed, now) {
+        // A code is used once: a second sign-in with the same one is refused.
+        Some(step) => store::staff::use_totp_step(&st.db, &r.id, step).await?,
+        None => false,
+    };
+    Ok((used, "authenticator code wrong or reused"))
 }
 
 pub async fn signin(Posted { form: f, session, st, client, .. }: Posted<StaffSignInForm>) -> PageResult {
@@ -98,7 +134,7 @@ async fn signin_inner(
             message: tr.t("staff.signin_limit").into(),
             ..OutcomeView::new(&Outcome::VerificationFailed, &support)
         };
-        page(session, &typed, Some(shown))
+        page(st, session, &typed, Some(shown))
     };
     let Some(here) = store::attempts::reserve(&st.db, &from_here, now, LIMITS).await? else {
         store::audit::record(&st.db, &audit(Outcome::VerificationFailed, "too many wrong sign-ins from this address"))
@@ -114,19 +150,11 @@ async fn signin_inner(
     // The password is checked even for an unknown or disabled account (against a hash nobody
     // knows), so the time taken does not tell them apart.
     let password_right = passwords::verify(&f.password, row.as_ref().map(|r| r.password_hash.clone())).await;
-    let step = match &row {
-        Some(r) if password_right => {
-            let seed = st.secrets.decrypt(&store::staff::totp_context(&r.id), &r.totp_enc)?;
-            totp::matching_step(&seed, f.code.expose_secret(), now)
+    let (signed_in, second_wrong) = match &row {
+        Some(r) if password_right && r.enabled() && r.role().is_some() => {
+            second_factor(st, session, client.ip(), r, &f, now).await?
         }
-        _ => None,
-    };
-    let signed_in = match (&row, step) {
-        (Some(r), Some(step)) if r.enabled() && r.role().is_some() => {
-            // A code is used once: a second sign-in with the same one is refused.
-            store::staff::use_totp_step(&st.db, &r.id, step).await?
-        }
-        _ => false,
+        _ => (false, "authenticator code not checked: account disabled"),
     };
     // A wrong password is also checked against the administrator-made one the owner replaced
     // (always, against a hash nobody knows where there is none, so the time taken says nothing):
@@ -145,11 +173,11 @@ async fn signin_inner(
                 message: tr.t("staff.signin_spent").into(),
                 ..OutcomeView::new(&Outcome::VerificationFailed, &support)
             };
-            return Ok(support.tag(page(session, &typed, Some(shown)).await?));
+            return Ok(support.tag(page(st, session, &typed, Some(shown)).await?));
         }
-        let why = if password_right { "authenticator code wrong or reused, or account disabled" } else { "wrong" };
+        let why = if password_right { second_wrong } else { "wrong" };
         store::audit::record(&st.db, &audit(Outcome::VerificationFailed, why)).await?;
-        return Ok(support.tag(page(session, &typed, Some(wrong(&support))).await?));
+        return Ok(support.tag(page(st, session, &typed, Some(wrong(&support))).await?));
     };
     for r in [reservation, here] {
         store::attempts::release(r).run(&st.db).await?;
@@ -168,7 +196,7 @@ async fn signin_inner(
                 message: tr.f("staff.enrolment_in_progress", "minutes", ENROL_SECS / 60),
                 ..OutcomeView::new(&Outcome::VerificationFailed, &support)
             };
-            return Ok(support.tag(page(session, &typed, Some(shown)).await?));
+            return Ok(support.tag(page(st, session, &typed, Some(shown)).await?));
         };
         session.clear().await;
         session.cycle_id().await?;
