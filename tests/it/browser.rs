@@ -962,3 +962,80 @@ async fn a_staff_member_signs_in_with_a_passkey_in_place_of_the_authenticator_co
     assert!(audit.iter().any(|r| r.operation == "staff.passkey" && r.raw == "passkey added"), "{audit:?}");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_methods_required_a_passkey_and_a_mailed_code_reset_and_a_removed_passkey_names_nobody() {
+    let app = spawn_app_with(Options {
+        gates: Some(|g| {
+            g.required = 2;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let browser = Browser::open(&app, "passkey-two").await;
+    browser.add_authenticator().await;
+    sign_in(&browser, "alice", INITIAL_USER_PASSWORD).await;
+    browser.press("Add a passkey").await;
+    step_up_by_email(&app, &browser, "alice@example.org").await;
+    browser.fill("name", "Phone").await;
+    browser.press("Create passkey").await;
+    assert!(browser.text().await.contains("The passkey is registered"), "{}", browser.text().await);
+    browser.press("Sign out").await;
+
+    // Without JavaScript the passkey is not offered, and the rest works as before.
+    let plain = Browser::open_with(&app, "passkey-two-no-js", web::Options { js: false, ..Default::default() }).await;
+    plain.goto("/reset").await;
+    plain.fill("login", "alice").await;
+    plain.press("Next").await;
+    assert!(!plain.shown("method-passkey").await, "{}", plain.html().await);
+    assert!(!plain.text().await.contains("Use my passkey"));
+    plain.choose("method-email-0").await;
+    plain.press("Next").await;
+    assert!(plain.text().await.contains("Check your e-mail"), "{}", plain.text().await);
+    plain.close().await;
+
+    // The passkey, then the mailbox: both, as two are required.
+    reset_choosing(&browser, "alice", "passkey").await;
+    let before = app.mails_to("alice@example.org");
+    browser.press("Use my passkey").await;
+    let text = browser.text().await;
+    assert!(text.contains("Check your e-mail"), "the second method, by itself: {text}");
+    browser.check("passkey-then-email").await;
+    let code = app.code_for("alice@example.org", before).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    let text = choose_new_password(&browser).await;
+    assert!(text.contains("Your password has been changed"), "{text}");
+    assert!(app.bind_works("alice", NEW_PASSWORD).await);
+
+    // Removed in security info: the passkey names nobody at the first step any more.
+    let text = sign_in(&browser, "alice", NEW_PASSWORD).await;
+    assert!(text.contains("Phone"), "{text}");
+    browser.press("Remove").await;
+    // A change to security info: a step-up first, by two methods here (the passkey, then the
+    // mailbox); then the person is back on security info.
+    assert_eq!(browser.path().await, "/account/verify");
+    browser.choose("method-passkey").await;
+    browser.press("Next").await;
+    let before = app.mails_to("alice@example.org");
+    browser.press("Use my passkey").await;
+    let code = app.code_for("alice@example.org", before).await;
+    browser.fill("code", &code).await;
+    browser.press("Verify").await;
+    browser.press("Remove").await;
+    let text = browser.text().await;
+    assert!(text.contains("The passkey is removed"), "{text}");
+    let told = app.wait_for_mails("Your security info changed", 2).await;
+    assert!(told.iter().any(|m| m.data.contains("a passkey was removed")), "{told:?}");
+    browser.press("Sign out").await;
+    browser.goto("/reset").await;
+    browser.press("Use a passkey").await;
+    let text = browser.text().await;
+    assert!(text.contains("That passkey was not accepted here") && !text.contains("alice"), "{text}");
+    assert!(app
+        .audit()
+        .await
+        .iter()
+        .any(|r| r.operation == "reset.identify.passkey" && r.raw.contains("not registered")));
+    browser.close().await;
+}

@@ -325,6 +325,12 @@ impl Browser {
         self.client.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().unwrap_or_default()
     }
 
+    /// Whether the element `id` is shown (not hidden, by an attribute or by style).
+    pub async fn shown(&self, id: &str) -> bool {
+        let el = self.client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}"));
+        el.is_displayed().await.unwrap()
+    }
+
     pub async fn close(self) {
         let _ = self.client.clone().close().await;
     }
