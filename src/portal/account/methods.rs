@@ -453,18 +453,28 @@ pub async fn save_passkey(
 
 #[derive(Deserialize)]
 pub struct PasskeyRemoveForm {
-    id: String,
+    pub(super) id: String,
 }
 
 /// Removes one of the person's passkeys (after a fresh sign-in and step-up).
 pub async fn remove_passkey(
     Posted { form: f, session, who: Fresh(who), st, client, .. }: Posted<PasskeyRemoveForm, Fresh>,
 ) -> PageResult {
-    let before = people::addresses_on_record(&st, &who.target).await?;
-    if !passkeys::remove(&st.db, passkey_owner(&who), &f.id).await? {
+    remove_one_passkey(&st, &session, client, &who, &f.id).await
+}
+
+pub(super) async fn remove_one_passkey(
+    st: &AppState,
+    session: &Session,
+    client: std::net::SocketAddr,
+    who: &SignedIn,
+    id: &str,
+) -> PageResult {
+    let before = people::addresses_on_record(st, &who.target).await?;
+    if !passkeys::remove(&st.db, passkey_owner(who), id).await? {
         return Ok(Redirect::to(paths::ACCOUNT).into_response());
     }
     let notice = Notice::MethodRemovedByOwner(GateMethod::Passkey);
-    changed(&st, &session, client, &who, notice, "a passkey removed by its owner", before).await?;
-    done(&st, &session, &who, "account.passkey_removed").await
+    changed(st, session, client, who, notice, "a passkey removed by its owner", before).await?;
+    done(st, session, who, "account.passkey_removed").await
 }

@@ -71,6 +71,8 @@ pub(crate) enum Then {
     RecoveryCodes,
     /// The page that registers a passkey.
     PasskeyForm,
+    /// One passkey removed (by the id of its row).
+    RemovePasskey(uuid::Uuid),
 }
 
 impl Then {
@@ -83,6 +85,12 @@ impl Then {
             (true, paths::ACCOUNT_CONFIRM) => Then::Confirm,
             (true, paths::ACCOUNT_RECOVERY_CODES) => Then::RecoveryCodes,
             (true, paths::ACCOUNT_PASSKEY_START) | (_, paths::ACCOUNT_PASSKEYS) => Then::PasskeyForm,
+            (true, paths::ACCOUNT_PASSKEY_REMOVE) => {
+                serde_urlencoded::from_bytes::<super::methods::PasskeyRemoveForm>(asked.form)
+                    .ok()
+                    .and_then(|f| f.id.parse().ok())
+                    .map_or(Then::Overview, Then::RemovePasskey)
+            }
             (true, paths::ACCOUNT_REMOVE) => serde_urlencoded::from_bytes::<super::methods::RemoveForm>(asked.form)
                 .map_or(Then::Overview, |f| Then::Remove(f.method)),
             _ => Then::Overview,
@@ -270,7 +278,11 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
     // page asked for checks that again as it opens.
     let recent = who.fresh(now) && now - step.asked_at < FRESH_SECS;
     let then = match step.then {
-        Then::StartAuthenticator | Then::Remove(_) | Then::Confirm | Then::RecoveryCodes if !recent => Then::Overview,
+        Then::StartAuthenticator | Then::Remove(_) | Then::RemovePasskey(_) | Then::Confirm | Then::RecoveryCodes
+            if !recent =>
+        {
+            Then::Overview
+        }
         then => then,
     };
     match then {
@@ -280,6 +292,9 @@ pub async fn verify(Posted { form: f, session, st, client, .. }: Posted<gates::G
         Then::AuthenticatorForm => Ok(Redirect::to(paths::ACCOUNT_AUTHENTICATOR).into_response()),
         Then::StartAuthenticator => super::methods::begin_authenticator(&st, &who).await,
         Then::Remove(method) => super::methods::remove(&st, &session, client, &who, method).await,
+        Then::RemovePasskey(id) => {
+            super::methods::remove_one_passkey(&st, &session, client, &who, &id.to_string()).await
+        }
         Then::Confirm => super::reviewed(&st, &session, &who).await,
         Then::RecoveryCodes => super::methods::new_recovery_codes(&st, &session, client, &who).await,
         Then::PasskeyForm => Ok(Redirect::to(paths::ACCOUNT_PASSKEYS).into_response()),
@@ -321,6 +336,11 @@ mod tests {
         assert_eq!(asked(false, paths::ACCOUNT_RECOVERY_CODES, ""), Then::Overview);
         assert_eq!(asked(true, paths::ACCOUNT_PASSKEY_START, "csrf=x"), Then::PasskeyForm);
         assert_eq!(asked(false, paths::ACCOUNT_PASSKEYS, ""), Then::PasskeyForm);
+        let id = uuid::Uuid::new_v4();
+        let form = format!("csrf=x&id={id}");
+        let remove = Asked { posted: true, path: paths::ACCOUNT_PASSKEY_REMOVE, form: form.as_bytes() };
+        assert_eq!(Then::of(remove), Then::RemovePasskey(id));
+        assert_eq!(asked(true, paths::ACCOUNT_PASSKEY_REMOVE, "csrf=x&id=nonsense"), Then::Overview);
         assert_eq!(asked(false, paths::ACCOUNT_QUESTIONS, ""), Then::QuestionsForm);
         assert_eq!(asked(true, paths::ACCOUNT_EMAIL, "csrf=x&address=a%40b.example"), Then::EmailForm);
         assert_eq!(asked(true, "/somewhere/else", ""), Then::Overview);
