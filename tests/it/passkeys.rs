@@ -152,6 +152,26 @@ pub fn page_options(page: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// Registers `key` as alice's passkey through security info (a sign-in, the step-up by her
+/// mailbox, the page that asks for one); returns the page it ends on.
+async fn register(app: &TestApp, key: &mut SoftKey, name: &str) -> String {
+    let page = app.sign_in_on(&app.client, "alice", INITIAL_USER_PASSWORD).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf").unwrap();
+    let before = app.mails_to("alice@example.org");
+    let mut start = app.post("/account/passkeys/start", &[("csrf", &csrf)]).await.text().await.unwrap();
+    if start.contains("Check your e-mail") {
+        let code = app.code_for("alice@example.org", before).await;
+        let csrf = hidden(&start, "csrf").unwrap();
+        start = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
+    }
+    let made = key.register(&page_options(&start), &app.url);
+    let csrf = hidden(&start, "csrf").unwrap();
+    let fields = [("csrf", csrf.as_str()), ("name", name), ("credential", made.as_str())];
+    let saved = app.post("/account/passkeys", &fields).await.text().await.unwrap();
+    assert!(saved.contains("The passkey is registered."), "{saved}");
+    saved
+}
+
 /// The newest audit row of `operation` says `raw`.
 async fn audited(app: &TestApp, operation: &str, raw: &str) {
     let rows = app.audit().await;
@@ -262,25 +282,8 @@ async fn a_passkey_names_its_owner_at_the_first_step_and_a_removed_one_names_nob
     .await;
     let origin = app.url.clone();
     let mut key = SoftKey::new();
-    // With two methods required, a step-up takes two as well: the mailbox first, then (as alice
-    // has nothing else) the registration goes on.
-    let page = app.sign_in_on(&app.client, "alice", INITIAL_USER_PASSWORD).await.text().await.unwrap();
-    let csrf = hidden(&page, "csrf").unwrap();
-    let mut start = app.post("/account/passkeys/start", &[("csrf", &csrf)]).await.text().await.unwrap();
-    if start.contains("Check your e-mail") {
-        let code = app.code_for("alice@example.org", 0).await;
-        let csrf = hidden(&start, "csrf").unwrap();
-        start = app.post("/account/verify", &[("csrf", &csrf), ("code", &code)]).await.text().await.unwrap();
-    }
-    let made = key.register(&page_options(&start), &origin);
-    let csrf = hidden(&start, "csrf").unwrap();
-    let saved = app
-        .post("/account/passkeys", &[("csrf", &csrf), ("name", "Phone"), ("credential", &made)])
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(saved.contains("The passkey is registered."), "{saved}");
+    // With two methods required, a step-up asks for as many as alice has (her mailbox alone).
+    register(&app, &mut key, "Phone").await;
 
     // No name typed: the passkey says whose it is, and counts as the first of two methods.
     let client = app.new_client();
@@ -329,4 +332,47 @@ async fn a_passkey_names_its_owner_at_the_first_step_and_a_removed_one_names_nob
     assert!(!refused.contains("alice"), "{refused}");
     assert!(app.audit().await.len() > before);
     audited(&app, "reset.identify.passkey", "not registered here").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_holders_must_use_it_its_challenge_lasts_five_minutes_and_it_unlocks_too() {
+    let app = spawn_app_with(Options {
+        gates: Some(|g| {
+            g.passkey_holders_must_use = true;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut key = SoftKey::new();
+    register(&app, &mut key, "Phone").await;
+
+    // Alice has a passkey: it is the only way offered, at once (no chooser, no other way).
+    let gate = app.identify("alice").await;
+    assert!(gate.contains("Use your passkey") && !gate.contains("Verify another way"), "{gate}");
+    assert!(!gate.contains("Check your e-mail"), "{gate}");
+    // Bob has none: his mailbox, as before.
+    let bob = app.new_client();
+    let first = bob.get(format!("{}/reset", app.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&first, "csrf").unwrap();
+    let page = app.post_on(&bob, "/reset", &[("csrf", &csrf), ("login", "bob")]).await;
+    assert!(page.contains("Check your e-mail"), "{page}");
+
+    // A challenge answered after more than five minutes is refused, and audited.
+    let options = page_options(&gate);
+    app.clock.advance(301);
+    let late = key.assert(&options, &app.url);
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let page = app.post("/reset/verify", &[("csrf", &csrf), ("credential", &late)]).await.text().await.unwrap();
+    assert!(page.contains("did not prove who you are") && !page.contains("form_key"), "{page}");
+    audited(&app, "reset.verify.passkey", "the challenge expired").await;
+
+    // "My account is locked": the passkey opens the unlock form just the same.
+    app.lock_out("alice").await;
+    let (_, csrf) = app.page("/reset").await;
+    let gate = app.post("/reset", &[("csrf", &csrf), ("login", "alice"), ("intent", "unlock")]).await;
+    let gate = gate.text().await.unwrap();
+    let used = key.assert(&page_options(&gate), &app.url);
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let page = app.post("/reset/verify", &[("csrf", &csrf), ("credential", &used)]).await.text().await.unwrap();
+    assert!(page.contains("Unlock your account"), "{page}");
 }
