@@ -91,7 +91,11 @@ pub async fn reset_signin(ctx: &Ctx<'_>, by: &By, member: &StaffRow) -> anyhow::
         store::staff::set_credentials(ctx.db, &member.id, &hash, &enc, ctx.now).await?,
         "no such staff account"
     );
-    ctx.audit(by, "staff.reset", &member.username, "new password and authenticator; sessions ended").await?;
+    // A passkey on the lost phone must not stand in for the new authenticator.
+    let owner = store::passkeys::Owner { kind: store::passkeys::Kind::Staff, directory: "", anchor: &member.id };
+    let passkeys = store::passkeys::remove_all(ctx.db, owner).await?;
+    let raw = format!("new password and authenticator; {passkeys} passkey(s) removed; sessions ended");
+    ctx.audit(by, "staff.reset", &member.username, &raw).await?;
     tell_administrators(ctx, by, &member.username).await?;
     Ok(Credentials { id: member.id.clone(), password, seed })
 }

@@ -76,12 +76,12 @@ pub fn client(app: &TestApp) -> reqwest::Client {
     app.new_client()
 }
 
-async fn get(app: &TestApp, c: &reqwest::Client, path: &str) -> (u16, String) {
+pub async fn get(app: &TestApp, c: &reqwest::Client, path: &str) -> (u16, String) {
     let r = c.get(format!("{}{path}", app.url)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn post(app: &TestApp, c: &reqwest::Client, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+pub async fn post(app: &TestApp, c: &reqwest::Client, path: &str, form: &[(&str, &str)]) -> (u16, String) {
     let r = c.post(format!("{}{path}", app.url)).form(form).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use p256::ecdsa::signature::Signer;
 use passback::sandbox::INITIAL_USER_PASSWORD;
+use passback::store::Stmt;
 use sha2::{Digest, Sha256};
 
 const NEW_PASSWORD: &str = "Corr3ct-Horse-Battery!";
@@ -344,7 +345,9 @@ async fn passkey_holders_must_use_it_its_challenge_lasts_five_minutes_and_it_unl
     })
     .await;
     let mut key = SoftKey::new();
-    register(&app, &mut key, "Phone").await;
+    // A name is shown as typed, never as markup.
+    let saved = register(&app, &mut key, "<i>Phone</i>").await;
+    assert!(saved.contains("&#60;i&#62;Phone&#60;/i&#62;") && !saved.contains("<i>Phone"), "{saved}");
 
     // Alice has a passkey: it is the only way offered, at once (no chooser, no other way).
     let gate = app.identify("alice").await;
@@ -375,4 +378,62 @@ async fn passkey_holders_must_use_it_its_challenge_lasts_five_minutes_and_it_unl
     let csrf = hidden(&gate, "csrf").unwrap();
     let page = app.post("/reset/verify", &[("csrf", &csrf), ("credential", &used)]).await.text().await.unwrap();
     assert!(page.contains("Unlock your account"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_passkey_takes_a_current_code_guessing_it_stops_and_an_administrators_reset_removes_it() {
+    use crate::helpdesk::{add_staff, client, get, post, staff_signin};
+    use passback::store::{staff::Role, users::Scope};
+    let app = spawn_app().await;
+    let hd = add_staff(&app, "hd", Role::Helpdesk, Scope::everyone(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &hd, 0).await;
+    let mut key = SoftKey::new();
+    let (_, page) = get(&app, &c, "/staff/passkeys").await;
+    let made = key.register(&page_options(&page), &app.url);
+    let csrf = hidden(&page, "csrf").unwrap();
+    let code = hd.code(&app, 1);
+    let fields = [("csrf", csrf.as_str()), ("name", "Desk"), ("credential", made.as_str()), ("code", code.as_str())];
+    let (_, added) = post(&app, &c, "/staff/passkeys", &fields).await;
+    assert!(added.contains("The passkey is registered") && added.contains("Desk"), "{added}");
+
+    // The password and the passkey sign in (no code).
+    let other = client(&app);
+    let (_, form) = get(&app, &other, "/staff/signin").await;
+    let csrf = hidden(&form, "csrf").unwrap();
+    let (status, options) = post(&app, &other, "/staff/signin/passkey", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 200, "{options}");
+    let used = key.assert(&options, &app.url);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("username", "hd"),
+        ("password", hd.password.as_str()),
+        ("credential", used.as_str()),
+    ];
+    let (_, signed_in) = post(&app, &other, "/staff/signin", &fields).await;
+    assert!(signed_in.contains("Find a person"), "{signed_in}");
+
+    // A session someone else got hold of cannot guess the code: wrong ones count as wrong
+    // sign-ins do, and stop at the account's limit.
+    let mut last = String::new();
+    for _ in 0..31 {
+        let (_, page) = get(&app, &c, "/staff/passkeys").await;
+        let csrf = hidden(&page, "csrf").unwrap();
+        let fields = [("csrf", csrf.as_str()), ("name", "Thief"), ("credential", "{}"), ("code", "000000")];
+        last = post(&app, &c, "/staff/passkeys", &fields).await.1;
+    }
+    assert!(last.contains("Too many wrong sign-ins for this account"), "{last}");
+
+    // A lost phone: an administrator's new sign-in for the account removes its passkeys too.
+    let admin = add_staff(&app, "admin1", Role::Administrator, Scope::default(), false).await;
+    let a = client(&app);
+    staff_signin(&app, &a, &admin, 0).await;
+    let id: String = Stmt::new("SELECT id FROM staff WHERE username = 'hd'").scalar_one(&app.db).await.unwrap();
+    let (_, list) = get(&app, &a, "/admin/staff").await;
+    let csrf = hidden(&list, "csrf").unwrap();
+    post(&app, &a, "/admin/staff/reset", &[("csrf", &csrf), ("id", &id)]).await;
+    let left: i64 = Stmt::new("SELECT COUNT(*) FROM passkeys WHERE kind = 'staff'").scalar_one(&app.db).await.unwrap();
+    assert_eq!(left, 0);
+    let rows = app.audit().await;
+    assert!(rows.iter().any(|r| r.operation == "staff.reset" && r.raw.contains("1 passkey(s) removed")), "{rows:?}");
 }

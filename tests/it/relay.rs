@@ -603,7 +603,9 @@ async fn when_the_agent_holding_a_reset_dies_another_agent_says_whether_it_was_w
     // Agents count as alive for twice the ping interval after they were last heard: long enough
     // here that both held still stay so from the claim (which names the agent the test reads)
     // to the sending (which would otherwise go to the other one, were the named one's time up).
-    let opts = Options { result_deadline_secs: 20, ping_interval_secs: 5, ..Default::default() };
+    // A minute: on a busy machine ten seconds were once not enough. The agent killed is noticed
+    // by its connection closing, not by a missed ping.
+    let opts = Options { result_deadline_secs: 20, ping_interval_secs: 30, ..Default::default() };
     let app = spawn_app_with(opts).await;
     app.wait_until_alive(true).await;
     let (mut second, second_id) = app.second_agent("agent2").await;

@@ -89,13 +89,27 @@ pub async fn add_passkey(
     Posted { form: f, session, who: StaffAs(staff, _), st, client, .. }: Posted<AddForm, StaffAs<AnyRole>>,
 ) -> PageResult {
     let tr = Tr::current();
-    let seed = st.secrets.decrypt(&store::staff::totp_context(&staff.row.id), &staff.row.totp_enc)?;
+    if !st.address_allowed(client.ip()).await? {
+        return Ok(crate::portal::error::too_many());
+    }
+    // Wrong codes count as wrong sign-ins of this account do (race-free, the same allowance): a
+    // session someone else got hold of cannot guess its way to a passkey of its own.
     let now = st.clock.now();
+    let subject = super::signin::signin_subject(&st, &staff.row.username);
+    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, super::signin::ACCOUNT_LIMITS).await?
+    else {
+        let raw = "passkey not added: too many wrong codes for this account";
+        store::audit::record(&st.db, &audit(&st, &staff, client, &Outcome::VerificationFailed, raw)).await?;
+        return page(&st, &session, &staff, None, Some(tr.t("staff.signin_limit").into())).await;
+    };
+    let seed = st.secrets.decrypt(&store::staff::totp_context(&staff.row.id), &staff.row.totp_enc)?;
     let code_right = match totp::matching_step(&seed, f.code.expose_secret(), now) {
         Some(step) => store::staff::use_totp_step(&st.db, &staff.row.id, step).await?,
         None => false,
     };
-    if !code_right {
+    if code_right {
+        store::attempts::release(reservation).run(&st.db).await?;
+    } else {
         let raw = "passkey not added: authenticator code wrong or reused";
         store::audit::record(&st.db, &audit(&st, &staff, client, &Outcome::VerificationFailed, raw)).await?;
         return page(&st, &session, &staff, None, Some(tr.t("staff.code_wrong").into())).await;

@@ -25,7 +25,7 @@ type PageResult = Result<Response, PortalError>;
 const LIMITS: (u32, u32) = (5, 20);
 /// …and from all addresses together: higher, so that someone guessing from elsewhere cannot
 /// keep the owner out for long, and low enough to stop a spread-out guessing attack.
-const ACCOUNT_LIMITS: (u32, u32) = (30, 100);
+pub(super) const ACCOUNT_LIMITS: (u32, u32) = (30, 100);
 /// Every answer takes at least this long, so a wrong user name is not told apart by its speed.
 const MIN_RESPONSE_MS: u64 = 400;
 
@@ -70,14 +70,28 @@ async fn second_factor(
 ) -> Result<(bool, &'static str), PortalError> {
     if !f.credential.trim().is_empty() {
         let kind = store::passkeys::Kind::Staff;
-        return Ok(match crate::portal::passkey::finish_assertion(st, session, kind, &f.credential).await? {
-            Ok(a) if a.anchor == r.id => (true, ""),
-            Ok(_) => (false, "passkey refused: another staff member's"),
-            Err(refusal) => {
-                crate::portal::passkey::tell_owner(st, client, &SupportCode::new(), &refusal).await?;
-                (false, refusal.why.why())
-            }
-        });
+        let owner = match crate::portal::passkey::finish_assertion(st, session, kind, &f.credential).await? {
+            Ok(a) if a.anchor == r.id => return Ok((true, "")),
+            Ok(a) => (a.anchor, "passkey refused: another staff member's"),
+            Err(crate::portal::passkey::Refusal { why, owner: Some((_, anchor)) }) => (anchor, why.why()),
+            Err(refusal) => return Ok((false, refusal.why.why())),
+        };
+        // Someone else's passkey, or a copy of one: the audit names whose, for the administrators.
+        if let Some(holder) = store::staff::get(&st.db, &owner.0).await? {
+            let record = AuditRecord {
+                at: now,
+                actor: "unauthenticated".into(),
+                operation: "staff.passkey_misused".into(),
+                target: Some(format!("staff:{}", holder.username)),
+                outcome_code: Outcome::VerificationFailed.code().0.into(),
+                raw: format!("{} (at a sign-in as staff:{})", owner.1, r.username),
+                support_code: SupportCode::new().0,
+                client: Some(client.to_string()),
+                ..Default::default()
+            };
+            store::audit::record(&st.db, &record).await?;
+        }
+        return Ok((false, owner.1));
     }
     let seed = st.secrets.decrypt(&store::staff::totp_context(&r.id), &r.totp_enc)?;
     let typed = f.code.as_ref().map_or("", |c| c.expose_secret());
@@ -154,7 +168,7 @@ async fn signin_inner(
         Some(r) if password_right && r.enabled() && r.role().is_some() => {
             second_factor(st, session, client.ip(), r, &f, now).await?
         }
-        _ => (false, "authenticator code not checked: account disabled"),
+        _ => (false, "second factor not checked: account disabled or without a role"),
     };
     // A wrong password is also checked against the administrator-made one the owner replaced
     // (always, against a hash nobody knows where there is none, so the time taken says nothing):
