@@ -140,6 +140,7 @@ impl Application {
             }
             _ => PortalListener::Plain(tcp),
         };
+        crate::portal::passkey::warn_if_unusable(&cfg);
         tracing::info!(%addr, tls = cfg.serves_tls(), "passback portal listening");
         Ok(Self { listener, router, addr, db, hub })
     }

@@ -168,7 +168,11 @@ struct Rp {
 }
 
 fn rp(st: &AppState) -> Option<Rp> {
-    let url = url::Url::parse(&st.cfg.server.public_url).ok()?;
+    rp_of(&st.cfg.server.public_url)
+}
+
+fn rp_of(public_url: &str) -> Option<Rp> {
+    let url = url::Url::parse(public_url).ok()?;
     let Some(url::Host::Domain(host)) = url.host() else { return None };
     let id = RpId::Domain(AsciiDomain::try_from(host.to_owned()).ok()?);
     Some(Rp { id, origin: url.origin().ascii_serialization() })
@@ -177,6 +181,17 @@ fn rp(st: &AppState) -> Option<Rp> {
 /// Whether passkeys can be used here at all: enabled, and the portal has a host name.
 pub(crate) fn available(st: &AppState) -> bool {
     st.cfg.gates.methods.contains(&crate::config::GateMethod::Passkey) && rp(st).is_some()
+}
+
+/// Said at start-up when passkeys are enabled but cannot work at this address.
+pub fn warn_if_unusable(cfg: &crate::config::PortalConfig) {
+    if cfg.gates.methods.contains(&crate::config::GateMethod::Passkey) && rp_of(&cfg.server.public_url).is_none() {
+        tracing::warn!(
+            public_url = %cfg.server.public_url,
+            "passkeys are enabled but server.public_url has no host name (browsers refuse passkeys for an IP \
+             address): none will be offered"
+        );
+    }
 }
 
 /// The user handle the authenticator keeps for the owner: a keyed hash, so it names nobody and
