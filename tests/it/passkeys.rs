@@ -19,6 +19,8 @@ pub struct SoftKey {
     pub id: Vec<u8>,
     /// The signature counter: it goes up by one per use.
     pub counter: u32,
+    /// Whether the authenticator says it verified its user (a PIN, a fingerprint).
+    pub verifies: bool,
     user_handle: Vec<u8>,
 }
 
@@ -57,7 +59,7 @@ impl SoftKey {
     pub fn new() -> SoftKey {
         let secret: [u8; 32] = rand::random();
         let key = p256::ecdsa::SigningKey::from_bytes(&secret.into()).unwrap();
-        SoftKey { key, id: rand::random::<[u8; 32]>().to_vec(), counter: 0, user_handle: Vec::new() }
+        SoftKey { key, id: rand::random::<[u8; 32]>().to_vec(), counter: 0, verifies: true, user_handle: Vec::new() }
     }
 
     fn client_data(kind: &str, options: &serde_json::Value, origin: &str) -> Vec<u8> {
@@ -67,11 +69,11 @@ impl SoftKey {
             .into_bytes()
     }
 
-    /// The authenticator data: the relying party id's hash, the flags (user present and
-    /// verified, and `more` set), and the counter.
+    /// The authenticator data: the relying party id's hash, the flags (user present, verified
+    /// unless told otherwise, and `more` set), and the counter.
     fn auth_data(&self, rp_id: &str, more: u8) -> Vec<u8> {
         let mut out = Sha256::digest(rp_id.as_bytes()).to_vec();
-        out.push(0x01 | 0x04 | more);
+        out.push(0x01 | if self.verifies { 0x04 } else { 0 } | more);
         out.extend(self.counter.to_be_bytes());
         out
     }
@@ -243,6 +245,25 @@ async fn a_passkey_registered_in_security_info_resets_a_password_alone_and_nothi
     assert!(done.contains("Your password has been changed"), "{done}");
     assert!(app.bind_works("alice", NEW_PASSWORD).await);
 
+    // Another session cannot answer this one's challenge (nor, so, ride on it).
+    let gate = choose(app.identify("alice").await).await;
+    let stolen = key.assert(&page_options(&gate), &origin);
+    let elsewhere = app.new_client();
+    let first = elsewhere.get(format!("{}/reset", app.url)).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&first, "csrf").unwrap();
+    let fields = [("csrf", csrf.as_str()), ("credential", stolen.as_str()), ("intent", "reset")];
+    let page = app.post_on(&elsewhere, "/reset/passkey", &fields).await;
+    assert!(page.contains("That passkey was not accepted here"), "{page}");
+    audited(&app, "reset.identify.passkey", "no challenge waits in this session").await;
+    // An authenticator that did not verify its user (no PIN, no fingerprint) opens nothing.
+    key.verifies = false;
+    let lax = key.assert(&page_options(&gate), &origin);
+    key.verifies = true;
+    let csrf = hidden(&gate, "csrf").unwrap();
+    let page = app.post("/reset/verify", &[("csrf", &csrf), ("credential", &lax)]).await.text().await.unwrap();
+    assert!(!page.contains("form_key"), "{page}");
+    audited(&app, "reset.verify.passkey", "did not verify the person").await;
+
     // The same signed answer once more: its challenge was spent.
     let gate = choose(app.identify("alice").await).await;
     let csrf = hidden(&gate, "csrf").unwrap();
@@ -270,6 +291,8 @@ async fn a_passkey_registered_in_security_info_resets_a_password_alone_and_nothi
     let copied = app.audit().await.into_iter().find(|r| r.operation == "security.passkey_copied");
     assert_eq!(copied.and_then(|r| r.target).as_deref(), Some("alice"));
     assert!(!app.audit().await.iter().any(|r| r.raw.contains(&B64.encode(&key.id))), "no credential id audited");
+    let id = B64.encode(&key.id);
+    assert!(!portal_log().contains(&id) && !portal_log().contains(&hex::encode(&key.id)), "no credential id logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
