@@ -208,9 +208,11 @@ async fn a_passkey_registered_in_security_info_resets_a_password_alone_and_nothi
     let csrf = hidden(&start, "csrf").unwrap();
     let fields = [("csrf", csrf.as_str()), ("name", "Work  laptop\u{7}"), ("credential", made.as_str())];
     let saved = app.post("/account/passkeys", &fields).await.text().await.unwrap();
+    // On failure, what the portal logged of passkeys says why (the page only says it failed).
     let log = portal_log();
-    let why: Vec<&str> = log.lines().filter(|l| l.contains("passkey")).collect();
-    assert!(saved.contains("The passkey is registered.") && saved.contains("<h3>Work laptop</h3>"), "{why:?}");
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains("passkey")).collect();
+    let registered = saved.contains("The passkey is registered.") && saved.contains("<h3>Work laptop</h3>");
+    assert!(registered, "{saved}\nlogged: {logged:#?}");
     assert!(saved.contains("not used yet"), "{saved}");
     let told = app.wait_for_mails("Your security info changed", 1).await;
     assert!(told[0].data.contains("a passkey was added"), "{}", told[0].data);
