@@ -236,7 +236,8 @@ impl Sealed {
 
     fn unseal(st: &AppState, owner: Owner<'_>, row: &passkeys::Row) -> anyhow::Result<Sealed> {
         let plain = st.secrets.decrypt(&owner.context(&row.id), &row.sealed)?;
-        let n = plain.get(..2).map_or(usize::MAX, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let Some(&[high, low]) = plain.get(..2) else { anyhow::bail!("sealed passkey is truncated") };
+        let n = usize::from(u16::from_be_bytes([high, low]));
         let (Some(credential_id), Some(&transports), Some(static_state)) =
             (plain.get(2..2 + n), plain.get(2 + n), plain.get(3 + n..))
         else {
@@ -272,7 +273,13 @@ pub(crate) async fn begin_registration(
         });
     }
     let handle = user_handle(st, owner);
-    let name = Username::try_from(username).map_err(|e| anyhow::anyhow!("user name for a passkey: {e}"))?;
+    // The name the authenticator shows among its passkeys. A directory's user name may hold what
+    // WebAuthn's user names may not (AD allows spaces): then as near to it as they allow.
+    let near = username.split_whitespace().collect::<Vec<_>>().join("_");
+    let name = Username::try_from(username)
+        .or_else(|_| Username::try_from(near.as_str()))
+        .or_else(|_| Username::try_from("passback"))
+        .map_err(|e| anyhow::anyhow!("user name for a passkey: {e}"))?;
     let user = PublicKeyCredentialUserEntity { name, id: &handle, display_name: Nickname::try_from(display_name).ok() };
     let mut options = PublicKeyCredentialCreationOptions::passkey(&rp.id, user, exclude);
     // Asked for, not insisted on: every use here asks for user verification anyway, and an
@@ -456,4 +463,16 @@ async fn spend(
     let until = st.clock.now() + CEREMONY_SECS + 60;
     let fresh = crate::store::security::spend_challenge(&st.db, &nonce, until).await?;
     Ok(if fresh { Ok(()) } else { Err(Refused::Replayed) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_relying_party_is_the_public_urls_host_and_an_address_has_none() {
+        let rp = super::rp_of("https://passwords.example.org:8443/reset").unwrap();
+        assert_eq!(rp.origin, "https://passwords.example.org:8443");
+        assert!(matches!(rp.id, webauthn_rp::request::RpId::Domain(ref d) if d.as_ref() == "passwords.example.org"));
+        assert!(super::rp_of("https://192.0.2.7/").is_none());
+        assert!(super::rp_of("https://[2001:db8::1]:8443/").is_none());
+    }
 }
