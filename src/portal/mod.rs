@@ -208,7 +208,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RESET_VERIFY, get(reset::verify_form).post(reset::verify))
         .route(paths::RESET_METHOD, post(reset::choose))
         .route(paths::RESET_PASSKEY, post(reset::passkey))
-        .route(paths::RESET_PASSKEY_OPTIONS, post(reset::passkey_options))
+        .route(paths::RESET_PASSKEY_OPTIONS, post(passkey::options))
         .route(paths::RESET_UNLOCK, get(reset::unlock_form).post(reset::unlock))
         .route(paths::RESET_PASSWORD, get(reset::password_form).post(reset::set_password))
         .route(paths::CHANGE, get(change::change_form).post(change::change))

@@ -370,6 +370,21 @@ pub(crate) async fn begin_assertion(st: &AppState, session: &Session) -> Result<
     Ok(Some(json(&client)?))
 }
 
+/// The options for a passkey asked for on a page that has no ceremony of its own yet (the first
+/// step of a reset, a staff sign-in), as JSON for its script: the same for everyone.
+pub(crate) async fn options(
+    super::extract::Posted { session, st, client, .. }: super::extract::Posted<super::extract::Button>,
+) -> Result<axum::response::Response, PortalError> {
+    use axum::response::IntoResponse;
+    if !st.address_allowed(client.ip()).await? {
+        return Ok(super::error::too_many());
+    }
+    match begin_assertion(&st, &session).await? {
+        Some(json) => Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response()),
+        None => Ok(axum::http::StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
 /// A passkey that signed this session's challenge.
 #[derive(Debug, Clone)]
 pub(crate) struct Asserted {

@@ -5,7 +5,7 @@
 use super::{outcome_page, Flow, Intent, FLOW};
 use crate::domain::{LoginName, Outcome};
 use crate::i18n::Tr;
-use crate::portal::extract::{Button, Posted};
+use crate::portal::extract::Posted;
 use crate::portal::pages::IdentifyPage;
 use crate::portal::Tag;
 use crate::portal::{csrf, gates, paths, people, AppState, PortalError, SupportCode};
@@ -178,18 +178,6 @@ async fn open_flow(
     }
     let next = if flow.verified_at.is_some() { flow.after_gates() } else { paths::RESET_VERIFY };
     Ok(Redirect::to(next).into_response())
-}
-
-/// The options for a passkey used at the first step, in place of a name (JSON, for the page's
-/// script). Nothing in them depends on who is asking.
-pub async fn passkey_options(Posted { session, st, client, .. }: Posted<Button>) -> Result<Response, PortalError> {
-    if !st.address_allowed(client.ip()).await? {
-        return Ok(crate::portal::error::too_many());
-    }
-    match crate::portal::passkey::begin_assertion(&st, &session).await? {
-        Some(json) => Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response()),
-        None => Ok(axum::http::StatusCode::NOT_FOUND.into_response()),
-    }
 }
 
 #[derive(Deserialize)]

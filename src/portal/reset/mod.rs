@@ -11,7 +11,7 @@ mod password;
 mod unlock;
 mod verify;
 
-pub use identify::{home, identify, identify_form, passkey, passkey_options};
+pub use identify::{home, identify, identify_form, passkey};
 pub use password::{password_form, set_password};
 pub use unlock::{unlock, unlock_form};
 pub use verify::{choose, verify, verify_form};

@@ -16,7 +16,7 @@ pub use admin::{add_staff, reset_staff, staff_list, update_staff};
 pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{apply_sync_hold, health_json, health_page, revoke_agent, Health};
 pub use helpdesk::{act, person, search};
-pub use passkeys::{add_passkey, passkeys_page, remove_passkey, signin_options};
+pub use passkeys::{add_passkey, passkeys_page, remove_passkey};
 pub use signin::{enrol, enrol_form, signin, signin_form, signout, signout_everywhere};
 
 use super::{paths, AppState, PortalError};
@@ -104,7 +104,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route(paths::STAFF_HOME, get(home))
         .route(paths::STAFF_SIGNIN, get(signin_form).post(signin))
-        .route(paths::STAFF_SIGNIN_PASSKEY, post(signin_options))
+        .route(paths::STAFF_SIGNIN_PASSKEY, post(crate::portal::passkey::options))
         .route(paths::STAFF_PASSKEYS, get(passkeys_page).post(add_passkey))
         .route(paths::STAFF_PASSKEY_REMOVE, post(remove_passkey))
         .route(paths::STAFF_SIGNOUT, post(signout))

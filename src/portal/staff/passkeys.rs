@@ -6,7 +6,7 @@ use super::pages::StaffPasskeysPage;
 use super::{AnyRole, Staff, StaffAs};
 use crate::domain::Outcome;
 use crate::i18n::Tr;
-use crate::portal::extract::{Button, Only, Posted};
+use crate::portal::extract::{Only, Posted};
 use crate::portal::gates::totp;
 use crate::portal::pages::PasskeyView;
 use crate::portal::{csrf, passkey, paths, AppState, PortalError, SupportCode};
@@ -141,15 +141,4 @@ pub async fn remove_passkey(
     }
     store::audit::record(&st.db, &audit(&st, &staff, client, &Outcome::Success, "passkey removed")).await?;
     page(&st, &session, &staff, Some(Tr::current().t("account.passkey_removed").into()), None).await
-}
-
-/// The options for a passkey at sign-in (JSON, for the page's script): the same for everyone.
-pub async fn signin_options(Posted { session, st, client, .. }: Posted<Button>) -> PageResult {
-    if !st.address_allowed(client.ip()).await? {
-        return Ok(crate::portal::error::too_many());
-    }
-    match passkey::begin_assertion(&st, &session).await? {
-        Some(json) => Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response()),
-        None => Ok(axum::http::StatusCode::NOT_FOUND.into_response()),
-    }
 }
