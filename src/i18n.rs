@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Lang {
     #[default]
     En,
@@ -16,30 +17,70 @@ pub enum Lang {
     De,
     Es,
     Nl,
+    It,
+    Pt,
+    Pl,
+    Sv,
+    Tr,
+    Ja,
+    Ar,
+}
+
+/// What the portal knows of each language: its code, its name in itself (for the switch on
+/// every page), its catalogue, and the thousands separator of its numbers.
+struct About {
+    code: &'static str,
+    name: &'static str,
+    source: &'static str,
+    thousands: &'static str,
 }
 
 impl Lang {
-    pub const ALL: [Lang; 5] = [Lang::En, Lang::Fr, Lang::De, Lang::Es, Lang::Nl];
+    pub const ALL: [Lang; 12] = [
+        Lang::En,
+        Lang::Fr,
+        Lang::De,
+        Lang::Es,
+        Lang::Nl,
+        Lang::It,
+        Lang::Pt,
+        Lang::Pl,
+        Lang::Sv,
+        Lang::Tr,
+        Lang::Ja,
+        Lang::Ar,
+    ];
+
+    fn about(self) -> About {
+        let (code, name, source, thousands) = match self {
+            Lang::En => ("en", "English", include_str!("../locales/en.toml"), ","),
+            Lang::Fr => ("fr", "Français", include_str!("../locales/fr.toml"), "\u{202f}"),
+            Lang::De => ("de", "Deutsch", include_str!("../locales/de.toml"), "."),
+            Lang::Es => ("es", "Español", include_str!("../locales/es.toml"), "."),
+            Lang::Nl => ("nl", "Nederlands", include_str!("../locales/nl.toml"), "."),
+            Lang::It => ("it", "Italiano", include_str!("../locales/it.toml"), "."),
+            Lang::Pt => ("pt", "Português", include_str!("../locales/pt.toml"), "."),
+            Lang::Pl => ("pl", "Polski", include_str!("../locales/pl.toml"), "\u{a0}"),
+            Lang::Sv => ("sv", "Svenska", include_str!("../locales/sv.toml"), "\u{a0}"),
+            Lang::Tr => ("tr", "Türkçe", include_str!("../locales/tr.toml"), "."),
+            Lang::Ja => ("ja", "日本語", include_str!("../locales/ja.toml"), ","),
+            Lang::Ar => ("ar", "العربية", include_str!("../locales/ar.toml"), ","),
+        };
+        About { code, name, source, thousands }
+    }
 
     pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Fr => "fr",
-            Lang::De => "de",
-            Lang::Es => "es",
-            Lang::Nl => "nl",
-        }
+        self.about().code
     }
 
     /// The language's name in itself, for the switch on every page.
     pub fn native_name(self) -> &'static str {
-        match self {
-            Lang::En => "English",
-            Lang::Fr => "Français",
-            Lang::De => "Deutsch",
-            Lang::Es => "Español",
-            Lang::Nl => "Nederlands",
-        }
+        self.about().name
+    }
+
+    /// Whether the language is written right to left.
+    pub fn right_to_left(self) -> bool {
+        self == Lang::Ar
     }
 
     pub fn parse(code: &str) -> Option<Lang> {
@@ -48,12 +89,29 @@ impl Lang {
     }
 
     fn source(self) -> &'static str {
-        match self {
-            Lang::En => include_str!("../locales/en.toml"),
-            Lang::Fr => include_str!("../locales/fr.toml"),
-            Lang::De => include_str!("../locales/de.toml"),
-            Lang::Es => include_str!("../locales/es.toml"),
-            Lang::Nl => include_str!("../locales/nl.toml"),
+        self.about().source
+    }
+
+    /// CLDR's plural category of the whole number `n` in this language (`one`, `few`…).
+    fn plural_category(self, n: u64) -> &'static str {
+        use icu_plurals::{PluralCategory, PluralRules};
+        thread_local! {
+            // Rules are not shared between threads; each thread makes its own, once.
+            static RULES: HashMap<Lang, PluralRules> = Lang::ALL
+                .into_iter()
+                .filter_map(|l| {
+                    let locale: icu_locale_core::Locale = l.code().parse().ok()?;
+                    Some((l, PluralRules::try_new_cardinal(locale.into()).ok()?))
+                })
+                .collect();
+        }
+        match RULES.with(|rules| rules.get(&self).map(|r| r.category_for(n))) {
+            Some(PluralCategory::Zero) => "zero",
+            Some(PluralCategory::One) => "one",
+            Some(PluralCategory::Two) => "two",
+            Some(PluralCategory::Few) => "few",
+            Some(PluralCategory::Many) => "many",
+            _ => "other",
         }
     }
 }
@@ -141,6 +199,15 @@ impl Tr {
         self.0.code()
     }
 
+    /// The direction this language is written in, for `dir` on a page or a mail.
+    pub fn dir(&self) -> &'static str {
+        if self.0.right_to_left() {
+            "rtl"
+        } else {
+            "ltr"
+        }
+    }
+
     /// The text of `key`: in this language, else in English, else the key itself (which the
     /// tests make sure never happens).
     pub fn t(&self, key: &str) -> &'static str {
@@ -173,24 +240,18 @@ impl Tr {
         args.iter().fold(self.t(key).to_string(), |s, (name, value)| s.replace(&format!("{{{name}}}"), value))
     }
 
-    /// `key.one` or `key.other` with `{n}` filled in, as `n` asks in this language (CLDR's
-    /// cardinal rules for whole numbers: French says "one" of 0 and 1; English, German, Spanish
-    /// and Dutch of 1 alone).
+    /// The form of `key` that `n` takes in this language (`key.one`, `key.few`…, as CLDR's
+    /// cardinal rules say; `key.other` where the catalogue has no such form), `{n}` filled in.
     pub fn plural(&self, key: &str, n: u64) -> String {
-        let one = match self.0 {
-            Lang::Fr => n <= 1,
-            _ => n == 1,
-        };
-        self.f(&format!("{key}.{}", if one { "one" } else { "other" }), "n", n)
+        let form = format!("{key}.{}", self.0.plural_category(n));
+        let has_form = catalogues().get(&self.0).is_some_and(|c| c.contains_key(&form));
+        let form = if has_form { form } else { format!("{key}.other") };
+        self.f(&form, "n", n)
     }
 
     /// A whole number with this language's thousands separator: "3,861,493", "3.861.493".
     pub fn number(&self, n: u64) -> String {
-        let separator = match self.0 {
-            Lang::En => ",",
-            Lang::Fr => "\u{202f}",
-            _ => ".",
-        };
+        let separator = self.0.about().thousands;
         let digits = n.to_string();
         let mut out = String::with_capacity(digits.len() + digits.len() / 3 * separator.len());
         for (i, d) in digits.chars().enumerate() {
@@ -270,20 +331,55 @@ mod tests {
         out
     }
 
+    /// The plural forms a language's catalogue gives each plural key: every category its rules
+    /// give a whole number the portal shows (days, minutes, codes: under a thousand), and
+    /// `other`, which every language has and which stands in for the rest (French's and
+    /// Spanish's `many` is for millions).
+    fn forms(lang: Lang) -> std::collections::BTreeSet<&'static str> {
+        (0..=1_000_u64).map(|n| lang.plural_category(n)).chain(["other"]).collect()
+    }
+
     #[test]
-    fn every_catalogue_parses_and_has_exactly_the_english_keys_and_placeholders() {
+    fn every_catalogue_parses_and_has_exactly_the_english_keys_placeholders_and_plural_forms() {
         let en = parse_catalogue(Lang::En.source()).unwrap();
         assert!(en.len() > 50, "the English catalogue looks truncated");
+        // Plural keys: English gives `one` and `other` of each.
+        let plural: std::collections::BTreeSet<&str> = en
+            .keys()
+            .filter_map(|k| k.strip_suffix(".other"))
+            .filter(|b| en.contains_key(&format!("{b}.one")))
+            .collect();
         for lang in Lang::ALL {
             let c = parse_catalogue(lang.source()).unwrap_or_else(|e| panic!("{}: {e}", lang.code()));
-            let mut missing: Vec<_> = en.keys().filter(|k| !c.contains_key(*k)).collect();
-            let mut extra: Vec<_> = c.keys().filter(|k| !en.contains_key(*k)).collect();
+            // What this language must have: each plain key, and each plural key in its forms,
+            // with the placeholders of the English text it stands for.
+            let mut expected: HashMap<String, &str> = HashMap::new();
+            for (k, v) in &en {
+                match k.rsplit_once('.') {
+                    Some((base, _)) if plural.contains(base) => {
+                        for form in forms(lang) {
+                            expected.insert(format!("{base}.{form}"), &en[&format!("{base}.other")]);
+                        }
+                    }
+                    _ => {
+                        expected.insert(k.clone(), v);
+                    }
+                }
+            }
+            let mut missing: Vec<_> = expected.keys().filter(|k| !c.contains_key(*k)).collect();
+            let mut extra: Vec<_> = c.keys().filter(|k| !expected.contains_key(*k)).collect();
             missing.sort();
             extra.sort();
             assert!(missing.is_empty(), "{} lacks {missing:?}", lang.code());
-            assert!(extra.is_empty(), "{} has keys English lacks: {extra:?}", lang.code());
+            assert!(extra.is_empty(), "{} has keys it should not: {extra:?}", lang.code());
             for (k, v) in &c {
-                assert_eq!(placeholders(v), placeholders(&en[k]), "{}: {k} has other placeholders", lang.code());
+                let mut want = placeholders(expected[k]);
+                // "One day", "two days": a form for one number may leave the number out.
+                let one_number = k.ends_with(".zero") || k.ends_with(".one") || k.ends_with(".two");
+                if one_number && !v.contains("{n}") {
+                    want.retain(|p| p != "n");
+                }
+                assert_eq!(placeholders(v), want, "{}: {k} has other placeholders", lang.code());
                 assert!(!v.trim().is_empty(), "{}: {k} is empty", lang.code());
             }
         }
@@ -337,6 +433,22 @@ mod tests {
 
     #[test]
     fn plural_forms_follow_each_languages_rules() {
+        let pl = Tr(Lang::Pl);
+        assert_eq!(pl.plural("duration.minutes", 1), pl.t("duration.minutes.one").replace("{n}", "1"));
+        for (n, form) in [(2, "few"), (4, "few"), (5, "many"), (12, "many"), (22, "few"), (25, "many")] {
+            assert_eq!(
+                pl.plural("duration.minutes", n),
+                pl.t(&format!("duration.minutes.{form}")).replace("{n}", &n.to_string())
+            );
+        }
+        let ar = Tr(Lang::Ar);
+        for (n, form) in [(0, "zero"), (1, "one"), (2, "two"), (3, "few"), (11, "many"), (100, "other"), (103, "few")] {
+            assert_eq!(
+                ar.plural("duration.days", n),
+                ar.t(&format!("duration.days.{form}")).replace("{n}", &n.to_string())
+            );
+        }
+        assert!(Tr(Lang::Ja).plural("duration.days", 1).contains('1'), "Japanese has one form, with the number");
         assert_eq!(Tr(Lang::En).plural("duration.minutes", 0), "0 minutes");
         assert_eq!(Tr(Lang::Fr).plural("duration.minutes", 0), "0 minute", "French says one of 0");
         assert_eq!(Tr(Lang::Fr).plural("duration.minutes", 2), "2 minutes");
@@ -347,11 +459,23 @@ mod tests {
     #[test]
     fn accept_language_picks_the_most_wanted_of_ours() {
         assert_eq!(negotiate("fr-CH, fr;q=0.9, en;q=0.8"), Lang::Fr);
-        assert_eq!(negotiate("ja, de;q=0.5, nl;q=0.7"), Lang::Nl);
+        assert_eq!(negotiate("ko, de;q=0.5, nl;q=0.7"), Lang::Nl);
         assert_eq!(negotiate("es;q=0, de"), Lang::De);
-        assert_eq!(negotiate("ja"), Lang::En);
+        assert_eq!(negotiate("ko"), Lang::En);
         assert_eq!(negotiate(""), Lang::En);
         assert_eq!(negotiate("*"), Lang::En);
+        assert_eq!(negotiate("ar-EG, en;q=0.5"), Lang::Ar);
+        assert_eq!(negotiate("pt-BR"), Lang::Pt);
+    }
+
+    #[test]
+    fn twelve_languages_one_written_right_to_left() {
+        assert_eq!(Lang::ALL.len(), 12);
+        let codes: std::collections::HashSet<_> = Lang::ALL.iter().map(|l| l.code()).collect();
+        assert_eq!(codes.len(), 12, "each its own code");
+        assert_eq!(Tr(Lang::Ar).dir(), "rtl");
+        assert_eq!(Tr(Lang::Pl).dir(), "ltr");
+        assert_eq!(Tr(Lang::Pl).number(3_861_493), "3\u{a0}861\u{a0}493");
     }
 
     #[test]

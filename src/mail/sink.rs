@@ -29,6 +29,36 @@ impl CaughtMail {
         decode_words(&raw)
     }
 
+    /// The plain-text part as a person reads it (its transfer encoding undone), or the whole
+    /// message where it has none.
+    pub fn text(&self) -> String {
+        self.part("text/plain")
+    }
+
+    /// The HTML part, its transfer encoding undone (or the whole message where it has none).
+    pub fn html(&self) -> String {
+        self.part("text/html")
+    }
+
+    fn part(&self, content_type: &str) -> String {
+        let data = self.data.replace("\r\n", "\n");
+        let Some(start) = data.find(&format!("Content-Type: {content_type}")) else { return data };
+        let part = &data[start..];
+        let (headers, body) = part.split_once("\n\n").unwrap_or((part, ""));
+        // The part ends where the next boundary begins.
+        let body = body.split("\n--").next().unwrap_or(body);
+        let bytes = match headers.lines().find_map(|l| l.strip_prefix("Content-Transfer-Encoding: ")) {
+            Some(e) if e.trim().eq_ignore_ascii_case("base64") => {
+                use base64::Engine;
+                let joined: String = body.split_whitespace().collect();
+                base64::engine::general_purpose::STANDARD.decode(joined).unwrap_or_default()
+            }
+            Some(e) if e.trim().eq_ignore_ascii_case("quoted-printable") => quoted_printable(body),
+            _ => body.as_bytes().to_vec(),
+        };
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// The first run of `digits` consecutive digits after `marker` in the message.
     pub fn code_after(&self, marker: &str, digits: usize) -> Option<String> {
         let start = self.data.find(marker)? + marker.len();
@@ -164,6 +194,36 @@ fn decode_words(header: &str) -> String {
                 rest = &rest[next..];
                 after_word = false;
             }
+        }
+    }
+    out
+}
+
+/// A quoted-printable body as bytes: `=XX` is a byte, `=` at a line's end joins it to the next.
+fn quoted_printable(body: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut lines = body.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let (line, soft) = match line.strip_suffix('=') {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let mut bytes = line.bytes();
+        while let Some(b) = bytes.next() {
+            let hex = (b == b'=').then(|| [bytes.next(), bytes.next()]);
+            match hex {
+                Some([Some(h), Some(l)]) => {
+                    match std::str::from_utf8(&[h, l]).ok().and_then(|s| u8::from_str_radix(s, 16).ok()) {
+                        Some(v) => out.push(v),
+                        None => out.extend_from_slice(&[b'=', h, l]),
+                    }
+                }
+                Some(_) => out.push(b'='),
+                None => out.push(b),
+            }
+        }
+        if !soft && lines.peek().is_some() {
+            out.push(b'\n');
         }
     }
     out

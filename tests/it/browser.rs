@@ -1038,3 +1038,33 @@ async fn with_two_methods_required_a_passkey_and_a_mailed_code_reset_and_a_remov
         .any(|r| r.operation == "reset.identify.passkey" && r.raw.contains("not registered")));
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_arabic_on_a_phone_the_pages_read_right_to_left_and_the_mail_comes_in_arabic() {
+    use passback::i18n::{Lang, Tr};
+    let app = spawn_app().await;
+    let ar = Tr(Lang::Ar);
+    let phone = Browser::open_with(&app, "phone-ar", web::Options { width: 360, ..Default::default() }).await;
+    // Where a heading's text sits in its card: nearer the right edge than the left?
+    let reads_from_right = "(() => { const h = document.querySelector('h1'); const r = document.createRange(); \
+        r.selectNodeContents(h); const t = r.getBoundingClientRect(); \
+        const c = document.querySelector('.card').getBoundingClientRect(); \
+        return (c.right - t.right) < (t.left - c.left); })()";
+    phone.goto("/reset").await;
+    assert_eq!(phone.eval(reads_from_right).await, "false", "English reads from the left");
+    phone.goto("/reset?lang=ar").await;
+    assert_eq!(phone.lang().await, "ar");
+    assert_eq!(phone.eval("document.documentElement.dir").await, "rtl");
+    assert_eq!(phone.eval(reads_from_right).await, "true", "Arabic reads from the right");
+    assert!(phone.text().await.contains(ar.t("identify.title")), "{}", phone.text().await);
+    phone.check("rtl-identify").await;
+    // The choice is kept: the next page, and the code's mail, are in Arabic too.
+    phone.fill("login", "alice").await;
+    phone.press(ar.t("common.next")).await;
+    assert_eq!(phone.eval(reads_from_right).await, "true", "{}", phone.text().await);
+    phone.check("rtl-verify").await;
+    let mail = app.wait_for_mails(ar.t("mail.code_subject"), 1).await.remove(0);
+    assert!(mail.html().contains("dir=\"rtl\""), "{}", mail.html());
+    assert!(mail.text().contains(ar.t("mail.code_line")), "{}", mail.text());
+    phone.close().await;
+}
