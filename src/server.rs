@@ -119,6 +119,7 @@ impl Application {
             demo_mailbox: extras.demo_mailbox,
         };
         tokio::spawn(crate::portal::guard::watch_failures(app_state.clone()));
+        tokio::spawn(crate::portal::reminders::run(app_state.clone()));
         let router = portal::router(app_state)
             .layer(sessions)
             .merge(crate::relay::server::router(relay_state))

@@ -38,6 +38,54 @@ pub struct PortalConfig {
     pub anti_automation: AntiAutomationConfig,
     /// What the portal checks in every new password before anything is sent to a directory.
     pub password_policy: PasswordPolicyConfig,
+    /// Mail that reaches people before they need the portal: expiry reminders, invitations to
+    /// register.
+    pub reminders: RemindersConfig,
+}
+
+/// Mail the portal sends of itself, not in answer to a request. Each mail goes once, whatever
+/// the number of instances, and is audited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemindersConfig {
+    /// Days before a password expires to remind its owner, each once (empty: no reminders).
+    /// A directory can have its own list (`[directories.ID] expiry_reminder_days`).
+    pub expiry_days: Vec<u32>,
+    /// Tell people once, within a week of it, that their password has expired and how to
+    /// choose a new one.
+    pub expired_notice: bool,
+    /// Invite people who have registered fewer ways to prove who they are than a reset needs,
+    /// at most this often (days; 0: never). It stops once they have registered enough.
+    pub campaign_days: u32,
+    /// The language of mail to people who have never used the portal (after that, the one they
+    /// last used it in).
+    pub default_language: crate::i18n::Lang,
+    /// How often to look for mail that is due, in seconds.
+    pub check_every_secs: u64,
+}
+
+impl Default for RemindersConfig {
+    fn default() -> Self {
+        Self {
+            expiry_days: vec![14, 7, 3, 1],
+            expired_notice: true,
+            campaign_days: 14,
+            default_language: crate::i18n::Lang::En,
+            check_every_secs: 300,
+        }
+    }
+}
+
+impl RemindersConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(d) = self.expiry_days.iter().find(|d| !(1..=90).contains(*d)) {
+            bail!("reminders.expiry_days: {d} is not from 1 to 90 days");
+        }
+        if self.check_every_secs == 0 {
+            bail!("reminders.check_every_secs must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// What the portal checks in every new password (self-service reset and change, an expired
@@ -313,6 +361,9 @@ impl GatesConfig {
 pub struct PortalDirectoryConfig {
     /// `federated` (default: write back only), or `hash_synced` (also keep the portal's hash).
     pub user_kind: crate::domain::UserKind,
+    /// This directory's days of expiry reminders, in place of `reminders.expiry_days` (empty:
+    /// none for its people).
+    pub expiry_reminder_days: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +395,7 @@ impl Default for PortalConfig {
             gates: GatesConfig::default(),
             anti_automation: AntiAutomationConfig::default(),
             password_policy: PasswordPolicyConfig::default(),
+            reminders: RemindersConfig::default(),
         }
     }
 }
@@ -580,6 +632,13 @@ impl PortalConfig {
     /// Refuses combinations that would be unsafe in production.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.password_policy.validate()?;
+        self.reminders.validate()?;
+        for (id, d) in &self.directories {
+            let days = d.expiry_reminder_days.as_deref().unwrap_or_default();
+            if let Some(day) = days.iter().find(|d| !(1..=90).contains(*d)) {
+                bail!("directories.{id}.expiry_reminder_days: {day} is not from 1 to 90 days");
+            }
+        }
         let dev = self.mode == Mode::Development;
         let tls = self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some();
         if tls && (self.server.tls_cert_file.is_none() || self.server.tls_key_file.is_none()) {

@@ -31,6 +31,12 @@ pub struct SyncedUser {
     /// [`PASSWORD_MUST_CHANGE`] when the directory requires a new one at the next sign-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_changed_at: Option<i64>,
+    /// When the password expires, Unix seconds, as the directory computes it (AD
+    /// `msDS-UserPasswordExpiryTimeComputed`; OpenLDAP `pwdChangedTime` + the policy's
+    /// `pwdMaxAge`). `None`: never, or not known (a password that must change now has no expiry
+    /// to remind anyone of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expires_at: Option<i64>,
 }
 
 /// `password_changed_at` of a person the directory requires to choose a new password: newer

@@ -174,6 +174,93 @@ pub fn staff_reset_message(tr: Tr, admin: &str, staff: &str, when: &str) -> anyh
     })
 }
 
+/// What a reminder, sent of the portal's own accord, is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reminder {
+    /// The password expires at `at`, in about `days` days.
+    Expiry { days: u64, at: i64 },
+    /// The password expired at `at`.
+    Expired { at: i64 },
+    /// The person needs `missing` more ways to prove who they are before they can reset.
+    Campaign { missing: u64 },
+}
+
+impl Reminder {
+    /// The page the mail leads to.
+    pub fn path(self) -> &'static str {
+        match self {
+            Reminder::Expiry { .. } => crate::portal::paths::CHANGE,
+            Reminder::Expired { .. } => crate::portal::paths::RESET,
+            Reminder::Campaign { .. } => crate::portal::paths::SIGNIN,
+        }
+    }
+}
+
+/// One paragraph of a reminder: its text, and the link where the text says `{link}`.
+struct Paragraph {
+    before: String,
+    link: Option<String>,
+    after: String,
+}
+
+impl Paragraph {
+    fn of(text: String, link: &str) -> Self {
+        match text.split_once("{link}") {
+            Some((before, after)) => Paragraph { before: before.into(), link: Some(link.into()), after: after.into() },
+            None => Paragraph { before: text, link: None, after: String::new() },
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mail/reminder.txt")]
+struct ReminderText<'a> {
+    paragraphs: &'a [Paragraph],
+    safety: &'a str,
+    why: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/reminder.html")]
+struct ReminderHtml<'a> {
+    tr: Tr,
+    paragraphs: &'a [Paragraph],
+    safety: &'a str,
+    why: &'a str,
+}
+
+/// A reminder to `user` (their user name), leading to a page of the portal at `public_url`,
+/// never to an address taken from a request. Dates are the person's language's, in UTC (the
+/// portal does not know their time zone), and say so.
+pub fn reminder_message(tr: Tr, reminder: Reminder, user: &str, public_url: &str) -> anyhow::Result<Rendered> {
+    let site = public_url.trim_end_matches('/');
+    let link = format!("{site}{}", reminder.path());
+    let with_user = |key: &str, when: i64| tr.fill(key, &[("user", user.into()), ("when", tr.datetime(when, None))]);
+    let (subject, texts) = match reminder {
+        Reminder::Expiry { days, at } => {
+            (tr.plural("mail.expiry_subject", days), vec![with_user("mail.expiry_body", at)])
+        }
+        Reminder::Expired { at } => {
+            (tr.t("mail.expired_subject").to_string(), vec![with_user("mail.expired_body", at)])
+        }
+        Reminder::Campaign { missing } => (
+            tr.t("mail.campaign_subject").to_string(),
+            vec![
+                format!("{} {}", tr.t("mail.campaign_body"), tr.plural("mail.campaign_needed", missing)),
+                tr.t("mail.campaign_how").to_string(),
+            ],
+        ),
+    };
+    let paragraphs: Vec<Paragraph> = texts.into_iter().map(|t| Paragraph::of(t, &link)).collect();
+    let safety = tr.f("mail.reminder_safety", "site", site);
+    let why = tr.f("mail.reminder_why", "user", user);
+    Ok(Rendered {
+        subject,
+        text: ReminderText { paragraphs: &paragraphs, safety: &safety, why: &why }.render()?,
+        html: ReminderHtml { tr, paragraphs: &paragraphs, safety: &safety, why: &why }.render()?,
+    })
+}
+
 /// A time to the second, as staff pages and staff notices show it: `2026-11-22 05:18:07 UTC`.
 pub fn utc_seconds(unix: i64) -> String {
     utc(unix, time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC"))

@@ -14,6 +14,7 @@ mod pages;
 pub(crate) mod passkey;
 mod password_check;
 mod people;
+pub mod reminders;
 pub(crate) mod reset;
 pub mod return_to;
 pub(crate) mod session;

@@ -168,17 +168,26 @@ impl Slapd {
     /// one-day maximum age, and a password last changed long ago. A bind then answers ppolicy's
     /// `passwordExpired`.
     pub async fn expire_password(&self, uid: &str) -> anyhow::Result<()> {
-        let policy = format!("cn=expiring,{}", self.people_dn.replacen("ou=people", "ou=policies", 1));
-        let mods = vec![
-            ldap3::Mod::Replace("pwdPolicySubentry", [policy.as_str()].into_iter().collect()),
-            ldap3::Mod::Replace("pwdChangedTime", ["20000101000000Z"].into_iter().collect()),
-        ];
+        self.use_policy(uid, "expiring").await?;
+        self.password_changed_at(uid, "20000101000000Z").await
+    }
+
+    /// Says the person's password was last changed at `when` (LDAP generalized time), as the
+    /// directory's administrator.
+    pub async fn password_changed_at(&self, uid: &str, when: &str) -> anyhow::Result<()> {
+        let mods = vec![ldap3::Mod::Replace("pwdChangedTime", [when].into_iter().collect())];
         let mut ldap = self.as_admin().await?;
         // pwdChangedTime is the overlay's own ("no user modification"): the Relax control lets
         // the administrator set it.
         let relax = ldap3::controls::RawControl { ctype: "1.3.6.1.4.1.4203.666.5.12".into(), crit: true, val: None };
         let modified = ldap.with_controls(relax).modify(&self.user_dn(uid), mods).await;
         done(ldap, modified).await
+    }
+
+    /// Puts a person under one of the seeded password policies (`default`, `slow`, `expiring`).
+    pub async fn use_policy(&self, uid: &str, policy: &str) -> anyhow::Result<()> {
+        let dn = format!("cn={policy},{}", self.people_dn.replacen("ou=people", "ou=policies", 1));
+        self.replace(uid, "pwdPolicySubentry", &dn).await
     }
 
     /// Changes a seeded password policy (`default`, `slow`, `expiring`), as the directory's

@@ -45,6 +45,9 @@ pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
         // Rate limits whose allowance is whole again (their time, in microseconds, is past).
         ("DELETE FROM rate_limits WHERE tat < $1", now.saturating_mul(1_000_000)),
         ("DELETE FROM spent_challenges WHERE expires_at < $1", now),
+        // Expiry reminders about passwords that expired over a month ago (the campaign's one
+        // row per person stays: it says when they were last invited).
+        ("DELETE FROM reminders_sent WHERE about > 0 AND about < $1", now - 30 * 86_400),
     ] {
         gone += Stmt::new(sql).bind(before).run(db).await?;
     }

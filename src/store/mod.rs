@@ -10,6 +10,7 @@ pub mod codes;
 pub mod housekeeping;
 pub mod passkeys;
 pub mod presence;
+pub mod reminders;
 pub mod security;
 pub mod sessions;
 pub mod staff;

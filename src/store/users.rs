@@ -99,14 +99,15 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
         }
         Stmt::new(
             "INSERT INTO directory_users (directory, anchor, dn, username, email, email_lc, other_emails, mobile, \
-             display_name, enabled, locked, protected, synced_at, groups, password_changed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             display_name, enabled, locked, protected, synced_at, groups, password_changed_at, password_expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (directory, anchor) DO UPDATE SET dn = excluded.dn, username = excluded.username, \
              email = excluded.email, email_lc = excluded.email_lc, other_emails = excluded.other_emails, \
              mobile = excluded.mobile, display_name = excluded.display_name, \
              enabled = excluded.enabled, locked = excluded.locked, protected = excluded.protected, \
              synced_at = excluded.synced_at, groups = excluded.groups, \
-             password_changed_at = excluded.password_changed_at",
+             password_changed_at = excluded.password_changed_at, \
+             password_expires_at = excluded.password_expires_at",
         )
         .bind(directory)
         .bind(u.anchor.as_str())
@@ -126,6 +127,7 @@ pub async fn upsert(db: &Db, directory: &str, users: &[SyncedUser], now: i64) ->
                 .unwrap_or_else(|_| "[]".into()),
         )
         .bind(u.password_changed_at)
+        .bind(u.password_expires_at)
         .run_in(&mut tx)
         .await?;
     }

@@ -367,6 +367,11 @@ async fn record(
     if set {
         batch.push(store::security::next_session_epoch(act.target.person()));
     }
+    if act.by.actor == Requester::SELF_SERVICE.actor && result.outcome == Outcome::Success {
+        // The language the person acted in is the one their reminders come in.
+        let lang = crate::i18n::Tr::current().0;
+        batch.push(store::reminders::remember_lang(&act.target.directory, &act.target.anchor, lang));
+    }
     then(result, &mut batch);
     let ran: store::Ran<(Option<String>,)> =
         batch.run_then(&st.db, store::security::alternate_email_after(act.target.person())).await?;

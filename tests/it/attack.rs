@@ -100,6 +100,7 @@ async fn synced(app: &TestApp, uid: &str, email: &str) -> SyncedUser {
         protected: false,
         groups: vec![],
         password_changed_at: None,
+        password_expires_at: None,
     }
 }
 

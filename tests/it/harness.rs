@@ -136,6 +136,9 @@ pub struct Options {
     pub password_policy: passback::config::PasswordPolicyConfig,
     /// Any other change to the gates' configuration, made last.
     pub gates: Option<fn(&mut passback::config::GatesConfig)>,
+    /// Expiry reminders and the registration campaign; off unless a test asks (their mail
+    /// would otherwise mix with what other tests count).
+    pub reminders: Option<passback::config::RemindersConfig>,
 }
 
 impl Default for Options {
@@ -155,6 +158,7 @@ impl Default for Options {
             global_failures_per_hour: 10_000,
             password_policy: Default::default(),
             gates: None,
+            reminders: None,
         }
     }
 }
@@ -341,6 +345,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     cfg.anti_automation.failures_per_address_per_hour = opts.failures_per_address_per_hour;
     cfg.anti_automation.global_failures_per_hour = opts.global_failures_per_hour;
     cfg.password_policy = opts.password_policy;
+    cfg.reminders = opts.reminders.unwrap_or(passback::config::RemindersConfig {
+        expiry_days: Vec::new(),
+        expired_notice: false,
+        campaign_days: 0,
+        ..Default::default()
+    });
     if opts.trusted_proxy {
         cfg.server.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     }

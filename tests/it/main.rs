@@ -17,5 +17,6 @@ mod passkeys;
 mod policy;
 mod postgres;
 mod relay;
+mod reminders;
 mod reset;
 mod web;

@@ -650,7 +650,7 @@ async fn beyond_the_hourly_identify_limit_an_account_gets_the_same_pages_and_no_
 }
 
 /// Registers an authenticator app for `person`, as if they had confirmed it; returns its seed.
-async fn registered_authenticator(
+pub(crate) async fn registered_authenticator(
     app: &crate::harness::TestApp,
     person: passback::store::security::Person<'_>,
 ) -> Vec<u8> {

@@ -26,7 +26,7 @@ pub use values::{parse_sid, quoted_utf16};
 pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
 /// The deprecated form of the same control, understood by older DCs.
 pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
-const USER_ATTRS: [&str; 13] = [
+const USER_ATTRS: [&str; 14] = [
     "objectGUID",
     "pwdLastSet",
     "sAMAccountName",
@@ -40,6 +40,7 @@ const USER_ATTRS: [&str; 13] = [
     "adminCount",
     "objectSid",
     "memberOf",
+    "msDS-UserPasswordExpiryTimeComputed",
 ];
 const DOMAIN_POLICY_ATTRS: [&str; 7] = [
     "minPwdLength",

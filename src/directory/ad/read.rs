@@ -93,9 +93,6 @@ impl Ad {
         let last_set = number::<i64>(&entry, "pwdLastSet");
         let must_change = last_set == Some(0);
         let policy = self.policy_for(&server, first(&entry, "msDS-ResultantPSO")).await;
-        // AD works the expiry out itself (PSO, domain, "never expires"): its largest value
-        // means never, and 0 a password that must be changed now (said above).
-        let expiry = number::<i64>(&entry, "msDS-UserPasswordExpiryTimeComputed");
         Ok(Some(crate::domain::AccountState {
             enabled: uac & UF_ACCOUNTDISABLE == 0,
             locked: computed & UF_LOCKOUT != 0,
@@ -104,7 +101,7 @@ impl Ad {
             expired: Some(computed & UF_PASSWORD_EXPIRED != 0 && !must_change),
             password_set_at: last_set.and_then(filetime_unix),
             policy,
-            expires_at: expiry.filter(|e| *e != i64::MAX).and_then(filetime_unix),
+            expires_at: password_expiry(&entry),
         }))
     }
 

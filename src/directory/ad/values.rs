@@ -194,6 +194,13 @@ pub(super) fn protected_rid(entry: &SearchEntry) -> bool {
     own_sid(entry).is_some_and(|(_, rid)| PROTECTED_DOMAIN_RIDS.contains(&rid))
 }
 
+/// When the password expires, as the DC works it out (the resultant PSO or the domain's policy,
+/// and "password never expires"): its largest value means never, and 0 a password that must be
+/// changed now, which has no later expiry.
+pub(super) fn password_expiry(entry: &SearchEntry) -> Option<i64> {
+    number::<i64>(entry, "msDS-UserPasswordExpiryTimeComputed").filter(|e| *e != i64::MAX).and_then(filetime_unix)
+}
+
 pub(super) fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
     let anchor = Anchor::parse(&guid_text(&bytes(entry, "objectGUID")?)?).ok()?;
     let username = first(entry, "sAMAccountName")?.to_string();
@@ -214,6 +221,7 @@ pub(super) fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
             Some(0) => Some(crate::domain::PASSWORD_MUST_CHANGE),
             set => set.and_then(filetime_unix),
         },
+        password_expires_at: password_expiry(entry),
         username,
     })
 }

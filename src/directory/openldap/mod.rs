@@ -33,7 +33,7 @@ const POLICY_ATTRS: [&str; 9] = [
     "pwdMaxFailure",
     "pwdLockoutDuration",
 ];
-const SYNC_ATTRS: [&str; 11] = [
+const SYNC_ATTRS: [&str; 12] = [
     "entryUUID",
     "pwdChangedTime",
     "pwdReset",
@@ -43,6 +43,7 @@ const SYNC_ATTRS: [&str; 11] = [
     "displayName",
     "cn",
     "pwdAccountLockedTime",
+    "pwdPolicySubentry",
     "modifyTimestamp",
     // Present where the memberof overlay runs.
     "memberOf",
@@ -387,7 +388,16 @@ impl OpenLdap {
         let mut users = Vec::new();
         for entry in entries {
             match synced_user(&entry) {
-                Some(user) if seen.insert(user.anchor.clone()) => users.push(user),
+                Some(mut user) if seen.insert(user.anchor.clone()) => {
+                    // ppolicy: pwdMaxAge after the last change (0 or absent: never), under the
+                    // person's own policy or the default one (each read once, then cached).
+                    let policy = match first(&entry, "pwdPolicySubentry").or(self.policy_dn.as_deref()) {
+                        Some(dn) => self.read_policy(dn).await,
+                        None => None,
+                    };
+                    user.password_expires_at = expiry(user.password_changed_at, policy.as_ref());
+                    users.push(user);
+                }
                 Some(_) => {}
                 None => tracing::debug!(dn = %entry.dn, "skipping an entry without a usable entryUUID or uid"),
             }
@@ -446,13 +456,7 @@ impl OpenLdap {
         };
         let must_change = first(&entry, "pwdReset") == Some("TRUE");
         let password_set_at = first(&entry, "pwdChangedTime").and_then(generalized_time_unix);
-        // ppolicy: pwdMaxAge after the last change (0 or absent: never).
-        let max_age = policy.as_ref().and_then(|p| p.max_age_secs).filter(|s| *s > 0);
-        // A password that must be changed now has no later expiry to tell.
-        let expires_at = password_set_at
-            .zip(max_age)
-            .filter(|_| !must_change)
-            .map(|(set, max)| set.saturating_add(i64::try_from(max).unwrap_or(i64::MAX)));
+        let expires_at = expiry(password_set_at.filter(|_| !must_change), policy.as_ref());
         Ok(Some(crate::domain::AccountState {
             enabled: locked_time != Some(PERMANENT_LOCK),
             locked,

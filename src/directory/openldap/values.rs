@@ -84,8 +84,19 @@ pub(super) fn synced_user(entry: &SearchEntry) -> Option<SyncedUser> {
         } else {
             first(entry, "pwdChangedTime").and_then(generalized_time_unix)
         },
+        // Worked out by the sync, which reads the person's policy.
+        password_expires_at: None,
         username,
     })
+}
+
+/// When a password set at `set_at` expires under `policy`: ppolicy's `pwdMaxAge` after the last
+/// change (0 or absent: never). A password that must be changed now
+/// ([`crate::domain::PASSWORD_MUST_CHANGE`]) has no later expiry to tell.
+pub(super) fn expiry(set_at: Option<i64>, policy: Option<&PolicyFacts>) -> Option<i64> {
+    let max_age = policy.and_then(|p| p.max_age_secs).filter(|s| *s > 0)?;
+    let set_at = set_at.filter(|at| *at != crate::domain::PASSWORD_MUST_CHANGE)?;
+    Some(set_at.saturating_add(i64::try_from(max_age).unwrap_or(i64::MAX)))
 }
 
 /// An LDAP GeneralizedTime (`20261204203000Z`, fractions allowed) as Unix seconds.

@@ -1,0 +1,230 @@
+//! Mail the portal sends of its own accord, so that people hear from it before they need it:
+//! reminders before a password expires (the directory's own expiry, from the sync), a notice once
+//! it has, and invitations to people who have not registered enough ways to prove who they are.
+//!
+//! Every instance looks for what is due every `reminders.check_every_secs`; a reminder is claimed
+//! in the database before it is sent, so each goes once however many instances look. Each is
+//! audited (`reminder.expiry`, `reminder.expired`, `reminder.campaign`), in the language the
+//! person last used the portal in, with links built from `server.public_url` alone.
+
+use super::AppState;
+use crate::config::Purpose;
+use crate::domain::{EmailAddress, Outcome};
+use crate::i18n::{Lang, Tr};
+use crate::mail::Reminder;
+use crate::store::reminders::{self, Candidate};
+use crate::store::{self, audit::AuditRecord};
+
+/// An expired password is told of within this long of expiring, never later (an account left
+/// expired for months is not mailed out of the blue).
+const EXPIRED_NOTICE_WITHIN_SECS: i64 = 7 * 86_400;
+/// People the campaign looks at in one round.
+const CAMPAIGN_PAGE: i64 = 500;
+/// The actor reminders are audited under.
+const ACTOR: &str = "portal";
+
+/// What one round sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub expiry: u32,
+    pub expired: u32,
+    pub campaign: u32,
+}
+
+/// Runs for as long as the portal does.
+pub async fn run(st: AppState) {
+    let every = std::time::Duration::from_secs(st.cfg.reminders.check_every_secs);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut campaign_from = (String::new(), String::new());
+    loop {
+        tick.tick().await;
+        if let Err(e) = round(&st, &mut campaign_from).await {
+            tracing::warn!(error = %format!("{e:#}"), "looking for reminders to send failed");
+        }
+    }
+}
+
+/// One round: every expiry reminder due now, and the next page of the campaign. `campaign_from`
+/// is where the campaign got to (it starts again from the beginning after the last person).
+pub async fn round(st: &AppState, campaign_from: &mut (String, String)) -> anyhow::Result<Sent> {
+    let now = st.clock.now();
+    let mut sent = expiry(st, now).await?;
+    if st.cfg.reminders.campaign_days > 0 {
+        sent.campaign = campaign(st, now, campaign_from).await?;
+    }
+    Ok(sent)
+}
+
+/// The reminder days of a person's directory.
+fn days_for<'a>(st: &'a AppState, directory: &str) -> &'a [u32] {
+    st.cfg
+        .directories
+        .get(directory)
+        .and_then(|d| d.expiry_reminder_days.as_deref())
+        .unwrap_or(&st.cfg.reminders.expiry_days)
+}
+
+async fn expiry(st: &AppState, now: i64) -> anyhow::Result<Sent> {
+    let cfg = &st.cfg.reminders;
+    let furthest = st
+        .cfg
+        .directories
+        .values()
+        .filter_map(|d| d.expiry_reminder_days.as_ref())
+        .chain([&cfg.expiry_days])
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let from = if cfg.expired_notice { now - EXPIRED_NOTICE_WITHIN_SECS } else { now };
+    let mut sent = Sent::default();
+    if furthest == 0 && !cfg.expired_notice {
+        return Ok(sent);
+    }
+    for person in reminders::expiring(&st.db, from, now + i64::from(furthest) * 86_400).await? {
+        let Some(at) = person.password_expires_at else { continue };
+        let left = at - now;
+        let (kind, reminder) = if left <= 0 {
+            ("expired".to_string(), Reminder::Expired { at })
+        } else {
+            // The nearest day it is within: a person first seen two days ahead hears the
+            // three-day reminder, not the fortnight's as well.
+            let Some(day) =
+                days_for(st, &person.user.directory).iter().copied().filter(|d| left <= i64::from(*d) * 86_400).min()
+            else {
+                continue;
+            };
+            let days = u64::try_from(left).unwrap_or(0).div_ceil(86_400).min(u64::from(day));
+            (format!("expiry:{day}"), Reminder::Expiry { days, at })
+        };
+        // Before expiry the person can still read their own mailbox; once expired perhaps not,
+        // so every address on record hears it.
+        let to = match reminder {
+            Reminder::Expired { .. } => everywhere(st, &person).await?,
+            _ => main_address(&person),
+        };
+        if send(st, &person, &kind, at, reminder, to, now, None).await? {
+            match reminder {
+                Reminder::Expired { .. } => sent.expired += 1,
+                _ => sent.expiry += 1,
+            }
+        }
+    }
+    Ok(sent)
+}
+
+async fn campaign(st: &AppState, now: i64, from: &mut (String, String)) -> anyhow::Result<u32> {
+    let period = i64::from(st.cfg.reminders.campaign_days) * 86_400;
+    let page = reminders::people_after(&st.db, (&from.0, &from.1), CAMPAIGN_PAGE).await?;
+    match page.last() {
+        Some(last) => *from = (last.user.directory.clone(), last.user.anchor.clone()),
+        None => *from = Default::default(),
+    }
+    let needed = st.cfg.gates.required as usize;
+    let mut sent = 0;
+    for person in page {
+        if person.invited_at.is_some_and(|at| at > now - period) || main_address(&person).is_empty() {
+            continue;
+        }
+        let target = super::people::target_of(st, &person.user).await.map_err(plain)?;
+        let mut methods: Vec<_> = super::gates::real_offers(st, &target, Purpose::Reset)
+            .await
+            .map_err(plain)?
+            .into_iter()
+            .map(|o| o.method)
+            .collect();
+        methods.dedup();
+        if methods.len() >= needed {
+            continue;
+        }
+        let missing = u64::try_from(needed - methods.len()).unwrap_or(1);
+        let reminder = Reminder::Campaign { missing };
+        if send(st, &person, "campaign", 0, reminder, main_address(&person), now, Some(now - period)).await? {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// A page's error as a plain one: a round of reminders has no page to show.
+fn plain(e: super::PortalError) -> anyhow::Error {
+    match e {
+        super::PortalError::Internal(e) => e,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// The directory's main address, else the first other one: where a reminder goes while the
+/// person can still read it.
+fn main_address(person: &Candidate) -> Vec<EmailAddress> {
+    person
+        .user
+        .email
+        .iter()
+        .cloned()
+        .chain(person.user.other_emails())
+        .find_map(|a| EmailAddress::parse(&a).ok())
+        .into_iter()
+        .collect()
+}
+
+async fn everywhere(st: &AppState, person: &Candidate) -> anyhow::Result<Vec<EmailAddress>> {
+    let target = super::people::target_of(st, &person.user).await.map_err(plain)?;
+    crate::usecase::account::addresses_on_record(st, &target).await
+}
+
+/// Claims the reminder, sends it and audits it; `false` if another round (here or on another
+/// instance) claimed it first or there is nowhere to send it. A mail that cannot be sent gives its
+/// claim back, so the next round tries again.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    st: &AppState,
+    person: &Candidate,
+    kind: &str,
+    about: i64,
+    reminder: Reminder,
+    to: Vec<EmailAddress>,
+    now: i64,
+    again_after: Option<i64>,
+) -> anyhow::Result<bool> {
+    let who = (person.user.directory.as_str(), person.user.anchor.as_str());
+    if to.is_empty() || !reminders::claim(&st.db, who, kind, about, now, again_after).await? {
+        return Ok(false);
+    }
+    let lang = person.lang.as_deref().and_then(Lang::parse).unwrap_or(st.cfg.reminders.default_language);
+    let tr = Tr(lang);
+    let mut failed = None;
+    for address in &to {
+        let msg = crate::mail::reminder_message(tr, reminder, &person.user.username, &st.cfg.server.public_url)?;
+        if let Err(e) = st.mailer.send_in_turn(address, msg).await {
+            failed = Some(e);
+        }
+    }
+    if let Some(e) = failed {
+        reminders::unclaim(&st.db, who, kind, about, now).await?;
+        return Err(e.context(format!("sending the {kind} reminder to {}", person.user.username)));
+    }
+    let (operation, raw) = match reminder {
+        Reminder::Expiry { days, at } => {
+            ("reminder.expiry", format!("{days} day(s) before the expiry on {}", crate::mail::utc_minutes(at)))
+        }
+        Reminder::Expired { at } => ("reminder.expired", format!("expired on {}", crate::mail::utc_minutes(at))),
+        Reminder::Campaign { missing } => ("reminder.campaign", format!("{missing} more method(s) needed")),
+    };
+    let rec = AuditRecord {
+        at: now,
+        actor: ACTOR.into(),
+        operation: operation.into(),
+        directory: Some(person.user.directory.clone()),
+        anchor: Some(person.user.anchor.clone()),
+        target: Some(person.user.username.clone()),
+        outcome_code: Outcome::Success.code().0.into(),
+        raw: format!("{raw}; mailed to {} address(es) in {}", to.len(), lang.code()),
+        support_code: crate::domain::SupportCode::new().0,
+        client: None,
+    };
+    store::audit::record(&st.db, &rec).await?;
+    tracing::info!(operation, username = %person.user.username, "reminder sent");
+    Ok(true)
+}
