@@ -20,6 +20,10 @@ enum Cmd {
         /// Portal configuration (TOML). PASSBACK__SECTION__KEY variables override it.
         #[arg(long, env = "PASSBACK_CONFIG")]
         config: Option<PathBuf>,
+        /// Check the configuration (and the files it names) and exit: 0 if the portal would
+        /// start with it, 1 with the reason if not. Nothing is listened on or written.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Run the writeback agent (inside the company network), or manage its enrollment.
     Agent {
@@ -256,22 +260,45 @@ enum AgentCmd {
     },
 }
 
-fn init_logging() {
+fn init_logging(format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
-    // Colours only on a terminal: log files and journals get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // One object per line, the event's fields at its top level.
+        config::LogFormat::Json => log.json().flatten_event(true).with_current_span(false).init(),
+        // Colours only on a terminal: log files and journals get plain text.
+        config::LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+}
+
+/// The log format the command's configuration asks for (text where it has none, or where it does
+/// not load: the command itself then says why).
+fn log_format(cmd: &Cmd) -> config::LogFormat {
+    match cmd {
+        Cmd::Serve { config, .. } => PortalConfig::load(config.as_deref()).map(|c| c.log_format).unwrap_or_default(),
+        Cmd::Agent { config, cmd: None } => {
+            AgentConfig::load(config.as_deref()).map(|c| c.log_format).unwrap_or_default()
+        }
+        _ => config::LogFormat::Text,
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     passback::tls::install_crypto_provider();
-    init_logging();
     let cli = Cli::parse();
+    init_logging(log_format(&cli.cmd));
     let now = passback::Clock::default().now();
     match cli.cmd {
-        Cmd::Serve { config } => {
+        Cmd::Serve { config, check_config: true } => {
+            let cfg = PortalConfig::load(config.as_deref())?;
+            for note in passback::server::check(&cfg)? {
+                println!("{note}");
+            }
+            println!("The configuration is valid.");
+        }
+        Cmd::Serve { config, check_config: false } => {
             let cfg = PortalConfig::load(config.as_deref())?;
             let extras = passback::server::Extras { config_file: config.clone(), ..Default::default() };
             let app = passback::server::Application::build(cfg, extras).await?;

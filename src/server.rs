@@ -41,6 +41,29 @@ pub struct Extras {
     pub config_file: Option<std::path::PathBuf>,
 }
 
+/// Checks a configuration as `serve` would at start, without listening, connecting or writing:
+/// its rules, the data key, the TLS certificate and key, the mail settings, the password rules
+/// and the files they name. What it would warn of comes back as notes.
+pub fn check(cfg: &PortalConfig) -> anyhow::Result<Vec<String>> {
+    cfg.validate()?;
+    DataKey::from_config(&cfg.secrets)?;
+    if let (Some(cert), Some(key)) = (&cfg.server.tls_cert_file, &cfg.server.tls_key_file) {
+        crate::tls::server_config(cert, key)?;
+    }
+    Mailer::new(&cfg.mail)?;
+    crate::usecase::policy::PasswordRules::new(&cfg.password_policy)?;
+    crate::config::read_secret(&cfg.server.metrics_token, &cfg.server.metrics_token_file, "server.metrics_token")?;
+    let url = url::Url::parse(&cfg.server.public_url).context("server.public_url")?;
+    let mut notes = Vec::new();
+    if !crate::portal::passkey::usable(cfg) {
+        notes.push(format!("note: server.public_url ({url}) has no host name, so no passkeys will be offered"));
+    }
+    if cfg.reminders.expiry_days.is_empty() && cfg.directories.values().all(|d| d.expiry_reminder_days.is_none()) {
+        notes.push("note: no expiry reminders will be sent (reminders.expiry_days is empty)".into());
+    }
+    Ok(notes)
+}
+
 impl Application {
     pub async fn build(cfg: PortalConfig, extras: Extras) -> anyhow::Result<Self> {
         cfg.validate()?;
@@ -129,7 +152,8 @@ impl Application {
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()
                     .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-            );
+            )
+            .layer(axum::middleware::from_fn(crate::portal::access::log));
 
         let tcp =
             TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
+    /// `text` (default) or `json`: one JSON object per line, for a log collector.
+    pub log_format: super::LogFormat,
     /// Where the agent keeps its identity and keys (mode 0600).
     pub state_file: PathBuf,
     /// Extra CA certificate (PEM) to trust for the portal, besides the system's web roots.
@@ -34,6 +36,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
+            log_format: Default::default(),
             state_file: PathBuf::from("passback-agent.json"),
             portal_ca_file: None,
             heartbeat_secs: 15,

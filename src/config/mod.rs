@@ -15,6 +15,16 @@ mod portal;
 pub use agent::*;
 pub use portal::*;
 
+/// How log lines are written: for a person reading a terminal, or one JSON object per line for
+/// a log collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 pub const PORTAL_ENV_PREFIX: &str = "PASSBACK__";
 pub const AGENT_ENV_PREFIX: &str = "PASSBACK_AGENT__";
 

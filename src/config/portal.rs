@@ -22,6 +22,8 @@ pub enum Mode {
 #[serde(deny_unknown_fields, default)]
 pub struct PortalConfig {
     pub mode: Mode,
+    /// `text` (default) or `json`: one JSON object per line, for a log collector.
+    pub log_format: super::LogFormat,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub secrets: SecretsConfig,
@@ -384,6 +386,7 @@ impl Default for PortalConfig {
     fn default() -> Self {
         Self {
             mode: Mode::Production,
+            log_format: Default::default(),
             server: ServerConfig::default(),
             database: DatabaseConfig::default(),
             secrets: SecretsConfig::default(),

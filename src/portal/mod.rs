@@ -1,6 +1,7 @@
 //! The portal: server-rendered pages that work without JavaScript. One module per flow.
 //! It never talks to a directory; writebacks go sealed through the relay hub.
 
+pub mod access;
 pub(crate) mod account;
 mod change;
 mod csrf;

@@ -185,13 +185,18 @@ pub(crate) fn available(st: &AppState) -> bool {
 
 /// Said at start-up when passkeys are enabled but cannot work at this address.
 pub fn warn_if_unusable(cfg: &crate::config::PortalConfig) {
-    if cfg.gates.methods.contains(&crate::config::GateMethod::Passkey) && rp_of(&cfg.server.public_url).is_none() {
+    if !usable(cfg) {
         tracing::warn!(
             public_url = %cfg.server.public_url,
             "passkeys are enabled but server.public_url has no host name (browsers refuse passkeys for an IP \
              address): none will be offered"
         );
     }
+}
+
+/// Whether passkeys, where enabled, can be offered (the public URL names a host).
+pub fn usable(cfg: &crate::config::PortalConfig) -> bool {
+    !cfg.gates.methods.contains(&crate::config::GateMethod::Passkey) || rp_of(&cfg.server.public_url).is_some()
 }
 
 /// The user handle the authenticator keeps for the owner: a keyed hash, so it names nobody and

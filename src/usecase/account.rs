@@ -91,6 +91,7 @@ impl Attempt<'_> {
             "audit"
         );
         self.st.hub.metrics.attempt(operation, outcome);
+        super::trail::note(outcome);
         store::audit::insert(&rec)
     }
 }

@@ -6,6 +6,7 @@ pub mod account;
 pub mod password;
 pub mod policy;
 pub mod staff;
+pub mod trail;
 
 pub use account::{Attempt, Target};
 
@@ -98,6 +99,7 @@ impl Ctx<'_> {
             client,
             ..Default::default()
         };
+        trail::note(&crate::domain::Outcome::Success);
         store::audit::record(self.db, &rec).await?;
         Ok(())
     }

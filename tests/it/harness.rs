@@ -228,6 +228,11 @@ impl Portal {
     /// stopped when dropped): the same database, keys and certificate, on a port of its own;
     /// returns once it listens.
     pub async fn another_process(&self, dir: &Path) -> (passback::sandbox::Server, u16) {
+        self.another_process_with(dir, &[]).await
+    }
+
+    /// [`Self::another_process`], with more environment variables (`PASSBACK__…` settings).
+    pub async fn another_process_with(&self, dir: &Path, env: &[(&str, &str)]) -> (passback::sandbox::Server, u16) {
         let port = passback::sandbox::free_port().unwrap();
         let mut cfg = self.cfg.clone();
         cfg.server.listen.set_port(port);
@@ -240,6 +245,7 @@ impl Portal {
             .args(["serve", "--config"])
             .arg(&file)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -238,3 +238,61 @@ async fn first_steps_from_one_address_are_counted_once_across_instances() {
     }
     assert_eq!(through, 3, "3 a minute from this address, whichever instance answers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_checks_a_configuration_without_starting_and_logs_one_json_line_per_request() {
+    use std::process::Command;
+    let app = spawn_app_with(Options::default()).await;
+    let dir = app.dir.join("operator");
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |more: &str| {
+        let file = dir.join("check.toml");
+        app.portal.write_config(&file, more);
+        Command::new(crate::harness::passback_bin())
+            .args(["serve", "--check-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let good = check("");
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("The configuration is valid."));
+    let bad = check("[reminders]\nexpiry_days = [200]\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("reminders.expiry_days: 200"), "{bad:?}");
+
+    // In JSON, each request is one line with its path, status, duration, support code and outcome.
+    let (_serve, port) = app.portal.another_process_with(&dir, &[("PASSBACK__LOG_FORMAT", "json")]).await;
+    let url = format!("https://localhost:{port}");
+    let form =
+        app.client.get(format!("{url}/signin?login_hint=secret-name")).send().await.unwrap().text().await.unwrap();
+    let csrf = crate::harness::hidden(&form, "csrf").unwrap();
+    let fields = [("csrf", csrf.as_str()), ("login", "alice"), ("password", "Not-Her-Password-1")];
+    let refused = app.client.post(format!("{url}/signin")).form(&fields).send().await.unwrap();
+    let support = refused.headers()["x-support-code"].to_str().unwrap().to_string();
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("serve.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let request = |l: &&serde_json::Value| l["message"] == "request";
+    let of_signin = |l: &&serde_json::Value| request(l) && l["support_code"] == support.as_str();
+    until("the sign-in's line", async || lines().iter().any(|l| of_signin(&l))).await;
+    let all = lines();
+    let signin = all.iter().find(of_signin).unwrap();
+    assert_eq!(
+        (&signin["method"], &signin["path"], &signin["status"]),
+        (&"POST".into(), &"/signin".into(), &200.into())
+    );
+    // The outcome the audit recorded for the same support code (a wrong password, or no agent
+    // yet where this new instance has not seen one).
+    let audit = app.audit().await;
+    let row = audit.iter().find(|r| r.support_code == support).expect("the sign-in's audit row");
+    assert!(["PB-3005", "PB-1001"].contains(&row.outcome_code.as_str()), "{row:?}");
+    assert_eq!(signin["outcome"], row.outcome_code.as_str(), "{signin}");
+    assert!(signin["duration_ms"].as_f64().unwrap() > 0.0, "{signin}");
+    let page = all.iter().filter(request).find(|l| l["method"] == "GET" && l["path"] == "/signin").unwrap();
+    assert!(!page.to_string().contains("secret-name"), "never the query: {page}");
+}
