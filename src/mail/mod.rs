@@ -185,17 +185,6 @@ pub enum Reminder {
     Campaign { missing: u64 },
 }
 
-impl Reminder {
-    /// The page the mail leads to.
-    pub fn path(self) -> &'static str {
-        match self {
-            Reminder::Expiry { .. } => crate::portal::paths::CHANGE,
-            Reminder::Expired { .. } => crate::portal::paths::RESET,
-            Reminder::Campaign { .. } => crate::portal::paths::SIGNIN,
-        }
-    }
-}
-
 /// One paragraph of a reminder: its text, and the link where the text says `{link}`.
 struct Paragraph {
     before: String,
@@ -229,12 +218,10 @@ struct ReminderHtml<'a> {
     why: &'a str,
 }
 
-/// A reminder to `user` (their user name), leading to a page of the portal at `public_url`,
-/// never to an address taken from a request. Dates are the person's language's, in UTC (the
-/// portal does not know their time zone), and say so.
-pub fn reminder_message(tr: Tr, reminder: Reminder, user: &str, public_url: &str) -> anyhow::Result<Rendered> {
-    let site = public_url.trim_end_matches('/');
-    let link = format!("{site}{}", reminder.path());
+/// A reminder to `user` (their user name), leading to `link` on the portal at `site`: both
+/// made from its public URL, never from a request. Dates are the person's language's, in UTC
+/// (the portal does not know their time zone), and say so.
+pub fn reminder_message(tr: Tr, reminder: Reminder, user: &str, site: &str, link: &str) -> anyhow::Result<Rendered> {
     let with_user = |key: &str, when: i64| tr.fill(key, &[("user", user.into()), ("when", tr.datetime(when, None))]);
     let (subject, texts) = match reminder {
         Reminder::Expiry { days, at } => {
@@ -251,7 +238,7 @@ pub fn reminder_message(tr: Tr, reminder: Reminder, user: &str, public_url: &str
             ],
         ),
     };
-    let paragraphs: Vec<Paragraph> = texts.into_iter().map(|t| Paragraph::of(t, &link)).collect();
+    let paragraphs: Vec<Paragraph> = texts.into_iter().map(|t| Paragraph::of(t, link)).collect();
     let safety = tr.f("mail.reminder_safety", "site", site);
     let why = tr.f("mail.reminder_why", "user", user);
     Ok(Rendered {

@@ -194,9 +194,16 @@ async fn send(
     }
     let lang = person.lang.as_deref().and_then(Lang::parse).unwrap_or(st.cfg.reminders.default_language);
     let tr = Tr(lang);
+    let site = st.cfg.server.public_url.trim_end_matches('/');
+    let path = match reminder {
+        Reminder::Expiry { .. } => super::paths::CHANGE,
+        Reminder::Expired { .. } => super::paths::RESET,
+        Reminder::Campaign { .. } => super::paths::SIGNIN,
+    };
+    let link = format!("{site}{path}");
     let mut failed = None;
     for address in &to {
-        let msg = crate::mail::reminder_message(tr, reminder, &person.user.username, &st.cfg.server.public_url)?;
+        let msg = crate::mail::reminder_message(tr, reminder, &person.user.username, site, &link)?;
         if let Err(e) = st.mailer.send_in_turn(address, msg).await {
             failed = Some(e);
         }
