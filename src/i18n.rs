@@ -374,7 +374,9 @@ mod tests {
             assert!(extra.is_empty(), "{} has keys it should not: {extra:?}", lang.code());
             for (k, v) in &c {
                 let mut want = placeholders(expected[k]);
-                // "One day", "two days": a form for one number may leave the number out.
+                // "One day", "two days": a form for one or two may leave the number out (English
+                // does, where a count can only be 1; French's `one` is also 0's, so a text
+                // for a count that can be 0 keeps `{n}` there).
                 let one_number = k.ends_with(".zero") || k.ends_with(".one") || k.ends_with(".two");
                 if one_number && !v.contains("{n}") {
                     want.retain(|p| p != "n");
@@ -449,6 +451,10 @@ mod tests {
             );
         }
         assert!(Tr(Lang::Ja).plural("duration.days", 1).contains('1'), "Japanese has one form, with the number");
+        // Every language's rules are there (a language without would say `other` of all).
+        for lang in Lang::ALL.into_iter().filter(|l| *l != Lang::Ja) {
+            assert_eq!(lang.plural_category(1), "one", "{}", lang.code());
+        }
         assert_eq!(Tr(Lang::En).plural("duration.minutes", 0), "0 minutes");
         assert_eq!(Tr(Lang::Fr).plural("duration.minutes", 0), "0 minute", "French says one of 0");
         assert_eq!(Tr(Lang::Fr).plural("duration.minutes", 2), "2 minutes");

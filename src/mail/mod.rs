@@ -32,6 +32,7 @@ pub struct Mailer {
 }
 
 /// One e-mail, rendered: what every message template produces.
+#[derive(Clone)]
 pub struct Rendered {
     pub subject: String,
     pub text: String,
@@ -193,10 +194,12 @@ struct Paragraph {
 }
 
 impl Paragraph {
-    fn of(text: String, link: &str) -> Self {
-        match text.split_once("{link}") {
-            Some((before, after)) => Paragraph { before: before.into(), link: Some(link.into()), after: after.into() },
-            None => Paragraph { before: text, link: None, after: String::new() },
+    /// The paragraph of `template`, cut where it says `{link}` before `fill` puts anything in
+    /// (so nothing filled in can move the link), then filled in.
+    fn of(template: &str, link: &str, fill: impl Fn(&str) -> String) -> Self {
+        match template.split_once("{link}") {
+            Some((before, after)) => Paragraph { before: fill(before), link: Some(link.into()), after: fill(after) },
+            None => Paragraph { before: fill(template), link: None, after: String::new() },
         }
     }
 }
@@ -222,23 +225,24 @@ struct ReminderHtml<'a> {
 /// made from its public URL, never from a request. Dates are the person's language's, in UTC
 /// (the portal does not know their time zone), and say so.
 pub fn reminder_message(tr: Tr, reminder: Reminder, user: &str, site: &str, link: &str) -> anyhow::Result<Rendered> {
-    let with_user = |key: &str, when: i64| tr.fill(key, &[("user", user.into()), ("when", tr.datetime(when, None))]);
-    let (subject, texts) = match reminder {
-        Reminder::Expiry { days, at } => {
-            (tr.plural("mail.expiry_subject", days), vec![with_user("mail.expiry_body", at)])
-        }
-        Reminder::Expired { at } => {
-            (tr.t("mail.expired_subject").to_string(), vec![with_user("mail.expired_body", at)])
-        }
-        Reminder::Campaign { missing } => (
-            tr.t("mail.campaign_subject").to_string(),
-            vec![
-                format!("{} {}", tr.t("mail.campaign_body"), tr.plural("mail.campaign_needed", missing)),
-                tr.t("mail.campaign_how").to_string(),
-            ],
-        ),
+    let when = match reminder {
+        Reminder::Expiry { at, .. } | Reminder::Expired { at } => tr.datetime(at, None),
+        Reminder::Campaign { .. } => String::new(),
     };
-    let paragraphs: Vec<Paragraph> = texts.into_iter().map(|t| Paragraph::of(t, link)).collect();
+    let fill = |s: &str| s.replace("{user}", user).replace("{when}", &when);
+    let (subject, paragraphs) = match reminder {
+        Reminder::Expiry { days, .. } => {
+            (tr.plural("mail.expiry_subject", days), vec![Paragraph::of(tr.t("mail.expiry_body"), link, fill)])
+        }
+        Reminder::Expired { .. } => {
+            (tr.t("mail.expired_subject").to_string(), vec![Paragraph::of(tr.t("mail.expired_body"), link, fill)])
+        }
+        Reminder::Campaign { missing } => {
+            let why = format!("{} {}", tr.t("mail.campaign_body"), tr.plural("mail.campaign_needed", missing));
+            let how = Paragraph::of(tr.t("mail.campaign_how"), link, fill);
+            (tr.t("mail.campaign_subject").to_string(), vec![Paragraph::of(&why, link, str::to_string), how])
+        }
+    };
     let safety = tr.f("mail.reminder_safety", "site", site);
     let why = tr.f("mail.reminder_why", "user", user);
     Ok(Rendered {

@@ -1,6 +1,7 @@
 //! The access log: one line per request, with what an operator needs to find it again: the
 //! method and path (never the query, which may carry a name), the status, how long it took, the
-//! support code the person was shown and the outcome code of the attempt it made.
+//! support code the person was shown and the outcome code of the attempt it made (noted where
+//! a person's attempt or a staff act is audited; other requests have none).
 
 use axum::extract::Request;
 use axum::middleware::Next;

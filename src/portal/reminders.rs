@@ -14,6 +14,7 @@ use crate::i18n::{Lang, Tr};
 use crate::mail::Reminder;
 use crate::store::reminders::{self, Candidate};
 use crate::store::{self, audit::AuditRecord};
+use std::collections::HashSet;
 
 /// An expired password is told of within this long of expiring, never later (an account left
 /// expired for months is not mailed out of the blue).
@@ -82,67 +83,80 @@ async fn expiry(st: &AppState, now: i64) -> anyhow::Result<Sent> {
     if furthest == 0 && !cfg.expired_notice {
         return Ok(sent);
     }
-    for person in reminders::expiring(&st.db, from, now + i64::from(furthest) * 86_400).await? {
+    let to = now + i64::from(furthest) * 86_400;
+    // What was sent already is left out before anything is claimed: a round writes only for
+    // reminders that are due.
+    let done: HashSet<(String, String, String, i64)> =
+        reminders::sent_about(&st.db, from, to).await?.into_iter().collect();
+    for person in reminders::expiring(&st.db, from, to).await? {
         let Some(at) = person.password_expires_at else { continue };
-        let left = at - now;
-        let (kind, reminder) = if left <= 0 {
-            ("expired".to_string(), Reminder::Expired { at })
-        } else {
-            // The nearest day it is within: a person first seen two days ahead hears the
-            // three-day reminder, not the fortnight's as well.
-            let Some(day) =
-                days_for(st, &person.user.directory).iter().copied().filter(|d| left <= i64::from(*d) * 86_400).min()
-            else {
-                continue;
-            };
-            let days = u64::try_from(left).unwrap_or(0).div_ceil(86_400).min(u64::from(day));
-            (format!("expiry:{day}"), Reminder::Expiry { days, at })
-        };
+        let Some((kind, reminder)) = due(st, &person.user.directory, at, now) else { continue };
+        let key = (person.user.directory.clone(), person.user.anchor.clone(), kind.clone(), at);
+        if done.contains(&key) {
+            continue;
+        }
         // Before expiry the person can still read their own mailbox; once expired perhaps not,
         // so every address on record hears it.
-        let to = match reminder {
-            Reminder::Expired { .. } => everywhere(st, &person).await?,
-            _ => main_address(&person),
-        };
-        if send(st, &person, &kind, at, reminder, to, now, None).await? {
-            match reminder {
-                Reminder::Expired { .. } => sent.expired += 1,
-                _ => sent.expiry += 1,
+        let expired = matches!(reminder, Reminder::Expired { .. });
+        match send(st, &person, &kind, at, reminder, expired, now, None).await {
+            Ok(true) if expired => sent.expired += 1,
+            Ok(true) => sent.expiry += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), username = %person.user.username, kind, "a reminder failed")
             }
         }
     }
     Ok(sent)
 }
 
+/// The reminder due now about a password expiring at `at`, with its kind (`expiry:7`,
+/// `expired`), if any: the nearest of the directory's days the expiry is within (a person first
+/// seen two days ahead hears the three-day reminder, not the fortnight's as well).
+fn due(st: &AppState, directory: &str, at: i64, now: i64) -> Option<(String, Reminder)> {
+    let left = at - now;
+    if left <= 0 {
+        return Some(("expired".to_string(), Reminder::Expired { at }));
+    }
+    let day = days_for(st, directory).iter().copied().filter(|d| left <= i64::from(*d) * 86_400).min()?;
+    let days = u64::try_from(left).unwrap_or(0).div_ceil(86_400).min(u64::from(day));
+    Some((format!("expiry:{day}"), Reminder::Expiry { days, at }))
+}
+
 async fn campaign(st: &AppState, now: i64, from: &mut (String, String)) -> anyhow::Result<u32> {
     let period = i64::from(st.cfg.reminders.campaign_days) * 86_400;
     let page = reminders::people_after(&st.db, (&from.0, &from.1), CAMPAIGN_PAGE).await?;
-    match page.last() {
-        Some(last) => *from = (last.user.directory.clone(), last.user.anchor.clone()),
-        None => *from = Default::default(),
-    }
     let needed = st.cfg.gates.required as usize;
     let mut sent = 0;
-    for person in page {
-        if person.invited_at.is_some_and(|at| at > now - period) || main_address(&person).is_empty() {
+    for person in &page {
+        // Where it got to moves with each person, so a failure does not skip the rest.
+        *from = (person.user.directory.clone(), person.user.anchor.clone());
+        if person.invited_at.is_some_and(|at| at > now - period) || main_address(person).is_empty() {
             continue;
         }
         let target = super::people::target_of(st, &person.user).await.map_err(plain)?;
-        let mut methods: Vec<_> = super::gates::real_offers(st, &target, Purpose::Reset)
+        let methods: HashSet<_> = super::gates::real_offers(st, &target, Purpose::Reset)
             .await
             .map_err(plain)?
             .into_iter()
             .map(|o| o.method)
             .collect();
-        methods.dedup();
         if methods.len() >= needed {
             continue;
         }
         let missing = u64::try_from(needed - methods.len()).unwrap_or(1);
         let reminder = Reminder::Campaign { missing };
-        if send(st, &person, "campaign", 0, reminder, main_address(&person), now, Some(now - period)).await? {
-            sent += 1;
+        match send(st, person, "campaign", 0, reminder, false, now, Some(now - period)).await {
+            Ok(true) => sent += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), username = %person.user.username, "an invitation failed")
+            }
         }
+    }
+    if page.len() < CAMPAIGN_PAGE as usize {
+        // The last page: the next round starts again from the first person.
+        *from = Default::default();
     }
     Ok(sent)
 }
@@ -175,8 +189,10 @@ async fn everywhere(st: &AppState, person: &Candidate) -> anyhow::Result<Vec<Ema
 }
 
 /// Claims the reminder, sends it and audits it; `false` if another round (here or on another
-/// instance) claimed it first or there is nowhere to send it. A mail that cannot be sent gives its
-/// claim back, so the next round tries again.
+/// instance) claimed it first or there is nowhere to send it. `everyone`: to every address on
+/// record, else to the main one. A reminder is sent once: one that no address accepted is
+/// logged, not tried again (the next one will come, and a mail server that refuses it would
+/// otherwise be asked again every round).
 #[allow(clippy::too_many_arguments)]
 async fn send(
     st: &AppState,
@@ -184,33 +200,38 @@ async fn send(
     kind: &str,
     about: i64,
     reminder: Reminder,
-    to: Vec<EmailAddress>,
+    everyone: bool,
     now: i64,
     again_after: Option<i64>,
 ) -> anyhow::Result<bool> {
-    let who = (person.user.directory.as_str(), person.user.anchor.as_str());
-    if to.is_empty() || !reminders::claim(&st.db, who, kind, about, now, again_after).await? {
-        return Ok(false);
-    }
     let lang = person.lang.as_deref().and_then(Lang::parse).unwrap_or(st.cfg.reminders.default_language);
-    let tr = Tr(lang);
     let site = st.cfg.server.public_url.trim_end_matches('/');
     let path = match reminder {
         Reminder::Expiry { .. } => super::paths::CHANGE,
         Reminder::Expired { .. } => super::paths::RESET,
         Reminder::Campaign { .. } => super::paths::SIGNIN,
     };
-    let link = format!("{site}{path}");
-    let mut failed = None;
+    let msg = crate::mail::reminder_message(Tr(lang), reminder, &person.user.username, site, &format!("{site}{path}"))?;
+    let main = main_address(person);
+    if main.is_empty() {
+        return Ok(false);
+    }
+    let who = (person.user.directory.as_str(), person.user.anchor.as_str());
+    if !reminders::claim(&st.db, who, kind, about, now, again_after).await? {
+        return Ok(false);
+    }
+    let to = if everyone { everywhere(st, person).await? } else { main };
+    let mut delivered = 0;
     for address in &to {
-        let msg = crate::mail::reminder_message(tr, reminder, &person.user.username, site, &link)?;
-        if let Err(e) = st.mailer.send_in_turn(address, msg).await {
-            failed = Some(e);
+        match st.mailer.send_in_turn(address, msg.clone()).await {
+            Ok(()) => delivered += 1,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), username = %person.user.username, kind, "a reminder was not accepted for one address")
+            }
         }
     }
-    if let Some(e) = failed {
-        reminders::unclaim(&st.db, who, kind, about, now).await?;
-        return Err(e.context(format!("sending the {kind} reminder to {}", person.user.username)));
+    if delivered == 0 {
+        anyhow::bail!("no address of {} accepted the {kind} reminder", person.user.username);
     }
     let (operation, raw) = match reminder {
         Reminder::Expiry { days, at } => {
@@ -227,7 +248,7 @@ async fn send(
         anchor: Some(person.user.anchor.clone()),
         target: Some(person.user.username.clone()),
         outcome_code: Outcome::Success.code().0.into(),
-        raw: format!("{raw}; mailed to {} address(es) in {}", to.len(), lang.code()),
+        raw: format!("{raw}; mailed to {delivered} of {} address(es) in {}", to.len(), lang.code()),
         support_code: crate::domain::SupportCode::new().0,
         client: None,
     };

@@ -34,6 +34,16 @@ pub async fn expiring(db: &Db, from: i64, to: i64) -> sqlx::Result<Vec<Candidate
     .await
 }
 
+/// The expiry reminders already sent about expiries after `from` and no later than `to`, as
+/// (directory, anchor, kind, about): a round sends only what is not among them.
+pub async fn sent_about(db: &Db, from: i64, to: i64) -> sqlx::Result<Vec<(String, String, String, i64)>> {
+    Stmt::new("SELECT directory, anchor, kind, about FROM reminders_sent WHERE about > ? AND about <= ?")
+        .bind(from)
+        .bind(to)
+        .fetch_all(db)
+        .await
+}
+
 /// The next `limit` enabled, unprivileged people after `after` (directory, anchor), in that
 /// order: the campaign looks at everyone a page at a time.
 pub async fn people_after(db: &Db, after: (&str, &str), limit: i64) -> sqlx::Result<Vec<Candidate>> {
@@ -79,21 +89,6 @@ pub async fn claim(
     Ok(stmt.fetch_optional::<(String,)>(db).await?.is_some())
 }
 
-/// Gives a claim back (its mail could not be sent), so that the next round tries again.
-pub async fn unclaim(db: &Db, person: (&str, &str), kind: &str, about: i64, sent_at: i64) -> sqlx::Result<()> {
-    Stmt::new(
-        "DELETE FROM reminders_sent WHERE directory = ? AND anchor = ? AND kind = ? AND about = ? AND sent_at = ?",
-    )
-    .bind(person.0)
-    .bind(person.1)
-    .bind(kind)
-    .bind(about)
-    .bind(sent_at)
-    .run(db)
-    .await
-    .map(drop)
-}
-
 /// Keeps the language a person used the portal in, for the mail it sends them later.
 pub fn remember_lang(directory: &str, anchor: &str, lang: crate::i18n::Lang) -> Stmt {
     Stmt::new("UPDATE directory_users SET lang = ? WHERE directory = ? AND anchor = ? AND (lang IS NULL OR lang <> ?)")
@@ -101,4 +96,17 @@ pub fn remember_lang(directory: &str, anchor: &str, lang: crate::i18n::Lang) -> 
         .bind(directory)
         .bind(anchor)
         .bind(lang.code())
+}
+
+/// After the portal set a person's password: their old expiry no longer holds (the next sync
+/// brings the new one, and no reminder goes about the old one meanwhile), and, when they set it
+/// themselves, the language they did it in is theirs.
+pub fn password_set(directory: &str, anchor: &str, lang: Option<crate::i18n::Lang>) -> Stmt {
+    Stmt::new(
+        "UPDATE directory_users SET password_expires_at = NULL, lang = COALESCE(?, lang) \
+         WHERE directory = ? AND anchor = ?",
+    )
+    .bind(lang.map(|l| l.code()))
+    .bind(directory)
+    .bind(anchor)
 }

@@ -365,13 +365,15 @@ async fn record(
     };
     batch.push(attempt.audit_row(act.by.actor, act.operation, &result.outcome, &raw));
     let set = result.outcome.password_set();
+    // The language a person acts in is the one their reminders come in.
+    let own = (act.by.actor == Requester::SELF_SERVICE.actor && result.outcome == Outcome::Success)
+        .then(|| crate::i18n::Tr::current().0);
+    let (directory, anchor) = (&act.target.directory, &act.target.anchor);
     if set {
+        batch.push(store::reminders::password_set(directory, anchor, own));
         batch.push(store::security::next_session_epoch(act.target.person()));
-    }
-    if act.by.actor == Requester::SELF_SERVICE.actor && result.outcome == Outcome::Success {
-        // The language the person acted in is the one their reminders come in.
-        let lang = crate::i18n::Tr::current().0;
-        batch.push(store::reminders::remember_lang(&act.target.directory, &act.target.anchor, lang));
+    } else if let Some(lang) = own {
+        batch.push(store::reminders::remember_lang(directory, anchor, lang));
     }
     then(result, &mut batch);
     let ran: store::Ran<(Option<String>,)> =

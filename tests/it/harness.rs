@@ -262,10 +262,11 @@ impl Portal {
         panic!("the other instance did not start: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap());
     }
 
-    /// Another instance of this portal: the same configuration and database, its own port.
+    /// Another instance of this portal: the same configuration, database and public URL (as
+    /// behind one load balancer), its own port.
     pub async fn another_instance(&self) -> Portal {
         let mut cfg = self.cfg.clone();
-        cfg.server.listen.set_port(0);
+        cfg.server.listen.set_port(passback::sandbox::free_port().unwrap());
         Portal::start(cfg, self.clock.clone()).await
     }
 

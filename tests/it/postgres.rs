@@ -175,6 +175,19 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     assert_eq!(n.await, 1, "a challenge spent once");
     let n = at_once(&db, |db, _| async move { security::claim_alert(&db, "attack", now, 3600).await.unwrap() });
     assert_eq!(n.await, 1, "an alert sent once");
+    use passback::store::reminders::claim;
+    let n = at_once(&db, |db, _| async move { claim(&db, ("corp", "a-1"), "expiry:7", now, now, None).await.unwrap() });
+    assert_eq!(n.await, 1, "a reminder sent once");
+    // The campaign's claim, every 150 s: once, not again within the period, once again after it.
+    let period = 150;
+    let campaign = |at: i64| {
+        at_once(&db, move |db, _| async move {
+            claim(&db, ("corp", "a-1"), "campaign", 0, at, Some(at - period)).await.unwrap()
+        })
+    };
+    assert_eq!(campaign(now).await, 1, "an invitation sent once");
+    assert_eq!(campaign(now + 100).await, 0, "not again within its period");
+    assert_eq!(campaign(now + 200).await, 1, "once again after it, by one instance");
     Stmt::new(
         "INSERT INTO staff (id, username, display_name, role, password_hash, totp_enc, created_at, updated_at) \
          VALUES ('s-1', 'newcomer', 'New Comer', 'helpdesk', 'x', ?, 0, 0)",

@@ -87,3 +87,16 @@ fn the_domain_policy_numbers_are_read_in_seconds() {
     never.attrs.insert("maxPwdAge".into(), vec![i64::MIN.to_string()]);
     assert_eq!(domain_policy(&never).max_age_secs, Some(0));
 }
+
+#[test]
+fn a_password_expiry_is_the_dcs_own_and_never_for_its_largest_value_or_a_password_to_change_now() {
+    let entry = |value: &str| SearchEntry {
+        dn: "cn=alice".into(),
+        attrs: [("msDS-UserPasswordExpiryTimeComputed".to_string(), vec![value.to_string()])].into(),
+        bin_attrs: Default::default(),
+    };
+    // 2027-01-01T00:00:00Z as a FILETIME.
+    assert_eq!(password_expiry(&entry("134432352000000000")), Some(1_798_761_600));
+    assert_eq!(password_expiry(&entry(&i64::MAX.to_string())), None, "never expires");
+    assert_eq!(password_expiry(&entry("0")), None, "must change now: no later expiry");
+}

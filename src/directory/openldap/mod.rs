@@ -15,7 +15,7 @@ use ldap3::controls::RawControl;
 use ldap3::exop::PasswordModify;
 use ldap3::{ldap_escape, LdapError, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use values::*;
 
 /// ppolicy's mark of an account locked by an administrator for good (no lockout duration).
@@ -386,13 +386,23 @@ impl OpenLdap {
         let mark = newest.map(SyncMark::Timestamp).or_else(|| since.cloned());
         let mut seen = HashSet::new();
         let mut users = Vec::new();
+        // Each policy is read once per sync, as it is now (not from the cache that the writes'
+        // answers use: a sync must not make them state an older policy).
+        let mut policies: HashMap<String, Option<PolicyFacts>> = HashMap::new();
         for entry in entries {
             match synced_user(&entry) {
                 Some(mut user) if seen.insert(user.anchor.clone()) => {
                     // ppolicy: pwdMaxAge after the last change (0 or absent: never), under the
-                    // person's own policy or the default one (each read once, then cached).
+                    // person's own policy or the default one.
                     let policy = match first(&entry, "pwdPolicySubentry").or(self.policy_dn.as_deref()) {
-                        Some(dn) => self.read_policy(dn).await,
+                        Some(dn) => match policies.get(dn) {
+                            Some(p) => p.clone(),
+                            None => {
+                                let p = self.read_policy_now(dn).await;
+                                policies.insert(dn.to_string(), p.clone());
+                                p
+                            }
+                        },
                         None => None,
                     };
                     user.password_expires_at = expiry(user.password_changed_at, policy.as_ref());

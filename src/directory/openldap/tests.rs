@@ -82,3 +82,15 @@ fn policy_numbers_are_read_and_quality_without_a_checker_is_no_complexity_rule()
     let nothing_read = PolicyFacts { history_on_reset: Some(true), ..PolicyFacts::default() };
     assert_eq!(policy_facts(&entry(&[])), nothing_read, "nothing read, but the agent's resets keep history");
 }
+
+#[test]
+fn a_password_expires_its_policys_maximum_age_after_it_was_set_and_never_without_one() {
+    let policy = |max: Option<u64>| PolicyFacts { max_age_secs: max, ..Default::default() };
+    assert_eq!(expiry(Some(1_000), Some(&policy(Some(86_400)))), Some(87_400));
+    assert_eq!(expiry(Some(1_000), Some(&policy(Some(0)))), None, "0: never");
+    assert_eq!(expiry(Some(1_000), Some(&policy(None))), None);
+    assert_eq!(expiry(Some(1_000), None), None, "no policy");
+    assert_eq!(expiry(None, Some(&policy(Some(86_400)))), None, "never set");
+    let must_change = Some(crate::domain::PASSWORD_MUST_CHANGE);
+    assert_eq!(expiry(must_change, Some(&policy(Some(86_400)))), None, "to be changed now");
+}

@@ -190,14 +190,18 @@ async fn signin_inner(st: &AppState, client: std::net::SocketAddr, session: &Ses
         result.outcome,
         Outcome::Success | Outcome::MustChange | Outcome::PasswordExpired | Outcome::AccountDisabled
     );
-    if proved || result.outcome == Outcome::NoAgent {
-        let mut batch = store::Batch::new();
-        batch.push(store::attempts::release(reservation));
-        // The language a person signs in with is the one their reminders come in.
-        if let Some(t) = found.target.as_ref().filter(|t| proved && !t.directory.is_empty()) {
+    // The language a person signs in with is the one their reminders come in.
+    match found.target.as_ref().filter(|t| proved && !t.directory.is_empty()) {
+        Some(t) => {
+            let mut batch = store::Batch::new();
+            batch.push(store::attempts::release(reservation));
             batch.push(store::reminders::remember_lang(&t.directory, &t.anchor, Tr::current().0));
+            batch.run(&st.db).await?;
         }
-        batch.run(&st.db).await?;
+        None if proved || result.outcome == Outcome::NoAgent => {
+            store::attempts::release(reservation).run(&st.db).await?;
+        }
+        None => {}
     }
     if proved {
         // Kept for the pages that follow, which say when the password expires.
