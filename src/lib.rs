@@ -15,7 +15,8 @@
 //!   handlers over extractors and use cases), `relay` (the hub and its endpoints), `store` (the
 //!   database), `mail`, `server`.
 //! * **Agent host:** `agent`, `directory` (AD and OpenLDAP).
-//! * **Tools:** `demo`, `bench`, `sandbox` (real slapd and Samba for tests and the demo).
+//! * **Tools:** `demo`, `bench`, `sandbox` (real slapd and Samba for tests and the demo), `init`
+//!   (a first configuration).
 //!
 //! The lines not to cross (DESIGN.md): `portal`/`relay`/`usecase` never import `directory`;
 //! `usecase` never imports `portal`; `agent`/`directory` never import `store`/`portal`/`usecase`,
@@ -36,6 +37,7 @@ pub mod envelope;
 pub mod expiring;
 pub mod files;
 pub mod i18n;
+pub mod init;
 #[cfg(test)]
 mod layout;
 pub mod mail;

@@ -57,6 +57,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PasswordCmd,
     },
+    /// Write a first configuration: the portal's (with a fresh data key), or an agent's.
+    Init {
+        #[command(subcommand)]
+        cmd: InitCmd,
+    },
     /// Passwords known from data breaches (Have I Been Pwned's Pwned Passwords).
     Breached {
         #[command(subcommand)]
@@ -215,6 +220,60 @@ enum StaffCmd {
         #[arg(long)]
         username: String,
     },
+}
+
+#[derive(Subcommand)]
+enum InitCmd {
+    /// Write portal.toml and a new data.key (check it with `passback serve --check-config`).
+    Portal {
+        /// The address people and agents will use, e.g. https://passback.example.org.
+        #[arg(long)]
+        public_url: String,
+        /// Where to write (and where the configuration says its files are).
+        #[arg(long, default_value = "/etc/passback")]
+        dir: PathBuf,
+        /// Replace files that exist (a new data key makes the database's secrets unreadable).
+        #[arg(long)]
+        force: bool,
+        /// Print the configuration instead of writing anything.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Write agent.toml for one directory (check it with `passback agent doctor`).
+    Agent {
+        /// The portal's public address.
+        #[arg(long)]
+        portal_url: String,
+        /// The name the portal knows the directory by.
+        #[arg(long)]
+        directory: String,
+        #[arg(long, value_enum)]
+        kind: DirectoryKindArg,
+        /// ldaps://dc1.corp.example.org:636
+        #[arg(long)]
+        url: String,
+        /// Where the people in scope are, e.g. OU=Staff,DC=corp,DC=example,DC=org.
+        #[arg(long)]
+        base_dn: String,
+        /// The service account the agent binds as.
+        #[arg(long)]
+        bind_dn: String,
+        /// The CA certificate the directory's certificate is checked against, if not a public one.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        #[arg(long, default_value = "/etc/passback")]
+        dir: PathBuf,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DirectoryKindArg {
+    Ad,
+    Openldap,
 }
 
 #[derive(Subcommand)]
@@ -406,6 +465,52 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64(),
                 if built.sorted_here { " (the input was not in hash order: it was sorted in memory)" } else { "" }
             );
+        }
+        Cmd::Init { cmd: InitCmd::Portal { public_url, dir, force, print } } => {
+            let portal = passback::init::Portal { dir: &dir, public_url: &public_url };
+            if print {
+                print!("{}", portal.text()?);
+            } else {
+                for file in portal.write(force)? {
+                    println!("Wrote {}", file.display());
+                }
+                let config = dir.join("portal.toml");
+                println!(
+                    "Next: put the TLS certificate and key where it says, set [mail], then check it:\n  \
+                     passback serve --check-config --config {}",
+                    config.display()
+                );
+            }
+        }
+        Cmd::Init {
+            cmd: InitCmd::Agent { portal_url, directory, kind, url, base_dn, bind_dn, ca_file, dir, force, print },
+        } => {
+            let kind = match kind {
+                DirectoryKindArg::Ad => config::DirectoryKind::Ad,
+                DirectoryKindArg::Openldap => config::DirectoryKind::Openldap,
+            };
+            let agent = passback::init::Agent {
+                dir: &dir,
+                portal_url: &portal_url,
+                directory: &directory,
+                kind,
+                url: &url,
+                base_dn: &base_dn,
+                bind_dn: &bind_dn,
+                ca_file: ca_file.as_deref(),
+            };
+            if print {
+                print!("{}", agent.text()?);
+            } else {
+                let (config, password) = agent.write(force)?;
+                println!("Wrote {}", config.display());
+                println!(
+                    "Next: write the service account's password to {} (mode 0640, group passback), then check \
+                     everything:\n  passback agent --config {} doctor",
+                    password.display(),
+                    config.display()
+                );
+            }
         }
         Cmd::Demo { dir, port, directory, ha: false } => {
             passback::demo::run(&dir, port, directory).await.context("demo")?;

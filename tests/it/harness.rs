@@ -165,7 +165,7 @@ impl Default for Options {
 
 /// The portal running in this process, stoppable and restartable on the same port.
 pub struct Portal {
-    cfg: passback::config::PortalConfig,
+    pub cfg: passback::config::PortalConfig,
     clock: passback::Clock,
     pub port: u16,
     pub db: Db,

@@ -296,3 +296,69 @@ async fn serve_checks_a_configuration_without_starting_and_logs_one_json_line_pe
     let page = all.iter().filter(request).find(|l| l["method"] == "GET" && l["path"] == "/signin").unwrap();
     assert!(!page.to_string().contains("secret-name"), "never the query: {page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_portal_configuration_that_checks_once_its_certificate_is_there_and_an_agent_one_the_doctor_reads(
+) {
+    use secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let app = spawn_app_with(Options::default()).await;
+    let dir = app.dir.join("etc-passback");
+    let passback = |args: &[&str]| Command::new(crate::harness::passback_bin()).args(args).output().unwrap();
+    let d = dir.display().to_string();
+    let url = app.url.clone();
+    let made = passback(&["init", "portal", "--dir", &d, "--public-url", &url]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let key = std::fs::read_to_string(dir.join("data.key")).unwrap();
+    assert_eq!(key.trim().len(), 44, "32 bytes, base64");
+    for file in ["data.key", "portal.toml"] {
+        let mode = std::fs::metadata(dir.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o037, 0, "{file}: {mode:o}, read by owner and group at most");
+    }
+    let again = passback(&["init", "portal", "--dir", &d, "--public-url", &url]);
+    assert_eq!(again.status.code(), Some(1), "never over an existing key");
+    assert_eq!(std::fs::read_to_string(dir.join("data.key")).unwrap(), key);
+
+    // It checks once the certificate and key it names are there (this test's, for localhost).
+    let config = dir.join("portal.toml").display().to_string();
+    let check = || passback(&["serve", "--check-config", "--config", &config]);
+    let missing = check();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cert.pem"), "{missing:?}");
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    std::fs::copy(app.portal.cfg.server.tls_cert_file.as_ref().unwrap(), dir.join("tls/cert.pem")).unwrap();
+    std::fs::copy(app.portal.cfg.server.tls_key_file.as_ref().unwrap(), dir.join("tls/key.pem")).unwrap();
+    let checked = check();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+
+    // The agent's: the doctor reads it and reaches the directory with it (not yet enrolled).
+    let slapd = &app.slapd;
+    let ca = slapd.ca_file.display().to_string();
+    let made = passback(&[
+        "init",
+        "agent",
+        "--dir",
+        &d,
+        "--portal-url",
+        &url,
+        "--directory",
+        "corp",
+        "--kind",
+        "openldap",
+        "--url",
+        &slapd.url,
+        "--base-dn",
+        &slapd.people_dn,
+        "--bind-dn",
+        &slapd.service_dn,
+        "--ca-file",
+        &ca,
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::write(dir.join("corp.pw"), slapd.service_password.expose_secret()).unwrap();
+    let agent_config = dir.join("agent.toml").display().to_string();
+    let doctor = passback(&["agent", "--config", &agent_config, "doctor"]);
+    let table = String::from_utf8_lossy(&doctor.stdout);
+    assert!(table.contains("right: write userPassword"), "the directory was reached: {table}");
+}
