@@ -18,3 +18,7 @@ CREATE TABLE reminders_sent (
 );
 -- Old expiry reminders go by this (the housekeeping task).
 CREATE INDEX reminders_sent_about ON reminders_sent (about);
+
+-- How long the directory took to answer a writeback, in milliseconds (the reports' figures).
+ALTER TABLE writebacks ADD COLUMN took_ms BIGINT;
+CREATE INDEX writebacks_created ON writebacks (created_at);

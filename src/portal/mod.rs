@@ -86,6 +86,9 @@ pub mod paths {
     pub const AUDIT: &str = "/audit";
     pub const AUDIT_CSV: &str = "/audit.csv";
     pub const ADMIN_HEALTH: &str = "/admin/health";
+    /// Usage and health reports (administrators and auditors), and their tables as CSV.
+    pub const ADMIN_REPORTS: &str = "/admin/reports";
+    pub const ADMIN_REPORTS_CSV: &str = "/admin/reports.csv";
     pub const ADMIN_HEALTH_JSON: &str = "/admin/health.json";
     pub const ADMIN_AGENT_REVOKE: &str = "/admin/health/revoke";
     pub const ADMIN_SYNC_APPLY: &str = "/admin/health/apply-sync";

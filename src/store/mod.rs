@@ -11,6 +11,7 @@ pub mod housekeeping;
 pub mod passkeys;
 pub mod presence;
 pub mod reminders;
+pub mod reports;
 pub mod security;
 pub mod sessions;
 pub mod staff;

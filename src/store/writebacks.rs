@@ -45,11 +45,12 @@ pub fn finish(
     instance: &str,
     outcome: &Outcome,
     (answered_by, awaited): (Option<&str>, bool),
+    took_ms: Option<u64>,
     now: i64,
 ) -> Stmt {
     Stmt::new(
         "UPDATE writebacks SET outcome_code = ?, outcome_json = ?, finished_at = ?, \
-         agent_id = COALESCE(agent_id, ?), result_at = COALESCE(result_at, ?) \
+         agent_id = COALESCE(agent_id, ?), result_at = COALESCE(result_at, ?), took_ms = COALESCE(took_ms, ?) \
          WHERE msg_id = ? AND COALESCE(instance, ?) = ?",
     )
     .bind(outcome.code().0)
@@ -57,6 +58,7 @@ pub fn finish(
     .bind(now)
     .bind(answered_by)
     .bind((!awaited).then_some(now))
+    .bind(took_ms.and_then(|ms| i64::try_from(ms).ok()))
     .bind(msg_id)
     .bind(instance)
     .bind(instance)
@@ -215,20 +217,20 @@ mod tests {
         let ok = Outcome::Success;
         // Sent, and no answer in time: the named agent's later answer is taken, once.
         claimed(&db, "m-timeout").await;
-        finish("m-timeout", "instance-a", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
+        finish("m-timeout", "instance-a", &Outcome::AgentTimeout, (None, true), None, 110).run(&db).await.unwrap();
         assert!(take_late_result(&db, "m-timeout", "agent-b", &ok, 120).await.unwrap().is_none(), "another agent");
         assert!(take_late_result(&db, "m-timeout", "agent-a", &ok, 120).await.unwrap().is_some());
         assert!(take_late_result(&db, "m-timeout", "agent-a", &ok, 121).await.unwrap().is_none(), "a copy");
         // Answered in time, even with "not confirmed": closed.
         claimed(&db, "m-answered").await;
-        finish("m-answered", "instance-a", &Outcome::AgentTimeout, (Some("agent-a"), false), 110)
+        finish("m-answered", "instance-a", &Outcome::AgentTimeout, (Some("agent-a"), false), None, 110)
             .run(&db)
             .await
             .unwrap();
         assert!(take_late_result(&db, "m-answered", "agent-a", &ok, 120).await.unwrap().is_none());
         // Nothing sent (a refusal of the portal's own): closed too.
         claimed(&db, "m-local").await;
-        finish("m-local", "instance-a", &Outcome::Protected, (None, false), 110).run(&db).await.unwrap();
+        finish("m-local", "instance-a", &Outcome::Protected, (None, false), None, 110).run(&db).await.unwrap();
         assert!(take_late_result(&db, "m-local", "agent-a", &ok, 120).await.unwrap().is_none());
     }
 
@@ -253,7 +255,7 @@ mod tests {
         assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().instance, None);
         assert!(take_over(&db, "m-1", None, "instance-b").await.unwrap().is_some());
         // Answered "not confirmed", then the agent's word came: that is what it came to.
-        finish("m-1", "instance-b", &Outcome::AgentTimeout, (None, true), 110).run(&db).await.unwrap();
+        finish("m-1", "instance-b", &Outcome::AgentTimeout, (None, true), None, 110).run(&db).await.unwrap();
         assert_eq!(super::claimed(&db, "m-1").await.unwrap().unwrap().outcome(), Some(Outcome::AgentTimeout));
         let late = Outcome::InHistory { history: Some(5) };
         take_late_result(&db, "m-1", "agent-b", &late, 120).await.unwrap().unwrap();

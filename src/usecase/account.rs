@@ -356,7 +356,7 @@ async fn record(
     let mut batch = Batch::new();
     let answer = (result.answered_by(), result.awaited());
     let (msg_id, instance) = (act.msg_id.as_str(), st.hub.instance.as_str());
-    batch.push(store::writebacks::finish(msg_id, instance, &result.outcome, answer, st.clock.now()));
+    batch.push(store::writebacks::finish(msg_id, instance, &result.outcome, answer, result.took_ms, st.clock.now()));
     // A staff reset's row says what it asked for besides the password.
     let raw = if act.ask.new_password().is_some() && act.by.actor != Requester::SELF_SERVICE.actor {
         format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)

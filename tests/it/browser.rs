@@ -766,6 +766,27 @@ async fn administrators_pages_pass_the_accessibility_checks() {
     let text = browser.text().await;
     assert!(text.contains("staff.signin") && text.contains("staff.view_person"), "{text}");
     browser.check("audit").await;
+    // A history for the reports: a fortnight of resets, some refused, and changes.
+    for i in 0..60_i64 {
+        let (operation, outcome) = match i % 4 {
+            0 => ("change.writeback", "PB-3005"),
+            1 => ("reset.writeback", "PB-2003"),
+            _ => ("reset.writeback", "PB-0000"),
+        };
+        let rec = passback::store::audit::AuditRecord {
+            at: app.clock.now() - (i % 14) * 86_400,
+            actor: "self-service".into(),
+            operation: operation.into(),
+            outcome_code: outcome.into(),
+            support_code: "SEEDS-00000".into(),
+            ..Default::default()
+        };
+        passback::store::audit::record(&app.db, &rec).await.unwrap();
+    }
+    browser.goto("/admin/reports").await;
+    let text = browser.text().await;
+    assert!(text.contains("Resets, changes and unlocks per day") && text.contains("Used before (history)"), "{text}");
+    browser.check("reports").await;
     browser.goto("/admin/staff").await;
     browser.check("staff-list").await;
     // No act is offered on one's own row (each would be refused).

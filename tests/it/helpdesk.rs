@@ -789,3 +789,132 @@ async fn with_the_agent_down_the_person_page_says_so_and_offers_no_act_that_writ
     let (_, refused) = act(&app, &c, "bob", &page, &[("act", "unlock")]).await;
     assert!(refused.contains("PB-1001"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_count_a_seeded_history_draw_it_and_export_each_table_for_auditors_only() {
+    let app = spawn_app().await;
+    // A real reset: the time the directory took is kept with its writeback.
+    let form = app.verified_as("alice", "alice@example.org").await;
+    let done = app.submit_password(&form, "Reported-Pass-42", "Reported-Pass-42").await;
+    assert!(done.contains("Your password has been changed"), "{done}");
+    let (took,): (Option<i64>,) =
+        Stmt::new("SELECT took_ms FROM writebacks WHERE op = 'reset'").fetch_one(&app.db).await.unwrap();
+    assert!(took.is_some_and(|ms| ms >= 0), "{took:?}");
+    let today = app.clock.now().div_euclid(86_400);
+    let day = |d: i64| {
+        time::OffsetDateTime::from_unix_timestamp(d * 86_400)
+            .unwrap()
+            .format(time::macros::format_description!("[year]-[month]-[day]"))
+            .unwrap()
+    };
+    // Three days of history: what people did and what it came to, and one act outside the range.
+    let seeded = [
+        (today - 2, "reset.writeback", "PB-0000", 3),
+        (today - 2, "reset.writeback", "PB-2003", 2),
+        (today - 2, "change.writeback", "PB-3005", 1),
+        (today - 1, "unlock.writeback", "PB-0000", 1),
+        (today - 1, "reset.writeback", "PB-1001", 1),
+        (today - 1, "reset.blocked", "PB-4001", 2),
+        (today, "helpdesk.reset", "PB-0000", 1),
+        (today - 40, "reset.writeback", "PB-2001", 5),
+    ];
+    for (d, operation, outcome, n) in seeded {
+        for i in 0..n {
+            let rec = passback::store::audit::AuditRecord {
+                at: d * 86_400 + 3600 + i,
+                actor: "self-service".into(),
+                operation: operation.into(),
+                outcome_code: outcome.into(),
+                support_code: "SEEDS-00000".into(),
+                ..Default::default()
+            };
+            passback::store::audit::record(&app.db, &rec).await.unwrap();
+        }
+    }
+    // Ten writebacks the directory answered in 10, 20 … 100 ms.
+    for ms in (10..=100).step_by(10) {
+        Stmt::new(
+            "INSERT INTO writebacks (msg_id, directory, anchor, op, support_code, created_at, took_ms) \
+             VALUES (?, ?, 'a', 'reset', 'SEEDS-00000', ?, ?)",
+        )
+        .bind(format!("seeded-{ms}"))
+        .bind(DIR_ID)
+        .bind((today - 1) * 86_400 + ms)
+        .bind(ms)
+        .run(&app.db)
+        .await
+        .unwrap();
+    }
+    let anchor = app.anchor_of("bob").await;
+    crate::reset::registered_authenticator(
+        &app,
+        passback::store::security::Person { directory: DIR_ID, anchor: &anchor },
+    )
+    .await;
+
+    let auditor = add_staff(&app, "audrey", Role::Auditor, Scope::default(), false).await;
+    let c = client(&app);
+    staff_signin(&app, &c, &auditor, 0).await;
+    let range = format!("from={}&until={}", day(today - 2), day(today));
+    let (status, page) = get(&app, &c, &format!("/admin/reports?{range}")).await;
+    assert_eq!(status, 200, "{page}");
+    let row = |date: &str| {
+        page.split(&format!("<th scope=\"row\" class=\"nowrap\">{date}</th>"))
+            .nth(1)
+            .unwrap()
+            .split("</tr>")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let first = row(&day(today - 2));
+    assert!(first.contains("3 done, 2 refused, 0 failed") && first.contains("0 done, 1 refused, 0 failed"), "{first}");
+    let second = row(&day(today - 1));
+    assert!(second.contains("0 done, 0 refused, 1 failed") && second.contains(">2</td>"), "{second}");
+    assert!(!page.contains("PB-2001"), "outside the range: {page}");
+    for shown in
+        ["Used before (history)", "Wrong current password", "No agent was working", "within 50 ms", "within 100 ms"]
+    {
+        assert!(page.contains(shown), "{shown}: {page}");
+    }
+    // Each chart is an image with a title and a description, drawn without script.
+    for chart in ["chart-acts", "chart-refusals", "chart-coverage"] {
+        assert!(
+            page.contains(&format!("id=\"{chart}\""))
+                && page.contains(&format!("aria-labelledby=\"{chart}-title {chart}-desc\"")),
+            "{chart}"
+        );
+    }
+    assert!(page.matches("<rect class=\"bar-done\"").count() >= 2, "{page}");
+
+    // Each table as CSV, with the same numbers.
+    let csv = |table: &str| {
+        let (c, url) = (c.clone(), format!("{}/admin/reports.csv?table={table}&{range}", app.url));
+        async move {
+            let resp = c.get(url).send().await.unwrap();
+            assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+            resp.text().await.unwrap()
+        }
+    };
+    let days = csv("days").await;
+    assert!(days.starts_with("date,resets_done,resets_refused,resets_failed,changes_done"), "{days}");
+    assert!(days.contains(&format!("\"{}\",3,2,0,0,1,0,0,0,0,0\r\n", day(today - 2))), "{days}");
+    assert!(days.contains(&format!("\"{}\",0,0,1,0,0,0,1,0,0,2\r\n", day(today - 1))), "{days}");
+    assert_eq!(days.lines().count(), 4, "a header and three days: {days}");
+    let refusals = csv("refusals").await;
+    assert!(refusals.lines().nth(1).unwrap().starts_with("\"PB-2003\",\"Used before (history)\",2,50"), "{refusals}");
+    let coverage = csv("coverage").await;
+    let all = coverage.lines().nth(1).unwrap().to_string();
+    let numbers: Vec<i64> = all.split(',').skip(1).map(|n| n.parse().unwrap()).collect();
+    let people = numbers[0];
+    assert!(people >= 4 && numbers[2] == 1, "bob's authenticator, of {people}: {coverage}");
+
+    // The helpdesk reads no reports, and nobody signed out does.
+    let helpdesk = add_staff(&app, "hal", Role::Helpdesk, Scope::default(), false).await;
+    let h = client(&app);
+    staff_signin(&app, &h, &helpdesk, 0).await;
+    assert_eq!(get(&app, &h, "/admin/reports").await.0, 403);
+    assert_eq!(get(&app, &h, "/admin/reports.csv?table=days").await.0, 403);
+    let (_, anonymous) = get(&app, &client(&app), "/admin/reports").await;
+    assert!(anonymous.contains("name=\"username\""), "sent to sign in: {anonymous}");
+}

@@ -102,7 +102,7 @@ pub async fn audit_page(
 
 /// One CSV cell: quoted, and a leading `=`, `+`, `-`, `@` (which spreadsheets would run as a
 /// formula) neutralised with an apostrophe.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     // Spreadsheets skip leading spaces and read full-width signs as formulas too.
     let first = s.trim_start_matches([' ', '\u{3000}']).chars().next();
     let formula = first.is_some_and(|c| "=+-@\t\r\u{FF1D}\u{FF0B}\u{FF0D}\u{FF20}".contains(c));

@@ -10,6 +10,7 @@ mod health;
 mod helpdesk;
 mod pages;
 mod passkeys;
+mod reports;
 mod signin;
 
 pub use admin::{add_staff, reset_staff, staff_list, update_staff};
@@ -17,6 +18,7 @@ pub use audit::{audit_csv, audit_page, AuditQuery};
 pub use health::{apply_sync_hold, health_json, health_page, revoke_agent, Health};
 pub use helpdesk::{act, person, search};
 pub use passkeys::{add_passkey, passkeys_page, remove_passkey};
+pub use reports::{reports_csv, reports_page};
 pub use signin::{enrol, enrol_form, signin, signin_form, signout, signout_everywhere};
 
 use super::{paths, AppState, PortalError};
@@ -115,6 +117,8 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route(paths::HELPDESK_ACT, post(act))
         .route(paths::AUDIT, get(audit_page))
         .route(paths::AUDIT_CSV, get(audit_csv))
+        .route(paths::ADMIN_REPORTS, get(reports_page))
+        .route(paths::ADMIN_REPORTS_CSV, get(reports_csv))
         .route(paths::ADMIN_HEALTH, get(health_page))
         .route(paths::ADMIN_HEALTH_JSON, get(health_json))
         .route(paths::ADMIN_AGENT_REVOKE, post(revoke_agent))

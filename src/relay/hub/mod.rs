@@ -280,12 +280,15 @@ pub struct WritebackResult {
     pub agent_id: Option<String>,
     /// Whether that agent's answer came in time (it may itself say "not confirmed", PB-1002).
     pub answered: bool,
+    /// How long the answer took, from the request's sealing to its result, in milliseconds
+    /// (`None` for an outcome reached without an agent).
+    pub took_ms: Option<u64>,
 }
 
 impl WritebackResult {
     /// An outcome the portal reached without an agent's answer (nothing was sent).
     pub fn local(outcome: Outcome, raw: &str) -> Self {
-        Self { outcome, raw: raw.into(), policy: None, agent_id: None, answered: false }
+        Self { outcome, raw: raw.into(), policy: None, agent_id: None, answered: false, took_ms: None }
     }
 
     /// The agent whose answer this is; `None` when no answer came (or nothing was sent).
@@ -627,8 +630,11 @@ impl Hub {
     /// result up to the configured deadline. Always ends in a definite outcome.
     pub async fn writeback(&self, req: WritebackRequest<'_>, now: i64) -> WritebackResult {
         let (op, started) = (req.op, Instant::now());
-        let result = self.send_and_wait(req, now).await;
+        let mut result = self.send_and_wait(req, now).await;
         self.metrics.writeback(op, &result.outcome, started.elapsed());
+        if result.answered {
+            result.took_ms = u64::try_from(started.elapsed().as_millis()).ok();
+        }
         result
     }
 
@@ -678,7 +684,7 @@ impl Hub {
         let _pending = PendingGuard { hub: self, msg_id: &req.msg_id };
         let answered = |pkg: envelope::ResultPackage| {
             let (outcome, raw, policy) = (pkg.outcome, pkg.raw, pkg.policy);
-            WritebackResult { outcome, raw, policy, agent_id: Some(agent_id.clone()), answered: true }
+            WritebackResult { outcome, raw, policy, agent_id: Some(agent_id.clone()), answered: true, took_ms: None }
         };
         // However the wait ends without an answer on the current connection, one that came by
         // the way the request was first sent, meanwhile, is the directory's word and wins.
@@ -830,7 +836,14 @@ impl Hub {
         };
         tracing::warn!(msg_id = %req.msg_id, agent = holder, why, checked_by = %other, seen, "another request checked the new password");
         let raw = format!("agent {holder} {why}; agent {other} found the new password {seen} ({})", pkg.outcome.code());
-        Some(WritebackResult { outcome, raw, policy: None, agent_id: Some(holder.to_string()), answered: false })
+        Some(WritebackResult {
+            outcome,
+            raw,
+            policy: None,
+            agent_id: Some(holder.to_string()),
+            answered: false,
+            took_ms: None,
+        })
     }
 
     /// Waits until `agent_id` is alive again for `directory`, here or on another instance, but
