@@ -254,6 +254,9 @@ async fn ad_sync_reports_anchors_addresses_and_disabled_people() {
     assert_eq!(me.dn, dn);
     assert_eq!(me.anchor.as_str().len(), 36, "a GUID: {}", me.anchor);
     assert!(!me.protected);
+    // The DC's own expiry: the seeded domain keeps a password 42 days.
+    let set = me.password_changed_at.expect("pwdLastSet");
+    assert_eq!(me.password_expires_at.map(|at| at - set), Some(42 * 86_400), "{me:?}");
     assert!(users.iter().any(|u| u.username == "dadmin" && u.protected), "a Domain Admin, nested or not, is protected");
     assert!(!users.iter().any(|u| u.username == "svc-reset"), "outside the scope");
     let (admin_sam, admin_dn, _) = person(dc, None).await;
