@@ -229,15 +229,8 @@ enum InitCmd {
         /// The address people and agents will use, e.g. https://passback.example.org.
         #[arg(long)]
         public_url: String,
-        /// Where to write (and where the configuration says its files are).
-        #[arg(long, default_value = "/etc/passback")]
-        dir: PathBuf,
-        /// Replace files that exist (a new data key makes the database's secrets unreadable).
-        #[arg(long)]
-        force: bool,
-        /// Print the configuration instead of writing anything.
-        #[arg(long)]
-        print: bool,
+        #[command(flatten)]
+        out: InitOut,
     },
     /// Write agent.toml for one directory (check it with `passback agent doctor`).
     Agent {
@@ -261,13 +254,23 @@ enum InitCmd {
         /// The CA certificate the directory's certificate is checked against, if not a public one.
         #[arg(long)]
         ca_file: Option<PathBuf>,
-        #[arg(long, default_value = "/etc/passback")]
-        dir: PathBuf,
-        #[arg(long)]
-        force: bool,
-        #[arg(long)]
-        print: bool,
+        #[command(flatten)]
+        out: InitOut,
     },
+}
+
+/// Where and how `init` writes.
+#[derive(clap::Args)]
+struct InitOut {
+    /// Where to write (and where the configuration says its files are).
+    #[arg(long, default_value = "/etc/passback")]
+    dir: PathBuf,
+    /// Replace files that exist (a new data key makes the database's secrets unreadable).
+    #[arg(long)]
+    force: bool,
+    /// Print the configuration instead of writing anything.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -466,7 +469,7 @@ async fn main() -> anyhow::Result<()> {
                 if built.sorted_here { " (the input was not in hash order: it was sorted in memory)" } else { "" }
             );
         }
-        Cmd::Init { cmd: InitCmd::Portal { public_url, dir, force, print } } => {
+        Cmd::Init { cmd: InitCmd::Portal { public_url, out: InitOut { dir, force, print } } } => {
             let portal = passback::init::Portal { dir: &dir, public_url: &public_url };
             if print {
                 print!("{}", portal.text()?);
@@ -483,7 +486,17 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Init {
-            cmd: InitCmd::Agent { portal_url, directory, kind, url, base_dn, bind_dn, ca_file, dir, force, print },
+            cmd:
+                InitCmd::Agent {
+                    portal_url,
+                    directory,
+                    kind,
+                    url,
+                    base_dn,
+                    bind_dn,
+                    ca_file,
+                    out: InitOut { dir, force, print },
+                },
         } => {
             let kind = match kind {
                 DirectoryKindArg::Ad => config::DirectoryKind::Ad,

@@ -773,15 +773,7 @@ async fn administrators_pages_pass_the_accessibility_checks() {
             1 => ("reset.writeback", "PB-2003"),
             _ => ("reset.writeback", "PB-0000"),
         };
-        let rec = passback::store::audit::AuditRecord {
-            at: app.clock.now() - (i % 14) * 86_400,
-            actor: "self-service".into(),
-            operation: operation.into(),
-            outcome_code: outcome.into(),
-            support_code: "SEEDS-00000".into(),
-            ..Default::default()
-        };
-        passback::store::audit::record(&app.db, &rec).await.unwrap();
+        crate::helpdesk::seed_act(&app, app.clock.now() - (i % 14) * 86_400, operation, outcome).await;
     }
     browser.goto("/admin/reports").await;
     let text = browser.text().await;

@@ -790,6 +790,19 @@ async fn with_the_agent_down_the_person_page_says_so_and_offers_no_act_that_writ
     assert!(refused.contains("PB-1001"), "{refused}");
 }
 
+/// An act a person did at `at`, as its audit row records it (a history for the reports).
+pub async fn seed_act(app: &TestApp, at: i64, operation: &str, outcome: &str) {
+    let rec = passback::store::audit::AuditRecord {
+        at,
+        actor: "self-service".into(),
+        operation: operation.into(),
+        outcome_code: outcome.into(),
+        support_code: "SEEDS-00000".into(),
+        ..Default::default()
+    };
+    passback::store::audit::record(&app.db, &rec).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_count_a_seeded_history_draw_it_and_export_each_table_for_auditors_only() {
     let app = spawn_app().await;
@@ -820,15 +833,7 @@ async fn reports_count_a_seeded_history_draw_it_and_export_each_table_for_audito
     ];
     for (d, operation, outcome, n) in seeded {
         for i in 0..n {
-            let rec = passback::store::audit::AuditRecord {
-                at: d * 86_400 + 3600 + i,
-                actor: "self-service".into(),
-                operation: operation.into(),
-                outcome_code: outcome.into(),
-                support_code: "SEEDS-00000".into(),
-                ..Default::default()
-            };
-            passback::store::audit::record(&app.db, &rec).await.unwrap();
+            seed_act(&app, d * 86_400 + 3600 + i, operation, outcome).await;
         }
     }
     // Ten writebacks the directory answered in 10, 20 … 100 ms.
