@@ -1,16 +1,18 @@
 //! `passback init`: a first configuration, from the same text the package ships as its example
 //! (`packaging/*.toml`). For the portal, with a fresh data key; for an agent, with its directory,
-//! for `passback agent doctor` to check. Files are written readable by the `passback` group where
-//! it exists (the services run as that user), by their owner alone elsewhere, and never over
-//! existing ones unless asked.
+//! for `passback agent doctor` to check. Files are written readable by the service's group where
+//! it exists (`passback` for the portal, `passback-agent` for the agent: neither reads the
+//! other's), by their owner alone elsewhere, and never over existing ones unless asked; a data
+//! key that exists is never replaced.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
 const PORTAL: &str = include_str!("../packaging/portal.toml");
 const AGENT: &str = include_str!("../packaging/agent.toml");
-/// The system group the package makes for its services.
-const GROUP: &str = "passback";
+/// The system groups the package makes for its services.
+const PORTAL_GROUP: &str = "passback";
+const AGENT_GROUP: &str = "passback-agent";
 
 /// What the portal's first configuration needs to know.
 pub struct Portal<'a> {
@@ -35,26 +37,48 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// `template` with each `"@NAME@"` (a whole TOML string) or bare `@NAME@` (within one) filled
-/// in: a whole string as a TOML string of the value, so that no value can end it early; within
-/// one, only a value that needs no escaping (a path, a host name).
+/// `template` with each `"@NAME@"` (a whole TOML string) or bare `@NAME@` (within one) filled in,
+/// in one pass (nothing filled in is read again): a whole string as a TOML string of the value,
+/// so that no value can end it early; within one, only a value that needs no escaping (a path, a
+/// host name).
 fn fill(template: &str, values: &[(&str, &str)]) -> anyhow::Result<String> {
-    let mut text = template.to_string();
-    for (name, value) in values {
-        let token = format!("@{name}@");
-        text = text.replace(&format!("\"{token}\""), &quoted(value));
-        if text.contains(&token) {
-            if value.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
-                bail!("{value:?}: quotes, backslashes and control characters cannot go here");
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    'scan: while let Some(at) = rest.find('@') {
+        for (name, value) in values {
+            let token = format!("@{name}@");
+            if !rest[at..].starts_with(&token) {
+                continue;
             }
-            text = text.replace(&token, value);
+            let after = &rest[at + token.len()..];
+            if rest[..at].ends_with('"') && after.starts_with('"') {
+                out.push_str(&rest[..at - 1]);
+                out.push_str(&quoted(value));
+                rest = &after[1..];
+            } else {
+                if value.chars().any(|c| matches!(c, '"' | '\\' | '\'') || c.is_control()) {
+                    bail!("{value:?}: quotes, backslashes and control characters cannot go here");
+                }
+                out.push_str(&rest[..at]);
+                out.push_str(value);
+                rest = after;
+            }
+            continue 'scan;
         }
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
     }
-    Ok(text)
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `path` from the root: a configuration read by a service does not know where it was written.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{}", path.display()))
 }
 
 impl Portal<'_> {
-    /// The configuration's text.
+    /// The configuration's text (checked to read back as what was asked).
     pub fn text(&self) -> anyhow::Result<String> {
         let url = url::Url::parse(self.public_url).context("--public-url")?;
         if url.scheme() != "https" {
@@ -64,23 +88,34 @@ impl Portal<'_> {
         // Mail from the organisation's domain: the public host without its first label.
         let domain = host.split_once('.').map_or(host, |(_, rest)| rest);
         let public = url.origin().ascii_serialization();
-        let dir = self.dir.display().to_string();
-        fill(PORTAL, &[("PUBLIC_URL", &public), ("MAIL_DOMAIN", domain), ("DIR", &dir)])
+        let dir = absolute(self.dir)?;
+        let text =
+            fill(PORTAL, &[("PUBLIC_URL", &public), ("MAIL_DOMAIN", domain), ("DIR", &dir.display().to_string())])?;
+        let back: crate::config::PortalConfig = toml::from_str(&text).context("the configuration written")?;
+        anyhow::ensure!(back.server.public_url == public, "the configuration does not read back as written");
+        Ok(text)
     }
 
-    /// Writes `portal.toml` and a new `data.key` into the folder; returns what it wrote.
+    /// Writes `portal.toml`, and a new `data.key` unless there is one; returns what it wrote.
     pub fn write(&self, force: bool) -> anyhow::Result<Vec<PathBuf>> {
         let text = self.text()?;
         let (config, key) = (self.dir.join("portal.toml"), self.dir.join("data.key"));
-        refuse_existing(&[&config, &key], force)?;
+        refuse_existing(&config, force)?;
         std::fs::create_dir_all(self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
-        write(&key, crate::crypto::DataKey::generate_base64().as_bytes())?;
-        write(&config, text.as_bytes())?;
-        Ok(vec![config, key])
+        let mut wrote = Vec::new();
+        // The database's secrets are sealed under it: an existing key is kept, always.
+        if !key.exists() {
+            write(&key, crate::crypto::DataKey::generate_base64().as_bytes(), PORTAL_GROUP)?;
+            wrote.push(key);
+        }
+        write(&config, text.as_bytes(), PORTAL_GROUP)?;
+        wrote.insert(0, config);
+        Ok(wrote)
     }
 }
 
 impl Agent<'_> {
+    /// The configuration's text (checked to read back as what was asked).
     pub fn text(&self) -> anyhow::Result<String> {
         let url = url::Url::parse(self.portal_url).context("--portal-url")?;
         if url.scheme() != "https" {
@@ -89,7 +124,8 @@ impl Agent<'_> {
         if !self.directory.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("--directory: letters, digits, - and _ only (it names a file too)");
         }
-        let dir = self.dir.display().to_string();
+        let dir = absolute(self.dir)?.display().to_string();
+        let ca = self.ca_file.map(absolute).transpose()?;
         let mut text = fill(
             AGENT,
             &[
@@ -102,9 +138,17 @@ impl Agent<'_> {
                 ("DIR", &dir),
             ],
         )?;
-        if let Some(ca) = self.ca_file {
+        if let Some(ca) = ca {
+            // In the one directory's table, which the template ends with.
             text.push_str(&format!("ca_file = {}\n", quoted(&ca.display().to_string())));
         }
+        let back: crate::config::AgentConfig = toml::from_str(&text).context("the configuration written")?;
+        let d = back.directories.first().context("no directory written")?;
+        anyhow::ensure!(
+            d.id == self.directory && d.url == self.url && d.bind_dn == self.bind_dn && d.base_dns == [self.base_dn],
+            "the configuration does not read back as written"
+        );
+        crate::config::check_ldap_url(&d.url, d.starttls).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
         Ok(text)
     }
 
@@ -113,26 +157,26 @@ impl Agent<'_> {
     pub fn write(&self, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
         let text = self.text()?;
         let config = self.dir.join("agent.toml");
-        refuse_existing(&[&config], force)?;
+        refuse_existing(&config, force)?;
         std::fs::create_dir_all(self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
-        write(&config, text.as_bytes())?;
-        Ok((config, self.dir.join(format!("{}.pw", self.directory))))
+        write(&config, text.as_bytes(), AGENT_GROUP)?;
+        Ok((config, absolute(self.dir)?.join(format!("{}.pw", self.directory))))
     }
 }
 
-fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
-    match paths.iter().find(|p| p.exists()) {
-        Some(p) if !force => bail!("{} exists: not replaced (--force replaces it)", p.display()),
+fn refuse_existing(path: &Path, force: bool) -> anyhow::Result<()> {
+    match path.exists() {
+        true if !force => bail!("{} exists: not replaced (--force replaces it)", path.display()),
         _ => Ok(()),
     }
 }
 
-/// Writes a file for the services to read: mode 0640 and the `passback` group where there is
-/// one (and this process may give it), else 0600.
-fn write(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes a file for a service to read: mode 0640 and its `group` where there is one (and this
+/// process may give it), else 0600.
+fn write(path: &Path, contents: &[u8], group: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     crate::files::write_private(path, contents)?;
-    if let Some(gid) = group_id(GROUP) {
+    if let Some(gid) = group_id(group) {
         if std::os::unix::fs::chown(path, None, Some(gid)).is_ok() {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))?;
         }

@@ -229,10 +229,14 @@ enum InitCmd {
         /// The address people and agents will use, e.g. https://passback.example.org.
         #[arg(long)]
         public_url: String,
+        /// Where to write (and where the configuration says its files are).
+        #[arg(long, default_value = "/etc/passback")]
+        dir: PathBuf,
         #[command(flatten)]
         out: InitOut,
     },
-    /// Write agent.toml for one directory (check it with `passback agent doctor`).
+    /// Write agent.toml for one directory (check it with `passback agent doctor`), by default in
+    /// /etc/passback-agent.
     Agent {
         /// The portal's public address.
         #[arg(long)]
@@ -254,18 +258,18 @@ enum InitCmd {
         /// The CA certificate the directory's certificate is checked against, if not a public one.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Where to write (and where the configuration says its files are).
+        #[arg(long, default_value = "/etc/passback-agent")]
+        dir: PathBuf,
         #[command(flatten)]
         out: InitOut,
     },
 }
 
-/// Where and how `init` writes.
+/// How `init` writes.
 #[derive(clap::Args)]
 struct InitOut {
-    /// Where to write (and where the configuration says its files are).
-    #[arg(long, default_value = "/etc/passback")]
-    dir: PathBuf,
-    /// Replace files that exist (a new data key makes the database's secrets unreadable).
+    /// Replace a configuration that exists (never a data key: the database's secrets need it).
     #[arg(long)]
     force: bool,
     /// Print the configuration instead of writing anything.
@@ -469,7 +473,7 @@ async fn main() -> anyhow::Result<()> {
                 if built.sorted_here { " (the input was not in hash order: it was sorted in memory)" } else { "" }
             );
         }
-        Cmd::Init { cmd: InitCmd::Portal { public_url, out: InitOut { dir, force, print } } } => {
+        Cmd::Init { cmd: InitCmd::Portal { public_url, dir, out: InitOut { force, print } } } => {
             let portal = passback::init::Portal { dir: &dir, public_url: &public_url };
             if print {
                 print!("{}", portal.text()?);
@@ -495,7 +499,8 @@ async fn main() -> anyhow::Result<()> {
                     base_dn,
                     bind_dn,
                     ca_file,
-                    out: InitOut { dir, force, print },
+                    dir,
+                    out: InitOut { force, print },
                 },
         } => {
             let kind = match kind {
@@ -518,8 +523,8 @@ async fn main() -> anyhow::Result<()> {
                 let (config, password) = agent.write(force)?;
                 println!("Wrote {}", config.display());
                 println!(
-                    "Next: write the service account's password to {} (mode 0640, group passback), then check \
-                     everything:\n  passback agent --config {} doctor",
+                    "Next: write the service account's password to {} (mode 0640, group passback-agent), then \
+                     check everything:\n  sudo -u passback-agent passback agent --config {} doctor",
                     password.display(),
                     config.display()
                 );

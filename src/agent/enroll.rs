@@ -62,6 +62,12 @@ pub async fn enroll(
     if state_path.exists() {
         bail!("{} already exists: this host is enrolled. Remove it first to enroll again", state_path.display());
     }
+    // The token works once: where the state cannot be saved, it is not spent.
+    let folder = state_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = folder.join(format!(".passback-enroll-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("{} cannot be written here (run as the user the agent runs as)", folder.display()))?;
     let base = portal_base(portal_url)?;
     let pair = key_pair().await?;
     let client = http_client(ca)?;

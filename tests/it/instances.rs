@@ -317,8 +317,17 @@ async fn init_writes_a_portal_configuration_that_checks_once_its_certificate_is_
         assert_eq!(mode & 0o037, 0, "{file}: {mode:o}, read by owner and group at most");
     }
     let again = passback(&["init", "portal", "--dir", &d, "--public-url", &url]);
-    assert_eq!(again.status.code(), Some(1), "never over an existing key");
-    assert_eq!(std::fs::read_to_string(dir.join("data.key")).unwrap(), key);
+    assert_eq!(again.status.code(), Some(1), "not over an existing configuration: {again:?}");
+    // Forced, the configuration is written again; the data key never is.
+    let other = "https://sspr.example.org";
+    let forced = passback(&["init", "portal", "--dir", &d, "--public-url", other, "--force"]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert_eq!(std::fs::read_to_string(dir.join("data.key")).unwrap(), key, "the database's secrets need it");
+    assert!(std::fs::read_to_string(dir.join("portal.toml")).unwrap().contains(other));
+    let printed = passback(&["init", "portal", "--dir", &d, "--public-url", &url, "--print"]);
+    assert!(String::from_utf8_lossy(&printed.stdout).contains(&format!("public_url = \"{url}\"")));
+    assert!(std::fs::read_to_string(dir.join("portal.toml")).unwrap().contains(other), "printing writes nothing");
+    passback(&["init", "portal", "--dir", &d, "--public-url", &url, "--force"]);
 
     // It checks once the certificate and key it names are there (this test's, for localhost).
     let config = dir.join("portal.toml").display().to_string();

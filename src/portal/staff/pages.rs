@@ -167,16 +167,6 @@ pub struct AuditPage {
 }
 
 #[derive(Template, WebTemplate)]
-#[template(path = "reports.html")]
-pub struct ReportsPage {
-    pub tr: Tr,
-    pub csrf: String,
-    pub staff: String,
-    pub role: Role,
-    pub r: super::reports::Report,
-}
-
-#[derive(Template, WebTemplate)]
 #[template(path = "health.html")]
 pub struct HealthPage {
     pub tr: Tr,

@@ -5,13 +5,14 @@
 //! can be exported as CSV. The range is whole UTC days.
 
 use super::audit::cell;
-use super::pages::ReportsPage;
 use super::{ReadsAudit, StaffAs};
 use crate::config::GateMethod;
 use crate::i18n::Tr;
 use crate::portal::extract::Only;
 use crate::portal::PortalError;
-use crate::store::{self, reports};
+use crate::store::{self, reports, staff::Role};
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -72,7 +73,9 @@ fn came(code: &str) -> Came {
     match code {
         "PB-0000" | "PB-0001" => Came::Done,
         c if c.starts_with("PB-1") || c.starts_with("PB-9") => Came::Failed,
-        "PB-3001" | "PB-3003" | "PB-3004" | "PB-3099" => Came::Failed,
+        // Not found, no right, unreachable, refused for another reason; and a password set on an
+        // account still locked, which its owner cannot use yet.
+        "PB-3001" | "PB-3003" | "PB-3004" | "PB-3010" | "PB-3099" => Came::Failed,
         _ => Came::Refused,
     }
 }
@@ -182,15 +185,19 @@ fn reason(tr: Tr, code: &str) -> String {
     }
 }
 
+/// The report, or (for an export) only the table `q.table` names: each part is read only when
+/// it is shown.
 async fn gather(st: &crate::portal::AppState, q: &ReportsQuery) -> Result<Report, PortalError> {
     let tr = Tr::current();
     let now = st.clock.now();
     let (first, last) = range(q, now);
     let (from, until) = (first * 86_400, (last + 1) * 86_400);
+    let wants = |table: &str| q.table.is_empty() || q.table == table;
 
     let mut days: BTreeMap<i64, DayRow> =
         (first..=last).map(|d| (d, DayRow { date: date(d), ..Default::default() })).collect();
-    for c in reports::days(&st.db, from, until).await? {
+    let counts = if wants("days") { reports::days(&st.db, from, until).await? } else { Vec::new() };
+    for c in counts {
         let Some(row) = days.get_mut(&c.day) else { continue };
         let i = match came(&c.outcome_code) {
             Came::Done => 0,
@@ -216,15 +223,17 @@ async fn gather(st: &crate::portal::AppState, q: &ReportsQuery) -> Result<Report
         totals.blocks += d.blocks;
     }
 
-    let counted = reports::refusals(&st.db, from, until).await?;
+    let counted = if wants("refusals") { reports::refusals(&st.db, from, until).await? } else { Vec::new() };
     let all: i64 = counted.iter().map(|(_, n)| n).sum();
     let refusals: Vec<RefusalRow> = counted
         .into_iter()
         .map(|(code, n)| RefusalRow { reason: reason(tr, &code), share: (n * 100 + all / 2) / all.max(1), code, n })
         .collect();
 
-    let coverage = coverage(st).await?;
-    let (writebacks, times) = reports::directory_time(&st.db, from, until, &[500, 950]).await?;
+    let coverage = if wants("coverage") { coverage(st).await? } else { Vec::new() };
+    let page = q.table.is_empty();
+    let (writebacks, times) =
+        if page { reports::directory_time(&st.db, from, until, &[500, 950]).await? } else { (0, Vec::new()) };
     let directory_time = match times.as_slice() {
         [p50, p95] => tr.fill(
             "reports.directory_time_text",
@@ -236,8 +245,8 @@ async fn gather(st: &crate::portal::AppState, q: &ReportsQuery) -> Result<Report
         ),
         _ => tr.t("reports.no_writebacks").to_string(),
     };
-    let blocked = reports::blocked_now(&st.db, now).await?;
-    let agents = agents(st, tr).await?;
+    let blocked = if page { reports::blocked_now(&st.db, now).await? } else { 0 };
+    let agents = if page { agents(st, tr).await? } else { Vec::new() };
     let query_string = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("from", &date(first))
         .append_pair("until", &date(last))
@@ -402,6 +411,16 @@ fn coverage_chart(tr: Tr, rows: &[CoverageRow]) -> Chart {
     chart
 }
 
+#[derive(Template, WebTemplate)]
+#[template(path = "reports.html")]
+pub struct ReportsPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub staff: String,
+    pub role: Role,
+    pub r: Report,
+}
+
 pub async fn reports_page(
     Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<ReadsAudit>>,
     Query(q): Query<ReportsQuery>,
@@ -419,9 +438,12 @@ pub async fn reports_page(
 
 /// One table of the report as CSV: `days`, `refusals` or `coverage`.
 pub async fn reports_csv(
-    Only { who: StaffAs(_, _), st, .. }: Only<StaffAs<ReadsAudit>>,
-    Query(q): Query<ReportsQuery>,
+    Only { who: StaffAs(staff, _), st, .. }: Only<StaffAs<ReadsAudit>>,
+    Query(mut q): Query<ReportsQuery>,
 ) -> Result<Response, PortalError> {
+    if !matches!(q.table.as_str(), "refusals" | "coverage") {
+        q.table = "days".into();
+    }
     let r = gather(&st, &q).await?;
     let mut lines: Vec<Vec<String>> = Vec::new();
     let name = match q.table.as_str() {
@@ -471,6 +493,17 @@ pub async fn reports_csv(
         out.push_str(&line.join(","));
         out.push_str("\r\n");
     }
+    // Like the audit's own export, a report's is audited.
+    let rec = store::audit::AuditRecord {
+        at: st.clock.now(),
+        actor: staff.actor(),
+        operation: "reports.export".into(),
+        outcome_code: crate::domain::Outcome::Success.code().0.into(),
+        raw: format!("{name} from {} until {}", r.from, r.until),
+        support_code: crate::domain::SupportCode::new().0,
+        ..Default::default()
+    };
+    store::audit::record(&st.db, &rec).await?;
     let file = format!("attachment; filename=\"passback-{name}-{}-{}.csv\"", r.from, r.until);
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, file)], out)
         .into_response())

@@ -280,8 +280,8 @@ pub struct WritebackResult {
     pub agent_id: Option<String>,
     /// Whether that agent's answer came in time (it may itself say "not confirmed", PB-1002).
     pub answered: bool,
-    /// How long the answer took, from the request's sealing to its result, in milliseconds
-    /// (`None` for an outcome reached without an agent).
+    /// How long the answer took, from the hub taking the request (choosing an agent, sealing,
+    /// sending) to its result, in milliseconds; `None` when no answer came in time.
     pub took_ms: Option<u64>,
 }
 
