@@ -1068,6 +1068,11 @@ async fn in_arabic_on_a_phone_the_pages_read_right_to_left_and_the_mail_comes_in
     phone.goto("/reset?lang=ar").await;
     assert_eq!(phone.lang().await, "ar");
     assert_eq!(phone.eval("document.documentElement.dir").await, "rtl");
+    assert_eq!(
+        phone.eval("document.querySelectorAll('nav.langs a[lang]').length").await,
+        "12",
+        "the switch offers twelve"
+    );
     assert_eq!(phone.eval(reads_from_right).await, "true", "Arabic reads from the right");
     assert!(phone.text().await.contains(ar.t("identify.title")), "{}", phone.text().await);
     phone.check("rtl-identify").await;
