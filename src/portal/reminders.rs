@@ -191,8 +191,8 @@ async fn everywhere(st: &AppState, person: &Candidate) -> anyhow::Result<Vec<Ema
 /// Claims the reminder, sends it and audits it; `false` if another round (here or on another
 /// instance) claimed it first or there is nowhere to send it. `everyone`: to every address on
 /// record, else to the main one. A reminder is sent once: one that no address accepted is
-/// logged, not tried again (the next one will come, and a mail server that refuses it would
-/// otherwise be asked again every round).
+/// audited as dropped (PB-9000) and not tried again (the next one will come, and a mail server
+/// that refuses it would otherwise be asked again every round).
 #[allow(clippy::too_many_arguments)]
 async fn send(
     st: &AppState,
@@ -212,15 +212,12 @@ async fn send(
         Reminder::Campaign { .. } => super::paths::SIGNIN,
     };
     let msg = crate::mail::reminder_message(Tr(lang), reminder, &person.user.username, site, &format!("{site}{path}"))?;
-    let main = main_address(person);
-    if main.is_empty() {
-        return Ok(false);
-    }
+    // Everything that could fail before the mail goes is done before the claim.
+    let to = if everyone { everywhere(st, person).await? } else { main_address(person) };
     let who = (person.user.directory.as_str(), person.user.anchor.as_str());
-    if !reminders::claim(&st.db, who, kind, about, now, again_after).await? {
+    if to.is_empty() || !reminders::claim(&st.db, who, kind, about, now, again_after).await? {
         return Ok(false);
     }
-    let to = if everyone { everywhere(st, person).await? } else { main };
     let mut delivered = 0;
     for address in &to {
         match st.mailer.send_in_turn(address, msg.clone()).await {
@@ -230,9 +227,6 @@ async fn send(
             }
         }
     }
-    if delivered == 0 {
-        anyhow::bail!("no address of {} accepted the {kind} reminder", person.user.username);
-    }
     let (operation, raw) = match reminder {
         Reminder::Expiry { days, at } => {
             ("reminder.expiry", format!("{days} day(s) before the expiry on {}", crate::mail::utc_minutes(at)))
@@ -240,6 +234,9 @@ async fn send(
         Reminder::Expired { at } => ("reminder.expired", format!("expired on {}", crate::mail::utc_minutes(at))),
         Reminder::Campaign { missing } => ("reminder.campaign", format!("{missing} more method(s) needed")),
     };
+    // A reminder no address accepted is not sent again (the next one will come): the audit says
+    // it was dropped.
+    let outcome = if delivered > 0 { Outcome::Success } else { Outcome::Internal };
     let rec = AuditRecord {
         at: now,
         actor: ACTOR.into(),
@@ -247,12 +244,15 @@ async fn send(
         directory: Some(person.user.directory.clone()),
         anchor: Some(person.user.anchor.clone()),
         target: Some(person.user.username.clone()),
-        outcome_code: Outcome::Success.code().0.into(),
+        outcome_code: outcome.code().0.into(),
         raw: format!("{raw}; mailed to {delivered} of {} address(es) in {}", to.len(), lang.code()),
         support_code: crate::domain::SupportCode::new().0,
         client: None,
     };
     store::audit::record(&st.db, &rec).await?;
+    if delivered == 0 {
+        anyhow::bail!("no address of {} accepted the {kind} reminder; it is dropped", person.user.username);
+    }
     tracing::info!(operation, username = %person.user.username, "reminder sent");
     Ok(true)
 }

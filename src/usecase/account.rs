@@ -369,11 +369,14 @@ async fn record(
     let own = (act.by.actor == Requester::SELF_SERVICE.actor && result.outcome == Outcome::Success)
         .then(|| crate::i18n::Tr::current().0);
     let (directory, anchor) = (&act.target.directory, &act.target.anchor);
-    if set {
+    if set && act.ask.new_password().is_some() {
+        // A new password: the old one's expiry no longer holds.
         batch.push(store::reminders::password_set(directory, anchor, own));
-        batch.push(store::security::next_session_epoch(act.target.person()));
     } else if let Some(lang) = own {
         batch.push(store::reminders::remember_lang(directory, anchor, lang));
+    }
+    if set {
+        batch.push(store::security::next_session_epoch(act.target.person()));
     }
     then(result, &mut batch);
     let ran: store::Ran<(Option<String>,)> =

@@ -111,10 +111,17 @@ async fn with_a_moved_clock_each_reminder_goes_once_in_the_persons_language_and_
         count(&subjects_to(&app, "alice@example.org"), "Préparez la réinitialisation avant d'en avoir besoin") == 1
     })
     .await;
-    // Expired: told once, how to choose a new password without the old one.
+    // Expired: told once, at every address on record (the work mailbox may be out of reach), how
+    // to choose a new password without the old one.
+    let anchor = app.anchor_of("alice").await;
+    let alice = passback::store::security::Person { directory: DIR_ID, anchor: &anchor };
+    passback::store::security::set_alternate_email(&app.db, alice, "alice.home@example.net", 0).await.unwrap();
     app.clock.advance(DAY);
-    let expired = app.wait_for_mails("Votre mot de passe a expiré", 1).await;
+    let expired = app.wait_for_mails("Votre mot de passe a expiré", 2).await;
     assert!(expired[0].text().contains(&format!("{}/reset", app.url)), "{}", expired[0].text());
+    let mut to: Vec<String> = expired.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    assert_eq!(to, ["alice.home@example.net", "alice@example.org"]);
     settle().await;
 
     let alice = subjects_to(&app, "alice@example.org");

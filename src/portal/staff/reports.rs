@@ -423,8 +423,10 @@ pub struct ReportsPage {
 
 pub async fn reports_page(
     Only { who: StaffAs(staff, _), session, st }: Only<StaffAs<ReadsAudit>>,
-    Query(q): Query<ReportsQuery>,
+    Query(mut q): Query<ReportsQuery>,
 ) -> Result<Response, PortalError> {
+    // The page shows every part (a table named in its link would hide the rest).
+    q.table.clear();
     let report = gather(&st, &q).await?;
     let view = ReportsPage {
         tr: Tr::current(),
