@@ -40,8 +40,10 @@ pub async fn run(st: AppState) {
     let mut campaign_from = (String::new(), String::new());
     loop {
         tick.tick().await;
-        if let Err(e) = round(&st, &mut campaign_from).await {
-            tracing::warn!(error = %format!("{e:#}"), "looking for reminders to send failed");
+        match round(&st, &mut campaign_from).await {
+            Ok(Sent { expiry: 0, expired: 0, campaign: 0 }) => {}
+            Ok(sent) => tracing::info!(sent.expiry, sent.expired, sent.campaign, "reminders sent"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "looking for reminders to send failed"),
         }
     }
 }

@@ -37,7 +37,8 @@ pub struct AuditQuery {
     pub page: u32,
 }
 
-fn day_start(date: &str) -> Option<i64> {
+/// The start of a `YYYY-MM-DD` day (UTC), as Unix seconds.
+pub(super) fn day_start(date: &str) -> Option<i64> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(date.trim(), format).ok().map(|d| d.midnight().assume_utc().unix_timestamp())
 }

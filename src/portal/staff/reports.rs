@@ -46,8 +46,7 @@ fn date(day: i64) -> String {
 }
 
 fn parse_day(text: &str) -> Option<i64> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(text.trim(), format).ok().map(|d| d.midnight().assume_utc().unix_timestamp() / 86_400)
+    super::audit::day_start(text).map(|t| t.div_euclid(86_400))
 }
 
 /// The days a query asks for, as Unix day numbers `first..=last`: within [`MAX_DAYS`], never
