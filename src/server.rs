@@ -126,7 +126,7 @@ impl Application {
             live: Arc::default(),
             rules: rules.clone(),
         };
-        let app_state = AppState {
+        let app_state = AppState::new(crate::portal::Shared {
             host,
             guard,
             population: Arc::default(),
@@ -140,7 +140,7 @@ impl Application {
                 sha2::Sha256::digest(t.expose_secret().as_bytes()).into()
             }),
             demo_mailbox: extras.demo_mailbox,
-        };
+        });
         tokio::spawn(crate::portal::guard::watch_failures(app_state.clone()));
         tokio::spawn(crate::portal::reminders::run(app_state.clone()));
         let router = portal::router(app_state)

@@ -28,12 +28,15 @@ pub const MAX_TERM: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct BannedTerms {
     terms: Vec<Term>,
-    /// Each normalised form (term, form) by its first character and by its second: a part of a
-    /// password one edit from a form starts with one of them (see [`find_at`]), so only those
-    /// forms are tried at each place.
-    by_first: std::collections::HashMap<char, Vec<(usize, usize)>>,
-    by_second: std::collections::HashMap<char, Vec<(usize, usize)>>,
+    /// Each normalised form, as (term, form), by its characters 0 and 1, by 1 and 2, and by 2
+    /// and 3: a part of a password within one edit of a form shares one of these pairs with it
+    /// at a place the edit decides (see [`candidates`]), so only a few forms are tried at each
+    /// place of a password, not every form that starts with its letter.
+    by_pair: [PairIndex; 3],
 }
+
+/// Forms, as (term, form), by a pair of their characters.
+type PairIndex = std::collections::HashMap<[char; 2], Vec<(usize, usize)>>;
 
 #[derive(Debug, Clone)]
 struct Term {
@@ -57,14 +60,15 @@ impl BannedTerms {
                 (long_enough && seen.insert(forms[0].clone())).then_some(Term { listed, forms })
             })
             .collect();
-        let (mut by_first, mut by_second) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+        let mut by_pair: [PairIndex; 3] = Default::default();
         for (t, term) in terms.iter().enumerate() {
             for (f, form) in term.forms.iter().enumerate() {
-                by_first.entry(form[0]).or_insert_with(Vec::new).push((t, f));
-                by_second.entry(form[1]).or_insert_with(Vec::new).push((t, f));
+                for (at, index) in by_pair.iter_mut().enumerate() {
+                    index.entry([form[at], form[at + 1]]).or_default().push((t, f));
+                }
             }
         }
-        BannedTerms { terms, by_first, by_second }
+        BannedTerms { terms, by_pair }
     }
 
     pub fn len(&self) -> usize {
@@ -188,22 +192,7 @@ struct Found {
 /// term found exactly cannot hide a longer one found with a typo (`Passwird`: "password", not
 /// "pass" and four characters).
 fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
-    let terms: Vec<&Term> = lists.iter().flat_map(|l| l.terms.iter()).collect();
-    let mut found = Vec::new();
-    let mut offset = 0;
-    for list in lists {
-        for (start, c) in reading.iter().enumerate() {
-            // A form that starts here, one whose first letter was changed or left out (it then
-            // starts with its second), in either case (the same form may be tried twice: a
-            // place found twice changes no score).
-            let next = reading.get(start + 1);
-            let candidates = [list.by_first.get(c), next.and_then(|n| list.by_second.get(n)), list.by_second.get(c)];
-            for &(t, f) in candidates.into_iter().flatten().flatten() {
-                find_at(reading, start, &list.terms[t].forms[f], offset + t, &mut found);
-            }
-        }
-        offset += list.terms.len();
-    }
+    let found = found(reading, lists);
     let n = reading.len();
     let mut starting: Vec<Vec<Found>> = vec![Vec::new(); n];
     for f in found {
@@ -228,8 +217,8 @@ fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
     while i < n {
         match best[i].1 {
             Some(f) => {
-                if !names.contains(&terms[f.term].listed) {
-                    names.push(terms[f.term].listed.clone());
+                if let Some(term) = listed(lists, f.term).filter(|t| !names.contains(&t.listed)) {
+                    names.push(term.listed.clone());
                 }
                 i = f.end;
             }
@@ -237,6 +226,49 @@ fn score(reading: &[char], lists: &[&BannedTerms]) -> (usize, Vec<String>) {
         }
     }
     (best[0].0 .0, names)
+}
+
+/// Every place in `reading` where a term of `lists` is found within one edit. A term's index
+/// counts on from one list to the next.
+fn found(reading: &[char], lists: &[&BannedTerms]) -> Vec<Found> {
+    let mut found = Vec::new();
+    let mut offset = 0;
+    for list in lists {
+        for start in 0..reading.len() {
+            // The same form may come from two pairs: a place found twice changes no score.
+            for (t, f) in candidates(list, &reading[start..]) {
+                find_at(reading, start, &list.terms[t].forms[f], offset + t, &mut found);
+            }
+        }
+        offset += list.terms.len();
+    }
+    found
+}
+
+/// The forms of `list` that may be found, within one edit, at the start of `text`. Every such
+/// part is 4 characters or more (see [`MIN_TERM`]), and where the one edit is decides which pair
+/// of the form's characters `text` begins with, or has at 1–2 or 2–3:
+/// * no edit, or one at the form's third character or later: the form's 0–1 at 0–1;
+/// * its first or second character changed: its 2–3 at 2–3;
+/// * a letter added after its first: its 1–2 at 2–3;
+/// * its first character left out: its 1–2 at 0–1; its second left out: its 2–3 at 1–2.
+fn candidates<'a>(list: &'a BannedTerms, text: &[char]) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let keys = match *text {
+        [a, b, c, d, ..] => Some([(0, [a, b]), (2, [c, d]), (1, [c, d]), (1, [a, b]), (2, [b, c])]),
+        _ => None,
+    };
+    keys.into_iter().flatten().filter_map(|(at, pair)| list.by_pair[at].get(&pair)).flatten().copied()
+}
+
+/// The term of `lists` at `index`, counting on from one list to the next.
+fn listed<'a>(lists: &[&'a BannedTerms], mut index: usize) -> Option<&'a Term> {
+    for list in lists {
+        match list.terms.get(index) {
+            Some(term) => return Some(term),
+            None => index -= list.terms.len(),
+        }
+    }
+    None
 }
 
 /// Whether a part of `text` starting at `start` is within one edit of `term` (that part at
@@ -354,6 +386,42 @@ mod tests {
         assert_eq!(check("blank-2026", &lists, &[], None).terms, vec!["blank"]);
         let v = check("blankblank", &[&BannedTerms::new(["blank"])], &[], None);
         assert_eq!(v.score, 2, "each time it is found is a point");
+    }
+
+    #[test]
+    fn the_pairs_find_every_place_that_trying_every_term_everywhere_finds() {
+        // Terms and texts over four letters, so that near matches of every kind are common.
+        let list = BannedTerms::new(["abcd", "abcab", "bacdcb", "ddcba", "aabbcc", "cabd", "dabcdab"]);
+        let every = |reading: &[char]| {
+            let mut all = Vec::new();
+            for start in 0..reading.len() {
+                for (t, term) in list.terms.iter().enumerate() {
+                    for form in &term.forms {
+                        find_at(reading, start, form, t, &mut all);
+                    }
+                }
+            }
+            all
+        };
+        let key = |f: &Found| (f.term, f.start, f.end, f.edits);
+        let set = |found: Vec<Found>| found.iter().map(key).collect::<std::collections::BTreeSet<_>>();
+        let mut seed = 0x2545_f491_u32;
+        let mut places = 0;
+        for _ in 0..3000 {
+            let len = 3 + (seed % 12) as usize;
+            let reading: Vec<char> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    ['a', 'b', 'c', 'd'][(seed % 4) as usize]
+                })
+                .collect();
+            let expected = set(every(&reading));
+            places += expected.len();
+            assert_eq!(set(found(&reading, &[&list])), expected, "{}", reading.iter().collect::<String>());
+        }
+        assert!(places > 3000, "the texts hold near matches of the terms ({places} places)");
     }
 }
 

@@ -104,10 +104,27 @@ const RETURN_TO: session::Key<String> = session::Key::new(session::RETURN_TO);
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-/// The web layer's state: the portal host's services (which the acts use, see
-/// [`crate::usecase::Host`]) and what only the pages need.
+/// The web layer's state, shared: every request and every middleware takes a copy of it, which
+/// is one reference count (not the keys, the configuration and the mailer, copied and wiped).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The portal host's services (which the acts use, see [`crate::usecase::Host`]) and what only
+/// the pages need.
+pub struct Shared {
     pub host: Host,
     /// Proof of work and rate limits for the first steps.
     pub guard: Arc<guard::Guard>,
@@ -120,7 +137,7 @@ pub struct AppState {
     pub demo_mailbox: Option<Mailbox>,
 }
 
-impl std::ops::Deref for AppState {
+impl std::ops::Deref for Shared {
     type Target = Host;
     fn deref(&self) -> &Host {
         &self.host

@@ -20,6 +20,10 @@ static GLOBAL: LazyLock<BannedTerms> = LazyLock::new(|| {
     BannedTerms::new(include_str!("../../data/banned-global.txt").lines().filter(|l| !l.starts_with('#')))
 });
 
+/// Passwords up to this many characters are checked against the banned terms on the async
+/// worker that asked; longer ones on the blocking pool.
+const CHECKED_IN_PLACE: usize = 64;
+
 /// The rules in force, and how lookups of breached passwords have gone.
 pub struct PasswordRules {
     current: RwLock<Arc<Rules>>,
@@ -154,18 +158,24 @@ impl PasswordRules {
             }
         }
         // Compared as SP 800-63B-4 says, after NFKC: a full-width or ligature spelling of a
-        // banned term is that term. Thousands of terms are tried along the password (a fraction
-        // of a millisecond, more for a long one): off the async workers.
+        // banned term is that term. A few pairs of letters are looked up at each place of the
+        // password (microseconds): on the async worker, unless the password is so long that its
+        // check could hold the worker up.
         let found = {
             let rules = rules.clone();
             let password = nist::normalised(password.expose_secret());
             let names = owner.names;
-            tokio::task::spawn_blocking(move || {
+            let long = password.chars().count() > CHECKED_IN_PLACE;
+            let check = move || {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 let lists = [&*GLOBAL, &rules.custom];
                 banned::check(&password, &lists, &names, rules.cfg.organisation_name.as_deref())
-            })
-            .await
+            };
+            if long {
+                tokio::task::spawn_blocking(check).await
+            } else {
+                Ok(check())
+            }
         };
         let Ok(found) = found else {
             checked.refuse(Outcome::Internal);
