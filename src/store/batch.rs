@@ -181,7 +181,7 @@ impl Stmt {
             return alone.run_counting_last(db).await;
         }
         match db {
-            Db::Sqlite(pool) => self.run_on(Conn::Sqlite(&mut *pool.acquire().await?)).await,
+            Db::Sqlite(db) => self.run_on(Conn::Sqlite(db.lease().await?.conn()?)).await,
             Db::Postgres(pool) => self.run_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
         }
     }
@@ -207,7 +207,7 @@ impl Stmt {
             return Ok(Batch::new().run_then(db, self).await?.rows);
         }
         match db {
-            Db::Sqlite(pool) => self.fetch_all_on(Conn::Sqlite(&mut *pool.acquire().await?)).await,
+            Db::Sqlite(db) => self.fetch_all_on(Conn::Sqlite(db.lease().await?.conn()?)).await,
             Db::Postgres(pool) => self.fetch_all_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
         }
     }
@@ -351,7 +351,7 @@ impl Batch {
     async fn run_with<T: Row>(self, db: &Db, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
         let db = db.clone();
         let ran = match db {
-            Db::Sqlite(pool) => tokio::spawn(sqlite_batch(pool, self.0, read)).await,
+            Db::Sqlite(db) => tokio::spawn(sqlite_batch(db, self.0, read)).await,
             Db::Postgres(pool) => tokio::spawn(postgres_batch(pool, self.0, read)).await,
         };
         ran.map_err(|e| sqlx::Error::Protocol(format!("a batch of statements did not finish: {e}")))?
@@ -362,7 +362,7 @@ impl Batch {
 /// never has to be upgraded half way, which could fail under contention). Each statement reports
 /// what it changed as it ends: BEGIN is the first, so the last statement before the read is
 /// counted as the batch's length.
-async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
     use futures_util::TryStreamExt;
     let last = stmts.len();
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
@@ -375,7 +375,8 @@ async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: Op
     }
     sql.push_str("COMMIT;");
     let args = sqlite_arguments(values)?;
-    let mut conn = pool.acquire().await?;
+    let mut lease = db.lease().await?;
+    let conn = lease.conn()?;
     let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
     let mut ended = 0;
     let outcome: sqlx::Result<()> = async {
@@ -397,8 +398,8 @@ async fn sqlite_batch<T: Row>(pool: sqlx::SqlitePool, stmts: Vec<Stmt>, read: Op
     }
     .await;
     if let Err(e) = outcome {
-        if !rolled_back(Conn::Sqlite(&mut conn)).await {
-            conn.close_on_drop();
+        if !rolled_back(Conn::Sqlite(conn)).await {
+            lease.discard();
         }
         return Err(e);
     }

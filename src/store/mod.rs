@@ -29,8 +29,99 @@ pub use batch::{Batch, JsonText, Ran, Row, Stmt, Value};
 /// The portal's database: the embedded SQLite file, or PostgreSQL shared by several instances.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(Sqlite),
     Postgres(sqlx::PgPool),
+}
+
+/// The SQLite file's connections: sqlx's pool (migrations, transactions made by hand), and
+/// connections taken out of it for statements, batches and sessions ([`Sqlite::lease`]).
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    pool: sqlx::SqlitePool,
+    spare: std::sync::Arc<Spare>,
+}
+
+/// Connections taken out of the pool, and how many may be out at once. An in-memory database
+/// lives in its one connection, which is never taken out (`turns` is `None`).
+#[derive(Debug)]
+struct Spare {
+    idle: std::sync::Mutex<Vec<sqlx::SqliteConnection>>,
+    turns: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+impl Sqlite {
+    fn new(pool: sqlx::SqlitePool, at_once: Option<u32>) -> Self {
+        let turns = at_once.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
+        Sqlite { pool, spare: std::sync::Arc::new(Spare { idle: std::sync::Mutex::new(Vec::new()), turns }) }
+    }
+
+    /// A connection for one statement or one batch, given back when the lease ends. sqlx's pool
+    /// sends a connection given back a ping to its thread (a round trip, and a thread woken) to
+    /// learn whether a statement dropped half way left it unusable; a SQLite connection runs its
+    /// statements in the order they are sent, so the next one simply follows, and a batch that
+    /// failed and could not roll back is not given back at all ([`Lease::discard`]).
+    pub(crate) async fn lease(&self) -> sqlx::Result<Lease> {
+        let Some(turns) = &self.spare.turns else {
+            return Ok(Lease { conn: Some(Leased::Pooled(self.pool.acquire().await?)), spare: None });
+        };
+        let turn = turns.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?.detach(),
+        };
+        Ok(Lease { conn: Some(Leased::Taken(conn)), spare: Some((self.spare.clone(), turn)) })
+    }
+
+    pub(crate) fn pool(&self) -> &sqlx::SqlitePool {
+        &self.pool
+    }
+
+    fn close_spare(&self) {
+        if let Some(turns) = &self.spare.turns {
+            turns.close();
+        }
+        self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A connection lent by [`Sqlite::lease`].
+pub(crate) struct Lease {
+    conn: Option<Leased>,
+    spare: Option<(std::sync::Arc<Spare>, tokio::sync::OwnedSemaphorePermit)>,
+}
+
+enum Leased {
+    Taken(sqlx::SqliteConnection),
+    Pooled(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl Lease {
+    pub(crate) fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+        match &mut self.conn {
+            Some(Leased::Taken(c)) => Ok(c),
+            Some(Leased::Pooled(c)) => Ok(&mut **c),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// Closes the connection instead of giving it back.
+    pub(crate) fn discard(&mut self) {
+        match self.conn.take() {
+            Some(Leased::Pooled(mut c)) => c.close_on_drop(),
+            Some(Leased::Taken(_)) | None => {}
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let (Some(Leased::Taken(conn)), Some((spare, turn))) = (self.conn.take(), &self.spare) {
+            if !turn.semaphore().is_closed() {
+                spare.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            }
+        }
+    }
 }
 
 /// A transaction that reads between its writes (most writes that belong together are a [`Batch`]).
@@ -49,7 +140,7 @@ impl Db {
     /// its first write would fail at once, not wait, if another connection wrote meanwhile.
     pub async fn begin(&self) -> sqlx::Result<Tx> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -58,14 +149,17 @@ impl Db {
     #[cfg(test)]
     pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
         match self {
-            Db::Sqlite(pool) => pool,
+            Db::Sqlite(db) => &db.pool,
             Db::Postgres(_) => panic!("a SQLite database was expected"),
         }
     }
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite(pool) => pool.close().await,
+            Db::Sqlite(db) => {
+                db.close_spare();
+                db.pool.close().await
+            }
             Db::Postgres(pool) => pool.close().await,
         }
     }
@@ -123,7 +217,7 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
         .await
         .context("opening the database")?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Sqlite(pool))
+    Ok(Db::Sqlite(Sqlite::new(pool, (!in_memory).then_some(max_connections))))
 }
 
 /// Opens a PostgreSQL database and applies its migrations. Several instances may start at once:
@@ -297,6 +391,43 @@ mod tests {
         assert_eq!(timeout, 0, "our handler, not SQLite's timed one, is the connection's");
         drop(holder);
         db.close().await;
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lent_connections_are_given_back_and_a_statement_dropped_half_way_leaves_them_usable() {
+        let root = std::env::temp_dir().join(format!("pb-lease-{}", uuid::Uuid::new_v4()));
+        let db = connect(&format!("sqlite://{}/l.db?mode=rwc", root.display()), 2).await.unwrap();
+        let Db::Sqlite(sqlite) = &db else { unreachable!() };
+        // Many statements and batches at once, on two connections.
+        let writes = (0..40).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let row = Stmt::new("INSERT INTO relay_frames VALUES (?, 'b', 0)").bind(format!("s{i}"));
+                let mut batch = Batch::new();
+                batch.push(Stmt::new("INSERT INTO relay_frames VALUES (?, 'b', 0)").bind(format!("b{i}")));
+                (row.run(&db).await.unwrap(), batch.run(&db).await.unwrap())
+            })
+        });
+        for w in writes {
+            assert_eq!(w.await.unwrap(), (1, ()));
+        }
+        let idle = sqlite.spare.idle.lock().unwrap().len();
+        assert!((1..=2).contains(&idle), "{idle} connections given back");
+        // A long statement whose caller gives up on it at once.
+        let slow = Stmt::new(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT COUNT(*) FROM n",
+        );
+        let gave_up = tokio::time::timeout(Duration::from_millis(1), slow.scalar_one::<i64>(&db)).await;
+        assert!(gave_up.is_err(), "the statement was still running");
+        // The connection it ran on is lent again: its next statements follow it, whole.
+        for i in 0..4 {
+            let n: i64 = Stmt::new("SELECT COUNT(*) FROM relay_frames").scalar_one(&db).await.unwrap();
+            assert_eq!(n, 80 + i);
+            Stmt::new("INSERT INTO relay_frames VALUES (?, 'b', 0)").bind(format!("after{i}")).run(&db).await.unwrap();
+        }
+        db.close().await;
+        assert!(sqlite.spare.idle.lock().unwrap().is_empty(), "closed with the pool");
         std::fs::remove_dir_all(root).unwrap();
     }
 
