@@ -181,7 +181,11 @@ impl Stmt {
             return alone.run_counting_last(db).await;
         }
         match db {
-            Db::Sqlite(db) => self.run_on(Conn::Sqlite(db.lease().await?.conn()?)).await,
+            Db::Sqlite(db) => {
+                let mut lease = db.lease().await?;
+                let ran = self.run_on(Conn::Sqlite(lease.conn()?)).await;
+                lease.after(ran)
+            }
             Db::Postgres(pool) => self.run_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
         }
     }
@@ -207,7 +211,11 @@ impl Stmt {
             return Ok(Batch::new().run_then(db, self).await?.rows);
         }
         match db {
-            Db::Sqlite(db) => self.fetch_all_on(Conn::Sqlite(db.lease().await?.conn()?)).await,
+            Db::Sqlite(db) => {
+                let mut lease = db.lease().await?;
+                let rows = self.fetch_all_on(Conn::Sqlite(lease.conn()?)).await;
+                lease.after(rows)
+            }
             Db::Postgres(pool) => self.fetch_all_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
         }
     }
@@ -376,6 +384,7 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<
     sql.push_str("COMMIT;");
     let args = sqlite_arguments(values)?;
     let mut lease = db.lease().await?;
+    lease.in_transaction(true);
     let conn = lease.conn()?;
     let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
     let mut ended = 0;
@@ -398,11 +407,12 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<
     }
     .await;
     if let Err(e) = outcome {
-        if !rolled_back(Conn::Sqlite(conn)).await {
-            lease.discard();
+        if rolled_back(Conn::Sqlite(conn)).await {
+            lease.in_transaction(false);
         }
         return Err(e);
     }
+    lease.in_transaction(false);
     Ok(ran)
 }
 

@@ -41,8 +41,10 @@ pub struct Sqlite {
     spare: std::sync::Arc<Spare>,
 }
 
-/// Connections taken out of the pool, and how many may be out at once. An in-memory database
-/// lives in its one connection, which is never taken out (`turns` is `None`).
+/// Connections taken out of the pool, and how many may be out at once (`max_connections`; the
+/// pool keeps up to as many of its own for transactions made by hand, which few acts use). An
+/// in-memory database lives in its one connection, which is never taken out (`turns` is `None`).
+/// The last given back is lent first: its pages are the likeliest to be still cached.
 #[derive(Debug)]
 struct Spare {
     idle: std::sync::Mutex<Vec<sqlx::SqliteConnection>>,
@@ -58,11 +60,12 @@ impl Sqlite {
     /// A connection for one statement or one batch, given back when the lease ends. sqlx's pool
     /// sends a connection given back a ping to its thread (a round trip, and a thread woken) to
     /// learn whether a statement dropped half way left it unusable; a SQLite connection runs its
-    /// statements in the order they are sent, so the next one simply follows, and a batch that
-    /// failed and could not roll back is not given back at all ([`Lease::discard`]).
+    /// statements in the order they are sent, so the next one simply follows. A connection is not
+    /// given back while a batch's transaction may be open on it, nor once its thread is gone.
     pub(crate) async fn lease(&self) -> sqlx::Result<Lease> {
         let Some(turns) = &self.spare.turns else {
-            return Ok(Lease { conn: Some(Leased::Pooled(self.pool.acquire().await?)), spare: None });
+            let conn = Some(Leased::Pooled(self.pool.acquire().await?));
+            return Ok(Lease { conn, spare: None, in_transaction: false });
         };
         let turn = turns.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -70,7 +73,7 @@ impl Sqlite {
             Some(conn) => conn,
             None => self.pool.acquire().await?.detach(),
         };
-        Ok(Lease { conn: Some(Leased::Taken(conn)), spare: Some((self.spare.clone(), turn)) })
+        Ok(Lease { conn: Some(Leased::Taken(conn)), spare: Some((self.spare.clone(), turn)), in_transaction: false })
     }
 
     pub(crate) fn pool(&self) -> &sqlx::SqlitePool {
@@ -78,10 +81,11 @@ impl Sqlite {
     }
 
     fn close_spare(&self) {
+        let mut idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(turns) = &self.spare.turns {
             turns.close();
         }
-        self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        idle.clear();
     }
 }
 
@@ -89,6 +93,9 @@ impl Sqlite {
 pub(crate) struct Lease {
     conn: Option<Leased>,
     spare: Option<(std::sync::Arc<Spare>, tokio::sync::OwnedSemaphorePermit)>,
+    /// Set while a batch's transaction runs: a lease dropped then (its task ended half way) does
+    /// not give its connection back.
+    in_transaction: bool,
 }
 
 enum Leased {
@@ -105,6 +112,20 @@ impl Lease {
         }
     }
 
+    /// A transaction begins (`true`) or has ended, committed or rolled back (`false`).
+    pub(crate) fn in_transaction(&mut self, open: bool) {
+        self.in_transaction = open;
+    }
+
+    /// Passes on what a statement on this connection came to; a connection whose thread is gone
+    /// is closed, not given back.
+    pub(crate) fn after<T>(&mut self, result: sqlx::Result<T>) -> sqlx::Result<T> {
+        if matches!(result, Err(sqlx::Error::WorkerCrashed)) {
+            self.discard();
+        }
+        result
+    }
+
     /// Closes the connection instead of giving it back.
     pub(crate) fn discard(&mut self) {
         match self.conn.take() {
@@ -116,9 +137,14 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.in_transaction {
+            self.discard();
+        }
         if let (Some(Leased::Taken(conn)), Some((spare, turn))) = (self.conn.take(), &self.spare) {
+            // Under the lock that closing takes, so that none is given back after it.
+            let mut idle = spare.idle.lock().unwrap_or_else(|e| e.into_inner());
             if !turn.semaphore().is_closed() {
-                spare.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                idle.push(conn);
             }
         }
     }
