@@ -111,7 +111,9 @@ pub fn check(password: &str, lists: &[&BannedTerms], names: &[&str], organisatio
         .map(|t| readings(&t.to_lowercase()))
         .collect();
     let mut weakest: Option<Verdict> = None;
-    for reading in readings(&password.to_lowercase()) {
+    // The password's readings are wiped once checked, as the password is.
+    let lower = zeroize::Zeroizing::new(password.to_lowercase());
+    for reading in readings(&lower).into_iter().map(zeroize::Zeroizing::new) {
         let name = person
             .iter()
             .find(|(_, forms)| forms.iter().any(|f| contains(&reading, f)))
