@@ -145,6 +145,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn support_codes_are_two_groups_of_five_from_the_unambiguous_alphabet_and_all_of_it_is_used() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let code = SupportCode::new().0;
+            let (a, b) = code.split_once('-').unwrap();
+            assert_eq!((a.len(), b.len()), (5, 5), "{code}");
+            seen.extend(a.chars().chain(b.chars()));
+        }
+        // 2,000 draws over 32 characters: each turns up (the chance one does not is ~1e-26).
+        assert_eq!(seen.into_iter().collect::<String>(), "23456789ABCDEFGHJKLMNPQRSTUVWXYZ");
+    }
+
+    #[test]
     fn login_names_are_trimmed_and_lower_cased() {
         assert_eq!(LoginName::parse("  Alice ").unwrap().as_str(), "alice");
         assert!(LoginName::parse("   ").is_err());
@@ -176,19 +189,18 @@ pub struct SupportCode(pub String);
 
 impl SupportCode {
     pub fn new() -> Self {
-        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        use rand::Rng;
-        let mut rng = rand::rngs::OsRng;
-        let s: String = (0..10)
-            .map(|i| {
-                let c = ALPHABET[rng.gen_range(0..ALPHABET.len())] as char;
-                if i == 5 {
-                    format!("-{c}")
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        // One draw from the system for the ten characters: 32 letters, so the five low bits of
+        // each random byte pick one without bias.
+        let mut bytes = [0u8; 10];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let mut s = String::with_capacity(11);
+        for (i, b) in bytes.iter().enumerate() {
+            if i == 5 {
+                s.push('-');
+            }
+            s.push(char::from(ALPHABET[usize::from(b & 31)]));
+        }
         Self(s)
     }
 }
