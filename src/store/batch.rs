@@ -186,7 +186,11 @@ impl Stmt {
                 let ran = self.run_on(Conn::Sqlite(lease.conn()?)).await;
                 lease.after(ran)
             }
-            Db::Postgres(pool) => self.run_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
+            Db::Postgres(db) => {
+                let mut lease = db.lease().await?;
+                let ran = self.run_on(Conn::Postgres(lease.conn()?)).await;
+                lease.after(ran)
+            }
         }
     }
 
@@ -216,7 +220,11 @@ impl Stmt {
                 let rows = self.fetch_all_on(Conn::Sqlite(lease.conn()?)).await;
                 lease.after(rows)
             }
-            Db::Postgres(pool) => self.fetch_all_on(Conn::Postgres(&mut *pool.acquire().await?)).await,
+            Db::Postgres(db) => {
+                let mut lease = db.lease().await?;
+                let rows = self.fetch_all_on(Conn::Postgres(lease.conn()?)).await;
+                lease.after(rows)
+            }
         }
     }
 
@@ -360,7 +368,7 @@ impl Batch {
         let db = db.clone();
         let ran = match db {
             Db::Sqlite(db) => tokio::spawn(sqlite_batch(db, self.0, read)).await,
-            Db::Postgres(pool) => tokio::spawn(postgres_batch(pool, self.0, read)).await,
+            Db::Postgres(db) => tokio::spawn(postgres_batch(db, self.0, read)).await,
         };
         ran.map_err(|e| sqlx::Error::Protocol(format!("a batch of statements did not finish: {e}")))?
     }
@@ -410,7 +418,7 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<
         if rolled_back(Conn::Sqlite(conn)).await {
             lease.in_transaction(false);
         }
-        return Err(e);
+        return lease.after(Err(e));
     }
     lease.in_transaction(false);
     Ok(ran)
@@ -420,7 +428,7 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<
 /// by statement on one connection, each a trip to the server. It begins with the advisory locks
 /// its statements asked for, taken in one order (so two batches never wait for each other's),
 /// in the same trip as BEGIN: that text is sent unprepared, and holds only numbers made here.
-async fn postgres_batch<T: Row>(pool: sqlx::PgPool, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+async fn postgres_batch<T: Row>(db: super::Postgres, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
     use std::fmt::Write;
     let mut locks: Vec<i64> = stmts.iter().chain(&read).flat_map(|s| s.locks.iter().copied()).collect();
     locks.sort_unstable();
@@ -430,27 +438,31 @@ async fn postgres_batch<T: Row>(pool: sqlx::PgPool, stmts: Vec<Stmt>, read: Opti
         // Writing to a String cannot fail.
         let _ = write!(begin, "; SELECT pg_advisory_xact_lock({key})");
     }
-    let mut conn = pool.acquire().await?;
+    let mut lease = db.lease().await?;
+    lease.in_transaction(true);
+    let conn = lease.conn()?;
     let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
     let outcome: sqlx::Result<()> = async {
         sqlx::Executor::execute(&mut *conn, begin.as_str()).await?;
         for s in stmts {
-            ran.last_changed = s.run_on(Conn::Postgres(&mut conn)).await?;
+            ran.last_changed = s.run_on(Conn::Postgres(&mut *conn)).await?;
         }
         if let Some(read) = read {
-            ran.rows = read.fetch_all_on(Conn::Postgres(&mut conn)).await?;
+            ran.rows = read.fetch_all_on(Conn::Postgres(&mut *conn)).await?;
         }
         sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
         Ok(())
     }
     .await;
     if let Err(e) = outcome {
-        if !rolled_back(Conn::Postgres(&mut conn)).await {
-            conn.close_on_drop();
+        // A connection whose transaction could not be undone is closed, not given back.
+        if rolled_back(Conn::Postgres(conn)).await {
+            lease.in_transaction(false);
         }
-        return Err(e);
+        return lease.after(Err(e));
     }
-    Ok(ran)
+    lease.in_transaction(false);
+    lease.after(Ok(ran))
 }
 
 /// Ends a batch's transaction that failed part way, undoing what ran before: whether it could.

@@ -30,53 +30,86 @@ pub use batch::{Batch, JsonText, Ran, Row, Stmt, Value};
 #[derive(Debug, Clone)]
 pub enum Db {
     Sqlite(Sqlite),
-    Postgres(sqlx::PgPool),
+    Postgres(Postgres),
 }
 
-/// The SQLite file's connections: sqlx's pool (migrations, transactions made by hand), and
-/// connections taken out of it for statements, batches and sessions ([`Sqlite::lease`]).
-#[derive(Debug, Clone)]
-pub struct Sqlite {
-    pool: sqlx::SqlitePool,
-    spare: std::sync::Arc<Spare>,
-}
+/// The SQLite file's connections (see [`Lending`]).
+pub type Sqlite = Lending<sqlx::Sqlite>;
+/// PostgreSQL's connections (see [`Lending`]).
+pub type Postgres = Lending<sqlx::Postgres>;
 
-/// Connections taken out of the pool, and how many may be out at once (`max_connections`; the
-/// pool keeps up to as many of its own for transactions made by hand, which few acts use). An
-/// in-memory database lives in its one connection, which is never taken out (`turns` is `None`).
-/// The last given back is lent first: its pages are the likeliest to be still cached.
+/// A database's connections: sqlx's pool (migrations, transactions made by hand, PostgreSQL's
+/// listener), and connections taken out of it for statements and batches ([`Lending::lease`]).
 #[derive(Debug)]
-struct Spare {
-    idle: std::sync::Mutex<Vec<sqlx::SqliteConnection>>,
-    turns: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+pub struct Lending<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    spare: std::sync::Arc<Spare<DB::Connection>>,
 }
 
-impl Sqlite {
-    fn new(pool: sqlx::SqlitePool, at_once: Option<u32>) -> Self {
+impl<DB: sqlx::Database> Clone for Lending<DB> {
+    fn clone(&self) -> Self {
+        Lending { pool: self.pool.clone(), spare: self.spare.clone() }
+    }
+}
+
+/// Connections taken out of the pool, each with when it was last given back, and how many may
+/// be out at once (`max_connections`; the pool keeps up to as many of its own for transactions
+/// made by hand, which few acts use). An in-memory SQLite database lives in its one connection,
+/// which is never taken out (`turns` is `None`). The last given back is lent first: on SQLite
+/// its pages are the likeliest to be still cached.
+#[derive(Debug)]
+struct Spare<C> {
+    idle: std::sync::Mutex<Vec<(C, std::time::Instant)>>,
+    turns: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// Whether a connection is a link that can break (PostgreSQL's): one idle for longer than
+    /// [`TRUSTED_IDLE`] is pinged before it is lent, and one whose statement did not end (its
+    /// caller went away half way) or failed other than by the database's refusal is closed,
+    /// not given back.
+    link: bool,
+}
+
+/// How long a link to PostgreSQL may have been idle and still be lent without a ping first.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+impl<DB: sqlx::Database> Lending<DB> {
+    fn new(pool: sqlx::Pool<DB>, at_once: Option<u32>, link: bool) -> Self {
         let turns = at_once.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
-        Sqlite { pool, spare: std::sync::Arc::new(Spare { idle: std::sync::Mutex::new(Vec::new()), turns }) }
+        let spare = Spare { idle: std::sync::Mutex::new(Vec::new()), turns, link };
+        Lending { pool, spare: std::sync::Arc::new(spare) }
     }
 
     /// A connection for one statement or one batch, given back when the lease ends. sqlx's pool
-    /// sends a connection given back a ping to its thread (a round trip, and a thread woken) to
-    /// learn whether a statement dropped half way left it unusable; a SQLite connection runs its
-    /// statements in the order they are sent, so the next one simply follows. A connection is not
-    /// given back while a batch's transaction may be open on it, nor once its thread is gone.
-    pub(crate) async fn lease(&self) -> sqlx::Result<Lease> {
+    /// sends every connection given back a ping (a round trip: to SQLite's thread, or to the
+    /// PostgreSQL server) to learn whether a statement dropped half way left it unusable.
+    /// A SQLite connection runs its statements in the order they are sent, so the next one
+    /// simply follows; a PostgreSQL connection whose statement did not end is closed instead.
+    /// A connection is not given back while a batch's transaction may be open on it, nor once
+    /// it failed as a connection (its thread gone, its link broken).
+    pub(crate) async fn lease(&self) -> sqlx::Result<Lease<DB>> {
         let Some(turns) = &self.spare.turns else {
             let conn = Some(Leased::Pooled(self.pool.acquire().await?));
-            return Ok(Lease { conn, spare: None, in_transaction: false });
+            return Ok(Lease { conn, spare: None, in_transaction: false, ended: true });
         };
         let turn = turns.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.pool.acquire().await?.detach(),
+        let conn = loop {
+            let idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match idle {
+                Some((mut conn, since)) if self.spare.link && since.elapsed() > TRUSTED_IDLE => {
+                    // Perhaps dropped by the server meanwhile (a restart, a failover): then the
+                    // next one, or a new one.
+                    if sqlx::Connection::ping(&mut conn).await.is_ok() {
+                        break conn;
+                    }
+                }
+                Some((conn, _)) => break conn,
+                None => break self.pool.acquire().await?.detach(),
+            }
         };
-        Ok(Lease { conn: Some(Leased::Taken(conn)), spare: Some((self.spare.clone(), turn)), in_transaction: false })
+        let spare = Some((self.spare.clone(), turn));
+        Ok(Lease { conn: Some(Leased::Taken(conn)), spare, in_transaction: false, ended: !self.spare.link })
     }
 
-    pub(crate) fn pool(&self) -> &sqlx::SqlitePool {
+    pub(crate) fn pool(&self) -> &sqlx::Pool<DB> {
         &self.pool
     }
 
@@ -89,22 +122,24 @@ impl Sqlite {
     }
 }
 
-/// A connection lent by [`Sqlite::lease`].
-pub(crate) struct Lease {
-    conn: Option<Leased>,
-    spare: Option<(std::sync::Arc<Spare>, tokio::sync::OwnedSemaphorePermit)>,
+/// A connection lent by [`Lending::lease`].
+pub(crate) struct Lease<DB: sqlx::Database> {
+    conn: Option<Leased<DB>>,
+    spare: Option<(std::sync::Arc<Spare<DB::Connection>>, tokio::sync::OwnedSemaphorePermit)>,
     /// Set while a batch's transaction runs: a lease dropped then (its task ended half way) does
     /// not give its connection back.
     in_transaction: bool,
+    /// Whether what was sent on the connection has ended (always, for a SQLite connection).
+    ended: bool,
 }
 
-enum Leased {
-    Taken(sqlx::SqliteConnection),
-    Pooled(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+enum Leased<DB: sqlx::Database> {
+    Taken(DB::Connection),
+    Pooled(sqlx::pool::PoolConnection<DB>),
 }
 
-impl Lease {
-    pub(crate) fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+impl<DB: sqlx::Database> Lease<DB> {
+    pub(crate) fn conn(&mut self) -> sqlx::Result<&mut DB::Connection> {
         match &mut self.conn {
             Some(Leased::Taken(c)) => Ok(c),
             Some(Leased::Pooled(c)) => Ok(&mut **c),
@@ -117,11 +152,12 @@ impl Lease {
         self.in_transaction = open;
     }
 
-    /// Passes on what a statement on this connection came to; a connection whose thread is gone
-    /// is closed, not given back.
+    /// Passes on what the statements on this connection came to, once they have ended: a
+    /// connection that failed as a connection is closed, not given back.
     pub(crate) fn after<T>(&mut self, result: sqlx::Result<T>) -> sqlx::Result<T> {
-        if matches!(result, Err(sqlx::Error::WorkerCrashed)) {
-            self.discard();
+        match &result {
+            Err(e) if !leaves_connection_usable(e) => self.discard(),
+            _ => self.ended = true,
         }
         result
     }
@@ -135,16 +171,34 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+/// Whether a connection on which a statement failed so may still be used: the database refused
+/// the statement or its rows did not decode (anything else, say a broken link or a thread gone,
+/// may have left it unusable).
+fn leaves_connection_usable(e: &sqlx::Error) -> bool {
+    use sqlx::Error::*;
+    matches!(
+        e,
+        Database(_)
+            | RowNotFound
+            | TypeNotFound { .. }
+            | ColumnIndexOutOfBounds { .. }
+            | ColumnNotFound(_)
+            | ColumnDecode { .. }
+            | Decode(_)
+            | Encode(_)
+    )
+}
+
+impl<DB: sqlx::Database> Drop for Lease<DB> {
     fn drop(&mut self) {
-        if self.in_transaction {
+        if self.in_transaction || !self.ended {
             self.discard();
         }
         if let (Some(Leased::Taken(conn)), Some((spare, turn))) = (self.conn.take(), &self.spare) {
             // Under the lock that closing takes, so that none is given back after it.
             let mut idle = spare.idle.lock().unwrap_or_else(|e| e.into_inner());
             if !turn.semaphore().is_closed() {
-                idle.push(conn);
+                idle.push((conn, std::time::Instant::now()));
             }
         }
     }
@@ -167,7 +221,7 @@ impl Db {
     pub async fn begin(&self) -> sqlx::Result<Tx> {
         Ok(match self {
             Db::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Postgres(db) => Tx::Postgres(db.pool.begin().await?),
         })
     }
 
@@ -186,7 +240,10 @@ impl Db {
                 db.close_spare();
                 db.pool.close().await
             }
-            Db::Postgres(pool) => pool.close().await,
+            Db::Postgres(db) => {
+                db.close_spare();
+                db.pool.close().await
+            }
         }
     }
 }
@@ -243,7 +300,7 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
         .await
         .context("opening the database")?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Sqlite(Sqlite::new(pool, (!in_memory).then_some(max_connections))))
+    Ok(Db::Sqlite(Sqlite::new(pool, (!in_memory).then_some(max_connections), false)))
 }
 
 /// Opens a PostgreSQL database and applies its migrations. Several instances may start at once:
@@ -285,19 +342,19 @@ async fn open_postgres(url: &str, max_connections: u32, durable: bool) -> anyhow
         .await
         .context("connecting to PostgreSQL")?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Postgres(pool))
+    Ok(Db::Postgres(Postgres::new(pool, Some(max_connections.max(2)), true)))
 }
 
 /// A connection of its own to `db`'s PostgreSQL, for the stamps an instance renews every second:
 /// requests waiting for the main pool under load must not make a live instance look stopped to
 /// the others (they carry on its forms after 3 s of silence). `None` on SQLite.
 pub fn own_connection(db: &Db) -> Option<Db> {
-    let Db::Postgres(pool) = db else { return None };
+    let Db::Postgres(db) = db else { return None };
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
-        .connect_lazy_with((*pool.connect_options()).clone());
-    Some(Db::Postgres(pool))
+        .connect_lazy_with((*db.pool.connect_options()).clone());
+    Some(Db::Postgres(Postgres::new(pool, Some(1), true)))
 }
 
 /// How long a statement waits for another connection's write before it fails as busy.

@@ -24,7 +24,7 @@ impl Sessions {
                 SqliteStore::new(sqlite.pool().clone()).migrate().await?;
                 Sessions::Sqlite(db.clone())
             }
-            Db::Postgres(pool) => Sessions::Postgres(PostgresStore::new(pool.clone())),
+            Db::Postgres(pg) => Sessions::Postgres(PostgresStore::new(pg.pool().clone())),
         })
     }
 }

@@ -202,3 +202,59 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     assert_eq!(n.await, 1, "one enrolment starts at a time");
     db.close().await;
 }
+
+/// Statements run on connections the portal lends itself, given back without sqlx's ping (a
+/// round trip to the server for every statement): one whose caller went away half way is closed
+/// instead, and one the server ended is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_lent_connections_are_reused_closed_when_left_half_way_and_replaced_when_ended() {
+    use std::collections::HashSet;
+    let db = postgres_store(2).await;
+    let pid =
+        |db: passback::store::Db| async move { Stmt::new("SELECT pg_backend_pid()").scalar_one::<i32>(&db).await };
+    // Many at once: all through, on the connections lent (two at a time).
+    let tasks: Vec<_> = (0..40).map(|_| tokio::spawn(pid(db.clone()))).collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        seen.insert(t.await.unwrap().unwrap());
+    }
+    assert!((1..=2).contains(&seen.len()), "{} connections for 40 statements", seen.len());
+    // One after the other: the same connection each time, the last given back.
+    let mut serial = HashSet::new();
+    for _ in 0..10 {
+        serial.insert(pid(db.clone()).await.unwrap());
+    }
+    assert_eq!(serial.len(), 1, "{serial:?}");
+    let used = *serial.iter().next().unwrap();
+
+    // A statement whose caller gives up on it: its connection (the one just used) still has the
+    // server's answer to come, and is closed rather than lent again.
+    let slow = Stmt::new("SELECT CAST(pg_sleep(30) AS TEXT)").scalar_one::<String>(&db);
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(200), slow).await.is_err());
+    let next = pid(db.clone()).await.unwrap();
+    assert_ne!(next, used, "the connection left half way is not lent again");
+    for _ in 0..3 {
+        assert_eq!(pid(db.clone()).await.unwrap(), next);
+    }
+
+    // The server ends the idle connection (a restart, a failover, an administrator). Lent again
+    // after more than a second idle, it is pinged first, found gone, and replaced.
+    let ended: bool = Stmt::new("SELECT pg_terminate_backend(CAST($1 AS INTEGER))")
+        .bind(i64::from(next))
+        .scalar_one(&postgres_admin(&db).await)
+        .await
+        .unwrap();
+    assert!(ended);
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let replaced = pid(db.clone()).await.expect("a connection the server ended is replaced, not used");
+    assert_ne!(replaced, next);
+    db.close().await;
+}
+
+/// A second handle on the same database, for acting on the first one's connections.
+async fn postgres_admin(db: &passback::store::Db) -> passback::store::Db {
+    let name: String = Stmt::new("SELECT current_database()").scalar_one(db).await.unwrap();
+    let url = postgres_cluster().url().expose_secret().to_string();
+    let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
+    passback::store::connect(&url, 1).await.unwrap()
+}

@@ -273,8 +273,8 @@ impl Hub {
 /// its listener and its presence. On SQLite, with one instance, only its stamp of being alive
 /// (the health page shows it, and a form sent again after a restart is carried on by it).
 pub async fn run(hub: Arc<Hub>) {
-    if let Db::Postgres(pool) = &hub.db {
-        tokio::spawn(listen(hub.clone(), pool.clone()));
+    if let Db::Postgres(db) = &hub.db {
+        tokio::spawn(listen(hub.clone(), db.pool().clone()));
     }
     // Its stamps on a connection of their own (see `store::own_connection`).
     let own = store::own_connection(&hub.db);
