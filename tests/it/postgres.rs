@@ -258,3 +258,50 @@ async fn postgres_admin(db: &passback::store::Db) -> passback::store::Db {
     let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
     passback::store::connect(&url, 1).await.unwrap()
 }
+
+/// Sessions on PostgreSQL go through the portal's own statements: one written by
+/// `tower-sessions-sqlx-store` before still loads, an expired one does not, and the expired go.
+#[tokio::test]
+async fn on_postgresql_sessions_written_before_still_load_and_expired_ones_neither_load_nor_stay() {
+    use time::{Duration, OffsetDateTime};
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store::{ExpiredDeletion, SessionStore};
+    let name = format!("s_{}", uuid::Uuid::new_v4().simple());
+    let url = postgres_cluster().database(&name).await.unwrap();
+    let db = passback::store::connect(url.expose_secret(), 2).await.unwrap();
+    let ours = passback::store::sessions::Sessions::of(&db).await.unwrap();
+    let pool = sqlx::PgPool::connect(url.expose_secret()).await.unwrap();
+    let theirs = tower_sessions_sqlx_store::PostgresStore::new(pool.clone());
+    let record = |minutes: i64, value: &str| Record {
+        id: Id::default(),
+        data: [("flow".to_string(), serde_json::json!(value))].into_iter().collect(),
+        // Whole microseconds, as PostgreSQL keeps them.
+        expiry_date: OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+            + Duration::minutes(minutes)
+            + Duration::microseconds(123_456),
+    };
+
+    let mut before = record(10, "written before");
+    theirs.create(&mut before).await.unwrap();
+    assert_eq!(ours.load(&before.id).await.unwrap(), Some(before.clone()));
+    let mut live = record(10, "live");
+    ours.create(&mut live).await.unwrap();
+    assert_eq!(theirs.load(&live.id).await.unwrap(), Some(live.clone()), "and the other way round");
+    live.data.insert("more".into(), serde_json::json!(1));
+    ours.save(&live).await.unwrap();
+    assert_eq!(ours.load(&live.id).await.unwrap(), Some(live.clone()), "saved over");
+
+    let mut expired = record(-1, "expired");
+    ours.create(&mut expired).await.unwrap();
+    assert_eq!(ours.load(&expired.id).await.unwrap(), None);
+    ours.delete_expired().await.unwrap();
+    let left: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM tower_sessions.session ORDER BY id").fetch_all(&pool).await.unwrap();
+    let mut kept = vec![(before.id.to_string(),), (live.id.to_string(),)];
+    kept.sort();
+    assert_eq!(left, kept);
+    ours.delete(&live.id).await.unwrap();
+    assert_eq!(ours.load(&live.id).await.unwrap(), None);
+    pool.close().await;
+    db.close().await;
+}
