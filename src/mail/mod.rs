@@ -9,11 +9,12 @@ use crate::domain::EmailAddress;
 use crate::i18n::Tr;
 use anyhow::Context;
 use askama::Template;
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 
@@ -322,8 +323,11 @@ impl Mailer {
     }
 
     fn message(&self, to: &EmailAddress, msg: Rendered) -> anyhow::Result<Message> {
-        let to: Mailbox = to.as_str().parse().context("recipient address")?;
+        let to = Mailbox::new(None, to.as_str().parse::<Address>().context("recipient address")?);
+        // Given, not read back from the headers just written (which parses them again).
+        let envelope = Envelope::new(Some(self.from.email.clone()), vec![to.email.clone()])?;
         Ok(Message::builder()
+            .envelope(envelope)
             .from(self.from.clone())
             .to(to)
             .subject(msg.subject)
