@@ -315,8 +315,11 @@ async fn open_postgres(url: &str, max_connections: u32, durable: bool) -> anyhow
     // Whether the link is safe enough is checked with the configuration (`PortalConfig::validate`).
     let opts = PgConnectOptions::from_str(url).context("database.url")?;
     let pool = PgPoolOptions::new()
-        // One more for the connection that listens for the other instances, which it keeps.
-        .max_connections(max_connections.max(2) + 1)
+        // Statements and batches run on connections taken out of the pool (`max_connections` at
+        // once, see [`Lending::lease`]); it keeps the one that listens for the other instances,
+        // and a few for transactions made by hand (a sync, an agent's enrolment) and for opening
+        // the connections that are taken out.
+        .max_connections(HAND_MADE + 1)
         // A connection used within the last second is not pinged before each statement (a
         // round trip as dear as the statement); one idle for longer is, so that one the server
         // dropped (a restart, a failover) is replaced rather than failing a request.
@@ -342,8 +345,12 @@ async fn open_postgres(url: &str, max_connections: u32, durable: bool) -> anyhow
         .await
         .context("connecting to PostgreSQL")?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Postgres(Postgres::new(pool, Some(max_connections.max(2)), true)))
+    Ok(Db::Postgres(Postgres::new(pool, Some(max_connections.max(1)), true)))
 }
+
+/// Connections kept by PostgreSQL's pool for transactions made by hand, beside the one that
+/// listens: an instance opens at most `max_connections` + this + 2 (see README, PostgreSQL).
+const HAND_MADE: u32 = 2;
 
 /// A connection of its own to `db`'s PostgreSQL, for the stamps an instance renews every second:
 /// requests waiting for the main pool under load must not make a live instance look stopped to

@@ -219,6 +219,13 @@ async fn on_postgresql_lent_connections_are_reused_closed_when_left_half_way_and
         seen.insert(t.await.unwrap().unwrap());
     }
     assert!((1..=2).contains(&seen.len()), "{} connections for 40 statements", seen.len());
+    // Within what the README says an instance opens: max_connections, two for transactions made
+    // by hand, one that listens (none here), one that stamps (none here).
+    let backends: i64 = Stmt::new("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()")
+        .scalar_one(&db)
+        .await
+        .unwrap();
+    assert!(backends <= 2 + 2 + 1, "{backends} connections open");
     // One after the other: the same connection each time, the last given back.
     let mut serial = HashSet::new();
     for _ in 0..10 {
