@@ -39,73 +39,98 @@ pub type Sqlite = Lending<sqlx::Sqlite>;
 pub type Postgres = Lending<sqlx::Postgres>;
 
 /// A database's connections: sqlx's pool (migrations, transactions made by hand, PostgreSQL's
-/// listener), and connections taken out of it for statements and batches ([`Lending::lease`]).
+/// listener), and connections for statements and batches ([`Lending::lease`]).
 #[derive(Debug)]
 pub struct Lending<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
+    /// Where the connections lent are opened, when not in `pool`: a pool of their own, made
+    /// with the same settings, whose connections are all taken out of it as they open.
+    opener: Option<sqlx::Pool<DB>>,
     spare: std::sync::Arc<Spare<DB::Connection>>,
 }
 
 impl<DB: sqlx::Database> Clone for Lending<DB> {
     fn clone(&self) -> Self {
-        Lending { pool: self.pool.clone(), spare: self.spare.clone() }
+        Lending { pool: self.pool.clone(), opener: self.opener.clone(), spare: self.spare.clone() }
     }
 }
 
-/// Connections taken out of the pool, each with when it was last given back, and how many may
-/// be out at once (`max_connections`; the pool keeps up to as many of its own for transactions
-/// made by hand, which few acts use). An in-memory SQLite database lives in its one connection,
-/// which is never taken out (`turns` is `None`). The last given back is lent first: on SQLite
-/// its pages are the likeliest to be still cached.
+/// The connections lent for statements, idle, with how many may be out at once
+/// (`max_connections`). On SQLite they are taken out of the pool (which keeps up to as many of
+/// its own for transactions made by hand, which few acts use); an in-memory SQLite database
+/// lives in its one connection, which is never taken out (`turns` is `None`). On PostgreSQL
+/// they are opened here (the pool keeps only [`HAND_MADE`] and the listener). The last given
+/// back is lent first: on SQLite its pages are the likeliest to be still cached.
 #[derive(Debug)]
 struct Spare<C> {
-    idle: std::sync::Mutex<Vec<(C, std::time::Instant)>>,
+    idle: std::sync::Mutex<Vec<Idle<C>>>,
     turns: Option<std::sync::Arc<tokio::sync::Semaphore>>,
-    /// Whether a connection is a link that can break (PostgreSQL's): one idle for longer than
-    /// [`TRUSTED_IDLE`] is pinged before it is lent, and one whose statement did not end (its
-    /// caller went away half way) or failed other than by the database's refusal is closed,
-    /// not given back.
+    /// Whether a connection is a link that can break (PostgreSQL's), looked after as sqlx's
+    /// pool would: a connection idle for longer than [`TRUSTED_IDLE`] is pinged before it is
+    /// lent (and one that does not answer is closed); one whose statement did not end (its
+    /// caller went away half way) is pinged before it is given back, holding its turn
+    /// meanwhile; one that failed as a connection, or that lived or idled past the pool's own
+    /// limits, is closed.
     link: bool,
+}
+
+#[derive(Debug)]
+struct Idle<C> {
+    conn: C,
+    opened: std::time::Instant,
+    since: std::time::Instant,
 }
 
 /// How long a link to PostgreSQL may have been idle and still be lent without a ping first.
 const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+/// How long a ping may take before the link is taken for broken (a half-open one would
+/// otherwise wait for the kernel, many minutes).
+const PING_FOR: Duration = Duration::from_secs(5);
+/// A link idle this long is closed rather than lent, and one open this long is closed when it
+/// is given back (sqlx's pool's own defaults): the server's backends are renewed.
+const IDLE_AT_MOST: Duration = Duration::from_secs(600);
+const LIVES_AT_MOST: Duration = Duration::from_secs(1800);
 
 impl<DB: sqlx::Database> Lending<DB> {
-    fn new(pool: sqlx::Pool<DB>, at_once: Option<u32>, link: bool) -> Self {
+    fn new(pool: sqlx::Pool<DB>, at_once: Option<u32>, opener: Option<sqlx::Pool<DB>>) -> Self {
         let turns = at_once.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
-        let spare = Spare { idle: std::sync::Mutex::new(Vec::new()), turns, link };
-        Lending { pool, spare: std::sync::Arc::new(spare) }
+        let spare = Spare { idle: std::sync::Mutex::new(Vec::new()), turns, link: opener.is_some() };
+        Lending { pool, opener, spare: std::sync::Arc::new(spare) }
     }
 
     /// A connection for one statement or one batch, given back when the lease ends. sqlx's pool
     /// sends every connection given back a ping (a round trip: to SQLite's thread, or to the
     /// PostgreSQL server) to learn whether a statement dropped half way left it unusable.
     /// A SQLite connection runs its statements in the order they are sent, so the next one
-    /// simply follows; a PostgreSQL connection whose statement did not end is closed instead.
-    /// A connection is not given back while a batch's transaction may be open on it, nor once
-    /// it failed as a connection (its thread gone, its link broken).
+    /// simply follows; a PostgreSQL connection is pinged only when its statement did not end
+    /// (see [`Spare::link`]). A connection is not given back while a batch's transaction may be open
+    /// on it, nor once it failed as a connection (its thread gone, its link broken).
     pub(crate) async fn lease(&self) -> sqlx::Result<Lease<DB>> {
         let Some(turns) = &self.spare.turns else {
             let conn = Some(Leased::Pooled(self.pool.acquire().await?));
             return Ok(Lease { conn, spare: None, in_transaction: false, ended: true });
         };
         let turn = turns.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
-        let conn = loop {
+        let (conn, opened) = loop {
             let idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match idle {
-                Some((mut conn, since)) if self.spare.link && since.elapsed() > TRUSTED_IDLE => {
+                Some(i)
+                    if self.spare.link && (i.since.elapsed() > IDLE_AT_MOST || i.opened.elapsed() > LIVES_AT_MOST) => {}
+                Some(mut i) if self.spare.link && i.since.elapsed() > TRUSTED_IDLE => {
                     // Perhaps dropped by the server meanwhile (a restart, a failover): then the
                     // next one, or a new one.
-                    if sqlx::Connection::ping(&mut conn).await.is_ok() {
-                        break conn;
+                    if answers(&mut i.conn).await {
+                        break (i.conn, i.opened);
                     }
                 }
-                Some((conn, _)) => break conn,
-                None => break self.pool.acquire().await?.detach(),
+                Some(i) => break (i.conn, i.opened),
+                None => {
+                    let from = self.opener.as_ref().unwrap_or(&self.pool);
+                    break (from.acquire().await?.detach(), std::time::Instant::now());
+                }
             }
         };
-        let spare = Some((self.spare.clone(), turn));
+        let spare = Some((self.spare.clone(), turn, opened));
         Ok(Lease { conn: Some(Leased::Taken(conn)), spare, in_transaction: false, ended: !self.spare.link })
     }
 
@@ -122,10 +147,30 @@ impl<DB: sqlx::Database> Lending<DB> {
     }
 }
 
+/// Whether a connection answers a ping in time (which also reads to their end any answers still
+/// due to statements sent before).
+async fn answers<C: sqlx::Connection>(conn: &mut C) -> bool {
+    matches!(tokio::time::timeout(PING_FOR, conn.ping()).await, Ok(Ok(())))
+}
+
+impl<C> Spare<C> {
+    /// Takes `conn` back, unless the database is closing or it lived long enough.
+    fn give_back(&self, conn: C, opened: std::time::Instant, turn: &tokio::sync::OwnedSemaphorePermit) {
+        if self.link && opened.elapsed() > LIVES_AT_MOST {
+            return;
+        }
+        // Under the lock that closing takes, so that none is given back after it.
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !turn.semaphore().is_closed() {
+            idle.push(Idle { conn, opened, since: std::time::Instant::now() });
+        }
+    }
+}
+
 /// A connection lent by [`Lending::lease`].
 pub(crate) struct Lease<DB: sqlx::Database> {
     conn: Option<Leased<DB>>,
-    spare: Option<(std::sync::Arc<Spare<DB::Connection>>, tokio::sync::OwnedSemaphorePermit)>,
+    spare: Option<Turn<DB::Connection>>,
     /// Set while a batch's transaction runs: a lease dropped then (its task ended half way) does
     /// not give its connection back.
     in_transaction: bool,
@@ -133,9 +178,46 @@ pub(crate) struct Lease<DB: sqlx::Database> {
     ended: bool,
 }
 
+/// Where a lent connection goes back to, the turn it holds, and when it was opened.
+type Turn<C> = (std::sync::Arc<Spare<C>>, tokio::sync::OwnedSemaphorePermit, std::time::Instant);
+
 enum Leased<DB: sqlx::Database> {
     Taken(DB::Connection),
     Pooled(sqlx::pool::PoolConnection<DB>),
+}
+
+/// What a failed statement left its connection as.
+#[derive(Debug, PartialEq, Eq)]
+enum Left {
+    /// The database refused the statement, or what was asked of its answer was not there.
+    Usable,
+    /// Its rows did not decode as they came: the rest of its answer may still be on the way.
+    Unsure,
+    /// The link broke, the server ended the session, or the connection's thread is gone.
+    Broken,
+}
+
+fn left_by(e: &sqlx::Error) -> Left {
+    use sqlx::Error::*;
+    match e {
+        Database(d) => {
+            let code = d.code().unwrap_or_default();
+            let fatal = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some_and(|pg| {
+                matches!(pg.severity(), sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic)
+            });
+            // Class 08: connection exception; 57P: the server is shutting down or ending sessions.
+            if fatal || code.starts_with("08") || code.starts_with("57P") {
+                Left::Broken
+            } else {
+                Left::Usable
+            }
+        }
+        RowNotFound | TypeNotFound { .. } | ColumnIndexOutOfBounds { .. } | ColumnNotFound(_) | Encode(_) => {
+            Left::Usable
+        }
+        ColumnDecode { .. } | Decode(_) => Left::Unsure,
+        _ => Left::Broken,
+    }
 }
 
 impl<DB: sqlx::Database> Lease<DB> {
@@ -155,9 +237,13 @@ impl<DB: sqlx::Database> Lease<DB> {
     /// Passes on what the statements on this connection came to, once they have ended: a
     /// connection that failed as a connection is closed, not given back.
     pub(crate) fn after<T>(&mut self, result: sqlx::Result<T>) -> sqlx::Result<T> {
-        match &result {
-            Err(e) if !leaves_connection_usable(e) => self.discard(),
-            _ => self.ended = true,
+        let link = self.spare.as_ref().is_some_and(|(spare, _, _)| spare.link);
+        match result.as_ref().err().map(left_by) {
+            None | Some(Left::Usable) => self.ended = true,
+            Some(Left::Unsure) if !link => self.ended = true,
+            // Pinged before it is given back (see `Drop`).
+            Some(Left::Unsure) => {}
+            Some(Left::Broken) => self.discard(),
         }
         result
     }
@@ -171,35 +257,25 @@ impl<DB: sqlx::Database> Lease<DB> {
     }
 }
 
-/// Whether a connection on which a statement failed so may still be used: the database refused
-/// the statement or its rows did not decode (anything else, say a broken link or a thread gone,
-/// may have left it unusable).
-fn leaves_connection_usable(e: &sqlx::Error) -> bool {
-    use sqlx::Error::*;
-    matches!(
-        e,
-        Database(_)
-            | RowNotFound
-            | TypeNotFound { .. }
-            | ColumnIndexOutOfBounds { .. }
-            | ColumnNotFound(_)
-            | ColumnDecode { .. }
-            | Decode(_)
-            | Encode(_)
-    )
-}
-
 impl<DB: sqlx::Database> Drop for Lease<DB> {
     fn drop(&mut self) {
-        if self.in_transaction || !self.ended {
+        if self.in_transaction {
             self.discard();
         }
-        if let (Some(Leased::Taken(conn)), Some((spare, turn))) = (self.conn.take(), &self.spare) {
-            // Under the lock that closing takes, so that none is given back after it.
-            let mut idle = spare.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if !turn.semaphore().is_closed() {
-                idle.push((conn, std::time::Instant::now()));
-            }
+        let (Some(Leased::Taken(mut conn)), Some((spare, turn, opened))) = (self.conn.take(), self.spare.take()) else {
+            return;
+        };
+        if self.ended {
+            return spare.give_back(conn, opened, &turn);
+        }
+        // A statement that did not end: given back once a ping says the link is in step again
+        // (the server may still be running it meanwhile, so its turn is kept until then).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if answers(&mut conn).await {
+                    spare.give_back(conn, opened, &turn);
+                }
+            });
         }
     }
 }
@@ -242,6 +318,9 @@ impl Db {
             }
             Db::Postgres(db) => {
                 db.close_spare();
+                if let Some(opener) = &db.opener {
+                    opener.close().await;
+                }
                 db.pool.close().await
             }
         }
@@ -300,7 +379,7 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
         .await
         .context("opening the database")?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Sqlite(Sqlite::new(pool, (!in_memory).then_some(max_connections), false)))
+    Ok(Db::Sqlite(Sqlite::new(pool, (!in_memory).then_some(max_connections), None)))
 }
 
 /// Opens a PostgreSQL database and applies its migrations. Several instances may start at once:
@@ -314,15 +393,25 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
 async fn open_postgres(url: &str, max_connections: u32, durable: bool) -> anyhow::Result<Db> {
     // Whether the link is safe enough is checked with the configuration (`PortalConfig::validate`).
     let opts = PgConnectOptions::from_str(url).context("database.url")?;
-    let pool = PgPoolOptions::new()
-        // Statements and batches run on connections taken out of the pool (`max_connections` at
-        // once, see [`Lending::lease`]); it keeps the one that listens for the other instances,
-        // and a few for transactions made by hand (a sync, an agent's enrolment) and for opening
-        // the connections that are taken out.
+    let pool = pg_pool_options(durable)
+        // Statements and batches run on connections of their own (`max_connections` at once,
+        // see [`Lending::lease`]); the pool keeps the one that listens for the other instances,
+        // and a few for transactions made by hand (a sync's chunks, a hold, a revocation).
         .max_connections(HAND_MADE + 1)
-        // A connection used within the last second is not pinged before each statement (a
-        // round trip as dear as the statement); one idle for longer is, so that one the server
-        // dropped (a restart, a failover) is replaced rather than failing a request.
+        .connect_with(opts.clone())
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::migrate!("./migrations/postgres").run(&pool).await.context("applying migrations")?;
+    let opener = pg_pool_options(durable).max_connections(max_connections.max(1)).connect_lazy_with(opts);
+    Ok(Db::Postgres(Postgres::new(pool, Some(max_connections.max(1)), Some(opener))))
+}
+
+/// How the portal's connections to PostgreSQL are made and kept.
+fn pg_pool_options(durable: bool) -> PgPoolOptions {
+    PgPoolOptions::new()
+        // A connection used within the last second is not pinged before it is taken (a round
+        // trip as dear as a statement); one idle for longer is, so that one the server dropped
+        // (a restart, a failover) is replaced rather than failing a request.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
@@ -341,11 +430,6 @@ async fn open_postgres(url: &str, max_connections: u32, durable: bool) -> anyhow
                 Ok(())
             })
         })
-        .connect_with(opts)
-        .await
-        .context("connecting to PostgreSQL")?;
-    sqlx::migrate!("./migrations/postgres").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Postgres(Postgres::new(pool, Some(max_connections.max(1)), true)))
 }
 
 /// Connections kept by PostgreSQL's pool for transactions made by hand, beside the one that
@@ -357,11 +441,10 @@ const HAND_MADE: u32 = 2;
 /// the others (they carry on its forms after 3 s of silence). `None` on SQLite.
 pub fn own_connection(db: &Db) -> Option<Db> {
     let Db::Postgres(db) = db else { return None };
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .connect_lazy_with((*db.pool.connect_options()).clone());
-    Some(Db::Postgres(Postgres::new(pool, Some(1), true)))
+    let options = (*db.pool.connect_options()).clone();
+    let pool = PgPoolOptions::new().max_connections(1).test_before_acquire(false).connect_lazy_with(options.clone());
+    let opener = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+    Some(Db::Postgres(Postgres::new(pool, Some(1), Some(opener))))
 }
 
 /// How long a statement waits for another connection's write before it fails as busy.

@@ -243,6 +243,11 @@ async fn on_postgresql_lent_connections_are_reused_closed_when_left_half_way_and
     for _ in 0..3 {
         assert_eq!(pid(db.clone()).await.unwrap(), next);
     }
+    // One given up on that ends soon after: pinged once it has, then lent again.
+    let brief = Stmt::new("SELECT CAST(pg_sleep(0.3) AS TEXT)").scalar_one::<String>(&db);
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), brief).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(pid(db.clone()).await.unwrap(), next, "given back once its statement ended");
 
     // The server ends the idle connection (a restart, a failover, an administrator). Lent again
     // after more than a second idle, it is pinged first, found gone, and replaced.
@@ -255,6 +260,14 @@ async fn on_postgresql_lent_connections_are_reused_closed_when_left_half_way_and
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let replaced = pid(db.clone()).await.expect("a connection the server ended is replaced, not used");
     assert_ne!(replaced, next);
+    // Ended while in use (no ping before it is lent again within the second): the statement on
+    // it fails, and the connection is closed, not given back to fail another.
+    let admin = postgres_admin(&db).await;
+    let end = Stmt::new("SELECT pg_terminate_backend(CAST($1 AS INTEGER))").bind(i64::from(replaced));
+    assert!(end.scalar_one::<bool>(&admin).await.unwrap());
+    let _ = pid(db.clone()).await;
+    let after = pid(db.clone()).await.expect("the next statement finds a live connection");
+    assert_ne!(after, replaced);
     db.close().await;
 }
 
