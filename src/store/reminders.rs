@@ -100,13 +100,17 @@ pub fn remember_lang(directory: &str, anchor: &str, lang: crate::i18n::Lang) -> 
 
 /// After the portal set a person's password: their old expiry no longer holds (the next sync
 /// brings the new one, and no reminder goes about the old one meanwhile), and, when they set it
-/// themselves, the language they did it in is theirs.
+/// themselves, the language they did it in is theirs. A row that would stay as it is (no expiry
+/// known, the same language) is not written.
 pub fn password_set(directory: &str, anchor: &str, lang: Option<crate::i18n::Lang>) -> Stmt {
+    let lang = lang.map(|l| l.code());
     Stmt::new(
         "UPDATE directory_users SET password_expires_at = NULL, lang = COALESCE(?, lang) \
-         WHERE directory = ? AND anchor = ?",
+         WHERE directory = ? AND anchor = ? \
+         AND (password_expires_at IS NOT NULL OR lang IS DISTINCT FROM COALESCE(?, lang))",
     )
-    .bind(lang.map(|l| l.code()))
+    .bind(lang)
     .bind(directory)
     .bind(anchor)
+    .bind(lang)
 }

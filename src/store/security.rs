@@ -374,6 +374,21 @@ pub enum Spent {
     Busy,
 }
 
+/// A failed verification, recorded only while the person's and the address's allowances last.
+/// The counts by address and across everyone name the condition of their partial index
+/// (`client = …`, `kind = 'failure'`), which a reset's event is left out of.
+const RECORD_FAILURE: &str = "INSERT INTO gate_events (subject, kind, method, at, client) \
+     SELECT $1, 'failure', $2, $3, $4 \
+     WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
+     AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
+     AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $3) RETURNING id";
+/// Which allowance a refused failure found spent.
+const WHICH_SPENT: &str =
+    "SELECT (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $3) >= $4 \
+     OR EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $5), \
+     (SELECT COUNT(*) FROM gate_events WHERE client = $2 AND kind = 'failure' AND at > $3)";
+const FAILURES_LAST_HOUR: &str = "SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1";
+
 /// Takes one failed verification of `subject`'s and of `client`'s hourly allowances in one
 /// statement, serialized per subject and per client address on PostgreSQL (advisory locks), so
 /// race-free: parallel guesses cannot each find them unspent. It runs before an answer is
@@ -400,39 +415,30 @@ pub async fn reserve_failure(
         if attempt > 0 {
             tokio::time::sleep(PAUSE).await;
         }
-        let id: Option<i64> = Stmt::new(
-            "INSERT INTO gate_events (subject, kind, method, at, client) SELECT $1, 'failure', $2, $3, $4 \
-             WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $5) < $6 \
-             AND (SELECT COUNT(*) FROM gate_events WHERE client = $4 AND kind = 'failure' AND at > $5) < $7 \
-             AND NOT EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $3) RETURNING id",
-        )
-        .serialized_on(&gate_events_of(subject))
-        .serialized_on(&format!("gate_events:client:{client}"))
-        .bind(subject)
-        .bind(method)
-        .bind(now)
-        .bind(client)
-        .bind(now - 3600)
-        .bind(per_subject)
-        .bind(per_client)
-        .scalar(db)
-        .await?;
+        let id: Option<i64> = Stmt::new(RECORD_FAILURE)
+            .serialized_on(&gate_events_of(subject))
+            .serialized_on(&format!("gate_events:client:{client}"))
+            .bind(subject)
+            .bind(method)
+            .bind(now)
+            .bind(client)
+            .bind(now - 3600)
+            .bind(per_subject)
+            .bind(per_client)
+            .scalar(db)
+            .await?;
         if let Some(id) = id {
             return Ok(Ok(id));
         }
         // Which allowance was spent, read in one statement.
-        let (subject_spent, from_client): (bool, i64) = Stmt::new(
-            "SELECT (SELECT COUNT(*) FROM gate_events WHERE subject = $1 AND kind = 'failure' AND at > $3) >= $4 \
-             OR EXISTS (SELECT 1 FROM self_service_blocks WHERE subject = $1 AND until > $5), \
-             (SELECT COUNT(*) FROM gate_events WHERE client = $2 AND kind = 'failure' AND at > $3)",
-        )
-        .bind(subject)
-        .bind(client)
-        .bind(now - 3600)
-        .bind(per_subject)
-        .bind(now)
-        .fetch_one(db)
-        .await?;
+        let (subject_spent, from_client): (bool, i64) = Stmt::new(WHICH_SPENT)
+            .bind(subject)
+            .bind(client)
+            .bind(now - 3600)
+            .bind(per_subject)
+            .bind(now)
+            .fetch_one(db)
+            .await?;
         if from_client >= i64::from(per_client) {
             return Ok(Err(Spent::Address));
         }
@@ -482,10 +488,7 @@ pub async fn spend_challenge(db: &Db, nonce: &str, expires_at: i64) -> sqlx::Res
 
 /// Failed verifications in the last hour, from everywhere.
 pub async fn failures_last_hour(db: &Db, now: i64) -> sqlx::Result<i64> {
-    Stmt::new("SELECT COUNT(*) FROM gate_events WHERE kind = 'failure' AND at > $1")
-        .bind(now - 3600)
-        .scalar_one(db)
-        .await
+    Stmt::new(FAILURES_LAST_HOUR).bind(now - 3600).scalar_one(db).await
 }
 
 /// True for the one caller that may send an alert of `kind` now (none was sent in `every`
@@ -564,6 +567,25 @@ pub async fn unblock(db: &Db, subject: &str) -> sqlx::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn each_count_of_gate_events_finds_its_index() {
+        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
+        let expected = [
+            (RECORD_FAILURE, &["gate_events_subject", "gate_events_client"][..]),
+            (WHICH_SPENT, &["gate_events_subject", "gate_events_client"]),
+            (FAILURES_LAST_HOUR, &["gate_events_failures"]),
+        ];
+        for (sql, indexes) in expected {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(db.sqlite()).await.unwrap();
+            let plan: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+            for index in indexes {
+                assert!(plan.iter().any(|p| p.contains(&format!("INDEX {index} "))), "{index}: {plan:?}");
+            }
+            assert!(!plan.iter().any(|p| p.starts_with("SCAN gate_events")), "{plan:?}");
+        }
+    }
 
     #[tokio::test]
     async fn an_allowance_is_taken_at_once_then_comes_back_one_request_at_a_time() {
