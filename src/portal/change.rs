@@ -141,42 +141,51 @@ async fn change_inner(
         None => found.audit_name.clone(),
     };
     let limits = people::wrong_password_limits(&st, found.target.as_ref()).await?;
-    let Some(reservation) = store::attempts::reserve(&st.db, &subject, now, limits).await? else {
-        let o = Outcome::VerificationFailed;
-        attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour or day").await?;
-        return Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&o))).await?));
-    };
+    // Taken with the claim of the form's key, in one transaction.
+    let reservation = store::attempts::Reservation::new(&subject);
 
-    let (result, shown) = match &found.target {
+    let done = match &found.target {
         Some(target) => {
             let cloud = target.kind == crate::domain::UserKind::CloudOnly;
             let operation = if cloud { "change.cloud" } else { "change.writeback" };
             let ask = Ask::Password { new: &new, current: Some(&f.current) };
             let act = Act { target, msg_id: &msg_id, first, by: Requester::SELF_SERVICE, ask, operation };
             let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
-                if let Some(s) = count_attempt(&r.outcome, &subject, reservation) {
+                if let Some(s) = count_attempt(&r.outcome, &subject, &reservation) {
                     batch.push(s);
                 }
             };
-            let Some(done) = account::once_then(&attempt, act, counted).await? else {
-                // Kept, as a wrong current password is: a used form sent again with another
-                // password is checked against the account (is it the one in place?), and must
-                // not be a way to try passwords without limit.
-                return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
-            };
-            if done.earlier {
-                // Counted when it was first sent.
-                store::attempts::release(reservation).run(&st.db).await?;
+            match account::once_counted(&attempt, act, (&reservation, limits), counted).await? {
+                Err(account::Spent) => None,
+                Ok(None) => {
+                    // Kept, as a wrong current password is: a used form sent again with another
+                    // password is checked against the account (is it the one in place?), and
+                    // must not be a way to try passwords without limit.
+                    let already = Some(Tr::current().t(ALREADY_SENT).into());
+                    return page(&st, None, &session, &typed, already, None).await;
+                }
+                Ok(Some(done)) => {
+                    if done.earlier {
+                        // Counted when it was first sent.
+                        reservation.release().run(&st.db).await?;
+                    }
+                    Some((done.result, done.support))
+                }
             }
-            (done.result, done.support)
         }
-        None => {
+        None if reservation.take_alone(&st.db, now, limits).await? => {
             // Nobody by that name: the answer and the work of a wrong current password.
             let _ = passwords::verify(&f.current, None).await;
             let result = crate::relay::WritebackResult::local(Outcome::OldPasswordWrong, "no such account");
             attempt.audit("change.writeback", &result.outcome, &result.raw).await?;
-            (result, support.clone())
+            Some((result, support.clone()))
         }
+        None => None,
+    };
+    let Some((result, shown)) = done else {
+        let o = Outcome::VerificationFailed;
+        attempt.audit("change.limit", &o, "too many wrong current passwords in the last hour or day").await?;
+        return Ok(support.tag(page(&st, None, &session, &typed, None, Some(outcome_view(&o))).await?));
     };
     // A form sent again answers under its first sending's support code.
     let support = shown;
@@ -207,13 +216,13 @@ async fn change_inner(
 /// password right (a success, a rule the directory checks only after the current password, the
 /// portal's own rules, which refuse a change only once it is proved, or AD's "disabled") or was
 /// never sent. An unconfirmed one might have been a right guess, so it counts too.
-fn count_attempt(outcome: &Outcome, subject: &str, reservation: i64) -> Option<store::Stmt> {
+fn count_attempt(outcome: &Outcome, subject: &str, reservation: &store::attempts::Reservation) -> Option<store::Stmt> {
     if outcome.is_success() {
         Some(store::attempts::clear(subject))
     } else if outcome.is_policy_rule()
         || matches!(outcome, Outcome::NoAgent | Outcome::AccountDisabled | Outcome::BreachedUnchecked)
     {
-        Some(store::attempts::release(reservation))
+        Some(reservation.release())
     } else {
         None
     }

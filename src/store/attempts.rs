@@ -25,6 +25,60 @@ pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32
     .await
 }
 
+/// An attempt taken in a transaction with other statements (see
+/// [`super::writebacks::claim_counted`]), known by a number drawn for the request rather
+/// than by its row: the statements that take it, tell whether it was taken and give it back are
+/// all known before it runs.
+pub struct Reservation {
+    pub(super) subject: String,
+    pub(super) token: i64,
+}
+
+impl Reservation {
+    pub fn new(subject: &str) -> Reservation {
+        Reservation { subject: subject.to_string(), token: rand::random() }
+    }
+
+    /// Takes an attempt, as [`reserve`] does, or nothing once `per_hour` or `per_day` are spent.
+    pub(super) fn take(&self, now: i64, (per_hour, per_day): (u32, u32)) -> Stmt {
+        let subject = self.subject.as_str();
+        Stmt::new(
+            "INSERT INTO change_attempts (subject, at, token) SELECT ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
+             AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ?",
+        )
+        .serialized_on(&format!("change_attempts:{subject}"))
+        .bind(subject)
+        .bind(now)
+        .bind(self.token)
+        .bind(subject)
+        .bind(now - 3600)
+        .bind(per_hour)
+        .bind(subject)
+        .bind(now - 86_400)
+        .bind(per_day)
+    }
+
+    /// A read: one row, 1 if the attempt was taken, else 0.
+    pub(super) fn taken(&self) -> Stmt {
+        Stmt::new("SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND token = ?")
+            .bind(self.subject.as_str())
+            .bind(self.token)
+    }
+
+    /// Takes an attempt on its own: whether it was.
+    pub async fn take_alone(&self, db: &Db, now: i64, limits: (u32, u32)) -> sqlx::Result<bool> {
+        Ok(self.take(now, limits).push(" RETURNING id").fetch_optional::<(i64,)>(db).await?.is_some())
+    }
+
+    /// Gives it back (see [`release`]).
+    pub fn release(&self) -> Stmt {
+        Stmt::new("DELETE FROM change_attempts WHERE subject = ? AND token = ?")
+            .bind(self.subject.as_str())
+            .bind(self.token)
+    }
+}
+
 /// Gives a reservation back: the attempt did not reveal anything about the current password.
 pub fn release(id: i64) -> Stmt {
     Stmt::new("DELETE FROM change_attempts WHERE id = ?").bind(id)

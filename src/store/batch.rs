@@ -168,6 +168,23 @@ impl Stmt {
         self
     }
 
+    /// One statement made of `parts`: each `{}` of `template` is replaced by the next part's
+    /// text, so their values are bound in that order; their locks are all held.
+    pub fn compose<const N: usize>(template: &str, parts: [Stmt; N]) -> Stmt {
+        let pieces: Vec<&str> = template.split("{}").collect();
+        assert_eq!(pieces.len(), N + 1, "a place for each part in {template}");
+        let mut whole = Stmt::new(pieces[0].to_string());
+        for (part, after) in parts.into_iter().zip(&pieces[1..]) {
+            assert!(highest_numbered_placeholder(&part.sql).is_none(), "a part binds with `?` only: {}", part.sql);
+            let sql = whole.sql.to_mut();
+            sql.push_str(&part.sql);
+            sql.push_str(after);
+            whole.values.extend(part.values);
+            whole.locks.extend(part.locks);
+        }
+        whole
+    }
+
     pub fn bind(mut self, value: impl Into<Value>) -> Self {
         self.values.push(value.into());
         self

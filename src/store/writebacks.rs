@@ -20,10 +20,51 @@ pub struct Claim<'a> {
 
 /// Claims the message id; false if it was claimed before (a double submit).
 pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
-    Stmt::new(
-        "INSERT INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, instance, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    claim_where(c, "VALUES (?, ?, ?, ?, ?, ?, ?, ?)").changed_one(db).await
+}
+
+/// Takes `reservation` (within `limits`) and, only if it was taken, claims `c`, in one
+/// transaction: whether it was taken, and whether the message id was claimed now (false: it was
+/// claimed before, a form sent again). On SQLite a batch; on PostgreSQL one statement, whose
+/// claim sees what its first part inserted: one trip fewer than the two apart.
+pub async fn claim_counted(
+    db: &Db,
+    c: &Claim<'_>,
+    reservation: &super::attempts::Reservation,
+    now: i64,
+    limits: (u32, u32),
+) -> sqlx::Result<(bool, bool)> {
+    const CLAIMED_VALUES: &str = "SELECT ?, ?, ?, ?, ?, ?, ?, ?";
+    let take = reservation.take(now, limits);
+    if db.is_postgres() {
+        let claim = claim_where(c, &format!("{CLAIMED_VALUES} WHERE EXISTS (SELECT 1 FROM taken)"));
+        let both = Stmt::compose(
+            "WITH taken AS ({} RETURNING 1), claimed AS ({} RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM taken), (SELECT COUNT(*) FROM claimed)",
+            [take, claim],
+        );
+        let (taken, claimed): (i64, i64) = both.fetch_one(db).await?;
+        return Ok((taken > 0, claimed > 0));
+    }
+    let claim = claim_where(
+        c,
+        &format!("{CLAIMED_VALUES} WHERE EXISTS (SELECT 1 FROM change_attempts WHERE subject = ? AND token = ?)"),
     )
+    .bind(reservation.subject.as_str())
+    .bind(reservation.token);
+    let mut batch = super::Batch::new();
+    batch.push(take);
+    batch.push(claim);
+    let ran: super::Ran<(i64,)> = batch.run_then(db, reservation.taken()).await?;
+    Ok((ran.rows.first().is_some_and(|(n,)| *n > 0), ran.last_changed == 1))
+}
+
+/// The claim's insert, of the values `rows` gives (all eight bound here, in the columns' order).
+fn claim_where(c: &Claim<'_>, rows: &str) -> Stmt {
+    Stmt::new(format!(
+        "INSERT INTO writebacks (msg_id, directory, anchor, op, support_code, agent_id, instance, created_at) \
+         {rows} ON CONFLICT DO NOTHING"
+    ))
     .bind(c.msg_id)
     .bind(c.directory)
     .bind(c.anchor)
@@ -32,8 +73,6 @@ pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
     .bind(c.agent_id)
     .bind(c.instance)
     .bind(c.now)
-    .changed_one(db)
-    .await
 }
 
 /// Records a writeback's outcome and, unless an answer is still `awaited` (the request went to

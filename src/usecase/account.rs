@@ -181,10 +181,40 @@ pub async fn once_then(
     act: Act<'_>,
     then: impl FnOnce(&WritebackResult, &mut Batch),
 ) -> anyhow::Result<Option<Done>> {
-    if !act.first {
-        return again(attempt, act, then).await;
-    }
+    Ok(claimed_then(attempt, act, None, then).await?.unwrap_or(None))
+}
+
+/// The allowance [`once_counted`] would take from was spent: nothing was claimed or done.
+#[derive(Debug)]
+pub struct Spent;
+
+/// [`once_then`] for an act that takes one from an allowance first (the change form's count of
+/// attempts, within `limits`): the allowance is taken in the transaction that claims the form's
+/// key, and the key is claimed only if it was. A form sent again takes one too, on its own.
+pub async fn once_counted(
+    attempt: &Attempt<'_>,
+    act: Act<'_>,
+    (reservation, limits): (&store::attempts::Reservation, (u32, u32)),
+    then: impl FnOnce(&WritebackResult, &mut Batch),
+) -> anyhow::Result<Result<Option<Done>, Spent>> {
+    claimed_then(attempt, act, Some((reservation, limits)), then).await
+}
+
+async fn claimed_then(
+    attempt: &Attempt<'_>,
+    act: Act<'_>,
+    counted: Option<(&store::attempts::Reservation, (u32, u32))>,
+    then: impl FnOnce(&WritebackResult, &mut Batch),
+) -> anyhow::Result<Result<Option<Done>, Spent>> {
     let st = attempt.st;
+    if !act.first {
+        if let Some((reservation, limits)) = counted {
+            if !reservation.take_alone(&st.db, st.clock.now(), limits).await? {
+                return Ok(Err(Spent));
+            }
+        }
+        return Ok(Ok(again(attempt, act, then).await?));
+    }
     let now = st.clock.now();
     let (kind, _) = act.ask.kind();
     // The agent it will go to is named in the claim, before anything is sent.
@@ -204,14 +234,25 @@ pub async fn once_then(
     };
     // Held before it is claimed: a form sent again meanwhile sees that this instance acts on it.
     let held = st.hub.hold(act.msg_id);
-    if !store::writebacks::claim(&st.db, &claim).await? {
+    let claimed = match counted {
+        None => store::writebacks::claim(&st.db, &claim).await?,
+        Some((reservation, limits)) => {
+            let (taken, claimed) = store::writebacks::claim_counted(&st.db, &claim, reservation, now, limits).await?;
+            if !taken {
+                held.settled();
+                return Ok(Err(Spent));
+            }
+            claimed
+        }
+    };
+    if !claimed {
         held.settled();
-        return again(attempt, act, then).await;
+        return Ok(Ok(again(attempt, act, then).await?));
     }
     let result = perform(st, &act, now).await?;
     let changed = record(attempt, &act, &result, then).await?;
     held.settled();
-    Ok(Some(Done { result, changed, support: attempt.support.clone(), earlier: false }))
+    Ok(Ok(Some(Done { result, changed, support: attempt.support.clone(), earlier: false })))
 }
 
 /// A form whose key was claimed before: what its first sending came to, once it has an answer;

@@ -69,6 +69,43 @@ async fn both_schemas_have_the_same_tables_and_columns() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A change form's attempt taken with the claim of its key, and on its own (a form sent again),
+/// within an allowance of two: on either database.
+async fn a_counted_claim_is_made_only_within_the_allowance(db: &passback::store::Db) {
+    use passback::store::{attempts::Reservation, writebacks};
+    let (subject, now, limits) = ("corp|counted", 100, (2, 10));
+    let c = |msg_id| writebacks::Claim {
+        msg_id,
+        directory: "corp",
+        anchor: "counted",
+        op: "change",
+        support_code: "S-1",
+        agent_id: None,
+        instance: "instance-a",
+        now,
+    };
+    let counted = |msg_id: &'static str, r: Reservation| async move {
+        (writebacks::claim_counted(db, &c(msg_id), &r, now, limits).await.unwrap(), r)
+    };
+    assert_eq!(counted("once-1", Reservation::new(subject)).await.0, (true, true));
+    let (taken_claimed, again) = counted("once-1", Reservation::new(subject)).await;
+    assert_eq!(taken_claimed, (true, false), "the same form sent again is counted, and not claimed twice");
+    assert_eq!(counted("once-2", Reservation::new(subject)).await.0, (false, false), "past the allowance");
+    assert!(writebacks::claim(db, &c("once-2")).await.unwrap(), "nothing was claimed past the allowance");
+    assert!(!Reservation::new(subject).take_alone(db, now, limits).await.unwrap(), "nor taken on its own");
+    again.release().run(db).await.unwrap();
+    let alone = Reservation::new(subject);
+    assert!(alone.take_alone(db, now, limits).await.unwrap(), "one given back is taken again");
+    alone.release().run(db).await.unwrap();
+    assert_eq!(counted("once-3", Reservation::new(subject)).await.0, (true, true));
+}
+
+#[tokio::test]
+async fn on_sqlite_a_counted_claim_is_made_only_within_the_allowance() {
+    let db = passback::store::connect("sqlite::memory:", 1).await.unwrap();
+    a_counted_claim_is_made_only_within_the_allowance(&db).await;
+}
+
 /// Runs `each` 64 times at once on `db`: how many of them got through.
 async fn at_once<F, Fut>(db: &passback::store::Db, each: F) -> usize
 where
@@ -96,6 +133,32 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     let n =
         at_once(&db, |db, _| async move { attempts::reserve(&db, "corp|a-1", now, (5, 10)).await.unwrap().is_some() });
     assert_eq!(n.await, 5, "change attempts");
+
+    // A change form's attempt taken with the claim of its key, in one statement: 5 claimed, and
+    // no key claimed past the allowance.
+    let n = at_once(&db, |db, i| async move {
+        let (msg_id, reservation) = (format!("counted-{i}"), attempts::Reservation::new("corp|a-3"));
+        let c = writebacks::Claim {
+            msg_id: &msg_id,
+            directory: "corp",
+            anchor: "a-3",
+            op: "change",
+            support_code: "S-1",
+            agent_id: None,
+            instance: "i",
+            now,
+        };
+        let (taken, claimed) = writebacks::claim_counted(&db, &c, &reservation, now, (5, 10)).await.unwrap();
+        assert_eq!(taken, claimed, "a new key is claimed exactly when the attempt was taken");
+        claimed
+    });
+    assert_eq!(n.await, 5, "counted claims");
+    let claimed: i64 = passback::store::Stmt::new("SELECT COUNT(*) FROM writebacks WHERE anchor = 'a-3'")
+        .scalar_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 5);
+    a_counted_claim_is_made_only_within_the_allowance(&db).await;
 
     // Codes mailed: 3 an hour per person.
     let n = at_once(&db, |db, i| async move {
