@@ -6,23 +6,28 @@ use super::{Db, Stmt};
 /// `per_day` in the last day. One statement, serialized per subject on PostgreSQL (an advisory
 /// lock): parallel attempts cannot get past the limit together.
 /// Returns the reservation. Rows older than a day go by [`super::housekeeping`].
-pub async fn reserve(db: &Db, subject: &str, now: i64, (per_hour, per_day): (u32, u32)) -> sqlx::Result<Option<i64>> {
+pub async fn reserve(db: &Db, subject: &str, now: i64, limits: (u32, u32)) -> sqlx::Result<Option<i64>> {
+    taking(subject, None, now, limits).push(" RETURNING id").scalar(db).await
+}
+
+/// The statement that takes an attempt for `subject` (with `token`, see [`Reservation`]), or
+/// nothing once `per_hour` or `per_day` are spent.
+fn taking(subject: &str, token: Option<i64>, now: i64, (per_hour, per_day): (u32, u32)) -> Stmt {
     Stmt::new(
-        "INSERT INTO change_attempts (subject, at) SELECT ?, ? \
+        "INSERT INTO change_attempts (subject, at, token) SELECT ?, ?, ? \
          WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
-         AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? RETURNING id",
+         AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ?",
     )
     .serialized_on(&format!("change_attempts:{subject}"))
     .bind(subject)
     .bind(now)
+    .bind(token)
     .bind(subject)
     .bind(now - 3600)
     .bind(per_hour)
     .bind(subject)
     .bind(now - 86_400)
     .bind(per_day)
-    .scalar(db)
-    .await
 }
 
 /// An attempt taken in a transaction with other statements (see
@@ -39,24 +44,9 @@ impl Reservation {
         Reservation { subject: subject.to_string(), token: rand::random() }
     }
 
-    /// Takes an attempt, as [`reserve`] does, or nothing once `per_hour` or `per_day` are spent.
-    pub(super) fn take(&self, now: i64, (per_hour, per_day): (u32, u32)) -> Stmt {
-        let subject = self.subject.as_str();
-        Stmt::new(
-            "INSERT INTO change_attempts (subject, at, token) SELECT ?, ?, ? \
-             WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
-             AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ?",
-        )
-        .serialized_on(&format!("change_attempts:{subject}"))
-        .bind(subject)
-        .bind(now)
-        .bind(self.token)
-        .bind(subject)
-        .bind(now - 3600)
-        .bind(per_hour)
-        .bind(subject)
-        .bind(now - 86_400)
-        .bind(per_day)
+    /// Takes an attempt, as [`reserve`] does, or nothing once the allowance is spent.
+    pub(super) fn take(&self, now: i64, limits: (u32, u32)) -> Stmt {
+        taking(&self.subject, Some(self.token), now, limits)
     }
 
     /// A read: one row, 1 if the attempt was taken, else 0.
