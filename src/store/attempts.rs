@@ -2,8 +2,8 @@
 
 use super::{Db, Stmt};
 
-/// Reserves an attempt for `subject` unless `per_hour` are already counted in the last hour or
-/// `per_day` in the last day. One statement, serialized per subject on PostgreSQL (an advisory
+/// Reserves an attempt for `subject` unless `limits` (per hour, per day) are already counted in
+/// the last hour or the last day. One statement, serialized per subject on PostgreSQL (an advisory
 /// lock): parallel attempts cannot get past the limit together.
 /// Returns the reservation. Rows older than a day go by [`super::housekeeping`].
 pub async fn reserve(db: &Db, subject: &str, now: i64, limits: (u32, u32)) -> sqlx::Result<Option<i64>> {
