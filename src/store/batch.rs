@@ -199,7 +199,7 @@ impl Stmt {
         }
         match db {
             Db::Sqlite(db) => {
-                let mut lease = db.lease().await?;
+                let mut lease = self.lease_on(db).await?;
                 let ran = self.run_on(Conn::Sqlite(lease.conn()?)).await;
                 lease.after(ran)
             }
@@ -233,7 +233,7 @@ impl Stmt {
         }
         match db {
             Db::Sqlite(db) => {
-                let mut lease = db.lease().await?;
+                let mut lease = self.lease_on(db).await?;
                 let rows = self.fetch_all_on(Conn::Sqlite(lease.conn()?)).await;
                 lease.after(rows)
             }
@@ -284,6 +284,17 @@ impl Stmt {
 }
 
 impl Stmt {
+    /// A SQLite connection for it: the one that writes, unless it only reads (a `SELECT`, or
+    /// a `PRAGMA` such as a checkpoint, which must not wait behind the writes).
+    async fn lease_on(&self, db: &super::Sqlite) -> sqlx::Result<super::Lease<sqlx::Sqlite>> {
+        let first = self.sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+        if first.eq_ignore_ascii_case("SELECT") || first.eq_ignore_ascii_case("PRAGMA") {
+            db.lease().await
+        } else {
+            db.lease_to_write().await
+        }
+    }
+
     async fn run_on(self, conn: Conn<'_>) -> sqlx::Result<u64> {
         self.check_values();
         match conn {
@@ -408,7 +419,7 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<
     }
     sql.push_str("COMMIT;");
     let args = sqlite_arguments(values)?;
-    let mut lease = db.lease().await?;
+    let mut lease = db.lease_to_write().await?;
     lease.in_transaction(true);
     let conn = lease.conn()?;
     let mut ran = Ran { rows: Vec::new(), last_changed: 0 };

@@ -47,11 +47,18 @@ pub struct Lending<DB: sqlx::Database> {
     /// with the same settings, whose connections are all taken out of it as they open.
     opener: Option<sqlx::Pool<DB>>,
     spare: std::sync::Arc<Spare<DB::Connection>>,
+    /// On a SQLite file, the one connection that writes ([`Lending::lease_to_write`]).
+    writer: Option<std::sync::Arc<Spare<DB::Connection>>>,
 }
 
 impl<DB: sqlx::Database> Clone for Lending<DB> {
     fn clone(&self) -> Self {
-        Lending { pool: self.pool.clone(), opener: self.opener.clone(), spare: self.spare.clone() }
+        Lending {
+            pool: self.pool.clone(),
+            opener: self.opener.clone(),
+            spare: self.spare.clone(),
+            writer: self.writer.clone(),
+        }
     }
 }
 
@@ -93,9 +100,30 @@ const LIVES_AT_MOST: Duration = Duration::from_secs(1800);
 
 impl<DB: sqlx::Database> Lending<DB> {
     fn new(pool: sqlx::Pool<DB>, at_once: Option<u32>, opener: Option<sqlx::Pool<DB>>) -> Self {
-        let turns = at_once.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
-        let spare = Spare { idle: std::sync::Mutex::new(Vec::new()), turns, link: opener.is_some() };
-        Lending { pool, opener, spare: std::sync::Arc::new(spare) }
+        let link = opener.is_some();
+        let spare = |n: u32| {
+            let turns = Some(std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
+            std::sync::Arc::new(Spare { idle: std::sync::Mutex::new(Vec::new()), turns, link })
+        };
+        let (spare, writer) = match at_once {
+            None => (std::sync::Arc::new(Spare { idle: std::sync::Mutex::new(Vec::new()), turns: None, link }), None),
+            Some(n) => (spare(n), (!link).then(|| spare(1))),
+        };
+        Lending { pool, opener, spare, writer }
+    }
+
+    /// A connection for a statement or batch that writes. SQLite lets one connection write at a
+    /// time, and a connection's cached pages are all dropped whenever another connection wrote
+    /// since it last read: so on a SQLite file every write is made by one connection, in turn.
+    /// Writers wait for it here, not in SQLite's busy handler (which sleeps and tries again),
+    /// and it finds in its cache the pages the last write left. Reads go on at once on the
+    /// others. (A transaction made by hand, [`Db::begin`], still takes SQLite's lock on its
+    /// own connection, and waits for it in the busy handler.)
+    pub(crate) async fn lease_to_write(&self) -> sqlx::Result<Lease<DB>> {
+        match &self.writer {
+            Some(writer) => self.lease_from(writer).await,
+            None => self.lease().await,
+        }
     }
 
     /// A connection for one statement or one batch, given back when the lease ends. sqlx's pool
@@ -106,17 +134,20 @@ impl<DB: sqlx::Database> Lending<DB> {
     /// (see [`Spare::link`]). A connection is not given back while a batch's transaction may be open
     /// on it, nor once it failed as a connection (its thread gone, its link broken).
     pub(crate) async fn lease(&self) -> sqlx::Result<Lease<DB>> {
-        let Some(turns) = &self.spare.turns else {
+        self.lease_from(&self.spare).await
+    }
+
+    async fn lease_from(&self, spare: &std::sync::Arc<Spare<DB::Connection>>) -> sqlx::Result<Lease<DB>> {
+        let Some(turns) = &spare.turns else {
             let conn = Some(Leased::Pooled(self.pool.acquire().await?));
             return Ok(Lease { conn, spare: None, in_transaction: false, ended: true });
         };
         let turn = turns.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
         let (conn, opened) = loop {
-            let idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = spare.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match idle {
-                Some(i)
-                    if self.spare.link && (i.since.elapsed() > IDLE_AT_MOST || i.opened.elapsed() > LIVES_AT_MOST) => {}
-                Some(mut i) if self.spare.link && i.since.elapsed() > TRUSTED_IDLE => {
+                Some(i) if spare.link && (i.since.elapsed() > IDLE_AT_MOST || i.opened.elapsed() > LIVES_AT_MOST) => {}
+                Some(mut i) if spare.link && i.since.elapsed() > TRUSTED_IDLE => {
                     // Perhaps dropped by the server meanwhile (a restart, a failover): then the
                     // next one, or a new one.
                     if answers(&mut i.conn).await {
@@ -130,8 +161,9 @@ impl<DB: sqlx::Database> Lending<DB> {
                 }
             }
         };
-        let spare = Some((self.spare.clone(), turn, opened));
-        Ok(Lease { conn: Some(Leased::Taken(conn)), spare, in_transaction: false, ended: !self.spare.link })
+        let ended = !spare.link;
+        let spare = Some((spare.clone(), turn, opened));
+        Ok(Lease { conn: Some(Leased::Taken(conn)), spare, in_transaction: false, ended })
     }
 
     pub(crate) fn pool(&self) -> &sqlx::Pool<DB> {
@@ -139,11 +171,13 @@ impl<DB: sqlx::Database> Lending<DB> {
     }
 
     fn close_spare(&self) {
-        let mut idle = self.spare.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(turns) = &self.spare.turns {
-            turns.close();
+        for spare in std::iter::once(&self.spare).chain(&self.writer) {
+            let mut idle = spare.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(turns) = &spare.turns {
+                turns.close();
+            }
+            idle.clear();
         }
-        idle.clear();
     }
 }
 
@@ -572,7 +606,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("pb-lease-{}", uuid::Uuid::new_v4()));
         let db = connect(&format!("sqlite://{}/l.db?mode=rwc", root.display()), 2).await.unwrap();
         let Db::Sqlite(sqlite) = &db else { unreachable!() };
-        // Many statements and batches at once, on two connections.
+        // Many statements and batches at once.
         let writes = (0..40).map(|i| {
             let db = db.clone();
             tokio::spawn(async move {
@@ -585,8 +619,21 @@ mod tests {
         for w in writes {
             assert_eq!(w.await.unwrap(), (1, ()));
         }
-        let idle = sqlite.spare.idle.lock().unwrap().len();
-        assert!((1..=2).contains(&idle), "{idle} connections given back");
+        let writer = sqlite.writer.as_ref().expect("a file has its one writer");
+        assert_eq!(writer.idle.lock().unwrap().len(), 1, "every write was made by the one writer, given back");
+        assert!(sqlite.spare.idle.lock().unwrap().is_empty(), "no other connection was needed");
+        // While the writer is out, reads go on and a write waits for its turn.
+        let out = sqlite.lease_to_write().await.unwrap();
+        let n: i64 = Stmt::new("SELECT COUNT(*) FROM relay_frames").scalar_one(&db).await.unwrap();
+        assert_eq!(n, 80);
+        let write = tokio::spawn({
+            let db = db.clone();
+            async move { Stmt::new("INSERT INTO relay_frames VALUES ('w', 'b', 0)").run(&db).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!write.is_finished(), "the write waits for the writer");
+        drop(out);
+        assert_eq!(write.await.unwrap().unwrap(), 1, "then it is made");
         // A long statement whose caller gives up on it at once.
         let slow = Stmt::new(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT COUNT(*) FROM n",
@@ -596,11 +643,12 @@ mod tests {
         // The connection it ran on is lent again: its next statements follow it, whole.
         for i in 0..4 {
             let n: i64 = Stmt::new("SELECT COUNT(*) FROM relay_frames").scalar_one(&db).await.unwrap();
-            assert_eq!(n, 80 + i);
+            assert_eq!(n, 81 + i);
             Stmt::new("INSERT INTO relay_frames VALUES (?, 'b', 0)").bind(format!("after{i}")).run(&db).await.unwrap();
         }
         db.close().await;
         assert!(sqlite.spare.idle.lock().unwrap().is_empty(), "closed with the pool");
+        assert!(writer.idle.lock().unwrap().is_empty(), "the writer too");
         std::fs::remove_dir_all(root).unwrap();
     }
 
