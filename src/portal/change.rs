@@ -152,7 +152,7 @@ async fn change_inner(
             let act = Act { target, msg_id: &msg_id, first, by: Requester::SELF_SERVICE, ask, operation };
             let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
                 if let Some(s) = count_attempt(&r.outcome, &subject, &reservation) {
-                    batch.push(s);
+                    batch.push_together(s);
                 }
             };
             match account::once_counted(&attempt, act, (&reservation, limits), counted).await? {

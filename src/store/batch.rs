@@ -194,7 +194,7 @@ impl Stmt {
     pub async fn run(self, db: &Db) -> sqlx::Result<u64> {
         if db.is_postgres() && !self.locks.is_empty() {
             let mut alone = Batch::new();
-            alone.0.push(self);
+            alone.0.push((self, false));
             return alone.run_counting_last(db).await;
         }
         match db {
@@ -287,8 +287,7 @@ impl Stmt {
     /// A SQLite connection for it: the one that writes, unless it only reads (a `SELECT`, or
     /// a `PRAGMA` such as a checkpoint, which must not wait behind the writes).
     async fn lease_on(&self, db: &super::Sqlite) -> sqlx::Result<super::Lease<sqlx::Sqlite>> {
-        let first = self.sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
-        if first.eq_ignore_ascii_case("SELECT") || first.eq_ignore_ascii_case("PRAGMA") {
+        if starts_with_word(&self.sql, "SELECT") || starts_with_word(&self.sql, "PRAGMA") {
             db.lease().await
         } else {
             db.lease_to_write().await
@@ -343,9 +342,10 @@ impl Tx {
     }
 }
 
-/// Statements run together: all of them or none.
+/// Statements run together: all of them or none. Each is marked with whether it was pushed
+/// together with the one before it ([`Batch::push_together`]).
 #[derive(Debug, Default)]
-pub struct Batch(Vec<Stmt>);
+pub struct Batch(Vec<(Stmt, bool)>);
 
 /// What a batch's closing read returned, and how many rows its last statement before that changed.
 #[derive(Debug)]
@@ -362,7 +362,21 @@ impl Batch {
     pub fn push(&mut self, s: Stmt) {
         // A numbered placeholder would take a value of another statement of the batch.
         assert!(highest_numbered_placeholder(&s.sql).is_none(), "a batched statement binds with `?` only: {}", s.sql);
-        self.0.push(s);
+        self.0.push((s, false));
+    }
+
+    /// Pushes a statement that neither reads nor writes a row that another of its group writes:
+    /// the statements pushed together one after the other make a group. On PostgreSQL a group
+    /// is sent as one statement (the others as data-modifying `WITH` queries before the last,
+    /// all on one snapshot), one trip to the server instead of one each; on SQLite, where the
+    /// whole batch is one trip, they run one after the other. Either way the batch's count is of
+    /// the rows the last one changed.
+    pub fn push_together(&mut self, s: Stmt) {
+        assert!(!starts_with_word(&s.sql, "WITH"), "a statement of a group has no `WITH` of its own: {}", s.sql);
+        self.push(s);
+        if let Some(last) = self.0.last_mut() {
+            last.1 = true;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -406,12 +420,12 @@ impl Batch {
 /// never has to be upgraded half way, which could fail under contention). Each statement reports
 /// what it changed as it ends: BEGIN is the first, so the last statement before the read is
 /// counted as the batch's length.
-async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<(Stmt, bool)>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
     use futures_util::TryStreamExt;
     let last = stmts.len();
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     let mut values = Vec::new();
-    for s in stmts.into_iter().chain(read) {
+    for s in stmts.into_iter().map(|(s, _)| s).chain(read) {
         s.check_values();
         sql.push_str(s.sql.trim().trim_end_matches(';'));
         sql.push_str(";\n");
@@ -456,8 +470,28 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<Stmt>, read: Option<
 /// by statement on one connection, each a trip to the server. It begins with the advisory locks
 /// its statements asked for, taken in one order (so two batches never wait for each other's),
 /// in the same trip as BEGIN: that text is sent unprepared, and holds only numbers made here.
-async fn postgres_batch<T: Row>(db: super::Postgres, stmts: Vec<Stmt>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+async fn postgres_batch<T: Row>(
+    db: super::Postgres,
+    stmts: Vec<(Stmt, bool)>,
+    read: Option<Stmt>,
+) -> sqlx::Result<Ran<T>> {
     use std::fmt::Write;
+    // Each group pushed together is one statement.
+    let mut sent: Vec<Stmt> = Vec::new();
+    let mut group: Vec<Stmt> = Vec::new();
+    for (s, together) in stmts {
+        if !together && !group.is_empty() {
+            sent.push(joined(std::mem::take(&mut group)));
+        }
+        match together {
+            true => group.push(s),
+            false => sent.push(s),
+        }
+    }
+    if !group.is_empty() {
+        sent.push(joined(group));
+    }
+    let stmts = sent;
     let mut locks: Vec<i64> = stmts.iter().chain(&read).flat_map(|s| s.locks.iter().copied()).collect();
     locks.sort_unstable();
     locks.dedup();
@@ -500,6 +534,31 @@ async fn rolled_back(conn: Conn<'_>) -> bool {
         Conn::Sqlite(c) => sqlx::Executor::execute(c, "ROLLBACK").await.is_ok(),
         Conn::Postgres(c) => sqlx::Executor::execute(c, "ROLLBACK").await.is_ok(),
     }
+}
+
+/// Whether `sql`'s first word is `word` (in any case).
+fn starts_with_word(sql: &str, word: &str) -> bool {
+    sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().is_some_and(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// The statements of a group ([`Batch::push_together`]) as one, for PostgreSQL: each but the last
+/// a data-modifying `WITH` query, run once whether or not the last refers to it.
+fn joined(group: Vec<Stmt>) -> Stmt {
+    let (mut queries, mut main) = (Vec::new(), String::new());
+    let (mut values, mut locks) = (Vec::new(), Vec::new());
+    let last = group.len().saturating_sub(1);
+    for (i, part) in group.into_iter().enumerate() {
+        let text = part.sql.trim().trim_end_matches(';').to_string();
+        if i < last {
+            queries.push(format!("together{i} AS ({text})"));
+        } else {
+            main = text;
+        }
+        values.extend(part.values);
+        locks.extend(part.locks);
+    }
+    let sql = if queries.is_empty() { main } else { format!("WITH {} {main}", queries.join(", ")) };
+    Stmt { sql: sql.into(), values, locks }
 }
 
 fn sqlite_arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
@@ -643,6 +702,26 @@ mod tests {
         assert_eq!(numbered("SELECT 'it''s', ?"), "SELECT 'it''s', $1");
         // A quoted `?` is no placeholder when values are counted either.
         Stmt::new("SELECT ? WHERE x = '?'").bind(1_i64).check_values();
+    }
+
+    #[test]
+    fn a_group_is_one_statement_for_postgresql_its_values_in_order() {
+        let group = vec![
+            Stmt::new("UPDATE a SET x = ? WHERE k = ?").bind(1_i64).bind("k"),
+            Stmt::new("INSERT INTO b (y) VALUES (?);").bind(2_i64),
+            Stmt::new("DELETE FROM c WHERE z = ?").bind(3_i64),
+        ];
+        let one = joined(group);
+        assert_eq!(
+            one.sql,
+            "WITH together0 AS (UPDATE a SET x = ? WHERE k = ?), together1 AS (INSERT INTO b (y) VALUES (?)) \
+             DELETE FROM c WHERE z = ?"
+        );
+        assert_eq!(one.values, [Value::Int(1), Value::Text("k".into()), Value::Int(2), Value::Int(3)]);
+        assert_eq!(joined(vec![Stmt::new("DELETE FROM c")]).sql, "DELETE FROM c", "a group of one is as it was");
+        let nested =
+            std::panic::catch_unwind(|| Batch::new().push_together(Stmt::new("WITH x AS (SELECT 1) DELETE FROM c")));
+        assert!(nested.is_err(), "a statement with a `WITH` of its own");
     }
 
     #[test]

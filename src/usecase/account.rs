@@ -169,7 +169,9 @@ pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<
 
 /// [`once`], with `then` adding the writes that follow from the result (the caller's own counts)
 /// to the transaction that records it, its audit row and, when the password was set, the end of
-/// the person's sessions.
+/// the person's sessions. Those are pushed together (`Batch::push_together`): a statement of
+/// `then` pushed together joins them, so it must not touch the writeback, audit, person or
+/// epoch rows they write.
 ///
 /// The same form sent again (a double click, a reload after a dropped connection, a resubmit
 /// after the instance that took it stopped) never acts twice: it waits for the first sending's
@@ -397,14 +399,23 @@ async fn record(
     let mut batch = Batch::new();
     let answer = (result.answered_by(), result.awaited());
     let (msg_id, instance) = (act.msg_id.as_str(), st.hub.instance.as_str());
-    batch.push(store::writebacks::finish(msg_id, instance, &result.outcome, answer, result.took_ms, st.clock.now()));
+    // Each of these writes a table none of the others reads or writes: one group (on PostgreSQL,
+    // one statement; see `Batch::push_together`).
+    batch.push_together(store::writebacks::finish(
+        msg_id,
+        instance,
+        &result.outcome,
+        answer,
+        result.took_ms,
+        st.clock.now(),
+    ));
     // A staff reset's row says what it asked for besides the password.
     let raw = if act.ask.new_password().is_some() && act.by.actor != Requester::SELF_SERVICE.actor {
         format!("{} (must_change={} unlock={})", result.raw, act.by.flags.must_change, act.by.flags.unlock)
     } else {
         result.raw.clone()
     };
-    batch.push(attempt.audit_row(act.by.actor, act.operation, &result.outcome, &raw));
+    batch.push_together(attempt.audit_row(act.by.actor, act.operation, &result.outcome, &raw));
     let set = result.outcome.password_set();
     // The language a person acts in is the one their reminders come in.
     let own = (act.by.actor == Requester::SELF_SERVICE.actor && result.outcome == Outcome::Success)
@@ -412,12 +423,12 @@ async fn record(
     let (directory, anchor) = (&act.target.directory, &act.target.anchor);
     if set && act.ask.new_password().is_some() {
         // A new password: the old one's expiry no longer holds.
-        batch.push(store::reminders::password_set(directory, anchor, own));
+        batch.push_together(store::reminders::password_set(directory, anchor, own));
     } else if let Some(lang) = own {
-        batch.push(store::reminders::remember_lang(directory, anchor, lang));
+        batch.push_together(store::reminders::remember_lang(directory, anchor, lang));
     }
     if set {
-        batch.push(store::security::next_session_epoch(act.target.person()));
+        batch.push_together(store::security::next_session_epoch(act.target.person()));
     }
     then(result, &mut batch);
     let ran: store::Ran<(Option<String>,)> =

@@ -100,10 +100,53 @@ async fn a_counted_claim_is_made_only_within_the_allowance(db: &passback::store:
     assert_eq!(counted("once-3", Reservation::new(subject)).await.0, (true, true));
 }
 
+/// Statements pushed together (one statement on PostgreSQL) all run or none, the batch counts
+/// the rows the last of them changed, and a statement pushed after them sees what they wrote.
+async fn a_group_pushed_together_runs_whole(db: &passback::store::Db) {
+    use passback::store::{Batch, Stmt};
+    let frame = |agent: &str, id: &str| {
+        Stmt::new("INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES (?, ?, 0)").bind(agent).bind(id)
+    };
+    let expire = |agent: &str, at: i64| {
+        Stmt::new("UPDATE relay_frames SET expires_at = ? WHERE agent_id = ?").bind(at).bind(agent)
+    };
+    let mut before = Batch::new();
+    before.push(frame("earlier", "x"));
+    before.push(frame("earlier", "y"));
+    before.run(db).await.unwrap();
+
+    let mut b = Batch::new();
+    b.push_together(frame("grouped", "a"));
+    b.push_together(frame("grouped", "b"));
+    b.push_together(expire("earlier", 5));
+    assert_eq!(b.run_counting_last(db).await.unwrap(), 2, "the rows the group's last statement changed");
+    let mut b = Batch::new();
+    b.push_together(frame("grouped", "c"));
+    b.push_together(expire("earlier", 6));
+    b.push(expire("grouped", 7));
+    assert_eq!(b.run_counting_last(db).await.unwrap(), 3, "a statement after the group sees all it wrote");
+    let mut b = Batch::new();
+    b.push_together(frame("grouped", "d"));
+    b.push_together(frame("grouped", "a"));
+    assert!(b.run(db).await.is_err(), "the second breaks the key");
+    let rows: Vec<(String, String, i64)> =
+        Stmt::new("SELECT agent_id, frame_id, expires_at FROM relay_frames WHERE agent_id IN ('earlier', 'grouped') ORDER BY 1, 2")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    let rows: Vec<(&str, &str, i64)> = rows.iter().map(|(a, f, e)| (a.as_str(), f.as_str(), *e)).collect();
+    assert_eq!(
+        rows,
+        [("earlier", "x", 6), ("earlier", "y", 6), ("grouped", "a", 7), ("grouped", "b", 7), ("grouped", "c", 7)],
+        "every statement of each group that ran, and none of the one that failed"
+    );
+}
+
 #[tokio::test]
-async fn on_sqlite_a_counted_claim_is_made_only_within_the_allowance() {
+async fn on_sqlite_a_counted_claim_and_a_group_pushed_together_behave_as_on_postgresql() {
     let db = passback::store::connect("sqlite::memory:", 1).await.unwrap();
     a_counted_claim_is_made_only_within_the_allowance(&db).await;
+    a_group_pushed_together_runs_whole(&db).await;
 }
 
 /// Runs `each` 64 times at once on `db`: how many of them got through.
@@ -159,6 +202,7 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
         .unwrap();
     assert_eq!(claimed, 5);
     a_counted_claim_is_made_only_within_the_allowance(&db).await;
+    a_group_pushed_together_runs_whole(&db).await;
 
     // Codes mailed: 3 an hour per person.
     let n = at_once(&db, |db, i| async move {
@@ -200,7 +244,7 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
                 let (db, subject) = (db.clone(), subject.clone());
                 tokio::spawn(async move {
                     let mut b = passback::store::Batch::new();
-                    b.push(security::record_reset(&subject, now));
+                    b.push_together(security::record_reset(&subject, now));
                     b.push(security::block_when_reached(&subject, "reset", now, 5, now + 3600));
                     b.run_counting_last(&db).await.unwrap()
                 })

@@ -102,7 +102,7 @@ pub async fn set_password(
     // counts as one of the resets an hour allows (the last statement: did it block?).
     let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
         if r.outcome.password_set() {
-            batch.push(store::attempts::clear(&target.person().subject()));
+            batch.push_together(store::attempts::clear(&target.person().subject()));
             crate::portal::gates::push_reset_count(&st, &flow.subject, batch);
         }
     };
