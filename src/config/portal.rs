@@ -460,6 +460,8 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// Connections for statements at once. On a SQLite file, the writes have one more of their
+    /// own and take turns on it; these serve the reads.
     pub max_connections: u32,
     /// Flush every commit to the disk (SQLite `synchronous = FULL`; on PostgreSQL the server's own
     /// `synchronous_commit`, which also waits for synchronous standbys). Off, commits are flushed

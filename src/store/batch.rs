@@ -285,9 +285,9 @@ impl Stmt {
 
 impl Stmt {
     /// A SQLite connection for it: the one that writes, unless it only reads (a `SELECT`, or
-    /// a `PRAGMA` such as a checkpoint, which must not wait behind the writes).
+    /// a passive checkpoint, which takes no lock that writes wait for).
     async fn lease_on(&self, db: &super::Sqlite) -> sqlx::Result<super::Lease<sqlx::Sqlite>> {
-        if starts_with_word(&self.sql, "SELECT") || starts_with_word(&self.sql, "PRAGMA") {
+        if starts_with_word(&self.sql, "SELECT") || self.sql.eq_ignore_ascii_case("PRAGMA wal_checkpoint(PASSIVE)") {
             db.lease().await
         } else {
             db.lease_to_write().await
@@ -336,14 +336,14 @@ impl Stmt {
 impl Tx {
     fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            Tx::Sqlite(tx, _) => Conn::Sqlite(&mut *tx),
             Tx::Postgres(tx) => Conn::Postgres(&mut *tx),
         }
     }
 }
 
-/// Statements run together: all of them or none. Each is marked with whether it was pushed
-/// together with the one before it ([`Batch::push_together`]).
+/// Statements run together: all of them or none. Each is marked with whether it belongs to a
+/// group ([`Batch::push_together`]): a run of such statements, one after the other.
 #[derive(Debug, Default)]
 pub struct Batch(Vec<(Stmt, bool)>);
 
@@ -371,8 +371,15 @@ impl Batch {
     /// all on one snapshot), one trip to the server instead of one each; on SQLite, where the
     /// whole batch is one trip, they run one after the other. Either way the batch's count is of
     /// the rows the last one changed.
+    ///
+    /// So that a group that works on SQLite cannot do otherwise on PostgreSQL, no two of its
+    /// statements may write one table (checked here, on both).
     pub fn push_together(&mut self, s: Stmt) {
         assert!(!starts_with_word(&s.sql, "WITH"), "a statement of a group has no `WITH` of its own: {}", s.sql);
+        let table = written_table(&s.sql);
+        let group = self.0.iter().rev().take_while(|(_, together)| *together);
+        let shared = group.map(|(other, _)| written_table(&other.sql)).find(|t| t.is_some() && *t == table);
+        assert!(shared.is_none(), "two statements of a group write {table:?}: {}", s.sql);
         self.push(s);
         if let Some(last) = self.0.last_mut() {
             last.1 = true;
@@ -536,6 +543,17 @@ async fn rolled_back(conn: Conn<'_>) -> bool {
     }
 }
 
+/// The table an `INSERT`, `UPDATE` or `DELETE` writes, in lower case.
+fn written_table(sql: &str) -> Option<String> {
+    let mut words = sql.split_whitespace().map(|w| w.to_ascii_lowercase());
+    let table = match words.next()?.as_str() {
+        "insert" | "delete" => words.nth(1),
+        "update" => words.next(),
+        _ => None,
+    }?;
+    Some(table.split('(').next().unwrap_or_default().to_string())
+}
+
 /// Whether `sql`'s first word is `word` (in any case).
 fn starts_with_word(sql: &str, word: &str) -> bool {
     sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().is_some_and(|w| w.eq_ignore_ascii_case(word))
@@ -550,14 +568,15 @@ fn joined(group: Vec<Stmt>) -> Stmt {
     for (i, part) in group.into_iter().enumerate() {
         let text = part.sql.trim().trim_end_matches(';').to_string();
         if i < last {
-            queries.push(format!("together{i} AS ({text})"));
+            // On lines of their own: a statement's closing comment, if it had one, ends there.
+            queries.push(format!("together{i} AS (\n{text}\n)"));
         } else {
             main = text;
         }
         values.extend(part.values);
         locks.extend(part.locks);
     }
-    let sql = if queries.is_empty() { main } else { format!("WITH {} {main}", queries.join(", ")) };
+    let sql = if queries.is_empty() { main } else { format!("WITH {}\n{main}", queries.join(", ")) };
     Stmt { sql: sql.into(), values, locks }
 }
 
@@ -714,7 +733,7 @@ mod tests {
         let one = joined(group);
         assert_eq!(
             one.sql,
-            "WITH together0 AS (UPDATE a SET x = ? WHERE k = ?), together1 AS (INSERT INTO b (y) VALUES (?)) \
+            "WITH together0 AS (\nUPDATE a SET x = ? WHERE k = ?\n), together1 AS (\nINSERT INTO b (y) VALUES (?)\n)\n\
              DELETE FROM c WHERE z = ?"
         );
         assert_eq!(one.values, [Value::Int(1), Value::Text("k".into()), Value::Int(2), Value::Int(3)]);
@@ -722,6 +741,18 @@ mod tests {
         let nested =
             std::panic::catch_unwind(|| Batch::new().push_together(Stmt::new("WITH x AS (SELECT 1) DELETE FROM c")));
         assert!(nested.is_err(), "a statement with a `WITH` of its own");
+        let twice = std::panic::catch_unwind(|| {
+            let mut b = Batch::new();
+            b.push_together(Stmt::new("UPDATE person SET n = 1"));
+            b.push_together(Stmt::new("INSERT INTO audit (n) VALUES (1)"));
+            b.push_together(Stmt::new("insert into Person(n) values (2)"));
+        });
+        assert!(twice.is_err(), "two statements of a group write one table");
+        let mut apart = Batch::new();
+        apart.push_together(Stmt::new("UPDATE person SET n = 1"));
+        apart.push(Stmt::new("DELETE FROM audit"));
+        apart.push_together(Stmt::new("DELETE FROM person"));
+        assert_eq!(apart.0.len(), 3, "in another group, the same table again");
     }
 
     #[test]

@@ -117,12 +117,26 @@ impl<DB: sqlx::Database> Lending<DB> {
     /// since it last read: so on a SQLite file every write is made by one connection, in turn.
     /// Writers wait for it here, not in SQLite's busy handler (which sleeps and tries again),
     /// and it finds in its cache the pages the last write left. Reads go on at once on the
-    /// others. (A transaction made by hand, [`Db::begin`], still takes SQLite's lock on its
-    /// own connection, and waits for it in the busy handler.)
+    /// others. A transaction made by hand ([`Db::begin`]) holds the writer's turn while it
+    /// writes on a connection of its own. A write waits for its turn for as long as SQLite's
+    /// busy handler would wait for its lock ([`BUSY_FOR`]), then fails as busy.
     pub(crate) async fn lease_to_write(&self) -> sqlx::Result<Lease<DB>> {
         match &self.writer {
-            Some(writer) => self.lease_from(writer).await,
+            Some(writer) => {
+                tokio::time::timeout(BUSY_FOR, self.lease_from(writer)).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            }
             None => self.lease().await,
+        }
+    }
+
+    /// The writer's turn without its connection (see [`Lending::lease_to_write`]), if there is
+    /// a writer.
+    async fn writer_turn(&self) -> sqlx::Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let Some(turns) = self.writer.as_ref().and_then(|w| w.turns.clone()) else { return Ok(None) };
+        match tokio::time::timeout(BUSY_FOR, turns.acquire_owned()).await {
+            Ok(Ok(turn)) => Ok(Some(turn)),
+            Ok(Err(_)) => Err(sqlx::Error::PoolClosed),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
     }
 
@@ -316,7 +330,8 @@ impl<DB: sqlx::Database> Drop for Lease<DB> {
 
 /// A transaction that reads between its writes (most writes that belong together are a [`Batch`]).
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// With the writer's turn, held until it ends.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, Option<tokio::sync::OwnedSemaphorePermit>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -327,10 +342,14 @@ impl Db {
 
     /// A transaction made by hand. On SQLite it takes the write lock at once (`BEGIN
     /// IMMEDIATE`), waiting for it like any write: one that read first and took the lock only at
-    /// its first write would fail at once, not wait, if another connection wrote meanwhile.
+    /// its first write would fail at once, not wait, if another connection wrote meanwhile. It
+    /// holds the writer's turn meanwhile (see [`Lending::lease_to_write`]).
     pub async fn begin(&self) -> sqlx::Result<Tx> {
         Ok(match self {
-            Db::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(db) => {
+                let turn = db.writer_turn().await?;
+                Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             Db::Postgres(db) => Tx::Postgres(db.pool.begin().await?),
         })
     }
@@ -364,7 +383,7 @@ impl Db {
 impl Tx {
     pub async fn commit(self) -> sqlx::Result<()> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Sqlite(tx, _turn) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
         }
     }
@@ -634,6 +653,12 @@ mod tests {
         assert!(!write.is_finished(), "the write waits for the writer");
         drop(out);
         assert_eq!(write.await.unwrap().unwrap(), 1, "then it is made");
+        // A transaction made by hand holds the writer's turn until it ends.
+        let turns = writer.turns.as_ref().unwrap();
+        let tx = db.begin().await.unwrap();
+        assert_eq!(turns.available_permits(), 0, "the writer's turn is the transaction's");
+        tx.commit().await.unwrap();
+        assert_eq!(turns.available_permits(), 1);
         // A long statement whose caller gives up on it at once.
         let slow = Stmt::new(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT COUNT(*) FROM n",

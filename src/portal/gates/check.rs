@@ -362,7 +362,8 @@ pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, Po
 pub(crate) fn push_reset_count(st: &AppState, subject: &str, batch: &mut store::Batch) {
     let (now, g) = (st.clock.now(), &st.cfg.gates);
     let until = now + i64::from(g.block_hours) * 3600;
-    // The count reads the event just recorded: not pushed together with it.
+    // The event joins the group before it; the count reads that event, so it is pushed on its
+    // own, after the group.
     batch.push_together(security::record_reset(subject, now));
     batch.push(security::block_when_reached(subject, "reset", now, g.resets_per_hour, until));
 }
