@@ -376,10 +376,12 @@ impl Batch {
     /// statements may write one table (checked here, on both).
     pub fn push_together(&mut self, s: Stmt) {
         assert!(!starts_with_word(&s.sql, "WITH"), "a statement of a group has no `WITH` of its own: {}", s.sql);
-        let table = written_table(&s.sql);
-        let group = self.0.iter().rev().take_while(|(_, together)| *together);
-        let shared = group.map(|(other, _)| written_table(&other.sql)).find(|t| t.is_some() && *t == table);
-        assert!(shared.is_none(), "two statements of a group write {table:?}: {}", s.sql);
+        if let Some(table) = written_table(&s.sql) {
+            let mut group = self.0.iter().rev().take_while(|(_, together)| *together);
+            let shared =
+                group.any(|(other, _)| written_table(&other.sql).is_some_and(|t| t.eq_ignore_ascii_case(table)));
+            assert!(!shared, "two statements of a group write {table}: {}", s.sql);
+        }
         self.push(s);
         if let Some(last) = self.0.last_mut() {
             last.1 = true;
@@ -487,13 +489,14 @@ async fn postgres_batch<T: Row>(
     let mut sent: Vec<Stmt> = Vec::new();
     let mut group: Vec<Stmt> = Vec::new();
     for (s, together) in stmts {
-        if !together && !group.is_empty() {
+        if together {
+            group.push(s);
+            continue;
+        }
+        if !group.is_empty() {
             sent.push(joined(std::mem::take(&mut group)));
         }
-        match together {
-            true => group.push(s),
-            false => sent.push(s),
-        }
+        sent.push(s);
     }
     if !group.is_empty() {
         sent.push(joined(group));
@@ -543,15 +546,18 @@ async fn rolled_back(conn: Conn<'_>) -> bool {
     }
 }
 
-/// The table an `INSERT`, `UPDATE` or `DELETE` writes, in lower case.
-fn written_table(sql: &str) -> Option<String> {
-    let mut words = sql.split_whitespace().map(|w| w.to_ascii_lowercase());
-    let table = match words.next()?.as_str() {
-        "insert" | "delete" => words.nth(1),
-        "update" => words.next(),
-        _ => None,
+/// The table an `INSERT`, `UPDATE` or `DELETE` writes, as `sql` names it.
+fn written_table(sql: &str) -> Option<&str> {
+    let mut words = sql.split_whitespace();
+    let first = words.next()?;
+    let table = if first.eq_ignore_ascii_case("INSERT") || first.eq_ignore_ascii_case("DELETE") {
+        words.nth(1)
+    } else if first.eq_ignore_ascii_case("UPDATE") {
+        words.next()
+    } else {
+        None
     }?;
-    Some(table.split('(').next().unwrap_or_default().to_string())
+    table.split('(').next()
 }
 
 /// Whether `sql`'s first word is `word` (in any case).

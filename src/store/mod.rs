@@ -101,15 +101,13 @@ const LIVES_AT_MOST: Duration = Duration::from_secs(1800);
 impl<DB: sqlx::Database> Lending<DB> {
     fn new(pool: sqlx::Pool<DB>, at_once: Option<u32>, opener: Option<sqlx::Pool<DB>>) -> Self {
         let link = opener.is_some();
-        let spare = |n: u32| {
-            let turns = Some(std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
+        let spare = |at_once: Option<u32>| {
+            let turns = at_once.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)));
             std::sync::Arc::new(Spare { idle: std::sync::Mutex::new(Vec::new()), turns, link })
         };
-        let (spare, writer) = match at_once {
-            None => (std::sync::Arc::new(Spare { idle: std::sync::Mutex::new(Vec::new()), turns: None, link }), None),
-            Some(n) => (spare(n), (!link).then(|| spare(1))),
-        };
-        Lending { pool, opener, spare, writer }
+        // A SQLite file's writer; an in-memory database has its one connection only.
+        let writer = at_once.filter(|_| !link).map(|_| spare(Some(1)));
+        Lending { pool, opener, spare: spare(at_once), writer }
     }
 
     /// A connection for a statement or batch that writes. SQLite lets one connection write at a
