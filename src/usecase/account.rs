@@ -147,7 +147,8 @@ pub struct Act<'a> {
 /// What an act came to.
 pub struct Done {
     pub result: WritebackResult,
-    /// Whether the last statement `then` added changed a row ([`once_then`]).
+    /// Whether the last statement `then` pushed on its own (not together) changed a row
+    /// ([`once_then`]); false when it pushed none.
     pub changed: bool,
     /// The support code of the attempt that did it: this one's, or, for a form sent again, the
     /// first sending's (its audit row says what happened under it).
@@ -171,7 +172,7 @@ pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<
 /// to the transaction that records it, its audit row and, when the password was set, the end of
 /// the person's sessions. Those are pushed together (`Batch::push_together`): a statement of
 /// `then` pushed together joins them, so it must not touch the writeback, audit, person or
-/// epoch rows they write.
+/// epoch rows they write; only a statement pushed on its own is counted (`Done::changed`).
 ///
 /// The same form sent again (a double click, a reload after a dropped connection, a resubmit
 /// after the instance that took it stopped) never acts twice: it waits for the first sending's
@@ -387,7 +388,7 @@ async fn in_place(st: &Host, act: &Act<'_>) -> anyhow::Result<Option<bool>> {
 
 /// Records what an act came to, its audit row and, when the password was set, the end of the
 /// person's sessions (with the caller's `then`), in one transaction; tells every address on
-/// record when it took. Whether the last statement `then` added changed a row.
+/// record when it took. Whether the last statement `then` pushed on its own changed a row.
 async fn record(
     attempt: &Attempt<'_>,
     act: &Act<'_>,
@@ -431,8 +432,10 @@ async fn record(
         batch.push_together(store::security::next_session_epoch(act.target.person()));
     }
     then(result, &mut batch);
+    // Read with the group: on PostgreSQL, when `then` pushed nothing on its own, all of it is
+    // one statement.
     let ran: store::Ran<(Option<String>,)> =
-        batch.run_then(&st.db, store::security::alternate_email_after(act.target.person())).await?;
+        batch.run_then_together(&st.db, store::security::alternate_email_after(act.target.person())).await?;
     let (alternate, changed) = (ran.rows.into_iter().next().and_then(|(a,)| a), ran.last_changed);
     if set {
         notify_all(st, addresses(act.target, alternate), st.clock.now(), notice);

@@ -136,6 +136,29 @@ async fn a_group_pushed_together_runs_whole(db: &passback::store::Db) {
     let tats: Vec<i64> =
         Stmt::new("SELECT tat FROM rate_limits WHERE bucket LIKE 'grouped-%' ORDER BY 1").scalar_all(db).await.unwrap();
     assert_eq!(tats, [6, 6], "none of the group that failed");
+
+    // A read with the group (on PostgreSQL, all of it one statement): its rows, and all or nothing.
+    let read = || Stmt::new("SELECT tat FROM rate_limits WHERE bucket = ?").bind("grouped-x");
+    let mut b = Batch::new();
+    b.push_together(frame("d"));
+    let ran: passback::store::Ran<(i64,)> = b.run_then_together(db, read()).await.unwrap();
+    assert_eq!((ran.rows, ran.last_changed), (vec![(6,)], 0), "the rows read; a group's parts are not counted");
+    let spent = "SELECT COUNT(*) FROM spent_challenges WHERE nonce = 'grouped'";
+    let mut b = Batch::new();
+    b.push_together(Stmt::new("INSERT INTO spent_challenges (nonce, expires_at) VALUES ('grouped', 0)"));
+    b.push_together(frame("d"));
+    assert!(b.run_then_together::<(i64,)>(db, read()).await.is_err(), "the second breaks the key");
+    assert_eq!(Stmt::new(spent).scalar_one::<i64>(db).await.unwrap(), 0, "none of the group that failed");
+    let frames: i64 =
+        Stmt::new("SELECT COUNT(*) FROM relay_frames WHERE agent_id = 'grouped'").scalar_one(db).await.unwrap();
+    assert_eq!(frames, 3);
+    // A read of what the group writes could not see it on PostgreSQL: refused on either database.
+    let mut b = Batch::new();
+    b.push_together(frame("e"));
+    let reads_it = Stmt::new("SELECT COUNT(*) FROM relay_frames");
+    let db2 = db.clone();
+    let refused = tokio::spawn(async move { b.run_then_together::<(i64,)>(&db2, reads_it).await });
+    assert!(refused.await.unwrap_err().is_panic(), "a read of a table the group writes");
 }
 
 #[tokio::test]
