@@ -1,7 +1,8 @@
 //! What keeps the database's cost flat as history grows, off the request path: rows past every
-//! window that counts them go by indexed time ranges once a minute, and the write-ahead log is
-//! checkpointed once a second by this task rather than by whichever request crosses SQLite's
-//! threshold (PostgreSQL checkpoints by itself). Every instance runs it; the work is idempotent.
+//! window that counts them go once a minute, by indexed time ranges (rate limits, which keep no
+//! history, by reading them all), and the write-ahead log is checkpointed once a second by this
+//! task rather than by whichever request crosses SQLite's threshold (PostgreSQL checkpoints by
+//! itself). Every instance runs it; the work is idempotent.
 
 use super::{Db, Stmt};
 use std::time::Duration;
@@ -42,7 +43,9 @@ pub async fn expire(db: &Db, now: i64) -> sqlx::Result<u64> {
         ("DELETE FROM relay_presence WHERE last_seen < $1", now - 3600),
         // Instances that stopped over a day ago (the health page shows a day).
         ("DELETE FROM portal_instances WHERE last_seen < $1", now - 86_400),
-        // Rate limits whose allowance is whole again (their time, in microseconds, is past).
+        // Rate limits whose allowance is whole again (their time, in microseconds, is past): the
+        // whole table is read, a row per client address or account of the last hour at most (an
+        // index on the time would cost every request it counts a page written).
         ("DELETE FROM rate_limits WHERE tat < $1", now.saturating_mul(1_000_000)),
         ("DELETE FROM spent_challenges WHERE expires_at < $1", now),
         // Expiry reminders about passwords that expired over a month ago (the campaign's one
@@ -153,8 +156,16 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(expire(&db, now).await.unwrap(), 4);
-        for table in ["gate_events", "change_attempts", "relay_frames", "spent_challenges"] {
+        for (bucket, tat) in [("old", now - 1), ("live", now + 60)] {
+            Stmt::new("INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2)")
+                .bind(bucket)
+                .bind(tat * 1_000_000)
+                .run(&db)
+                .await
+                .unwrap();
+        }
+        assert_eq!(expire(&db, now).await.unwrap(), 5);
+        for table in ["gate_events", "change_attempts", "relay_frames", "spent_challenges", "rate_limits"] {
             let left: i64 =
                 sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(db.sqlite()).await.unwrap();
             assert_eq!(left, 1, "{table}");
