@@ -3,7 +3,9 @@
 //! connection's own thread and back, which costs more than the statements themselves, and a
 //! request that made a dozen of them spent most of its time waking threads. PostgreSQL will not
 //! prepare several statements as one, so there a batch is a transaction sent statement by
-//! statement on one connection.
+//! statement on one connection; statements pushed together are sent as one
+//! ([`Batch::push_together`]), and a batch that is all one group, with its closing read, is
+//! one statement in no transaction of its own ([`Batch::run_then_together`]).
 //!
 //! A [`Stmt`] binds its values in order to anonymous `?` placeholders, or to numbered ones
 //! (`$1`, which may come back) when it runs on its own; only the first kind can be joined into a
@@ -347,7 +349,8 @@ impl Tx {
 #[derive(Debug, Default)]
 pub struct Batch(Vec<(Stmt, bool)>);
 
-/// What a batch's closing read returned, and how many rows its last statement before that changed.
+/// What a batch's closing read returned, and how many rows its last statement before that changed
+/// (0 for a batch that is one group read together, see [`Batch::run_then_together`]).
 #[derive(Debug)]
 pub struct Ran<T> {
     pub rows: Vec<T>,
@@ -403,15 +406,18 @@ impl Batch {
     }
 
     /// [`Batch::run_then`] for a `read` that belongs with the batch's group: it reads no table
-    /// a statement of the batch writes (checked, by the tables' names). When every statement was
-    /// pushed together and none takes a lock, on PostgreSQL the batch and `read` are one
-    /// statement, `read` its main query: atomic on its own, one trip to the server instead of a
-    /// transaction's four. The parts of a group are not counted one by one: then, on either
-    /// database, `last_changed` is 0.
+    /// a statement of the batch writes (checked, by the plain names of the tables; a view or a
+    /// trigger is not seen through), binds with `?` only and has no `WITH` of its own, as a
+    /// statement of a group. When every statement was pushed together and none takes a lock, on
+    /// PostgreSQL the batch and `read` are one statement, `read` its main query: atomic on its
+    /// own, one trip to the server instead of a transaction's four. The parts of a group are not
+    /// counted one by one: then, on either database, `last_changed` is 0.
     pub async fn run_then_together<T: Row>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
         for table in self.0.iter().filter_map(|(s, _)| written_table(&s.sql)) {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
         }
+        assert!(highest_numbered_placeholder(&read.sql).is_none(), "a read together binds with `?` only: {}", read.sql);
+        assert!(!starts_with_word(&read.sql, "WITH"), "a read together has no `WITH` of its own: {}", read.sql);
         let one_group = !self.is_empty()
             && self.0.iter().all(|(s, together)| *together && s.locks.is_empty())
             && read.locks.is_empty();
