@@ -74,8 +74,8 @@ const CUT_LOG_PAST_FRAMES: i64 = 4_096;
 /// finish (writers wait meanwhile, for as long as the last of those reads takes), and the next
 /// write starts the log again from its beginning. The file keeps its length (at most the
 /// `journal_size_limit`, 64 MiB): the writes go over pages the system already holds, where a
-/// file emptied (`TRUNCATE`) had each of them allocated again (a fifth of `serve`'s time in
-/// writing the log, in a profile of the load bench).
+/// file emptied (`TRUNCATE`) had each of them allocated again (which took a fifth of the time
+/// `serve` spent writing the log, in a profile of the bench).
 async fn checkpoint_past(db: &Db, past: i64) -> sqlx::Result<()> {
     if db.is_postgres() {
         return Ok(());
