@@ -2,7 +2,7 @@
 //! → sealed result. A repeated message id is answered from the stored result, never written twice.
 
 use super::Agent;
-use crate::directory::{AccountChange, Answer, ResetAs};
+use crate::directory::{write_now, AccountChange, Answer, BeforeWrite, ResetAs};
 use crate::domain::{MsgId, Outcome};
 use crate::envelope::{self, Direction, EnvelopeError, FrameKind, Op, RequestPackage, ResultPackage, SealedFrame};
 use crate::relay::protocol::Wire;
@@ -131,7 +131,7 @@ impl Agent {
                 policy: None,
             }
         } else {
-            match self.take(&pkg).await {
+            match self.taken_before_start(&pkg) {
                 Ok(()) => self.perform(&pkg, key_version).await,
                 Err(answer) => answer,
             }
@@ -149,33 +149,39 @@ impl Agent {
         self.seal_answer(&pkg.msg_id, Some(key_version), answer)
     }
 
-    /// Records a request that may write in the journal, durably, before the directory is
-    /// touched; refuses one that an earlier run of this agent took already (a copy sent again
-    /// after a restart), since its answer is not known here.
-    async fn take(&self, pkg: &RequestPackage) -> Result<(), Answer> {
-        if matches!(pkg.op, Op::Noop | Op::Inspect) {
+    /// Refuses a request that an earlier run of this agent took already (a copy sent again after
+    /// a restart), since its answer is not known here.
+    fn taken_before_start(&self, pkg: &RequestPackage) -> Result<(), Answer> {
+        if !self.journal.taken_before_start(&pkg.msg_id, self.clock.now()) {
             return Ok(());
         }
-        let now = self.clock.now();
-        if self.journal.taken_before_start(&pkg.msg_id, now) {
-            tracing::warn!(msg_id = %pkg.msg_id, "a message taken before this agent restarted, sent again: not written");
-            return Err(Answer {
-                outcome: Outcome::AgentTimeout,
-                raw: "not written again: this message was taken before the agent restarted".into(),
-                policy: None,
-            });
+        tracing::warn!(msg_id = %pkg.msg_id, "a message taken before this agent restarted, sent again: not written");
+        Err(Answer {
+            outcome: Outcome::AgentTimeout,
+            raw: "not written again: this message was taken before the agent restarted".into(),
+            policy: None,
+        })
+    }
+
+    /// Records a request that may write in the journal, durably, before the directory is
+    /// written: started now, done when the returned future is. Its refusal is the answer, and
+    /// nothing may be written.
+    fn record(&self, pkg: &RequestPackage) -> BeforeWrite {
+        if matches!(pkg.op, Op::Noop | Op::Inspect) {
+            return write_now();
         }
-        match self.journal.record(&pkg.msg_id, pkg.expires_at, now).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::error!(msg_id = %pkg.msg_id, error = %format!("{e:#}"), "cannot record a message id: not written");
-                Err(Answer {
+        let recorded = self.journal.record(&pkg.msg_id, pkg.expires_at, self.clock.now());
+        let msg_id = pkg.msg_id.clone();
+        Box::pin(async move {
+            recorded.await.map_err(|e| {
+                tracing::error!(msg_id = %msg_id, error = %format!("{e:#}"), "cannot record a message id: not written");
+                Answer {
                     outcome: Outcome::Internal,
                     raw: "not written: the agent could not record the message id".into(),
                     policy: None,
-                })
-            }
-        }
+                }
+            })
+        })
     }
 
     /// Seals an answer for the portal: with the key version the request came with, or the
@@ -241,6 +247,16 @@ impl Agent {
     }
 
     async fn perform(&self, pkg: &RequestPackage, key_version: u32) -> Answer {
+        let recorded = self.record(pkg);
+        // A password is written by the directory's code once the request is recorded, which
+        // reads the account meanwhile; anything else waits for the record first.
+        let recorded = match pkg.op {
+            Op::Reset | Op::Change => recorded,
+            _ => match recorded.await {
+                Ok(()) => write_now(),
+                Err(refusal) => return refusal,
+            },
+        };
         let Some(dir) = self.directories.get(&pkg.directory).cloned() else {
             return Answer {
                 outcome: Outcome::Internal,
@@ -280,7 +296,7 @@ impl Agent {
             Err(a) => return a,
         };
         let (mut answer, lock_seen) = match (pkg.op, old) {
-            (Op::Change, Some(old)) => return dir.change(&pkg.anchor, &old, &new).await,
+            (Op::Change, Some(old)) => return dir.change_after(&pkg.anchor, &old, &new, recorded).await,
             (Op::Change, None) => {
                 return Answer {
                     outcome: Outcome::Internal,
@@ -291,7 +307,7 @@ impl Agent {
             (Op::Verify, _) => return dir.verify(&pkg.anchor, &new).await,
             _ => {
                 let how = ResetAs { allow_protected, keep_history: pkg.flags.keep_history };
-                dir.reset_seeing_lock(&pkg.anchor, &new, how).await
+                dir.reset_seeing_lock(&pkg.anchor, &new, how, recorded).await
             }
         };
         if !answer.outcome.is_success() {

@@ -1,6 +1,6 @@
 //! The message ids this agent has taken, on disk beside its state file, so that a request
 //! captured and sent again after a restart is not carried out twice. Each id is written and
-//! flushed before the directory is touched, and kept until its request would have expired.
+//! flushed before the directory is written, and kept until its request would have expired.
 //! One line per id: `<msg_id> <expires_at>`.
 //!
 //! Ids that arrive while a flush is under way wait for the next one, which writes them all and
@@ -66,8 +66,15 @@ impl Journal {
         self.earlier.get(msg_id.as_str()).is_some_and(|exp| *exp > now)
     }
 
-    /// Records `msg_id` durably; only then may the directory be touched.
-    pub async fn record(self: &Arc<Self>, msg_id: &MsgId, expires_at: i64, now: i64) -> anyhow::Result<()> {
+    /// Records `msg_id` durably; only once the returned future says so may the directory be
+    /// written. The writing starts now, not when the future is first awaited, so that what
+    /// needs no record (reading the account) can be done meanwhile.
+    pub fn record(
+        self: &Arc<Self>,
+        msg_id: &MsgId,
+        expires_at: i64,
+        now: i64,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -78,10 +85,13 @@ impl Journal {
             let journal = self.clone();
             tokio::task::spawn_blocking(move || journal.flush_waiting());
         }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!(e)),
-            Err(_) => Err(anyhow::anyhow!("writing {}: the flush stopped", self.path.display())),
+        let path = self.path.clone();
+        async move {
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::anyhow!(e)),
+                Err(_) => Err(anyhow::anyhow!("writing {}: the flush stopped", path.display())),
+            }
         }
     }
 

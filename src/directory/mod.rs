@@ -54,6 +54,16 @@ pub struct ResetAs {
     pub keep_history: bool,
 }
 
+/// What must be done before a password is written, awaited alongside the read of the account
+/// that comes first (the agent's journal of the request): its refusal is the answer, and
+/// nothing is written.
+pub type BeforeWrite = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Answer>> + Send>>;
+
+/// Nothing to wait for before a password is written.
+pub fn write_now() -> BeforeWrite {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 /// One configured directory, with its own pool of service-account connections.
 pub struct Directory {
     id: DirectoryId,
@@ -122,26 +132,34 @@ impl Directory {
 
     /// Sets a forgotten password (no old password), subject to the directory's policy.
     pub async fn reset(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        self.reset_seeing_lock(anchor, new, ResetAs::default()).await.0
+        self.reset_seeing_lock(anchor, new, ResetAs::default(), write_now()).await.0
     }
 
     /// A reset by staff whose role may act on protected accounts, on an agent configured to
     /// allow it: like [`Self::reset`], without the refusal of protected accounts.
     pub async fn reset_protected(&self, anchor: &Anchor, new: &SecretString) -> Answer {
-        self.reset_seeing_lock(anchor, new, ResetAs { allow_protected: true, ..ResetAs::default() }).await.0
+        let how = ResetAs { allow_protected: true, ..ResetAs::default() };
+        self.reset_seeing_lock(anchor, new, how, write_now()).await.0
     }
 
     /// A reset, `how` it was asked for, and whether the account may be locked after it:
     /// OpenLDAP says not when the entry carried no lock as it was read just before the write (a
     /// reset adds none, and one that was there goes with it); otherwise (AD keeps a lock through
-    /// a reset) only reading it back can tell.
+    /// a reset) only reading it back can tell. The password is written only once `before` is
+    /// done.
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
-    pub async fn reset_seeing_lock(&self, anchor: &Anchor, new: &SecretString, how: ResetAs) -> (Answer, bool) {
+    pub async fn reset_seeing_lock(
+        &self,
+        anchor: &Anchor,
+        new: &SecretString,
+        how: ResetAs,
+        before: BeforeWrite,
+    ) -> (Answer, bool) {
         let (answer, lock_seen) = match &self.backend {
             // OpenLDAP has no built-in protected accounts: this agent's own rules were checked
             // first.
-            Backend::OpenLdap(d) => d.set_password_as(anchor, None, new, how.keep_history).await,
-            Backend::Ad(d) => (d.set_password_with(anchor, None, new, how).await, true),
+            Backend::OpenLdap(d) => d.set_password_as(anchor, None, new, how.keep_history, before).await,
+            Backend::Ad(d) => (d.set_password_with(anchor, None, new, how, before).await, true),
         };
         if how.allow_protected {
             tracing::info!(code = %answer.outcome.code(), "reset of a possibly protected account answered");
@@ -152,11 +170,22 @@ impl Directory {
     }
 
     /// Changes a password the person knows; the directory checks the old one.
-    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn change(&self, anchor: &Anchor, old: &SecretString, new: &SecretString) -> Answer {
+        self.change_after(anchor, old, new, write_now()).await
+    }
+
+    /// [`Self::change`], written only once `before` is done.
+    #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
+    pub async fn change_after(
+        &self,
+        anchor: &Anchor,
+        old: &SecretString,
+        new: &SecretString,
+        before: BeforeWrite,
+    ) -> Answer {
         let answer = match &self.backend {
-            Backend::OpenLdap(d) => d.set_password(anchor, Some(old), new).await,
-            Backend::Ad(d) => d.set_password(anchor, Some(old), new).await,
+            Backend::OpenLdap(d) => d.set_password_as(anchor, Some(old), new, false, before).await.0,
+            Backend::Ad(d) => d.set_password_with(anchor, Some(old), new, ResetAs::default(), before).await,
         };
         tracing::debug!(code = %answer.outcome.code(), raw = %answer.raw, "password change answered");
         answer

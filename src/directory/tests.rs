@@ -135,6 +135,33 @@ async fn an_unknown_anchor_is_not_found() {
 }
 
 #[tokio::test]
+async fn a_password_waits_for_what_comes_before_its_write_and_a_refusal_there_writes_nothing() {
+    let fx = Fixture::start();
+    let bob = fx.anchor("bob").await;
+    // Refused only after the account was read: a write made without waiting would be done by then.
+    let late_refusal = || -> BeforeWrite {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err(Answer { outcome: Outcome::Internal, raw: "not recorded".into(), policy: None })
+        })
+    };
+
+    let (reset, _) =
+        fx.directory.reset_seeing_lock(&bob, &pw("Bobs-Reset-Pw-1"), ResetAs::default(), late_refusal()).await;
+    let change = fx.directory.change_after(&bob, &fx.slapd.user_password, &pw("Bobs-New-Pw-1"), late_refusal()).await;
+
+    for answer in [reset, change] {
+        assert_eq!((answer.outcome, answer.raw.as_str()), (Outcome::Internal, "not recorded"));
+    }
+    assert!(fx.bind_works("bob", &fx.slapd.user_password).await);
+    // Once it is done, the same write is made.
+    let (reset, _) =
+        fx.directory.reset_seeing_lock(&bob, &pw("Bobs-Reset-Pw-1"), ResetAs::default(), write_now()).await;
+    assert_eq!(reset.outcome, Outcome::Success, "{}", reset.raw);
+    assert!(fx.bind_works("bob", &pw("Bobs-Reset-Pw-1")).await);
+}
+
+#[tokio::test]
 async fn a_change_with_a_wrong_old_password_is_refused_and_the_password_stays() {
     let fx = Fixture::start();
     let bob = fx.anchor("bob").await;

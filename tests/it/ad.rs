@@ -4,7 +4,7 @@
 
 use crate::harness::{spawn_app, TestApp};
 use passback::config::{DirectoryConfig, HistoryOnReset};
-use passback::directory::{AccountChange, Directory, ResetAs};
+use passback::directory::{write_now, AccountChange, Answer, BeforeWrite, Directory, ResetAs};
 use passback::domain::{Anchor, DirectoryId, Outcome};
 use passback::sandbox::{SambaDc, TestCa, INITIAL_AD_PASSWORD};
 use passback::store::Stmt;
@@ -186,6 +186,21 @@ async fn ad_changes_are_checked_against_the_old_password_history_and_minimum_age
     let dc = dc().await;
     let (sam, dn, _) = person(dc, None).await;
     let (dir, anchor) = directory_and_anchor(dc.directory_config(AD), &sam).await;
+
+    // Nothing is asked of the account until what comes before the write is done, and its
+    // refusal is the answer (the agent's journal of the request, refused late here).
+    let late_refusal = || -> BeforeWrite {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err(Answer { outcome: Outcome::Internal, raw: "not recorded".into(), policy: None })
+        })
+    };
+    let next = secret("Next#Pass123");
+    let refused = dir.change_after(&anchor, &secret(INITIAL_AD_PASSWORD), &next, late_refusal()).await;
+    assert_eq!((refused.outcome, refused.raw.as_str()), (Outcome::Internal, "not recorded"));
+    let refused = dir.reset_seeing_lock(&anchor, &next, ResetAs::default(), late_refusal()).await.0;
+    assert_eq!((refused.outcome, refused.raw.as_str()), (Outcome::Internal, "not recorded"));
+    assert!(binds(dc, &dn, INITIAL_AD_PASSWORD).await);
 
     let wrong = dir.change(&anchor, &secret("Not#The1Password"), &secret("Next#Pass123")).await;
     assert_eq!(wrong.outcome, Outcome::OldPasswordWrong, "{}", wrong.raw);
@@ -419,7 +434,7 @@ async fn protected_must_change_and_disabled_people_through_the_portal() {
     let form = app.sign_in_on(&c, &must_sam, INITIAL_AD_PASSWORD).await.text().await.unwrap();
     assert!(form.contains(r#"name="current""#) && form.contains("Type your current password"), "{form}");
     let keep_history = ResetAs { keep_history: true, ..ResetAs::default() };
-    let refused = dir.reset_seeing_lock(&must, &secret("Quiet#Lantern9sky"), keep_history).await.0;
+    let refused = dir.reset_seeing_lock(&must, &secret("Quiet#Lantern9sky"), keep_history, write_now()).await.0;
     assert_eq!(refused.outcome, Outcome::InsufficientRights, "{}", refused.raw);
     assert!(refused.raw.contains("not written"), "{}", refused.raw);
     let changed = app.change_password(&must_sam, INITIAL_AD_PASSWORD, "Fresh#Start42").await;

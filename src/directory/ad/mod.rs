@@ -214,30 +214,29 @@ impl Ad {
     }
 
     /// A reset (`old` is `None`) replaces `unicodePwd`; a change deletes the old value and adds
-    /// the new one in one modify, which AD allows anyone to do who knows the old password.
-    pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
-        self.set_password_with(anchor, old, new, ResetAs::default()).await
-    }
-
-    /// [`Self::set_password`]; a reset `how` it was asked for: of a protected account when
+    /// the new one in one modify, which AD allows anyone to do who knows the old password. A
+    /// reset `how` it was asked for: of a protected account when
     /// allowed (a staff role and this agent's configuration both allow it), and only with the
-    /// history checked when it stands for the person's own change.
+    /// history checked when it stands for the person's own change. The account is read while
+    /// `before` is done; nothing is asked of it further until it is.
     pub(crate) async fn set_password_with(
         &self,
         anchor: &Anchor,
         old: Option<&SecretString>,
         new: &SecretString,
         how: ResetAs,
+        before: super::BeforeWrite,
     ) -> Answer {
-        let server = match self.server().await {
-            Ok(s) => s.clone(),
+        let read = async { Ok::<_, Failure>((self.server().await?.clone(), self.find(anchor, old.is_none()).await?)) };
+        let (read, before) = tokio::join!(read, before);
+        let (server, person) = match read {
+            Ok((server, Some(person))) => (server, person),
+            Ok((_, None)) => return answer::not_found("objectGUID", anchor),
             Err(f) => return answer::failure(&f),
         };
-        let person = match self.find(anchor, old.is_none()).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return answer::not_found("objectGUID", anchor),
-            Err(f) => return answer::failure(&f),
-        };
+        if let Err(answer) = before {
+            return answer;
+        }
         let mut notes = Vec::new();
         let mut controls = Vec::new();
         if person.disabled {

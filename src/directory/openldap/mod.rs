@@ -93,26 +93,29 @@ impl OpenLdap {
             .map(|_| ())
     }
 
-    pub(crate) async fn set_password(&self, anchor: &Anchor, old: Option<&SecretString>, new: &SecretString) -> Answer {
-        self.set_password_as(anchor, old, new, false).await.0
-    }
-
-    /// [`Self::set_password`], and whether the entry carried a lock (`pwdAccountLockedTime`)
+    /// Sets the password (a reset when `old` is `None`, else a change the directory checks
+    /// `old` for), and whether the entry carried a lock (`pwdAccountLockedTime`)
     /// when it was read just before the write (without one, a password set leaves none). A reset
     /// that must be checked against the history (`keep_history`) is written only once the
     /// directory has shown that ppolicy checks this account's writes of the person's password
-    /// (see [`Self::checked_like_a_person`]).
+    /// (see [`Self::checked_like_a_person`]). The entry is read while `before` is done; nothing
+    /// is written until it is.
     pub(crate) async fn set_password_as(
         &self,
         anchor: &Anchor,
         old: Option<&SecretString>,
         new: &SecretString,
         keep_history: bool,
+        before: super::BeforeWrite,
     ) -> (Answer, bool) {
-        let person = match self.find_enabled(anchor, old.is_some()).await {
+        let (person, before) = tokio::join!(self.find_enabled(anchor, old.is_some()), before);
+        let person = match person {
             Ok(person) => person,
             Err(answer) => return (answer, true),
         };
+        if let Err(answer) = before {
+            return (answer, person.lock_seen);
+        }
         if keep_history && old.is_none() {
             if let Err(answer) = self.checked_like_a_person(&person.dn).await {
                 return (answer, person.lock_seen);
