@@ -350,7 +350,7 @@ impl Tx {
 pub struct Batch(Vec<(Stmt, bool)>);
 
 /// What a batch's closing read returned, and how many rows its last statement before that changed
-/// (0 for a batch that is one group read together, see [`Batch::run_then_together`]).
+/// (for a read together, see [`Batch::run_then_together`]).
 #[derive(Debug)]
 pub struct Ran<T> {
     pub rows: Vec<T>,
@@ -408,32 +408,38 @@ impl Batch {
     /// [`Batch::run_then`] for a `read` that belongs with the batch's group: it reads no table
     /// a statement of the batch writes (checked, by the plain names of the tables; a view or a
     /// trigger is not seen through), binds with `?` only and has no `WITH` of its own, as a
-    /// statement of a group. When every statement was pushed together and none takes a lock, on
-    /// PostgreSQL the batch and `read` are one statement, `read` its main query: atomic on its
-    /// own, one trip to the server instead of a transaction's four. The parts of a group are not
-    /// counted one by one: then, on either database, `last_changed` is 0.
+    /// statement of a group. So it reads the same whenever it runs, and on PostgreSQL it is the
+    /// main query of the batch's last group, one trip fewer. When every statement was pushed
+    /// together and none takes a lock, that is all there is: one statement, atomic on its own,
+    /// one trip to the server instead of a transaction's four.
+    ///
+    /// `last_changed` counts the last statement when it was pushed on its own; the parts of a
+    /// group are not counted one by one, and a batch that ends with one counts 0, on either
+    /// database.
     pub async fn run_then_together<T: Row>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
         for table in self.0.iter().filter_map(|(s, _)| written_table(&s.sql)) {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
         }
         assert!(highest_numbered_placeholder(&read.sql).is_none(), "a read together binds with `?` only: {}", read.sql);
         assert!(!starts_with_word(&read.sql, "WITH"), "a read together has no `WITH` of its own: {}", read.sql);
+        let counted = self.0.last().is_some_and(|(_, together)| !together);
         let one_group = !self.is_empty()
             && self.0.iter().all(|(s, together)| *together && s.locks.is_empty())
             && read.locks.is_empty();
-        if !one_group {
-            return self.run_then(db, read).await;
-        }
-        let rows = match db {
-            Db::Postgres(_) => {
+        let mut ran = match db.clone() {
+            Db::Postgres(_) if one_group => {
                 let mut group: Vec<Stmt> = self.0.into_iter().map(|(s, _)| s).collect();
                 group.push(read);
                 let (whole, db) = (joined(group), db.clone());
-                to_its_end(async move { whole.fetch_all(&db).await }).await?
+                Ran { rows: to_its_end(async move { whole.fetch_all(&db).await }).await?, last_changed: 0 }
             }
-            Db::Sqlite(_) => self.run_then(db, read).await?.rows,
+            Db::Postgres(db) => to_its_end(postgres_batch(db, self.0, Some(read), ReadWith::LastGroup)).await?,
+            Db::Sqlite(_) => self.run_then(db, read).await?,
         };
-        Ok(Ran { rows, last_changed: 0 })
+        if !counted {
+            ran.last_changed = 0;
+        }
+        Ok(ran)
     }
 
     /// Runs every statement in one transaction.
@@ -452,9 +458,19 @@ impl Batch {
     async fn run_with<T: Row>(self, db: &Db, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
         match db.clone() {
             Db::Sqlite(db) => to_its_end(sqlite_batch(db, self.0, read)).await,
-            Db::Postgres(db) => to_its_end(postgres_batch(db, self.0, read)).await,
+            Db::Postgres(db) => to_its_end(postgres_batch(db, self.0, read, ReadWith::Nothing)).await,
         }
     }
+}
+
+/// Where a PostgreSQL batch's closing read runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadWith {
+    /// On its own, after every statement.
+    Nothing,
+    /// As the main query of the last group, when there is one: it reads nothing the batch
+    /// writes (see [`Batch::run_then_together`]).
+    LastGroup,
 }
 
 /// Runs `work` to its end even if the caller stops waiting (see [`Batch::run_then`]).
@@ -521,26 +537,26 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<(Stmt, bool)>, read:
 async fn postgres_batch<T: Row>(
     db: super::Postgres,
     stmts: Vec<(Stmt, bool)>,
-    read: Option<Stmt>,
+    mut read: Option<Stmt>,
+    read_with: ReadWith,
 ) -> sqlx::Result<Ran<T>> {
     use std::fmt::Write;
-    // Each group pushed together is one statement.
-    let mut sent: Vec<Stmt> = Vec::new();
-    let mut group: Vec<Stmt> = Vec::new();
+    // Each group pushed together is one statement (the last one perhaps with the read).
+    let mut groups: Vec<(Vec<Stmt>, bool)> = Vec::new();
     for (s, together) in stmts {
-        if together {
-            group.push(s);
-            continue;
+        match groups.last_mut() {
+            Some((group, true)) if together => group.push(s),
+            _ => groups.push((vec![s], together)),
         }
-        if !group.is_empty() {
-            sent.push(joined(std::mem::take(&mut group)));
+    }
+    let mut reads_at = None;
+    if read_with == ReadWith::LastGroup {
+        if let Some(at) = groups.iter().rposition(|(_, together)| *together) {
+            groups[at].0.extend(read.take());
+            reads_at = Some(at);
         }
-        sent.push(s);
     }
-    if !group.is_empty() {
-        sent.push(joined(group));
-    }
-    let stmts = sent;
+    let stmts: Vec<Stmt> = groups.into_iter().map(|(group, _)| joined(group)).collect();
     let mut locks: Vec<i64> = stmts.iter().chain(&read).flat_map(|s| s.locks.iter().copied()).collect();
     locks.sort_unstable();
     locks.dedup();
@@ -555,8 +571,12 @@ async fn postgres_batch<T: Row>(
     let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
     let outcome: sqlx::Result<()> = async {
         sqlx::Executor::execute(&mut *conn, begin.as_str()).await?;
-        for s in stmts {
-            ran.last_changed = s.run_on(Conn::Postgres(&mut *conn)).await?;
+        for (at, s) in stmts.into_iter().enumerate() {
+            if reads_at == Some(at) {
+                ran.rows = s.fetch_all_on(Conn::Postgres(&mut *conn)).await?;
+            } else {
+                ran.last_changed = s.run_on(Conn::Postgres(&mut *conn)).await?;
+            }
         }
         if let Some(read) = read {
             ran.rows = read.fetch_all_on(Conn::Postgres(&mut *conn)).await?;

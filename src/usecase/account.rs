@@ -147,8 +147,8 @@ pub struct Act<'a> {
 /// What an act came to.
 pub struct Done {
     pub result: WritebackResult,
-    /// Whether the last statement `then` pushed on its own (not together) changed a row
-    /// ([`once_then`]); false when it pushed none.
+    /// Whether the batch's last statement changed a row, when `then` pushed it on its own (not
+    /// together; see [`once_then`]); false otherwise.
     pub changed: bool,
     /// The support code of the attempt that did it: this one's, or, for a form sent again, the
     /// first sending's (its audit row says what happened under it).
@@ -172,7 +172,7 @@ pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<
 /// to the transaction that records it, its audit row and, when the password was set, the end of
 /// the person's sessions. Those are pushed together (`Batch::push_together`): a statement of
 /// `then` pushed together joins them, so it must not touch the writeback, audit, person or
-/// epoch rows they write; only a statement pushed on its own is counted (`Done::changed`).
+/// epoch rows they write; only the last statement, pushed on its own, is counted (`Done::changed`).
 ///
 /// The same form sent again (a double click, a reload after a dropped connection, a resubmit
 /// after the instance that took it stopped) never acts twice: it waits for the first sending's
@@ -433,7 +433,7 @@ async fn record(
     }
     then(result, &mut batch);
     // Read with the group: on PostgreSQL, when `then` pushed nothing on its own, all of it is
-    // one statement.
+    // one statement; else the read goes with the last group, one trip fewer.
     let ran: store::Ran<(Option<String>,)> =
         batch.run_then_together(&st.db, store::security::alternate_email_after(act.target.person())).await?;
     let (alternate, changed) = (ran.rows.into_iter().next().and_then(|(a,)| a), ran.last_changed);

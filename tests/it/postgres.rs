@@ -152,6 +152,27 @@ async fn a_group_pushed_together_runs_whole(db: &passback::store::Db) {
     let frames: i64 =
         Stmt::new("SELECT COUNT(*) FROM relay_frames WHERE agent_id = 'grouped'").scalar_one(db).await.unwrap();
     assert_eq!(frames, 3);
+    // A group, then a statement on its own that reads what the group wrote (on PostgreSQL, the
+    // read goes with the group): the rows read, the last statement counted, all or nothing.
+    let challenge =
+        |nonce: &str| Stmt::new("INSERT INTO spent_challenges (nonce, expires_at) VALUES (?, 0)").bind(nonce);
+    let mut b = Batch::new();
+    b.push_together(challenge("mixed-1"));
+    b.push_together(frame("f"));
+    b.push(Stmt::new("UPDATE relay_frames SET expires_at = 10 WHERE agent_id = 'grouped'"));
+    let ran: passback::store::Ran<(i64,)> = b.run_then_together(db, read()).await.unwrap();
+    assert_eq!((ran.rows, ran.last_changed), (vec![(6,)], 4), "the rows read; the last statement's count");
+    let mut b = Batch::new();
+    b.push_together(challenge("mixed-2"));
+    b.push(Stmt::new("INSERT INTO relay_frames (agent_id, frame_id, expires_at) VALUES ('grouped', 'a', 0)"));
+    assert!(b.run_then_together::<(i64,)>(db, read()).await.is_err(), "the last breaks the key");
+    let mixed = "SELECT COUNT(*) FROM spent_challenges WHERE nonce LIKE 'mixed-%'";
+    assert_eq!(Stmt::new(mixed).scalar_one::<i64>(db).await.unwrap(), 1, "none of the batch that failed");
+    let mut b = Batch::new();
+    b.push(Stmt::new("UPDATE relay_frames SET expires_at = 12 WHERE agent_id = 'grouped'"));
+    b.push_together(frame("g"));
+    let ran: passback::store::Ran<(i64,)> = b.run_then_together(db, read()).await.unwrap();
+    assert_eq!((ran.rows, ran.last_changed), (vec![(6,)], 0), "a batch that ends with a group counts nothing");
     // A read of what the group writes could not see it on PostgreSQL: refused on either database.
     let mut b = Batch::new();
     b.push_together(frame("e"));
