@@ -378,7 +378,7 @@ impl Batch {
     /// So that a group that works on SQLite cannot do otherwise on PostgreSQL, no two of its
     /// statements may write one table (checked here, on both).
     pub fn push_together(&mut self, s: Stmt) {
-        assert!(!starts_with_word(&s.sql, "WITH"), "a statement of a group has no `WITH` of its own: {}", s.sql);
+        fits_a_group(&s.sql);
         if let Some(table) = written_table(&s.sql) {
             let mut group = self.0.iter().rev().take_while(|(_, together)| *together);
             let shared =
@@ -420,8 +420,7 @@ impl Batch {
         for table in self.0.iter().filter_map(|(s, _)| written_table(&s.sql)) {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
         }
-        assert!(highest_numbered_placeholder(&read.sql).is_none(), "a read together binds with `?` only: {}", read.sql);
-        assert!(!starts_with_word(&read.sql, "WITH"), "a read together has no `WITH` of its own: {}", read.sql);
+        fits_a_group(&read.sql);
         let counted = self.0.last().is_some_and(|(_, together)| !together);
         let one_group = !self.is_empty()
             && self.0.iter().all(|(s, together)| *together && s.locks.is_empty())
@@ -471,6 +470,14 @@ enum ReadWith {
     /// As the main query of the last group, when there is one: it reads nothing the batch
     /// writes (see [`Batch::run_then_together`]).
     LastGroup,
+}
+
+/// What a statement of a group, and a read together with one, must be: bound with `?` only (a
+/// numbered placeholder would take a value of another part) and without a `WITH` of its own
+/// (on PostgreSQL the group's parts become its `WITH` queries).
+fn fits_a_group(sql: &str) {
+    assert!(highest_numbered_placeholder(sql).is_none(), "a statement of a group binds with `?` only: {sql}");
+    assert!(!starts_with_word(sql, "WITH"), "a statement of a group has no `WITH` of its own: {sql}");
 }
 
 /// Runs `work` to its end even if the caller stops waiting (see [`Batch::run_then`]).
