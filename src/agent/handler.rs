@@ -6,6 +6,7 @@ use crate::directory::{write_now, AccountChange, Answer, BeforeWrite, ResetAs};
 use crate::domain::{MsgId, Outcome};
 use crate::envelope::{self, Direction, EnvelopeError, FrameKind, Op, RequestPackage, ResultPackage, SealedFrame};
 use crate::relay::protocol::Wire;
+use futures_util::FutureExt;
 use secrecy::SecretString;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -132,7 +133,17 @@ impl Agent {
             }
         } else {
             match self.taken_before_start(&pkg) {
-                Ok(()) => self.perform(&pkg, key_version).await,
+                Ok(()) => {
+                    // The record is written while the directory's code reads the account, and
+                    // no answer goes out before it is on disk, whichever way the answer came (a
+                    // refusal before the directory was asked, too): it stays true after a restart.
+                    let recorded = self.record(&pkg).shared();
+                    let answer = self.perform(&pkg, key_version, Box::pin(recorded.clone())).await;
+                    match recorded.await {
+                        Ok(()) => answer,
+                        Err(refusal) => refusal,
+                    }
+                }
                 Err(answer) => answer,
             }
         };
@@ -246,8 +257,7 @@ impl Agent {
         envelope::open_secrets(&content, &pkg.msg_id, &sealed).map_err(|_| fail("password decryption failed"))
     }
 
-    async fn perform(&self, pkg: &RequestPackage, key_version: u32) -> Answer {
-        let recorded = self.record(pkg);
+    async fn perform(&self, pkg: &RequestPackage, key_version: u32, recorded: BeforeWrite) -> Answer {
         // A password is written by the directory's code once the request is recorded, which
         // reads the account meanwhile; anything else waits for the record first.
         let recorded = match pkg.op {

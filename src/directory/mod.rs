@@ -145,8 +145,9 @@ impl Directory {
     /// A reset, `how` it was asked for, and whether the account may be locked after it:
     /// OpenLDAP says not when the entry carried no lock as it was read just before the write (a
     /// reset adds none, and one that was there goes with it); otherwise (AD keeps a lock through
-    /// a reset) only reading it back can tell. The password is written only once `before` is
-    /// done.
+    /// a reset) only reading it back can tell. The account is read while `before` is done (the
+    /// agent's journal syncs the request to disk meanwhile, a fraction of a millisecond), and the
+    /// password written only once it is.
     #[tracing::instrument(skip_all, fields(directory = %self.id, anchor = %anchor))]
     pub async fn reset_seeing_lock(
         &self,

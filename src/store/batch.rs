@@ -372,13 +372,16 @@ impl Batch {
     /// the statements pushed together one after the other make a group. On PostgreSQL a group
     /// is sent as one statement (the others as data-modifying `WITH` queries before the last,
     /// all on one snapshot), one trip to the server instead of one each; on SQLite, where the
-    /// whole batch is one trip, they run one after the other. Either way the batch's count is of
-    /// the rows the last one changed.
+    /// whole batch is one trip, they run one after the other. A group that ends a batch is
+    /// counted by the rows its last statement changed ([`Batch::run_counting_last`]; for a read
+    /// together, see [`Batch::run_then_together`]).
     ///
-    /// So that a group that works on SQLite cannot do otherwise on PostgreSQL, no two of its
-    /// statements may write one table (checked here, on both).
+    /// So that a group that works on SQLite cannot do otherwise on PostgreSQL, each of its
+    /// statements writes (a query that only reads would not run as a `WITH` query that nothing
+    /// refers to), and no two of them write one table (checked here, on both).
     pub fn push_together(&mut self, s: Stmt) {
         fits_a_group(&s.sql);
+        assert!(written_table(&s.sql).is_some(), "a statement of a group writes: {}", s.sql);
         if let Some(table) = written_table(&s.sql) {
             let mut group = self.0.iter().rev().take_while(|(_, together)| *together);
             let shared =

@@ -388,7 +388,8 @@ async fn in_place(st: &Host, act: &Act<'_>) -> anyhow::Result<Option<bool>> {
 
 /// Records what an act came to, its audit row and, when the password was set, the end of the
 /// person's sessions (with the caller's `then`), in one transaction; tells every address on
-/// record when it took. Whether the last statement `then` pushed on its own changed a row.
+/// record when it took. Whether the batch's last statement changed a row, when `then` pushed it
+/// on its own.
 async fn record(
     attempt: &Attempt<'_>,
     act: &Act<'_>,
