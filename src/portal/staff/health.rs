@@ -106,8 +106,15 @@ pub struct AgentView {
 
 pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
     let now = st.clock.now();
-    let heard: Vec<AgentHealth> = st.hub.agents_health();
     let enrolled = store::agents::enrolled(&st.db).await?;
+    // Every directory the portal knows of: configured, served by an enrolled agent, or synced.
+    let mut ids: Vec<String> = st.cfg.directories.keys().cloned().collect();
+    ids.extend(enrolled.iter().flat_map(|e| e.directories.0.iter().cloned()));
+    ids.extend(store::users::directories(&st.db).await?);
+    ids.sort();
+    ids.dedup();
+    // The agents and whether each directory can be written to, as one moment saw them.
+    let (heard, writable): (Vec<AgentHealth>, Vec<bool>) = st.hub.health_of(&ids);
     let agents: Vec<AgentView> = enrolled
         .iter()
         .map(|e| {
@@ -152,14 +159,7 @@ pub(crate) async fn gather(st: &AppState) -> Result<Health, PortalError> {
         })
         .collect();
     let mut directories = Vec::new();
-    // Every directory the portal knows of: configured, served by an enrolled agent, or synced.
-    let mut ids: Vec<String> = st.cfg.directories.keys().cloned().collect();
-    ids.extend(enrolled.iter().flat_map(|e| e.directories.0.iter().cloned()));
-    ids.extend(store::users::directories(&st.db).await?);
-    ids.sort();
-    ids.dedup();
-    for id in &ids {
-        let writeback = crate::domain::DirectoryId::parse(id).map(|d| st.hub.is_alive(&d)).unwrap_or(false);
+    for (id, writeback) in ids.iter().zip(writable) {
         let serving: Vec<&AgentView> = agents.iter().filter(|a| a.directories.contains(id)).collect();
         let problem = if writeback {
             None

@@ -106,7 +106,11 @@ const PRESENCE_STALE: Duration = Duration::from_secs(store::presence::STALE_SECS
 /// Whether another instance's connection was renewed lately (see [`PRESENCE_STALE`]): the rows
 /// read were at most that old by the database's clock, and read at most that long ago.
 fn fresh(r: &RemoteConn) -> bool {
-    r.read_at.elapsed() < PRESENCE_STALE
+    fresh_at(r, Instant::now())
+}
+
+fn fresh_at(r: &RemoteConn, now: Instant) -> bool {
+    now.saturating_duration_since(r.read_at) < PRESENCE_STALE
 }
 
 /// A request another instance sent through this one to an agent connected here: its answer goes
@@ -510,17 +514,31 @@ impl Hub {
     /// Every agent heard from since the portal started, alive or not, and every agent alive on
     /// another instance, by id.
     pub fn agents_health(&self) -> Vec<AgentHealth> {
+        self.agents_health_in(&self.lock(), Instant::now())
+    }
+
+    /// [`Self::agents_health`], and whether each of `directories` can be written to now (see
+    /// [`Self::is_alive`]), seen at one moment: a page that shows both never says that an agent
+    /// is up while its directory has none.
+    pub fn health_of(&self, directories: &[String]) -> (Vec<AgentHealth>, Vec<bool>) {
+        let (inner, now) = (self.lock(), Instant::now());
+        let writable = directories
+            .iter()
+            .map(|d| DirectoryId::parse(d).is_ok_and(|d| self.pick_in(&inner, now, &d, Which::Any).is_some()))
+            .collect();
+        (self.agents_health_in(&inner, now), writable)
+    }
+
+    fn agents_health_in(&self, inner: &Inner, now: Instant) -> Vec<AgentHealth> {
         let window = self.liveness_window();
-        let inner = self.lock();
-        let remote_alive = |id: &str| inner.remote.iter().find(|r| r.agent_id == id && fresh(r));
+        let remote_alive = |id: &str| inner.remote.iter().find(|r| r.agent_id == id && fresh_at(r, now));
         let mut out: Vec<AgentHealth> = inner
             .seen
             .iter()
             .map(|(id, seen)| {
-                let here = inner
-                    .conns
-                    .values()
-                    .any(|c| &c.agent_id == id && c.status.is_some() && c.last_seen.elapsed() < window);
+                let here = inner.conns.values().any(|c| {
+                    &c.agent_id == id && c.status.is_some() && now.saturating_duration_since(c.last_seen) < window
+                });
                 let elsewhere = remote_alive(id);
                 AgentHealth {
                     agent_id: id.clone(),
@@ -532,7 +550,7 @@ impl Hub {
                 }
             })
             .collect();
-        for r in inner.remote.iter().filter(|r| !inner.seen.contains_key(&r.agent_id) && fresh(r)) {
+        for r in inner.remote.iter().filter(|r| !inner.seen.contains_key(&r.agent_id) && fresh_at(r, now)) {
             if !out.iter().any(|a| a.agent_id == r.agent_id) {
                 out.push(AgentHealth {
                     agent_id: r.agent_id.clone(),
@@ -560,6 +578,16 @@ impl Hub {
     /// equals, a connection to this instance (no trip through the database), then the one heard
     /// from last.
     fn pick(&self, directory: &DirectoryId, which: Which<'_>) -> Option<(String, Route, u32)> {
+        self.pick_in(&self.lock(), Instant::now(), directory, which)
+    }
+
+    fn pick_in(
+        &self,
+        inner: &Inner,
+        now: Instant,
+        directory: &DirectoryId,
+        which: Which<'_>,
+    ) -> Option<(String, Route, u32)> {
         let window = self.liveness_window();
         let serves = |s: &AgentStatus| s.directories.iter().any(|d| &d.id == directory && d.reachable);
         let wanted = |agent: &str| match which {
@@ -567,20 +595,20 @@ impl Hub {
             Which::Only(a) => a == agent,
             Which::Except(a) => a != agent,
         };
-        let inner = self.lock();
         let busy = |agent: &str| inner.pending.values().filter(|p| p.agent_id == agent).count();
         let here = inner
             .conns
             .values()
-            .filter(|c| wanted(&c.agent_id) && c.last_seen.elapsed() < window)
+            .filter(|c| wanted(&c.agent_id) && now.saturating_duration_since(c.last_seen) < window)
             .filter(|c| c.status.as_ref().is_some_and(serves))
             .map(|c| {
                 let version = c.status.as_ref().map(|s| s.key_version).unwrap_or(0);
-                let key = (busy(&c.agent_id), 0, c.last_seen.elapsed().as_millis() as i64);
+                let key = (busy(&c.agent_id), 0, now.saturating_duration_since(c.last_seen).as_millis() as i64);
                 (key, (c.agent_id.clone(), Route::Local(c.tx.clone()), version))
             });
-        let elsewhere = inner.remote.iter().filter(|r| wanted(&r.agent_id) && fresh(r) && serves(&r.status)).map(|r| {
-            let key = (busy(&r.agent_id), 1, r.read_at.elapsed().as_millis() as i64);
+        let elsewhere = inner.remote.iter().filter(|r| wanted(&r.agent_id) && fresh_at(r, now) && serves(&r.status));
+        let elsewhere = elsewhere.map(|r| {
+            let key = (busy(&r.agent_id), 1, now.saturating_duration_since(r.read_at).as_millis() as i64);
             (key, (r.agent_id.clone(), Route::Remote(r.instance.clone()), r.status.key_version))
         });
         here.chain(elsewhere).min_by_key(|(key, _)| *key).map(|(_, picked)| picked)
