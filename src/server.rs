@@ -145,6 +145,11 @@ impl Application {
         tokio::spawn(crate::portal::reminders::run(app_state.clone()));
         let router = portal::router(app_state)
             .layer(sessions)
+            // Room for a request to tell its session's save that a transaction of its own wrote
+            // the session already (see `store::sessions::stage`).
+            .layer(axum::middleware::from_fn(|req, next: axum::middleware::Next| {
+                store::sessions::request_scope(next.run(req))
+            }))
             .merge(crate::relay::server::router(relay_state))
             // A failed request is logged where it failed, with its reason (and a support code on
             // pages); the status alone adds nothing, and a 503 the health check answers while

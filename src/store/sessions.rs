@@ -3,13 +3,76 @@
 //! `tower-sessions-sqlx-store` (0.15), so that sessions written before stay valid, reached
 //! through the portal's own statements (on connections it lends itself, see
 //! [`super::Lending::lease`]).
+//!
+//! A session changed by a request is saved after its handler, a trip of its own. A handler that
+//! ends with a transaction (a reset's outcome) can [`stage`] the save into it instead: the
+//! session is then written with the outcome, atomically, and the save after the handler writes
+//! nothing as long as the session is still what was staged.
 
-use super::{Db, Stmt};
+use super::{Batch, Db, Stmt};
+use std::cell::RefCell;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
+use tower_sessions::Session;
 use tower_sessions_sqlx_store::SqliteStore;
+
+/// A session's data, as saved.
+type Data = std::collections::HashMap<String, serde_json::Value>;
+
+tokio::task_local! {
+    /// While [`stage`] asks the session to save itself: the statement that would write it, kept
+    /// here instead of run, with what it writes.
+    static STAGING: RefCell<Option<(Stmt, Id, Data)>>;
+    /// For the whole of a request ([`request_scope`]): the session as a transaction of the
+    /// request wrote it (see [`Staged::committed`]).
+    static WRITTEN: RefCell<Option<(Id, Data)>>;
+}
+
+/// Runs a request (`work`: the session layer and everything inside it) with room to remember
+/// the session as one of its transactions wrote it, so that the save after its handler need not
+/// write the same again (see [`stage`]).
+pub async fn request_scope<F: std::future::Future>(work: F) -> F::Output {
+    WRITTEN.scope(RefCell::new(None), work).await
+}
+
+/// The save of `session` as it is now, made a statement to push into a transaction of the
+/// request (see [`Staged`]): one trip fewer than the save of its own after the handler. `None`
+/// for a session the store has not made yet (it is saved after the handler as ever).
+pub async fn stage(session: &Session) -> Result<Staged, tower_sessions::session::Error> {
+    let kept = STAGING.scope(RefCell::new(None), async { session.save().await.map(|()| STAGING.with(RefCell::take)) });
+    let (stmt, saved) = kept.await?.map(|(stmt, id, data)| (stmt, (id, data))).unzip();
+    Ok(Staged { stmt, saved })
+}
+
+/// A session's save made part of a transaction of its request (the one that records an act's
+/// outcome) in place of a trip of its own after the handler. If the session changes after it
+/// was staged, or the transaction is never run, it is saved after the handler as ever.
+pub struct Staged {
+    /// Until it is pushed into a batch.
+    stmt: Option<Stmt>,
+    saved: Option<(Id, Data)>,
+}
+
+impl Staged {
+    /// Pushes the save into `batch`, as a statement of a group (its table is the sessions'),
+    /// once.
+    pub fn push_into(&mut self, batch: &mut Batch) {
+        if let Some(stmt) = self.stmt.take() {
+            batch.push_together(stmt);
+        }
+    }
+
+    /// Tells the request that the batch the save was pushed into committed: the save after the
+    /// handler writes nothing if the session is still as it was staged. Nothing if it was
+    /// never pushed.
+    pub fn committed(self) {
+        if let (None, Some(saved)) = (self.stmt, self.saved) {
+            let _ = WRITTEN.try_with(|w| *w.borrow_mut() = Some(saved));
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Sessions(Db);
@@ -43,6 +106,12 @@ impl Sessions {
     /// Inserts or replaces `record` (`replace`), or inserts it only if its id is new: whether
     /// it was written.
     async fn write(&self, record: &Record, replace: bool) -> session_store::Result<bool> {
+        let written = self.upsert(record, replace)?.run(&self.0).await.map_err(backend)?;
+        Ok(written == 1)
+    }
+
+    /// The statement [`Self::write`] runs.
+    fn upsert(&self, record: &Record, replace: bool) -> session_store::Result<Stmt> {
         let stmt = match replace {
             true => self.stmt(
                 "INSERT INTO tower_sessions (id, data, expiry_date) VALUES (?, ?, ?) \
@@ -57,8 +126,7 @@ impl Sessions {
             ),
         };
         let stmt = stmt.bind(record.id.to_string()).bind(encoded(record)?);
-        let written = self.time(stmt, record.expiry_date)?.run(&self.0).await.map_err(backend)?;
-        Ok(written == 1)
+        self.time(stmt, record.expiry_date)
     }
 }
 
@@ -81,6 +149,18 @@ impl SessionStore for Sessions {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
+        if STAGING.try_with(|_| ()).is_ok() {
+            let stmt = self.upsert(record, true)?;
+            STAGING.with(|s| *s.borrow_mut() = Some((stmt, record.id, record.data.clone())));
+            return Ok(());
+        }
+        // Written as it is by a transaction of this request: nothing to write again.
+        let written = WRITTEN
+            .try_with(|w| w.borrow_mut().take_if(|(id, data)| *id == record.id && *data == record.data).is_some())
+            .unwrap_or(false);
+        if written {
+            return Ok(());
+        }
         self.write(record, true).await.map(|_| ())
     }
 

@@ -183,10 +183,53 @@ async fn a_group_pushed_together_runs_whole(db: &passback::store::Db) {
 }
 
 #[tokio::test]
-async fn on_sqlite_a_counted_claim_and_a_group_pushed_together_behave_as_on_postgresql() {
+async fn on_sqlite_counted_claims_groups_and_staged_sessions_behave_as_on_postgresql() {
     let db = passback::store::connect("sqlite::memory:", 1).await.unwrap();
     a_counted_claim_is_made_only_within_the_allowance(&db).await;
     a_group_pushed_together_runs_whole(&db).await;
+    a_session_staged_into_a_batch_is_written_by_it_and_not_again(&db).await;
+}
+
+/// A session's save staged into a batch (as a reset's outcome does) is written by the batch and
+/// not again after the handler, unless the session changed since; one never pushed into a batch
+/// is saved as ever.
+async fn a_session_staged_into_a_batch_is_written_by_it_and_not_again(db: &passback::store::Db) {
+    use passback::store::sessions::{self, Sessions};
+    use passback::store::Batch;
+    use tower_sessions::{Session, SessionStore};
+    let store = std::sync::Arc::new(Sessions::of(db).await.unwrap());
+    let made = Session::new(None, store.clone(), None);
+    made.insert("flow", "started").await.unwrap();
+    made.save().await.unwrap();
+    let id = made.id().unwrap();
+    let stored = || async { store.load(&id).await.unwrap().map(|r| r.data["flow"].clone()) };
+
+    sessions::request_scope(async {
+        let session = Session::new(Some(id), store.clone(), None);
+        session.insert("flow", "ended").await.unwrap();
+        let mut staged = sessions::stage(&session).await.unwrap();
+        assert_eq!(stored().await, Some("started".into()), "staging writes nothing");
+        let mut batch = Batch::new();
+        staged.push_into(&mut batch);
+        batch.run(db).await.unwrap();
+        staged.committed();
+        assert_eq!(stored().await, Some("ended".into()), "the batch wrote it");
+        // Gone from the store, it stays gone: the save after the handler writes nothing.
+        store.delete(&id).await.unwrap();
+        session.save().await.unwrap();
+        assert_eq!(stored().await, None, "not written again");
+        session.insert("flow", "changed since").await.unwrap();
+        session.save().await.unwrap();
+        assert_eq!(stored().await, Some("changed since".into()), "changed after it was staged: written");
+
+        // Staged but never pushed (the act did not end the flow): saved after the handler.
+        let staged = sessions::stage(&session).await.unwrap();
+        staged.committed();
+        store.delete(&id).await.unwrap();
+        session.save().await.unwrap();
+        assert_eq!(stored().await, Some("changed since".into()));
+    })
+    .await;
 }
 
 /// Runs `each` 64 times at once on `db`: how many of them got through.
@@ -243,6 +286,7 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     assert_eq!(claimed, 5);
     a_counted_claim_is_made_only_within_the_allowance(&db).await;
     a_group_pushed_together_runs_whole(&db).await;
+    a_session_staged_into_a_batch_is_written_by_it_and_not_again(&db).await;
 
     // Codes mailed: 3 an hour per person.
     let n = at_once(&db, |db, i| async move {

@@ -100,23 +100,30 @@ pub async fn set_password(
     let act = Act { target: &target, msg_id: &msg_id, first, by: Requester::FORGOTTEN, ask, operation };
     // A password set by its owner clears the count of wrong ones tried on the change form, and
     // counts as one of the resets an hour allows (the last statement: did it block?).
+    // Once the password is set the flow ends: the session as it will be then is written with
+    // the outcome, not on its own after it (one trip fewer). It is put back if it does not end.
+    let offset = crate::portal::pages::time_zone(&session, Some(&f.tz_offset)).await?;
+    FLOW.take(&session).await?;
+    let mut ended = store::sessions::stage(&session).await?;
     let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
         if r.outcome.password_set() {
             batch.push_together(store::attempts::clear(&target.person().subject()));
+            ended.push_into(batch);
             crate::portal::gates::push_reset_count(&st, &flow.subject, batch);
         }
     };
     let Some(account::Done { result, changed: blocked, support, .. }) =
         account::once_then(&attempt, act, counted).await?
     else {
+        FLOW.set(&session, &flow).await?;
         return password_page(&st, &session, &target, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
     drop(password);
     if result.outcome.password_set() {
+        ended.committed();
         if blocked {
             attempt.audit("reset.limit", &Outcome::VerificationFailed, "too many resets in an hour: blocked").await?;
         }
-        FLOW.take(&session).await?;
         let title = if result.outcome.is_success() { "password.done_title" } else { "password.set_title" };
         let mut done = outcome_page(&st, title, &result.outcome, &support, false);
         // "Unlocked" only as the directory has it now (the agent read it back; here it is read
@@ -128,10 +135,10 @@ pub async fn set_password(
             done.outcome.message = Tr::current().t("outcome.success_unlocked").into();
         }
         done.return_to = crate::portal::RETURN_TO.get(&session).await?;
-        let offset = crate::portal::pages::time_zone(&session, Some(&f.tz_offset)).await?;
         done.expires = crate::portal::pages::new_expiry(&result, st.clock.now(), offset);
         return Ok(support.tag(done));
     }
+    FLOW.set(&session, &flow).await?;
     let view = OutcomeView::new(&result.outcome, &support);
     Ok(support.tag(password_page(&st, &session, &target, None, Some(view)).await?))
 }
