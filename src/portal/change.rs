@@ -101,9 +101,19 @@ async fn change_inner(
     session: Session,
     f: ChangeForm,
 ) -> Result<Response, PortalError> {
-    if let Err(refused) = st.admit(client, &f.pow_token, &f.pow).await? {
-        return Ok(refused);
-    }
+    let support = SupportCode::new();
+    // The name is looked up while the request is admitted (one wait fewer); nothing is done with
+    // what is found unless it is.
+    let lookup = async {
+        match LoginName::parse(&f.login) {
+            Ok(login) => people::resolve(&st, &login, &support).await.map(|found| Ok((login, found))),
+            Err(e) => Ok(Err(e)),
+        }
+    };
+    let looked_up = match st.admit_with(client, (&f.pow_token, &f.pow), lookup).await? {
+        Ok(looked_up) => looked_up?,
+        Err(refused) => return Ok(refused),
+    };
     let typed = f.login.trim().to_string();
     // The key is spent here; the writeback claim below makes it single-use even for racing
     // submits (and is all that does for a key signed before the session began).
@@ -111,7 +121,7 @@ async fn change_inner(
     let Some((msg_id, first)) = crate::portal::session::or_again(taken, &f.form_key) else {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
-    let login = match LoginName::parse(&f.login) {
+    let (login, found) = match looked_up {
         Ok(l) => l,
         Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };
@@ -122,9 +132,7 @@ async fn change_inner(
         Ok(p) => p,
         Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };
-    let support = SupportCode::new();
     let now = st.clock.now();
-    let found = people::resolve(&st, &login, &support).await?;
     let attempt =
         Attempt { st: &st, client, audit_name: &found.audit_name, target: found.target.as_ref(), support: &support };
     let offset = time_zone(&session, Some(&f.tz_offset)).await?;

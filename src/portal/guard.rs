@@ -174,9 +174,42 @@ impl Guard {
         counter: &str,
         now: i64,
     ) -> Result<Verdict, PortalError> {
-        if !self.address_allowed(db, client, now).await? {
-            return Ok(Verdict::TooMany);
+        Ok(self.admit_with((db, client, now), (token, counter), std::future::ready(())).await?.0)
+    }
+
+    /// [`Self::admit`], with `alongside` (a read the request needs next) run while the address's
+    /// allowance shared by every instance, and the proof, are checked in the database: one wait
+    /// where there were two. `alongside` starts only once this instance's own count of the
+    /// address let the request through, so a client past that costs no more than before; one past
+    /// the shared allowance alone may cost that read, whose answer is then thrown away.
+    pub async fn admit_with<T>(
+        &self,
+        (db, client, now): (&Db, IpAddr, i64),
+        (token, counter): (&str, &str),
+        alongside: impl std::future::Future<Output = T>,
+    ) -> Result<(Verdict, Option<T>), PortalError> {
+        if !self.address_fits_here(client) {
+            return Ok((Verdict::TooMany, None));
         }
+        let gate = async {
+            if !self.address_fits_everywhere(db, client, now).await? {
+                return Ok(Verdict::TooMany);
+            }
+            self.proven(db, client, token, counter, now).await
+        };
+        let (verdict, beside) = tokio::join!(gate, alongside);
+        Ok((verdict?, Some(beside)))
+    }
+
+    /// The proof of a first step already within its address's rate.
+    async fn proven(
+        &self,
+        db: &Db,
+        client: IpAddr,
+        token: &str,
+        counter: &str,
+        now: i64,
+    ) -> Result<Verdict, PortalError> {
         if self.bits == 0 {
             return Ok(Verdict::Admit(Proof::Off));
         }
@@ -197,13 +230,27 @@ impl Guard {
     /// Spends one of the address's requests for this minute (first steps, and each answer at a
     /// gate); false when none is left.
     pub async fn address_allowed(&self, db: &Db, client: IpAddr, now: i64) -> Result<bool, PortalError> {
-        let key = address_key(client);
-        let allowed = self.per_address.check_key(&key).is_ok()
-            && take_allowance(db, &format!("address:{key}"), 60, self.per_address_per_minute, now).await?;
-        if !allowed {
+        Ok(self.address_fits_here(client) && self.address_fits_everywhere(db, client, now).await?)
+    }
+
+    /// Spends one of the address's requests on this instance's own count (in memory).
+    fn address_fits_here(&self, client: IpAddr) -> bool {
+        let fits = self.per_address.check_key(&address_key(client)).is_ok();
+        if !fits {
             tracing::warn!(%client, "rate limit reached for a client address");
         }
-        Ok(allowed)
+        fits
+    }
+
+    /// Spends one of the address's requests on the count every instance shares (in the
+    /// database).
+    async fn address_fits_everywhere(&self, db: &Db, client: IpAddr, now: i64) -> Result<bool, PortalError> {
+        let bucket = format!("address:{}", address_key(client));
+        let fits = take_allowance(db, &bucket, 60, self.per_address_per_minute, now).await?;
+        if !fits {
+            tracing::warn!(%client, "rate limit reached for a client address");
+        }
+        Ok(fits)
     }
 
     /// Whether another identify step for this account is allowed this hour.

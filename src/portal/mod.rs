@@ -169,6 +169,21 @@ impl AppState {
         }
     }
 
+    /// [`Self::admit`], with `alongside` run while the database is asked (see
+    /// [`guard::Guard::admit_with`]): its output once admitted.
+    pub(crate) async fn admit_with<T>(
+        &self,
+        client: std::net::SocketAddr,
+        (pow_token, pow): (&str, &str),
+        alongside: impl std::future::Future<Output = T>,
+    ) -> Result<Result<T, axum::response::Response>, PortalError> {
+        let at = (&self.db, client.ip(), self.clock.now());
+        match self.guard.admit_with(at, (pow_token, pow), alongside).await? {
+            (guard::Verdict::Admit(_), Some(beside)) => Ok(Ok(beside)),
+            _ => Ok(Err(error::too_many())),
+        }
+    }
+
     /// Spends one of the client address's requests for this minute, on every instance (see
     /// [`guard::Guard::address_allowed`]); false when none is left.
     pub(crate) async fn address_allowed(&self, client: std::net::IpAddr) -> Result<bool, PortalError> {

@@ -1,7 +1,7 @@
 //! Changing a known password through the portal: the directory checks the current one, and its
 //! history and minimum age apply; the form cannot be used to guess passwords.
 
-use crate::harness::spawn_app;
+use crate::harness::{spawn_app, spawn_app_with, Options};
 use passback::sandbox::INITIAL_USER_PASSWORD;
 use passback::store::Stmt;
 
@@ -126,6 +126,26 @@ async fn the_change_form_cannot_be_used_to_guess_a_password() {
     app.clock.advance(86_400);
     let later = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
     assert!(later.contains("Your password has been changed"), "after a day it works: {later}");
+}
+
+/// The change form is admitted as a first step is: past its address's allowance the answer is
+/// "too many" and nothing is tried, not even the right password of a name that exists (looked up
+/// while the request was admitted, and left alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_addresss_allowance_the_change_form_tries_nothing() {
+    // Without a proof of work (no browser here) a quarter of the allowance applies: 2 a minute.
+    let app = spawn_app_with(Options { per_address_per_minute: 8, ..Default::default() }).await;
+    for _ in 0..2 {
+        let page = app.change_password("alice", "Not-The-Password-1", "Changed-Pass-2026").await;
+        assert!(page.contains("PB-3005"), "{page}");
+    }
+
+    let refused = app.change_password("alice", INITIAL_USER_PASSWORD, "Changed-Pass-2026").await;
+
+    assert!(refused.contains("Too many attempts"), "{refused}");
+    assert!(app.bind_works("alice", INITIAL_USER_PASSWORD).await, "nothing was written");
+    let tried = app.audit().await.into_iter().filter(|r| r.operation == "change.writeback").count();
+    assert_eq!(tried, 2, "only the two admitted were tried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
