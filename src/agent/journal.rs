@@ -3,6 +3,11 @@
 //! flushed before the directory is written, and kept until its request would have expired.
 //! One line per id: `<msg_id> <expires_at>`.
 //!
+//! The file is made longer ahead of the lines, with zeros, a chunk at a time: a line is written
+//! over zeros already on disk, so its sync writes the line alone, not the file's new length as
+//! well (which cost most of a sync here: 0.22 ms against 0.13 ms on the development machine's
+//! disk). Reading stops at the first zero.
+//!
 //! Ids that arrive while a flush is under way wait for the next one, which writes them all and
 //! syncs once (a group commit): under load one sync covers many requests, and none is answered
 //! before its own id is on disk.
@@ -11,23 +16,76 @@ use crate::domain::MsgId;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Past this many lines the file is rewritten with only the ids that have not expired.
 const COMPACT_AFTER: usize = 10_000;
+/// How much longer the file is made at a time, in zeros that lines are then written over
+/// (about 1,400 lines).
+const AHEAD: u64 = 64 * 1024;
 
 pub struct Journal {
     path: PathBuf,
     /// Ids taken before this process started, with when their requests expire.
     earlier: HashMap<String, i64>,
-    /// The file, how many lines it holds, and how many it kept when it was last compacted;
-    /// only the flushing thread holds it.
-    file: Mutex<(File, usize, usize)>,
+    /// The file, open for writing; only the flushing thread holds it.
+    file: Mutex<Lines>,
     waiting: Mutex<Waiting>,
+}
+
+/// The journal's file, open for writing.
+struct Lines {
+    file: File,
+    /// Where the next line goes: the end of what was written, where the zeros begin.
+    end: u64,
+    /// The file's length (the zeros past `end` included).
+    len: u64,
+    /// How many lines it holds, and how many it kept when it was last compacted.
+    count: usize,
+    kept: usize,
+}
+
+impl Lines {
+    /// Opens the file at `path` (0600, made if need be) for lines written after what it holds.
+    /// The last line, if a crash cut it short, is ended first, so that it cannot run into the
+    /// next.
+    fn open(path: &Path, count: usize) -> anyhow::Result<Lines> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
+        let mut lines = Lines { file, end: end as u64, len: text.len() as u64, count, kept: count };
+        if text[..end].last().is_some_and(|b| *b != b'\n') {
+            lines.write(b"\n").with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(lines)
+    }
+
+    /// Writes `text` after the last line and syncs it; the file is first made longer, with
+    /// zeros, if `text` would not fit.
+    fn write(&mut self, text: &[u8]) -> std::io::Result<()> {
+        let end = self.end + text.len() as u64;
+        if end > self.len {
+            let len = end.next_multiple_of(AHEAD);
+            let zeros = vec![0; usize::try_from(len - self.len).unwrap_or(0)];
+            // Synced with the text below: its sync writes the new length this once.
+            self.file.write_all_at(&zeros, self.len)?;
+            self.len = len;
+        }
+        self.file.write_all_at(text, self.end)?;
+        self.file.sync_data()?;
+        self.end = end;
+        Ok(())
+    }
 }
 
 /// Where a line's writer learns that it is on disk, or why it is not.
@@ -48,17 +106,30 @@ impl Journal {
         state_file.with_extension("answered")
     }
 
-    /// Reads the ids that have not expired at `now` and opens the file for appending (0600).
+    /// Every id in the journal at `path`, with when its request expires: the lines before the
+    /// first zero. A line that cannot be read (a write cut short by a crash) is skipped; past a
+    /// zero nothing was ever on disk before it was used.
+    pub fn entries(path: &Path) -> anyhow::Result<Vec<(String, i64)>> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        let text = String::from_utf8_lossy(&bytes[..end]);
+        let entries = text.lines().filter_map(|line| {
+            let (id, exp) = line.split_once(' ')?;
+            Some((MsgId::parse(id).ok()?.as_str().to_string(), exp.parse::<i64>().ok()?))
+        });
+        Ok(entries.collect())
+    }
+
+    /// Reads the ids that have not expired at `now` and opens the file for the lines after them
+    /// (0600).
     pub fn open(path: PathBuf, now: i64) -> anyhow::Result<Journal> {
         let entries = read(&path, now)?;
-        let lines = entries.len();
-        let file = append(&path)?;
-        Ok(Journal {
-            earlier: entries.into_iter().collect(),
-            path,
-            file: Mutex::new((file, lines, lines)),
-            waiting: Mutex::default(),
-        })
+        let file = Lines::open(&path, entries.len())?;
+        Ok(Journal { earlier: entries.into_iter().collect(), path, file: Mutex::new(file), waiting: Mutex::default() })
     }
 
     /// Whether `msg_id` was taken before this process started (its answer is not known here).
@@ -127,52 +198,24 @@ impl Journal {
     }
 
     fn write(&self, text: &str, count: usize, now: i64) -> anyhow::Result<()> {
-        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // Past the threshold, and past twice what was kept at the last compaction (so that many
         // ids alive at once do not rewrite the file at every write).
-        if guard.1 >= COMPACT_AFTER.max(2 * guard.2) {
+        if lines.count >= COMPACT_AFTER.max(2 * lines.kept) {
             let live = read(&self.path, now)?;
             let kept: String = live.iter().map(|(id, exp)| format!("{id} {exp}\n")).collect();
             crate::files::replace_private(&self.path, kept.as_bytes())?;
-            *guard = (append(&self.path)?, live.len(), live.len());
+            *lines = Lines::open(&self.path, live.len())?;
         }
-        let (file, lines, _) = &mut *guard;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        *lines += count;
+        lines.write(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
+        lines.count += count;
         Ok(())
     }
 }
 
-fn append(path: &Path) -> anyhow::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
-/// The ids in the file whose requests have not expired at `now`; a line that cannot be read
-/// (a write cut short by a crash) is skipped.
+/// The ids in the file whose requests have not expired at `now`.
 fn read(path: &Path, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        let Some((id, exp)) = line.split_once(' ') else { continue };
-        if let (Ok(id), Ok(exp)) = (MsgId::parse(id), exp.parse::<i64>()) {
-            if exp > now {
-                out.push((id.as_str().to_string(), exp));
-            }
-        }
-    }
-    Ok(out)
+    Ok(Journal::entries(path)?.into_iter().filter(|(_, exp)| *exp > now).collect())
 }
 
 #[cfg(test)]
@@ -221,6 +264,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lines_are_written_over_zeros_made_ahead_so_a_sync_does_not_change_the_length() {
+        let dir = crate::files::scratch_dir("journal-ahead");
+        let path = Journal::path_for(&dir.join("agent.json"));
+        let journal = Arc::new(Journal::open(path.clone(), 1_000).unwrap());
+        let len = || std::fs::metadata(&path).unwrap().len();
+        let (a, b) = (MsgId::random(), MsgId::random());
+        journal.record(&a, 1_100, 1_000).await.unwrap();
+        assert_eq!(len(), AHEAD, "made longer by a chunk");
+        journal.record(&b, 1_100, 1_000).await.unwrap();
+        assert_eq!(len(), AHEAD, "the second line went over the zeros");
+        drop(journal);
+        let again = Journal::open(path.clone(), 1_000).unwrap();
+        assert!(again.taken_before_start(&a, 1_000) && again.taken_before_start(&b, 1_000));
+        assert_eq!(Journal::entries(&path).unwrap().len(), 2, "nothing read past the lines");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_short_by_a_crash_never_runs_into_the_next() {
+        let dir = crate::files::scratch_dir("journal-torn");
+        let path = Journal::path_for(&dir.join("agent.json"));
+        let (whole, cut, next) = (MsgId::random(), MsgId::random(), MsgId::random());
+        // A whole line, one cut short, the zeros made ahead, and bytes of a write past them that
+        // was never synced.
+        let mut text = format!("{whole} 1100\n{}", &cut.as_str()[..10]).into_bytes();
+        text.extend([0; 100]);
+        text.extend(b"junk");
+        std::fs::write(&path, &text).unwrap();
+        let journal = Arc::new(Journal::open(path.clone(), 1_000).unwrap());
+        assert!(journal.taken_before_start(&whole, 1_000));
+        journal.record(&next, 1_100, 1_000).await.unwrap();
+        drop(journal);
+        let again = Journal::open(path.clone(), 1_000).unwrap();
+        assert!(again.taken_before_start(&whole, 1_000));
+        assert!(again.taken_before_start(&next, 1_000), "the line after the cut one is read whole");
+        assert!(!again.taken_before_start(&cut, 1_000));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_write_that_fails_is_an_error_for_every_id_it_carried() {
         let dir = crate::files::scratch_dir("journal-fails");
         let path = Journal::path_for(&dir.join("agent.json"));
@@ -230,7 +313,7 @@ mod tests {
         let journal = Arc::new(Journal {
             path: path.clone(),
             earlier: HashMap::new(),
-            file: Mutex::new((read_only, 0, 0)),
+            file: Mutex::new(Lines { file: read_only, end: 0, len: 0, count: 0, kept: 0 }),
             waiting: Mutex::default(),
         });
         let (a, b) = (MsgId::random(), MsgId::random());

@@ -502,10 +502,10 @@ fn taken_by_several_agents(rig: &Rig) -> usize {
     let mut taken: HashMap<String, usize> = HashMap::new();
     for a in super::lock(&rig.agents).iter() {
         let journal = crate::agent::journal::Journal::path_for(&a.state_file);
-        let text = std::fs::read_to_string(journal).unwrap_or_default();
-        let ids: std::collections::HashSet<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        let entries = crate::agent::journal::Journal::entries(&journal).unwrap_or_default();
+        let ids: std::collections::HashSet<String> = entries.into_iter().map(|(id, _)| id).collect();
         for id in ids {
-            *taken.entry(id.to_string()).or_default() += 1;
+            *taken.entry(id).or_default() += 1;
         }
     }
     taken.values().filter(|n| **n > 1).count()
