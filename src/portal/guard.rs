@@ -180,8 +180,10 @@ impl Guard {
     /// [`Self::admit`], with `alongside` (a read the request needs next) run while the address's
     /// allowance shared by every instance, and the proof, are checked in the database: one wait
     /// where there were two. `alongside` starts only once this instance's own count of the
-    /// address let the request through, so a client past that costs no more than before; one past
-    /// the shared allowance alone may cost that read, whose answer is then thrown away.
+    /// address let the request through, so a client past that costs no more than before. A
+    /// request refused after that (past the shared allowance, or without a proof past the
+    /// allowance for those) may cost that read, whose answer is then thrown away: at most this
+    /// instance's own allowance of reads a minute from one address.
     pub async fn admit_with<T>(
         &self,
         (db, client, now): (&Db, IpAddr, i64),
@@ -237,7 +239,7 @@ impl Guard {
     fn address_fits_here(&self, client: IpAddr) -> bool {
         let fits = self.per_address.check_key(&address_key(client)).is_ok();
         if !fits {
-            tracing::warn!(%client, "rate limit reached for a client address");
+            tracing::warn!(%client, "rate limit reached for a client address on this instance");
         }
         fits
     }
@@ -248,7 +250,7 @@ impl Guard {
         let bucket = format!("address:{}", address_key(client));
         let fits = take_allowance(db, &bucket, 60, self.per_address_per_minute, now).await?;
         if !fits {
-            tracing::warn!(%client, "rate limit reached for a client address");
+            tracing::warn!(%client, "rate limit reached for a client address, counted on every instance");
         }
         Ok(fits)
     }

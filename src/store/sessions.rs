@@ -38,9 +38,13 @@ pub async fn request_scope<F: std::future::Future>(work: F) -> F::Output {
 }
 
 /// The save of `session` as it is now, made a statement to push into a transaction of the
-/// request (see [`Staged`]): one trip fewer than the save of its own after the handler. `None`
-/// for a session the store has not made yet (it is saved after the handler as ever).
+/// request (see [`Staged`]): one trip fewer than the save of its own after the handler. Nothing
+/// to push for a session the store has not made yet (it is made after the handler as ever).
+/// The expiry written is counted from now, a little earlier than the cookie's.
 pub async fn stage(session: &Session) -> Result<Staged, tower_sessions::session::Error> {
+    if session.id().is_none() {
+        return Ok(Staged { stmt: None, saved: None });
+    }
     let kept = STAGING.scope(RefCell::new(None), async { session.save().await.map(|()| STAGING.with(RefCell::take)) });
     let (stmt, saved) = kept.await?.map(|(stmt, id, data)| (stmt, (id, data))).unzip();
     Ok(Staged { stmt, saved })
@@ -66,7 +70,7 @@ impl Staged {
 
     /// Tells the request that the batch the save was pushed into committed: the save after the
     /// handler writes nothing if the session is still as it was staged. Nothing if it was
-    /// never pushed.
+    /// never pushed. Call it only once that batch ran without error.
     pub fn committed(self) {
         if let (None, Some(saved)) = (self.stmt, self.saved) {
             let _ = WRITTEN.try_with(|w| *w.borrow_mut() = Some(saved));

@@ -128,11 +128,11 @@ async fn the_change_form_cannot_be_used_to_guess_a_password() {
     assert!(later.contains("Your password has been changed"), "after a day it works: {later}");
 }
 
-/// The change form is admitted as a first step is: past its address's allowance the answer is
-/// "too many" and nothing is tried, not even the right password of a name that exists (looked up
-/// while the request was admitted, and left alone).
+/// The change form is admitted as a first step is: past the allowance of its address without a
+/// proof of work the answer is "too many" and nothing is tried, not even the right password of a
+/// name that exists (looked up while the request was admitted, and left alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_its_addresss_allowance_the_change_form_tries_nothing() {
+async fn past_its_allowance_the_change_form_tries_nothing() {
     // Without a proof of work (no browser here) a quarter of the allowance applies: 2 a minute.
     let app = spawn_app_with(Options { per_address_per_minute: 8, ..Default::default() }).await;
     for _ in 0..2 {

@@ -195,7 +195,6 @@ async fn on_sqlite_counted_claims_groups_and_staged_sessions_behave_as_on_postgr
 /// is saved as ever.
 async fn a_session_staged_into_a_batch_is_written_by_it_and_not_again(db: &passback::store::Db) {
     use passback::store::sessions::{self, Sessions};
-    use passback::store::Batch;
     use tower_sessions::{Session, SessionStore};
     let store = std::sync::Arc::new(Sessions::of(db).await.unwrap());
     let made = Session::new(None, store.clone(), None);
@@ -209,27 +208,44 @@ async fn a_session_staged_into_a_batch_is_written_by_it_and_not_again(db: &passb
         session.insert("flow", "ended").await.unwrap();
         let mut staged = sessions::stage(&session).await.unwrap();
         assert_eq!(stored().await, Some("started".into()), "staging writes nothing");
-        let mut batch = Batch::new();
-        staged.push_into(&mut batch);
-        batch.run(db).await.unwrap();
+        run_as_an_outcome(db, &mut staged, "staged-1").await;
         staged.committed();
         assert_eq!(stored().await, Some("ended".into()), "the batch wrote it");
+        session.insert("flow", "changed before its save").await.unwrap();
+        session.save().await.unwrap();
+        assert_eq!(stored().await, Some("changed before its save".into()), "changed since it was staged: written");
+
+        let mut staged = sessions::stage(&session).await.unwrap();
+        run_as_an_outcome(db, &mut staged, "staged-2").await;
+        staged.committed();
         // Gone from the store, it stays gone: the save after the handler writes nothing.
         store.delete(&id).await.unwrap();
         session.save().await.unwrap();
         assert_eq!(stored().await, None, "not written again");
-        session.insert("flow", "changed since").await.unwrap();
+        session.insert("flow", "changed after").await.unwrap();
         session.save().await.unwrap();
-        assert_eq!(stored().await, Some("changed since".into()), "changed after it was staged: written");
+        assert_eq!(stored().await, Some("changed after".into()), "a later change is written");
 
         // Staged but never pushed (the act did not end the flow): saved after the handler.
         let staged = sessions::stage(&session).await.unwrap();
         staged.committed();
         store.delete(&id).await.unwrap();
         session.save().await.unwrap();
-        assert_eq!(stored().await, Some("changed since".into()));
+        assert_eq!(stored().await, Some("changed after".into()));
     })
     .await;
+}
+
+/// Runs `staged` as a reset's outcome carries it: in a group, with a statement on its own after
+/// it, and a read.
+async fn run_as_an_outcome(db: &passback::store::Db, staged: &mut passback::store::sessions::Staged, bucket: &str) {
+    use passback::store::{Batch, Stmt};
+    let mut batch = Batch::new();
+    batch.push_together(Stmt::new("INSERT INTO rate_limits (bucket, tat) VALUES (?, 0)").bind(bucket));
+    staged.push_into(&mut batch);
+    batch.push(Stmt::new("UPDATE rate_limits SET tat = 1 WHERE bucket = ?").bind(bucket));
+    let ran = batch.run_then_together::<(i64,)>(db, Stmt::new("SELECT COUNT(*) FROM relay_frames")).await.unwrap();
+    assert_eq!(ran.last_changed, 1);
 }
 
 /// Runs `each` 64 times at once on `db`: how many of them got through.

@@ -42,8 +42,8 @@ async fn a_too_short_password_is_refused_with_the_directorys_real_minimum_and_th
     // The person is still on a form and can try again.
     let page = app.submit_password(&page, NEW_PASSWORD, NEW_PASSWORD).await;
     assert!(page.contains("Your password has been changed"), "{page}");
-    // The flow ended with it (its session written with the outcome): the new-password page
-    // sends the person back to the start.
+    // The flow ended with it, after a refusal had kept it: the new-password page sends the
+    // person back to the start.
     let again = app.get("/reset/password").await;
     assert!(again.url().path() == "/reset" || again.status().is_redirection(), "{:?}", again.url());
     let audit = app.audit().await;
