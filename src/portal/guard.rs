@@ -197,7 +197,7 @@ impl Guard {
             if !self.address_fits_everywhere(db, client, now).await? {
                 return Ok(Verdict::TooMany);
             }
-            self.proven(db, client, token, counter, now).await
+            self.proven((db, client, now), (token, counter)).await
         };
         let (verdict, beside) = tokio::join!(gate, alongside);
         Ok((verdict?, Some(beside)))
@@ -206,11 +206,8 @@ impl Guard {
     /// The proof of a first step already within its address's rate.
     async fn proven(
         &self,
-        db: &Db,
-        client: IpAddr,
-        token: &str,
-        counter: &str,
-        now: i64,
+        (db, client, now): (&Db, IpAddr, i64),
+        (token, counter): (&str, &str),
     ) -> Result<Verdict, PortalError> {
         if self.bits == 0 {
             return Ok(Verdict::Admit(Proof::Off));
