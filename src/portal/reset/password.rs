@@ -98,13 +98,13 @@ pub async fn set_password(
     let operation = if target.kind == UserKind::CloudOnly { "reset.cloud" } else { "reset.writeback" };
     let ask = Ask::Password { new: &password, current: None };
     let act = Act { target: &target, msg_id: &msg_id, first, by: Requester::FORGOTTEN, ask, operation };
-    // A password set by its owner clears the count of wrong ones tried on the change form, and
-    // counts as one of the resets an hour allows (the last statement: did it block?).
     // Once the password is set the flow ends: the session as it will be then is written with
     // the outcome, not on its own after it (one trip fewer). It is put back if it does not end.
     let offset = crate::portal::pages::time_zone(&session, Some(&f.tz_offset)).await?;
     FLOW.take(&session).await?;
     let mut ended = store::sessions::stage(&session).await?;
+    // A password set by its owner clears the count of wrong ones tried on the change form, and
+    // counts as one of the resets an hour allows (the last statement: did it block?).
     let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
         if r.outcome.password_set() {
             batch.push_together(store::attempts::clear(&target.person().subject()));
