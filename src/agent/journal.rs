@@ -49,10 +49,10 @@ struct Lines {
 }
 
 impl Lines {
-    /// Opens the file at `path` (0600, made if need be) for lines written after what it holds
-    /// (after its last byte that is not a zero). The last line, if a crash cut it short, is
-    /// ended first, so that it cannot run into the next.
-    fn open(path: &Path, count: usize) -> anyhow::Result<Lines> {
+    /// Opens the file at `path` (0600, made if need be), which holds `text`, for lines written
+    /// after it (after its last byte that is not a zero). The last line, if a crash cut it
+    /// short, is ended first, so that it cannot run into the next.
+    fn open(path: &Path, text: &[u8], count: usize) -> anyhow::Result<Lines> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -61,7 +61,6 @@ impl Lines {
             .mode(0o600)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let end = text.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
         let mut lines = Lines { file, end: end as u64, len: text.len() as u64, count, kept: count };
         if text[..end].last().is_some_and(|b| *b != b'\n') {
@@ -111,23 +110,15 @@ impl Journal {
     /// Whatever else is there counts, even past zeros (a version that appended after them), so
     /// that an id is never forgotten: one counted by mistake is only refused after a restart.
     pub fn entries(path: &Path) -> anyhow::Result<Vec<(String, i64)>> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let entries = bytes.split(|b| *b == b'\n' || *b == 0).filter_map(|line| {
-            let (id, exp) = std::str::from_utf8(line).ok()?.split_once(' ')?;
-            Some((MsgId::parse(id).ok()?.as_str().to_string(), exp.parse::<i64>().ok()?))
-        });
-        Ok(entries.collect())
+        Ok(parsed(&bytes_of(path)?))
     }
 
     /// Reads the ids that have not expired at `now` and opens the file for the lines after them
     /// (0600).
     pub fn open(path: PathBuf, now: i64) -> anyhow::Result<Journal> {
-        let entries = read(&path, now)?;
-        let file = Lines::open(&path, entries.len())?;
+        let bytes = bytes_of(&path)?;
+        let entries: Vec<_> = parsed(&bytes).into_iter().filter(|(_, exp)| *exp > now).collect();
+        let file = Lines::open(&path, &bytes, entries.len())?;
         Ok(Journal { earlier: entries.into_iter().collect(), path, file: Mutex::new(file), waiting: Mutex::default() })
     }
 
@@ -204,7 +195,7 @@ impl Journal {
             let live = read(&self.path, now)?;
             let kept: String = live.iter().map(|(id, exp)| format!("{id} {exp}\n")).collect();
             crate::files::replace_private(&self.path, kept.as_bytes())?;
-            *lines = Lines::open(&self.path, live.len())?;
+            *lines = Lines::open(&self.path, kept.as_bytes(), live.len())?;
         }
         lines.write(text.as_bytes()).with_context(|| format!("writing {}", self.path.display()))?;
         lines.count += count;
@@ -215,6 +206,24 @@ impl Journal {
 /// The ids in the file whose requests have not expired at `now`.
 fn read(path: &Path, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(Journal::entries(path)?.into_iter().filter(|(_, exp)| *exp > now).collect())
+}
+
+/// The file's bytes; none for a file not made yet.
+fn bytes_of(path: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The ids of a journal's `bytes` (see [`Journal::entries`]).
+fn parsed(bytes: &[u8]) -> Vec<(String, i64)> {
+    let entries = bytes.split(|b| *b == b'\n' || *b == 0).filter_map(|line| {
+        let (id, exp) = std::str::from_utf8(line).ok()?.split_once(' ')?;
+        Some((MsgId::parse(id).ok()?.as_str().to_string(), exp.parse::<i64>().ok()?))
+    });
+    entries.collect()
 }
 
 #[cfg(test)]
