@@ -389,6 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Agent { config, cmd: None } => {
             let cfg = AgentConfig::load(config.as_deref())?;
+            let _running = passback::agent::state::Running::take(&cfg.state_file)?;
             passback::agent::Agent::new(cfg)?.run().await?;
         }
         Cmd::Agent { config, cmd: Some(AgentCmd::Enroll { portal, token }) } => {

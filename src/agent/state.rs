@@ -48,6 +48,46 @@ impl LoadedKey {
     }
 }
 
+/// What the running agent holds for as long as it runs: a lock on the file `<state>.lock`
+/// beside its state file (0600, made if need be). The system lets go of it when the process
+/// ends, however it ends.
+pub struct Running {
+    _file: std::fs::File,
+}
+
+impl Running {
+    /// Takes the lock, or says that another agent runs with this state file: two would answer
+    /// as one agent, and each would write its journal's lines over the other's. (`rotate-keys`
+    /// takes no lock: it is meant to run beside the agent, which picks up the new keys.)
+    pub fn take(state_file: &Path) -> anyhow::Result<Running> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = state_file.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock takes only the descriptor, which `file` keeps open for as long as the
+        // lock is held.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Running { _file: file });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "another agent is running with the state file {} (it holds {}): stop it first, or give this \
+                 one its own state file and enroll it with its own token",
+                state_file.display(),
+                path.display()
+            );
+        }
+        Err(e).with_context(|| format!("locking {}", path.display()))
+    }
+}
+
 impl AgentState {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(path).with_context(|| {

@@ -8,6 +8,7 @@ use passback::domain::{Anchor, DirectoryId, MsgId, Outcome};
 use passback::envelope::{self, Direction, Flags, FrameKind, Op, RequestPackage, SealedFrame};
 use passback::relay::protocol::{self, Wire};
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
 
 /// A request sealed exactly as the portal seals one, with the agent's current keys.
 fn sealed_reset(state: &AgentState, anchor: &Anchor, password: &str, expires_in: i64) -> SealedFrame {
@@ -245,8 +246,29 @@ async fn rotated_keys_are_used_at_once_without_restarting_the_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_refuses_to_start_when_its_state_file_is_readable_by_others() {
+async fn the_agent_refuses_to_start_beside_another_with_its_state_file_or_when_others_can_read_it() {
     let mut app = spawn_app().await;
+    // A second agent with the running one's state file: it would answer as the same agent and
+    // write its journal over the other's.
+    let mut second = app.agent_command(&[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if waited == 300 {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second agent with the same state file kept running");
+        }
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success() && said.contains("another agent is running with the state file"), "{said}");
+    app.wait_until_alive(true).await;
+
     app.stop_agent();
     std::fs::set_permissions(&app.agent_cfg.state_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = app.agent_command(&[]).output().unwrap();
