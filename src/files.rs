@@ -30,7 +30,11 @@ pub fn replace_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     write_private(&tmp, contents)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    // The new name lasts through a power cut only once its folder is synced: until then the old
+    // file may come back, without the keys just made or the journal's lines written since.
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(folder).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", folder.display()))
 }
 
 /// A new empty folder of a test's own, under the system's temporary folder.
