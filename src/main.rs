@@ -362,8 +362,8 @@ fn main() -> anyhow::Result<()> {
     // The running agent waits on the portal and the directory, with a few microseconds of
     // sealing and opening between: on one thread it spares the wake-ups of one thread by another
     // (measured with `passback bench`: a fifth less of the agent's CPU per operation, and half
-    // its context switches). What blocks (the journal's sync, unwrapping a key) runs on tokio's
-    // blocking threads.
+    // its context switches). What blocks for longer than a moment (the journal's sync, unwrapping
+    // a request's key, making a key pair) runs on tokio's blocking threads.
     let runtime = match cli.cmd {
         Cmd::Agent { cmd: None, .. } => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,

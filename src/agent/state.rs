@@ -48,9 +48,9 @@ impl LoadedKey {
     }
 }
 
-/// What the running agent holds for as long as it runs: a lock on the file `<state>.lock`
-/// beside its state file (0600, made if need be). The system lets go of it when the process
-/// ends, however it ends.
+/// What the running agent holds for as long as it runs: a lock on a file beside its state file,
+/// named as it is with `.lock` for its extension (`agent.json`: `agent.lock`; 0600, made if
+/// need be). The system lets go of it when the process ends, however it ends.
 pub struct Running {
     _file: std::fs::File,
 }
@@ -62,6 +62,7 @@ impl Running {
     pub fn take(state_file: &Path) -> anyhow::Result<Running> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
+        enrolled(state_file)?;
         let path = state_file.with_extension("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -88,11 +89,15 @@ impl Running {
     }
 }
 
+/// The state file's metadata, or why the agent cannot start without one.
+fn enrolled(path: &Path) -> anyhow::Result<std::fs::Metadata> {
+    std::fs::metadata(path)
+        .with_context(|| format!("agent state {} not found: enroll first with `passback agent enroll`", path.display()))
+}
+
 impl AgentState {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let meta = std::fs::metadata(path).with_context(|| {
-            format!("agent state {} not found: enroll first with `passback agent enroll`", path.display())
-        })?;
+        let meta = enrolled(path)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             bail!(

@@ -173,6 +173,10 @@ impl AgentConfig {
         if self.sync_interval_secs == 0 || self.full_sync_interval_secs < self.sync_interval_secs {
             bail!("agent: sync_interval_secs must be positive and full_sync_interval_secs at least as long");
         }
+        // Beside the state file the agent keeps files named as it is with these extensions.
+        if let Some(ext @ ("lock" | "answered")) = self.state_file.extension().and_then(|e| e.to_str()) {
+            bail!("agent: state_file must not end in .{ext}, which names a file the agent keeps beside it");
+        }
         Ok(())
     }
 }

@@ -312,4 +312,24 @@ mod tests {
         let cfg: AgentConfig = toml::from_str(text).unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("unencrypted"));
     }
+
+    #[test]
+    fn an_agent_refuses_a_state_file_named_as_the_files_it_keeps_beside_it() {
+        let text = r#"
+            [[directories]]
+            id = "corp"
+            kind = "openldap"
+            url = "ldaps://127.0.0.1:636"
+            bind_dn = "cn=passback"
+            bind_password_file = "/dev/null"
+            base_dns = ["ou=people,dc=example,dc=org"]
+        "#;
+        let mut cfg: AgentConfig = toml::from_str(text).unwrap();
+        assert!(cfg.validate().is_ok(), "{:?}", cfg.validate());
+        for (name, refused) in [("agent.lock", true), ("agent.answered", true), ("agent.json", false), ("agent", false)]
+        {
+            cfg.state_file = name.into();
+            assert_eq!(cfg.validate().is_err(), refused, "{name}: {:?}", cfg.validate());
+        }
+    }
 }

@@ -181,7 +181,7 @@ async fn a_change_with_the_right_old_password_succeeds() {
 }
 
 #[tokio::test]
-async fn sync_lists_everyone_in_scope_with_their_anchor_and_mail() {
+async fn sync_lists_everyone_in_scope_once_with_their_anchor_and_mail() {
     let fx = Fixture::start();
 
     let mut users = fx.directory.sync_users().await.unwrap();
@@ -197,6 +197,16 @@ async fn sync_lists_everyone_in_scope_with_their_anchor_and_mail() {
     assert_eq!(users[0].display_name, "Alice Liddell");
     assert_eq!(users[0].dn, fx.slapd.user_dn("alice"));
     assert_eq!(users[3].email, None);
+
+    // Two bases, one inside the other: each person is found once (two entries for one anchor
+    // would be refused as ambiguous).
+    let mut cfg = fx.slapd.directory_config("corp");
+    let inner = fx.slapd.user_dn("alice").split_once(',').map(|(_, parent)| parent.to_uppercase()).unwrap();
+    cfg.base_dns.push(inner);
+    let twice = Directory::new(&cfg).unwrap();
+    assert_eq!(twice.sync_users().await.unwrap().len(), users.len());
+    let answer = twice.reset(&users[0].anchor, &pw("Nested-Bases-Pass-1")).await;
+    assert_eq!(answer.outcome, Outcome::Success, "{}", answer.raw);
 }
 
 #[tokio::test]

@@ -147,6 +147,11 @@ impl Pool {
         use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
         const PAGE_SIZE: i32 = 500;
         let mut found: Vec<ldap3::SearchEntry> = Vec::new();
+        // An entry under two bases (one inside the other) is kept once. A set, not a scan of
+        // what was found for each entry: a full sync reads every person, and the agent's one
+        // thread answers nothing else meanwhile.
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let several = bases.len() > 1;
         for base in bases {
             let result = self
                 .run(Retry::Safe, |mut c: Conn| async move {
@@ -167,7 +172,7 @@ impl Pool {
             match result {
                 Ok(entries) => {
                     for e in entries {
-                        if !found.iter().any(|f| f.dn.eq_ignore_ascii_case(&e.dn)) {
+                        if !several || seen.insert(e.dn.to_ascii_lowercase()) {
                             found.push(e);
                         }
                     }
