@@ -298,33 +298,31 @@ mod tests {
         assert!(with(&mut cfg, "postgres://passback:pw@db.example.org/passback").is_ok(), "a test machine");
     }
 
-    #[test]
-    fn an_agent_refuses_a_directory_without_encryption() {
-        let text = r#"
+    /// An agent's configuration with one directory at `url`.
+    fn an_agent(url: &str) -> AgentConfig {
+        let text = format!(
+            r#"
             [[directories]]
             id = "corp"
             kind = "openldap"
-            url = "ldap://127.0.0.1:389"
+            url = "{url}"
             bind_dn = "cn=passback"
             bind_password_file = "/dev/null"
             base_dns = ["ou=people,dc=example,dc=org"]
-        "#;
-        let cfg: AgentConfig = toml::from_str(text).unwrap();
+            "#
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn an_agent_refuses_a_directory_without_encryption() {
+        let cfg = an_agent("ldap://127.0.0.1:389");
         assert!(cfg.validate().unwrap_err().to_string().contains("unencrypted"));
     }
 
     #[test]
     fn an_agent_refuses_a_state_file_named_as_the_files_it_keeps_beside_it() {
-        let text = r#"
-            [[directories]]
-            id = "corp"
-            kind = "openldap"
-            url = "ldaps://127.0.0.1:636"
-            bind_dn = "cn=passback"
-            bind_password_file = "/dev/null"
-            base_dns = ["ou=people,dc=example,dc=org"]
-        "#;
-        let mut cfg: AgentConfig = toml::from_str(text).unwrap();
+        let mut cfg = an_agent("ldaps://127.0.0.1:636");
         assert!(cfg.validate().is_ok(), "{:?}", cfg.validate());
         for (name, refused) in [("agent.lock", true), ("agent.answered", true), ("agent.json", false), ("agent", false)]
         {
