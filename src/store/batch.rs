@@ -12,29 +12,13 @@
 //! batch, whose values are bound in order across all its statements. For PostgreSQL, `?` is
 //! rewritten as `$1`, `$2`… outside quoted text.
 
+use super::inline::FromFields;
+use super::value::Value;
 use super::{Db, Tx};
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Either};
 use std::borrow::Cow;
-
-/// A value bound to a statement.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// NULL, of whatever type the statement expects there (PostgreSQL infers it).
-    Null,
-    Int(i64),
-    /// SQLite keeps it as 1 or 0; PostgreSQL as a `BOOLEAN`.
-    Bool(bool),
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-impl From<bool> for Value {
-    fn from(v: bool) -> Self {
-        Value::Bool(v)
-    }
-}
 
 /// A value kept as JSON text in a `TEXT` column, on either database (sqlx's own `Json` reads
 /// PostgreSQL's `JSONB` only).
@@ -67,54 +51,6 @@ impl<T: serde::Serialize> From<&JsonText<T>> for Value {
     /// As JSON text.
     fn from(v: &JsonText<T>) -> Self {
         Value::Text(serde_json::to_string(&v.0).unwrap_or_else(|_| "null".into()))
-    }
-}
-
-impl From<&[u8]> for Value {
-    fn from(v: &[u8]) -> Self {
-        Value::Bytes(v.to_vec())
-    }
-}
-
-impl From<Vec<u8>> for Value {
-    fn from(v: Vec<u8>) -> Self {
-        Value::Bytes(v)
-    }
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Int(v)
-    }
-}
-
-impl From<u32> for Value {
-    fn from(v: u32) -> Self {
-        Value::Int(v.into())
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(v.to_string())
-    }
-}
-
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(v)
-    }
-}
-
-impl From<&String> for Value {
-    fn from(v: &String) -> Self {
-        Value::Text(v.clone())
-    }
-}
-
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(Value::Null, Into::into)
     }
 }
 
@@ -230,8 +166,11 @@ impl Stmt {
 
     /// Runs it on its own: every row it returns.
     pub async fn fetch_all<T: Row>(self, db: &Db) -> sqlx::Result<Vec<T>> {
-        if db.is_postgres() && !self.locks.is_empty() {
-            return Ok(Batch::new().run_then(db, self).await?.rows);
+        if let Db::Postgres(pg) = db {
+            if !self.locks.is_empty() {
+                let alone = postgres_batch(pg.clone(), Vec::new(), Some(self), ReadWith::Nothing);
+                return Ok(to_its_end(alone).await?.rows);
+            }
         }
         match db {
             Db::Sqlite(db) => {
@@ -269,6 +208,35 @@ impl Stmt {
         (T,): Row,
     {
         Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
+    }
+
+    /// [`Stmt::fetch_optional`] for a read by key that every request makes (its session): on
+    /// `serve`'s SQLite file, a `SELECT` runs on the calling thread (see `super::inline`).
+    pub async fn fetch_optional_brief<T: Row + FromFields>(self, db: &Db) -> sqlx::Result<Option<T>> {
+        if let Some(inline) = db.inline().filter(|_| starts_with_word(&self.sql, "SELECT")) {
+            self.check_values();
+            match inline.read(&self.sql, &self.values) {
+                Ok(answer) => return answer.rows.into_iter().next().map(T::from_fields).transpose(),
+                Err(super::inline::Ran::Failed(e)) => return Err(e),
+                Err(super::inline::Ran::Busy) => {}
+            }
+        }
+        self.fetch_optional(db).await
+    }
+
+    /// [`Stmt::run`] for a write by key that many requests make (their session): on `serve`'s
+    /// SQLite file, on the calling thread in the writer's turn (see `super::inline`).
+    pub async fn run_brief(self, db: &Db) -> sqlx::Result<u64> {
+        if let (Db::Sqlite(sqlite), Some(inline)) = (db, db.inline()) {
+            self.check_values();
+            let turn = sqlite.writer_turn().await?;
+            match inline.write(&self.sql, &self.values) {
+                Ok(answer) => return Ok(answer.changed.last().copied().unwrap_or(0)),
+                Err(super::inline::Ran::Failed(e)) => return Err(e),
+                Err(super::inline::Ran::Busy) => drop(turn),
+            }
+        }
+        self.run(db).await
     }
 
     /// Runs it inside `tx`: how many rows it changed. (A statement that must be serialized runs
@@ -404,7 +372,7 @@ impl Batch {
     ///
     /// It runs to its end even if the caller stops waiting (a browser that went away): a
     /// transaction is never left half done on a pooled connection.
-    pub async fn run_then<T: Row>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
+    pub async fn run_then<T: Row + FromFields>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
         self.run_with(db, Some(read)).await
     }
 
@@ -419,7 +387,7 @@ impl Batch {
     /// `last_changed` counts the last statement when it was pushed on its own; the parts of a
     /// group are not counted one by one, and a batch that ends with one counts 0, on either
     /// database.
-    pub async fn run_then_together<T: Row>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
+    pub async fn run_then_together<T: Row + FromFields>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
         for table in self.0.iter().filter_map(|(s, _)| written_table(&s.sql)) {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
         }
@@ -457,9 +425,9 @@ impl Batch {
         Ok(self.run_with::<(i64,)>(db, None).await?.last_changed)
     }
 
-    async fn run_with<T: Row>(self, db: &Db, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
+    async fn run_with<T: Row + FromFields>(self, db: &Db, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
         match db.clone() {
-            Db::Sqlite(db) => to_its_end(sqlite_batch(db, self.0, read)).await,
+            Db::Sqlite(db) => sqlite_batch(db, self.0, read).await,
             Db::Postgres(db) => to_its_end(postgres_batch(db, self.0, read, ReadWith::Nothing)).await,
         }
     }
@@ -491,13 +459,16 @@ async fn to_its_end<R: Send + 'static>(
 }
 
 /// A batch on SQLite: one text, in a transaction that takes the write lock at once (so that it
-/// never has to be upgraded half way, which could fail under contention). Each statement reports
-/// what it changed as it ends: BEGIN is the first, so the last statement before the read is
-/// counted as the batch's length.
-async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<(Stmt, bool)>, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
-    use futures_util::TryStreamExt;
+/// never has to be upgraded half way, which could fail under contention). On `serve`'s file it
+/// runs on the calling thread (see `super::inline`), else (or when it would wait for another
+/// process's lock) on sqlx's writing connection.
+async fn sqlite_batch<T: Row + FromFields>(
+    db: super::Sqlite,
+    stmts: Vec<(Stmt, bool)>,
+    read: Option<Stmt>,
+) -> sqlx::Result<Ran<T>> {
     let last = stmts.len();
-    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    let mut sql = String::new();
     let mut values = Vec::new();
     for s in stmts.into_iter().map(|(s, _)| s).chain(read) {
         s.check_values();
@@ -505,7 +476,28 @@ async fn sqlite_batch<T: Row>(db: super::Sqlite, stmts: Vec<(Stmt, bool)>, read:
         sql.push_str(";\n");
         values.extend(s.values);
     }
-    sql.push_str("COMMIT;");
+    if let Some(inline) = db.inline.clone() {
+        let turn = db.writer_turn().await?;
+        match inline.write(&sql, &values) {
+            Ok(answer) => {
+                // The last statement before the read is the batch's `last`-th.
+                let last_changed = last.checked_sub(1).and_then(|at| answer.changed.get(at)).copied().unwrap_or(0);
+                let rows = answer.rows.into_iter().map(T::from_fields).collect::<sqlx::Result<_>>()?;
+                return Ok(Ran { rows, last_changed });
+            }
+            Err(super::inline::Ran::Failed(e)) => return Err(e),
+            Err(super::inline::Ran::Busy) => drop(turn),
+        }
+    }
+    to_its_end(sqlx_batch(db, last, sql, values)).await
+}
+
+/// [`sqlite_batch`] on sqlx's writing connection. Each statement reports what it changed as it
+/// ends: BEGIN is the first, so the last statement before the read is counted as the batch's
+/// length.
+async fn sqlx_batch<T: Row>(db: super::Sqlite, last: usize, sql: String, values: Vec<Value>) -> sqlx::Result<Ran<T>> {
+    use futures_util::TryStreamExt;
+    let sql = format!("BEGIN IMMEDIATE;\n{sql}COMMIT;");
     let args = sqlite_arguments(values)?;
     let mut lease = db.lease_to_write().await?;
     lease.in_transaction(true);

@@ -81,9 +81,13 @@ async fn checkpoint_past(db: &Db, past: i64) -> sqlx::Result<()> {
         return Ok(());
     }
     let (_busy, frames, copied): (i64, i64, i64) = Stmt::new("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(db).await?;
+    if frames > 0 && copied == frames {
+        db.after_checkpoint();
+    }
     // Only once all of it is copied: then the wait is for the reads of the moment alone.
     if frames >= past && copied == frames {
         Stmt::new("PRAGMA wal_checkpoint(RESTART)").run(db).await?;
+        db.after_checkpoint();
     }
     Ok(())
 }

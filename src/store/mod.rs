@@ -8,6 +8,7 @@ pub mod batch;
 pub mod cloud;
 pub mod codes;
 pub mod housekeeping;
+mod inline;
 pub mod passkeys;
 pub mod presence;
 pub mod reminders;
@@ -16,15 +17,17 @@ pub mod security;
 pub mod sessions;
 pub mod staff;
 pub mod users;
+mod value;
 pub mod writebacks;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use batch::{Batch, JsonText, Ran, Row, Stmt, Value};
+pub use batch::{Batch, JsonText, Ran, Row, Stmt};
+pub use value::Value;
 
 /// The portal's database: the embedded SQLite file, or PostgreSQL shared by several instances.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub struct Lending<DB: sqlx::Database> {
     spare: std::sync::Arc<Spare<DB::Connection>>,
     /// On a SQLite file, the one connection that writes ([`Lending::lease_to_write`]).
     writer: Option<std::sync::Arc<Spare<DB::Connection>>>,
+    /// On `serve`'s SQLite file, connections that run brief statements on the calling thread.
+    inline: Option<std::sync::Arc<inline::Inline>>,
 }
 
 impl<DB: sqlx::Database> Clone for Lending<DB> {
@@ -58,6 +63,7 @@ impl<DB: sqlx::Database> Clone for Lending<DB> {
             opener: self.opener.clone(),
             spare: self.spare.clone(),
             writer: self.writer.clone(),
+            inline: self.inline.clone(),
         }
     }
 }
@@ -107,7 +113,7 @@ impl<DB: sqlx::Database> Lending<DB> {
         };
         // A SQLite file's writer; an in-memory database has its one connection only.
         let writer = at_once.filter(|_| !link).map(|_| spare(Some(1)));
-        Lending { pool, opener, spare: spare(at_once), writer }
+        Lending { pool, opener, spare: spare(at_once), writer, inline: None }
     }
 
     /// A connection for a statement or batch that writes. SQLite lets one connection write at a
@@ -183,6 +189,9 @@ impl<DB: sqlx::Database> Lending<DB> {
     }
 
     fn close_spare(&self) {
+        if let Some(inline) = &self.inline {
+            inline.close();
+        }
         for spare in std::iter::once(&self.spare).chain(&self.writer) {
             let mut idle = spare.idle.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(turns) = &spare.turns {
@@ -352,6 +361,22 @@ impl Db {
         })
     }
 
+    /// The connections that run brief statements on the calling thread, on `serve`'s SQLite file.
+    fn inline(&self) -> Option<&inline::Inline> {
+        match self {
+            Db::Sqlite(db) => db.inline.as_deref(),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// Tells the connections that run statements on the calling thread that a checkpoint copied
+    /// the whole log (see [`inline::Inline::after_checkpoint`]).
+    fn after_checkpoint(&self) {
+        if let Some(inline) = self.inline() {
+            inline.after_checkpoint();
+        }
+    }
+
     /// The SQLite pool, for tests of what only SQLite has.
     #[cfg(test)]
     pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
@@ -403,19 +428,17 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
     if crate::config::is_postgres_url(url) {
         return open_postgres(url, max_connections, durable).await;
     }
-    let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
     let mut opts = SqliteConnectOptions::from_str(url)
         .with_context(|| "database.url")?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(sync)
-        .foreign_keys(true)
         .busy_timeout(BUSY_FOR);
-    if checkpoints_apart {
-        // After a checkpoint, a log grown by a burst is cut back to 64 MiB on the disk.
-        opts = opts.pragma("wal_autocheckpoint", "0").pragma("journal_size_limit", "67108864");
+    let pragmas = per_connection(durable, checkpoints_apart);
+    for (name, value) in &pragmas {
+        opts = opts.pragma(*name, *value);
     }
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let file = opts.get_filename().to_path_buf();
     if !in_memory {
         private_database_file(opts.get_filename())?;
     }
@@ -430,7 +453,24 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
         .await
         .context("opening the database")?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("applying migrations")?;
-    Ok(Db::Sqlite(Sqlite::new(pool, (!in_memory).then_some(max_connections), None)))
+    let mut db = Sqlite::new(pool, (!in_memory).then_some(max_connections), None);
+    // Only `serve`'s: there nothing checkpoints the log on a commit, nor flushes it (see `inline`).
+    if checkpoints_apart && !durable && !in_memory {
+        db.inline = Some(std::sync::Arc::new(inline::Inline::new(&file, &pragmas)?));
+    }
+    Ok(Db::Sqlite(db))
+}
+
+/// What each connection to a SQLite file is set to as it opens, sqlx's and the portal's own
+/// (see `inline`): whether a commit is flushed, foreign keys, and for `serve` (`checkpoints_apart`)
+/// no checkpoint made by a commit.
+fn per_connection(durable: bool, checkpoints_apart: bool) -> Vec<(&'static str, &'static str)> {
+    let mut pragmas = vec![("synchronous", if durable { "FULL" } else { "NORMAL" }), ("foreign_keys", "ON")];
+    if checkpoints_apart {
+        // After a checkpoint, a log grown by a burst is cut back to 64 MiB on the disk.
+        pragmas.extend([("wal_autocheckpoint", "0"), ("journal_size_limit", "67108864")]);
+    }
+    pragmas
 }
 
 /// Opens a PostgreSQL database and applies its migrations. Several instances may start at once:

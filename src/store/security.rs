@@ -460,20 +460,20 @@ pub async fn take_allowance(db: &Db, bucket: &str, window_secs: i64, limit: u32,
     // What the allowance may run ahead of now: the whole of it, exactly `limit` intervals.
     let burst = interval.saturating_mul(i64::from(limit.max(1)));
     let now_us = now.saturating_mul(1_000_000);
-    let moved: Option<i64> = Stmt::new(
+    // A row inserted or moved is one changed; a spent allowance's update is not made.
+    let moved = Stmt::new(
         "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2 + $3) \
          ON CONFLICT (bucket) DO UPDATE \
          SET tat = (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 \
-         WHERE (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 - $2 <= $4 \
-         RETURNING tat",
+         WHERE (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 - $2 <= $4",
     )
     .bind(bucket)
     .bind(now_us)
     .bind(interval)
     .bind(burst)
-    .scalar(db)
+    .run_brief(db)
     .await?;
-    Ok(moved.is_some())
+    Ok(moved == 1)
 }
 
 /// Marks a proof-of-work challenge spent until it expires; false if it was spent before. Expired

@@ -110,7 +110,7 @@ impl Sessions {
     /// Inserts or replaces `record` (`replace`), or inserts it only if its id is new: whether
     /// it was written.
     async fn write(&self, record: &Record, replace: bool) -> session_store::Result<bool> {
-        let written = self.upsert(record, replace)?.run(&self.0).await.map_err(backend)?;
+        let written = self.upsert(record, replace)?.run_brief(&self.0).await.map_err(backend)?;
         Ok(written == 1)
     }
 
@@ -175,7 +175,7 @@ impl SessionStore for Sessions {
              AND expiry_date > to_timestamp(CAST(? AS DOUBLE PRECISION) / 1000000)",
         );
         let stmt = self.time(stmt.bind(id.to_string()), OffsetDateTime::now_utc())?;
-        let data: Option<(Vec<u8>,)> = stmt.fetch_optional(&self.0).await.map_err(backend)?;
+        let data: Option<(Vec<u8>,)> = stmt.fetch_optional_brief(&self.0).await.map_err(backend)?;
         data.map(|(d,)| rmp_serde::from_slice(&d).map_err(|e| session_store::Error::Decode(e.to_string()))).transpose()
     }
 

@@ -20,7 +20,7 @@ pub struct Claim<'a> {
 
 /// Claims the message id; false if it was claimed before (a double submit).
 pub async fn claim(db: &Db, c: &Claim<'_>) -> sqlx::Result<bool> {
-    claim_where(c, "VALUES (?, ?, ?, ?, ?, ?, ?, ?)").changed_one(db).await
+    Ok(claim_where(c, "VALUES (?, ?, ?, ?, ?, ?, ?, ?)").run_brief(db).await? == 1)
 }
 
 /// Takes `reservation` (within `limits`) and, only if it was taken, claims `c`, in one
