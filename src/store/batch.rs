@@ -210,18 +210,24 @@ impl Stmt {
         Ok(self.fetch_all::<(T,)>(db).await?.into_iter().map(|(v,)| v).collect())
     }
 
-    /// [`Stmt::fetch_optional`] for a read by key that every request makes (its session): on
-    /// `serve`'s SQLite file, a `SELECT` runs on the calling thread (see `super::inline`).
-    pub async fn fetch_optional_brief<T: Row + FromFields>(self, db: &Db) -> sqlx::Result<Option<T>> {
+    /// [`Stmt::fetch_all`] for a read by key that most requests make (their session, the
+    /// person a name is): on `serve`'s SQLite file, a `SELECT` runs on the calling thread (see
+    /// `super::inline`).
+    pub async fn fetch_all_brief<T: Row + FromFields>(self, db: &Db) -> sqlx::Result<Vec<T>> {
         if let Some(inline) = db.inline().filter(|_| starts_with_word(&self.sql, "SELECT")) {
             self.check_values();
             match inline.read(&self.sql, &self.values) {
-                Ok(answer) => return answer.rows.into_iter().next().map(T::from_fields).transpose(),
+                Ok(answer) => return answer.rows.into_iter().map(T::from_fields).collect(),
                 Err(super::inline::Ran::Failed(e)) => return Err(e),
                 Err(super::inline::Ran::Busy) => {}
             }
         }
-        self.fetch_optional(db).await
+        self.fetch_all(db).await
+    }
+
+    /// [`Stmt::fetch_all_brief`]'s first row, if any.
+    pub async fn fetch_optional_brief<T: Row + FromFields>(self, db: &Db) -> sqlx::Result<Option<T>> {
+        Ok(self.fetch_all_brief(db).await?.into_iter().next())
     }
 
     /// [`Stmt::run`] for a write by key that many requests make (their session): on `serve`'s

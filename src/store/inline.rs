@@ -1,5 +1,5 @@
-//! SQLite statements run on the calling thread, for the few trips every request makes (its
-//! session, its batches). sqlx runs each SQLite connection on a thread of its own: a statement
+//! SQLite statements run on the calling thread, for the few trips most requests make (their
+//! session, the person a name is, their limits and claims, their batches). sqlx runs each SQLite connection on a thread of its own: a statement
 //! is handed to that thread and its answer handed back, and on this kind of machine the two
 //! hand-offs cost more than a session read itself (about 0.1 ms one at a time, and a context
 //! switch each under load). Here the portal keeps a few connections of its own to the same file
@@ -537,6 +537,11 @@ tuple_from_fields!(A);
 tuple_from_fields!(A, B);
 tuple_from_fields!(A, B, C);
 tuple_from_fields!(A, B, C, D);
+tuple_from_fields!(A, B, C, D, E);
+tuple_from_fields!(A, B, C, D, E, F);
+tuple_from_fields!(A, B, C, D, E, F, G);
+tuple_from_fields!(A, B, C, D, E, F, G, H);
+tuple_from_fields!(A, B, C, D, E, F, G, H, I);
 
 /// The next value of a row, as `T`.
 fn field<T: FromField>(next: Option<(usize, Field)>) -> sqlx::Result<T> {

@@ -260,6 +260,25 @@ pub struct LoginMatch {
     pub display_name: String,
 }
 
+/// Read on the calling thread ([`find_anywhere`]): its columns in the order of its fields.
+impl super::inline::FromFields for LoginMatch {
+    fn from_fields(row: Vec<super::inline::Field>) -> sqlx::Result<Self> {
+        let (directory, anchor, username, email, other_emails, protected, enabled, kind_override, display_name) =
+            super::inline::FromFields::from_fields(row)?;
+        Ok(LoginMatch {
+            directory,
+            anchor,
+            username,
+            email,
+            other_emails,
+            protected,
+            enabled,
+            kind_override,
+            display_name,
+        })
+    }
+}
+
 impl LoginMatch {
     pub fn is_cloud(&self) -> bool {
         self.directory.is_empty()
@@ -280,7 +299,7 @@ pub async fn find_anywhere(db: &Db, login: &str) -> sqlx::Result<Vec<LoginMatch>
          LIMIT 10",
     )
     .bind(login)
-    .fetch_all(db)
+    .fetch_all_brief(db)
     .await
 }
 
