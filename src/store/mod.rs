@@ -1,4 +1,5 @@
-//! The portal's database: sqlx queries behind small repositories. SQLite by default.
+//! The portal's database: sqlx queries behind small repositories. SQLite by default, where
+//! `serve` runs the statements every request makes on the request's own thread ([`inline`]).
 //! Only the portal uses this module; the agent never touches the database.
 
 pub mod agents;
