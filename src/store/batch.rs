@@ -216,10 +216,8 @@ impl Stmt {
     pub async fn fetch_all_brief<T: Row + FromFields>(self, db: &Db) -> sqlx::Result<Vec<T>> {
         if let Some(inline) = db.inline().filter(|_| starts_with_word(&self.sql, "SELECT")) {
             self.check_values();
-            match inline.read(&self.sql, &self.values) {
-                Ok(answer) => return answer.rows.into_iter().map(T::from_fields).collect(),
-                Err(super::inline::Ran::Failed(e)) => return Err(e),
-                Err(super::inline::Ran::Busy) => {}
+            if let Some(answer) = super::inline::settled(inline.read(&self.sql, &self.values)) {
+                return answer?.rows.into_iter().map(T::from_fields).collect();
             }
         }
         self.fetch_all(db).await
@@ -233,13 +231,10 @@ impl Stmt {
     /// [`Stmt::run`] for a write by key that many requests make (their session): on `serve`'s
     /// SQLite file, on the calling thread in the writer's turn (see `super::inline`).
     pub async fn run_brief(self, db: &Db) -> sqlx::Result<u64> {
-        if let (Db::Sqlite(sqlite), Some(inline)) = (db, db.inline()) {
+        if let (Db::Sqlite(sqlite), Some(_)) = (db, db.inline()) {
             self.check_values();
-            let turn = sqlite.writer_turn().await?;
-            match inline.write(&self.sql, &self.values) {
-                Ok(answer) => return Ok(answer.changed.last().copied().unwrap_or(0)),
-                Err(super::inline::Ran::Failed(e)) => return Err(e),
-                Err(super::inline::Ran::Busy) => drop(turn),
+            if let Some(answer) = written_here(sqlite, &self.sql, &self.values).await? {
+                return Ok(answer.changed.last().copied().unwrap_or(0));
             }
         }
         self.run(db).await
@@ -482,20 +477,22 @@ async fn sqlite_batch<T: Row + FromFields>(
         sql.push_str(";\n");
         values.extend(s.values);
     }
-    if let Some(inline) = db.inline.clone() {
-        let turn = db.writer_turn().await?;
-        match inline.write(&sql, &values) {
-            Ok(answer) => {
-                // The last statement before the read is the batch's `last`-th.
-                let last_changed = last.checked_sub(1).and_then(|at| answer.changed.get(at)).copied().unwrap_or(0);
-                let rows = answer.rows.into_iter().map(T::from_fields).collect::<sqlx::Result<_>>()?;
-                return Ok(Ran { rows, last_changed });
-            }
-            Err(super::inline::Ran::Failed(e)) => return Err(e),
-            Err(super::inline::Ran::Busy) => drop(turn),
-        }
+    if let Some(answer) = written_here(&db, &sql, &values).await? {
+        // The last statement before the read is the batch's `last`-th.
+        let last_changed = last.checked_sub(1).and_then(|at| answer.changed.get(at)).copied().unwrap_or(0);
+        let rows = answer.rows.into_iter().map(T::from_fields).collect::<sqlx::Result<_>>()?;
+        return Ok(Ran { rows, last_changed });
     }
     to_its_end(sqlx_batch(db, last, sql, values)).await
+}
+
+/// Runs `sql` (statements that write) on `serve`'s SQLite file, on the calling thread in the
+/// writer's turn (see `super::inline`): `None` when it is left to sqlx's writing connection,
+/// the turn given back for it.
+async fn written_here(db: &super::Sqlite, sql: &str, values: &[Value]) -> sqlx::Result<Option<super::inline::Answer>> {
+    let Some(inline) = &db.inline else { return Ok(None) };
+    let _turn = db.writer_turn().await?;
+    super::inline::settled(inline.write(sql, values)).transpose()
 }
 
 /// [`sqlite_batch`] on sqlx's writing connection. Each statement reports what it changed as it

@@ -50,6 +50,15 @@ pub enum Ran {
     Failed(sqlx::Error),
 }
 
+/// What ran here, or `None` when it is left to sqlx's connections ([`Ran::Busy`]).
+pub fn settled(ran: Result<Answer, Ran>) -> Option<sqlx::Result<Answer>> {
+    match ran {
+        Ok(answer) => Some(Ok(answer)),
+        Err(Ran::Failed(e)) => Some(Err(e)),
+        Err(Ran::Busy) => None,
+    }
+}
+
 /// The connections of one SQLite file kept for running statements on the calling thread.
 pub struct Inline {
     path: CString,

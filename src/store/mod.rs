@@ -441,7 +441,7 @@ async fn open(url: &str, max_connections: u32, durable: bool, checkpoints_apart:
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let file = opts.get_filename().to_path_buf();
     if !in_memory {
-        private_database_file(opts.get_filename())?;
+        private_database_file(&file)?;
     }
     let pool = SqlitePoolOptions::new()
         // An in-memory SQLite database lives in one connection; more would each see their own.
