@@ -132,7 +132,7 @@ impl Stmt {
     pub async fn run(self, db: &Db) -> sqlx::Result<u64> {
         if db.is_postgres() && !self.locks.is_empty() {
             let mut alone = Batch::new();
-            alone.0.push((self, false));
+            alone.stmts.push((self, false));
             return alone.run_counting_last(db).await;
         }
         match db {
@@ -168,7 +168,7 @@ impl Stmt {
     pub async fn fetch_all<T: Row>(self, db: &Db) -> sqlx::Result<Vec<T>> {
         if let Db::Postgres(pg) = db {
             if !self.locks.is_empty() {
-                let alone = postgres_batch(pg.clone(), Vec::new(), Some(self), ReadWith::Nothing);
+                let alone = postgres_batch(pg.clone(), Vec::new(), Some(self), (ReadWith::Nothing, None));
                 return Ok(to_its_end(alone).await?.rows);
             }
         }
@@ -316,10 +316,16 @@ impl Tx {
 /// Statements run together: all of them or none. Each is marked with whether it belongs to a
 /// group ([`Batch::push_together`]): a run of such statements, one after the other.
 #[derive(Debug, Default)]
-pub struct Batch(Vec<(Stmt, bool)>);
+pub struct Batch {
+    stmts: Vec<(Stmt, bool)>,
+    /// The statement of the last group whose rows changed are counted, if one was pushed with
+    /// [`Batch::push_together_counted`].
+    counted: Option<usize>,
+}
 
-/// What a batch's closing read returned, and how many rows its last statement before that changed
-/// (for a read together, see [`Batch::run_then_together`]).
+/// What a batch's closing read returned, and how many rows its counted statement changed: the
+/// last one before the read, or the one pushed with [`Batch::push_together_counted`] (for a read
+/// together, see [`Batch::run_then_together`]).
 #[derive(Debug)]
 pub struct Ran<T> {
     pub rows: Vec<T>,
@@ -328,13 +334,13 @@ pub struct Ran<T> {
 
 impl Batch {
     pub fn new() -> Self {
-        Batch(Vec::new())
+        Batch::default()
     }
 
     pub fn push(&mut self, s: Stmt) {
         // A numbered placeholder would take a value of another statement of the batch.
         assert!(highest_numbered_placeholder(&s.sql).is_none(), "a batched statement binds with `?` only: {}", s.sql);
-        self.0.push((s, false));
+        self.stmts.push((s, false));
     }
 
     /// Pushes a statement that neither reads nor writes a row that another of its group writes:
@@ -352,19 +358,33 @@ impl Batch {
         fits_a_group(&s.sql);
         assert!(written_table(&s.sql).is_some(), "a statement of a group writes: {}", s.sql);
         if let Some(table) = written_table(&s.sql) {
-            let mut group = self.0.iter().rev().take_while(|(_, together)| *together);
+            let mut group = self.stmts.iter().rev().take_while(|(_, together)| *together);
             let shared =
                 group.any(|(other, _)| written_table(&other.sql).is_some_and(|t| t.eq_ignore_ascii_case(table)));
             assert!(!shared, "two statements of a group write {table}: {}", s.sql);
         }
         self.push(s);
-        if let Some(last) = self.0.last_mut() {
+        if let Some(last) = self.stmts.last_mut() {
             last.1 = true;
         }
     }
 
+    /// [`Batch::push_together`] for the one statement whose rows changed the batch counts
+    /// ([`Ran::last_changed`]), though others of its group follow it. Its group must be the one
+    /// that ends the batch, run with a read together that returns one row
+    /// ([`Batch::run_then_together`]): on PostgreSQL the count comes back beside that row.
+    ///
+    /// It may read a table that a statement pushed after it writes: on SQLite it runs before
+    /// that statement, and on PostgreSQL the group's parts all see the database as it was
+    /// before any of them, so it reads the same on both (never what the later one wrote).
+    pub fn push_together_counted(&mut self, s: Stmt) {
+        assert!(self.counted.is_none(), "one counted statement in a batch: {}", s.sql);
+        self.push_together(s);
+        self.counted = Some(self.stmts.len() - 1);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.stmts.is_empty()
     }
 
     /// Runs every statement, then `read`, in one transaction: the rows `read` returns, and how
@@ -374,6 +394,7 @@ impl Batch {
     /// It runs to its end even if the caller stops waiting (a browser that went away): a
     /// transaction is never left half done on a pooled connection.
     pub async fn run_then<T: Row + FromFields>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
+        assert!(self.counted.is_none(), "a counted statement of a group is run with a read together");
         self.run_with(db, Some(read)).await
     }
 
@@ -385,28 +406,44 @@ impl Batch {
     /// together and none takes a lock, that is all there is: one statement, atomic on its own,
     /// one trip to the server instead of a transaction's four.
     ///
-    /// `last_changed` counts the last statement when it was pushed on its own; the parts of a
-    /// group are not counted one by one, and a batch that ends with one counts 0, on either
-    /// database.
+    /// `last_changed` counts the statement pushed with [`Batch::push_together_counted`] (then
+    /// `read` must return a row), else the last one when it was pushed on its own; the other
+    /// parts of a group are not counted one by one, and a batch that ends with one counts 0, on
+    /// either database.
     pub async fn run_then_together<T: Row + FromFields>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
-        for table in self.0.iter().filter_map(|(s, _)| written_table(&s.sql)) {
+        for table in self.stmts.iter().filter_map(|(s, _)| written_table(&s.sql)) {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
         }
         fits_a_group(&read.sql);
-        let counted = self.0.last().is_some_and(|(_, together)| !together);
+        if let Some(at) = self.counted {
+            let in_last_group = self.stmts[at..].iter().all(|(_, together)| *together);
+            assert!(in_last_group, "the counted statement is in the group that ends the batch");
+        }
+        let counted = self.counted.is_some() || self.stmts.last().is_some_and(|(_, together)| !together);
         let one_group = !self.is_empty()
-            && self.0.iter().all(|(s, together)| *together && s.locks.is_empty())
+            && self.stmts.iter().all(|(s, together)| *together && s.locks.is_empty())
             && read.locks.is_empty();
+        let (rows_wanted, at) = (self.counted.is_some(), self.counted);
         let mut ran = match db.clone() {
-            Db::Postgres(_) if one_group => {
-                let mut group: Vec<Stmt> = self.0.into_iter().map(|(s, _)| s).collect();
+            Db::Postgres(db) if one_group => {
+                let mut group: Vec<Stmt> = self.stmts.into_iter().map(|(s, _)| s).collect();
                 group.push(read);
-                let (whole, db) = (joined(group), db.clone());
-                Ran { rows: to_its_end(async move { whole.fetch_all(&db).await }).await?, last_changed: 0 }
+                let whole = joined(group, at);
+                to_its_end(async move {
+                    let mut lease = db.lease().await?;
+                    let ran = fetch_group(lease.conn()?, whole, at.is_some()).await;
+                    lease.after(ran)
+                })
+                .await?
             }
-            Db::Postgres(db) => to_its_end(postgres_batch(db, self.0, Some(read), ReadWith::LastGroup)).await?,
-            Db::Sqlite(_) => self.run_then(db, read).await?,
+            Db::Postgres(db) => {
+                to_its_end(postgres_batch(db, self.stmts, Some(read), (ReadWith::LastGroup, at))).await?
+            }
+            Db::Sqlite(_) => self.run_with(db, Some(read)).await?,
         };
+        if rows_wanted && ran.rows.is_empty() {
+            return Err(sqlx::Error::Protocol("a read with a counted group returned no row".into()));
+        }
         if !counted {
             ran.last_changed = 0;
         }
@@ -423,13 +460,16 @@ impl Batch {
 
     /// Runs every statement in one transaction: how many rows the last one changed.
     pub async fn run_counting_last(self, db: &Db) -> sqlx::Result<u64> {
+        assert!(self.counted.is_none(), "a counted statement of a group is run with a read together");
         Ok(self.run_with::<(i64,)>(db, None).await?.last_changed)
     }
 
     async fn run_with<T: Row + FromFields>(self, db: &Db, read: Option<Stmt>) -> sqlx::Result<Ran<T>> {
         match db.clone() {
-            Db::Sqlite(db) => sqlite_batch(db, self.0, read).await,
-            Db::Postgres(db) => to_its_end(postgres_batch(db, self.0, read, ReadWith::Nothing)).await,
+            Db::Sqlite(db) => sqlite_batch(db, self.stmts, read, self.counted).await,
+            Db::Postgres(db) => {
+                to_its_end(postgres_batch(db, self.stmts, read, (ReadWith::Nothing, self.counted))).await
+            }
         }
     }
 }
@@ -467,8 +507,10 @@ async fn sqlite_batch<T: Row + FromFields>(
     db: super::Sqlite,
     stmts: Vec<(Stmt, bool)>,
     read: Option<Stmt>,
+    counted: Option<usize>,
 ) -> sqlx::Result<Ran<T>> {
-    let last = stmts.len();
+    // The statement counted: the one marked, else the last before the read.
+    let counted = counted.or(stmts.len().checked_sub(1));
     let mut sql = String::new();
     let mut values = Vec::new();
     for s in stmts.into_iter().map(|(s, _)| s).chain(read) {
@@ -478,12 +520,11 @@ async fn sqlite_batch<T: Row + FromFields>(
         values.extend(s.values);
     }
     if let Some(answer) = written_here(&db, &sql, &values).await? {
-        // The last statement before the read is the batch's `last`-th.
-        let last_changed = last.checked_sub(1).and_then(|at| answer.changed.get(at)).copied().unwrap_or(0);
+        let last_changed = counted.and_then(|at| answer.changed.get(at)).copied().unwrap_or(0);
         let rows = answer.rows.into_iter().map(T::from_fields).collect::<sqlx::Result<_>>()?;
         return Ok(Ran { rows, last_changed });
     }
-    to_its_end(sqlx_batch(db, last, sql, values)).await
+    to_its_end(sqlx_batch(db, counted, sql, values)).await
 }
 
 /// Runs `sql` (statements that write) on `serve`'s SQLite file, on the calling thread in the
@@ -496,9 +537,13 @@ async fn written_here(db: &super::Sqlite, sql: &str, values: &[Value]) -> sqlx::
 }
 
 /// [`sqlite_batch`] on sqlx's writing connection. Each statement reports what it changed as it
-/// ends: BEGIN is the first, so the last statement before the read is counted as the batch's
-/// length.
-async fn sqlx_batch<T: Row>(db: super::Sqlite, last: usize, sql: String, values: Vec<Value>) -> sqlx::Result<Ran<T>> {
+/// ends: BEGIN is the first, so the `counted`-th statement (from 0) is the one after it.
+async fn sqlx_batch<T: Row>(
+    db: super::Sqlite,
+    counted: Option<usize>,
+    sql: String,
+    values: Vec<Value>,
+) -> sqlx::Result<Ran<T>> {
     use futures_util::TryStreamExt;
     let sql = format!("BEGIN IMMEDIATE;\n{sql}COMMIT;");
     let args = sqlite_arguments(values)?;
@@ -514,7 +559,7 @@ async fn sqlx_batch<T: Row>(db: super::Sqlite, last: usize, sql: String, values:
         while let Some(item) = results.try_next().await? {
             match item {
                 Either::Left(done) => {
-                    if ended == last {
+                    if counted.map(|at| at + 1) == Some(ended) {
                         ran.last_changed = done.rows_affected();
                     }
                     ended += 1;
@@ -543,15 +588,20 @@ async fn postgres_batch<T: Row>(
     db: super::Postgres,
     stmts: Vec<(Stmt, bool)>,
     mut read: Option<Stmt>,
-    read_with: ReadWith,
+    (read_with, counted): (ReadWith, Option<usize>),
 ) -> sqlx::Result<Ran<T>> {
     use std::fmt::Write;
-    // Each group pushed together is one statement (the last one perhaps with the read).
+    // Each group pushed together is one statement (the last one perhaps with the read), and
+    // where in its group the counted statement is.
     let mut groups: Vec<(Vec<Stmt>, bool)> = Vec::new();
-    for (s, together) in stmts {
+    let mut counted_at = None;
+    for (i, (s, together)) in stmts.into_iter().enumerate() {
         match groups.last_mut() {
             Some((group, true)) if together => group.push(s),
             _ => groups.push((vec![s], together)),
+        }
+        if counted == Some(i) {
+            counted_at = groups.last().map(|(group, _)| (groups.len() - 1, group.len() - 1));
         }
     }
     let mut reads_at = None;
@@ -561,7 +611,13 @@ async fn postgres_batch<T: Row>(
             reads_at = Some(at);
         }
     }
-    let stmts: Vec<Stmt> = groups.into_iter().map(|(group, _)| joined(group)).collect();
+    // Counted beside the read it goes with (see `Batch::push_together_counted`).
+    assert!(counted_at.is_none_or(|(group, _)| Some(group) == reads_at), "a counted statement goes with the read");
+    let stmts: Vec<Stmt> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(at, (group, _))| joined(group, counted_at.filter(|(g, _)| *g == at).map(|(_, part)| part)))
+        .collect();
     let mut locks: Vec<i64> = stmts.iter().chain(&read).flat_map(|s| s.locks.iter().copied()).collect();
     locks.sort_unstable();
     locks.dedup();
@@ -578,7 +634,7 @@ async fn postgres_batch<T: Row>(
         sqlx::Executor::execute(&mut *conn, begin.as_str()).await?;
         for (at, s) in stmts.into_iter().enumerate() {
             if reads_at == Some(at) {
-                ran.rows = s.fetch_all_on(Conn::Postgres(&mut *conn)).await?;
+                ran = fetch_group(&mut *conn, s, counted_at.is_some()).await?;
             } else {
                 ran.last_changed = s.run_on(Conn::Postgres(&mut *conn)).await?;
             }
@@ -635,8 +691,10 @@ fn starts_with_word(sql: &str, word: &str) -> bool {
 }
 
 /// The statements of a group ([`Batch::push_together`]) as one, for PostgreSQL: each but the last
-/// a data-modifying `WITH` query, run once whether or not the last refers to it.
-fn joined(group: Vec<Stmt>) -> Stmt {
+/// a data-modifying `WITH` query, run once whether or not the last refers to it. With `counted`
+/// (the place of the part pushed with [`Batch::push_together_counted`], the last being a read),
+/// the rows that part changed come beside each row of the read, as [`COUNTED`].
+fn joined(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
     let (mut queries, mut main) = (Vec::new(), String::new());
     let (mut values, mut locks) = (Vec::new(), Vec::new());
     let last = group.len().saturating_sub(1);
@@ -644,15 +702,42 @@ fn joined(group: Vec<Stmt>) -> Stmt {
         let text = part.sql.trim().trim_end_matches(';').to_string();
         if i < last {
             // On lines of their own: a statement's closing comment, if it had one, ends there.
-            queries.push(format!("together{i} AS (\n{text}\n)"));
+            let returning = if counted == Some(i) { "\nRETURNING 1" } else { "" };
+            queries.push(format!("together{i} AS (\n{text}{returning}\n)"));
         } else {
             main = text;
         }
         values.extend(part.values);
         locks.extend(part.locks);
     }
+    if let Some(at) = counted {
+        assert!(at < last, "a counted part is followed by the read");
+        main = format!(
+            "SELECT counted_read.*, (SELECT COUNT(*) FROM together{at}) AS {COUNTED} FROM (\n{main}\n) AS counted_read"
+        );
+    }
     let sql = if queries.is_empty() { main } else { format!("WITH {}\n{main}", queries.join(", ")) };
     Stmt { sql: sql.into(), values, locks }
+}
+
+/// The column beside a read that says how many rows its group's counted part changed.
+const COUNTED: &str = "passback_counted";
+
+/// Runs a group that ends with a read, as [`joined`] made it: the read's rows and, when
+/// `counted`, how many rows its counted part changed (else 0).
+async fn fetch_group<T: Row>(conn: &mut PgConnection, s: Stmt, counted: bool) -> sqlx::Result<Ran<T>> {
+    if !counted {
+        return Ok(Ran { rows: s.fetch_all_on(Conn::Postgres(conn)).await?, last_changed: 0 });
+    }
+    s.check_values();
+    let (sql, args) = (numbered(&s.sql), pg_arguments(s.values)?);
+    let rows = sqlx::query_with(&sql, args).fetch_all(conn).await?;
+    let changed = match rows.first() {
+        Some(row) => sqlx::Row::try_get::<i64, _>(row, COUNTED)?,
+        None => 0,
+    };
+    let rows = rows.iter().map(T::from_row).collect::<sqlx::Result<_>>()?;
+    Ok(Ran { rows, last_changed: u64::try_from(changed).unwrap_or(0) })
 }
 
 fn sqlite_arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
@@ -805,14 +890,14 @@ mod tests {
             Stmt::new("INSERT INTO b (y) VALUES (?);").bind(2_i64),
             Stmt::new("DELETE FROM c WHERE z = ?").bind(3_i64),
         ];
-        let one = joined(group);
+        let one = joined(group, None);
         assert_eq!(
             one.sql,
             "WITH together0 AS (\nUPDATE a SET x = ? WHERE k = ?\n), together1 AS (\nINSERT INTO b (y) VALUES (?)\n)\n\
              DELETE FROM c WHERE z = ?"
         );
         assert_eq!(one.values, [Value::Int(1), Value::Text("k".into()), Value::Int(2), Value::Int(3)]);
-        assert_eq!(joined(vec![Stmt::new("DELETE FROM c")]).sql, "DELETE FROM c", "a group of one is as it was");
+        assert_eq!(joined(vec![Stmt::new("DELETE FROM c")], None).sql, "DELETE FROM c", "a group of one is as it was");
         let nested =
             std::panic::catch_unwind(|| Batch::new().push_together(Stmt::new("WITH x AS (SELECT 1) DELETE FROM c")));
         assert!(nested.is_err(), "a statement with a `WITH` of its own");
@@ -827,7 +912,7 @@ mod tests {
         apart.push_together(Stmt::new("UPDATE person SET n = 1"));
         apart.push(Stmt::new("DELETE FROM audit"));
         apart.push_together(Stmt::new("DELETE FROM person"));
-        assert_eq!(apart.0.len(), 3, "in another group, the same table again");
+        assert_eq!(apart.stmts.len(), 3, "in another group, the same table again");
         assert!(mentions("SELECT (SELECT email FROM alternate_emails WHERE a = ?)", "alternate_emails"));
         assert!(mentions("select n from Audit", "audit"), "in any case");
         assert!(!mentions("SELECT email FROM alternate_emails", "emails"), "a whole word only");

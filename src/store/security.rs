@@ -536,9 +536,20 @@ pub async fn block_if_reached(
 /// lock taken before the event is written): two resets at once cannot each count only
 /// themselves and the ones before, and so miss the block.
 pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block_until: i64) -> Stmt {
+    blocking(subject, kind, (now, block_until), limit, 0)
+}
+
+/// [`block_when_reached`] for one more event than those written: pushed together with the
+/// event it counts, before it ([`super::Batch::push_together_counted`]), it counts the events
+/// written before and this one, on either database, under the same lock.
+pub fn block_when_this_reaches(subject: &str, kind: &str, now: i64, limit: u32, block_until: i64) -> Stmt {
+    blocking(subject, kind, (now, block_until), limit, 1)
+}
+
+fn blocking(subject: &str, kind: &str, (now, block_until): (i64, i64), limit: u32, more: i64) -> Stmt {
     Stmt::new(
         "INSERT INTO self_service_blocks (subject, until, reason, at) \
-         SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?) >= ? \
+         SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?) + ? >= ? \
          ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at \
          WHERE self_service_blocks.until <= excluded.at",
     )
@@ -550,6 +561,7 @@ pub fn block_when_reached(subject: &str, kind: &str, now: i64, limit: u32, block
     .bind(subject)
     .bind(kind)
     .bind(now - 3600)
+    .bind(more)
     .bind(limit)
 }
 

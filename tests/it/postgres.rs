@@ -173,6 +173,33 @@ async fn a_group_pushed_together_runs_whole(db: &passback::store::Db) {
     b.push_together(frame("g"));
     let ran: passback::store::Ran<(i64,)> = b.run_then_together(db, read()).await.unwrap();
     assert_eq!((ran.rows, ran.last_changed), (vec![(6,)], 0), "a batch that ends with a group counts nothing");
+    // A part counted though another follows it, with and without a lock (on PostgreSQL, one
+    // statement, or one in a transaction): what it changed; what it reads of a table a later
+    // part writes is as it was before that part, on either database.
+    let frames = || Stmt::new("SELECT COUNT(*) FROM relay_frames WHERE agent_id = 'grouped'");
+    let unclaimed = || Stmt::new("SELECT COUNT(*) FROM writebacks WHERE msg_id = 'none'");
+    for (frame_id, locked) in [("h", false), ("i", true)] {
+        let before: i64 = frames().scalar_one(db).await.unwrap();
+        let counting = Stmt::new(
+            "UPDATE rate_limits SET tat = (SELECT COUNT(*) FROM relay_frames WHERE agent_id = 'grouped') \
+             WHERE bucket LIKE 'grouped-%'",
+        );
+        let mut b = Batch::new();
+        b.push_together(challenge(&format!("counted-{frame_id}")));
+        b.push_together_counted(if locked { counting.serialized_on("grouped") } else { counting });
+        b.push_together(frame(frame_id));
+        let ran: passback::store::Ran<(i64,)> = b.run_then_together(db, unclaimed()).await.unwrap();
+        assert_eq!((ran.rows, ran.last_changed), (vec![(0,)], 2), "the read's row; the counted part's rows");
+        let tats: Vec<i64> =
+            Stmt::new("SELECT tat FROM rate_limits WHERE bucket LIKE 'grouped-%'").scalar_all(db).await.unwrap();
+        assert_eq!(tats, [before, before], "the frames before the group's own, locked: {locked}");
+        assert_eq!(frames().scalar_one::<i64>(db).await.unwrap(), before + 1);
+    }
+    // Its count comes with the read's row: a read that returns none is an error.
+    let mut b = Batch::new();
+    b.push_together_counted(Stmt::new("UPDATE rate_limits SET tat = 0 WHERE bucket = 'grouped-x'"));
+    let none = Stmt::new("SELECT nonce FROM spent_challenges WHERE nonce = 'none'");
+    assert!(b.run_then_together::<(String,)>(db, none).await.is_err(), "a counted group's read returned no row");
     // A read of what the group writes could not see it on PostgreSQL: refused on either database.
     let mut b = Batch::new();
     b.push_together(frame("e"));
@@ -336,7 +363,8 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     assert_eq!(n.await, 10, "failures per address");
 
     // Resets: the one that reaches the limit blocks, however many run at once. Each round's
-    // resets all see the ones before; without serializing, each would count only itself.
+    // resets all see the ones before; without serializing, each would count only itself. Half
+    // the rounds count after the event; half count it in the group before it, as an outcome does.
     for round in 0..8 {
         let subject = format!("corp|r-{round}");
         let tasks: Vec<_> = (0..5)
@@ -344,9 +372,15 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
                 let (db, subject) = (db.clone(), subject.clone());
                 tokio::spawn(async move {
                     let mut b = passback::store::Batch::new();
+                    if round % 2 == 0 {
+                        b.push_together(security::record_reset(&subject, now));
+                        b.push(security::block_when_reached(&subject, "reset", now, 5, now + 3600));
+                        return b.run_counting_last(&db).await.unwrap();
+                    }
+                    b.push_together_counted(security::block_when_this_reaches(&subject, "reset", now, 5, now + 3600));
                     b.push_together(security::record_reset(&subject, now));
-                    b.push(security::block_when_reached(&subject, "reset", now, 5, now + 3600));
-                    b.run_counting_last(&db).await.unwrap()
+                    let read = passback::store::Stmt::new("SELECT COUNT(*) FROM writebacks WHERE msg_id = 'none'");
+                    b.run_then_together::<(i64,)>(&db, read).await.unwrap().last_changed
                 })
             })
             .collect();

@@ -352,20 +352,29 @@ async fn settle_failure(st: &AppState, subject: &str, reservation: i64, right: b
 
 /// Counts a completed reset or unlock; true when it has just blocked the person for more.
 pub(crate) async fn count_reset(st: &AppState, subject: &str) -> Result<bool, PortalError> {
+    let (now, until, limit) = reset_limit(st);
     let mut counted = store::Batch::new();
-    push_reset_count(st, subject, &mut counted);
-    // What the last statement changed: one row when it made a block.
+    counted.push(security::record_reset(subject, now));
+    // The count reads the event just written, so it follows it; the last statement changes a
+    // row when it made a block.
+    counted.push(security::block_when_reached(subject, "reset", now, limit, until));
     Ok(counted.run_counting_last(&st.db).await? == 1)
 }
 
-/// [`count_reset`], added to `batch`: its last statement changes a row when it made a block.
+/// [`count_reset`], added to `batch`'s group, whose read must follow together
+/// ([`store::Batch::run_then_together`]): its count of changed rows is 1 when it made a block.
+/// The count comes before the event in the group, and counts it too: on PostgreSQL the group is
+/// one statement, a trip fewer than the event and the count apart.
 pub(crate) fn push_reset_count(st: &AppState, subject: &str, batch: &mut store::Batch) {
-    let (now, g) = (st.clock.now(), &st.cfg.gates);
-    let until = now + i64::from(g.block_hours) * 3600;
-    // The event joins the group before it; the count reads that event, so it is pushed on its
-    // own, after the group.
+    let (now, until, limit) = reset_limit(st);
+    batch.push_together_counted(security::block_when_this_reaches(subject, "reset", now, limit, until));
     batch.push_together(security::record_reset(subject, now));
-    batch.push(security::block_when_reached(subject, "reset", now, g.resets_per_hour, until));
+}
+
+/// Now, the end of a block made now, and the resets an hour allows.
+fn reset_limit(st: &AppState) -> (i64, i64, u32) {
+    let (now, g) = (st.clock.now(), &st.cfg.gates);
+    (now, now + i64::from(g.block_hours) * 3600, g.resets_per_hour)
 }
 
 pub(crate) async fn blocked(st: &AppState, subject: &str) -> Result<bool, PortalError> {

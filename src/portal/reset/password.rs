@@ -104,7 +104,7 @@ pub async fn set_password(
     FLOW.take(&session).await?;
     let mut ended = store::sessions::stage(&session).await?;
     // A password set by its owner clears the count of wrong ones tried on the change form, and
-    // counts as one of the resets an hour allows (the last statement: did it block?).
+    // counts as one of the resets an hour allows (its counted statement: did it block?).
     let counted = |r: &crate::relay::WritebackResult, batch: &mut store::Batch| {
         if r.outcome.password_set() {
             batch.push_together(store::attempts::clear(&target.person().subject()));
