@@ -371,8 +371,8 @@ impl Batch {
 
     /// [`Batch::push_together`] for the one statement whose rows changed the batch counts
     /// ([`Ran::last_changed`]), though others of its group follow it. Its group must be the one
-    /// that ends the batch, run with a read together that returns one row
-    /// ([`Batch::run_then_together`]): on PostgreSQL the count comes back beside that row.
+    /// that ends the batch, run with a read together ([`Batch::run_then_together`]): on
+    /// PostgreSQL the count comes back beside the read's rows, or alone.
     ///
     /// It may read a table that a statement pushed after it writes: on SQLite it runs before
     /// that statement, and on PostgreSQL the group's parts all see the database as it was
@@ -406,8 +406,8 @@ impl Batch {
     /// together and none takes a lock, that is all there is: one statement, atomic on its own,
     /// one trip to the server instead of a transaction's four.
     ///
-    /// `last_changed` counts the statement pushed with [`Batch::push_together_counted`] (then
-    /// `read` must return a row), else the last one when it was pushed on its own; the other
+    /// `last_changed` counts the statement pushed with [`Batch::push_together_counted`], else
+    /// the last one when it was pushed on its own; the other
     /// parts of a group are not counted one by one, and a batch that ends with one counts 0, on
     /// either database.
     pub async fn run_then_together<T: Row + FromFields>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
@@ -423,7 +423,7 @@ impl Batch {
         let one_group = !self.is_empty()
             && self.stmts.iter().all(|(s, together)| *together && s.locks.is_empty())
             && read.locks.is_empty();
-        let (rows_wanted, at) = (self.counted.is_some(), self.counted);
+        let at = self.counted;
         let mut ran = match db.clone() {
             Db::Postgres(db) if one_group => {
                 let mut group: Vec<Stmt> = self.stmts.into_iter().map(|(s, _)| s).collect();
@@ -441,9 +441,6 @@ impl Batch {
             }
             Db::Sqlite(_) => self.run_with(db, Some(read)).await?,
         };
-        if rows_wanted && ran.rows.is_empty() {
-            return Err(sqlx::Error::Protocol("a read with a counted group returned no row".into()));
-        }
         if !counted {
             ran.last_changed = 0;
         }
@@ -711,9 +708,13 @@ fn joined(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
         locks.extend(part.locks);
     }
     if let Some(at) = counted {
+        // One row at least, whatever the read returns: its rows (marked as such) beside the
+        // count, or the count alone.
         assert!(at < last, "a counted part is followed by the read");
         main = format!(
-            "SELECT counted_read.*, (SELECT COUNT(*) FROM together{at}) AS {COUNTED} FROM (\n{main}\n) AS counted_read"
+            "SELECT counted_read.*, counted.n AS {COUNTED} \
+             FROM (SELECT COUNT(*) AS n FROM together{at}) AS counted \
+             LEFT JOIN (SELECT read_row.*, TRUE AS {READ_ROW} FROM (\n{main}\n) AS read_row) AS counted_read ON TRUE"
         );
     }
     let sql = if queries.is_empty() { main } else { format!("WITH {}\n{main}", queries.join(", ")) };
@@ -722,6 +723,8 @@ fn joined(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
 
 /// The column beside a read that says how many rows its group's counted part changed.
 const COUNTED: &str = "passback_counted";
+/// The column that marks a row the read returned (NULL in the row of the count alone).
+const READ_ROW: &str = "passback_read_row";
 
 /// Runs a group that ends with a read, as [`joined`] made it: the read's rows and, when
 /// `counted`, how many rows its counted part changed (else 0).
@@ -734,10 +737,15 @@ async fn fetch_group<T: Row>(conn: &mut PgConnection, s: Stmt, counted: bool) ->
     let rows = sqlx::query_with(&sql, args).fetch_all(conn).await?;
     let changed = match rows.first() {
         Some(row) => sqlx::Row::try_get::<i64, _>(row, COUNTED)?,
-        None => 0,
+        None => return Err(sqlx::Error::Protocol("a counted group returned no row".into())),
     };
-    let rows = rows.iter().map(T::from_row).collect::<sqlx::Result<_>>()?;
-    Ok(Ran { rows, last_changed: u64::try_from(changed).unwrap_or(0) })
+    let mut read = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if sqlx::Row::try_get::<Option<bool>, _>(row, READ_ROW)?.is_some() {
+            read.push(T::from_row(row)?);
+        }
+    }
+    Ok(Ran { rows: read, last_changed: u64::try_from(changed).unwrap_or(0) })
 }
 
 fn sqlite_arguments(values: Vec<Value>) -> sqlx::Result<SqliteArguments<'static>> {
