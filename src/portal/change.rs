@@ -102,8 +102,8 @@ async fn change_inner(
     f: ChangeForm,
 ) -> Result<Response, PortalError> {
     let support = SupportCode::new();
-    // The name is looked up with the address's allowance as the request is admitted (one trip
-    // fewer); nothing is done with what is found unless it is.
+    // The name is looked up with the address's allowance as the request is admitted (on
+    // PostgreSQL, one trip fewer); nothing is done with what is found unless it is.
     let pow = (f.pow_token.as_str(), f.pow.as_str());
     let looked_up = match LoginName::parse(&f.login) {
         Ok(login) => match st.admit_reading(client, pow, people::lookup(&login)).await? {

@@ -182,7 +182,7 @@ impl Guard {
 
     /// [`Self::admit`], with `read` (what the request needs next) run with the spending of the
     /// address's allowance shared by every instance: on PostgreSQL one statement, one trip where
-    /// there were two. `read` runs only once this instance's own count of the address let the
+    /// there were two (on SQLite, one write on the request's thread, the read with it). `read` runs only once this instance's own count of the address let the
     /// request through, so a client past that costs no more than before. A request refused after
     /// that (past the shared allowance, or without a proof past the allowance for those) has cost
     /// that read, whose rows are thrown away: at most this instance's own allowance of reads a
@@ -203,7 +203,10 @@ impl Guard {
             warn_everywhere(client);
             return Ok((Verdict::TooMany, Vec::new()));
         }
-        Ok((self.proven((db, client, now), (token, counter)).await?, ran.rows))
+        match self.proven((db, client, now), (token, counter)).await? {
+            Verdict::TooMany => Ok((Verdict::TooMany, Vec::new())),
+            admitted => Ok((admitted, ran.rows)),
+        }
     }
 
     /// The proof of a first step already within its address's rate.

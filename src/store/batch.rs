@@ -343,8 +343,9 @@ impl Batch {
         self.stmts.push((s, false));
     }
 
-    /// Pushes a statement that neither reads nor writes a row that another of its group writes:
-    /// the statements pushed together one after the other make a group. On PostgreSQL a group
+    /// Pushes a statement that neither reads nor writes a row that another of its group writes
+    /// (but for a counted one, see [`Batch::push_together_counted`]): the statements pushed
+    /// together one after the other make a group. On PostgreSQL a group
     /// is sent as one statement (the others as data-modifying `WITH` queries before the last,
     /// all on one snapshot), one trip to the server instead of one each; on SQLite, where the
     /// whole batch is one trip, they run one after the other. A group that ends a batch is
@@ -356,6 +357,9 @@ impl Batch {
     /// refers to), and no two of them write one table (checked here, on both).
     pub fn push_together(&mut self, s: Stmt) {
         fits_a_group(&s.sql);
+        if let Some(table) = self.counted_in_group().and_then(|counted| written_table(&counted.sql)) {
+            assert!(!mentions(&s.sql, table), "a statement after a counted one reads {table}: {}", s.sql);
+        }
         assert!(written_table(&s.sql).is_some(), "a statement of a group writes: {}", s.sql);
         if let Some(table) = written_table(&s.sql) {
             let mut group = self.stmts.iter().rev().take_while(|(_, together)| *together);
@@ -379,8 +383,22 @@ impl Batch {
     /// before any of them, so it reads the same on both (never what the later one wrote).
     pub fn push_together_counted(&mut self, s: Stmt) {
         assert!(self.counted.is_none(), "one counted statement in a batch: {}", s.sql);
+        // What it reads is as it was before the group on PostgreSQL: nothing its group wrote.
+        let group = self.stmts.iter().rev().take_while(|(_, together)| *together);
+        for table in group.filter_map(|(earlier, _)| written_table(&earlier.sql)) {
+            assert!(!mentions(&s.sql, table), "a counted statement reads {table}, written before it: {}", s.sql);
+        }
+        // It is counted by the rows it returns there.
+        assert!(!mentions(&s.sql, "RETURNING"), "a counted statement returns nothing: {}", s.sql);
         self.push_together(s);
         self.counted = Some(self.stmts.len() - 1);
+    }
+
+    /// The counted statement, if the group pushed last holds it.
+    fn counted_in_group(&self) -> Option<&Stmt> {
+        let at = self.counted?;
+        let in_group = self.stmts[at..].iter().all(|(_, together)| *together);
+        in_group.then(|| &self.stmts[at].0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -415,9 +433,10 @@ impl Batch {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
         }
         fits_a_group(&read.sql);
-        if let Some(at) = self.counted {
-            let in_last_group = self.stmts[at..].iter().all(|(_, together)| *together);
-            assert!(in_last_group, "the counted statement is in the group that ends the batch");
+        if self.counted.is_some() {
+            assert!(self.counted_in_group().is_some(), "the counted statement is in the group that ends the batch");
+            // On PostgreSQL it is read as a subquery, beside the count.
+            assert!(starts_with_word(&read.sql, "SELECT"), "a read with a counted group is a SELECT: {}", read.sql);
         }
         let counted = self.counted.is_some() || self.stmts.last().is_some_and(|(_, together)| !together);
         let one_group = !self.is_empty()
@@ -921,6 +940,48 @@ mod tests {
         apart.push(Stmt::new("DELETE FROM audit"));
         apart.push_together(Stmt::new("DELETE FROM person"));
         assert_eq!(apart.stmts.len(), 3, "in another group, the same table again");
+
+        // A counted part returns a row for each it changed, counted beside the read's rows.
+        let counted = joined(
+            vec![Stmt::new("UPDATE a SET x = 1"), Stmt::new("DELETE FROM b"), Stmt::new("SELECT y FROM c")],
+            Some(0),
+        );
+        assert_eq!(
+            counted.sql,
+            "WITH together0 AS (\nUPDATE a SET x = 1\nRETURNING 1\n), together1 AS (\nDELETE FROM b\n)\n\
+             SELECT counted_read.*, counted.n AS passback_counted FROM (SELECT COUNT(*) AS n FROM together0) AS counted \
+             LEFT JOIN (SELECT read_row.*, TRUE AS passback_read_row FROM (\nSELECT y FROM c\n) AS read_row) AS counted_read ON TRUE"
+        );
+        let refused = |pushed: fn(&mut Batch)| std::panic::catch_unwind(|| pushed(&mut Batch::new())).is_err();
+        assert!(
+            refused(|b| {
+                b.push_together(Stmt::new("INSERT INTO events (n) VALUES (1)"));
+                b.push_together_counted(Stmt::new("INSERT INTO blocks (n) SELECT COUNT(*) FROM events"));
+            }),
+            "a counted part that reads what its group wrote before it"
+        );
+        assert!(
+            refused(|b| {
+                b.push_together_counted(Stmt::new("INSERT INTO blocks (n) VALUES (1)"));
+                b.push_together(Stmt::new("INSERT INTO events (n) SELECT COUNT(*) FROM blocks"));
+            }),
+            "a part that reads what the counted one wrote"
+        );
+        assert!(
+            refused(|b| b.push_together_counted(Stmt::new("DELETE FROM blocks RETURNING n"))),
+            "its own rows returned"
+        );
+        assert!(
+            refused(|b| {
+                b.push_together_counted(Stmt::new("INSERT INTO blocks (n) VALUES (1)"));
+                b.push_together_counted(Stmt::new("INSERT INTO events (n) VALUES (1)"));
+            }),
+            "two counted"
+        );
+        let mut fine = Batch::new();
+        fine.push_together_counted(Stmt::new("INSERT INTO blocks (n) SELECT COUNT(*) FROM events"));
+        fine.push_together(Stmt::new("INSERT INTO events (n) VALUES (1)"));
+        assert_eq!(fine.counted, Some(0), "it reads what a part after it writes");
         assert!(mentions("SELECT (SELECT email FROM alternate_emails WHERE a = ?)", "alternate_emails"));
         assert!(mentions("select n from Audit", "audit"), "in any case");
         assert!(!mentions("SELECT email FROM alternate_emails", "emails"), "a whole word only");

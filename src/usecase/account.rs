@@ -147,8 +147,9 @@ pub struct Act<'a> {
 /// What an act came to.
 pub struct Done {
     pub result: WritebackResult,
-    /// Whether the batch's last statement changed a row, when `then` pushed it on its own (not
-    /// together; see [`once_then`]); false otherwise.
+    /// Whether the batch's counted statement changed a row: the one `then` pushed with
+    /// `Batch::push_together_counted`, or its last when pushed on its own (see [`once_then`]);
+    /// false otherwise.
     pub changed: bool,
     /// The support code of the attempt that did it: this one's, or, for a form sent again, the
     /// first sending's (its audit row says what happened under it).
@@ -172,7 +173,8 @@ pub async fn once(attempt: &Attempt<'_>, act: Act<'_>) -> anyhow::Result<Option<
 /// to the transaction that records it, its audit row and, when the password was set, the end of
 /// the person's sessions. Those are pushed together (`Batch::push_together`): a statement of
 /// `then` pushed together joins them, so it must not touch the writeback, audit, person or
-/// epoch rows they write; only the last statement, pushed on its own, is counted (`Done::changed`).
+/// epoch rows they write. One statement is counted (`Done::changed`): the one pushed with
+/// `Batch::push_together_counted`, else the last, when pushed on its own.
 ///
 /// The same form sent again (a double click, a reload after a dropped connection, a resubmit
 /// after the instance that took it stopped) never acts twice: it waits for the first sending's
@@ -388,8 +390,7 @@ async fn in_place(st: &Host, act: &Act<'_>) -> anyhow::Result<Option<bool>> {
 
 /// Records what an act came to, its audit row and, when the password was set, the end of the
 /// person's sessions (with the caller's `then`), in one transaction; tells every address on
-/// record when it took. Whether the batch's last statement changed a row, when `then` pushed it
-/// on its own.
+/// record when it took. Whether the batch's counted statement changed a row (see [`Done`]).
 async fn record(
     attempt: &Attempt<'_>,
     act: &Act<'_>,

@@ -195,7 +195,15 @@ async fn a_group_pushed_together_runs_whole(db: &passback::store::Db) {
         assert_eq!(tats, [before, before], "the frames before the group's own, locked: {locked}");
         assert_eq!(frames().scalar_one::<i64>(db).await.unwrap(), before + 1);
     }
-    // Its count comes with the read's rows, or alone when there are none.
+    // Its count comes with the read's rows, each of them, in their order, NULLs and all.
+    let mut b = Batch::new();
+    b.push_together_counted(Stmt::new("UPDATE rate_limits SET tat = 1 WHERE bucket LIKE 'grouped-%'"));
+    let several =
+        Stmt::new("SELECT nonce, CAST(NULL AS TEXT) FROM spent_challenges WHERE nonce LIKE 'counted-%' ORDER BY nonce");
+    let ran = b.run_then_together::<(String, Option<String>)>(db, several).await.unwrap();
+    let read = vec![("counted-h".to_string(), None), ("counted-i".to_string(), None)];
+    assert_eq!((ran.rows, ran.last_changed), (read, 2));
+    // Or alone when there are none.
     for (bucket, changed) in [("grouped-x", 1), ("none", 0)] {
         let mut b = Batch::new();
         b.push_together_counted(Stmt::new("UPDATE rate_limits SET tat = 0 WHERE bucket = ?").bind(bucket));
