@@ -102,18 +102,17 @@ async fn change_inner(
     f: ChangeForm,
 ) -> Result<Response, PortalError> {
     let support = SupportCode::new();
-    // The name is looked up with the address's allowance as the request is admitted (on
-    // PostgreSQL, one trip fewer); nothing is done with what is found unless it is.
-    let pow = (f.pow_token.as_str(), f.pow.as_str());
-    let looked_up = match LoginName::parse(&f.login) {
-        Ok(login) => match st.admit_reading(client, pow, people::lookup(&login)).await? {
-            Ok(matches) => Ok((people::found(&st, &login, matches, &support), login)),
-            Err(refused) => return Ok(refused),
-        },
-        Err(e) => match st.admit(client, pow.0, pow.1).await? {
-            Ok(_) => Err(e),
-            Err(refused) => return Ok(refused),
-        },
+    // The name is looked up while the request is admitted (one wait fewer); nothing is done with
+    // what is found unless it is.
+    let lookup = async {
+        match LoginName::parse(&f.login) {
+            Ok(login) => people::resolve(&st, &login, &support).await.map(|found| Ok((login, found))),
+            Err(e) => Ok(Err(e)),
+        }
+    };
+    let looked_up = match st.admit_with(client, (&f.pow_token, &f.pow), lookup).await? {
+        Ok(looked_up) => looked_up?,
+        Err(refused) => return Ok(refused),
     };
     let typed = f.login.trim().to_string();
     // The key is spent here; the writeback claim below makes it single-use even for racing
@@ -122,7 +121,7 @@ async fn change_inner(
     let Some((msg_id, first)) = crate::portal::session::or_again(taken, &f.form_key) else {
         return page(&st, None, &session, &typed, Some(Tr::current().t(ALREADY_SENT).into()), None).await;
     };
-    let (found, login) = match looked_up {
+    let (login, found) = match looked_up {
         Ok(l) => l,
         Err(e) => return page(&st, None, &session, &typed, Some(e.text(Tr::current())), None).await,
     };

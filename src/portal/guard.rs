@@ -10,8 +10,8 @@
 
 use super::PortalError;
 use crate::config::AntiAutomationConfig;
-use crate::store::security::{allowance, take_allowance};
-use crate::store::{Batch, Db, FromFields, MacKey, Row, Stmt};
+use crate::store::security::take_allowance;
+use crate::store::{Db, MacKey};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -174,39 +174,33 @@ impl Guard {
         counter: &str,
         now: i64,
     ) -> Result<Verdict, PortalError> {
-        if !self.address_fits_here(client) || !self.address_fits_everywhere(db, client, now).await? {
-            return Ok(Verdict::TooMany);
-        }
-        self.proven((db, client, now), (token, counter)).await
+        Ok(self.admit_with((db, client, now), (token, counter), std::future::ready(())).await?.0)
     }
 
-    /// [`Self::admit`], with `read` (what the request needs next) run with the spending of the
-    /// address's allowance shared by every instance: on PostgreSQL one statement, one trip where
-    /// there were two (on SQLite, one write on the request's thread, the read with it). `read` runs only once this instance's own count of the address let the
-    /// request through, so a client past that costs no more than before. A request refused after
-    /// that (past the shared allowance, or without a proof past the allowance for those) has cost
-    /// that read, whose rows are thrown away: at most this instance's own allowance of reads a
-    /// minute from one address.
-    pub async fn admit_reading<T: Row + FromFields>(
+    /// [`Self::admit`], with `alongside` (a read the request needs next) run while the address's
+    /// allowance shared by every instance, and the proof, are checked in the database: one wait
+    /// where there were two. `alongside` starts only once this instance's own count of the
+    /// address let the request through, so a client past that costs no more than before. A
+    /// request refused after that (past the shared allowance, or without a proof past the
+    /// allowance for those) may cost that read, whose answer is then thrown away: at most this
+    /// instance's own allowance of reads a minute from one address.
+    pub async fn admit_with<T>(
         &self,
         (db, client, now): (&Db, IpAddr, i64),
         (token, counter): (&str, &str),
-        read: Stmt,
-    ) -> Result<(Verdict, Vec<T>), PortalError> {
+        alongside: impl std::future::Future<Output = T>,
+    ) -> Result<(Verdict, Option<T>), PortalError> {
         if !self.address_fits_here(client) {
-            return Ok((Verdict::TooMany, Vec::new()));
+            return Ok((Verdict::TooMany, None));
         }
-        let mut spent = Batch::new();
-        spent.push_together_counted(allowance(&address_bucket(client), 60, self.per_address_per_minute, now));
-        let ran = spent.run_then_together::<T>(db, read).await?;
-        if ran.last_changed != 1 {
-            warn_everywhere(client);
-            return Ok((Verdict::TooMany, Vec::new()));
-        }
-        match self.proven((db, client, now), (token, counter)).await? {
-            Verdict::TooMany => Ok((Verdict::TooMany, Vec::new())),
-            admitted => Ok((admitted, ran.rows)),
-        }
+        let gate = async {
+            if !self.address_fits_everywhere(db, client, now).await? {
+                return Ok(Verdict::TooMany);
+            }
+            self.proven((db, client, now), (token, counter)).await
+        };
+        let (verdict, beside) = tokio::join!(gate, alongside);
+        Ok((verdict?, Some(beside)))
     }
 
     /// The proof of a first step already within its address's rate.
@@ -250,9 +244,10 @@ impl Guard {
     /// Spends one of the address's requests on the count every instance shares (in the
     /// database).
     async fn address_fits_everywhere(&self, db: &Db, client: IpAddr, now: i64) -> Result<bool, PortalError> {
-        let fits = take_allowance(db, &address_bucket(client), 60, self.per_address_per_minute, now).await?;
+        let bucket = format!("address:{}", address_key(client));
+        let fits = take_allowance(db, &bucket, 60, self.per_address_per_minute, now).await?;
         if !fits {
-            warn_everywhere(client);
+            tracing::warn!(%client, "rate limit reached for a client address, counted on every instance");
         }
         Ok(fits)
     }
@@ -269,15 +264,6 @@ impl Guard {
         self.unproven.retain_recent();
         self.per_account.retain_recent();
     }
-}
-
-/// The bucket of the allowance every instance shares for a client address.
-fn address_bucket(client: IpAddr) -> String {
-    format!("address:{}", address_key(client))
-}
-
-fn warn_everywhere(client: IpAddr) {
-    tracing::warn!(%client, "rate limit reached for a client address, counted on every instance");
 }
 
 fn leading_zero_bits(digest: &[u8]) -> u32 {
@@ -435,24 +421,5 @@ mod tests {
         }
         assert_eq!(g.admit(&db, a, "", "", 0).await.unwrap(), Verdict::TooMany);
         assert_eq!(g.admit(&db, b, "", "", 0).await.unwrap(), Verdict::Admit(Proof::Off));
-    }
-
-    /// A read admitted with the address's allowance: its rows when the request is let through;
-    /// none once the allowance every instance shares is spent, though this one's own is not.
-    #[tokio::test]
-    async fn a_read_comes_with_the_allowance_shared_by_every_instance() {
-        let db = crate::store::connect("sqlite::memory:", 1).await.unwrap();
-        let cfg = AntiAutomationConfig { pow_bits: 0, per_address_per_minute: 3, ..Default::default() };
-        let key = || crate::store::DataKey::from_base64(&crate::store::DataKey::generate_base64()).unwrap().derive("t");
-        let instances = [Guard::new(&cfg, key()), Guard::new(&cfg, key())];
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let read = || Stmt::new("SELECT COUNT(*) + 7 FROM spent_challenges");
-        let mut verdicts = Vec::new();
-        for g in instances.iter().cycle().take(5) {
-            verdicts.push(g.admit_reading::<(i64,)>((&db, a, 0), ("", ""), read()).await.unwrap());
-        }
-        let through = (Verdict::Admit(Proof::Off), vec![(7,)]);
-        let refused = (Verdict::TooMany, vec![]);
-        assert_eq!(verdicts, [through.clone(), through.clone(), through, refused.clone(), refused]);
     }
 }

@@ -169,17 +169,17 @@ impl AppState {
         }
     }
 
-    /// [`Self::admit`], with `read` run with the spending of the address's allowance (see
-    /// [`guard::Guard::admit_reading`]): its rows once admitted.
-    pub(crate) async fn admit_reading<T: crate::store::Row + crate::store::FromFields>(
+    /// [`Self::admit`], with `alongside` run while the database is asked (see
+    /// [`guard::Guard::admit_with`]): its output once admitted.
+    pub(crate) async fn admit_with<T>(
         &self,
         client: std::net::SocketAddr,
         (pow_token, pow): (&str, &str),
-        read: crate::store::Stmt,
-    ) -> Result<Result<Vec<T>, axum::response::Response>, PortalError> {
+        alongside: impl std::future::Future<Output = T>,
+    ) -> Result<Result<T, axum::response::Response>, PortalError> {
         let at = (&self.db, client.ip(), self.clock.now());
-        match self.guard.admit_reading(at, (pow_token, pow), read).await? {
-            (guard::Verdict::Admit(_), rows) => Ok(Ok(rows)),
+        match self.guard.admit_with(at, (pow_token, pow), alongside).await? {
+            (guard::Verdict::Admit(_), Some(beside)) => Ok(Ok(beside)),
             _ => Ok(Err(error::too_many())),
         }
     }

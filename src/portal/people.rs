@@ -19,21 +19,6 @@ pub(crate) struct Found {
 
 pub(crate) async fn resolve(st: &AppState, login: &LoginName, support: &SupportCode) -> Result<Found, PortalError> {
     let matches = store::users::find_anywhere(&st.db, login.as_str()).await?;
-    Ok(found(st, login, matches, support))
-}
-
-/// [`resolve`]'s read, to run with others: its rows go to [`found`].
-pub(crate) fn lookup(login: &LoginName) -> store::Stmt {
-    store::users::anywhere(login.as_str())
-}
-
-/// Who the people [`lookup`] read for `login` are.
-pub(crate) fn found(
-    st: &AppState,
-    login: &LoginName,
-    matches: Vec<store::users::LoginMatch>,
-    support: &SupportCode,
-) -> Found {
     let matched = matches.len();
     if matched > 1 {
         tracing::warn!(support_code = %support, count = matched, "a name matches several people; not guessing");
@@ -67,7 +52,7 @@ pub(crate) fn found(
         Some(t) => t.username.clone(),
         None => format!("unmatched:{}", &st.code_key.hash(&[b"audit-name", login.as_str().as_bytes()])[..12]),
     };
-    Found { target, matched, audit_name }
+    Ok(Found { target, matched, audit_name })
 }
 
 /// A synced person as a flow's target.

@@ -28,7 +28,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use batch::{Batch, JsonText, Ran, Row, Stmt};
-pub use inline::FromFields;
 pub use value::Value;
 
 /// The portal's database: the embedded SQLite file, or PostgreSQL shared by several instances.

@@ -455,37 +455,25 @@ pub async fn reserve_failure(
 /// moved in one statement, race-free on both databases (the row is locked by the update): every
 /// instance and every restart sees one allowance, and there is no window edge to burst across.
 pub async fn take_allowance(db: &Db, bucket: &str, window_secs: i64, limit: u32, now: i64) -> sqlx::Result<bool> {
-    Ok(allowance(bucket, window_secs, limit, now).run_brief(db).await? == 1)
-}
-
-/// [`take_allowance`]'s statement, to run with others: it changes one row when the request is
-/// allowed, none when the allowance is spent.
-pub fn allowance(bucket: &str, window_secs: i64, limit: u32, now: i64) -> Stmt {
     // In microseconds: a large allowance still has an interval of its own.
     let interval = (window_secs.max(1).saturating_mul(1_000_000) / i64::from(limit.max(1))).max(1);
     // What the allowance may run ahead of now: the whole of it, exactly `limit` intervals.
     let burst = interval.saturating_mul(i64::from(limit.max(1)));
     let now_us = now.saturating_mul(1_000_000);
-    // A row inserted or moved is one changed; a spent allowance's update is not made. The
-    // next theoretical arrival time, if the row moves, is the later of its own and now, plus
-    // one interval.
-    Stmt::new(
-        "INSERT INTO rate_limits (bucket, tat) VALUES (?, ? + ?) \
+    // A row inserted or moved is one changed; a spent allowance's update is not made.
+    let moved = Stmt::new(
+        "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2 + $3) \
          ON CONFLICT (bucket) DO UPDATE \
-         SET tat = (CASE WHEN rate_limits.tat > ? THEN rate_limits.tat ELSE ? END) + ? \
-         WHERE (CASE WHEN rate_limits.tat > ? THEN rate_limits.tat ELSE ? END) + ? - ? <= ?",
+         SET tat = (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 \
+         WHERE (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END) + $3 - $2 <= $4",
     )
     .bind(bucket)
     .bind(now_us)
     .bind(interval)
-    .bind(now_us)
-    .bind(now_us)
-    .bind(interval)
-    .bind(now_us)
-    .bind(now_us)
-    .bind(interval)
-    .bind(now_us)
     .bind(burst)
+    .run_brief(db)
+    .await?;
+    Ok(moved == 1)
 }
 
 /// Marks a proof-of-work challenge spent until it expires; false if it was spent before. Expired

@@ -288,25 +288,19 @@ impl LoginMatch {
 /// Everyone, synced or cloud-only, whose user name or e-mail address is `login` (already
 /// lower-cased): one query, where a form post used to make three.
 pub async fn find_anywhere(db: &Db, login: &str) -> sqlx::Result<Vec<LoginMatch>> {
-    anywhere(login).fetch_all_brief(db).await
-}
-
-/// [`find_anywhere`]'s read, to run with others (its rows are [`LoginMatch`]es).
-pub fn anywhere(login: &str) -> Stmt {
     Stmt::new(
         "SELECT d.directory, d.anchor, d.username, d.email, d.other_emails, d.protected, d.enabled, \
                 o.user_kind AS kind_override, d.display_name \
          FROM directory_users d LEFT JOIN user_kind_overrides o ON o.directory = d.directory AND o.anchor = d.anchor \
-         WHERE d.username = ? OR d.email_lc = ? \
+         WHERE d.username = $1 OR d.email_lc = $1 \
          UNION ALL \
          SELECT '', c.id, c.username, c.email, '[]', FALSE, c.enabled, NULL, c.display_name \
-         FROM cloud_users c WHERE c.username = ? OR c.email_lc = ? \
+         FROM cloud_users c WHERE c.username = $1 OR c.email_lc = $1 \
          LIMIT 10",
     )
     .bind(login)
-    .bind(login)
-    .bind(login)
-    .bind(login)
+    .fetch_all_brief(db)
+    .await
 }
 
 /// One person by directory and anchor.
