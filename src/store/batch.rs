@@ -425,9 +425,8 @@ impl Batch {
     /// one trip to the server instead of a transaction's four.
     ///
     /// `last_changed` counts the statement pushed with [`Batch::push_together_counted`], else
-    /// the last one when it was pushed on its own; the other
-    /// parts of a group are not counted one by one, and a batch that ends with one counts 0, on
-    /// either database.
+    /// the last one when it was pushed on its own; the other parts of a group are not counted
+    /// one by one, and a batch that ends with one counts 0, on either database.
     pub async fn run_then_together<T: Row + FromFields>(self, db: &Db, read: Stmt) -> sqlx::Result<Ran<T>> {
         for table in self.stmts.iter().filter_map(|(s, _)| written_table(&s.sql)) {
             assert!(!mentions(&read.sql, table), "a read together with writes of {table} reads it: {}", read.sql);
