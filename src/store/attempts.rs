@@ -13,11 +13,10 @@ pub async fn reserve(db: &Db, subject: &str, now: i64, limits: (u32, u32)) -> sq
 /// The statement that takes an attempt for `subject` (with `token`, see [`Reservation`]), or
 /// nothing once `per_hour` or `per_day` are spent.
 fn taking(subject: &str, token: Option<i64>, now: i64, (per_hour, per_day): (u32, u32)) -> Stmt {
-    Stmt::new(
-        "INSERT INTO change_attempts (subject, at, token) SELECT ?, ?, ? \
-         WHERE (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ? \
-         AND (SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?) < ?",
-    )
+    let count = super::batch::ATTEMPTS_OF.text;
+    Stmt::new(format!(
+        "INSERT INTO change_attempts (subject, at, token) SELECT ?, ?, ? WHERE {count} < ? AND {count} < ?"
+    ))
     .serialized_on(&format!("change_attempts:{subject}"))
     .bind(subject)
     .bind(now)

@@ -5,7 +5,9 @@
 //! prepare several statements as one, so there a batch is a transaction sent statement by
 //! statement on one connection; statements pushed together are sent as one
 //! ([`Batch::push_together`]), and a batch that is all one group, with its closing read, is
-//! one statement in no transaction of its own ([`Batch::run_then_together`]).
+//! one statement in no transaction of its own ([`Batch::run_then_together`]). A statement that
+//! counts under a lock ([`Stmt::serialized_on`]) needs no transaction either when its counts
+//! take the lock themselves ([`LockedCount`]).
 //!
 //! A [`Stmt`] binds its values in order to anonymous `?` placeholders, or to numbered ones
 //! (`$1`, which may come back) when it runs on its own; only the first kind can be joined into a
@@ -71,6 +73,98 @@ pub struct Stmt {
     values: Vec<Value>,
     /// PostgreSQL advisory locks to hold while it runs (see [`Stmt::serialized_on`]).
     locks: Vec<i64>,
+    /// On PostgreSQL, whether some of its counts take its lock themselves (see
+    /// [`Stmt::counting_under_its_lock`]).
+    locked_by_counts: bool,
+}
+
+/// The number of the advisory lock on `key`: the first 8 bytes of its SHA-256, big-endian, as
+/// PostgreSQL's `passback_lock_key` makes it too (migration 0011).
+pub fn lock_key(key: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// A count that a limit makes, in the text a statement writes it with, and the PostgreSQL
+/// function that makes it under its subject's lock (migration 0011), with the same placeholders
+/// in the same order. The function takes the lock, then counts with a snapshot of its own, so
+/// it sees every statement about the subject that held the lock before.
+pub struct LockedCount {
+    pub text: &'static str,
+    postgres: &'static str,
+    /// The key of the lock the function takes, from the values bound to its placeholders.
+    key: fn(&[Value]) -> Option<String>,
+}
+
+/// A subject's events of a kind since a time; its lock is `gate_events:<subject>`.
+pub const EVENTS_OF: LockedCount = LockedCount {
+    text: "(SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?)",
+    postgres: "passback_gate_events_of(?, ?, ?)",
+    key: |v| match v {
+        [Value::Text(subject), ..] => Some(format!("gate_events:{subject}")),
+        _ => None,
+    },
+};
+/// A subject's change-form attempts since a time; its lock is `change_attempts:<subject>`.
+pub const ATTEMPTS_OF: LockedCount = LockedCount {
+    text: "(SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?)",
+    postgres: "passback_change_attempts_of(?, ?)",
+    key: |v| match v {
+        [Value::Text(subject), ..] => Some(format!("change_attempts:{subject}")),
+        _ => None,
+    },
+};
+/// The codes made for a person since a time; its lock is `verification_codes:<dir>|<anchor>`.
+pub const CODES_OF: LockedCount = LockedCount {
+    text: "(SELECT COUNT(*) FROM verification_codes WHERE directory = ? AND anchor = ? AND created_at > ?)",
+    postgres: "passback_verification_codes_of(?, ?, ?)",
+    key: |v| match v {
+        [Value::Text(directory), Value::Text(anchor), ..] => Some(format!("verification_codes:{directory}|{anchor}")),
+        _ => None,
+    },
+};
+const LOCKED_COUNTS: [&LockedCount; 3] = [&EVENTS_OF, &ATTEMPTS_OF, &CODES_OF];
+/// The tables that limits count.
+const COUNTED_TABLES: [&str; 3] = ["gate_events", "change_attempts", "verification_codes"];
+
+impl Stmt {
+    /// For PostgreSQL: a statement, or a part of a group that runs before the others (the main
+    /// query, or the counted part it reads; PostgreSQL runs the other parts after it), with each
+    /// of its [`LOCKED_COUNTS`] made by the function, when the lock that function takes is one
+    /// it was serialized on. Others stay as they are, counted under the locks a transaction
+    /// takes first.
+    fn counting_under_its_lock(mut self) -> Stmt {
+        for count in LOCKED_COUNTS {
+            while let Some(at) = self.sql.find(count.text) {
+                let first = placeholder_positions(&self.sql[..at]).count();
+                let key = self.values.get(first..).and_then(|v| (count.key)(v)).map(|k| lock_key(&k));
+                if !key.is_some_and(|k| self.locks.contains(&k)) {
+                    break;
+                }
+                self.sql.to_mut().replace_range(at..at + count.text.len(), count.postgres);
+                self.locked_by_counts = true;
+            }
+        }
+        self
+    }
+
+    /// Whether it is serialized by itself on PostgreSQL, with no transaction around it: it takes
+    /// one lock, its counts take it ([`Stmt::counting_under_its_lock`]), and it reads no table
+    /// that limits count otherwise.
+    fn serialized_by_itself(&self) -> bool {
+        let mut locks = self.locks.clone();
+        locks.sort_unstable();
+        locks.dedup();
+        let words: Vec<&str> = self.sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+        let reads_counted = words.windows(2).any(|w| {
+            (w[0].eq_ignore_ascii_case("FROM") || w[0].eq_ignore_ascii_case("JOIN"))
+                && COUNTED_TABLES.iter().any(|t| w[1].eq_ignore_ascii_case(t))
+        });
+        self.locked_by_counts && locks.len() == 1 && !reads_counted
+    }
 }
 
 /// One connection, of either database, that a statement runs on.
@@ -82,7 +176,7 @@ enum Conn<'c> {
 impl Stmt {
     /// A statement: its text is usually a literal, or made once from constant parts.
     pub fn new(sql: impl Into<Cow<'static, str>>) -> Self {
-        Stmt { sql: sql.into(), values: Vec::new(), locks: Vec::new() }
+        Stmt { sql: sql.into(), values: Vec::new(), locks: Vec::new(), locked_by_counts: false }
     }
 
     /// For a statement that counts rows and writes only below a limit: on PostgreSQL, it runs
@@ -90,12 +184,11 @@ impl Stmt {
     /// limit's subject), so that two such statements about one subject never both count before
     /// either has written, as READ COMMITTED would let them. On SQLite the one writer already
     /// runs each write statement, its reads included, alone.
+    ///
+    /// A statement that takes one lock and counts only through [`LockedCount`]s whose lock it
+    /// is runs without that transaction on PostgreSQL: each count takes the lock itself.
     pub fn serialized_on(mut self, key: &str) -> Self {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut first = [0_u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        self.locks.push(i64::from_be_bytes(first));
+        self.locks.push(lock_key(key));
         self
     }
 
@@ -380,7 +473,10 @@ impl Batch {
     ///
     /// It may read a table that a statement pushed after it writes: on SQLite it runs before
     /// that statement, and on PostgreSQL the group's parts all see the database as it was
-    /// before any of them, so it reads the same on both (never what the later one wrote).
+    /// before any of them, so it reads the same on both (never what the later one wrote). A
+    /// count of it that takes its lock ([`LockedCount`]) sees what its own statement wrote
+    /// before it: it is counted still first, as the main query reads it, and PostgreSQL runs the
+    /// other parts after the main query.
     pub fn push_together_counted(&mut self, s: Stmt) {
         assert!(self.counted.is_none(), "one counted statement in a batch: {}", s.sql);
         // What it reads is as it was before the group on PostgreSQL: nothing its group wrote.
@@ -599,6 +695,8 @@ async fn sqlx_batch<T: Row>(
 /// by statement on one connection, each a trip to the server. It begins with the advisory locks
 /// its statements asked for, taken in one order (so two batches never wait for each other's),
 /// in the same trip as BEGIN: that text is sent unprepared, and holds only numbers made here.
+/// A batch that comes to one statement serialized by itself ([`Stmt::serialized_by_itself`]) is
+/// that statement alone: one trip, atomic by itself.
 async fn postgres_batch<T: Row>(
     db: super::Postgres,
     stmts: Vec<(Stmt, bool)>,
@@ -631,8 +729,22 @@ async fn postgres_batch<T: Row>(
     let stmts: Vec<Stmt> = groups
         .into_iter()
         .enumerate()
-        .map(|(at, (group, _))| joined(group, counted_at.filter(|(g, _)| *g == at).map(|(_, part)| part)))
+        .map(|(at, (group, _))| {
+            let counted = counted_at.filter(|(g, _)| *g == at).map(|(_, part)| part);
+            // The parts that run first count under their locks (see `counting_under_its_lock`).
+            let last = group.len() - 1;
+            let group = group.into_iter().enumerate();
+            let group =
+                group.map(|(i, s)| if i == last || Some(i) == counted { s.counting_under_its_lock() } else { s });
+            joined(group.collect(), counted)
+        })
         .collect();
+    let read = read.map(Stmt::counting_under_its_lock);
+    // One statement, serialized by itself: no transaction.
+    let alone = match (&stmts[..], &read) {
+        ([only], None) | ([], Some(only)) => only.serialized_by_itself(),
+        _ => false,
+    };
     let mut locks: Vec<i64> = stmts.iter().chain(&read).flat_map(|s| s.locks.iter().copied()).collect();
     locks.sort_unstable();
     locks.dedup();
@@ -642,11 +754,13 @@ async fn postgres_batch<T: Row>(
         let _ = write!(begin, "; SELECT pg_advisory_xact_lock({key})");
     }
     let mut lease = db.lease().await?;
-    lease.in_transaction(true);
+    lease.in_transaction(!alone);
     let conn = lease.conn()?;
     let mut ran = Ran { rows: Vec::new(), last_changed: 0 };
     let outcome: sqlx::Result<()> = async {
-        sqlx::Executor::execute(&mut *conn, begin.as_str()).await?;
+        if !alone {
+            sqlx::Executor::execute(&mut *conn, begin.as_str()).await?;
+        }
         for (at, s) in stmts.into_iter().enumerate() {
             if reads_at == Some(at) {
                 ran = fetch_group(&mut *conn, s, counted_at.is_some()).await?;
@@ -657,10 +771,16 @@ async fn postgres_batch<T: Row>(
         if let Some(read) = read {
             ran.rows = read.fetch_all_on(Conn::Postgres(&mut *conn)).await?;
         }
-        sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
+        if !alone {
+            sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
+        }
         Ok(())
     }
     .await;
+    if alone {
+        // A statement on its own that failed was undone by the server.
+        return lease.after(outcome.map(|()| ran));
+    }
     if let Err(e) = outcome {
         // A connection whose transaction could not be undone is closed, not given back.
         if rolled_back(Conn::Postgres(conn)).await {
@@ -711,9 +831,10 @@ fn starts_with_word(sql: &str, word: &str) -> bool {
 /// the rows that part changed come beside each row of the read, as [`COUNTED`].
 fn joined(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
     let (mut queries, mut main) = (Vec::new(), String::new());
-    let (mut values, mut locks) = (Vec::new(), Vec::new());
+    let (mut values, mut locks, mut locked_by_counts) = (Vec::new(), Vec::new(), false);
     let last = group.len().saturating_sub(1);
     for (i, part) in group.into_iter().enumerate() {
+        locked_by_counts |= part.locked_by_counts;
         let text = part.sql.trim().trim_end_matches(';').to_string();
         if i < last {
             // On lines of their own: a statement's closing comment, if it had one, ends there.
@@ -736,7 +857,7 @@ fn joined(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
         );
     }
     let sql = if queries.is_empty() { main } else { format!("WITH {}\n{main}", queries.join(", ")) };
-    Stmt { sql: sql.into(), values, locks }
+    Stmt { sql: sql.into(), values, locks, locked_by_counts }
 }
 
 /// The column beside a read that says how many rows its group's counted part changed.
@@ -895,6 +1016,46 @@ mod tests {
         again.push(Stmt::new("INSERT INTO t (k, n) VALUES (?, 3)").bind("c"));
         again.run(&db).await.unwrap();
         assert_eq!(Stmt::new("UPDATE t SET n = n + 1 WHERE k = ?").bind("c").run(&db).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn a_statement_whose_counts_take_its_one_lock_is_serialized_by_itself() {
+        let by_itself = |s: Stmt| {
+            let s = s.counting_under_its_lock();
+            s.check_values();
+            (s.serialized_by_itself(), s.sql.into_owned())
+        };
+        let block = crate::store::security::block_when_reached("corp|a", "reset", 100, 5, 200);
+        let before = block.values.clone();
+        let s = block.counting_under_its_lock();
+        assert!(s.serialized_by_itself(), "{}", s.sql);
+        assert!(
+            s.sql.contains("passback_gate_events_of(?, ?, ?) + ? >= ?") && !s.sql.contains("COUNT(*)"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.values, before, "the same values, in the same order");
+
+        // Two counts of one subject, one lock.
+        let (alone, sql) = by_itself(crate::store::attempts::Reservation::new("corp|a").take(100, (5, 10)));
+        assert!(alone && sql.matches("passback_change_attempts_of(?, ?)").count() == 2, "{sql}");
+
+        // Not by itself: a count of a limit's table left as it was, a second lock, a count whose
+        // lock is not the statement's (left as it was), or no lock at all.
+        let count =
+            |subject: &str| Stmt::new(format!("SELECT {}", EVENTS_OF.text)).bind(subject).bind("reset").bind(0_i64);
+        let left = Stmt::new(format!("SELECT {} + (select count(1) from GATE_EVENTS)", EVENTS_OF.text))
+            .bind("corp|a")
+            .bind("reset")
+            .bind(0_i64)
+            .serialized_on("gate_events:corp|a");
+        assert!(!by_itself(left).0);
+        let two = count("corp|a").serialized_on("gate_events:corp|a").serialized_on("gate_events:client:192.0.2.1");
+        assert!(!by_itself(two).0);
+        let (alone, sql) = by_itself(count("corp|b").serialized_on("gate_events:corp|a"));
+        assert!(!alone && sql.contains(EVENTS_OF.text), "{sql}");
+        let (alone, sql) = by_itself(count("corp|a"));
+        assert!(!alone && sql.contains(EVENTS_OF.text), "{sql}");
     }
 
     #[test]

@@ -16,11 +16,11 @@ pub struct NewCode<'a> {
 /// One statement, serialized per person on PostgreSQL (an advisory lock): parallel requests
 /// cannot get past the limit together.
 pub async fn insert_within_limit(db: &Db, c: &NewCode<'_>, max_per_hour: u32) -> sqlx::Result<bool> {
-    Stmt::new(
+    Stmt::new(format!(
         "INSERT INTO verification_codes (id, directory, anchor, code_hash, created_at, expires_at) \
-         SELECT ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM verification_codes \
-         WHERE directory = ? AND anchor = ? AND created_at > ?) < ?",
-    )
+         SELECT ?, ?, ?, ?, ?, ? WHERE {} < ?",
+        super::batch::CODES_OF.text
+    ))
     .serialized_on(&format!("verification_codes:{}|{}", c.directory, c.anchor))
     .bind(c.id)
     .bind(c.directory)

@@ -547,12 +547,13 @@ pub fn block_when_this_reaches(subject: &str, kind: &str, now: i64, limit: u32, 
 }
 
 fn blocking(subject: &str, kind: &str, (now, block_until): (i64, i64), limit: u32, more: i64) -> Stmt {
-    Stmt::new(
+    Stmt::new(format!(
         "INSERT INTO self_service_blocks (subject, until, reason, at) \
-         SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?) + ? >= ? \
+         SELECT ?, ?, ?, ? WHERE {} + ? >= ? \
          ON CONFLICT (subject) DO UPDATE SET until = excluded.until, reason = excluded.reason, at = excluded.at \
          WHERE self_service_blocks.until <= excluded.at",
-    )
+        super::batch::EVENTS_OF.text
+    ))
     .serialized_on(&gate_events_of(subject))
     .bind(subject)
     .bind(block_until)

@@ -286,6 +286,70 @@ async fn run_as_an_outcome(db: &passback::store::Db, staged: &mut passback::stor
     assert_eq!(ran.last_changed, 1);
 }
 
+/// A limit's count takes the same advisory lock in PostgreSQL (migration 0011) as the portal
+/// takes before a transaction of several statements: else the two would not wait for each other.
+async fn a_count_takes_the_lock_the_portal_takes(db: &passback::store::Db) {
+    for key in ["gate_events:corp|a-1", "change_attempts:corp|ü-2", "verification_codes:corp|x", ""] {
+        let theirs: i64 =
+            passback::store::Stmt::new("SELECT passback_lock_key(?)").bind(key).scalar_one(db).await.unwrap();
+        assert_eq!(theirs, passback::store::batch::lock_key(key), "{key:?}");
+    }
+}
+
+/// Each count that takes its lock in the statement takes the one the portal takes before a
+/// transaction of several statements: while a transaction elsewhere holds it, the statement
+/// waits, and goes on once that transaction ends.
+async fn a_count_waits_for_the_lock_the_portal_takes(db: &passback::store::Db) {
+    use passback::store::{attempts, codes, security};
+    let now = 2_000_000;
+    type Count = Box<dyn Fn(passback::store::Db) -> tokio::task::JoinHandle<bool>>;
+    let counts: [(&str, Count); 3] = [
+        (
+            "gate_events:corp|w-1",
+            Box::new(move |db| {
+                tokio::spawn(async move {
+                    security::block_if_reached(&db, "corp|w-1", "reset", now, 1, now + 60).await.unwrap()
+                })
+            }),
+        ),
+        (
+            "change_attempts:corp|w-2",
+            Box::new(move |db| {
+                tokio::spawn(async move { attempts::reserve(&db, "corp|w-2", now, (5, 10)).await.unwrap().is_some() })
+            }),
+        ),
+        (
+            "verification_codes:corp|w-3",
+            Box::new(move |db| {
+                tokio::spawn(async move {
+                    let c = codes::NewCode {
+                        id: "waits",
+                        directory: "corp",
+                        anchor: "w-3",
+                        code_hash: "h",
+                        now,
+                        expires_at: now + 600,
+                    };
+                    codes::insert_within_limit(&db, &c, 3).await.unwrap()
+                })
+            }),
+        ),
+    ];
+    for (key, count) in counts {
+        let mut held = db.begin().await.unwrap();
+        passback::store::Stmt::new("SELECT pg_advisory_xact_lock(?)::text")
+            .bind(passback::store::batch::lock_key(key))
+            .run_in(&mut held)
+            .await
+            .unwrap();
+        let waiting = count(db.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "{key}: counted while the lock was held elsewhere");
+        held.commit().await.unwrap();
+        waiting.await.unwrap();
+    }
+}
+
 /// Runs `each` 64 times at once on `db`: how many of them got through.
 async fn at_once<F, Fut>(db: &passback::store::Db, each: F) -> usize
 where
@@ -339,6 +403,8 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
         .unwrap();
     assert_eq!(claimed, 5);
     a_counted_claim_is_made_only_within_the_allowance(&db).await;
+    a_count_takes_the_lock_the_portal_takes(&db).await;
+    a_count_waits_for_the_lock_the_portal_takes(&db).await;
     a_group_pushed_together_runs_whole(&db).await;
     a_session_staged_into_a_batch_is_written_by_it_and_not_again(&db).await;
 
@@ -374,16 +440,18 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
     assert_eq!(n.await, 10, "failures per address");
 
     // Resets: the one that reaches the limit blocks, however many run at once. Each round's
-    // resets all see the ones before; without serializing, each would count only itself. Half
-    // the rounds count after the event; half count it in the group before it, as an outcome does.
+    // resets all see the ones before; without serializing, each would count only itself. They
+    // take turns: one counts after the event, in a transaction that takes the lock first; the
+    // next counts it in the group before it, as an outcome does, in one statement whose count
+    // takes the lock. Both must take the same lock.
     for round in 0..8 {
         let subject = format!("corp|r-{round}");
         let tasks: Vec<_> = (0..5)
-            .map(|_| {
+            .map(|i| {
                 let (db, subject) = (db.clone(), subject.clone());
                 tokio::spawn(async move {
                     let mut b = passback::store::Batch::new();
-                    if round % 2 == 0 {
+                    if (round + i) % 2 == 0 {
                         b.push_together(security::record_reset(&subject, now));
                         b.push(security::block_when_reached(&subject, "reset", now, 5, now + 3600));
                         return b.run_counting_last(&db).await.unwrap();
@@ -401,6 +469,16 @@ async fn on_postgresql_no_limit_or_one_use_key_lets_more_through_under_parallel_
         }
         assert_eq!(blocks, 1, "the fifth reset of round {round} blocks");
         assert!(security::blocked_until(&db, &subject, now).await.unwrap().is_some());
+    }
+    // One after the other, as an outcome counts: the count taken under the lock does not see the
+    // event its own statement writes, so it is the fifth that blocks, not the fourth.
+    for n in 1..=5 {
+        let mut b = passback::store::Batch::new();
+        b.push_together_counted(security::block_when_this_reaches("corp|r-seq", "reset", now, 5, now + 3600));
+        b.push_together(security::record_reset("corp|r-seq", now));
+        let read = passback::store::Stmt::new("SELECT COUNT(*) FROM writebacks WHERE msg_id = 'none'");
+        let blocked = b.run_then_together::<(i64,)>(&db, read).await.unwrap().last_changed;
+        assert_eq!(blocked, u64::from(n == 5), "reset {n}");
     }
 
     // One-use keys: a form's writeback, a proof-of-work challenge, an alert, made credentials.
