@@ -158,10 +158,14 @@ impl Stmt {
         let mut locks = self.locks.clone();
         locks.sort_unstable();
         locks.dedup();
-        let words: Vec<&str> = self.sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
-        let reads_counted = words.windows(2).any(|w| {
-            (w[0].eq_ignore_ascii_case("FROM") || w[0].eq_ignore_ascii_case("JOIN"))
-                && COUNTED_TABLES.iter().any(|t| w[1].eq_ignore_ascii_case(t))
+        let words: Vec<&str> =
+            self.sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+        // What it reads of them (a `DELETE FROM` reads only the rows it deletes).
+        let reads_counted = (1..words.len()).any(|i| {
+            let read = words[i - 1].eq_ignore_ascii_case("JOIN")
+                || (words[i - 1].eq_ignore_ascii_case("FROM")
+                    && !(i > 1 && words[i - 2].eq_ignore_ascii_case("DELETE")));
+            read && COUNTED_TABLES.iter().any(|t| words[i].eq_ignore_ascii_case(t))
         });
         self.locked_by_counts && locks.len() == 1 && !reads_counted
     }
@@ -1039,6 +1043,17 @@ mod tests {
         // Two counts of one subject, one lock.
         let (alone, sql) = by_itself(crate::store::attempts::Reservation::new("corp|a").take(100, (5, 10)));
         assert!(alone && sql.matches("passback_change_attempts_of(?, ?)").count() == 2, "{sql}");
+
+        // A reset's outcome: its count of resets first, the event and the end of the person's
+        // change-form attempts after it.
+        let group = vec![
+            crate::store::security::block_when_this_reaches("corp|a", "reset", 100, 5, 200).counting_under_its_lock(),
+            crate::store::attempts::clear("corp|a"),
+            crate::store::security::record_reset("corp|a", 100),
+            Stmt::new("SELECT 1"),
+        ];
+        let outcome = joined(group, Some(0));
+        assert!(outcome.serialized_by_itself(), "{}", outcome.sql);
 
         // Not by itself: a count of a limit's table left as it was, a second lock, a count whose
         // lock is not the statement's (left as it was), or no lock at all.
