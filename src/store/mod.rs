@@ -516,9 +516,13 @@ fn pg_pool_options(durable: bool) -> PgPoolOptions {
         })
         .after_connect(move |conn, _| {
             Box::pin(async move {
+                // Every limit counts under READ COMMITTED (see `batch::LockedCount`): a role or a
+                // database whose default is another isolation level does not change the portal's.
+                let mut set = String::from("SET default_transaction_isolation = 'read committed'");
                 if !durable {
-                    sqlx::Executor::execute(conn, "SET synchronous_commit = off").await?;
+                    set.push_str("; SET synchronous_commit = off");
                 }
+                sqlx::Executor::execute(conn, set.as_str()).await?;
                 Ok(())
             })
         })

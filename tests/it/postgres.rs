@@ -34,6 +34,22 @@ pub async fn postgres_store(max_connections: u32) -> passback::store::Db {
     passback::store::connect(url.expose_secret(), max_connections).await.unwrap()
 }
 
+/// The limits count under READ COMMITTED: a database whose default is stricter does not change
+/// the portal's connections (a count would then not see what the statement before it wrote).
+#[tokio::test]
+async fn on_postgresql_the_portal_counts_under_read_committed_whatever_the_default() {
+    use sqlx::Connection;
+    let name = format!("s_{}", uuid::Uuid::new_v4().simple());
+    let url = postgres_cluster().database(&name).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(url.expose_secret()).await.unwrap();
+    let stricter = format!("ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'");
+    sqlx::query(&stricter).execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let db = passback::store::connect(url.expose_secret(), 1).await.unwrap();
+    let level: String = Stmt::new("SELECT current_setting('transaction_isolation')").scalar_one(&db).await.unwrap();
+    assert_eq!(level, "read committed");
+}
+
 #[tokio::test]
 async fn both_schemas_have_the_same_tables_and_columns() {
     let dir = std::env::temp_dir().join(format!("passback-schema-{}", uuid::Uuid::new_v4().simple()));
