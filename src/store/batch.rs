@@ -735,12 +735,7 @@ async fn postgres_batch<T: Row>(
         .enumerate()
         .map(|(at, (group, _))| {
             let counted = counted_at.filter(|(g, _)| *g == at).map(|(_, part)| part);
-            // The parts that run first count under their locks (see `counting_under_its_lock`).
-            let last = group.len() - 1;
-            let group = group.into_iter().enumerate();
-            let group =
-                group.map(|(i, s)| if i == last || Some(i) == counted { s.counting_under_its_lock() } else { s });
-            joined(group.collect(), counted)
+            joined_counting_first(group, counted)
         })
         .collect();
     let read = read.map(Stmt::counting_under_its_lock);
@@ -862,6 +857,18 @@ fn joined(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
     }
     let sql = if queries.is_empty() { main } else { format!("WITH {}\n{main}", queries.join(", ")) };
     Stmt { sql: sql.into(), values, locks, locked_by_counts }
+}
+
+/// [`joined`], with the counts of the parts that PostgreSQL runs first under their locks (see
+/// [`Stmt::counting_under_its_lock`]): the main query, and the counted part it reads. It runs
+/// the other parts after the main query, so a count there would be made in no known order
+/// with what they write: they stay plain subqueries, counted under the locks a transaction
+/// takes first.
+fn joined_counting_first(group: Vec<Stmt>, counted: Option<usize>) -> Stmt {
+    let last = group.len().saturating_sub(1);
+    let group = group.into_iter().enumerate();
+    let group = group.map(|(i, s)| if i == last || Some(i) == counted { s.counting_under_its_lock() } else { s });
+    joined(group.collect(), counted)
 }
 
 /// The column beside a read that says how many rows its group's counted part changed.
@@ -1046,14 +1053,19 @@ mod tests {
 
         // A reset's outcome: its count of resets first, the event and the end of the person's
         // change-form attempts after it.
-        let group = vec![
-            crate::store::security::block_when_this_reaches("corp|a", "reset", 100, 5, 200).counting_under_its_lock(),
-            crate::store::attempts::clear("corp|a"),
-            crate::store::security::record_reset("corp|a", 100),
-            Stmt::new("SELECT 1"),
-        ];
-        let outcome = joined(group, Some(0));
-        assert!(outcome.serialized_by_itself(), "{}", outcome.sql);
+        let outcome = || {
+            vec![
+                crate::store::security::block_when_this_reaches("corp|a", "reset", 100, 5, 200),
+                crate::store::attempts::clear("corp|a"),
+                crate::store::security::record_reset("corp|a", 100),
+                Stmt::new("SELECT 1"),
+            ]
+        };
+        let s = joined_counting_first(outcome(), Some(0));
+        assert!(s.serialized_by_itself() && s.sql.contains(EVENTS_OF.postgres), "{}", s.sql);
+        // Counted in a part that PostgreSQL runs after the main query: left to a transaction.
+        let s = joined_counting_first(outcome(), None);
+        assert!(!s.serialized_by_itself() && s.sql.contains(EVENTS_OF.text), "{}", s.sql);
 
         // Not by itself: a count of a limit's table left as it was, a second lock, a count whose
         // lock is not the statement's (left as it was), or no lock at all.
