@@ -95,37 +95,48 @@ pub fn lock_key(key: &str) -> i64 {
 pub struct LockedCount {
     pub text: &'static str,
     postgres: &'static str,
-    /// The key of the lock the function takes, from the values bound to its placeholders.
-    key: fn(&[Value]) -> Option<String>,
+    /// The key of the lock the function takes: this, then its first `subject` values joined by
+    /// `|`.
+    lock: &'static str,
+    subject: usize,
 }
 
 /// A subject's events of a kind since a time; its lock is `gate_events:<subject>`.
 pub const EVENTS_OF: LockedCount = LockedCount {
     text: "(SELECT COUNT(*) FROM gate_events WHERE subject = ? AND kind = ? AND at > ?)",
     postgres: "passback_gate_events_of(?, ?, ?)",
-    key: |v| match v {
-        [Value::Text(subject), ..] => Some(format!("gate_events:{subject}")),
-        _ => None,
-    },
+    lock: "gate_events:",
+    subject: 1,
 };
 /// A subject's change-form attempts since a time; its lock is `change_attempts:<subject>`.
 pub const ATTEMPTS_OF: LockedCount = LockedCount {
     text: "(SELECT COUNT(*) FROM change_attempts WHERE subject = ? AND at > ?)",
     postgres: "passback_change_attempts_of(?, ?)",
-    key: |v| match v {
-        [Value::Text(subject), ..] => Some(format!("change_attempts:{subject}")),
-        _ => None,
-    },
+    lock: "change_attempts:",
+    subject: 1,
 };
 /// The codes made for a person since a time; its lock is `verification_codes:<dir>|<anchor>`.
 pub const CODES_OF: LockedCount = LockedCount {
     text: "(SELECT COUNT(*) FROM verification_codes WHERE directory = ? AND anchor = ? AND created_at > ?)",
     postgres: "passback_verification_codes_of(?, ?, ?)",
-    key: |v| match v {
-        [Value::Text(directory), Value::Text(anchor), ..] => Some(format!("verification_codes:{directory}|{anchor}")),
-        _ => None,
-    },
+    lock: "verification_codes:",
+    subject: 2,
 };
+
+impl LockedCount {
+    /// The lock its function takes, given the values bound from its first placeholder on.
+    fn lock_of(&self, values: &[Value]) -> Option<i64> {
+        let parts: Option<Vec<&str>> = values
+            .get(..self.subject)?
+            .iter()
+            .map(|v| match v {
+                Value::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        Some(lock_key(&format!("{}{}", self.lock, parts?.join("|"))))
+    }
+}
 const LOCKED_COUNTS: [&LockedCount; 3] = [&EVENTS_OF, &ATTEMPTS_OF, &CODES_OF];
 /// The tables that limits count.
 const COUNTED_TABLES: [&str; 3] = ["gate_events", "change_attempts", "verification_codes"];
@@ -140,7 +151,7 @@ impl Stmt {
         for count in LOCKED_COUNTS {
             while let Some(at) = self.sql.find(count.text) {
                 let first = placeholder_positions(&self.sql[..at]).count();
-                let key = self.values.get(first..).and_then(|v| (count.key)(v)).map(|k| lock_key(&k));
+                let key = self.values.get(first..).and_then(|v| count.lock_of(v));
                 if !key.is_some_and(|k| self.locks.contains(&k)) {
                     break;
                 }
@@ -155,9 +166,7 @@ impl Stmt {
     /// one lock, its counts take it ([`Stmt::counting_under_its_lock`]), and it reads no table
     /// that limits count otherwise.
     fn serialized_by_itself(&self) -> bool {
-        let mut locks = self.locks.clone();
-        locks.sort_unstable();
-        locks.dedup();
+        let one_lock = self.locks.first().is_some_and(|first| self.locks.iter().all(|k| k == first));
         let words: Vec<&str> =
             self.sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
         // What it reads of them (a `DELETE FROM` reads only the rows it deletes).
@@ -167,7 +176,7 @@ impl Stmt {
                     && !(i > 1 && words[i - 2].eq_ignore_ascii_case("DELETE")));
             read && COUNTED_TABLES.iter().any(|t| words[i].eq_ignore_ascii_case(t))
         });
-        self.locked_by_counts && locks.len() == 1 && !reads_counted
+        self.locked_by_counts && one_lock && !reads_counted
     }
 }
 
